@@ -1,0 +1,337 @@
+//! Reading a configuration the way nginx does: the main file, then every `include` in place.
+//!
+//! Relative include paths resolve against the main file's directory (nginx's conf prefix). A
+//! path with `*`, `?` or `[` is a `glob(3)` pattern: matches are sorted, `*` does not match a
+//! leading dot, no match is fine. A literal path must exist. A file included from several places
+//! is spliced into each (it is read from disk once). A cycle is an error, not an endless loop.
+//! Limits on file size, file count and nesting keep hostile input bounded.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::conf::tree::{self, Directive};
+use crate::conf::{ConfFile, Config};
+use crate::error::{Error, Result};
+
+/// Bounds and test hooks for loading.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Absolute include paths starting with `.0` are read from `.1` instead (for trees copied
+    /// away from `/etc/nginx`, such as test fixtures). Empty in production.
+    pub remap: Vec<(PathBuf, PathBuf)>,
+    /// A file larger than this is refused.
+    pub max_file_size: u64,
+    /// More files than this in one configuration are refused.
+    pub max_files: usize,
+    /// Includes nested deeper than this are refused.
+    pub max_include_depth: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            remap: Vec::new(),
+            max_file_size: 32 * 1024 * 1024,
+            max_files: 20_000,
+            max_include_depth: 32,
+        }
+    }
+}
+
+/// Load the configuration whose main file is `main`.
+pub fn load(main: &Path, opts: &LoadOptions) -> Result<Config> {
+    let main = absolute(main)?;
+    let meta = std::fs::metadata(&main).map_err(|e| Error::MainConfig {
+        path: main.clone(),
+        reason: e.to_string(),
+    })?;
+    if meta.is_dir() {
+        return Err(Error::MainConfig {
+            path: main,
+            reason: "it is a directory; -c/--conf takes the main configuration file".into(),
+        });
+    }
+    let conf_prefix = main
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let mut loader = Loader {
+        opts,
+        conf_prefix: conf_prefix.clone(),
+        files: Vec::new(),
+        parsed: HashMap::new(),
+        stack: Vec::new(),
+    };
+    let bytes = loader.read(&main).map_err(|reason| Error::MainConfig {
+        path: main.clone(),
+        reason,
+    })?;
+    let tree = loader.expand_file(&main, bytes)?;
+    Ok(Config {
+        main,
+        conf_prefix,
+        files: loader.files,
+        tree,
+    })
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    Ok(std::env::current_dir()?.join(p))
+}
+
+struct Loader<'a> {
+    opts: &'a LoadOptions,
+    conf_prefix: PathBuf,
+    files: Vec<ConfFile>,
+    /// Each file's directives as parsed (before its own includes are spliced).
+    parsed: HashMap<PathBuf, Vec<Directive>>,
+    /// Files being expanded, outermost first, for cycle detection.
+    stack: Vec<PathBuf>,
+}
+
+impl Loader<'_> {
+    /// Read a file once, recording it in the file set. The error is a plain reason; the caller
+    /// knows whether it is the main file or an include.
+    fn read(&mut self, path: &Path) -> std::result::Result<Arc<[u8]>, String> {
+        if let Some(f) = self.files.iter().find(|f| f.path == path) {
+            return Ok(f.bytes.clone());
+        }
+        if self.files.len() >= self.opts.max_files {
+            return Err(format!(
+                "more than {} files in one configuration",
+                self.opts.max_files
+            ));
+        }
+        let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+        let meta = file.metadata().map_err(|e| e.to_string())?;
+        if meta.is_dir() {
+            return Err("it is a directory".into());
+        }
+        if meta.len() > self.opts.max_file_size {
+            return Err(format!(
+                "it is {} bytes, more than the {} byte limit for a configuration file",
+                meta.len(),
+                self.opts.max_file_size
+            ));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.take(self.opts.max_file_size + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| e.to_string())?;
+        if bytes.len() as u64 > self.opts.max_file_size {
+            return Err(format!(
+                "it is more than the {} byte limit for a configuration file",
+                self.opts.max_file_size
+            ));
+        }
+        let bytes: Arc<[u8]> = bytes.into();
+        self.files.push(ConfFile {
+            path: path.to_path_buf(),
+            bytes: bytes.clone(),
+        });
+        Ok(bytes)
+    }
+
+    /// Parse a file (once) and splice its includes.
+    fn expand_file(&mut self, path: &Path, bytes: Arc<[u8]>) -> Result<Vec<Directive>> {
+        if let Some(nul) = bytes.iter().position(|&b| b == 0) {
+            let line = 1 + bytes[..nul].iter().filter(|&&b| b == b'\n').count() as u32;
+            return Err(Error::config(
+                path,
+                line,
+                "binary data (a NUL byte): this is not an nginx configuration file",
+            ));
+        }
+        let dirs = match self.parsed.get(path) {
+            Some(d) => d.clone(),
+            None => {
+                let file: Arc<Path> = Arc::from(path);
+                let d = tree::parse(&file, &bytes)?;
+                self.parsed.insert(path.to_path_buf(), d.clone());
+                d
+            }
+        };
+        self.stack.push(path.to_path_buf());
+        let out = self.splice(dirs);
+        self.stack.pop();
+        out
+    }
+
+    fn splice(&mut self, dirs: Vec<Directive>) -> Result<Vec<Directive>> {
+        let mut out = Vec::with_capacity(dirs.len());
+        for mut d in dirs {
+            if d.name == "include" && d.block.is_none() {
+                out.extend(self.include(&d)?);
+                continue;
+            }
+            if d.block.is_some() && !d.name.ends_with("_by_lua_block") {
+                let children = d.block.take().unwrap_or_default();
+                d.block = Some(self.splice(children)?);
+            }
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    fn include(&mut self, d: &Directive) -> Result<Vec<Directive>> {
+        if d.args.len() != 1 {
+            return Err(Error::config(
+                d.file.to_path_buf(),
+                d.line,
+                "invalid number of arguments in \"include\" directive",
+            ));
+        }
+        if self.stack.len() > self.opts.max_include_depth {
+            return Err(Error::config(
+                d.file.to_path_buf(),
+                d.line,
+                format!(
+                    "includes nested deeper than {} levels",
+                    self.opts.max_include_depth
+                ),
+            ));
+        }
+        let pattern = self.resolve(&d.args[0]);
+        let paths = if d.args[0].contains(['*', '?', '[']) {
+            glob_sorted(&pattern).map_err(|m| Error::config(d.file.to_path_buf(), d.line, m))?
+        } else {
+            vec![pattern]
+        };
+        let mut out = Vec::new();
+        for path in paths {
+            if let Some(pos) = self.stack.iter().position(|p| *p == path) {
+                let chain: Vec<String> = self.stack[pos..]
+                    .iter()
+                    .chain(std::iter::once(&path))
+                    .map(|p| p.display().to_string())
+                    .collect();
+                return Err(Error::config(
+                    d.file.to_path_buf(),
+                    d.line,
+                    format!("include cycle: {}", chain.join(" -> ")),
+                ));
+            }
+            let bytes = self.read(&path).map_err(|reason| {
+                Error::config(
+                    d.file.to_path_buf(),
+                    d.line,
+                    format!("cannot include \"{}\": {reason}", path.display()),
+                )
+            })?;
+            out.extend(self.expand_file(&path, bytes)?);
+        }
+        Ok(out)
+    }
+
+    fn resolve(&self, arg: &str) -> PathBuf {
+        let p = Path::new(arg);
+        if p.is_absolute() {
+            for (from, to) in &self.opts.remap {
+                if let Ok(rest) = p.strip_prefix(from) {
+                    return to.join(rest);
+                }
+            }
+            p.to_path_buf()
+        } else {
+            self.conf_prefix.join(p)
+        }
+    }
+}
+
+/// `glob(3)` as nginx calls it: sorted, `*` and `?` do not match a leading dot.
+fn glob_sorted(pattern: &Path) -> std::result::Result<Vec<PathBuf>, String> {
+    let text = pattern.to_string_lossy();
+    let opts = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: true,
+    };
+    let iter = glob::glob_with(&text, opts)
+        .map_err(|e| format!("invalid include pattern \"{text}\": {e}"))?;
+    let mut paths = Vec::new();
+    for entry in iter {
+        let path =
+            entry.map_err(|e| format!("cannot read {}: {}", e.path().display(), e.error()))?;
+        paths.push(path);
+    }
+    paths.sort();
+    Ok(paths)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        let p = dir.join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(p, text).expect("write");
+    }
+
+    #[test]
+    fn includes_resolve_against_main_dir_and_glob_sorted_without_dotfiles() {
+        let t = tempfile::tempdir().expect("tempdir");
+        write(
+            t.path(),
+            "nginx.conf",
+            "http {\n include conf.d/*.conf;\n}\n",
+        );
+        write(t.path(), "conf.d/b.conf", "b 1;\n");
+        write(t.path(), "conf.d/a.conf", "a 1;\n");
+        write(t.path(), "conf.d/.hidden.conf", "hidden 1;\n");
+        write(t.path(), "conf.d/c.conf.bak", "bak 1;\n");
+        let c = load(&t.path().join("nginx.conf"), &LoadOptions::default()).expect("loads");
+        let http = &c.tree[0];
+        let names: Vec<_> = http.children().iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(http.children()[1].line, 1);
+        assert!(http.children()[1].file.ends_with("conf.d/b.conf"));
+        assert_eq!(c.files.len(), 3);
+    }
+
+    #[test]
+    fn missing_literal_include_is_a_config_error_at_the_include() {
+        let t = tempfile::tempdir().expect("tempdir");
+        write(t.path(), "nginx.conf", "events {}\n\ninclude nope.conf;\n");
+        let e = load(&t.path().join("nginx.conf"), &LoadOptions::default()).expect_err("fails");
+        match e {
+            Error::Config { line, message, .. } => {
+                assert_eq!(line, 3);
+                assert!(message.contains("nope.conf"), "{message}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cycles_are_reported() {
+        let t = tempfile::tempdir().expect("tempdir");
+        write(t.path(), "nginx.conf", "include a.conf;\n");
+        write(t.path(), "a.conf", "x 1;\ninclude nginx.conf;\n");
+        let e = load(&t.path().join("nginx.conf"), &LoadOptions::default()).expect_err("cycle");
+        assert!(e.to_string().contains("include cycle"), "{e}");
+        assert!(e.to_string().contains("a.conf:2"), "{e}");
+    }
+
+    #[test]
+    fn a_file_included_twice_is_spliced_twice_but_listed_once() {
+        let t = tempfile::tempdir().expect("tempdir");
+        write(
+            t.path(),
+            "nginx.conf",
+            "a { include p; }\nb { include p; }\n",
+        );
+        write(t.path(), "p", "x 1;\n");
+        let c = load(&t.path().join("nginx.conf"), &LoadOptions::default()).expect("loads");
+        assert_eq!(c.tree[0].children().len(), 1);
+        assert_eq!(c.tree[1].children().len(), 1);
+        assert_eq!(c.files.len(), 2);
+    }
+}

@@ -1,0 +1,66 @@
+//! The configuration model: nginx's configuration read the way nginx reads it.
+//!
+//! `lexer` turns bytes into tokens by the rules of `ngx_conf_read_token`, `tree` builds
+//! directives from tokens, `load` follows `include` and knows the full file set, `targets` finds
+//! every upstream target and `servers` every `server {}` with its listens, names and proxied
+//! locations. `nginx -t` stays the judge of validity: this model only has to find files,
+//! targets, listens and server names, each with file and line.
+
+pub mod lexer;
+pub mod load;
+pub mod servers;
+pub mod targets;
+pub mod tree;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use load::{load, LoadOptions};
+pub use servers::{Listen, ListenAddr, Location, Server};
+pub use targets::{Reference, Target, TargetAddr, Targets};
+pub use tree::Directive;
+
+/// One file of the configuration, as read once from disk.
+#[derive(Debug, Clone)]
+pub struct ConfFile {
+    /// The path as nginx resolves it (absolute; a symlink is not resolved).
+    pub path: PathBuf,
+    /// The bytes read, exactly as on disk.
+    pub bytes: Arc<[u8]>,
+}
+
+/// A loaded configuration: the directive tree with includes spliced in place, and the set of
+/// files it was read from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The main configuration file (`-c`).
+    pub main: PathBuf,
+    /// The directory relative includes resolve against: the main file's directory.
+    pub conf_prefix: PathBuf,
+    /// Every file read, main file first, then in the order first included; each once.
+    pub files: Vec<ConfFile>,
+    /// Top-level directives. An `include` is replaced by the directives of the files it names,
+    /// each keeping its own file and line.
+    pub tree: Vec<Directive>,
+}
+
+impl Config {
+    /// The file set's paths, main file first.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().map(|f| f.path.as_path())
+    }
+
+    /// Every directive in the tree, depth first, with the block names enclosing it
+    /// (outermost first), e.g. `["http", "server", "location"]`.
+    pub fn walk(&self) -> Vec<(Vec<&str>, &Directive)> {
+        let mut out = Vec::new();
+        let mut stack = Vec::new();
+        tree::walk(&self.tree, &mut stack, &mut out);
+        out
+    }
+
+    /// The first top-level directive of this name (e.g. `user`, `pid`).
+    pub fn main_directive(&self, name: &str) -> Option<&Directive> {
+        self.tree.iter().find(|d| d.name == name)
+    }
+}

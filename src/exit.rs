@@ -1,0 +1,77 @@
+//! The exit status table, in one place. DESIGN.md, the README and the man page repeat it;
+//! `tests/exit_codes.rs` proves each code is reachable.
+
+/// Process exit status of `safe-reload`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exit {
+    /// Reloaded and verified; or `check`/`probe` found nothing wrong.
+    Ok,
+    /// Refused before reload (`nginx -t`, a probe or a preflight check failed): the running
+    /// nginx is untouched.
+    Refused,
+    /// Usage, environment or internal error (no nginx binary, lock held, unreadable file).
+    Environment,
+    /// Reloaded, verification failed, rolled back: the previous config is live and verified.
+    RolledBack,
+    /// Rollback failed or could not be verified: an operator must act now.
+    RollbackFailed,
+    /// Interrupted before anything changed.
+    Interrupted,
+}
+
+impl Exit {
+    /// The numeric status the process exits with.
+    pub fn code(self) -> i32 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Refused => 1,
+            Exit::Environment => 2,
+            Exit::RolledBack => 3,
+            Exit::RollbackFailed => 4,
+            Exit::Interrupted => 130,
+        }
+    }
+
+    /// Every status with its meaning, for the man page and `--help`.
+    pub const TABLE: [(i32, &'static str); 6] = [
+        (0, "reloaded and verified; or check/probe found nothing wrong"),
+        (
+            1,
+            "refused before reload (nginx -t, a probe or a preflight check failed): the running nginx is untouched",
+        ),
+        (
+            2,
+            "usage, environment or internal error (no nginx binary, lock held, unreadable file)",
+        ),
+        (
+            3,
+            "reloaded, verification failed, rolled back: the previous config is live and verified",
+        ),
+        (
+            4,
+            "rollback failed or could not be verified: an operator must act now",
+        ),
+        (130, "interrupted before anything changed"),
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_matches_codes() {
+        let all = [
+            Exit::Ok,
+            Exit::Refused,
+            Exit::Environment,
+            Exit::RolledBack,
+            Exit::RollbackFailed,
+            Exit::Interrupted,
+        ];
+        for (e, (code, _)) in all.iter().zip(Exit::TABLE.iter()) {
+            assert_eq!(e.code(), *code);
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! safe-reload: reload nginx without breaking the site.
+//!
+//! The map: `cli` (flags), `conf` (nginx configuration model), `nginx` (the only place that runs
+//! nginx), `probe` (connect probes and diagnosis), `preflight` (what `nginx -t` misses),
+//! `store` (snapshots, last-good, journal, lock), `diff`, `reload` (signal and proof),
+//! `health` (requests through nginx and the error-log window), `pipeline` (step order and
+//! rollback policy: the only place that decides), `report` (what a run found) and `output`
+//! (the only place that prints).
+
+pub mod cli;
+pub mod conf;
+pub mod diff;
+pub mod error;
+pub mod exit;
+pub mod health;
+pub mod nginx;
+pub mod output;
+pub mod pipeline;
+pub mod preflight;
+pub mod probe;
+pub mod reload;
+pub mod report;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use exit::Exit;

@@ -1,0 +1,1 @@
+//! pipeline (to be written).

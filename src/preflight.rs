@@ -1,0 +1,1 @@
+//! preflight (to be written).

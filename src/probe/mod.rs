@@ -1,0 +1,1 @@
+//! Connect probes for upstream targets and the diagnosis of failures from what listens here.
