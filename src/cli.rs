@@ -1,1 +1,222 @@
-//! cli (to be written).
+//! The command line: clap derive structs whose doc comments are the help text. Global flags are
+//! accepted before or after the subcommand. Nothing here runs anything; `pipeline` does.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Exit status:
+  0    reloaded and verified; or check/probe found nothing wrong
+  1    refused before reload (nginx -t, a probe or a preflight check failed): nginx untouched
+  2    usage, environment or internal error (no nginx binary, lock held, unreadable file)
+  3    reloaded, verification failed, rolled back: the previous config is live and verified
+  4    rollback failed or could not be verified: an operator must act now
+  130  interrupted before anything changed
+
+Examples:
+  safe-reload                      test, probe, diff, reload, verify; roll back on 502
+  safe-reload check                everything short of reloading (git hooks, CI)
+  safe-reload probe                is every backend the config names listening?
+  safe-reload targets -c site.conf list upstream targets with file:line (no nginx needed)
+  safe-reload -y --health http://example.com/health --resolve example.com:80:127.0.0.1";
+
+/// Reload nginx without breaking the site.
+///
+/// safe-reload replaces `systemctl reload nginx`: it tests the configuration, checks that every
+/// upstream it names is listening, shows what changed since the last good configuration,
+/// reloads, proves the reload took effect, checks the site through nginx, and puts the last good
+/// configuration back if the change turned into 502 Bad Gateway.
+#[derive(Debug, Parser)]
+#[command(name = "safe-reload", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Flags every command takes, before or after the subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// nginx binary to use [default: `nginx` on PATH, then /usr/sbin/nginx]
+    #[arg(long, global = true, env = "SAFE_RELOAD_NGINX", value_name = "PATH")]
+    pub nginx: Option<PathBuf>,
+
+    /// Main nginx configuration file [default: nginx -V's --conf-path]
+    #[arg(short = 'c', long = "conf", global = true, value_name = "FILE")]
+    pub conf: Option<PathBuf>,
+
+    /// nginx prefix directory (-p) [default: nginx -V's --prefix]
+    #[arg(short = 'p', long, global = true, value_name = "DIR")]
+    pub prefix: Option<PathBuf>,
+
+    /// Where snapshots, last-good, the journal and the lock live [default: /var/lib/safe-reload]
+    #[arg(long, global = true, env = "SAFE_RELOAD_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Settings file with defaults for these flags [default: /etc/safe-reload.toml if present]
+    #[arg(
+        long = "config",
+        global = true,
+        env = "SAFE_RELOAD_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config_file: Option<PathBuf>,
+
+    /// Reload with this command instead of SIGHUP to the master, e.g. "systemctl reload nginx"
+    #[arg(long, global = true, value_name = "CMD")]
+    pub reload_cmd: Option<String>,
+
+    /// Health request through nginx after the reload (repeatable); replaces the derived ones
+    #[arg(long, global = true, value_name = "URL")]
+    pub health: Vec<String>,
+
+    /// Connect health requests for HOST:PORT to ADDR, like curl --resolve (repeatable)
+    #[arg(long, global = true, value_name = "HOST:PORT:ADDR")]
+    pub resolve: Vec<String>,
+
+    /// Health statuses that count as success (repeatable) [default: anything but 502/504]
+    #[arg(long, global = true, value_name = "CODE")]
+    pub expect_status: Vec<u16>,
+
+    /// Do not probe upstream targets (for machines that cannot see the backends)
+    #[arg(long, global = true)]
+    pub no_probe: bool,
+
+    /// Time allowed for each connect probe, e.g. 500ms, 2s
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
+    pub probe_timeout: Option<Duration>,
+
+    /// Upstream target allowed to fail probing, as shown by `targets` (repeatable)
+    #[arg(long, global = true, value_name = "ADDRESS")]
+    pub allow_fail: Vec<String>,
+
+    /// Do not ask before reloading
+    #[arg(short = 'y', long, global = true)]
+    pub yes: bool,
+
+    /// Reload even when nothing changed since the last good configuration
+    #[arg(long, global = true)]
+    pub force: bool,
+
+    /// Wait for another run's lock instead of exiting with status 2
+    #[arg(long, global = true)]
+    pub wait: bool,
+
+    /// Print one JSON document on stdout instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// When to use colors
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto, value_name = "WHEN")]
+    pub color: ColorWhen,
+
+    /// Less output (-q: results only)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+
+    /// More output (-v: every step with timings)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// `--color` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Shells `completions` can generate for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Test, probe, diff, reload, prove, verify; roll back on failure (the default)
+    Reload,
+    /// Parse, nginx -t, probe upstreams and preflight checks, diff; never reloads
+    Check {
+        /// Config from an untrusted source (a git hook): refuse load_module, includes outside
+        /// the tree, Lua, Perl and njs, and run nginx -t in a throwaway prefix
+        #[arg(long)]
+        untrusted: bool,
+    },
+    /// List every upstream target with file:line (no nginx, no network needed)
+    Targets,
+    /// Probe every upstream target and explain failures
+    Probe,
+    /// Show the candidate configuration against the last good one
+    Diff,
+    /// Edit a configuration file safely, like visudo: the edit goes live only if it verifies
+    Edit {
+        /// The file to edit
+        file: PathBuf,
+    },
+    /// Record the current configuration as the known-good baseline (after nginx -t passes)
+    Init,
+    /// List snapshots: time, outcome, who, files changed
+    History,
+    /// Restore a snapshot through test, reload and verify [default: the previous good one]
+    Rollback {
+        /// Snapshot id, as shown by `history`
+        id: Option<String>,
+    },
+    /// Is nginx running, does the config on disk differ from last-good, is a run unfinished?
+    Status,
+    /// Finish a run that was interrupted: keep the live config if it verifies, else roll back
+    Recover,
+    /// Print the man page (roff) on stdout
+    Man,
+    /// Print shell completions on stdout
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| format!("{e} (write e.g. 500ms, 2s, 1m)"))
+}
+
+impl Cli {
+    /// The subcommand, `reload` when none was given.
+    pub fn subcommand(&self) -> Command {
+        self.command.clone().unwrap_or(Command::Reload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_before_or_after_subcommand() {
+        let a = Cli::try_parse_from(["safe-reload", "--json", "-c", "/x", "targets"]).expect("a");
+        let b = Cli::try_parse_from(["safe-reload", "targets", "--json", "-c", "/x"]).expect("b");
+        assert!(a.global.json && b.global.json);
+        assert_eq!(a.global.conf, b.global.conf);
+    }
+
+    #[test]
+    fn durations_read_like_humans_write_them() {
+        let c = Cli::try_parse_from(["safe-reload", "probe", "--probe-timeout", "500ms"])
+            .expect("parses");
+        assert_eq!(c.global.probe_timeout, Some(Duration::from_millis(500)));
+    }
+}

@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod conf;
 pub mod diff;
+pub mod docs;
 pub mod error;
 pub mod exit;
 pub mod health;
@@ -20,6 +21,8 @@ pub mod preflight;
 pub mod probe;
 pub mod reload;
 pub mod report;
+pub mod run;
+pub mod settings;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -1,5 +1,231 @@
-//! The one place that prints: human text (colors only on a TTY, never with `NO_COLOR`) and the
-//! JSON report. Results go to stdout, progress and diagnostics to stderr.
+//! The one place that prints. A [`Printer`] owns stdout and stderr: results go to stdout,
+//! progress and diagnostics to stderr, colors only on a TTY and never with `NO_COLOR` unless
+//! `--color always`. With `--json` stdout carries exactly one JSON document. Text from nginx, the
+//! configuration or the user is escaped so control characters cannot drive the terminal.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::{IsTerminal, Write};
+
+use anstyle::{AnsiColor, Style};
+
+use crate::cli::ColorWhen;
+use crate::conf::targets::{Context, Reference, Target};
+use crate::report::{Problem, Report};
+
+/// How a line is styled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    Plain,
+    Good,
+    Warn,
+    Bad,
+    Dim,
+    Bold,
+}
+
+impl Tone {
+    fn style(self) -> Style {
+        match self {
+            Tone::Plain => Style::new(),
+            Tone::Good => AnsiColor::Green.on_default(),
+            Tone::Warn => AnsiColor::Yellow.on_default(),
+            Tone::Bad => AnsiColor::Red.on_default().bold(),
+            Tone::Dim => Style::new().dimmed(),
+            Tone::Bold => Style::new().bold(),
+        }
+    }
+}
+
+/// Owner of all output.
+#[derive(Debug, Clone)]
+pub struct Printer {
+    pub json: bool,
+    pub quiet: bool,
+    pub verbose: bool,
+    stderr_tty: bool,
+}
+
+impl Printer {
+    /// Set up output for this process: the color choice applies to both streams.
+    pub fn new(color: ColorWhen, json: bool, quiet: bool, verbose: bool) -> Printer {
+        let choice = match color {
+            ColorWhen::Always => anstream::ColorChoice::Always,
+            ColorWhen::Never => anstream::ColorChoice::Never,
+            ColorWhen::Auto => anstream::ColorChoice::Auto,
+        };
+        choice.write_global();
+        Printer {
+            json,
+            quiet,
+            verbose,
+            stderr_tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Whether stderr is a terminal (for prompts and spinners).
+    pub fn interactive(&self) -> bool {
+        self.stderr_tty && std::io::stdin().is_terminal()
+    }
+
+    /// Paint text for the stream it goes to; anstream strips it where colors are off.
+    pub fn paint(&self, tone: Tone, text: &str) -> String {
+        let style = tone.style();
+        format!("{style}{text}{style:#}")
+    }
+
+    /// A result line on stdout (suppressed in JSON mode: the document is the result).
+    pub fn out(&self, text: &str) {
+        if !self.json {
+            let mut out = anstream::stdout();
+            let _ = writeln!(out, "{text}");
+        }
+    }
+
+    /// A diagnostic on stderr, shown even with -q.
+    pub fn err(&self, text: &str) {
+        let mut err = anstream::stderr();
+        let _ = writeln!(err, "{text}");
+    }
+
+    /// Progress on stderr; hidden with -q and in JSON mode.
+    pub fn progress(&self, text: &str) {
+        if !self.quiet && !self.json {
+            self.err(text);
+        }
+    }
+
+    /// Detail only with -v.
+    pub fn detail(&self, text: &str) {
+        if self.verbose && !self.json {
+            self.err(text);
+        }
+    }
+
+    /// The JSON document on stdout.
+    pub fn json_doc<T: serde::Serialize>(&self, value: &T) {
+        let mut out = std::io::stdout().lock();
+        match serde_json::to_string_pretty(value) {
+            Ok(text) => {
+                let _ = writeln!(out, "{text}");
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    out,
+                    "{{\"outcome\":\"error\",\"error\":{}}}",
+                    serde_json::Value::String(format!("cannot render the report: {e}"))
+                );
+            }
+        }
+    }
+
+    /// Raw bytes to stdout (man page, completions).
+    pub fn raw(&self, bytes: &[u8]) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(bytes);
+    }
+
+    /// Ask a yes/no question on the terminal; `false` on anything but yes.
+    pub fn confirm(&self, question: &str) -> bool {
+        let mut err = anstream::stderr();
+        let _ = write!(err, "{question} [y/N] ");
+        let _ = err.flush();
+        let mut answer = String::new();
+        if std::io::stdin().read_line(&mut answer).is_err() {
+            return false;
+        }
+        matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
+    }
+}
+
+/// Render a finished report: one JSON document with `--json`, otherwise text.
+pub fn render(p: &Printer, report: &Report) {
+    if p.json {
+        p.json_doc(report);
+        return;
+    }
+    render_problems(p, &report.problems);
+    if let Some(targets) = &report.targets {
+        render_targets(p, targets);
+    }
+    for note in &report.notes {
+        p.progress(&escape_control(note));
+    }
+}
+
+/// Render an error that stopped a command.
+pub fn render_error(p: &Printer, report: &Report, e: &crate::Error) {
+    if p.json {
+        p.json_doc(report);
+        return;
+    }
+    let head = p.paint(Tone::Bad, "error:");
+    p.err(&format!("{head} {}", escape_control(&e.to_string())));
+}
+
+fn render_problems(p: &Printer, problems: &[Problem]) {
+    for pr in problems {
+        let place = match (&pr.file, pr.line) {
+            (Some(f), Some(l)) => format!("{}:{l}: ", f.display()),
+            (Some(f), None) => format!("{}: ", f.display()),
+            _ => String::new(),
+        };
+        let tone = match pr.level.as_str() {
+            "warn" | "notice" | "info" => Tone::Warn,
+            _ => Tone::Bad,
+        };
+        let level = p.paint(tone, &pr.level);
+        p.err(&escape_control(&format!("{place}{level}: {}", pr.message)));
+        if let Some(hint) = &pr.hint {
+            p.err(&format!(
+                "  {} {}",
+                p.paint(Tone::Bold, "hint:"),
+                escape_control(hint)
+            ));
+        }
+    }
+}
+
+fn reference_line(r: &Reference) -> String {
+    let mut flags = Vec::new();
+    if let Some(u) = &r.upstream {
+        flags.push(format!("upstream {u}"));
+    }
+    if r.backup {
+        flags.push("backup".into());
+    }
+    if r.down {
+        flags.push("down".into());
+    }
+    let ctx = match r.context {
+        Context::Http => "",
+        Context::Stream => " (stream)",
+    };
+    let extra = if flags.is_empty() {
+        String::new()
+    } else {
+        format!(", {}", flags.join(", "))
+    };
+    format!(
+        "{}:{}  {}{ctx}{extra}",
+        r.file.display(),
+        r.line,
+        r.directive
+    )
+}
+
+fn render_targets(p: &Printer, targets: &[Target]) {
+    let n = targets.len();
+    p.progress(&format!(
+        "{n} upstream target{}",
+        if n == 1 { "" } else { "s" }
+    ));
+    for t in targets {
+        p.out(&p.paint(Tone::Bold, &escape_control(&t.address.to_string())));
+        for r in &t.references {
+            p.out(&format!("    {}", escape_control(&reference_line(r))));
+        }
+    }
+}
 
 /// Escape control characters (except newline and tab) so child output and config text cannot
 /// drive the terminal.
@@ -13,4 +239,17 @@ pub fn escape_control(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            escape_control("a\x1b[31mb\nc\u{7}"),
+            "a\\u{1b}[31mb\nc\\u{7}"
+        );
+    }
 }

@@ -1,1 +1,137 @@
-//! report (to be written).
+//! What a run found and did, as data. `pipeline` fills a [`Report`]; `output` renders it as text
+//! or as one JSON document. Both renderings come from this one struct, so they carry the same
+//! facts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::conf::targets::{Finding, Target};
+use crate::exit::Exit;
+
+/// How a command ended, the JSON report's `outcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A read-only command found nothing wrong (`targets`, `check`, `probe`, `diff`, ...).
+    Ok,
+    /// The candidate went live and verified.
+    Reloaded,
+    /// Nothing changed since last-good; no reload.
+    Unchanged,
+    /// Stopped before reloading; nginx untouched.
+    Refused,
+    /// Reloaded, failed verification, the previous config is live and verified.
+    RolledBack,
+    /// The rollback failed or could not be verified.
+    RollbackFailed,
+    /// A baseline was recorded (`init`).
+    Recorded,
+    /// Stopped by a signal before anything changed.
+    Interrupted,
+    /// An error stopped the command (exit 2, or 1 for configuration errors).
+    Error,
+}
+
+/// One pipeline step with its timing.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub name: &'static str,
+    pub ok: bool,
+    #[serde(serialize_with = "ms")]
+    pub elapsed: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+fn ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e3)
+}
+
+/// A problem in the configuration with its place: from `nginx -t` or from our own reading.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// `emerg`, `alert`, `crit`, `error`, `warn` (nginx's levels) or `config`.
+    pub level: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl From<&Finding> for Problem {
+    fn from(f: &Finding) -> Problem {
+        Problem {
+            level: "config".into(),
+            message: f.message.clone(),
+            file: Some(f.file.clone()),
+            line: Some(f.line),
+            hint: f.hint.clone(),
+        }
+    }
+}
+
+/// The report of one command.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub command: String,
+    pub outcome: Outcome,
+    pub exit_code: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Vec<Target>>,
+    /// Plain-language notes: warnings and what was done, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Report {
+    /// An empty report for a command; the outcome is set as the run ends.
+    pub fn new(command: &str) -> Report {
+        Report {
+            command: command.to_string(),
+            outcome: Outcome::Ok,
+            exit_code: 0,
+            config: None,
+            steps: Vec::new(),
+            problems: Vec::new(),
+            targets: None,
+            notes: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Set the outcome and the exit status that goes with it.
+    pub fn finish(&mut self, outcome: Outcome, exit: Exit) -> Exit {
+        self.outcome = outcome;
+        self.exit_code = exit.code();
+        exit
+    }
+
+    /// Record a step.
+    pub fn step(
+        &mut self,
+        name: &'static str,
+        ok: bool,
+        elapsed: Duration,
+        detail: Option<String>,
+    ) {
+        self.steps.push(Step {
+            name,
+            ok,
+            elapsed,
+            detail,
+        });
+    }
+}
