@@ -23,6 +23,7 @@ pub mod reload;
 pub mod report;
 pub mod run;
 pub mod settings;
+pub mod signals;
 pub mod store;
 
 pub use error::{Error, Result};
