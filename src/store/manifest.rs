@@ -182,6 +182,15 @@ pub fn validate(file: &Path, snap: &Snapshot) -> Result<()> {
     if !valid_id(&snap.id) || file.file_stem() != Some(std::ffi::OsStr::new(&snap.id)) {
         return Err(bad(Path::new(&snap.id), "is not this manifest's id"));
     }
+    validate_entries(file, snap)
+}
+
+/// Checks every entry's path, hash and target; errors name the manifest and the entry.
+pub fn validate_entries(file: &Path, snap: &Snapshot) -> Result<()> {
+    let bad = |what: &Path, why: &str| Error::State {
+        path: file.to_path_buf(),
+        message: format!("manifest entry '{}' {why}", what.display()),
+    };
     let mut seen = BTreeSet::new();
     let links: BTreeSet<&Path> = snap
         .files

@@ -13,7 +13,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::atomic::{self, is_root, Attrs};
-use super::manifest::{Entry, EntryKind, Snapshot};
+use super::manifest::{self, Entry, EntryKind, Snapshot};
 use super::scan::relative_to;
 use super::Store;
 use crate::error::Result;
@@ -73,6 +73,7 @@ impl Store {
         current: &[PathBuf],
         rejected: Option<&Snapshot>,
     ) -> Result<RestoreReport> {
+        manifest::validate_entries(&self.manifest_path(&snap.id), snap)?;
         let tree = Tree {
             root: config_root,
             canon_root: fs_err::canonicalize(config_root)?,

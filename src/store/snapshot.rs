@@ -54,7 +54,7 @@ impl Store {
         Ok(snap)
     }
 
-    fn manifest_path(&self, id: &str) -> std::path::PathBuf {
+    pub(super) fn manifest_path(&self, id: &str) -> std::path::PathBuf {
         self.snapshots_dir().join(format!("{id}.json"))
     }
 
