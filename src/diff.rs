@@ -145,7 +145,10 @@ impl ConfigDiff {
         let count = |c: Change| self.files.iter().filter(|f| f.change == c).count();
         let n = self.files.len();
         let mut text = format!("{n} file{} changed", if n == 1 { "" } else { "s" });
-        for (what, k) in [("added", count(Change::Added)), ("removed", count(Change::Removed))] {
+        for (what, k) in [
+            ("added", count(Change::Added)),
+            ("removed", count(Change::Removed)),
+        ] {
             if k > 0 {
                 text.push_str(&format!(", {k} {what}"));
             }
@@ -205,7 +208,9 @@ fn bare(path: &str, change: Change) -> FileDiff {
 }
 
 fn text(bytes: &[u8]) -> Option<&str> {
-    std::str::from_utf8(bytes).ok().filter(|t| !t.contains('\0'))
+    std::str::from_utf8(bytes)
+        .ok()
+        .filter(|t| !t.contains('\0'))
 }
 
 fn content_diff(path: &str, change: Change, old: &[u8], new: &[u8]) -> FileDiff {

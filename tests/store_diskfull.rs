@@ -1,6 +1,9 @@
 //! A full disk: a snapshot or restore that cannot write says which path failed and leaves no
 //! half-written or temp file behind. Uses a real 64 KiB tmpfs, which needs root.
 
+// A test that needs root says so on stdout when it skips.
+#![allow(clippy::print_stdout)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -56,7 +59,12 @@ fn all_files(dir: &Path) -> Vec<PathBuf> {
 fn temp_files(dir: &Path) -> Vec<PathBuf> {
     all_files(dir)
         .into_iter()
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(TEMP_PREFIX))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(TEMP_PREFIX)
+        })
         .collect()
 }
 
@@ -92,7 +100,10 @@ fn snapshot_on_a_full_disk_names_the_path_and_leaves_no_temp_files() {
     assert!(text.contains("No space left on device"), "{text}");
     assert_eq!(temp_files(&fs_dir), Vec::<PathBuf>::new());
     assert!(!object.exists());
-    assert!(store.list().unwrap().is_empty(), "no manifest without its objects");
+    assert!(
+        store.list().unwrap().is_empty(),
+        "no manifest without its objects"
+    );
 }
 
 #[test]
@@ -121,9 +132,16 @@ fn restore_on_a_full_disk_reports_the_path_and_keeps_the_old_file_whole() {
     assert_eq!(report.failed.len(), 1, "{report:?}");
     assert_eq!(report.failed[0].path, Path::new("nginx.conf"));
     let reason = &report.failed[0].reason;
-    assert!(reason.contains(&root.join("nginx.conf").display().to_string()), "{reason}");
+    assert!(
+        reason.contains(&root.join("nginx.conf").display().to_string()),
+        "{reason}"
+    );
     assert!(reason.contains("No space left on device"), "{reason}");
     assert_eq!(fs::read(root.join("nginx.conf")).unwrap(), b"events {}\n");
     assert_eq!(temp_files(&root), Vec::<PathBuf>::new());
-    assert_eq!(report.mismatches.len(), 1, "verification sees the file was not restored");
+    assert_eq!(
+        report.mismatches.len(),
+        1,
+        "verification sees the file was not restored"
+    );
 }

@@ -31,7 +31,10 @@ fn second_lock_fails_naming_the_holder_pid() {
         panic!("expected LockHeld, got {err}");
     };
     assert_eq!(path, guard.path());
-    assert!(holder.contains(&format!("pid {}", std::process::id())), "{holder}");
+    assert!(
+        holder.contains(&format!("pid {}", std::process::id())),
+        "{holder}"
+    );
     drop(guard);
     store.lock(false, None).unwrap();
 }
@@ -40,11 +43,16 @@ fn second_lock_fails_naming_the_holder_pid() {
 fn lock_is_released_when_the_holder_process_dies() {
     if let Ok(dir) = std::env::var(CHILD_ENV) {
         hold_until_killed(&dir);
+        return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path()).unwrap();
     let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "lock_is_released_when_the_holder_process_dies", "--nocapture"])
+        .args([
+            "--exact",
+            "lock_is_released_when_the_holder_process_dies",
+            "--nocapture",
+        ])
         .env(CHILD_ENV, tmp.path())
         .spawn()
         .unwrap();
@@ -64,23 +72,28 @@ fn lock_is_released_when_the_holder_process_dies() {
         assert!(Instant::now() < deadline, "the child never took the lock");
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert!(holder.contains("lock_is_released_when_the_holder_process_dies"), "{holder}");
+    assert!(
+        holder.contains("lock_is_released_when_the_holder_process_dies"),
+        "{holder}"
+    );
 
     child.0.kill().unwrap();
     let status = child.0.wait().unwrap();
     assert_eq!(status.signal(), Some(libc::SIGKILL));
-    store.lock(false, None).expect("the kernel released the dead holder's lock");
+    store
+        .lock(false, None)
+        .expect("the kernel released the dead holder's lock");
 }
 
 /// The child side: take the lock and keep it until killed (bounded, so a lost child ends).
-fn hold_until_killed(dir: &str) -> ! {
+fn hold_until_killed(dir: &str) {
     let store = Store::open(std::path::Path::new(dir)).unwrap();
-    let _guard = store.lock(false, None).unwrap();
+    // Waits: the parent's polling holds the lock for a moment at a time.
+    let _guard = store.lock(true, Some(Duration::from_secs(10))).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::process::exit(0)
 }
 
 #[test]
@@ -111,7 +124,9 @@ fn bounded_wait_gives_up_with_lock_held() {
     let store = Store::open(tmp.path()).unwrap();
     let _guard = store.lock(false, None).unwrap();
     let start = Instant::now();
-    let err = store.lock(true, Some(Duration::from_millis(150))).unwrap_err();
+    let err = store
+        .lock(true, Some(Duration::from_millis(150)))
+        .unwrap_err();
     assert!(matches!(err, Error::LockHeld { .. }), "{err}");
     let waited = start.elapsed();
     assert!(waited >= Duration::from_millis(150), "{waited:?}");

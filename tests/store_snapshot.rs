@@ -1,6 +1,9 @@
 //! Snapshots: what a manifest records, objects stored once, manifest validation on read, the
 //! state directory's permissions, prune and the journal.
 
+// A test that needs root says so on stdout when it skips.
+#![allow(clippy::print_stdout)]
+
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -63,25 +66,43 @@ fn manifest_records_modes_symlinks_link_targets_and_external_files() {
     symlink("../sites-available/app", root.join("sites-enabled/app")).unwrap();
     let outside = tmp.path().join("shared/upstreams.conf");
     write(&outside, "upstream u { server 127.0.0.1:1; }\n", 0o600);
-    let paths = [root.join("nginx.conf"), root.join("sites-enabled/app"), outside.clone()];
+    let paths = [
+        root.join("nginx.conf"),
+        root.join("sites-enabled/app"),
+        outside.clone(),
+    ];
 
     let store = Store::open(&tmp.path().join("state")).unwrap();
-    let snap = store.snapshot(&root, &conf_files(&paths), meta(Outcome::Good)).unwrap();
+    let snap = store
+        .snapshot(&root, &conf_files(&paths), meta(Outcome::Good))
+        .unwrap();
 
     let link = snap.entry(Path::new("sites-enabled/app")).unwrap();
     assert_eq!(link.kind, EntryKind::Symlink);
-    assert_eq!(link.target.as_deref(), Some(Path::new("../sites-available/app")));
+    assert_eq!(
+        link.target.as_deref(),
+        Some(Path::new("../sites-available/app"))
+    );
     let target = snap.entry(Path::new("sites-available/app")).unwrap();
-    assert_eq!((target.kind, target.mode, target.size), (EntryKind::File, 0o640, 10));
+    assert_eq!(
+        (target.kind, target.mode, target.size),
+        (EntryKind::File, 0o640, 10)
+    );
     assert_eq!(target.hash, link.hash);
     let main = snap.entry(Path::new("nginx.conf")).unwrap();
     assert_eq!(main.mode, 0o644);
-    assert_eq!(main.uid, fs::metadata(root.join("nginx.conf")).unwrap().uid());
+    assert_eq!(
+        main.uid,
+        fs::metadata(root.join("nginx.conf")).unwrap().uid()
+    );
     assert_eq!(snap.files.len(), 3);
     assert_eq!(snap.external.len(), 1);
     assert_eq!(snap.external[0].path, outside);
     // Objects are plain files holding the content.
-    assert_eq!(fs::read(store.object_path(&main.hash)).unwrap(), b"events {}\n");
+    assert_eq!(
+        fs::read(store.object_path(&main.hash)).unwrap(),
+        b"events {}\n"
+    );
     assert_eq!(store.get(&snap.id).unwrap(), snap);
 }
 
@@ -95,7 +116,9 @@ fn two_snapshots_of_the_same_file_share_one_object() {
     let first = store.snapshot(&root, &files, meta(Outcome::Good)).unwrap();
     let object = store.object_path(&first.files[0].hash);
     let written = fs::metadata(&object).unwrap().modified().unwrap();
-    let second = store.snapshot(&root, &files, meta(Outcome::Pending)).unwrap();
+    let second = store
+        .snapshot(&root, &files, meta(Outcome::Pending))
+        .unwrap();
     assert_ne!(first.id, second.id);
     assert_eq!(count_objects(&store), 1);
     assert_eq!(fs::metadata(&object).unwrap().modified().unwrap(), written);
@@ -110,7 +133,11 @@ fn corrupt_object_is_refused_on_read() {
     write(&root.join("nginx.conf"), "events {}\n", 0o644);
     let store = Store::open(&tmp.path().join("state")).unwrap();
     let snap = store
-        .snapshot(&root, &conf_files(&[root.join("nginx.conf")]), meta(Outcome::Good))
+        .snapshot(
+            &root,
+            &conf_files(&[root.join("nginx.conf")]),
+            meta(Outcome::Good),
+        )
         .unwrap();
     let hash = &snap.files[0].hash;
     fs::write(store.object_path(hash), "events { tampered }\n").unwrap();
@@ -124,9 +151,16 @@ fn tamper(path_in_manifest: &str) -> (tempfile::TempDir, Store, String) {
     write(&root.join("nginx.conf"), "events {}\n", 0o644);
     let store = Store::open(&tmp.path().join("state")).unwrap();
     let snap = store
-        .snapshot(&root, &conf_files(&[root.join("nginx.conf")]), meta(Outcome::Good))
+        .snapshot(
+            &root,
+            &conf_files(&[root.join("nginx.conf")]),
+            meta(Outcome::Good),
+        )
         .unwrap();
-    let file = store.root().join("snapshots").join(format!("{}.json", snap.id));
+    let file = store
+        .root()
+        .join("snapshots")
+        .join(format!("{}.json", snap.id));
     let text = fs::read_to_string(&file).unwrap();
     let quoted = serde_json::to_string(path_in_manifest).unwrap();
     fs::write(&file, text.replace("\"nginx.conf\"", &quoted)).unwrap();
@@ -140,8 +174,14 @@ fn manifest_with_dotdot_is_refused() {
     assert!(matches!(err, Error::State { .. }));
     let text = err.to_string();
     assert!(text.contains(&format!("{id}.json")), "{text}");
-    assert!(text.contains("'../../etc/passwd' leaves the config root"), "{text}");
-    assert!(store.list().is_err(), "a tampered manifest must not be skipped silently");
+    assert!(
+        text.contains("'../../etc/passwd' leaves the config root"),
+        "{text}"
+    );
+    assert!(
+        store.list().is_err(),
+        "a tampered manifest must not be skipped silently"
+    );
 }
 
 #[test]
@@ -156,7 +196,11 @@ fn manifest_with_nul_or_empty_path_is_refused() {
     let (_tmp, store, id) = tamper("a\u{0}b");
     assert!(store.get(&id).unwrap_err().to_string().contains("NUL"));
     let (_tmp, store, id) = tamper("");
-    assert!(store.get(&id).unwrap_err().to_string().contains("empty path"));
+    assert!(store
+        .get(&id)
+        .unwrap_err()
+        .to_string()
+        .contains("empty path"));
 }
 
 #[test]
@@ -175,8 +219,14 @@ fn state_dir_is_created_0700_and_refused_when_others_can_write() {
 
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o770)).unwrap();
     let err = Store::open(&dir).unwrap_err();
-    assert!(matches!(&err, Error::State { path, .. } if path == &dir), "{err}");
-    assert!(err.to_string().contains("writable by group or others"), "{err}");
+    assert!(
+        matches!(&err, Error::State { path, .. } if path == &dir),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("writable by group or others"),
+        "{err}"
+    );
 
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o707)).unwrap();
     assert!(Store::open(&dir).is_err());
@@ -212,13 +262,23 @@ fn prune_keeps_the_newest_and_last_good_and_drops_unreferenced_objects() {
     let report = store.prune(2).unwrap();
 
     let left: Vec<String> = store.list().unwrap().into_iter().map(|s| s.id).collect();
-    let expect = vec![snaps[4].id.clone(), snaps[3].id.clone(), snaps[0].id.clone()];
+    let expect = vec![
+        snaps[4].id.clone(),
+        snaps[3].id.clone(),
+        snaps[0].id.clone(),
+    ];
     assert_eq!(left, expect);
-    assert_eq!(report.snapshots, vec![snaps[2].id.clone(), snaps[1].id.clone()]);
+    assert_eq!(
+        report.snapshots,
+        vec![snaps[2].id.clone(), snaps[1].id.clone()]
+    );
     assert_eq!(report.objects, 2);
     assert_eq!(count_objects(&store), 3);
     assert_eq!(store.last_good().unwrap().unwrap().id, snaps[0].id);
-    assert_eq!(store.read_object(&snaps[0].files[0].hash).unwrap(), b"# version 0\n");
+    assert_eq!(
+        store.read_object(&snaps[0].files[0].hash).unwrap(),
+        b"# version 0\n"
+    );
 }
 
 #[test]
@@ -230,7 +290,11 @@ fn prune_keeps_snapshots_the_journal_names() {
     for i in 0..3 {
         write(&root.join("nginx.conf"), &format!("# version {i}\n"), 0o644);
         let files = conf_files(&[root.join("nginx.conf")]);
-        snaps.push(store.snapshot(&root, &files, meta(Outcome::Pending)).unwrap());
+        snaps.push(
+            store
+                .snapshot(&root, &files, meta(Outcome::Pending))
+                .unwrap(),
+        );
     }
     let rec = JournalRecord::new("reload".into(), Some(snaps[0].id.clone()), None);
     store.journal_begin(&rec).unwrap();
@@ -247,7 +311,9 @@ fn journal_survives_reopening_and_records_each_phase() {
     assert_eq!(store.journal().unwrap(), None);
     let rec = JournalRecord::new("safe-reload reload".into(), None, Some("good-1".into()));
     store.journal_begin(&rec).unwrap();
-    store.journal_update(|r| r.candidate = Some("cand-1".into())).unwrap();
+    store
+        .journal_update(|r| r.candidate = Some("cand-1".into()))
+        .unwrap();
     store.journal_phase(Phase::Reloading).unwrap();
     drop(store);
 
@@ -255,7 +321,10 @@ fn journal_survives_reopening_and_records_each_phase() {
     let seen = store.journal().unwrap().unwrap();
     assert_eq!(seen.phase, Phase::Reloading);
     assert_eq!(seen.candidate.as_deref(), Some("cand-1"));
-    assert_eq!((seen.run_id.as_str(), seen.pid), (rec.run_id.as_str(), std::process::id()));
+    assert_eq!(
+        (seen.run_id.as_str(), seen.pid),
+        (rec.run_id.as_str(), std::process::id())
+    );
     let again = JournalRecord::new("safe-reload reload".into(), None, None);
     let err = store.journal_begin(&again).unwrap_err();
     assert!(err.to_string().contains("safe-reload recover"), "{err}");
@@ -274,12 +343,22 @@ fn outcome_and_last_good_round_trip() {
     let store = Store::open(&tmp.path().join("state")).unwrap();
     assert!(store.last_good().unwrap().is_none());
     let files = conf_files(&[root.join("nginx.conf")]);
-    let snap = store.snapshot(&root, &files, meta(Outcome::Pending)).unwrap();
+    let snap = store
+        .snapshot(&root, &files, meta(Outcome::Pending))
+        .unwrap();
     let note = Some("502 from /api".to_string());
-    let updated = store.set_outcome(&snap.id, Outcome::Rejected, note.clone()).unwrap();
-    assert_eq!((updated.meta.outcome, updated.meta.note), (Outcome::Rejected, note));
+    let updated = store
+        .set_outcome(&snap.id, Outcome::Rejected, note.clone())
+        .unwrap();
+    assert_eq!(
+        (updated.meta.outcome, updated.meta.note),
+        (Outcome::Rejected, note)
+    );
     store.set_last_good(&snap).unwrap();
-    assert_eq!(store.last_good().unwrap().unwrap().meta.outcome, Outcome::Rejected);
+    assert_eq!(
+        store.last_good().unwrap().unwrap().meta.outcome,
+        Outcome::Rejected
+    );
     let saved = store.save_edit("conf.d/app.conf", b"server {}\n").unwrap();
     assert_eq!(fs::read(&saved).unwrap(), b"server {}\n");
     assert!(saved.starts_with(store.root().join("edits")));
