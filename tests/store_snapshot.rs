@@ -66,10 +66,13 @@ fn manifest_records_modes_symlinks_link_targets_and_external_files() {
     symlink("../sites-available/app", root.join("sites-enabled/app")).unwrap();
     let outside = tmp.path().join("shared/upstreams.conf");
     write(&outside, "upstream u { server 127.0.0.1:1; }\n", 0o600);
+    symlink(tmp.path().join("shared"), root.join("shared.d")).unwrap();
+    let via_dir_link = root.join("shared.d/upstreams.conf");
     let paths = [
         root.join("nginx.conf"),
         root.join("sites-enabled/app"),
         outside.clone(),
+        via_dir_link.clone(),
     ];
 
     let store = Store::open(&tmp.path().join("state")).unwrap();
@@ -96,8 +99,8 @@ fn manifest_records_modes_symlinks_link_targets_and_external_files() {
         fs::metadata(root.join("nginx.conf")).unwrap().uid()
     );
     assert_eq!(snap.files.len(), 3);
-    assert_eq!(snap.external.len(), 1);
-    assert_eq!(snap.external[0].path, outside);
+    let external: Vec<&Path> = snap.external.iter().map(|e| e.path.as_path()).collect();
+    assert_eq!(external, vec![outside.as_path(), via_dir_link.as_path()]);
     // Objects are plain files holding the content.
     assert_eq!(
         fs::read(store.object_path(&main.hash)).unwrap(),

@@ -62,7 +62,11 @@ pub fn scan(config_root: &Path, files: &[ConfFile]) -> Result<Scanned> {
     let mut seen = BTreeSet::new();
     let mut link_targets = Vec::new();
     for file in files {
-        let Some(rel) = relative_to(config_root, &file.path) else {
+        // A path below a directory symlink that leads out of the root is outside in fact:
+        // restore will not write through that link, so it is recorded as external.
+        let rel =
+            relative_to(config_root, &file.path).filter(|_| parent_inside(&canon_root, &file.path));
+        let Some(rel) = rel else {
             out.external.push(external(file)?);
             continue;
         };
@@ -98,6 +102,12 @@ pub fn scan(config_root: &Path, files: &[ConfFile]) -> Result<Scanned> {
         }
     }
     Ok(out)
+}
+
+fn parent_inside(canon_root: &Path, path: &Path) -> bool {
+    path.parent()
+        .and_then(|dir| std::fs::canonicalize(dir).ok())
+        .is_some_and(|dir| dir.starts_with(canon_root))
 }
 
 /// The real file behind a symlink, when it lies inside the config root.
