@@ -86,7 +86,11 @@ impl Store {
         }
         let mut report = RestoreReport::default();
         for entry in &snap.files {
-            tree.put(entry, &contents[&entry.hash], &mut report);
+            let bytes = contents
+                .get(&entry.hash)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            tree.put(entry, bytes, &mut report);
         }
         for path in current {
             self.remove_added(&tree, snap, path, rejected, &mut report);
