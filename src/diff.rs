@@ -1,1 +1,238 @@
-//! diff (to be written).
+//! The difference between two configuration file sets, as data: which files were added,
+//! removed, modified, re-moded or re-linked, each with a unified diff from `similar`.
+//!
+//! Both sides are built the same way (`FileSet::from_candidate` uses the same scan a snapshot
+//! does), so a file set compared with its own snapshot is always empty. Printing is `output`'s.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use similar::{ChangeTag, TextDiff};
+
+use crate::conf::ConfFile;
+use crate::error::Result;
+use crate::store::{scan, Snapshot, Store};
+
+/// One file's content and metadata as diffed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileState {
+    /// The content (for a symlink: the content read through it).
+    pub bytes: Arc<[u8]>,
+    /// Permission bits.
+    pub mode: u32,
+    /// The link target, for a symlink.
+    pub link: Option<PathBuf>,
+}
+
+/// Files by path: relative to the config root, absolute for files outside it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileSet {
+    /// Path (as shown) to state.
+    pub files: BTreeMap<String, FileState>,
+}
+
+impl FileSet {
+    /// The file set a snapshot recorded, contents read (and hash-checked) from the store.
+    pub fn from_snapshot(store: &Store, snap: &Snapshot) -> Result<FileSet> {
+        let mut set = FileSet::default();
+        for entry in &snap.files {
+            let state = FileState {
+                bytes: store.read_object(&entry.hash)?.into(),
+                mode: entry.mode,
+                link: entry.target.clone(),
+            };
+            set.files.insert(shown(&entry.path), state);
+        }
+        for ext in &snap.external {
+            let state = FileState {
+                bytes: store.read_object(&ext.hash)?.into(),
+                mode: ext.mode,
+                link: None,
+            };
+            set.files.insert(shown(&ext.path), state);
+        }
+        Ok(set)
+    }
+
+    /// The candidate's file set, from the bytes the config model read.
+    pub fn from_candidate(config_root: &Path, files: &[ConfFile]) -> Result<FileSet> {
+        let scanned = scan(config_root, files)?;
+        let mut set = FileSet::default();
+        for item in scanned.files {
+            let state = FileState {
+                bytes: item.bytes,
+                mode: item.entry.mode,
+                link: item.entry.target,
+            };
+            set.files.insert(shown(&item.entry.path), state);
+        }
+        for item in scanned.external {
+            let state = FileState {
+                bytes: item.bytes,
+                mode: item.entry.mode,
+                link: None,
+            };
+            set.files.insert(shown(&item.entry.path), state);
+        }
+        Ok(set)
+    }
+}
+
+fn shown(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// What happened to a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// New in the candidate (including a file a glob now picks up).
+    Added,
+    /// Gone from the candidate.
+    Removed,
+    /// Content changed (mode or link may have changed too).
+    Modified,
+    /// Only the permission bits changed.
+    ModeChanged,
+    /// Only the symlink target changed.
+    LinkChanged,
+}
+
+/// One file's difference.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FileDiff {
+    /// Relative to the config root, absolute for files outside it.
+    pub path: String,
+    /// What happened.
+    pub change: Change,
+    /// Unified diff (3 lines of context, `a/` and `b/` headers), or `binary files differ`;
+    /// none when the content is the same.
+    pub unified: Option<String>,
+    /// Lines added.
+    pub added: usize,
+    /// Lines removed.
+    pub removed: usize,
+    /// Old and new permission bits, when they differ.
+    pub mode: Option<(u32, u32)>,
+    /// Old and new symlink targets, when they differ.
+    pub link: Option<(Option<PathBuf>, Option<PathBuf>)>,
+}
+
+/// Every file that differs, sorted by path.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ConfigDiff {
+    /// The differing files.
+    pub files: Vec<FileDiff>,
+}
+
+impl ConfigDiff {
+    /// Whether nothing differs.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// The paths that differ.
+    pub fn paths(&self) -> Vec<String> {
+        self.files.iter().map(|f| f.path.clone()).collect()
+    }
+
+    /// One line, e.g. `2 files changed, 1 added: +5 -2`, or `no changes`.
+    pub fn summary(&self) -> String {
+        if self.is_empty() {
+            return "no changes".to_string();
+        }
+        let count = |c: Change| self.files.iter().filter(|f| f.change == c).count();
+        let n = self.files.len();
+        let mut text = format!("{n} file{} changed", if n == 1 { "" } else { "s" });
+        for (what, k) in [
+            ("added", count(Change::Added)),
+            ("removed", count(Change::Removed)),
+        ] {
+            if k > 0 {
+                text.push_str(&format!(", {k} {what}"));
+            }
+        }
+        let plus: usize = self.files.iter().map(|f| f.added).sum();
+        let minus: usize = self.files.iter().map(|f| f.removed).sum();
+        text.push_str(&format!(": +{plus} -{minus}"));
+        text
+    }
+}
+
+/// The difference from `old` to `new`, file by file.
+pub fn diff(old: &FileSet, new: &FileSet) -> ConfigDiff {
+    let mut files = Vec::new();
+    for (path, before) in &old.files {
+        match new.files.get(path) {
+            None => files.push(content_diff(path, Change::Removed, &before.bytes, &[])),
+            Some(after) => files.extend(compare(path, before, after)),
+        }
+    }
+    for (path, after) in &new.files {
+        if !old.files.contains_key(path) {
+            files.push(content_diff(path, Change::Added, &[], &after.bytes));
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    ConfigDiff { files }
+}
+
+fn compare(path: &str, before: &FileState, after: &FileState) -> Option<FileDiff> {
+    let mode = (before.mode != after.mode).then_some((before.mode, after.mode));
+    let link = (before.link != after.link).then(|| (before.link.clone(), after.link.clone()));
+    let mut file = if before.bytes != after.bytes {
+        content_diff(path, Change::Modified, &before.bytes, &after.bytes)
+    } else if link.is_some() {
+        bare(path, Change::LinkChanged)
+    } else if mode.is_some() {
+        bare(path, Change::ModeChanged)
+    } else {
+        return None;
+    };
+    file.mode = mode;
+    file.link = link;
+    Some(file)
+}
+
+fn bare(path: &str, change: Change) -> FileDiff {
+    FileDiff {
+        path: path.to_string(),
+        change,
+        unified: None,
+        added: 0,
+        removed: 0,
+        mode: None,
+        link: None,
+    }
+}
+
+fn text(bytes: &[u8]) -> Option<&str> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .filter(|t| !t.contains('\0'))
+}
+
+fn content_diff(path: &str, change: Change, old: &[u8], new: &[u8]) -> FileDiff {
+    let mut file = bare(path, change);
+    let (Some(old), Some(new)) = (text(old), text(new)) else {
+        file.unified = Some("binary files differ".to_string());
+        return file;
+    };
+    let lines = TextDiff::from_lines(old, new);
+    for change in lines.iter_all_changes() {
+        match change.tag() {
+            ChangeTag::Insert => file.added += 1,
+            ChangeTag::Delete => file.removed += 1,
+            ChangeTag::Equal => {}
+        }
+    }
+    let name = path.trim_start_matches('/');
+    let unified = lines
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("a/{name}"), &format!("b/{name}"))
+        .to_string();
+    file.unified = Some(unified);
+    file
+}

@@ -1,0 +1,151 @@
+//! The journal of a run in flight: `journal.json`, written before any config file changes or
+//! nginx is signalled, rewritten at every phase transition, removed when the run finishes.
+//!
+//! A run killed at any point leaves the journal behind; the next run sees it and `recover`
+//! knows how far the dead run got. Every write is atomic and fsynced, so the journal on disk is
+//! always one whole record.
+
+use std::io;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::atomic::{self, io_err, Attrs};
+use super::{new_id, now_rfc3339, Store};
+use crate::error::{Error, Result};
+
+/// How far a run got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Intent recorded; nothing changed yet.
+    Started,
+    /// The candidate is recorded as a snapshot.
+    Snapshotted,
+    /// `nginx -t` and preflight passed.
+    Tested,
+    /// About to signal nginx (or run the reload command).
+    Reloading,
+    /// nginx was signalled and the reload proven.
+    Reloaded,
+    /// Health verification through nginx in progress.
+    Verifying,
+    /// Verified; recording the candidate as last-good.
+    Verified,
+    /// Restoring the last-good files.
+    RollingBack,
+    /// Last-good files restored; reloading them.
+    Restored,
+    /// Rolled back and verified.
+    RolledBack,
+}
+
+/// One run in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalRecord {
+    /// Unique per run.
+    pub run_id: String,
+    /// The run's process.
+    pub pid: u32,
+    /// Start time, RFC 3339 UTC.
+    pub started: String,
+    /// The run's command line.
+    pub command: String,
+    /// The candidate snapshot, once recorded.
+    pub candidate: Option<String>,
+    /// The last-good snapshot at the start of the run.
+    pub last_good: Option<String>,
+    /// The current phase.
+    pub phase: Phase,
+    /// Time of the last phase transition, RFC 3339 UTC.
+    #[serde(default)]
+    pub updated: String,
+}
+
+impl JournalRecord {
+    /// A record for this process, in phase `Started`.
+    pub fn new(command: String, candidate: Option<String>, last_good: Option<String>) -> Self {
+        let now = now_rfc3339();
+        JournalRecord {
+            run_id: new_id(),
+            pid: std::process::id(),
+            started: now.clone(),
+            command,
+            candidate,
+            last_good,
+            phase: Phase::Started,
+            updated: now,
+        }
+    }
+}
+
+impl Store {
+    fn journal_path(&self) -> PathBuf {
+        self.root.join("journal.json")
+    }
+
+    fn write_journal(&self, rec: &JournalRecord) -> Result<()> {
+        let path = self.journal_path();
+        let json = serde_json::to_vec_pretty(rec).map_err(|e| Error::State {
+            path: path.clone(),
+            message: format!("cannot encode the journal: {e}"),
+        })?;
+        atomic::write_atomic(&path, &json, Attrs::private())
+    }
+
+    /// Records a run's intent durably. Refuses while another run's record is there.
+    pub fn journal_begin(&self, rec: &JournalRecord) -> Result<()> {
+        if let Some(old) = self.journal()? {
+            return Err(Error::State {
+                path: self.journal_path(),
+                message: format!(
+                    "run {} (pid {}, `{}`) did not finish (phase {:?}); run `safe-reload recover`",
+                    old.run_id, old.pid, old.command, old.phase
+                ),
+            });
+        }
+        self.write_journal(rec)
+    }
+
+    /// Records a phase transition durably.
+    pub fn journal_phase(&self, phase: Phase) -> Result<()> {
+        self.journal_update(|rec| rec.phase = phase)
+    }
+
+    /// Changes the record durably (e.g. to name the candidate once it is recorded).
+    pub fn journal_update(&self, change: impl FnOnce(&mut JournalRecord)) -> Result<()> {
+        let mut rec = self.journal()?.ok_or_else(|| Error::State {
+            path: self.journal_path(),
+            message: "no run in progress to record a phase for".into(),
+        })?;
+        change(&mut rec);
+        rec.updated = now_rfc3339();
+        self.write_journal(&rec)
+    }
+
+    /// Marks the run finished.
+    pub fn journal_clear(&self) -> Result<()> {
+        let path = self.journal_path();
+        match std::fs::remove_file(&path) {
+            Ok(()) => atomic::sync_dir(&self.root),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path, "remove", e)),
+        }
+    }
+
+    /// The record of an unfinished run, if any.
+    pub fn journal(&self) -> Result<Option<JournalRecord>> {
+        let path = self.journal_path();
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path, "read", e)),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::State {
+                path,
+                message: format!("unreadable journal: {e}"),
+            })
+    }
+}

@@ -1,0 +1,123 @@
+//! The run lock: one safe-reload run at a time per state directory.
+//!
+//! `flock(2)` (through `std::fs::File::lock`) ties the lock to the open file, so the kernel drops
+//! it when the holder dies, however it dies: no stale pid files to second-guess. The holder
+//! writes its pid, command line and start time into the lock file only so that a second run can
+//! say who holds it.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::atomic::io_err;
+use super::{command_line, now_rfc3339, Store};
+use crate::error::{Error, Result};
+
+/// Holds the run lock until dropped.
+#[derive(Debug)]
+pub struct LockGuard {
+    file: File,
+    path: PathBuf,
+}
+
+impl LockGuard {
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        // Best effort: a stale holder line is harmless, the lock itself goes with the file.
+        let _ = self.file.set_len(0);
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Holder {
+    pid: u32,
+    command: String,
+    started: String,
+}
+
+impl Store {
+    /// Takes the run lock. Without `wait`, a held lock is `Error::LockHeld` naming the holder;
+    /// with `wait`, blocks until it is free, at most `timeout` when given.
+    pub fn lock(&self, wait: bool, timeout: Option<Duration>) -> Result<LockGuard> {
+        let path = self.root.join("lock");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io_err(&path, "open the lock file", e))?;
+        match (wait, timeout) {
+            (true, None) => file.lock().map_err(|e| io_err(&path, "lock", e))?,
+            (true, Some(limit)) => poll_lock(&file, &path, Instant::now() + limit)?,
+            (false, _) => try_once(&file, &path)?,
+        }
+        write_holder(&file, &path)?;
+        Ok(LockGuard { file, path })
+    }
+}
+
+fn try_once(file: &File, path: &Path) -> Result<()> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(TryLockError::WouldBlock) => Err(held(path)),
+        Err(TryLockError::Error(e)) => Err(io_err(path, "lock", e)),
+    }
+}
+
+/// `flock` has no timeout, so a bounded wait polls, backing off to 100 ms between tries.
+fn poll_lock(file: &File, path: &Path, deadline: Instant) -> Result<()> {
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match try_once(file, path) {
+            Err(Error::LockHeld { .. }) if Instant::now() < deadline => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn held(path: &Path) -> Error {
+    let holder = std::fs::read(path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Holder>(&bytes).ok())
+        .map(|h| {
+            format!(
+                "pid {}, started {}, running `{}`",
+                h.pid, h.started, h.command
+            )
+        })
+        .unwrap_or_else(|| "holder unknown".to_string());
+    Error::LockHeld {
+        path: path.to_path_buf(),
+        holder,
+    }
+}
+
+fn write_holder(file: &File, path: &Path) -> Result<()> {
+    let holder = Holder {
+        pid: std::process::id(),
+        command: command_line(),
+        started: now_rfc3339(),
+    };
+    let mut text = serde_json::to_vec(&holder).unwrap_or_default();
+    text.push(b'\n');
+    file.set_len(0)
+        .and_then(|()| file.write_all_at(&text, 0))
+        .and_then(|()| (&*file).flush())
+        .map_err(|e| io_err(path, "write the holder into", e))
+}
