@@ -11,6 +11,7 @@ pub mod cli;
 pub mod conf;
 pub mod diff;
 pub mod error;
+pub mod errorlog;
 pub mod exit;
 pub mod health;
 pub mod nginx;
