@@ -245,9 +245,11 @@ pub fn run_command(argv: &[String], timeout: Duration) -> Result<Output> {
     Ok(out)
 }
 
+/// Run `program` (a path, or for the operator's command a name looked up on `PATH`).
 fn run(program: &Path, args: &[String], timeout: Duration) -> Result<Output> {
     let command = command_line(program, args);
-    let handle = duct::cmd(program, args)
+    // As an OsStr, a bare name is searched on PATH; duct would take a bare `Path` as `./name`.
+    let handle = duct::cmd(program.as_os_str(), args)
         .stdin_null()
         .stdout_capture()
         .stderr_capture()
