@@ -215,7 +215,9 @@ impl Cursor {
         let rest = self.partial.split_off(last_nl + 1);
         let complete = std::mem::replace(&mut self.partial, rest);
         for raw in complete.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let text = String::from_utf8_lossy(raw).trim_end_matches('\r').to_string();
+            let text = String::from_utf8_lossy(raw)
+                .trim_end_matches('\r')
+                .to_string();
             out.push(LogLine {
                 path: self.path.clone(),
                 level: split_level(&text).map(|(l, _)| l),

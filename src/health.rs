@@ -60,7 +60,11 @@ pub fn parse_url(url: &str, resolve: &[String]) -> Result<Check> {
                 .to_socket_addrs()
                 .ok()
                 .and_then(|mut a| a.next())
-                .ok_or_else(|| bad(&format!("cannot resolve {host}; pass --resolve {host}:{port}:ADDR")))?,
+                .ok_or_else(|| {
+                    bad(&format!(
+                        "cannot resolve {host}; pass --resolve {host}:{port}:ADDR"
+                    ))
+                })?,
         },
     };
     Ok(Check {
@@ -94,7 +98,9 @@ fn resolve_entry(resolve: &[String], host: &str, port: u16) -> Result<Option<Soc
     for entry in resolve {
         let mut parts = entry.splitn(3, ':');
         let (Some(h), Some(p), Some(a)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(Error::Usage(format!("--resolve {entry}: expected HOST:PORT:ADDR")));
+            return Err(Error::Usage(format!(
+                "--resolve {entry}: expected HOST:PORT:ADDR"
+            )));
         };
         let ip: IpAddr = a
             .trim_start_matches('[')
@@ -112,7 +118,10 @@ fn resolve_entry(resolve: &[String], host: &str, port: u16) -> Result<Option<Soc
 /// whose listen this machine can reach, with the server's first literal name as Host.
 pub fn derive_checks(servers: &[Server]) -> Vec<Check> {
     let mut out: Vec<Check> = Vec::new();
-    for server in servers.iter().filter(|s| s.context == crate::conf::targets::Context::Http) {
+    for server in servers
+        .iter()
+        .filter(|s| s.context == crate::conf::targets::Context::Http)
+    {
         let name = server
             .server_names
             .iter()
@@ -176,3 +185,99 @@ fn is_local(ip: IpAddr) -> bool {
 
 mod verify;
 pub use verify::{verify, CheckResult, HealthOptions, HealthReport};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conf::targets::Context;
+    use crate::conf::{Listen, Location};
+    use std::path::PathBuf;
+
+    #[test]
+    fn urls_with_resolve_entries_ports_and_ipv6() {
+        let c = parse_url(
+            "https://App.Test:8443/a?b",
+            &["app.test:8443:127.0.0.9".into()],
+        )
+        .unwrap();
+        assert_eq!(c.connect, "127.0.0.9:8443".parse().unwrap());
+        assert_eq!(
+            (c.host.as_str(), c.path.as_str(), c.tls),
+            ("app.test", "/a?b", true)
+        );
+        let c = parse_url("http://[::1]:81", &[]).unwrap();
+        assert_eq!(
+            (c.connect, c.path.as_str()),
+            ("[::1]:81".parse().unwrap(), "/")
+        );
+        let c = parse_url("http://127.0.0.2?q", &[]).unwrap();
+        assert_eq!((c.connect.port(), c.path.as_str()), (80, "/?q"));
+        assert!(parse_url("ftp://x/", &[]).is_err());
+        assert!(parse_url("http://a:b@x/", &[]).is_err());
+        assert!(parse_url("http://x:99999/", &[]).is_err());
+        assert!(parse_url("http://x/", &["bad".into()]).is_err());
+    }
+
+    fn listen(addr: ListenAddr, ssl: bool) -> Listen {
+        Listen {
+            addr,
+            ssl,
+            udp: false,
+            default_server: false,
+            file: PathBuf::from("/c"),
+            line: 1,
+        }
+    }
+
+    fn location(modifier: Option<&str>, path: &str) -> Location {
+        Location {
+            modifier: modifier.map(String::from),
+            path: path.into(),
+            pass: "proxy_pass".into(),
+            file: PathBuf::from("/c"),
+            line: 2,
+        }
+    }
+
+    #[test]
+    fn checks_derive_from_reachable_listens_and_prefix_locations() {
+        let server = Server {
+            context: Context::Http,
+            file: PathBuf::from("/c"),
+            line: 1,
+            listens: vec![
+                listen(ListenAddr::Tcp("0.0.0.0:80".parse().unwrap()), false),
+                listen(ListenAddr::Tcp("[::]:443".parse().unwrap()), true),
+                listen(ListenAddr::Unix("/run/n.sock".into()), false),
+            ],
+            server_names: vec!["*.example".into(), "~^re".into(), "app.test".into()],
+            locations: vec![
+                location(None, "/api/"),
+                location(Some("~"), "\\.php$"),
+                location(None, "@fallback"),
+                location(Some("="), "/exact"),
+            ],
+        };
+        let checks = derive_checks(&[server]);
+        let got: Vec<_> = checks
+            .iter()
+            .map(|c| {
+                (
+                    c.connect.to_string(),
+                    c.host.as_str(),
+                    c.path.as_str(),
+                    c.tls,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("127.0.0.1:80".to_string(), "app.test", "/api/", false),
+                ("127.0.0.1:80".to_string(), "app.test", "/exact", false),
+                ("[::1]:443".to_string(), "app.test", "/api/", true),
+                ("[::1]:443".to_string(), "app.test", "/exact", true),
+            ]
+        );
+    }
+}

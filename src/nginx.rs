@@ -374,7 +374,10 @@ mod tests {
         assert_eq!(info.version, "1.22.1");
         assert_eq!(info.configure_args[0], "--with-cc-opt=-g -O2 -fPIC");
         assert_eq!(info.prefix.as_deref(), Some(Path::new("/usr/share/nginx")));
-        assert_eq!(info.conf_path.as_deref(), Some(Path::new("/etc/nginx/nginx.conf")));
+        assert_eq!(
+            info.conf_path.as_deref(),
+            Some(Path::new("/etc/nginx/nginx.conf"))
+        );
         assert_eq!(info.pid_path.as_deref(), Some(Path::new("/run/nginx.pid")));
         assert_eq!(info.error_log_path.as_deref(), Some("stderr"));
         assert_eq!(info.user.as_deref(), Some("www-data"));

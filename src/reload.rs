@@ -297,7 +297,10 @@ impl Proc {
     fn read(pid: i32) -> Option<Proc> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The command name may hold spaces and parentheses: fields start after the last ')'.
-        let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+        let fields: Vec<&str> = stat
+            .get(stat.rfind(')')? + 1..)?
+            .split_whitespace()
+            .collect();
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let title = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         Some(Proc {
@@ -314,7 +317,10 @@ impl Proc {
             WorkerState::Other
         } else if self.title == "nginx: worker process" {
             WorkerState::Ready
-        } else if self.title.starts_with("nginx: worker process is shutting down") {
+        } else if self
+            .title
+            .starts_with("nginx: worker process is shutting down")
+        {
             WorkerState::ShuttingDown
         } else {
             WorkerState::Other
@@ -331,7 +337,10 @@ fn children(pid: i32) -> Vec<i32> {
         for task in tasks.flatten() {
             if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
                 found = true;
-                out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok()),
+                );
             }
         }
     }

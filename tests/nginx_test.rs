@@ -41,15 +41,29 @@ fn good_tree_passes_and_broken_ones_name_file_and_line() {
             "directive \"access_log\" is not terminated by \";\"",
             1,
         ),
-        ("frobnicate on;", "frobnicate", "unknown directive \"frobnicate\"", 0),
-        ("server { listen 127.0.0.1:1; location / { proxy_pass 127.0.0.1:8000; } }", "proxy_pass", "invalid URL prefix", 0),
+        (
+            "frobnicate on;",
+            "frobnicate",
+            "unknown directive \"frobnicate\"",
+            0,
+        ),
+        (
+            "server { listen 127.0.0.1:1; location / { proxy_pass 127.0.0.1:8000; } }",
+            "proxy_pass",
+            "invalid URL prefix",
+            0,
+        ),
     ];
     for (http, marker, expect, line_offset) in cases {
         let line = written(&n, http, marker) + line_offset;
         let out = ng.test().unwrap();
         assert!(!out.passed, "{http}");
         assert_eq!(out.status, Some(1));
-        let emerg = out.messages.iter().find(|m| m.level == Level::Emerg).unwrap();
+        let emerg = out
+            .messages
+            .iter()
+            .find(|m| m.level == Level::Emerg)
+            .unwrap();
         assert!(emerg.text.contains(expect), "{:?}", emerg.text);
         assert_eq!(emerg.file.as_deref(), Some(n.conf.as_path()), "{http}");
         assert_eq!(emerg.line, Some(line), "{http}: {}", out.stderr);
@@ -76,16 +90,27 @@ fn proxy_pass_without_scheme_gets_a_hint() {
 fn build_info_of_the_real_binary() {
     let info = nginx::build_info(Path::new(NGINX)).unwrap();
     assert!(info.version.starts_with("1."), "{}", info.version);
-    assert!(info.configure_args.iter().any(|a| a.starts_with("--prefix=")));
+    assert!(info
+        .configure_args
+        .iter()
+        .any(|a| a.starts_with("--prefix=")));
     assert!(info.conf_path.is_some() && info.prefix.is_some());
-    assert_eq!(nginx::find_binary(Some(Path::new(NGINX))).unwrap(), Path::new(NGINX));
+    assert_eq!(
+        nginx::find_binary(Some(Path::new(NGINX))).unwrap(),
+        Path::new(NGINX)
+    );
     let missing = nginx::find_binary(Some(Path::new("/nonexistent/nginx"))).unwrap_err();
-    assert!(missing.to_string().contains("/nonexistent/nginx"), "{missing}");
+    assert!(
+        missing.to_string().contains("/nonexistent/nginx"),
+        "{missing}"
+    );
 }
 
 #[test]
 fn paths_derived_from_the_config() {
-    let n = TestNginx::start("server { listen 127.0.0.1:1; error_log logs/server.log; error_log stderr; }");
+    let n = TestNginx::start(
+        "server { listen 127.0.0.1:1; error_log logs/server.log; error_log stderr; }",
+    );
     let config = safe_reload::conf::load(&n.conf, &Default::default()).unwrap();
     let info = nginx::build_info(Path::new(NGINX)).unwrap();
     assert_eq!(nginx::pid_file(&config, &n.prefix, &info), n.pid_file);
@@ -93,7 +118,11 @@ fn paths_derived_from_the_config() {
         nginx::error_logs(&config, &n.prefix, &info),
         vec![n.error_log.clone(), n.prefix.join("logs/server.log")]
     );
-    let expected_user = if unsafe { libc::geteuid() } == 0 { "root" } else { "nobody" };
+    let expected_user = if unsafe { libc::geteuid() } == 0 {
+        "root"
+    } else {
+        "nobody"
+    };
     assert_eq!(nginx::worker_user(&config, &info), expected_user);
     assert_eq!(nginx::worker_processes(&config), Some(1));
 }
@@ -103,6 +132,9 @@ fn a_hung_command_is_stopped_at_the_timeout() {
     let argv = vec!["sleep".to_string(), "5".to_string()];
     let start = std::time::Instant::now();
     let err = nginx::run_command(&argv, Duration::from_millis(200)).unwrap_err();
-    assert!(matches!(err, safe_reload::Error::CommandTimeout { .. }), "{err}");
+    assert!(
+        matches!(err, safe_reload::Error::CommandTimeout { .. }),
+        "{err}"
+    );
     assert!(start.elapsed() < Duration::from_secs(2));
 }

@@ -35,9 +35,10 @@ fn each_reason_for_not_running_is_named() {
     // `nginx -t` leaves an empty pid file behind.
     let n = TestNginx::start("");
     let conf = n.conf.clone();
-    let text = std::fs::read_to_string(&conf)
-        .unwrap()
-        .replace(&n.pid_file.display().to_string(), &pid_file.display().to_string());
+    let text = std::fs::read_to_string(&conf).unwrap().replace(
+        &n.pid_file.display().to_string(),
+        &pid_file.display().to_string(),
+    );
     let tconf = dir.path().join("nginx.conf");
     std::fs::write(&tconf, text).unwrap();
     let st = std::process::Command::new(NGINX)
@@ -47,10 +48,17 @@ fn each_reason_for_not_running_is_named() {
         .unwrap();
     assert!(st.status.success(), "{st:?}");
     assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), "");
-    assert!(reason(&pid_file).contains("is empty"), "{}", reason(&pid_file));
+    assert!(
+        reason(&pid_file).contains("is empty"),
+        "{}",
+        reason(&pid_file)
+    );
 
     // A stale pid of a process that is not nginx.
-    let mut sleeper = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
     std::fs::write(&pid_file, format!("{}\n", sleeper.id())).unwrap();
     let r = reason(&pid_file);
     let _ = sleeper.kill();
@@ -58,9 +66,15 @@ fn each_reason_for_not_running_is_named() {
     assert!(r.contains("not an nginx master"), "{r}");
 
     // A pid nobody has.
-    assert!(wait_for(Duration::from_secs(2), || !alive(sleeper.id() as i32)));
+    assert!(wait_for(Duration::from_secs(2), || !alive(
+        sleeper.id() as i32
+    )));
     std::fs::write(&pid_file, format!("{}\n", sleeper.id())).unwrap();
-    assert!(reason(&pid_file).contains("no process"), "{}", reason(&pid_file));
+    assert!(
+        reason(&pid_file).contains("no process"),
+        "{}",
+        reason(&pid_file)
+    );
 
     // The master of a different binary: the real master checked against another path.
     match find_master(&n.pid_file, Path::new("/bin/true")) {

@@ -20,7 +20,10 @@ fn a_good_reload_is_proven_with_new_workers() {
     let port = free_port(ip);
     let site = SocketAddr::new(ip, port);
     let server = |b: &HttpBackend| {
-        format!("server {{ listen {site}; location / {{ proxy_pass http://{}; }} }}", b.host_port())
+        format!(
+            "server {{ listen {site}; location / {{ proxy_pass http://{}; }} }}",
+            b.host_port()
+        )
     };
     let n = TestNginx::builder().workers(2).http(&server(&v1)).start();
     assert_eq!(http_get(site, "x", "/").unwrap().1, "app-v1");
@@ -33,9 +36,16 @@ fn a_good_reload_is_proven_with_new_workers() {
     trigger(&master, &ReloadMethod::Signal, Duration::from_secs(5)).unwrap();
     let proof = prove(&master, &before, &mut logs, Duration::from_secs(10));
     assert!(proof.took_effect, "{proof:?}");
-    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(proof.new_workers.len(), 2, "{proof:?}");
-    assert!(proof.new_workers.iter().all(|w| !proof.old_workers.contains(w)));
+    assert!(proof
+        .new_workers
+        .iter()
+        .all(|w| !proof.old_workers.contains(w)));
     assert!(proof.emerg.is_empty());
     // Every old worker has stopped accepting: the new config answers on fresh connections.
     for _ in 0..4 {
@@ -57,9 +67,16 @@ fn a_reload_whose_listen_cannot_bind_is_not_in_effect() {
     trigger(&master, &ReloadMethod::Signal, Duration::from_secs(5)).unwrap();
     let proof = prove(&master, &before, &mut logs, Duration::from_secs(10));
     assert!(!proof.took_effect, "{proof:?}");
-    assert!(start.elapsed() < Duration::from_secs(4), "{:?}", start.elapsed());
     assert!(
-        proof.emerg.iter().any(|l| l.contains(&format!("bind() to {held_addr} failed"))),
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        proof
+            .emerg
+            .iter()
+            .any(|l| l.contains(&format!("bind() to {held_addr} failed"))),
         "{proof:?}"
     );
     assert!(proof.reason.unwrap().contains("[emerg]"));
@@ -77,11 +94,25 @@ fn a_reload_command_runs_as_argv() {
     let mut argv = vec![NGINX.to_string()];
     argv.extend(n.flags());
     argv.extend(["-s".to_string(), "reload".to_string()]);
-    trigger(&master, &ReloadMethod::Command(argv), Duration::from_secs(10)).unwrap();
+    trigger(
+        &master,
+        &ReloadMethod::Command(argv),
+        Duration::from_secs(10),
+    )
+    .unwrap();
     let proof = prove(&master, &before, &mut logs, Duration::from_secs(10));
     assert!(proof.took_effect, "{proof:?}");
 
-    let failing = vec!["sh".to_string(), "-c".to_string(), "echo no such unit >&2; exit 5".to_string()];
-    let err = trigger(&master, &ReloadMethod::Command(failing), Duration::from_secs(5)).unwrap_err();
+    let failing = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        "echo no such unit >&2; exit 5".to_string(),
+    ];
+    let err = trigger(
+        &master,
+        &ReloadMethod::Command(failing),
+        Duration::from_secs(5),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("no such unit"), "{err}");
 }

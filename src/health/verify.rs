@@ -81,11 +81,9 @@ pub fn verify(checks: &[Check], logs: &mut Cursors, opts: &HealthOptions) -> Hea
                 break;
             }
         }
-        report.upstream_errors.extend(
-            logs.read_new()
-                .iter()
-                .filter_map(upstream_error),
-        );
+        report
+            .upstream_errors
+            .extend(logs.read_new().iter().filter_map(upstream_error));
         failed |= !report.upstream_errors.is_empty();
         if !failed {
             good_rounds += 1;
@@ -133,9 +131,13 @@ fn get_status(check: &Check, timeout: Duration) -> Result<u16, String> {
     let deadline = Instant::now() + timeout;
     let tcp = TcpStream::connect_timeout(&check.connect, timeout)
         .map_err(|e| format!("connect to {}: {e}", check.connect))?;
-    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-    tcp.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
-    tcp.set_write_timeout(Some(left)).map_err(|e| e.to_string())?;
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    tcp.set_read_timeout(Some(left))
+        .map_err(|e| e.to_string())?;
+    tcp.set_write_timeout(Some(left))
+        .map_err(|e| e.to_string())?;
     let host_header = match (check.tls, check.connect.port()) {
         (false, 80) | (true, 443) => check.host.clone(),
         (_, port) => format!("{}:{port}", check.host),
@@ -171,10 +173,16 @@ fn exchange(mut stream: impl Read + Write, req: &str) -> Result<Vec<u8>, String>
 }
 
 fn parse_status(response: &[u8]) -> Result<u16, String> {
-    let line_end = response.iter().position(|&b| b == b'\n').unwrap_or(response.len());
+    let line_end = response
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(response.len());
     let line = String::from_utf8_lossy(&response[..line_end]);
     let mut parts = line.split_whitespace();
-    match (parts.next(), parts.next().and_then(|c| c.parse::<u16>().ok())) {
+    match (
+        parts.next(),
+        parts.next().and_then(|c| c.parse::<u16>().ok()),
+    ) {
         (Some(v), Some(code)) if v.starts_with("HTTP/") => Ok(code),
         _ => Err(format!("not an HTTP response: {:?}", line.trim())),
     }

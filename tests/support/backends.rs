@@ -37,8 +37,14 @@ impl Server {
         };
         let thread = std::thread::spawn(move || loop {
             let conn: Option<Box<dyn ReadWrite>> = match &bound {
-                Bound::Tcp(l) => l.accept().ok().map(|(s, _)| Box::new(s) as Box<dyn ReadWrite>),
-                Bound::Unix(l) => l.accept().ok().map(|(s, _)| Box::new(s) as Box<dyn ReadWrite>),
+                Bound::Tcp(l) => l
+                    .accept()
+                    .ok()
+                    .map(|(s, _)| Box::new(s) as Box<dyn ReadWrite>),
+                Bound::Unix(l) => l
+                    .accept()
+                    .ok()
+                    .map(|(s, _)| Box::new(s) as Box<dyn ReadWrite>),
             };
             if flag.load(Ordering::SeqCst) {
                 return;
@@ -186,7 +192,11 @@ pub fn hanging_listener(ip: IpAddr) -> HangingListener {
         sa.sin_family = libc::AF_INET as libc::sa_family_t;
         sa.sin_addr.s_addr = u32::from(v4).to_be();
         let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        assert_eq!(libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len), 0, "bind()");
+        assert_eq!(
+            libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len),
+            0,
+            "bind()"
+        );
         assert_eq!(libc::listen(fd, 0), 0, "listen()");
         TcpListener::from_raw_fd(fd)
     };

@@ -30,7 +30,7 @@
 //! - [`http_get`]: a tiny client (fresh connection, `Connection: close`) returning status and body.
 //! - [`wait_for`]: poll a condition until a deadline instead of sleeping.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -65,7 +65,8 @@ pub fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
 /// counter, so parallel test processes do not collide on ports either.
 pub fn unique_loopback() -> IpAddr {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let n = (std::process::id() % (1 << 18)) << 6 | (1 + COUNTER.fetch_add(1, Ordering::Relaxed) % 63);
+    let n =
+        (std::process::id() % (1 << 18)) << 6 | (1 + COUNTER.fetch_add(1, Ordering::Relaxed) % 63);
     let [_, a, b, c] = n.to_be_bytes();
     // Keep clear of 127.0.0.x, where real services on the machine listen.
     IpAddr::V4(Ipv4Addr::new(127, a | 0x80, b, c))
@@ -83,7 +84,10 @@ pub fn free_port(ip: IpAddr) -> u16 {
 pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
     let status = resp
@@ -91,7 +95,10 @@ pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u1
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {resp:?}")))?;
-    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
     Ok((status, body))
 }
 
