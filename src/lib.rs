@@ -12,6 +12,7 @@ pub mod conf;
 pub mod diff;
 pub mod docs;
 pub mod error;
+pub mod errorlog;
 pub mod exit;
 pub mod health;
 pub mod nginx;

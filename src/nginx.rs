@@ -1,1 +1,385 @@
-//! nginx (to be written).
+//! The only place that runs nginx (and the operator's reload command): finding the binary,
+//! reading its build (`nginx -V`), testing a configuration (`nginx -t`), and the paths a
+//! configuration implies (pid file, error logs, worker user).
+//!
+//! Every child runs as argv through `duct`, never through a shell, and with a timeout: a hung
+//! nginx (a resolver that never answers, a blocked file system) must not hang a reload. What
+//! nginx prints is parsed by `errorlog`, whose line format `nginx -t` shares.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::conf::Config;
+use crate::error::{Error, Result};
+pub use crate::errorlog::{parse_messages, Level, Message};
+
+/// How long `nginx -V` may take; it only prints compiled-in strings.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Find the nginx binary: `explicit` (from `--nginx` or `$SAFE_RELOAD_NGINX`) as given, else
+/// `nginx` on `PATH`, else `/usr/sbin/nginx`.
+pub fn find_binary(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = explicit {
+        return if is_executable(path) {
+            Ok(path.to_path_buf())
+        } else {
+            Err(Error::NginxNotFound {
+                tried: format!("{} (not an executable file)", path.display()),
+            })
+        };
+    }
+    let mut tried = Vec::new();
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    for dir in on_path.iter().filter(|d| !d.as_os_str().is_empty()) {
+        let candidate = dir.join("nginx");
+        if is_executable(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    tried.push("nginx on PATH".to_string());
+    let fallback = Path::new("/usr/sbin/nginx");
+    if is_executable(fallback) {
+        return Ok(fallback.to_path_buf());
+    }
+    tried.push(fallback.display().to_string());
+    Err(Error::NginxNotFound {
+        tried: tried.join(", "),
+    })
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// What `nginx -V` says about how the binary was built.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BuildInfo {
+    /// `1.22.1` from `nginx version: nginx/1.22.1`.
+    pub version: String,
+    pub conf_path: Option<PathBuf>,
+    pub prefix: Option<PathBuf>,
+    pub pid_path: Option<PathBuf>,
+    /// Kept as text: it may be `stderr` rather than a file.
+    pub error_log_path: Option<String>,
+    pub user: Option<String>,
+    pub configure_args: Vec<String>,
+}
+
+/// Run `nginx -V` and read its build information (nginx prints it on stderr).
+pub fn build_info(binary: &Path) -> Result<BuildInfo> {
+    let out = run(binary, &["-V".to_string()], VERSION_TIMEOUT)?;
+    let text = format!("{}{}", out.stderr, out.stdout);
+    if out.status != Some(0) {
+        return Err(Error::Command {
+            command: command_line(binary, &["-V".to_string()]),
+            status: status_text(out.status),
+            stderr: out.stderr,
+        });
+    }
+    Ok(parse_build_info(&text))
+}
+
+/// Parse the text of `nginx -V`.
+pub fn parse_build_info(text: &str) -> BuildInfo {
+    let mut info = BuildInfo::default();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("nginx version: ") {
+            let v = v.trim();
+            info.version = v.split_once('/').map_or(v, |(_, num)| num).to_string();
+        } else if let Some(args) = line.strip_prefix("configure arguments:") {
+            info.configure_args = split_configure_args(args);
+        }
+    }
+    for arg in &info.configure_args {
+        let Some((key, value)) = arg.split_once('=') else {
+            continue;
+        };
+        match key {
+            "--conf-path" => info.conf_path = Some(value.into()),
+            "--prefix" => info.prefix = Some(value.into()),
+            "--pid-path" => info.pid_path = Some(value.into()),
+            "--error-log-path" => info.error_log_path = Some(value.into()),
+            "--user" => info.user = Some(value.into()),
+            _ => {}
+        }
+    }
+    info
+}
+
+/// Split configure arguments as the shell that ran `./configure` did: whitespace separates,
+/// single quotes group (`--with-cc-opt='-g -O2'`).
+fn split_configure_args(text: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut in_word = false;
+    for c in text.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    args.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        args.push(cur);
+    }
+    args
+}
+
+/// One nginx installation: the binary, the main configuration file and the prefix.
+#[derive(Debug, Clone)]
+pub struct Nginx {
+    pub binary: PathBuf,
+    pub conf: PathBuf,
+    pub prefix: PathBuf,
+    /// The longest any nginx command may take before it is killed.
+    pub timeout: Duration,
+}
+
+/// The result of `nginx -t`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestOutcome {
+    /// Exit status 0 and no `[emerg]` (nginx can print one and still exit 0).
+    pub passed: bool,
+    pub status: Option<i32>,
+    pub messages: Vec<Message>,
+    /// Verbatim, for showing to the operator.
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Nginx {
+    /// Run `nginx -t -q -c CONF -p PREFIX/`. A failing test is an `Ok` outcome; `Err` only when
+    /// nginx cannot run or does not finish in time.
+    pub fn test(&self) -> Result<TestOutcome> {
+        let start = Instant::now();
+        let out = run(&self.binary, &self.args(&["-t", "-q"]), self.timeout)?;
+        let messages = parse_messages(&out.stderr);
+        let passed = out.status == Some(0) && !messages.iter().any(|m| m.level == Level::Emerg);
+        Ok(TestOutcome {
+            passed,
+            status: out.status,
+            messages,
+            stderr: out.stderr,
+            elapsed: start.elapsed(),
+        })
+    }
+
+    /// `[-p PREFIX/] -c CONF` after `extra`: the flags every command for this install needs.
+    fn args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        args.push("-c".into());
+        args.push(self.conf.display().to_string());
+        let mut prefix = self.prefix.display().to_string();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        args.push("-p".into());
+        args.push(prefix);
+        args
+    }
+}
+
+/// A hint for a `nginx -t` message whose cause is a common slip: `proxy_pass 127.0.0.1:8000;`
+/// makes nginx say only "invalid URL prefix".
+pub fn hint(message: &Message, config: &Config) -> Option<String> {
+    if !message.text.starts_with("invalid URL prefix") {
+        return None;
+    }
+    let (file, line) = (message.file.as_deref()?, message.line?);
+    config
+        .walk()
+        .into_iter()
+        .map(|(_, d)| d)
+        .find(|d| d.line == line && &*d.file == file && d.name.ends_with("_pass"))
+        .filter(|d| !d.arg0().contains("://"))
+        .map(|d| {
+            format!(
+                "{} needs a scheme: write `{} http://{};`",
+                d.name,
+                d.name,
+                d.arg0()
+            )
+        })
+}
+
+/// What a finished child printed and how it exited.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// `None` when killed by a signal.
+    pub status: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run the operator's command (e.g. `--reload-cmd "systemctl reload nginx"`, already split into
+/// argv) with a timeout. A non-zero exit is an `Error::Command` carrying its stderr.
+pub fn run_command(argv: &[String], timeout: Duration) -> Result<Output> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(Error::Usage("the reload command is empty".into()));
+    };
+    let out = run(Path::new(program), args, timeout)?;
+    if out.status != Some(0) {
+        return Err(Error::Command {
+            command: command_line(Path::new(program), args),
+            status: status_text(out.status),
+            stderr: out.stderr,
+        });
+    }
+    Ok(out)
+}
+
+/// Run `program` (a path, or for the operator's command a name looked up on `PATH`).
+fn run(program: &Path, args: &[String], timeout: Duration) -> Result<Output> {
+    let command = command_line(program, args);
+    // As an OsStr, a bare name is searched on PATH; duct would take a bare `Path` as `./name`.
+    let handle = duct::cmd(program.as_os_str(), args)
+        .stdin_null()
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .start()
+        .map_err(|e| Error::Command {
+            command: command.clone(),
+            status: "could not start".into(),
+            stderr: e.to_string(),
+        })?;
+    let waited = handle.wait_timeout(timeout).map_err(|e| Error::Command {
+        command: command.clone(),
+        status: "could not wait".into(),
+        stderr: e.to_string(),
+    })?;
+    let Some(out) = waited else {
+        // Best effort: the error says it was stopped; a kill that fails leaves nothing to do.
+        let _ = handle.kill();
+        return Err(Error::CommandTimeout {
+            command,
+            after: timeout,
+        });
+    };
+    Ok(Output {
+        status: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+fn command_line(program: &Path, args: &[String]) -> String {
+    std::iter::once(program.display().to_string())
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn status_text(status: Option<i32>) -> String {
+    status.map_or("killed by a signal".into(), |c| format!("exit status {c}"))
+}
+
+/// Resolve a path from the configuration as nginx does: relative to the prefix.
+fn under_prefix(prefix: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        prefix.join(p)
+    }
+}
+
+/// The pid file nginx writes: the `pid` directive, else the build's `--pid-path`, else
+/// `PREFIX/logs/nginx.pid`; relative paths are relative to the prefix.
+pub fn pid_file(config: &Config, prefix: &Path, info: &BuildInfo) -> PathBuf {
+    if let Some(d) = config.main_directive("pid") {
+        return under_prefix(prefix, d.arg0());
+    }
+    match &info.pid_path {
+        Some(p) => under_prefix(prefix, &p.to_string_lossy()),
+        None => prefix.join("logs/nginx.pid"),
+    }
+}
+
+/// Targets of `error_log` that are not files.
+fn is_file_log(target: &str) -> bool {
+    !(target == "stderr"
+        || target.starts_with("syslog:")
+        || target.starts_with("memory:")
+        || target.is_empty())
+}
+
+/// Every error log file the configuration writes to, in any context, deduplicated; plus the
+/// build's default when the main context names none and that default is a file.
+pub fn error_logs(config: &Config, prefix: &Path, info: &BuildInfo) -> Vec<PathBuf> {
+    let mut logs: Vec<PathBuf> = Vec::new();
+    let mut push = |p: PathBuf| {
+        if !logs.contains(&p) {
+            logs.push(p);
+        }
+    };
+    for (_, d) in config.walk() {
+        if d.name == "error_log" && is_file_log(d.arg0()) {
+            push(under_prefix(prefix, d.arg0()));
+        }
+    }
+    if config.main_directive("error_log").is_none() {
+        let default = info.error_log_path.as_deref().unwrap_or("logs/error.log");
+        if is_file_log(default) {
+            push(under_prefix(prefix, default));
+        }
+    }
+    logs
+}
+
+/// The user worker processes run as: the `user` directive, else the build's `--user`, else
+/// `nobody` (nginx's own default).
+pub fn worker_user(config: &Config, info: &BuildInfo) -> String {
+    match config.main_directive("user") {
+        Some(d) if !d.arg0().is_empty() => d.arg0().to_string(),
+        _ => info.user.clone().unwrap_or_else(|| "nobody".to_string()),
+    }
+}
+
+/// `worker_processes`: a number, or `auto` (the cores available). `None` when absent (nginx
+/// then runs one) or unreadable.
+pub fn worker_processes(config: &Config) -> Option<usize> {
+    let d = config.main_directive("worker_processes")?;
+    match d.arg0() {
+        "auto" => std::thread::available_parallelism().ok().map(|n| n.get()),
+        n => n.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configure_args_keep_quoted_groups() {
+        let text = "nginx version: nginx/1.22.1\nconfigure arguments: --with-cc-opt='-g -O2 -fPIC' --prefix=/usr/share/nginx --conf-path=/etc/nginx/nginx.conf --error-log-path=stderr --pid-path=/run/nginx.pid --user=www-data\n";
+        let info = parse_build_info(text);
+        assert_eq!(info.version, "1.22.1");
+        assert_eq!(info.configure_args[0], "--with-cc-opt=-g -O2 -fPIC");
+        assert_eq!(info.prefix.as_deref(), Some(Path::new("/usr/share/nginx")));
+        assert_eq!(
+            info.conf_path.as_deref(),
+            Some(Path::new("/etc/nginx/nginx.conf"))
+        );
+        assert_eq!(info.pid_path.as_deref(), Some(Path::new("/run/nginx.pid")));
+        assert_eq!(info.error_log_path.as_deref(), Some("stderr"));
+        assert_eq!(info.user.as_deref(), Some("www-data"));
+    }
+}

@@ -1,1 +1,358 @@
-//! reload (to be written).
+//! Reloading nginx and proving the reload took effect.
+//!
+//! `nginx -s reload` returning 0 proves nothing: the master reads the new configuration after
+//! the signal, and a bind failure, an unwritable log or a shared-memory clash leaves the old
+//! configuration running with only an `[emerg]` in the error log. So the proof is read from the
+//! processes themselves (`/proc`): the same master, new workers in `nginx: worker process` state,
+//! old workers draining (`is shutting down`) or gone, and no `[emerg]` logged since the signal.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::errorlog::{Cursors, Level};
+
+/// The running nginx master process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Master {
+    pub pid: i32,
+}
+
+/// Find the master from the pid file and check it is a master of this very binary; a stale pid
+/// file must never get a signal sent to an unrelated process.
+pub fn find_master(pid_file: &Path, binary: &Path) -> Result<Master> {
+    let not_running = |reason: String| Error::NotRunning { reason };
+    let text = match std::fs::read_to_string(pid_file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(not_running(format!("no pid file {}", pid_file.display())));
+        }
+        Err(e) => {
+            return Err(not_running(format!(
+                "cannot read the pid file {}: {e}",
+                pid_file.display()
+            )))
+        }
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(not_running(format!(
+            "the pid file {} is empty (as `nginx -t` leaves it)",
+            pid_file.display()
+        )));
+    }
+    let pid: i32 = text.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+        not_running(format!(
+            "the pid file {} does not hold a pid: {:?}",
+            pid_file.display(),
+            text
+        ))
+    })?;
+    let Some(proc) = Proc::read(pid) else {
+        return Err(not_running(format!(
+            "no process {pid} (named by {}) is running",
+            pid_file.display()
+        )));
+    };
+    if !proc.title.starts_with("nginx: master process") {
+        return Err(not_running(format!(
+            "process {pid} (named by {}) is not an nginx master: {:?}",
+            pid_file.display(),
+            proc.title
+        )));
+    }
+    check_binary(pid, binary)?;
+    Ok(Master { pid })
+}
+
+/// The master must run `binary`: another nginx on the machine is not ours to reload. A binary
+/// replaced on disk since the master started shows as `PATH (deleted)`.
+fn check_binary(pid: i32, binary: &Path) -> Result<()> {
+    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+        // Not readable without privileges over that process: the title check must do.
+        return Ok(());
+    };
+    let exe_text = exe.to_string_lossy();
+    let exe = Path::new(exe_text.strip_suffix(" (deleted)").unwrap_or(&exe_text));
+    let ours = std::fs::canonicalize(binary).unwrap_or_else(|_| binary.to_path_buf());
+    if exe == ours || exe == binary {
+        Ok(())
+    } else {
+        Err(Error::NotRunning {
+            reason: format!(
+                "process {pid} is an nginx master of a different binary ({}, not {})",
+                exe.display(),
+                binary.display()
+            ),
+        })
+    }
+}
+
+/// What a worker is doing, from its process title.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// `nginx: worker process`: accepting connections.
+    Ready,
+    /// `nginx: worker process is shutting down`: no longer accepting, finishing requests.
+    ShuttingDown,
+    /// Just forked (still titled like the master), exiting, or a zombie.
+    Other,
+}
+
+/// One child process of the master that serves traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Worker {
+    pub pid: i32,
+    pub state: WorkerState,
+    /// Start time in clock ticks since boot (`/proc/PID/stat` field 22).
+    pub start_ticks: u64,
+}
+
+/// The workers of the master now (cache manager and loader excluded: they are not replaced in
+/// the same way and do not serve requests).
+pub fn workers(master: &Master) -> Vec<Worker> {
+    children(master.pid)
+        .into_iter()
+        .filter_map(Proc::read)
+        .filter(|p| p.ppid == master.pid && !p.title.contains("cache "))
+        .map(|p| Worker {
+            pid: p.pid,
+            state: p.worker_state(),
+            start_ticks: p.start_ticks,
+        })
+        .collect()
+}
+
+/// How to ask nginx to reload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadMethod {
+    /// SIGHUP to the master, right after our own `nginx -t`.
+    Signal,
+    /// The operator's command, as argv (e.g. `systemctl reload nginx`).
+    Command(Vec<String>),
+}
+
+/// Ask nginx to reload. Only the request: whether it took effect is [`prove`]'s job.
+pub fn trigger(master: &Master, method: &ReloadMethod, timeout: Duration) -> Result<()> {
+    match method {
+        ReloadMethod::Signal => {
+            // SAFETY: kill(2) takes plain integers; the pid was checked to be an nginx master.
+            let rc = unsafe { libc::kill(master.pid, libc::SIGHUP) };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(Error::Command {
+                    command: format!("kill -HUP {}", master.pid),
+                    status: "failed".into(),
+                    stderr: std::io::Error::last_os_error().to_string(),
+                })
+            }
+        }
+        ReloadMethod::Command(argv) => crate::nginx::run_command(argv, timeout).map(|_| ()),
+    }
+}
+
+/// The evidence that a reload took effect, or why it did not.
+#[derive(Debug, Clone, Serialize)]
+pub struct Proof {
+    pub took_effect: bool,
+    pub master: i32,
+    /// Workers before the reload.
+    pub old_workers: Vec<i32>,
+    /// Workers started by the reload and accepting connections.
+    pub new_workers: Vec<i32>,
+    /// `[emerg]` lines logged since the reload, verbatim.
+    pub emerg: Vec<String>,
+    pub elapsed: Duration,
+    /// Why the reload is not proven (`None` when it took effect).
+    pub reason: Option<String>,
+}
+
+/// Poll intervals: fine while a reload normally completes, coarser for a slow one (a large
+/// configuration can take seconds to parse) so the poll does not compete with nginx for CPU.
+const FAST_POLL: Duration = Duration::from_millis(2);
+const SLOW_POLL: Duration = Duration::from_millis(20);
+const FAST_PHASE: Duration = Duration::from_millis(500);
+
+/// Watch the master after [`trigger`] until the reload is proven, an `[emerg]` is logged, the
+/// master dies, or `deadline` passes. `before` is [`workers`] taken just before the trigger.
+pub fn prove(master: &Master, before: &[Worker], logs: &mut Cursors, deadline: Duration) -> Proof {
+    prove_with(master, before, logs, deadline, None)
+}
+
+/// [`prove`], also requiring `expected_workers` new ready workers (the new configuration's
+/// `worker_processes`). Without it, every new worker must be ready: the master forks all of
+/// them before it tells the old ones to stop, so a full set is present once old ones drain.
+pub fn prove_with(
+    master: &Master,
+    before: &[Worker],
+    logs: &mut Cursors,
+    deadline: Duration,
+    expected_workers: Option<usize>,
+) -> Proof {
+    let start = Instant::now();
+    let mut proof = Proof {
+        took_effect: false,
+        master: master.pid,
+        old_workers: before.iter().map(|w| w.pid).collect(),
+        new_workers: Vec::new(),
+        emerg: Vec::new(),
+        elapsed: Duration::ZERO,
+        reason: None,
+    };
+    loop {
+        proof.emerg.extend(
+            logs.read_new()
+                .into_iter()
+                .filter(|l| l.level == Some(Level::Emerg))
+                .map(|l| l.text),
+        );
+        let state = observe(master, before, expected_workers);
+        proof.new_workers = state.new_ready.clone();
+        proof.elapsed = start.elapsed();
+        if !proof.emerg.is_empty() {
+            proof.reason = Some("nginx logged [emerg] after the reload signal".into());
+            return proof;
+        }
+        if !state.master_alive {
+            proof.reason = Some(format!(
+                "the master process {} is gone or no longer an nginx master",
+                master.pid
+            ));
+            return proof;
+        }
+        if state.done {
+            proof.took_effect = true;
+            return proof;
+        }
+        if proof.elapsed >= deadline {
+            proof.reason = Some(format!(
+                "not in effect after {}: {} new worker(s) ready{}, {} old worker(s) still accepting",
+                humantime::format_duration(Duration::from_millis(proof.elapsed.as_millis() as u64)),
+                state.new_ready.len(),
+                expected_workers.map_or(String::new(), |n| format!(" of {n}")),
+                state.old_accepting
+            ));
+            return proof;
+        }
+        let pause = if proof.elapsed < FAST_PHASE {
+            FAST_POLL
+        } else {
+            SLOW_POLL
+        };
+        std::thread::sleep(pause.min(deadline.saturating_sub(proof.elapsed)));
+    }
+}
+
+struct Observed {
+    master_alive: bool,
+    new_ready: Vec<i32>,
+    old_accepting: usize,
+    done: bool,
+}
+
+fn observe(master: &Master, before: &[Worker], expected: Option<usize>) -> Observed {
+    let master_alive = Proc::read(master.pid)
+        .is_some_and(|p| p.state != 'Z' && p.title.starts_with("nginx: master process"));
+    let now = workers(master);
+    let is_old = |w: &Worker| {
+        before
+            .iter()
+            .any(|b| b.pid == w.pid && b.start_ticks == w.start_ticks)
+    };
+    let (old, new): (Vec<&Worker>, Vec<&Worker>) = now.iter().partition(|w| is_old(w));
+    let new_ready: Vec<i32> = new
+        .iter()
+        .filter(|w| w.state == WorkerState::Ready)
+        .map(|w| w.pid)
+        .collect();
+    let old_accepting = old.iter().filter(|w| w.state == WorkerState::Ready).count();
+    let enough = match expected {
+        Some(n) => new_ready.len() >= n.max(1),
+        None => !new_ready.is_empty() && new_ready.len() == new.len(),
+    };
+    Observed {
+        master_alive,
+        done: master_alive && enough && old_accepting == 0,
+        new_ready,
+        old_accepting,
+    }
+}
+
+/// What `/proc/PID/stat` and `/proc/PID/cmdline` say about one process.
+struct Proc {
+    pid: i32,
+    ppid: i32,
+    state: char,
+    start_ticks: u64,
+    /// The command line with NULs as spaces: nginx rewrites it to its process title.
+    title: String,
+}
+
+impl Proc {
+    fn read(pid: i32) -> Option<Proc> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may hold spaces and parentheses: fields start after the last ')'.
+        let fields: Vec<&str> = stat
+            .get(stat.rfind(')')? + 1..)?
+            .split_whitespace()
+            .collect();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let title = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        Some(Proc {
+            pid,
+            state: fields.first()?.chars().next()?,
+            ppid: fields.get(1)?.parse().ok()?,
+            start_ticks: fields.get(19)?.parse().ok()?,
+            title: title.trim().to_string(),
+        })
+    }
+
+    fn worker_state(&self) -> WorkerState {
+        if self.state == 'Z' {
+            WorkerState::Other
+        } else if self.title == "nginx: worker process" {
+            WorkerState::Ready
+        } else if self
+            .title
+            .starts_with("nginx: worker process is shutting down")
+        {
+            WorkerState::ShuttingDown
+        } else {
+            WorkerState::Other
+        }
+    }
+}
+
+/// Child pids of `pid`: from `/proc/PID/task/*/children` where the kernel offers it, else by
+/// scanning every process's parent.
+fn children(pid: i32) -> Vec<i32> {
+    let mut found = false;
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                found = true;
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok()),
+                );
+            }
+        }
+    }
+    if found {
+        return out;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| Proc::read(*p).is_some_and(|proc| proc.ppid == pid))
+        .collect()
+}

@@ -1,0 +1,189 @@
+//! The verification window: rounds of requests, each on a fresh connection, and the error log
+//! read after every round. It ends at the first failure, or once enough good rounds passed with
+//! no upstream error logged; the window is an upper bound, never a wait.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{tls, Check};
+use crate::errorlog::{upstream_error, Cursors, UpstreamError};
+
+/// How long and how hard to verify.
+#[derive(Debug, Clone)]
+pub struct HealthOptions {
+    /// The longest the window may last.
+    pub window: Duration,
+    /// Good rounds (every check answered acceptably) needed to pass.
+    pub rounds: usize,
+    /// Per request: connect, TLS, send and read the status line.
+    pub request_timeout: Duration,
+    /// When set, any other status fails (`--expect-status`).
+    pub expect_status: Option<Vec<u16>>,
+}
+
+impl Default for HealthOptions {
+    fn default() -> Self {
+        HealthOptions {
+            window: Duration::from_secs(3),
+            rounds: 3,
+            request_timeout: Duration::from_secs(2),
+            expect_status: None,
+        }
+    }
+}
+
+/// One request's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub url: String,
+    pub host: String,
+    pub status: Option<u16>,
+    /// Why there is no status (refused, timed out, TLS failure).
+    pub error: Option<String>,
+    pub elapsed: Duration,
+    /// Whether this result alone fails verification.
+    pub failed: bool,
+}
+
+/// Everything the window found.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    pub passed: bool,
+    pub results: Vec<CheckResult>,
+    /// Upstream errors nginx logged during the window, even when the client saw a success.
+    pub upstream_errors: Vec<UpstreamError>,
+    pub elapsed: Duration,
+}
+
+/// Verify through nginx. Ends at once on a 502/504, a failed request or a logged upstream
+/// error; passes after `opts.rounds` good rounds with a clean log; fails if the window closes
+/// before that. With no checks, only the log decides.
+pub fn verify(checks: &[Check], logs: &mut Cursors, opts: &HealthOptions) -> HealthReport {
+    let start = Instant::now();
+    let mut report = HealthReport {
+        passed: false,
+        results: Vec::new(),
+        upstream_errors: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
+    let mut good_rounds = 0;
+    let mut failed = false;
+    while !failed && good_rounds < opts.rounds.max(1) && start.elapsed() < opts.window {
+        for check in checks {
+            let left = opts.window.saturating_sub(start.elapsed());
+            let result = request(check, opts.request_timeout.min(left), opts);
+            failed = result.failed;
+            report.results.push(result);
+            if failed {
+                break;
+            }
+        }
+        report
+            .upstream_errors
+            .extend(logs.read_new().iter().filter_map(upstream_error));
+        failed |= !report.upstream_errors.is_empty();
+        if !failed {
+            good_rounds += 1;
+        }
+        if checks.is_empty() {
+            break;
+        }
+    }
+    report.passed = !failed && (checks.is_empty() || good_rounds >= opts.rounds.max(1));
+    report.elapsed = start.elapsed();
+    report
+}
+
+fn request(check: &Check, timeout: Duration, opts: &HealthOptions) -> CheckResult {
+    let start = Instant::now();
+    let outcome = get_status(check, timeout.max(Duration::from_millis(1)));
+    let (status, error) = match outcome {
+        Ok(s) => (Some(s), None),
+        Err(e) => (None, Some(e)),
+    };
+    let failed = match status {
+        None => true,
+        Some(502) | Some(504) => true,
+        Some(s) => opts
+            .expect_status
+            .as_ref()
+            .is_some_and(|allowed| !allowed.contains(&s)),
+    };
+    CheckResult {
+        url: check.url.clone(),
+        host: check.host.clone(),
+        status,
+        error,
+        elapsed: start.elapsed(),
+        failed,
+    }
+}
+
+/// The most of a response read: the status line is all we need, the rest is drained only so
+/// the connection closes cleanly.
+const MAX_RESPONSE: u64 = 256 * 1024;
+
+/// `GET` on a fresh connection, `Connection: close`; the response status.
+fn get_status(check: &Check, timeout: Duration) -> Result<u16, String> {
+    let deadline = Instant::now() + timeout;
+    let tcp = TcpStream::connect_timeout(&check.connect, timeout)
+        .map_err(|e| format!("connect to {}: {e}", check.connect))?;
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    tcp.set_read_timeout(Some(left))
+        .map_err(|e| e.to_string())?;
+    tcp.set_write_timeout(Some(left))
+        .map_err(|e| e.to_string())?;
+    let host_header = match (check.tls, check.connect.port()) {
+        (false, 80) | (true, 443) => check.host.clone(),
+        (_, port) => format!("{}:{port}", check.host),
+    };
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: safe-reload/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        check.path,
+        env!("CARGO_PKG_VERSION")
+    );
+    let response = if check.tls {
+        let config = tls::client_config().map_err(|e| e.to_string())?;
+        let conn = rustls::ClientConnection::new(config, tls::server_name(&check.host)?)
+            .map_err(|e| e.to_string())?;
+        exchange(rustls::StreamOwned::new(conn, tcp), &req)
+    } else {
+        exchange(tcp, &req)
+    }?;
+    parse_status(&response)
+}
+
+fn exchange(mut stream: impl Read + Write, req: &str) -> Result<Vec<u8>, String> {
+    stream
+        .write_all(req.as_bytes())
+        .and_then(|_| stream.flush())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut buf = Vec::new();
+    let read = stream.take(MAX_RESPONSE).read_to_end(&mut buf);
+    // A status line already read is enough evidence even if the body was cut short.
+    match read {
+        Err(e) if !buf.contains(&b'\n') => Err(format!("read: {e}")),
+        _ => Ok(buf),
+    }
+}
+
+fn parse_status(response: &[u8]) -> Result<u16, String> {
+    let line_end = response
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(response.len());
+    let line = String::from_utf8_lossy(&response[..line_end]);
+    let mut parts = line.split_whitespace();
+    match (
+        parts.next(),
+        parts.next().and_then(|c| c.parse::<u16>().ok()),
+    ) {
+        (Some(v), Some(code)) if v.starts_with("HTTP/") => Ok(code),
+        _ => Err(format!("not an HTTP response: {:?}", line.trim())),
+    }
+}

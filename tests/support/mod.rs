@@ -1,0 +1,108 @@
+//! The shared integration-test harness: a real nginx in a private prefix, and real backends.
+//!
+//! ```ignore
+//! mod support;
+//! use support::*;
+//!
+//! let ip = unique_loopback();
+//! let app = HttpBackend::start(SocketAddr::new(ip, 0), "app-v1");
+//! let port = free_port(ip);
+//! let nginx = TestNginx::builder()
+//!     .http(&format!("server {{ listen {ip}:{port}; location / {{ proxy_pass http://{}; }} }}", app.addr))
+//!     .start();
+//! assert_eq!(http_get(SocketAddr::new(ip, port), "x", "/").unwrap().1, "app-v1");
+//! nginx.write_http("...new http body...");   // rewrite nginx.conf, then reload it however the test likes
+//! ```
+//!
+//! - [`TestNginx`] writes `DIR/nginx.conf` in a fresh tempdir: `pid DIR/logs/nginx.pid`,
+//!   `error_log DIR/logs/error.log notice` (notice, so reloads show in the log), every
+//!   `*_temp_path` inside DIR, `daemon off` (the master is our child, stopped by PID and reaped),
+//!   `worker_processes` 1 by default, `user root` when the tests run as root (so workers can
+//!   reach sockets in tempdirs), optional `load_module` of the stream module with a `stream {}`
+//!   body. It also adds a control server on a free port of a unique loopback address
+//!   (`ctrl`, answering `GET /__ready` with 200), waits until that answers through a worker, and
+//!   in `Drop` sends SIGTERM to the master, waits for it and its workers, and SIGKILLs leftovers.
+//! - Addresses: [`unique_loopback`] gives a 127.x.y.z no other test process uses;
+//!   [`free_port`] a port free on an address (bind port 0).
+//! - Backends, each stopped on `Drop`: [`HttpBackend`] (200 with its name as the body, TCP or
+//!   unix socket), [`CloseBackend`] (accepts and closes: nginx answers 502),
+//!   [`HangingListener`] (backlog full: connects hang, for timeouts).
+//! - [`http_get`]: a tiny client (fresh connection, `Connection: close`) returning status and body.
+//! - [`wait_for`]: poll a condition until a deadline instead of sleeping.
+
+#![allow(dead_code, unused_imports)]
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The nginx the tests run.
+pub const NGINX: &str = "/usr/sbin/nginx";
+/// The dynamic stream module of Debian's nginx.
+pub const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+
+/// Poll `cond` every few milliseconds until it holds or `within` passes; true if it held.
+pub fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(3));
+    }
+}
+
+/// A loopback address unique to this test process and call: 127.x.y.z from the pid and a
+/// counter, so parallel test processes do not collide on ports either.
+pub fn unique_loopback() -> IpAddr {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n =
+        (std::process::id() % (1 << 18)) << 6 | (1 + COUNTER.fetch_add(1, Ordering::Relaxed) % 63);
+    let [_, a, b, c] = n.to_be_bytes();
+    // Keep clear of 127.0.0.x, where real services on the machine listen.
+    IpAddr::V4(Ipv4Addr::new(127, a | 0x80, b, c))
+}
+
+/// A port nothing listens on at `ip` right now (the kernel's pick for port 0).
+pub fn free_port(ip: IpAddr) -> u16 {
+    TcpListener::bind(SocketAddr::new(ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind port 0 on a loopback address")
+}
+
+/// `GET path` with `Host: host` on a fresh connection; status and body.
+pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {resp:?}")))?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Ok((status, body))
+}
+
+mod nginx;
+pub use nginx::{alive, TestNginx, TestNginxBuilder};
+mod backends;
+pub use backends::{hanging_listener, CloseBackend, HangingListener, HttpBackend};

@@ -1,0 +1,253 @@
+//! A real nginx master in a private prefix, started as our child and stopped by PID on drop.
+
+use super::*;
+
+/// Builder for [`TestNginx`]; see the module header for what the written config holds.
+#[derive(Debug, Default, Clone)]
+pub struct TestNginxBuilder {
+    http: String,
+    stream: Option<String>,
+    workers: Option<usize>,
+    user: Option<String>,
+    main: String,
+}
+
+impl TestNginxBuilder {
+    /// Directives inside `http {}` (servers, upstreams).
+    pub fn http(mut self, body: &str) -> Self {
+        self.http = body.to_string();
+        self
+    }
+
+    /// Load the stream module and put `body` inside `stream {}`.
+    pub fn stream(mut self, body: &str) -> Self {
+        self.stream = Some(body.to_string());
+        self
+    }
+
+    /// `worker_processes` (default 1).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// The `user` directive (default: `root` when running as root, none otherwise).
+    pub fn user(mut self, user: &str) -> Self {
+        self.user = Some(user.to_string());
+        self
+    }
+
+    /// Extra directives for the main context.
+    pub fn main(mut self, directives: &str) -> Self {
+        self.main = directives.to_string();
+        self
+    }
+
+    /// Write the prefix, start nginx, wait until the control server answers.
+    pub fn start(self) -> TestNginx {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let prefix = dir.path().to_path_buf();
+        for sub in ["logs", "tmp"] {
+            std::fs::create_dir_all(prefix.join(sub)).expect("mkdir in the prefix");
+        }
+        let ip = unique_loopback();
+        let ctrl = SocketAddr::new(ip, free_port(ip));
+        let mut n = TestNginx {
+            conf: prefix.join("nginx.conf"),
+            pid_file: prefix.join("logs/nginx.pid"),
+            error_log: prefix.join("logs/error.log"),
+            prefix,
+            ctrl,
+            settings: self,
+            child: None,
+            _dir: dir,
+        };
+        let http = n.settings.http.clone();
+        n.write_http(&http);
+        n.spawn();
+        n
+    }
+}
+
+/// A running nginx in a private prefix. Fields are public so tests can point the code under
+/// test at them.
+pub struct TestNginx {
+    /// The prefix (`-p`), a tempdir removed on drop.
+    pub prefix: PathBuf,
+    /// `PREFIX/nginx.conf` (`-c`).
+    pub conf: PathBuf,
+    pub pid_file: PathBuf,
+    pub error_log: PathBuf,
+    /// The control server: `GET /__ready` answers 200 through a worker.
+    pub ctrl: SocketAddr,
+    settings: TestNginxBuilder,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestNginx {
+    /// A builder with an empty `http {}` (plus the control server).
+    pub fn builder() -> TestNginxBuilder {
+        TestNginxBuilder::default()
+    }
+
+    /// Start with this `http {}` body.
+    pub fn start(http: &str) -> TestNginx {
+        Self::builder().http(http).start()
+    }
+
+    /// The master's pid.
+    pub fn master_pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// The whole nginx.conf for an `http {}` body (and the builder's other settings).
+    pub fn render(&self, http: &str) -> String {
+        let p = self.prefix.display();
+        let s = &self.settings;
+        let root = unsafe { libc::geteuid() } == 0;
+        let user = match &s.user {
+            Some(u) => format!("user {u};\n"),
+            None if root => "user root;\n".to_string(),
+            None => String::new(),
+        };
+        let (module, stream) = match &s.stream {
+            Some(body) => (
+                format!("load_module {STREAM_MODULE};\n"),
+                format!("stream {{\n{body}\n}}\n"),
+            ),
+            None => (String::new(), String::new()),
+        };
+        format!(
+            "{module}{user}daemon off;\nmaster_process on;\nworker_processes {w};\n\
+             pid {p}/logs/nginx.pid;\nerror_log {p}/logs/error.log notice;\n{main}\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log {p}/logs/access.log;\n  client_body_temp_path {p}/tmp/body;\n  \
+             proxy_temp_path {p}/tmp/proxy;\n  fastcgi_temp_path {p}/tmp/fastcgi;\n  \
+             uwsgi_temp_path {p}/tmp/uwsgi;\n  scgi_temp_path {p}/tmp/scgi;\n  \
+             server {{ listen {ctrl}; location = /__ready {{ return 200 \"ready\"; }} }}\n\
+             {http}\n}}\n{stream}",
+            w = s.workers.unwrap_or(1),
+            main = s.main,
+            ctrl = self.ctrl,
+        )
+    }
+
+    /// Rewrite nginx.conf with a new `http {}` body; nothing is reloaded.
+    pub fn write_http(&self, http: &str) {
+        std::fs::write(&self.conf, self.render(http)).expect("write nginx.conf");
+    }
+
+    /// The error log so far.
+    pub fn error_log_text(&self) -> String {
+        std::fs::read_to_string(&self.error_log).unwrap_or_default()
+    }
+
+    /// Argv flags for this instance: `-p PREFIX/ -c CONF`.
+    pub fn flags(&self) -> Vec<String> {
+        vec![
+            "-p".into(),
+            format!("{}/", self.prefix.display()),
+            "-c".into(),
+            self.conf.display().to_string(),
+        ]
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.prefix.join("logs/stderr.log")).expect("stderr log");
+        let child = Command::new(NGINX)
+            .args(self.flags())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .spawn()
+            .expect("start /usr/sbin/nginx");
+        self.child = Some(child);
+        let want = self.settings.workers.unwrap_or(1);
+        let ready = wait_for(Duration::from_secs(10), || {
+            http_get(self.ctrl, "ctrl", "/__ready").is_ok_and(|(s, _)| s == 200)
+                && self.ready_workers().len() == want
+        });
+        if !ready {
+            let stderr = std::fs::read_to_string(self.prefix.join("logs/stderr.log"));
+            panic!(
+                "nginx did not start serving on {}; stderr: {stderr:?}; error.log: {}\nconfig:\n{}",
+                self.ctrl,
+                self.error_log_text(),
+                std::fs::read_to_string(&self.conf).unwrap_or_default()
+            );
+        }
+    }
+
+    /// The master's worker pids right now (from /proc, children of the master).
+    pub fn worker_pids(&self) -> Vec<i32> {
+        let master = self.master_pid();
+        if master <= 1 {
+            return Vec::new();
+        }
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                    s.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
+                        == Some(master)
+                })
+            })
+            .collect()
+    }
+}
+
+impl TestNginx {
+    /// Workers whose title says they accept connections (`nginx: worker process`).
+    pub fn ready_workers(&self) -> Vec<i32> {
+        self.worker_pids()
+            .into_iter()
+            .filter(|w| {
+                std::fs::read(format!("/proc/{w}/cmdline")).is_ok_and(|c| {
+                    String::from_utf8_lossy(&c).trim_end_matches('\0') == "nginx: worker process"
+                })
+            })
+            .collect()
+    }
+}
+
+impl Drop for TestNginx {
+    fn drop(&mut self) {
+        // Workers are listed while the master is still ours to ask about.
+        let workers = self.worker_pids();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = child.id() as i32;
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let exited = wait_for(Duration::from_secs(5), || {
+            child.try_wait().ok().flatten().is_some()
+        });
+        if !exited {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for w in workers {
+            let gone = wait_for(Duration::from_secs(2), || !alive(w));
+            if !gone && w > 1 {
+                // SAFETY: a worker of our own nginx that outlived its master.
+                unsafe { libc::kill(w, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
