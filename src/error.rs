@@ -61,6 +61,10 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// A bug or an impossible state; the message says what.
+    #[error("internal error: {0}")]
+    Internal(String),
+
     /// Stopped by SIGINT/SIGTERM before anything changed.
     #[error("interrupted before anything changed")]
     Interrupted,

@@ -8,7 +8,14 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::conf::targets::{Finding, Target};
+use crate::diff::ConfigDiff;
 use crate::exit::Exit;
+use crate::health::HealthReport;
+use crate::nginx::TestOutcome;
+use crate::preflight::ListenConflict;
+use crate::probe::ProbeReport;
+use crate::reload::Proof;
+use crate::store::{JournalRecord, RestoreReport, Snapshot};
 
 /// How a command ended, the JSON report's `outcome`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -28,6 +35,8 @@ pub enum Outcome {
     RollbackFailed,
     /// A baseline was recorded (`init`).
     Recorded,
+    /// The operator answered no at the prompt; nothing changed.
+    Cancelled,
     /// Stopped by a signal before anything changed.
     Interrupted,
     /// An error stopped the command (exit 2, or 1 for configuration errors).
@@ -89,7 +98,36 @@ pub struct Report {
     pub problems: Vec<Problem>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub targets: Option<Vec<Target>>,
-    /// Plain-language notes: warnings and what was done, in order.
+    /// `nginx -t` as run on the candidate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test: Option<TestOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeReport>,
+    /// New `listen` addresses held by another program.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<ListenConflict>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<ConfigDiff>,
+    /// The candidate's snapshot id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// Evidence that the reload took effect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reload: Option<Proof>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<Snapshot>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_good: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<StatusReport>,
+    /// Said before the reload, loudly: e.g. no baseline to roll back to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Plain-language notes: what was done, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -107,6 +145,18 @@ impl Report {
             steps: Vec::new(),
             problems: Vec::new(),
             targets: None,
+            test: None,
+            probe: None,
+            conflicts: Vec::new(),
+            diff: None,
+            snapshot: None,
+            reload: None,
+            health: None,
+            rollback: None,
+            history: None,
+            last_good: None,
+            status: None,
+            warnings: Vec::new(),
             notes: Vec::new(),
             error: None,
         }
@@ -134,4 +184,60 @@ impl Report {
             detail,
         });
     }
+}
+
+/// What a rollback did and where it left things.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackReport {
+    /// Why the candidate was rejected.
+    pub reason: String,
+    /// The rejected candidate's snapshot: the edit is kept there.
+    pub rejected: String,
+    /// The snapshot restored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored_to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test: Option<TestOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reload: Option<Proof>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthReport>,
+    /// Where things stand, in words an operator can act on.
+    pub state: String,
+}
+
+impl RollbackReport {
+    /// A rollback of `rejected` for `reason`, before anything is done.
+    pub fn new(reason: String, rejected: &Snapshot) -> RollbackReport {
+        RollbackReport {
+            reason,
+            rejected: rejected.id.clone(),
+            restored_to: None,
+            restore: None,
+            test: None,
+            reload: None,
+            health: None,
+            state: String::new(),
+        }
+    }
+}
+
+/// `status`: is nginx running, is the config on disk the last good one, is a run unfinished.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StatusReport {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_pid: Option<i32>,
+    /// Why nginx is not considered running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_running: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_good: Option<String>,
+    /// The journal of a run that did not finish.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<JournalRecord>,
+    /// The configuration on disk does not load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_error: Option<String>,
 }

@@ -11,7 +11,7 @@ use crate::exit::Exit;
 use crate::output::Printer;
 use crate::report::{Outcome, Report};
 use crate::settings::Settings;
-use crate::{docs, pipeline};
+use crate::{docs, output, pipeline, signals};
 
 /// Run the program with these arguments; returns the process exit status.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
@@ -28,26 +28,29 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         }
     };
     let g = &cli.global;
-    let printer = Printer::new(g.color, g.json, g.quiet > 0, g.verbose > 0);
     let command = cli.subcommand();
-    let name = command_name(&command);
+    let mut report = Report::new(command_name(&command));
+    let mut printer = Printer::new(g.color, g.json, g.quiet > 0, g.verbose > 0);
+    signals::install();
     let result = Settings::resolve(g).and_then(|settings| {
-        let printer = Printer::new(settings.color, g.json, g.quiet > 0, g.verbose > 0);
-        dispatch(&command, &settings, &printer)
+        printer = Printer::new(settings.color, g.json, g.quiet > 0, g.verbose > 0);
+        dispatch(&command, &settings, &printer, &mut report)
     });
     match result {
-        Ok(exit) => exit.code(),
+        Ok(None) => Exit::Ok.code(),
+        Ok(Some(exit)) => {
+            output::render(&printer, &report);
+            exit.code()
+        }
         Err(e) => {
             let exit = e.exit();
-            let mut report = Report::new(name);
-            report.finish(Outcome::Error, exit);
+            let outcome = match e {
+                Error::Interrupted => Outcome::Interrupted,
+                _ => Outcome::Error,
+            };
+            report.finish(outcome, exit);
             report.error = Some(e.to_string());
-            if let Error::Config {
-                file,
-                line,
-                message,
-            } = &e
-            {
+            if let Error::Config { file, line, message } = &e {
                 report.problems.push(crate::report::Problem {
                     level: "config".into(),
                     message: message.clone(),
@@ -56,7 +59,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
                     hint: None,
                 });
             }
-            crate::output::render_error(&printer, &report, &e);
+            output::render_error(&printer, &report, &e);
             exit.code()
         }
     }
@@ -80,20 +83,33 @@ fn command_name(c: &Command) -> &'static str {
     }
 }
 
-fn dispatch(command: &Command, s: &Settings, p: &Printer) -> crate::Result<Exit> {
-    match command {
+/// Run one command. `None` for commands that print their own output (man, completions).
+fn dispatch(
+    command: &Command,
+    s: &Settings,
+    p: &Printer,
+    report: &mut Report,
+) -> crate::Result<Option<Exit>> {
+    let exit = match command {
         Command::Man => {
             p.raw(&docs::man_page()?);
-            Ok(Exit::Ok)
+            return Ok(None);
         }
         Command::Completions { shell } => {
             p.raw(&docs::completions(*shell));
-            Ok(Exit::Ok)
+            return Ok(None);
         }
-        Command::Targets => pipeline::targets(s, p),
-        other => Err(Error::Usage(format!(
-            "`{}` is not available in this build",
-            command_name(other)
-        ))),
-    }
+        Command::Reload => pipeline::reload(s, p, report)?,
+        Command::Check { untrusted } => pipeline::check(s, *untrusted, report)?,
+        Command::Targets => pipeline::targets(s, report)?,
+        Command::Probe => pipeline::probe(s, report)?,
+        Command::Diff => pipeline::diff(s, report)?,
+        Command::Edit { file } => pipeline::edit(s, p, file, report)?,
+        Command::Init => pipeline::init(s, report)?,
+        Command::History => pipeline::history(s, report)?,
+        Command::Rollback { id } => pipeline::rollback(s, p, id.as_deref(), report)?,
+        Command::Status => pipeline::status(s, report)?,
+        Command::Recover => pipeline::recover(s, p, report)?,
+    };
+    Ok(Some(exit))
 }

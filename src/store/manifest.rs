@@ -32,6 +32,15 @@ pub enum Outcome {
     Refused,
     /// Taken before an `edit` session.
     Edit,
+    /// The configuration on disk before `rollback` replaced it.
+    Replaced,
+}
+
+impl Outcome {
+    /// Whether this configuration was live and verified (or recorded as such by `init`).
+    pub fn is_good(self) -> bool {
+        matches!(self, Outcome::Good | Outcome::Baseline)
+    }
 }
 
 /// Who made a snapshot, why, and what it changed.

@@ -19,7 +19,7 @@ use super::Store;
 use crate::error::Result;
 
 /// A path and what went wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RestoreFailure {
     /// Relative to the config root (absolute for files outside it).
     pub path: PathBuf,
@@ -28,7 +28,7 @@ pub struct RestoreFailure {
 }
 
 /// What a restore did, path by path (relative to the config root).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RestoreReport {
     /// Written back because content or metadata differed.
     pub restored: Vec<PathBuf>,

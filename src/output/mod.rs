@@ -8,9 +8,11 @@ use std::io::{IsTerminal, Write};
 
 use anstyle::{AnsiColor, Style};
 
+mod render;
+
+pub use render::{render, render_error, render_preview};
+
 use crate::cli::ColorWhen;
-use crate::conf::targets::{Context, Reference, Target};
-use crate::report::{Problem, Report};
 
 /// How a line is styled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,96 +136,6 @@ impl Printer {
             return false;
         }
         matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
-    }
-}
-
-/// Render a finished report: one JSON document with `--json`, otherwise text.
-pub fn render(p: &Printer, report: &Report) {
-    if p.json {
-        p.json_doc(report);
-        return;
-    }
-    render_problems(p, &report.problems);
-    if let Some(targets) = &report.targets {
-        render_targets(p, targets);
-    }
-    for note in &report.notes {
-        p.progress(&escape_control(note));
-    }
-}
-
-/// Render an error that stopped a command.
-pub fn render_error(p: &Printer, report: &Report, e: &crate::Error) {
-    if p.json {
-        p.json_doc(report);
-        return;
-    }
-    let head = p.paint(Tone::Bad, "error:");
-    p.err(&format!("{head} {}", escape_control(&e.to_string())));
-}
-
-fn render_problems(p: &Printer, problems: &[Problem]) {
-    for pr in problems {
-        let place = match (&pr.file, pr.line) {
-            (Some(f), Some(l)) => format!("{}:{l}: ", f.display()),
-            (Some(f), None) => format!("{}: ", f.display()),
-            _ => String::new(),
-        };
-        let tone = match pr.level.as_str() {
-            "warn" | "notice" | "info" => Tone::Warn,
-            _ => Tone::Bad,
-        };
-        let level = p.paint(tone, &pr.level);
-        p.err(&escape_control(&format!("{place}{level}: {}", pr.message)));
-        if let Some(hint) = &pr.hint {
-            p.err(&format!(
-                "  {} {}",
-                p.paint(Tone::Bold, "hint:"),
-                escape_control(hint)
-            ));
-        }
-    }
-}
-
-fn reference_line(r: &Reference) -> String {
-    let mut flags = Vec::new();
-    if let Some(u) = &r.upstream {
-        flags.push(format!("upstream {u}"));
-    }
-    if r.backup {
-        flags.push("backup".into());
-    }
-    if r.down {
-        flags.push("down".into());
-    }
-    let ctx = match r.context {
-        Context::Http => "",
-        Context::Stream => " (stream)",
-    };
-    let extra = if flags.is_empty() {
-        String::new()
-    } else {
-        format!(", {}", flags.join(", "))
-    };
-    format!(
-        "{}:{}  {}{ctx}{extra}",
-        r.file.display(),
-        r.line,
-        r.directive
-    )
-}
-
-fn render_targets(p: &Printer, targets: &[Target]) {
-    let n = targets.len();
-    p.progress(&format!(
-        "{n} upstream target{}",
-        if n == 1 { "" } else { "s" }
-    ));
-    for t in targets {
-        p.out(&p.paint(Tone::Bold, &escape_control(&t.address.to_string())));
-        for r in &t.references {
-            p.out(&format!("    {}", escape_control(&reference_line(r))));
-        }
     }
 }
 

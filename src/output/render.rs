@@ -1,0 +1,296 @@
+//! Text rendering of a [`Report`]: what an operator reads at 3 a.m. Results (the outcome line,
+//! tables, the diff of `diff`) go to stdout; steps, problems and hints to stderr.
+
+use crate::conf::targets::{Context, Reference, Target};
+use crate::diff::ConfigDiff;
+use crate::health::HealthReport;
+use crate::output::{escape_control, Printer, Tone};
+use crate::report::{Outcome, Problem, Report, RollbackReport, StatusReport};
+use crate::store::Snapshot;
+
+mod probes;
+
+/// Render a finished report: one JSON document with `--json`, otherwise text.
+pub fn render(p: &Printer, report: &Report) {
+    if p.json {
+        p.json_doc(report);
+        return;
+    }
+    render_steps(p, report);
+    render_problems(p, &report.problems);
+    if let Some(pr) = &report.probe {
+        probes::render_probe(p, pr, report.command == "probe");
+    }
+    probes::render_conflicts(p, &report.conflicts);
+    if let Some(targets) = &report.targets {
+        render_targets(p, targets);
+    }
+    if let Some(d) = &report.diff {
+        match report.command.as_str() {
+            "diff" => render_diff(p, d, true),
+            "check" | "status" => render_diff(p, d, false),
+            _ => {}
+        }
+    }
+    if let Some(h) = &report.health {
+        render_health(p, h, "verify");
+    }
+    if let Some(rb) = &report.rollback {
+        render_rollback(p, rb);
+    }
+    if let Some(history) = &report.history {
+        render_history(p, history, report.last_good.as_deref());
+    }
+    if let Some(st) = &report.status {
+        render_status(p, st);
+    }
+    for note in &report.notes {
+        p.progress(&escape_control(note));
+    }
+    render_outcome(p, report);
+}
+
+/// What is shown before the reload (and before the prompt): warnings and the diff.
+pub fn render_preview(p: &Printer, report: &Report) {
+    if p.json {
+        return;
+    }
+    for w in &report.warnings {
+        p.err(&format!("{} {}", p.paint(Tone::Warn, "warning:"), escape_control(w)));
+    }
+    if let Some(d) = &report.diff {
+        render_diff(p, d, false);
+    }
+}
+
+/// Render an error that stopped a command.
+pub fn render_error(p: &Printer, report: &Report, e: &crate::Error) {
+    if p.json {
+        p.json_doc(report);
+        return;
+    }
+    let head = p.paint(Tone::Bad, "error:");
+    p.err(&format!("{head} {}", escape_control(&e.to_string())));
+}
+
+fn render_steps(p: &Printer, report: &Report) {
+    for st in &report.steps {
+        let mark = if st.ok {
+            p.paint(Tone::Good, "ok  ")
+        } else {
+            p.paint(Tone::Bad, "FAIL")
+        };
+        let ms = st.elapsed.as_secs_f64() * 1000.0;
+        let detail = st
+            .detail
+            .as_deref()
+            .map(|d| format!("  {}", escape_control(d)))
+            .unwrap_or_default();
+        let line = format!("{mark} {:<10} {ms:>8.1} ms{detail}", st.name);
+        if st.ok {
+            p.detail(&line);
+        } else {
+            p.progress(&line);
+        }
+    }
+}
+
+fn render_problems(p: &Printer, problems: &[Problem]) {
+    for pr in problems {
+        let place = match (&pr.file, pr.line) {
+            (Some(f), Some(l)) => format!("{}:{l}: ", f.display()),
+            (Some(f), None) => format!("{}: ", f.display()),
+            _ => String::new(),
+        };
+        let tone = match pr.level.as_str() {
+            "warn" | "notice" | "info" => Tone::Warn,
+            _ => Tone::Bad,
+        };
+        let level = p.paint(tone, &pr.level);
+        p.err(&format!("{}{level}: {}", escape_control(&place), escape_control(&pr.message)));
+        if let Some(hint) = &pr.hint {
+            p.err(&format!("  {} {}", p.paint(Tone::Bold, "hint:"), escape_control(hint)));
+        }
+    }
+}
+
+/// `file:line  directive (context, upstream, flags)`
+pub fn reference_line(r: &Reference) -> String {
+    let mut flags = Vec::new();
+    if r.context == Context::Stream {
+        flags.push("stream".to_string());
+    }
+    if let Some(u) = &r.upstream {
+        flags.push(format!("upstream {u}"));
+    }
+    if r.backup {
+        flags.push("backup".into());
+    }
+    if r.down {
+        flags.push("down".into());
+    }
+    let extra = if flags.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", flags.join(", "))
+    };
+    format!("{}:{}  {}{extra}", r.file.display(), r.line, r.directive)
+}
+
+fn render_targets(p: &Printer, targets: &[Target]) {
+    let n = targets.len();
+    p.progress(&format!("{n} upstream target{}", if n == 1 { "" } else { "s" }));
+    for t in targets {
+        p.out(&p.paint(Tone::Bold, &escape_control(&t.address.to_string())));
+        for r in &t.references {
+            p.out(&format!("    {}", escape_control(&reference_line(r))));
+        }
+    }
+}
+
+fn render_diff(p: &Printer, d: &ConfigDiff, to_stdout: bool) {
+    let emit = |line: &str| {
+        if to_stdout {
+            p.out(line)
+        } else {
+            p.progress(line)
+        }
+    };
+    if d.is_empty() {
+        emit("no changes since the last good configuration");
+        return;
+    }
+    for f in &d.files {
+        match &f.unified {
+            Some(text) => {
+                for line in text.lines() {
+                    let tone = if line.starts_with("+++") || line.starts_with("---") {
+                        Tone::Bold
+                    } else if line.starts_with('+') {
+                        Tone::Good
+                    } else if line.starts_with('-') {
+                        Tone::Bad
+                    } else if line.starts_with("@@") {
+                        Tone::Dim
+                    } else {
+                        Tone::Plain
+                    };
+                    emit(&p.paint(tone, &escape_control(line)));
+                }
+            }
+            None => emit(&format!("{}: {:?}", f.path.display(), f.change)),
+        }
+    }
+    emit(&p.paint(Tone::Bold, &d.summary()));
+}
+
+fn render_health(p: &Printer, h: &HealthReport, label: &str) {
+    for r in &h.results {
+        let what = match (r.status, &r.error) {
+            (Some(code), _) => format!("HTTP {code}"),
+            (None, Some(e)) => e.clone(),
+            (None, None) => "no answer".into(),
+        };
+        let mark = if r.failed { p.paint(Tone::Bad, "FAIL") } else { p.paint(Tone::Good, "ok  ") };
+        let line = format!("{mark} {label}: GET {} (Host: {}) -> {}", r.url, r.host, escape_control(&what));
+        if r.failed {
+            p.progress(&line);
+        } else {
+            p.detail(&line);
+        }
+    }
+    for u in &h.upstream_errors {
+        let upstream = u.upstream.as_deref().unwrap_or("?");
+        p.progress(&format!(
+            "{} nginx logged an upstream error (upstream: {}): {}",
+            p.paint(Tone::Bad, "FAIL"),
+            escape_control(upstream),
+            escape_control(&u.text)
+        ));
+    }
+}
+
+fn render_rollback(p: &Printer, rb: &RollbackReport) {
+    p.err(&format!("{} {}", p.paint(Tone::Bad, "rejected:"), escape_control(&rb.reason)));
+    p.err(&format!("  the rejected configuration is kept as snapshot {}", rb.rejected));
+    if let Some(r) = &rb.restore {
+        for path in &r.restored {
+            p.progress(&format!("  restored {}", path.display()));
+        }
+        for path in &r.removed {
+            p.progress(&format!("  moved out {} (added by the change; kept in the rejected snapshot)", path.display()));
+        }
+        for f in r.failed.iter().chain(&r.mismatches) {
+            p.err(&format!("  {} {}: {}", p.paint(Tone::Bad, "FAILED"), f.path.display(), escape_control(&f.reason)));
+        }
+    }
+    if let Some(h) = &rb.health {
+        render_health(p, h, "re-verify");
+    }
+    let tone = if rb.state.contains("live and verified") { Tone::Good } else { Tone::Bad };
+    p.err(&format!("{} {}", p.paint(tone, "rollback:"), escape_control(&rb.state)));
+}
+
+fn render_history(p: &Printer, history: &[Snapshot], last_good: Option<&str>) {
+    if history.is_empty() {
+        p.out("no snapshots yet");
+        return;
+    }
+    for s in history {
+        let mark = if Some(s.id.as_str()) == last_good { "*" } else { " " };
+        let changed = if s.meta.changed_files.is_empty() {
+            String::new()
+        } else {
+            format!("  {}", s.meta.changed_files.join(", "))
+        };
+        let outcome = format!("{:?}", s.meta.outcome).to_lowercase();
+        p.out(&escape_control(&format!(
+            "{mark} {}  {:<9} {:<10} {} files{changed}",
+            s.id,
+            outcome,
+            s.meta.user,
+            s.files.len()
+        )));
+    }
+    if last_good.is_some() {
+        p.progress("* = last good");
+    }
+}
+
+fn render_status(p: &Printer, st: &StatusReport) {
+    match (st.master_pid, &st.not_running) {
+        (Some(pid), _) => p.out(&format!("nginx: running (master pid {pid})")),
+        (None, Some(why)) => p.out(&format!("nginx: not running ({})", escape_control(why))),
+        (None, None) => p.out("nginx: unknown"),
+    }
+    match &st.last_good {
+        Some(id) => p.out(&format!("last good: {id}")),
+        None => p.out("last good: none recorded (run `safe-reload init`)"),
+    }
+    if let Some(e) = &st.config_error {
+        p.out(&format!("config: does not load: {}", escape_control(e)));
+    }
+    if let Some(j) = &st.interrupted {
+        p.out(&format!(
+            "interrupted run: pid {} started {} stopped during {:?}; run `safe-reload recover`",
+            j.pid, j.started, j.phase
+        ));
+    }
+}
+
+fn render_outcome(p: &Printer, report: &Report) {
+    let (tone, text) = match report.outcome {
+        Outcome::Ok => return,
+        Outcome::Reloaded => (Tone::Good, "reloaded: the new configuration is live and verified".to_string()),
+        Outcome::Unchanged => (Tone::Good, "unchanged: nothing to reload".into()),
+        Outcome::Refused => (Tone::Bad, "refused: nginx was not reloaded; the running configuration is untouched".into()),
+        Outcome::RolledBack => (Tone::Warn, "rolled back: the change failed after the reload; the previous configuration is live and verified".into()),
+        Outcome::RollbackFailed => (Tone::Bad, "ROLLBACK FAILED: an operator must act now (see above)".into()),
+        Outcome::Recorded => (Tone::Good, "recorded: this configuration is the known-good baseline".into()),
+        Outcome::Cancelled => (Tone::Warn, "cancelled: nothing changed".into()),
+        Outcome::Interrupted => (Tone::Warn, "interrupted: nothing changed".into()),
+        Outcome::Error => return,
+    };
+    let snap = report.snapshot.as_deref().map(|s| format!(" (snapshot {s})")).unwrap_or_default();
+    p.out(&format!("{}{snap}", p.paint(tone, &text)));
+}
