@@ -59,6 +59,13 @@ pub(crate) fn read(
 ) -> Pass {
     let (scheme, rest) = match addr::split_scheme(text) {
         Some((s, r)) => (Some(s), r),
+        // `$scheme://...` or a whole URL in a variable nobody sets: known only at run time.
+        None if text.contains('$') => {
+            return Pass {
+                scheme: None,
+                target: PassTarget::Dynamic,
+            }
+        }
         None => (None, text),
     };
     let default_port = match default_port(context, directive, scheme.as_deref()) {
