@@ -53,3 +53,89 @@ pub fn line_of(text: &str, needle: &str) -> u32 {
 pub fn at(file: &Path, line: u32) -> (PathBuf, u32) {
     (file.to_path_buf(), line)
 }
+
+/// The shared corpus of real configurations: `$SAFE_RELOAD_CORPUS`, else `../shared/corpus`
+/// beside the crate (or two levels up, for a git worktree). `None`, after saying so loudly, when
+/// it is absent: the corpus is not part of the crate.
+pub fn corpus_dir() -> Option<PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tried: Vec<PathBuf> = match std::env::var_os("SAFE_RELOAD_CORPUS") {
+        Some(p) => vec![PathBuf::from(p)],
+        None => vec![
+            manifest.join("../shared/corpus"),
+            manifest.join("../../shared/corpus"),
+        ],
+    };
+    if let Some(found) = tried.iter().find(|p| p.is_dir()) {
+        return Some(found.clone());
+    }
+    eprintln!("==============================================================");
+    eprintln!("CORPUS ABSENT: tried {tried:?}");
+    eprintln!("set SAFE_RELOAD_CORPUS to the corpus folder; corpus checks NOT RUN");
+    eprintln!("==============================================================");
+    None
+}
+
+/// Every regular file under `dir`, sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&p).expect("stat");
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&p).expect("read_dir") {
+                stack.push(e.expect("dir entry").path());
+            }
+        } else if meta.is_file() {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The nginx binary tests run, with a clear failure when it is missing.
+pub fn nginx_bin() -> PathBuf {
+    let p = PathBuf::from(
+        std::env::var_os("SAFE_RELOAD_NGINX").unwrap_or_else(|| "/usr/sbin/nginx".into()),
+    );
+    assert!(
+        p.is_file(),
+        "nginx is not installed at {} (scripts/test.sh installs it: apt-get install nginx libnginx-mod-stream)",
+        p.display()
+    );
+    p
+}
+
+/// Run `nginx -t` (or `-T` with `dump`) on `conf` with prefix `prefix`; pid and error log go
+/// into the prefix through `-g` so nothing outside it is written. Returns (success, stderr+stdout).
+pub fn nginx_test(conf: &Path, prefix: &Path, dump: bool) -> (bool, String, String) {
+    let out = std::process::Command::new(nginx_bin())
+        .arg(if dump { "-T" } else { "-t" })
+        .arg("-q")
+        .arg("-p")
+        .arg(prefix)
+        .arg("-c")
+        .arg(conf)
+        .arg("-g")
+        .arg(format!(
+            "pid {}/nginx.pid; error_log {}/error.log;",
+            prefix.display(),
+            prefix.display()
+        ))
+        .output()
+        .expect("run nginx");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The `file:line` of nginx's first `[emerg]` line.
+pub fn emerg_location(stderr: &str) -> Option<(PathBuf, u32)> {
+    let line = stderr.lines().find(|l| l.contains("[emerg]"))?;
+    let tail = line.rsplit_once(" in ")?.1;
+    let (file, num) = tail.rsplit_once(':')?;
+    Some((PathBuf::from(file), num.trim().parse().ok()?))
+}
