@@ -64,8 +64,19 @@ fn every_corpus_file_parses_or_fails_where_nginx_does() {
             (None, Ok(_)) => {}
             (None, Err(e)) => panic!("valid corpus file failed: {e}"),
             (Some((line, msg)), Ok(_)) => panic!("{rel_s} should fail at line {line} ({msg})"),
-            (Some((line, msg)), Err(Error::Config { file, line: l, message })) => {
-                assert_eq!((file.as_path(), l), (path.as_path(), line), "{rel_s}: {message}");
+            (
+                Some((line, msg)),
+                Err(Error::Config {
+                    file,
+                    line: l,
+                    message,
+                }),
+            ) => {
+                assert_eq!(
+                    (file.as_path(), l),
+                    (path.as_path(), line),
+                    "{rel_s}: {message}"
+                );
                 assert!(message.contains(msg), "{rel_s}: {message}");
             }
             (Some(_), Err(e)) => panic!("{rel_s}: unexpected error kind {e:?}"),
@@ -77,7 +88,14 @@ fn every_corpus_file_parses_or_fails_where_nginx_does() {
 
 /// Directives of the fixtures that a stock nginx rejects before reaching the syntax error
 /// (a missing user, a module not built in): commented out, keeping line numbers.
-const SANITIZE: [&str; 6] = ["user", "pid", "error_log", "load_module", "f5_metrics", "api"];
+const SANITIZE: [&str; 6] = [
+    "user",
+    "pid",
+    "error_log",
+    "load_module",
+    "f5_metrics",
+    "api",
+];
 
 #[test]
 fn broken_fixtures_fail_on_the_line_nginx_names() {
@@ -88,14 +106,26 @@ fn broken_fixtures_fail_on_the_line_nginx_names() {
         let clean: String = text
             .split_inclusive('\n')
             .map(|l| {
-                let first = l.split_whitespace().next().unwrap_or("").trim_end_matches(';');
-                if SANITIZE.contains(&first) { format!("#{l}") } else { l.to_string() }
+                let first = l
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .trim_end_matches(';');
+                if SANITIZE.contains(&first) {
+                    format!("#{l}")
+                } else {
+                    l.to_string()
+                }
             })
             .collect();
         let copy = tmp.write(&format!("{i}/nginx.conf"), &clean);
         let (ok, _, stderr) = nginx_test(&copy, &tmp.path(&i.to_string()), false);
         assert!(!ok, "nginx accepted {rel}");
-        assert_eq!(emerg_location(&stderr), Some((copy.clone(), *line)), "{rel}: {stderr}");
+        assert_eq!(
+            emerg_location(&stderr),
+            Some((copy.clone(), *line)),
+            "{rel}: {stderr}"
+        );
         match parse_file(&copy) {
             Err(Error::Config { line: l, .. }) => assert_eq!(l, *line, "{rel}"),
             other => panic!("{rel}: expected a config error, got {other:?}"),
@@ -113,8 +143,11 @@ fn go_crossplane_broken1_is_valid_to_nginx_and_to_us() {
     let (ok, _, stderr) = nginx_test(&dir.join("nginx.conf"), tmp.dir.path(), false);
     assert!(ok, "{stderr}");
     assert!(parse_file(&dir.join("nginx.conf")).is_ok());
-    let d = tree::parse(&Arc::from(dir.join("nginx2.conf").as_path()), &std::fs::read(dir.join("nginx2.conf")).expect("read"))
-        .expect("parses");
+    let d = tree::parse(
+        &Arc::from(dir.join("nginx2.conf").as_path()),
+        &std::fs::read(dir.join("nginx2.conf")).expect("read"),
+    )
+    .expect("parses");
     assert_eq!(d[1].children()[0].children()[0].name, "server_name#");
 }
 
@@ -123,10 +156,14 @@ fn non_utf8_and_large_files_parse() {
     let Some(corpus) = corpus_dir() else { return };
     let odd = corpus.join("nginxinc-crossplane/tests/configs/non-unicode/nginx.conf");
     let bytes = std::fs::read(&odd).expect("read");
-    assert!(std::str::from_utf8(&bytes).is_err(), "fixture should not be UTF-8");
+    assert!(
+        std::str::from_utf8(&bytes).is_err(),
+        "fixture should not be UTF-8"
+    );
     assert!(parse_file(&odd).expect("non-UTF-8 parses") > 0);
 
-    let large = corpus.join("nginxinc-nginx-go-crossplane/testdata/configs/large-config/nginx.conf");
+    let large =
+        corpus.join("nginxinc-nginx-go-crossplane/testdata/configs/large-config/nginx.conf");
     assert!(std::fs::metadata(&large).expect("stat").len() > 1_000_000);
     let cfg = load(&large, &LoadOptions::default()).expect("large config loads");
     assert!(cfg.walk().len() > 10_000);
@@ -153,7 +190,11 @@ fn full_projects_load_with_their_includes() {
         ("nginx-boilerplate/nginx.conf", vec![], 38),
         ("nginx-nginx/conf/nginx.conf", vec![], 2),
         ("pothi-wordpress-nginx/nginx.conf", vec![], 2),
-        ("nginxproxymanager/docker/rootfs/etc/nginx/nginx.conf", vec![("/etc/nginx", npm)], 12),
+        (
+            "nginxproxymanager/docker/rootfs/etc/nginx/nginx.conf",
+            vec![("/etc/nginx", npm)],
+            12,
+        ),
     ];
     for (main, pairs, files) in projects {
         let cfg = load(&corpus.join(main), &remap(&corpus, &pairs))
@@ -161,10 +202,16 @@ fn full_projects_load_with_their_includes() {
         assert_eq!(cfg.files.len(), files, "{main}");
         assert!(cfg.files.iter().all(|f| f.path.is_file()));
     }
-    let npm_cfg = load(&corpus.join(npm).join("nginx.conf"), &remap(&corpus, &[("/etc/nginx", npm)]))
-        .expect("loads");
+    let npm_cfg = load(
+        &corpus.join(npm).join("nginx.conf"),
+        &remap(&corpus, &[("/etc/nginx", npm)]),
+    )
+    .expect("loads");
     let t = targets::extract(&npm_cfg);
-    assert!(t.targets.iter().any(|x| x.address.to_string() == "127.0.0.1:3000"));
+    assert!(t
+        .targets
+        .iter()
+        .any(|x| x.address.to_string() == "127.0.0.1:3000"));
 }
 
 #[test]
@@ -190,7 +237,11 @@ fn projects_missing_a_literal_include_name_it() {
     ];
     for (main, pairs, file, line, missing) in cases {
         match load(&corpus.join(main), &remap(&corpus, &pairs)) {
-            Err(Error::Config { file: f, line: l, message }) => {
+            Err(Error::Config {
+                file: f,
+                line: l,
+                message,
+            }) => {
                 assert_eq!((f, l), (corpus.join(file), line), "{message}");
                 assert!(message.contains(missing), "{message}");
             }

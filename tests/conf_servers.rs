@@ -48,7 +48,10 @@ fn listens_names_and_proxied_locations() {
     assert_eq!(all.len(), 3);
 
     let s = &all[0];
-    assert_eq!((s.context, s.file.clone(), s.line), (Context::Http, main.clone(), 3));
+    assert_eq!(
+        (s.context, s.file.clone(), s.line),
+        (Context::Http, main.clone(), 3)
+    );
     let listens: Vec<(String, bool, bool, u32)> = s
         .listens
         .iter()
@@ -67,18 +70,33 @@ fn listens_names_and_proxied_locations() {
     );
     assert!(matches!(s.listens[4].addr, ListenAddr::Host { .. }));
     assert!(s.listens.iter().all(|l| l.file == main));
-    assert_eq!(s.server_names, ["example.com", "www.example.com", "*.example.org"]);
+    assert_eq!(
+        s.server_names,
+        ["example.com", "www.example.com", "*.example.org"]
+    );
 
     let locs: Vec<(Option<&str>, &str, &str, u32)> = s
         .locations
         .iter()
-        .map(|l| (l.modifier.as_deref(), l.path.as_str(), l.pass.as_str(), l.line))
+        .map(|l| {
+            (
+                l.modifier.as_deref(),
+                l.path.as_str(),
+                l.pass.as_str(),
+                l.line,
+            )
+        })
         .collect();
     assert_eq!(
         locs,
         [
             (None, "/api/", "proxy_pass", line_of(CONF, "location /api/")),
-            (Some("~*"), "\\.json$", "proxy_pass", line_of(CONF, "location ~*")),
+            (
+                Some("~*"),
+                "\\.json$",
+                "proxy_pass",
+                line_of(CONF, "location ~*")
+            ),
             (Some("="), "/exact", "fastcgi_pass", line_of(CONF, "/exact")),
             (Some("="), "/glued", "uwsgi_pass", line_of(CONF, "/glued")),
             (None, "@named", "grpc_pass", line_of(CONF, "@named")),
@@ -90,7 +108,10 @@ fn listens_names_and_proxied_locations() {
     // No listen in http: nginx's default *:80, at the server block's line.
     let d = &all[1];
     assert_eq!(d.listens.len(), 1);
-    assert_eq!((d.listens[0].addr.to_string(), d.listens[0].line), ("0.0.0.0:80".into(), 22));
+    assert_eq!(
+        (d.listens[0].addr.to_string(), d.listens[0].line),
+        ("0.0.0.0:80".into(), 22)
+    );
     assert_eq!(d.server_names, ["_"]);
     assert!(d.locations.is_empty());
 
@@ -113,6 +134,12 @@ fn servers_from_included_files_keep_their_file() {
     let all = servers::extract(&tree.load("nginx.conf"));
     assert_eq!(all.len(), 1);
     assert_eq!((all[0].file.clone(), all[0].line), (site.clone(), 3));
-    assert_eq!((all[0].listens[0].file.clone(), all[0].listens[0].line), (site.clone(), 4));
-    assert_eq!((all[0].locations[0].file.clone(), all[0].locations[0].line), (site, 5));
+    assert_eq!(
+        (all[0].listens[0].file.clone(), all[0].listens[0].line),
+        (site.clone(), 4)
+    );
+    assert_eq!(
+        (all[0].locations[0].file.clone(), all[0].locations[0].line),
+        (site, 5)
+    );
 }

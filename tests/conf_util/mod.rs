@@ -110,21 +110,32 @@ pub fn nginx_bin() -> PathBuf {
 /// Run `nginx -t` (or `-T` with `dump`) on `conf` with prefix `prefix`; pid and error log go
 /// into the prefix through `-g` so nothing outside it is written. Returns (success, stderr+stdout).
 pub fn nginx_test(conf: &Path, prefix: &Path, dump: bool) -> (bool, String, String) {
-    let out = std::process::Command::new(nginx_bin())
-        .arg(if dump { "-T" } else { "-t" })
+    let globals = format!(
+        "pid {}/nginx.pid; error_log {}/error.log;",
+        prefix.display(),
+        prefix.display()
+    );
+    nginx_run(conf, prefix, dump, Some(&globals))
+}
+
+/// As [`nginx_test`], with `-g` only when given (a config that sets its own pid).
+pub fn nginx_run(
+    conf: &Path,
+    prefix: &Path,
+    dump: bool,
+    globals: Option<&str>,
+) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(nginx_bin());
+    cmd.arg(if dump { "-T" } else { "-t" })
         .arg("-q")
         .arg("-p")
         .arg(prefix)
         .arg("-c")
-        .arg(conf)
-        .arg("-g")
-        .arg(format!(
-            "pid {}/nginx.pid; error_log {}/error.log;",
-            prefix.display(),
-            prefix.display()
-        ))
-        .output()
-        .expect("run nginx");
+        .arg(conf);
+    if let Some(g) = globals {
+        cmd.arg("-g").arg(g);
+    }
+    let out = cmd.output().expect("run nginx");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
