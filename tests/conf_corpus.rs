@@ -185,7 +185,8 @@ fn remap(corpus: &Path, pairs: &[(&str, &str)]) -> LoadOptions {
 fn full_projects_load_with_their_includes() {
     let Some(corpus) = corpus_dir() else { return };
     let npm = "nginxproxymanager/docker/rootfs/etc/nginx";
-    let projects: [(&str, Vec<(&str, &str)>, usize); 5] = [
+    type Project<'a> = (&'a str, Vec<(&'a str, &'a str)>, usize);
+    let projects: [Project; 5] = [
         ("h5bp-server-configs-nginx/nginx.conf", vec![], 8),
         ("nginx-boilerplate/nginx.conf", vec![], 38),
         ("nginx-nginx/conf/nginx.conf", vec![], 2),

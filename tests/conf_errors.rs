@@ -2,6 +2,8 @@
 //! errors, the line), never a panic. Configuration faults are `Error::Config` (exit 1); a main
 //! file that cannot be used at all is `Error::MainConfig` (exit 2).
 
+#![allow(clippy::print_stderr)]
+
 mod conf_util;
 
 use std::path::{Path, PathBuf};
@@ -127,7 +129,7 @@ fn deep_block_nesting_and_deep_include_chains_are_bounded() {
     for i in 0..60 {
         t.write(
             &format!("chain/{i}.conf"),
-            &format!("include chain/{}.conf;\n", i + 1),
+            format!("include chain/{}.conf;\n", i + 1),
         );
     }
     t.write("chain/60.conf", "x 1;\n");

@@ -1,7 +1,7 @@
 //! Helpers shared by the configuration-model tests: a throwaway config tree on disk and line
 //! lookup by text, so assertions name file:line without counting lines by hand.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
 

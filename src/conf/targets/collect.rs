@@ -4,6 +4,7 @@
 //! 10,000-server configuration costs no more than reading it.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 
 use super::addr::{self, AddrError, Parsed};
 use super::pass::{self, PassTarget, PASS_DIRECTIVES};
@@ -66,6 +67,10 @@ pub(crate) fn extract(config: &Config) -> Targets {
 #[derive(Default)]
 struct Collector {
     index: HashMap<TargetAddr, usize>,
+    /// Hashes of (target, reference) pairs seen: a file included twice or a server listed
+    /// twice must not repeat a reference, and comparing only on a hash hit keeps this linear.
+    seen: HashSet<u64>,
+    hasher: RandomState,
     targets: Vec<Target>,
     findings: Vec<Finding>,
 }
@@ -104,6 +109,18 @@ impl Collector {
                 self.targets.len() - 1
             }
         };
+        // The path as bytes: hashing a `PathBuf` walks its components, which costs more here.
+        let key = (
+            i,
+            r.file.as_os_str().as_encoded_bytes(),
+            r.line,
+            &r.directive,
+            &r.upstream,
+        );
+        let h = self.hasher.hash_one(key);
+        if !self.seen.insert(h) && self.targets[i].references.contains(&r) {
+            return;
+        }
         self.targets[i].references.push(r);
     }
 
@@ -230,10 +247,6 @@ impl Collector {
     }
 
     fn finish(mut self) -> Targets {
-        for t in &mut self.targets {
-            let mut seen = HashSet::new();
-            t.references.retain(|r| seen.insert(r.clone()));
-        }
         self.targets.sort_by(|a, b| a.address.cmp(&b.address));
         let mut seen = HashSet::new();
         self.findings

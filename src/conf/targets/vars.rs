@@ -111,6 +111,9 @@ impl<'a> Vars<'_, 'a> {
 
     /// Every text `text` may become. Variables nobody defines stay as `$name`.
     pub fn expand(&self, text: &'a str) -> Vec<Candidate<'a>> {
+        if !text.contains('$') {
+            return literal(text);
+        }
         self.expand_at(text, 0).unwrap_or_else(|| {
             vec![Candidate {
                 text: text.to_string(),
