@@ -3,7 +3,7 @@
 //! Relative include paths resolve against the main file's directory (nginx's conf prefix). A
 //! path with `*`, `?` or `[` is a `glob(3)` pattern: matches are sorted, `*` does not match a
 //! leading dot, no match is fine. A literal path must exist. A file included from several places
-//! is spliced into each (it is read from disk once). A cycle is an error, not an endless loop.
+//! is spliced into each (read from disk once, parsed at each include). A cycle is an error, not an endless loop.
 //! Limits on file size, file count and nesting keep hostile input bounded.
 
 use std::collections::HashMap;
@@ -61,7 +61,7 @@ pub fn load(main: &Path, opts: &LoadOptions) -> Result<Config> {
         opts,
         conf_prefix: conf_prefix.clone(),
         files: Vec::new(),
-        parsed: HashMap::new(),
+        index: HashMap::new(),
         stack: Vec::new(),
     };
     let bytes = loader.read(&main).map_err(|reason| Error::MainConfig {
@@ -88,8 +88,8 @@ struct Loader<'a> {
     opts: &'a LoadOptions,
     conf_prefix: PathBuf,
     files: Vec<ConfFile>,
-    /// Each file's directives as parsed (before its own includes are spliced).
-    parsed: HashMap<PathBuf, Vec<Directive>>,
+    /// Index into `files` by path.
+    index: HashMap<PathBuf, usize>,
     /// Files being expanded, outermost first, for cycle detection.
     stack: Vec<PathBuf>,
 }
@@ -98,8 +98,8 @@ impl Loader<'_> {
     /// Read a file once, recording it in the file set. The error is a plain reason; the caller
     /// knows whether it is the main file or an include.
     fn read(&mut self, path: &Path) -> std::result::Result<Arc<[u8]>, String> {
-        if let Some(f) = self.files.iter().find(|f| f.path == path) {
-            return Ok(f.bytes.clone());
+        if let Some(&i) = self.index.get(path) {
+            return Ok(self.files[i].bytes.clone());
         }
         if self.files.len() >= self.opts.max_files {
             return Err(format!(
@@ -130,6 +130,7 @@ impl Loader<'_> {
             ));
         }
         let bytes: Arc<[u8]> = bytes.into();
+        self.index.insert(path.to_path_buf(), self.files.len());
         self.files.push(ConfFile {
             path: path.to_path_buf(),
             bytes: bytes.clone(),
@@ -147,15 +148,10 @@ impl Loader<'_> {
                 "binary data (a NUL byte): this is not an nginx configuration file",
             ));
         }
-        let dirs = match self.parsed.get(path) {
-            Some(d) => d.clone(),
-            None => {
-                let file: Arc<Path> = Arc::from(path);
-                let d = tree::parse(&file, &bytes)?;
-                self.parsed.insert(path.to_path_buf(), d.clone());
-                d
-            }
-        };
+        // A file included again is parsed again from its cached bytes: cheaper than keeping a
+        // copy of every parsed tree for the rare file that is included twice.
+        let file: Arc<Path> = Arc::from(path);
+        let dirs = tree::parse(&file, &bytes)?;
         self.stack.push(path.to_path_buf());
         let out = self.splice(dirs);
         self.stack.pop();

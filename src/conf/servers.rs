@@ -2,13 +2,25 @@
 //! `location`s, with file and line. Used for the port-in-use preflight and for health requests.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::conf::targets::addr::{self, Parsed};
 use crate::conf::targets::Context;
+use crate::conf::tree::Directive;
 use crate::conf::Config;
+
+/// The `*_pass` directives that make a location proxied.
+const PASS_DIRECTIVES: [&str; 6] = [
+    "proxy_pass",
+    "fastcgi_pass",
+    "uwsgi_pass",
+    "scgi_pass",
+    "grpc_pass",
+    "memcached_pass",
+];
 
 /// What a `listen` binds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -77,6 +89,125 @@ pub struct Server {
 
 /// Every `server {}` of the configuration, in file order.
 pub fn extract(config: &Config) -> Vec<Server> {
-    let _ = config;
-    Vec::new()
+    let mut out = Vec::new();
+    for top in &config.tree {
+        let context = match top.name.as_str() {
+            "http" => Context::Http,
+            "stream" => Context::Stream,
+            _ => continue,
+        };
+        for d in top.children() {
+            if d.name == "server" && d.block.is_some() {
+                out.push(server(context, d));
+            }
+        }
+    }
+    out
+}
+
+fn server(context: Context, d: &Directive) -> Server {
+    let mut listens: Vec<Listen> = d
+        .children()
+        .iter()
+        .filter(|c| c.name == "listen")
+        .filter_map(|c| listen(context, c))
+        .collect();
+    let has_listen = d.children().iter().any(|c| c.name == "listen");
+    if !has_listen && context == Context::Http {
+        // nginx's default for a server without `listen` (when started as root).
+        listens.push(Listen {
+            addr: ListenAddr::Tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 80)),
+            ssl: false,
+            udp: false,
+            default_server: false,
+            file: d.file.to_path_buf(),
+            line: d.line,
+        });
+    }
+    let server_names = d
+        .children()
+        .iter()
+        .filter(|c| c.name == "server_name")
+        .flat_map(|c| c.args.iter().cloned())
+        .collect();
+    let mut locations = Vec::new();
+    proxied_locations(d.children(), &mut locations);
+    Server {
+        context,
+        file: d.file.to_path_buf(),
+        line: d.line,
+        listens,
+        server_names,
+        locations,
+    }
+}
+
+/// A `listen` read as nginx does; `None` for what nginx would reject (`nginx -t` reports it).
+fn listen(context: Context, d: &Directive) -> Option<Listen> {
+    let text = d.args.first()?;
+    let default_port = (context == Context::Http).then_some(80);
+    let parsed = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        addr::parse(&format!("*:{text}"), None)
+    } else {
+        addr::parse(text, default_port)
+    };
+    let addr = match parsed.ok()? {
+        Parsed::Ip(sa) => ListenAddr::Tcp(sa),
+        Parsed::Host { name, port } => ListenAddr::Host { name, port },
+        Parsed::Unix(p) => ListenAddr::Unix(p),
+    };
+    let flag = |f: &str| d.args[1..].iter().any(|a| a == f);
+    Some(Listen {
+        addr,
+        ssl: flag("ssl"),
+        udp: flag("udp"),
+        default_server: flag("default_server") || flag("default"),
+        file: d.file.to_path_buf(),
+        line: d.line,
+    })
+}
+
+/// Each `location` (nested ones too) that holds a `*_pass`, directly or inside its `if` or
+/// `limit_except` blocks.
+fn proxied_locations(dirs: &[Directive], out: &mut Vec<Location>) {
+    for d in dirs
+        .iter()
+        .filter(|d| d.name == "location" && d.block.is_some())
+    {
+        if let Some(pass) = pass_in(d.children()) {
+            let (modifier, path) = location_args(&d.args);
+            out.push(Location {
+                modifier,
+                path,
+                pass: pass.to_string(),
+                file: d.file.to_path_buf(),
+                line: d.line,
+            });
+        }
+        proxied_locations(d.children(), out);
+    }
+}
+
+fn pass_in(dirs: &[Directive]) -> Option<&str> {
+    dirs.iter().find_map(|d| match d.name.as_str() {
+        n if PASS_DIRECTIVES.contains(&n) => Some(n),
+        "if" | "limit_except" => pass_in(d.children()),
+        _ => None,
+    })
+}
+
+/// `location = /x`, `location =/x`, `location ~* \.php$`, `location @name`.
+fn location_args(args: &[String]) -> (Option<String>, String) {
+    match args {
+        [modifier, path, ..] => (Some(modifier.clone()), path.clone()),
+        [one] => {
+            for m in ["=", "^~", "~*", "~"] {
+                if let Some(rest) = one.strip_prefix(m).filter(|r| !r.is_empty()) {
+                    return (Some(m.to_string()), rest.to_string());
+                }
+            }
+            (None, one.clone())
+        }
+        [] => (None, String::new()),
+    }
 }

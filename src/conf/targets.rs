@@ -14,6 +14,11 @@ use serde::Serialize;
 
 use crate::conf::Config;
 
+pub(crate) mod addr;
+mod collect;
+mod pass;
+mod vars;
+
 /// Which top-level block a directive lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -53,7 +58,7 @@ impl Serialize for TargetAddr {
 }
 
 /// One place in the configuration that names a target.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Reference {
     pub file: PathBuf,
     pub line: u32,
@@ -113,6 +118,5 @@ pub struct Targets {
 
 /// Extract every upstream target of a loaded configuration. Needs no nginx and no network.
 pub fn extract(config: &Config) -> Targets {
-    let _ = config;
-    Targets::default()
+    collect::extract(config)
 }

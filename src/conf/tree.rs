@@ -143,14 +143,17 @@ fn directive_from(
         ));
     };
     Ok(Directive {
-        name: String::from_utf8_lossy(&name.text).into_owned(),
-        args: it
-            .map(|t| String::from_utf8_lossy(&t.text).into_owned())
-            .collect(),
+        name: text(name.text),
+        args: it.map(|t| text(t.text)).collect(),
         file: file.clone(),
         line: name.line,
         block: None,
     })
+}
+
+/// Token bytes as a string without a copy when they are UTF-8 (nearly always).
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Depth-first walk collecting each directive with the names of the blocks enclosing it.

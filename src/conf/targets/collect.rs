@@ -1,0 +1,259 @@
+//! The walk that finds targets: per context, upstream blocks first (by lowercased name, as
+//! nginx compares them), then every `*_pass` in any nesting with the `set` scopes of its
+//! enclosing `server`/`location` chain. One pass over the tree, hash lookups only, so a
+//! 10,000-server configuration costs no more than reading it.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
+
+use super::addr::{self, AddrError, Parsed};
+use super::pass::{self, PassTarget, PASS_DIRECTIVES};
+use super::vars::{self, Binding, Scope, Vars};
+use super::{Context, Finding, Reference, Target, TargetAddr, Targets};
+use crate::conf::tree::Directive;
+use crate::conf::Config;
+
+/// Blocks whose children are data, not directives that could hold a `*_pass`.
+const DATA_BLOCKS: [&str; 7] = [
+    "upstream",
+    "map",
+    "split_clients",
+    "geo",
+    "types",
+    "charset_map",
+    "match",
+];
+
+struct UpstreamServer {
+    addr: TargetAddr,
+    backup: bool,
+    down: bool,
+}
+
+struct Upstream<'a> {
+    name: &'a str,
+    servers: Vec<UpstreamServer>,
+}
+
+/// What the walk of one context needs to look up.
+struct Ctx<'s, 'a> {
+    context: Context,
+    upstreams: &'s HashMap<String, Upstream<'a>>,
+    maps: &'s Scope<'a>,
+}
+
+/// Extract every target of the configuration.
+pub(crate) fn extract(config: &Config) -> Targets {
+    let mut c = Collector::default();
+    for d in &config.tree {
+        let context = match d.name.as_str() {
+            "http" => Context::Http,
+            "stream" => Context::Stream,
+            _ => continue,
+        };
+        let children = d.children();
+        let upstreams = c.upstreams(context, children);
+        let maps = vars::context_scope(children);
+        let cx = Ctx {
+            context,
+            upstreams: &upstreams,
+            maps: &maps,
+        };
+        c.walk(&cx, children, &mut Vec::new());
+    }
+    c.finish()
+}
+
+#[derive(Default)]
+struct Collector {
+    index: HashMap<TargetAddr, usize>,
+    /// Hashes of (target, reference) pairs seen: a file included twice or a server listed
+    /// twice must not repeat a reference, and comparing only on a hash hit keeps this linear.
+    seen: HashSet<u64>,
+    hasher: RandomState,
+    targets: Vec<Target>,
+    findings: Vec<Finding>,
+}
+
+fn reference(d: &Directive, directive: &str, context: Context) -> Reference {
+    Reference {
+        file: d.file.to_path_buf(),
+        line: d.line,
+        directive: directive.to_string(),
+        context,
+        upstream: None,
+        backup: false,
+        down: false,
+        scheme: None,
+    }
+}
+
+fn target_addr(p: Parsed) -> TargetAddr {
+    match p {
+        Parsed::Ip(sa) => TargetAddr::Ip(sa),
+        Parsed::Host { name, port } => TargetAddr::Host { name, port },
+        Parsed::Unix(path) => TargetAddr::Unix(path),
+    }
+}
+
+impl Collector {
+    fn add(&mut self, addr: TargetAddr, r: Reference) {
+        let i = match self.index.get(&addr) {
+            Some(&i) => i,
+            None => {
+                self.index.insert(addr.clone(), self.targets.len());
+                self.targets.push(Target {
+                    address: addr,
+                    references: Vec::new(),
+                });
+                self.targets.len() - 1
+            }
+        };
+        // The path as bytes: hashing a `PathBuf` walks its components, which costs more here.
+        let key = (
+            i,
+            r.file.as_os_str().as_encoded_bytes(),
+            r.line,
+            &r.directive,
+            &r.upstream,
+        );
+        let h = self.hasher.hash_one(key);
+        if !self.seen.insert(h) && self.targets[i].references.contains(&r) {
+            return;
+        }
+        self.targets[i].references.push(r);
+    }
+
+    fn finding(&mut self, d: &Directive, message: String, hint: Option<String>) {
+        self.findings.push(Finding {
+            file: d.file.to_path_buf(),
+            line: d.line,
+            message,
+            hint,
+        });
+    }
+
+    /// Record every `server` of every `upstream` block and index the blocks by name.
+    fn upstreams<'a>(
+        &mut self,
+        context: Context,
+        children: &'a [Directive],
+    ) -> HashMap<String, Upstream<'a>> {
+        let default_port = (context == Context::Http).then_some(80);
+        let mut out = HashMap::new();
+        for block in children.iter().filter(|d| d.name == "upstream") {
+            let name = block.arg0();
+            let mut servers = Vec::new();
+            for s in block.children().iter().filter(|d| d.name == "server") {
+                let Some(text) = s.args.first() else { continue };
+                let flags = &s.args[1..];
+                let backup = flags.iter().any(|f| f == "backup");
+                let down = flags.iter().any(|f| f == "down");
+                let addr = match addr::parse(text, default_port) {
+                    Ok(p) => target_addr(p),
+                    Err(AddrError::NoPort(_)) => {
+                        let msg = format!("upstream \"{name}\": server \"{text}\" has no port (required in stream)");
+                        self.finding(s, msg, Some(format!("write `server {text}:PORT;`")));
+                        continue;
+                    }
+                    Err(AddrError::Invalid(why)) => {
+                        self.finding(s, format!("upstream \"{name}\": {why}"), None);
+                        continue;
+                    }
+                };
+                let mut r = reference(s, "server", context);
+                r.upstream = Some(name.to_string());
+                r.backup = backup;
+                r.down = down;
+                self.add(addr.clone(), r);
+                servers.push(UpstreamServer { addr, backup, down });
+            }
+            // nginx refuses a duplicate upstream name; the first one stands here.
+            out.entry(name.to_ascii_lowercase())
+                .or_insert(Upstream { name, servers });
+        }
+        out
+    }
+
+    fn walk<'a>(&mut self, cx: &Ctx<'_, 'a>, dirs: &'a [Directive], scopes: &mut Vec<Scope<'a>>) {
+        for d in dirs {
+            if PASS_DIRECTIVES.contains(&d.name.as_str()) {
+                self.pass(cx, d, scopes);
+                continue;
+            }
+            let Some(children) = &d.block else { continue };
+            let name = d.name.as_str();
+            if DATA_BLOCKS.contains(&name) || name.ends_with("_by_lua_block") {
+                continue;
+            }
+            if name == "server" || name == "location" {
+                scopes.push(vars::block_scope(children));
+                self.walk(cx, children, scopes);
+                scopes.pop();
+            } else {
+                self.walk(cx, children, scopes);
+            }
+        }
+    }
+
+    fn pass<'a>(&mut self, cx: &Ctx<'_, 'a>, d: &'a Directive, scopes: &[Scope<'a>]) {
+        let Some(arg) = d.args.first() else { return };
+        let vars = Vars {
+            context: cx.maps,
+            blocks: scopes,
+        };
+        for cand in vars.expand(arg) {
+            let p = pass::read(cx.context, &d.name, &cand.text, |n| {
+                cx.upstreams.contains_key(n)
+            });
+            let mut base = reference(d, &d.name, cx.context);
+            base.scheme = p.scheme;
+            match p.target {
+                PassTarget::Addr(a) => self.add_with_origins(target_addr(a), base, &cand.origins),
+                PassTarget::Upstream(key) => {
+                    let Some(up) = cx.upstreams.get(&key) else {
+                        continue;
+                    };
+                    for s in &up.servers {
+                        let mut r = base.clone();
+                        r.upstream = Some(up.name.to_string());
+                        r.backup = s.backup;
+                        r.down = s.down;
+                        self.add_with_origins(s.addr.clone(), r, &cand.origins);
+                    }
+                }
+                PassTarget::Dynamic => self.add(TargetAddr::Dynamic(arg.clone()), base),
+                PassTarget::Invalid { message, hint } => self.finding(d, message, hint),
+            }
+        }
+    }
+
+    /// The pass reference, then one for each `set`/`map` line that supplied the value.
+    fn add_with_origins(&mut self, addr: TargetAddr, base: Reference, origins: &[Binding<'_>]) {
+        let extra: Vec<Reference> = origins
+            .iter()
+            .map(|o| {
+                let mut r = reference(o.origin, o.kind, base.context);
+                r.upstream = base.upstream.clone();
+                r.backup = base.backup;
+                r.down = base.down;
+                r
+            })
+            .collect();
+        self.add(addr.clone(), base);
+        for r in extra {
+            self.add(addr.clone(), r);
+        }
+    }
+
+    fn finish(mut self) -> Targets {
+        self.targets.sort_by(|a, b| a.address.cmp(&b.address));
+        let mut seen = HashSet::new();
+        self.findings
+            .retain(|f| seen.insert((f.file.clone(), f.line, f.message.clone())));
+        Targets {
+            targets: self.targets,
+            findings: self.findings,
+        }
+    }
+}
