@@ -53,11 +53,13 @@ pub fn tcp(addr: SocketAddr, status: Status, listeners: &Listeners) -> Vec<Hint>
             )),
         );
     }
-    let others: Vec<&TcpListen> = listeners
+    let mut others: Vec<&TcpListen> = listeners
         .tcp
         .iter()
         .filter(|l| l.addr.port() != addr.port() && reachable_at(l.addr.ip(), addr.ip()))
         .collect();
+    // A listener on the very address written is the likelier backend than a wildcard one.
+    others.sort_by_key(|l| (l.addr.ip() != addr.ip(), l.addr.port()));
     if !others.is_empty() {
         let named = name_listeners(&others);
         let first = SocketAddr::new(addr.ip(), others[0].addr.port());
