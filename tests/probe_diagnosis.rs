@@ -2,6 +2,8 @@
 //! `probe_all`, and the hint checked for the facts an operator needs (address, port, program).
 //! Each test owns its own 127.83.N.x addresses so tests may run in parallel.
 
+#![allow(clippy::print_stdout)] // a skipped test says why on stdout
+
 mod probe_support;
 
 use std::net::{SocketAddr, TcpListener};

@@ -38,32 +38,42 @@ struct Pending {
     started: Instant,
 }
 
+/// Endpoints handed to one lane before a second lane is worth a thread.
+const LANE_MIN: usize = 256;
+/// Most lanes: starting connects is what costs CPU, and more threads than cores do not help.
+const LANES_MAX: usize = 4;
+
 /// Connect to every endpoint, at most `window` at a time, each for at most `timeout`.
 /// Results are in the order of `endpoints`.
+///
+/// Large runs are split into interleaved lanes on a few threads, so that a hung target late in
+/// the list starts its timeout early and the total stays near one timeout.
 pub fn probe_endpoints(endpoints: &[Endpoint], timeout: Duration, window: usize) -> Vec<Outcome> {
     let window = window.clamp(1, fd_budget());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let lanes = (endpoints.len() / LANE_MIN).clamp(1, cores.min(LANES_MAX));
+    let per_lane = (window / lanes).max(1);
     let mut outcomes: Vec<Option<Outcome>> = vec![None; endpoints.len()];
-    let mut pending: Vec<Pending> = Vec::new();
-    let mut next = 0;
-    while next < endpoints.len() || !pending.is_empty() {
-        while next < endpoints.len() && pending.len() < window {
-            let started = Instant::now();
-            match start(&endpoints[next]) {
-                Started::Done(status, errno) => {
-                    outcomes[next] = Some(outcome(status, errno, started));
-                }
-                Started::Pending(socket) => pending.push(Pending {
-                    index: next,
-                    socket,
-                    started,
-                }),
-            }
-            next += 1;
-        }
-        if !pending.is_empty() {
-            for (index, out) in wait(&mut pending, timeout) {
-                outcomes[index] = Some(out);
-            }
+    let finished: Vec<Vec<(usize, Outcome)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..lanes)
+            .map(|lane| {
+                let mine: Vec<(usize, &Endpoint)> = endpoints
+                    .iter()
+                    .enumerate()
+                    .skip(lane)
+                    .step_by(lanes)
+                    .collect();
+                scope.spawn(move || run_lane(&mine, timeout, per_lane))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    for (index, out) in finished.into_iter().flatten() {
+        if let Some(slot) = outcomes.get_mut(index) {
+            *slot = Some(out);
         }
     }
     outcomes
@@ -71,11 +81,44 @@ pub fn probe_endpoints(endpoints: &[Endpoint], timeout: Duration, window: usize)
         .map(|o| {
             o.unwrap_or(Outcome {
                 status: Status::Error,
-                errno: None,
+                errno: Some("the probe did not run".into()),
                 elapsed: Duration::ZERO,
             })
         })
         .collect()
+}
+
+/// One poll loop over its share of the endpoints.
+fn run_lane(
+    endpoints: &[(usize, &Endpoint)],
+    timeout: Duration,
+    window: usize,
+) -> Vec<(usize, Outcome)> {
+    let mut done = Vec::with_capacity(endpoints.len());
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut rest = endpoints.iter();
+    let mut exhausted = false;
+    while !exhausted || !pending.is_empty() {
+        while pending.len() < window {
+            let Some(&(index, endpoint)) = rest.next() else {
+                exhausted = true;
+                break;
+            };
+            let started = Instant::now();
+            match start(endpoint) {
+                Started::Done(status, errno) => done.push((index, outcome(status, errno, started))),
+                Started::Pending(socket) => pending.push(Pending {
+                    index,
+                    socket,
+                    started,
+                }),
+            }
+        }
+        if !pending.is_empty() {
+            done.extend(wait(&mut pending, timeout));
+        }
+    }
+    done
 }
 
 enum Started {

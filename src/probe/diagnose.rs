@@ -5,8 +5,8 @@
 //! These are the checks an operator does by hand with `ss -ltnp` after a 502 (the article's
 //! steps 1 and 4). Every hint names what it saw, so a wrong guess is easy to dismiss.
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
 use super::netstat::{main_holder, Listeners, Owner, TcpListen};
@@ -15,10 +15,48 @@ use super::{Hint, Status};
 /// Most listeners named in one hint; the rest would not fit on an operator's screen.
 const MAX_NAMED: usize = 4;
 
+/// The TCP listeners by port and by address, so that thousands of failed targets are each
+/// diagnosed without a scan of every listener.
+pub struct TcpIndex<'a> {
+    by_port: HashMap<u16, Vec<&'a TcpListen>>,
+    by_ip: HashMap<IpAddr, Vec<&'a TcpListen>>,
+}
+
+impl<'a> TcpIndex<'a> {
+    pub fn new(listeners: &'a Listeners) -> TcpIndex<'a> {
+        let mut by_port: HashMap<u16, Vec<&TcpListen>> = HashMap::new();
+        let mut by_ip: HashMap<IpAddr, Vec<&TcpListen>> = HashMap::new();
+        for l in &listeners.tcp {
+            by_port.entry(l.addr.port()).or_default().push(l);
+            by_ip.entry(l.addr.ip()).or_default().push(l);
+        }
+        TcpIndex { by_port, by_ip }
+    }
+
+    fn on_port(&self, port: u16) -> &[&'a TcpListen] {
+        self.by_port.get(&port).map_or(&[], Vec::as_slice)
+    }
+
+    /// Listeners on `ip` itself, then the wildcard ones that also accept connections to it.
+    fn reachable_at(&self, ip: IpAddr) -> Vec<&'a TcpListen> {
+        let wildcards = [
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        ];
+        std::iter::once(ip)
+            .chain(wildcards.into_iter().filter(|w| *w != ip))
+            .flat_map(|a| self.by_ip.get(&a).into_iter().flatten())
+            .filter(|l| reachable_at(l.addr.ip(), ip))
+            .copied()
+            .collect()
+    }
+}
+
 /// Hints for a TCP address that refused or timed out.
-pub fn tcp(addr: SocketAddr, status: Status, listeners: &Listeners) -> Vec<Hint> {
+pub fn tcp(addr: SocketAddr, status: Status, index: &TcpIndex) -> Vec<Hint> {
     let mut hints = Vec::new();
-    if let Some(l) = listeners.tcp.iter().find(|l| l.addr == addr) {
+    let same_port = index.on_port(addr.port());
+    if let Some(l) = same_port.iter().find(|l| l.addr == addr) {
         if status == Status::Timeout {
             hints.push(Hint::new(format!(
                 "{} listens on {addr} but did not accept the connection in time: its accept \
@@ -28,11 +66,6 @@ pub fn tcp(addr: SocketAddr, status: Status, listeners: &Listeners) -> Vec<Hint>
         }
         return hints;
     }
-    let same_port: Vec<&TcpListen> = listeners
-        .tcp
-        .iter()
-        .filter(|l| l.addr.port() == addr.port())
-        .collect();
     if let Some(w) = same_port.iter().find(|l| covers(l.addr.ip(), addr.ip())) {
         hints.push(Hint::new(format!(
             "{} listens on {}, which includes {}: the connection failed for another reason \
@@ -43,26 +76,23 @@ pub fn tcp(addr: SocketAddr, status: Status, listeners: &Listeners) -> Vec<Hint>
         )));
         return hints;
     }
-    if !same_port.is_empty() {
-        let named = name_listeners(&same_port);
+    if let Some(first) = same_port.first() {
+        let named = name_listeners(same_port);
         hints.push(
             Hint::new(format!("nothing listens on {addr}, but {named}")).with_suggestion(format!(
                 "point the config at {}, or bind the backend to {}",
-                same_port[0].addr,
+                first.addr,
                 addr.ip()
             )),
         );
     }
-    let mut others: Vec<&TcpListen> = listeners
-        .tcp
-        .iter()
-        .filter(|l| l.addr.port() != addr.port() && reachable_at(l.addr.ip(), addr.ip()))
-        .collect();
+    let mut others = index.reachable_at(addr.ip());
+    others.retain(|l| l.addr.port() != addr.port());
     // A listener on the very address written is the likelier backend than a wildcard one.
     others.sort_by_key(|l| (l.addr.ip() != addr.ip(), l.addr.port()));
-    if !others.is_empty() {
+    if let Some(first) = others.first() {
         let named = name_listeners(&others);
-        let first = SocketAddr::new(addr.ip(), others[0].addr.port());
+        let first = SocketAddr::new(addr.ip(), first.addr.port());
         hints.push(
             Hint::new(format!("nothing listens on {addr}; {named}")).with_suggestion(format!(
                 "if that is the backend, point the config at {first}, or start the backend \

@@ -148,8 +148,9 @@ pub fn judge(results: &mut [ProbeResult], opts: &ProbeOptions) {
     }
     if results.iter().any(|r| r.status.is_failure()) {
         let listeners = Listeners::snapshot();
+        let index = diagnose::TcpIndex::new(&listeners);
         for r in results.iter_mut().filter(|r| r.status.is_failure()) {
-            add_hints(r, &listeners, opts.timeout);
+            add_hints(r, &listeners, &index, opts.timeout);
         }
     }
     for r in results.iter_mut() {
@@ -207,14 +208,19 @@ fn denial_hint(socket: &Path, user: &str, d: &Denial) -> Hint {
     }
 }
 
-fn add_hints(r: &mut ProbeResult, listeners: &Listeners, timeout: Duration) {
+fn add_hints(
+    r: &mut ProbeResult,
+    listeners: &Listeners,
+    index: &diagnose::TcpIndex,
+    timeout: Duration,
+) {
     let mut hints = Vec::new();
     match &r.target {
         TargetAddr::Unix(path) => hints.extend(diagnose::unix(path, r.status, listeners)),
         TargetAddr::Ip(_) | TargetAddr::Host { .. } => {
             for a in r.addresses.iter().filter(|a| a.status.is_failure()) {
                 if let Ok(sa) = a.address.parse() {
-                    hints.extend(diagnose::tcp(sa, a.status, listeners));
+                    hints.extend(diagnose::tcp(sa, a.status, index));
                 }
             }
             if r.status == Status::Timeout && hints.is_empty() {
