@@ -142,3 +142,36 @@ fn full_accept_queue_times_out() {
         hint_text(r)
     );
 }
+
+#[test]
+fn full_unix_accept_queue_fails_at_once_like_nginx() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.sock");
+    let listener =
+        socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    listener
+        .bind(&socket2::SockAddr::unix(&path).unwrap())
+        .unwrap();
+    listener.listen(0).unwrap();
+    // Fill the queue with non-blocking connects until one is turned away.
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let c = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        c.set_nonblocking(true).unwrap();
+        let full = c.connect(&socket2::SockAddr::unix(&path).unwrap()).is_err();
+        clients.push(c);
+        if full {
+            break;
+        }
+    }
+    let report = probe_all(&targets(vec![unix(&path)]), &opts(1000));
+    let r = &report.results[0];
+    assert_eq!(r.status, Status::Error);
+    assert!(r.errno.as_deref().unwrap().starts_with("11:"), "{r:?}");
+    assert!(r.elapsed.as_millis() < 500, "{:?}", r.elapsed);
+    assert!(
+        hint_text(r).contains("accept queue is full"),
+        "{}",
+        hint_text(r)
+    );
+}

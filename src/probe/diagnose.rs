@@ -174,8 +174,9 @@ fn holder_text(owner: Option<&Owner>) -> String {
     owner.map_or_else(|| "a process we cannot see".to_string(), |o| o.to_string())
 }
 
-/// Hints for a unix socket path that failed with `status`.
-pub fn unix(path: &Path, status: Status, listeners: &Listeners) -> Vec<Hint> {
+/// Hints for a unix socket path that failed with `status` (and `errno`, as `connect` words it).
+pub fn unix(path: &Path, status: Status, errno: Option<&str>, listeners: &Listeners) -> Vec<Hint> {
+    let eagain = format!("{}:", libc::EAGAIN);
     let mut hints = Vec::new();
     match status {
         Status::NoSuchSocket => {
@@ -192,10 +193,13 @@ pub fn unix(path: &Path, status: Status, listeners: &Listeners) -> Vec<Hint> {
             kind_of(path)
         ))),
         Status::Refused => hints.push(stale_or_replaced(path, listeners)),
-        Status::Error => hints.push(Hint::new(
-            "the backend's accept queue is full: nginx gets (11: Resource temporarily \
-             unavailable) and answers 502 at once",
-        )),
+        Status::Error if errno.is_some_and(|e| e.starts_with(&eagain)) => hints.push(
+            Hint::new(
+                "the backend's accept queue is full: nginx gets (11: Resource temporarily \
+                 unavailable) and answers 502 at once",
+            )
+            .with_suggestion("add backend workers, or raise its listen backlog"),
+        ),
         _ => {}
     }
     if let Some(similar) = similar_sockets(path, listeners) {

@@ -228,3 +228,24 @@ pub fn probe_all(targets: &Targets, opts: &ProbeOptions) -> ProbeReport {
         elapsed: started.elapsed(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finding_becomes_a_hint_with_its_place() {
+        let finding = Finding {
+            file: "/etc/nginx/sites-enabled/app".into(),
+            line: 12,
+            message: "proxy_pass 127.0.0.1:8000 has no scheme".into(),
+            hint: Some("write proxy_pass http://127.0.0.1:8000;".into()),
+        };
+        let hint = Hint::from_finding(&finding);
+        assert_eq!(
+            hint.message,
+            "/etc/nginx/sites-enabled/app:12: proxy_pass 127.0.0.1:8000 has no scheme"
+        );
+        assert_eq!(hint.suggestion, finding.hint);
+    }
+}

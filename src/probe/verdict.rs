@@ -181,31 +181,53 @@ fn check_worker_access(r: &mut ProbeResult, account: &Account) {
     }
 }
 
-fn denial_hint(socket: &Path, user: &str, d: &Denial) -> Hint {
+/// What stops `who` from opening `socket`: the directory without search permission, or the
+/// socket file's mode and owner.
+fn denial_text(socket: &Path, who: &str, d: &Denial) -> String {
     let owner = format!("mode {:04o} owner {}:{}", d.mode, d.owner, d.group);
     if d.is_dir {
-        Hint::new(format!(
-            "nginx's worker user `{user}` cannot reach {}: the directory {} ({owner}) gives it \
-             no search permission, so nginx answers 502 with (13: Permission denied)",
+        format!(
+            "{who} cannot reach {}: the directory {} ({owner}) gives it no search permission",
             socket.display(),
             d.path.display()
-        ))
-        .with_suggestion(format!(
+        )
+    } else {
+        format!("{who} cannot open {}: {owner}", socket.display())
+    }
+}
+
+fn denial_hint(socket: &Path, user: &str, d: &Denial) -> Hint {
+    let text = denial_text(socket, &format!("nginx's worker user `{user}`"), d);
+    let hint = Hint::new(format!(
+        "{text}, so nginx answers 502 with (13: Permission denied)"
+    ));
+    if d.is_dir {
+        hint.with_suggestion(format!(
             "give `{user}` search (x) permission on {}, or put the socket elsewhere",
             d.path.display()
         ))
     } else {
-        Hint::new(format!(
-            "nginx's worker user `{user}` cannot open {}: {owner}, so nginx answers 502 with \
-             (13: Permission denied)",
-            socket.display()
-        ))
-        .with_suggestion(format!(
+        hint.with_suggestion(format!(
             "let the backend create the socket writable for `{user}` (php-fpm: listen.owner, \
              listen.group, listen.mode = 0660), or run nginx's workers as a user that may \
              open it (the `user` directive)"
         ))
     }
+}
+
+/// Permission denied to us (not running as root): say which path stops us.
+fn own_denial(path: &Path) -> Option<Hint> {
+    // SAFETY: geteuid has no preconditions.
+    let me = super::access::user_name(unsafe { libc::geteuid() });
+    let denial = Account::lookup(&me, None)?.denial(path)?;
+    Some(
+        Hint::new(denial_text(
+            path,
+            &format!("the probing user `{me}`"),
+            &denial,
+        ))
+        .with_suggestion("run the probe as root or as nginx's worker user"),
+    )
 }
 
 fn add_hints(
@@ -216,7 +238,17 @@ fn add_hints(
 ) {
     let mut hints = Vec::new();
     match &r.target {
-        TargetAddr::Unix(path) => hints.extend(diagnose::unix(path, r.status, listeners)),
+        TargetAddr::Unix(path) => {
+            hints.extend(diagnose::unix(
+                path,
+                r.status,
+                r.errno.as_deref(),
+                listeners,
+            ));
+            if r.status == Status::PermissionDenied && r.hints.is_empty() {
+                hints.extend(own_denial(path));
+            }
+        }
         TargetAddr::Ip(_) | TargetAddr::Host { .. } => {
             for a in r.addresses.iter().filter(|a| a.status.is_failure()) {
                 if let Ok(sa) = a.address.parse() {
