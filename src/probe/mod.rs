@@ -1,1 +1,251 @@
-//! Connect probes for upstream targets and the diagnosis of failures from what listens here.
+//! Connect probes for every upstream target, and the diagnosis of each failure from what
+//! listens on this machine right now.
+//!
+//! This is where a change that would answer `502 Bad Gateway` is caught before nginx is
+//! reloaded: a backend on another port or address, a socket path that moved, a stale socket,
+//! a socket nginx's worker user may not open. `probe_all` returns data only; `output` prints it
+//! and `pipeline` decides what a failure means. Probes only ever connect to the addresses the
+//! configuration names.
+
+pub mod access;
+pub mod connect;
+pub mod diagnose;
+pub mod netstat;
+pub mod resolve;
+pub mod similar;
+mod verdict;
+
+use std::time::{Duration, Instant};
+
+use serde::{Serialize, Serializer};
+
+use crate::conf::targets::Finding;
+use crate::conf::{Reference, TargetAddr, Targets};
+
+pub use verdict::worker_account;
+
+/// How to probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeOptions {
+    /// Longest wait for one connect (`--probe-timeout`).
+    pub timeout: Duration,
+    /// Most connects in flight at once (open sockets), also bounded by the open-file limit.
+    pub concurrency: usize,
+    /// nginx's worker user (the `user` directive, or `nobody` when nginx starts as root);
+    /// `None` skips the worker-permission check on unix sockets.
+    pub worker_user: Option<String>,
+    /// The group of the `user` directive; `None` means a group named like the user, as nginx.
+    pub worker_group: Option<String>,
+    /// Targets allowed to fail, written as the target is shown (`127.0.0.1:8000`,
+    /// `unix:/run/app.sock`, `app.internal:8000`): reported, but not failures.
+    pub allow_fail: Vec<String>,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        ProbeOptions {
+            timeout: Duration::from_secs(1),
+            concurrency: 512,
+            worker_user: None,
+            worker_group: None,
+            allow_fail: Vec::new(),
+        }
+    }
+}
+
+/// What a probe found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Ok,
+    Refused,
+    Timeout,
+    NoSuchSocket,
+    NotASocket,
+    PermissionDenied,
+    Unresolvable,
+    /// Built from variables: not probed.
+    Dynamic,
+    /// Every reference is `down`: nginx never connects, so neither do we.
+    Skipped,
+    /// Any other failure (unreachable network, full unix accept queue, ...): see `errno`.
+    Error,
+}
+
+impl Status {
+    /// Did the probe reach the backend (or need not)?
+    pub fn is_failure(self) -> bool {
+        !matches!(self, Status::Ok | Status::Dynamic | Status::Skipped)
+    }
+
+    /// The word shown to the operator and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Refused => "refused",
+            Status::Timeout => "timeout",
+            Status::NoSuchSocket => "no-such-socket",
+            Status::NotASocket => "not-a-socket",
+            Status::PermissionDenied => "permission-denied",
+            Status::Unresolvable => "unresolvable",
+            Status::Dynamic => "dynamic",
+            Status::Skipped => "skipped",
+            Status::Error => "error",
+        }
+    }
+}
+
+/// What a result means for the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    Ok,
+    /// Worth reading, not a reason to refuse: a failing `backup` server, a dynamic target,
+    /// a host name of which only some addresses answer.
+    Warning,
+    /// nginx would answer 502 for requests to this target.
+    Failure,
+    /// Failed, but listed as allowed to fail.
+    Allowed,
+}
+
+/// A likely cause and fix, in the operator's words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hint {
+    /// What was seen: "nothing listens on 127.0.0.1:8000; gunicorn (pid 12) listens on ...".
+    pub message: String,
+    /// What to change, when there is a likely change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggestion: Option<String>,
+}
+
+impl Hint {
+    /// A hint without a suggestion.
+    pub fn new(message: impl Into<String>) -> Hint {
+        Hint {
+            message: message.into(),
+            suggestion: None,
+        }
+    }
+
+    /// Add what to change.
+    pub fn with_suggestion(mut self, suggestion: impl Into<String>) -> Hint {
+        self.suggestion = Some(suggestion.into());
+        self
+    }
+
+    /// A configuration finding (such as a `proxy_pass` without `http://`) as a hint, with its
+    /// file:line in front.
+    pub fn from_finding(finding: &Finding) -> Hint {
+        Hint {
+            message: format!(
+                "{}:{}: {}",
+                finding.file.display(),
+                finding.line,
+                finding.message
+            ),
+            suggestion: finding.hint.clone(),
+        }
+    }
+}
+
+/// One resolved address of a target and what its probe found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AddrResult {
+    /// `127.0.0.1:8000` or `unix:/run/app.sock`.
+    pub address: String,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<String>,
+    #[serde(rename = "elapsed_ms", serialize_with = "millis")]
+    pub elapsed: Duration,
+}
+
+/// One target's probe result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProbeResult {
+    pub target: TargetAddr,
+    /// `ok` when every address answered, else the first failure.
+    pub status: Status,
+    /// The errno text of the first failure: `111: Connection refused`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<String>,
+    /// Time until the slowest address finished.
+    #[serde(rename = "elapsed_ms", serialize_with = "millis")]
+    pub elapsed: Duration,
+    /// One entry per resolved address (empty when not probed).
+    pub addresses: Vec<AddrResult>,
+    /// Every file:line that names the target.
+    pub references: Vec<Reference>,
+    pub severity: Severity,
+    pub hints: Vec<Hint>,
+}
+
+/// Every target's result, in the order of `Targets`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProbeReport {
+    pub results: Vec<ProbeResult>,
+    /// Wall time of the whole run.
+    #[serde(rename = "elapsed_ms", serialize_with = "millis")]
+    pub elapsed: Duration,
+}
+
+impl ProbeReport {
+    /// Results that make `probe` and `check` fail.
+    pub fn failures(&self) -> impl Iterator<Item = &ProbeResult> {
+        self.results
+            .iter()
+            .filter(|r| r.severity == Severity::Failure)
+    }
+
+    /// Results worth reading that are not failures.
+    pub fn warnings(&self) -> impl Iterator<Item = &ProbeResult> {
+        self.results
+            .iter()
+            .filter(|r| r.severity == Severity::Warning)
+    }
+
+    /// True when nothing failed (warnings and allowed failures do not count).
+    pub fn is_ok(&self) -> bool {
+        self.failures().next().is_none()
+    }
+}
+
+fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+/// Probe every target; diagnose every failure. Total time is about one `timeout` (plus name
+/// resolution) however many targets there are.
+pub fn probe_all(targets: &Targets, opts: &ProbeOptions) -> ProbeReport {
+    let started = Instant::now();
+    let plan = verdict::plan(&targets.targets, opts.timeout);
+    let outcomes = connect::probe_endpoints(&plan.endpoints, opts.timeout, opts.concurrency);
+    let mut results = verdict::assemble(&targets.targets, &plan, &outcomes);
+    verdict::judge(&mut results, opts);
+    ProbeReport {
+        results,
+        elapsed: started.elapsed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finding_becomes_a_hint_with_its_place() {
+        let finding = Finding {
+            file: "/etc/nginx/sites-enabled/app".into(),
+            line: 12,
+            message: "proxy_pass 127.0.0.1:8000 has no scheme".into(),
+            hint: Some("write proxy_pass http://127.0.0.1:8000;".into()),
+        };
+        let hint = Hint::from_finding(&finding);
+        assert_eq!(
+            hint.message,
+            "/etc/nginx/sites-enabled/app:12: proxy_pass 127.0.0.1:8000 has no scheme"
+        );
+        assert_eq!(hint.suggestion, finding.hint);
+    }
+}

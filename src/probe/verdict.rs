@@ -1,0 +1,317 @@
+//! From targets to results: which addresses to connect to (after resolving names), how the
+//! per-address outcomes add up to one result per target, and what each result means (severity,
+//! the worker-permission check, hints from diagnosis).
+//!
+//! Kept apart from `connect` so the probing engine knows nothing about nginx's rules for
+//! `down`, `backup` and allowed failures.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::access::{Account, Denial};
+use super::connect::{Endpoint, Outcome};
+use super::netstat::Listeners;
+use super::{diagnose, resolve, AddrResult, Hint, ProbeOptions, ProbeResult, Severity, Status};
+use crate::conf::{Target, TargetAddr};
+
+/// What to do for one target.
+pub enum Step {
+    Skipped,
+    Dynamic,
+    Unresolvable(String),
+    /// Indices into `Plan::endpoints`.
+    Probe(Vec<usize>),
+}
+
+/// Every endpoint to connect to, and for each target which of them are its.
+pub struct Plan {
+    pub endpoints: Vec<Endpoint>,
+    pub steps: Vec<Step>,
+}
+
+/// Resolve names and list the endpoints. Each distinct name is resolved once.
+pub fn plan(targets: &[Target], timeout: Duration) -> Plan {
+    let names: Vec<(String, u16)> = targets
+        .iter()
+        .filter(|t| !t.is_down())
+        .filter_map(|t| match &t.address {
+            TargetAddr::Host { name, port } => Some((name.clone(), *port)),
+            _ => None,
+        })
+        .collect();
+    let resolved = resolve::resolve_all(&names, timeout.max(Duration::from_secs(1)));
+    let mut resolved = names.into_iter().zip(resolved);
+    let mut endpoints = Vec::new();
+    let mut steps = Vec::with_capacity(targets.len());
+    for t in targets {
+        if t.is_down() {
+            steps.push(Step::Skipped);
+            continue;
+        }
+        let new: Vec<Endpoint> = match &t.address {
+            TargetAddr::Dynamic(_) => {
+                steps.push(Step::Dynamic);
+                continue;
+            }
+            TargetAddr::Ip(sa) => vec![Endpoint::Tcp(*sa)],
+            TargetAddr::Unix(p) => vec![Endpoint::Unix(p.clone())],
+            TargetAddr::Host { .. } => match resolved.next() {
+                Some((_, Ok(addrs))) => addrs.into_iter().map(Endpoint::Tcp).collect(),
+                Some((_, Err(e))) => {
+                    steps.push(Step::Unresolvable(e));
+                    continue;
+                }
+                None => {
+                    steps.push(Step::Unresolvable("not resolved".into()));
+                    continue;
+                }
+            },
+        };
+        let first = endpoints.len();
+        endpoints.extend(new);
+        steps.push(Step::Probe((first..endpoints.len()).collect()));
+    }
+    Plan { endpoints, steps }
+}
+
+/// One result per target from the connect outcomes; severity is set later by `judge`.
+pub fn assemble(targets: &[Target], plan: &Plan, outcomes: &[Outcome]) -> Vec<ProbeResult> {
+    targets
+        .iter()
+        .zip(&plan.steps)
+        .map(|(t, step)| {
+            let mut r = ProbeResult {
+                target: t.address.clone(),
+                status: Status::Ok,
+                errno: None,
+                elapsed: Duration::ZERO,
+                addresses: Vec::new(),
+                references: t.references.clone(),
+                severity: Severity::Ok,
+                hints: Vec::new(),
+            };
+            match step {
+                Step::Skipped => r.status = Status::Skipped,
+                Step::Dynamic => r.status = Status::Dynamic,
+                Step::Unresolvable(e) => {
+                    r.status = Status::Unresolvable;
+                    r.errno = Some(e.clone());
+                }
+                Step::Probe(ix) => {
+                    r.addresses = ix
+                        .iter()
+                        .filter_map(|&i| {
+                            Some(addr_result(plan.endpoints.get(i)?, outcomes.get(i)?))
+                        })
+                        .collect();
+                    r.elapsed = r
+                        .addresses
+                        .iter()
+                        .map(|a| a.elapsed)
+                        .max()
+                        .unwrap_or_default();
+                    if let Some(bad) = r.addresses.iter().find(|a| a.status.is_failure()) {
+                        r.status = bad.status;
+                        r.errno = bad.errno.clone();
+                    }
+                }
+            }
+            r
+        })
+        .collect()
+}
+
+fn addr_result(endpoint: &Endpoint, outcome: &Outcome) -> AddrResult {
+    AddrResult {
+        address: match endpoint {
+            Endpoint::Tcp(sa) => sa.to_string(),
+            Endpoint::Unix(p) => format!("unix:{}", p.display()),
+        },
+        status: outcome.status,
+        errno: outcome.errno.clone(),
+        elapsed: outcome.elapsed,
+    }
+}
+
+/// The account nginx's workers run as, when the check applies.
+pub fn worker_account(opts: &ProbeOptions) -> Option<Account> {
+    Account::lookup(opts.worker_user.as_deref()?, opts.worker_group.as_deref())
+}
+
+/// Worker-permission check, hints and severity for every result.
+pub fn judge(results: &mut [ProbeResult], opts: &ProbeOptions) {
+    let account = worker_account(opts);
+    if let Some(account) = &account {
+        for r in results.iter_mut() {
+            check_worker_access(r, account);
+        }
+    }
+    if results.iter().any(|r| r.status.is_failure()) {
+        let listeners = Listeners::snapshot();
+        let index = diagnose::TcpIndex::new(&listeners);
+        for r in results.iter_mut().filter(|r| r.status.is_failure()) {
+            add_hints(r, &listeners, &index, opts.timeout);
+        }
+    }
+    for r in results.iter_mut() {
+        r.severity = severity(r, opts);
+    }
+}
+
+fn check_worker_access(r: &mut ProbeResult, account: &Account) {
+    let TargetAddr::Unix(path) = &r.target else {
+        return;
+    };
+    if !matches!(
+        r.status,
+        Status::Ok | Status::Refused | Status::PermissionDenied
+    ) {
+        return;
+    }
+    let Some(denial) = account.denial(path) else {
+        return;
+    };
+    r.hints.push(denial_hint(path, &account.user, &denial));
+    if r.status == Status::Ok {
+        r.status = Status::PermissionDenied;
+        r.errno = Some("13: Permission denied".into());
+        for a in &mut r.addresses {
+            a.status = Status::PermissionDenied;
+        }
+    }
+}
+
+/// What stops `who` from opening `socket`: the directory without search permission, or the
+/// socket file's mode and owner.
+fn denial_text(socket: &Path, who: &str, d: &Denial) -> String {
+    let owner = format!("mode {:04o} owner {}:{}", d.mode, d.owner, d.group);
+    if d.is_dir {
+        format!(
+            "{who} cannot reach {}: the directory {} ({owner}) gives it no search permission",
+            socket.display(),
+            d.path.display()
+        )
+    } else {
+        format!("{who} cannot open {}: {owner}", socket.display())
+    }
+}
+
+fn denial_hint(socket: &Path, user: &str, d: &Denial) -> Hint {
+    let text = denial_text(socket, &format!("nginx's worker user `{user}`"), d);
+    let hint = Hint::new(format!(
+        "{text}, so nginx answers 502 with (13: Permission denied)"
+    ));
+    if d.is_dir {
+        hint.with_suggestion(format!(
+            "give `{user}` search (x) permission on {}, or put the socket elsewhere",
+            d.path.display()
+        ))
+    } else {
+        hint.with_suggestion(format!(
+            "let the backend create the socket writable for `{user}` (php-fpm: listen.owner, \
+             listen.group, listen.mode = 0660), or run nginx's workers as a user that may \
+             open it (the `user` directive)"
+        ))
+    }
+}
+
+/// Permission denied to us (not running as root): say which path stops us.
+fn own_denial(path: &Path) -> Option<Hint> {
+    // SAFETY: geteuid has no preconditions.
+    let me = super::access::user_name(unsafe { libc::geteuid() });
+    let denial = Account::lookup(&me, None)?.denial(path)?;
+    Some(
+        Hint::new(denial_text(
+            path,
+            &format!("the probing user `{me}`"),
+            &denial,
+        ))
+        .with_suggestion("run the probe as root or as nginx's worker user"),
+    )
+}
+
+fn add_hints(
+    r: &mut ProbeResult,
+    listeners: &Listeners,
+    index: &diagnose::TcpIndex,
+    timeout: Duration,
+) {
+    let mut hints = Vec::new();
+    match &r.target {
+        TargetAddr::Unix(path) => {
+            hints.extend(diagnose::unix(
+                path,
+                r.status,
+                r.errno.as_deref(),
+                listeners,
+            ));
+            if r.status == Status::PermissionDenied && r.hints.is_empty() {
+                hints.extend(own_denial(path));
+            }
+        }
+        TargetAddr::Ip(_) | TargetAddr::Host { .. } => {
+            for a in r.addresses.iter().filter(|a| a.status.is_failure()) {
+                if let Ok(sa) = a.address.parse() {
+                    hints.extend(diagnose::tcp(sa, a.status, index));
+                }
+            }
+            if r.status == Status::Timeout && hints.is_empty() {
+                hints.push(Hint::new(format!(
+                    "no answer within {}: a firewall drops the connection, or the host is down",
+                    humantime::format_duration(timeout)
+                )));
+            }
+        }
+        TargetAddr::Dynamic(_) => {}
+    }
+    if r.status == Status::Unresolvable {
+        hints.push(
+            Hint::new("the system resolver does not know this name")
+                .with_suggestion("check the name, /etc/hosts or DNS; nginx resolves it when it starts and fails to start without it"),
+        );
+    }
+    let answered: Vec<&str> = r
+        .addresses
+        .iter()
+        .filter(|a| a.status == Status::Ok)
+        .map(|a| a.address.as_str())
+        .collect();
+    if !answered.is_empty() {
+        hints.push(Hint::new(format!(
+            "{} has several addresses and only {} answered: nginx logs an error for each \
+             failing one and tries the next",
+            r.target,
+            answered.join(", ")
+        )));
+    }
+    for h in hints {
+        if !r.hints.contains(&h) {
+            r.hints.push(h);
+        }
+    }
+}
+
+fn severity(r: &ProbeResult, opts: &ProbeOptions) -> Severity {
+    match r.status {
+        Status::Skipped => return Severity::Ok,
+        Status::Dynamic => return Severity::Warning,
+        Status::Ok => return Severity::Ok,
+        _ => {}
+    }
+    let norm = |s: &str| s.trim().trim_start_matches("unix:").to_string();
+    let target = norm(&r.target.to_string());
+    let allowed = opts.allow_fail.iter().any(|a| {
+        let a = norm(a);
+        a == target || r.addresses.iter().any(|x| norm(&x.address) == a)
+    });
+    let partial = r.addresses.iter().any(|a| a.status == Status::Ok);
+    let backup_only = r.references.iter().filter(|x| !x.down).all(|x| x.backup)
+        && r.references.iter().any(|x| !x.down);
+    if allowed {
+        Severity::Allowed
+    } else if backup_only || partial {
+        Severity::Warning
+    } else {
+        Severity::Failure
+    }
+}
