@@ -50,7 +50,12 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             };
             report.finish(outcome, exit);
             report.error = Some(e.to_string());
-            if let Error::Config { file, line, message } = &e {
+            if let Error::Config {
+                file,
+                line,
+                message,
+            } = &e
+            {
                 report.problems.push(crate::report::Problem {
                     level: "config".into(),
                     message: message.clone(),

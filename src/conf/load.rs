@@ -27,6 +27,9 @@ pub struct LoadOptions {
     pub max_files: usize,
     /// Includes nested deeper than this are refused.
     pub max_include_depth: usize,
+    /// For configuration from an untrusted source: an include (or a symlink it follows) that
+    /// leads outside this directory is refused before anything outside is read.
+    pub confine: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -36,6 +39,7 @@ impl Default for LoadOptions {
             max_file_size: 32 * 1024 * 1024,
             max_files: 20_000,
             max_include_depth: 32,
+            confine: None,
         }
     }
 }
@@ -193,6 +197,7 @@ impl Loader<'_> {
             ));
         }
         let pattern = self.resolve(&d.args[0]);
+        self.check_confined(d, &pattern)?;
         let paths = if d.args[0].contains(['*', '?', '[']) {
             glob_sorted(&pattern).map_err(|m| Error::config(d.file.to_path_buf(), d.line, m))?
         } else {
@@ -200,6 +205,7 @@ impl Loader<'_> {
         };
         let mut out = Vec::new();
         for path in paths {
+            self.check_confined(d, &path)?;
             if let Some(pos) = self.stack.iter().position(|p| *p == path) {
                 let chain: Vec<String> = self.stack[pos..]
                     .iter()
@@ -224,6 +230,31 @@ impl Loader<'_> {
         Ok(out)
     }
 
+    /// With `confine`, refuse a path (or what its symlinks lead to) outside the directory.
+    fn check_confined(&self, d: &Directive, path: &Path) -> Result<()> {
+        let Some(root) = &self.opts.confine else {
+            return Ok(());
+        };
+        let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.clone());
+        let lexical_ok = normalize(path).starts_with(&root);
+        let real_ok = match std::fs::canonicalize(path) {
+            Ok(real) => real.starts_with(&root),
+            Err(_) => true,
+        };
+        if lexical_ok && real_ok {
+            return Ok(());
+        }
+        Err(Error::config(
+            d.file.to_path_buf(),
+            d.line,
+            format!(
+                "include \"{}\" leads outside {}: refused for untrusted configuration",
+                path.display(),
+                root.display()
+            ),
+        ))
+    }
+
     fn resolve(&self, arg: &str) -> PathBuf {
         let p = Path::new(arg);
         if p.is_absolute() {
@@ -237,6 +268,21 @@ impl Loader<'_> {
             self.conf_prefix.join(p)
         }
     }
+}
+
+/// `a/b/../c` as `a/c`, without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// `glob(3)` as nginx calls it: sorted, `*` and `?` do not match a leading dot.

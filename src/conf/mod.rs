@@ -11,6 +11,7 @@ pub mod load;
 pub mod servers;
 pub mod targets;
 pub mod tree;
+pub mod untrusted;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

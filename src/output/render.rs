@@ -56,7 +56,11 @@ pub fn render_preview(p: &Printer, report: &Report) {
         return;
     }
     for w in &report.warnings {
-        p.err(&format!("{} {}", p.paint(Tone::Warn, "warning:"), escape_control(w)));
+        p.err(&format!(
+            "{} {}",
+            p.paint(Tone::Warn, "warning:"),
+            escape_control(w)
+        ));
     }
     if let Some(d) = &report.diff {
         render_diff(p, d, false);
@@ -107,9 +111,17 @@ fn render_problems(p: &Printer, problems: &[Problem]) {
             _ => Tone::Bad,
         };
         let level = p.paint(tone, &pr.level);
-        p.err(&format!("{}{level}: {}", escape_control(&place), escape_control(&pr.message)));
+        p.err(&format!(
+            "{}{level}: {}",
+            escape_control(&place),
+            escape_control(&pr.message)
+        ));
         if let Some(hint) = &pr.hint {
-            p.err(&format!("  {} {}", p.paint(Tone::Bold, "hint:"), escape_control(hint)));
+            p.err(&format!(
+                "  {} {}",
+                p.paint(Tone::Bold, "hint:"),
+                escape_control(hint)
+            ));
         }
     }
 }
@@ -139,7 +151,10 @@ pub fn reference_line(r: &Reference) -> String {
 
 fn render_targets(p: &Printer, targets: &[Target]) {
     let n = targets.len();
-    p.progress(&format!("{n} upstream target{}", if n == 1 { "" } else { "s" }));
+    p.progress(&format!(
+        "{n} upstream target{}",
+        if n == 1 { "" } else { "s" }
+    ));
     for t in targets {
         p.out(&p.paint(Tone::Bold, &escape_control(&t.address.to_string())));
         for r in &t.references {
@@ -178,7 +193,7 @@ fn render_diff(p: &Printer, d: &ConfigDiff, to_stdout: bool) {
                     emit(&p.paint(tone, &escape_control(line)));
                 }
             }
-            None => emit(&format!("{}: {:?}", f.path.display(), f.change)),
+            None => emit(&format!("{}: {:?}", f.path, f.change)),
         }
     }
     emit(&p.paint(Tone::Bold, &d.summary()));
@@ -191,8 +206,17 @@ fn render_health(p: &Printer, h: &HealthReport, label: &str) {
             (None, Some(e)) => e.clone(),
             (None, None) => "no answer".into(),
         };
-        let mark = if r.failed { p.paint(Tone::Bad, "FAIL") } else { p.paint(Tone::Good, "ok  ") };
-        let line = format!("{mark} {label}: GET {} (Host: {}) -> {}", r.url, r.host, escape_control(&what));
+        let mark = if r.failed {
+            p.paint(Tone::Bad, "FAIL")
+        } else {
+            p.paint(Tone::Good, "ok  ")
+        };
+        let line = format!(
+            "{mark} {label}: GET {} (Host: {}) -> {}",
+            r.url,
+            r.host,
+            escape_control(&what)
+        );
         if r.failed {
             p.progress(&line);
         } else {
@@ -211,24 +235,47 @@ fn render_health(p: &Printer, h: &HealthReport, label: &str) {
 }
 
 fn render_rollback(p: &Printer, rb: &RollbackReport) {
-    p.err(&format!("{} {}", p.paint(Tone::Bad, "rejected:"), escape_control(&rb.reason)));
-    p.err(&format!("  the rejected configuration is kept as snapshot {}", rb.rejected));
+    p.err(&format!(
+        "{} {}",
+        p.paint(Tone::Bad, "rejected:"),
+        escape_control(&rb.reason)
+    ));
+    p.err(&format!(
+        "  the rejected configuration is kept as snapshot {}",
+        rb.rejected
+    ));
     if let Some(r) = &rb.restore {
         for path in &r.restored {
             p.progress(&format!("  restored {}", path.display()));
         }
         for path in &r.removed {
-            p.progress(&format!("  moved out {} (added by the change; kept in the rejected snapshot)", path.display()));
+            p.progress(&format!(
+                "  moved out {} (added by the change; kept in the rejected snapshot)",
+                path.display()
+            ));
         }
         for f in r.failed.iter().chain(&r.mismatches) {
-            p.err(&format!("  {} {}: {}", p.paint(Tone::Bad, "FAILED"), f.path.display(), escape_control(&f.reason)));
+            p.err(&format!(
+                "  {} {}: {}",
+                p.paint(Tone::Bad, "FAILED"),
+                f.path.display(),
+                escape_control(&f.reason)
+            ));
         }
     }
     if let Some(h) = &rb.health {
         render_health(p, h, "re-verify");
     }
-    let tone = if rb.state.contains("live and verified") { Tone::Good } else { Tone::Bad };
-    p.err(&format!("{} {}", p.paint(tone, "rollback:"), escape_control(&rb.state)));
+    let tone = if rb.state.contains("live and verified") {
+        Tone::Good
+    } else {
+        Tone::Bad
+    };
+    p.err(&format!(
+        "{} {}",
+        p.paint(tone, "rollback:"),
+        escape_control(&rb.state)
+    ));
 }
 
 fn render_history(p: &Printer, history: &[Snapshot], last_good: Option<&str>) {
@@ -237,7 +284,11 @@ fn render_history(p: &Printer, history: &[Snapshot], last_good: Option<&str>) {
         return;
     }
     for s in history {
-        let mark = if Some(s.id.as_str()) == last_good { "*" } else { " " };
+        let mark = if Some(s.id.as_str()) == last_good {
+            "*"
+        } else {
+            " "
+        };
         let changed = if s.meta.changed_files.is_empty() {
             String::new()
         } else {
@@ -291,6 +342,10 @@ fn render_outcome(p: &Printer, report: &Report) {
         Outcome::Interrupted => (Tone::Warn, "interrupted: nothing changed".into()),
         Outcome::Error => return,
     };
-    let snap = report.snapshot.as_deref().map(|s| format!(" (snapshot {s})")).unwrap_or_default();
+    let snap = report
+        .snapshot
+        .as_deref()
+        .map(|s| format!(" (snapshot {s})"))
+        .unwrap_or_default();
     p.out(&format!("{}{snap}", p.paint(tone, &text)));
 }

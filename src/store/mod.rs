@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use atomic::{is_root, sweep_temp_files, TEMP_PREFIX};
+pub use atomic::{is_root, sweep_temp_files, write_atomic, Attrs, TEMP_PREFIX};
 pub use journal::{JournalRecord, Phase};
 pub use lock::LockGuard;
 pub use manifest::{valid_hash, Entry, EntryKind, ExternalEntry, Outcome, Snapshot, SnapshotMeta};

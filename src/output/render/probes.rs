@@ -62,15 +62,31 @@ fn render_result(p: &Printer, r: &ProbeResult, stdout: bool) {
     emit(&result_head(p, r));
     if r.addresses.len() > 1 {
         for a in &r.addresses {
-            let errno = a.errno.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
-            emit(&format!("      {} {}{}", a.address, a.status.as_str(), escape_control(&errno)));
+            let errno = a
+                .errno
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default();
+            emit(&format!(
+                "      {} {}{}",
+                a.address,
+                a.status.as_str(),
+                escape_control(&errno)
+            ));
         }
     }
     for reference in &r.references {
-        emit(&format!("      at {}", escape_control(&reference_line(reference))));
+        emit(&format!(
+            "      at {}",
+            escape_control(&reference_line(reference))
+        ));
     }
     for h in &r.hints {
-        emit(&format!("      {} {}", p.paint(Tone::Bold, "hint:"), escape_control(&h.message)));
+        emit(&format!(
+            "      {} {}",
+            p.paint(Tone::Bold, "hint:"),
+            escape_control(&h.message)
+        ));
         if let Some(s) = &h.suggestion {
             emit(&format!("            {}", escape_control(s)));
         }
@@ -80,6 +96,10 @@ fn render_result(p: &Printer, r: &ProbeResult, stdout: bool) {
 /// New `listen` addresses another program holds.
 pub fn render_conflicts(p: &Printer, conflicts: &[ListenConflict]) {
     for c in conflicts {
-        p.err(&format!("{} {}", p.paint(Tone::Bad, "FAIL"), escape_control(&c.message())));
+        p.err(&format!(
+            "{} {}",
+            p.paint(Tone::Bad, "FAIL"),
+            escape_control(&c.message())
+        ));
     }
 }

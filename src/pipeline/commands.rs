@@ -1,0 +1,343 @@
+//! The commands around the reload: read-only ones (`targets`, `probe`, `check`, `diff`,
+//! `history`, `status`) and the ones that reuse the transaction (`init`, `rollback`,
+//! `recover`).
+
+use std::time::Instant;
+
+use crate::conf::{self, LoadOptions};
+use crate::error::{Error, Result};
+use crate::exit::Exit;
+use crate::pipeline::env::{self, Env};
+use crate::pipeline::inspect::{self, Checks};
+use crate::pipeline::{
+    diff_against, meta, open_locked, own_pids, record_inspection, refuse_config,
+};
+use crate::reload;
+use crate::report::{Outcome, Problem, Report, StatusReport};
+use crate::settings::Settings;
+use crate::store::{Outcome as SnapOutcome, Phase as JournalPhase, Snapshot, Store};
+
+/// `targets`: every upstream target with file:line. No nginx, no network.
+pub fn targets(s: &Settings, report: &mut Report) -> Result<Exit> {
+    let config = conf::load(&env::conf_path(s)?, &LoadOptions::default())?;
+    let found = conf::targets::extract(&config);
+    report.config = Some(config.main.clone());
+    report.problems = found.findings.iter().map(Problem::from).collect();
+    report.targets = Some(found.targets);
+    Ok(report.finish(Outcome::Ok, Exit::Ok))
+}
+
+/// `probe`: the target table with probe results and hints; 1 when any target fails.
+pub fn probe(s: &Settings, report: &mut Report) -> Result<Exit> {
+    let config = match conf::load(&env::conf_path(s)?, &LoadOptions::default()) {
+        Ok(c) => c,
+        Err(e @ Error::Config { .. }) => return refuse_config(report, e),
+        Err(e) => return Err(e),
+    };
+    let checks = Checks {
+        test: false,
+        probe: true,
+        preflight: false,
+    };
+    let insp = inspect::inspect(None, s, config, &[], checks, report)?;
+    record_inspection(report, &insp);
+    if insp.refuses() {
+        return Ok(report.finish(Outcome::Refused, Exit::Refused));
+    }
+    Ok(report.finish(Outcome::Ok, Exit::Ok))
+}
+
+/// `check`: parse, nginx -t, probes, preflight, diff; never reloads. With `untrusted`,
+/// code-loading directives and includes outside the tree are refused before nginx runs.
+pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit> {
+    if untrusted {
+        if let Some(exit) = untrusted_policy(s, report)? {
+            return Ok(exit);
+        }
+    }
+    let env = Env::discover(s)?;
+    let config = match env.load() {
+        Ok(c) => c,
+        Err(e @ Error::Config { .. }) => return refuse_config(report, e),
+        Err(e) => return Err(e),
+    };
+    let own = reload::find_master(&env.pid_file(&config), &env.nginx.binary)
+        .map(|m| own_pids(&m))
+        .unwrap_or_default();
+    let checks = Checks {
+        test: true,
+        probe: !s.no_probe,
+        preflight: true,
+    };
+    let insp = inspect::inspect(
+        Some((&env.nginx, &env.info)),
+        s,
+        config,
+        &own,
+        checks,
+        report,
+    )?;
+    record_inspection(report, &insp);
+    if s.state_dir.exists() {
+        if let Ok(store) = Store::open(&s.state_dir) {
+            let good = store.last_good()?;
+            report.diff = diff_against(&store, good.as_ref(), &insp.config)?;
+        }
+    }
+    if insp.refuses() {
+        return Ok(report.finish(Outcome::Refused, Exit::Refused));
+    }
+    Ok(report.finish(Outcome::Ok, Exit::Ok))
+}
+
+/// `diff`: the candidate against last-good.
+pub fn diff(s: &Settings, report: &mut Report) -> Result<Exit> {
+    let config = conf::load(&env::conf_path(s)?, &LoadOptions::default())?;
+    report.config = Some(config.main.clone());
+    if !s.state_dir.exists() {
+        report.notes.push(format!(
+            "no state directory at {}: no last good configuration to compare with",
+            s.state_dir.display()
+        ));
+        return Ok(report.finish(Outcome::Ok, Exit::Ok));
+    }
+    let store = Store::open(&s.state_dir)?;
+    let good = store.last_good()?;
+    if good.is_none() {
+        report
+            .notes
+            .push("no last good configuration recorded yet (run `safe-reload init`)".into());
+    }
+    report.diff = diff_against(&store, good.as_ref(), &config)?;
+    Ok(report.finish(Outcome::Ok, Exit::Ok))
+}
+
+/// `init`: record the current configuration as known-good, after nginx -t passes.
+pub fn init(s: &Settings, report: &mut Report) -> Result<Exit> {
+    let (store, _lock) = open_locked(s)?;
+    let env = Env::discover(s)?;
+    let config = match env.load() {
+        Ok(c) => c,
+        Err(e @ Error::Config { .. }) => return refuse_config(report, e),
+        Err(e) => return Err(e),
+    };
+    let checks = Checks {
+        test: true,
+        probe: false,
+        preflight: false,
+    };
+    let insp = inspect::inspect(
+        Some((&env.nginx, &env.info)),
+        s,
+        config,
+        &[],
+        checks,
+        report,
+    )?;
+    record_inspection(report, &insp);
+    if insp.test.as_ref().is_some_and(|t| !t.passed) {
+        report
+            .notes
+            .push("nginx -t fails: not recording this configuration as good".into());
+        return Ok(report.finish(Outcome::Refused, Exit::Refused));
+    }
+    let t = Instant::now();
+    let snap = store.snapshot(
+        &insp.config.conf_prefix,
+        &insp.config.files,
+        meta(SnapOutcome::Baseline, Vec::new()),
+    )?;
+    store.set_last_good(&snap)?;
+    report.step("snapshot", true, t.elapsed(), Some(snap.id.clone()));
+    report.snapshot = Some(snap.id.clone());
+    report.notes.push(format!(
+        "recorded {} files as the last good configuration ({})",
+        insp.config.files.len(),
+        snap.id
+    ));
+    Ok(report.finish(Outcome::Recorded, Exit::Ok))
+}
+
+/// `history`: snapshots, newest first.
+pub fn history(s: &Settings, report: &mut Report) -> Result<Exit> {
+    if !s.state_dir.exists() {
+        report.history = Some(Vec::new());
+        report
+            .notes
+            .push(format!("no state directory at {}", s.state_dir.display()));
+        return Ok(report.finish(Outcome::Ok, Exit::Ok));
+    }
+    let store = Store::open(&s.state_dir)?;
+    let good = store.last_good()?.map(|g| g.id);
+    report.last_good = good;
+    report.history = Some(store.list()?);
+    Ok(report.finish(Outcome::Ok, Exit::Ok))
+}
+
+/// `status`: nginx running? config drifted from last-good? a run unfinished?
+pub fn status(s: &Settings, report: &mut Report) -> Result<Exit> {
+    let env = Env::discover(s)?;
+    let mut st = StatusReport::default();
+    let config = env.load();
+    if let Ok(config) = &config {
+        match reload::find_master(&env.pid_file(config), &env.nginx.binary) {
+            Ok(m) => st.master_pid = Some(m.pid),
+            Err(e) => st.not_running = Some(e.to_string()),
+        }
+    }
+    if s.state_dir.exists() {
+        let store = Store::open(&s.state_dir)?;
+        st.interrupted = store.journal()?;
+        let good = store.last_good()?;
+        st.last_good = good.as_ref().map(|g| g.id.clone());
+        if let Ok(config) = &config {
+            report.diff = diff_against(&store, good.as_ref(), config)?;
+        }
+    }
+    if let Err(e) = config {
+        st.config_error = Some(e.to_string());
+    }
+    let healthy = st.master_pid.is_some() && st.interrupted.is_none() && st.config_error.is_none();
+    report.status = Some(st);
+    Ok(report.finish(Outcome::Ok, if healthy { Exit::Ok } else { Exit::Refused }))
+}
+
+/// `rollback [ID]`: put a snapshot's files back, then the normal pipeline; if that refuses the
+/// snapshot, the files from before the rollback are put back.
+pub fn rollback(
+    s: &Settings,
+    p: &crate::output::Printer,
+    id: Option<&str>,
+    report: &mut Report,
+) -> Result<Exit> {
+    let (store, lock) = open_locked(s)?;
+    let env = Env::discover(s)?;
+    let current = env.load()?;
+    let target = match id {
+        Some(id) => store.get(id)?,
+        None => previous_good(&store)?.ok_or_else(|| {
+            Error::Usage(
+                "no earlier good snapshot to roll back to (see `safe-reload history`)".into(),
+            )
+        })?,
+    };
+    let before = store.snapshot(
+        &current.conf_prefix,
+        &current.files,
+        meta(SnapOutcome::Replaced, Vec::new()),
+    )?;
+    let paths: Vec<_> = current.paths().map(|p| p.to_path_buf()).collect();
+    let restored = store.restore(&target, &current.conf_prefix, &paths, Some(&before))?;
+    if !restored.is_clean() {
+        return Err(Error::State {
+            path: s.state_dir.clone(),
+            message: format!(
+                "restoring snapshot {} left files that do not match it",
+                target.id
+            ),
+        });
+    }
+    report.notes.push(format!(
+        "restored the files of snapshot {}; now testing and reloading them",
+        target.id
+    ));
+    drop(lock);
+    let forced = Settings {
+        force: true,
+        ..s.clone()
+    };
+    let exit = crate::pipeline::reload(&forced, p, report)?;
+    if exit == Exit::Refused {
+        let again = env.load()?;
+        let paths: Vec<_> = again.paths().map(|p| p.to_path_buf()).collect();
+        store.restore(&before, &current.conf_prefix, &paths, None)?;
+        report.notes.push(format!(
+            "snapshot {} was refused; the files from before the rollback are back ({})",
+            target.id, before.id
+        ));
+    }
+    Ok(exit)
+}
+
+/// `recover`: finish a run that was interrupted.
+pub fn recover(s: &Settings, p: &crate::output::Printer, report: &mut Report) -> Result<Exit> {
+    let store = Store::open(&s.state_dir)?;
+    let lock = store.lock(s.wait, None)?;
+    let Some(j) = store.journal()? else {
+        report
+            .notes
+            .push("no interrupted run: nothing to recover".into());
+        return Ok(report.finish(Outcome::Ok, Exit::Ok));
+    };
+    report.notes.push(format!(
+        "an interrupted run (pid {}) stopped during {:?}",
+        j.pid, j.phase
+    ));
+    match j.phase {
+        JournalPhase::Started | JournalPhase::Snapshotted | JournalPhase::Tested => {
+            // nginx was never signalled: the candidate is on disk, nothing else changed.
+            store.journal_clear()?;
+            report
+                .notes
+                .push("nginx was not touched; the edit is still on disk".into());
+            return Ok(report.finish(Outcome::Ok, Exit::Ok));
+        }
+        JournalPhase::RollingBack | JournalPhase::Restored => {
+            let env = Env::discover(s)?;
+            let current = env.load()?;
+            if let Some(good) = store.last_good()? {
+                let paths: Vec<_> = current.paths().map(|p| p.to_path_buf()).collect();
+                store.restore(&good, &current.conf_prefix, &paths, None)?;
+                report.notes.push(format!(
+                    "finished restoring the last good configuration ({})",
+                    good.id
+                ));
+            }
+        }
+        _ => {}
+    }
+    store.journal_clear()?;
+    drop(lock);
+    // The configuration on disk goes through the normal path: kept if it verifies, rolled
+    // back to last-good if not.
+    let forced = Settings {
+        force: true,
+        yes: true,
+        ..s.clone()
+    };
+    crate::pipeline::reload(&forced, p, report)
+}
+
+/// The good snapshot before the current last-good one.
+fn previous_good(store: &Store) -> Result<Option<Snapshot>> {
+    let current = store.last_good()?.map(|g| g.id);
+    Ok(store
+        .list()?
+        .into_iter()
+        .filter(|snap| snap.meta.outcome.is_good())
+        .find(|snap| {
+            Some(&snap.id) != current.as_ref() && current.as_ref().is_none_or(|c| snap.id < *c)
+        }))
+}
+
+/// Refuse what untrusted configuration may not contain; `Some` when refused.
+fn untrusted_policy(s: &Settings, report: &mut Report) -> Result<Option<Exit>> {
+    let main = std::path::absolute(env::conf_path(s)?)?;
+    let root = main.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    let opts = LoadOptions {
+        confine: Some(root),
+        ..LoadOptions::default()
+    };
+    let config = match conf::load(&main, &opts) {
+        Ok(c) => c,
+        Err(e @ Error::Config { .. }) => return refuse_config(report, e).map(Some),
+        Err(e) => return Err(e),
+    };
+    let found = conf::untrusted::violations(&config);
+    if found.is_empty() {
+        return Ok(None);
+    }
+    report.config = Some(config.main.clone());
+    report.problems.extend(found.iter().map(Problem::from));
+    Ok(Some(report.finish(Outcome::Refused, Exit::Refused)))
+}

@@ -1,0 +1,102 @@
+//! Finding the nginx a command works on: the binary, its build defaults (`nginx -V`), the main
+//! configuration file and the prefix. Flags win; `nginx -V` fills in the rest.
+
+use std::path::{Path, PathBuf};
+
+use crate::conf::{self, Config, LoadOptions};
+use crate::error::{Error, Result};
+use crate::nginx::{self, BuildInfo, Nginx};
+use crate::settings::Settings;
+
+/// The nginx this run works on.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub nginx: Nginx,
+    pub info: BuildInfo,
+}
+
+impl Env {
+    /// Find the binary and ask it for its defaults; flags override them.
+    pub fn discover(s: &Settings) -> Result<Env> {
+        let binary = nginx::find_binary(s.nginx.as_deref())?;
+        let info = nginx::build_info(&binary)?;
+        let conf = match &s.conf {
+            Some(c) => c.clone(),
+            None => info.conf_path.clone().ok_or_else(|| {
+                Error::Usage(format!(
+                    "{} -V names no --conf-path; pass -c/--conf FILE",
+                    binary.display()
+                ))
+            })?,
+        };
+        let prefix = match (&s.prefix, &info.prefix) {
+            (Some(p), _) => p.clone(),
+            (None, Some(p)) => p.clone(),
+            (None, None) => conf_dir(&conf),
+        };
+        let conf = absolute(&conf, &prefix);
+        Ok(Env {
+            nginx: Nginx {
+                binary,
+                conf,
+                prefix,
+                timeout: s.nginx_timeout,
+            },
+            info,
+        })
+    }
+
+    /// Load the configuration this nginx would read.
+    pub fn load(&self) -> Result<Config> {
+        conf::load(&self.nginx.conf, &LoadOptions::default())
+    }
+
+    /// The pid file of the running master.
+    pub fn pid_file(&self, config: &Config) -> PathBuf {
+        nginx::pid_file(config, &self.nginx.prefix, &self.info)
+    }
+
+    /// The error logs the configuration writes to.
+    pub fn error_logs(&self, config: &Config) -> Vec<PathBuf> {
+        nginx::error_logs(config, &self.nginx.prefix, &self.info)
+    }
+}
+
+/// The main configuration file for commands that need no nginx (`targets`): `-c`, else what
+/// `nginx -V` says.
+pub fn conf_path(s: &Settings) -> Result<PathBuf> {
+    if let Some(c) = &s.conf {
+        return Ok(c.clone());
+    }
+    let binary = nginx::find_binary(s.nginx.as_deref())?;
+    let info = nginx::build_info(&binary)?;
+    info.conf_path.ok_or_else(|| {
+        Error::Usage(format!(
+            "{} -V names no --conf-path; pass -c/--conf FILE",
+            binary.display()
+        ))
+    })
+}
+
+fn conf_dir(conf: &Path) -> PathBuf {
+    conf.parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// nginx resolves a relative `-c` against the prefix.
+fn absolute(conf: &Path, prefix: &Path) -> PathBuf {
+    if conf.is_absolute() {
+        conf.to_path_buf()
+    } else if let Ok(cwd) = std::env::current_dir() {
+        // A relative -c given on our command line means relative to where the user stands.
+        let here = cwd.join(conf);
+        if here.exists() {
+            here
+        } else {
+            prefix.join(conf)
+        }
+    } else {
+        prefix.join(conf)
+    }
+}

@@ -1,0 +1,207 @@
+//! Step order and failure policy: the only place that decides what a result means. Other
+//! modules return data; this one orders the steps, turns results into an outcome and an exit
+//! status, and hands the report to `output`.
+//!
+//! `env` finds the nginx to work on, `inspect` runs the read-only checks, `transaction` does
+//! the reload and the rollback, `commands` holds the smaller commands.
+
+pub mod commands;
+pub mod edit;
+pub mod env;
+pub mod inspect;
+pub mod transaction;
+
+use std::time::Instant;
+
+use crate::conf::Config;
+use crate::diff::{self, ConfigDiff, FileSet};
+use crate::error::{Error, Result};
+use crate::exit::Exit;
+use crate::output::Printer;
+use crate::reload;
+use crate::report::{Outcome, Report};
+use crate::settings::Settings;
+use crate::signals;
+use crate::store::{
+    JournalRecord, Outcome as SnapOutcome, Phase as JournalPhase, Snapshot, SnapshotMeta, Store,
+};
+
+use env::Env;
+use inspect::{Checks, Inspection};
+use transaction::Transaction;
+
+pub use commands::*;
+pub use edit::edit;
+
+/// Snapshot metadata for this run.
+pub fn meta(outcome: SnapOutcome, changed_files: Vec<String>) -> SnapshotMeta {
+    SnapshotMeta {
+        outcome,
+        user: crate::store::current_user(),
+        command: crate::store::command_line(),
+        note: None,
+        changed_files,
+    }
+}
+
+/// The master and its workers: the listening sockets nginx itself holds.
+pub fn own_pids(master: &reload::Master) -> Vec<i32> {
+    let mut pids = vec![master.pid];
+    pids.extend(reload::workers(master).iter().map(|w| w.pid));
+    pids
+}
+
+/// The master parses the whole configuration again before new workers exist: allow a few
+/// times what `nginx -t` took, bounded by the configured reload timeout.
+fn reload_deadline(s: &Settings, report: &Report) -> std::time::Duration {
+    let test = report
+        .steps
+        .iter()
+        .find(|st| st.name == "nginx -t")
+        .map(|st| st.elapsed)
+        .unwrap_or_default();
+    (test * 4 + std::time::Duration::from_secs(5)).min(s.reload_timeout)
+}
+
+/// Open the state directory and take the lock; refuse while an interrupted run is unfinished.
+pub fn open_locked(s: &Settings) -> Result<(Store, crate::store::LockGuard)> {
+    let store = Store::open(&s.state_dir)?;
+    let lock = store.lock(s.wait, None)?;
+    if let Some(j) = store.journal()? {
+        return Err(Error::Usage(format!(
+            "an earlier run (pid {}, started {}) was interrupted during {:?}; run `safe-reload \
+             status` to see it and `safe-reload recover` to finish it",
+            j.pid, j.started, j.phase
+        )));
+    }
+    Ok((store, lock))
+}
+
+/// The candidate against last-good, if there is one.
+pub fn diff_against(
+    store: &Store,
+    last_good: Option<&Snapshot>,
+    config: &Config,
+) -> Result<Option<ConfigDiff>> {
+    let Some(good) = last_good else {
+        return Ok(None);
+    };
+    let old = FileSet::from_snapshot(store, good)?;
+    let new = FileSet::from_candidate(&config.conf_prefix, &config.files)?;
+    Ok(Some(diff::diff(&old, &new)))
+}
+
+/// `safe-reload` / `safe-reload reload`: the whole pipeline.
+pub fn reload(s: &Settings, p: &Printer, report: &mut Report) -> Result<Exit> {
+    let (store, _lock) = open_locked(s)?;
+    let env = Env::discover(s)?;
+    let config = match env.load() {
+        Ok(c) => c,
+        Err(e @ Error::Config { .. }) => return refuse_config(report, e),
+        Err(e) => return Err(e),
+    };
+    report.config = Some(config.main.clone());
+    let master = reload::find_master(&env.pid_file(&config), &env.nginx.binary)?;
+    let own = own_pids(&master);
+    let running_logs = env.error_logs(&config);
+    let checks = Checks {
+        test: true,
+        probe: !s.no_probe,
+        preflight: true,
+    };
+    let insp = inspect::inspect(
+        Some((&env.nginx, &env.info)),
+        s,
+        config,
+        &own,
+        checks,
+        report,
+    )?;
+    record_inspection(report, &insp);
+    if insp.refuses() {
+        return Ok(report.finish(Outcome::Refused, Exit::Refused));
+    }
+    let last_good = store.last_good()?;
+    let diff = diff_against(&store, last_good.as_ref(), &insp.config)?;
+    let unchanged = diff.as_ref().is_some_and(|d| d.is_empty());
+    report.diff = diff;
+    if unchanged && !s.force {
+        report.notes.push("nothing changed since the last good configuration; not reloading (--force reloads anyway)".into());
+        return Ok(report.finish(Outcome::Unchanged, Exit::Ok));
+    }
+    if last_good.is_none() {
+        report.warnings.push(
+            "no known-good snapshot yet: if this reload fails there is nothing to roll back to \
+             (run `safe-reload init` on a working configuration first)"
+                .into(),
+        );
+    }
+    crate::output::render_preview(p, report);
+    if !s.yes && p.interactive() && !p.confirm("Reload nginx with this configuration?") {
+        report.notes.push("cancelled: nothing changed".into());
+        return Ok(report.finish(Outcome::Cancelled, Exit::Refused));
+    }
+    if signals::interrupted() {
+        return Err(Error::Interrupted);
+    }
+    let t = Instant::now();
+    let candidate = store.snapshot(
+        &insp.config.conf_prefix,
+        &insp.config.files,
+        meta(SnapOutcome::Pending, changed_files(report)),
+    )?;
+    store.journal_begin(&JournalRecord::new(
+        crate::store::command_line(),
+        Some(candidate.id.clone()),
+        last_good.as_ref().map(|g| g.id.clone()),
+    ))?;
+    store.journal_phase(JournalPhase::Snapshotted)?;
+    report.step("snapshot", true, t.elapsed(), Some(candidate.id.clone()));
+    report.snapshot = Some(candidate.id.clone());
+    let tx = Transaction {
+        s,
+        env: &env,
+        store: &store,
+        master,
+        candidate_paths: insp.config.paths().map(|p| p.to_path_buf()).collect(),
+        candidate,
+        last_good,
+        servers: insp.servers.clone(),
+        running_logs,
+        reload_deadline: reload_deadline(s, report),
+    };
+    tx.run(&insp.config, report)
+}
+
+fn changed_files(report: &Report) -> Vec<String> {
+    report.diff.as_ref().map(|d| d.paths()).unwrap_or_default()
+}
+
+/// A configuration that does not even load: refused, with file and line.
+pub fn refuse_config(report: &mut Report, e: Error) -> Result<Exit> {
+    if let Error::Config {
+        file,
+        line,
+        message,
+    } = &e
+    {
+        report.problems.push(crate::report::Problem {
+            level: "emerg".into(),
+            message: message.clone(),
+            file: Some(file.clone()),
+            line: Some(*line),
+            hint: None,
+        });
+        return Ok(report.finish(Outcome::Refused, Exit::Refused));
+    }
+    Err(e)
+}
+
+/// Copy what the read-only checks found into the report.
+pub fn record_inspection(report: &mut Report, insp: &Inspection) {
+    report.config = Some(insp.config.main.clone());
+    report.problems.extend(insp.problems());
+    report.test = insp.test.clone();
+    report.probe = insp.probe.clone();
+    report.conflicts = insp.conflicts.clone();
+}

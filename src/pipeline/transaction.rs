@@ -1,0 +1,292 @@
+//! The reload transaction: snapshot the candidate, signal nginx, prove the reload, verify
+//! through nginx, and on any failure after the signal restore the last good configuration
+//! through the same test-reload-prove-verify path. The journal records every phase before it
+//! starts, so a run killed at any point is found by the next one.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::conf::{servers, Config, Server};
+use crate::error::{Error, Result};
+use crate::errorlog::Cursors;
+use crate::exit::Exit;
+use crate::health::{self, Check, HealthOptions, HealthReport};
+use crate::nginx;
+use crate::pipeline::env::Env;
+use crate::reload::{self, Master, Proof, ReloadMethod};
+use crate::report::{Outcome, Report, RollbackReport};
+use crate::settings::Settings;
+use crate::signals::{self, Phase};
+use crate::store::{Outcome as SnapOutcome, Phase as JournalPhase, Snapshot, Store};
+
+/// Everything the transaction needs, gathered by the caller before anything changes.
+pub struct Transaction<'a> {
+    pub s: &'a Settings,
+    pub env: &'a Env,
+    pub store: &'a Store,
+    pub master: Master,
+    /// The candidate as snapshotted (the user's edit: never lost).
+    pub candidate: Snapshot,
+    /// Where to go back to.
+    pub last_good: Option<Snapshot>,
+    /// The candidate's file set, for removing files the change added.
+    pub candidate_paths: Vec<PathBuf>,
+    pub servers: Vec<Server>,
+    /// The error logs of the configuration nginx runs now.
+    pub running_logs: Vec<PathBuf>,
+    /// How long the master may take to bring up new workers.
+    pub reload_deadline: std::time::Duration,
+}
+
+/// What one reload attempt showed.
+struct Attempt {
+    proof: Proof,
+    health: Option<HealthReport>,
+}
+
+impl Attempt {
+    fn passed(&self) -> bool {
+        self.proof.took_effect && self.health.as_ref().is_none_or(|h| h.passed)
+    }
+
+    fn why(&self) -> String {
+        if !self.proof.took_effect {
+            return format!(
+                "the reload did not take effect: {}",
+                self.proof
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "no new workers".into())
+            );
+        }
+        match &self.health {
+            Some(h) if !h.passed => {
+                format!("verification through nginx failed: {}", health_summary(h))
+            }
+            _ => "verification failed".into(),
+        }
+    }
+}
+
+impl Transaction<'_> {
+    fn method(&self) -> ReloadMethod {
+        match &self.s.reload_cmd {
+            Some(argv) => ReloadMethod::Command(argv.clone()),
+            None => ReloadMethod::Signal,
+        }
+    }
+
+    fn checks(&self, servers: &[Server]) -> Result<Vec<Check>> {
+        if self.s.health.is_empty() {
+            return Ok(health::derive_checks(servers));
+        }
+        self.s
+            .health
+            .iter()
+            .map(|u| health::parse_url(u, &self.s.resolve))
+            .collect()
+    }
+
+    fn health_options(&self) -> HealthOptions {
+        HealthOptions {
+            window: self.s.health_window,
+            expect_status: (!self.s.expect_status.is_empty()).then(|| self.s.expect_status.clone()),
+            ..HealthOptions::default()
+        }
+    }
+
+    /// Signal, prove, verify. Errors here are failures to even try (signal refused).
+    fn attempt(&self, config: &Config, servers: &[Server], report: &mut Report) -> Result<Attempt> {
+        let checks = self.checks(servers)?;
+        // A failed reload logs its [emerg] to the running configuration's logs, a successful
+        // one to the new configuration's: watch both.
+        let mut paths = self.env.error_logs(config);
+        for p in &self.running_logs {
+            if !paths.contains(p) {
+                paths.push(p.clone());
+            }
+        }
+        let mut logs = Cursors::open(&paths);
+        let before = reload::workers(&self.master);
+        let t = Instant::now();
+        reload::trigger(&self.master, &self.method(), self.s.reload_timeout)?;
+        let proof = reload::prove_with(
+            &self.master,
+            &before,
+            &mut logs,
+            self.reload_deadline,
+            nginx::worker_processes(config),
+        );
+        report.step(
+            "reload",
+            proof.took_effect,
+            t.elapsed(),
+            proof.reason.clone(),
+        );
+        if !proof.took_effect {
+            return Ok(Attempt {
+                proof,
+                health: None,
+            });
+        }
+        if checks.is_empty() {
+            report.notes.push(
+                "no health requests: no proxied location on a local listen and no --health URL; \
+                 only the reload itself was verified"
+                    .into(),
+            );
+        }
+        let t = Instant::now();
+        let h = health::verify(&checks, &mut logs, &self.health_options());
+        report.step("verify", h.passed, t.elapsed(), None);
+        Ok(Attempt {
+            proof,
+            health: Some(h),
+        })
+    }
+
+    /// Run it: the candidate is on disk and tested; nginx has not been touched yet.
+    pub fn run(self, config: &Config, report: &mut Report) -> Result<Exit> {
+        self.store.journal_phase(JournalPhase::Reloading)?;
+        signals::set_phase(Phase::Verifying);
+        let attempt = self.attempt(config, &self.servers, report);
+        let attempt = match attempt {
+            Ok(a) => a,
+            Err(e) => {
+                // The signal or reload command failed; nginx may or may not have reloaded.
+                report.notes.push(format!("reloading failed: {e}"));
+                return self.rollback(report, format!("reloading failed: {e}"));
+            }
+        };
+        report.reload = Some(attempt.proof.clone());
+        report.health = attempt.health.clone();
+        if attempt.passed() {
+            self.store
+                .set_outcome(&self.candidate.id, SnapOutcome::Good, None)?;
+            self.store.set_last_good(&self.candidate)?;
+            self.store.prune(self.s.retention)?;
+            self.store.journal_clear()?;
+            signals::set_phase(Phase::Idle);
+            return Ok(report.finish(Outcome::Reloaded, Exit::Ok));
+        }
+        let why = attempt.why();
+        self.rollback(report, why)
+    }
+
+    /// Put last-good back and prove it; exit 3 when it is live and verified, 4 otherwise.
+    fn rollback(&self, report: &mut Report, why: String) -> Result<Exit> {
+        signals::set_phase(Phase::RollingBack);
+        self.store.journal_phase(JournalPhase::RollingBack)?;
+        let _ =
+            self.store
+                .set_outcome(&self.candidate.id, SnapOutcome::Rejected, Some(why.clone()));
+        let mut rb = RollbackReport::new(why, &self.candidate);
+        let exit = self.restore_and_verify(&mut rb, report);
+        report.rollback = Some(rb);
+        match exit {
+            Ok(exit) => {
+                if exit == Exit::RolledBack {
+                    self.store.journal_clear()?;
+                }
+                signals::set_phase(Phase::Idle);
+                let outcome = if exit == Exit::RolledBack {
+                    Outcome::RolledBack
+                } else {
+                    Outcome::RollbackFailed
+                };
+                Ok(report.finish(outcome, exit))
+            }
+            Err(e) => {
+                if let Some(rb) = report.rollback.as_mut() {
+                    rb.state = format!(
+                        "{e}. The rejected candidate is kept as snapshot {}; the journal still \
+                         records this run: run `safe-reload status` and `safe-reload recover`",
+                        self.candidate.id
+                    );
+                }
+                Ok(report.finish(Outcome::RollbackFailed, Exit::RollbackFailed))
+            }
+        }
+    }
+
+    fn restore_and_verify(&self, rb: &mut RollbackReport, report: &mut Report) -> Result<Exit> {
+        let Some(good) = &self.last_good else {
+            rb.state = "there is no known-good snapshot to go back to: the failing configuration \
+                        is on disk and may be live. Fix it, or restore a snapshot with \
+                        `safe-reload rollback ID`"
+                .into();
+            return Ok(Exit::RollbackFailed);
+        };
+        rb.restored_to = Some(good.id.clone());
+        let t = Instant::now();
+        let restore = self.store.restore(
+            good,
+            &self.candidate.config_root,
+            &self.candidate_paths,
+            Some(&self.candidate),
+        )?;
+        report.step("restore", restore.is_clean(), t.elapsed(), None);
+        let clean = restore.is_clean();
+        rb.restore = Some(restore);
+        if !clean {
+            rb.state = "the restored files do not match the last-good snapshot (see restore); \
+                        nginx was not reloaded again"
+                .into();
+            return Ok(Exit::RollbackFailed);
+        }
+        let restored = self.env.load().map_err(|e| {
+            Error::Internal(format!(
+                "the restored last-good configuration does not load: {e}"
+            ))
+        })?;
+        let test = self.env.nginx.test()?;
+        let passed = test.passed;
+        rb.test = Some(test);
+        if !passed {
+            rb.state = "the restored last-good configuration fails nginx -t now (see test); the \
+                        files are restored but nginx was not reloaded"
+                .into();
+            return Ok(Exit::RollbackFailed);
+        }
+        let servers = servers::extract(&restored);
+        let attempt = self.attempt(&restored, &servers, report)?;
+        rb.reload = Some(attempt.proof.clone());
+        rb.health = attempt.health.clone();
+        if attempt.passed() {
+            rb.state = format!(
+                "the last good configuration ({}) is live and verified",
+                good.id
+            );
+            return Ok(Exit::RolledBack);
+        }
+        rb.state = if attempt.proof.took_effect {
+            format!(
+                "the last good configuration ({}) is live but fails verification too: the \
+                 backend is failing, the configuration change is not the cause",
+                good.id
+            )
+        } else {
+            format!(
+                "reloading the last good configuration failed: {}",
+                attempt.why()
+            )
+        };
+        Ok(Exit::RollbackFailed)
+    }
+}
+
+/// One line on why verification failed.
+fn health_summary(h: &HealthReport) -> String {
+    if let Some(r) = h.results.iter().find(|r| r.failed) {
+        let what = match (r.status, &r.error) {
+            (Some(code), _) => format!("HTTP {code}"),
+            (None, Some(e)) => e.clone(),
+            (None, None) => "no answer".into(),
+        };
+        return format!("{} (Host: {}) answered {what}", r.url, r.host);
+    }
+    if let Some(u) = h.upstream_errors.first() {
+        return format!("nginx logged an upstream error: {}", u.text);
+    }
+    "no good answer within the verification window".into()
+}
