@@ -48,7 +48,7 @@ pub enum Outcome {
 pub struct Step {
     pub name: &'static str,
     pub ok: bool,
-    #[serde(serialize_with = "ms")]
+    #[serde(rename = "elapsed_ms", serialize_with = "ms")]
     pub elapsed: Duration,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
