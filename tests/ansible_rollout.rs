@@ -6,6 +6,9 @@
 //! there: host 1 serves the new configuration, host 2 the old one, host 3 was never touched,
 //! and what the play reports per host matches what each nginx really serves.
 
+// Tests say on stderr which path they took (the .deb builder, the venv creation).
+#![allow(clippy::print_stderr)]
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -57,7 +60,8 @@ fn free_port(ip: Ipv4Addr) -> u16 {
 /// `GET /` through nginx: the status code and the body.
 fn get(addr: SocketAddr) -> (u16, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect nginx");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     s.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
         .expect("send request");
     let mut response = String::new();
@@ -233,7 +237,10 @@ fn venv() -> PathBuf {
 
 #[test]
 fn rollout_stops_at_the_broken_host_and_leaves_every_host_as_reported() {
-    assert!(Path::new(NGINX).exists(), "{NGINX} is needed (scripts/test.sh installs it)");
+    assert!(
+        Path::new(NGINX).exists(),
+        "{NGINX} is needed (scripts/test.sh installs it)"
+    );
     let venv = venv();
     let work = tempfile::tempdir().expect("tempdir");
     let ip = |n: u8| Ipv4Addr::new(127, 61, n, 2);
@@ -293,11 +300,23 @@ fn rollout_stops_at_the_broken_host_and_leaves_every_host_as_reported() {
 
     // What each nginx really serves, and what is on disk.
     let [web1, web2, web3] = [&hosts[0], &hosts[1], &hosts[2]];
-    assert_eq!(get(web1.listen), (200, "new-1".into()), "web1 reloaded\n{log}");
+    assert_eq!(
+        get(web1.listen),
+        (200, "new-1".into()),
+        "web1 reloaded\n{log}"
+    );
     assert_eq!(web1.app_conf(), web1.new_conf);
-    assert_eq!(get(web2.listen), (200, "old-2".into()), "web2 back on old\n{log}");
+    assert_eq!(
+        get(web2.listen),
+        (200, "old-2".into()),
+        "web2 back on old\n{log}"
+    );
     assert_eq!(web2.app_conf(), web2.old_conf, "web2's files rolled back");
-    assert_eq!(get(web3.listen), (200, "old-3".into()), "web3 untouched\n{log}");
+    assert_eq!(
+        get(web3.listen),
+        (200, "old-3".into()),
+        "web3 untouched\n{log}"
+    );
     assert_eq!(web3.app_conf(), web3.old_conf, "web3's files untouched");
 
     // What the play reported, per host.
@@ -306,13 +325,31 @@ fn rollout_stops_at_the_broken_host_and_leaves_every_host_as_reported() {
         Some(serde_json::from_str(&text).expect("result file is JSON"))
     };
     let r1 = report("web1").unwrap_or_else(|| panic!("no result for web1\n{log}"));
-    assert_eq!((r1["outcome"].as_str(), r1["rc"].as_i64()), (Some("reloaded"), Some(0)));
+    assert_eq!(
+        (r1["outcome"].as_str(), r1["rc"].as_i64()),
+        (Some("reloaded"), Some(0))
+    );
     assert_eq!(r1["exit_code"], 0);
     let r2 = report("web2").unwrap_or_else(|| panic!("no result for web2\n{log}"));
-    assert_eq!((r2["outcome"].as_str(), r2["rc"].as_i64()), (Some("rolled_back"), Some(3)));
+    assert_eq!(
+        (r2["outcome"].as_str(), r2["rc"].as_i64()),
+        (Some("rolled_back"), Some(3))
+    );
     assert_eq!(r2["exit_code"], 3);
-    assert!(report("web3").is_none(), "web3 must not have been reached\n{log}");
-    assert!(log.contains("\"web1\": \"reloaded (exit 0)\""), "summary\n{log}");
-    assert!(log.contains("\"web2\": \"rolled_back (exit 3)\""), "summary\n{log}");
-    assert!(!log.contains("web3"), "web3 appears in the play output\n{log}");
+    assert!(
+        report("web3").is_none(),
+        "web3 must not have been reached\n{log}"
+    );
+    assert!(
+        log.contains("\"web1\": \"reloaded (exit 0)\""),
+        "summary\n{log}"
+    );
+    assert!(
+        log.contains("\"web2\": \"rolled_back (exit 3)\""),
+        "summary\n{log}"
+    );
+    assert!(
+        !log.contains("web3"),
+        "web3 appears in the play output\n{log}"
+    );
 }

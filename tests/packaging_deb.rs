@@ -9,6 +9,9 @@
 //! and the control fields, but not cargo-deb's own reading of the metadata. The test prints
 //! which builder it used.
 
+// Tests say on stderr which path they took (the .deb builder, the venv creation).
+#![allow(clippy::print_stderr)]
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -76,7 +79,10 @@ fn generate_assets() {
         ("zsh", "_safe-reload"),
         ("fish", "safe-reload.fish"),
     ] {
-        files.push((name, run(Command::new(BIN).args(["completions", shell])).stdout));
+        files.push((
+            name,
+            run(Command::new(BIN).args(["completions", shell])).stdout,
+        ));
     }
     for (name, bytes) in files {
         let tmp = tempfile::NamedTempFile::new_in(&assets).expect("temp asset");
@@ -110,7 +116,14 @@ fn build_deb(work: &Path) -> PathBuf {
             Command::new("cargo")
                 .current_dir(ROOT)
                 .env("CARGO_TARGET_DIR", &target)
-                .args(["deb", "--no-build", "--no-strip", "--fast", "--quiet", "--output"])
+                .args([
+                    "deb",
+                    "--no-build",
+                    "--no-strip",
+                    "--fast",
+                    "--quiet",
+                    "--output",
+                ])
                 .arg(&out),
         );
         PathBuf::from(path.trim())
@@ -222,7 +235,12 @@ fn deb_holds_binary_man_page_completions_and_conffile() {
     ] {
         assert!(info.contains(field), "{field} missing:\n{info}");
     }
-    let conffiles = stdout(Command::new("dpkg-deb").arg("-I").arg(&deb).arg("conffiles"));
+    let conffiles = stdout(
+        Command::new("dpkg-deb")
+            .arg("-I")
+            .arg(&deb)
+            .arg("conffiles"),
+    );
     assert_eq!(conffiles.trim(), "/etc/safe-reload.toml");
 
     // What was packaged works: the binary runs and the man page is the binary's own.
@@ -246,14 +264,19 @@ fn deb_holds_binary_man_page_completions_and_conffile() {
 #[test]
 fn man_page_has_exit_status_for_every_code() {
     let man = stdout(Command::new(BIN).arg("man"));
-    assert!(man.starts_with(".ie") || man.contains(".TH"), "not roff:\n{man}");
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH"),
+        "not roff:\n{man}"
+    );
     let section = man
         .split_once("EXIT STATUS")
         .map(|(_, rest)| rest)
         .unwrap_or_else(|| panic!("no EXIT STATUS section:\n{man}"));
     for code in ["0", "1", "2", "3", "4", "130"] {
         assert!(
-            section.lines().any(|l| l.contains(&format!("\\fB{code}\\fR"))),
+            section
+                .lines()
+                .any(|l| l.contains(&format!("\\fB{code}\\fR"))),
             "exit status {code} missing:\n{section}"
         );
     }
@@ -266,14 +289,23 @@ fn completions_generate_and_name_every_subcommand() {
         for sub in SUBCOMMANDS {
             assert!(text.contains(sub), "{shell} completions lack {sub}");
         }
-        assert!(text.contains("state-dir"), "{shell} completions lack --state-dir");
+        assert!(
+            text.contains("state-dir"),
+            "{shell} completions lack --state-dir"
+        );
     }
     let bash = stdout(Command::new(BIN).args(["completions", "bash"]));
     assert!(bash.contains("complete -F"), "not a bash completion script");
     let zsh = stdout(Command::new(BIN).args(["completions", "zsh"]));
-    assert!(zsh.starts_with("#compdef safe-reload"), "not a zsh completion");
+    assert!(
+        zsh.starts_with("#compdef safe-reload"),
+        "not a zsh completion"
+    );
     let fish = stdout(Command::new(BIN).args(["completions", "fish"]));
-    assert!(fish.contains("complete -c safe-reload"), "not a fish completion");
+    assert!(
+        fish.contains("complete -c safe-reload"),
+        "not a fish completion"
+    );
 }
 
 /// The keys of `FileSettings` in src/settings.rs, as they are spelled in the file.
@@ -370,14 +402,18 @@ fn systemd_drop_in_replaces_exec_reload_without_recursion() {
     let argv: Vec<&str> = exec.split_whitespace().collect();
     assert_eq!(argv[0], "/usr/bin/safe-reload");
     assert!(argv.contains(&"-y"), "{exec}");
-    assert!(!exec.contains("reload-cmd"), "would call systemctl reload from within it");
+    assert!(
+        !exec.contains("reload-cmd"),
+        "would call systemctl reload from within it"
+    );
     let timeout = settings
         .iter()
         .find_map(|l| l.strip_prefix("TimeoutStartSec="))
         .expect("TimeoutStartSec bounds ExecReload=");
     let seconds: u64 = timeout.parse().expect("seconds");
     // Two nginx -t (120 s), two reload proofs (60 s), two health windows (3 s), probes (1 s).
-    assert!(seconds >= 2 * 120 + 2 * 60 + 2 * 3 + 1, "{seconds}");
+    let worst_case = 2 * 120 + 2 * 60 + 2 * 3 + 1;
+    assert!(seconds >= worst_case, "{seconds} < {worst_case}");
     // The flags the drop-in passes exist.
     run(Command::new(BIN).args(&argv[1..]).args(["man"]));
 }
