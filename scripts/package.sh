@@ -25,8 +25,10 @@ say() { printf '==> %s\n' "$*" >&2; }
 
 # cargo-deb finds the binary under the real target directory (it maps target/release/ there);
 # the generated assets are read relative to Cargo.toml, so they always go to ./target/assets.
-target_dir=$(cargo metadata --no-deps --format-version 1 |
-  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+read -r target_dir version < <(cargo metadata --no-deps --format-version 1 | python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+print(m["target_directory"], next(p["version"] for p in m["packages"] if p["name"] == "safe-reload"))')
 bin=$target_dir/release/safe-reload
 assets=target/assets
 
@@ -55,8 +57,10 @@ if ((rpm)); then
   fi
   if cargo generate-rpm --version >/dev/null 2>&1; then
     say "building the .rpm"
-    cargo generate-rpm
-    built+=("$(ls -t "$target_dir"/generate-rpm/safe-reload-*.rpm | head -n 1)")
+    rpm_file=$target_dir/generate-rpm/safe-reload-$version-1.$(uname -m).rpm
+    mkdir -p "$(dirname "$rpm_file")"
+    cargo generate-rpm --output "$rpm_file"
+    built+=("$rpm_file")
   fi
 fi
 
