@@ -132,6 +132,10 @@ pub struct Report {
     pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The details were already shown (e.g. before `edit` asked what to do next): the final
+    /// rendering only repeats the notes and the outcome.
+    #[serde(skip)]
+    pub rendered: bool,
 }
 
 impl Report {
@@ -159,6 +163,7 @@ impl Report {
             warnings: Vec::new(),
             notes: Vec::new(),
             error: None,
+            rendered: false,
         }
     }
 

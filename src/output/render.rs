@@ -16,8 +16,29 @@ pub fn render(p: &Printer, report: &Report) {
         p.json_doc(report);
         return;
     }
+    if !report.rendered {
+        render_details(p, report);
+    }
+    // After a failure the notes say where things are (e.g. where an edit is kept): shown
+    // even with -q.
+    let failed = !matches!(
+        report.outcome,
+        Outcome::Ok | Outcome::Reloaded | Outcome::Unchanged | Outcome::Recorded
+    );
+    for note in &report.notes {
+        if failed {
+            p.err(&escape_control(note));
+        } else {
+            p.progress(&escape_control(note));
+        }
+    }
+    render_outcome(p, report);
+}
+
+fn render_details(p: &Printer, report: &Report) {
     render_steps(p, report);
     render_problems(p, &report.problems);
+    render_test_output(p, report);
     if let Some(pr) = &report.probe {
         probes::render_probe(p, pr, report.command == "probe");
     }
@@ -44,10 +65,6 @@ pub fn render(p: &Printer, report: &Report) {
     if let Some(st) = &report.status {
         render_status(p, st);
     }
-    for note in &report.notes {
-        p.progress(&escape_control(note));
-    }
-    render_outcome(p, report);
 }
 
 /// What is shown before the reload (and before the prompt): warnings and the diff.
@@ -75,8 +92,14 @@ pub fn render_error(p: &Printer, report: &Report, e: &crate::Error) {
     }
     let head = p.paint(Tone::Bad, "error:");
     p.err(&format!("{head} {}", escape_control(&e.to_string())));
+    // Notes said before the error still matter: e.g. where an edit was kept.
+    for note in &report.notes {
+        p.err(&escape_control(note));
+    }
 }
 
+/// Steps with timings under -v. Without it only a failed step that no other section explains
+/// (the reload itself, a restore) is shown: the failing target or file:line says the rest.
 fn render_steps(p: &Printer, report: &Report) {
     for st in &report.steps {
         let mark = if st.ok {
@@ -91,11 +114,27 @@ fn render_steps(p: &Printer, report: &Report) {
             .map(|d| format!("  {}", escape_control(d)))
             .unwrap_or_default();
         let line = format!("{mark} {:<10} {ms:>8.1} ms{detail}", st.name);
-        if st.ok {
-            p.detail(&line);
-        } else {
+        if !st.ok && matches!(st.name, "reload" | "restore") {
             p.progress(&line);
+        } else {
+            p.detail(&line);
         }
+    }
+}
+
+/// nginx's own words, verbatim but escaped: with -v, or when nothing in them could be
+/// placed at a file:line (so a failure is never silent).
+fn render_test_output(p: &Printer, report: &Report) {
+    let Some(t) = &report.test else {
+        return;
+    };
+    let unplaced = !t.passed && t.messages.is_empty();
+    if t.stderr.trim().is_empty() || !(unplaced || p.verbose) {
+        return;
+    }
+    p.err("nginx -t said:");
+    for line in t.stderr.lines() {
+        p.err(&format!("  {}", escape_control(line)));
     }
 }
 
@@ -111,10 +150,17 @@ fn render_problems(p: &Printer, problems: &[Problem]) {
             _ => Tone::Bad,
         };
         let level = p.paint(tone, &pr.level);
+        let message = match (&pr.file, pr.line) {
+            (Some(f), Some(l)) => {
+                let suffix = format!(" in {}:{l}", f.display());
+                pr.message.strip_suffix(&suffix).unwrap_or(&pr.message)
+            }
+            _ => &pr.message,
+        };
         p.err(&format!(
             "{}{level}: {}",
             escape_control(&place),
-            escape_control(&pr.message)
+            escape_control(message)
         ));
         if let Some(hint) = &pr.hint {
             p.err(&format!(
@@ -311,7 +357,10 @@ fn render_history(p: &Printer, history: &[Snapshot], last_good: Option<&str>) {
 fn render_status(p: &Printer, st: &StatusReport) {
     match (st.master_pid, &st.not_running) {
         (Some(pid), _) => p.out(&format!("nginx: running (master pid {pid})")),
-        (None, Some(why)) => p.out(&format!("nginx: not running ({})", escape_control(why))),
+        (None, Some(why)) => {
+            let why = why.strip_prefix("nginx is not running: ").unwrap_or(why);
+            p.out(&format!("nginx: not running: {}", escape_control(why)))
+        }
         (None, None) => p.out("nginx: unknown"),
     }
     match &st.last_good {
@@ -329,11 +378,17 @@ fn render_status(p: &Printer, st: &StatusReport) {
     }
 }
 
+/// Commands whose job is a reload; the others only look.
+fn reloads(command: &str) -> bool {
+    matches!(command, "reload" | "edit" | "rollback" | "recover")
+}
+
 fn render_outcome(p: &Printer, report: &Report) {
     let (tone, text) = match report.outcome {
         Outcome::Ok => return,
         Outcome::Reloaded => (Tone::Good, "reloaded: the new configuration is live and verified".to_string()),
         Outcome::Unchanged => (Tone::Good, "unchanged: nothing to reload".into()),
+        Outcome::Refused if !reloads(&report.command) => (Tone::Bad, format!("{}: problems found (nothing was reloaded)", report.command)),
         Outcome::Refused => (Tone::Bad, "refused: nginx was not reloaded; the running configuration is untouched".into()),
         Outcome::RolledBack => (Tone::Warn, "rolled back: the change failed after the reload; the previous configuration is live and verified".into()),
         Outcome::RollbackFailed => (Tone::Bad, "ROLLBACK FAILED: an operator must act now (see above)".into()),

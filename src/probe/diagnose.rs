@@ -120,6 +120,12 @@ fn likely_backends<'a>(index: &TcpIndex<'a>, addr: SocketAddr) -> Vec<&'a TcpLis
     if others.iter().any(|l| l.addr.ip() == addr.ip()) {
         others.retain(|l| l.addr.ip() == addr.ip());
     }
+    // As root every process of this machine is visible: a listener with no owner belongs to
+    // another namespace and is not the backend.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        others.retain(|l| main_holder(&l.holders).is_some());
+    }
     let plausible = |l: &&TcpListen| {
         main_holder(&l.holders).is_some_and(|o| o.program != "nginx")
     };
