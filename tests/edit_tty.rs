@@ -7,112 +7,15 @@
 mod output_util;
 mod support;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use output_util::pty::Pty;
 use output_util::*;
 use support::*;
 
-const SCRIPT: &str = "/usr/bin/script";
-
-/// A command on a pty; what it prints is collected as it comes.
-struct Pty {
-    child: std::process::Child,
-    screen: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Pty {
-    fn start(cmd: &Command) -> Pty {
-        let mut line = vec![shell_quote(cmd.get_program().to_string_lossy().as_ref())];
-        line.extend(
-            cmd.get_args()
-                .map(|a| shell_quote(a.to_string_lossy().as_ref())),
-        );
-        let mut child = Command::new(SCRIPT)
-            .args(["-qefc", &line.join(" "), "/dev/null"])
-            .envs(
-                cmd.get_envs()
-                    .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start script(1)");
-        let mut out = child.stdout.take().expect("stdout");
-        let screen = Arc::new(Mutex::new(String::new()));
-        let sink = screen.clone();
-        let reader = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                sink.lock().expect("screen").push_str(&text);
-            }
-        });
-        Pty {
-            child,
-            screen,
-            reader: Some(reader),
-        }
-    }
-
-    fn screen(&self) -> String {
-        self.screen.lock().expect("screen").clone()
-    }
-
-    /// Wait until `prompt` has appeared `nth` times, then type `answer` and Enter.
-    fn answer(&mut self, prompt: &str, nth: usize, answer: &str) {
-        let shown = wait_for(Duration::from_secs(20), || {
-            self.screen().matches(prompt).count() >= nth
-        });
-        assert!(shown, "no {prompt:?} (#{nth}) on screen:\n{}", self.screen());
-        let stdin = self.child.stdin.as_mut().expect("stdin");
-        stdin
-            .write_all(format!("{answer}\n").as_bytes())
-            .expect("type");
-        stdin.flush().expect("flush");
-    }
-
-    fn wait(mut self) -> (Option<i32>, String) {
-        let done = wait_for(Duration::from_secs(30), || {
-            self.child.try_wait().ok().flatten().is_some()
-        });
-        if !done {
-            let _ = self.child.kill();
-        }
-        let status = self.child.wait().expect("wait").code();
-        // The reader ends when the pty closes, after the last output.
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
-        (status, self.screen())
-    }
-}
-
-impl Drop for Pty {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 #[test]
 fn on_a_terminal_a_refused_edit_can_be_diffed_and_edited_again() {
-    if !std::path::Path::new(SCRIPT).exists() {
-        eprintln!("skipped: {SCRIPT} (util-linux) is not installed");
+    if !output_util::pty::available() {
         return;
     }
     let site = Site::started_with_baseline();
@@ -159,8 +62,7 @@ fn on_a_terminal_a_refused_edit_can_be_diffed_and_edited_again() {
 
 #[test]
 fn on_a_terminal_quitting_keeps_the_edit_and_the_file() {
-    if !std::path::Path::new(SCRIPT).exists() {
-        eprintln!("skipped: {SCRIPT} (util-linux) is not installed");
+    if !output_util::pty::available() {
         return;
     }
     let site = Site::started_with_baseline();

@@ -257,10 +257,16 @@ fn render_health(p: &Printer, h: &HealthReport, label: &str) {
         } else {
             p.paint(Tone::Good, "ok  ")
         };
+        // The Host header is worth a mention only where the URL does not already say it.
+        let url = r.url.to_string();
+        let host = if url.contains(&format!("//{}", r.host)) {
+            String::new()
+        } else {
+            format!(" (Host: {})", r.host)
+        };
         let line = format!(
-            "{mark} {label}: GET {} (Host: {}) -> {}",
-            r.url,
-            r.host,
+            "{mark} {label}: GET {}{host} -> {}",
+            escape_control(&url),
             escape_control(&what)
         );
         if r.failed {
