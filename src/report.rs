@@ -54,7 +54,8 @@ pub struct Step {
     pub detail: Option<String>,
 }
 
-fn ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+/// A duration as milliseconds with microsecond precision: every `elapsed_ms` of the JSON report.
+pub fn ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e3)
 }
 
