@@ -40,7 +40,10 @@ impl Drop for Group {
 
 /// The demo's temp dir, from its first line.
 fn demo_dir(out: &str) -> PathBuf {
-    let at = out.find("under /tmp/safe-reload-demo.").expect("demo dir printed") + 6;
+    let at = out
+        .find("under /tmp/safe-reload-demo.")
+        .expect("demo dir printed")
+        + 6;
     PathBuf::from(out[at..].split_whitespace().next().expect("path"))
 }
 
@@ -59,7 +62,11 @@ fn processes_using(dir: &Path) -> Vec<String> {
         let cmdline = std::fs::read(base.join("cmdline")).unwrap_or_default();
         let cwd = std::fs::read_link(base.join("cwd")).unwrap_or_default();
         let fds: Vec<PathBuf> = std::fs::read_dir(base.join("fd"))
-            .map(|rd| rd.flatten().filter_map(|f| std::fs::read_link(f.path()).ok()).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|f| std::fs::read_link(f.path()).ok())
+                    .collect()
+            })
             .unwrap_or_default();
         if String::from_utf8_lossy(&cmdline).contains(&needle)
             || cwd.starts_with(dir)
@@ -87,7 +94,11 @@ fn the_demo_runs_to_the_end_and_leaves_nothing_behind() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(start.elapsed() < Duration::from_secs(60), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
     let app = text
         .split("in front of an app on ")
         .nth(1)
@@ -128,7 +139,9 @@ fn an_interrupted_demo_cleans_up_too() {
             if n == 0 {
                 break;
             }
-            sink.lock().expect("out").push_str(&String::from_utf8_lossy(&buf[..n]));
+            sink.lock()
+                .expect("out")
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
     let text = || seen.lock().expect("out").clone();

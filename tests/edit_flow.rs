@@ -21,7 +21,10 @@ fn assert_kept(site: &Site, out_text: &str, holds: &str) {
     let kept = site.kept_edits();
     assert_eq!(kept.len(), 1, "{kept:?}\n{out_text}");
     let path = kept[0].display().to_string();
-    assert!(out_text.contains(&path), "path {path} not printed:\n{out_text}");
+    assert!(
+        out_text.contains(&path),
+        "path {path} not printed:\n{out_text}"
+    );
     let body = std::fs::read_to_string(&kept[0]).expect("kept edit");
     assert!(body.contains(holds), "{body}");
 }
@@ -42,7 +45,10 @@ fn a_refused_edit_leaves_the_file_as_it_was_and_keeps_the_edit() {
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert_eq!(read(&site.nginx.conf), before, "the file changed:\n{all}");
     assert_kept(&site, &all, &wrong);
-    assert!(all.contains(&format!("nothing listens on {wrong}")), "{all}");
+    assert!(
+        all.contains(&format!("nothing listens on {wrong}")),
+        "{all}"
+    );
     assert_eq!(site.get().1, "app-v1");
 }
 
@@ -79,14 +85,15 @@ fn an_applied_edit_goes_live() {
     let out = site
         .cmd()
         .args(["edit", &conf])
-        .env(
-            "EDITOR",
-            sed(&site.app.host_port(), &v2.host_port()),
-        )
+        .env("EDITOR", sed(&site.app.host_port(), &v2.host_port()))
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("reloaded:"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("reloaded:"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(site.get().1, "app-v2");
     let now = std::fs::read_to_string(&site.nginx.conf).expect("conf");
     assert!(now.contains(&v2.host_port()), "{now}");
@@ -124,6 +131,10 @@ fn an_editor_that_fails_changes_nothing() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("editor"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("editor"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(read(&site.nginx.conf), before);
 }

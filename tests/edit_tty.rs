@@ -48,7 +48,10 @@ fn on_a_terminal_a_refused_edit_can_be_diffed_and_edited_again() {
     let (status, screen) = pty.wait();
     assert_eq!(status, Some(0), "{screen}");
     // The first attempt was refused with the hint, the diff shown, the second went live.
-    assert!(screen.contains(&format!("nothing listens on {wrong}")), "{screen}");
+    assert!(
+        screen.contains(&format!("nothing listens on {wrong}")),
+        "{screen}"
+    );
     assert!(
         screen
             .lines()
@@ -70,7 +73,10 @@ fn on_a_terminal_quitting_keeps_the_edit_and_the_file() {
     let before = read(&site.nginx.conf);
     let mut cmd = site.cmd();
     cmd.args(["edit", &site.nginx.conf.display().to_string()])
-        .env("EDITOR", format!("sed -i s|{}|{wrong}|", site.app.host_port()))
+        .env(
+            "EDITOR",
+            format!("sed -i s|{}|{wrong}|", site.app.host_port()),
+        )
         .env("NO_COLOR", "1");
     let mut pty = Pty::start(&cmd);
     pty.answer("What now?", 1, "q");

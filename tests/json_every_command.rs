@@ -35,7 +35,10 @@ fn every_command_prints_one_json_document_with_an_outcome() {
     let site = Site::start();
     let outcome = |args: &[&str], command: &str| {
         let out = run_json(&site, args);
-        doc(&out, command)["outcome"].as_str().unwrap_or("").to_string()
+        doc(&out, command)["outcome"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     };
     assert_eq!(outcome(&["targets"], "targets"), "ok");
     assert_eq!(outcome(&["probe"], "probe"), "ok");
@@ -64,7 +67,10 @@ fn every_command_prints_one_json_document_with_an_outcome() {
     assert_eq!(doc(&out, "edit")["outcome"], "unchanged");
 
     let history = doc(&run_json(&site, &["history"]), "history");
-    assert!(history["history"].as_array().is_some_and(|h| h.len() >= 3), "{history:#}");
+    assert!(
+        history["history"].as_array().is_some_and(|h| h.len() >= 3),
+        "{history:#}"
+    );
 }
 
 #[test]
@@ -83,20 +89,37 @@ fn a_refused_reload_in_json_names_the_target_and_the_hint() {
         .filter(|r| r["severity"] == "failure")
         .collect();
     assert_eq!(failing.len(), 1, "{d:#}");
-    assert!(failing[0]["hints"].to_string().contains(&site.app.host_port()), "{d:#}");
+    assert!(
+        failing[0]["hints"]
+            .to_string()
+            .contains(&site.app.host_port()),
+        "{d:#}"
+    );
     assert!(out.stderr.is_empty(), "{}", text(&out));
 }
 
 #[test]
 fn errors_and_usage_errors_are_json_too() {
     let out = std::process::Command::new(BIN)
-        .args(["targets", "--json", "-c", "/nonexistent/nginx.conf", "--config", "/dev/null"])
+        .args([
+            "targets",
+            "--json",
+            "-c",
+            "/nonexistent/nginx.conf",
+            "--config",
+            "/dev/null",
+        ])
         .output()
         .expect("run");
     let d = doc(&out, "targets");
     assert_eq!(d["outcome"], "error");
     assert_eq!(d["exit_code"], 2);
-    assert!(d["error"].as_str().is_some_and(|e| e.contains("/nonexistent/nginx.conf")), "{d:#}");
+    assert!(
+        d["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("/nonexistent/nginx.conf")),
+        "{d:#}"
+    );
 
     let out = std::process::Command::new(BIN)
         .args(["--json", "frobnicate"])
@@ -104,5 +127,10 @@ fn errors_and_usage_errors_are_json_too() {
         .expect("run");
     let d = doc(&out, "");
     assert_eq!(d["outcome"], "error");
-    assert!(d["error"].as_str().is_some_and(|e| e.contains("frobnicate")), "{d:#}");
+    assert!(
+        d["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("frobnicate")),
+        "{d:#}"
+    );
 }

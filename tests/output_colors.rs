@@ -25,15 +25,28 @@ fn no_escape_codes_without_a_terminal() {
     let out = site.run(&["check"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(!out.stderr.is_empty());
-    assert!(!has_escape(&out.stdout) && !has_escape(&out.stderr), "{}", text(&out));
+    assert!(
+        !has_escape(&out.stdout) && !has_escape(&out.stderr),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
 fn no_escape_codes_with_no_color() {
     let site = broken_site();
-    let out = site.cmd().arg("check").env("NO_COLOR", "1").output().expect("run");
+    let out = site
+        .cmd()
+        .arg("check")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1));
-    assert!(!has_escape(&out.stdout) && !has_escape(&out.stderr), "{}", text(&out));
+    assert!(
+        !has_escape(&out.stdout) && !has_escape(&out.stderr),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -56,11 +69,17 @@ fn on_a_terminal_colors_follow_no_color() {
     cmd.arg("targets");
     let (status, screen) = Pty::start(&cmd).wait();
     assert_eq!(status, Some(0), "{screen}");
-    assert!(screen.contains("\x1b[1m"), "no bold on a terminal: {screen:?}");
+    assert!(
+        screen.contains("\x1b[1m"),
+        "no bold on a terminal: {screen:?}"
+    );
     cmd.env("NO_COLOR", "1");
     let (status, screen) = Pty::start(&cmd).wait();
     assert_eq!(status, Some(0), "{screen}");
-    assert!(!screen.contains('\x1b'), "escape codes with NO_COLOR: {screen:?}");
+    assert!(
+        !screen.contains('\x1b'),
+        "escape codes with NO_COLOR: {screen:?}"
+    );
 }
 
 #[test]
@@ -78,7 +97,8 @@ fn a_spinner_shows_on_a_terminal_while_probes_wait_and_not_elsewhere() {
     }
     let site = Site::start();
     let hang = hanging_listener(site.ip);
-    site.nginx.write_http(&site.server_for(&hang.addr.to_string()));
+    site.nginx
+        .write_http(&site.server_for(&hang.addr.to_string()));
     let mut cmd = site.cmd();
     cmd.args(["probe", "--probe-timeout", "700ms"]);
     let (status, screen) = Pty::start(&cmd).wait();

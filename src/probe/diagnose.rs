@@ -126,9 +126,7 @@ fn likely_backends<'a>(index: &TcpIndex<'a>, addr: SocketAddr) -> Vec<&'a TcpLis
     if unsafe { libc::geteuid() } == 0 {
         others.retain(|l| main_holder(&l.holders).is_some());
     }
-    let plausible = |l: &&TcpListen| {
-        main_holder(&l.holders).is_some_and(|o| o.program != "nginx")
-    };
+    let plausible = |l: &&TcpListen| main_holder(&l.holders).is_some_and(|o| o.program != "nginx");
     if others.iter().any(plausible) {
         others.retain(plausible);
     }

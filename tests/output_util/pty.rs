@@ -67,7 +67,11 @@ impl Pty {
         let shown = wait_for(Duration::from_secs(20), || {
             self.screen().matches(prompt).count() >= nth
         });
-        assert!(shown, "no {prompt:?} (#{nth}) on screen:\n{}", self.screen());
+        assert!(
+            shown,
+            "no {prompt:?} (#{nth}) on screen:\n{}",
+            self.screen()
+        );
         let stdin = self.child.stdin.as_mut().expect("stdin");
         stdin
             .write_all(format!("{answer}\n").as_bytes())
@@ -105,8 +109,8 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-
 /// Whether util-linux script(1) is here; tests that need a pty skip (and say so) without it.
+#[allow(clippy::print_stderr)] // a skipped test says why
 pub fn available() -> bool {
     if std::path::Path::new(SCRIPT).exists() {
         return true;
