@@ -5,10 +5,10 @@ use crate::conf::targets::{Context, Reference, Target};
 use crate::diff::ConfigDiff;
 use crate::health::HealthReport;
 use crate::output::{escape_control, Printer, Tone};
-use crate::report::{Outcome, Problem, Report, RollbackReport, StatusReport};
-use crate::store::Snapshot;
+use crate::report::{Outcome, Problem, Report, RollbackReport};
 
 mod probes;
+mod state;
 
 /// Render a finished report: one JSON document with `--json`, otherwise text.
 pub fn render(p: &Printer, report: &Report) {
@@ -60,10 +60,10 @@ fn render_details(p: &Printer, report: &Report) {
         render_rollback(p, rb);
     }
     if let Some(history) = &report.history {
-        render_history(p, history, report.last_good.as_deref());
+        state::render_history(p, history, report.last_good.as_deref());
     }
     if let Some(st) = &report.status {
-        render_status(p, st);
+        state::render_status(p, st);
     }
 }
 
@@ -328,60 +328,6 @@ fn render_rollback(p: &Printer, rb: &RollbackReport) {
         p.paint(tone, "rollback:"),
         escape_control(&rb.state)
     ));
-}
-
-fn render_history(p: &Printer, history: &[Snapshot], last_good: Option<&str>) {
-    if history.is_empty() {
-        p.out("no snapshots yet");
-        return;
-    }
-    for s in history {
-        let mark = if Some(s.id.as_str()) == last_good {
-            "*"
-        } else {
-            " "
-        };
-        let changed = if s.meta.changed_files.is_empty() {
-            String::new()
-        } else {
-            format!("  {}", s.meta.changed_files.join(", "))
-        };
-        let outcome = format!("{:?}", s.meta.outcome).to_lowercase();
-        p.out(&escape_control(&format!(
-            "{mark} {}  {:<9} {:<10} {} files{changed}",
-            s.id,
-            outcome,
-            s.meta.user,
-            s.files.len()
-        )));
-    }
-    if last_good.is_some() {
-        p.progress("* = last good");
-    }
-}
-
-fn render_status(p: &Printer, st: &StatusReport) {
-    match (st.master_pid, &st.not_running) {
-        (Some(pid), _) => p.out(&format!("nginx: running (master pid {pid})")),
-        (None, Some(why)) => {
-            let why = why.strip_prefix("nginx is not running: ").unwrap_or(why);
-            p.out(&format!("nginx: not running: {}", escape_control(why)))
-        }
-        (None, None) => p.out("nginx: unknown"),
-    }
-    match &st.last_good {
-        Some(id) => p.out(&format!("last good: {id}")),
-        None => p.out("last good: none recorded (run `safe-reload init`)"),
-    }
-    if let Some(e) = &st.config_error {
-        p.out(&format!("config: does not load: {}", escape_control(e)));
-    }
-    if let Some(j) = &st.interrupted {
-        p.out(&format!(
-            "interrupted run: pid {} started {} stopped during {:?}; run `safe-reload recover`",
-            j.pid, j.started, j.phase
-        ));
-    }
 }
 
 /// Commands whose job is a reload; the others only look.
