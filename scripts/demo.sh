@@ -26,37 +26,53 @@ if ! command -v nginx >/dev/null 2>&1 && [[ ! -x /usr/sbin/nginx ]]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-say "building safe-reload"
-cargo build --quiet
-SR="$PWD/target/debug/safe-reload"
+if [[ -n ${SAFE_RELOAD_BIN:-} ]]; then
+  SR=$SAFE_RELOAD_BIN
+else
+  say "building safe-reload"
+  cargo build --quiet
+  SR="$PWD/target/debug/safe-reload"
+fi
 
 demo=$(mktemp -d /tmp/safe-reload-demo.XXXXXX)
 pids=()
+# Everything this demo started, by pid: the backends, the nginx master and its workers.
+started() {
+  printf '%s\n' "${pids[@]}"
+  local master
+  master=$(cat "$demo/nginx/logs/nginx.pid" 2>/dev/null || true)
+  if [[ -n $master ]]; then echo "$master"; pgrep -P "$master" || true; fi
+}
 cleanup() {
+  local code=$?
   trap - EXIT INT TERM
-  if [[ -s $demo/nginx/logs/nginx.pid ]]; then
-    kill -QUIT "$(cat "$demo/nginx/logs/nginx.pid")" 2>/dev/null || true
-  fi
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  # Wait (bounded) for everything to go before removing its files.
+  set +e
+  local all
+  mapfile -t all < <(started)
+  [[ -s $demo/nginx/logs/nginx.pid ]] && kill -QUIT "$(cat "$demo/nginx/logs/nginx.pid")" 2>/dev/null
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+  # Wait (bounded) for everything to go before removing its files; then force what is left.
   for _ in $(seq 50); do
     alive=0
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    pgrep -f "$demo/nginx" >/dev/null && alive=1
+    for pid in "${all[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
     ((alive)) || break
     sleep 0.1
   done
-  pkill -KILL -f "$demo/nginx" 2>/dev/null || true
+  for pid in "${all[@]}"; do kill -KILL "$pid" 2>/dev/null; done
   rm -rf "$demo"
+  exit "$code"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'echo; echo "interrupted: cleaning up"; exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A loopback address of its own (127.1-100.x.y), so nothing else on the machine listens there.
+IP=127.$((RANDOM % 100 + 1)).$((RANDOM % 250 + 1)).$((RANDOM % 250 + 1))
+free_port() { python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$IP"; }
 APP=$(free_port); BROKEN=$(free_port); WEB=$(free_port); WRONG=$(free_port)
+mkdir -p "$demo/nginx/logs" "$demo/nginx/conf.d" "$demo/state"
 
-# The application: a real HTTP server on 127.0.0.1:$APP, as gunicorn or node would be.
-python3 - "$APP" >/dev/null 2>&1 <<'PY' &
+# The application: a real HTTP server on $IP:$APP, as gunicorn or node would be.
+cat > "$demo/app.py" <<'PY'
 import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -64,21 +80,19 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
         self.wfile.write(body)
     def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
 PY
-pids+=($!)
 # A broken backend: it accepts connections (so probes pass) and closes them without a word,
 # which nginx turns into 502 Bad Gateway.
-python3 - "$BROKEN" >/dev/null 2>&1 <<'PY' &
+cat > "$demo/broken.py" <<'PY'
 import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(64)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64)
 while True:
     c, _ = s.accept(); c.close()
 PY
+(cd "$demo" && exec python3 app.py "$IP" "$APP" >/dev/null 2>&1) &
 pids+=($!)
-
-mkdir -p "$demo/nginx/logs" "$demo/nginx/conf.d" "$demo/state"
 cat > "$demo/nginx/nginx.conf" <<EOF
 worker_processes 1;
 pid $demo/nginx/logs/nginx.pid;
@@ -98,47 +112,54 @@ site="$demo/nginx/conf.d/site.conf"
 write_site() {
   cat > "$site" <<EOF
 server {
-    listen 127.0.0.1:$WEB;
+    listen $IP:$WEB;
     server_name demo.test;
     location / {
-        proxy_pass http://127.0.0.1:$1;
+        proxy_pass http://$IP:$1;
     }
 }
 EOF
 }
 write_site "$APP"
 
-# Wait (bounded) until both backends listen.
-for _ in $(seq 100); do
-  python3 -c "import socket,sys; [socket.create_connection(('127.0.0.1',p),0.2).close() for p in ($APP,$BROKEN)]" 2>/dev/null && break
-  sleep 0.05
-done
+# Wait (bounded) until a backend listens.
+wait_listen() {
+  for _ in $(seq 100); do
+    python3 -c "import socket,sys; socket.create_connection(('$IP',$1),0.2).close()" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "the backend on $IP:$1 did not start" >&2; return 1
+}
+wait_listen "$APP"
 
 export SAFE_RELOAD_NGINX="$NGINX" SAFE_RELOAD_STATE_DIR="$demo/state"
 sr() { run "$SR" -c "$demo/nginx/nginx.conf" -p "$demo/nginx" "$@"; }
 
-say "a throwaway nginx on 127.0.0.1:$WEB in front of an app on 127.0.0.1:$APP"
+say "a throwaway nginx on $IP:$WEB in front of an app on $IP:$APP, under $demo"
 "$NGINX" -p "$demo/nginx" -c "$demo/nginx/nginx.conf"
 sr init
-run curl -s "http://127.0.0.1:$WEB/"
+run curl -s "http://$IP:$WEB/"
 
 say "1. a good change: add a header; safe-reload tests, probes, shows the diff, reloads, proves it, verifies"
 sed -i "s|proxy_pass|add_header X-Demo v2;\n        proxy_pass|" "$site"
 sr -y
-run curl -s -D - -o /dev/null "http://127.0.0.1:$WEB/" | grep -i x-demo
+run curl -s -D - -o /dev/null "http://$IP:$WEB/" | grep -i x-demo
 
 say "2. the article's mistake: the app listens on $APP but the config says $WRONG"
 write_site "$WRONG"
 sed -i "s|proxy_pass|add_header X-Demo v2;\n        proxy_pass|" "$site"
 set +e; sr -y; code=$?; set -e
 echo "exit status $code: refused before reload; nginx still serves the good config:"
-run curl -s "http://127.0.0.1:$WEB/"
+run curl -s "http://$IP:$WEB/"
 
 say "3. a backend that passes the probe but answers nothing: nginx would say 502"
+(cd "$demo" && exec python3 broken.py "$IP" "$BROKEN" >/dev/null 2>&1) &
+pids+=($!)
+wait_listen "$BROKEN"
 write_site "$BROKEN"
 set +e; sr -y; code=$?; set -e
 echo "exit status $code: rolled back; the site answers again:"
-run curl -s "http://127.0.0.1:$WEB/"
+run curl -s "http://$IP:$WEB/"
 run cat "$site"
 
 say "4. what happened, from the state directory"

@@ -161,6 +161,7 @@ pub struct TestOutcome {
     pub messages: Vec<Message>,
     /// Verbatim, for showing to the operator.
     pub stderr: String,
+    #[serde(rename = "elapsed_ms", serialize_with = "crate::report::ms")]
     pub elapsed: Duration,
 }
 

@@ -167,6 +167,7 @@ pub struct Proof {
     pub new_workers: Vec<i32>,
     /// `[emerg]` lines logged since the reload, verbatim.
     pub emerg: Vec<String>,
+    #[serde(rename = "elapsed_ms", serialize_with = "crate::report::ms")]
     pub elapsed: Duration,
     /// Why the reload is not proven (`None` when it took effect).
     pub reason: Option<String>,

@@ -54,7 +54,8 @@ pub struct Step {
     pub detail: Option<String>,
 }
 
-fn ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+/// A duration as milliseconds with microsecond precision: every `elapsed_ms` of the JSON report.
+pub fn ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e3)
 }
 
@@ -132,6 +133,10 @@ pub struct Report {
     pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The details were already shown (e.g. before `edit` asked what to do next): the final
+    /// rendering only repeats the notes and the outcome.
+    #[serde(skip)]
+    pub rendered: bool,
 }
 
 impl Report {
@@ -159,6 +164,7 @@ impl Report {
             warnings: Vec::new(),
             notes: Vec::new(),
             error: None,
+            rendered: false,
         }
     }
 

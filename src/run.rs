@@ -15,8 +15,19 @@ use crate::{docs, output, pipeline, signals};
 
 /// Run the program with these arguments; returns the process exit status.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
+        Err(e) if e.use_stderr() && args.iter().any(|a| a == "--json") => {
+            // A script asked for JSON: it gets a document even for a usage error.
+            let mut report = Report::new("");
+            report.finish(Outcome::Error, Exit::Environment);
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or_default();
+            report.error = Some(first.trim_start_matches("error: ").to_string());
+            Printer::new(crate::cli::ColorWhen::Never, true, false, false).json_doc(&report);
+            return Exit::Environment.code();
+        }
         Err(e) => {
             // clap prints help and version itself, to stdout, with status 0; usage errors get 2.
             let _ = e.print();
@@ -104,17 +115,32 @@ fn dispatch(
             p.raw(&docs::completions(*shell));
             return Ok(None);
         }
-        Command::Reload => pipeline::reload(s, p, report)?,
-        Command::Check { untrusted } => pipeline::check(s, *untrusted, report)?,
+        Command::Reload => {
+            let _spin = p.spinner("testing, probing upstreams, reloading, verifying");
+            pipeline::reload(s, p, report)?
+        }
+        Command::Check { untrusted } => {
+            let _spin = p.spinner("testing and probing upstreams");
+            pipeline::check(s, *untrusted, report)?
+        }
         Command::Targets => pipeline::targets(s, report)?,
-        Command::Probe => pipeline::probe(s, report)?,
+        Command::Probe => {
+            let _spin = p.spinner("probing upstream targets");
+            pipeline::probe(s, report)?
+        }
         Command::Diff => pipeline::diff(s, report)?,
         Command::Edit { file } => pipeline::edit(s, p, file, report)?,
         Command::Init => pipeline::init(s, report)?,
         Command::History => pipeline::history(s, report)?,
-        Command::Rollback { id } => pipeline::rollback(s, p, id.as_deref(), report)?,
+        Command::Rollback { id } => {
+            let _spin = p.spinner("restoring, testing, reloading, verifying");
+            pipeline::rollback(s, p, id.as_deref(), report)?
+        }
         Command::Status => pipeline::status(s, report)?,
-        Command::Recover => pipeline::recover(s, p, report)?,
+        Command::Recover => {
+            let _spin = p.spinner("recovering, reloading, verifying");
+            pipeline::recover(s, p, report)?
+        }
     };
     Ok(Some(exit))
 }

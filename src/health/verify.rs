@@ -43,6 +43,7 @@ pub struct CheckResult {
     pub status: Option<u16>,
     /// Why there is no status (refused, timed out, TLS failure).
     pub error: Option<String>,
+    #[serde(rename = "elapsed_ms", serialize_with = "crate::report::ms")]
     pub elapsed: Duration,
     /// Whether this result alone fails verification.
     pub failed: bool,
@@ -55,6 +56,7 @@ pub struct HealthReport {
     pub results: Vec<CheckResult>,
     /// Upstream errors nginx logged during the window, even when the client saw a success.
     pub upstream_errors: Vec<UpstreamError>,
+    #[serde(rename = "elapsed_ms", serialize_with = "crate::report::ms")]
     pub elapsed: Duration,
 }
 

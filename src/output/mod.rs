@@ -5,6 +5,8 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anstyle::{AnsiColor, Style};
 
@@ -45,6 +47,35 @@ pub struct Printer {
     pub quiet: bool,
     pub verbose: bool,
     stderr_tty: bool,
+    /// The spinner on screen, if any: every line and prompt is written around it.
+    spinner: Arc<Mutex<Option<indicatif::ProgressBar>>>,
+}
+
+/// A spinner on stderr while it lives; see [`Printer::spinner`].
+#[must_use = "the spinner disappears when the guard is dropped"]
+pub struct Spinner {
+    bar: Option<indicatif::ProgressBar>,
+    slot: Arc<Mutex<Option<indicatif::ProgressBar>>>,
+}
+
+impl Spinner {
+    /// Change what the spinner says ("probing 12 targets", "verifying for 2s").
+    pub fn set_message(&self, text: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(escape_control(text));
+        }
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+            if let Ok(mut slot) = self.slot.lock() {
+                *slot = None;
+            }
+        }
+    }
 }
 
 impl Printer {
@@ -61,6 +92,39 @@ impl Printer {
             quiet,
             verbose,
             stderr_tty: std::io::stderr().is_terminal(),
+            spinner: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// A spinner with `text` on stderr until the guard is dropped, for the waits an operator
+    /// would otherwise stare at (probes, the health window). Only on a terminal, never with
+    /// `--json` or `-q`: elsewhere the guard does nothing. Lines printed meanwhile and prompts
+    /// are written around it.
+    pub fn spinner(&self, text: &str) -> Spinner {
+        let on = self.stderr_tty && !self.json && !self.quiet;
+        let mut slot = self.spinner.lock().ok();
+        let busy = slot.as_ref().is_some_and(|s| s.is_some());
+        let bar = (on && !busy).then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_message(escape_control(text));
+            bar.enable_steady_tick(Duration::from_millis(100));
+            bar
+        });
+        if let (Some(slot), Some(bar)) = (slot.as_mut(), &bar) {
+            **slot = Some(bar.clone());
+        }
+        Spinner {
+            bar,
+            slot: self.spinner.clone(),
+        }
+    }
+
+    /// Run `f` with the spinner (if any) off the screen.
+    fn around_spinner<R>(&self, f: impl FnOnce() -> R) -> R {
+        let bar = self.spinner.lock().ok().and_then(|s| s.clone());
+        match bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
         }
     }
 
@@ -78,15 +142,19 @@ impl Printer {
     /// A result line on stdout (suppressed in JSON mode: the document is the result).
     pub fn out(&self, text: &str) {
         if !self.json {
-            let mut out = anstream::stdout();
-            let _ = writeln!(out, "{text}");
+            self.around_spinner(|| {
+                let mut out = anstream::stdout();
+                let _ = writeln!(out, "{text}");
+            });
         }
     }
 
     /// A diagnostic on stderr, shown even with -q.
     pub fn err(&self, text: &str) {
-        let mut err = anstream::stderr();
-        let _ = writeln!(err, "{text}");
+        self.around_spinner(|| {
+            let mut err = anstream::stderr();
+            let _ = writeln!(err, "{text}");
+        });
     }
 
     /// Progress on stderr; hidden with -q and in JSON mode.
@@ -128,14 +196,20 @@ impl Printer {
 
     /// Ask a yes/no question on the terminal; `false` on anything but yes.
     pub fn confirm(&self, question: &str) -> bool {
-        let mut err = anstream::stderr();
-        let _ = write!(err, "{question} [y/N] ");
-        let _ = err.flush();
-        let mut answer = String::new();
-        if std::io::stdin().read_line(&mut answer).is_err() {
-            return false;
-        }
+        let answer = self.ask(&format!("{question} [y/N] "));
         matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
+    }
+
+    /// Print `question` on stderr and read one line from stdin (empty on end of input).
+    pub fn ask(&self, question: &str) -> String {
+        self.around_spinner(|| {
+            let mut err = anstream::stderr();
+            let _ = write!(err, "{question}");
+            let _ = err.flush();
+            let mut answer = String::new();
+            let _ = std::io::stdin().read_line(&mut answer);
+            answer
+        })
     }
 }
 

@@ -5,10 +5,10 @@ use crate::conf::targets::{Context, Reference, Target};
 use crate::diff::ConfigDiff;
 use crate::health::HealthReport;
 use crate::output::{escape_control, Printer, Tone};
-use crate::report::{Outcome, Problem, Report, RollbackReport, StatusReport};
-use crate::store::Snapshot;
+use crate::report::{Outcome, Problem, Report, RollbackReport};
 
 mod probes;
+mod state;
 
 /// Render a finished report: one JSON document with `--json`, otherwise text.
 pub fn render(p: &Printer, report: &Report) {
@@ -16,8 +16,29 @@ pub fn render(p: &Printer, report: &Report) {
         p.json_doc(report);
         return;
     }
+    if !report.rendered {
+        render_details(p, report);
+    }
+    // After a failure the notes say where things are (e.g. where an edit is kept): shown
+    // even with -q.
+    let failed = !matches!(
+        report.outcome,
+        Outcome::Ok | Outcome::Reloaded | Outcome::Unchanged | Outcome::Recorded
+    );
+    for note in &report.notes {
+        if failed {
+            p.err(&escape_control(note));
+        } else {
+            p.progress(&escape_control(note));
+        }
+    }
+    render_outcome(p, report);
+}
+
+fn render_details(p: &Printer, report: &Report) {
     render_steps(p, report);
     render_problems(p, &report.problems);
+    render_test_output(p, report);
     if let Some(pr) = &report.probe {
         probes::render_probe(p, pr, report.command == "probe");
     }
@@ -39,15 +60,11 @@ pub fn render(p: &Printer, report: &Report) {
         render_rollback(p, rb);
     }
     if let Some(history) = &report.history {
-        render_history(p, history, report.last_good.as_deref());
+        state::render_history(p, history, report.last_good.as_deref());
     }
     if let Some(st) = &report.status {
-        render_status(p, st);
+        state::render_status(p, st);
     }
-    for note in &report.notes {
-        p.progress(&escape_control(note));
-    }
-    render_outcome(p, report);
 }
 
 /// What is shown before the reload (and before the prompt): warnings and the diff.
@@ -75,8 +92,14 @@ pub fn render_error(p: &Printer, report: &Report, e: &crate::Error) {
     }
     let head = p.paint(Tone::Bad, "error:");
     p.err(&format!("{head} {}", escape_control(&e.to_string())));
+    // Notes said before the error still matter: e.g. where an edit was kept.
+    for note in &report.notes {
+        p.err(&escape_control(note));
+    }
 }
 
+/// Steps with timings under -v. Without it only a failed step that no other section explains
+/// (the reload itself, a restore) is shown: the failing target or file:line says the rest.
 fn render_steps(p: &Printer, report: &Report) {
     for st in &report.steps {
         let mark = if st.ok {
@@ -91,11 +114,27 @@ fn render_steps(p: &Printer, report: &Report) {
             .map(|d| format!("  {}", escape_control(d)))
             .unwrap_or_default();
         let line = format!("{mark} {:<10} {ms:>8.1} ms{detail}", st.name);
-        if st.ok {
-            p.detail(&line);
-        } else {
+        if !st.ok && matches!(st.name, "reload" | "restore") {
             p.progress(&line);
+        } else {
+            p.detail(&line);
         }
+    }
+}
+
+/// nginx's own words, verbatim but escaped: with -v, or when nothing in them could be
+/// placed at a file:line (so a failure is never silent).
+fn render_test_output(p: &Printer, report: &Report) {
+    let Some(t) = &report.test else {
+        return;
+    };
+    let unplaced = !t.passed && t.messages.is_empty();
+    if t.stderr.trim().is_empty() || !(unplaced || p.verbose) {
+        return;
+    }
+    p.err("nginx -t said:");
+    for line in t.stderr.lines() {
+        p.err(&format!("  {}", escape_control(line)));
     }
 }
 
@@ -111,10 +150,17 @@ fn render_problems(p: &Printer, problems: &[Problem]) {
             _ => Tone::Bad,
         };
         let level = p.paint(tone, &pr.level);
+        let message = match (&pr.file, pr.line) {
+            (Some(f), Some(l)) => {
+                let suffix = format!(" in {}:{l}", f.display());
+                pr.message.strip_suffix(&suffix).unwrap_or(&pr.message)
+            }
+            _ => &pr.message,
+        };
         p.err(&format!(
             "{}{level}: {}",
             escape_control(&place),
-            escape_control(&pr.message)
+            escape_control(message)
         ));
         if let Some(hint) = &pr.hint {
             p.err(&format!(
@@ -211,10 +257,16 @@ fn render_health(p: &Printer, h: &HealthReport, label: &str) {
         } else {
             p.paint(Tone::Good, "ok  ")
         };
+        // The Host header is worth a mention only where the URL does not already say it.
+        let url = r.url.to_string();
+        let host = if url.contains(&format!("//{}", r.host)) {
+            String::new()
+        } else {
+            format!(" (Host: {})", r.host)
+        };
         let line = format!(
-            "{mark} {label}: GET {} (Host: {}) -> {}",
-            r.url,
-            r.host,
+            "{mark} {label}: GET {}{host} -> {}",
+            escape_control(&url),
             escape_control(&what)
         );
         if r.failed {
@@ -278,55 +330,9 @@ fn render_rollback(p: &Printer, rb: &RollbackReport) {
     ));
 }
 
-fn render_history(p: &Printer, history: &[Snapshot], last_good: Option<&str>) {
-    if history.is_empty() {
-        p.out("no snapshots yet");
-        return;
-    }
-    for s in history {
-        let mark = if Some(s.id.as_str()) == last_good {
-            "*"
-        } else {
-            " "
-        };
-        let changed = if s.meta.changed_files.is_empty() {
-            String::new()
-        } else {
-            format!("  {}", s.meta.changed_files.join(", "))
-        };
-        let outcome = format!("{:?}", s.meta.outcome).to_lowercase();
-        p.out(&escape_control(&format!(
-            "{mark} {}  {:<9} {:<10} {} files{changed}",
-            s.id,
-            outcome,
-            s.meta.user,
-            s.files.len()
-        )));
-    }
-    if last_good.is_some() {
-        p.progress("* = last good");
-    }
-}
-
-fn render_status(p: &Printer, st: &StatusReport) {
-    match (st.master_pid, &st.not_running) {
-        (Some(pid), _) => p.out(&format!("nginx: running (master pid {pid})")),
-        (None, Some(why)) => p.out(&format!("nginx: not running ({})", escape_control(why))),
-        (None, None) => p.out("nginx: unknown"),
-    }
-    match &st.last_good {
-        Some(id) => p.out(&format!("last good: {id}")),
-        None => p.out("last good: none recorded (run `safe-reload init`)"),
-    }
-    if let Some(e) = &st.config_error {
-        p.out(&format!("config: does not load: {}", escape_control(e)));
-    }
-    if let Some(j) = &st.interrupted {
-        p.out(&format!(
-            "interrupted run: pid {} started {} stopped during {:?}; run `safe-reload recover`",
-            j.pid, j.started, j.phase
-        ));
-    }
+/// Commands whose job is a reload; the others only look.
+fn reloads(command: &str) -> bool {
+    matches!(command, "reload" | "edit" | "rollback" | "recover")
 }
 
 fn render_outcome(p: &Printer, report: &Report) {
@@ -334,6 +340,7 @@ fn render_outcome(p: &Printer, report: &Report) {
         Outcome::Ok => return,
         Outcome::Reloaded => (Tone::Good, "reloaded: the new configuration is live and verified".to_string()),
         Outcome::Unchanged => (Tone::Good, "unchanged: nothing to reload".into()),
+        Outcome::Refused if !reloads(&report.command) => (Tone::Bad, format!("{}: problems found (nothing was reloaded)", report.command)),
         Outcome::Refused => (Tone::Bad, "refused: nginx was not reloaded; the running configuration is untouched".into()),
         Outcome::RolledBack => (Tone::Warn, "rolled back: the change failed after the reload; the previous configuration is live and verified".into()),
         Outcome::RollbackFailed => (Tone::Bad, "ROLLBACK FAILED: an operator must act now (see above)".into()),

@@ -103,11 +103,9 @@ enum Next {
 
 fn ask_next(p: &Printer, original: &Original, edit: &[u8]) -> Next {
     loop {
-        p.err("What now? (e)dit again, (d)iff against the file, (q)uit and keep the edit aside");
-        let mut answer = String::new();
-        if std::io::stdin().read_line(&mut answer).is_err() {
-            return Next::Stop;
-        }
+        let answer = p.ask(
+            "What now? (e)dit again, (d)iff against the file, (q)uit and keep the edit aside: ",
+        );
         match answer.trim() {
             "e" | "E" => return Next::EditAgain,
             "d" | "D" => {
@@ -135,8 +133,10 @@ pub fn edit(s: &Settings, p: &Printer, file: &Path, report: &mut Report) -> Resu
         .unwrap_or_else(|| "edit".into());
     let copy = store.save_edit(&name, original.bytes.as_deref().unwrap_or_default())?;
     loop {
-        run_editor(&copy)?;
-        let edited = fs_err::read(&copy)?;
+        let edited = match run_editor(&copy).and_then(|()| Ok(fs_err::read(&copy)?)) {
+            Ok(edited) => edited,
+            Err(e) => return Err(keep_or_drop(&copy, &original, report, e)),
+        };
         if Some(edited.as_slice()) == original.bytes.as_deref() {
             report
                 .notes
@@ -144,43 +144,84 @@ pub fn edit(s: &Settings, p: &Printer, file: &Path, report: &mut Report) -> Resu
             let _ = fs_err::remove_file(&copy);
             return Ok(report.finish(Outcome::Unchanged, Exit::Ok));
         }
-        store::write_atomic(&path, &edited, original.attrs)?;
-        let mut attempt = Report::new("edit");
-        let exit = match crate::pipeline::reload(s, p, &mut attempt) {
-            Ok(exit) => exit,
-            Err(e) => {
-                original.put_back()?;
-                report
-                    .notes
-                    .push(format!("your edit is kept in {}", copy.display()));
-                return Err(e);
-            }
-        };
-        *report = attempt;
-        report.command = "edit".into();
+        let exit = attempt(s, p, &original, &edited, &copy, report)?;
         if exit == Exit::Ok {
             let _ = fs_err::remove_file(&copy);
             return Ok(exit);
         }
-        if exit != Exit::RollbackFailed {
-            original.put_back()?;
-            report.notes.push(format!(
-                "{} is back as it was before the edit; your edit is kept in {}",
-                path.display(),
-                copy.display()
-            ));
-        } else {
-            report
-                .notes
-                .push(format!("your edit is kept in {}", copy.display()));
-        }
-        if !p.interactive() || s.yes {
+        // visudo's loop, on a terminal only: a script gets the exit status and the kept path.
+        if !p.interactive() || p.json {
             return Ok(exit);
         }
         crate::output::render(p, report);
+        report.rendered = true;
         match ask_next(p, &original, &edited) {
             Next::EditAgain => continue,
             Next::Stop => return Ok(exit),
         }
     }
+}
+
+/// Put the edit in place and run the pipeline on it; on anything but success the file is put
+/// back as it was and the edit stays in `copy`.
+fn attempt(
+    s: &Settings,
+    p: &Printer,
+    original: &Original,
+    edited: &[u8],
+    copy: &Path,
+    report: &mut Report,
+) -> Result<Exit> {
+    store::write_atomic(&original.path, edited, original.attrs)?;
+    let mut run = Report::new("edit");
+    let result = {
+        let _spin = p.spinner("testing, probing upstreams, reloading, verifying");
+        crate::pipeline::reload(s, p, &mut run)
+    };
+    let exit = match result {
+        Ok(exit) => exit,
+        Err(e) => {
+            original.put_back()?;
+            report.notes.push(kept_note(original, copy));
+            return Err(e);
+        }
+    };
+    *report = run;
+    if exit == Exit::Ok {
+        return Ok(exit);
+    }
+    if exit == Exit::RollbackFailed {
+        // The rollback could not restore a verified state: leave the files as the rollback
+        // left them for the operator, and do not add a write of our own.
+        report
+            .notes
+            .push(format!("your edit is kept in {}", copy.display()));
+    } else {
+        original.put_back()?;
+        report.notes.push(kept_note(original, copy));
+    }
+    Ok(exit)
+}
+
+fn kept_note(original: &Original, copy: &Path) -> String {
+    format!(
+        "{} is as it was before the edit; your edit is kept in {}",
+        original.path.display(),
+        copy.display()
+    )
+}
+
+/// The editor failed: drop a copy that holds nothing new, keep (and name) one that does.
+fn keep_or_drop(copy: &Path, original: &Original, report: &mut Report, e: Error) -> Error {
+    let now = fs_err::read(copy).ok();
+    if now.as_deref() == Some(original.bytes.as_deref().unwrap_or_default()) {
+        let _ = fs_err::remove_file(copy);
+    } else {
+        report.notes.push(format!(
+            "{} was not changed; what the editor wrote is kept in {}",
+            original.path.display(),
+            copy.display()
+        ));
+    }
+    e
 }

@@ -86,10 +86,7 @@ pub fn tcp(addr: SocketAddr, status: Status, index: &TcpIndex) -> Vec<Hint> {
             )),
         );
     }
-    let mut others = index.reachable_at(addr.ip());
-    others.retain(|l| l.addr.port() != addr.port());
-    // A listener on the very address written is the likelier backend than a wildcard one.
-    others.sort_by_key(|l| (l.addr.ip() != addr.ip(), l.addr.port()));
+    let others = likely_backends(index, addr);
     if let Some(first) = others.first() {
         let named = name_listeners(&others);
         let first = SocketAddr::new(addr.ip(), first.addr.port());
@@ -111,6 +108,30 @@ pub fn tcp(addr: SocketAddr, status: Status, index: &TcpIndex) -> Vec<Hint> {
         );
     }
     hints
+}
+
+/// Other listeners a client of `addr`'s address reaches, trimmed to the plausible backends so
+/// the hint names the right port and not every daemon on the machine: listeners on the very
+/// address written win over wildcard ones, and nginx itself and processes we cannot see are
+/// named only when nothing else is left.
+fn likely_backends<'a>(index: &TcpIndex<'a>, addr: SocketAddr) -> Vec<&'a TcpListen> {
+    let mut others = index.reachable_at(addr.ip());
+    others.retain(|l| l.addr.port() != addr.port());
+    if others.iter().any(|l| l.addr.ip() == addr.ip()) {
+        others.retain(|l| l.addr.ip() == addr.ip());
+    }
+    // As root every process of this machine is visible: a listener with no owner belongs to
+    // another namespace and is not the backend.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        others.retain(|l| main_holder(&l.holders).is_some());
+    }
+    let plausible = |l: &&TcpListen| main_holder(&l.holders).is_some_and(|o| o.program != "nginx");
+    if others.iter().any(plausible) {
+        others.retain(plausible);
+    }
+    others.sort_by_key(|l| l.addr.port());
+    others
 }
 
 /// `0.0.0.0` accepts connections to every IPv4 address; `::` (without `ipv6only`) to every

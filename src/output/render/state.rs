@@ -1,0 +1,62 @@
+//! `history` and `status`: the snapshots an operator can go back to, and where things stand
+//! (nginx running, last-good, an unfinished run).
+
+use crate::output::{escape_control, Printer};
+use crate::report::StatusReport;
+use crate::store::Snapshot;
+
+/// Snapshots newest first, the last good one starred.
+pub fn render_history(p: &Printer, history: &[Snapshot], last_good: Option<&str>) {
+    if history.is_empty() {
+        p.out("no snapshots yet");
+        return;
+    }
+    for s in history {
+        let mark = if Some(s.id.as_str()) == last_good {
+            "*"
+        } else {
+            " "
+        };
+        let changed = if s.meta.changed_files.is_empty() {
+            String::new()
+        } else {
+            format!("  {}", s.meta.changed_files.join(", "))
+        };
+        let outcome = format!("{:?}", s.meta.outcome).to_lowercase();
+        p.out(&escape_control(&format!(
+            "{mark} {}  {:<9} {:<10} {} files{changed}",
+            s.id,
+            outcome,
+            s.meta.user,
+            s.files.len()
+        )));
+    }
+    if last_good.is_some() {
+        p.progress("* = last good");
+    }
+}
+
+/// Where things stand.
+pub fn render_status(p: &Printer, st: &StatusReport) {
+    match (st.master_pid, &st.not_running) {
+        (Some(pid), _) => p.out(&format!("nginx: running (master pid {pid})")),
+        (None, Some(why)) => {
+            let why = why.strip_prefix("nginx is not running: ").unwrap_or(why);
+            p.out(&format!("nginx: not running: {}", escape_control(why)))
+        }
+        (None, None) => p.out("nginx: unknown"),
+    }
+    match &st.last_good {
+        Some(id) => p.out(&format!("last good: {id}")),
+        None => p.out("last good: none recorded (run `safe-reload init`)"),
+    }
+    if let Some(e) = &st.config_error {
+        p.out(&format!("config: does not load: {}", escape_control(e)));
+    }
+    if let Some(j) = &st.interrupted {
+        p.out(&format!(
+            "interrupted run: pid {} started {} stopped during {:?}; run `safe-reload recover`",
+            j.pid, j.started, j.phase
+        ));
+    }
+}

@@ -1,0 +1,136 @@
+//! `--json` on every command prints exactly one JSON document on stdout, with `outcome` and an
+//! `exit_code` equal to the process's exit status, against a real nginx. `man` and
+//! `completions` print roff and shell code instead and are exempt.
+
+mod output_util;
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Output;
+
+use output_util::*;
+use support::*;
+
+/// The document, after checking it is the only thing on stdout and agrees with the status.
+fn doc(out: &Output, command: &str) -> serde_json::Value {
+    let doc = json(out);
+    assert!(doc["outcome"].is_string(), "no outcome: {doc:#}");
+    assert_eq!(
+        doc["exit_code"].as_i64(),
+        out.status.code().map(i64::from),
+        "{doc:#}"
+    );
+    assert_eq!(doc["command"], command, "{doc:#}");
+    doc
+}
+
+fn run_json(site: &Site, args: &[&str]) -> Output {
+    let mut all = args.to_vec();
+    all.push("--json");
+    site.run(&all)
+}
+
+#[test]
+fn every_command_prints_one_json_document_with_an_outcome() {
+    let site = Site::start();
+    let outcome = |args: &[&str], command: &str| {
+        let out = run_json(&site, args);
+        doc(&out, command)["outcome"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(outcome(&["targets"], "targets"), "ok");
+    assert_eq!(outcome(&["probe"], "probe"), "ok");
+    assert_eq!(outcome(&["history"], "history"), "ok");
+    assert_eq!(outcome(&["diff"], "diff"), "ok");
+    assert_eq!(outcome(&["init"], "init"), "recorded");
+    assert_eq!(outcome(&["check"], "check"), "ok");
+    assert_eq!(outcome(&["status"], "status"), "ok");
+    assert_eq!(outcome(&["-y"], "reload"), "unchanged");
+    assert_eq!(outcome(&["recover"], "recover"), "ok");
+
+    // A change goes live, then `rollback` takes it back to the baseline.
+    let v2 = HttpBackend::start(SocketAddr::new(site.ip, 0), "app-v2");
+    site.nginx.write_http(&site.server_for(&v2.host_port()));
+    assert_eq!(outcome(&["reload", "-y"], "reload"), "reloaded");
+    assert_eq!(site.get().1, "app-v2");
+    assert_eq!(outcome(&["rollback", "-y"], "rollback"), "reloaded");
+    assert_eq!(site.get().1, "app-v1");
+
+    let out = site
+        .cmd()
+        .args(["edit", "--json", &site.nginx.conf.display().to_string()])
+        .env("VISUAL", "true")
+        .output()
+        .expect("run");
+    assert_eq!(doc(&out, "edit")["outcome"], "unchanged");
+
+    let history = doc(&run_json(&site, &["history"]), "history");
+    assert!(
+        history["history"].as_array().is_some_and(|h| h.len() >= 3),
+        "{history:#}"
+    );
+}
+
+#[test]
+fn a_refused_reload_in_json_names_the_target_and_the_hint() {
+    let site = Site::started_with_baseline();
+    let wrong = SocketAddr::new(site.ip, free_port(site.ip));
+    site.nginx.write_http(&site.server_for(&wrong.to_string()));
+    let out = run_json(&site, &["-y"]);
+    let d = doc(&out, "reload");
+    assert_eq!(d["outcome"], "refused");
+    assert_eq!(d["exit_code"], 1);
+    let failing: Vec<_> = d["probe"]["results"]
+        .as_array()
+        .expect("probe results")
+        .iter()
+        .filter(|r| r["severity"] == "failure")
+        .collect();
+    assert_eq!(failing.len(), 1, "{d:#}");
+    assert!(
+        failing[0]["hints"]
+            .to_string()
+            .contains(&site.app.host_port()),
+        "{d:#}"
+    );
+    assert!(out.stderr.is_empty(), "{}", text(&out));
+}
+
+#[test]
+fn errors_and_usage_errors_are_json_too() {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "targets",
+            "--json",
+            "-c",
+            "/nonexistent/nginx.conf",
+            "--config",
+            "/dev/null",
+        ])
+        .output()
+        .expect("run");
+    let d = doc(&out, "targets");
+    assert_eq!(d["outcome"], "error");
+    assert_eq!(d["exit_code"], 2);
+    assert!(
+        d["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("/nonexistent/nginx.conf")),
+        "{d:#}"
+    );
+
+    let out = std::process::Command::new(BIN)
+        .args(["--json", "frobnicate"])
+        .output()
+        .expect("run");
+    let d = doc(&out, "");
+    assert_eq!(d["outcome"], "error");
+    assert!(
+        d["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("frobnicate")),
+        "{d:#}"
+    );
+}
