@@ -215,6 +215,17 @@ pub fn prove_with(
         proof.new_workers = state.new_ready.clone();
         proof.elapsed = start.elapsed();
         if !proof.emerg.is_empty() {
+            // The master may still be inside the failed reload (a busy port's bind() is retried
+            // for about 2.5 s). Its later [emerg] lines belong to this attempt, and a signal
+            // sent before it is done would be read as failing too: wait until it is idle.
+            wait_until_idle(master, deadline.saturating_sub(start.elapsed()));
+            proof.emerg.extend(
+                logs.read_new()
+                    .into_iter()
+                    .filter(|l| l.level == Some(Level::Emerg))
+                    .map(|l| l.text),
+            );
+            proof.elapsed = start.elapsed();
             proof.reason = Some("nginx logged [emerg] after the reload signal".into());
             return proof;
         }
@@ -245,6 +256,21 @@ pub fn prove_with(
             SLOW_POLL
         };
         std::thread::sleep(pause.min(deadline.saturating_sub(proof.elapsed)));
+    }
+}
+
+/// Poll until the master waits for signals again (`sigsuspend` in `/proc/PID/wchan`), it is
+/// gone, or `within` passes. Where the kernel hides `wchan` there is nothing to wait for.
+fn wait_until_idle(master: &Master, within: Duration) {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        let Ok(wchan) = std::fs::read_to_string(format!("/proc/{}/wchan", master.pid)) else {
+            return;
+        };
+        if wchan.is_empty() || wchan == "0" || wchan.contains("sigsuspend") {
+            return;
+        }
+        std::thread::sleep(SLOW_POLL);
     }
 }
 
