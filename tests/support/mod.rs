@@ -106,3 +106,5 @@ mod nginx;
 pub use nginx::{alive, TestNginx, TestNginxBuilder};
 mod backends;
 pub use backends::{hanging_listener, CloseBackend, HangingListener, HttpBackend};
+mod cli;
+pub use cli::{finish, proxy_site, run_command, Run, SafeReload, BIN};
