@@ -186,3 +186,26 @@ pub fn proxy_site(listen: SocketAddr, upstream: &str) -> String {
          location / {{ proxy_pass http://{upstream}; }} }}"
     )
 }
+
+/// Whether some socket on this machine is in SYN_SENT towards `addr` (IPv4): a connect to a
+/// [`HangingListener`] is in progress, e.g. a probe waiting for its timeout.
+pub fn syn_sent_to(addr: SocketAddr) -> bool {
+    let IpAddr::V4(ip) = addr.ip() else {
+        return false;
+    };
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(rem), Some(&st)) = (f.get(2), f.get(3)) else {
+            return false;
+        };
+        let Some((h, p)) = rem.split_once(':') else {
+            return false;
+        };
+        let host = u32::from_str_radix(h, 16).map(|n| Ipv4Addr::from(n.to_le_bytes()));
+        let port = u16::from_str_radix(p, 16);
+        st == "02" && host == Ok(ip) && port == Ok(addr.port())
+    })
+}

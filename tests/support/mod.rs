@@ -107,4 +107,4 @@ pub use nginx::{alive, TestNginx, TestNginxBuilder};
 mod backends;
 pub use backends::{hanging_listener, CloseBackend, HangingListener, HttpBackend};
 mod cli;
-pub use cli::{finish, proxy_site, run_command, Run, SafeReload, BIN};
+pub use cli::{finish, proxy_site, run_command, syn_sent_to, Run, SafeReload, BIN};
