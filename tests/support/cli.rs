@@ -119,7 +119,7 @@ impl SafeReload {
 
     /// Run to completion.
     pub fn run(&self, args: &[&str]) -> Run {
-        run_command(self.command(args))
+        run_command(&mut self.command(args))
     }
 
     /// Start without waiting (stdout and stderr captured).
@@ -158,7 +158,7 @@ impl SafeReload {
 }
 
 /// Run any command to completion (no stdin) and collect its result.
-pub fn run_command(mut c: Command) -> Run {
+pub fn run_command(c: &mut Command) -> Run {
     let out = c
         .stdin(Stdio::null())
         .output()
