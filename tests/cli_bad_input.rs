@@ -2,6 +2,8 @@
 //! "panicked"): faults in the configuration are exit 1 with file:line; a main configuration or
 //! nginx binary that cannot be used at all is exit 2 naming the path.
 
+#![allow(clippy::print_stderr)]
+
 mod support;
 
 use std::path::{Path, PathBuf};
