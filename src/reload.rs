@@ -259,19 +259,29 @@ pub fn prove_with(
     }
 }
 
-/// Poll until the master waits for signals again (`sigsuspend` in `/proc/PID/wchan`), it is
-/// gone, or `within` passes. Where the kernel hides `wchan` there is nothing to wait for.
+/// Poll until the master waits for signals again, it is gone, or `within` passes. Where the
+/// kernel shows neither its syscall nor its wait channel there is nothing to wait for.
 fn wait_until_idle(master: &Master, within: Duration) {
     let end = Instant::now() + within;
-    while Instant::now() < end {
-        let Ok(wchan) = std::fs::read_to_string(format!("/proc/{}/wchan", master.pid)) else {
-            return;
-        };
-        if wchan.is_empty() || wchan == "0" || wchan.contains("sigsuspend") {
-            return;
-        }
+    while Instant::now() < end && master_idle(master.pid) == Some(false) {
         std::thread::sleep(SLOW_POLL);
     }
+}
+
+/// Whether the master sits in `sigsuspend`, its main loop's wait; `None` when not visible.
+fn master_idle(pid: i32) -> Option<bool> {
+    // `/proc/PID/syscall`: the syscall number it is blocked in, or "running".
+    if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) {
+        let first = text.split_whitespace().next()?;
+        return Some(first.parse::<libc::c_long>().ok() == Some(libc::SYS_rt_sigsuspend));
+    }
+    // The wait channel names the kernel function; "0" while running or when hidden.
+    let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).ok()?;
+    if wchan.contains("sigsuspend") {
+        return Some(true);
+    }
+    let running = Proc::read(pid).is_some_and(|p| p.state == 'R');
+    (running || !(wchan.is_empty() || wchan == "0")).then_some(false)
 }
 
 struct Observed {
