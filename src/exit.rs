@@ -1,5 +1,5 @@
 //! The exit status table, in one place. DESIGN.md, the README and the man page repeat it;
-//! `tests/exit_codes.rs` proves each code is reachable.
+//! `tests/cli_exit_codes.rs` says which test reaches each code through the binary.
 
 /// Process exit status of `safe-reload`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

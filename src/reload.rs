@@ -216,6 +216,17 @@ pub fn prove_with(
         proof.new_workers = state.new_ready.clone();
         proof.elapsed = start.elapsed();
         if !proof.emerg.is_empty() {
+            // The master may still be inside the failed reload (a busy port's bind() is retried
+            // for about 2.5 s). Its later [emerg] lines belong to this attempt, and a signal
+            // sent before it is done would be read as failing too: wait until it is idle.
+            wait_until_idle(master, deadline.saturating_sub(start.elapsed()));
+            proof.emerg.extend(
+                logs.read_new()
+                    .into_iter()
+                    .filter(|l| l.level == Some(Level::Emerg))
+                    .map(|l| l.text),
+            );
+            proof.elapsed = start.elapsed();
             proof.reason = Some("nginx logged [emerg] after the reload signal".into());
             return proof;
         }
@@ -247,6 +258,31 @@ pub fn prove_with(
         };
         std::thread::sleep(pause.min(deadline.saturating_sub(proof.elapsed)));
     }
+}
+
+/// Poll until the master waits for signals again, it is gone, or `within` passes. Where the
+/// kernel shows neither its syscall nor its wait channel there is nothing to wait for.
+fn wait_until_idle(master: &Master, within: Duration) {
+    let end = Instant::now() + within;
+    while Instant::now() < end && master_idle(master.pid) == Some(false) {
+        std::thread::sleep(SLOW_POLL);
+    }
+}
+
+/// Whether the master sits in `sigsuspend`, its main loop's wait; `None` when not visible.
+fn master_idle(pid: i32) -> Option<bool> {
+    // `/proc/PID/syscall`: the syscall number it is blocked in, or "running".
+    if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) {
+        let first = text.split_whitespace().next()?;
+        return Some(first.parse::<libc::c_long>().ok() == Some(libc::SYS_rt_sigsuspend));
+    }
+    // The wait channel names the kernel function; "0" while running or when hidden.
+    let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).ok()?;
+    if wchan.contains("sigsuspend") {
+        return Some(true);
+    }
+    let running = Proc::read(pid).is_some_and(|p| p.state == 'R');
+    (running || !(wchan.is_empty() || wchan == "0")).then_some(false)
 }
 
 struct Observed {

@@ -182,10 +182,13 @@ impl Transaction<'_> {
                 .set_outcome(&self.candidate.id, SnapOutcome::Rejected, Some(why.clone()));
         let mut rb = RollbackReport::new(why, &self.candidate);
         let exit = self.restore_and_verify(&mut rb, report);
+        // Once last-good is back and live the run is over, even when the backend fails it
+        // too: nothing is left for `recover` to finish.
+        let restored_live = rb.reload.as_ref().is_some_and(|p| p.took_effect);
         report.rollback = Some(rb);
         match exit {
             Ok(exit) => {
-                if exit == Exit::RolledBack {
+                if exit == Exit::RolledBack || restored_live {
                     self.store.journal_clear()?;
                 }
                 signals::set_phase(Phase::Idle);

@@ -29,6 +29,11 @@
 //!   [`HangingListener`] (backlog full: connects hang, for timeouts).
 //! - [`http_get`]: a tiny client (fresh connection, `Connection: close`) returning status and body.
 //! - [`wait_for`]: poll a condition until a deadline instead of sleeping.
+//! - The binary: [`SafeReload`] runs `safe-reload -c CONF -p PREFIX --state-dir DIR` with the
+//!   real nginx and a private (empty) settings file, returning a [`Run`] (exit status, stdout,
+//!   stderr, the `--json` report; any "panicked" in the output fails the test). A builder's
+//!   `prepare()` writes a prefix without starting nginx; [`syn_sent_to`] sees a connect
+//!   waiting on a [`HangingListener`].
 
 #![allow(dead_code, unused_imports)]
 
@@ -106,3 +111,5 @@ mod nginx;
 pub use nginx::{alive, TestNginx, TestNginxBuilder};
 mod backends;
 pub use backends::{hanging_listener, CloseBackend, HangingListener, HttpBackend};
+mod cli;
+pub use cli::{finish, proxy_site, run_command, syn_sent_to, Run, SafeReload, BIN};

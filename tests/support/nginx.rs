@@ -45,6 +45,13 @@ impl TestNginxBuilder {
 
     /// Write the prefix, start nginx, wait until the control server answers.
     pub fn start(self) -> TestNginx {
+        let mut n = self.prepare();
+        n.spawn();
+        n
+    }
+
+    /// Write the prefix and nginx.conf but start nothing: an nginx that is not running.
+    pub fn prepare(self) -> TestNginx {
         let dir = tempfile::tempdir().expect("tempdir");
         let prefix = dir.path().to_path_buf();
         for sub in ["logs", "tmp"] {
@@ -52,7 +59,7 @@ impl TestNginxBuilder {
         }
         let ip = unique_loopback();
         let ctrl = SocketAddr::new(ip, free_port(ip));
-        let mut n = TestNginx {
+        let n = TestNginx {
             conf: prefix.join("nginx.conf"),
             pid_file: prefix.join("logs/nginx.pid"),
             error_log: prefix.join("logs/error.log"),
@@ -64,7 +71,6 @@ impl TestNginxBuilder {
         };
         let http = n.settings.http.clone();
         n.write_http(&http);
-        n.spawn();
         n
     }
 }

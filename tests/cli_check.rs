@@ -1,0 +1,209 @@
+//! `check` and `probe` through the binary against a real `nginx -t` and real listeners: exit 0
+//! on a good tree, exit 1 with file:line for a missing `;`, an unknown directive, a dead
+//! upstream, and a `proxy_pass` without a scheme (with the `http://` hint, also on reload).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde_json::Value;
+use support::*;
+
+/// A prefix (nginx not started) whose http block includes `conf.d/*.conf`.
+struct Tree {
+    nginx: TestNginx,
+    sr: SafeReload,
+    site: PathBuf,
+}
+
+impl Tree {
+    fn new(site_text: &str) -> Tree {
+        Self::with(
+            TestNginx::builder()
+                .http("include conf.d/*.conf;")
+                .prepare(),
+            site_text,
+        )
+    }
+
+    fn with(nginx: TestNginx, site_text: &str) -> Tree {
+        let dir = nginx.prefix.join("conf.d");
+        std::fs::create_dir_all(&dir).expect("mkdir conf.d");
+        let site = dir.join("site.conf");
+        std::fs::write(&site, site_text).expect("write site.conf");
+        let sr = SafeReload::new(&nginx);
+        Tree { nginx, sr, site }
+    }
+
+    fn site(&self) -> String {
+        self.site.display().to_string()
+    }
+}
+
+/// The first problem reported at `file` (any level).
+fn problem_at<'a>(report: &'a Value, file: &str) -> &'a Value {
+    report["problems"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["file"] == file))
+        .unwrap_or_else(|| panic!("a problem in {file}: {report:#}"))
+}
+
+#[test]
+fn a_good_tree_checks_and_probes_clean() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let t = Tree::new(&proxy_site(listen, &app.host_port()));
+
+    let run = t.sr.run(&["check", "--json"]);
+    run.expect(0);
+    let report = run.json();
+    assert_eq!(report["outcome"], "ok", "{run}");
+    assert_eq!(report["test"]["passed"], true, "{run}");
+    assert_eq!(report["probe"]["results"][0]["status"], "ok", "{run}");
+
+    let run = t.sr.run(&["probe", "--json"]);
+    run.expect(0);
+    assert_eq!(run.outcome(), "ok", "{run}");
+    let text = t.sr.run(&["probe"]);
+    text.expect(0);
+    assert!(text.stdout.contains(&app.host_port()), "{text}");
+}
+
+#[test]
+fn a_dead_upstream_fails_probe_and_check_with_its_place_and_hint() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let dead = SocketAddr::new(ip, free_port(ip));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let t = Tree::new(&format!("\n{}\n", proxy_site(listen, &dead.to_string())));
+
+    for cmd in ["probe", "check"] {
+        let run = t.sr.run(&[cmd, "--json"]);
+        run.expect(1);
+        let report = run.json();
+        assert_eq!(report["outcome"], "refused", "{run}");
+        let result = &report["probe"]["results"][0];
+        assert_eq!(result["status"], "refused", "{run}");
+        let facts = result.to_string();
+        assert!(
+            facts.contains(&t.site()),
+            "the reference names the file: {run}"
+        );
+        let port = app.addr.expect("tcp").port().to_string();
+        assert!(
+            facts.contains(&port),
+            "the hint names the port that listens: {run}"
+        );
+    }
+    let text = t.sr.run(&["probe"]);
+    text.expect(1);
+    let out = format!("{}{}", text.stdout, text.stderr);
+    assert!(out.contains(&dead.to_string()), "{text}");
+    assert!(
+        out.contains(&format!("{}:2", t.site())),
+        "file:line: {text}"
+    );
+
+    let allowed = t.sr.run(&["probe", "--allow-fail", &dead.to_string()]);
+    allowed.expect(0);
+}
+
+#[test]
+fn a_missing_semicolon_names_file_and_line() {
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let t = Tree::new(&format!(
+        "server {{\n    listen {listen}\n    location / {{ return 200; }}\n}}\n"
+    ));
+    let run = t.sr.run(&["check", "--json"]);
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(report["outcome"], "refused", "{run}");
+    let p = problem_at(&report, &t.site());
+    // nginx reports the statement where it ran into the next word's `{`.
+    assert_eq!(p["line"], 3, "{p:#}");
+    let text = t.sr.run(&["check"]);
+    text.expect(1);
+    let out = format!("{}{}", text.stdout, text.stderr);
+    assert!(
+        out.contains(&format!("{}:{}", t.site(), p["line"])),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_unknown_directive_names_file_and_line() {
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let t = Tree::new(&format!(
+        "server {{\n    listen {listen};\n    proxy_passs http://{listen};\n}}\n"
+    ));
+    let run = t.sr.run(&["check", "--json"]);
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(report["test"]["passed"], false, "{run}");
+    let p = problem_at(&report, &t.site());
+    assert_eq!(p["line"], 3, "{run}");
+    assert_eq!(p["level"], "emerg", "{run}");
+    assert!(
+        p["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unknown directive \"proxy_passs\"")),
+        "{run}"
+    );
+}
+
+/// `proxy_pass 127.x.y.z:PORT;` (no scheme): nginx says "invalid URL prefix"; we say add
+/// `http://`.
+fn no_scheme_site(listen: SocketAddr, app: &HttpBackend) -> String {
+    format!(
+        "server {{\n    listen {listen};\n    location / {{\n        proxy_pass {};\n    }}\n}}\n",
+        app.host_port()
+    )
+}
+
+fn assert_http_hint(run: &Run, site: &str) {
+    let report = run.json();
+    let p = problem_at(&report, site);
+    assert_eq!(p["line"], 4, "{run}");
+    let hint = p["hint"].as_str().unwrap_or_default();
+    assert!(
+        hint.contains("http://"),
+        "the hint says to add http://: {run}"
+    );
+}
+
+#[test]
+fn proxy_pass_without_scheme_gets_the_http_hint_in_check() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let t = Tree::new(&no_scheme_site(listen, &app));
+    let run = t.sr.run(&["check", "--json"]);
+    run.expect(1);
+    assert_http_hint(&run, &t.site());
+    let text = t.sr.run(&["check"]);
+    text.expect(1);
+    let out = format!("{}{}", text.stdout, text.stderr);
+    assert!(
+        out.contains(&format!("http://{}", app.host_port())),
+        "the text report shows the fixed line: {text}"
+    );
+}
+
+#[test]
+fn proxy_pass_without_scheme_gets_the_http_hint_on_reload_and_nginx_is_untouched() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let nginx = TestNginx::start("include conf.d/*.conf;");
+    let workers = nginx.ready_workers();
+    let t = Tree::with(nginx, &no_scheme_site(listen, &app));
+    let run = t.sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert_eq!(run.outcome(), "refused", "{run}");
+    assert_http_hint(&run, &t.site());
+    assert_eq!(t.nginx.ready_workers(), workers);
+}

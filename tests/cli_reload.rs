@@ -1,0 +1,211 @@
+//! The main job through the binary: a good change goes live, a change to a dead port is refused
+//! with nginx untouched, and a syntax error or a `listen` another program holds stops the run
+//! before nginx is signalled.
+
+mod support;
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use support::*;
+
+/// A site on its own address, proxying to `app`, under a running nginx with a baseline.
+struct Site {
+    nginx: TestNginx,
+    sr: SafeReload,
+    listen: SocketAddr,
+}
+
+impl Site {
+    fn start(upstream: &str) -> Site {
+        let ip = unique_loopback();
+        let listen = SocketAddr::new(ip, free_port(ip));
+        let nginx = TestNginx::start(&proxy_site(listen, upstream));
+        let sr = SafeReload::new(&nginx);
+        sr.init();
+        Site { nginx, sr, listen }
+    }
+
+    fn get(&self) -> (u16, String) {
+        http_get(self.listen, "site.test", "/").expect("GET through nginx")
+    }
+}
+
+#[test]
+fn a_good_change_goes_live_with_new_workers_and_a_new_last_good() {
+    let ip = unique_loopback();
+    let old = HttpBackend::start(SocketAddr::new(ip, 0), "app-v1");
+    let new = HttpBackend::start(SocketAddr::new(ip, 0), "app-v2");
+    let site = Site::start(&old.host_port());
+    assert_eq!(site.get(), (200, "app-v1".into()));
+    let baseline = site.sr.last_good().expect("init wrote last-good");
+    let workers = site.nginx.ready_workers();
+
+    site.nginx
+        .write_http(&proxy_site(site.listen, &new.host_port()));
+    let run = site.sr.run(&["-y", "--json"]);
+    run.expect(0);
+    let report = run.json();
+    assert_eq!(report["outcome"], "reloaded", "{run}");
+    assert_eq!(report["reload"]["took_effect"], true, "{run}");
+    assert_eq!(report["health"]["passed"], true, "{run}");
+    assert_eq!(
+        report["reload"]["master"],
+        site.nginx.master_pid(),
+        "the same master"
+    );
+
+    let now = site.nginx.ready_workers();
+    assert!(!now.is_empty() && now.iter().all(|w| !workers.contains(w)));
+    assert_eq!(site.get(), (200, "app-v2".into()));
+    let snapshot = report["snapshot"].as_str().expect("snapshot id");
+    assert_eq!(site.sr.last_good().as_deref(), Some(snapshot));
+    assert_ne!(snapshot, baseline);
+    let diff = report["diff"].to_string();
+    assert!(
+        diff.contains("nginx.conf"),
+        "the diff names the file: {diff}"
+    );
+}
+
+#[test]
+fn a_change_to_a_dead_port_is_refused_with_nginx_untouched() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app-v1");
+    let site = Site::start(&app.host_port());
+    let baseline = site.sr.last_good();
+    let workers = site.nginx.ready_workers();
+    let dead = SocketAddr::new(ip, free_port(ip));
+    let edit = site
+        .nginx
+        .render(&proxy_site(site.listen, &dead.to_string()));
+    std::fs::write(&site.nginx.conf, &edit).expect("edit");
+
+    let run = site.sr.run(&["-y", "--json"]);
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(report["outcome"], "refused", "{run}");
+    let results = report["probe"]["results"]
+        .as_array()
+        .expect("probe results");
+    let failed = results
+        .iter()
+        .find(|r| r["status"] == "refused")
+        .unwrap_or_else(|| panic!("a refused target: {run}"));
+    let hints = failed.to_string();
+    assert!(
+        hints.contains(&app.addr.expect("tcp").port().to_string()),
+        "the hint names the port that listens: {failed:#}"
+    );
+
+    assert_eq!(
+        site.nginx.ready_workers(),
+        workers,
+        "nginx was not reloaded"
+    );
+    assert_eq!(site.get(), (200, "app-v1".into()));
+    assert_eq!(
+        std::fs::read_to_string(&site.nginx.conf).expect("conf"),
+        edit
+    );
+    assert_eq!(site.sr.last_good(), baseline);
+}
+
+#[test]
+fn a_syntax_error_is_refused_with_file_and_line() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app-v1");
+    let site = Site::start(&app.host_port());
+    let workers = site.nginx.ready_workers();
+    // The `location` line loses its `;`: nginx reports it at the closing brace.
+    let broken = site.nginx.render(&format!(
+        "server {{ listen {};\n location / {{ proxy_pass http://{}\n }}\n}}",
+        site.listen,
+        app.host_port()
+    ));
+    std::fs::write(&site.nginx.conf, &broken).expect("edit");
+    let line = broken
+        .lines()
+        .position(|l| l.trim() == "}" || l.starts_with(" }"))
+        .expect("closing brace")
+        + 1;
+
+    let run = site.sr.run(&["-y", "--json"]);
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(report["outcome"], "refused", "{run}");
+    let problem = &report["problems"][0];
+    assert_eq!(
+        problem["file"],
+        site.nginx.conf.display().to_string(),
+        "{run}"
+    );
+    assert_eq!(problem["line"], line, "{run}");
+    assert_eq!(site.nginx.ready_workers(), workers);
+
+    let text = site.sr.run(&["-y"]);
+    text.expect(1);
+    let place = format!("{}:{line}", site.nginx.conf.display());
+    assert!(
+        text.stdout.contains(&place) || text.stderr.contains(&place),
+        "the human report names {place}:\n{text}"
+    );
+}
+
+#[test]
+fn a_new_listen_held_by_another_program_is_refused_naming_the_holder() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app-v1");
+    let site = Site::start(&app.host_port());
+    let workers = site.nginx.ready_workers();
+    let squatter = TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind");
+    let held = squatter.local_addr().expect("addr");
+    site.nginx.write_http(&format!(
+        "{}\nserver {{ listen {held}; location / {{ proxy_pass http://{}; }} }}",
+        proxy_site(site.listen, &app.host_port()),
+        app.host_port()
+    ));
+
+    let run = site.sr.run(&["-y", "--json"]);
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(report["outcome"], "refused", "{run}");
+    let conflict = report["conflicts"][0].to_string();
+    assert!(conflict.contains(&held.to_string()), "{run}");
+    let me = std::process::id().to_string();
+    assert!(
+        conflict.contains(&me),
+        "the holder (this test process, pid {me}) is named: {conflict}"
+    );
+    assert_eq!(site.nginx.ready_workers(), workers);
+    let text = site.sr.run(&["-y"]);
+    text.expect(1);
+    assert!(
+        format!("{}{}", text.stdout, text.stderr).contains(&held.to_string()),
+        "{text}"
+    );
+}
+
+#[test]
+fn no_change_is_not_reloaded_unless_forced() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app-v1");
+    let site = Site::start(&app.host_port());
+    let workers = site.nginx.ready_workers();
+
+    let run = site.sr.run(&["-y", "--json"]);
+    run.expect(0);
+    assert_eq!(run.outcome(), "unchanged", "{run}");
+    assert_eq!(site.nginx.ready_workers(), workers);
+
+    let forced = site.sr.run(&["-y", "--json", "--force"]);
+    forced.expect(0);
+    assert_eq!(forced.outcome(), "reloaded", "{forced}");
+    let now = site.nginx.ready_workers();
+    assert!(wait_for(Duration::from_secs(2), || site
+        .nginx
+        .ready_workers()
+        .iter()
+        .all(|w| !workers.contains(w))));
+    assert!(!now.is_empty());
+}

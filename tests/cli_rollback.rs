@@ -1,0 +1,317 @@
+//! Failures after the reload, through the binary: a change nginx answers 502 for, an added
+//! file that breaks the site, a refused upstream hidden by `--no-probe` or by failover, a
+//! `listen` that cannot bind, and a backend that is down for the old config too.
+
+mod support;
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+/// A site on its own address under a running nginx, with a recorded baseline.
+struct Site {
+    nginx: TestNginx,
+    sr: SafeReload,
+    listen: SocketAddr,
+    baseline: Vec<u8>,
+}
+
+impl Site {
+    fn start(http: impl Fn(SocketAddr) -> String) -> Site {
+        let ip = unique_loopback();
+        let listen = SocketAddr::new(ip, free_port(ip));
+        let nginx = TestNginx::start(&http(listen));
+        let sr = SafeReload::new(&nginx);
+        sr.init();
+        let baseline = std::fs::read(&nginx.conf).expect("conf");
+        Site {
+            nginx,
+            sr,
+            listen,
+            baseline,
+        }
+    }
+
+    fn get(&self) -> (u16, String) {
+        http_get(self.listen, "site.test", "/").expect("GET through nginx")
+    }
+
+    /// Write the change, run `-y --json` with `flags`, expect `code` and `outcome`.
+    fn reload(&self, http: &str, flags: &[&str], code: i32, outcome: &str) -> (Run, Value) {
+        self.nginx.write_http(http);
+        let mut args = vec!["-y", "--json"];
+        args.extend_from_slice(flags);
+        let run = self.sr.run(&args);
+        run.expect(code);
+        let report = run.json();
+        assert_eq!(report["outcome"], outcome, "{run}");
+        (run, report)
+    }
+
+    /// The rejected snapshot from `history --json`.
+    fn history_entry(&self, id: &str) -> Value {
+        let run = self.sr.run(&["history", "--json"]);
+        run.expect(0);
+        let history = run.json()["history"].clone();
+        history
+            .as_array()
+            .expect("history list")
+            .iter()
+            .find(|s| s["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("snapshot {id} in history:\n{run}"))
+    }
+}
+
+/// The bytes a snapshot entry for `path` (relative to the config root) points at.
+fn stored(sr: &SafeReload, snap: &Value, path: &str) -> Vec<u8> {
+    let entry = snap["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .find(|f| f["path"] == path)
+        .unwrap_or_else(|| panic!("{path} in snapshot {snap:#}"));
+    sr.object(entry["hash"].as_str().expect("hash"))
+}
+
+#[test]
+fn a_change_that_makes_nginx_answer_502_is_rolled_back_and_kept() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "app-v1");
+    let closer = CloseBackend::start(SocketAddr::new(ip, 0));
+    let site = Site::start(|l| proxy_site(l, &good.host_port()));
+    let baseline_id = site.sr.last_good().expect("baseline");
+    let workers = site.nginx.ready_workers();
+
+    let edit = proxy_site(site.listen, &closer.addr.to_string());
+    let (run, report) = site.reload(&edit, &[], 3, "rolled_back");
+    let edited = site.nginx.render(&edit).into_bytes();
+
+    let rb = &report["rollback"];
+    assert_eq!(rb["restored_to"], baseline_id.as_str(), "{run}");
+    assert!(rb["reason"].as_str().unwrap_or("").contains("502"), "{run}");
+    assert_eq!(rb["health"]["passed"], true, "{run}");
+    assert_eq!(
+        std::fs::read(&site.nginx.conf).expect("conf"),
+        site.baseline,
+        "the files are byte-identical to last-good"
+    );
+    assert_eq!(site.sr.last_good(), Some(baseline_id));
+    assert_eq!(site.get(), (200, "app-v1".into()));
+    assert!(site
+        .nginx
+        .ready_workers()
+        .iter()
+        .all(|w| !workers.contains(w)));
+
+    let rejected = rb["rejected"].as_str().expect("rejected id");
+    let snap = site.history_entry(rejected);
+    assert_eq!(snap["meta"]["outcome"], "rejected", "{snap:#}");
+    assert_eq!(stored(&site.sr, &snap, "nginx.conf"), edited);
+}
+
+#[test]
+fn an_added_file_that_causes_502_is_moved_out_of_the_tree() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "app-v1");
+    let closer = CloseBackend::start(SocketAddr::new(ip, 0));
+    let site_body = |l: SocketAddr| {
+        format!(
+            "{}\ninclude conf.d/*.conf;",
+            proxy_site(l, &good.host_port())
+        )
+    };
+    let site = Site::start(site_body);
+    let conf_d = site.nginx.prefix.join("conf.d");
+    std::fs::create_dir(&conf_d).expect("mkdir conf.d");
+    let added = conf_d.join("api.conf");
+    let api = SocketAddr::new(ip, free_port(ip));
+    let text = format!(
+        "server {{ listen {api}; server_name api.test; location /api/ {{ proxy_pass http://{}; }} }}\n",
+        closer.addr
+    );
+    std::fs::write(&added, &text).expect("write conf.d/api.conf");
+
+    let run = site.sr.run(&["-y", "--json"]);
+    run.expect(3);
+    let report = run.json();
+    assert_eq!(report["outcome"], "rolled_back", "{run}");
+    let diff = report["diff"].to_string();
+    assert!(
+        diff.contains("conf.d/api.conf"),
+        "the diff shows the added file: {diff}"
+    );
+    assert!(!added.exists(), "the added file is gone from conf.d");
+    assert_eq!(std::fs::read_dir(&conf_d).expect("conf.d").count(), 0);
+    let rejected = report["rollback"]["rejected"].as_str().expect("rejected");
+    let snap = site.history_entry(rejected);
+    assert_eq!(stored(&site.sr, &snap, "conf.d/api.conf"), text.as_bytes());
+    assert_eq!(site.get(), (200, "app-v1".into()));
+    assert!(
+        http_get(api, "api.test", "/api/").is_err(),
+        "the added server no longer listens"
+    );
+}
+
+#[test]
+fn no_probe_with_a_refused_upstream_rolls_back_showing_the_connect_error() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "app-v1");
+    let site = Site::start(|l| proxy_site(l, &good.host_port()));
+    let dead = SocketAddr::new(ip, free_port(ip));
+
+    let (run, report) = site.reload(
+        &proxy_site(site.listen, &dead.to_string()),
+        &["--no-probe"],
+        3,
+        "rolled_back",
+    );
+    assert!(report.get("probe").is_none_or(Value::is_null), "{run}");
+    let errors = report["health"]["upstream_errors"]
+        .as_array()
+        .expect("errors");
+    let upstream = format!("http://{dead}/");
+    let line = errors
+        .iter()
+        .find(|e| e["upstream"] == upstream.as_str())
+        .unwrap_or_else(|| panic!("an upstream error for {upstream}: {run}"));
+    let text = line["text"].as_str().expect("text");
+    assert!(
+        text.contains("connect() failed (111: Connection refused)")
+            && text.contains(&format!("upstream: \"{upstream}\"")),
+        "nginx's own line: {text}"
+    );
+    assert_eq!(
+        std::fs::read(&site.nginx.conf).expect("conf"),
+        site.baseline
+    );
+    assert_eq!(site.get(), (200, "app-v1".into()));
+
+    let human = site.sr.run(&["-y", "--no-probe"]);
+    // The first run restored the baseline: nothing to do now.
+    human.expect(0);
+    site.nginx
+        .write_http(&proxy_site(site.listen, &dead.to_string()));
+    let human = site.sr.run(&["-y", "--no-probe"]);
+    human.expect(3);
+    let all = format!("{}{}", human.stdout, human.stderr);
+    assert!(
+        all.contains("111: Connection refused") && all.contains(&upstream),
+        "the text report shows the connect() line:\n{human}"
+    );
+}
+
+#[test]
+fn a_pool_whose_failover_hides_a_refused_server_still_fails_verification() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "app-v1");
+    let site = Site::start(|l| proxy_site(l, &good.host_port()));
+    let dead = SocketAddr::new(ip, free_port(ip));
+    let pool = format!(
+        "upstream pool {{ server {dead}; server {}; }}\n{}",
+        good.host_port(),
+        proxy_site(site.listen, "pool")
+    );
+
+    let (run, report) = site.reload(&pool, &["--no-probe"], 3, "rolled_back");
+    let results = report["health"]["results"].as_array().expect("results");
+    assert!(
+        results.iter().all(|r| r["status"] == 200),
+        "failover hid the refused server from the client: {run}"
+    );
+    let errors = report["health"]["upstream_errors"].to_string();
+    assert!(errors.contains(&format!("http://{dead}/")), "{run}");
+    assert_eq!(report["rollback"]["health"]["passed"], true, "{run}");
+    assert_eq!(
+        std::fs::read(&site.nginx.conf).expect("conf"),
+        site.baseline
+    );
+}
+
+#[test]
+fn a_listen_that_cannot_bind_is_detected_as_not_taken_effect() {
+    // A socket bound but not listening holds the port: `nginx -t` passes (it ignores
+    // EADDRINUSE), the preflight sees no listener, and the reload's bind() fails for real.
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "app-v1");
+    let site = Site::start(|l| proxy_site(l, &good.host_port()));
+    let workers = site.nginx.ready_workers();
+    let blocker = bound_not_listening(ip);
+    let port = blocker
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("addr");
+    let change = format!(
+        "{}\nserver {{ listen {port}; location / {{ return 200 \"new\"; }} }}",
+        proxy_site(site.listen, &good.host_port())
+    );
+
+    let (run, report) = site.reload(&change, &[], 3, "rolled_back");
+    assert_eq!(report["reload"]["took_effect"], false, "{run}");
+    let emerg = report["reload"]["emerg"].to_string();
+    assert!(
+        emerg.contains(&format!("bind() to {port} failed (98: Address")),
+        "nginx's [emerg] line is reported: {run}"
+    );
+    let reason = report["rollback"]["reason"].as_str().expect("reason");
+    assert!(reason.contains("did not take effect"), "{reason}");
+    assert_eq!(report["rollback"]["reload"]["took_effect"], true, "{run}");
+    assert_eq!(
+        std::fs::read(&site.nginx.conf).expect("conf"),
+        site.baseline
+    );
+    assert_eq!(site.get(), (200, "app-v1".into()));
+    // The failed reload left the old workers serving; the rollback's reload replaced them.
+    assert!(wait_for(Duration::from_secs(2), || site
+        .nginx
+        .ready_workers()
+        .iter()
+        .all(|w| !workers.contains(w))));
+}
+
+#[test]
+fn a_backend_down_for_old_and_new_config_exits_4_blaming_the_backend() {
+    let ip = unique_loopback();
+    let closer = CloseBackend::start(SocketAddr::new(ip, 0));
+    let site = Site::start(|l| proxy_site(l, &closer.addr.to_string()));
+    let change = format!(
+        "server {{ listen {}; server_name site.test; \
+         location / {{ proxy_set_header X-Changed 1; proxy_pass http://{}; }} }}",
+        site.listen, closer.addr
+    );
+
+    let (run, report) = site.reload(&change, &[], 4, "rollback_failed");
+    let rb = &report["rollback"];
+    assert_eq!(rb["reload"]["took_effect"], true, "{run}");
+    assert_eq!(rb["health"]["passed"], false, "{run}");
+    let state = rb["state"].as_str().expect("state");
+    assert!(
+        state.contains("backend is failing") && state.contains("not the cause"),
+        "{state}"
+    );
+    assert_eq!(
+        std::fs::read(&site.nginx.conf).expect("conf"),
+        site.baseline
+    );
+    let text = site.sr.run(&["-y", "--force"]);
+    text.expect(4);
+    assert!(
+        format!("{}{}", text.stdout, text.stderr).contains("backend is failing"),
+        "{text}"
+    );
+}
+
+/// A TCP socket bound to a free port of `ip` that never listens: invisible in
+/// `/proc/net/tcp`'s listeners, yet nginx's bind() to that port fails with EADDRINUSE.
+fn bound_not_listening(ip: std::net::IpAddr) -> socket2::Socket {
+    use socket2::{Domain, Socket, Type};
+    let free = TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind");
+    let addr = free.local_addr().expect("addr");
+    drop(free);
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    s.bind(&addr.into()).expect("bind without listen");
+    s
+}

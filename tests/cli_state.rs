@@ -1,0 +1,274 @@
+//! The state directory through the binary: `history` and `rollback`, `status` with drift and an
+//! interrupted run that `recover` finishes, and the lock against parallel runs.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+struct Site {
+    nginx: TestNginx,
+    sr: SafeReload,
+    listen: SocketAddr,
+}
+
+impl Site {
+    fn start(http: &dyn Fn(SocketAddr) -> String) -> Site {
+        let ip = unique_loopback();
+        let listen = SocketAddr::new(ip, free_port(ip));
+        let nginx = TestNginx::start(&http(listen));
+        let sr = SafeReload::new(&nginx);
+        Site { nginx, sr, listen }
+    }
+
+    fn body(&self) -> String {
+        http_get(self.listen, "site.test", "/")
+            .expect("GET through nginx")
+            .1
+    }
+
+    fn history(&self) -> Value {
+        let run = self.sr.run(&["history", "--json"]);
+        run.expect(0);
+        run.json()
+    }
+}
+
+fn ids(history: &Value) -> Vec<String> {
+    history["history"]
+        .as_array()
+        .expect("history list")
+        .iter()
+        .map(|s| s["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+#[test]
+fn history_lists_runs_newest_first_and_rollback_restores_an_earlier_good_one() {
+    let ip = unique_loopback();
+    let apps: Vec<HttpBackend> = ["v1", "v2", "v3"]
+        .iter()
+        .map(|n| HttpBackend::start(SocketAddr::new(ip, 0), n))
+        .collect();
+    let site = Site::start(&|l| proxy_site(l, &apps[0].host_port()));
+    let v1 = site.sr.init();
+    let mut good = vec![v1.clone()];
+    for app in &apps[1..] {
+        site.nginx
+            .write_http(&proxy_site(site.listen, &app.host_port()));
+        let run = site.sr.run(&["-y", "--json"]);
+        run.expect(0);
+        good.push(run.json()["snapshot"].as_str().expect("id").to_string());
+    }
+    assert_eq!(site.body(), "v3");
+
+    let h = site.history();
+    let listed = ids(&h);
+    let newest_first: Vec<String> = good.iter().rev().cloned().collect();
+    assert_eq!(listed, newest_first, "{h:#}");
+    assert_eq!(h["last_good"], good[2].as_str());
+    assert_eq!(h["history"][0]["meta"]["outcome"], "good");
+    assert_eq!(h["history"][2]["meta"]["outcome"], "baseline");
+    assert_eq!(
+        h["history"][0]["meta"]["changed_files"],
+        serde_json::json!(["nginx.conf"])
+    );
+    let text = site.sr.run(&["history"]);
+    text.expect(0);
+    for id in &good {
+        assert!(text.stdout.contains(id.as_str()), "{text}");
+    }
+
+    // Without an id: the good snapshot before last-good (v2).
+    let back = site.sr.run(&["rollback", "-y", "--json"]);
+    back.expect(0);
+    assert_eq!(back.outcome(), "reloaded", "{back}");
+    assert_eq!(site.body(), "v2");
+    let conf = std::fs::read_to_string(&site.nginx.conf).expect("conf");
+    assert!(conf.contains(&apps[1].host_port()));
+
+    // An explicit id: the baseline.
+    let back = site.sr.run(&["rollback", &v1, "-y", "--json"]);
+    back.expect(0);
+    assert_eq!(site.body(), "v1");
+    let h = site.history();
+    let replaced = h["history"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|s| s["meta"]["outcome"] == "replaced")
+        .count();
+    assert_eq!(
+        replaced, 2,
+        "each rollback kept the files it replaced: {h:#}"
+    );
+
+    let missing = site
+        .sr
+        .run(&["rollback", "20000101T000000Z-000000-000000", "-y"]);
+    missing.expect(2);
+    assert_eq!(site.body(), "v1");
+}
+
+#[test]
+fn status_reports_running_drift_and_not_running() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "v1");
+    let site = Site::start(&|l| proxy_site(l, &app.host_port()));
+    site.sr.init();
+
+    let run = site.sr.run(&["status", "--json"]);
+    run.expect(0);
+    let st = run.json();
+    assert_eq!(st["status"]["master_pid"], site.nginx.master_pid(), "{run}");
+    assert!(
+        st["diff"]["files"].as_array().is_some_and(Vec::is_empty),
+        "{run}"
+    );
+
+    site.nginx.write_http(&format!(
+        "{}\n# drift",
+        proxy_site(site.listen, &app.host_port())
+    ));
+    let run = site.sr.run(&["status", "--json"]);
+    run.expect(0);
+    let drift = run.json()["diff"].to_string();
+    assert!(
+        drift.contains("nginx.conf") && drift.contains("# drift"),
+        "{run}"
+    );
+
+    let stopped = TestNginx::builder()
+        .http(&proxy_site(site.listen, &app.host_port()))
+        .prepare();
+    let sr = SafeReload::new(&stopped);
+    let run = sr.run(&["status", "--json"]);
+    run.expect(1);
+    let st = run.json();
+    assert!(st["status"]["master_pid"].is_null(), "{run}");
+    let why = st["status"]["not_running"].as_str().unwrap_or_default();
+    assert!(why.contains("nginx.pid"), "names the pid file: {run}");
+}
+
+#[test]
+fn a_run_killed_during_verification_shows_in_status_and_recover_finishes_it() {
+    let ip = unique_loopback();
+    let v1 = HttpBackend::start(SocketAddr::new(ip, 0), "v1");
+    let v2 = HttpBackend::start(SocketAddr::new(ip, 0), "v2");
+    let hang = hanging_listener(unique_loopback());
+    let site = Site::start(&|l| proxy_site(l, &v1.host_port()));
+    site.sr.init();
+    let workers = site.nginx.ready_workers();
+    site.nginx
+        .write_http(&proxy_site(site.listen, &v2.host_port()));
+
+    // The health request hangs, so the run is still verifying when it is killed.
+    let health = format!("http://{}/", hang.addr);
+    let mut child = site.sr.spawn(&["-y", "--health", &health]);
+    let journal = site.sr.state.join("journal.json");
+    let reloaded = wait_for(Duration::from_secs(5), || {
+        journal.exists()
+            && syn_sent_to(hang.addr)
+            && site
+                .nginx
+                .ready_workers()
+                .iter()
+                .all(|w| !workers.contains(w))
+    });
+    // SAFETY: killing the run this test started, by its pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    assert!(reloaded, "the run reached verification");
+
+    let run = site.sr.run(&["status", "--json"]);
+    run.expect(1);
+    let interrupted = &run.json()["status"]["interrupted"];
+    assert_eq!(interrupted["pid"], child.id(), "{run}");
+    assert_eq!(interrupted["phase"], "reloading", "{run}");
+    let blocked = site.sr.run(&["-y"]);
+    blocked.expect(2);
+    assert!(blocked.stderr.contains("recover"), "{blocked}");
+
+    let run = site.sr.run(&["recover", "--json"]);
+    run.expect(0);
+    assert_eq!(run.outcome(), "reloaded", "{run}");
+    assert_eq!(site.body(), "v2");
+    assert!(!journal.exists());
+    site.sr.run(&["status"]).expect(0);
+    let again = site.sr.run(&["recover", "--json"]);
+    again.expect(0);
+    assert!(again.stdout.contains("nothing to recover"), "{again}");
+}
+
+/// A site whose upstream has a `backup` server behind a full accept queue: its probe takes the
+/// whole `--probe-timeout` (a warning, not a failure), which keeps a run holding the lock.
+fn slow_site(app: &HttpBackend, hang: &HangingListener) -> Site {
+    let pool = |l: SocketAddr| {
+        format!(
+            "upstream pool {{ server {}; server {} backup; }}\n{}",
+            app.host_port(),
+            hang.addr,
+            proxy_site(l, "pool")
+        )
+    };
+    Site::start(&pool)
+}
+
+#[test]
+fn the_lock_lets_one_of_three_parallel_runs_reload() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "v1");
+    let hang = hanging_listener(unique_loopback());
+    let site = slow_site(&app, &hang);
+    let args = ["-y", "--json", "--probe-timeout", "1s"];
+    let runs: Vec<_> = (0..3).map(|_| site.sr.spawn(&args)).collect();
+    let runs: Vec<Run> = runs
+        .into_iter()
+        .map(|c| finish(c, Duration::from_secs(20)))
+        .collect();
+
+    let reloaded: Vec<&Run> = runs.iter().filter(|r| r.code == 0).collect();
+    let locked: Vec<&Run> = runs.iter().filter(|r| r.code == 2).collect();
+    assert_eq!(reloaded.len(), 1, "{runs:#?}");
+    assert_eq!(locked.len(), 2, "{runs:#?}");
+    assert_eq!(reloaded[0].outcome(), "reloaded");
+    for r in locked {
+        assert_eq!(r.outcome(), "error", "{r}");
+        let why = r.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(why.contains("holds the lock"), "{r}");
+        assert!(why.contains("pid"), "says who holds it: {r}");
+    }
+}
+
+#[test]
+fn with_wait_parallel_runs_take_turns() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "v1");
+    let site = Site::start(&|l| proxy_site(l, &app.host_port()));
+    site.sr.init();
+    site.nginx.write_http(&format!(
+        "{}\n# v2",
+        proxy_site(site.listen, &app.host_port())
+    ));
+    let runs: Vec<_> = (0..3)
+        .map(|_| site.sr.spawn(&["-y", "--json", "--wait"]))
+        .collect();
+    let runs: Vec<Run> = runs
+        .into_iter()
+        .map(|c| finish(c, Duration::from_secs(20)))
+        .collect();
+    for r in &runs {
+        r.expect(0);
+    }
+    let mut outcomes: Vec<String> = runs.iter().map(Run::outcome).collect();
+    outcomes.sort();
+    // One reloaded the change; the others ran after it and found nothing left to do.
+    assert_eq!(
+        outcomes,
+        ["reloaded", "unchanged", "unchanged"],
+        "{runs:#?}"
+    );
+}
