@@ -6,7 +6,7 @@ mod support;
 
 use std::process::Command;
 
-use output_util::BIN;
+use support::BIN;
 
 fn stdout_of(args: &[&str]) -> String {
     let out = Command::new(BIN).args(args).output().expect("run");

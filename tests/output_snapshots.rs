@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use output_util::*;
+use support::BIN;
 
 fn snapshot_of(out: &std::process::Output, dir: &Path) -> String {
     let dir = dir.display().to_string();

@@ -15,6 +15,7 @@ use crate::pipeline::{
 use crate::reload;
 use crate::report::{Outcome, Problem, Report, StatusReport};
 use crate::settings::Settings;
+use crate::signals;
 use crate::store::{Outcome as SnapOutcome, Phase as JournalPhase, Snapshot, Store};
 
 /// `targets`: every upstream target with file:line. No nginx, no network.
@@ -41,6 +42,10 @@ pub fn probe(s: &Settings, report: &mut Report) -> Result<Exit> {
     };
     let insp = inspect::inspect(None, s, config, &[], checks, report)?;
     record_inspection(report, &insp);
+    if signals::interrupted() {
+        // Ctrl-C during the checks: nothing changed, whatever the checks found.
+        return Err(Error::Interrupted);
+    }
     if insp.refuses() {
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }

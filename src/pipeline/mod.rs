@@ -118,6 +118,10 @@ pub fn reload(s: &Settings, p: &Printer, report: &mut Report) -> Result<Exit> {
         report,
     )?;
     record_inspection(report, &insp);
+    if signals::interrupted() {
+        // Ctrl-C during the checks: nothing changed, whatever the checks found.
+        return Err(Error::Interrupted);
+    }
     if insp.refuses() {
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }

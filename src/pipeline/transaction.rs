@@ -183,12 +183,14 @@ impl Transaction<'_> {
         let mut rb = RollbackReport::new(why, &self.candidate);
         let exit = self.restore_and_verify(&mut rb, report);
         // Once last-good is back and live the run is over, even when the backend fails it
-        // too: nothing is left for `recover` to finish.
+        // too; with no last-good there is nothing to go back to. Either way nothing is left
+        // for `recover` to finish.
         let restored_live = rb.reload.as_ref().is_some_and(|p| p.took_effect);
+        let nothing_to_restore = self.last_good.is_none();
         report.rollback = Some(rb);
         match exit {
             Ok(exit) => {
-                if exit == Exit::RolledBack || restored_live {
+                if exit == Exit::RolledBack || restored_live || nothing_to_restore {
                     self.store.journal_clear()?;
                 }
                 signals::set_phase(Phase::Idle);

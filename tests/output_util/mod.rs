@@ -12,9 +12,6 @@ use std::process::{Command, Output};
 
 use crate::support::*;
 
-/// The built binary.
-pub const BIN: &str = env!("CARGO_BIN_EXE_safe-reload");
-
 /// nginx with one proxied server (`Host: site.test`) in front of `app`.
 pub struct Site {
     pub ip: IpAddr,
