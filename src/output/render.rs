@@ -352,7 +352,12 @@ fn render_outcome(p: &Printer, report: &Report) {
     let snap = report
         .snapshot
         .as_deref()
-        .map(|s| format!(" (snapshot {s})"))
+        .map(|s| match report.outcome {
+            Outcome::RolledBack | Outcome::RollbackFailed => {
+                format!(" (your change is kept as snapshot {s})")
+            }
+            _ => format!(" (snapshot {s})"),
+        })
         .unwrap_or_default();
     p.out(&format!("{}{snap}", p.paint(tone, &text)));
 }
