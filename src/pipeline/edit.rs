@@ -144,9 +144,19 @@ pub fn edit(s: &Settings, p: &Printer, file: &Path, report: &mut Report) -> Resu
             let _ = fs_err::remove_file(&copy);
             return Ok(report.finish(Outcome::Unchanged, Exit::Ok));
         }
+        // The lock covers writing the file and the pipeline, not the editor session; a run
+        // left unfinished by someone else is refused here, before the file changes.
+        let (store, lock) = crate::pipeline::open_locked(s)?;
         store::write_atomic(&path, &edited, original.attrs)?;
         let mut attempt = Report::new("edit");
-        let exit = match crate::pipeline::reload(s, p, &mut attempt) {
+        let result = crate::pipeline::reload_locked(
+            s,
+            p,
+            &mut attempt,
+            &store,
+            crate::pipeline::Journal::Begin,
+        );
+        let exit = match result {
             Ok(exit) => exit,
             Err(e) => {
                 original.put_back()?;
@@ -174,6 +184,7 @@ pub fn edit(s: &Settings, p: &Printer, file: &Path, report: &mut Report) -> Resu
                 .notes
                 .push(format!("your edit is kept in {}", copy.display()));
         }
+        drop(lock);
         if !p.interactive() || s.yes {
             return Ok(exit);
         }
