@@ -62,12 +62,15 @@ impl Phase {
     }
 }
 
-/// Test hook, inert unless `SAFE_RELOAD_TEST_PAUSE` is set: when it names `point` (a journal
-/// phase such as `reloading`, or `snapshot-object`, `restore-file`, `rollback-verifying`), the
-/// process stops itself with SIGSTOP right there, so a crash test can SIGKILL it at a known
-/// moment instead of guessing with timers.
+/// Test hook, inert unless `SAFE_RELOAD_TEST_PAUSE` is set: when its comma-separated list
+/// names `point` (a journal phase such as `reloading`, or `snapshot-object`, `restore-file`,
+/// `rollback-verifying`), the process stops itself with SIGSTOP right there, so a crash or
+/// signal test can act on it at a known moment instead of guessing with timers.
 pub fn test_pause(point: &str) {
-    if std::env::var_os("SAFE_RELOAD_TEST_PAUSE").is_some_and(|v| v == point) {
+    let Some(list) = std::env::var_os("SAFE_RELOAD_TEST_PAUSE") else {
+        return;
+    };
+    if list.to_string_lossy().split(',').any(|p| p == point) {
         // SAFETY: raising a signal on ourselves has no preconditions.
         unsafe {
             libc::raise(libc::SIGSTOP);
