@@ -7,6 +7,8 @@
 //! journal. A few more kills at delays spread over the run's duration cover the moments
 //! between the named points.
 
+#![allow(clippy::print_stderr)] // timings, for the report
+
 mod rel_support;
 mod support;
 
@@ -119,7 +121,6 @@ fn sigkill_at_each_phase_of_a_rolling_back_run_is_recovered() {
         check_after_kill(&site, point, &bad, true, Some(touched));
         eprintln!("{point}: checks and recover took {:?}", t.elapsed());
     }
-    eprintln!("full rolling-back run: {full_run:?}");
 }
 
 #[test]

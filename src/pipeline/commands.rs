@@ -49,28 +49,48 @@ pub fn probe(s: &Settings, report: &mut Report) -> Result<Exit> {
 }
 
 /// `check`: parse, nginx -t, probes, preflight, diff; never reloads. With `untrusted`,
-/// code-loading directives and includes outside the tree are refused before nginx runs.
+/// code-loading directives and includes outside the tree are refused before nginx runs, and
+/// nginx -t runs on a throwaway copy (see `sandbox`).
 pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit> {
-    if untrusted {
-        if let Some(exit) = untrusted_policy(s, report)? {
-            return Ok(exit);
+    let confined = if untrusted {
+        match untrusted_policy(s, report)? {
+            Ok(confined) => Some(confined),
+            Err(exit) => return Ok(exit),
         }
-    }
-    let env = Env::discover(s)?;
-    let config = match env.load() {
-        Ok(c) => c,
-        Err(e @ Error::Config { .. }) => return refuse_config(report, e),
-        Err(e) => return Err(e),
+    } else {
+        None
     };
-    let own = reload::find_master(&env.pid_file(&config), &env.nginx.binary)
-        .map(|m| own_pids(&m))
-        .unwrap_or_default();
+    // Every refusal of untrusted configuration comes before any nginx command runs.
+    let sandbox = match &confined {
+        Some((config, root)) => match crate::sandbox::Sandbox::prepare(config, root) {
+            Ok(sb) => Some(sb),
+            Err(e @ Error::Config { .. }) => return refuse_config(report, e),
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
+    let env = Env::discover(s)?;
+    let config = match &confined {
+        Some((config, _)) => config.clone(),
+        None => match env.load() {
+            Ok(c) => c,
+            Err(e @ Error::Config { .. }) => return refuse_config(report, e),
+            Err(e) => return Err(e),
+        },
+    };
+    // An untrusted configuration's pid file is not read: it may name any file.
+    let own = match confined {
+        Some(_) => Vec::new(),
+        None => reload::find_master(&env.pid_file(&config), &env.nginx.binary)
+            .map(|m| own_pids(&m))
+            .unwrap_or_default(),
+    };
     let checks = Checks {
-        test: true,
+        test: confined.is_none(),
         probe: !s.no_probe,
         preflight: true,
     };
-    let insp = inspect::inspect(
+    let mut insp = inspect::inspect(
         Some((&env.nginx, &env.info)),
         s,
         config,
@@ -78,6 +98,17 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
         checks,
         report,
     )?;
+    if let Some(sandbox) = &sandbox {
+        let t = Instant::now();
+        let outcome = sandbox.test(&env.nginx.binary, env.nginx.timeout)?;
+        report.step(
+            "nginx -t",
+            outcome.passed,
+            t.elapsed(),
+            Some("throwaway prefix".into()),
+        );
+        insp.test = Some(outcome);
+    }
     record_inspection(report, &insp);
     if s.state_dir.exists() {
         if let Ok(store) = Store::open(&s.state_dir) {
@@ -383,24 +414,34 @@ fn previous_good(store: &Store) -> Result<Option<Snapshot>> {
         }))
 }
 
-/// Refuse what untrusted configuration may not contain; `Some` when refused.
-fn untrusted_policy(s: &Settings, report: &mut Report) -> Result<Option<Exit>> {
-    let main = std::path::absolute(env::conf_path(s)?)?;
+/// Refuse what untrusted configuration may not contain. `Ok` holds the confined
+/// configuration and its root (the main file's directory); `Err` the exit of a refusal.
+fn untrusted_policy(
+    s: &Settings,
+    report: &mut Report,
+) -> Result<std::result::Result<(conf::Config, std::path::PathBuf), Exit>> {
+    let Some(conf) = &s.conf else {
+        return Err(Error::Usage(
+            "check --untrusted needs -c/--conf FILE: the main file of the repository to check"
+                .into(),
+        ));
+    };
+    let main = std::path::absolute(conf)?;
     let root = main.parent().map(|p| p.to_path_buf()).unwrap_or_default();
     let opts = LoadOptions {
-        confine: Some(root),
+        confine: Some(root.clone()),
         ..LoadOptions::default()
     };
     let config = match conf::load(&main, &opts) {
         Ok(c) => c,
-        Err(e @ Error::Config { .. }) => return refuse_config(report, e).map(Some),
+        Err(e @ Error::Config { .. }) => return refuse_config(report, e).map(Err),
         Err(e) => return Err(e),
     };
     let found = conf::untrusted::violations(&config);
     if found.is_empty() {
-        return Ok(None);
+        return Ok(Ok((config, root)));
     }
     report.config = Some(config.main.clone());
     report.problems.extend(found.iter().map(Problem::from));
-    Ok(Some(report.finish(Outcome::Refused, Exit::Refused)))
+    Ok(Err(report.finish(Outcome::Refused, Exit::Refused)))
 }
