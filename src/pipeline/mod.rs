@@ -174,11 +174,19 @@ pub fn reload_locked(
             last_good.as_ref().map(|g| g.id.clone()),
         ))?;
     }
-    let candidate = store.snapshot(
-        &insp.config.conf_prefix,
-        &insp.config.files,
-        meta(SnapOutcome::Pending, changed_files(report)),
-    )?;
+    let candidate = store
+        .snapshot(
+            &insp.config.conf_prefix,
+            &insp.config.files,
+            meta(SnapOutcome::Pending, changed_files(report)),
+        )
+        .inspect_err(|_| {
+            // Nothing changed and nginx was not touched: no run to recover (best effort; a
+            // removal works on a full disk).
+            if journal == Journal::Begin {
+                let _ = store.journal_clear();
+            }
+        })?;
     if journal == Journal::Begin {
         store.journal_update(|r| {
             r.candidate = Some(candidate.id.clone());
