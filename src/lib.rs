@@ -5,7 +5,7 @@
 //! `store` (snapshots, last-good, journal, lock), `diff`, `reload` (signal and proof),
 //! `health` (requests through nginx and the error-log window), `pipeline` (step order and
 //! rollback policy: the only place that decides), `report` (what a run found) and `output`
-//! (the only place that prints).
+//! (the only place that prints); `sandbox` copies untrusted configuration for `nginx -t`.
 
 pub mod cli;
 pub mod conf;
@@ -23,6 +23,7 @@ pub mod probe;
 pub mod reload;
 pub mod report;
 pub mod run;
+pub mod sandbox;
 pub mod settings;
 pub mod signals;
 pub mod store;

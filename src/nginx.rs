@@ -197,6 +197,70 @@ impl Nginx {
     }
 }
 
+/// `nginx -t` on a throwaway copy of untrusted configuration (see `sandbox`).
+#[derive(Debug, Clone)]
+pub struct IsolatedTest<'a> {
+    pub binary: &'a Path,
+    /// The copy's directory: the prefix, and where the pid file goes.
+    pub prefix: &'a Path,
+    /// The main file inside the copy.
+    pub conf: &'a Path,
+    /// Run nginx as this uid and gid (when we are root).
+    pub run_as: Option<(u32, u32)>,
+    /// Paths in nginx's messages that start with `.0` are shown under `.1`.
+    pub map: (&'a Path, &'a Path),
+    pub timeout: Duration,
+}
+
+/// Run `nginx -t -e stderr -g "pid PREFIX/nginx.pid;"` on the copy: the startup error log goes
+/// to stderr instead of the compiled-in file, the pid file into the copy.
+pub fn test_isolated(t: &IsolatedTest) -> Result<TestOutcome> {
+    let start = Instant::now();
+    let mut prefix = t.prefix.display().to_string();
+    if !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    let args: Vec<String> = vec![
+        "-t".into(),
+        "-q".into(),
+        "-e".into(),
+        "stderr".into(),
+        "-p".into(),
+        prefix.clone(),
+        "-c".into(),
+        t.conf.display().to_string(),
+        "-g".into(),
+        format!("pid {prefix}nginx.pid;"),
+    ];
+    let mut expr = duct::cmd(t.binary.as_os_str(), &args)
+        .stdin_null()
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked();
+    if let Some((uid, gid)) = t.run_as {
+        expr = expr.before_spawn(move |cmd| {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(gid);
+            Ok(())
+        });
+    }
+    let out = wait(expr, command_line(t.binary, &args), t.timeout)?;
+    let from = t.map.0.display().to_string();
+    let to = t.map.1.display().to_string();
+    let stderr = out
+        .stderr
+        .replace(from.trim_end_matches('/'), to.trim_end_matches('/'));
+    let messages = parse_messages(&stderr);
+    let passed = out.status == Some(0) && !messages.iter().any(|m| m.level == Level::Emerg);
+    Ok(TestOutcome {
+        passed,
+        status: out.status,
+        messages,
+        stderr,
+        elapsed: start.elapsed(),
+    })
+}
+
 /// A hint for a `nginx -t` message whose cause is a common slip: `proxy_pass 127.0.0.1:8000;`
 /// makes nginx say only "invalid URL prefix".
 pub fn hint(message: &Message, config: &Config) -> Option<String> {
@@ -248,19 +312,22 @@ pub fn run_command(argv: &[String], timeout: Duration) -> Result<Output> {
 
 /// Run `program` (a path, or for the operator's command a name looked up on `PATH`).
 fn run(program: &Path, args: &[String], timeout: Duration) -> Result<Output> {
-    let command = command_line(program, args);
     // As an OsStr, a bare name is searched on PATH; duct would take a bare `Path` as `./name`.
-    let handle = duct::cmd(program.as_os_str(), args)
+    let expr = duct::cmd(program.as_os_str(), args)
         .stdin_null()
         .stdout_capture()
         .stderr_capture()
-        .unchecked()
-        .start()
-        .map_err(|e| Error::Command {
-            command: command.clone(),
-            status: "could not start".into(),
-            stderr: e.to_string(),
-        })?;
+        .unchecked();
+    wait(expr, command_line(program, args), timeout)
+}
+
+/// Start `expr` and wait for it at most `timeout`, killing it then.
+fn wait(expr: duct::Expression, command: String, timeout: Duration) -> Result<Output> {
+    let handle = expr.start().map_err(|e| Error::Command {
+        command: command.clone(),
+        status: "could not start".into(),
+        stderr: e.to_string(),
+    })?;
     let waited = handle.wait_timeout(timeout).map_err(|e| Error::Command {
         command: command.clone(),
         status: "could not wait".into(),

@@ -187,7 +187,7 @@ fn a_run_killed_during_verification_shows_in_status_and_recover_finishes_it() {
     run.expect(1);
     let interrupted = &run.json()["status"]["interrupted"];
     assert_eq!(interrupted["pid"], child.id(), "{run}");
-    assert_eq!(interrupted["phase"], "reloading", "{run}");
+    assert_eq!(interrupted["phase"], "verifying", "{run}");
     let blocked = site.sr.run(&["-y"]);
     blocked.expect(2);
     assert!(blocked.stderr.contains("recover"), "{blocked}");

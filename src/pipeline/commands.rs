@@ -10,13 +10,14 @@ use crate::exit::Exit;
 use crate::pipeline::env::{self, Env};
 use crate::pipeline::inspect::{self, Checks};
 use crate::pipeline::{
-    diff_against, meta, open_locked, own_pids, record_inspection, refuse_config,
+    diff_against, meta, open_locked, own_pids, record_inspection, refuse_config, reload_locked,
+    Journal,
 };
 use crate::reload;
 use crate::report::{Outcome, Problem, Report, StatusReport};
 use crate::settings::Settings;
 use crate::signals;
-use crate::store::{Outcome as SnapOutcome, Phase as JournalPhase, Snapshot, Store};
+use crate::store::{JournalRecord, Outcome as SnapOutcome, Phase as JournalPhase, Snapshot, Store};
 
 /// `targets`: every upstream target with file:line. No nginx, no network.
 pub fn targets(s: &Settings, report: &mut Report) -> Result<Exit> {
@@ -53,28 +54,48 @@ pub fn probe(s: &Settings, report: &mut Report) -> Result<Exit> {
 }
 
 /// `check`: parse, nginx -t, probes, preflight, diff; never reloads. With `untrusted`,
-/// code-loading directives and includes outside the tree are refused before nginx runs.
+/// code-loading directives and includes outside the tree are refused before nginx runs, and
+/// nginx -t runs on a throwaway copy (see `sandbox`).
 pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit> {
-    if untrusted {
-        if let Some(exit) = untrusted_policy(s, report)? {
-            return Ok(exit);
+    let confined = if untrusted {
+        match untrusted_policy(s, report)? {
+            Ok(confined) => Some(confined),
+            Err(exit) => return Ok(exit),
         }
-    }
-    let env = Env::discover(s)?;
-    let config = match env.load() {
-        Ok(c) => c,
-        Err(e @ Error::Config { .. }) => return refuse_config(report, e),
-        Err(e) => return Err(e),
+    } else {
+        None
     };
-    let own = reload::find_master(&env.pid_file(&config), &env.nginx.binary)
-        .map(|m| own_pids(&m))
-        .unwrap_or_default();
+    // Every refusal of untrusted configuration comes before any nginx command runs.
+    let sandbox = match &confined {
+        Some((config, root)) => match crate::sandbox::Sandbox::prepare(config, root) {
+            Ok(sb) => Some(sb),
+            Err(e @ Error::Config { .. }) => return refuse_config(report, e),
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
+    let env = Env::discover(s)?;
+    let config = match &confined {
+        Some((config, _)) => config.clone(),
+        None => match env.load() {
+            Ok(c) => c,
+            Err(e @ Error::Config { .. }) => return refuse_config(report, e),
+            Err(e) => return Err(e),
+        },
+    };
+    // An untrusted configuration's pid file is not read: it may name any file.
+    let own = match confined {
+        Some(_) => Vec::new(),
+        None => reload::find_master(&env.pid_file(&config), &env.nginx.binary)
+            .map(|m| own_pids(&m))
+            .unwrap_or_default(),
+    };
     let checks = Checks {
-        test: true,
+        test: confined.is_none(),
         probe: !s.no_probe,
         preflight: true,
     };
-    let insp = inspect::inspect(
+    let mut insp = inspect::inspect(
         Some((&env.nginx, &env.info)),
         s,
         config,
@@ -82,6 +103,17 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
         checks,
         report,
     )?;
+    if let Some(sandbox) = &sandbox {
+        let t = Instant::now();
+        let outcome = sandbox.test(&env.nginx.binary, env.nginx.timeout)?;
+        report.step(
+            "nginx -t",
+            outcome.passed,
+            t.elapsed(),
+            Some("throwaway prefix".into()),
+        );
+        insp.test = Some(outcome);
+    }
     record_inspection(report, &insp);
     if s.state_dir.exists() {
         if let Ok(store) = Store::open(&s.state_dir) {
@@ -208,14 +240,16 @@ pub fn status(s: &Settings, report: &mut Report) -> Result<Exit> {
 }
 
 /// `rollback [ID]`: put a snapshot's files back, then the normal pipeline; if that refuses the
-/// snapshot, the files from before the rollback are put back.
+/// snapshot, the files from before the rollback are put back. The lock is held throughout and
+/// the journal (phase `Restoring`, naming the files from before) covers the restore, so a run
+/// killed halfway is undone by `recover`.
 pub fn rollback(
     s: &Settings,
     p: &crate::output::Printer,
     id: Option<&str>,
     report: &mut Report,
 ) -> Result<Exit> {
-    let (store, lock) = open_locked(s)?;
+    let (store, _lock) = open_locked(s)?;
     let env = Env::discover(s)?;
     let current = env.load()?;
     let target = match id {
@@ -231,14 +265,23 @@ pub fn rollback(
         &current.files,
         meta(SnapOutcome::Replaced, Vec::new()),
     )?;
+    let mut rec = JournalRecord::new(
+        crate::store::command_line(),
+        Some(before.id.clone()),
+        store.last_good()?.map(|g| g.id),
+    );
+    rec.phase = JournalPhase::Restoring;
+    store.journal_begin(&rec)?;
     let paths: Vec<_> = current.paths().map(|p| p.to_path_buf()).collect();
     let restored = store.restore(&target, &current.conf_prefix, &paths, Some(&before))?;
     if !restored.is_clean() {
+        put_back(&store, &env, &before)?;
         return Err(Error::State {
             path: s.state_dir.clone(),
             message: format!(
-                "restoring snapshot {} left files that do not match it",
-                target.id
+                "restoring snapshot {} left files that do not match it; the files from before \
+                 are back ({})",
+                target.id, before.id
             ),
         });
     }
@@ -246,28 +289,50 @@ pub fn rollback(
         "restored the files of snapshot {}; now testing and reloading them",
         target.id
     ));
-    drop(lock);
     let forced = Settings {
         force: true,
         ..s.clone()
     };
-    let exit = crate::pipeline::reload(&forced, p, report)?;
-    if exit == Exit::Refused {
-        let again = env.load()?;
-        let paths: Vec<_> = again.paths().map(|p| p.to_path_buf()).collect();
-        store.restore(&before, &current.conf_prefix, &paths, None)?;
-        report.notes.push(format!(
-            "snapshot {} was refused; the files from before the rollback are back ({})",
-            target.id, before.id
-        ));
+    let exit = reload_locked(&forced, p, report, &store, Journal::Inherit);
+    let touched = store.journal()?.is_some_and(|j| j.phase.nginx_touched());
+    if touched || !matches!(exit, Ok(Exit::Refused) | Err(_)) {
+        return exit;
     }
-    Ok(exit)
+    put_back(&store, &env, &before)?;
+    report.notes.push(format!(
+        "snapshot {} was not reloaded; the files from before the rollback are back ({})",
+        target.id, before.id
+    ));
+    exit
 }
 
-/// `recover`: finish a run that was interrupted.
+/// Put `snap`'s files back while nginx still runs them, and close the journal record.
+fn put_back(store: &Store, env: &Env, snap: &Snapshot) -> Result<()> {
+    let now = env
+        .load()
+        .map(|c| c.paths().map(|p| p.to_path_buf()).collect::<Vec<_>>());
+    let restored = store.restore(snap, &snap.config_root, &now.unwrap_or_default(), None)?;
+    if !restored.is_clean() {
+        return Err(Error::State {
+            path: store.root().to_path_buf(),
+            message: format!(
+                "putting back snapshot {} left files that do not match it; the journal keeps \
+                 this run: fix the files, then run `safe-reload recover`",
+                snap.id
+            ),
+        });
+    }
+    store.journal_clear()
+}
+
+/// `recover`: finish a run that was interrupted. Before nginx was signalled there is nothing
+/// to finish (a half-done `rollback ID` is undone). After it, nginx may run an unverified
+/// configuration: the files on disk go through the normal pipeline (kept if they verify,
+/// rolled back if not); files nginx -t or a probe refuses are replaced by last-good, which
+/// then goes through the pipeline. The journal stays until one of these finishes.
 pub fn recover(s: &Settings, p: &crate::output::Printer, report: &mut Report) -> Result<Exit> {
     let store = Store::open(&s.state_dir)?;
-    let lock = store.lock(s.wait, None)?;
+    let _lock = store.lock(s.wait, None)?;
     let Some(j) = store.journal()? else {
         report
             .notes
@@ -275,42 +340,71 @@ pub fn recover(s: &Settings, p: &crate::output::Printer, report: &mut Report) ->
         return Ok(report.finish(Outcome::Ok, Exit::Ok));
     };
     report.notes.push(format!(
-        "an interrupted run (pid {}) stopped during {:?}",
-        j.pid, j.phase
+        "an interrupted run (pid {}, `{}`) stopped during {}",
+        j.pid,
+        j.command,
+        j.phase.name()
     ));
-    match j.phase {
-        JournalPhase::Started | JournalPhase::Snapshotted | JournalPhase::Tested => {
-            // nginx was never signalled: the candidate is on disk, nothing else changed.
-            store.journal_clear()?;
-            report
-                .notes
-                .push("nginx was not touched; the edit is still on disk".into());
-            return Ok(report.finish(Outcome::Ok, Exit::Ok));
-        }
-        JournalPhase::RollingBack | JournalPhase::Restored => {
-            let env = Env::discover(s)?;
-            let current = env.load()?;
-            if let Some(good) = store.last_good()? {
-                let paths: Vec<_> = current.paths().map(|p| p.to_path_buf()).collect();
-                store.restore(&good, &current.conf_prefix, &paths, None)?;
-                report.notes.push(format!(
-                    "finished restoring the last good configuration ({})",
-                    good.id
-                ));
-            }
-        }
-        _ => {}
+    if j.phase == JournalPhase::Restoring {
+        let env = Env::discover(s)?;
+        let before = store.get(j.candidate.as_deref().unwrap_or_default())?;
+        put_back(&store, &env, &before)?;
+        report.notes.push(format!(
+            "undid the interrupted rollback: the files nginx runs ({}) are back",
+            before.id
+        ));
+        return Ok(report.finish(Outcome::Ok, Exit::Ok));
     }
-    store.journal_clear()?;
-    drop(lock);
-    // The configuration on disk goes through the normal path: kept if it verifies, rolled
-    // back to last-good if not.
+    if !j.phase.nginx_touched() {
+        store.journal_clear()?;
+        report
+            .notes
+            .push("nginx was not touched; the files on disk are as the operator left them".into());
+        return Ok(report.finish(Outcome::Ok, Exit::Ok));
+    }
+    store.journal_update(|r| {
+        r.pid = std::process::id();
+        r.command = crate::store::command_line();
+    })?;
     let forced = Settings {
         force: true,
         yes: true,
         ..s.clone()
     };
-    crate::pipeline::reload(&forced, p, report)
+    let env = Env::discover(s)?;
+    if !matches!(j.phase, JournalPhase::RollingBack | JournalPhase::Restored) {
+        let exit = reload_locked(&forced, p, report, &store, Journal::Inherit)?;
+        if exit != Exit::Refused {
+            return Ok(exit);
+        }
+        report.notes.push(
+            "the files on disk are refused, and nginx may be running them: going back to the \
+             last good configuration"
+                .into(),
+        );
+    }
+    let good = store.last_good()?.ok_or_else(|| Error::State {
+        path: s.state_dir.clone(),
+        message: "no last good snapshot to recover to: fix the configuration by hand, then run \
+                  `safe-reload recover` again"
+            .into(),
+    })?;
+    let now = env
+        .load()
+        .map(|c| c.paths().map(|p| p.to_path_buf()).collect::<Vec<_>>());
+    let restored = store.restore(&good, &good.config_root, &now.unwrap_or_default(), None)?;
+    if !restored.is_clean() {
+        return Ok(report.finish(Outcome::RollbackFailed, Exit::RollbackFailed));
+    }
+    report.notes.push(format!(
+        "restored the last good configuration ({}); now testing and reloading it",
+        good.id
+    ));
+    match reload_locked(&forced, p, report, &store, Journal::Inherit)? {
+        Exit::Ok => Ok(report.finish(Outcome::RolledBack, Exit::RolledBack)),
+        Exit::Refused => Ok(report.finish(Outcome::RollbackFailed, Exit::RollbackFailed)),
+        other => Ok(other),
+    }
 }
 
 /// The good snapshot before the current last-good one.
@@ -325,24 +419,34 @@ fn previous_good(store: &Store) -> Result<Option<Snapshot>> {
         }))
 }
 
-/// Refuse what untrusted configuration may not contain; `Some` when refused.
-fn untrusted_policy(s: &Settings, report: &mut Report) -> Result<Option<Exit>> {
-    let main = std::path::absolute(env::conf_path(s)?)?;
+/// Refuse what untrusted configuration may not contain. `Ok` holds the confined
+/// configuration and its root (the main file's directory); `Err` the exit of a refusal.
+fn untrusted_policy(
+    s: &Settings,
+    report: &mut Report,
+) -> Result<std::result::Result<(conf::Config, std::path::PathBuf), Exit>> {
+    let Some(conf) = &s.conf else {
+        return Err(Error::Usage(
+            "check --untrusted needs -c/--conf FILE: the main file of the repository to check"
+                .into(),
+        ));
+    };
+    let main = std::path::absolute(conf)?;
     let root = main.parent().map(|p| p.to_path_buf()).unwrap_or_default();
     let opts = LoadOptions {
-        confine: Some(root),
+        confine: Some(root.clone()),
         ..LoadOptions::default()
     };
     let config = match conf::load(&main, &opts) {
         Ok(c) => c,
-        Err(e @ Error::Config { .. }) => return refuse_config(report, e).map(Some),
+        Err(e @ Error::Config { .. }) => return refuse_config(report, e).map(Err),
         Err(e) => return Err(e),
     };
     let found = conf::untrusted::violations(&config);
     if found.is_empty() {
-        return Ok(None);
+        return Ok(Ok((config, root)));
     }
     report.config = Some(config.main.clone());
     report.problems.extend(found.iter().map(Problem::from));
-    Ok(Some(report.finish(Outcome::Refused, Exit::Refused)))
+    Ok(Err(report.finish(Outcome::Refused, Exit::Refused)))
 }

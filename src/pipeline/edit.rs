@@ -172,11 +172,15 @@ fn attempt(
     copy: &Path,
     report: &mut Report,
 ) -> Result<Exit> {
+    // The lock covers writing the file, the pipeline and putting the file back, not the
+    // editor session; a run left unfinished by someone else is refused here, before the file
+    // changes.
+    let (store, _lock) = crate::pipeline::open_locked(s)?;
     store::write_atomic(&original.path, edited, original.attrs)?;
     let mut run = Report::new("edit");
     let result = {
         let _spin = p.spinner("testing, probing upstreams, reloading, verifying");
-        crate::pipeline::reload(s, p, &mut run)
+        crate::pipeline::reload_locked(s, p, &mut run, &store, crate::pipeline::Journal::Begin)
     };
     let exit = match result {
         Ok(exit) => exit,

@@ -94,6 +94,28 @@ pub fn diff_against(
 /// `safe-reload` / `safe-reload reload`: the whole pipeline.
 pub fn reload(s: &Settings, p: &Printer, report: &mut Report) -> Result<Exit> {
     let (store, _lock) = open_locked(s)?;
+    reload_locked(s, p, report, &store, Journal::Begin)
+}
+
+/// Who owns the journal for a pipeline run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Journal {
+    /// A fresh run: it records its own intent before the candidate snapshot.
+    Begin,
+    /// A caller holding the lock already recorded the run (`recover`, `rollback ID`); its
+    /// phase stands until nginx is signalled, so a kill before that is recovered as the
+    /// caller's phase says, and a refusal leaves the record to the caller.
+    Inherit,
+}
+
+/// The pipeline with the lock already held by the caller.
+pub fn reload_locked(
+    s: &Settings,
+    p: &Printer,
+    report: &mut Report,
+    store: &Store,
+    journal: Journal,
+) -> Result<Exit> {
     let env = Env::discover(s)?;
     let config = match env.load() {
         Ok(c) => c,
@@ -126,7 +148,7 @@ pub fn reload(s: &Settings, p: &Printer, report: &mut Report) -> Result<Exit> {
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }
     let last_good = store.last_good()?;
-    let diff = diff_against(&store, last_good.as_ref(), &insp.config)?;
+    let diff = diff_against(store, last_good.as_ref(), &insp.config)?;
     let unchanged = diff.as_ref().is_some_and(|d| d.is_empty());
     report.diff = diff;
     if unchanged && !s.force {
@@ -149,23 +171,38 @@ pub fn reload(s: &Settings, p: &Printer, report: &mut Report) -> Result<Exit> {
         return Err(Error::Interrupted);
     }
     let t = Instant::now();
-    let candidate = store.snapshot(
-        &insp.config.conf_prefix,
-        &insp.config.files,
-        meta(SnapOutcome::Pending, changed_files(report)),
-    )?;
-    store.journal_begin(&JournalRecord::new(
-        crate::store::command_line(),
-        Some(candidate.id.clone()),
-        last_good.as_ref().map(|g| g.id.clone()),
-    ))?;
-    store.journal_phase(JournalPhase::Snapshotted)?;
+    if journal == Journal::Begin {
+        store.journal_begin(&JournalRecord::new(
+            crate::store::command_line(),
+            None,
+            last_good.as_ref().map(|g| g.id.clone()),
+        ))?;
+    }
+    let candidate = store
+        .snapshot(
+            &insp.config.conf_prefix,
+            &insp.config.files,
+            meta(SnapOutcome::Pending, changed_files(report)),
+        )
+        .inspect_err(|_| {
+            // Nothing changed and nginx was not touched: no run to recover (best effort; a
+            // removal works on a full disk).
+            if journal == Journal::Begin {
+                let _ = store.journal_clear();
+            }
+        })?;
+    if journal == Journal::Begin {
+        store.journal_update(|r| {
+            r.candidate = Some(candidate.id.clone());
+            r.phase = JournalPhase::Snapshotted;
+        })?;
+    }
     report.step("snapshot", true, t.elapsed(), Some(candidate.id.clone()));
     report.snapshot = Some(candidate.id.clone());
     let tx = Transaction {
         s,
         env: &env,
-        store: &store,
+        store,
         master,
         candidate_paths: insp.config.paths().map(|p| p.to_path_buf()).collect(),
         candidate,
@@ -173,6 +210,7 @@ pub fn reload(s: &Settings, p: &Printer, report: &mut Report) -> Result<Exit> {
         servers: insp.servers.clone(),
         running_logs,
         reload_deadline: reload_deadline(s, report),
+        journal,
     };
     tx.run(&insp.config, report)
 }

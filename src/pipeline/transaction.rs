@@ -36,6 +36,8 @@ pub struct Transaction<'a> {
     pub running_logs: Vec<PathBuf>,
     /// How long the master may take to bring up new workers.
     pub reload_deadline: std::time::Duration,
+    /// Whether this run began the journal record or continues a caller's.
+    pub journal: crate::pipeline::Journal,
 }
 
 /// What one reload attempt showed.
@@ -95,8 +97,15 @@ impl Transaction<'_> {
         }
     }
 
-    /// Signal, prove, verify. Errors here are failures to even try (signal refused).
-    fn attempt(&self, config: &Config, servers: &[Server], report: &mut Report) -> Result<Attempt> {
+    /// Signal, prove, verify. Errors here are failures to even try (signal refused). The
+    /// journal follows the forward attempt; during a rollback it stays at `Restored`.
+    fn attempt(
+        &self,
+        config: &Config,
+        servers: &[Server],
+        rollback: bool,
+        report: &mut Report,
+    ) -> Result<Attempt> {
         let checks = self.checks(servers)?;
         // A failed reload logs its [emerg] to the running configuration's logs, a successful
         // one to the new configuration's: watch both.
@@ -129,6 +138,12 @@ impl Transaction<'_> {
                 health: None,
             });
         }
+        if rollback {
+            crate::store::test_pause("rollback-verifying");
+        } else {
+            self.store.journal_phase(JournalPhase::Reloaded)?;
+            self.store.journal_phase(JournalPhase::Verifying)?;
+        }
         if checks.is_empty() {
             report.notes.push(
                 "no health requests: no proxied location on a local listen and no --health URL; \
@@ -147,9 +162,22 @@ impl Transaction<'_> {
 
     /// Run it: the candidate is on disk and tested; nginx has not been touched yet.
     pub fn run(self, config: &Config, report: &mut Report) -> Result<Exit> {
-        self.store.journal_phase(JournalPhase::Reloading)?;
+        // From the phase change on, a signal is only reported; one that came before it
+        // still stops the run here, with nginx untouched.
         signals::set_phase(Phase::Verifying);
-        let attempt = self.attempt(config, &self.servers, report);
+        if signals::interrupted() {
+            signals::set_phase(Phase::Idle);
+            if self.journal == crate::pipeline::Journal::Begin {
+                self.store.journal_clear()?;
+            }
+            return Err(Error::Interrupted);
+        }
+        let candidate = self.candidate.id.clone();
+        self.store.journal_update(|r| {
+            r.candidate = Some(candidate);
+            r.phase = JournalPhase::Reloading;
+        })?;
+        let attempt = self.attempt(config, &self.servers, false, report);
         let attempt = match attempt {
             Ok(a) => a,
             Err(e) => {
@@ -161,6 +189,7 @@ impl Transaction<'_> {
         report.reload = Some(attempt.proof.clone());
         report.health = attempt.health.clone();
         if attempt.passed() {
+            self.store.journal_phase(JournalPhase::Verified)?;
             self.store
                 .set_outcome(&self.candidate.id, SnapOutcome::Good, None)?;
             self.store.set_last_good(&self.candidate)?;
@@ -190,6 +219,9 @@ impl Transaction<'_> {
         report.rollback = Some(rb);
         match exit {
             Ok(exit) => {
+                if exit == Exit::RolledBack {
+                    self.store.journal_phase(JournalPhase::RolledBack)?;
+                }
                 if exit == Exit::RolledBack || restored_live || nothing_to_restore {
                     self.store.journal_clear()?;
                 }
@@ -239,6 +271,7 @@ impl Transaction<'_> {
                 .into();
             return Ok(Exit::RollbackFailed);
         }
+        self.store.journal_phase(JournalPhase::Restored)?;
         let restored = self.env.load().map_err(|e| {
             Error::Internal(format!(
                 "the restored last-good configuration does not load: {e}"
@@ -254,7 +287,7 @@ impl Transaction<'_> {
             return Ok(Exit::RollbackFailed);
         }
         let servers = servers::extract(&restored);
-        let attempt = self.attempt(&restored, &servers, report)?;
+        let attempt = self.attempt(&restored, &servers, true, report)?;
         rb.reload = Some(attempt.proof.clone());
         rb.health = attempt.health.clone();
         if attempt.passed() {

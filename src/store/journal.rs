@@ -20,6 +20,9 @@ use crate::error::{Error, Result};
 pub enum Phase {
     /// Intent recorded; nothing changed yet.
     Started,
+    /// Putting a snapshot's files in place before the pipeline (`rollback ID`); nginx not
+    /// touched. The record's `candidate` names the files from before, which `recover` puts back.
+    Restoring,
     /// The candidate is recorded as a snapshot.
     Snapshotted,
     /// `nginx -t` and preflight passed.
@@ -38,6 +41,41 @@ pub enum Phase {
     Restored,
     /// Rolled back and verified.
     RolledBack,
+}
+
+impl Phase {
+    /// Whether nginx may have been signalled: from here on nginx may run an unverified
+    /// configuration, so `recover` must verify it or go back to last-good.
+    pub fn nginx_touched(self) -> bool {
+        !matches!(
+            self,
+            Phase::Started | Phase::Restoring | Phase::Snapshotted | Phase::Tested
+        )
+    }
+
+    /// The name used in the journal and by [`test_pause`].
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+/// Test hook, inert unless `SAFE_RELOAD_TEST_PAUSE` is set: when its comma-separated list
+/// names `point` (a journal phase such as `reloading`, or `snapshot-object`, `restore-file`,
+/// `rollback-verifying`), the process stops itself with SIGSTOP right there, so a crash or
+/// signal test can act on it at a known moment instead of guessing with timers.
+pub fn test_pause(point: &str) {
+    let Some(list) = std::env::var_os("SAFE_RELOAD_TEST_PAUSE") else {
+        return;
+    };
+    if list.to_string_lossy().split(',').any(|p| p == point) {
+        // SAFETY: raising a signal on ourselves has no preconditions.
+        unsafe {
+            libc::raise(libc::SIGSTOP);
+        }
+    }
 }
 
 /// One run in flight.
@@ -90,7 +128,9 @@ impl Store {
             path: path.clone(),
             message: format!("cannot encode the journal: {e}"),
         })?;
-        atomic::write_atomic(&path, &json, Attrs::private())
+        atomic::write_atomic(&path, &json, Attrs::private())?;
+        test_pause(&rec.phase.name());
+        Ok(())
     }
 
     /// Records a run's intent durably. Refuses while another run's record is there.

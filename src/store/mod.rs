@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use atomic::{is_root, sweep_temp_files, write_atomic, Attrs, TEMP_PREFIX};
-pub use journal::{JournalRecord, Phase};
+pub use journal::{test_pause, JournalRecord, Phase};
 pub use lock::LockGuard;
 pub use manifest::{valid_hash, Entry, EntryKind, ExternalEntry, Outcome, Snapshot, SnapshotMeta};
 pub use restore::{RestoreFailure, RestoreReport};
@@ -104,7 +104,9 @@ impl Store {
         if let Some(dir) = path.parent() {
             self.ensure_dir(dir)?;
         }
-        atomic::write_atomic(&path, bytes, atomic::Attrs::private())
+        atomic::write_atomic(&path, bytes, atomic::Attrs::private())?;
+        journal::test_pause("snapshot-object");
+        Ok(())
     }
 
     /// Keeps a copy of an edited or rejected file under `edits/`; returns where.

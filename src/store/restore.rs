@@ -173,7 +173,10 @@ impl Tree<'_> {
             ),
         };
         match written {
-            Ok(()) => report.restored.push(entry.path.clone()),
+            Ok(()) => {
+                report.restored.push(entry.path.clone());
+                super::journal::test_pause("restore-file");
+            }
             Err(e) => report.failed.push(failure(entry, e.to_string())),
         }
     }

@@ -1,0 +1,305 @@
+//! A throwaway copy of an untrusted configuration for `nginx -t` (`check --untrusted`).
+//!
+//! `nginx -t` is not read-only: it opens (and creates) the pid file and every log file, and
+//! creates the temp and cache directories, chowning them to the `user` when run as root. A
+//! configuration from someone else could point any of these at a file of the machine
+//! (`pid /etc/passwd;`, `proxy_temp_path /etc;`). So the repository's files are copied into a
+//! private temp dir with the same relative layout, every file-writing directive is commented
+//! out in place (lines keep their numbers, so nginx's messages still point at the right line),
+//! and nginx is then run on the copy, as an unprivileged user when we are root (see
+//! [`crate::nginx::test_isolated`]). Its messages name the copy; they are mapped back to the
+//! repository's paths.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::conf::{tree, ConfFile, Config, Directive};
+use crate::error::{Error, Result};
+use crate::nginx::{self, TestOutcome};
+
+/// Most files copied besides the configuration (certificates, maps, mime types).
+const MAX_EXTRA_FILES: usize = 20_000;
+/// Most bytes copied besides the configuration.
+const MAX_EXTRA_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Directives that make `nginx -t` create or open a file or directory for writing.
+fn writes_files(name: &str) -> bool {
+    matches!(
+        name,
+        "pid" | "lock_file" | "error_log" | "access_log" | "working_directory" | "ssl_session_log"
+    ) || name.ends_with("_temp_path")
+        || name.ends_with("_cache_path")
+        || name.starts_with("google_perftools")
+}
+
+/// The copy of a repository in a temp dir; removed on drop.
+#[derive(Debug)]
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    main: PathBuf,
+}
+
+impl Sandbox {
+    /// Copy the repository at `root` (the loaded, confined `config` and the plain files beside
+    /// it) into a temp dir, neutralising the file-writing directives of the configuration.
+    pub fn prepare(config: &Config, root: &Path) -> Result<Sandbox> {
+        let dir = tempfile::Builder::new()
+            .prefix("safe-reload-untrusted.")
+            .tempdir()?;
+        let sandbox = Sandbox {
+            main: dir.path().join(relative(root, &config.main)?),
+            dir,
+            root: root.to_path_buf(),
+        };
+        let mut budget = (MAX_EXTRA_FILES, MAX_EXTRA_BYTES);
+        sandbox.copy_plain_files(root, &mut budget)?;
+        for file in &config.files {
+            let to = sandbox.dir.path().join(relative(root, &file.path)?);
+            write(&to, &neutralise(file)?)?;
+        }
+        Ok(sandbox)
+    }
+
+    /// The temp dir (the prefix nginx gets).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The main file's copy.
+    pub fn main(&self) -> &Path {
+        &self.main
+    }
+
+    /// Run `nginx -t` on the copy; messages name the repository's files.
+    pub fn test(&self, binary: &Path, timeout: Duration) -> Result<TestOutcome> {
+        let run_as = unprivileged_user();
+        if let Some((uid, gid)) = run_as {
+            // SAFETY: chown(2) on a NUL-terminated path we created; failure is checked.
+            let path = std::ffi::CString::new(self.dir().as_os_str().as_encoded_bytes())
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            if unsafe { libc::chown(path.as_ptr(), uid, gid) } != 0 {
+                let e = std::io::Error::last_os_error();
+                return Err(Error::Usage(format!(
+                    "cannot hand {} to uid {uid} for nginx -t: {e}",
+                    self.dir().display()
+                )));
+            }
+        }
+        nginx::test_isolated(&nginx::IsolatedTest {
+            binary,
+            prefix: self.dir(),
+            conf: &self.main,
+            run_as,
+            map: (self.dir(), &self.root),
+            timeout,
+        })
+    }
+
+    /// Files of the repository that are not configuration (certificates, data files), so that
+    /// relative references to them still resolve. Symlinks and `.git` are skipped.
+    fn copy_plain_files(&self, dir: &Path, budget: &mut (usize, u64)) -> Result<()> {
+        for entry in fs_err::read_dir(dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let kind = entry.file_type()?;
+            if entry.file_name() == ".git" || kind.is_symlink() {
+                continue;
+            }
+            if kind.is_dir() {
+                self.copy_plain_files(&path, budget)?;
+            } else if kind.is_file() {
+                let len = entry.metadata()?.len();
+                if budget.0 == 0 || budget.1 < len {
+                    return Err(Error::Usage(format!(
+                        "{} holds more than {MAX_EXTRA_FILES} files or {MAX_EXTRA_BYTES} bytes: \
+                         too large to copy for an untrusted check",
+                        self.root.display()
+                    )));
+                }
+                *budget = (budget.0 - 1, budget.1 - len);
+                let to = self.dir().join(relative(&self.root, &path)?);
+                write(&to, &fs_err::read(&path)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn relative(root: &Path, path: &Path) -> Result<PathBuf> {
+    path.strip_prefix(root).map(Path::to_path_buf).map_err(|_| {
+        Error::Usage(format!(
+            "{} is outside {}: refused for untrusted configuration",
+            path.display(),
+            root.display()
+        ))
+    })
+}
+
+/// Readable by the unprivileged user nginx runs as; the temp dir above is private to it.
+fn write(to: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = to.parent() {
+        fs_err::create_dir_all(parent)?;
+        fs_err::set_permissions(parent, std::fs::Permissions::from_mode(0o755))?;
+    }
+    fs_err::write(to, bytes)?;
+    fs_err::set_permissions(to, std::fs::Permissions::from_mode(0o644))?;
+    Ok(())
+}
+
+/// The file with each file-writing directive commented out in place. A directive that shares
+/// its line with anything else, or spans lines, cannot be disabled that way: refused.
+pub fn neutralise(file: &ConfFile) -> Result<Vec<u8>> {
+    let name: Arc<Path> = Arc::from(file.path.as_path());
+    let directives = tree::parse(&name, &file.bytes)?;
+    let mut lines: Vec<Vec<u8>> = file
+        .bytes
+        .split(|b| *b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+    let mut refuse = None;
+    let mut http_lines = Vec::new();
+    visit(&directives, &mut |d| {
+        if refuse.is_some() {
+            return;
+        }
+        if d.name == "http" && d.block.is_some() {
+            http_lines.push(d.line as usize - 1);
+        }
+        if d.name == "include" && Path::new(d.arg0()).is_absolute() {
+            refuse = Some((d.line, "an absolute include path cannot be checked in a throwaway copy; write it relative to the main file".to_string()));
+        } else if writes_files(&d.name) {
+            let idx = d.line as usize - 1;
+            match lines.get(idx) {
+                Some(line) if stands_alone(line, &d.name) => lines[idx].insert(0, b'#'),
+                _ => {
+                    refuse = Some((
+                        d.line,
+                        format!(
+                            "\"{}\" writes files when nginx -t runs; untrusted mode disables it, \
+                             which needs it alone on its line",
+                            d.name
+                        ),
+                    ))
+                }
+            }
+        }
+    });
+    if let Some((line, message)) = refuse {
+        return Err(Error::Config {
+            file: file.path.clone(),
+            line,
+            message,
+        });
+    }
+    for idx in http_lines {
+        access_log_off(&mut lines, idx);
+    }
+    Ok(lines.join(&b'\n'))
+}
+
+/// Without an `access_log`, nginx -t opens the compiled-in default log (e.g.
+/// /var/log/nginx/access.log): turn it off right after the `{` of `http`, on the same line,
+/// so no line moves.
+fn access_log_off(lines: &mut [Vec<u8>], http_line: usize) {
+    let mut from = lines
+        .get(http_line)
+        .and_then(|l| l.windows(4).position(|w| w == b"http"))
+        .map_or(0, |p| p + 4);
+    for line in lines.iter_mut().skip(http_line) {
+        let rest = line.get(from..).unwrap_or_default();
+        let hit = rest.iter().position(|b| *b == b'{' || *b == b'#');
+        if let Some(pos) = hit.filter(|p| rest[*p] == b'{') {
+            let at = from + pos + 1;
+            line.splice(at..at, b" access_log off;".iter().copied());
+            return;
+        }
+        from = 0;
+    }
+}
+
+fn visit(directives: &[Directive], f: &mut impl FnMut(&Directive)) {
+    for d in directives {
+        f(d);
+        if let Some(block) = &d.block {
+            visit(block, f);
+        }
+    }
+}
+
+/// `NAME args;` and nothing else on the line (a trailing comment would hide nothing, but a
+/// second `;` or a brace would be commented out with it).
+fn stands_alone(line: &[u8], name: &str) -> bool {
+    let text = String::from_utf8_lossy(line);
+    let t = text.trim();
+    let after = t.strip_prefix(name).unwrap_or("");
+    t.starts_with(name)
+        && after.starts_with([' ', '\t', ';'])
+        && t.ends_with(';')
+        && t.matches(';').count() == 1
+        && !t.contains(['{', '}', '#'])
+}
+
+/// `nobody` when we are root (nginx -t then cannot write where we could); `None` otherwise.
+fn unprivileged_user() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    // SAFETY: getpwnam with a NUL-terminated name; the result is read at once, before any
+    // other call that could reuse its static buffer.
+    let pw = unsafe { libc::getpwnam(c"nobody".as_ptr()) };
+    if pw.is_null() {
+        return Some((65534, 65534));
+    }
+    // SAFETY: non-null pointer from getpwnam.
+    unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> ConfFile {
+        ConfFile {
+            path: PathBuf::from("/repo/nginx.conf"),
+            bytes: Arc::from(text.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn writers_are_commented_out_in_place() {
+        let text = "pid /etc/passwd;\nevents {}\nhttp {\n  access_log /etc/x main;\n  proxy_temp_path /etc;\n}\n";
+        let out = String::from_utf8(neutralise(&file(text)).unwrap()).unwrap();
+        assert_eq!(
+            out,
+            "#pid /etc/passwd;\nevents {}\nhttp { access_log off;\n#  access_log /etc/x main;\n#  proxy_temp_path /etc;\n}\n"
+        );
+        let split = "http # c {\n\n  {\n}\n";
+        let out = String::from_utf8(neutralise(&file(split)).unwrap()).unwrap();
+        assert_eq!(out, "http # c {\n\n  { access_log off;\n}\n");
+    }
+
+    #[test]
+    fn a_writer_sharing_its_line_is_refused() {
+        for text in [
+            "events {} pid /etc/passwd;\n",
+            "http { error_log /x; }\n",
+            "pid\n /etc/passwd;\n",
+        ] {
+            let err = neutralise(&file(text)).unwrap_err();
+            assert!(
+                matches!(err, Error::Config { line: 1, .. }),
+                "{text}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn absolute_includes_are_refused() {
+        let err = neutralise(&file("http {\ninclude /repo/a.conf;\n}\n")).unwrap_err();
+        assert!(matches!(err, Error::Config { line: 2, .. }), "{err}");
+    }
+}

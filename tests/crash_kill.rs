@@ -1,0 +1,146 @@
+//! SIGKILL at every step of a run that ends in rollback, from the first snapshot write to the
+//! last health request. The binary stops itself at a named point (the `SAFE_RELOAD_TEST_PAUSE`
+//! test hook: SIGSTOP right after that journal phase or write is durable); the test SIGKILLs it
+//! there. After each kill: nginx.conf is whole (the old or the new content, never a mix), no
+//! temp file is left in the config tree, `status` reports the interrupted run, and `recover`
+//! leaves nginx serving the good configuration (checked by HTTP through nginx) and clears the
+//! journal. A few more kills at delays spread over the run's duration cover the moments
+//! between the named points.
+
+#![allow(clippy::print_stderr)] // timings, for the report
+
+mod rel_support;
+mod support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use rel_support::*;
+
+/// The pause points in the order a rolling-back run reaches them.
+const POINTS: &[&str] = &[
+    "started",
+    "snapshot-object",
+    "snapshotted",
+    "reloading",
+    "reloaded",
+    "verifying",
+    "rolling_back",
+    "restore-file",
+    "restored",
+    "rollback-verifying",
+];
+
+/// After a kill: files whole, no temp files, status sees it (when `journal` is expected),
+/// recover brings back the good site and clears the journal. With `good_on_disk`, nginx may
+/// have run the bad change, so recover must also have put the good files back; before nginx
+/// is signalled the operator's edit stays on disk, untouched, while nginx serves the old one.
+fn check_after_kill(site: &Site, what: &str, bad: &str, journal: bool, good_on_disk: Option<bool>) {
+    let conf = std::fs::read_to_string(&site.nginx.conf).expect("read nginx.conf");
+    assert!(
+        conf == site.good_conf() || conf == bad,
+        "{what}: nginx.conf is neither the old nor the new content:\n{conf}"
+    );
+    assert_eq!(
+        site.temp_files(),
+        Vec::<std::path::PathBuf>::new(),
+        "{what}"
+    );
+    let (code, doc) = site.status();
+    let interrupted = &doc["status"]["interrupted"];
+    if journal {
+        assert_ne!(code, Some(0), "{what}: status must fail: {doc}");
+        assert!(interrupted.is_object(), "{what}: status JSON: {doc}");
+        assert!(interrupted["phase"].is_string(), "{what}: {doc}");
+    }
+    let out = site.run(&["recover", "--json"]);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "{what}: recover: {}",
+        text(&out)
+    );
+    assert_eq!(
+        site.answer(),
+        Some((200, "good".to_string())),
+        "{what}: after recover: {}",
+        text(&out)
+    );
+    let conf = std::fs::read_to_string(&site.nginx.conf).unwrap();
+    match good_on_disk {
+        Some(true) => assert_eq!(conf, site.good_conf(), "{what}: good files after recover"),
+        Some(false) => assert_eq!(conf, bad, "{what}: the edit is kept on disk"),
+        None => assert!(conf == site.good_conf() || conf == bad, "{what}"),
+    }
+    assert!(site.temp_files().is_empty(), "{what}: after recover");
+    let (code, doc) = site.status();
+    assert_eq!(code, Some(0), "{what}: status after recover: {doc}");
+    assert!(doc["status"]["interrupted"].is_null(), "{what}: {doc}");
+}
+
+/// Start the bad change's reload with the pause hook at `point`. The change carries `tag` as
+/// a comment so its content is new to the store each time (objects are stored once by hash).
+fn start_run(site: &Site, point: Option<&str>, tag: &str) -> (Proc, String) {
+    let http = format!("{}\n# {tag}", site.bad_http());
+    site.nginx.write_http(&http);
+    let mut cmd = site.cmd(&["reload", "-y"]);
+    if let Some(p) = point {
+        cmd.env("SAFE_RELOAD_TEST_PAUSE", p);
+    }
+    let run = Proc(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start safe-reload"),
+    );
+    (run, site.nginx.render(&http))
+}
+
+#[test]
+fn sigkill_at_each_phase_of_a_rolling_back_run_is_recovered() {
+    let site = Site::start();
+    // The uninterrupted run: it must end in rollback, or the points below are not all reached.
+    site.nginx.write_http(&site.bad_http());
+    let t = Instant::now();
+    let out = site.run(&["reload", "-y"]);
+    let full_run = t.elapsed();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    eprintln!("full rolling-back run: {full_run:?}");
+    for point in POINTS {
+        let (mut run, bad) = start_run(&site, Some(point), point);
+        assert!(
+            run.wait_stopped(Duration::from_secs(20)),
+            "the run never reached {point}"
+        );
+        run.signal(libc::SIGKILL);
+        let out = run.finish(Duration::from_secs(5));
+        assert_eq!(out.status.code(), None, "{point}: killed by a signal");
+        let touched =
+            POINTS.iter().position(|p| p == point) >= POINTS.iter().position(|p| *p == "reloading");
+        let t = Instant::now();
+        check_after_kill(&site, point, &bad, true, Some(touched));
+        eprintln!("{point}: checks and recover took {:?}", t.elapsed());
+    }
+}
+
+#[test]
+fn sigkill_at_delays_across_the_run_is_recovered() {
+    let site = Site::start();
+    site.nginx.write_http(&site.bad_http());
+    let t = Instant::now();
+    let out = site.run(&["reload", "-y"]);
+    let full = t.elapsed();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    const N: u32 = 3;
+    for i in 0..N {
+        let delay = full * (2 * i + 1) / (2 * N);
+        let (run, bad) = start_run(&site, None, &format!("delay {i}"));
+        std::thread::sleep(delay);
+        run.signal(libc::SIGKILL);
+        let out = run.finish(Duration::from_secs(5));
+        // A run may finish just before the kill: then there is no journal to see.
+        let killed = out.status.code().is_none();
+        check_after_kill(&site, &format!("kill after {delay:?}"), &bad, false, None);
+        eprintln!("kill after {delay:?} of {full:?}: killed={killed}");
+    }
+}

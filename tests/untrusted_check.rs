@@ -1,0 +1,211 @@
+//! `check --untrusted`, through the binary: code-loading directives and includes outside the
+//! repository are refused before nginx runs at all; an allowed configuration is tested by the
+//! real nginx on a throwaway copy, so file-writing directives cannot touch the machine, and
+//! nginx's messages still name the repository's files and lines.
+
+mod rel_support;
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rel_support::{text, BIN};
+use support::{unique_loopback, NGINX};
+
+/// A repository of nginx config in a tempdir, and a state dir beside it.
+struct Repo {
+    dir: tempfile::TempDir,
+    state: tempfile::TempDir,
+}
+
+impl Repo {
+    fn new(main: &str) -> Repo {
+        let repo = Repo {
+            dir: tempfile::tempdir().unwrap(),
+            state: tempfile::tempdir().unwrap(),
+        };
+        repo.write("nginx.conf", main);
+        repo
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    /// `check --untrusted --json` with `nginx` as the nginx binary.
+    fn check(&self, nginx: &Path) -> (Output, serde_json::Value) {
+        let out = Command::new(BIN)
+            .args(["check", "--untrusted", "--no-probe", "--json", "--nginx"])
+            .arg(nginx)
+            .arg("-c")
+            .arg(self.path("nginx.conf"))
+            .arg("--state-dir")
+            .arg(self.state.path().join("state"))
+            .output()
+            .unwrap();
+        let doc = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (out, doc)
+    }
+}
+
+/// A stand-in for nginx that only records that it was called. This is not a mock of nginx's
+/// behaviour: the point of these tests is that nginx is NOT run at all, and a real nginx
+/// leaves no trace to prove that.
+struct Recorder {
+    dir: tempfile::TempDir,
+}
+
+impl Recorder {
+    fn new() -> Recorder {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("nginx");
+        let marker = dir.path().join("called");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho \"$@\" >> {}\nexit 0\n", marker.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Recorder { dir }
+    }
+
+    fn binary(&self) -> PathBuf {
+        self.dir.path().join("nginx")
+    }
+
+    fn called(&self) -> bool {
+        self.dir.path().join("called").exists()
+    }
+}
+
+fn http(body: &str) -> String {
+    let ip = unique_loopback();
+    format!("events {{}}\nhttp {{\n  server {{\n    listen {ip}:8080;\n{body}\n  }}\n}}\n")
+}
+
+#[test]
+fn each_forbidden_directive_is_refused_without_running_nginx() {
+    let cases = [
+        ("load_module modules/ngx_stream_module.so;\nevents {}\n", 1),
+        (
+            &*http("    location / { content_by_lua_block { ngx.say(1) } }"),
+            5,
+        ),
+        (&*http("    location / { access_by_lua_file x.lua; }"), 5),
+        (&*http("    location / { perl Hello::handler; }"), 5),
+        ("perl_modules lib;\nevents {}\n", 1),
+        (&*http("    location / { js_content main.hello; }"), 5),
+        ("events {}\nhttp {\n  js_import main.js;\n}\n", 3),
+    ];
+    for (conf, line) in cases {
+        let repo = Repo::new(conf);
+        let nginx = Recorder::new();
+        let (out, doc) = repo.check(&nginx.binary());
+        assert_eq!(out.status.code(), Some(1), "{conf}\n{}", text(&out));
+        assert!(!nginx.called(), "nginx ran for:\n{conf}");
+        let problem = &doc["problems"][0];
+        assert_eq!(problem["line"], line, "{conf}: {doc}");
+        assert!(
+            problem["message"].as_str().unwrap().contains("untrusted"),
+            "{doc}"
+        );
+    }
+}
+
+#[test]
+fn includes_outside_the_repository_are_refused_without_running_nginx() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("evil.conf"), "events {}\n").unwrap();
+    for include in [
+        format!("{}/evil.conf", outside.path().display()),
+        "../evil.conf".to_string(),
+        format!("{}/*.conf", outside.path().display()),
+    ] {
+        let repo = Repo::new(&format!("include {include};\n"));
+        repo.write("../evil.conf", "events {}\n");
+        let nginx = Recorder::new();
+        let (out, doc) = repo.check(&nginx.binary());
+        assert_eq!(out.status.code(), Some(1), "{include}: {}", text(&out));
+        assert!(!nginx.called(), "nginx ran for include {include}");
+        assert!(
+            doc["problems"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("outside"),
+            "{doc}"
+        );
+    }
+}
+
+#[test]
+fn file_writing_directives_do_not_touch_the_machine() {
+    let victims = tempfile::tempdir().unwrap();
+    let pid = victims.path().join("victim.pid");
+    std::fs::write(&pid, "precious\n").unwrap();
+    let log = victims.path().join("created.log");
+    let temp = victims.path().join("tempdir");
+    let repo = Repo::new(&format!(
+        "pid {};\nerror_log {};\nevents {{}}\nhttp {{\n  access_log {};\n  proxy_temp_path {};\n  include sites/*.conf;\n}}\n",
+        pid.display(),
+        log.display(),
+        log.display(),
+        temp.display()
+    ));
+    repo.write(
+        "sites/a.conf",
+        &format!(
+            "server {{\n  listen {}:8080;\n  access_log {};\n}}\n",
+            unique_loopback(),
+            log.display()
+        ),
+    );
+    let (out, _) = repo.check(Path::new(NGINX));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&pid).unwrap(), "precious\n");
+    assert!(!log.exists(), "nginx -t created {}", log.display());
+    assert!(!temp.exists(), "nginx -t created {}", temp.display());
+    // The repository itself is left as it was: the copy was changed, not the files.
+    assert!(std::fs::read_to_string(repo.path("nginx.conf"))
+        .unwrap()
+        .starts_with("pid "));
+}
+
+#[test]
+fn a_writer_sharing_its_line_is_refused_with_its_line() {
+    let repo = Repo::new("events {}\nhttp { access_log /tmp/x.log; }\n");
+    let nginx = Recorder::new();
+    let (out, doc) = repo.check(&nginx.binary());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!nginx.called());
+    assert_eq!(doc["problems"][0]["line"], 2, "{doc}");
+}
+
+#[test]
+fn a_valid_untrusted_config_passes_and_errors_name_the_repository_files() {
+    let ok = Repo::new(&http("    location / { return 200 'ok'; }"));
+    let (out, doc) = ok.check(Path::new(NGINX));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(doc["outcome"], "ok", "{doc}");
+
+    let bad = Repo::new("events {}\nhttp {\n  include sites/*.conf;\n}\n");
+    bad.write(
+        "sites/b.conf",
+        "server {\n  listen 8080;\n  no_such_directive on;\n}\n",
+    );
+    let (out, doc) = bad.check(Path::new(NGINX));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let problem = &doc["problems"][0];
+    assert_eq!(
+        problem["file"].as_str(),
+        Some(bad.path("sites/b.conf").to_str().unwrap()),
+        "{doc}"
+    );
+    assert_eq!(problem["line"], 3, "{doc}");
+}
