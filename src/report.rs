@@ -73,6 +73,26 @@ pub struct Problem {
     pub hint: Option<String>,
 }
 
+impl Problem {
+    /// A configuration error (`Error::Config`) as a problem at its file and line.
+    pub fn from_config_error(e: &crate::Error, level: &str) -> Option<Problem> {
+        match e {
+            crate::Error::Config {
+                file,
+                line,
+                message,
+            } => Some(Problem {
+                level: level.into(),
+                message: message.clone(),
+                file: Some(file.clone()),
+                line: Some(*line),
+                hint: None,
+            }),
+            _ => None,
+        }
+    }
+}
+
 impl From<&Finding> for Problem {
     fn from(f: &Finding) -> Problem {
         Problem {

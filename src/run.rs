@@ -61,20 +61,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             };
             report.finish(outcome, exit);
             report.error = Some(e.to_string());
-            if let Error::Config {
-                file,
-                line,
-                message,
-            } = &e
-            {
-                report.problems.push(crate::report::Problem {
-                    level: "config".into(),
-                    message: message.clone(),
-                    file: Some(file.clone()),
-                    line: Some(*line),
-                    hint: None,
-                });
-            }
+            report
+                .problems
+                .extend(crate::report::Problem::from_config_error(&e, "config"));
             output::render_error(&printer, &report, &e);
             exit.code()
         }

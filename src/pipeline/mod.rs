@@ -221,22 +221,13 @@ fn changed_files(report: &Report) -> Vec<String> {
 
 /// A configuration that does not even load: refused, with file and line.
 pub fn refuse_config(report: &mut Report, e: Error) -> Result<Exit> {
-    if let Error::Config {
-        file,
-        line,
-        message,
-    } = &e
-    {
-        report.problems.push(crate::report::Problem {
-            level: "emerg".into(),
-            message: message.clone(),
-            file: Some(file.clone()),
-            line: Some(*line),
-            hint: None,
-        });
-        return Ok(report.finish(Outcome::Refused, Exit::Refused));
+    match crate::report::Problem::from_config_error(&e, "emerg") {
+        Some(problem) => {
+            report.problems.push(problem);
+            Ok(report.finish(Outcome::Refused, Exit::Refused))
+        }
+        None => Err(e),
     }
-    Err(e)
 }
 
 /// Copy what the read-only checks found into the report.
