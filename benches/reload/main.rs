@@ -66,6 +66,8 @@ struct SizeResult {
     test_ms: Vec<f64>,
     safe_ms: Vec<f64>,
     peak_kb: u64,
+    json_ms: f64,
+    json_peak_kb: u64,
     steps: Vec<(&'static str, Vec<f64>)>,
 }
 
@@ -95,6 +97,8 @@ fn bench_size(bin: &Path, base: &Path, n: usize, iters: usize, backends: &[Socke
         test_ms: Vec::new(),
         safe_ms: Vec::new(),
         peak_kb: 0,
+        json_ms: 0.0,
+        json_peak_kb: 0,
         steps: STEPS.iter().map(|s| (*s, Vec::new())).collect(),
     };
     for i in 0..iters {
@@ -111,9 +115,6 @@ fn bench_size(bin: &Path, base: &Path, n: usize, iters: usize, backends: &[Socke
                 }
                 r.safe_ms.push(ms(s.wall));
                 r.peak_kb = r.peak_kb.max(s.peak_kb);
-                for (name, v) in &mut r.steps {
-                    v.extend(run::step_ms(&s.report, name));
-                }
             } else {
                 let (total, test) = run::unsafe_manual(&tree, &nginx)?;
                 r.unsafe_ms.push(ms(total));
@@ -121,6 +122,18 @@ fn bench_size(bin: &Path, base: &Path, n: usize, iters: usize, backends: &[Socke
             }
         }
     }
+    // Step times come from a JSON report; writing one (every reference of every target) costs
+    // time and memory a plain run does not pay, so it is an extra run outside the medians.
+    if !run::wait_for(Duration::from_secs(60), || nginx.settled()) {
+        return Err("old workers did not leave before the breakdown run".into());
+    }
+    tree.revise(iters + 1)?;
+    let s = run::safe_reload(bin, &tree, &["-y", "--json"])?;
+    for (name, v) in &mut r.steps {
+        v.extend(run::step_ms(&s.report, name));
+    }
+    r.json_ms = ms(s.wall);
+    r.json_peak_kb = s.peak_kb;
     report(n, &tree, parse, &r);
     rollback(bin, &tree, &nginx, backends)?;
     Ok(())
@@ -151,7 +164,12 @@ fn report(n: usize, tree: &tree::Tree, parse: f64, r: &SizeResult) {
             )
         })
         .collect();
-    println!("servers={n} safe_step_medians_ms: {}", steps.join(" "));
+    println!(
+        "servers={n} one --json run: wall_ms={:.1} peak_rss_kb={} steps_ms: {}",
+        r.json_ms,
+        r.json_peak_kb,
+        steps.join(" ")
+    );
     println!(
         "servers={n} runs_ms: unsafe={:?} safe={:?}",
         r.unsafe_ms.iter().map(|v| v.round()).collect::<Vec<_>>(),
@@ -172,7 +190,7 @@ fn rollback(
         return Err("workers did not settle before the rollback run".into());
     }
     tree.break_server0(bad)?;
-    let s = run::safe_reload(bin, tree, &["-y"])?;
+    let s = run::safe_reload(bin, tree, &["-y", "--json"])?;
     let steps = s.report["steps"].as_array().cloned().unwrap_or_default();
     let first_verify = steps.iter().position(|st| st["name"] == "verify");
     let before: f64 = steps

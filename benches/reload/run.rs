@@ -172,14 +172,7 @@ pub fn safe_reload(bin: &Path, tree: &Tree, extra: &[&str]) -> Result<SafeRun, S
     let mut child = Command::new(program)
         .args(argv)
         .args(extra)
-        .args([
-            "--nginx",
-            NGINX,
-            "--json",
-            "--color",
-            "never",
-            "--state-dir",
-        ])
+        .args(["--nginx", NGINX, "--color", "never", "--state-dir"])
         .arg(tree.prefix.join("state"))
         .args(tree.flags())
         .stdin(Stdio::null())
@@ -201,7 +194,8 @@ pub fn safe_reload(bin: &Path, tree: &Tree, extra: &[&str]) -> Result<SafeRun, S
     };
     let wall = start.elapsed();
     let text = fs_err::read_to_string(&out_path).unwrap_or_default();
-    let report = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    // Only a run given `--json` leaves a report to read; otherwise keep the text for errors.
+    let report = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
     Ok(SafeRun {
         wall,
         code,
