@@ -36,3 +36,58 @@ pub fn focused_checks(servers: &[Server], changed: &[PathBuf]) -> Vec<Check> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conf::targets::Context;
+    use crate::conf::{Listen, ListenAddr, Location};
+
+    fn server(i: usize, file: &str) -> Server {
+        let listen = Listen {
+            addr: ListenAddr::Tcp("127.0.0.1:80".parse().unwrap()),
+            ssl: false,
+            udp: false,
+            default_server: false,
+            file: PathBuf::from(file),
+            line: 1,
+        };
+        let location = |path: &str| Location {
+            modifier: None,
+            path: path.into(),
+            pass: "proxy_pass".into(),
+            file: PathBuf::from(file),
+            line: 2,
+        };
+        Server {
+            context: Context::Http,
+            file: PathBuf::from(file),
+            line: 1,
+            listens: vec![listen],
+            server_names: vec![format!("s{i}.test")],
+            locations: vec![location("/"), location("/api/")],
+        }
+    }
+
+    #[test]
+    fn changed_servers_in_full_then_a_bounded_spread_of_the_rest() {
+        let mut servers: Vec<Server> = (0..1000).map(|i| server(i, "/c/old.conf")).collect();
+        servers.push(server(5000, "/c/new.conf"));
+        let checks = focused_checks(&servers, &[PathBuf::from("/c/new.conf")]);
+        let hosts: Vec<&str> = checks.iter().map(|c| c.host.as_str()).collect();
+        assert_eq!(&hosts[..2], ["s5000.test", "s5000.test"]);
+        assert_eq!(checks.len(), 2 + MAX_SPREAD);
+        // The spread reaches across the whole configuration, not just its first servers.
+        assert_eq!(hosts[2], "s0.test");
+        assert!(hosts.last().unwrap().starts_with("s8"));
+    }
+
+    #[test]
+    fn many_changed_servers_are_bounded_and_a_small_config_is_checked_in_full() {
+        let servers: Vec<Server> = (0..100).map(|i| server(i, "/c/a.conf")).collect();
+        let checks = focused_checks(&servers, &[PathBuf::from("/c/a.conf")]);
+        assert_eq!(checks.len(), MAX_CHANGED);
+        let few: Vec<Server> = (0..3).map(|i| server(i, "/c/a.conf")).collect();
+        assert_eq!(focused_checks(&few, &[]).len(), 6);
+    }
+}
