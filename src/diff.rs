@@ -4,7 +4,7 @@
 //! Both sides are built the same way (`FileSet::from_candidate` uses the same scan a snapshot
 //! does), so a file set compared with its own snapshot is always empty. Printing is `output`'s.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use similar::{ChangeTag, TextDiff};
 
 use crate::conf::ConfFile;
 use crate::error::Result;
-use crate::store::{scan, Snapshot, Store};
+use crate::store::{scan, Scanned, Snapshot, Store};
 
 /// One file's content and metadata as diffed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,9 +55,54 @@ impl FileSet {
         Ok(set)
     }
 
+    /// The file set a snapshot recorded, for comparing with `candidate`: an entry whose hash
+    /// the candidate has at the same path takes the candidate's bytes (equal by hash), so only
+    /// the objects of files that changed are read from the store.
+    pub fn from_snapshot_against(
+        store: &Store,
+        snap: &Snapshot,
+        candidate: &Scanned,
+    ) -> Result<FileSet> {
+        let mut known: HashMap<(&Path, &str), &Arc<[u8]>> = HashMap::new();
+        for item in &candidate.files {
+            known.insert((&item.entry.path, &item.entry.hash), &item.bytes);
+        }
+        for item in &candidate.external {
+            known.insert((&item.entry.path, &item.entry.hash), &item.bytes);
+        }
+        let bytes = |path: &Path, hash: &str| -> Result<Arc<[u8]>> {
+            match known.get(&(path, hash)) {
+                Some(b) => Ok(Arc::clone(b)),
+                None => Ok(store.read_object(hash)?.into()),
+            }
+        };
+        let mut set = FileSet::default();
+        for entry in &snap.files {
+            let state = FileState {
+                bytes: bytes(&entry.path, &entry.hash)?,
+                mode: entry.mode,
+                link: entry.target.clone(),
+            };
+            set.files.insert(shown(&entry.path), state);
+        }
+        for ext in &snap.external {
+            let state = FileState {
+                bytes: bytes(&ext.path, &ext.hash)?,
+                mode: ext.mode,
+                link: None,
+            };
+            set.files.insert(shown(&ext.path), state);
+        }
+        Ok(set)
+    }
+
     /// The candidate's file set, from the bytes the config model read.
     pub fn from_candidate(config_root: &Path, files: &[ConfFile]) -> Result<FileSet> {
-        let scanned = scan(config_root, files)?;
+        Ok(FileSet::from_scanned(scan(config_root, files)?))
+    }
+
+    /// The candidate's file set from an existing scan.
+    pub fn from_scanned(scanned: Scanned) -> FileSet {
         let mut set = FileSet::default();
         for item in scanned.files {
             let state = FileState {
@@ -75,7 +120,7 @@ impl FileSet {
             };
             set.files.insert(shown(&item.entry.path), state);
         }
-        Ok(set)
+        set
     }
 }
 

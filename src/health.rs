@@ -13,7 +13,10 @@ use serde::Serialize;
 use crate::conf::{ListenAddr, Server};
 use crate::error::{Error, Result};
 
+mod select;
 mod tls;
+
+pub use select::{focused_checks, MAX_CHANGED, MAX_SPREAD};
 
 /// One request to make through nginx.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -118,6 +121,8 @@ fn resolve_entry(resolve: &[String], host: &str, port: u16) -> Result<Option<Soc
 /// whose listen this machine can reach, with the server's first literal name as Host.
 pub fn derive_checks(servers: &[Server]) -> Vec<Check> {
     let mut out: Vec<Check> = Vec::new();
+    // A set, not a scan of `out`: 10,000 servers make 20,000 checks.
+    let mut seen = std::collections::HashSet::new();
     for server in servers
         .iter()
         .filter(|s| s.context == crate::conf::targets::Context::Http)
@@ -147,10 +152,13 @@ pub fn derive_checks(servers: &[Server]) -> Vec<Check> {
                     path: loc.path.clone(),
                     tls: listen.ssl,
                 };
-                if !out.iter().any(|c| {
-                    (c.connect, &c.host, &c.path, c.tls)
-                        == (check.connect, &check.host, &check.path, check.tls)
-                }) {
+                let key = (
+                    check.connect,
+                    check.host.clone(),
+                    check.path.clone(),
+                    check.tls,
+                );
+                if seen.insert(key) {
                     out.push(check);
                 }
             }

@@ -70,7 +70,8 @@ pub fn inspect(
     );
 
     let popts = probe_options(s, &config, nginx.map(|n| n.1));
-    let (test, probe) = std::thread::scope(|scope| {
+    // Probes and the listen preflight only read (sockets, /proc): they run while nginx -t does.
+    let (test, probe, preflight) = std::thread::scope(|scope| {
         let test = match (checks.test, nginx) {
             (true, Some((n, _))) => Some(scope.spawn(move || {
                 let t = Instant::now();
@@ -79,6 +80,10 @@ pub fn inspect(
             _ => None,
         };
         let probe = checks.probe.then(|| probe::probe_all(&targets, &popts));
+        let preflight = checks.preflight.then(|| {
+            let t = Instant::now();
+            (preflight::listen_conflicts(&servers, own_pids), t.elapsed())
+        });
         let test = test.map(|h| {
             h.join().unwrap_or_else(|_| {
                 (
@@ -87,7 +92,7 @@ pub fn inspect(
                 )
             })
         });
-        (test, probe)
+        (test, probe, preflight)
     });
     let test = match test {
         Some((outcome, elapsed)) => {
@@ -102,13 +107,12 @@ pub fn inspect(
         let detail = format!("{} targets, {n} failing", pr.results.len());
         report.step("probe", n == 0, pr.elapsed, Some(detail));
     }
-    let conflicts = if checks.preflight {
-        let t = Instant::now();
-        let c = preflight::listen_conflicts(&servers, own_pids);
-        report.step("preflight", c.is_empty(), t.elapsed(), None);
-        c
-    } else {
-        Vec::new()
+    let conflicts = match preflight {
+        Some((c, elapsed)) => {
+            report.step("preflight", c.is_empty(), elapsed, None);
+            c
+        }
+        None => Vec::new(),
     };
     Ok(Inspection {
         config,

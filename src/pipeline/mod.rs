@@ -86,9 +86,19 @@ pub fn diff_against(
     let Some(good) = last_good else {
         return Ok(None);
     };
-    let old = FileSet::from_snapshot(store, good)?;
-    let new = FileSet::from_candidate(&config.conf_prefix, &config.files)?;
-    Ok(Some(diff::diff(&old, &new)))
+    diff_files(store, good, &config.conf_prefix, &config.files).map(Some)
+}
+
+/// The candidate's files against a snapshot; only changed files' objects are read.
+fn diff_files(
+    store: &Store,
+    good: &Snapshot,
+    root: &std::path::Path,
+    files: &[crate::conf::ConfFile],
+) -> Result<ConfigDiff> {
+    let scanned = crate::store::scan(root, files)?;
+    let old = FileSet::from_snapshot_against(store, good, &scanned)?;
+    Ok(diff::diff(&old, &FileSet::from_scanned(scanned)))
 }
 
 /// `safe-reload` / `safe-reload reload`: the whole pipeline.
@@ -131,14 +141,31 @@ pub fn reload_locked(
         probe: !s.no_probe,
         preflight: true,
     };
-    let insp = inspect::inspect(
-        Some((&env.nginx, &env.info)),
-        s,
-        config,
-        &own,
-        checks,
-        report,
-    )?;
+    // The diff only reads (the store and the bytes already loaded): it runs while nginx -t does.
+    let (root, files) = (config.conf_prefix.clone(), config.files.clone());
+    let (insp, good_and_diff) = std::thread::scope(|scope| {
+        let diffing = scope.spawn(|| -> Result<_> {
+            let good = store.last_good()?;
+            let diff = match &good {
+                Some(g) => Some(diff_files(store, g, &root, &files)?),
+                None => None,
+            };
+            Ok((good, diff))
+        });
+        let insp = inspect::inspect(
+            Some((&env.nginx, &env.info)),
+            s,
+            config,
+            &own,
+            checks,
+            report,
+        );
+        let joined = diffing
+            .join()
+            .unwrap_or_else(|_| Err(Error::Internal("the diff thread failed".into())));
+        (insp, joined)
+    });
+    let insp = insp?;
     record_inspection(report, &insp);
     if signals::interrupted() {
         // Ctrl-C during the checks: nothing changed, whatever the checks found.
@@ -147,8 +174,7 @@ pub fn reload_locked(
     if insp.refuses() {
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }
-    let last_good = store.last_good()?;
-    let diff = diff_against(store, last_good.as_ref(), &insp.config)?;
+    let (last_good, diff) = good_and_diff?;
     let unchanged = diff.as_ref().is_some_and(|d| d.is_empty());
     report.diff = diff;
     if unchanged && !s.force {

@@ -80,7 +80,11 @@ impl Transaction<'_> {
 
     fn checks(&self, servers: &[Server]) -> Result<Vec<Check>> {
         if self.s.health.is_empty() {
-            return Ok(health::derive_checks(servers));
+            let root = &self.candidate.config_root;
+            let changed: Vec<PathBuf> = (self.candidate.meta.changed_files.iter())
+                .map(|p| root.join(p))
+                .collect();
+            return Ok(health::focused_checks(servers, &changed));
         }
         self.s
             .health

@@ -150,6 +150,11 @@ impl Store {
     /// Removes all but the newest `keep` snapshots, never the last-good one nor one the journal
     /// names, then every object no remaining snapshot references.
     pub fn prune(&self, keep: usize) -> Result<PruneReport> {
+        // Nothing to remove: skip reading every manifest and walking every object (objects no
+        // snapshot names are removed by the next prune that removes a snapshot).
+        if self.ids()?.len() <= keep {
+            return Ok(PruneReport::default());
+        }
         let mut protected = BTreeSet::new();
         if let Some(good) = self.last_good()? {
             protected.insert(good.id);

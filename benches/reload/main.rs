@@ -1,0 +1,242 @@
+//! Reload benchmark: for each size (100, 1,000, 10,000 servers; `BENCH_SIZES=100,1000` to
+//! choose) it generates a tree on loopback with real backends, starts a real nginx in a private
+//! prefix, and alternates the unsafe manual sequence (`nginx -t && nginx -s reload`, timed until
+//! new workers serve and old ones stop accepting) with `safe-reload -y` (a file changed before
+//! each run), then prints medians and their ratio, our parse time, safe-reload's peak memory
+//! and one rollback. `scripts/bench.sh` runs it and adds crossplane's parse time.
+//!
+//! Environment: `BENCH_SIZES`, `BENCH_ITERS` (iterations per size; default 7, 5 and 2),
+//! `BENCH_DIR` (where the trees go and stay), `BENCH_WORKERS` (worker_processes, default 1).
+
+#![allow(clippy::print_stdout)]
+
+mod backend;
+mod run;
+mod tree;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use safe_reload::conf::{load, servers, targets, LoadOptions};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| default.to_vec())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Our parse plus target and server extraction, median of `runs`, in ms.
+fn parse_ms(conf: &Path, runs: usize) -> Res<f64> {
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let cfg = load(conf, &LoadOptions::default())?;
+        let tg = targets::extract(&cfg);
+        let sv = servers::extract(&cfg);
+        times.push(ms(t.elapsed()));
+        std::hint::black_box((tg, sv));
+    }
+    Ok(median(times))
+}
+
+struct SizeResult {
+    unsafe_ms: Vec<f64>,
+    test_ms: Vec<f64>,
+    safe_ms: Vec<f64>,
+    peak_kb: u64,
+    json_ms: f64,
+    json_peak_kb: u64,
+    steps: Vec<(&'static str, Vec<f64>)>,
+}
+
+const STEPS: [&str; 6] = ["parse", "nginx -t", "probe", "snapshot", "reload", "verify"];
+
+fn bench_size(bin: &Path, base: &Path, n: usize, iters: usize, backends: &[SocketAddr]) -> Res<()> {
+    let workers = env_list("BENCH_WORKERS", &[1])[0];
+    let ip = IpAddr::V4(Ipv4Addr::new(127, 93, (n % 250) as u8, 1));
+    let port = TcpListener::bind(SocketAddr::new(ip, 0))?
+        .local_addr()?
+        .port();
+    let tree = tree::generate(
+        &base.join(n.to_string()),
+        n,
+        backends,
+        SocketAddr::new(ip, port),
+        workers,
+    )?;
+    let parse = parse_ms(&tree.conf, 5)?;
+    let nginx = run::Nginx::start(&tree, workers)?;
+    let init = run::safe_reload(bin, &tree, &["init"])?;
+    if init.code != Some(0) {
+        return Err(format!("safe-reload init exited {:?}: {}", init.code, init.report).into());
+    }
+    let mut r = SizeResult {
+        unsafe_ms: Vec::new(),
+        test_ms: Vec::new(),
+        safe_ms: Vec::new(),
+        peak_kb: 0,
+        json_ms: 0.0,
+        json_peak_kb: 0,
+        steps: STEPS.iter().map(|s| (*s, Vec::new())).collect(),
+    };
+    for i in 0..iters {
+        // Alternate which goes first so neither always runs on a freshly settled machine.
+        for safe_first in [i % 2 == 1, i % 2 == 0] {
+            if !run::wait_for(Duration::from_secs(60), || nginx.settled()) {
+                return Err("old workers did not leave between runs".into());
+            }
+            if safe_first {
+                tree.revise(i + 1)?;
+                let s = run::safe_reload(bin, &tree, &["-y"])?;
+                if s.code != Some(0) {
+                    return Err(format!("safe-reload exited {:?}: {}", s.code, s.report).into());
+                }
+                r.safe_ms.push(ms(s.wall));
+                r.peak_kb = r.peak_kb.max(s.peak_kb);
+            } else {
+                let (total, test) = run::unsafe_manual(&tree, &nginx)?;
+                r.unsafe_ms.push(ms(total));
+                r.test_ms.push(ms(test));
+            }
+        }
+    }
+    // Step times come from a JSON report; writing one (every reference of every target) costs
+    // time and memory a plain run does not pay, so it is an extra run outside the medians.
+    if !run::wait_for(Duration::from_secs(60), || nginx.settled()) {
+        return Err("old workers did not leave before the breakdown run".into());
+    }
+    tree.revise(iters + 1)?;
+    let s = run::safe_reload(bin, &tree, &["-y", "--json"])?;
+    for (name, v) in &mut r.steps {
+        v.extend(run::step_ms(&s.report, name));
+    }
+    r.json_ms = ms(s.wall);
+    r.json_peak_kb = s.peak_kb;
+    report(n, &tree, parse, &r);
+    rollback(bin, &tree, &nginx, backends)?;
+    Ok(())
+}
+
+fn report(n: usize, tree: &tree::Tree, parse: f64, r: &SizeResult) {
+    let (u, s) = (median(r.unsafe_ms.clone()), median(r.safe_ms.clone()));
+    let limit_kb = tree.bytes * 4 / 1024 + 30 * 1024;
+    println!(
+        "servers={n} upstreams={} config_bytes={} iterations={} unsafe_median_ms={u:.1} \
+         unsafe_nginx_t_median_ms={:.1} safe_median_ms={s:.1} ratio={:.2} parse_ms={parse:.1} \
+         safe_peak_rss_kb={} peak_limit_kb={limit_kb}",
+        2 * n,
+        tree.bytes,
+        r.safe_ms.len(),
+        median(r.test_ms.clone()),
+        s / u,
+        r.peak_kb,
+    );
+    let steps: Vec<String> = r
+        .steps
+        .iter()
+        .map(|(name, v)| {
+            format!(
+                "{}={:.1}",
+                name.replace(' ', "_").replace('-', ""),
+                median(v.clone())
+            )
+        })
+        .collect();
+    println!(
+        "servers={n} one --json run: wall_ms={:.1} peak_rss_kb={} steps_ms: {}",
+        r.json_ms,
+        r.json_peak_kb,
+        steps.join(" ")
+    );
+    println!(
+        "servers={n} runs_ms: unsafe={:?} safe={:?}",
+        r.unsafe_ms.iter().map(|v| v.round()).collect::<Vec<_>>(),
+        r.safe_ms.iter().map(|v| v.round()).collect::<Vec<_>>()
+    );
+}
+
+/// One failing change: from the end of the failed verification to the old configuration
+/// verified live, estimated as the wall time less everything up to that verification.
+fn rollback(
+    bin: &Path,
+    tree: &tree::Tree,
+    nginx: &run::Nginx,
+    _backends: &[SocketAddr],
+) -> Res<()> {
+    let bad = backend::start_bad(IpAddr::V4(Ipv4Addr::new(127, 94, 0, 1)))?;
+    if !run::wait_for(Duration::from_secs(60), || nginx.settled()) {
+        return Err("workers did not settle before the rollback run".into());
+    }
+    tree.break_server0(bad)?;
+    let s = run::safe_reload(bin, tree, &["-y", "--json"])?;
+    let steps = s.report["steps"].as_array().cloned().unwrap_or_default();
+    let first_verify = steps.iter().position(|st| st["name"] == "verify");
+    let before: f64 = steps
+        .iter()
+        .take(first_verify.map_or(0, |i| i + 1))
+        .filter_map(|st| st["elapsed_ms"].as_f64())
+        .sum();
+    let rb_test = s.report["rollback"]["test"]["elapsed"].clone();
+    println!(
+        "servers={} rollback: exit={:?} wall_ms={:.1} after_failed_verify_ms={:.1} rollback_nginx_t={} steps={}",
+        tree_servers(tree),
+        s.code,
+        ms(s.wall),
+        ms(s.wall) - before,
+        rb_test,
+        steps
+            .iter()
+            .map(|st| format!("{}:{}", st["name"].as_str().unwrap_or("?"), st["elapsed_ms"]))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    Ok(())
+}
+
+fn tree_servers(tree: &tree::Tree) -> String {
+    tree.prefix
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn main() -> Res<()> {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_safe-reload"));
+    let sizes = env_list("BENCH_SIZES", &[100, 1000, 10000]);
+    let base = std::env::var_os("BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("safe-reload-bench"));
+    let backends = backend::start_good(IpAddr::V4(Ipv4Addr::new(127, 92, 0, 1)), 4)?;
+    for n in sizes {
+        let default_iters = match n {
+            0..=500 => 7,
+            501..=5000 => 5,
+            _ => 2,
+        };
+        let iters = env_list("BENCH_ITERS", &[default_iters])[0];
+        bench_size(&bin, &base, n, iters, &backends)?;
+    }
+    Ok(())
+}

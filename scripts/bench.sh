@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Reload benchmark: the whole safe pipeline (`safe-reload -y`) against the unsafe manual
+# sequence (`nginx -t && nginx -s reload`, timed until new workers serve and old ones stop
+# accepting), alternated in one run on generated 100-, 1,000- and 10,000-server trees with real
+# nginx and real backends on loopback; then our parse time against crossplane's on the same
+# trees. Figures and how to read them: BENCHMARKS.md.
+#
+#   scripts/bench.sh                          all sizes (a few minutes; 10,000 dominates)
+#   BENCH_SIZES=100,1000 scripts/bench.sh     choose sizes
+#   BENCH_ITERS=3 scripts/bench.sh            iterations per size (default 7, 5, 2)
+#   BENCH_WORKERS=2 scripts/bench.sh          worker_processes (default 1)
+#
+# Needs: cargo, /usr/sbin/nginx, python3 with venv (crossplane goes into target/crossplane-venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export BENCH_DIR="${BENCH_DIR:-$PWD/target/bench-reload}"
+venv="$PWD/target/crossplane-venv"
+[[ -x /usr/sbin/nginx ]] || { echo "bench: needs /usr/sbin/nginx" >&2; exit 2; }
+
+echo "machine: nproc=$(nproc) mem=$(free -h | awk '/^Mem:/ {print $2}') kernel=$(uname -r) $(/usr/sbin/nginx -v 2>&1)"
+
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+cargo bench --quiet --bench reload 2>/dev/null | tee "$out"
+
+if [[ ! -x "$venv/bin/crossplane" ]]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet crossplane
+fi
+
+# crossplane parses the very trees the run used; best of 3 (its start-up included, as a user
+# would see it), against our median of 5 in-process.
+while read -r n ours; do
+  conf="$BENCH_DIR/$n/nginx.conf"
+  [[ -f "$conf" ]] || continue
+  best=""
+  for _ in 1 2 3; do
+    start=$(date +%s%N)
+    "$venv/bin/crossplane" parse "$conf" -o /dev/null
+    ms=$(( ($(date +%s%N) - start) / 1000000 ))
+    if [[ -z "$best" || "$ms" -lt "$best" ]]; then best=$ms; fi
+  done
+  ratio=$(awk -v c="$best" -v o="$ours" 'BEGIN { printf "%.0f", c / o }')
+  echo "servers=$n parse: safe_reload_ms=$ours crossplane_ms=$best crossplane/safe_reload=${ratio}x"
+done < <(sed -n 's/^servers=\([0-9]*\) upstreams=.* parse_ms=\([0-9.]*\) .*/\1 \2/p' "$out")
+
+echo
+echo "targets: ratio <= 1.0 at 1000, <= 0.7 at 10000; parse >= 20x crossplane; peak rss < peak_limit_kb"
