@@ -276,12 +276,21 @@ impl Transaction<'_> {
             return Ok(Exit::RollbackFailed);
         }
         self.store.journal_phase(JournalPhase::Restored)?;
-        let restored = self.env.load().map_err(|e| {
+        // Our parse of the restored tree (for health checks) runs while nginx tests it.
+        let (restored, test) = std::thread::scope(|scope| {
+            let loading = scope.spawn(|| self.env.load());
+            let test = self.env.nginx.test();
+            let restored = loading
+                .join()
+                .unwrap_or_else(|_| Err(Error::Internal("the parse thread failed".into())));
+            (restored, test)
+        });
+        let restored = restored.map_err(|e| {
             Error::Internal(format!(
                 "the restored last-good configuration does not load: {e}"
             ))
         })?;
-        let test = self.env.nginx.test()?;
+        let test = test?;
         let passed = test.passed;
         rb.test = Some(test);
         if !passed {
