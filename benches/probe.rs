@@ -61,7 +61,7 @@ fn target(sa: SocketAddr) -> Target {
     Target {
         address: TargetAddr::Ip(sa),
         references: vec![Reference {
-            file: "/etc/nginx/nginx.conf".into(),
+            file: std::path::Path::new("/etc/nginx/nginx.conf").into(),
             line: 1,
             directive: "server".into(),
             context: Context::Http,

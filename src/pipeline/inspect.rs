@@ -148,7 +148,7 @@ impl Inspection {
                 }
                 let hint = self.targets.findings.iter().enumerate().find_map(|(i, f)| {
                     let same =
-                        m.file.as_deref() == Some(f.file.as_path()) && m.line == Some(f.line);
+                        m.file.as_deref() == Some(&*f.file) && m.line == Some(f.line);
                     if same {
                         used[i] = true;
                     }
