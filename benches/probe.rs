@@ -63,7 +63,7 @@ fn target(sa: SocketAddr) -> Target {
         references: vec![Reference {
             file: std::path::Path::new("/etc/nginx/nginx.conf").into(),
             line: 1,
-            directive: "server".into(),
+            directive: "server",
             context: Context::Http,
             upstream: Some("bench".into()),
             backup: false,

@@ -241,7 +241,7 @@ mod tests {
         Location {
             modifier: modifier.map(String::from),
             path: path.into(),
-            pass: "proxy_pass".into(),
+            pass: "proxy_pass",
             file: PathBuf::from("/c").into(),
             line: 2,
         }

@@ -78,14 +78,7 @@ fn listens_names_and_proxied_locations() {
     let locs: Vec<(Option<&str>, &str, &str, u32)> = s
         .locations
         .iter()
-        .map(|l| {
-            (
-                l.modifier.as_deref(),
-                l.path.as_str(),
-                l.pass,
-                l.line,
-            )
-        })
+        .map(|l| (l.modifier.as_deref(), l.path.as_str(), l.pass, l.line))
         .collect();
     assert_eq!(
         locs,
@@ -139,7 +132,10 @@ fn servers_from_included_files_keep_their_file() {
         (site.clone(), 4)
     );
     assert_eq!(
-        (all[0].locations[0].file.to_path_buf(), all[0].locations[0].line),
+        (
+            all[0].locations[0].file.to_path_buf(),
+            all[0].locations[0].line
+        ),
         (site, 5)
     );
 }

@@ -55,7 +55,7 @@ mod tests {
         let location = |path: &str| Location {
             modifier: None,
             path: path.into(),
-            pass: "proxy_pass".into(),
+            pass: "proxy_pass",
             file: PathBuf::from(file).into(),
             line: 2,
         };

@@ -17,12 +17,12 @@ pub fn reference(line: u32) -> Reference {
     Reference {
         file: PathBuf::from("/etc/nginx/nginx.conf").into(),
         line,
-        directive: "proxy_pass".into(),
+        directive: "proxy_pass",
         context: Context::Http,
         upstream: None,
         backup: false,
         down: false,
-        scheme: Some("http".into()),
+        scheme: Some("http"),
     }
 }
 

@@ -34,7 +34,7 @@ struct UpstreamServer {
 struct Upstream {
     /// As written; shared by every reference to the block.
     name: Arc<str>,
-    servers: Vec<UpstreamServer>,
+    servers: Box<[UpstreamServer]>,
 }
 
 /// What the walk of one context needs to look up.
@@ -120,10 +120,16 @@ impl Collector {
             &r.upstream,
         );
         let h = self.hasher.hash_one(key);
-        if !self.seen.insert(h) && self.targets[i].references.contains(&r) {
+        let refs = &mut self.targets[i].references;
+        if !self.seen.insert(h) && refs.contains(&r) {
             return;
         }
-        self.targets[i].references.push(r);
+        if refs.len() == refs.capacity() {
+            // A backend behind thousands of servers has as many references: grow by a quarter
+            // instead of doubling, so spare capacity stays small at the peak.
+            refs.reserve_exact(refs.len() / 4 + 4);
+        }
+        refs.push(r);
     }
 
     fn finding(&mut self, d: &Directive, message: String, hint: Option<String>) {
@@ -168,11 +174,10 @@ impl Collector {
                 servers.push(UpstreamServer { addr, backup, down });
             }
             // nginx refuses a duplicate upstream name; the first one stands here.
-            out.entry(name.to_ascii_lowercase())
-                .or_insert(Upstream {
-                    name: shared,
-                    servers,
-                });
+            out.entry(name.to_ascii_lowercase()).or_insert(Upstream {
+                name: shared,
+                servers: servers.into_boxed_slice(),
+            });
         }
         out
     }
@@ -222,7 +227,7 @@ impl Collector {
                     let Some(up) = cx.upstreams.get(&key) else {
                         continue;
                     };
-                    for s in &up.servers {
+                    for s in up.servers.iter() {
                         let mut r = base.clone();
                         r.upstream = Some(up.name.clone());
                         r.backup = s.backup;
