@@ -61,9 +61,9 @@ fn target(sa: SocketAddr) -> Target {
     Target {
         address: TargetAddr::Ip(sa),
         references: vec![Reference {
-            file: "/etc/nginx/nginx.conf".into(),
+            file: std::path::Path::new("/etc/nginx/nginx.conf").into(),
             line: 1,
-            directive: "server".into(),
+            directive: "server",
             context: Context::Http,
             upstream: Some("bench".into()),
             backup: false,

@@ -232,7 +232,7 @@ mod tests {
             ssl,
             udp: false,
             default_server: false,
-            file: PathBuf::from("/c"),
+            file: PathBuf::from("/c").into(),
             line: 1,
         }
     }
@@ -241,8 +241,8 @@ mod tests {
         Location {
             modifier: modifier.map(String::from),
             path: path.into(),
-            pass: "proxy_pass".into(),
-            file: PathBuf::from("/c"),
+            pass: "proxy_pass",
+            file: PathBuf::from("/c").into(),
             line: 2,
         }
     }
@@ -251,7 +251,7 @@ mod tests {
     fn checks_derive_from_reachable_listens_and_prefix_locations() {
         let server = Server {
             context: Context::Http,
-            file: PathBuf::from("/c"),
+            file: PathBuf::from("/c").into(),
             line: 1,
             listens: vec![
                 listen(ListenAddr::Tcp("0.0.0.0:80".parse().unwrap()), false),

@@ -270,8 +270,6 @@ pub fn hint(message: &Message, config: &Config) -> Option<String> {
     let (file, line) = (message.file.as_deref()?, message.line?);
     config
         .walk()
-        .into_iter()
-        .map(|(_, d)| d)
         .find(|d| d.line == line && &*d.file == file && d.name.ends_with("_pass"))
         .filter(|d| !d.arg0().contains("://"))
         .map(|d| {
@@ -398,7 +396,7 @@ pub fn error_logs(config: &Config, prefix: &Path, info: &BuildInfo) -> Vec<PathB
             logs.push(p);
         }
     };
-    for (_, d) in config.walk() {
+    for d in config.walk() {
         if d.name == "error_log" && is_file_log(d.arg0()) {
             push(under_prefix(prefix, d.arg0()));
         }

@@ -72,7 +72,7 @@ pub fn listen_conflicts_in(
             let c = ListenConflict {
                 listen: listen.addr.clone(),
                 held,
-                file: listen.file.clone(),
+                file: listen.file.to_path_buf(),
                 line: listen.line,
                 holders: holders.to_vec(),
             };

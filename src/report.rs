@@ -98,7 +98,7 @@ impl From<&Finding> for Problem {
         Problem {
             level: "config".into(),
             message: f.message.clone(),
-            file: Some(f.file.clone()),
+            file: Some(f.file.to_path_buf()),
             line: Some(f.line),
             hint: f.hint.clone(),
         }

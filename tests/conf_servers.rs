@@ -49,7 +49,7 @@ fn listens_names_and_proxied_locations() {
 
     let s = &all[0];
     assert_eq!(
-        (s.context, s.file.clone(), s.line),
+        (s.context, s.file.to_path_buf(), s.line),
         (Context::Http, main.clone(), 3)
     );
     let listens: Vec<(String, bool, bool, u32)> = s
@@ -69,7 +69,7 @@ fn listens_names_and_proxied_locations() {
         ]
     );
     assert!(matches!(s.listens[4].addr, ListenAddr::Host { .. }));
-    assert!(s.listens.iter().all(|l| l.file == main));
+    assert!(s.listens.iter().all(|l| *l.file == *main));
     assert_eq!(
         s.server_names,
         ["example.com", "www.example.com", "*.example.org"]
@@ -78,14 +78,7 @@ fn listens_names_and_proxied_locations() {
     let locs: Vec<(Option<&str>, &str, &str, u32)> = s
         .locations
         .iter()
-        .map(|l| {
-            (
-                l.modifier.as_deref(),
-                l.path.as_str(),
-                l.pass.as_str(),
-                l.line,
-            )
-        })
+        .map(|l| (l.modifier.as_deref(), l.path.as_str(), l.pass, l.line))
         .collect();
     assert_eq!(
         locs,
@@ -103,7 +96,7 @@ fn listens_names_and_proxied_locations() {
             (None, "/cond", "proxy_pass", line_of(CONF, "/cond")),
         ]
     );
-    assert!(s.locations.iter().all(|l| l.file == main));
+    assert!(s.locations.iter().all(|l| *l.file == *main));
 
     // No listen in http: nginx's default *:80, at the server block's line.
     let d = &all[1];
@@ -133,13 +126,16 @@ fn servers_from_included_files_keep_their_file() {
     );
     let all = servers::extract(&tree.load("nginx.conf"));
     assert_eq!(all.len(), 1);
-    assert_eq!((all[0].file.clone(), all[0].line), (site.clone(), 3));
+    assert_eq!((all[0].file.to_path_buf(), all[0].line), (site.clone(), 3));
     assert_eq!(
-        (all[0].listens[0].file.clone(), all[0].listens[0].line),
+        (all[0].listens[0].file.to_path_buf(), all[0].listens[0].line),
         (site.clone(), 4)
     );
     assert_eq!(
-        (all[0].locations[0].file.clone(), all[0].locations[0].line),
+        (
+            all[0].locations[0].file.to_path_buf(),
+            all[0].locations[0].line
+        ),
         (site, 5)
     );
 }

@@ -115,7 +115,7 @@ fn addrs(t: &Targets) -> Vec<String> {
 fn refs(t: &Target) -> Vec<(PathBuf, u32, String)> {
     t.references
         .iter()
-        .map(|r| (r.file.clone(), r.line, r.directive.clone()))
+        .map(|r| (r.file.to_path_buf(), r.line, r.directive.to_string()))
         .collect()
 }
 
@@ -202,7 +202,7 @@ fn every_pass_directive_with_scheme_ports_and_uri_stripped() {
             r(&f.main, line_of(HTTP, needle), directive),
             "{addr}"
         );
-        assert_eq!(t.references[0].scheme.as_deref(), scheme, "{addr}");
+        assert_eq!(t.references[0].scheme, scheme, "{addr}");
         assert_eq!(t.references[0].context, Context::Http);
     }
     assert!(matches!(
@@ -372,7 +372,7 @@ fn stream_context_bare_addresses_and_no_cross_context_upstreams() {
     let first = |addr: &str| {
         let x = find(&t, addr);
         (
-            x.references[0].file.clone(),
+            x.references[0].file.to_path_buf(),
             x.references[0].line,
             x.references[0].context,
         )

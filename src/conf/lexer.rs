@@ -12,6 +12,8 @@
 //! `*_by_lua_block` bodies are read raw by [`Lexer::raw_block`], with Lua's strings, comments
 //! and long brackets, which may hold braces.
 
+use crate::conf::tree::Word;
+
 /// nginx's `NGX_CONF_BUFFER`: no token may be this long.
 const MAX_TOKEN: usize = 4096;
 
@@ -36,8 +38,8 @@ pub enum TokenKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
     pub kind: TokenKind,
-    /// Unescaped text for words; empty for punctuation.
-    pub text: Vec<u8>,
+    /// Unescaped text for words (bytes that are not UTF-8 replaced); empty for punctuation.
+    pub text: Word,
     pub line: u32,
 }
 
@@ -93,7 +95,7 @@ impl<'a> Lexer<'a> {
     fn punct(&self, kind: TokenKind) -> Token {
         Token {
             kind,
-            text: Vec::new(),
+            text: Word::default(),
             line: self.line,
         }
     }
@@ -335,9 +337,19 @@ impl<'a> Lexer<'a> {
     }
 }
 
+/// The token's text. Short tokens (nearly all) live inline in the `Word`, so a plain token
+/// costs no allocation; only a token with a backslash goes through a copy.
+fn unescape(raw: &[u8]) -> Word {
+    if raw.contains(&b'\\') {
+        Word::from_utf8_lossy(&copy_escaped(raw))
+    } else {
+        Word::from_utf8_lossy(raw)
+    }
+}
+
 /// nginx's copy loop: `\"`, `\'`, `\\` drop the backslash; `\t`, `\r`, `\n` become control
 /// characters; any other pair is kept as written.
-fn unescape(raw: &[u8]) -> Vec<u8> {
+fn copy_escaped(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
@@ -379,9 +391,7 @@ mod tests {
             let t = lx.next_token().expect("lexes");
             match t.kind {
                 TokenKind::Eof => return out,
-                TokenKind::Word | TokenKind::Quoted => {
-                    out.push(String::from_utf8(t.text).expect("utf8"))
-                }
+                TokenKind::Word | TokenKind::Quoted => out.push(t.text.to_string()),
                 TokenKind::Semicolon => out.push(";".into()),
                 TokenKind::BlockStart => out.push("{".into()),
                 TokenKind::BlockEnd => out.push("}".into()),
@@ -430,7 +440,7 @@ mod tests {
     fn multiline_quoted_keeps_start_line() {
         let mut lx = Lexer::new(b"\n\"a\nb\" c;");
         let t = lx.next_token().expect("quoted");
-        assert_eq!((t.line, t.text.as_slice()), (2, &b"a\nb"[..]));
+        assert_eq!((t.line, t.text.as_str()), (2, "a\nb"));
         let t = lx.next_token().expect("c");
         assert_eq!(t.line, 3);
     }

@@ -162,20 +162,36 @@ impl Loader<'_> {
         out
     }
 
-    fn splice(&mut self, dirs: Vec<Directive>) -> Result<Vec<Directive>> {
+    /// Replace each `include` by what it names, at any depth. A list without an `include`
+    /// keeps its allocation: only the blocks that include something are rebuilt.
+    fn splice(&mut self, mut dirs: Vec<Directive>) -> Result<Vec<Directive>> {
+        if !dirs.iter().any(is_include) {
+            for d in &mut dirs {
+                self.splice_block(d)?;
+            }
+            return Ok(dirs);
+        }
         let mut out = Vec::with_capacity(dirs.len());
         for mut d in dirs {
-            if d.name == "include" && d.block.is_none() {
+            if is_include(&d) {
                 out.extend(self.include(&d)?);
                 continue;
             }
-            if d.block.is_some() && !d.name.ends_with("_by_lua_block") {
-                let children = d.block.take().unwrap_or_default();
-                d.block = Some(self.splice(children)?);
-            }
+            self.splice_block(&mut d)?;
             out.push(d);
         }
         Ok(out)
+    }
+
+    fn splice_block(&mut self, d: &mut Directive) -> Result<()> {
+        if d.name.ends_with("_by_lua_block") {
+            return Ok(());
+        }
+        if let Some(children) = d.block.as_mut() {
+            let taken = std::mem::take(children).into_vec();
+            *children = self.splice(taken)?.into_boxed_slice();
+        }
+        Ok(())
     }
 
     fn include(&mut self, d: &Directive) -> Result<Vec<Directive>> {
@@ -268,6 +284,10 @@ impl Loader<'_> {
             self.conf_prefix.join(p)
         }
     }
+}
+
+fn is_include(d: &Directive) -> bool {
+    d.name == "include" && d.block.is_none()
 }
 
 /// `a/b/../c` as `a/c`, without touching the file system.

@@ -19,7 +19,7 @@ use std::sync::Arc;
 pub use load::{load, LoadOptions};
 pub use servers::{Listen, ListenAddr, Location, Server};
 pub use targets::{Reference, Target, TargetAddr, Targets};
-pub use tree::Directive;
+pub use tree::{Directive, Word};
 
 /// One file of the configuration, as read once from disk.
 #[derive(Debug, Clone)]
@@ -51,13 +51,9 @@ impl Config {
         self.files.iter().map(|f| f.path.as_path())
     }
 
-    /// Every directive in the tree, depth first, with the block names enclosing it
-    /// (outermost first), e.g. `["http", "server", "location"]`.
-    pub fn walk(&self) -> Vec<(Vec<&str>, &Directive)> {
-        let mut out = Vec::new();
-        let mut stack = Vec::new();
-        tree::walk(&self.tree, &mut stack, &mut out);
-        out
+    /// Every directive in the tree, depth first, parents before their children.
+    pub fn walk(&self) -> tree::Walk<'_> {
+        tree::Walk::new(&self.tree)
     }
 
     /// The first top-level directive of this name (e.g. `user`, `pid`).

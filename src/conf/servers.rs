@@ -3,13 +3,14 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::conf::targets::addr::{self, Parsed};
 use crate::conf::targets::Context;
-use crate::conf::tree::Directive;
+use crate::conf::tree::{Directive, Word};
 use crate::conf::Config;
 
 /// The `*_pass` directives that make a location proxied.
@@ -57,7 +58,7 @@ pub struct Listen {
     /// `listen ... udp` (stream only).
     pub udp: bool,
     pub default_server: bool,
-    pub file: PathBuf,
+    pub file: Arc<Path>,
     pub line: u32,
 }
 
@@ -69,8 +70,8 @@ pub struct Location {
     pub modifier: Option<String>,
     pub path: String,
     /// The `*_pass` directive that sends requests on, e.g. `proxy_pass`.
-    pub pass: String,
-    pub file: PathBuf,
+    pub pass: &'static str,
+    pub file: Arc<Path>,
     pub line: u32,
 }
 
@@ -78,7 +79,7 @@ pub struct Location {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Server {
     pub context: Context,
-    pub file: PathBuf,
+    pub file: Arc<Path>,
     pub line: u32,
     /// The listens written, or nginx's default (`*:80`) when there is none (http only).
     pub listens: Vec<Listen>,
@@ -120,21 +121,25 @@ fn server(context: Context, d: &Directive) -> Server {
             ssl: false,
             udp: false,
             default_server: false,
-            file: d.file.to_path_buf(),
+            file: d.file.clone(),
             line: d.line,
         });
     }
-    let server_names = d
+    let mut server_names: Vec<String> = d
         .children()
         .iter()
         .filter(|c| c.name == "server_name")
-        .flat_map(|c| c.args.iter().cloned())
+        .flat_map(|c| c.args.iter().map(|a| a.to_string()))
         .collect();
     let mut locations = Vec::new();
     proxied_locations(d.children(), &mut locations);
+    // Thousands of servers each keep these lists: no spare capacity.
+    listens.shrink_to_fit();
+    server_names.shrink_to_fit();
+    locations.shrink_to_fit();
     Server {
         context,
-        file: d.file.to_path_buf(),
+        file: d.file.clone(),
         line: d.line,
         listens,
         server_names,
@@ -162,7 +167,7 @@ fn listen(context: Context, d: &Directive) -> Option<Listen> {
         ssl: flag("ssl"),
         udp: flag("udp"),
         default_server: flag("default_server") || flag("default"),
-        file: d.file.to_path_buf(),
+        file: d.file.clone(),
         line: d.line,
     })
 }
@@ -179,8 +184,8 @@ fn proxied_locations(dirs: &[Directive], out: &mut Vec<Location>) {
             out.push(Location {
                 modifier,
                 path,
-                pass: pass.to_string(),
-                file: d.file.to_path_buf(),
+                pass,
+                file: d.file.clone(),
                 line: d.line,
             });
         }
@@ -188,25 +193,25 @@ fn proxied_locations(dirs: &[Directive], out: &mut Vec<Location>) {
     }
 }
 
-fn pass_in(dirs: &[Directive]) -> Option<&str> {
+fn pass_in(dirs: &[Directive]) -> Option<&'static str> {
     dirs.iter().find_map(|d| match d.name.as_str() {
-        n if PASS_DIRECTIVES.contains(&n) => Some(n),
+        n if PASS_DIRECTIVES.contains(&n) => PASS_DIRECTIVES.iter().copied().find(|p| *p == n),
         "if" | "limit_except" => pass_in(d.children()),
         _ => None,
     })
 }
 
 /// `location = /x`, `location =/x`, `location ~* \.php$`, `location @name`.
-fn location_args(args: &[String]) -> (Option<String>, String) {
+fn location_args(args: &[Word]) -> (Option<String>, String) {
     match args {
-        [modifier, path, ..] => (Some(modifier.clone()), path.clone()),
+        [modifier, path, ..] => (Some(modifier.to_string()), path.to_string()),
         [one] => {
             for m in ["=", "^~", "~*", "~"] {
                 if let Some(rest) = one.strip_prefix(m).filter(|r| !r.is_empty()) {
                     return (Some(m.to_string()), rest.to_string());
                 }
             }
-            (None, one.clone())
+            (None, one.to_string())
         }
         [] => (None, String::new()),
     }

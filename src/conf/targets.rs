@@ -8,7 +8,8 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -57,24 +58,27 @@ impl Serialize for TargetAddr {
     }
 }
 
-/// One place in the configuration that names a target.
+/// One place in the configuration that names a target. A large configuration has one per
+/// upstream server line and per expanded `*_pass`, so nothing here is allocated per reference:
+/// the file path and upstream name are shared, the directive and scheme are static names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Reference {
-    pub file: PathBuf,
+    pub file: Arc<Path>,
     pub line: u32,
-    /// `proxy_pass`, `fastcgi_pass`, ..., or `server` (in an upstream block).
-    pub directive: String,
+    /// `proxy_pass`, `fastcgi_pass`, ..., `server` (in an upstream block), or `set`, `map`,
+    /// `split_clients` for the line that supplied a variable's value.
+    pub directive: &'static str,
     pub context: Context,
     /// The upstream block the `server` line is in, or the upstream a `*_pass` expanded.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub upstream: Option<String>,
+    pub upstream: Option<Arc<str>>,
     /// `server ... backup;`
     pub backup: bool,
     /// `server ... down;`: never probed.
     pub down: bool,
     /// The scheme written in a `*_pass` URL (`http`, `https`, `grpc`, `grpcs`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub scheme: Option<String>,
+    pub scheme: Option<&'static str>,
 }
 
 /// A target and everything that references it.
@@ -101,7 +105,7 @@ impl Target {
 /// such as `proxy_pass 127.0.0.1:8000;` without a scheme.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
-    pub file: PathBuf,
+    pub file: Arc<Path>,
     pub line: u32,
     pub message: String,
     /// What to change, in the operator's terms.

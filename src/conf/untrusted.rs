@@ -26,10 +26,9 @@ fn forbidden(name: &str) -> Option<&'static str> {
 pub fn violations(config: &Config) -> Vec<Finding> {
     config
         .walk()
-        .into_iter()
-        .filter_map(|(_, d)| {
+        .filter_map(|d| {
             forbidden(&d.name).map(|why| Finding {
-                file: d.file.to_path_buf(),
+                file: d.file.clone(),
                 line: d.line,
                 message: format!("\"{}\" {why}: refused for untrusted configuration", d.name),
                 hint: Some(

@@ -6,7 +6,7 @@
 //! round, still catches upstream errors of any request nginx serves meanwhile.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{derive_checks, Check};
 use crate::conf::Server;
@@ -20,11 +20,11 @@ pub const MAX_SPREAD: usize = 8;
 /// first, then an even spread over the rest. With no changed file known every server counts as
 /// unchanged.
 pub fn focused_checks(servers: &[Server], changed: &[PathBuf]) -> Vec<Check> {
-    let changed: HashSet<&PathBuf> = changed.iter().collect();
+    let changed: HashSet<&Path> = changed.iter().map(PathBuf::as_path).collect();
     let (touched, rest): (Vec<Server>, Vec<Server>) = servers
         .iter()
         .cloned()
-        .partition(|s| changed.contains(&s.file));
+        .partition(|s| changed.contains(&*s.file));
     let mut out: Vec<Check> = derive_checks(&touched);
     out.truncate(MAX_CHANGED);
     let others = derive_checks(&rest);
@@ -49,19 +49,19 @@ mod tests {
             ssl: false,
             udp: false,
             default_server: false,
-            file: PathBuf::from(file),
+            file: PathBuf::from(file).into(),
             line: 1,
         };
         let location = |path: &str| Location {
             modifier: None,
             path: path.into(),
-            pass: "proxy_pass".into(),
-            file: PathBuf::from(file),
+            pass: "proxy_pass",
+            file: PathBuf::from(file).into(),
             line: 2,
         };
         Server {
             context: Context::Http,
-            file: PathBuf::from(file),
+            file: PathBuf::from(file).into(),
             line: 1,
             listens: vec![listen],
             server_names: vec![format!("s{i}.test")],

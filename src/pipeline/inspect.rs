@@ -147,8 +147,7 @@ impl Inspection {
                     continue;
                 }
                 let hint = self.targets.findings.iter().enumerate().find_map(|(i, f)| {
-                    let same =
-                        m.file.as_deref() == Some(f.file.as_path()) && m.line == Some(f.line);
+                    let same = m.file.as_deref() == Some(&*f.file) && m.line == Some(f.line);
                     if same {
                         used[i] = true;
                     }

@@ -236,7 +236,7 @@ mod tests {
     #[test]
     fn finding_becomes_a_hint_with_its_place() {
         let finding = Finding {
-            file: "/etc/nginx/sites-enabled/app".into(),
+            file: std::path::Path::new("/etc/nginx/sites-enabled/app").into(),
             line: 12,
             message: "proxy_pass 127.0.0.1:8000 has no scheme".into(),
             hint: Some("write proxy_pass http://127.0.0.1:8000;".into()),

@@ -15,14 +15,14 @@ use socket2::{Domain, Socket, Type};
 /// A reference at `nginx.conf:line`.
 pub fn reference(line: u32) -> Reference {
     Reference {
-        file: PathBuf::from("/etc/nginx/nginx.conf"),
+        file: PathBuf::from("/etc/nginx/nginx.conf").into(),
         line,
-        directive: "proxy_pass".into(),
+        directive: "proxy_pass",
         context: Context::Http,
         upstream: None,
         backup: false,
         down: false,
-        scheme: Some("http".into()),
+        scheme: Some("http"),
     }
 }
 
@@ -150,7 +150,7 @@ pub fn own_program() -> String {
 
 /// A server block with one listen at `addr`, declared at `nginx.conf:line`.
 pub fn server_listening(addr: ListenAddr, line: u32) -> Server {
-    let file = PathBuf::from("/etc/nginx/nginx.conf");
+    let file: std::sync::Arc<std::path::Path> = PathBuf::from("/etc/nginx/nginx.conf").into();
     Server {
         context: Context::Http,
         file: file.clone(),

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 
 use super::addr::{self, AddrError, Parsed};
 use super::pass::{self, PassTarget, PASS_DIRECTIVES};
@@ -30,15 +31,16 @@ struct UpstreamServer {
     down: bool,
 }
 
-struct Upstream<'a> {
-    name: &'a str,
-    servers: Vec<UpstreamServer>,
+struct Upstream {
+    /// As written; shared by every reference to the block.
+    name: Arc<str>,
+    servers: Box<[UpstreamServer]>,
 }
 
 /// What the walk of one context needs to look up.
 struct Ctx<'s, 'a> {
     context: Context,
-    upstreams: &'s HashMap<String, Upstream<'a>>,
+    upstreams: &'s HashMap<String, Upstream>,
     maps: &'s Scope<'a>,
 }
 
@@ -75,11 +77,11 @@ struct Collector {
     findings: Vec<Finding>,
 }
 
-fn reference(d: &Directive, directive: &str, context: Context) -> Reference {
+fn reference(d: &Directive, directive: &'static str, context: Context) -> Reference {
     Reference {
-        file: d.file.to_path_buf(),
+        file: d.file.clone(),
         line: d.line,
-        directive: directive.to_string(),
+        directive,
         context,
         upstream: None,
         backup: false,
@@ -118,15 +120,21 @@ impl Collector {
             &r.upstream,
         );
         let h = self.hasher.hash_one(key);
-        if !self.seen.insert(h) && self.targets[i].references.contains(&r) {
+        let refs = &mut self.targets[i].references;
+        if !self.seen.insert(h) && refs.contains(&r) {
             return;
         }
-        self.targets[i].references.push(r);
+        if refs.len() == refs.capacity() {
+            // A backend behind thousands of servers has as many references: grow by a quarter
+            // instead of doubling, so spare capacity stays small at the peak.
+            refs.reserve_exact(refs.len() / 4 + 4);
+        }
+        refs.push(r);
     }
 
     fn finding(&mut self, d: &Directive, message: String, hint: Option<String>) {
         self.findings.push(Finding {
-            file: d.file.to_path_buf(),
+            file: d.file.clone(),
             line: d.line,
             message,
             hint,
@@ -134,15 +142,12 @@ impl Collector {
     }
 
     /// Record every `server` of every `upstream` block and index the blocks by name.
-    fn upstreams<'a>(
-        &mut self,
-        context: Context,
-        children: &'a [Directive],
-    ) -> HashMap<String, Upstream<'a>> {
+    fn upstreams(&mut self, context: Context, children: &[Directive]) -> HashMap<String, Upstream> {
         let default_port = (context == Context::Http).then_some(80);
         let mut out = HashMap::new();
         for block in children.iter().filter(|d| d.name == "upstream") {
             let name = block.arg0();
+            let shared: Arc<str> = Arc::from(name);
             let mut servers = Vec::new();
             for s in block.children().iter().filter(|d| d.name == "server") {
                 let Some(text) = s.args.first() else { continue };
@@ -162,23 +167,25 @@ impl Collector {
                     }
                 };
                 let mut r = reference(s, "server", context);
-                r.upstream = Some(name.to_string());
+                r.upstream = Some(shared.clone());
                 r.backup = backup;
                 r.down = down;
                 self.add(addr.clone(), r);
                 servers.push(UpstreamServer { addr, backup, down });
             }
             // nginx refuses a duplicate upstream name; the first one stands here.
-            out.entry(name.to_ascii_lowercase())
-                .or_insert(Upstream { name, servers });
+            out.entry(name.to_ascii_lowercase()).or_insert(Upstream {
+                name: shared,
+                servers: servers.into_boxed_slice(),
+            });
         }
         out
     }
 
     fn walk<'a>(&mut self, cx: &Ctx<'_, 'a>, dirs: &'a [Directive], scopes: &mut Vec<Scope<'a>>) {
         for d in dirs {
-            if PASS_DIRECTIVES.contains(&d.name.as_str()) {
-                self.pass(cx, d, scopes);
+            if let Some(&directive) = PASS_DIRECTIVES.iter().find(|n| d.name == **n) {
+                self.pass(cx, d, directive, scopes);
                 continue;
             }
             let Some(children) = &d.block else { continue };
@@ -196,33 +203,39 @@ impl Collector {
         }
     }
 
-    fn pass<'a>(&mut self, cx: &Ctx<'_, 'a>, d: &'a Directive, scopes: &[Scope<'a>]) {
+    fn pass<'a>(
+        &mut self,
+        cx: &Ctx<'_, 'a>,
+        d: &'a Directive,
+        directive: &'static str,
+        scopes: &[Scope<'a>],
+    ) {
         let Some(arg) = d.args.first() else { return };
         let vars = Vars {
             context: cx.maps,
             blocks: scopes,
         };
         for cand in vars.expand(arg) {
-            let p = pass::read(cx.context, &d.name, &cand.text, |n| {
+            let p = pass::read(cx.context, directive, &cand.text, |n| {
                 cx.upstreams.contains_key(n)
             });
-            let mut base = reference(d, &d.name, cx.context);
-            base.scheme = p.scheme;
+            let mut base = reference(d, directive, cx.context);
+            base.scheme = p.scheme.as_deref().and_then(pass::known_scheme);
             match p.target {
                 PassTarget::Addr(a) => self.add_with_origins(target_addr(a), base, &cand.origins),
                 PassTarget::Upstream(key) => {
                     let Some(up) = cx.upstreams.get(&key) else {
                         continue;
                     };
-                    for s in &up.servers {
+                    for s in up.servers.iter() {
                         let mut r = base.clone();
-                        r.upstream = Some(up.name.to_string());
+                        r.upstream = Some(up.name.clone());
                         r.backup = s.backup;
                         r.down = s.down;
                         self.add_with_origins(s.addr.clone(), r, &cand.origins);
                     }
                 }
-                PassTarget::Dynamic => self.add(TargetAddr::Dynamic(arg.clone()), base),
+                PassTarget::Dynamic => self.add(TargetAddr::Dynamic(arg.to_string()), base),
                 PassTarget::Invalid { message, hint } => self.finding(d, message, hint),
             }
         }
@@ -248,6 +261,10 @@ impl Collector {
 
     fn finish(mut self) -> Targets {
         self.targets.sort_by(|a, b| a.address.cmp(&b.address));
+        // A target behind thousands of servers grew its list by doubling: give back the slack.
+        for t in &mut self.targets {
+            t.references.shrink_to_fit();
+        }
         let mut seen = HashSet::new();
         self.findings
             .retain(|f| seen.insert((f.file.clone(), f.line, f.message.clone())));

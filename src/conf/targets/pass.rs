@@ -16,6 +16,14 @@ pub(crate) const PASS_DIRECTIVES: [&str; 6] = [
     "memcached_pass",
 ];
 
+/// Every scheme some `*_pass` takes.
+const SCHEMES: [&str; 6] = ["http", "https", "grpc", "grpcs", "uwsgi", "suwsgi"];
+
+/// The static name of a scheme a `*_pass` accepts (lowercased, as `read` gives it).
+pub(crate) fn known_scheme(scheme: &str) -> Option<&'static str> {
+    SCHEMES.iter().copied().find(|s| *s == scheme)
+}
+
 /// Variables that expand to a URI, so text from them on is not part of the address:
 /// `proxy_pass http://127.0.0.1:8000$request_uri;`.
 const URI_VARIABLES: [&str; 6] = [

@@ -47,7 +47,7 @@ pub(crate) fn context_scope(children: &[Directive]) -> Scope<'_> {
         };
         for entry in d.children() {
             // `hostnames;` and `volatile;` are flags, not entries.
-            if let [value] = entry.args.as_slice() {
+            if let [value] = &*entry.args {
                 scope.entry(var).or_default().push(Binding {
                     value,
                     origin: entry,
