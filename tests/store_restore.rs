@@ -4,42 +4,14 @@
 // A test that needs root says so on stdout when it skips.
 #![allow(clippy::print_stdout)]
 
+mod store_util;
+
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use safe_reload::conf::ConfFile;
-use safe_reload::store::{Outcome, Snapshot, SnapshotMeta, Store, TEMP_PREFIX};
-
-fn meta(outcome: Outcome) -> SnapshotMeta {
-    SnapshotMeta {
-        outcome,
-        user: "tester".into(),
-        command: "safe-reload test".into(),
-        note: None,
-        changed_files: Vec::new(),
-    }
-}
-
-fn conf_files(paths: &[PathBuf]) -> Vec<ConfFile> {
-    paths
-        .iter()
-        .map(|p| ConfFile {
-            path: p.clone(),
-            bytes: fs::read(p).unwrap().into(),
-        })
-        .collect()
-}
-
-fn write(path: &Path, text: &str, mode: u32) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, text).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn mode(path: &Path) -> u32 {
-    fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
-}
+use safe_reload::store::{Outcome, Snapshot, Store, TEMP_PREFIX};
+use store_util::*;
 
 struct Fixture {
     _tmp: tempfile::TempDir,

@@ -4,40 +4,15 @@
 // A test that needs root says so on stdout when it skips.
 #![allow(clippy::print_stdout)]
 
+mod store_util;
+
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use safe_reload::conf::ConfFile;
-use safe_reload::store::{EntryKind, JournalRecord, Outcome, Phase, SnapshotMeta, Store};
+use safe_reload::store::{EntryKind, JournalRecord, Outcome, Phase, Store};
 use safe_reload::Error;
-
-fn meta(outcome: Outcome) -> SnapshotMeta {
-    SnapshotMeta {
-        outcome,
-        user: "tester".into(),
-        command: "safe-reload test".into(),
-        note: None,
-        changed_files: Vec::new(),
-    }
-}
-
-/// The file set as the config model would give it: path as named, bytes read through links.
-fn conf_files(paths: &[PathBuf]) -> Vec<ConfFile> {
-    paths
-        .iter()
-        .map(|p| ConfFile {
-            path: p.clone(),
-            bytes: fs::read(p).unwrap().into(),
-        })
-        .collect()
-}
-
-fn write(path: &Path, text: &str, mode: u32) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, text).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
+use store_util::*;
 
 fn count_objects(store: &Store) -> usize {
     walk(&store.root().join("objects")).len()
