@@ -70,6 +70,12 @@ pub fn inspect(
     );
 
     let popts = probe_options(s, &config, nginx.map(|n| n.1));
+    // `nginx -t` binds and listens on every free address it names (it only ignores
+    // EADDRINUSE), so the listening sockets are read before it starts; only the slow owner scan
+    // runs beside it.
+    let tables = checks
+        .preflight
+        .then(crate::probe::netstat::Listeners::tables);
     // Probes and the listen preflight only read (sockets, /proc): they run while nginx -t does.
     let (test, probe, preflight) = std::thread::scope(|scope| {
         let test = match (checks.test, nginx) {
@@ -80,9 +86,11 @@ pub fn inspect(
             _ => None,
         };
         let probe = checks.probe.then(|| probe::probe_all(&targets, &popts));
-        let preflight = checks.preflight.then(|| {
+        let preflight = tables.map(|mut listeners| {
             let t = Instant::now();
-            (preflight::listen_conflicts(&servers, own_pids), t.elapsed())
+            listeners.attach_owners();
+            let found = preflight::listen_conflicts_in(&servers, own_pids, &listeners);
+            (found, t.elapsed())
         });
         let test = test.map(|h| {
             h.join().unwrap_or_else(|_| {

@@ -60,6 +60,14 @@ impl Listeners {
     /// Read the current listeners and their owners. Unreadable procfs files give an empty list:
     /// diagnosis then has less to say, which is better than failing the probe run.
     pub fn snapshot() -> Listeners {
+        let mut listeners = Listeners::tables();
+        listeners.attach_owners();
+        listeners
+    }
+
+    /// The listening sockets as the kernel lists them now, without their owners (cheap: three
+    /// reads of /proc/net). `attach_owners` adds the owners later.
+    pub fn tables() -> Listeners {
         let mut tcp = Vec::new();
         for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
             if let Ok(text) = fs_err::read_to_string(file) {
@@ -69,12 +77,11 @@ impl Listeners {
         let unix = fs_err::read_to_string("/proc/net/unix")
             .map(|t| parse_unix(&t))
             .unwrap_or_default();
-        let mut listeners = Listeners { tcp, unix };
-        listeners.attach_owners();
-        listeners
+        Listeners { tcp, unix }
     }
 
-    fn attach_owners(&mut self) {
+    /// Find the process holding each socket (a scan of every process's open files).
+    pub fn attach_owners(&mut self) {
         let wanted: HashSet<u64> = self
             .tcp
             .iter()
