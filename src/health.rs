@@ -119,12 +119,12 @@ fn resolve_entry(resolve: &[String], host: &str, port: u16) -> Result<Option<Soc
 
 /// Requests derived from the configuration: each proxied prefix location of each http server
 /// whose listen this machine can reach, with the server's first literal name as Host.
-pub fn derive_checks(servers: &[Server]) -> Vec<Check> {
+pub fn derive_checks<'a>(servers: impl IntoIterator<Item = &'a Server>) -> Vec<Check> {
     let mut out: Vec<Check> = Vec::new();
     // A set, not a scan of `out`: 10,000 servers make 20,000 checks.
     let mut seen = std::collections::HashSet::new();
     for server in servers
-        .iter()
+        .into_iter()
         .filter(|s| s.context == crate::conf::targets::Context::Http)
     {
         let name = server

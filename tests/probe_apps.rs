@@ -3,6 +3,7 @@
 //! stopped by PID. The config names the wrong socket or port; the hint must name the real one.
 
 mod probe_support;
+mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use probe_support::*;
 use safe_reload::probe::{probe_all, Status};
+use support::wait_for;
 
 const PHP_FPM: &str = "/usr/sbin/php-fpm8.2";
 

@@ -2,6 +2,7 @@
 //! the helper that finds an nginx master's children.
 
 mod probe_support;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use probe_support::*;
 use safe_reload::conf::ListenAddr;
 use safe_reload::preflight::{listen_conflicts, nginx_pids};
+use support::wait_for;
 
 /// A python3 process listening on `ip`:0; returns it and the address it bound.
 fn python_listener(ip: &str) -> (Guard, SocketAddr) {

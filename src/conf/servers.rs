@@ -9,19 +9,10 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::conf::targets::addr::{self, Parsed};
+use crate::conf::targets::pass::PASS_DIRECTIVES;
 use crate::conf::targets::Context;
 use crate::conf::tree::{Directive, Word};
 use crate::conf::Config;
-
-/// The `*_pass` directives that make a location proxied.
-const PASS_DIRECTIVES: [&str; 6] = [
-    "proxy_pass",
-    "fastcgi_pass",
-    "uwsgi_pass",
-    "scgi_pass",
-    "grpc_pass",
-    "memcached_pass",
-];
 
 /// What a `listen` binds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -17,7 +17,7 @@ use crate::conf::Config;
 
 pub(crate) mod addr;
 mod collect;
-mod pass;
+pub(crate) mod pass;
 mod vars;
 
 /// Which top-level block a directive lives in.

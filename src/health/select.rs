@@ -21,13 +21,11 @@ pub const MAX_SPREAD: usize = 8;
 /// unchanged.
 pub fn focused_checks(servers: &[Server], changed: &[PathBuf]) -> Vec<Check> {
     let changed: HashSet<&Path> = changed.iter().map(PathBuf::as_path).collect();
-    let (touched, rest): (Vec<Server>, Vec<Server>) = servers
-        .iter()
-        .cloned()
-        .partition(|s| changed.contains(&*s.file));
-    let mut out: Vec<Check> = derive_checks(&touched);
+    let (touched, rest): (Vec<&Server>, Vec<&Server>) =
+        servers.iter().partition(|s| changed.contains(&*s.file));
+    let mut out: Vec<Check> = derive_checks(touched);
     out.truncate(MAX_CHANGED);
-    let others = derive_checks(&rest);
+    let others = derive_checks(rest);
     let step = others.len().div_ceil(MAX_SPREAD).max(1);
     for check in others.into_iter().step_by(step) {
         if !out.contains(&check) {

@@ -41,13 +41,13 @@ pub fn probe(s: &Settings, report: &mut Report) -> Result<Exit> {
         probe: true,
         preflight: false,
     };
-    let insp = inspect::inspect(None, s, config, &[], checks, report)?;
-    record_inspection(report, &insp);
+    let mut insp = inspect::inspect(None, s, config, &[], checks, report)?;
+    let refuses = record_inspection(report, &mut insp);
     if signals::interrupted() {
         // Ctrl-C during the checks: nothing changed, whatever the checks found.
         return Err(Error::Interrupted);
     }
-    if insp.refuses() {
+    if refuses {
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }
     Ok(report.finish(Outcome::Ok, Exit::Ok))
@@ -114,14 +114,14 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
         );
         insp.test = Some(outcome);
     }
-    record_inspection(report, &insp);
+    let refuses = record_inspection(report, &mut insp);
     if s.state_dir.exists() {
         if let Ok(store) = Store::open(&s.state_dir) {
             let good = store.last_good()?;
             report.diff = diff_against(&store, good.as_ref(), &insp.config)?;
         }
     }
-    if insp.refuses() {
+    if refuses {
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }
     Ok(report.finish(Outcome::Ok, Exit::Ok))
@@ -163,7 +163,7 @@ pub fn init(s: &Settings, report: &mut Report) -> Result<Exit> {
         probe: false,
         preflight: false,
     };
-    let insp = inspect::inspect(
+    let mut insp = inspect::inspect(
         Some((&env.nginx, &env.info)),
         s,
         config,
@@ -171,8 +171,8 @@ pub fn init(s: &Settings, report: &mut Report) -> Result<Exit> {
         checks,
         report,
     )?;
-    record_inspection(report, &insp);
-    if insp.test.as_ref().is_some_and(|t| !t.passed) {
+    record_inspection(report, &mut insp);
+    if report.test.as_ref().is_some_and(|t| !t.passed) {
         report
             .notes
             .push("nginx -t fails: not recording this configuration as good".into());

@@ -165,13 +165,13 @@ pub fn reload_locked(
             .unwrap_or_else(|_| Err(Error::Internal("the diff thread failed".into())));
         (insp, joined)
     });
-    let insp = insp?;
-    record_inspection(report, &insp);
+    let mut insp = insp?;
+    let refuses = record_inspection(report, &mut insp);
     if signals::interrupted() {
         // Ctrl-C during the checks: nothing changed, whatever the checks found.
         return Err(Error::Interrupted);
     }
-    if insp.refuses() {
+    if refuses {
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }
     let (last_good, diff) = good_and_diff?;
@@ -233,7 +233,7 @@ pub fn reload_locked(
         candidate_paths: insp.config.paths().map(|p| p.to_path_buf()).collect(),
         candidate,
         last_good,
-        servers: insp.servers.clone(),
+        servers: insp.servers,
         running_logs,
         reload_deadline: reload_deadline(s, report),
         journal,
@@ -257,10 +257,14 @@ pub fn refuse_config(report: &mut Report, e: Error) -> Result<Exit> {
 }
 
 /// Copy what the read-only checks found into the report.
-pub fn record_inspection(report: &mut Report, insp: &Inspection) {
+/// The results move into the report (the run needs only the configuration and servers
+/// afterwards); returns whether they refuse the candidate.
+pub fn record_inspection(report: &mut Report, insp: &mut Inspection) -> bool {
+    let refuses = insp.refuses();
     report.config = Some(insp.config.main.clone());
     report.problems.extend(insp.problems());
-    report.test = insp.test.clone();
-    report.probe = insp.probe.clone();
-    report.conflicts = insp.conflicts.clone();
+    report.test = insp.test.take();
+    report.probe = insp.probe.take();
+    report.conflicts = std::mem::take(&mut insp.conflicts);
+    refuses
 }

@@ -74,16 +74,7 @@ pub fn scan(config_root: &Path, files: &[ConfFile]) -> Result<Scanned> {
             continue;
         }
         let meta = fs_err::symlink_metadata(&file.path)?;
-        let mut entry = Entry {
-            path: rel,
-            kind: EntryKind::File,
-            mode: meta.mode() & 0o7777,
-            uid: meta.uid(),
-            gid: meta.gid(),
-            target: None,
-            size: file.bytes.len() as u64,
-            hash: hash(&file.bytes),
-        };
+        let mut entry = file_entry(rel, &meta, &file.bytes);
         if meta.file_type().is_symlink() {
             entry.kind = EntryKind::Symlink;
             entry.target = Some(fs_err::read_link(&file.path)?);
@@ -110,6 +101,20 @@ fn parent_inside(canon_root: &Path, path: &Path) -> bool {
         .is_some_and(|dir| dir.starts_with(canon_root))
 }
 
+/// A regular-file entry for `bytes` with the mode and owner from `meta`.
+fn file_entry(path: PathBuf, meta: &std::fs::Metadata, bytes: &[u8]) -> Entry {
+    Entry {
+        path,
+        kind: EntryKind::File,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        target: None,
+        size: bytes.len() as u64,
+        hash: hash(bytes),
+    }
+}
+
 /// The real file behind a symlink, when it lies inside the config root.
 fn link_target(canon_root: &Path, file: &ConfFile) -> Result<Option<ScannedEntry>> {
     let real = fs_err::canonicalize(&file.path)?;
@@ -118,16 +123,7 @@ fn link_target(canon_root: &Path, file: &ConfFile) -> Result<Option<ScannedEntry
     };
     let meta = fs_err::metadata(&real)?;
     Ok(Some(ScannedEntry {
-        entry: Entry {
-            path: rel,
-            kind: EntryKind::File,
-            mode: meta.mode() & 0o7777,
-            uid: meta.uid(),
-            gid: meta.gid(),
-            target: None,
-            size: file.bytes.len() as u64,
-            hash: hash(&file.bytes),
-        },
+        entry: file_entry(rel, &meta, &file.bytes),
         bytes: file.bytes.clone(),
     }))
 }

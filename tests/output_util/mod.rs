@@ -28,7 +28,7 @@ impl Site {
         let ip = unique_loopback();
         let app = HttpBackend::start(SocketAddr::new(ip, 0), "app-v1");
         let addr = SocketAddr::new(ip, free_port(ip));
-        let nginx = TestNginx::start(&server_block(addr, &app.host_port()));
+        let nginx = TestNginx::start(&proxy_site(addr, &app.host_port()));
         let state = tempfile::tempdir().expect("state tempdir");
         Site {
             ip,
@@ -73,7 +73,7 @@ impl Site {
 
     /// The site's server block pointing at another backend address.
     pub fn server_for(&self, backend: &str) -> String {
-        server_block(self.addr, backend)
+        proxy_site(self.addr, backend)
     }
 
     /// What the site answers now.
@@ -90,23 +90,6 @@ impl Site {
         v.sort();
         v
     }
-}
-
-fn server_block(addr: SocketAddr, backend: &str) -> String {
-    format!(
-        "server {{ listen {addr}; server_name site.test; \
-         location / {{ proxy_pass http://{backend}; }} }}"
-    )
-}
-
-/// stdout and stderr together, for assertion messages.
-pub fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// stdout as one JSON document.

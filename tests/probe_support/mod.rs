@@ -113,18 +113,6 @@ impl Drop for Guard {
     }
 }
 
-/// Poll `cond` until it holds or `limit` passes.
-pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    cond()
-}
-
 /// All hint text of a result, for assertions and failure messages.
 pub fn hint_text(r: &ProbeResult) -> String {
     r.hints

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use crate::support::*;
 
-/// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_safe-reload");
+pub use crate::support::{text, BIN};
 
 /// A site nginx serves: `GOOD` answers 200 "good", `BAD` accepts and closes (nginx: 502).
 pub struct Site {
@@ -134,16 +133,6 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
 /// A server on `addr` proxying everything to `upstream`.
 pub fn site_http(addr: SocketAddr, upstream: &str) -> String {
     format!("server {{ listen {addr}; location / {{ proxy_pass http://{upstream}; }} }}")
-}
-
-/// Stdout and stderr of a finished run, for assertion messages.
-pub fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// A child process that is SIGKILLed and reaped when dropped, whatever the test did.

@@ -209,3 +209,13 @@ pub fn syn_sent_to(addr: SocketAddr) -> bool {
         st == "02" && host == Ok(ip) && port == Ok(addr.port())
     })
 }
+
+/// Status, stdout and stderr of a finished run, for assertion messages.
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

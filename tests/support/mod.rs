@@ -112,4 +112,4 @@ pub use nginx::{alive, TestNginx, TestNginxBuilder};
 mod backends;
 pub use backends::{hanging_listener, CloseBackend, HangingListener, HttpBackend};
 mod cli;
-pub use cli::{finish, proxy_site, run_command, syn_sent_to, Run, SafeReload, BIN};
+pub use cli::{finish, proxy_site, run_command, syn_sent_to, text, Run, SafeReload, BIN};
