@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use safe_reload::conf::targets::Context;
+use safe_reload::conf::targets::{Context, Name};
 use safe_reload::conf::{Reference, Target, TargetAddr, Targets};
 use safe_reload::probe::{probe_all, ProbeOptions, Status};
 use socket2::{Domain, Socket, Type};
@@ -63,13 +63,14 @@ fn target(sa: SocketAddr) -> Target {
         references: vec![Reference {
             file: std::path::Path::new("/etc/nginx/nginx.conf").into(),
             line: 1,
-            directive: "server",
+            directive: Name::SERVER,
             context: Context::Http,
             upstream: Some("bench".into()),
             backup: false,
             down: false,
             scheme: None,
-        }],
+        }]
+        .into(),
     }
 }
 

@@ -232,6 +232,10 @@ pub struct RollbackReport {
     pub health: Option<HealthReport>,
     /// Where things stand, in words an operator can act on.
     pub state: String,
+    /// From the decision to roll back to the end of the rollback: restore, test, reload,
+    /// proof and verification of the last good configuration.
+    #[serde(rename = "elapsed_ms", serialize_with = "ms")]
+    pub elapsed: Duration,
 }
 
 impl RollbackReport {
@@ -246,6 +250,7 @@ impl RollbackReport {
             reload: None,
             health: None,
             state: String::new(),
+            elapsed: Duration::ZERO,
         }
     }
 }

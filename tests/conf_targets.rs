@@ -202,7 +202,7 @@ fn every_pass_directive_with_scheme_ports_and_uri_stripped() {
             r(&f.main, line_of(HTTP, needle), directive),
             "{addr}"
         );
-        assert_eq!(t.references[0].scheme, scheme, "{addr}");
+        assert_eq!(t.references[0].scheme.as_deref(), scheme, "{addr}");
         assert_eq!(t.references[0].context, Context::Http);
     }
     assert!(matches!(

@@ -86,7 +86,7 @@ fn down_target_is_skipped_without_connecting() {
     let mut t = ip(format!("127.83.23.1:{}", free_port("127.83.23.1"))
         .parse()
         .unwrap());
-    t.references[0].down = true;
+    std::sync::Arc::make_mut(&mut t.references)[0].down = true;
     let report = probe_all(&targets(vec![t]), &opts(1000));
     let r = &report.results[0];
     assert_eq!(r.status, Status::Skipped);
@@ -99,7 +99,7 @@ fn failing_backup_only_target_is_a_warning() {
     let mut t = ip(format!("127.83.24.1:{}", free_port("127.83.24.1"))
         .parse()
         .unwrap());
-    t.references[0].backup = true;
+    std::sync::Arc::make_mut(&mut t.references)[0].backup = true;
     let report = probe_all(&targets(vec![t]), &opts(1000));
     assert_eq!(report.results[0].status, Status::Refused);
     assert_eq!(report.results[0].severity, Severity::Warning);

@@ -58,16 +58,92 @@ impl Serialize for TargetAddr {
     }
 }
 
+/// A directive or scheme name a reference records, from a fixed list: one byte instead of a
+/// `&'static str`'s sixteen, in a struct a large configuration holds 100,000 times. Reads,
+/// prints and serializes as the name.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Name(u8);
+
+/// Every name a reference records: the `*_pass` directives, the other lines that supply a
+/// target, and the schemes a `*_pass` takes.
+const NAMES: [&str; 16] = {
+    let (p, s) = (pass::PASS_DIRECTIVES, pass::SCHEMES);
+    [
+        p[0],
+        p[1],
+        p[2],
+        p[3],
+        p[4],
+        p[5],
+        "server",
+        "set",
+        "map",
+        "split_clients",
+        s[0],
+        s[1],
+        s[2],
+        s[3],
+        s[4],
+        s[5],
+    ]
+};
+
+impl Name {
+    pub const SERVER: Name = Name(6);
+    pub const SET: Name = Name(7);
+    pub const MAP: Name = Name(8);
+    pub const SPLIT_CLIENTS: Name = Name(9);
+
+    /// The name for `text`, if it is on the list.
+    pub fn of(text: &str) -> Option<Name> {
+        (NAMES.iter().position(|n| *n == text)).map(|i| Name(i as u8))
+    }
+
+    /// A `*_pass` directive's name, if `text` is one.
+    pub fn of_pass(text: &str) -> Option<Name> {
+        Name::of(text).filter(|n| n.0 < 6)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        NAMES[usize::from(self.0)]
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// One place in the configuration that names a target. A large configuration has one per
 /// upstream server line and per expanded `*_pass`, so nothing here is allocated per reference:
-/// the file path and upstream name are shared, the directive and scheme are static names.
+/// the file path and upstream name are shared, the directive and scheme are one-byte names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Reference {
     pub file: Arc<Path>,
     pub line: u32,
     /// `proxy_pass`, `fastcgi_pass`, ..., `server` (in an upstream block), or `set`, `map`,
     /// `split_clients` for the line that supplied a variable's value.
-    pub directive: &'static str,
+    pub directive: Name,
     pub context: Context,
     /// The upstream block the `server` line is in, or the upstream a `*_pass` expanded.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,14 +154,16 @@ pub struct Reference {
     pub down: bool,
     /// The scheme written in a `*_pass` URL (`http`, `https`, `grpc`, `grpcs`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub scheme: Option<&'static str>,
+    pub scheme: Option<Name>,
 }
 
 /// A target and everything that references it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Target {
     pub address: TargetAddr,
-    pub references: Vec<Reference>,
+    /// Shared with the probe result for this target: a backend behind 10,000 servers has
+    /// 20,000 references, held once.
+    pub references: Arc<[Reference]>,
 }
 
 impl Target {
@@ -123,4 +201,29 @@ pub struct Targets {
 /// Extract every upstream target of a loaded configuration. Needs no nginx and no network.
 pub fn extract(config: &Config) -> Targets {
     collect::extract(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Name;
+
+    #[test]
+    fn named_constants_read_as_their_names() {
+        let named = [
+            (Name::SERVER, "server"),
+            (Name::SET, "set"),
+            (Name::MAP, "map"),
+            (Name::SPLIT_CLIENTS, "split_clients"),
+        ];
+        for (name, text) in named {
+            assert_eq!(name.as_str(), text);
+            assert_eq!(Name::of(text), Some(name));
+        }
+        assert_eq!(
+            Name::of_pass("grpc_pass").map(Name::as_str),
+            Some("grpc_pass")
+        );
+        assert_eq!(Name::of_pass("server"), None);
+        assert_eq!(Name::of("nonsense"), None);
+    }
 }

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::{derive_checks, Check};
+use super::{candidates, Check};
 use crate::conf::Server;
 
 /// The most checks taken from servers defined in changed files.
@@ -23,11 +23,12 @@ pub fn focused_checks(servers: &[Server], changed: &[PathBuf]) -> Vec<Check> {
     let changed: HashSet<&Path> = changed.iter().map(PathBuf::as_path).collect();
     let (touched, rest): (Vec<&Server>, Vec<&Server>) =
         servers.iter().partition(|s| changed.contains(&*s.file));
-    let mut out: Vec<Check> = derive_checks(touched);
-    out.truncate(MAX_CHANGED);
-    let others = derive_checks(rest);
+    let mut out: Vec<Check> = (candidates(touched).iter().take(MAX_CHANGED))
+        .map(|c| c.check())
+        .collect();
+    let others = candidates(rest);
     let step = others.len().div_ceil(MAX_SPREAD).max(1);
-    for check in others.into_iter().step_by(step) {
+    for check in others.iter().step_by(step).map(|c| c.check()) {
         if !out.contains(&check) {
             out.push(check);
         }

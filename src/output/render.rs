@@ -203,7 +203,7 @@ fn render_targets(p: &Printer, targets: &[Target]) {
     ));
     for t in targets {
         p.out(&p.paint(Tone::Bold, &escape_control(&t.address.to_string())));
-        for r in &t.references {
+        for r in t.references.iter() {
             p.out(&format!("    {}", escape_control(&reference_line(r))));
         }
     }

@@ -11,6 +11,7 @@ pub mod env;
 pub mod inspect;
 pub mod transaction;
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::conf::Config;
@@ -28,7 +29,7 @@ use crate::store::{
 
 use env::Env;
 use inspect::{Checks, Inspection};
-use transaction::Transaction;
+use transaction::{Transaction, Watch};
 
 pub use commands::*;
 pub use edit::edit;
@@ -196,6 +197,23 @@ pub fn reload_locked(
     if signals::interrupted() {
         return Err(Error::Interrupted);
     }
+    // From here on the run needs the files (for the snapshot), the servers (for health
+    // checks) and what `Watch` takes; the directive tree and the targets are dropped.
+    let watch = Watch::of(&env, &insp.config);
+    let candidate_paths: Vec<PathBuf> = insp.config.paths().map(Path::to_path_buf).collect();
+    let Inspection {
+        config:
+            Config {
+                conf_prefix,
+                files,
+                tree,
+                ..
+            },
+        servers,
+        targets,
+        ..
+    } = insp;
+    drop((tree, targets));
     let t = Instant::now();
     if journal == Journal::Begin {
         store.journal_begin(&JournalRecord::new(
@@ -206,8 +224,8 @@ pub fn reload_locked(
     }
     let candidate = store
         .snapshot(
-            &insp.config.conf_prefix,
-            &insp.config.files,
+            &conf_prefix,
+            &files,
             meta(SnapOutcome::Pending, changed_files(report)),
         )
         .inspect_err(|_| {
@@ -217,6 +235,7 @@ pub fn reload_locked(
                 let _ = store.journal_clear();
             }
         })?;
+    drop(files);
     if journal == Journal::Begin {
         store.journal_update(|r| {
             r.candidate = Some(candidate.id.clone());
@@ -230,15 +249,16 @@ pub fn reload_locked(
         env: &env,
         store,
         master,
-        candidate_paths: insp.config.paths().map(|p| p.to_path_buf()).collect(),
+        candidate_paths,
         candidate,
         last_good,
-        servers: insp.servers,
+        servers,
+        watch,
         running_logs,
         reload_deadline: reload_deadline(s, report),
         journal,
     };
-    tx.run(&insp.config, report)
+    tx.run(report)
 }
 
 fn changed_files(report: &Report) -> Vec<String> {

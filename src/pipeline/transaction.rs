@@ -32,12 +32,31 @@ pub struct Transaction<'a> {
     /// The candidate's file set, for removing files the change added.
     pub candidate_paths: Vec<PathBuf>,
     pub servers: Vec<Server>,
+    /// The candidate's error logs and worker count.
+    pub watch: Watch,
     /// The error logs of the configuration nginx runs now.
     pub running_logs: Vec<PathBuf>,
     /// How long the master may take to bring up new workers.
     pub reload_deadline: std::time::Duration,
     /// Whether this run began the journal record or continues a caller's.
     pub journal: crate::pipeline::Journal,
+}
+
+/// What proving a reload of one configuration needs from it: where it logs and how many
+/// workers it starts. Taken from the directive tree so the tree itself can be dropped before
+/// the reload: on a 10,000-server configuration it is most of a run's memory.
+pub struct Watch {
+    pub logs: Vec<PathBuf>,
+    pub workers: Option<usize>,
+}
+
+impl Watch {
+    pub fn of(env: &Env, config: &Config) -> Watch {
+        Watch {
+            logs: env.error_logs(config),
+            workers: nginx::worker_processes(config),
+        }
+    }
 }
 
 /// What one reload attempt showed.
@@ -105,7 +124,7 @@ impl Transaction<'_> {
     /// journal follows the forward attempt; during a rollback it stays at `Restored`.
     fn attempt(
         &self,
-        config: &Config,
+        watch: &Watch,
         servers: &[Server],
         rollback: bool,
         report: &mut Report,
@@ -113,7 +132,7 @@ impl Transaction<'_> {
         let checks = self.checks(servers)?;
         // A failed reload logs its [emerg] to the running configuration's logs, a successful
         // one to the new configuration's: watch both.
-        let mut paths = self.env.error_logs(config);
+        let mut paths = watch.logs.clone();
         for p in &self.running_logs {
             if !paths.contains(p) {
                 paths.push(p.clone());
@@ -128,7 +147,7 @@ impl Transaction<'_> {
             &before,
             &mut logs,
             self.reload_deadline,
-            nginx::worker_processes(config),
+            watch.workers,
         );
         report.step(
             "reload",
@@ -165,7 +184,7 @@ impl Transaction<'_> {
     }
 
     /// Run it: the candidate is on disk and tested; nginx has not been touched yet.
-    pub fn run(self, config: &Config, report: &mut Report) -> Result<Exit> {
+    pub fn run(self, report: &mut Report) -> Result<Exit> {
         // From the phase change on, a signal is only reported; one that came before it
         // still stops the run here, with nginx untouched.
         signals::set_phase(Phase::Verifying);
@@ -181,7 +200,7 @@ impl Transaction<'_> {
             r.candidate = Some(candidate);
             r.phase = JournalPhase::Reloading;
         })?;
-        let attempt = self.attempt(config, &self.servers, false, report);
+        let attempt = self.attempt(&self.watch, &self.servers, false, report);
         let attempt = match attempt {
             Ok(a) => a,
             Err(e) => {
@@ -208,6 +227,7 @@ impl Transaction<'_> {
 
     /// Put last-good back and prove it; exit 3 when it is live and verified, 4 otherwise.
     fn rollback(&self, report: &mut Report, why: String) -> Result<Exit> {
+        let started = Instant::now();
         signals::set_phase(Phase::RollingBack);
         self.store.journal_phase(JournalPhase::RollingBack)?;
         let _ =
@@ -215,6 +235,7 @@ impl Transaction<'_> {
                 .set_outcome(&self.candidate.id, SnapOutcome::Rejected, Some(why.clone()));
         let mut rb = RollbackReport::new(why, &self.candidate);
         let exit = self.restore_and_verify(&mut rb, report);
+        rb.elapsed = started.elapsed();
         // Once last-good is back and live the run is over, even when the backend fails it
         // too; with no last-good there is nothing to go back to. Either way nothing is left
         // for `recover` to finish.
@@ -299,8 +320,9 @@ impl Transaction<'_> {
                 .into();
             return Ok(Exit::RollbackFailed);
         }
-        let servers = servers::extract(&restored);
-        let attempt = self.attempt(&restored, &servers, true, report)?;
+        let (servers, watch) = (servers::extract(&restored), Watch::of(self.env, &restored));
+        drop(restored);
+        let attempt = self.attempt(&watch, &servers, true, report)?;
         rb.reload = Some(attempt.proof.clone());
         rb.health = attempt.health.clone();
         if attempt.passed() {

@@ -175,8 +175,8 @@ pub struct ProbeResult {
     pub elapsed: Duration,
     /// One entry per resolved address (empty when not probed).
     pub addresses: Vec<AddrResult>,
-    /// Every file:line that names the target.
-    pub references: Vec<Reference>,
+    /// Every file:line that names the target (the target's own list, shared).
+    pub references: std::sync::Arc<[Reference]>,
     pub severity: Severity,
     pub hints: Vec<Hint>,
 }

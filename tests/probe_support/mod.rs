@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use safe_reload::conf::targets::Context;
+use safe_reload::conf::targets::{Context, Name};
 use safe_reload::conf::{Listen, ListenAddr, Reference, Server, Target, TargetAddr, Targets};
 use safe_reload::probe::{ProbeOptions, ProbeResult};
 use socket2::{Domain, Socket, Type};
@@ -17,19 +17,19 @@ pub fn reference(line: u32) -> Reference {
     Reference {
         file: PathBuf::from("/etc/nginx/nginx.conf").into(),
         line,
-        directive: "proxy_pass",
+        directive: Name::of_pass("proxy_pass").unwrap(),
         context: Context::Http,
         upstream: None,
         backup: false,
         down: false,
-        scheme: Some("http"),
+        scheme: Name::of("http"),
     }
 }
 
 pub fn target(address: TargetAddr) -> Target {
     Target {
         address,
-        references: vec![reference(10)],
+        references: vec![reference(10)].into(),
     }
 }
 

@@ -8,10 +8,10 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use super::addr::{self, AddrError, Parsed};
-use super::pass::{self, PassTarget, PASS_DIRECTIVES};
+use super::pass::{self, PassTarget};
 use super::vars::{self, Binding, Scope, Vars};
-use super::{Context, Finding, Reference, Target, TargetAddr, Targets};
-use crate::conf::tree::Directive;
+use super::{Context, Finding, Name, Reference, Target, TargetAddr, Targets};
+use crate::conf::tree::{Directive, Word};
 use crate::conf::Config;
 
 /// Blocks whose children are data, not directives that could hold a `*_pass`.
@@ -26,7 +26,9 @@ const DATA_BLOCKS: [&str; 7] = [
 ];
 
 struct UpstreamServer {
-    addr: TargetAddr,
+    /// The server's target, by its place in `Collector::targets`: every upstream server is a
+    /// target already, so a `*_pass` expanding the block adds to it without another lookup.
+    target: usize,
     backup: bool,
     down: bool,
 }
@@ -40,7 +42,7 @@ struct Upstream {
 /// What the walk of one context needs to look up.
 struct Ctx<'s, 'a> {
     context: Context,
-    upstreams: &'s HashMap<String, Upstream>,
+    upstreams: &'s HashMap<Word, Upstream>,
     maps: &'s Scope<'a>,
 }
 
@@ -73,11 +75,12 @@ struct Collector {
     /// twice must not repeat a reference, and comparing only on a hash hit keeps this linear.
     seen: HashSet<u64>,
     hasher: RandomState,
-    targets: Vec<Target>,
+    /// Each target's address and references, in the order first met.
+    targets: Vec<(TargetAddr, Vec<Reference>)>,
     findings: Vec<Finding>,
 }
 
-fn reference(d: &Directive, directive: &'static str, context: Context) -> Reference {
+fn reference(d: &Directive, directive: Name, context: Context) -> Reference {
     Reference {
         file: d.file.clone(),
         line: d.line,
@@ -99,18 +102,27 @@ fn target_addr(p: Parsed) -> TargetAddr {
 }
 
 impl Collector {
-    fn add(&mut self, addr: TargetAddr, r: Reference) {
-        let i = match self.index.get(&addr) {
+    /// The place of `addr` in `targets`, added with no references if new.
+    fn place(&mut self, addr: TargetAddr) -> usize {
+        match self.index.get(&addr) {
             Some(&i) => i,
             None => {
                 self.index.insert(addr.clone(), self.targets.len());
-                self.targets.push(Target {
-                    address: addr,
-                    references: Vec::new(),
-                });
+                self.targets.push((addr, Vec::new()));
                 self.targets.len() - 1
             }
-        };
+        }
+    }
+
+    /// Add a reference to `addr`; returns the target's place.
+    fn add(&mut self, addr: TargetAddr, r: Reference) -> usize {
+        let i = self.place(addr);
+        self.add_at(i, r);
+        i
+    }
+
+    /// Add a reference to the target at place `i`, unless it is there already.
+    fn add_at(&mut self, i: usize, r: Reference) {
         // The path as bytes: hashing a `PathBuf` walks its components, which costs more here.
         let key = (
             i,
@@ -120,7 +132,7 @@ impl Collector {
             &r.upstream,
         );
         let h = self.hasher.hash_one(key);
-        let refs = &mut self.targets[i].references;
+        let refs = &mut self.targets[i].1;
         if !self.seen.insert(h) && refs.contains(&r) {
             return;
         }
@@ -142,7 +154,7 @@ impl Collector {
     }
 
     /// Record every `server` of every `upstream` block and index the blocks by name.
-    fn upstreams(&mut self, context: Context, children: &[Directive]) -> HashMap<String, Upstream> {
+    fn upstreams(&mut self, context: Context, children: &[Directive]) -> HashMap<Word, Upstream> {
         let default_port = (context == Context::Http).then_some(80);
         let mut out = HashMap::new();
         for block in children.iter().filter(|d| d.name == "upstream") {
@@ -166,25 +178,30 @@ impl Collector {
                         continue;
                     }
                 };
-                let mut r = reference(s, "server", context);
+                let mut r = reference(s, Name::SERVER, context);
                 r.upstream = Some(shared.clone());
                 r.backup = backup;
                 r.down = down;
-                self.add(addr.clone(), r);
-                servers.push(UpstreamServer { addr, backup, down });
+                let target = self.add(addr, r);
+                servers.push(UpstreamServer {
+                    target,
+                    backup,
+                    down,
+                });
             }
             // nginx refuses a duplicate upstream name; the first one stands here.
-            out.entry(name.to_ascii_lowercase()).or_insert(Upstream {
-                name: shared,
-                servers: servers.into_boxed_slice(),
-            });
+            out.entry(Word::from(name.to_ascii_lowercase()))
+                .or_insert(Upstream {
+                    name: shared,
+                    servers: servers.into_boxed_slice(),
+                });
         }
         out
     }
 
     fn walk<'a>(&mut self, cx: &Ctx<'_, 'a>, dirs: &'a [Directive], scopes: &mut Vec<Scope<'a>>) {
         for d in dirs {
-            if let Some(&directive) = PASS_DIRECTIVES.iter().find(|n| d.name == **n) {
+            if let Some(directive) = Name::of_pass(&d.name) {
                 self.pass(cx, d, directive, scopes);
                 continue;
             }
@@ -207,7 +224,7 @@ impl Collector {
         &mut self,
         cx: &Ctx<'_, 'a>,
         d: &'a Directive,
-        directive: &'static str,
+        directive: Name,
         scopes: &[Scope<'a>],
     ) {
         let Some(arg) = d.args.first() else { return };
@@ -216,15 +233,18 @@ impl Collector {
             blocks: scopes,
         };
         for cand in vars.expand(arg) {
-            let p = pass::read(cx.context, directive, &cand.text, |n| {
+            let p = pass::read(cx.context, &directive, &cand.text, |n| {
                 cx.upstreams.contains_key(n)
             });
             let mut base = reference(d, directive, cx.context);
             base.scheme = p.scheme.as_deref().and_then(pass::known_scheme);
             match p.target {
-                PassTarget::Addr(a) => self.add_with_origins(target_addr(a), base, &cand.origins),
+                PassTarget::Addr(a) => {
+                    let i = self.place(target_addr(a));
+                    self.add_with_origins(i, base, &cand.origins);
+                }
                 PassTarget::Upstream(key) => {
-                    let Some(up) = cx.upstreams.get(&key) else {
+                    let Some(up) = cx.upstreams.get(key.as_str()) else {
                         continue;
                     };
                     for s in up.servers.iter() {
@@ -232,44 +252,49 @@ impl Collector {
                         r.upstream = Some(up.name.clone());
                         r.backup = s.backup;
                         r.down = s.down;
-                        self.add_with_origins(s.addr.clone(), r, &cand.origins);
+                        self.add_with_origins(s.target, r, &cand.origins);
                     }
                 }
-                PassTarget::Dynamic => self.add(TargetAddr::Dynamic(arg.to_string()), base),
+                PassTarget::Dynamic => {
+                    self.add(TargetAddr::Dynamic(arg.to_string()), base);
+                }
                 PassTarget::Invalid { message, hint } => self.finding(d, message, hint),
             }
         }
     }
 
-    /// The pass reference, then one for each `set`/`map` line that supplied the value.
-    fn add_with_origins(&mut self, addr: TargetAddr, base: Reference, origins: &[Binding<'_>]) {
-        let extra: Vec<Reference> = origins
-            .iter()
-            .map(|o| {
-                let mut r = reference(o.origin, o.kind, base.context);
-                r.upstream = base.upstream.clone();
-                r.backup = base.backup;
-                r.down = base.down;
-                r
-            })
-            .collect();
-        self.add(addr.clone(), base);
-        for r in extra {
-            self.add(addr.clone(), r);
+    /// The pass reference to the target at place `i`, then one for each `set`/`map` line that
+    /// supplied the value.
+    fn add_with_origins(&mut self, i: usize, base: Reference, origins: &[Binding<'_>]) {
+        let (context, backup, down) = (base.context, base.backup, base.down);
+        let upstream = base.upstream.clone();
+        self.add_at(i, base);
+        for o in origins {
+            let mut r = reference(o.origin, o.kind, context);
+            r.upstream = upstream.clone();
+            r.backup = backup;
+            r.down = down;
+            self.add_at(i, r);
         }
     }
 
     fn finish(mut self) -> Targets {
-        self.targets.sort_by(|a, b| a.address.cmp(&b.address));
-        // A target behind thousands of servers grew its list by doubling: give back the slack.
-        for t in &mut self.targets {
-            t.references.shrink_to_fit();
-        }
+        // The lookup tables go first: on a large configuration they are megabytes.
+        drop((self.index, self.seen));
+        self.targets.sort_by(|a, b| a.0.cmp(&b.0));
+        // Shared from here on: probe results and reports hold the same list, not copies. One
+        // list at a time is copied into its final place, so the peak is one list, not all.
+        let targets = (self.targets.into_iter())
+            .map(|(address, references)| Target {
+                address,
+                references: references.into(),
+            })
+            .collect();
         let mut seen = HashSet::new();
         self.findings
             .retain(|f| seen.insert((f.file.clone(), f.line, f.message.clone())));
         Targets {
-            targets: self.targets,
+            targets,
             findings: self.findings,
         }
     }

@@ -4,7 +4,7 @@
 //! the fastcgi/scgi/memcached handlers and `ngx_stream_proxy_pass`.
 
 use super::addr::{self, AddrError, Parsed};
-use super::Context;
+use super::{Context, Name};
 
 /// Every directive that sends requests to a backend.
 pub(crate) const PASS_DIRECTIVES: [&str; 6] = [
@@ -17,11 +17,14 @@ pub(crate) const PASS_DIRECTIVES: [&str; 6] = [
 ];
 
 /// Every scheme some `*_pass` takes.
-const SCHEMES: [&str; 6] = ["http", "https", "grpc", "grpcs", "uwsgi", "suwsgi"];
+pub(crate) const SCHEMES: [&str; 6] = ["http", "https", "grpc", "grpcs", "uwsgi", "suwsgi"];
 
-/// The static name of a scheme a `*_pass` accepts (lowercased, as `read` gives it).
-pub(crate) fn known_scheme(scheme: &str) -> Option<&'static str> {
-    SCHEMES.iter().copied().find(|s| *s == scheme)
+/// The name of a scheme a `*_pass` accepts (lowercased, as `read` gives it).
+pub(crate) fn known_scheme(scheme: &str) -> Option<Name> {
+    SCHEMES
+        .contains(&scheme)
+        .then(|| Name::of(scheme))
+        .flatten()
 }
 
 /// Variables that expand to a URI, so text from them on is not part of the address:

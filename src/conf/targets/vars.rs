@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use super::Name;
 use crate::conf::tree::Directive;
 
 /// More combinations than this and the text is reported as written: an address built from
@@ -20,7 +21,7 @@ pub(crate) struct Binding<'a> {
     pub value: &'a str,
     pub origin: &'a Directive,
     /// `set`, `map` or `split_clients`: the directive name a reference should show.
-    pub kind: &'static str,
+    pub kind: Name,
 }
 
 /// Variable name (without `$`) to the values it may take.
@@ -38,8 +39,8 @@ pub(crate) fn context_scope(children: &[Directive]) -> Scope<'_> {
     let mut scope = Scope::new();
     for d in children {
         let kind = match d.name.as_str() {
-            "map" => "map",
-            "split_clients" => "split_clients",
+            "map" => Name::MAP,
+            "split_clients" => Name::SPLIT_CLIENTS,
             _ => continue,
         };
         let Some(var) = d.args.get(1).and_then(|v| var_name(v)) else {
@@ -77,7 +78,7 @@ fn add_sets<'a>(children: &'a [Directive], scope: &mut Scope<'a>) {
                     scope.entry(var).or_default().push(Binding {
                         value,
                         origin: d,
-                        kind: "set",
+                        kind: Name::SET,
                     });
                 }
             }

@@ -75,7 +75,7 @@ fn render_result(p: &Printer, r: &ProbeResult, stdout: bool) {
             ));
         }
     }
-    for reference in &r.references {
+    for reference in r.references.iter() {
         emit(&format!(
             "      at {}",
             escape_control(&reference_line(reference))
