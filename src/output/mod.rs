@@ -171,21 +171,26 @@ impl Printer {
         }
     }
 
-    /// The JSON document on stdout.
+    /// The JSON document on stdout, written as it is serialized: a 10,000-server report lists
+    /// every reference of every target, and building it as one string first would double the
+    /// run's peak memory. Our report types always serialize, so the error branch is for the
+    /// impossible; an I/O error (a closed pipe) leaves nothing to tell.
     pub fn json_doc<T: serde::Serialize>(&self, value: &T) {
-        let mut out = std::io::stdout().lock();
-        match serde_json::to_string_pretty(value) {
-            Ok(text) => {
-                let _ = writeln!(out, "{text}");
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        match serde_json::to_writer_pretty(&mut out, value) {
+            Ok(()) => {
+                let _ = writeln!(out);
             }
+            Err(e) if e.is_io() => {}
             Err(e) => {
                 let _ = writeln!(
                     out,
-                    "{{\"outcome\":\"error\",\"error\":{}}}",
+                    "\n{{\"outcome\":\"error\",\"error\":{}}}",
                     serde_json::Value::String(format!("cannot render the report: {e}"))
                 );
             }
         }
+        let _ = out.flush();
     }
 
     /// Raw bytes to stdout (man page, completions).

@@ -8,7 +8,7 @@ use crate::conf::{self, LoadOptions};
 use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::pipeline::env::{self, Env};
-use crate::pipeline::inspect::{self, Checks};
+use crate::pipeline::inspect::{self, Checks, Early};
 use crate::pipeline::{
     diff_against, meta, open_locked, own_pids, record_inspection, refuse_config, reload_locked,
     Journal,
@@ -41,7 +41,8 @@ pub fn probe(s: &Settings, report: &mut Report) -> Result<Exit> {
         probe: true,
         preflight: false,
     };
-    let mut insp = inspect::inspect(None, s, config, &[], checks, report)?;
+    let early = Early::start(None, checks);
+    let mut insp = inspect::inspect(None, s, config, &[], early, report)?;
     let refuses = record_inspection(report, &mut insp);
     if signals::interrupted() {
         // Ctrl-C during the checks: nothing changed, whatever the checks found.
@@ -75,6 +76,11 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
         None => None,
     };
     let env = Env::discover(s)?;
+    let checks = Checks {
+        test: confined.is_none(),
+        probe: !s.no_probe,
+        preflight: true,
+    };
     let config = match &confined {
         Some((config, _)) => config.clone(),
         None => match env.load() {
@@ -90,19 +96,8 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
             .map(|m| own_pids(&m))
             .unwrap_or_default(),
     };
-    let checks = Checks {
-        test: confined.is_none(),
-        probe: !s.no_probe,
-        preflight: true,
-    };
-    let mut insp = inspect::inspect(
-        Some((&env.nginx, &env.info)),
-        s,
-        config,
-        &own,
-        checks,
-        report,
-    )?;
+    let early = Early::start(Some(&env.nginx), checks);
+    let mut insp = inspect::inspect(Some(&env.info), s, config, &own, early, report)?;
     if let Some(sandbox) = &sandbox {
         let t = Instant::now();
         let outcome = sandbox.test(&env.nginx.binary, env.nginx.timeout)?;
@@ -153,24 +148,18 @@ pub fn diff(s: &Settings, report: &mut Report) -> Result<Exit> {
 pub fn init(s: &Settings, report: &mut Report) -> Result<Exit> {
     let (store, _lock) = open_locked(s)?;
     let env = Env::discover(s)?;
-    let config = match env.load() {
-        Ok(c) => c,
-        Err(e @ Error::Config { .. }) => return refuse_config(report, e),
-        Err(e) => return Err(e),
-    };
     let checks = Checks {
         test: true,
         probe: false,
         preflight: false,
     };
-    let mut insp = inspect::inspect(
-        Some((&env.nginx, &env.info)),
-        s,
-        config,
-        &[],
-        checks,
-        report,
-    )?;
+    let config = match env.load() {
+        Ok(c) => c,
+        Err(e @ Error::Config { .. }) => return refuse_config(report, e),
+        Err(e) => return Err(e),
+    };
+    let early = Early::start(Some(&env.nginx), checks);
+    let mut insp = inspect::inspect(Some(&env.info), s, config, &[], early, report)?;
     record_inspection(report, &mut insp);
     if report.test.as_ref().is_some_and(|t| !t.passed) {
         report

@@ -1,15 +1,16 @@
 //! The read-only half of the pipeline, shared by `check`, `probe` and the reload: extract
 //! targets and servers, run `nginx -t`, probe upstreams and the listen preflight. `nginx -t`
-//! runs on its own thread while the probes run, so a large config costs one `nginx -t`, not
-//! `nginx -t` plus probes.
+//! starts before the extraction and runs on its own thread through it and the probes, so a
+//! large config costs one `nginx -t`, not `nginx -t` plus everything else.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::conf::targets::{self, Targets};
 use crate::conf::{servers, Config, Server};
 use crate::error::{Error, Result};
 use crate::nginx::{self, Level, Nginx, TestOutcome};
 use crate::preflight::{self, ListenConflict};
+use crate::probe::netstat::Listeners;
 use crate::probe::{self, ProbeOptions, ProbeReport};
 use crate::report::{Problem, Report};
 use crate::settings::Settings;
@@ -50,13 +51,67 @@ pub fn probe_options(
     }
 }
 
-/// Run the checks; record each as a step of the report.
+/// `nginx -t` started as early as it may be: once the configuration is loaded and, for a
+/// reload, the master is found (`nginx -t` creates a missing pid file, so it must not run when
+/// nginx does not). On a large configuration it is the longest step, so the extraction,
+/// probes, preflight and diff all run while it does. Dropping it waits for `nginx -t` to
+/// finish (bounded by the nginx timeout), so no test outlives the run that started it.
+pub struct Early {
+    checks: Checks,
+    test: Option<std::thread::JoinHandle<Tested>>,
+    /// The listening sockets as they were before `nginx -t` started: it binds and listens on
+    /// every free address it names (it only ignores EADDRINUSE), so a table read while it runs
+    /// could show a new `listen` "held" by `nginx -t` itself.
+    tables: Option<Listeners>,
+}
+
+type Tested = (Result<TestOutcome>, Duration);
+
+impl Early {
+    /// Read the socket tables if the preflight will run, then start `nginx -t` if it will.
+    pub fn start(nginx: Option<&Nginx>, checks: Checks) -> Early {
+        let tables = checks.preflight.then(Listeners::tables);
+        let test = match (checks.test, nginx) {
+            (true, Some(n)) => {
+                let n = n.clone();
+                Some(std::thread::spawn(move || {
+                    let t = Instant::now();
+                    (n.test(), t.elapsed())
+                }))
+            }
+            _ => None,
+        };
+        Early {
+            checks,
+            test,
+            tables,
+        }
+    }
+
+    fn join(&mut self) -> Option<Tested> {
+        let handle = self.test.take()?;
+        Some(handle.join().unwrap_or_else(|_| {
+            (
+                Err(Error::Internal("the nginx -t thread failed".into())),
+                Duration::ZERO,
+            )
+        }))
+    }
+}
+
+impl Drop for Early {
+    fn drop(&mut self) {
+        self.join();
+    }
+}
+
+/// Run the checks `early` did not already start; record each as a step of the report.
 pub fn inspect(
-    nginx: Option<(&Nginx, &nginx::BuildInfo)>,
+    info: Option<&nginx::BuildInfo>,
     s: &Settings,
     config: Config,
     own_pids: &[i32],
-    checks: Checks,
+    mut early: Early,
     report: &mut Report,
 ) -> Result<Inspection> {
     let started = Instant::now();
@@ -69,40 +124,22 @@ pub fn inspect(
         Some(format!("{} files", config.files.len())),
     );
 
-    let popts = probe_options(s, &config, nginx.map(|n| n.1));
-    // `nginx -t` binds and listens on every free address it names (it only ignores
-    // EADDRINUSE), so the listening sockets are read before it starts; only the slow owner scan
-    // runs beside it.
-    let tables = checks
-        .preflight
-        .then(crate::probe::netstat::Listeners::tables);
+    let popts = probe_options(s, &config, info);
     // Probes and the listen preflight only read (sockets, /proc): they run while nginx -t does.
-    let (test, probe, preflight) = std::thread::scope(|scope| {
-        let test = match (checks.test, nginx) {
-            (true, Some((n, _))) => Some(scope.spawn(move || {
-                let t = Instant::now();
-                (n.test(), t.elapsed())
-            })),
-            _ => None,
-        };
-        let probe = checks.probe.then(|| probe::probe_all(&targets, &popts));
-        let preflight = tables.map(|mut listeners| {
+    let (probe, preflight) = std::thread::scope(|scope| {
+        let probe =
+            (early.checks.probe).then(|| scope.spawn(|| probe::probe_all(&targets, &popts)));
+        let preflight = early.tables.take().map(|mut listeners| {
             let t = Instant::now();
             listeners.attach_owners();
             let found = preflight::listen_conflicts_in(&servers, own_pids, &listeners);
             (found, t.elapsed())
         });
-        let test = test.map(|h| {
-            h.join().unwrap_or_else(|_| {
-                (
-                    Err(Error::Internal("the nginx -t thread failed".into())),
-                    Default::default(),
-                )
-            })
-        });
-        (test, probe, preflight)
+        let probe = probe.map(|h| h.join()).transpose();
+        (probe, preflight)
     });
-    let test = match test {
+    let probe = probe.map_err(|_| Error::Internal("the probe thread failed".into()))?;
+    let test = match early.join() {
         Some((outcome, elapsed)) => {
             let outcome = outcome?;
             report.step("nginx -t", outcome.passed, elapsed, None);

@@ -28,7 +28,7 @@ use crate::store::{
 };
 
 use env::Env;
-use inspect::{Checks, Inspection};
+use inspect::{Checks, Early, Inspection};
 use transaction::{Transaction, Watch};
 
 pub use commands::*;
@@ -135,13 +135,17 @@ pub fn reload_locked(
     };
     report.config = Some(config.main.clone());
     let master = reload::find_master(&env.pid_file(&config), &env.nginx.binary)?;
+    // Only now that nginx is known to run: `nginx -t` creates a missing pid file.
+    let early = Early::start(
+        Some(&env.nginx),
+        Checks {
+            test: true,
+            probe: !s.no_probe,
+            preflight: true,
+        },
+    );
     let own = own_pids(&master);
     let running_logs = env.error_logs(&config);
-    let checks = Checks {
-        test: true,
-        probe: !s.no_probe,
-        preflight: true,
-    };
     // The diff only reads (the store and the bytes already loaded): it runs while nginx -t does.
     let (root, files) = (config.conf_prefix.clone(), config.files.clone());
     let (insp, good_and_diff) = std::thread::scope(|scope| {
@@ -153,14 +157,7 @@ pub fn reload_locked(
             };
             Ok((good, diff))
         });
-        let insp = inspect::inspect(
-            Some((&env.nginx, &env.info)),
-            s,
-            config,
-            &own,
-            checks,
-            report,
-        );
+        let insp = inspect::inspect(Some(&env.info), s, config, &own, early, report);
         let joined = diffing
             .join()
             .unwrap_or_else(|_| Err(Error::Internal("the diff thread failed".into())));
