@@ -46,4 +46,5 @@ while read -r n ours; do
 done < <(sed -n 's/^servers=\([0-9]*\) upstreams=.* parse_ms=\([0-9.]*\) .*/\1 \2/p' "$out")
 
 echo
-echo "targets: ratio <= 1.0 at 1000, <= 0.7 at 10000; parse >= 20x crossplane; peak rss < peak_limit_kb"
+echo "targets: ratio (and paired_ratio, the median of per-iteration ratios) <= 1.0 at 1000, <= 0.7 at 10000;"
+echo "         parse >= 20x crossplane; peak rss < peak_limit_kb (plain, --json and rollback runs)"

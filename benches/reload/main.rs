@@ -141,11 +141,19 @@ fn bench_size(bin: &Path, base: &Path, n: usize, iters: usize, backends: &[Socke
 
 fn report(n: usize, tree: &tree::Tree, parse: f64, r: &SizeResult) {
     let (u, s) = (median(r.unsafe_ms.clone()), median(r.safe_ms.clone()));
+    // Each iteration runs both sequences back to back, so its own ratio is taken on the same
+    // machine state; on a shared machine whose speed drifts over minutes, the median of these is
+    // steadier than the ratio of the two medians, which sorts each list on its own.
+    let paired = median(
+        (r.safe_ms.iter().zip(&r.unsafe_ms))
+            .map(|(s, u)| s / u)
+            .collect(),
+    );
     let limit_kb = tree.bytes * 4 / 1024 + 30 * 1024;
     println!(
         "servers={n} upstreams={} config_bytes={} iterations={} unsafe_median_ms={u:.1} \
-         unsafe_nginx_t_median_ms={:.1} safe_median_ms={s:.1} ratio={:.2} parse_ms={parse:.1} \
-         safe_peak_rss_kb={} peak_limit_kb={limit_kb}",
+         unsafe_nginx_t_median_ms={:.1} safe_median_ms={s:.1} ratio={:.2} \
+         paired_ratio={paired:.2} parse_ms={parse:.1} safe_peak_rss_kb={} peak_limit_kb={limit_kb}",
         2 * n,
         tree.bytes,
         r.safe_ms.len(),
@@ -209,11 +217,12 @@ fn rollback(bin: &Path, tree: &tree::Tree, nginx: &run::Nginx) -> Res<()> {
     };
     println!(
         "servers={} rollback: exit={:?} rollback_ms={total:.1} target_ms={:.1} \
-         (nginx_t={test:.1} + reload={reload:.1} + 200) overhead_ms={:.1} steps={}",
+         (nginx_t={test:.1} + reload={reload:.1} + 200) overhead_ms={:.1} peak_rss_kb={} steps={}",
         tree_servers(tree),
         s.code,
         test + reload + 200.0,
         total - test - reload,
+        s.peak_kb,
         steps
             .iter()
             .map(|st| format!(

@@ -147,9 +147,10 @@ pub fn reload_locked(
     let own = own_pids(&master);
     let running_logs = env.error_logs(&config);
     // The diff only reads (the store and the bytes already loaded): it runs while nginx -t does.
+    // The diff's own handles on the file bytes go with its thread, not with this function.
     let (root, files) = (config.conf_prefix.clone(), config.files.clone());
     let (insp, good_and_diff) = std::thread::scope(|scope| {
-        let diffing = scope.spawn(|| -> Result<_> {
+        let diffing = scope.spawn(move || -> Result<_> {
             let good = store.last_good()?;
             let diff = match &good {
                 Some(g) => Some(diff_files(store, g, &root, &files)?),

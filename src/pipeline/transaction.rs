@@ -184,7 +184,7 @@ impl Transaction<'_> {
     }
 
     /// Run it: the candidate is on disk and tested; nginx has not been touched yet.
-    pub fn run(self, report: &mut Report) -> Result<Exit> {
+    pub fn run(mut self, report: &mut Report) -> Result<Exit> {
         // From the phase change on, a signal is only reported; one that came before it
         // still stops the run here, with nginx untouched.
         signals::set_phase(Phase::Verifying);
@@ -200,7 +200,11 @@ impl Transaction<'_> {
             r.candidate = Some(candidate);
             r.phase = JournalPhase::Reloading;
         })?;
-        let attempt = self.attempt(&self.watch, &self.servers, false, report);
+        // The candidate's servers are not needed past this attempt: a rollback parses the
+        // restored configuration for its own.
+        let servers = std::mem::take(&mut self.servers);
+        let attempt = self.attempt(&self.watch, &servers, false, report);
+        drop(servers);
         let attempt = match attempt {
             Ok(a) => a,
             Err(e) => {
@@ -297,13 +301,15 @@ impl Transaction<'_> {
             return Ok(Exit::RollbackFailed);
         }
         self.store.journal_phase(JournalPhase::Restored)?;
-        // Our parse of the restored tree (for health checks) runs while nginx tests it.
+        // Our parse of the restored tree (for health checks) runs while nginx tests it. The
+        // parse stays on this thread: the memory the candidate's tree gave back is in this
+        // thread's allocator arena, and a parse on another thread would take as much again.
         let (restored, test) = std::thread::scope(|scope| {
-            let loading = scope.spawn(|| self.env.load());
-            let test = self.env.nginx.test();
-            let restored = loading
+            let testing = scope.spawn(|| self.env.nginx.test());
+            let restored = self.env.load();
+            let test = testing
                 .join()
-                .unwrap_or_else(|_| Err(Error::Internal("the parse thread failed".into())));
+                .unwrap_or_else(|_| Err(Error::Internal("the nginx -t thread failed".into())));
             (restored, test)
         });
         let restored = restored.map_err(|e| {
