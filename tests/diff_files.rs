@@ -2,36 +2,20 @@
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use safe_reload::conf::ConfFile;
-use safe_reload::diff::{diff, Change, FileSet};
-use safe_reload::store::{Outcome, SnapshotMeta, Store};
+mod store_util;
 
-fn conf_files(root: &Path, rels: &[&str]) -> Vec<ConfFile> {
-    rels.iter()
-        .map(|r| {
-            let path = root.join(r);
-            let bytes = fs::read(&path).unwrap().into();
-            ConfFile { path, bytes }
-        })
+use safe_reload::diff::{diff, Change, ConfigDiff, FileSet};
+use safe_reload::store::{Outcome, Store};
+use store_util::{conf_files_in as conf_files, meta, write};
+
+/// Each changed path with its kind, in the diff's order.
+fn kinds(d: &ConfigDiff) -> Vec<(&str, Change)> {
+    d.files
+        .iter()
+        .map(|f| (f.path.as_str(), f.change))
         .collect()
-}
-
-fn write(path: &Path, text: &[u8], mode: u32) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, text).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn meta() -> SnapshotMeta {
-    SnapshotMeta {
-        outcome: Outcome::Good,
-        user: "tester".into(),
-        command: "safe-reload init".into(),
-        note: None,
-        changed_files: Vec::new(),
-    }
 }
 
 const MAIN_OLD: &str = "worker_processes 1;\nevents {}\nhttp {\n    include conf.d/*.conf;\n    sendfile on;\n    tcp_nopush on;\n    types_hash_max_size 2048;\n    keepalive_timeout 65;\n    server_tokens off;\n    gzip on;\n}\n";
@@ -55,7 +39,7 @@ fn snapshot_against_candidate_lists_each_change_with_exact_unified_text() {
     let store = Store::open(&tmp.path().join("state")).unwrap();
     let rels = ["nginx.conf", "conf.d/old.conf", "conf.d/keys.conf"];
     let snap = store
-        .snapshot(&root, &conf_files(&root, &rels), meta())
+        .snapshot(&root, &conf_files(&root, &rels), meta(Outcome::Good))
         .unwrap();
 
     write(&root.join("nginx.conf"), MAIN_NEW.as_bytes(), 0o644);
@@ -75,13 +59,8 @@ fn snapshot_against_candidate_lists_each_change_with_exact_unified_text() {
     let new = FileSet::from_candidate(&root, &conf_files(&root, &rels)).unwrap();
     let d = diff(&old, &new);
 
-    let kinds: Vec<(&str, Change)> = d
-        .files
-        .iter()
-        .map(|f| (f.path.as_str(), f.change))
-        .collect();
     assert_eq!(
-        kinds,
+        kinds(&d),
         vec![
             ("conf.d/keys.conf", Change::ModeChanged),
             ("conf.d/new.conf", Change::Added),
@@ -123,7 +102,7 @@ fn unchanged_tree_with_symlinks_diffs_empty_and_link_changes_are_seen() {
     let rels = ["nginx.conf", "sites-enabled/site"];
     let store = Store::open(&tmp.path().join("state")).unwrap();
     let snap = store
-        .snapshot(&root, &conf_files(&root, &rels), meta())
+        .snapshot(&root, &conf_files(&root, &rels), meta(Outcome::Good))
         .unwrap();
     let old = FileSet::from_snapshot(&store, &snap).unwrap();
 
@@ -136,14 +115,9 @@ fn unchanged_tree_with_symlinks_diffs_empty_and_link_changes_are_seen() {
     symlink("../sites-available/b", root.join("sites-enabled/site")).unwrap();
     let relinked = FileSet::from_candidate(&root, &conf_files(&root, &rels)).unwrap();
     let d = diff(&old, &relinked);
-    let kinds: Vec<(&str, Change)> = d
-        .files
-        .iter()
-        .map(|f| (f.path.as_str(), f.change))
-        .collect();
     // The link now brings b along and no longer a.
     assert_eq!(
-        kinds,
+        kinds(&d),
         vec![
             ("sites-available/a", Change::Removed),
             ("sites-available/b", Change::Added),

@@ -10,7 +10,7 @@ use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use safe_reload::store::{EntryKind, JournalRecord, Outcome, Phase, Store};
+use safe_reload::store::{EntryKind, JournalRecord, Outcome, Phase, Snapshot, Store};
 use safe_reload::Error;
 use store_util::*;
 
@@ -106,35 +106,26 @@ fn two_snapshots_of_the_same_file_share_one_object() {
 
 #[test]
 fn corrupt_object_is_refused_on_read() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("nginx");
-    write(&root.join("nginx.conf"), "events {}\n", 0o644);
-    let store = Store::open(&tmp.path().join("state")).unwrap();
-    let snap = store
-        .snapshot(
-            &root,
-            &conf_files(&[root.join("nginx.conf")]),
-            meta(Outcome::Good),
-        )
-        .unwrap();
+    let (_tmp, store, snap) = one_file_snapshot();
     let hash = &snap.files[0].hash;
     fs::write(store.object_path(hash), "events { tampered }\n").unwrap();
     let err = store.read_object(hash).unwrap_err();
     assert!(err.to_string().contains("object is corrupt"), "{err}");
 }
 
-fn tamper(path_in_manifest: &str) -> (tempfile::TempDir, Store, String) {
+/// A store holding one good snapshot of a one-file tree.
+fn one_file_snapshot() -> (tempfile::TempDir, Store, Snapshot) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("nginx");
     write(&root.join("nginx.conf"), "events {}\n", 0o644);
     let store = Store::open(&tmp.path().join("state")).unwrap();
-    let snap = store
-        .snapshot(
-            &root,
-            &conf_files(&[root.join("nginx.conf")]),
-            meta(Outcome::Good),
-        )
-        .unwrap();
+    let files = conf_files(&[root.join("nginx.conf")]);
+    let snap = store.snapshot(&root, &files, meta(Outcome::Good)).unwrap();
+    (tmp, store, snap)
+}
+
+fn tamper(path_in_manifest: &str) -> (tempfile::TempDir, Store, String) {
+    let (tmp, store, snap) = one_file_snapshot();
     let file = store
         .root()
         .join("snapshots")
@@ -232,7 +223,7 @@ fn prune_keeps_the_newest_and_last_good_and_drops_unreferenced_objects() {
     let store = Store::open(&tmp.path().join("state")).unwrap();
     let mut snaps = Vec::new();
     for i in 0..5 {
-        write(&root.join("nginx.conf"), &format!("# version {i}\n"), 0o644);
+        write(&root.join("nginx.conf"), format!("# version {i}\n"), 0o644);
         let files = conf_files(&[root.join("nginx.conf")]);
         snaps.push(store.snapshot(&root, &files, meta(Outcome::Good)).unwrap());
     }
@@ -266,7 +257,7 @@ fn prune_keeps_snapshots_the_journal_names() {
     let store = Store::open(&tmp.path().join("state")).unwrap();
     let mut snaps = Vec::new();
     for i in 0..3 {
-        write(&root.join("nginx.conf"), &format!("# version {i}\n"), 0o644);
+        write(&root.join("nginx.conf"), format!("# version {i}\n"), 0o644);
         let files = conf_files(&[root.join("nginx.conf")]);
         snaps.push(
             store

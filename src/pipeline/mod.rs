@@ -145,7 +145,6 @@ pub fn reload_locked(
         },
     );
     let own = own_pids(&master);
-    let running_logs = env.error_logs(&config);
     // The diff only reads (the store and the bytes already loaded): it runs while nginx -t does.
     // The diff's own handles on the file bytes go with its thread, not with this function.
     let (root, files) = (config.conf_prefix.clone(), config.files.clone());
@@ -252,7 +251,6 @@ pub fn reload_locked(
         last_good,
         servers,
         watch,
-        running_logs,
         reload_deadline: reload_deadline(s, report),
         journal,
     };

@@ -32,10 +32,10 @@ pub struct Transaction<'a> {
     /// The candidate's file set, for removing files the change added.
     pub candidate_paths: Vec<PathBuf>,
     pub servers: Vec<Server>,
-    /// The candidate's error logs and worker count.
+    /// The candidate's error logs and worker count. Its logs also stand for those of the
+    /// configuration running before the reload (not parsed: they are where a change that keeps
+    /// its `error_log` lines logs), and during a rollback they are the running one's.
     pub watch: Watch,
-    /// The error logs of the configuration nginx runs now.
-    pub running_logs: Vec<PathBuf>,
     /// How long the master may take to bring up new workers.
     pub reload_deadline: std::time::Duration,
     /// Whether this run began the journal record or continues a caller's.
@@ -131,9 +131,9 @@ impl Transaction<'_> {
     ) -> Result<Attempt> {
         let checks = self.checks(servers)?;
         // A failed reload logs its [emerg] to the running configuration's logs, a successful
-        // one to the new configuration's: watch both.
+        // one to the new configuration's: watch both (the same files on the forward attempt).
         let mut paths = watch.logs.clone();
-        for p in &self.running_logs {
+        for p in &self.watch.logs {
             if !paths.contains(p) {
                 paths.push(p.clone());
             }

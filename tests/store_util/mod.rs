@@ -31,7 +31,12 @@ pub fn conf_files(paths: &[PathBuf]) -> Vec<ConfFile> {
         .collect()
 }
 
-pub fn write(path: &Path, text: &str, mode: u32) {
+/// The file set of `rels` under `root`.
+pub fn conf_files_in(root: &Path, rels: &[&str]) -> Vec<ConfFile> {
+    conf_files(&rels.iter().map(|r| root.join(r)).collect::<Vec<_>>())
+}
+
+pub fn write(path: &Path, text: impl AsRef<[u8]>, mode: u32) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(path, text).unwrap();
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
