@@ -49,6 +49,20 @@ pub enum Error {
     #[error("nginx is not running: {reason}; start it first (nothing was changed)")]
     NotRunning { reason: String },
 
+    /// The pid file names an nginx master, but not this configuration's: signalling it would
+    /// reload another instance.
+    #[error(
+        "the pid file {} names process {pid} (`{title}`), {found}: not this configuration's \
+         master, so nothing was signalled; start this nginx, or point -c/-p at the running one",
+        pid_file.display()
+    )]
+    WrongMaster {
+        pid_file: PathBuf,
+        pid: i32,
+        title: String,
+        found: String,
+    },
+
     /// Another run holds the state directory lock.
     #[error("another safe-reload run holds the lock {} ({holder}); wait for it or pass --wait", path.display())]
     LockHeld { path: PathBuf, holder: String },

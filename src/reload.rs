@@ -6,7 +6,6 @@
 //! processes themselves (`/proc`): the same master, new workers in `nginx: worker process` state,
 //! old workers draining (`is shutting down`) or gone, and no `[emerg]` logged since the signal.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -14,81 +13,9 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::errorlog::{Cursors, Level};
 
-/// The running nginx master process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Master {
-    pub pid: i32,
-}
+mod master;
 
-/// Find the master from the pid file and check it is a master of this very binary; a stale pid
-/// file must never get a signal sent to an unrelated process.
-pub fn find_master(pid_file: &Path, binary: &Path) -> Result<Master> {
-    let not_running = |reason: String| Error::NotRunning { reason };
-    let text = match std::fs::read_to_string(pid_file) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(not_running(format!("no pid file {}", pid_file.display())));
-        }
-        Err(e) => {
-            return Err(not_running(format!(
-                "cannot read the pid file {}: {e}",
-                pid_file.display()
-            )))
-        }
-    };
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(not_running(format!(
-            "the pid file {} is empty (as `nginx -t` leaves it)",
-            pid_file.display()
-        )));
-    }
-    let pid: i32 = text.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
-        not_running(format!(
-            "the pid file {} does not hold a pid: {:?}",
-            pid_file.display(),
-            text
-        ))
-    })?;
-    let Some(proc) = Proc::read(pid) else {
-        return Err(not_running(format!(
-            "no process {pid} (named by {}) is running",
-            pid_file.display()
-        )));
-    };
-    if !proc.title.starts_with("nginx: master process") {
-        return Err(not_running(format!(
-            "process {pid} (named by {}) is not an nginx master: {:?}",
-            pid_file.display(),
-            proc.title
-        )));
-    }
-    check_binary(pid, binary)?;
-    Ok(Master { pid })
-}
-
-/// The master must run `binary`: another nginx on the machine is not ours to reload. A binary
-/// replaced on disk since the master started shows as `PATH (deleted)`.
-fn check_binary(pid: i32, binary: &Path) -> Result<()> {
-    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
-        // Not readable without privileges over that process: the title check must do.
-        return Ok(());
-    };
-    let exe_text = exe.to_string_lossy();
-    let exe = Path::new(exe_text.strip_suffix(" (deleted)").unwrap_or(&exe_text));
-    let ours = std::fs::canonicalize(binary).unwrap_or_else(|_| binary.to_path_buf());
-    if exe == ours || exe == binary {
-        Ok(())
-    } else {
-        Err(Error::NotRunning {
-            reason: format!(
-                "process {pid} is an nginx master of a different binary ({}, not {})",
-                exe.display(),
-                binary.display()
-            ),
-        })
-    }
-}
+pub use master::{find_master, Invocation, Master};
 
 /// What a worker is doing, from its process title.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

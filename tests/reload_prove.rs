@@ -5,11 +5,10 @@
 mod support;
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use safe_reload::errorlog::Cursors;
-use safe_reload::reload::{find_master, prove, trigger, workers, ReloadMethod};
+use safe_reload::reload::{prove, trigger, workers, Master, ReloadMethod};
 use support::*;
 
 #[test]
@@ -28,7 +27,9 @@ fn a_good_reload_is_proven_with_new_workers() {
     let n = TestNginx::builder().workers(2).http(&server(&v1)).start();
     assert_eq!(http_get(site, "x", "/").unwrap().1, "app-v1");
 
-    let master = find_master(&n.pid_file, Path::new(NGINX)).unwrap();
+    let master = Master {
+        pid: n.master_pid(),
+    };
     let before = workers(&master);
     let mut logs = Cursors::open(&[&n.error_log]);
     n.write_http(&server(&v2));
@@ -59,7 +60,9 @@ fn a_reload_whose_listen_cannot_bind_is_not_in_effect() {
     let held = TcpListener::bind(SocketAddr::new(ip, 0)).unwrap();
     let held_addr = held.local_addr().unwrap();
     let n = TestNginx::start("");
-    let master = find_master(&n.pid_file, Path::new(NGINX)).unwrap();
+    let master = Master {
+        pid: n.master_pid(),
+    };
     let before = workers(&master);
     let mut logs = Cursors::open(&[&n.error_log]);
     n.write_http(&format!("server {{ listen {held_addr}; return 200; }}"));
@@ -88,7 +91,9 @@ fn a_reload_whose_listen_cannot_bind_is_not_in_effect() {
 #[test]
 fn a_reload_command_runs_as_argv() {
     let n = TestNginx::start("");
-    let master = find_master(&n.pid_file, Path::new(NGINX)).unwrap();
+    let master = Master {
+        pid: n.master_pid(),
+    };
     let before = workers(&master);
     let mut logs = Cursors::open(&[&n.error_log]);
     let mut argv = vec![NGINX.to_string()];

@@ -13,7 +13,6 @@ use crate::pipeline::{
     diff_against, meta, open_locked, own_pids, record_inspection, refuse_config, reload_locked,
     Journal,
 };
-use crate::reload;
 use crate::report::{Outcome, Problem, Report, StatusReport};
 use crate::settings::Settings;
 use crate::signals;
@@ -92,7 +91,8 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
     // An untrusted configuration's pid file is not read: it may name any file.
     let own = match confined {
         Some(_) => Vec::new(),
-        None => reload::find_master(&env.pid_file(&config), &env.nginx.binary)
+        None => env
+            .master(&config)
             .map(|m| own_pids(&m))
             .unwrap_or_default(),
     };
@@ -206,7 +206,7 @@ pub fn status(s: &Settings, report: &mut Report) -> Result<Exit> {
     let mut st = StatusReport::default();
     let config = env.load();
     if let Ok(config) = &config {
-        match reload::find_master(&env.pid_file(config), &env.nginx.binary) {
+        match env.master(config) {
             Ok(m) => st.master_pid = Some(m.pid),
             Err(e) => st.not_running = Some(e.to_string()),
         }

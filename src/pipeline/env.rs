@@ -56,6 +56,11 @@ impl Env {
         nginx::pid_file(config, &self.nginx.prefix, &self.info)
     }
 
+    /// The running master, checked to be this configuration's (see `reload::find_master`).
+    pub fn master(&self, config: &Config) -> Result<crate::reload::Master> {
+        crate::reload::find_master(&self.pid_file(config), &self.nginx, &self.info)
+    }
+
     /// The error logs the configuration writes to.
     pub fn error_logs(&self, config: &Config) -> Vec<PathBuf> {
         nginx::error_logs(config, &self.nginx.prefix, &self.info)

@@ -134,7 +134,7 @@ pub fn reload_locked(
         Err(e) => return Err(e),
     };
     report.config = Some(config.main.clone());
-    let master = reload::find_master(&env.pid_file(&config), &env.nginx.binary)?;
+    let master = env.master(&config)?;
     // Only now that nginx is known to run: `nginx -t` creates a missing pid file.
     let early = Early::start(
         Some(&env.nginx),

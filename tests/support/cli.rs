@@ -73,7 +73,7 @@ pub struct SafeReload {
     /// `--state-dir` (created by the binary on first use).
     pub state: PathBuf,
     conf: PathBuf,
-    prefix: PathBuf,
+    prefix: Option<PathBuf>,
     settings: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -93,20 +93,26 @@ impl SafeReload {
         SafeReload {
             state: dir.path().join("state"),
             conf: conf.to_path_buf(),
-            prefix: prefix.to_path_buf(),
+            prefix: Some(prefix.to_path_buf()),
             settings,
             _dir: dir,
         }
     }
 
+    /// No `-p`: the run uses the build's default prefix, as an operator typing `-c` alone does.
+    pub fn without_prefix(mut self) -> SafeReload {
+        self.prefix = None;
+        self
+    }
+
     /// The command with `-c CONF -p PREFIX --state-dir DIR` and the real nginx; `args` follow.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
-        c.arg("-c")
-            .arg(&self.conf)
-            .arg("-p")
-            .arg(format!("{}/", self.prefix.display()))
-            .arg("--state-dir")
+        c.arg("-c").arg(&self.conf);
+        if let Some(prefix) = &self.prefix {
+            c.arg("-p").arg(format!("{}/", prefix.display()));
+        }
+        c.arg("--state-dir")
             .arg(&self.state)
             .args(args)
             .env("SAFE_RELOAD_NGINX", NGINX)

@@ -10,6 +10,8 @@ pub struct TestNginxBuilder {
     workers: Option<usize>,
     user: Option<String>,
     main: String,
+    pid_file: Option<PathBuf>,
+    launch: Option<Vec<String>>,
 }
 
 impl TestNginxBuilder {
@@ -43,6 +45,20 @@ impl TestNginxBuilder {
         self
     }
 
+    /// The `pid` directive's path (default `PREFIX/logs/nginx.pid`), e.g. one shared by two
+    /// instances as the build default is.
+    pub fn pid_file(mut self, path: &Path) -> Self {
+        self.pid_file = Some(path.to_path_buf());
+        self
+    }
+
+    /// Start nginx with these arguments instead of `-p PREFIX/ -c CONF`; `{conf}` and
+    /// `{prefix}` in them are replaced by the instance's paths.
+    pub fn launch(mut self, args: &[&str]) -> Self {
+        self.launch = Some(args.iter().map(|a| a.to_string()).collect());
+        self
+    }
+
     /// Write the prefix, start nginx, wait until the control server answers.
     pub fn start(self) -> TestNginx {
         let mut n = self.prepare();
@@ -61,7 +77,10 @@ impl TestNginxBuilder {
         let ctrl = SocketAddr::new(ip, free_port(ip));
         let n = TestNginx {
             conf: prefix.join("nginx.conf"),
-            pid_file: prefix.join("logs/nginx.pid"),
+            pid_file: self
+                .pid_file
+                .clone()
+                .unwrap_or_else(|| prefix.join("logs/nginx.pid")),
             error_log: prefix.join("logs/error.log"),
             prefix,
             ctrl,
@@ -126,7 +145,7 @@ impl TestNginx {
         };
         format!(
             "{module}{user}daemon off;\nmaster_process on;\nworker_processes {w};\n\
-             pid {p}/logs/nginx.pid;\nerror_log {p}/logs/error.log notice;\n{main}\n\
+             pid {pid};\nerror_log {p}/logs/error.log notice;\n{main}\n\
              events {{ worker_connections 64; }}\n\
              http {{\n  access_log {p}/logs/access.log;\n  client_body_temp_path {p}/tmp/body;\n  \
              proxy_temp_path {p}/tmp/proxy;\n  fastcgi_temp_path {p}/tmp/fastcgi;\n  \
@@ -136,6 +155,7 @@ impl TestNginx {
             w = s.workers.unwrap_or(1),
             main = s.main,
             ctrl = self.ctrl,
+            pid = self.pid_file.display(),
         )
     }
 
@@ -161,8 +181,17 @@ impl TestNginx {
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.prefix.join("logs/stderr.log")).expect("stderr log");
+        let prefix = format!("{}/", self.prefix.display());
+        let conf = self.conf.display().to_string();
+        let args = match &self.settings.launch {
+            Some(args) => args
+                .iter()
+                .map(|a| a.replace("{conf}", &conf).replace("{prefix}", &prefix))
+                .collect(),
+            None => self.flags(),
+        };
         let child = Command::new(NGINX)
-            .args(self.flags())
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup"))
             .stderr(log)
@@ -224,6 +253,13 @@ impl TestNginx {
 
 impl Drop for TestNginx {
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl TestNginx {
+    /// Stop nginx by PID (its prefix stays until drop): an instance that is not running.
+    pub fn stop(&mut self) {
         // Workers are listed while the master is still ours to ask about.
         let workers = self.worker_pids();
         let Some(mut child) = self.child.take() else {
