@@ -9,6 +9,13 @@
 //! and nginx is then run on the copy, as an unprivileged user when we are root (see
 //! [`crate::nginx::test_isolated`]). Its messages name the copy; they are mapped back to the
 //! repository's paths.
+//!
+//! Commenting out a `*_temp_path` is not enough: nginx then falls back to the compiled-in
+//! paths (Debian: `/var/lib/nginx/body`, `/var/lib/nginx/proxy`, ...), and `nginx -t` creates
+//! them (`ngx_init_cycle` calls `ngx_create_paths` in test mode too), which an unprivileged
+//! user cannot do on a machine where nginx never ran. So `http {` of the copy also includes a
+//! file that sets every temp path of the compiled-in modules inside the copy: the test needs
+//! nothing of the machine.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -23,6 +30,20 @@ use crate::nginx::{self, TestOutcome};
 const MAX_EXTRA_FILES: usize = 20_000;
 /// Most bytes copied besides the configuration.
 const MAX_EXTRA_BYTES: u64 = 256 * 1024 * 1024;
+/// The file, beside the main file's copy, that sets the temp paths (see the module text).
+/// A relative `include` is read from the main file's directory (nginx's conf prefix), wherever
+/// the `http` block is.
+const TEMP_PATHS_FILE: &str = ".safe-reload-temp-paths.conf";
+
+/// Every temp path an http module registers with `ngx_conf_merge_path_value`, and the
+/// `./configure` switch that leaves the module out (its directive is then unknown).
+const TEMP_PATHS: [(&str, Option<&str>); 5] = [
+    ("client_body_temp_path", None),
+    ("proxy_temp_path", Some("--without-http_proxy_module")),
+    ("fastcgi_temp_path", Some("--without-http_fastcgi_module")),
+    ("uwsgi_temp_path", Some("--without-http_uwsgi_module")),
+    ("scgi_temp_path", Some("--without-http_scgi_module")),
+];
 
 /// Directives that make `nginx -t` create or open a file or directory for writing.
 fn writes_files(name: &str) -> bool {
@@ -73,8 +94,17 @@ impl Sandbox {
         &self.main
     }
 
-    /// Run `nginx -t` on the copy; messages name the repository's files.
-    pub fn test(&self, binary: &Path, timeout: Duration) -> Result<TestOutcome> {
+    /// Run `nginx -t` on the copy; messages name the repository's files. `configure_args` are
+    /// the binary's (`nginx -V`): they say which modules, and so which temp paths, it has.
+    pub fn test(
+        &self,
+        binary: &Path,
+        configure_args: &[String],
+        timeout: Duration,
+    ) -> Result<TestOutcome> {
+        let temp = temp_paths(self.dir(), configure_args);
+        let temp_file = self.main.with_file_name(TEMP_PATHS_FILE);
+        write(&temp_file, temp.as_bytes())?;
         let run_as = unprivileged_user();
         if let Some((uid, gid)) = run_as {
             // SAFETY: chown(2) on a NUL-terminated path we created; failure is checked.
@@ -200,9 +230,29 @@ pub fn neutralise(file: &ConfFile) -> Result<Vec<u8>> {
     Ok(lines.join(&b'\n'))
 }
 
+/// The temp-path directives for a binary built with `configure_args`, each a directory of
+/// `dir` that nginx -t creates itself (it makes the last component only).
+pub fn temp_paths(dir: &Path, configure_args: &[String]) -> String {
+    TEMP_PATHS
+        .iter()
+        .filter(|(_, without)| !without.is_some_and(|w| configure_args.iter().any(|a| a == w)))
+        .map(|(name, _)| {
+            let sub = name.trim_end_matches("_path");
+            format!("{name} {};\n", quote(&dir.join(sub)))
+        })
+        .collect()
+}
+
+/// A path as one nginx word: quoted, with `"` and `\` escaped (a temp dir's name is ours,
+/// but `TMPDIR` is not).
+fn quote(path: &Path) -> String {
+    let text = path.display().to_string();
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
 /// Without an `access_log`, nginx -t opens the compiled-in default log (e.g.
 /// /var/log/nginx/access.log): turn it off right after the `{` of `http`, on the same line,
-/// so no line moves.
+/// so no line moves. The temp paths are included at the same place.
 fn access_log_off(lines: &mut [Vec<u8>], http_line: usize) {
     let mut from = lines
         .get(http_line)
@@ -213,7 +263,8 @@ fn access_log_off(lines: &mut [Vec<u8>], http_line: usize) {
         let hit = rest.iter().position(|b| *b == b'{' || *b == b'#');
         if let Some(pos) = hit.filter(|p| rest[*p] == b'{') {
             let at = from + pos + 1;
-            line.splice(at..at, b" access_log off;".iter().copied());
+            let add = format!(" access_log off; include {TEMP_PATHS_FILE};");
+            line.splice(at..at, add.bytes());
             return;
         }
         from = 0;
@@ -275,11 +326,43 @@ mod tests {
         let out = String::from_utf8(neutralise(&file(text)).unwrap()).unwrap();
         assert_eq!(
             out,
-            "#pid /etc/passwd;\nevents {}\nhttp { access_log off;\n#  access_log /etc/x main;\n#  proxy_temp_path /etc;\n}\n"
+            "#pid /etc/passwd;\nevents {}\nhttp { access_log off; include .safe-reload-temp-paths.conf;\n#  access_log /etc/x main;\n#  proxy_temp_path /etc;\n}\n"
         );
         let split = "http # c {\n\n  {\n}\n";
         let out = String::from_utf8(neutralise(&file(split)).unwrap()).unwrap();
-        assert_eq!(out, "http # c {\n\n  { access_log off;\n}\n");
+        assert_eq!(
+            out,
+            "http # c {\n\n  { access_log off; include .safe-reload-temp-paths.conf;\n}\n"
+        );
+    }
+
+    #[test]
+    fn every_temp_path_of_the_built_modules_is_inside_the_copy() {
+        let dir = Path::new("/tmp/copy \"x\"");
+        let all = temp_paths(dir, &[]);
+        assert_eq!(
+            all,
+            "client_body_temp_path \"/tmp/copy \\\"x\\\"/client_body_temp\";\n\
+             proxy_temp_path \"/tmp/copy \\\"x\\\"/proxy_temp\";\n\
+             fastcgi_temp_path \"/tmp/copy \\\"x\\\"/fastcgi_temp\";\n\
+             uwsgi_temp_path \"/tmp/copy \\\"x\\\"/uwsgi_temp\";\n\
+             scgi_temp_path \"/tmp/copy \\\"x\\\"/scgi_temp\";\n"
+        );
+        let light = temp_paths(
+            Path::new("/d"),
+            &[
+                "--without-http_uwsgi_module".into(),
+                "--without-http_scgi_module".into(),
+            ],
+        );
+        assert!(
+            !light.contains("uwsgi") && !light.contains("scgi"),
+            "{light}"
+        );
+        assert!(
+            light.contains("proxy_temp_path \"/d/proxy_temp\";"),
+            "{light}"
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! real nginx on a throwaway copy, so file-writing directives cannot touch the machine, and
 //! nginx's messages still name the repository's files and lines.
 
+#![allow(clippy::print_stderr)] // the skip reason
+
 mod rel_support;
 mod support;
 
@@ -11,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use rel_support::{text, BIN};
-use support::{unique_loopback, NGINX};
+use support::{fresh_machine, namespaces_unavailable, unique_loopback, NGINX, NOT_FRESH};
 
 /// A repository of nginx config in a tempdir, and a state dir beside it.
 struct Repo {
@@ -39,17 +41,18 @@ impl Repo {
         std::fs::write(p, text).unwrap();
     }
 
-    /// `check --untrusted --json` with `nginx` as the nginx binary.
+    /// `check --untrusted --json` with `nginx` as the nginx binary, as on a machine where
+    /// nginx never ran (`/var/lib/nginx` and `/var/log/nginx` empty, see `fresh_machine`).
     fn check(&self, nginx: &Path) -> (Output, serde_json::Value) {
-        let out = Command::new(BIN)
-            .args(["check", "--untrusted", "--no-probe", "--json", "--nginx"])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["check", "--untrusted", "--no-probe", "--json", "--nginx"])
             .arg(nginx)
             .arg("-c")
             .arg(self.path("nginx.conf"))
             .arg("--state-dir")
-            .arg(self.state.path().join("state"))
-            .output()
-            .unwrap();
+            .arg(self.state.path().join("state"));
+        let out = fresh_machine(cmd).output().unwrap();
+        assert_ne!(out.status.code(), Some(NOT_FRESH), "{}", text(&out));
         let doc = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
         (out, doc)
     }
@@ -208,4 +211,56 @@ fn a_valid_untrusted_config_passes_and_errors_name_the_repository_files() {
         "{doc}"
     );
     assert_eq!(problem["line"], 3, "{doc}");
+}
+
+/// Regression: on a machine where nginx never ran, the copy's `nginx -t` (as `nobody`) tried to
+/// create the compiled-in temp paths (`/var/lib/nginx/body`, ...) and failed. Every temp path
+/// is now inside the throwaway prefix; this runs with `/var/lib/nginx` an empty tmpfs and
+/// checks nothing was created there.
+#[test]
+fn untrusted_check_needs_no_nginx_directories_on_the_machine() {
+    if let Some(why) = namespaces_unavailable() {
+        eprintln!("SKIPPED untrusted_check_needs_no_nginx_directories_on_the_machine: {why}");
+        return;
+    }
+    let repo = Repo::new(&http(
+        "    location / { proxy_pass http://127.0.0.1:9; }\n    location /f { fastcgi_pass 127.0.0.1:9; }",
+    ));
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "check",
+        "--untrusted",
+        "--no-probe",
+        "--json",
+        "--nginx",
+        NGINX,
+    ])
+    .arg("-c")
+    .arg(repo.path("nginx.conf"))
+    .arg("--state-dir")
+    .arg(repo.state.path().join("state"));
+    // The wrapper runs the check, then lists what the check left in /var/lib/nginx.
+    let mut wrapped = fresh_machine(Command::new("sh"));
+    let listed =
+        "\"$@\"; rc=$?; ls -A /var/lib/nginx 2>/dev/null | sed 's/^/left: /' >&2; exit $rc";
+    wrapped
+        .args(["-c", listed, "sh"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    let out = wrapped.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("left: "), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["outcome"], "ok", "{doc}");
+    let step = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "nginx -t");
+    assert_eq!(
+        step.map(|s| s["ok"].clone()),
+        Some(serde_json::json!(true)),
+        "{doc}"
+    );
 }

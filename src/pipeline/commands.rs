@@ -100,7 +100,11 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
     let mut insp = inspect::inspect(Some(&env.info), s, config, &own, early, report)?;
     if let Some(sandbox) = &sandbox {
         let t = Instant::now();
-        let outcome = sandbox.test(&env.nginx.binary, env.nginx.timeout)?;
+        let outcome = sandbox.test(
+            &env.nginx.binary,
+            &env.info.configure_args,
+            env.nginx.timeout,
+        )?;
         report.step(
             "nginx -t",
             outcome.passed,

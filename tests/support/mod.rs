@@ -113,3 +113,7 @@ mod backends;
 pub use backends::{hanging_listener, CloseBackend, HangingListener, HttpBackend};
 mod cli;
 pub use cli::{finish, proxy_site, run_command, syn_sent_to, text, Run, SafeReload, BIN};
+mod namespace;
+pub use namespace::{
+    fresh_machine, in_private_network, inside_private_network, namespaces_unavailable, NOT_FRESH,
+};
