@@ -18,6 +18,7 @@ fn opts() -> HealthOptions {
         rounds: 3,
         request_timeout: Duration::from_secs(2),
         expect_status: None,
+        expected_down: Vec::new(),
     }
 }
 

@@ -94,13 +94,25 @@ fn down_target_is_skipped_without_connecting() {
     assert!(r.addresses.is_empty());
 }
 
+/// A failing `backup` server while its upstream's primary answers: nginx never needs it, a
+/// warning. (The whole pool down, backup included, is a failure: see `probe_policy`.)
 #[test]
-fn failing_backup_only_target_is_a_warning() {
-    let mut t = ip(format!("127.83.24.1:{}", free_port("127.83.24.1"))
-        .parse()
-        .unwrap());
-    std::sync::Arc::make_mut(&mut t.references)[0].backup = true;
-    let report = probe_all(&targets(vec![t]), &opts(1000));
+fn failing_backup_with_a_live_primary_is_a_warning() {
+    let live = TcpListener::bind("127.83.24.2:0").unwrap();
+    let in_pool = |mut t: safe_reload::conf::Target, backup: bool| {
+        let r = &mut std::sync::Arc::make_mut(&mut t.references)[0];
+        r.upstream = Some("app".into());
+        r.backup = backup;
+        t
+    };
+    let backup = in_pool(
+        ip(format!("127.83.24.1:{}", free_port("127.83.24.1"))
+            .parse()
+            .unwrap()),
+        true,
+    );
+    let primary = in_pool(ip(live.local_addr().unwrap()), false);
+    let report = probe_all(&targets(vec![backup, primary]), &opts(1000));
     assert_eq!(report.results[0].status, Status::Refused);
     assert_eq!(report.results[0].severity, Severity::Warning);
     assert!(report.is_ok());

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::{tls, Check};
-use crate::errorlog::{upstream_error, Cursors, UpstreamError};
+use crate::errorlog::{upstream_error, Cursors, UpstreamError, UpstreamErrorKind};
 
 /// How long and how hard to verify.
 #[derive(Debug, Clone)]
@@ -22,6 +22,12 @@ pub struct HealthOptions {
     pub request_timeout: Duration,
     /// When set, any other status fails (`--expect-status`).
     pub expect_status: Option<Vec<u16>>,
+    /// Peers the probe found down and judged no refusal (a pool member with a live sibling,
+    /// one address of a name), as the probe shows them (`127.0.0.1:8001`, `[::1]:80`,
+    /// `unix:/run/app.sock`). nginx logs a connect error each time it tries one and then
+    /// passes the request to the next peer: such a line is expected, not a failure. The
+    /// request's own status still decides (all peers down is a 502).
+    pub expected_down: Vec<String>,
 }
 
 impl Default for HealthOptions {
@@ -31,6 +37,7 @@ impl Default for HealthOptions {
             rounds: 3,
             request_timeout: Duration::from_secs(2),
             expect_status: None,
+            expected_down: Vec::new(),
         }
     }
 }
@@ -56,6 +63,10 @@ pub struct HealthReport {
     pub results: Vec<CheckResult>,
     /// Upstream errors nginx logged during the window, even when the client saw a success.
     pub upstream_errors: Vec<UpstreamError>,
+    /// Connect errors to peers in `HealthOptions::expected_down`, after which nginx tried the
+    /// next peer: shown, not failures.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expected_upstream_errors: Vec<UpstreamError>,
     #[serde(rename = "elapsed_ms", serialize_with = "crate::report::ms")]
     pub elapsed: Duration,
 }
@@ -69,6 +80,7 @@ pub fn verify(checks: &[Check], logs: &mut Cursors, opts: &HealthOptions) -> Hea
         passed: false,
         results: Vec::new(),
         upstream_errors: Vec::new(),
+        expected_upstream_errors: Vec::new(),
         elapsed: Duration::ZERO,
     };
     let mut good_rounds = 0;
@@ -83,9 +95,13 @@ pub fn verify(checks: &[Check], logs: &mut Cursors, opts: &HealthOptions) -> Hea
                 break;
             }
         }
-        report
-            .upstream_errors
-            .extend(logs.read_new().iter().filter_map(upstream_error));
+        for e in logs.read_new().iter().filter_map(upstream_error) {
+            if is_expected(&e, &opts.expected_down) {
+                report.expected_upstream_errors.push(e);
+            } else {
+                report.upstream_errors.push(e);
+            }
+        }
         failed |= !report.upstream_errors.is_empty();
         if !failed {
             good_rounds += 1;
@@ -97,6 +113,33 @@ pub fn verify(checks: &[Check], logs: &mut Cursors, opts: &HealthOptions) -> Hea
     report.passed = !failed && (checks.is_empty() || good_rounds >= opts.rounds.max(1));
     report.elapsed = start.elapsed();
     report
+}
+
+/// A connect error (refused, no socket, permission, connect timeout) to a peer known down.
+fn is_expected(e: &UpstreamError, expected_down: &[String]) -> bool {
+    let connect = matches!(
+        e.kind,
+        UpstreamErrorKind::Refused
+            | UpstreamErrorKind::NoSuchFile
+            | UpstreamErrorKind::PermissionDenied
+    ) || (e.kind == UpstreamErrorKind::TimedOut
+        && e.text.contains("while connecting to upstream"));
+    connect
+        && e.upstream
+            .as_deref()
+            .and_then(peer_of)
+            .is_some_and(|peer| expected_down.contains(&peer))
+}
+
+/// The peer in nginx's `upstream:` field: `http://127.0.0.1:8000/api` is `127.0.0.1:8000`,
+/// `fastcgi://unix:/run/php.sock:` is `unix:/run/php.sock` (nginx writes the peer's name,
+/// then the URI; a unix peer's name ends at the `:` before the URI).
+fn peer_of(upstream: &str) -> Option<String> {
+    let rest = upstream.split_once("://").map_or(upstream, |(_, r)| r);
+    if rest.starts_with("unix:") {
+        return rest.rsplit_once(':').map(|(path, _)| path.to_string());
+    }
+    Some(rest.split('/').next().unwrap_or(rest).to_string())
 }
 
 fn request(check: &Check, timeout: Duration, opts: &HealthOptions) -> CheckResult {
@@ -187,5 +230,44 @@ fn parse_status(response: &[u8]) -> Result<u16, String> {
     ) {
         (Some(v), Some(code)) if v.starts_with("HTTP/") => Ok(code),
         _ => Err(format!("not an HTTP response: {:?}", line.trim())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::errorlog::LogLine;
+
+    fn logged(text: &str) -> UpstreamError {
+        let line = LogLine {
+            path: "/var/log/nginx/error.log".into(),
+            level: Some(crate::errorlog::Level::Error),
+            text: text.into(),
+        };
+        upstream_error(&line).expect("an upstream error")
+    }
+
+    #[test]
+    fn peers_are_read_from_the_upstream_field() {
+        assert_eq!(
+            peer_of("http://127.0.0.1:8000/api").as_deref(),
+            Some("127.0.0.1:8000")
+        );
+        assert_eq!(peer_of("http://[::1]:80/").as_deref(), Some("[::1]:80"));
+        assert_eq!(
+            peer_of("fastcgi://unix:/run/php.sock:").as_deref(),
+            Some("unix:/run/php.sock")
+        );
+    }
+
+    #[test]
+    fn only_connect_errors_to_known_down_peers_are_expected() {
+        let down = vec!["127.0.0.1:8001".to_string()];
+        let refused = logged("connect() failed (111: Connection refused) while connecting to upstream, client: 127.0.0.1, server: a, request: \"GET / HTTP/1.1\", upstream: \"http://127.0.0.1:8001/\", host: \"a\"");
+        assert!(is_expected(&refused, &down));
+        let other = logged("connect() failed (111: Connection refused) while connecting to upstream, client: 127.0.0.1, server: a, request: \"GET / HTTP/1.1\", upstream: \"http://127.0.0.1:8002/\", host: \"a\"");
+        assert!(!is_expected(&other, &down));
+        let read = logged("upstream timed out (110: Connection timed out) while reading response header from upstream, client: 127.0.0.1, server: a, request: \"GET / HTTP/1.1\", upstream: \"http://127.0.0.1:8001/\", host: \"a\"");
+        assert!(!is_expected(&read, &down));
     }
 }

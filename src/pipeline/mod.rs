@@ -253,6 +253,7 @@ pub fn reload_locked(
         watch,
         reload_deadline: reload_deadline(s, report),
         journal,
+        expected_down: (report.probe.as_ref()).map_or_else(Vec::new, |p| p.expected_down()),
     };
     tx.run(report)
 }

@@ -40,6 +40,9 @@ pub struct Transaction<'a> {
     pub reload_deadline: std::time::Duration,
     /// Whether this run began the journal record or continues a caller's.
     pub journal: crate::pipeline::Journal,
+    /// Peers the probe found down without refusing the change (`ProbeReport::expected_down`):
+    /// their connect errors in the log during verification are nginx failing over.
+    pub expected_down: Vec<String>,
 }
 
 /// What proving a reload of one configuration needs from it: where it logs and how many
@@ -116,6 +119,7 @@ impl Transaction<'_> {
         HealthOptions {
             window: self.s.health_window,
             expect_status: (!self.s.expect_status.is_empty()).then(|| self.s.expect_status.clone()),
+            expected_down: self.expected_down.clone(),
             ..HealthOptions::default()
         }
     }

@@ -11,6 +11,7 @@ pub mod access;
 pub mod connect;
 pub mod diagnose;
 pub mod netstat;
+mod policy;
 pub mod resolve;
 pub mod similar;
 mod verdict;
@@ -100,8 +101,9 @@ impl Status {
 #[serde(rename_all = "kebab-case")]
 pub enum Severity {
     Ok,
-    /// Worth reading, not a reason to refuse: a failing `backup` server, a dynamic target,
-    /// a host name of which only some addresses answer.
+    /// Worth reading, not a reason to refuse: a pool member that fails while another member
+    /// of its upstream answers (`backup` ones included), a dynamic target, a host name of
+    /// which only some addresses answer (see `policy`).
     Warning,
     /// nginx would answer 502 for requests to this target.
     Failure,
@@ -203,6 +205,21 @@ impl ProbeReport {
         self.results
             .iter()
             .filter(|r| r.severity == Severity::Warning)
+    }
+
+    /// Every address that failed in a result that is no refusal (a pool member with a live
+    /// sibling, one address of a name, an allowed failure): nginx logs connect errors for
+    /// these and moves on to the next peer.
+    pub fn expected_down(&self) -> Vec<String> {
+        let accepted =
+            |r: &&ProbeResult| matches!(r.severity, Severity::Warning | Severity::Allowed);
+        let mut out: Vec<String> = (self.results.iter().filter(accepted))
+            .flat_map(|r| r.addresses.iter().filter(|a| a.status.is_failure()))
+            .map(|a| a.address.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// True when nothing failed (warnings and allowed failures do not count).

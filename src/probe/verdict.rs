@@ -3,7 +3,7 @@
 //! the worker-permission check, hints from diagnosis).
 //!
 //! Kept apart from `connect` so the probing engine knows nothing about nginx's rules for
-//! `down`, `backup` and allowed failures.
+//! `down`, `backup` and allowed failures; what a failure means (its severity) is `policy`'s.
 
 use std::path::Path;
 use std::time::Duration;
@@ -153,9 +153,7 @@ pub fn judge(results: &mut [ProbeResult], opts: &ProbeOptions) {
             add_hints(r, &listeners, &index, opts.timeout);
         }
     }
-    for r in results.iter_mut() {
-        r.severity = severity(r, opts);
-    }
+    super::policy::apply(results, opts);
 }
 
 fn check_worker_access(r: &mut ProbeResult, account: &Account) {
@@ -288,30 +286,5 @@ fn add_hints(
         if !r.hints.contains(&h) {
             r.hints.push(h);
         }
-    }
-}
-
-fn severity(r: &ProbeResult, opts: &ProbeOptions) -> Severity {
-    match r.status {
-        Status::Skipped => return Severity::Ok,
-        Status::Dynamic => return Severity::Warning,
-        Status::Ok => return Severity::Ok,
-        _ => {}
-    }
-    let norm = |s: &str| s.trim().trim_start_matches("unix:").to_string();
-    let target = norm(&r.target.to_string());
-    let allowed = opts.allow_fail.iter().any(|a| {
-        let a = norm(a);
-        a == target || r.addresses.iter().any(|x| norm(&x.address) == a)
-    });
-    let partial = r.addresses.iter().any(|a| a.status == Status::Ok);
-    let backup_only = r.references.iter().filter(|x| !x.down).all(|x| x.backup)
-        && r.references.iter().any(|x| !x.down);
-    if allowed {
-        Severity::Allowed
-    } else if backup_only || partial {
-        Severity::Warning
-    } else {
-        Severity::Failure
     }
 }

@@ -115,5 +115,6 @@ mod cli;
 pub use cli::{finish, proxy_site, run_command, syn_sent_to, text, Run, SafeReload, BIN};
 mod namespace;
 pub use namespace::{
-    fresh_machine, in_private_network, inside_private_network, namespaces_unavailable, NOT_FRESH,
+    fresh_machine, in_private_network, in_private_network_with_hosts, inside_private_network,
+    namespaces_unavailable, NOT_FRESH,
 };

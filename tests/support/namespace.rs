@@ -5,7 +5,8 @@
 //!   mounts, as on a machine where nginx never ran (CI).
 //! - [`in_private_network`]: run the calling test itself again inside a private network
 //!   namespace (`unshare -n`, then `ip link set lo up`): only loopback exists there, so a name
-//!   that must not resolve is never sent to this machine's resolver.
+//!   that must not resolve is never sent to this machine's resolver; optionally with an
+//!   `/etc/hosts` of the test's own (a bind mount in a private mount namespace).
 //!
 //! Both need root; unprivileged, they say so on stderr (nothing is skipped silently).
 
@@ -76,6 +77,12 @@ pub fn fresh_machine(cmd: Command) -> Command {
 /// if !in_private_network("resolver::a_name_only_the_resolver_knows") { return; }
 /// ```
 pub fn in_private_network(test: &str) -> bool {
+    in_private_network_with_hosts(test, None)
+}
+
+/// [`in_private_network`], and with `hosts` as `/etc/hosts` there (a bind mount in a private
+/// mount namespace), for names that must resolve to given loopback addresses.
+pub fn in_private_network_with_hosts(test: &str, hosts: Option<&str>) -> bool {
     if std::env::var_os(INSIDE).is_some() {
         return true;
     }
@@ -84,9 +91,22 @@ pub fn in_private_network(test: &str) -> bool {
         return false;
     }
     let exe = std::env::current_exe().expect("the test binary's path");
-    let script = "ip link set lo up || exit 1\nexec \"$@\"\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut script = String::from("ip link set lo up || exit 1\n");
+    let mut unshare = vec!["-n"];
+    if let Some(text) = hosts {
+        let file = dir.path().join("hosts");
+        std::fs::write(&file, text).expect("write the namespace's hosts file");
+        script.push_str(&format!(
+            "mount --bind '{}' /etc/hosts || exit 1\n",
+            file.display()
+        ));
+        unshare.extend(["-m", "--propagation", "private"]);
+    }
+    script.push_str("exec \"$@\"\n");
     let out = Command::new("unshare")
-        .args(["-n", "sh", "-c", script, "sh"])
+        .args(&unshare)
+        .args(["sh", "-c", &script, "sh"])
         .arg(exe)
         .args(["--exact", test, "--nocapture", "--test-threads", "1"])
         .env(INSIDE, "1")

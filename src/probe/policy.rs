@@ -1,0 +1,303 @@
+//! What a probe result means for the run: the severity policy, as nginx's upstream code
+//! behaves, so a change is refused only where nginx would answer 502.
+//!
+//! nginx's rules, from its source:
+//!
+//! - A failed `connect()` to a peer (refused, unreachable, permission denied, no such socket)
+//!   makes `ngx_event_connect_peer` return `NGX_DECLINED`, and a connect timeout counts as
+//!   `NGX_HTTP_UPSTREAM_FT_TIMEOUT`: either way `ngx_http_upstream_next` marks the peer failed
+//!   (`max_fails`, `fail_timeout`) and tries the next one, under the default
+//!   `proxy_next_upstream error timeout` (the same for the other `*_next_upstream`).
+//! - The peers of an `upstream` block are its servers, each address of a server's name a peer
+//!   of its own (`ngx_http_upstream_init_round_robin`); when every primary peer has failed,
+//!   `ngx_http_upstream_get_round_robin_peer` moves on to the `backup` servers
+//!   (`peers->next`). A `down` server is never chosen.
+//! - A `*_pass` that names a host directly gets an implicit upstream whose peers are every
+//!   address of the name ("implicitly defined upstream has no backup servers"), so `localhost`
+//!   answering on `127.0.0.1` only is served: nginx logs an error for `[::1]` and moves on.
+//! - A name nginx resolves at startup and cannot resolve stops nginx from starting
+//!   ("host not found in upstream"): a failure whatever its siblings do.
+//!
+//! So a target that does not answer is a warning when every place that uses it has another
+//! peer that does (a sibling in each of its upstream blocks, or another address of its name),
+//! and a failure only when some request could find no peer at all.
+
+use std::collections::HashMap;
+
+use super::{Hint, ProbeOptions, ProbeResult, Severity, Status};
+use crate::conf::targets::Context;
+
+/// An upstream block, as nginx names it: per context, names compare case-insensitively.
+type Pool = (Context, String);
+
+/// Set the severity of every result, and say why a failing pool member is only a warning.
+pub fn apply(results: &mut [ProbeResult], opts: &ProbeOptions) {
+    let answering = answering_members(results);
+    for r in results.iter_mut() {
+        let (severity, hint) = judge(r, opts, &answering);
+        r.severity = severity;
+        if let Some(h) = hint.filter(|h| !r.hints.contains(h)) {
+            r.hints.push(h);
+        }
+    }
+}
+
+/// Did at least one address of the target answer?
+fn answers(r: &ProbeResult) -> bool {
+    r.status == Status::Ok || r.addresses.iter().any(|a| a.status == Status::Ok)
+}
+
+/// For each upstream block, the members that answered (as shown), `backup` ones included.
+fn answering_members(results: &[ProbeResult]) -> HashMap<Pool, Vec<String>> {
+    let mut out: HashMap<Pool, Vec<String>> = HashMap::new();
+    for r in results.iter().filter(|r| answers(r)) {
+        for pool in pools(r) {
+            let members = out.entry(pool).or_default();
+            let shown = r.target.to_string();
+            if !members.contains(&shown) {
+                members.push(shown);
+            }
+        }
+    }
+    out
+}
+
+/// The upstream blocks the target is a live (not `down`) member of, and whether some live
+/// reference uses it directly (a `*_pass` naming it: no sibling to fail over to).
+fn uses(r: &ProbeResult) -> (Vec<Pool>, bool) {
+    let mut direct = false;
+    let mut out = Vec::new();
+    for reference in r.references.iter().filter(|x| !x.down) {
+        match &reference.upstream {
+            Some(name) => {
+                let pool = (reference.context, name.to_ascii_lowercase());
+                if !out.contains(&pool) {
+                    out.push(pool);
+                }
+            }
+            None => direct = true,
+        }
+    }
+    (out, direct)
+}
+
+fn pools(r: &ProbeResult) -> Vec<Pool> {
+    uses(r).0
+}
+
+fn is_allowed(r: &ProbeResult, opts: &ProbeOptions) -> bool {
+    let norm = |s: &str| s.trim().trim_start_matches("unix:").to_string();
+    let target = norm(&r.target.to_string());
+    opts.allow_fail.iter().any(|a| {
+        let a = norm(a);
+        a == target || r.addresses.iter().any(|x| norm(&x.address) == a)
+    })
+}
+
+/// One result's severity, and the hint that explains a warning for a pool member.
+fn judge(
+    r: &ProbeResult,
+    opts: &ProbeOptions,
+    answering: &HashMap<Pool, Vec<String>>,
+) -> (Severity, Option<Hint>) {
+    match r.status {
+        Status::Ok | Status::Skipped => return (Severity::Ok, None),
+        Status::Dynamic => return (Severity::Warning, None),
+        _ => {}
+    }
+    if is_allowed(r, opts) {
+        return (Severity::Allowed, None);
+    }
+    // Another address of the same name answers: nginx's peers for the name include it.
+    if answers(r) {
+        return (Severity::Warning, None);
+    }
+    // nginx resolves these names when it starts and does not start without them.
+    if r.status == Status::Unresolvable {
+        return (Severity::Failure, None);
+    }
+    let (pools, direct) = uses(r);
+    let live: Vec<(&Pool, &Vec<String>)> = pools
+        .iter()
+        .filter_map(|p| answering.get(p).map(|m| (p, m)))
+        .collect();
+    if direct || pools.is_empty() || live.len() < pools.len() {
+        return (Severity::Failure, None);
+    }
+    let siblings: Vec<String> = live
+        .iter()
+        .map(|((_, name), members)| format!("upstream {name} ({})", members.join(", ")))
+        .collect();
+    let hint = Hint::new(format!(
+        "{} does not answer, but other servers of {} do: nginx marks it failed for \
+         fail_timeout and passes each request to the next server",
+        r.target,
+        siblings.join("; ")
+    ))
+    .with_suggestion("start it, or mark it `down` in the upstream block while it is away");
+    (Severity::Warning, Some(hint))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::conf::targets::Name;
+    use crate::conf::{Reference, TargetAddr};
+    use crate::probe::AddrResult;
+
+    fn reference(upstream: Option<&str>, backup: bool, down: bool) -> Reference {
+        Reference {
+            file: Arc::from(Path::new("/etc/nginx/nginx.conf")),
+            line: 3,
+            directive: Name::SERVER,
+            context: Context::Http,
+            upstream: upstream.map(Arc::from),
+            backup,
+            down,
+            scheme: None,
+        }
+    }
+
+    fn result(port: u16, status: Status, refs: Vec<Reference>) -> ProbeResult {
+        let address = format!("127.0.0.1:{port}");
+        ProbeResult {
+            target: TargetAddr::Ip(address.parse().unwrap()),
+            status,
+            errno: None,
+            elapsed: Duration::ZERO,
+            addresses: vec![AddrResult {
+                address,
+                status,
+                errno: None,
+                elapsed: Duration::ZERO,
+            }],
+            references: refs.into(),
+            severity: Severity::Ok,
+            hints: Vec::new(),
+        }
+    }
+
+    fn severities(mut results: Vec<ProbeResult>) -> Vec<Severity> {
+        apply(&mut results, &ProbeOptions::default());
+        results.iter().map(|r| r.severity).collect()
+    }
+
+    #[test]
+    fn a_dead_member_with_a_live_sibling_is_a_warning_naming_the_sibling() {
+        let mut results = vec![
+            result(
+                1,
+                Status::Refused,
+                vec![reference(Some("app"), false, false)],
+            ),
+            result(2, Status::Ok, vec![reference(Some("APP"), false, false)]),
+        ];
+        apply(&mut results, &ProbeOptions::default());
+        assert_eq!(results[0].severity, Severity::Warning);
+        let hint = &results[0].hints[0].message;
+        assert!(hint.contains("upstream app (127.0.0.1:2)"), "{hint}");
+    }
+
+    #[test]
+    fn a_pool_where_nothing_answers_fails_backups_included() {
+        let s = severities(vec![
+            result(
+                1,
+                Status::Refused,
+                vec![reference(Some("app"), false, false)],
+            ),
+            result(
+                2,
+                Status::Timeout,
+                vec![reference(Some("app"), true, false)],
+            ),
+        ]);
+        assert_eq!(s, [Severity::Failure, Severity::Failure]);
+    }
+
+    #[test]
+    fn a_live_backup_covers_a_dead_primary_and_a_dead_backup() {
+        let s = severities(vec![
+            result(
+                1,
+                Status::Refused,
+                vec![reference(Some("app"), false, false)],
+            ),
+            result(2, Status::Ok, vec![reference(Some("app"), true, false)]),
+            result(
+                3,
+                Status::Refused,
+                vec![reference(Some("app"), true, false)],
+            ),
+        ]);
+        assert_eq!(s, [Severity::Warning, Severity::Ok, Severity::Warning]);
+    }
+
+    #[test]
+    fn a_down_member_does_not_count_as_answering() {
+        let s = severities(vec![
+            result(
+                1,
+                Status::Refused,
+                vec![reference(Some("app"), false, false)],
+            ),
+            result(2, Status::Ok, vec![reference(Some("app"), false, true)]),
+        ]);
+        assert_eq!(s[0], Severity::Failure);
+    }
+
+    #[test]
+    fn a_member_also_used_directly_or_in_a_dead_pool_fails() {
+        let direct = severities(vec![
+            result(
+                1,
+                Status::Refused,
+                vec![
+                    reference(Some("app"), false, false),
+                    reference(None, false, false),
+                ],
+            ),
+            result(2, Status::Ok, vec![reference(Some("app"), false, false)]),
+        ]);
+        assert_eq!(direct[0], Severity::Failure);
+        let other_pool = severities(vec![
+            result(
+                1,
+                Status::Refused,
+                vec![
+                    reference(Some("app"), false, false),
+                    reference(Some("solo"), false, false),
+                ],
+            ),
+            result(2, Status::Ok, vec![reference(Some("app"), false, false)]),
+        ]);
+        assert_eq!(other_pool[0], Severity::Failure);
+    }
+
+    #[test]
+    fn the_same_name_in_stream_is_another_pool() {
+        let mut stream = reference(Some("app"), false, false);
+        stream.context = Context::Stream;
+        let s = severities(vec![
+            result(1, Status::Refused, vec![stream]),
+            result(2, Status::Ok, vec![reference(Some("app"), false, false)]),
+        ]);
+        assert_eq!(s[0], Severity::Failure);
+    }
+
+    #[test]
+    fn one_address_of_a_name_answering_is_a_warning() {
+        let mut r = result(1, Status::Refused, vec![reference(None, false, false)]);
+        r.addresses.push(AddrResult {
+            address: "[::1]:1".into(),
+            status: Status::Ok,
+            errno: None,
+            elapsed: Duration::ZERO,
+        });
+        assert_eq!(severities(vec![r]), [Severity::Warning]);
+    }
+}

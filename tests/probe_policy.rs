@@ -1,0 +1,197 @@
+//! What a failing probe means, as nginx behaves: an upstream pool fails over to a live member
+//! (`ngx_http_upstream_round_robin.c`), a name's addresses are peers of their own, so one
+//! member or one address family down while a sibling answers is a warning that names it;
+//! refusal only when no member of a pool can answer. Each case runs the real nginx and checks
+//! what it serves afterwards.
+
+mod support;
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener};
+
+use support::*;
+
+/// A site proxying `/` to the upstream `pool` whose `server` lines are `members`.
+fn pool_site(listen: SocketAddr, members: &[String], extra: &str) -> String {
+    let servers: String = members.iter().map(|m| format!("server {m}; ")).collect();
+    format!(
+        "upstream pool {{ {servers}}}\n\
+         server {{ listen {listen}; server_name site.test; {extra} \
+         location / {{ proxy_pass http://pool; }} }}"
+    )
+}
+
+/// A free address on loopback where nothing listens.
+fn dead(ip: IpAddr) -> SocketAddr {
+    SocketAddr::new(ip, free_port(ip))
+}
+
+fn result_for<'a>(report: &'a serde_json::Value, target: &str) -> &'a serde_json::Value {
+    report["probe"]["results"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["target"] == target))
+        .unwrap_or_else(|| panic!("no probe result for {target}: {report}"))
+}
+
+#[test]
+fn a_pool_member_down_with_a_live_sibling_is_a_warning_and_the_reload_goes_through() {
+    let ip = unique_loopback();
+    let live = HttpBackend::start(SocketAddr::new(ip, 0), "live");
+    let down = dead(ip);
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let members = [live.host_port(), down.to_string()];
+    let nginx = TestNginx::start(&pool_site(listen, &members, ""));
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+
+    // check and probe: exit 0, the dead member named as a warning, in JSON and in text.
+    let run = sr.run(&["check", "--json"]);
+    run.expect(0);
+    let report = run.json();
+    let r = result_for(&report, &down.to_string());
+    assert_eq!(r["status"], "refused", "{run}");
+    assert_eq!(r["severity"], "warning", "{run}");
+    let hints = r["hints"].to_string();
+    assert!(
+        hints.contains("upstream pool") && hints.contains(&live.host_port()),
+        "the hint names the pool and the member that answers: {hints}"
+    );
+    let text = sr.run(&["probe"]);
+    text.expect(0);
+    assert!(
+        text.stdout.contains(&format!("warn {down}")),
+        "the text names the dead member as a warning:\n{text}"
+    );
+
+    // A reload (a real change, and --force with none) goes through and nginx serves the
+    // live member, however often it is asked.
+    nginx.write_http(&pool_site(listen, &members, "add_header X-Changed 1;"));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    assert_eq!(run.outcome(), "reloaded", "{run}");
+    let run = sr.run(&["-y", "--force", "--json"]);
+    run.expect(0);
+    assert_eq!(run.outcome(), "reloaded", "{run}");
+    for _ in 0..4 {
+        assert_eq!(
+            http_get(listen, "site.test", "/").unwrap(),
+            (200, "live".into())
+        );
+    }
+}
+
+#[test]
+fn a_pool_with_no_member_answering_is_refused_with_nginx_untouched() {
+    let ip = unique_loopback();
+    let live = HttpBackend::start(SocketAddr::new(ip, 0), "live");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let nginx = TestNginx::start(&pool_site(listen, &[live.host_port()], ""));
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+    let (a, b) = (dead(ip), dead(ip));
+    let members = [a.to_string(), format!("{b} backup")];
+    nginx.write_http(&pool_site(listen, &members, ""));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    let report = run.json();
+    for t in [a, b] {
+        assert_eq!(
+            result_for(&report, &t.to_string())["severity"],
+            "failure",
+            "{run}"
+        );
+    }
+    assert_eq!(
+        http_get(listen, "site.test", "/").unwrap(),
+        (200, "live".into())
+    );
+}
+
+#[test]
+fn a_backup_that_answers_keeps_a_dead_primary_a_warning() {
+    let ip = unique_loopback();
+    let backup = HttpBackend::start(SocketAddr::new(ip, 0), "backup");
+    let primary = dead(ip);
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let members = [
+        primary.to_string(),
+        format!("{} backup", backup.host_port()),
+    ];
+    let nginx = TestNginx::start(&pool_site(listen, &members, ""));
+    let sr = SafeReload::new(&nginx);
+    let run = sr.run(&["check", "--json"]);
+    run.expect(0);
+    assert_eq!(
+        result_for(&run.json(), &primary.to_string())["severity"],
+        "warning",
+        "{run}"
+    );
+    assert_eq!(
+        http_get(listen, "site.test", "/").unwrap(),
+        (200, "backup".into())
+    );
+}
+
+#[test]
+fn a_down_member_is_not_probed_and_does_not_count_as_answering() {
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let (a, b) = (dead(ip), dead(ip));
+    let live = HttpBackend::start(SocketAddr::new(ip, 0), "live");
+    let nginx = TestNginx::start(&proxy_site(listen, &live.host_port()));
+    let sr = SafeReload::new(&nginx);
+    // `b down` is not probed; `a` is then the only member that could answer, and it cannot.
+    let members = [a.to_string(), format!("{b} down")];
+    nginx.write_http(&pool_site(listen, &members, ""));
+    let run = sr.run(&["check", "--json"]);
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(result_for(&report, &a.to_string())["severity"], "failure");
+    assert_eq!(result_for(&report, &b.to_string())["status"], "skipped");
+}
+
+/// A name that is `::1` and `127.0.0.1` (`/etc/hosts` of a private namespace): nginx makes a
+/// peer of each address and fails over between them, so a backend on one family only is a
+/// warning, and nginx serves it through the other.
+#[test]
+fn a_dual_stack_name_with_one_family_answering_is_a_warning() {
+    let hosts = "127.0.0.1 localhost\n::1 localhost\n127.0.0.1 dual.test\n::1 dual.test\n";
+    if !in_private_network_with_hosts(
+        "a_dual_stack_name_with_one_family_answering_is_a_warning",
+        Some(hosts),
+    ) {
+        return;
+    }
+    // The backend on 127.0.0.1 only, on a port nothing holds on ::1.
+    let app = HttpBackend::start("127.0.0.1:0".parse().unwrap(), "v4-only");
+    let port = app.addr.expect("a TCP backend").port();
+    drop(TcpListener::bind((Ipv6Addr::LOCALHOST, port)).expect("the port is free on ::1"));
+    let target = format!("dual.test:{port}");
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let nginx = TestNginx::start(&proxy_site(listen, &target));
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+    let run = sr.run(&["check", "--json"]);
+    run.expect(0);
+    let r = result_for(&run.json(), &target).clone();
+    assert_eq!(r["severity"], "warning", "{run}");
+    let addresses = r["addresses"].to_string();
+    assert!(
+        addresses.contains(&format!("[::1]:{port}")) && addresses.contains("\"ok\""),
+        "both families probed: {addresses}"
+    );
+    nginx.write_http(&format!(
+        "{}\nserver {{ listen {}; }}",
+        proxy_site(listen, &target),
+        SocketAddr::new(ip, free_port(ip))
+    ));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    assert_eq!(run.outcome(), "reloaded", "{run}");
+    for _ in 0..4 {
+        assert_eq!(
+            http_get(listen, "site.test", "/").unwrap(),
+            (200, "v4-only".into())
+        );
+    }
+}
