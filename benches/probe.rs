@@ -69,6 +69,7 @@ fn target(sa: SocketAddr) -> Target {
             backup: false,
             down: false,
             scheme: None,
+            per_request: false,
         }]
         .into(),
     }

@@ -4,7 +4,8 @@
 //! Sources, in `http` and `stream`: `proxy_pass`, `fastcgi_pass`, `uwsgi_pass`, `scgi_pass`,
 //! `grpc_pass`, `memcached_pass`, and `server` lines inside `upstream {}`. A `*_pass` naming an
 //! upstream of the same context expands to that block's servers. Variables are resolved where
-//! `set`/`map` make them knowable; the rest are `Dynamic`, never dropped.
+//! `set`, `map`, `geo` and `split_clients` make them knowable, in the order nginx's rewrite
+//! module runs them for a request; the rest are `Dynamic`, never dropped.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use crate::conf::Config;
 pub(crate) mod addr;
 mod collect;
 pub(crate) mod pass;
+mod rewrite;
 mod vars;
 
 /// Which top-level block a directive lives in.
@@ -66,7 +68,7 @@ pub struct Name(u8);
 
 /// Every name a reference records: the `*_pass` directives, the other lines that supply a
 /// target, and the schemes a `*_pass` takes.
-const NAMES: [&str; 16] = {
+const NAMES: [&str; 17] = {
     let (p, s) = (pass::PASS_DIRECTIVES, pass::SCHEMES);
     [
         p[0],
@@ -85,6 +87,7 @@ const NAMES: [&str; 16] = {
         s[3],
         s[4],
         s[5],
+        "geo",
     ]
 };
 
@@ -93,6 +96,7 @@ impl Name {
     pub const SET: Name = Name(7);
     pub const MAP: Name = Name(8);
     pub const SPLIT_CLIENTS: Name = Name(9);
+    pub const GEO: Name = Name(16);
 
     /// The name for `text`, if it is on the list.
     pub fn of(text: &str) -> Option<Name> {
@@ -142,7 +146,7 @@ pub struct Reference {
     pub file: Arc<Path>,
     pub line: u32,
     /// `proxy_pass`, `fastcgi_pass`, ..., `server` (in an upstream block), or `set`, `map`,
-    /// `split_clients` for the line that supplied a variable's value.
+    /// `geo`, `split_clients` for the line that supplied a variable's value.
     pub directive: Name,
     pub context: Context,
     /// The upstream block the `server` line is in, or the upstream a `*_pass` expanded.
@@ -155,6 +159,12 @@ pub struct Reference {
     /// The scheme written in a `*_pass` URL (`http`, `https`, `grpc`, `grpcs`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheme: Option<Name>,
+    /// The `*_pass` holds variables, so nginx works this address out per request
+    /// (`ngx_http_proxy_eval` and the like), not at startup: a host name in it is resolved
+    /// through the `resolver` directive, never the system resolver. False for the servers of
+    /// an `upstream` block, which nginx resolves at startup whatever named the block.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub per_request: bool,
 }
 
 /// A target and everything that references it.
@@ -214,6 +224,7 @@ mod tests {
             (Name::SET, "set"),
             (Name::MAP, "map"),
             (Name::SPLIT_CLIENTS, "split_clients"),
+            (Name::GEO, "geo"),
         ];
         for (name, text) in named {
             assert_eq!(name.as_str(), text);

@@ -23,6 +23,7 @@ pub fn reference(line: u32) -> Reference {
         backup: false,
         down: false,
         scheme: Name::of("http"),
+        per_request: false,
     }
 }
 

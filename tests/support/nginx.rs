@@ -164,6 +164,20 @@ impl TestNginx {
         std::fs::write(&self.conf, self.render(http)).expect("write nginx.conf");
     }
 
+    /// `nginx -t -q` on this prefix's nginx.conf (nothing is started): whether it passed, and
+    /// what it printed.
+    pub fn test(&self) -> (bool, String) {
+        let out = Command::new(NGINX)
+            .args(["-t", "-q"])
+            .args(self.flags())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run nginx -t");
+        let said = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        (out.status.success(), said)
+    }
+
     /// The error log so far.
     pub fn error_log_text(&self) -> String {
         std::fs::read_to_string(&self.error_log).unwrap_or_default()

@@ -1,7 +1,7 @@
-//! Address text as nginx's `ngx_parse_url` reads it, shared by targets and listens: `unix:`
-//! paths, `[IPv6]:port`, `IPv4:port`, `name:port`, and a missing port filled from a default.
-//! Kept apart so `*_pass`, upstream `server` and `listen` cannot drift apart in how they read
-//! the same text.
+//! Address text as nginx's `ngx_parse_url` (src/core/ngx_inet.c) reads it, shared by targets and
+//! listens: `unix:` paths, `[IPv6]:port`, `IPv4:port`, `name:port`, and a missing port filled
+//! from a default. Kept apart so `*_pass`, upstream `server` and `listen` cannot drift apart in
+//! how they read the same text.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -26,14 +26,12 @@ pub(crate) enum AddrError {
 /// Parse `unix:/path`, `[::1]:80`, `127.0.0.1:80`, `name:80`, or any of them without a port
 /// (then `default_port` applies, or it is `NoPort`). `*` as host means every IPv4 address, as
 /// in `listen *:80`.
+///
+/// A `unix:` path is kept whole, colons included: only http `proxy_pass` asks nginx for a URI
+/// part (`u->uri_part`), and its caller cuts the path at the first `:` before calling this.
 pub(crate) fn parse(text: &str, default_port: Option<u16>) -> Result<Parsed, AddrError> {
     if let Some(path) = strip_prefix_ci(text, "unix:") {
-        // `unix:/path:/uri`: nginx cuts the path at the first colon.
-        let path = path.split(':').next().unwrap_or("");
-        if path.is_empty() {
-            return Err(AddrError::Invalid(format!("no path in \"{text}\"")));
-        }
-        return Ok(Parsed::Unix(PathBuf::from(path)));
+        return unix_path(path, text).map(Parsed::Unix);
     }
     let (host, port) = split_host_port(text)?;
     let port = match port {
@@ -52,11 +50,11 @@ pub(crate) fn parse(text: &str, default_port: Option<u16>) -> Result<Parsed, Add
             port,
         )));
     }
-    if let Ok(ip) = host.parse::<Ipv4Addr>() {
-        return Ok(Parsed::Ip(SocketAddr::new(IpAddr::V4(ip), port)));
-    }
     if host.is_empty() {
         return Err(AddrError::Invalid(format!("no host in \"{text}\"")));
+    }
+    if let Some(ip) = inet_addr(host) {
+        return Ok(Parsed::Ip(SocketAddr::new(IpAddr::V4(ip), port)));
     }
     Ok(Parsed::Host {
         name: host.to_ascii_lowercase(),
@@ -64,8 +62,58 @@ pub(crate) fn parse(text: &str, default_port: Option<u16>) -> Result<Parsed, Add
     })
 }
 
-/// Split `host[:port]`, keeping `[...]` together. A bare number is a port with host `*`, as
-/// `listen 8080` means.
+/// The socket path after `unix:`, as `ngx_parse_unix_domain_url` takes it: everything, or
+/// "no path" when empty. `unix:///run/app.sock` gives nginx the path `//run/app.sock`, the same
+/// file to the kernel; it is shown with one leading slash, as the listener's own path reads in
+/// `/proc/net/unix`.
+fn unix_path(path: &str, text: &str) -> Result<PathBuf, AddrError> {
+    if path.is_empty() {
+        return Err(AddrError::Invalid(format!(
+            "no path in the unix domain socket \"{text}\""
+        )));
+    }
+    let rest = path.trim_start_matches('/');
+    let path = if rest.len() < path.len() {
+        &path[path.len() - rest.len() - 1..]
+    } else {
+        path
+    };
+    Ok(PathBuf::from(path))
+}
+
+/// An IPv4 literal as `ngx_inet_addr` reads it: exactly four dot-separated runs of decimal
+/// digits, each at most 255, an empty run being 0. A leading zero is still decimal
+/// (`127.0.0.010` is 127.0.0.10), unlike `inet_aton` and `getaddrinfo`, which read it as octal:
+/// such text must never reach the system resolver. Anything else is a host name.
+pub(crate) fn inet_addr(text: &str) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut n = 0;
+    let mut octet: u32 = 0;
+    for b in text.bytes() {
+        match b {
+            b'0'..=b'9' => {
+                octet = octet * 10 + u32::from(b - b'0');
+                if octet > 255 {
+                    return None;
+                }
+            }
+            b'.' if n < 3 => {
+                octets[n] = octet as u8;
+                octet = 0;
+                n += 1;
+            }
+            _ => return None,
+        }
+    }
+    if n != 3 {
+        return None;
+    }
+    octets[3] = octet as u8;
+    Some(Ipv4Addr::from(octets))
+}
+
+/// Split `host[:port]`, keeping `[...]` together. As `ngx_parse_inet_url`, the port starts after
+/// the first `:` (`a:b:80` has the port text `b:80`, which is invalid).
 fn split_host_port(text: &str) -> Result<(&str, Option<&str>), AddrError> {
     if text.starts_with('[') {
         let end = text
@@ -78,7 +126,7 @@ fn split_host_port(text: &str) -> Result<(&str, Option<&str>), AddrError> {
             None => Err(AddrError::Invalid(format!("invalid address \"{text}\""))),
         };
     }
-    match text.rsplit_once(':') {
+    match text.split_once(':') {
         Some((host, port)) => Ok((host, Some(port))),
         None => Ok((text, None)),
     }
@@ -123,10 +171,16 @@ mod tests {
                 port: 443
             })
         );
+        // No URI part here: the whole path is the socket (`fastcgi_pass unix:/run/php.sock:9000`).
         assert_eq!(
-            parse("unix:/run/a.sock:/uri", None),
-            Ok(Parsed::Unix("/run/a.sock".into()))
+            parse("unix:/run/a.sock:9000", None),
+            Ok(Parsed::Unix("/run/a.sock:9000".into()))
         );
+        assert_eq!(
+            parse("unix:///run/uwsgi/app.sock", None),
+            Ok(Parsed::Unix("/run/uwsgi/app.sock".into()))
+        );
+        assert!(matches!(parse("unix:", None), Err(AddrError::Invalid(_))));
         assert_eq!(
             parse("backend", None),
             Err(AddrError::NoPort("backend".into()))
@@ -134,5 +188,39 @@ mod tests {
         assert!(matches!(parse("a:0", None), Err(AddrError::Invalid(_))));
         assert!(matches!(parse("a:70000", None), Err(AddrError::Invalid(_))));
         assert!(matches!(parse("[::1", None), Err(AddrError::Invalid(_))));
+        assert!(matches!(parse("a:b:80", None), Err(AddrError::Invalid(_))));
+    }
+
+    #[test]
+    fn ipv4_octets_are_decimal_as_ngx_inet_addr_reads_them() {
+        let v4 = |s: &str| inet_addr(s).map(|ip| ip.to_string());
+        assert_eq!(v4("127.0.0.010").as_deref(), Some("127.0.0.10"));
+        assert_eq!(v4("127.000.0.0010").as_deref(), Some("127.0.0.10"));
+        assert_eq!(v4("127.0.0.1").as_deref(), Some("127.0.0.1"));
+        // An empty run is 0 in ngx_inet_addr.
+        assert_eq!(v4("127..0.1").as_deref(), Some("127.0.0.1"));
+        for name in [
+            "127.1",
+            "127.0.0.256",
+            "127.0.0.1.",
+            "1.2.3.4.5",
+            "0x7f.0.0.1",
+            "a.b.c.d",
+            "",
+        ] {
+            assert_eq!(v4(name), None, "{name}");
+        }
+        assert_eq!(
+            parse("127.0.0.010:8049", None),
+            Ok(Parsed::Ip("127.0.0.10:8049".parse().expect("addr")))
+        );
+        // Not dotted-quad: a name, resolved as nginx resolves names.
+        assert_eq!(
+            parse("127.1:80", None),
+            Ok(Parsed::Host {
+                name: "127.1".into(),
+                port: 80
+            })
+        );
     }
 }

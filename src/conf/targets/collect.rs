@@ -1,15 +1,18 @@
 //! The walk that finds targets: per context, upstream blocks first (by lowercased name, as
-//! nginx compares them), then every `*_pass` in any nesting with the `set` scopes of its
-//! enclosing `server`/`location` chain. One pass over the tree, hash lookups only, so a
-//! 10,000-server configuration costs no more than reading it.
+//! nginx compares them), then every `*_pass` in any nesting, with the server and location
+//! whose rewrite codes run before it (`rewrite`). One pass over the tree, hash lookups only, so
+//! a 10,000-server configuration costs no more than reading it; the rewrite state is worked
+//! out only for a `*_pass` that holds a variable.
 
+use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use super::addr::{self, AddrError, Parsed};
 use super::pass::{self, PassTarget};
-use super::vars::{self, Binding, Scope, Vars};
+use super::rewrite::{self, Frame, ServerState};
+use super::vars::{self, Binding, Defs, Env};
 use super::{Context, Finding, Name, Reference, Target, TargetAddr, Targets};
 use crate::conf::tree::{Directive, Word};
 use crate::conf::Config;
@@ -43,7 +46,17 @@ struct Upstream {
 struct Ctx<'s, 'a> {
     context: Context,
     upstreams: &'s HashMap<Word, Upstream>,
-    maps: &'s Scope<'a>,
+    /// The context's own directives, for `defs`.
+    children: &'a [Directive],
+    /// Its `map`/`geo`/`split_clients` and `set` variables, read at the first `*_pass` that
+    /// holds a variable.
+    defs: OnceCell<Defs<'a>>,
+}
+
+impl<'a> Ctx<'_, 'a> {
+    fn defs(&self) -> &Defs<'a> {
+        self.defs.get_or_init(|| vars::context_defs(self.children))
+    }
 }
 
 /// Extract every target of the configuration.
@@ -57,13 +70,13 @@ pub(crate) fn extract(config: &Config) -> Targets {
         };
         let children = d.children();
         let upstreams = c.upstreams(context, children);
-        let maps = vars::context_scope(children);
         let cx = Ctx {
             context,
             upstreams: &upstreams,
-            maps: &maps,
+            children,
+            defs: OnceCell::new(),
         };
-        c.walk(&cx, children, &mut Vec::new());
+        c.walk(&cx, children, Frame::default(), &mut None);
     }
     c.finish()
 }
@@ -90,6 +103,7 @@ fn reference(d: &Directive, directive: Name, context: Context) -> Reference {
         backup: false,
         down: false,
         scheme: None,
+        per_request: false,
     }
 }
 
@@ -199,10 +213,16 @@ impl Collector {
         out
     }
 
-    fn walk<'a>(&mut self, cx: &Ctx<'_, 'a>, dirs: &'a [Directive], scopes: &mut Vec<Scope<'a>>) {
+    fn walk<'a>(
+        &mut self,
+        cx: &Ctx<'_, 'a>,
+        dirs: &'a [Directive],
+        frame: Frame<'a>,
+        server_state: &mut ServerState<'a>,
+    ) {
         for d in dirs {
             if let Some(directive) = Name::of_pass(&d.name) {
-                self.pass(cx, d, directive, scopes);
+                self.pass(cx, d, directive, &frame, server_state);
                 continue;
             }
             let Some(children) = &d.block else { continue };
@@ -210,12 +230,35 @@ impl Collector {
             if DATA_BLOCKS.contains(&name) || name.ends_with("_by_lua_block") {
                 continue;
             }
-            if name == "server" || name == "location" {
-                scopes.push(vars::block_scope(children));
-                self.walk(cx, children, scopes);
-                scopes.pop();
-            } else {
-                self.walk(cx, children, scopes);
+            match name {
+                "server" => {
+                    let inner = Frame {
+                        server: Some(children),
+                        ..Frame::default()
+                    };
+                    self.walk(cx, children, inner, &mut None);
+                }
+                "location" | "limit_except" => {
+                    let own = if name == "location" {
+                        &children[..]
+                    } else {
+                        &[]
+                    };
+                    let inner = Frame {
+                        location: Some(own),
+                        inside_if: None,
+                        ..frame
+                    };
+                    self.walk(cx, children, inner, server_state);
+                }
+                "if" => {
+                    let inner = Frame {
+                        inside_if: Some(d),
+                        ..frame
+                    };
+                    self.walk(cx, children, inner, server_state);
+                }
+                _ => self.walk(cx, children, frame, server_state),
             }
         }
     }
@@ -225,41 +268,86 @@ impl Collector {
         cx: &Ctx<'_, 'a>,
         d: &'a Directive,
         directive: Name,
-        scopes: &[Scope<'a>],
+        frame: &Frame<'a>,
+        server_state: &mut ServerState<'a>,
     ) {
         let Some(arg) = d.args.first() else { return };
-        let vars = Vars {
-            context: cx.maps,
-            blocks: scopes,
-        };
-        for cand in vars.expand(arg) {
-            let p = pass::read(cx.context, &directive, &cand.text, |n| {
+        let read = |text: &str| {
+            pass::read(cx.context, &directive, text, |n| {
                 cx.upstreams.contains_key(n)
-            });
-            let mut base = reference(d, directive, cx.context);
-            base.scheme = p.scheme.as_deref().and_then(pass::known_scheme);
+            })
+        };
+        let mut base = reference(d, directive, cx.context);
+        if !arg.contains('$') {
+            let p = read(arg);
             match p.target {
-                PassTarget::Addr(a) => {
-                    let i = self.place(target_addr(a));
-                    self.add_with_origins(i, base, &cand.origins);
-                }
-                PassTarget::Upstream(key) => {
-                    let Some(up) = cx.upstreams.get(key.as_str()) else {
-                        continue;
-                    };
-                    for s in up.servers.iter() {
-                        let mut r = base.clone();
-                        r.upstream = Some(up.name.clone());
-                        r.backup = s.backup;
-                        r.down = s.down;
-                        self.add_with_origins(s.target, r, &cand.origins);
-                    }
-                }
-                PassTarget::Dynamic => {
-                    self.add(TargetAddr::Dynamic(arg.to_string()), base);
-                }
                 PassTarget::Invalid { message, hint } => self.finding(d, message, hint),
+                target => self.add_pass(cx, base, p.scheme, target, &[], arg),
             }
+            return;
+        }
+        // A `*_pass` holding a variable is compiled as a script and read per request
+        // (`ngx_http_script_variables_count` is non-zero): `nginx -t` checks nothing of it, so
+        // nothing found here is a refusal. Each value it may take is read by the same rules as
+        // nginx's `*_eval`; a value nginx cannot use (no host, no port, no scheme) fails that
+        // request, and leaves the target dynamic.
+        base.per_request = true;
+        let defs = cx.defs();
+        let Some(state) = rewrite::state_at(defs, frame, server_state) else {
+            return;
+        };
+        let mut unusable = false;
+        for cand in (Env {
+            defs,
+            state: &state,
+        })
+        .expand(arg)
+        {
+            let p = read(&cand.text);
+            match p.target {
+                PassTarget::Invalid { .. } => unusable = true,
+                target => self.add_pass(cx, base.clone(), p.scheme, target, &cand.origins, arg),
+            }
+        }
+        if unusable {
+            self.add(TargetAddr::Dynamic(arg.to_string()), base);
+        }
+    }
+
+    /// One value of a `*_pass` (`arg` as written) into targets, with the lines that gave it.
+    fn add_pass(
+        &mut self,
+        cx: &Ctx<'_, '_>,
+        mut base: Reference,
+        scheme: Option<String>,
+        target: PassTarget,
+        origins: &[Binding<'_>],
+        arg: &str,
+    ) {
+        base.scheme = scheme.as_deref().and_then(pass::known_scheme);
+        match target {
+            PassTarget::Addr(a) => {
+                let i = self.place(target_addr(a));
+                self.add_with_origins(i, base, origins);
+            }
+            PassTarget::Upstream(key) => {
+                let Some(up) = cx.upstreams.get(key.as_str()) else {
+                    return;
+                };
+                // An upstream block's servers are resolved at startup, whatever named it.
+                base.per_request = false;
+                for s in up.servers.iter() {
+                    let mut r = base.clone();
+                    r.upstream = Some(up.name.clone());
+                    r.backup = s.backup;
+                    r.down = s.down;
+                    self.add_with_origins(s.target, r, origins);
+                }
+            }
+            PassTarget::Dynamic => {
+                self.add(TargetAddr::Dynamic(arg.to_string()), base);
+            }
+            PassTarget::Invalid { .. } => {}
         }
     }
 

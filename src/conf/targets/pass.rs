@@ -60,47 +60,110 @@ pub(crate) struct Pass {
     pub target: PassTarget,
 }
 
+/// How one `*_pass` directive reads its argument, from its handler in nginx's source.
+struct Rule {
+    /// Schemes stripped before the address, with the port each implies (`None`: a port must be
+    /// written, nginx -t says "no port in upstream").
+    schemes: &'static [(&'static str, Option<u16>)],
+    /// Without one of `schemes` the directive is refused ("invalid URL prefix"); otherwise the
+    /// whole text is the address.
+    scheme_required: bool,
+    /// `u->uri_part`: the address ends where a URI begins (`/`, `?`), and a `unix:` path at its
+    /// first `:`. Without it a `/` outside a unix path is "invalid host".
+    uri_part: bool,
+}
+
+/// `ngx_http_proxy_pass`: `http://` (port 80) or `https://` (443) is required, and it is the
+/// only one with `uri_part = 1` (`http://unix:/run/app.sock:/uri`).
+const HTTP_PROXY: Rule = Rule {
+    schemes: &[("http", Some(80)), ("https", Some(443))],
+    scheme_required: true,
+    uri_part: true,
+};
+/// `ngx_http_grpc_pass`: `grpc://` or `grpcs://` may be stripped (`add`); the rest goes to
+/// `ngx_parse_url` with no default port, so `grpc_pass grpc://127.0.0.1;` is "no port in
+/// upstream".
+const GRPC: Rule = Rule {
+    schemes: &[("grpc", None), ("grpcs", None)],
+    scheme_required: false,
+    uri_part: false,
+};
+/// `ngx_http_uwsgi_pass`: `uwsgi://` or `suwsgi://` may be stripped; no default port.
+const UWSGI: Rule = Rule {
+    schemes: &[("uwsgi", None), ("suwsgi", None)],
+    scheme_required: false,
+    uri_part: false,
+};
+/// `ngx_http_fastcgi_pass`, `ngx_http_scgi_pass`, `ngx_http_memcached_pass` and
+/// `ngx_stream_proxy_pass`: the whole text is the address (`u.url = value[1]`), no scheme, no
+/// default port, no URI part; so `unix:/run/php.sock:9000` is the socket `/run/php.sock:9000`.
+const BARE: Rule = Rule {
+    schemes: &[],
+    scheme_required: false,
+    uri_part: false,
+};
+
+fn rule(context: Context, directive: &str) -> &'static Rule {
+    match (context, directive) {
+        (Context::Http, "proxy_pass") => &HTTP_PROXY,
+        (Context::Http, "grpc_pass") => &GRPC,
+        (Context::Http, "uwsgi_pass") => &UWSGI,
+        _ => &BARE,
+    }
+}
+
 /// Read `text` as the argument of `directive` in `context`. `is_upstream` says whether a
-/// lowercased name is an upstream block of that context.
+/// lowercased name is an upstream block of that context. The same rules hold when nginx reads
+/// a value built from variables at request time (`ngx_http_proxy_eval`, `ngx_http_grpc_eval`,
+/// ...), so a candidate value is read by this too.
 pub(crate) fn read(
     context: Context,
     directive: &str,
     text: &str,
     is_upstream: impl Fn(&str) -> bool,
 ) -> Pass {
-    let (scheme, rest) = match addr::split_scheme(text) {
-        Some((s, r)) => (Some(s), r),
+    let rule = rule(context, directive);
+    let stripped = rule.schemes.iter().find_map(|&(scheme, port)| {
+        let rest = addr::strip_prefix_ci(text, scheme)?.strip_prefix("://")?;
+        Some((scheme, port, rest))
+    });
+    let (scheme, default_port, rest) = match stripped {
+        Some((scheme, port, rest)) => (Some(scheme.to_string()), port, rest),
         // `$scheme://...` or a whole URL in a variable nobody sets: known only at run time.
-        None if text.contains('$') => {
-            return Pass {
-                scheme: None,
-                target: PassTarget::Dynamic,
-            }
+        None if rule.scheme_required && text.contains('$') => return dynamic(None),
+        None if rule.scheme_required => {
+            return invalid(
+                None,
+                missing_scheme(directive, text),
+                missing_scheme_hint(text),
+            )
         }
-        None => (None, text),
+        None => (None, None, text),
     };
-    let default_port = match default_port(context, directive, scheme.as_deref()) {
-        Ok(p) => p,
-        Err(message) => {
-            let hint = (scheme.is_none() && directive == "proxy_pass")
-                .then(|| format!("write `proxy_pass http://{text};`"));
-            return Pass {
-                scheme,
-                target: PassTarget::Invalid { message, hint },
-            };
-        }
-    };
-    let authority = authority(rest);
-    let target = if authority.contains('$') {
-        PassTarget::Dynamic
-    } else if is_upstream(&authority.to_ascii_lowercase()) {
+    let authority = if rule.uri_part { authority(rest) } else { rest };
+    if authority.contains('$') {
+        return dynamic(scheme);
+    }
+    let is_unix = addr::strip_prefix_ci(authority, "unix:").is_some();
+    if !is_unix && authority.contains(['/', '?']) {
+        // `ngx_parse_inet_url` without `uri_part`: "invalid host".
+        let hint = authority.contains("://").then(|| {
+            format!("{directive} takes the address itself, e.g. `{directive} 127.0.0.1:9000;` or `{directive} unix:/run/app.sock;`")
+        });
+        return invalid(
+            scheme,
+            format!("{directive} \"{text}\": invalid host in upstream \"{authority}\""),
+            hint,
+        );
+    }
+    let target = if is_upstream(&authority.to_ascii_lowercase()) {
         PassTarget::Upstream(authority.to_ascii_lowercase())
     } else {
         match addr::parse(authority, default_port) {
             Ok(p) => PassTarget::Addr(p),
             Err(AddrError::NoPort(host)) => PassTarget::Invalid {
                 message: format!(
-                    "{directive} \"{text}\": no port in \"{host}\", and no upstream block of that name"
+                    "{directive} \"{text}\": no port in upstream \"{host}\", and no upstream block of that name"
                 ),
                 hint: Some(format!("add the port, e.g. `{host}:9000`, or define `upstream {host} {{ ... }}`")),
             },
@@ -113,36 +176,38 @@ pub(crate) fn read(
     Pass { scheme, target }
 }
 
-/// The port a scheme implies, `Ok(None)` when a port must be written, or why the scheme is
-/// wrong for this directive.
-fn default_port(
-    context: Context,
-    directive: &str,
-    scheme: Option<&str>,
-) -> Result<Option<u16>, String> {
-    let allowed: &[(&str, u16)] = match (context, directive) {
-        (Context::Http, "proxy_pass") => &[("http", 80), ("https", 443)],
-        (Context::Http, "grpc_pass") => &[("grpc", 80), ("grpcs", 443)],
-        (Context::Http, "uwsgi_pass") => &[("uwsgi", 0), ("suwsgi", 0)],
-        _ => &[],
-    };
-    match scheme {
-        Some(s) => match allowed.iter().find(|(name, _)| *name == s) {
-            Some((_, 0)) => Ok(None),
-            Some((_, port)) => Ok(Some(*port)),
-            None => Err(format!("{directive}: invalid URL prefix \"{s}://\"")),
-        },
-        None if context == Context::Http && directive == "proxy_pass" => Err(
-            "proxy_pass without \"http://\" or \"https://\": nginx -t says \"invalid URL prefix\""
-                .into(),
-        ),
-        None if directive == "grpc_pass" => Ok(Some(80)),
-        None => Ok(None),
+fn dynamic(scheme: Option<String>) -> Pass {
+    Pass {
+        scheme,
+        target: PassTarget::Dynamic,
     }
 }
 
-/// The address part: up to the URI (`/`, `?`) or a URI variable; a `unix:` path runs to its
-/// `:` (the address parser cuts there).
+fn invalid(scheme: Option<String>, message: String, hint: Option<String>) -> Pass {
+    Pass {
+        scheme,
+        target: PassTarget::Invalid { message, hint },
+    }
+}
+
+fn missing_scheme(directive: &str, text: &str) -> String {
+    match addr::split_scheme(text) {
+        Some((scheme, _)) => format!("{directive}: invalid URL prefix \"{scheme}://\""),
+        None => {
+            "proxy_pass without \"http://\" or \"https://\": nginx -t says \"invalid URL prefix\""
+                .into()
+        }
+    }
+}
+
+fn missing_scheme_hint(text: &str) -> Option<String> {
+    addr::split_scheme(text)
+        .is_none()
+        .then(|| format!("write `proxy_pass http://{text};`"))
+}
+
+/// The address part of an http `proxy_pass` URL: up to the URI (`/`, `?`) or a URI variable;
+/// a `unix:` path runs to its first `:` (`ngx_parse_unix_domain_url` with `uri_part`).
 fn authority(rest: &str) -> &str {
     if let Some(path) = addr::strip_prefix_ci(rest, "unix:") {
         let end = "unix:".len() + path.find(':').unwrap_or(path.len());
@@ -157,9 +222,11 @@ fn authority(rest: &str) -> &str {
     &rest[..end]
 }
 
+/// Variable names are case-insensitive in nginx (`ngx_http_get_variable_index` lowercases
+/// them): `$REQUEST_URI` is `$request_uri`.
 fn starts_with_uri_variables(text: &str) -> bool {
     URI_VARIABLES.iter().any(|v| {
-        text.strip_prefix(v).is_some_and(|after| {
+        addr::strip_prefix_ci(text, v).is_some_and(|after| {
             !after
                 .bytes()
                 .next()
@@ -191,7 +258,14 @@ mod tests {
             http("proxy_pass", "http://127.0.0.1$request_uri").target,
             ip("127.0.0.1:80")
         );
-        assert_eq!(http("grpc_pass", "grpcs://[::1]").target, ip("[::1]:443"));
+        assert_eq!(
+            http("grpc_pass", "grpcs://[::1]:50051").target,
+            ip("[::1]:50051")
+        );
+        assert_eq!(
+            http("grpc_pass", "127.0.0.1:50051").target,
+            ip("127.0.0.1:50051")
+        );
         assert_eq!(
             http("proxy_pass", "http://BackEnd").target,
             PassTarget::Upstream("backend".into())
@@ -212,5 +286,91 @@ mod tests {
             http("proxy_pass", "http://unix:/run/a.sock:/x").target,
             PassTarget::Addr(Parsed::Unix("/run/a.sock".into()))
         );
+        assert_eq!(
+            http("proxy_pass", "http://127.0.0.1:8000$REQUEST_URI").target,
+            ip("127.0.0.1:8000")
+        );
+    }
+
+    /// Each case as `nginx -t` 1.22 judged it (tests/conf_pass_forms.rs runs the real one).
+    #[test]
+    fn unix_sockets_as_each_handler_reads_them() {
+        let unix = |p: &str| PassTarget::Addr(Parsed::Unix(p.into()));
+        for (directive, text, path) in [
+            (
+                "uwsgi_pass",
+                "unix:///run/uwsgi/app.sock",
+                "/run/uwsgi/app.sock",
+            ),
+            (
+                "uwsgi_pass",
+                "uwsgi://unix:///run/uwsgi/app.sock",
+                "/run/uwsgi/app.sock",
+            ),
+            ("fastcgi_pass", "unix:///run/php.sock", "/run/php.sock"),
+            (
+                "fastcgi_pass",
+                "unix:/run/php.sock:9000",
+                "/run/php.sock:9000",
+            ),
+            ("scgi_pass", "unix:///run/s.sock", "/run/s.sock"),
+            ("grpc_pass", "unix:///run/g.sock", "/run/g.sock"),
+            ("grpc_pass", "grpc://unix:/run/g.sock:1", "/run/g.sock:1"),
+            (
+                "memcached_pass",
+                "UNIX:/run/m.sock:11211",
+                "/run/m.sock:11211",
+            ),
+            ("proxy_pass", "http://unix:///run/a.sock", "/run/a.sock"),
+            ("proxy_pass", "http://unix:///run/a.sock:/x", "/run/a.sock"),
+        ] {
+            assert_eq!(
+                http(directive, text).target,
+                unix(path),
+                "{directive} {text}"
+            );
+        }
+        let stream = read(
+            Context::Stream,
+            "proxy_pass",
+            "unix:///run/r.sock:1",
+            |_| false,
+        );
+        assert_eq!(stream.target, unix("/run/r.sock:1"));
+        // http proxy_pass needs its scheme even before a unix socket.
+        assert!(matches!(
+            http("proxy_pass", "unix:/run/a.sock").target,
+            PassTarget::Invalid { .. }
+        ));
+    }
+
+    #[test]
+    fn no_default_port_but_http_proxy_pass() {
+        for (directive, text) in [
+            ("grpc_pass", "grpc://127.0.0.1"),
+            ("grpc_pass", "grpcs://127.0.0.1"),
+            ("grpc_pass", "127.0.0.1"),
+            ("uwsgi_pass", "uwsgi://127.0.0.1"),
+            ("scgi_pass", "127.0.0.1"),
+        ] {
+            match http(directive, text).target {
+                PassTarget::Invalid { message, .. } => {
+                    assert!(message.contains("no port in upstream"), "{message}")
+                }
+                other => panic!("{directive} {text}: {other:?}"),
+            }
+        }
+        // Without uri_part a URI is "invalid host", as is a scheme the directive does not take.
+        for (directive, text) in [
+            ("fastcgi_pass", "127.0.0.1:9000/x"),
+            ("fastcgi_pass", "http://127.0.0.1:9000"),
+        ] {
+            match http(directive, text).target {
+                PassTarget::Invalid { message, .. } => {
+                    assert!(message.contains("invalid host"), "{message}")
+                }
+                other => panic!("{directive} {text}: {other:?}"),
+            }
+        }
     }
 }
