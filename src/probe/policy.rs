@@ -159,6 +159,7 @@ mod tests {
             backup,
             down,
             scheme: None,
+            per_request: false,
         }
     }
 
