@@ -11,8 +11,10 @@ Exit status:
   0    reloaded and verified; or check/probe found nothing wrong
   1    refused before reload (nginx -t, a probe or a preflight check failed): nginx untouched
   2    usage, environment or internal error (no nginx binary, lock held, unreadable file)
-  3    reloaded, verification failed, rolled back: the previous config is live and verified
-  4    rollback failed or could not be verified: an operator must act now
+  3    reloaded, the change broke a check that passed before it, rolled back: the previous
+       config is live and back to its baseline
+  4    an operator must act now: the rollback failed, or the restored config fails checks
+       it passed before; or a site failed before the change and still does (not rolled back)
   130  interrupted before anything changed
 
 Examples:

@@ -141,6 +141,8 @@ struct Cursor {
     /// Device and inode seen last, to notice a file replaced by rotation.
     id: Option<(u64, u64)>,
     partial: Vec<u8>,
+    /// Started inside a line: drop what comes before the first newline.
+    mid_line: bool,
 }
 
 /// Read positions in several error logs, each starting where the file ended when opened.
@@ -163,10 +165,22 @@ impl Cursors {
                     id: meta.as_ref().map(|m| (m.dev(), m.ino())),
                     path,
                     partial: Vec::new(),
+                    mid_line: false,
                 }
             })
             .collect();
         Cursors { files }
+    }
+
+    /// Like [`Cursors::open`], but each file is read from up to `back` bytes before its end:
+    /// what nginx logged in the recent past is read too, from the first whole line on.
+    pub fn open_back<P: AsRef<Path>>(paths: &[P], back: u64) -> Cursors {
+        let mut cursors = Cursors::open(paths);
+        for c in &mut cursors.files {
+            c.mid_line = c.offset > back;
+            c.offset = c.offset.saturating_sub(back);
+        }
+        cursors
     }
 
     /// The files followed.
@@ -209,6 +223,13 @@ impl Cursor {
         };
         self.offset += n as u64;
         self.partial.extend_from_slice(&buf);
+        if self.mid_line {
+            let Some(nl) = self.partial.iter().position(|&b| b == b'\n') else {
+                return;
+            };
+            self.partial.drain(..=nl);
+            self.mid_line = false;
+        }
         let Some(last_nl) = self.partial.iter().rposition(|&b| b == b'\n') else {
             return;
         };
@@ -225,6 +246,37 @@ impl Cursor {
             });
         }
     }
+}
+
+/// Whether a line nginx wrote is stamped `since` or later. `since` is in nginx's own format
+/// (`2026/12/01 20:09:06`, local time, see [`stamp`]), which sorts as text; a line without a
+/// stamp is not.
+pub fn written_since(line: &str, since: &str) -> bool {
+    let stamp = line.get(..since.len()).unwrap_or("");
+    stamp.len() == since.len() && stamp.as_bytes()[0].is_ascii_digit() && stamp >= since
+}
+
+/// A moment in nginx's log time stamp format: local time, `YYYY/MM/DD HH:MM:SS`.
+pub fn stamp(t: std::time::SystemTime) -> Option<String> {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    let secs = libc::time_t::try_from(secs).ok()?;
+    // SAFETY: localtime_r writes only into the struct it is given.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&secs, &mut tm).is_null() {
+            return None;
+        }
+        tm
+    };
+    Some(format!(
+        "{:04}/{:02}/{:02} {:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    ))
 }
 
 /// What went wrong between nginx and a backend.
@@ -367,6 +419,30 @@ mod tests {
         assert_eq!(upstream_error(&client), None);
         let reload = log("2026/11/21 16:00:00 [notice] 7#7: signal process started");
         assert_eq!(upstream_error(&reload), None);
+    }
+
+    #[test]
+    fn cursors_opened_back_read_the_recent_past_from_a_whole_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("error.log");
+        std::fs::write(&path, "first line\nsecond line\nthird\n").unwrap();
+        let mut c = Cursors::open_back(&[&path], 15);
+        let got: Vec<String> = c.read_new().into_iter().map(|l| l.text).collect();
+        assert_eq!(got, ["third"]);
+        let mut c = Cursors::open_back(&[&path], 1 << 20);
+        assert_eq!(c.read_new().len(), 3);
+    }
+
+    #[test]
+    fn log_time_stamps_compare_as_text() {
+        let since = "2026/12/01 20:09:06";
+        assert!(written_since("2026/12/01 20:09:06 [error] 1#1: x", since));
+        assert!(written_since("2026/12/01 21:00:00 [error] 1#1: x", since));
+        assert!(!written_since("2026/12/01 20:09:05 [error] 1#1: x", since));
+        assert!(!written_since("nginx: [emerg] x", since));
+        let now = stamp(std::time::SystemTime::now()).unwrap();
+        assert_eq!(now.len(), since.len());
+        assert!(written_since(&now, since));
     }
 
     #[test]

@@ -12,10 +12,13 @@ pub enum Exit {
     Refused,
     /// Usage, environment or internal error (no nginx binary, lock held, unreadable file).
     Environment,
-    /// Reloaded, verification failed, rolled back: the previous config is live and verified.
+    /// Reloaded, the change broke a check that passed before it (or the reload did not take
+    /// effect), rolled back: the previous config is live and back to its baseline.
     RolledBack,
-    /// Rollback failed or could not be verified: an operator must act now.
-    RollbackFailed,
+    /// An operator must act now: the rollback failed or the restored configuration fails
+    /// checks it passed before the change; or a site failed before the change and still does
+    /// (nothing was rolled back: the change is not the cause).
+    MustAct,
     /// Interrupted before anything changed.
     Interrupted,
 }
@@ -28,7 +31,7 @@ impl Exit {
             Exit::Refused => 1,
             Exit::Environment => 2,
             Exit::RolledBack => 3,
-            Exit::RollbackFailed => 4,
+            Exit::MustAct => 4,
             Exit::Interrupted => 130,
         }
     }
@@ -46,11 +49,11 @@ impl Exit {
         ),
         (
             3,
-            "reloaded, verification failed, rolled back: the previous config is live and verified",
+            "reloaded, the change broke a check that passed before it, rolled back: the previous config is live and back to its baseline",
         ),
         (
             4,
-            "rollback failed or could not be verified: an operator must act now",
+            "an operator must act now: the rollback failed, or the restored config fails checks it passed before the change; or a site failed before the change and still does (nothing rolled back)",
         ),
         (130, "interrupted before anything changed"),
     ];
@@ -67,7 +70,7 @@ mod tests {
             Exit::Refused,
             Exit::Environment,
             Exit::RolledBack,
-            Exit::RollbackFailed,
+            Exit::MustAct,
             Exit::Interrupted,
         ];
         for (e, (code, _)) in all.iter().zip(Exit::TABLE.iter()) {

@@ -236,7 +236,10 @@ fn is_local(ip: IpAddr) -> bool {
 }
 
 mod verify;
-pub use verify::{verify, CheckResult, HealthOptions, HealthReport};
+pub use verify::{
+    baseline, is_failure, verify, verify_against, CheckResult, HealthOptions, HealthReport, Known,
+    NothingKnown,
+};
 
 #[cfg(test)]
 mod tests {

@@ -27,6 +27,7 @@ pub mod sandbox;
 pub mod settings;
 pub mod signals;
 pub mod store;
+pub mod verdict;
 
 pub use error::{Error, Result};
 pub use exit::Exit;

@@ -16,6 +16,7 @@ use crate::preflight::ListenConflict;
 use crate::probe::ProbeReport;
 use crate::reload::Proof;
 use crate::store::{JournalRecord, RestoreReport, Snapshot};
+use crate::verdict::{RollbackVerdict, Verdict};
 
 /// How a command ended, the JSON report's `outcome`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -29,10 +30,14 @@ pub enum Outcome {
     Unchanged,
     /// Stopped before reloading; nginx untouched.
     Refused,
-    /// Reloaded, failed verification, the previous config is live and verified.
+    /// Reloaded, the change broke a check, the previous config is live and back to its
+    /// baseline.
     RolledBack,
-    /// The rollback failed or could not be verified.
+    /// The rollback failed, or the restored configuration fails checks it passed before.
     RollbackFailed,
+    /// The candidate is live and made nothing worse, but a check failed before the change and
+    /// still does: nothing was rolled back, an operator must act.
+    AlreadyFailing,
     /// A baseline was recorded (`init`).
     Recorded,
     /// The operator answered no at the prompt; nothing changed.
@@ -135,8 +140,14 @@ pub struct Report {
     /// Evidence that the reload took effect.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reload: Option<Proof>,
+    /// The same checks against the running configuration, before the signal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<HealthReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthReport>,
+    /// What the reload did, judged against the baseline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -176,7 +187,9 @@ impl Report {
             diff: None,
             snapshot: None,
             reload: None,
+            baseline: None,
             health: None,
+            verdict: None,
             rollback: None,
             history: None,
             last_good: None,
@@ -228,8 +241,15 @@ pub struct RollbackReport {
     pub test: Option<TestOutcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reload: Option<Proof>,
+    /// Checks not made again: they belong to listens only the rejected configuration had
+    /// (the running configuration refused them before the change).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthReport>,
+    /// The restored configuration judged against the baseline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<RollbackVerdict>,
     /// Where things stand, in words an operator can act on.
     pub state: String,
     /// From the decision to roll back to the end of the rollback: restore, test, reload,
@@ -248,7 +268,9 @@ impl RollbackReport {
             restore: None,
             test: None,
             reload: None,
+            dropped: Vec::new(),
             health: None,
+            verdict: None,
             state: String::new(),
             elapsed: Duration::ZERO,
         }

@@ -1,6 +1,10 @@
 //! The verification window: rounds of requests, each on a fresh connection, and the error log
-//! read after every round. It ends at the first failure, or once enough good rounds passed with
-//! no upstream error logged; the window is an upper bound, never a wait.
+//! read after every round. It ends at the first failure that is news, or once enough good
+//! rounds passed with no new upstream error logged; the window is an upper bound, never a wait.
+//! What is news is the caller's to say ([`Known`]): a failure the running configuration
+//! already had before the change does not end the window, so every other check still runs.
+//! The baseline ([`baseline`]) is one round of the same requests against the running
+//! configuration, each made whatever the others answered.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -54,6 +58,39 @@ pub struct CheckResult {
     pub elapsed: Duration,
     /// Whether this result alone fails verification.
     pub failed: bool,
+    /// The connection to nginx was refused: nothing listens there (e.g. a `listen` the
+    /// running configuration does not have).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
+}
+
+/// Failures and upstream errors that are not news to the caller: they neither end the window
+/// nor spoil a round. A failed check is not requested again in the same window.
+pub trait Known {
+    fn failure(&self, result: &CheckResult) -> bool;
+    fn upstream_error(&self, error: &UpstreamError) -> bool;
+}
+
+/// Nothing is known: every failure and every upstream error ends the window.
+pub struct NothingKnown;
+
+impl Known for NothingKnown {
+    fn failure(&self, _: &CheckResult) -> bool {
+        false
+    }
+    fn upstream_error(&self, _: &UpstreamError) -> bool {
+        false
+    }
+}
+
+/// Whether an answer fails a check: no answer, 502 or 504 (nginx could not get an answer
+/// from the backend), or a status `--expect-status` does not allow. The one rule that
+/// verification and the verdict share.
+pub fn is_failure(status: Option<u16>, expect_status: Option<&[u16]>) -> bool {
+    match status {
+        None | Some(502) | Some(504) => true,
+        Some(s) => expect_status.is_some_and(|allowed| !allowed.contains(&s)),
+    }
 }
 
 /// Everything the window found.
@@ -71,10 +108,21 @@ pub struct HealthReport {
     pub elapsed: Duration,
 }
 
-/// Verify through nginx. Ends at once on a 502/504, a failed request or a logged upstream
-/// error; passes after `opts.rounds` good rounds with a clean log; fails if the window closes
-/// before that. With no checks, only the log decides.
+/// Verify through nginx with nothing known: see [`verify_against`].
 pub fn verify(checks: &[Check], logs: &mut Cursors, opts: &HealthOptions) -> HealthReport {
+    verify_against(checks, logs, opts, &NothingKnown)
+}
+
+/// Verify through nginx. Ends at once on a failure or a logged upstream error that `known`
+/// does not know; passes after `opts.rounds` good rounds; a check that failed is not asked
+/// again. When the window closes first, the checks not yet made are simply absent from the
+/// results. With no checks, only the log decides.
+pub fn verify_against(
+    checks: &[Check],
+    logs: &mut Cursors,
+    opts: &HealthOptions,
+    known: &dyn Known,
+) -> HealthReport {
     let start = Instant::now();
     let mut report = HealthReport {
         passed: false,
@@ -83,36 +131,71 @@ pub fn verify(checks: &[Check], logs: &mut Cursors, opts: &HealthOptions) -> Hea
         expected_upstream_errors: Vec::new(),
         elapsed: Duration::ZERO,
     };
-    let mut good_rounds = 0;
-    let mut failed = false;
-    while !failed && good_rounds < opts.rounds.max(1) && start.elapsed() < opts.window {
-        for check in checks {
+    let rounds = opts.rounds.max(1);
+    let mut failed = vec![false; checks.len()];
+    let mut answered = vec![false; checks.len()];
+    let (mut good_rounds, mut news) = (0, false);
+    while !news && good_rounds < rounds && start.elapsed() < opts.window {
+        let mut clean = true;
+        for (i, check) in checks.iter().enumerate() {
+            if failed[i] {
+                continue;
+            }
             let left = opts.window.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                clean = false;
+                break;
+            }
             let result = request(check, opts.request_timeout.min(left), opts);
-            failed = result.failed;
+            answered[i] = true;
+            if result.failed {
+                failed[i] = true;
+                clean = false;
+                news = !known.failure(&result);
+            }
             report.results.push(result);
-            if failed {
+            if news {
                 break;
             }
         }
-        for e in logs.read_new().iter().filter_map(upstream_error) {
-            if is_expected(&e, &opts.expected_down) {
-                report.expected_upstream_errors.push(e);
-            } else {
-                report.upstream_errors.push(e);
-            }
+        let errors = split_expected(logs, &opts.expected_down, &mut report);
+        if errors.iter().any(|e| !known.upstream_error(e)) {
+            news = true;
+            clean = false;
         }
-        failed |= !report.upstream_errors.is_empty();
-        if !failed {
+        report.upstream_errors.extend(errors);
+        if clean {
             good_rounds += 1;
         }
         if checks.is_empty() {
             break;
         }
     }
-    report.passed = !failed && (checks.is_empty() || good_rounds >= opts.rounds.max(1));
+    report.passed = !failed.contains(&true)
+        && !answered.contains(&false)
+        && report.upstream_errors.is_empty()
+        && (checks.is_empty() || good_rounds >= rounds);
     report.elapsed = start.elapsed();
     report
+}
+
+/// The upstream errors logged since the last read, less the expected ones (connect errors to
+/// peers the probe found down, see [`HealthOptions::expected_down`]), which go to the
+/// report's `expected_upstream_errors`.
+fn split_expected(
+    logs: &mut Cursors,
+    expected_down: &[String],
+    report: &mut HealthReport,
+) -> Vec<UpstreamError> {
+    let mut errors = Vec::new();
+    for e in logs.read_new().iter().filter_map(upstream_error) {
+        if is_expected(&e, expected_down) {
+            report.expected_upstream_errors.push(e);
+        } else {
+            errors.push(e);
+        }
+    }
+    errors
 }
 
 /// A connect error (refused, no socket, permission, connect timeout) to a peer known down.
@@ -142,20 +225,42 @@ fn peer_of(upstream: &str) -> Option<String> {
     Some(rest.split('/').next().unwrap_or(rest).to_string())
 }
 
+/// The baseline: the same rounds of the same requests against the running configuration,
+/// every request made whatever the others answered, then the error log they wrote to. As many
+/// rounds as verification makes, so a pool's round-robin reaches as many of its servers
+/// before the change as after. The log lines of a request are written before nginx answers
+/// it, so one read after the last answer holds them.
+pub fn baseline(checks: &[Check], logs: &mut Cursors, opts: &HealthOptions) -> HealthReport {
+    let start = Instant::now();
+    let mut report = HealthReport {
+        passed: false,
+        results: Vec::with_capacity(checks.len() * opts.rounds.max(1)),
+        upstream_errors: Vec::new(),
+        expected_upstream_errors: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
+    for _ in 0..opts.rounds.max(1) {
+        if start.elapsed() >= opts.window {
+            break;
+        }
+        (report.results).extend(
+            checks
+                .iter()
+                .map(|c| request(c, opts.request_timeout, opts)),
+        );
+    }
+    report.upstream_errors = split_expected(logs, &opts.expected_down, &mut report);
+    report.passed = !report.results.iter().any(|r| r.failed) && report.upstream_errors.is_empty();
+    report.elapsed = start.elapsed();
+    report
+}
+
 fn request(check: &Check, timeout: Duration, opts: &HealthOptions) -> CheckResult {
     let start = Instant::now();
     let outcome = get_status(check, timeout.max(Duration::from_millis(1)));
-    let (status, error) = match outcome {
-        Ok(s) => (Some(s), None),
-        Err(e) => (None, Some(e)),
-    };
-    let failed = match status {
-        None => true,
-        Some(502) | Some(504) => true,
-        Some(s) => opts
-            .expect_status
-            .as_ref()
-            .is_some_and(|allowed| !allowed.contains(&s)),
+    let (status, error, refused) = match outcome {
+        Ok(s) => (Some(s), None, false),
+        Err(e) => (None, Some(e.text), e.refused),
     };
     CheckResult {
         url: check.url.clone(),
@@ -163,7 +268,24 @@ fn request(check: &Check, timeout: Duration, opts: &HealthOptions) -> CheckResul
         status,
         error,
         elapsed: start.elapsed(),
-        failed,
+        failed: is_failure(status, opts.expect_status.as_deref()),
+        refused,
+    }
+}
+
+/// Why a request got no status line.
+struct NoAnswer {
+    text: String,
+    /// nginx refused the connection itself.
+    refused: bool,
+}
+
+impl From<String> for NoAnswer {
+    fn from(text: String) -> NoAnswer {
+        NoAnswer {
+            text,
+            refused: false,
+        }
     }
 }
 
@@ -172,10 +294,12 @@ fn request(check: &Check, timeout: Duration, opts: &HealthOptions) -> CheckResul
 const MAX_RESPONSE: u64 = 256 * 1024;
 
 /// `GET` on a fresh connection, `Connection: close`; the response status.
-fn get_status(check: &Check, timeout: Duration) -> Result<u16, String> {
+fn get_status(check: &Check, timeout: Duration) -> Result<u16, NoAnswer> {
     let deadline = Instant::now() + timeout;
-    let tcp = TcpStream::connect_timeout(&check.connect, timeout)
-        .map_err(|e| format!("connect to {}: {e}", check.connect))?;
+    let tcp = TcpStream::connect_timeout(&check.connect, timeout).map_err(|e| NoAnswer {
+        text: format!("connect to {}: {e}", check.connect),
+        refused: e.kind() == std::io::ErrorKind::ConnectionRefused,
+    })?;
     let left = deadline
         .saturating_duration_since(Instant::now())
         .max(Duration::from_millis(1));
@@ -192,7 +316,7 @@ fn get_status(check: &Check, timeout: Duration) -> Result<u16, String> {
         check.path,
         env!("CARGO_PKG_VERSION")
     );
-    let response = if check.tls {
+    let response: Vec<u8> = if check.tls {
         let config = tls::client_config().map_err(|e| e.to_string())?;
         let conn = rustls::ClientConnection::new(config, tls::server_name(&check.host)?)
             .map_err(|e| e.to_string())?;
@@ -200,7 +324,7 @@ fn get_status(check: &Check, timeout: Duration) -> Result<u16, String> {
     } else {
         exchange(tcp, &req)
     }?;
-    parse_status(&response)
+    Ok(parse_status(&response)?)
 }
 
 fn exchange(mut stream: impl Read + Write, req: &str) -> Result<Vec<u8>, String> {

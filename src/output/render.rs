@@ -6,6 +6,7 @@ use crate::diff::ConfigDiff;
 use crate::health::HealthReport;
 use crate::output::{escape_control, Printer, Tone};
 use crate::report::{Outcome, Problem, Report, RollbackReport};
+use crate::verdict::Verdict;
 
 mod probes;
 mod state;
@@ -53,8 +54,16 @@ fn render_details(p: &Printer, report: &Report) {
             _ => {}
         }
     }
+    if let Some(h) = &report.baseline {
+        render_baseline(p, h);
+    }
     if let Some(h) = &report.health {
-        render_health(p, h, "verify");
+        // Upstream errors the baseline logged too are shown as the verdict's warnings.
+        let kept = matches!(report.verdict, Some(Verdict::Keep(_)));
+        render_health(p, h, "verify", !kept);
+    }
+    if let Some(v) = &report.verdict {
+        render_verdict(p, v);
     }
     if let Some(rb) = &report.rollback {
         render_rollback(p, rb);
@@ -245,7 +254,54 @@ fn render_diff(p: &Printer, d: &ConfigDiff, to_stdout: bool) {
     emit(&p.paint(Tone::Bold, &d.summary()));
 }
 
-fn render_health(p: &Printer, h: &HealthReport, label: &str) {
+/// The checks against the running configuration before the signal: with -v only, since the
+/// verdict already says what each failure was before.
+fn render_baseline(p: &Printer, h: &HealthReport) {
+    for r in &h.results {
+        let what = match (r.status, &r.error) {
+            (Some(code), _) => format!("HTTP {code}"),
+            (None, Some(e)) => e.clone(),
+            (None, None) => "no answer".into(),
+        };
+        p.detail(&format!(
+            "     baseline: GET {} (Host: {}) -> {}",
+            escape_control(&r.url),
+            escape_control(&r.host),
+            escape_control(&what)
+        ));
+    }
+    for u in &h.upstream_errors {
+        p.detail(&format!(
+            "     baseline: nginx logged an upstream error: {}",
+            escape_control(&u.text)
+        ));
+    }
+}
+
+/// What a change that stays did not fix, and what it did not cause.
+fn render_verdict(p: &Printer, v: &Verdict) {
+    let Verdict::Keep(kept) = v else {
+        return;
+    };
+    for c in &kept.still_failing {
+        p.err(&format!(
+            "{} {} (the change is not the cause)",
+            p.paint(Tone::Bad, "already failing:"),
+            escape_control(&c.describe())
+        ));
+    }
+    for u in &kept.known_errors {
+        p.err(&format!(
+            "{} nginx logged an upstream error (upstream: {}) that it logged before this change \
+             too; clients got an answer through another server: {}",
+            p.paint(Tone::Warn, "warning:"),
+            escape_control(u.upstream.as_deref().unwrap_or("?")),
+            escape_control(&u.text)
+        ));
+    }
+}
+
+fn render_health(p: &Printer, h: &HealthReport, label: &str, errors: bool) {
     for r in &h.results {
         let what = match (r.status, &r.error) {
             (Some(code), _) => format!("HTTP {code}"),
@@ -275,7 +331,7 @@ fn render_health(p: &Printer, h: &HealthReport, label: &str) {
             p.detail(&line);
         }
     }
-    for u in &h.upstream_errors {
+    for u in h.upstream_errors.iter().filter(|_| errors) {
         let upstream = u.upstream.as_deref().unwrap_or("?");
         p.progress(&format!(
             "{} nginx logged an upstream error (upstream: {}): {}",
@@ -315,8 +371,14 @@ fn render_rollback(p: &Printer, rb: &RollbackReport) {
             ));
         }
     }
+    for url in &rb.dropped {
+        p.progress(&format!(
+            "  not re-verified: {} (only the rejected configuration listened there)",
+            escape_control(url)
+        ));
+    }
     if let Some(h) = &rb.health {
-        render_health(p, h, "re-verify");
+        render_health(p, h, "re-verify", true);
     }
     let tone = if rb.state.contains("live and verified") {
         Tone::Good
@@ -328,6 +390,19 @@ fn render_rollback(p: &Printer, rb: &RollbackReport) {
         p.paint(tone, "rollback:"),
         escape_control(&rb.state)
     ));
+}
+
+/// The headline of a change that made nothing worse while a site fails as it did before.
+fn already_failing(report: &Report) -> String {
+    let first = match &report.verdict {
+        Some(Verdict::Keep(kept)) => kept.still_failing.first().map(|c| c.describe()),
+        _ => None,
+    };
+    format!(
+        "reloaded, but an operator must act: {}; the change is not the cause, nothing was \
+         rolled back",
+        first.unwrap_or_else(|| "a check failed before this change and still does".into())
+    )
 }
 
 /// Commands whose job is a reload; the others only look.
@@ -344,6 +419,7 @@ fn render_outcome(p: &Printer, report: &Report) {
         Outcome::Refused => (Tone::Bad, "refused: nginx was not reloaded; the running configuration is untouched".into()),
         Outcome::RolledBack => (Tone::Warn, "rolled back: the change failed after the reload; the previous configuration is live and verified".into()),
         Outcome::RollbackFailed => (Tone::Bad, "ROLLBACK FAILED: an operator must act now (see above)".into()),
+        Outcome::AlreadyFailing => (Tone::Bad, already_failing(report)),
         Outcome::Recorded => (Tone::Good, "recorded: this configuration is the known-good baseline".into()),
         Outcome::Cancelled => (Tone::Warn, "cancelled: nothing changed".into()),
         Outcome::Interrupted => (Tone::Warn, "interrupted: nothing changed".into()),

@@ -387,7 +387,7 @@ pub fn recover(s: &Settings, p: &crate::output::Printer, report: &mut Report) ->
         .map(|c| c.paths().map(|p| p.to_path_buf()).collect::<Vec<_>>());
     let restored = store.restore(&good, &good.config_root, &now.unwrap_or_default(), None)?;
     if !restored.is_clean() {
-        return Ok(report.finish(Outcome::RollbackFailed, Exit::RollbackFailed));
+        return Ok(report.finish(Outcome::RollbackFailed, Exit::MustAct));
     }
     report.notes.push(format!(
         "restored the last good configuration ({}); now testing and reloading it",
@@ -395,7 +395,7 @@ pub fn recover(s: &Settings, p: &crate::output::Printer, report: &mut Report) ->
     ));
     match reload_locked(&forced, p, report, &store, Journal::Inherit)? {
         Exit::Ok => Ok(report.finish(Outcome::RolledBack, Exit::RolledBack)),
-        Exit::Refused => Ok(report.finish(Outcome::RollbackFailed, Exit::RollbackFailed)),
+        Exit::Refused => Ok(report.finish(Outcome::RollbackFailed, Exit::MustAct)),
         other => Ok(other),
     }
 }

@@ -194,7 +194,7 @@ fn attempt(
     if exit == Exit::Ok {
         return Ok(exit);
     }
-    if exit == Exit::RollbackFailed {
+    if exit == Exit::MustAct {
         // The rollback could not restore a verified state: leave the files as the rollback
         // left them for the operator, and do not add a write of our own.
         report

@@ -29,7 +29,7 @@ use crate::store::{
 
 use env::Env;
 use inspect::{Checks, Early, Inspection};
-use transaction::{Transaction, Watch};
+use transaction::{Running, Transaction, Watch};
 
 pub use commands::*;
 pub use edit::edit;
@@ -241,6 +241,12 @@ pub fn reload_locked(
     }
     report.step("snapshot", true, t.elapsed(), Some(candidate.id.clone()));
     report.snapshot = Some(candidate.id.clone());
+    // A run `recover` continues may have left nginx running its unverified candidate: that is
+    // no baseline to judge the change by.
+    let running = match store.journal()? {
+        Some(j) if j.phase.nginx_touched() => Running::Unverified,
+        _ => Running::Baseline,
+    };
     let tx = Transaction {
         s,
         env: &env,
@@ -253,6 +259,7 @@ pub fn reload_locked(
         watch,
         reload_deadline: reload_deadline(s, report),
         journal,
+        running,
         expected_down: (report.probe.as_ref()).map_or_else(Vec::new, |p| p.expected_down()),
     };
     tx.run(report)

@@ -6,11 +6,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::conf::{servers, Config, Server};
+use crate::conf::{Config, Server};
 use crate::error::{Error, Result};
-use crate::errorlog::Cursors;
+use crate::errorlog::{self, Cursors};
 use crate::exit::Exit;
-use crate::health::{self, Check, HealthOptions, HealthReport};
+use crate::health::{self, Check, HealthOptions, HealthReport, Known};
 use crate::nginx;
 use crate::pipeline::env::Env;
 use crate::reload::{self, Master, Proof, ReloadMethod};
@@ -18,6 +18,7 @@ use crate::report::{Outcome, Report, RollbackReport};
 use crate::settings::Settings;
 use crate::signals::{self, Phase};
 use crate::store::{Outcome as SnapOutcome, Phase as JournalPhase, Snapshot, Store};
+use crate::verdict::{self, AfterRollback, Baseline, Restored, Verdict};
 
 /// Everything the transaction needs, gathered by the caller before anything changes.
 pub struct Transaction<'a> {
@@ -40,9 +41,21 @@ pub struct Transaction<'a> {
     pub reload_deadline: std::time::Duration,
     /// Whether this run began the journal record or continues a caller's.
     pub journal: crate::pipeline::Journal,
+    /// What the configuration nginx runs now is to this change.
+    pub running: Running,
     /// Peers the probe found down without refusing the change (`ProbeReport::expected_down`):
     /// their connect errors in the log during verification are nginx failing over.
     pub expected_down: Vec<String>,
+}
+
+/// What the configuration nginx runs before the signal is to the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Running {
+    /// The configuration the change replaces: its answers are the baseline.
+    Baseline,
+    /// Possibly an interrupted run's unverified candidate (`recover`): nothing to compare
+    /// with, so every failure counts as the change's.
+    Unverified,
 }
 
 /// What proving a reload of one configuration needs from it: where it logs and how many
@@ -62,34 +75,34 @@ impl Watch {
     }
 }
 
+/// How far back the baseline reads the running configuration's error logs: long enough to
+/// cover nginx's default `fail_timeout` (10 s) many times over, short enough that the errors
+/// are this configuration's and not an older one's.
+const RECENT_LOG: std::time::Duration = std::time::Duration::from_secs(600);
+/// The most of each error log read back for [`RECENT_LOG`].
+const RECENT_LOG_BYTES: u64 = 256 * 1024;
+
 /// What one reload attempt showed.
 struct Attempt {
     proof: Proof,
     health: Option<HealthReport>,
 }
 
-impl Attempt {
-    fn passed(&self) -> bool {
-        self.proof.took_effect && self.health.as_ref().is_none_or(|h| h.passed)
-    }
+/// Which way a reload of the transaction goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// To the candidate: the journal follows it.
+    Forward,
+    /// Back to last-good: the journal stays at `Restored`.
+    Rollback,
+}
 
-    fn why(&self) -> String {
-        if !self.proof.took_effect {
-            return format!(
-                "the reload did not take effect: {}",
-                self.proof
-                    .reason
-                    .clone()
-                    .unwrap_or_else(|| "no new workers".into())
-            );
-        }
-        match &self.health {
-            Some(h) if !h.passed => {
-                format!("verification through nginx failed: {}", health_summary(h))
-            }
-            _ => "verification failed".into(),
-        }
-    }
+/// How far `restore_and_verify` got.
+enum Reached {
+    NoLastGood,
+    FilesDiffer,
+    TestFailed,
+    Reloaded(Box<Attempt>),
 }
 
 impl Transaction<'_> {
@@ -124,16 +137,37 @@ impl Transaction<'_> {
         }
     }
 
-    /// Signal, prove, verify. Errors here are failures to even try (signal refused). The
-    /// journal follows the forward attempt; during a rollback it stays at `Restored`.
+    /// The checks against the running configuration, before the signal: what the change
+    /// is measured against.
+    fn baseline(&self, checks: &[Check], report: &mut Report) -> Baseline {
+        // What the running configuration logged in the recent past counts too: a worker that
+        // saw a pool server fail skips it for a while (`fail_timeout`) and logs nothing
+        // about it meanwhile, while the new workers of a reload try it afresh.
+        let since = errorlog::stamp(std::time::SystemTime::now() - RECENT_LOG);
+        let mut logs = Cursors::open_back(&self.watch.logs, RECENT_LOG_BYTES);
+        let t = Instant::now();
+        let mut window = health::baseline(checks, &mut logs, &self.health_options());
+        (window.upstream_errors).retain(|e| {
+            since
+                .as_ref()
+                .is_some_and(|s| errorlog::written_since(&e.text, s))
+        });
+        report.step("baseline", true, t.elapsed(), None);
+        let baseline = Baseline::of(&window);
+        report.baseline = Some(window);
+        baseline
+    }
+
+    /// Signal, prove, verify with `checks`; `known` says which failures are not news. Errors
+    /// here are failures to even try (signal refused).
     fn attempt(
         &self,
         watch: &Watch,
-        servers: &[Server],
-        rollback: bool,
+        checks: &[Check],
+        known: &dyn Known,
+        direction: Direction,
         report: &mut Report,
     ) -> Result<Attempt> {
-        let checks = self.checks(servers)?;
         // A failed reload logs its [emerg] to the running configuration's logs, a successful
         // one to the new configuration's: watch both (the same files on the forward attempt).
         let mut paths = watch.logs.clone();
@@ -165,11 +199,12 @@ impl Transaction<'_> {
                 health: None,
             });
         }
-        if rollback {
-            crate::store::test_pause("rollback-verifying");
-        } else {
-            self.store.journal_phase(JournalPhase::Reloaded)?;
-            self.store.journal_phase(JournalPhase::Verifying)?;
+        match direction {
+            Direction::Rollback => crate::store::test_pause("rollback-verifying"),
+            Direction::Forward => {
+                self.store.journal_phase(JournalPhase::Reloaded)?;
+                self.store.journal_phase(JournalPhase::Verifying)?;
+            }
         }
         if checks.is_empty() {
             report.notes.push(
@@ -179,7 +214,7 @@ impl Transaction<'_> {
             );
         }
         let t = Instant::now();
-        let h = health::verify(&checks, &mut logs, &self.health_options());
+        let h = health::verify_against(checks, &mut logs, &self.health_options(), known);
         report.step("verify", h.passed, t.elapsed(), None);
         Ok(Attempt {
             proof,
@@ -204,37 +239,55 @@ impl Transaction<'_> {
             r.candidate = Some(candidate);
             r.phase = JournalPhase::Reloading;
         })?;
-        // The candidate's servers are not needed past this attempt: a rollback parses the
-        // restored configuration for its own.
+        // The candidate's servers are not needed past their checks.
         let servers = std::mem::take(&mut self.servers);
-        let attempt = self.attempt(&self.watch, &servers, false, report);
+        let checks = self.checks(&servers)?;
         drop(servers);
+        let baseline = match self.running {
+            Running::Baseline => self.baseline(&checks, report),
+            Running::Unverified => Baseline::none(),
+        };
+        let attempt = self.attempt(&self.watch, &checks, &baseline, Direction::Forward, report);
         let attempt = match attempt {
             Ok(a) => a,
             Err(e) => {
                 // The signal or reload command failed; nginx may or may not have reloaded.
                 report.notes.push(format!("reloading failed: {e}"));
-                return self.rollback(report, format!("reloading failed: {e}"));
+                let why = format!("reloading failed: {e}");
+                return self.rollback(report, why, &baseline, &checks);
             }
         };
-        report.reload = Some(attempt.proof.clone());
-        report.health = attempt.health.clone();
-        if attempt.passed() {
-            self.store.journal_phase(JournalPhase::Verified)?;
-            self.store
-                .set_outcome(&self.candidate.id, SnapOutcome::Good, None)?;
-            self.store.set_last_good(&self.candidate)?;
-            self.store.prune(self.s.retention)?;
-            self.store.journal_clear()?;
-            signals::set_phase(Phase::Idle);
-            return Ok(report.finish(Outcome::Reloaded, Exit::Ok));
-        }
-        let why = attempt.why();
-        self.rollback(report, why)
+        let verdict = verdict::after_reload(&baseline, attempt.health.as_ref(), &attempt.proof);
+        report.reload = Some(attempt.proof);
+        report.health = attempt.health;
+        let kept = match &verdict {
+            Verdict::Keep(kept) => Some(kept.outcome()),
+            Verdict::RollBack { .. } => None,
+        };
+        let why = verdict.reason().unwrap_or_default();
+        report.verdict = Some(verdict);
+        let Some((outcome, exit)) = kept else {
+            return self.rollback(report, why, &baseline, &checks);
+        };
+        self.store.journal_phase(JournalPhase::Verified)?;
+        self.store
+            .set_outcome(&self.candidate.id, SnapOutcome::Good, None)?;
+        self.store.set_last_good(&self.candidate)?;
+        self.store.prune(self.s.retention)?;
+        self.store.journal_clear()?;
+        signals::set_phase(Phase::Idle);
+        Ok(report.finish(outcome, exit))
     }
 
-    /// Put last-good back and prove it; exit 3 when it is live and verified, 4 otherwise.
-    fn rollback(&self, report: &mut Report, why: String) -> Result<Exit> {
+    /// Put last-good back and prove it; the verdict on where that left things chooses the
+    /// exit: 3 when it is back to its baseline, 4 otherwise.
+    fn rollback(
+        &self,
+        report: &mut Report,
+        why: String,
+        baseline: &Baseline,
+        checks: &[Check],
+    ) -> Result<Exit> {
         let started = Instant::now();
         signals::set_phase(Phase::RollingBack);
         self.store.journal_phase(JournalPhase::RollingBack)?;
@@ -242,50 +295,71 @@ impl Transaction<'_> {
             self.store
                 .set_outcome(&self.candidate.id, SnapOutcome::Rejected, Some(why.clone()));
         let mut rb = RollbackReport::new(why, &self.candidate);
-        let exit = self.restore_and_verify(&mut rb, report);
+        // The rejected change's window, out of the report while the rollback adds steps to it.
+        let candidate = report.health.take();
+        let known = AfterRollback {
+            baseline,
+            candidate: candidate.as_ref(),
+        };
+        let reached = self.restore_and_verify(&mut rb, checks, &known, report);
+        report.health = candidate;
         rb.elapsed = started.elapsed();
-        // Once last-good is back and live the run is over, even when the backend fails it
-        // too; with no last-good there is nothing to go back to. Either way nothing is left
-        // for `recover` to finish.
-        let restored_live = rb.reload.as_ref().is_some_and(|p| p.took_effect);
-        let nothing_to_restore = self.last_good.is_none();
-        report.rollback = Some(rb);
-        match exit {
-            Ok(exit) => {
-                if exit == Exit::RolledBack {
-                    self.store.journal_phase(JournalPhase::RolledBack)?;
-                }
-                if exit == Exit::RolledBack || restored_live || nothing_to_restore {
-                    self.store.journal_clear()?;
-                }
-                signals::set_phase(Phase::Idle);
-                let outcome = if exit == Exit::RolledBack {
-                    Outcome::RolledBack
-                } else {
-                    Outcome::RollbackFailed
-                };
-                Ok(report.finish(outcome, exit))
-            }
+        let reached = match reached {
+            Ok(reached) => reached,
             Err(e) => {
-                if let Some(rb) = report.rollback.as_mut() {
-                    rb.state = format!(
-                        "{e}. The rejected candidate is kept as snapshot {}; the journal still \
-                         records this run: run `safe-reload status` and `safe-reload recover`",
-                        self.candidate.id
-                    );
-                }
-                Ok(report.finish(Outcome::RollbackFailed, Exit::RollbackFailed))
+                rb.state = format!(
+                    "{e}. The rejected candidate is kept as snapshot {}; the journal still \
+                     records this run: run `safe-reload status` and `safe-reload recover`",
+                    self.candidate.id
+                );
+                report.rollback = Some(rb);
+                return Ok(report.finish(Outcome::RollbackFailed, Exit::MustAct));
             }
+        };
+        let restored = match &reached {
+            Reached::NoLastGood => Restored::NoLastGood,
+            Reached::FilesDiffer => Restored::FilesDiffer,
+            Reached::TestFailed => Restored::TestFailed,
+            Reached::Reloaded(a) => Restored::Reloaded {
+                proof: &a.proof,
+                health: a.health.as_ref(),
+            },
+        };
+        let v = verdict::after_rollback(baseline, report.health.as_ref(), restored);
+        let (outcome, exit) = v.outcome();
+        // Once last-good is back and live the run is over, even when it fails checks too;
+        // with no last-good there is nothing to go back to. Either way nothing is left for
+        // `recover` to finish.
+        let restored_live = matches!(&reached, Reached::Reloaded(a) if a.proof.took_effect);
+        let nothing_to_restore = self.last_good.is_none();
+        if let Reached::Reloaded(a) = reached {
+            rb.reload = Some(a.proof);
+            rb.health = a.health;
         }
+        rb.state = v.state(rb.restored_to.as_deref());
+        rb.verdict = Some(v);
+        report.rollback = Some(rb);
+        if exit == Exit::RolledBack {
+            self.store.journal_phase(JournalPhase::RolledBack)?;
+        }
+        if exit == Exit::RolledBack || restored_live || nothing_to_restore {
+            self.store.journal_clear()?;
+        }
+        signals::set_phase(Phase::Idle);
+        Ok(report.finish(outcome, exit))
     }
 
-    fn restore_and_verify(&self, rb: &mut RollbackReport, report: &mut Report) -> Result<Exit> {
+    /// Restore last-good, test it, reload it and verify the checks that apply to it: the
+    /// ones the running configuration answered before the change.
+    fn restore_and_verify(
+        &self,
+        rb: &mut RollbackReport,
+        checks: &[Check],
+        known: &AfterRollback,
+        report: &mut Report,
+    ) -> Result<Reached> {
         let Some(good) = &self.last_good else {
-            rb.state = "there is no known-good snapshot to go back to: the failing configuration \
-                        is on disk and may be live. Fix it, or restore a snapshot with \
-                        `safe-reload rollback ID`"
-                .into();
-            return Ok(Exit::RollbackFailed);
+            return Ok(Reached::NoLastGood);
         };
         rb.restored_to = Some(good.id.clone());
         let t = Instant::now();
@@ -299,13 +373,10 @@ impl Transaction<'_> {
         let clean = restore.is_clean();
         rb.restore = Some(restore);
         if !clean {
-            rb.state = "the restored files do not match the last-good snapshot (see restore); \
-                        nginx was not reloaded again"
-                .into();
-            return Ok(Exit::RollbackFailed);
+            return Ok(Reached::FilesDiffer);
         }
         self.store.journal_phase(JournalPhase::Restored)?;
-        // Our parse of the restored tree (for health checks) runs while nginx tests it. The
+        // Our parse of the restored tree (for where it logs) runs while nginx tests it. The
         // parse stays on this thread: the memory the candidate's tree gave back is in this
         // thread's allocator arena, and a parse on another thread would take as much again.
         let (restored, test) = std::thread::scope(|scope| {
@@ -325,51 +396,13 @@ impl Transaction<'_> {
         let passed = test.passed;
         rb.test = Some(test);
         if !passed {
-            rb.state = "the restored last-good configuration fails nginx -t now (see test); the \
-                        files are restored but nginx was not reloaded"
-                .into();
-            return Ok(Exit::RollbackFailed);
+            return Ok(Reached::TestFailed);
         }
-        let (servers, watch) = (servers::extract(&restored), Watch::of(self.env, &restored));
+        let watch = Watch::of(self.env, &restored);
         drop(restored);
-        let attempt = self.attempt(&watch, &servers, true, report)?;
-        rb.reload = Some(attempt.proof.clone());
-        rb.health = attempt.health.clone();
-        if attempt.passed() {
-            rb.state = format!(
-                "the last good configuration ({}) is live and verified",
-                good.id
-            );
-            return Ok(Exit::RolledBack);
-        }
-        rb.state = if attempt.proof.took_effect {
-            format!(
-                "the last good configuration ({}) is live but fails verification too: the \
-                 backend is failing, the configuration change is not the cause",
-                good.id
-            )
-        } else {
-            format!(
-                "reloading the last good configuration failed: {}",
-                attempt.why()
-            )
-        };
-        Ok(Exit::RollbackFailed)
+        let (applicable, dropped) = known.baseline.applicable(checks.to_vec());
+        rb.dropped = dropped.into_iter().map(|c| c.url).collect();
+        let attempt = self.attempt(&watch, &applicable, known, Direction::Rollback, report)?;
+        Ok(Reached::Reloaded(Box::new(attempt)))
     }
-}
-
-/// One line on why verification failed.
-fn health_summary(h: &HealthReport) -> String {
-    if let Some(r) = h.results.iter().find(|r| r.failed) {
-        let what = match (r.status, &r.error) {
-            (Some(code), _) => format!("HTTP {code}"),
-            (None, Some(e)) => e.clone(),
-            (None, None) => "no answer".into(),
-        };
-        return format!("{} (Host: {}) answered {what}", r.url, r.host);
-    }
-    if let Some(u) = h.upstream_errors.first() {
-        return format!("nginx logged an upstream error: {}", u.text);
-    }
-    "no good answer within the verification window".into()
 }

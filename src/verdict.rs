@@ -1,0 +1,786 @@
+//! The verdict on a reload: what the change did, measured as the difference between the
+//! checks run against the running configuration just before the signal (the [`Baseline`]) and
+//! the same checks after it.
+//!
+//! Passed before and fails after: the change broke it, roll back. Failed before and fails the
+//! same way after: it was failing already, so it is reported (before and after), never rolled
+//! back, and never blamed on the backend by guess. A check the running configuration could not
+//! answer (nginx refused the connection: nothing listened there yet) has no baseline, so any
+//! failure of it is the change's. An upstream error in the log is the change's unless the
+//! baseline logged the same one; one it did log is a warning (clients got an answer through
+//! failover, before and after).
+//!
+//! Pure: the baseline, the results and the reload's proof in, a decision out. The outcome and
+//! the exit status after a reload are chosen here and nowhere else: [`Kept::outcome`] for a
+//! change that stays, [`RollbackVerdict::outcome`] for one that was rolled back.
+
+use serde::Serialize;
+
+use crate::errorlog::UpstreamError;
+use crate::exit::Exit;
+use crate::health::{Check, CheckResult, HealthReport, Known};
+use crate::reload::Proof;
+use crate::report::Outcome;
+
+/// What one check answered, enough to tell two failures apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Seen {
+    pub failed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// `HTTP 502`, `connect to 127.0.0.1:80: Connection refused (os error 111)`, ...
+    pub answer: String,
+}
+
+impl Seen {
+    pub fn of(r: &CheckResult) -> Seen {
+        let answer = match (r.status, &r.error) {
+            (Some(code), _) => format!("HTTP {code}"),
+            (None, Some(e)) => e.clone(),
+            (None, None) => "no answer".into(),
+        };
+        Seen {
+            failed: r.failed,
+            status: r.status,
+            answer,
+        }
+    }
+
+    /// Two failures are the same when they carry the same status, or neither had one (a
+    /// refused connection and a timeout are both "no answer" to a client).
+    fn same_failure(&self, other: &Seen) -> bool {
+        self.failed && other.failed && self.status == other.status
+    }
+}
+
+/// The running configuration's answer to one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Before {
+    Answered(Seen),
+    /// nginx refused the connection: the running configuration does not listen there, so
+    /// there is nothing to compare with (a new `listen`).
+    Unanswerable,
+}
+
+/// The checks as the running configuration answered them before the signal, and the
+/// upstream errors it logged meanwhile.
+#[derive(Debug, Clone, Default)]
+pub struct Baseline {
+    /// By the check's URL, which names everything that tells two checks apart.
+    checks: Vec<(String, Before)>,
+    errors: Vec<UpstreamError>,
+    /// Whether the checks ran at all: the configuration nginx ran before the signal was
+    /// one to compare with.
+    taken: bool,
+}
+
+impl Baseline {
+    /// From the baseline window: per check its first failure, else its first answer. A
+    /// refused connection means the running configuration does not listen there.
+    pub fn of(window: &HealthReport) -> Baseline {
+        let mut checks: Vec<(String, Before)> = Vec::new();
+        let mut at = std::collections::HashMap::new();
+        for r in &window.results {
+            let before = if r.refused {
+                Before::Unanswerable
+            } else {
+                Before::Answered(Seen::of(r))
+            };
+            match at.get(r.url.as_str()) {
+                None => {
+                    at.insert(r.url.as_str(), checks.len());
+                    checks.push((r.url.clone(), before));
+                }
+                Some(&i) => {
+                    let had_failed = matches!(&checks[i].1, Before::Answered(s) if s.failed);
+                    if r.failed && !had_failed {
+                        checks[i].1 = before;
+                    }
+                }
+            }
+        }
+        Baseline {
+            checks,
+            errors: window.upstream_errors.clone(),
+            taken: true,
+        }
+    }
+
+    /// No baseline: what nginx ran before the signal is nothing to compare with (`recover`:
+    /// it may be an interrupted run's unverified candidate). Every failure is the change's,
+    /// and a rollback verifies every check again.
+    pub fn none() -> Baseline {
+        Baseline::default()
+    }
+
+    fn before(&self, url: &str) -> Option<&Seen> {
+        self.checks.iter().find_map(|(u, b)| match b {
+            Before::Answered(seen) if u == url => Some(seen),
+            _ => None,
+        })
+    }
+
+    /// The checks the running configuration answered, which a rollback (putting that
+    /// configuration back) verifies again, and the ones it could not, which it drops: they
+    /// belong to listens only the rejected configuration had.
+    pub fn applicable(&self, checks: Vec<Check>) -> (Vec<Check>, Vec<Check>) {
+        checks
+            .into_iter()
+            .partition(|c| !self.taken || self.before(&c.url).is_some())
+    }
+
+    fn logged(&self, e: &UpstreamError) -> bool {
+        self.errors.iter().any(|b| same_error(b, e))
+    }
+}
+
+impl Known for Baseline {
+    fn failure(&self, result: &CheckResult) -> bool {
+        self.before(&result.url)
+            .is_some_and(|b| b.same_failure(&Seen::of(result)))
+    }
+
+    fn upstream_error(&self, error: &UpstreamError) -> bool {
+        self.logged(error)
+    }
+}
+
+/// What a rollback's re-verification does not count against the restored configuration:
+/// a check that failed before the change (it may fail any way now: the change is gone), and
+/// upstream errors the baseline logged or the rejected change did (its old workers finish
+/// their requests while the restored ones start).
+pub struct AfterRollback<'a> {
+    pub baseline: &'a Baseline,
+    pub candidate: Option<&'a HealthReport>,
+}
+
+impl Known for AfterRollback<'_> {
+    fn failure(&self, result: &CheckResult) -> bool {
+        self.baseline.before(&result.url).is_some_and(|b| b.failed)
+    }
+
+    fn upstream_error(&self, error: &UpstreamError) -> bool {
+        self.baseline.logged(error)
+            || self
+                .candidate
+                .is_some_and(|c| c.upstream_errors.iter().any(|k| same_error(k, error)))
+    }
+}
+
+/// The same upstream failure: the same kind, towards the same backend, from the same server.
+/// The client, time and request differ from line to line.
+fn same_error(a: &UpstreamError, b: &UpstreamError) -> bool {
+    a.kind == b.kind && a.upstream == b.upstream && a.server == b.server
+}
+
+/// One check, before the change and after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Compared {
+    pub url: String,
+    pub host: String,
+    /// `None`: no baseline (nothing listened there before the change, or no baseline was
+    /// taken at all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<Seen>,
+    pub after: Seen,
+    /// Whether a baseline was taken (see [`Baseline::none`]).
+    #[serde(skip)]
+    pub baseline_taken: bool,
+}
+
+impl Compared {
+    /// What happened to this check, in words: `URL answered HTTP 502 before this change and
+    /// still does`.
+    pub fn describe(&self) -> String {
+        let url = &self.url;
+        let (after, before) = (&self.after, self.before.as_ref());
+        match before {
+            None if !self.baseline_taken => format!("{url} answered {}", after.answer),
+            None => format!(
+                "{url} answered {} (nothing answered there before this change)",
+                after.answer
+            ),
+            Some(b) if b.same_failure(after) && b.status.is_some() => {
+                format!(
+                    "{url} answered {} before this change and still does",
+                    b.answer
+                )
+            }
+            Some(b) if b.same_failure(after) => format!(
+                "{url} got no answer before this change ({}) and still does not ({})",
+                b.answer, after.answer
+            ),
+            Some(b) => format!(
+                "{url} answered {} before this change and {} after it",
+                b.answer, after.answer
+            ),
+        }
+    }
+}
+
+/// Something the change made worse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Cause {
+    /// The reload did not take effect.
+    NotLive { reason: String },
+    /// A check that passed before and fails now, fails another way than before, or has no
+    /// baseline and fails.
+    Check(Compared),
+    /// An upstream error the running configuration did not log.
+    UpstreamError(UpstreamError),
+}
+
+impl Cause {
+    pub fn describe(&self) -> String {
+        match self {
+            Cause::NotLive { reason } => format!("the reload did not take effect: {reason}"),
+            Cause::Check(c) => c.describe(),
+            Cause::UpstreamError(e) => format!(
+                "nginx logged an upstream error the running configuration did not: {}",
+                e.text
+            ),
+        }
+    }
+}
+
+/// A change that stays live: nothing checked is worse than before it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Kept {
+    /// Checks that failed before the change and fail the same way now.
+    pub still_failing: Vec<Compared>,
+    /// Upstream errors the baseline logged too (clients got an answer through failover):
+    /// warnings, each once.
+    pub known_errors: Vec<UpstreamError>,
+}
+
+impl Kept {
+    /// Exit 0 when every check is as good as before; 4 when a site failed before the change
+    /// and still does: nothing to roll back, but an operator must act.
+    pub fn outcome(&self) -> (Outcome, Exit) {
+        if self.still_failing.is_empty() {
+            (Outcome::Reloaded, Exit::Ok)
+        } else {
+            (Outcome::AlreadyFailing, Exit::MustAct)
+        }
+    }
+}
+
+/// The decision after the reload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Verdict {
+    Keep(Kept),
+    /// The change made something worse (never empty).
+    RollBack {
+        causes: Vec<Cause>,
+    },
+}
+
+impl Verdict {
+    /// Why the change is rolled back, in one line; `None` when it stays.
+    pub fn reason(&self) -> Option<String> {
+        let Verdict::RollBack { causes } = self else {
+            return None;
+        };
+        let first = causes.first().map(Cause::describe).unwrap_or_default();
+        Some(match causes.first() {
+            Some(Cause::NotLive { .. }) => first,
+            _ => format!("verification through nginx failed: {first}"),
+        })
+    }
+}
+
+/// What the reload did, judged against the baseline.
+pub fn after_reload(before: &Baseline, after: Option<&HealthReport>, proof: &Proof) -> Verdict {
+    if !proof.took_effect {
+        let reason = proof
+            .reason
+            .clone()
+            .unwrap_or_else(|| "no new workers".into());
+        return Verdict::RollBack {
+            causes: vec![Cause::NotLive { reason }],
+        };
+    }
+    let Some(after) = after else {
+        return Verdict::Keep(Kept::default());
+    };
+    let (compared, known_errors, new_errors) = compare(before, after, &[]);
+    let mut causes = Vec::new();
+    let mut kept = Kept {
+        known_errors,
+        ..Kept::default()
+    };
+    for c in compared {
+        match &c.before {
+            Some(b) if b.same_failure(&c.after) => kept.still_failing.push(c),
+            _ => causes.push(Cause::Check(c)),
+        }
+    }
+    causes.extend(new_errors.into_iter().map(Cause::UpstreamError));
+    if causes.is_empty() {
+        Verdict::Keep(kept)
+    } else {
+        Verdict::RollBack { causes }
+    }
+}
+
+/// The failed checks of `after`, each with its baseline; the upstream errors of `after` split
+/// into those the baseline (or `also_known`) logged, once each, and the others.
+fn compare(
+    before: &Baseline,
+    after: &HealthReport,
+    also_known: &[UpstreamError],
+) -> (Vec<Compared>, Vec<UpstreamError>, Vec<UpstreamError>) {
+    let compared = (after.results.iter().filter(|r| r.failed))
+        .map(|r| Compared {
+            url: r.url.clone(),
+            host: r.host.clone(),
+            before: before.before(&r.url).cloned(),
+            after: Seen::of(r),
+            baseline_taken: before.taken,
+        })
+        .collect();
+    let (mut known, mut new) = (Vec::<UpstreamError>::new(), Vec::<UpstreamError>::new());
+    for e in &after.upstream_errors {
+        let list = if before.logged(e) || also_known.iter().any(|k| same_error(k, e)) {
+            &mut known
+        } else {
+            &mut new
+        };
+        if !list.iter().any(|k| same_error(k, e)) {
+            list.push(e.clone());
+        }
+    }
+    (compared, known, new)
+}
+
+/// How far a rollback got, as the transaction saw it.
+#[derive(Debug, Clone, Copy)]
+pub enum Restored<'a> {
+    /// There is no last good snapshot.
+    NoLastGood,
+    /// The restored files do not match the snapshot; nginx was not reloaded again.
+    FilesDiffer,
+    /// The restored configuration fails `nginx -t`; nginx was not reloaded again.
+    TestFailed,
+    /// Restored, tested, signalled: the proof and what the re-verification found.
+    Reloaded {
+        proof: &'a Proof,
+        health: Option<&'a HealthReport>,
+    },
+}
+
+/// The decision after a rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum RollbackVerdict {
+    /// The restored configuration is live and back to its baseline; checks that failed
+    /// before the change still fail the same way.
+    Back {
+        still_failing: Vec<Compared>,
+    },
+    NoLastGood,
+    FilesDiffer,
+    TestFailed,
+    /// Reloading the restored configuration did not take effect.
+    NotLive {
+        reason: String,
+    },
+    /// The restored configuration fails checks that passed in the baseline, or logs upstream
+    /// errors neither the baseline nor the rejected change logged.
+    Worse {
+        causes: Vec<Cause>,
+    },
+}
+
+/// Where a rollback left things. `candidate` is what the rejected change's window found:
+/// its upstream errors can still be logged by its old workers finishing their requests.
+pub fn after_rollback(
+    before: &Baseline,
+    candidate: Option<&HealthReport>,
+    restored: Restored,
+) -> RollbackVerdict {
+    let (proof, health) = match restored {
+        Restored::NoLastGood => return RollbackVerdict::NoLastGood,
+        Restored::FilesDiffer => return RollbackVerdict::FilesDiffer,
+        Restored::TestFailed => return RollbackVerdict::TestFailed,
+        Restored::Reloaded { proof, health } => (proof, health),
+    };
+    if !proof.took_effect {
+        let reason = proof
+            .reason
+            .clone()
+            .unwrap_or_else(|| "no new workers".into());
+        return RollbackVerdict::NotLive { reason };
+    }
+    let Some(health) = health else {
+        return RollbackVerdict::Back {
+            still_failing: Vec::new(),
+        };
+    };
+    let candidate_errors = candidate.map_or(&[][..], |c| &c.upstream_errors[..]);
+    let (compared, _, new_errors) = compare(before, health, candidate_errors);
+    let mut causes = Vec::new();
+    let mut still_failing = Vec::new();
+    for c in compared {
+        match &c.before {
+            Some(b) if b.failed => still_failing.push(c),
+            _ => causes.push(Cause::Check(c)),
+        }
+    }
+    causes.extend(new_errors.into_iter().map(Cause::UpstreamError));
+    if causes.is_empty() {
+        RollbackVerdict::Back { still_failing }
+    } else {
+        RollbackVerdict::Worse { causes }
+    }
+}
+
+impl RollbackVerdict {
+    /// Exit 3 when the restored configuration is back to its baseline; 4 (an operator must
+    /// act) when it could not be restored, reloaded, or is worse than before the change.
+    pub fn outcome(&self) -> (Outcome, Exit) {
+        match self {
+            RollbackVerdict::Back { .. } => (Outcome::RolledBack, Exit::RolledBack),
+            _ => (Outcome::RollbackFailed, Exit::MustAct),
+        }
+    }
+
+    /// Where things stand, in words an operator can act on; `good` is the restored snapshot.
+    pub fn state(&self, good: Option<&str>) -> String {
+        let good = good.unwrap_or("?");
+        match self {
+            RollbackVerdict::Back { still_failing } if still_failing.is_empty() => {
+                format!("the last good configuration ({good}) is live and verified")
+            }
+            RollbackVerdict::Back { still_failing } => format!(
+                "the last good configuration ({good}) is live and back to how it was before \
+                 this change; {}: an operator must look at it, the change was not the cause",
+                list(still_failing.iter().map(Compared::describe))
+            ),
+            RollbackVerdict::NoLastGood => {
+                "there is no known-good snapshot to go back to: the failing configuration is on \
+                 disk and may be live. Fix it, or restore a snapshot with `safe-reload rollback ID`"
+                    .into()
+            }
+            RollbackVerdict::FilesDiffer => {
+                "the restored files do not match the last-good snapshot (see restore); nginx was \
+                 not reloaded again"
+                    .into()
+            }
+            RollbackVerdict::TestFailed => {
+                "the restored last-good configuration fails nginx -t now (see test); the files \
+                 are restored but nginx was not reloaded"
+                    .into()
+            }
+            RollbackVerdict::NotLive { reason } => format!(
+                "reloading the last good configuration failed: the reload did not take effect: \
+                 {reason}"
+            ),
+            RollbackVerdict::Worse { causes } => format!(
+                "the last good configuration ({good}) is live but worse than before this \
+                 change: {}",
+                list(causes.iter().map(Cause::describe))
+            ),
+        }
+    }
+}
+
+/// Items joined with `; `.
+fn list(items: impl Iterator<Item = String>) -> String {
+    items.collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::errorlog::{Level, UpstreamErrorKind};
+    use std::time::Duration;
+
+    fn result(url: &str, status: Option<u16>, refused: bool) -> CheckResult {
+        CheckResult {
+            url: url.into(),
+            host: "site.test".into(),
+            status,
+            error: status
+                .is_none()
+                .then(|| "connect: Connection refused".to_string()),
+            elapsed: Duration::ZERO,
+            failed: crate::health::is_failure(status, None),
+            refused,
+        }
+    }
+
+    fn window(results: Vec<CheckResult>, errors: Vec<UpstreamError>) -> HealthReport {
+        HealthReport {
+            passed: false,
+            results,
+            upstream_errors: errors,
+            expected_upstream_errors: Vec::new(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn error(upstream: &str) -> UpstreamError {
+        UpstreamError {
+            level: Level::Error,
+            kind: UpstreamErrorKind::Refused,
+            upstream: Some(upstream.into()),
+            server: Some("site.test".into()),
+            request: Some("GET / HTTP/1.1".into()),
+            text: format!("connect() failed (111: Connection refused), upstream: \"{upstream}\""),
+        }
+    }
+
+    fn live() -> Proof {
+        Proof {
+            took_effect: true,
+            master: 1,
+            old_workers: vec![2],
+            new_workers: vec![3],
+            emerg: Vec::new(),
+            elapsed: Duration::ZERO,
+            reason: None,
+        }
+    }
+
+    const A: &str = "http://a.test/";
+    const B: &str = "http://b.test/";
+
+    #[test]
+    fn passed_before_and_fails_after_is_caused_and_rolls_back() {
+        let before = Baseline::of(&window(vec![result(A, Some(200), false)], vec![]));
+        let after = window(vec![result(A, Some(502), false)], vec![]);
+        let v = after_reload(&before, Some(&after), &live());
+        let Verdict::RollBack { causes } = &v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(causes.len(), 1);
+        assert_eq!(
+            causes[0].describe(),
+            "http://a.test/ answered HTTP 200 before this change and HTTP 502 after it"
+        );
+        assert!(v
+            .reason()
+            .unwrap()
+            .starts_with("verification through nginx failed"));
+    }
+
+    #[test]
+    fn failing_the_same_way_before_and_after_is_kept_and_exits_4_without_blame() {
+        let before = Baseline::of(&window(
+            vec![result(A, Some(200), false), result(B, Some(502), false)],
+            vec![],
+        ));
+        let after = window(
+            vec![result(A, Some(200), false), result(B, Some(502), false)],
+            vec![],
+        );
+        let v = after_reload(&before, Some(&after), &live());
+        let Verdict::Keep(kept) = &v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(kept.outcome(), (Outcome::AlreadyFailing, Exit::MustAct));
+        let said = kept.still_failing[0].describe();
+        assert_eq!(
+            said,
+            "http://b.test/ answered HTTP 502 before this change and still does"
+        );
+        assert!(!said.contains("backend is failing"));
+        assert!(v.reason().is_none());
+        // The window goes on past a failure the baseline already had.
+        assert!(before.failure(&result(B, Some(502), false)));
+        assert!(!before.failure(&result(A, Some(502), false)));
+    }
+
+    #[test]
+    fn failing_another_way_than_before_is_the_change() {
+        let before = Baseline::of(&window(vec![result(B, Some(502), false)], vec![]));
+        let after = window(vec![result(B, None, false)], vec![]);
+        assert!(matches!(
+            after_reload(&before, Some(&after), &live()),
+            Verdict::RollBack { .. }
+        ));
+    }
+
+    #[test]
+    fn a_check_with_no_baseline_that_fails_is_the_change() {
+        let before = Baseline::of(&window(vec![result(A, None, true)], vec![]));
+        let after = window(vec![result(A, None, true)], vec![]);
+        let v = after_reload(&before, Some(&after), &live());
+        let Verdict::RollBack { causes } = v else {
+            panic!()
+        };
+        assert!(causes[0]
+            .describe()
+            .contains("nothing answered there before"));
+        // And a rollback does not verify it again: the restored configuration has no such listen.
+        let check = |url: &str| Check {
+            url: url.into(),
+            connect: "127.0.0.1:80".parse().unwrap(),
+            host: "a.test".into(),
+            path: "/".into(),
+            tls: false,
+        };
+        let (kept, dropped) = before.applicable(vec![check(A), check(B)]);
+        assert_eq!((kept.len(), dropped.len()), (0, 2));
+    }
+
+    #[test]
+    fn upstream_errors_the_baseline_logged_too_are_warnings_new_ones_are_caused() {
+        let before = Baseline::of(&window(
+            vec![result(A, Some(200), false)],
+            vec![error("http://[::1]:8000/")],
+        ));
+        let after = window(
+            vec![result(A, Some(200), false)],
+            vec![error("http://[::1]:8000/"), error("http://[::1]:8000/")],
+        );
+        let v = after_reload(&before, Some(&after), &live());
+        let Verdict::Keep(kept) = &v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(kept.known_errors.len(), 1, "each once");
+        assert_eq!(kept.outcome(), (Outcome::Reloaded, Exit::Ok));
+
+        let after = window(
+            vec![result(A, Some(200), false)],
+            vec![error("http://127.0.0.1:9/")],
+        );
+        let v = after_reload(&before, Some(&after), &live());
+        assert!(
+            matches!(&v, Verdict::RollBack { causes } if matches!(causes[0], Cause::UpstreamError(_)))
+        );
+    }
+
+    #[test]
+    fn with_no_baseline_taken_every_failure_is_the_change_and_a_rollback_checks_everything() {
+        let none = Baseline::none();
+        let after = window(
+            vec![result(B, Some(502), false)],
+            vec![error("http://x:1/")],
+        );
+        let v = after_reload(&none, Some(&after), &live());
+        let Verdict::RollBack { causes } = &v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(causes.len(), 2);
+        assert_eq!(causes[0].describe(), "http://b.test/ answered HTTP 502");
+        let check = Check {
+            url: B.into(),
+            connect: "127.0.0.1:80".parse().unwrap(),
+            host: "b.test".into(),
+            path: "/".into(),
+            tls: false,
+        };
+        assert_eq!(none.applicable(vec![check]).0.len(), 1);
+        let proof = live();
+        let restored = Restored::Reloaded {
+            proof: &proof,
+            health: Some(&after),
+        };
+        assert_eq!(
+            after_rollback(&none, None, restored).outcome().1,
+            Exit::MustAct
+        );
+    }
+
+    #[test]
+    fn a_reload_that_did_not_take_effect_rolls_back() {
+        let proof = Proof {
+            took_effect: false,
+            reason: Some("bind() failed".into()),
+            ..live()
+        };
+        let v = after_reload(&Baseline::default(), None, &proof);
+        assert_eq!(
+            v.reason().unwrap(),
+            "the reload did not take effect: bind() failed"
+        );
+    }
+
+    #[test]
+    fn rollback_back_to_baseline_exits_3_and_worse_exits_4_naming_the_check() {
+        let before = Baseline::of(&window(
+            vec![result(A, Some(200), false), result(B, Some(502), false)],
+            vec![],
+        ));
+        let restored = window(
+            vec![result(A, Some(200), false), result(B, Some(502), false)],
+            vec![],
+        );
+        let proof = live();
+        let health = Some(&restored);
+        let v = after_rollback(
+            &before,
+            None,
+            Restored::Reloaded {
+                proof: &proof,
+                health,
+            },
+        );
+        assert_eq!(v.outcome(), (Outcome::RolledBack, Exit::RolledBack));
+        assert!(v
+            .state(Some("s1"))
+            .contains("b.test/ answered HTTP 502 before"));
+
+        let worse = window(vec![result(A, Some(504), false)], vec![]);
+        let v = after_rollback(
+            &before,
+            None,
+            Restored::Reloaded {
+                proof: &proof,
+                health: Some(&worse),
+            },
+        );
+        assert_eq!(v.outcome(), (Outcome::RollbackFailed, Exit::MustAct));
+        assert!(v
+            .state(Some("s1"))
+            .contains("http://a.test/ answered HTTP 200 before this change and HTTP 504 after it"));
+    }
+
+    #[test]
+    fn rollback_errors_the_rejected_change_logged_are_not_held_against_the_restored_config() {
+        let before = Baseline::of(&window(vec![result(A, Some(200), false)], vec![]));
+        let candidate = window(vec![], vec![error("http://127.0.0.1:9/")]);
+        let restored = window(
+            vec![result(A, Some(200), false)],
+            vec![error("http://127.0.0.1:9/")],
+        );
+        let proof = live();
+        let restored = Restored::Reloaded {
+            proof: &proof,
+            health: Some(&restored),
+        };
+        let v = after_rollback(&before, Some(&candidate), restored);
+        assert_eq!(v.outcome().1, Exit::RolledBack);
+        let v = after_rollback(&before, None, restored);
+        assert_eq!(v.outcome().1, Exit::MustAct);
+    }
+
+    #[test]
+    fn a_rollback_that_could_not_restore_or_reload_exits_4() {
+        let before = Baseline::default();
+        for r in [
+            Restored::NoLastGood,
+            Restored::FilesDiffer,
+            Restored::TestFailed,
+        ] {
+            assert_eq!(after_rollback(&before, None, r).outcome().1, Exit::MustAct);
+        }
+        let proof = Proof {
+            took_effect: false,
+            ..live()
+        };
+        let v = after_rollback(
+            &before,
+            None,
+            Restored::Reloaded {
+                proof: &proof,
+                health: None,
+            },
+        );
+        assert_eq!(v.outcome(), (Outcome::RollbackFailed, Exit::MustAct));
+    }
+}
