@@ -278,6 +278,7 @@ mod tests {
             addr,
             ssl,
             udp: false,
+            ipv6only: false,
             default_server: false,
             file: PathBuf::from("/c").into(),
             line: 1,

@@ -4,8 +4,13 @@
 //!
 //! A listen is in conflict when a listening socket of a process other than this nginx (its
 //! master and workers) overlaps it: the same address, or a wildcard on the same port
-//! (`0.0.0.0:80` and `127.0.0.1:80` clash either way; `[::]:80` is treated as clashing with
-//! every IPv4 address of that port, as it does unless `ipv6only` is set).
+//! (`0.0.0.0:80` and `127.0.0.1:80` clash either way). IPv6 follows `ipv6only`: nginx binds
+//! `listen [::]:80;` with `IPV6_V6ONLY` (its default `ipv6only=on`), which leaves every IPv4
+//! address of the port to others; `ipv6only=off` takes them too. Whether another program's
+//! `[::]:80` takes IPv4 (`/proc/net/tcp6` does not say) is found the way the kernel decides
+//! it: a trial `bind` of the IPv4 address, without `listen`, closed at once.
+//!
+//! Each `listen` line is reported once, naming the first socket in its way.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -76,7 +81,9 @@ pub fn listen_conflicts_in(
                 line: listen.line,
                 holders: holders.to_vec(),
             };
-            if !out.contains(&c) {
+            let same_line =
+                |o: &ListenConflict| o.listen == c.listen && o.file == c.file && o.line == c.line;
+            if !out.iter().any(same_line) {
                 out.push(c);
             }
         };
@@ -90,7 +97,11 @@ pub fn listen_conflicts_in(
             }
             addr => {
                 for sa in socket_addrs(addr) {
-                    for l in listeners.tcp.iter().filter(|l| overlaps(l.addr, sa)) {
+                    let want = Want {
+                        addr: sa,
+                        v6only: listen.ipv6only,
+                    };
+                    for l in listeners.tcp.iter().filter(|l| overlaps(l.addr, want)) {
                         if foreign(&l.holders) {
                             push(l.addr.to_string(), &l.holders);
                         }
@@ -113,20 +124,46 @@ fn socket_addrs(addr: &ListenAddr) -> Vec<SocketAddr> {
     }
 }
 
-/// Would binding `want` fail because `held` is listening?
-fn overlaps(held: SocketAddr, want: SocketAddr) -> bool {
-    if held.port() != want.port() {
-        return false;
-    }
-    let (h, w) = (held.ip(), want.ip());
-    h == w || wildcard_covers(h, w) || wildcard_covers(w, h)
+/// The address nginx would bind for a `listen`, and whether it sets `IPV6_V6ONLY`.
+#[derive(Debug, Clone, Copy)]
+struct Want {
+    addr: SocketAddr,
+    v6only: bool,
 }
 
-fn wildcard_covers(wild: IpAddr, other: IpAddr) -> bool {
-    match wild {
-        IpAddr::V4(v4) => v4.is_unspecified() && other.is_ipv4(),
-        IpAddr::V6(v6) => v6.is_unspecified(),
+/// Would binding `want` fail because `held` is listening?
+fn overlaps(held: SocketAddr, want: Want) -> bool {
+    overlaps_with(held, want, ipv4_taken)
+}
+
+/// `overlaps`, with the trial bind for "does this IPv6 wildcard of another program take the
+/// IPv4 address too?" passed in, so the rule is testable without sockets.
+fn overlaps_with(held: SocketAddr, want: Want, ipv4_taken: impl Fn(SocketAddr) -> bool) -> bool {
+    if held.port() != want.addr.port() {
+        return false;
     }
+    let (h, w) = (held.ip(), want.addr.ip());
+    if h == w {
+        return true;
+    }
+    match (h, w) {
+        (IpAddr::V4(h4), IpAddr::V4(w4)) => h4.is_unspecified() || w4.is_unspecified(),
+        (IpAddr::V6(h6), IpAddr::V6(w6)) => h6.is_unspecified() || w6.is_unspecified(),
+        // nginx's `[::]` takes the IPv4 port only with `ipv6only=off`.
+        (IpAddr::V4(_), IpAddr::V6(w6)) => w6.is_unspecified() && !want.v6only,
+        // Another program's `[::]`: dual-stack unless it set IPV6_V6ONLY; ask the kernel.
+        (IpAddr::V6(h6), IpAddr::V4(_)) => h6.is_unspecified() && ipv4_taken(want.addr),
+    }
+}
+
+/// Whether binding the IPv4 address `addr` fails with "address in use" right now. The socket
+/// never listens and is closed at once.
+fn ipv4_taken(addr: SocketAddr) -> bool {
+    let Ok(socket) = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+    else {
+        return true;
+    };
+    matches!(socket.bind(&addr.into()), Err(e) if e.kind() == std::io::ErrorKind::AddrInUse)
 }
 
 /// The pids of an nginx master and its direct children (the workers, cache manager and
@@ -145,16 +182,61 @@ pub fn nginx_pids(master: i32) -> Vec<i32> {
 mod tests {
     use super::*;
 
+    fn want(text: &str, v6only: bool) -> Want {
+        Want {
+            addr: text.parse().unwrap(),
+            v6only,
+        }
+    }
+
+    fn held(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
     #[test]
     fn wildcards_overlap_both_ways() {
-        let any: SocketAddr = "0.0.0.0:80".parse().unwrap();
-        let lo: SocketAddr = "127.0.0.1:80".parse().unwrap();
-        let v6any: SocketAddr = "[::]:80".parse().unwrap();
-        assert!(overlaps(any, lo));
-        assert!(overlaps(lo, any));
-        assert!(overlaps(v6any, lo));
-        assert!(overlaps(lo, v6any));
-        assert!(!overlaps(lo, "127.0.0.2:80".parse().unwrap()));
-        assert!(!overlaps(any, "0.0.0.0:81".parse().unwrap()));
+        let both = |h: &str, w: &str| {
+            overlaps_with(held(h), want(w, false), |_| true)
+                && overlaps_with(held(w), want(h, false), |_| true)
+        };
+        assert!(both("0.0.0.0:80", "127.0.0.1:80"));
+        assert!(both("[::]:80", "[::1]:80"));
+        assert!(!overlaps_with(
+            held("127.0.0.1:80"),
+            want("127.0.0.2:80", false),
+            |_| true
+        ));
+        assert!(!overlaps_with(
+            held("0.0.0.0:80"),
+            want("0.0.0.0:81", false),
+            |_| true
+        ));
+    }
+
+    #[test]
+    fn nginx_ipv6_wildcard_takes_ipv4_only_with_ipv6only_off() {
+        for h in ["127.0.0.1:8080", "0.0.0.0:8080"] {
+            assert!(
+                !overlaps_with(held(h), want("[::]:8080", true), |_| true),
+                "{h}"
+            );
+            assert!(
+                overlaps_with(held(h), want("[::]:8080", false), |_| true),
+                "{h}"
+            );
+        }
+        assert!(overlaps_with(
+            held("[::]:8080"),
+            want("[::]:8080", true),
+            |_| false
+        ));
+    }
+
+    #[test]
+    fn another_programs_ipv6_wildcard_clashes_when_the_kernel_says_so() {
+        let w = want("127.0.0.1:8080", false);
+        assert!(overlaps_with(held("[::]:8080"), w, |_| true));
+        assert!(!overlaps_with(held("[::]:8080"), w, |_| false));
+        assert!(!overlaps_with(held("[::1]:8080"), w, |_| true));
     }
 }

@@ -48,6 +48,11 @@ pub struct Listen {
     pub ssl: bool,
     /// `listen ... udp` (stream only).
     pub udp: bool,
+    /// An IPv6 listen that takes IPv6 connections only: nginx sets `IPV6_V6ONLY` unless
+    /// `ipv6only=off` (`ngx_http_core_listen` and `ngx_stream_core_listen` default it to on),
+    /// so `[::]:80` leaves the IPv4 port to others.
+    #[serde(skip)]
+    pub ipv6only: bool,
     pub default_server: bool,
     pub file: Arc<Path>,
     pub line: u32,
@@ -111,6 +116,7 @@ fn server(context: Context, d: &Directive) -> Server {
             addr: ListenAddr::Tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 80)),
             ssl: false,
             udp: false,
+            ipv6only: false,
             default_server: false,
             file: d.file.clone(),
             line: d.line,
@@ -153,10 +159,12 @@ fn listen(context: Context, d: &Directive) -> Option<Listen> {
         Parsed::Unix(p) => ListenAddr::Unix(p),
     };
     let flag = |f: &str| d.args[1..].iter().any(|a| a == f);
+    let v6 = matches!(&addr, ListenAddr::Tcp(sa) if sa.is_ipv6());
     Some(Listen {
         addr,
         ssl: flag("ssl"),
         udp: flag("udp"),
+        ipv6only: v6 && !flag("ipv6only=off"),
         default_server: flag("default_server") || flag("default"),
         file: d.file.clone(),
         line: d.line,

@@ -47,6 +47,7 @@ mod tests {
             addr: ListenAddr::Tcp("127.0.0.1:80".parse().unwrap()),
             ssl: false,
             udp: false,
+            ipv6only: false,
             default_server: false,
             file: PathBuf::from(file).into(),
             line: 1,

@@ -148,6 +148,7 @@ pub fn server_listening(addr: ListenAddr, line: u32) -> Server {
             addr,
             ssl: false,
             udp: false,
+            ipv6only: false,
             default_server: false,
             file,
             line,
