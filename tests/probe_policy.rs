@@ -4,6 +4,8 @@
 //! refusal only when no member of a pool can answer. Each case runs the real nginx and checks
 //! what it serves afterwards.
 
+#![allow(clippy::print_stdout)] // a skipped test says why
+
 mod support;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener};
@@ -194,4 +196,67 @@ fn a_dual_stack_name_with_one_family_answering_is_a_warning() {
             (200, "v4-only".into())
         );
     }
+}
+
+/// Regression: a unix socket that listens but that the worker user (`user nobody`) may not
+/// open got the hint "no backend listens on ...; ... listens on <a similar socket>". nginx
+/// answers 502 with (13: Permission denied); the hint says why: the owner, the mode, the user.
+#[test]
+fn a_listening_socket_the_worker_user_may_not_open_gets_a_permission_hint() {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(why) = namespaces_unavailable() {
+        println!("SKIPPED: needs root to own a socket that `nobody` may not open ({why})");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.path().join("app.sock");
+    let app = HttpBackend::start_unix(&sock, "app");
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // A socket of a similar name that nobody may open: the old hint pointed at it.
+    let other = dir.path().join("app2.sock");
+    let _other = HttpBackend::start_unix(&other, "other");
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o666)).unwrap();
+
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let target = format!("unix:{}:", sock.display());
+    // Debian has no group `nobody`: nginx's `user nobody;` would look it up and fail.
+    let group = if nix_group_exists("nobody") {
+        "nobody"
+    } else {
+        "nogroup"
+    };
+    let nginx = TestNginx::builder()
+        .user(&format!("nobody {group}"))
+        .http(&proxy_site(listen, &target))
+        .start();
+    // What nginx does with it: 502, and the reason in its log.
+    assert_eq!(http_get(listen, "site.test", "/").unwrap().0, 502);
+    assert!(
+        wait_for(std::time::Duration::from_secs(5), || nginx
+            .error_log_text()
+            .contains("(13: Permission denied)")),
+        "{}",
+        nginx.error_log_text()
+    );
+
+    let run = SafeReload::new(&nginx).run(&["check", "--json"]);
+    run.expect(1);
+    let report = run.json();
+    let r = result_for(&report, &format!("unix:{}", sock.display()));
+    assert_eq!(r["status"], "permission-denied", "{run}");
+    let hints = r["hints"].to_string();
+    assert!(
+        hints.contains("worker user `nobody` cannot open")
+            && hints.contains("mode 0600 owner root"),
+        "{hints}"
+    );
+    assert!(!hints.contains("no backend listens"), "{hints}");
+    drop(app);
+}
+
+fn nix_group_exists(name: &str) -> bool {
+    std::fs::read_to_string("/etc/group")
+        .is_ok_and(|g| g.lines().any(|l| l.split(':').next() == Some(name)))
 }

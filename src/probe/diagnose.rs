@@ -223,8 +223,11 @@ pub fn unix(path: &Path, status: Status, errno: Option<&str>, listeners: &Listen
         ),
         _ => {}
     }
-    if let Some(similar) = similar_sockets(path, listeners) {
-        hints.push(similar);
+    // A socket that listens but may not be opened is a permission problem, not a wrong path:
+    // other sockets of similar names are no hint there.
+    let listening = listeners.unix.iter().any(|l| l.path == path);
+    if status != Status::PermissionDenied && !listening {
+        hints.extend(similar_sockets(path, listeners));
     }
     hints
 }
