@@ -47,6 +47,7 @@ pub fn probe_options(
             None => nginx::worker_user(config, &nginx::BuildInfo::default()),
         }),
         allow_fail: s.allow_fail.clone(),
+        per_request: crate::probe::per_request::PerRequest::of(config),
         ..ProbeOptions::default()
     }
 }

@@ -10,7 +10,9 @@
 pub mod access;
 pub mod connect;
 pub mod diagnose;
+pub mod dns;
 pub mod netstat;
+pub mod per_request;
 mod policy;
 pub mod resolve;
 pub mod similar;
@@ -40,6 +42,9 @@ pub struct ProbeOptions {
     /// Targets allowed to fail, written as the target is shown (`127.0.0.1:8000`,
     /// `unix:/run/app.sock`, `app.internal:8000`): reported, but not failures.
     pub allow_fail: Vec<String>,
+    /// The `*_pass` lines nginx evaluates per request and their `resolver`s: names only they
+    /// use are asked of that resolver, not the system's (`PerRequest::of` the configuration).
+    pub per_request: per_request::PerRequest,
 }
 
 impl Default for ProbeOptions {
@@ -50,6 +55,7 @@ impl Default for ProbeOptions {
             worker_user: None,
             worker_group: None,
             allow_fail: Vec::new(),
+            per_request: per_request::PerRequest::default(),
         }
     }
 }
@@ -181,6 +187,26 @@ pub struct ProbeResult {
     pub references: std::sync::Arc<[Reference]>,
     pub severity: Severity,
     pub hints: Vec<Hint>,
+    /// For a name nginx resolves per request only: the `resolver` it asks, or none in scope.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<RequestResolver>,
+}
+
+/// The resolver nginx asks for a name it resolves per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestResolver {
+    Through(std::sync::Arc<per_request::Resolver>),
+    /// No `resolver` in scope: nginx answers 502 ("no resolver defined to resolve ...").
+    Missing,
+}
+
+impl Serialize for RequestResolver {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RequestResolver::Through(r) => s.collect_str(r),
+            RequestResolver::Missing => s.serialize_str("none"),
+        }
+    }
 }
 
 /// Every target's result, in the order of `Targets`.
@@ -236,9 +262,12 @@ fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 /// resolution) however many targets there are.
 pub fn probe_all(targets: &Targets, opts: &ProbeOptions) -> ProbeReport {
     let started = Instant::now();
-    let plan = verdict::plan(&targets.targets, opts.timeout);
+    let resolvers = per_request::resolvers(&targets.targets, &opts.per_request);
+    let answers = per_request::answers(&targets.targets, &resolvers, opts.timeout);
+    let plan = verdict::plan(&targets.targets, &answers, opts.timeout);
     let outcomes = connect::probe_endpoints(&plan.endpoints, opts.timeout, opts.concurrency);
     let mut results = verdict::assemble(&targets.targets, &plan, &outcomes);
+    per_request::annotate(&mut results, &resolvers, &answers);
     verdict::judge(&mut results, opts);
     ProbeReport {
         results,

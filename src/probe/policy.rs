@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 
-use super::{Hint, ProbeOptions, ProbeResult, Severity, Status};
+use super::{Hint, ProbeOptions, ProbeResult, RequestResolver, Severity, Status};
 use crate::conf::targets::Context;
 
 /// An upstream block, as nginx names it: per context, names compare case-insensitively.
@@ -112,9 +112,15 @@ fn judge(
     if answers(r) {
         return (Severity::Warning, None);
     }
-    // nginx resolves these names when it starts and does not start without them.
+    // A name nginx resolves per request through its `resolver`, which says it does not
+    // exist: nginx answers 502 until it does, which a deploy may be about to change (a service
+    // registering). With no resolver in scope nginx can never resolve it: a failure.
     if r.status == Status::Unresolvable {
-        return (Severity::Failure, None);
+        return match r.resolver {
+            Some(RequestResolver::Through(_)) => (Severity::Warning, None),
+            // nginx resolves the others when it starts and does not start without them.
+            _ => (Severity::Failure, None),
+        };
     }
     let (pools, direct) = uses(r);
     let live: Vec<(&Pool, &Vec<String>)> = pools
@@ -179,6 +185,7 @@ mod tests {
             references: refs.into(),
             severity: Severity::Ok,
             hints: Vec::new(),
+            resolver: None,
         }
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::access::{Account, Denial};
 use super::connect::{Endpoint, Outcome};
 use super::netstat::Listeners;
+use super::per_request::Answer;
 use super::{diagnose, resolve, AddrResult, Hint, ProbeOptions, ProbeResult, Severity, Status};
 use crate::conf::{Target, TargetAddr};
 
@@ -29,12 +30,14 @@ pub struct Plan {
     pub steps: Vec<Step>,
 }
 
-/// Resolve names and list the endpoints. Each distinct name is resolved once.
-pub fn plan(targets: &[Target], timeout: Duration) -> Plan {
-    let names: Vec<(String, u16)> = targets
-        .iter()
-        .filter(|t| !t.is_down())
-        .filter_map(|t| match &t.address {
+/// Resolve names and list the endpoints. Each distinct name is resolved once. A name nginx
+/// resolves per request comes with its `request` answer (see `per_request`) and is not
+/// asked of the system resolver.
+pub fn plan(targets: &[Target], request: &[Option<Answer>], timeout: Duration) -> Plan {
+    let answer = |i: usize| request.get(i).and_then(Option::as_ref);
+    let names: Vec<(String, u16)> = (targets.iter().enumerate())
+        .filter(|(i, t)| !t.is_down() && answer(*i).is_none())
+        .filter_map(|(_, t)| match &t.address {
             TargetAddr::Host { name, port } => Some((name.clone(), *port)),
             _ => None,
         })
@@ -43,19 +46,30 @@ pub fn plan(targets: &[Target], timeout: Duration) -> Plan {
     let mut resolved = names.into_iter().zip(resolved);
     let mut endpoints = Vec::new();
     let mut steps = Vec::with_capacity(targets.len());
-    for t in targets {
+    for (i, t) in targets.iter().enumerate() {
         if t.is_down() {
             steps.push(Step::Skipped);
             continue;
         }
-        let new: Vec<Endpoint> = match &t.address {
-            TargetAddr::Dynamic(_) => {
+        let new: Vec<Endpoint> = match (&t.address, answer(i)) {
+            (TargetAddr::Dynamic(_), _) => {
                 steps.push(Step::Dynamic);
                 continue;
             }
-            TargetAddr::Ip(sa) => vec![Endpoint::Tcp(*sa)],
-            TargetAddr::Unix(p) => vec![Endpoint::Unix(p.clone())],
-            TargetAddr::Host { .. } => match resolved.next() {
+            (_, Some(a)) => match a {
+                Answer::Found(addrs) => addrs.iter().copied().map(Endpoint::Tcp).collect(),
+                Answer::NoAnswer(_) => {
+                    steps.push(Step::Dynamic);
+                    continue;
+                }
+                Answer::NoSuchName | Answer::NoResolver => {
+                    steps.push(Step::Unresolvable(a.why(t)));
+                    continue;
+                }
+            },
+            (TargetAddr::Ip(sa), None) => vec![Endpoint::Tcp(*sa)],
+            (TargetAddr::Unix(p), None) => vec![Endpoint::Unix(p.clone())],
+            (TargetAddr::Host { .. }, None) => match resolved.next() {
                 Some((_, Ok(addrs))) => addrs.into_iter().map(Endpoint::Tcp).collect(),
                 Some((_, Err(e))) => {
                     steps.push(Step::Unresolvable(e));
@@ -89,6 +103,7 @@ pub fn assemble(targets: &[Target], plan: &Plan, outcomes: &[Outcome]) -> Vec<Pr
                 references: t.references.clone(),
                 severity: Severity::Ok,
                 hints: Vec::new(),
+                resolver: None,
             };
             match step {
                 Step::Skipped => r.status = Status::Skipped,
@@ -262,7 +277,7 @@ fn add_hints(
         }
         TargetAddr::Dynamic(_) => {}
     }
-    if r.status == Status::Unresolvable {
+    if r.status == Status::Unresolvable && r.resolver.is_none() {
         hints.push(
             Hint::new("the system resolver does not know this name")
                 .with_suggestion("check the name, /etc/hosts or DNS; nginx resolves it when it starts and fails to start without it"),

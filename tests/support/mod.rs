@@ -118,3 +118,5 @@ pub use namespace::{
     fresh_machine, in_private_network, in_private_network_with_hosts, inside_private_network,
     namespaces_unavailable, NOT_FRESH,
 };
+mod dns;
+pub use dns::DnsResponder;
