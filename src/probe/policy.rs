@@ -36,8 +36,9 @@ pub fn apply(results: &mut [ProbeResult], opts: &ProbeOptions) {
     for r in results.iter_mut() {
         let (severity, hint) = judge(r, opts, &answering);
         r.severity = severity;
+        // First: it says why this is no refusal, before the diagnosis of the member itself.
         if let Some(h) = hint.filter(|h| !r.hints.contains(h)) {
-            r.hints.push(h);
+            r.hints.insert(0, h);
         }
     }
 }
