@@ -10,6 +10,8 @@ enum Bound {
 /// Accept loop shared by the backends; `serve` gets each connection on its own thread.
 struct Server {
     stop: Arc<AtomicBool>,
+    /// Connections accepted so far.
+    hits: Arc<AtomicU32>,
     wake: Box<dyn Fn() + Send>,
     thread: Option<JoinHandle<()>>,
 }
@@ -18,6 +20,8 @@ impl Server {
     fn run(bound: Bound, serve: fn(&mut dyn ReadWrite, &str), name: String) -> Server {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let hits = Arc::new(AtomicU32::new(0));
+        let counter = hits.clone();
         let wake: Box<dyn Fn() + Send> = match &bound {
             Bound::Tcp(l) => {
                 let addr = l.local_addr().expect("local addr");
@@ -50,12 +54,14 @@ impl Server {
                 return;
             }
             if let Some(mut c) = conn {
+                counter.fetch_add(1, Ordering::SeqCst);
                 let name = name.clone();
                 std::thread::spawn(move || serve(&mut *c, &name));
             }
         });
         Server {
             stop,
+            hits,
             wake,
             thread: Some(thread),
         }
@@ -144,6 +150,11 @@ impl HttpBackend {
             path: Some(path.to_path_buf()),
             _server: Server::run(Bound::Unix(l), answer_200, name.to_string()),
         }
+    }
+
+    /// Connections accepted so far: which listener nginx really connected to.
+    pub fn hits(&self) -> u32 {
+        self._server.hits.load(Ordering::SeqCst)
     }
 
     /// `IP:PORT` for a config (`proxy_pass http://{}`).

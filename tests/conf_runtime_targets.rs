@@ -1,0 +1,263 @@
+//! The ground truth for targets built from variables: a real nginx, real backends on distinct
+//! loopback addresses, a request per case, and the backend nginx really connected to (its name
+//! in the body, or its connection count), compared with what `safe-reload targets --json`
+//! lists for that `*_pass` line. Covers the rewrite module's run-time order (server `set` plus a
+//! location `if`, nested locations, two `set`s, a `set` before its source is set), `geo` and
+//! `map` values, case-insensitive names, decimal octets and unix paths with colons.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+/// Backends by name, each on its own loopback address.
+struct Backends(Vec<(String, HttpBackend)>);
+
+impl Backends {
+    fn start(names: &[&str]) -> Backends {
+        Backends(
+            names
+                .iter()
+                .map(|n| {
+                    let b = HttpBackend::start(SocketAddr::new(unique_loopback(), 0), n);
+                    (n.to_string(), b)
+                })
+                .collect(),
+        )
+    }
+
+    fn get(&self, name: &str) -> &HttpBackend {
+        &self.0.iter().find(|(n, _)| n == name).expect("backend").1
+    }
+
+    /// The name of the backend at `addr`, as `targets` lists it.
+    fn name_of(&self, addr: &str) -> String {
+        (self.0.iter())
+            .find(|(_, b)| b.host_port() == addr)
+            .map_or_else(|| addr.to_string(), |(n, _)| n.clone())
+    }
+
+    /// `{{NAME}}` in `text` becomes that backend's `IP:PORT`.
+    fn fill(&self, text: &str) -> String {
+        (self.0.iter()).fold(text.to_string(), |t, (n, b)| {
+            t.replace(&format!("{{{{{n}}}}}"), &b.host_port())
+        })
+    }
+}
+
+/// What `targets --json` lists for the `*_pass` on nginx.conf's line holding `needle`: the
+/// backend names (other addresses as listed; dynamic ones as written).
+fn listed(
+    nginx: &TestNginx,
+    report: &Value,
+    backends: &Backends,
+    needle: &str,
+) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(&nginx.conf).expect("read nginx.conf");
+    let lines: Vec<usize> = (text.lines().enumerate())
+        .filter(|(_, l)| l.contains(needle))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(lines.len(), 1, "{needle:?} on one line of\n{text}");
+    let conf = nginx.conf.display().to_string();
+    (report["targets"].as_array().expect("targets").iter())
+        .filter(|t| {
+            (t["references"].as_array().expect("references").iter()).any(|r| {
+                r["file"] == conf.as_str()
+                    && r["line"] == lines[0]
+                    && r["directive"]
+                        .as_str()
+                        .is_some_and(|d| d.ends_with("_pass"))
+            })
+        })
+        .map(|t| backends.name_of(t["address"].as_str().expect("address")))
+        .collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+/// The body nginx answers for `path` (a backend's name), or the status when it is not 200.
+fn served(listen: SocketAddr, path: &str) -> String {
+    match http_get(listen, "site.test", path).expect("request through nginx") {
+        (200, body) => body,
+        (status, _) => format!("status {status}"),
+    }
+}
+
+#[test]
+fn rewrite_order_geo_and_map_match_what_nginx_connects_to() {
+    let b = Backends::start(&[
+        "srv",
+        "if",
+        "parent",
+        "first",
+        "second",
+        "late",
+        "geo-default",
+        "geo-ten",
+        "map-default",
+        "map-k",
+        "case",
+    ]);
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let http = b.fill(&format!(
+        "geo $arg_net $g {{\n  default {{{{geo-default}}}};\n  10.0.0.0/8 {{{{geo-ten}}}};\n}}\n\
+         map $arg_m $BE {{\n  default {{{{map-default}}}};\n  k {{{{map-k}}}};\n}}\n\
+         server {{\n  listen {listen};\n  server_name site.test;\n  set $b {{{{srv}}}};\n\
+           location /if {{\n    if ($arg_x) {{ set $b {{{{if}}}}; }}\n    proxy_pass http://$b; # if-pass\n  }}\n\
+           location /parent {{\n    set $b {{{{parent}}}};\n    location /parent/child {{ proxy_pass http://$b; }} # child-pass\n  }}\n\
+           location /twice {{\n    set $t {{{{first}}}};\n    set $t {{{{second}}}};\n    proxy_pass http://$t; # twice-pass\n  }}\n\
+           location /early {{\n    set $a $late;\n    set $late {{{{late}}}};\n    proxy_pass http://$a; # early-pass\n  }}\n\
+           location /geo {{ proxy_pass http://$g; }} # geo-pass\n\
+           location /map {{ proxy_pass http://$be; }} # map-pass\n\
+           location /case {{\n    set $Backend {{{{case}}}};\n    proxy_pass http://$backend$REQUEST_URI; # case-pass\n  }}\n\
+         }}"
+    ));
+    let nginx = TestNginx::builder().http(&http).start();
+    let run = SafeReload::new(&nginx).run(&["targets", "--json"]);
+    run.expect(0);
+    let report = run.json();
+    let listed = |needle: &str| listed(&nginx, &report, &b, needle);
+
+    // Server-level `set` plus a location `if` that sets the same variable: both values.
+    assert_eq!(served(listen, "/if"), "srv");
+    assert_eq!(served(listen, "/if?x=1"), "if");
+    assert_eq!(listed("# if-pass"), set(&["srv", "if"]));
+
+    // A nested location runs the server's codes, not its parent location's.
+    assert_eq!(served(listen, "/parent/child"), "srv");
+    assert_eq!(listed("# child-pass"), set(&["srv"]));
+
+    // Two `set`s in a row: only the last reaches the pass.
+    assert_eq!(served(listen, "/twice"), "second");
+    assert_eq!(listed("# twice-pass"), set(&["second"]));
+    assert_eq!(b.get("first").hits(), 0);
+
+    // `set $a $late;` before `$late` is set: `$a` is empty, nginx has no host (500), and the
+    // later value is not a target of that pass.
+    assert_eq!(served(listen, "/early"), "status 500");
+    assert_eq!(listed("# early-pass"), set(&["http://$a"]));
+    assert_eq!(b.get("late").hits(), 0);
+
+    // geo and map: every value, each reached by some request.
+    assert_eq!(served(listen, "/geo"), "geo-default");
+    assert_eq!(served(listen, "/geo?net=10.1.2.3"), "geo-ten");
+    assert_eq!(listed("# geo-pass"), set(&["geo-default", "geo-ten"]));
+    assert_eq!(served(listen, "/map"), "map-default");
+    assert_eq!(served(listen, "/map?m=k"), "map-k");
+    assert_eq!(listed("# map-pass"), set(&["map-default", "map-k"]));
+
+    // Case-insensitive names: `$Backend` is `$backend`, `$REQUEST_URI` is the URI.
+    assert_eq!(served(listen, "/case"), "case");
+    assert_eq!(listed("# case-pass"), set(&["case"]));
+
+    // Each value's own line is listed with it: the geo entry, the map entry, the set.
+    let conf = nginx.conf.display().to_string();
+    let origin_kinds: BTreeSet<String> = (report["targets"].as_array().expect("targets").iter())
+        .flat_map(|t| t["references"].as_array().cloned().unwrap_or_default())
+        .filter(|r| r["file"] == conf.as_str())
+        .filter_map(|r| r["directive"].as_str().map(str::to_string))
+        .filter(|d| !d.ends_with("_pass"))
+        .collect();
+    assert_eq!(origin_kinds, set(&["geo", "map", "set"]));
+}
+
+/// An address on loopback whose last octet, written with a leading zero, is a different
+/// address to `inet_aton`/`getaddrinfo` (octal) than to nginx (decimal), with only octal
+/// digits, so no reading of it is ever a name to look up.
+fn octal_looking_loopback() -> (IpAddr, String) {
+    for _ in 0..64 {
+        let IpAddr::V4(v4) = unique_loopback() else {
+            unreachable!()
+        };
+        let [a, b, c, d] = v4.octets();
+        let digits = d.to_string();
+        if d >= 8 && digits.bytes().all(|x| x <= b'7') {
+            return (
+                IpAddr::V4(Ipv4Addr::new(a, b, c, d)),
+                format!("{a}.{b}.{c}.0{digits}"),
+            );
+        }
+    }
+    panic!("no loopback address with an octal-looking last octet");
+}
+
+#[test]
+fn a_leading_zero_octet_is_probed_where_nginx_connects() {
+    let (ip, written) = octal_looking_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "decimal");
+    let port = app.addr.expect("tcp").port();
+    let lip = unique_loopback();
+    let listen = SocketAddr::new(lip, free_port(lip));
+    let nginx = TestNginx::builder()
+        .http(&format!(
+            "server {{ listen {listen}; location / {{ proxy_pass http://{written}:{port}; }} }}"
+        ))
+        .start();
+    assert_eq!(served(listen, "/"), "decimal");
+
+    let sr = SafeReload::new(&nginx);
+    let run = sr.run(&["probe", "--json"]);
+    run.expect(0);
+    let results = run.json()["probe"]["results"].clone();
+    let want = format!("{ip}:{port}");
+    let r = (results.as_array().expect("results").iter())
+        .find(|r| r["target"] == want.as_str())
+        .unwrap_or_else(|| panic!("{want} probed: {run}"));
+    assert_eq!(r["status"], "ok", "{run}");
+}
+
+#[test]
+fn a_unix_path_with_a_colon_is_the_socket_nginx_connects_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    // Each directive's socket, and the socket a colon cut would give instead.
+    let whole = HttpBackend::start_unix(&d.join("up.sock:80"), "whole");
+    let cut = HttpBackend::start_unix(&d.join("up.sock"), "cut");
+    let scgi_whole = HttpBackend::start_unix(&d.join("scgi.sock:4000"), "scgi-whole");
+    let scgi_cut = HttpBackend::start_unix(&d.join("scgi.sock"), "scgi-cut");
+    let http = HttpBackend::start_unix(&d.join("http.sock"), "http");
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let p = d.display();
+    let nginx = TestNginx::builder()
+        .http(&format!(
+            "upstream up {{ server unix:{p}/up.sock:80; }}\n\
+             server {{ listen {listen};\n\
+             location /up {{ proxy_pass http://up; }}\n\
+             location /scgi {{ scgi_read_timeout 1s; scgi_pass unix:{p}/scgi.sock:4000; }}\n\
+             location /http {{ proxy_pass http://unix:{p}/http.sock:/; }}\n}}"
+        ))
+        .start();
+
+    // An upstream `server unix:...:80` keeps its colon; http proxy_pass cuts at it.
+    assert_eq!(served(listen, "/up"), "whole");
+    assert_eq!(served(listen, "/http"), "http");
+    // scgi_pass keeps it too: the connection goes to `scgi.sock:4000` (what is answered there
+    // does not matter; an HTTP backend is no SCGI server).
+    let _ = http_get(listen, "site.test", "/scgi");
+    assert!(
+        wait_for(Duration::from_secs(5), || scgi_whole.hits() > 0),
+        "nginx never connected to scgi.sock:4000"
+    );
+    assert_eq!((cut.hits(), scgi_cut.hits()), (0, 0));
+
+    let run = SafeReload::new(&nginx).run(&["targets", "--json"]);
+    run.expect(0);
+    let listed: BTreeSet<String> = (run.json()["targets"].as_array().expect("targets").iter())
+        .filter_map(|t| t["address"].as_str().map(str::to_string))
+        .filter(|a| a.starts_with("unix:"))
+        .collect();
+    let want: BTreeSet<String> = [&whole, &scgi_whole, &http]
+        .iter()
+        .map(|b| format!("unix:{}", b.path.as_ref().expect("path").display()))
+        .collect();
+    assert_eq!(listed, want, "{run}");
+}
