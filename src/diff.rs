@@ -4,6 +4,7 @@
 //! Both sides are built the same way (`FileSet::from_candidate` uses the same scan a snapshot
 //! does), so a file set compared with its own snapshot is always empty. Printing is `output`'s.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -151,8 +152,9 @@ pub struct FileDiff {
     pub path: String,
     /// What happened.
     pub change: Change,
-    /// Unified diff (3 lines of context, `a/` and `b/` headers), or `binary files differ`;
-    /// none when the content is the same.
+    /// Unified diff (3 lines of context, `a/` and `b/` headers; bytes that are not UTF-8 shown
+    /// as `\xNN`), or `binary files differ` for data with a NUL byte; none when the content is
+    /// the same.
     pub unified: Option<String>,
     /// Lines added.
     pub added: usize,
@@ -252,10 +254,24 @@ fn bare(path: &str, change: Change) -> FileDiff {
     }
 }
 
-fn text(bytes: &[u8]) -> Option<&str> {
-    std::str::from_utf8(bytes)
-        .ok()
-        .filter(|t| !t.contains('\0'))
+/// The text a diff compares: `None` for binary data (a NUL byte). nginx reads configuration
+/// as bytes, and a Latin-1 `é` in a comment is common: bytes that are not UTF-8 are shown as
+/// `\xNN`, so the change is still seen and counted line by line.
+fn text(bytes: &[u8]) -> Option<Cow<'_, str>> {
+    if bytes.contains(&0) {
+        return None;
+    }
+    if let Ok(t) = std::str::from_utf8(bytes) {
+        return Some(Cow::Borrowed(t));
+    }
+    let mut out = String::with_capacity(bytes.len() + 16);
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    Some(Cow::Owned(out))
 }
 
 fn content_diff(path: &str, change: Change, old: &[u8], new: &[u8]) -> FileDiff {
@@ -264,7 +280,7 @@ fn content_diff(path: &str, change: Change, old: &[u8], new: &[u8]) -> FileDiff 
         file.unified = Some("binary files differ".to_string());
         return file;
     };
-    let lines = TextDiff::from_lines(old, new);
+    let lines = TextDiff::from_lines(&*old, &*new);
     for change in lines.iter_all_changes() {
         match change.tag() {
             ChangeTag::Insert => file.added += 1,
@@ -280,4 +296,28 @@ fn content_diff(path: &str, change: Change, old: &[u8], new: &[u8]) -> FileDiff 
         .to_string();
     file.unified = Some(unified);
     file
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_escaped_and_diffed() {
+        let d = content_diff(
+            "a.conf",
+            Change::Modified,
+            b"# caf\xe9 1\n",
+            b"# caf\xe9 2\n",
+        );
+        let unified = d.unified.unwrap_or_default();
+        assert!(
+            unified.contains("-# caf\\xe9 1\n+# caf\\xe9 2\n"),
+            "{unified}"
+        );
+        assert_eq!((d.added, d.removed), (1, 1));
+        // A NUL byte is binary data, not text.
+        let d = content_diff("a.bin", Change::Modified, b"\0a", b"\0b");
+        assert_eq!(d.unified.as_deref(), Some("binary files differ"));
+    }
 }

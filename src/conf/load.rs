@@ -152,6 +152,9 @@ impl Loader<'_> {
                 "binary data (a NUL byte): this is not an nginx configuration file",
             ));
         }
+        if bytes.starts_with(BOM) {
+            return Err(Error::config(path, 1, bom_message(path)));
+        }
         // A file included again is parsed again from its cached bytes: cheaper than keeping a
         // copy of every parsed tree for the rare file that is included twice.
         let file: Arc<Path> = Arc::from(path);
@@ -284,6 +287,21 @@ impl Loader<'_> {
             self.conf_prefix.join(p)
         }
     }
+}
+
+/// The UTF-8 byte-order mark some editors (Notepad, older Visual Studio) write first.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// nginx has no notion of a byte-order mark: `ngx_conf_read_token` reads its three bytes as the
+/// start of the first word, so `nginx -t` says `unknown directive "server"` with invisible bytes
+/// in the name, on any file that has one. Refusing here says why, and how to fix it.
+fn bom_message(path: &Path) -> String {
+    format!(
+        "the file starts with a UTF-8 byte-order mark (bytes EF BB BF), which nginx reads as part \
+         of the first directive's name (nginx -t: unknown directive); remove it, e.g. \
+         `sed -i '1s/^\\xEF\\xBB\\xBF//' {}`, or save the file as UTF-8 without BOM",
+        path.display()
+    )
 }
 
 fn is_include(d: &Directive) -> bool {

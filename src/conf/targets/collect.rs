@@ -169,6 +169,9 @@ impl Collector {
 
     /// Record every `server` of every `upstream` block and index the blocks by name.
     fn upstreams(&mut self, context: Context, children: &[Directive]) -> HashMap<Word, Upstream> {
+        // `ngx_http_upstream_server`: `u.default_port = 80`, the whole text to `ngx_parse_url`
+        // (no URI part, so `server unix:/run/app.sock:80;` is that path, colon included).
+        // `ngx_stream_upstream_server`: no default, "no port in upstream".
         let default_port = (context == Context::Http).then_some(80);
         let mut out = HashMap::new();
         for block in children.iter().filter(|d| d.name == "upstream") {

@@ -1,0 +1,105 @@
+//! Bytes nginx reads that text tools trip on: a UTF-8 byte-order mark (nginx fails with
+//! `unknown directive "server"`; we say there is a BOM, in which file, and how to remove it)
+//! and a Latin-1 byte in a comment (nginx does not care; the diff shows the change with the
+//! byte escaped instead of "binary files differ, +0 -0").
+
+mod support;
+
+use std::net::SocketAddr;
+
+use support::*;
+
+/// A prefix (nginx not started) whose http block includes `conf.d/site.conf`, with `site`.
+fn prefix_with_site(site: &[u8]) -> (TestNginx, std::path::PathBuf) {
+    let nginx = TestNginx::builder()
+        .http("include conf.d/*.conf;")
+        .prepare();
+    let dir = nginx.prefix.join("conf.d");
+    std::fs::create_dir_all(&dir).expect("mkdir conf.d");
+    let path = dir.join("site.conf");
+    std::fs::write(&path, site).expect("write site.conf");
+    (nginx, path)
+}
+
+fn site(listen: SocketAddr, comment: &[u8]) -> Vec<u8> {
+    let mut text = b"# ".to_vec();
+    text.extend_from_slice(comment);
+    text.extend_from_slice(
+        format!("\nserver {{\n    listen {listen};\n    return 200 \"ok\";\n}}\n").as_bytes(),
+    );
+    text
+}
+
+#[test]
+fn a_byte_order_mark_is_named_with_its_file_and_the_fix() {
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let mut text = b"\xEF\xBB\xBF".to_vec();
+    text.extend_from_slice(format!("server {{\n    listen {listen};\n}}\n").as_bytes());
+    let (nginx, path) = prefix_with_site(&text);
+
+    // nginx's own verdict: a failure whose words do not say why.
+    let (passed, said) = nginx.test();
+    assert!(!passed, "nginx -t passed a file with a BOM");
+    assert!(said.contains("unknown directive"), "{said}");
+
+    let sr = SafeReload::new(&nginx);
+    let run = sr.run(&["check", "--json"]);
+    run.expect(1);
+    let report = run.json();
+    let problem = (report["problems"].as_array().expect("problems").iter())
+        .find(|p| p["file"] == path.display().to_string().as_str())
+        .unwrap_or_else(|| panic!("a problem in {}: {run}", path.display()));
+    assert_eq!(problem["line"], 1, "{run}");
+    let message = problem["message"].as_str().unwrap_or_default();
+    assert!(message.contains("byte-order mark"), "{message}");
+    assert!(message.contains("sed -i"), "{message}");
+
+    // The text output names the file at line 1.
+    let text = sr.run(&["check"]);
+    text.expect(1);
+    assert!(
+        text.stderr.contains(&format!("{}:1", path.display())),
+        "{text}"
+    );
+    assert!(text.stderr.contains("byte-order mark"), "{text}");
+
+    // Removed as the message says, the same file passes both.
+    let fixed = std::fs::read(&path).expect("read site.conf")[3..].to_vec();
+    std::fs::write(&path, fixed).expect("write site.conf");
+    assert!(nginx.test().0);
+    sr.run(&["check", "--json", "--no-probe"]).expect(0);
+}
+
+#[test]
+fn a_latin1_comment_change_is_diffed_with_the_byte_escaped() {
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let (nginx, path) = prefix_with_site(&site(listen, b"caf\xe9 v1"));
+    assert!(nginx.test().0, "nginx -t reads Latin-1 comments");
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+
+    std::fs::write(&path, site(listen, b"caf\xe9 v2")).expect("write site.conf");
+    let run = sr.run(&["diff", "--json"]);
+    run.expect(0);
+    let report = run.json();
+    let file = (report["diff"]["files"]
+        .as_array()
+        .expect("diff files")
+        .iter())
+    .find(|f| f["path"].as_str().is_some_and(|p| p.ends_with("site.conf")))
+    .unwrap_or_else(|| panic!("site.conf in the diff: {run}"));
+    let unified = file["unified"].as_str().unwrap_or_default();
+    assert!(unified.contains("-# caf\\xe9 v1\n"), "{unified}");
+    assert!(unified.contains("+# caf\\xe9 v2\n"), "{unified}");
+    assert_eq!(
+        (file["added"].clone(), file["removed"].clone()),
+        (1.into(), 1.into())
+    );
+
+    let text = sr.run(&["diff"]);
+    text.expect(0);
+    assert!(text.stdout.contains("+# caf\\xe9 v2"), "{text}");
+    assert!(!text.stdout.contains("binary files differ"), "{text}");
+}
