@@ -90,6 +90,30 @@ fn served(listen: SocketAddr, path: &str) -> String {
     }
 }
 
+/// `METHOD path` with an empty body on a fresh connection: the body when 200, else the status.
+fn request(listen: SocketAddr, method: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&listen, Duration::from_secs(2))
+        .expect("connect to nginx");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: site.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read response");
+    match resp.split_whitespace().nth(1) {
+        Some("200") => resp
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_string(),
+        Some(status) => format!("status {status}"),
+        None => format!("not HTTP: {resp:?}"),
+    }
+}
+
 #[test]
 fn rewrite_order_geo_and_map_match_what_nginx_connects_to() {
     let b = Backends::start(&[
@@ -104,6 +128,7 @@ fn rewrite_order_geo_and_map_match_what_nginx_connects_to() {
         "map-default",
         "map-k",
         "case",
+        "le",
     ]);
     let ip = unique_loopback();
     let listen = SocketAddr::new(ip, free_port(ip));
@@ -115,6 +140,7 @@ fn rewrite_order_geo_and_map_match_what_nginx_connects_to() {
            location /parent {{\n    set $b {{{{parent}}}};\n    location /parent/child {{ proxy_pass http://$b; }} # child-pass\n  }}\n\
            location /twice {{\n    set $t {{{{first}}}};\n    set $t {{{{second}}}};\n    proxy_pass http://$t; # twice-pass\n  }}\n\
            location /early {{\n    set $a $late;\n    set $late {{{{late}}}};\n    proxy_pass http://$a; # early-pass\n  }}\n\
+           location /le {{\n    set $b {{{{le}}}};\n    limit_except GET {{ proxy_pass http://$b; }} # le-pass\n  }}\n\
            location /geo {{ proxy_pass http://$g; }} # geo-pass\n\
            location /map {{ proxy_pass http://$be; }} # map-pass\n\
            location /case {{\n    set $Backend {{{{case}}}};\n    proxy_pass http://$backend$REQUEST_URI; # case-pass\n  }}\n\
@@ -145,6 +171,13 @@ fn rewrite_order_geo_and_map_match_what_nginx_connects_to() {
     assert_eq!(served(listen, "/early"), "status 500");
     assert_eq!(listed("# early-pass"), set(&["http://$a"]));
     assert_eq!(b.get("late").hits(), 0);
+
+    // A `limit_except` block has its own configuration and no rewrite codes: a POST there
+    // runs the server's `set`, not its location's. A GET uses the location, which has no pass.
+    assert_eq!(request(listen, "POST", "/le"), "srv");
+    assert_eq!(request(listen, "GET", "/le"), "status 404");
+    assert_eq!(listed("# le-pass"), set(&["srv"]));
+    assert_eq!(b.get("le").hits(), 0);
 
     // geo and map: every value, each reached by some request.
     assert_eq!(served(listen, "/geo"), "geo-default");
