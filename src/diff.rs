@@ -49,7 +49,7 @@ impl FileSet {
             let state = FileState {
                 bytes: store.read_object(&ext.hash)?.into(),
                 mode: ext.mode,
-                link: None,
+                link: ext.target.clone(),
             };
             set.files.insert(shown(&ext.path), state);
         }
@@ -90,7 +90,7 @@ impl FileSet {
             let state = FileState {
                 bytes: bytes(&ext.path, &ext.hash)?,
                 mode: ext.mode,
-                link: None,
+                link: ext.target.clone(),
             };
             set.files.insert(shown(&ext.path), state);
         }
@@ -117,7 +117,7 @@ impl FileSet {
             let state = FileState {
                 bytes: item.bytes,
                 mode: item.entry.mode,
-                link: None,
+                link: item.entry.target,
             };
             set.files.insert(shown(&item.entry.path), state);
         }

@@ -74,8 +74,15 @@ fn manifest_records_modes_symlinks_link_targets_and_external_files() {
         fs::metadata(root.join("nginx.conf")).unwrap().uid()
     );
     assert_eq!(snap.files.len(), 3);
+    // Outside files are recorded where they really are: the path through the directory link
+    // and the direct one are the same file, recorded once, by its resolved path.
     let external: Vec<&Path> = snap.external.iter().map(|e| e.path.as_path()).collect();
-    assert_eq!(external, vec![outside.as_path(), via_dir_link.as_path()]);
+    assert_eq!(external, vec![outside.as_path()]);
+    assert_eq!(
+        (snap.external[0].uid, snap.external[0].mode),
+        (Some(fs::metadata(&outside).unwrap().uid()), 0o600)
+    );
+    assert!(via_dir_link.exists());
     // Objects are plain files holding the content.
     assert_eq!(
         fs::read(store.object_path(&main.hash)).unwrap(),

@@ -182,7 +182,7 @@ pub fn init(s: &Settings, report: &mut Report) -> Result<Exit> {
     report.snapshot = Some(snap.id.clone());
     report.notes.push(format!(
         "recorded {} files as the last good configuration ({})",
-        insp.config.files.len(),
+        snap.count(),
         snap.id
     ));
     Ok(report.finish(Outcome::Recorded, Exit::Ok))

@@ -54,18 +54,44 @@ fn run_editor(copy: &Path) -> Result<()> {
 
 /// Original content and permissions of the file being edited.
 struct Original {
+    /// The path as the operator named it (a symlink stays one).
     path: PathBuf,
+    /// Where writes go: the file behind the symlinks, so the link is kept.
+    real: PathBuf,
     bytes: Option<Vec<u8>>,
     attrs: store::Attrs,
+}
+
+/// The file a write to `path` should replace: `path` itself, or for a symlink the file it
+/// leads to (which may not exist yet), its directories resolved.
+fn write_target(path: &Path) -> Result<PathBuf> {
+    let mut cur = path.to_path_buf();
+    // Bounded like the kernel's own limit on nested links (ELOOP).
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&cur) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = fs_err::read_link(&cur)?;
+                let dir = cur.parent().map(Path::to_path_buf).unwrap_or_default();
+                cur = dir.join(target);
+            }
+            _ => return Ok(store::resolve_parent(&cur).unwrap_or(cur)),
+        }
+    }
+    Err(Error::Usage(format!(
+        "{}: too many levels of symbolic links",
+        path.display()
+    )))
 }
 
 impl Original {
     fn read(path: &Path) -> Result<Original> {
         use std::os::unix::fs::MetadataExt;
-        match fs_err::metadata(path) {
+        let real = write_target(path)?;
+        match fs_err::metadata(&real) {
             Ok(meta) => Ok(Original {
                 path: path.to_path_buf(),
-                bytes: Some(fs_err::read(path)?),
+                bytes: Some(fs_err::read(&real)?),
+                real,
                 attrs: store::Attrs {
                     mode: meta.mode() & 0o7777,
                     owner: Some((meta.uid(), meta.gid())),
@@ -73,6 +99,7 @@ impl Original {
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Original {
                 path: path.to_path_buf(),
+                real,
                 bytes: None,
                 attrs: store::Attrs {
                     mode: 0o644,
@@ -83,16 +110,68 @@ impl Original {
         }
     }
 
-    /// Put the file back as it was before the edit.
-    fn put_back(&self) -> Result<()> {
+    /// Writes `bytes` through the link (if any), atomically in the real file's directory.
+    fn write(&self, bytes: &[u8]) -> Result<()> {
+        store::write_atomic(&self.real, bytes, self.attrs)
+    }
+
+    /// Put the file back as it was before the edit, unless someone else changed it since we
+    /// wrote the edit: their version is left in place (the edit is kept aside either way).
+    fn put_back(&self, edited: &[u8]) -> Result<PutBack> {
+        match std::fs::read(&self.real) {
+            Ok(now) if now != edited && Some(now.as_slice()) != self.bytes.as_deref() => {
+                return Ok(PutBack::LeftOtherVersion)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.bytes.is_some() => {
+                return Ok(PutBack::LeftOtherVersion)
+            }
+            _ => {}
+        }
         match &self.bytes {
-            Some(b) => store::write_atomic(&self.path, b, self.attrs),
-            None => match fs_err::remove_file(&self.path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-                _ => Ok(()),
+            Some(b) => self.write(b)?,
+            None => match fs_err::remove_file(&self.real) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
             },
         }
+        Ok(PutBack::Done)
     }
+}
+
+/// What putting the original back did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PutBack {
+    Done,
+    /// The file held neither the edit nor the original: another writer's version, kept.
+    LeftOtherVersion,
+}
+
+/// Refuses a file a write by rename would damage (a hard link, a mount point) or cannot reach
+/// (a read-only directory), before the editor opens.
+fn check_writable(s: &Settings, original: &Original, report: &mut Report) -> Option<Exit> {
+    let root = crate::pipeline::env::conf_path(s)
+        .ok()
+        .and_then(|c| c.parent().map(Path::to_path_buf))
+        .or_else(|| original.real.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let found = store::obstacles(&root, std::slice::from_ref(&original.real), None);
+    if found.is_empty() {
+        return None;
+    }
+    for o in &found {
+        report.problems.push(crate::report::Problem {
+            level: "error".into(),
+            message: o.describe(),
+            file: Some(o.path().to_path_buf()),
+            line: None,
+            hint: None,
+        });
+    }
+    report.notes.push(format!(
+        "{} was not opened for editing: nothing changed",
+        original.path.display()
+    ));
+    Some(report.finish(Outcome::Refused, Exit::Refused))
 }
 
 /// What the operator wants after a failed attempt.
@@ -126,6 +205,9 @@ fn ask_next(p: &Printer, original: &Original, edit: &[u8]) -> Next {
 pub fn edit(s: &Settings, p: &Printer, file: &Path, report: &mut Report) -> Result<Exit> {
     let path = std::path::absolute(file)?;
     let original = Original::read(&path)?;
+    if let Some(exit) = check_writable(s, &original, report) {
+        return Ok(exit);
+    }
     let store = Store::open(&s.state_dir)?;
     let name = path
         .file_name()
@@ -176,7 +258,7 @@ fn attempt(
     // editor session; a run left unfinished by someone else is refused here, before the file
     // changes.
     let (store, _lock) = crate::pipeline::open_locked(s)?;
-    store::write_atomic(&original.path, edited, original.attrs)?;
+    original.write(edited)?;
     let mut run = Report::new("edit");
     let result = {
         let _spin = p.spinner("testing, probing upstreams, reloading, verifying");
@@ -185,8 +267,8 @@ fn attempt(
     let exit = match result {
         Ok(exit) => exit,
         Err(e) => {
-            original.put_back()?;
-            report.notes.push(kept_note(original, copy));
+            let put = original.put_back(edited)?;
+            report.notes.push(kept_note(original, copy, put));
             return Err(e);
         }
     };
@@ -201,18 +283,26 @@ fn attempt(
             .notes
             .push(format!("your edit is kept in {}", copy.display()));
     } else {
-        original.put_back()?;
-        report.notes.push(kept_note(original, copy));
+        let put = original.put_back(edited)?;
+        report.notes.push(kept_note(original, copy, put));
     }
     Ok(exit)
 }
 
-fn kept_note(original: &Original, copy: &Path) -> String {
-    format!(
-        "{} is as it was before the edit; your edit is kept in {}",
-        original.path.display(),
-        copy.display()
-    )
+fn kept_note(original: &Original, copy: &Path, put: PutBack) -> String {
+    match put {
+        PutBack::Done => format!(
+            "{} is as it was before the edit; your edit is kept in {}",
+            original.path.display(),
+            copy.display()
+        ),
+        PutBack::LeftOtherVersion => format!(
+            "{} was changed by someone else during the run and is left as they wrote it; \
+             your edit is kept in {}",
+            original.path.display(),
+            copy.display()
+        ),
+    }
 }
 
 /// The editor failed: drop a copy that holds nothing new, keep (and name) one that does.

@@ -173,6 +173,10 @@ pub fn reload_locked(
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }
     let (last_good, diff) = good_and_diff?;
+    let paths: Vec<PathBuf> = insp.config.paths().map(Path::to_path_buf).collect();
+    if refuse_obstacles(report, &insp.config.conf_prefix, &paths, last_good.as_ref()) {
+        return Ok(report.finish(Outcome::Refused, Exit::Refused));
+    }
     let unchanged = diff.as_ref().is_some_and(|d| d.is_empty());
     report.diff = diff;
     if unchanged && !s.force {
@@ -197,7 +201,7 @@ pub fn reload_locked(
     // From here on the run needs the files (for the snapshot), the servers (for health
     // checks) and what `Watch` takes; the directive tree and the targets are dropped.
     let watch = Watch::of(&env, &insp.config);
-    let candidate_paths: Vec<PathBuf> = insp.config.paths().map(Path::to_path_buf).collect();
+    let candidate_paths = paths;
     let Inspection {
         config:
             Config {
@@ -263,6 +267,27 @@ pub fn reload_locked(
         expected_down: (report.probe.as_ref()).map_or_else(Vec::new, |p| p.expected_down()),
     };
     tx.run(report)
+}
+
+/// A file a rollback could not replace (hard link, mount point, read-only directory) refuses
+/// the run now, while nothing has changed; returns whether one did.
+fn refuse_obstacles(
+    report: &mut Report,
+    root: &Path,
+    paths: &[PathBuf],
+    last_good: Option<&Snapshot>,
+) -> bool {
+    let found = crate::store::obstacles(root, paths, last_good);
+    for o in &found {
+        report.problems.push(crate::report::Problem {
+            level: "error".into(),
+            message: o.describe(),
+            file: Some(o.path().to_path_buf()),
+            line: None,
+            hint: None,
+        });
+    }
+    !found.is_empty()
 }
 
 fn changed_files(report: &Report) -> Vec<String> {

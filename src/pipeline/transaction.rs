@@ -17,7 +17,7 @@ use crate::reload::{self, Master, Proof, ReloadMethod};
 use crate::report::{Outcome, Report, RollbackReport};
 use crate::settings::Settings;
 use crate::signals::{self, Phase};
-use crate::store::{Outcome as SnapOutcome, Phase as JournalPhase, Snapshot, Store};
+use crate::store::{Drift, Outcome as SnapOutcome, Phase as JournalPhase, Snapshot, Store};
 use crate::verdict::{self, AfterRollback, Baseline, Restored, Verdict};
 
 /// Everything the transaction needs, gathered by the caller before anything changes.
@@ -234,6 +234,7 @@ impl Transaction<'_> {
             }
             return Err(Error::Interrupted);
         }
+        let prior = self.store.journal()?.map(|r| r.phase);
         let candidate = self.candidate.id.clone();
         self.store.journal_update(|r| {
             r.candidate = Some(candidate);
@@ -247,6 +248,11 @@ impl Transaction<'_> {
             Running::Baseline => self.baseline(&checks, report),
             Running::Unverified => Baseline::none(),
         };
+        // As late as it can be: right before the signal, after the baseline requests.
+        let drift = self.recheck("recheck-before-signal");
+        if !drift.is_empty() {
+            return self.refuse_drift(report, &drift, prior);
+        }
         let attempt = self.attempt(&self.watch, &checks, &baseline, Direction::Forward, report);
         let attempt = match attempt {
             Ok(a) => a,
@@ -257,6 +263,22 @@ impl Transaction<'_> {
                 return self.rollback(report, why, &baseline, &checks);
             }
         };
+        if attempt.proof.took_effect {
+            let drift = self.recheck("recheck-after-proof");
+            if !drift.is_empty() {
+                report.reload = Some(attempt.proof);
+                report.health = attempt.health;
+                // A file nginx may have read since the signal is rolled back too.
+                self.candidate_paths
+                    .extend(drift.added().map(PathBuf::from));
+                let why = format!(
+                    "the configuration changed during the reload ({}): nginx may have loaded \
+                     content that was never tested, and the verification cannot vouch for it",
+                    drift.describe()
+                );
+                return self.rollback(report, why, &baseline, &checks);
+            }
+        }
         let verdict = verdict::after_reload(&baseline, attempt.health.as_ref(), &attempt.proof);
         report.reload = Some(attempt.proof);
         report.health = attempt.health;
@@ -277,6 +299,52 @@ impl Transaction<'_> {
         self.store.journal_clear()?;
         signals::set_phase(Phase::Idle);
         Ok(report.finish(outcome, exit))
+    }
+
+    /// The file set on disk against the candidate's snapshot: read again, globs included.
+    fn recheck(&self, point: &str) -> Drift {
+        crate::store::test_pause(point);
+        match self.env.load() {
+            Ok(now) => crate::store::recheck(&self.candidate, &now.files)
+                .unwrap_or_else(|e| Drift::unloadable(e.to_string())),
+            Err(e) => Drift::unloadable(e.to_string()),
+        }
+    }
+
+    /// Another writer changed the files after they were tested: nothing was signalled, and
+    /// the run stops as a refusal that can be repeated.
+    fn refuse_drift(
+        &self,
+        report: &mut Report,
+        drift: &Drift,
+        prior: Option<JournalPhase>,
+    ) -> Result<Exit> {
+        signals::set_phase(Phase::Idle);
+        let what = drift.describe();
+        for f in &drift.files {
+            report.problems.push(crate::report::Problem {
+                level: "error".into(),
+                message: "changed after safe-reload read and tested it".into(),
+                file: Some(f.path.clone()),
+                line: None,
+                hint: None,
+            });
+        }
+        report.notes.push(format!(
+            "the configuration changed after it was tested ({what}); nginx was not signalled. \
+             Run again to test and reload what is on disk now"
+        ));
+        let note = format!("not reloaded: changed on disk after the test ({what})");
+        self.store
+            .set_outcome(&self.candidate.id, SnapOutcome::Refused, Some(note))?;
+        // nginx was not signalled: a run of our own leaves no journal, a caller's record
+        // goes back to the phase the caller left it in.
+        match (self.journal, prior) {
+            (crate::pipeline::Journal::Begin, _) => self.store.journal_clear()?,
+            (crate::pipeline::Journal::Inherit, Some(phase)) => self.store.journal_phase(phase)?,
+            (crate::pipeline::Journal::Inherit, None) => {}
+        }
+        Ok(report.finish(Outcome::Refused, Exit::Refused))
     }
 
     /// Put last-good back and prove it; the verdict on where that left things chooses the
@@ -370,6 +438,9 @@ impl Transaction<'_> {
             Some(&self.candidate),
         )?;
         report.step("restore", restore.is_clean(), t.elapsed(), None);
+        if let Some(d) = &restore.displaced {
+            report.notes.push(d.describe());
+        }
         let clean = restore.is_clean();
         rb.restore = Some(restore);
         if !clean {

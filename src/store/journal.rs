@@ -64,7 +64,8 @@ impl Phase {
 
 /// Test hook, inert unless `SAFE_RELOAD_TEST_PAUSE` is set: when its comma-separated list
 /// names `point` (a journal phase such as `reloading`, or `snapshot-object`, `restore-file`,
-/// `rollback-verifying`), the process stops itself with SIGSTOP right there, so a crash or
+/// `displaced-saved`, `recheck-before-signal`, `recheck-after-proof`, `rollback-verifying`),
+/// the process stops itself with SIGSTOP right there, so a crash or
 /// signal test can act on it at a known moment instead of guessing with timers.
 pub fn test_pause(point: &str) {
     let Some(list) = std::env::var_os("SAFE_RELOAD_TEST_PAUSE") else {

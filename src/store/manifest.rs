@@ -34,6 +34,9 @@ pub enum Outcome {
     Edit,
     /// The configuration on disk before `rollback` replaced it.
     Replaced,
+    /// Versions a restore found on disk that neither the restored snapshot nor the rejected
+    /// candidate holds (another writer's edit), kept before the restore overwrote them.
+    Displaced,
 }
 
 impl Outcome {
@@ -92,17 +95,35 @@ pub struct Entry {
     pub hash: String,
 }
 
-/// A file of the set outside the config root: diffed and checked, never written.
+/// A file of the set outside the config root, by absolute path: snapshotted, restored and
+/// verified like the rest, but only ever written when the configuration read from disk names it
+/// (see `restore`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExternalEntry {
-    /// Absolute path.
+    /// Absolute path, directories resolved.
     pub path: PathBuf,
+    /// File or symlink (manifests from before outside files were restored hold files only).
+    #[serde(default = "file_kind")]
+    pub kind: EntryKind,
     /// Permission bits.
     pub mode: u32,
+    /// Owner, when recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Group, when recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// The link target as written by readlink (symlinks only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<PathBuf>,
     /// Content size in bytes.
     pub size: u64,
     /// blake3 of the content, lowercase hex.
     pub hash: String,
+}
+
+fn file_kind() -> EntryKind {
+    EntryKind::File
 }
 
 /// A recorded configuration file set.
@@ -129,6 +150,28 @@ impl Snapshot {
     /// The entry at a relative path.
     pub fn entry(&self, rel: &Path) -> Option<&Entry> {
         self.files.iter().find(|e| e.path == rel)
+    }
+
+    /// The entry outside the root at an absolute path.
+    pub fn external_entry(&self, abs: &Path) -> Option<&ExternalEntry> {
+        self.external.iter().find(|e| e.path == abs)
+    }
+
+    /// How many paths are recorded, inside and outside the root (a symlink and the file
+    /// behind it are two): the one count `init`, `history` and the report use.
+    pub fn count(&self) -> usize {
+        self.files.len() + self.external.len()
+    }
+
+    /// The recorded hash of whatever is at `abs` (inside or outside the root).
+    pub fn hash_at(&self, abs: &Path) -> Option<&str> {
+        let inside = abs
+            .strip_prefix(&self.config_root)
+            .ok()
+            .and_then(|rel| self.entry(rel));
+        inside
+            .map(|e| e.hash.as_str())
+            .or_else(|| self.external_entry(abs).map(|e| e.hash.as_str()))
     }
 
     /// Creation time, when the recorded text parses.
@@ -220,7 +263,7 @@ pub fn validate_entries(file: &Path, snap: &Snapshot) -> Result<()> {
         if entry.path.ancestors().skip(1).any(|a| links.contains(a)) {
             return Err(bad(&entry.path, "lies below a symlink entry"));
         }
-        check_target(entry).map_err(|why| bad(&entry.path, why))?;
+        check_target(entry.kind, entry.target.as_deref()).map_err(|why| bad(&entry.path, why))?;
     }
     for ext in &snap.external {
         let raw = ext.path.as_os_str().as_bytes();
@@ -233,12 +276,16 @@ pub fn validate_entries(file: &Path, snap: &Snapshot) -> Result<()> {
         if !valid_hash(&ext.hash) {
             return Err(bad(&ext.path, "has a malformed hash"));
         }
+        check_target(ext.kind, ext.target.as_deref()).map_err(|why| bad(&ext.path, why))?;
+        if !seen.insert(ext.path.as_path()) {
+            return Err(bad(&ext.path, "appears twice"));
+        }
     }
     Ok(())
 }
 
-fn check_target(entry: &Entry) -> std::result::Result<(), &'static str> {
-    match (entry.kind, &entry.target) {
+fn check_target(kind: EntryKind, target: Option<&Path>) -> std::result::Result<(), &'static str> {
+    match (kind, target) {
         (EntryKind::File, None) => Ok(()),
         (EntryKind::File, Some(_)) => Err("is a file with a symlink target"),
         (EntryKind::Symlink, None) => Err("is a symlink without a target"),

@@ -7,12 +7,14 @@
 //! tools; a snapshot is a JSON manifest under `snapshots/ID.json`.
 
 mod atomic;
+mod drift;
 mod journal;
 mod lock;
 mod manifest;
 mod restore;
 mod scan;
 mod snapshot;
+mod writable;
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -20,12 +22,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use atomic::{is_root, sweep_temp_files, write_atomic, Attrs, TEMP_PREFIX};
+pub use drift::{recheck, Drift, DriftChange, Drifted};
 pub use journal::{test_pause, JournalRecord, Phase};
 pub use lock::LockGuard;
 pub use manifest::{valid_hash, Entry, EntryKind, ExternalEntry, Outcome, Snapshot, SnapshotMeta};
-pub use restore::{RestoreFailure, RestoreReport};
-pub use scan::{relative_to, scan, Scanned, ScannedEntry, ScannedExternal};
+pub use restore::{Displaced, RestoreFailure, RestoreReport};
+pub use scan::{relative_to, resolve_parent, scan, Scanned, ScannedEntry, ScannedExternal};
 pub use snapshot::PruneReport;
+pub use writable::{obstacles, Obstacle};
 
 use crate::error::{Error, Result};
 

@@ -1,21 +1,28 @@
-//! Putting a snapshot back into the config tree.
+//! Putting a snapshot back into the config tree and the files outside it.
 //!
 //! Every object is read and hash-checked before the first write, so a damaged store stops the
-//! restore with the tree untouched. Each differing file is then replaced atomically with its
-//! recorded mode, owner and symlink target; a write never passes through a symlink that leads
+//! restore with the tree untouched. A version found on disk that neither the restored snapshot
+//! nor the rejected candidate holds (another writer's edit) is recorded as a snapshot of its
+//! own before anything overwrites it. Each differing file is then replaced atomically with its
+//! recorded mode, owner and symlink target. A write never passes through a symlink that leads
 //! out of the config root (the last component is replaced, not followed, and every parent
-//! directory is checked). Files the rejected change added are removed only when the rejected
-//! snapshot holds their content. Finally the tree is read back and compared with the snapshot.
+//! directory is checked); a symlink entry keeps the link, and the file behind it is its own
+//! entry, written in its own directory. A path outside the root is written only when the
+//! configuration read from disk names it, so a tampered manifest cannot steer a write anywhere
+//! else. Files the rejected change added are removed only when the rejected snapshot holds
+//! their content. Finally everything written is read back and compared with the snapshot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::atomic::{self, is_root, Attrs};
-use super::manifest::{self, Entry, EntryKind, Snapshot};
-use super::scan::relative_to;
+use super::manifest::{self, Entry, EntryKind, Outcome, Snapshot, SnapshotMeta};
+use super::scan::{relative_to, writable_paths};
 use super::Store;
+use crate::conf::ConfFile;
 use crate::error::Result;
 
 /// A path and what went wrong with it.
@@ -27,7 +34,28 @@ pub struct RestoreFailure {
     pub reason: String,
 }
 
-/// What a restore did, path by path (relative to the config root).
+/// Versions a restore kept before overwriting or removing them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Displaced {
+    /// The snapshot holding them (outcome `displaced`).
+    pub snapshot: String,
+    /// Their paths (relative to the config root, absolute outside it).
+    pub paths: Vec<PathBuf>,
+}
+
+impl Displaced {
+    /// One sentence for the operator.
+    pub fn describe(&self) -> String {
+        let paths: Vec<String> = self.paths.iter().map(|p| p.display().to_string()).collect();
+        format!(
+            "{} held a version that neither the restored nor the rejected snapshot has              (another writer's change?): it is kept as snapshot {} (`safe-reload history`)              before the restore replaced it",
+            paths.join(", "),
+            self.snapshot
+        )
+    }
+}
+
+/// What a restore did, path by path (relative to the config root, absolute outside it).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RestoreReport {
     /// Written back because content or metadata differed.
@@ -38,11 +66,15 @@ pub struct RestoreReport {
     pub removed: Vec<PathBuf>,
     /// Added by the change but left in place: no rejected snapshot holds their content.
     pub kept: Vec<PathBuf>,
+    /// Versions on disk that no snapshot held, saved before the restore replaced them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub displaced: Option<Displaced>,
     /// Writes or removals that failed.
     pub failed: Vec<RestoreFailure>,
     /// Paths that, read back after the restore, do not equal the snapshot.
     pub mismatches: Vec<RestoreFailure>,
-    /// Files outside the config root (never written) that differ from the snapshot.
+    /// Files outside the config root that differ from the snapshot and were not written:
+    /// the configuration on disk no longer names them.
     pub external_differs: Vec<PathBuf>,
     /// Temp files a killed earlier run had left and this restore removed.
     pub swept: Vec<PathBuf>,
@@ -55,17 +87,108 @@ impl RestoreReport {
     }
 }
 
+/// One path to restore, inside the root or outside it.
+struct Item<'a> {
+    /// As reported: relative inside the root, absolute outside it.
+    shown: PathBuf,
+    abs: PathBuf,
+    /// The relative path, for an entry inside the root (its parents are checked).
+    rel: Option<&'a Path>,
+    kind: EntryKind,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    target: Option<&'a Path>,
+    size: u64,
+    hash: &'a str,
+}
+
+impl<'a> Item<'a> {
+    fn inside(root: &Path, e: &'a Entry) -> Item<'a> {
+        Item {
+            shown: e.path.clone(),
+            abs: root.join(&e.path),
+            rel: Some(&e.path),
+            kind: e.kind,
+            mode: e.mode,
+            owner: Some((e.uid, e.gid)),
+            target: e.target.as_deref(),
+            size: e.size,
+            hash: &e.hash,
+        }
+    }
+
+    fn outside(e: &'a manifest::ExternalEntry) -> Item<'a> {
+        Item {
+            shown: e.path.clone(),
+            abs: e.path.clone(),
+            rel: None,
+            kind: e.kind,
+            mode: e.mode,
+            owner: e.uid.zip(e.gid),
+            target: e.target.as_deref(),
+            size: e.size,
+            hash: &e.hash,
+        }
+    }
+}
+
 struct Tree<'a> {
     root: &'a Path,
     canon_root: PathBuf,
 }
 
+/// What is at a path on disk, as far as a restore cares: a version to keep or not.
+#[derive(Debug, PartialEq, Eq)]
+enum OnDisk {
+    Missing,
+    File { hash: String },
+    Link { target: PathBuf },
+    Other,
+}
+
+fn on_disk(abs: &Path) -> OnDisk {
+    match std::fs::symlink_metadata(abs) {
+        Err(_) => OnDisk::Missing,
+        Ok(m) if m.file_type().is_symlink() => match std::fs::read_link(abs) {
+            Ok(target) => OnDisk::Link { target },
+            Err(_) => OnDisk::Other,
+        },
+        Ok(m) if m.file_type().is_file() => match hash_file(abs, true) {
+            Ok(hash) => OnDisk::File { hash },
+            Err(_) => OnDisk::Other,
+        },
+        Ok(_) => OnDisk::Other,
+    }
+}
+
+/// Whether a snapshot holds the version on disk at `abs`: a file's content anywhere in it (a
+/// link replaced by a copy of its file is held by the file's entry), a link at the same path
+/// with the same target.
+fn holds(snap: &Snapshot, abs: &Path, found: &OnDisk) -> bool {
+    match found {
+        OnDisk::Missing | OnDisk::Other => true,
+        OnDisk::File { hash } => {
+            snap.files.iter().any(|e| e.hash == *hash)
+                || snap.external.iter().any(|e| e.hash == *hash)
+        }
+        OnDisk::Link { target } => {
+            let inside = relative_to(&snap.config_root, abs).and_then(|rel| snap.entry(&rel));
+            let recorded = match inside {
+                Some(e) => e.target.as_ref(),
+                None => snap.external_entry(abs).and_then(|e| e.target.as_ref()),
+            };
+            recorded == Some(target)
+        }
+    }
+}
+
 impl Store {
-    /// Restores `snap` into `config_root`. `current` is the candidate's file set (absolute
-    /// paths); those of its files `snap` lacks are removed only when `rejected` holds them.
-    /// Fails before touching anything when an object is missing or corrupt; failures after the
-    /// first write are reported per path in the report instead, so the caller knows exactly
-    /// which files are in which state.
+    /// Restores `snap` into `config_root` (and the files outside it that the configuration on
+    /// disk still names). `current` is the file set read from disk now (absolute paths, as
+    /// nginx names them); those of its files `snap` lacks are removed only when `rejected`
+    /// holds them. Fails before touching anything when an object is missing or corrupt, or a
+    /// displaced version cannot be saved; failures after the first write are reported per path
+    /// instead, so the caller knows exactly which files are in which state.
     pub fn restore(
         &self,
         snap: &Snapshot,
@@ -78,130 +201,238 @@ impl Store {
             root: config_root,
             canon_root: fs_err::canonicalize(config_root)?,
         };
-        let mut contents = BTreeMap::new();
-        for entry in &snap.files {
-            if !contents.contains_key(&entry.hash) {
-                contents.insert(entry.hash.clone(), self.read_object(&entry.hash)?);
-            }
-        }
+        let named = writable_paths(config_root, current);
         let mut report = RestoreReport::default();
-        for entry in &snap.files {
-            let bytes = contents
-                .get(&entry.hash)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            tree.put(entry, bytes, &mut report);
-        }
-        for path in current {
-            self.remove_added(&tree, snap, path, rejected, &mut report);
-        }
-        for entry in &snap.files {
-            tree.verify(entry, &mut report);
-        }
+        let mut items: Vec<Item> = snap
+            .files
+            .iter()
+            .map(|e| Item::inside(config_root, e))
+            .collect();
         for ext in &snap.external {
-            if hash_file(&ext.path, false).ok().as_deref() != Some(ext.hash.as_str()) {
+            if named.contains(&ext.path) {
+                items.push(Item::outside(ext));
+            } else if hash_file(&ext.path, false).ok().as_deref() != Some(ext.hash.as_str()) {
                 report.external_differs.push(ext.path.clone());
             }
+        }
+        let mut contents = BTreeMap::new();
+        for item in &items {
+            if !contents.contains_key(item.hash) {
+                contents.insert(item.hash.to_string(), self.read_object(item.hash)?);
+            }
+        }
+        let removals = self.removals(&tree, snap, current, rejected, &mut report);
+        report.displaced = self.save_displaced(snap, config_root, rejected, &items, &removals)?;
+        for item in &items {
+            let bytes = contents
+                .get(item.hash)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            tree.put(item, bytes, &mut report);
+        }
+        for (shown, abs, rel) in &removals {
+            tree.remove(shown, abs, rel.as_deref(), &mut report);
+        }
+        for item in &items {
+            tree.verify(item, &named, &mut report);
         }
         Ok(report)
     }
 
-    fn remove_added(
+    /// The files of `current` that `snap` lacks and the rejected snapshot holds (shown path,
+    /// absolute path, relative path inside the root); the others are reported as kept.
+    fn removals(
         &self,
         tree: &Tree,
         snap: &Snapshot,
-        path: &Path,
+        current: &[PathBuf],
         rejected: Option<&Snapshot>,
         report: &mut RestoreReport,
-    ) {
-        let Some(rel) = relative_to(tree.root, path) else {
-            return;
+    ) -> Vec<(PathBuf, PathBuf, Option<PathBuf>)> {
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        for path in current {
+            let (shown, abs, rel) = match relative_to(tree.root, path) {
+                Some(rel) => (rel.clone(), path.clone(), Some(rel)),
+                None => match super::scan::resolve_parent(path) {
+                    Ok(abs) => (abs.clone(), abs, None),
+                    Err(_) => continue,
+                },
+            };
+            let in_snap = match &rel {
+                Some(rel) => snap.entry(rel).is_some(),
+                None => snap.external_entry(&abs).is_some(),
+            };
+            if in_snap || !seen.insert(abs.clone()) {
+                continue;
+            }
+            let held = rejected.and_then(|r| r.hash_at(&abs).map(|h| (r, h)));
+            match held {
+                Some((_, hash)) if self.object_path(hash).is_file() => out.push((shown, abs, rel)),
+                _ => report.kept.push(shown),
+            }
+        }
+        out
+    }
+
+    /// Saves, as one snapshot, every version on disk the restore would overwrite or remove
+    /// that neither `snap` nor `rejected` holds.
+    fn save_displaced(
+        &self,
+        snap: &Snapshot,
+        config_root: &Path,
+        rejected: Option<&Snapshot>,
+        items: &[Item],
+        removals: &[(PathBuf, PathBuf, Option<PathBuf>)],
+    ) -> Result<Option<Displaced>> {
+        let held = |abs: &Path, found: &OnDisk| {
+            holds(snap, abs, found) || rejected.is_some_and(|r| holds(r, abs, found))
         };
-        if snap.entry(&rel).is_some() || report.removed.contains(&rel) {
-            return;
+        let mut found = Vec::new();
+        let candidates = items
+            .iter()
+            .map(|i| (&i.shown, &i.abs))
+            .chain(removals.iter().map(|(shown, abs, _)| (shown, abs)));
+        for (shown, abs) in candidates {
+            let state = on_disk(abs);
+            if !held(abs, &state) {
+                found.push((shown.clone(), abs.clone()));
+            }
         }
-        let held = rejected
-            .and_then(|r| r.entry(&rel))
-            .is_some_and(|e| self.object_path(&e.hash).is_file());
-        if !held {
-            report.kept.push(rel);
-            return;
+        if found.is_empty() {
+            return Ok(None);
         }
-        let abs = tree.root.join(&rel);
-        let result = tree
-            .check_parents(&rel, false)
-            .and_then(|()| match std::fs::remove_file(&abs) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(format!("cannot remove: {e}"))
-                }
-                _ => Ok(()),
-            })
-            .and_then(|()| sync_parent(&abs));
-        match result {
-            Ok(()) => report.removed.push(rel),
-            Err(reason) => report.failed.push(RestoreFailure { path: rel, reason }),
+        let mut files = Vec::new();
+        for (_, abs) in &found {
+            // A dangling link has no content to read; the link itself is recorded.
+            let bytes: Arc<[u8]> = std::fs::read(abs).unwrap_or_default().into();
+            files.push(ConfFile {
+                path: abs.clone(),
+                bytes,
+            });
         }
+        let note = format!(
+            "found on disk by a restore of {}: held by no snapshot (another writer's version), \
+             kept before it was overwritten",
+            snap.id
+        );
+        let meta = SnapshotMeta {
+            outcome: Outcome::Displaced,
+            user: super::current_user(),
+            command: super::command_line(),
+            note: Some(note),
+            changed_files: found
+                .iter()
+                .map(|(shown, _)| shown.display().to_string())
+                .collect(),
+        };
+        let saved = self.snapshot(config_root, &files, meta)?;
+        super::journal::test_pause("displaced-saved");
+        Ok(Some(Displaced {
+            snapshot: saved.id,
+            paths: found.into_iter().map(|(shown, _)| shown).collect(),
+        }))
     }
 }
 
 impl Tree<'_> {
-    fn put(&self, entry: &Entry, bytes: &[u8], report: &mut RestoreReport) {
-        let abs = self.root.join(&entry.path);
-        if let Err(reason) = self.check_parents(&entry.path, true) {
-            report.failed.push(failure(entry, reason));
+    fn put(&self, item: &Item, bytes: &[u8], report: &mut RestoreReport) {
+        if let Err(reason) = self.check_item_parents(item, true) {
+            report.failed.push(failure(item, reason));
             return;
         }
-        if let Some(dir) = abs.parent() {
+        if let Some(dir) = item.abs.parent() {
             if let Ok(swept) = atomic::sweep_temp_files(dir) {
                 report.swept.extend(swept);
             }
         }
-        if difference(entry, &abs).is_none() {
-            report.unchanged.push(entry.path.clone());
+        if difference(item, &item.abs).is_none() {
+            report.unchanged.push(item.shown.clone());
             return;
         }
-        let owner = Some((entry.uid, entry.gid));
-        let written = match (&entry.kind, &entry.target) {
-            (EntryKind::Symlink, Some(target)) => atomic::symlink_atomic(&abs, target, owner),
+        let owner = self.owner_for(item);
+        let written = match (&item.kind, item.target) {
+            (EntryKind::Symlink, Some(target)) => atomic::symlink_atomic(&item.abs, target, owner),
             _ => atomic::write_atomic(
-                &abs,
+                &item.abs,
                 bytes,
                 Attrs {
-                    mode: entry.mode,
+                    mode: item.mode,
                     owner,
                 },
             ),
         };
         match written {
             Ok(()) => {
-                report.restored.push(entry.path.clone());
+                report.restored.push(item.shown.clone());
                 super::journal::test_pause("restore-file");
             }
-            Err(e) => report.failed.push(failure(entry, e.to_string())),
+            Err(e) => report.failed.push(failure(item, e.to_string())),
         }
     }
 
-    fn verify(&self, entry: &Entry, report: &mut RestoreReport) {
-        let abs = self.root.join(&entry.path);
-        if let Some(reason) = difference(entry, &abs) {
-            report.mismatches.push(failure(entry, reason));
+    /// The recorded owner; for an outside entry of an older manifest (no owner recorded), the
+    /// owner of the file on disk, so a restore does not hand it to us.
+    fn owner_for(&self, item: &Item) -> Option<(u32, u32)> {
+        item.owner.or_else(|| {
+            std::fs::symlink_metadata(&item.abs)
+                .ok()
+                .map(|m| (m.uid(), m.gid()))
+        })
+    }
+
+    fn remove(&self, shown: &Path, abs: &Path, rel: Option<&Path>, report: &mut RestoreReport) {
+        let checked = match rel {
+            Some(rel) => self.check_parents(rel, false),
+            None => check_resolved(abs),
+        };
+        let result = checked
+            .and_then(|()| match std::fs::remove_file(abs) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(format!("cannot remove: {e}"))
+                }
+                _ => Ok(()),
+            })
+            .and_then(|()| sync_parent(abs));
+        match result {
+            Ok(()) => report.removed.push(shown.to_path_buf()),
+            Err(reason) => report.failed.push(RestoreFailure {
+                path: shown.to_path_buf(),
+                reason,
+            }),
+        }
+    }
+
+    fn verify(&self, item: &Item, named: &BTreeSet<PathBuf>, report: &mut RestoreReport) {
+        if let Some(reason) = difference(item, &item.abs) {
+            report.mismatches.push(failure(item, reason));
             return;
         }
-        if entry.kind != EntryKind::Symlink {
+        if item.kind != EntryKind::Symlink {
             return;
         }
-        // The link is right; its content is ours to check only when it lies inside the tree.
-        let inside = fs_err::canonicalize(&abs)
-            .ok()
+        // The link is right; the content behind it is checked here unless the file behind it
+        // is an entry of its own (verified as such) or lies outside what we may write.
+        if hash_file(&item.abs, false).ok().as_deref() == Some(item.hash) {
+            return;
+        }
+        let real = fs_err::canonicalize(&item.abs).ok();
+        let inside = real
+            .as_ref()
             .is_some_and(|real| real.starts_with(&self.canon_root));
-        if hash_file(&abs, false).ok().as_deref() == Some(entry.hash.as_str()) {
-            return;
-        }
-        if inside {
+        let own_entry = real.as_ref().is_some_and(|real| named.contains(real));
+        if inside || own_entry {
             let reason = "content behind the link differs from the snapshot".to_string();
-            report.mismatches.push(failure(entry, reason));
+            report.mismatches.push(failure(item, reason));
         } else {
-            report.external_differs.push(abs);
+            report.external_differs.push(item.abs.clone());
+        }
+    }
+
+    fn check_item_parents(&self, item: &Item, create: bool) -> std::result::Result<(), String> {
+        match item.rel {
+            Some(rel) => self.check_parents(rel, create),
+            None => check_resolved(&item.abs),
         }
     }
 
@@ -248,9 +479,27 @@ impl Tree<'_> {
     }
 }
 
-fn failure(entry: &Entry, reason: String) -> RestoreFailure {
+/// An outside path was recorded with its directories resolved: they must still resolve to
+/// themselves (no directory swapped for a link since) and exist (nothing is created outside
+/// the root).
+fn check_resolved(abs: &Path) -> std::result::Result<(), String> {
+    let Some(dir) = abs.parent() else {
+        return Err(format!("{} has no directory", abs.display()));
+    };
+    match std::fs::canonicalize(dir) {
+        Ok(real) if real == dir => Ok(()),
+        Ok(real) => Err(format!(
+            "{} now resolves to {}; not writing through it",
+            dir.display(),
+            real.display()
+        )),
+        Err(e) => Err(format!("cannot resolve {}: {e}", dir.display())),
+    }
+}
+
+fn failure(item: &Item, reason: String) -> RestoreFailure {
     RestoreFailure {
-        path: entry.path.clone(),
+        path: item.shown.clone(),
         reason,
     }
 }
@@ -262,45 +511,45 @@ fn sync_parent(path: &Path) -> std::result::Result<(), String> {
     }
 }
 
-/// How the path on disk differs from the entry, if it does.
-fn difference(entry: &Entry, abs: &Path) -> Option<String> {
+/// How the path on disk differs from the item, if it does.
+fn difference(item: &Item, abs: &Path) -> Option<String> {
     let meta = match std::fs::symlink_metadata(abs) {
         Ok(meta) => meta,
         Err(e) => return Some(format!("missing: {e}")),
     };
-    if is_root() && (meta.uid(), meta.gid()) != (entry.uid, entry.gid) {
-        return Some(format!(
-            "owner {}:{} instead of {}:{}",
-            meta.uid(),
-            meta.gid(),
-            entry.uid,
-            entry.gid
-        ));
+    if let Some((uid, gid)) = item.owner.filter(|_| is_root()) {
+        if (meta.uid(), meta.gid()) != (uid, gid) {
+            return Some(format!(
+                "owner {}:{} instead of {uid}:{gid}",
+                meta.uid(),
+                meta.gid(),
+            ));
+        }
     }
-    match entry.kind {
+    match item.kind {
         EntryKind::Symlink => {
             if !meta.file_type().is_symlink() {
                 return Some("not a symlink".into());
             }
             let target = std::fs::read_link(abs).ok();
-            (target.as_ref() != entry.target.as_ref()).then(|| "symlink target differs".into())
+            (target.as_deref() != item.target).then(|| "symlink target differs".into())
         }
         EntryKind::File => {
             if !meta.file_type().is_file() {
                 return Some("not a regular file".into());
             }
-            if meta.mode() & 0o7777 != entry.mode {
+            if meta.mode() & 0o7777 != item.mode {
                 return Some(format!(
                     "mode {:o} instead of {:o}",
                     meta.mode() & 0o7777,
-                    entry.mode
+                    item.mode
                 ));
             }
-            if meta.len() != entry.size {
+            if meta.len() != item.size {
                 return Some("size differs".into());
             }
             match hash_file(abs, true) {
-                Ok(hash) if hash == entry.hash => None,
+                Ok(hash) if hash == item.hash => None,
                 Ok(_) => Some("content differs".into()),
                 Err(e) => Some(format!("unreadable: {e}")),
             }
@@ -309,7 +558,7 @@ fn difference(entry: &Entry, abs: &Path) -> Option<String> {
 }
 
 /// blake3 of a file's content; with `no_follow`, a symlink at `path` is an error.
-fn hash_file(path: &Path, no_follow: bool) -> std::io::Result<String> {
+pub(super) fn hash_file(path: &Path, no_follow: bool) -> std::io::Result<String> {
     let flags = if no_follow { libc::O_NOFOLLOW } else { 0 };
     let mut file = std::fs::OpenOptions::new()
         .read(true)

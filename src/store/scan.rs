@@ -1,10 +1,13 @@
-//! From the config model's file set to manifest entries: relative path, kind, mode, owner,
-//! symlink target, size and hash of each file, using the bytes the model already read.
+//! From the config model's file set to manifest entries: path, kind, mode, owner, symlink
+//! target, size and hash of each file, using the bytes the model already read.
 //!
 //! Both a snapshot and the candidate side of a diff come from here, so the two always agree on
-//! what a file set contains: a symlink whose real file lies inside the config root brings that
-//! file along (so restore can put its content back), and files outside the root are kept apart
-//! as external (checked, never written).
+//! what a file set contains. Every file nginx reads is recorded wherever it lives: inside the
+//! config root by a relative path, outside it (`include /srv/app/nginx/*.conf;`, Debian's
+//! `modules-enabled/*.conf` links into `/usr/share/nginx`) by an absolute path whose directories
+//! are resolved, so a restore writes where nginx reads and never through a directory link. A
+//! symlink brings its real file along, so a restore can put the content back behind the link
+//! and keep the link.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
@@ -29,7 +32,7 @@ pub struct ScannedEntry {
 pub struct ScannedExternal {
     /// The entry as recorded.
     pub entry: ExternalEntry,
-    /// The content.
+    /// The content (for a symlink: the content read through it).
     pub bytes: Arc<[u8]>,
 }
 
@@ -38,8 +41,17 @@ pub struct ScannedExternal {
 pub struct Scanned {
     /// Files and symlinks inside the config root, in the file set's order, link targets last.
     pub files: Vec<ScannedEntry>,
-    /// Files outside the config root.
+    /// Files and symlinks outside the config root, by absolute path.
     pub external: Vec<ScannedExternal>,
+}
+
+/// Where a path of the file set is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Place {
+    /// Relative to the config root.
+    Inside(PathBuf),
+    /// Absolute, its directories resolved (no symlink, no `..`).
+    Outside(PathBuf),
 }
 
 /// The path of `path` relative to `root`, if it lies inside it (lexically).
@@ -54,6 +66,54 @@ fn hash(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
 
+/// Where `path` (as nginx named it) is recorded: inside the root when it lies there and its
+/// directories stay there; otherwise by its resolved directory, which may still turn out to be
+/// inside the root (a directory link leading back in).
+pub fn place(root: &Path, canon_root: &Path, path: &Path) -> Result<Place> {
+    if let Some(rel) = relative_to(root, path) {
+        if parent_inside(canon_root, path) {
+            return Ok(Place::Inside(rel));
+        }
+    }
+    let resolved = resolve_parent(path)?;
+    Ok(match relative_to(canon_root, &resolved) {
+        Some(rel) => Place::Inside(rel),
+        None => Place::Outside(resolved),
+    })
+}
+
+/// `path` with its directory resolved through every symlink; the last component is kept.
+pub fn resolve_parent(path: &Path) -> Result<PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(path.to_path_buf());
+    };
+    Ok(fs_err::canonicalize(dir)?.join(name))
+}
+
+/// Every path a file set may write: each file as placed, and the real file behind each symlink.
+/// A manifest's outside paths are only ever written when they are in this set.
+pub fn writable_paths(root: &Path, files: &[PathBuf]) -> BTreeSet<PathBuf> {
+    let canon_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let mut set = BTreeSet::new();
+    for path in files {
+        if let Ok(place) = place(root, &canon_root, path) {
+            set.insert(absolute(root, &place));
+        }
+        if let Ok(real) = std::fs::canonicalize(path) {
+            set.insert(real);
+        }
+    }
+    set
+}
+
+/// The absolute path of a place.
+pub fn absolute(root: &Path, place: &Place) -> PathBuf {
+    match place {
+        Place::Inside(rel) => root.join(rel),
+        Place::Outside(abs) => abs.clone(),
+    }
+}
+
 /// Describes every file of `files` relative to `config_root`. Only metadata is read from disk
 /// (lstat, readlink, canonicalize); contents come from the model.
 pub fn scan(config_root: &Path, files: &[ConfFile]) -> Result<Scanned> {
@@ -62,37 +122,61 @@ pub fn scan(config_root: &Path, files: &[ConfFile]) -> Result<Scanned> {
     let mut seen = BTreeSet::new();
     let mut link_targets = Vec::new();
     for file in files {
-        // A path below a directory symlink that leads out of the root is outside in fact:
-        // restore will not write through that link, so it is recorded as external.
-        let rel =
-            relative_to(config_root, &file.path).filter(|_| parent_inside(&canon_root, &file.path));
-        let Some(rel) = rel else {
-            out.external.push(external(file)?);
-            continue;
-        };
-        if !seen.insert(rel.clone()) {
+        let place = place(config_root, &canon_root, &file.path)?;
+        if !seen.insert(place.clone()) {
             continue;
         }
         let meta = fs_err::symlink_metadata(&file.path)?;
-        let mut entry = file_entry(rel, &meta, &file.bytes);
+        let mut entry = file_entry(&meta, &file.bytes);
         if meta.file_type().is_symlink() {
             entry.kind = EntryKind::Symlink;
             entry.target = Some(fs_err::read_link(&file.path)?);
-            if let Some(target) = link_target(&canon_root, file)? {
-                link_targets.push(target);
-            }
+            let real = fs_err::canonicalize(&file.path)?;
+            let real_meta = fs_err::metadata(&real)?;
+            let real_place = match relative_to(&canon_root, &real) {
+                Some(rel) => Place::Inside(rel),
+                None => Place::Outside(real),
+            };
+            link_targets.push((real_place, file_entry(&real_meta, &file.bytes), file));
         }
-        out.files.push(ScannedEntry {
-            entry,
-            bytes: file.bytes.clone(),
-        });
+        out.push(place, entry, &file.bytes);
     }
-    for target in link_targets {
-        if seen.insert(target.entry.path.clone()) {
-            out.files.push(target);
+    for (place, entry, file) in link_targets {
+        if seen.insert(place.clone()) {
+            out.push(place, entry, &file.bytes);
         }
     }
     Ok(out)
+}
+
+impl Scanned {
+    fn push(&mut self, place: Place, entry: Entry, bytes: &Arc<[u8]>) {
+        match place {
+            Place::Inside(path) => self.files.push(ScannedEntry {
+                entry: Entry { path, ..entry },
+                bytes: bytes.clone(),
+            }),
+            Place::Outside(path) => self.external.push(ScannedExternal {
+                entry: ExternalEntry {
+                    path,
+                    kind: entry.kind,
+                    mode: entry.mode,
+                    uid: Some(entry.uid),
+                    gid: Some(entry.gid),
+                    target: entry.target,
+                    size: entry.size,
+                    hash: entry.hash,
+                },
+                bytes: bytes.clone(),
+            }),
+        }
+    }
+
+    /// How many paths are recorded, inside and outside the root: the one count `init`,
+    /// `history` and the report use.
+    pub fn count(&self) -> usize {
+        self.files.len() + self.external.len()
+    }
 }
 
 fn parent_inside(canon_root: &Path, path: &Path) -> bool {
@@ -101,10 +185,11 @@ fn parent_inside(canon_root: &Path, path: &Path) -> bool {
         .is_some_and(|dir| dir.starts_with(canon_root))
 }
 
-/// A regular-file entry for `bytes` with the mode and owner from `meta`.
-fn file_entry(path: PathBuf, meta: &std::fs::Metadata, bytes: &[u8]) -> Entry {
+/// A regular-file entry (path filled in by the caller) for `bytes` with the mode and owner
+/// from `meta`.
+fn file_entry(meta: &std::fs::Metadata, bytes: &[u8]) -> Entry {
     Entry {
-        path,
+        path: PathBuf::new(),
         kind: EntryKind::File,
         mode: meta.mode() & 0o7777,
         uid: meta.uid(),
@@ -113,30 +198,4 @@ fn file_entry(path: PathBuf, meta: &std::fs::Metadata, bytes: &[u8]) -> Entry {
         size: bytes.len() as u64,
         hash: hash(bytes),
     }
-}
-
-/// The real file behind a symlink, when it lies inside the config root.
-fn link_target(canon_root: &Path, file: &ConfFile) -> Result<Option<ScannedEntry>> {
-    let real = fs_err::canonicalize(&file.path)?;
-    let Some(rel) = relative_to(canon_root, &real) else {
-        return Ok(None);
-    };
-    let meta = fs_err::metadata(&real)?;
-    Ok(Some(ScannedEntry {
-        entry: file_entry(rel, &meta, &file.bytes),
-        bytes: file.bytes.clone(),
-    }))
-}
-
-fn external(file: &ConfFile) -> Result<ScannedExternal> {
-    let meta = fs_err::metadata(&file.path)?;
-    Ok(ScannedExternal {
-        entry: ExternalEntry {
-            path: file.path.clone(),
-            mode: meta.mode() & 0o7777,
-            size: file.bytes.len() as u64,
-            hash: hash(&file.bytes),
-        },
-        bytes: file.bytes.clone(),
-    })
 }

@@ -117,6 +117,60 @@ impl Site {
     }
 }
 
+impl Site {
+    /// Write an `http {}` body and make it the last good configuration through a normal
+    /// reload (e.g. to move the site into an include layout after `init`).
+    pub fn adopt(&self, http: &str) {
+        self.nginx.write_http(http);
+        let out = self.run(&["reload", "-y"]);
+        assert_eq!(out.status.code(), Some(0), "adopt: {}", text(&out));
+        assert_eq!(self.answer(), Some((200, "good".to_string())), "adopt");
+    }
+
+    /// Start `safe-reload ARGS` stopping itself at each of `points` (comma-separated), stdout
+    /// and stderr piped.
+    pub fn spawn_paused(&self, args: &[&str], points: &str) -> Proc {
+        Proc(
+            self.cmd(args)
+                .env("SAFE_RELOAD_TEST_PAUSE", points)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start safe-reload"),
+        )
+    }
+
+    /// `history --json`, parsed.
+    pub fn history(&self) -> serde_json::Value {
+        let out = self.run(&["history", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "history: {}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("history --json")
+    }
+
+    /// The snapshot with this id from `history --json`.
+    pub fn snapshot(&self, id: &str) -> serde_json::Value {
+        let doc = self.history();
+        doc["history"]
+            .as_array()
+            .and_then(|h| h.iter().find(|s| s["id"] == id).cloned())
+            .unwrap_or_else(|| panic!("no snapshot {id} in {doc:#}"))
+    }
+
+    /// Whether some object in the state directory holds exactly `bytes`.
+    pub fn stored(&self, bytes: &[u8]) -> bool {
+        let mut found = Vec::new();
+        walk(&self.state.path().join("objects"), &mut found);
+        found
+            .iter()
+            .any(|p| p.is_file() && std::fs::read(p).is_ok_and(|b| b == bytes))
+    }
+
+    /// Whether a journal (an unfinished run) is in the state directory.
+    pub fn journal_exists(&self) -> bool {
+        self.state.path().join("journal.json").exists()
+    }
+}
+
 fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -153,6 +207,11 @@ impl Proc {
                     == Some("T")
             })
         })
+    }
+
+    /// Let a stopped process continue.
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
     }
 
     /// Send `sig` by pid.

@@ -28,7 +28,7 @@ pub fn render_history(p: &Printer, history: &[Snapshot], last_good: Option<&str>
             s.id,
             outcome,
             s.meta.user,
-            s.files.len()
+            s.count()
         )));
     }
     if last_good.is_some() {

@@ -1,0 +1,204 @@
+//! Another writer during a run, made deterministic: the binary stops itself right before it
+//! reads the file set again (the `SAFE_RELOAD_TEST_PAUSE` hook: `recheck-before-signal`, or
+//! `verifying` once the reload is proven), the test writes a file as config management would,
+//! and lets the run continue. Before the signal: exit 1, nginx not signalled (same workers),
+//! the changed file named, no journal, the candidate recorded as refused, and the run can be
+//! repeated. During the reload: rolled back (exit 3), and the other writer's version, which
+//! neither the candidate nor last-good holds, is saved as a snapshot of its own and named.
+
+mod rel_support;
+mod support;
+
+use std::time::Duration;
+
+use rel_support::*;
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(out)))
+}
+
+/// A change that verifies: the good site with a comment.
+fn harmless(site: &Site, tag: &str) -> String {
+    format!("{}\n# {tag}", site.good_http())
+}
+
+#[test]
+fn a_file_changed_right_before_the_signal_stops_the_run_with_nginx_untouched() {
+    let site = Site::start();
+    let workers = site.nginx.worker_pids();
+    site.nginx
+        .write_http(&harmless(&site, "the operator's change"));
+    let mut run = site.spawn_paused(&["reload", "-y", "--json"], "recheck-before-signal");
+    assert!(
+        run.wait_stopped(Duration::from_secs(20)),
+        "never reached the recheck"
+    );
+    // The other writer: the same file, another content, after it was read and tested.
+    let other = harmless(&site, "config management's change");
+    site.nginx.write_http(&other);
+    run.resume();
+    let out = run.finish(Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let doc = json(&out);
+    assert_eq!(doc["outcome"], "refused", "{doc:#}");
+    let conf = site.nginx.conf.display().to_string();
+    assert!(
+        doc["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["file"] == conf.as_str()),
+        "the changed file is named: {doc:#}"
+    );
+    assert!(doc["notes"].to_string().contains("Run again"), "{doc:#}");
+    assert_eq!(site.nginx.worker_pids(), workers, "nginx was signalled");
+    assert!(!site.journal_exists(), "no journal is left");
+    let id = doc["snapshot"].as_str().expect("candidate id");
+    assert_eq!(site.snapshot(id)["meta"]["outcome"], "refused");
+    assert_eq!(
+        std::fs::read_to_string(&site.nginx.conf).unwrap(),
+        site.nginx.render(&other),
+        "the other writer's file is left as written"
+    );
+    // Repeatable: the next run tests and reloads what is on disk now.
+    let again = site.run(&["reload", "-y"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_ne!(site.nginx.worker_pids(), workers);
+    assert_eq!(site.answer(), Some((200, "good".into())));
+}
+
+#[test]
+fn a_file_a_glob_starts_matching_before_the_signal_stops_the_run() {
+    let site = Site::start();
+    let dir = site.nginx.prefix.join("conf.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let with_glob = format!("{}\ninclude {}/*.conf;", site.good_http(), dir.display());
+    site.adopt(&with_glob);
+    let workers = site.nginx.worker_pids();
+    site.nginx.write_http(&format!("{with_glob}\n# change"));
+    let mut run = site.spawn_paused(&["reload", "-y", "--json"], "recheck-before-signal");
+    assert!(run.wait_stopped(Duration::from_secs(20)));
+    let late = dir.join("late.conf");
+    std::fs::write(&late, "# dropped in by another tool\n").unwrap();
+    run.resume();
+    let out = run.finish(Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let doc = json(&out);
+    assert!(
+        doc["notes"].to_string().contains("late.conf (added)"),
+        "{doc:#}"
+    );
+    assert_eq!(site.nginx.worker_pids(), workers, "nginx was signalled");
+    assert!(!site.journal_exists());
+}
+
+#[test]
+fn a_write_during_the_reload_rolls_back_and_keeps_the_third_version() {
+    let site = Site::start();
+    let good_conf = site.good_conf();
+    let candidate = harmless(&site, "candidate");
+    site.nginx.write_http(&candidate);
+    // `verifying`: nginx was signalled and the reload proven; the files are read again next.
+    let mut run = site.spawn_paused(&["reload", "-y", "--json"], "verifying");
+    assert!(
+        run.wait_stopped(Duration::from_secs(20)),
+        "never reached verifying"
+    );
+    let third = site.nginx.render(&harmless(&site, "a third version"));
+    std::fs::write(&site.nginx.conf, &third).unwrap();
+    run.resume();
+    let out = run.finish(Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let doc = json(&out);
+    let rb = &doc["rollback"];
+    assert!(
+        rb["reason"]
+            .as_str()
+            .unwrap()
+            .contains("changed during the reload"),
+        "{doc:#}"
+    );
+    assert!(rb["reason"].as_str().unwrap().contains("cannot vouch"));
+    // last-good is back on disk and live.
+    assert_eq!(
+        std::fs::read_to_string(&site.nginx.conf).unwrap(),
+        good_conf
+    );
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    // The third version was saved before the restore overwrote it, and the output says where.
+    let saved = rb["restore"]["displaced"]["snapshot"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no displaced snapshot: {doc:#}"));
+    assert_eq!(rb["restore"]["displaced"]["paths"][0], "nginx.conf");
+    assert!(doc["notes"].to_string().contains(saved), "{doc:#}");
+    let snap = site.snapshot(saved);
+    assert_eq!(snap["meta"]["outcome"], "displaced", "{snap:#}");
+    assert!(site.stored(third.as_bytes()), "the third version is stored");
+    assert!(site.stored(site.nginx.render(&candidate).as_bytes()));
+    assert!(!site.journal_exists());
+}
+
+#[test]
+fn sigkill_at_the_new_pause_points_is_recovered_with_every_version_kept() {
+    let site = Site::start();
+    // Killed right before the first recheck: nginx untouched, the edit stays on disk.
+    let edit = harmless(&site, "kill at the recheck");
+    site.nginx.write_http(&edit);
+    let mut run = site.spawn_paused(&["reload", "-y"], "recheck-before-signal");
+    assert!(run.wait_stopped(Duration::from_secs(20)));
+    run.signal(libc::SIGKILL);
+    let _ = run.finish(Duration::from_secs(5));
+    assert!(site.journal_exists());
+    let out = site.run(&["recover"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(&site.nginx.conf).unwrap(),
+        site.nginx.render(&edit)
+    );
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    assert!(!site.journal_exists());
+
+    // Killed right after the proof, before the second recheck; then killed again after a
+    // third version was saved and before the rollback overwrote it.
+    for point in ["recheck-after-proof", "displaced-saved"] {
+        site.nginx.write_http(&site.good_http());
+        let reset = site.run(&["reload", "-y", "--force"]);
+        assert_eq!(reset.status.code(), Some(0), "{}", text(&reset));
+        let candidate = site.nginx.render(&site.bad_http());
+        site.nginx.write_http(&site.bad_http());
+        let mut run = site.spawn_paused(&["reload", "-y"], &format!("verifying,{point}"));
+        assert!(
+            run.wait_stopped(Duration::from_secs(20)),
+            "{point}: verifying"
+        );
+        let third = site
+            .nginx
+            .render(&format!("{}\n# third {point}", site.bad_http()));
+        std::fs::write(&site.nginx.conf, &third).unwrap();
+        run.resume();
+        assert!(
+            run.wait_stopped(Duration::from_secs(30)),
+            "{point}: never reached"
+        );
+        run.signal(libc::SIGKILL);
+        let _ = run.finish(Duration::from_secs(5));
+        assert!(site.journal_exists(), "{point}");
+        let out = site.run(&["recover"]);
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(3)),
+            "{point}: recover: {}",
+            text(&out)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&site.nginx.conf).unwrap(),
+            site.good_conf(),
+            "{point}: recover restores last-good"
+        );
+        assert_eq!(site.answer(), Some((200, "good".into())), "{point}");
+        assert!(!site.journal_exists(), "{point}");
+        assert!(site.stored(candidate.as_bytes()), "{point}: candidate kept");
+        assert!(site.stored(third.as_bytes()), "{point}: third version kept");
+        assert!(site.stored(site.good_conf().as_bytes()), "{point}");
+        assert!(site.temp_files().is_empty(), "{point}");
+    }
+}
