@@ -1,0 +1,220 @@
+//! Links and files outside the configuration root, through the binary with a real nginx:
+//! `edit` through a Debian `sites-enabled` symlink keeps the link after a success, a refusal
+//! and a rollback, with the right content behind it; a hard-linked file is refused before
+//! anything changes, both names given; an `include` outside the root is snapshotted, shown by
+//! `diff` and `history`, and put back by a rollback (exit 3, not 4), also behind a symlink
+//! leading out of the root (Debian's `modules-enabled` layout).
+
+mod rel_support;
+mod support;
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use rel_support::*;
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(out)))
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The Debian layout: `sites-enabled/app -> ../sites-available/app`, included by a glob.
+struct Debian {
+    site: Site,
+    available: PathBuf,
+    enabled: PathBuf,
+}
+
+impl Debian {
+    fn start() -> Debian {
+        let site = Site::start();
+        let available = site.nginx.prefix.join("sites-available/app");
+        let enabled = site.nginx.prefix.join("sites-enabled/app");
+        std::fs::create_dir_all(available.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(enabled.parent().unwrap()).unwrap();
+        std::fs::write(&available, site.good_http()).unwrap();
+        symlink("../sites-available/app", &enabled).unwrap();
+        let prefix = site.nginx.prefix.display().to_string();
+        site.adopt(&format!("include {prefix}/sites-enabled/*;"));
+        Debian {
+            site,
+            available,
+            enabled,
+        }
+    }
+
+    fn edit(&self, from: &str, to: &str) -> std::process::Output {
+        self.site
+            .cmd(&["edit", &self.enabled.display().to_string(), "--json"])
+            .env("EDITOR", format!("sed -i s|{from}|{to}|"))
+            .output()
+            .expect("run edit")
+    }
+
+    fn assert_link_kept(&self, what: &str) {
+        let meta = std::fs::symlink_metadata(&self.enabled).unwrap();
+        assert!(
+            meta.file_type().is_symlink(),
+            "{what}: the link was replaced"
+        );
+        assert_eq!(
+            std::fs::read_link(&self.enabled).unwrap(),
+            Path::new("../sites-available/app"),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn edit_through_a_sites_enabled_link_keeps_the_link_after_success_refusal_and_rollback() {
+    let d = Debian::start();
+    let good = d.site.good.host_port();
+
+    // Refused by nginx -t: the link stays, the file behind it is as it was.
+    let out = d.edit("proxy_pass", "proxy_pazz");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    d.assert_link_kept("refusal");
+    assert_eq!(read(&d.available), d.site.good_http(), "refusal");
+
+    // Rolled back after a 502: the same.
+    let out = d.edit(&good, &d.site.bad.addr.to_string());
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    d.assert_link_kept("rollback");
+    assert_eq!(read(&d.available), d.site.good_http(), "rollback");
+    assert_eq!(d.site.answer(), Some((200, "good".into())));
+
+    // A good edit: written behind the link, the link kept, live.
+    let out = d.edit("}$", "}#edited");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    d.assert_link_kept("success");
+    assert!(read(&d.available).ends_with("}#edited"), "success");
+    assert_eq!(d.site.answer(), Some((200, "good".into())));
+}
+
+#[test]
+fn a_hard_linked_file_is_refused_before_anything_changes_naming_both_paths() {
+    let d = Debian::start();
+    std::fs::remove_file(&d.enabled).unwrap();
+    std::fs::hard_link(&d.available, &d.enabled).unwrap();
+    std::fs::write(&d.available, format!("{}\n# change", d.site.good_http())).unwrap();
+    let workers = d.site.nginx.worker_pids();
+    let out = d.site.run(&["reload", "-y", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let problems = json(&out)["problems"].to_string();
+    for name in [&d.available, &d.enabled] {
+        assert!(
+            problems.contains(&name.display().to_string()),
+            "{} not named: {problems}",
+            name.display()
+        );
+    }
+    assert!(problems.contains("hard-linked"), "{problems}");
+    assert_eq!(d.site.nginx.worker_pids(), workers, "nginx was signalled");
+    assert!(!d.site.journal_exists());
+
+    // edit refuses before the editor runs: the file is not touched.
+    let before = read(&d.available);
+    let out = d.edit("location", "locatio");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(json(&out)["problems"].to_string().contains("hard-linked"));
+    assert_eq!(read(&d.available), before);
+}
+
+/// A site whose server lives outside the configuration root, included by absolute path.
+struct Outside {
+    site: Site,
+    dir: tempfile::TempDir,
+    file: PathBuf,
+}
+
+impl Outside {
+    fn start() -> Outside {
+        let site = Site::start();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.conf");
+        std::fs::write(&file, site.good_http()).unwrap();
+        site.adopt(&format!("include {}/*.conf;", dir.path().display()));
+        Outside { site, dir, file }
+    }
+}
+
+#[test]
+fn an_include_outside_the_root_is_snapshotted_shown_and_rolled_back_with_exit_3() {
+    let o = Outside::start();
+    let site = &o.site;
+    let last_good = std::fs::read_to_string(site.state.path().join("last-good")).unwrap();
+    let snap = site.snapshot(last_good.trim());
+    let external = snap["external"].to_string();
+    assert!(
+        external.contains(&o.file.display().to_string()),
+        "outside file recorded by absolute path: {snap:#}"
+    );
+    // init and history count the same files.
+    let init = site.run(&["init", "--json"]);
+    assert_eq!(init.status.code(), Some(0), "{}", text(&init));
+    let doc = json(&init);
+    let id = doc["snapshot"].as_str().unwrap();
+    let snap = site.snapshot(id);
+    let count =
+        snap["files"].as_array().unwrap().len() + snap["external"].as_array().unwrap().len();
+    assert!(
+        doc["notes"]
+            .to_string()
+            .contains(&format!("recorded {count} files")),
+        "{doc:#}"
+    );
+    let history = site.run(&["history"]);
+    assert!(
+        String::from_utf8_lossy(&history.stdout).contains(&format!("{count} files")),
+        "{}",
+        text(&history)
+    );
+
+    // The change is in the outside file: diff shows it, the rollback puts it back.
+    std::fs::write(&o.file, site.bad_http()).unwrap();
+    let diff = site.run(&["diff", "--json"]);
+    assert!(
+        json(&diff)["diff"]
+            .to_string()
+            .contains(&o.file.display().to_string()),
+        "{}",
+        text(&diff)
+    );
+    let out = site.run(&["reload", "-y", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(
+        read(&o.file),
+        site.good_http(),
+        "the outside file is restored"
+    );
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    assert!(o.dir.path().exists());
+}
+
+#[test]
+fn a_link_leading_out_of_the_root_is_restored_behind_the_link() {
+    // Debian: modules-enabled/50-mod-stream.conf -> /usr/share/nginx/modules-available/...
+    let site = Site::start();
+    let shared = tempfile::tempdir().unwrap();
+    let real = shared.path().join("site.conf");
+    std::fs::write(&real, site.good_http()).unwrap();
+    let enabled = site.nginx.prefix.join("enabled");
+    std::fs::create_dir_all(&enabled).unwrap();
+    let link = enabled.join("50-site.conf");
+    symlink(&real, &link).unwrap();
+    site.adopt(&format!("include {}/*.conf;", enabled.display()));
+
+    std::fs::write(&real, site.bad_http()).unwrap();
+    let out = site.run(&["reload", "-y", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read_link(&link).unwrap(), real);
+    assert_eq!(read(&real), site.good_http());
+    assert_eq!(site.answer(), Some((200, "good".into())));
+}
