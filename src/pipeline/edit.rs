@@ -154,7 +154,7 @@ fn check_writable(s: &Settings, original: &Original, report: &mut Report) -> Opt
         .and_then(|c| c.parent().map(Path::to_path_buf))
         .or_else(|| original.real.parent().map(Path::to_path_buf))
         .unwrap_or_default();
-    let found = store::obstacles(&root, std::slice::from_ref(&original.real), None);
+    let found = store::obstacles(&root, std::slice::from_ref(&original.real));
     if found.is_empty() {
         return None;
     }

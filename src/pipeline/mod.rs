@@ -173,8 +173,7 @@ pub fn reload_locked(
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }
     let (last_good, diff) = good_and_diff?;
-    let paths: Vec<PathBuf> = insp.config.paths().map(Path::to_path_buf).collect();
-    if refuse_obstacles(report, &insp.config.conf_prefix, &paths, last_good.as_ref()) {
+    if refuse_obstacles(report, &insp.config.conf_prefix, diff.as_ref()) {
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }
     let unchanged = diff.as_ref().is_some_and(|d| d.is_empty());
@@ -201,7 +200,7 @@ pub fn reload_locked(
     // From here on the run needs the files (for the snapshot), the servers (for health
     // checks) and what `Watch` takes; the directive tree and the targets are dropped.
     let watch = Watch::of(&env, &insp.config);
-    let candidate_paths = paths;
+    let candidate_paths: Vec<PathBuf> = insp.config.paths().map(Path::to_path_buf).collect();
     let Inspection {
         config:
             Config {
@@ -269,15 +268,16 @@ pub fn reload_locked(
     tx.run(report)
 }
 
-/// A file a rollback could not replace (hard link, mount point, read-only directory) refuses
-/// the run now, while nothing has changed; returns whether one did.
-fn refuse_obstacles(
-    report: &mut Report,
-    root: &Path,
-    paths: &[PathBuf],
-    last_good: Option<&Snapshot>,
-) -> bool {
-    let found = crate::store::obstacles(root, paths, last_good);
+/// A file a rollback would have to put back but could not replace (hard link, mount point,
+/// read-only directory) refuses the run now, while nothing has changed; returns whether one
+/// did. Without a last-good there is no rollback, so nothing to check.
+fn refuse_obstacles(report: &mut Report, root: &Path, diff: Option<&ConfigDiff>) -> bool {
+    let Some(diff) = diff else {
+        return false;
+    };
+    // A diff path is relative inside the root and absolute outside it: `join` keeps the latter.
+    let touched: Vec<PathBuf> = diff.files.iter().map(|f| root.join(&f.path)).collect();
+    let found = crate::store::obstacles(root, &touched);
     for o in &found {
         report.problems.push(crate::report::Problem {
             level: "error".into(),

@@ -1,5 +1,7 @@
-//! Whether a restore could replace every file it may have to write, checked before the reload
-//! so an obstacle stops the run while nothing has changed instead of breaking the rollback.
+//! Whether a rollback could put back the files a change touches, checked before the reload so
+//! an obstacle stops the run while nothing has changed instead of breaking the rollback. Only
+//! the changed files are checked: a rollback writes nothing else (a read-only `/usr` holding
+//! Debian's stock module snippets does not block every reload).
 //!
 //! A restore writes a temp file in the file's own directory and renames it over the file. That
 //! fails in a read-only directory or on a read-only mount (the temp file cannot be created:
@@ -17,8 +19,6 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::atomic::TEMP_PREFIX;
-use super::manifest::Snapshot;
-use super::scan::writable_paths;
 
 /// Why a path could not be restored by rename.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -73,20 +73,10 @@ impl Obstacle {
     }
 }
 
-/// Every obstacle to restoring the files of `current` (the file set read from disk, absolute
-/// paths) or those of `last_good` under `root`.
-pub fn obstacles(root: &Path, current: &[PathBuf], last_good: Option<&Snapshot>) -> Vec<Obstacle> {
-    let mut paths = writable_paths(root, current);
-    if let Some(good) = last_good {
-        paths.extend(good.files.iter().map(|e| root.join(&e.path)));
-        let named: Vec<PathBuf> = good
-            .external
-            .iter()
-            .map(|e| e.path.clone())
-            .filter(|p| paths.contains(p))
-            .collect();
-        paths.extend(named);
-    }
+/// Every obstacle to writing `paths` (absolute: the files a rollback would put back, those the
+/// change touches) by rename; `root` is searched for the other names of a hard link.
+pub fn obstacles(root: &Path, paths: &[PathBuf]) -> Vec<Obstacle> {
+    let paths: BTreeSet<&PathBuf> = paths.iter().collect();
     let mounts = mount_points();
     let mut found = Vec::new();
     let mut dirs = BTreeSet::new();
@@ -98,14 +88,16 @@ pub fn obstacles(root: &Path, current: &[PathBuf], last_good: Option<&Snapshot>)
         let Ok(meta) = std::fs::symlink_metadata(path) else {
             continue;
         };
-        if mounts.contains(path) {
-            found.push(Obstacle::MountPoint { path: path.clone() });
+        if mounts.contains(*path) {
+            found.push(Obstacle::MountPoint {
+                path: path.to_path_buf(),
+            });
         }
         if meta.file_type().is_file() && meta.nlink() > 1 {
             by_inode
                 .entry((meta.dev(), meta.ino()))
                 .or_default()
-                .push(path.clone());
+                .push(path.to_path_buf());
         }
     }
     for ((dev, ino), names) in by_inode {
@@ -232,7 +224,7 @@ mod tests {
             root.join("sites-enabled/app"),
         )
         .unwrap();
-        let found = obstacles(root, &[root.join("sites-enabled/app")], None);
+        let found = obstacles(root, &[root.join("sites-enabled/app")]);
         assert_eq!(
             found,
             vec![Obstacle::HardLink {
