@@ -270,3 +270,137 @@ fn owner_is_restored_when_root() {
     );
     assert_eq!(meta.mode() & 0o7777, 0o640);
 }
+
+#[test]
+fn a_version_neither_snapshot_holds_is_saved_before_the_restore_replaces_it() {
+    let f = fixture();
+    write(&f.root.join("nginx.conf"), "events {}\n# good\n", 0o644);
+    let good = f.snap(&["nginx.conf"], Outcome::Good);
+    write(
+        &f.root.join("nginx.conf"),
+        "events {}\n# candidate\n",
+        0o644,
+    );
+    let rejected = f.snap(&["nginx.conf"], Outcome::Rejected);
+
+    // The candidate's own content is overwritten without a copy: the rejected snapshot has it.
+    let report = f
+        .store
+        .restore(
+            &good,
+            &f.root,
+            &[f.root.join("nginx.conf")],
+            Some(&rejected),
+        )
+        .unwrap();
+    assert!(report.displaced.is_none(), "{report:?}");
+
+    // Another writer's version is saved first, in a snapshot of its own.
+    write(&f.root.join("nginx.conf"), "events {}\n# third\n", 0o644);
+    let report = f
+        .store
+        .restore(
+            &good,
+            &f.root,
+            &[f.root.join("nginx.conf")],
+            Some(&rejected),
+        )
+        .unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    let displaced = report.displaced.expect("the third version is saved");
+    assert_eq!(displaced.paths, vec![PathBuf::from("nginx.conf")]);
+    let saved = f.store.get(&displaced.snapshot).unwrap();
+    assert_eq!(saved.meta.outcome, Outcome::Displaced);
+    let entry = saved.entry(Path::new("nginx.conf")).unwrap();
+    assert_eq!(
+        f.store.read_object(&entry.hash).unwrap(),
+        b"events {}\n# third\n"
+    );
+    assert_eq!(
+        fs::read(f.root.join("nginx.conf")).unwrap(),
+        b"events {}\n# good\n"
+    );
+    assert!(displaced.describe().contains(&displaced.snapshot));
+}
+
+#[test]
+fn an_added_file_with_another_writers_content_is_saved_before_it_is_removed() {
+    let f = fixture();
+    write(
+        &f.root.join("nginx.conf"),
+        "include conf.d/*.conf;\n",
+        0o644,
+    );
+    let good = f.snap(&["nginx.conf"], Outcome::Good);
+    write(&f.root.join("conf.d/new.conf"), "# candidate\n", 0o644);
+    let rejected = f.snap(&["nginx.conf", "conf.d/new.conf"], Outcome::Rejected);
+    write(
+        &f.root.join("conf.d/new.conf"),
+        "# rewritten since\n",
+        0o644,
+    );
+    let current = [f.root.join("nginx.conf"), f.root.join("conf.d/new.conf")];
+    let report = f
+        .store
+        .restore(&good, &f.root, &current, Some(&rejected))
+        .unwrap();
+    assert_eq!(report.removed, vec![PathBuf::from("conf.d/new.conf")]);
+    let displaced = report.displaced.expect("saved before removal");
+    let saved = f.store.get(&displaced.snapshot).unwrap();
+    let entry = saved.entry(Path::new("conf.d/new.conf")).unwrap();
+    assert_eq!(
+        f.store.read_object(&entry.hash).unwrap(),
+        b"# rewritten since\n"
+    );
+}
+
+#[test]
+fn an_outside_file_is_restored_only_while_the_configuration_names_it() {
+    let f = fixture();
+    write(
+        &f.root.join("nginx.conf"),
+        "include /srv/app/*.conf;\n",
+        0o644,
+    );
+    let shared = f.outside.join("app.conf");
+    write(&shared, "server { listen 127.0.0.1:1; }\n", 0o640);
+    let paths = [f.root.join("nginx.conf"), shared.clone()];
+    let good = f
+        .store
+        .snapshot(&f.root, &conf_files(&paths), meta(Outcome::Good))
+        .unwrap();
+    write(&shared, "server { listen 127.0.0.1:2; }\n", 0o640);
+
+    // Not named by the configuration read now: compared, not written.
+    let report = f.store.restore(&good, &f.root, &paths[..1], None).unwrap();
+    assert_eq!(report.external_differs, vec![shared.clone()]);
+    assert_eq!(
+        fs::read(&shared).unwrap(),
+        b"server { listen 127.0.0.1:2; }\n"
+    );
+
+    // Named: restored and verified like a file inside the root.
+    let report = f.store.restore(&good, &f.root, &paths, None).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.restored, vec![shared.clone()]);
+    assert_eq!(
+        fs::read(&shared).unwrap(),
+        b"server { listen 127.0.0.1:1; }\n"
+    );
+    assert_eq!(mode(&shared), 0o640);
+
+    // A tampered entry naming another file outside the set is never written.
+    let victim = f.outside.join("victim");
+    write(&victim, "precious\n", 0o644);
+    let mut tampered = good.clone();
+    tampered.external[0].path = victim.clone();
+    let report = f.store.restore(&tampered, &f.root, &paths, None).unwrap();
+    assert_eq!(fs::read(&victim).unwrap(), b"precious\n");
+    assert_eq!(report.external_differs, vec![victim]);
+
+    // And one with `..` is refused before anything is written.
+    let mut dotted = good.clone();
+    dotted.external[0].path = f.outside.join("../escape");
+    let err = f.store.restore(&dotted, &f.root, &paths, None).unwrap_err();
+    assert!(err.to_string().contains("contains '..'"), "{err}");
+}

@@ -148,3 +148,72 @@ pub fn recheck(snap: &Snapshot, now: &[ConfFile]) -> Result<Drift> {
     drift.files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(drift)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Outcome, SnapshotMeta, Store};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn files(paths: &[PathBuf]) -> Vec<ConfFile> {
+        paths
+            .iter()
+            .map(|p| ConfFile {
+                path: p.clone(),
+                bytes: std::fs::read(p).unwrap().into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn content_links_and_the_set_drift_but_a_mode_does_not() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("nginx");
+        std::fs::create_dir_all(root.join("conf.d")).unwrap();
+        let main = root.join("nginx.conf");
+        let app = root.join("conf.d/app.conf");
+        std::fs::write(&main, "include conf.d/*.conf;\n").unwrap();
+        std::fs::write(&app, "server {}\n").unwrap();
+        let store = Store::open(&t.path().join("state")).unwrap();
+        let meta = SnapshotMeta {
+            outcome: Outcome::Pending,
+            user: "t".into(),
+            command: "t".into(),
+            note: None,
+            changed_files: Vec::new(),
+        };
+        let set = [main.clone(), app.clone()];
+        let snap = store.snapshot(&root, &files(&set), meta).unwrap();
+        assert!(recheck(&snap, &files(&set)).unwrap().is_empty());
+
+        std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(
+            recheck(&snap, &files(&set)).unwrap().is_empty(),
+            "mode only"
+        );
+
+        std::fs::write(&app, "server { }\n").unwrap();
+        let late = root.join("conf.d/late.conf");
+        std::fs::write(&late, "# new\n").unwrap();
+        let drift = recheck(&snap, &files(&[main.clone(), app.clone(), late.clone()])).unwrap();
+        assert_eq!(
+            drift.files,
+            vec![
+                Drifted {
+                    path: app.clone(),
+                    change: DriftChange::Modified
+                },
+                Drifted {
+                    path: late.clone(),
+                    change: DriftChange::Added
+                },
+            ]
+        );
+        assert_eq!(drift.added().collect::<Vec<_>>(), vec![late.as_path()]);
+        assert!(drift.describe().contains("late.conf (added)"));
+
+        let drift = recheck(&snap, &files(&[main])).unwrap();
+        assert_eq!(drift.files[0].change, DriftChange::Removed);
+        assert!(!Drift::unloadable("x".into()).is_empty());
+    }
+}
