@@ -48,7 +48,9 @@ impl Displaced {
     pub fn describe(&self) -> String {
         let paths: Vec<String> = self.paths.iter().map(|p| p.display().to_string()).collect();
         format!(
-            "{} held a version that neither the restored nor the rejected snapshot has              (another writer's change?): it is kept as snapshot {} (`safe-reload history`)              before the restore replaced it",
+            "{} held a version that neither the restored nor the rejected snapshot has \
+             (another writer's change?): it is kept as snapshot {} (`safe-reload history`) \
+             before the restore replaced it",
             paths.join(", "),
             self.snapshot
         )
