@@ -81,6 +81,38 @@ fn a_pool_member_down_with_a_live_sibling_is_a_warning_and_the_reload_goes_throu
     }
 }
 
+/// A member whose connect times out (a full accept queue on loopback) beside a live one: a
+/// warning that says what it costs a request nginx sends there (the connect timeout first).
+#[test]
+fn a_pool_member_that_times_out_is_a_warning_that_names_the_wait() {
+    let ip = unique_loopback();
+    let live = HttpBackend::start(SocketAddr::new(ip, 0), "live");
+    let hung = hanging_listener(ip);
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let members = [live.host_port(), hung.addr.to_string()];
+    let nginx = TestNginx::start(&pool_site(listen, &members, ""));
+    let sr = SafeReload::new(&nginx);
+    let run = sr.run(&["check", "--json", "--probe-timeout", "300ms"]);
+    run.expect(0);
+    let r = result_for(&run.json(), &hung.addr.to_string()).clone();
+    assert_eq!(
+        (r["status"].as_str(), r["severity"].as_str()),
+        (Some("timeout"), Some("warning")),
+        "{run}"
+    );
+    assert!(
+        r["hints"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("proxy_connect_timeout"),
+        "{run}"
+    );
+    assert_eq!(
+        http_get(listen, "site.test", "/").unwrap(),
+        (200, "live".into())
+    );
+}
+
 #[test]
 fn a_pool_with_no_member_answering_is_refused_with_nginx_untouched() {
     let ip = unique_loopback();

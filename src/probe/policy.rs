@@ -135,9 +135,15 @@ fn judge(
         .iter()
         .map(|((_, name), members)| format!("upstream {name} ({})", members.join(", ")))
         .collect();
+    // A connect that times out costs the request the whole `*_connect_timeout` first.
+    let wait = if r.status == Status::Timeout {
+        ", after waiting proxy_connect_timeout (60s by default) for it"
+    } else {
+        ""
+    };
     let hint = Hint::new(format!(
         "{} does not answer, but other servers of {} do: nginx marks it failed for \
-         fail_timeout and passes each request to the next server",
+         fail_timeout and passes each request to the next server{wait}",
         r.target,
         siblings.join("; ")
     ))
