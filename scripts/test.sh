@@ -4,7 +4,7 @@
 #   scripts/test.sh            everything
 #   scripts/test.sh probe_     only tests whose name matches (passed to the test runner)
 #
-# Needs: cargo; nginx, libnginx-mod-stream and php-fpm from Debian (installed with apt-get when
+# Needs: cargo; nginx, libnginx-mod-stream, php-fpm and iproute2 from Debian (installed with apt-get when
 # run as root); python3 for a private venv with gunicorn and ansible-core under target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,8 @@ command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_apt+=(nginx
 [[ -f /usr/lib/nginx/modules/ngx_stream_module.so ]] || need_apt+=(libnginx-mod-stream)
 compgen -G '/usr/sbin/php-fpm*' >/dev/null || need_apt+=(php-fpm)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+# `ip link set lo up` in the private network namespaces of the resolver and ipv6only tests.
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -eq 0 ]]; then
     say "installing ${need_apt[*]} with apt-get"
