@@ -146,7 +146,10 @@ impl PerRequest {
 
     /// When nginx resolves `target` per request only (each live reference is a `*_pass`
     /// with variables, none an upstream server), the resolver it asks: `Some(None)` for none
-    /// in scope. `None` when nginx resolves it at startup (or it is no host name).
+    /// in scope. `None` when nginx resolves it at startup (or it is no host name): before
+    /// resolving a per-request host, `ngx_http_upstream_init_request` looks it up among the
+    /// upstreams, the implicit ones of static `*_pass` lines included (same host, caseless, and
+    /// port), and uses that one's startup addresses; here such a target has a static reference.
     pub fn resolver_for(&self, target: &Target) -> Option<Option<Arc<Resolver>>> {
         if !matches!(target.address, TargetAddr::Host { .. }) || self.passes.is_empty() {
             return None;
