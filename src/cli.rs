@@ -68,7 +68,8 @@ pub struct Global {
     )]
     pub config_file: Option<PathBuf>,
 
-    /// Reload with this command instead of SIGHUP to the master, e.g. "systemctl reload nginx"
+    /// Reload with this command instead of SIGHUP to the master, e.g. "systemctl reload nginx";
+    /// one that fails or does not make nginx reload is a refusal (exit 1), not a rollback
     #[arg(long, global = true, value_name = "CMD")]
     pub reload_cmd: Option<String>,
 

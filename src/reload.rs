@@ -98,6 +98,33 @@ pub struct Proof {
     pub elapsed: Duration,
     /// Why the reload is not proven (`None` when it took effect).
     pub reason: Option<String>,
+    /// nginx shows no sign of a reload at all: the same workers, all still accepting, no
+    /// `[emerg]`, the master idle. It still runs the configuration it ran before.
+    pub untouched: bool,
+}
+
+impl Proof {
+    /// The request never reached nginx (the signal or the reload command failed) and its
+    /// workers show it: nothing to prove, nothing changed.
+    pub fn not_sent(master: &Master, before: &[Worker], reason: String) -> Proof {
+        Proof {
+            took_effect: false,
+            master: master.pid,
+            old_workers: before.iter().map(|w| w.pid).collect(),
+            new_workers: Vec::new(),
+            emerg: Vec::new(),
+            elapsed: Duration::ZERO,
+            reason: Some(reason),
+            untouched: true,
+        }
+    }
+}
+
+/// Whether the master's workers are exactly `before`, all still accepting: a reload has not
+/// begun (or the master has not forked yet).
+pub fn unchanged(master: &Master, before: &[Worker]) -> bool {
+    let now = workers(master);
+    now == before && now.iter().all(|w| w.state == WorkerState::Ready)
 }
 
 /// Poll intervals: fine while a reload normally completes, coarser for a slow one (a large
@@ -131,6 +158,7 @@ pub fn prove_with(
         emerg: Vec::new(),
         elapsed: Duration::ZERO,
         reason: None,
+        untouched: false,
     };
     loop {
         proof.emerg.extend(
@@ -169,6 +197,15 @@ pub fn prove_with(
             return proof;
         }
         if proof.elapsed >= deadline {
+            // A master still busy (parsing a large configuration) may yet load it: only an
+            // idle one with every old worker accepting and none new has ignored the request.
+            proof.untouched = state.new_count == 0
+                && state.old_accepting
+                    == before
+                        .iter()
+                        .filter(|w| w.state == WorkerState::Ready)
+                        .count()
+                && master_idle(master.pid) != Some(false);
             proof.reason = Some(format!(
                 "not in effect after {}: {} new worker(s) ready{}, {} old worker(s) still accepting",
                 humantime::format_duration(Duration::from_millis(proof.elapsed.as_millis() as u64)),
@@ -214,6 +251,8 @@ fn master_idle(pid: i32) -> Option<bool> {
 
 struct Observed {
     master_alive: bool,
+    /// Workers that were not there before, in any state.
+    new_count: usize,
     new_ready: Vec<i32>,
     old_accepting: usize,
     done: bool,
@@ -241,6 +280,7 @@ fn observe(master: &Master, before: &[Worker], expected: Option<usize>) -> Obser
     };
     Observed {
         master_alive,
+        new_count: new.len(),
         done: master_alive && enough && old_accepting == 0,
         new_ready,
         old_accepting,

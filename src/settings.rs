@@ -1,6 +1,10 @@
 //! Settings: command-line flags over `/etc/safe-reload.toml` (or `--config FILE`) over built-in
 //! defaults. Flags always win. The file holds defaults for every flag an operator would want to
 //! fix per machine: health URLs, reload command, timeouts, allowed-to-fail targets, retention.
+//!
+//! Every value is resolved to its type here, before any command starts: a health URL becomes a
+//! [`Check`], the reload command an argv whose program exists. A bad one is a usage error
+//! (exit 2) before the snapshot, the journal or nginx are touched.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,6 +13,7 @@ use serde::Deserialize;
 
 use crate::cli::{ColorWhen, Global};
 use crate::error::{Error, Result};
+use crate::health::{self, Check};
 
 /// The settings file read when `--config` is not given and it exists.
 pub const DEFAULT_FILE: &str = "/etc/safe-reload.toml";
@@ -44,8 +49,10 @@ pub struct Settings {
     pub conf: Option<PathBuf>,
     pub prefix: Option<PathBuf>,
     pub state_dir: PathBuf,
+    /// The reload command as argv; its program was found when the settings were resolved.
     pub reload_cmd: Option<Vec<String>>,
-    pub health: Vec<String>,
+    /// `--health` URLs, parsed (and their hosts resolved) up front.
+    pub health: Vec<Check>,
     pub resolve: Vec<String>,
     pub expect_status: Vec<u16>,
     pub no_probe: bool,
@@ -74,8 +81,13 @@ impl Settings {
         };
         let reload_cmd = match g.reload_cmd.clone().or(file.reload_cmd) {
             None => None,
-            Some(text) => Some(split_command(&text)?),
+            Some(text) => Some(reload_argv(&text)?),
         };
+        let resolve = pick(&g.resolve, file.resolve);
+        let health = pick(&g.health, file.health)
+            .iter()
+            .map(|u| health::parse_url(u, &resolve))
+            .collect::<Result<Vec<Check>>>()?;
         Ok(Settings {
             nginx: g.nginx.clone().or(file.nginx),
             conf: g.conf.clone().or(file.conf),
@@ -86,8 +98,8 @@ impl Settings {
                 .or(file.state_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             reload_cmd,
-            health: pick(&g.health, file.health),
-            resolve: pick(&g.resolve, file.resolve),
+            health,
+            resolve,
             expect_status: pick(&g.expect_status, file.expect_status),
             no_probe: g.no_probe || file.no_probe.unwrap_or(false),
             probe_timeout: match g.probe_timeout {
@@ -147,6 +159,38 @@ pub fn split_command(text: &str) -> Result<Vec<String>> {
     }
 }
 
+/// The reload command's argv, refused up front when its program cannot be run: found only at
+/// the reload, a missing one would fail after the snapshot and the journal.
+fn reload_argv(text: &str) -> Result<Vec<String>> {
+    let argv = split_command(text)?;
+    let program = Path::new(&argv[0]);
+    let found = if argv[0].contains('/') {
+        is_executable(program)
+    } else {
+        std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|dir| is_executable(&dir.join(program)))
+        })
+    };
+    if found {
+        Ok(argv)
+    } else {
+        Err(Error::Usage(format!(
+            "the reload command \"{text}\": no executable {} (looked {}); nothing was changed",
+            argv[0],
+            if argv[0].contains('/') {
+                "at that path"
+            } else {
+                "on PATH"
+            }
+        )))
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,7 +215,8 @@ mod tests {
         ]);
         let s = Settings::resolve(&cli.global).expect("resolves");
         assert_eq!(s.probe_timeout, Duration::from_millis(300));
-        assert_eq!(s.health, ["http://127.0.0.1/"]);
+        let urls: Vec<&str> = s.health.iter().map(|c| c.url.as_str()).collect();
+        assert_eq!(urls, ["http://127.0.0.1/"]);
         assert_eq!(s.retention, 7);
     }
 
@@ -183,6 +228,33 @@ mod tests {
         let cli = Cli::parse_from(["safe-reload", "--config", file.to_str().expect("utf8")]);
         let e = Settings::resolve(&cli.global).expect_err("typo refused");
         assert!(e.to_string().contains("probe-timout"), "{e}");
+    }
+
+    #[test]
+    fn bad_inputs_are_usage_errors_when_resolved() {
+        let resolve = |args: &[&str]| {
+            let mut argv = vec!["safe-reload", "--config", "/dev/null"];
+            argv.extend_from_slice(args);
+            Settings::resolve(&Cli::parse_from(argv).global)
+        };
+        let e = resolve(&["--health", "ftp://x/"]).expect_err("refused");
+        assert!(
+            matches!(e, Error::Usage(_)) && e.to_string().contains("ftp://x/"),
+            "{e}"
+        );
+        let e = resolve(&["--reload-cmd", "no-such-program-here reload"]).expect_err("refused");
+        assert!(e.to_string().contains("no-such-program-here"), "{e}");
+        let e = resolve(&["--reload-cmd", "/nonexistent/systemctl reload"]).expect_err("refused");
+        assert!(e.to_string().contains("at that path"), "{e}");
+        let s = resolve(&[
+            "--reload-cmd",
+            "true",
+            "--health",
+            "http://127.0.0.1:8080/x",
+        ])
+        .expect("valid");
+        assert_eq!(s.reload_cmd.as_deref(), Some(&["true".to_string()][..]));
+        assert_eq!(s.health[0].connect.port(), 8080);
     }
 
     #[test]

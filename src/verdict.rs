@@ -542,6 +542,7 @@ mod tests {
             emerg: Vec::new(),
             elapsed: Duration::ZERO,
             reason: None,
+            untouched: false,
         }
     }
 

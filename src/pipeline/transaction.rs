@@ -121,11 +121,7 @@ impl Transaction<'_> {
                 .collect();
             return Ok(health::focused_checks(servers, &changed));
         }
-        self.s
-            .health
-            .iter()
-            .map(|u| health::parse_url(u, &self.s.resolve))
-            .collect()
+        Ok(self.s.health.clone())
     }
 
     fn health_options(&self) -> HealthOptions {
@@ -179,7 +175,19 @@ impl Transaction<'_> {
         let mut logs = Cursors::open(&paths);
         let before = reload::workers(&self.master);
         let t = Instant::now();
-        reload::trigger(&self.master, &self.method(), self.s.reload_timeout)?;
+        if let Err(e) = reload::trigger(&self.master, &self.method(), self.s.reload_timeout) {
+            // A failed signal or reload command that left the workers as they were never
+            // reached nginx; one that did (a command failing after its signal) is proven.
+            if !reload::unchanged(&self.master, &before) {
+                return Err(e);
+            }
+            report.step("reload", false, t.elapsed(), Some("not sent".into()));
+            let proof = Proof::not_sent(&self.master, &before, e.to_string());
+            return Ok(Attempt {
+                proof,
+                health: None,
+            });
+        }
         let proof = reload::prove_with(
             &self.master,
             &before,
@@ -255,6 +263,7 @@ impl Transaction<'_> {
         }
         let attempt = self.attempt(&self.watch, &checks, &baseline, Direction::Forward, report);
         let attempt = match attempt {
+            Ok(a) if a.proof.untouched => return self.not_reloaded(report, a, prior),
             Ok(a) => a,
             Err(e) => {
                 // The signal or reload command failed; nginx may or may not have reloaded.
@@ -337,13 +346,42 @@ impl Transaction<'_> {
         let note = format!("not reloaded: changed on disk after the test ({what})");
         self.store
             .set_outcome(&self.candidate.id, SnapOutcome::Refused, Some(note))?;
-        // nginx was not signalled: a run of our own leaves no journal, a caller's record
-        // goes back to the phase the caller left it in.
+        self.leave_journal(prior)?;
+        Ok(report.finish(Outcome::Refused, Exit::Refused))
+    }
+
+    /// nginx was not signalled: a run of our own leaves no journal, a caller's record goes
+    /// back to the phase the caller left it in.
+    fn leave_journal(&self, prior: Option<JournalPhase>) -> Result<()> {
         match (self.journal, prior) {
-            (crate::pipeline::Journal::Begin, _) => self.store.journal_clear()?,
-            (crate::pipeline::Journal::Inherit, Some(phase)) => self.store.journal_phase(phase)?,
-            (crate::pipeline::Journal::Inherit, None) => {}
+            (crate::pipeline::Journal::Begin, _) => self.store.journal_clear(),
+            (crate::pipeline::Journal::Inherit, Some(phase)) => self.store.journal_phase(phase),
+            (crate::pipeline::Journal::Inherit, None) => Ok(()),
         }
+    }
+
+    /// nginx never took the reload: it still runs what it ran, so there is nothing to roll
+    /// back. The candidate stays on disk and in its snapshot, marked rejected; exit 1.
+    fn not_reloaded(
+        &self,
+        report: &mut Report,
+        attempt: Attempt,
+        prior: Option<JournalPhase>,
+    ) -> Result<Exit> {
+        let why = format!(
+            "the reload did not take effect: {}",
+            attempt.proof.reason.as_deref().unwrap_or("no new workers")
+        );
+        self.store
+            .set_outcome(&self.candidate.id, SnapOutcome::Rejected, Some(why.clone()))?;
+        self.leave_journal(prior)?;
+        signals::set_phase(Phase::Idle);
+        report.notes.push(format!(
+            "{why}\nnginx still runs the previous configuration; nothing was rolled back. The \
+             candidate is on disk and kept as snapshot {}",
+            self.candidate.id
+        ));
+        report.reload = Some(attempt.proof);
         Ok(report.finish(Outcome::Refused, Exit::Refused))
     }
 

@@ -99,6 +99,11 @@ impl SafeReload {
         }
     }
 
+    /// Replace the private settings file (`SAFE_RELOAD_CONFIG`) with `toml`.
+    pub fn write_settings(&self, toml: &str) {
+        std::fs::write(&self.settings, toml).expect("write settings");
+    }
+
     /// No `-p`: the run uses the build's default prefix, as an operator typing `-c` alone does.
     pub fn without_prefix(mut self) -> SafeReload {
         self.prefix = None;

@@ -1,0 +1,164 @@
+//! Every input is resolved before anything changes, and a reload request that never reached
+//! nginx is a refusal: no snapshot rolled back, no journal left, the running workers untouched.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A site serving `app-v1` with a baseline, and a candidate on disk pointing at `app-v2`.
+struct Edited {
+    nginx: TestNginx,
+    sr: SafeReload,
+    listen: SocketAddr,
+    _old: HttpBackend,
+    _new: HttpBackend,
+    workers: Vec<i32>,
+    last_good: String,
+}
+
+impl Edited {
+    fn start() -> Edited {
+        let ip = unique_loopback();
+        let old = HttpBackend::start(SocketAddr::new(ip, 0), "app-v1");
+        let new = HttpBackend::start(SocketAddr::new(ip, 0), "app-v2");
+        let listen = SocketAddr::new(ip, free_port(ip));
+        let nginx = TestNginx::start(&proxy_site(listen, &old.host_port()));
+        let sr = SafeReload::new(&nginx);
+        let last_good = sr.init();
+        nginx.write_http(&proxy_site(listen, &new.host_port()));
+        let workers = nginx.ready_workers();
+        Edited {
+            nginx,
+            sr,
+            listen,
+            _old: old,
+            _new: new,
+            workers,
+            last_good,
+        }
+    }
+
+    /// nginx runs what it ran: the same workers, serving the old backend; last-good unchanged
+    /// and no run left for `recover`.
+    fn assert_untouched(&self, run: &Run) {
+        assert_eq!(self.nginx.ready_workers(), self.workers, "workers:\n{run}");
+        assert_eq!(
+            http_get(self.listen, "site.test", "/").ok(),
+            Some((200, "app-v1".into())),
+            "still the previous configuration:\n{run}"
+        );
+        assert_eq!(
+            self.sr.last_good().as_deref(),
+            Some(self.last_good.as_str())
+        );
+        assert!(
+            !self.sr.state.join("journal.json").exists(),
+            "no journal left:\n{run}"
+        );
+    }
+
+    fn snapshots(&self) -> usize {
+        let h = self.sr.run(&["history", "--json"]);
+        h.expect(0);
+        h.json()["history"].as_array().map_or(0, Vec::len)
+    }
+
+    /// A later plain run is not blocked and takes the candidate live.
+    fn assert_next_run_reloads(&self) {
+        self.sr.run(&["-y"]).expect(0);
+        assert_eq!(
+            http_get(self.listen, "site.test", "/").ok(),
+            Some((200, "app-v2".into()))
+        );
+    }
+}
+
+#[test]
+fn regression_a_malformed_health_url_is_a_usage_error_before_the_snapshot() {
+    let site = Edited::start();
+    let before = site.snapshots();
+    let run = site.sr.run(&["-y", "--health", "ftp://x/"]);
+    run.expect(2);
+    assert!(run.stderr.contains("ftp://x/"), "{run}");
+    site.assert_untouched(&run);
+    assert_eq!(site.snapshots(), before, "no snapshot taken");
+    site.assert_next_run_reloads();
+}
+
+#[test]
+fn a_reload_command_that_cannot_run_is_a_usage_error() {
+    let site = Edited::start();
+    let run = site
+        .sr
+        .run(&["-y", "--reload-cmd", "/nonexistent/systemctl reload nginx"]);
+    run.expect(2);
+    assert!(run.stderr.contains("/nonexistent/systemctl"), "{run}");
+    site.assert_untouched(&run);
+}
+
+#[test]
+fn a_failing_reload_command_is_a_refusal_that_shows_its_stderr() {
+    let site = Edited::start();
+    let cmd = "sh -c 'echo Unit nginx.service is not active. >&2; exit 1'";
+    let t = Instant::now();
+    let run = site.sr.run(&["-y", "--json", "--reload-cmd", cmd]);
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(report["outcome"], "refused", "{run}");
+    assert!(report["rollback"].is_null(), "nothing to roll back:\n{run}");
+    assert_eq!(report["reload"]["untouched"], true, "{run}");
+    let text = site.sr.run(&["-y", "--reload-cmd", cmd]);
+    text.expect(1);
+    assert!(
+        text.stderr.contains("Unit nginx.service is not active.")
+            && text
+                .stderr
+                .contains("still runs the previous configuration"),
+        "{text}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(20));
+    site.assert_untouched(&text);
+    site.assert_next_run_reloads();
+}
+
+#[test]
+fn a_reload_command_that_does_nothing_is_not_rolled_back() {
+    let site = Edited::start();
+    site.sr.write_settings("reload-timeout = \"2s\"\n");
+    let t = Instant::now();
+    let run = site.sr.run(&["-y", "--json", "--reload-cmd", "true"]);
+    let took = t.elapsed();
+    run.expect(1);
+    let report = run.json();
+    assert!(report["rollback"].is_null(), "nothing to roll back:\n{run}");
+    assert_eq!(report["reload"]["took_effect"], false, "{run}");
+    assert_eq!(report["reload"]["untouched"], true, "{run}");
+    let reloads = report["steps"]
+        .as_array()
+        .map_or(0, |s| s.iter().filter(|s| s["name"] == "reload").count());
+    assert_eq!(reloads, 1, "one proof, not a second for a rollback:\n{run}");
+    // One proof deadline (2 s here), not two.
+    assert!(took < Duration::from_secs(4), "took {took:?}:\n{run}");
+    site.assert_untouched(&run);
+    let history = site.sr.run(&["history", "--json"]).json();
+    let candidate = report["snapshot"].as_str().expect("a candidate snapshot");
+    let kept = history["history"]
+        .as_array()
+        .and_then(|h| h.iter().find(|s| s["id"] == candidate))
+        .expect("the candidate is kept");
+    assert_eq!(kept["meta"]["outcome"], "rejected", "{kept}");
+
+    let text = site.sr.run(&["-y", "--reload-cmd", "true"]);
+    text.expect(1);
+    assert!(
+        text.stderr.contains("the reload did not take effect")
+            && text
+                .stderr
+                .contains("nginx still runs the previous configuration"),
+        "{text}"
+    );
+    site.assert_next_run_reloads();
+}
