@@ -4,8 +4,8 @@
 #   scripts/test.sh            everything
 #   scripts/test.sh probe_     only tests whose name matches (passed to the test runner)
 #
-# Needs: cargo; nginx, libnginx-mod-stream, php-fpm and iproute2 from Debian (installed with apt-get when
-# run as root); python3 for a private venv with gunicorn and ansible-core under target/.
+# Needs: cargo; nginx, libnginx-mod-stream, php-fpm, iproute2 and strace from Debian (installed
+# with apt-get when run as root); python3 for a private venv with gunicorn and ansible-core under target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +18,8 @@ compgen -G '/usr/sbin/php-fpm*' >/dev/null || need_apt+=(php-fpm)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 # `ip link set lo up` in the private network namespaces of the resolver and ipv6only tests.
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+# The output tests count write(2) calls with strace.
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -eq 0 ]]; then
     say "installing ${need_apt[*]} with apt-get"

@@ -34,6 +34,7 @@ pub fn render(p: &Printer, report: &Report) {
         }
     }
     render_outcome(p, report);
+    p.flush();
 }
 
 fn render_details(p: &Printer, report: &Report) {
@@ -91,6 +92,8 @@ pub fn render_preview(p: &Printer, report: &Report) {
     if let Some(d) = &report.diff {
         render_diff(p, d, false);
     }
+    // On screen before the reload starts (or the prompt asks about it).
+    p.flush();
 }
 
 /// Render an error that stopped a command.
@@ -105,6 +108,7 @@ pub fn render_error(p: &Printer, report: &Report, e: &crate::Error) {
     for note in &report.notes {
         p.err(&escape_control(note));
     }
+    p.flush();
 }
 
 /// Steps with timings under -v. Without it only a failed step that no other section explains
