@@ -144,3 +144,126 @@ fn sigkill_at_delays_across_the_run_is_recovered() {
         eprintln!("kill after {delay:?} of {full:?}: killed={killed}");
     }
 }
+
+/// The snapshots in `history --json`, newest first.
+fn history(site: &Site) -> Vec<serde_json::Value> {
+    let out = site.run(&["history", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("history JSON");
+    doc["history"].as_array().cloned().unwrap_or_default()
+}
+
+fn outcome_of(history: &[serde_json::Value], id: &str) -> String {
+    history
+        .iter()
+        .find(|s| s["id"] == id)
+        .and_then(|s| s["meta"]["outcome"].as_str())
+        .unwrap_or("missing")
+        .to_string()
+}
+
+/// A kill while the run rolls back is finished by `recover` exactly as the journal says: the
+/// journal's candidate is the rejected snapshot (marked before the restore begins), a file the
+/// change added leaves the tree and is kept in that snapshot, last-good stays last-good, and
+/// nothing new is snapshotted.
+#[test]
+fn regression_recover_finishes_the_interrupted_rollback_with_the_journals_candidate() {
+    let site = Site::start();
+    let last_good = std::fs::read_to_string(site.state.path().join("last-good"))
+        .expect("init wrote last-good")
+        .trim()
+        .to_string();
+    let added = site.nginx.prefix.join("added.conf");
+    for point in [
+        "rolling_back",
+        "restore-file",
+        "restored",
+        "rollback-verifying",
+        "rolled_back",
+    ] {
+        // The change adds a file (included from nginx.conf) and points the site at the bad
+        // backend; the comment makes its content new to the store each time.
+        std::fs::write(&added, format!("# added by the change, {point}\n")).unwrap();
+        let http = format!("{}\ninclude {};", site.bad_http(), added.display());
+        site.nginx.write_http(&http);
+        let mut run = Proc(
+            site.cmd(&["reload", "-y"])
+                .env("SAFE_RELOAD_TEST_PAUSE", point)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start safe-reload"),
+        );
+        assert!(
+            run.wait_stopped(Duration::from_secs(20)),
+            "the run never reached {point}"
+        );
+        run.signal(libc::SIGKILL);
+        let out = run.finish(Duration::from_secs(5));
+        assert_eq!(out.status.code(), None, "{point}: killed by a signal");
+        let (_, status) = site.status();
+        let candidate = status["status"]["interrupted"]["candidate"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{point}: the journal names the candidate: {status}"))
+            .to_string();
+        let before = history(&site);
+        assert_eq!(
+            outcome_of(&before, &candidate),
+            "rejected",
+            "{point}: the candidate is marked rejected before the restore begins"
+        );
+
+        let out = site.run(&["recover", "--json"]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{point}: recover JSON ({e}): {}", text(&out)));
+        let expected = if point == "rolled_back" { 0 } else { 3 };
+        assert_eq!(out.status.code(), Some(expected), "{point}: {}", text(&out));
+        if expected == 3 {
+            assert_eq!(doc["outcome"], "rolled_back", "{point}: {doc}");
+            assert_eq!(
+                doc["rollback"]["rejected"], candidate,
+                "{point}: the kept change is the journal's candidate: {doc}"
+            );
+            assert_eq!(doc["rollback"]["restored_to"], last_good, "{point}: {doc}");
+        }
+        assert_eq!(
+            site.answer(),
+            Some((200, "good".into())),
+            "{point}: {}",
+            text(&out)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&site.nginx.conf).unwrap(),
+            site.good_conf(),
+            "{point}: last-good's files are back"
+        );
+        assert!(
+            !added.exists(),
+            "{point}: the file the change added left the tree"
+        );
+        let after = history(&site);
+        assert_eq!(
+            after.len(),
+            before.len(),
+            "{point}: recover took no new snapshot"
+        );
+        assert_eq!(outcome_of(&after, &candidate), "rejected", "{point}");
+        let kept = after
+            .iter()
+            .find(|s| s["id"] == candidate)
+            .map(|s| s["files"].to_string())
+            .unwrap_or_default();
+        assert!(
+            kept.contains("added.conf"),
+            "{point}: the added file is kept in the rejected snapshot: {kept}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(site.state.path().join("last-good"))
+                .unwrap()
+                .trim(),
+            last_good,
+            "{point}: last-good stays last-good"
+        );
+        let (code, doc) = site.status();
+        assert_eq!(code, Some(0), "{point}: status after recover: {doc}");
+    }
+}

@@ -2,6 +2,7 @@
 //! `history`, `status`) and the ones that reuse the transaction (`init`, `rollback`,
 //! `recover`).
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::conf::{self, LoadOptions};
@@ -9,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::pipeline::env::{self, Env};
 use crate::pipeline::inspect::{self, Checks, Early};
+use crate::pipeline::transaction::{Running, Transaction, Watch};
 use crate::pipeline::{
     diff_against, meta, open_locked, own_pids, record_inspection, refuse_config, reload_locked,
     Journal,
@@ -17,6 +19,7 @@ use crate::report::{Outcome, Problem, Report, StatusReport};
 use crate::settings::Settings;
 use crate::signals;
 use crate::store::{JournalRecord, Outcome as SnapOutcome, Phase as JournalPhase, Snapshot, Store};
+use crate::verdict::Baseline;
 
 /// `targets`: every upstream target with file:line. No nginx, no network.
 pub fn targets(s: &Settings, report: &mut Report) -> Result<Exit> {
@@ -318,11 +321,14 @@ fn put_back(store: &Store, env: &Env, snap: &Snapshot) -> Result<()> {
     store.journal_clear()
 }
 
-/// `recover`: finish a run that was interrupted. Before nginx was signalled there is nothing
-/// to finish (a half-done `rollback ID` is undone). After it, nginx may run an unverified
+/// `recover`: finish a run that was interrupted, as its journal describes it. Before nginx was
+/// signalled there is nothing to finish (a half-done `rollback ID` is undone). A run killed
+/// while rolling back has its rollback finished: the journal's candidate is the rejected
+/// snapshot, last-good is restored, reloaded and verified, and stays last-good. A run killed
+/// after verifying has its candidate recorded. Otherwise nginx may run an unverified
 /// configuration: the files on disk go through the normal pipeline (kept if they verify,
-/// rolled back if not); files nginx -t or a probe refuses are replaced by last-good, which
-/// then goes through the pipeline. The journal stays until one of these finishes.
+/// rolled back if not); files nginx -t or a probe refuses are rolled back like the rest. The
+/// journal stays until one of these finishes.
 pub fn recover(s: &Settings, p: &crate::output::Printer, report: &mut Report) -> Result<Exit> {
     let store = Store::open(&s.state_dir)?;
     let _lock = store.lock(s.wait, None)?;
@@ -365,39 +371,142 @@ pub fn recover(s: &Settings, p: &crate::output::Printer, report: &mut Report) ->
         ..s.clone()
     };
     let env = Env::discover(s)?;
-    if !matches!(j.phase, JournalPhase::RollingBack | JournalPhase::Restored) {
-        let exit = reload_locked(&forced, p, report, &store, Journal::Inherit)?;
-        if exit != Exit::Refused {
-            return Ok(exit);
+    match j.phase {
+        JournalPhase::RollingBack | JournalPhase::Restored => {
+            return finish_rollback(&forced, &env, &store, &j, report)
         }
-        report.notes.push(
-            "the files on disk are refused, and nginx may be running them: going back to the \
-             last good configuration"
-                .into(),
-        );
+        JournalPhase::Verified => return finish_verified(&store, &j, s.retention, report),
+        JournalPhase::RolledBack => {
+            store.journal_clear()?;
+            report.notes.push(
+                "the rollback had finished and was verified: the last good configuration is live"
+                    .into(),
+            );
+            return Ok(report.finish(Outcome::Ok, Exit::Ok));
+        }
+        _ => {}
     }
-    let good = store.last_good()?.ok_or_else(|| Error::State {
-        path: s.state_dir.clone(),
-        message: "no last good snapshot to recover to: fix the configuration by hand, then run \
-                  `safe-reload recover` again"
+    let exit = reload_locked(&forced, p, report, &store, Journal::Inherit)?;
+    if exit != Exit::Refused {
+        return Ok(exit);
+    }
+    report.notes.push(
+        "the files on disk are refused, and nginx may be running them: going back to the last \
+         good configuration"
             .into(),
-    })?;
-    let now = env
-        .load()
-        .map(|c| c.paths().map(|p| p.to_path_buf()).collect::<Vec<_>>());
-    let restored = store.restore(&good, &good.config_root, &now.unwrap_or_default(), None)?;
+    );
+    finish_rollback(&forced, &env, &store, &j, report)
+}
+
+/// The interrupted run was rolling back: finish that rollback, with the journal's candidate as
+/// the rejected snapshot (files it added leave the tree and are kept in it) and the journal's
+/// last-good as the target, through the transaction's own restore-reload-prove-verify path.
+/// Nothing new is snapshotted and last-good stays what it was.
+fn finish_rollback(
+    s: &Settings,
+    env: &Env,
+    store: &Store,
+    j: &JournalRecord,
+    report: &mut Report,
+) -> Result<Exit> {
+    let state = |message: String| Error::State {
+        path: s.state_dir.clone(),
+        message,
+    };
+    let candidate = match &j.candidate {
+        Some(id) => store.get(id)?,
+        None => {
+            return Err(state(
+                "the journal of the interrupted rollback names no candidate".into(),
+            ))
+        }
+    };
+    let good = match &j.last_good {
+        Some(id) => store.get(id)?,
+        None => store.last_good()?.ok_or_else(|| {
+            state(
+                "no last good snapshot to recover to: fix the configuration by hand, then run \
+                 `safe-reload recover` again"
+                    .into(),
+            )
+        })?,
+    };
+    // The candidate's whole file set, not only what the half-restored tree still includes: a
+    // file the change added may no longer be named by a main file already restored.
+    let mut paths: Vec<PathBuf> = (candidate.files.iter())
+        .map(|e| candidate.config_root.join(&e.path))
+        .collect();
+    if let Ok(now) = env.load() {
+        paths.extend(now.paths().map(Path::to_path_buf));
+    }
+    paths.sort();
+    paths.dedup();
+    // Last-good's files first, so the master and the logs come from the configuration that is
+    // to run (the tree on disk may not load halfway through a restore).
+    let restored = store.restore(&good, &candidate.config_root, &paths, Some(&candidate))?;
     if !restored.is_clean() {
+        report.notes.push(format!(
+            "restoring the last good configuration ({}) left files that do not match it",
+            good.id
+        ));
         return Ok(report.finish(Outcome::RollbackFailed, Exit::MustAct));
     }
+    let config = env.load()?;
+    report.config = Some(config.main.clone());
+    let master = env.master(&config)?;
+    let watch = Watch::of(env, &config);
+    let servers = crate::conf::servers::extract(&config);
+    drop(config);
+    let why = candidate.meta.note.clone().unwrap_or_else(|| {
+        format!(
+            "an interrupted run was rolling back snapshot {}",
+            candidate.id
+        )
+    });
+    report.snapshot = Some(candidate.id.clone());
+    let tx = Transaction {
+        s,
+        env,
+        store,
+        master,
+        candidate_paths: paths,
+        candidate,
+        last_good: Some(good),
+        servers,
+        watch,
+        reload_deadline: s.reload_timeout.min(std::time::Duration::from_secs(30)),
+        journal: Journal::Inherit,
+        // No probe ran: every upstream error in the log counts.
+        expected_down: Vec::new(),
+        // What ran before the kill is not known to be good: nothing to compare with.
+        running: Running::Unverified,
+    };
+    let checks = tx.checks(&tx.servers)?;
+    tx.rollback(report, why, &Baseline::none(), &checks)
+}
+
+/// The interrupted run had verified its candidate and was recording it: finish recording.
+fn finish_verified(
+    store: &Store,
+    j: &JournalRecord,
+    retention: usize,
+    report: &mut Report,
+) -> Result<Exit> {
+    let Some(id) = &j.candidate else {
+        store.journal_clear()?;
+        return Ok(report.finish(Outcome::Ok, Exit::Ok));
+    };
+    let candidate = store.get(id)?;
+    store.set_outcome(&candidate.id, SnapOutcome::Good, None)?;
+    store.set_last_good(&candidate)?;
+    store.prune(retention)?;
+    store.journal_clear()?;
     report.notes.push(format!(
-        "restored the last good configuration ({}); now testing and reloading it",
-        good.id
+        "the interrupted run had verified snapshot {}: it is now recorded as last good",
+        candidate.id
     ));
-    match reload_locked(&forced, p, report, &store, Journal::Inherit)? {
-        Exit::Ok => Ok(report.finish(Outcome::RolledBack, Exit::RolledBack)),
-        Exit::Refused => Ok(report.finish(Outcome::RollbackFailed, Exit::MustAct)),
-        other => Ok(other),
-    }
+    report.snapshot = Some(candidate.id);
+    Ok(report.finish(Outcome::Reloaded, Exit::Ok))
 }
 
 /// The good snapshot before the current last-good one.

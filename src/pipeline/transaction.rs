@@ -113,7 +113,8 @@ impl Transaction<'_> {
         }
     }
 
-    fn checks(&self, servers: &[Server]) -> Result<Vec<Check>> {
+    /// The checks for `servers`: `--health`, else the ones the change's files reach.
+    pub fn checks(&self, servers: &[Server]) -> Result<Vec<Check>> {
         if self.s.health.is_empty() {
             let root = &self.candidate.config_root;
             let changed: Vec<PathBuf> = (self.candidate.meta.changed_files.iter())
@@ -386,8 +387,9 @@ impl Transaction<'_> {
     }
 
     /// Put last-good back and prove it; the verdict on where that left things chooses the
-    /// exit: 3 when it is back to its baseline, 4 otherwise.
-    fn rollback(
+    /// exit: 3 when it is back to its baseline, 4 otherwise. `recover` calls it too, to finish
+    /// a rollback a killed run had begun.
+    pub fn rollback(
         &self,
         report: &mut Report,
         why: String,
@@ -396,10 +398,12 @@ impl Transaction<'_> {
     ) -> Result<Exit> {
         let started = Instant::now();
         signals::set_phase(Phase::RollingBack);
-        self.store.journal_phase(JournalPhase::RollingBack)?;
+        // Rejected before the phase says a restore began: a kill in between leaves a candidate
+        // that `recover` finds already marked, never one left "pending".
         let _ =
             self.store
                 .set_outcome(&self.candidate.id, SnapOutcome::Rejected, Some(why.clone()));
+        self.store.journal_phase(JournalPhase::RollingBack)?;
         let mut rb = RollbackReport::new(why, &self.candidate);
         // The rejected change's window, out of the report while the rollback adds steps to it.
         let candidate = report.health.take();
