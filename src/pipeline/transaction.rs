@@ -101,7 +101,6 @@ enum Direction {
 enum Reached {
     NoLastGood,
     FilesDiffer,
-    TestFailed,
     Reloaded(Box<Attempt>),
 }
 
@@ -429,7 +428,6 @@ impl Transaction<'_> {
         let restored = match &reached {
             Reached::NoLastGood => Restored::NoLastGood,
             Reached::FilesDiffer => Restored::FilesDiffer,
-            Reached::TestFailed => Restored::TestFailed,
             Reached::Reloaded(a) => Restored::Reloaded {
                 proof: &a.proof,
                 health: a.health.as_ref(),
@@ -459,8 +457,8 @@ impl Transaction<'_> {
         Ok(report.finish(outcome, exit))
     }
 
-    /// Restore last-good, test it, reload it and verify the checks that apply to it: the
-    /// ones the running configuration answered before the change.
+    /// Restore last-good, reload it (no second `nginx -t`) and verify the checks that apply to
+    /// it: the ones the running configuration answered before the change.
     fn restore_and_verify(
         &self,
         rb: &mut RollbackReport,
@@ -489,28 +487,15 @@ impl Transaction<'_> {
             return Ok(Reached::FilesDiffer);
         }
         self.store.journal_phase(JournalPhase::Restored)?;
-        // Our parse of the restored tree (for where it logs) runs while nginx tests it. The
-        // parse stays on this thread: the memory the candidate's tree gave back is in this
-        // thread's allocator arena, and a parse on another thread would take as much again.
-        let (restored, test) = std::thread::scope(|scope| {
-            let testing = scope.spawn(|| self.env.nginx.test());
-            let restored = self.env.load();
-            let test = testing
-                .join()
-                .unwrap_or_else(|_| Err(Error::Internal("the nginx -t thread failed".into())));
-            (restored, test)
-        });
-        let restored = restored.map_err(|e| {
+        // No second `nginx -t`: the bytes are last-good's, hash-verified above, and the master
+        // parses them itself on the signal. If they no longer load (a file outside the set is
+        // gone), it logs the [emerg] and keeps running the candidate, which the proof reads
+        // just as it would a refusing `nginx -t`: one parse and one reload, not two of each.
+        let restored = self.env.load().map_err(|e| {
             Error::Internal(format!(
                 "the restored last-good configuration does not load: {e}"
             ))
         })?;
-        let test = test?;
-        let passed = test.passed;
-        rb.test = Some(test);
-        if !passed {
-            return Ok(Reached::TestFailed);
-        }
         let watch = Watch::of(self.env, &restored);
         drop(restored);
         let (applicable, dropped) = known.baseline.applicable(checks.to_vec());
