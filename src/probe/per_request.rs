@@ -385,4 +385,33 @@ mod tests {
         assert_eq!(at(9).flatten().unwrap().timeout, Duration::from_secs(1));
         assert_eq!(at(11), Some(None), "no resolver in stream");
     }
+
+    #[test]
+    fn a_name_a_static_pass_also_uses_is_resolved_at_startup() {
+        let (_d, c) = config(
+            "http {\n resolver 127.0.0.1:8600;\n server {\n  set $up app.test;\n\
+             location /a { proxy_pass http://$up:8080; }\n\
+             location /b { proxy_pass http://app.test:8080; }\n }\n}\n",
+        );
+        let p = PerRequest::of(&c);
+        let targets = crate::conf::targets::extract(&c).targets;
+        let app = targets
+            .iter()
+            .find(|t| t.address.to_string() == "app.test:8080")
+            .expect("the target");
+        assert_eq!(p.resolver_for(app), None, "{app:?}");
+        let only_variable = Target {
+            address: app.address.clone(),
+            references: (app.references.iter())
+                .filter(|r| r.line != 6)
+                .cloned()
+                .collect::<Vec<_>>()
+                .into(),
+        };
+        let r = p
+            .resolver_for(&only_variable)
+            .flatten()
+            .expect("through the resolver");
+        assert_eq!(r.written, ["127.0.0.1:8600"]);
+    }
 }
