@@ -292,3 +292,34 @@ fn nix_group_exists(name: &str) -> bool {
     std::fs::read_to_string("/etc/group")
         .is_ok_and(|g| g.lines().any(|l| l.split(':').next() == Some(name)))
 }
+
+/// Where `proxy_next_upstream` leaves `error` out, nginx does not pass a refused request on:
+/// a dead member answers 502 even with a live sibling, so the probe refuses it.
+#[test]
+fn a_dead_member_where_nginx_does_not_fail_over_is_refused() {
+    let ip = unique_loopback();
+    let live = HttpBackend::start(SocketAddr::new(ip, 0), "live");
+    let down = dead(ip);
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let members = [live.host_port(), down.to_string()];
+    let nginx = TestNginx::start(&pool_site(listen, &members, "proxy_next_upstream timeout;"));
+    // What nginx does: round robin sends one of the first requests to the dead member, and
+    // that one is answered 502.
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| http_get(listen, "site.test", "/").unwrap().0)
+        .collect();
+    assert!(
+        statuses.contains(&502) && statuses.contains(&200),
+        "{statuses:?}"
+    );
+    let run = SafeReload::new(&nginx).run(&["check", "--json"]);
+    run.expect(1);
+    let r = result_for(&run.json(), &down.to_string()).clone();
+    assert_eq!(r["severity"], "failure", "{run}");
+    assert!(
+        r["hints"]
+            .to_string()
+            .contains("proxy_next_upstream is in scope without `error`"),
+        "{run}"
+    );
+}

@@ -48,6 +48,7 @@ pub fn probe_options(
         }),
         allow_fail: s.allow_fail.clone(),
         per_request: crate::probe::per_request::PerRequest::of(config),
+        failover: crate::probe::failover::Failover::of(config),
         ..ProbeOptions::default()
     }
 }

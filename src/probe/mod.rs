@@ -11,6 +11,7 @@ pub mod access;
 pub mod connect;
 pub mod diagnose;
 pub mod dns;
+pub mod failover;
 pub mod netstat;
 pub mod per_request;
 mod policy;
@@ -45,6 +46,9 @@ pub struct ProbeOptions {
     /// The `*_pass` lines nginx evaluates per request and their `resolver`s: names only they
     /// use are asked of that resolver, not the system's (`PerRequest::of` the configuration).
     pub per_request: per_request::PerRequest,
+    /// The `*_pass` lines under a `*_next_upstream` that leaves some failure out: no failover
+    /// there (`Failover::of` the configuration).
+    pub failover: failover::Failover,
 }
 
 impl Default for ProbeOptions {
@@ -56,6 +60,7 @@ impl Default for ProbeOptions {
             worker_group: None,
             allow_fail: Vec::new(),
             per_request: per_request::PerRequest::default(),
+            failover: failover::Failover::default(),
         }
     }
 }

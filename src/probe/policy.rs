@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 
 use super::{Hint, ProbeOptions, ProbeResult, RequestResolver, Severity, Status};
-use crate::conf::targets::Context;
+use crate::conf::targets::{Context, Name};
 
 /// An upstream block, as nginx names it: per context, names compare case-insensitively.
 type Pool = (Context, String);
@@ -95,6 +95,33 @@ fn is_allowed(r: &ProbeResult, opts: &ProbeOptions) -> bool {
     })
 }
 
+/// A `*_pass` using the failing target whose `*_next_upstream` does not send this kind of
+/// failure on to the next peer (see `failover`): requests nginx sends to it get 502.
+fn no_failover(r: &ProbeResult, opts: &ProbeOptions) -> Option<Hint> {
+    let timeout = r.status == Status::Timeout;
+    let pass = r.references.iter().find(|x| {
+        let next = opts.failover.at(&x.file, x.line);
+        !x.down
+            && Name::of_pass(&x.directive).is_some()
+            && !(if timeout { next.timeout } else { next.error })
+    })?;
+    let setting = pass.directive.trim_end_matches("_pass").to_string() + "_next_upstream";
+    let kind = if timeout { "timeout" } else { "error" };
+    Some(
+        Hint::new(format!(
+            "{}:{}: {} is in scope without `{kind}`, so nginx does not pass a request that \
+             fails on {} to the next server: it answers 502 (about once per fail_timeout)",
+            pass.file.display(),
+            pass.line,
+            setting,
+            r.target
+        ))
+        .with_suggestion(format!(
+            "start it, mark it `down`, or add `{kind}` to {setting}"
+        )),
+    )
+}
+
 /// One result's severity, and the hint that explains a warning for a pool member.
 fn judge(
     r: &ProbeResult,
@@ -109,9 +136,13 @@ fn judge(
     if is_allowed(r, opts) {
         return (Severity::Allowed, None);
     }
-    // Another address of the same name answers: nginx's peers for the name include it.
+    // Another address of the same name answers: nginx's peers for the name include it, if it
+    // tries the next peer for this failure (its `*_next_upstream` names it).
     if answers(r) {
-        return (Severity::Warning, None);
+        return match no_failover(r, opts) {
+            Some(hint) => (Severity::Failure, Some(hint)),
+            None => (Severity::Warning, None),
+        };
     }
     // A name nginx resolves per request through its `resolver`, which says it does not
     // exist: nginx answers 502 until it does, which a deploy may be about to change (a service
@@ -130,6 +161,9 @@ fn judge(
         .collect();
     if direct || pools.is_empty() || live.len() < pools.len() {
         return (Severity::Failure, None);
+    }
+    if let Some(hint) = no_failover(r, opts) {
+        return (Severity::Failure, Some(hint));
     }
     let siblings: Vec<String> = live
         .iter()
@@ -158,7 +192,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::conf::targets::Name;
     use crate::conf::{Reference, TargetAddr};
     use crate::probe::AddrResult;
 
@@ -314,5 +347,54 @@ mod tests {
             elapsed: Duration::ZERO,
         });
         assert_eq!(severities(vec![r]), [Severity::Warning]);
+    }
+
+    #[test]
+    fn without_failover_for_the_failure_a_dead_member_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(
+            &path,
+            "http {\n upstream app { server 127.0.0.1:1; server 127.0.0.1:2; }\n\
+             server { location / { proxy_next_upstream timeout; proxy_pass http://app; } }\n}\n",
+        )
+        .unwrap();
+        let c = crate::conf::load(&path, &crate::conf::LoadOptions::default()).unwrap();
+        let opts = ProbeOptions {
+            failover: crate::probe::failover::Failover::of(&c),
+            ..ProbeOptions::default()
+        };
+        let pass = |mut r: Reference| {
+            r.file = Arc::from(path.as_path());
+            r.directive = Name::of_pass("proxy_pass").unwrap();
+            r
+        };
+        let mut results = vec![
+            result(
+                1,
+                Status::Refused,
+                vec![reference(Some("app"), false, false)],
+            ),
+            result(2, Status::Ok, vec![reference(Some("app"), false, false)]),
+        ];
+        for r in &mut results {
+            let mut refs = r.references.to_vec();
+            let mut p = pass(refs[0].clone());
+            p.line = 3;
+            refs.push(p);
+            r.references = refs.into();
+        }
+        let mut timeout = results.clone();
+        apply(&mut results, &opts);
+        assert_eq!(results[0].severity, Severity::Failure);
+        let hint = &results[0].hints[0].message;
+        assert!(
+            hint.contains("proxy_next_upstream is in scope without `error`"),
+            "{hint}"
+        );
+        // A timeout is passed on under `proxy_next_upstream timeout`.
+        timeout[0].status = Status::Timeout;
+        apply(&mut timeout, &opts);
+        assert_eq!(timeout[0].severity, Severity::Warning);
     }
 }

@@ -1,0 +1,131 @@
+//! Where nginx does not fail over: `proxy_next_upstream` (and the `fastcgi_`, `uwsgi_`,
+//! `scgi_`, `grpc_`, `memcached_` ones) says which failures send a request on to the next
+//! peer; the default is `error timeout`. Without `error`, a refused connect ends the request
+//! with 502 (`ngx_http_upstream_next`: `(u->conf->next_upstream & ft_type) != ft_type`), and
+//! the peer is tried again after `fail_timeout`, so a member down while its siblings answer
+//! still fails requests. In `stream`, `proxy_next_upstream off` does the same for both.
+//!
+//! Inherited `http` → `server` → `location` (`stream` → `server`), an inner one replacing the
+//! outer, like every `*_next_upstream` (`ngx_conf_merge_bitmask_value`).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::conf::targets::Name;
+use crate::conf::{Config, Directive};
+
+/// Which connect failures make nginx try the next peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Next {
+    /// `error`: refused, reset, unreachable, no such socket, permission denied.
+    pub error: bool,
+    /// `timeout`: the connect timed out.
+    pub timeout: bool,
+}
+
+impl Next {
+    const DEFAULT: Next = Next {
+        error: true,
+        timeout: true,
+    };
+
+    fn of(d: &Directive, stream: bool) -> Next {
+        let has = |w: &str| d.args.iter().any(|a| a == w);
+        if stream {
+            let on = !has("off");
+            return Next {
+                error: on,
+                timeout: on,
+            };
+        }
+        Next {
+            error: has("error"),
+            timeout: has("timeout"),
+        }
+    }
+}
+
+/// Every `*_pass` line whose next-upstream setting is not nginx's default, with its setting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failover {
+    passes: HashMap<(Arc<Path>, u32), Next>,
+}
+
+impl Failover {
+    /// Scan a loaded configuration.
+    pub fn of(config: &Config) -> Failover {
+        let mut out = Failover::default();
+        for d in &config.tree {
+            match d.name.as_str() {
+                "http" => out.scan(d.children(), false, &HashMap::new()),
+                "stream" => out.scan(d.children(), true, &HashMap::new()),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn scan(&mut self, dirs: &[Directive], stream: bool, outer: &HashMap<String, Next>) {
+        let mut here = outer.clone();
+        for d in dirs.iter().filter(|d| d.name.ends_with("_next_upstream")) {
+            here.insert(d.name.to_string(), Next::of(d, stream));
+        }
+        for d in dirs {
+            if let Some(pass) = Name::of_pass(&d.name) {
+                let setting = pass.trim_end_matches("_pass").to_string() + "_next_upstream";
+                if let Some(next) = here.get(&setting).filter(|n| **n != Next::DEFAULT) {
+                    self.passes.insert((d.file.clone(), d.line), *next);
+                }
+            }
+            if d.block.is_some() && d.name != "upstream" {
+                self.scan(d.children(), stream, &here);
+            }
+        }
+    }
+
+    /// The setting for the `*_pass` at `file:line`.
+    pub fn at(&self, file: &Arc<Path>, line: u32) -> Next {
+        (self.passes.get(&(file.clone(), line)).copied()).unwrap_or(Next::DEFAULT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conf::{load, LoadOptions};
+
+    #[test]
+    fn the_innermost_setting_applies_per_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(
+            &path,
+            "http {\n proxy_next_upstream timeout;\n server {\n\
+             location /a { proxy_pass http://app; }\n\
+             location /b { proxy_next_upstream error timeout http_502; proxy_pass http://app; }\n\
+             location /c { fastcgi_pass app; }\n\
+             location /d { grpc_next_upstream off; grpc_pass grpc://app; }\n }\n}\n\
+             stream { proxy_next_upstream off; server { proxy_pass app; } }\n",
+        )
+        .unwrap();
+        let c = load(&path, &LoadOptions::default()).unwrap();
+        let f = Failover::of(&c);
+        let file: Arc<Path> = path.as_path().into();
+        let none = Next {
+            error: false,
+            timeout: false,
+        };
+        assert_eq!(
+            f.at(&file, 4),
+            Next {
+                error: false,
+                timeout: true
+            }
+        );
+        assert_eq!(f.at(&file, 5), Next::DEFAULT);
+        assert_eq!(f.at(&file, 6), Next::DEFAULT);
+        assert_eq!(f.at(&file, 7), none);
+        assert_eq!(f.at(&file, 10), none);
+    }
+}
