@@ -3,8 +3,10 @@
 #   1. a good change goes live and is proven live;
 #   2. a change pointing at the wrong port is refused before reload, with a hint naming the
 #      port the app really listens on;
-#   3. a change that passes every probe but makes nginx answer 502 is rolled back;
-#   4. history shows all of it.
+#   3. a change to a backend that accepts connections and closes them unanswered is refused
+#      before reload too: the protocol probe sees what a connect probe cannot;
+#   4. a change that passes every probe but makes nginx answer 502 is rolled back;
+#   5. history shows all of it.
 # Everything it starts is stopped and everything it writes is removed, also on Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,7 +70,7 @@ trap 'echo; echo "interrupted: cleaning up"; exit 130' INT TERM
 # A loopback address of its own (127.1-100.x.y), so nothing else on the machine listens there.
 IP=127.$((RANDOM % 100 + 1)).$((RANDOM % 250 + 1)).$((RANDOM % 250 + 1))
 free_port() { python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$IP"; }
-APP=$(free_port); BROKEN=$(free_port); WEB=$(free_port); WRONG=$(free_port)
+APP=$(free_port); BROKEN=$(free_port); CRASHING=$(free_port); WEB=$(free_port); WRONG=$(free_port)
 mkdir -p "$demo/nginx/logs" "$demo/nginx/conf.d" "$demo/state"
 
 # The application: a real HTTP server on $IP:$APP, as gunicorn or node would be.
@@ -82,14 +84,26 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a): pass
 http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
 PY
-# A broken backend: it accepts connections (so probes pass) and closes them without a word,
-# which nginx turns into 502 Bad Gateway.
+# A broken backend: it accepts connections (so a connect probe passes) and closes them
+# without a word, which nginx turns into 502 Bad Gateway.
 cat > "$demo/broken.py" <<'PY'
 import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64)
 while True:
     c, _ = s.accept(); c.close()
+PY
+# An app that answers the server-wide OPTIONS * (so the protocol probe passes) and crashes on
+# every page: only a request through nginx after the reload shows the 502.
+cat > "$demo/crashing.py" <<'PY'
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64)
+while True:
+    c, _ = s.accept()
+    if c.recv(4096).startswith(b"OPTIONS * "):
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    c.close()
 PY
 (cd "$demo" && exec python3 app.py "$IP" "$APP" >/dev/null 2>&1) &
 pids+=($!)
@@ -152,17 +166,26 @@ set +e; sr -y; code=$?; set -e
 echo "exit status $code: refused before reload; nginx still serves the good config:"
 run curl -s "http://$IP:$WEB/"
 
-say "3. a backend that passes the probe but answers nothing: nginx would say 502"
+say "3. a backend that accepts connections and answers nothing: nginx would say 502"
 (cd "$demo" && exec python3 broken.py "$IP" "$BROKEN" >/dev/null 2>&1) &
 pids+=($!)
 wait_listen "$BROKEN"
 write_site "$BROKEN"
 set +e; sr -y; code=$?; set -e
+echo "exit status $code: refused before reload; no client saw a 502:"
+run curl -s "http://$IP:$WEB/"
+
+say "4. an app that answers the probe but crashes on every page: nginx says 502"
+(cd "$demo" && exec python3 crashing.py "$IP" "$CRASHING" >/dev/null 2>&1) &
+pids+=($!)
+wait_listen "$CRASHING"
+write_site "$CRASHING"
+set +e; sr -y; code=$?; set -e
 echo "exit status $code: rolled back; the site answers again:"
 run curl -s "http://$IP:$WEB/"
 run cat "$site"
 
-say "4. what happened, from the state directory"
+say "5. what happened, from the state directory"
 sr history
 
 say "done: every process and file of this demo is being removed"

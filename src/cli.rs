@@ -20,7 +20,7 @@ Exit status:
 Examples:
   safe-reload                      test, probe, diff, reload, verify; roll back on 502
   safe-reload check                everything short of reloading (git hooks, CI)
-  safe-reload probe                is every backend the config names listening?
+  safe-reload probe                does every backend speak its directive's protocol?
   safe-reload targets -c site.conf list upstream targets with file:line (no nginx needed)
   safe-reload -y --health http://example.com/health --resolve example.com:80:127.0.0.1";
 
@@ -89,7 +89,7 @@ pub struct Global {
     #[arg(long, global = true)]
     pub no_probe: bool,
 
-    /// Time allowed for each connect probe, e.g. 500ms, 2s
+    /// Time allowed for each probe (the connect and the protocol exchange), e.g. 500ms, 2s
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
     pub probe_timeout: Option<Duration>,
 
@@ -156,7 +156,16 @@ pub enum Command {
     },
     /// List every upstream target with file:line (no nginx, no network needed)
     Targets,
-    /// Probe every upstream target and explain failures
+    /// Probe every upstream target in its directive's protocol and explain failures
+    ///
+    /// Each target is connected to, then spoken to in the protocol of the directive that names
+    /// it: proxy_pass http:// an OPTIONS * request (any status line passes); https://, grpcs://
+    /// and suwsgi:// a TLS ClientHello with the SNI nginx sends; fastcgi_pass FCGI_GET_VALUES;
+    /// uwsgi_pass the uwsgi ping, then the least request if the server closes on it; grpc_pass
+    /// the HTTP/2 preface and SETTINGS; memcached_pass `version`. Stream targets and scgi_pass
+    /// are connect-only. A backend that accepts and closes, or answers in another protocol, is
+    /// a failure with a hint naming the mismatch; one that stays silent past the timeout, or
+    /// refuses our TLS hello with an alert, is a warning.
     Probe,
     /// Show the candidate configuration against the last good one
     Diff,

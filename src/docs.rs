@@ -68,7 +68,7 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
         ),
         (
             "safe-reload probe",
-            "is every backend the configuration names listening?",
+            "does every backend the configuration names listen and speak its directive's protocol?",
         ),
         (
             "safe-reload edit /etc/nginx/sites-available/app",

@@ -5,7 +5,8 @@
 //! `store` (snapshots, last-good, journal, lock), `diff`, `reload` (signal and proof),
 //! `health` (requests through nginx and the error-log window), `pipeline` (step order and
 //! rollback policy: the only place that decides), `report` (what a run found) and `output`
-//! (the only place that prints); `sandbox` copies untrusted configuration for `nginx -t`.
+//! (the only place that prints); `sandbox` copies untrusted configuration for `nginx -t`;
+//! `status_line` reads HTTP status lines for the probes and verification alike.
 
 pub mod cli;
 pub mod conf;
@@ -26,6 +27,7 @@ pub mod run;
 pub mod sandbox;
 pub mod settings;
 pub mod signals;
+pub mod status_line;
 pub mod store;
 pub mod verdict;
 

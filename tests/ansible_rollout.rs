@@ -1,8 +1,8 @@
 //! The Ansible rollout (packaging/ansible/rollout.yml) for real: ansible-core from PyPI, three
 //! "hosts" on this machine (`ansible_connection=local`), each a real nginx with its own prefix
 //! and 127.61.N.1 listen address in front of its own real HTTP backend. The configuration
-//! pushed to the second host points at a backend that accepts connections and closes them, so
-//! nginx answers 502 after the reload and safe-reload rolls it back. The rollout must stop
+//! pushed to the second host points at a backend that answers the protocol probe and closes
+//! every real request, so nginx answers 502 after the reload and safe-reload rolls it back. The rollout must stop
 //! there: host 1 serves the new configuration, host 2 the old one, host 3 was never touched,
 //! and what the play reports per host matches what each nginx really serves.
 
@@ -20,14 +20,14 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const NGINX: &str = "/usr/sbin/nginx";
 
 /// A tiny threaded HTTP server answering every request with `body`, or, with `body` None,
-/// accepting connections and closing them at once (nginx turns that into 502).
+/// answering only the probe's `OPTIONS *` and closing every real request unanswered (nginx
+/// turns that into 502, which only the verification after the reload sees).
 fn backend(ip: Ipv4Addr, body: Option<&'static str>) -> SocketAddr {
     let listener = TcpListener::bind((ip, 0)).expect("bind backend");
     let addr = listener.local_addr().expect("backend address");
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
-            let Some(body) = body else { continue };
             std::thread::spawn(move || {
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
                 let mut request = Vec::new();
@@ -38,6 +38,11 @@ fn backend(ip: Ipv4Addr, body: Option<&'static str>) -> SocketAddr {
                         Ok(n) => request.extend_from_slice(&buf[..n]),
                     }
                 }
+                let body = match body {
+                    Some(b) => b,
+                    None if request.starts_with(b"OPTIONS * ") => "",
+                    None => return,
+                };
                 let _ = write!(
                     conn,
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

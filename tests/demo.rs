@@ -109,6 +109,7 @@ fn the_demo_runs_to_the_end_and_leaves_nothing_behind() {
         "X-Demo: v2",
         &format!("if that is the backend, point the config at {app}"),
         "refused: nginx was not reloaded",
+        "closed it without answering the HTTP probe",
         "HTTP 502",
         "rolled back: the change failed after the reload",
         "hello from the app",

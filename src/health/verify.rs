@@ -342,18 +342,13 @@ fn exchange(mut stream: impl Read + Write, req: &str) -> Result<Vec<u8>, String>
 }
 
 fn parse_status(response: &[u8]) -> Result<u16, String> {
-    let line_end = response
-        .iter()
-        .position(|&b| b == b'\n')
-        .unwrap_or(response.len());
-    let line = String::from_utf8_lossy(&response[..line_end]);
-    let mut parts = line.split_whitespace();
-    match (
-        parts.next(),
-        parts.next().and_then(|c| c.parse::<u16>().ok()),
-    ) {
-        (Some(v), Some(code)) if v.starts_with("HTTP/") => Ok(code),
-        _ => Err(format!("not an HTTP response: {:?}", line.trim())),
+    match crate::status_line::read(response) {
+        crate::status_line::Read::Line(line) => Ok(line.code),
+        _ => {
+            let end = response.iter().position(|&b| b == b'\n');
+            let line = String::from_utf8_lossy(&response[..end.unwrap_or(response.len())]);
+            Err(format!("not an HTTP response: {:?}", line.trim()))
+        }
     }
 }
 

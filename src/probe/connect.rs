@@ -1,18 +1,20 @@
-//! The connect probes themselves: one non-blocking `connect(2)` per address, all in flight at
-//! once (up to a window) and waited on together with `poll(2)`.
+//! The probes themselves: one non-blocking `connect(2)` per address, then the protocol
+//! exchange of `handshake` on the same socket, all in flight at once (up to a window) and
+//! waited on together with `poll(2)`.
 //!
 //! Waiting on sockets instead of threads makes the total time about one timeout however many
 //! targets time out: a thread pool of N would take one timeout per N hung targets. Unix sockets
 //! are connected non-blocking too because that is what nginx does: a full accept queue gives
 //! nginx `EAGAIN` and an immediate 502, not a wait.
 
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use super::handshake::{Protocol, Reply, MAX_REPLY};
 use super::Status;
 use std::net::SocketAddr;
 
@@ -23,41 +25,64 @@ pub enum Endpoint {
     Unix(PathBuf),
 }
 
-/// What one connect attempt found.
+/// One probe: connect to the endpoint, then run the protocol exchange, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub endpoint: Endpoint,
+    pub protocol: Option<Protocol>,
+}
+
+/// What one probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub status: Status,
     /// `111: Connection refused`, as nginx prints errno in its error log.
     pub errno: Option<String>,
     pub elapsed: Duration,
+    /// The protocol exchange after a connect that succeeded: the last exchange tried and its
+    /// reply (`Incomplete` when the time ran out).
+    pub exchange: Option<(Protocol, Reply)>,
 }
 
-struct Pending {
+/// Where a probe is.
+enum Phase {
+    Connecting,
+    Sending { hello: Vec<u8>, sent: usize },
+    Reading { buf: Vec<u8> },
+}
+
+struct Pending<'a> {
     index: usize,
     socket: Socket,
     started: Instant,
+    probe: &'a Probe,
+    /// The exchange under way: the probe's own, or one tried after the server closed on it.
+    protocol: Option<Protocol>,
+    phase: Phase,
+    /// Set once the server closed on the probe's own exchange.
+    identify: Option<Identify>,
 }
 
-/// Endpoints handed to one lane before a second lane is worth a thread.
+/// Probes handed to one lane before a second lane is worth a thread.
 const LANE_MIN: usize = 256;
 /// Most lanes: starting connects is what costs CPU, and more threads than cores do not help.
 const LANES_MAX: usize = 4;
 
-/// Connect to every endpoint, at most `window` at a time, each for at most `timeout`.
-/// Results are in the order of `endpoints`.
+/// Run every probe, at most `window` at a time, each for at most `timeout` (the connect and
+/// the exchange together). Results are in the order of `probes`.
 ///
 /// Large runs are split into interleaved lanes on a few threads, so that a hung target late in
 /// the list starts its timeout early and the total stays near one timeout.
-pub fn probe_endpoints(endpoints: &[Endpoint], timeout: Duration, window: usize) -> Vec<Outcome> {
+pub fn probe_endpoints(probes: &[Probe], timeout: Duration, window: usize) -> Vec<Outcome> {
     let window = window.clamp(1, fd_budget());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let lanes = (endpoints.len() / LANE_MIN).clamp(1, cores.min(LANES_MAX));
+    let lanes = (probes.len() / LANE_MIN).clamp(1, cores.min(LANES_MAX));
     let per_lane = (window / lanes).max(1);
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; endpoints.len()];
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; probes.len()];
     let finished: Vec<Vec<(usize, Outcome)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..lanes)
             .map(|lane| {
-                let mine: Vec<(usize, &Endpoint)> = endpoints
+                let mine: Vec<(usize, &Probe)> = probes
                     .iter()
                     .enumerate()
                     .skip(lane)
@@ -83,35 +108,28 @@ pub fn probe_endpoints(endpoints: &[Endpoint], timeout: Duration, window: usize)
                 status: Status::Error,
                 errno: Some("the probe did not run".into()),
                 elapsed: Duration::ZERO,
+                exchange: None,
             })
         })
         .collect()
 }
 
-/// One poll loop over its share of the endpoints.
-fn run_lane(
-    endpoints: &[(usize, &Endpoint)],
-    timeout: Duration,
-    window: usize,
-) -> Vec<(usize, Outcome)> {
-    let mut done = Vec::with_capacity(endpoints.len());
+/// One poll loop over its share of the probes.
+fn run_lane(probes: &[(usize, &Probe)], timeout: Duration, window: usize) -> Vec<(usize, Outcome)> {
+    let mut done = Vec::with_capacity(probes.len());
     let mut pending: Vec<Pending> = Vec::new();
-    let mut rest = endpoints.iter();
+    let mut rest = probes.iter();
     let mut exhausted = false;
     while !exhausted || !pending.is_empty() {
         while pending.len() < window {
-            let Some(&(index, endpoint)) = rest.next() else {
+            let Some(&(index, probe)) = rest.next() else {
                 exhausted = true;
                 break;
             };
             let started = Instant::now();
-            match start(endpoint) {
-                Started::Done(status, errno) => done.push((index, outcome(status, errno, started))),
-                Started::Pending(socket) => pending.push(Pending {
-                    index,
-                    socket,
-                    started,
-                }),
+            let protocol = probe.protocol.clone();
+            if let Some(out) = begin(index, probe, protocol, started, &mut pending) {
+                done.push((index, out));
             }
         }
         if !pending.is_empty() {
@@ -121,9 +139,46 @@ fn run_lane(
     done
 }
 
+/// Start the connect of `probe` for the exchange `protocol`: pending, or already finished.
+fn begin<'a>(
+    index: usize,
+    probe: &'a Probe,
+    protocol: Option<Protocol>,
+    started: Instant,
+    pending: &mut Vec<Pending<'a>>,
+) -> Option<Outcome> {
+    let (socket, phase) = match start(&probe.endpoint) {
+        Started::Done(status, errno) => return Some(outcome(status, errno, started, None)),
+        Started::Pending(socket) => (socket, Phase::Connecting),
+        Started::Connected(socket) => match &protocol {
+            None => return Some(outcome(Status::Ok, None, started, None)),
+            Some(p) => (socket, sending(p)),
+        },
+    };
+    pending.push(Pending {
+        index,
+        socket,
+        started,
+        probe,
+        protocol,
+        phase,
+        identify: None,
+    });
+    None
+}
+
+fn sending(p: &Protocol) -> Phase {
+    Phase::Sending {
+        hello: p.hello(),
+        sent: 0,
+    }
+}
+
 enum Started {
     Done(Status, Option<String>),
     Pending(Socket),
+    /// Connected at once (unix sockets): the exchange, if any, starts now.
+    Connected(Socket),
 }
 
 fn start(endpoint: &Endpoint) -> Started {
@@ -144,7 +199,7 @@ fn start(endpoint: &Endpoint) -> Started {
         Err(e) => return Started::Done(Status::Error, Some(errno_text(&e))),
     };
     match socket.connect(&addr) {
-        Ok(()) => Started::Done(Status::Ok, None),
+        Ok(()) => Started::Connected(socket),
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Started::Pending(socket),
         Err(e) => {
             let unix = matches!(endpoint, Endpoint::Unix(_));
@@ -164,9 +219,9 @@ fn unix_precheck(path: &Path) -> Option<(Status, Option<String>)> {
     }
 }
 
-/// Wait until at least one pending connect finishes or the earliest deadline passes; return the
+/// Wait until at least one pending probe can move or the earliest deadline passes; return the
 /// finished ones and keep the rest.
-fn wait(pending: &mut Vec<Pending>, timeout: Duration) -> Vec<(usize, Outcome)> {
+fn wait<'a>(pending: &mut Vec<Pending<'a>>, timeout: Duration) -> Vec<(usize, Outcome)> {
     let now = Instant::now();
     let earliest = pending
         .iter()
@@ -177,7 +232,10 @@ fn wait(pending: &mut Vec<Pending>, timeout: Duration) -> Vec<(usize, Outcome)> 
         .iter()
         .map(|p| libc::pollfd {
             fd: p.socket.as_raw_fd(),
-            events: libc::POLLOUT,
+            events: match p.phase {
+                Phase::Reading { .. } => libc::POLLIN,
+                _ => libc::POLLOUT,
+            },
             revents: 0,
         })
         .collect();
@@ -188,15 +246,48 @@ fn wait(pending: &mut Vec<Pending>, timeout: Duration) -> Vec<(usize, Outcome)> 
     let polled = rc >= 0;
     let mut done = Vec::new();
     let mut keep = Vec::with_capacity(pending.len());
-    for (p, fd) in pending.drain(..).zip(fds) {
+    for (mut p, fd) in pending.drain(..).zip(fds) {
         if polled && fd.revents != 0 {
-            let (status, errno) = match p.socket.take_error() {
-                Ok(None) => (Status::Ok, None),
-                Ok(Some(e)) | Err(e) => (classify(&e, false), Some(errno_text(&e))),
-            };
-            done.push((p.index, outcome(status, errno, p.started)));
+            match step(&mut p) {
+                Step::Continue => keep.push(p),
+                Step::Done(out) => match p.identify.take() {
+                    None => done.push((p.index, out)),
+                    Some(id) => match id.heard(out) {
+                        Ok(out) => done.push((p.index, out)),
+                        Err(id) => next_exchange(p, id, &mut done, &mut keep),
+                    },
+                },
+                Step::Closed(errno) => {
+                    let id = match p.identify.take() {
+                        Some(id) => id,
+                        None => match p.protocol.as_ref() {
+                            None => {
+                                done.push((
+                                    p.index,
+                                    outcome(Status::Closed, errno, p.started, None),
+                                ));
+                                continue;
+                            }
+                            Some(pr) => Identify::after(pr.clone(), errno),
+                        },
+                    };
+                    next_exchange(p, id, &mut done, &mut keep);
+                }
+            }
         } else if p.started.elapsed() >= timeout {
-            done.push((p.index, outcome(Status::Timeout, None, p.started)));
+            let out = match (p.identify, p.phase, p.protocol) {
+                (Some(id), ..) => id.closed(p.started),
+                (None, Phase::Connecting, _) | (None, _, None) => {
+                    outcome(Status::Timeout, None, p.started, None)
+                }
+                (None, _, Some(pr)) => outcome(
+                    Status::NoReply,
+                    None,
+                    p.started,
+                    Some((pr, Reply::Incomplete)),
+                ),
+            };
+            done.push((p.index, out));
         } else {
             keep.push(p);
         }
@@ -205,11 +296,174 @@ fn wait(pending: &mut Vec<Pending>, timeout: Duration) -> Vec<(usize, Outcome)> 
     done
 }
 
-fn outcome(status: Status, errno: Option<String>, started: Instant) -> Outcome {
+/// After the server closed on the probe's exchange: the exchanges left to try on fresh
+/// connections, to tell what it does speak (an HTTP probe to php-fpm is closed at once; a
+/// FastCGI one is answered), or, for a protocol with a second way in, that way first.
+struct Identify {
+    /// The exchange the directive asked for, which the server closed on.
+    original: Protocol,
+    /// Still to try, in order; `original` itself may come back as its own second way in.
+    rest: Vec<Protocol>,
+    errno: Option<String>,
+}
+
+impl Identify {
+    fn after(original: Protocol, errno: Option<String>) -> Identify {
+        let mut rest = original.identify_with();
+        rest.reverse();
+        if let Some(again) = original.after_close() {
+            rest.push(again);
+        }
+        Identify {
+            original,
+            rest,
+            errno,
+        }
+    }
+
+    /// The outcome once an exchange answered: the original's own second way in passes;
+    /// another protocol's answer says what the server speaks. `Err` means keep trying.
+    fn heard(self, out: Outcome) -> Result<Outcome, Identify> {
+        let Some((tried, reply)) = &out.exchange else {
+            return Err(self);
+        };
+        let kind = self.original.kind();
+        let speaks = match reply {
+            Reply::Answered(_) if tried.kind() == kind => return Ok(out),
+            Reply::Answered(text) => Reply::Speaks(tried.kind(), text.clone()),
+            Reply::Speaks(k, text) if *k != kind => Reply::Speaks(*k, text.clone()),
+            Reply::TlsAlert { description, .. } if kind != super::handshake::Kind::Tls => {
+                Reply::Speaks(
+                    super::handshake::Kind::Tls,
+                    super::handshake::alert_text(*description),
+                )
+            }
+            _ => return Err(self),
+        };
+        let exchange = Some((self.original, speaks));
+        Ok(Outcome {
+            status: Status::WrongProtocol,
+            errno: None,
+            elapsed: out.elapsed,
+            exchange,
+        })
+    }
+
+    /// Nothing answered: the server accepts and closes.
+    fn closed(self, started: Instant) -> Outcome {
+        let exchange = Some((self.original, Reply::Closed));
+        outcome(Status::Closed, self.errno, started, exchange)
+    }
+}
+
+/// Start the next exchange of `id` on a fresh connection, or finish as closed.
+fn next_exchange<'a>(
+    p: Pending<'a>,
+    mut id: Identify,
+    done: &mut Vec<(usize, Outcome)>,
+    keep: &mut Vec<Pending<'a>>,
+) {
+    let Some(next) = id.rest.pop() else {
+        done.push((p.index, id.closed(p.started)));
+        return;
+    };
+    let mut again = Vec::new();
+    match begin(p.index, p.probe, Some(next), p.started, &mut again) {
+        Some(out) => match id.heard(out) {
+            Ok(out) => done.push((p.index, out)),
+            Err(id) => done.push((p.index, id.closed(p.started))),
+        },
+        None => keep.extend(again.into_iter().map(|mut q| {
+            q.identify = Some(Identify {
+                original: id.original.clone(),
+                rest: std::mem::take(&mut id.rest),
+                errno: id.errno.clone(),
+            });
+            q
+        })),
+    }
+}
+
+enum Step {
+    Continue,
+    Done(Outcome),
+    /// The server closed (or reset) the connection before any reply.
+    Closed(Option<String>),
+}
+
+/// Move one probe on after `poll` said its socket is ready.
+fn step(p: &mut Pending<'_>) -> Step {
+    loop {
+        match &mut p.phase {
+            Phase::Connecting => {
+                match p.socket.take_error() {
+                    Ok(None) => {}
+                    Ok(Some(e)) | Err(e) => {
+                        let status = classify(&e, false);
+                        return Step::Done(outcome(status, Some(errno_text(&e)), p.started, None));
+                    }
+                }
+                match &p.protocol {
+                    None => return Step::Done(outcome(Status::Ok, None, p.started, None)),
+                    Some(pr) => p.phase = sending(pr),
+                }
+            }
+            // MSG_NOSIGNAL: a backend that closed early must not kill us with SIGPIPE.
+            Phase::Sending { hello, sent } => match p
+                .socket
+                .send_with_flags(&hello[*sent..], libc::MSG_NOSIGNAL)
+            {
+                Ok(n) => {
+                    *sent += n;
+                    if *sent >= hello.len() {
+                        p.phase = Phase::Reading { buf: Vec::new() };
+                        return Step::Continue;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Step::Closed(Some(errno_text(&e))),
+            },
+            Phase::Reading { buf } => {
+                let mut chunk = [0u8; 2048];
+                let Some(protocol) = &p.protocol else {
+                    return Step::Done(outcome(Status::Ok, None, p.started, None));
+                };
+                let reply = match (&p.socket).read(&mut chunk) {
+                    Ok(0) if buf.is_empty() => return Step::Closed(None),
+                    Ok(0) => protocol.read_closed(buf),
+                    Ok(n) => {
+                        buf.extend_from_slice(&chunk[..n]);
+                        match protocol.read_reply(buf) {
+                            Reply::Incomplete if buf.len() < MAX_REPLY => continue,
+                            Reply::Incomplete => protocol.read_closed(buf),
+                            r => r,
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Continue,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if buf.is_empty() => return Step::Closed(Some(errno_text(&e))),
+                    Err(_) => protocol.read_closed(buf),
+                };
+                let status = reply.status();
+                let exchange = Some((protocol.clone(), reply));
+                return Step::Done(outcome(status, None, p.started, exchange));
+            }
+        }
+    }
+}
+
+fn outcome(
+    status: Status,
+    errno: Option<String>,
+    started: Instant,
+    exchange: Option<(Protocol, Reply)>,
+) -> Outcome {
     Outcome {
         status,
         errno,
         elapsed: started.elapsed(),
+        exchange,
     }
 }
 

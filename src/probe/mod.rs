@@ -1,5 +1,6 @@
-//! Connect probes for every upstream target, and the diagnosis of each failure from what
-//! listens on this machine right now.
+//! Probes for every upstream target (a connect, then an exchange in the protocol of the
+//! directive that names it), and the diagnosis of each failure from what listens on this
+//! machine right now.
 //!
 //! This is where a change that would answer `502 Bad Gateway` is caught before nginx is
 //! reloaded: a backend on another port or address, a socket path that moved, a stale socket,
@@ -12,6 +13,8 @@ pub mod connect;
 pub mod diagnose;
 pub mod dns;
 pub mod failover;
+pub mod handshake;
+mod mismatch;
 pub mod netstat;
 pub mod per_request;
 mod policy;
@@ -82,6 +85,19 @@ pub enum Status {
     Skipped,
     /// Any other failure (unreachable network, full unix accept queue, ...): see `errno`.
     Error,
+    /// Accepted the connection, then closed it without answering the protocol probe: nginx
+    /// answers 502 ("upstream prematurely closed connection").
+    Closed,
+    /// Answered in another protocol than the directive's (see `speaks`), or in bytes no
+    /// protocol sends: nginx answers 502.
+    WrongProtocol,
+    /// Accepted, but sent no reply within the probe timeout: slow, or waiting for more bytes
+    /// of another protocol. A warning, not a refusal: nginx waits its read timeout (60 s by
+    /// default), and a slow healthy backend answers within it.
+    NoReply,
+    /// A TLS server refused our ClientHello with an alert. A warning: our offer is not nginx's
+    /// OpenSSL's, so its handshake may still succeed.
+    TlsAlert,
 }
 
 impl Status {
@@ -103,6 +119,10 @@ impl Status {
             Status::Dynamic => "dynamic",
             Status::Skipped => "skipped",
             Status::Error => "error",
+            Status::Closed => "closed",
+            Status::WrongProtocol => "wrong-protocol",
+            Status::NoReply => "no-reply",
+            Status::TlsAlert => "tls-alert",
         }
     }
 }
@@ -172,6 +192,16 @@ pub struct AddrResult {
     pub errno: Option<String>,
     #[serde(rename = "elapsed_ms", serialize_with = "millis")]
     pub elapsed: Duration,
+    /// The protocol probed after the connect (`http`, `tls`, `http2`, `fast-cgi`, `uwsgi`,
+    /// `memcached`); absent for a connect-only probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<handshake::Kind>,
+    /// What the backend answered, in a few words (`HTTP/1.1 200 OK`, `ServerHello`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply: Option<String>,
+    /// The protocol the backend answered in, when it is not the one probed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speaks: Option<handshake::Kind>,
 }
 
 /// One target's probe result.
@@ -269,8 +299,8 @@ pub fn probe_all(targets: &Targets, opts: &ProbeOptions) -> ProbeReport {
     let started = Instant::now();
     let resolvers = per_request::resolvers(&targets.targets, &opts.per_request);
     let answers = per_request::answers(&targets.targets, &resolvers, opts.timeout);
-    let plan = verdict::plan(&targets.targets, &answers, opts.timeout);
-    let outcomes = connect::probe_endpoints(&plan.endpoints, opts.timeout, opts.concurrency);
+    let plan = verdict::plan(&targets.targets, &answers, opts);
+    let outcomes = connect::probe_endpoints(&plan.probes, opts.timeout, opts.concurrency);
     let mut results = verdict::assemble(&targets.targets, &plan, &outcomes);
     per_request::annotate(&mut results, &resolvers, &answers);
     verdict::judge(&mut results, opts);

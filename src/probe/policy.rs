@@ -43,9 +43,9 @@ pub fn apply(results: &mut [ProbeResult], opts: &ProbeOptions) {
     }
 }
 
-/// Did at least one address of the target answer?
+/// Did at least one address of the target answer (every protocol probed there)?
 fn answers(r: &ProbeResult) -> bool {
-    r.status == Status::Ok || r.addresses.iter().any(|a| a.status == Status::Ok)
+    r.status == Status::Ok || !super::mismatch::answering_addresses(r).is_empty()
 }
 
 /// For each upstream block, the members that answered (as shown), `backup` ones included.
@@ -136,6 +136,10 @@ fn judge(
     if is_allowed(r, opts) {
         return (Severity::Allowed, None);
     }
+    // A silent backend or a TLS alert: see `mismatch::is_soft`.
+    if super::mismatch::is_soft(r.status) {
+        return (Severity::Warning, None);
+    }
     // Another address of the same name answers: nginx's peers for the name include it, if it
     // tries the next peer for this failure (its `*_next_upstream` names it).
     if answers(r) {
@@ -221,6 +225,9 @@ mod tests {
                 status,
                 errno: None,
                 elapsed: Duration::ZERO,
+                protocol: None,
+                reply: None,
+                speaks: None,
             }],
             references: refs.into(),
             severity: Severity::Ok,
@@ -345,6 +352,9 @@ mod tests {
             status: Status::Ok,
             errno: None,
             elapsed: Duration::ZERO,
+            protocol: None,
+            reply: None,
+            speaks: None,
         });
         assert_eq!(severities(vec![r]), [Severity::Warning]);
     }
@@ -396,5 +406,36 @@ mod tests {
         timeout[0].status = Status::Timeout;
         apply(&mut timeout, &opts);
         assert_eq!(timeout[0].severity, Severity::Warning);
+    }
+
+    #[test]
+    fn one_address_passing_one_protocol_and_failing_another_is_a_failure() {
+        let mut r = result(
+            1,
+            Status::WrongProtocol,
+            vec![reference(None, false, false)],
+        );
+        r.addresses.push(AddrResult {
+            address: "127.0.0.1:1".into(),
+            status: Status::Ok,
+            errno: None,
+            elapsed: Duration::ZERO,
+            protocol: Some(crate::probe::handshake::Kind::Http),
+            reply: None,
+            speaks: None,
+        });
+        assert_eq!(severities(vec![r]), [Severity::Failure]);
+    }
+
+    #[test]
+    fn a_silent_backend_and_a_tls_alert_only_warn() {
+        let direct = || vec![reference(None, false, false)];
+        let silent = result(1, Status::NoReply, direct());
+        let alert = result(2, Status::TlsAlert, direct());
+        let closed = result(3, Status::Closed, direct());
+        assert_eq!(
+            severities(vec![silent, alert, closed]),
+            [Severity::Warning, Severity::Warning, Severity::Failure]
+        );
     }
 }

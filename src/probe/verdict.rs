@@ -9,10 +9,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::access::{Account, Denial};
-use super::connect::{Endpoint, Outcome};
+use super::connect::{Endpoint, Outcome, Probe};
 use super::netstat::Listeners;
 use super::per_request::Answer;
-use super::{diagnose, resolve, AddrResult, Hint, ProbeOptions, ProbeResult, Severity, Status};
+use super::{
+    diagnose, handshake, mismatch, resolve, AddrResult, Hint, ProbeOptions, ProbeResult, Severity,
+    Status,
+};
 use crate::conf::{Target, TargetAddr};
 
 /// What to do for one target.
@@ -20,20 +23,22 @@ pub enum Step {
     Skipped,
     Dynamic,
     Unresolvable(String),
-    /// Indices into `Plan::endpoints`.
+    /// Indices into `Plan::probes`.
     Probe(Vec<usize>),
 }
 
-/// Every endpoint to connect to, and for each target which of them are its.
+/// Every probe to run, and for each target which of them are its.
 pub struct Plan {
-    pub endpoints: Vec<Endpoint>,
+    pub probes: Vec<Probe>,
     pub steps: Vec<Step>,
 }
 
-/// Resolve names and list the endpoints. Each distinct name is resolved once. A name nginx
-/// resolves per request comes with its `request` answer (see `per_request`) and is not
-/// asked of the system resolver.
-pub fn plan(targets: &[Target], request: &[Option<Answer>], timeout: Duration) -> Plan {
+/// Resolve names and list the probes: each address of a target once per protocol its
+/// directives speak (`handshake::for_target`), or once for a connect. Each distinct name is
+/// resolved once. A name nginx resolves per request comes with its `request` answer (see
+/// `per_request`) and is not asked of the system resolver.
+pub fn plan(targets: &[Target], request: &[Option<Answer>], opts: &ProbeOptions) -> Plan {
+    let timeout = opts.timeout;
     let answer = |i: usize| request.get(i).and_then(Option::as_ref);
     let names: Vec<(String, u16)> = (targets.iter().enumerate())
         .filter(|(i, t)| !t.is_down() && answer(*i).is_none())
@@ -44,7 +49,7 @@ pub fn plan(targets: &[Target], request: &[Option<Answer>], timeout: Duration) -
         .collect();
     let resolved = resolve::resolve_all(&names, timeout.max(Duration::from_secs(1)));
     let mut resolved = names.into_iter().zip(resolved);
-    let mut endpoints = Vec::new();
+    let mut probes = Vec::new();
     let mut steps = Vec::with_capacity(targets.len());
     for (i, t) in targets.iter().enumerate() {
         if t.is_down() {
@@ -81,11 +86,25 @@ pub fn plan(targets: &[Target], request: &[Option<Answer>], timeout: Duration) -
                 }
             },
         };
-        let first = endpoints.len();
-        endpoints.extend(new);
-        steps.push(Step::Probe((first..endpoints.len()).collect()));
+        let protocols = handshake::for_target(t);
+        let first = probes.len();
+        for endpoint in new {
+            if protocols.is_empty() {
+                probes.push(Probe {
+                    endpoint: endpoint.clone(),
+                    protocol: None,
+                });
+            }
+            for p in &protocols {
+                probes.push(Probe {
+                    endpoint: endpoint.clone(),
+                    protocol: Some(p.clone()),
+                });
+            }
+        }
+        steps.push(Step::Probe((first..probes.len()).collect()));
     }
-    Plan { endpoints, steps }
+    Plan { probes, steps }
 }
 
 /// One result per target from the connect outcomes; severity is set later by `judge`.
@@ -115,9 +134,7 @@ pub fn assemble(targets: &[Target], plan: &Plan, outcomes: &[Outcome]) -> Vec<Pr
                 Step::Probe(ix) => {
                     r.addresses = ix
                         .iter()
-                        .filter_map(|&i| {
-                            Some(addr_result(plan.endpoints.get(i)?, outcomes.get(i)?))
-                        })
+                        .filter_map(|&i| Some(addr_result(plan.probes.get(i)?, outcomes.get(i)?)))
                         .collect();
                     r.elapsed = r
                         .addresses
@@ -125,7 +142,11 @@ pub fn assemble(targets: &[Target], plan: &Plan, outcomes: &[Outcome]) -> Vec<Pr
                         .map(|a| a.elapsed)
                         .max()
                         .unwrap_or_default();
-                    if let Some(bad) = r.addresses.iter().find(|a| a.status.is_failure()) {
+                    // The result shows its worst address: a refusal before a warning.
+                    let bad = (r.addresses.iter())
+                        .find(|a| a.status.is_failure() && !mismatch::is_soft(a.status))
+                        .or_else(|| r.addresses.iter().find(|a| a.status.is_failure()));
+                    if let Some(bad) = bad {
                         r.status = bad.status;
                         r.errno = bad.errno.clone();
                     }
@@ -136,15 +157,19 @@ pub fn assemble(targets: &[Target], plan: &Plan, outcomes: &[Outcome]) -> Vec<Pr
         .collect()
 }
 
-fn addr_result(endpoint: &Endpoint, outcome: &Outcome) -> AddrResult {
+fn addr_result(probe: &Probe, outcome: &Outcome) -> AddrResult {
+    let reply = outcome.exchange.as_ref().map(|(_, r)| r);
     AddrResult {
-        address: match endpoint {
+        address: match &probe.endpoint {
             Endpoint::Tcp(sa) => sa.to_string(),
             Endpoint::Unix(p) => format!("unix:{}", p.display()),
         },
         status: outcome.status,
         errno: outcome.errno.clone(),
         elapsed: outcome.elapsed,
+        protocol: probe.protocol.as_ref().map(handshake::Protocol::kind),
+        reply: reply.and_then(handshake::Reply::summary),
+        speaks: reply.and_then(handshake::Reply::speaks),
     }
 }
 
@@ -175,9 +200,16 @@ fn check_worker_access(r: &mut ProbeResult, account: &Account) {
     let TargetAddr::Unix(path) = &r.target else {
         return;
     };
+    // Whatever we heard as root, the worker may not even connect.
     if !matches!(
         r.status,
-        Status::Ok | Status::Refused | Status::PermissionDenied
+        Status::Ok
+            | Status::Refused
+            | Status::PermissionDenied
+            | Status::Closed
+            | Status::WrongProtocol
+            | Status::NoReply
+            | Status::TlsAlert
     ) {
         return;
     }
@@ -185,7 +217,8 @@ fn check_worker_access(r: &mut ProbeResult, account: &Account) {
         return;
     };
     r.hints.push(denial_hint(path, &account.user, &denial));
-    if r.status == Status::Ok {
+    // We connected as root; the worker would not get that far.
+    if !matches!(r.status, Status::Refused | Status::PermissionDenied) {
         r.status = Status::PermissionDenied;
         r.errno = Some("13: Permission denied".into());
         for a in &mut r.addresses {
@@ -277,18 +310,14 @@ fn add_hints(
         }
         TargetAddr::Dynamic(_) => {}
     }
+    hints.extend(mismatch::hints(r, timeout));
     if r.status == Status::Unresolvable && r.resolver.is_none() {
         hints.push(
             Hint::new("the system resolver does not know this name")
                 .with_suggestion("check the name, /etc/hosts or DNS; nginx resolves it when it starts and fails to start without it"),
         );
     }
-    let answered: Vec<&str> = r
-        .addresses
-        .iter()
-        .filter(|a| a.status == Status::Ok)
-        .map(|a| a.address.as_str())
-        .collect();
+    let answered = mismatch::answering_addresses(r);
     if !answered.is_empty() {
         hints.push(Hint::new(format!(
             "{} has several addresses and only {} answered: nginx logs an error for each \

@@ -12,17 +12,19 @@ use safe_reload::conf::{Listen, ListenAddr, Reference, Server, Target, TargetAdd
 use safe_reload::probe::{ProbeOptions, ProbeResult};
 use socket2::{Domain, Socket, Type};
 
-/// A reference at `nginx.conf:line`.
+/// A reference at `nginx.conf:line`: a `server` line of no pool, which gets a connect probe
+/// only and fails alone (these tests are about connects; `probe_protocols` tests the protocol
+/// probes, `policy` pools).
 pub fn reference(line: u32) -> Reference {
     Reference {
         file: PathBuf::from("/etc/nginx/nginx.conf").into(),
         line,
-        directive: Name::of_pass("proxy_pass").unwrap(),
+        directive: Name::SERVER,
         context: Context::Http,
         upstream: None,
         backup: false,
         down: false,
-        scheme: Name::of("http"),
+        scheme: None,
         per_request: false,
     }
 }

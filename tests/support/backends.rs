@@ -93,17 +93,18 @@ impl ReadWrite for UnixStream {
     }
 }
 
-/// Read until the end of the request headers (or timeout/close).
-fn read_request(c: &mut dyn ReadWrite) {
+/// Read until the end of the request headers (or timeout/close); the bytes read.
+fn read_request(c: &mut dyn ReadWrite) -> Vec<u8> {
     c.set_timeout(Duration::from_secs(2));
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 64 * 1024 {
         match c.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
+    buf
 }
 
 fn answer_200(c: &mut dyn ReadWrite, name: &str) {
@@ -119,6 +120,14 @@ fn answer_200(c: &mut dyn ReadWrite, name: &str) {
 fn close_without_answer(c: &mut dyn ReadWrite, _name: &str) {
     // Read the request first so the close is a clean FIN, not a reset.
     read_request(c);
+}
+
+/// Answer the protocol probe's `OPTIONS *` as a healthy server would; close on anything else.
+fn answer_probe_close_requests(c: &mut dyn ReadWrite, _name: &str) {
+    if read_request(c).starts_with(b"OPTIONS * ") {
+        let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let _ = c.flush();
+    }
 }
 
 /// An HTTP backend answering every request with 200 and its name as the body.
@@ -163,8 +172,10 @@ impl HttpBackend {
     }
 }
 
-/// A backend that accepts, reads the request and closes without answering: nginx answers 502
-/// (`upstream prematurely closed connection`), though a connect probe succeeds.
+/// A backend that passes the probes (it answers the protocol probe's `OPTIONS *`) and closes
+/// every real request without a word, like an application that crashes on each page: nginx
+/// answers 502 (`upstream prematurely closed connection`), which only the verification after
+/// the reload can see.
 pub struct CloseBackend {
     pub addr: SocketAddr,
     _server: Server,
@@ -174,6 +185,23 @@ impl CloseBackend {
     pub fn start(addr: SocketAddr) -> CloseBackend {
         let l = TcpListener::bind(addr).expect("bind close backend");
         CloseBackend {
+            addr: l.local_addr().expect("local addr"),
+            _server: Server::run(Bound::Tcp(l), answer_probe_close_requests, String::new()),
+        }
+    }
+}
+
+/// A backend that accepts every connection, reads what is sent and closes without a byte,
+/// whatever the protocol: a connect probe passes, the protocol probe does not.
+pub struct AcceptCloseBackend {
+    pub addr: SocketAddr,
+    _server: Server,
+}
+
+impl AcceptCloseBackend {
+    pub fn start(addr: SocketAddr) -> AcceptCloseBackend {
+        let l = TcpListener::bind(addr).expect("bind accept-and-close backend");
+        AcceptCloseBackend {
             addr: l.local_addr().expect("local addr"),
             _server: Server::run(Bound::Tcp(l), close_without_answer, String::new()),
         }
@@ -231,6 +259,259 @@ impl Drop for HangingListener {
     fn drop(&mut self) {
         for f in &self._fillers {
             let _ = f.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// The test venv (`scripts/test.sh` makes it: gunicorn, grpcio): `$SAFE_RELOAD_TEST_VENV`, else
+/// `target/test-venv`.
+pub fn test_venv() -> PathBuf {
+    std::env::var_os("SAFE_RELOAD_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv"))
+}
+
+/// A real application server the test starts in a private temporary directory: php-fpm,
+/// gunicorn, uWSGI, a TLS (HTTPS) server, a gRPC server. Stopped by PID on drop (SIGTERM, a
+/// grace period, SIGKILL), always reaped.
+pub struct AppServer {
+    pub addr: SocketAddr,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+/// A WSGI application answering 200 with its name, for gunicorn and uWSGI.
+const WSGI_APP: &str = "def app(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'wsgi']\n";
+
+/// An HTTPS server on Python's `ssl`: 200 to every request. The handshake happens in the
+/// request's thread, so a client that stops mid-handshake blocks nobody.
+const TLS_SERVER: &str = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def answer(self):
+        self.send_response(200); self.send_header("Content-Length", "3"); self.end_headers()
+        self.wfile.write(b"tls")
+    do_GET = do_HEAD = do_OPTIONS = answer
+    def log_message(self, *a): pass
+srv = http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
+srv.serve_forever()
+"#;
+
+/// A gRPC server (grpcio) with no services: it speaks HTTP/2 and answers every call
+/// UNIMPLEMENTED, which is all a probe needs.
+const GRPC_SERVER: &str = r#"
+import sys
+from concurrent import futures
+import grpc
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+server.add_insecure_port(sys.argv[1])
+server.start()
+server.wait_for_termination()
+"#;
+
+impl AppServer {
+    fn spawn(cmd: &mut Command, addr: SocketAddr, dir: tempfile::TempDir, what: &str) -> AppServer {
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e} (scripts/test.sh installs it)"));
+        let server = AppServer { addr, child, dir };
+        let up = wait_for(Duration::from_secs(20), || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        });
+        assert!(up, "{what} did not listen on {addr}: {}", server.log());
+        server
+    }
+
+    /// What the server wrote to stdout and stderr.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Debian's php-fpm with one static worker on `addr`.
+    pub fn php_fpm(addr: SocketAddr) -> AppServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("php-fpm.conf");
+        let text = format!(
+            "[global]\npid = {d}/php-fpm.pid\nerror_log = {d}/php-fpm.log\ndaemonize = no\n\
+             [www]\nuser = nobody\ngroup = nogroup\nlisten = {addr}\npm = static\npm.max_children = 1\n",
+            d = dir.path().display()
+        );
+        std::fs::write(&conf, text).expect("php-fpm.conf");
+        let bin = std::fs::read_dir("/usr/sbin")
+            .ok()
+            .and_then(|d| {
+                d.flatten().map(|e| e.path()).find(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("php-fpm"))
+                })
+            })
+            .expect("php-fpm in /usr/sbin (scripts/test.sh installs it)");
+        let mut cmd = Command::new(bin);
+        cmd.arg("-n")
+            .arg("-F")
+            .arg("-R")
+            .arg("-y")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.path());
+        AppServer::spawn(&mut cmd, addr, dir, "php-fpm")
+    }
+
+    /// gunicorn (from the test venv) serving a WSGI app on `addr`.
+    pub fn gunicorn(addr: SocketAddr) -> AppServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("app.py"), WSGI_APP).expect("app.py");
+        let mut cmd = Command::new(test_venv().join("bin/gunicorn"));
+        cmd.arg("--chdir").arg(dir.path()).args([
+            "--workers",
+            "1",
+            "--bind",
+            &addr.to_string(),
+            "app:app",
+        ]);
+        AppServer::spawn(&mut cmd, addr, dir, "gunicorn")
+    }
+
+    /// Debian's uWSGI with its python3 plugin serving a WSGI app in the uwsgi protocol on
+    /// `addr` (`--socket`), without the ping plugin, as Debian starts it.
+    pub fn uwsgi(addr: SocketAddr) -> AppServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("app.py"), WSGI_APP).expect("app.py");
+        let mut cmd = Command::new("uwsgi");
+        cmd.args([
+            "--plugins",
+            "python3",
+            "--socket",
+            &addr.to_string(),
+            "--chdir",
+        ])
+        .arg(dir.path())
+        .args([
+            "--wsgi-file",
+            "app.py",
+            "--callable",
+            "app",
+            "--processes",
+            "1",
+        ]);
+        AppServer::spawn(
+            &mut cmd,
+            addr,
+            dir,
+            "uwsgi (uwsgi-core, uwsgi-plugin-python3)",
+        )
+    }
+
+    /// An HTTPS server with a fresh self-signed certificate for `tls.test`.
+    pub fn tls(addr: SocketAddr) -> AppServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let made = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "1", "-subj", "/CN=tls.test", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(made, "openssl could not make a test certificate");
+        std::fs::write(dir.path().join("tls.py"), TLS_SERVER).expect("tls.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(dir.path().join("tls.py"))
+            .arg(addr.ip().to_string())
+            .arg(addr.port().to_string())
+            .arg(&cert)
+            .arg(&key);
+        AppServer::spawn(&mut cmd, addr, dir, "the TLS test server")
+    }
+
+    /// A gRPC server (grpcio from the test venv) on `addr`, plaintext HTTP/2.
+    pub fn grpc(addr: SocketAddr) -> AppServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("grpc_server.py"), GRPC_SERVER).expect("grpc_server.py");
+        let mut cmd = Command::new(test_venv().join("bin/python"));
+        cmd.arg(dir.path().join("grpc_server.py"))
+            .arg(addr.to_string());
+        AppServer::spawn(&mut cmd, addr, dir, "the gRPC test server (grpcio)")
+    }
+}
+
+impl Drop for AppServer {
+    fn drop(&mut self) {
+        let pid = self.child.id() as i32;
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let exited = wait_for(Duration::from_secs(5), || {
+            self.child.try_wait().ok().flatten().is_some()
+        });
+        if !exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A client making requests through nginx in a loop, each on a fresh connection, until
+/// stopped: what a site's visitors see during a run.
+pub struct ClientLoop {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Vec<Result<u16, String>>>>,
+}
+
+impl ClientLoop {
+    /// Start requesting `GET path` with `Host: host` from `addr`.
+    pub fn start(addr: SocketAddr, host: &str, path: &str) -> ClientLoop {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let (host, path) = (host.to_string(), path.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !flag.load(Ordering::SeqCst) {
+                seen.push(
+                    super::http_get(addr, &host, &path)
+                        .map(|(status, _)| status)
+                        .map_err(|e| e.to_string()),
+                );
+            }
+            seen
+        });
+        ClientLoop {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop and return every answer: a status, or why there was none.
+    pub fn finish(mut self) -> Vec<Result<u16, String>> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for ClientLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

@@ -25,8 +25,12 @@
 //! - Addresses: [`unique_loopback`] gives a 127.x.y.z no other test process uses;
 //!   [`free_port`] a port free on an address (bind port 0).
 //! - Backends, each stopped on `Drop`: [`HttpBackend`] (200 with its name as the body, TCP or
-//!   unix socket), [`CloseBackend`] (accepts and closes: nginx answers 502),
-//!   [`HangingListener`] (backlog full: connects hang, for timeouts).
+//!   unix socket), [`CloseBackend`] (passes the probes, closes real requests: nginx answers
+//!   502 after the reload), [`AcceptCloseBackend`] (closes every connection unanswered),
+//!   [`HangingListener`] (backlog full: connects hang, for timeouts), and [`AppServer`], real
+//!   application servers (php-fpm, gunicorn, uWSGI, an HTTPS server, a gRPC server).
+//! - [`ClientLoop`]: requests through nginx on fresh connections until stopped, every answer
+//!   kept, to show what visitors saw during a run.
 //! - [`http_get`]: a tiny client (fresh connection, `Connection: close`) returning status and body.
 //! - [`wait_for`]: poll a condition until a deadline instead of sleeping.
 //! - The binary: [`SafeReload`] runs `safe-reload -c CONF -p PREFIX --state-dir DIR` with the
@@ -110,7 +114,10 @@ pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u1
 mod nginx;
 pub use nginx::{alive, TestNginx, TestNginxBuilder};
 mod backends;
-pub use backends::{hanging_listener, CloseBackend, HangingListener, HttpBackend};
+pub use backends::{
+    hanging_listener, test_venv, AcceptCloseBackend, AppServer, ClientLoop, CloseBackend,
+    HangingListener, HttpBackend,
+};
 mod cli;
 pub use cli::{finish, proxy_site, run_command, syn_sent_to, text, Run, SafeReload, BIN};
 mod namespace;

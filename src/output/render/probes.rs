@@ -44,10 +44,22 @@ fn result_head(p: &Printer, r: &ProbeResult) -> String {
         Severity::Failure => (Tone::Bad, "FAIL"),
         Severity::Allowed => (Tone::Warn, "allw"),
     };
+    // A protocol failure has no errno; what the backend answered says more.
+    let reply = || {
+        let bad = r.addresses.iter().find(|a| a.status == r.status)?;
+        Some(format!(
+            "{} probe: {}",
+            bad.protocol?.label(),
+            bad.reply.as_deref().unwrap_or("no answer")
+        ))
+    };
     let status = match (&r.status, &r.errno) {
         (Status::Ok, _) => format!("ok ({:.1} ms)", r.elapsed.as_secs_f64() * 1000.0),
         (s, Some(e)) => format!("{} ({e})", s.as_str()),
-        (s, None) => s.as_str().to_string(),
+        (s, None) => match reply() {
+            Some(text) => format!("{} ({text})", s.as_str()),
+            None => s.as_str().to_string(),
+        },
     };
     format!(
         "{} {}  {}",
@@ -62,13 +74,15 @@ fn render_result(p: &Printer, r: &ProbeResult, stdout: bool) {
     emit(&result_head(p, r));
     if r.addresses.len() > 1 {
         for a in &r.addresses {
-            let errno = a
-                .errno
-                .as_deref()
+            let errno = (a.errno.as_deref().or(a.reply.as_deref()))
                 .map(|e| format!(" ({e})"))
                 .unwrap_or_default();
+            let protocol = a
+                .protocol
+                .map(|p| format!(" {} probe:", p.label()))
+                .unwrap_or_default();
             emit(&format!(
-                "      {} {}{}",
+                "      {}{protocol} {}{}",
                 a.address,
                 a.status.as_str(),
                 escape_control(&errno)

@@ -1,0 +1,149 @@
+//! What a failed protocol probe means, in the operator's words: which protocol the backend
+//! speaks instead and the directive that would match it ("127.0.0.1:9000 speaks HTTP, not
+//! FastCGI: did you mean `proxy_pass http://127.0.0.1:9000`?"), a backend that accepts and
+//! closes, one that stays silent; and which of these only warn.
+
+use std::time::Duration;
+
+use super::handshake::Kind;
+use super::{AddrResult, Hint, ProbeResult, Status};
+
+/// Statuses that warn instead of refusing. A backend that accepted and is silent may be slow
+/// and healthy (nginx waits its read timeout, 60 s by default, for the answer); a TLS alert
+/// answers our ClientHello, not OpenSSL's. The verification after the reload still sees what
+/// nginx makes of them.
+pub fn is_soft(status: Status) -> bool {
+    matches!(status, Status::NoReply | Status::TlsAlert)
+}
+
+/// Addresses whose every probe passed while some other address of the target failed: a host
+/// name with some addresses up. One address that passes one protocol and fails another is not
+/// among them.
+pub fn answering_addresses(r: &ProbeResult) -> Vec<&str> {
+    let failed = |addr: &str| {
+        r.addresses
+            .iter()
+            .any(|a| a.address == addr && a.status.is_failure())
+    };
+    let mut out: Vec<&str> = Vec::new();
+    for a in r.addresses.iter().filter(|a| a.status == Status::Ok) {
+        if !failed(&a.address) && !out.contains(&a.address.as_str()) {
+            out.push(&a.address);
+        }
+    }
+    out
+}
+
+/// Hints for every address whose protocol probe failed.
+pub fn hints(r: &ProbeResult, timeout: Duration) -> Vec<Hint> {
+    let target = r.target.to_string();
+    r.addresses
+        .iter()
+        .filter_map(|a| hint(a, &target, timeout))
+        .collect()
+}
+
+fn hint(a: &AddrResult, target: &str, timeout: Duration) -> Option<Hint> {
+    let expected = a.protocol?;
+    let addr = &a.address;
+    let wait = humantime::format_duration(timeout);
+    let hint = match a.status {
+        Status::WrongProtocol => match a.speaks {
+            Some(other) => {
+                let reply = a.reply.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+                Hint::new(format!(
+                    "{addr} speaks {}{reply}, not {}: nginx answers 502",
+                    spoken(other),
+                    spoken(expected)
+                ))
+                .with_suggestion(did_you_mean(expected, other, target))
+            }
+            None => Hint::new(format!(
+                "{addr} answered the {} probe with bytes {} does not send: {}",
+                expected,
+                expected,
+                a.reply.as_deref().unwrap_or("?")
+            ))
+            .with_suggestion(format!("check that {target} is the {expected} backend the config means")),
+        },
+        Status::Closed => Hint::new(format!(
+            "{addr} accepted the connection and closed it without answering the {expected} \
+             probe: nginx answers 502 (upstream prematurely closed connection)"
+        ))
+        .with_suggestion(format!(
+            "check that {target} is the {expected} backend the config means; its log says why \
+             it closes"
+        )),
+        Status::NoReply => Hint::new(format!(
+            "{addr} accepted the connection but sent no reply to the {expected} probe within \
+             {wait}: it is slow, or speaks another protocol and waits for more; nginx waits its \
+             read timeout (60s by default), then answers 504"
+        )),
+        Status::TlsAlert => Hint::new(format!(
+            "{addr} speaks TLS but refused our ClientHello ({}): if nginx's handshake fails the \
+             same way it answers 502",
+            a.reply.as_deref().unwrap_or("alert")
+        ))
+        .with_suggestion("check the backend's TLS versions, ciphers and certificates for this name (proxy_ssl_server_name, proxy_ssl_name)"),
+        _ => return None,
+    };
+    Some(hint)
+}
+
+fn spoken(k: Kind) -> &'static str {
+    match k {
+        Kind::Tls => "TLS",
+        Kind::Http => "HTTP",
+        Kind::Http2 => "HTTP/2",
+        k => k.label(),
+    }
+}
+
+/// The directive that speaks what the backend speaks.
+fn did_you_mean(expected: Kind, speaks: Kind, target: &str) -> String {
+    let (directive, note) = match (speaks, expected) {
+        (Kind::Http, Kind::Tls) => (
+            format!("proxy_pass http://{target}"),
+            " (the backend has no TLS)",
+        ),
+        (Kind::Http, Kind::Uwsgi) => (
+            format!("proxy_pass http://{target}"),
+            ", or start uWSGI with --socket instead of --http-socket",
+        ),
+        (Kind::Http, _) => (format!("proxy_pass http://{target}"), ""),
+        (Kind::Tls, Kind::Http2) => (format!("grpc_pass grpcs://{target}"), ""),
+        (Kind::Tls, _) => (format!("proxy_pass https://{target}"), ""),
+        (Kind::Http2, _) => (format!("grpc_pass grpc://{target}"), ""),
+        (Kind::FastCgi, _) => (format!("fastcgi_pass {target}"), ""),
+        (Kind::Uwsgi, _) => (format!("uwsgi_pass {target}"), ""),
+        (Kind::Memcached, _) => (format!("memcached_pass {target}"), ""),
+    };
+    format!("did you mean `{directive}`{note}?")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_name_the_matching_directive() {
+        assert_eq!(
+            did_you_mean(Kind::FastCgi, Kind::Http, "127.0.0.1:9000"),
+            "did you mean `proxy_pass http://127.0.0.1:9000`?"
+        );
+        assert_eq!(
+            did_you_mean(Kind::Http, Kind::Tls, "127.0.0.1:8443"),
+            "did you mean `proxy_pass https://127.0.0.1:8443`?"
+        );
+        assert_eq!(
+            did_you_mean(Kind::Http, Kind::FastCgi, "unix:/run/php.sock"),
+            "did you mean `fastcgi_pass unix:/run/php.sock`?"
+        );
+        assert_eq!(
+            did_you_mean(Kind::Tls, Kind::Http, "127.0.0.1:8000"),
+            "did you mean `proxy_pass http://127.0.0.1:8000` (the backend has no TLS)?"
+        );
+        assert!(did_you_mean(Kind::Uwsgi, Kind::Http, "127.0.0.1:3031").contains("--socket"));
+        assert!(is_soft(Status::NoReply) && !is_soft(Status::Closed));
+    }
+}
