@@ -4,8 +4,9 @@
 #   scripts/test.sh            everything
 #   scripts/test.sh probe_     only tests whose name matches (passed to the test runner)
 #
-# Needs: cargo; nginx, libnginx-mod-stream, php-fpm, iproute2 and strace from Debian (installed
-# with apt-get when run as root); python3 for a private venv with gunicorn and ansible-core under target/.
+# Needs: cargo; nginx, libnginx-mod-stream, php-fpm, iproute2, strace, uwsgi-core with
+# uwsgi-plugin-python3 and openssl from Debian (installed with apt-get when run as root);
+# python3 for a private venv with gunicorn, grpcio and ansible-core under target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,9 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 # The output tests count write(2) calls with strace.
 command -v strace >/dev/null 2>&1 || need_apt+=(strace)
+command -v uwsgi >/dev/null 2>&1 || need_apt+=(uwsgi-core)
+[[ -f /usr/lib/uwsgi/plugins/python3_plugin.so ]] || need_apt+=(uwsgi-plugin-python3)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -eq 0 ]]; then
     say "installing ${need_apt[*]} with apt-get"
@@ -38,13 +42,15 @@ if ((${#need_apt[@]})); then
   fi
 fi
 
-# A private Python venv for real application servers (gunicorn) and the Ansible rollout test.
+# A private Python venv for real application servers (gunicorn, a grpcio server) and the
+# Ansible rollout test.
 venv=target/test-venv
-if [[ ! -x $venv/bin/gunicorn || ! -x $venv/bin/ansible-playbook ]]; then
-  say "creating $venv with gunicorn and ansible-core"
+if [[ ! -x $venv/bin/gunicorn || ! -x $venv/bin/ansible-playbook ]] \
+  || ! "$venv/bin/python" -c 'import grpc' 2>/dev/null; then
+  say "creating $venv with gunicorn, grpcio and ansible-core"
   mkdir -p target
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check gunicorn ansible-core
+  [[ -x $venv/bin/pip ]] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check gunicorn grpcio ansible-core
 fi
 export SAFE_RELOAD_TEST_VENV="$PWD/$venv"
 
