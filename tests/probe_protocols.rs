@@ -224,3 +224,20 @@ fn a_grpc_server_answers_the_http2_probe() {
         "http2",
     );
 }
+
+#[test]
+fn the_tls_probe_sends_the_sni_nginx_would() {
+    let tls = AppServer::tls(addr());
+    // nginx's default: no SNI to an upstream named by IP, nor without proxy_ssl_server_name.
+    passes(&format!("proxy_pass https://{}", tls.addr), tls.addr, "tls");
+    assert!(tls.log().contains("SNI None"), "{}", tls.log());
+    passes(
+        &format!(
+            "proxy_ssl_server_name on; proxy_ssl_name backend.test; proxy_pass https://{}",
+            tls.addr
+        ),
+        tls.addr,
+        "tls",
+    );
+    assert!(tls.log().contains("SNI backend.test"), "{}", tls.log());
+}

@@ -9,6 +9,7 @@
 pub mod lexer;
 pub mod load;
 pub mod servers;
+pub mod sni;
 pub mod targets;
 pub mod tree;
 pub mod untrusted;

@@ -126,7 +126,14 @@ pub fn inspect(
         Some(format!("{} files", config.files.len())),
     );
 
-    let popts = probe_options(s, &config, info);
+    let mut popts = probe_options(s, &config, info);
+    // Only a TLS `*_pass` needs the SNI settings: no second walk for a plain configuration.
+    if (targets.targets.iter())
+        .flat_map(|t| t.references.iter())
+        .any(|r| matches!(r.scheme.as_deref(), Some("https" | "grpcs" | "suwsgi")))
+    {
+        popts.tls_names = crate::conf::sni::tls_names(&config);
+    }
     // Probes and the listen preflight only read (sockets, /proc): they run while nginx -t does.
     let (probe, preflight) = std::thread::scope(|scope| {
         let probe =

@@ -29,6 +29,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::Status;
+use crate::conf::sni::TlsNames;
 use crate::conf::targets::Context;
 use crate::conf::{Reference, Target, TargetAddr};
 use crate::status_line;
@@ -261,10 +262,10 @@ impl Protocol {
 /// named by `proxy_pass http://` in one place and `fastcgi_pass` in another gets both, since
 /// one of them is wrong). Stream `proxy_pass`, `scgi_pass` and upstream `server` lines alone
 /// get none: connect only.
-pub fn for_target(target: &Target) -> Vec<Protocol> {
+pub fn for_target(target: &Target, tls: &TlsNames) -> Vec<Protocol> {
     let mut out: Vec<Protocol> = Vec::new();
     for r in target.references.iter().filter(|r| !r.down) {
-        let Some(p) = for_reference(r, &target.address) else {
+        let Some(p) = for_reference(r, &target.address, tls) else {
             continue;
         };
         // One HTTP (or uwsgi) probe per target whatever Host each reference would send.
@@ -279,20 +280,21 @@ pub fn for_target(target: &Target) -> Vec<Protocol> {
 }
 
 /// The exchange for one reference, from its directive and scheme, as nginx speaks to it.
-fn for_reference(r: &Reference, address: &TargetAddr) -> Option<Protocol> {
+fn for_reference(r: &Reference, address: &TargetAddr, tls: &TlsNames) -> Option<Protocol> {
     if r.context != Context::Http {
         return None;
     }
     let host = || host_header(r, address);
+    let sni = || tls.at(&r.file, r.line).sni(&host());
     let scheme = r.scheme.as_deref();
     match (&*r.directive, scheme) {
         ("proxy_pass", Some("https")) | ("uwsgi_pass", Some("suwsgi")) => Some(Protocol::Tls {
-            sni: None,
+            sni: sni(),
             alpn: None,
         }),
         ("proxy_pass", _) => Some(Protocol::Http { host: host() }),
         ("grpc_pass", Some("grpcs")) => Some(Protocol::Tls {
-            sni: None,
+            sni: sni(),
             alpn: Some("h2"),
         }),
         ("grpc_pass", _) => Some(Protocol::Http2),

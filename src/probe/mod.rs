@@ -52,6 +52,9 @@ pub struct ProbeOptions {
     /// The `*_pass` lines under a `*_next_upstream` that leaves some failure out: no failover
     /// there (`Failover::of` the configuration).
     pub failover: failover::Failover,
+    /// The SNI settings at each TLS `*_pass` (`proxy_ssl_server_name`, `proxy_ssl_name`);
+    /// empty means nginx's defaults: no SNI.
+    pub tls_names: crate::conf::sni::TlsNames,
 }
 
 impl Default for ProbeOptions {
@@ -64,6 +67,7 @@ impl Default for ProbeOptions {
             allow_fail: Vec::new(),
             per_request: per_request::PerRequest::default(),
             failover: failover::Failover::default(),
+            tls_names: Default::default(),
         }
     }
 }

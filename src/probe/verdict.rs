@@ -86,7 +86,7 @@ pub fn plan(targets: &[Target], request: &[Option<Answer>], opts: &ProbeOptions)
                 }
             },
         };
-        let protocols = handshake::for_target(t);
+        let protocols = handshake::for_target(t, &opts.tls_names);
         let first = probes.len();
         for endpoint in new {
             if protocols.is_empty() {

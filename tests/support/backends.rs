@@ -283,8 +283,9 @@ pub struct AppServer {
 /// A WSGI application answering 200 with its name, for gunicorn and uWSGI.
 const WSGI_APP: &str = "def app(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'wsgi']\n";
 
-/// An HTTPS server on Python's `ssl`: 200 to every request. The handshake happens in the
-/// request's thread, so a client that stops mid-handshake blocks nobody.
+/// An HTTPS server on Python's `ssl`: 200 to every request; logs `SNI NAME` for each
+/// handshake. The handshake happens in the request's thread, so a client that stops
+/// mid-handshake blocks nobody.
 const TLS_SERVER: &str = r#"
 import http.server, ssl, sys
 class H(http.server.BaseHTTPRequestHandler):
@@ -296,6 +297,9 @@ class H(http.server.BaseHTTPRequestHandler):
 srv = http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H)
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+def sni(sock, name, context):
+    print("SNI", name, file=sys.stderr, flush=True)
+ctx.sni_callback = sni
 srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
 srv.serve_forever()
 "#;
