@@ -241,3 +241,30 @@ fn the_tls_probe_sends_the_sni_nginx_would() {
     );
     assert!(tls.log().contains("SNI backend.test"), "{}", tls.log());
 }
+
+/// Silence past the probe timeout is not a refusal: nginx waits its read timeout (60 s), and a
+/// slow healthy backend answers within it.
+#[test]
+fn a_slow_healthy_backend_is_a_warning_and_the_change_goes_live() {
+    let slow = SlowBackend::start(addr(), "slow");
+    let site = Site::start();
+    site.change(&format!("proxy_pass http://{}", slow.addr));
+    let run = site.sr.run(&["-y", "--json", "--probe-timeout", "200ms"]);
+    run.expect(0);
+    let report = run.json();
+    let result = report["probe"]["results"]
+        .as_array()
+        .and_then(|rs| {
+            rs.iter()
+                .find(|r| r["target"] == slow.addr.to_string())
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("no probe result:\n{run}"));
+    assert_eq!(result["status"], "no-reply", "{run}");
+    assert_eq!(result["severity"], "warning", "{run}");
+    assert!(hints(&result).contains("sent no reply"), "{run}");
+    assert_eq!(
+        http_get(site.listen, "site.test", "/new").expect("GET /new"),
+        (200, "slow".into())
+    );
+}

@@ -122,6 +122,18 @@ fn close_without_answer(c: &mut dyn ReadWrite, _name: &str) {
     read_request(c);
 }
 
+/// Answer 200 with the name, after a pause longer than a short probe timeout.
+fn answer_200_late(c: &mut dyn ReadWrite, name: &str) {
+    read_request(c);
+    std::thread::sleep(SlowBackend::DELAY);
+    let _ = write!(
+        c,
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
+        name.len()
+    );
+    let _ = c.flush();
+}
+
 /// Answer the protocol probe's `OPTIONS *` as a healthy server would; close on anything else.
 fn answer_probe_close_requests(c: &mut dyn ReadWrite, _name: &str) {
     if read_request(c).starts_with(b"OPTIONS * ") {
@@ -187,6 +199,25 @@ impl CloseBackend {
         CloseBackend {
             addr: l.local_addr().expect("local addr"),
             _server: Server::run(Bound::Tcp(l), answer_probe_close_requests, String::new()),
+        }
+    }
+}
+
+/// A healthy backend that is slow: every answer (200 with its name) comes after
+/// [`SlowBackend::DELAY`].
+pub struct SlowBackend {
+    pub addr: SocketAddr,
+    _server: Server,
+}
+
+impl SlowBackend {
+    pub const DELAY: Duration = Duration::from_millis(700);
+
+    pub fn start(addr: SocketAddr, name: &str) -> SlowBackend {
+        let l = TcpListener::bind(addr).expect("bind slow backend");
+        SlowBackend {
+            addr: l.local_addr().expect("local addr"),
+            _server: Server::run(Bound::Tcp(l), answer_200_late, name.to_string()),
         }
     }
 }

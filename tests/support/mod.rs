@@ -116,7 +116,7 @@ pub use nginx::{alive, TestNginx, TestNginxBuilder};
 mod backends;
 pub use backends::{
     hanging_listener, test_venv, AcceptCloseBackend, AppServer, ClientLoop, CloseBackend,
-    HangingListener, HttpBackend,
+    HangingListener, HttpBackend, SlowBackend,
 };
 mod cli;
 pub use cli::{finish, proxy_site, run_command, syn_sent_to, text, Run, SafeReload, BIN};
