@@ -261,7 +261,8 @@ fn check_does_not_refuse_three_slash_sockets_that_nginx_accepts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = |n: &str| dir.path().join(n);
     let http = HttpBackend::start_unix(&sock("http.sock"), "http");
-    let uwsgi = HttpBackend::start_unix(&sock("uwsgi.sock"), "uwsgi");
+    // uwsgi_pass is probed in the uwsgi protocol: a real uWSGI answers it.
+    let uwsgi = AppServer::uwsgi_unix(&sock("uwsgi.sock"));
     let up = HttpBackend::start_unix(&sock("up.sock"), "up");
     let stream = HttpBackend::start_unix(&sock("stream.sock"), "stream");
     let ip = unique_loopback();
@@ -303,9 +304,9 @@ fn check_does_not_refuse_three_slash_sockets_that_nginx_accepts() {
         .filter_map(|r| r["target"].as_str().map(str::to_string))
         .collect();
     probed.sort();
-    let mut want: Vec<String> = [&http, &uwsgi, &up, &stream]
+    let mut want: Vec<String> = [&http.path, &uwsgi.path, &up.path, &stream.path]
         .iter()
-        .map(|b| format!("unix:{}", b.path.as_ref().expect("path").display()))
+        .map(|p| format!("unix:{}", p.as_ref().expect("path").display()))
         .collect();
     want.sort();
     assert_eq!(probed, want, "{run}");

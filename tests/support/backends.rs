@@ -306,7 +306,10 @@ pub fn test_venv() -> PathBuf {
 /// gunicorn, uWSGI, a TLS (HTTPS) server, a gRPC server. Stopped by PID on drop (SIGTERM, a
 /// grace period, SIGKILL), always reaped.
 pub struct AppServer {
+    /// Where it listens (a unix one: `0.0.0.0:0`, see `path`).
     pub addr: SocketAddr,
+    /// The socket path of a unix listener.
+    pub path: Option<PathBuf>,
     child: Child,
     dir: tempfile::TempDir,
 }
@@ -349,6 +352,18 @@ server.wait_for_termination()
 
 impl AppServer {
     fn spawn(cmd: &mut Command, addr: SocketAddr, dir: tempfile::TempDir, what: &str) -> AppServer {
+        let ready = move || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
+        AppServer::spawn_until(cmd, addr, None, dir, what, ready)
+    }
+
+    fn spawn_until(
+        cmd: &mut Command,
+        addr: SocketAddr,
+        path: Option<PathBuf>,
+        dir: tempfile::TempDir,
+        what: &str,
+        ready: impl FnMut() -> bool,
+    ) -> AppServer {
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
         let child = cmd
             .stdin(Stdio::null())
@@ -356,11 +371,14 @@ impl AppServer {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {what}: {e} (scripts/test.sh installs it)"));
-        let server = AppServer { addr, child, dir };
-        let up = wait_for(Duration::from_secs(20), || {
-            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-        });
-        assert!(up, "{what} did not listen on {addr}: {}", server.log());
+        let server = AppServer {
+            addr,
+            path,
+            child,
+            dir,
+        };
+        let up = wait_for(Duration::from_secs(20), ready);
+        assert!(up, "{what} did not start listening: {}", server.log());
         server
     }
 
@@ -442,6 +460,30 @@ impl AppServer {
             dir,
             "uwsgi (uwsgi-core, uwsgi-plugin-python3)",
         )
+    }
+
+    /// The same on a unix socket at `path` (mode 0666, for nginx's workers).
+    pub fn uwsgi_unix(path: &Path) -> AppServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("app.py"), WSGI_APP).expect("app.py");
+        let mut cmd = Command::new("uwsgi");
+        cmd.args(["--plugins", "python3", "--chmod-socket=666", "--socket"])
+            .arg(path)
+            .arg("--chdir")
+            .arg(dir.path())
+            .args([
+                "--wsgi-file",
+                "app.py",
+                "--callable",
+                "app",
+                "--processes",
+                "1",
+            ]);
+        let p = path.to_path_buf();
+        let ready = move || UnixStream::connect(&p).is_ok();
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let what = "uwsgi (uwsgi-core, uwsgi-plugin-python3)";
+        AppServer::spawn_until(&mut cmd, unspecified, Some(path.into()), dir, what, ready)
     }
 
     /// An HTTPS server with a fresh self-signed certificate for `tls.test`.
