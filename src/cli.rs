@@ -89,6 +89,11 @@ pub struct Global {
     #[arg(long, global = true)]
     pub no_probe: bool,
 
+    /// Do not run the candidate in a throwaway "shadow" nginx on loopback ports before the
+    /// reload (its health checks then only run after the reload)
+    #[arg(long, global = true)]
+    pub no_shadow: bool,
+
     /// Time allowed for each probe (the connect and the protocol exchange), e.g. 500ms, 2s
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
     pub probe_timeout: Option<Duration>,

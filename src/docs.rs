@@ -34,7 +34,13 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
         ),
         (
             crate::settings::DEFAULT_STATE_DIR,
-            "snapshots, the last-good pointer, the journal of a run in flight, the lock",
+            "snapshots, the last-good pointer, the journal of a run in flight, the lock; \
+             shadow/PID.json names the shadow nginx of a run in flight",
+        ),
+        (
+            "$TMPDIR/safe-reload-shadow.*",
+            "the shadow nginx's copy of the candidate, its logs, temp and cache paths and \
+             sockets; removed when it stops (or by the next run, status or recover)",
         ),
     ] {
         roff.control("TP", []);

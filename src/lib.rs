@@ -26,6 +26,7 @@ pub mod report;
 pub mod run;
 pub mod sandbox;
 pub mod settings;
+pub mod shadow;
 pub mod signals;
 pub mod status_line;
 pub mod store;

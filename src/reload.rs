@@ -287,6 +287,17 @@ fn observe(master: &Master, before: &[Worker], expected: Option<usize>) -> Obser
     }
 }
 
+/// When `pid` started (clock ticks since boot), and whether it is still running (not a
+/// zombie): with the pid, it names one process even after the pid is reused.
+pub fn started(pid: i32) -> Option<(u64, bool)> {
+    Proc::read(pid).map(|p| (p.start_ticks, p.state != 'Z'))
+}
+
+/// The process title (`/proc/PID/cmdline`, NULs as spaces).
+pub fn title(pid: i32) -> Option<String> {
+    Proc::read(pid).map(|p| p.title)
+}
+
 /// What `/proc/PID/stat` and `/proc/PID/cmdline` say about one process.
 struct Proc {
     pid: i32,

@@ -15,6 +15,7 @@ use crate::nginx::TestOutcome;
 use crate::preflight::ListenConflict;
 use crate::probe::ProbeReport;
 use crate::reload::Proof;
+use crate::shadow::{Leftover, ShadowReport};
 use crate::store::{JournalRecord, RestoreReport, Snapshot};
 use crate::verdict::{RollbackVerdict, Verdict};
 
@@ -134,6 +135,9 @@ pub struct Report {
     pub conflicts: Vec<ListenConflict>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<ConfigDiff>,
+    /// The candidate's checks through a throwaway nginx, before the reload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowReport>,
     /// The candidate's snapshot id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
@@ -185,6 +189,7 @@ impl Report {
             probe: None,
             conflicts: Vec::new(),
             diff: None,
+            shadow: None,
             snapshot: None,
             reload: None,
             baseline: None,
@@ -293,4 +298,7 @@ pub struct StatusReport {
     /// The configuration on disk does not load.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_error: Option<String>,
+    /// Shadow nginx instances whose run was killed before it could stop them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub leftover_shadows: Vec<Leftover>,
 }

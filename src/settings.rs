@@ -33,6 +33,7 @@ pub struct FileSettings {
     pub resolve: Option<Vec<String>>,
     pub expect_status: Option<Vec<u16>>,
     pub no_probe: Option<bool>,
+    pub no_shadow: Option<bool>,
     pub probe_timeout: Option<String>,
     pub allow_fail: Option<Vec<String>>,
     pub health_window: Option<String>,
@@ -56,6 +57,8 @@ pub struct Settings {
     pub resolve: Vec<String>,
     pub expect_status: Vec<u16>,
     pub no_probe: bool,
+    /// Do not start the candidate in a shadow nginx before the reload.
+    pub no_shadow: bool,
     pub probe_timeout: Duration,
     pub allow_fail: Vec<String>,
     pub health_window: Duration,
@@ -102,6 +105,7 @@ impl Settings {
             resolve,
             expect_status: pick(&g.expect_status, file.expect_status),
             no_probe: g.no_probe || file.no_probe.unwrap_or(false),
+            no_shadow: g.no_shadow || file.no_shadow.unwrap_or(false),
             probe_timeout: match g.probe_timeout {
                 Some(d) => d,
                 None => dur(&file.probe_timeout, "probe-timeout", Duration::from_secs(1))?,

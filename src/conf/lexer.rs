@@ -87,6 +87,11 @@ impl<'a> Lexer<'a> {
         self.line
     }
 
+    /// The byte offset reached: just past the last token returned.
+    pub fn offset(&self) -> usize {
+        self.pos
+    }
+
     fn err(&self, message: impl Into<String>) -> LexError {
         LexError {
             line: self.line,

@@ -146,18 +146,7 @@ fn server(context: Context, d: &Directive) -> Server {
 
 /// A `listen` read as nginx does; `None` for what nginx would reject (`nginx -t` reports it).
 fn listen(context: Context, d: &Directive) -> Option<Listen> {
-    let text = d.args.first()?;
-    let default_port = (context == Context::Http).then_some(80);
-    let parsed = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        addr::parse(&format!("*:{text}"), None)
-    } else {
-        addr::parse(text, default_port)
-    };
-    let addr = match parsed.ok()? {
-        Parsed::Ip(sa) => ListenAddr::Tcp(sa),
-        Parsed::Host { name, port } => ListenAddr::Host { name, port },
-        Parsed::Unix(p) => ListenAddr::Unix(p),
-    };
+    let addr = listen_addr(context, d.args.first()?)?;
     let flag = |f: &str| d.args[1..].iter().any(|a| a == f);
     let v6 = matches!(&addr, ListenAddr::Tcp(sa) if sa.is_ipv6());
     Some(Listen {
@@ -168,6 +157,22 @@ fn listen(context: Context, d: &Directive) -> Option<Listen> {
         default_server: flag("default_server") || flag("default"),
         file: d.file.clone(),
         line: d.line,
+    })
+}
+
+/// The address of a `listen` as nginx reads it (`80` is `*:80`; http's default port is 80);
+/// `None` for what nginx would reject.
+pub fn listen_addr(context: Context, text: &str) -> Option<ListenAddr> {
+    let default_port = (context == Context::Http).then_some(80);
+    let parsed = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        addr::parse(&format!("*:{text}"), None)
+    } else {
+        addr::parse(text, default_port)
+    };
+    Some(match parsed.ok()? {
+        Parsed::Ip(sa) => ListenAddr::Tcp(sa),
+        Parsed::Host { name, port } => ListenAddr::Host { name, port },
+        Parsed::Unix(p) => ListenAddr::Unix(p),
     })
 }
 

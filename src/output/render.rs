@@ -55,6 +55,9 @@ fn render_details(p: &Printer, report: &Report) {
             _ => {}
         }
     }
+    if let Some(sh) = &report.shadow {
+        render_shadow(p, sh);
+    }
     if let Some(h) = &report.baseline {
         render_baseline(p, h);
     }
@@ -343,6 +346,39 @@ fn render_health(p: &Printer, h: &HealthReport, label: &str, errors: bool) {
             escape_control(upstream),
             escape_control(&u.text)
         ));
+    }
+}
+
+/// Each check through the shadow: failures always, passes under -v.
+fn render_shadow(p: &Printer, sh: &crate::shadow::ShadowReport) {
+    for c in &sh.checks {
+        let failed = c.shadow.failed || !c.upstream_errors.is_empty();
+        let mark = if failed {
+            p.paint(Tone::Bad, "FAIL")
+        } else {
+            p.paint(Tone::Good, "ok  ")
+        };
+        let running = match &c.running {
+            Some(r) => match (r.status, &r.error) {
+                (Some(code), _) => format!("; the running nginx: HTTP {code}"),
+                (None, Some(e)) => format!("; the running nginx: {e}"),
+                (None, None) => String::new(),
+            },
+            None => String::new(),
+        };
+        let line = format!(
+            "{mark} shadow: GET {} (Host: {}, shadow at {}) -> {}{}",
+            escape_control(&c.url),
+            escape_control(&c.host),
+            c.via,
+            escape_control(&c.answer()),
+            escape_control(&running)
+        );
+        if failed {
+            p.progress(&line);
+        } else {
+            p.detail(&line);
+        }
     }
 }
 

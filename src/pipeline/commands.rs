@@ -99,7 +99,11 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
             .map(|m| own_pids(&m))
             .unwrap_or_default(),
     };
-    let early = Early::start(Some(&env.nginx), checks);
+    let mut early = Early::start(Some(&env.nginx), checks);
+    if confined.is_none() {
+        // Never for untrusted configuration: running it is what `--untrusted` refuses.
+        early = early.with_shadow(s, &env, &config);
+    }
     let mut insp = inspect::inspect(Some(&env.info), s, config, &own, early, report)?;
     if let Some(sandbox) = &sandbox {
         let t = Instant::now();
@@ -116,12 +120,22 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
         );
         insp.test = Some(outcome);
     }
-    let refuses = record_inspection(report, &mut insp);
+    let mut refuses = record_inspection(report, &mut insp);
     if s.state_dir.exists() {
         if let Ok(store) = Store::open(&s.state_dir) {
             let good = store.last_good()?;
             report.diff = diff_against(&store, good.as_ref(), &insp.config)?;
         }
+    }
+    if signals::interrupted() {
+        return Err(Error::Interrupted);
+    }
+    if !refuses {
+        let changed: Vec<_> = (report.diff.iter().flat_map(|d| d.paths()))
+            .map(|p| insp.config.conf_prefix.join(p))
+            .collect();
+        let logs = env.error_logs(&insp.config);
+        refuses = inspect::through_shadow(s, &mut insp, &changed, &logs, report)?;
     }
     if refuses {
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
@@ -230,7 +244,11 @@ pub fn status(s: &Settings, report: &mut Report) -> Result<Exit> {
     if let Err(e) = config {
         st.config_error = Some(e.to_string());
     }
-    let healthy = st.master_pid.is_some() && st.interrupted.is_none() && st.config_error.is_none();
+    st.leftover_shadows = crate::shadow::leftovers(&s.state_dir);
+    let healthy = st.master_pid.is_some()
+        && st.interrupted.is_none()
+        && st.config_error.is_none()
+        && st.leftover_shadows.iter().all(|l| l.running.is_none());
     report.status = Some(st);
     Ok(report.finish(Outcome::Ok, if healthy { Exit::Ok } else { Exit::Refused }))
 }
@@ -332,6 +350,9 @@ fn put_back(store: &Store, env: &Env, snap: &Snapshot) -> Result<()> {
 pub fn recover(s: &Settings, p: &crate::output::Printer, report: &mut Report) -> Result<Exit> {
     let store = Store::open(&s.state_dir)?;
     let _lock = store.lock(s.wait, None)?;
+    report
+        .notes
+        .extend(crate::shadow::clean_leftovers(&s.state_dir));
     let Some(j) = store.journal()? else {
         report
             .notes

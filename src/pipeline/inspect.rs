@@ -1,19 +1,25 @@
 //! The read-only half of the pipeline, shared by `check`, `probe` and the reload: extract
 //! targets and servers, run `nginx -t`, probe upstreams and the listen preflight. `nginx -t`
 //! starts before the extraction and runs on its own thread through it and the probes, so a
-//! large config costs one `nginx -t`, not `nginx -t` plus everything else.
+//! large config costs one `nginx -t`, not `nginx -t` plus everything else. The shadow nginx
+//! (see `shadow`) starts beside `nginx -t` too; [`through_shadow`] sends the candidate's checks
+//! through it once the diff says which servers changed.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::conf::targets::{self, Targets};
 use crate::conf::{servers, Config, Server};
 use crate::error::{Error, Result};
+use crate::health::{self, Check, HealthOptions};
 use crate::nginx::{self, Level, Nginx, TestOutcome};
+use crate::pipeline::env::Env;
 use crate::preflight::{self, ListenConflict};
 use crate::probe::netstat::Listeners;
 use crate::probe::{self, ProbeOptions, ProbeReport};
 use crate::report::{Problem, Report};
 use crate::settings::Settings;
+use crate::shadow::{self, Shadow, ShadowReport, ShadowState};
 
 /// What to run.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +38,8 @@ pub struct Inspection {
     pub test: Option<TestOutcome>,
     pub probe: Option<ProbeReport>,
     pub conflicts: Vec<ListenConflict>,
+    /// The shadow started beside `nginx -t`, or why it did not start; `None` when off.
+    pub shadow: Option<std::result::Result<Shadow, String>>,
 }
 
 /// Probe settings from flags and the configuration's `user`.
@@ -65,6 +73,7 @@ pub struct Early {
     /// every free address it names (it only ignores EADDRINUSE), so a table read while it runs
     /// could show a new `listen` "held" by `nginx -t` itself.
     tables: Option<Listeners>,
+    shadow: Option<std::result::Result<Shadow, String>>,
 }
 
 type Tested = (Result<TestOutcome>, Duration);
@@ -87,7 +96,26 @@ impl Early {
             checks,
             test,
             tables,
+            shadow: None,
         }
+    }
+
+    /// Start the candidate in a shadow nginx beside `nginx -t` (unless `s.no_shadow`). A shadow
+    /// that cannot start is remembered as the reason, never a refusal: it says nothing about
+    /// the change. Runs on the calling thread, whose end the shadow's death signal follows.
+    pub fn with_shadow(mut self, s: &Settings, env: &Env, config: &Config) -> Early {
+        if s.no_shadow {
+            return self;
+        }
+        let started = Shadow::start(&shadow::Options {
+            binary: &env.nginx.binary,
+            prefix: &env.nginx.prefix,
+            config,
+            info: &env.info,
+            state_dir: &s.state_dir,
+        });
+        self.shadow = Some(started.map_err(|e| e.to_string()));
+        self
     }
 
     fn join(&mut self) -> Option<Tested> {
@@ -175,7 +203,136 @@ pub fn inspect(
         test,
         probe,
         conflicts,
+        shadow: early.shadow.take(),
     })
+}
+
+/// The candidate's checks: the `--health` URLs, else the requests derived from its servers,
+/// focused on those in `changed` files (absolute paths). The shadow sends these before the
+/// reload; verification sends the same after it.
+pub fn candidate_checks(
+    s: &Settings,
+    servers: &[Server],
+    changed: &[PathBuf],
+) -> Result<Vec<Check>> {
+    if s.health.is_empty() {
+        return Ok(health::focused_checks(servers, changed));
+    }
+    s.health
+        .iter()
+        .map(|u| health::parse_url(u, &s.resolve))
+        .collect()
+}
+
+/// How checks are sent: the same window and accepted statuses as verification.
+pub fn health_options(s: &Settings) -> HealthOptions {
+    HealthOptions {
+        window: s.health_window,
+        expect_status: (!s.expect_status.is_empty()).then(|| s.expect_status.clone()),
+        ..HealthOptions::default()
+    }
+}
+
+/// Send the candidate's checks through the shadow started beside `nginx -t`, then stop it.
+/// `true` when the shadow refuses the change: a check the running nginx passes fails there.
+/// A shadow that did not start or cannot judge is noted ("not verified in the shadow") and
+/// refuses nothing. `running_logs` are the real nginx's error logs, read while a failed check
+/// is asked of it.
+pub fn through_shadow(
+    s: &Settings,
+    insp: &mut Inspection,
+    changed: &[PathBuf],
+    running_logs: &[PathBuf],
+    report: &mut Report,
+) -> Result<bool> {
+    let Some(started) = insp.shadow.take() else {
+        report.shadow = Some(ShadowReport::new(ShadowState::Off, None));
+        return Ok(false);
+    };
+    let t = Instant::now();
+    let mut shadow = match started {
+        Ok(shadow) => shadow,
+        Err(why) => {
+            let why = format!("the shadow nginx could not be started: {why}");
+            report
+                .notes
+                .push(format!("not verified in the shadow: {why}"));
+            report.step("shadow", true, t.elapsed(), Some("not started".into()));
+            report.shadow = Some(ShadowReport::new(ShadowState::NotVerified, Some(why)));
+            return Ok(false);
+        }
+    };
+    let test_took = (report.steps.iter())
+        .find(|st| st.name == "nginx -t")
+        .map_or(Duration::ZERO, |st| st.elapsed);
+    let within = (test_took * 2 + Duration::from_secs(5)).min(s.nginx_timeout);
+    let mut rep = ShadowReport::new(ShadowState::NotVerified, None);
+    rep.master_pid = Some(shadow.master_pid());
+    rep.listens = shadow.ports().rows();
+    match shadow.wait_ready(within) {
+        Err(why) => {
+            if crate::signals::interrupted() {
+                return Err(Error::Interrupted);
+            }
+            rep.reason = Some(format!("the shadow nginx did not start: {why}"));
+        }
+        Ok(()) => {
+            crate::store::test_pause("shadow-running");
+            let checks = candidate_checks(s, &insp.servers, changed)?;
+            let (results, skipped) =
+                shadow::run_checks(&shadow, &checks, running_logs, &health_options(s));
+            let (state, reason) =
+                shadow::judge(&results, shadow::differing_variable(&insp.config.files));
+            (rep.state, rep.reason, rep.checks, rep.skipped) = (state, reason, results, skipped);
+        }
+    }
+    rep.elapsed = shadow.age();
+    let stopping = shadow.stop();
+    let detail = match rep.state {
+        ShadowState::Verified => format!(
+            "{} checks, stopped in {} ms",
+            rep.checks.len(),
+            stopping.as_millis()
+        ),
+        ShadowState::Refused => "refused".into(),
+        _ => "not verified".into(),
+    };
+    report.step(
+        "shadow",
+        rep.state != ShadowState::Refused,
+        t.elapsed(),
+        Some(detail),
+    );
+    let refuses = rep.state == ShadowState::Refused;
+    match (rep.state, &rep.reason) {
+        (ShadowState::Refused, Some(why)) => {
+            let failed = rep
+                .checks
+                .iter()
+                .find(|c| c.shadow.failed || !c.upstream_errors.is_empty());
+            let server = failed.and_then(|c| {
+                insp.servers
+                    .iter()
+                    .find(|sv| sv.server_names.contains(&c.host))
+            });
+            report.problems.push(Problem {
+                level: "error".into(),
+                message: format!("{why}: the change is refused before the reload"),
+                file: server.map(|sv| sv.file.to_path_buf()),
+                line: server.map(|sv| sv.line),
+                hint: Some("no client saw this: the request went to a throwaway nginx running the candidate on a loopback port".into()),
+            });
+        }
+        (ShadowState::NotVerified, Some(why)) => {
+            report
+                .notes
+                .push(format!("not verified in the shadow: {why}"));
+        }
+        (_, Some(why)) => report.notes.push(format!("shadow: {why}")),
+        _ => {}
+    }
+    report.shadow = Some(rep);
+    Ok(refuses)
 }
 
 impl Inspection {

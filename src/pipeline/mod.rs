@@ -143,7 +143,8 @@ pub fn reload_locked(
             probe: !s.no_probe,
             preflight: true,
         },
-    );
+    )
+    .with_shadow(s, &env, &config);
     let own = own_pids(&master);
     // The diff only reads (the store and the bytes already loaded): it runs while nginx -t does.
     // The diff's own handles on the file bytes go with its thread, not with this function.
@@ -181,6 +182,11 @@ pub fn reload_locked(
     if unchanged && !s.force {
         report.notes.push("nothing changed since the last good configuration; not reloading (--force reloads anyway)".into());
         return Ok(report.finish(Outcome::Unchanged, Exit::Ok));
+    }
+    let changed = changed_paths(&insp.config, report);
+    let running_logs = env.error_logs(&insp.config);
+    if inspect::through_shadow(s, &mut insp, &changed, &running_logs, report)? {
+        return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }
     if last_good.is_none() {
         report.warnings.push(
@@ -292,6 +298,13 @@ fn refuse_obstacles(report: &mut Report, root: &Path, diff: Option<&ConfigDiff>)
 
 fn changed_files(report: &Report) -> Vec<String> {
     report.diff.as_ref().map(|d| d.paths()).unwrap_or_default()
+}
+
+/// The changed files as absolute paths, as the candidate's checks take them.
+fn changed_paths(config: &Config, report: &Report) -> Vec<PathBuf> {
+    (changed_files(report).iter())
+        .map(|p| config.conf_prefix.join(p))
+        .collect()
 }
 
 /// A configuration that does not even load: refused, with file and line.

@@ -117,6 +117,15 @@ fn answer_200(c: &mut dyn ReadWrite, name: &str) {
     let _ = c.flush();
 }
 
+fn answer_502(c: &mut dyn ReadWrite, _name: &str) {
+    read_request(c);
+    let _ = write!(
+        c,
+        "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbad"
+    );
+    let _ = c.flush();
+}
+
 fn close_without_answer(c: &mut dyn ReadWrite, _name: &str) {
     // Read the request first so the close is a clean FIN, not a reset.
     read_request(c);
@@ -235,6 +244,23 @@ impl AcceptCloseBackend {
         AcceptCloseBackend {
             addr: l.local_addr().expect("local addr"),
             _server: Server::run(Bound::Tcp(l), close_without_answer, String::new()),
+        }
+    }
+}
+
+/// An HTTP backend that answers every request with its own `502 Bad Gateway`: every probe
+/// that asks for a status line passes, yet nginx passes the 502 on to the client.
+pub struct BadGatewayBackend {
+    pub addr: SocketAddr,
+    _server: Server,
+}
+
+impl BadGatewayBackend {
+    pub fn start(addr: SocketAddr) -> BadGatewayBackend {
+        let l = TcpListener::bind(addr).expect("bind 502 backend");
+        BadGatewayBackend {
+            addr: l.local_addr().expect("local addr"),
+            _server: Server::run(Bound::Tcp(l), answer_502, String::new()),
         }
     }
 }

@@ -115,8 +115,8 @@ mod nginx;
 pub use nginx::{alive, TestNginx, TestNginxBuilder};
 mod backends;
 pub use backends::{
-    hanging_listener, test_venv, AcceptCloseBackend, AppServer, ClientLoop, CloseBackend,
-    HangingListener, HttpBackend, SlowBackend,
+    hanging_listener, test_venv, AcceptCloseBackend, AppServer, BadGatewayBackend, ClientLoop,
+    CloseBackend, HangingListener, HttpBackend, SlowBackend,
 };
 mod cli;
 pub use cli::{finish, proxy_site, run_command, syn_sent_to, text, Run, SafeReload, BIN};

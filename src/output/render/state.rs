@@ -59,4 +59,15 @@ pub fn render_status(p: &Printer, st: &StatusReport) {
             j.pid, j.started, j.phase
         ));
     }
+    for l in &st.leftover_shadows {
+        let what = match l.running {
+            Some(pid) => format!("its nginx master (pid {pid}) still runs"),
+            None => "its nginx has stopped".into(),
+        };
+        p.out(&format!(
+            "leftover shadow: run pid {} was killed; {what}; {} remains; run `safe-reload recover`",
+            l.owner,
+            l.dir.display()
+        ));
+    }
 }

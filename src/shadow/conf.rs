@@ -1,0 +1,543 @@
+//! The shadow's copy of the candidate: each file rewritten so a second nginx can run it beside
+//! the real one without touching anything the real one owns.
+//!
+//! Every `listen` moves one-to-one onto the shadow's own loopback port or socket (its other
+//! parameters stay, so `default_server`, `ssl`, `http2` and `proxy_protocol` route as in
+//! production); every path nginx writes (`error_log`, `access_log`, temp and cache paths,
+//! `*_store`) goes into the shadow's directory or is turned off; the main-context directives the
+//! command line sets instead (`pid`, `daemon`, `master_process`, `worker_processes`,
+//! `lock_file`) are removed; absolute `include`s point into the copy; relative `root`, `alias`
+//! and `load_module` paths, which nginx reads relative to the prefix, are made absolute against
+//! the real prefix. Edits keep every line where it was, so the shadow's messages name the
+//! candidate's lines.
+
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use crate::conf::lexer::{Lexer, TokenKind};
+use crate::conf::servers::listen_addr;
+use crate::conf::targets::Context;
+use crate::conf::{ConfFile, ListenAddr, Word};
+use crate::error::{Error, Result};
+
+/// Where the shadow listens instead of one production address.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ShadowAddr {
+    Inet(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for ShadowAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShadowAddr::Inet(sa) => write!(f, "{sa}"),
+            ShadowAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl Serialize for ShadowAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// One production listen address (TCP or UDP) and the shadow's stand-in for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortMap {
+    map: BTreeMap<(ListenAddr, bool), ShadowAddr>,
+}
+
+/// One row of a [`PortMap`], for the report and the lease file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Remapped {
+    pub listen: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub udp: bool,
+    pub shadow: String,
+}
+
+impl PortMap {
+    /// Map `listen` (UDP when `udp`) to `to`.
+    pub fn insert(&mut self, listen: ListenAddr, udp: bool, to: ShadowAddr) {
+        self.map.insert((listen, udp), to);
+    }
+
+    /// The shadow's address for a production listen.
+    pub fn get(&self, listen: &ListenAddr, udp: bool) -> Option<&ShadowAddr> {
+        self.map.get(&(listen.clone(), udp))
+    }
+
+    /// Every production address (with its UDP flag).
+    pub fn keys(&self) -> impl Iterator<Item = &(ListenAddr, bool)> {
+        self.map.keys()
+    }
+
+    /// Where a TCP connection to `connect` on the real nginx goes in the shadow: to the socket
+    /// the kernel would pick, the exact address first, else the wildcard of its family on the
+    /// same port (`localhost:80` stands for `127.0.0.1:80`).
+    pub fn route(&self, connect: SocketAddr) -> Option<SocketAddr> {
+        let wildcard = match connect.ip() {
+            IpAddr::V4(_) => SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0),
+            IpAddr::V6(_) => SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0),
+        };
+        let mut keys = vec![ListenAddr::Tcp(connect)];
+        if connect.ip().is_loopback() {
+            keys.push(ListenAddr::Host {
+                name: "localhost".into(),
+                port: connect.port(),
+            });
+        }
+        keys.push(ListenAddr::Tcp(SocketAddr::new(
+            wildcard.ip(),
+            connect.port(),
+        )));
+        keys.iter().find_map(|k| match self.get(k, false) {
+            Some(ShadowAddr::Inet(sa)) => Some(*sa),
+            _ => None,
+        })
+    }
+
+    /// The rows, in address order.
+    pub fn rows(&self) -> Vec<Remapped> {
+        self.map
+            .iter()
+            .map(|((listen, udp), to)| Remapped {
+                listen: listen.to_string(),
+                udp: *udp,
+                shadow: to.to_string(),
+            })
+            .collect()
+    }
+}
+
+/// The http temp path directives and the module each needs.
+pub const HTTP_TEMP_PATHS: [(&str, &str); 5] = [
+    ("client_body_temp_path", "http_core"),
+    ("proxy_temp_path", "http_proxy"),
+    ("fastcgi_temp_path", "http_fastcgi"),
+    ("uwsgi_temp_path", "http_uwsgi"),
+    ("scgi_temp_path", "http_scgi"),
+];
+
+/// Everything the rewrite of one file needs beyond the file itself.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub ports: PortMap,
+    /// The shadow's directory: the copy goes under `conf/`, logs under `logs/`, temp and cache
+    /// directories under `temp/` and `cache/`.
+    pub dir: PathBuf,
+    /// The real prefix, against which relative `root`, `alias` and `load_module` resolve.
+    pub prefix: PathBuf,
+    /// `server {}` blocks (file, line) with no `listen` at all: nginx would give them `*:80`,
+    /// so the shadow gives them that address's stand-in explicitly.
+    pub add_listen: HashSet<(PathBuf, u32)>,
+    /// Temp path directives the `http {}` block does not set: without one nginx creates its
+    /// compiled-in directory (e.g. `/var/lib/nginx/body`), so each gets one in `temp/`.
+    pub http_temp: Vec<&'static str>,
+}
+
+impl Plan {
+    /// Where the copy of a configuration file goes.
+    pub fn copy_of(&self, path: &Path) -> PathBuf {
+        let rel = path.strip_prefix("/").unwrap_or(path);
+        self.dir.join("conf").join(rel)
+    }
+
+    /// The shadow's error log: every `error_log` of the candidate writes here.
+    pub fn error_log(&self) -> PathBuf {
+        self.dir.join("logs/error.log")
+    }
+}
+
+/// Blocks whose entries are values, not directives: nothing inside them is rewritten.
+fn holds_values(block: &str) -> bool {
+    matches!(
+        block,
+        "map" | "geo" | "types" | "split_clients" | "charset_map" | "match"
+    )
+}
+
+/// Directives the command line sets for the shadow (`-g`), or that it must not have.
+fn removed(name: &str) -> bool {
+    matches!(
+        name,
+        "pid"
+            | "daemon"
+            | "master_process"
+            | "worker_processes"
+            | "worker_cpu_affinity"
+            | "lock_file"
+            | "working_directory"
+            | "ssl_session_log"
+    ) || name.starts_with("google_perftools")
+}
+
+struct Edit {
+    start: usize,
+    end: usize,
+    text: String,
+}
+
+/// The file rewritten for the shadow (see the module header). Fails on a `listen` the map has
+/// no address for, and on bytes nginx would not parse (`nginx -t` reports those).
+pub fn shadow_conf(file: &ConfFile, plan: &Plan) -> Result<Vec<u8>> {
+    let bytes = &file.bytes;
+    let err = |line: u32, message: String| Error::config(file.path.clone(), line, message);
+    let mut lexer = Lexer::new(bytes);
+    let mut edits: Vec<Edit> = Vec::new();
+    let mut stack: Vec<Word> = Vec::new();
+    let mut words: Vec<(Word, usize, u32)> = Vec::new();
+    loop {
+        let before = lexer.offset();
+        let tok = lexer.next_token().map_err(|e| err(e.line, e.message))?;
+        match tok.kind {
+            TokenKind::Word | TokenKind::Quoted => {
+                words.push((tok.text, token_start(bytes, before), tok.line))
+            }
+            TokenKind::Semicolon => {
+                let in_values = stack.last().is_some_and(|b| holds_values(b));
+                if let (false, Some((name, start, line))) = (in_values, words.first()) {
+                    let args: Vec<&str> = words[1..].iter().map(|w| w.0.as_str()).collect();
+                    let end = lexer.offset();
+                    if let Some(text) =
+                        rewrite(name, &args, *line, &file.path, plan).map_err(|m| err(*line, m))?
+                    {
+                        edits.push(Edit {
+                            start: *start,
+                            end,
+                            text,
+                        });
+                    }
+                }
+                words.clear();
+            }
+            TokenKind::BlockStart => {
+                let Some((name, _, line)) = words.first().cloned() else {
+                    return Err(err(tok.line, "unexpected \"{\"".into()));
+                };
+                words.clear();
+                if name.ends_with("_by_lua_block") {
+                    lexer.raw_block().map_err(|e| err(e.line, e.message))?;
+                    continue;
+                }
+                let at = lexer.offset();
+                let insert = opened(&name, line, stack.is_empty(), &file.path, plan)
+                    .map_err(|m| err(line, m))?;
+                if let Some(text) = insert {
+                    edits.push(Edit {
+                        start: at,
+                        end: at,
+                        text,
+                    });
+                }
+                stack.push(name);
+            }
+            TokenKind::BlockEnd => {
+                stack.pop();
+                words.clear();
+            }
+            TokenKind::Eof => break,
+        }
+    }
+    Ok(apply(bytes, &edits))
+}
+
+/// Text to insert right after a block's `{`.
+fn opened(
+    name: &str,
+    line: u32,
+    top: bool,
+    path: &Path,
+    plan: &Plan,
+) -> std::result::Result<Option<String>, String> {
+    if name == "http" && top {
+        // The compiled-in access log (e.g. /var/log/nginx/access.log) is opened without one.
+        let mut text = " access_log off;".to_string();
+        for d in &plan.http_temp {
+            let kind = d.trim_end_matches("_temp_path");
+            text.push_str(&format!(
+                " {d} {};",
+                word(&plan.dir.join("temp").join(kind).to_string_lossy())
+            ));
+        }
+        return Ok(Some(text));
+    }
+    if name == "server" && plan.add_listen.contains(&(path.to_path_buf(), line)) {
+        let default = ListenAddr::Tcp(SocketAddr::from(([0, 0, 0, 0], 80)));
+        let to = plan
+            .ports
+            .get(&default, false)
+            .ok_or("no shadow address for the default listen *:80")?;
+        return Ok(Some(format!(" listen {};", word(&to.to_string()))));
+    }
+    Ok(None)
+}
+
+/// The replacement for one simple directive, `None` to keep it.
+fn rewrite(
+    name: &str,
+    args: &[&str],
+    line: u32,
+    path: &Path,
+    plan: &Plan,
+) -> std::result::Result<Option<String>, String> {
+    let put = |name: &str, args: &[String]| -> Option<String> {
+        let mut text = name.to_string();
+        for a in args {
+            text.push(' ');
+            text.push_str(&word(a));
+        }
+        text.push(';');
+        Some(text)
+    };
+    let rest =
+        |from: usize| -> Vec<String> { args.iter().skip(from).map(|a| a.to_string()).collect() };
+    let place = |dir: &str| -> String {
+        let tag = format!(
+            "{}-{:08x}-{line}",
+            name,
+            fnv(path.as_os_str().as_encoded_bytes())
+        );
+        plan.dir.join(dir).join(tag).to_string_lossy().into_owned()
+    };
+    Ok(match name {
+        "listen" => {
+            let text = args.first().ok_or("listen without an address")?;
+            let addr = listen_addr(Context::Http, text)
+                .ok_or_else(|| format!("cannot read the listen address \"{text}\""))?;
+            let udp = args.contains(&"udp");
+            let to = plan
+                .ports
+                .get(&addr, udp)
+                .ok_or_else(|| format!("no shadow address for listen {addr}"))?;
+            let mut new = vec![to.to_string()];
+            new.extend(rest(1));
+            put("listen", &new)
+        }
+        n if removed(n) => Some(String::new()),
+        "error_log" => put(
+            "error_log",
+            &[
+                plan.error_log().to_string_lossy().into_owned(),
+                "notice".into(),
+            ],
+        ),
+        "access_log" => put("access_log", &["off".into()]),
+        "proxy_store" | "fastcgi_store" | "uwsgi_store" | "scgi_store" => {
+            put(name, &["off".into()])
+        }
+        n if n.ends_with("_temp_path") => {
+            let mut new = vec![place("temp")];
+            new.extend(rest(1));
+            put(name, &new)
+        }
+        n if n.ends_with("_cache_path") => {
+            let mut new = vec![place("cache")];
+            new.extend(rest(1));
+            put(name, &new)
+        }
+        "include" => match args.first() {
+            Some(p) if p.starts_with('/') => put(
+                "include",
+                &[plan.copy_of(Path::new(p)).to_string_lossy().into()],
+            ),
+            _ => None,
+        },
+        "load_module" | "root" | "alias" => match args.first() {
+            Some(p) if !p.starts_with('/') && !p.starts_with('$') && !p.is_empty() => {
+                let abs = plan.prefix.join(p).to_string_lossy().into_owned();
+                let mut new = vec![abs];
+                new.extend(rest(1));
+                put(name, &new)
+            }
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// Where a word token starts: past the whitespace and comments after the previous token.
+fn token_start(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(&b) = bytes.get(at) {
+        match b {
+            b' ' | b'\t' | b'\r' | b'\n' => at += 1,
+            b'#' => {
+                while bytes.get(at).is_some_and(|&c| c != b'\n') {
+                    at += 1;
+                }
+            }
+            _ => break,
+        }
+    }
+    at
+}
+
+/// Apply edits (sorted, not overlapping); each replacement is followed by as many newlines as
+/// the text it replaces held, so every later line keeps its number.
+fn apply(bytes: &[u8], edits: &[Edit]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + edits.len() * 32);
+    let mut at = 0;
+    for e in edits {
+        out.extend_from_slice(&bytes[at..e.start]);
+        out.extend_from_slice(e.text.as_bytes());
+        let lines = bytes[e.start..e.end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        out.extend(std::iter::repeat_n(b'\n', lines));
+        at = e.end;
+    }
+    out.extend_from_slice(&bytes[at..]);
+    out
+}
+
+/// A word as nginx reads it back: bare when it holds nothing special, else double-quoted.
+pub(crate) fn word(text: &str) -> String {
+    let plain = !text.is_empty()
+        && !text
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b";{}\"'\\#$".contains(&b));
+    if plain {
+        return text.to_string();
+    }
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A short stable tag for a path (FNV-1a), so two files' temp paths never share a directory.
+fn fnv(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn plan() -> Plan {
+        let mut ports = PortMap::default();
+        let any80 = ListenAddr::Tcp("0.0.0.0:80".parse().unwrap());
+        ports.insert(
+            any80,
+            false,
+            ShadowAddr::Inet("127.0.0.1:5001".parse().unwrap()),
+        );
+        ports.insert(
+            ListenAddr::Tcp("[::]:443".parse().unwrap()),
+            false,
+            ShadowAddr::Inet("[::1]:5002".parse().unwrap()),
+        );
+        ports.insert(
+            ListenAddr::Unix("/run/site.sock".into()),
+            false,
+            ShadowAddr::Unix("/s/sock/0.sock".into()),
+        );
+        ports.insert(
+            ListenAddr::Tcp("0.0.0.0:53".parse().unwrap()),
+            true,
+            ShadowAddr::Inet("127.0.0.1:5003".parse().unwrap()),
+        );
+        Plan {
+            ports,
+            dir: "/s".into(),
+            prefix: "/usr/share/nginx".into(),
+            add_listen: HashSet::from([(PathBuf::from("/etc/nginx/nginx.conf"), 9)]),
+            http_temp: vec!["proxy_temp_path"],
+        }
+    }
+
+    fn rewrite_text(text: &str) -> String {
+        let file = ConfFile {
+            path: "/etc/nginx/nginx.conf".into(),
+            bytes: Arc::from(text.as_bytes()),
+        };
+        String::from_utf8(shadow_conf(&file, &plan()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn listens_move_one_to_one_and_keep_their_parameters() {
+        let text = "http {\nserver { listen 80 default_server; listen [::]:443 ssl http2; }\n\
+                    server { listen unix:/run/site.sock proxy_protocol; }\n}\n\
+                    stream { server { listen 53 udp; } }\n";
+        let out = rewrite_text(text);
+        assert_eq!(
+            out,
+            "http { access_log off; proxy_temp_path /s/temp/proxy;\n\
+             server { listen 127.0.0.1:5001 default_server; listen [::1]:5002 ssl http2; }\n\
+             server { listen unix:/s/sock/0.sock proxy_protocol; }\n}\n\
+             stream { server { listen 127.0.0.1:5003 udp; } }\n"
+        );
+    }
+
+    #[test]
+    fn writers_move_into_the_shadow_and_lines_stay_put() {
+        let text = "pid /run/nginx.pid;\nuser www-data;\nworker_processes\n  auto;\n\
+                    error_log syslog:server=unix:/dev/log warn;\nload_module modules/x.so;\n\
+                    events {}\nhttp {\nserver { # no listen\n access_log /var/log/a.log main;\n\
+                    proxy_cache_path /var/cache/nginx levels=1:2 keys_zone=c:10m;\n\
+                    client_body_temp_path /var/lib/nginx/body 1 2;\n proxy_store on;\n\
+                    root html; alias $x; include /etc/nginx/snippets/*.conf; include mime.types;\n}\n}\n";
+        let out = rewrite_text(text);
+        let want = "\nuser www-data;\n\n\n\
+                    error_log /s/logs/error.log notice;\nload_module /usr/share/nginx/modules/x.so;\n\
+                    events {}\nhttp { access_log off; proxy_temp_path /s/temp/proxy;\n\
+                    server { listen 127.0.0.1:5001; # no listen\n access_log off;\n\
+                    proxy_cache_path /s/cache/proxy_cache_path-";
+        assert!(out.starts_with(want), "{out}");
+        assert!(
+            out.contains(
+                "levels=1:2 keys_zone=c:10m;\nclient_body_temp_path /s/temp/client_body_temp_path-"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("-12 1 2;\n proxy_store off;\nroot /usr/share/nginx/html; alias $x; include /s/conf/etc/nginx/snippets/*.conf; include mime.types;\n}\n}\n"), "{out}");
+        assert_eq!(out.lines().count(), text.lines().count());
+    }
+
+    #[test]
+    fn values_and_lua_are_left_alone() {
+        let text = "http {\nmap $a $b { listen 1; pid 2; }\n\
+                    server { listen 80; content_by_lua_block { pid = 1; error_log(\"x\") } }\n}\n";
+        let out = rewrite_text(text);
+        assert!(out.contains("map $a $b { listen 1; pid 2; }"), "{out}");
+        assert!(
+            out.contains("listen 127.0.0.1:5001; content_by_lua_block { pid = 1;"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn an_unmapped_listen_is_an_error_at_its_line() {
+        let file = ConfFile {
+            path: "/c".into(),
+            bytes: Arc::from(&b"http {\n server { listen 10.0.0.1:8080; }\n}\n"[..]),
+        };
+        let e = shadow_conf(&file, &plan()).unwrap_err();
+        assert!(matches!(e, Error::Config { line: 2, .. }), "{e}");
+    }
+
+    #[test]
+    fn connections_route_like_the_kernel_would() {
+        let p = plan();
+        assert_eq!(
+            p.ports.route("127.0.0.1:80".parse().unwrap()),
+            Some("127.0.0.1:5001".parse().unwrap())
+        );
+        assert_eq!(
+            p.ports.route("[::1]:443".parse().unwrap()),
+            Some("[::1]:5002".parse().unwrap())
+        );
+        assert_eq!(p.ports.route("127.0.0.1:8080".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn words_are_quoted_only_when_needed() {
+        assert_eq!(word("/a/b"), "/a/b");
+        assert_eq!(word("/a b"), "\"/a b\"");
+        assert_eq!(word("a\"b"), "\"a\\\"b\"");
+    }
+}
