@@ -181,6 +181,10 @@ pids+=($!)
 wait_listen "$CRASHING"
 write_site "$CRASHING"
 set +e; sr -y; code=$?; set -e
+echo "exit status $code: a throwaway shadow nginx on loopback ports answered 502; refused before the reload, no client saw it"
+
+say "4b. the same change without the shadow (--no-shadow): reloaded, 502 seen through nginx, rolled back"
+set +e; sr -y --no-shadow; code=$?; set -e
 echo "exit status $code: rolled back; the site answers again:"
 run curl -s "http://$IP:$WEB/"
 run cat "$site"

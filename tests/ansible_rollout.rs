@@ -122,7 +122,9 @@ impl Host {
         std::fs::write(prefix.join("push/app.conf"), &new_conf).expect("pushed app.conf");
         std::fs::write(
             prefix.join("safe-reload.toml"),
-            "health-window = \"1s\"\nprobe-timeout = \"500ms\"\n",
+            // The rollout is about a host rolled back after its reload: without the shadow,
+            // which would refuse the broken host's change before it (tests/shadow_instance.rs).
+            "health-window = \"1s\"\nprobe-timeout = \"500ms\"\nno-shadow = true\n",
         )
         .expect("settings");
         let nginx = Command::new(NGINX)

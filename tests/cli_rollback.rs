@@ -43,7 +43,9 @@ impl Site {
     /// Write the change, run `-y --json` with `flags`, expect `code` and `outcome`.
     fn reload(&self, http: &str, flags: &[&str], code: i32, outcome: &str) -> (Run, Value) {
         self.nginx.write_http(http);
-        let mut args = vec!["-y", "--json"];
+        // These tests are about the rollback: without the shadow, which would refuse most of
+        // these changes before the reload (tests/shadow_instance.rs).
+        let mut args = vec!["-y", "--json", "--no-shadow"];
         args.extend_from_slice(flags);
         let run = self.sr.run(&args);
         run.expect(code);
@@ -147,7 +149,7 @@ fn an_added_file_that_causes_502_is_moved_out_of_the_tree() {
     );
     std::fs::write(&added, &text).expect("write conf.d/api.conf");
 
-    let run = site.sr.run(&["-y", "--json"]);
+    let run = site.sr.run(&["-y", "--json", "--no-shadow"]);
     run.expect(3);
     let report = run.json();
     assert_eq!(report["outcome"], "rolled_back", "{run}");
@@ -202,12 +204,12 @@ fn no_probe_with_a_refused_upstream_rolls_back_showing_the_connect_error() {
     );
     assert_eq!(site.get(), (200, "app-v1".into()));
 
-    let human = site.sr.run(&["-y", "--no-probe"]);
+    let human = site.sr.run(&["-y", "--no-probe", "--no-shadow"]);
     // The first run restored the baseline: nothing to do now.
     human.expect(0);
     site.nginx
         .write_http(&proxy_site(site.listen, &dead.to_string()));
-    let human = site.sr.run(&["-y", "--no-probe"]);
+    let human = site.sr.run(&["-y", "--no-probe", "--no-shadow"]);
     human.expect(3);
     let all = format!("{}{}", human.stdout, human.stderr);
     assert!(
@@ -366,7 +368,7 @@ fn an_explicit_health_url_on_a_listen_only_the_change_has_is_not_reverified_afte
     assert!(http_get(added, "new.test", "/").is_err(), "{run}");
 
     site.nginx.write_http(&change);
-    let text = site.sr.run(&["-y", "--no-probe", "--health", &url]);
+    let text = site.sr.run(&["-y", "--no-probe", "--no-shadow", "--health", &url]);
     text.expect(3);
     assert!(
         text.stderr.contains(&format!(

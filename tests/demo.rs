@@ -111,6 +111,7 @@ fn the_demo_runs_to_the_end_and_leaves_nothing_behind() {
         "refused: nginx was not reloaded",
         "closed it without answering the HTTP probe",
         "HTTP 502",
+        "through the shadow nginx answered HTTP 502",
         "rolled back: the change failed after the reload",
         "hello from the app",
         "* = last good",

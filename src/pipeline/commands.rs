@@ -136,6 +136,9 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
             .collect();
         let logs = env.error_logs(&insp.config);
         refuses = inspect::through_shadow(s, &mut insp, &changed, &logs, report)?;
+        if signals::interrupted() {
+            return Err(Error::Interrupted);
+        }
     }
     if refuses {
         return Ok(report.finish(Outcome::Refused, Exit::Refused));

@@ -185,7 +185,11 @@ pub fn reload_locked(
     }
     let changed = changed_paths(&insp.config, report);
     let running_logs = env.error_logs(&insp.config);
-    if inspect::through_shadow(s, &mut insp, &changed, &running_logs, report)? {
+    let shadow_refuses = inspect::through_shadow(s, &mut insp, &changed, &running_logs, report)?;
+    if signals::interrupted() {
+        return Err(Error::Interrupted);
+    }
+    if shadow_refuses {
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }
     if last_good.is_none() {

@@ -72,6 +72,9 @@ impl Site {
         f.push(format!("http://{}/", self.addr));
         f.push("--color".into());
         f.push("never".into());
+        // These tests drive bad changes through the reload, its journal and the rollback; the
+        // shadow would refuse them before the reload (tests/shadow_instance.rs covers it).
+        f.push("--no-shadow".into());
         f
     }
 

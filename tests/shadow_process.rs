@@ -1,0 +1,376 @@
+//! The shadow nginx as a process, caught at a known moment (the `shadow-running` test pause:
+//! the binary stops itself once the shadow serves): every listen remapped (TCP, IPv6, unix,
+//! TLS with SNI, `default_server` routing), nothing written outside its directory, the real
+//! nginx's sockets untouched, and nothing left running after SIGKILL, SIGTERM or SIGINT of
+//! safe-reload.
+
+mod support;
+use support::*;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+/// The lease the run wrote: `STATE/shadow/PID.json`.
+fn lease(sr: &SafeReload, run: &Child) -> serde_json::Value {
+    let path = sr.state.join(format!("shadow/{}.json", run.id()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("the lease is JSON")
+}
+
+/// The shadow address the lease gives a production listen.
+fn shadow_of(lease: &serde_json::Value, listen: &str) -> String {
+    lease["listens"]
+        .as_array()
+        .expect("listens")
+        .iter()
+        .find(|r| r["listen"] == listen)
+        .and_then(|r| r["shadow"].as_str())
+        .unwrap_or_else(|| panic!("no shadow address for {listen} in {lease}"))
+        .to_string()
+}
+
+fn stopped(child: &Child) -> bool {
+    let pid = child.id();
+    wait_for(Duration::from_secs(30), || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                == Some("T")
+        })
+    })
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: signalling our own child by pid; it is reaped by `finish`.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+/// Children of `pid`: the shadow master's workers and cache processes.
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn title(pid: i32) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+        .trim_end_matches('\0')
+        .to_string()
+}
+
+/// The master's socket inodes: its listening sockets, as the kernel names them.
+fn sockets(pid: i32) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|l| l.display().to_string())
+                .filter(|l| l.starts_with("socket:"))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Every file `pid` holds open for writing.
+fn written_files(pid: i32) -> Vec<PathBuf> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.flatten()
+        .filter_map(|e| {
+            let target = std::fs::read_link(e.path()).ok()?;
+            let info = std::fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                e.file_name().to_string_lossy()
+            ))
+            .ok()?;
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())?;
+            (flags & 0o3 != 0 && target.is_absolute() && target.is_file()).then_some(target)
+        })
+        .collect()
+}
+
+/// Size and modification time of every file under `dir`.
+fn files_under(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((e.path(), meta.len(), meta.modified().expect("mtime")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn get_unix(path: &str, host: &str) -> String {
+    let mut s = UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {path}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string()
+}
+
+/// The subject of the certificate the server at `addr` shows for SNI `name`.
+fn tls_subject(addr: &str, name: &str) -> String {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", addr, "-servername", name])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.starts_with("subject="))
+        .unwrap_or_else(|| panic!("no certificate from {addr}: {text}"))
+        .to_string()
+}
+
+fn cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (c, k) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-days",
+            "1",
+            "-keyout",
+        ])
+        .arg(&k)
+        .arg("-out")
+        .arg(&c)
+        .output()
+        .expect("run openssl req");
+    assert!(st.status.success(), "{st:?}");
+    (c, k)
+}
+
+struct Sites {
+    nginx: TestNginx,
+    sr: SafeReload,
+    plain: SocketAddr,
+    v6: SocketAddr,
+    tls: SocketAddr,
+    sock: PathBuf,
+    http: String,
+    _app: HttpBackend,
+    _certs: tempfile::TempDir,
+}
+
+fn sites() -> Sites {
+    let ip = unique_loopback();
+    let v6ip = IpAddr::V6(Ipv6Addr::LOCALHOST);
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let certs = tempfile::tempdir().unwrap();
+    let (ac, ak) = cert(certs.path(), "a.test");
+    let (bc, bk) = cert(certs.path(), "b.test");
+    let plain = SocketAddr::new(ip, free_port(ip));
+    let v6 = SocketAddr::new(v6ip, free_port(v6ip));
+    let tls = SocketAddr::new(ip, free_port(ip));
+    let sock = certs.path().join("site.sock");
+    let p = certs.path().display();
+    let http = format!(
+        "proxy_cache_path {p}/cache keys_zone=c:1m;\n\
+         server {{ listen {plain}; server_name first.test; location / {{ return 200 \"first\"; }} }}\n\
+         server {{ listen {plain} default_server; server_name default.test; \
+           access_log {p}/site-access.log; location / {{ proxy_cache c; proxy_pass http://{app}; }} }}\n\
+         server {{ listen {v6}; server_name v6.test; location / {{ return 200 \"v6\"; }} }}\n\
+         server {{ listen unix:{sock}; server_name unix.test; location / {{ return 200 \"unix\"; }} }}\n\
+         server {{ listen {tls} ssl; server_name a.test; ssl_certificate {ac}; ssl_certificate_key {ak}; \
+           location / {{ return 200 \"a\"; }} }}\n\
+         server {{ listen {tls} ssl; server_name b.test; ssl_certificate {bc}; ssl_certificate_key {bk}; \
+           location / {{ return 200 \"b\"; }} }}\n",
+        app = app.host_port(),
+        sock = sock.display(),
+        ac = ac.display(),
+        ak = ak.display(),
+        bc = bc.display(),
+        bk = bk.display(),
+    );
+    let nginx = TestNginx::start(&http);
+    let sr = SafeReload::new(&nginx);
+    Sites {
+        nginx,
+        sr,
+        plain,
+        v6,
+        tls,
+        sock,
+        http,
+        _app: app,
+        _certs: certs,
+    }
+}
+
+#[test]
+fn every_listen_is_remapped_and_routes_like_production_and_sigkill_leaves_nothing_running() {
+    let s = sites();
+    let real_sockets = sockets(s.nginx.master_pid());
+    let run =
+        s.sr.command(&["check"])
+            .env("SAFE_RELOAD_TEST_PAUSE", "shadow-running")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start safe-reload check");
+    assert!(stopped(&run), "never stopped with the shadow running");
+    let lease = lease(&s.sr, &run);
+    let master = lease["master"].as_i64().expect("the master's pid") as i32;
+    let dir = PathBuf::from(lease["dir"].as_str().expect("dir"));
+    let workers = children(master);
+    let titles: Vec<String> = workers.iter().map(|w| title(*w)).collect();
+    let serving = titles
+        .iter()
+        .filter(|t| *t == "nginx: worker process")
+        .count();
+    assert_eq!(serving, 1, "one worker: {titles:?}");
+
+    // TCP, with default_server routing kept: an unknown Host goes to the default server.
+    let plain: SocketAddr = shadow_of(&lease, &s.plain.to_string()).parse().unwrap();
+    assert!(plain.ip().is_loopback() && plain != s.plain);
+    assert_eq!(
+        http_get(plain, "first.test", "/").unwrap(),
+        (200, "first".into())
+    );
+    assert_eq!(
+        http_get(plain, "other.test", "/").unwrap(),
+        (200, "app".into())
+    );
+    // IPv6 [::1].
+    let v6: SocketAddr = shadow_of(&lease, &s.v6.to_string()).parse().unwrap();
+    assert!(v6.is_ipv6() && v6 != s.v6);
+    assert_eq!(http_get(v6, "v6.test", "/").unwrap(), (200, "v6".into()));
+    // Unix: a socket inside the shadow's directory.
+    let unix = shadow_of(&lease, &format!("unix:{}", s.sock.display()));
+    let path = unix.strip_prefix("unix:").expect("a unix address");
+    assert!(path.starts_with(dir.to_str().unwrap()), "{path}");
+    assert_eq!(get_unix(path, "unix.test"), "unix");
+    // TLS: the certificate follows SNI.
+    let tls = shadow_of(&lease, &s.tls.to_string());
+    assert!(tls_subject(&tls, "a.test").contains("a.test"));
+    assert!(tls_subject(&tls, "b.test").contains("b.test"));
+
+    // Nothing the shadow writes is outside its directory.
+    for pid in [master].iter().chain(&workers) {
+        for f in written_files(*pid) {
+            assert!(f.starts_with(&dir), "pid {pid} writes {}", f.display());
+        }
+    }
+    // The real nginx kept its own sockets and still serves on each.
+    assert_eq!(sockets(s.nginx.master_pid()), real_sockets);
+    assert_eq!(http_get(s.plain, "first.test", "/").unwrap().1, "first");
+
+    // SIGKILL: the parent-death signal takes the shadow down.
+    signal(&run, libc::SIGKILL);
+    let _ = finish(run, Duration::from_secs(10));
+    assert!(
+        wait_for(Duration::from_secs(10), || !alive(master)
+            && workers.iter().all(|w| !alive(*w))),
+        "the shadow outlived safe-reload"
+    );
+    let status = s.sr.run(&["status", "--json"]);
+    let left = &status.json()["status"]["leftover_shadows"];
+    assert_eq!(left.as_array().map(Vec::len), Some(1), "{status}");
+    assert!(left[0]["running"].is_null(), "{status}");
+    let recover = s.sr.run(&["recover", "--json"]);
+    recover.expect(0);
+    assert!(
+        recover.json()["notes"].to_string().contains("cleaned up"),
+        "{recover}"
+    );
+    assert!(!dir.exists(), "recover removes the leftover directory");
+    assert!(s.sr.run(&["status", "--json"]).json()["status"]["leftover_shadows"].is_null());
+}
+
+#[test]
+fn a_verified_run_writes_nothing_outside_the_shadow() {
+    let s = sites();
+    let before = files_under(&s.nginx.prefix);
+    let certs = files_under(s.sock.parent().unwrap());
+    let run = s.sr.run(&["check", "--json"]);
+    run.expect(0);
+    let report = run.json();
+    assert_eq!(report["shadow"]["state"], "verified", "{run}");
+    assert!(
+        !report["shadow"]["checks"].as_array().unwrap().is_empty(),
+        "{run}"
+    );
+    let skip = |f: &Vec<(PathBuf, u64, std::time::SystemTime)>| -> Vec<_> {
+        // nginx -t (not the shadow) may log to the real error log.
+        f.iter()
+            .filter(|(p, ..)| !p.ends_with("logs/error.log"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(skip(&files_under(&s.nginx.prefix)), skip(&before));
+    assert_eq!(
+        files_under(s.sock.parent().unwrap()),
+        certs,
+        "access log and cache untouched"
+    );
+    let dir = report["shadow"]["listens"].to_string();
+    assert!(dir.contains("safe-reload-shadow."), "{dir}");
+}
+
+#[test]
+fn sigterm_and_sigint_during_the_shadow_stop_it_and_exit_130() {
+    let s = sites();
+    let workers = s.nginx.worker_pids();
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        s.nginx.write_http(&format!("{}\n# a change {sig}", s.http));
+        let run =
+            s.sr.command(&["-y"])
+                .env("SAFE_RELOAD_TEST_PAUSE", "shadow-running")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("start safe-reload");
+        assert!(stopped(&run), "never stopped with the shadow running");
+        let lease = lease(&s.sr, &run);
+        let master = lease["master"].as_i64().expect("master") as i32;
+        let dir = PathBuf::from(lease["dir"].as_str().unwrap());
+        signal(&run, sig);
+        signal(&run, libc::SIGCONT);
+        let out = finish(run, Duration::from_secs(20));
+        out.expect(130);
+        assert!(!alive(master), "signal {sig}: the shadow is stopped");
+        assert!(!dir.exists(), "signal {sig}: its directory is removed");
+        assert_eq!(s.nginx.worker_pids(), workers, "nginx was not signalled");
+    }
+}
