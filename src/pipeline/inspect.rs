@@ -224,11 +224,13 @@ pub fn candidate_checks(
         .collect()
 }
 
-/// How checks are sent: the same window and accepted statuses as verification.
-pub fn health_options(s: &Settings) -> HealthOptions {
+/// How checks are sent: the same window, accepted statuses and expected failovers (peers the
+/// probe found down without refusing) as verification.
+pub fn health_options(s: &Settings, probe: Option<&ProbeReport>) -> HealthOptions {
     HealthOptions {
         window: s.health_window,
         expect_status: (!s.expect_status.is_empty()).then(|| s.expect_status.clone()),
+        expected_down: probe.map_or_else(Vec::new, ProbeReport::expected_down),
         ..HealthOptions::default()
     }
 }
@@ -279,8 +281,8 @@ pub fn through_shadow(
         Ok(()) => {
             crate::store::test_pause("shadow-running");
             let checks = candidate_checks(s, &insp.servers, changed)?;
-            let (results, skipped) =
-                shadow::run_checks(&shadow, &checks, running_logs, &health_options(s));
+            let opts = health_options(s, report.probe.as_ref());
+            let (results, skipped) = shadow::run_checks(&shadow, &checks, running_logs, &opts);
             let (state, reason) =
                 shadow::judge(&results, shadow::differing_variable(&insp.config.files));
             (rep.state, rep.reason, rep.checks, rep.skipped) = (state, reason, results, skipped);
