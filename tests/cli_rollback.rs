@@ -368,7 +368,9 @@ fn an_explicit_health_url_on_a_listen_only_the_change_has_is_not_reverified_afte
     assert!(http_get(added, "new.test", "/").is_err(), "{run}");
 
     site.nginx.write_http(&change);
-    let text = site.sr.run(&["-y", "--no-probe", "--no-shadow", "--health", &url]);
+    let text = site
+        .sr
+        .run(&["-y", "--no-probe", "--no-shadow", "--health", &url]);
     text.expect(3);
     assert!(
         text.stderr.contains(&format!(

@@ -42,10 +42,7 @@ impl ShadowCheck {
     /// The running nginx answers this fine, or does not listen there at all: the shadow's
     /// failure is the change's.
     fn broken_by_change(&self) -> bool {
-        self.failed()
-            && self.running.as_ref().is_none_or(|r| {
-                !r.failed || r.status.is_none() && r.error.as_deref().is_some_and(refused)
-            })
+        self.failed() && self.running.as_ref().is_none_or(|r| !r.failed || r.refused)
     }
 
     /// "HTTP 502" or the error, and the first upstream error logged.
@@ -56,11 +53,6 @@ impl ShadowCheck {
         }
         what
     }
-}
-
-/// A connection refused by the running nginx itself: nothing listens there before the change.
-fn refused(error: &str) -> bool {
-    error.starts_with("connect to") && error.contains("refused")
 }
 
 fn answer(r: &CheckResult) -> String {
@@ -185,9 +177,7 @@ pub fn run_checks(
 pub fn judge(checks: &[ShadowCheck], differs: Option<&str>) -> (ShadowState, Option<String>) {
     if let Some(c) = checks.iter().find(|c| c.broken_by_change()) {
         let running = match &c.running {
-            Some(r) if r.error.as_deref().is_some_and(refused) => {
-                " (the running nginx does not listen there yet)".to_string()
-            }
+            Some(r) if r.refused => " (the running nginx does not listen there yet)".to_string(),
             Some(r) => format!(" (the running nginx answers {})", answer(r)),
             None => String::new(),
         };
@@ -261,6 +251,7 @@ mod tests {
             error: error.map(String::from),
             elapsed: Duration::ZERO,
             failed: status.is_none_or(|s| s == 502 || s == 504),
+            refused: error.is_some_and(|e| e.contains("refused")),
         }
     }
 
