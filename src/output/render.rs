@@ -352,9 +352,11 @@ fn render_health(p: &Printer, h: &HealthReport, label: &str, errors: bool) {
 /// Each check through the shadow: failures always, passes under -v.
 fn render_shadow(p: &Printer, sh: &crate::shadow::ShadowReport) {
     for c in &sh.checks {
-        let failed = c.shadow.failed || !c.upstream_errors.is_empty();
+        let failed = c.failed();
         let mark = if failed {
             p.paint(Tone::Bad, "FAIL")
+        } else if !c.upstream_errors.is_empty() {
+            p.paint(Tone::Warn, "warn")
         } else {
             p.paint(Tone::Good, "ok  ")
         };

@@ -308,10 +308,7 @@ pub fn through_shadow(
     let refuses = rep.state == ShadowState::Refused;
     match (rep.state, &rep.reason) {
         (ShadowState::Refused, Some(why)) => {
-            let failed = rep
-                .checks
-                .iter()
-                .find(|c| c.shadow.failed || !c.upstream_errors.is_empty());
+            let failed = rep.checks.iter().find(|c| c.failed());
             let server = failed.and_then(|c| {
                 insp.servers
                     .iter()

@@ -6,6 +6,12 @@
 //! fails there too the failure is older than the change and refuses nothing; if it passes
 //! (or the running nginx does not listen there yet: a new listen has no baseline) the change
 //! broke it. [`judge`] makes that decision from the results alone.
+//!
+//! Only the answer decides. An upstream error the shadow logs while the client still got a
+//! good answer is nginx failing over, and the shadow, a fresh nginx, tries every peer again
+//! where the running one may have marked a failing peer down long ago and logs nothing: such a
+//! line is reported and left to verification after the reload, which reads the running
+//! configuration's log over a longer window.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,8 +41,9 @@ pub struct ShadowCheck {
 }
 
 impl ShadowCheck {
-    fn failed(&self) -> bool {
-        self.shadow.failed || !self.upstream_errors.is_empty()
+    /// The shadow's answer fails (502, 504, no answer, a status `--expect-status` excludes).
+    pub fn failed(&self) -> bool {
+        self.shadow.failed
     }
 
     /// The running nginx answers this fine, or does not listen there at all: the shadow's
@@ -162,10 +169,7 @@ pub fn run_checks(
         if sc.failed() {
             let mut theirs = Cursors::open(running_logs);
             let r = health::verify(std::slice::from_ref(check), &mut theirs, &one);
-            sc.running = r.results.into_iter().next().map(|mut res| {
-                res.failed |= !r.upstream_errors.is_empty();
-                res
-            });
+            sc.running = r.results.into_iter().next();
         }
         out.push(sc);
     }
@@ -200,6 +204,19 @@ pub fn judge(checks: &[ShadowCheck], differs: Option<&str>) -> (ShadowState, Opt
     }
     let passed = checks.iter().filter(|c| !c.failed()).count();
     let older = checks.len() - passed;
+    let logged = checks
+        .iter()
+        .filter(|c| !c.failed() && !c.upstream_errors.is_empty())
+        .count();
+    if logged > 0 && older == 0 {
+        return (
+            ShadowState::Verified,
+            Some(format!(
+                "{logged} checks answered well while the shadow logged upstream errors (nginx \
+                 failing over): verification after the reload judges those"
+            )),
+        );
+    }
     match (passed, older) {
         (0, 0) => (
             ShadowState::NotVerified,
@@ -305,6 +322,22 @@ mod tests {
         let (state, why) = judge(&[c], Some("$server_port"));
         assert_eq!(state, ShadowState::NotVerified);
         assert!(why.unwrap().contains("$server_port"));
+    }
+
+    #[test]
+    fn an_upstream_error_behind_a_good_answer_is_failover_not_a_refusal() {
+        let mut c = check(result(Some(200), None), None);
+        c.upstream_errors.push(UpstreamError {
+            level: crate::errorlog::Level::Error,
+            kind: crate::errorlog::UpstreamErrorKind::Refused,
+            upstream: Some("http://[::1]:8000/".into()),
+            server: None,
+            request: None,
+            text: "connect() failed (111: Connection refused)".into(),
+        });
+        let (state, why) = judge(&[c], None);
+        assert_eq!(state, ShadowState::Verified);
+        assert!(why.unwrap().contains("failing over"));
     }
 
     #[test]
