@@ -65,6 +65,14 @@ pub fn ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e3)
 }
 
+/// An optional duration as milliseconds (see [`ms`]).
+pub fn ms_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ms(d, s),
+        None => s.serialize_none(),
+    }
+}
+
 /// A problem in the configuration with its place: from `nginx -t` or from our own reading.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {

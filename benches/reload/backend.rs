@@ -19,6 +19,11 @@ pub fn start_bad(ip: IpAddr) -> std::io::Result<SocketAddr> {
     start(ip, drop)
 }
 
+/// Start one backend that answers every request with its own `502 Bad Gateway`.
+pub fn start_502(ip: IpAddr) -> std::io::Result<SocketAddr> {
+    start(ip, serve_502)
+}
+
 fn start(ip: IpAddr, handle: fn(TcpStream)) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(SocketAddr::new(ip, 0))?;
     let addr = listener.local_addr()?;
@@ -31,6 +36,26 @@ fn start(ip: IpAddr, handle: fn(TcpStream)) -> std::io::Result<SocketAddr> {
         });
     }
     Ok(addr)
+}
+
+fn read_head(conn: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    let mut seen = Vec::new();
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
+fn serve_502(mut conn: TcpStream) {
+    if read_head(&mut conn) {
+        let _ = conn.write_all(
+            b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbad",
+        );
+    }
 }
 
 fn serve_ok(mut conn: TcpStream) {

@@ -11,6 +11,7 @@
 #![allow(clippy::print_stdout)]
 
 mod backend;
+mod client;
 mod run;
 mod tree;
 
@@ -66,12 +67,15 @@ struct SizeResult {
     test_ms: Vec<f64>,
     safe_ms: Vec<f64>,
     peak_kb: u64,
+    shadow_peak_kb: u64,
     json_ms: f64,
     json_peak_kb: u64,
     steps: Vec<(&'static str, Vec<f64>)>,
 }
 
-const STEPS: [&str; 6] = ["parse", "nginx -t", "probe", "snapshot", "reload", "verify"];
+const STEPS: [&str; 7] = [
+    "parse", "nginx -t", "probe", "shadow", "snapshot", "reload", "verify",
+];
 
 fn bench_size(bin: &Path, base: &Path, n: usize, iters: usize, backends: &[SocketAddr]) -> Res<()> {
     let workers = env_list("BENCH_WORKERS", &[1])[0];
@@ -92,11 +96,17 @@ fn bench_size(bin: &Path, base: &Path, n: usize, iters: usize, backends: &[Socke
     if init.code != Some(0) {
         return Err(format!("safe-reload init exited {:?}: {}", init.code, init.report).into());
     }
+    // `BENCH_SAFE_FLAGS="--no-shadow"`: extra flags for the timed safe runs (to compare).
+    let extra: Vec<String> = std::env::var("BENCH_SAFE_FLAGS")
+        .ok()
+        .and_then(|f| shlex::split(&f))
+        .unwrap_or_default();
     let mut r = SizeResult {
         unsafe_ms: Vec::new(),
         test_ms: Vec::new(),
         safe_ms: Vec::new(),
         peak_kb: 0,
+        shadow_peak_kb: 0,
         json_ms: 0.0,
         json_peak_kb: 0,
         steps: STEPS.iter().map(|s| (*s, Vec::new())).collect(),
@@ -109,12 +119,15 @@ fn bench_size(bin: &Path, base: &Path, n: usize, iters: usize, backends: &[Socke
             }
             if safe_first {
                 tree.revise(i + 1)?;
-                let s = run::safe_reload(bin, &tree, &["-y"])?;
+                let mut args = vec!["-y"];
+                args.extend(extra.iter().map(String::as_str));
+                let s = run::safe_reload(bin, &tree, &args)?;
                 if s.code != Some(0) {
                     return Err(format!("safe-reload exited {:?}: {}", s.code, s.report).into());
                 }
                 r.safe_ms.push(ms(s.wall));
                 r.peak_kb = r.peak_kb.max(s.peak_kb);
+                r.shadow_peak_kb = r.shadow_peak_kb.max(s.shadow_peak_kb);
             } else {
                 let (total, test) = run::unsafe_manual(&tree, &nginx)?;
                 r.unsafe_ms.push(ms(total));
@@ -134,8 +147,80 @@ fn bench_size(bin: &Path, base: &Path, n: usize, iters: usize, backends: &[Socke
     }
     r.json_ms = ms(s.wall);
     r.json_peak_kb = s.peak_kb;
+    let sh = &s.report["shadow"];
+    println!(
+        "servers={n} one --json run: shadow state={} spawn_ms={} ready_ms={} elapsed_ms={} checks={}",
+        sh["state"],
+        sh["spawn_ms"],
+        sh["ready_ms"],
+        sh["elapsed_ms"],
+        sh["checks"].as_array().map_or(0, Vec::len)
+    );
     report(n, &tree, parse, &r);
     rollback(bin, &tree, &nginx)?;
+    if std::env::var("BENCH_CLIENT").as_deref() != Ok("0") {
+        client_visible(bin, &tree, &nginx, backends[0])?;
+    }
+    Ok(())
+}
+
+/// Client-visible failures: a client loop through the broken site during `safe-reload -y` of
+/// a bad change of each class, and how many of its requests got something other than 200, for
+/// how long. The classes the shadow (or a probe) catches before the reload must show 0; the
+/// production-only one (a target from `$server_port`) is caught after the reload and rolled
+/// back, so it shows the window from the reload to the rollback.
+fn client_visible(bin: &Path, tree: &tree::Tree, nginx: &run::Nginx, good: SocketAddr) -> Res<()> {
+    let ip = IpAddr::V4(Ipv4Addr::new(127, 94, 0, 2));
+    let close = backend::start_bad(ip)?;
+    let answers_502 = backend::start_502(ip)?;
+    type Change<'a> = (&'a str, Box<dyn Fn() -> std::io::Result<()> + 'a>);
+    let classes: [Change; 3] = [
+        ("accepts_and_closes", Box::new(|| tree.break_server0(close))),
+        ("answers_502", Box::new(|| tree.break_server0(answers_502))),
+        (
+            "production_only_server_port",
+            Box::new(|| tree.break_by_port(good, answers_502)),
+        ),
+    ];
+    for (class, change) in classes {
+        if !run::wait_for(Duration::from_secs(60), || nginx.settled()) {
+            return Err("workers did not settle before the client-visible run".into());
+        }
+        // Start from the good configuration: the broken server's name then reaches the
+        // default server, which answers 200.
+        tree.revise(0)?;
+        let s = run::safe_reload(bin, tree, &["-y", "--force"])?;
+        if s.code != Some(0) {
+            return Err(format!("the good configuration did not reload ({:?})", s.code).into());
+        }
+        if !run::wait_for(Duration::from_secs(60), || nginx.settled()) {
+            return Err("workers did not settle after restoring the good configuration".into());
+        }
+        change()?;
+        let clients = client::ClientLoop::start(tree.listen, "broken.bench.test");
+        std::thread::sleep(Duration::from_millis(50));
+        let s = run::safe_reload(bin, tree, &["-y", "--json"])?;
+        std::thread::sleep(Duration::from_millis(50));
+        let seen = clients.stop();
+        let shadow = s.report["shadow"]["state"]
+            .as_str()
+            .unwrap_or("none")
+            .to_string();
+        println!(
+            "servers={} client-visible: class={class} exit={:?} shadow={shadow} requests={} \
+             non_200={} non_200_window_ms={:.1} run_ms={:.1} safe_peak_rss_kb={} \
+             shadow_peak_rss_kb={}",
+            tree_servers(tree),
+            s.code,
+            seen.requests,
+            seen.bad,
+            ms(seen.window),
+            ms(s.wall),
+            s.peak_kb,
+            s.shadow_peak_kb,
+        );
+    }
+    tree.revise(0)?;
     Ok(())
 }
 
@@ -160,6 +245,10 @@ fn report(n: usize, tree: &tree::Tree, parse: f64, r: &SizeResult) {
         median(r.test_ms.clone()),
         s / u,
         r.peak_kb,
+    );
+    println!(
+        "servers={n} shadow: peak_rss_kb={} (the shadow nginx master, beside safe-reload's own)",
+        r.shadow_peak_kb
     );
     let steps: Vec<String> = r
         .steps
@@ -195,7 +284,8 @@ fn rollback(bin: &Path, tree: &tree::Tree, nginx: &run::Nginx) -> Res<()> {
         return Err("workers did not settle before the rollback run".into());
     }
     tree.break_server0(bad)?;
-    let s = run::safe_reload(bin, tree, &["-y", "--json"])?;
+    // The rollback's own cost: without the shadow, which would refuse this change before it.
+    let s = run::safe_reload(bin, tree, &["-y", "--json", "--no-shadow"])?;
     let rb = &s.report["rollback"];
     let steps = s.report["steps"].as_array().cloned().unwrap_or_default();
     // The last `reload` step is the rollback's.

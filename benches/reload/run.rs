@@ -152,6 +152,9 @@ pub struct SafeRun {
     pub code: Option<i32>,
     pub report: serde_json::Value,
     pub peak_kb: u64,
+    /// The shadow nginx's master (found through the run's lease file), peak RSS in KiB; 0 when
+    /// no shadow ran.
+    pub shadow_peak_kb: u64,
 }
 
 pub fn safe_reload(bin: &Path, tree: &Tree, extra: &[&str]) -> Result<SafeRun, String> {
@@ -181,10 +184,20 @@ pub fn safe_reload(bin: &Path, tree: &Tree, extra: &[&str]) -> Result<SafeRun, S
         .spawn()
         .map_err(|e| format!("start {}: {e}", bin.display()))?;
     let status_path = format!("/proc/{}/status", child.id());
-    let mut peak_kb = 0;
+    let lease = tree
+        .prefix
+        .join(format!("state/shadow/{}.json", child.id()));
+    let mut shadow: Option<String> = None;
+    let (mut peak_kb, mut shadow_peak_kb) = (0, 0);
     let code = loop {
         if let Some(kb) = vm_hwm(&status_path) {
             peak_kb = peak_kb.max(kb);
+        }
+        if shadow.is_none() {
+            shadow = shadow_master(&lease).map(|pid| format!("/proc/{pid}/status"));
+        }
+        if let Some(kb) = shadow.as_deref().and_then(vm_hwm) {
+            shadow_peak_kb = shadow_peak_kb.max(kb);
         }
         match child.try_wait() {
             Ok(Some(s)) => break s.code(),
@@ -201,7 +214,14 @@ pub fn safe_reload(bin: &Path, tree: &Tree, extra: &[&str]) -> Result<SafeRun, S
         code,
         report,
         peak_kb,
+        shadow_peak_kb,
     })
+}
+
+/// The shadow master's pid from a run's lease, once the run has recorded it.
+fn shadow_master(lease: &Path) -> Option<i64> {
+    let text = std::fs::read(lease).ok()?;
+    serde_json::from_slice::<serde_json::Value>(&text).ok()?["master"].as_i64()
 }
 
 fn vm_hwm(path: &str) -> Option<u64> {

@@ -110,6 +110,26 @@ impl Tree {
         )
     }
 
+    /// A change that only the real nginx shows broken: the target depends on `$server_port`,
+    /// which is the real listen's port in production and another one in the shadow.
+    pub fn break_by_port(&self, good: SocketAddr, bad: SocketAddr) -> std::io::Result<()> {
+        fs_err::write(
+            self.prefix.join("sites/zz-revision.conf"),
+            format!(
+                "# broken in production only
+map $server_port $bench_be {{ default {good}; {} {bad}; }}
+                 server {{
+    listen {};
+    server_name broken.bench.test;
+                     location / {{ proxy_pass http://$bench_be; }}
+}}
+",
+                self.listen.port(),
+                self.listen
+            ),
+        )
+    }
+
     /// `-c CONF -p PREFIX/`, as both nginx and safe-reload take them.
     pub fn flags(&self) -> Vec<String> {
         vec![

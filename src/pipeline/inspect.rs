@@ -289,6 +289,7 @@ pub fn through_shadow(
         }
     }
     rep.elapsed = shadow.age();
+    (rep.spawn, rep.ready) = (shadow.spawn_took, shadow.ready_after);
     let stopping = shadow.stop();
     let detail = match rep.state {
         ShadowState::Verified => format!(

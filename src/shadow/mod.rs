@@ -71,6 +71,9 @@ pub struct Shadow {
     ports: PortMap,
     lease: Option<PathBuf>,
     started: Instant,
+    /// How long copying, rewriting and spawning took, and (once serving) how long until then.
+    pub spawn_took: Duration,
+    pub ready_after: Option<Duration>,
     dir: tempfile::TempDir,
 }
 
@@ -98,7 +101,7 @@ impl Shadow {
             fs_err::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
         }
         let plan = plan(o, dir.path())?;
-        write_copy(o.config, &plan)?;
+        write_copy(o.config, &plan, o.state_dir)?;
         let main = plan.copy_of(&o.config.main);
         let mut shadow = Shadow {
             child: None,
@@ -106,6 +109,8 @@ impl Shadow {
             ports: plan.ports.clone(),
             lease: None,
             started,
+            spawn_took: Duration::ZERO,
+            ready_after: None,
             dir,
         };
         shadow.lease = Some(lease::write(
@@ -118,6 +123,7 @@ impl Shadow {
             o.state_dir,
             &lease::Lease::new(shadow.dir.path(), shadow.ports.rows(), Some(master)),
         )?;
+        shadow.spawn_took = started.elapsed();
         crate::store::test_pause("shadow-started");
         Ok(shadow)
     }
@@ -180,6 +186,7 @@ impl Shadow {
                     .any(|w| w.state == WorkerState::Ready);
             if serving {
                 self.state = State::Running;
+                self.ready_after = Some(self.started.elapsed());
                 continue;
             }
             if crate::signals::interrupted() {
@@ -403,7 +410,7 @@ fn allocate(keys: &BTreeSet<(ListenAddr, bool)>, sock_dir: &Path) -> Result<Port
 /// Write each rewritten file into the copy, then link the configuration directory's other
 /// files (certificates, data files) so relative references resolve. The copies come first,
 /// into directories created here, so no write can follow a link out of the directory.
-fn write_copy(config: &Config, plan: &Plan) -> Result<()> {
+fn write_copy(config: &Config, plan: &Plan, state_dir: &Path) -> Result<()> {
     let mut copied = HashSet::new();
     for file in &config.files {
         let to = plan.copy_of(&file.path);
@@ -413,35 +420,47 @@ fn write_copy(config: &Config, plan: &Plan) -> Result<()> {
         fs_err::write(&to, shadow_conf(file, plan)?)?;
         copied.insert(to);
     }
-    let mut budget = MAX_LINKED;
-    link_plain_files(&config.conf_prefix, plan, &copied, &mut budget);
+    let mut links = Links {
+        copied,
+        // Snapshots are no configuration, and may be many.
+        skip: std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf()),
+        budget: MAX_LINKED,
+    };
+    link_plain_files(&config.conf_prefix, plan, &mut links);
     Ok(())
+}
+
+/// What linking plain files knows: the copies made, what to leave out, how many links remain.
+struct Links {
+    copied: HashSet<PathBuf>,
+    skip: PathBuf,
+    budget: usize,
 }
 
 /// Best effort: a file that cannot be linked only matters if the configuration reads it,
 /// and then the shadow says so when it starts.
-fn link_plain_files(dir: &Path, plan: &Plan, copied: &HashSet<PathBuf>, budget: &mut usize) {
+fn link_plain_files(dir: &Path, plan: &Plan, links: &mut Links) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        if *budget == 0 {
+        if links.budget == 0 {
             return;
         }
         let path = entry.path();
         let Ok(kind) = entry.file_type() else {
             continue;
         };
-        if entry.file_name() == ".git" {
+        if entry.file_name() == ".git" || path == links.skip || path == plan.dir {
             continue;
         }
         let to = plan.copy_of(&path);
         if kind.is_dir() {
             if std::fs::create_dir_all(&to).is_ok() {
-                link_plain_files(&path, plan, copied, budget);
+                link_plain_files(&path, plan, links);
             }
-        } else if !copied.contains(&to) && !to.exists() {
-            *budget -= 1;
+        } else if !links.copied.contains(&to) && !to.exists() {
+            links.budget -= 1;
             let _ = std::os::unix::fs::symlink(&path, &to);
         }
     }

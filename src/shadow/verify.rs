@@ -109,6 +109,16 @@ pub struct ShadowReport {
     /// Checks with no stand-in in the shadow (an address no `listen` names).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+    /// Copying, rewriting and spawning it (on the main thread, while `nginx -t` runs).
+    #[serde(rename = "spawn_ms", serialize_with = "crate::report::ms")]
+    pub spawn: Duration,
+    /// From its start until it served (its master parsed the candidate and a worker accepts).
+    #[serde(
+        rename = "ready_ms",
+        serialize_with = "crate::report::ms_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ready: Option<Duration>,
     /// From the start of the shadow to its checks' end.
     #[serde(rename = "elapsed_ms", serialize_with = "crate::report::ms")]
     pub elapsed: Duration,
@@ -124,6 +134,8 @@ impl ShadowReport {
             listens: Vec::new(),
             checks: Vec::new(),
             skipped: Vec::new(),
+            spawn: Duration::ZERO,
+            ready: None,
             elapsed: Duration::ZERO,
         }
     }
