@@ -218,10 +218,7 @@ pub fn candidate_checks(
     if s.health.is_empty() {
         return Ok(health::focused_checks(servers, changed));
     }
-    s.health
-        .iter()
-        .map(|u| health::parse_url(u, &s.resolve))
-        .collect()
+    Ok(s.health.clone())
 }
 
 /// How checks are sent: the same window, accepted statuses and expected failovers (peers the
