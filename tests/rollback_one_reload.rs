@@ -33,7 +33,8 @@ fn a_rollback_reloads_once_without_a_second_nginx_test() {
     sr.init();
     nginx.write_http(&site(listen, &bad.addr.to_string(), None));
     let health = format!("http://{listen}/");
-    let run = sr.run(&["-y", "--json", "--health", &health]);
+    // The rollback path: without the shadow, which refuses this change before the reload.
+    let run = sr.run(&["-y", "--json", "--no-shadow", "--health", &health]);
     run.expect(3);
     let report = run.json();
     let tests = report["steps"]
@@ -69,7 +70,7 @@ fn a_restored_configuration_nginx_cannot_load_fails_the_rollback_and_nginx_keeps
     nginx.write_http(&site(listen, &bad.addr.to_string(), None));
     let health = format!("http://{listen}/");
     let mut run = Proc(
-        sr.command(&["-y", "--json", "--health", &health])
+        sr.command(&["-y", "--json", "--no-shadow", "--health", &health])
             .env("SAFE_RELOAD_TEST_PAUSE", "rolling_back")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
