@@ -9,6 +9,9 @@
 #   BENCH_SIZES=100,1000 scripts/bench.sh     choose sizes
 #   BENCH_ITERS=3 scripts/bench.sh            iterations per size (default 7, 5, 2)
 #   BENCH_WORKERS=2 scripts/bench.sh          worker_processes (default 1)
+#   BENCH_CLIENT=0 scripts/bench.sh           skip the client-visible failures (a client loop
+#                                             during a bad change of each class)
+#   BENCH_SAFE_FLAGS=--no-shadow              extra flags for the timed safe runs
 #
 # Needs: cargo, /usr/sbin/nginx, python3 with venv (crossplane goes into target/crossplane-venv).
 set -euo pipefail
