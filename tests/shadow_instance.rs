@@ -63,9 +63,8 @@ fn a_backend_answering_502_is_refused_before_the_reload_and_no_client_sees_it() 
         "the real nginx's workers are unchanged"
     );
     serves(listen, "app-v1");
-    assert!(seen.requests > 0);
-    assert_eq!(
-        seen.bad, 0,
+    assert!(
+        seen.is_empty(),
         "a client saw something other than 200: {seen:?}"
     );
     // The text output names the server and what the shadow answered.
@@ -103,8 +102,8 @@ fn a_backend_that_accepts_and_closes_is_refused_before_the_reload() {
     }
     assert_eq!(n.worker_pids(), workers);
     serves(listen, "app-v1");
-    assert_eq!(
-        seen.bad, 0,
+    assert!(
+        seen.is_empty(),
         "a client saw something other than 200: {seen:?}"
     );
 }
