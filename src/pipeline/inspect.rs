@@ -221,6 +221,14 @@ pub fn candidate_checks(
     Ok(s.health.clone())
 }
 
+/// Whether a derived check names a location that passes to a gRPC server.
+fn grpc_location(servers: &[Server], c: &Check) -> bool {
+    servers.iter().any(|sv| {
+        sv.server_names.contains(&c.host)
+            && (sv.locations.iter()).any(|l| l.path == c.path && l.pass == "grpc_pass")
+    })
+}
+
 /// How checks are sent: the same window, accepted statuses and expected failovers (peers the
 /// probe found down without refusing) as verification.
 pub fn health_options(s: &Settings, probe: Option<&ProbeReport>) -> HealthOptions {
@@ -277,7 +285,10 @@ pub fn through_shadow(
         }
         Ok(()) => {
             crate::store::test_pause("shadow-running");
-            let checks = candidate_checks(s, &insp.servers, changed)?;
+            let mut checks = candidate_checks(s, &insp.servers, changed)?;
+            // A plain GET to a gRPC location always fails (the gRPC server rejects a request
+            // that is not gRPC): it says nothing about the change.
+            checks.retain(|c| !grpc_location(&insp.servers, c));
             let opts = health_options(s, report.probe.as_ref());
             let (results, skipped) = shadow::run_checks(&shadow, &checks, running_logs, &opts);
             let (state, reason) =
