@@ -13,9 +13,11 @@ use serde::Serialize;
 use crate::conf::{ListenAddr, Server};
 use crate::error::{Error, Result};
 
+mod affected;
 mod select;
 mod tls;
 
+pub use affected::affected;
 pub use select::{focused_checks, MAX_CHANGED, MAX_SPREAD};
 
 /// One request to make through nginx.

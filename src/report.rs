@@ -17,7 +17,7 @@ use crate::probe::ProbeReport;
 use crate::reload::Proof;
 use crate::shadow::{Leftover, ShadowReport};
 use crate::store::{JournalRecord, RestoreReport, Snapshot};
-use crate::verdict::{RollbackVerdict, Verdict};
+use crate::verdict::{Coverage, RollbackVerdict, Verdict};
 
 /// How a command ended, the JSON report's `outcome`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -160,6 +160,9 @@ pub struct Report {
     /// What the reload did, judged against the baseline.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
+    /// How many of the servers the change affects were verified, and what was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<Coverage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback: Option<RollbackReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -203,6 +206,7 @@ impl Report {
             baseline: None,
             health: None,
             verdict: None,
+            coverage: None,
             rollback: None,
             history: None,
             last_good: None,

@@ -16,6 +16,9 @@
 
 use serde::Serialize;
 
+mod coverage;
+pub use coverage::{coverage, Affected, Coverage, LeftOut, NotVerified};
+
 use crate::errorlog::UpstreamError;
 use crate::exit::Exit;
 use crate::health::{Check, CheckResult, HealthReport, Known};

@@ -209,3 +209,68 @@ fn no_change_is_not_reloaded_unless_forced() {
         .all(|w| !workers.contains(w))));
     assert!(!now.is_empty());
 }
+
+#[test]
+fn the_headline_names_what_a_change_left_unverified() {
+    // "live and verified" used to be said of a change whose regex location no request reaches.
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let body = |tag: &str| {
+        format!(
+            "server {{ listen {listen}; server_name site.test; add_header X-Tag {tag};\n\
+             location / {{ proxy_pass http://{}; }}\n\
+             location ~ \\.php$ {{ proxy_pass http://{}; }} }}",
+            app.host_port(),
+            app.host_port()
+        )
+    };
+    let nginx = TestNginx::start(&body("1"));
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+    let line = |text: &str| {
+        1 + text
+            .lines()
+            .position(|l| l.contains("location ~"))
+            .expect("the regex location")
+    };
+
+    nginx.write_http(&body("2"));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    let report = run.json();
+    assert_eq!(report["outcome"], "reloaded", "{run}");
+    let coverage = &report["coverage"];
+    let at = format!("nginx.conf:{}", line(&nginx.render(&body("2"))));
+    let php = (coverage["not_verified"]
+        .as_array()
+        .expect("not_verified")
+        .iter())
+    .find(|n| n["server"] == "site.test" && n["what"] == "~ \\.php$")
+    .unwrap_or_else(|| panic!("the regex location is not verified: {run}"));
+    assert_eq!(php["at"], at.as_str(), "{run}");
+    assert!(
+        coverage["verified"].as_u64() < coverage["affected"].as_u64(),
+        "{run}"
+    );
+    // The change is live, on both locations.
+    assert_eq!(
+        http_get(listen, "site.test", "/").expect("GET /"),
+        (200, "app".into())
+    );
+    assert_eq!(
+        http_get(listen, "site.test", "/x.php").expect("GET /x.php"),
+        (200, "app".into())
+    );
+
+    nginx.write_http(&body("3"));
+    let text = sr.run(&["-y"]);
+    text.expect(0);
+    assert!(
+        text.stdout.contains("reloaded: live; verified ")
+            && text.stdout.contains("; not verified: ")
+            && text.stdout.contains(&format!("site.test ~ \\.php$ ({at})"))
+            && !text.stdout.contains("live and verified"),
+        "{text}"
+    );
+}

@@ -434,6 +434,9 @@ fn render_rollback(p: &Printer, rb: &RollbackReport) {
     ));
 }
 
+/// The most not-verified items the headline names; the JSON report has them all.
+const HEADLINE_ITEMS: usize = 5;
+
 /// The headline of a change that made nothing worse while a site fails as it did before.
 fn already_failing(report: &Report) -> String {
     let first = match &report.verdict {
@@ -455,7 +458,10 @@ fn reloads(command: &str) -> bool {
 fn render_outcome(p: &Printer, report: &Report) {
     let (tone, text) = match report.outcome {
         Outcome::Ok => return,
-        Outcome::Reloaded => (Tone::Good, "reloaded: the new configuration is live and verified".to_string()),
+        Outcome::Reloaded => match report.coverage.as_ref().filter(|c| !c.complete()) {
+            Some(c) => (Tone::Warn, format!("reloaded: live; {}", c.describe(HEADLINE_ITEMS))),
+            None => (Tone::Good, "reloaded: the new configuration is live and verified".to_string()),
+        },
         Outcome::Unchanged => (Tone::Good, "unchanged: nothing to reload".into()),
         Outcome::Refused if !reloads(&report.command) => (Tone::Bad, format!("{}: problems found (nothing was reloaded)", report.command)),
         Outcome::Refused => (Tone::Bad, "refused: nginx was not reloaded; the running configuration is untouched".into()),

@@ -505,7 +505,7 @@ fn finish_rollback(
         // What ran before the kill is not known to be good: nothing to compare with.
         running: Running::Unverified,
     };
-    let checks = tx.checks(&tx.servers)?;
+    let (checks, _) = tx.checks(&tx.servers)?;
     tx.rollback(report, why, &Baseline::none(), &checks)
 }
 

@@ -18,7 +18,7 @@ use crate::report::{Outcome, Report, RollbackReport};
 use crate::settings::Settings;
 use crate::signals::{self, Phase};
 use crate::store::{Drift, Outcome as SnapOutcome, Phase as JournalPhase, Snapshot, Store};
-use crate::verdict::{self, AfterRollback, Baseline, Restored, Verdict};
+use crate::verdict::{self, Affected, AfterRollback, Baseline, Restored, Verdict};
 
 /// Everything the transaction needs, gathered by the caller before anything changes.
 pub struct Transaction<'a> {
@@ -112,16 +112,19 @@ impl Transaction<'_> {
         }
     }
 
-    /// The checks for `servers`: `--health`, else the ones the change's files reach.
-    pub fn checks(&self, servers: &[Server]) -> Result<Vec<Check>> {
+    /// The checks, and the affected servers they cover (none for `--health` URLs: those are
+    /// the operator's, and verified as such).
+    pub fn checks(&self, servers: &[Server]) -> Result<(Vec<Check>, Option<Vec<Affected>>)> {
         if self.s.health.is_empty() {
             let root = &self.candidate.config_root;
             let changed: Vec<PathBuf> = (self.candidate.meta.changed_files.iter())
                 .map(|p| root.join(p))
                 .collect();
-            return Ok(health::focused_checks(servers, &changed));
+            let checks = health::focused_checks(servers, &changed);
+            let affected = health::affected(servers, &changed, &checks, root);
+            return Ok((checks, Some(affected)));
         }
-        Ok(self.s.health.clone())
+        Ok((self.s.health.clone(), None))
     }
 
     fn health_options(&self) -> HealthOptions {
@@ -250,7 +253,7 @@ impl Transaction<'_> {
         })?;
         // The candidate's servers are not needed past their checks.
         let servers = std::mem::take(&mut self.servers);
-        let checks = self.checks(&servers)?;
+        let (checks, affected) = self.checks(&servers)?;
         drop(servers);
         let baseline = match self.running {
             Running::Baseline => self.baseline(&checks, report),
@@ -289,6 +292,9 @@ impl Transaction<'_> {
             }
         }
         let verdict = verdict::after_reload(&baseline, attempt.health.as_ref(), &attempt.proof);
+        report.coverage = (affected.as_deref())
+            .zip(attempt.health.as_ref())
+            .map(|(a, h)| verdict::coverage(a, h));
         report.reload = Some(attempt.proof);
         report.health = attempt.health;
         let kept = match &verdict {
