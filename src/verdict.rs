@@ -123,13 +123,15 @@ impl Baseline {
         })
     }
 
-    /// The checks the running configuration answered, which a rollback (putting that
-    /// configuration back) verifies again, and the ones it could not, which it drops: they
-    /// belong to listens only the rejected configuration had.
+    /// The checks a rollback (putting the running configuration back) verifies again, and the
+    /// ones it drops: those nginx refused before the change, which belong to listens only the
+    /// rejected configuration had. A check the baseline window closed before is kept.
     pub fn applicable(&self, checks: Vec<Check>) -> (Vec<Check>, Vec<Check>) {
+        let unanswerable =
+            |url: &str| (self.checks.iter()).any(|(u, b)| u == url && *b == Before::Unanswerable);
         checks
             .into_iter()
-            .partition(|c| !self.taken || self.before(&c.url).is_some())
+            .partition(|c| !self.taken || !unanswerable(&c.url))
     }
 
     fn logged(&self, e: &UpstreamError) -> bool {
@@ -628,7 +630,9 @@ mod tests {
             tls: false,
         };
         let (kept, dropped) = before.applicable(vec![check(A), check(B)]);
-        assert_eq!((kept.len(), dropped.len()), (0, 2));
+        // A was refused before: dropped. B was never made (the window closed): kept.
+        assert_eq!((kept.len(), dropped.len()), (1, 1));
+        assert_eq!((kept[0].url.as_str(), dropped[0].url.as_str()), (B, A));
     }
 
     #[test]
