@@ -245,13 +245,8 @@ impl Transaction<'_> {
             }
             return Err(Error::Interrupted);
         }
-        let prior = self.store.journal()?.map(|r| r.phase);
-        let candidate = self.candidate.id.clone();
-        self.store.journal_update(|r| {
-            r.candidate = Some(candidate);
-            r.phase = JournalPhase::Reloading;
-        })?;
-        // The candidate's servers are not needed past their checks.
+        // The candidate's servers are not needed past their checks. The baseline only reads,
+        // so it runs before the journal says nginx is being reloaded.
         let servers = std::mem::take(&mut self.servers);
         let (checks, affected) = self.checks(&servers)?;
         drop(servers);
@@ -259,6 +254,12 @@ impl Transaction<'_> {
             Running::Baseline => self.baseline(&checks, report),
             Running::Unverified => Baseline::none(),
         };
+        let prior = self.store.journal()?.map(|r| r.phase);
+        let candidate = self.candidate.id.clone();
+        self.store.journal_update(|r| {
+            r.candidate = Some(candidate);
+            r.phase = JournalPhase::Reloading;
+        })?;
         // As late as it can be: right before the signal, after the baseline requests.
         let drift = self.recheck("recheck-before-signal");
         if !drift.is_empty() {
