@@ -218,3 +218,64 @@ fn a_link_leading_out_of_the_root_is_restored_behind_the_link() {
     assert_eq!(read(&real), site.good_http());
     assert_eq!(site.answer(), Some((200, "good".into())));
 }
+
+#[test]
+fn rollback_to_a_snapshot_refuses_a_hard_linked_file_before_writing_anything() {
+    let d = Debian::start();
+    let first = d.site.last_good_id();
+    std::fs::write(&d.available, format!("{}\n# second", d.site.good_http())).unwrap();
+    let out = d.site.run(&["reload", "-y"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    std::fs::remove_file(&d.enabled).unwrap();
+    std::fs::hard_link(&d.available, &d.enabled).unwrap();
+    let before = read(&d.available);
+    let out = d.site.run(&["rollback", &first, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let problems = json(&out)["problems"].to_string();
+    assert!(problems.contains("hard-linked"), "{problems}");
+    assert!(
+        problems.contains(&d.available.display().to_string()),
+        "{problems}"
+    );
+    assert!(
+        problems.contains(&d.enabled.display().to_string()),
+        "{problems}"
+    );
+    assert_eq!(read(&d.available), before, "nothing was written");
+    assert_eq!(read(&d.enabled), before);
+    assert!(!d.site.journal_exists());
+}
+
+#[test]
+fn an_edit_whose_file_another_writer_changes_before_the_signal_keeps_both_versions() {
+    let d = Debian::start();
+    let other = format!("{}\n# config management", d.site.good_http());
+    let mut run = Proc(
+        d.site
+            .cmd(&["edit", &d.enabled.display().to_string(), "--json"])
+            .env("EDITOR", "sed -i s|}$|}#edited|")
+            .env("SAFE_RELOAD_TEST_PAUSE", "recheck-before-signal")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start edit"),
+    );
+    assert!(run.wait_stopped(std::time::Duration::from_secs(20)));
+    std::fs::write(&d.available, &other).unwrap();
+    run.resume();
+    let out = run.finish(std::time::Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let notes = json(&out)["notes"].to_string();
+    // The other writer's version stays in place; the edit is kept aside, its path printed.
+    assert_eq!(read(&d.available), other);
+    d.assert_link_kept("drift during edit");
+    assert!(notes.contains("changed by someone else"), "{notes}");
+    let kept: Vec<_> = std::fs::read_dir(d.site.state.path().join("edits"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(read(&kept[0]).ends_with("}#edited"));
+    assert!(notes.contains(&kept[0].display().to_string()), "{notes}");
+}

@@ -277,6 +277,12 @@ pub fn rollback(
             )
         })?,
     };
+    // The files this rollback would write must be replaceable, or it stops before the first.
+    let touched =
+        crate::pipeline::diff_files(&store, &target, &current.conf_prefix, &current.files)?;
+    if crate::pipeline::refuse_obstacles(report, &current.conf_prefix, Some(&touched)) {
+        return Ok(report.finish(Outcome::Refused, Exit::Refused));
+    }
     let before = store.snapshot(
         &current.conf_prefix,
         &current.files,

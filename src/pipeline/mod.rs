@@ -91,7 +91,7 @@ pub fn diff_against(
 }
 
 /// The candidate's files against a snapshot; only changed files' objects are read.
-fn diff_files(
+pub(crate) fn diff_files(
     store: &Store,
     good: &Snapshot,
     root: &std::path::Path,
@@ -281,7 +281,11 @@ pub fn reload_locked(
 /// A file a rollback would have to put back but could not replace (hard link, mount point,
 /// read-only directory) refuses the run now, while nothing has changed; returns whether one
 /// did. Without a last-good there is no rollback, so nothing to check.
-fn refuse_obstacles(report: &mut Report, root: &Path, diff: Option<&ConfigDiff>) -> bool {
+pub(crate) fn refuse_obstacles(
+    report: &mut Report,
+    root: &Path,
+    diff: Option<&ConfigDiff>,
+) -> bool {
     let Some(diff) = diff else {
         return false;
     };

@@ -261,7 +261,7 @@ impl Transaction<'_> {
             r.phase = JournalPhase::Reloading;
         })?;
         // As late as it can be: right before the signal, after the baseline requests.
-        let drift = self.recheck("recheck-before-signal");
+        let drift = self.recheck("recheck-before-signal", report);
         if !drift.is_empty() {
             return self.refuse_drift(report, &drift, prior);
         }
@@ -277,7 +277,7 @@ impl Transaction<'_> {
             }
         };
         if attempt.proof.took_effect {
-            let drift = self.recheck("recheck-after-proof");
+            let drift = self.recheck("recheck-after-proof", report);
             if !drift.is_empty() {
                 report.reload = Some(attempt.proof);
                 report.health = attempt.health;
@@ -318,13 +318,16 @@ impl Transaction<'_> {
     }
 
     /// The file set on disk against the candidate's snapshot: read again, globs included.
-    fn recheck(&self, point: &str) -> Drift {
+    fn recheck(&self, point: &str, report: &mut Report) -> Drift {
         crate::store::test_pause(point);
-        match self.env.load() {
+        let t = Instant::now();
+        let drift = match self.env.load() {
             Ok(now) => crate::store::recheck(&self.candidate, &now.files)
                 .unwrap_or_else(|e| Drift::unloadable(e.to_string())),
             Err(e) => Drift::unloadable(e.to_string()),
-        }
+        };
+        report.step("recheck", drift.is_empty(), t.elapsed(), None);
+        drift
     }
 
     /// Another writer changed the files after they were tested: nothing was signalled, and

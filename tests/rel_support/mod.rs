@@ -168,6 +168,14 @@ impl Site {
             .any(|p| p.is_file() && std::fs::read(p).is_ok_and(|b| b == bytes))
     }
 
+    /// The id `STATE/last-good` names.
+    pub fn last_good_id(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("last-good"))
+            .expect("a last-good snapshot")
+            .trim()
+            .to_string()
+    }
+
     /// Whether a journal (an unfinished run) is in the state directory.
     pub fn journal_exists(&self) -> bool {
         self.state.path().join("journal.json").exists()
