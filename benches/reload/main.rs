@@ -73,8 +73,8 @@ struct SizeResult {
     steps: Vec<(&'static str, Vec<f64>)>,
 }
 
-const STEPS: [&str; 7] = [
-    "parse", "nginx -t", "probe", "shadow", "snapshot", "reload", "verify",
+const STEPS: [&str; 8] = [
+    "parse", "nginx -t", "probe", "shadow", "snapshot", "recheck", "reload", "verify",
 ];
 
 fn bench_size(bin: &Path, base: &Path, n: usize, iters: usize, backends: &[SocketAddr]) -> Res<()> {
