@@ -217,6 +217,37 @@ fn grpc_pass_has_no_default_port() {
 }
 
 #[test]
+fn an_upstream_name_with_a_port_is_nginx_t_s_error_not_a_name_to_resolve() {
+    for (http, stream) in [
+        (
+            "upstream backend { server 127.0.0.1:8000; }\n\
+             server { listen LISTEN1;\nlocation / { proxy_pass http://Backend:8080/x; }\n}",
+            None,
+        ),
+        (
+            "",
+            Some(
+                "upstream backend { server 127.0.0.1:8000; }\n\
+                 server { listen LISTEN1;\nproxy_pass backend:8080; }",
+            ),
+        ),
+    ] {
+        let j = judge(http, stream);
+        assert!(!j.passed, "nginx -t passed");
+        assert!(j.said.contains("may not have port 8080"), "{}", j.said);
+        let line = j.line("8080");
+        let found: Vec<(u32, &str)> = (j.targets.findings.iter())
+            .map(|f| (f.line, f.message.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [(line, "upstream \"backend\" may not have port 8080")]
+        );
+        assert!(j.addresses().iter().all(|a| !a.starts_with("backend")));
+    }
+}
+
+#[test]
 fn variable_names_are_case_insensitive() {
     let j = judge(
         "map $arg_m $BE { default 127.0.0.21:8000; }\n\

@@ -285,6 +285,16 @@ impl Collector {
             let p = read(arg);
             match p.target {
                 PassTarget::Invalid { message, hint } => self.finding(d, message, hint),
+                // `ngx_http_upstream_add` (and the stream one) finds the upstream block by
+                // host and refuses a port: "upstream \"backend\" may not have port 8080".
+                // Never a name to look up.
+                PassTarget::Addr(Parsed::Host { name, port })
+                    if cx.upstreams.contains_key(name.as_str()) =>
+                {
+                    let message = format!("upstream \"{name}\" may not have port {port}");
+                    let hint = format!("drop the port: the upstream block's `server` lines say where it goes, e.g. `{directive} {}`", arg.replacen(&format!(":{port}"), "", 1));
+                    self.finding(d, message, Some(hint));
+                }
                 target => self.add_pass(cx, base, p.scheme, target, &[], arg),
             }
             return;
