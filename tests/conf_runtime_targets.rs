@@ -129,6 +129,8 @@ fn rewrite_order_geo_and_map_match_what_nginx_connects_to() {
         "map-k",
         "case",
         "le",
+        "named",
+        "other",
     ]);
     let ip = unique_loopback();
     let listen = SocketAddr::new(ip, free_port(ip));
@@ -141,6 +143,9 @@ fn rewrite_order_geo_and_map_match_what_nginx_connects_to() {
            location /twice {{\n    set $t {{{{first}}}};\n    set $t {{{{second}}}};\n    proxy_pass http://$t; # twice-pass\n  }}\n\
            location /early {{\n    set $a $late;\n    set $late {{{{late}}}};\n    proxy_pass http://$a; # early-pass\n  }}\n\
            location /le {{\n    set $b {{{{le}}}};\n    limit_except GET {{ proxy_pass http://$b; }} # le-pass\n  }}\n\
+           location /tf {{ set $nb {{{{named}}}}; try_files /nonexistent @app; }}\n\
+           location /other {{ set $nb {{{{other}}}}; return 204; }}\n\
+           location @app {{ proxy_pass http://$nb; }} # named-pass\n\
            location /geo {{ proxy_pass http://$g; }} # geo-pass\n\
            location /map {{ proxy_pass http://$be; }} # map-pass\n\
            location /case {{\n    set $Backend {{{{case}}}};\n    proxy_pass http://$backend$REQUEST_URI; # case-pass\n  }}\n\
@@ -178,6 +183,12 @@ fn rewrite_order_geo_and_map_match_what_nginx_connects_to() {
     assert_eq!(request(listen, "GET", "/le"), "status 404");
     assert_eq!(listed("# le-pass"), set(&["srv"]));
     assert_eq!(b.get("le").hits(), 0);
+
+    // A named location keeps the variables of the location whose try_files sent it there,
+    // and only of that one.
+    assert_eq!(served(listen, "/tf"), "named");
+    assert_eq!(listed("# named-pass"), set(&["named"]));
+    assert_eq!(b.get("other").hits(), 0);
 
     // geo and map: every value, each reached by some request.
     assert_eq!(served(listen, "/geo"), "geo-default");

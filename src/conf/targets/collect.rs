@@ -247,9 +247,17 @@ impl Collector {
                     } else {
                         &[]
                     };
+                    // A `limit_except` block keeps its location's name.
+                    let named = match name {
+                        "location" => (d.args.first())
+                            .filter(|a| a.starts_with('@'))
+                            .map(|a| a.as_str()),
+                        _ => frame.named,
+                    };
                     let inner = Frame {
                         location: Some(own),
                         inside_if: None,
+                        named,
                         ..frame
                     };
                     self.walk(cx, children, inner, server_state);

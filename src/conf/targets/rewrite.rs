@@ -15,6 +15,9 @@
 //!   request, so after it a variable holds what it held before or what the body set. A `*_pass`
 //!   inside that `if` only runs when the body did.
 //! - `return` ends the request; `break` and `rewrite ... break` stop the codes where they are.
+//! - A named location (`location @app`) is entered by an internal redirect that keeps the
+//!   variables: it starts from what the locations redirecting there (`try_files`, `error_page`)
+//!   left. A redirect by `rewrite ... last` to another location is not followed.
 //!
 //! The result is a join over paths: each variable's possible values, not which combinations
 //! go together, so a request-dependent value lists every value it can take.
@@ -35,6 +38,9 @@ pub(crate) struct Frame<'a> {
     pub location: Option<&'a [Directive]>,
     /// The `if` block (inside `location`) that holds the `*_pass`, if any.
     pub inside_if: Option<&'a Directive>,
+    /// The innermost location is a named one (`location @app`): reached only by an internal
+    /// redirect, with the variables the redirecting location left.
+    pub named: Option<&'a str>,
 }
 
 /// The state the server's codes leave, once per server: every `*_pass` in it starts there.
@@ -53,10 +59,53 @@ pub(crate) fn state_at<'a>(
             run(defs, codes, State::default(), None).end()
         })
         .clone()?;
+    let entry = match (frame.named, frame.server) {
+        (Some(name), Some(server)) => redirected_into(defs, server, name, after_server),
+        _ => Some(after_server),
+    }?;
     match frame.location {
-        Some(codes) => run(defs, codes, after_server, frame.inside_if).end(),
-        None => Some(after_server),
+        Some(codes) => run(defs, codes, entry, frame.inside_if).end(),
+        None => Some(entry),
     }
+}
+
+/// The state a request enters `location @name` with. `ngx_http_named_location` keeps the
+/// request's variables and skips the server's codes (`phase_handler =
+/// location_rewrite_index`), so it is what the locations that redirect there left: those with
+/// `try_files ... @name` or `error_page ... @name`, or every location when the server itself
+/// has that `error_page`. With none found (a redirect from Lua, say) the variables hold what
+/// the server's codes left.
+fn redirected_into<'a>(
+    defs: &Defs<'a>,
+    server: &'a [Directive],
+    name: &str,
+    after_server: State<'a>,
+) -> Option<State<'a>> {
+    let names_it = |dirs: &[Directive]| {
+        dirs.iter().any(|d| {
+            matches!(d.name.as_str(), "try_files" | "error_page")
+                && d.args.last().is_some_and(|a| a == name)
+        })
+    };
+    let every = names_it(server);
+    let mut sources: Vec<&'a [Directive]> = Vec::new();
+    let mut stack: Vec<&'a [Directive]> = vec![server];
+    while let Some(dirs) = stack.pop() {
+        for d in dirs.iter().filter(|d| d.name == "location") {
+            let named = d.args.first().is_some_and(|a| a.starts_with('@'));
+            if !named && (every || names_it(d.children())) {
+                sources.push(d.children());
+            }
+            stack.push(d.children());
+        }
+    }
+    if sources.is_empty() {
+        return Some(after_server);
+    }
+    sources.into_iter().fold(None, |joined, codes| {
+        let left = run(defs, codes, after_server.clone(), None).end();
+        vars::join(joined, left)
+    })
 }
 
 /// How one run of a code array ends.
@@ -174,6 +223,7 @@ mod tests {
             inside_if: in_if
                 .then(|| location.children().iter().find(|d| d.name == "if"))
                 .flatten(),
+            named: None,
         };
         let Some(state) = state_at(&defs, &frame, &mut None) else {
             return Vec::new();
@@ -261,6 +311,35 @@ mod tests {
             values(conf, false),
             ["ace", "acf", "ade", "adf", "bce", "bcf", "bde", "bdf"]
         );
+    }
+
+    #[test]
+    fn a_named_location_starts_from_what_the_redirecting_location_left() {
+        let tree = parse(
+            "server { set $v srv;\n\
+             location /a { set $v a; try_files $uri @app; }\n\
+             location /b { set $v b; }\n\
+             location @app { proxy_pass http://$v; } }",
+        );
+        let defs = vars::context_defs(&tree);
+        let server = &tree[0];
+        let app = server.children().last().expect("@app");
+        let frame = Frame {
+            server: Some(server.children()),
+            location: Some(app.children()),
+            inside_if: None,
+            named: Some("@app"),
+        };
+        let state = state_at(&defs, &frame, &mut None).expect("reached");
+        let texts: Vec<String> = (Env {
+            defs: &defs,
+            state: &state,
+        })
+        .expand("$v")
+        .into_iter()
+        .map(|c| c.text)
+        .collect();
+        assert_eq!(texts, ["a"]);
     }
 
     #[test]
