@@ -73,9 +73,18 @@ pub struct Global {
     #[arg(long, global = true, value_name = "CMD")]
     pub reload_cmd: Option<String>,
 
-    /// Health request through nginx after the reload (repeatable); replaces the derived ones
+    /// Health request through nginx after the reload (repeatable); replaces the derived ones.
+    /// `http://user:pass@host/` sends Basic credentials, which are never shown or stored
     #[arg(long, global = true, value_name = "URL")]
     pub health: Vec<String>,
+
+    /// Header sent with every health request, e.g. 'X-Token: abc' (repeatable)
+    #[arg(long, global = true, value_name = "NAME: VALUE")]
+    pub health_header: Vec<String>,
+
+    /// Time allowed for each health request, not cut by the verification window [default: 5s]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
+    pub health_timeout: Option<Duration>,
 
     /// Connect health requests for HOST:PORT to ADDR, like curl --resolve (repeatable)
     #[arg(long, global = true, value_name = "HOST:PORT:ADDR")]

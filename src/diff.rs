@@ -125,6 +125,45 @@ impl FileSet {
     }
 }
 
+/// A recorded file set read back as a configuration: the last-good tree is parsed from the
+/// bytes a snapshot holds, never from files on disk that may have changed since.
+pub struct Recorded<'a> {
+    /// The config root the set's relative paths are relative to.
+    pub root: &'a Path,
+    pub set: &'a FileSet,
+}
+
+impl Recorded<'_> {
+    fn key(&self, path: &Path) -> String {
+        shown(path.strip_prefix(self.root).unwrap_or(path))
+    }
+}
+
+impl crate::conf::load::Source for Recorded<'_> {
+    fn read(&self, path: &Path, max: u64) -> std::result::Result<Arc<[u8]>, String> {
+        let state = (self.set.files.get(&self.key(path)))
+            .ok_or_else(|| "it is not in the snapshot".to_string())?;
+        if state.bytes.len() as u64 > max {
+            return Err(format!(
+                "it is more than the {max} byte limit for a configuration file"
+            ));
+        }
+        Ok(Arc::clone(&state.bytes))
+    }
+
+    fn glob(&self, pattern: &Path) -> std::result::Result<Vec<PathBuf>, String> {
+        let text = pattern.to_string_lossy();
+        let pat = glob::Pattern::new(&text)
+            .map_err(|e| format!("invalid include pattern \"{text}\": {e}"))?;
+        let mut out: Vec<PathBuf> = (self.set.files.keys())
+            .map(|k| self.root.join(k))
+            .filter(|p| pat.matches_path_with(p, crate::conf::load::GLOB_OPTIONS))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
 fn shown(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }

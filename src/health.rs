@@ -6,11 +6,10 @@
 //! window that ends as soon as the evidence is enough; and the error log lines written meanwhile
 //! are read, because an upstream error there fails verification even when the client saw 200.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 use serde::Serialize;
 
-use crate::conf::{ListenAddr, Server};
 use crate::error::{Error, Result};
 
 mod affected;
@@ -18,12 +17,23 @@ mod select;
 mod tls;
 
 pub use affected::affected;
-pub use select::{focused_checks, MAX_CHANGED, MAX_SPREAD};
+pub use select::{focused_checks, Covered, Plan, Unchecked, MAX_CHECKS};
 
-/// One request to make through nginx.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One request to make through nginx. Its identity (what a baseline run and an after run are
+/// matched on) is the server, URL, connect address and Host; the rest says how to send it and
+/// how to read the answer.
+#[derive(Debug, Clone, Serialize)]
 pub struct Check {
-    /// As shown to the operator.
+    /// The server this request stands for (`b.example`); empty for a `--health` URL.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub server: String,
+    /// What it checks: `location /api/`, `location @app`; empty for a `--health` URL.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub what: String,
+    /// Where that is written, `sites.conf:12`; empty for a `--health` URL.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub at: String,
+    /// As shown to the operator; never holds credentials.
     pub url: String,
     /// Where to connect (nginx's listen address).
     pub connect: SocketAddr,
@@ -32,12 +42,132 @@ pub struct Check {
     /// Path and query.
     pub path: String,
     pub tls: bool,
+    /// Send a PROXY protocol v1 header first (`listen ... proxy_protocol`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub proxy_protocol: bool,
+    /// What nginx answers by itself at this location, without reaching an upstream.
+    #[serde(skip_serializing_if = "Gate::is_open")]
+    pub gate: Gate,
+    /// The upstream the location passes to, as its `*_pass` names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// `user:pass` from the URL, sent as Basic auth.
+    #[serde(skip)]
+    pub auth: Option<Secret>,
+}
+
+impl PartialEq for Check {
+    fn eq(&self, other: &Check) -> bool {
+        self.identity() == other.identity()
+    }
+}
+
+impl Eq for Check {}
+
+impl std::hash::Hash for Check {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.identity().hash(state);
+    }
+}
+
+impl Check {
+    /// A plain request: no server, location, gate or credentials.
+    pub fn plain(url: String, connect: SocketAddr, host: String, path: String, tls: bool) -> Check {
+        Check {
+            server: String::new(),
+            what: String::new(),
+            at: String::new(),
+            url,
+            connect,
+            host,
+            path,
+            tls,
+            proxy_protocol: false,
+            gate: Gate::default(),
+            upstream: None,
+            auth: None,
+        }
+    }
+
+    fn identity(&self) -> (&str, &str, SocketAddr, &str) {
+        (&self.server, &self.url, self.connect, &self.host)
+    }
+}
+
+/// What nginx may answer by itself at a location: a status that says nothing about the
+/// backend behind it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Gate {
+    /// `auth_basic`, `auth_request` or `deny` apply: 401 and 403 come from nginx.
+    pub auth: bool,
+    /// The codes of `return` directives in the location (444: nginx closes the connection).
+    pub returns: Vec<u16>,
+}
+
+impl Gate {
+    pub fn is_open(&self) -> bool {
+        !self.auth && self.returns.is_empty()
+    }
+}
+
+/// A credential: sent, never shown, never serialized.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: String) -> Secret {
+        Secret(text)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// `http://user:pass@host/x` as `http://user:***@host/x`: what may be shown or stored of a URL.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// A `--health-header 'Name: value'`.
+pub fn parse_header(text: &str) -> Result<(String, String)> {
+    let bad = |why: &str| Error::Usage(format!("--health-header {text:?}: {why}"));
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| bad("expected 'Name: value'"))?;
+    let name = name.trim();
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        return Err(bad("the name is not a valid header name"));
+    }
+    let value = value.trim();
+    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(bad("the value holds a line break"));
+    }
+    Ok((name.to_string(), value.to_string()))
 }
 
 /// Parse a `--health` URL. `resolve` entries are curl-style `HOST:PORT:ADDR`: the URL's host
 /// stays the Host header and SNI while the connection goes to ADDR.
 pub fn parse_url(url: &str, resolve: &[String]) -> Result<Check> {
-    let bad = |why: &str| Error::Usage(format!("--health {url}: {why}"));
+    let bad = |why: &str| Error::Usage(format!("--health {}: {why}", redact(url)));
     let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
         (false, r)
     } else if let Some(r) = url.strip_prefix("https://") {
@@ -47,9 +177,14 @@ pub fn parse_url(url: &str, resolve: &[String]) -> Result<Check> {
     };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
-    if authority.contains('@') {
-        return Err(bad("user information in the URL is not supported"));
-    }
+    let (auth, authority) = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            let decoded = format!("{}:{}", percent_decode(user), percent_decode(pass));
+            (Some(Secret(decoded)), host)
+        }
+        None => (None, authority),
+    };
     let (host, port) = split_host_port(authority).ok_or_else(|| bad("no valid host"))?;
     let port = port.unwrap_or(if tls { 443 } else { 80 });
     let path = match tail.split('#').next().unwrap_or("") {
@@ -73,12 +208,32 @@ pub fn parse_url(url: &str, resolve: &[String]) -> Result<Check> {
         },
     };
     Ok(Check {
-        url: url.to_string(),
-        connect,
-        host,
-        path,
-        tls,
+        auth,
+        ..Check::plain(redact(url), connect, host, path, tls)
     })
+}
+
+/// `%40` as `@`: user information may hold any byte percent-encoded.
+fn percent_decode(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `host[:port]` or `[v6][:port]`; the host without brackets.
@@ -119,136 +274,17 @@ fn resolve_entry(resolve: &[String], host: &str, port: u16) -> Result<Option<Soc
     Ok(None)
 }
 
-/// Requests derived from the configuration: each proxied prefix location of each http server
-/// whose listen this machine can reach, with the server's first literal name as Host.
-pub fn derive_checks<'a>(servers: impl IntoIterator<Item = &'a Server>) -> Vec<Check> {
-    candidates(servers).iter().map(Candidate::check).collect()
-}
-
-/// A derived check before any of its strings is built: everything that tells two apart,
-/// borrowed from the servers. 10,000 servers make 20,000 of these, and a reload keeps only a
-/// few, so only those become `Check`s.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Candidate<'a> {
-    connect: SocketAddr,
-    host: Host<'a>,
-    path: &'a str,
-    tls: bool,
-}
-
-/// The Host header: the server's name, or the listen's IP when it has none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Host<'a> {
-    Name(&'a str),
-    Ip(IpAddr),
-}
-
-impl Candidate<'_> {
-    pub(crate) fn check(&self) -> Check {
-        let host = match self.host {
-            Host::Name(name) => name.to_string(),
-            Host::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
-            Host::Ip(IpAddr::V4(ip)) => ip.to_string(),
-        };
-        let scheme = if self.tls { "https" } else { "http" };
-        Check {
-            url: format!("{scheme}://{host}{} (via {})", self.path, self.connect),
-            connect: self.connect,
-            host,
-            path: self.path.to_string(),
-            tls: self.tls,
-        }
-    }
-}
-
-/// The distinct candidates of these servers, in the order they are first met.
-pub(crate) fn candidates<'a>(servers: impl IntoIterator<Item = &'a Server>) -> Vec<Candidate<'a>> {
-    let mut out = Vec::new();
-    for server in servers
-        .into_iter()
-        .filter(|s| s.context == crate::conf::targets::Context::Http)
-    {
-        let name = server
-            .server_names
-            .iter()
-            .find(|n| !n.is_empty() && !n.contains('*') && !n.starts_with('~'));
-        for listen in server.listens.iter().filter(|l| !l.udp) {
-            let Some(connect) = reachable(&listen.addr) else {
-                continue;
-            };
-            let host = name.map_or(Host::Ip(connect.ip()), |n| Host::Name(n));
-            for loc in &server.locations {
-                let regex = matches!(loc.modifier.as_deref(), Some("~") | Some("~*"));
-                if regex || loc.path.starts_with('@') {
-                    continue;
-                }
-                out.push(Candidate {
-                    connect,
-                    host,
-                    path: &loc.path,
-                    tls: listen.ssl,
-                });
-            }
-        }
-    }
-    keep_first_of_each(&mut out);
-    out
-}
-
-/// Drop repeats, keeping each candidate's first place: sort positions by value, mark every
-/// repeat, keep the unmarked. No set of keys, so nothing per candidate beyond a position.
-fn keep_first_of_each(list: &mut Vec<Candidate<'_>>) {
-    let mut order: Vec<u32> = (0..list.len() as u32).collect();
-    order.sort_unstable_by_key(|&i| (list[i as usize], i));
-    let mut repeat = vec![false; list.len()];
-    for pair in order.windows(2) {
-        if list[pair[0] as usize] == list[pair[1] as usize] {
-            repeat[pair[1] as usize] = true;
-        }
-    }
-    let mut i = 0;
-    list.retain(|_| {
-        i += 1;
-        !repeat[i - 1]
-    });
-}
-
-/// Where to connect for a listen, if this machine can: wildcards through loopback, loopback
-/// and local addresses as they are; names other than `localhost` and unix sockets are skipped.
-fn reachable(addr: &ListenAddr) -> Option<SocketAddr> {
-    match addr {
-        ListenAddr::Tcp(sa) if sa.ip().is_unspecified() => {
-            let ip = match sa.ip() {
-                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            };
-            Some(SocketAddr::new(ip, sa.port()))
-        }
-        ListenAddr::Tcp(sa) if sa.ip().is_loopback() || is_local(sa.ip()) => Some(*sa),
-        ListenAddr::Host { name, port } if name == "localhost" => {
-            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), *port))
-        }
-        _ => None,
-    }
-}
-
-/// An address of this machine: binding to it succeeds only here (and sends nothing).
-fn is_local(ip: IpAddr) -> bool {
-    UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
-}
-
+mod judge;
 mod verify;
+pub use judge::{is_failure, judge, Answer};
 pub use verify::{
-    baseline, is_failure, verify, verify_against, CheckResult, HealthOptions, HealthReport, Known,
-    NothingKnown,
+    baseline, verify, verify_against, CheckResult, HealthOptions, HealthReport, Known,
+    NothingKnown, DEFAULT_REQUEST_TIMEOUT,
 };
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conf::targets::Context;
-    use crate::conf::{Listen, Location};
-    use std::path::PathBuf;
 
     #[test]
     fn urls_with_resolve_entries_ports_and_ipv6() {
@@ -270,72 +306,17 @@ mod tests {
         let c = parse_url("http://127.0.0.2?q", &[]).unwrap();
         assert_eq!((c.connect.port(), c.path.as_str()), (80, "/?q"));
         assert!(parse_url("ftp://x/", &[]).is_err());
-        assert!(parse_url("http://a:b@x/", &[]).is_err());
+        let c = parse_url("http://us%40r:p%3Ass@127.0.0.1/x", &[]).unwrap();
+        assert_eq!(c.auth.as_ref().map(Secret::expose), Some("us@r:p:ss"));
+        assert_eq!(c.url, "http://us%40r:***@127.0.0.1/x");
+        assert!(!format!("{c:?}").contains("p%3Ass"));
+        assert_eq!(
+            parse_header("X-Token:  abc ").unwrap(),
+            ("X-Token".to_string(), "abc".to_string())
+        );
+        assert!(parse_header("Bad Name: x").is_err());
+        assert!(parse_header("NoColon").is_err());
         assert!(parse_url("http://x:99999/", &[]).is_err());
         assert!(parse_url("http://x/", &["bad".into()]).is_err());
-    }
-
-    fn listen(addr: ListenAddr, ssl: bool) -> Listen {
-        Listen {
-            addr,
-            ssl,
-            udp: false,
-            ipv6only: false,
-            default_server: false,
-            file: PathBuf::from("/c").into(),
-            line: 1,
-        }
-    }
-
-    fn location(modifier: Option<&str>, path: &str) -> Location {
-        Location {
-            modifier: modifier.map(String::from),
-            path: path.into(),
-            pass: "proxy_pass",
-            file: PathBuf::from("/c").into(),
-            line: 2,
-        }
-    }
-
-    #[test]
-    fn checks_derive_from_reachable_listens_and_prefix_locations() {
-        let server = Server {
-            context: Context::Http,
-            file: PathBuf::from("/c").into(),
-            line: 1,
-            listens: vec![
-                listen(ListenAddr::Tcp("0.0.0.0:80".parse().unwrap()), false),
-                listen(ListenAddr::Tcp("[::]:443".parse().unwrap()), true),
-                listen(ListenAddr::Unix("/run/n.sock".into()), false),
-            ],
-            server_names: vec!["*.example".into(), "~^re".into(), "app.test".into()],
-            locations: vec![
-                location(None, "/api/"),
-                location(Some("~"), "\\.php$"),
-                location(None, "@fallback"),
-                location(Some("="), "/exact"),
-            ],
-        };
-        let checks = derive_checks(&[server]);
-        let got: Vec<_> = checks
-            .iter()
-            .map(|c| {
-                (
-                    c.connect.to_string(),
-                    c.host.as_str(),
-                    c.path.as_str(),
-                    c.tls,
-                )
-            })
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("127.0.0.1:80".to_string(), "app.test", "/api/", false),
-                ("127.0.0.1:80".to_string(), "app.test", "/exact", false),
-                ("[::1]:443".to_string(), "app.test", "/api/", true),
-                ("[::1]:443".to_string(), "app.test", "/exact", true),
-            ]
-        );
     }
 }

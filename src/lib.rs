@@ -16,6 +16,7 @@ pub mod error;
 pub mod errorlog;
 pub mod exit;
 pub mod health;
+pub mod impact;
 pub mod nginx;
 pub mod output;
 pub mod pipeline;

@@ -143,6 +143,9 @@ pub struct Report {
     pub conflicts: Vec<ListenConflict>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<ConfigDiff>,
+    /// Which servers the change affects, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub impact: Option<crate::impact::Impact>,
     /// The candidate's checks through a throwaway nginx, before the reload.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowReport>,
@@ -200,6 +203,7 @@ impl Report {
             probe: None,
             conflicts: Vec::new(),
             diff: None,
+            impact: None,
             shadow: None,
             snapshot: None,
             reload: None,

@@ -31,6 +31,8 @@ pub struct FileSettings {
     pub reload_cmd: Option<String>,
     pub health: Option<Vec<String>>,
     pub resolve: Option<Vec<String>>,
+    pub health_header: Option<Vec<String>>,
+    pub health_timeout: Option<String>,
     pub expect_status: Option<Vec<u16>>,
     pub no_probe: Option<bool>,
     pub no_shadow: Option<bool>,
@@ -54,6 +56,10 @@ pub struct Settings {
     pub reload_cmd: Option<Vec<String>>,
     /// `--health` URLs, parsed (and their hosts resolved) up front.
     pub health: Vec<Check>,
+    /// `--health-header` pairs, validated.
+    pub health_headers: Vec<(String, String)>,
+    /// Per health request.
+    pub health_timeout: Duration,
     pub resolve: Vec<String>,
     pub expect_status: Vec<u16>,
     pub no_probe: bool,
@@ -103,6 +109,17 @@ impl Settings {
             reload_cmd,
             health,
             resolve,
+            health_headers: (pick(&g.health_header, file.health_header).iter())
+                .map(|h| crate::health::parse_header(h))
+                .collect::<Result<_>>()?,
+            health_timeout: match g.health_timeout {
+                Some(d) => d,
+                None => dur(
+                    &file.health_timeout,
+                    "health-timeout",
+                    crate::health::DEFAULT_REQUEST_TIMEOUT,
+                )?,
+            },
             expect_status: pick(&g.expect_status, file.expect_status),
             no_probe: g.no_probe || file.no_probe.unwrap_or(false),
             no_shadow: g.no_shadow || file.no_shadow.unwrap_or(false),

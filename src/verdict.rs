@@ -89,10 +89,10 @@ impl Baseline {
             } else {
                 Before::Answered(Seen::of(r))
             };
-            match at.get(r.url.as_str()) {
+            match at.get(r.check.url.as_str()) {
                 None => {
-                    at.insert(r.url.as_str(), checks.len());
-                    checks.push((r.url.clone(), before));
+                    at.insert(r.check.url.as_str(), checks.len());
+                    checks.push((r.check.url.clone(), before));
                 }
                 Some(&i) => {
                     let had_failed = matches!(&checks[i].1, Before::Answered(s) if s.failed);
@@ -141,7 +141,7 @@ impl Baseline {
 
 impl Known for Baseline {
     fn failure(&self, result: &CheckResult) -> bool {
-        self.before(&result.url)
+        self.before(&result.check.url)
             .is_some_and(|b| b.same_failure(&Seen::of(result)))
     }
 
@@ -161,7 +161,9 @@ pub struct AfterRollback<'a> {
 
 impl Known for AfterRollback<'_> {
     fn failure(&self, result: &CheckResult) -> bool {
-        self.baseline.before(&result.url).is_some_and(|b| b.failed)
+        self.baseline
+            .before(&result.check.url)
+            .is_some_and(|b| b.failed)
     }
 
     fn upstream_error(&self, error: &UpstreamError) -> bool {
@@ -339,9 +341,9 @@ fn compare(
 ) -> (Vec<Compared>, Vec<UpstreamError>, Vec<UpstreamError>) {
     let compared = (after.results.iter().filter(|r| r.failed))
         .map(|r| Compared {
-            url: r.url.clone(),
-            host: r.host.clone(),
-            before: before.before(&r.url).cloned(),
+            url: r.check.url.clone(),
+            host: r.check.host.clone(),
+            before: before.before(&r.check.url).cloned(),
             after: Seen::of(r),
             baseline_taken: before.taken,
         })
@@ -504,9 +506,22 @@ mod tests {
     use std::time::Duration;
 
     fn result(url: &str, status: Option<u16>, refused: bool) -> CheckResult {
+        let check = Check::plain(
+            url.into(),
+            "127.0.0.1:80".parse().unwrap(),
+            "site.test".into(),
+            "/".into(),
+            false,
+        );
+        let failed = crate::health::is_failure(status, None);
         CheckResult {
-            url: url.into(),
-            host: "site.test".into(),
+            check,
+            answer: if failed {
+                crate::health::Answer::Failed
+            } else {
+                crate::health::Answer::Passed
+            },
+            attempts: 1,
             status,
             error: status
                 .is_none()
@@ -521,8 +536,10 @@ mod tests {
         HealthReport {
             passed: false,
             results,
+            not_checked: Vec::new(),
             upstream_errors: errors,
             expected_upstream_errors: Vec::new(),
+            rounds: 1,
             elapsed: Duration::ZERO,
         }
     }
@@ -622,12 +639,14 @@ mod tests {
             .describe()
             .contains("nothing answered there before"));
         // And a rollback does not verify it again: the restored configuration has no such listen.
-        let check = |url: &str| Check {
-            url: url.into(),
-            connect: "127.0.0.1:80".parse().unwrap(),
-            host: "a.test".into(),
-            path: "/".into(),
-            tls: false,
+        let check = |url: &str| {
+            Check::plain(
+                url.into(),
+                "127.0.0.1:80".parse().unwrap(),
+                "a.test".into(),
+                "/".into(),
+                false,
+            )
         };
         let (kept, dropped) = before.applicable(vec![check(A), check(B)]);
         // A was refused before: dropped. B was never made (the window closed): kept.
@@ -675,13 +694,13 @@ mod tests {
         };
         assert_eq!(causes.len(), 2);
         assert_eq!(causes[0].describe(), "http://b.test/ answered HTTP 502");
-        let check = Check {
-            url: B.into(),
-            connect: "127.0.0.1:80".parse().unwrap(),
-            host: "b.test".into(),
-            path: "/".into(),
-            tls: false,
-        };
+        let check = Check::plain(
+            B.into(),
+            "127.0.0.1:80".parse().unwrap(),
+            "b.test".into(),
+            "/".into(),
+            false,
+        );
         assert_eq!(none.applicable(vec![check]).0.len(), 1);
         let proof = live();
         let restored = Restored::Reloaded {

@@ -44,6 +44,55 @@ impl Default for LoadOptions {
     }
 }
 
+/// Where the files of a configuration come from: the disk, or a recorded snapshot (the
+/// last-good tree is parsed from the store's objects, never from files that may have changed).
+pub trait Source: Sync {
+    /// The bytes of one file, at most `max` of them; the error is a plain reason.
+    fn read(&self, path: &Path, max: u64) -> std::result::Result<Arc<[u8]>, String>;
+    /// The files an include pattern matches, sorted as `glob(3)` sorts them.
+    fn glob(&self, pattern: &Path) -> std::result::Result<Vec<PathBuf>, String>;
+}
+
+/// The files as they are on disk now.
+pub struct Disk;
+
+/// `*` and `?` do not match a leading dot, nor a `/`: `glob(3)` as nginx calls it.
+pub const GLOB_OPTIONS: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: true,
+};
+
+impl Source for Disk {
+    fn read(&self, path: &Path, max: u64) -> std::result::Result<Arc<[u8]>, String> {
+        let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+        let meta = file.metadata().map_err(|e| e.to_string())?;
+        if meta.is_dir() {
+            return Err("it is a directory".into());
+        }
+        if meta.len() > max {
+            return Err(format!(
+                "it is {} bytes, more than the {max} byte limit for a configuration file",
+                meta.len(),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.take(max + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| e.to_string())?;
+        if bytes.len() as u64 > max {
+            return Err(format!(
+                "it is more than the {max} byte limit for a configuration file"
+            ));
+        }
+        Ok(bytes.into())
+    }
+
+    fn glob(&self, pattern: &Path) -> std::result::Result<Vec<PathBuf>, String> {
+        glob_sorted(pattern)
+    }
+}
+
 /// Load the configuration whose main file is `main`.
 pub fn load(main: &Path, opts: &LoadOptions) -> Result<Config> {
     let main = absolute(main)?;
@@ -57,12 +106,19 @@ pub fn load(main: &Path, opts: &LoadOptions) -> Result<Config> {
             reason: "it is a directory; -c/--conf takes the main configuration file".into(),
         });
     }
+    load_from(&main, opts, &Disk)
+}
+
+/// Load a configuration whose files come from `source`; `main` is absolute.
+pub fn load_from(main: &Path, opts: &LoadOptions, source: &dyn Source) -> Result<Config> {
+    let main = main.to_path_buf();
     let conf_prefix = main
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
     let mut loader = Loader {
         opts,
+        source,
         conf_prefix: conf_prefix.clone(),
         files: Vec::new(),
         index: HashMap::new(),
@@ -90,6 +146,7 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 
 struct Loader<'a> {
     opts: &'a LoadOptions,
+    source: &'a dyn Source,
     conf_prefix: PathBuf,
     files: Vec<ConfFile>,
     /// Index into `files` by path.
@@ -111,29 +168,7 @@ impl Loader<'_> {
                 self.opts.max_files
             ));
         }
-        let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-        let meta = file.metadata().map_err(|e| e.to_string())?;
-        if meta.is_dir() {
-            return Err("it is a directory".into());
-        }
-        if meta.len() > self.opts.max_file_size {
-            return Err(format!(
-                "it is {} bytes, more than the {} byte limit for a configuration file",
-                meta.len(),
-                self.opts.max_file_size
-            ));
-        }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.take(self.opts.max_file_size + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| e.to_string())?;
-        if bytes.len() as u64 > self.opts.max_file_size {
-            return Err(format!(
-                "it is more than the {} byte limit for a configuration file",
-                self.opts.max_file_size
-            ));
-        }
-        let bytes: Arc<[u8]> = bytes.into();
+        let bytes = self.source.read(path, self.opts.max_file_size)?;
         self.index.insert(path.to_path_buf(), self.files.len());
         self.files.push(ConfFile {
             path: path.to_path_buf(),
@@ -218,7 +253,8 @@ impl Loader<'_> {
         let pattern = self.resolve(&d.args[0]);
         self.check_confined(d, &pattern)?;
         let paths = if d.args[0].contains(['*', '?', '[']) {
-            glob_sorted(&pattern).map_err(|m| Error::config(d.file.to_path_buf(), d.line, m))?
+            (self.source.glob(&pattern))
+                .map_err(|m| Error::config(d.file.to_path_buf(), d.line, m))?
         } else {
             vec![pattern]
         };
@@ -326,12 +362,7 @@ fn normalize(path: &Path) -> PathBuf {
 /// `glob(3)` as nginx calls it: sorted, `*` and `?` do not match a leading dot.
 fn glob_sorted(pattern: &Path) -> std::result::Result<Vec<PathBuf>, String> {
     let text = pattern.to_string_lossy();
-    let opts = glob::MatchOptions {
-        case_sensitive: true,
-        require_literal_separator: true,
-        require_literal_leading_dot: true,
-    };
-    let iter = glob::glob_with(&text, opts)
+    let iter = glob::glob_with(&text, GLOB_OPTIONS)
         .map_err(|e| format!("invalid include pattern \"{text}\": {e}"))?;
     let mut paths = Vec::new();
     for entry in iter {

@@ -17,8 +17,8 @@ pub mod untrusted;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use load::{load, LoadOptions};
-pub use servers::{Listen, ListenAddr, Location, Server};
+pub use load::{load, load_from, LoadOptions, Source};
+pub use servers::{Listen, ListenAddr, Location, Reach, Server};
 pub use targets::{Reference, Target, TargetAddr, Targets};
 pub use tree::{Directive, Word};
 

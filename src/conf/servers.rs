@@ -54,8 +54,22 @@ pub struct Listen {
     #[serde(skip)]
     pub ipv6only: bool,
     pub default_server: bool,
+    /// `listen ... proxy_protocol`: nginx expects a PROXY protocol header first.
+    pub proxy_protocol: bool,
+    /// `listen ... http2`.
+    pub http2: bool,
     pub file: Arc<Path>,
     pub line: u32,
+}
+
+/// How a request reaches a location.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reach {
+    /// This path is answered by the location.
+    Path(String),
+    /// No path is known to reach it; the reason is said to the operator.
+    Unknown(&'static str),
 }
 
 /// A `location` whose requests go to a backend (it holds a `*_pass`).
@@ -67,6 +81,15 @@ pub struct Location {
     pub path: String,
     /// The `*_pass` directive that sends requests on, e.g. `proxy_pass`.
     pub pass: &'static str,
+    /// Its first argument: `http://api`, `unix:/run/app.sock`.
+    pub target: String,
+    /// A request path that reaches this location.
+    pub reach: Reach,
+    /// `auth_basic`, `auth_request` or `deny` apply here (or in the server): nginx itself
+    /// may answer 401/403.
+    pub auth: bool,
+    /// Codes of `return` in the location (and its `if` blocks).
+    pub returns: Box<[u16]>,
     pub file: Arc<Path>,
     pub line: u32,
 }
@@ -118,6 +141,8 @@ fn server(context: Context, d: &Directive) -> Server {
             udp: false,
             ipv6only: false,
             default_server: false,
+            proxy_protocol: false,
+            http2: false,
             file: d.file.clone(),
             line: d.line,
         });
@@ -128,8 +153,17 @@ fn server(context: Context, d: &Directive) -> Server {
         .filter(|c| c.name == "server_name")
         .flat_map(|c| c.args.iter().map(|a| a.to_string()))
         .collect();
+    // `ssl on;` (the directive form nginx 1.22 still accepts) makes every listen TLS.
+    if (d.children().iter()).any(|c| c.name == "ssl" && c.arg0().eq_ignore_ascii_case("on")) {
+        for l in &mut listens {
+            l.ssl = true;
+        }
+    }
+    let server_auth = inherit_auth(false, d.children());
     let mut locations = Vec::new();
-    proxied_locations(d.children(), &mut locations);
+    let mut named = Vec::new();
+    proxied_locations(d.children(), server_auth, &mut locations, &mut named);
+    reach_named(&mut locations, &named);
     // Thousands of servers each keep these lists: no spare capacity.
     listens.shrink_to_fit();
     server_names.shrink_to_fit();
@@ -155,6 +189,8 @@ fn listen(context: Context, d: &Directive) -> Option<Listen> {
         udp: flag("udp"),
         ipv6only: v6 && !flag("ipv6only=off"),
         default_server: flag("default_server") || flag("default"),
+        proxy_protocol: flag("proxy_protocol"),
+        http2: flag("http2"),
         file: d.file.clone(),
         line: d.line,
     })
@@ -177,29 +213,195 @@ pub fn listen_addr(context: Context, text: &str) -> Option<ListenAddr> {
 }
 
 /// Each `location` (nested ones too) that holds a `*_pass`, directly or inside its `if` or
-/// `limit_except` blocks.
-fn proxied_locations(dirs: &[Directive], out: &mut Vec<Location>) {
+/// `limit_except` blocks. `named` collects the paths that fall through to a named location
+/// (`try_files ... @app`, `error_page 404 @app`) as `(@app, path)`.
+fn proxied_locations(
+    dirs: &[Directive],
+    auth: bool,
+    out: &mut Vec<Location>,
+    named: &mut Vec<(String, String)>,
+) {
     for d in dirs
         .iter()
         .filter(|d| d.name == "location" && d.block.is_some())
     {
+        let (modifier, path) = location_args(&d.args);
+        let auth = inherit_auth(auth, d.children());
+        for fallback in fallbacks(d.children()) {
+            if modifier.is_none() || modifier.as_deref() == Some("^~") {
+                named.push((fallback.to_string(), missing_path_under(&path)));
+            }
+        }
         if let Some(pass) = pass_in(d.children()) {
-            let (modifier, path) = location_args(&d.args);
+            let reach = match modifier.as_deref() {
+                _ if path.starts_with('@') => {
+                    Reach::Unknown("no try_files or error_page 404 leads here")
+                }
+                Some("~") | Some("~*") => match regex_path(&path) {
+                    Some(p) => Reach::Path(p),
+                    None => Reach::Unknown("no matching path could be derived from the regex"),
+                },
+                _ => Reach::Path(path.clone()),
+            };
+            let mut returns = Vec::new();
+            returns_in(d.children(), &mut returns);
             out.push(Location {
                 modifier,
                 path,
-                pass,
+                pass: pass.0,
+                target: pass.1.to_string(),
+                reach,
+                auth,
+                returns: returns.into_boxed_slice(),
                 file: d.file.clone(),
                 line: d.line,
             });
         }
-        proxied_locations(d.children(), out);
+        proxied_locations(d.children(), auth, out, named);
     }
 }
 
-fn pass_in(dirs: &[Directive]) -> Option<&'static str> {
+/// Whether nginx itself may refuse requests in a block: its own `auth_basic`/`auth_request`
+/// (`off` cancels what it inherits) or else the outer block's, or a `deny`.
+fn inherit_auth(outer: bool, dirs: &[Directive]) -> bool {
+    let own = |name: &str| {
+        (dirs.iter().rev().find(|d| d.name == name)).map(|d| !d.arg0().eq_ignore_ascii_case("off"))
+    };
+    let basic = own("auth_basic");
+    let request = own("auth_request");
+    let inherited = match (basic, request) {
+        (None, None) => outer,
+        (b, r) => b.unwrap_or(false) || r.unwrap_or(false),
+    };
+    inherited || dirs.iter().any(|d| d.name == "deny")
+}
+
+/// The named locations a request for a missing file falls through to.
+fn fallbacks(dirs: &[Directive]) -> Vec<&str> {
+    let mut out = Vec::new();
+    for d in dirs {
+        let last = d.args.last().map(|w| w.as_str()).unwrap_or("");
+        let to_named = last.starts_with('@');
+        match d.name.as_str() {
+            "try_files" if to_named => out.push(last),
+            "error_page" if to_named && d.args.iter().any(|a| a == "404") => out.push(last),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A path under a prefix location that names no file: `try_files` falls through for it.
+fn missing_path_under(prefix: &str) -> String {
+    const NAME: &str = "safe-reload-check";
+    if prefix.ends_with('/') {
+        format!("{prefix}{NAME}")
+    } else {
+        format!("{prefix}/{NAME}")
+    }
+}
+
+/// Give each named location the path of the first location that falls through to it.
+fn reach_named(locations: &mut [Location], named: &[(String, String)]) {
+    for loc in locations.iter_mut().filter(|l| l.path.starts_with('@')) {
+        if let Some((_, path)) = named.iter().find(|(n, _)| *n == loc.path) {
+            loc.reach = Reach::Path(path.clone());
+        }
+    }
+}
+
+fn returns_in(dirs: &[Directive], out: &mut Vec<u16>) {
+    for d in dirs {
+        match d.name.as_str() {
+            // `return URL` is a 302.
+            "return" => out.push(d.arg0().parse().unwrap_or(302)),
+            "if" | "limit_except" => returns_in(d.children(), out),
+            _ => {}
+        }
+    }
+}
+
+/// A path a location's regex matches, for the simple regexes locations mostly use
+/// (`\.php$`, `^/api/v[0-9]+/`, `^/(images|css)/`); `None` for anything else, so a path is
+/// never guessed. Unanchored patterns get a prefix that names no file.
+pub fn regex_path(re: &str) -> Option<String> {
+    let (anchored, body) = match re.strip_prefix('^') {
+        Some(rest) => (true, rest),
+        None => (false, re),
+    };
+    let body = body.strip_suffix('$').unwrap_or(body);
+    let b = body.as_bytes();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\\' => {
+                let next = *b.get(i + 1)?;
+                if next.is_ascii_alphanumeric() {
+                    return None;
+                }
+                out.push(next as char);
+                i += 2;
+            }
+            b'[' => {
+                let end = i + body[i..].find(']')?;
+                let class = &body[i + 1..end];
+                let first = class.chars().next().filter(|c| c.is_ascii_alphanumeric())?;
+                if class.starts_with('^') {
+                    return None;
+                }
+                out.push(first);
+                i = end + 1;
+            }
+            b'(' => {
+                let end = i + body[i..].find(')')?;
+                let inner = body[i + 1..end].trim_start_matches("?:");
+                let first = inner.split('|').next()?;
+                if !first
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"/_-".contains(&c))
+                {
+                    return None;
+                }
+                out.push_str(first);
+                i = end + 1;
+            }
+            b'.' => {
+                out.push('x');
+                i += 1;
+            }
+            // One of what came before is a match; none at all for `*` and `?`, so the last
+            // character pushed already satisfies `+`, and `*`/`?` are also met by it.
+            b'+' | b'*' | b'?' => i += 1,
+            c if c.is_ascii_alphanumeric() || b"/_-~%=&,;:@".contains(&c) => {
+                out.push(c as char);
+                i += 1;
+            }
+            _ => return None,
+        }
+    }
+    if anchored {
+        out.starts_with('/').then_some(out)
+    } else {
+        Some(format!(
+            "/safe-reload-check{}",
+            if out.starts_with('/') || out.starts_with('.') {
+                out
+            } else {
+                format!("/{out}")
+            }
+        ))
+    }
+}
+
+fn pass_in(dirs: &[Directive]) -> Option<(&'static str, &str)> {
     dirs.iter().find_map(|d| match d.name.as_str() {
-        n if PASS_DIRECTIVES.contains(&n) => PASS_DIRECTIVES.iter().copied().find(|p| *p == n),
+        n if PASS_DIRECTIVES.contains(&n) => PASS_DIRECTIVES
+            .iter()
+            .copied()
+            .find(|p| *p == n)
+            .map(|p| (p, d.arg0())),
         "if" | "limit_except" => pass_in(d.children()),
         _ => None,
     })

@@ -1,89 +1,67 @@
-//! The servers a change affects as the checks see them, for the headline's coverage: each
-//! with the checks made for it and what of it no check covers. Affected are the servers
-//! defined in the changed files; when no server is, which ones the change reaches is not
-//! known, so every server counts.
+//! The servers a change affects as the coverage sees them, from the checks' [`Plan`]: each
+//! server some request checks, with the URLs of its checks and what of it no request checks,
+//! and each affected server no request checks at all. Which servers are affected is the
+//! impact analysis's to say (`impact`); the plan holds only those.
 
-use std::path::{Path, PathBuf};
-
-use super::{candidates, Check, MAX_CHANGED};
-use crate::conf::targets::Context;
-use crate::conf::Server;
+use super::Plan;
 use crate::verdict::{Affected, LeftOut};
 
-/// The affected servers among `servers` for a change to `changed` files, against the
-/// `checks` chosen for the run.
-pub fn affected(
-    servers: &[Server],
-    changed: &[PathBuf],
-    checks: &[Check],
-    root: &Path,
-) -> Vec<Affected> {
-    let touched: Vec<&Server> = servers
-        .iter()
-        .filter(|s| changed.iter().any(|c| **c == *s.file))
-        .collect();
-    let affected = if touched.is_empty() {
-        servers.iter().collect()
-    } else {
-        touched
+/// The affected servers of `plan`, checked ones first.
+pub fn affected(plan: &Plan) -> Vec<Affected> {
+    let left_out = |u: &super::Unchecked| LeftOut {
+        what: u.what.clone(),
+        at: u.at.clone(),
+        why: u.why.clone(),
     };
-    affected.into_iter().map(|s| one(s, checks, root)).collect()
+    let checked = plan.checked.iter().map(|c| Affected {
+        server: c.server.clone(),
+        at: c.at.clone(),
+        checks: c.checks.clone(),
+        left_out: c.left_out.iter().map(left_out).collect(),
+    });
+    // A server with no check at all has one "server" entry saying why; the entries of its
+    // locations and names before it explain that one, and are listed with the plan.
+    let unchecked = (plan.not_checked.iter().filter(|u| u.what == "server")).map(|u| Affected {
+        server: u.server.clone(),
+        at: u.at.clone(),
+        checks: Vec::new(),
+        left_out: vec![left_out(u)],
+    });
+    checked.chain(unchecked).collect()
 }
 
-fn one(server: &Server, checks: &[Check], root: &Path) -> Affected {
-    let at = |file: &Path, line: u32| {
-        format!(
-            "{}:{line}",
-            file.strip_prefix(root).unwrap_or(file).display()
-        )
-    };
-    let label = (server.server_names.iter().find(|n| !n.is_empty()).cloned())
-        .or_else(|| server.listens.first().map(|l| l.addr.to_string()))
-        .unwrap_or_else(|| "server".into());
-    let mut out = Affected {
-        server: label,
-        at: at(&server.file, server.line),
-        checks: Vec::new(),
-        left_out: Vec::new(),
-    };
-    if server.context == Context::Stream {
-        out.left_out.push(LeftOut {
-            what: "server".into(),
-            at: out.at.clone(),
-            why: "a stream server: no request is made to it".into(),
-        });
-        return out;
-    }
-    for loc in &server.locations {
-        let regex = matches!(loc.modifier.as_deref(), Some("~") | Some("~*"));
-        let why = if regex {
-            "a regex location: no path is known to reach it"
-        } else if loc.path.starts_with('@') {
-            "a named location: no request reaches it directly"
-        } else {
-            continue;
-        };
-        let what = match &loc.modifier {
-            Some(m) => format!("{m} {}", loc.path),
-            None => loc.path.clone(),
-        };
-        out.left_out.push(LeftOut {
-            what,
-            at: at(&loc.file, loc.line),
-            why: why.into(),
-        });
-    }
-    for c in candidates(std::iter::once(server)) {
-        let check = c.check();
-        if checks.contains(&check) {
-            out.checks.push(check.url);
-        } else {
-            out.left_out.push(LeftOut {
-                what: check.path.clone(),
-                at: out.at.clone(),
-                why: format!("over the bound of {MAX_CHANGED} checks for a change"),
-            });
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::{Covered, Unchecked};
+
+    fn unchecked(server: &str, what: &str) -> Unchecked {
+        Unchecked {
+            server: server.into(),
+            what: what.into(),
+            at: "site.conf:9".into(),
+            why: "why".into(),
         }
     }
-    out
+
+    #[test]
+    fn checked_servers_keep_their_checks_and_what_they_left_out() {
+        let regex = unchecked("a.test", "location ~ (a)b");
+        let plan = Plan {
+            checks: Vec::new(),
+            checked: vec![Covered {
+                server: "a.test".into(),
+                at: "site.conf:1".into(),
+                checks: vec!["http://a.test/".into()],
+                left_out: vec![regex.clone()],
+            }],
+            not_checked: vec![regex, unchecked("b.test", "server")],
+        };
+        let all = affected(&plan);
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].checks, ["http://a.test/"]);
+        assert_eq!(all[0].left_out[0].what, "location ~ (a)b");
+        assert_eq!((all[1].server.as_str(), all[1].checks.len()), ("b.test", 0));
+        assert_eq!(all[1].left_out[0].what, "server");
+    }
 }

@@ -1,93 +1,410 @@
-//! Which derived checks a reload verifies. Every proxied location of every server is too many
-//! on a large configuration: 10,000 servers make 20,000 checks, three rounds of which take far
-//! longer than the verification window, so the reload would be rolled back for being large.
-//! What a change can break is first of all the servers it touched, so those are checked in
-//! full (up to a bound) and the rest by an even spread; the error log, read after every
-//! round, still catches upstream errors of any request nginx serves meanwhile.
+//! The checks for a candidate: requests through nginx for every server the change affects.
+//!
+//! Each affected server is checked on every `server_name` (a leading-dot name as the name
+//! itself, a wildcard with a label filled in; a regex name cannot be named and is said so),
+//! every proxied location a path is known to reach (prefix and exact ones as written, regex ones
+//! where a matching path can be derived, named ones through the `try_files`/`error_page 404`
+//! that leads to them) and every listen this machine can reach. A request must land on that
+//! server: a wildcard listen is reached through a loopback address no specific listen on the
+//! same port claims. What cannot be checked is listed with why.
+//!
+//! A change to thousands of servers cannot have all of that checked inside the window, so a
+//! round holds at most `MAX_CHECKS` requests: one per affected server first (an even spread when
+//! even that is too many), then more of each server's checks, round-robin. Every affected
+//! server left without a check is listed.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeSet, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::Path;
 
-use super::{candidates, Check};
-use crate::conf::Server;
+use serde::Serialize;
 
-/// The most checks taken from servers defined in changed files.
-pub const MAX_CHANGED: usize = 32;
-/// The most checks taken, evenly spread, from the other servers.
-pub const MAX_SPREAD: usize = 8;
+use super::{Check, Gate};
+use crate::conf::targets::Context;
+use crate::conf::{Listen, ListenAddr, Location, Reach, Server};
+use crate::impact::{Impact, ServerId};
 
-/// Derived checks for a change to `changed` files (absolute paths): the servers in those files
-/// first, then an even spread over the rest. With no changed file known every server counts as
-/// unchanged.
-pub fn focused_checks(servers: &[Server], changed: &[PathBuf]) -> Vec<Check> {
-    let changed: HashSet<&Path> = changed.iter().map(PathBuf::as_path).collect();
-    let (touched, rest): (Vec<&Server>, Vec<&Server>) =
-        servers.iter().partition(|s| changed.contains(&*s.file));
-    let mut out: Vec<Check> = (candidates(touched).iter().take(MAX_CHANGED))
-        .map(|c| c.check())
-        .collect();
-    let others = candidates(rest);
-    let step = others.len().div_ceil(MAX_SPREAD).max(1);
-    for check in others.iter().step_by(step).map(|c| c.check()) {
-        if !out.contains(&check) {
-            out.push(check);
+/// The most requests in one round.
+pub const MAX_CHECKS: usize = 256;
+
+/// What will be checked, and what will not.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Plan {
+    pub checks: Vec<Check>,
+    /// Affected servers with at least one check.
+    pub checked: Vec<Covered>,
+    /// Affected servers, locations and names that no request checks, each with why.
+    pub not_checked: Vec<Unchecked>,
+}
+
+/// An affected server some request checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Covered {
+    pub server: String,
+    /// Where the server block is: `sites.conf:12`.
+    pub at: String,
+    /// The URLs of its checks.
+    #[serde(skip)]
+    pub checks: Vec<String>,
+    /// What of it no request checks (also in `Plan::not_checked`): a server is verified only
+    /// when this is empty and every check passed.
+    #[serde(skip)]
+    pub left_out: Vec<Unchecked>,
+}
+
+/// Something affected that is not verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unchecked {
+    pub server: String,
+    /// `location ~ \.php$`, `server_name ~^api`, `server` (the whole server).
+    pub what: String,
+    pub at: String,
+    pub why: String,
+}
+
+impl Plan {
+    /// How many affected servers have no check at all.
+    pub fn servers_not_checked(&self) -> usize {
+        let whole: HashSet<&str> = (self.not_checked.iter())
+            .filter(|u| u.what == "server")
+            .map(|u| u.server.as_str())
+            .collect();
+        whole.len()
+    }
+}
+
+/// The checks for the servers `impact` names among `servers` (the configuration the requests
+/// go to: the candidate's, or the restored one's on a rollback, where servers only the
+/// candidate had find no match and drop out).
+pub fn focused_checks(servers: &[Server], impact: &Impact, root: &Path) -> Plan {
+    let claimed = specific_listens(servers);
+    let affected = impact.affected_ids();
+    let mut plan = Plan::default();
+    let mut per_server: Vec<(usize, Vec<Candidate>)> = Vec::new();
+    // Per server in `per_server`: where its entries in `plan.not_checked` start and end.
+    let mut skipped_at: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        if !affected.contains(&ServerId::of(server)) {
+            continue;
         }
+        if server.context != Context::Http {
+            plan.not_checked.push(Unchecked {
+                server: ServerId::of(server).to_string(),
+                what: "server".into(),
+                at: at(root, &server.file, server.line),
+                why: "a stream server: no request is made to it".into(),
+            });
+            continue;
+        }
+        let start = plan.not_checked.len();
+        let found = candidates(server, &claimed, root, &mut plan.not_checked);
+        skipped_at.push(start..plan.not_checked.len());
+        per_server.push((i, found));
+    }
+    let with_checks: Vec<usize> = (0..per_server.len())
+        .filter(|&k| !per_server[k].1.is_empty())
+        .collect();
+    // One check for each server first; too many servers for the bound: an even spread.
+    let n = with_checks.len();
+    let chosen: BTreeSet<usize> = (0..n.min(MAX_CHECKS))
+        .map(|k| with_checks[k * n / n.min(MAX_CHECKS)])
+        .collect();
+    let mut seen: HashSet<Check> = HashSet::new();
+    // Per server: the URLs of its checks, and how many of its candidates were taken.
+    let mut taken: Vec<(Vec<String>, usize)> = vec![(Vec::new(), 0); per_server.len()];
+    let mut depth = 0;
+    loop {
+        let mut took_any = false;
+        for &k in &chosen {
+            if plan.checks.len() >= MAX_CHECKS {
+                break;
+            }
+            if let Some(c) = per_server[k].1.get(depth) {
+                took_any = true;
+                taken[k].1 = depth + 1;
+                let check = c.check(&servers[per_server[k].0], root);
+                if !taken[k].0.contains(&check.url) {
+                    taken[k].0.push(check.url.clone());
+                }
+                if seen.insert(check.clone()) {
+                    plan.checks.push(check);
+                }
+            }
+        }
+        depth += 1;
+        if !took_any || plan.checks.len() >= MAX_CHECKS {
+            break;
+        }
+    }
+    for (k, (i, found)) in per_server.iter().enumerate() {
+        let server = &servers[*i];
+        let (label, at) = (
+            ServerId::of(server).to_string(),
+            at(root, &server.file, server.line),
+        );
+        if chosen.contains(&k) {
+            let (checks, took) = std::mem::take(&mut taken[k]);
+            let mut left_out = plan.not_checked[skipped_at[k].clone()].to_vec();
+            // Its requests the bound left out, each at the location it stands for.
+            let mut over: Vec<Unchecked> = Vec::new();
+            for c in &found[took..] {
+                let check = c.check(server, root);
+                let what = format!("GET {}", check.url);
+                if !checks.contains(&check.url) && !over.iter().any(|u| u.what == what) {
+                    over.push(Unchecked {
+                        server: label.clone(),
+                        what,
+                        at: check.at,
+                        why: format!("over the bound of {MAX_CHECKS} requests per round"),
+                    });
+                }
+            }
+            left_out.extend(over.iter().cloned());
+            plan.not_checked.extend(over);
+            plan.checked.push(Covered {
+                server: label,
+                at,
+                checks,
+                left_out,
+            });
+        } else {
+            let why = if found.is_empty() {
+                "no request can reach it from this machine (see the entries above)".to_string()
+            } else {
+                format!("over the bound of {MAX_CHECKS} requests per round")
+            };
+            plan.not_checked.push(Unchecked {
+                server: label,
+                what: "server".into(),
+                at,
+                why,
+            });
+        }
+    }
+    plan
+}
+
+/// A check before its strings are built: a server's listen, Host and location.
+#[derive(Debug, Clone)]
+struct Candidate<'a> {
+    listen: &'a Listen,
+    connect: SocketAddr,
+    host: Host,
+    location: &'a Location,
+    path: &'a str,
+}
+
+/// The Host header: a name, or the listen's IP when the server has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Host {
+    Name(String),
+    Ip(IpAddr),
+}
+
+impl Candidate<'_> {
+    fn check(&self, server: &Server, root: &Path) -> Check {
+        let host = match &self.host {
+            Host::Name(name) => name.clone(),
+            Host::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
+            Host::Ip(IpAddr::V4(ip)) => ip.to_string(),
+        };
+        let scheme = if self.listen.ssl { "https" } else { "http" };
+        let loc = self.location;
+        let what = match &loc.modifier {
+            Some(m) => format!("location {m} {}", loc.path),
+            None => format!("location {}", loc.path),
+        };
+        Check {
+            server: ServerId::of(server).to_string(),
+            what,
+            at: at(root, &loc.file, loc.line),
+            url: format!("{scheme}://{host}{} (via {})", self.path, self.connect),
+            connect: self.connect,
+            host,
+            path: self.path.to_string(),
+            tls: self.listen.ssl,
+            proxy_protocol: self.listen.proxy_protocol,
+            gate: Gate {
+                auth: loc.auth,
+                returns: loc.returns.to_vec(),
+            },
+            upstream: Some(loc.target.clone()),
+            auth: None,
+        }
+    }
+}
+
+fn at(root: &Path, file: &Path, line: u32) -> String {
+    let shown = file.strip_prefix(root).unwrap_or(file);
+    format!("{}:{line}", shown.display())
+}
+
+/// A server's candidates, most telling first: the first name on each location, then each
+/// other name, then each other listen. What cannot be checked goes to `skipped`.
+fn candidates<'a>(
+    server: &'a Server,
+    claimed: &HashSet<SocketAddr>,
+    root: &Path,
+    skipped: &mut Vec<Unchecked>,
+) -> Vec<Candidate<'a>> {
+    let label = ServerId::of(server).to_string();
+    let mut skip = |what: String, at: String, why: String| {
+        skipped.push(Unchecked {
+            server: label.clone(),
+            what,
+            at,
+            why,
+        })
+    };
+    let mut names = Vec::new();
+    for n in &server.server_names {
+        match host_for(n) {
+            Ok(Some(h)) if !names.contains(&h) => names.push(h),
+            Ok(_) => {}
+            Err(why) => skip(
+                format!("server_name {n}"),
+                at(root, &server.file, server.line),
+                why.into(),
+            ),
+        }
+    }
+    let mut listens = Vec::new();
+    for l in server.listens.iter().filter(|l| !l.udp) {
+        match connect_for(l, claimed) {
+            Ok(addr) => listens.push((l, addr)),
+            Err(why) => skip(format!("listen {}", l.addr), at(root, &l.file, l.line), why),
+        }
+    }
+    let mut locations = Vec::new();
+    for loc in &server.locations {
+        match &loc.reach {
+            Reach::Path(p) => locations.push((loc, p.as_str())),
+            Reach::Unknown(why) => skip(
+                match &loc.modifier {
+                    Some(m) => format!("location {m} {}", loc.path),
+                    None => format!("location {}", loc.path),
+                },
+                at(root, &loc.file, loc.line),
+                (*why).to_string(),
+            ),
+        }
+    }
+    let mut out = Vec::new();
+    let Some(&(first_listen, first_addr)) = listens.first() else {
+        return out;
+    };
+    let first_host = match names.first() {
+        Some(n) => Host::Name(n.clone()),
+        None => Host::Ip(first_addr.ip()),
+    };
+    let make =
+        |listen: &'a Listen, connect, host: &Host, (location, path): (&'a Location, &'a str)| {
+            Candidate {
+                listen,
+                connect,
+                host: host.clone(),
+                location,
+                path,
+            }
+        };
+    for &loc in &locations {
+        out.push(make(first_listen, first_addr, &first_host, loc));
+    }
+    let Some(&first_loc) = locations.first() else {
+        return out;
+    };
+    for name in names.iter().skip(1) {
+        out.push(make(
+            first_listen,
+            first_addr,
+            &Host::Name(name.clone()),
+            first_loc,
+        ));
+    }
+    for &(l, addr) in listens.iter().skip(1) {
+        out.push(make(l, addr, &first_host, first_loc));
     }
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::conf::targets::Context;
-    use crate::conf::{Listen, ListenAddr, Location};
+/// The Host that reaches a `server_name`: `.example.test` is also `example.test`, a wildcard
+/// gets a label; `""` is no name (`Ok(None)`); a regex cannot be named.
+fn host_for(name: &str) -> Result<Option<String>, &'static str> {
+    let name = name.to_ascii_lowercase();
+    if name.is_empty() || name == "_" {
+        return Ok(None);
+    }
+    if name.starts_with('~') {
+        return Err("a regex server_name: no Host is derived from it");
+    }
+    if let Some(rest) = name.strip_prefix('.') {
+        return Ok(Some(rest.to_string()));
+    }
+    if let Some(rest) = name.strip_prefix("*.") {
+        return Ok(Some(format!("safe-reload-check.{rest}")));
+    }
+    if let Some(rest) = name.strip_suffix(".*") {
+        return Ok(Some(format!("{rest}.safe-reload-check")));
+    }
+    if name.contains('*') {
+        return Err("a wildcard in the middle of a name is not one nginx matches");
+    }
+    Ok(Some(name))
+}
 
-    fn server(i: usize, file: &str) -> Server {
-        let listen = Listen {
-            addr: ListenAddr::Tcp("127.0.0.1:80".parse().unwrap()),
-            ssl: false,
-            udp: false,
-            ipv6only: false,
-            default_server: false,
-            file: PathBuf::from(file).into(),
-            line: 1,
-        };
-        let location = |path: &str| Location {
-            modifier: None,
-            path: path.into(),
-            pass: "proxy_pass",
-            file: PathBuf::from(file).into(),
-            line: 2,
-        };
-        Server {
-            context: Context::Http,
-            file: PathBuf::from(file).into(),
-            line: 1,
-            listens: vec![listen],
-            server_names: vec![format!("s{i}.test")],
-            locations: vec![location("/"), location("/api/")],
+/// Every address a listen names exactly (not a wildcard): a request to one of these is taken
+/// by the servers listening there, never by a wildcard listen of the same port.
+fn specific_listens(servers: &[Server]) -> HashSet<SocketAddr> {
+    (servers.iter().flat_map(|s| s.listens.iter()))
+        .filter_map(|l| match &l.addr {
+            ListenAddr::Tcp(sa) if !sa.ip().is_unspecified() => Some(*sa),
+            ListenAddr::Host { name, port } if name == "localhost" => {
+                Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), *port))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// How many loopback addresses are tried for a wildcard listen before giving up.
+const LOOPBACK_TRIES: u8 = 16;
+
+/// Where to connect to reach a listen, or why this machine cannot.
+fn connect_for(listen: &Listen, claimed: &HashSet<SocketAddr>) -> Result<SocketAddr, String> {
+    if listen.http2 && !listen.ssl {
+        return Err("plaintext HTTP/2 listen: requests with prior knowledge are not sent".into());
+    }
+    match &listen.addr {
+        ListenAddr::Tcp(sa) if sa.ip().is_unspecified() => {
+            let port = sa.port();
+            let free = |ip: IpAddr| {
+                let a = SocketAddr::new(ip, port);
+                (!claimed.contains(&a)).then_some(a)
+            };
+            let found = match sa.ip() {
+                IpAddr::V4(_) => {
+                    (1..=LOOPBACK_TRIES).find_map(|n| free(IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))))
+                }
+                IpAddr::V6(_) => free(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            };
+            found.ok_or_else(|| {
+                format!("every loopback address on port {port} is taken by a specific listen")
+            })
         }
-    }
-
-    #[test]
-    fn changed_servers_in_full_then_a_bounded_spread_of_the_rest() {
-        let mut servers: Vec<Server> = (0..1000).map(|i| server(i, "/c/old.conf")).collect();
-        servers.push(server(5000, "/c/new.conf"));
-        let checks = focused_checks(&servers, &[PathBuf::from("/c/new.conf")]);
-        let hosts: Vec<&str> = checks.iter().map(|c| c.host.as_str()).collect();
-        assert_eq!(&hosts[..2], ["s5000.test", "s5000.test"]);
-        assert_eq!(checks.len(), 2 + MAX_SPREAD);
-        // The spread reaches across the whole configuration, not just its first servers.
-        assert_eq!(hosts[2], "s0.test");
-        assert!(hosts.last().unwrap().starts_with("s8"));
-    }
-
-    #[test]
-    fn many_changed_servers_are_bounded_and_a_small_config_is_checked_in_full() {
-        let servers: Vec<Server> = (0..100).map(|i| server(i, "/c/a.conf")).collect();
-        let checks = focused_checks(&servers, &[PathBuf::from("/c/a.conf")]);
-        assert_eq!(checks.len(), MAX_CHANGED);
-        let few: Vec<Server> = (0..3).map(|i| server(i, "/c/a.conf")).collect();
-        assert_eq!(focused_checks(&few, &[]).len(), 6);
+        ListenAddr::Tcp(sa) if sa.ip().is_loopback() || is_local(sa.ip()) => Ok(*sa),
+        ListenAddr::Tcp(sa) => Err(format!("{} is not an address of this machine", sa.ip())),
+        ListenAddr::Host { name, port } if name == "localhost" => {
+            Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), *port))
+        }
+        ListenAddr::Host { name, .. } => Err(format!("{name} is a name, not resolved here")),
+        ListenAddr::Unix(_) => Err("a unix socket listen".into()),
     }
 }
+
+/// An address of this machine: binding to it succeeds only here (and sends nothing).
+fn is_local(ip: IpAddr) -> bool {
+    UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+#[cfg(test)]
+mod tests;

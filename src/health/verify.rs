@@ -1,24 +1,30 @@
 //! The verification window: rounds of requests, each on a fresh connection, and the error log
-//! read after every round. It ends at the first failure that is news, or once enough good
-//! rounds passed with no new upstream error logged; the window is an upper bound, never a wait.
-//! What is news is the caller's to say ([`Known`]): a failure the running configuration
-//! already had before the change does not end the window, so every other check still runs.
-//! The baseline ([`baseline`]) is one round of the same requests against the running
-//! configuration, each made whatever the others answered.
+//! read after every round. A round sends its requests concurrently, so a round costs about one
+//! request's time however many checks it holds. The window ends at the first failure that is
+//! news, or once enough good rounds passed with no new upstream error logged; it is an upper
+//! bound, never a wait. What is news is the caller's to say ([`Known`]): a failure the running
+//! configuration already had before the change does not end the window, so every other check
+//! still runs. The baseline ([`baseline`]) is the same rounds of the same requests against the
+//! running configuration, each made whatever the others answered.
+//!
+//! Each request has its own timeout, never cut by what is left of the window: a healthy but
+//! slow backend is not turned into a failure by the clock.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{tls, Check};
+use super::{judge, tls, Answer, Check, Unchecked};
 use crate::errorlog::{upstream_error, Cursors, UpstreamError, UpstreamErrorKind};
 
 /// How long and how hard to verify.
 #[derive(Debug, Clone)]
 pub struct HealthOptions {
-    /// The longest the window may last.
+    /// No round starts after this; one already started finishes.
     pub window: Duration,
     /// Good rounds (every check answered acceptably) needed to pass.
     pub rounds: usize,
@@ -26,6 +32,8 @@ pub struct HealthOptions {
     pub request_timeout: Duration,
     /// When set, any other status fails (`--expect-status`).
     pub expect_status: Option<Vec<u16>>,
+    /// `--health-header` name and value pairs, sent with every request.
+    pub headers: Vec<(String, String)>,
     /// Peers the probe found down and judged no refusal (a pool member with a live sibling,
     /// one address of a name), as the probe shows them (`127.0.0.1:8001`, `[::1]:80`,
     /// `unix:/run/app.sock`). nginx logs a connect error each time it tries one and then
@@ -39,21 +47,33 @@ impl Default for HealthOptions {
         HealthOptions {
             window: Duration::from_secs(3),
             rounds: 3,
-            request_timeout: Duration::from_secs(2),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             expect_status: None,
+            headers: Vec::new(),
             expected_down: Vec::new(),
         }
     }
 }
 
-/// One request's result.
+/// The default per-request timeout (`--health-timeout`).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most requests in flight at once. Each holds two of a worker's connections (the client's
+/// and the upstream's): 16 stays inside a small `worker_connections` (64) with room for the
+/// clients nginx serves meanwhile, and still sends a 256-check round in 16 request times.
+const CONCURRENCY: usize = 16;
+
+/// One check's result over the window: its first failing answer, else its last one.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckResult {
-    pub url: String,
-    pub host: String,
+    #[serde(flatten)]
+    pub check: Check,
     pub status: Option<u16>,
     /// Why there is no status (refused, timed out, TLS failure).
     pub error: Option<String>,
+    pub answer: Answer,
+    /// Requests made for this check.
+    pub attempts: u32,
     #[serde(rename = "elapsed_ms", serialize_with = "crate::report::ms")]
     pub elapsed: Duration,
     /// Whether this result alone fails verification.
@@ -83,29 +103,34 @@ impl Known for NothingKnown {
     }
 }
 
-/// Whether an answer fails a check: no answer, 502 or 504 (nginx could not get an answer
-/// from the backend), or a status `--expect-status` does not allow. The one rule that
-/// verification and the verdict share.
-pub fn is_failure(status: Option<u16>, expect_status: Option<&[u16]>) -> bool {
-    match status {
-        None | Some(502) | Some(504) => true,
-        Some(s) => expect_status.is_some_and(|allowed| !allowed.contains(&s)),
-    }
-}
-
 /// Everything the window found.
 #[derive(Debug, Clone, Serialize)]
 pub struct HealthReport {
     pub passed: bool,
+    /// One per check, in the order of the checks.
     pub results: Vec<CheckResult>,
+    /// What no request checked (affected servers, locations, names), each with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_checked: Vec<Unchecked>,
     /// Upstream errors nginx logged during the window, even when the client saw a success.
     pub upstream_errors: Vec<UpstreamError>,
     /// Connect errors to peers in `HealthOptions::expected_down`, after which nginx tried the
     /// next peer: shown, not failures.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub expected_upstream_errors: Vec<UpstreamError>,
+    /// Rounds run.
+    pub rounds: usize,
     #[serde(rename = "elapsed_ms", serialize_with = "crate::report::ms")]
     pub elapsed: Duration,
+}
+
+impl HealthReport {
+    /// Checks that nginx answered by itself: the upstreams behind them were not verified.
+    pub fn not_reached(&self) -> impl Iterator<Item = &CheckResult> {
+        self.results
+            .iter()
+            .filter(|r| r.answer == Answer::NotReached)
+    }
 }
 
 /// Verify through nginx with nothing known: see [`verify_against`].
@@ -113,10 +138,10 @@ pub fn verify(checks: &[Check], logs: &mut Cursors, opts: &HealthOptions) -> Hea
     verify_against(checks, logs, opts, &NothingKnown)
 }
 
-/// Verify through nginx. Ends at once on a failure or a logged upstream error that `known`
-/// does not know; passes after `opts.rounds` good rounds; a check that failed is not asked
-/// again. When the window closes first, the checks not yet made are simply absent from the
-/// results. With no checks, only the log decides.
+/// Verify through nginx. Ends after the round that saw a failure or a logged upstream error
+/// that `known` does not know; a check that failed is not asked again. Passes with no failure
+/// and no upstream error after `opts.rounds` good rounds, or after at least one when the
+/// window closes first. With no checks, only the log decides.
 pub fn verify_against(
     checks: &[Check],
     logs: &mut Cursors,
@@ -124,46 +149,31 @@ pub fn verify_against(
     known: &dyn Known,
 ) -> HealthReport {
     let start = Instant::now();
-    let mut report = HealthReport {
-        passed: false,
-        results: Vec::new(),
-        upstream_errors: Vec::new(),
-        expected_upstream_errors: Vec::new(),
-        elapsed: Duration::ZERO,
-    };
-    let rounds = opts.rounds.max(1);
+    let mut results: Vec<Option<CheckResult>> = vec![None; checks.len()];
     let mut failed = vec![false; checks.len()];
-    let mut answered = vec![false; checks.len()];
-    let (mut good_rounds, mut news) = (0, false);
-    while !news && good_rounds < rounds && start.elapsed() < opts.window {
+    let (mut upstream_errors, mut expected) = (Vec::new(), Vec::new());
+    let (mut good_rounds, mut rounds, mut news) = (0, 0, false);
+    while !news
+        && good_rounds < opts.rounds.max(1)
+        && (rounds == 0 || start.elapsed() < opts.window)
+    {
+        rounds += 1;
+        let todo: Vec<usize> = (0..checks.len()).filter(|&i| !failed[i]).collect();
         let mut clean = true;
-        for (i, check) in checks.iter().enumerate() {
-            if failed[i] {
-                continue;
-            }
-            let left = opts.window.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                clean = false;
-                break;
-            }
-            let result = request(check, opts.request_timeout.min(left), opts);
-            answered[i] = true;
-            if result.failed {
+        for (i, r) in round(checks, &todo, opts) {
+            if r.failed {
                 failed[i] = true;
                 clean = false;
-                news = !known.failure(&result);
+                news |= !known.failure(&r);
             }
-            report.results.push(result);
-            if news {
-                break;
-            }
+            keep(&mut results[i], r);
         }
-        let errors = split_expected(logs, &opts.expected_down, &mut report);
+        let errors = split_expected(logs, &opts.expected_down, &mut expected);
         if errors.iter().any(|e| !known.upstream_error(e)) {
             news = true;
             clean = false;
         }
-        report.upstream_errors.extend(errors);
+        upstream_errors.extend(errors);
         if clean {
             good_rounds += 1;
         }
@@ -171,26 +181,82 @@ pub fn verify_against(
             break;
         }
     }
-    report.passed = !failed.contains(&true)
-        && !answered.contains(&false)
-        && report.upstream_errors.is_empty()
-        && (checks.is_empty() || good_rounds >= rounds);
-    report.elapsed = start.elapsed();
-    report
+    HealthReport {
+        passed: !failed.contains(&true)
+            && upstream_errors.is_empty()
+            && (checks.is_empty() || good_rounds >= 1),
+        results: results.into_iter().flatten().collect(),
+        not_checked: Vec::new(),
+        upstream_errors,
+        expected_upstream_errors: expected,
+        rounds,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// The baseline: the same rounds of the same requests against the running configuration,
+/// every request made whatever the others answered, then the error log they wrote to. As many
+/// rounds as verification makes, so a pool's round-robin reaches as many of its servers
+/// before the change as after. The log lines of a request are written before nginx answers
+/// it, so one read after the last answer holds them.
+///
+/// A check that failed is not asked again: its first failure is its baseline. No round starts
+/// after the window, as in verification, so a hanging backend costs one request timeout (the
+/// requests of a round run concurrently).
+pub fn baseline(checks: &[Check], logs: &mut Cursors, opts: &HealthOptions) -> HealthReport {
+    let start = Instant::now();
+    let mut results: Vec<Option<CheckResult>> = vec![None; checks.len()];
+    let mut failed = vec![false; checks.len()];
+    let mut rounds = 0;
+    while rounds < opts.rounds.max(1) && (rounds == 0 || start.elapsed() < opts.window) {
+        let todo: Vec<usize> = (0..checks.len()).filter(|&i| !failed[i]).collect();
+        if todo.is_empty() && rounds > 0 {
+            break;
+        }
+        rounds += 1;
+        for (i, r) in round(checks, &todo, opts) {
+            failed[i] |= r.failed;
+            keep(&mut results[i], r);
+        }
+    }
+    let mut expected = Vec::new();
+    let upstream_errors = split_expected(logs, &opts.expected_down, &mut expected);
+    let results: Vec<CheckResult> = results.into_iter().flatten().collect();
+    HealthReport {
+        passed: !results.iter().any(|r| r.failed) && upstream_errors.is_empty(),
+        results,
+        not_checked: Vec::new(),
+        upstream_errors,
+        expected_upstream_errors: expected,
+        rounds,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// One check's result so far and a new one: the first failing (or not reaching the backend)
+/// answer stays, else the latest; attempts are counted.
+fn keep(slot: &mut Option<CheckResult>, new: CheckResult) {
+    let attempts = slot.as_ref().map_or(0, |s| s.attempts) + 1;
+    let stays = (slot.as_ref()).is_some_and(|s| s.failed || s.answer == Answer::NotReached);
+    if !stays {
+        *slot = Some(new);
+    }
+    if let Some(s) = slot.as_mut() {
+        s.attempts = attempts;
+    }
 }
 
 /// The upstream errors logged since the last read, less the expected ones (connect errors to
-/// peers the probe found down, see [`HealthOptions::expected_down`]), which go to the
-/// report's `expected_upstream_errors`.
+/// peers the probe found down, see [`HealthOptions::expected_down`]), which go to `expected`.
 fn split_expected(
     logs: &mut Cursors,
     expected_down: &[String],
-    report: &mut HealthReport,
+    expected: &mut Vec<UpstreamError>,
 ) -> Vec<UpstreamError> {
     let mut errors = Vec::new();
     for e in logs.read_new().iter().filter_map(upstream_error) {
         if is_expected(&e, expected_down) {
-            report.expected_upstream_errors.push(e);
+            expected.push(e);
         } else {
             errors.push(e);
         }
@@ -225,125 +291,204 @@ fn peer_of(upstream: &str) -> Option<String> {
     Some(rest.split('/').next().unwrap_or(rest).to_string())
 }
 
-/// The baseline: the same rounds of the same requests against the running configuration,
-/// every request made whatever the others answered, then the error log they wrote to. As many
-/// rounds as verification makes, so a pool's round-robin reaches as many of its servers
-/// before the change as after. The log lines of a request are written before nginx answers
-/// it, so one read after the last answer holds them.
-pub fn baseline(checks: &[Check], logs: &mut Cursors, opts: &HealthOptions) -> HealthReport {
-    let start = Instant::now();
-    let mut report = HealthReport {
-        passed: false,
-        results: Vec::with_capacity(checks.len() * opts.rounds.max(1)),
-        upstream_errors: Vec::new(),
-        expected_upstream_errors: Vec::new(),
-        elapsed: Duration::ZERO,
-    };
-    // A check that failed is not asked again: its first failure is its baseline. The window
-    // bounds the baseline as it bounds verification, so a hanging backend costs one timeout.
-    let mut failed = vec![false; checks.len()];
-    'rounds: for _ in 0..opts.rounds.max(1) {
-        for (i, check) in checks.iter().enumerate() {
-            if failed[i] {
-                continue;
-            }
-            let left = opts.window.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                break 'rounds;
-            }
-            let result = request(check, opts.request_timeout.min(left), opts);
-            failed[i] = result.failed;
-            report.results.push(result);
+/// One round: the checks at `todo` once each, `CONCURRENCY` at a time; each result with its
+/// check's index, in `todo`'s order.
+fn round(checks: &[Check], todo: &[usize], opts: &HealthOptions) -> Vec<(usize, CheckResult)> {
+    let next = AtomicUsize::new(0);
+    let out: Mutex<Vec<Option<CheckResult>>> = Mutex::new(vec![None; todo.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..CONCURRENCY.min(todo.len()) {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&i) = todo.get(k) else { break };
+                let r = request(&checks[i], opts);
+                if let Ok(mut slots) = out.lock() {
+                    slots[k] = Some(r);
+                }
+            });
         }
-    }
-    report.upstream_errors = split_expected(logs, &opts.expected_down, &mut report);
-    report.passed = !report.results.iter().any(|r| r.failed) && report.upstream_errors.is_empty();
-    report.elapsed = start.elapsed();
-    report
+    });
+    let results = out.into_inner().unwrap_or_default();
+    (todo.iter().copied())
+        .zip(results)
+        .filter_map(|(i, r)| Some((i, r?)))
+        .collect()
 }
 
-fn request(check: &Check, timeout: Duration, opts: &HealthOptions) -> CheckResult {
+/// One request and its judgement.
+pub fn request(check: &Check, opts: &HealthOptions) -> CheckResult {
     let start = Instant::now();
-    let outcome = get_status(check, timeout.max(Duration::from_millis(1)));
-    let (status, error, refused) = match outcome {
-        Ok(s) => (Some(s), None, false),
-        Err(e) => (None, Some(e.text), e.refused),
+    let timeout = opts.request_timeout.max(Duration::from_millis(1));
+    let (status, error, closed, refused) = match get_status(check, timeout, &opts.headers) {
+        Ok(s) => (Some(s), None, false, false),
+        Err(Failure::Closed) => (
+            None,
+            Some("the connection closed without an answer".to_string()),
+            true,
+            false,
+        ),
+        Err(Failure::Refused(e)) => (None, Some(e), false, true),
+        Err(Failure::Other(e)) => (None, Some(e), false, false),
     };
+    let answer = judge(status, closed, &check.gate, opts.expect_status.as_deref());
     CheckResult {
-        url: check.url.clone(),
-        host: check.host.clone(),
+        check: check.clone(),
         status,
         error,
+        answer,
+        attempts: 1,
         elapsed: start.elapsed(),
-        failed: is_failure(status, opts.expect_status.as_deref()),
+        failed: answer == Answer::Failed,
         refused,
     }
 }
 
-/// Why a request got no status line.
-struct NoAnswer {
-    text: String,
-    /// nginx refused the connection itself.
-    refused: bool,
-}
-
-impl From<String> for NoAnswer {
-    fn from(text: String) -> NoAnswer {
-        NoAnswer {
-            text,
-            refused: false,
-        }
-    }
+enum Failure {
+    /// Closed before a byte of answer: what nginx's `return 444` does.
+    Closed,
+    /// nginx refused the connection itself: nothing listens there.
+    Refused(String),
+    Other(String),
 }
 
 /// The most of a response read: the status line is all we need, the rest is drained only so
 /// the connection closes cleanly.
 const MAX_RESPONSE: u64 = 256 * 1024;
 
+/// An I/O error as the operator should read it: a timeout says so and for how long, not
+/// "Resource temporarily unavailable (os error 11)".
+fn io_text(what: &str, e: &std::io::Error, timeout: Duration) -> String {
+    match e.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+            format!(
+                "{what}: timed out after {}",
+                humantime::format_duration(timeout)
+            )
+        }
+        _ => format!("{what}: {e}"),
+    }
+}
+
 /// `GET` on a fresh connection, `Connection: close`; the response status.
-fn get_status(check: &Check, timeout: Duration) -> Result<u16, NoAnswer> {
+fn get_status(
+    check: &Check,
+    timeout: Duration,
+    headers: &[(String, String)],
+) -> Result<u16, Failure> {
     let deadline = Instant::now() + timeout;
-    let tcp = TcpStream::connect_timeout(&check.connect, timeout).map_err(|e| NoAnswer {
-        text: format!("connect to {}: {e}", check.connect),
-        refused: e.kind() == std::io::ErrorKind::ConnectionRefused,
+    let other = Failure::Other;
+    let tcp = TcpStream::connect_timeout(&check.connect, timeout).map_err(|e| {
+        let text = io_text(&format!("connect to {}", check.connect), &e, timeout);
+        if e.kind() == ErrorKind::ConnectionRefused {
+            Failure::Refused(text)
+        } else {
+            Failure::Other(text)
+        }
     })?;
     let left = deadline
         .saturating_duration_since(Instant::now())
         .max(Duration::from_millis(1));
     tcp.set_read_timeout(Some(left))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| other(e.to_string()))?;
     tcp.set_write_timeout(Some(left))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| other(e.to_string()))?;
+    if check.proxy_protocol {
+        let header = proxy_header(&tcp).map_err(|e| other(format!("PROXY header: {e}")))?;
+        (&tcp)
+            .write_all(header.as_bytes())
+            .map_err(|e| other(io_text("send", &e, timeout)))?;
+    }
+    let req = request_bytes(check, headers);
+    let response = if check.tls {
+        let config = tls::client_config().map_err(|e| other(e.to_string()))?;
+        let conn =
+            rustls::ClientConnection::new(config, tls::server_name(&check.host).map_err(other)?)
+                .map_err(|e| other(e.to_string()))?;
+        exchange(rustls::StreamOwned::new(conn, tcp), &req, timeout)
+    } else {
+        exchange(tcp, &req, timeout)
+    }?;
+    if response.is_empty() {
+        return Err(Failure::Closed);
+    }
+    parse_status(&response).map_err(other)
+}
+
+/// The request's bytes. Credentials go only into the header, never into anything shown.
+fn request_bytes(check: &Check, headers: &[(String, String)]) -> String {
     let host_header = match (check.tls, check.connect.port()) {
         (false, 80) | (true, 443) => check.host.clone(),
         (_, port) => format!("{}:{port}", check.host),
     };
-    let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: safe-reload/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+    let mut req = format!(
+        "GET {} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: safe-reload/{}\r\nAccept: */*\r\n",
         check.path,
         env!("CARGO_PKG_VERSION")
     );
-    let response: Vec<u8> = if check.tls {
-        let config = tls::client_config().map_err(|e| e.to_string())?;
-        let conn = rustls::ClientConnection::new(config, tls::server_name(&check.host)?)
-            .map_err(|e| e.to_string())?;
-        exchange(rustls::StreamOwned::new(conn, tcp), &req)
-    } else {
-        exchange(tcp, &req)
-    }?;
-    Ok(parse_status(&response)?)
+    if let Some(auth) = &check.auth {
+        req.push_str(&format!(
+            "Authorization: Basic {}\r\n",
+            base64(auth.expose().as_bytes())
+        ));
+    }
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str("Connection: close\r\n\r\n");
+    req
 }
 
-fn exchange(mut stream: impl Read + Write, req: &str) -> Result<Vec<u8>, String> {
+/// PROXY protocol v1 for this connection's own addresses: nginx reads it before anything else
+/// on a `proxy_protocol` listen.
+fn proxy_header(tcp: &TcpStream) -> std::io::Result<String> {
+    let (src, dst) = (tcp.local_addr()?, tcp.peer_addr()?);
+    let family = if src.is_ipv4() { "TCP4" } else { "TCP6" };
+    Ok(format!(
+        "PROXY {family} {} {} {} {}\r\n",
+        src.ip(),
+        dst.ip(),
+        src.port(),
+        dst.port()
+    ))
+}
+
+/// Standard base64 with padding, for the Basic credentials.
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn exchange(
+    mut stream: impl Read + Write,
+    req: &str,
+    timeout: Duration,
+) -> Result<Vec<u8>, Failure> {
     stream
         .write_all(req.as_bytes())
         .and_then(|_| stream.flush())
-        .map_err(|e| format!("send: {e}"))?;
+        .map_err(|e| Failure::Other(io_text("send", &e, timeout)))?;
     let mut buf = Vec::new();
     let read = stream.take(MAX_RESPONSE).read_to_end(&mut buf);
     // A status line already read is enough evidence even if the body was cut short.
     match read {
-        Err(e) if !buf.contains(&b'\n') => Err(format!("read: {e}")),
+        Err(e) if e.kind() == ErrorKind::ConnectionReset && buf.is_empty() => Err(Failure::Closed),
+        Err(e) if !buf.contains(&b'\n') => Err(Failure::Other(io_text("read", &e, timeout))),
         _ => Ok(buf),
     }
 }
@@ -395,5 +540,33 @@ mod tests {
         assert!(!is_expected(&other, &down));
         let read = logged("upstream timed out (110: Connection timed out) while reading response header from upstream, client: 127.0.0.1, server: a, request: \"GET / HTTP/1.1\", upstream: \"http://127.0.0.1:8001/\", host: \"a\"");
         assert!(!is_expected(&read, &down));
+    }
+
+    #[test]
+    fn basic_credentials_and_proxy_headers_are_bytes_as_specified() {
+        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(base64(b"a"), "YQ==");
+        assert_eq!(base64(b"ab"), "YWI=");
+        let mut check = super::super::parse_url("http://u:p@127.0.0.1:8080/x", &[]).unwrap();
+        check.host = "a.test".into();
+        let req = request_bytes(&check, &[("X-A".into(), "1".into())]);
+        assert!(
+            req.starts_with("GET /x HTTP/1.1\r\nHost: a.test:8080\r\n"),
+            "{req}"
+        );
+        assert!(
+            req.contains("Authorization: Basic dTpw\r\nX-A: 1\r\n"),
+            "{req}"
+        );
+        assert!(!check.url.contains(":p@"), "{}", check.url);
+    }
+
+    #[test]
+    fn a_timeout_is_called_a_timeout() {
+        let e = std::io::Error::from(ErrorKind::WouldBlock);
+        assert_eq!(
+            io_text("read", &e, Duration::from_secs(2)),
+            "read: timed out after 2s"
+        );
     }
 }

@@ -95,9 +95,15 @@ pub fn render_preview(p: &Printer, report: &Report) {
     if let Some(d) = &report.diff {
         render_diff(p, d, false);
     }
+    if let Some(i) = &report.impact {
+        p.err(&escape_control(&i.summary(IMPACT_SHOWN)));
+    }
     // On screen before the reload starts (or the prompt asks about it).
     p.flush();
 }
+
+/// Affected servers named in the one-line impact summary; the JSON report lists all.
+const IMPACT_SHOWN: usize = 5;
 
 /// Render an error that stopped a command.
 pub fn render_error(p: &Printer, report: &Report, e: &crate::Error) {
@@ -272,8 +278,8 @@ fn render_baseline(p: &Printer, h: &HealthReport) {
         };
         p.detail(&format!(
             "     baseline: GET {} (Host: {}) -> {}",
-            escape_control(&r.url),
-            escape_control(&r.host),
+            escape_control(&r.check.url),
+            escape_control(&r.check.host),
             escape_control(&what)
         ));
     }
@@ -310,22 +316,28 @@ fn render_verdict(p: &Printer, v: &Verdict) {
 
 fn render_health(p: &Printer, h: &HealthReport, label: &str, errors: bool) {
     for r in &h.results {
-        let what = match (r.status, &r.error) {
+        let mut what = match (r.status, &r.error) {
             (Some(code), _) => format!("HTTP {code}"),
             (None, Some(e)) => e.clone(),
             (None, None) => "no answer".into(),
         };
+        if r.answer == crate::health::Answer::NotReached {
+            what.push_str(": answered by nginx itself, did not reach the backend");
+            if let Some(u) = &r.check.upstream {
+                what.push_str(&format!(" ({u} not verified)"));
+            }
+        }
         let mark = if r.failed {
             p.paint(Tone::Bad, "FAIL")
         } else {
             p.paint(Tone::Good, "ok  ")
         };
         // The Host header is worth a mention only where the URL does not already say it.
-        let url = r.url.to_string();
-        let host = if url.contains(&format!("//{}", r.host)) {
+        let url = r.check.url.to_string();
+        let host = if url.contains(&format!("//{}", r.check.host)) {
             String::new()
         } else {
-            format!(" (Host: {})", r.host)
+            format!(" (Host: {})", r.check.host)
         };
         let line = format!(
             "{mark} {label}: GET {}{host} -> {}",
@@ -337,6 +349,15 @@ fn render_health(p: &Printer, h: &HealthReport, label: &str, errors: bool) {
         } else {
             p.detail(&line);
         }
+    }
+    for u in &h.not_checked {
+        p.detail(&format!(
+            "not checked: {} {} ({}): {}",
+            escape_control(&u.server),
+            escape_control(&u.what),
+            escape_control(&u.at),
+            escape_control(&u.why)
+        ));
     }
     for u in h.upstream_errors.iter().filter(|_| errors) {
         let upstream = u.upstream.as_deref().unwrap_or("?");

@@ -121,21 +121,38 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
         insp.test = Some(outcome);
     }
     let mut refuses = record_inspection(report, &mut insp);
+    // The diff against last-good, and last-good's tree for the impact analysis.
+    let mut old = None;
     if s.state_dir.exists() {
         if let Ok(store) = Store::open(&s.state_dir) {
-            let good = store.last_good()?;
-            report.diff = diff_against(&store, good.as_ref(), &insp.config)?;
+            if let Some(good) = store.last_good()? {
+                let c = &insp.config;
+                let (diff, prints) = crate::pipeline::diff_and_prints(
+                    &store,
+                    &good,
+                    &c.main,
+                    &c.conf_prefix,
+                    &c.files,
+                )?;
+                old = Some(prints);
+                report.diff = Some(diff);
+            }
         }
     }
+    let unchanged = report.diff.as_ref().is_some_and(|d| d.is_empty());
+    let impact = crate::pipeline::impact_against(
+        report,
+        old.is_some(),
+        old.flatten().as_ref(),
+        &insp.prints,
+        unchanged,
+    );
     if signals::interrupted() {
         return Err(Error::Interrupted);
     }
     if !refuses {
-        let changed: Vec<_> = (report.diff.iter().flat_map(|d| d.paths()))
-            .map(|p| insp.config.conf_prefix.join(p))
-            .collect();
         let logs = env.error_logs(&insp.config);
-        refuses = inspect::through_shadow(s, &mut insp, &changed, &logs, report)?;
+        refuses = inspect::through_shadow(s, &mut insp, &impact, &logs, report)?;
         if signals::interrupted() {
             return Err(Error::Interrupted);
         }
@@ -502,6 +519,8 @@ fn finish_rollback(
         candidate_paths: paths,
         candidate,
         last_good: Some(good),
+        // Nothing to compare with: every server is checked.
+        impact: crate::impact::Impact::of_servers(&servers),
         servers,
         watch,
         reload_deadline: s.reload_timeout.min(std::time::Duration::from_secs(30)),
@@ -511,7 +530,7 @@ fn finish_rollback(
         // What ran before the kill is not known to be good: nothing to compare with.
         running: Running::Unverified,
     };
-    let (checks, _) = tx.checks(&tx.servers)?;
+    let checks = tx.checks(&tx.servers).checks;
     tx.rollback(report, why, &Baseline::none(), &checks)
 }
 

@@ -5,13 +5,14 @@
 //! (see `shadow`) starts beside `nginx -t` too; [`through_shadow`] sends the candidate's checks
 //! through it once the diff says which servers changed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::conf::targets::{self, Targets};
 use crate::conf::{servers, Config, Server};
 use crate::error::{Error, Result};
-use crate::health::{self, Check, HealthOptions};
+use crate::health::{self, Check, HealthOptions, Plan};
+use crate::impact::{self, Impact};
 use crate::nginx::{self, Level, Nginx, TestOutcome};
 use crate::pipeline::env::Env;
 use crate::preflight::{self, ListenConflict};
@@ -35,6 +36,8 @@ pub struct Inspection {
     pub config: Config,
     pub targets: Targets,
     pub servers: Vec<Server>,
+    /// The candidate reduced to what impact analysis compares.
+    pub prints: impact::Prints,
     pub test: Option<TestOutcome>,
     pub probe: Option<ProbeReport>,
     pub conflicts: Vec<ListenConflict>,
@@ -147,6 +150,7 @@ pub fn inspect(
     let started = Instant::now();
     let targets = targets::extract(&config);
     let servers = servers::extract(&config);
+    let prints = impact::prints(&config, &servers);
     report.step(
         "parse",
         true,
@@ -200,6 +204,7 @@ pub fn inspect(
         config,
         targets,
         servers,
+        prints,
         test,
         probe,
         conflicts,
@@ -207,18 +212,19 @@ pub fn inspect(
     })
 }
 
-/// The candidate's checks: the `--health` URLs, else the requests derived from its servers,
-/// focused on those in `changed` files (absolute paths). The shadow sends these before the
-/// reload; verification sends the same after it.
-pub fn candidate_checks(
-    s: &Settings,
-    servers: &[Server],
-    changed: &[PathBuf],
-) -> Result<Vec<Check>> {
+/// The candidate's checks: the `--health` URLs, else the requests for every server `impact`
+/// says the change affects, with what of those servers no request checks (see
+/// [`health::focused_checks`]; `root` is the config root places are shown against). The
+/// shadow sends these before the reload, the baseline before the signal, verification after
+/// it: the same checks for all three.
+pub fn candidate_checks(s: &Settings, servers: &[Server], impact: &Impact, root: &Path) -> Plan {
     if s.health.is_empty() {
-        return Ok(health::focused_checks(servers, changed));
+        return health::focused_checks(servers, impact, root);
     }
-    Ok(s.health.clone())
+    Plan {
+        checks: s.health.clone(),
+        ..Plan::default()
+    }
 }
 
 /// Whether a derived check names a location that passes to a gRPC server.
@@ -229,13 +235,15 @@ fn grpc_location(servers: &[Server], c: &Check) -> bool {
     })
 }
 
-/// How checks are sent: the same window, accepted statuses and expected failovers (peers the
-/// probe found down without refusing) as verification.
+/// How checks are sent: the same window, per-request timeout, headers, accepted statuses and
+/// expected failovers (peers the probe found down without refusing) as verification.
 pub fn health_options(s: &Settings, probe: Option<&ProbeReport>) -> HealthOptions {
     HealthOptions {
         window: s.health_window,
         expect_status: (!s.expect_status.is_empty()).then(|| s.expect_status.clone()),
         expected_down: probe.map_or_else(Vec::new, ProbeReport::expected_down),
+        request_timeout: s.health_timeout,
+        headers: s.health_headers.clone(),
         ..HealthOptions::default()
     }
 }
@@ -248,7 +256,7 @@ pub fn health_options(s: &Settings, probe: Option<&ProbeReport>) -> HealthOption
 pub fn through_shadow(
     s: &Settings,
     insp: &mut Inspection,
-    changed: &[PathBuf],
+    impact: &Impact,
     running_logs: &[PathBuf],
     report: &mut Report,
 ) -> Result<bool> {
@@ -285,7 +293,8 @@ pub fn through_shadow(
         }
         Ok(()) => {
             crate::store::test_pause("shadow-running");
-            let mut checks = candidate_checks(s, &insp.servers, changed)?;
+            let root = &insp.config.conf_prefix;
+            let mut checks = candidate_checks(s, &insp.servers, impact, root).checks;
             // A plain GET to a gRPC location always fails (the gRPC server rejects a request
             // that is not gRPC): it says nothing about the change.
             checks.retain(|c| !grpc_location(&insp.servers, c));

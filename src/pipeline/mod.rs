@@ -18,6 +18,7 @@ use crate::conf::Config;
 use crate::diff::{self, ConfigDiff, FileSet};
 use crate::error::{Error, Result};
 use crate::exit::Exit;
+use crate::impact;
 use crate::output::Printer;
 use crate::reload;
 use crate::report::{Outcome, Report};
@@ -90,6 +91,27 @@ pub fn diff_against(
     diff_files(store, good, &config.conf_prefix, &config.files).map(Some)
 }
 
+/// The candidate's files against last-good, and last-good's tree reduced to what impact
+/// analysis compares: parsed from the snapshot's objects (never from the files on disk, which
+/// hold the candidate), and dropped as soon as it is reduced. `None` when the snapshot does not
+/// load as a configuration (the run then counts every server as affected).
+pub(crate) fn diff_and_prints(
+    store: &Store,
+    good: &Snapshot,
+    main: &Path,
+    root: &Path,
+    files: &[crate::conf::ConfFile],
+) -> Result<(ConfigDiff, Option<impact::Prints>)> {
+    let scanned = crate::store::scan(root, files)?;
+    let old = FileSet::from_snapshot_against(store, good, &scanned)?;
+    let diff = diff::diff(&old, &FileSet::from_scanned(scanned));
+    let recorded = diff::Recorded { root, set: &old };
+    let prints = crate::conf::load_from(main, &crate::conf::LoadOptions::default(), &recorded)
+        .ok()
+        .map(|tree| impact::prints(&tree, &crate::conf::servers::extract(&tree)));
+    Ok((diff, prints))
+}
+
 /// The candidate's files against a snapshot; only changed files' objects are read.
 pub(crate) fn diff_files(
     store: &Store,
@@ -148,15 +170,20 @@ pub fn reload_locked(
     let own = own_pids(&master);
     // The diff only reads (the store and the bytes already loaded): it runs while nginx -t does.
     // The diff's own handles on the file bytes go with its thread, not with this function.
+    // So does reading last-good's tree for the impact analysis.
     let (root, files) = (config.conf_prefix.clone(), config.files.clone());
+    let main = config.main.clone();
     let (insp, good_and_diff) = std::thread::scope(|scope| {
         let diffing = scope.spawn(move || -> Result<_> {
             let good = store.last_good()?;
-            let diff = match &good {
-                Some(g) => Some(diff_files(store, g, &root, &files)?),
-                None => None,
+            let (diff, old_prints) = match &good {
+                Some(g) => {
+                    let (d, p) = diff_and_prints(store, g, &main, &root, &files)?;
+                    (Some(d), p)
+                }
+                None => (None, None),
             };
-            Ok((good, diff))
+            Ok((good, diff, old_prints))
         });
         let insp = inspect::inspect(Some(&env.info), s, config, &own, early, report);
         let joined = diffing
@@ -173,19 +200,26 @@ pub fn reload_locked(
     if refuses {
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }
-    let (last_good, diff) = good_and_diff?;
+    let (last_good, diff, old_prints) = good_and_diff?;
     if refuse_obstacles(report, &insp.config.conf_prefix, diff.as_ref()) {
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }
     let unchanged = diff.as_ref().is_some_and(|d| d.is_empty());
     report.diff = diff;
+    let impact = impact_against(
+        report,
+        last_good.is_some(),
+        old_prints.as_ref(),
+        &insp.prints,
+        unchanged,
+    );
+    drop(old_prints);
     if unchanged && !s.force {
         report.notes.push("nothing changed since the last good configuration; not reloading (--force reloads anyway)".into());
         return Ok(report.finish(Outcome::Unchanged, Exit::Ok));
     }
-    let changed = changed_paths(&insp.config, report);
     let running_logs = env.error_logs(&insp.config);
-    let shadow_refuses = inspect::through_shadow(s, &mut insp, &changed, &running_logs, report)?;
+    let shadow_refuses = inspect::through_shadow(s, &mut insp, &impact, &running_logs, report)?;
     if signals::interrupted() {
         return Err(Error::Interrupted);
     }
@@ -269,6 +303,7 @@ pub fn reload_locked(
         candidate,
         last_good,
         servers,
+        impact,
         watch,
         reload_deadline: reload_deadline(s, report),
         journal,
@@ -308,11 +343,31 @@ fn changed_files(report: &Report) -> Vec<String> {
     report.diff.as_ref().map(|d| d.paths()).unwrap_or_default()
 }
 
-/// The changed files as absolute paths, as the candidate's checks take them.
-fn changed_paths(config: &Config, report: &Report) -> Vec<PathBuf> {
-    (changed_files(report).iter())
-        .map(|p| config.conf_prefix.join(p))
-        .collect()
+/// Which servers the candidate affects, recorded in the report: against last-good's prints
+/// (`old`), else every server, with a warning when a last-good exists (`had_good`) but does not
+/// load. An unchanged configuration (reloaded with --force) is verified in full: nothing
+/// differs, so no difference can say which servers to check.
+pub(crate) fn impact_against(
+    report: &mut Report,
+    had_good: bool,
+    old: Option<&impact::Prints>,
+    new: &impact::Prints,
+    unchanged: bool,
+) -> impact::Impact {
+    let impact = match old {
+        Some(_) if unchanged => impact::Impact::unchanged(new),
+        Some(old) => impact::between(old, new),
+        None => impact::Impact::everything(new),
+    };
+    if had_good && !impact.baseline {
+        report.warnings.push(
+            "the last-good snapshot does not load as a configuration: every server counts as \
+             affected"
+                .into(),
+        );
+    }
+    report.impact = Some(impact.clone());
+    impact
 }
 
 /// A configuration that does not even load: refused, with file and line.

@@ -10,15 +10,16 @@ use crate::conf::{Config, Server};
 use crate::error::{Error, Result};
 use crate::errorlog::{self, Cursors};
 use crate::exit::Exit;
-use crate::health::{self, Check, HealthOptions, HealthReport, Known};
+use crate::health::{self, Check, HealthOptions, HealthReport, Known, Plan};
 use crate::nginx;
 use crate::pipeline::env::Env;
+use crate::pipeline::inspect;
 use crate::reload::{self, Master, Proof, ReloadMethod};
 use crate::report::{Outcome, Report, RollbackReport};
 use crate::settings::Settings;
 use crate::signals::{self, Phase};
 use crate::store::{Drift, Outcome as SnapOutcome, Phase as JournalPhase, Snapshot, Store};
-use crate::verdict::{self, Affected, AfterRollback, Baseline, Restored, Verdict};
+use crate::verdict::{self, AfterRollback, Baseline, Restored, Verdict};
 
 /// Everything the transaction needs, gathered by the caller before anything changes.
 pub struct Transaction<'a> {
@@ -33,6 +34,8 @@ pub struct Transaction<'a> {
     /// The candidate's file set, for removing files the change added.
     pub candidate_paths: Vec<PathBuf>,
     pub servers: Vec<Server>,
+    /// Which servers the change affects: the ones health requests check.
+    pub impact: crate::impact::Impact,
     /// The candidate's error logs and worker count. Its logs also stand for those of the
     /// configuration running before the reload (not parsed: they are where a change that keeps
     /// its `error_log` lines logs), and during a rollback they are the running one's.
@@ -112,27 +115,16 @@ impl Transaction<'_> {
         }
     }
 
-    /// The checks, and the affected servers they cover (none for `--health` URLs: those are
-    /// the operator's, and verified as such).
-    pub fn checks(&self, servers: &[Server]) -> Result<(Vec<Check>, Option<Vec<Affected>>)> {
-        if self.s.health.is_empty() {
-            let root = &self.candidate.config_root;
-            let changed: Vec<PathBuf> = (self.candidate.meta.changed_files.iter())
-                .map(|p| root.join(p))
-                .collect();
-            let checks = health::focused_checks(servers, &changed);
-            let affected = health::affected(servers, &changed, &checks, root);
-            return Ok((checks, Some(affected)));
-        }
-        Ok((self.s.health.clone(), None))
+    /// The candidate's checks (see [`inspect::candidate_checks`]): the same the shadow sent.
+    pub fn checks(&self, servers: &[Server]) -> Plan {
+        let root = &self.candidate.config_root;
+        inspect::candidate_checks(self.s, servers, &self.impact, root)
     }
 
     fn health_options(&self) -> HealthOptions {
         HealthOptions {
-            window: self.s.health_window,
-            expect_status: (!self.s.expect_status.is_empty()).then(|| self.s.expect_status.clone()),
             expected_down: self.expected_down.clone(),
-            ..HealthOptions::default()
+            ..inspect::health_options(self.s, None)
         }
     }
 
@@ -218,11 +210,14 @@ impl Transaction<'_> {
             }
         }
         if checks.is_empty() {
-            report.notes.push(
-                "no health requests: no proxied location on a local listen and no --health URL; \
-                 only the reload itself was verified"
-                    .into(),
-            );
+            let why = if self.impact.affected.is_empty() {
+                "the change affects no server"
+            } else {
+                "no affected server has a proxied location on a local listen, and no --health URL"
+            };
+            report.notes.push(format!(
+                "no health requests: {why}; only the reload itself was verified"
+            ));
         }
         let t = Instant::now();
         let h = health::verify_against(checks, &mut logs, &self.health_options(), known);
@@ -248,8 +243,16 @@ impl Transaction<'_> {
         // The candidate's servers are not needed past their checks. The baseline only reads,
         // so it runs before the journal says nginx is being reloaded.
         let servers = std::mem::take(&mut self.servers);
-        let (checks, affected) = self.checks(&servers)?;
+        let plan = self.checks(&servers);
         drop(servers);
+        // Coverage is of the affected servers; `--health` URLs are the operator's, and
+        // verified as such.
+        let affected = self.s.health.is_empty().then(|| health::affected(&plan));
+        let Plan {
+            checks,
+            not_checked,
+            ..
+        } = plan;
         let baseline = match self.running {
             Running::Baseline => self.baseline(&checks, report),
             Running::Unverified => Baseline::none(),
@@ -266,7 +269,7 @@ impl Transaction<'_> {
             return self.refuse_drift(report, &drift, prior);
         }
         let attempt = self.attempt(&self.watch, &checks, &baseline, Direction::Forward, report);
-        let attempt = match attempt {
+        let mut attempt = match attempt {
             Ok(a) if a.proof.untouched => return self.not_reloaded(report, a, prior),
             Ok(a) => a,
             Err(e) => {
@@ -276,6 +279,9 @@ impl Transaction<'_> {
                 return self.rollback(report, why, &baseline, &checks);
             }
         };
+        if let Some(h) = attempt.health.as_mut() {
+            h.not_checked = not_checked;
+        }
         if attempt.proof.took_effect {
             let drift = self.recheck("recheck-after-proof", report);
             if !drift.is_empty() {

@@ -169,7 +169,7 @@ pub fn run_checks(
             skipped.push(check.url.clone());
             continue;
         };
-        result.url = check.url.clone();
+        result.check = check.clone();
         let mut sc = ShadowCheck {
             url: check.url.clone(),
             host: check.host.clone(),
@@ -273,13 +273,25 @@ mod tests {
     use super::*;
 
     fn result(status: Option<u16>, error: Option<&str>) -> CheckResult {
+        let failed = status.is_none_or(|s| s == 502 || s == 504);
         CheckResult {
-            url: "http://site.test/".into(),
-            host: "site.test".into(),
+            check: Check::plain(
+                "http://site.test/".into(),
+                "127.0.0.1:80".parse().expect("address"),
+                "site.test".into(),
+                "/".into(),
+                false,
+            ),
             status,
             error: error.map(String::from),
+            answer: if failed {
+                health::Answer::Failed
+            } else {
+                health::Answer::Passed
+            },
+            attempts: 1,
             elapsed: Duration::ZERO,
-            failed: status.is_none_or(|s| s == 502 || s == 504),
+            failed,
             refused: error.is_some_and(|e| e.contains("refused")),
         }
     }

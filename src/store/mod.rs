@@ -217,10 +217,56 @@ pub fn current_user() -> String {
         })
 }
 
-/// This process's command line, arguments joined by spaces.
+/// This process's command line, arguments joined by spaces, with credentials redacted: it is
+/// stored in snapshots and the journal.
 pub fn command_line() -> String {
-    std::env::args_os()
+    let args: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
+        .collect();
+    redact_args(&args).join(" ")
+}
+
+/// Passwords in URLs and `--health-header` values (often a token) as `***`.
+fn redact_args(args: &[String]) -> Vec<String> {
+    let header_value = |h: &str| match h.split_once(':') {
+        Some((name, _)) => format!("{name}: ***"),
+        None => "***".to_string(),
+    };
+    let mut out = Vec::with_capacity(args.len());
+    for (i, a) in args.iter().enumerate() {
+        let after_flag = i > 0 && args[i - 1] == "--health-header";
+        out.push(if after_flag {
+            header_value(a)
+        } else if let Some(h) = a.strip_prefix("--health-header=") {
+            format!("--health-header={}", header_value(h))
+        } else {
+            crate::health::redact(a)
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_command_lines_hold_no_credentials() {
+        let args: Vec<String> = [
+            "safe-reload",
+            "--health",
+            "http://ops:s3cret@a.test/",
+            "--health-header",
+            "X-Token: t0ken",
+            "--health-header=Authorization: Bearer b",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            redact_args(&args).join(" "),
+            "safe-reload --health http://ops:***@a.test/ --health-header X-Token: *** \
+             --health-header=Authorization: ***"
+        );
+    }
 }

@@ -91,7 +91,7 @@ pub fn coverage(affected: &[Affected], after: &HealthReport) -> Coverage {
     // Per URL: whether it was answered, and whether any answer failed.
     let mut seen: HashMap<&str, bool> = HashMap::new();
     for r in &after.results {
-        *seen.entry(r.url.as_str()).or_insert(false) |= r.failed;
+        *seen.entry(r.check.url.as_str()).or_insert(false) |= r.failed;
     }
     let mut out = Coverage {
         affected: affected.len(),
@@ -131,7 +131,7 @@ pub fn coverage(affected: &[Affected], after: &HealthReport) -> Coverage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::CheckResult;
+    use crate::health::{Answer, Check, CheckResult};
     use std::time::Duration;
 
     fn server(name: &str, checks: &[&str], left_out: &[&str]) -> Affected {
@@ -154,17 +154,30 @@ mod tests {
             passed: false,
             results: (results.iter())
                 .map(|(url, failed)| CheckResult {
-                    url: url.to_string(),
-                    host: "h".into(),
+                    check: Check::plain(
+                        url.to_string(),
+                        "127.0.0.1:80".parse().expect("address"),
+                        "h".into(),
+                        "/".into(),
+                        false,
+                    ),
                     status: Some(if *failed { 502 } else { 200 }),
                     error: None,
+                    answer: if *failed {
+                        Answer::Failed
+                    } else {
+                        Answer::Passed
+                    },
+                    attempts: 1,
                     elapsed: Duration::ZERO,
                     failed: *failed,
                     refused: false,
                 })
                 .collect(),
+            not_checked: Vec::new(),
             upstream_errors: Vec::new(),
             expected_upstream_errors: Vec::new(),
+            rounds: 1,
             elapsed: Duration::ZERO,
         }
     }

@@ -152,6 +152,8 @@ pub fn server_listening(addr: ListenAddr, line: u32) -> Server {
             udp: false,
             ipv6only: false,
             default_server: false,
+            proxy_protocol: false,
+            http2: false,
             file,
             line,
         }],

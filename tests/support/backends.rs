@@ -7,6 +7,9 @@ enum Bound {
     Unix(UnixListener),
 }
 
+/// How a backend answers one connection.
+type Serve = Arc<dyn Fn(&mut dyn ReadWrite, &str) + Send + Sync>;
+
 /// Accept loop shared by the backends; `serve` gets each connection on its own thread.
 struct Server {
     stop: Arc<AtomicBool>,
@@ -18,6 +21,10 @@ struct Server {
 
 impl Server {
     fn run(bound: Bound, serve: fn(&mut dyn ReadWrite, &str), name: String) -> Server {
+        Server::run_with(bound, Arc::new(serve), name)
+    }
+
+    fn run_with(bound: Bound, serve: Serve, name: String) -> Server {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let hits = Arc::new(AtomicU32::new(0));
@@ -55,7 +62,7 @@ impl Server {
             }
             if let Some(mut c) = conn {
                 counter.fetch_add(1, Ordering::SeqCst);
-                let name = name.clone();
+                let (name, serve) = (name.clone(), serve.clone());
                 std::thread::spawn(move || serve(&mut *c, &name));
             }
         });
@@ -185,6 +192,21 @@ impl HttpBackend {
     /// Connections accepted so far: which listener nginx really connected to.
     pub fn hits(&self) -> u32 {
         self._server.hits.load(Ordering::SeqCst)
+    }
+
+    /// Listen on `addr` and answer 200 after `delay`: a healthy but slow backend.
+    pub fn start_slow(addr: SocketAddr, name: &str, delay: Duration) -> HttpBackend {
+        let l = TcpListener::bind(addr).expect("bind backend");
+        let addr = l.local_addr().expect("local addr");
+        let serve: Serve = Arc::new(move |c: &mut dyn ReadWrite, name: &str| {
+            std::thread::sleep(delay);
+            answer_200(c, name)
+        });
+        HttpBackend {
+            addr: Some(addr),
+            path: None,
+            _server: Server::run_with(Bound::Tcp(l), serve, name.to_string()),
+        }
     }
 
     /// `IP:PORT` for a config (`proxy_pass http://{}`).

@@ -1,0 +1,162 @@
+use super::*;
+use crate::conf::{load, servers, LoadOptions};
+use crate::impact;
+
+/// The servers of an `http {}` body, and an impact naming every one of them.
+fn servers_of(http: &str) -> (tempfile::TempDir, Vec<Server>, Impact) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let main = dir.path().join("nginx.conf");
+    std::fs::write(&main, format!("events {{}}\nhttp {{\n{http}\n}}\n")).expect("write");
+    let config = load(&main, &LoadOptions::default()).expect("loads");
+    let servers = servers::extract(&config);
+    let impact = Impact::everything(&impact::prints(&config, &servers));
+    (dir, servers, impact)
+}
+
+fn plan(http: &str) -> Plan {
+    let (dir, servers, impact) = servers_of(http);
+    focused_checks(&servers, &impact, dir.path())
+}
+
+fn shown(plan: &Plan) -> Vec<String> {
+    (plan.checks.iter())
+        .map(|c| {
+            format!(
+                "{} {} {}{}",
+                c.connect,
+                c.host,
+                c.path,
+                if c.tls { " tls" } else { "" }
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_name_location_and_listen_of_an_affected_server() {
+    let p = plan(
+        "server { listen 127.0.0.1:8080; listen [::1]:8443 ssl; server_name .a.test *.w.test ~^re;\n\
+         location /api/ { proxy_pass http://u; }\n location = /x { proxy_pass http://u; }\n\
+         location ~ \\.php$ { fastcgi_pass unix:/run/php.sock; }\n\
+         location ~ (?<x>a)b { proxy_pass http://u; }\n\
+         location / { try_files $uri @app; }\n location @app { proxy_pass http://u; }\n\
+         location @orphan { proxy_pass http://u; }\n}",
+    );
+    assert_eq!(
+        shown(&p),
+        [
+            "127.0.0.1:8080 a.test /api/",
+            "127.0.0.1:8080 a.test /x",
+            "127.0.0.1:8080 a.test /safe-reload-check.php",
+            "127.0.0.1:8080 a.test /safe-reload-check",
+            "127.0.0.1:8080 safe-reload-check.w.test /api/",
+            "[::1]:8443 a.test /api/ tls",
+        ]
+    );
+    let skipped: Vec<String> = (p.not_checked.iter())
+        .map(|u| format!("{} | {}", u.what, u.why))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            "server_name ~^re | a regex server_name: no Host is derived from it",
+            "location ~ (?<x>a)b | no matching path could be derived from the regex",
+            "location @orphan | no try_files or error_page 404 leads here",
+        ]
+    );
+    assert_eq!(p.checked.len(), 1);
+    assert_eq!(p.checked[0].server, "a.test");
+}
+
+#[test]
+fn a_wildcard_listen_is_reached_where_no_specific_listen_claims_the_port() {
+    let p = plan(
+        "server { listen 8080; server_name any.test; location / { proxy_pass http://u; } }\n\
+         server { listen 127.0.0.1:8080; server_name one.test; location / { proxy_pass http://u; } }",
+    );
+    assert_eq!(
+        shown(&p),
+        ["127.0.0.2:8080 any.test /", "127.0.0.1:8080 one.test /"]
+    );
+}
+
+#[test]
+fn ssl_on_proxy_protocol_and_plaintext_http2() {
+    let p = plan(
+        "server { listen 127.0.0.1:8443; ssl on; server_name t.test; location / { proxy_pass http://u; } }\n\
+         server { listen 127.0.0.1:8081 proxy_protocol; server_name p.test; location / { proxy_pass http://u; } }\n\
+         server { listen 127.0.0.1:8082 http2; server_name h.test; location / { proxy_pass http://u; } }",
+    );
+    assert_eq!(
+        shown(&p),
+        ["127.0.0.1:8443 t.test / tls", "127.0.0.1:8081 p.test /"]
+    );
+    assert!(p.checks[1].proxy_protocol && !p.checks[0].proxy_protocol);
+    assert_eq!(p.servers_not_checked(), 1);
+    assert!(
+        p.not_checked[0].why.contains("HTTP/2"),
+        "{:?}",
+        p.not_checked
+    );
+}
+
+#[test]
+fn auth_and_return_are_gates_of_the_location() {
+    let p = plan(
+        "server { listen 127.0.0.1:80; server_name g.test; auth_basic \"x\";\n\
+         location / { proxy_pass http://u; }\n\
+         location /open/ { auth_basic off; if ($http_x = \"\") { return 444; } proxy_pass http://u; } }",
+    );
+    assert_eq!(
+        p.checks[0].gate,
+        Gate {
+            auth: true,
+            returns: vec![]
+        }
+    );
+    assert_eq!(
+        p.checks[1].gate,
+        Gate {
+            auth: false,
+            returns: vec![444]
+        }
+    );
+}
+
+#[test]
+fn thousands_of_affected_servers_are_bounded_spread_and_counted() {
+    let many: String = (0..3000)
+        .map(|i| format!("server {{ listen 127.0.0.1:80; server_name s{i}.test; location / {{ proxy_pass http://u; }} location /b/ {{ proxy_pass http://u; }} }}\n"))
+        .collect();
+    let p = plan(&many);
+    assert_eq!(p.checks.len(), MAX_CHECKS);
+    assert_eq!(p.checked.len(), MAX_CHECKS);
+    assert_eq!(p.servers_not_checked(), 3000 - MAX_CHECKS);
+    // The spread reaches across the whole configuration.
+    assert_eq!(p.checks[0].host, "s0.test");
+    assert!(
+        p.checks.last().unwrap().host.starts_with("s29"),
+        "{}",
+        p.checks.last().unwrap().host
+    );
+    // A few servers: every check of each.
+    let few: String = (0..3)
+        .map(|i| format!("server {{ listen 127.0.0.1:80; server_name s{i}.test; location / {{ proxy_pass http://u; }} location /b/ {{ proxy_pass http://u; }} }}\n"))
+        .collect();
+    assert_eq!(plan(&few).checks.len(), 6);
+}
+
+#[test]
+fn regex_paths_are_derived_only_where_simple() {
+    use crate::conf::servers::regex_path;
+    assert_eq!(
+        regex_path("\\.php$").as_deref(),
+        Some("/safe-reload-check.php")
+    );
+    assert_eq!(regex_path("^/api/v[0-9]+/").as_deref(), Some("/api/v0/"));
+    assert_eq!(regex_path("^/(images|css)/").as_deref(), Some("/images/"));
+    assert_eq!(regex_path("^/a.*$").as_deref(), Some("/ax"));
+    assert_eq!(regex_path("\\d+"), None);
+    assert_eq!(regex_path("^[^/]"), None);
+    assert_eq!(regex_path("^api"), None);
+}

@@ -1,0 +1,636 @@
+//! Which servers a change affects, and why.
+//!
+//! A change is judged on the servers it can reach, so each server's effective configuration is
+//! compared between the last-good tree and the candidate: its own block (with everything
+//! included into it, at any depth), the main- and `http`/`stream`-level directives it inherits,
+//! and the `upstream` blocks and `map`/`geo`/`split_clients` variables its `*_pass` targets go
+//! through. Servers are matched between the trees on their context, listens and names.
+//!
+//! A 10,000-server tree is most of a run's memory, so neither tree is kept: each is reduced to
+//! `Prints` (hashes with file and line) as soon as it is parsed, and `between` compares those.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::conf::targets::pass::PASS_DIRECTIVES;
+use crate::conf::targets::Context;
+use crate::conf::tree::{Directive, Word};
+use crate::conf::{Config, Server};
+
+/// What identifies a server in both trees: its context, listen addresses and names, sorted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ServerId {
+    pub context: Context,
+    pub listens: Vec<String>,
+    pub names: Vec<String>,
+}
+
+impl ServerId {
+    pub fn of(server: &Server) -> ServerId {
+        let mut listens: Vec<String> = server.listens.iter().map(|l| l.addr.to_string()).collect();
+        let mut names: Vec<String> = (server.server_names.iter())
+            .map(|n| n.to_ascii_lowercase())
+            .collect();
+        listens.sort();
+        listens.dedup();
+        names.sort();
+        names.dedup();
+        ServerId {
+            context: server.context,
+            listens,
+            names,
+        }
+    }
+}
+
+impl fmt::Display for ServerId {
+    /// The first literal name, else the first listen: `b.example`, `127.0.0.1:8080`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let literal = (self.names.iter())
+            .find(|n| !n.is_empty() && *n != "_" && !n.contains(['*', '~']))
+            .or_else(|| (self.names.iter()).find(|n| n.contains('*') && !n.starts_with('~')));
+        match (literal, self.listens.first()) {
+            (Some(n), _) => f.write_str(n.trim_start_matches('.')),
+            (None, Some(l)) => f.write_str(l),
+            (None, None) => f.write_str("server"),
+        }
+    }
+}
+
+/// One reason a server is affected: what differs and where (the candidate's place, or the
+/// last-good one's for something removed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reason {
+    /// `upstream api`, `map $pool`, `http: proxy_set_header`, `server block`, `new server`.
+    pub what: String,
+    /// Relative to the config root when inside it.
+    pub file: String,
+    pub line: u32,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}, {}:{}", self.what, self.file, self.line)
+    }
+}
+
+/// A server of the candidate whose effective configuration differs from last-good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Affected {
+    pub id: ServerId,
+    /// As shown: `b.example`.
+    pub label: String,
+    pub file: String,
+    pub line: u32,
+    pub reasons: Vec<Reason>,
+}
+
+/// A server last-good had and the candidate does not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Removed {
+    pub id: ServerId,
+    pub label: String,
+    pub file: String,
+    pub line: u32,
+}
+
+/// Which servers a change affects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Impact {
+    /// Servers in the candidate.
+    pub total: usize,
+    /// Whether a last-good tree was compared; without one every server counts as affected.
+    pub baseline: bool,
+    /// In the candidate's order.
+    pub affected: Vec<Affected>,
+    pub removed: Vec<Removed>,
+}
+
+impl Impact {
+    /// Every server of the candidate, when there is nothing to compare with.
+    pub fn everything(new: &Prints) -> Impact {
+        let affected = (new.servers.iter())
+            .map(|s| s.affected(vec![]))
+            .collect::<Vec<_>>();
+        Impact {
+            total: new.servers.len(),
+            baseline: false,
+            affected,
+            removed: Vec::new(),
+        }
+    }
+
+    /// Every server of a configuration with no tree to compare (`recover`): all affected.
+    pub fn of_servers(servers: &[Server]) -> Impact {
+        let affected = (servers.iter())
+            .map(|s| {
+                let id = ServerId::of(s);
+                Affected {
+                    label: id.to_string(),
+                    file: s.file.display().to_string(),
+                    line: s.line,
+                    id,
+                    reasons: Vec::new(),
+                }
+            })
+            .collect();
+        Impact {
+            total: servers.len(),
+            baseline: false,
+            affected,
+            removed: Vec::new(),
+        }
+    }
+
+    /// Every server of a configuration reloaded unchanged (`--force`): nothing differs, so the
+    /// whole configuration is what is being verified.
+    pub fn unchanged(new: &Prints) -> Impact {
+        let affected = (new.servers.iter())
+            .map(|s| {
+                let why = Reason {
+                    what: "unchanged configuration reloaded with --force".into(),
+                    file: rel(&new.root, &s.file),
+                    line: s.line,
+                };
+                s.affected(vec![why])
+            })
+            .collect();
+        Impact {
+            total: new.servers.len(),
+            baseline: true,
+            affected,
+            removed: Vec::new(),
+        }
+    }
+
+    /// Whether the server with this identity is affected.
+    pub fn affects(&self, id: &ServerId) -> bool {
+        self.affected.iter().any(|a| a.id == *id)
+    }
+
+    /// The affected servers' identities, for lookups over many servers.
+    pub fn affected_ids(&self) -> HashSet<&ServerId> {
+        self.affected.iter().map(|a| &a.id).collect()
+    }
+
+    /// "this change affects 3 of 40 servers: b.example (upstream api, upstreams.conf:14), ..."
+    pub fn summary(&self, shown: usize) -> String {
+        let mut out = if !self.baseline {
+            format!(
+                "no known-good snapshot to compare with: all {} servers count as affected",
+                self.total
+            )
+        } else {
+            format!(
+                "this change affects {} of {} servers",
+                self.affected.len(),
+                self.total
+            )
+        };
+        let listed: Vec<String> = (self.affected.iter().take(shown))
+            .map(|a| match a.reasons.first() {
+                Some(r) if a.reasons.len() > 1 => {
+                    format!("{} ({r}; {} more)", a.label, a.reasons.len() - 1)
+                }
+                Some(r) => format!("{} ({r})", a.label),
+                None => a.label.clone(),
+            })
+            .collect();
+        if self.baseline && !listed.is_empty() {
+            out.push_str(": ");
+            out.push_str(&listed.join(", "));
+            if self.affected.len() > shown {
+                out.push_str(&format!(", and {} more", self.affected.len() - shown));
+            }
+        }
+        if !self.removed.is_empty() {
+            let names: Vec<String> = self.removed.iter().map(|r| r.label.clone()).collect();
+            out.push_str(&format!("; removed: {}", names.join(", ")));
+        }
+        out
+    }
+}
+
+/// One tree reduced to what `between` compares.
+#[derive(Debug, Clone, Default)]
+pub struct Prints {
+    root: PathBuf,
+    servers: Vec<ServerPrint>,
+    /// Per context: the inherited directives (main level, then the context's own).
+    inherited: Vec<(Context, Vec<Mark>)>,
+}
+
+/// A hash with the place it stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mark {
+    hash: u64,
+    name: Word,
+    file: Arc<Path>,
+    line: u32,
+}
+
+/// An `upstream` block or a variable a server's requests go through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Dep {
+    /// `upstream api`, `map $pool`.
+    what: String,
+    hash: u64,
+    file: Arc<Path>,
+    line: u32,
+}
+
+#[derive(Debug, Clone)]
+struct ServerPrint {
+    id: ServerId,
+    root: Arc<Path>,
+    file: Arc<Path>,
+    line: u32,
+    /// One hash per directive of the block, depth first, with its place: the first that
+    /// differs says where the block changed.
+    block: Box<[(u64, Arc<Path>, u32)]>,
+    deps: Box<[Dep]>,
+}
+
+impl ServerPrint {
+    fn affected(&self, reasons: Vec<Reason>) -> Affected {
+        Affected {
+            label: self.id.to_string(),
+            file: rel(&self.root, &self.file),
+            line: self.line,
+            id: self.id.clone(),
+            reasons,
+        }
+    }
+}
+
+fn rel(root: &Path, file: &Path) -> String {
+    file.strip_prefix(root)
+        .unwrap_or(file)
+        .display()
+        .to_string()
+}
+
+/// Reduce a tree to its prints. `servers` is `servers::extract(config)`: the same servers in
+/// the same order.
+pub fn prints(config: &Config, servers: &[Server]) -> Prints {
+    let root: Arc<Path> = Arc::from(config.conf_prefix.as_path());
+    let main: Vec<Mark> = (config.tree.iter())
+        .filter(|d| !matches!(d.name.as_str(), "http" | "stream"))
+        .map(mark)
+        .collect();
+    let mut out = Prints {
+        root: config.conf_prefix.clone(),
+        ..Prints::default()
+    };
+    let mut ids = servers.iter().map(ServerId::of);
+    for top in &config.tree {
+        let context = match top.name.as_str() {
+            "http" => Context::Http,
+            "stream" => Context::Stream,
+            _ => continue,
+        };
+        let defs = Defs::of(top.children());
+        let mut inherited = main.clone();
+        for d in top.children() {
+            if !matches!(
+                d.name.as_str(),
+                "server" | "upstream" | "map" | "geo" | "split_clients"
+            ) {
+                inherited.push(mark(d));
+            }
+        }
+        out.inherited.push((context, inherited));
+        for d in top.children() {
+            if d.name != "server" || d.block.is_none() {
+                continue;
+            }
+            let Some(id) = ids.next() else { break };
+            out.servers.push(ServerPrint {
+                id,
+                root: root.clone(),
+                file: d.file.clone(),
+                line: d.line,
+                block: block_marks(d),
+                deps: defs.deps_of(d),
+            });
+        }
+    }
+    out
+}
+
+fn mark(d: &Directive) -> Mark {
+    Mark {
+        hash: subtree_hash(d),
+        name: d.name.clone(),
+        file: d.file.clone(),
+        line: d.line,
+    }
+}
+
+/// Name, arguments and every child, not the place: moving a directive to another file or line
+/// changes nothing nginx does.
+fn subtree_hash(d: &Directive) -> u64 {
+    let mut h = DefaultHasher::new();
+    for (depth, d) in walk_depth(d) {
+        (depth, &d.name, &d.args[..]).hash(&mut h);
+    }
+    h.finish()
+}
+
+fn block_marks(server: &Directive) -> Box<[(u64, Arc<Path>, u32)]> {
+    walk_depth(server)
+        .skip(1)
+        .map(|(depth, d)| {
+            let mut h = DefaultHasher::new();
+            (depth, &d.name, &d.args[..], d.block.is_some()).hash(&mut h);
+            (h.finish(), d.file.clone(), d.line)
+        })
+        .collect()
+}
+
+/// A directive and everything under it with its depth, parents first.
+fn walk_depth(d: &Directive) -> impl Iterator<Item = (usize, &Directive)> {
+    let mut stack = vec![(0usize, d)];
+    std::iter::from_fn(move || {
+        let (depth, d) = stack.pop()?;
+        stack.extend(d.children().iter().rev().map(|c| (depth + 1, c)));
+        Some((depth, d))
+    })
+}
+
+/// The `upstream` blocks and variable definitions of one context.
+struct Defs<'a> {
+    upstreams: HashMap<String, &'a Directive>,
+    /// Variable name (lowercase, no `$`) to the `map`/`geo`/`split_clients` defining it.
+    vars: HashMap<String, &'a Directive>,
+}
+
+impl<'a> Defs<'a> {
+    fn of(dirs: &'a [Directive]) -> Defs<'a> {
+        let mut defs = Defs {
+            upstreams: HashMap::new(),
+            vars: HashMap::new(),
+        };
+        for d in dirs.iter().filter(|d| d.block.is_some()) {
+            let var = match d.name.as_str() {
+                "upstream" => {
+                    defs.upstreams.insert(d.arg0().to_ascii_lowercase(), d);
+                    continue;
+                }
+                // map SOURCE $var; split_clients STRING $var
+                "map" | "split_clients" => d.args.get(1),
+                // geo [$address] $var
+                "geo" => d.args.last(),
+                _ => None,
+            };
+            if let Some(v) = var {
+                defs.vars
+                    .insert(v.trim_start_matches('$').to_ascii_lowercase(), d);
+            }
+        }
+        defs
+    }
+
+    /// What a server's requests go through: the variables it uses that a map defines (and the
+    /// variables those use, at any depth), and the upstreams its `*_pass` or those maps' values
+    /// name.
+    fn deps_of(&self, server: &Directive) -> Box<[Dep]> {
+        let mut names: HashSet<String> = HashSet::new();
+        let mut todo: Vec<String> = Vec::new();
+        for (_, d) in walk_depth(server) {
+            for arg in d.args.iter() {
+                todo.extend(variables(arg));
+            }
+            if PASS_DIRECTIVES.contains(&d.name.as_str()) {
+                names.extend(d.args.first().and_then(|a| pass_host(a)));
+            }
+        }
+        let mut seen_vars: HashSet<String> = HashSet::new();
+        let mut out = Vec::new();
+        while let Some(var) = todo.pop() {
+            if !seen_vars.insert(var.clone()) {
+                continue;
+            }
+            let Some(def) = self.vars.get(&var) else {
+                continue;
+            };
+            out.push(dep(format!("{} ${var}", def.name), def));
+            for arg in def.args.iter() {
+                todo.extend(variables(arg));
+            }
+            for (_, entry) in walk_depth(def).skip(1) {
+                for arg in entry.args.iter() {
+                    todo.extend(variables(arg));
+                    names.extend(pass_host(arg));
+                }
+            }
+        }
+        let mut ups: Vec<&String> = names
+            .iter()
+            .filter(|n| self.upstreams.contains_key(*n))
+            .collect();
+        ups.sort();
+        for name in ups {
+            out.push(dep(format!("upstream {name}"), self.upstreams[name]));
+        }
+        out.into_boxed_slice()
+    }
+}
+
+fn dep(what: String, d: &Directive) -> Dep {
+    Dep {
+        what,
+        hash: subtree_hash(d),
+        file: d.file.clone(),
+        line: d.line,
+    }
+}
+
+/// The variable names in one word: `$pool`, `${pool}`, lowercase, without the `$`.
+fn variables(word: &str) -> Vec<String> {
+    let b = word.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        let braced = b.get(i + 1) == Some(&b'{');
+        let start = i + 1 + usize::from(braced);
+        let mut end = start;
+        while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
+            end += 1;
+        }
+        if end > start {
+            out.push(word[start..end].to_ascii_lowercase());
+        }
+        i = end.max(i + 1);
+    }
+    out
+}
+
+/// The host part of a `*_pass` argument or a map value that may name an upstream:
+/// `http://api/x` → `api`, `api:9000` → `api`; `None` for unix sockets.
+fn pass_host(arg: &str) -> Option<String> {
+    let rest = arg.split_once("://").map_or(arg, |(_, r)| r);
+    if rest.starts_with("unix:") || rest.is_empty() {
+        return None;
+    }
+    let end = rest.find(['/', ':', '?']).unwrap_or(rest.len());
+    let host = &rest[..end];
+    (!host.is_empty() && !host.contains('$')).then(|| host.to_ascii_lowercase())
+}
+
+/// Compare two trees' prints: the candidate's servers whose effective configuration differs,
+/// each with why, and the servers only last-good had.
+pub fn between(old: &Prints, new: &Prints) -> Impact {
+    let context_reason: HashMap<Context, Reason> = (new.inherited.iter())
+        .filter_map(|(ctx, marks)| {
+            let before = old.inherited.iter().find(|(c, _)| c == ctx);
+            let before = before.map(|(_, m)| m.as_slice()).unwrap_or(&[]);
+            inherited_difference(before, marks, &old.root, &new.root, *ctx).map(|r| (*ctx, r))
+        })
+        .collect();
+    let mut by_id: HashMap<&ServerId, &ServerPrint> = HashMap::new();
+    for s in &old.servers {
+        by_id.entry(&s.id).or_insert(s);
+    }
+    let mut matched: HashSet<&ServerId> = HashSet::new();
+    let mut affected = Vec::new();
+    for s in &new.servers {
+        let mut reasons = Vec::new();
+        match by_id.get(&s.id) {
+            None => reasons.push(Reason {
+                what: "new server".into(),
+                file: rel(&new.root, &s.file),
+                line: s.line,
+            }),
+            Some(before) => {
+                matched.insert(&s.id);
+                reasons.extend(context_reason.get(&s.id.context).cloned());
+                reasons.extend(block_difference(before, s));
+                reasons.extend(dep_differences(before, s, &old.root));
+            }
+        }
+        if !reasons.is_empty() {
+            affected.push(s.affected(reasons));
+        }
+    }
+    let new_ids: HashSet<&ServerId> = new.servers.iter().map(|s| &s.id).collect();
+    let removed = (old.servers.iter())
+        .filter(|s| !matched.contains(&s.id) && !new_ids.contains(&s.id))
+        .map(|s| Removed {
+            label: s.id.to_string(),
+            file: rel(&old.root, &s.file),
+            line: s.line,
+            id: s.id.clone(),
+        })
+        .collect();
+    Impact {
+        total: new.servers.len(),
+        baseline: true,
+        affected,
+        removed,
+    }
+}
+
+/// The first inherited directive added or changed (else the first removed), as a reason.
+fn inherited_difference(
+    old: &[Mark],
+    new: &[Mark],
+    old_root: &Path,
+    new_root: &Path,
+    ctx: Context,
+) -> Option<Reason> {
+    let scope = match ctx {
+        Context::Http => "http",
+        Context::Stream => "stream",
+    };
+    let count = |marks: &[Mark]| {
+        let mut m: HashMap<u64, usize> = HashMap::new();
+        for k in marks {
+            *m.entry(k.hash).or_default() += 1;
+        }
+        m
+    };
+    let (mut before, mut after) = (count(old), count(new));
+    let added = new.iter().find(|k| {
+        let n = before.entry(k.hash).or_default();
+        let missing = *n == 0;
+        *n = n.saturating_sub(1);
+        missing
+    });
+    let (k, root, gone) = match added {
+        Some(k) => (k, new_root, ""),
+        None => {
+            let k = old.iter().find(|k| {
+                let n = after.entry(k.hash).or_default();
+                let missing = *n == 0;
+                *n = n.saturating_sub(1);
+                missing
+            })?;
+            (k, old_root, " (removed)")
+        }
+    };
+    Some(Reason {
+        what: format!("{scope}: {}{gone}", k.name),
+        file: rel(root, &k.file),
+        line: k.line,
+    })
+}
+
+/// Where the server's own block first differs.
+fn block_difference(old: &ServerPrint, new: &ServerPrint) -> Option<Reason> {
+    let first = (old.block.iter().zip(new.block.iter())).position(|(a, b)| a.0 != b.0);
+    let (file, line) = match first {
+        Some(i) => (&new.block[i].1, new.block[i].2),
+        None if old.block.len() == new.block.len() => return None,
+        None => match new.block.get(old.block.len()) {
+            Some(extra) => (&extra.1, extra.2),
+            None => (&new.file, new.line),
+        },
+    };
+    Some(Reason {
+        what: "server block".into(),
+        file: rel(&new.root, file),
+        line,
+    })
+}
+
+/// Each upstream or variable the server goes through that is new, changed or gone.
+fn dep_differences(old: &ServerPrint, new: &ServerPrint, old_root: &Path) -> Vec<Reason> {
+    let mut out = Vec::new();
+    for d in new.deps.iter() {
+        let same = old
+            .deps
+            .iter()
+            .any(|o| o.what == d.what && o.hash == d.hash);
+        if !same {
+            out.push(Reason {
+                what: d.what.clone(),
+                file: rel(&new.root, &d.file),
+                line: d.line,
+            });
+        }
+    }
+    for o in old.deps.iter() {
+        if !new.deps.iter().any(|d| d.what == o.what) {
+            out.push(Reason {
+                what: format!("{} (removed)", o.what),
+                file: rel(old_root, &o.file),
+                line: o.line,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,217 @@
+use super::*;
+use crate::conf::{load, servers, LoadOptions};
+
+/// Load a tree written to a temporary directory: `files` are (relative path, text), the
+/// first one the main file.
+fn tree(files: &[(&str, &str)]) -> (tempfile::TempDir, Prints) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, text) in files {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, text).expect("write");
+    }
+    let config = load(&dir.path().join(files[0].0), &LoadOptions::default()).expect("loads");
+    let servers = servers::extract(&config);
+    let p = prints(&config, &servers);
+    (dir, p)
+}
+
+const MAIN: &str =
+    "events {}\nhttp {\n include upstreams.conf;\n include maps.conf;\n include sites.conf;\n}\n";
+
+fn sites(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "server {{\n listen 127.0.0.1:8080;\n server_name s{i}.test;\n location / {{ proxy_pass http://up{i}; }}\n}}\n"
+            )
+        })
+        .collect()
+}
+
+fn upstreams(n: usize, changed: Option<usize>) -> String {
+    (0..n)
+        .map(|i| {
+            let port = if Some(i) == changed { 9999 } else { 9000 + i };
+            format!("upstream up{i} {{\n server 127.0.0.1:{port};\n}}\n")
+        })
+        .collect()
+}
+
+fn labels(i: &Impact) -> Vec<&str> {
+    i.affected.iter().map(|a| a.label.as_str()).collect()
+}
+
+#[test]
+fn an_upstream_change_affects_only_the_servers_that_pass_to_it() {
+    let site = sites(40);
+    let (_a, old) = tree(&[
+        ("nginx.conf", MAIN),
+        ("upstreams.conf", &upstreams(40, None)),
+        ("maps.conf", ""),
+        ("sites.conf", &site),
+    ]);
+    let (_b, new) = tree(&[
+        ("nginx.conf", MAIN),
+        ("upstreams.conf", &upstreams(40, Some(7))),
+        ("maps.conf", ""),
+        ("sites.conf", &site),
+    ]);
+    let impact = between(&old, &new);
+    assert_eq!(labels(&impact), ["s7.test"]);
+    assert_eq!(impact.total, 40);
+    let reason = &impact.affected[0].reasons[0];
+    assert_eq!(reason.to_string(), "upstream up7, upstreams.conf:22");
+    assert!(
+        impact.summary(5).starts_with(
+            "this change affects 1 of 40 servers: s7.test (upstream up7, upstreams.conf:22)"
+        ),
+        "{}",
+        impact.summary(5)
+    );
+}
+
+#[test]
+fn an_http_level_change_affects_every_server_and_a_moved_line_none() {
+    let site = sites(3);
+    let ups = upstreams(3, None);
+    let (_a, old) = tree(&[
+        ("nginx.conf", MAIN),
+        ("upstreams.conf", &ups),
+        ("maps.conf", ""),
+        ("sites.conf", &site),
+    ]);
+    let changed = MAIN.replace("http {\n", "http {\n proxy_set_header X-A 1;\n");
+    let (_b, new) = tree(&[
+        ("nginx.conf", &changed),
+        ("upstreams.conf", &ups),
+        ("maps.conf", ""),
+        ("sites.conf", &site),
+    ]);
+    let impact = between(&old, &new);
+    assert_eq!(impact.affected.len(), 3);
+    assert_eq!(
+        impact.affected[2].reasons[0].to_string(),
+        "http: proxy_set_header, nginx.conf:3"
+    );
+    // Blank lines and comments move directives but change nothing nginx does.
+    let moved = format!("# a comment\n\n{site}");
+    let (_c, same) = tree(&[
+        ("nginx.conf", MAIN),
+        ("upstreams.conf", &ups),
+        ("maps.conf", ""),
+        ("sites.conf", &moved),
+    ]);
+    assert!(between(&old, &same).affected.is_empty());
+}
+
+#[test]
+fn a_map_change_affects_the_servers_whose_pass_uses_its_variable() {
+    let maps_old = "map $host $pool {\n default up0;\n b.test up1;\n}\n";
+    let maps_new = "map $host $pool {\n default up0;\n b.test up2;\n}\n";
+    let site = "server {\n listen 80;\n server_name a.test b.test;\n location / { proxy_pass http://$pool; }\n}\n\
+                server {\n listen 80;\n server_name c.test;\n location / { proxy_pass http://up0; }\n}\n";
+    let ups = upstreams(3, None);
+    let (_a, old) = tree(&[
+        ("nginx.conf", MAIN),
+        ("upstreams.conf", &ups),
+        ("maps.conf", maps_old),
+        ("sites.conf", site),
+    ]);
+    let (_b, new) = tree(&[
+        ("nginx.conf", MAIN),
+        ("upstreams.conf", &ups),
+        ("maps.conf", maps_new),
+        ("sites.conf", site),
+    ]);
+    let impact = between(&old, &new);
+    assert_eq!(labels(&impact), ["a.test"]);
+    let reasons: Vec<String> = impact.affected[0]
+        .reasons
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    assert_eq!(reasons[0], "map $pool, maps.conf:1");
+    // up2 is new to this server's requests: it is a reason too.
+    assert!(
+        reasons.iter().any(|r| r.starts_with("upstream up2")),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn a_change_in_a_file_included_inside_a_location_names_that_file() {
+    let site = "server {\n listen 80;\n server_name a.test;\n location / {\n  include snippets/proxy.conf;\n  proxy_pass http://up0;\n }\n}\n\
+                server {\n listen 80;\n server_name b.test;\n location / { proxy_pass http://up1; }\n}\n";
+    let ups = upstreams(2, None);
+    let (_a, old) = tree(&[
+        ("nginx.conf", MAIN),
+        ("upstreams.conf", &ups),
+        ("maps.conf", ""),
+        ("sites.conf", site),
+        (
+            "snippets/proxy.conf",
+            "proxy_set_header A 1;\nproxy_read_timeout 5s;\n",
+        ),
+    ]);
+    let (_b, new) = tree(&[
+        ("nginx.conf", MAIN),
+        ("upstreams.conf", &ups),
+        ("maps.conf", ""),
+        ("sites.conf", site),
+        (
+            "snippets/proxy.conf",
+            "proxy_set_header A 1;\nproxy_read_timeout 1s;\n",
+        ),
+    ]);
+    let impact = between(&old, &new);
+    assert_eq!(labels(&impact), ["a.test"]);
+    assert_eq!(
+        impact.affected[0].reasons[0].to_string(),
+        "server block, snippets/proxy.conf:2"
+    );
+}
+
+#[test]
+fn added_and_removed_servers_and_no_baseline() {
+    let ups = upstreams(3, None);
+    let (_a, old) = tree(&[
+        ("nginx.conf", MAIN),
+        ("upstreams.conf", &ups),
+        ("maps.conf", ""),
+        ("sites.conf", &sites(2)),
+    ]);
+    let three = sites(3);
+    let (_b, new) = tree(&[
+        ("nginx.conf", MAIN),
+        ("upstreams.conf", &ups),
+        ("maps.conf", ""),
+        (
+            "sites.conf",
+            &three[three
+                .find("server {\n listen 127.0.0.1:8080;\n server_name s1")
+                .unwrap()..],
+        ),
+    ]);
+    let impact = between(&old, &new);
+    assert_eq!(labels(&impact), ["s2.test"]);
+    assert_eq!(impact.affected[0].reasons[0].what, "new server");
+    let removed: Vec<&str> = impact.removed.iter().map(|r| r.label.as_str()).collect();
+    assert_eq!(removed, ["s0.test"]);
+    assert!(
+        impact.summary(3).ends_with("; removed: s0.test"),
+        "{}",
+        impact.summary(3)
+    );
+    let all = Impact::everything(&new);
+    assert_eq!((all.affected.len(), all.baseline), (2, false));
+}
+
+#[test]
+fn variables_and_pass_hosts() {
+    assert_eq!(variables("http://$pool${x}/$1y_z"), ["pool", "x", "1y_z"]);
+    assert_eq!(pass_host("http://API:8080/x").as_deref(), Some("api"));
+    assert_eq!(pass_host("backend").as_deref(), Some("backend"));
+    assert_eq!(pass_host("unix:/run/a.sock"), None);
+    assert_eq!(pass_host("http://$pool"), None);
+}

@@ -1,0 +1,545 @@
+//! Checks for every server a change affects, through the binary with a real nginx: an upstream
+//! changed in a shared file, a map that routes a second name, a wildcard listen beside a
+//! specific one, listens spoken to as they are (`ssl on;`, `proxy_protocol`), statuses nginx
+//! makes itself (`return 444`, `auth_basic`), slow but healthy backends, and the impact the run
+//! reports.
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+/// Write `http`, run `-y --json` plus `flags`; the run and its report.
+fn reload(n: &TestNginx, sr: &SafeReload, http: &str, flags: &[&str]) -> (Run, Value) {
+    n.write_http(http);
+    let mut args = vec!["-y", "--json"];
+    args.extend_from_slice(flags);
+    let run = sr.run(&args);
+    let report = run.json();
+    (run, report)
+}
+
+fn exit_code(run: &Run) -> i32 {
+    run.code
+}
+
+/// A self-signed certificate and key under `dir`, as config paths.
+fn self_signed(dir: &std::path::Path) -> (String, String) {
+    let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
+    let st = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-subj", "/CN=tls.test", "-days", "1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(st.success(), "openssl req");
+    (cert.display().to_string(), key.display().to_string())
+}
+
+/// 40 sites in their own file, their upstreams in another: the case a file-based selection
+/// missed (exit 0 "verified" while the changed site answered 502). The shadow sends the same
+/// checks and refuses the change before the reload; without it, verification after the reload
+/// rolls it back.
+#[test]
+fn an_upstream_changed_in_a_shared_file_is_checked_on_the_server_that_uses_it() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let closing = CloseBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let upstreams = |bad: Option<usize>| -> String {
+        (0..40)
+            .map(|i| {
+                let to = if Some(i) == bad {
+                    closing.addr.to_string()
+                } else {
+                    good.host_port()
+                };
+                format!("upstream up{i} {{ server {to}; }}\n")
+            })
+            .collect()
+    };
+    let sites: String = (0..40)
+        .map(|i| {
+            format!(
+                "server {{ listen {listen}; server_name s{i}.test; \
+                 location / {{ proxy_pass http://up{i}; }} }}\n"
+            )
+        })
+        .collect();
+    let n = TestNginx::start("include conf.d/*.conf;");
+    let confd = n.conf.parent().expect("conf dir").join("conf.d");
+    std::fs::create_dir_all(&confd).expect("mkdir conf.d");
+    std::fs::write(confd.join("00-upstreams.conf"), upstreams(None)).expect("write");
+    std::fs::write(confd.join("sites.conf"), &sites).expect("write");
+    let sr = SafeReload::new(&n);
+    sr.run(&["-y", "--force"]).expect(0);
+    sr.init();
+
+    std::fs::write(confd.join("00-upstreams.conf"), upstreams(Some(13))).expect("write");
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(1);
+    let report = run.json();
+    let impact = &report["impact"];
+    // The 40 sites and the harness's control server.
+    assert_eq!(impact["total"], 41, "{run}");
+    let affected = impact["affected"].as_array().expect("affected");
+    assert_eq!(affected.len(), 1, "{run}");
+    assert_eq!(affected[0]["label"], "s13.test");
+    assert_eq!(affected[0]["reasons"][0]["what"], "upstream up13");
+    assert_eq!(
+        affected[0]["reasons"][0]["file"],
+        "conf.d/00-upstreams.conf"
+    );
+    assert_eq!(affected[0]["reasons"][0]["line"], 14);
+    assert_eq!(report["shadow"]["state"], "refused", "{run}");
+    assert!(
+        (report["shadow"]["reason"].as_str()).is_some_and(|r| r.starts_with("server s13.test:")),
+        "{run}"
+    );
+    // Refused before the reload: nginx still runs the good upstream.
+    let (status, body) = http_get(listen, "s13.test", "/").expect("GET");
+    assert_eq!((status, body.as_str()), (200, "good"), "{run}");
+
+    let run = sr.run(&["-y", "--json", "--no-probe", "--no-shadow"]);
+    run.expect(3);
+    let report = run.json();
+    assert_eq!(
+        report["impact"]["affected"][0]["label"], "s13.test",
+        "{run}"
+    );
+    let hosts: Vec<&str> = (report["health"]["results"]
+        .as_array()
+        .expect("results")
+        .iter())
+    .filter_map(|r| r["host"].as_str())
+    .collect();
+    assert_eq!(hosts, ["s13.test"], "{run}");
+    // Rolled back: the site answers again through the restored upstream.
+    let (status, body) = http_get(listen, "s13.test", "/").expect("GET");
+    assert_eq!((status, body.as_str()), (200, "good"), "{run}");
+}
+
+/// The preview says what the change affects, before reloading.
+#[test]
+fn the_preview_names_the_affected_servers_with_why() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let http = |extra: &str| {
+        format!(
+            "upstream api {{ server {}; {extra} }}\n\
+             server {{ listen {listen}; server_name a.test; location / {{ proxy_pass http://api; }} }}\n\
+             server {{ listen {listen}; server_name b.test; location / {{ proxy_pass http://{}; }} }}",
+            good.host_port(),
+            good.host_port()
+        )
+    };
+    let n = TestNginx::start(&http(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&http("keepalive 4;"));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    let err = &run.stderr;
+    assert!(
+        err.contains("this change affects 1 of 3 servers: a.test (upstream api, nginx.conf:"),
+        "{run}"
+    );
+}
+
+/// A healthy backend that takes 1.1 s and a harmless change: the request's own timeout is not
+/// cut by the window, so this is no failure.
+#[test]
+fn a_slow_healthy_backend_and_a_harmless_change_is_verified() {
+    let ip = unique_loopback();
+    let slow = HttpBackend::start_slow(SocketAddr::new(ip, 0), "slow", Duration::from_millis(1100));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |extra: &str| {
+        format!(
+            "server {{ listen {listen}; server_name site.test; {extra} \
+             location / {{ proxy_pass http://{}; proxy_read_timeout 5s; }} }}",
+            slow.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let (run, report) = reload(&n, &sr, &site("add_header X-A 1;"), &[]);
+    assert_eq!(exit_code(&run), 0, "{run}");
+    assert_eq!(report["outcome"], "reloaded", "{run}");
+    let (status, _) = http_get(listen, "site.test", "/").expect("GET");
+    assert_eq!(status, 200);
+}
+
+/// One server with 40 proxied locations to a 30 ms backend: a round runs its requests
+/// concurrently, so three rounds fit the window.
+#[test]
+fn forty_proxied_locations_to_a_30ms_backend_fit_the_window() {
+    let ip = unique_loopback();
+    let slow = HttpBackend::start_slow(SocketAddr::new(ip, 0), "b", Duration::from_millis(30));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let locations: String = (0..40)
+        .map(|i| {
+            format!(
+                "location /l{i}/ {{ proxy_pass http://{}; }}\n",
+                slow.host_port()
+            )
+        })
+        .collect();
+    let site = |extra: &str| {
+        format!("server {{ listen {listen}; server_name site.test; {extra}\n{locations} }}")
+    };
+    let n = TestNginx::builder().http(&site("")).workers(2).start();
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let (run, report) = reload(&n, &sr, &site("add_header X-A 1;"), &[]);
+    assert_eq!(exit_code(&run), 0, "{run}");
+    let results = report["health"]["results"].as_array().expect("results");
+    assert_eq!(results.len(), 40, "{run}");
+    assert!(results.iter().all(|r| r["status"] == 200), "{run}");
+    assert_eq!(http_get(listen, "site.test", "/l7/").expect("GET").0, 200);
+}
+
+/// `map $host $pool` sends the second name to another upstream: that name is checked too.
+#[test]
+fn a_map_that_routes_a_second_server_name_is_checked_on_that_name() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let closing = CloseBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let http = |second: &str| {
+        format!(
+            "upstream one {{ server {}; }}\nupstream two {{ server {second}; }}\n\
+             map $host $pool {{ default one; b.test two; }}\n\
+             server {{ listen {listen}; server_name a.test b.test; \
+             location / {{ proxy_pass http://$pool; }} }}",
+            good.host_port()
+        )
+    };
+    let n = TestNginx::start(&http(&good.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let (run, report) = reload(
+        &n,
+        &sr,
+        &http(&closing.addr.to_string()),
+        &["--no-probe", "--no-shadow"],
+    );
+    assert_eq!(exit_code(&run), 3, "{run}");
+    let hosts: Vec<&str> = (report["health"]["results"]
+        .as_array()
+        .expect("results")
+        .iter())
+    .filter_map(|r| r["host"].as_str())
+    .collect();
+    assert!(hosts.contains(&"b.test"), "{run}");
+    assert_eq!(
+        http_get(listen, "b.test", "/").expect("GET").0,
+        200,
+        "{run}"
+    );
+}
+
+/// `listen PORT` beside `listen 127.0.0.1:PORT`: the wildcard server is reached through an
+/// address the specific one does not claim, not answered by the other server.
+#[test]
+fn a_wildcard_listen_is_checked_where_the_specific_listen_does_not_answer() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let closing = CloseBackend::start(SocketAddr::new(ip, 0));
+    let port = free_port(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let http = |wild: &str| {
+        format!(
+            "server {{ listen {port}; server_name w.test; location / {{ proxy_pass http://{wild}; }} }}\n\
+             server {{ listen 127.0.0.1:{port}; server_name s.test; \
+             location / {{ proxy_pass http://{}; }} }}",
+            good.host_port()
+        )
+    };
+    let n = TestNginx::start(&http(&good.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let (run, report) = reload(
+        &n,
+        &sr,
+        &http(&closing.addr.to_string()),
+        &["--no-probe", "--no-shadow"],
+    );
+    assert_eq!(exit_code(&run), 3, "{run}");
+    let first = &report["health"]["results"][0];
+    assert_eq!(first["host"], "w.test", "{run}");
+    assert_eq!(first["connect"], format!("127.0.0.2:{port}"), "{run}");
+    let back = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), port);
+    assert_eq!(http_get(back, "w.test", "/").expect("GET").0, 200);
+}
+
+/// A `proxy_protocol` listen and a location that closes unauthenticated requests with
+/// `return 444`: a harmless change is verified, the 444 said to be nginx's own answer.
+#[test]
+fn proxy_protocol_listens_and_return_444_do_not_fail_a_harmless_change() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let pp = SocketAddr::new(ip, free_port(ip));
+    let plain = SocketAddr::new(ip, free_port(ip));
+    let http = |extra: &str| {
+        format!(
+            "server {{ listen {pp} proxy_protocol; server_name pp.test; {extra} \
+             location / {{ proxy_pass http://{b}; }} }}\n\
+             server {{ listen {plain}; server_name gate.test; {extra} \
+             location /api/ {{ if ($http_x_key = \"\") {{ return 444; }} proxy_pass http://{b}; }} }}",
+            b = good.host_port()
+        )
+    };
+    let n = TestNginx::start(&http(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let (run, report) = reload(&n, &sr, &http("add_header X-A 1;"), &[]);
+    assert_eq!(exit_code(&run), 0, "{run}");
+    let results = report["health"]["results"].as_array().expect("results");
+    let pp_result = results
+        .iter()
+        .find(|r| r["host"] == "pp.test")
+        .expect("pp check");
+    assert_eq!(
+        (
+            pp_result["status"].clone(),
+            pp_result["proxy_protocol"].clone()
+        ),
+        (200.into(), true.into()),
+        "{run}"
+    );
+    let gated = results
+        .iter()
+        .find(|r| r["host"] == "gate.test")
+        .expect("gate check");
+    assert_eq!(gated["answer"], "not_reached", "{run}");
+    // With the header, the location proxies: that is what clients with a key get.
+    let (status, _) = http_get(plain, "gate.test", "/api/").map_or((0, String::new()), |r| r);
+    assert_eq!(status, 0, "no answer without the key (444)");
+}
+
+/// `ssl on;` (the directive form) makes the listen TLS: the check speaks TLS and sees the 502.
+#[test]
+fn ssl_on_is_spoken_to_over_tls() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let closing = CloseBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(certs.path());
+    let http = |to: &str| {
+        format!(
+            "server {{ listen {listen}; ssl on; server_name .tls.test; ssl_certificate {cert}; \
+             ssl_certificate_key {key}; location / {{ proxy_pass http://{to}; }} }}"
+        )
+    };
+    let n = TestNginx::start(&http(&good.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let (run, report) = reload(
+        &n,
+        &sr,
+        &http(&closing.addr.to_string()),
+        &["--no-probe", "--no-shadow"],
+    );
+    assert_eq!(exit_code(&run), 3, "{run}");
+    let first = &report["health"]["results"][0];
+    assert_eq!(
+        (first["tls"].clone(), first["host"].clone()),
+        (true.into(), "tls.test".into()),
+        "{run}"
+    );
+    assert_eq!(first["status"], 502, "{run}");
+}
+
+/// `auth_basic` in front of the upstream: without credentials the 401 is nginx's own answer,
+/// not a pass; `--health http://user:pass@host/` gets through to the backend and sees the 502.
+#[test]
+fn auth_basic_in_front_of_the_upstream_with_credentials_in_the_url() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let closing = CloseBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let users = dir.path().join("htpasswd");
+    std::fs::write(&users, "ops:{PLAIN}s3cret\n").expect("write htpasswd");
+    let http = |to: &str| {
+        format!(
+            "server {{ listen {listen}; server_name site.test; auth_basic \"x\"; \
+             auth_basic_user_file {}; location / {{ proxy_pass http://{to}; }} }}",
+            users.display()
+        )
+    };
+    let n = TestNginx::start(&http(&good.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    // Derived checks only: the 401 is reported as not reaching the backend.
+    let harmless =
+        http(&good.host_port()).replace("auth_basic \"x\";", "auth_basic \"x\"; add_header X-A 1;");
+    let (run, report) = reload(&n, &sr, &harmless, &[]);
+    let first = &report["health"]["results"][0];
+    assert_eq!(first["status"], 401, "{run}");
+    assert_eq!(first["answer"], "not_reached", "{run}");
+    // With credentials the request reaches the backend and the 502 rolls the change back.
+    let url = format!("http://ops:s3cret@site.test:{}/", listen.port());
+    let resolve = format!("site.test:{}:{}", listen.port(), listen.ip());
+    let (run, report) = reload(
+        &n,
+        &sr,
+        &http(&closing.addr.to_string()),
+        &[
+            "--no-probe",
+            "--no-shadow",
+            "--health",
+            &url,
+            "--resolve",
+            &resolve,
+        ],
+    );
+    assert_eq!(exit_code(&run), 3, "{run}");
+    assert!(
+        !run.to_string().contains("s3cret"),
+        "the password is never shown: {run}"
+    );
+    assert_eq!(report["health"]["results"][0]["status"], 502, "{run}");
+    let history = sr.run(&["history", "--json"]).to_string();
+    assert!(!history.contains("s3cret"), "nor stored: {history}");
+}
+
+/// Added and removed servers: the added one is affected and checked, the removed one listed.
+#[test]
+fn added_and_removed_servers_are_reported() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let server = |name: &str| {
+        format!(
+            "server {{ listen {listen}; server_name {name}; location / {{ proxy_pass http://{}; }} }}\n",
+            good.host_port()
+        )
+    };
+    let n = TestNginx::start(&format!("{}{}", server("a.test"), server("old.test")));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let (run, report) = reload(
+        &n,
+        &sr,
+        &format!("{}{}", server("a.test"), server("new.test")),
+        &[],
+    );
+    assert_eq!(exit_code(&run), 0, "{run}");
+    let impact = &report["impact"];
+    assert_eq!(impact["affected"][0]["label"], "new.test", "{run}");
+    assert_eq!(impact["affected"][0]["reasons"][0]["what"], "new server");
+    assert_eq!(impact["removed"][0]["label"], "old.test", "{run}");
+    let hosts: Vec<&str> = (report["health"]["results"]
+        .as_array()
+        .expect("results")
+        .iter())
+    .filter_map(|r| r["host"].as_str())
+    .collect();
+    assert_eq!(hosts, ["new.test"], "{run}");
+}
+
+/// An http-level `proxy_set_header` change affects every server; the checks stay bounded and
+/// the count of affected servers is said.
+#[test]
+fn an_http_level_change_affects_every_server() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let sites: String = (0..30)
+        .map(|i| {
+            format!(
+                "server {{ listen {listen}; server_name s{i}.test; location / {{ proxy_pass http://{}; }} }}\n",
+                good.host_port()
+            )
+        })
+        .collect();
+    let n = TestNginx::start(&sites);
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let (run, report) = reload(&n, &sr, &format!("proxy_set_header X-A 1;\n{sites}"), &[]);
+    assert_eq!(exit_code(&run), 0, "{run}");
+    // 30 sites plus the harness's control server.
+    assert_eq!(
+        report["impact"]["affected"].as_array().map(Vec::len),
+        Some(31),
+        "{run}"
+    );
+    assert_eq!(
+        report["impact"]["affected"][5]["reasons"][0]["what"],
+        "http: proxy_set_header"
+    );
+    let results = report["health"]["results"].as_array().expect("results");
+    assert!(results.len() >= 30 && results.len() <= 256, "{run}");
+}
+
+/// `try_files ... @app` and a regex location: both get a request, through the path that
+/// reaches them.
+#[test]
+fn named_and_regex_locations_are_checked() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let closing = CloseBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let http = |app: &str, php: &str| {
+        format!(
+            "server {{ listen {listen}; server_name site.test; root /nonexistent;\n\
+             location / {{ try_files $uri @app; }}\n location @app {{ proxy_pass http://{app}; }}\n\
+             location ~ \\.php$ {{ proxy_pass http://{php}; }} }}"
+        )
+    };
+    let g = good.host_port();
+    let n = TestNginx::start(&http(&g, &g));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let (run, report) = reload(
+        &n,
+        &sr,
+        &http(&g, &closing.addr.to_string()),
+        &["--no-probe", "--no-shadow"],
+    );
+    assert_eq!(
+        exit_code(&run),
+        3,
+        "the regex location's 502 is seen: {run}"
+    );
+    let paths: Vec<&str> = (report["health"]["results"]
+        .as_array()
+        .expect("results")
+        .iter())
+    .filter_map(|r| r["path"].as_str())
+    .collect();
+    assert!(paths.contains(&"/safe-reload-check"), "{run}");
+    let (run, report) = reload(
+        &n,
+        &sr,
+        &http(&closing.addr.to_string(), &g),
+        &["--no-probe", "--no-shadow"],
+    );
+    assert_eq!(
+        exit_code(&run),
+        3,
+        "the named location's 502 is seen: {run}"
+    );
+    assert_eq!(
+        report["health"]["results"][0]["what"], "location @app",
+        "{run}"
+    );
+    assert_eq!(http_get(listen, "site.test", "/x").expect("GET").0, 200);
+}
