@@ -82,7 +82,7 @@ pub struct Global {
     #[arg(long, global = true, value_name = "NAME: VALUE")]
     pub health_header: Vec<String>,
 
-    /// Time allowed for each health request, not cut by the verification window [default: 5s]
+    /// Time allowed for each health request, not cut by the verification window [default: 2s]
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
     pub health_timeout: Option<Duration>,
 

@@ -56,7 +56,7 @@ impl Default for HealthOptions {
 }
 
 /// The default per-request timeout (`--health-timeout`).
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The most requests in flight at once. Each holds two of a worker's connections (the client's
 /// and the upstream's): 16 stays inside a small `worker_connections` (64) with room for the
