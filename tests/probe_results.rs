@@ -40,7 +40,10 @@ fn hundreds_of_targets_with_some_timing_out_take_about_one_timeout() {
     let t0 = Instant::now();
     let report = probe_all(&targets(list), &opts(300));
     let wall = t0.elapsed();
-    assert!(wall < timeout * 2, "300 probes took {wall:?}");
+    // Five hung targets probed one after another take five timeouts (1.5 s); concurrently
+    // about one. The bound leaves room for a loaded machine (diagnosis reads /proc for socket
+    // owners after the probes) and still tells the two apart.
+    assert!(wall < timeout * 4, "300 probes took {wall:?}");
     let count = |s: Status| report.results.iter().filter(|r| r.status == s).count();
     assert_eq!(count(Status::Ok), 100);
     assert_eq!(count(Status::Refused), 195);
