@@ -122,24 +122,7 @@ fn https_with_a_self_signed_certificate_and_sni() {
     let ip = unique_loopback();
     let good = HttpBackend::start(SocketAddr::new(ip, 0), "secure");
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    let st = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .args(["-subj", "/CN=app.test", "-days", "1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(st.status.success(), "{st:?}");
+    let (cert, key) = self_signed(dir.path(), "app.test");
     let addr = SocketAddr::new(ip, free_port(ip));
     let n = TestNginx::start(&format!(
         "server {{ listen {addr} ssl; server_name app.test; ssl_certificate {}; ssl_certificate_key {};\n\

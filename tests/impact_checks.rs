@@ -22,31 +22,19 @@ fn reload(n: &TestNginx, sr: &SafeReload, http: &str, flags: &[&str]) -> (Run, V
     (run, report)
 }
 
-fn exit_code(run: &Run) -> i32 {
-    run.code
+/// One string field of every health result in `report`, in order.
+fn result_strs<'a>(report: &'a Value, field: &str) -> Vec<&'a str> {
+    (report["health"]["results"]
+        .as_array()
+        .expect("results")
+        .iter())
+    .filter_map(|r| r[field].as_str())
+    .collect()
 }
 
-/// A self-signed certificate and key under `dir`, as config paths.
-fn self_signed(dir: &std::path::Path) -> (String, String) {
-    let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
-    let st = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .args(["-subj", "/CN=tls.test", "-days", "1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl runs");
-    assert!(st.success(), "openssl req");
+/// A self-signed certificate and key for `tls.test` under `dir`, as config paths.
+fn tls_pair(dir: &std::path::Path) -> (String, String) {
+    let (cert, key) = self_signed(dir, "tls.test");
     (cert.display().to_string(), key.display().to_string())
 }
 
@@ -121,12 +109,7 @@ fn an_upstream_changed_in_a_shared_file_is_checked_on_the_server_that_uses_it() 
         report["impact"]["affected"][0]["label"], "s13.test",
         "{run}"
     );
-    let hosts: Vec<&str> = (report["health"]["results"]
-        .as_array()
-        .expect("results")
-        .iter())
-    .filter_map(|r| r["host"].as_str())
-    .collect();
+    let hosts = result_strs(&report, "host");
     assert_eq!(hosts, ["s13.test"], "{run}");
     // Rolled back: the site answers again through the restored upstream.
     let (status, body) = http_get(listen, "s13.test", "/").expect("GET");
@@ -179,7 +162,7 @@ fn a_slow_healthy_backend_and_a_harmless_change_is_verified() {
     let sr = SafeReload::new(&n);
     sr.init();
     let (run, report) = reload(&n, &sr, &site("add_header X-A 1;"), &[]);
-    assert_eq!(exit_code(&run), 0, "{run}");
+    assert_eq!(run.code, 0, "{run}");
     assert_eq!(report["outcome"], "reloaded", "{run}");
     let (status, _) = http_get(listen, "site.test", "/").expect("GET");
     assert_eq!(status, 200);
@@ -207,7 +190,7 @@ fn forty_proxied_locations_to_a_30ms_backend_fit_the_window() {
     let sr = SafeReload::new(&n);
     sr.init();
     let (run, report) = reload(&n, &sr, &site("add_header X-A 1;"), &[]);
-    assert_eq!(exit_code(&run), 0, "{run}");
+    assert_eq!(run.code, 0, "{run}");
     let results = report["health"]["results"].as_array().expect("results");
     assert_eq!(results.len(), 40, "{run}");
     assert!(results.iter().all(|r| r["status"] == 200), "{run}");
@@ -239,13 +222,8 @@ fn a_map_that_routes_a_second_server_name_is_checked_on_that_name() {
         &http(&closing.addr.to_string()),
         &["--no-probe", "--no-shadow"],
     );
-    assert_eq!(exit_code(&run), 3, "{run}");
-    let hosts: Vec<&str> = (report["health"]["results"]
-        .as_array()
-        .expect("results")
-        .iter())
-    .filter_map(|r| r["host"].as_str())
-    .collect();
+    assert_eq!(run.code, 3, "{run}");
+    let hosts = result_strs(&report, "host");
     assert!(hosts.contains(&"b.test"), "{run}");
     assert_eq!(
         http_get(listen, "b.test", "/").expect("GET").0,
@@ -279,7 +257,7 @@ fn a_wildcard_listen_is_checked_where_the_specific_listen_does_not_answer() {
         &http(&closing.addr.to_string()),
         &["--no-probe", "--no-shadow"],
     );
-    assert_eq!(exit_code(&run), 3, "{run}");
+    assert_eq!(run.code, 3, "{run}");
     let first = &report["health"]["results"][0];
     assert_eq!(first["host"], "w.test", "{run}");
     assert_eq!(first["connect"], format!("127.0.0.2:{port}"), "{run}");
@@ -308,7 +286,7 @@ fn proxy_protocol_listens_and_return_444_do_not_fail_a_harmless_change() {
     let sr = SafeReload::new(&n);
     sr.init();
     let (run, report) = reload(&n, &sr, &http("add_header X-A 1;"), &[]);
-    assert_eq!(exit_code(&run), 0, "{run}");
+    assert_eq!(run.code, 0, "{run}");
     let results = report["health"]["results"].as_array().expect("results");
     let pp_result = results
         .iter()
@@ -340,7 +318,7 @@ fn ssl_on_is_spoken_to_over_tls() {
     let closing = CloseBackend::start(SocketAddr::new(ip, 0));
     let listen = SocketAddr::new(ip, free_port(ip));
     let certs = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = self_signed(certs.path());
+    let (cert, key) = tls_pair(certs.path());
     let http = |to: &str| {
         format!(
             "server {{ listen {listen}; ssl on; server_name .tls.test; ssl_certificate {cert}; \
@@ -356,7 +334,7 @@ fn ssl_on_is_spoken_to_over_tls() {
         &http(&closing.addr.to_string()),
         &["--no-probe", "--no-shadow"],
     );
-    assert_eq!(exit_code(&run), 3, "{run}");
+    assert_eq!(run.code, 3, "{run}");
     let first = &report["health"]["results"][0];
     assert_eq!(
         (first["tls"].clone(), first["host"].clone()),
@@ -410,7 +388,7 @@ fn auth_basic_in_front_of_the_upstream_with_credentials_in_the_url() {
             &resolve,
         ],
     );
-    assert_eq!(exit_code(&run), 3, "{run}");
+    assert_eq!(run.code, 3, "{run}");
     assert!(
         !run.to_string().contains("s3cret"),
         "the password is never shown: {run}"
@@ -441,17 +419,12 @@ fn added_and_removed_servers_are_reported() {
         &format!("{}{}", server("a.test"), server("new.test")),
         &[],
     );
-    assert_eq!(exit_code(&run), 0, "{run}");
+    assert_eq!(run.code, 0, "{run}");
     let impact = &report["impact"];
     assert_eq!(impact["affected"][0]["label"], "new.test", "{run}");
     assert_eq!(impact["affected"][0]["reasons"][0]["what"], "new server");
     assert_eq!(impact["removed"][0]["label"], "old.test", "{run}");
-    let hosts: Vec<&str> = (report["health"]["results"]
-        .as_array()
-        .expect("results")
-        .iter())
-    .filter_map(|r| r["host"].as_str())
-    .collect();
+    let hosts = result_strs(&report, "host");
     assert_eq!(hosts, ["new.test"], "{run}");
 }
 
@@ -474,7 +447,7 @@ fn an_http_level_change_affects_every_server() {
     let sr = SafeReload::new(&n);
     sr.init();
     let (run, report) = reload(&n, &sr, &format!("proxy_set_header X-A 1;\n{sites}"), &[]);
-    assert_eq!(exit_code(&run), 0, "{run}");
+    assert_eq!(run.code, 0, "{run}");
     // 30 sites plus the harness's control server.
     assert_eq!(
         report["impact"]["affected"].as_array().map(Vec::len),
@@ -514,17 +487,8 @@ fn named_and_regex_locations_are_checked() {
         &http(&g, &closing.addr.to_string()),
         &["--no-probe", "--no-shadow"],
     );
-    assert_eq!(
-        exit_code(&run),
-        3,
-        "the regex location's 502 is seen: {run}"
-    );
-    let paths: Vec<&str> = (report["health"]["results"]
-        .as_array()
-        .expect("results")
-        .iter())
-    .filter_map(|r| r["path"].as_str())
-    .collect();
+    assert_eq!(run.code, 3, "the regex location's 502 is seen: {run}");
+    let paths = result_strs(&report, "path");
     assert!(paths.contains(&"/safe-reload-check"), "{run}");
     let (run, report) = reload(
         &n,
@@ -532,11 +496,7 @@ fn named_and_regex_locations_are_checked() {
         &http(&closing.addr.to_string(), &g),
         &["--no-probe", "--no-shadow"],
     );
-    assert_eq!(
-        exit_code(&run),
-        3,
-        "the named location's 502 is seen: {run}"
-    );
+    assert_eq!(run.code, 3, "the named location's 502 is seen: {run}");
     assert_eq!(
         report["health"]["results"][0]["what"], "location @app",
         "{run}"

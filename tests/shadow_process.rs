@@ -150,37 +150,6 @@ fn tls_subject(addr: &str, name: &str) -> String {
         .to_string()
 }
 
-fn cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let (c, k) = (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}.key")),
-    );
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args([
-            "-nodes",
-            "-subj",
-            &format!("/CN={name}"),
-            "-days",
-            "1",
-            "-keyout",
-        ])
-        .arg(&k)
-        .arg("-out")
-        .arg(&c)
-        .output()
-        .expect("run openssl req");
-    assert!(st.status.success(), "{st:?}");
-    (c, k)
-}
-
 struct Sites {
     nginx: TestNginx,
     sr: SafeReload,
@@ -198,8 +167,8 @@ fn sites() -> Sites {
     let v6ip = IpAddr::V6(Ipv6Addr::LOCALHOST);
     let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
     let certs = tempfile::tempdir().unwrap();
-    let (ac, ak) = cert(certs.path(), "a.test");
-    let (bc, bk) = cert(certs.path(), "b.test");
+    let (ac, ak) = self_signed(certs.path(), "a.test");
+    let (bc, bk) = self_signed(certs.path(), "b.test");
     let plain = SocketAddr::new(ip, free_port(ip));
     let v6 = SocketAddr::new(v6ip, free_port(v6ip));
     let tls = SocketAddr::new(ip, free_port(ip));

@@ -537,25 +537,7 @@ impl AppServer {
     /// An HTTPS server with a fresh self-signed certificate for `tls.test`.
     pub fn tls(addr: SocketAddr) -> AppServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        let made = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-            ])
-            .args(["-nodes", "-days", "1", "-subj", "/CN=tls.test", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(made, "openssl could not make a test certificate");
+        let (cert, key) = super::self_signed(dir.path(), "tls.test");
         std::fs::write(dir.path().join("tls.py"), TLS_SERVER).expect("tls.py");
         let mut cmd = Command::new("python3");
         cmd.arg(dir.path().join("tls.py"))

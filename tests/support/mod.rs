@@ -38,6 +38,8 @@
 //!   stderr, the `--json` report; any "panicked" in the output fails the test). A builder's
 //!   `prepare()` writes a prefix without starting nginx; [`syn_sent_to`] sees a connect
 //!   waiting on a [`HangingListener`].
+//! - [`self_signed`]: a fresh self-signed certificate and key (openssl) for TLS listens and
+//!   backends.
 
 #![allow(dead_code, unused_imports)]
 
@@ -109,6 +111,25 @@ pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u1
         .map_or("", |(_, b)| b)
         .to_string();
     Ok((status, body))
+}
+
+/// A self-signed P-256 certificate for `cn` and its key, written as `DIR/CN.pem` and
+/// `DIR/CN.key`; valid for a day.
+pub fn self_signed(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join(format!("{cn}.pem")), dir.join(format!("{cn}.key")));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .arg("-subj")
+        .arg(format!("/CN={cn}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl req");
+    assert!(out.status.success(), "openssl req: {out:?}");
+    (cert, key)
 }
 
 mod nginx;

@@ -228,7 +228,9 @@ impl TestNginx {
         }
     }
 
-    /// The master's worker pids right now (from /proc, children of the master).
+    /// The master's worker pids right now (from /proc: children of the master titled `nginx:
+    /// worker process`, ready or shutting down). Cache manager and loader children are not
+    /// workers: the loader exits on its own a while after start, which would look like a reload.
     pub fn worker_pids(&self) -> Vec<i32> {
         let master = self.master_pid();
         if master <= 1 {
@@ -246,6 +248,10 @@ impl TestNginx {
                         .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
                         == Some(master)
                 })
+            })
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.starts_with(b"nginx: worker process"))
             })
             .collect()
     }
