@@ -140,8 +140,16 @@ fn a_reload_command_that_does_nothing_is_not_rolled_back() {
         .as_array()
         .map_or(0, |s| s.iter().filter(|s| s["name"] == "reload").count());
     assert_eq!(reloads, 1, "one proof, not a second for a rollback:\n{run}");
-    // One proof deadline (2 s here), not two.
-    assert!(took < Duration::from_secs(4), "took {took:?}:\n{run}");
+    // One proof deadline (2 s here), not two: measured on the report's own proof steps, as
+    // the run's wall time also holds everything else a loaded machine slows down.
+    let proving: f64 = report["steps"].as_array().map_or(0.0, |s| {
+        s.iter()
+            .filter(|s| s["name"] == "reload")
+            .filter_map(|s| s["elapsed_ms"].as_f64())
+            .sum()
+    });
+    assert!(proving < 4000.0, "proofs took {proving} ms:\n{run}");
+    assert!(took < Duration::from_secs(20), "took {took:?}:\n{run}");
     site.assert_untouched(&run);
     let history = site.sr.run(&["history", "--json"]).json();
     let candidate = report["snapshot"].as_str().expect("a candidate snapshot");

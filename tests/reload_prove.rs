@@ -37,8 +37,9 @@ fn a_good_reload_is_proven_with_new_workers() {
     trigger(&master, &ReloadMethod::Signal, Duration::from_secs(5)).unwrap();
     let proof = prove(&master, &before, &mut logs, Duration::from_secs(10));
     assert!(proof.took_effect, "{proof:?}");
+    // Proven when it happened, well before the 10 s deadline (a loaded machine gets room).
     assert!(
-        start.elapsed() < Duration::from_secs(2),
+        start.elapsed() < Duration::from_secs(8),
         "{:?}",
         start.elapsed()
     );
@@ -70,8 +71,9 @@ fn a_reload_whose_listen_cannot_bind_is_not_in_effect() {
     trigger(&master, &ReloadMethod::Signal, Duration::from_secs(5)).unwrap();
     let proof = prove(&master, &before, &mut logs, Duration::from_secs(10));
     assert!(!proof.took_effect, "{proof:?}");
+    // The master gives up binding after about 2.5 s; the proof sees it before its deadline.
     assert!(
-        start.elapsed() < Duration::from_secs(4),
+        start.elapsed() < Duration::from_secs(8),
         "{:?}",
         start.elapsed()
     );

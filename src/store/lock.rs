@@ -38,6 +38,9 @@ impl Drop for LockGuard {
     }
 }
 
+/// How long a run that finds the lock held waits for the holder's line to appear.
+const HOLDER_WAIT: Duration = Duration::from_millis(500);
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Holder {
     pid: u32,
@@ -91,10 +94,21 @@ fn poll_lock(file: &File, path: &Path, deadline: Instant) -> Result<()> {
     }
 }
 
+/// The holder writes its line right after `flock` succeeds, so a run that finds the lock held
+/// may read the file in between: it reads again for a short while before saying "unknown".
 fn held(path: &Path) -> Error {
-    let holder = std::fs::read(path)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<Holder>(&bytes).ok())
+    let deadline = Instant::now() + HOLDER_WAIT;
+    let read = || {
+        std::fs::read(path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Holder>(&bytes).ok())
+    };
+    let mut found = read();
+    while found.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        found = read();
+    }
+    let holder = found
         .map(|h| {
             format!(
                 "pid {}, started {}, running `{}`",
@@ -116,8 +130,9 @@ fn write_holder(file: &File, path: &Path) -> Result<()> {
     };
     let mut text = serde_json::to_vec(&holder).unwrap_or_default();
     text.push(b'\n');
-    file.set_len(0)
-        .and_then(|()| file.write_all_at(&text, 0))
+    // Written before the old length is cut, so no reader sees an empty file in between.
+    file.write_all_at(&text, 0)
+        .and_then(|()| file.set_len(text.len() as u64))
         .and_then(|()| (&*file).flush())
         .map_err(|e| io_err(path, "write the holder into", e))
 }
