@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 
 mod affected;
+mod h2c;
 mod select;
 mod tls;
 
@@ -45,6 +46,9 @@ pub struct Check {
     /// Send a PROXY protocol v1 header first (`listen ... proxy_protocol`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub proxy_protocol: bool,
+    /// Speak HTTP/2 with prior knowledge (a plaintext `listen ... http2`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub http2: bool,
     /// What nginx answers by itself at this location, without reaching an upstream.
     #[serde(skip_serializing_if = "Gate::is_open")]
     pub gate: Gate,
@@ -83,6 +87,7 @@ impl Check {
             path,
             tls,
             proxy_protocol: false,
+            http2: false,
             gate: Gate::default(),
             upstream: None,
             auth: None,

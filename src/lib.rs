@@ -6,7 +6,8 @@
 //! `health` (requests through nginx and the error-log window), `pipeline` (step order and
 //! rollback policy: the only place that decides), `report` (what a run found) and `output`
 //! (the only place that prints); `sandbox` copies untrusted configuration for `nginx -t`;
-//! `status_line` reads HTTP status lines for the probes and verification alike.
+//! `status_line` reads HTTP status lines and `http2` writes and reads HTTP/2 frames, for the
+//! probes and verification alike.
 
 pub mod cli;
 pub mod conf;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod errorlog;
 pub mod exit;
 pub mod health;
+pub mod http2;
 pub mod impact;
 pub mod nginx;
 pub mod output;

@@ -224,6 +224,9 @@ impl Candidate<'_> {
             path: self.path.to_string(),
             tls: self.listen.ssl,
             proxy_protocol: self.listen.proxy_protocol,
+            // nginx 1.22 speaks only HTTP/2 on a plaintext `http2` listen; over TLS, ALPN
+            // lets HTTP/1.1 through.
+            http2: self.listen.http2 && !self.listen.ssl,
             gate: Gate {
                 auth: loc.auth,
                 returns: loc.returns.to_vec(),
@@ -371,9 +374,6 @@ const LOOPBACK_TRIES: u8 = 16;
 
 /// Where to connect to reach a listen, or why this machine cannot.
 fn connect_for(listen: &Listen, claimed: &HashSet<SocketAddr>) -> Result<SocketAddr, String> {
-    if listen.http2 && !listen.ssl {
-        return Err("plaintext HTTP/2 listen: requests with prior knowledge are not sent".into());
-    }
     match &listen.addr {
         ListenAddr::Tcp(sa) if sa.ip().is_unspecified() => {
             let port = sa.port();

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{judge, tls, Answer, Check, Unchecked};
+use super::{h2c, judge, tls, Answer, Check, Unchecked};
 use crate::errorlog::{upstream_error, Cursors, UpstreamError, UpstreamErrorKind};
 
 /// How long and how hard to verify.
@@ -321,12 +321,7 @@ pub fn request(check: &Check, opts: &HealthOptions) -> CheckResult {
     let timeout = opts.request_timeout.max(Duration::from_millis(1));
     let (status, error, closed, refused) = match get_status(check, timeout, &opts.headers) {
         Ok(s) => (Some(s), None, false, false),
-        Err(Failure::Closed) => (
-            None,
-            Some("the connection closed without an answer".to_string()),
-            true,
-            false,
-        ),
+        Err(Failure::Closed(why)) => (None, Some(why), true, false),
         Err(Failure::Refused(e)) => (None, Some(e), false, true),
         Err(Failure::Other(e)) => (None, Some(e), false, false),
     };
@@ -344,8 +339,9 @@ pub fn request(check: &Check, opts: &HealthOptions) -> CheckResult {
 }
 
 enum Failure {
-    /// Closed before a byte of answer: what nginx's `return 444` does.
-    Closed,
+    /// Closed before a byte of answer (over HTTP/2: before the response's headers), what
+    /// nginx's `return 444` does; why, in words.
+    Closed(String),
     /// nginx refused the connection itself: nothing listens there.
     Refused(String),
     Other(String),
@@ -369,7 +365,8 @@ fn io_text(what: &str, e: &std::io::Error, timeout: Duration) -> String {
     }
 }
 
-/// `GET` on a fresh connection, `Connection: close`; the response status.
+/// `GET` on a fresh connection, `Connection: close` (over HTTP/2 with prior knowledge on a
+/// plaintext `http2` listen: one stream, then GOAWAY); the response status.
 fn get_status(
     check: &Check,
     timeout: Duration,
@@ -398,6 +395,15 @@ fn get_status(
             .write_all(header.as_bytes())
             .map_err(|e| other(io_text("send", &e, timeout)))?;
     }
+    if check.http2 {
+        let req = h2c::request(&host_header(check), &check.path, &fields(check, headers));
+        return match h2c::exchange(&tcp, &req, deadline) {
+            Ok(h2c::End::Status(status)) => Ok(status),
+            Ok(h2c::End::NoAnswer(why)) => Err(Failure::Closed(why)),
+            Err(h2c::Fault::Io(what, e)) => Err(other(io_text(what, &e, timeout))),
+            Err(h2c::Fault::Protocol(why)) => Err(other(why)),
+        };
+    }
     let req = request_bytes(check, headers);
     let response = if check.tls {
         let config = tls::client_config().map_err(|e| other(e.to_string()))?;
@@ -409,29 +415,49 @@ fn get_status(
         exchange(tcp, &req, timeout)
     }?;
     if response.is_empty() {
-        return Err(Failure::Closed);
+        return Err(Failure::Closed(
+            "the connection closed without an answer".into(),
+        ));
     }
     parse_status(&response).map_err(other)
 }
 
-/// The request's bytes. Credentials go only into the header, never into anything shown.
-fn request_bytes(check: &Check, headers: &[(String, String)]) -> String {
-    let host_header = match (check.tls, check.connect.port()) {
+/// The Host header value: the port only when it is not the scheme's.
+fn host_header(check: &Check) -> String {
+    match (check.tls, check.connect.port()) {
         (false, 80) | (true, 443) => check.host.clone(),
         (_, port) => format!("{}:{port}", check.host),
-    };
-    let mut req = format!(
-        "GET {} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: safe-reload/{}\r\nAccept: */*\r\n",
-        check.path,
-        env!("CARGO_PKG_VERSION")
-    );
+    }
+}
+
+/// The fields every request carries after its Host, in order. Credentials go only here,
+/// never into anything shown.
+fn fields(check: &Check, headers: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out = vec![
+        (
+            "User-Agent".to_string(),
+            format!("safe-reload/{}", env!("CARGO_PKG_VERSION")),
+        ),
+        ("Accept".to_string(), "*/*".to_string()),
+    ];
     if let Some(auth) = &check.auth {
-        req.push_str(&format!(
-            "Authorization: Basic {}\r\n",
-            base64(auth.expose().as_bytes())
+        out.push((
+            "Authorization".to_string(),
+            format!("Basic {}", base64(auth.expose().as_bytes())),
         ));
     }
-    for (name, value) in headers {
+    out.extend(headers.iter().cloned());
+    out
+}
+
+/// The HTTP/1.1 request's bytes.
+fn request_bytes(check: &Check, headers: &[(String, String)]) -> String {
+    let mut req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\n",
+        check.path,
+        host_header(check)
+    );
+    for (name, value) in fields(check, headers) {
         req.push_str(&format!("{name}: {value}\r\n"));
     }
     req.push_str("Connection: close\r\n\r\n");
@@ -487,7 +513,9 @@ fn exchange(
     let read = stream.take(MAX_RESPONSE).read_to_end(&mut buf);
     // A status line already read is enough evidence even if the body was cut short.
     match read {
-        Err(e) if e.kind() == ErrorKind::ConnectionReset && buf.is_empty() => Err(Failure::Closed),
+        Err(e) if e.kind() == ErrorKind::ConnectionReset && buf.is_empty() => Err(Failure::Closed(
+            "the connection closed without an answer".into(),
+        )),
         Err(e) if !buf.contains(&b'\n') => Err(Failure::Other(io_text("read", &e, timeout))),
         _ => Ok(buf),
     }

@@ -32,7 +32,7 @@ use super::Status;
 use crate::conf::sni::TlsNames;
 use crate::conf::targets::Context;
 use crate::conf::{Reference, Target, TargetAddr};
-use crate::status_line;
+use crate::{http2, status_line};
 
 /// A protocol family: what a probe speaks, and what a backend was heard to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -195,9 +195,8 @@ impl Protocol {
             .into_bytes(),
             Protocol::Tls { sni, alpn } => client_hello(sni.as_deref(), *alpn),
             Protocol::Http2 => {
-                let mut b = HTTP2_PREFACE.to_vec();
-                // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
-                b.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+                let mut b = http2::PREFACE.to_vec();
+                b.extend_from_slice(&http2::settings(&[]));
                 b
             }
             Protocol::FastCgi => fastcgi_get_values(),
@@ -398,12 +397,14 @@ fn recognise(b: &[u8]) -> Heard {
             Some(_) => Heard::Unknown,
         },
         // An HTTP/2 frame on stream 0: SETTINGS (4) or GOAWAY (7), as a server sends first.
-        0 => match b.get(..9) {
+        0 => match http2::Head::read(b) {
             None => Heard::More,
-            Some(h) if h[3] == 4 && h[5..9] == [0; 4] => {
+            Some(h) if h.kind == http2::SETTINGS && h.stream == 0 => {
                 Heard::Kind(Kind::Http2, "SETTINGS".into())
             }
-            Some(h) if h[3] == 7 && h[5..9] == [0; 4] => Heard::Kind(Kind::Http2, "GOAWAY".into()),
+            Some(h) if h.kind == http2::GOAWAY && h.stream == 0 => {
+                Heard::Kind(Kind::Http2, "GOAWAY".into())
+            }
             _ => Heard::Unknown,
         },
         // A FastCGI record: version 1, a known type, the reserved byte 0.
@@ -499,8 +500,6 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     find(hay, needle).is_some()
 }
-
-const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// `FCGI_GET_VALUES` for the three standard variables, padded with `\r\n\r\n` (FastCGI
 /// receivers skip padding unread).

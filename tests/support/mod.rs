@@ -31,7 +31,8 @@
 //!   application servers (php-fpm, gunicorn, uWSGI, an HTTPS server, a gRPC server).
 //! - [`ClientLoop`]: requests through nginx on fresh connections until stopped, every answer
 //!   kept, to show what visitors saw during a run.
-//! - [`http_get`]: a tiny client (fresh connection, `Connection: close`) returning status and body.
+//! - [`http_get`]: a tiny client (fresh connection, `Connection: close`) returning status and body;
+//!   [`h2c_get`] the same over HTTP/2 with prior knowledge (curl), for plaintext `http2` listens.
 //! - [`wait_for`]: poll a condition until a deadline instead of sleeping.
 //! - The binary: [`SafeReload`] runs `safe-reload -c CONF -p PREFIX --state-dir DIR` with the
 //!   real nginx and a private (empty) settings file, returning a [`Run`] (exit status, stdout,
@@ -111,6 +112,39 @@ pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u1
         .map_or("", |(_, b)| b)
         .to_string();
     Ok((status, body))
+}
+
+/// `GET path` for `host` over HTTP/2 with prior knowledge (what a plaintext `listen ... http2`
+/// speaks), optionally after a PROXY protocol v1 header; status and body. curl with nghttp2
+/// does it, so the answer is read by a client other than the one under test.
+pub fn h2c_get(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    proxy_protocol: bool,
+) -> std::io::Result<(u16, String)> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--http2-prior-knowledge", "--max-time", "5"])
+        .arg("--resolve")
+        .arg(format!("{host}:{}:{}", addr.port(), addr.ip()))
+        .args(["-w", "\n%{http_code} %{http_version}"])
+        .arg(format!("http://{host}:{}{path}", addr.port()));
+    if proxy_protocol {
+        cmd.arg("--haproxy-protocol");
+    }
+    let out = cmd.output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+    match tail.split_once(' ') {
+        Some((code, "2")) if out.status.success() => code
+            .parse()
+            .map(|c| (c, body.to_string()))
+            .map_err(std::io::Error::other),
+        _ => Err(std::io::Error::other(format!(
+            "curl --http2-prior-knowledge: {tail:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))),
+    }
 }
 
 /// A self-signed P-256 certificate for `cn` and its key, written as `DIR/CN.pem` and

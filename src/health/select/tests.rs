@@ -85,19 +85,35 @@ fn ssl_on_proxy_protocol_and_plaintext_http2() {
     let p = plan(
         "server { listen 127.0.0.1:8443; ssl on; server_name t.test; location / { proxy_pass http://u; } }\n\
          server { listen 127.0.0.1:8081 proxy_protocol; server_name p.test; location / { proxy_pass http://u; } }\n\
-         server { listen 127.0.0.1:8082 http2; server_name h.test; location / { proxy_pass http://u; } }",
+         server { listen 127.0.0.1:8082 http2; server_name h.test; location / { proxy_pass http://u; } }\n\
+         server { listen 127.0.0.1:8083 http2 proxy_protocol; server_name hp.test; location / { proxy_pass http://u; } }\n\
+         server { listen 127.0.0.1:8444 ssl http2; server_name ht.test; location / { proxy_pass http://u; } }",
     );
     assert_eq!(
         shown(&p),
-        ["127.0.0.1:8443 t.test / tls", "127.0.0.1:8081 p.test /"]
+        [
+            "127.0.0.1:8443 t.test / tls",
+            "127.0.0.1:8081 p.test /",
+            "127.0.0.1:8082 h.test /",
+            "127.0.0.1:8083 hp.test /",
+            "127.0.0.1:8444 ht.test / tls",
+        ]
     );
-    assert!(p.checks[1].proxy_protocol && !p.checks[0].proxy_protocol);
-    assert_eq!(p.servers_not_checked(), 1);
-    assert!(
-        p.not_checked[0].why.contains("HTTP/2"),
-        "{:?}",
-        p.not_checked
+    let flags: Vec<(bool, bool)> = (p.checks.iter())
+        .map(|c| (c.proxy_protocol, c.http2))
+        .collect();
+    // Over TLS, ALPN lets HTTP/1.1 through: only the plaintext listens get prior knowledge.
+    assert_eq!(
+        flags,
+        [
+            (false, false),
+            (true, false),
+            (false, true),
+            (true, true),
+            (false, false)
+        ]
     );
+    assert_eq!(p.servers_not_checked(), 0, "{:?}", p.not_checked);
 }
 
 #[test]
