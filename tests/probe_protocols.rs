@@ -10,88 +10,36 @@ use std::net::SocketAddr;
 
 use support::*;
 
-/// A running site (`/` proxied to a healthy HTTP backend) with a baseline, and a change that
-/// adds `location /new { DIRECTIVE; }`.
-struct Site {
-    nginx: TestNginx,
-    sr: SafeReload,
-    listen: SocketAddr,
-    _app: HttpBackend,
+/// A site whose `/` goes to a healthy HTTP backend (answering `app`), with a baseline.
+fn site() -> (ProxiedSite, HttpBackend) {
+    let app = HttpBackend::start(SocketAddr::new(unique_loopback(), 0), "app");
+    (ProxiedSite::start(&app.host_port()), app)
 }
 
-impl Site {
-    fn start() -> Site {
-        let ip = unique_loopback();
-        let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
-        let listen = SocketAddr::new(ip, free_port(ip));
-        let nginx = TestNginx::start(&Site::body(listen, &app, None));
-        let sr = SafeReload::new(&nginx);
-        sr.init();
-        Site {
-            nginx,
-            sr,
-            listen,
-            _app: app,
-        }
-    }
-
-    fn body(listen: SocketAddr, app: &HttpBackend, new: Option<&str>) -> String {
-        let extra = new
-            .map(|d| format!("location /new {{ {d}; }}"))
-            .unwrap_or_default();
-        format!(
-            "server {{ listen {listen}; server_name site.test; \
-             location / {{ proxy_pass http://{}; }} {extra} }}",
-            app.host_port()
-        )
-    }
-
-    fn change(&self, directive: &str) {
-        self.nginx
-            .write_http(&Site::body(self.listen, &self._app, Some(directive)));
-    }
-}
-
-/// Apply `directive` with `safe-reload -y` while a client loops through the site: refused
-/// before the reload (exit 1), same workers, every client request answered 200. Returns the
-/// probe result of `target` and the run's text.
+/// Add `location /new { DIRECTIVE; }` and apply it with `safe-reload -y` while a client loops
+/// through the site: refused before the reload, untouched, every client request answered
+/// 200 (see `ProxiedSite::refused_before_reload`). Returns the probe result of `target`, a
+/// failure, and the run's text.
 fn refused(directive: &str, target: SocketAddr) -> (serde_json::Value, String) {
-    let site = Site::start();
-    let workers = site.nginx.ready_workers();
-    let clients = ClientLoop::start(site.listen, "site.test", "/");
-    site.change(directive);
-    let run = site.sr.run(&["-y", "--json"]);
-    let answers = clients.finish();
-    run.expect(1);
-    assert_eq!(run.outcome(), "refused", "{run}");
-    assert_eq!(
-        site.nginx.ready_workers(),
-        workers,
-        "nginx was not reloaded"
-    );
-    assert!(!answers.is_empty(), "the client loop made no request");
-    let bad: Vec<_> = answers.iter().filter(|a| **a != Ok(200)).collect();
-    assert!(
-        bad.is_empty(),
-        "{} of {} client requests were not 200: {bad:?}",
-        bad.len(),
-        answers.len()
-    );
-    assert_eq!(
-        http_get(site.listen, "site.test", "/").expect("GET"),
-        (200, "app".into())
-    );
-    let report = run.json();
-    let result = report["probe"]["results"]
-        .as_array()
-        .and_then(|rs| {
-            rs.iter()
-                .find(|r| r["target"] == target.to_string())
-                .cloned()
-        })
-        .unwrap_or_else(|| panic!("no probe result for {target}:\n{run}"));
+    let (site, _app) = site();
+    site.add_location(directive);
+    let run = site.refused_before_reload("app");
+    let result = probe_result(&run, target);
     assert_eq!(result["severity"], "failure", "{result}");
     (result, format!("{run}"))
+}
+
+/// A protocol mismatch refused before the reload: status `wrong-protocol`, the protocol
+/// probed and the one heard, and the hint's sentence.
+fn mismatch(directive: &str, target: SocketAddr, probed: &str, heard: &str, hint: &str) {
+    let (r, run) = refused(directive, target);
+    assert_eq!(r["status"], "wrong-protocol", "{run}");
+    assert_eq!(r["addresses"][0]["protocol"], probed, "{run}");
+    if !heard.is_empty() {
+        assert_eq!(r["addresses"][0]["speaks"], heard, "{run}");
+    }
+    let message = r["hints"][0]["message"].as_str().unwrap_or_default();
+    assert_eq!(message, hint, "{run}");
 }
 
 fn hints(result: &serde_json::Value) -> String {
@@ -119,68 +67,65 @@ fn a_backend_that_accepts_and_closes_is_refused_before_the_reload() {
 #[test]
 fn fastcgi_pass_to_an_http_port_is_refused_with_the_proxy_pass_it_meant() {
     let app = AppServer::gunicorn(addr());
-    let (r, run) = refused(&format!("fastcgi_pass {}", app.addr), app.addr);
-    assert_eq!(r["status"], "wrong-protocol", "{run}");
-    assert_eq!(r["addresses"][0]["protocol"], "fastcgi", "{run}");
-    assert_eq!(r["addresses"][0]["speaks"], "http", "{run}");
-    let h = hints(&r);
-    assert!(h.contains("speaks HTTP"), "{run}");
-    assert!(h.contains("not FastCGI"), "{run}");
-    assert!(
-        h.contains(&format!("did you mean `proxy_pass http://{}`?", app.addr)),
-        "{run}"
-    );
+    let a = app.addr;
+    let hint = format!("{a} speaks HTTP, not FastCGI: did you mean proxy_pass http://{a}?");
+    mismatch(&format!("fastcgi_pass {a}"), a, "fastcgi", "http", &hint);
+}
+
+/// Python's `http.server` answers the FastCGI record with an HTML page and no status line;
+/// the hint said "bytes FastCGI does not send" instead of naming HTTP.
+#[test]
+fn fastcgi_pass_to_an_http_server_answering_without_a_status_line_says_it_speaks_http() {
+    let app = AppServer::python_http(addr());
+    let a = app.addr;
+    let hint = format!("{a} speaks HTTP, not FastCGI: did you mean proxy_pass http://{a}?");
+    mismatch(&format!("fastcgi_pass {a}"), a, "fastcgi", "", &hint);
 }
 
 #[test]
 fn proxy_pass_http_to_a_tls_port_is_refused() {
     let tls = AppServer::tls(addr());
-    let (r, run) = refused(&format!("proxy_pass http://{}", tls.addr), tls.addr);
-    assert_eq!(r["status"], "wrong-protocol", "{run}");
-    assert_eq!(r["addresses"][0]["speaks"], "tls", "{run}");
-    assert!(
-        hints(&r).contains(&format!("proxy_pass https://{}", tls.addr)),
-        "{run}"
-    );
+    let a = tls.addr;
+    let hint = format!("{a} speaks TLS, not HTTP: did you mean proxy_pass https://{a}?");
+    mismatch(&format!("proxy_pass http://{a}"), a, "http", "tls", &hint);
 }
 
 #[test]
 fn proxy_pass_https_to_plain_http_is_refused() {
     let app = AppServer::gunicorn(addr());
-    let (r, run) = refused(&format!("proxy_pass https://{}", app.addr), app.addr);
-    assert_eq!(r["status"], "wrong-protocol", "{run}");
-    assert_eq!(r["addresses"][0]["protocol"], "tls", "{run}");
-    assert_eq!(r["addresses"][0]["speaks"], "http", "{run}");
-    assert!(hints(&r).contains("the backend has no TLS"), "{run}");
+    let a = app.addr;
+    let hint = format!(
+        "{a} speaks HTTP, not TLS: did you mean proxy_pass http://{a} (the backend has no TLS)?"
+    );
+    mismatch(&format!("proxy_pass https://{a}"), a, "tls", "http", &hint);
 }
 
 #[test]
 fn uwsgi_pass_to_an_http_port_is_refused() {
     let app = AppServer::gunicorn(addr());
-    let (r, run) = refused(&format!("uwsgi_pass {}", app.addr), app.addr);
-    assert_eq!(r["status"], "wrong-protocol", "{run}");
-    assert_eq!(r["addresses"][0]["protocol"], "uwsgi", "{run}");
-    assert!(
-        hints(&r).contains("--socket instead of --http-socket"),
-        "{run}"
+    let a = app.addr;
+    let hint = format!(
+        "{a} speaks HTTP, not uwsgi: did you mean proxy_pass http://{a}, or start uWSGI with \
+         --socket instead of --http-socket?"
     );
+    mismatch(&format!("uwsgi_pass {a}"), a, "uwsgi", "http", &hint);
+}
+
+#[test]
+fn grpc_pass_to_an_http1_port_is_refused() {
+    let app = AppServer::gunicorn(addr());
+    let a = app.addr;
+    let hint = format!("{a} speaks HTTP/1, not HTTP/2: did you mean proxy_pass http://{a}?");
+    mismatch(&format!("grpc_pass grpc://{a}"), a, "http2", "http", &hint);
 }
 
 /// `check` with the change: exit 0, and the target's probe passed in its protocol.
 fn passes(directive: &str, target: SocketAddr, protocol: &str) {
-    let site = Site::start();
-    site.change(directive);
+    let (site, _app) = site();
+    site.add_location(directive);
     let run = site.sr.run(&["check", "--json"]);
     run.expect(0);
-    let report = run.json();
-    let result = report["probe"]["results"]
-        .as_array()
-        .and_then(|rs| {
-            rs.iter()
-                .find(|r| r["target"] == target.to_string())
-                .cloned()
-        })
-        .unwrap_or_else(|| panic!("no probe result for {target}:\n{run}"));
+    let result = probe_result(&run, target);
     assert_eq!(result["status"], "ok", "{run}");
     assert_eq!(result["addresses"][0]["protocol"], protocol, "{run}");
 }
@@ -195,8 +140,8 @@ fn php_fpm_answers_the_fastcgi_probe() {
 fn gunicorn_answers_the_http_probe_and_the_change_goes_live() {
     let app = AppServer::gunicorn(addr());
     passes(&format!("proxy_pass http://{}", app.addr), app.addr, "http");
-    let site = Site::start();
-    site.change(&format!("proxy_pass http://{}", app.addr));
+    let (site, _app) = site();
+    site.add_location(&format!("proxy_pass http://{}", app.addr));
     site.sr.run(&["-y"]).expect(0);
     let (status, body) = http_get(site.listen, "site.test", "/new").expect("GET /new");
     assert_eq!(status, 200);
@@ -247,19 +192,11 @@ fn the_tls_probe_sends_the_sni_nginx_would() {
 #[test]
 fn a_slow_healthy_backend_is_a_warning_and_the_change_goes_live() {
     let slow = SlowBackend::start(addr(), "slow");
-    let site = Site::start();
-    site.change(&format!("proxy_pass http://{}", slow.addr));
+    let (site, _app) = site();
+    site.add_location(&format!("proxy_pass http://{}", slow.addr));
     let run = site.sr.run(&["-y", "--json", "--probe-timeout", "200ms"]);
     run.expect(0);
-    let report = run.json();
-    let result = report["probe"]["results"]
-        .as_array()
-        .and_then(|rs| {
-            rs.iter()
-                .find(|r| r["target"] == slow.addr.to_string())
-                .cloned()
-        })
-        .unwrap_or_else(|| panic!("no probe result:\n{run}"));
+    let result = probe_result(&run, slow.addr);
     assert_eq!(result["status"], "no-reply", "{run}");
     assert_eq!(result["severity"], "warning", "{run}");
     assert!(hints(&result).contains("sent no reply"), "{run}");

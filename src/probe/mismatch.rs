@@ -1,7 +1,7 @@
 //! What a failed protocol probe means, in the operator's words: which protocol the backend
-//! speaks instead and the directive that would match it ("127.0.0.1:9000 speaks HTTP, not
-//! FastCGI: did you mean `proxy_pass http://127.0.0.1:9000`?"), a backend that accepts and
-//! closes, one that stays silent; and which of these only warn.
+//! speaks instead and the directive that would match it, in one sentence ("127.0.0.1:9000
+//! speaks HTTP, not FastCGI: did you mean proxy_pass http://127.0.0.1:9000?"), a backend that
+//! accepts and closes, one that stays silent; and which of these only warn.
 
 use std::time::Duration;
 
@@ -48,15 +48,18 @@ fn hint(a: &AddrResult, target: &str, timeout: Duration) -> Option<Hint> {
     let addr = &a.address;
     let wait = humantime::format_duration(timeout);
     let hint = match a.status {
-        Status::WrongProtocol => match a.speaks {
+        Status::WrongProtocol => match speaks(a) {
             Some(other) => {
-                let reply = a.reply.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+                let heard = a.reply.as_deref().map(|r| format!("it answered {r}; ")).unwrap_or_default();
                 Hint::new(format!(
-                    "{addr} speaks {}{reply}, not {}: nginx answers 502",
-                    spoken(other),
-                    spoken(expected)
+                    "{addr} speaks {}, not {}: {}",
+                    spoken(other, expected),
+                    spoken(expected, other),
+                    did_you_mean(expected, other, target)
                 ))
-                .with_suggestion(did_you_mean(expected, other, target))
+                .with_suggestion(format!(
+                    "{heard}nginx answers 502 to every request it passes there"
+                ))
             }
             None => Hint::new(format!(
                 "{addr} answered the {} probe with bytes {} does not send: {}",
@@ -90,12 +93,30 @@ fn hint(a: &AddrResult, target: &str, timeout: Duration) -> Option<Hint> {
     Some(hint)
 }
 
-fn spoken(k: Kind) -> &'static str {
-    match k {
-        Kind::Tls => "TLS",
-        Kind::Http => "HTTP",
-        Kind::Http2 => "HTTP/2",
-        k => k.label(),
+/// The protocol the backend answered in: as the probe heard it, or an HTTP server's answer
+/// without a status line (Python's `http.server` and others answer a request line they cannot
+/// read in HTTP/0.9 style: an HTML error page and nothing before it).
+fn speaks(a: &AddrResult) -> Option<Kind> {
+    if a.speaks.is_some() {
+        return a.speaks;
+    }
+    let reply = a.reply.as_deref()?.trim_start_matches('"').trim_start();
+    let html = ["<!doctype html", "<html", "<head", "<body"]
+        .iter()
+        .any(|tag| {
+            reply
+                .get(..tag.len())
+                .is_some_and(|r| r.eq_ignore_ascii_case(tag))
+        });
+    (html && a.protocol != Some(Kind::Http)).then_some(Kind::Http)
+}
+
+/// A protocol's name in a hint; HTTP is `HTTP/1` beside HTTP/2, so that gRPC's mismatch reads
+/// as one.
+fn spoken(k: Kind, other: Kind) -> &'static str {
+    match (k, other) {
+        (Kind::Http, Kind::Http2) => "HTTP/1",
+        (k, _) => k.label(),
     }
 }
 
@@ -118,7 +139,7 @@ fn did_you_mean(expected: Kind, speaks: Kind, target: &str) -> String {
         (Kind::Uwsgi, _) => (format!("uwsgi_pass {target}"), ""),
         (Kind::Memcached, _) => (format!("memcached_pass {target}"), ""),
     };
-    format!("did you mean `{directive}`{note}?")
+    format!("did you mean {directive}{note}?")
 }
 
 #[cfg(test)]
@@ -129,21 +150,74 @@ mod tests {
     fn suggestions_name_the_matching_directive() {
         assert_eq!(
             did_you_mean(Kind::FastCgi, Kind::Http, "127.0.0.1:9000"),
-            "did you mean `proxy_pass http://127.0.0.1:9000`?"
+            "did you mean proxy_pass http://127.0.0.1:9000?"
         );
         assert_eq!(
             did_you_mean(Kind::Http, Kind::Tls, "127.0.0.1:8443"),
-            "did you mean `proxy_pass https://127.0.0.1:8443`?"
+            "did you mean proxy_pass https://127.0.0.1:8443?"
         );
         assert_eq!(
             did_you_mean(Kind::Http, Kind::FastCgi, "unix:/run/php.sock"),
-            "did you mean `fastcgi_pass unix:/run/php.sock`?"
+            "did you mean fastcgi_pass unix:/run/php.sock?"
         );
         assert_eq!(
             did_you_mean(Kind::Tls, Kind::Http, "127.0.0.1:8000"),
-            "did you mean `proxy_pass http://127.0.0.1:8000` (the backend has no TLS)?"
+            "did you mean proxy_pass http://127.0.0.1:8000 (the backend has no TLS)?"
         );
         assert!(did_you_mean(Kind::Uwsgi, Kind::Http, "127.0.0.1:3031").contains("--socket"));
         assert!(is_soft(Status::NoReply) && !is_soft(Status::Closed));
+    }
+
+    fn wrong(protocol: Kind, speaks: Option<Kind>, reply: &str) -> String {
+        let a = AddrResult {
+            address: "127.0.0.1:9000".into(),
+            status: Status::WrongProtocol,
+            errno: None,
+            elapsed: Duration::ZERO,
+            protocol: Some(protocol),
+            reply: Some(reply.into()),
+            speaks,
+        };
+        hint(&a, "127.0.0.1:9000", Duration::from_secs(1))
+            .expect("a hint")
+            .message
+    }
+
+    #[test]
+    fn every_mismatch_says_what_the_port_speaks_and_the_directive_it_meant() {
+        let http = Some(Kind::Http);
+        assert_eq!(
+            wrong(Kind::FastCgi, http, "HTTP/1.1 400 Bad Request"),
+            "127.0.0.1:9000 speaks HTTP, not FastCGI: did you mean proxy_pass http://127.0.0.1:9000?"
+        );
+        assert_eq!(
+            wrong(Kind::Http, Some(Kind::Tls), "ServerHello"),
+            "127.0.0.1:9000 speaks TLS, not HTTP: did you mean proxy_pass https://127.0.0.1:9000?"
+        );
+        assert_eq!(
+            wrong(Kind::Tls, http, "HTTP/1.1 400"),
+            "127.0.0.1:9000 speaks HTTP, not TLS: did you mean proxy_pass http://127.0.0.1:9000 \
+             (the backend has no TLS)?"
+        );
+        assert_eq!(
+            wrong(Kind::Uwsgi, http, "HTTP/1.1 400"),
+            "127.0.0.1:9000 speaks HTTP, not uwsgi: did you mean proxy_pass http://127.0.0.1:9000, \
+             or start uWSGI with --socket instead of --http-socket?"
+        );
+        assert_eq!(
+            wrong(Kind::Http2, http, "HTTP/1.1 400"),
+            "127.0.0.1:9000 speaks HTTP/1, not HTTP/2: did you mean proxy_pass http://127.0.0.1:9000?"
+        );
+    }
+
+    #[test]
+    fn an_html_error_page_without_a_status_line_is_http() {
+        assert_eq!(
+            wrong(Kind::FastCgi, None, "\"<!DOCTYPE HTML>\\x0a<html lang=...\""),
+            "127.0.0.1:9000 speaks HTTP, not FastCGI: did you mean proxy_pass http://127.0.0.1:9000?"
+        );
+        assert!(
+            wrong(Kind::FastCgi, None, "\"\\x00\\x01\"").contains("bytes FastCGI does not send")
+        );
     }
 }

@@ -548,6 +548,19 @@ impl AppServer {
         AppServer::spawn(&mut cmd, addr, dir, "the TLS test server")
     }
 
+    /// Python's `http.server` on `addr`: an HTTP server that answers a request line it cannot
+    /// read HTTP/0.9-style, with an HTML error page and no status line.
+    pub fn python_http(addr: SocketAddr) -> AppServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "http.server", "--bind"])
+            .arg(addr.ip().to_string())
+            .arg("--directory")
+            .arg(dir.path())
+            .arg(addr.port().to_string());
+        AppServer::spawn(&mut cmd, addr, dir, "python3 -m http.server")
+    }
+
     /// A gRPC server (grpcio from the test venv) on `addr`, plaintext HTTP/2.
     pub fn grpc(addr: SocketAddr) -> AppServer {
         let dir = tempfile::tempdir().expect("tempdir");

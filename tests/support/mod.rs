@@ -28,7 +28,8 @@
 //!   unix socket), [`CloseBackend`] (passes the probes, closes real requests: nginx answers
 //!   502 after the reload), [`AcceptCloseBackend`] (closes every connection unanswered),
 //!   [`HangingListener`] (backlog full: connects hang, for timeouts), and [`AppServer`], real
-//!   application servers (php-fpm, gunicorn, uWSGI, an HTTPS server, a gRPC server).
+//!   application servers (php-fpm, gunicorn, uWSGI, an HTTPS server, a gRPC server, Python's
+//!   `http.server`).
 //! - [`ClientLoop`]: requests through nginx on fresh connections until stopped, every answer
 //!   kept, to show what visitors saw during a run.
 //! - [`http_get`]: a tiny client (fresh connection, `Connection: close`) returning status and body;
@@ -39,6 +40,10 @@
 //!   stderr, the `--json` report; any "panicked" in the output fails the test). A builder's
 //!   `prepare()` writes a prefix without starting nginx; [`syn_sent_to`] sees a connect
 //!   waiting on a [`HangingListener`].
+//! - [`ProxiedSite`]: a site proxying `/` to one upstream with a baseline recorded, a change
+//!   to it, and a run with a client looping through it (`refused_before_reload` asserts the
+//!   whole "refused, untouched, no client saw it" shape); [`probe_result`] finds a target's
+//!   probe result in a report.
 //! - [`self_signed`]: a fresh self-signed certificate and key (openssl) for TLS listens and
 //!   backends.
 
@@ -182,3 +187,5 @@ pub use namespace::{
 };
 mod dns;
 pub use dns::DnsResponder;
+mod site;
+pub use site::{probe_result, ClientRun, ProxiedSite};
