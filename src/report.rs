@@ -3,7 +3,7 @@
 //! facts.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -49,11 +49,15 @@ pub enum Outcome {
     Error,
 }
 
-/// One pipeline step with its timing.
+/// One pipeline step with its timing. Steps are listed as they are recorded, which for the
+/// ones run alongside `nginx -t` is after they ended: `started` says when each began.
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
     pub name: &'static str,
     pub ok: bool,
+    /// Since the run began.
+    #[serde(rename = "started_ms", serialize_with = "ms")]
+    pub started: Duration,
     #[serde(rename = "elapsed_ms", serialize_with = "ms")]
     pub elapsed: Duration,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -186,6 +190,9 @@ pub struct Report {
     /// rendering only repeats the notes and the outcome.
     #[serde(skip)]
     pub rendered: bool,
+    /// When the run began: what each step's `started` counts from.
+    #[serde(skip)]
+    pub began: Instant,
 }
 
 impl Report {
@@ -219,6 +226,7 @@ impl Report {
             notes: Vec::new(),
             error: None,
             rendered: false,
+            began: Instant::now(),
         }
     }
 
@@ -229,7 +237,7 @@ impl Report {
         exit
     }
 
-    /// Record a step.
+    /// Record a step that ends now.
     pub fn step(
         &mut self,
         name: &'static str,
@@ -237,9 +245,24 @@ impl Report {
         elapsed: Duration,
         detail: Option<String>,
     ) {
+        let started = Instant::now().checked_sub(elapsed).unwrap_or(self.began);
+        self.step_from(name, ok, started, elapsed, detail);
+    }
+
+    /// Record a step that began at `started`: one that ran on a thread of its own and ended
+    /// before it is recorded.
+    pub fn step_from(
+        &mut self,
+        name: &'static str,
+        ok: bool,
+        started: Instant,
+        elapsed: Duration,
+        detail: Option<String>,
+    ) {
         self.steps.push(Step {
             name,
             ok,
+            started: started.saturating_duration_since(self.began),
             elapsed,
             detail,
         });

@@ -277,3 +277,67 @@ fn the_headline_names_what_a_change_left_unverified() {
         "{text}"
     );
 }
+
+/// A server whose locations nginx sorts one by one (their prefixes in descending order): a
+/// real `nginx -t` that takes a while on a configuration our own parse reads in a moment.
+fn slow_to_test(listen: SocketAddr) -> String {
+    let locations: String = (0..5000)
+        .rev()
+        .map(|i| format!("  location /l{i:05}/ {{ return 204; }}\n"))
+        .collect();
+    format!("server {{\n  listen {listen};\n  server_name slow.test;\n{locations}}}\n")
+}
+
+/// Start offset and end of the step `name` in a JSON report, in ms since the run began.
+fn step_span(report: &serde_json::Value, name: &str) -> (f64, f64) {
+    let step = (report["steps"].as_array().expect("steps").iter())
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} step: {report:#}"));
+    let started = step["started_ms"].as_f64().expect("started_ms");
+    (
+        started,
+        started + step["elapsed_ms"].as_f64().expect("elapsed_ms"),
+    )
+}
+
+/// The baseline (the affected server's check against the running configuration) needs only
+/// the impact analysis, not `nginx -t`: it runs while `nginx -t` does, and the report's step
+/// times say so.
+#[test]
+fn the_baseline_is_taken_while_nginx_t_runs() {
+    let ip = unique_loopback();
+    let old = HttpBackend::start(SocketAddr::new(ip, 0), "app-v1");
+    let new = HttpBackend::start(SocketAddr::new(ip, 0), "app-v2");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let slow = slow_to_test(SocketAddr::new(ip, free_port(ip)));
+    let nginx = TestNginx::start(&format!("{}{slow}", proxy_site(listen, &old.host_port())));
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+    let before = old.hits();
+
+    nginx.write_http(&format!("{}{slow}", proxy_site(listen, &new.host_port())));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    let report = run.json();
+    let (test_started, test_ended) = step_span(&report, "nginx -t");
+    let (baseline_started, baseline_ended) = step_span(&report, "baseline");
+    assert!(
+        test_started <= baseline_started && baseline_ended <= test_ended,
+        "the baseline ran inside nginx -t ({test_started}..{test_ended} ms): \
+         {baseline_started}..{baseline_ended} ms"
+    );
+    let (reload_started, _) = step_span(&report, "reload");
+    assert!(baseline_ended <= reload_started, "{report:#}");
+    // The running configuration answered it: the old backend, before the signal.
+    let results = report["baseline"]["results"].as_array().expect("results");
+    assert!(
+        !results.is_empty() && results.iter().all(|r| r["status"] == 200),
+        "{report:#}"
+    );
+    assert!(old.hits() > before, "the baseline reached the old backend");
+    assert_eq!(report["health"]["passed"], true, "{run}");
+    assert_eq!(
+        http_get(listen, "site.test", "/").expect("GET"),
+        (200, "app-v2".into())
+    );
+}

@@ -233,6 +233,17 @@ pub fn baseline(checks: &[Check], logs: &mut Cursors, opts: &HealthOptions) -> H
     }
 }
 
+/// A baseline taken before the probe said which peers are down (it runs alongside the probe):
+/// sort its upstream errors as [`baseline`] given those peers would have.
+pub fn expect_down(window: &mut HealthReport, expected_down: &[String]) {
+    let (expected, errors): (Vec<_>, Vec<_>) = std::mem::take(&mut window.upstream_errors)
+        .into_iter()
+        .partition(|e| is_expected(e, expected_down));
+    window.upstream_errors = errors;
+    window.expected_upstream_errors.extend(expected);
+    window.passed = !window.results.iter().any(|r| r.failed) && window.upstream_errors.is_empty();
+}
+
 /// One check's result so far and a new one: the first failing (or not reaching the backend)
 /// answer stays, else the latest; attempts are counted.
 fn keep(slot: &mut Option<CheckResult>, new: CheckResult) {
@@ -265,7 +276,7 @@ fn split_expected(
 }
 
 /// A connect error (refused, no socket, permission, connect timeout) to a peer known down.
-fn is_expected(e: &UpstreamError, expected_down: &[String]) -> bool {
+pub fn is_expected(e: &UpstreamError, expected_down: &[String]) -> bool {
     let connect = matches!(
         e.kind,
         UpstreamErrorKind::Refused

@@ -527,6 +527,7 @@ fn finish_rollback(
         journal: Journal::Inherit,
         // No probe ran: every upstream error in the log counts.
         expected_down: Vec::new(),
+        prepared: None,
         // What ran before the kill is not known to be good: nothing to compare with.
         running: Running::Unverified,
     };

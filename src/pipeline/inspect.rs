@@ -79,7 +79,8 @@ pub struct Early {
     shadow: Option<std::result::Result<Shadow, String>>,
 }
 
-type Tested = (Result<TestOutcome>, Duration);
+/// The test's outcome, when it started and how long it took.
+type Tested = (Result<TestOutcome>, Instant, Duration);
 
 impl Early {
     /// Read the socket tables if the preflight will run, then start `nginx -t` if it will.
@@ -90,7 +91,7 @@ impl Early {
                 let n = n.clone();
                 Some(std::thread::spawn(move || {
                     let t = Instant::now();
-                    (n.test(), t.elapsed())
+                    (n.test(), t, t.elapsed())
                 }))
             }
             _ => None,
@@ -126,6 +127,7 @@ impl Early {
         Some(handle.join().unwrap_or_else(|_| {
             (
                 Err(Error::Internal("the nginx -t thread failed".into())),
+                Instant::now(),
                 Duration::ZERO,
             )
         }))
@@ -144,9 +146,31 @@ pub fn inspect(
     s: &Settings,
     config: Config,
     own_pids: &[i32],
-    mut early: Early,
+    early: Early,
     report: &mut Report,
 ) -> Result<Inspection> {
+    let (insp, ()) = inspect_with(info, s, config, own_pids, early, report, |_| ())?;
+    Ok(insp)
+}
+
+/// The candidate as parsed, before the probes and `nginx -t` are done.
+pub struct Parsed<'a> {
+    pub config: &'a Config,
+    pub servers: &'a [Server],
+    pub prints: &'a impact::Prints,
+}
+
+/// [`inspect`], calling `alongside` as soon as the candidate is parsed, while the probes and
+/// `nginx -t` still run: what it starts there costs no wall time of its own.
+pub fn inspect_with<T>(
+    info: Option<&nginx::BuildInfo>,
+    s: &Settings,
+    config: Config,
+    own_pids: &[i32],
+    mut early: Early,
+    report: &mut Report,
+    alongside: impl FnOnce(Parsed) -> T,
+) -> Result<(Inspection, T)> {
     let started = Instant::now();
     let targets = targets::extract(&config);
     let servers = servers::extract(&config);
@@ -167,23 +191,29 @@ pub fn inspect(
         popts.tls_names = crate::conf::sni::tls_names(&config);
     }
     // Probes and the listen preflight only read (sockets, /proc): they run while nginx -t does.
-    let (probe, preflight) = std::thread::scope(|scope| {
+    let probe_began = Instant::now();
+    let (probe, preflight, beside) = std::thread::scope(|scope| {
         let probe =
             (early.checks.probe).then(|| scope.spawn(|| probe::probe_all(&targets, &popts)));
+        let beside = alongside(Parsed {
+            config: &config,
+            servers: &servers,
+            prints: &prints,
+        });
         let preflight = early.tables.take().map(|mut listeners| {
             let t = Instant::now();
             listeners.attach_owners();
             let found = preflight::listen_conflicts_in(&servers, own_pids, &listeners);
-            (found, t.elapsed())
+            (found, t, t.elapsed())
         });
         let probe = probe.map(|h| h.join()).transpose();
-        (probe, preflight)
+        (probe, preflight, beside)
     });
     let probe = probe.map_err(|_| Error::Internal("the probe thread failed".into()))?;
     let test = match early.join() {
-        Some((outcome, elapsed)) => {
+        Some((outcome, began, elapsed)) => {
             let outcome = outcome?;
-            report.step("nginx -t", outcome.passed, elapsed, None);
+            report.step_from("nginx -t", outcome.passed, began, elapsed, None);
             Some(outcome)
         }
         None => None,
@@ -191,16 +221,16 @@ pub fn inspect(
     if let Some(pr) = &probe {
         let n = pr.failures().count();
         let detail = format!("{} targets, {n} failing", pr.results.len());
-        report.step("probe", n == 0, pr.elapsed, Some(detail));
+        report.step_from("probe", n == 0, probe_began, pr.elapsed, Some(detail));
     }
     let conflicts = match preflight {
-        Some((c, elapsed)) => {
-            report.step("preflight", c.is_empty(), elapsed, None);
+        Some((c, began, elapsed)) => {
+            report.step_from("preflight", c.is_empty(), began, elapsed, None);
             c
         }
         None => Vec::new(),
     };
-    Ok(Inspection {
+    let insp = Inspection {
         config,
         targets,
         servers,
@@ -209,7 +239,8 @@ pub fn inspect(
         probe,
         conflicts,
         shadow: early.shadow.take(),
-    })
+    };
+    Ok((insp, beside))
 }
 
 /// The candidate's checks: the `--health` URLs, else the requests for every server `impact`

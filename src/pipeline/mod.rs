@@ -5,6 +5,7 @@
 //! `env` finds the nginx to work on, `inspect` runs the read-only checks, `transaction` does
 //! the reload and the rollback, `commands` holds the smaller commands.
 
+pub mod alongside;
 pub mod commands;
 pub mod edit;
 pub mod env;
@@ -30,7 +31,7 @@ use crate::store::{
 
 use env::Env;
 use inspect::{Checks, Early, Inspection};
-use transaction::{Running, Transaction, Watch};
+use transaction::{Prepared, Running, Transaction, Watch};
 
 pub use commands::*;
 pub use edit::edit;
@@ -168,12 +169,19 @@ pub fn reload_locked(
     )
     .with_shadow(s, &env, &config);
     let own = own_pids(&master);
+    let asks = !s.yes && p.interactive();
+    // A run `recover` continues may have left nginx running its unverified candidate: that is
+    // no baseline to judge the change by. (A fresh run has no journal record yet.)
+    let running = match store.journal()? {
+        Some(j) if j.phase.nginx_touched() => Running::Unverified,
+        _ => Running::Baseline,
+    };
     // The diff only reads (the store and the bytes already loaded): it runs while nginx -t does.
     // The diff's own handles on the file bytes go with its thread, not with this function.
     // So does reading last-good's tree for the impact analysis.
     let (root, files) = (config.conf_prefix.clone(), config.files.clone());
     let main = config.main.clone();
-    let (insp, good_and_diff) = std::thread::scope(|scope| {
+    let (insp, (good_and_diff, ahead)) = std::thread::scope(|scope| {
         let diffing = scope.spawn(move || -> Result<_> {
             let good = store.last_good()?;
             let (diff, old_prints) = match &good {
@@ -185,13 +193,46 @@ pub fn reload_locked(
             };
             Ok((good, diff, old_prints))
         });
-        let insp = inspect::inspect(Some(&env.info), s, config, &own, early, report);
-        let joined = diffing
-            .join()
-            .unwrap_or_else(|_| Err(Error::Internal("the diff thread failed".into())));
-        (insp, joined)
-    });
-    let mut insp = insp?;
+        // As soon as both trees are reduced (last-good's on the diff thread, the candidate's
+        // here), the impact says what to check, and the baseline starts while nginx -t and
+        // the probes still run.
+        let ahead = |parsed: inspect::Parsed| {
+            let joined = diffing
+                .join()
+                .unwrap_or_else(|_| Err(Error::Internal("the diff thread failed".into())));
+            let (good, diff, old_prints) = match joined {
+                Ok(j) => j,
+                Err(e) => return (Err(e), None),
+            };
+            let ahead = {
+                let unchanged = diff.as_ref().is_some_and(|d| d.is_empty());
+                let impact = impact_of(old_prints.as_ref(), parsed.prints, unchanged);
+                // Last-good's tree is not needed past the impact.
+                drop(old_prints);
+                let root = &parsed.config.conf_prefix;
+                let plan = inspect::candidate_checks(s, parsed.servers, &impact, root);
+                // Nothing to compare with, or nothing to reload: no baseline to take. An
+                // operator may take minutes to answer the prompt: the baseline is then taken
+                // after the answer, right before the signal.
+                let wanted = running == Running::Baseline && (!unchanged || s.force) && !asks;
+                let baseline = wanted.then(|| {
+                    alongside::Pending::start(
+                        plan.checks.clone(),
+                        env.error_logs(parsed.config),
+                        inspect::health_options(s, None),
+                    )
+                });
+                alongside::Ahead {
+                    impact,
+                    plan,
+                    baseline,
+                }
+            };
+            (Ok((good, diff)), Some(ahead))
+        };
+        inspect::inspect_with(Some(&env.info), s, config, &own, early, report, ahead)
+    })?;
+    let mut insp = insp;
     let refuses = record_inspection(report, &mut insp);
     if signals::interrupted() {
         // Ctrl-C during the checks: nothing changed, whatever the checks found.
@@ -200,20 +241,21 @@ pub fn reload_locked(
     if refuses {
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }
-    let (last_good, diff, old_prints) = good_and_diff?;
+    let (last_good, diff) = good_and_diff?;
+    let Some(ahead) = ahead else {
+        return Err(Error::Internal("the impact analysis did not run".into()));
+    };
     if refuse_obstacles(report, &insp.config.conf_prefix, diff.as_ref()) {
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }
     let unchanged = diff.as_ref().is_some_and(|d| d.is_empty());
     report.diff = diff;
-    let impact = impact_against(
-        report,
-        last_good.is_some(),
-        old_prints.as_ref(),
-        &insp.prints,
-        unchanged,
-    );
-    drop(old_prints);
+    let alongside::Ahead {
+        impact,
+        plan,
+        baseline,
+    } = ahead;
+    record_impact(report, last_good.is_some(), &impact);
     if unchanged && !s.force {
         report.notes.push("nothing changed since the last good configuration; not reloading (--force reloads anyway)".into());
         return Ok(report.finish(Outcome::Unchanged, Exit::Ok));
@@ -234,13 +276,18 @@ pub fn reload_locked(
         );
     }
     crate::output::render_preview(p, report);
-    if !s.yes && p.interactive() && !p.confirm("Reload nginx with this configuration?") {
+    if asks && !p.confirm("Reload nginx with this configuration?") {
         report.notes.push("cancelled: nothing changed".into());
         return Ok(report.finish(Outcome::Cancelled, Exit::Refused));
     }
     if signals::interrupted() {
         return Err(Error::Interrupted);
     }
+    let expected_down = (report.probe.as_ref()).map_or_else(Vec::new, |p| p.expected_down());
+    let baseline = baseline.and_then(alongside::Pending::join).map(|taken| {
+        report.step_from("baseline", true, taken.began, taken.elapsed, None);
+        taken.finish(&expected_down)
+    });
     // From here on the run needs the files (for the snapshot), the servers (for health
     // checks) and what `Watch` takes; the directive tree and the targets are dropped.
     let watch = Watch::of(&env, &insp.config);
@@ -288,12 +335,6 @@ pub fn reload_locked(
     }
     report.step("snapshot", true, t.elapsed(), Some(candidate.id.clone()));
     report.snapshot = Some(candidate.id.clone());
-    // A run `recover` continues may have left nginx running its unverified candidate: that is
-    // no baseline to judge the change by.
-    let running = match store.journal()? {
-        Some(j) if j.phase.nginx_touched() => Running::Unverified,
-        _ => Running::Baseline,
-    };
     let tx = Transaction {
         s,
         env: &env,
@@ -308,7 +349,8 @@ pub fn reload_locked(
         reload_deadline: reload_deadline(s, report),
         journal,
         running,
-        expected_down: (report.probe.as_ref()).map_or_else(Vec::new, |p| p.expected_down()),
+        expected_down,
+        prepared: Some(Prepared { plan, baseline }),
     };
     tx.run(report)
 }
@@ -343,10 +385,8 @@ fn changed_files(report: &Report) -> Vec<String> {
     report.diff.as_ref().map(|d| d.paths()).unwrap_or_default()
 }
 
-/// Which servers the candidate affects, recorded in the report: against last-good's prints
-/// (`old`), else every server, with a warning when a last-good exists (`had_good`) but does not
-/// load. An unchanged configuration (reloaded with --force) is verified in full: nothing
-/// differs, so no difference can say which servers to check.
+/// Which servers the candidate affects, recorded in the report (see [`impact_of`] and
+/// [`record_impact`]).
 pub(crate) fn impact_against(
     report: &mut Report,
     had_good: bool,
@@ -354,11 +394,29 @@ pub(crate) fn impact_against(
     new: &impact::Prints,
     unchanged: bool,
 ) -> impact::Impact {
-    let impact = match old {
+    let impact = impact_of(old, new, unchanged);
+    record_impact(report, had_good, &impact);
+    impact
+}
+
+/// Which servers the candidate affects: against last-good's prints (`old`), else every
+/// server. An unchanged configuration (reloaded with --force) is verified in full: nothing
+/// differs, so no difference can say which servers to check.
+pub(crate) fn impact_of(
+    old: Option<&impact::Prints>,
+    new: &impact::Prints,
+    unchanged: bool,
+) -> impact::Impact {
+    match old {
         Some(_) if unchanged => impact::Impact::unchanged(new),
         Some(old) => impact::between(old, new),
         None => impact::Impact::everything(new),
-    };
+    }
+}
+
+/// The impact into the report, with a warning when a last-good exists (`had_good`) but does
+/// not load.
+pub(crate) fn record_impact(report: &mut Report, had_good: bool, impact: &impact::Impact) {
     if had_good && !impact.baseline {
         report.warnings.push(
             "the last-good snapshot does not load as a configuration: every server counts as \
@@ -367,7 +425,6 @@ pub(crate) fn impact_against(
         );
     }
     report.impact = Some(impact.clone());
-    impact
 }
 
 /// A configuration that does not even load: refused, with file and line.

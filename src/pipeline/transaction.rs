@@ -8,12 +8,12 @@ use std::time::Instant;
 
 use crate::conf::{Config, Server};
 use crate::error::{Error, Result};
-use crate::errorlog::{self, Cursors};
+use crate::errorlog::Cursors;
 use crate::exit::Exit;
 use crate::health::{self, Check, HealthOptions, HealthReport, Known, Plan};
 use crate::nginx;
 use crate::pipeline::env::Env;
-use crate::pipeline::inspect;
+use crate::pipeline::{alongside, inspect};
 use crate::reload::{self, Master, Proof, ReloadMethod};
 use crate::report::{Outcome, Report, RollbackReport};
 use crate::settings::Settings;
@@ -49,6 +49,8 @@ pub struct Transaction<'a> {
     /// Peers the probe found down without refusing the change (`ProbeReport::expected_down`):
     /// their connect errors in the log during verification are nginx failing over.
     pub expected_down: Vec<String>,
+    /// The checks and the baseline, when worked out before; else both are made in `run`.
+    pub prepared: Option<Prepared>,
 }
 
 /// What the configuration nginx runs before the signal is to the change.
@@ -78,12 +80,13 @@ impl Watch {
     }
 }
 
-/// How far back the baseline reads the running configuration's error logs: long enough to
-/// cover nginx's default `fail_timeout` (10 s) many times over, short enough that the errors
-/// are this configuration's and not an older one's.
-const RECENT_LOG: std::time::Duration = std::time::Duration::from_secs(600);
-/// The most of each error log read back for [`RECENT_LOG`].
-const RECENT_LOG_BYTES: u64 = 256 * 1024;
+/// The candidate's checks as the run worked them out before the transaction (the ones the
+/// shadow sent), and the baseline taken with them alongside `nginx -t`.
+pub struct Prepared {
+    pub plan: Plan,
+    /// `None`: the baseline is taken right before the signal.
+    pub baseline: Option<HealthReport>,
+}
 
 /// What one reload attempt showed.
 struct Attempt {
@@ -128,22 +131,12 @@ impl Transaction<'_> {
         }
     }
 
-    /// The checks against the running configuration, before the signal: what the change
-    /// is measured against.
+    /// The checks against the running configuration, right before the signal: what the
+    /// change is measured against, when it was not taken alongside `nginx -t`.
     fn baseline(&self, checks: &[Check], report: &mut Report) -> Baseline {
-        // What the running configuration logged in the recent past counts too: a worker that
-        // saw a pool server fail skips it for a while (`fail_timeout`) and logs nothing
-        // about it meanwhile, while the new workers of a reload try it afresh.
-        let since = errorlog::stamp(std::time::SystemTime::now() - RECENT_LOG);
-        let mut logs = Cursors::open_back(&self.watch.logs, RECENT_LOG_BYTES);
-        let t = Instant::now();
-        let mut window = health::baseline(checks, &mut logs, &self.health_options());
-        (window.upstream_errors).retain(|e| {
-            since
-                .as_ref()
-                .is_some_and(|s| errorlog::written_since(&e.text, s))
-        });
-        report.step("baseline", true, t.elapsed(), None);
+        let taken = alongside::take(checks, &self.watch.logs, &self.health_options());
+        report.step_from("baseline", true, taken.began, taken.elapsed, None);
+        let window = taken.finish(&self.expected_down);
         let baseline = Baseline::of(&window);
         report.baseline = Some(window);
         baseline
@@ -243,7 +236,10 @@ impl Transaction<'_> {
         // The candidate's servers are not needed past their checks. The baseline only reads,
         // so it runs before the journal says nginx is being reloaded.
         let servers = std::mem::take(&mut self.servers);
-        let plan = self.checks(&servers);
+        let (plan, taken) = match self.prepared.take() {
+            Some(p) => (p.plan, p.baseline),
+            None => (self.checks(&servers), None),
+        };
         drop(servers);
         // Coverage is of the affected servers; `--health` URLs are the operator's, and
         // verified as such.
@@ -253,9 +249,14 @@ impl Transaction<'_> {
             not_checked,
             ..
         } = plan;
-        let baseline = match self.running {
-            Running::Baseline => self.baseline(&checks, report),
-            Running::Unverified => Baseline::none(),
+        let baseline = match (self.running, taken) {
+            (Running::Baseline, Some(window)) => {
+                let baseline = Baseline::of(&window);
+                report.baseline = Some(window);
+                baseline
+            }
+            (Running::Baseline, None) => self.baseline(&checks, report),
+            (Running::Unverified, _) => Baseline::none(),
         };
         let prior = self.store.journal()?.map(|r| r.phase);
         let candidate = self.candidate.id.clone();
