@@ -2,7 +2,9 @@
 //! (`ngx_http_upstream_round_robin.c`), a name's addresses are peers of their own, so one
 //! member or one address family down while a sibling answers is a warning that names it;
 //! refusal only when no member of a pool can answer. Each case runs the real nginx and checks
-//! what it serves afterwards.
+//! what it serves afterwards. Hints for a member nginx fails over past agree with the warning:
+//! they point the config only at a listener that would serve, say where nginx sends the request
+//! instead of "502", and say each thing once per address.
 
 #![allow(clippy::print_stdout)] // a skipped test says why
 
@@ -73,12 +75,7 @@ fn a_pool_member_down_with_a_live_sibling_is_a_warning_and_the_reload_goes_throu
     let run = sr.run(&["-y", "--force", "--json"]);
     run.expect(0);
     assert_eq!(run.outcome(), "reloaded", "{run}");
-    for _ in 0..4 {
-        assert_eq!(
-            http_get(listen, "site.test", "/").unwrap(),
-            (200, "live".into())
-        );
-    }
+    assert_serves_live(listen);
 }
 
 /// A member whose connect times out (a full accept queue on loopback) beside a live one: a
@@ -322,4 +319,124 @@ fn a_dead_member_where_nginx_does_not_fail_over_is_refused() {
             .contains("proxy_next_upstream is in scope without `error`"),
         "{run}"
     );
+}
+
+/// The hints of the result for `target` in `check --json`, as one text.
+fn hints_of(run: &Run, target: &str) -> (String, String) {
+    let report = run.json();
+    let r = result_for(&report, target);
+    let hints: Vec<String> = (r["hints"].as_array().into_iter().flatten())
+        .map(|h| {
+            format!(
+                "{} | {}",
+                h["message"].as_str().unwrap_or(""),
+                h["suggestion"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    (
+        r["severity"].as_str().unwrap_or("").to_string(),
+        hints.join("\n"),
+    )
+}
+
+fn assert_serves_live(listen: SocketAddr) {
+    for _ in 0..4 {
+        assert_eq!(
+            http_get(listen, "site.test", "/").unwrap(),
+            (200, "live".into())
+        );
+    }
+}
+
+/// Regression: the dead member's "point the config at X" named any listener on its address:
+/// the live member already in the pool, and a listener the probes found closing every
+/// connection. Only a listener that answered in the directive's protocol and is not a member
+/// is a fix.
+#[test]
+fn a_dead_member_is_not_pointed_at_a_closing_listener_or_its_own_pool() {
+    let ip = unique_loopback();
+    let live = HttpBackend::start(SocketAddr::new(ip, 0), "live");
+    let spare = HttpBackend::start(SocketAddr::new(ip, 0), "spare");
+    let closer = AcceptCloseBackend::start(SocketAddr::new(ip, 0));
+    let down = dead(ip);
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let members = [live.host_port(), down.to_string()];
+    // The closing listener and the spare are used elsewhere, so the probes know what they do.
+    let extra = format!(
+        "location /closer {{ proxy_pass http://{}; }} location /spare {{ proxy_pass http://{}; }}",
+        closer.addr,
+        spare.host_port()
+    );
+    let nginx = TestNginx::start(&pool_site(listen, &members, &extra));
+    let run = SafeReload::new(&nginx).run(&["check", "--json"]);
+    let (severity, hints) = hints_of(&run, &down.to_string());
+    assert_eq!(severity, "warning", "{run}");
+    assert!(
+        !hints.contains(&closer.addr.to_string()),
+        "a listener that closes connections is no fix:\n{hints}"
+    );
+    assert!(
+        !hints.contains(&format!("point the config at {}", live.host_port())),
+        "the live member already serves the pool:\n{hints}"
+    );
+    assert!(
+        hints.contains(&format!("point the config at {}", spare.host_port())),
+        "the listener that answers HTTP outside the pool is the one to name:\n{hints}"
+    );
+    assert_serves_live(listen);
+}
+
+/// Regression: a member that accepts and closes beside a live one is a warning, yet its hint
+/// said "nginx answers 502". nginx fails over to the live member; the hint says so and names it.
+#[test]
+fn a_member_that_accepts_and_closes_beside_a_live_one_says_nginx_fails_over() {
+    let ip = unique_loopback();
+    let live = HttpBackend::start(SocketAddr::new(ip, 0), "live");
+    let closer = AcceptCloseBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let members = [live.host_port(), closer.addr.to_string()];
+    let nginx = TestNginx::start(&pool_site(listen, &members, ""));
+    let run = SafeReload::new(&nginx).run(&["check", "--json"]);
+    run.expect(0);
+    let (severity, hints) = hints_of(&run, &closer.addr.to_string());
+    assert_eq!(severity, "warning", "{run}");
+    assert!(!hints.contains("nginx answers 502"), "{hints}");
+    assert!(
+        hints.contains(&format!("fails over to {}", live.host_port())),
+        "{hints}"
+    );
+    assert_serves_live(listen);
+}
+
+/// Regression: a dead `backup` server of a healthy pool got two "nothing listens on ..." lines
+/// for one address (one for the same port elsewhere, one for other ports here), and no word
+/// that a backup matters only when the primaries fail.
+#[test]
+fn a_dead_backup_of_a_healthy_pool_gets_one_line_per_address() {
+    let ip = unique_loopback();
+    let live = HttpBackend::start(SocketAddr::new(ip, 0), "live");
+    let backup = dead(ip);
+    // The backup's port is held on another loopback address: the diagnosis sees it.
+    let elsewhere = HttpBackend::start(SocketAddr::new(unique_loopback(), backup.port()), "x");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let members = [live.host_port(), format!("{backup} backup")];
+    let nginx = TestNginx::start(&pool_site(listen, &members, ""));
+    let run = SafeReload::new(&nginx).run(&["check", "--json"]);
+    run.expect(0);
+    let (severity, hints) = hints_of(&run, &backup.to_string());
+    assert_eq!(severity, "warning", "{run}");
+    assert_eq!(
+        hints
+            .matches(&format!("nothing listens on {backup}"))
+            .count(),
+        1,
+        "{hints}"
+    );
+    assert!(
+        hints.contains("backup server") && hints.contains("only when the primary servers fail"),
+        "{hints}"
+    );
+    assert!(!hints.contains(&elsewhere.host_port()), "{hints}");
+    assert_serves_live(listen);
 }

@@ -5,7 +5,7 @@
 //! These are the checks an operator does by hand with `ss -ltnp` after a 502 (the article's
 //! steps 1 and 4). Every hint names what it saw, so a wrong guess is easy to dismiss.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
@@ -52,62 +52,89 @@ impl<'a> TcpIndex<'a> {
     }
 }
 
-/// Hints for a TCP address that refused or timed out.
-pub fn tcp(addr: SocketAddr, status: Status, index: &TcpIndex) -> Vec<Hint> {
-    let mut hints = Vec::new();
+/// Which listeners a hint may tell the operator to point the config at.
+#[derive(Debug, Clone, Copy)]
+pub enum Candidates<'a> {
+    /// nginx answers 502 for this target: any listener that could be the backend is named.
+    Any,
+    /// nginx fails over to live members: only these addresses (shown as probe addresses,
+    /// `127.0.0.1:8000` or `unix:/run/app.sock`), which the probes found speaking the
+    /// directive's protocol and which are not members of the pool already. Pointing the config
+    /// at anything else would trade a warning for a refusal.
+    Only(&'a HashSet<String>),
+}
+
+impl Candidates<'_> {
+    fn admits(self, address: &str) -> bool {
+        match self {
+            Candidates::Any => true,
+            Candidates::Only(set) => set.contains(address),
+        }
+    }
+}
+
+/// Hints for a TCP address that refused or timed out: one line for the address, however many
+/// kinds of listener it names.
+pub fn tcp(addr: SocketAddr, status: Status, index: &TcpIndex, allowed: Candidates) -> Vec<Hint> {
     let same_port = index.on_port(addr.port());
     if let Some(l) = same_port.iter().find(|l| l.addr == addr) {
         if status == Status::Timeout {
-            hints.push(Hint::new(format!(
+            return vec![Hint::new(format!(
                 "{} listens on {addr} but did not accept the connection in time: its accept \
                  queue is full (the backend is overloaded or stuck)",
                 who(l)
-            )));
+            ))];
         }
-        return hints;
+        return Vec::new();
     }
     if let Some(w) = same_port.iter().find(|l| covers(l.addr.ip(), addr.ip())) {
-        hints.push(Hint::new(format!(
+        return vec![Hint::new(format!(
             "{} listens on {}, which includes {}: the connection failed for another reason \
              (a firewall rule, or an accept queue that is full)",
             who(w),
             w.addr,
             addr.ip()
-        )));
-        return hints;
+        ))];
     }
+    let same_port: Vec<&TcpListen> = (same_port.iter().copied())
+        .filter(|l| allowed.admits(&l.addr.to_string()))
+        .collect();
+    let mut others = likely_backends(index, addr);
+    others.retain(|l| allowed.admits(&SocketAddr::new(addr.ip(), l.addr.port()).to_string()));
+    let mut seen = Vec::new();
+    let mut suggestion = None;
     if let Some(first) = same_port.first() {
-        let named = name_listeners(same_port);
-        hints.push(
-            Hint::new(format!("nothing listens on {addr}, but {named}")).with_suggestion(format!(
-                "point the config at {}, or bind the backend to {}",
-                first.addr,
-                addr.ip()
-            )),
-        );
+        seen.push(format!(", but {}", name_listeners(&same_port)));
+        suggestion = Some(format!(
+            "point the config at {}, or bind the backend to {}",
+            first.addr,
+            addr.ip()
+        ));
     }
-    let others = likely_backends(index, addr);
     if let Some(first) = others.first() {
-        let named = name_listeners(&others);
+        seen.push(format!("; {}", name_listeners(&others)));
         let first = SocketAddr::new(addr.ip(), first.addr.port());
-        hints.push(
-            Hint::new(format!("nothing listens on {addr}; {named}")).with_suggestion(format!(
+        suggestion.get_or_insert_with(|| {
+            format!(
                 "if that is the backend, point the config at {first}, or start the backend \
                  on port {}",
                 addr.port()
-            )),
-        );
+            )
+        });
     }
-    if hints.is_empty() && is_local(addr.ip()) {
-        hints.push(
-            Hint::new(format!(
-                "nothing listens on port {} on any address of this machine",
-                addr.port()
-            ))
-            .with_suggestion("start the backend, or check the port in its configuration"),
-        );
-    }
-    hints
+    let hint = match (suggestion, allowed) {
+        (Some(s), _) => {
+            Hint::new(format!("nothing listens on {addr}{}", seen.concat())).with_suggestion(s)
+        }
+        (None, Candidates::Only(_)) => Hint::new(format!("nothing listens on {addr}")),
+        (None, Candidates::Any) if is_local(addr.ip()) => Hint::new(format!(
+            "nothing listens on port {} on any address of this machine",
+            addr.port()
+        ))
+        .with_suggestion("start the backend, or check the port in its configuration"),
+        (None, Candidates::Any) => return Vec::new(),
+    };
+    vec![hint]
 }
 
 /// Other listeners a client of `addr`'s address reaches, trimmed to the plausible backends so
@@ -196,7 +223,13 @@ fn holder_text(owner: Option<&Owner>) -> String {
 }
 
 /// Hints for a unix socket path that failed with `status` (and `errno`, as `connect` words it).
-pub fn unix(path: &Path, status: Status, errno: Option<&str>, listeners: &Listeners) -> Vec<Hint> {
+pub fn unix(
+    path: &Path,
+    status: Status,
+    errno: Option<&str>,
+    listeners: &Listeners,
+    allowed: Candidates,
+) -> Vec<Hint> {
     let eagain = format!("{}:", libc::EAGAIN);
     let mut hints = Vec::new();
     match status {
@@ -227,7 +260,7 @@ pub fn unix(path: &Path, status: Status, errno: Option<&str>, listeners: &Listen
     // other sockets of similar names are no hint there.
     let listening = listeners.unix.iter().any(|l| l.path == path);
     if status != Status::PermissionDenied && !listening {
-        hints.extend(similar_sockets(path, listeners));
+        hints.extend(similar_sockets(path, listeners, allowed));
     }
     hints
 }
@@ -259,11 +292,12 @@ fn kind_of(path: &Path) -> &'static str {
 }
 
 /// Listening sockets whose path looks like the one written, best first.
-fn similar_sockets(path: &Path, listeners: &Listeners) -> Option<Hint> {
+fn similar_sockets(path: &Path, listeners: &Listeners, allowed: Candidates) -> Option<Hint> {
     let mut scored: Vec<(f64, &super::netstat::UnixListen)> = listeners
         .unix
         .iter()
         .filter(|l| l.path != path)
+        .filter(|l| allowed.admits(&format!("unix:{}", l.path.display())))
         .map(|l| (super::similar::score(path, &l.path), l))
         .filter(|(s, _)| *s >= super::similar::THRESHOLD)
         .collect();

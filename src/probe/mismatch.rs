@@ -34,13 +34,42 @@ pub fn answering_addresses(r: &ProbeResult) -> Vec<&str> {
     out
 }
 
-/// Hints for every address whose protocol probe failed.
-pub fn hints(r: &ProbeResult, timeout: Duration) -> Vec<Hint> {
+/// Hints for every address whose protocol probe failed. `fails_over` names the live members
+/// of the target's pool when nginx passes requests on to them (see `policy::FailsOver`).
+pub fn hints(r: &ProbeResult, timeout: Duration, fails_over: Option<&[String]>) -> Vec<Hint> {
     let target = r.target.to_string();
     r.addresses
         .iter()
-        .filter_map(|a| hint(a, &target, timeout))
+        .filter_map(|a| match fails_over {
+            Some(live) => passed_on(a, &target, timeout, live),
+            None => hint(a, &target, timeout),
+        })
         .collect()
+}
+
+/// A member that accepts and closes while siblings answer: nginx reads no response header,
+/// which `proxy_next_upstream error` (the default) passes on, so the hint says where the
+/// request goes, not "502". Other failures keep their hint: a reply in another protocol is
+/// `invalid_header`, which the default does not pass on.
+fn passed_on(a: &AddrResult, target: &str, timeout: Duration, live: &[String]) -> Option<Hint> {
+    if a.status != Status::Closed {
+        return hint(a, target, timeout);
+    }
+    let expected = a.protocol?;
+    let addr = &a.address;
+    Some(
+        Hint::new(format!(
+            "{addr} accepted the connection and closed it without answering the {expected} \
+             probe: nginx logs \"upstream prematurely closed connection\" and fails over to \
+             {} (a POST it has already sent is answered 502 unless *_next_upstream has \
+             non_idempotent)",
+            live.join(", ")
+        ))
+        .with_suggestion(format!(
+            "check that {target} is the {expected} backend the config means; its log says why \
+             it closes"
+        )),
+    )
 }
 
 fn hint(a: &AddrResult, target: &str, timeout: Duration) -> Option<Hint> {

@@ -30,17 +30,79 @@ use crate::conf::targets::{Context, Name};
 /// An upstream block, as nginx names it: per context, names compare case-insensitively.
 type Pool = (Context, String);
 
+/// A failing pool member nginx passes requests past: what the diagnosis of it may say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailsOver {
+    /// The members of its pools that answered, as shown: where nginx sends the requests.
+    pub live: Vec<String>,
+    /// Every address of every member of its pools (`down` ones included), as probed.
+    pub members: Vec<String>,
+    /// Every live reference is a `backup` server: nginx uses it only when the primaries fail.
+    pub backup: bool,
+}
+
 /// Set the severity of every result, and say why a failing pool member is only a warning.
-pub fn apply(results: &mut [ProbeResult], opts: &ProbeOptions) {
+/// Returns, per result, whether nginx fails over past it (see `FailsOver`).
+pub fn apply(results: &mut [ProbeResult], opts: &ProbeOptions) -> Vec<Option<FailsOver>> {
     let answering = answering_members(results);
+    let members = pool_addresses(results);
+    let mut out = Vec::with_capacity(results.len());
     for r in results.iter_mut() {
         let (severity, hint) = judge(r, opts, &answering);
         r.severity = severity;
         // First: it says why this is no refusal, before the diagnosis of the member itself.
+        let fails_over = hint.is_some() && severity == Severity::Warning;
         if let Some(h) = hint.filter(|h| !r.hints.contains(h)) {
             r.hints.insert(0, h);
         }
+        out.push(fails_over.then(|| {
+            let pools = pools(r);
+            let collect = |of: &HashMap<Pool, Vec<String>>| {
+                let mut all: Vec<String> = Vec::new();
+                for m in pools.iter().flat_map(|p| of.get(p).into_iter().flatten()) {
+                    if !all.contains(m) {
+                        all.push(m.clone());
+                    }
+                }
+                all
+            };
+            FailsOver {
+                live: collect(&answering),
+                members: collect(&members),
+                backup: is_backup(r),
+            }
+        }));
     }
+    out
+}
+
+/// Every live reference of the target is a `backup` server.
+fn is_backup(r: &ProbeResult) -> bool {
+    let mut live = r
+        .references
+        .iter()
+        .filter(|x| !x.down && x.upstream.is_some());
+    live.clone().next().is_some() && live.all(|x| x.backup)
+}
+
+/// For each upstream block, every address probed for its members (and the members as shown).
+fn pool_addresses(results: &[ProbeResult]) -> HashMap<Pool, Vec<String>> {
+    let mut out: HashMap<Pool, Vec<String>> = HashMap::new();
+    for r in results {
+        let pools = r.references.iter().filter_map(|x| {
+            (x.upstream.as_ref()).map(|name| (x.context, name.to_ascii_lowercase()))
+        });
+        for pool in pools {
+            let members = out.entry(pool).or_default();
+            let shown = std::iter::once(r.target.to_string());
+            for a in shown.chain(r.addresses.iter().map(|a| a.address.clone())) {
+                if !members.contains(&a) {
+                    members.push(a);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Did at least one address of the target answer (every protocol probed there)?
@@ -179,12 +241,21 @@ fn judge(
     } else {
         ""
     };
-    let hint = Hint::new(format!(
-        "{} does not answer, but other servers of {} do: nginx marks it failed for \
-         fail_timeout and passes each request to the next server{wait}",
-        r.target,
-        siblings.join("; ")
-    ))
+    let hint = if is_backup(r) {
+        Hint::new(format!(
+            "{} is a backup server and does not answer; other servers of {} do: it matters \
+             only when the primary servers fail",
+            r.target,
+            siblings.join("; ")
+        ))
+    } else {
+        Hint::new(format!(
+            "{} does not answer, but other servers of {} do: nginx marks it failed for \
+             fail_timeout and passes each request to the next server{wait}",
+            r.target,
+            siblings.join("; ")
+        ))
+    }
     .with_suggestion("start it, or mark it `down` in the upstream block while it is away");
     (Severity::Warning, Some(hint))
 }
@@ -290,6 +361,32 @@ mod tests {
             ),
         ]);
         assert_eq!(s, [Severity::Warning, Severity::Ok, Severity::Warning]);
+    }
+
+    #[test]
+    fn a_member_failed_over_knows_its_live_siblings_and_whether_it_is_a_backup() {
+        let mut results = vec![
+            result(1, Status::Ok, vec![reference(Some("app"), false, false)]),
+            result(
+                2,
+                Status::Refused,
+                vec![reference(Some("app"), true, false)],
+            ),
+            result(3, Status::Refused, vec![reference(None, false, false)]),
+        ];
+        let roles = apply(&mut results, &ProbeOptions::default());
+        assert_eq!(roles[0], None);
+        assert_eq!(
+            roles[1],
+            Some(FailsOver {
+                live: vec!["127.0.0.1:1".into()],
+                members: vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()],
+                backup: true,
+            })
+        );
+        assert!(results[1].hints[0].message.contains("is a backup server"));
+        // A refusal: nothing to fail over to.
+        assert_eq!(roles[2], None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! Kept apart from `connect` so the probing engine knows nothing about nginx's rules for
 //! `down`, `backup` and allowed failures; what a failure means (its severity) is `policy`'s.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use super::access::{Account, Denial};
 use super::connect::{Endpoint, Outcome, Probe};
 use super::netstat::Listeners;
 use super::per_request::Answer;
+use super::policy::FailsOver;
 use super::{
     diagnose, handshake, mismatch, resolve, AddrResult, Hint, ProbeOptions, ProbeResult, Severity,
     Status,
@@ -186,14 +188,46 @@ pub fn judge(results: &mut [ProbeResult], opts: &ProbeOptions) {
             check_worker_access(r, account);
         }
     }
+    // Severity first: what the diagnosis suggests depends on whether nginx fails over.
+    let roles = super::policy::apply(results, opts);
     if results.iter().any(|r| r.status.is_failure()) {
         let listeners = Listeners::snapshot();
         let index = diagnose::TcpIndex::new(&listeners);
-        for r in results.iter_mut().filter(|r| r.status.is_failure()) {
-            add_hints(r, &listeners, &index, opts.timeout);
+        let speaking = answering_by_protocol(results);
+        for (r, role) in results.iter_mut().zip(&roles) {
+            if !r.status.is_failure() {
+                continue;
+            }
+            // A member nginx fails over past is pointed only at a listener that answered in
+            // its protocol and is not in its pool already: anything else would break what
+            // works now.
+            let candidates: Option<HashSet<String>> = role.as_ref().map(|role| {
+                let kinds: Vec<_> = r.addresses.iter().map(|a| a.protocol).collect();
+                (speaking.iter())
+                    .filter(|(kind, address)| {
+                        kinds.contains(kind) && !role.members.contains(address)
+                    })
+                    .map(|(_, address)| address.clone())
+                    .collect()
+            });
+            let allowed = candidates
+                .as_ref()
+                .map_or(diagnose::Candidates::Any, diagnose::Candidates::Only);
+            add_hints(r, &listeners, &index, opts.timeout, allowed, role.as_ref());
         }
     }
-    super::policy::apply(results, opts);
+}
+
+/// Every address whose probe passed, with the protocol it was probed in.
+fn answering_by_protocol(results: &[ProbeResult]) -> Vec<(Option<handshake::Kind>, String)> {
+    let mut out = Vec::new();
+    for a in results.iter().flat_map(|r| &r.addresses) {
+        let entry = (a.protocol, a.address.clone());
+        if a.status == Status::Ok && !out.contains(&entry) {
+            out.push(entry);
+        }
+    }
+    out
 }
 
 fn check_worker_access(r: &mut ProbeResult, account: &Account) {
@@ -281,6 +315,8 @@ fn add_hints(
     listeners: &Listeners,
     index: &diagnose::TcpIndex,
     timeout: Duration,
+    allowed: diagnose::Candidates,
+    role: Option<&FailsOver>,
 ) {
     let mut hints = Vec::new();
     match &r.target {
@@ -290,6 +326,7 @@ fn add_hints(
                 r.status,
                 r.errno.as_deref(),
                 listeners,
+                allowed,
             ));
             if r.status == Status::PermissionDenied && r.hints.is_empty() {
                 hints.extend(own_denial(path));
@@ -298,7 +335,7 @@ fn add_hints(
         TargetAddr::Ip(_) | TargetAddr::Host { .. } => {
             for a in r.addresses.iter().filter(|a| a.status.is_failure()) {
                 if let Ok(sa) = a.address.parse() {
-                    hints.extend(diagnose::tcp(sa, a.status, index));
+                    hints.extend(diagnose::tcp(sa, a.status, index, allowed));
                 }
             }
             if r.status == Status::Timeout && hints.is_empty() {
@@ -310,7 +347,7 @@ fn add_hints(
         }
         TargetAddr::Dynamic(_) => {}
     }
-    hints.extend(mismatch::hints(r, timeout));
+    hints.extend(mismatch::hints(r, timeout, role.map(|f| f.live.as_slice())));
     if r.status == Status::Unresolvable && r.resolver.is_none() {
         hints.push(
             Hint::new("the system resolver does not know this name")
