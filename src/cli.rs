@@ -14,7 +14,9 @@ Exit status:
   3    reloaded, the change broke a check that passed before it, rolled back: the previous
        config is live and back to its baseline
   4    an operator must act now: the rollback failed, or the restored config fails checks
-       it passed before; or a site failed before the change and still does (not rolled back)
+       it passed before; or a site failed before the change and still does (502, 504, no
+       answer; not rolled back). A site slower than --health-timeout before and after the
+       change is a warning (exit 0), not this
   130  interrupted before anything changed
 
 Examples:
@@ -82,7 +84,9 @@ pub struct Global {
     #[arg(long, global = true, value_name = "NAME: VALUE")]
     pub health_header: Vec<String>,
 
-    /// Time allowed for each health request, not cut by the verification window [default: 2s]
+    /// Time allowed for each health request, not cut by the verification window; a site slower
+    /// than this before and after a change is not verified (a warning), one slower only after
+    /// it is rolled back [default: 2s]
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
     pub health_timeout: Option<Duration>,
 

@@ -53,7 +53,7 @@ impl Exit {
         ),
         (
             4,
-            "an operator must act now: the rollback failed, or the restored config fails checks it passed before the change; or a site failed before the change and still does (nothing rolled back)",
+            "an operator must act now: the rollback failed, or the restored config fails checks it passed before the change; or a site failed before the change and still does (502, 504, no answer; nothing rolled back); a site slower than --health-timeout before and after the change is a warning, exit 0",
         ),
         (130, "interrupted before anything changed"),
     ];

@@ -33,6 +33,9 @@ pub struct Seen {
     pub status: Option<u16>,
     /// `HTTP 502`, `connect to 127.0.0.1:80: Connection refused (os error 111)`, ...
     pub answer: String,
+    /// No answer within `--health-timeout` (see [`CheckResult::timed_out`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
 }
 
 impl Seen {
@@ -46,13 +49,23 @@ impl Seen {
             failed: r.failed,
             status: r.status,
             answer,
+            timed_out: r.timed_out,
         }
     }
 
-    /// Two failures are the same when they carry the same status, or neither had one (a
-    /// refused connection and a timeout are both "no answer" to a client).
+    /// Two failures are the same when they carry the same status, or neither had one and
+    /// both or neither ran out of `--health-timeout` (a slow answer turned into a closed
+    /// connection is the change's).
     fn same_failure(&self, other: &Seen) -> bool {
-        self.failed && other.failed && self.status == other.status
+        self.failed
+            && other.failed
+            && self.status == other.status
+            && self.timed_out == other.timed_out
+    }
+
+    /// Slower than `--health-timeout` both times: the tool's limit, not a failure anyone saw.
+    fn slow_both(&self, other: &Seen) -> bool {
+        self.same_failure(other) && self.timed_out
     }
 }
 
@@ -207,6 +220,11 @@ impl Compared {
                 "{url} answered {} (nothing answered there before this change)",
                 after.answer
             ),
+            Some(b) if b.slow_both(after) => format!(
+                "{url} did not answer within --health-timeout before this change nor after it \
+                 ({}): not verified; raise --health-timeout if the site is only slow",
+                after.answer
+            ),
             Some(b) if b.same_failure(after) && b.status.is_some() => {
                 format!(
                     "{url} answered {} before this change and still does",
@@ -218,10 +236,21 @@ impl Compared {
                 b.answer, after.answer
             ),
             Some(b) => format!(
-                "{url} answered {} before this change and {} after it",
-                b.answer, after.answer
+                "{url} answered {} before this change and {} after it{}",
+                b.answer,
+                after.answer,
+                slower(after)
             ),
         }
+    }
+}
+
+/// After an answer that ran out of `--health-timeout`: the limit is the tool's.
+fn slower(after: &Seen) -> &'static str {
+    if after.timed_out {
+        " (slower than --health-timeout: raise it if the site is only slow)"
+    } else {
+        ""
     }
 }
 
@@ -256,14 +285,21 @@ impl Cause {
 pub struct Kept {
     /// Checks that failed before the change and fail the same way now.
     pub still_failing: Vec<Compared>,
+    /// Checks that got no answer within `--health-timeout` before the change and after it:
+    /// not verified, and no proof that clients get no answer (a slow site answers them
+    /// later), so no reason to call an operator.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub slow: Vec<Compared>,
     /// Upstream errors the baseline logged too (clients got an answer through failover):
     /// warnings, each once.
     pub known_errors: Vec<UpstreamError>,
 }
 
 impl Kept {
-    /// Exit 0 when every check is as good as before; 4 when a site failed before the change
-    /// and still does: nothing to roll back, but an operator must act.
+    /// Exit 0 when every check is as good as before (one that was slower than
+    /// `--health-timeout` before and after is a warning); 4 when a site failed before the
+    /// change and still does (502, 504, no answer): nothing to roll back, but an operator must
+    /// act.
     pub fn outcome(&self) -> (Outcome, Exit) {
         if self.still_failing.is_empty() {
             (Outcome::Reloaded, Exit::Ok)
@@ -320,6 +356,7 @@ pub fn after_reload(before: &Baseline, after: Option<&HealthReport>, proof: &Pro
     };
     for c in compared {
         match &c.before {
+            Some(b) if b.slow_both(&c.after) => kept.slow.push(c),
             Some(b) if b.same_failure(&c.after) => kept.still_failing.push(c),
             _ => causes.push(Cause::Check(c)),
         }
@@ -529,6 +566,15 @@ mod tests {
             elapsed: Duration::ZERO,
             failed: crate::health::is_failure(status, None),
             refused,
+            timed_out: false,
+        }
+    }
+
+    fn timed_out(url: &str) -> CheckResult {
+        CheckResult {
+            error: Some("read: timed out after 2s".into()),
+            timed_out: true,
+            ..result(url, None, false)
         }
     }
 
@@ -615,6 +661,35 @@ mod tests {
         // The window goes on past a failure the baseline already had.
         assert!(before.failure(&result(B, Some(502), false)));
         assert!(!before.failure(&result(A, Some(502), false)));
+    }
+
+    #[test]
+    fn slower_than_the_timeout_before_and_after_is_a_warning_not_a_page() {
+        let before = Baseline::of(&window(vec![timed_out(A), result(B, None, false)], vec![]));
+        let after = window(vec![timed_out(A), result(B, None, false)], vec![]);
+        let Verdict::Keep(kept) = after_reload(&before, Some(&after), &live()) else {
+            panic!()
+        };
+        assert_eq!(kept.slow.len(), 1);
+        assert!(kept.slow[0].describe().contains("raise --health-timeout"));
+        // B closed without an answer before and after: that one is still an operator's.
+        assert_eq!(kept.still_failing.len(), 1);
+        let only_slow = Baseline::of(&window(vec![timed_out(A)], vec![]));
+        let after = window(vec![timed_out(A)], vec![]);
+        let Verdict::Keep(kept) = after_reload(&only_slow, Some(&after), &live()) else {
+            panic!()
+        };
+        assert_eq!(kept.outcome(), (Outcome::Reloaded, Exit::Ok));
+        // Answered before, too slow after: the change's, and the reason names the limit.
+        let answered = Baseline::of(&window(vec![result(A, Some(200), false)], vec![]));
+        let v = after_reload(&answered, Some(&after), &live());
+        assert!(v.reason().unwrap().contains("slower than --health-timeout"));
+        // Slow before, no answer at all after: another failure, the change's.
+        let after = window(vec![result(A, None, false)], vec![]);
+        assert!(matches!(
+            after_reload(&only_slow, Some(&after), &live()),
+            Verdict::RollBack { .. }
+        ));
     }
 
     #[test]

@@ -133,3 +133,56 @@ fn http_get_auth(
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {resp:?}")))?;
     Ok((status, resp))
 }
+
+/// A healthy site slower than `--health-timeout` (every client gets 200, later): a harmless
+/// change is kept with exit 0 and a warning naming the limit, and the headline does not call it
+/// verified (it exited 4, "got no answer before this change and still does not"). Switching a
+/// fast site to that backend is the change's: rolled back, and the reason names the limit.
+#[test]
+fn a_site_slower_than_the_health_timeout_before_and_after_is_no_page() {
+    let ip = unique_loopback();
+    let delay = std::time::Duration::from_millis(1500);
+    let slow = HttpBackend::start_slow(SocketAddr::new(ip, 0), "slow", delay);
+    let fast = HttpBackend::start(SocketAddr::new(ip, 0), "fast");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |to: &str, extra: &str| {
+        format!(
+            "server {{ listen {listen}; server_name c.test; {extra} \
+             location / {{ proxy_pass http://{to}; }} }}"
+        )
+    };
+    let n = TestNginx::start(&site(&slow.host_port(), ""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let flags = ["-y", "--no-shadow", "--health-timeout", "1s"];
+    n.write_http(&site(&slow.host_port(), "add_header X-S 1;"));
+    let run = sr.run(&flags);
+    run.expect(0);
+    assert!(
+        run.stderr
+            .contains("warning: http://c.test/ (via ".to_string().as_str())
+            && run
+                .stderr
+                .contains("did not answer within --health-timeout before this change nor after it"),
+        "{run}"
+    );
+    assert!(!run.to_string().contains("operator must act"), "{run}");
+    assert!(
+        run.stdout
+            .contains("reloaded: live; verified 0 of 1 affected server")
+            && run.stdout.contains("got no answer within --health-timeout"),
+        "{run}"
+    );
+    let (status, body) = http_get(listen, "c.test", "/").expect("GET");
+    assert_eq!((status, body.as_str()), (200, "slow"));
+
+    // A fast site switched to it: too slow for the checks now, and it was not before.
+    n.write_http(&site(&fast.host_port(), ""));
+    sr.run(&["-y", "--no-shadow"]).expect(0);
+    n.write_http(&site(&slow.host_port(), ""));
+    let run = sr.run(&flags);
+    run.expect(3);
+    assert!(run.stderr.contains("slower than --health-timeout"), "{run}");
+    let (status, body) = http_get(listen, "c.test", "/").expect("GET");
+    assert_eq!((status, body.as_str()), (200, "fast"), "rolled back");
+}

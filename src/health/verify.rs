@@ -82,6 +82,10 @@ pub struct CheckResult {
     /// running configuration does not have).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub refused: bool,
+    /// No answer within `--health-timeout`: the request's own limit, not proof that clients
+    /// get none (a slow site answers them later).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
 }
 
 /// Failures and upstream errors that are not news to the caller: they neither end the window
@@ -330,12 +334,14 @@ fn round(checks: &[Check], todo: &[usize], opts: &HealthOptions) -> Vec<(usize, 
 pub fn request(check: &Check, opts: &HealthOptions) -> CheckResult {
     let start = Instant::now();
     let timeout = opts.request_timeout.max(Duration::from_millis(1));
-    let (status, error, closed, refused) = match get_status(check, timeout, &opts.headers) {
-        Ok(s) => (Some(s), None, false, false),
-        Err(Failure::Closed(why)) => (None, Some(why), true, false),
-        Err(Failure::Refused(e)) => (None, Some(e), false, true),
-        Err(Failure::Other(e)) => (None, Some(e), false, false),
-    };
+    let (status, error, closed, refused, timed_out) =
+        match get_status(check, timeout, &opts.headers) {
+            Ok(s) => (Some(s), None, false, false, false),
+            Err(Failure::Closed(why)) => (None, Some(why), true, false, false),
+            Err(Failure::Refused(e)) => (None, Some(e), false, true, false),
+            Err(Failure::TimedOut(e)) => (None, Some(e), false, false, true),
+            Err(Failure::Other(e)) => (None, Some(e), false, false, false),
+        };
     let answer = judge(status, closed, &check.gate, opts.expect_status.as_deref());
     CheckResult {
         check: check.clone(),
@@ -346,6 +352,7 @@ pub fn request(check: &Check, opts: &HealthOptions) -> CheckResult {
         elapsed: start.elapsed(),
         failed: answer == Answer::Failed,
         refused,
+        timed_out,
     }
 }
 
@@ -355,7 +362,21 @@ enum Failure {
     Closed(String),
     /// nginx refused the connection itself: nothing listens there.
     Refused(String),
+    /// The request's own timeout passed first.
+    TimedOut(String),
     Other(String),
+}
+
+/// What [`io_text`] says of a timeout.
+const TIMED_OUT: &str = ": timed out after ";
+
+/// An I/O error as a [`Failure`]: a timeout is one of its own.
+fn io_failure(what: &str, e: &std::io::Error, timeout: Duration) -> Failure {
+    let text = io_text(what, e, timeout);
+    match e.kind() {
+        ErrorKind::WouldBlock | ErrorKind::TimedOut => Failure::TimedOut(text),
+        _ => Failure::Other(text),
+    }
 }
 
 /// The most of a response read: the status line is all we need, the rest is drained only so
@@ -367,10 +388,7 @@ const MAX_RESPONSE: u64 = 256 * 1024;
 fn io_text(what: &str, e: &std::io::Error, timeout: Duration) -> String {
     match e.kind() {
         ErrorKind::WouldBlock | ErrorKind::TimedOut => {
-            format!(
-                "{what}: timed out after {}",
-                humantime::format_duration(timeout)
-            )
+            format!("{what}{TIMED_OUT}{}", humantime::format_duration(timeout))
         }
         _ => format!("{what}: {e}"),
     }
@@ -386,11 +404,11 @@ fn get_status(
     let deadline = Instant::now() + timeout;
     let other = Failure::Other;
     let tcp = TcpStream::connect_timeout(&check.connect, timeout).map_err(|e| {
-        let text = io_text(&format!("connect to {}", check.connect), &e, timeout);
+        let what = format!("connect to {}", check.connect);
         if e.kind() == ErrorKind::ConnectionRefused {
-            Failure::Refused(text)
+            Failure::Refused(io_text(&what, &e, timeout))
         } else {
-            Failure::Other(text)
+            io_failure(&what, &e, timeout)
         }
     })?;
     let left = deadline
@@ -404,14 +422,14 @@ fn get_status(
         let header = proxy_header(&tcp).map_err(|e| other(format!("PROXY header: {e}")))?;
         (&tcp)
             .write_all(header.as_bytes())
-            .map_err(|e| other(io_text("send", &e, timeout)))?;
+            .map_err(|e| io_failure("send", &e, timeout))?;
     }
     if check.http2 {
         let req = h2c::request(&host_header(check), &check.path, &fields(check, headers));
         return match h2c::exchange(&tcp, &req, deadline) {
             Ok(h2c::End::Status(status)) => Ok(status),
             Ok(h2c::End::NoAnswer(why)) => Err(Failure::Closed(why)),
-            Err(h2c::Fault::Io(what, e)) => Err(other(io_text(what, &e, timeout))),
+            Err(h2c::Fault::Io(what, e)) => Err(io_failure(what, &e, timeout)),
             Err(h2c::Fault::Protocol(why)) => Err(other(why)),
         };
     }
@@ -519,7 +537,7 @@ fn exchange(
     stream
         .write_all(req.as_bytes())
         .and_then(|_| stream.flush())
-        .map_err(|e| Failure::Other(io_text("send", &e, timeout)))?;
+        .map_err(|e| io_failure("send", &e, timeout))?;
     let mut buf = Vec::new();
     let read = stream.take(MAX_RESPONSE).read_to_end(&mut buf);
     // A status line already read is enough evidence even if the body was cut short.
@@ -527,7 +545,7 @@ fn exchange(
         Err(e) if e.kind() == ErrorKind::ConnectionReset && buf.is_empty() => Err(Failure::Closed(
             "the connection closed without an answer".into(),
         )),
-        Err(e) if !buf.contains(&b'\n') => Err(Failure::Other(io_text("read", &e, timeout))),
+        Err(e) if !buf.contains(&b'\n') => Err(io_failure("read", &e, timeout)),
         _ => Ok(buf),
     }
 }

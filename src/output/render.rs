@@ -303,6 +303,13 @@ fn render_verdict(p: &Printer, v: &Verdict) {
             escape_control(&c.describe())
         ));
     }
+    for c in &kept.slow {
+        p.err(&format!(
+            "{} {}",
+            p.paint(Tone::Warn, "warning:"),
+            escape_control(&c.describe())
+        ));
+    }
     for u in &kept.known_errors {
         p.err(&format!(
             "{} nginx logged an upstream error (upstream: {}) that it logged before this change \
@@ -471,6 +478,14 @@ fn already_failing(report: &Report) -> String {
     )
 }
 
+/// The first check that was slower than `--health-timeout` before the change and after it.
+fn slow(report: &Report) -> Option<&str> {
+    match &report.verdict {
+        Some(Verdict::Keep(kept)) => kept.slow.first().map(|c| c.url.as_str()),
+        _ => None,
+    }
+}
+
 /// Commands whose job is a reload; the others only look.
 fn reloads(command: &str) -> bool {
     matches!(command, "reload" | "edit" | "rollback" | "recover")
@@ -486,9 +501,10 @@ fn render_outcome(p: &Printer, report: &Report) {
     }
     let (tone, text) = match report.outcome {
         Outcome::Ok => return,
-        Outcome::Reloaded => match report.coverage.as_ref().filter(|c| !c.complete()) {
-            Some(c) => (Tone::Warn, format!("reloaded: live; {}", c.describe(HEADLINE_ITEMS))),
-            None => (Tone::Good, "reloaded: the new configuration is live and verified".to_string()),
+        Outcome::Reloaded => match (report.coverage.as_ref().filter(|c| !c.complete()), slow(report)) {
+            (Some(c), _) => (Tone::Warn, format!("reloaded: live; {}", c.describe(HEADLINE_ITEMS))),
+            (None, Some(url)) => (Tone::Warn, format!("reloaded: live; not verified: {url} got no answer within --health-timeout, before this change and after it")),
+            (None, None) => (Tone::Good, "reloaded: the new configuration is live and verified".to_string()),
         },
         Outcome::Unchanged => (Tone::Good, "unchanged: nothing to reload".into()),
         Outcome::Refused if !reloads(&report.command) => (Tone::Bad, format!("{}: problems found (nothing was reloaded)", report.command)),

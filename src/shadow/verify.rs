@@ -293,6 +293,7 @@ mod tests {
             elapsed: Duration::ZERO,
             failed,
             refused: error.is_some_and(|e| e.contains("refused")),
+            timed_out: false,
         }
     }
 

@@ -126,6 +126,9 @@ pub fn coverage(affected: &[Affected], after: &HealthReport) -> Coverage {
         for url in &server.checks {
             let why = match seen.get(url.as_str()) {
                 None => format!("{url} was not reached before the window closed"),
+                Some(Some(r)) if r.timed_out => {
+                    format!("{url} got no answer within --health-timeout")
+                }
                 Some(Some(r)) if r.failed => format!("{url} failed"),
                 Some(Some(r)) => {
                     let (what, at) = (r.check.what.as_str(), r.check.at.as_str());
@@ -238,6 +241,7 @@ mod tests {
                     elapsed: Duration::ZERO,
                     failed: *failed,
                     refused: false,
+                    timed_out: false,
                 })
                 .collect(),
             not_checked: Vec::new(),
