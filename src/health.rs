@@ -7,6 +7,7 @@
 //! are read, because an upstream error there fails verification even when the client saw 200.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -36,8 +37,11 @@ pub struct Check {
     pub at: String,
     /// As shown to the operator; never holds credentials.
     pub url: String,
-    /// Where to connect (nginx's listen address).
+    /// Where to connect (nginx's listen address); unused when `unix` is set.
     pub connect: SocketAddr,
+    /// A `listen unix:` server: the request goes over this socket instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unix: Option<PathBuf>,
     /// The Host header value (also the TLS SNI), without a port.
     pub host: String,
     /// Path and query.
@@ -83,6 +87,7 @@ impl Check {
             at: String::new(),
             url,
             connect,
+            unix: None,
             host,
             path,
             tls,
@@ -94,8 +99,17 @@ impl Check {
         }
     }
 
-    fn identity(&self) -> (&str, &str, SocketAddr, &str) {
-        (&self.server, &self.url, self.connect, &self.host)
+    fn identity(&self) -> (&str, &str, SocketAddr, Option<&Path>, &str) {
+        let unix = self.unix.as_deref();
+        (&self.server, &self.url, self.connect, unix, &self.host)
+    }
+
+    /// Where the request goes, as shown: `127.0.0.1:80`, `unix:/run/site.sock`.
+    pub fn via(&self) -> String {
+        match &self.unix {
+            Some(path) => format!("unix:{}", path.display()),
+            None => self.connect.to_string(),
+        }
     }
 }
 

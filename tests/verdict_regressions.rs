@@ -186,3 +186,60 @@ fn a_site_slower_than_the_health_timeout_before_and_after_is_no_page() {
     let (status, body) = http_get(listen, "c.test", "/").expect("GET");
     assert_eq!((status, body.as_str()), (200, "fast"), "rolled back");
 }
+
+/// `GET /` with `Host: host` over a unix socket; the status.
+fn unix_get(path: &std::path::Path, host: &str) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    (resp.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {resp:?}")))
+}
+
+/// A server on `listen unix:` is checked over its socket: in the shadow (which listens on its
+/// own socket instead), so a change that makes it answer 502 is refused before the reload, and
+/// after the reload, so without the shadow it is rolled back. It was never checked ("no
+/// request can reach it from this machine"), exit 0, and clients got the 502.
+#[test]
+fn a_server_on_a_unix_socket_is_checked_over_the_socket() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("ngx.sock");
+    let site = |to: &str| {
+        format!(
+            "server {{ listen unix:{}; server_name ux.test; \
+             location / {{ proxy_pass http://{to}; }} }}",
+            sock.display()
+        )
+    };
+    let n = TestNginx::start(&site(&good.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    assert_eq!(unix_get(&sock, "ux.test").expect("GET"), 200);
+    n.write_http(&site(&bad.addr.to_string()));
+    let run = sr.run(&["-y", "-q", "--no-probe"]);
+    run.expect(1);
+    assert!(run.stderr.contains("via unix:"), "{run}");
+    assert_eq!(unix_get(&sock, "ux.test").expect("GET"), 200, "untouched");
+    let run = sr.run(&["-y", "-q", "--no-probe", "--no-shadow"]);
+    run.expect(3);
+    assert_eq!(unix_get(&sock, "ux.test").expect("GET"), 200, "rolled back");
+    // A harmless change is verified over the socket.
+    n.write_http(&site(&good.host_port()).replace("location", "add_header X-U 1; location"));
+    let run = sr.run(&["-y", "--no-probe"]);
+    run.expect(0);
+    assert!(
+        run.stdout
+            .contains("reloaded: the new configuration is live and verified"),
+        "{run}"
+    );
+}

@@ -169,7 +169,7 @@ pub fn focused_checks(servers: &[Server], impact: &Impact, root: &Path) -> Plan 
             });
         } else {
             let why = if found.is_empty() {
-                "no request can reach it from this machine (see the entries above)".to_string()
+                unreachable_why(&plan.not_checked[skipped_at[k].clone()])
             } else {
                 format!("over the bound of {MAX_CHECKS} requests per round")
             };
@@ -182,6 +182,18 @@ pub fn focused_checks(servers: &[Server], impact: &Impact, root: &Path) -> Plan 
         }
     }
     plan
+}
+
+/// Why a server has no check, from what of it could not be checked (said in full: with `-q`
+/// those entries are not shown).
+fn unreachable_why(skipped: &[Unchecked]) -> String {
+    if skipped.is_empty() {
+        return "no proxied location to request".into();
+    }
+    let reasons: Vec<String> = (skipped.iter())
+        .map(|u| format!("{}: {}", u.what, u.why))
+        .collect();
+    format!("no request is made to it ({})", reasons.join("; "))
 }
 
 /// A check before its strings are built: a server's listen, Host and location.
@@ -214,12 +226,21 @@ impl Candidate<'_> {
             Some(m) => format!("location {m} {}", loc.path),
             None => format!("location {}", loc.path),
         };
+        let unix = match &self.listen.addr {
+            ListenAddr::Unix(path) => Some(path.clone()),
+            _ => None,
+        };
+        let via = match &unix {
+            Some(path) => format!("unix:{}", path.display()),
+            None => self.connect.to_string(),
+        };
         Check {
             server: ServerId::of(server).to_string(),
             what,
             at: at(root, &loc.file, loc.line),
-            url: format!("{scheme}://{host}{} (via {})", self.path, self.connect),
+            url: format!("{scheme}://{host}{} (via {via})", self.path),
             connect: self.connect,
+            unix,
             host,
             path: self.path.to_string(),
             tls: self.listen.ssl,
@@ -296,9 +317,10 @@ fn candidates<'a>(
     let Some(&(first_listen, first_addr)) = listens.first() else {
         return out;
     };
-    let first_host = match names.first() {
-        Some(n) => Host::Name(n.clone()),
-        None => Host::Ip(first_addr.ip()),
+    let first_host = match (names.first(), &first_listen.addr) {
+        (Some(n), _) => Host::Name(n.clone()),
+        (None, ListenAddr::Unix(_)) => Host::Name("localhost".into()),
+        (None, _) => Host::Ip(first_addr.ip()),
     };
     let make =
         |listen: &'a Listen, connect, host: &Host, (location, path): (&'a Location, &'a str)| {
@@ -397,7 +419,8 @@ fn connect_for(listen: &Listen, claimed: &HashSet<SocketAddr>) -> Result<SocketA
             Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), *port))
         }
         ListenAddr::Host { name, .. } => Err(format!("{name} is a name, not resolved here")),
-        ListenAddr::Unix(_) => Err("a unix socket listen".into()),
+        // Reached over the socket itself (`Check::unix`); the address is not used.
+        ListenAddr::Unix(_) => Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
     }
 }
 

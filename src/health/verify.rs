@@ -12,6 +12,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -403,9 +404,11 @@ fn get_status(
 ) -> Result<u16, Failure> {
     let deadline = Instant::now() + timeout;
     let other = Failure::Other;
-    let tcp = TcpStream::connect_timeout(&check.connect, timeout).map_err(|e| {
-        let what = format!("connect to {}", check.connect);
-        if e.kind() == ErrorKind::ConnectionRefused {
+    let (mut stream, proxy) = open(check, timeout).map_err(|e| {
+        let what = format!("connect to {}", check.via());
+        // No socket file, or nobody listening on it: nothing listens there, as a refused TCP
+        // connection says.
+        if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::NotFound) {
             Failure::Refused(io_text(&what, &e, timeout))
         } else {
             io_failure(&what, &e, timeout)
@@ -414,19 +417,23 @@ fn get_status(
     let left = deadline
         .saturating_duration_since(Instant::now())
         .max(Duration::from_millis(1));
-    tcp.set_read_timeout(Some(left))
-        .map_err(|e| other(e.to_string()))?;
-    tcp.set_write_timeout(Some(left))
-        .map_err(|e| other(e.to_string()))?;
+    stream.timeouts(left).map_err(|e| other(e.to_string()))?;
     if check.proxy_protocol {
-        let header = proxy_header(&tcp).map_err(|e| other(format!("PROXY header: {e}")))?;
-        (&tcp)
+        let header = proxy.map_err(|e| other(format!("PROXY header: {e}")))?;
+        stream
             .write_all(header.as_bytes())
             .map_err(|e| io_failure("send", &e, timeout))?;
     }
     if check.http2 {
         let req = h2c::request(&host_header(check), &check.path, &fields(check, headers));
-        return match h2c::exchange(&tcp, &req, deadline) {
+        let Stream::Tcp(tcp) = &stream else {
+            return Err(other(
+                "plaintext HTTP/2 over a unix socket: requests with prior knowledge are sent \
+                 over TCP only"
+                    .into(),
+            ));
+        };
+        return match h2c::exchange(tcp, &req, deadline) {
             Ok(h2c::End::Status(status)) => Ok(status),
             Ok(h2c::End::NoAnswer(why)) => Err(Failure::Closed(why)),
             Err(h2c::Fault::Io(what, e)) => Err(io_failure(what, &e, timeout)),
@@ -439,9 +446,9 @@ fn get_status(
         let conn =
             rustls::ClientConnection::new(config, tls::server_name(&check.host).map_err(other)?)
                 .map_err(|e| other(e.to_string()))?;
-        exchange(rustls::StreamOwned::new(conn, tcp), &req, timeout)
+        exchange(rustls::StreamOwned::new(conn, stream), &req, timeout)
     } else {
-        exchange(tcp, &req, timeout)
+        exchange(stream, &req, timeout)
     }?;
     if response.is_empty() {
         return Err(Failure::Closed(
@@ -451,9 +458,72 @@ fn get_status(
     parse_status(&response).map_err(other)
 }
 
-/// The Host header value: the port only when it is not the scheme's.
+/// A connection to nginx: TCP, or the unix socket of a `listen unix:`.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn timeouts(&self, left: Duration) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s
+                .set_read_timeout(Some(left))
+                .and_then(|_| s.set_write_timeout(Some(left))),
+            Stream::Unix(s) => s
+                .set_read_timeout(Some(left))
+                .and_then(|_| s.set_write_timeout(Some(left))),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
+        }
+    }
+}
+
+/// Connect within `timeout`, and the PROXY protocol header for this connection. A unix
+/// socket has no addresses to tell nginx: its header says `UNKNOWN`, which nginx accepts.
+fn open(check: &Check, timeout: Duration) -> std::io::Result<(Stream, std::io::Result<String>)> {
+    match &check.unix {
+        Some(path) => {
+            // A full accept queue blocks a plain unix connect: bound it like a TCP one.
+            let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+            socket.connect_timeout(&socket2::SockAddr::unix(path)?, timeout)?;
+            let stream = UnixStream::from(std::os::fd::OwnedFd::from(socket));
+            Ok((Stream::Unix(stream), Ok("PROXY UNKNOWN\r\n".to_string())))
+        }
+        None => {
+            let tcp = TcpStream::connect_timeout(&check.connect, timeout)?;
+            let header = proxy_header(&tcp);
+            Ok((Stream::Tcp(tcp), header))
+        }
+    }
+}
+
+/// The Host header value: the port only when it is not the scheme's (none over a unix socket).
 fn host_header(check: &Check) -> String {
     match (check.tls, check.connect.port()) {
+        _ if check.unix.is_some() => check.host.clone(),
         (false, 80) | (true, 443) => check.host.clone(),
         (_, port) => format!("{}:{port}", check.host),
     }

@@ -100,6 +100,20 @@ impl PortMap {
         })
     }
 
+    /// `check` as sent to the shadow: to its stand-in for the TCP address (see
+    /// [`PortMap::route`]) or for the unix socket the check names.
+    pub fn route_check(&self, check: &crate::health::Check) -> Option<crate::health::Check> {
+        let mut routed = check.clone();
+        match &check.unix {
+            Some(path) => match self.get(&ListenAddr::Unix(path.clone()), false)? {
+                ShadowAddr::Unix(to) => routed.unix = Some(to.clone()),
+                ShadowAddr::Inet(_) => return None,
+            },
+            None => routed.connect = self.route(check.connect)?,
+        }
+        Some(routed)
+    }
+
     /// The rows, in address order.
     pub fn rows(&self) -> Vec<Remapped> {
         self.map

@@ -156,14 +156,11 @@ pub fn run_checks(
     let mut logs = Cursors::open(&[shadow.error_log()]);
     let (mut out, mut skipped) = (Vec::new(), Vec::new());
     for check in checks {
-        let Some(via) = shadow.ports().route(check.connect) else {
+        let Some(routed) = shadow.ports().route_check(check) else {
             skipped.push(check.url.clone());
             continue;
         };
-        let routed = Check {
-            connect: via,
-            ..check.clone()
-        };
+        let via = routed.via();
         let h = health::verify(std::slice::from_ref(&routed), &mut logs, &one);
         let Some(mut result) = h.results.into_iter().next() else {
             skipped.push(check.url.clone());
@@ -173,7 +170,7 @@ pub fn run_checks(
         let mut sc = ShadowCheck {
             url: check.url.clone(),
             host: check.host.clone(),
-            via: via.to_string(),
+            via,
             shadow: result,
             upstream_errors: h.upstream_errors,
             running: None,

@@ -175,7 +175,9 @@ fn not_reached(r: &CheckResult) -> String {
 /// How to get past what answered instead of the backend: credentials for `auth_basic` and
 /// the like (a `return` cannot be got past, so it gets none).
 fn hint(r: &CheckResult) -> Option<String> {
-    let gated = r.check.gate.auth && matches!(r.status, Some(401) | Some(403));
+    // A `--health` URL cannot name a unix socket: no hint to give there.
+    let gated =
+        r.check.gate.auth && matches!(r.status, Some(401) | Some(403)) && r.check.unix.is_none();
     gated.then(|| {
         let scheme = if r.check.tls { "https" } else { "http" };
         let port = match (r.check.tls, r.check.connect.port()) {

@@ -176,3 +176,29 @@ fn regex_paths_are_derived_only_where_simple() {
     assert_eq!(regex_path("^[^/]"), None);
     assert_eq!(regex_path("^api"), None);
 }
+
+#[test]
+fn a_unix_listen_is_checked_over_its_socket_and_an_unreachable_server_says_why() {
+    let p = plan(
+        "server { listen unix:/run/site.sock; server_name ux.test; location / { proxy_pass http://u; } }\n\
+         server { listen unix:/run/bare.sock; location / { proxy_pass http://u; } }\n\
+         server { listen 192.0.2.7:80; server_name far.test; location / { proxy_pass http://u; } }",
+    );
+    let via: Vec<(String, &str)> = (p.checks.iter())
+        .map(|c| (c.via(), c.host.as_str()))
+        .collect();
+    assert_eq!(
+        via,
+        [
+            ("unix:/run/site.sock".to_string(), "ux.test"),
+            ("unix:/run/bare.sock".to_string(), "localhost")
+        ]
+    );
+    assert_eq!(p.checks[0].url, "http://ux.test/ (via unix:/run/site.sock)");
+    // The reason is said in full where it is shown alone (the headline under -q).
+    let whole = (p.not_checked.iter().find(|u| u.what == "server")).expect("far.test");
+    assert_eq!(
+        whole.why,
+        "no request is made to it (listen 192.0.2.7:80: 192.0.2.7 is not an address of this machine)"
+    );
+}
