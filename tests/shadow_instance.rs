@@ -153,3 +153,97 @@ fn a_shadow_that_cannot_start_does_not_refuse_a_good_change() {
     assert!(notes.contains("not verified in the shadow"), "{run}");
     site.serves("app-v2");
 }
+
+/// Paths relative to the configuration's directory that leave it (`../elsewhere/...`): nginx
+/// reads `include`, certificates and `auth_basic_user_file` relative to the directory of the
+/// main file, and the shadow's copy must find the same files. The shadow failed to start
+/// ("not verified in the shadow") on a change the real nginx reloads fine.
+#[test]
+fn relative_paths_leaving_the_conf_dir_resolve_in_the_shadow_as_in_production() {
+    let (site, _v1, v2) = site_and(|a| HttpBackend::start(a, "app-v2"));
+    let outside = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(outside.path(), "tls.test");
+    std::fs::write(
+        outside.path().join("snippet.conf"),
+        "location = /snippet { return 200 \"snippet\"; }\n",
+    )
+    .unwrap();
+    std::fs::write(outside.path().join("htpasswd"), "u:{PLAIN}p\n").unwrap();
+    // Relative to the conf dir (the prefix here), up and over into the other directory.
+    let up = |p: &std::path::Path| {
+        format!(
+            "../{}",
+            p.strip_prefix(site.nginx.prefix.parent().unwrap())
+                .unwrap()
+                .display()
+        )
+    };
+    let ip = site.listen.ip();
+    let tls = SocketAddr::new(ip, free_port(ip));
+    let body = |upstream: &str| {
+        format!(
+            "server {{ listen {listen}; server_name site.test; include {snippet}; \
+             location / {{ proxy_pass http://{upstream}; }} \
+             location /private {{ auth_basic on; auth_basic_user_file {htpasswd}; \
+             proxy_pass http://{upstream}; }} }}\n\
+             server {{ listen {tls} ssl; server_name tls.test; ssl_certificate {cert}; \
+             ssl_certificate_key {key}; location / {{ proxy_pass http://{upstream}; }} }}",
+            listen = site.listen,
+            snippet = up(&outside.path().join("snippet.conf")),
+            htpasswd = up(&outside.path().join("htpasswd")),
+            cert = up(&cert),
+            key = up(&key),
+        )
+    };
+    site.nginx.write_http(&body(&site.upstream));
+    assert!(site.nginx.test().0, "{}", site.nginx.test().1);
+    site.sr.run(&["-y"]).expect(0);
+    site.nginx.write_http(&body(&v2.host_port()));
+    let run = site.sr.run(&["-y", "--json"]);
+    run.expect(0);
+    let shadow = &run.json()["shadow"];
+    assert_eq!(shadow["state"], "verified", "{run}");
+    site.serves("app-v2");
+    let got = http_get(site.listen, "site.test", "/snippet").expect("GET /snippet");
+    assert_eq!(got, (200, "snippet".into()));
+}
+
+/// An include climbing with `..` above `/` from the conf dir names, for nginx, the file at
+/// the path below the root; the copy of it was written there too, out of the shadow's
+/// directory: over the real file, with the shadow's listens in it.
+#[test]
+fn an_include_climbing_above_the_root_is_copied_into_the_shadow_not_over_the_real_file() {
+    let (site, _v1, v2) = site_and(|a| HttpBackend::start(a, "app-v2"));
+    let outside = tempfile::tempdir().unwrap();
+    let snippet = outside.path().join("listen.conf");
+    let second = SocketAddr::new(site.listen.ip(), free_port(site.listen.ip()));
+    let text = format!("listen {second};\n");
+    std::fs::write(&snippet, &text).unwrap();
+    let depth = site.nginx.prefix.components().count();
+    let climb = format!(
+        "{}{}",
+        "../".repeat(depth + 2),
+        snippet.strip_prefix("/").unwrap().display()
+    );
+    let body = |upstream: &str| {
+        format!(
+            "server {{ listen {}; include {climb}; server_name site.test; \
+             location / {{ proxy_pass http://{upstream}; }} }}",
+            site.listen
+        )
+    };
+    site.nginx.write_http(&body(&site.upstream));
+    site.sr.run(&["-y"]).expect(0);
+    site.nginx.write_http(&body(&v2.host_port()));
+    let run = site.sr.run(&["-y", "--json"]);
+    run.expect(0);
+    assert_eq!(run.json()["shadow"]["state"], "verified", "{run}");
+    assert_eq!(
+        std::fs::read_to_string(&snippet).unwrap(),
+        text,
+        "the real file is untouched"
+    );
+    site.serves("app-v2");
+    let got = http_get(second, "site.test", "/").expect("GET on the included listen");
+    assert_eq!(got, (200, "app-v2".into()));
+}

@@ -6,15 +6,19 @@
 //! production); every path nginx writes (`error_log`, `access_log`, temp and cache paths,
 //! `*_store`) goes into the shadow's directory or is turned off; the main-context directives the
 //! command line sets instead (`pid`, `daemon`, `master_process`, `worker_processes`,
-//! `lock_file`) are removed; absolute `include`s point into the copy; relative `root`, `alias`
-//! and `load_module` paths, which nginx reads relative to the prefix, are made absolute against
-//! the real prefix. Edits keep every line where it was, so the shadow's messages name the
-//! candidate's lines.
+//! `lock_file`) are removed; absolute `include`s point into the copy. Every other relative file
+//! path is made absolute, as the real nginx would resolve it (`ngx_conf_full_name`): the
+//! shadow's prefix and conf dir are its own directory, so `ssl_certificate ../certs/x.pem`
+//! would otherwise name a file the copy does not have. Certificates, keys, password files and
+//! `auth_basic_user_file` resolve against the real conf dir (the main file's directory);
+//! `root`, `alias`, `load_module`, `xslt_stylesheet` and `perl_modules` against the real
+//! prefix. Edits keep every line where it was, so the shadow's messages name the candidate's
+//! lines.
 
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::conf::lexer::{Lexer, TokenKind};
 use crate::conf::servers::listen_addr;
@@ -145,6 +149,9 @@ pub struct Plan {
     pub dir: PathBuf,
     /// The real prefix, against which relative `root`, `alias` and `load_module` resolve.
     pub prefix: PathBuf,
+    /// The real conf dir (the main file's directory), against which relative certificates,
+    /// keys and `auth_basic_user_file` resolve.
+    pub conf_prefix: PathBuf,
     /// `server {}` blocks (file, line) with no `listen` at all: nginx would give them `*:80`,
     /// so the shadow gives them that address's stand-in explicitly.
     pub add_listen: HashSet<(PathBuf, u32)>,
@@ -154,10 +161,22 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Where the copy of a configuration file goes.
+    /// Where the copy of a configuration file goes: under `conf/` at its absolute path with
+    /// `.` and `..` resolved first, as the kernel resolves them for the real nginx (`..` of
+    /// `/` is `/`), so that no `..` can lead out of the copy.
     pub fn copy_of(&self, path: &Path) -> PathBuf {
-        let rel = path.strip_prefix("/").unwrap_or(path);
-        self.dir.join("conf").join(rel)
+        let mut out = self.dir.join("conf");
+        let root = out.components().count();
+        for part in path.components() {
+            match part {
+                Component::Normal(p) => out.push(p),
+                Component::ParentDir if out.components().count() > root => {
+                    out.pop();
+                }
+                _ => {}
+            }
+        }
+        out
     }
 
     /// The shadow's error log: every `error_log` of the candidate writes here.
@@ -172,6 +191,54 @@ fn holds_values(block: &str) -> bool {
         block,
         "map" | "geo" | "types" | "split_clients" | "charset_map" | "match"
     )
+}
+
+/// Where nginx resolves a directive's relative file path (its first argument), as
+/// `ngx_conf_full_name` is called for it: against the conf dir (`true`), the prefix (`false`),
+/// or `None` for a directive that names no file. `include` is handled apart (it points into
+/// the copy).
+fn relative_to_conf_dir(name: &str) -> Option<bool> {
+    // The ssl file directives of http, stream and mail, and of the proxy, grpc and uwsgi
+    // modules toward upstreams: `ngx_ssl_certificate`, `ngx_ssl_trusted_certificate`,
+    // `ngx_ssl_crl`, `ngx_ssl_dhparam`, `ngx_ssl_read_password_file`, `ngx_ssl_stapling_file`,
+    // `ngx_ssl_session_ticket_keys` all take the conf dir.
+    let ssl = name
+        .strip_prefix("proxy_")
+        .or_else(|| name.strip_prefix("grpc_"))
+        .or_else(|| name.strip_prefix("uwsgi_"))
+        .unwrap_or(name);
+    let conf_dir = matches!(
+        ssl,
+        "ssl_certificate"
+            | "ssl_certificate_key"
+            | "ssl_trusted_certificate"
+            | "ssl_client_certificate"
+            | "ssl_crl"
+            | "ssl_dhparam"
+            | "ssl_password_file"
+            | "ssl_stapling_file"
+            | "ssl_session_ticket_key"
+    ) || matches!(name, "auth_basic_user_file" | "quic_host_key");
+    if conf_dir {
+        return Some(true);
+    }
+    matches!(
+        name,
+        "root" | "alias" | "load_module" | "xslt_stylesheet" | "perl_modules"
+    )
+    .then_some(false)
+}
+
+/// Whether a file argument is relative the way nginx completes it: not absolute, not made by
+/// a variable from its first byte (its value is only known per request), and not one of the
+/// certificate forms that name no file (`data:`, `engine:`, `store:`).
+fn completes_relative(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path.starts_with('$')
+        && !["data:", "engine:", "store:"]
+            .iter()
+            .any(|p| path.starts_with(p))
 }
 
 /// Directives the command line sets for the shadow (`-g`), or that it must not have.
@@ -212,7 +279,9 @@ pub fn shadow_conf(file: &ConfFile, plan: &Plan) -> Result<Vec<u8>> {
                 words.push((tok.text, token_start(bytes, before), tok.line))
             }
             TokenKind::Semicolon => {
-                let in_values = stack.last().is_some_and(|b| holds_values(b));
+                // `include` is read as an include inside value blocks too (map, geo, types).
+                let in_values = stack.last().is_some_and(|b| holds_values(b))
+                    && words.first().is_none_or(|w| w.0 != "include");
                 if let (false, Some((name, start, line))) = (in_values, words.first()) {
                     let args: Vec<&str> = words[1..].iter().map(|w| w.0.as_str()).collect();
                     let end = lexer.offset();
@@ -353,23 +422,30 @@ fn rewrite(
             new.extend(rest(1));
             put(name, &new)
         }
+        // A relative include is the conf dir's: it names the same file in the copy.
         "include" => match args.first() {
-            Some(p) if p.starts_with('/') => put(
+            Some(p) => put(
                 "include",
-                &[plan.copy_of(Path::new(p)).to_string_lossy().into()],
+                &[plan
+                    .copy_of(&plan.conf_prefix.join(p))
+                    .to_string_lossy()
+                    .into()],
             ),
-            _ => None,
+            None => None,
         },
-        "load_module" | "root" | "alias" => match args.first() {
-            Some(p) if !p.starts_with('/') && !p.starts_with('$') && !p.is_empty() => {
-                let abs = plan.prefix.join(p).to_string_lossy().into_owned();
-                let mut new = vec![abs];
+        n => match (relative_to_conf_dir(n), args.first()) {
+            (Some(conf_dir), Some(p)) if completes_relative(p) => {
+                let base = if conf_dir {
+                    &plan.conf_prefix
+                } else {
+                    &plan.prefix
+                };
+                let mut new = vec![base.join(p).to_string_lossy().into_owned()];
                 new.extend(rest(1));
                 put(name, &new)
             }
             _ => None,
         },
-        _ => None,
     })
 }
 
@@ -459,6 +535,7 @@ mod tests {
             ports,
             dir: "/s".into(),
             prefix: "/usr/share/nginx".into(),
+            conf_prefix: "/etc/nginx".into(),
             add_listen: HashSet::from([(PathBuf::from("/etc/nginx/nginx.conf"), 9)]),
             http_temp: vec!["proxy_temp_path"],
         }
@@ -508,8 +585,26 @@ mod tests {
             ),
             "{out}"
         );
-        assert!(out.contains("-12 1 2;\n proxy_store off;\nroot /usr/share/nginx/html; alias $x; include /s/conf/etc/nginx/snippets/*.conf; include mime.types;\n}\n}\n"), "{out}");
+        assert!(out.contains("-12 1 2;\n proxy_store off;\nroot /usr/share/nginx/html; alias $x; include /s/conf/etc/nginx/snippets/*.conf; include /s/conf/etc/nginx/mime.types;\n}\n}\n"), "{out}");
         assert_eq!(out.lines().count(), text.lines().count());
+    }
+
+    #[test]
+    fn relative_file_paths_resolve_where_the_real_nginx_reads_them() {
+        let text = "http {\nserver { listen 80;\nssl_certificate ../certs/x.pem; \
+                    ssl_certificate_key data:$k; proxy_ssl_trusted_certificate ca.pem;\n\
+                    auth_basic_user_file ../htpasswd; ssl_password_file $p;\n\
+                    xslt_stylesheet x.xslt a=b; root /srv; include ../shared/s.conf; }\n}\n";
+        let out = rewrite_text(text);
+        assert!(
+            out.contains(
+                "ssl_certificate /etc/nginx/../certs/x.pem; ssl_certificate_key data:$k; \
+                 proxy_ssl_trusted_certificate /etc/nginx/ca.pem;\n\
+                 auth_basic_user_file /etc/nginx/../htpasswd; ssl_password_file $p;\n\
+                 xslt_stylesheet /usr/share/nginx/x.xslt a=b; root /srv; include /s/conf/etc/shared/s.conf;"
+            ),
+            "{out}"
+        );
     }
 
     #[test]
@@ -546,6 +641,14 @@ mod tests {
             Some("[::1]:5002".parse().unwrap())
         );
         assert_eq!(p.ports.route("127.0.0.1:8080".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn no_dot_dot_leads_out_of_the_copy() {
+        let p = plan();
+        let deep = Path::new("/etc/nginx/../../../../tmp/x.conf");
+        assert_eq!(p.copy_of(deep), Path::new("/s/conf/tmp/x.conf"));
+        assert_eq!(p.copy_of(Path::new("/a/./b")), Path::new("/s/conf/a/b"));
     }
 
     #[test]

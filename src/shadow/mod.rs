@@ -363,6 +363,7 @@ fn plan(o: &Options, dir: &Path) -> Result<Plan> {
         ports: allocate(&keys, &dir.join("sock"))?,
         dir: dir.to_path_buf(),
         prefix: o.prefix.to_path_buf(),
+        conf_prefix: o.config.conf_prefix.clone(),
         add_listen,
         http_temp,
     })
