@@ -245,11 +245,7 @@ pub fn test_isolated(t: &IsolatedTest) -> Result<TestOutcome> {
         });
     }
     let out = wait(expr, command_line(t.binary, &args), t.timeout)?;
-    let from = t.map.0.display().to_string();
-    let to = t.map.1.display().to_string();
-    let stderr = out
-        .stderr
-        .replace(from.trim_end_matches('/'), to.trim_end_matches('/'));
+    let stderr = map_paths(&out.stderr, t.map.0, t.map.1);
     let messages = parse_messages(&stderr);
     let passed = out.status == Some(0) && !messages.iter().any(|m| m.level == Level::Emerg);
     Ok(TestOutcome {
@@ -259,6 +255,15 @@ pub fn test_isolated(t: &IsolatedTest) -> Result<TestOutcome> {
         stderr,
         elapsed: start.elapsed(),
     })
+}
+
+/// nginx's messages about a copy of a configuration with every path under `from` shown under
+/// `to` instead: the operator reads the files they wrote, not the copy's (`check --untrusted`'s
+/// sandbox, the shadow nginx).
+pub fn map_paths(text: &str, from: &Path, to: &Path) -> String {
+    let from = from.display().to_string();
+    let to = to.display().to_string();
+    text.replace(from.trim_end_matches('/'), to.trim_end_matches('/'))
 }
 
 /// A hint for a `nginx -t` message whose cause is a common slip: `proxy_pass 127.0.0.1:8000;`

@@ -247,3 +247,40 @@ fn an_include_climbing_above_the_root_is_copied_into_the_shadow_not_over_the_rea
     let got = http_get(second, "site.test", "/").expect("GET on the included listen");
     assert_eq!(got, (200, "app-v2".into()));
 }
+
+/// When the shadow nginx cannot start, its `[emerg] ... in FILE:LINE` named the copy
+/// (`$TMPDIR/safe-reload-shadow.*/conf/...`), a file the operator never wrote. Here a real
+/// shadow-only failure: with a long `$TMPDIR`, the shadow's stand-in for a unix listen is too
+/// long a socket path, which nginx refuses at that `listen`.
+#[test]
+fn a_shadow_startup_error_names_the_candidates_file_not_the_copy() {
+    let (site, _v1, v2) = site_and(|a| HttpBackend::start(a, "app-v2"));
+    let sock = site.nginx.prefix.join("site.sock");
+    let http = |upstream: &str| {
+        format!(
+            "{}\nserver {{ listen unix:{}; server_name unix.test; return 200 unix; }}",
+            proxy_site(site.listen, upstream),
+            sock.display()
+        )
+    };
+    site.nginx.write_http(&http(&site.upstream));
+    site.sr.run(&["-y"]).expect(0);
+    site.nginx.write_http(&http(&v2.host_port()));
+    let conf = std::fs::read_to_string(&site.nginx.conf).unwrap();
+    let line = 1 + conf.lines().position(|l| l.contains("unix.test")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let long = tmp.path().join("d".repeat(60)).join("e".repeat(60));
+    std::fs::create_dir_all(&long).unwrap();
+    let run = run_command(site.sr.command(&["check", "--json"]).env("TMPDIR", &long));
+    run.expect(0);
+    let report = run.json();
+    assert_eq!(report["shadow"]["state"], "not_verified", "{run}");
+    let why = report["shadow"]["reason"].as_str().unwrap_or_default();
+    let at = format!(
+        "of the \"listen\" directive in {}:{line}",
+        site.nginx.conf.display()
+    );
+    assert!(why.contains(&at), "{why}");
+    let copy = format!("/conf{}", site.nginx.conf.display());
+    assert!(!run.stdout.contains(&copy), "{run}");
+}

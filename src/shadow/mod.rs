@@ -202,10 +202,13 @@ impl Shadow {
         }
     }
 
-    /// nginx's first `[emerg]`/`[alert]` in the shadow's stderr or error log, as `: TEXT`.
+    /// nginx's first `[emerg]`/`[alert]` in the shadow's stderr or error log, as `: TEXT`,
+    /// with the copy's paths shown as the candidate's files.
     fn why(&self) -> String {
         let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
         let text = read(self.dir.path().join("logs/stderr.log")) + &read(self.error_log());
+        let copy = self.dir.path().join("conf");
+        let text = crate::nginx::map_paths(&text, &copy, Path::new("/"));
         crate::nginx::parse_messages(&text)
             .into_iter()
             .find(|m| m.level <= crate::nginx::Level::Alert)
