@@ -95,7 +95,7 @@ fn an_upstream_changed_in_a_shared_file_is_checked_on_the_server_that_uses_it() 
     assert_eq!(affected[0]["reasons"][0]["line"], 14);
     assert_eq!(report["shadow"]["state"], "refused", "{run}");
     assert!(
-        (report["shadow"]["reason"].as_str()).is_some_and(|r| r.starts_with("server s13.test:")),
+        (report["shadow"]["reason"].as_str()).is_some_and(|r| r.starts_with("server s13.test (location / at conf.d/sites.conf:14):")),
         "{run}"
     );
     // Refused before the reload: nginx still runs the good upstream.

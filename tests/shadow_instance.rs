@@ -284,3 +284,41 @@ fn a_shadow_startup_error_names_the_candidates_file_not_the_copy() {
     let copy = format!("/conf{}", site.nginx.conf.display());
     assert!(!run.stdout.contains(&copy), "{run}");
 }
+
+/// A check of a server named only by a wildcard goes with a made-up Host (`*.example.test`
+/// is asked as some `x.example.test`); its refusal named that Host and no file:line, so the
+/// operator could not tell which server broke.
+#[test]
+fn a_shadow_refusal_for_a_wildcard_server_names_the_server_and_its_line() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "app-v1");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |upstream: &str| {
+        format!(
+            "server {{ listen {listen}; server_name *.example.test;\n\
+             location / {{ proxy_pass http://{upstream}; }} }}"
+        )
+    };
+    let n = TestNginx::start(&site(&good.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site(&bad.addr.to_string()));
+    let conf = std::fs::read_to_string(&n.conf).unwrap();
+    let line = 1 + conf.lines().position(|l| l.contains("location /")).unwrap();
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(report["shadow"]["state"], "refused", "{run}");
+    let why = report["shadow"]["reason"].as_str().unwrap_or_default();
+    assert!(why.contains("server *.example.test"), "{why}");
+    assert!(why.contains(&format!("nginx.conf:{line}")), "{why}");
+    assert!(why.contains("answered HTTP 502"), "{why}");
+    assert!(report["reload"].is_null(), "{run}");
+    let got = http_get(listen, "a.example.test", "/").expect("GET");
+    assert_eq!(
+        got,
+        (200, "app-v1".into()),
+        "the running nginx still serves"
+    );
+}

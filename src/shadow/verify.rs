@@ -52,6 +52,23 @@ impl ShadowCheck {
         self.failed() && self.running.as_ref().is_none_or(|r| !r.failed || r.refused)
     }
 
+    /// The server the check stands for and where it is written, `server *.example.test
+    /// (location / at sites.conf:12)`: its name as the configuration has it, not the Host
+    /// made up for a wildcard or regex name. A `--health` URL has no server: its Host.
+    pub fn server(&self) -> String {
+        let c = &self.shadow.check;
+        let name = if c.server.is_empty() {
+            &self.host
+        } else {
+            &c.server
+        };
+        match (c.what.as_str(), c.at.as_str()) {
+            (_, "") => format!("server {name}"),
+            ("" | "server", at) => format!("server {name} ({at})"),
+            (what, at) => format!("server {name} ({what} at {at})"),
+        }
+    }
+
     /// "HTTP 502" or the error, and the first upstream error logged.
     pub fn answer(&self) -> String {
         let mut what = answer(&self.shadow);
@@ -195,8 +212,8 @@ pub fn judge(checks: &[ShadowCheck], differs: Option<&str>) -> (ShadowState, Opt
             None => String::new(),
         };
         let what = format!(
-            "server {}: GET {} through the shadow nginx answered {}{running}",
-            c.host,
+            "{}: GET {} through the shadow nginx answered {}{running}",
+            c.server(),
             c.url,
             c.answer()
         );
@@ -316,6 +333,21 @@ mod tests {
             "{why}"
         );
         assert!(why.contains("running nginx answers HTTP 200"), "{why}");
+    }
+
+    #[test]
+    fn a_refusal_names_the_server_as_written_and_its_line_not_the_made_up_host() {
+        let mut shadow = result(Some(502), None);
+        shadow.check.server = "*.example.test".into();
+        shadow.check.what = "location /".into();
+        shadow.check.at = "sites/a.conf:12".into();
+        let mut c = check(shadow, Some(result(Some(200), None)));
+        c.host = "x.example.test".into();
+        let why = judge(&[c], None).1.unwrap();
+        assert!(
+            why.starts_with("server *.example.test (location / at sites/a.conf:12): GET "),
+            "{why}"
+        );
     }
 
     #[test]
