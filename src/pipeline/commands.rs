@@ -120,33 +120,39 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
         );
         insp.test = Some(outcome);
     }
-    let mut refuses = record_inspection(report, &mut insp);
-    // The diff against last-good, and last-good's tree for the impact analysis.
+    // The diff against last-good, and last-good's tree for the impact analysis and for
+    // judging the probes against the change.
     let mut old = None;
     if s.state_dir.exists() {
         if let Ok(store) = Store::open(&s.state_dir) {
             if let Some(good) = store.last_good()? {
                 let c = &insp.config;
-                let (diff, prints) = crate::pipeline::diff_and_prints(
+                let (diff, tree) = crate::pipeline::diff_and_prints(
                     &store,
                     &good,
                     &c.main,
                     &c.conf_prefix,
                     &c.files,
                 )?;
-                old = Some(prints);
+                old = Some(tree);
                 report.diff = Some(diff);
             }
         }
     }
     let unchanged = report.diff.as_ref().is_some_and(|d| d.is_empty());
+    let (old_prints, old_routes) = old.flatten().map(|t| (t.prints, t.routes)).unzip();
     let impact = crate::pipeline::impact_against(
         report,
-        old.is_some(),
-        old.flatten().as_ref(),
+        report.diff.is_some(),
+        old_prints.as_ref(),
         &insp.prints,
         unchanged,
     );
+    drop(old_prints);
+    let old_routes = old_routes.and_then(crate::pipeline::PendingRoutes::join);
+    crate::pipeline::judge_probes(report, &mut insp, Some(&impact), old_routes.as_ref());
+    drop(old_routes);
+    let mut refuses = record_inspection(report, &mut insp);
     if signals::interrupted() {
         return Err(Error::Interrupted);
     }

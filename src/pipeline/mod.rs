@@ -21,6 +21,8 @@ use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::impact;
 use crate::output::Printer;
+use crate::probe::routes::Routes;
+use crate::probe::standing;
 use crate::reload;
 use crate::report::{Outcome, Report};
 use crate::settings::Settings;
@@ -92,25 +94,79 @@ pub fn diff_against(
     diff_files(store, good, &config.conf_prefix, &config.files).map(Some)
 }
 
-/// The candidate's files against last-good, and last-good's tree reduced to what impact
-/// analysis compares: parsed from the snapshot's objects (never from the files on disk, which
-/// hold the candidate), and dropped as soon as it is reduced. `None` when the snapshot does not
-/// load as a configuration (the run then counts every server as affected).
+/// Last-good's tree reduced: to what impact analysis compares, and (on a thread of its own,
+/// since only a failing probe needs them and the baseline waits for the prints) to the
+/// routes a failing probe is judged by.
+pub(crate) struct OldTree {
+    pub prints: impact::Prints,
+    pub routes: PendingRoutes,
+}
+
+/// Last-good's routes being worked out.
+pub(crate) struct PendingRoutes(std::thread::JoinHandle<Routes>);
+
+impl PendingRoutes {
+    /// Wait for them; `None` if their thread failed (every failure is then the change's).
+    pub fn join(self) -> Option<Routes> {
+        self.0.join().ok()
+    }
+}
+
+impl OldTree {
+    fn of(tree: Config) -> OldTree {
+        let servers = crate::conf::servers::extract(&tree);
+        let prints = impact::prints(&tree, &servers);
+        let routes = PendingRoutes(std::thread::spawn(move || {
+            let targets = crate::conf::targets::extract(&tree);
+            Routes::of(&tree, &servers, &targets)
+        }));
+        OldTree { prints, routes }
+    }
+}
+
+/// The candidate's files against last-good, and last-good's tree reduced (see [`OldTree`]):
+/// parsed from the snapshot's objects (never from the files on disk, which hold the
+/// candidate), and dropped as soon as it is reduced. `None` when the snapshot does not load as
+/// a configuration (the run then counts every server as affected).
 pub(crate) fn diff_and_prints(
     store: &Store,
     good: &Snapshot,
     main: &Path,
     root: &Path,
     files: &[crate::conf::ConfFile],
-) -> Result<(ConfigDiff, Option<impact::Prints>)> {
+) -> Result<(ConfigDiff, Option<OldTree>)> {
     let scanned = crate::store::scan(root, files)?;
     let old = FileSet::from_snapshot_against(store, good, &scanned)?;
     let diff = diff::diff(&old, &FileSet::from_scanned(scanned));
     let recorded = diff::Recorded { root, set: &old };
-    let prints = crate::conf::load_from(main, &crate::conf::LoadOptions::default(), &recorded)
-        .ok()
-        .map(|tree| impact::prints(&tree, &crate::conf::servers::extract(&tree)));
-    Ok((diff, prints))
+    let tree = crate::conf::load_from(main, &crate::conf::LoadOptions::default(), &recorded).ok();
+    Ok((diff, tree.map(OldTree::of)))
+}
+
+/// Judge the probe results against the change (see `probe::standing`): a backend that was
+/// down before it, or one of the candidate's own listens, refuses nothing. `impact` is `None`
+/// when it could not be worked out, `old` without a last-good: every failure is then the
+/// change's. The probe step says what is left failing.
+pub(crate) fn judge_probes(
+    report: &mut Report,
+    insp: &mut Inspection,
+    impact: Option<&impact::Impact>,
+    old: Option<&Routes>,
+) {
+    let Some(probe) = insp.probe.as_mut() else {
+        return;
+    };
+    if probe.is_ok() {
+        return;
+    }
+    let new = Routes::of(&insp.config, &insp.servers, &insp.targets);
+    let nothing = impact::Impact::default();
+    standing::apply(&mut probe.results, impact.unwrap_or(&nothing), &new, old);
+    let n = probe.failures().count();
+    if let Some(step) = report.steps.iter_mut().find(|st| st.name == "probe") {
+        step.ok = n == 0;
+        step.detail = Some(format!("{} targets, {n} failing", probe.results.len()));
+    }
 }
 
 /// The candidate's files against a snapshot; only changed files' objects are read.
@@ -184,14 +240,14 @@ pub fn reload_locked(
     let (insp, (good_and_diff, ahead)) = std::thread::scope(|scope| {
         let diffing = scope.spawn(move || -> Result<_> {
             let good = store.last_good()?;
-            let (diff, old_prints) = match &good {
+            let (diff, old_tree) = match &good {
                 Some(g) => {
-                    let (d, p) = diff_and_prints(store, g, &main, &root, &files)?;
-                    (Some(d), p)
+                    let (d, t) = diff_and_prints(store, g, &main, &root, &files)?;
+                    (Some(d), t)
                 }
                 None => (None, None),
             };
-            Ok((good, diff, old_prints))
+            Ok((good, diff, old_tree))
         });
         // As soon as both trees are reduced (last-good's on the diff thread, the candidate's
         // here), the impact says what to check, and the baseline starts while nginx -t and
@@ -200,10 +256,11 @@ pub fn reload_locked(
             let joined = diffing
                 .join()
                 .unwrap_or_else(|_| Err(Error::Internal("the diff thread failed".into())));
-            let (good, diff, old_prints) = match joined {
+            let (good, diff, old_tree) = match joined {
                 Ok(j) => j,
                 Err(e) => return (Err(e), None),
             };
+            let (old_prints, old_routes) = old_tree.map(|t| (t.prints, t.routes)).unzip();
             let ahead = {
                 let unchanged = diff.as_ref().is_some_and(|d| d.is_empty());
                 let impact = impact_of(old_prints.as_ref(), parsed.prints, unchanged);
@@ -228,11 +285,19 @@ pub fn reload_locked(
                     baseline,
                 }
             };
-            (Ok((good, diff)), Some(ahead))
+            (Ok((good, diff, old_routes)), Some(ahead))
         };
         inspect::inspect_with(Some(&env.info), s, config, &own, early, report, ahead)
     })?;
     let mut insp = insp;
+    let (good_and_diff, old_routes) = match good_and_diff {
+        Ok((good, diff, routes)) => (Ok((good, diff)), routes),
+        Err(e) => (Err(e), None),
+    };
+    let old_routes = old_routes.and_then(PendingRoutes::join);
+    let impact = ahead.as_ref().map(|a| &a.impact);
+    judge_probes(report, &mut insp, impact, old_routes.as_ref());
+    drop(old_routes);
     let refuses = record_inspection(report, &mut insp);
     if signals::interrupted() {
         // Ctrl-C during the checks: nothing changed, whatever the checks found.

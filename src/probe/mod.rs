@@ -19,7 +19,9 @@ pub mod netstat;
 pub mod per_request;
 mod policy;
 pub mod resolve;
+pub mod routes;
 pub mod similar;
+pub mod standing;
 mod verdict;
 
 use std::time::{Duration, Instant};
@@ -229,6 +231,10 @@ pub struct ProbeResult {
     /// For a name nginx resolves per request only: the `resolver` it asks, or none in scope.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolver: Option<RequestResolver>,
+    /// For a failing target judged against a change (`standing`): whether the change caused
+    /// it; absent where no change is judged (`probe`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<standing::Cause>,
 }
 
 /// The resolver nginx asks for a name it resolves per request.
@@ -273,11 +279,14 @@ impl ProbeReport {
     }
 
     /// Every address that failed in a result that is no refusal (a pool member with a live
-    /// sibling, one address of a name, an allowed failure): nginx logs connect errors for
-    /// these and moves on to the next peer.
+    /// sibling, one address of a name, an allowed failure, a backend down before the change):
+    /// nginx logs connect errors for these and moves on to the next peer. Not nginx's own
+    /// listens: nginx opens those at the reload, so an error connecting there is news.
     pub fn expected_down(&self) -> Vec<String> {
-        let accepted =
-            |r: &&ProbeResult| matches!(r.severity, Severity::Warning | Severity::Allowed);
+        let accepted = |r: &&ProbeResult| {
+            matches!(r.severity, Severity::Warning | Severity::Allowed)
+                && r.cause != Some(standing::Cause::OwnListen)
+        };
         let mut out: Vec<String> = (self.results.iter().filter(accepted))
             .flat_map(|r| r.addresses.iter().filter(|a| a.status.is_failure()))
             .map(|a| a.address.clone())

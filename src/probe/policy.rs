@@ -304,6 +304,7 @@ mod tests {
             severity: Severity::Ok,
             hints: Vec::new(),
             resolver: None,
+            cause: None,
         }
     }
 

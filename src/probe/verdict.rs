@@ -125,6 +125,7 @@ pub fn assemble(targets: &[Target], plan: &Plan, outcomes: &[Outcome]) -> Vec<Pr
                 severity: Severity::Ok,
                 hints: Vec::new(),
                 resolver: None,
+                cause: None,
             };
             match step {
                 Step::Skipped => r.status = Status::Skipped,

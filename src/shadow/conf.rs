@@ -22,6 +22,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::conf::lexer::{Lexer, TokenKind};
 use crate::conf::servers::listen_addr;
+use crate::conf::targets::pass::PASS_DIRECTIVES;
 use crate::conf::targets::Context;
 use crate::conf::{ConfFile, ListenAddr, Word};
 use crate::error::{Error, Result};
@@ -422,6 +423,19 @@ fn rewrite(
             new.extend(rest(1));
             put(name, &new)
         }
+        // A backend that is one of nginx's own listens is nginx itself: in the shadow, the
+        // shadow's copy of that listen, so a front proxying to an internal vhost of the
+        // candidate reaches the candidate's vhost (which the real nginx may not have yet).
+        n if PASS_DIRECTIVES.contains(&n) || n == "server" => {
+            match args.first().and_then(|a| own_listen(a, &plan.ports)) {
+                Some(to) => {
+                    let mut new = vec![to];
+                    new.extend(rest(1));
+                    put(name, &new)
+                }
+                None => None,
+            }
+        }
         // A relative include is the conf dir's: it names the same file in the copy.
         "include" => match args.first() {
             Some(p) => put(
@@ -446,6 +460,54 @@ fn rewrite(
             }
             _ => None,
         },
+    })
+}
+
+/// A `*_pass` or upstream `server` address (`http://127.0.0.1:8091/x`, `127.0.0.1:8091`)
+/// that connects to one of the mapped listens, rewritten to the shadow's address for it;
+/// `None` for anything else (names, upstream blocks, unix sockets, variables, an address that
+/// may be another machine's). nginx's default
+/// ports apply where none is written: 80 for http and an upstream `server`, 443 for https.
+fn own_listen(arg: &str, ports: &PortMap) -> Option<String> {
+    if arg.contains('$') {
+        return None;
+    }
+    let (scheme, rest) = match arg.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, arg),
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    let (host, uri) = rest.split_at(end);
+    let host = host.replacen("localhost:", "127.0.0.1:", 1);
+    let connect: SocketAddr = match host.parse() {
+        Ok(sa) => sa,
+        Err(_) => {
+            let port = match scheme {
+                Some("https") => 443,
+                Some("http") | None => 80,
+                _ => return None,
+            };
+            let ip: IpAddr = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .ok()?;
+            SocketAddr::new(ip, port)
+        }
+    };
+    // An address nginx listens on is this machine's; through a wildcard listen only a loopback
+    // one is known to be (another may be a remote machine's).
+    let exact = matches!(
+        ports.get(&ListenAddr::Tcp(connect), false),
+        Some(ShadowAddr::Inet(_))
+    );
+    if !exact && !connect.ip().is_loopback() {
+        return None;
+    }
+    let to = ports.route(connect)?;
+    Some(match scheme {
+        Some(scheme) => format!("{scheme}://{to}{uri}"),
+        None => format!("{to}{uri}"),
     })
 }
 
@@ -649,6 +711,27 @@ mod tests {
         let deep = Path::new("/etc/nginx/../../../../tmp/x.conf");
         assert_eq!(p.copy_of(deep), Path::new("/s/conf/tmp/x.conf"));
         assert_eq!(p.copy_of(Path::new("/a/./b")), Path::new("/s/conf/a/b"));
+    }
+
+    #[test]
+    fn a_backend_on_one_of_nginxs_own_listens_goes_to_the_shadows_copy() {
+        let text = "http {\nupstream u { server 127.0.0.1 weight=2; server 10.0.0.1:80; }\n\
+                    server { listen 80; location / { proxy_pass http://127.0.0.1:80/in/; }\n\
+                    location /b { proxy_pass https://[::1]; } location /c { proxy_pass http://u; }\n\
+                    location /d { proxy_pass http://$x:80; } location /e { fastcgi_pass localhost:80; } }\n}\n";
+        let out = rewrite_text(text);
+        assert!(
+            out.contains("upstream u { server 127.0.0.1:5001 weight=2; server 10.0.0.1:80; }"),
+            "{out}"
+        );
+        assert!(
+            out.contains("proxy_pass http://127.0.0.1:5001/in/;"),
+            "{out}"
+        );
+        assert!(out.contains("proxy_pass https://[::1]:5002;"), "{out}");
+        assert!(out.contains("proxy_pass http://u;"), "{out}");
+        assert!(out.contains("proxy_pass http://$x:80;"), "{out}");
+        assert!(out.contains("fastcgi_pass 127.0.0.1:5001;"), "{out}");
     }
 
     #[test]

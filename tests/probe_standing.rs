@@ -1,0 +1,271 @@
+//! A failing probe judged against the change: a backend that was already down before it
+//! (refused, or accepting and closing) refuses only a change that introduced that use of it;
+//! a change elsewhere reloads with a warning that says it was down before, and one that
+//! points an affected server at it is still refused. A target that is one of the candidate's
+//! own listens is nginx itself after the reload, not a dead backend. Each case runs the real
+//! nginx and checks what it serves afterwards.
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+
+use support::*;
+
+/// A free address on loopback where nothing listens.
+fn dead(ip: IpAddr) -> SocketAddr {
+    SocketAddr::new(ip, free_port(ip))
+}
+
+/// `a.test` and `c.test` on `listen`, proxying `/` to `a_to` and `c_to`; `a_extra` goes into
+/// `a.test`'s block, `c_extra` into `c.test`'s.
+fn two_sites(listen: SocketAddr, a_to: &str, a_extra: &str, c_to: &str, c_extra: &str) -> String {
+    format!(
+        "server {{ listen {listen}; server_name a.test; {a_extra} \
+         location / {{ proxy_pass http://{a_to}; }} }}\n\
+         server {{ listen {listen}; server_name c.test; {c_extra} \
+         location / {{ proxy_pass http://{c_to}; }} }}"
+    )
+}
+
+const NEW: &str = "location = /new { return 200 \"new\"; }";
+
+/// A running nginx where `a.test` is served by a live backend and `c.test` points at `down`
+/// (already failing), with `safe-reload init` done.
+struct Machine {
+    nginx: TestNginx,
+    sr: SafeReload,
+    listen: SocketAddr,
+    live: HttpBackend,
+    down: String,
+}
+
+impl Machine {
+    fn start(down: &str) -> Machine {
+        let ip = unique_loopback();
+        let live = HttpBackend::start(SocketAddr::new(ip, 0), "live");
+        let listen = SocketAddr::new(ip, free_port(ip));
+        let nginx = TestNginx::start(&two_sites(listen, &live.host_port(), "", down, ""));
+        let sr = SafeReload::new(&nginx);
+        sr.init();
+        Machine {
+            nginx,
+            sr,
+            listen,
+            live,
+            down: down.to_string(),
+        }
+    }
+
+    fn change(&self, a_extra: &str, c_extra: &str) {
+        let a = self.live.host_port();
+        let http = two_sites(self.listen, &a, a_extra, &self.down, c_extra);
+        self.nginx.write_http(&http);
+    }
+
+    fn get(&self, host: &str, path: &str) -> (u16, String) {
+        http_get(self.listen, host, path).expect("nginx answers")
+    }
+}
+
+fn result_for(run: &Run, target: &str) -> serde_json::Value {
+    run.json()["probe"]["results"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["target"] == target).cloned())
+        .unwrap_or_else(|| panic!("no probe result for {target}:\n{run}"))
+}
+
+/// Regression (findings F19): one backend already down refused every change anywhere.
+#[test]
+fn a_backend_down_before_the_change_does_not_refuse_a_change_to_another_server() {
+    let ip = unique_loopback();
+    let closing = AcceptCloseBackend::start(SocketAddr::new(ip, 0));
+    for (down, status) in [
+        (dead(ip).to_string(), "refused"),
+        (closing.addr.to_string(), "closed"),
+    ] {
+        let m = Machine::start(&down);
+        assert_eq!(
+            m.get("c.test", "/").0,
+            502,
+            "c.test fails before the change"
+        );
+        m.change(NEW, "");
+        // `check` and the reload agree: a warning that says it was down before, exit 0.
+        let check = m.sr.run(&["check", "--json"]);
+        check.expect(0);
+        let run = m.sr.run(&["-y", "--json"]);
+        run.expect(0);
+        assert_eq!(run.outcome(), "reloaded", "{run}");
+        for r in [result_for(&check, &down), result_for(&run, &down)] {
+            assert_eq!(r["status"], status, "{run}");
+            assert_eq!(r["severity"], "warning", "{run}");
+            assert_eq!(r["cause"], "pre-existing", "{run}");
+            assert_eq!(
+                r["hints"][0]["message"],
+                format!(
+                    "{down} was already down before this change ({status}); c.test answers 502 \
+                     today; this change does not touch it"
+                ),
+                "{run}"
+            );
+        }
+        // The change is live; a.test is served as before, c.test fails as it did.
+        assert_eq!(m.get("a.test", "/new"), (200, "new".into()));
+        assert_eq!(m.get("a.test", "/"), (200, "live".into()));
+        assert_eq!(m.get("c.test", "/").0, 502);
+        // `probe` judges no change: the dead backend is a failure there.
+        m.sr.run(&["probe"]).expect(1);
+    }
+}
+
+/// The other half of F19: pointing an affected server at a dead target is still refused,
+/// with nginx untouched.
+#[test]
+fn pointing_a_server_at_a_backend_that_is_down_is_still_refused() {
+    let ip = unique_loopback();
+    let down = dead(ip).to_string();
+    let m = Machine::start(&down);
+    let workers = m.nginx.worker_pids();
+    let http = two_sites(m.listen, &down, NEW, &down, "");
+    m.nginx.write_http(&http);
+    let run = m.sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert_eq!(run.outcome(), "refused", "{run}");
+    let r = result_for(&run, &down);
+    assert_eq!(
+        (&r["severity"], &r["cause"]),
+        (&"failure".into(), &"change".into()),
+        "{run}"
+    );
+    assert_eq!(m.nginx.worker_pids(), workers, "nginx was not reloaded");
+    assert_eq!(m.get("a.test", "/"), (200, "live".into()));
+    assert_eq!(
+        m.get("a.test", "/new"),
+        (200, "live".into()),
+        "the change is not live"
+    );
+    // --allow-fail still lets it through.
+    let run = m.sr.run(&["-y", "--json", "--allow-fail", &down]);
+    assert_eq!(result_for(&run, &down)["severity"], "allowed", "{run}");
+}
+
+/// A change to the very server that uses the dead backend as before: not refused, and the
+/// verdict after the reload says the site failed before the change and still does (exit 4),
+/// without rolling the change back.
+#[test]
+fn a_change_to_a_server_whose_backend_was_already_down_reloads_and_reports_it() {
+    let ip = unique_loopback();
+    let down = dead(ip).to_string();
+    let m = Machine::start(&down);
+    m.change("", NEW);
+    let run = m.sr.run(&["-y", "--json"]);
+    run.expect(4);
+    let r = result_for(&run, &down);
+    assert_eq!(
+        (&r["severity"], &r["cause"]),
+        (&"warning".into(), &"pre-existing".into()),
+        "{run}"
+    );
+    assert!(
+        r["hints"][0]["message"]
+            .as_str()
+            .is_some_and(|h| h.contains("leaves c.test's use of it as it was")),
+        "{run}"
+    );
+    let report = run.json();
+    assert_eq!(report["outcome"], "already_failing", "{run}");
+    let verdict = &report["verdict"];
+    assert_eq!(verdict["decision"], "keep", "nothing rolled back: {run}");
+    let still = &verdict["still_failing"][0];
+    assert_eq!(
+        (
+            &still["host"],
+            &still["before"]["status"],
+            &still["after"]["status"]
+        ),
+        (&"c.test".into(), &502.into(), &502.into()),
+        "the verdict names the failure that was there before: {run}"
+    );
+    assert!(report["rollback"].is_null(), "nothing rolled back: {run}");
+    assert_eq!(
+        m.get("c.test", "/new"),
+        (200, "new".into()),
+        "the change is live"
+    );
+    assert_eq!(m.get("c.test", "/").0, 502);
+    assert_eq!(m.get("a.test", "/"), (200, "live".into()));
+}
+
+/// Without a last-good snapshot there is nothing to tell an old failure from a new one: a
+/// dead backend refuses, as before.
+#[test]
+fn without_a_snapshot_a_dead_backend_still_refuses() {
+    let ip = unique_loopback();
+    let live = HttpBackend::start(SocketAddr::new(ip, 0), "live");
+    let down = dead(ip).to_string();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let nginx = TestNginx::start(&two_sites(listen, &live.host_port(), "", &down, ""));
+    let sr = SafeReload::new(&nginx);
+    nginx.write_http(&two_sites(listen, &live.host_port(), NEW, &down, ""));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert_eq!(result_for(&run, &down)["cause"], "change", "{run}");
+    assert_eq!(
+        http_get(listen, "a.test", "/new").unwrap(),
+        (200, "live".into())
+    );
+}
+
+/// Regression (findings F17): a change that adds an internal vhost and a front proxying to it
+/// was refused, because nothing listens on the internal vhost's address before the reload.
+#[test]
+fn a_front_proxying_to_a_new_internal_vhost_of_the_same_change_reloads() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let site = SocketAddr::new(ip, free_port(ip));
+    let nginx = TestNginx::start(&proxy_site(site, &app.host_port()));
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+    let internal = SocketAddr::new(ip, free_port(ip));
+    let front = SocketAddr::new(ip, free_port(ip));
+    nginx.write_http(&format!(
+        "{}\n\
+         server {{ listen {internal}; server_name internal.test; \
+         location / {{ proxy_pass http://{}; }} }}\n\
+         server {{ listen {front}; server_name front.test; \
+         location / {{ proxy_pass http://{internal}; }} }}",
+        proxy_site(site, &app.host_port()),
+        app.host_port()
+    ));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    assert_eq!(run.outcome(), "reloaded", "{run}");
+    let r = result_for(&run, &internal.to_string());
+    assert_eq!(
+        (&r["severity"], &r["cause"]),
+        (&"warning".into(), &"own-listen".into()),
+        "{run}"
+    );
+    assert!(
+        r["hints"][0]["message"]
+            .as_str()
+            .is_some_and(|h| h.contains("nginx's own listen in this configuration")),
+        "{run}"
+    );
+    // The shadow sent front.test's check to its own copy of the internal listen.
+    let shadow = &run.json()["shadow"];
+    assert_eq!(shadow["state"], "verified", "{run}");
+    let checked = shadow["checks"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["host"] == "front.test" && c["shadow"]["status"] == 200)
+    });
+    assert!(checked, "front.test answered 200 through the shadow: {run}");
+    assert_eq!(
+        http_get(front, "front.test", "/").unwrap(),
+        (200, "app".into())
+    );
+    assert_eq!(
+        http_get(site, "site.test", "/").unwrap(),
+        (200, "app".into())
+    );
+}
