@@ -1,8 +1,8 @@
 //! Checks for every server a change affects, through the binary with a real nginx: an upstream
-//! changed in a shared file, a map that routes a second name, a wildcard listen beside a
-//! specific one, listens spoken to as they are (`ssl on;`, `proxy_protocol`), statuses nginx
-//! makes itself (`return 444`, `auth_basic`), slow but healthy backends, and the impact the run
-//! reports.
+//! changed in a shared file, a map that routes a second name or a wildcard server's Host, a
+//! wildcard listen beside a specific one, listens spoken to as they are (`ssl on;`,
+//! `proxy_protocol`), statuses nginx makes itself (`return 444`, `auth_basic`), slow but
+//! healthy backends, and the impact the run reports.
 
 mod support;
 
@@ -229,6 +229,74 @@ fn a_map_that_routes_a_second_server_name_is_checked_on_that_name() {
         http_get(listen, "b.test", "/").expect("GET").0,
         200,
         "{run}"
+    );
+}
+
+/// A wildcard server whose `map $host` sends one exact Host to another upstream: that Host
+/// gets its own check, so a change that breaks only that upstream is caught (refused by the
+/// shadow, rolled back without it); the regex key names no Host and is said to be unverified.
+#[test]
+fn a_host_a_map_routes_to_another_upstream_of_a_wildcard_server_is_checked() {
+    let ip = unique_loopback();
+    let (one, two) = (
+        HttpBackend::start(SocketAddr::new(ip, 0), "one"),
+        HttpBackend::start(SocketAddr::new(ip, 0), "two"),
+    );
+    let closing = CloseBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let http = |second: &str| {
+        format!(
+            "upstream one {{ server {}; }}\nupstream two {{ server {second}; }}\n\
+             upstream three {{ server {}; }}\n\
+             map $host $pool {{ default one; api.example.test two; ~^v[0-9]+\\.example\\.test$ three; }}\n\
+             server {{ listen {listen}; server_name *.example.test; \
+             location / {{ proxy_pass http://$pool; }} }}",
+            one.host_port(),
+            one.host_port()
+        )
+    };
+    let n = TestNginx::start(&http(&two.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+
+    let (run, report) = reload(&n, &sr, &http(&closing.addr.to_string()), &["--no-probe"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert_eq!(report["shadow"]["state"], "refused", "{run}");
+    assert_eq!(
+        http_get(listen, "api.example.test", "/").expect("GET"),
+        (200, "two".into()),
+        "{run}"
+    );
+
+    let (run, report) = reload(
+        &n,
+        &sr,
+        &http(&closing.addr.to_string()),
+        &["--no-probe", "--no-shadow"],
+    );
+    assert_eq!(run.code, 3, "{run}");
+    let routed = (report["health"]["results"]
+        .as_array()
+        .expect("results")
+        .iter())
+    .find(|r| r["host"] == "api.example.test")
+    .unwrap_or_else(|| panic!("no check of the map's Host: {run}"));
+    assert_eq!(routed["status"], 502, "{run}");
+    assert_eq!(
+        routed["what"], "location /, Host routed by map $pool",
+        "{run}"
+    );
+    let not_verified = report["coverage"]["not_verified"].to_string();
+    assert!(not_verified.contains("map $pool ~^v[0-9]+"), "{run}");
+    // Rolled back: that Host reaches its upstream again, the wildcard's own Host too.
+    assert_eq!(
+        http_get(listen, "api.example.test", "/").expect("GET"),
+        (200, "two".into()),
+        "{run}"
+    );
+    assert_eq!(
+        http_get(listen, "www.example.test", "/").expect("GET"),
+        (200, "one".into())
     );
 }
 

@@ -8,11 +8,15 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::conf::host_map::{self, HostMap};
 use crate::conf::targets::addr::{self, Parsed};
 use crate::conf::targets::pass::PASS_DIRECTIVES;
 use crate::conf::targets::Context;
 use crate::conf::tree::{Directive, Word};
 use crate::conf::Config;
+
+/// The configuration's Host maps, by variable.
+type HostMaps = std::collections::HashMap<String, Arc<HostMap>>;
 
 /// What a `listen` binds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -90,6 +94,10 @@ pub struct Location {
     pub auth: bool,
     /// Codes of `return` in the location (and its `if` blocks).
     pub returns: Box<[u16]>,
+    /// The `map $host` (or `$http_host`) its `*_pass` goes through: another Host may reach
+    /// another upstream here.
+    #[serde(skip)]
+    pub host_map: Option<Arc<HostMap>>,
     pub file: Arc<Path>,
     pub line: u32,
 }
@@ -109,6 +117,7 @@ pub struct Server {
 
 /// Every `server {}` of the configuration, in file order.
 pub fn extract(config: &Config) -> Vec<Server> {
+    let maps = host_map::index(config);
     let mut out = Vec::new();
     for top in &config.tree {
         let context = match top.name.as_str() {
@@ -118,14 +127,14 @@ pub fn extract(config: &Config) -> Vec<Server> {
         };
         for d in top.children() {
             if d.name == "server" && d.block.is_some() {
-                out.push(server(context, d));
+                out.push(server(context, d, &maps));
             }
         }
     }
     out
 }
 
-fn server(context: Context, d: &Directive) -> Server {
+fn server(context: Context, d: &Directive, maps: &HostMaps) -> Server {
     let mut listens: Vec<Listen> = d
         .children()
         .iter()
@@ -162,7 +171,7 @@ fn server(context: Context, d: &Directive) -> Server {
     let server_auth = inherit_auth(false, d.children());
     let mut locations = Vec::new();
     let mut named = Vec::new();
-    proxied_locations(d.children(), server_auth, &mut locations, &mut named);
+    proxied_locations(d.children(), server_auth, maps, &mut locations, &mut named);
     reach_named(&mut locations, &named);
     // Thousands of servers each keep these lists: no spare capacity.
     listens.shrink_to_fit();
@@ -218,6 +227,7 @@ pub fn listen_addr(context: Context, text: &str) -> Option<ListenAddr> {
 fn proxied_locations(
     dirs: &[Directive],
     auth: bool,
+    maps: &HostMaps,
     out: &mut Vec<Location>,
     named: &mut Vec<(String, String)>,
 ) {
@@ -253,11 +263,12 @@ fn proxied_locations(
                 reach,
                 auth,
                 returns: returns.into_boxed_slice(),
+                host_map: host_map::of_target(maps, pass.1),
                 file: d.file.clone(),
                 line: d.line,
             });
         }
-        proxied_locations(d.children(), auth, out, named);
+        proxied_locations(d.children(), auth, maps, out, named);
     }
 }
 

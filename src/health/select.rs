@@ -1,7 +1,8 @@
 //! The checks for a candidate: requests through nginx for every server the change affects.
 //!
 //! Each affected server is checked on every `server_name` (a leading-dot name as the name
-//! itself, a wildcard with a label filled in; a regex name cannot be named and is said so),
+//! itself, a wildcard with a label filled in; a regex name cannot be named and is said so) and
+//! on each Host a `map $host` routes to another upstream than those names get (`hosts`),
 //! every proxied location a path is known to reach (prefix and exact ones as written, regex ones
 //! where a matching path can be derived, named ones through the `try_files`/`error_page 404`
 //! that leads to them) and every listen this machine can reach. A request must land on that
@@ -19,7 +20,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{Check, Gate};
+use super::{hosts, Check, Gate};
 use crate::conf::targets::Context;
 use crate::conf::{Listen, ListenAddr, Location, Reach, Server};
 use crate::impact::{Impact, ServerId};
@@ -97,7 +98,7 @@ pub fn focused_checks(servers: &[Server], impact: &Impact, root: &Path) -> Plan 
             continue;
         }
         let start = plan.not_checked.len();
-        let found = candidates(server, &claimed, root, &mut plan.not_checked);
+        let found = candidates(servers, i, &claimed, root, &mut plan.not_checked);
         skipped_at.push(start..plan.not_checked.len());
         per_server.push((i, found));
     }
@@ -204,6 +205,8 @@ struct Candidate<'a> {
     host: Host,
     location: &'a Location,
     path: &'a str,
+    /// The map that routes this Host elsewhere, when that is why it is checked.
+    map: Option<&'a str>,
 }
 
 /// The Host header: a name, or the listen's IP when the server has none.
@@ -214,18 +217,26 @@ enum Host {
 }
 
 impl Candidate<'_> {
-    fn check(&self, server: &Server, root: &Path) -> Check {
-        let host = match &self.host {
+    /// The Host header's value.
+    fn host_text(host: &Host) -> String {
+        match host {
             Host::Name(name) => name.clone(),
             Host::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
             Host::Ip(IpAddr::V4(ip)) => ip.to_string(),
-        };
+        }
+    }
+
+    fn check(&self, server: &Server, root: &Path) -> Check {
+        let host = Candidate::host_text(&self.host);
         let scheme = if self.listen.ssl { "https" } else { "http" };
         let loc = self.location;
-        let what = match &loc.modifier {
+        let mut what = match &loc.modifier {
             Some(m) => format!("location {m} {}", loc.path),
             None => format!("location {}", loc.path),
         };
+        if let Some(var) = self.map {
+            what.push_str(&format!(", Host routed by map ${var}"));
+        }
         let unix = match &self.listen.addr {
             ListenAddr::Unix(path) => Some(path.clone()),
             _ => None,
@@ -263,14 +274,17 @@ fn at(root: &Path, file: &Path, line: u32) -> String {
     format!("{}:{line}", shown.display())
 }
 
-/// A server's candidates, most telling first: the first name on each location, then each
-/// other name, then each other listen. What cannot be checked goes to `skipped`.
+/// Server `me`'s candidates, most telling first: the first name on each location, each Host a
+/// map routes elsewhere on its location, then each other name, then each other listen. What
+/// cannot be checked goes to `skipped`.
 fn candidates<'a>(
-    server: &'a Server,
+    servers: &'a [Server],
+    me: usize,
     claimed: &HashSet<SocketAddr>,
     root: &Path,
     skipped: &mut Vec<Unchecked>,
 ) -> Vec<Candidate<'a>> {
+    let server = &servers[me];
     let label = ServerId::of(server).to_string();
     let mut skip = |what: String, at: String, why: String| {
         skipped.push(Unchecked {
@@ -330,10 +344,40 @@ fn candidates<'a>(
                 host: host.clone(),
                 location,
                 path,
+                map: None,
             }
         };
     for &loc in &locations {
         out.push(make(first_listen, first_addr, &first_host, loc));
+    }
+    // The Hosts the checks above send; a map key routed elsewhere gets its own.
+    let own = match &first_host {
+        Host::Name(_) => names.clone(),
+        Host::Ip(_) => vec![Candidate::host_text(&first_host)],
+    };
+    let mut said: HashSet<String> = HashSet::new();
+    for &(location, path) in &locations {
+        let Some(map) = &location.host_map else {
+            continue;
+        };
+        let (hosts, unverified) =
+            hosts::map_hosts(map, servers, me, first_listen, first_addr.port(), &own);
+        for u in unverified {
+            if said.insert(u.what.clone()) {
+                skip(u.what, at(root, &u.file, u.line), u.why);
+            }
+        }
+        for host in hosts {
+            out.push(Candidate {
+                map: Some(&map.var),
+                ..make(
+                    first_listen,
+                    first_addr,
+                    &Host::Name(host),
+                    (location, path),
+                )
+            });
+        }
     }
     let Some(&first_loc) = locations.first() else {
         return out;

@@ -1,0 +1,299 @@
+//! `map $host $var { ... }` (and `map $http_host`): the request's Host picks the value, so a
+//! `*_pass` through `$var` goes to another upstream for another Host, and a check on one Host
+//! says nothing about the others. Read once per configuration; each location whose `*_pass`
+//! goes through such a variable keeps its map, so the checks can send each Host it routes
+//! elsewhere.
+//!
+//! Keys are matched as nginx's map module does: exact keys ignoring case, with `hostnames`
+//! the wildcard forms (`.example.test`, `*.example.test`, `mail.*`), then regexes (`~`, `~*`)
+//! in the order written, then `default`. `$server_name` is not the request's Host and is not
+//! read here.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use regex::bytes::{Regex, RegexBuilder};
+
+use crate::conf::tree::Directive;
+use crate::conf::Config;
+
+/// What a map reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `$host`: the Host without its port, lowercased.
+    Host,
+    /// `$http_host`: the Host header as sent, with its port when there is one.
+    HttpHost,
+}
+
+/// One `map` whose source is the request's Host.
+#[derive(Debug, Clone)]
+pub struct HostMap {
+    /// The variable it defines, without `$`, lowercased.
+    pub var: String,
+    pub source: Source,
+    pub keys: Vec<Key>,
+    /// The `default` value; nginx's is the empty string.
+    pub default: String,
+    pub file: Arc<Path>,
+    pub line: u32,
+}
+
+/// Maps are told apart by where they are written.
+impl PartialEq for HostMap {
+    fn eq(&self, other: &HostMap) -> bool {
+        (&self.var, &self.file, self.line) == (&other.var, &other.file, other.line)
+    }
+}
+
+impl Eq for HostMap {}
+
+/// One key and its value.
+#[derive(Debug, Clone)]
+pub struct Key {
+    pub pattern: Pattern,
+    pub value: String,
+    pub file: Arc<Path>,
+    pub line: u32,
+}
+
+/// A key as nginx matches it.
+#[derive(Debug, Clone)]
+pub enum Pattern {
+    /// Matched as a whole, ignoring case (lowercased here).
+    Exact(String),
+    /// `.example.test`, `*.example.test` or `mail.*` in a `hostnames` map.
+    Wildcard(String),
+    /// `~re` or `~*re` as written; `None` when this tool cannot compile it.
+    Regex(String, Option<Regex>),
+}
+
+impl Pattern {
+    /// As written.
+    pub fn text(&self) -> &str {
+        match self {
+            Pattern::Exact(t) | Pattern::Wildcard(t) | Pattern::Regex(t, _) => t,
+        }
+    }
+}
+
+/// What a map gives for a source value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    Value(&'a str),
+    /// A regex this tool cannot compile comes first: the value cannot be told.
+    Unknown,
+}
+
+impl HostMap {
+    /// The value for `source` (the Host as `$host` or `$http_host` holds it).
+    pub fn lookup(&self, source: &str) -> Lookup<'_> {
+        let source = source.to_ascii_lowercase();
+        if let Some(k) =
+            (self.keys.iter()).find(|k| matches!(&k.pattern, Pattern::Exact(e) if *e == source))
+        {
+            return Lookup::Value(&k.value);
+        }
+        let wild = |keep: fn(&str, &str) -> Option<usize>| {
+            (self.keys.iter())
+                .filter_map(|k| match &k.pattern {
+                    Pattern::Wildcard(w) => keep(w, &source).map(|len| (len, k)),
+                    _ => None,
+                })
+                .max_by_key(|(len, _)| *len)
+                .map(|(_, k)| k.value.as_str())
+        };
+        if let Some(v) = wild(leading_wildcard).or_else(|| wild(trailing_wildcard)) {
+            return Lookup::Value(v);
+        }
+        for k in &self.keys {
+            match &k.pattern {
+                Pattern::Regex(_, Some(re)) if re.is_match(source.as_bytes()) => {
+                    return Lookup::Value(&k.value)
+                }
+                Pattern::Regex(_, None) => return Lookup::Unknown,
+                _ => {}
+            }
+        }
+        Lookup::Value(&self.default)
+    }
+}
+
+/// How much of `host` a leading wildcard (`*.example.test`, `.example.test`) matches.
+pub fn leading_wildcard(pattern: &str, host: &str) -> Option<usize> {
+    if let Some(suffix) = pattern.strip_prefix('*') {
+        return (suffix.starts_with('.') && host.ends_with(suffix) && host.len() > suffix.len())
+            .then_some(suffix.len());
+    }
+    let bare = pattern.strip_prefix('.')?;
+    (host == bare || host.ends_with(pattern)).then_some(pattern.len())
+}
+
+/// How much of `host` a trailing wildcard (`mail.*`) matches.
+pub fn trailing_wildcard(pattern: &str, host: &str) -> Option<usize> {
+    let prefix = pattern.strip_suffix('*')?;
+    (prefix.ends_with('.') && host.starts_with(prefix) && host.len() > prefix.len())
+        .then_some(prefix.len())
+}
+
+/// A regex as nginx compiles a server name or map key one: bytes, ASCII classes (PCRE without
+/// UTF), case ignored when asked; `None` for what this engine does not take (lookaround,
+/// backreferences) or what would cost too much to hold.
+pub fn compile(pattern: &str, caseless: bool) -> Option<Regex> {
+    RegexBuilder::new(pattern)
+        .unicode(false)
+        .case_insensitive(caseless)
+        .size_limit(1 << 20)
+        .build()
+        .ok()
+}
+
+/// The Host maps of `config`'s `http` blocks, by the variable each defines.
+pub fn index(config: &Config) -> HashMap<String, Arc<HostMap>> {
+    let mut out = HashMap::new();
+    let maps = (config.tree.iter())
+        .filter(|d| d.name == "http")
+        .flat_map(|d| d.children())
+        .filter(|d| d.name == "map" && d.block.is_some());
+    for d in maps {
+        if let Some(map) = host_map(d) {
+            out.insert(map.var.clone(), Arc::new(map));
+        }
+    }
+    out
+}
+
+/// The Host map a `*_pass` argument goes through, if any of its variables is one.
+pub fn of_target(index: &HashMap<String, Arc<HostMap>>, target: &str) -> Option<Arc<HostMap>> {
+    if index.is_empty() || !target.contains('$') {
+        return None;
+    }
+    let mut rest = target;
+    while let Some(at) = rest.find('$') {
+        let after = rest[at + 1..].trim_start_matches('{');
+        let end = (after.bytes())
+            .position(|b| !(b.is_ascii_alphanumeric() || b == b'_'))
+            .unwrap_or(after.len());
+        if let Some(map) = index.get(&after[..end].to_ascii_lowercase()) {
+            return Some(map.clone());
+        }
+        rest = &after[end..];
+    }
+    None
+}
+
+fn host_map(d: &Directive) -> Option<HostMap> {
+    let source = match d.args.first()?.to_ascii_lowercase().as_str() {
+        "$host" => Source::Host,
+        "$http_host" => Source::HttpHost,
+        _ => return None,
+    };
+    let var = d.args.get(1)?.strip_prefix('$')?.to_ascii_lowercase();
+    let hostnames = d.children().iter().any(|c| c.name == "hostnames");
+    let mut map = HostMap {
+        var,
+        source,
+        keys: Vec::new(),
+        default: String::new(),
+        file: d.file.clone(),
+        line: d.line,
+    };
+    for entry in d.children() {
+        let key = entry.name.as_str();
+        let Some(value) = entry.args.first() else {
+            // `hostnames;`, `volatile;`
+            continue;
+        };
+        let pattern = if key == "default" {
+            map.default = value.to_string();
+            continue;
+        } else if let Some(re) = key.strip_prefix("~*") {
+            Pattern::Regex(key.to_string(), compile(re, true))
+        } else if let Some(re) = key.strip_prefix('~') {
+            Pattern::Regex(key.to_string(), compile(re, false))
+        } else if key == "include" {
+            continue;
+        } else {
+            let key = key.strip_prefix('\\').unwrap_or(key).to_ascii_lowercase();
+            if hostnames && (key.starts_with('.') || key.starts_with("*.") || key.ends_with(".*")) {
+                Pattern::Wildcard(key)
+            } else {
+                Pattern::Exact(key)
+            }
+        };
+        map.keys.push(Key {
+            pattern,
+            value: value.to_string(),
+            file: entry.file.clone(),
+            line: entry.line,
+        });
+    }
+    Some(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conf::{load, LoadOptions};
+
+    fn maps(http: &str) -> HashMap<String, Arc<HostMap>> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let main = dir.path().join("nginx.conf");
+        std::fs::write(&main, format!("events {{}}\nhttp {{\n{http}\n}}\n")).expect("write");
+        index(&load(&main, &LoadOptions::default()).expect("loads"))
+    }
+
+    #[test]
+    fn keys_are_matched_as_nginx_matches_them() {
+        let index = maps(
+            "map $host $pool { hostnames; default d; B.test b; *.w.test w; .dot.test dot; \
+             mail.* m; ~^api\\d a; ~*^UP u; }\n\
+             map $http_host $raw { a.test:8080 p; ~(?<=x)y bad; }\n\
+             map $server_name $no { a x; }",
+        );
+        assert!(!index.contains_key("no"), "$server_name is not the Host");
+        let m = &index["pool"];
+        assert_eq!(m.source, Source::Host);
+        let v = |h: &str| m.lookup(h);
+        assert_eq!(v("b.test"), Lookup::Value("b"));
+        assert_eq!(v("x.w.test"), Lookup::Value("w"));
+        assert_eq!(v("w.test"), Lookup::Value("d"));
+        assert_eq!(v("dot.test"), Lookup::Value("dot"));
+        assert_eq!(v("a.dot.test"), Lookup::Value("dot"));
+        assert_eq!(v("mail.x"), Lookup::Value("m"));
+        assert_eq!(v("api7.x"), Lookup::Value("a"));
+        assert_eq!(v("up.x"), Lookup::Value("u"));
+        assert_eq!(v("other"), Lookup::Value("d"));
+        let raw = &index["raw"];
+        assert_eq!(raw.source, Source::HttpHost);
+        assert_eq!(raw.lookup("a.test:8080"), Lookup::Value("p"));
+        assert_eq!(
+            raw.lookup("a.test"),
+            Lookup::Unknown,
+            "a lookbehind is not compiled"
+        );
+        assert_eq!(raw.default, "");
+    }
+
+    #[test]
+    fn a_target_goes_through_the_first_host_map_among_its_variables() {
+        let index = maps("map $host $pool { default one; }\nmap $uri $other { default x; }");
+        assert!(of_target(&index, "http://$pool").is_some());
+        assert!(of_target(&index, "http://${pool}/x").is_some());
+        assert!(of_target(&index, "http://$other$pool").is_some());
+        assert!(of_target(&index, "http://$other").is_none());
+        assert!(of_target(&index, "http://one").is_none());
+    }
+
+    #[test]
+    fn wildcards_match_as_server_names_do() {
+        assert_eq!(leading_wildcard("*.a.test", "x.a.test"), Some(7));
+        assert_eq!(leading_wildcard("*.a.test", "a.test"), None);
+        assert_eq!(leading_wildcard(".a.test", "a.test"), Some(7));
+        assert_eq!(leading_wildcard(".a.test", "x.y.a.test"), Some(7));
+        assert_eq!(trailing_wildcard("mail.*", "mail.x"), Some(5));
+        assert_eq!(trailing_wildcard("mail.*", "mail."), None);
+        assert_eq!(leading_wildcard("a.test", "a.test"), None);
+    }
+}
