@@ -2,7 +2,8 @@
 //! changed in a shared file, a map that routes a second name or a wildcard server's Host, a
 //! wildcard listen beside a specific one, listens spoken to as they are (`ssl on;`,
 //! `proxy_protocol`), statuses nginx makes itself (`return 444`, `auth_basic`), slow but
-//! healthy backends, and the impact the run reports.
+//! healthy backends, a snippet included inside a location, a change to a map, added and
+//! removed servers, and the impact the run reports.
 
 mod support;
 
@@ -466,25 +467,35 @@ fn auth_basic_in_front_of_the_upstream_with_credentials_in_the_url() {
     assert!(!history.contains("s3cret"), "nor stored: {history}");
 }
 
-/// Added and removed servers: the added one is affected and checked, the removed one listed.
+/// Added and removed servers: the added one is affected and checked, the removed one listed
+/// and no longer served.
 #[test]
 fn added_and_removed_servers_are_reported() {
     let ip = unique_loopback();
     let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let old = HttpBackend::start(SocketAddr::new(ip, 0), "old");
     let listen = SocketAddr::new(ip, free_port(ip));
-    let server = |name: &str| {
+    let server = |name: &str, backend: &HttpBackend| {
         format!(
             "server {{ listen {listen}; server_name {name}; location / {{ proxy_pass http://{}; }} }}\n",
-            good.host_port()
+            backend.host_port()
         )
     };
-    let n = TestNginx::start(&format!("{}{}", server("a.test"), server("old.test")));
+    let n = TestNginx::start(&format!(
+        "{}{}",
+        server("a.test", &good),
+        server("old.test", &old)
+    ));
     let sr = SafeReload::new(&n);
     sr.init();
+    assert_eq!(
+        http_get(listen, "old.test", "/").expect("GET"),
+        (200, "old".into())
+    );
     let (run, report) = reload(
         &n,
         &sr,
-        &format!("{}{}", server("a.test"), server("new.test")),
+        &format!("{}{}", server("a.test", &good), server("new.test", &good)),
         &[],
     );
     assert_eq!(run.code, 0, "{run}");
@@ -494,6 +505,15 @@ fn added_and_removed_servers_are_reported() {
     assert_eq!(impact["removed"][0]["label"], "old.test", "{run}");
     let hosts = result_strs(&report, "host");
     assert_eq!(hosts, ["new.test"], "{run}");
+    // The added server answers; the removed one's Host falls to the listen's default server.
+    assert_eq!(
+        http_get(listen, "new.test", "/").expect("GET"),
+        (200, "good".into())
+    );
+    assert_eq!(
+        http_get(listen, "old.test", "/").expect("GET"),
+        (200, "good".into())
+    );
 }
 
 /// An http-level `proxy_set_header` change affects every server; the checks stay bounded and
@@ -528,6 +548,132 @@ fn an_http_level_change_affects_every_server() {
     );
     let results = report["health"]["results"].as_array().expect("results");
     assert!(results.len() >= 30 && results.len() <= 256, "{run}");
+    // Said to the operator too, before the reload.
+    n.write_http(&format!("proxy_set_header X-A 2;\n{sites}"));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert!(
+        run.stderr.contains("this change affects 31 of 31 servers"),
+        "{run}"
+    );
+    for i in [0, 17, 29] {
+        let host = format!("s{i}.test");
+        assert_eq!(
+            http_get(listen, &host, "/").expect("GET"),
+            (200, "good".into())
+        );
+    }
+}
+
+/// A change in a file included inside a `location`: only the server that includes it is
+/// affected, its check sees the 502 the change causes, and the change is rolled back.
+#[test]
+fn a_change_in_a_file_included_inside_a_location_is_checked_on_that_server() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let closing = CloseBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let n = TestNginx::start("");
+    let snippets = n.conf.parent().expect("conf dir").join("snippets");
+    std::fs::create_dir_all(&snippets).expect("mkdir snippets");
+    let snippet = |to: &str| format!("proxy_set_header X-A 1;\nproxy_pass http://{to};\n");
+    std::fs::write(snippets.join("app.conf"), snippet(&good.host_port())).expect("write");
+    n.write_http(&format!(
+        "server {{ listen {listen}; server_name a.test; \
+         location /app/ {{ include snippets/app.conf; }} }}\n\
+         server {{ listen {listen}; server_name b.test; location / {{ proxy_pass http://{}; }} }}",
+        good.host_port()
+    ));
+    let sr = SafeReload::new(&n);
+    sr.run(&["-y", "--force"]).expect(0);
+    sr.init();
+
+    std::fs::write(
+        snippets.join("app.conf"),
+        snippet(&closing.addr.to_string()),
+    )
+    .expect("write");
+    let run = sr.run(&["-y", "--json", "--no-probe", "--no-shadow"]);
+    run.expect(3);
+    let report = run.json();
+    let affected = report["impact"]["affected"].as_array().expect("affected");
+    assert_eq!(affected.len(), 1, "{run}");
+    assert_eq!(affected[0]["label"], "a.test", "{run}");
+    assert_eq!(
+        affected[0]["reasons"][0]["what"]
+            .as_str()
+            .map(|w| w.contains("server block")),
+        Some(true),
+        "{run}"
+    );
+    assert_eq!(
+        affected[0]["reasons"][0]["file"], "snippets/app.conf",
+        "{run}"
+    );
+    let r = &report["health"]["results"][0];
+    assert_eq!(
+        (&r["host"], &r["path"]),
+        (&Value::from("a.test"), &Value::from("/app/")),
+        "{run}"
+    );
+    assert_eq!(r["status"], 502, "{run}");
+    // Rolled back: the location answers through the restored snippet.
+    assert_eq!(
+        http_get(listen, "a.test", "/app/").expect("GET"),
+        (200, "good".into()),
+        "{run}"
+    );
+}
+
+/// A change to a `map` itself (a value the second name gets): the server whose `*_pass`
+/// goes through it is affected because of the map, that name is checked and the change is
+/// rolled back.
+#[test]
+fn a_map_change_is_checked_on_the_host_it_changes() {
+    let ip = unique_loopback();
+    let (one, two) = (
+        HttpBackend::start(SocketAddr::new(ip, 0), "one"),
+        HttpBackend::start(SocketAddr::new(ip, 0), "two"),
+    );
+    let closing = CloseBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let http = |b: &str| {
+        format!(
+            "upstream one {{ server {}; }}\nupstream two {{ server {}; }}\n\
+             upstream three {{ server {}; }}\n\
+             map $host $pool {{ default one; b.test {b}; }}\n\
+             server {{ listen {listen}; server_name a.test b.test; \
+             location / {{ proxy_pass http://$pool; }} }}\n\
+             server {{ listen {listen}; server_name c.test; location / {{ proxy_pass http://one; }} }}",
+            one.host_port(),
+            two.host_port(),
+            closing.addr
+        )
+    };
+    let n = TestNginx::start(&http("two"));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let (run, report) = reload(&n, &sr, &http("three"), &["--no-probe", "--no-shadow"]);
+    assert_eq!(run.code, 3, "{run}");
+    let affected = report["impact"]["affected"].as_array().expect("affected");
+    assert_eq!(affected.len(), 1, "only the server using the map: {run}");
+    assert_eq!(affected[0]["reasons"][0]["what"], "map $pool", "{run}");
+    let failed = (report["health"]["results"]
+        .as_array()
+        .expect("results")
+        .iter())
+    .find(|r| r["host"] == "b.test")
+    .unwrap_or_else(|| panic!("no check of b.test: {run}"));
+    assert_eq!(failed["status"], 502, "{run}");
+    assert_eq!(
+        http_get(listen, "b.test", "/").expect("GET"),
+        (200, "two".into()),
+        "{run}"
+    );
+    assert_eq!(
+        http_get(listen, "a.test", "/").expect("GET"),
+        (200, "one".into())
+    );
 }
 
 /// `try_files ... @app` and a regex location: both get a request, through the path that
