@@ -43,6 +43,12 @@ pub struct Check {
     /// A `listen unix:` server: the request goes over this socket instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unix: Option<PathBuf>,
+    /// Where the connection really goes when not to `connect`: the shadow nginx's stand-in
+    /// for that listen. Everything sent (Host with `connect`'s port, SNI, the PROXY header's
+    /// destination) stays what a request to `connect` carries, so `$http_host` and the maps
+    /// keyed on it see what production sees; only the TCP destination differs.
+    #[serde(skip)]
+    pub dial: Option<SocketAddr>,
     /// The Host header value (also the TLS SNI), without a port.
     pub host: String,
     /// Path and query.
@@ -89,6 +95,7 @@ impl Check {
             url,
             connect,
             unix: None,
+            dial: None,
             host,
             path,
             tls,
@@ -109,7 +116,7 @@ impl Check {
     pub fn via(&self) -> String {
         match &self.unix {
             Some(path) => format!("unix:{}", path.display()),
-            None => self.connect.to_string(),
+            None => self.dial.unwrap_or(self.connect).to_string(),
         }
     }
 }

@@ -252,6 +252,7 @@ impl Candidate<'_> {
             url: format!("{scheme}://{host}{} (via {via})", self.path),
             connect: self.connect,
             unix,
+            dial: None,
             host,
             path: self.path.to_string(),
             tls: self.listen.ssl,

@@ -11,7 +11,7 @@
 //! slow backend is not turned into a failure by the clock.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -513,8 +513,10 @@ fn open(check: &Check, timeout: Duration) -> std::io::Result<(Stream, std::io::R
             Ok((Stream::Unix(stream), Ok("PROXY UNKNOWN\r\n".to_string())))
         }
         None => {
-            let tcp = TcpStream::connect_timeout(&check.connect, timeout)?;
-            let header = proxy_header(&tcp);
+            // The shadow's stand-in when it has one; the PROXY header names the listen the
+            // request is for either way.
+            let tcp = TcpStream::connect_timeout(&check.dial.unwrap_or(check.connect), timeout)?;
+            let header = proxy_header(&tcp, check.connect);
             Ok((Stream::Tcp(tcp), header))
         }
     }
@@ -563,10 +565,11 @@ fn request_bytes(check: &Check, headers: &[(String, String)]) -> String {
     req
 }
 
-/// PROXY protocol v1 for this connection's own addresses: nginx reads it before anything else
-/// on a `proxy_protocol` listen.
-fn proxy_header(tcp: &TcpStream) -> std::io::Result<String> {
-    let (src, dst) = (tcp.local_addr()?, tcp.peer_addr()?);
+/// PROXY protocol v1 from this connection's own address to `dst`, the listen the request is
+/// for (the shadow's stand-in is dialled, production's address is named): nginx reads it
+/// before anything else on a `proxy_protocol` listen.
+fn proxy_header(tcp: &TcpStream, dst: SocketAddr) -> std::io::Result<String> {
+    let src = tcp.local_addr()?;
     let family = if src.is_ipv4() { "TCP4" } else { "TCP6" };
     Ok(format!(
         "PROXY {family} {} {} {} {}\r\n",
@@ -686,6 +689,10 @@ mod tests {
             "{req}"
         );
         assert!(!check.url.contains(":p@"), "{}", check.url);
+        // Sent to a stand-in (the shadow), the request is still the one for 8080.
+        check.dial = Some("127.0.0.1:39999".parse().unwrap());
+        let req = request_bytes(&check, &[]);
+        assert!(req.contains("Host: a.test:8080\r\n"), "{req}");
     }
 
     #[test]

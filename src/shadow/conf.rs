@@ -114,7 +114,9 @@ impl PortMap {
                 ShadowAddr::Unix(to) => routed.unix = Some(to.clone()),
                 ShadowAddr::Inet(_) => return None,
             },
-            None => routed.connect = self.route(check.connect)?,
+            // Only the destination differs: the request is the one production gets (Host
+            // with production's port, SNI, headers), so what is keyed on them routes alike.
+            None => routed.dial = Some(self.route(check.connect)?),
         }
         Some(routed)
     }

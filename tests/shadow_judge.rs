@@ -1,0 +1,59 @@
+//! What the shadow nginx's answers mean, through the binary with a real nginx and real
+//! backends: the shadow sends exactly the requests verification after the reload sends (the
+//! same Host, the same locations), and judges them by the same rules, so a change it passes is
+//! not rolled back for what it saw, and one it could have refused does not reach a client.
+//! Each test checks the exit status and what the running nginx serves afterwards.
+
+mod support;
+use support::*;
+
+use std::net::SocketAddr;
+
+/// A site on its own loopback address, nginx running `http` with a baseline recorded.
+fn running(http: &str) -> (TestNginx, SafeReload) {
+    let n = TestNginx::start(http);
+    let sr = SafeReload::new(&n);
+    sr.init();
+    (n, sr)
+}
+
+fn listen_on(ip: std::net::IpAddr) -> SocketAddr {
+    SocketAddr::new(ip, free_port(ip))
+}
+
+fn serves(listen: SocketAddr, host: &str, body: &str) {
+    let got = http_get(listen, host, "/").expect("the site answers");
+    assert_eq!(got, (200, body.to_string()), "what {host} serves");
+}
+
+/// `map $http_host` routes by the Host header: production's checks and clients send
+/// `site.test` (with the listen's port when it is not 80); the shadow's check must send the
+/// same, not the shadow's own port, or it lands on the map's default and refuses a good change.
+#[test]
+fn the_shadow_sends_the_host_production_gets_so_http_host_maps_route_alike() {
+    let ip = unique_loopback();
+    let v1 = HttpBackend::start(SocketAddr::new(ip, 0), "app-v1");
+    let v2 = HttpBackend::start(SocketAddr::new(ip, 0), "app-v2");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = listen_on(ip);
+    let site = |app: &HttpBackend| {
+        format!(
+            "upstream deadpool {{ server {bad}; }}\n\
+             upstream app {{ server {app}; }}\n\
+             map $http_host $pool {{ site.test app; site.test:{port} app; default deadpool; }}\n\
+             server {{ listen {listen}; server_name site.test; \
+             location / {{ proxy_pass http://$pool; }} }}",
+            bad = bad.addr,
+            app = app.host_port(),
+            port = listen.port(),
+        )
+    };
+    let (n, sr) = running(&site(&v1));
+    serves(listen, "site.test", "app-v1");
+    n.write_http(&site(&v2));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    let report = run.json();
+    assert_eq!(report["shadow"]["state"], "verified", "{run}");
+    serves(listen, "site.test", "app-v2");
+}
