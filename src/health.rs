@@ -60,6 +60,13 @@ pub struct Check {
     /// Speak HTTP/2 with prior knowledge (a plaintext `listen ... http2`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub http2: bool,
+    /// The location passes to a gRPC server (`grpc_pass`): the request is a gRPC call (POST,
+    /// `Content-Type: application/grpc`, an empty message) to a method nobody serves, which a
+    /// gRPC server answers with a status of its own (UNIMPLEMENTED) where it resets a plain
+    /// GET, and nginx passes that answer on. A server that answers is verified; what nginx
+    /// cannot pass on (a reset, headers too big for its buffer) is the usual 502.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub grpc: bool,
     /// What nginx answers by itself at this location, without reaching an upstream.
     #[serde(skip_serializing_if = "Gate::is_open")]
     pub gate: Gate,
@@ -101,6 +108,7 @@ impl Check {
             tls,
             proxy_protocol: false,
             http2: false,
+            grpc: false,
             gate: Gate::default(),
             upstream: None,
             auth: None,

@@ -168,6 +168,17 @@ fn a_grpc_server_answers_the_http2_probe() {
         grpc.addr,
         "http2",
     );
+    // The checks of the shadow and of verification after the reload are gRPC calls the server
+    // answers itself: the location is verified, not refused or rolled back for a reset GET.
+    let (site, _app) = site();
+    site.add_location(&format!("grpc_pass grpc://{}", grpc.addr));
+    let run = site.sr.run(&["-y", "--json"]);
+    run.expect(0);
+    let report = run.json();
+    assert_eq!(report["shadow"]["state"], "verified", "{run}");
+    let checked = report["health"]["results"].to_string();
+    assert!(checked.contains("/new"), "{run}");
+    site.serves("app");
 }
 
 #[test]

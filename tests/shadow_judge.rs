@@ -57,3 +57,37 @@ fn the_shadow_sends_the_host_production_gets_so_http_host_maps_route_alike() {
     assert_eq!(report["shadow"]["state"], "verified", "{run}");
     serves(listen, "site.test", "app-v2");
 }
+
+/// A `grpc_pass` location gets the same check in the shadow as after the reload: a change
+/// that makes nginx fail every gRPC answer (a buffer too small for the backend's headers) is
+/// refused before the reload instead of reaching clients and being rolled back.
+#[test]
+fn a_grpc_location_is_checked_in_the_shadow_and_a_break_there_is_refused() {
+    let ip = unique_loopback();
+    let (h2, front) = (listen_on(ip), listen_on(ip));
+    let site = |extra: &str| {
+        format!(
+            "server {{ listen {h2} http2; server_name h2.test; location / {{ return 200 \"h2\\n\"; }} }}\n\
+             server {{ listen {front}; server_name g.test; \
+             location / {{ grpc_pass grpc://{h2}; {extra} }} }}"
+        )
+    };
+    let (n, sr) = running(&site(""));
+    serves(front, "g.test", "h2\n");
+    let workers = n.worker_pids();
+    n.write_http(&site("grpc_buffer_size 16;"));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(report["shadow"]["state"], "refused", "{run}");
+    assert!(
+        report["reload"].is_null(),
+        "nginx must not be signalled: {run}"
+    );
+    assert_eq!(
+        n.worker_pids(),
+        workers,
+        "the running workers are unchanged"
+    );
+    serves(front, "g.test", "h2\n");
+}

@@ -260,6 +260,7 @@ impl Candidate<'_> {
             // nginx 1.22 speaks only HTTP/2 on a plaintext `http2` listen; over TLS, ALPN
             // lets HTTP/1.1 through.
             http2: self.listen.http2 && !self.listen.ssl,
+            grpc: loc.pass == "grpc_pass",
             gate: Gate {
                 auth: loc.auth,
                 returns: loc.returns.to_vec(),

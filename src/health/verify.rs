@@ -553,15 +553,23 @@ fn fields(check: &Check, headers: &[(String, String)]) -> Vec<(String, String)> 
 
 /// The HTTP/1.1 request's bytes.
 fn request_bytes(check: &Check, headers: &[(String, String)]) -> String {
+    let method = if check.grpc { "POST" } else { "GET" };
     let mut req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\n",
+        "{method} {} HTTP/1.1\r\nHost: {}\r\n",
         check.path,
         host_header(check)
     );
     for (name, value) in fields(check, headers) {
         req.push_str(&format!("{name}: {value}\r\n"));
     }
+    if check.grpc {
+        // One empty gRPC message: no compression flag, zero length.
+        req.push_str("Content-Type: application/grpc\r\nTE: trailers\r\nContent-Length: 5\r\n");
+    }
     req.push_str("Connection: close\r\n\r\n");
+    if check.grpc {
+        req.push_str("\0\0\0\0\0");
+    }
     req
 }
 
@@ -693,6 +701,12 @@ mod tests {
         check.dial = Some("127.0.0.1:39999".parse().unwrap());
         let req = request_bytes(&check, &[]);
         assert!(req.contains("Host: a.test:8080\r\n"), "{req}");
+        // A gRPC location gets a gRPC call: one empty message to the location's path.
+        check.grpc = true;
+        let req = request_bytes(&check, &[]);
+        assert!(req.starts_with("POST /x HTTP/1.1\r\n"), "{req}");
+        assert!(req.contains("Content-Type: application/grpc\r\n"), "{req}");
+        assert!(req.ends_with("\r\n\r\n\0\0\0\0\0"), "{req}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::conf::targets::{self, Targets};
 use crate::conf::{servers, Config, Server};
 use crate::error::{Error, Result};
-use crate::health::{self, Check, HealthOptions, Plan};
+use crate::health::{self, HealthOptions, Plan};
 use crate::impact::{self, Impact};
 use crate::nginx::{self, Level, Nginx, TestOutcome};
 use crate::pipeline::env::Env;
@@ -258,14 +258,6 @@ pub fn candidate_checks(s: &Settings, servers: &[Server], impact: &Impact, root:
     }
 }
 
-/// Whether a derived check names a location that passes to a gRPC server.
-fn grpc_location(servers: &[Server], c: &Check) -> bool {
-    servers.iter().any(|sv| {
-        sv.server_names.contains(&c.host)
-            && (sv.locations.iter()).any(|l| l.path == c.path && l.pass == "grpc_pass")
-    })
-}
-
 /// How checks are sent: the same window, per-request timeout, headers, accepted statuses and
 /// expected failovers (peers the probe found down without refusing) as verification.
 pub fn health_options(s: &Settings, probe: Option<&ProbeReport>) -> HealthOptions {
@@ -325,10 +317,11 @@ pub fn through_shadow(
         Ok(()) => {
             crate::store::test_pause("shadow-running");
             let root = &insp.config.conf_prefix;
-            let mut checks = candidate_checks(s, &insp.servers, impact, root).checks;
-            // A plain GET to a gRPC location always fails (the gRPC server rejects a request
-            // that is not gRPC): it says nothing about the change.
-            checks.retain(|c| !grpc_location(&insp.servers, c));
+            // Exactly the checks verification after the reload sends (gRPC locations too: a
+            // plain GET nginx turns into gRPC is answered alike by both nginx instances, and a
+            // failure the running nginx shares is not the change's), so the shadow refuses
+            // what would otherwise be rolled back.
+            let checks = candidate_checks(s, &insp.servers, impact, root).checks;
             let opts = health_options(s, report.probe.as_ref());
             let (results, skipped) = shadow::run_checks(&shadow, &checks, running_logs, &opts);
             let (state, reason) =
