@@ -453,7 +453,7 @@ fn dep(what: String, d: &Directive) -> Dep {
 }
 
 /// The variable names in one word: `$pool`, `${pool}`, lowercase, without the `$`.
-fn variables(word: &str) -> Vec<String> {
+pub(crate) fn variables(word: &str) -> Vec<String> {
     let b = word.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;

@@ -189,7 +189,7 @@ impl Known for AfterRollback<'_> {
 
 /// The same upstream failure: the same kind, towards the same backend, from the same server.
 /// The client, time and request differ from line to line.
-fn same_error(a: &UpstreamError, b: &UpstreamError) -> bool {
+pub fn same_error(a: &UpstreamError, b: &UpstreamError) -> bool {
     a.kind == b.kind && a.upstream == b.upstream && a.server == b.server
 }
 

@@ -91,3 +91,143 @@ fn a_grpc_location_is_checked_in_the_shadow_and_a_break_there_is_refused() {
     );
     serves(front, "g.test", "h2\n");
 }
+
+/// A site whose `/` is proxied to `upstream`, as a `server` block.
+fn proxied(listen: SocketAddr, name: &str, upstream: &str) -> String {
+    format!(
+        "server {{ listen {listen}; server_name {name}; \
+         location / {{ proxy_pass http://{upstream}; }} }}"
+    )
+}
+
+/// Debian's `fastcgi_params` passes `$server_port` to PHP in nearly every PHP site. That is one
+/// server's parameter: a break in another server, which reads nothing that differs in the
+/// shadow, is refused before the reload.
+#[test]
+fn a_fastcgi_param_reading_server_port_in_one_server_does_not_hide_a_break_in_another() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "app-c");
+    let closer = CloseBackend::start(SocketAddr::new(ip, 0));
+    let fpm = AppServer::php_fpm(listen_on(ip));
+    let listen = listen_on(ip);
+    // Written where the test's nginx reads it, as Debian's is in /etc/nginx.
+    let params = tempfile::tempdir().expect("tempdir");
+    let params_file = params.path().join("fastcgi_params");
+    std::fs::write(
+        &params_file,
+        "fastcgi_param QUERY_STRING $query_string;\n\
+         fastcgi_param SERVER_ADDR $server_addr;\n\
+         fastcgi_param SERVER_PORT $server_port;\n",
+    )
+    .expect("fastcgi_params");
+    let site = |c: &str| {
+        format!(
+            "server {{ listen {listen}; server_name a.test; \
+             location /php {{ include {params}; fastcgi_pass {fpm}; }} }}\n{}",
+            proxied(listen, "c.test", c),
+            params = params_file.display(),
+            fpm = fpm.addr,
+        )
+    };
+    let (n, sr) = running(&site(&good.host_port()));
+    serves(listen, "c.test", "app-c");
+    let workers = n.worker_pids();
+    n.write_http(&site(&closer.addr.to_string()));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(report["shadow"]["state"], "refused", "{run}");
+    assert!(
+        report["reload"].is_null(),
+        "nginx must not be signalled: {run}"
+    );
+    assert_eq!(
+        n.worker_pids(),
+        workers,
+        "the running workers are unchanged"
+    );
+    serves(listen, "c.test", "app-c");
+}
+
+/// One server routes on `$server_addr` (a map): its own failure in the shadow is left to
+/// verification after the reload, but a break in an unrelated server is still refused.
+#[test]
+fn a_map_on_server_addr_in_one_server_does_not_hide_a_break_in_another() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "app-x");
+    let sa = HttpBackend::start(SocketAddr::new(ip, 0), "app-sa");
+    let closer = CloseBackend::start(SocketAddr::new(ip, 0));
+    let (l1, l2) = (listen_on(ip), listen_on(ip));
+    let site = |x: &str| {
+        format!(
+            "map $server_addr $sapool {{ default {sa}; }}\n\
+             server {{ listen {l1}; server_name sa.test; location / {{ proxy_pass http://$sapool; }} }}\n{}",
+            proxied(l2, "x.test", x),
+            sa = sa.host_port(),
+        )
+    };
+    let (n, sr) = running(&site(&good.host_port()));
+    let workers = n.worker_pids();
+    n.write_http(&site(&closer.addr.to_string()));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(report["shadow"]["state"], "refused", "{run}");
+    assert!(
+        report["shadow"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("x.test"),
+        "{run}"
+    );
+    assert_eq!(
+        n.worker_pids(),
+        workers,
+        "the running workers are unchanged"
+    );
+    serves(l2, "x.test", "app-x");
+    serves(l1, "sa.test", "app-sa");
+}
+
+/// An upstream error the shadow logs behind a good answer (nginx failing over past a new pool
+/// member that closes every connection) that the running nginx does not log is what the
+/// verdict after the reload rolls back for: the shadow refuses it instead, with the same words.
+#[test]
+fn an_upstream_error_only_the_candidate_logs_is_refused_in_the_shadow() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "app-v1");
+    let closer = CloseBackend::start(SocketAddr::new(ip, 0));
+    let listen = listen_on(ip);
+    let site = |servers: &str| {
+        format!(
+            "upstream app {{ {servers} }}\n{}",
+            proxied(listen, "site.test", "app")
+        )
+    };
+    let (n, sr) = running(&site(&format!("server {};", good.host_port())));
+    let workers = n.worker_pids();
+    n.write_http(&site(&format!(
+        "server {} max_fails=2; server {};",
+        closer.addr,
+        good.host_port()
+    )));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(report["shadow"]["state"], "refused", "{run}");
+    let why = report["shadow"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("nginx logged an upstream error the running configuration did not"),
+        "{run}"
+    );
+    assert!(
+        report["reload"].is_null(),
+        "nginx must not be signalled: {run}"
+    );
+    assert_eq!(
+        n.worker_pids(),
+        workers,
+        "the running workers are unchanged"
+    );
+    serves(listen, "site.test", "app-v1");
+}

@@ -323,9 +323,18 @@ pub fn through_shadow(
             // what would otherwise be rolled back.
             let checks = candidate_checks(s, &insp.servers, impact, root).checks;
             let opts = health_options(s, report.probe.as_ref());
-            let (results, skipped) = shadow::run_checks(&shadow, &checks, running_logs, &opts);
-            let (state, reason) =
-                shadow::judge(&results, shadow::differing_variable(&insp.config.files));
+            let (mut results, skipped) = shadow::run_checks(&shadow, &checks, running_logs, &opts);
+            // Only a request the change made worse is asked what it reads.
+            for c in results.iter_mut().filter(|c| c.worse()) {
+                let backend_answered = c.shadow.status.is_some() && c.upstream_errors.is_empty();
+                c.differs = shadow::differs(
+                    &insp.config,
+                    &insp.servers,
+                    &c.shadow.check,
+                    backend_answered,
+                );
+            }
+            let (state, reason) = shadow::judge(&results);
             (rep.state, rep.reason, rep.checks, rep.skipped) = (state, reason, results, skipped);
         }
     }

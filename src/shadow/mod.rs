@@ -12,6 +12,7 @@
 //! killed with SIGKILL is cleaned up by the next run, `status` or `recover` (see `lease`).
 
 mod conf;
+mod differs;
 mod lease;
 mod verify;
 
@@ -24,8 +25,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use conf::{shadow_conf, Plan, PortMap, Remapped, ShadowAddr, HTTP_TEMP_PATHS};
+pub use differs::{differs, Differs};
 pub use lease::{clean_leftovers, leftovers, Leftover};
-pub use verify::{differing_variable, judge, run_checks, ShadowCheck, ShadowReport, ShadowState};
+pub use verify::{judge, run_checks, ShadowCheck, ShadowReport, ShadowState};
 
 use crate::conf::servers::listen_addr;
 use crate::conf::targets::Context;

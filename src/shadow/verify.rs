@@ -7,11 +7,15 @@
 //! (or the running nginx does not listen there yet: a new listen has no baseline) the change
 //! broke it. [`judge`] makes that decision from the results alone.
 //!
-//! Only the answer decides. An upstream error the shadow logs while the client still got a
-//! good answer is nginx failing over, and the shadow, a fresh nginx, tries every peer again
-//! where the running one may have marked a failing peer down long ago and logs nothing: such a
-//! line is reported and left to verification after the reload, which reads the running
-//! configuration's log over a longer window.
+//! An upstream error the shadow logs behind a good answer is judged as verification after
+//! the reload judges it: the running nginx is asked the same request, as many rounds as the
+//! baseline makes, and an error it does not log too is the change's (the new workers of a
+//! reload start as fresh as the shadow, so they would log it, and the change would be rolled
+//! back for it). One it logs too is nginx failing over, before the change and after.
+//!
+//! A failure of a request that reads what differs in the shadow (`$server_port`,
+//! `$server_addr`: see `differs`) is left to verification after the reload; that is decided
+//! for each failing request, never for the whole configuration.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,6 +23,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::conf::Remapped;
+use super::differs::Differs;
 use super::Shadow;
 use crate::errorlog::{Cursors, UpstreamError};
 use crate::health::{self, Check, CheckResult, HealthOptions};
@@ -35,9 +40,17 @@ pub struct ShadowCheck {
     /// Upstream errors the shadow logged for it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub upstream_errors: Vec<UpstreamError>,
-    /// The running nginx's answer to the same request, asked only when the shadow's failed.
+    /// The running nginx's answer to the same request, asked only when the shadow's failed
+    /// or the shadow logged an upstream error for it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub running: Option<CheckResult>,
+    /// Upstream errors the running nginx logged for the same request.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub running_errors: Vec<UpstreamError>,
+    /// What this request reads that differs in the shadow: a failure is then left to
+    /// verification after the reload (set by the caller, see `differs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub differs: Option<Differs>,
 }
 
 impl ShadowCheck {
@@ -66,6 +79,45 @@ impl ShadowCheck {
             (_, "") => format!("server {name}"),
             ("" | "server", at) => format!("server {name} ({at})"),
             (what, at) => format!("server {name} ({what} at {at})"),
+        }
+    }
+
+    /// The first upstream error the shadow logged for this request that the running nginx did
+    /// not log for it: what verification after the reload would roll the change back for.
+    fn new_error(&self) -> Option<&UpstreamError> {
+        (self.upstream_errors.iter())
+            .find(|e| !(self.running_errors.iter()).any(|r| crate::verdict::same_error(r, e)))
+    }
+
+    /// Whether the change made this request worse: its answer, or an upstream error.
+    pub fn worse(&self) -> bool {
+        self.broken_by_change() || (!self.failed() && self.new_error().is_some())
+    }
+
+    /// What the change made worse, in words: `server S: GET URL through the shadow nginx
+    /// answered ...`.
+    fn worse_how(&self) -> String {
+        let what = format!(
+            "{}: GET {} through the shadow nginx answered",
+            self.server(),
+            self.url
+        );
+        match self.new_error().filter(|_| !self.failed()) {
+            Some(e) => format!(
+                "{what} {}, and {}",
+                answer(&self.shadow),
+                crate::verdict::Cause::UpstreamError(e.clone()).describe()
+            ),
+            None => {
+                let running = match &self.running {
+                    Some(r) if r.refused => {
+                        " (the running nginx does not listen there yet)".to_string()
+                    }
+                    Some(r) => format!(" (the running nginx answers {})", answer(r)),
+                    None => String::new(),
+                };
+                format!("{what} {}{running}", self.answer())
+            }
         }
     }
 
@@ -191,42 +243,46 @@ pub fn run_checks(
             shadow: result,
             upstream_errors: h.upstream_errors,
             running: None,
+            running_errors: Vec::new(),
+            differs: None,
         };
-        if sc.failed() {
-            let mut theirs = Cursors::open(running_logs);
-            let r = health::verify(std::slice::from_ref(check), &mut theirs, &one);
+        if sc.failed() || !sc.upstream_errors.is_empty() {
+            // Exactly as the baseline before a reload asks it: the same rounds, so a pool's
+            // round-robin reaches as many of its peers, and the log's recent past, where a
+            // worker that skips a failing peer for its `fail_timeout` logged it last.
+            let r =
+                crate::pipeline::alongside::take(std::slice::from_ref(check), running_logs, opts)
+                    .finish(&opts.expected_down);
             sc.running = r.results.into_iter().next();
+            sc.running_errors = r.upstream_errors;
         }
         out.push(sc);
     }
     (out, skipped)
 }
 
-/// The decision. `differs`, when set, names what the configuration reads that is not the same
-/// in the shadow (`$server_port`): a failure then cannot be blamed on the change.
-pub fn judge(checks: &[ShadowCheck], differs: Option<&str>) -> (ShadowState, Option<String>) {
-    if let Some(c) = checks.iter().find(|c| c.broken_by_change()) {
-        let running = match &c.running {
-            Some(r) if r.refused => " (the running nginx does not listen there yet)".to_string(),
-            Some(r) => format!(" (the running nginx answers {})", answer(r)),
-            None => String::new(),
-        };
-        let what = format!(
-            "{}: GET {} through the shadow nginx answered {}{running}",
-            c.server(),
-            c.url,
-            c.answer()
+/// The decision. A request the change made worse refuses it, unless that request reads what
+/// differs in the shadow ([`ShadowCheck::differs`]): then only verification after the reload
+/// can tell, and another request's failure still refuses.
+pub fn judge(checks: &[ShadowCheck]) -> (ShadowState, Option<String>) {
+    let mut worse = checks.iter().filter(|c| c.worse());
+    if let Some(c) = worse.clone().find(|c| c.differs.is_none()) {
+        return (ShadowState::Refused, Some(c.worse_how()));
+    }
+    if let Some(c) = worse.next() {
+        let differs = c
+            .differs
+            .as_ref()
+            .map(Differs::describe)
+            .unwrap_or_default();
+        return (
+            ShadowState::NotVerified,
+            Some(format!(
+                "{}; {differs}, which differs in the shadow, so this is left to verification \
+                 after the reload",
+                c.worse_how()
+            )),
         );
-        return match differs {
-            Some(var) => (
-                ShadowState::NotVerified,
-                Some(format!(
-                    "{what}; the configuration reads {var}, which differs in the shadow, so this \
-                     is left to verification after the reload"
-                )),
-            ),
-            None => (ShadowState::Refused, Some(what)),
-        };
     }
     let passed = checks.iter().filter(|c| !c.failed()).count();
     let older = checks.len() - passed;
@@ -238,8 +294,8 @@ pub fn judge(checks: &[ShadowCheck], differs: Option<&str>) -> (ShadowState, Opt
         return (
             ShadowState::Verified,
             Some(format!(
-                "{logged} checks answered well while the shadow logged upstream errors (nginx \
-                 failing over): verification after the reload judges those"
+                "{logged} checks answered well while the shadow logged upstream errors the \
+                 running nginx logs too (nginx failing over)"
             )),
         );
     }
@@ -262,24 +318,6 @@ pub fn judge(checks: &[ShadowCheck], differs: Option<&str>) -> (ShadowState, Opt
             )),
         ),
     }
-}
-
-/// The first variable the configuration reads whose value differs in the shadow.
-pub fn differing_variable(files: &[crate::conf::ConfFile]) -> Option<&'static str> {
-    const DIFFERS: [(&str, &[&[u8]]); 2] = [
-        ("$server_port", &[b"$server_port", b"${server_port}"]),
-        ("$server_addr", &[b"$server_addr", b"${server_addr}"]),
-    ];
-    DIFFERS.iter().find_map(|(name, spellings)| {
-        files
-            .iter()
-            .any(|f| {
-                spellings
-                    .iter()
-                    .any(|s| f.bytes.windows(s.len()).any(|w| w == *s))
-            })
-            .then_some(*name)
-    })
 }
 
 #[cfg(test)]
@@ -319,13 +357,15 @@ mod tests {
             shadow,
             upstream_errors: Vec::new(),
             running,
+            running_errors: Vec::new(),
+            differs: None,
         }
     }
 
     #[test]
     fn a_failure_the_running_nginx_does_not_have_refuses() {
         let c = check(result(Some(502), None), Some(result(Some(200), None)));
-        let (state, why) = judge(&[c], None);
+        let (state, why) = judge(&[c]);
         assert_eq!(state, ShadowState::Refused);
         let why = why.unwrap();
         assert!(
@@ -343,7 +383,7 @@ mod tests {
         shadow.check.at = "sites/a.conf:12".into();
         let mut c = check(shadow, Some(result(Some(200), None)));
         c.host = "x.example.test".into();
-        let why = judge(&[c], None).1.unwrap();
+        let why = judge(&[c]).1.unwrap();
         assert!(
             why.starts_with("server *.example.test (location / at sites/a.conf:12): GET "),
             "{why}"
@@ -357,58 +397,69 @@ mod tests {
             Some("connect to 127.0.0.1:80: Connection refused (os error 111)"),
         );
         let c = check(result(Some(502), None), Some(refused));
-        assert_eq!(judge(&[c], None).0, ShadowState::Refused);
+        assert_eq!(judge(&[c]).0, ShadowState::Refused);
     }
 
     #[test]
     fn an_older_failure_refuses_nothing() {
         let ok = check(result(Some(200), None), None);
         let old = check(result(Some(502), None), Some(result(Some(502), None)));
-        let (state, why) = judge(&[ok, old.clone()], None);
+        let (state, why) = judge(&[ok, old.clone()]);
         assert_eq!(state, ShadowState::Verified);
         assert!(why.unwrap().contains("not the change's"));
-        assert_eq!(judge(&[old], None).0, ShadowState::NotVerified);
+        assert_eq!(judge(&[old]).0, ShadowState::NotVerified);
     }
 
     #[test]
     fn what_differs_in_the_shadow_makes_a_failure_unverified_not_refused() {
-        let c = check(result(Some(502), None), Some(result(Some(200), None)));
-        let (state, why) = judge(&[c], Some("$server_port"));
+        let mut c = check(result(Some(502), None), Some(result(Some(200), None)));
+        c.differs = Some(Differs {
+            variable: "$server_port".into(),
+            at: "pools.conf:3".into(),
+            route: true,
+        });
+        let (state, why) = judge(std::slice::from_ref(&c));
         assert_eq!(state, ShadowState::NotVerified);
-        assert!(why.unwrap().contains("$server_port"));
+        assert!(why
+            .unwrap()
+            .contains("its route reads $server_port (pools.conf:3)"));
+        // Another request's failure, which reads nothing that differs, still refuses.
+        let mut other = check(result(Some(502), None), Some(result(Some(200), None)));
+        other.host = "other.test".into();
+        let (state, why) = judge(&[c, other]);
+        assert_eq!(state, ShadowState::Refused);
+        assert!(why.unwrap().contains("other.test"));
     }
 
     #[test]
-    fn an_upstream_error_behind_a_good_answer_is_failover_not_a_refusal() {
-        let mut c = check(result(Some(200), None), None);
-        c.upstream_errors.push(UpstreamError {
+    fn an_upstream_error_behind_a_good_answer_refuses_unless_the_running_nginx_logs_it_too() {
+        let mut c = check(result(Some(200), None), Some(result(Some(200), None)));
+        let error = UpstreamError {
             level: crate::errorlog::Level::Error,
             kind: crate::errorlog::UpstreamErrorKind::Refused,
             upstream: Some("http://[::1]:8000/".into()),
-            server: None,
+            server: Some("site.test".into()),
             request: None,
             text: "connect() failed (111: Connection refused)".into(),
-        });
-        let (state, why) = judge(&[c], None);
+        };
+        c.upstream_errors.push(error.clone());
+        // What verification after the reload would roll back for, in its words.
+        let (state, why) = judge(std::slice::from_ref(&c));
+        assert_eq!(state, ShadowState::Refused);
+        let why = why.unwrap();
+        assert!(
+            why.contains("answered HTTP 200, and nginx logged an upstream error the running configuration did not"),
+            "{why}"
+        );
+        // Failover the running nginx shows too: before and after alike.
+        c.running_errors.push(error);
+        let (state, why) = judge(&[c]);
         assert_eq!(state, ShadowState::Verified);
         assert!(why.unwrap().contains("failing over"));
     }
 
     #[test]
     fn no_checks_verify_nothing() {
-        assert_eq!(judge(&[], None).0, ShadowState::NotVerified);
-    }
-
-    #[test]
-    fn variables_that_differ_are_found_in_any_file() {
-        let f = |t: &str| crate::conf::ConfFile {
-            path: "/c".into(),
-            bytes: std::sync::Arc::from(t.as_bytes()),
-        };
-        assert_eq!(differing_variable(&[f("proxy_pass http://a;")]), None);
-        assert_eq!(
-            differing_variable(&[f("x"), f("map ${server_port} $b {}")]),
-            Some("$server_port")
-        );
+        assert_eq!(judge(&[]).0, ShadowState::NotVerified);
     }
 }
