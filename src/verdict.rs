@@ -2,9 +2,11 @@
 //! checks run against the running configuration just before the signal (the [`Baseline`]) and
 //! the same checks after it.
 //!
-//! Passed before and fails after: the change broke it, roll back. Failed before and fails the
-//! same way after: it was failing already, so it is reported (before and after), never rolled
-//! back, and never blamed on the backend by guess. A check the running configuration could not
+//! Passed before and fails after: the change broke it, roll back. Failed before and fails
+//! after, the same way or another (502 before, 504 after): it was failing already, so it is
+//! reported (before and after), never rolled back, and never blamed on the backend by guess;
+//! the shadow nginx judges a failure the running nginx shares by the same rule, so a change it
+//! lets through is not rolled back for that failure. A check the running configuration could not
 //! answer (nginx refused the connection: nothing listened there yet) has no baseline, so any
 //! failure of it is the change's. An upstream error in the log is the change's unless the
 //! baseline logged the same one; one it did log is a warning (clients got an answer through
@@ -61,6 +63,14 @@ impl Seen {
             && other.failed
             && self.status == other.status
             && self.timed_out == other.timed_out
+    }
+
+    /// Failing before the change and after it, whichever way: the site failed for its clients
+    /// before the change (one that answered 502 and now answers 504 was broken already). A check that only ran out of `--health-timeout` before is
+    /// no such failure: a slow site answers its clients, so another failure after it is the
+    /// change's.
+    fn fails_as_before(&self, after: &Seen) -> bool {
+        self.failed && after.failed && (!self.timed_out || after.timed_out)
     }
 
     /// Slower than `--health-timeout` both times: the tool's limit, not a failure anyone saw.
@@ -155,7 +165,7 @@ impl Baseline {
 impl Known for Baseline {
     fn failure(&self, result: &CheckResult) -> bool {
         self.before(&result.check.url)
-            .is_some_and(|b| b.same_failure(&Seen::of(result)))
+            .is_some_and(|b| b.fails_as_before(&Seen::of(result)))
     }
 
     fn upstream_error(&self, error: &UpstreamError) -> bool {
@@ -235,6 +245,10 @@ impl Compared {
                 "{url} got no answer before this change ({}) and still does not ({})",
                 b.answer, after.answer
             ),
+            Some(b) if b.fails_as_before(after) => format!(
+                "{url} failed before this change ({}) and still fails ({})",
+                b.answer, after.answer
+            ),
             Some(b) => format!(
                 "{url} answered {} before this change and {} after it{}",
                 b.answer,
@@ -260,8 +274,7 @@ fn slower(after: &Seen) -> &'static str {
 pub enum Cause {
     /// The reload did not take effect.
     NotLive { reason: String },
-    /// A check that passed before and fails now, fails another way than before, or has no
-    /// baseline and fails.
+    /// A check that passed before and fails now, or has no baseline and fails.
     Check(Compared),
     /// An upstream error the running configuration did not log.
     UpstreamError(UpstreamError),
@@ -283,7 +296,7 @@ impl Cause {
 /// A change that stays live: nothing checked is worse than before it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Kept {
-    /// Checks that failed before the change and fail the same way now.
+    /// Checks that failed before the change and fail now (the same way or another).
     pub still_failing: Vec<Compared>,
     /// Checks that got no answer within `--health-timeout` before the change and after it:
     /// not verified, and no proof that clients get no answer (a slow site answers them
@@ -357,7 +370,7 @@ pub fn after_reload(before: &Baseline, after: Option<&HealthReport>, proof: &Pro
     for c in compared {
         match &c.before {
             Some(b) if b.slow_both(&c.after) => kept.slow.push(c),
-            Some(b) if b.same_failure(&c.after) => kept.still_failing.push(c),
+            Some(b) if b.fails_as_before(&c.after) => kept.still_failing.push(c),
             _ => causes.push(Cause::Check(c)),
         }
     }
@@ -693,13 +706,25 @@ mod tests {
     }
 
     #[test]
-    fn failing_another_way_than_before_is_the_change() {
+    fn failing_another_way_than_before_is_still_the_old_failure_not_a_rollback() {
         let before = Baseline::of(&window(vec![result(B, Some(502), false)], vec![]));
-        let after = window(vec![result(B, None, false)], vec![]);
-        assert!(matches!(
-            after_reload(&before, Some(&after), &live()),
-            Verdict::RollBack { .. }
-        ));
+        for after in [Some(504), None] {
+            let after = window(vec![result(B, after, false)], vec![]);
+            let v = after_reload(&before, Some(&after), &live());
+            let Verdict::Keep(kept) = &v else {
+                panic!("{v:?}")
+            };
+            assert_eq!(kept.outcome(), (Outcome::AlreadyFailing, Exit::MustAct));
+            let said = kept.still_failing[0].describe();
+            assert!(
+                said.starts_with(
+                    "http://b.test/ failed before this change (HTTP 502) and still fails"
+                ),
+                "{said}"
+            );
+            // The window goes on past it, as past the same failure.
+            assert!(before.failure(&after.results[0]));
+        }
     }
 
     #[test]

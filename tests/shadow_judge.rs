@@ -231,3 +231,75 @@ fn an_upstream_error_only_the_candidate_logs_is_refused_in_the_shadow() {
     );
     serves(listen, "site.test", "app-v1");
 }
+
+/// A site that already failed (502) and fails another way after the change (504) was broken
+/// for its clients before: the shadow lets the change through as not the change's, and the
+/// verdict after the reload agrees. No rollback: exit 4, an operator must act, and the
+/// change is live.
+#[test]
+fn a_site_failing_before_and_differently_after_is_pre_existing_in_both_verdicts() {
+    let ip = unique_loopback();
+    let b502 = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let b504 = StatusBackend::start(SocketAddr::new(ip, 0), 504);
+    let listen = listen_on(ip);
+    let (n, sr) = running(&proxied(listen, "c.test", &b502.addr.to_string()));
+    assert_eq!(http_get(listen, "c.test", "/").expect("GET").0, 502);
+    n.write_http(&proxied(listen, "c.test", &b504.addr.to_string()));
+    let run = sr.run(&["-y"]);
+    run.expect(4);
+    assert!(
+        run.stdout.contains("reloaded, but an operator must act")
+            && run
+                .stdout
+                .contains("failed before this change (HTTP 502) and still fails (HTTP 504)"),
+        "{run}"
+    );
+    assert!(
+        !run.stderr.contains("rollback:"),
+        "nothing is rolled back: {run}"
+    );
+    assert!(
+        run.stderr
+            .contains("not verified in the shadow: every check fails in the running nginx too"),
+        "{run}"
+    );
+    assert_eq!(
+        http_get(listen, "c.test", "/").expect("GET").0,
+        504,
+        "the change is live"
+    );
+}
+
+/// After a rollback, the headline says "verified" only when no check of the restored
+/// configuration still fails: a site that failed before the change is named, not vouched for.
+#[test]
+fn a_rollback_headline_does_not_call_a_site_that_still_fails_verified() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "app-a");
+    let closer = CloseBackend::start(SocketAddr::new(ip, 0));
+    let b502 = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let (la, lc) = (listen_on(ip), listen_on(ip));
+    let site = |http_level: &str, a: &str| {
+        format!(
+            "{http_level}\n{}\n{}",
+            proxied(la, "a.test", a),
+            proxied(lc, "c.test", &b502.addr.to_string())
+        )
+    };
+    let (n, sr) = running(&site("", &good.host_port()));
+    // An http-level change affects both servers; it breaks a.test. Without the shadow, which
+    // would refuse it before the reload: this is about the rollback's headline.
+    n.write_http(&site("proxy_connect_timeout 5s;", &closer.addr.to_string()));
+    let run = sr.run(&["-y", "--no-shadow"]);
+    run.expect(3);
+    assert!(!run.stdout.contains("live and verified"), "{run}");
+    assert!(
+        run.stdout.contains("not verified: http://c.test/")
+            && run
+                .stdout
+                .contains("answered HTTP 502 before this change and still does"),
+        "{run}"
+    );
+    serves(la, "a.test", "app-a");
+    assert_eq!(http_get(lc, "c.test", "/").expect("GET").0, 502);
+}

@@ -6,7 +6,7 @@ use crate::diff::ConfigDiff;
 use crate::health::HealthReport;
 use crate::output::{escape_control, Printer, Tone};
 use crate::report::{Outcome, Problem, Report, RollbackReport};
-use crate::verdict::Verdict;
+use crate::verdict::{RollbackVerdict, Verdict};
 
 mod probes;
 mod state;
@@ -486,6 +486,30 @@ fn slow(report: &Report) -> Option<&str> {
     }
 }
 
+/// The headline of a rollback back to its baseline: "verified" only when no check of the
+/// restored configuration still fails as it did before the change.
+fn rolled_back(report: &Report) -> String {
+    let head =
+        "rolled back: the change failed after the reload; the previous configuration is live";
+    let still = match report.rollback.as_ref().and_then(|rb| rb.verdict.as_ref()) {
+        Some(RollbackVerdict::Back { still_failing }) => &still_failing[..],
+        _ => &[],
+    };
+    match still {
+        [] => format!("{head} and verified"),
+        [first, rest @ ..] => {
+            let more = match rest.len() {
+                0 => String::new(),
+                n => format!(" (and {n} more)"),
+            };
+            format!(
+                "{head} and back to how it was before the change, not verified: {}{more}",
+                first.describe()
+            )
+        }
+    }
+}
+
 /// Commands whose job is a reload; the others only look.
 fn reloads(command: &str) -> bool {
     matches!(command, "reload" | "edit" | "rollback" | "recover")
@@ -509,7 +533,7 @@ fn render_outcome(p: &Printer, report: &Report) {
         Outcome::Unchanged => (Tone::Good, "unchanged: nothing to reload".into()),
         Outcome::Refused if !reloads(&report.command) => (Tone::Bad, format!("{}: problems found (nothing was reloaded)", report.command)),
         Outcome::Refused => (Tone::Bad, "refused: nginx was not reloaded; the running configuration is untouched".into()),
-        Outcome::RolledBack => (Tone::Warn, "rolled back: the change failed after the reload; the previous configuration is live and verified".into()),
+        Outcome::RolledBack => (Tone::Warn, rolled_back(report)),
         Outcome::RollbackFailed => (Tone::Bad, "ROLLBACK FAILED: an operator must act now (see above)".into()),
         Outcome::AlreadyFailing => (Tone::Bad, already_failing(report)),
         Outcome::Recorded => (Tone::Good, "recorded: this configuration is the known-good baseline".into()),

@@ -133,6 +133,16 @@ fn answer_502(c: &mut dyn ReadWrite, _name: &str) {
     let _ = c.flush();
 }
 
+/// Answer every request with the status in `name` (`"504"`), as the backend's own answer.
+fn answer_status(c: &mut dyn ReadWrite, name: &str) {
+    read_request(c);
+    let _ = write!(
+        c,
+        "HTTP/1.1 {name} Status\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\n{name}"
+    );
+    let _ = c.flush();
+}
+
 fn close_without_answer(c: &mut dyn ReadWrite, _name: &str) {
     // Read the request first so the close is a clean FIN, not a reset.
     read_request(c);
@@ -283,6 +293,23 @@ impl BadGatewayBackend {
         BadGatewayBackend {
             addr: l.local_addr().expect("local addr"),
             _server: Server::run(Bound::Tcp(l), answer_502, String::new()),
+        }
+    }
+}
+
+/// An HTTP backend that answers every request with one status of its own (`504` from an
+/// application behind it that timed out, say): nginx passes it on and logs nothing.
+pub struct StatusBackend {
+    pub addr: SocketAddr,
+    _server: Server,
+}
+
+impl StatusBackend {
+    pub fn start(addr: SocketAddr, status: u16) -> StatusBackend {
+        let l = TcpListener::bind(addr).expect("bind status backend");
+        StatusBackend {
+            addr: l.local_addr().expect("local addr"),
+            _server: Server::run(Bound::Tcp(l), answer_status, status.to_string()),
         }
     }
 }

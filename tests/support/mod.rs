@@ -176,7 +176,7 @@ pub use nginx::{alive, TestNginx, TestNginxBuilder};
 mod backends;
 pub use backends::{
     hanging_listener, test_venv, AcceptCloseBackend, AppServer, BadGatewayBackend, ClientLoop,
-    CloseBackend, HangingListener, HttpBackend, SlowBackend,
+    CloseBackend, HangingListener, HttpBackend, SlowBackend, StatusBackend,
 };
 mod cli;
 pub use cli::{finish, proxy_site, run_command, syn_sent_to, text, Run, SafeReload, BIN};
