@@ -2,8 +2,10 @@
 //! choose) it generates a tree on loopback with real backends, starts a real nginx in a private
 //! prefix, and alternates the unsafe manual sequence (`nginx -t && nginx -s reload`, timed until
 //! new workers serve and old ones stop accepting) with `safe-reload -y` (a file changed before
-//! each run), then prints medians and their ratio, our parse time, safe-reload's peak memory
-//! and one rollback. `scripts/bench.sh` runs it and adds crossplane's parse time.
+//! each run), then prints medians and their ratio, our parse time, safe-reload's peak memory,
+//! when each step ran against `nginx -t`, one change touching a fifth of the servers, one
+//! rollback and the client-visible failures of each bad-change class. `scripts/bench.sh` runs
+//! it and adds crossplane's parse time and `safe-reload targets --json` as a whole process.
 //!
 //! Environment: `BENCH_SIZES`, `BENCH_ITERS` (iterations per size; default 7, 5 and 2),
 //! `BENCH_DIR` (where the trees go and stay), `BENCH_WORKERS` (worker_processes, default 1).
@@ -73,9 +75,13 @@ struct SizeResult {
     steps: Vec<(&'static str, Vec<f64>)>,
 }
 
-const STEPS: [&str; 8] = [
-    "parse", "nginx -t", "probe", "shadow", "snapshot", "recheck", "reload", "verify",
+const STEPS: [&str; 11] = [
+    "parse", "nginx -t", "probe", "diff", "impact", "shadow", "baseline", "snapshot", "recheck",
+    "reload", "verify",
 ];
+
+/// The verification window the runs use (the default: the bench sets none).
+const WINDOW_MS: f64 = 3000.0;
 
 fn bench_size(bin: &Path, base: &Path, n: usize, iters: usize, backends: &[SocketAddr]) -> Res<()> {
     let workers = env_list("BENCH_WORKERS", &[1])[0];
@@ -156,10 +162,22 @@ fn bench_size(bin: &Path, base: &Path, n: usize, iters: usize, backends: &[Socke
         sh["elapsed_ms"],
         sh["checks"].as_array().map_or(0, Vec::len)
     );
+    println!("servers={n} one --json run: {}", timeline(&s.report));
     report(n, &tree, parse, &r);
-    rollback(bin, &tree, &nginx)?;
+    // Each of these starts from a settled nginx and writes its own change, so one that fails
+    // is said and the others still run.
+    let said = |what: &str, res: Res<()>| {
+        if let Err(e) = res {
+            println!("servers={n} {what}: error: {e}");
+        }
+    };
+    said("wide change", wide_change(bin, &tree, &nginx, n));
+    said("rollback", rollback(bin, &tree, &nginx));
     if std::env::var("BENCH_CLIENT").as_deref() != Ok("0") {
-        client_visible(bin, &tree, &nginx, backends[0])?;
+        said(
+            "client-visible",
+            client_visible(bin, &tree, &nginx, backends[0]),
+        );
     }
     Ok(())
 }
@@ -206,10 +224,21 @@ fn client_visible(bin: &Path, tree: &tree::Tree, nginx: &run::Nginx, good: Socke
             .as_str()
             .unwrap_or("none")
             .to_string();
+        // The reloads of the run (SIGHUP to proven): the forward one and, after a rollback, the
+        // rollback's, which ends the window clients see; its target is that reload + 300 ms.
+        let reloads: Vec<f64> = (s.report["steps"].as_array().cloned().unwrap_or_default())
+            .iter()
+            .filter(|st| st["name"] == "reload")
+            .filter_map(|st| st["elapsed_ms"].as_f64())
+            .collect();
+        let target = match reloads.as_slice() {
+            [_, back, ..] => format!("{:.1}", back + 300.0),
+            _ => "0".into(),
+        };
         println!(
             "servers={} client-visible: class={class} exit={:?} shadow={shadow} requests={} \
-             non_200={} non_200_window_ms={:.1} run_ms={:.1} safe_peak_rss_kb={} \
-             shadow_peak_rss_kb={}",
+             non_200={} non_200_window_ms={:.1} window_target_ms={target} reloads_ms={reloads:?} \
+             run_ms={:.1} safe_peak_rss_kb={} shadow_peak_rss_kb={}",
             tree_servers(tree),
             s.code,
             seen.requests,
@@ -274,12 +303,124 @@ fn report(n: usize, tree: &tree::Tree, parse: f64, r: &SizeResult) {
     );
 }
 
+/// When each step ran against `nginx -t`, from the report's `started_ms` and `elapsed_ms`:
+/// `name=START+ELAPSED` and, for a step that is not `nginx -t` itself, the part of it outside
+/// `nginx -t`'s interval (`out=0.0`: it ran alongside and added no wall time of its own).
+fn timeline(report: &serde_json::Value) -> String {
+    let steps = report["steps"].as_array().cloned().unwrap_or_default();
+    let span = |st: &serde_json::Value| -> Option<(f64, f64)> {
+        let at = st["started_ms"].as_f64()?;
+        Some((at, at + st["elapsed_ms"].as_f64()?))
+    };
+    let test = steps
+        .iter()
+        .find(|st| st["name"] == "nginx -t")
+        .and_then(span);
+    let mut out = Vec::new();
+    for st in &steps {
+        let name = st["name"].as_str().unwrap_or("?").replace(' ', "_");
+        let Some((a, b)) = span(st) else {
+            out.push(format!("{name}=no_started_ms"));
+            continue;
+        };
+        let mut line = format!("{name}={a:.1}+{:.1}", b - a);
+        if let (Some((ta, tb)), false) = (test, name == "nginx_-t") {
+            let inside = (b.min(tb) - a.max(ta)).max(0.0);
+            line.push_str(&format!("(out={:.1})", (b - a) - inside));
+        }
+        out.push(line);
+    }
+    format!("timeline_ms: {}", out.join(" "))
+}
+
+/// A harmless change to the snippet a fifth of the servers include (2,000 of 10,000): every
+/// one of them is affected, the checks are bounded per round, and the report says how many
+/// were checked and how many not, and whether verification fitted the window.
+fn wide_change(bin: &Path, tree: &tree::Tree, nginx: &run::Nginx, n: usize) -> Res<()> {
+    if !run::wait_for(Duration::from_secs(60), || nginx.settled()) {
+        return Err("workers did not settle before the wide change".into());
+    }
+    tree.revise_shared(1)?;
+    let s = run::safe_reload(bin, tree, &["-y", "--json"])?;
+    let r = &s.report;
+    let len = |v: &serde_json::Value| v.as_array().map_or(0, Vec::len);
+    let results = r["health"]["results"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut checked: Vec<&str> = results
+        .iter()
+        .filter_map(|c| c["server"].as_str())
+        .collect();
+    checked.sort_unstable();
+    checked.dedup();
+    let not_checked = r["health"]["not_checked"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let servers_not_checked = not_checked.iter().filter(|u| u["what"] == "server").count();
+    let verify = run::step_ms(r, "verify").unwrap_or(f64::NAN);
+    println!(
+        "servers={n} wide change: expected_affected={} affected={} of={} checks={} \
+         servers_checked={} servers_not_checked={servers_not_checked} not_checked_entries={} \
+         coverage_verified={} coverage_not_verified={} rounds={} verify_ms={verify:.1} \
+         window_ms={WINDOW_MS} within_window={} baseline_checks={} shadow={} shadow_checks={} \
+         exit={:?} outcome={} wall_ms={:.1} peak_rss_kb={} shadow_peak_rss_kb={}",
+        tree::Tree::shared_servers(n),
+        len(&r["impact"]["affected"]),
+        r["impact"]["total"],
+        results.len(),
+        checked.len(),
+        not_checked.len(),
+        r["coverage"]["verified"],
+        len(&r["coverage"]["not_verified"]),
+        r["health"]["rounds"],
+        verify <= WINDOW_MS,
+        len(&r["baseline"]["results"]),
+        r["shadow"]["state"],
+        len(&r["shadow"]["checks"]),
+        s.code,
+        r["outcome"],
+        ms(s.wall),
+        s.peak_kb,
+        s.shadow_peak_kb,
+    );
+    println!("servers={n} wide change: {}", timeline(r));
+    if s.code != Some(0) {
+        return Err(format!("the wide change did not reload: {}", gist(&s)).into());
+    }
+    Ok(())
+}
+
+/// What a run that went another way than expected says, in a line: its exit, outcome,
+/// problems and notes (not the whole report, whose targets run to megabytes).
+fn gist(s: &run::SafeRun) -> String {
+    let r = &s.report;
+    let texts = |key: &str, field: Option<&str>| -> Vec<String> {
+        (r[key].as_array().cloned().unwrap_or_default().iter())
+            .map(|v| match field {
+                Some(f) => v[f].as_str().unwrap_or("?").to_string(),
+                None => v.as_str().unwrap_or("?").to_string(),
+            })
+            .collect()
+    };
+    format!(
+        "exit {:?}, outcome {}, problems {:?}, notes {:?}",
+        s.code,
+        r["outcome"],
+        texts("problems", Some("message")),
+        texts("notes", None)
+    )
+}
+
 /// One failing change that passes `nginx -t` and every probe but answers 502: the rollback's
 /// own time (from the decision to roll back to the old configuration verified live, as the
 /// report records it) against the target, one master reload + 200 ms (a rollback runs no
 /// `nginx -t` of its own), taking the rollback's reload (SIGHUP to proven) from the same report.
 fn rollback(bin: &Path, tree: &tree::Tree, nginx: &run::Nginx) -> Res<()> {
-    let bad = backend::start_bad(IpAddr::V4(Ipv4Addr::new(127, 94, 0, 1)))?;
+    // Answers 502 itself: it passes the HTTP probe (any status line), which refuses a backend
+    // that accepts and closes before the reload.
+    let bad = backend::start_502(IpAddr::V4(Ipv4Addr::new(127, 94, 0, 1)))?;
     if !run::wait_for(Duration::from_secs(60), || nginx.settled()) {
         return Err("workers did not settle before the rollback run".into());
     }
@@ -297,11 +438,7 @@ fn rollback(bin: &Path, tree: &tree::Tree, nginx: &run::Nginx) -> Res<()> {
     // A rollback's own `nginx -t`, where there is one (there is none since it reloads once).
     let test = rb["test"]["elapsed_ms"].as_f64().unwrap_or(0.0);
     let (Some(total), Some(reload)) = (rb["elapsed_ms"].as_f64(), reload) else {
-        return Err(format!(
-            "no rollback in the report (exit {:?}): {}",
-            s.code, s.report
-        )
-        .into());
+        return Err(format!("no rollback in the report: {}", gist(&s)).into());
     };
     println!(
         "servers={} rollback: exit={:?} rollback_ms={total:.1} target_ms={:.1} \

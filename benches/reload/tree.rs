@@ -1,12 +1,19 @@
 //! Generated configuration trees for the reload benchmark: `n` name-based servers on one
 //! loopback listen, each proxying two locations to its own two named upstreams of two servers
-//! each (so `n` servers mean `2n` upstreams), spread over up to 100 files under `sites/`.
+//! each (so `n` servers mean `2n` upstreams), spread over up to 100 files under `sites/`. One
+//! server in [`SHARED_EVERY`] includes `snippets/shared.conf` in its `location /` (2,000 of
+//! 10,000), so one edit there is a change that touches a fifth of the servers.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 const FILES: usize = 100;
+
+/// Every how many servers one includes the shared snippet.
+pub const SHARED_EVERY: usize = 5;
+
+const SHARED: &str = "snippets/shared.conf";
 
 /// A generated nginx prefix.
 pub struct Tree {
@@ -19,18 +26,27 @@ pub struct Tree {
 
 fn server_text(out: &mut String, i: usize, backends: &[SocketAddr], listen: SocketAddr) {
     let b = |k: usize| backends[(i * 2 + k) % backends.len()];
+    let shared = if i.is_multiple_of(SHARED_EVERY) {
+        format!("        include {SHARED};\n")
+    } else {
+        String::new()
+    };
     let _ = write!(
         out,
         "upstream u{i}a {{\n    server {} max_fails=3;\n    server {};\n}}\n\
          upstream u{i}b {{\n    server {};\n    server {} backup;\n}}\n\
          server {{\n    listen {listen};\n    server_name s{i}.bench.test;\n\
-         \x20   location / {{\n        proxy_set_header Host $host;\n        proxy_pass http://u{i}a;\n    }}\n\
+         \x20   location / {{\n        proxy_set_header Host $host;\n{shared}        proxy_pass http://u{i}a;\n    }}\n\
          \x20   location /api/ {{\n        proxy_read_timeout 30s;\n        proxy_pass http://u{i}b;\n    }}\n}}\n",
         b(0),
         b(1),
         b(2),
         b(3),
     );
+}
+
+fn shared_text(rev: usize) -> String {
+    format!("proxy_set_header X-Bench-Shared {rev};\n")
 }
 
 fn main_text(prefix: &Path, workers: usize) -> String {
@@ -63,7 +79,7 @@ pub fn generate(
     if prefix.exists() {
         fs_err::remove_dir_all(prefix)?;
     }
-    for sub in ["logs", "tmp", "sites", "state"] {
+    for sub in ["logs", "tmp", "sites", "snippets", "state"] {
         fs_err::create_dir_all(prefix.join(sub))?;
     }
     let files = FILES.min(n);
@@ -77,6 +93,9 @@ pub fn generate(
         bytes += text.len() as u64;
         fs_err::write(prefix.join(format!("sites/site{f:03}.conf")), text)?;
     }
+    let shared = shared_text(0);
+    bytes += shared.len() as u64;
+    fs_err::write(prefix.join(SHARED), shared)?;
     let conf = prefix.join("nginx.conf");
     let main = main_text(prefix, workers);
     bytes += main.len() as u64;
@@ -99,6 +118,17 @@ impl Tree {
             self.prefix.join("sites/zz-revision.conf"),
             format!("# revision {rev}\n"),
         )
+    }
+
+    /// A harmless change to the snippet every [`SHARED_EVERY`]th server includes in its
+    /// `location /`: a fifth of the servers are affected.
+    pub fn revise_shared(&self, rev: usize) -> std::io::Result<()> {
+        fs_err::write(self.prefix.join(SHARED), shared_text(rev))
+    }
+
+    /// How many servers include the shared snippet.
+    pub fn shared_servers(n: usize) -> usize {
+        n.div_ceil(SHARED_EVERY)
     }
 
     /// A change that passes `nginx -t` and the connect probes but answers 502 through nginx:
