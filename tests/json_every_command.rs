@@ -98,6 +98,47 @@ fn a_refused_reload_in_json_names_the_target_and_the_hint() {
     assert!(out.stderr.is_empty(), "{}", text(&out));
 }
 
+/// The impact analysis is two steps of the report: `diff` (the files against last-good and
+/// last-good's tree parsed, on a thread of its own) and `impact` (the servers compared), which
+/// waits for it.
+#[test]
+fn a_reload_reports_the_diff_and_the_impact_as_steps() {
+    let site = Site::started_with_baseline();
+    let v2 = HttpBackend::start(SocketAddr::new(site.ip, 0), "app-v2");
+    site.nginx.write_http(&site.server_for(&v2.host_port()));
+    let d = doc(&run_json(&site, &["-y"]), "reload");
+    assert_eq!(d["outcome"], "reloaded", "{d:#}");
+    let step = |name: &str| {
+        let st = (d["steps"].as_array().expect("steps").iter())
+            .find(|st| st["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} step: {d:#}"))
+            .clone();
+        let started = st["started_ms"].as_f64().expect("started_ms");
+        (
+            started,
+            started + st["elapsed_ms"].as_f64().expect("elapsed_ms"),
+            st,
+        )
+    };
+    let (_, diffed, _) = step("diff");
+    let (compared, _, impact) = step("impact");
+    assert!(
+        compared >= diffed,
+        "the impact before its diff ended: {d:#}"
+    );
+    let said = format!(
+        "{} of {} servers affected",
+        d["impact"]["affected"].as_array().map_or(0, Vec::len),
+        d["impact"]["total"]
+    );
+    assert!(
+        impact["detail"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(&said) && !said.starts_with("0 ")),
+        "{said}: {d:#}"
+    );
+}
+
 #[test]
 fn errors_and_usage_errors_are_json_too() {
     let out = std::process::Command::new(BIN)

@@ -28,6 +28,8 @@ pub struct Ahead {
     pub impact: Impact,
     pub plan: Plan,
     pub baseline: Option<Pending>,
+    /// When the impact and the checks were worked out, and how long that took.
+    pub took: (Instant, Duration),
 }
 
 /// A baseline being taken on a thread of its own. Dropping it waits for the thread: no request

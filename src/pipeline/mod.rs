@@ -239,6 +239,7 @@ pub fn reload_locked(
     let main = config.main.clone();
     let (insp, (good_and_diff, ahead)) = std::thread::scope(|scope| {
         let diffing = scope.spawn(move || -> Result<_> {
+            let began = Instant::now();
             let good = store.last_good()?;
             let (diff, old_tree) = match &good {
                 Some(g) => {
@@ -247,7 +248,7 @@ pub fn reload_locked(
                 }
                 None => (None, None),
             };
-            Ok((good, diff, old_tree))
+            Ok((good, diff, old_tree, (began, began.elapsed())))
         });
         // As soon as both trees are reduced (last-good's on the diff thread, the candidate's
         // here), the impact says what to check, and the baseline starts while nginx -t and
@@ -256,11 +257,13 @@ pub fn reload_locked(
             let joined = diffing
                 .join()
                 .unwrap_or_else(|_| Err(Error::Internal("the diff thread failed".into())));
-            let (good, diff, old_tree) = match joined {
+            let (good, diff, old_tree, diffed) = match joined {
                 Ok(j) => j,
                 Err(e) => return (Err(e), None),
             };
+            let loaded = old_tree.is_some();
             let (old_prints, old_routes) = old_tree.map(|t| (t.prints, t.routes)).unzip();
+            let began = Instant::now();
             let ahead = {
                 let unchanged = diff.as_ref().is_some_and(|d| d.is_empty());
                 let impact = impact_of(old_prints.as_ref(), parsed.prints, unchanged);
@@ -283,15 +286,16 @@ pub fn reload_locked(
                     impact,
                     plan,
                     baseline,
+                    took: (began, began.elapsed()),
                 }
             };
-            (Ok((good, diff, old_routes)), Some(ahead))
+            (Ok((good, diff, old_routes, diffed, loaded)), Some(ahead))
         };
         inspect::inspect_with(Some(&env.info), s, config, &own, early, report, ahead)
     })?;
     let mut insp = insp;
     let (good_and_diff, old_routes) = match good_and_diff {
-        Ok((good, diff, routes)) => (Ok((good, diff)), routes),
+        Ok((good, diff, routes, diffed, loaded)) => (Ok((good, diff, diffed, loaded)), routes),
         Err(e) => (Err(e), None),
     };
     let old_routes = old_routes.and_then(PendingRoutes::join);
@@ -306,10 +310,25 @@ pub fn reload_locked(
     if refuses {
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }
-    let (last_good, diff) = good_and_diff?;
+    let (last_good, diff, (diffed, diff_took), loaded) = good_and_diff?;
     let Some(ahead) = ahead else {
         return Err(Error::Internal("the impact analysis did not run".into()));
     };
+    // Both ran beside nginx -t; what the impact analysis costs is the two together.
+    let detail = match (&last_good, loaded) {
+        (None, _) => "no last-good to compare with",
+        (Some(_), false) => "last-good's tree does not load",
+        (Some(_), true) => "the files, and last-good's tree parsed for the impact",
+    };
+    report.step_from("diff", true, diffed, diff_took, Some(detail.into()));
+    let (began, took) = ahead.took;
+    let detail = format!(
+        "{} of {} servers affected, {} checks",
+        ahead.impact.affected.len(),
+        ahead.impact.total,
+        ahead.plan.checks.len()
+    );
+    report.step_from("impact", true, began, took, Some(detail));
     if refuse_obstacles(report, &insp.config.conf_prefix, diff.as_ref()) {
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }
@@ -319,6 +338,7 @@ pub fn reload_locked(
         impact,
         plan,
         baseline,
+        ..
     } = ahead;
     record_impact(report, last_good.is_some(), &impact);
     if unchanged && !s.force {
