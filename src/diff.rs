@@ -203,6 +203,10 @@ pub struct FileDiff {
     pub mode: Option<(u32, u32)>,
     /// Old and new symlink targets, when they differ.
     pub link: Option<(Option<PathBuf>, Option<PathBuf>)>,
+    /// The unchanged symlinks nginx reads this file through (`sites-enabled/app` for
+    /// `sites-available/app`): an edit through a link changes one file, the link's target.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub through: Vec<String>,
 }
 
 /// Every file that differs, sorted by path.
@@ -261,7 +265,74 @@ pub fn diff(old: &FileSet, new: &FileSet) -> ConfigDiff {
         }
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
+    fold_links(old, new, &mut files);
     ConfigDiff { files }
+}
+
+/// A symlink whose target stayed while the bytes read through it changed is the edit of its
+/// target, which the file set holds too (a snapshot brings a link's real file along): the
+/// change is counted once, on the target, which names the link. A link that points elsewhere
+/// now stays a change of its own.
+fn fold_links(old: &FileSet, new: &FileSet, files: &mut Vec<FileDiff>) {
+    let mut folded: Vec<(usize, String)> = Vec::new();
+    for f in files.iter() {
+        if f.change != Change::Modified || f.link.is_some() || f.mode.is_some() {
+            continue;
+        }
+        let (Some(before), Some(after)) = (old.files.get(&f.path), new.files.get(&f.path)) else {
+            continue;
+        };
+        let Some(target) = &after.link else {
+            continue;
+        };
+        let real = files.iter().position(|t| {
+            let same = |set: &FileSet, link: &FileState| {
+                set.files
+                    .get(&t.path)
+                    .is_some_and(|s| s.bytes == link.bytes)
+            };
+            t.change == Change::Modified
+                && t.path != f.path
+                && points_at(&f.path, target, &t.path)
+                && same(old, before)
+                && same(new, after)
+        });
+        if let Some(real) = real {
+            folded.push((real, f.path.clone()));
+        }
+    }
+    for (real, link) in &folded {
+        if let Some(t) = files.get_mut(*real) {
+            t.through.push(link.clone());
+        }
+    }
+    let links: Vec<String> = folded.into_iter().map(|(_, link)| link).collect();
+    files.retain(|f| !links.contains(&f.path));
+}
+
+/// Does the symlink at `link` (a file set path) with `target` (as readlink gives it) lead to
+/// the file set path `real`? Lexically: inside the root a target resolves relative to the
+/// link's directory; an absolute one is compared by its trailing components, since paths
+/// inside the root are recorded relative to it.
+fn points_at(link: &str, target: &Path, real: &str) -> bool {
+    let joined = match Path::new(link).parent() {
+        Some(dir) if target.is_relative() => dir.join(target),
+        _ => target.to_path_buf(),
+    };
+    let mut resolved = PathBuf::new();
+    for part in joined.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                if !resolved.pop() {
+                    return false;
+                }
+            }
+            std::path::Component::CurDir => {}
+            other => resolved.push(other),
+        }
+    }
+    let real = Path::new(real);
+    resolved == real || (resolved.is_absolute() && real.is_relative() && resolved.ends_with(real))
 }
 
 fn compare(path: &str, before: &FileState, after: &FileState) -> Option<FileDiff> {
@@ -290,6 +361,7 @@ fn bare(path: &str, change: Change) -> FileDiff {
         removed: 0,
         mode: None,
         link: None,
+        through: Vec::new(),
     }
 }
 
@@ -340,6 +412,22 @@ fn content_diff(path: &str, change: Change, old: &[u8], new: &[u8]) -> FileDiff 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_link_target_is_resolved_lexically() {
+        let t = Path::new("../sites-available/app");
+        assert!(points_at("sites-enabled/app", t, "sites-available/app"));
+        assert!(!points_at("sites-enabled/app", t, "sites-enabled/app"));
+        assert!(!points_at("app", t, "sites-available/app"));
+        let abs = Path::new("/etc/nginx/sites-available/app");
+        assert!(points_at("sites-enabled/app", abs, "sites-available/app"));
+        assert!(points_at(
+            "sites-enabled/app",
+            abs,
+            "/etc/nginx/sites-available/app"
+        ));
+        assert!(!points_at("sites-enabled/app", abs, "available/app"));
+    }
 
     #[test]
     fn bytes_that_are_not_utf8_are_escaped_and_diffed() {

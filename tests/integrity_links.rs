@@ -94,6 +94,61 @@ fn edit_through_a_sites_enabled_link_keeps_the_link_after_success_refusal_and_ro
     assert_eq!(d.site.answer(), Some((200, "good".into())));
 }
 
+/// Regression: an edit of `sites-available/app` through `sites-enabled/app -> ../sites-available/app`
+/// was counted as two changed files (the link and its target) by `diff`, the reload report and
+/// `history`. The link did not change: one file changed, the one whose bytes did, and `diff`
+/// says nginx reads it through the link. Pointing the link elsewhere stays a change of the link.
+#[test]
+fn an_edit_through_a_sites_enabled_link_counts_as_one_changed_file() {
+    let d = Debian::start();
+    std::fs::write(&d.available, format!("{}\n# edited\n", d.site.good_http())).unwrap();
+
+    let out = d.site.run(&["diff", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let files = json(&out)["diff"]["files"].clone();
+    assert_eq!(files.as_array().map(Vec::len), Some(1), "{files:#}");
+    assert_eq!(files[0]["path"], "sites-available/app", "{files:#}");
+    assert_eq!(files[0]["change"], "modified", "{files:#}");
+    assert_eq!(files[0]["through"][0], "sites-enabled/app", "{files:#}");
+    let out = d.site.run(&["diff"]);
+    let shown = text(&out);
+    assert!(shown.contains("1 file changed: +2 -1"), "{shown}");
+    assert!(
+        shown.contains("sites-available/app (nginx reads it through sites-enabled/app)"),
+        "{shown}"
+    );
+
+    let out = d.site.run(&["reload", "-y", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = json(&out);
+    assert_eq!(
+        report["diff"]["files"].as_array().map(Vec::len),
+        Some(1),
+        "{report:#}"
+    );
+    let snap = d.site.snapshot(&d.site.last_good_id());
+    assert_eq!(
+        snap["meta"]["changed_files"],
+        serde_json::json!(["sites-available/app"])
+    );
+    assert_eq!(d.site.answer(), Some((200, "good".into())));
+    d.assert_link_kept("edit through the link");
+
+    // Retargeting the link is a change of the link (and of the files it brings along).
+    let other = d.available.with_file_name("other");
+    std::fs::write(&other, format!("{}\n# other\n", d.site.good_http())).unwrap();
+    std::fs::remove_file(&d.enabled).unwrap();
+    symlink("../sites-available/other", &d.enabled).unwrap();
+    let out = d.site.run(&["diff", "--json"]);
+    let paths: Vec<String> = (json(&out)["diff"]["files"].as_array().into_iter().flatten())
+        .map(|f| format!("{} {}", f["path"].as_str().unwrap_or(""), f["change"]))
+        .collect();
+    assert!(
+        paths.contains(&"sites-enabled/app \"modified\"".to_string()),
+        "{paths:?}"
+    );
+}
+
 #[test]
 fn a_hard_linked_file_is_refused_before_anything_changes_naming_both_paths() {
     let d = Debian::start();

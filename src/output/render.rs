@@ -244,6 +244,16 @@ fn render_diff(p: &Printer, d: &ConfigDiff, to_stdout: bool) {
         return;
     }
     for f in &d.files {
+        if !f.through.is_empty() {
+            emit(&p.paint(
+                Tone::Dim,
+                &escape_control(&format!(
+                    "{} (nginx reads it through {})",
+                    f.path,
+                    f.through.join(", ")
+                )),
+            ));
+        }
         match &f.unified {
             Some(text) => {
                 for line in text.lines() {
