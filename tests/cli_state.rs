@@ -95,15 +95,10 @@ fn history_lists_runs_newest_first_and_rollback_restores_an_earlier_good_one() {
     back.expect(0);
     assert_eq!(site.body(), "v1");
     let h = site.history();
-    let replaced = h["history"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .filter(|s| s["meta"]["outcome"] == "replaced")
-        .count();
     assert_eq!(
-        replaced, 2,
-        "each rollback kept the files it replaced: {h:#}"
+        replaced(&h).len(),
+        0,
+        "each rollback found last-good's files on disk: nothing displaced: {h:#}"
     );
 
     let missing = site
@@ -111,6 +106,53 @@ fn history_lists_runs_newest_first_and_rollback_restores_an_earlier_good_one() {
         .run(&["rollback", "20000101T000000Z-000000-000000", "-y"]);
     missing.expect(2);
     assert_eq!(site.body(), "v1");
+}
+
+/// The `replaced` snapshots in `history --json`.
+fn replaced(history: &Value) -> Vec<Value> {
+    (history["history"].as_array().into_iter().flatten())
+        .filter(|s| s["meta"]["outcome"] == "replaced")
+        .cloned()
+        .collect()
+}
+
+/// Regression: `rollback ID` recorded a `replaced` snapshot on every run, also when the files
+/// on disk were last-good's or already the target's, so `history` listed copies of what it
+/// already held as displaced configurations. Only files that neither holds are kept.
+#[test]
+fn rollback_records_a_replaced_snapshot_only_for_files_no_snapshot_holds() {
+    let ip = unique_loopback();
+    let (a, b) = (
+        HttpBackend::start(SocketAddr::new(ip, 0), "v1"),
+        HttpBackend::start(SocketAddr::new(ip, 0), "v2"),
+    );
+    let site = Site::start(&|l| proxy_site(l, &a.host_port()));
+    let v1 = site.sr.init();
+    site.nginx
+        .write_http(&proxy_site(site.listen, &b.host_port()));
+    site.sr.run(&["-y"]).expect(0);
+
+    // On disk: last-good (v2). Then on disk: the target itself (v1).
+    for _ in 0..2 {
+        site.sr.run(&["rollback", &v1, "-y"]).expect(0);
+        assert_eq!(site.body(), "v1");
+        let h = site.history();
+        assert_eq!(replaced(&h), Vec::<Value>::new(), "{h:#}");
+    }
+
+    // A hand edit nobody reloaded: neither v1 nor last-good holds it, so it is kept.
+    let edited = format!("{}\n# by hand", proxy_site(site.listen, &b.host_port()));
+    site.nginx.write_http(&edited);
+    let by_hand = std::fs::read(&site.nginx.conf).expect("conf");
+    site.sr.run(&["rollback", &v1, "-y"]).expect(0);
+    assert_eq!(site.body(), "v1");
+    let kept = replaced(&site.history());
+    assert_eq!(kept.len(), 1, "{kept:#?}");
+    let hash = (kept[0]["files"].as_array().into_iter().flatten())
+        .find(|f| f["path"] == "nginx.conf")
+        .and_then(|f| f["hash"].as_str())
+        .expect("nginx.conf in the replaced snapshot");
+    assert_eq!(site.sr.object(hash), by_hand);
 }
 
 #[test]

@@ -306,11 +306,7 @@ pub fn rollback(
     if crate::pipeline::refuse_obstacles(report, &current.conf_prefix, Some(&touched)) {
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }
-    let before = store.snapshot(
-        &current.conf_prefix,
-        &current.files,
-        meta(SnapOutcome::Replaced, Vec::new()),
-    )?;
+    let before = held_before(&store, &target, &touched, &current)?;
     let mut rec = JournalRecord::new(
         crate::store::command_line(),
         Some(before.id.clone()),
@@ -350,6 +346,33 @@ pub fn rollback(
         target.id, before.id
     ));
     exit
+}
+
+/// The snapshot that holds the files on disk before a rollback writes over them: the target
+/// itself when they already equal it (`touched` is empty), last-good when they equal that,
+/// and only otherwise a new `replaced` snapshot. A snapshot of bytes another one already holds
+/// would fill `history` with copies and say something was displaced when nothing was.
+fn held_before(
+    store: &Store,
+    target: &Snapshot,
+    touched: &crate::diff::ConfigDiff,
+    current: &crate::conf::Config,
+) -> Result<Snapshot> {
+    if touched.is_empty() {
+        return Ok(target.clone());
+    }
+    if let Some(good) = store.last_good()? {
+        let since =
+            crate::pipeline::diff_files(store, &good, &current.conf_prefix, &current.files)?;
+        if since.is_empty() {
+            return Ok(good);
+        }
+    }
+    store.snapshot(
+        &current.conf_prefix,
+        &current.files,
+        meta(SnapOutcome::Replaced, Vec::new()),
+    )
 }
 
 /// Put `snap`'s files back while nginx still runs them, and close the journal record.
