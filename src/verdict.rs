@@ -419,8 +419,6 @@ pub enum Restored<'a> {
     NoLastGood,
     /// The restored files do not match the snapshot; nginx was not reloaded again.
     FilesDiffer,
-    /// The restored configuration fails `nginx -t`; nginx was not reloaded again.
-    TestFailed,
     /// Restored, tested, signalled: the proof and what the re-verification found.
     Reloaded {
         proof: &'a Proof,
@@ -439,7 +437,6 @@ pub enum RollbackVerdict {
     },
     NoLastGood,
     FilesDiffer,
-    TestFailed,
     /// Reloading the restored configuration did not take effect.
     NotLive {
         reason: String,
@@ -461,7 +458,6 @@ pub fn after_rollback(
     let (proof, health) = match restored {
         Restored::NoLastGood => return RollbackVerdict::NoLastGood,
         Restored::FilesDiffer => return RollbackVerdict::FilesDiffer,
-        Restored::TestFailed => return RollbackVerdict::TestFailed,
         Restored::Reloaded { proof, health } => (proof, health),
     };
     if !proof.took_effect {
@@ -524,11 +520,6 @@ impl RollbackVerdict {
             RollbackVerdict::FilesDiffer => {
                 "the restored files do not match the last-good snapshot (see restore); nginx was \
                  not reloaded again"
-                    .into()
-            }
-            RollbackVerdict::TestFailed => {
-                "the restored last-good configuration fails nginx -t now (see test); the files \
-                 are restored but nginx was not reloaded"
                     .into()
             }
             RollbackVerdict::NotLive { reason } => format!(
@@ -889,11 +880,7 @@ mod tests {
     #[test]
     fn a_rollback_that_could_not_restore_or_reload_exits_4() {
         let before = Baseline::default();
-        for r in [
-            Restored::NoLastGood,
-            Restored::FilesDiffer,
-            Restored::TestFailed,
-        ] {
+        for r in [Restored::NoLastGood, Restored::FilesDiffer] {
             assert_eq!(after_rollback(&before, None, r).outcome().1, Exit::MustAct);
         }
         let proof = Proof {

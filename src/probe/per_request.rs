@@ -87,8 +87,9 @@ impl Resolver {
     }
 }
 
-/// For every `*_pass` that holds variables, by its file and line: the resolver nginx uses for
-/// it (`None`: no `resolver` in scope).
+/// For every `*_pass`, by its file and line: the resolver in scope there (`None`: no
+/// `resolver`). Which passes nginx evaluates per request is the extraction's
+/// (`Reference::per_request`); only the scope of `resolver` is worked out here.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PerRequest {
     passes: HashMap<(Arc<Path>, u32), Option<Arc<Resolver>>>,
@@ -133,9 +134,7 @@ impl PerRequest {
                 })
             });
         for d in dirs {
-            if crate::conf::targets::Name::of_pass(&d.name).is_some()
-                && d.args.first().is_some_and(|a| a.contains('$'))
-            {
+            if crate::conf::targets::Name::of_pass(&d.name).is_some() {
                 self.passes.insert((d.file.clone(), d.line), here.clone());
             }
             if d.block.is_some() && d.name != "upstream" {
@@ -151,7 +150,7 @@ impl PerRequest {
     /// upstreams, the implicit ones of static `*_pass` lines included (same host, caseless, and
     /// port), and uses that one's startup addresses; here such a target has a static reference.
     pub fn resolver_for(&self, target: &Target) -> Option<Option<Arc<Resolver>>> {
-        if !matches!(target.address, TargetAddr::Host { .. }) || self.passes.is_empty() {
+        if !matches!(target.address, TargetAddr::Host { .. }) {
             return None;
         }
         let passes: Vec<&Reference> = (target.references.iter())
@@ -159,7 +158,9 @@ impl PerRequest {
             .collect();
         let mut found: Option<Option<Arc<Resolver>>> = None;
         for r in &passes {
-            if r.upstream.is_some() {
+            // A static pass, or an upstream block's server (resolved at startup whatever named
+            // the block): the extraction says so.
+            if !r.per_request {
                 return None;
             }
             let resolver = self.passes.get(&(r.file.clone(), r.line))?;
@@ -350,7 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn the_innermost_resolver_and_timeout_apply_to_variable_passes_only() {
+    fn the_innermost_resolver_and_timeout_apply_and_only_variable_passes_use_them() {
         let (_d, c) = config(
             "http {\n resolver 127.0.0.1:8600 ipv6=off;\n resolver_timeout 2s;\n\
              server {\n  location /a { proxy_pass http://$up:8080; }\n\
@@ -377,11 +378,12 @@ mod tests {
         );
         let b = at(6).flatten().unwrap();
         assert_eq!(b.servers(), ["[::1]:53".parse::<SocketAddr>().unwrap()]);
-        assert_eq!(
-            at(7),
-            None,
-            "a pass without variables is resolved at startup"
-        );
+        // A pass without variables is resolved at startup: the extraction says so.
+        let targets = crate::conf::targets::extract(&c).targets;
+        let static_name = (targets.iter())
+            .find(|t| t.address.to_string() == "app.test:80")
+            .expect("the static target");
+        assert_eq!(p.resolver_for(static_name), None);
         assert_eq!(at(9).flatten().unwrap().timeout, Duration::from_secs(1));
         assert_eq!(at(11), Some(None), "no resolver in stream");
     }
