@@ -36,24 +36,7 @@ pub struct FileSet {
 impl FileSet {
     /// The file set a snapshot recorded, contents read (and hash-checked) from the store.
     pub fn from_snapshot(store: &Store, snap: &Snapshot) -> Result<FileSet> {
-        let mut set = FileSet::default();
-        for entry in &snap.files {
-            let state = FileState {
-                bytes: store.read_object(&entry.hash)?.into(),
-                mode: entry.mode,
-                link: entry.target.clone(),
-            };
-            set.files.insert(shown(&entry.path), state);
-        }
-        for ext in &snap.external {
-            let state = FileState {
-                bytes: store.read_object(&ext.hash)?.into(),
-                mode: ext.mode,
-                link: ext.target.clone(),
-            };
-            set.files.insert(shown(&ext.path), state);
-        }
-        Ok(set)
+        FileSet::from_snapshot_against(store, snap, &Scanned::default())
     }
 
     /// The file set a snapshot recorded, for comparing with `candidate`: an entry whose hash
@@ -71,28 +54,22 @@ impl FileSet {
         for item in &candidate.external {
             known.insert((&item.entry.path, &item.entry.hash), &item.bytes);
         }
-        let bytes = |path: &Path, hash: &str| -> Result<Arc<[u8]>> {
-            match known.get(&(path, hash)) {
-                Some(b) => Ok(Arc::clone(b)),
-                None => Ok(store.read_object(hash)?.into()),
-            }
-        };
+        // Inside and outside the root alike: (path, mode, link target, hash).
+        let recorded = (snap.files.iter())
+            .map(|e| (&e.path, e.mode, &e.target, &e.hash))
+            .chain((snap.external.iter()).map(|e| (&e.path, e.mode, &e.target, &e.hash)));
         let mut set = FileSet::default();
-        for entry in &snap.files {
-            let state = FileState {
-                bytes: bytes(&entry.path, &entry.hash)?,
-                mode: entry.mode,
-                link: entry.target.clone(),
+        for (path, mode, target, hash) in recorded {
+            let bytes = match known.get(&(path.as_path(), hash.as_str())) {
+                Some(b) => Arc::clone(b),
+                None => store.read_object(hash)?.into(),
             };
-            set.files.insert(shown(&entry.path), state);
-        }
-        for ext in &snap.external {
             let state = FileState {
-                bytes: bytes(&ext.path, &ext.hash)?,
-                mode: ext.mode,
-                link: ext.target.clone(),
+                bytes,
+                mode,
+                link: target.clone(),
             };
-            set.files.insert(shown(&ext.path), state);
+            set.files.insert(shown(path), state);
         }
         Ok(set)
     }
@@ -104,24 +81,15 @@ impl FileSet {
 
     /// The candidate's file set from an existing scan.
     pub fn from_scanned(scanned: Scanned) -> FileSet {
-        let mut set = FileSet::default();
-        for item in scanned.files {
-            let state = FileState {
-                bytes: item.bytes,
-                mode: item.entry.mode,
-                link: item.entry.target,
-            };
-            set.files.insert(shown(&item.entry.path), state);
-        }
-        for item in scanned.external {
-            let state = FileState {
-                bytes: item.bytes,
-                mode: item.entry.mode,
-                link: item.entry.target,
-            };
-            set.files.insert(shown(&item.entry.path), state);
-        }
-        set
+        let inside = (scanned.files.into_iter())
+            .map(|i| (i.entry.path, i.entry.mode, i.entry.target, i.bytes));
+        let outside = (scanned.external.into_iter())
+            .map(|i| (i.entry.path, i.entry.mode, i.entry.target, i.bytes));
+        let files = inside
+            .chain(outside)
+            .map(|(path, mode, link, bytes)| (shown(&path), FileState { bytes, mode, link }))
+            .collect();
+        FileSet { files }
     }
 }
 
