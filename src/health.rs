@@ -19,7 +19,7 @@ mod hosts;
 mod select;
 mod tls;
 
-pub use affected::affected;
+pub use affected::{affected, affected_by};
 pub use select::{focused_checks, Covered, Plan, Unchecked, MAX_CHECKS};
 
 /// One request to make through nginx. Its identity (what a baseline run and an after run are

@@ -243,3 +243,41 @@ fn a_server_on_a_unix_socket_is_checked_over_the_socket() {
         "{run}"
     );
 }
+
+/// `--health` naming one site that the change does not affect, while the change breaks
+/// another: the URL verified nothing the change touched, so the headline counts the affected
+/// server as not verified (it said "live and verified").
+#[test]
+fn a_health_url_for_an_unaffected_site_verifies_no_affected_server() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let sites = |b: &str| {
+        format!(
+            "server {{ listen {listen}; server_name a.test; location / {{ proxy_pass http://{}; }} }}\n\
+             server {{ listen {listen}; server_name b.test; location / {{ proxy_pass http://{b}; }} }}",
+            good.host_port()
+        )
+    };
+    let n = TestNginx::start(&sites(&good.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&sites(&bad.addr.to_string()));
+    let url = format!("http://a.test:{}/", listen.port());
+    let resolve = format!("a.test:{}:{}", listen.port(), listen.ip());
+    let run = sr.run(&["-y", "--no-probe", "--health", &url, "--resolve", &resolve]);
+    run.expect(0);
+    assert!(
+        run.stdout.contains(
+            "reloaded: live; verified 0 of 1 affected server; not verified: b.test (nginx.conf:"
+        ) && run.stdout.contains("no --health URL names it"),
+        "{run}"
+    );
+    assert_eq!(http_get(listen, "a.test", "/").expect("GET").0, 200);
+    assert_eq!(
+        http_get(listen, "b.test", "/").expect("GET").0,
+        502,
+        "not verified, and live"
+    );
+}

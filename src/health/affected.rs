@@ -1,9 +1,13 @@
 //! The servers a change affects as the coverage sees them, from the checks' [`Plan`]: each
 //! server some request checks, with the URLs of its checks and what of it no request checks,
 //! and each affected server no request checks at all. Which servers are affected is the
-//! impact analysis's to say (`impact`); the plan holds only those.
+//! impact analysis's to say (`impact`); the plan holds only those. With `--health` URLs, which
+//! replace the derived checks, a server is checked by the URLs that name one of its hosts, and
+//! one no URL names is not verified: a URL for another site says nothing of it.
 
-use super::Plan;
+use std::collections::HashSet;
+
+use super::{Check, Plan};
 use crate::verdict::{Affected, LeftOut};
 
 /// The affected servers of `plan`, checked ones first.
@@ -28,6 +32,33 @@ pub fn affected(plan: &Plan) -> Vec<Affected> {
         left_out: vec![left_out(u)],
     });
     checked.chain(unchecked).collect()
+}
+
+/// The affected servers of `derived` (the checks the configuration would get) as the
+/// operator's `health` checks cover them: each server by the URLs whose Host is one its derived
+/// checks use.
+pub fn affected_by(derived: &Plan, health: &[Check]) -> Vec<Affected> {
+    let mut all = affected(derived);
+    for a in all.iter_mut().filter(|a| !a.checks.is_empty()) {
+        let hosts: HashSet<&str> = (derived.checks.iter())
+            .filter(|c| c.server == a.server)
+            .map(|c| c.host.as_str())
+            .collect();
+        a.checks = (health.iter())
+            .filter(|c| hosts.contains(c.host.as_str()))
+            .map(|c| c.url.clone())
+            .collect();
+        if a.checks.is_empty() {
+            a.left_out.push(LeftOut {
+                what: "server".into(),
+                at: a.at.clone(),
+                why: "no --health URL names it (--health replaces the checks derived from the \
+                      configuration)"
+                    .into(),
+            });
+        }
+    }
+    all
 }
 
 #[cfg(test)]

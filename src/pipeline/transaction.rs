@@ -240,10 +240,16 @@ impl Transaction<'_> {
             Some(p) => (p.plan, p.baseline),
             None => (self.checks(&servers), None),
         };
+        // Coverage is of the affected servers, also when `--health` URLs replace their checks:
+        // a URL that names none of them verifies none of them.
+        let affected = if self.s.health.is_empty() {
+            health::affected(&plan)
+        } else {
+            let root = &self.candidate.config_root;
+            let derived = health::focused_checks(&servers, &self.impact, root);
+            health::affected_by(&derived, &plan.checks)
+        };
         drop(servers);
-        // Coverage is of the affected servers; `--health` URLs are the operator's, and
-        // verified as such.
-        let affected = self.s.health.is_empty().then(|| health::affected(&plan));
         let Plan {
             checks,
             not_checked,
@@ -300,7 +306,7 @@ impl Transaction<'_> {
             }
         }
         let verdict = verdict::after_reload(&baseline, attempt.health.as_ref(), &attempt.proof);
-        report.coverage = (affected.as_deref())
+        report.coverage = Some(&affected[..])
             .zip(attempt.health.as_ref())
             .map(|(a, h)| verdict::coverage(a, h));
         report.reload = Some(attempt.proof);
