@@ -313,8 +313,8 @@ mod judge;
 mod verify;
 pub use judge::{is_failure, judge, Answer};
 pub use verify::{
-    baseline, expect_down, is_expected, verify, verify_against, CheckResult, HealthOptions,
-    HealthReport, Known, NothingKnown, DEFAULT_REQUEST_TIMEOUT,
+    baseline, expect_down, is_expected, not_listening, verify, verify_against, CheckResult,
+    HealthOptions, HealthReport, Known, NothingKnown, DEFAULT_REQUEST_TIMEOUT,
 };
 
 #[cfg(test)]

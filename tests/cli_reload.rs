@@ -341,3 +341,53 @@ fn the_baseline_is_taken_while_nginx_t_runs() {
         (200, "app-v2".into())
     );
 }
+
+#[test]
+fn a_check_on_a_listen_only_the_change_has_is_not_sent_to_the_running_nginx() {
+    // `nginx -t` binds the candidate's free listens for a moment while the baseline runs: a
+    // check sent there could reach that socket instead of being refused, and the new server's
+    // failure would be taken for one it had before. Nothing of the running nginx listens
+    // there, so the baseline records it without sending it, and the change is rolled back.
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "app-v1");
+    let closer = CloseBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let added = SocketAddr::new(ip, free_port(ip));
+    let slow = slow_to_test(SocketAddr::new(ip, free_port(ip)));
+    let running = format!("{}\n{slow}", proxy_site(listen, &good.host_port()));
+    let nginx = TestNginx::start(&running);
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+    let baseline = std::fs::read(&nginx.conf).expect("conf");
+
+    nginx.write_http(&format!(
+        "{running}\nserver {{ listen {added}; server_name new.test; \
+         location / {{ proxy_pass http://{}; }} }}",
+        closer.addr
+    ));
+    let url = format!("http://{added}/");
+    let run = sr.run(&[
+        "-y",
+        "--json",
+        "--no-probe",
+        "--no-shadow",
+        "--health",
+        &url,
+    ]);
+    run.expect(3);
+    let report = run.json();
+    let result = &report["baseline"]["results"][0];
+    assert_eq!(result["refused"], true, "{report:#}");
+    let error = result["error"].as_str().expect("error");
+    assert!(
+        error.contains(&format!("does not listen on {added}")),
+        "{report:#}"
+    );
+    assert_eq!(report["rollback"]["verdict"]["state"], "back", "{report:#}");
+    assert_eq!(std::fs::read(&nginx.conf).expect("conf"), baseline);
+    assert_eq!(
+        http_get(listen, "site.test", "/").expect("GET"),
+        (200, "app-v1".into())
+    );
+    assert!(http_get(added, "new.test", "/").is_err(), "{run}");
+}

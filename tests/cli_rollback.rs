@@ -352,6 +352,12 @@ fn an_explicit_health_url_on_a_listen_only_the_change_has_is_not_reverified_afte
 
     let (run, report) = site.reload(&change, &["--no-probe", "--health", &url], 3, "rolled_back");
     assert_eq!(report["baseline"]["results"][0]["refused"], true, "{run}");
+    // Not sent: nothing of the running nginx listens there (`nginx -t` may, for a moment).
+    let error = report["baseline"]["results"][0]["error"].as_str();
+    assert!(
+        error.is_some_and(|e| e.contains("does not listen")),
+        "{run}"
+    );
     let reason = report["rollback"]["reason"].as_str().expect("reason");
     assert!(reason.contains("nothing answered there before"), "{run}");
     assert_eq!(

@@ -357,6 +357,23 @@ pub fn request(check: &Check, opts: &HealthOptions) -> CheckResult {
     }
 }
 
+/// The result of a request that was not sent because nothing of the running nginx listens at
+/// its address (`why`): what a refused connection records.
+pub fn not_listening(check: &Check, why: String, opts: &HealthOptions) -> CheckResult {
+    let answer = judge(None, false, &check.gate, opts.expect_status.as_deref());
+    CheckResult {
+        check: check.clone(),
+        status: None,
+        error: Some(why),
+        answer,
+        attempts: 0,
+        elapsed: Duration::ZERO,
+        failed: answer == Answer::Failed,
+        refused: true,
+        timed_out: false,
+    }
+}
+
 enum Failure {
     /// Closed before a byte of answer (over HTTP/2: before the response's headers), what
     /// nginx's `return 444` does; why, in words.

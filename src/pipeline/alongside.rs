@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::errorlog::{self, Cursors};
 use crate::health::{self, Check, HealthOptions, HealthReport, Plan};
 use crate::impact::Impact;
+use crate::probe::netstat::Listeners;
 
 /// How far back the baseline reads the running configuration's error logs: long enough to
 /// cover nginx's default `fail_timeout` (10 s) many times over, short enough that the errors
@@ -40,8 +41,15 @@ pub struct Pending {
 
 impl Pending {
     /// Send `checks` to the running configuration and read back `logs` (its error logs).
-    pub fn start(checks: Vec<Check>, logs: Vec<PathBuf>, opts: HealthOptions) -> Pending {
-        let handle = std::thread::spawn(move || take(&checks, &logs, &opts));
+    /// `held` are the sockets the running nginx listens on, read before `nginx -t` could bind
+    /// any (see [`take`]).
+    pub fn start(
+        checks: Vec<Check>,
+        logs: Vec<PathBuf>,
+        opts: HealthOptions,
+        held: Option<Listeners>,
+    ) -> Pending {
+        let handle = std::thread::spawn(move || take(&checks, &logs, &opts, held.as_ref()));
         Pending {
             handle: Some(handle),
         }
@@ -74,11 +82,46 @@ pub struct Taken {
 /// The checks against the running configuration, and what its error logs hold of the recent
 /// past: a worker that saw a pool server fail skips it for a while (`fail_timeout`) and logs
 /// nothing about it meanwhile, while the new workers of a reload try it afresh.
-pub fn take(checks: &[Check], logs: &[PathBuf], opts: &HealthOptions) -> Taken {
+///
+/// With `held` (the listening sockets of the running nginx's master and workers), a check
+/// aimed at an address none of them accepts is not sent: it is recorded as refused, as the
+/// running configuration would answer it. `nginx -t` briefly binds every free address the
+/// candidate names, so such a request sent while it runs can reach `nginx -t`'s socket and be
+/// taken for an answer of the running configuration.
+pub fn take(
+    checks: &[Check],
+    logs: &[PathBuf],
+    opts: &HealthOptions,
+    held: Option<&Listeners>,
+) -> Taken {
     let since = errorlog::stamp(SystemTime::now() - RECENT_LOG);
     let mut cursors = Cursors::open_back(logs, RECENT_LOG_BYTES);
     let began = Instant::now();
-    let window = health::baseline(checks, &mut cursors, opts);
+    let answers = |c: &Check| {
+        held.is_none_or(|l| match &c.unix {
+            Some(path) => l.accepts_unix(path),
+            None => l.accepts(c.connect),
+        })
+    };
+    let (sent, unsent): (Vec<usize>, Vec<usize>) =
+        (0..checks.len()).partition(|&i| answers(&checks[i]));
+    let to_send: Vec<Check> = sent.iter().map(|&i| checks[i].clone()).collect();
+    let mut window = health::baseline(&to_send, &mut cursors, opts);
+    if !unsent.is_empty() {
+        let mut results: Vec<Option<health::CheckResult>> = vec![None; checks.len()];
+        for (&i, r) in sent.iter().zip(std::mem::take(&mut window.results)) {
+            results[i] = Some(r);
+        }
+        for &i in &unsent {
+            let why = format!(
+                "the running configuration does not listen on {}: not sent",
+                checks[i].via()
+            );
+            results[i] = Some(health::not_listening(&checks[i], why, opts));
+        }
+        window.results = results.into_iter().flatten().collect();
+        window.passed &= !window.results.iter().any(|r| r.failed);
+    }
     Taken {
         window,
         since,

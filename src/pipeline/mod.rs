@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::impact;
 use crate::output::Printer;
+use crate::probe::netstat;
 use crate::probe::routes::Routes;
 use crate::probe::standing;
 use crate::reload;
@@ -276,10 +277,14 @@ pub fn reload_locked(
                 // after the answer, right before the signal.
                 let wanted = running == Running::Baseline && (!unchanged || s.force) && !asks;
                 let baseline = wanted.then(|| {
+                    // Read before the baseline starts, from nginx's own processes only:
+                    // `nginx -t` meanwhile binds the candidate's free addresses.
+                    let held = netstat::held_by(&own);
                     alongside::Pending::start(
                         plan.checks.clone(),
                         env.error_logs(parsed.config),
                         inspect::health_options(s, None),
+                        held,
                     )
                 });
                 alongside::Ahead {

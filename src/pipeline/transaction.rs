@@ -132,9 +132,10 @@ impl Transaction<'_> {
     }
 
     /// The checks against the running configuration, right before the signal: what the
-    /// change is measured against, when it was not taken alongside `nginx -t`.
+    /// change is measured against, when it was not taken alongside `nginx -t` (none runs now
+    /// to bind an address the running configuration does not have).
     fn baseline(&self, checks: &[Check], report: &mut Report) -> Baseline {
-        let taken = alongside::take(checks, &self.watch.logs, &self.health_options());
+        let taken = alongside::take(checks, &self.watch.logs, &self.health_options(), None);
         report.step_from("baseline", true, taken.began, taken.elapsed, None);
         let window = taken.finish(&self.expected_down);
         let baseline = Baseline::of(&window);

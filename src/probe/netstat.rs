@@ -98,6 +98,48 @@ impl Listeners {
     }
 }
 
+/// The listening sockets `pids` hold (a master and its workers), or `None` when none of their
+/// open files can be read: then nothing can be said about what they listen on. Reads only
+/// those processes' descriptors, not every process's.
+pub fn held_by(pids: &[i32]) -> Option<Listeners> {
+    let mut inodes = HashSet::new();
+    let mut seen = false;
+    for pid in pids {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        seen = true;
+        inodes.extend(fds.flatten().filter_map(|fd| socket_inode(&fd.path())));
+    }
+    if !seen {
+        return None;
+    }
+    let mut listeners = Listeners::tables();
+    listeners.tcp.retain(|l| inodes.contains(&l.inode));
+    listeners.unix.retain(|l| inodes.contains(&l.inode));
+    Some(listeners)
+}
+
+impl Listeners {
+    /// Whether a connection to `addr` may reach one of these sockets: the address itself, or
+    /// a wildcard on its port: `0.0.0.0` for IPv4, `[::]` for both (whether it is `ipv6only`
+    /// is not in the table, so it is taken to accept IPv4 too: the check is then sent).
+    pub fn accepts(&self, addr: SocketAddr) -> bool {
+        self.tcp.iter().any(|l| {
+            let wildcard = match l.addr.ip() {
+                IpAddr::V4(ip) => ip.is_unspecified() && addr.is_ipv4(),
+                IpAddr::V6(ip) => ip.is_unspecified(),
+            };
+            l.addr == addr || (l.addr.port() == addr.port() && wildcard)
+        })
+    }
+
+    /// Whether a socket listens on the unix path `path`.
+    pub fn accepts_unix(&self, path: &Path) -> bool {
+        self.unix.iter().any(|l| l.path == path)
+    }
+}
+
 /// The holder to name in a message: the process whose parent does not hold the socket too
 /// (the master rather than one of its workers).
 pub fn main_holder(holders: &[Owner]) -> Option<&Owner> {
@@ -267,6 +309,27 @@ mod tests {
         let l = parse_tcp(v6);
         assert_eq!(l[0].addr, "127.0.0.1:3000".parse().unwrap());
         assert_eq!(l[1].addr, "[::1]:80".parse().unwrap());
+    }
+
+    #[test]
+    fn a_wildcard_accepts_every_address_on_its_port() {
+        let listen = |addr: &str| TcpListen {
+            addr: addr.parse().unwrap(),
+            inode: 1,
+            holders: Vec::new(),
+        };
+        let l = Listeners {
+            tcp: vec![listen("0.0.0.0:80"), listen("127.0.0.2:8080")],
+            unix: Vec::new(),
+        };
+        assert!(l.accepts("127.0.0.5:80".parse().unwrap()));
+        assert!(l.accepts("127.0.0.2:8080".parse().unwrap()));
+        assert!(!l.accepts("127.0.0.3:8080".parse().unwrap()));
+        assert!(!l.accepts("127.0.0.2:8081".parse().unwrap()));
+        assert!(
+            !l.accepts("[::1]:80".parse().unwrap()),
+            "0.0.0.0 is IPv4 only"
+        );
     }
 
     #[test]

@@ -249,10 +249,15 @@ pub fn run_checks(
         if sc.failed() || !sc.upstream_errors.is_empty() {
             // Exactly as the baseline before a reload asks it: the same rounds, so a pool's
             // round-robin reaches as many of its peers, and the log's recent past, where a
-            // worker that skips a failing peer for its `fail_timeout` logged it last.
-            let r =
-                crate::pipeline::alongside::take(std::slice::from_ref(check), running_logs, opts)
-                    .finish(&opts.expected_down);
+            // worker that skips a failing peer for its `fail_timeout` logged it last. `nginx -t`
+            // has ended by now, so nothing binds the candidate's addresses: no socket filter.
+            let r = crate::pipeline::alongside::take(
+                std::slice::from_ref(check),
+                running_logs,
+                opts,
+                None,
+            )
+            .finish(&opts.expected_down);
             sc.running = r.results.into_iter().next();
             sc.running_errors = r.upstream_errors;
         }
