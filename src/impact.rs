@@ -290,10 +290,8 @@ pub fn prints(config: &Config, servers: &[Server]) -> Prints {
     };
     let mut ids = servers.iter().map(ServerId::of);
     for top in &config.tree {
-        let context = match top.name.as_str() {
-            "http" => Context::Http,
-            "stream" => Context::Stream,
-            _ => continue,
+        let Some(context) = Context::of_block(&top.name) else {
+            continue;
         };
         let defs = Defs::of(top.children());
         let mut inherited = main.clone();

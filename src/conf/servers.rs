@@ -120,10 +120,8 @@ pub fn extract(config: &Config) -> Vec<Server> {
     let maps = host_map::index(config);
     let mut out = Vec::new();
     for top in &config.tree {
-        let context = match top.name.as_str() {
-            "http" => Context::Http,
-            "stream" => Context::Stream,
-            _ => continue,
+        let Some(context) = Context::of_block(&top.name) else {
+            continue;
         };
         for d in top.children() {
             if d.name == "server" && d.block.is_some() {

@@ -30,6 +30,18 @@ pub enum Context {
     Stream,
 }
 
+impl Context {
+    /// The context a top-level block opens (`http`, `stream`); `None` for any other
+    /// directive of the main context.
+    pub fn of_block(name: &str) -> Option<Context> {
+        match name {
+            "http" => Some(Context::Http),
+            "stream" => Some(Context::Stream),
+            _ => None,
+        }
+    }
+}
+
 /// Where a target is, normalised.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TargetAddr {

@@ -59,10 +59,8 @@ impl Routes {
         let mut pools: HashMap<(Context, String), u64> = HashMap::new();
         let mut index = 0;
         for top in &config.tree {
-            let context = match top.name.as_str() {
-                "http" => Context::Http,
-                "stream" => Context::Stream,
-                _ => continue,
+            let Some(context) = Context::of_block(&top.name) else {
+                continue;
             };
             for d in top.children() {
                 if d.name == "upstream" && d.block.is_some() {

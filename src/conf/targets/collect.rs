@@ -63,10 +63,8 @@ impl<'a> Ctx<'_, 'a> {
 pub(crate) fn extract(config: &Config) -> Targets {
     let mut c = Collector::default();
     for d in &config.tree {
-        let context = match d.name.as_str() {
-            "http" => Context::Http,
-            "stream" => Context::Stream,
-            _ => continue,
+        let Some(context) = Context::of_block(&d.name) else {
+            continue;
         };
         let children = d.children();
         let upstreams = c.upstreams(context, children);
