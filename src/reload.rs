@@ -4,7 +4,14 @@
 //! the signal, and a bind failure, an unwritable log or a shared-memory clash leaves the old
 //! configuration running with only an `[emerg]` in the error log. So the proof is read from the
 //! processes themselves (`/proc`): the same master, new workers in `nginx: worker process` state,
-//! old workers draining (`is shutting down`) or gone, and no `[emerg]` logged since the signal.
+//! old workers draining (`is shutting down`) or gone.
+//!
+//! An `[emerg]` alone does not decide either way. nginx starts new workers only once the new
+//! configuration's cycle was set up, and some `[emerg]` lines come from a cycle that was: the
+//! `unlink()` of a removed `listen unix:` socket whose file someone deleted, say. So after an
+//! `[emerg]` the proof waits for the master to be idle again and asks its workers: none new
+//! (the old ones still accepting) is a failed reload; new ones mean it took effect, and the
+//! `[emerg]` lines stay in the proof for the operator to read.
 
 use std::time::{Duration, Instant};
 
@@ -92,7 +99,8 @@ pub struct Proof {
     pub old_workers: Vec<i32>,
     /// Workers started by the reload and accepting connections.
     pub new_workers: Vec<i32>,
-    /// `[emerg]` lines logged since the reload, verbatim.
+    /// `[emerg]` lines logged since the reload, verbatim: why it failed, or, with
+    /// `took_effect`, what nginx could not do while it loaded the new configuration.
     pub emerg: Vec<String>,
     #[serde(rename = "elapsed_ms", serialize_with = "crate::report::ms")]
     pub elapsed: Duration,
@@ -133,8 +141,9 @@ const FAST_POLL: Duration = Duration::from_millis(2);
 const SLOW_POLL: Duration = Duration::from_millis(20);
 const FAST_PHASE: Duration = Duration::from_millis(500);
 
-/// Watch the master after [`trigger`] until the reload is proven, an `[emerg]` is logged, the
-/// master dies, or `deadline` passes. `before` is [`workers`] taken just before the trigger.
+/// Watch the master after [`trigger`] until the reload is proven, it failed (an `[emerg]` and
+/// no new workers once the master is idle), the master dies, or `deadline` passes. `before` is
+/// [`workers`] taken just before the trigger.
 pub fn prove(master: &Master, before: &[Worker], logs: &mut Cursors, deadline: Duration) -> Proof {
     prove_with(master, before, logs, deadline, None)
 }
@@ -160,31 +169,29 @@ pub fn prove_with(
         reason: None,
         untouched: false,
     };
+    // Whether the master was seen idle after an [emerg]: its workers have told since.
+    let mut settled = false;
     loop {
-        proof.emerg.extend(
-            logs.read_new()
-                .into_iter()
-                .filter(|l| l.level == Some(Level::Emerg))
-                .map(|l| l.text),
-        );
-        let state = observe(master, before, expected_workers);
+        proof.emerg.extend(emerg_lines(logs));
+        let mut state = observe(master, before, expected_workers);
+        if !proof.emerg.is_empty() && !settled {
+            // The master may still be inside the reload (a busy port's bind() is retried for
+            // about 2.5 s; a loaded cycle still forks its workers). Its later [emerg] lines
+            // belong to this attempt, and a signal sent before it is done would be read as
+            // failing too: wait until it is idle, then its workers say what the [emerg] meant.
+            wait_until_idle(master, deadline.saturating_sub(start.elapsed()));
+            settled = true;
+            proof.emerg.extend(emerg_lines(logs));
+            state = observe(master, before, expected_workers);
+            if state.new_count == 0 {
+                proof.new_workers = state.new_ready;
+                proof.elapsed = start.elapsed();
+                proof.reason = Some("nginx logged [emerg] after the reload signal".into());
+                return proof;
+            }
+        }
         proof.new_workers = state.new_ready.clone();
         proof.elapsed = start.elapsed();
-        if !proof.emerg.is_empty() {
-            // The master may still be inside the failed reload (a busy port's bind() is retried
-            // for about 2.5 s). Its later [emerg] lines belong to this attempt, and a signal
-            // sent before it is done would be read as failing too: wait until it is idle.
-            wait_until_idle(master, deadline.saturating_sub(start.elapsed()));
-            proof.emerg.extend(
-                logs.read_new()
-                    .into_iter()
-                    .filter(|l| l.level == Some(Level::Emerg))
-                    .map(|l| l.text),
-            );
-            proof.elapsed = start.elapsed();
-            proof.reason = Some("nginx logged [emerg] after the reload signal".into());
-            return proof;
-        }
         if !state.master_alive {
             proof.reason = Some(format!(
                 "the master process {} is gone or no longer an nginx master",
@@ -222,6 +229,13 @@ pub fn prove_with(
         };
         std::thread::sleep(pause.min(deadline.saturating_sub(proof.elapsed)));
     }
+}
+
+/// The `[emerg]` lines logged since the last read, verbatim.
+fn emerg_lines(logs: &mut Cursors) -> impl Iterator<Item = String> {
+    (logs.read_new().into_iter())
+        .filter(|l| l.level == Some(Level::Emerg))
+        .map(|l| l.text)
 }
 
 /// Poll until the master waits for signals again, it is gone, or `within` passes. Where the

@@ -306,6 +306,11 @@ pub struct Kept {
     /// Upstream errors the baseline logged too (clients got an answer through failover):
     /// warnings, each once.
     pub known_errors: Vec<UpstreamError>,
+    /// `[emerg]` lines nginx logged while loading the change, which it loaded all the same
+    /// (new workers run it): something the configuration asks that nginx could not do, for
+    /// the operator to read; a warning, not a failed reload.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub emerg: Vec<String>,
 }
 
 impl Kept {
@@ -359,12 +364,16 @@ pub fn after_reload(before: &Baseline, after: Option<&HealthReport>, proof: &Pro
         };
     }
     let Some(after) = after else {
-        return Verdict::Keep(Kept::default());
+        return Verdict::Keep(Kept {
+            emerg: proof.emerg.clone(),
+            ..Kept::default()
+        });
     };
     let (compared, known_errors, new_errors) = compare(before, after, &[]);
     let mut causes = Vec::new();
     let mut kept = Kept {
         known_errors,
+        emerg: proof.emerg.clone(),
         ..Kept::default()
     };
     for c in compared {
@@ -431,9 +440,12 @@ pub enum Restored<'a> {
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum RollbackVerdict {
     /// The restored configuration is live and back to its baseline; checks that failed
-    /// before the change still fail the same way.
+    /// before the change still fail the same way. `emerg`: lines nginx logged while loading
+    /// it, which it loaded all the same (see [`Kept::emerg`]).
     Back {
         still_failing: Vec<Compared>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        emerg: Vec<String>,
     },
     NoLastGood,
     FilesDiffer,
@@ -467,9 +479,11 @@ pub fn after_rollback(
             .unwrap_or_else(|| "no new workers".into());
         return RollbackVerdict::NotLive { reason };
     }
+    let emerg = proof.emerg.clone();
     let Some(health) = health else {
         return RollbackVerdict::Back {
             still_failing: Vec::new(),
+            emerg,
         };
     };
     let candidate_errors = candidate.map_or(&[][..], |c| &c.upstream_errors[..]);
@@ -484,7 +498,10 @@ pub fn after_rollback(
     }
     causes.extend(new_errors.into_iter().map(Cause::UpstreamError));
     if causes.is_empty() {
-        RollbackVerdict::Back { still_failing }
+        RollbackVerdict::Back {
+            still_failing,
+            emerg,
+        }
     } else {
         RollbackVerdict::Worse { causes }
     }
@@ -504,10 +521,10 @@ impl RollbackVerdict {
     pub fn state(&self, good: Option<&str>) -> String {
         let good = good.unwrap_or("?");
         match self {
-            RollbackVerdict::Back { still_failing } if still_failing.is_empty() => {
+            RollbackVerdict::Back { still_failing, .. } if still_failing.is_empty() => {
                 format!("the last good configuration ({good}) is live and verified")
             }
-            RollbackVerdict::Back { still_failing } => format!(
+            RollbackVerdict::Back { still_failing, .. } => format!(
                 "the last good configuration ({good}) is live and back to how it was before \
                  this change; {}: an operator must look at it, the change was not the cause",
                 list(still_failing.iter().map(Compared::describe))
@@ -802,6 +819,28 @@ mod tests {
             after_rollback(&none, None, restored).outcome().1,
             Exit::MustAct
         );
+    }
+
+    #[test]
+    fn emerg_lines_of_a_reload_that_took_effect_are_kept_as_a_warning() {
+        let proof = Proof {
+            emerg: vec!["[emerg] 7#7: unlink() \"/run/site.sock\" failed (2: No such file)".into()],
+            ..live()
+        };
+        let before = Baseline::of(&window(vec![result(A, Some(200), false)], vec![]));
+        let after = window(vec![result(A, Some(200), false)], vec![]);
+        let Verdict::Keep(kept) = after_reload(&before, Some(&after), &proof) else {
+            panic!()
+        };
+        assert_eq!(kept.emerg, proof.emerg);
+        assert_eq!(kept.outcome(), (Outcome::Reloaded, Exit::Ok));
+        let restored = Restored::Reloaded {
+            proof: &proof,
+            health: Some(&after),
+        };
+        let v = after_rollback(&before, None, restored);
+        assert_eq!(v.outcome(), (Outcome::RolledBack, Exit::RolledBack));
+        assert!(matches!(&v, RollbackVerdict::Back { emerg, .. } if *emerg == proof.emerg));
     }
 
     #[test]

@@ -123,3 +123,49 @@ fn a_reload_command_runs_as_argv() {
     .unwrap_err();
     assert!(err.to_string().contains("no such unit"), "{err}");
 }
+
+/// Removing a server on `listen unix:` whose socket file someone deleted: nginx loads the new
+/// configuration, starts new workers and lets the old ones drain, but logs `[emerg] unlink()
+/// ... failed` while closing the old socket. The processes say the reload took effect, and the
+/// `[emerg]` stays in the proof for the operator to read (it was judged a failed reload).
+#[test]
+fn an_emerg_during_a_reload_that_started_new_workers_took_effect() {
+    let ip = unique_loopback();
+    let site = SocketAddr::new(ip, free_port(ip));
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("site.sock");
+    let kept = format!("server {{ listen {site}; location / {{ return 200 \"v2\"; }} }}");
+    let n = TestNginx::builder()
+        .workers(2)
+        .http(&format!(
+            "server {{ listen {site}; location / {{ return 200 \"v1\"; }} }}\n\
+             server {{ listen unix:{}; return 200 \"unix\"; }}",
+            sock.display()
+        ))
+        .start();
+    assert_eq!(http_get(site, "x", "/").unwrap().1, "v1");
+    std::fs::remove_file(&sock).unwrap();
+
+    let master = Master {
+        pid: n.master_pid(),
+    };
+    let before = workers(&master);
+    let mut logs = Cursors::open(&[&n.error_log]);
+    n.write_http(&kept);
+    trigger(&master, &ReloadMethod::Signal, Duration::from_secs(5)).unwrap();
+    let proof = prove(&master, &before, &mut logs, Duration::from_secs(10));
+    assert!(proof.took_effect, "{proof:?}");
+    assert!(proof.reason.is_none(), "{proof:?}");
+    assert!(
+        proof
+            .emerg
+            .iter()
+            .any(|l| l.contains("unlink()") && l.contains("site.sock")),
+        "the [emerg] is kept: {proof:?}"
+    );
+    assert_eq!(proof.new_workers.len(), 2, "{proof:?}");
+    // nginx serves the new configuration.
+    for _ in 0..4 {
+        assert_eq!(http_get(site, "x", "/").unwrap().1, "v2");
+    }
+}

@@ -109,3 +109,121 @@ fn a_restored_configuration_nginx_cannot_load_fails_the_rollback_and_nginx_keeps
         .unwrap()
         .contains(&access.display().to_string()));
 }
+
+/// The change adds a server on `listen unix:SOCK` and breaks the site; while it is verified
+/// someone deletes SOCK. The rollback's reload (last-good has no such listen) loads last-good,
+/// starts new workers and logs `[emerg] unlink() SOCK failed` closing the candidate's socket:
+/// a rollback that took effect, exit 3, the journal closed (it was "reloading the last good
+/// configuration failed", exit 4, and the journal left for `recover`).
+#[test]
+fn a_rollback_whose_reload_logs_an_emerg_but_starts_new_workers_is_back_and_closes_the_journal() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let bad = CloseBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("new.sock");
+    let nginx = TestNginx::start(&site(listen, &good.host_port(), None));
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+    nginx.write_http(&format!(
+        "{}\nserver {{ listen unix:{}; return 200 \"ux\"; }}",
+        site(listen, &bad.addr.to_string(), None),
+        sock.display()
+    ));
+    let health = format!("http://{listen}/");
+    let mut run = Proc(
+        sr.command(&["-y", "--json", "--no-shadow", "--health", &health])
+            .env("SAFE_RELOAD_TEST_PAUSE", "verifying")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start safe-reload"),
+    );
+    assert!(
+        run.wait_stopped(Duration::from_secs(30)),
+        "the run never started verifying"
+    );
+    std::fs::remove_file(&sock).expect("delete the candidate's socket file");
+    run.signal(libc::SIGCONT);
+    let out = run.finish(Duration::from_secs(60));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("JSON ({e}): {}", text(&out)));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(report["outcome"], "rolled_back", "{report}");
+    let rb = &report["rollback"];
+    assert_eq!(rb["reload"]["took_effect"], true, "{rb}");
+    let emerg = rb["verdict"]["emerg"].to_string();
+    assert!(
+        emerg.contains("unlink()") && emerg.contains("new.sock"),
+        "{rb}"
+    );
+    let status = sr.run(&["status", "--json"]);
+    status.expect(0);
+    assert!(status.json()["status"]["interrupted"].is_null(), "{status}");
+    assert_eq!(
+        http_get(listen, "site.test", "/").ok(),
+        Some((200, "good".into()))
+    );
+}
+
+/// The same rollback, killed after it restored the files and before it signalled; SOCK is
+/// deleted meanwhile. One `recover` finishes it: its reload logs the `[emerg]` and takes
+/// effect, exit 3, and nothing is left to recover (it exited 4 and left the journal, so a
+/// second `recover` was needed).
+#[test]
+fn recover_finishes_a_rollback_whose_reload_logs_an_emerg_in_one_go() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let bad = CloseBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("new.sock");
+    let nginx = TestNginx::start(&site(listen, &good.host_port(), None));
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+    nginx.write_http(&format!(
+        "{}\nserver {{ listen unix:{}; return 200 \"ux\"; }}",
+        site(listen, &bad.addr.to_string(), None),
+        sock.display()
+    ));
+    let health = format!("http://{listen}/");
+    let mut run = Proc(
+        sr.command(&["-y", "--no-shadow", "--health", &health])
+            .env("SAFE_RELOAD_TEST_PAUSE", "restored")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start safe-reload"),
+    );
+    assert!(
+        run.wait_stopped(Duration::from_secs(30)),
+        "the run never restored"
+    );
+    run.signal(libc::SIGKILL);
+    run.finish(Duration::from_secs(5));
+    // nginx still runs the candidate, which listens on SOCK.
+    assert_eq!(
+        http_get(listen, "site.test", "/").map(|(s, _)| s).ok(),
+        Some(502)
+    );
+    std::fs::remove_file(&sock).expect("delete the candidate's socket file");
+    let recover = sr.run(&["recover", "--json"]);
+    recover.expect(3);
+    let rb = &recover.json()["rollback"];
+    assert_eq!(rb["reload"]["took_effect"], true, "{recover}");
+    assert!(
+        rb["verdict"]["emerg"].to_string().contains("unlink()"),
+        "{recover}"
+    );
+    let status = sr.run(&["status", "--json"]);
+    status.expect(0);
+    assert!(status.json()["status"]["interrupted"].is_null(), "{status}");
+    assert_eq!(
+        http_get(listen, "site.test", "/").ok(),
+        Some((200, "good".into()))
+    );
+    let again = sr.run(&["recover"]);
+    again.expect(0);
+    assert!(again.stderr.contains("nothing to recover"), "{again}");
+}

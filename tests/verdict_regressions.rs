@@ -281,3 +281,71 @@ fn a_health_url_for_an_unaffected_site_verifies_no_affected_server() {
         "not verified, and live"
     );
 }
+
+/// Removing a server on `listen unix:` whose socket file someone deleted: nginx loads the
+/// change (new workers, the old ones drain) but logs `[emerg] unlink() ... failed` while it
+/// closes the old socket. The change stays, exit 0, with the `[emerg]` as a warning in the text
+/// and in the JSON verdict (it was called a failed reload and rolled back).
+#[test]
+fn an_emerg_logged_by_a_reload_that_started_new_workers_is_a_warning_not_a_failed_reload() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("site.sock");
+    let a = format!(
+        "server {{ listen {listen}; server_name a.test; \
+         location / {{ proxy_pass http://{}; }} }}",
+        good.host_port()
+    );
+    let unix = format!(
+        "server {{ listen unix:{}; server_name ux.test; location / {{ return 200 \"ux\"; }} }}",
+        sock.display()
+    );
+    let added = |body: &str| {
+        format!(
+            "{a}\nserver {{ listen {listen}; server_name new.test; \
+             location / {{ return 200 \"{body}\"; }} }}"
+        )
+    };
+    let n = TestNginx::start(&format!("{a}\n{unix}"));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    std::fs::remove_file(&sock).expect("delete the socket file");
+    n.write_http(&added("new"));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert!(
+        run.stderr.contains(
+            "warning: the reload took effect (new workers run the configuration), but nginx \
+             logged [emerg] while loading it: "
+        ) && run.stderr.contains("unlink()")
+            && run.stderr.contains("site.sock"),
+        "{run}"
+    );
+    assert!(
+        run.stdout.contains("nginx logged [emerg] while loading it"),
+        "{run}"
+    );
+    assert!(!run.to_string().contains("rolled back"), "{run}");
+    assert_eq!(http_get(listen, "new.test", "/").expect("GET").1, "new");
+    assert_eq!(http_get(listen, "a.test", "/").expect("GET").1, "good");
+
+    // Again with --json: the verdict names the lines.
+    n.write_http(&format!("{}\n{unix}", added("new")));
+    sr.run(&["-y"]).expect(0);
+    assert!(sock.exists(), "the unix listen is back");
+    std::fs::remove_file(&sock).expect("delete the socket file");
+    n.write_http(&added("newer"));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    let report = run.json();
+    assert_eq!(report["outcome"], "reloaded", "{run}");
+    assert_eq!(report["reload"]["took_effect"], true, "{run}");
+    let emerg = report["verdict"]["emerg"].to_string();
+    assert!(
+        emerg.contains("unlink()") && emerg.contains("site.sock"),
+        "{run}"
+    );
+    assert_eq!(http_get(listen, "new.test", "/").expect("GET").1, "newer");
+}

@@ -306,6 +306,7 @@ fn render_verdict(p: &Printer, v: &Verdict) {
     let Verdict::Keep(kept) = v else {
         return;
     };
+    render_emerg(p, "reload", &kept.emerg);
     for c in &kept.still_failing {
         p.err(&format!(
             "{} {} (the change is not the cause)",
@@ -327,6 +328,18 @@ fn render_verdict(p: &Printer, v: &Verdict) {
             p.paint(Tone::Warn, "warning:"),
             escape_control(u.upstream.as_deref().unwrap_or("?")),
             escape_control(&u.text)
+        ));
+    }
+}
+
+/// `[emerg]` lines of a reload that took effect all the same: the operator should read them.
+fn render_emerg(p: &Printer, which: &str, lines: &[String]) {
+    for line in lines {
+        p.err(&format!(
+            "{} the {which} took effect (new workers run the configuration), but nginx logged \
+             [emerg] while loading it: {}",
+            p.paint(Tone::Warn, "warning:"),
+            escape_control(line)
         ));
     }
 }
@@ -460,6 +473,9 @@ fn render_rollback(p: &Printer, rb: &RollbackReport) {
     if let Some(h) = &rb.health {
         render_health(p, h, "re-verify", true);
     }
+    if let Some(RollbackVerdict::Back { emerg, .. }) = &rb.verdict {
+        render_emerg(p, "rollback's reload", emerg);
+    }
     let tone = if rb.state.contains("live and verified") {
         Tone::Good
     } else {
@@ -496,13 +512,18 @@ fn slow(report: &Report) -> Option<&str> {
     }
 }
 
+/// Whether the change that stays was loaded with `[emerg]` lines in the log.
+fn emerg_logged(report: &Report) -> bool {
+    matches!(&report.verdict, Some(Verdict::Keep(kept)) if !kept.emerg.is_empty())
+}
+
 /// The headline of a rollback back to its baseline: "verified" only when no check of the
 /// restored configuration still fails as it did before the change.
 fn rolled_back(report: &Report) -> String {
     let head =
         "rolled back: the change failed after the reload; the previous configuration is live";
     let still = match report.rollback.as_ref().and_then(|rb| rb.verdict.as_ref()) {
-        Some(RollbackVerdict::Back { still_failing }) => &still_failing[..],
+        Some(RollbackVerdict::Back { still_failing, .. }) => &still_failing[..],
         _ => &[],
     };
     match still {
@@ -550,6 +571,14 @@ fn render_outcome(p: &Printer, report: &Report) {
         Outcome::Cancelled => (Tone::Warn, "cancelled: nothing changed".into()),
         Outcome::Interrupted => (Tone::Warn, "interrupted: nothing changed".into()),
         Outcome::Error => return,
+    };
+    // Only a change that stays has a verdict to keep [emerg] lines in.
+    let (tone, text) = if emerg_logged(report) {
+        let tone = if tone == Tone::Good { Tone::Warn } else { tone };
+        let text = format!("{text}; nginx logged [emerg] while loading it (see the warning above)");
+        (tone, text)
+    } else {
+        (tone, text)
     };
     let snap = report
         .snapshot
