@@ -314,6 +314,13 @@ pub struct UpstreamError {
     pub text: String,
 }
 
+impl UpstreamError {
+    /// The `host: "b.test:8080"` field: the Host header of the request that failed.
+    pub fn host(&self) -> Option<String> {
+        field(&self.text, "host", true)
+    }
+}
+
 /// Phrases nginx uses only for failures on the way to or from a backend.
 const UPSTREAM_PHRASES: [&str; 5] = [
     "while connecting to upstream",

@@ -12,6 +12,11 @@
 //! baseline logged the same one; one it did log is a warning (clients got an answer through
 //! failover, before and after).
 //!
+//! A check fails only when its answer and the ones asked again after it all failed (see
+//! `health::judge`); one that failed and then passed is intermittent, before the change or
+//! after it: a warning that counts the failed answers on both sides ([`Intermittent`]), never a
+//! rollback or an exit 4 alone.
+//!
 //! Pure: the baseline, the results and the reload's proof in, a decision out. The outcome and
 //! the exit status after a reload are chosen here and nowhere else: [`Kept::outcome`] for a
 //! change that stays, [`RollbackVerdict::outcome`] for one that was rolled back.
@@ -42,15 +47,10 @@ pub struct Seen {
 
 impl Seen {
     pub fn of(r: &CheckResult) -> Seen {
-        let answer = match (r.status, &r.error) {
-            (Some(code), _) => format!("HTTP {code}"),
-            (None, Some(e)) => e.clone(),
-            (None, None) => "no answer".into(),
-        };
         Seen {
             failed: r.failed,
             status: r.status,
-            answer,
+            answer: r.reply(),
             timed_out: r.timed_out,
         }
     }
@@ -88,12 +88,52 @@ enum Before {
     Unanswerable,
 }
 
+/// How one check's answers went over a window.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    /// Answers that failed.
+    pub failed: u32,
+    /// Answers in all.
+    pub of: u32,
+    /// The first that failed (`HTTP 502`, the error), when one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first: Option<String>,
+}
+
+impl Tally {
+    pub fn of(r: &CheckResult) -> Tally {
+        Tally {
+            failed: r.failures,
+            of: r.attempts,
+            first: r.first_failure.clone(),
+        }
+    }
+
+    fn add(&mut self, other: Tally) {
+        self.failed += other.failed;
+        self.of += other.of;
+        self.first = self.first.take().or(other.first);
+    }
+
+    /// `1 of 4 WHAT (HTTP 502)`: the first failure only when one failed.
+    fn count(&self, what: &str) -> String {
+        match &self.first {
+            Some(first) if self.failed > 0 => {
+                format!("{} of {}{what} ({first})", self.failed, self.of)
+            }
+            _ => format!("{} of {}{what}", self.failed, self.of),
+        }
+    }
+}
+
 /// The checks as the running configuration answered them before the signal, and the
 /// upstream errors it logged meanwhile.
 #[derive(Debug, Clone, Default)]
 pub struct Baseline {
     /// By the check's URL, which names everything that tells two checks apart.
     checks: Vec<(String, Before)>,
+    /// How many of each check's answers failed, by URL.
+    tallies: Vec<(String, Tally)>,
     errors: Vec<UpstreamError>,
     /// Whether the checks ran at all: the configuration nginx ran before the signal was
     /// one to compare with.
@@ -105,8 +145,13 @@ impl Baseline {
     /// refused connection means the running configuration does not listen there.
     pub fn of(window: &HealthReport) -> Baseline {
         let mut checks: Vec<(String, Before)> = Vec::new();
+        let mut tallies: Vec<(String, Tally)> = Vec::new();
         let mut at = std::collections::HashMap::new();
         for r in &window.results {
+            match tallies.iter_mut().find(|(u, _)| *u == r.check.url) {
+                Some((_, t)) => t.add(Tally::of(r)),
+                None => tallies.push((r.check.url.clone(), Tally::of(r))),
+            }
             let before = if r.refused {
                 Before::Unanswerable
             } else {
@@ -125,9 +170,15 @@ impl Baseline {
                 }
             }
         }
+        // What an intermittent check logged is as much the running configuration's as the
+        // rest: an upstream error after the change that it logged too is not news.
+        let intermittent = (window.results.iter()).flat_map(|r| r.intermittent_errors.iter());
         Baseline {
             checks,
-            errors: window.upstream_errors.clone(),
+            tallies,
+            errors: (window.upstream_errors.iter().chain(intermittent))
+                .cloned()
+                .collect(),
             taken: true,
         }
     }
@@ -137,6 +188,12 @@ impl Baseline {
     /// and a rollback verifies every check again.
     pub fn none() -> Baseline {
         Baseline::default()
+    }
+
+    /// How the check's answers went before the change, when it was answered.
+    fn tally(&self, url: &str) -> Option<&Tally> {
+        self.before(url)?;
+        (self.tallies.iter()).find_map(|(u, t)| (u == url).then_some(t))
     }
 
     fn before(&self, url: &str) -> Option<&Seen> {
@@ -259,6 +316,61 @@ impl Compared {
     }
 }
 
+/// A check that failed and then passed when asked again, before the change or after it: a
+/// flaky backend. A warning with the counts of both sides; it neither rolls back nor exits 4.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Intermittent {
+    pub url: String,
+    pub host: String,
+    /// `None`: no baseline (see [`Compared::before`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<Tally>,
+    pub after: Tally,
+    /// Upstream errors nginx logged for the answers that failed after.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logged: Vec<UpstreamError>,
+    #[serde(skip)]
+    pub baseline_taken: bool,
+}
+
+impl Intermittent {
+    /// `URL: 1 of 4 answers failed (HTTP 502) after the change; 0 of 3 before`, where `after`
+    /// says what the answers came after.
+    pub fn describe(&self, after: &str) -> String {
+        let before = match &self.before {
+            Some(b) => format!("; {} before", b.count("")),
+            None if self.baseline_taken => "; nothing answered there before".into(),
+            None => String::new(),
+        };
+        format!(
+            "{}: {} after {after}{before}",
+            self.url,
+            self.after.count(" answers failed")
+        )
+    }
+}
+
+/// The checks of `after` that did not fail there and answered intermittently before the
+/// change or after it.
+fn intermittent(before: &Baseline, after: &HealthReport) -> Vec<Intermittent> {
+    (after.results.iter().filter(|r| !r.failed))
+        .filter_map(|r| {
+            let url = &r.check.url;
+            let earlier = before.tally(url).cloned();
+            let flaky_before = before.before(url).is_some_and(|b| !b.failed)
+                && earlier.as_ref().is_some_and(|t| t.failed > 0);
+            (r.intermittent() || flaky_before).then(|| Intermittent {
+                url: url.clone(),
+                host: r.check.host.clone(),
+                before: earlier,
+                after: Tally::of(r),
+                logged: r.intermittent_errors.clone(),
+                baseline_taken: before.taken,
+            })
+        })
+        .collect()
+}
+
 /// After an answer that ran out of `--health-timeout`: the limit is the tool's.
 fn slower(after: &Seen) -> &'static str {
     if after.timed_out {
@@ -311,6 +423,10 @@ pub struct Kept {
     /// the operator to read; a warning, not a failed reload.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub emerg: Vec<String>,
+    /// Checks that failed and then passed when asked again, before the change or after it:
+    /// warnings with the counts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub intermittent: Vec<Intermittent>,
 }
 
 impl Kept {
@@ -374,6 +490,7 @@ pub fn after_reload(before: &Baseline, after: Option<&HealthReport>, proof: &Pro
     let mut kept = Kept {
         known_errors,
         emerg: proof.emerg.clone(),
+        intermittent: intermittent(before, after),
         ..Kept::default()
     };
     for c in compared {
@@ -446,6 +563,10 @@ pub enum RollbackVerdict {
         still_failing: Vec<Compared>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         emerg: Vec<String>,
+        /// Checks of the restored configuration that answered intermittently (see
+        /// [`Kept::intermittent`]).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        intermittent: Vec<Intermittent>,
     },
     NoLastGood,
     FilesDiffer,
@@ -484,6 +605,7 @@ pub fn after_rollback(
         return RollbackVerdict::Back {
             still_failing: Vec::new(),
             emerg,
+            intermittent: Vec::new(),
         };
     };
     let candidate_errors = candidate.map_or(&[][..], |c| &c.upstream_errors[..]);
@@ -501,6 +623,7 @@ pub fn after_rollback(
         RollbackVerdict::Back {
             still_failing,
             emerg,
+            intermittent: intermittent(before, health),
         }
     } else {
         RollbackVerdict::Worse { causes }
@@ -580,6 +703,9 @@ mod tests {
                 crate::health::Answer::Passed
             },
             attempts: 1,
+            failures: u32::from(crate::health::is_failure(status, None)),
+            first_failure: None,
+            intermittent_errors: Vec::new(),
             status,
             error: status
                 .is_none()
@@ -818,6 +944,67 @@ mod tests {
         assert_eq!(
             after_rollback(&none, None, restored).outcome().1,
             Exit::MustAct
+        );
+    }
+
+    /// A result that failed `failures` of `of` answers and then passed.
+    fn flaky(url: &str, failures: u32, of: u32) -> CheckResult {
+        CheckResult {
+            attempts: of,
+            failures,
+            first_failure: (failures > 0).then(|| "HTTP 502".to_string()),
+            ..result(url, Some(200), false)
+        }
+    }
+
+    #[test]
+    fn an_intermittent_check_is_a_warning_with_counts_never_a_rollback_or_exit_4() {
+        // Passed before, failed once and then passed after: kept, exit 0.
+        let before = Baseline::of(&window(vec![flaky(A, 0, 3)], vec![]));
+        let after = window(vec![flaky(A, 1, 5)], vec![]);
+        let Verdict::Keep(kept) = after_reload(&before, Some(&after), &live()) else {
+            panic!()
+        };
+        assert_eq!(kept.outcome(), (Outcome::Reloaded, Exit::Ok));
+        assert_eq!(
+            kept.intermittent[0].describe("the change"),
+            "http://a.test/: 1 of 5 answers failed (HTTP 502) after the change; 0 of 3 before"
+        );
+        // Flaky before, clean after: still worth a warning.
+        let before = Baseline::of(&window(vec![flaky(A, 1, 5)], vec![]));
+        let after = window(vec![flaky(A, 0, 3)], vec![]);
+        let Verdict::Keep(kept) = after_reload(&before, Some(&after), &live()) else {
+            panic!()
+        };
+        assert_eq!(
+            kept.intermittent[0].describe("the change"),
+            "http://a.test/: 0 of 3 answers failed after the change; 1 of 5 (HTTP 502) before"
+        );
+        // Flaky before, every answer failing after: the change broke it.
+        let after = window(vec![result(A, Some(502), false)], vec![]);
+        assert!(matches!(
+            after_reload(&before, Some(&after), &live()),
+            Verdict::RollBack { .. }
+        ));
+        // Failing before, flaky after: nothing is still failing, nothing is rolled back.
+        let before = Baseline::of(&window(vec![result(A, Some(502), false)], vec![]));
+        let after = window(vec![flaky(A, 1, 5)], vec![]);
+        let Verdict::Keep(kept) = after_reload(&before, Some(&after), &live()) else {
+            panic!()
+        };
+        assert_eq!(kept.outcome(), (Outcome::Reloaded, Exit::Ok));
+        assert_eq!(kept.intermittent.len(), 1);
+        // After a rollback, the same rule.
+        let before = Baseline::of(&window(vec![flaky(A, 0, 3)], vec![]));
+        let proof = live();
+        let restored = Restored::Reloaded {
+            proof: &proof,
+            health: Some(&after),
+        };
+        let v = after_rollback(&before, None, restored);
+        assert_eq!(v.outcome(), (Outcome::RolledBack, Exit::RolledBack));
+        assert!(
+            matches!(&v, RollbackVerdict::Back { intermittent, .. } if intermittent.len() == 1)
         );
     }
 

@@ -189,3 +189,74 @@ fn a_hanging_listener_makes_requests_time_out() {
     );
     assert!(report.elapsed < Duration::from_secs(1), "{report:?}");
 }
+
+/// A backend that closes every 3rd request unanswered (nginx answers 502): the third round's
+/// failed answer is asked again, twice at once, and both pass. The check passes with its
+/// failed answer counted, and the log line nginx wrote for it goes with the check instead of
+/// failing the window (the window failed on whichever round hit the bad answer).
+#[test]
+fn a_flaky_backend_fails_no_check_and_its_failed_answer_is_counted() {
+    let ip = unique_loopback();
+    let flaky = FlakyBackend::start(SocketAddr::new(ip, 0), "flaky", 3, Flake::Close);
+    let (addr, http) = site(
+        ip,
+        &format!("upstream pool {{ server {}; }}", flaky.host_port()),
+    );
+    let n = TestNginx::start(&http);
+    let mut logs = Cursors::open(&[&n.error_log]);
+    let report = verify(&url(addr), &mut logs, &opts());
+    assert!(report.passed, "{report:?}");
+    let r = &report.results[0];
+    assert_eq!(
+        (r.failed, r.failures, r.attempts, report.rounds),
+        (false, 1, 5, 3),
+        "{report:?}"
+    );
+    assert!(r.intermittent());
+    assert_eq!(r.first_failure.as_deref(), Some("HTTP 502"));
+    assert!(report.upstream_errors.is_empty(), "{report:?}");
+    assert_eq!(
+        r.intermittent_errors[0].kind,
+        UpstreamErrorKind::PrematureClose
+    );
+    assert_eq!(flaky.requests(), 5);
+    // What nginx serves: 502 on every 3rd request (the 6th is next), the backend's 200 else.
+    assert_eq!(http_get(addr, "app.test", "/").expect("GET").0, 502);
+    assert_eq!(
+        http_get(addr, "app.test", "/").expect("GET"),
+        (200, "flaky".into())
+    );
+}
+
+/// One slow answer (every 3rd after 1.5 s, with a 1 s request timeout) is the same: asked
+/// again, it passes, counted as intermittent with the timeout as its failed answer.
+#[test]
+fn one_slow_answer_fails_no_check() {
+    let ip = unique_loopback();
+    let slow = Duration::from_millis(1500);
+    let flaky = FlakyBackend::start(SocketAddr::new(ip, 0), "flaky", 3, Flake::Slow(slow));
+    let (addr, http) = site(
+        ip,
+        &format!("upstream pool {{ server {}; }}", flaky.host_port()),
+    );
+    let n = TestNginx::start(&http);
+    let mut logs = Cursors::open(&[&n.error_log]);
+    let o = HealthOptions {
+        request_timeout: Duration::from_secs(1),
+        ..opts()
+    };
+    let report = verify(&url(addr), &mut logs, &o);
+    assert!(report.passed, "{report:?}");
+    let r = &report.results[0];
+    assert_eq!(
+        (r.failed, r.failures, r.status),
+        (false, 1, Some(200)),
+        "{report:?}"
+    );
+    let first = r.first_failure.as_deref().unwrap_or_default();
+    assert!(first.contains("timed out after 1s"), "{report:?}");
+    assert_eq!(
+        http_get(addr, "app.test", "/").expect("GET"),
+        (200, "flaky".into())
+    );
+}

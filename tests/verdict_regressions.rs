@@ -324,7 +324,8 @@ fn an_emerg_logged_by_a_reload_that_started_new_workers_is_a_warning_not_a_faile
         "{run}"
     );
     assert!(
-        run.stdout.contains("nginx logged [emerg] while loading it"),
+        run.stdout
+            .contains("nginx logged [emerg] while loading it (see the warnings above)"),
         "{run}"
     );
     assert!(!run.to_string().contains("rolled back"), "{run}");
@@ -348,4 +349,92 @@ fn an_emerg_logged_by_a_reload_that_started_new_workers_is_a_warning_not_a_faile
         "{run}"
     );
     assert_eq!(http_get(listen, "new.test", "/").expect("GET").1, "newer");
+}
+
+/// `GET path` until nginx answers something other than 502 (a flaky backend fails one
+/// request in three: the second try gets the backend); status and body.
+fn get_past_flake(listen: SocketAddr, host: &str, path: &str) -> (u16, String) {
+    let first = http_get(listen, host, path).expect("GET");
+    if first.0 != 502 {
+        return first;
+    }
+    http_get(listen, host, path).expect("GET")
+}
+
+/// A backend that closes every 3rd request unanswered (nginx answers 502; a counter, not
+/// chance) behind a harmless change: each bad answer was a verdict by chance, a refusal when
+/// the shadow hit it, a rollback when an after-check did and the baseline had not, exit 4 when
+/// both did. A failed answer is asked again, and one that then passes decides nothing: the
+/// change stays, exit 0, with a warning counting the failed answers before and after. A
+/// change that breaks the site outright (every answer 502) is still refused in the shadow, and
+/// rolled back without it.
+#[test]
+fn a_flaky_backend_is_a_warning_with_counts_not_a_verdict_by_chance() {
+    let ip = unique_loopback();
+    let flaky = FlakyBackend::start(SocketAddr::new(ip, 0), "flaky", 3, Flake::Close);
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |to: &str, rev: u32| {
+        format!(
+            "server {{ listen {listen}; server_name b.test; \
+             location = /rev {{ return 200 \"{rev}\"; }} \
+             location / {{ proxy_pass http://{to}; }} }}"
+        )
+    };
+    let n = TestNginx::start(&site(&flaky.host_port(), 0));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    // Whatever the phase of the counter, each run sends the check at least 7 times (the
+    // shadow's, three baseline rounds, three after the reload): some of them hit a bad answer.
+    for rev in 1..=3 {
+        n.write_http(&site(&flaky.host_port(), rev));
+        let run = sr.run(&["-y"]);
+        run.expect(0);
+        assert!(
+            run.stderr.contains("intermittent: http://b.test/")
+                && run.stderr.contains("answers failed (HTTP 502)")
+                || run
+                    .stderr
+                    .contains("through the shadow nginx: 1 of 3 answers failed (HTTP 502)"),
+            "{run}"
+        );
+        assert!(!run.to_string().contains("rolled back"), "{run}");
+        assert_eq!(
+            http_get(listen, "b.test", "/rev").expect("GET"),
+            (200, rev.to_string())
+        );
+        assert_eq!(get_past_flake(listen, "b.test", "/"), (200, "flaky".into()));
+    }
+    n.write_http(&site(&flaky.host_port(), 4));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    let report = run.json();
+    let flaky_checks = report["verdict"]["intermittent"].as_array().cloned();
+    let counted = flaky_checks.unwrap_or_default().iter().any(|c| {
+        c["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("http://b.test/"))
+            && (c["after"]["failed"].as_u64() > Some(0) || c["before"]["failed"].as_u64() > Some(0))
+    });
+    assert!(counted, "{run}");
+    assert_eq!(report["outcome"], "reloaded", "{run}");
+    assert_eq!(
+        http_get(listen, "b.test", "/rev").expect("GET"),
+        (200, "4".into())
+    );
+
+    // Every answer 502: refused before the reload, and rolled back after it without the shadow.
+    n.write_http(&site(&bad.addr.to_string(), 5));
+    let run = sr.run(&["-y", "--no-probe"]);
+    run.expect(1);
+    assert!(
+        run.stderr
+            .contains("through the shadow nginx answered HTTP 502"),
+        "{run}"
+    );
+    assert_eq!(http_get(listen, "b.test", "/rev").expect("GET").1, "4");
+    let run = sr.run(&["-y", "--no-probe", "--no-shadow"]);
+    run.expect(3);
+    assert_eq!(http_get(listen, "b.test", "/rev").expect("GET").1, "4");
+    assert_eq!(get_past_flake(listen, "b.test", "/"), (200, "flaky".into()));
 }

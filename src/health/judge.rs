@@ -6,10 +6,20 @@
 //! from `auth_basic`, `auth_request` or `deny`, a `return`, the connection closed by
 //! `return 444`) is neither: it says nothing about the backend, so it is reported as "did not
 //! reach the backend" and never counts as a pass for that backend.
+//!
+//! One failed answer is not a failed check: a flaky backend (a 502 or a closed connection on
+//! one request in three, one slow answer) would otherwise decide a verdict by chance, rolling
+//! back a harmless change or calling an operator. A check whose answer fails is asked
+//! [`RETRIES`] more times, and fails only when every answer did ([`settle`]). The baseline,
+//! the shadow and the verification after the reload all send their rounds through this rule.
 
 use serde::Serialize;
 
-use super::Gate;
+use super::{CheckResult, Gate};
+
+/// How many more times a check whose answer failed is asked in the same round, all at once:
+/// a retry costs one request's time, not one per retry.
+pub const RETRIES: usize = 2;
 
 /// One answer, judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -61,9 +71,79 @@ pub fn judge(status: Option<u16>, closed: bool, gate: &Gate, expect: Option<&[u1
     }
 }
 
+/// A check's answer in one round, from its first answer and, when that failed, the ones asked
+/// again: it fails only when every one did; else the first that passed stands for the round,
+/// with the failed ones counted (intermittent, see [`CheckResult::intermittent`]).
+pub fn settle(first: CheckResult, again: Vec<CheckResult>) -> CheckResult {
+    if !first.failed {
+        return first;
+    }
+    let attempts = first.attempts + again.iter().map(|r| r.attempts).sum::<u32>();
+    let failures = first.failures + again.iter().map(|r| r.failures).sum::<u32>();
+    let elapsed = first.elapsed + again.iter().map(|r| r.elapsed).max().unwrap_or_default();
+    let first_failure = Some(first.reply());
+    let mut settled = (again.into_iter()).find(|r| !r.failed).unwrap_or(first);
+    settled.attempts = attempts;
+    settled.failures = failures;
+    settled.first_failure = first_failure;
+    settled.elapsed = elapsed;
+    settled
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::Check;
+    use std::time::Duration;
+
+    fn answered(status: Option<u16>) -> CheckResult {
+        let check = Check::plain(
+            "http://b.test/".into(),
+            "127.0.0.1:80".parse().expect("address"),
+            "b.test".into(),
+            "/".into(),
+            false,
+        );
+        let answer = judge(status, false, &Gate::default(), None);
+        CheckResult {
+            check,
+            status,
+            error: status.is_none().then(|| "read: timed out after 2s".into()),
+            answer,
+            attempts: 1,
+            failures: u32::from(answer == Answer::Failed),
+            first_failure: None,
+            intermittent_errors: Vec::new(),
+            elapsed: Duration::from_millis(10),
+            failed: answer == Answer::Failed,
+            refused: false,
+            timed_out: status.is_none(),
+        }
+    }
+
+    #[test]
+    fn a_check_fails_only_when_every_answer_asked_again_failed_too() {
+        let passed = settle(answered(Some(200)), Vec::new());
+        assert!(!passed.failed && !passed.intermittent() && passed.attempts == 1);
+        let flaky = settle(
+            answered(Some(502)),
+            vec![answered(Some(502)), answered(Some(200))],
+        );
+        assert_eq!((flaky.failed, flaky.status), (false, Some(200)));
+        assert_eq!((flaky.failures, flaky.attempts), (2, 3));
+        assert_eq!(flaky.first_failure.as_deref(), Some("HTTP 502"));
+        assert!(flaky.intermittent());
+        let slow_once = settle(answered(None), vec![answered(Some(200)); RETRIES]);
+        assert!(slow_once.intermittent());
+        assert_eq!(
+            slow_once.first_failure.as_deref(),
+            Some("read: timed out after 2s")
+        );
+        let broken = settle(answered(Some(502)), vec![answered(Some(502)); RETRIES]);
+        assert!(broken.failed && !broken.intermittent());
+        assert_eq!((broken.failures, broken.attempts), (3, 3));
+        assert_eq!(broken.status, Some(502));
+    }
 
     #[test]
     fn statuses_nginx_makes_itself_did_not_reach_the_backend() {

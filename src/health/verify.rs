@@ -9,6 +9,12 @@
 //!
 //! Each request has its own timeout, never cut by what is left of the window: a healthy but
 //! slow backend is not turned into a failure by the clock.
+//!
+//! A failed answer is asked again before it counts (see `judge::settle`): the verification
+//! after the reload, the baseline and the shadow (which sends its checks through [`verify`])
+//! share that rule, so one bad answer of a flaky backend decides nowhere. The upstream errors
+//! nginx logged for answers that failed before one passed go with that check
+//! ([`CheckResult::intermittent_errors`]), not among the window's errors.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -19,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{h2c, judge, tls, Answer, Check, Unchecked};
+use super::judge::{self, judge, RETRIES};
+use super::{h2c, tls, Answer, Check, Unchecked};
 use crate::errorlog::{upstream_error, Cursors, UpstreamError, UpstreamErrorKind};
 
 /// How long and how hard to verify.
@@ -73,8 +80,19 @@ pub struct CheckResult {
     /// Why there is no status (refused, timed out, TLS failure).
     pub error: Option<String>,
     pub answer: Answer,
-    /// Requests made for this check.
+    /// Requests made for this check, the ones asked again after a failed answer included.
     pub attempts: u32,
+    /// Answers of those that failed. On a result that did not fail, the check failed and then
+    /// passed when asked again: intermittent.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub failures: u32,
+    /// The first answer that failed (`HTTP 502`, the error), when one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_failure: Option<String>,
+    /// Upstream errors nginx logged for this check's request while it answered
+    /// intermittently: the failed answers' own lines, not news.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub intermittent_errors: Vec<UpstreamError>,
     #[serde(rename = "elapsed_ms", serialize_with = "crate::report::ms")]
     pub elapsed: Duration,
     /// Whether this result alone fails verification.
@@ -87,6 +105,27 @@ pub struct CheckResult {
     /// get none (a slow site answers them later).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub timed_out: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl CheckResult {
+    /// What it answered: `HTTP 502`, or why there was no answer.
+    pub fn reply(&self) -> String {
+        match (self.status, &self.error) {
+            (Some(code), _) => format!("HTTP {code}"),
+            (None, Some(e)) => e.clone(),
+            (None, None) => "no answer".into(),
+        }
+    }
+
+    /// It failed and then passed when asked again: a flaky backend, which decides nothing
+    /// alone.
+    pub fn intermittent(&self) -> bool {
+        !self.failed && self.failures > 0
+    }
 }
 
 /// Failures and upstream errors that are not news to the caller: they neither end the window
@@ -164,8 +203,11 @@ pub fn verify_against(
     {
         rounds += 1;
         let todo: Vec<usize> = (0..checks.len()).filter(|&i| !failed[i]).collect();
+        let mut answers = round(checks, &todo, opts);
+        let errors = split_expected(logs, &opts.expected_down, &mut expected);
+        let errors = set_apart(errors, answers.iter_mut().map(|(_, r)| r));
         let mut clean = true;
-        for (i, r) in round(checks, &todo, opts) {
+        for (i, r) in answers {
             if r.failed {
                 failed[i] = true;
                 clean = false;
@@ -173,7 +215,6 @@ pub fn verify_against(
             }
             keep(&mut results[i], r);
         }
-        let errors = split_expected(logs, &opts.expected_down, &mut expected);
         if errors.iter().any(|e| !known.upstream_error(e)) {
             news = true;
             clean = false;
@@ -225,8 +266,9 @@ pub fn baseline(checks: &[Check], logs: &mut Cursors, opts: &HealthOptions) -> H
         }
     }
     let mut expected = Vec::new();
-    let upstream_errors = split_expected(logs, &opts.expected_down, &mut expected);
-    let results: Vec<CheckResult> = results.into_iter().flatten().collect();
+    let errors = split_expected(logs, &opts.expected_down, &mut expected);
+    let mut results: Vec<CheckResult> = results.into_iter().flatten().collect();
+    let upstream_errors = set_apart(errors, results.iter_mut());
     HealthReport {
         passed: !results.iter().any(|r| r.failed) && upstream_errors.is_empty(),
         results,
@@ -250,16 +292,50 @@ pub fn expect_down(window: &mut HealthReport, expected_down: &[String]) {
 }
 
 /// One check's result so far and a new one: the first failing (or not reaching the backend)
-/// answer stays, else the latest; attempts are counted.
+/// answer stays, else the latest; requests, failed answers and the intermittent failure's
+/// log lines are counted over both.
 fn keep(slot: &mut Option<CheckResult>, new: CheckResult) {
-    let attempts = slot.as_ref().map_or(0, |s| s.attempts) + 1;
-    let stays = (slot.as_ref()).is_some_and(|s| s.failed || s.answer == Answer::NotReached);
-    if !stays {
+    let Some(old) = slot.take() else {
         *slot = Some(new);
+        return;
+    };
+    let (attempts, failures) = (old.attempts + new.attempts, old.failures + new.failures);
+    let first_failure = (old.first_failure.clone()).or_else(|| new.first_failure.clone());
+    let mut errors = old.intermittent_errors.clone();
+    errors.extend(new.intermittent_errors.iter().cloned());
+    let stays = old.failed || old.answer == Answer::NotReached;
+    let mut kept = if stays { old } else { new };
+    kept.attempts = attempts;
+    kept.failures = failures;
+    kept.first_failure = first_failure;
+    kept.intermittent_errors = errors;
+    *slot = Some(kept);
+}
+
+/// The upstream errors of a round (or a baseline) less those logged for an intermittent
+/// check's request (its Host and URI), which go with that check: its failed answers wrote
+/// them, and a later answer passed.
+fn set_apart<'a>(
+    errors: Vec<UpstreamError>,
+    results: impl Iterator<Item = &'a mut CheckResult>,
+) -> Vec<UpstreamError> {
+    let mut flaky: Vec<&mut CheckResult> = results.filter(|r| r.intermittent()).collect();
+    let mut rest = Vec::new();
+    for e in errors {
+        match flaky.iter_mut().find(|r| logged_for(&e, &r.check)) {
+            Some(r) => r.intermittent_errors.push(e),
+            None => rest.push(e),
+        }
     }
-    if let Some(s) = slot.as_mut() {
-        s.attempts = attempts;
-    }
+    rest
+}
+
+/// Whether nginx logged `e` for this check's request: the same URI and Host header.
+fn logged_for(e: &UpstreamError, check: &Check) -> bool {
+    let uri = e.request.as_deref().and_then(|r| r.split(' ').nth(1));
+    uri == Some(check.path.as_str())
+        && e.host()
+            .is_some_and(|h| h.eq_ignore_ascii_case(&host_header(check)))
 }
 
 /// The upstream errors logged since the last read, less the expected ones (connect errors to
@@ -307,9 +383,34 @@ fn peer_of(upstream: &str) -> Option<String> {
     Some(rest.split('/').next().unwrap_or(rest).to_string())
 }
 
-/// One round: the checks at `todo` once each, `CONCURRENCY` at a time; each result with its
-/// check's index, in `todo`'s order.
+/// One round: the checks at `todo` once each, then each whose answer failed [`RETRIES`] more
+/// times, all of those at once (a retry costs one request's time, and no check that passed
+/// waits for it); each check's answers settled into one result (see `judge::settle`), with its
+/// index, in `todo`'s order.
 fn round(checks: &[Check], todo: &[usize], opts: &HealthOptions) -> Vec<(usize, CheckResult)> {
+    let failed = |r: &Option<CheckResult>| r.as_ref().is_some_and(|r| r.failed);
+    let first = send(checks, todo, opts);
+    let again: Vec<usize> = (todo.iter().zip(&first))
+        .filter(|(_, r)| failed(r))
+        .flat_map(|(&i, _)| std::iter::repeat_n(i, RETRIES))
+        .collect();
+    let mut retried = send(checks, &again, opts).into_iter();
+    (todo.iter().copied())
+        .zip(first)
+        .filter_map(|(i, r)| {
+            let more = if failed(&r) {
+                retried.by_ref().take(RETRIES).flatten().collect()
+            } else {
+                Vec::new()
+            };
+            Some((i, judge::settle(r?, more)))
+        })
+        .collect()
+}
+
+/// One request for each check at `todo` (an index may repeat), `CONCURRENCY` at a time; the
+/// results in `todo`'s order.
+fn send(checks: &[Check], todo: &[usize], opts: &HealthOptions) -> Vec<Option<CheckResult>> {
     let next = AtomicUsize::new(0);
     let out: Mutex<Vec<Option<CheckResult>>> = Mutex::new(vec![None; todo.len()]);
     std::thread::scope(|scope| {
@@ -324,11 +425,7 @@ fn round(checks: &[Check], todo: &[usize], opts: &HealthOptions) -> Vec<(usize, 
             });
         }
     });
-    let results = out.into_inner().unwrap_or_default();
-    (todo.iter().copied())
-        .zip(results)
-        .filter_map(|(i, r)| Some((i, r?)))
-        .collect()
+    out.into_inner().unwrap_or_default()
 }
 
 /// One request and its judgement.
@@ -350,6 +447,9 @@ pub fn request(check: &Check, opts: &HealthOptions) -> CheckResult {
         error,
         answer,
         attempts: 1,
+        failures: u32::from(answer == Answer::Failed),
+        first_failure: None,
+        intermittent_errors: Vec::new(),
         elapsed: start.elapsed(),
         failed: answer == Answer::Failed,
         refused,
@@ -367,6 +467,9 @@ pub fn not_listening(check: &Check, why: String, opts: &HealthOptions) -> CheckR
         error: Some(why),
         answer,
         attempts: 0,
+        failures: 0,
+        first_failure: None,
+        intermittent_errors: Vec::new(),
         elapsed: Duration::ZERO,
         failed: answer == Answer::Failed,
         refused: true,

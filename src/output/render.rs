@@ -6,7 +6,7 @@ use crate::diff::ConfigDiff;
 use crate::health::HealthReport;
 use crate::output::{escape_control, Printer, Tone};
 use crate::report::{Outcome, Problem, Report, RollbackReport};
-use crate::verdict::{RollbackVerdict, Verdict};
+use crate::verdict::{Intermittent, RollbackVerdict, Verdict};
 
 mod probes;
 mod state;
@@ -307,6 +307,7 @@ fn render_verdict(p: &Printer, v: &Verdict) {
         return;
     };
     render_emerg(p, "reload", &kept.emerg);
+    render_intermittent(p, "the change", &kept.intermittent);
     for c in &kept.still_failing {
         p.err(&format!(
             "{} {} (the change is not the cause)",
@@ -332,6 +333,28 @@ fn render_verdict(p: &Printer, v: &Verdict) {
     }
 }
 
+/// Checks that failed and then passed when asked again: a flaky backend to look at.
+fn render_intermittent(p: &Printer, after: &str, checks: &[Intermittent]) {
+    for c in checks {
+        p.err(&format!(
+            "{} intermittent: {}; each failure passed when asked again, so it decides \
+             nothing: look at the backend",
+            p.paint(Tone::Warn, "warning:"),
+            escape_control(&c.describe(after))
+        ));
+        if let Some(u) = c.logged.first() {
+            let more = match c.logged.len() {
+                1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            };
+            p.err(&format!(
+                "  nginx logged: {}{more}",
+                escape_control(&u.text)
+            ));
+        }
+    }
+}
+
 /// `[emerg]` lines of a reload that took effect all the same: the operator should read them.
 fn render_emerg(p: &Printer, which: &str, lines: &[String]) {
     for line in lines {
@@ -351,6 +374,12 @@ fn render_health(p: &Printer, h: &HealthReport, label: &str, errors: bool) {
             (None, Some(e)) => e.clone(),
             (None, None) => "no answer".into(),
         };
+        if r.intermittent() {
+            what.push_str(&format!(
+                " (intermittent: {} of {} answers failed)",
+                r.failures, r.attempts
+            ));
+        }
         if r.answer == crate::health::Answer::NotReached {
             what.push_str(": answered by nginx itself, did not reach the backend");
             if let Some(u) = &r.check.upstream {
@@ -406,7 +435,7 @@ fn render_shadow(p: &Printer, sh: &crate::shadow::ShadowReport) {
         let failed = c.failed();
         let mark = if failed {
             p.paint(Tone::Bad, "FAIL")
-        } else if !c.upstream_errors.is_empty() {
+        } else if !c.upstream_errors.is_empty() || c.shadow.intermittent() {
             p.paint(Tone::Warn, "warn")
         } else {
             p.paint(Tone::Good, "ok  ")
@@ -473,8 +502,14 @@ fn render_rollback(p: &Printer, rb: &RollbackReport) {
     if let Some(h) = &rb.health {
         render_health(p, h, "re-verify", true);
     }
-    if let Some(RollbackVerdict::Back { emerg, .. }) = &rb.verdict {
+    if let Some(RollbackVerdict::Back {
+        emerg,
+        intermittent,
+        ..
+    }) = &rb.verdict
+    {
         render_emerg(p, "rollback's reload", emerg);
+        render_intermittent(p, "the rollback", intermittent);
     }
     let tone = if rb.state.contains("live and verified") {
         Tone::Good
@@ -512,9 +547,22 @@ fn slow(report: &Report) -> Option<&str> {
     }
 }
 
-/// Whether the change that stays was loaded with `[emerg]` lines in the log.
-fn emerg_logged(report: &Report) -> bool {
-    matches!(&report.verdict, Some(Verdict::Keep(kept)) if !kept.emerg.is_empty())
+/// What the headline of a change that stays adds to it: `[emerg]` lines nginx logged while
+/// loading it, checks that answered intermittently.
+fn warned(report: &Report) -> Vec<String> {
+    let Some(Verdict::Keep(kept)) = &report.verdict else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if !kept.emerg.is_empty() {
+        out.push("nginx logged [emerg] while loading it".to_string());
+    }
+    match kept.intermittent.len() {
+        0 => {}
+        1 => out.push("1 check answered intermittently".to_string()),
+        n => out.push(format!("{n} checks answered intermittently")),
+    }
+    out
 }
 
 /// The headline of a rollback back to its baseline: "verified" only when no check of the
@@ -572,13 +620,16 @@ fn render_outcome(p: &Printer, report: &Report) {
         Outcome::Interrupted => (Tone::Warn, "interrupted: nothing changed".into()),
         Outcome::Error => return,
     };
-    // Only a change that stays has a verdict to keep [emerg] lines in.
-    let (tone, text) = if emerg_logged(report) {
-        let tone = if tone == Tone::Good { Tone::Warn } else { tone };
-        let text = format!("{text}; nginx logged [emerg] while loading it (see the warning above)");
+    // Only a change that stays has a verdict to keep these warnings in.
+    let warned = warned(report);
+    let (tone, text) = if warned.is_empty() {
         (tone, text)
     } else {
-        (tone, text)
+        let tone = if tone == Tone::Good { Tone::Warn } else { tone };
+        (
+            tone,
+            format!("{text}; {} (see the warnings above)", warned.join("; ")),
+        )
     };
     let snap = report
         .snapshot

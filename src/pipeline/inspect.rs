@@ -335,6 +335,9 @@ pub fn through_shadow(
                 );
             }
             let (state, reason) = shadow::judge(&results);
+            report
+                .warnings
+                .extend(results.iter().filter_map(shadow::ShadowCheck::intermittent));
             (rep.state, rep.reason, rep.checks, rep.skipped) = (state, reason, results, skipped);
         }
     }

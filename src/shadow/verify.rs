@@ -105,7 +105,7 @@ impl ShadowCheck {
         match self.new_error().filter(|_| !self.failed()) {
             Some(e) => format!(
                 "{what} {}, and {}",
-                answer(&self.shadow),
+                self.shadow.reply(),
                 crate::verdict::Cause::UpstreamError(e.clone()).describe()
             ),
             None => {
@@ -113,7 +113,7 @@ impl ShadowCheck {
                     Some(r) if r.refused => {
                         " (the running nginx does not listen there yet)".to_string()
                     }
-                    Some(r) => format!(" (the running nginx answers {})", answer(r)),
+                    Some(r) => format!(" (the running nginx answers {})", r.reply()),
                     None => String::new(),
                 };
                 format!("{what} {}{running}", self.answer())
@@ -121,21 +121,31 @@ impl ShadowCheck {
         }
     }
 
+    /// The shadow's answer failed and then passed when asked again, in words: a warning, not
+    /// a refusal (one failed answer decides nothing, see `health::judge`).
+    pub fn intermittent(&self) -> Option<String> {
+        let r = &self.shadow;
+        r.intermittent().then(|| {
+            format!(
+                "{}: GET {} through the shadow nginx: {} of {} answers failed ({}), then it \
+                 answered {}: intermittent, not a refusal",
+                self.server(),
+                self.url,
+                r.failures,
+                r.attempts,
+                r.first_failure.as_deref().unwrap_or("?"),
+                r.reply()
+            )
+        })
+    }
+
     /// "HTTP 502" or the error, and the first upstream error logged.
     pub fn answer(&self) -> String {
-        let mut what = answer(&self.shadow);
+        let mut what = self.shadow.reply();
         if let Some(u) = self.upstream_errors.first() {
             what.push_str(&format!(", and logged: {}", short_log(&u.text)));
         }
         what
-    }
-}
-
-fn answer(r: &CheckResult) -> String {
-    match (r.status, &r.error) {
-        (Some(code), _) => format!("HTTP {code}"),
-        (None, Some(e)) => e.clone(),
-        (None, None) => "no answer".into(),
     }
 }
 
@@ -347,6 +357,9 @@ mod tests {
                 health::Answer::Passed
             },
             attempts: 1,
+            failures: u32::from(failed),
+            first_failure: None,
+            intermittent_errors: Vec::new(),
             elapsed: Duration::ZERO,
             failed,
             refused: error.is_some_and(|e| e.contains("refused")),
@@ -461,6 +474,26 @@ mod tests {
         let (state, why) = judge(&[c]);
         assert_eq!(state, ShadowState::Verified);
         assert!(why.unwrap().contains("failing over"));
+    }
+
+    #[test]
+    fn a_shadow_answer_that_failed_and_then_passed_refuses_nothing_and_says_so() {
+        let mut shadow = result(Some(200), None);
+        (shadow.failures, shadow.attempts) = (1, 3);
+        shadow.first_failure = Some("HTTP 502".into());
+        let c = check(shadow, None);
+        assert_eq!(judge(std::slice::from_ref(&c)).0, ShadowState::Verified);
+        let said = c.intermittent().expect("a warning");
+        assert!(
+            said.ends_with(
+                "through the shadow nginx: 1 of 3 answers failed (HTTP 502), then it answered \
+                 HTTP 200: intermittent, not a refusal"
+            ),
+            "{said}"
+        );
+        assert!(check(result(Some(200), None), None)
+            .intermittent()
+            .is_none());
     }
 
     #[test]

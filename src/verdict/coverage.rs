@@ -240,6 +240,9 @@ mod tests {
                         Answer::Passed
                     },
                     attempts: 1,
+                    failures: u32::from(*failed),
+                    first_failure: None,
+                    intermittent_errors: Vec::new(),
                     elapsed: Duration::ZERO,
                     failed: *failed,
                     refused: false,

@@ -263,6 +263,73 @@ impl SlowBackend {
     }
 }
 
+/// How a [`FlakyBackend`] fails the requests it fails.
+#[derive(Debug, Clone, Copy)]
+pub enum Flake {
+    /// Close the connection unanswered: nginx answers 502 and logs "upstream prematurely
+    /// closed connection".
+    Close,
+    /// Answer 200, after this long: one slow answer.
+    Slow(Duration),
+}
+
+/// An HTTP backend that fails every `every`-th request it gets, counted (not by chance), and
+/// answers the others 200 with its name: a flaky application. The protocol probe's
+/// `OPTIONS *` and connections that send nothing are answered as a healthy server would and
+/// not counted.
+pub struct FlakyBackend {
+    pub addr: SocketAddr,
+    requests: Arc<AtomicU32>,
+    _server: Server,
+}
+
+impl FlakyBackend {
+    pub fn start(addr: SocketAddr, name: &str, every: u32, flake: Flake) -> FlakyBackend {
+        let l = TcpListener::bind(addr).expect("bind flaky backend");
+        let requests = Arc::new(AtomicU32::new(0));
+        let counter = requests.clone();
+        let serve: Serve = Arc::new(move |c: &mut dyn ReadWrite, name: &str| {
+            let req = read_request(c);
+            if req.starts_with(b"OPTIONS * ") {
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                return;
+            }
+            if req.is_empty() {
+                return;
+            }
+            let fails = (counter.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(every);
+            match flake {
+                Flake::Close if fails => return,
+                Flake::Slow(delay) if fails => std::thread::sleep(delay),
+                _ => {}
+            }
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
+                name.len()
+            );
+            let _ = c.flush();
+        });
+        FlakyBackend {
+            addr: l.local_addr().expect("local addr"),
+            requests,
+            _server: Server::run_with(Bound::Tcp(l), serve, name.to_string()),
+        }
+    }
+
+    /// Requests counted so far.
+    pub fn requests(&self) -> u32 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// `IP:PORT` for a config (`proxy_pass http://{}`).
+    pub fn host_port(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
 /// A backend that accepts every connection, reads what is sent and closes without a byte,
 /// whatever the protocol: a connect probe passes, the protocol probe does not.
 pub struct AcceptCloseBackend {

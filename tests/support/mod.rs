@@ -26,7 +26,8 @@
 //!   [`free_port`] a port free on an address (bind port 0).
 //! - Backends, each stopped on `Drop`: [`HttpBackend`] (200 with its name as the body, TCP or
 //!   unix socket), [`CloseBackend`] (passes the probes, closes real requests: nginx answers
-//!   502 after the reload), [`AcceptCloseBackend`] (closes every connection unanswered),
+//!   502 after the reload), [`FlakyBackend`] (fails every n-th request, counted: closes it or
+//!   answers it late), [`AcceptCloseBackend`] (closes every connection unanswered),
 //!   [`HangingListener`] (backlog full: connects hang, for timeouts), and [`AppServer`], real
 //!   application servers (php-fpm, gunicorn, uWSGI, an HTTPS server, a gRPC server, Python's
 //!   `http.server`).
@@ -176,7 +177,7 @@ pub use nginx::{alive, TestNginx, TestNginxBuilder};
 mod backends;
 pub use backends::{
     hanging_listener, test_venv, AcceptCloseBackend, AppServer, BadGatewayBackend, ClientLoop,
-    CloseBackend, HangingListener, HttpBackend, SlowBackend, StatusBackend,
+    CloseBackend, Flake, FlakyBackend, HangingListener, HttpBackend, SlowBackend, StatusBackend,
 };
 mod cli;
 pub use cli::{finish, proxy_site, run_command, syn_sent_to, text, Run, SafeReload, BIN};
