@@ -311,7 +311,7 @@ fn resolve_entry(resolve: &[String], host: &str, port: u16) -> Result<Option<Soc
 
 mod judge;
 mod verify;
-pub use judge::{is_failure, judge, Answer};
+pub use judge::{erring_since, is_failure, judge, Answer};
 pub use verify::{
     baseline, expect_down, is_expected, not_listening, verify, verify_against, CheckResult,
     HealthOptions, HealthReport, Known, NothingKnown, DEFAULT_REQUEST_TIMEOUT,

@@ -2,7 +2,8 @@
 //! checks run against the running configuration just before the signal (the [`Baseline`]) and
 //! the same checks after it.
 //!
-//! Passed before and fails after: the change broke it, roll back. Failed before and fails
+//! Passed before and fails after: the change broke it, roll back (a 5xx after an answer
+//! without one is such a failure: `health::erring_since`). Failed before and fails
 //! after, the same way or another (502 before, 504 after): it was failing already, so it is
 //! reported (before and after), never rolled back, and never blamed on the backend by guess;
 //! the shadow nginx judges a failure the running nginx shares by the same rule, so a change it
@@ -196,6 +197,13 @@ impl Baseline {
         (self.tallies.iter()).find_map(|(u, t)| (u == url).then_some(t))
     }
 
+    /// The status a check answered before the change, when that answer passed.
+    fn passed(&self, url: &str) -> Option<u16> {
+        self.before(url)
+            .filter(|b| !b.failed)
+            .and_then(|b| b.status)
+    }
+
     fn before(&self, url: &str) -> Option<&Seen> {
         self.checks.iter().find_map(|(u, b)| match b {
             Before::Answered(seen) if u == url => Some(seen),
@@ -228,6 +236,10 @@ impl Known for Baseline {
     fn upstream_error(&self, error: &UpstreamError) -> bool {
         self.logged(error)
     }
+
+    fn passed_before(&self, result: &CheckResult) -> Option<u16> {
+        self.passed(&result.check.url)
+    }
 }
 
 /// What a rollback's re-verification does not count against the restored configuration:
@@ -244,6 +256,10 @@ impl Known for AfterRollback<'_> {
         self.baseline
             .before(&result.check.url)
             .is_some_and(|b| b.failed)
+    }
+
+    fn passed_before(&self, result: &CheckResult) -> Option<u16> {
+        self.baseline.passed(&result.check.url)
     }
 
     fn upstream_error(&self, error: &UpstreamError) -> bool {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::conf::host_map::{self, HostMap};
+use crate::conf::pick::{self, Picked};
 use crate::conf::targets::addr::{self, Parsed};
 use crate::conf::targets::pass::PASS_DIRECTIVES;
 use crate::conf::targets::Context;
@@ -74,19 +75,28 @@ pub enum Reach {
     Path(String),
     /// No path is known to reach it; the reason is said to the operator.
     Unknown(&'static str),
+    /// An `internal` location that other locations' `auth_request` asks: every request to
+    /// them reaches it, so their checks verify it; a request of its own would get nginx's 404.
+    Subrequest,
 }
 
-/// A `location` whose requests go to a backend (it holds a `*_pass`).
+/// A `location` whose requests go to a backend: it holds a `*_pass`, or its `auth_request`
+/// subrequest goes to a location that does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Location {
     /// `=`, `^~`, `~`, `~*`, or none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub modifier: Option<String>,
     pub path: String,
-    /// The `*_pass` directive that sends requests on, e.g. `proxy_pass`.
+    /// The `*_pass` directive that sends requests on, e.g. `proxy_pass`; `auth_request` for a
+    /// location with none, whose requests reach a backend only through that subrequest.
     pub pass: &'static str,
-    /// Its first argument: `http://api`, `unix:/run/app.sock`.
+    /// Its first argument: `http://api`, `unix:/run/app.sock` (for `auth_request`, what the
+    /// subrequest's location passes to).
     pub target: String,
+    /// The URI its `auth_request` (its own or the server's) asks before each request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_request: Option<String>,
     /// A request path that reaches this location.
     pub reach: Reach,
     /// `auth_basic`, `auth_request` or `deny` apply here (or in the server): nginx itself
@@ -166,11 +176,16 @@ fn server(context: Context, d: &Directive, maps: &HostMaps) -> Server {
             l.ssl = true;
         }
     }
-    let server_auth = inherit_auth(false, d.children());
+    let server_auth = Gates {
+        auth: inherit_auth(false, d.children()),
+        basic: inherit_basic(false, d.children()),
+        auth_request: inherit_auth_request(None, d.children()),
+    };
     let mut locations = Vec::new();
     let mut named = Vec::new();
-    proxied_locations(d.children(), server_auth, maps, &mut locations, &mut named);
+    proxied_locations(d.children(), &server_auth, maps, &mut locations, &mut named);
     reach_named(&mut locations, &named);
+    resolve_auth_requests(&mut locations, d.children());
     // Thousands of servers each keep these lists: no spare capacity.
     listens.shrink_to_fit();
     server_names.shrink_to_fit();
@@ -219,12 +234,23 @@ pub fn listen_addr(context: Context, text: &str) -> Option<ListenAddr> {
     })
 }
 
+/// What nginx checks before passing a request on, inherited into nested blocks.
+struct Gates<'a> {
+    /// `auth_basic`, `auth_request` or `deny` (see [`inherit_auth`]).
+    auth: bool,
+    /// `auth_basic` or `deny`: what answers 401/403 without asking a backend.
+    basic: bool,
+    /// The URI `auth_request` asks.
+    auth_request: Option<&'a str>,
+}
+
 /// Each `location` (nested ones too) that holds a `*_pass`, directly or inside its `if` or
-/// `limit_except` blocks. `named` collects the paths that fall through to a named location
-/// (`try_files ... @app`, `error_page 404 @app`) as `(@app, path)`.
+/// `limit_except` blocks, or asks an `auth_request` (which [`resolve_auth_requests`] keeps
+/// only when the subrequest reaches a backend). `named` collects the paths that fall through
+/// to a named location (`try_files ... @app`, `error_page 404 @app`) as `(@app, path)`.
 fn proxied_locations(
     dirs: &[Directive],
-    auth: bool,
+    outer: &Gates,
     maps: &HostMaps,
     out: &mut Vec<Location>,
     named: &mut Vec<(String, String)>,
@@ -234,17 +260,32 @@ fn proxied_locations(
         .filter(|d| d.name == "location" && d.block.is_some())
     {
         let (modifier, path) = location_args(&d.args);
-        let auth = inherit_auth(auth, d.children());
+        let gates = Gates {
+            auth: inherit_auth(outer.auth, d.children()),
+            basic: inherit_basic(outer.basic, d.children()),
+            auth_request: inherit_auth_request(outer.auth_request, d.children()),
+        };
         for fallback in fallbacks(d.children()) {
             if modifier.is_none() || modifier.as_deref() == Some("^~") {
                 named.push((fallback.to_string(), missing_path_under(&path)));
             }
         }
-        if let Some(pass) = pass_in(d.children()) {
+        let internal = d.children().iter().any(|c| c.name == "internal");
+        // A `return` answers before the access phase: no subrequest is made then.
+        let answers = d.children().iter().any(|c| c.name == "return");
+        let pass = pass_in(d.children()).or_else(|| {
+            let asks =
+                (gates.auth_request).filter(|_| !internal && !answers && !path.starts_with('@'));
+            asks.map(|uri| ("auth_request", uri))
+        });
+        if let Some(pass) = pass {
             let reach = match modifier.as_deref() {
                 _ if path.starts_with('@') => {
                     Reach::Unknown("no try_files or error_page 404 leads here")
                 }
+                _ if internal => Reach::Unknown(
+                    "an internal location: only nginx's own redirects and subrequests reach it",
+                ),
                 Some("~") | Some("~*") => match regex_path(&path) {
                     Some(p) => Reach::Path(p),
                     None => Reach::Unknown("no matching path could be derived from the regex"),
@@ -258,16 +299,65 @@ fn proxied_locations(
                 path,
                 pass: pass.0,
                 target: pass.1.to_string(),
+                auth_request: gates.auth_request.map(String::from),
                 reach,
-                auth,
+                // With no `*_pass`, the subrequest's backend is the one checked: its 401 or
+                // 403 is its own answer, not nginx's.
+                auth: match pass.0 {
+                    "auth_request" => gates.basic,
+                    _ => gates.auth,
+                },
                 returns: returns.into_boxed_slice(),
                 host_map: host_map::of_target(maps, pass.1),
                 file: d.file.clone(),
                 line: d.line,
             });
         }
-        proxied_locations(d.children(), auth, maps, out, named);
+        proxied_locations(d.children(), &gates, maps, out, named);
     }
+}
+
+/// The URI `auth_request` asks in a block: its own (`off` cancels what it inherits), else the
+/// outer block's.
+fn inherit_auth_request<'a>(outer: Option<&'a str>, dirs: &'a [Directive]) -> Option<&'a str> {
+    match dirs.iter().rev().find(|d| d.name == "auth_request") {
+        Some(d) if d.arg0().eq_ignore_ascii_case("off") => None,
+        Some(d) => Some(d.arg0()),
+        None => outer,
+    }
+}
+
+/// Follow each `auth_request` to the location nginx picks for its URI. A location with no
+/// `*_pass` of its own is checked for what that location passes to, and dropped when it
+/// passes nowhere (the subrequest reaches no backend); an `internal` location reached this
+/// way is verified by the requests of the locations that ask it, never requested itself.
+fn resolve_auth_requests(locations: &mut Vec<Location>, server: &[Directive]) {
+    let mut answering: Vec<Option<usize>> = Vec::with_capacity(locations.len());
+    for (i, loc) in locations.iter().enumerate() {
+        let found = loc.auth_request.as_deref().and_then(|uri| {
+            let path = uri.split('?').next().unwrap_or(uri);
+            let Picked::Location(d) = pick::location(server, path) else {
+                return None;
+            };
+            (locations.iter())
+                .position(|l| l.line == d.line && *l.file == *d.file)
+                .filter(|&j| j != i && locations[j].pass != "auth_request")
+        });
+        answering.push(found);
+    }
+    for (i, found) in answering.iter().enumerate() {
+        let Some(j) = *found else { continue };
+        if locations[i].pass == "auth_request" {
+            locations[i].target = locations[j].target.clone();
+        }
+        if matches!(locations[j].reach, Reach::Unknown(_)) {
+            locations[j].reach = Reach::Subrequest;
+        }
+    }
+    *locations = (std::mem::take(locations).into_iter().zip(answering))
+        .filter(|(l, found)| l.pass != "auth_request" || found.is_some())
+        .map(|(l, _)| l)
+        .collect();
 }
 
 /// Whether nginx itself may refuse requests in a block: its own `auth_basic`/`auth_request`
@@ -283,6 +373,14 @@ fn inherit_auth(outer: bool, dirs: &[Directive]) -> bool {
         (b, r) => b.unwrap_or(false) || r.unwrap_or(false),
     };
     inherited || dirs.iter().any(|d| d.name == "deny")
+}
+
+/// Whether `auth_basic` (its own, `off` cancelling what it inherits, else the outer block's)
+/// or a `deny` applies in a block.
+fn inherit_basic(outer: bool, dirs: &[Directive]) -> bool {
+    let own = (dirs.iter().rev().find(|d| d.name == "auth_basic"))
+        .map(|d| !d.arg0().eq_ignore_ascii_case("off"));
+    own.unwrap_or(outer) || dirs.iter().any(|d| d.name == "deny")
 }
 
 /// The named locations a request for a missing file falls through to.
@@ -417,7 +515,7 @@ fn pass_in(dirs: &[Directive]) -> Option<(&'static str, &str)> {
 }
 
 /// `location = /x`, `location =/x`, `location ~* \.php$`, `location @name`.
-fn location_args(args: &[Word]) -> (Option<String>, String) {
+pub(crate) fn location_args(args: &[Word]) -> (Option<String>, String) {
     match args {
         [modifier, path, ..] => (Some(modifier.to_string()), path.to_string()),
         [one] => {

@@ -12,6 +12,11 @@
 //! back a harmless change or calling an operator. A check whose answer fails is asked
 //! [`RETRIES`] more times, and fails only when every answer did ([`settle`]). The baseline,
 //! the shadow and the verification after the reload all send their rounds through this rule.
+//!
+//! Any other 5xx (500, 503) is not a failure on its own: an application may answer 500 to a
+//! path it has no page for, `limit_req` answers 503. Next to what the same request got before
+//! the change it is ([`erring_since`]): a location that answered 200, 401 or 403 and now
+//! answers 500 (nginx's answer when an `auth_request` subrequest fails) fails for every client.
 
 use serde::Serialize;
 
@@ -51,6 +56,13 @@ pub fn is_failure(status: Option<u16>, expect: Option<&[u16]>) -> bool {
         None | Some(502) | Some(504) => true,
         Some(s) => expect.is_some_and(|allowed| !allowed.contains(&s)),
     }
+}
+
+/// Whether an answer that passed on its own fails next to the one the same request got
+/// before the change (`before`, an answer that passed): a 5xx where there was none.
+pub fn erring_since(before: Option<u16>, after: Option<u16>) -> bool {
+    let server_error = |status: Option<u16>| matches!(status, Some(500..=599));
+    server_error(after) && before.is_some() && !server_error(before)
 }
 
 /// Judge one answer at a location. `closed` is a connection closed without a byte of answer
@@ -168,5 +180,19 @@ mod tests {
         assert_eq!(judge(None, false, &close, None), Answer::Failed);
         assert_eq!(judge(Some(200), false, &open, Some(&[204])), Answer::Failed);
         assert!(is_failure(Some(504), None) && !is_failure(Some(500), None));
+    }
+
+    #[test]
+    fn a_5xx_after_an_answer_without_one_is_the_change() {
+        assert!(erring_since(Some(200), Some(500)));
+        assert!(erring_since(Some(401), Some(500)));
+        assert!(erring_since(Some(403), Some(503)));
+        assert!(!erring_since(Some(500), Some(500)), "the site's own 500");
+        assert!(!erring_since(Some(503), Some(500)));
+        assert!(!erring_since(Some(200), Some(404)));
+        assert!(
+            !erring_since(None, Some(500)),
+            "no answer before is no baseline"
+        );
     }
 }

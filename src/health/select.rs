@@ -5,7 +5,9 @@
 //! on each Host a `map $host` routes to another upstream than those names get (`hosts`),
 //! every proxied location a path is known to reach (prefix and exact ones as written, regex ones
 //! where a matching path can be derived, named ones through the `try_files`/`error_page 404`
-//! that leads to them) and every listen this machine can reach. A request must land on that
+//! that leads to them, and those with no `*_pass` whose `auth_request` reaches a backend; the
+//! `internal` location such a subrequest lands on is verified through them, never requested
+//! itself) and every listen this machine can reach. A request must land on that
 //! server: a wildcard listen is reached through a loopback address no specific listen on the
 //! same port claims. What cannot be checked is listed with why.
 //!
@@ -319,6 +321,8 @@ fn candidates<'a>(
     for loc in &server.locations {
         match &loc.reach {
             Reach::Path(p) => locations.push((loc, p.as_str())),
+            // Checked through the locations whose `auth_request` asks it.
+            Reach::Subrequest => {}
             Reach::Unknown(why) => skip(
                 match &loc.modifier {
                     Some(m) => format!("location {m} {}", loc.path),

@@ -126,6 +126,17 @@ impl CheckResult {
     pub fn intermittent(&self) -> bool {
         !self.failed && self.failures > 0
     }
+
+    /// Judge one answer that passed on its own against the status the same request got
+    /// before the change, when it passed then: a 5xx where there was none fails (see
+    /// [`judge::erring_since`]), and is asked again as any failed answer is.
+    pub fn judge_against(&mut self, passed_before: Option<u16>) {
+        if self.answer == Answer::Passed && judge::erring_since(passed_before, self.status) {
+            self.answer = Answer::Failed;
+            self.failed = true;
+            self.failures += 1;
+        }
+    }
 }
 
 /// Failures and upstream errors that are not news to the caller: they neither end the window
@@ -133,6 +144,11 @@ impl CheckResult {
 pub trait Known {
     fn failure(&self, result: &CheckResult) -> bool;
     fn upstream_error(&self, error: &UpstreamError) -> bool;
+    /// The status this check answered before the change, when that answer passed: an answer
+    /// is judged against it ([`CheckResult::judge_against`]).
+    fn passed_before(&self, _result: &CheckResult) -> Option<u16> {
+        None
+    }
 }
 
 /// Nothing is known: every failure and every upstream error ends the window.
@@ -203,7 +219,7 @@ pub fn verify_against(
     {
         rounds += 1;
         let todo: Vec<usize> = (0..checks.len()).filter(|&i| !failed[i]).collect();
-        let mut answers = round(checks, &todo, opts);
+        let mut answers = round(checks, &todo, opts, known);
         let errors = split_expected(logs, &opts.expected_down, &mut expected);
         let errors = set_apart(errors, answers.iter_mut().map(|(_, r)| r));
         let mut clean = true;
@@ -260,7 +276,7 @@ pub fn baseline(checks: &[Check], logs: &mut Cursors, opts: &HealthOptions) -> H
             break;
         }
         rounds += 1;
-        for (i, r) in round(checks, &todo, opts) {
+        for (i, r) in round(checks, &todo, opts, &NothingKnown) {
             failed[i] |= r.failed;
             keep(&mut results[i], r);
         }
@@ -386,15 +402,26 @@ fn peer_of(upstream: &str) -> Option<String> {
 /// One round: the checks at `todo` once each, then each whose answer failed [`RETRIES`] more
 /// times, all of those at once (a retry costs one request's time, and no check that passed
 /// waits for it); each check's answers settled into one result (see `judge::settle`), with its
-/// index, in `todo`'s order.
-fn round(checks: &[Check], todo: &[usize], opts: &HealthOptions) -> Vec<(usize, CheckResult)> {
+/// index, in `todo`'s order. Each answer is judged against what `known` says the check got
+/// before the change ([`CheckResult::judge_against`]).
+fn round(
+    checks: &[Check],
+    todo: &[usize],
+    opts: &HealthOptions,
+    known: &dyn Known,
+) -> Vec<(usize, CheckResult)> {
     let failed = |r: &Option<CheckResult>| r.as_ref().is_some_and(|r| r.failed);
-    let first = send(checks, todo, opts);
+    let judged = |mut r: CheckResult| {
+        r.judge_against(known.passed_before(&r));
+        r
+    };
+    let sent = |todo: &[usize]| send(checks, todo, opts).into_iter().map(|r| r.map(judged));
+    let first: Vec<Option<CheckResult>> = sent(todo).collect();
     let again: Vec<usize> = (todo.iter().zip(&first))
         .filter(|(_, r)| failed(r))
         .flat_map(|(&i, _)| std::iter::repeat_n(i, RETRIES))
         .collect();
-    let mut retried = send(checks, &again, opts).into_iter();
+    let mut retried = sent(&again);
     (todo.iter().copied())
         .zip(first)
         .filter_map(|(i, r)| {

@@ -13,6 +13,10 @@
 //! reload start as fresh as the shadow, so they would log it, and the change would be rolled
 //! back for it). One it logs too is nginx failing over, before the change and after.
 //!
+//! A 5xx the shadow answers where the running nginx answers without one (a 500 from an
+//! `auth_request` whose backend fails) is a failure of the change, by the rule verification
+//! after the reload judges it by (`health::erring_since`).
+//!
 //! A failure of a request that reads what differs in the shadow (`$server_port`,
 //! `$server_addr`: see `differs`) is left to verification after the reload; that is decided
 //! for each failing request, never for the whole configuration.
@@ -256,7 +260,8 @@ pub fn run_checks(
             running_errors: Vec::new(),
             differs: None,
         };
-        if sc.failed() || !sc.upstream_errors.is_empty() {
+        let server_error = matches!(sc.shadow.status, Some(500..=599));
+        if sc.failed() || server_error || !sc.upstream_errors.is_empty() {
             // Exactly as the baseline before a reload asks it: the same rounds, so a pool's
             // round-robin reaches as many of its peers, and the log's recent past, where a
             // worker that skips a failing peer for its `fail_timeout` logged it last. `nginx -t`
@@ -270,10 +275,46 @@ pub fn run_checks(
             .finish(&opts.expected_down);
             sc.running = r.results.into_iter().next();
             sc.running_errors = r.upstream_errors;
+            let before = (sc.running.as_ref())
+                .filter(|r| !r.failed && !r.refused)
+                .and_then(|r| r.status);
+            if !sc.failed() && health::erring_since(before, sc.shadow.status) {
+                // A 5xx where the running nginx answers without one: asked again, judged
+                // against that answer, as verification after the reload would judge it.
+                let again = health::verify_against(
+                    std::slice::from_ref(&routed),
+                    &mut logs,
+                    &one,
+                    &RunningAnswered(before),
+                );
+                if let Some(mut result) = again.results.into_iter().next() {
+                    result.check = check.clone();
+                    sc.shadow = result;
+                    sc.upstream_errors.extend(again.upstream_errors);
+                }
+            }
         }
         out.push(sc);
     }
     (out, skipped)
+}
+
+/// What the running nginx answered a check, when that passed: the shadow's answers to it are
+/// judged against that status, as the baseline's stand for verification after the reload.
+struct RunningAnswered(Option<u16>);
+
+impl health::Known for RunningAnswered {
+    fn failure(&self, _: &CheckResult) -> bool {
+        false
+    }
+
+    fn upstream_error(&self, _: &UpstreamError) -> bool {
+        false
+    }
+
+    fn passed_before(&self, _: &CheckResult) -> Option<u16> {
+        self.0
+    }
 }
 
 /// The decision. A request the change made worse refuses it, unless that request reads what

@@ -140,6 +140,38 @@ fn auth_and_return_are_gates_of_the_location() {
 }
 
 #[test]
+fn an_internal_auth_request_location_is_checked_through_the_locations_that_ask_it() {
+    let p = plan(
+        "server { listen 127.0.0.1:80; server_name a.test;\n\
+         location = /auth { internal; proxy_pass http://auth; }\n\
+         location / { auth_request /auth; proxy_pass http://app; }\n\
+         location /files/ { auth_request /auth; root /srv; }\n\
+         location /open/ { auth_request off; root /srv; }\n\
+         location /gone/ { auth_request /nowhere; root /srv; }\n\
+         location = /push { internal; proxy_pass http://push; } }",
+    );
+    let paths: Vec<(&str, Option<&str>)> = (p.checks.iter())
+        .map(|c| (c.path.as_str(), c.upstream.as_deref()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("/", Some("http://app")),
+            ("/files/", Some("http://auth")),
+            // The subrequest for /nowhere lands on `location /`, as nginx picks it.
+            ("/gone/", Some("http://app"))
+        ],
+        "never /auth itself: nginx answers 404 to a request of an internal location"
+    );
+    // Behind `proxy_pass` a 401 is nginx's (the app was not reached); with only the
+    // subrequest, it is the auth backend's own answer.
+    let gated: Vec<bool> = p.checks.iter().map(|c| c.gate.auth).collect();
+    assert_eq!(gated, [true, false, false]);
+    let skipped: Vec<&str> = p.not_checked.iter().map(|u| u.what.as_str()).collect();
+    assert_eq!(skipped, ["location = /push"], "no subrequest asks that one");
+}
+
+#[test]
 fn thousands_of_affected_servers_are_bounded_spread_and_counted() {
     let many: String = (0..3000)
         .map(|i| format!("server {{ listen 127.0.0.1:80; server_name s{i}.test; location / {{ proxy_pass http://u; }} location /b/ {{ proxy_pass http://u; }} }}\n"))
