@@ -6,6 +6,11 @@
 //! and the `upstream` blocks and `map`/`geo`/`split_clients` variables its `*_pass` targets go
 //! through. Servers are matched between the trees on their context, listens and names.
 //!
+//! Which server is the default of a listen (the one that answers a Host no `server_name`
+//! matches: the one that says `default_server`, else the first in file order) is compared
+//! too: a server added before the first, the first removed, or `default_server` moved changes
+//! what unknown Hosts and requests by IP get, so both servers count as affected.
+//!
 //! A 10,000-server tree is most of a run's memory, so neither tree is kept: each is reduced to
 //! `Prints` (hashes with file and line) as soon as it is parsed, and `between` compares those.
 
@@ -100,6 +105,34 @@ pub struct Removed {
     pub line: u32,
 }
 
+/// A listen whose default server (the one that answers a Host no `server_name` matches, and a
+/// request with no Host) is another server in the candidate than in last-good: a server added
+/// before the first one in file order, the first one removed, `default_server` moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DefaultChange {
+    /// `127.0.0.1:8080`.
+    pub listen: String,
+    /// Last-good's default server, and where it is: `a.example (a.conf:3)`.
+    pub from: String,
+    /// The candidate's: `new.example (00-new.conf:1)`.
+    pub to: String,
+    /// The candidate's default server, to check the default route on.
+    #[serde(skip)]
+    pub to_id: ServerId,
+}
+
+impl fmt::Display for DefaultChange {
+    /// `127.0.0.1:8080: default server changes from a.example (a.conf:3) to new.example
+    /// (00-new.conf:1)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: default server changes from {} to {}",
+            self.listen, self.from, self.to
+        )
+    }
+}
+
 /// Which servers a change affects.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Impact {
@@ -110,6 +143,10 @@ pub struct Impact {
     /// In the candidate's order.
     pub affected: Vec<Affected>,
     pub removed: Vec<Removed>,
+    /// Listens whose default server changes; both servers are among the affected (or the
+    /// removed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub default_changes: Vec<DefaultChange>,
 }
 
 impl Impact {
@@ -123,6 +160,7 @@ impl Impact {
             baseline: false,
             affected,
             removed: Vec::new(),
+            default_changes: Vec::new(),
         }
     }
 
@@ -145,6 +183,7 @@ impl Impact {
             baseline: false,
             affected,
             removed: Vec::new(),
+            default_changes: Vec::new(),
         }
     }
 
@@ -166,6 +205,7 @@ impl Impact {
             baseline: true,
             affected,
             removed: Vec::new(),
+            default_changes: Vec::new(),
         }
     }
 
@@ -248,6 +288,8 @@ struct Dep {
 #[derive(Debug, Clone)]
 struct ServerPrint {
     id: ServerId,
+    /// The listens (as in `id`) that say `default_server`.
+    defaults: Box<[Box<str>]>,
     root: Arc<Path>,
     file: Arc<Path>,
     line: u32,
@@ -279,6 +321,12 @@ fn rel(root: &Path, file: &Path) -> String {
 /// Reduce a tree to its prints. `servers` is `servers::extract(config)`: the same servers in
 /// the same order.
 pub fn prints(config: &Config, servers: &[Server]) -> Prints {
+    let mut defaults = servers.iter().map(|s| {
+        (s.listens.iter())
+            .filter(|l| l.default_server)
+            .map(|l| l.addr.to_string().into_boxed_str())
+            .collect::<Box<[Box<str>]>>()
+    });
     let root: Arc<Path> = Arc::from(config.conf_prefix.as_path());
     let main: Vec<Mark> = (config.tree.iter())
         .filter(|d| !matches!(d.name.as_str(), "http" | "stream"))
@@ -308,9 +356,12 @@ pub fn prints(config: &Config, servers: &[Server]) -> Prints {
             if d.name != "server" || d.block.is_none() {
                 continue;
             }
-            let Some(id) = ids.next() else { break };
+            let (Some(id), Some(defaults)) = (ids.next(), defaults.next()) else {
+                break;
+            };
             out.servers.push(ServerPrint {
                 id,
+                defaults,
                 root: root.clone(),
                 file: d.file.clone(),
                 line: d.line,
@@ -500,6 +551,7 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
     for s in &old.servers {
         by_id.entry(&s.id).or_insert(s);
     }
+    let default_changes = default_changes(old, new);
     let mut matched: HashSet<&ServerId> = HashSet::new();
     let mut affected = Vec::new();
     for s in &new.servers {
@@ -517,6 +569,13 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
                 reasons.extend(dep_differences(before, s, &old.root));
             }
         }
+        let defaults =
+            (default_changes.iter()).filter(|(c, from)| c.to_id == s.id || *from == s.id);
+        reasons.extend(defaults.map(|(c, _)| Reason {
+            what: c.to_string(),
+            file: rel(&new.root, &s.file),
+            line: s.line,
+        }));
         if !reasons.is_empty() {
             affected.push(s.affected(reasons));
         }
@@ -536,7 +595,48 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
         baseline: true,
         affected,
         removed,
+        default_changes: default_changes.into_iter().map(|(c, _)| c).collect(),
     }
+}
+
+/// Per listen of `http` servers, the server that answers a Host no `server_name` matches: the
+/// one whose listen there says `default_server`, else the first in file order.
+fn default_servers(prints: &Prints) -> HashMap<&str, &ServerPrint> {
+    let mut out: HashMap<&str, (&ServerPrint, bool)> = HashMap::new();
+    for s in prints
+        .servers
+        .iter()
+        .filter(|s| s.id.context == Context::Http)
+    {
+        for listen in &s.id.listens {
+            let explicit = s.defaults.iter().any(|d| **d == **listen);
+            let slot = out.entry(listen.as_str()).or_insert((s, explicit));
+            if explicit && !slot.1 {
+                *slot = (s, true);
+            }
+        }
+    }
+    out.into_iter().map(|(l, (s, _))| (l, s)).collect()
+}
+
+/// The listens both trees have whose default server differs, by listen, each with the
+/// identity of last-good's default server.
+fn default_changes(old: &Prints, new: &Prints) -> Vec<(DefaultChange, ServerId)> {
+    let before = default_servers(old);
+    let mut out: Vec<(DefaultChange, ServerId)> = (default_servers(new).into_iter())
+        .filter_map(|(listen, to)| {
+            let from = before.get(listen).filter(|from| from.id != to.id)?;
+            let change = DefaultChange {
+                listen: listen.to_string(),
+                from: format!("{} ({}:{})", from.id, rel(&old.root, &from.file), from.line),
+                to: format!("{} ({}:{})", to.id, rel(&new.root, &to.file), to.line),
+                to_id: to.id.clone(),
+            };
+            Some((change, from.id.clone()))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.listen.cmp(&b.0.listen));
+    out
 }
 
 /// The first inherited directive added or changed (else the first removed), as a reason.

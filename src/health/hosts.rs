@@ -15,6 +15,10 @@ use crate::conf::host_map::{self, HostMap, Lookup, Pattern, Source};
 use crate::conf::targets::Context;
 use crate::conf::{Listen, ListenAddr, Server};
 
+/// A Host no `server_name` matches (nobody names a server under `.invalid`): what the
+/// default server of a listen gets.
+pub const UNKNOWN_HOST: &str = "safe-reload-check.invalid";
+
 /// Which server takes a Host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Taker {
@@ -105,7 +109,7 @@ pub fn map_hosts(
     let me_server = &servers[me];
     let open = (me_server.server_names.iter())
         .any(|n| n.starts_with('~') || n.starts_with('.') || n.contains('*'))
-        || taker(servers, &listen.addr, "safe-reload-check.invalid") == Some(Taker::Server(me));
+        || taker(servers, &listen.addr, UNKNOWN_HOST) == Some(Taker::Server(me));
     let (mut hosts, mut unverified) = (Vec::new(), Vec::new());
     let var = &map.var;
     for key in map.keys.iter().filter(|k| differs(&k.value)) {

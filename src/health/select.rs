@@ -22,7 +22,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{hosts, Check, Gate};
+use super::hosts::{self, Taker, UNKNOWN_HOST};
+use super::{Check, Gate};
 use crate::conf::targets::Context;
 use crate::conf::{Listen, ListenAddr, Location, Reach, Server};
 use crate::impact::{Impact, ServerId};
@@ -87,12 +88,13 @@ pub fn focused_checks(servers: &[Server], impact: &Impact, root: &Path) -> Plan 
     // Per server in `per_server`: where its entries in `plan.not_checked` start and end.
     let mut skipped_at: Vec<std::ops::Range<usize>> = Vec::new();
     for (i, server) in servers.iter().enumerate() {
-        if !affected.contains(&ServerId::of(server)) {
+        let id = ServerId::of(server);
+        if !affected.contains(&id) {
             continue;
         }
         if server.context != Context::Http {
             plan.not_checked.push(Unchecked {
-                server: ServerId::of(server).to_string(),
+                server: id.to_string(),
                 what: "server".into(),
                 at: at(root, &server.file, server.line),
                 why: "a stream server: no request is made to it".into(),
@@ -100,7 +102,11 @@ pub fn focused_checks(servers: &[Server], impact: &Impact, root: &Path) -> Plan 
             continue;
         }
         let start = plan.not_checked.len();
-        let found = candidates(servers, i, &claimed, root, &mut plan.not_checked);
+        let defaults: Vec<&str> = (impact.default_changes.iter())
+            .filter(|c| c.to_id == id)
+            .map(|c| c.listen.as_str())
+            .collect();
+        let found = candidates(servers, i, &defaults, &claimed, root, &mut plan.not_checked);
         skipped_at.push(start..plan.not_checked.len());
         per_server.push((i, found));
     }
@@ -207,8 +213,19 @@ struct Candidate<'a> {
     host: Host,
     location: &'a Location,
     path: &'a str,
-    /// The map that routes this Host elsewhere, when that is why it is checked.
-    map: Option<&'a str>,
+    /// Why this Host is sent, when it is not one of the server's names.
+    route: Route<'a>,
+}
+
+/// Why a check sends its Host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route<'a> {
+    /// One of the server's names (or its listen's IP when it has none).
+    Own,
+    /// A `map` on the Host routes this one elsewhere: the map's variable.
+    HostMap(&'a str),
+    /// A Host no `server_name` matches, for the default server of this listen.
+    Default(&'a str),
 }
 
 /// The Host header: a name, or the listen's IP when the server has none.
@@ -236,8 +253,10 @@ impl Candidate<'_> {
             Some(m) => format!("location {m} {}", loc.path),
             None => format!("location {}", loc.path),
         };
-        if let Some(var) = self.map {
-            what.push_str(&format!(", Host routed by map ${var}"));
+        match self.route {
+            Route::Own => {}
+            Route::HostMap(var) => what.push_str(&format!(", Host routed by map ${var}")),
+            Route::Default(listen) => what.push_str(&format!(", default server of {listen}")),
         }
         let unix = match &self.listen.addr {
             ListenAddr::Unix(path) => Some(path.clone()),
@@ -278,12 +297,14 @@ fn at(root: &Path, file: &Path, line: u32) -> String {
     format!("{}:{line}", shown.display())
 }
 
-/// Server `me`'s candidates, most telling first: the first name on each location, each Host a
-/// map routes elsewhere on its location, then each other name, then each other listen. What
-/// cannot be checked goes to `skipped`.
+/// Server `me`'s candidates, most telling first: the default route of each listen in
+/// `defaults` (where the change makes it the default server), the first name on each
+/// location, each Host a map routes elsewhere on its location, then each other name, then
+/// each other listen. What cannot be checked goes to `skipped`.
 fn candidates<'a>(
     servers: &'a [Server],
     me: usize,
+    defaults: &[&'a str],
     claimed: &HashSet<SocketAddr>,
     root: &Path,
     skipped: &mut Vec<Unchecked>,
@@ -350,9 +371,36 @@ fn candidates<'a>(
                 host: host.clone(),
                 location,
                 path,
-                map: None,
+                route: Route::Own,
             }
         };
+    for &listen in defaults {
+        let Some(&(l, addr)) = listens.iter().find(|(l, _)| l.addr.to_string() == listen) else {
+            continue;
+        };
+        let what = format!("default route of {listen}");
+        let place = at(root, &server.file, server.line);
+        let Some(&loc) = locations.first() else {
+            skip(
+                what,
+                place,
+                "no proxied location to request it through".into(),
+            );
+            continue;
+        };
+        match hosts::taker(servers, &l.addr, UNKNOWN_HOST) {
+            Some(Taker::Server(i)) if i == me => out.push(Candidate {
+                route: Route::Default(listen),
+                ..make(l, addr, &Host::Name(UNKNOWN_HOST.into()), loc)
+            }),
+            Some(Taker::Unknown(why)) => skip(what, place, why),
+            _ => skip(
+                what,
+                place,
+                format!("{UNKNOWN_HOST} is taken by another server's name there"),
+            ),
+        }
+    }
     for &loc in &locations {
         out.push(make(first_listen, first_addr, &first_host, loc));
     }
@@ -375,7 +423,7 @@ fn candidates<'a>(
         }
         for host in hosts {
             out.push(Candidate {
-                map: Some(&map.var),
+                route: Route::HostMap(&map.var),
                 ..make(
                     first_listen,
                     first_addr,

@@ -194,8 +194,14 @@ fn added_and_removed_servers_and_no_baseline() {
         ),
     ]);
     let impact = between(&old, &new);
-    assert_eq!(labels(&impact), ["s2.test"]);
-    assert_eq!(impact.affected[0].reasons[0].what, "new server");
+    // s1 is the first server of the listen now: the default for unknown Hosts.
+    assert_eq!(labels(&impact), ["s1.test", "s2.test"]);
+    assert_eq!(
+        impact.affected[0].reasons[0].what,
+        "127.0.0.1:8080: default server changes from s0.test (sites.conf:1) to s1.test \
+         (sites.conf:1)"
+    );
+    assert_eq!(impact.affected[1].reasons[0].what, "new server");
     let removed: Vec<&str> = impact.removed.iter().map(|r| r.label.as_str()).collect();
     assert_eq!(removed, ["s0.test"]);
     assert!(
@@ -205,6 +211,64 @@ fn added_and_removed_servers_and_no_baseline() {
     );
     let all = Impact::everything(&new);
     assert_eq!((all.affected.len(), all.baseline), (2, false));
+}
+
+#[test]
+fn a_server_that_becomes_the_default_for_unknown_hosts_is_affected_with_the_one_it_replaces() {
+    const SITES: &str = "events {}\nhttp {\n include sites/*.conf;\n}\n";
+    let site = |name: &str, flags: &str| {
+        format!(
+            "server {{\n listen 127.0.0.1:8080{flags};\n server_name {name};\n location / {{ proxy_pass http://u; }}\n}}\n"
+        )
+    };
+    let a = site("a.example", "");
+    let b = site("b.example", "");
+    let (_a, old) = tree(&[
+        ("nginx.conf", SITES),
+        ("sites/a.conf", &a),
+        ("sites/b.conf", &b),
+    ]);
+    // A new file sorted before the others: its server is the first on the listen.
+    let (_b, new) = tree(&[
+        ("nginx.conf", SITES),
+        ("sites/00-new.conf", &site("new.example", "")),
+        ("sites/a.conf", &a),
+        ("sites/b.conf", &b),
+    ]);
+    let impact = between(&old, &new);
+    assert_eq!(labels(&impact), ["new.example", "a.example"]);
+    let change = "127.0.0.1:8080: default server changes from a.example (sites/a.conf:1) to \
+                  new.example (sites/00-new.conf:1)";
+    assert_eq!(impact.default_changes.len(), 1);
+    assert_eq!(impact.default_changes[0].to_string(), change);
+    let whats = |i: usize| -> Vec<&str> {
+        (impact.affected[i].reasons.iter())
+            .map(|r| r.what.as_str())
+            .collect()
+    };
+    assert_eq!(whats(0), ["new server", change]);
+    assert_eq!(whats(1), [change]);
+    // Added after the first: the default stays.
+    let (_c, later) = tree(&[
+        ("nginx.conf", SITES),
+        ("sites/a.conf", &a),
+        ("sites/b.conf", &b),
+        ("sites/c.conf", &site("c.example", "")),
+    ]);
+    assert!(between(&old, &later).default_changes.is_empty());
+    // `default_server` on a later server wins over file order, and moving it is a change.
+    let (_d, moved) = tree(&[
+        ("nginx.conf", SITES),
+        ("sites/a.conf", &a),
+        ("sites/b.conf", &site("b.example", " default_server")),
+    ]);
+    let impact = between(&old, &moved);
+    assert_eq!(
+        impact.default_changes[0].to_string(),
+        "127.0.0.1:8080: default server changes from a.example (sites/a.conf:1) to b.example \
+         (sites/b.conf:1)"
+    );
+    assert_eq!(labels(&impact), ["a.example", "b.example"]);
 }
 
 #[test]

@@ -172,6 +172,45 @@ fn an_internal_auth_request_location_is_checked_through_the_locations_that_ask_i
 }
 
 #[test]
+fn the_default_route_is_checked_where_the_change_makes_a_server_the_default() {
+    let (dir, servers, mut impact) = servers_of(
+        "server { listen 127.0.0.1:8080; server_name new.test; location /app/ { proxy_pass http://u; } }\n\
+         server { listen 127.0.0.1:8080; server_name a.test; location / { proxy_pass http://u; } }\n\
+         server { listen 127.0.0.1:8081; server_name d.test; location / { proxy_pass http://u; } }\n\
+         server { listen 127.0.0.1:8081; server_name ~.; location / { proxy_pass http://u; } }",
+    );
+    for (listen, to) in [("127.0.0.1:8080", 0), ("127.0.0.1:8081", 2)] {
+        impact.default_changes.push(crate::impact::DefaultChange {
+            listen: listen.into(),
+            from: "old.test (old.conf:1)".into(),
+            to: "x".into(),
+            to_id: ServerId::of(&servers[to]),
+        });
+    }
+    let p = focused_checks(&servers, &impact, dir.path());
+    assert_eq!(
+        shown(&p),
+        [
+            "127.0.0.1:8080 safe-reload-check.invalid /app/",
+            "127.0.0.1:8080 a.test /",
+            "127.0.0.1:8081 d.test /",
+            "127.0.0.1:8081 127.0.0.1 /",
+            "127.0.0.1:8080 new.test /app/",
+        ]
+    );
+    assert_eq!(
+        p.checks[0].what,
+        "location /app/, default server of 127.0.0.1:8080"
+    );
+    // A regex name that takes every Host leaves no Host for the default route.
+    let skipped: Vec<&str> = p.not_checked.iter().map(|u| u.what.as_str()).collect();
+    assert_eq!(
+        skipped,
+        ["default route of 127.0.0.1:8081", "server_name ~."]
+    );
+}
+
+#[test]
 fn thousands_of_affected_servers_are_bounded_spread_and_counted() {
     let many: String = (0..3000)
         .map(|i| format!("server {{ listen 127.0.0.1:80; server_name s{i}.test; location / {{ proxy_pass http://u; }} location /b/ {{ proxy_pass http://u; }} }}\n"))
