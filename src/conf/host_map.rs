@@ -8,6 +8,9 @@
 //! the wildcard forms (`.example.test`, `*.example.test`, `mail.*`), then regexes (`~`, `~*`)
 //! in the order written, then `default`. `$server_name` is not the request's Host and is not
 //! read here.
+//!
+//! A map on the request's path (`map $uri`, `map $request_uri`) is read the same way and kept
+//! apart (see `uri_map`): there the path picks the upstream, and `hostnames` means nothing.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,9 +28,25 @@ pub enum Source {
     Host,
     /// `$http_host`: the Host header as sent, with its port when there is one.
     HttpHost,
+    /// `$uri`: the path, decoded, without the query.
+    Uri,
+    /// `$request_uri`: the path and query as sent.
+    RequestUri,
 }
 
-/// One `map` whose source is the request's Host.
+impl Source {
+    /// Whether it reads the request's Host.
+    pub fn is_host(self) -> bool {
+        matches!(self, Source::Host | Source::HttpHost)
+    }
+
+    /// Whether it reads the request's path.
+    pub fn is_path(self) -> bool {
+        !self.is_host()
+    }
+}
+
+/// One `map` whose source is the request's Host (or its path: see [`Source`]).
 #[derive(Debug, Clone)]
 pub struct HostMap {
     /// The variable it defines, without `$`, lowercased.
@@ -87,18 +106,20 @@ pub enum Lookup<'a> {
 }
 
 impl HostMap {
-    /// The value for `source` (the Host as `$host` or `$http_host` holds it).
+    /// The value for `source` (the Host as `$host` or `$http_host` holds it, the path as
+    /// `$uri` or `$request_uri` does). Exact keys are matched ignoring case, as nginx hashes
+    /// them; regexes see the value as it is.
     pub fn lookup(&self, source: &str) -> Lookup<'_> {
-        let source = source.to_ascii_lowercase();
+        let lower = source.to_ascii_lowercase();
         if let Some(k) =
-            (self.keys.iter()).find(|k| matches!(&k.pattern, Pattern::Exact(e) if *e == source))
+            (self.keys.iter()).find(|k| matches!(&k.pattern, Pattern::Exact(e) if *e == lower))
         {
             return Lookup::Value(&k.value);
         }
         let wild = |keep: fn(&str, &str) -> Option<usize>| {
             (self.keys.iter())
                 .filter_map(|k| match &k.pattern {
-                    Pattern::Wildcard(w) => keep(w, &source).map(|len| (len, k)),
+                    Pattern::Wildcard(w) => keep(w, &lower).map(|len| (len, k)),
                     _ => None,
                 })
                 .max_by_key(|(len, _)| *len)
@@ -149,7 +170,8 @@ pub fn compile(pattern: &str, caseless: bool) -> Option<Regex> {
         .ok()
 }
 
-/// The Host maps of `config`'s `http` blocks, by the variable each defines.
+/// The maps of `config`'s `http` blocks on the request's Host or path, by the variable each
+/// defines.
 pub fn index(config: &Config) -> HashMap<String, Arc<HostMap>> {
     let mut out = HashMap::new();
     let maps = (config.tree.iter())
@@ -164,8 +186,13 @@ pub fn index(config: &Config) -> HashMap<String, Arc<HostMap>> {
     out
 }
 
-/// The Host map a `*_pass` argument goes through, if any of its variables is one.
-pub fn of_target(index: &HashMap<String, Arc<HostMap>>, target: &str) -> Option<Arc<HostMap>> {
+/// The first map among a `*_pass` argument's variables whose source is one `reads` takes
+/// ([`Source::is_host`], [`Source::is_path`]).
+pub fn of_target(
+    index: &HashMap<String, Arc<HostMap>>,
+    target: &str,
+    reads: fn(Source) -> bool,
+) -> Option<Arc<HostMap>> {
     if index.is_empty() || !target.contains('$') {
         return None;
     }
@@ -175,7 +202,8 @@ pub fn of_target(index: &HashMap<String, Arc<HostMap>>, target: &str) -> Option<
         let end = (after.bytes())
             .position(|b| !(b.is_ascii_alphanumeric() || b == b'_'))
             .unwrap_or(after.len());
-        if let Some(map) = index.get(&after[..end].to_ascii_lowercase()) {
+        let map = index.get(&after[..end].to_ascii_lowercase());
+        if let Some(map) = map.filter(|m| reads(m.source)) {
             return Some(map.clone());
         }
         rest = &after[end..];
@@ -187,10 +215,12 @@ fn host_map(d: &Directive) -> Option<HostMap> {
     let source = match d.args.first()?.to_ascii_lowercase().as_str() {
         "$host" => Source::Host,
         "$http_host" => Source::HttpHost,
+        "$uri" => Source::Uri,
+        "$request_uri" => Source::RequestUri,
         _ => return None,
     };
     let var = d.args.get(1)?.strip_prefix('$')?.to_ascii_lowercase();
-    let hostnames = d.children().iter().any(|c| c.name == "hostnames");
+    let hostnames = source.is_host() && d.children().iter().any(|c| c.name == "hostnames");
     let mut map = HostMap {
         var,
         source,
@@ -278,12 +308,20 @@ mod tests {
 
     #[test]
     fn a_target_goes_through_the_first_host_map_among_its_variables() {
-        let index = maps("map $host $pool { default one; }\nmap $uri $other { default x; }");
-        assert!(of_target(&index, "http://$pool").is_some());
-        assert!(of_target(&index, "http://${pool}/x").is_some());
-        assert!(of_target(&index, "http://$other$pool").is_some());
-        assert!(of_target(&index, "http://$other").is_none());
-        assert!(of_target(&index, "http://one").is_none());
+        let index = maps(
+            "map $host $pool { default one; }\nmap $uri $other { default x; }\n\
+             map $cookie_a $no { default x; }",
+        );
+        let host = |target: &str| of_target(&index, target, Source::is_host);
+        assert!(host("http://$pool").is_some());
+        assert!(host("http://${pool}/x").is_some());
+        assert!(host("http://$other$pool").is_some());
+        assert!(host("http://$other").is_none());
+        assert!(host("http://one").is_none());
+        let path = |target: &str| of_target(&index, target, Source::is_path);
+        let other = path("http://$other$pool").expect("the $uri map");
+        assert_eq!((other.var.as_str(), other.source), ("other", Source::Uri));
+        assert!(path("http://$no").is_none());
     }
 
     #[test]

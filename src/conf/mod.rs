@@ -15,6 +15,7 @@ pub mod sni;
 pub mod targets;
 pub mod tree;
 pub mod untrusted;
+pub mod uri_map;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::conf::host_map::{self, HostMap};
+use crate::conf::host_map::{self, HostMap, Source};
 use crate::conf::pick::{self, Picked};
 use crate::conf::targets::addr::{self, Parsed};
 use crate::conf::targets::pass::PASS_DIRECTIVES;
 use crate::conf::targets::Context;
 use crate::conf::tree::{Directive, Word};
-use crate::conf::Config;
+use crate::conf::{uri_map, Config};
 
 /// The configuration's Host maps, by variable.
 type HostMaps = std::collections::HashMap<String, Arc<HostMap>>;
@@ -108,6 +108,10 @@ pub struct Location {
     /// another upstream here.
     #[serde(skip)]
     pub host_map: Option<Arc<HostMap>>,
+    /// The values of the `map $uri` (or `$request_uri`) its `*_pass` goes through that
+    /// another path than its own gets: another upstream for each.
+    #[serde(skip)]
+    pub uri_branches: Box<[uri_map::Branch]>,
     pub file: Arc<Path>,
     pub line: u32,
 }
@@ -183,7 +187,17 @@ fn server(context: Context, d: &Directive, maps: &HostMaps) -> Server {
     };
     let mut locations = Vec::new();
     let mut named = Vec::new();
-    proxied_locations(d.children(), &server_auth, maps, &mut locations, &mut named);
+    let within = Within {
+        server: d.children(),
+        maps,
+    };
+    proxied_locations(
+        d.children(),
+        &server_auth,
+        &within,
+        &mut locations,
+        &mut named,
+    );
     reach_named(&mut locations, &named);
     resolve_auth_requests(&mut locations, d.children());
     // Thousands of servers each keep these lists: no spare capacity.
@@ -234,6 +248,12 @@ pub fn listen_addr(context: Context, text: &str) -> Option<ListenAddr> {
     })
 }
 
+/// The server block the locations are read from, and the configuration's maps.
+struct Within<'a> {
+    server: &'a [Directive],
+    maps: &'a HostMaps,
+}
+
 /// What nginx checks before passing a request on, inherited into nested blocks.
 struct Gates<'a> {
     /// `auth_basic`, `auth_request` or `deny` (see [`inherit_auth`]).
@@ -251,7 +271,7 @@ struct Gates<'a> {
 fn proxied_locations(
     dirs: &[Directive],
     outer: &Gates,
-    maps: &HostMaps,
+    within: &Within,
     out: &mut Vec<Location>,
     named: &mut Vec<(String, String)>,
 ) {
@@ -294,6 +314,11 @@ fn proxied_locations(
             };
             let mut returns = Vec::new();
             returns_in(d.children(), &mut returns);
+            let uri_map = host_map::of_target(within.maps, pass.1, Source::is_path);
+            let uri_branches = match (&uri_map, &reach) {
+                (Some(map), Reach::Path(own)) => uri_map::branches(map, own, within.server, d),
+                _ => Vec::new(),
+            };
             out.push(Location {
                 modifier,
                 path,
@@ -308,12 +333,13 @@ fn proxied_locations(
                     _ => gates.auth,
                 },
                 returns: returns.into_boxed_slice(),
-                host_map: host_map::of_target(maps, pass.1),
+                host_map: host_map::of_target(within.maps, pass.1, Source::is_host),
+                uri_branches: uri_branches.into_boxed_slice(),
                 file: d.file.clone(),
                 line: d.line,
             });
         }
-        proxied_locations(d.children(), &gates, maps, out, named);
+        proxied_locations(d.children(), &gates, within, out, named);
     }
 }
 
@@ -399,7 +425,7 @@ fn fallbacks(dirs: &[Directive]) -> Vec<&str> {
 }
 
 /// A path under a prefix location that names no file: `try_files` falls through for it.
-fn missing_path_under(prefix: &str) -> String {
+pub(crate) fn missing_path_under(prefix: &str) -> String {
     const NAME: &str = "safe-reload-check";
     if prefix.ends_with('/') {
         format!("{prefix}{NAME}")

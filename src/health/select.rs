@@ -1,15 +1,18 @@
 //! The checks for a candidate: requests through nginx for every server the change affects.
 //!
 //! Each affected server is checked on every `server_name` (a leading-dot name as the name
-//! itself, a wildcard with a label filled in; a regex name cannot be named and is said so) and
-//! on each Host a `map $host` routes to another upstream than those names get (`hosts`),
-//! every proxied location a path is known to reach (prefix and exact ones as written, regex ones
-//! where a matching path can be derived, named ones through the `try_files`/`error_page 404`
-//! that leads to them, and those with no `*_pass` whose `auth_request` reaches a backend; the
-//! `internal` location such a subrequest lands on is verified through them, never requested
-//! itself) and every listen this machine can reach. A request must land on that
-//! server: a wildcard listen is reached through a loopback address no specific listen on the
-//! same port claims. What cannot be checked is listed with why.
+//! itself, a wildcard with a label filled in; a regex name cannot be named and is said so), on
+//! each Host a `map $host` routes to another upstream than those names get (`hosts`), on each
+//! path a `map $uri` routes to another upstream than the location's own path gets
+//! (`conf::uri_map`), on every proxied location a path is known to reach (prefix and exact
+//! ones as written, regex ones where a matching path can be derived, named ones through the
+//! `try_files`/`error_page 404` that leads to them, and those with no `*_pass` whose
+//! `auth_request` reaches a backend; the `internal` location such a subrequest lands on is
+//! verified through them, never requested itself) and on every listen this machine can reach.
+//! Where the change makes it the default server of a listen, the default route (a Host no
+//! name matches) is checked too. A request must land on that server: a wildcard listen is
+//! reached through a loopback address no specific listen on the same port claims. What cannot
+//! be checked is listed with why.
 //!
 //! A change to thousands of servers cannot have all of that checked inside the window, so a
 //! round holds at most `MAX_CHECKS` requests: one per affected server first (an even spread when
@@ -226,6 +229,8 @@ enum Route<'a> {
     HostMap(&'a str),
     /// A Host no `server_name` matches, for the default server of this listen.
     Default(&'a str),
+    /// A `map` on the path routes this path elsewhere: the map's branch (`map $pool /api/`).
+    PathMap(&'a str),
 }
 
 /// The Host header: a name, or the listen's IP when the server has none.
@@ -257,6 +262,7 @@ impl Candidate<'_> {
             Route::Own => {}
             Route::HostMap(var) => what.push_str(&format!(", Host routed by map ${var}")),
             Route::Default(listen) => what.push_str(&format!(", default server of {listen}")),
+            Route::PathMap(branch) => what.push_str(&format!(", path routed by {branch}")),
         }
         let unix = match &self.listen.addr {
             ListenAddr::Unix(path) => Some(path.clone()),
@@ -299,8 +305,9 @@ fn at(root: &Path, file: &Path, line: u32) -> String {
 
 /// Server `me`'s candidates, most telling first: the default route of each listen in
 /// `defaults` (where the change makes it the default server), the first name on each
-/// location, each Host a map routes elsewhere on its location, then each other name, then
-/// each other listen. What cannot be checked goes to `skipped`.
+/// location, each Host a map routes elsewhere on its location, each path a map routes
+/// elsewhere, then each other name, then each other listen. What cannot be checked goes to
+/// `skipped`.
 fn candidates<'a>(
     servers: &'a [Server],
     me: usize,
@@ -431,6 +438,21 @@ fn candidates<'a>(
                     (location, path),
                 )
             });
+        }
+    }
+    for &(location, _) in &locations {
+        for branch in location.uri_branches.iter() {
+            match &branch.reach {
+                Ok(path) => out.push(Candidate {
+                    route: Route::PathMap(&branch.what),
+                    ..make(first_listen, first_addr, &first_host, (location, path))
+                }),
+                Err(why) => skip(
+                    branch.what.clone(),
+                    at(root, &branch.file, branch.line),
+                    why.clone(),
+                ),
+            }
         }
     }
     let Some(&first_loc) = locations.first() else {
