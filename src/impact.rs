@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::conf::servers::{location_args, location_key};
 use crate::conf::targets::pass::PASS_DIRECTIVES;
 use crate::conf::targets::Context;
 use crate::conf::tree::{Directive, Word};
@@ -94,6 +95,38 @@ pub struct Affected {
     pub file: String,
     pub line: u32,
     pub reasons: Vec<Reason>,
+    /// Where in it the change is: which of its checks go first when not all fit.
+    #[serde(skip)]
+    pub touched: Touched,
+}
+
+/// Where a change reaches a server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Touched {
+    /// Only through what it inherits (an `http`-level directive): like every other server.
+    #[default]
+    Inherited,
+    /// Its own directives outside any location, or it is new: every location alike.
+    Server,
+    /// These locations (as `location_key` writes them: `/api/`, `= /auth`): their blocks,
+    /// an upstream or map they pass through, or the location their `auth_request` asks.
+    Locations(Vec<String>),
+}
+
+impl Touched {
+    /// Whether the change reaches this server itself, not only what it inherits.
+    pub fn is_direct(&self) -> bool {
+        *self != Touched::Inherited
+    }
+
+    /// Whether the change reaches this location of the server directly.
+    pub fn reaches(&self, location_key: &str) -> bool {
+        match self {
+            Touched::Inherited => false,
+            Touched::Server => true,
+            Touched::Locations(keys) => keys.iter().any(|k| k == location_key),
+        }
+    }
 }
 
 /// A server last-good had and the candidate does not.
@@ -175,6 +208,7 @@ impl Impact {
                     line: s.line,
                     id,
                     reasons: Vec::new(),
+                    touched: Touched::Server,
                 }
             })
             .collect();
@@ -275,6 +309,19 @@ struct Mark {
     line: u32,
 }
 
+/// One `location` of a server (nested ones too).
+#[derive(Debug, Clone)]
+struct LocationPrint {
+    /// As `location_key` writes it.
+    key: Box<str>,
+    /// Its own directives, not those of the locations nested in it.
+    hash: u64,
+    /// The `what` of each [`Dep`] its requests go through.
+    uses: Box<[Box<str>]>,
+    /// The URI its `auth_request` asks, its own or inherited.
+    auth_request: Option<Box<str>>,
+}
+
 /// An `upstream` block or a variable a server's requests go through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Dep {
@@ -296,17 +343,26 @@ struct ServerPrint {
     /// One hash per directive of the block, depth first, with its place: the first that
     /// differs says where the block changed.
     block: Box<[(u64, Arc<Path>, u32)]>,
+    /// Its own directives outside any location.
+    own: u64,
+    locations: Box<[LocationPrint]>,
     deps: Box<[Dep]>,
 }
 
 impl ServerPrint {
+    /// Affected, with the change reaching it as a whole.
     fn affected(&self, reasons: Vec<Reason>) -> Affected {
+        self.affected_at(reasons, Touched::Server)
+    }
+
+    fn affected_at(&self, reasons: Vec<Reason>, touched: Touched) -> Affected {
         Affected {
             label: self.id.to_string(),
             file: rel(&self.root, &self.file),
             line: self.line,
             id: self.id.clone(),
             reasons,
+            touched,
         }
     }
 }
@@ -366,6 +422,8 @@ pub fn prints(config: &Config, servers: &[Server]) -> Prints {
                 file: d.file.clone(),
                 line: d.line,
                 block: block_marks(d),
+                own: own_hash(d),
+                locations: defs.locations_of(d),
                 deps: defs.deps_of(d),
             });
         }
@@ -388,6 +446,18 @@ fn subtree_hash(d: &Directive) -> u64 {
     let mut h = DefaultHasher::new();
     for (depth, d) in walk_depth(d) {
         (depth, &d.name, &d.args[..]).hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Like [`subtree_hash`], without the `location` blocks nested in `d`: what it holds itself.
+fn own_hash(d: &Directive) -> u64 {
+    let mut h = DefaultHasher::new();
+    let mut stack = vec![(0usize, d)];
+    while let Some((depth, d)) = stack.pop() {
+        (depth, &d.name, &d.args[..]).hash(&mut h);
+        let inner = d.children().iter().rev().filter(|c| c.name != "location");
+        stack.extend(inner.map(|c| (depth + 1, c)));
     }
     h.finish()
 }
@@ -446,9 +516,33 @@ impl<'a> Defs<'a> {
         defs
     }
 
-    /// What a server's requests go through: the variables it uses that a map defines (and the
-    /// variables those use, at any depth), and the upstreams its `*_pass` or those maps' values
-    /// name.
+    /// Each location of a server, nested ones too, with what its requests go through.
+    fn locations_of(&self, server: &Directive) -> Box<[LocationPrint]> {
+        let mut out = Vec::new();
+        let server_auth = auth_request_of(None, server);
+        self.locations_in(server, server_auth, &mut out);
+        out.into_boxed_slice()
+    }
+
+    fn locations_in(&self, d: &Directive, auth: Option<&str>, out: &mut Vec<LocationPrint>) {
+        for loc in d.children().iter().filter(|c| c.name == "location") {
+            let (modifier, path) = location_args(&loc.args);
+            let auth = auth_request_of(auth, loc);
+            out.push(LocationPrint {
+                key: location_key(modifier.as_deref(), &path).into_boxed_str(),
+                hash: own_hash(loc),
+                uses: (self.deps_of(loc).iter())
+                    .map(|dep| dep.what.clone().into_boxed_str())
+                    .collect(),
+                auth_request: auth.map(Box::from),
+            });
+            self.locations_in(loc, auth, out);
+        }
+    }
+
+    /// What a server's (or a location's) requests go through: the variables it uses that a
+    /// map defines (and the variables those use, at any depth), and the upstreams its
+    /// `*_pass` or those maps' values name.
     fn deps_of(&self, server: &Directive) -> Box<[Dep]> {
         let mut names: HashSet<String> = HashSet::new();
         let mut todo: Vec<String> = Vec::new();
@@ -489,6 +583,15 @@ impl<'a> Defs<'a> {
             out.push(dep(format!("upstream {name}"), self.upstreams[name]));
         }
         out.into_boxed_slice()
+    }
+}
+
+/// The URI a block's `auth_request` asks: its own (`off`: none), else the outer one.
+fn auth_request_of<'a>(outer: Option<&'a str>, d: &'a Directive) -> Option<&'a str> {
+    match d.children().iter().rev().find(|c| c.name == "auth_request") {
+        Some(c) if c.arg0().eq_ignore_ascii_case("off") => None,
+        Some(c) => Some(c.arg0()),
+        None => outer,
     }
 }
 
@@ -556,6 +659,7 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
     let mut affected = Vec::new();
     for s in &new.servers {
         let mut reasons = Vec::new();
+        let mut touched = Touched::Server;
         match by_id.get(&s.id) {
             None => reasons.push(Reason {
                 what: "new server".into(),
@@ -565,19 +669,31 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
             Some(before) => {
                 matched.insert(&s.id);
                 reasons.extend(context_reason.get(&s.id.context).cloned());
+                let inherited = reasons.len();
                 reasons.extend(block_difference(before, s));
-                reasons.extend(dep_differences(before, s, &old.root));
+                let deps = dep_differences(before, s, &old.root);
+                touched = match reasons.len() == inherited && deps.is_empty() {
+                    true => Touched::Inherited,
+                    false => touched_in(before, s, &deps),
+                };
+                reasons.extend(deps.into_iter().map(|(r, _)| r));
             }
         }
         let defaults =
             (default_changes.iter()).filter(|(c, from)| c.to_id == s.id || *from == s.id);
-        reasons.extend(defaults.map(|(c, _)| Reason {
+        let default_reasons: Vec<Reason> = (defaults.map(|(c, _)| Reason {
             what: c.to_string(),
             file: rel(&new.root, &s.file),
             line: s.line,
-        }));
+        }))
+        .collect();
+        if !default_reasons.is_empty() {
+            // What unknown Hosts get changes, whatever location answers them.
+            touched = Touched::Server;
+        }
+        reasons.extend(default_reasons);
         if !reasons.is_empty() {
-            affected.push(s.affected(reasons));
+            affected.push(s.affected_at(reasons, touched));
         }
     }
     let new_ids: HashSet<&ServerId> = new.servers.iter().map(|s| &s.id).collect();
@@ -702,8 +818,9 @@ fn block_difference(old: &ServerPrint, new: &ServerPrint) -> Option<Reason> {
     })
 }
 
-/// Each upstream or variable the server goes through that is new, changed or gone.
-fn dep_differences(old: &ServerPrint, new: &ServerPrint, old_root: &Path) -> Vec<Reason> {
+/// Each upstream or variable the server goes through that is new, changed or gone, with the
+/// dependency's name (`upstream api`).
+fn dep_differences(old: &ServerPrint, new: &ServerPrint, old_root: &Path) -> Vec<(Reason, String)> {
     let mut out = Vec::new();
     for d in new.deps.iter() {
         let same = old
@@ -711,23 +828,58 @@ fn dep_differences(old: &ServerPrint, new: &ServerPrint, old_root: &Path) -> Vec
             .iter()
             .any(|o| o.what == d.what && o.hash == d.hash);
         if !same {
-            out.push(Reason {
+            let reason = Reason {
                 what: d.what.clone(),
                 file: rel(&new.root, &d.file),
                 line: d.line,
-            });
+            };
+            out.push((reason, d.what.clone()));
         }
     }
     for o in old.deps.iter() {
         if !new.deps.iter().any(|d| d.what == o.what) {
-            out.push(Reason {
+            let reason = Reason {
                 what: format!("{} (removed)", o.what),
                 file: rel(old_root, &o.file),
                 line: o.line,
-            });
+            };
+            out.push((reason, o.what.clone()));
         }
     }
     out
+}
+
+/// Where in a matched server the change is: its own directives outside locations (the whole
+/// server), else the locations whose block differs, that pass through a changed upstream or
+/// map (`deps`), or whose `auth_request` asks such a location. A change no location holds (a
+/// location removed) is the whole server's.
+fn touched_in(old: &ServerPrint, new: &ServerPrint, deps: &[(Reason, String)]) -> Touched {
+    if old.own != new.own {
+        return Touched::Server;
+    }
+    let changed = |loc: &LocationPrint| {
+        let before = old.locations.iter().find(|o| o.key == loc.key);
+        before.is_none_or(|o| o.hash != loc.hash)
+            || (loc.uses.iter()).any(|u| deps.iter().any(|(_, d)| **u == **d))
+    };
+    let mut keys: Vec<String> = (new.locations.iter())
+        .filter(|l| changed(l))
+        .map(|l| l.key.to_string())
+        .collect();
+    let gone = (old.locations.iter()).any(|o| !new.locations.iter().any(|l| l.key == o.key));
+    if keys.is_empty() || gone {
+        return Touched::Server;
+    }
+    // A location whose subrequest lands on a changed one (`auth_request /auth` and
+    // `location = /auth`) fails with it.
+    let asks_changed = |uri: &str| (keys.iter()).any(|k| k.strip_prefix("= ").unwrap_or(k) == uri);
+    let asking: Vec<String> = (new.locations.iter())
+        .filter(|l| l.auth_request.as_deref().is_some_and(asks_changed))
+        .map(|l| l.key.to_string())
+        .filter(|k| !keys.contains(k))
+        .collect();
+    keys.extend(asking);
+    Touched::Locations(keys)
 }
 
 #[cfg(test)]

@@ -717,3 +717,121 @@ fn named_and_regex_locations_are_checked() {
     );
     assert_eq!(http_get(listen, "site.test", "/x").expect("GET").0, 200);
 }
+
+/// 300 proxied locations in one server, one of them changed to a backend that fails: more
+/// checks than a round holds, and the location the change touched is among them, first.
+#[test]
+fn the_location_a_change_touched_is_checked_first_when_not_all_fit() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let closing = CloseBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |last: &str| {
+        let locations: String = (0..300)
+            .map(|i| {
+                let to = if i == 299 {
+                    last.to_string()
+                } else {
+                    good.host_port()
+                };
+                format!("location /l{i}/ {{ proxy_pass http://{to}; }}\n")
+            })
+            .collect();
+        format!("server {{ listen {listen}; server_name site.test;\n{locations} }}")
+    };
+    let n = TestNginx::start(&site(&good.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let (run, report) = reload(&n, &sr, &site(&closing.addr.to_string()), &["--no-probe"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert_eq!(report["shadow"]["state"], "refused", "{run}");
+    assert!(
+        (report["shadow"]["reason"].as_str()).is_some_and(|r| r.contains("/l299/")),
+        "{run}"
+    );
+    // Still bounded.
+    assert_eq!(
+        report["shadow"]["checks"].as_array().map(Vec::len),
+        Some(256),
+        "{run}"
+    );
+    assert_eq!(
+        http_get(listen, "site.test", "/l299/").expect("GET"),
+        (200, "good".into()),
+        "refused before the reload: {run}"
+    );
+}
+
+/// An http-level change affects all 300 sites, more than a round holds one check each; an
+/// upstream changed in the same edit is one site's, and that site is checked whatever the
+/// even spread of the others leaves out: its 502 rolls the change back, and the sites left
+/// without a check are counted.
+#[test]
+fn the_server_whose_upstream_changed_is_checked_when_every_server_is_affected() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let closing = CloseBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let upstreams = |bad: Option<usize>| -> String {
+        (0..300)
+            .map(|i| {
+                let to = if Some(i) == bad {
+                    closing.addr.to_string()
+                } else {
+                    good.host_port()
+                };
+                format!("upstream up{i} {{ server {to}; }}\n")
+            })
+            .collect()
+    };
+    let sites: String = (0..300)
+        .map(|i| {
+            format!(
+                "server {{ listen {listen}; server_name s{i}.test; \
+                 location / {{ proxy_pass http://up{i}; }} }}\n"
+            )
+        })
+        .collect();
+    let n = TestNginx::start("include conf.d/*.conf;");
+    let confd = n.conf.parent().expect("conf dir").join("conf.d");
+    std::fs::create_dir_all(&confd).expect("mkdir conf.d");
+    std::fs::write(confd.join("00-upstreams.conf"), upstreams(None)).expect("write");
+    std::fs::write(confd.join("sites.conf"), &sites).expect("write");
+    let sr = SafeReload::new(&n);
+    sr.run(&["-y", "--force"]).expect(0);
+    sr.init();
+
+    // s299 is one an even spread of 256 over 300 leaves out.
+    std::fs::write(confd.join("00-upstreams.conf"), upstreams(Some(299))).expect("write");
+    let (run, report) = reload(
+        &n,
+        &sr,
+        "proxy_set_header X-Edit 1;\ninclude conf.d/*.conf;",
+        &["--no-probe", "--no-shadow"],
+    );
+    assert_eq!(run.code, 3, "{run}");
+    // The 300 sites and the harness's control server.
+    assert_eq!(
+        report["impact"]["affected"].as_array().map(Vec::len),
+        Some(301),
+        "{run}"
+    );
+    let failed = (report["health"]["results"].as_array().into_iter().flatten())
+        .find(|r| r["host"] == "s299.test")
+        .unwrap_or_else(|| panic!("s299.test was not checked: {run}"));
+    assert_eq!(failed["status"], 502, "{run}");
+    let not_checked = report["health"]["not_checked"]
+        .as_array()
+        .expect("not checked");
+    let servers_left = not_checked.iter().filter(|u| u["what"] == "server").count();
+    assert_eq!(
+        servers_left,
+        300 - 256 + 1,
+        "and the control server, which has no proxied location: {run}"
+    );
+    assert_eq!(
+        http_get(listen, "s299.test", "/").expect("GET"),
+        (200, "good".into()),
+        "rolled back: {run}"
+    );
+}

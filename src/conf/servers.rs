@@ -540,6 +540,21 @@ fn pass_in(dirs: &[Directive]) -> Option<(&'static str, &str)> {
     })
 }
 
+/// How a location is named across trees and checks: `/api/`, `= /auth`, `~ \.php$`.
+pub fn location_key(modifier: Option<&str>, path: &str) -> String {
+    match modifier {
+        Some(m) => format!("{m} {path}"),
+        None => path.to_string(),
+    }
+}
+
+impl Location {
+    /// As [`location_key`] names it.
+    pub fn key(&self) -> String {
+        location_key(self.modifier.as_deref(), &self.path)
+    }
+}
+
 /// `location = /x`, `location =/x`, `location ~* \.php$`, `location @name`.
 pub(crate) fn location_args(args: &[Word]) -> (Option<String>, String) {
     match args {

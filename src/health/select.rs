@@ -16,10 +16,13 @@
 //!
 //! A change to thousands of servers cannot have all of that checked inside the window, so a
 //! round holds at most `MAX_CHECKS` requests: one per affected server first (an even spread when
-//! even that is too many), then more of each server's checks, round-robin. Every affected
-//! server left without a check is listed.
+//! even that is too many), then more of each server's checks, round-robin. What the change
+//! reaches directly goes first at each step: the servers it touched (their block, an upstream
+//! or map they pass through) before those that only inherit it, and their checks of the
+//! locations it touched before the others. Every affected server left without a check is
+//! listed.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::Path;
 
@@ -29,7 +32,7 @@ use super::hosts::{self, Taker, UNKNOWN_HOST};
 use super::{Check, Gate};
 use crate::conf::targets::Context;
 use crate::conf::{Listen, ListenAddr, Location, Reach, Server};
-use crate::impact::{Impact, ServerId};
+use crate::impact::{Affected, Impact, ServerId, Touched};
 
 /// The most requests in one round.
 pub const MAX_CHECKS: usize = 256;
@@ -85,16 +88,17 @@ impl Plan {
 /// candidate had find no match and drop out).
 pub fn focused_checks(servers: &[Server], impact: &Impact, root: &Path) -> Plan {
     let claimed = specific_listens(servers);
-    let affected = impact.affected_ids();
+    let affected: HashMap<&ServerId, &Affected> =
+        impact.affected.iter().map(|a| (&a.id, a)).collect();
     let mut plan = Plan::default();
-    let mut per_server: Vec<(usize, Vec<Candidate>)> = Vec::new();
+    let mut per_server: Vec<Candidates> = Vec::new();
     // Per server in `per_server`: where its entries in `plan.not_checked` start and end.
     let mut skipped_at: Vec<std::ops::Range<usize>> = Vec::new();
     for (i, server) in servers.iter().enumerate() {
         let id = ServerId::of(server);
-        if !affected.contains(&id) {
+        let Some(touched) = affected.get(&id).map(|a| &a.touched) else {
             continue;
-        }
+        };
         if server.context != Context::Http {
             plan.not_checked.push(Unchecked {
                 server: id.to_string(),
@@ -111,45 +115,12 @@ pub fn focused_checks(servers: &[Server], impact: &Impact, root: &Path) -> Plan 
             .collect();
         let found = candidates(servers, i, &defaults, &claimed, root, &mut plan.not_checked);
         skipped_at.push(start..plan.not_checked.len());
-        per_server.push((i, found));
+        per_server.push(Candidates::of(i, found, touched));
     }
-    let with_checks: Vec<usize> = (0..per_server.len())
-        .filter(|&k| !per_server[k].1.is_empty())
-        .collect();
-    // One check for each server first; too many servers for the bound: an even spread.
-    let n = with_checks.len();
-    let chosen: BTreeSet<usize> = (0..n.min(MAX_CHECKS))
-        .map(|k| with_checks[k * n / n.min(MAX_CHECKS)])
-        .collect();
-    let mut seen: HashSet<Check> = HashSet::new();
-    // Per server: the URLs of its checks, and how many of its candidates were taken.
-    let mut taken: Vec<(Vec<String>, usize)> = vec![(Vec::new(), 0); per_server.len()];
-    let mut depth = 0;
-    loop {
-        let mut took_any = false;
-        for &k in &chosen {
-            if plan.checks.len() >= MAX_CHECKS {
-                break;
-            }
-            if let Some(c) = per_server[k].1.get(depth) {
-                took_any = true;
-                taken[k].1 = depth + 1;
-                let check = c.check(&servers[per_server[k].0], root);
-                if !taken[k].0.contains(&check.url) {
-                    taken[k].0.push(check.url.clone());
-                }
-                if seen.insert(check.clone()) {
-                    plan.checks.push(check);
-                }
-            }
-        }
-        depth += 1;
-        if !took_any || plan.checks.len() >= MAX_CHECKS {
-            break;
-        }
-    }
-    for (k, (i, found)) in per_server.iter().enumerate() {
-        let server = &servers[*i];
+    let chosen = choose(&per_server);
+    let mut taken = take(&per_server, &chosen, servers, root, &mut plan.checks);
+    for (k, c) in per_server.iter().enumerate() {
+        let server = &servers[c.server];
         let (label, at) = (
             ServerId::of(server).to_string(),
             at(root, &server.file, server.line),
@@ -159,7 +130,7 @@ pub fn focused_checks(servers: &[Server], impact: &Impact, root: &Path) -> Plan 
             let mut left_out = plan.not_checked[skipped_at[k].clone()].to_vec();
             // Its requests the bound left out, each at the location it stands for.
             let mut over: Vec<Unchecked> = Vec::new();
-            for c in &found[took..] {
+            for c in &c.found[took..] {
                 let check = c.check(server, root);
                 let what = format!("GET {}", check.url);
                 if !checks.contains(&check.url) && !over.iter().any(|u| u.what == what) {
@@ -180,7 +151,7 @@ pub fn focused_checks(servers: &[Server], impact: &Impact, root: &Path) -> Plan 
                 left_out,
             });
         } else {
-            let why = if found.is_empty() {
+            let why = if c.found.is_empty() {
                 unreachable_why(&plan.not_checked[skipped_at[k].clone()])
             } else {
                 format!("over the bound of {MAX_CHECKS} requests per round")
@@ -194,6 +165,93 @@ pub fn focused_checks(servers: &[Server], impact: &Impact, root: &Path) -> Plan 
         }
     }
     plan
+}
+
+/// One affected server's candidates, those the change reaches directly first.
+struct Candidates<'a> {
+    /// Its index among the servers.
+    server: usize,
+    found: Vec<Candidate<'a>>,
+    /// How many of `found` (the first ones) the change reaches directly: their location,
+    /// what it passes to, or the default route.
+    touched: usize,
+    /// Whether the change reaches the server itself, not only what it inherits.
+    direct: bool,
+}
+
+impl<'a> Candidates<'a> {
+    fn of(server: usize, mut found: Vec<Candidate<'a>>, touched: &Touched) -> Candidates<'a> {
+        let reaches = |c: &Candidate| {
+            matches!(c.route, Route::Default(_)) || touched.reaches(&c.location.key())
+        };
+        // A stable sort: each part keeps the most telling first.
+        found.sort_by_key(|c| !reaches(c));
+        Candidates {
+            server,
+            touched: found.iter().filter(|c| reaches(c)).count(),
+            found,
+            direct: touched.is_direct(),
+        }
+    }
+}
+
+/// Which servers get checks (indices into `per_server`): one check each where the bound
+/// allows, those the change reaches directly first (an even spread of them when even they are
+/// too many), then an even spread of the others over what is left.
+fn choose(per_server: &[Candidates]) -> BTreeSet<usize> {
+    let with = |direct: bool| -> Vec<usize> {
+        (0..per_server.len())
+            .filter(|&k| !per_server[k].found.is_empty() && per_server[k].direct == direct)
+            .collect()
+    };
+    let mut chosen: BTreeSet<usize> = spread(&with(true), MAX_CHECKS).collect();
+    chosen.extend(spread(&with(false), MAX_CHECKS - chosen.len()));
+    chosen
+}
+
+/// At most `at_most` of `list`, evenly spread over it.
+fn spread(list: &[usize], at_most: usize) -> impl Iterator<Item = usize> + '_ {
+    let (n, m) = (list.len(), list.len().min(at_most));
+    (0..m).map(move |k| list[k * n / m])
+}
+
+/// The checks of the `chosen` servers, round-robin up to the bound, into `checks`: one for
+/// each first, then every one the change reaches directly, then the rest. Per server: the
+/// URLs of its checks, and how many of its candidates (always the first ones) were taken.
+fn take(
+    per_server: &[Candidates],
+    chosen: &BTreeSet<usize>,
+    servers: &[Server],
+    root: &Path,
+    checks: &mut Vec<Check>,
+) -> Vec<(Vec<String>, usize)> {
+    let mut seen: HashSet<Check> = HashSet::new();
+    let mut taken: Vec<(Vec<String>, usize)> = vec![(Vec::new(), 0); per_server.len()];
+    let rounds: [fn(&Candidates) -> usize; 3] = [|_| 1, |c| c.touched, |c| c.found.len()];
+    for upto in rounds {
+        loop {
+            let mut took_any = false;
+            for &k in chosen {
+                let (c, next) = (&per_server[k], taken[k].1);
+                if checks.len() >= MAX_CHECKS || next >= upto(c).min(c.found.len()) {
+                    continue;
+                }
+                took_any = true;
+                taken[k].1 += 1;
+                let check = c.found[next].check(&servers[c.server], root);
+                if !taken[k].0.contains(&check.url) {
+                    taken[k].0.push(check.url.clone());
+                }
+                if seen.insert(check.clone()) {
+                    checks.push(check);
+                }
+            }
+            if !took_any || checks.len() >= MAX_CHECKS {
+                break;
+            }
+        }
+    }
+    taken
 }
 
 /// Why a server has no check, from what of it could not be checked (said in full: with `-q`

@@ -272,6 +272,56 @@ fn a_server_that_becomes_the_default_for_unknown_hosts_is_affected_with_the_one_
 }
 
 #[test]
+fn where_in_a_server_the_change_is() {
+    const ONE: &str = "events {}\nhttp {\n include site.conf;\n}\n";
+    let site = |http: &str, own: &str, api: &str, auth: &str| {
+        format!(
+            "{http}\nupstream api {{ server {api}; }}\n\
+             server {{ listen 127.0.0.1:80; server_name a.test; {own}\n\
+             location = /auth {{ internal; proxy_pass http://{auth}; }}\n\
+             location / {{ auth_request /auth; proxy_pass http://127.0.0.1:1; }}\n\
+             location /api/ {{ proxy_pass http://api; location ~ \\.json$ {{ proxy_pass http://api; }} }}\n\
+             location /open/ {{ proxy_pass http://127.0.0.1:2; }} }}"
+        )
+    };
+    let base = site("", "", "127.0.0.1:3", "127.0.0.1:4");
+    let (_a, old) = tree(&[("nginx.conf", ONE), ("site.conf", &base)]);
+    let touched = |text: &str| {
+        let (_b, new) = tree(&[("nginx.conf", ONE), ("site.conf", text)]);
+        let impact = between(&old, &new);
+        impact.affected.first().map(|a| a.touched.clone())
+    };
+    let at = |keys: &[&str]| {
+        Some(Touched::Locations(
+            keys.iter().map(|k| k.to_string()).collect(),
+        ))
+    };
+    // The upstream: the locations that pass to it, the nested one too.
+    assert_eq!(
+        touched(&site("", "", "127.0.0.1:9", "127.0.0.1:4")),
+        at(&["/api/", "~ \\.json$"])
+    );
+    // The subrequest's location: it and the location whose auth_request asks it.
+    assert_eq!(
+        touched(&site("", "", "127.0.0.1:3", "127.0.0.1:9")),
+        at(&["= /auth", "/"])
+    );
+    assert_eq!(
+        touched(&site("", "add_header X-A 1;", "127.0.0.1:3", "127.0.0.1:4")),
+        Some(Touched::Server)
+    );
+    assert_eq!(
+        touched(&site(
+            "proxy_set_header X-A 1;",
+            "",
+            "127.0.0.1:3",
+            "127.0.0.1:4"
+        )),
+        Some(Touched::Inherited)
+    );
+}
+
+#[test]
 fn variables_and_pass_hosts() {
     assert_eq!(variables("http://$pool${x}/$1y_z"), ["pool", "x", "1y_z"]);
     assert_eq!(pass_host("http://API:8080/x").as_deref(), Some("api"));

@@ -1,6 +1,6 @@
 use super::*;
 use crate::conf::{load, servers, LoadOptions};
-use crate::impact;
+use crate::impact::{self, Touched};
 
 /// The servers of an `http {}` body, and an impact naming every one of them.
 fn servers_of(http: &str) -> (tempfile::TempDir, Vec<Server>, Impact) {
@@ -231,6 +231,47 @@ fn thousands_of_affected_servers_are_bounded_spread_and_counted() {
         .map(|i| format!("server {{ listen 127.0.0.1:80; server_name s{i}.test; location / {{ proxy_pass http://u; }} location /b/ {{ proxy_pass http://u; }} }}\n"))
         .collect();
     assert_eq!(plan(&few).checks.len(), 6);
+}
+
+#[test]
+fn what_the_change_reaches_directly_is_checked_first_when_not_all_fits() {
+    let many: String = (0..300)
+        .map(|i| format!("server {{ listen 127.0.0.1:80; server_name s{i}.test; location / {{ proxy_pass http://u; }} location /b/ {{ proxy_pass http://u{i}; }} }}\n"))
+        .collect();
+    let (dir, servers, mut impact) = servers_of(&many);
+    for a in impact.affected.iter_mut() {
+        a.touched = match a.label.as_str() {
+            "s299.test" => Touched::Locations(vec!["/b/".into()]),
+            _ => Touched::Inherited,
+        };
+    }
+    let p = focused_checks(&servers, &impact, dir.path());
+    assert_eq!(p.checks.len(), MAX_CHECKS);
+    assert_eq!(p.servers_not_checked(), 300 - MAX_CHECKS, "still said");
+    // An even spread alone leaves the last server out; the one the change touched goes in,
+    // with the location it touched as its one check.
+    let mine: Vec<&str> = (p.checks.iter())
+        .filter(|c| c.host == "s299.test")
+        .map(|c| c.path.as_str())
+        .collect();
+    assert_eq!(mine, ["/b/"]);
+
+    let locations: String = (0..300)
+        .map(|i| format!("location /l{i}/ {{ proxy_pass http://u; }}\n"))
+        .collect();
+    let (dir, servers, mut impact) = servers_of(&format!(
+        "server {{ listen 127.0.0.1:80; server_name one.test; {locations} }}"
+    ));
+    impact.affected[0].touched = Touched::Locations(vec!["/l299/".into()]);
+    let p = focused_checks(&servers, &impact, dir.path());
+    assert_eq!(p.checks.len(), MAX_CHECKS);
+    assert_eq!(p.checks[0].path, "/l299/");
+    assert_eq!(p.checks[1].path, "/l0/");
+    assert_eq!(
+        p.not_checked.len(),
+        300 - MAX_CHECKS,
+        "the others over the bound are said"
+    );
 }
 
 #[test]
