@@ -209,6 +209,9 @@ pub struct IsolatedTest<'a> {
     pub run_as: Option<(u32, u32)>,
     /// Paths in nginx's messages that start with `.0` are shown under `.1`.
     pub map: (&'a Path, &'a Path),
+    /// Addresses in nginx's messages shown as the configuration writes them: the copy's
+    /// listen stand-ins, each with the listen it stands in for.
+    pub addresses: &'a [(String, String)],
     pub timeout: Duration,
 }
 
@@ -245,7 +248,8 @@ pub fn test_isolated(t: &IsolatedTest) -> Result<TestOutcome> {
         });
     }
     let out = wait(expr, command_line(t.binary, &args), t.timeout)?;
-    let stderr = map_paths(&out.stderr, t.map.0, t.map.1);
+    let stderr = map_addresses(&out.stderr, t.addresses);
+    let stderr = map_paths(&stderr, t.map.0, t.map.1);
     let messages = parse_messages(&stderr);
     let passed = out.status == Some(0) && !messages.iter().any(|m| m.level == Level::Emerg);
     Ok(TestOutcome {
@@ -264,6 +268,39 @@ pub fn map_paths(text: &str, from: &Path, to: &Path) -> String {
     let from = from.display().to_string();
     let to = to.display().to_string();
     text.replace(from.trim_end_matches('/'), to.trim_end_matches('/'))
+}
+
+/// `text` with each address `.0` of `pairs` shown as its `.1`, in one pass (a listen as
+/// written may look like another's stand-in), and only where the whole address stands: a
+/// stand-in `127.0.0.1:4012` is no part of `127.0.0.1:40123`.
+pub fn map_addresses(text: &str, pairs: &[(String, String)]) -> String {
+    let continues = |c: Option<char>| c.is_some_and(|c| c.is_ascii_digit() || c == '.');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut before = None;
+    while let Some(c) = rest.chars().next() {
+        let hit = (!continues(before))
+            .then(|| {
+                pairs
+                    .iter()
+                    .find(|(from, _)| rest.starts_with(from.as_str()))
+            })
+            .flatten()
+            .filter(|(from, _)| !continues(rest[from.len()..].chars().next()));
+        match hit {
+            Some((from, to)) => {
+                out.push_str(to);
+                before = from.chars().last();
+                rest = &rest[from.len()..];
+            }
+            None => {
+                out.push(c);
+                before = Some(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    out
 }
 
 /// A hint for a `nginx -t` message whose cause is a common slip: `proxy_pass 127.0.0.1:8000;`
@@ -452,5 +489,24 @@ mod tests {
         assert_eq!(info.pid_path.as_deref(), Some(Path::new("/run/nginx.pid")));
         assert_eq!(info.error_log_path.as_deref(), Some("stderr"));
         assert_eq!(info.user.as_deref(), Some("www-data"));
+    }
+
+    #[test]
+    fn stand_ins_read_as_the_listens_they_replace() {
+        let pairs = [
+            ("127.0.0.1:4012".to_string(), "0.0.0.0:80".to_string()),
+            ("127.0.0.1:80".to_string(), "127.0.0.1:4012".to_string()),
+            (
+                "unix:/t/s/0.sock".to_string(),
+                "unix:/run/a.sock".to_string(),
+            ),
+        ];
+        let text = "a duplicate default server for 127.0.0.1:4012 in /r/a.conf:3\n\
+                    127.0.0.1:40123 1127.0.0.1:4012 127.0.0.1:80; bind() to unix:/t/s/0.sock failed";
+        assert_eq!(
+            map_addresses(text, &pairs),
+            "a duplicate default server for 0.0.0.0:80 in /r/a.conf:3\n\
+             127.0.0.1:40123 1127.0.0.1:4012 127.0.0.1:4012; bind() to unix:/run/a.sock failed"
+        );
     }
 }

@@ -16,6 +16,13 @@
 //! user cannot do on a machine where nginx never ran. So `http {` of the copy also includes a
 //! file that sets every temp path of the compiled-in modules inside the copy: the test needs
 //! nothing of the machine.
+//!
+//! `nginx -t` also binds every `listen` (it ignores only "address in use"), so `listen 80;` as
+//! an unprivileged user fails with "Permission denied" on every real configuration, and
+//! `listen unix:/run/x.sock` would create a socket on the machine. Each listen of the copy is
+//! moved onto a stand-in, as for the shadow nginx (`shadow::remap_listens`): a free loopback
+//! port, or a socket inside the copy; messages that name a stand-in name the listen as
+//! written.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -25,6 +32,7 @@ use std::time::Duration;
 use crate::conf::{tree, ConfFile, Config, Directive};
 use crate::error::{Error, Result};
 use crate::nginx::{self, TestOutcome};
+use crate::shadow;
 
 /// Most files copied besides the configuration (certificates, maps, mime types).
 const MAX_EXTRA_FILES: usize = 20_000;
@@ -34,6 +42,8 @@ const MAX_EXTRA_BYTES: u64 = 256 * 1024 * 1024;
 /// A relative `include` is read from the main file's directory (nginx's conf prefix), wherever
 /// the `http` block is.
 const TEMP_PATHS_FILE: &str = ".safe-reload-temp-paths.conf";
+/// The directory of the copy where `listen unix:` stand-ins are bound.
+const SOCKETS_DIR: &str = ".safe-reload-sockets";
 
 /// Every temp path an http module registers with `ngx_conf_merge_path_value`, and the
 /// `./configure` switch that leaves the module out (its directive is then unknown).
@@ -61,6 +71,8 @@ pub struct Sandbox {
     dir: tempfile::TempDir,
     root: PathBuf,
     main: PathBuf,
+    /// Each listen's stand-in in the copy and the listen as the repository writes it.
+    stand_ins: Vec<(String, String)>,
 }
 
 impl Sandbox {
@@ -70,17 +82,28 @@ impl Sandbox {
         let dir = tempfile::Builder::new()
             .prefix("safe-reload-untrusted.")
             .tempdir()?;
-        let sandbox = Sandbox {
+        let mut sandbox = Sandbox {
             main: dir.path().join(relative(root, &config.main)?),
             dir,
             root: root.to_path_buf(),
+            stand_ins: Vec::new(),
         };
         let mut budget = (MAX_EXTRA_FILES, MAX_EXTRA_BYTES);
         sandbox.copy_plain_files(root, &mut budget)?;
+        let sockets = sandbox.dir().join(SOCKETS_DIR);
+        fs_err::create_dir_all(&sockets)?;
+        let listens = shadow::stand_ins(config, &sockets)?;
         for file in &config.files {
             let to = sandbox.dir.path().join(relative(root, &file.path)?);
-            write(&to, &neutralise(file)?)?;
+            let neutralised = ConfFile {
+                path: file.path.clone(),
+                bytes: Arc::from(neutralise(file)?),
+            };
+            write(&to, &shadow::remap_listens(&neutralised, &listens)?)?;
         }
+        sandbox.stand_ins = (listens.ports.rows().into_iter())
+            .map(|r| (r.shadow, r.listen))
+            .collect();
         Ok(sandbox)
     }
 
@@ -107,15 +130,9 @@ impl Sandbox {
         write(&temp_file, temp.as_bytes())?;
         let run_as = unprivileged_user();
         if let Some((uid, gid)) = run_as {
-            // SAFETY: chown(2) on a NUL-terminated path we created; failure is checked.
-            let path = std::ffi::CString::new(self.dir().as_os_str().as_encoded_bytes())
-                .map_err(|e| Error::Internal(e.to_string()))?;
-            if unsafe { libc::chown(path.as_ptr(), uid, gid) } != 0 {
-                let e = std::io::Error::last_os_error();
-                return Err(Error::Usage(format!(
-                    "cannot hand {} to uid {uid} for nginx -t: {e}",
-                    self.dir().display()
-                )));
+            // nginx -t creates the temp paths in the copy, and binds the unix stand-ins.
+            for dir in [self.dir().to_path_buf(), self.dir().join(SOCKETS_DIR)] {
+                hand_over(&dir, uid, gid)?;
             }
         }
         nginx::test_isolated(&nginx::IsolatedTest {
@@ -124,6 +141,7 @@ impl Sandbox {
             conf: &self.main,
             run_as,
             map: (self.dir(), &self.root),
+            addresses: &self.stand_ins,
             timeout,
         })
     }
@@ -156,6 +174,21 @@ impl Sandbox {
         }
         Ok(())
     }
+}
+
+/// `dir` owned by the user nginx -t runs as.
+fn hand_over(dir: &Path, uid: u32, gid: u32) -> Result<()> {
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    // SAFETY: chown(2) on a NUL-terminated path we created; failure is checked.
+    if unsafe { libc::chown(path.as_ptr(), uid, gid) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(Error::Usage(format!(
+            "cannot hand {} to uid {uid} for nginx -t: {e}",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 fn relative(root: &Path, path: &Path) -> Result<PathBuf> {

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use rel_support::{text, BIN};
-use support::{fresh_machine, namespaces_unavailable, unique_loopback, NGINX, NOT_FRESH};
+use support::{
+    fresh_machine, namespaces_unavailable, self_signed, unique_loopback, NGINX, NOT_FRESH,
+};
 
 /// A repository of nginx config in a tempdir, and a state dir beside it.
 struct Repo {
@@ -44,7 +46,38 @@ impl Repo {
     /// `check --untrusted --json` with `nginx` as the nginx binary, as on a machine where
     /// nginx never ran (`/var/lib/nginx` and `/var/log/nginx` empty, see `fresh_machine`).
     fn check(&self, nginx: &Path) -> (Output, serde_json::Value) {
-        let mut cmd = Command::new(BIN);
+        self.check_with(Command::new(BIN), nginx)
+    }
+
+    /// [`Repo::check`] as the developer who commits runs it: unprivileged. As root, the check
+    /// runs as `nobody` (the repository is made readable for it); otherwise as ourselves.
+    fn check_unprivileged(&self) -> (Output, serde_json::Value) {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("not root: the check runs as this user, already unprivileged");
+            return self.check(Path::new(NGINX));
+        }
+        for dir in [self.dir.path(), self.state.path()] {
+            let _ = Command::new("chmod")
+                .arg("-R")
+                .arg("a+rwX")
+                .arg(dir)
+                .status();
+        }
+        let gid = Command::new("id").args(["-g", "nobody"]).output().unwrap();
+        let gid = String::from_utf8_lossy(&gid.stdout).trim().to_string();
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid=nobody",
+            &format!("--regid={gid}"),
+            "--clear-groups",
+            BIN,
+        ]);
+        self.check_with(cmd, Path::new(NGINX))
+    }
+
+    /// `cmd` (the binary, or a wrapper that runs it) with the check's arguments.
+    fn check_with(&self, mut cmd: Command, nginx: &Path) -> (Output, serde_json::Value) {
         cmd.args(["check", "--untrusted", "--no-probe", "--json", "--nginx"])
             .arg(nginx)
             .arg("-c")
@@ -263,4 +296,77 @@ fn untrusted_check_needs_no_nginx_directories_on_the_machine() {
         Some(serde_json::json!(true)),
         "{doc}"
     );
+}
+
+/// The `nginx -t` step of a report passed.
+fn test_step_passed(doc: &serde_json::Value) -> bool {
+    let steps = doc["steps"].as_array().cloned().unwrap_or_default();
+    steps
+        .iter()
+        .any(|s| s["name"] == "nginx -t" && s["ok"] == serde_json::json!(true))
+}
+
+/// Regression (#6): the pre-commit hook refused every real configuration. `nginx -t` binds
+/// every listen, and the copy's test runs unprivileged, so `listen 80;` failed with
+/// "bind() to 0.0.0.0:80 failed (13: Permission denied)" (`listen unix:` in a root-only
+/// directory the same). Each listen of the copy is now moved onto a loopback stand-in: the
+/// check passes as root (nginx -t as `nobody`) and run as an unprivileged user.
+#[test]
+fn untrusted_check_passes_listen_80_and_443_ssl_unprivileged() {
+    let repo = Repo::new("events {}\nhttp {\n  include sites/*.conf;\n}\n");
+    let (cert, key) = self_signed(repo.dir.path(), "site.test");
+    repo.write(
+        "sites/site.conf",
+        &format!(
+            "server {{\n  listen 80 default_server;\n  server_name site.test;\n  return 301 https://$host$request_uri;\n}}\n\
+             server {{\n  listen 443 ssl;\n  server_name site.test;\n  ssl_certificate {};\n  ssl_certificate_key {};\n  location / {{ proxy_pass http://127.0.0.1:9; }}\n}}\n\
+             server {{\n  server_name no-listen.test;\n}}\n\
+             server {{\n  listen unix:/run/safe-reload-untrusted-test.sock;\n}}\n",
+            cert.file_name().unwrap().to_str().unwrap(),
+            key.file_name().unwrap().to_str().unwrap(),
+        ),
+    );
+    let _ = Command::new("chmod").arg("a+r").arg(&key).status();
+    let (out, doc) = repo.check(Path::new(NGINX));
+    assert_eq!(out.status.code(), Some(0), "as root: {}", text(&out));
+    assert_eq!(doc["outcome"], "ok", "{doc}");
+    assert!(test_step_passed(&doc), "{doc}");
+
+    let (out, doc) = repo.check_unprivileged();
+    assert_eq!(out.status.code(), Some(0), "unprivileged: {}", text(&out));
+    assert_eq!(doc["outcome"], "ok", "{doc}");
+    assert!(test_step_passed(&doc), "{doc}");
+    assert!(
+        !Path::new("/run/safe-reload-untrusted-test.sock").exists(),
+        "nginx -t bound the repository's unix socket on the machine"
+    );
+}
+
+/// With the listens moved, nginx's messages about them still name the repository's file and
+/// line, and the address as written (`0.0.0.0:80`), not the stand-in it bound.
+#[test]
+fn untrusted_check_errors_name_the_listen_as_written_not_its_stand_in() {
+    let repo = Repo::new("events {}\nhttp {\n  include sites/*.conf;\n}\n");
+    repo.write(
+        "sites/a.conf",
+        "server {\n  listen 80 default_server;\n}\nserver {\n  listen 80 default_server;\n}\n",
+    );
+    for (who, (out, doc)) in [
+        ("as root", repo.check(Path::new(NGINX))),
+        ("unprivileged", repo.check_unprivileged()),
+    ] {
+        assert_eq!(out.status.code(), Some(1), "{who}: {}", text(&out));
+        let problem = &doc["problems"][0];
+        assert_eq!(
+            problem["file"].as_str(),
+            Some(repo.path("sites/a.conf").to_str().unwrap()),
+            "{who}: {doc}"
+        );
+        assert_eq!(problem["line"], 5, "{who}: {doc}");
+        let message = problem["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("a duplicate default server for 0.0.0.0:80 in "),
+            "{who}: {doc}"
+        );
+    }
 }

@@ -143,10 +143,19 @@ pub const HTTP_TEMP_PATHS: [(&str, &str); 5] = [
     ("scgi_temp_path", "http_scgi"),
 ];
 
+/// Where a copy's listens go: each production listen's stand-in, and the `server {}` blocks
+/// (file, line) of `http` with no `listen` at all, which nginx would give `*:80`: the copy
+/// gives them that address's stand-in explicitly.
+#[derive(Debug, Clone, Default)]
+pub struct StandIns {
+    pub ports: PortMap,
+    pub add_listen: HashSet<(PathBuf, u32)>,
+}
+
 /// Everything the rewrite of one file needs beyond the file itself.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub ports: PortMap,
+    pub listens: StandIns,
     /// The shadow's directory: the copy goes under `conf/`, logs under `logs/`, temp and cache
     /// directories under `temp/` and `cache/`.
     pub dir: PathBuf,
@@ -155,9 +164,6 @@ pub struct Plan {
     /// The real conf dir (the main file's directory), against which relative certificates,
     /// keys and `auth_basic_user_file` resolve.
     pub conf_prefix: PathBuf,
-    /// `server {}` blocks (file, line) with no `listen` at all: nginx would give them `*:80`,
-    /// so the shadow gives them that address's stand-in explicitly.
-    pub add_listen: HashSet<(PathBuf, u32)>,
     /// Temp path directives the `http {}` block does not set: without one nginx creates its
     /// compiled-in directory (e.g. `/var/lib/nginx/body`), so each gets one in `temp/`.
     pub http_temp: Vec<&'static str>,
@@ -268,6 +274,42 @@ struct Edit {
 /// The file rewritten for the shadow (see the module header). Fails on a `listen` the map has
 /// no address for, and on bytes nginx would not parse (`nginx -t` reports those).
 pub fn shadow_conf(file: &ConfFile, plan: &Plan) -> Result<Vec<u8>> {
+    let path = &file.path;
+    edit(
+        file,
+        |name, args, line| rewrite(name, args, line, path, plan),
+        |name, line, top| opened(name, line, top, path, plan),
+    )
+}
+
+/// The file with nothing but its listens moved onto their stand-ins (and one added to each
+/// server nginx would give `*:80`), every line where it was: for a copy that only `nginx -t`
+/// reads (`check --untrusted`), which binds every address the configuration names, so the
+/// test no longer depends on which ports this machine lets it bind.
+pub fn remap_listens(file: &ConfFile, listens: &StandIns) -> Result<Vec<u8>> {
+    let path = &file.path;
+    edit(
+        file,
+        |name, args, _| match name {
+            "listen" => moved_listen(args, &listens.ports).map(Some),
+            _ => Ok(None),
+        },
+        |name, line, _| added_listen(name, line, path, listens),
+    )
+}
+
+/// The result of one edit: the new text, `None` to keep the original, or why it cannot be
+/// rewritten (reported at the directive's line).
+type EditResult = std::result::Result<Option<String>, String>;
+
+/// Walk the file's directives as nginx reads them and apply the edits `directive` (for each
+/// simple directive outside value blocks: name, arguments, line) and `opened` (right after a
+/// block's `{`: name, line, whether it is in the main context) return.
+fn edit(
+    file: &ConfFile,
+    directive: impl Fn(&str, &[&str], u32) -> EditResult,
+    opened: impl Fn(&str, u32, bool) -> EditResult,
+) -> Result<Vec<u8>> {
     let bytes = &file.bytes;
     let err = |line: u32, message: String| Error::config(file.path.clone(), line, message);
     let mut lexer = Lexer::new(bytes);
@@ -288,9 +330,7 @@ pub fn shadow_conf(file: &ConfFile, plan: &Plan) -> Result<Vec<u8>> {
                 if let (false, Some((name, start, line))) = (in_values, words.first()) {
                     let args: Vec<&str> = words[1..].iter().map(|w| w.0.as_str()).collect();
                     let end = lexer.offset();
-                    if let Some(text) =
-                        rewrite(name, &args, *line, &file.path, plan).map_err(|m| err(*line, m))?
-                    {
+                    if let Some(text) = directive(name, &args, *line).map_err(|m| err(*line, m))? {
                         edits.push(Edit {
                             start: *start,
                             end,
@@ -310,8 +350,7 @@ pub fn shadow_conf(file: &ConfFile, plan: &Plan) -> Result<Vec<u8>> {
                     continue;
                 }
                 let at = lexer.offset();
-                let insert = opened(&name, line, stack.is_empty(), &file.path, plan)
-                    .map_err(|m| err(line, m))?;
+                let insert = opened(&name, line, stack.is_empty()).map_err(|m| err(line, m))?;
                 if let Some(text) = insert {
                     edits.push(Edit {
                         start: at,
@@ -332,13 +371,7 @@ pub fn shadow_conf(file: &ConfFile, plan: &Plan) -> Result<Vec<u8>> {
 }
 
 /// Text to insert right after a block's `{`.
-fn opened(
-    name: &str,
-    line: u32,
-    top: bool,
-    path: &Path,
-    plan: &Plan,
-) -> std::result::Result<Option<String>, String> {
+fn opened(name: &str, line: u32, top: bool, path: &Path, plan: &Plan) -> EditResult {
     if name == "http" && top {
         // The compiled-in access log (e.g. /var/log/nginx/access.log) is opened without one.
         let mut text = " access_log off;".to_string();
@@ -351,25 +384,42 @@ fn opened(
         }
         return Ok(Some(text));
     }
-    if name == "server" && plan.add_listen.contains(&(path.to_path_buf(), line)) {
-        let default = ListenAddr::Tcp(SocketAddr::from(([0, 0, 0, 0], 80)));
-        let to = plan
-            .ports
-            .get(&default, false)
-            .ok_or("no shadow address for the default listen *:80")?;
-        return Ok(Some(format!(" listen {};", word(&to.to_string()))));
+    added_listen(name, line, path, &plan.listens)
+}
+
+/// ` listen STAND-IN;` right after the `{` of a server nginx would give `*:80`.
+fn added_listen(name: &str, line: u32, path: &Path, listens: &StandIns) -> EditResult {
+    if name != "server" || !listens.add_listen.contains(&(path.to_path_buf(), line)) {
+        return Ok(None);
     }
-    Ok(None)
+    let default = ListenAddr::Tcp(SocketAddr::from(([0, 0, 0, 0], 80)));
+    let to = (listens.ports)
+        .get(&default, false)
+        .ok_or("no shadow address for the default listen *:80")?;
+    Ok(Some(format!(" listen {};", word(&to.to_string()))))
+}
+
+/// `listen ADDRESS PARAMETERS;` with the address's stand-in and every parameter kept, so
+/// `default_server`, `ssl`, `http2` and `proxy_protocol` route as they do in production.
+fn moved_listen(args: &[&str], ports: &PortMap) -> std::result::Result<String, String> {
+    let text = args.first().ok_or("listen without an address")?;
+    let addr = listen_addr(Context::Http, text)
+        .ok_or_else(|| format!("cannot read the listen address \"{text}\""))?;
+    let udp = args.contains(&"udp");
+    let to = ports
+        .get(&addr, udp)
+        .ok_or_else(|| format!("no shadow address for listen {addr}"))?;
+    let mut out = format!("listen {}", word(&to.to_string()));
+    for a in &args[1..] {
+        out.push(' ');
+        out.push_str(&word(a));
+    }
+    out.push(';');
+    Ok(out)
 }
 
 /// The replacement for one simple directive, `None` to keep it.
-fn rewrite(
-    name: &str,
-    args: &[&str],
-    line: u32,
-    path: &Path,
-    plan: &Plan,
-) -> std::result::Result<Option<String>, String> {
+fn rewrite(name: &str, args: &[&str], line: u32, path: &Path, plan: &Plan) -> EditResult {
     let put = |name: &str, args: &[String]| -> Option<String> {
         let mut text = name.to_string();
         for a in args {
@@ -390,19 +440,7 @@ fn rewrite(
         plan.dir.join(dir).join(tag).to_string_lossy().into_owned()
     };
     Ok(match name {
-        "listen" => {
-            let text = args.first().ok_or("listen without an address")?;
-            let addr = listen_addr(Context::Http, text)
-                .ok_or_else(|| format!("cannot read the listen address \"{text}\""))?;
-            let udp = args.contains(&"udp");
-            let to = plan
-                .ports
-                .get(&addr, udp)
-                .ok_or_else(|| format!("no shadow address for listen {addr}"))?;
-            let mut new = vec![to.to_string()];
-            new.extend(rest(1));
-            put("listen", &new)
-        }
+        "listen" => Some(moved_listen(args, &plan.listens.ports)?),
         n if removed(n) => Some(String::new()),
         "error_log" => put(
             "error_log",
@@ -429,7 +467,10 @@ fn rewrite(
         // shadow's copy of that listen, so a front proxying to an internal vhost of the
         // candidate reaches the candidate's vhost (which the real nginx may not have yet).
         n if PASS_DIRECTIVES.contains(&n) || n == "server" => {
-            match args.first().and_then(|a| own_listen(a, &plan.ports)) {
+            match args
+                .first()
+                .and_then(|a| own_listen(a, &plan.listens.ports))
+            {
                 Some(to) => {
                     let mut new = vec![to];
                     new.extend(rest(1));
@@ -596,11 +637,13 @@ mod tests {
             ShadowAddr::Inet("127.0.0.1:5003".parse().unwrap()),
         );
         Plan {
-            ports,
+            listens: StandIns {
+                ports,
+                add_listen: HashSet::from([(PathBuf::from("/etc/nginx/nginx.conf"), 9)]),
+            },
             dir: "/s".into(),
             prefix: "/usr/share/nginx".into(),
             conf_prefix: "/etc/nginx".into(),
-            add_listen: HashSet::from([(PathBuf::from("/etc/nginx/nginx.conf"), 9)]),
             http_temp: vec!["proxy_temp_path"],
         }
     }
@@ -684,6 +727,26 @@ mod tests {
     }
 
     #[test]
+    fn remapping_listens_changes_nothing_else() {
+        let text = "pid /run/nginx.pid;\nhttp {\nserver { listen 80 default_server; root html; }\n\
+                    server { # no listen\n proxy_pass http://127.0.0.1:80; }\n}\n\
+                    stream { server { listen 53 udp; } }\n";
+        let file = ConfFile {
+            path: "/etc/nginx/nginx.conf".into(),
+            bytes: Arc::from(text.as_bytes()),
+        };
+        let mut listens = plan().listens;
+        listens.add_listen = HashSet::from([(PathBuf::from("/etc/nginx/nginx.conf"), 4)]);
+        let out = String::from_utf8(remap_listens(&file, &listens).unwrap()).unwrap();
+        assert_eq!(
+            out,
+            "pid /run/nginx.pid;\nhttp {\nserver { listen 127.0.0.1:5001 default_server; root html; }\n\
+             server { listen 127.0.0.1:5001; # no listen\n proxy_pass http://127.0.0.1:80; }\n}\n\
+             stream { server { listen 127.0.0.1:5003 udp; } }\n"
+        );
+    }
+
+    #[test]
     fn an_unmapped_listen_is_an_error_at_its_line() {
         let file = ConfFile {
             path: "/c".into(),
@@ -697,14 +760,17 @@ mod tests {
     fn connections_route_like_the_kernel_would() {
         let p = plan();
         assert_eq!(
-            p.ports.route("127.0.0.1:80".parse().unwrap()),
+            p.listens.ports.route("127.0.0.1:80".parse().unwrap()),
             Some("127.0.0.1:5001".parse().unwrap())
         );
         assert_eq!(
-            p.ports.route("[::1]:443".parse().unwrap()),
+            p.listens.ports.route("[::1]:443".parse().unwrap()),
             Some("[::1]:5002".parse().unwrap())
         );
-        assert_eq!(p.ports.route("127.0.0.1:8080".parse().unwrap()), None);
+        assert_eq!(
+            p.listens.ports.route("127.0.0.1:8080".parse().unwrap()),
+            None
+        );
     }
 
     #[test]

@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use conf::{shadow_conf, Plan, PortMap, Remapped, ShadowAddr, HTTP_TEMP_PATHS};
+pub use conf::{
+    remap_listens, shadow_conf, Plan, PortMap, Remapped, ShadowAddr, StandIns, HTTP_TEMP_PATHS,
+};
 pub use differs::{differs, Differs};
 pub use lease::{clean_leftovers, leftovers, Leftover};
 pub use verify::{judge, run_checks, ShadowCheck, ShadowReport, ShadowState};
@@ -108,7 +110,7 @@ impl Shadow {
         let mut shadow = Shadow {
             child: None,
             state: State::Starting,
-            ports: plan.ports.clone(),
+            ports: plan.listens.ports.clone(),
             lease: None,
             started,
             spawn_took: Duration::ZERO,
@@ -337,25 +339,11 @@ fn spawn(binary: &Path, dir: &Path, main: &Path) -> Result<Child> {
     })
 }
 
-/// The rewrite plan for a configuration: its listens (each given a free loopback port or a
-/// socket path), the servers without a `listen`, and the temp paths `http {}` lacks.
+/// The rewrite plan for a configuration: its listens (see [`stand_ins`]) and the temp paths
+/// `http {}` lacks.
 fn plan(o: &Options, dir: &Path) -> Result<Plan> {
-    let mut keys: BTreeSet<(ListenAddr, bool)> = BTreeSet::new();
-    for d in o.config.walk().filter(|d| d.name == "listen") {
-        if let Some(addr) = listen_addr(Context::Http, d.arg0()) {
-            keys.insert((addr, d.args.iter().any(|a| a == "udp")));
-        }
-    }
-    let mut add_listen = HashSet::new();
     let mut http_temp = Vec::new();
     for http in o.config.tree.iter().filter(|d| d.name == "http") {
-        for server in http.children().iter().filter(|d| d.name == "server") {
-            if server.block.is_some() && !server.children().iter().any(|c| c.name == "listen") {
-                add_listen.insert((server.file.to_path_buf(), server.line));
-                let any80 = ListenAddr::Tcp(SocketAddr::from(([0, 0, 0, 0], 80)));
-                keys.insert((any80, false));
-            }
-        }
         for (name, module) in HTTP_TEMP_PATHS {
             let without = format!("--without-{module}_module");
             let set = http.children().iter().any(|c| c.name == name);
@@ -365,12 +353,36 @@ fn plan(o: &Options, dir: &Path) -> Result<Plan> {
         }
     }
     Ok(Plan {
-        ports: allocate(&keys, &dir.join("sock"))?,
+        listens: stand_ins(o.config, &dir.join("sock"))?,
         dir: dir.to_path_buf(),
         prefix: o.prefix.to_path_buf(),
         conf_prefix: o.config.conf_prefix.clone(),
-        add_listen,
         http_temp,
+    })
+}
+
+/// A stand-in for every listen of `config`: a free loopback port, or a socket in `sock_dir`;
+/// a server of `http` without a `listen` gets the stand-in of `*:80`, nginx's default.
+pub fn stand_ins(config: &Config, sock_dir: &Path) -> Result<StandIns> {
+    let mut keys: BTreeSet<(ListenAddr, bool)> = BTreeSet::new();
+    for d in config.walk().filter(|d| d.name == "listen") {
+        if let Some(addr) = listen_addr(Context::Http, d.arg0()) {
+            keys.insert((addr, d.args.iter().any(|a| a == "udp")));
+        }
+    }
+    let mut add_listen = HashSet::new();
+    for http in config.tree.iter().filter(|d| d.name == "http") {
+        for server in http.children().iter().filter(|d| d.name == "server") {
+            if server.block.is_some() && !server.children().iter().any(|c| c.name == "listen") {
+                add_listen.insert((server.file.to_path_buf(), server.line));
+                let any80 = ListenAddr::Tcp(SocketAddr::from(([0, 0, 0, 0], 80)));
+                keys.insert((any80, false));
+            }
+        }
+    }
+    Ok(StandIns {
+        ports: allocate(&keys, sock_dir)?,
+        add_listen,
     })
 }
 
