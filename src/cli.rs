@@ -168,7 +168,8 @@ pub enum Command {
     /// Parse, nginx -t, probe upstreams and preflight checks, diff; never reloads
     Check {
         /// Config from an untrusted source (a git hook): refuse load_module, includes outside
-        /// the tree, Lua, Perl and njs, and run nginx -t in a throwaway prefix
+        /// the tree, Lua, Perl and njs, and run nginx -t in a throwaway prefix; listens are
+        /// not checked against this machine
         #[arg(long)]
         untrusted: bool,
     },

@@ -370,3 +370,28 @@ fn untrusted_check_errors_name_the_listen_as_written_not_its_stand_in() {
         );
     }
 }
+
+/// Regression (#20): the pre-commit hook checked the repository's listens against the
+/// workstation and refused `listen 0.0.0.0:8443` because a program of the developer listened
+/// on another loopback address of the port ("nginx cannot listen on 0.0.0.0:8443: python3 ...
+/// listens on ..."). Who listens where on the machine that checks untrusted configuration
+/// decides nothing: no listen preflight runs.
+#[test]
+fn untrusted_check_ignores_what_listens_on_the_workstation() {
+    let held = std::net::TcpListener::bind((unique_loopback(), 0)).unwrap();
+    let port = held.local_addr().unwrap().port();
+    let repo = Repo::new(&format!(
+        "events {{}}\nhttp {{\n  server {{\n    listen 0.0.0.0:{port};\n    return 200 ok;\n  }}\n}}\n"
+    ));
+    let (out, doc) = repo.check(Path::new(NGINX));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(doc["outcome"], "ok", "{doc}");
+    assert!(
+        doc["conflicts"].as_array().is_none_or(Vec::is_empty),
+        "{doc}"
+    );
+    let steps = doc["steps"].as_array().cloned().unwrap_or_default();
+    assert!(!steps.iter().any(|s| s["name"] == "preflight"), "{doc}");
+    assert!(test_step_passed(&doc), "{doc}");
+    drop(held);
+}
