@@ -131,6 +131,11 @@ pub struct Global {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Also write the JSON document to FILE, whatever is printed (for scripts that show the
+    /// text and read the outcome)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
     /// When to use colors
     #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto, value_name = "WHEN")]
     pub color: ColorWhen,

@@ -47,8 +47,8 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         printer = Printer::new(settings.color, g.json, g.quiet > 0, g.verbose > 0);
         dispatch(&command, &settings, &printer, &mut report)
     });
-    match result {
-        Ok(None) => Exit::Ok.code(),
+    let code = match result {
+        Ok(None) => return Exit::Ok.code(),
         Ok(Some(exit)) => {
             output::render(&printer, &report);
             exit.code()
@@ -67,7 +67,15 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             output::render_error(&printer, &report, &e);
             exit.code()
         }
+    };
+    if let Some(path) = &g.report {
+        // What happened to nginx stands whatever becomes of the file: the status is kept.
+        if let Err(e) = output::write_report(path, &report) {
+            printer.err(&format!("error: cannot write the report: {e}"));
+            printer.flush();
+        }
     }
+    code
 }
 
 fn command_name(c: &Command) -> &'static str {

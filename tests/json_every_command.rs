@@ -175,3 +175,27 @@ fn errors_and_usage_errors_are_json_too() {
         "{d:#}"
     );
 }
+
+/// `--report FILE` writes the document `--json` would print, while the text is printed as
+/// usual: the git hooks show the text to the pusher and read the outcome of exit 4 from it.
+#[test]
+fn report_file_holds_the_json_document_beside_the_text() {
+    let site = Site::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("report.json");
+    let dead = SocketAddr::new(site.ip, free_port(site.ip)).to_string();
+    site.nginx.write_http(&site.server_for(&dead));
+    let out = site.run(&["-y", "--report", file.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("refused: "),
+        "the text as usual: {stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("the report")).expect("JSON");
+    assert_eq!(report["outcome"], "refused", "{report:#}");
+    assert_eq!(report["exit_code"], 1, "{report:#}");
+    assert_eq!(report["command"], "reload", "{report:#}");
+    assert_eq!(site.get().1, "app-v1", "nginx untouched");
+}

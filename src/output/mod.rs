@@ -309,6 +309,17 @@ impl Printer {
     }
 }
 
+/// `--report FILE`: the document `--json` prints, written to `path` as well, whatever went to
+/// the terminal, so a script can show the text to a person and still read the outcome (the git
+/// hooks tell the two meanings of exit 4 apart this way).
+pub fn write_report<T: serde::Serialize>(path: &std::path::Path, value: &T) -> crate::Result<()> {
+    let mut out = std::io::BufWriter::new(fs_err::File::create(path)?);
+    serde_json::to_writer_pretty(&mut out, value).map_err(std::io::Error::from)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
 /// Escape control characters (except newline and tab) so child output and config text cannot
 /// drive the terminal.
 pub fn escape_control(text: &str) -> String {
