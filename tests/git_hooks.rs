@@ -18,7 +18,12 @@ const HOOKS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/git-hooks");
 /// commits, and what the hooks need to run safe-reload against the test's nginx: the nginx
 /// binary and an empty settings file (so `/etc/safe-reload.toml` cannot leak in).
 fn git(dir: &Path, settings: &Path, args: &[&str]) -> Output {
-    let out = Command::new("git")
+    git_with(Command::new("git"), dir, settings, args)
+}
+
+/// [`git`] through `cmd` (git itself, or a wrapper that runs it as another user).
+fn git_with(mut cmd: Command, dir: &Path, settings: &Path, args: &[&str]) -> Output {
+    let out = cmd
         .current_dir(dir)
         .args(args)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -235,4 +240,73 @@ fn post_merge_already_failing_merge_is_not_called_a_failed_rollback() {
     assert!(said.contains("nothing was rolled back"), "{said}");
     let got = http_get(listen, "site.test", "/b").expect("the site answers");
     assert_eq!(got, (200, "B".into()), "the merge is live");
+}
+
+/// The pre-commit hook on a repository whose configuration listens on 80 and 443, as every
+/// real one does (#6: `check --untrusted` tested the copy unprivileged and nginx -t could not
+/// bind port 80, so no such commit could be made). Run by git as root (nginx -t then runs as
+/// `nobody`) and, when we are root, by git as `nobody`, as a developer's commit runs it.
+#[test]
+fn pre_commit_commits_a_configuration_that_listens_on_80_and_443() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let top = dir.path();
+    let settings = top.join("safe-reload.toml");
+    std::fs::write(&settings, "").expect("settings");
+    let repo = top.join("repo");
+    git(top, &settings, &["init", "-q", "-b", "main", "repo"]);
+    install_hook("pre-commit", &repo.join(".git/hooks"));
+    git(&repo, &settings, &["config", "safe-reload.bin", BIN]);
+    let (cert, key) = self_signed(&repo, "site.test");
+    let conf = |name: &str| {
+        format!(
+            "events {{}}\nhttp {{\n  server {{\n    listen 80;\n    server_name {name};\n    \
+             return 301 https://$host$request_uri;\n  }}\n  server {{\n    listen 443 ssl;\n    \
+             server_name {name};\n    ssl_certificate {};\n    ssl_certificate_key {};\n    \
+             location / {{ proxy_pass http://127.0.0.1:9; }}\n  }}\n}}\n",
+            cert.file_name().and_then(|n| n.to_str()).expect("name"),
+            key.file_name().and_then(|n| n.to_str()).expect("name"),
+        )
+    };
+    std::fs::write(repo.join("nginx.conf"), conf("site.test")).expect("write");
+    git(&repo, &settings, &["add", "."]);
+    git(&repo, &settings, &["commit", "-q", "-m", "site"]);
+
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    // The repository and the settings file are the developer's, here `nobody`'s.
+    let status = Command::new("chown")
+        .args(["-R", "nobody"])
+        .arg(&repo)
+        .arg(&settings)
+        .status();
+    assert!(status.is_ok_and(|s| s.success()), "chown");
+    std::fs::set_permissions(top, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    std::fs::write(repo.join("nginx.conf"), conf("www.site.test")).expect("write");
+    let gid = Command::new("id")
+        .args(["-g", "nobody"])
+        .output()
+        .expect("id");
+    let gid = String::from_utf8_lossy(&gid.stdout).trim().to_string();
+    let as_nobody = || {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid=nobody",
+            &format!("--regid={gid}"),
+            "--clear-groups",
+            "git",
+        ]);
+        cmd
+    };
+    git_with(as_nobody(), &repo, &settings, &["add", "."]);
+    git_with(
+        as_nobody(),
+        &repo,
+        &settings,
+        &["commit", "-q", "-m", "www"],
+    );
+    let log = git_with(as_nobody(), &repo, &settings, &["log", "--format=%s"]);
+    assert_eq!(String::from_utf8_lossy(&log.stdout), "www\nsite\n");
 }
