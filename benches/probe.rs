@@ -70,6 +70,7 @@ fn target(sa: SocketAddr) -> Target {
             down: false,
             scheme: None,
             per_request: false,
+            udp: false,
         }]
         .into(),
     }

@@ -187,7 +187,9 @@ pub enum Command {
     /// and suwsgi:// a TLS ClientHello with the SNI nginx sends; fastcgi_pass FCGI_GET_VALUES;
     /// uwsgi_pass the uwsgi ping, then the least request if the server closes on it; grpc_pass
     /// the HTTP/2 preface and SETTINGS; memcached_pass `version`. Stream targets and scgi_pass
-    /// are connect-only. A backend that accepts and closes, or answers in another protocol, is
+    /// are connect-only; a target only `listen ... udp` servers use is sent nothing: on this
+    /// machine it must have a UDP socket bound (/proc/net/udp), elsewhere it is not probed (a
+    /// warning). A backend that accepts and closes, or answers in another protocol, is
     /// a failure with a hint naming the mismatch; one that stays silent past the timeout, or
     /// refuses our TLS hello with an alert, is a warning.
     Probe,

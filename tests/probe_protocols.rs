@@ -216,3 +216,122 @@ fn a_slow_healthy_backend_is_a_warning_and_the_change_goes_live() {
         (200, "slow".into())
     );
 }
+
+/// nginx with the stream module and `stream_body` in `stream {}`, recorded with `init`.
+fn stream_site(stream_body: &str) -> (TestNginx, SafeReload) {
+    let nginx = TestNginx::builder().stream(stream_body).start();
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+    (nginx, sr)
+}
+
+/// Change `stream {}` from `stream_body` to `change` and apply it with `safe-reload -y --json`.
+fn change_stream(site: &(TestNginx, SafeReload), stream_body: &str, change: &str) -> Run {
+    let before = site.0.render("");
+    let after = before.replace(
+        &format!("stream {{\n{stream_body}\n}}"),
+        &format!("stream {{\n{change}\n}}"),
+    );
+    assert_ne!(before, after, "the stream block is rewritten");
+    std::fs::write(&site.0.conf, after).expect("write nginx.conf");
+    site.1.run(&["-y", "--json"])
+}
+
+/// A UDP port free on `ip` right now.
+fn free_udp_port(ip: std::net::IpAddr) -> u16 {
+    let s = std::net::UdpSocket::bind((ip, 0)).expect("bind UDP port 0");
+    s.local_addr().expect("local addr").port()
+}
+
+/// One datagram to `to` and its answer.
+fn udp_exchange(to: SocketAddr, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+    let client = std::net::UdpSocket::bind((to.ip(), 0))?;
+    client.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
+    client.send_to(payload, to)?;
+    let mut buf = [0u8; 2048];
+    let (n, _) = client.recv_from(&mut buf)?;
+    Ok(buf[..n].to_vec())
+}
+
+/// Regression (#7): the target of a stream server that listens on `udp` only (and the
+/// servers of an upstream only such servers use) was probed over TCP and refused ("refused
+/// (111) nothing listens") though a UDP server was bound there. Nothing is sent to it now:
+/// the kernel's table of bound UDP sockets says it receives datagrams, the change goes live,
+/// and nginx relays a datagram to the server and its answer back.
+#[test]
+fn a_udp_stream_upstream_is_not_probed_over_tcp_and_the_change_goes_live() {
+    let ip = unique_loopback();
+    let direct = UdpEcho::start(SocketAddr::new(ip, 0));
+    let pooled = UdpEcho::start(SocketAddr::new(ip, 0));
+    let (a, b) = (
+        SocketAddr::new(ip, free_udp_port(ip)),
+        SocketAddr::new(ip, free_udp_port(ip)),
+    );
+    let change = format!(
+        "upstream dns {{ server {}; }}\n\
+         server {{ listen {a} udp; proxy_pass {}; proxy_responses 1; }}\n\
+         server {{ listen {b} udp; proxy_pass dns; proxy_responses 1; }}",
+        pooled.addr, direct.addr
+    );
+    let site = stream_site("");
+    let run = change_stream(&site, "", &change);
+    run.expect(0);
+    for target in [direct.addr, pooled.addr] {
+        let r = probe_result(&run, target);
+        assert_eq!(r["status"], "ok", "{target}: {run}");
+        assert_eq!(r["severity"], "ok", "{target}: {run}");
+        assert_eq!(
+            r["addresses"][0]["reply"], "a UDP socket is bound",
+            "{target}: {run}"
+        );
+    }
+    assert_eq!(
+        udp_exchange(a, b"direct").expect("through nginx"),
+        b"echo:direct"
+    );
+    assert_eq!(
+        udp_exchange(b, b"pooled").expect("through nginx"),
+        b"echo:pooled"
+    );
+}
+
+/// A UDP target nothing is bound to on this machine is refused before the reload, with a
+/// hint that says so in UDP's terms (no TCP listener is offered as the fix), and nginx keeps
+/// running what it ran.
+#[test]
+fn a_udp_stream_upstream_nothing_is_bound_to_is_refused_before_the_reload() {
+    let ip = unique_loopback();
+    let echo = UdpEcho::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_udp_port(ip));
+    let dead = SocketAddr::new(ip, free_udp_port(ip));
+    let before = format!(
+        "server {{ listen {listen} udp; proxy_pass {}; proxy_responses 1; }}",
+        echo.addr
+    );
+    let after = format!("server {{ listen {listen} udp; proxy_pass {dead}; proxy_responses 1; }}");
+    let site = stream_site(&before);
+    let workers = site.0.worker_pids();
+    let run = change_stream(&site, &before, &after);
+    run.expect(1);
+    assert!(
+        run.json()["reload"].is_null(),
+        "nginx must not be signalled: {run}"
+    );
+    let r = probe_result(&run, dead);
+    assert_eq!(r["status"], "not-bound", "{run}");
+    assert_eq!(r["severity"], "failure", "{run}");
+    let hints = hints(&r);
+    assert!(
+        hints.contains(&format!("nothing on this machine is bound to UDP {dead}")),
+        "{run}"
+    );
+    assert!(
+        !hints.contains("listens on"),
+        "no TCP listener is a cue: {run}"
+    );
+    assert_eq!(
+        udp_exchange(listen, b"old").expect("through nginx"),
+        b"echo:old"
+    );
+    assert_eq!(site.0.worker_pids(), workers, "the same workers");
+}

@@ -177,6 +177,10 @@ pub struct Reference {
     /// an `upstream` block, which nginx resolves at startup whatever named the block.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub per_request: bool,
+    /// The `*_pass` is in a stream server that listens on `udp` only: nginx sends datagrams
+    /// there and never opens a TCP connection.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub udp: bool,
 }
 
 /// A target and everything that references it.
@@ -192,6 +196,17 @@ impl Target {
     /// Every reference marks it `down`: nginx never connects, so it is not probed.
     pub fn is_down(&self) -> bool {
         self.references.iter().all(|r| r.down)
+    }
+
+    /// Every `*_pass` that reaches it (and every line that gave one its value) sends
+    /// datagrams: it is used only from stream servers that listen on `udp`. An upstream
+    /// `server` line no `*_pass` uses says nothing either way: that is no datagram target.
+    pub fn is_datagram_only(&self) -> bool {
+        let mut used = self
+            .references
+            .iter()
+            .filter(|r| r.directive != Name::SERVER);
+        used.clone().next().is_some() && used.all(|r| r.udp)
     }
 
     /// Only ever a `backup` server (ignoring `down` references): a failure is a warning.

@@ -23,7 +23,7 @@
 //! listed.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
 use serde::Serialize;
@@ -591,7 +591,7 @@ fn connect_for(listen: &Listen, claimed: &HashSet<SocketAddr>) -> Result<SocketA
                 format!("every loopback address on port {port} is taken by a specific listen")
             })
         }
-        ListenAddr::Tcp(sa) if sa.ip().is_loopback() || is_local(sa.ip()) => Ok(*sa),
+        ListenAddr::Tcp(sa) if crate::probe::netstat::is_local(sa.ip()) => Ok(*sa),
         ListenAddr::Tcp(sa) => Err(format!("{} is not an address of this machine", sa.ip())),
         ListenAddr::Host { name, port } if name == "localhost" => {
             Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), *port))
@@ -600,11 +600,6 @@ fn connect_for(listen: &Listen, claimed: &HashSet<SocketAddr>) -> Result<SocketA
         // Reached over the socket itself (`Check::unix`); the address is not used.
         ListenAddr::Unix(_) => Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
     }
-}
-
-/// An address of this machine: binding to it succeeds only here (and sends nothing).
-fn is_local(ip: IpAddr) -> bool {
-    UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
 #[cfg(test)]

@@ -200,6 +200,9 @@ pub fn reference_line(r: &Reference) -> String {
     if r.context == Context::Stream {
         flags.push("stream".to_string());
     }
+    if r.udp {
+        flags.push("udp".into());
+    }
     if let Some(u) = &r.upstream {
         flags.push(format!("upstream {u}"));
     }

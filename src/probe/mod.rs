@@ -22,6 +22,7 @@ pub mod resolve;
 pub mod routes;
 pub mod similar;
 pub mod standing;
+mod udp;
 mod verdict;
 
 use std::time::{Duration, Instant};
@@ -104,12 +105,21 @@ pub enum Status {
     /// A TLS server refused our ClientHello with an alert. A warning: our offer is not nginx's
     /// OpenSSL's, so its handshake may still succeed.
     TlsAlert,
+    /// A target only datagrams reach, on this machine, with no UDP socket bound to it: nginx's
+    /// datagrams get an ICMP port unreachable (see `udp`).
+    NotBound,
+    /// A target only datagrams reach, elsewhere: nothing is sent to find out (see `udp`). A
+    /// warning, as a dynamic target is.
+    NotProbed,
 }
 
 impl Status {
     /// Did the probe reach the backend (or need not)?
     pub fn is_failure(self) -> bool {
-        !matches!(self, Status::Ok | Status::Dynamic | Status::Skipped)
+        !matches!(
+            self,
+            Status::Ok | Status::Dynamic | Status::Skipped | Status::NotProbed
+        )
     }
 
     /// The word shown to the operator and in JSON.
@@ -129,6 +139,8 @@ impl Status {
             Status::WrongProtocol => "wrong-protocol",
             Status::NoReply => "no-reply",
             Status::TlsAlert => "tls-alert",
+            Status::NotBound => "not-bound",
+            Status::NotProbed => "not-probed",
         }
     }
 }

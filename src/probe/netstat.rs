@@ -1,5 +1,7 @@
 //! What listens on this machine right now, read from `/proc/net/{tcp,tcp6,unix}`, and which
-//! process owns each listening socket (from the `socket:[inode]` links under `/proc/*/fd`).
+//! process owns each listening socket (from the `socket:[inode]` links under `/proc/*/fd`);
+//! which UDP sockets receive datagrams (`/proc/net/{udp,udp6}`), for the targets only
+//! datagrams reach (see `udp`).
 //!
 //! Diagnosis and the listen preflight both need this picture; reading procfs directly avoids
 //! running `ss` or `lsof`, which may not be installed and whose output differs between versions.
@@ -14,6 +16,9 @@ use serde::Serialize;
 
 /// `st` column of `/proc/net/tcp*` for a socket in LISTEN state.
 const TCP_LISTEN: &str = "0A";
+/// `st` column of `/proc/net/udp*` for a socket that is not connected (`TCP_CLOSE`): it
+/// receives datagrams from anyone. A connected one takes only its peer's.
+const UDP_UNCONNECTED: &str = "07";
 /// `__SO_ACCEPTCON` in the `Flags` column of `/proc/net/unix`: the socket called `listen(2)`.
 const UNIX_ACCEPTCON: u32 = 0x0001_0000;
 
@@ -148,6 +153,35 @@ pub fn main_holder(holders: &[Owner]) -> Option<&Owner> {
         .iter()
         .find(|o| parent_pid(o.pid).is_none_or(|pp| !pids.contains(&pp)))
         .or_else(|| holders.iter().min_by_key(|o| o.pid))
+}
+
+/// The local addresses of every UDP socket that receives datagrams from anyone, from
+/// `/proc/net/udp` and `/proc/net/udp6` (unreadable files give none).
+pub fn udp_bound() -> Vec<SocketAddr> {
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .filter_map(|f| fs_err::read_to_string(f).ok())
+        .flat_map(|text| parse_udp(&text))
+        .collect()
+}
+
+/// Parse `/proc/net/udp` or `/proc/net/udp6`, keeping unconnected sockets.
+pub fn parse_udp(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.get(3) != Some(&UDP_UNCONNECTED) {
+                return None;
+            }
+            parse_hex_sockaddr(cols.get(1)?)
+        })
+        .collect()
+}
+
+/// An address of this machine: binding to it succeeds only here (and sends nothing).
+pub fn is_local(ip: IpAddr) -> bool {
+    ip.is_loopback() || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
 /// Parse `/proc/net/tcp` or `/proc/net/tcp6`, keeping sockets in LISTEN state.
@@ -330,6 +364,14 @@ mod tests {
             !l.accepts("[::1]:80".parse().unwrap()),
             "0.0.0.0 is IPv4 only"
         );
+    }
+
+    #[test]
+    fn udp_keeps_sockets_that_take_datagrams_from_anyone() {
+        let text = "  sl  local_address rem_address   st\n\
+                    1: 0100007F:14E9 00000000:0000 07 0 0 0 0 0 11 2\n\
+                    2: 0100007F:9C40 0100007F:0035 01 0 0 0 0 0 12 2\n";
+        assert_eq!(parse_udp(text), vec!["127.0.0.1:5353".parse().unwrap()]);
     }
 
     #[test]

@@ -192,7 +192,7 @@ fn judge(
 ) -> (Severity, Option<Hint>) {
     match r.status {
         Status::Ok | Status::Skipped => return (Severity::Ok, None),
-        Status::Dynamic => return (Severity::Warning, None),
+        Status::Dynamic | Status::NotProbed => return (Severity::Warning, None),
         _ => {}
     }
     if is_allowed(r, opts) {
@@ -281,6 +281,7 @@ mod tests {
             down,
             scheme: None,
             per_request: false,
+            udp: false,
         }
     }
 

@@ -15,8 +15,8 @@ use super::netstat::Listeners;
 use super::per_request::Answer;
 use super::policy::FailsOver;
 use super::{
-    diagnose, handshake, mismatch, resolve, AddrResult, Hint, ProbeOptions, ProbeResult, Severity,
-    Status,
+    diagnose, handshake, mismatch, netstat, resolve, udp, AddrResult, Hint, ProbeOptions,
+    ProbeResult, Severity, Status,
 };
 use crate::conf::{Target, TargetAddr};
 
@@ -27,6 +27,8 @@ pub enum Step {
     Unresolvable(String),
     /// Indices into `Plan::probes`.
     Probe(Vec<usize>),
+    /// A target only datagrams reach: each address looked up, nothing sent (see `udp`).
+    Datagram(Vec<(AddrResult, Option<Hint>)>),
 }
 
 /// Every probe to run, and for each target which of them are its.
@@ -53,6 +55,7 @@ pub fn plan(targets: &[Target], request: &[Option<Answer>], opts: &ProbeOptions)
     let mut resolved = names.into_iter().zip(resolved);
     let mut probes = Vec::new();
     let mut steps = Vec::with_capacity(targets.len());
+    let mut udp_bound = None;
     for (i, t) in targets.iter().enumerate() {
         if t.is_down() {
             steps.push(Step::Skipped);
@@ -88,6 +91,12 @@ pub fn plan(targets: &[Target], request: &[Option<Answer>], opts: &ProbeOptions)
                 }
             },
         };
+        if t.is_datagram_only() {
+            let bound = udp_bound.get_or_insert_with(netstat::udp_bound);
+            let looked = new.iter().map(|e| udp::look_up(e, bound)).collect();
+            steps.push(Step::Datagram(looked));
+            continue;
+        }
         let protocols = handshake::for_target(t, &opts.tls_names);
         let first = probes.len();
         for endpoint in new {
@@ -145,19 +154,38 @@ pub fn assemble(targets: &[Target], plan: &Plan, outcomes: &[Outcome]) -> Vec<Pr
                         .map(|a| a.elapsed)
                         .max()
                         .unwrap_or_default();
-                    // The result shows its worst address: a refusal before a warning.
-                    let bad = (r.addresses.iter())
-                        .find(|a| a.status.is_failure() && !mismatch::is_soft(a.status))
-                        .or_else(|| r.addresses.iter().find(|a| a.status.is_failure()));
-                    if let Some(bad) = bad {
-                        r.status = bad.status;
-                        r.errno = bad.errno.clone();
+                    worst_address(&mut r);
+                }
+                Step::Datagram(looked) => {
+                    for (a, hint) in looked {
+                        r.addresses.push(a.clone());
+                        if let Some(h) = hint.as_ref().filter(|h| !r.hints.contains(h)) {
+                            r.hints.push(h.clone());
+                        }
+                    }
+                    worst_address(&mut r);
+                    // Some address was looked up and not sent to: the result says so.
+                    if r.status == Status::Ok
+                        && r.addresses.iter().any(|a| a.status == Status::NotProbed)
+                    {
+                        r.status = Status::NotProbed;
                     }
                 }
             }
             r
         })
         .collect()
+}
+
+/// The result shows its worst address: a refusal before a warning.
+fn worst_address(r: &mut ProbeResult) {
+    let bad = (r.addresses.iter())
+        .find(|a| a.status.is_failure() && !mismatch::is_soft(a.status))
+        .or_else(|| r.addresses.iter().find(|a| a.status.is_failure()));
+    if let Some(bad) = bad {
+        r.status = bad.status;
+        r.errno = bad.errno.clone();
+    }
 }
 
 fn addr_result(probe: &Probe, outcome: &Outcome) -> AddrResult {
@@ -334,7 +362,9 @@ fn add_hints(
             }
         }
         TargetAddr::Ip(_) | TargetAddr::Host { .. } => {
-            for a in r.addresses.iter().filter(|a| a.status.is_failure()) {
+            // A datagram target's failure says so itself: what listens on TCP is no cue.
+            let connected = r.addresses.iter().filter(|a| a.status != Status::NotBound);
+            for a in connected.filter(|a| a.status.is_failure()) {
                 if let Ok(sa) = a.address.parse() {
                     hints.extend(diagnose::tcp(sa, a.status, index, allowed));
                 }

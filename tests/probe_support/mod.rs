@@ -26,6 +26,7 @@ pub fn reference(line: u32) -> Reference {
         down: false,
         scheme: None,
         per_request: false,
+        udp: false,
     }
 }
 

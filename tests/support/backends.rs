@@ -681,6 +681,49 @@ impl Drop for AppServer {
     }
 }
 
+/// A UDP server answering each datagram with `echo:` and the datagram (a DNS or syslog
+/// backend of a stream `listen ... udp`); it listens on TCP nowhere.
+pub struct UdpEcho {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UdpEcho {
+    /// Bind `addr` (port 0 picks a free port).
+    pub fn start(addr: SocketAddr) -> UdpEcho {
+        let socket = std::net::UdpSocket::bind(addr).expect("bind the UDP backend");
+        let addr = socket.local_addr().expect("local addr");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("read timeout");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !flag.load(Ordering::SeqCst) {
+                if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(&[b"echo:", &buf[..n]].concat(), from);
+                }
+            }
+        });
+        UdpEcho {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A client making requests through nginx in a loop, each on a fresh connection, until
 /// stopped: what a site's visitors see during a run.
 pub struct ClientLoop {

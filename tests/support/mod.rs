@@ -28,7 +28,8 @@
 //!   unix socket), [`CloseBackend`] (passes the probes, closes real requests: nginx answers
 //!   502 after the reload), [`FlakyBackend`] (fails every n-th request, counted: closes it or
 //!   answers it late), [`AcceptCloseBackend`] (closes every connection unanswered),
-//!   [`HangingListener`] (backlog full: connects hang, for timeouts), and [`AppServer`], real
+//!   [`HangingListener`] (backlog full: connects hang, for timeouts), [`UdpEcho`] (a UDP
+//!   server answering each datagram, for stream `listen ... udp`), and [`AppServer`], real
 //!   application servers (php-fpm, gunicorn, uWSGI, an HTTPS server, a gRPC server, Python's
 //!   `http.server`).
 //! - [`ClientLoop`]: requests through nginx on fresh connections until stopped, every answer
@@ -178,6 +179,7 @@ mod backends;
 pub use backends::{
     hanging_listener, test_venv, AcceptCloseBackend, AppServer, BadGatewayBackend, ClientLoop,
     CloseBackend, Flake, FlakyBackend, HangingListener, HttpBackend, SlowBackend, StatusBackend,
+    UdpEcho,
 };
 mod cli;
 pub use cli::{finish, proxy_site, run_command, syn_sent_to, text, Run, SafeReload, BIN};

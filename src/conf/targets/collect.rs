@@ -102,7 +102,14 @@ fn reference(d: &Directive, directive: Name, context: Context) -> Reference {
         down: false,
         scheme: None,
         per_request: false,
+        udp: false,
     }
+}
+
+/// A stream server whose every `listen` is `udp`: what it passes on are datagrams.
+fn datagrams_only(server: &[Directive]) -> bool {
+    let mut listens = server.iter().filter(|d| d.name == "listen");
+    listens.clone().next().is_some() && listens.all(|d| d.args.iter().any(|a| a == "udp"))
 }
 
 fn target_addr(p: Parsed) -> TargetAddr {
@@ -287,6 +294,7 @@ impl Collector {
             })
         };
         let mut base = reference(d, directive, cx.context);
+        base.udp = cx.context == Context::Stream && frame.server.is_some_and(datagrams_only);
         if !arg.contains('$') {
             let p = read(arg);
             match p.target {
@@ -373,7 +381,7 @@ impl Collector {
     /// The pass reference to the target at place `i`, then one for each `set`/`map` line that
     /// supplied the value.
     fn add_with_origins(&mut self, i: usize, base: Reference, origins: &[Binding<'_>]) {
-        let (context, backup, down) = (base.context, base.backup, base.down);
+        let (context, backup, down, udp) = (base.context, base.backup, base.down, base.udp);
         let upstream = base.upstream.clone();
         self.add_at(i, base);
         for o in origins {
@@ -381,6 +389,7 @@ impl Collector {
             r.upstream = upstream.clone();
             r.backup = backup;
             r.down = down;
+            r.udp = udp;
             self.add_at(i, r);
         }
     }
@@ -404,5 +413,46 @@ impl Collector {
             targets,
             findings: self.findings,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::conf::tree;
+
+    fn targets(text: &str) -> Targets {
+        let file: Arc<Path> = Arc::from(Path::new("/t.conf"));
+        let config = Config {
+            main: "/t.conf".into(),
+            conf_prefix: "/".into(),
+            files: Vec::new(),
+            tree: tree::parse(&file, text.as_bytes()).expect("parses"),
+        };
+        extract(&config)
+    }
+
+    #[test]
+    fn only_targets_every_pass_reaches_from_udp_servers_are_datagram_only() {
+        let t = targets(
+            "stream {\n\
+             upstream dns { server 127.0.0.1:53; }\n\
+             upstream both { server 127.0.0.2:53; }\n\
+             upstream unused { server 127.0.0.3:53; }\n\
+             server { listen 53 udp; proxy_pass dns; }\n\
+             server { listen 54 udp; proxy_pass both; }\n\
+             server { listen 54; proxy_pass both; }\n\
+             server { listen 55 udp; listen 55; proxy_pass 127.0.0.4:53; }\n\
+             server { listen 56 udp; proxy_pass 127.0.0.5:53; }\n\
+             }\n",
+        );
+        let only: Vec<String> = (t.targets.iter())
+            .filter(|t| t.is_datagram_only())
+            .map(|t| t.address.to_string())
+            .collect();
+        assert_eq!(only, ["127.0.0.1:53", "127.0.0.5:53"]);
     }
 }
