@@ -256,6 +256,15 @@ pub fn written_since(line: &str, since: &str) -> bool {
     stamp.len() == since.len() && stamp.as_bytes()[0].is_ascii_digit() && stamp >= since
 }
 
+/// The pid of the process that wrote a line in log file format (`2026/12/01 20:09:06 [error]
+/// 1234#1234: ...`): which worker, and so which configuration, it came from.
+pub fn writer(line: &str) -> Option<i32> {
+    let open = line.find(" [")? + 2;
+    let rest = &line[open + line[open..].find("] ")? + 2..];
+    let (pid, _) = rest.split_once('#')?;
+    pid.parse().ok()
+}
+
 /// A moment in nginx's log time stamp format: local time, `YYYY/MM/DD HH:MM:SS`.
 pub fn stamp(t: std::time::SystemTime) -> Option<String> {
     let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
@@ -470,6 +479,14 @@ mod tests {
         let now = stamp(std::time::SystemTime::now()).unwrap();
         assert_eq!(now.len(), since.len());
         assert!(written_since(&now, since));
+    }
+
+    #[test]
+    fn a_line_names_the_process_that_wrote_it() {
+        let line = "2026/12/01 20:09:06 [error] 22886#22886: *31 upstream prematurely closed";
+        assert_eq!(writer(line), Some(22886));
+        assert_eq!(writer("nginx: [emerg] x"), None);
+        assert_eq!(writer("2026/12/01 20:09:06 [error] x"), None);
     }
 
     #[test]

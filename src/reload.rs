@@ -60,6 +60,16 @@ pub fn workers(master: &Master) -> Vec<Worker> {
         .collect()
 }
 
+/// The pids of the master's workers that accept connections: the ones serving the
+/// configuration it runs now. Workers still finishing requests of a configuration it replaced
+/// (`is shutting down`) are not among them.
+pub fn serving(master: &Master) -> Vec<i32> {
+    (workers(master).into_iter())
+        .filter(|w| w.state == WorkerState::Ready)
+        .map(|w| w.pid)
+        .collect()
+}
+
 /// How to ask nginx to reload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -438,3 +438,70 @@ fn a_flaky_backend_is_a_warning_with_counts_not_a_verdict_by_chance() {
     assert_eq!(http_get(listen, "b.test", "/rev").expect("GET").1, "4");
     assert_eq!(get_past_flake(listen, "b.test", "/"), (200, "flaky".into()));
 }
+
+/// The bodies of `n` requests through nginx: which pool members answer.
+fn bodies(listen: SocketAddr, host: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| http_get(listen, host, "/").expect("GET").1)
+        .collect()
+}
+
+/// A pool member changed to a backend that answers the probe and closes every request: nginx
+/// fails over to the other member (clients get 200) and logs the close, so the change is
+/// rolled back. Making the same edit again was accepted ("live and verified", with a warning
+/// that the error was logged before this change too): the baseline read back the lines the
+/// rejected attempt's own workers logged while it was live. Lines of workers that no longer
+/// serve the running configuration are not its baseline: the retry is rolled back again
+/// without the shadow, and refused by it with.
+#[test]
+fn retrying_a_rolled_back_change_is_not_accepted_on_its_own_log_lines() {
+    let ip = unique_loopback();
+    let ok1 = HttpBackend::start(SocketAddr::new(ip, 0), "ok1");
+    let ok2 = HttpBackend::start(SocketAddr::new(ip, 0), "ok2");
+    let closer = CloseBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |first: &str| {
+        format!(
+            "upstream pool {{ server {first}; server {}; }}\n\
+             server {{ listen {listen}; server_name p.test; \
+             location / {{ proxy_pass http://pool; }} }}",
+            ok2.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(&ok1.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let original = |what: &str| {
+        let seen = bodies(listen, "p.test", 4);
+        assert!(
+            seen.iter().any(|b| b == "ok1") && seen.iter().all(|b| b == "ok1" || b == "ok2"),
+            "{what}: {seen:?}"
+        );
+    };
+    let edit = site(&closer.addr.to_string());
+    n.write_http(&edit);
+    let run = sr.run(&["-y", "--no-shadow"]);
+    run.expect(3);
+    original("rolled back");
+    // The same edit again, twice without the shadow, then with it.
+    for _ in 0..2 {
+        n.write_http(&edit);
+        let run = sr.run(&["-y", "--no-shadow"]);
+        run.expect(3);
+        assert!(
+            !run.stderr.contains("logged before this change too"),
+            "{run}"
+        );
+        assert!(
+            run.stderr
+                .contains("nginx logged an upstream error the running configuration did not"),
+            "{run}"
+        );
+        original("rolled back again");
+    }
+    n.write_http(&edit);
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(run.stderr.contains("through the shadow nginx"), "{run}");
+    original("untouched");
+}

@@ -8,6 +8,7 @@ use std::time::Instant;
 use crate::conf::{self, LoadOptions};
 use crate::error::{Error, Result};
 use crate::exit::Exit;
+use crate::pipeline::alongside::Serving;
 use crate::pipeline::env::{self, Env};
 use crate::pipeline::inspect::{self, Checks, Early};
 use crate::pipeline::transaction::{Running, Transaction, Watch};
@@ -99,13 +100,11 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
         },
     };
     // An untrusted configuration's pid file is not read: it may name any file.
-    let own = match confined {
-        Some(_) => Vec::new(),
-        None => env
-            .master(&config)
-            .map(|m| own_pids(&m))
-            .unwrap_or_default(),
+    let master = match confined {
+        Some(_) => None,
+        None => env.master(&config).ok(),
     };
+    let own = master.as_ref().map(own_pids).unwrap_or_default();
     let mut early = Early::start(Some(&env.nginx), checks);
     if confined.is_none() {
         // Never for untrusted configuration: running it is what `--untrusted` refuses.
@@ -165,7 +164,9 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
     }
     if !refuses {
         let logs = env.error_logs(&insp.config);
-        refuses = inspect::through_shadow(s, &mut insp, &impact, &logs, report)?;
+        // No master, no running configuration: none of the log's lines are its.
+        let serving = (master.as_ref()).map_or_else(Serving::default, Serving::of);
+        refuses = inspect::through_shadow(s, &mut insp, &impact, (&logs, &serving), report)?;
         if signals::interrupted() {
             return Err(Error::Interrupted);
         }

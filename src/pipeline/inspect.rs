@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::health::{self, HealthOptions, Plan};
 use crate::impact::{self, Impact};
 use crate::nginx::{self, Level, Nginx, TestOutcome};
+use crate::pipeline::alongside::Serving;
 use crate::pipeline::env::Env;
 use crate::preflight::{self, ListenConflict};
 use crate::probe::netstat::Listeners;
@@ -274,13 +275,13 @@ pub fn health_options(s: &Settings, probe: Option<&ProbeReport>) -> HealthOption
 /// Send the candidate's checks through the shadow started beside `nginx -t`, then stop it.
 /// `true` when the shadow refuses the change: a check the running nginx passes fails there.
 /// A shadow that did not start or cannot judge is noted ("not verified in the shadow") and
-/// refuses nothing. `running_logs` are the real nginx's error logs, read while a failed check
-/// is asked of it.
+/// refuses nothing. `running` is the real nginx: its error logs, read while a failed check is
+/// asked of it, and its workers, whose lines there count.
 pub fn through_shadow(
     s: &Settings,
     insp: &mut Inspection,
     impact: &Impact,
-    running_logs: &[PathBuf],
+    running: (&[PathBuf], &Serving),
     report: &mut Report,
 ) -> Result<bool> {
     let Some(started) = insp.shadow.take() else {
@@ -323,7 +324,7 @@ pub fn through_shadow(
             // what would otherwise be rolled back.
             let checks = candidate_checks(s, &insp.servers, impact, root).checks;
             let opts = health_options(s, report.probe.as_ref());
-            let (mut results, skipped) = shadow::run_checks(&shadow, &checks, running_logs, &opts);
+            let (mut results, skipped) = shadow::run_checks(&shadow, &checks, running, &opts);
             // Only a request the change made worse is asked what it reads.
             for c in results.iter_mut().filter(|c| c.worse()) {
                 let backend_answered = c.shadow.status.is_some() && c.upstream_errors.is_empty();

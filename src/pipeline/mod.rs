@@ -279,12 +279,15 @@ pub fn reload_locked(
                 let baseline = wanted.then(|| {
                     // Read before the baseline starts, from nginx's own processes only:
                     // `nginx -t` meanwhile binds the candidate's free addresses.
-                    let held = netstat::held_by(&own);
+                    let running = alongside::Serving {
+                        held: netstat::held_by(&own),
+                        workers: reload::serving(&master),
+                    };
                     alongside::Pending::start(
                         plan.checks.clone(),
                         env.error_logs(parsed.config),
                         inspect::health_options(s, None),
-                        held,
+                        running,
                     )
                 });
                 alongside::Ahead {
@@ -351,7 +354,9 @@ pub fn reload_locked(
         return Ok(report.finish(Outcome::Unchanged, Exit::Ok));
     }
     let running_logs = env.error_logs(&insp.config);
-    let shadow_refuses = inspect::through_shadow(s, &mut insp, &impact, &running_logs, report)?;
+    let serving = alongside::Serving::of(&master);
+    let real = (&running_logs[..], &serving);
+    let shadow_refuses = inspect::through_shadow(s, &mut insp, &impact, real, report)?;
     if signals::interrupted() {
         return Err(Error::Interrupted);
     }

@@ -31,6 +31,7 @@ use super::differs::Differs;
 use super::Shadow;
 use crate::errorlog::{Cursors, UpstreamError};
 use crate::health::{self, Check, CheckResult, HealthOptions};
+use crate::pipeline::alongside::Serving;
 
 /// One check through the shadow.
 #[derive(Debug, Clone, Serialize)]
@@ -225,11 +226,12 @@ impl ShadowReport {
 }
 
 /// Send `checks` through the running shadow; for each one that fails, ask the running nginx
-/// (reading `running_logs` meanwhile) the same.
+/// the same, reading its logs meanwhile (the lines of its serving workers count, see
+/// `alongside::Serving`).
 pub fn run_checks(
     shadow: &Shadow,
     checks: &[Check],
-    running_logs: &[PathBuf],
+    (running_logs, serving): (&[PathBuf], &Serving),
     opts: &HealthOptions,
 ) -> (Vec<ShadowCheck>, Vec<String>) {
     let one = HealthOptions {
@@ -266,11 +268,15 @@ pub fn run_checks(
             // round-robin reaches as many of its peers, and the log's recent past, where a
             // worker that skips a failing peer for its `fail_timeout` logged it last. `nginx -t`
             // has ended by now, so nothing binds the candidate's addresses: no socket filter.
+            let running = Serving {
+                held: None,
+                workers: serving.workers.clone(),
+            };
             let r = crate::pipeline::alongside::take(
                 std::slice::from_ref(check),
                 running_logs,
                 opts,
-                None,
+                running,
             )
             .finish(&opts.expected_down);
             sc.running = r.results.into_iter().next();
