@@ -5,11 +5,14 @@
 //! Passed before and fails after: the change broke it, roll back (a 5xx after an answer
 //! without one is such a failure: `health::erring_since`). Failed before and fails
 //! after, the same way or another (502 before, 504 after): it was failing already, so it is
-//! reported (before and after), never rolled back, and never blamed on the backend by guess;
-//! the shadow nginx judges a failure the running nginx shares by the same rule, so a change it
-//! lets through is not rolled back for that failure. A check the running configuration could not
-//! answer (nginx refused the connection: nothing listened there yet) has no baseline, so any
-//! failure of it is the change's. An upstream error in the log is the change's unless the
+//! reported (before and after), never rolled back, and never blamed on the backend by guess.
+//! A check that only ran out of `--health-timeout` before (a slow site, whose clients wait for
+//! their answer) and that fails otherwise after (nginx's own 504) was made worse by the change.
+//! The shadow nginx compares its answer with the running nginx's by the same function
+//! ([`difference`]), so a change it lets through is not rolled back for those answers, and one
+//! that would be rolled back is refused before the reload. A check the running configuration
+//! could not answer (nginx refused the connection: nothing listened there yet) has no baseline,
+//! so any failure of it is the change's. An upstream error in the log is the change's unless the
 //! baseline logged the same one; one it did log is a warning (clients got an answer through
 //! failover, before and after).
 //!
@@ -47,6 +50,12 @@ pub struct Seen {
 }
 
 impl Seen {
+    /// A result of the running configuration as a baseline: none when nginx refused the
+    /// connection (nothing listened there before the change).
+    pub fn before(r: &CheckResult) -> Option<Seen> {
+        (!r.refused).then(|| Seen::of(r))
+    }
+
     pub fn of(r: &CheckResult) -> Seen {
         Seen {
             failed: r.failed,
@@ -77,6 +86,33 @@ impl Seen {
     /// Slower than `--health-timeout` both times: the tool's limit, not a failure anyone saw.
     fn slow_both(&self, other: &Seen) -> bool {
         self.same_failure(other) && self.timed_out
+    }
+}
+
+/// What a check's answer after the change says of the change, against its answer before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Difference {
+    /// It passes.
+    Passes,
+    /// No answer within `--health-timeout` before and after, the same way: the tool's limit,
+    /// not a failure anyone saw (a warning, not verified).
+    Slow,
+    /// It failed before and fails after (the same way or another): not the change's.
+    AsBefore,
+    /// The change's: it fails, and it passed before, had no baseline, or was only slow
+    /// before while nginx fails it now.
+    Worse,
+}
+
+/// The one comparison of a check's answer before the change (`None`: no baseline) with its
+/// answer after it, made by the verdict after the reload and by the shadow (the running
+/// nginx's answer against the shadow's).
+pub fn difference(before: Option<&Seen>, after: &Seen) -> Difference {
+    match before {
+        _ if !after.failed => Difference::Passes,
+        Some(b) if b.slow_both(after) => Difference::Slow,
+        Some(b) if b.fails_as_before(after) => Difference::AsBefore,
+        _ => Difference::Worse,
     }
 }
 
@@ -153,11 +189,7 @@ impl Baseline {
                 Some((_, t)) => t.add(Tally::of(r)),
                 None => tallies.push((r.check.url.clone(), Tally::of(r))),
             }
-            let before = if r.refused {
-                Before::Unanswerable
-            } else {
-                Before::Answered(Seen::of(r))
-            };
+            let before = Seen::before(r).map_or(Before::Unanswerable, Before::Answered);
             match at.get(r.check.url.as_str()) {
                 None => {
                     at.insert(r.check.url.as_str(), checks.len());
@@ -229,8 +261,11 @@ impl Baseline {
 
 impl Known for Baseline {
     fn failure(&self, result: &CheckResult) -> bool {
-        self.before(&result.check.url)
-            .is_some_and(|b| b.fails_as_before(&Seen::of(result)))
+        let before = self.before(&result.check.url);
+        matches!(
+            difference(before, &Seen::of(result)),
+            Difference::Slow | Difference::AsBefore
+        )
     }
 
     fn upstream_error(&self, error: &UpstreamError) -> bool {
@@ -321,6 +356,13 @@ impl Compared {
             Some(b) if b.fails_as_before(after) => format!(
                 "{url} failed before this change ({}) and still fails ({})",
                 b.answer, after.answer
+            ),
+            Some(b) if b.timed_out => format!(
+                "{url} did not answer within --health-timeout before this change ({}: slow, \
+                 its clients wait for the answer) and answered {} after it{}",
+                b.answer,
+                after.answer,
+                slower(after)
             ),
             Some(b) => format!(
                 "{url} answered {} before this change and {} after it{}",
@@ -510,10 +552,10 @@ pub fn after_reload(before: &Baseline, after: Option<&HealthReport>, proof: &Pro
         ..Kept::default()
     };
     for c in compared {
-        match &c.before {
-            Some(b) if b.slow_both(&c.after) => kept.slow.push(c),
-            Some(b) if b.fails_as_before(&c.after) => kept.still_failing.push(c),
-            _ => causes.push(Cause::Check(c)),
+        match difference(c.before.as_ref(), &c.after) {
+            Difference::Slow => kept.slow.push(c),
+            Difference::AsBefore => kept.still_failing.push(c),
+            Difference::Passes | Difference::Worse => causes.push(Cause::Check(c)),
         }
     }
     causes.extend(new_errors.into_iter().map(Cause::UpstreamError));
@@ -853,6 +895,31 @@ mod tests {
             after_reload(&only_slow, Some(&after), &live()),
             Verdict::RollBack { .. }
         ));
+    }
+
+    #[test]
+    fn only_slow_before_and_failed_by_nginx_after_is_the_change_and_says_so() {
+        let slow = Seen::of(&timed_out(A));
+        let b504 = Seen::of(&result(A, Some(504), false));
+        assert_eq!(difference(Some(&slow), &b504), Difference::Worse);
+        assert_eq!(difference(Some(&slow), &slow), Difference::Slow);
+        assert_eq!(difference(Some(&b504), &slow), Difference::AsBefore);
+        assert_eq!(difference(None, &b504), Difference::Worse);
+        let ok = Seen::of(&result(A, Some(200), false));
+        assert_eq!(difference(Some(&b504), &ok), Difference::Passes);
+        let before = Baseline::of(&window(vec![timed_out(A)], vec![]));
+        let after = window(vec![result(A, Some(504), false)], vec![]);
+        let v = after_reload(&before, Some(&after), &live());
+        let Verdict::RollBack { causes } = &v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(
+            causes[0].describe(),
+            "http://a.test/ did not answer within --health-timeout before this change (read: \
+             timed out after 2s: slow, its clients wait for the answer) and answered HTTP 504 \
+             after it"
+        );
+        assert!(!before.failure(&after.results[0]));
     }
 
     #[test]

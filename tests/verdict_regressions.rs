@@ -505,3 +505,57 @@ fn retrying_a_rolled_back_change_is_not_accepted_on_its_own_log_lines() {
     assert!(run.stderr.contains("through the shadow nginx"), "{run}");
     original("untouched");
 }
+
+/// A backend slower than `--health-timeout` (2.5 s against 2 s: every client gets 200, later)
+/// and a change that makes nginx give up first (`proxy_read_timeout 1s`: 504). The shadow saw
+/// the 504 against the running nginx's timeout, called it "every check fails in the running
+/// nginx too" and let the change through; clients got 504, and the verdict after the reload
+/// judged it the change's and rolled it back. One comparison decides both: a check that was
+/// only slow before and that nginx fails after was made worse by the change, so the shadow
+/// refuses it with nginx untouched, and without the shadow it is rolled back.
+#[test]
+fn a_504_after_a_check_that_was_only_slow_before_is_refused_in_the_shadow() {
+    let ip = unique_loopback();
+    let slow = HttpBackend::start_slow(
+        SocketAddr::new(ip, 0),
+        "slow",
+        std::time::Duration::from_millis(2500),
+    );
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |extra: &str| {
+        format!(
+            "server {{ listen {listen}; server_name t.test; \
+             location = /rev {{ return 200 \"{}\"; }} \
+             location / {{ {extra} proxy_pass http://{}; }} }}",
+            if extra.is_empty() { "old" } else { "new" },
+            slow.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site("proxy_read_timeout 1s;"));
+    let run = sr.run(&["-y", "--health-timeout", "2s", "--json"]);
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(report["shadow"]["state"], "refused", "{run}");
+    let why = report["shadow"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("HTTP 504") && why.contains("did not answer within --health-timeout"),
+        "{run}"
+    );
+    assert!(report["reload"].is_null(), "not signalled: {run}");
+    assert_eq!(http_get(listen, "t.test", "/rev").expect("GET").1, "old");
+    assert_eq!(
+        http_get(listen, "t.test", "/").expect("GET"),
+        (200, "slow".into())
+    );
+    let run = sr.run(&["-y", "--no-shadow", "--health-timeout", "2s"]);
+    run.expect(3);
+    assert!(run.stderr.contains("HTTP 504 after it"), "{run}");
+    assert_eq!(http_get(listen, "t.test", "/rev").expect("GET").1, "old");
+    assert_eq!(
+        http_get(listen, "t.test", "/").expect("GET"),
+        (200, "slow".into())
+    );
+}

@@ -2,10 +2,13 @@
 //!
 //! Each check goes to the shadow's stand-in for the address it names, with the same Host and
 //! SNI, and the shadow's error log is read after it, exactly as verification reads the real
-//! one after a reload. A check that fails there is then asked of the running nginx once: if it
-//! fails there too the failure is older than the change and refuses nothing; if it passes
-//! (or the running nginx does not listen there yet: a new listen has no baseline) the change
-//! broke it. [`judge`] makes that decision from the results alone.
+//! one after a reload. A check that fails there is then asked of the running nginx, and the two
+//! answers are compared by the verdict's own function (`verdict::difference`), so the shadow
+//! refuses exactly what verification after the reload would roll back: if it fails there too
+//! the failure is older than the change and refuses nothing; if it passes there, the running
+//! nginx does not listen there yet (a new listen has no baseline), or it was only slower than
+//! `--health-timeout` there (its clients get their answer) while the shadow fails it (its own
+//! 504), the change broke it. [`judge`] makes that decision from the results alone.
 //!
 //! An upstream error the shadow logs behind a good answer is judged as verification after
 //! the reload judges it: the running nginx is asked the same request, as many rounds as the
@@ -32,6 +35,7 @@ use super::Shadow;
 use crate::errorlog::{Cursors, UpstreamError};
 use crate::health::{self, Check, CheckResult, HealthOptions};
 use crate::pipeline::alongside::Serving;
+use crate::verdict::{self, Difference, Seen};
 
 /// One check through the shadow.
 #[derive(Debug, Clone, Serialize)]
@@ -64,10 +68,17 @@ impl ShadowCheck {
         self.shadow.failed
     }
 
-    /// The running nginx answers this fine, or does not listen there at all: the shadow's
-    /// failure is the change's.
+    /// The shadow's answer against the running nginx's, as the verdict after the reload
+    /// would compare them.
+    fn difference(&self) -> Difference {
+        let before = self.running.as_ref().and_then(Seen::before);
+        verdict::difference(before.as_ref(), &Seen::of(&self.shadow))
+    }
+
+    /// The running nginx answers this fine, does not listen there at all, or is only slow
+    /// there: the shadow's failure is the change's.
     fn broken_by_change(&self) -> bool {
-        self.failed() && self.running.as_ref().is_none_or(|r| !r.failed || r.refused)
+        self.difference() == Difference::Worse
     }
 
     /// The server the check stands for and where it is written, `server *.example.test
@@ -91,7 +102,7 @@ impl ShadowCheck {
     /// not log for it: what verification after the reload would roll the change back for.
     fn new_error(&self) -> Option<&UpstreamError> {
         (self.upstream_errors.iter())
-            .find(|e| !(self.running_errors.iter()).any(|r| crate::verdict::same_error(r, e)))
+            .find(|e| !(self.running_errors.iter()).any(|r| verdict::same_error(r, e)))
     }
 
     /// Whether the change made this request worse: its answer, or an upstream error.
@@ -111,13 +122,18 @@ impl ShadowCheck {
             Some(e) => format!(
                 "{what} {}, and {}",
                 self.shadow.reply(),
-                crate::verdict::Cause::UpstreamError(e.clone()).describe()
+                verdict::Cause::UpstreamError(e.clone()).describe()
             ),
             None => {
                 let running = match &self.running {
                     Some(r) if r.refused => {
                         " (the running nginx does not listen there yet)".to_string()
                     }
+                    Some(r) if r.timed_out => format!(
+                        " (the running nginx did not answer within --health-timeout: {}; slow, \
+                         its clients wait for the answer)",
+                        r.reply()
+                    ),
                     Some(r) => format!(" (the running nginx answers {})", r.reply()),
                     None => String::new(),
                 };
@@ -453,6 +469,32 @@ mod tests {
             why.starts_with("server *.example.test (location / at sites/a.conf:12): GET "),
             "{why}"
         );
+    }
+
+    #[test]
+    fn a_504_where_the_running_nginx_was_only_slow_refuses_as_the_verdict_would_roll_back() {
+        let slow = CheckResult {
+            error: Some("read: timed out after 2s".into()),
+            timed_out: true,
+            ..result(None, Some("read: timed out after 2s"))
+        };
+        let c = check(result(Some(504), None), Some(slow.clone()));
+        let (state, why) = judge(std::slice::from_ref(&c));
+        assert_eq!(state, ShadowState::Refused);
+        let why = why.unwrap();
+        assert!(
+            why.ends_with(
+                "answered HTTP 504 (the running nginx did not answer within --health-timeout: \
+                 read: timed out after 2s; slow, its clients wait for the answer)"
+            ),
+            "{why}"
+        );
+        // Slow in both: the tool's limit, a warning after the reload, no refusal here.
+        let both = CheckResult {
+            timed_out: true,
+            ..result(None, Some("read: timed out after 2s"))
+        };
+        assert_ne!(judge(&[check(both, Some(slow))]).0, ShadowState::Refused);
     }
 
     #[test]
