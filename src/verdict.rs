@@ -47,6 +47,9 @@ pub struct Seen {
     /// No answer within `--health-timeout` (see [`CheckResult::timed_out`]).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub timed_out: bool,
+    /// What to do about it, when the answer shows why (see [`CheckResult::hint`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 impl Seen {
@@ -62,6 +65,7 @@ impl Seen {
             status: r.status,
             answer: r.reply(),
             timed_out: r.timed_out,
+            hint: r.hint.clone(),
         }
     }
 
@@ -349,6 +353,10 @@ impl Compared {
                     b.answer
                 )
             }
+            Some(b) if b.same_failure(after) && b.answer == after.answer => format!(
+                "{url} got no answer before this change and still does not ({})",
+                after.answer
+            ),
             Some(b) if b.same_failure(after) => format!(
                 "{url} got no answer before this change ({}) and still does not ({})",
                 b.answer, after.answer
@@ -772,6 +780,7 @@ mod tests {
             failed: crate::health::is_failure(status, None),
             refused,
             timed_out: false,
+            hint: None,
         }
     }
 

@@ -559,3 +559,70 @@ fn a_504_after_a_check_that_was_only_slow_before_is_refused_in_the_shadow() {
         (200, "slow".into())
     );
 }
+
+/// nginx holds `listen unix:` but someone deleted the socket file: nothing can connect, before
+/// a change or after it, since a reload keeps the listening socket as it is. A harmless change
+/// to that server was rolled back (exit 3) because the baseline's "no such file" was taken for
+/// "nothing listened there before". It is a failure the running configuration had: reported
+/// as already failing (exit 4), nothing rolled back, with a hint that the file is gone while
+/// nginx holds the socket and that a restart, not a reload, recreates it.
+#[test]
+fn a_deleted_unix_socket_file_nginx_still_holds_is_a_failure_from_before_the_change() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("site.sock");
+    let site = |rev: u32| {
+        format!(
+            "server {{ listen unix:{}; listen {listen}; server_name ux.test; \
+             location = /rev {{ return 200 \"{rev}\"; }} \
+             location / {{ proxy_pass http://{}; }} }}",
+            sock.display(),
+            good.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(0));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    assert_eq!(unix_get(&sock, "ux.test").expect("GET"), 200);
+    std::fs::remove_file(&sock).expect("delete the socket file");
+    n.write_http(&site(1));
+    let run = sr.run(&["-y"]);
+    run.expect(4);
+    assert!(
+        run.stdout.contains("reloaded, but an operator must act")
+            && run.stdout.contains("the change is not the cause"),
+        "{run}"
+    );
+    assert!(
+        !run.stderr.contains("rollback:"),
+        "nothing is rolled back: {run}"
+    );
+    assert!(
+        run.stderr.contains("the socket file is gone")
+            && run.stderr.contains(
+                "hint: the socket file was deleted while nginx still holds the listening socket"
+            )
+            && run
+                .stderr
+                .contains("restart nginx (a restart, not a reload)"),
+        "{run}"
+    );
+    assert_eq!(http_get(listen, "ux.test", "/rev").expect("GET").1, "1");
+    assert_eq!(http_get(listen, "ux.test", "/").expect("GET").1, "good");
+    assert!(!sock.exists(), "a reload does not recreate it");
+    // The JSON report carries the hint with the answer.
+    n.write_http(&site(2));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(4);
+    let failing = &run.json()["verdict"]["still_failing"][0];
+    assert!(failing["before"]["failed"] == true, "{run}");
+    assert!(
+        failing["after"]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("restart nginx")),
+        "{run}"
+    );
+    assert_eq!(http_get(listen, "ux.test", "/rev").expect("GET").1, "2");
+}

@@ -130,6 +130,7 @@ mod tests {
             failed: answer == Answer::Failed,
             refused: false,
             timed_out: status.is_none(),
+            hint: None,
         }
     }
 

@@ -28,6 +28,7 @@ use serde::Serialize;
 use super::judge::{self, judge, RETRIES};
 use super::{h2c, tls, Answer, Check, Unchecked};
 use crate::errorlog::{upstream_error, Cursors, UpstreamError, UpstreamErrorKind};
+use crate::probe::netstat::Listeners;
 
 /// How long and how hard to verify.
 #[derive(Debug, Clone)]
@@ -105,6 +106,9 @@ pub struct CheckResult {
     /// get none (a slow site answers them later).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub timed_out: bool,
+    /// What to do about a failure whose cause the answer shows (see [`UNLINKED`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -459,14 +463,15 @@ fn send(checks: &[Check], todo: &[usize], opts: &HealthOptions) -> Vec<Option<Ch
 pub fn request(check: &Check, opts: &HealthOptions) -> CheckResult {
     let start = Instant::now();
     let timeout = opts.request_timeout.max(Duration::from_millis(1));
-    let (status, error, closed, refused, timed_out) =
-        match get_status(check, timeout, &opts.headers) {
-            Ok(s) => (Some(s), None, false, false, false),
-            Err(Failure::Closed(why)) => (None, Some(why), true, false, false),
-            Err(Failure::Refused(e)) => (None, Some(e), false, true, false),
-            Err(Failure::TimedOut(e)) => (None, Some(e), false, false, true),
-            Err(Failure::Other(e)) => (None, Some(e), false, false, false),
-        };
+    let got = get_status(check, timeout, &opts.headers);
+    let hint = matches!(got, Err(Failure::Unlinked(_))).then(|| UNLINKED.to_string());
+    let (status, error, closed, refused, timed_out) = match got {
+        Ok(s) => (Some(s), None, false, false, false),
+        Err(Failure::Closed(why)) => (None, Some(why), true, false, false),
+        Err(Failure::Refused(e)) => (None, Some(e), false, true, false),
+        Err(Failure::TimedOut(e)) => (None, Some(e), false, false, true),
+        Err(Failure::Unlinked(e) | Failure::Other(e)) => (None, Some(e), false, false, false),
+    };
     let answer = judge(status, closed, &check.gate, opts.expect_status.as_deref());
     CheckResult {
         check: check.clone(),
@@ -481,6 +486,7 @@ pub fn request(check: &Check, opts: &HealthOptions) -> CheckResult {
         failed: answer == Answer::Failed,
         refused,
         timed_out,
+        hint,
     }
 }
 
@@ -501,6 +507,7 @@ pub fn not_listening(check: &Check, why: String, opts: &HealthOptions) -> CheckR
         failed: answer == Answer::Failed,
         refused: true,
         timed_out: false,
+        hint: None,
     }
 }
 
@@ -510,10 +517,19 @@ enum Failure {
     Closed(String),
     /// nginx refused the connection itself: nothing listens there.
     Refused(String),
+    /// A `listen unix:` whose socket file is gone while a socket bound to that path still
+    /// listens: someone deleted the file, nginx holds the socket, and nothing can connect.
+    Unlinked(String),
     /// The request's own timeout passed first.
     TimedOut(String),
     Other(String),
 }
+
+/// What to do about a `listen unix:` whose socket file was deleted while nginx holds it: the
+/// failure is nginx's, before any change and after it, and no reload mends it.
+pub const UNLINKED: &str = "the socket file was deleted while nginx still holds the listening \
+     socket; a reload keeps the socket as it is and never recreates the file: restart nginx (a \
+     restart, not a reload) to recreate it";
 
 /// What [`io_text`] says of a timeout.
 const TIMED_OUT: &str = ": timed out after ";
@@ -553,12 +569,20 @@ fn get_status(
     let other = Failure::Other;
     let (mut stream, proxy) = open(check, timeout).map_err(|e| {
         let what = format!("connect to {}", check.via());
-        // No socket file, or nobody listening on it: nothing listens there, as a refused TCP
-        // connection says.
-        if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::NotFound) {
-            Failure::Refused(io_text(&what, &e, timeout))
-        } else {
-            io_failure(&what, &e, timeout)
+        let unlinked = |path: &std::path::Path| {
+            e.kind() == ErrorKind::NotFound && Listeners::tables().accepts_unix(path)
+        };
+        match &check.unix {
+            Some(path) if unlinked(path) => Failure::Unlinked(format!(
+                "{what}: the socket file is gone, but a socket bound to that path still \
+                 listens: its file was deleted"
+            )),
+            // No socket file, or nobody listening on it: nothing listens there, as a refused
+            // TCP connection says.
+            _ if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::NotFound) => {
+                Failure::Refused(io_text(&what, &e, timeout))
+            }
+            _ => io_failure(&what, &e, timeout),
         }
     })?;
     let left = deadline

@@ -317,6 +317,13 @@ fn render_verdict(p: &Printer, v: &Verdict) {
             p.paint(Tone::Bad, "already failing:"),
             escape_control(&c.describe())
         ));
+        if let Some(hint) = &c.after.hint {
+            p.err(&format!(
+                "  {} {}",
+                p.paint(Tone::Bold, "hint:"),
+                escape_control(hint)
+            ));
+        }
     }
     for c in &kept.slow {
         p.err(&format!(

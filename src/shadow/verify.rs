@@ -427,6 +427,7 @@ mod tests {
             failed,
             refused: error.is_some_and(|e| e.contains("refused")),
             timed_out: false,
+            hint: None,
         }
     }
 

@@ -247,6 +247,7 @@ mod tests {
                     failed: *failed,
                     refused: false,
                     timed_out: false,
+                    hint: None,
                 })
                 .collect(),
             not_checked: Vec::new(),
