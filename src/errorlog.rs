@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+mod sight;
+pub use sight::{not_a_file, sight, Blind, Sight, Unread};
+
 /// An nginx log level, most severe first (so `<` means "more severe").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -423,10 +423,7 @@ pub fn pid_file(config: &Config, prefix: &Path, info: &BuildInfo) -> PathBuf {
 
 /// Targets of `error_log` that are not files.
 fn is_file_log(target: &str) -> bool {
-    !(target == "stderr"
-        || target.starts_with("syslog:")
-        || target.starts_with("memory:")
-        || target.is_empty())
+    crate::errorlog::not_a_file(target).is_none()
 }
 
 /// Every error log file the configuration writes to, in any context, deduplicated; plus the
@@ -444,12 +441,18 @@ pub fn error_logs(config: &Config, prefix: &Path, info: &BuildInfo) -> Vec<PathB
         }
     }
     if config.main_directive("error_log").is_none() {
-        let default = info.error_log_path.as_deref().unwrap_or("logs/error.log");
+        let default = default_error_log(info);
         if is_file_log(default) {
             push(under_prefix(prefix, default));
         }
     }
     logs
+}
+
+/// Where the main context logs when it names no `error_log`: the build's `--error-log-path`,
+/// else nginx's own default.
+pub fn default_error_log(info: &BuildInfo) -> &str {
+    info.error_log_path.as_deref().unwrap_or("logs/error.log")
 }
 
 /// The user worker processes run as: the `user` directive, else the build's `--user`, else

@@ -626,3 +626,86 @@ fn a_deleted_unix_socket_file_nginx_still_holds_is_a_failure_from_before_the_cha
     );
     assert_eq!(http_get(listen, "ux.test", "/rev").expect("GET").1, "2");
 }
+
+/// `http { error_log syslog:server=...; }`, or an error log at `crit` (which nginx writes no
+/// `[error]` line to): the upstream errors verification reads are nowhere safe-reload can see
+/// them, so a pool member changed to one that closes every request (nginx fails over, clients
+/// get 200) went live as "live and verified". The request checks still count (the change
+/// stays, exit 0), but the report says the log-based checks could not run, which `error_log`
+/// and why, in the text and the JSON, and does not say "verified". The shadow, which logs to a
+/// file of its own, still refuses the change.
+#[test]
+fn an_error_log_safe_reload_cannot_read_is_named_and_nothing_is_called_verified_by_it() {
+    let ip = unique_loopback();
+    let ok1 = HttpBackend::start(SocketAddr::new(ip, 0), "ok1");
+    let ok2 = HttpBackend::start(SocketAddr::new(ip, 0), "ok2");
+    let closer = CloseBackend::start(SocketAddr::new(ip, 0));
+    // Somewhere for syslog's datagrams to go.
+    let syslog = std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind udp");
+    let syslog = syslog.local_addr().expect("addr");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |log: &str, first: &str| {
+        format!(
+            "error_log {log};\n\
+             upstream pool {{ server {first}; server {}; }}\n\
+             server {{ listen {listen}; server_name p.test; \
+             location / {{ proxy_pass http://pool; }} }}",
+            ok2.host_port()
+        )
+    };
+    let to_syslog = format!("syslog:server={syslog}");
+    let n = TestNginx::start(&site(&to_syslog, &ok1.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site(&to_syslog, &closer.addr.to_string()));
+    sr.run(&["-y"]).expect(1);
+    let run = sr.run(&["-y", "--no-shadow"]);
+    run.expect(0);
+    assert!(!run.stdout.contains("verified\n"), "{run}");
+    assert!(
+        run.stdout.contains(
+            "reloaded: live; verified 1 of 1 affected server by the answers to its checks \
+             alone; not checked: upstream errors in the error log (error_log syslog:server="
+        ) && run.stdout.contains("(nginx.conf:"),
+        "{run}"
+    );
+    assert!(
+        run.stderr
+            .contains("warning: the log-based checks could not run: error_log syslog:server=")
+            && run.stderr.contains("sent to syslog, not a file"),
+        "{run}"
+    );
+    let seen = bodies(listen, "p.test", 4);
+    assert!(
+        seen.iter().all(|b| b == "ok2"),
+        "the change is live: {seen:?}"
+    );
+
+    // A file at `crit`: readable, but nginx writes no [error] line to it.
+    let crit = format!("{}/logs/http.log crit", n.prefix.display());
+    n.write_http(&site(&crit, &ok1.host_port()));
+    sr.run(&["-y", "--no-shadow"]).expect(0);
+    n.write_http(&site(&crit, &closer.addr.to_string()));
+    let run = sr.run(&["-y", "--no-shadow", "--json"]);
+    run.expect(0);
+    let unread = &run.json()["coverage"]["unread_logs"][0];
+    assert_eq!(
+        unread["directive"],
+        format!("error_log {crit}").as_str(),
+        "{run}"
+    );
+    assert!(
+        unread["at"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("nginx.conf:"))
+            && unread["why"]
+                .as_str()
+                .is_some_and(|w| w.contains("level crit")),
+        "{run}"
+    );
+    let seen = bodies(listen, "p.test", 4);
+    assert!(
+        seen.iter().all(|b| b == "ok2"),
+        "the change is live: {seen:?}"
+    );
+}

@@ -605,6 +605,15 @@ fn reloads(command: &str) -> bool {
 }
 
 fn render_outcome(p: &Printer, report: &Report) {
+    for u in report.coverage.iter().flat_map(|c| &c.unread_logs) {
+        p.err(&format!(
+            "{} the log-based checks could not run: {}. nginx fails over past a failing pool \
+             member without a word to the client, and only the error log shows it: upstream \
+             errors were not checked, only the answers to the checks",
+            p.paint(Tone::Warn, "warning:"),
+            escape_control(&u.describe())
+        ));
+    }
     for hint in report.coverage.iter().flat_map(|c| &c.hints) {
         p.err(&format!(
             "{} {}",

@@ -65,6 +65,11 @@ impl Env {
     pub fn error_logs(&self, config: &Config) -> Vec<PathBuf> {
         nginx::error_logs(config, &self.nginx.prefix, &self.info)
     }
+
+    /// What of the configuration the log-based checks cannot see (see `errorlog::sight`).
+    pub fn log_sight(&self, config: &Config) -> crate::errorlog::Sight {
+        crate::errorlog::sight(config, nginx::default_error_log(&self.info))
+    }
 }
 
 /// The main configuration file for commands that need no nginx (`targets`): `-c`, else what

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::conf::{Config, Server};
 use crate::error::{Error, Result};
-use crate::errorlog::Cursors;
+use crate::errorlog::{Cursors, Sight};
 use crate::exit::Exit;
 use crate::health::{self, Check, HealthOptions, HealthReport, Known, Plan};
 use crate::nginx;
@@ -69,6 +69,8 @@ pub enum Running {
 pub struct Watch {
     pub logs: Vec<PathBuf>,
     pub workers: Option<usize>,
+    /// The servers (and the reload) whose lines no log shows safe-reload.
+    pub sight: Sight,
 }
 
 impl Watch {
@@ -76,6 +78,7 @@ impl Watch {
         Watch {
             logs: env.error_logs(config),
             workers: nginx::worker_processes(config),
+            sight: env.log_sight(config),
         }
     }
 }
@@ -310,7 +313,16 @@ impl Transaction<'_> {
         let verdict = verdict::after_reload(&baseline, attempt.health.as_ref(), &attempt.proof);
         report.coverage = Some(&affected[..])
             .zip(attempt.health.as_ref())
-            .map(|(a, h)| verdict::coverage(a, h));
+            .map(|(a, h)| verdict::coverage(a, h, &self.watch.sight.servers));
+        if !self.watch.sight.reload.is_empty() {
+            let logs: Vec<String> = (self.watch.sight.reload.iter())
+                .map(|u| u.describe())
+                .collect();
+            report.notes.push(format!(
+                "the reload's [emerg] lines cannot be read ({}): nginx's workers alone proved it",
+                logs.join("; ")
+            ));
+        }
         report.reload = Some(attempt.proof);
         report.health = attempt.health;
         let kept = match &verdict {

@@ -4,12 +4,16 @@
 //! nginx answered by itself (the 401 of `auth_basic`, a `return`) passed nothing: the backend
 //! behind that location was not reached, so it is named as not verified, with how to reach it.
 //! The headline says "live and verified" only when every affected server is; otherwise it
-//! counts them and names what was not verified. Pure: the affected servers and the results in.
+//! counts them and names what was not verified. An affected server whose requests nginx logs
+//! only where safe-reload cannot read upstream errors (syslog, a level above `error`: see
+//! `errorlog::sight`) is verified by its answers alone, and the log it could not read is named
+//! as not checked. Pure: the affected servers, the results and the blind logs in.
 
 use std::collections::HashMap;
 
 use serde::Serialize;
 
+use crate::errorlog::{Blind, Unread};
 use crate::health::{Answer, CheckResult, HealthReport};
 
 /// An affected server as the checks see it.
@@ -65,34 +69,63 @@ pub struct Coverage {
     /// How to verify what was not: `pass --health http://USER:PASS@e.test/adm/ ...`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hints: Vec<String>,
+    /// The error logs of affected servers that show no upstream error safe-reload can read:
+    /// what failover hid from the checks there (a pool member that now fails) was not
+    /// checked, and the servers count as verified by their answers alone.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unread_logs: Vec<Unread>,
 }
 
 impl Coverage {
     /// Whether "verified" may be said of the whole change.
     pub fn complete(&self) -> bool {
-        self.verified == self.affected && self.not_verified.is_empty()
+        self.verified == self.affected
+            && self.not_verified.is_empty()
+            && self.unread_logs.is_empty()
     }
 
-    /// `verified 12 of 14 affected servers; not verified: b.example ~ \.php$ (site.conf:9), ...`
+    /// `verified 12 of 14 affected servers; not verified: b.example ~ \.php$ (site.conf:9), ...`,
+    /// and the logs that could not be read: `; not checked: upstream errors in the error log
+    /// (error_log syslog:... (nginx.conf:5): sent to syslog, not a file)`.
     pub fn describe(&self, at_most: usize) -> String {
-        let mut listed: Vec<String> = (self.not_verified.iter().take(at_most))
-            .map(NotVerified::describe)
-            .collect();
-        if self.not_verified.len() > at_most {
-            listed.push(format!("and {} more", self.not_verified.len() - at_most));
+        let (s, their) = if self.affected == 1 {
+            ("", "its")
+        } else {
+            ("s", "their")
+        };
+        let mut out = format!(
+            "verified {} of {} affected server{s}",
+            self.verified, self.affected
+        );
+        if !self.unread_logs.is_empty() {
+            out.push_str(&format!(" by the answers to {their} checks alone"));
         }
-        format!(
-            "verified {} of {} affected server{}; not verified: {}",
-            self.verified,
-            self.affected,
-            if self.affected == 1 { "" } else { "s" },
-            listed.join(", ")
-        )
+        if !self.not_verified.is_empty() {
+            let mut listed: Vec<String> = (self.not_verified.iter().take(at_most))
+                .map(NotVerified::describe)
+                .collect();
+            if self.not_verified.len() > at_most {
+                listed.push(format!("and {} more", self.not_verified.len() - at_most));
+            }
+            out.push_str(&format!("; not verified: {}", listed.join(", ")));
+        }
+        if !self.unread_logs.is_empty() {
+            out.push_str(&format!(
+                "; not checked: upstream errors in the error log ({})",
+                self.unread_logs
+                    .iter()
+                    .map(Unread::describe)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+        out
     }
 }
 
-/// Coverage of `affected` by the verification window `after`.
-pub fn coverage(affected: &[Affected], after: &HealthReport) -> Coverage {
+/// Coverage of `affected` by the verification window `after`; `blind` are the servers whose
+/// logs show no upstream error (see `errorlog::sight`).
+pub fn coverage(affected: &[Affected], after: &HealthReport, blind: &[Blind]) -> Coverage {
     // Per URL: the result that spoils it (a failure, else an answer nginx made itself), or
     // none when every answer passed.
     let mut seen: HashMap<&str, Option<&CheckResult>> = HashMap::new();
@@ -152,6 +185,12 @@ pub fn coverage(affected: &[Affected], after: &HealthReport) -> Coverage {
         }
         if out.not_verified.len() == before {
             out.verified += 1;
+        }
+        let logs = blind.iter().filter(|b| b.server == server.at);
+        for u in logs.flat_map(|b| &b.logs) {
+            if !out.unread_logs.contains(u) {
+                out.unread_logs.push(u.clone());
+            }
         }
     }
     out
@@ -261,9 +300,41 @@ mod tests {
     #[test]
     fn verified_only_when_every_affected_server_was_checked_and_passed() {
         let all = [server("a.test", &["A"], &[]), server("c.test", &["C"], &[])];
-        let c = coverage(&all, &after(&[("A", false), ("C", false)]));
+        let c = coverage(&all, &after(&[("A", false), ("C", false)]), &[]);
         assert!(c.complete());
         assert_eq!((c.affected, c.verified), (2, 2));
+    }
+
+    #[test]
+    fn a_server_whose_log_cannot_be_read_is_verified_by_its_answers_alone_and_says_so() {
+        let all = [server("a.test", &["A"], &[]), server("c.test", &["C"], &[])];
+        let unread = Unread {
+            directive: "error_log syslog:server=127.0.0.1:5140".into(),
+            at: "nginx.conf:5".into(),
+            why: "sent to syslog, not a file".into(),
+        };
+        let blind = [Blind {
+            server: "site.conf:1".into(),
+            logs: vec![unread.clone()],
+        }];
+        let c = coverage(&all, &after(&[("A", false), ("C", false)]), &blind);
+        assert!(!c.complete());
+        assert_eq!((c.verified, c.unread_logs.len()), (2, 1), "each log once");
+        assert_eq!(
+            c.describe(5),
+            "verified 2 of 2 affected servers by the answers to their checks alone; not \
+             checked: upstream errors in the error log (error_log \
+             syslog:server=127.0.0.1:5140 (nginx.conf:5): sent to syslog, not a file)"
+        );
+        let elsewhere = [Blind {
+            server: "other.conf:3".into(),
+            logs: vec![unread],
+        }];
+        let c = coverage(&all, &after(&[("A", false), ("C", false)]), &elsewhere);
+        assert!(
+            c.complete(),
+            "an unaffected server's log is not this change's"
+        );
     }
 
     #[test]
@@ -274,7 +345,7 @@ mod tests {
             server("c.test", &[], &[]),
             server("d.test", &["D"], &[]),
         ];
-        let c = coverage(&all, &after(&[("A", false), ("B", false)]));
+        let c = coverage(&all, &after(&[("A", false), ("B", false)]), &[]);
         assert!(!c.complete());
         assert_eq!((c.affected, c.verified), (4, 1));
         assert_eq!(
@@ -299,7 +370,7 @@ mod tests {
         r.check.path = "/adm/".into();
         r.check.upstream = Some("http://127.0.0.1:8502".into());
         r.check.gate.auth = true;
-        let c = coverage(&[server("e.test", &["A"], &[])], &report);
+        let c = coverage(&[server("e.test", &["A"], &[])], &report, &[]);
         assert!(!c.complete());
         assert_eq!(c.verified, 0);
         assert_eq!(
