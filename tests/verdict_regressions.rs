@@ -709,3 +709,63 @@ fn an_error_log_safe_reload_cannot_read_is_named_and_nothing_is_called_verified_
         "the change is live: {seen:?}"
     );
 }
+
+/// A change kept while a location fails as it did before it (exit 4, "already failing"): it was
+/// recorded as plainly "good". It stays last-good (it is live, nothing is worse than before it,
+/// and the configuration it replaced failed the same way: a rollback to it is what the next
+/// failed change gets), but its snapshot says it was already failing, and `history` shows that
+/// (text and JSON), so it is not taken for a verified one.
+#[test]
+fn a_change_kept_while_a_site_already_fails_is_last_good_and_history_says_so() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let closer = CloseBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |rev: u32, to: &str| {
+        format!(
+            "server {{ listen {listen}; server_name f.test; \
+             location = /rev {{ return 200 \"{rev}\"; }} \
+             location / {{ proxy_pass http://{to}; }} \
+             location /b/ {{ proxy_pass http://{}; }} }}",
+            bad.addr
+        )
+    };
+    let n = TestNginx::start(&site(0, &good.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site(1, &good.host_port()));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(4);
+    let kept = run.json()["snapshot"]
+        .as_str()
+        .expect("snapshot")
+        .to_string();
+    assert_eq!(sr.last_good().as_deref(), Some(kept.as_str()), "{run}");
+    assert_eq!(http_get(listen, "f.test", "/rev").expect("GET").1, "1");
+
+    let history = sr.run(&["history"]);
+    history.expect(0);
+    let line = (history.stdout.lines())
+        .position(|l| l.starts_with(&format!("* {kept}  already_failing")))
+        .unwrap_or_else(|| panic!("{history}"));
+    let under = history.stdout.lines().nth(line + 1).unwrap_or_default();
+    assert!(
+        under.starts_with(
+            "    already failing: live, nothing worse than before it; http://f.test/b/"
+        ) && under.contains("HTTP 502"),
+        "{history}"
+    );
+    let listed = sr.run(&["history", "--json"]).json();
+    let snap = (listed["history"].as_array().expect("history").iter())
+        .find(|s| s["id"] == kept.as_str())
+        .cloned()
+        .expect("the kept snapshot");
+    assert_eq!(snap["meta"]["outcome"], "already_failing", "{snap}");
+
+    // The next change that breaks the site goes back to it.
+    n.write_http(&site(2, &closer.addr.to_string()));
+    sr.run(&["-y", "--no-shadow", "--no-probe"]).expect(3);
+    assert_eq!(http_get(listen, "f.test", "/rev").expect("GET").1, "1");
+    assert_eq!(http_get(listen, "f.test", "/").expect("GET").1, "good");
+}

@@ -335,8 +335,20 @@ impl Transaction<'_> {
             return self.rollback(report, why, &baseline, &checks);
         };
         self.store.journal_phase(JournalPhase::Verified)?;
-        self.store
-            .set_outcome(&self.candidate.id, SnapOutcome::Good, None)?;
+        // A change that stays while a site fails as it did before it (exit 4) is last-good
+        // all the same: it is live, no check is worse than before it, and the configuration it
+        // replaced failed the same way, so going back to that one mends nothing and would undo
+        // a change the verdict kept (the next rollback would restore two changes back). Its
+        // snapshot says it was already failing, so `history` tells it from a verified one.
+        let (recorded, note) = match (outcome, &report.verdict) {
+            (Outcome::AlreadyFailing, Some(Verdict::Keep(kept))) => {
+                let first = kept.still_failing.first().map(|c| c.describe());
+                let note = first.map(|f| format!("live, nothing worse than before it; {f}"));
+                (SnapOutcome::AlreadyFailing, note)
+            }
+            _ => (SnapOutcome::Good, None),
+        };
+        self.store.set_outcome(&self.candidate.id, recorded, note)?;
         self.store.set_last_good(&self.candidate)?;
         self.store.prune(self.s.retention)?;
         self.store.journal_clear()?;

@@ -24,6 +24,10 @@ pub enum Outcome {
     Pending,
     /// Reloaded and verified.
     Good,
+    /// Reloaded, and no check was worse than before it, but a site that failed before it
+    /// still fails (exit 4): live and last-good all the same, since the configuration it
+    /// replaced failed the same way.
+    AlreadyFailing,
     /// Recorded by `init` as the known-good starting point.
     Baseline,
     /// Failed after reload and was rolled back; the user's edit is kept here.
@@ -40,9 +44,28 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Whether this configuration was live and verified (or recorded as such by `init`).
+    /// Whether this configuration was live and no worse than the one before it (or recorded
+    /// as such by `init`): one to go back to.
     pub fn is_good(self) -> bool {
-        matches!(self, Outcome::Good | Outcome::Baseline)
+        matches!(
+            self,
+            Outcome::Good | Outcome::AlreadyFailing | Outcome::Baseline
+        )
+    }
+
+    /// The name the manifest and the JSON report use: `good`, `already_failing`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pending => "pending",
+            Outcome::Good => "good",
+            Outcome::AlreadyFailing => "already_failing",
+            Outcome::Baseline => "baseline",
+            Outcome::Rejected => "rejected",
+            Outcome::Refused => "refused",
+            Outcome::Edit => "edit",
+            Outcome::Replaced => "replaced",
+            Outcome::Displaced => "displaced",
+        }
     }
 }
 
@@ -297,5 +320,30 @@ fn check_target(kind: EntryKind, target: Option<&Path>) -> std::result::Result<(
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_names_are_the_manifests_own() {
+        use Outcome::*;
+        let all = [
+            Pending,
+            Good,
+            AlreadyFailing,
+            Baseline,
+            Rejected,
+            Refused,
+            Edit,
+            Replaced,
+            Displaced,
+        ];
+        for o in all {
+            assert_eq!(serde_json::to_value(o).expect("encode"), o.as_str());
+        }
+        assert!(AlreadyFailing.is_good() && !Rejected.is_good());
     }
 }

@@ -3,9 +3,10 @@
 
 use crate::output::{escape_control, Printer};
 use crate::report::StatusReport;
-use crate::store::Snapshot;
+use crate::store::{Outcome, Snapshot};
 
-/// Snapshots newest first, the last good one starred.
+/// Snapshots newest first, the last good one starred. One that went live while a site failed
+/// as it did before it says so under its line: it is a rollback target, but not a verified one.
 pub fn render_history(p: &Printer, history: &[Snapshot], last_good: Option<&str>) {
     if history.is_empty() {
         p.out("no snapshots yet");
@@ -22,14 +23,21 @@ pub fn render_history(p: &Printer, history: &[Snapshot], last_good: Option<&str>
         } else {
             format!("  {}", s.meta.changed_files.join(", "))
         };
-        let outcome = format!("{:?}", s.meta.outcome).to_lowercase();
         p.out(&escape_control(&format!(
             "{mark} {}  {:<9} {:<10} {} files{changed}",
             s.id,
-            outcome,
+            s.meta.outcome.as_str(),
             s.meta.user,
             s.count()
         )));
+        if s.meta.outcome == Outcome::AlreadyFailing {
+            let why = s
+                .meta
+                .note
+                .as_deref()
+                .unwrap_or("a check failed before it and still does");
+            p.out(&escape_control(&format!("    already failing: {why}")));
+        }
     }
     if last_good.is_some() {
         p.progress("* = last good");
