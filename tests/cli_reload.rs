@@ -278,14 +278,34 @@ fn the_headline_names_what_a_change_left_unverified() {
     );
 }
 
-/// A server whose locations nginx sorts one by one (their prefixes in descending order): a
-/// real `nginx -t` that takes a while on a configuration our own parse reads in a moment.
-fn slow_to_test(listen: SocketAddr) -> String {
-    let locations: String = (0..5000)
-        .rev()
-        .map(|i| format!("  location /l{i:05}/ {{ return 204; }}\n"))
-        .collect();
-    format!("server {{\n  listen {listen};\n  server_name slow.test;\n{locations}}}\n")
+/// A TLS server that loads one certificate and key 800 times: a real `nginx -t` that spends
+/// seconds in OpenSSL on a configuration our own parse, diff and impact analysis read in a
+/// moment (a few thousand short directives in one unchanged server), also in a debug build on
+/// a loaded machine. The directory holding the key pair goes with the returned guard.
+fn slow_to_test(listen: SocketAddr) -> (String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("slow.pem"), dir.path().join("slow.key"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=slow.test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl req");
+    assert!(out.status.success(), "openssl req: {out:?}");
+    let pair = format!(
+        "  ssl_certificate {}; ssl_certificate_key {};\n",
+        cert.display(),
+        key.display()
+    );
+    let server = format!(
+        "server {{\n  listen {listen} ssl;\n  server_name slow.test;\n{}}}\n",
+        pair.repeat(800)
+    );
+    (server, dir)
 }
 
 /// Start offset and end of the step `name` in a JSON report, in ms since the run began.
@@ -309,7 +329,7 @@ fn the_baseline_is_taken_while_nginx_t_runs() {
     let old = HttpBackend::start(SocketAddr::new(ip, 0), "app-v1");
     let new = HttpBackend::start(SocketAddr::new(ip, 0), "app-v2");
     let listen = SocketAddr::new(ip, free_port(ip));
-    let slow = slow_to_test(SocketAddr::new(ip, free_port(ip)));
+    let (slow, _certs) = slow_to_test(SocketAddr::new(ip, free_port(ip)));
     let nginx = TestNginx::start(&format!("{}{slow}", proxy_site(listen, &old.host_port())));
     let sr = SafeReload::new(&nginx);
     sr.init();
@@ -353,7 +373,7 @@ fn a_check_on_a_listen_only_the_change_has_is_not_sent_to_the_running_nginx() {
     let closer = CloseBackend::start(SocketAddr::new(ip, 0));
     let listen = SocketAddr::new(ip, free_port(ip));
     let added = SocketAddr::new(ip, free_port(ip));
-    let slow = slow_to_test(SocketAddr::new(ip, free_port(ip)));
+    let (slow, _certs) = slow_to_test(SocketAddr::new(ip, free_port(ip)));
     let running = format!("{}\n{slow}", proxy_site(listen, &good.host_port()));
     let nginx = TestNginx::start(&running);
     let sr = SafeReload::new(&nginx);
