@@ -10,6 +10,15 @@
 //! `[::]:80` takes IPv4 (`/proc/net/tcp6` does not say) is found the way the kernel decides
 //! it: a trial `bind` of the IPv4 address, without `listen`, closed at once.
 //!
+//! nginx can be in its own way too, where `nginx -t` (which ignores "address in use") cannot
+//! see it. A reload opens the candidate's sockets while the running nginx's stay open, reusing
+//! only those of exactly the same address: a wildcard (`listen 8181;`) added on a port where
+//! the running nginx holds a specific address (`127.77.11.1:8181`) fails to bind, and only a
+//! restart can switch a port from specific addresses to a wildcard (the reverse is fine: nginx
+//! serves a specific address of a port from the wildcard socket it holds). And `http {}` and
+//! `stream {}` never share a socket: the same address (or a wildcard of its port) in both fails
+//! to bind on every reload or start.
+//!
 //! Each `listen` line is reported once, naming the first socket in its way.
 
 use std::collections::HashSet;
@@ -18,26 +27,40 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::conf::{ListenAddr, Server};
+use crate::conf::targets::Context;
+use crate::conf::{Listen, ListenAddr, Server};
 use crate::probe::netstat::{self, Listeners, Owner};
 
-/// A `listen` whose address another program holds.
+/// A `listen` whose address another program holds, or nginx itself keeps from binding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ListenConflict {
     /// The listen as written in the config: `127.0.0.1:8080`, `unix:/run/app.sock`.
     pub listen: ListenAddr,
-    /// The address the holder listens on (may be a wildcard covering the listen).
+    /// The address the holder listens on (may be a wildcard covering the listen); for nginx
+    /// in its own way, the running nginx's socket or the `http {}` listen in the way.
     pub held: String,
     pub file: PathBuf,
     pub line: u32,
     /// The processes holding it; empty when they cannot be seen (not running as root).
     pub holders: Vec<Owner>,
+    /// Set when nginx itself is in the way: the other listen, with its place, and what nginx
+    /// does with the two.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nginx: Option<String>,
 }
 
 impl ListenConflict {
     /// "nginx cannot listen on 127.0.0.1:8080 (conf.d/app.conf:3): nc (pid 99) listens on
     /// 0.0.0.0:8080".
     pub fn message(&self) -> String {
+        if let Some(why) = &self.nginx {
+            return format!(
+                "nginx cannot listen on {} ({}:{}): {why}",
+                self.listen,
+                self.file.display(),
+                self.line
+            );
+        }
         let who = netstat::main_holder(&self.holders)
             .map_or_else(|| "another process".to_string(), |o| o.to_string());
         format!(
@@ -80,6 +103,7 @@ pub fn listen_conflicts_in(
                 file: listen.file.to_path_buf(),
                 line: listen.line,
                 holders: holders.to_vec(),
+                nginx: None,
             };
             let same_line =
                 |o: &ListenConflict| o.listen == c.listen && o.file == c.file && o.line == c.line;
@@ -109,6 +133,104 @@ pub fn listen_conflicts_in(
                 }
             }
         }
+    }
+    for c in nginx_in_its_own_way(servers, own_pids, listeners) {
+        let same_line = |o: &ListenConflict| o.file == c.file && o.line == c.line;
+        if !out.iter().any(same_line) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The listens nginx itself keeps from binding (see the module header): a wildcard added on a
+/// port where the running nginx (`own_pids`) holds a specific address, and a `stream {}` listen
+/// that overlaps one of `http {}`.
+fn nginx_in_its_own_way(
+    servers: &[Server],
+    own_pids: &[i32],
+    listeners: &Listeners,
+) -> Vec<ListenConflict> {
+    let tcp = |ctx: Option<Context>| {
+        servers
+            .iter()
+            .filter(move |s| ctx.is_none_or(|c| s.context == c))
+            .flat_map(|s| &s.listens)
+            .filter(|l| !l.udp)
+            .filter_map(|l| match l.addr {
+                ListenAddr::Tcp(sa) => Some((l, sa)),
+                _ => None,
+            })
+    };
+    let place = |l: &Listen| format!("{}:{}", l.file.display(), l.line);
+    let conflict = |l: &Listen, held: String, holders: Vec<Owner>, why: String| ListenConflict {
+        listen: l.addr.clone(),
+        held,
+        file: l.file.to_path_buf(),
+        line: l.line,
+        holders,
+        nginx: Some(why),
+    };
+    let mut out = Vec::new();
+    let running: Vec<_> = (listeners.tcp.iter())
+        .filter(|l| l.holders.iter().any(|h| own_pids.contains(&h.pid)))
+        .collect();
+    for (listen, sa) in tcp(None).filter(|(_, sa)| sa.ip().is_unspecified()) {
+        if running.iter().any(|r| r.addr == sa) {
+            continue;
+        }
+        let want = Want {
+            addr: sa,
+            v6only: listen.ipv6only,
+        };
+        let Some(held) = (running.iter())
+            .find(|r| !r.addr.ip().is_unspecified() && overlaps_with(r.addr, want, |_| false))
+        else {
+            continue;
+        };
+        let written = tcp(None)
+            .find(|(_, a)| *a == held.addr)
+            .map_or_else(String::new, |(l, _)| format!(" ({})", place(l)));
+        let who = netstat::main_holder(&held.holders).map_or_else(
+            || "the running nginx".to_string(),
+            |o| format!("the running nginx, {o},"),
+        );
+        out.push(conflict(
+            listen,
+            held.addr.to_string(),
+            held.holders.clone(),
+            format!(
+                "{who} holds {}{written}, and a reload keeps it open while it binds the \
+                 wildcard {sa}, which then fails with \"Address already in use\" (nginx -t \
+                 ignores that error); a restart, not a reload, can switch port {} from specific \
+                 addresses to a wildcard",
+                held.addr,
+                sa.port()
+            ),
+        ));
+    }
+    for (listen, sa) in tcp(Some(Context::Stream)) {
+        let want = Want {
+            addr: sa,
+            v6only: listen.ipv6only,
+        };
+        let Some((http, _)) =
+            tcp(Some(Context::Http)).find(|(h, a)| overlaps_with(*a, want, |_| !h.ipv6only))
+        else {
+            continue;
+        };
+        out.push(conflict(
+            listen,
+            http.addr.to_string(),
+            Vec::new(),
+            format!(
+                "http listens on {} ({}), and http and stream never share a socket: the second \
+                 bind fails with \"Address already in use\" on every reload or start (nginx -t \
+                 ignores that error)",
+                http.addr,
+                place(http)
+            ),
+        ));
     }
     out
 }

@@ -1,0 +1,124 @@
+//! Listens nginx keeps itself from binding, which `nginx -t` cannot see (it ignores "address
+//! in use"): a wildcard added on a port where the running nginx holds a specific address (a
+//! reload keeps that socket open while it binds the wildcard), and a `stream {}` listen on an
+//! address `http {}` uses. Both are refused before the signal, naming both listens; the
+//! reverse of the first (a specific address added where the wildcard is held) reloads. The
+//! wildcard tests run in a private network namespace, so `0.0.0.0` binds loopback only.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use support::*;
+
+/// The line of nginx.conf that holds `needle`, as `nginx.conf:N`.
+fn place(n: &TestNginx, needle: &str) -> String {
+    let text = std::fs::read_to_string(&n.conf).expect("read nginx.conf");
+    let line = text
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} in nginx.conf"));
+    format!("nginx.conf:{}", line + 1)
+}
+
+#[test]
+fn a_wildcard_listen_added_beside_a_held_specific_address_is_refused_before_the_reload() {
+    let test =
+        "a_wildcard_listen_added_beside_a_held_specific_address_is_refused_before_the_reload";
+    if !in_private_network(test) {
+        return;
+    }
+    let ip = unique_loopback();
+    let port = free_port(ip);
+    let site = SocketAddr::new(ip, port);
+    let base = format!("server {{ listen {site}; return 200 \"old\"; }}");
+    let n = TestNginx::start(&base);
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&format!(
+        "{base}\nserver {{ listen {port}; return 200 \"new\"; }}"
+    ));
+    let (specific, wildcard) = (
+        place(&n, &format!("listen {site};")),
+        place(&n, &format!("listen {port};")),
+    );
+    let workers = n.ready_workers();
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    for said in [
+        specific.as_str(),
+        wildcard.as_str(),
+        "a restart, not a reload",
+        "Address already in use",
+    ] {
+        assert!(run.stderr.contains(said), "{said:?} in:\n{run}");
+    }
+    assert_eq!(n.ready_workers(), workers, "nginx was not signalled");
+    assert!(
+        !n.error_log_text().contains("bind()"),
+        "{}",
+        n.error_log_text()
+    );
+    let (status, body) = http_get(site, "a.test", "/").expect("GET the site");
+    assert_eq!((status, body.as_str()), (200, "old"));
+}
+
+#[test]
+fn a_specific_address_added_where_the_wildcard_is_held_reloads() {
+    let test = "a_specific_address_added_where_the_wildcard_is_held_reloads";
+    if !in_private_network(test) {
+        return;
+    }
+    let ip = unique_loopback();
+    let port = free_port(ip);
+    let base = format!("server {{ listen {port}; return 200 \"old\"; }}");
+    let n = TestNginx::start(&base);
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let site = SocketAddr::new(ip, port);
+    n.write_http(&format!(
+        "{base}\nserver {{ listen {site}; return 200 \"new\"; }}"
+    ));
+    sr.run(&["-y"]).expect(0);
+    let (status, body) = http_get(site, "a.test", "/").expect("GET the new site");
+    assert_eq!((status, body.as_str()), (200, "new"));
+}
+
+#[test]
+fn a_stream_listen_on_an_http_address_is_refused_before_the_reload() {
+    let ip = unique_loopback();
+    let site = SocketAddr::new(ip, free_port(ip));
+    let http = format!("server {{ listen {site}; return 200 \"http\"; }}");
+    let n = TestNginx::builder().http(&http).stream("").start();
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let candidate = n.render(&http).replace(
+        "stream {\n\n}",
+        &format!("stream {{\nserver {{ listen {site}; return \"stream\"; }}\n}}"),
+    );
+    std::fs::write(&n.conf, candidate).expect("write nginx.conf");
+    let (passed, said) = n.test();
+    assert!(passed, "nginx -t passes the candidate: {said}");
+    let lines: Vec<String> = {
+        let text = std::fs::read_to_string(&n.conf).unwrap();
+        let needle = format!("listen {site};");
+        (text.lines().enumerate())
+            .filter(|(_, l)| l.contains(&needle))
+            .map(|(i, _)| format!("nginx.conf:{}", i + 1))
+            .collect()
+    };
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let workers = n.ready_workers();
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    for said in lines
+        .iter()
+        .map(String::as_str)
+        .chain(["never share a socket"])
+    {
+        assert!(run.stderr.contains(said), "{said:?} in:\n{run}");
+    }
+    assert_eq!(n.ready_workers(), workers, "nginx was not signalled");
+    let (status, body) = http_get(site, "a.test", "/").expect("GET the site");
+    assert_eq!((status, body.as_str()), (200, "http"));
+}
