@@ -303,3 +303,33 @@ fn a_rollback_headline_does_not_call_a_site_that_still_fails_verified() {
     serves(la, "a.test", "app-a");
     assert_eq!(http_get(lc, "c.test", "/").expect("GET").0, 502);
 }
+
+/// `working_directory` naming a directory that does not exist passes `nginx -t`, and the
+/// reload's workers then exit with "fatal code 2 and cannot be respawned": the old workers
+/// leave and nothing accepts until the rollback. The shadow's workers die the same way (the
+/// shadow keeps `working_directory`): the change is refused with the master's line, by
+/// `check` and before the signal.
+#[test]
+fn a_working_directory_that_does_not_exist_is_refused_when_the_shadows_workers_die() {
+    let listen = listen_on(unique_loopback());
+    let http = format!("server {{ listen {listen}; server_name a.test; return 200 \"old\"; }}");
+    let (n, sr) = running(&http);
+    let missing = n.prefix.join("nonexistent");
+    let candidate = n.render(&http).replacen(
+        "events {",
+        &format!("working_directory {};\nevents {{", missing.display()),
+        1,
+    );
+    std::fs::write(&n.conf, candidate).expect("write nginx.conf");
+    assert!(n.test().0, "nginx -t passes the candidate");
+    let workers = n.ready_workers();
+    for args in [&["check"][..], &["-y"][..]] {
+        let run = sr.run(args);
+        run.expect(1);
+        for said in ["cannot be respawned", "chdir("] {
+            assert!(run.stderr.contains(said), "{said:?} in:\n{run}");
+        }
+    }
+    assert_eq!(n.ready_workers(), workers, "nginx was not signalled");
+    serves(listen, "a.test", "old");
+}

@@ -21,7 +21,7 @@ use crate::probe::netstat::Listeners;
 use crate::probe::{self, ProbeOptions, ProbeReport};
 use crate::report::{Problem, Report};
 use crate::settings::Settings;
-use crate::shadow::{self, Shadow, ShadowReport, ShadowState};
+use crate::shadow::{self, NotServing, Shadow, ShadowReport, ShadowState};
 
 /// What to run.
 #[derive(Debug, Clone, Copy)]
@@ -309,7 +309,15 @@ pub fn through_shadow(
     rep.master_pid = Some(shadow.master_pid());
     rep.listens = shadow.ports().rows();
     match shadow.wait_ready(within) {
-        Err(why) => {
+        Err(NotServing::WorkersDied(line)) => {
+            // The reload would start the same workers: they would die alike, and the old
+            // ones would leave with no one accepting in their place.
+            rep.state = ShadowState::Refused;
+            rep.reason = Some(format!(
+                "the candidate's worker processes die at startup in the shadow nginx: {line}"
+            ));
+        }
+        Err(NotServing::Other(why)) => {
             if crate::signals::interrupted() {
                 return Err(Error::Interrupted);
             }
@@ -374,7 +382,10 @@ pub fn through_shadow(
                 message: format!("{why}: the change is refused before the reload"),
                 file: server.map(|sv| sv.file.to_path_buf()),
                 line: server.map(|sv| sv.line),
-                hint: Some("no client saw this: the request went to a throwaway nginx running the candidate on a loopback port".into()),
+                hint: Some(match failed {
+                    Some(_) => "no client saw this: the request went to a throwaway nginx running the candidate on a loopback port".into(),
+                    None => "no client saw this: the candidate ran in a throwaway nginx on loopback ports".into(),
+                }),
             });
         }
         (ShadowState::NotVerified, Some(why)) => {

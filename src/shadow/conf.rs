@@ -233,7 +233,7 @@ fn relative_to_conf_dir(name: &str) -> Option<bool> {
     }
     matches!(
         name,
-        "root" | "alias" | "load_module" | "xslt_stylesheet" | "perl_modules"
+        "root" | "alias" | "load_module" | "xslt_stylesheet" | "perl_modules" | "working_directory"
     )
     .then_some(false)
 }
@@ -260,7 +260,6 @@ fn removed(name: &str) -> bool {
             | "worker_processes"
             | "worker_cpu_affinity"
             | "lock_file"
-            | "working_directory"
             | "ssl_session_log"
     ) || name.starts_with("google_perftools")
 }

@@ -38,6 +38,22 @@ use crate::error::{Error, Result};
 use crate::nginx::BuildInfo;
 use crate::reload::{self, Master, WorkerState};
 
+/// What the master logs when a worker exits with status 2 (`NGX_FATAL`: it failed to
+/// initialise, e.g. `chdir()` to `working_directory` or `setuid()` to `user`) and is not
+/// forked again.
+const CANNOT_RESPAWN: &str = "cannot be respawned";
+
+/// Why the shadow is not serving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotServing {
+    /// Its workers exited at startup and the master will not fork them again: the real nginx's
+    /// new workers would do the same on the reload, leaving no process to accept. nginx's
+    /// line, with the worker's reason where it logged one.
+    WorkersDied(String),
+    /// Anything else (it exited, ran out of time, the run was interrupted): no verdict.
+    Other(String),
+}
+
 /// How long the master has to finish after SIGTERM before the group is killed.
 const GRACE: Duration = Duration::from_secs(3);
 /// Most plain files (certificates, data files) linked into the copy from the configuration's
@@ -162,9 +178,11 @@ impl Shadow {
     }
 
     /// Wait until the master has written its pid file and a worker accepts connections, at
-    /// most `within`. `Err` says why it is not serving: it exited (with nginx's message), the
-    /// time ran out, or safe-reload was interrupted.
-    pub fn wait_ready(&mut self, within: Duration) -> std::result::Result<(), String> {
+    /// most `within`. `Err` says why it is not serving: its workers died at startup (a
+    /// verdict: the real nginx's would too, see [`NotServing`]), it exited (with nginx's
+    /// message), the time ran out, or safe-reload was interrupted.
+    pub fn wait_ready(&mut self, within: Duration) -> std::result::Result<(), NotServing> {
+        let other = NotServing::Other;
         let end = Instant::now() + within;
         let pid_file = self.dir.path().join("nginx.pid");
         let master = Master {
@@ -182,9 +200,13 @@ impl Shadow {
             };
             if let Some(how) = exited {
                 self.state = State::Stopped;
-                return Err(format!("it exited ({how}) before serving{}", self.why()));
+                return Err(other(format!(
+                    "it exited ({how}) before serving{}",
+                    self.why()
+                )));
             }
-            let serving = pid_file.exists()
+            let written = pid_file.exists();
+            let serving = written
                 && reload::workers(&master)
                     .iter()
                     .any(|w| w.state == WorkerState::Ready);
@@ -193,17 +215,41 @@ impl Shadow {
                 self.ready_after = Some(self.started.elapsed());
                 continue;
             }
+            if let Some(died) = written.then(|| self.workers_died()).flatten() {
+                return Err(NotServing::WorkersDied(died));
+            }
             if crate::signals::interrupted() {
-                return Err("safe-reload was interrupted".into());
+                return Err(other("safe-reload was interrupted".into()));
             }
             if Instant::now() >= end {
-                return Err(format!(
+                return Err(other(format!(
                     "it was not serving after {}",
                     humantime::format_duration(Duration::from_millis(within.as_millis() as u64))
-                ));
+                )));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The master's `[alert] worker process N exited with fatal code 2 and cannot be
+    /// respawned`, after the worker's own `[emerg]`/`[alert]` saying why (`chdir(...) failed`,
+    /// `setuid(...) failed`) where it logged one, when a worker died initialising; `None`
+    /// while none has.
+    fn workers_died(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.error_log()).ok()?;
+        let copy = self.dir.path().join("conf");
+        let text = crate::nginx::map_paths(&text, &copy, Path::new("/"));
+        let messages = crate::nginx::parse_messages(&text);
+        let at = messages
+            .iter()
+            .position(|m| m.text.contains(CANNOT_RESPAWN))?;
+        let cause = messages[..at]
+            .iter()
+            .rev()
+            .find(|m| m.level <= crate::nginx::Level::Alert)
+            .map(|m| format!("{}; ", m.text))
+            .unwrap_or_default();
+        Some(format!("{cause}{}", messages[at].text))
     }
 
     /// nginx's first `[emerg]`/`[alert]` in the shadow's stderr or error log, as `: TEXT`,
