@@ -412,9 +412,15 @@ fn under_prefix(prefix: &Path, path: &str) -> PathBuf {
 /// The pid file nginx writes: the `pid` directive, else the build's `--pid-path`, else
 /// `PREFIX/logs/nginx.pid`; relative paths are relative to the prefix.
 pub fn pid_file(config: &Config, prefix: &Path, info: &BuildInfo) -> PathBuf {
-    if let Some(d) = config.main_directive("pid") {
-        return under_prefix(prefix, d.arg0());
+    match config.main_directive("pid") {
+        Some(d) => under_prefix(prefix, d.arg0()),
+        None => default_pid_file(prefix, info),
     }
+}
+
+/// The pid file of a configuration without a `pid` directive: the build's `--pid-path`, else
+/// `PREFIX/logs/nginx.pid`.
+pub fn default_pid_file(prefix: &Path, info: &BuildInfo) -> PathBuf {
     match &info.pid_path {
         Some(p) => under_prefix(prefix, &p.to_string_lossy()),
         None => prefix.join("logs/nginx.pid"),

@@ -231,3 +231,43 @@ fn a_master_started_without_a_prefix_is_found_from_the_build_defaults() {
         Some((200, "app-v2".into()))
     );
 }
+
+/// Moving the `pid` file (`pid PREFIX/logs/nginx.pid` to `PREFIX/logs/nginx2.pid`): the running
+/// master wrote the old path, the running configuration's, and the candidate's file does not
+/// exist yet. `status` and the reload find the master at the old path (under the same checks);
+/// the reload goes through and nginx itself moves the pid file to the new path.
+#[test]
+fn a_changed_pid_path_finds_the_master_at_the_running_configurations_pid_file() {
+    let ip = unique_loopback();
+    let listen = std::net::SocketAddr::new(ip, free_port(ip));
+    let http = format!("server {{ listen {listen}; return 200 \"old\"; }}");
+    let n = TestNginx::start(&http);
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let moved = n.prefix.join("logs/nginx2.pid");
+    let new_http = format!("server {{ listen {listen}; return 200 \"new\"; }}");
+    let candidate = n.render(&new_http).replace(
+        &format!("pid {};", n.pid_file.display()),
+        &format!("pid {};", moved.display()),
+    );
+    assert!(candidate.contains("nginx2.pid"), "{candidate}");
+    std::fs::write(&n.conf, candidate).expect("write nginx.conf");
+
+    let status = sr.run(&["--json", "status"]);
+    assert_eq!(
+        status.json()["status"]["master_pid"],
+        n.master_pid(),
+        "{status}"
+    );
+    sr.run(&["-y"]).expect(0);
+    assert_eq!(
+        http_get(listen, "a.test", "/")
+            .map(|(_, b)| b)
+            .ok()
+            .as_deref(),
+        Some("new")
+    );
+    let written = std::fs::read_to_string(&moved).expect("nginx wrote the new pid file");
+    assert_eq!(written.trim(), n.master_pid().to_string());
+    assert!(!n.pid_file.exists(), "nginx removed the old pid file");
+}

@@ -13,6 +13,8 @@ use crate::settings::Settings;
 pub struct Env {
     pub nginx: Nginx,
     pub info: BuildInfo,
+    /// Where last-good is recorded: its `pid` directive is the running master's.
+    pub state_dir: PathBuf,
 }
 
 impl Env {
@@ -43,6 +45,7 @@ impl Env {
                 timeout: s.nginx_timeout,
             },
             info,
+            state_dir: s.state_dir.clone(),
         })
     }
 
@@ -57,8 +60,43 @@ impl Env {
     }
 
     /// The running master, checked to be this configuration's (see `reload::find_master`).
+    ///
+    /// The master wrote the pid file its own configuration names, and moves it only when a
+    /// reload takes a candidate that names another: until then a changed `pid` names a file
+    /// nobody wrote. So when the candidate's pid file names no running master, the running
+    /// configuration's (last-good's `pid`) and the build default's are asked, each under the
+    /// same checks; if neither finds this configuration's master, the candidate's answer stands.
     pub fn master(&self, config: &Config) -> Result<crate::reload::Master> {
-        crate::reload::find_master(&self.pid_file(config), &self.nginx, &self.info)
+        let pid_file = self.pid_file(config);
+        let found = crate::reload::find_master(&pid_file, &self.nginx, &self.info);
+        if !matches!(found, Err(Error::NotRunning { .. })) {
+            return found;
+        }
+        let default = nginx::default_pid_file(&self.nginx.prefix, &self.info);
+        let others = self.running_pid_file(config).into_iter().chain([default]);
+        for other in others.filter(|p| *p != pid_file) {
+            if let Ok(m) = crate::reload::find_master(&other, &self.nginx, &self.info) {
+                return Ok(m);
+            }
+        }
+        found
+    }
+
+    /// The pid file last-good's `pid` directive names, when there is a last-good whose tree
+    /// loads from the store (read only: no state directory is created for this).
+    fn running_pid_file(&self, config: &Config) -> Option<PathBuf> {
+        if !self.state_dir.join("last-good").exists() {
+            return None;
+        }
+        let store = crate::store::Store::open(&self.state_dir).ok()?;
+        let good = store.last_good().ok()??;
+        let set = crate::diff::FileSet::from_snapshot(&store, &good).ok()?;
+        let recorded = crate::diff::Recorded {
+            root: &config.conf_prefix,
+            set: &set,
+        };
+        let old = conf::load_from(&config.main, &LoadOptions::default(), &recorded).ok()?;
+        Some(self.pid_file(&old))
     }
 
     /// The error logs the configuration writes to.
