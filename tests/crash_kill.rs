@@ -271,3 +271,68 @@ fn regression_recover_finishes_the_interrupted_rollback_with_the_journals_candid
         assert_eq!(code, Some(0), "{point}: status after recover: {doc}");
     }
 }
+
+/// #16: `edit` promises the file back byte for byte unless the edit verifies. An edit run
+/// killed before nginx is signalled (at `snapshotted`) left the unverified edit on disk, and
+/// `recover` said the files were as the operator left them: the next reload would have put
+/// the 502 live. `recover` puts the file back from the journal and says where the edit is kept.
+#[test]
+fn regression_recover_after_a_killed_edit_puts_the_file_back() {
+    let site = Site::start();
+    let conf = site.nginx.conf.display().to_string();
+    let editor = format!("sed -i s|{}|{}|", site.good.host_port(), site.bad.addr);
+    let mut run = Proc(
+        site.cmd(&["edit", &conf, "-y"])
+            .env("EDITOR", editor)
+            .env("SAFE_RELOAD_TEST_PAUSE", "snapshotted")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start safe-reload edit"),
+    );
+    assert!(
+        run.wait_stopped(Duration::from_secs(20)),
+        "the edit never reached snapshotted"
+    );
+    run.signal(libc::SIGKILL);
+    let out = run.finish(Duration::from_secs(5));
+    assert_eq!(out.status.code(), None, "killed by a signal");
+    assert_eq!(
+        std::fs::read_to_string(&site.nginx.conf).unwrap(),
+        site.bad_conf(),
+        "the killed edit left its change in the file"
+    );
+
+    let out = site.run(&["recover"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert_eq!(
+        std::fs::read_to_string(&site.nginx.conf).unwrap(),
+        site.good_conf(),
+        "the file is as it was before the edit: {all}"
+    );
+    let edits: Vec<_> = std::fs::read_dir(site.state.path().join("edits"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(edits.len(), 1, "{edits:?}");
+    assert!(
+        all.contains(&edits[0].display().to_string()),
+        "recover names where the edit is kept: {all}"
+    );
+    assert!(
+        std::fs::read_to_string(&edits[0])
+            .unwrap()
+            .contains(&site.bad.addr.to_string()),
+        "the kept copy holds the edit"
+    );
+    assert!(!site.journal_exists(), "{all}");
+    assert_eq!(site.answer(), Some((200, "good".into())), "{all}");
+    // What is on disk is what nginx runs: the next reload has nothing to do.
+    let out = site.run(&["reload", "-y", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("reload JSON");
+    assert_eq!(doc["outcome"], "unchanged", "{doc}");
+    assert_eq!(site.answer(), Some((200, "good".into())));
+}

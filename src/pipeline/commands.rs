@@ -439,6 +439,13 @@ pub fn recover(s: &Settings, p: &crate::output::Printer, report: &mut Report) ->
         return Ok(report.finish(Outcome::Ok, Exit::Ok));
     }
     if !j.phase.nginx_touched() {
+        // An interrupted `edit` promised its file back unless the edit verified.
+        if let Some(edit) = &j.edit {
+            let note = crate::pipeline::edit::undo_interrupted(&store, edit)?;
+            store.journal_clear()?;
+            report.notes.push(note);
+            return Ok(report.finish(Outcome::Ok, Exit::Ok));
+        }
         store.journal_clear()?;
         report
             .notes

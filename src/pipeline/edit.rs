@@ -110,6 +110,24 @@ impl Original {
         }
     }
 
+    /// What the journal keeps of this file for `recover`: its bytes (stored as an object), mode
+    /// and owner, and the edit's hash.
+    fn record(&self, store: &Store, edited: &[u8], kept: &Path) -> Result<store::EditRecord> {
+        let original = match &self.bytes {
+            Some(b) => Some(store.keep_bytes(b)?),
+            None => None,
+        };
+        Ok(store::EditRecord {
+            path: self.path.clone(),
+            real: self.real.clone(),
+            original,
+            edited: blake3::hash(edited).to_hex().to_string(),
+            mode: self.attrs.mode,
+            owner: self.attrs.owner,
+            kept: kept.to_path_buf(),
+        })
+    }
+
     /// Writes `bytes` through the link (if any), atomically in the real file's directory.
     fn write(&self, bytes: &[u8]) -> Result<()> {
         store::write_atomic(&self.real, bytes, self.attrs)
@@ -258,16 +276,29 @@ fn attempt(
     // editor session; a run left unfinished by someone else is refused here, before the file
     // changes.
     let (store, _lock) = crate::pipeline::open_locked(s)?;
-    original.write(edited)?;
+    // The journal names the file and its bytes from before before the edit is written, so a
+    // run killed before nginx is signalled is undone by `recover` as this function would.
+    let mut rec = store::JournalRecord::new(
+        store::command_line(),
+        None,
+        store.last_good()?.map(|g| g.id),
+    );
+    rec.edit = Some(original.record(&store, edited, copy)?);
+    store.journal_begin(&rec)?;
+    if let Err(e) = original.write(edited) {
+        store.journal_clear()?;
+        return Err(e);
+    }
     let mut run = Report::new("edit");
     let result = {
         let _spin = p.spinner("testing, probing upstreams, reloading, verifying");
-        crate::pipeline::reload_locked(s, p, &mut run, &store, crate::pipeline::Journal::Begin)
+        crate::pipeline::reload_locked(s, p, &mut run, &store, crate::pipeline::Journal::Edit)
     };
     let exit = match result {
         Ok(exit) => exit,
         Err(e) => {
             let put = original.put_back(edited)?;
+            close_untouched(&store)?;
             report.notes.push(kept_note(original, copy, put));
             return Err(e);
         }
@@ -286,7 +317,60 @@ fn attempt(
         let put = original.put_back(edited)?;
         report.notes.push(kept_note(original, copy, put));
     }
+    close_untouched(&store)?;
     Ok(exit)
+}
+
+/// The pipeline left the record to `edit` (nginx was not signalled) and the file is back:
+/// the run is over. A record of a run that signalled nginx stays for `recover`.
+fn close_untouched(store: &Store) -> Result<()> {
+    if store.journal()?.is_some_and(|j| !j.phase.nginx_touched()) {
+        store.journal_clear()?;
+    }
+    Ok(())
+}
+
+/// Put the file an interrupted `edit` run wrote back as it was before the edit, unless another
+/// writer changed it since (as [`Original::put_back`]); for `recover`, before nginx was
+/// signalled. Returns the note to report.
+pub fn undo_interrupted(store: &Store, edit: &store::EditRecord) -> Result<String> {
+    let now = match std::fs::read(&edit.real) {
+        Ok(now) => Some(now),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let now_hash = now.as_deref().map(|b| blake3::hash(b).to_hex().to_string());
+    let put = if now_hash.as_deref() == Some(edit.edited.as_str()) || now_hash == edit.original {
+        match &edit.original {
+            Some(hash) => store::write_atomic(
+                &edit.real,
+                &store.read_object(hash)?,
+                store::Attrs {
+                    mode: edit.mode,
+                    owner: edit.owner,
+                },
+            )?,
+            None => match fs_err::remove_file(&edit.real) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            },
+        }
+        PutBack::Done
+    } else {
+        PutBack::LeftOtherVersion
+    };
+    Ok(match put {
+        PutBack::Done => format!(
+            "undid the interrupted edit (nginx was not touched): {} is as it was before the              edit; the edit is kept in {}",
+            edit.path.display(),
+            edit.kept.display()
+        ),
+        PutBack::LeftOtherVersion => format!(
+            "the interrupted edit was not put back: {} was changed by someone else since and is              left as they wrote it; the edit is kept in {}",
+            edit.path.display(),
+            edit.kept.display()
+        ),
+    })
 }
 
 fn kept_note(original: &Original, copy: &Path, put: PutBack) -> String {

@@ -197,6 +197,10 @@ pub enum Journal {
     /// phase stands until nginx is signalled, so a kill before that is recovered as the
     /// caller's phase says, and a refusal leaves the record to the caller.
     Inherit,
+    /// `edit` recorded the run (naming the file its edit went into) before writing the edit;
+    /// the pipeline records the candidate and every phase as its own run does, but a refusal
+    /// leaves the record to `edit`, which clears it once the file is put back.
+    Edit,
 }
 
 /// The pipeline with the lock already held by the caller.
@@ -422,7 +426,7 @@ pub fn reload_locked(
             }
         })?;
     drop(files);
-    if journal == Journal::Begin {
+    if journal != Journal::Inherit {
         store.journal_update(|r| {
             r.candidate = Some(candidate.id.clone());
             r.phase = JournalPhase::Snapshotted;

@@ -404,8 +404,8 @@ impl Transaction<'_> {
     fn leave_journal(&self, prior: Option<JournalPhase>) -> Result<()> {
         match (self.journal, prior) {
             (crate::pipeline::Journal::Begin, _) => self.store.journal_clear(),
-            (crate::pipeline::Journal::Inherit, Some(phase)) => self.store.journal_phase(phase),
-            (crate::pipeline::Journal::Inherit, None) => Ok(()),
+            (_, Some(phase)) => self.store.journal_phase(phase),
+            (_, None) => Ok(()),
         }
     }
 

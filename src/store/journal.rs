@@ -99,6 +99,28 @@ pub struct JournalRecord {
     /// Time of the last phase transition, RFC 3339 UTC.
     #[serde(default)]
     pub updated: String,
+    /// For `edit FILE`: the file the edit was put in, to be put back unless the edit verifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edit: Option<EditRecord>,
+}
+
+/// The file an `edit` run put the operator's edit into, and what it held before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EditRecord {
+    /// The path as the operator named it.
+    pub path: PathBuf,
+    /// Where the edit was written: the file behind the symlinks.
+    pub real: PathBuf,
+    /// The object holding the file's bytes before the edit; none when it did not exist.
+    pub original: Option<String>,
+    /// The hash of the edit's bytes, to tell them from another writer's.
+    pub edited: String,
+    /// The file's mode before the edit.
+    pub mode: u32,
+    /// The file's owner before the edit.
+    pub owner: Option<(u32, u32)>,
+    /// Where the edit is kept (`STATE/edits/...`).
+    pub kept: PathBuf,
 }
 
 impl JournalRecord {
@@ -114,6 +136,7 @@ impl JournalRecord {
             last_good,
             phase: Phase::Started,
             updated: now,
+            edit: None,
         }
     }
 }

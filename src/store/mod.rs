@@ -23,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use atomic::{is_root, sweep_temp_files, write_atomic, Attrs, TEMP_PREFIX};
 pub use drift::{recheck, Drift, DriftChange, Drifted};
-pub use journal::{test_pause, JournalRecord, Phase};
+pub use journal::{test_pause, EditRecord, JournalRecord, Phase};
 pub use lock::LockGuard;
 pub use manifest::{valid_hash, Entry, EntryKind, ExternalEntry, Outcome, Snapshot, SnapshotMeta};
 pub use restore::{Displaced, RestoreFailure, RestoreReport};
@@ -111,6 +111,13 @@ impl Store {
         atomic::write_atomic(&path, bytes, atomic::Attrs::private())?;
         journal::test_pause("snapshot-object");
         Ok(())
+    }
+
+    /// Stores `bytes` as an object (e.g. a file's content before an edit); returns its hash.
+    pub fn keep_bytes(&self, bytes: &[u8]) -> Result<String> {
+        let hash = blake3::hash(bytes).to_hex().to_string();
+        self.put_object(&hash, bytes)?;
+        Ok(hash)
     }
 
     /// Keeps a copy of an edited or rejected file under `edits/`; returns where.
