@@ -43,6 +43,9 @@ pub enum Outcome {
     Recorded,
     /// The operator answered no at the prompt; nothing changed.
     Cancelled,
+    /// `recover` put last-good's files back with nginx not running: nothing was signalled or
+    /// verified; nginx reads them when it starts.
+    NotRunning,
     /// Stopped by a signal before anything changed.
     Interrupted,
     /// An error stopped the command (exit 2, or 1 for configuration errors).

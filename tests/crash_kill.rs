@@ -336,3 +336,76 @@ fn regression_recover_after_a_killed_edit_puts_the_file_back() {
     assert_eq!(doc["outcome"], "unchanged", "{doc}");
     assert_eq!(site.answer(), Some((200, "good".into())));
 }
+
+/// #17: a run killed at `verifying` leaves its unverified candidate live; with nginx stopped
+/// since, `recover` failed with "nginx is not running … (nothing was changed)", left the
+/// candidate on disk (starting nginx served the 502), and had already written its own pid and
+/// command over the interrupted run's. Now a recover that does not finish leaves the record
+/// the interrupted run's, and with nginx down recover puts last-good's files back for nginx to
+/// read when it starts.
+#[test]
+fn regression_recover_with_nginx_down_restores_last_good_and_keeps_the_record() {
+    let mut site = Site::start();
+    let (mut run, bad) = start_run(&site, Some("verifying"), "down");
+    assert!(
+        run.wait_stopped(Duration::from_secs(20)),
+        "the run never reached verifying"
+    );
+    run.signal(libc::SIGKILL);
+    let out = run.finish(Duration::from_secs(5));
+    assert_eq!(out.status.code(), None, "killed by a signal");
+    let (_, status) = site.status();
+    let record = status["status"]["interrupted"].clone();
+    assert_eq!(record["phase"], "verifying", "{status}");
+    assert!(
+        record["command"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("reload -y"),
+        "{status}"
+    );
+
+    // A recover killed before it finishes leaves the interrupted run's pid and command.
+    let mut again = site.spawn_paused(&["recover", "-y"], "reloading");
+    assert!(
+        again.wait_stopped(Duration::from_secs(20)),
+        "recover never reached reloading"
+    );
+    again.signal(libc::SIGKILL);
+    let _ = again.finish(Duration::from_secs(5));
+    let (_, status) = site.status();
+    let now = &status["status"]["interrupted"];
+    assert_eq!(now["pid"], record["pid"], "{status}");
+    assert_eq!(now["command"], record["command"], "{status}");
+    assert_eq!(now["run_id"], record["run_id"], "{status}");
+    let candidate = now["candidate"]
+        .as_str()
+        .expect("the candidate")
+        .to_string();
+
+    site.nginx.stop();
+    assert_eq!(std::fs::read_to_string(&site.nginx.conf).unwrap(), bad);
+    let out = site.run(&["recover", "-y", "--json"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{all}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("recover JSON");
+    assert_eq!(doc["outcome"], "not_running", "{doc}");
+    let notes = doc["notes"].to_string();
+    assert!(
+        notes.contains("nginx is not running") && notes.contains("reads them when it starts"),
+        "{notes}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&site.nginx.conf).unwrap(),
+        site.good_conf(),
+        "last-good's files are back: {all}"
+    );
+    assert!(!site.journal_exists(), "the run is finished: {all}");
+    assert_eq!(site.snapshot(&candidate)["meta"]["outcome"], "rejected");
+
+    // nginx started on what is on disk serves the good site.
+    site.nginx.restart();
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    let (code, status) = site.status();
+    assert_eq!(code, Some(0), "{status}");
+}

@@ -636,6 +636,7 @@ fn render_outcome(p: &Printer, report: &Report) {
         Outcome::AlreadyFailing => (Tone::Bad, already_failing(report)),
         Outcome::Recorded => (Tone::Good, "recorded: this configuration is the known-good baseline".into()),
         Outcome::Cancelled => (Tone::Warn, "cancelled: nothing changed".into()),
+        Outcome::NotRunning => (Tone::Bad, "nginx is not running: the last good configuration is back on disk; start nginx to serve it".into()),
         Outcome::Interrupted => (Tone::Warn, "interrupted: nothing changed".into()),
         Outcome::Error => return,
     };

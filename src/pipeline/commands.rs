@@ -408,8 +408,9 @@ fn put_back(store: &Store, env: &Env, snap: &Snapshot) -> Result<()> {
 /// snapshot, last-good is restored, reloaded and verified, and stays last-good. A run killed
 /// after verifying has its candidate recorded. Otherwise nginx may run an unverified
 /// configuration: the files on disk go through the normal pipeline (kept if they verify,
-/// rolled back if not); files nginx -t or a probe refuses are rolled back like the rest. The
-/// journal stays until one of these finishes.
+/// rolled back if not); files nginx -t or a probe refuses are rolled back like the rest. With
+/// nginx not running, last-good's files are put back for nginx to read when it starts. The
+/// journal, the interrupted run's pid and command included, stays until one of these finishes.
 pub fn recover(s: &Settings, p: &crate::output::Printer, report: &mut Report) -> Result<Exit> {
     let store = Store::open(&s.state_dir)?;
     let _lock = store.lock(s.wait, None)?;
@@ -452,10 +453,8 @@ pub fn recover(s: &Settings, p: &crate::output::Printer, report: &mut Report) ->
             .push("nginx was not touched; the files on disk are as the operator left them".into());
         return Ok(report.finish(Outcome::Ok, Exit::Ok));
     }
-    store.journal_update(|r| {
-        r.pid = std::process::id();
-        r.command = crate::store::command_line();
-    })?;
+    // The record stays the interrupted run's (its pid and command) until this recover
+    // finishes it.
     let forced = Settings {
         force: true,
         yes: true,
@@ -476,6 +475,11 @@ pub fn recover(s: &Settings, p: &crate::output::Printer, report: &mut Report) ->
             return Ok(report.finish(Outcome::Ok, Exit::Ok));
         }
         _ => {}
+    }
+    if nginx_down(&env).is_some() {
+        // Nothing to signal and nothing running the unverified files: last-good's files go
+        // back on disk for nginx to read when it starts.
+        return finish_rollback(&forced, &env, &store, &j, report);
     }
     let exit = reload_locked(&forced, p, report, &store, Journal::Inherit)?;
     if exit != Exit::Refused {
@@ -544,7 +548,13 @@ fn finish_rollback(
     }
     let config = env.load()?;
     report.config = Some(config.main.clone());
-    let master = env.master(&config)?;
+    let master = match env.master(&config) {
+        Ok(master) => master,
+        Err(Error::NotRunning { reason }) => {
+            return restored_while_down(store, &candidate, &good, &reason, report)
+        }
+        Err(e) => return Err(e),
+    };
     let watch = Watch::of(env, &config);
     let servers = crate::conf::servers::extract(&config);
     drop(config);
@@ -577,6 +587,40 @@ fn finish_rollback(
     };
     let checks = tx.checks(&tx.servers).checks;
     tx.rollback(report, why, &Baseline::none(), &checks)
+}
+
+/// Why nginx is not running, if it is not: the configuration on disk loads and its pid file
+/// names no master.
+fn nginx_down(env: &Env) -> Option<String> {
+    let config = env.load().ok()?;
+    match env.master(&config) {
+        Err(Error::NotRunning { reason }) => Some(reason),
+        _ => None,
+    }
+}
+
+/// Last-good's files are back and nginx is not running: nothing to reload or verify. nginx
+/// reads the restored files when it starts; the interrupted candidate is kept, rejected, and
+/// the run is finished.
+fn restored_while_down(
+    store: &Store,
+    candidate: &Snapshot,
+    good: &Snapshot,
+    reason: &str,
+    report: &mut Report,
+) -> Result<Exit> {
+    let note = format!(
+        "interrupted before it verified; nginx was not running when `recover` put back the last          good configuration ({})",
+        good.id
+    );
+    store.set_outcome(&candidate.id, SnapOutcome::Rejected, Some(note))?;
+    store.journal_clear()?;
+    report.notes.push(format!(
+        "nginx is not running ({reason}): the last good configuration's files ({}) are back on          disk, and nginx reads them when it starts; nothing was signalled or verified",
+        good.id
+    ));
+    report.snapshot = Some(candidate.id.clone());
+    Ok(report.finish(Outcome::NotRunning, Exit::MustAct))
 }
 
 /// The interrupted run had verified its candidate and was recording it: finish recording.

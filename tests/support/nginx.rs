@@ -278,6 +278,12 @@ impl Drop for TestNginx {
 }
 
 impl TestNginx {
+    /// Start a stopped instance again, on the files now on disk.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "nginx is still running");
+        self.spawn();
+    }
+
     /// Stop nginx by PID (its prefix stays until drop): an instance that is not running.
     pub fn stop(&mut self) {
         // Workers are listed while the master is still ours to ask about.
