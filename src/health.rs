@@ -20,7 +20,7 @@ mod select;
 mod tls;
 
 pub use affected::{affected, affected_by};
-pub use select::{focused_checks, Covered, Plan, Unchecked, MAX_CHECKS};
+pub use select::{focused_checks, over_the_bound, Covered, Plan, Unchecked, MAX_CHECKS};
 
 /// One request to make through nginx. Its identity (what a baseline run and an after run are
 /// matched on) is the server, URL, connect address and Host; the rest says how to send it and

@@ -1,6 +1,7 @@
 //! Verdicts after the reload that were wrong on ordinary sites, through the binary with a real
 //! nginx and real backends: a PHP site whose php-fpm answers the checks' made-up path with its
-//! 404, a location behind `auth_basic`, a slow but healthy backend, a server on a unix socket.
+//! 404, a location behind `auth_basic`, a slow but healthy backend, a server on a unix socket,
+//! a change to more servers than one round checks.
 //! Each checks the exit status and what nginx serves afterwards.
 
 mod support;
@@ -270,7 +271,8 @@ fn a_health_url_for_an_unaffected_site_verifies_no_affected_server() {
     run.expect(0);
     assert!(
         run.stdout.contains(
-            "reloaded: live; verified 0 of 1 affected server; not verified: b.test (nginx.conf:"
+            "reloaded: live; verified 0 of 1 affected server; not checked: 1; not verified: b.test \
+             (nginx.conf:"
         ) && run.stdout.contains("no --health URL names it"),
         "{run}"
     );
@@ -768,4 +770,46 @@ fn a_change_kept_while_a_site_already_fails_is_last_good_and_history_says_so() {
     sr.run(&["-y", "--no-shadow", "--no-probe"]).expect(3);
     assert_eq!(http_get(listen, "f.test", "/rev").expect("GET").1, "1");
     assert_eq!(http_get(listen, "f.test", "/").expect("GET").1, "good");
+}
+
+/// 600 servers of two proxied locations each and an http-level change: the bound gives 256
+/// of them one check each, and all 256 pass. The headline said "verified 0 of 601" (each
+/// server's second check, over the bound, undid the first); it counts the 256, and the servers
+/// no request checked.
+#[test]
+fn at_the_bound_the_headline_counts_the_servers_whose_checks_all_passed() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let sites: String = (0..600)
+        .map(|i| {
+            format!(
+                "server {{ listen {listen}; server_name s{i}.test; \
+                 location / {{ proxy_pass http://{0}; }} \
+                 location /api/ {{ proxy_pass http://{0}; }} }}\n",
+                good.host_port()
+            )
+        })
+        .collect();
+    let n = TestNginx::start(&format!("server_names_hash_bucket_size 128;\n{sites}"));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&format!(
+        "server_names_hash_bucket_size 128;\nproxy_set_header X-A 1;\n{sites}"
+    ));
+    let run = sr.run(&["-y", "--no-probe", "--no-shadow"]);
+    run.expect(0);
+    // The 600 sites and the harness's control server, which has no proxied location.
+    assert!(
+        run.stdout
+            .contains("reloaded: live; verified 256 of 601 affected servers; not checked: 345;"),
+        "{run}"
+    );
+    for i in [0, 255, 599] {
+        let host = format!("s{i}.test");
+        assert_eq!(
+            http_get(listen, &host, "/api/").expect("GET"),
+            (200, "good".into())
+        );
+    }
 }

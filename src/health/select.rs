@@ -37,6 +37,11 @@ use crate::impact::{Affected, Impact, ServerId, Touched};
 /// The most requests in one round.
 pub const MAX_CHECKS: usize = 256;
 
+/// Why a check, or a server, was left out by [`MAX_CHECKS`].
+pub fn over_the_bound() -> String {
+    format!("over the bound of {MAX_CHECKS} requests per round")
+}
+
 /// What will be checked, and what will not.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Plan {
@@ -138,7 +143,7 @@ pub fn focused_checks(servers: &[Server], impact: &Impact, root: &Path) -> Plan 
                         server: label.clone(),
                         what,
                         at: check.at,
-                        why: format!("over the bound of {MAX_CHECKS} requests per round"),
+                        why: over_the_bound(),
                     });
                 }
             }
@@ -154,7 +159,7 @@ pub fn focused_checks(servers: &[Server], impact: &Impact, root: &Path) -> Plan 
             let why = if c.found.is_empty() {
                 unreachable_why(&plan.not_checked[skipped_at[k].clone()])
             } else {
-                format!("over the bound of {MAX_CHECKS} requests per round")
+                over_the_bound()
             };
             plan.not_checked.push(Unchecked {
                 server: label,

@@ -4,10 +4,11 @@
 //! nginx answered by itself (the 401 of `auth_basic`, a `return`) passed nothing: the backend
 //! behind that location was not reached, so it is named as not verified, with how to reach it.
 //! The headline says "live and verified" only when every affected server is; otherwise it
-//! counts them and names what was not verified. An affected server whose requests nginx logs
-//! only where safe-reload cannot read upstream errors (syslog, a level above `error`: see
-//! `errorlog::sight`) is verified by its answers alone, and the log it could not read is named
-//! as not checked. Pure: the affected servers, the results and the blind logs in.
+//! counts the servers whose checks all passed, those no request checked, and names what was
+//! not verified. An affected server whose requests nginx logs only where safe-reload cannot
+//! read upstream errors (syslog, a level above `error`: see `errorlog::sight`) is verified by
+//! its answers alone, and the log it could not read is named as not checked. Pure: the
+//! affected servers, the results and the blind logs in.
 
 use std::collections::HashMap;
 
@@ -38,6 +39,13 @@ pub struct LeftOut {
     pub why: String,
 }
 
+impl LeftOut {
+    /// A check the bound on requests per round left out, not something no request reaches.
+    pub fn over_the_bound(&self) -> bool {
+        self.why == crate::health::over_the_bound()
+    }
+}
+
 /// Something affected that is not verified.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NotVerified {
@@ -62,8 +70,12 @@ impl NotVerified {
 pub struct Coverage {
     /// Servers the change affects.
     pub affected: usize,
-    /// Of those, the ones checked, with every check passed and nothing left out.
+    /// Of those, the ones checked with every check passed and nothing left out but checks
+    /// over the bound (those are listed in `not_verified`: at the bound each server may get one
+    /// check of several, and its passing is still said).
     pub verified: usize,
+    /// Of those, the ones no request checked at all.
+    pub not_checked: usize,
     /// What was not verified, server by server.
     pub not_verified: Vec<NotVerified>,
     /// How to verify what was not: `pass --health http://USER:PASS@e.test/adm/ ...`.
@@ -84,9 +96,10 @@ impl Coverage {
             && self.unread_logs.is_empty()
     }
 
-    /// `verified 12 of 14 affected servers; not verified: b.example ~ \.php$ (site.conf:9), ...`,
-    /// and the logs that could not be read: `; not checked: upstream errors in the error log
-    /// (error_log syslog:... (nginx.conf:5): sent to syslog, not a file)`.
+    /// `verified 12 of 14 affected servers; not checked: 1; not verified: b.example ~ \.php$
+    /// (site.conf:9), ...`, and the logs that could not be read: `; not checked: upstream
+    /// errors in the error log (error_log syslog:... (nginx.conf:5): sent to syslog, not a
+    /// file)`.
     pub fn describe(&self, at_most: usize) -> String {
         let (s, their) = if self.affected == 1 {
             ("", "its")
@@ -99,6 +112,9 @@ impl Coverage {
         );
         if !self.unread_logs.is_empty() {
             out.push_str(&format!(" by the answers to {their} checks alone"));
+        }
+        if self.not_checked > 0 {
+            out.push_str(&format!("; not checked: {}", self.not_checked));
         }
         if !self.not_verified.is_empty() {
             let mut listed: Vec<String> = (self.not_verified.iter().take(at_most))
@@ -141,21 +157,26 @@ pub fn coverage(affected: &[Affected], after: &HealthReport, blind: &[Blind]) ->
         ..Coverage::default()
     };
     for server in affected {
+        if server.checks.is_empty() {
+            out.not_checked += 1;
+        }
         let entry = |what: &str, at: &str, why: String| NotVerified {
             server: server.server.clone(),
             what: what.to_string(),
             at: at.to_string(),
             why,
         };
-        let before = out.not_verified.len();
         if server.checks.is_empty() && server.left_out.iter().all(|l| l.what != "server") {
             let why = "no request checks it (no proxied location on a listen this machine reaches)";
             out.not_verified
                 .push(entry("server", &server.at, why.into()));
         }
+        let mut spoiled = false;
         for l in &server.left_out {
+            spoiled |= !l.over_the_bound();
             out.not_verified.push(entry(&l.what, &l.at, l.why.clone()));
         }
+        let before = out.not_verified.len();
         for url in &server.checks {
             let why = match seen.get(url.as_str()) {
                 None => format!("{url} was not reached before the window closed"),
@@ -183,7 +204,7 @@ pub fn coverage(affected: &[Affected], after: &HealthReport, blind: &[Blind]) ->
             };
             out.not_verified.push(entry("server", &server.at, why));
         }
-        if out.not_verified.len() == before {
+        if !server.checks.is_empty() && !spoiled && out.not_verified.len() == before {
             out.verified += 1;
         }
         let logs = blind.iter().filter(|b| b.server == server.at);
@@ -350,11 +371,36 @@ mod tests {
         assert_eq!((c.affected, c.verified), (4, 1));
         assert_eq!(
             c.describe(2),
-            "verified 1 of 4 affected servers; not verified: b.example ~ \\.php$ \
+            "verified 1 of 4 affected servers; not checked: 1; not verified: b.example ~ \\.php$ \
              (site.conf:9), c.test (site.conf:1): no request checks it (no proxied location on \
              a listen this machine reaches), and 1 more"
         );
         assert!(c.not_verified[2].why.contains("D was not reached"));
+    }
+
+    #[test]
+    fn servers_whose_checks_all_passed_count_as_verified_at_the_bound() {
+        let mut at_the_bound = server("a.test", &["A"], &[]);
+        at_the_bound.left_out.push(LeftOut {
+            what: "GET http://a.test/api/".into(),
+            at: "site.conf:3".into(),
+            why: crate::health::over_the_bound(),
+        });
+        let mut over = server("b.test", &[], &[]);
+        over.left_out.push(LeftOut {
+            what: "server".into(),
+            at: "site.conf:5".into(),
+            why: crate::health::over_the_bound(),
+        });
+        let c = coverage(&[at_the_bound, over], &after(&[("A", false)]), &[]);
+        assert!(!c.complete());
+        assert_eq!((c.affected, c.verified, c.not_checked), (2, 1, 1));
+        assert!(
+            c.describe(0)
+                .starts_with("verified 1 of 2 affected servers; not checked: 1; not verified: "),
+            "{}",
+            c.describe(0)
+        );
     }
 
     #[test]
