@@ -4,7 +4,9 @@
 //! compared between the last-good tree and the candidate: its own block (with everything
 //! included into it, at any depth), the main- and `http`/`stream`-level directives it inherits,
 //! and the `upstream` blocks and `map`/`geo`/`split_clients` variables its `*_pass` targets go
-//! through. Servers are matched between the trees on their context, listens and names.
+//! through. Servers are matched between the trees on their context, listens and names; one
+//! whose names or listens changed is matched to the block it was (the same place, or the same
+//! remaining names and listens), so an alias added is a changed server, not a new one.
 //!
 //! Which server is the default of a listen (the one that answers a Host no `server_name`
 //! matches: the one that says `default_server`, else the first in file order) is compared
@@ -650,25 +652,21 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
             inherited_difference(before, marks, &old.root, &new.root, *ctx).map(|r| (*ctx, r))
         })
         .collect();
-    let mut by_id: HashMap<&ServerId, &ServerPrint> = HashMap::new();
-    for s in &old.servers {
-        by_id.entry(&s.id).or_insert(s);
-    }
-    let default_changes = default_changes(old, new);
-    let mut matched: HashSet<&ServerId> = HashSet::new();
+    let pairs = pair(old, new);
+    let default_changes = default_changes(old, new, &pairs);
     let mut affected = Vec::new();
     for s in &new.servers {
         let mut reasons = Vec::new();
         let mut touched = Touched::Server;
-        match by_id.get(&s.id) {
+        match pairs.get(&s.id) {
             None => reasons.push(Reason {
                 what: "new server".into(),
                 file: rel(&new.root, &s.file),
                 line: s.line,
             }),
             Some(before) => {
-                matched.insert(&s.id);
                 reasons.extend(context_reason.get(&s.id.context).cloned());
+                reasons.extend(identity_differences(before, s, &new.root));
                 let inherited = reasons.len();
                 reasons.extend(block_difference(before, s));
                 let deps = dep_differences(before, s, &old.root);
@@ -696,9 +694,10 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
             affected.push(s.affected_at(reasons, touched));
         }
     }
+    let paired: HashSet<*const ServerPrint> = pairs.values().map(|o| *o as *const _).collect();
     let new_ids: HashSet<&ServerId> = new.servers.iter().map(|s| &s.id).collect();
     let removed = (old.servers.iter())
-        .filter(|s| !matched.contains(&s.id) && !new_ids.contains(&s.id))
+        .filter(|s| !paired.contains(&(*s as *const _)) && !new_ids.contains(&s.id))
         .map(|s| Removed {
             label: s.id.to_string(),
             file: rel(&old.root, &s.file),
@@ -713,6 +712,88 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
         removed,
         default_changes: default_changes.into_iter().map(|(c, _)| c).collect(),
     }
+}
+
+/// Each server of the candidate with the last-good server it is: the one of the same
+/// identity, else (for a server whose names or listens changed) one of the same context left
+/// unpaired at the same file and line with the same names, or the same listens and a name in
+/// common; else one with the same listens and names one holds all of the other's, or the same
+/// names and listens one holds all of the other's. A name added or a listen removed is a
+/// change of that server, not a new server and a removed one; a block replaced by another of
+/// other names is still new, and the one it replaced removed.
+fn pair<'a>(old: &'a Prints, new: &'a Prints) -> HashMap<&'a ServerId, &'a ServerPrint> {
+    let mut by_id: HashMap<&ServerId, &ServerPrint> = HashMap::new();
+    for s in &old.servers {
+        by_id.entry(&s.id).or_insert(s);
+    }
+    let mut out: HashMap<&ServerId, &ServerPrint> = HashMap::new();
+    for s in &new.servers {
+        if let Some(o) = by_id.get(&s.id) {
+            out.insert(&s.id, o);
+        }
+    }
+    let new_ids: HashSet<&ServerId> = new.servers.iter().map(|s| &s.id).collect();
+    let mut left: Vec<&ServerPrint> = (old.servers.iter())
+        .filter(|o| !new_ids.contains(&o.id))
+        .collect();
+    let rules: [fn(&ServerId, &ServerId) -> bool; 3] = [
+        |o, s| o.names == s.names || (o.listens == s.listens && share(&o.names, &s.names)),
+        |o, s| o.listens == s.listens && nested(&o.names, &s.names),
+        |o, s| o.names == s.names && nested(&o.listens, &s.listens),
+    ];
+    let place = |o: &ServerPrint, s: &ServerPrint| o.file == s.file && o.line == s.line;
+    // The first rule holds only at the same place.
+    for (k, rule) in rules.iter().enumerate() {
+        for s in &new.servers {
+            if out.contains_key(&s.id) {
+                continue;
+            }
+            let found = (left.iter()).position(|o| {
+                o.id.context == s.id.context && rule(&o.id, &s.id) && (k > 0 || place(o, s))
+            });
+            if let Some(k) = found {
+                out.insert(&s.id, left.remove(k));
+            }
+        }
+    }
+    out
+}
+
+/// Whether one list holds all of the other's, the smaller one not empty.
+fn nested(a: &[String], b: &[String]) -> bool {
+    let within = |a: &[String], b: &[String]| !a.is_empty() && a.iter().all(|x| b.contains(x));
+    within(a, b) || within(b, a)
+}
+
+fn share(a: &[String], b: &[String]) -> bool {
+    a.iter().any(|x| b.contains(x))
+}
+
+/// What changed in a paired server's names and listens: `server_name adds c.example`,
+/// `listen removes 127.0.0.1:8443`.
+fn identity_differences(old: &ServerPrint, new: &ServerPrint, root: &Path) -> Vec<Reason> {
+    let mut out = Vec::new();
+    let (o, n) = (&old.id, &new.id);
+    let sides = [
+        ("server_name adds", &n.names, &o.names),
+        ("server_name removes", &o.names, &n.names),
+        ("listen adds", &n.listens, &o.listens),
+        ("listen removes", &o.listens, &n.listens),
+    ];
+    for (what, these, from) in sides {
+        let only: Vec<&str> = (these.iter())
+            .filter(|x| !from.contains(x))
+            .map(|x| x.as_str())
+            .collect();
+        if !only.is_empty() {
+            out.push(Reason {
+                what: format!("{what} {}", only.join(" ")),
+                file: rel(root, &new.file),
+                line: new.line,
+            });
+        }
+    }
+    out
 }
 
 /// Per listen of `http` servers, the server that answers a Host no `server_name` matches: the
@@ -737,11 +818,18 @@ fn default_servers(prints: &Prints) -> HashMap<&str, &ServerPrint> {
 
 /// The listens both trees have whose default server differs, by listen, each with the
 /// identity of last-good's default server.
-fn default_changes(old: &Prints, new: &Prints) -> Vec<(DefaultChange, ServerId)> {
+fn default_changes(
+    old: &Prints,
+    new: &Prints,
+    pairs: &HashMap<&ServerId, &ServerPrint>,
+) -> Vec<(DefaultChange, ServerId)> {
     let before = default_servers(old);
+    let same = |from: &ServerPrint, to: &ServerPrint| {
+        from.id == to.id || pairs.get(&to.id).is_some_and(|o| std::ptr::eq(*o, from))
+    };
     let mut out: Vec<(DefaultChange, ServerId)> = (default_servers(new).into_iter())
         .filter_map(|(listen, to)| {
-            let from = before.get(listen).filter(|from| from.id != to.id)?;
+            let from = before.get(listen).filter(|from| !same(from, to))?;
             let change = DefaultChange {
                 listen: listen.to_string(),
                 from: format!("{} ({}:{})", from.id, rel(&old.root, &from.file), from.line),

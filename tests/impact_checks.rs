@@ -516,6 +516,61 @@ fn added_and_removed_servers_are_reported() {
     );
 }
 
+/// A `server_name` alias added, then one of two listens removed: the same server changed
+/// (it was labelled "new server b.example; removed: b.example"), checked on the new name, and
+/// nginx serves the alias afterwards.
+#[test]
+fn an_added_alias_or_a_removed_listen_is_a_changed_server_not_new_and_removed() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let second = SocketAddr::new(ip, free_port(ip));
+    let server = |names: &str, listens: &str| {
+        format!(
+            "server {{ {listens} server_name {names}; location / {{ proxy_pass http://{}; }} }}\n",
+            good.host_port()
+        )
+    };
+    let both = format!("listen {listen}; listen {second};");
+    let n = TestNginx::start(&server("b.example", &both));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let (run, report) = reload(&n, &sr, &server("b.example c.example", &both), &[]);
+    assert_eq!(run.code, 0, "{run}");
+    let impact = &report["impact"];
+    assert_eq!(impact["affected"][0]["label"], "b.example", "{run}");
+    assert_eq!(
+        impact["affected"][0]["reasons"][0]["what"], "server_name adds c.example",
+        "{run}"
+    );
+    assert_eq!(impact["removed"].as_array().map(Vec::len), Some(0), "{run}");
+    assert!(result_strs(&report, "host").contains(&"c.example"), "{run}");
+    assert_eq!(
+        http_get(listen, "c.example", "/").expect("GET"),
+        (200, "good".into())
+    );
+
+    let (run, report) = reload(
+        &n,
+        &sr,
+        &server("b.example c.example", &format!("listen {listen};")),
+        &[],
+    );
+    assert_eq!(run.code, 0, "{run}");
+    let impact = &report["impact"];
+    assert_eq!(
+        impact["affected"][0]["reasons"][0]["what"],
+        format!("listen removes {second}").as_str(),
+        "{run}"
+    );
+    assert_eq!(impact["removed"].as_array().map(Vec::len), Some(0), "{run}");
+    assert!(http_get(second, "b.example", "/").is_err(), "{run}");
+    assert_eq!(
+        http_get(listen, "b.example", "/").expect("GET"),
+        (200, "good".into())
+    );
+}
+
 /// An http-level `proxy_set_header` change affects every server; the checks stay bounded and
 /// the count of affected servers is said.
 #[test]

@@ -329,3 +329,51 @@ fn variables_and_pass_hosts() {
     assert_eq!(pass_host("unix:/run/a.sock"), None);
     assert_eq!(pass_host("http://$pool"), None);
 }
+
+#[test]
+fn a_name_added_or_a_listen_removed_is_a_changed_server_not_a_new_one() {
+    let site = |names: &str, listens: &str| {
+        format!(
+            "server {{\n{listens} server_name {names};\n location / {{ proxy_pass http://up0; }}\n}}\n\
+             server {{\n listen 127.0.0.1:8080;\n server_name other.test;\n location / {{ proxy_pass http://up0; }}\n}}\n"
+        )
+    };
+    let one = " listen 127.0.0.1:8080;\n";
+    let two = " listen 127.0.0.1:8080;\n listen 127.0.0.1:8081;\n";
+    let load = |sites: &str| {
+        tree(&[
+            ("nginx.conf", MAIN),
+            ("upstreams.conf", &upstreams(1, None)),
+            ("maps.conf", ""),
+            ("sites.conf", sites),
+        ])
+    };
+    let (_a, old) = load(&site("b.example", two));
+    let (_b, alias) = load(&site("b.example c.example", two));
+    let impact = between(&old, &alias);
+    assert_eq!(labels(&impact), ["b.example"]);
+    assert_eq!(
+        impact.affected[0].reasons[0].to_string(),
+        "server_name adds c.example, sites.conf:1"
+    );
+    assert!(impact.removed.is_empty() && impact.default_changes.is_empty());
+    assert!(impact
+        .summary(3)
+        .contains("b.example (server_name adds c.example"));
+
+    // Moved to another line, one listen fewer: still the same server.
+    let (_c, fewer) = load(&format!("\n\n{}", site("b.example", one)));
+    let impact = between(&old, &fewer);
+    assert_eq!(labels(&impact), ["b.example"]);
+    assert_eq!(
+        impact.affected[0].reasons[0].what,
+        "listen removes 127.0.0.1:8081"
+    );
+    assert!(impact.removed.is_empty());
+
+    // Another block in its place, of other names: new, and the one it replaced removed.
+    let (_d, other) = load(&site("n.example", two));
+    let impact = between(&old, &other);
+    assert_eq!(impact.affected[0].reasons[0].what, "new server");
+    assert_eq!(impact.removed[0].label, "b.example");
+}
