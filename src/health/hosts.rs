@@ -28,14 +28,21 @@ pub enum Taker {
     Unknown(String),
 }
 
-/// The server of `servers` nginx picks for `host` on a listen at `addr`; `None` when no
-/// server listens there.
+/// The server of `servers` nginx picks for `host` on a listen at `addr` (`""` for a request
+/// with no Host); `None` when no server listens there.
 pub fn taker(servers: &[Server], addr: &ListenAddr, host: &str) -> Option<Taker> {
     let on = |s: &Server| s.listens.iter().any(|l| !l.udp && l.addr == *addr);
     let group: Vec<usize> = (0..servers.len())
         .filter(|&i| servers[i].context == Context::Http && on(&servers[i]))
         .collect();
     let names = |i: usize| servers[i].server_names.iter();
+    if host.is_empty() {
+        // No Host (HTTP/1.0): the name is "", a server's own when it names none.
+        let unnamed = |i: usize| names(i).len() == 0 || names(i).any(|n| n.is_empty());
+        if let Some(&i) = group.iter().find(|&&i| unnamed(i)) {
+            return Some(Taker::Server(i));
+        }
+    }
     for &i in &group {
         for n in names(i).filter(|n| !n.starts_with('~') && !n.contains('*')) {
             let n = n.to_ascii_lowercase();

@@ -11,8 +11,10 @@
 //! verified through them, never requested itself) and on every listen this machine can reach.
 //! Where the change makes it the default server of a listen, the default route (a Host no
 //! name matches) is checked too. A request must land on that server: a wildcard listen is
-//! reached through a loopback address no specific listen on the same port claims. What cannot
-//! be checked is listed with why.
+//! reached through a loopback address no specific listen on the same port claims, and a
+//! server with no name is asked by its listen's IP where it is the default server there, else
+//! with no Host at all (HTTP/1.0), which nginx gives to the server whose implicit
+//! `server_name ""` it is. What cannot be checked is listed with why.
 //!
 //! A change to thousands of servers cannot have all of that checked inside the window, so a
 //! round holds at most `MAX_CHECKS` requests: one per affected server first (an even spread when
@@ -296,11 +298,13 @@ enum Route<'a> {
     PathMap(&'a str),
 }
 
-/// The Host header: a name, or the listen's IP when the server has none.
+/// The Host header: a name, or the listen's IP when the server has none and that reaches it,
+/// or none at all (HTTP/1.0) for a server of no name another server takes the IP from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Host {
     Name(String),
     Ip(IpAddr),
+    Absent,
 }
 
 impl Candidate<'_> {
@@ -310,6 +314,7 @@ impl Candidate<'_> {
             Host::Name(name) => name.clone(),
             Host::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
             Host::Ip(IpAddr::V4(ip)) => ip.to_string(),
+            Host::Absent => String::new(),
         }
     }
 
@@ -339,7 +344,10 @@ impl Candidate<'_> {
             server: ServerId::of(server).to_string(),
             what,
             at: at(root, &loc.file, loc.line),
-            url: format!("{scheme}://{host}{} (via {via})", self.path),
+            url: match self.host {
+                Host::Absent => format!("{scheme}://{via}{} (HTTP/1.0, no Host)", self.path),
+                _ => format!("{scheme}://{host}{} (via {via})", self.path),
+            },
             connect: self.connect,
             unix,
             dial: None,
@@ -431,7 +439,13 @@ fn candidates<'a>(
     let first_host = match (names.first(), &first_listen.addr) {
         (Some(n), _) => Host::Name(n.clone()),
         (None, ListenAddr::Unix(_)) => Host::Name("localhost".into()),
-        (None, _) => Host::Ip(first_addr.ip()),
+        (None, _) => match unnamed_host(servers, me, first_listen, first_addr.ip()) {
+            Ok(host) => host,
+            Err(why) => {
+                skip("Host".into(), at(root, &server.file, server.line), why);
+                return Vec::new();
+            }
+        },
     };
     let make =
         |listen: &'a Listen, connect, host: &Host, (location, path): (&'a Location, &'a str)| {
@@ -477,7 +491,7 @@ fn candidates<'a>(
     // The Hosts the checks above send; a map key routed elsewhere gets its own.
     let own = match &first_host {
         Host::Name(_) => names.clone(),
-        Host::Ip(_) => vec![Candidate::host_text(&first_host)],
+        Host::Ip(_) | Host::Absent => vec![Candidate::host_text(&first_host)],
     };
     let mut said: HashSet<String> = HashSet::new();
     for &(location, path) in &locations {
@@ -533,6 +547,38 @@ fn candidates<'a>(
         out.push(make(l, addr, &first_host, first_loc));
     }
     out
+}
+
+/// The Host that reaches server `me`, which has no name, on `listen`: its IP when nginx gives
+/// that to it (it is the default server there), else none at all when it is the server
+/// whose implicit name `""` takes requests without a Host (not over plaintext HTTP/2, where a
+/// request always names its authority); else why no request reaches it.
+fn unnamed_host(
+    servers: &[Server],
+    me: usize,
+    listen: &Listen,
+    ip: IpAddr,
+) -> Result<Host, String> {
+    let by_ip = Host::Ip(ip);
+    match hosts::taker(servers, &listen.addr, &Candidate::host_text(&by_ip)) {
+        Some(Taker::Server(i)) if i == me => return Ok(by_ip),
+        Some(Taker::Unknown(why)) => return Err(why),
+        _ => {}
+    }
+    let plain_h2 = listen.http2 && !listen.ssl;
+    match hosts::taker(servers, &listen.addr, "") {
+        Some(Taker::Server(i)) if i == me && !plain_h2 => Ok(Host::Absent),
+        Some(Taker::Server(i)) if i == me => Err(format!(
+            "no server_name and not the default server of {}: only a request without a Host \
+             reaches it, and HTTP/2 always sends one",
+            listen.addr
+        )),
+        _ => Err(format!(
+            "no server_name and not the default server of {}: another server answers both \
+             its IP and requests without a Host",
+            listen.addr
+        )),
+    }
 }
 
 /// The Host that reaches a `server_name`: `.example.test` is also `example.test`, a wildcard

@@ -614,9 +614,12 @@ fn get_status(
     let req = request_bytes(check, headers);
     let response = if check.tls {
         let config = tls::client_config().map_err(|e| other(e.to_string()))?;
-        let conn =
-            rustls::ClientConnection::new(config, tls::server_name(&check.host).map_err(other)?)
-                .map_err(|e| other(e.to_string()))?;
+        // With no Host to send there is no name for SNI either: the address stands for it.
+        let name = match check.host.is_empty() {
+            true => rustls::pki_types::ServerName::IpAddress(check.connect.ip().into()),
+            false => tls::server_name(&check.host).map_err(other)?,
+        };
+        let conn = rustls::ClientConnection::new(config, name).map_err(|e| other(e.to_string()))?;
         exchange(rustls::StreamOwned::new(conn, stream), &req, timeout)
     } else {
         exchange(stream, &req, timeout)
@@ -693,10 +696,11 @@ fn open(check: &Check, timeout: Duration) -> std::io::Result<(Stream, std::io::R
     }
 }
 
-/// The Host header value: the port only when it is not the scheme's (none over a unix socket).
+/// The Host header value: the port only when it is not the scheme's (none over a unix socket,
+/// none at all for a check that sends no Host).
 fn host_header(check: &Check) -> String {
     match (check.tls, check.connect.port()) {
-        _ if check.unix.is_some() => check.host.clone(),
+        _ if check.unix.is_some() || check.host.is_empty() => check.host.clone(),
         (false, 80) | (true, 443) => check.host.clone(),
         (_, port) => format!("{}:{port}", check.host),
     }
@@ -722,14 +726,19 @@ fn fields(check: &Check, headers: &[(String, String)]) -> Vec<(String, String)> 
     out
 }
 
-/// The HTTP/1.1 request's bytes.
+/// The HTTP/1.1 request's bytes; HTTP/1.0 with no Host for a check with no Host to send (the
+/// request nginx gives to the server whose `server_name` is `""`, a server's implicit name
+/// when it has none: HTTP/1.1 requires a Host).
 fn request_bytes(check: &Check, headers: &[(String, String)]) -> String {
     let method = if check.grpc { "POST" } else { "GET" };
-    let mut req = format!(
-        "{method} {} HTTP/1.1\r\nHost: {}\r\n",
-        check.path,
-        host_header(check)
-    );
+    let mut req = match check.host.is_empty() {
+        true => format!("{method} {} HTTP/1.0\r\n", check.path),
+        false => format!(
+            "{method} {} HTTP/1.1\r\nHost: {}\r\n",
+            check.path,
+            host_header(check)
+        ),
+    };
     for (name, value) in fields(check, headers) {
         req.push_str(&format!("{name}: {value}\r\n"));
     }

@@ -101,12 +101,21 @@ pub fn free_port(ip: IpAddr) -> u16 {
 
 /// `GET path` with `Host: host` on a fresh connection; status and body.
 pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u16, String)> {
+    exchange(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// `GET path` over HTTP/1.0 with no Host header: what nginx gives to the server named `""`.
+pub fn http10_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    exchange(addr, &format!("GET {path} HTTP/1.0\r\n\r\n"))
+}
+
+fn exchange(addr: SocketAddr, request: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
+    s.write_all(request.as_bytes())?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
     let status = resp
