@@ -1,6 +1,8 @@
 //! A check verifies only what its answer came from, through the binary with a real nginx: a
 //! server with no `server_name` that is not the default server of its listen is reached by a
-//! request with no Host, not by its IP (which the default server takes).
+//! request with no Host, not by its IP (which the default server takes); an `internal`
+//! location through the `try_files` that leads to it; a named location only a backend's 404
+//! or failure reaches, and a primary whose failure a fallback answers for, are not verified.
 
 mod support;
 
@@ -61,5 +63,181 @@ fn a_server_with_no_name_that_is_not_the_default_is_checked_without_a_host() {
     assert_eq!(
         http_get(listen, "a.test", "/").expect("GET"),
         (200, "a".into())
+    );
+}
+
+/// The `not_checked` entry of the plan for `what`.
+fn not_checked<'a>(report: &'a Value, what: &str) -> &'a Value {
+    (report["health"]["not_checked"]
+        .as_array()
+        .into_iter()
+        .flatten())
+    .find(|u| u["what"] == what)
+    .unwrap_or_else(|| panic!("{what} is not listed as not checked: {report}"))
+}
+
+/// An `internal` location is never requested itself (nginx answers 404 to that): the one a
+/// `try_files` sends missing files to is checked through that location, so a dead backend
+/// behind it is refused by the shadow and rolled back after the reload; one nothing in the
+/// configuration leads to is listed as reached only by an X-Accel-Redirect.
+#[test]
+fn an_internal_location_is_checked_through_the_try_files_that_reaches_it() {
+    let ip = unique_loopback();
+    let files = HttpBackend::start(SocketAddr::new(ip, 0), "files");
+    let dead = SocketAddr::new(ip, free_port(ip));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let docs = tempfile::tempdir().expect("tempdir");
+    let http = |to: &str| {
+        format!(
+            "server {{ listen {listen}; server_name site.test; root {};\n\
+             location /files/ {{ try_files $uri /protected/missing; }}\n\
+             location /protected/ {{ internal; proxy_pass http://{to}; }}\n\
+             location /private/ {{ internal; proxy_pass http://{to}; }} }}",
+            docs.path().display()
+        )
+    };
+    let n = TestNginx::start(&http(&files.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    assert_eq!(
+        http_get(listen, "site.test", "/protected/x")
+            .expect("GET")
+            .0,
+        404
+    );
+    assert_eq!(
+        http_get(listen, "site.test", "/files/x").expect("GET"),
+        (200, "files".into())
+    );
+
+    n.write_http(&http(&dead.to_string()));
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+
+    let run = sr.run(&["-y", "--json", "--no-probe", "--no-shadow"]);
+    run.expect(3);
+    let report = run.json();
+    let check = &report["health"]["results"][0];
+    assert_eq!(
+        (&check["what"], &check["path"], &check["status"]),
+        (
+            &Value::from("location /protected/"),
+            &Value::from("/files/safe-reload-check"),
+            &Value::from(502)
+        ),
+        "{run}"
+    );
+    let why = not_checked(&report, "location /private/")["why"].to_string();
+    assert!(why.contains("reached only by an X-Accel-Redirect"), "{run}");
+    assert_eq!(
+        http_get(listen, "site.test", "/files/x").expect("GET"),
+        (200, "files".into())
+    );
+}
+
+/// `error_page 404 = @fallback` in front of a backend that answers 200: no check makes that
+/// backend answer 404, so the check made for @fallback reached the primary, and a dead
+/// fallback was called verified. It is listed as not verified instead.
+#[test]
+fn a_named_location_only_a_backends_404_reaches_is_not_verified() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let fallback = HttpBackend::start(SocketAddr::new(ip, 0), "fallback");
+    let dead = SocketAddr::new(ip, free_port(ip));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let http = |to: &str| {
+        format!(
+            "server {{ listen {listen}; server_name site.test;\n\
+             location / {{ proxy_pass http://{}; proxy_intercept_errors on; \
+             error_page 404 = @fallback; }}\n\
+             location @fallback {{ proxy_pass http://{to}; }} }}",
+            app.host_port()
+        )
+    };
+    let n = TestNginx::start(&http(&fallback.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&http(&dead.to_string()));
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(0);
+    let report = run.json();
+    let why = not_checked(&report, "location @fallback")["why"].to_string();
+    assert!(
+        why.contains("reached only when the backend of location / answers 404"),
+        "{run}"
+    );
+    assert_eq!(report["coverage"]["verified"], 0, "{run}");
+    assert_eq!(
+        http_get(listen, "site.test", "/").expect("GET"),
+        (200, "app".into())
+    );
+}
+
+/// `error_page 502 = @fallback` with `proxy_intercept_errors on`: a primary that answers 502
+/// is replaced by the fallback's 200, and nginx logs nothing. `/` was counted as passed; the
+/// primary is now listed as not verified, since the answer does not say which one answered.
+#[test]
+fn a_primary_whose_502_a_fallback_replaces_is_not_verified_by_the_200() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let fallback = HttpBackend::start(SocketAddr::new(ip, 0), "fallback");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let http = |primary: &str| {
+        format!(
+            "server {{ listen {listen}; server_name site.test;\n\
+             location / {{ proxy_pass http://{primary}; proxy_intercept_errors on; \
+             error_page 502 504 = @fallback; }}\n\
+             location @fallback {{ proxy_pass http://{}; }} }}",
+            fallback.host_port()
+        )
+    };
+    let n = TestNginx::start(&http(&app.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&http(&bad.addr.to_string()));
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(0);
+    let report = run.json();
+    let what = format!("location / backend http://{}", bad.addr);
+    let why = not_checked(&report, &what)["why"].to_string();
+    assert!(why.contains("does not say which one answered"), "{run}");
+    assert_eq!(report["coverage"]["verified"], 0, "{run}");
+    // What clients get: the fallback, in place of the primary's 502.
+    assert_eq!(
+        http_get(listen, "site.test", "/").expect("GET"),
+        (200, "fallback".into())
+    );
+}
+
+/// Without `proxy_intercept_errors`, `error_page 502 = @fallback` takes only nginx's own 502
+/// (the primary refused, timed out, closed): nginx logs that failure for the request, and the
+/// upstream error is the change's though the client got the fallback's 200.
+#[test]
+fn a_dead_primary_hidden_by_a_fallback_is_caught_in_the_error_log() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let fallback = HttpBackend::start(SocketAddr::new(ip, 0), "fallback");
+    let dead = SocketAddr::new(ip, free_port(ip));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let http = |primary: &str| {
+        format!(
+            "server {{ listen {listen}; server_name site.test;\n\
+             location / {{ proxy_pass http://{primary}; error_page 502 = @fallback; }}\n\
+             location @fallback {{ proxy_pass http://{}; }} }}",
+            fallback.host_port()
+        )
+    };
+    let n = TestNginx::start(&http(&app.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&http(&dead.to_string()));
+    let run = sr.run(&["-y", "--json", "--no-probe", "--no-shadow"]);
+    run.expect(3);
+    assert_eq!(
+        http_get(listen, "site.test", "/").expect("GET"),
+        (200, "app".into()),
+        "{run}"
     );
 }

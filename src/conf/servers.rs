@@ -74,7 +74,7 @@ pub enum Reach {
     /// This path is answered by the location.
     Path(String),
     /// No path is known to reach it; the reason is said to the operator.
-    Unknown(&'static str),
+    Unknown(String),
     /// An `internal` location that other locations' `auth_request` asks: every request to
     /// them reaches it, so their checks verify it; a request of its own would get nginx's 404.
     Subrequest,
@@ -104,6 +104,11 @@ pub struct Location {
     pub auth: bool,
     /// Codes of `return` in the location (and its `if` blocks).
     pub returns: Box<[u16]>,
+    /// An `error_page` (its own or inherited) that sends a failure of its backend elsewhere,
+    /// when that failure leaves no trace nginx logs (`proxy_intercept_errors on`, so the
+    /// backend's own 502 is replaced): why an answer does not say the backend answered it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hidden_failure: Option<String>,
     /// The `map $host` (or `$http_host`) its `*_pass` goes through: another Host may reach
     /// another upstream here.
     #[serde(skip)]
@@ -139,14 +144,14 @@ pub fn extract(config: &Config) -> Vec<Server> {
         };
         for d in top.children() {
             if d.name == "server" && d.block.is_some() {
-                out.push(server(context, d, &maps));
+                out.push(server(context, d, &maps, &config.conf_prefix));
             }
         }
     }
     out
 }
 
-fn server(context: Context, d: &Directive, maps: &HostMaps) -> Server {
+fn server(context: Context, d: &Directive, maps: &HostMaps, root: &Path) -> Server {
     let mut listens: Vec<Listen> = d
         .children()
         .iter()
@@ -181,15 +186,19 @@ fn server(context: Context, d: &Directive, maps: &HostMaps) -> Server {
         }
     }
     let server_auth = Gates {
-        auth: inherit_auth(false, d.children()),
-        basic: inherit_basic(false, d.children()),
-        auth_request: inherit_auth_request(None, d.children()),
-    };
+        auth: false,
+        basic: false,
+        auth_request: None,
+        error_pages: Vec::new(),
+        intercept: false,
+    }
+    .within(d.children());
     let mut locations = Vec::new();
     let mut named = Vec::new();
     let within = Within {
         server: d.children(),
         maps,
+        root,
     };
     proxied_locations(
         d.children(),
@@ -199,6 +208,7 @@ fn server(context: Context, d: &Directive, maps: &HostMaps) -> Server {
         &mut named,
     );
     reach_named(&mut locations, &named);
+    reach_internal(&mut locations, &named, d.children());
     resolve_auth_requests(&mut locations, d.children());
     // Thousands of servers each keep these lists: no spare capacity.
     listens.shrink_to_fit();
@@ -248,10 +258,12 @@ pub fn listen_addr(context: Context, text: &str) -> Option<ListenAddr> {
     })
 }
 
-/// The server block the locations are read from, and the configuration's maps.
+/// The server block the locations are read from, the configuration's maps, and the root
+/// places are said relative to.
 struct Within<'a> {
     server: &'a [Directive],
     maps: &'a HostMaps,
+    root: &'a Path,
 }
 
 /// What nginx checks before passing a request on, inherited into nested blocks.
@@ -262,35 +274,61 @@ struct Gates<'a> {
     basic: bool,
     /// The URI `auth_request` asks.
     auth_request: Option<&'a str>,
+    /// The `error_page` directives in force: a block's own replace what it inherits.
+    error_pages: Vec<&'a Directive>,
+    /// `proxy_intercept_errors` (or its fastcgi, uwsgi, scgi, grpc kin) is on.
+    intercept: bool,
 }
+
+impl<'a> Gates<'a> {
+    /// What a block inside `self` has in force.
+    fn within(&self, dirs: &'a [Directive]) -> Gates<'a> {
+        let own: Vec<&Directive> = dirs.iter().filter(|d| d.name == "error_page").collect();
+        let intercept = (dirs.iter().rev())
+            .find(|d| d.name.ends_with("_intercept_errors"))
+            .map_or(self.intercept, |d| d.arg0().eq_ignore_ascii_case("on"));
+        Gates {
+            auth: inherit_auth(self.auth, dirs),
+            basic: inherit_basic(self.basic, dirs),
+            auth_request: inherit_auth_request(self.auth_request, dirs),
+            error_pages: if own.is_empty() {
+                self.error_pages.clone()
+            } else {
+                own
+            },
+            intercept,
+        }
+    }
+}
+
+/// Where a request is sent on to another location (`try_files`, `error_page`): `@app` or a
+/// URI, and the path that makes nginx send it there, or why no request can be made to.
+type Fallback = (String, Result<String, String>);
 
 /// Each `location` (nested ones too) that holds a `*_pass`, directly or inside its `if` or
 /// `limit_except` blocks, or asks an `auth_request` (which [`resolve_auth_requests`] keeps
-/// only when the subrequest reaches a backend). `named` collects the paths that fall through
-/// to a named location (`try_files ... @app`, `error_page 404 @app`) as `(@app, path)`.
-fn proxied_locations(
-    dirs: &[Directive],
-    outer: &Gates,
+/// only when the subrequest reaches a backend). `named` collects where requests fall through
+/// to another location (`try_files ... @app`, `error_page 404 @app`, `error_page 502
+/// /fallback`), see [`Fallback`].
+fn proxied_locations<'a>(
+    dirs: &'a [Directive],
+    outer: &Gates<'a>,
     within: &Within,
     out: &mut Vec<Location>,
-    named: &mut Vec<(String, String)>,
+    named: &mut Vec<Fallback>,
 ) {
     for d in dirs
         .iter()
         .filter(|d| d.name == "location" && d.block.is_some())
     {
         let (modifier, path) = location_args(&d.args);
-        let gates = Gates {
-            auth: inherit_auth(outer.auth, d.children()),
-            basic: inherit_basic(outer.basic, d.children()),
-            auth_request: inherit_auth_request(outer.auth_request, d.children()),
-        };
-        for fallback in fallbacks(d.children()) {
-            if modifier.is_none() || modifier.as_deref() == Some("^~") {
-                named.push((fallback.to_string(), missing_path_under(&path)));
-            }
-        }
+        let gates = outer.within(d.children());
+        let prefix = modifier.is_none() || modifier.as_deref() == Some("^~");
+        let passes = pass_in(d.children()).is_some();
         let internal = d.children().iter().any(|c| c.name == "internal");
+        let requested = prefix && !internal && !path.starts_with('@');
+        let fallen = fallbacks(d.children(), &gates, passes, &path, requested, within.root);
+        named.extend(fallen);
         // A `return` answers before the access phase: no subrequest is made then.
         let answers = d.children().iter().any(|c| c.name == "return");
         let pass = pass_in(d.children()).or_else(|| {
@@ -301,17 +339,24 @@ fn proxied_locations(
         if let Some(pass) = pass {
             let reach = match modifier.as_deref() {
                 _ if path.starts_with('@') => {
-                    Reach::Unknown("no try_files or error_page 404 leads here")
+                    Reach::Unknown("no try_files or error_page leads here".into())
                 }
                 _ if internal => Reach::Unknown(
-                    "an internal location: only nginx's own redirects and subrequests reach it",
+                    "internal: reached only by an X-Accel-Redirect from the backend (no \
+                     try_files or error_page leads here)"
+                        .into(),
                 ),
                 Some("~") | Some("~*") => match regex_path(&path) {
                     Some(p) => Reach::Path(p),
-                    None => Reach::Unknown("no matching path could be derived from the regex"),
+                    None => {
+                        Reach::Unknown("no matching path could be derived from the regex".into())
+                    }
                 },
                 _ => Reach::Path(path.clone()),
             };
+            let hidden_failure = (gates.intercept && passes)
+                .then(|| sends_failures(&gates.error_pages, within.root))
+                .flatten();
             let mut returns = Vec::new();
             returns_in(d.children(), &mut returns);
             let uri_map = host_map::of_target(within.maps, pass.1, Source::is_path);
@@ -333,6 +378,7 @@ fn proxied_locations(
                     _ => gates.auth,
                 },
                 returns: returns.into_boxed_slice(),
+                hidden_failure,
                 host_map: host_map::of_target(within.maps, pass.1, Source::is_host),
                 uri_branches: uri_branches.into_boxed_slice(),
                 file: d.file.clone(),
@@ -409,19 +455,66 @@ fn inherit_basic(outer: bool, dirs: &[Directive]) -> bool {
     own.unwrap_or(outer) || dirs.iter().any(|d| d.name == "deny")
 }
 
-/// The named locations a request for a missing file falls through to.
-fn fallbacks(dirs: &[Directive]) -> Vec<&str> {
+/// Where a location sends requests on (`try_files`' last argument, an `error_page` target: a
+/// named location or a URI), each with the path that makes nginx do it or why none does. A
+/// missing file under a prefix location that is requested at all (`requested`) falls through
+/// `try_files`, and gets a 404 that `error_page 404` takes where no backend answers it
+/// (`passes`); a backend's 404 or failure cannot be made by a check.
+fn fallbacks(
+    dirs: &[Directive],
+    gates: &Gates,
+    passes: bool,
+    path: &str,
+    requested: bool,
+    root: &Path,
+) -> Vec<Fallback> {
+    let missing = || missing_path_under(path);
     let mut out = Vec::new();
-    for d in dirs {
+    if let Some(d) = dirs.iter().rev().find(|d| d.name == "try_files") {
         let last = d.args.last().map(|w| w.as_str()).unwrap_or("");
-        let to_named = last.starts_with('@');
-        match d.name.as_str() {
-            "try_files" if to_named => out.push(last),
-            "error_page" if to_named && d.args.iter().any(|a| a == "404") => out.push(last),
-            _ => {}
+        if requested && (last.starts_with('@') || last.starts_with('/')) {
+            let target = last
+                .replace("$uri", &missing())
+                .replace("${uri}", &missing());
+            out.push((target, Ok(missing())));
         }
     }
+    for d in &gates.error_pages {
+        let target = d.args.last().map(|w| w.as_str()).unwrap_or("");
+        if !(target.starts_with('@') || target.starts_with('/')) {
+            continue;
+        }
+        let codes: Vec<&str> = (d.args.iter())
+            .map(|a| a.as_str())
+            .filter(|a| a.bytes().all(|b| b.is_ascii_digit()))
+            .collect();
+        let forced = requested && !passes && codes.contains(&"404");
+        let why = format!(
+            "reached only when the backend of location {path} answers {} (error_page at \
+             {}:{}): no check can make it",
+            codes.join(" or "),
+            d.file.strip_prefix(root).unwrap_or(&d.file).display(),
+            d.line
+        );
+        out.push((
+            target.to_string(),
+            if forced { Ok(missing()) } else { Err(why) },
+        ));
+    }
     out
+}
+
+/// The first `error_page` in force that sends a backend's 502 or 504 elsewhere, as said:
+/// `error_page 502 504 = @fallback (site.conf:7)`.
+fn sends_failures(error_pages: &[&Directive], root: &Path) -> Option<String> {
+    let d = (error_pages.iter()).find(|d| d.args.iter().any(|a| a == "502" || a == "504"))?;
+    let args: Vec<&str> = d.args.iter().map(|a| a.as_str()).collect();
+    Some(format!(
+        "error_page {} ({}:{})",
+        args.join(" "),
+        d.file.strip_prefix(root).unwrap_or(&d.file).display(),
+        d.line
+    ))
 }
 
 /// A path under a prefix location that names no file: `try_files` falls through for it.
@@ -434,11 +527,41 @@ pub(crate) fn missing_path_under(prefix: &str) -> String {
     }
 }
 
-/// Give each named location the path of the first location that falls through to it.
-fn reach_named(locations: &mut [Location], named: &[(String, String)]) {
+/// Give each named location the path of the first location that falls through to it, else
+/// why no request reaches it.
+fn reach_named(locations: &mut [Location], named: &[Fallback]) {
     for loc in locations.iter_mut().filter(|l| l.path.starts_with('@')) {
-        if let Some((_, path)) = named.iter().find(|(n, _)| *n == loc.path) {
-            loc.reach = Reach::Path(path.clone());
+        let to = || named.iter().filter(|(n, _)| *n == loc.path);
+        let forced = to().find_map(|(_, r)| r.as_ref().ok());
+        match (forced, to().find_map(|(_, r)| r.as_ref().err())) {
+            (Some(path), _) => loc.reach = Reach::Path(path.clone()),
+            (None, Some(why)) => loc.reach = Reach::Unknown(why.clone()),
+            (None, None) => {}
+        }
+    }
+}
+
+/// Give each `internal` location the path of a location whose `try_files` or `error_page`
+/// sends a request to a URI nginx picks it for, else why no request reaches it.
+fn reach_internal(locations: &mut [Location], named: &[Fallback], server: &[Directive]) {
+    for (uri, reach) in named.iter().filter(|(n, _)| n.starts_with('/')) {
+        let path = uri.split('?').next().unwrap_or(uri);
+        if path.contains('$') {
+            continue;
+        }
+        let Picked::Location(d) = pick::location(server, path) else {
+            continue;
+        };
+        let Some(loc) = (locations.iter_mut()).find(|l| {
+            l.line == d.line && *l.file == *d.file && matches!(l.reach, Reach::Unknown(_))
+        }) else {
+            continue;
+        };
+        let internal = d.children().iter().any(|c| c.name == "internal");
+        match reach {
+            Ok(p) if internal => loc.reach = Reach::Path(p.clone()),
+            Err(why) if internal => loc.reach = Reach::Unknown(why.clone()),
+            _ => {}
         }
     }
 }

@@ -5,10 +5,14 @@
 //! each Host a `map $host` routes to another upstream than those names get (`hosts`), on each
 //! path a `map $uri` routes to another upstream than the location's own path gets
 //! (`conf::uri_map`), on every proxied location a path is known to reach (prefix and exact
-//! ones as written, regex ones where a matching path can be derived, named ones through the
-//! `try_files`/`error_page 404` that leads to them, and those with no `*_pass` whose
-//! `auth_request` reaches a backend; the `internal` location such a subrequest lands on is
-//! verified through them, never requested itself) and on every listen this machine can reach.
+//! ones as written, regex ones where a matching path can be derived, named and `internal`
+//! ones through the `try_files` (or, where no backend answers, the `error_page 404`) that
+//! leads to them, and those with no `*_pass` whose `auth_request` reaches a backend; the
+//! `internal` location such a subrequest lands on is verified through them, never requested
+//! itself). A location only a backend's 404 or failure leads to is not verified, and neither
+//! is a backend whose own 502 or 504 an `error_page` answers for (`*_intercept_errors on`):
+//! the answer does not say which one answered. Where nginx makes the 502 itself (the backend
+//! refused, closed, timed out) it logs the failure, and that upstream error decides. and on every listen this machine can reach.
 //! Where the change makes it the default server of a listen, the default route (a Host no
 //! name matches) is checked too. A request must land on that server: a wildcard listen is
 //! reached through a loopback address no specific listen on the same port claims, and a
@@ -418,17 +422,25 @@ fn candidates<'a>(
     }
     let mut locations = Vec::new();
     for loc in &server.locations {
+        if let Some(fallback) = &loc.hidden_failure {
+            skip(
+                format!("{} backend {}", location_what(loc), loc.target),
+                at(root, &loc.file, loc.line),
+                format!(
+                    "{fallback} answers for it when it fails, and with *_intercept_errors on \
+                     nginx logs nothing when the backend answers 502 or 504 itself: an answer \
+                     does not say which one answered"
+                ),
+            );
+        }
         match &loc.reach {
             Reach::Path(p) => locations.push((loc, p.as_str())),
             // Checked through the locations whose `auth_request` asks it.
             Reach::Subrequest => {}
             Reach::Unknown(why) => skip(
-                match &loc.modifier {
-                    Some(m) => format!("location {m} {}", loc.path),
-                    None => format!("location {}", loc.path),
-                },
+                location_what(loc),
                 at(root, &loc.file, loc.line),
-                (*why).to_string(),
+                why.clone(),
             ),
         }
     }
@@ -578,6 +590,14 @@ fn unnamed_host(
              its IP and requests without a Host",
             listen.addr
         )),
+    }
+}
+
+/// `location ~ \.php$`, `location @app`.
+fn location_what(loc: &Location) -> String {
+    match &loc.modifier {
+        Some(m) => format!("location {m} {}", loc.path),
+        None => format!("location {}", loc.path),
     }
 }
 

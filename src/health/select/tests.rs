@@ -61,11 +61,38 @@ fn every_name_location_and_listen_of_an_affected_server() {
         [
             "server_name ~^re | a regex server_name: no Host is derived from it",
             "location ~ (?<x>a)b | no matching path could be derived from the regex",
-            "location @orphan | no try_files or error_page 404 leads here",
+            "location @orphan | no try_files or error_page leads here",
         ]
     );
     assert_eq!(p.checked.len(), 1);
     assert_eq!(p.checked[0].server, "a.test");
+}
+
+#[test]
+fn fallbacks_are_checked_only_where_a_request_makes_nginx_take_them() {
+    let p = plan(
+        "server { listen 127.0.0.1:8080; server_name a.test; root /nonexistent;\n\
+         location /static/ { error_page 404 = @files; }\n location @files { proxy_pass http://f; }\n\
+         location /dl/ { try_files $uri /protected/$uri; }\n\
+         location /protected/ { internal; proxy_pass http://p; }\n\
+         location / { proxy_pass http://u; proxy_intercept_errors on; \
+         error_page 404 = @missing; error_page 502 = /sorry; }\n\
+         location @missing { proxy_pass http://m; }\n location /sorry { proxy_pass http://s; }\n}",
+    );
+    let paths: Vec<(&str, &str)> = (p.checks.iter())
+        .map(|c| (c.what.as_str(), c.path.as_str()))
+        .collect();
+    assert!(paths.contains(&("location @files", "/static/safe-reload-check")));
+    assert!(paths.contains(&("location /protected/", "/dl/safe-reload-check")));
+    let skipped: Vec<String> = (p.not_checked.iter())
+        .map(|u| format!("{} | {}", u.what, u.why))
+        .collect();
+    assert!(skipped.iter().any(
+        |s| s.starts_with("location / backend http://u | error_page 502 = /sorry (nginx.conf:")
+    ));
+    assert!(skipped.iter().any(|s| s.starts_with(
+        "location @missing | reached only when the backend of location / answers 404"
+    )));
 }
 
 #[test]
