@@ -333,6 +333,23 @@ impl UpstreamError {
     }
 }
 
+impl UpstreamError {
+    /// The request it was logged for, as the line names it: the `host:` field without a port,
+    /// lowercased, and the request target of the `request:` field (`GET /api/ HTTP/1.1` is
+    /// `/api/`). `None` when the line lacks either.
+    pub fn logged_for(&self) -> Option<(String, &str)> {
+        let host = field(&self.text, "host", true)?;
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+                name
+            }
+            _ => host.as_str(),
+        };
+        let target = self.request.as_deref()?.split(' ').nth(1)?;
+        Some((name.to_ascii_lowercase(), target))
+    }
+}
+
 /// Phrases nginx uses only for failures on the way to or from a backend.
 const UPSTREAM_PHRASES: [&str; 5] = [
     "while connecting to upstream",
@@ -458,6 +475,20 @@ mod tests {
             upstream_error(&hung_up).map(|e| e.kind),
             Some(UpstreamErrorKind::PrematureClose)
         );
+    }
+
+    #[test]
+    fn an_upstream_error_names_the_request_it_was_logged_for() {
+        let line = |host: &str| {
+            log(&format!("2026/11/21 16:00:00 [error] 7#7: *3 connect() failed (111: Connection refused) while connecting to upstream, client: 127.0.0.1, server: app.test, request: \"GET /api/?q=1 HTTP/1.1\", upstream: \"http://127.0.0.1:8000/api/\"{host}"))
+        };
+        let e = upstream_error(&line(", host: \"App.Test:8080\"")).unwrap();
+        assert_eq!(e.logged_for(), Some(("app.test".to_string(), "/api/?q=1")));
+        let e = upstream_error(&line(", host: \"[::1]:8443\"")).unwrap();
+        assert_eq!(e.logged_for(), Some(("[::1]".to_string(), "/api/?q=1")));
+        let e = upstream_error(&line(", host: \"app.test\"")).unwrap();
+        assert_eq!(e.logged_for().map(|k| k.0), Some("app.test".to_string()));
+        assert_eq!(upstream_error(&line("")).unwrap().logged_for(), None);
     }
 
     #[test]

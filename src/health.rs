@@ -310,6 +310,7 @@ fn resolve_entry(resolve: &[String], host: &str, port: u16) -> Result<Option<Soc
 }
 
 mod judge;
+pub mod recent;
 mod verify;
 pub use judge::{erring_since, is_failure, judge, Answer};
 pub use verify::{

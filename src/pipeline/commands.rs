@@ -8,7 +8,8 @@ use std::time::Instant;
 use crate::conf::{self, LoadOptions};
 use crate::error::{Error, Result};
 use crate::exit::Exit;
-use crate::pipeline::alongside::Serving;
+use crate::health::recent::Serving;
+use crate::pipeline::alongside;
 use crate::pipeline::env::{self, Env};
 use crate::pipeline::inspect::{self, Checks, Early};
 use crate::pipeline::transaction::{Running, Transaction, Watch};
@@ -165,7 +166,7 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
     if !refuses {
         let logs = env.error_logs(&insp.config);
         // No master, no running configuration: none of the log's lines are its.
-        let serving = (master.as_ref()).map_or_else(Serving::default, Serving::of);
+        let serving = (master.as_ref()).map_or_else(Serving::default, alongside::serving);
         refuses = inspect::through_shadow(s, &mut insp, &impact, (&logs, &serving), report)?;
         if signals::interrupted() {
             return Err(Error::Interrupted);

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use crate::conf::targets::{self, Targets};
 use crate::conf::{servers, Config, Server};
 use crate::error::{Error, Result};
+use crate::health::recent::Serving;
 use crate::health::{self, HealthOptions, Plan};
 use crate::impact::{self, Impact};
 use crate::nginx::{self, Level, Nginx, TestOutcome};
-use crate::pipeline::alongside::Serving;
 use crate::pipeline::env::Env;
 use crate::preflight::{self, ListenConflict};
 use crate::probe::netstat::Listeners;
@@ -332,7 +332,15 @@ pub fn through_shadow(
             // what would otherwise be rolled back.
             let checks = candidate_checks(s, &insp.servers, impact, root).checks;
             let opts = health_options(s, report.probe.as_ref());
-            let (mut results, skipped) = shadow::run_checks(&shadow, &checks, running, &opts);
+            let (mut results, skipped) = shadow::run_checks(&shadow, &checks, &opts);
+            // `nginx -t` has ended by now, so nothing binds the candidate's addresses: no
+            // socket filter.
+            let (logs, serving) = running;
+            let serving = Serving {
+                held: None,
+                workers: serving.workers.clone(),
+            };
+            shadow::ask_running(&shadow, &mut results, (logs, serving), &opts);
             // Only a request the change made worse is asked what it reads.
             for c in results.iter_mut().filter(|c| c.worse()) {
                 let backend_answered = c.shadow.status.is_some() && c.upstream_errors.is_empty();

@@ -283,7 +283,7 @@ pub fn reload_locked(
                 let baseline = wanted.then(|| {
                     // Read before the baseline starts, from nginx's own processes only:
                     // `nginx -t` meanwhile binds the candidate's free addresses.
-                    let running = alongside::Serving {
+                    let running = crate::health::recent::Serving {
                         held: netstat::held_by(&own),
                         workers: reload::serving(&master),
                     };
@@ -358,7 +358,7 @@ pub fn reload_locked(
         return Ok(report.finish(Outcome::Unchanged, Exit::Ok));
     }
     let running_logs = env.error_logs(&insp.config);
-    let serving = alongside::Serving::of(&master);
+    let serving = alongside::serving(&master);
     let real = (&running_logs[..], &serving);
     let shadow_refuses = inspect::through_shadow(s, &mut insp, &impact, real, report)?;
     if signals::interrupted() {

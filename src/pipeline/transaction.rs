@@ -138,8 +138,8 @@ impl Transaction<'_> {
     /// change is measured against, when it was not taken alongside `nginx -t` (none runs now
     /// to bind an address the running configuration does not have).
     fn baseline(&self, checks: &[Check], report: &mut Report) -> Baseline {
-        let running = alongside::Serving::of(&self.master);
-        let taken = alongside::take(checks, &self.watch.logs, &self.health_options(), running);
+        let running = alongside::serving(&self.master);
+        let taken = health::recent::take(checks, &self.watch.logs, &self.health_options(), running);
         report.step_from("baseline", true, taken.began, taken.elapsed, None);
         let window = taken.finish(&self.expected_down);
         let baseline = Baseline::of(&window);

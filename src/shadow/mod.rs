@@ -29,7 +29,7 @@ pub use conf::{
 };
 pub use differs::{differs, Differs};
 pub use lease::{clean_leftovers, leftovers, Leftover};
-pub use verify::{judge, run_checks, ShadowCheck, ShadowReport, ShadowState};
+pub use verify::{ask_running, judge, run_checks, ShadowCheck, ShadowReport, ShadowState};
 
 use crate::conf::servers::listen_addr;
 use crate::conf::targets::Context;

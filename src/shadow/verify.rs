@@ -1,9 +1,10 @@
 //! The candidate's checks through the shadow, and what they mean.
 //!
 //! Each check goes to the shadow's stand-in for the address it names, with the same Host and
-//! SNI, and the shadow's error log is read after it, exactly as verification reads the real
-//! one after a reload. A check that fails there is then asked of the running nginx, and the two
-//! answers are compared by the verdict's own function (`verdict::difference`), so the shadow
+//! SNI, all of them at once as a round of verification sends them, and the shadow's error log
+//! is read after them, exactly as verification reads the real one after a reload. The checks
+//! that fail there are then asked of the running nginx together, and the two answers are
+//! compared by the verdict's own function (`verdict::difference`), so the shadow
 //! refuses exactly what verification after the reload would roll back: if it fails there too
 //! the failure is older than the change and refuses nothing; if it passes there, the running
 //! nginx does not listen there yet (a new listen has no baseline), or it was only slower than
@@ -24,6 +25,7 @@
 //! `$server_addr`: see `differs`) is left to verification after the reload; that is decided
 //! for each failing request, never for the whole configuration.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -33,8 +35,8 @@ use super::conf::Remapped;
 use super::differs::Differs;
 use super::Shadow;
 use crate::errorlog::{Cursors, UpstreamError};
+use crate::health::recent::{self, Serving};
 use crate::health::{self, Check, CheckResult, HealthOptions};
-use crate::pipeline::alongside::Serving;
 use crate::verdict::{self, Difference, Seen};
 
 /// One check through the shadow.
@@ -241,13 +243,12 @@ impl ShadowReport {
     }
 }
 
-/// Send `checks` through the running shadow; for each one that fails, ask the running nginx
-/// the same, reading its logs meanwhile (the lines of its serving workers count, see
-/// `alongside::Serving`).
+/// Send `checks` through the running shadow, concurrently, and read its error log after them:
+/// a check's upstream errors are the lines logged for its Host and path (see [`waves`]). A
+/// check with no stand-in in the shadow is skipped: its URL is in the second list.
 pub fn run_checks(
     shadow: &Shadow,
     checks: &[Check],
-    (running_logs, serving): (&[PathBuf], &Serving),
     opts: &HealthOptions,
 ) -> (Vec<ShadowCheck>, Vec<String>) {
     let one = HealthOptions {
@@ -255,70 +256,131 @@ pub fn run_checks(
         ..opts.clone()
     };
     let mut logs = Cursors::open(&[shadow.error_log()]);
-    let (mut out, mut skipped) = (Vec::new(), Vec::new());
+    let (mut routed, mut skipped) = (Vec::new(), Vec::new());
     for check in checks {
-        let Some(routed) = shadow.ports().route_check(check) else {
-            skipped.push(check.url.clone());
-            continue;
-        };
-        let via = routed.via();
-        let h = health::verify(std::slice::from_ref(&routed), &mut logs, &one);
-        let Some(mut result) = h.results.into_iter().next() else {
-            skipped.push(check.url.clone());
-            continue;
-        };
-        result.check = check.clone();
-        let mut sc = ShadowCheck {
-            url: check.url.clone(),
-            host: check.host.clone(),
-            via,
-            shadow: result,
-            upstream_errors: h.upstream_errors,
-            running: None,
-            running_errors: Vec::new(),
-            differs: None,
-        };
-        let server_error = matches!(sc.shadow.status, Some(500..=599));
-        if sc.failed() || server_error || !sc.upstream_errors.is_empty() {
-            // Exactly as the baseline before a reload asks it: the same rounds, so a pool's
-            // round-robin reaches as many of its peers, and the log's recent past, where a
-            // worker that skips a failing peer for its `fail_timeout` logged it last. `nginx -t`
-            // has ended by now, so nothing binds the candidate's addresses: no socket filter.
-            let running = Serving {
-                held: None,
-                workers: serving.workers.clone(),
-            };
-            let r = crate::pipeline::alongside::take(
-                std::slice::from_ref(check),
-                running_logs,
-                opts,
-                running,
-            )
-            .finish(&opts.expected_down);
-            sc.running = r.results.into_iter().next();
-            sc.running_errors = r.upstream_errors;
-            let before = (sc.running.as_ref())
-                .filter(|r| !r.failed && !r.refused)
-                .and_then(|r| r.status);
-            if !sc.failed() && health::erring_since(before, sc.shadow.status) {
-                // A 5xx where the running nginx answers without one: asked again, judged
-                // against that answer, as verification after the reload would judge it.
-                let again = health::verify_against(
-                    std::slice::from_ref(&routed),
-                    &mut logs,
-                    &one,
-                    &RunningAnswered(before),
-                );
-                if let Some(mut result) = again.results.into_iter().next() {
-                    result.check = check.clone();
-                    sc.shadow = result;
-                    sc.upstream_errors.extend(again.upstream_errors);
-                }
+        match shadow.ports().route_check(check) {
+            Some(r) => routed.push((check, r)),
+            None => skipped.push(check.url.clone()),
+        }
+    }
+    let mut out: Vec<Option<ShadowCheck>> = vec![None; routed.len()];
+    for wave in waves(routed.iter().map(|(c, _)| *c)) {
+        let sent: Vec<Check> = wave.iter().map(|&i| routed[i].1.clone()).collect();
+        let h = health::verify(&sent, &mut logs, &one);
+        let mut errors = h.upstream_errors;
+        for (&i, mut result) in wave.iter().zip(h.results) {
+            let check = routed[i].0;
+            let key = (check.host.to_ascii_lowercase(), check.path.as_str());
+            let (own, rest): (Vec<_>, Vec<_>) = errors.into_iter().partition(|e| {
+                e.logged_for()
+                    .is_some_and(|(h, p)| h == key.0 && p == key.1)
+            });
+            errors = rest;
+            result.check = check.clone();
+            out[i] = Some(ShadowCheck {
+                url: check.url.clone(),
+                host: check.host.clone(),
+                via: routed[i].1.via(),
+                shadow: result,
+                upstream_errors: own,
+                running: None,
+                running_errors: Vec::new(),
+                differs: None,
+            });
+        }
+        // A line that names no check of the wave (no Host or request in it) could be any
+        // one's: each of them gets it, as a sequential run would have given it to one.
+        for &i in &wave {
+            if let Some(sc) = out[i].as_mut() {
+                sc.upstream_errors.extend(errors.iter().cloned());
             }
         }
-        out.push(sc);
     }
-    (out, skipped)
+    (out.into_iter().flatten().collect(), skipped)
+}
+
+/// The checks in rounds that can be sent at once: within one, no two share a Host and path,
+/// so each line of the shadow's log names the one check it was written for. Nearly always a
+/// single round; indexes into `checks`, in order.
+fn waves<'a>(checks: impl Iterator<Item = &'a Check>) -> Vec<Vec<usize>> {
+    let mut keys: Vec<HashSet<(String, &str)>> = Vec::new();
+    let mut waves: Vec<Vec<usize>> = Vec::new();
+    for (i, c) in checks.enumerate() {
+        let key = (c.host.to_ascii_lowercase(), c.path.as_str());
+        match keys.iter().position(|k| !k.contains(&key)) {
+            Some(w) => {
+                keys[w].insert(key);
+                waves[w].push(i);
+            }
+            None => {
+                keys.push(HashSet::from([key]));
+                waves.push(vec![i]);
+            }
+        }
+    }
+    waves
+}
+
+/// Ask the running nginx each request that failed through the shadow, answered a 5xx there or
+/// logged an upstream error there (connect errors to `opts.expected_down` peers set apart
+/// first, as verification sets them apart), exactly as the baseline before a reload asks it:
+/// the same rounds, so a pool's round-robin reaches as many of its peers, and the log's recent
+/// past, where a worker that skips a failing peer for its `fail_timeout` logged it last (the
+/// lines of `running`'s serving workers count, see `health::recent::Serving`). The requests go
+/// together and `running_logs` are read back once for all of them. A 5xx through the shadow
+/// where the running nginx answers without one is asked of the shadow again, judged against
+/// that answer, as verification after the reload would judge it.
+pub fn ask_running(
+    shadow: &Shadow,
+    checks: &mut [ShadowCheck],
+    (running_logs, running): (&[PathBuf], Serving),
+    opts: &HealthOptions,
+) {
+    for c in checks.iter_mut() {
+        (c.upstream_errors).retain(|e| !health::is_expected(e, &opts.expected_down));
+    }
+    let asked: Vec<usize> = (0..checks.len())
+        .filter(|&i| {
+            let c = &checks[i];
+            let server_error = matches!(c.shadow.status, Some(500..=599));
+            c.failed() || server_error || !c.upstream_errors.is_empty()
+        })
+        .collect();
+    if asked.is_empty() {
+        return;
+    }
+    let requests: Vec<Check> = asked
+        .iter()
+        .map(|&i| checks[i].shadow.check.clone())
+        .collect();
+    let r = recent::take(&requests, running_logs, opts, running).finish(&opts.expected_down);
+    let one = HealthOptions {
+        rounds: 1,
+        ..opts.clone()
+    };
+    for (&i, result) in asked.iter().zip(r.results) {
+        let sc = &mut checks[i];
+        sc.running = Some(result);
+        // The recent past is the log's, not one request's: every check asked reads all of it.
+        sc.running_errors = r.upstream_errors.clone();
+        let before = (sc.running.as_ref())
+            .filter(|r| !r.failed && !r.refused)
+            .and_then(|r| r.status);
+        if sc.failed() || !health::erring_since(before, sc.shadow.status) {
+            continue;
+        }
+        let Some(routed) = shadow.ports().route_check(&sc.shadow.check) else {
+            continue;
+        };
+        let mut logs = Cursors::open(&[shadow.error_log()]);
+        let known = RunningAnswered(before);
+        let again = health::verify_against(std::slice::from_ref(&routed), &mut logs, &one, &known);
+        if let Some(mut result) = again.results.into_iter().next() {
+            result.check = sc.shadow.check.clone();
+            sc.shadow = result;
+            sc.upstream_errors.extend(again.upstream_errors);
+        }
+    }
 }
 
 /// What the running nginx answered a check, when that passed: the shadow's answers to it are
@@ -584,6 +646,27 @@ mod tests {
         assert!(check(result(Some(200), None), None)
             .intermittent()
             .is_none());
+    }
+
+    #[test]
+    fn checks_sharing_a_host_and_path_go_in_separate_waves() {
+        let at = |host: &str, path: &str, port: u16| {
+            Check::plain(
+                format!("http://{host}{path}"),
+                std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                host.into(),
+                path.into(),
+                false,
+            )
+        };
+        let checks = [
+            at("a.test", "/", 80),
+            at("b.test", "/", 80),
+            at("A.test", "/", 8080),
+            at("a.test", "/api/", 80),
+            at("a.test", "/", 8081),
+        ];
+        assert_eq!(waves(checks.iter()), [vec![0, 1, 3], vec![2], vec![4]]);
     }
 
     #[test]
