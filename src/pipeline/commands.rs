@@ -106,11 +106,12 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
         None => env.master(&config).ok(),
     };
     let own = master.as_ref().map(own_pids).unwrap_or_default();
-    let mut early = Early::start(Some(&env.nginx), checks);
-    if confined.is_none() {
-        // Never for untrusted configuration: running it is what `--untrusted` refuses.
-        early = early.with_shadow(s, &env, &config);
-    }
+    let early = Early::start(Some(&env.nginx), checks);
+    // Never for untrusted configuration: running it is what `--untrusted` refuses.
+    let mut shadow = confined
+        .is_none()
+        .then(|| inspect::start_shadow(s, &env, &config))
+        .flatten();
     let mut insp = inspect::inspect(Some(&env.info), s, config, &own, early, report)?;
     if let Some(sandbox) = &sandbox {
         let t = Instant::now();
@@ -164,10 +165,22 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
         return Err(Error::Interrupted);
     }
     if !refuses {
-        let logs = env.error_logs(&insp.config);
-        // No master, no running configuration: none of the log's lines are its.
-        let serving = (master.as_ref()).map_or_else(Serving::default, alongside::serving);
-        refuses = inspect::through_shadow(s, &mut insp, &impact, (&logs, &serving), report)?;
+        if let Some(shadow) = &shadow {
+            let root = &insp.config.conf_prefix;
+            let checks = inspect::candidate_checks(s, &insp.servers, &impact, root).checks;
+            let logs = env.error_logs(&insp.config);
+            // No master, no running configuration: none of the log's lines are its. `nginx -t`
+            // has ended by now, so nothing binds the candidate's addresses: no socket filter.
+            let serving = (master.as_ref()).map_or_else(Serving::default, alongside::serving);
+            shadow.send(inspect::shadow_batch(s, checks, logs, serving));
+            shadow.expect_down(
+                report
+                    .probe
+                    .as_ref()
+                    .map_or_else(Vec::new, |p| p.expected_down()),
+            );
+        }
+        refuses = inspect::through_shadow(s, shadow.as_mut(), &insp, report)?;
         if signals::interrupted() {
             return Err(Error::Interrupted);
         }

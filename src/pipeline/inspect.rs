@@ -2,8 +2,9 @@
 //! targets and servers, run `nginx -t`, probe upstreams and the listen preflight. `nginx -t`
 //! starts before the extraction and runs on its own thread through it and the probes, so a
 //! large config costs one `nginx -t`, not `nginx -t` plus everything else. The shadow nginx
-//! (see `shadow`) starts beside `nginx -t` too; [`through_shadow`] sends the candidate's checks
-//! through it once the diff says which servers changed.
+//! (see `shadow`) starts beside `nginx -t` too, on a thread of its own ([`start_shadow`]); the
+//! candidate's checks are sent through it as soon as the impact says which servers changed,
+//! and [`through_shadow`] records what it showed.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,7 +22,7 @@ use crate::probe::netstat::Listeners;
 use crate::probe::{self, ProbeOptions, ProbeReport};
 use crate::report::{Problem, Report};
 use crate::settings::Settings;
-use crate::shadow::{self, NotServing, Shadow, ShadowReport, ShadowState};
+use crate::shadow::{self, Batch, Seen, Session, ShadowReport, ShadowState};
 
 /// What to run.
 #[derive(Debug, Clone, Copy)]
@@ -42,8 +43,6 @@ pub struct Inspection {
     pub test: Option<TestOutcome>,
     pub probe: Option<ProbeReport>,
     pub conflicts: Vec<ListenConflict>,
-    /// The shadow started beside `nginx -t`, or why it did not start; `None` when off.
-    pub shadow: Option<std::result::Result<Shadow, String>>,
 }
 
 /// Probe settings from flags and the configuration's `user`.
@@ -77,7 +76,6 @@ pub struct Early {
     /// every free address it names (it only ignores EADDRINUSE), so a table read while it runs
     /// could show a new `listen` "held" by `nginx -t` itself.
     tables: Option<Listeners>,
-    shadow: Option<std::result::Result<Shadow, String>>,
 }
 
 /// The test's outcome, when it started and how long it took.
@@ -101,26 +99,7 @@ impl Early {
             checks,
             test,
             tables,
-            shadow: None,
         }
-    }
-
-    /// Start the candidate in a shadow nginx beside `nginx -t` (unless `s.no_shadow`). A shadow
-    /// that cannot start is remembered as the reason, never a refusal: it says nothing about
-    /// the change. Runs on the calling thread, whose end the shadow's death signal follows.
-    pub fn with_shadow(mut self, s: &Settings, env: &Env, config: &Config) -> Early {
-        if s.no_shadow {
-            return self;
-        }
-        let started = Shadow::start(&shadow::Options {
-            binary: &env.nginx.binary,
-            prefix: &env.nginx.prefix,
-            config,
-            info: &env.info,
-            state_dir: &s.state_dir,
-        });
-        self.shadow = Some(started.map_err(|e| e.to_string()));
-        self
     }
 
     fn join(&mut self) -> Option<Tested> {
@@ -139,6 +118,24 @@ impl Drop for Early {
     fn drop(&mut self) {
         self.join();
     }
+}
+
+/// Start the candidate in a shadow nginx beside `nginx -t`, on a thread of its own (`None`
+/// with `s.no_shadow`). Only the walk for its listens runs on the calling thread. A shadow
+/// that cannot start is a reason in its report, never a refusal: it says nothing about the
+/// change. Dropping the session stops it.
+pub fn start_shadow(s: &Settings, env: &Env, config: &Config) -> Option<Session> {
+    if s.no_shadow {
+        return None;
+    }
+    let source = shadow::Source::of(&shadow::Options {
+        binary: &env.nginx.binary,
+        prefix: &env.nginx.prefix,
+        config,
+        info: &env.info,
+        state_dir: &s.state_dir,
+    });
+    Some(Session::start(source, s.nginx_timeout))
 }
 
 /// Run the checks `early` did not already start; record each as a step of the report.
@@ -239,7 +236,6 @@ pub fn inspect_with<T>(
         test,
         probe,
         conflicts,
-        shadow: early.shadow.take(),
     };
     Ok((insp, beside))
 }
@@ -272,110 +268,89 @@ pub fn health_options(s: &Settings, probe: Option<&ProbeReport>) -> HealthOption
     }
 }
 
-/// Send the candidate's checks through the shadow started beside `nginx -t`, then stop it.
-/// `true` when the shadow refuses the change: a check the running nginx passes fails there.
-/// A shadow that did not start or cannot judge is noted ("not verified in the shadow") and
-/// refuses nothing. `running` is the real nginx: its error logs, read while a failed check is
-/// asked of it, and its workers, whose lines there count.
+/// The candidate's checks for the shadow: sent through it as soon as it serves, and the
+/// ones that fail there asked of the running nginx (reading `running_logs`) once
+/// [`Session::expect_down`] has said which peers the probe found down. `running`: the running
+/// nginx's sockets, when `nginx -t` may still run, and its serving workers, whose lines in its
+/// logs count (see `health::recent`).
+///
+/// `checks` are exactly the ones verification after the reload sends ([`candidate_checks`];
+/// gRPC locations too: a plain GET nginx turns into gRPC is answered alike by both nginx
+/// instances, and a failure the running nginx shares is not the change's), so the shadow
+/// refuses what would otherwise be rolled back.
+pub fn shadow_batch(
+    s: &Settings,
+    checks: Vec<health::Check>,
+    running_logs: Vec<PathBuf>,
+    running: Serving,
+) -> Batch {
+    Batch {
+        checks,
+        running_logs,
+        opts: health_options(s, None),
+        running,
+    }
+}
+
+/// What the shadow started beside `nginx -t` showed for the checks sent through it, into the
+/// report; `None` when it is off. `true` when the shadow refuses the change: a check the
+/// running nginx passes fails there. A shadow that did not start or cannot judge is noted
+/// ("not verified in the shadow") and refuses nothing. The session stops the shadow on its
+/// own thread once this has its result: the run does not wait for that.
 pub fn through_shadow(
     s: &Settings,
-    insp: &mut Inspection,
-    impact: &Impact,
-    running: (&[PathBuf], &Serving),
+    session: Option<&mut Session>,
+    insp: &Inspection,
     report: &mut Report,
 ) -> Result<bool> {
-    let Some(started) = insp.shadow.take() else {
+    let Some(session) = session else {
         report.shadow = Some(ShadowReport::new(ShadowState::Off, None));
         return Ok(false);
-    };
-    let t = Instant::now();
-    let mut shadow = match started {
-        Ok(shadow) => shadow,
-        Err(why) => {
-            let why = format!("the shadow nginx could not be started: {why}");
-            report
-                .notes
-                .push(format!("not verified in the shadow: {why}"));
-            report.step("shadow", true, t.elapsed(), Some("not started".into()));
-            report.shadow = Some(ShadowReport::new(ShadowState::NotVerified, Some(why)));
-            return Ok(false);
-        }
     };
     let test_took = (report.steps.iter())
         .find(|st| st.name == "nginx -t")
         .map_or(Duration::ZERO, |st| st.elapsed);
     let within = (test_took * 2 + Duration::from_secs(5)).min(s.nginx_timeout);
-    let mut rep = ShadowReport::new(ShadowState::NotVerified, None);
-    rep.master_pid = Some(shadow.master_pid());
-    rep.listens = shadow.ports().rows();
-    match shadow.wait_ready(within) {
-        Err(NotServing::WorkersDied(line)) => {
-            // The reload would start the same workers: they would die alike, and the old
-            // ones would leave with no one accepting in their place.
-            rep.state = ShadowState::Refused;
-            rep.reason = Some(format!(
-                "the candidate's worker processes die at startup in the shadow nginx: {line}"
-            ));
-        }
-        Err(NotServing::Other(why)) => {
-            if crate::signals::interrupted() {
-                return Err(Error::Interrupted);
-            }
-            rep.reason = Some(format!("the shadow nginx did not start: {why}"));
-        }
-        Ok(()) => {
-            crate::store::test_pause("shadow-running");
-            let root = &insp.config.conf_prefix;
-            // Exactly the checks verification after the reload sends (gRPC locations too: a
-            // plain GET nginx turns into gRPC is answered alike by both nginx instances, and a
-            // failure the running nginx shares is not the change's), so the shadow refuses
-            // what would otherwise be rolled back.
-            let checks = candidate_checks(s, &insp.servers, impact, root).checks;
-            let opts = health_options(s, report.probe.as_ref());
-            let (mut results, skipped) = shadow::run_checks(&shadow, &checks, &opts);
-            // `nginx -t` has ended by now, so nothing binds the candidate's addresses: no
-            // socket filter.
-            let (logs, serving) = running;
-            let serving = Serving {
-                held: None,
-                workers: serving.workers.clone(),
-            };
-            shadow::ask_running(&shadow, &mut results, (logs, serving), &opts);
-            // Only a request the change made worse is asked what it reads.
-            for c in results.iter_mut().filter(|c| c.worse()) {
-                let backend_answered = c.shadow.status.is_some() && c.upstream_errors.is_empty();
-                c.differs = shadow::differs(
-                    &insp.config,
-                    &insp.servers,
-                    &c.shadow.check,
-                    backend_answered,
-                );
-            }
-            let (state, reason) = shadow::judge(&results);
+    let (mut rep, began) = match session.seen(within) {
+        Seen::NotStarted { why, began, took } => {
+            let why = format!("the shadow nginx could not be started: {why}");
             report
-                .warnings
-                .extend(results.iter().filter_map(shadow::ShadowCheck::intermittent));
-            (rep.state, rep.reason, rep.checks, rep.skipped) = (state, reason, results, skipped);
+                .notes
+                .push(format!("not verified in the shadow: {why}"));
+            report.step_from("shadow", true, began, took, Some("not started".into()));
+            report.shadow = Some(ShadowReport::new(ShadowState::NotVerified, Some(why)));
+            return Ok(false);
         }
+        Seen::Ran { report, began } => (report, began),
+    };
+    if rep.ready.is_none() && crate::signals::interrupted() {
+        return Err(Error::Interrupted);
     }
-    rep.elapsed = shadow.age();
-    (rep.spawn, rep.ready) = (shadow.spawn_took, shadow.ready_after);
-    let stopping = shadow.stop();
+    if rep.ready.is_some() {
+        // Only a request the change made worse is asked what it reads.
+        for c in rep.checks.iter_mut().filter(|c| c.worse()) {
+            let backend_answered = c.shadow.status.is_some() && c.upstream_errors.is_empty();
+            c.differs = shadow::differs(
+                &insp.config,
+                &insp.servers,
+                &c.shadow.check,
+                backend_answered,
+            );
+        }
+        (rep.state, rep.reason) = shadow::judge(&rep.checks);
+        report.warnings.extend(
+            rep.checks
+                .iter()
+                .filter_map(shadow::ShadowCheck::intermittent),
+        );
+    }
     let detail = match rep.state {
-        ShadowState::Verified => format!(
-            "{} checks, stopped in {} ms",
-            rep.checks.len(),
-            stopping.as_millis()
-        ),
+        ShadowState::Verified => format!("{} checks", rep.checks.len()),
         ShadowState::Refused => "refused".into(),
         _ => "not verified".into(),
     };
-    report.step(
-        "shadow",
-        rep.state != ShadowState::Refused,
-        t.elapsed(),
-        Some(detail),
-    );
+    let ok = rep.state != ShadowState::Refused;
+    report.step_from("shadow", ok, began, rep.elapsed, Some(detail));
     let refuses = rep.state == ShadowState::Refused;
     match (rep.state, &rep.reason) {
         (ShadowState::Refused, Some(why)) => {

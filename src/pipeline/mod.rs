@@ -227,8 +227,10 @@ pub fn reload_locked(
             probe: !s.no_probe,
             preflight: true,
         },
-    )
-    .with_shadow(s, &env, &config);
+    );
+    // Stopped on its own thread once its checks are done, and reaped at the latest when this
+    // function returns: the reload does not wait for it.
+    let mut shadow = inspect::start_shadow(s, &env, &config);
     let own = own_pids(&master);
     let asks = !s.yes && p.interactive();
     // A run `recover` continues may have left nginx running its unverified candidate: that is
@@ -280,13 +282,24 @@ pub fn reload_locked(
                 // operator may take minutes to answer the prompt: the baseline is then taken
                 // after the answer, right before the signal.
                 let wanted = running == Running::Baseline && (!unchanged || s.force) && !asks;
+                // Read before the baseline starts, from nginx's own processes only: `nginx -t`
+                // meanwhile binds the candidate's free addresses.
+                let held = (wanted || shadow.is_some()).then(|| netstat::held_by(&own));
+                let running = crate::health::recent::Serving {
+                    held: held.flatten(),
+                    workers: reload::serving(&master),
+                };
+                // The shadow's checks go now, while nginx -t runs; a change that will not be
+                // reloaded sends none.
+                if let Some(shadow) = shadow.as_ref().filter(|_| !unchanged || s.force) {
+                    shadow.send(inspect::shadow_batch(
+                        s,
+                        plan.checks.clone(),
+                        env.error_logs(parsed.config),
+                        running.clone(),
+                    ));
+                }
                 let baseline = wanted.then(|| {
-                    // Read before the baseline starts, from nginx's own processes only:
-                    // `nginx -t` meanwhile binds the candidate's free addresses.
-                    let running = crate::health::recent::Serving {
-                        held: netstat::held_by(&own),
-                        workers: reload::serving(&master),
-                    };
                     alongside::Pending::start(
                         plan.checks.clone(),
                         env.error_logs(parsed.config),
@@ -315,6 +328,14 @@ pub fn reload_locked(
     judge_probes(report, &mut insp, impact, old_routes.as_ref());
     drop(old_routes);
     let refuses = record_inspection(report, &mut insp);
+    if let Some(shadow) = &shadow {
+        shadow.expect_down(
+            report
+                .probe
+                .as_ref()
+                .map_or_else(Vec::new, |p| p.expected_down()),
+        );
+    }
     if signals::interrupted() {
         // Ctrl-C during the checks: nothing changed, whatever the checks found.
         return Err(Error::Interrupted);
@@ -357,10 +378,7 @@ pub fn reload_locked(
         report.notes.push("nothing changed since the last good configuration; not reloading (--force reloads anyway)".into());
         return Ok(report.finish(Outcome::Unchanged, Exit::Ok));
     }
-    let running_logs = env.error_logs(&insp.config);
-    let serving = alongside::serving(&master);
-    let real = (&running_logs[..], &serving);
-    let shadow_refuses = inspect::through_shadow(s, &mut insp, &impact, real, report)?;
+    let shadow_refuses = inspect::through_shadow(s, shadow.as_mut(), &insp, report)?;
     if signals::interrupted() {
         return Err(Error::Interrupted);
     }

@@ -10,10 +10,13 @@
 //! SIGKILLs what is left and reaps the master; only then does the directory go. A lease file in
 //! the state directory (`STATE/shadow/PID.json`) names the process and the directory, so a run
 //! killed with SIGKILL is cleaned up by the next run, `status` or `recover` (see `lease`).
+//! The whole life of a shadow, from the copy to the stop, runs on a thread of its own beside
+//! `nginx -t` (see `session`).
 
 mod conf;
 mod differs;
 mod lease;
+mod session;
 mod verify;
 
 use std::collections::{BTreeSet, HashSet};
@@ -22,6 +25,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use conf::{
@@ -29,11 +33,12 @@ pub use conf::{
 };
 pub use differs::{differs, Differs};
 pub use lease::{clean_leftovers, leftovers, Leftover};
+pub use session::{Batch, Seen, Session};
 pub use verify::{ask_running, judge, run_checks, ShadowCheck, ShadowReport, ShadowState};
 
 use crate::conf::servers::listen_addr;
 use crate::conf::targets::Context;
-use crate::conf::{Config, ListenAddr};
+use crate::conf::{ConfFile, Config, ListenAddr};
 use crate::error::{Error, Result};
 use crate::nginx::BuildInfo;
 use crate::reload::{self, Master, WorkerState};
@@ -71,6 +76,95 @@ pub struct Options<'a> {
     pub state_dir: &'a Path,
 }
 
+/// Every listen (and whether it is `udp`), each to get a stand-in.
+type ListenKeys = BTreeSet<(ListenAddr, bool)>;
+
+/// What starting a shadow takes from the candidate, gathered from its tree on the calling
+/// thread (one walk) so that the start itself, copying, rewriting and spawning, can run on a
+/// thread of its own. The files' bytes are shared with the candidate, not copied.
+pub struct Source {
+    binary: PathBuf,
+    prefix: PathBuf,
+    main: PathBuf,
+    conf_prefix: PathBuf,
+    files: Vec<ConfFile>,
+    state_dir: PathBuf,
+    listens: ListenKeys,
+    /// See [`StandIns::add_listen`].
+    add_listen: HashSet<(PathBuf, u32)>,
+    /// See [`Plan::http_temp`].
+    http_temp: Vec<&'static str>,
+}
+
+impl Source {
+    /// The listens of `o.config`, the servers without a `listen`, and the temp paths its
+    /// `http {}` blocks lack.
+    pub fn of(o: &Options) -> Source {
+        let (listens, add_listen) = listens(o.config);
+        let mut http_temp = Vec::new();
+        for http in o.config.tree.iter().filter(|d| d.name == "http") {
+            for (name, module) in HTTP_TEMP_PATHS {
+                let without = format!("--without-{module}_module");
+                let set = http.children().iter().any(|c| c.name == name);
+                if !set && !o.info.configure_args.contains(&without) && !http_temp.contains(&name) {
+                    http_temp.push(name);
+                }
+            }
+        }
+        Source {
+            binary: o.binary.to_path_buf(),
+            prefix: o.prefix.to_path_buf(),
+            main: o.config.main.clone(),
+            conf_prefix: o.config.conf_prefix.clone(),
+            files: o.config.files.clone(),
+            state_dir: o.state_dir.to_path_buf(),
+            listens,
+            add_listen,
+            http_temp,
+        }
+    }
+
+    /// The rewrite plan for a copy in `dir`: each listen given a free loopback port or a
+    /// socket path there.
+    fn plan(&self, dir: &Path) -> Result<Plan> {
+        Ok(Plan {
+            listens: StandIns {
+                ports: allocate(&self.listens, &dir.join("sock"))?,
+                add_listen: self.add_listen.clone(),
+            },
+            dir: dir.to_path_buf(),
+            prefix: self.prefix.clone(),
+            conf_prefix: self.conf_prefix.clone(),
+            http_temp: self.http_temp.clone(),
+        })
+    }
+}
+
+/// How long a shadow may take to serve: set from the thread that waits for its answer (see
+/// [`Shadow::wait_ready`]), as a time and the wait it stands for, which the message names.
+#[derive(Debug)]
+pub struct Deadline(Mutex<(Instant, Duration)>);
+
+impl Deadline {
+    /// `within` from now.
+    pub fn after(within: Duration) -> Deadline {
+        Deadline(Mutex::new((Instant::now() + within, within)))
+    }
+
+    /// Move it to `within` from now.
+    pub fn set(&self, within: Duration) {
+        if let Ok(mut d) = self.0.lock() {
+            *d = (Instant::now() + within, within);
+        }
+    }
+
+    /// Whether it passed; the wait it stands for.
+    fn passed(&self) -> Option<Duration> {
+        let (at, within) = *self.0.lock().ok()?;
+        (Instant::now() >= at).then_some(within)
+    }
+}
+
 /// Where the shadow is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -100,10 +194,12 @@ pub struct Shadow {
 impl Shadow {
     /// Copy and rewrite the candidate, choose the ports, record the lease and spawn the
     /// master. Returns as soon as it is spawned; [`Shadow::wait_ready`] waits for it to serve.
-    pub fn start(o: &Options) -> Result<Shadow> {
+    /// The master's parent-death signal follows the calling thread: it must be the one that
+    /// stops the shadow (or drops it), as [`Session`]'s does.
+    pub fn start(o: &Source) -> Result<Shadow> {
         let started = Instant::now();
         // A run killed with SIGKILL leaves its lease behind: clean those first.
-        let _ = clean_leftovers(o.state_dir);
+        let _ = clean_leftovers(&o.state_dir);
         let dir = tempfile::Builder::new()
             .prefix(lease::DIR_PREFIX)
             .tempdir()?;
@@ -120,9 +216,9 @@ impl Shadow {
             fs_err::create_dir(&p)?;
             fs_err::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
         }
-        let plan = plan(o, dir.path())?;
-        write_copy(o.config, &plan, o.state_dir)?;
-        let main = plan.copy_of(&o.config.main);
+        let plan = o.plan(dir.path())?;
+        write_copy(&o.files, &o.conf_prefix, &plan, &o.state_dir)?;
+        let main = plan.copy_of(&o.main);
         let mut shadow = Shadow {
             child: None,
             state: State::Starting,
@@ -134,13 +230,13 @@ impl Shadow {
             dir,
         };
         shadow.lease = Some(lease::write(
-            o.state_dir,
+            &o.state_dir,
             &lease::Lease::new(shadow.dir.path(), shadow.ports.rows(), None),
         )?);
-        shadow.child = Some(spawn(o.binary, shadow.dir.path(), &main)?);
+        shadow.child = Some(spawn(&o.binary, shadow.dir.path(), &main)?);
         let master = shadow.master_pid();
         lease::write(
-            o.state_dir,
+            &o.state_dir,
             &lease::Lease::new(shadow.dir.path(), shadow.ports.rows(), Some(master)),
         )?;
         shadow.spawn_took = started.elapsed();
@@ -168,6 +264,11 @@ impl Shadow {
         self.dir.path()
     }
 
+    /// When `start` was called.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// Since `start` was called.
     pub fn age(&self) -> Duration {
         self.started.elapsed()
@@ -178,12 +279,12 @@ impl Shadow {
     }
 
     /// Wait until the master has written its pid file and a worker accepts connections, at
-    /// most `within`. `Err` says why it is not serving: its workers died at startup (a
-    /// verdict: the real nginx's would too, see [`NotServing`]), it exited (with nginx's
-    /// message), the time ran out, or safe-reload was interrupted.
-    pub fn wait_ready(&mut self, within: Duration) -> std::result::Result<(), NotServing> {
+    /// most until `deadline`, which another thread may move. `Err` says why it is not serving:
+    /// its workers died at startup (a verdict: the real nginx's would too, see
+    /// [`NotServing`]), it exited (with nginx's message), the time ran out, or safe-reload was
+    /// interrupted.
+    pub fn wait_ready(&mut self, deadline: &Deadline) -> std::result::Result<(), NotServing> {
         let other = NotServing::Other;
-        let end = Instant::now() + within;
         let pid_file = self.dir.path().join("nginx.pid");
         let master = Master {
             pid: self.master_pid(),
@@ -221,7 +322,7 @@ impl Shadow {
             if crate::signals::interrupted() {
                 return Err(other("safe-reload was interrupted".into()));
             }
-            if Instant::now() >= end {
+            if let Some(within) = deadline.passed() {
                 return Err(other(format!(
                     "it was not serving after {}",
                     humantime::format_duration(Duration::from_millis(within.as_millis() as u64))
@@ -355,8 +456,9 @@ fn spawn(binary: &Path, dir: &Path, main: &Path) -> Result<Child> {
     // functions (prctl, getppid) without allocating.
     unsafe {
         cmd.pre_exec(move || {
-            // Delivered when the thread that spawned us (the main thread) ends, i.e. when
-            // safe-reload dies, even by SIGKILL: the master then shuts its workers down.
+            // Delivered when the thread that spawned us ends: the shadow's own thread ends
+            // only after reaping it, so this is when safe-reload dies, even by SIGKILL. The
+            // master then shuts its workers down.
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
                 libc::SIGTERM as libc::c_ulong,
@@ -385,32 +487,20 @@ fn spawn(binary: &Path, dir: &Path, main: &Path) -> Result<Child> {
     })
 }
 
-/// The rewrite plan for a configuration: its listens (see [`stand_ins`]) and the temp paths
-/// `http {}` lacks.
-fn plan(o: &Options, dir: &Path) -> Result<Plan> {
-    let mut http_temp = Vec::new();
-    for http in o.config.tree.iter().filter(|d| d.name == "http") {
-        for (name, module) in HTTP_TEMP_PATHS {
-            let without = format!("--without-{module}_module");
-            let set = http.children().iter().any(|c| c.name == name);
-            if !set && !o.info.configure_args.contains(&without) && !http_temp.contains(&name) {
-                http_temp.push(name);
-            }
-        }
-    }
-    Ok(Plan {
-        listens: stand_ins(o.config, &dir.join("sock"))?,
-        dir: dir.to_path_buf(),
-        prefix: o.prefix.to_path_buf(),
-        conf_prefix: o.config.conf_prefix.clone(),
-        http_temp,
-    })
-}
-
 /// A stand-in for every listen of `config`: a free loopback port, or a socket in `sock_dir`;
 /// a server of `http` without a `listen` gets the stand-in of `*:80`, nginx's default.
 pub fn stand_ins(config: &Config, sock_dir: &Path) -> Result<StandIns> {
-    let mut keys: BTreeSet<(ListenAddr, bool)> = BTreeSet::new();
+    let (keys, add_listen) = listens(config);
+    Ok(StandIns {
+        ports: allocate(&keys, sock_dir)?,
+        add_listen,
+    })
+}
+
+/// Every listen of `config` (and whether it is `udp`), each to get a stand-in, and the
+/// servers of `http` without a `listen` (file, line), which get `*:80`'s.
+fn listens(config: &Config) -> (ListenKeys, HashSet<(PathBuf, u32)>) {
+    let mut keys = ListenKeys::new();
     for d in config.walk().filter(|d| d.name == "listen") {
         if let Some(addr) = listen_addr(Context::Http, d.arg0()) {
             keys.insert((addr, d.args.iter().any(|a| a == "udp")));
@@ -426,15 +516,12 @@ pub fn stand_ins(config: &Config, sock_dir: &Path) -> Result<StandIns> {
             }
         }
     }
-    Ok(StandIns {
-        ports: allocate(&keys, sock_dir)?,
-        add_listen,
-    })
+    (keys, add_listen)
 }
 
 /// A free loopback port (or a socket path) for each listen. Every chosen socket stays bound
 /// until all are chosen, so no two listens get the same port.
-fn allocate(keys: &BTreeSet<(ListenAddr, bool)>, sock_dir: &Path) -> Result<PortMap> {
+fn allocate(keys: &ListenKeys, sock_dir: &Path) -> Result<PortMap> {
     let mut ports = PortMap::default();
     let mut held: Vec<Box<dyn std::any::Any>> = Vec::new();
     for (i, (addr, udp)) in keys.iter().enumerate() {
@@ -474,9 +561,9 @@ fn allocate(keys: &BTreeSet<(ListenAddr, bool)>, sock_dir: &Path) -> Result<Port
 /// Write each rewritten file into the copy, then link the configuration directory's other
 /// files (certificates, data files) so relative references resolve. The copies come first,
 /// into directories created here, so no write can follow a link out of the directory.
-fn write_copy(config: &Config, plan: &Plan, state_dir: &Path) -> Result<()> {
+fn write_copy(files: &[ConfFile], conf_prefix: &Path, plan: &Plan, state_dir: &Path) -> Result<()> {
     let mut copied = HashSet::new();
-    for file in &config.files {
+    for file in files {
         let to = plan.copy_of(&file.path);
         if let Some(parent) = to.parent() {
             fs_err::create_dir_all(parent)?;
@@ -490,7 +577,7 @@ fn write_copy(config: &Config, plan: &Plan, state_dir: &Path) -> Result<()> {
         skip: std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf()),
         budget: MAX_LINKED,
     };
-    link_plain_files(&config.conf_prefix, plan, &mut links);
+    link_plain_files(conf_prefix, plan, &mut links);
     Ok(())
 }
 

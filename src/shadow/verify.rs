@@ -211,7 +211,7 @@ pub struct ShadowReport {
     /// Checks with no stand-in in the shadow (an address no `listen` names).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
-    /// Copying, rewriting and spawning it (on the main thread, while `nginx -t` runs).
+    /// Copying, rewriting and spawning it (on its own thread, while `nginx -t` runs).
     #[serde(rename = "spawn_ms", serialize_with = "crate::report::ms")]
     pub spawn: Duration,
     /// From its start until it served (its master parsed the candidate and a worker accepts).
