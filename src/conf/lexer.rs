@@ -64,6 +64,27 @@ fn is_space(ch: u8) -> bool {
     matches!(ch, b' ' | b'\t' | b'\r' | b'\n')
 }
 
+/// The bytes that may end a word or change how it is read: every other byte only extends it.
+/// One table per way a word is written (bare, `"..."`, `'...'`), so a run of plain bytes is
+/// skipped with one lookup each (see [`Lexer::word`]).
+const fn stops(extra: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    // An escape, a variable (which lets `{` in), a newline (counted).
+    table[b'\\' as usize] = true;
+    table[b'$' as usize] = true;
+    table[b'\n' as usize] = true;
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
+const BARE_STOPS: [bool; 256] = stops(b" \t\r;{");
+const DOUBLE_STOPS: [bool; 256] = stops(b"\"");
+const SINGLE_STOPS: [bool; 256] = stops(b"'");
+
 fn show(ch: u8) -> String {
     if ch.is_ascii_graphic() {
         (ch as char).to_string()
@@ -176,7 +197,19 @@ impl<'a> Lexer<'a> {
             b'$' => variable = true,
             _ => {}
         }
+        let stops = match (d_quoted, s_quoted) {
+            (true, _) => &DOUBLE_STOPS,
+            (_, true) => &SINGLE_STOPS,
+            _ => &BARE_STOPS,
+        };
         loop {
+            if !quoted && !variable {
+                // Plain bytes only extend the word: skip them, up to the length limit.
+                let limit = (start + MAX_TOKEN).min(self.buf.len());
+                while self.pos < limit && !stops[self.buf[self.pos] as usize] {
+                    self.pos += 1;
+                }
+            }
             if self.pos - start >= MAX_TOKEN {
                 let quote = if s_quoted { '\'' } else { '"' };
                 return Err(LexError {
@@ -350,6 +383,30 @@ mod tests {
         let mut lx = Lexer::new(b"a \"b;\n");
         lx.next_token().expect("a");
         assert!(lx.next_token().is_err());
+    }
+
+    #[test]
+    fn runs_of_plain_bytes_end_where_nginx_ends_them() {
+        assert_eq!(
+            words("a \"b; {c} $x${y}{z\" 'd\\'e' f;g{"),
+            ["a", "b; {c} $x${y}{z", "d'e", "f", ";", "g", "{"]
+        );
+        // The length limit counts from the token's first byte (an opening quote included) to
+        // the byte before its end.
+        for (len, ok) in [(4095, true), (4096, false)] {
+            let bare = format!("{};", "x".repeat(len));
+            assert_eq!(
+                Lexer::new(bare.as_bytes()).next_token().is_ok(),
+                ok,
+                "{len}"
+            );
+            let quoted = format!("\"{}\";", "x".repeat(len - 1));
+            assert_eq!(
+                Lexer::new(quoted.as_bytes()).next_token().is_ok(),
+                ok,
+                "{len}"
+            );
+        }
     }
 
     #[test]
