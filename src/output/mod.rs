@@ -61,7 +61,8 @@ pub struct Printer {
 /// A buffered stream that strips styles where colors are off (decided once, at creation).
 type Sink = anstream::AutoStream<Box<dyn Write + Send>>;
 
-/// Buffer size: a 1,000-server `targets` table is a few dozen writes, not ten thousand.
+/// Buffer size: a 1,000-server `targets` table, or its 2 MB JSON document, is a few dozen
+/// writes, not thousands.
 const BUFFER: usize = 64 * 1024;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -261,7 +262,7 @@ impl Printer {
     /// impossible; an I/O error (a closed pipe) leaves nothing to tell.
     pub fn json_doc<T: serde::Serialize>(&self, value: &T) {
         self.flush();
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let mut out = std::io::BufWriter::with_capacity(BUFFER, std::io::stdout().lock());
         match serde_json::to_writer_pretty(&mut out, value) {
             Ok(()) => {
                 let _ = writeln!(out);
