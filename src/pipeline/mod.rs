@@ -283,10 +283,11 @@ pub fn reload_locked(
                 // after the answer, right before the signal.
                 let wanted = running == Running::Baseline && (!unchanged || s.force) && !asks;
                 // Read before the baseline starts, from nginx's own processes only: `nginx -t`
-                // meanwhile binds the candidate's free addresses.
-                let held = (wanted || shadow.is_some()).then(|| netstat::held_by(&own));
+                // meanwhile binds the candidate's free addresses. With no check to send, there
+                // is nothing to read them for.
+                let sends = !plan.checks.is_empty() && (wanted || shadow.is_some());
                 let running = crate::health::recent::Serving {
-                    held: held.flatten(),
+                    held: sends.then(|| netstat::held_by(&own)).flatten(),
                     workers: reload::serving(&master),
                 };
                 // The shadow's checks go now, while nginx -t runs; a change that will not be
