@@ -1,9 +1,10 @@
-//! What listens on this machine right now, read from `/proc/net/{tcp,tcp6,unix}`, and which
-//! process owns each listening socket (from the `socket:[inode]` links under `/proc/*/fd`);
-//! which UDP sockets receive datagrams (`/proc/net/{udp,udp6}`), for the targets only
-//! datagrams reach (see `udp`).
+//! What listens on this machine right now: TCP listeners asked of the kernel over netlink
+//! (see `diag`; read from `/proc/net/{tcp,tcp6}` when it does not answer), unix ones read
+//! from `/proc/net/unix`; and which process owns each listening socket (from the
+//! `socket:[inode]` links under `/proc/*/fd`); which UDP sockets receive datagrams
+//! (`/proc/net/{udp,udp6}`), for the targets only datagrams reach (see `udp`).
 //!
-//! Diagnosis and the listen preflight both need this picture; reading procfs directly avoids
+//! Diagnosis and the listen preflight both need this picture; asking the kernel directly avoids
 //! running `ss` or `lsof`, which may not be installed and whose output differs between versions.
 //! Owners are only visible for processes we may inspect (all of them as root); an invisible
 //! owner is `None`, never a guess.
@@ -13,6 +14,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+
+mod diag;
 
 /// `st` column of `/proc/net/tcp*` for a socket in LISTEN state.
 const TCP_LISTEN: &str = "0A";
@@ -70,15 +73,19 @@ impl Listeners {
         listeners
     }
 
-    /// The listening sockets as the kernel lists them now, without their owners (cheap: three
-    /// reads of /proc/net). `attach_owners` adds the owners later.
+    /// The listening sockets as the kernel lists them now, without their owners (cheap: the
+    /// listeners only, however many connections there are). `attach_owners` adds the owners
+    /// later.
     pub fn tables() -> Listeners {
-        let mut tcp = Vec::new();
-        for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-            if let Ok(text) = fs_err::read_to_string(file) {
-                tcp.extend(parse_tcp(&text));
+        let tcp = diag::tcp_listeners().unwrap_or_else(|| {
+            let mut tcp = Vec::new();
+            for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+                if let Ok(text) = fs_err::read_to_string(file) {
+                    tcp.extend(parse_tcp(&text));
+                }
             }
-        }
+            tcp
+        });
         let unix = fs_err::read_to_string("/proc/net/unix")
             .map(|t| parse_unix(&t))
             .unwrap_or_default();
