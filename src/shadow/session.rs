@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::verify::{ask_running, run_checks};
-use super::{Deadline, NotServing, Shadow, ShadowReport, ShadowState, Source};
+use super::{Deadline, NotServing, Shadow, ShadowCheck, ShadowReport, ShadowState, Source};
 use crate::health::recent::Serving;
 use crate::health::{Check, HealthOptions};
 
@@ -169,7 +169,10 @@ fn live(
             crate::store::test_pause("shadow-running");
             if let Ok(batch) = batches.recv() {
                 let (mut checks, skipped) = run_checks(&shadow, &batch.checks, &batch.opts);
-                if let Ok(expected_down) = expected.recv() {
+                // Only a check the running nginx may be asked about waits for the probe to say
+                // which peers are down.
+                let asks = checks.iter().any(ShadowCheck::asks_running);
+                if let Some(expected_down) = asks.then(|| expected.recv().ok()).flatten() {
                     let opts = HealthOptions {
                         expected_down,
                         ..batch.opts

@@ -70,6 +70,13 @@ impl ShadowCheck {
         self.shadow.failed
     }
 
+    /// Whether the running nginx is asked the same request (see [`ask_running`]): the
+    /// shadow's answer failed, was a 5xx, or came with an upstream error.
+    pub fn asks_running(&self) -> bool {
+        let server_error = matches!(self.shadow.status, Some(500..=599));
+        self.failed() || server_error || !self.upstream_errors.is_empty()
+    }
+
     /// The shadow's answer against the running nginx's, as the verdict after the reload
     /// would compare them.
     fn difference(&self) -> Difference {
@@ -340,11 +347,7 @@ pub fn ask_running(
         (c.upstream_errors).retain(|e| !health::is_expected(e, &opts.expected_down));
     }
     let asked: Vec<usize> = (0..checks.len())
-        .filter(|&i| {
-            let c = &checks[i];
-            let server_error = matches!(c.shadow.status, Some(500..=599));
-            c.failed() || server_error || !c.upstream_errors.is_empty()
-        })
+        .filter(|&i| checks[i].asks_running())
         .collect();
     if asked.is_empty() {
         return;
