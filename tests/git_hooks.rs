@@ -275,6 +275,15 @@ fn pre_commit_commits_a_configuration_that_listens_on_80_and_443() {
     if unsafe { libc::geteuid() } != 0 {
         return;
     }
+    // The developer's own copy of the binary: the checkout's target/ may sit under a directory
+    // only root can enter (a fresh clone under a private temporary directory does).
+    let bin = top.join("safe-reload");
+    std::fs::copy(BIN, &bin).expect("copy the binary");
+    git(
+        &repo,
+        &settings,
+        &["config", "safe-reload.bin", bin.to_str().expect("path")],
+    );
     // The repository and the settings file are the developer's, here `nobody`'s.
     let status = Command::new("chown")
         .args(["-R", "nobody"])
