@@ -310,17 +310,21 @@ impl Loader<'_> {
         ))
     }
 
+    /// The path an include names, as nginx opens it: a `..` is spelled out of the path, so
+    /// `sites/../sites-enabled/a.conf` is the same file, and the same server, as
+    /// `sites-enabled/a.conf` in the file set, the snapshot and the impact.
     fn resolve(&self, arg: &str) -> PathBuf {
         let p = Path::new(arg);
         if p.is_absolute() {
+            let p = as_opened(p);
             for (from, to) in &self.opts.remap {
                 if let Ok(rest) = p.strip_prefix(from) {
-                    return to.join(rest);
+                    return as_opened(&to.join(rest));
                 }
             }
-            p.to_path_buf()
+            p
         } else {
-            self.conf_prefix.join(p)
+            as_opened(&self.conf_prefix.join(p))
         }
     }
 }
@@ -350,6 +354,28 @@ fn normalize(path: &Path) -> PathBuf {
     for c in path.components() {
         match c {
             std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// `path` with `.` and `..` taken out, naming the file the kernel opens for it: a `..` drops
+/// the directory before it, unless that is a symlink, whose `..` is the parent of what it leads
+/// to (the link is resolved there, and only there). Nothing else is resolved: the path stays
+/// the one nginx names, links and all.
+pub fn as_opened(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                let link = std::fs::symlink_metadata(&out).is_ok_and(|m| m.is_symlink());
+                if let Some(real) = link.then(|| std::fs::canonicalize(&out).ok()).flatten() {
+                    out = real;
+                }
                 out.pop();
             }
             std::path::Component::CurDir => {}
@@ -429,6 +455,51 @@ mod tests {
         let e = load(&t.path().join("nginx.conf"), &LoadOptions::default()).expect_err("cycle");
         assert!(e.to_string().contains("include cycle"), "{e}");
         assert!(e.to_string().contains("a.conf:2"), "{e}");
+    }
+
+    #[test]
+    fn an_include_through_dotdot_names_the_file_without_it() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let name = t.path().file_name().expect("name").to_string_lossy();
+        write(
+            t.path(),
+            "nginx.conf",
+            &format!(
+                "include sites/../sites-enabled/*.conf;\ninclude {}/../{name}/./conf.d/x.conf;\n",
+                t.path().display()
+            ),
+        );
+        std::fs::create_dir_all(t.path().join("sites")).expect("mkdir");
+        write(t.path(), "sites-enabled/a.conf", "a 1;\n");
+        write(t.path(), "conf.d/x.conf", "x 1;\n");
+        let c = load(&t.path().join("nginx.conf"), &LoadOptions::default()).expect("loads");
+        let paths: Vec<_> = c.files.iter().map(|f| f.path.clone()).collect();
+        assert_eq!(
+            paths[1..],
+            [
+                t.path().join("sites-enabled/a.conf"),
+                t.path().join("conf.d/x.conf")
+            ]
+        );
+        assert_eq!(*c.tree[0].file, *t.path().join("sites-enabled/a.conf"));
+    }
+
+    #[test]
+    fn dotdot_after_a_symlink_is_the_parent_of_what_it_leads_to() {
+        let t = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(t.path().join("real/inner")).expect("mkdir");
+        std::os::unix::fs::symlink(t.path().join("real/inner"), t.path().join("link"))
+            .expect("symlink");
+        let real = std::fs::canonicalize(t.path()).expect("canonical");
+        assert_eq!(
+            as_opened(&t.path().join("link/../x.conf")),
+            real.join("real/x.conf")
+        );
+        assert_eq!(
+            as_opened(&t.path().join("real/inner/../x.conf")),
+            t.path().join("real/x.conf")
+        );
+        assert_eq!(as_opened(Path::new("/a/./b/../../c")), Path::new("/c"));
     }
 
     #[test]
