@@ -1,7 +1,9 @@
 //! `safe-reload edit FILE`, like `visudo` and `crontab -e`: the operator edits a copy; the copy
 //! is put in place only for the pipeline. If the pipeline refuses it or rolls it back, the file
 //! is put back as it was and the edit is kept in the state directory, its path printed; on a
-//! terminal the operator can edit again, see the diff, or drop it.
+//! terminal the operator can edit again, see the diff, or drop it. A file another writer
+//! changed while the editor was open is not written over: the run stops there (exit 1), their
+//! version stays and the edit is kept aside.
 
 use std::path::{Path, PathBuf};
 
@@ -128,6 +130,26 @@ impl Original {
         })
     }
 
+    /// How the file on disk differs from what the editor was given, if it does: another
+    /// writer (config management, certbot, a second operator) may have written it, or pointed
+    /// the link elsewhere, while the editor was open.
+    fn overtaken(&self) -> Result<Option<&'static str>> {
+        if write_target(&self.path)? != self.real {
+            return Ok(Some("its link now leads to another file"));
+        }
+        let now = match fs_err::read(&self.real) {
+            Ok(now) => Some(now),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(match (now.as_deref(), self.bytes.as_deref()) {
+            (now, before) if now == before => None,
+            (None, Some(_)) => Some("it was removed"),
+            (Some(_), None) => Some("it was created"),
+            _ => Some("its content changed"),
+        })
+    }
+
     /// Writes `bytes` through the link (if any), atomically in the real file's directory.
     fn write(&self, bytes: &[u8]) -> Result<()> {
         store::write_atomic(&self.real, bytes, self.attrs)
@@ -250,7 +272,9 @@ pub fn edit(s: &Settings, p: &Printer, file: &Path, report: &mut Report) -> Resu
             return Ok(exit);
         }
         // visudo's loop, on a terminal only: a script gets the exit status and the kept path.
-        if !p.interactive() || p.json {
+        // Nor when the file holds another writer's version now: an edit of what it held
+        // before would be written over theirs.
+        if !p.interactive() || p.json || original.overtaken()?.is_some() {
             return Ok(exit);
         }
         crate::output::render(p, report);
@@ -276,6 +300,11 @@ fn attempt(
     // editor session; a run left unfinished by someone else is refused here, before the file
     // changes.
     let (store, _lock) = crate::pipeline::open_locked(s)?;
+    // As late as it can be, right before the edit is written: the edit was made on what the
+    // file held when the editor opened, and writing it now would lose the other writer's.
+    if let Some(how) = original.overtaken()? {
+        return Ok(refuse_overtaken(original, how, copy, report));
+    }
     // The journal names the file and its bytes from before before the edit is written, so a
     // run killed before nginx is signalled is undone by `recover` as this function would.
     let mut rec = store::JournalRecord::new(
@@ -319,6 +348,33 @@ fn attempt(
     }
     close_untouched(&store)?;
     Ok(exit)
+}
+
+/// Another writer changed the file while the editor was open: their version stays, the edit
+/// is kept aside, nothing is written and nginx is not signalled.
+fn refuse_overtaken(original: &Original, how: &str, copy: &Path, report: &mut Report) -> Exit {
+    let through = if original.real != original.path {
+        format!(" (the file behind the link, {})", original.real.display())
+    } else {
+        String::new()
+    };
+    report.problems.push(crate::report::Problem {
+        level: "error".into(),
+        message: format!(
+            "changed on disk while the editor was open ({how}); the edit was not written over it"
+        ),
+        file: Some(original.path.clone()),
+        line: None,
+        hint: None,
+    });
+    report.notes.push(format!(
+        "{}{through} was changed by someone else while it was being edited and is left as \
+         they wrote it; nothing was written and nginx was not signalled. Your edit is kept in \
+         {}: compare it with the file and run edit again",
+        original.path.display(),
+        copy.display()
+    ));
+    report.finish(Outcome::Refused, Exit::Refused)
 }
 
 /// The pipeline left the record to `edit` (nginx was not signalled) and the file is back:
