@@ -1,5 +1,6 @@
-//! Restore: byte-identical content, modes and symlinks back; added files removed only when the
-//! rejected snapshot holds them; never a write through a symlink that leads out of the tree.
+//! Restore: byte-identical content, modes and symlinks back; added files removed only once a
+//! snapshot holds them (the rejected one, or a displaced one for another writer's file); never
+//! a write through a symlink that leads out of the tree.
 
 // A test that needs root says so on stdout when it skips.
 #![allow(clippy::print_stdout)]
@@ -120,7 +121,7 @@ fn round_trip_restores_content_modes_and_symlinks() {
 }
 
 #[test]
-fn added_file_is_removed_only_when_the_rejected_snapshot_holds_it() {
+fn an_added_file_is_removed_once_a_snapshot_holds_it_and_another_writers_is_displaced_first() {
     let f = fixture();
     write(
         &f.root.join("nginx.conf"),
@@ -139,36 +140,63 @@ fn added_file_is_removed_only_when_the_rejected_snapshot_holds_it() {
         "# written after the candidate\n",
         0o644,
     );
-    let current: Vec<PathBuf> = ["nginx.conf", "conf.d/new.conf", "conf.d/late.conf"]
-        .iter()
-        .map(|r| f.root.join(r))
-        .collect();
+    std::fs::create_dir_all(f.root.join("conf.d/dir.conf")).unwrap();
+    let current: Vec<PathBuf> = [
+        "nginx.conf",
+        "conf.d/new.conf",
+        "conf.d/late.conf",
+        "conf.d/dir.conf",
+    ]
+    .iter()
+    .map(|r| f.root.join(r))
+    .collect();
 
     let report = f
         .store
         .restore(&good, &f.root, &current, Some(&rejected))
         .unwrap();
     assert!(report.is_clean(), "{report:?}");
-    assert_eq!(report.removed, vec![PathBuf::from("conf.d/new.conf")]);
-    assert_eq!(report.kept, vec![PathBuf::from("conf.d/late.conf")]);
+    assert_eq!(
+        report.removed,
+        vec![
+            PathBuf::from("conf.d/new.conf"),
+            PathBuf::from("conf.d/late.conf")
+        ]
+    );
+    // Nothing a glob could pick up is left but what has no version to keep.
+    assert_eq!(report.kept, vec![PathBuf::from("conf.d/dir.conf")]);
     assert!(!f.root.join("conf.d/new.conf").exists());
-    assert!(f.root.join("conf.d/late.conf").exists());
+    assert!(!f.root.join("conf.d/late.conf").exists());
     let held = rejected.entry(Path::new("conf.d/new.conf")).unwrap();
     assert_eq!(
         f.store.read_object(&held.hash).unwrap(),
         b"server { listen 127.0.0.1:81; }\n"
     );
+    // The other writer's file was saved before it was removed, in a snapshot of its own.
+    let displaced = report.displaced.expect("a displaced snapshot");
+    assert_eq!(displaced.paths, vec![PathBuf::from("conf.d/late.conf")]);
+    let saved = f.store.get(&displaced.snapshot).unwrap();
+    assert_eq!(saved.meta.outcome, Outcome::Displaced);
+    let entry = saved.entry(Path::new("conf.d/late.conf")).unwrap();
+    assert_eq!(
+        f.store.read_object(&entry.hash).unwrap(),
+        b"# written after the candidate\n"
+    );
 
+    // With no rejected snapshot, the file is displaced first, never deleted unsaved.
     write(
         &f.root.join("conf.d/new.conf"),
-        "server { listen 127.0.0.1:81; }\n",
+        "server { listen 127.0.0.1:82; }\n",
         0o644,
     );
     let without = f.store.restore(&good, &f.root, &current, None).unwrap();
-    assert!(without.removed.is_empty());
-    assert!(
-        f.root.join("conf.d/new.conf").exists(),
-        "no rejected snapshot: nothing is deleted"
+    assert_eq!(without.removed, vec![PathBuf::from("conf.d/new.conf")]);
+    let displaced = without.displaced.expect("a displaced snapshot");
+    let saved = f.store.get(&displaced.snapshot).unwrap();
+    let entry = saved.entry(Path::new("conf.d/new.conf")).unwrap();
+    assert_eq!(
+        f.store.read_object(&entry.hash).unwrap(),
+        b"server { listen 127.0.0.1:82; }\n"
     );
 }
 

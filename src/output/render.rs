@@ -489,10 +489,12 @@ fn render_rollback(p: &Printer, rb: &RollbackReport) {
             p.progress(&format!("  restored {}", path.display()));
         }
         for path in &r.removed {
-            p.progress(&format!(
-                "  moved out {} (added by the change; kept in the rejected snapshot)",
-                path.display()
-            ));
+            let displaced = r.displaced.as_ref().filter(|d| d.paths.contains(path));
+            let held = match displaced {
+                Some(d) => format!("another writer's file; kept as snapshot {}", d.snapshot),
+                None => "added by the change; kept in the rejected snapshot".to_string(),
+            };
+            p.progress(&format!("  moved out {} ({held})", path.display()));
         }
         for f in r.failed.iter().chain(&r.mismatches) {
             p.err(&format!(

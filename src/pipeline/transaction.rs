@@ -506,6 +506,19 @@ impl Transaction<'_> {
         Ok(report.finish(outcome, exit))
     }
 
+    /// The candidate's file set and what the configuration on disk reads now: a file another
+    /// writer added since the last recheck (a glob picks it up) is one the restore must find,
+    /// save and move out, or the restored configuration would load it.
+    fn files_now(&self) -> Vec<PathBuf> {
+        let mut paths = self.candidate_paths.clone();
+        if let Ok(now) = self.env.load() {
+            paths.extend(now.paths().map(PathBuf::from));
+        }
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
     /// Restore last-good, reload it (no second `nginx -t`) and verify the checks that apply to
     /// it: the ones the running configuration answered before the change.
     fn restore_and_verify(
@@ -520,10 +533,11 @@ impl Transaction<'_> {
         };
         rb.restored_to = Some(good.id.clone());
         let t = Instant::now();
+        let current = self.files_now();
         let restore = self.store.restore(
             good,
             &self.candidate.config_root,
-            &self.candidate_paths,
+            &current,
             Some(&self.candidate),
         )?;
         report.step("restore", restore.is_clean(), t.elapsed(), None);

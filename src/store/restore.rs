@@ -9,8 +9,10 @@
 //! directory is checked); a symlink entry keeps the link, and the file behind it is its own
 //! entry, written in its own directory. A path outside the root is written only when the
 //! configuration read from disk names it, so a tampered manifest cannot steer a write anywhere
-//! else. Files the rejected change added are removed only when the rejected snapshot holds
-//! their content. Finally everything written is read back and compared with the snapshot.
+//! else. A file the snapshot lacks is removed only once a snapshot holds its content:
+//! the rejected candidate (a file the change added) or the displaced one (a file another
+//! writer added, which a glob of the restored configuration would pick up). Finally everything
+//! written is read back and compared with the snapshot.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -50,7 +52,7 @@ impl Displaced {
         format!(
             "{} held a version that neither the restored nor the rejected snapshot has \
              (another writer's change?): it is kept as snapshot {} (`safe-reload history`) \
-             before the restore replaced it",
+             before the restore replaced or removed it",
             paths.join(", "),
             self.snapshot
         )
@@ -64,11 +66,13 @@ pub struct RestoreReport {
     pub restored: Vec<PathBuf>,
     /// Already as recorded; not written.
     pub unchanged: Vec<PathBuf>,
-    /// Added by the rejected change and removed (their content is in the rejected snapshot).
+    /// Not in the restored snapshot and removed: their content is in the rejected snapshot, or
+    /// in the displaced one when another writer added them.
     pub removed: Vec<PathBuf>,
-    /// Added by the change but left in place: no rejected snapshot holds their content.
+    /// Not in the restored snapshot but left in place: not a file or link whose version could
+    /// be kept (a directory, an unreadable file).
     pub kept: Vec<PathBuf>,
-    /// Versions on disk that no snapshot held, saved before the restore replaced them.
+    /// Versions on disk that no snapshot held, saved before the restore replaced or removed them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub displaced: Option<Displaced>,
     /// Writes or removals that failed.
@@ -187,8 +191,8 @@ fn holds(snap: &Snapshot, abs: &Path, found: &OnDisk) -> bool {
 impl Store {
     /// Restores `snap` into `config_root` (and the files outside it that the configuration on
     /// disk still names). `current` is the file set read from disk now (absolute paths, as
-    /// nginx names them); those of its files `snap` lacks are removed only when `rejected`
-    /// holds them. Fails before touching anything when an object is missing or corrupt, or a
+    /// nginx names them); those of its files `snap` lacks are removed, each once `rejected`
+    /// or the displaced snapshot holds its content. Fails before touching anything when an object is missing or corrupt, or a
     /// displaced version cannot be saved; failures after the first write are reported per path
     /// instead, so the caller knows exactly which files are in which state.
     pub fn restore(
@@ -223,7 +227,7 @@ impl Store {
                 contents.insert(item.hash.to_string(), self.read_object(item.hash)?);
             }
         }
-        let removals = self.removals(&tree, snap, current, rejected, &mut report);
+        let removals = self.removals(&tree, snap, current, &mut report);
         report.displaced = self.save_displaced(snap, config_root, rejected, &items, &removals)?;
         for item in &items {
             let bytes = contents
@@ -241,14 +245,14 @@ impl Store {
         Ok(report)
     }
 
-    /// The files of `current` that `snap` lacks and the rejected snapshot holds (shown path,
-    /// absolute path, relative path inside the root); the others are reported as kept.
+    /// The files of `current` that `snap` lacks (shown path, absolute path, relative path
+    /// inside the root): each is removed once the rejected snapshot or a displaced one holds
+    /// it. What is no file or link is reported as kept.
     fn removals(
         &self,
         tree: &Tree,
         snap: &Snapshot,
         current: &[PathBuf],
-        rejected: Option<&Snapshot>,
         report: &mut RestoreReport,
     ) -> Vec<(PathBuf, PathBuf, Option<PathBuf>)> {
         let mut out = Vec::new();
@@ -268,10 +272,13 @@ impl Store {
             if in_snap || !seen.insert(abs.clone()) {
                 continue;
             }
-            let held = rejected.and_then(|r| r.hash_at(&abs).map(|h| (r, h)));
-            match held {
-                Some((_, hash)) if self.object_path(hash).is_file() => out.push((shown, abs, rel)),
-                _ => report.kept.push(shown),
+            // Whatever is there goes: the rejected snapshot holds it, or it is saved as a
+            // displaced version first (another writer's file a glob picks up). Only what has
+            // no version to save (a directory, an unreadable file) stays in place.
+            match on_disk(&abs) {
+                OnDisk::Missing => {}
+                OnDisk::Other => report.kept.push(shown),
+                OnDisk::File { .. } | OnDisk::Link { .. } => out.push((shown, abs, rel)),
             }
         }
         out
@@ -287,8 +294,14 @@ impl Store {
         items: &[Item],
         removals: &[(PathBuf, PathBuf, Option<PathBuf>)],
     ) -> Result<Option<Displaced>> {
+        // A version counts as held only while its object is in the store to restore it from.
+        let stored = |found: &OnDisk| match found {
+            OnDisk::File { hash } => self.object_path(hash).is_file(),
+            _ => true,
+        };
         let held = |abs: &Path, found: &OnDisk| {
-            holds(snap, abs, found) || rejected.is_some_and(|r| holds(r, abs, found))
+            (holds(snap, abs, found) || rejected.is_some_and(|r| holds(r, abs, found)))
+                && stored(found)
         };
         let mut found = Vec::new();
         let candidates = items

@@ -1,0 +1,118 @@
+//! A rollback never loses another writer's file, through the binary with a real nginx. The
+//! binary stops itself at a known point (the `SAFE_RELOAD_TEST_PAUSE` hook), the test writes as
+//! config management would, and lets the run go on; afterwards nginx serves last-good (checked
+//! through nginx) and every version is either on disk or in a snapshot the output names.
+
+mod rel_support;
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rel_support::*;
+use support::free_port;
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(out)))
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A server of its own on `addr`, answering "other": what another writer drops in.
+fn other_server(addr: SocketAddr) -> String {
+    format!("server {{ listen {addr}; location / {{ return 200 \"other\"; }} }}\n")
+}
+
+/// A site whose last-good configuration includes `conf.d/*.conf` inside the prefix.
+fn site_with_glob() -> (Site, PathBuf) {
+    let site = Site::start();
+    let dir = site.nginx.prefix.join("conf.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    site.adopt(&format!(
+        "{}\ninclude {}/*.conf;",
+        site.good_http(),
+        dir.display()
+    ));
+    (site, dir)
+}
+
+#[test]
+fn a_file_a_glob_picks_up_during_the_reload_is_moved_into_a_displaced_snapshot() {
+    // `verifying`: after the proof, before the recheck that sees the file; `rolling_back`:
+    // after that recheck, right before the restore.
+    for point in ["verifying", "rolling_back"] {
+        let (site, dir) = site_with_glob();
+        let good_conf = read(&site.nginx.conf);
+        let other_addr = SocketAddr::new(site.addr.ip(), free_port(site.addr.ip()));
+        let candidate = format!("{}\ninclude {}/*.conf;", site.bad_http(), dir.display());
+        site.nginx.write_http(&candidate);
+        let mut run = site.spawn_paused(&["reload", "-y", "--json"], point);
+        assert!(
+            run.wait_stopped(Duration::from_secs(20)),
+            "{point}: never reached"
+        );
+        let other = dir.join("zz-other.conf");
+        std::fs::write(&other, other_server(other_addr)).unwrap();
+        run.resume();
+        let out = run.finish(Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(3), "{point}: {}", text(&out));
+        let doc = json(&out);
+
+        // nginx serves last-good: the site through the good backend, nothing on the address
+        // only the other writer's file names.
+        assert_eq!(site.answer(), Some((200, "good".into())), "{point}");
+        assert!(
+            support::http_get(other_addr, "x", "/").is_err(),
+            "{point}: nginx loaded the other writer's file"
+        );
+        assert_eq!(read(&site.nginx.conf), good_conf, "{point}");
+        assert!(!other.exists(), "{point}: the file stays in the tree");
+
+        // Its bytes are in a displaced snapshot the output and the report name.
+        let displaced = &doc["rollback"]["restore"]["displaced"];
+        let saved = displaced["snapshot"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{point}: no displaced snapshot: {doc:#}"));
+        assert!(
+            displaced["paths"].to_string().contains("zz-other.conf"),
+            "{point}: {doc:#}"
+        );
+        assert!(doc["notes"].to_string().contains(saved), "{point}: {doc:#}");
+        let snap = site.snapshot(saved);
+        assert_eq!(snap["meta"]["outcome"], "displaced", "{point}: {snap:#}");
+        assert!(
+            site.stored(other_server(other_addr).as_bytes()),
+            "{point}: the other writer's file is stored"
+        );
+        assert!(
+            site.stored(site.nginx.render(&candidate).as_bytes()),
+            "{point}: the candidate is stored"
+        );
+        assert!(!site.journal_exists(), "{point}");
+        assert!(site.temp_files().is_empty(), "{point}");
+    }
+}
+
+#[test]
+fn the_human_output_names_the_snapshot_holding_a_file_added_during_the_reload() {
+    let (site, dir) = site_with_glob();
+    let other_addr = SocketAddr::new(site.addr.ip(), free_port(site.addr.ip()));
+    site.nginx.write_http(&format!(
+        "{}\ninclude {}/*.conf;",
+        site.bad_http(),
+        dir.display()
+    ));
+    let mut run = site.spawn_paused(&["reload", "-y"], "rolling_back");
+    assert!(run.wait_stopped(Duration::from_secs(20)));
+    std::fs::write(dir.join("zz-other.conf"), other_server(other_addr)).unwrap();
+    run.resume();
+    let out = run.finish(Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let all = text(&out);
+    assert!(all.contains("conf.d/zz-other.conf"), "{all}");
+    assert!(all.contains("another writer"), "{all}");
+    assert_eq!(site.answer(), Some((200, "good".into())));
+}
