@@ -4,9 +4,11 @@
 //! creates the temp and cache directories, chowning them to the `user` when run as root. A
 //! configuration from someone else could point any of these at a file of the machine
 //! (`pid /etc/passwd;`, `proxy_temp_path /etc;`). So the repository's files are copied into a
-//! private temp dir with the same relative layout, every file-writing directive is commented
-//! out in place (lines keep their numbers, so nginx's messages still point at the right line),
-//! and nginx is then run on the copy, as an unprivileged user when we are root (see
+//! private temp dir with the same relative layout, every file-writing directive is removed
+//! where it stands, found by its position as nginx's tokenizer reads it (its newlines stay, so
+//! lines keep their numbers and nginx's messages still point at the right line), the pid file
+//! is the copy's own (never the configuration's nor the build default `/run/nginx.pid`, which
+//! `nginx -t` would empty), and nginx is then run on the copy, as an unprivileged user when we are root (see
 //! [`crate::nginx::test_isolated`]). Its messages name the copy; they are mapped back to the
 //! repository's paths.
 //!
@@ -29,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::conf::{tree, ConfFile, Config, Directive};
+use crate::conf::{ConfFile, Config};
 use crate::error::{Error, Result};
 use crate::nginx::{self, TestOutcome};
 use crate::shadow;
@@ -212,55 +214,31 @@ fn write(to: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The file with each file-writing directive commented out in place. A directive that shares
-/// its line with anything else, or spans lines, cannot be disabled that way: refused.
+/// The file with each file-writing directive removed where it stands: its bytes go, its
+/// newlines stay, so every line keeps its number and nothing else on the line is touched.
+/// Directives are found by position, as nginx's tokenizer reads them: the name inside a
+/// string, a comment, another directive's argument or a `map` entry is not a directive.
+/// Right after the `{` of `http`, on the same line, the compiled-in access log is turned off
+/// (nginx -t opens e.g. /var/log/nginx/access.log without an `access_log`) and the temp paths
+/// are included.
 pub fn neutralise(file: &ConfFile) -> Result<Vec<u8>> {
-    let name: Arc<Path> = Arc::from(file.path.as_path());
-    let directives = tree::parse(&name, &file.bytes)?;
-    let mut lines: Vec<Vec<u8>> = file
-        .bytes
-        .split(|b| *b == b'\n')
-        .map(<[u8]>::to_vec)
-        .collect();
-    let mut refuse = None;
-    let mut http_lines = Vec::new();
-    visit(&directives, &mut |d| {
-        if refuse.is_some() {
-            return;
-        }
-        if d.name == "http" && d.block.is_some() {
-            http_lines.push(d.line as usize - 1);
-        }
-        if d.name == "include" && Path::new(d.arg0()).is_absolute() {
-            refuse = Some((d.line, "an absolute include path cannot be checked in a throwaway copy; write it relative to the main file".to_string()));
-        } else if writes_files(&d.name) {
-            let idx = d.line as usize - 1;
-            match lines.get(idx) {
-                Some(line) if stands_alone(line, &d.name) => lines[idx].insert(0, b'#'),
-                _ => {
-                    refuse = Some((
-                        d.line,
-                        format!(
-                            "\"{}\" writes files when nginx -t runs; untrusted mode disables it, \
-                             which needs it alone on its line",
-                            d.name
-                        ),
-                    ))
-                }
+    shadow::edit(
+        file,
+        |name, args, _| -> shadow::EditResult {
+            if name == "include" && args.first().is_some_and(|p| Path::new(p).is_absolute()) {
+                return Err(
+                    "an absolute include path cannot be checked in a throwaway copy; \
+                            write it relative to the main file"
+                        .into(),
+                );
             }
-        }
-    });
-    if let Some((line, message)) = refuse {
-        return Err(Error::Config {
-            file: file.path.clone(),
-            line,
-            message,
-        });
-    }
-    for idx in http_lines {
-        access_log_off(&mut lines, idx);
-    }
-    Ok(lines.join(&b'\n'))
+            Ok(writes_files(name).then(String::new))
+        },
+        |name, _, top| -> shadow::EditResult {
+            Ok((name == "http" && top)
+                .then(|| format!(" access_log off; include {TEMP_PATHS_FILE};")))
+        },
+    )
 }
 
 /// The temp-path directives for a binary built with `configure_args`, each a directory of
@@ -281,49 +259,6 @@ pub fn temp_paths(dir: &Path, configure_args: &[String]) -> String {
 fn quote(path: &Path) -> String {
     let text = path.display().to_string();
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-/// Without an `access_log`, nginx -t opens the compiled-in default log (e.g.
-/// /var/log/nginx/access.log): turn it off right after the `{` of `http`, on the same line,
-/// so no line moves. The temp paths are included at the same place.
-fn access_log_off(lines: &mut [Vec<u8>], http_line: usize) {
-    let mut from = lines
-        .get(http_line)
-        .and_then(|l| l.windows(4).position(|w| w == b"http"))
-        .map_or(0, |p| p + 4);
-    for line in lines.iter_mut().skip(http_line) {
-        let rest = line.get(from..).unwrap_or_default();
-        let hit = rest.iter().position(|b| *b == b'{' || *b == b'#');
-        if let Some(pos) = hit.filter(|p| rest[*p] == b'{') {
-            let at = from + pos + 1;
-            let add = format!(" access_log off; include {TEMP_PATHS_FILE};");
-            line.splice(at..at, add.bytes());
-            return;
-        }
-        from = 0;
-    }
-}
-
-fn visit(directives: &[Directive], f: &mut impl FnMut(&Directive)) {
-    for d in directives {
-        f(d);
-        if let Some(block) = &d.block {
-            visit(block, f);
-        }
-    }
-}
-
-/// `NAME args;` and nothing else on the line (a trailing comment would hide nothing, but a
-/// second `;` or a brace would be commented out with it).
-fn stands_alone(line: &[u8], name: &str) -> bool {
-    let text = String::from_utf8_lossy(line);
-    let t = text.trim();
-    let after = t.strip_prefix(name).unwrap_or("");
-    t.starts_with(name)
-        && after.starts_with([' ', '\t', ';'])
-        && t.ends_with(';')
-        && t.matches(';').count() == 1
-        && !t.contains(['{', '}', '#'])
 }
 
 /// `nobody` when we are root (nginx -t then cannot write where we could); `None` otherwise.
@@ -353,19 +288,54 @@ mod tests {
         }
     }
 
+    fn neutralised(text: &str) -> String {
+        String::from_utf8(neutralise(&file(text)).unwrap()).unwrap()
+    }
+
     #[test]
-    fn writers_are_commented_out_in_place() {
+    fn writers_are_removed_in_place() {
         let text = "pid /etc/passwd;\nevents {}\nhttp {\n  access_log /etc/x main;\n  proxy_temp_path /etc;\n}\n";
-        let out = String::from_utf8(neutralise(&file(text)).unwrap()).unwrap();
         assert_eq!(
-            out,
-            "#pid /etc/passwd;\nevents {}\nhttp { access_log off; include .safe-reload-temp-paths.conf;\n#  access_log /etc/x main;\n#  proxy_temp_path /etc;\n}\n"
+            neutralised(text),
+            "\nevents {}\nhttp { access_log off; include .safe-reload-temp-paths.conf;\n  \n  \n}\n"
         );
         let split = "http # c {\n\n  {\n}\n";
-        let out = String::from_utf8(neutralise(&file(split)).unwrap()).unwrap();
         assert_eq!(
-            out,
+            neutralised(split),
             "http # c {\n\n  { access_log off; include .safe-reload-temp-paths.conf;\n}\n"
+        );
+    }
+
+    /// Regression: writers were found by searching each line's text, so one sharing its line
+    /// was refused, and a line starting with a writer's name was commented out whole.
+    #[test]
+    fn writers_are_found_by_position_not_by_text() {
+        // Two on one line, one after a block on its line, one spanning lines: each goes, the
+        // rest of the line stays.
+        assert_eq!(
+            neutralised("events {} pid /etc/passwd; error_log /x;\nhttp { error_log /x; }\n"),
+            "events {}  \nhttp { access_log off; include .safe-reload-temp-paths.conf;  }\n"
+        );
+        assert_eq!(
+            neutralised("pid\n /etc/passwd;\nevents {}\n"),
+            "\n\nevents {}\n"
+        );
+        // Names in a string, a comment, another directive's argument, a map entry: kept.
+        let kept = "events {}\nhttp {\n  log_format x 'access_log $host'; # error_log /x;\n  \
+                    add_header X-A \"proxy_temp_path /etc\";\n  \
+                    map $uri $v { access_log 1; }\n  set $p pid;\n}\n";
+        assert_eq!(
+            neutralised(kept),
+            kept.replacen(
+                "http {",
+                "http { access_log off; include .safe-reload-temp-paths.conf;",
+                1
+            )
+        );
+        // A writer after a comment on its line, and one whose argument is quoted.
+        assert_eq!(
+            neutralised("events {} # pid x;\naccess_log \"/a b;c\" ; lock_file /l;\n"),
+            "events {} # pid x;\n \n"
         );
     }
 
@@ -396,21 +366,6 @@ mod tests {
             light.contains("proxy_temp_path \"/d/proxy_temp\";"),
             "{light}"
         );
-    }
-
-    #[test]
-    fn a_writer_sharing_its_line_is_refused() {
-        for text in [
-            "events {} pid /etc/passwd;\n",
-            "http { error_log /x; }\n",
-            "pid\n /etc/passwd;\n",
-        ] {
-            let err = neutralise(&file(text)).unwrap_err();
-            assert!(
-                matches!(err, Error::Config { line: 1, .. }),
-                "{text}: {err}"
-            );
-        }
     }
 
     #[test]

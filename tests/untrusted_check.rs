@@ -213,14 +213,105 @@ fn file_writing_directives_do_not_touch_the_machine() {
         .starts_with("pid "));
 }
 
+/// `repo`'s check run on a fresh machine (empty `/var/lib/nginx`, `/var/log/nginx`, and a
+/// tmpfs `/run` holding a running nginx's `/run/nginx.pid`) with its own `TMPDIR`; the
+/// listing of those directories, `TMPDIR` and `watched` (with each file's content) before and
+/// after. `None` where namespaces are unavailable (said on stderr).
+fn check_listing(repo: &Repo, watched: &Path) -> Option<(Output, String, String)> {
+    if let Some(why) = namespaces_unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "check",
+        "--untrusted",
+        "--no-probe",
+        "--json",
+        "--nginx",
+        NGINX,
+    ])
+    .arg("-c")
+    .arg(repo.path("nginx.conf"))
+    .arg("--state-dir")
+    .arg(repo.state.path().join("state"));
+    let script = "mount -t tmpfs -o mode=0755 tmpfs /run || exit 97\n\
+                  echo 4242 > /run/nginx.pid\n\
+                  list() { find /run /var/lib/nginx /var/log/nginx \"$W\" \"$TMPDIR\" \
+                  -printf '%p %y %s\\n' | sort; \
+                  find /run \"$W\" -type f | sort | while read -r f; do echo \"$f: $(cat \"$f\")\"; done; }\n\
+                  list > \"$W.before\"; \"$@\"; rc=$?; list > \"$W.after\"; exit $rc\n";
+    let mut wrapped = fresh_machine(Command::new("sh"));
+    wrapped
+        .args(["-c", script, "sh"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .env("W", watched)
+        .env("TMPDIR", tmp.path());
+    let out = wrapped.output().unwrap();
+    assert_ne!(out.status.code(), Some(NOT_FRESH), "{}", text(&out));
+    let read = |ext: &str| {
+        std::fs::read_to_string(format!("{}.{ext}", watched.display())).unwrap_or_default()
+    };
+    Some((out, read("before"), read("after")))
+}
+
+/// Regression: file-writing directives were found by searching each line's text and commented
+/// out whole: two on one line, or one sharing its line with a block, were refused; a name in a
+/// string, a comment or a `map` entry was taken for one. They are now removed by their position
+/// as nginx reads them, and the check on a fresh machine writes nothing outside its throwaway
+/// copy: not the configuration's pid file, not a running nginx's `/run/nginx.pid` (`nginx -t`
+/// empties the pid file it is given), no log, temp or cache path.
 #[test]
-fn a_writer_sharing_its_line_is_refused_with_its_line() {
-    let repo = Repo::new("events {}\nhttp { access_log /tmp/x.log; }\n");
-    let nginx = Recorder::new();
-    let (out, doc) = repo.check(&nginx.binary());
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(!nginx.called());
-    assert_eq!(doc["problems"][0]["line"], 2, "{doc}");
+fn writers_are_disabled_by_position_and_nothing_is_written_outside_the_copy() {
+    let victims = tempfile::tempdir().unwrap();
+    let v = victims.path().display().to_string();
+    let w = |name: &str| format!("{v}/{name}");
+    std::fs::write(w("victim.pid"), "precious\n").unwrap();
+    let repo = Repo::new(&format!(
+        "pid {}; error_log {} ; lock_file {};\nevents {{}}\nhttp {{ access_log {} ; error_log {};\n  \
+         log_format x 'access_log {} $host'; # error_log {};\n  \
+         client_body_temp_path {}; proxy_cache_path {} keys_zone=z:1m;\n  \
+         map $uri $m {{ access_log 1; default 0; }}\n  include sites/*.conf;\n}}\n",
+        w("victim.pid"),
+        w("e.log"),
+        w("lock"),
+        w("a.log"),
+        w("e2.log"),
+        w("string.log"),
+        w("comment.log"),
+        w("body"),
+        w("cache"),
+    ));
+    repo.write(
+        "sites/a.conf",
+        &format!(
+            "server {{ listen {}:8080; access_log {} x; error_log\n  {};\n  \
+             add_header X-A \"proxy_temp_path {}\"; location / {{ proxy_temp_path {}; return 200; }}\n}}\n",
+            unique_loopback(),
+            w("s.log"),
+            w("s-e.log"),
+            w("header"),
+            w("proxy"),
+        ),
+    );
+    let Some((out, before, after)) = check_listing(&repo, victims.path()) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(test_step_passed(&doc), "{doc}");
+    assert!(before.contains("/run/nginx.pid: 4242"), "{before}");
+    assert!(before.contains("victim.pid: precious"), "{before}");
+    assert_eq!(before, after, "the check wrote outside its copy");
+
+    // Without a pid directive, nginx -t would empty the build default, /run/nginx.pid.
+    let plain = Repo::new(&http("    location / { return 200; }"));
+    let (out, before, after) = check_listing(&plain, victims.path()).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(before.contains("/run/nginx.pid: 4242"), "{before}");
+    assert_eq!(before, after, "the check wrote outside its copy");
 }
 
 #[test]

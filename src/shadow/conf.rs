@@ -299,12 +299,14 @@ pub fn remap_listens(file: &ConfFile, listens: &StandIns) -> Result<Vec<u8>> {
 
 /// The result of one edit: the new text, `None` to keep the original, or why it cannot be
 /// rewritten (reported at the directive's line).
-type EditResult = std::result::Result<Option<String>, String>;
+pub(crate) type EditResult = std::result::Result<Option<String>, String>;
 
 /// Walk the file's directives as nginx reads them and apply the edits `directive` (for each
 /// simple directive outside value blocks: name, arguments, line) and `opened` (right after a
-/// block's `{`: name, line, whether it is in the main context) return.
-fn edit(
+/// block's `{`: name, line, whether it is in the main context) return. A directive is found
+/// where nginx's tokenizer puts it, so its name inside a string, a comment or another
+/// directive's argument is never one.
+pub(crate) fn edit(
     file: &ConfFile,
     directive: impl Fn(&str, &[&str], u32) -> EditResult,
     opened: impl Fn(&str, u32, bool) -> EditResult,

@@ -28,6 +28,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub(crate) use conf::{edit, EditResult};
 pub use conf::{
     remap_listens, shadow_conf, Plan, PortMap, Remapped, ShadowAddr, StandIns, HTTP_TEMP_PATHS,
 };
