@@ -7,7 +7,7 @@
 //! rollback policy: the only place that decides), `report` (what a run found) and `output`
 //! (the only place that prints); `sandbox` copies untrusted configuration for `nginx -t`;
 //! `status_line` reads HTTP status lines and `http2` writes and reads HTTP/2 frames, for the
-//! probes and verification alike.
+//! probes and verification alike; `fds` keeps descriptors the caller leaked from every child.
 
 pub mod cli;
 pub mod conf;
@@ -16,6 +16,7 @@ pub mod docs;
 pub mod error;
 pub mod errorlog;
 pub mod exit;
+pub mod fds;
 pub mod health;
 pub mod http2;
 pub mod impact;

@@ -1,6 +1,8 @@
 //! The `safe-reload` binary: parse flags, run, exit with the status from the exit table.
 
 fn main() {
+    // Before any thread or child exists: a descriptor the caller leaked reaches no child.
+    safe_reload::fds::close_inherited_on_exec();
     keep_large_buffers_out_of_the_heap();
     let code = safe_reload::run::main(std::env::args_os());
     #[allow(clippy::exit)]

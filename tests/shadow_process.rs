@@ -350,3 +350,139 @@ fn sigterm_and_sigint_during_the_shadow_stop_it_and_exit_130() {
         assert_eq!(s.nginx.worker_pids(), workers, "nginx was not signalled");
     }
 }
+
+/// What `/proc/PID/fd/FD` links to (`pipe:[N]`, `socket:[N]`, a path).
+fn fd_target(pid: u32, fd: i32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .map(|l| l.display().to_string())
+        .unwrap_or_else(|e| panic!("/proc/{pid}/fd/{fd}: {e}"))
+}
+
+/// Every descriptor target `pid` holds.
+fn fd_targets(pid: i32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|l| l.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Give the child each `(from, to)` descriptor as `to`, without close-on-exec, as a deploy
+/// script that leaks them does (dup2 clears the flag on the new descriptor). Each is first
+/// moved above 100, so one `to` cannot overwrite another's `from`.
+fn inherit(cmd: &mut Command, fds: Vec<(std::os::fd::RawFd, i32)>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: fcntl and dup2 are async-signal-safe and allocate nothing; the descriptors stay
+    // open in the parent until the child has been spawned.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut staged = [0; 8];
+            for (i, (from, _)) in fds.iter().enumerate() {
+                staged[i] = libc::fcntl(*from, libc::F_DUPFD, 100);
+                if staged[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, (_, to)) in fds.iter().enumerate() {
+                if libc::dup2(staged[i], *to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn descriptors_the_caller_leaks_reach_no_nginx_process() {
+    use std::os::fd::AsRawFd;
+    let s = sites();
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    let ip = unique_loopback();
+    let socket = std::net::TcpListener::bind(SocketAddr::new(ip, 0)).expect("listen");
+    let me = std::process::id();
+    let leaked = [
+        fd_target(me, writer.as_raw_fd()),
+        fd_target(me, socket.as_raw_fd()),
+    ];
+    let mut cmd = s.sr.command(&["check"]);
+    cmd.env("SAFE_RELOAD_TEST_PAUSE", "shadow-running")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    inherit(
+        &mut cmd,
+        vec![(writer.as_raw_fd(), 7), (socket.as_raw_fd(), 8)],
+    );
+    let run = cmd.spawn().expect("start safe-reload check");
+    drop(writer);
+    assert!(stopped(&run), "never stopped with the shadow running");
+    // safe-reload itself holds them (they are its caller's), its nginx processes do not.
+    assert_eq!(fd_target(run.id(), 7), leaked[0]);
+    assert_eq!(fd_target(run.id(), 8), leaked[1]);
+    let master = lease(&s.sr, &run)["master"].as_i64().expect("master") as i32;
+    let workers = children(master);
+    assert!(!workers.is_empty(), "the shadow has workers");
+    for pid in [master].iter().chain(&workers) {
+        let held = fd_targets(*pid);
+        for l in &leaked {
+            assert!(!held.contains(l), "{} ({pid}) holds {l}", title(*pid));
+        }
+    }
+    signal(&run, libc::SIGCONT);
+    finish(run, Duration::from_secs(30)).expect(0);
+    // The last holder of the pipe's write end is gone: the reader sees its end at once.
+    let mut rest = Vec::new();
+    (&reader).read_to_end(&mut rest).expect("read to the end");
+    assert!(rest.is_empty());
+}
+
+#[test]
+fn command_substitution_with_a_leaked_pipe_and_socket_returns_when_the_run_ends() {
+    let s = sites();
+    let ip = unique_loopback();
+    let socket = std::net::TcpListener::bind(SocketAddr::new(ip, 0)).expect("listen");
+    s.nginx
+        .write_http(&s.http.replace("\"first\"", "\"first, changed\""));
+    // `$(...)`: the shell reads the command's stdout to its end; `7>&1` leaks the same pipe
+    // to the command, and the listening socket comes in at 8, as from a deploy script.
+    let mut argv: Vec<String> = Vec::new();
+    let probe = s.sr.command(&["-y", "--json"]);
+    argv.push(probe.get_program().to_string_lossy().into_owned());
+    argv.extend(probe.get_args().map(|a| a.to_string_lossy().into_owned()));
+    let quoted: Vec<String> = argv.iter().map(|a| format!("'{a}'")).collect();
+    let script = format!(
+        "out=$({} 7>&1 8<&3); code=$?; printf '%s' \"$out\" > \"$0\"; exit $code",
+        quoted.join(" ")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let report_file = dir.path().join("out.json");
+    let mut sh = Command::new("sh");
+    sh.arg("-c").arg(&script).arg(&report_file);
+    for (k, v) in probe.get_envs() {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    {
+        use std::os::fd::AsRawFd;
+        inherit(&mut sh, vec![(socket.as_raw_fd(), 3)]);
+    }
+    let shell = sh
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sh");
+    finish(shell, Duration::from_secs(60)).expect(0);
+    let out = std::fs::read_to_string(&report_file).expect("the captured report");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(report["outcome"], "reloaded", "{out}");
+    assert_eq!(
+        http_get(s.plain, "first.test", "/").unwrap(),
+        (200, "first, changed".into())
+    );
+}
