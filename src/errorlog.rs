@@ -307,6 +307,10 @@ pub enum UpstreamErrorKind {
     NoLiveUpstreams,
     /// `upstream prematurely closed connection`: the backend hung up without an answer.
     PrematureClose,
+    /// `SSL_do_handshake() failed`, `peer closed connection in SSL handshake`, `upstream SSL
+    /// certificate verify error` (all `while SSL handshaking to upstream`): the TLS handshake
+    /// with the backend failed, and nginx answers 502 or tries the next peer.
+    TlsHandshake,
     /// Another error while talking to the upstream (reset, ...).
     Other,
 }
@@ -351,8 +355,9 @@ impl UpstreamError {
 }
 
 /// Phrases nginx uses only for failures on the way to or from a backend.
-const UPSTREAM_PHRASES: [&str; 5] = [
+const UPSTREAM_PHRASES: [&str; 6] = [
     "while connecting to upstream",
+    "while SSL handshaking to upstream",
     "no live upstreams",
     "upstream timed out",
     "upstream prematurely closed",
@@ -385,6 +390,8 @@ pub fn upstream_error(line: &LogLine) -> Option<UpstreamError> {
         UpstreamErrorKind::NoSuchFile
     } else if text.contains("(13: ") {
         UpstreamErrorKind::PermissionDenied
+    } else if text.contains("while SSL handshaking to upstream") {
+        UpstreamErrorKind::TlsHandshake
     } else if text.contains("upstream timed out") {
         UpstreamErrorKind::TimedOut
     } else if text.contains("no live upstreams") {
@@ -475,6 +482,23 @@ mod tests {
             upstream_error(&hung_up).map(|e| e.kind),
             Some(UpstreamErrorKind::PrematureClose)
         );
+    }
+
+    #[test]
+    fn a_failed_tls_handshake_with_a_backend_is_an_upstream_error() {
+        let lines = [
+            "2026/11/21 16:00:00 [crit] 7#7: *5 SSL_do_handshake() failed (SSL: error:0A00010B:SSL routines::wrong version number) while SSL handshaking to upstream, client: 127.0.0.1, server: api.test, request: \"GET / HTTP/1.1\", upstream: \"https://127.0.0.1:8443/\", host: \"api.test\"",
+            "2026/11/21 16:00:00 [error] 7#7: *6 peer closed connection in SSL handshake while SSL handshaking to upstream, client: 127.0.0.1, server: api.test, request: \"GET / HTTP/1.1\", upstream: \"https://127.0.0.1:8443/\", host: \"api.test\"",
+            "2026/11/21 16:00:00 [error] 7#7: *7 upstream SSL certificate verify error: (10:certificate has expired) while SSL handshaking to upstream, client: 127.0.0.1, server: api.test, request: \"GET / HTTP/1.1\", upstream: \"https://127.0.0.1:8443/\", host: \"api.test\"",
+        ];
+        for line in lines {
+            let e = upstream_error(&log(line)).expect(line);
+            assert_eq!(e.kind, UpstreamErrorKind::TlsHandshake, "{line}");
+            assert_eq!(e.upstream.as_deref(), Some("https://127.0.0.1:8443/"));
+        }
+        // The client's own failed handshake is not the backend's.
+        let client = log("2026/11/21 16:00:00 [info] 7#7: *8 peer closed connection in SSL handshake while SSL handshaking, client: 127.0.0.1, server: 0.0.0.0:443");
+        assert_eq!(upstream_error(&client), None);
     }
 
     #[test]
