@@ -388,9 +388,15 @@ fn wait(expr: duct::Expression, command: String, timeout: Duration) -> Result<Ou
     })
 }
 
+/// The command as one line a shell runs as the same argv: each word quoted where it needs it.
 fn command_line(program: &Path, args: &[String]) -> String {
-    std::iter::once(program.display().to_string())
-        .chain(args.iter().cloned())
+    let program = program.to_string_lossy();
+    let words = std::iter::once(program.as_ref()).chain(args.iter().map(String::as_str));
+    // A NUL cannot be quoted (nor passed in an argv); it is shown escaped.
+    words
+        .map(|w| {
+            shlex::try_quote(w).map_or_else(|_| w.escape_debug().to_string(), |q| q.into_owned())
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -483,6 +489,25 @@ pub fn worker_processes(config: &Config) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_is_shown_as_one_copyable_shell_line() {
+        let args = [
+            "-c".to_string(),
+            "kill -HUP 1; exit 1".to_string(),
+            "it's".to_string(),
+        ];
+        let line = command_line(Path::new("/bin/sh"), &args);
+        assert_eq!(line, r#"/bin/sh -c 'kill -HUP 1; exit 1' "it's""#);
+        assert_eq!(
+            shlex::split(&line).expect("splits"),
+            ["/bin/sh", "-c", "kill -HUP 1; exit 1", "it's"]
+        );
+        assert_eq!(
+            command_line(Path::new("systemctl"), &["reload".into()]),
+            "systemctl reload"
+        );
+    }
 
     #[test]
     fn configure_args_keep_quoted_groups() {

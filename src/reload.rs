@@ -145,6 +145,28 @@ pub fn unchanged(master: &Master, before: &[Worker]) -> bool {
     now == before && now.iter().all(|w| w.state == WorkerState::Ready)
 }
 
+/// How long a master that a failed reload command left idle, with the same workers, is
+/// watched before the request is taken as never sent: a signal the command sent before it
+/// exited is pending by then, and a master with one pending is not idle.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// Whether a reload request that failed (the command exited non-zero, or timed out) shows no
+/// sign of having reached nginx: the same workers, all accepting, and the master idle in its
+/// wait for signals throughout [`SETTLE`]. Where the master's state cannot be seen, it may
+/// have: the caller proves the reload as after a signal.
+pub fn not_begun(master: &Master, before: &[Worker]) -> bool {
+    let end = Instant::now() + SETTLE;
+    loop {
+        if !unchanged(master, before) || master_idle(master.pid) != Some(true) {
+            return false;
+        }
+        if Instant::now() >= end {
+            return true;
+        }
+        std::thread::sleep(FAST_POLL * 5);
+    }
+}
+
 /// Poll intervals: fine while a reload normally completes, coarser for a slow one (a large
 /// configuration can take seconds to parse) so the poll does not compete with nginx for CPU.
 const FAST_POLL: Duration = Duration::from_millis(2);

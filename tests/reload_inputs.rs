@@ -170,3 +170,82 @@ fn a_reload_command_that_does_nothing_is_not_rolled_back() {
     );
     site.assert_next_run_reloads();
 }
+
+/// `sh -c 'kill -HUP MASTER; echo ... >&2; exit 1'`: a reload command that reloads nginx and
+/// then fails, as a wrapper does whose own later step fails.
+fn reloads_then_fails(master: i32) -> String {
+    format!("sh -c 'kill -HUP {master}; echo post-reload step failed >&2; exit 1'")
+}
+
+#[test]
+fn regression_a_reload_command_that_reloads_and_exits_nonzero_is_proven_not_called_unloaded() {
+    let site = Edited::start();
+    let cmd = reloads_then_fails(site.nginx.master_pid());
+    let run = site.sr.run(&["-y", "--json", "--reload-cmd", &cmd]);
+    run.expect(0);
+    let report = run.json();
+    assert_eq!(report["outcome"], "reloaded", "{run}");
+    assert_eq!(report["reload"]["took_effect"], true, "{run}");
+    assert!(report["rollback"].is_null(), "{run}");
+    assert_eq!(
+        http_get(site.listen, "site.test", "/").ok(),
+        Some((200, "app-v2".into())),
+        "nginx serves the change:\n{run}"
+    );
+    assert!(
+        site.nginx
+            .ready_workers()
+            .iter()
+            .all(|w| !site.workers.contains(w)),
+        "new workers:\n{run}"
+    );
+    let notes = report["notes"].to_string();
+    assert!(
+        notes.contains("exit status 1") && notes.contains("post-reload step failed"),
+        "the command's failure is said:\n{run}"
+    );
+    // The command as one copyable argv: the shell's script stays one quoted word.
+    let quoted = format!(
+        "sh -c 'kill -HUP {}; echo post-reload step failed >&2; exit 1'",
+        site.nginx.master_pid()
+    );
+    assert!(notes.contains(&quoted), "shell-quoted:\n{run}");
+    assert!(!site.sr.state.join("journal.json").exists(), "{run}");
+    assert_ne!(
+        site.sr.last_good().as_deref(),
+        Some(site.last_good.as_str())
+    );
+}
+
+#[test]
+fn a_rollback_through_a_reload_command_that_exits_nonzero_is_proven_too() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "app-v1");
+    let closer = CloseBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let nginx = TestNginx::start(&proxy_site(listen, &good.host_port()));
+    let sr = SafeReload::new(&nginx);
+    let last_good = sr.init();
+    nginx.write_http(&proxy_site(listen, &closer.addr.to_string()));
+    let cmd = reloads_then_fails(nginx.master_pid());
+    // Without the shadow, which would refuse the 502 before the reload.
+    let run = sr.run(&["-y", "--json", "--no-shadow", "--reload-cmd", &cmd]);
+    run.expect(3);
+    let report = run.json();
+    assert_eq!(report["outcome"], "rolled_back", "{run}");
+    assert_eq!(report["reload"]["took_effect"], true, "{run}");
+    let rb = &report["rollback"];
+    assert_eq!(rb["restored_to"], last_good.as_str(), "{run}");
+    assert_eq!(
+        rb["reload"]["took_effect"], true,
+        "the rollback is proven:\n{run}"
+    );
+    assert_eq!(rb["health"]["passed"], true, "{run}");
+    assert_eq!(
+        http_get(listen, "site.test", "/").ok(),
+        Some((200, "app-v1".into())),
+        "nginx serves last-good again:\n{run}"
+    );
+    assert_eq!(sr.last_good(), Some(last_good));
+    assert!(!sr.state.join("journal.json").exists(), "{run}");
+}

@@ -169,17 +169,21 @@ impl Transaction<'_> {
         let before = reload::workers(&self.master);
         let t = Instant::now();
         if let Err(e) = reload::trigger(&self.master, &self.method(), self.s.reload_timeout) {
-            // A failed signal or reload command that left the workers as they were never
-            // reached nginx; one that did (a command failing after its signal) is proven.
-            if !reload::unchanged(&self.master, &before) {
-                return Err(e);
+            // A failed signal or reload command that left nginx as it was never reached it;
+            // one that did (a command failing after its signal) is proven as a signal is, on
+            // the way forward and back alike: what nginx runs decides, not the exit status.
+            if reload::not_begun(&self.master, &before) {
+                report.step("reload", false, t.elapsed(), Some("not sent".into()));
+                let proof = Proof::not_sent(&self.master, &before, e.to_string());
+                return Ok(Attempt {
+                    proof,
+                    health: None,
+                });
             }
-            report.step("reload", false, t.elapsed(), Some("not sent".into()));
-            let proof = Proof::not_sent(&self.master, &before, e.to_string());
-            return Ok(Attempt {
-                proof,
-                health: None,
-            });
+            report.notes.push(format!(
+                "{e}
+nginx began a reload all the same: it is proven from its processes"
+            ));
         }
         let proof = reload::prove_with(
             &self.master,
