@@ -367,7 +367,7 @@ nginx began a reload all the same: it is proven from its processes"
         let drift = match self.env.load() {
             Ok(now) => crate::store::recheck(&self.candidate, &now.files)
                 .unwrap_or_else(|e| Drift::unloadable(e.to_string())),
-            Err(e) => Drift::unloadable(e.to_string()),
+            Err(e) => Drift::unloadable_from(&self.candidate, e.to_string()),
         };
         report.step("recheck", drift.is_empty(), t.elapsed(), None);
         drift
@@ -386,15 +386,24 @@ nginx began a reload all the same: it is proven from its processes"
         for f in &drift.files {
             report.problems.push(crate::report::Problem {
                 level: "error".into(),
-                message: "changed after safe-reload read and tested it".into(),
+                message: f.change.since_the_test().into(),
                 file: Some(f.path.clone()),
                 line: None,
                 hint: None,
             });
         }
+        let head = if drift.only_removed() && drift.files.len() == 1 {
+            format!(
+                "{} was removed after it was tested",
+                drift.files[0].path.display()
+            )
+        } else if drift.only_removed() {
+            format!("files were removed after they were tested ({what})")
+        } else {
+            format!("the configuration changed after it was tested ({what})")
+        };
         report.notes.push(format!(
-            "the configuration changed after it was tested ({what}); nginx was not signalled. \
-             Run again to test and reload what is on disk now"
+            "{head}; nginx was not signalled. Run again to test and reload what is on disk now"
         ));
         let note = format!("not reloaded: changed on disk after the test ({what})");
         self.store

@@ -33,6 +33,18 @@ pub enum DriftChange {
     Relinked,
 }
 
+impl DriftChange {
+    /// What happened to the file since the test: "removed after it was tested".
+    pub fn since_the_test(self) -> &'static str {
+        match self {
+            DriftChange::Modified => "changed after it was tested",
+            DriftChange::Added => "added after the configuration was tested",
+            DriftChange::Removed => "removed after it was tested",
+            DriftChange::Relinked => "its link changed after it was tested",
+        }
+    }
+}
+
 /// One file that changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Drifted {
@@ -61,6 +73,26 @@ impl Drift {
         }
     }
 
+    /// The configuration cannot be read again (`reason`); the files `snap` recorded that are
+    /// gone from the disk are named as removed, since a removed include is the usual cause.
+    pub fn unloadable_from(snap: &Snapshot, reason: String) -> Drift {
+        let files = of_snapshot(snap)
+            .into_keys()
+            .filter(|p| {
+                std::fs::symlink_metadata(p)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            })
+            .map(|path| Drifted {
+                path,
+                change: DriftChange::Removed,
+            })
+            .collect();
+        Drift {
+            files,
+            unloadable: Some(reason),
+        }
+    }
+
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
         self.files.is_empty() && self.unloadable.is_none()
@@ -72,6 +104,11 @@ impl Drift {
             .iter()
             .filter(|f| f.change == DriftChange::Added)
             .map(|f| f.path.as_path())
+    }
+
+    /// Whether every change is a file that is gone.
+    pub fn only_removed(&self) -> bool {
+        !self.files.is_empty() && self.files.iter().all(|f| f.change == DriftChange::Removed)
     }
 
     /// `/etc/nginx/nginx.conf (modified), /etc/nginx/conf.d/new.conf (added)`.
