@@ -116,3 +116,60 @@ fn the_human_output_names_the_snapshot_holding_a_file_added_during_the_reload() 
     assert!(all.contains("another writer"), "{all}");
     assert_eq!(site.answer(), Some((200, "good".into())));
 }
+
+/// A site whose server lives outside the configuration root (`include OUT/*.conf;`), recorded
+/// as last-good, after an earlier good snapshot that proxied to a backend which is gone now:
+/// `rollback EARLIER` is refused by the probe.
+struct OutsideAfterGone {
+    site: Site,
+    out: tempfile::TempDir,
+    earlier: String,
+}
+
+impl OutsideAfterGone {
+    fn start() -> OutsideAfterGone {
+        let site = Site::start();
+        let ip = site.addr.ip();
+        let gone = support::HttpBackend::start(SocketAddr::new(ip, 0), "gone");
+        site.nginx
+            .write_http(&site_http(site.addr, &gone.host_port()));
+        let out = site.run(&["reload", "-y"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let earlier = site.last_good_id();
+        drop(gone);
+        let out = tempfile::tempdir().unwrap();
+        std::fs::write(out.path().join("app.conf"), site.good_http()).unwrap();
+        std::fs::write(out.path().join("extra.conf"), "# another app's part\n").unwrap();
+        site.adopt(&format!("include {}/*.conf;", out.path().display()));
+        OutsideAfterGone { site, out, earlier }
+    }
+}
+
+#[test]
+fn a_refused_rollback_puts_back_the_files_outside_the_root_it_had_moved_out() {
+    let o = OutsideAfterGone::start();
+    let site = &o.site;
+    let conf = read(&site.nginx.conf);
+    let app = o.out.path().join("app.conf");
+    let extra = o.out.path().join("extra.conf");
+    let workers = site.nginx.worker_pids();
+    // The earlier snapshot does not include the outside directory: restoring it moves both
+    // outside files out, then the probe refuses it and the files from before go back.
+    let out = site.run(&["rollback", &o.earlier, "-y", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(json(&out)["outcome"], "refused", "{}", text(&out));
+    assert_eq!(read(&app), site.good_http(), "the outside file is back");
+    assert_eq!(read(&extra), "# another app's part\n");
+    assert_eq!(read(&site.nginx.conf), conf);
+    assert_eq!(site.nginx.worker_pids(), workers, "nginx was signalled");
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    assert!(!site.journal_exists());
+    // A later reload finds nothing changed: the tree is last-good.
+    let diff = site.run(&["diff", "--json"]);
+    assert_eq!(diff.status.code(), Some(0), "{}", text(&diff));
+    assert!(
+        !json(&diff)["diff"].to_string().contains("app.conf"),
+        "{}",
+        text(&diff)
+    );
+}

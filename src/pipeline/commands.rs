@@ -343,7 +343,7 @@ pub fn rollback(
     let paths: Vec<_> = current.paths().map(|p| p.to_path_buf()).collect();
     let restored = store.restore(&target, &current.conf_prefix, &paths, Some(&before))?;
     if !restored.is_clean() {
-        put_back(&store, &env, &before, Some(&target))?;
+        put_back(&store, &env, &before, Some(&target), &paths)?;
         return Err(Error::State {
             path: s.state_dir.clone(),
             message: format!(
@@ -366,7 +366,7 @@ pub fn rollback(
     if touched || !matches!(exit, Ok(Exit::Refused) | Err(_)) {
         return exit;
     }
-    put_back(&store, &env, &before, Some(&target))?;
+    put_back(&store, &env, &before, Some(&target), &paths)?;
     report.notes.push(format!(
         "snapshot {} was not reloaded; the files from before the rollback are back ({})",
         target.id, before.id
@@ -403,12 +403,23 @@ fn held_before(
 
 /// Put `snap`'s files back while nginx still runs them, and close the journal record. The
 /// files `snap` lacks go into `written` (the snapshot a refused rollback had put in place), or
-/// into a displaced snapshot when it does not hold them.
-fn put_back(store: &Store, env: &Env, snap: &Snapshot, written: Option<&Snapshot>) -> Result<()> {
-    let now = env
-        .load()
-        .map(|c| c.paths().map(|p| p.to_path_buf()).collect::<Vec<_>>());
-    let restored = store.restore(snap, &snap.config_root, &now.unwrap_or_default(), written)?;
+/// into a displaced snapshot when it does not hold them. `before` is the file set read from
+/// disk before that rollback wrote anything: a file outside the root that the restored tree no
+/// longer names (it moved it out) is written back all the same.
+fn put_back(
+    store: &Store,
+    env: &Env,
+    snap: &Snapshot,
+    written: Option<&Snapshot>,
+    before: &[PathBuf],
+) -> Result<()> {
+    let mut paths = before.to_vec();
+    if let Ok(now) = env.load() {
+        paths.extend(now.paths().map(Path::to_path_buf));
+    }
+    paths.sort();
+    paths.dedup();
+    let restored = store.restore(snap, &snap.config_root, &paths, written)?;
     if !restored.is_clean() {
         return Err(Error::State {
             path: store.root().to_path_buf(),
@@ -452,7 +463,7 @@ pub fn recover(s: &Settings, p: &crate::output::Printer, report: &mut Report) ->
     if j.phase == JournalPhase::Restoring {
         let env = Env::discover(s)?;
         let before = store.get(j.candidate.as_deref().unwrap_or_default())?;
-        put_back(&store, &env, &before, None)?;
+        put_back(&store, &env, &before, None, &[])?;
         report.notes.push(format!(
             "undid the interrupted rollback: the files nginx runs ({}) are back",
             before.id
