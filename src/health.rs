@@ -289,20 +289,46 @@ fn split_host_port(authority: &str) -> Option<(String, Option<u16>)> {
     (!host.is_empty()).then(|| (host.to_ascii_lowercase(), port))
 }
 
+/// One `--resolve HOST:PORT:ADDR` entry (curl's form) read and checked: a host, a port of
+/// 1-65535 and an IP address (IPv6 bare or in brackets). Every entry is checked when the
+/// settings are read, whether or not a `--health` URL uses it, so a typo fails before
+/// anything changes instead of leaving a health check to the system resolver.
+pub fn parse_resolve(entry: &str) -> Result<(String, u16, IpAddr)> {
+    let bad = |why: String| Error::Usage(format!("--resolve \"{entry}\": {why}"));
+    let mut parts = entry.splitn(3, ':');
+    let (Some(host), Some(port), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad("expected HOST:PORT:ADDR, as curl --resolve".into()));
+    };
+    if host.is_empty()
+        || host
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b"/@[]".contains(&b))
+    {
+        return Err(bad(format!(
+            "\"{host}\" is not a host name (expected HOST:PORT:ADDR)"
+        )));
+    }
+    let port = match port.parse::<u16>() {
+        Ok(p) if p > 0 && port.bytes().all(|b| b.is_ascii_digit()) => p,
+        _ => {
+            return Err(bad(format!(
+                "port \"{port}\" is not a number from 1 to 65535"
+            )))
+        }
+    };
+    let bracketed = addr.strip_prefix('[').and_then(|a| a.strip_suffix(']'));
+    let ip: IpAddr = match bracketed {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().map(IpAddr::V6).ok(),
+        None => addr.parse().ok(),
+    }
+    .ok_or_else(|| bad(format!("\"{addr}\" is not an IP address")))?;
+    Ok((host.to_ascii_lowercase(), port, ip))
+}
+
 fn resolve_entry(resolve: &[String], host: &str, port: u16) -> Result<Option<SocketAddr>> {
     for entry in resolve {
-        let mut parts = entry.splitn(3, ':');
-        let (Some(h), Some(p), Some(a)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(Error::Usage(format!(
-                "--resolve {entry}: expected HOST:PORT:ADDR"
-            )));
-        };
-        let ip: IpAddr = a
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse()
-            .map_err(|_| Error::Usage(format!("--resolve {entry}: {a} is not an IP address")))?;
-        if h.eq_ignore_ascii_case(host) && p.parse() == Ok(port) {
+        let (h, p, ip) = parse_resolve(entry)?;
+        if h.eq_ignore_ascii_case(host) && p == port {
             return Ok(Some(SocketAddr::new(ip, port)));
         }
     }
@@ -321,6 +347,38 @@ pub use verify::{
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolve_entries_are_checked_each_with_its_value_quoted() {
+        assert_eq!(
+            parse_resolve("App.Test:8443:[::1]").unwrap(),
+            ("app.test".into(), 8443, "::1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_resolve("a.test:80:127.0.0.2").unwrap().2,
+            "127.0.0.2".parse::<IpAddr>().unwrap()
+        );
+        for (entry, why) in [
+            ("a.test:80", "expected HOST:PORT:ADDR"),
+            ("a.test", "expected HOST:PORT:ADDR"),
+            (":80:127.0.0.1", "is not a host name"),
+            ("a.test:0:127.0.0.1", "port \"0\""),
+            ("a.test:65536:127.0.0.1", "port \"65536\""),
+            ("a.test:+80:127.0.0.1", "port \"+80\""),
+            ("a.test:http:127.0.0.1", "port \"http\""),
+            ("a.test:80:localhost", "\"localhost\" is not an IP address"),
+            ("a.test:80:127.0.0.1:81", "is not an IP address"),
+            ("a.test:80:[127.0.0.1]", "is not an IP address"),
+            ("a.test:80:", "\"\" is not an IP address"),
+        ] {
+            let err = parse_resolve(entry).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("--resolve \"{entry}\"")),
+                "{entry}: {err}"
+            );
+            assert!(err.contains(why), "{entry}: {err}");
+        }
+    }
 
     #[test]
     fn urls_with_resolve_entries_ports_and_ipv6() {

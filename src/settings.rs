@@ -93,6 +93,9 @@ impl Settings {
             Some(text) => Some(reload_argv(&text)?),
         };
         let resolve = pick(&g.resolve, file.resolve);
+        for entry in &resolve {
+            health::parse_resolve(entry)?;
+        }
         let health = pick(&g.health, file.health)
             .iter()
             .map(|u| health::parse_url(u, &resolve))

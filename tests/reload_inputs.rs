@@ -88,6 +88,65 @@ fn regression_a_malformed_health_url_is_a_usage_error_before_the_snapshot() {
     site.assert_next_run_reloads();
 }
 
+/// Regression: a `--resolve` entry was read only when a `--health` URL looked it up, so a
+/// malformed one (or one a URL did not match, or any without `--health`) was ignored and a
+/// port out of range never matched: the health check went to the system resolver or nowhere.
+/// Every entry is now checked when the settings are read: exit 2 naming the value, before any
+/// snapshot, journal or signal; the same entry written well then works.
+#[test]
+fn regression_a_malformed_resolve_entry_is_a_usage_error_before_the_snapshot() {
+    let site = Edited::start();
+    let before = site.snapshots();
+    let port = site.listen.port();
+    let ip = site.listen.ip();
+    let health = format!("http://site.test:{port}/");
+    let good = format!("site.test:{port}:{ip}");
+    for (resolve, why) in [
+        (
+            format!("site.test:{port}"),
+            "expected HOST:PORT:ADDR".to_string(),
+        ),
+        ("site.test:70000:127.0.0.1".into(), "port \"70000\"".into()),
+        ("site.test:0:127.0.0.1".into(), "port \"0\"".into()),
+        (
+            format!("site.test:{port}:localhost"),
+            "\"localhost\" is not an IP address".into(),
+        ),
+        (format!(":{port}:{ip}"), "is not a host name".into()),
+    ] {
+        for args in [
+            vec![
+                "-y",
+                "--health",
+                &health,
+                "--resolve",
+                &good,
+                "--resolve",
+                &resolve,
+            ],
+            vec!["-y", "--resolve", &resolve],
+        ] {
+            let run = site.sr.run(&args);
+            run.expect(2);
+            let quoted = format!("--resolve \"{resolve}\": ");
+            assert!(run.stderr.contains(&quoted), "{args:?}: {run}");
+            assert!(run.stderr.contains(&why), "{args:?}: {run}");
+            assert!(!run.stderr.contains("panicked"), "{run}");
+            site.assert_untouched(&run);
+        }
+    }
+    assert_eq!(site.snapshots(), before, "no snapshot taken");
+    let run = site
+        .sr
+        .run(&["-y", "--health", &health, "--resolve", &good]);
+    run.expect(0);
+    assert_eq!(
+        http_get(site.listen, "site.test", "/").ok(),
+        Some((200, "app-v2".into())),
+        "{run}"
+    );
+}
+
 #[test]
 fn a_reload_command_that_cannot_run_is_a_usage_error() {
     let site = Edited::start();
