@@ -352,6 +352,23 @@ impl UpstreamError {
         let target = self.request.as_deref()?.split(' ').nth(1)?;
         Some((name.to_ascii_lowercase(), target))
     }
+
+    /// The backend it names, without the URI of the request: `127.0.0.1:8000`,
+    /// `unix:/run/php.sock` (see [`peer_of`]).
+    pub fn peer(&self) -> Option<String> {
+        self.upstream.as_deref().and_then(peer_of)
+    }
+}
+
+/// The peer in nginx's `upstream:` field: `http://127.0.0.1:8000/api` is `127.0.0.1:8000`,
+/// `fastcgi://unix:/run/php.sock:` is `unix:/run/php.sock` (nginx writes the peer's name,
+/// then the URI; a unix peer's name ends at the `:` before the URI).
+pub fn peer_of(upstream: &str) -> Option<String> {
+    let rest = upstream.split_once("://").map_or(upstream, |(_, r)| r);
+    if rest.starts_with("unix:") {
+        return rest.rsplit_once(':').map(|(path, _)| path.to_string());
+    }
+    Some(rest.split('/').next().unwrap_or(rest).to_string())
 }
 
 /// Phrases nginx uses only for failures on the way to or from a backend.

@@ -309,10 +309,12 @@ impl Known for AfterRollback<'_> {
     }
 }
 
-/// The same upstream failure: the same kind, towards the same backend, from the same server.
-/// The client, time and request differ from line to line.
+/// The same upstream failure: the same kind, towards the same peer (its address, whatever
+/// URI the request had: a peer that refuses `/a` refuses `/b`), from the same server. The
+/// client, time and request differ from line to line.
 pub fn same_error(a: &UpstreamError, b: &UpstreamError) -> bool {
-    a.kind == b.kind && a.upstream == b.upstream && a.server == b.server
+    let peer = |e: &UpstreamError| e.peer().or_else(|| e.upstream.clone());
+    a.kind == b.kind && peer(a) == peer(b) && a.server == b.server
 }
 
 /// One check, before the change and after.
@@ -1005,6 +1007,29 @@ mod tests {
         assert!(
             matches!(&v, Verdict::RollBack { causes } if matches!(causes[0], Cause::UpstreamError(_)))
         );
+    }
+
+    #[test]
+    fn an_upstream_error_of_the_same_peer_is_the_same_failure_whatever_the_uri() {
+        let before = Baseline::of(&window(
+            vec![result(A, Some(200), false)],
+            vec![error("http://127.0.0.1:8000/a")],
+        ));
+        let after = window(
+            vec![result(A, Some(200), false)],
+            vec![error("http://127.0.0.1:8000/b?q=1")],
+        );
+        let v = after_reload(&before, Some(&after), &live());
+        let Verdict::Keep(kept) = &v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(kept.known_errors.len(), 1, "{v:?}");
+        let unix = |uri: &str| error(&format!("fastcgi://unix:/run/php.sock:{uri}"));
+        assert!(same_error(&unix("/a.php"), &unix("/b.php")));
+        assert!(!same_error(
+            &error("http://127.0.0.1:8000/a"),
+            &error("http://127.0.0.1:8001/a")
+        ));
     }
 
     #[test]

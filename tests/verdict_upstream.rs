@@ -94,3 +94,49 @@ fn a_backend_certificate_nginx_rejects_after_the_change_is_an_upstream_error() {
         (200, "tls".into())
     );
 }
+
+/// A pool of a dead peer and a live one, and a client that asked `/x` before the change: the
+/// running worker logged the dead peer's `connect() failed` under `/x` and skips the peer for
+/// its `fail_timeout`, so the baseline's own requests to `/` log nothing. After a harmless
+/// change the new worker tries the peer afresh under `/`: the same peer, the same failure,
+/// whatever URI met it. It was taken for a new upstream error and rolled back (exit 3); it is a
+/// warning now, the change stays, and clients still get the live peer's answer.
+#[test]
+fn an_upstream_error_of_the_same_peer_under_another_uri_is_the_same_standing_failure() {
+    let ip = unique_loopback();
+    let live = HttpBackend::start(SocketAddr::new(ip, 0), "live");
+    let dead = SocketAddr::new(ip, free_port(ip));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |extra: &str| {
+        format!(
+            "upstream pool {{ server {dead}; server {}; }}\n\
+             server {{ listen {listen}; server_name pool.test; \
+             location / {{ proxy_pass http://pool; {extra} }} }}",
+            live.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    assert_eq!(
+        http_get(listen, "pool.test", "/x").expect("GET"),
+        (200, "live".into())
+    );
+    let logged = n.error_log_text();
+    assert!(
+        logged.contains(&format!("upstream: \"http://{dead}/x\"")),
+        "{logged}"
+    );
+    n.write_http(&site("add_header X-Change 1;"));
+    let run = sr.run(&["-y", "--json", "--no-probe", "--no-shadow"]);
+    run.expect(0);
+    let report = run.json();
+    let known = report["verdict"]["known_errors"].to_string();
+    assert!(known.contains(&format!("http://{dead}/")), "{run}");
+    let config = std::fs::read_to_string(&n.conf).expect("nginx.conf");
+    assert!(config.contains("X-Change"), "{config}");
+    assert_eq!(
+        http_get(listen, "pool.test", "/").expect("GET"),
+        (200, "live".into())
+    );
+}

@@ -385,22 +385,7 @@ pub fn is_expected(e: &UpstreamError, expected_down: &[String]) -> bool {
             | UpstreamErrorKind::PermissionDenied
     ) || (e.kind == UpstreamErrorKind::TimedOut
         && e.text.contains("while connecting to upstream"));
-    connect
-        && e.upstream
-            .as_deref()
-            .and_then(peer_of)
-            .is_some_and(|peer| expected_down.contains(&peer))
-}
-
-/// The peer in nginx's `upstream:` field: `http://127.0.0.1:8000/api` is `127.0.0.1:8000`,
-/// `fastcgi://unix:/run/php.sock:` is `unix:/run/php.sock` (nginx writes the peer's name,
-/// then the URI; a unix peer's name ends at the `:` before the URI).
-fn peer_of(upstream: &str) -> Option<String> {
-    let rest = upstream.split_once("://").map_or(upstream, |(_, r)| r);
-    if rest.starts_with("unix:") {
-        return rest.rsplit_once(':').map(|(path, _)| path.to_string());
-    }
-    Some(rest.split('/').next().unwrap_or(rest).to_string())
+    connect && e.peer().is_some_and(|peer| expected_down.contains(&peer))
 }
 
 /// One round: the checks at `todo` once each, then each whose answer failed [`RETRIES`] more
@@ -825,7 +810,7 @@ fn parse_status(response: &[u8]) -> Result<u16, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::errorlog::LogLine;
+    use crate::errorlog::{peer_of, LogLine};
 
     fn logged(text: &str) -> UpstreamError {
         let line = LogLine {
