@@ -112,6 +112,11 @@ pub struct Proof {
     /// `[emerg]` lines logged since the reload, verbatim: why it failed, or, with
     /// `took_effect`, what nginx could not do while it loaded the new configuration.
     pub emerg: Vec<String>,
+    /// `[alert]` lines the master and the new workers logged since the reload, verbatim: what
+    /// a worker could not do as it started (`setrlimit(RLIMIT_NOFILE, ...) failed`). The old
+    /// workers' lines, logged as they drain, are not the change's and are left out.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<String>,
     #[serde(rename = "elapsed_ms", serialize_with = "crate::report::ms")]
     pub elapsed: Duration,
     /// Why the reload is not proven (`None` when it took effect).
@@ -131,6 +136,7 @@ impl Proof {
             old_workers: before.iter().map(|w| w.pid).collect(),
             new_workers: Vec::new(),
             emerg: Vec::new(),
+            alerts: Vec::new(),
             elapsed: Duration::ZERO,
             reason: Some(reason),
             untouched: true,
@@ -197,6 +203,7 @@ pub fn prove_with(
         old_workers: before.iter().map(|w| w.pid).collect(),
         new_workers: Vec::new(),
         emerg: Vec::new(),
+        alerts: Vec::new(),
         elapsed: Duration::ZERO,
         reason: None,
         untouched: false,
@@ -204,7 +211,7 @@ pub fn prove_with(
     // Whether the master was seen idle after an [emerg]: its workers have told since.
     let mut settled = false;
     loop {
-        proof.emerg.extend(emerg_lines(logs));
+        read_log(logs, before, &mut proof);
         let mut state = observe(master, before, expected_workers);
         if !proof.emerg.is_empty() && !settled {
             // The master may still be inside the reload (a busy port's bind() is retried for
@@ -213,7 +220,7 @@ pub fn prove_with(
             // failing too: wait until it is idle, then its workers say what the [emerg] meant.
             wait_until_idle(master, deadline.saturating_sub(start.elapsed()));
             settled = true;
-            proof.emerg.extend(emerg_lines(logs));
+            read_log(logs, before, &mut proof);
             state = observe(master, before, expected_workers);
             if state.new_count == 0 {
                 proof.new_workers = state.new_ready;
@@ -263,11 +270,28 @@ pub fn prove_with(
     }
 }
 
-/// The `[emerg]` lines logged since the last read, verbatim.
-fn emerg_lines(logs: &mut Cursors) -> impl Iterator<Item = String> {
-    (logs.read_new().into_iter())
-        .filter(|l| l.level == Some(Level::Emerg))
-        .map(|l| l.text)
+/// The `[emerg]` lines logged since the last read, and the `[alert]` lines of processes that
+/// are not among the old workers `before`, into `proof`, verbatim.
+fn read_log(logs: &mut Cursors, before: &[Worker], proof: &mut Proof) {
+    for l in logs.read_new() {
+        match l.level {
+            Some(Level::Emerg) => proof.emerg.push(l.text),
+            Some(Level::Alert) if !logged_by(&l.text).is_some_and(|pid| old(before, pid)) => {
+                proof.alerts.push(l.text)
+            }
+            _ => {}
+        }
+    }
+}
+
+fn old(before: &[Worker], pid: i32) -> bool {
+    before.iter().any(|w| w.pid == pid)
+}
+
+/// The pid of a log file line (`2024/01/02 03:04:05 [alert] 123#123: ...`).
+fn logged_by(line: &str) -> Option<i32> {
+    let (_, rest) = line.split_once("] ")?;
+    rest.split_once('#')?.0.parse().ok()
 }
 
 /// Poll until the master waits for signals again, it is gone, or `within` passes. Where the
@@ -416,4 +440,22 @@ fn children(pid: i32) -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|p| Proc::read(*p).is_some_and(|proc| proc.ppid == pid))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alert_of_an_old_worker_draining_is_not_the_change_s() {
+        let worker = |pid| Worker {
+            pid,
+            state: WorkerState::ShuttingDown,
+            start_ticks: 1,
+        };
+        let line = |pid| format!("2026/01/02 03:04:05 [alert] {pid}#{pid}: open socket #9 left");
+        assert_eq!(logged_by(&line(41)), Some(41));
+        assert!(old(&[worker(41)], 41) && !old(&[worker(41)], 42));
+        assert_eq!(logged_by("nginx: [alert] no pid here"), None);
+    }
 }

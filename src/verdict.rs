@@ -27,7 +27,9 @@
 
 use serde::Serialize;
 
+pub mod alerts;
 mod coverage;
+pub use alerts::Alert;
 pub use coverage::{coverage, Affected, Coverage, LeftOut, NotVerified};
 
 use crate::errorlog::UpstreamError;
@@ -491,6 +493,10 @@ pub struct Kept {
     /// the operator to read; a warning, not a failed reload.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub emerg: Vec<String>,
+    /// `[alert]` lines the new workers (or the master) logged after the reload, each with the
+    /// directive it names: warnings (see `alerts`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<Alert>,
     /// Checks that failed and then passed when asked again, before the change or after it:
     /// warnings with the counts.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -824,6 +830,7 @@ mod tests {
             old_workers: vec![2],
             new_workers: vec![3],
             emerg: Vec::new(),
+            alerts: Vec::new(),
             elapsed: Duration::ZERO,
             reason: None,
             untouched: false,

@@ -353,6 +353,72 @@ fn an_emerg_logged_by_a_reload_that_started_new_workers_is_a_warning_not_a_faile
     assert_eq!(http_get(listen, "new.test", "/").expect("GET").1, "newer");
 }
 
+#[test]
+fn an_alert_new_workers_log_after_the_reload_is_a_warning_that_names_its_directive() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |body: &str| {
+        format!(
+            "server {{ listen {listen}; server_name a.test; \
+             location / {{ proxy_pass http://{}; }} \
+             location = /v {{ return 200 \"{body}\"; }} }}",
+            app.host_port()
+        )
+    };
+    let n = TestNginx::start(&site("v1"));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    // Above fs.nr_open (1048576 by default): setrlimit fails even for root, in each new
+    // worker, which serves all the same. nginx -t does not try it.
+    let limit = "worker_rlimit_nofile 100000000;";
+    let with_limit = |body: &str| {
+        n.render(&site(body))
+            .replacen("worker_processes", &format!("{limit}\nworker_processes"), 1)
+    };
+    std::fs::write(&n.conf, with_limit("v2")).expect("write nginx.conf");
+    let line = with_limit("v2")
+        .lines()
+        .position(|l| l == limit)
+        .expect("the directive's line")
+        + 1;
+    let at = format!("{}:{line}", n.conf.display());
+
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    let headline = run.stdout.lines().last().unwrap_or_default();
+    assert!(
+        headline.starts_with("reloaded with 1 alert: setrlimit(RLIMIT_NOFILE, 100000000) failed")
+            && headline.contains(&format!("(worker_rlimit_nofile, {at})")),
+        "{run}"
+    );
+    assert!(
+        run.stderr
+            .contains("warning: the reload took effect, but nginx logged [alert]: setrlimit("),
+        "{run}"
+    );
+    assert_eq!(http_get(listen, "a.test", "/v").expect("GET").1, "v2");
+    assert_eq!(http_get(listen, "a.test", "/").expect("GET").1, "app");
+
+    std::fs::write(&n.conf, with_limit("v3")).expect("write nginx.conf");
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    let report = run.json();
+    assert_eq!(report["outcome"], "reloaded", "{run}");
+    let alerts = report["verdict"]["alerts"].as_array().expect("alerts");
+    assert_eq!(alerts.len(), 1, "{run}");
+    assert_eq!(alerts[0]["directive"], "worker_rlimit_nofile", "{run}");
+    assert_eq!(alerts[0]["file"], n.conf.display().to_string(), "{run}");
+    assert_eq!(alerts[0]["line"], line, "{run}");
+    assert!(
+        alerts[0]["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("setrlimit(RLIMIT_NOFILE")),
+        "{run}"
+    );
+    assert_eq!(http_get(listen, "a.test", "/v").expect("GET").1, "v3");
+}
+
 /// `GET path` until nginx answers something other than 502 (a flaky backend fails one
 /// request in three: the second try gets the backend); status and body.
 fn get_past_flake(listen: SocketAddr, host: &str, path: &str) -> (u16, String) {

@@ -310,6 +310,13 @@ fn render_verdict(p: &Printer, v: &Verdict) {
         return;
     };
     render_emerg(p, "reload", &kept.emerg);
+    for a in &kept.alerts {
+        p.err(&format!(
+            "{} the reload took effect, but nginx logged [alert]: {}",
+            p.paint(Tone::Warn, "warning:"),
+            escape_control(&a.describe())
+        ));
+    }
     render_intermittent(p, "the change", &kept.intermittent);
     for c in &kept.still_failing {
         p.err(&format!(
@@ -577,6 +584,30 @@ fn warned(report: &Report) -> Vec<String> {
     out
 }
 
+/// A change that stays with `[alert]` lines after its reload: "reloaded with 1 alert: TEXT
+/// (DIRECTIVE, FILE:LINE); ..." in place of "reloaded: ...".
+fn with_alerts(report: &Report, tone: Tone, text: String) -> (Tone, String) {
+    let alerts = match &report.verdict {
+        Some(Verdict::Keep(kept)) if !kept.alerts.is_empty() => &kept.alerts,
+        _ => return (tone, text),
+    };
+    let Some(rest) = text.strip_prefix("reloaded: ") else {
+        return (tone, text);
+    };
+    let n = alerts.len();
+    let more = match n {
+        1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    };
+    let s = if n == 1 { "" } else { "s" };
+    let tone = if tone == Tone::Good { Tone::Warn } else { tone };
+    let first = escape_control(&alerts[0].describe());
+    (
+        tone,
+        format!("reloaded with {n} alert{s}: {first}{more}; {rest}"),
+    )
+}
+
 /// The headline of a rollback back to its baseline: "verified" only when no check of the
 /// restored configuration still fails as it did before the change.
 fn rolled_back(report: &Report) -> String {
@@ -642,6 +673,7 @@ fn render_outcome(p: &Printer, report: &Report) {
         Outcome::Interrupted => (Tone::Warn, "interrupted: nothing changed".into()),
         Outcome::Error => return,
     };
+    let (tone, text) = with_alerts(report, tone, text);
     // Only a change that stays has a verdict to keep these warnings in.
     let warned = warned(report);
     let (tone, text) = if warned.is_empty() {

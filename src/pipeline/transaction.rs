@@ -71,6 +71,8 @@ pub struct Watch {
     pub workers: Option<usize>,
     /// The servers (and the reload) whose lines no log shows safe-reload.
     pub sight: Sight,
+    /// Where the candidate sets the directives an `[alert]` after the reload can name.
+    pub alert_places: Vec<verdict::alerts::Place>,
 }
 
 impl Watch {
@@ -79,6 +81,7 @@ impl Watch {
             logs: env.error_logs(config),
             workers: nginx::worker_processes(config),
             sight: env.log_sight(config),
+            alert_places: verdict::alerts::places(config),
         }
     }
 }
@@ -314,7 +317,10 @@ nginx began a reload all the same: it is proven from its processes"
                 return self.rollback(report, why, &baseline, &checks);
             }
         }
-        let verdict = verdict::after_reload(&baseline, attempt.health.as_ref(), &attempt.proof);
+        let mut verdict = verdict::after_reload(&baseline, attempt.health.as_ref(), &attempt.proof);
+        if let Verdict::Keep(kept) = &mut verdict {
+            kept.alerts = verdict::alerts::of(&attempt.proof.alerts, &self.watch.alert_places);
+        }
         report.coverage = Some(&affected[..])
             .zip(attempt.health.as_ref())
             .map(|(a, h)| verdict::coverage(a, h, &self.watch.sight.servers));
