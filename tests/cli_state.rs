@@ -195,14 +195,19 @@ fn status_reports_running_drift_and_not_running() {
     assert!(why.contains("nginx.pid"), "names the pid file: {run}");
 }
 
+/// A run killed while it verified a change (one that would have passed) left nginx running a
+/// configuration nothing vouches for. `recover` rolls it back: last-good is restored and live,
+/// the journal's candidate is the rejected snapshot that keeps the change (no new snapshot,
+/// nothing pending), and last-good stays last-good. It used to verify the files on disk and
+/// keep them, recording a snapshot the interrupted run never judged.
 #[test]
-fn a_run_killed_during_verification_shows_in_status_and_recover_finishes_it() {
+fn a_run_killed_during_verification_shows_in_status_and_recover_rolls_it_back() {
     let ip = unique_loopback();
     let v1 = HttpBackend::start(SocketAddr::new(ip, 0), "v1");
     let v2 = HttpBackend::start(SocketAddr::new(ip, 0), "v2");
     let hang = hanging_listener(unique_loopback());
     let site = Site::start(&|l| proxy_site(l, &v1.host_port()));
-    site.sr.init();
+    let last_good = site.sr.init();
     let workers = site.nginx.ready_workers();
     site.nginx
         .write_http(&proxy_site(site.listen, &v2.host_port()));
@@ -234,11 +239,37 @@ fn a_run_killed_during_verification_shows_in_status_and_recover_finishes_it() {
     blocked.expect(2);
     assert!(blocked.stderr.contains("recover"), "{blocked}");
 
+    let candidate = interrupted["candidate"]
+        .as_str()
+        .expect("the journal names the candidate")
+        .to_string();
+    let snapshots = |sr: &SafeReload| -> Vec<serde_json::Value> {
+        let h = sr.run(&["history", "--json"]);
+        h.expect(0);
+        h.json()["history"].as_array().cloned().unwrap_or_default()
+    };
+    let before = snapshots(&site.sr).len();
+
     let run = site.sr.run(&["recover", "--json"]);
-    run.expect(0);
-    assert_eq!(run.outcome(), "reloaded", "{run}");
-    assert_eq!(site.body(), "v2");
+    run.expect(3);
+    assert_eq!(run.outcome(), "rolled_back", "{run}");
+    let report = run.json();
+    assert_eq!(report["snapshot"], candidate.as_str(), "{run}");
+    assert_eq!(report["rollback"]["rejected"], candidate.as_str(), "{run}");
+    assert_eq!(
+        report["rollback"]["restored_to"],
+        last_good.as_str(),
+        "{run}"
+    );
+    assert_eq!(site.body(), "v1", "last-good is live again");
     assert!(!journal.exists());
+    assert_eq!(site.sr.last_good(), Some(last_good));
+    let history = snapshots(&site.sr);
+    assert_eq!(history.len(), before, "no new snapshot: {run}");
+    let kept = (history.iter())
+        .find(|h| h["id"] == candidate.as_str())
+        .expect("the candidate is kept");
+    assert_eq!(kept["meta"]["outcome"], "rejected", "{kept}");
     site.sr.run(&["status"]).expect(0);
     let again = site.sr.run(&["recover", "--json"]);
     again.expect(0);

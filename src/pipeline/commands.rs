@@ -437,7 +437,10 @@ fn put_back(
 /// signalled there is nothing to finish (a half-done `rollback ID` is undone). A run killed
 /// while rolling back has its rollback finished: the journal's candidate is the rejected
 /// snapshot, last-good is restored, reloaded and verified, and stays last-good. A run killed
-/// after verifying has its candidate recorded. Otherwise nginx may run an unverified
+/// once its candidate was reloaded and before it was judged (`reloaded`, `verifying`) is
+/// rolled back the same way: nothing vouches for what nginx runs, the candidate is the
+/// rejected snapshot that keeps the change, never a new one, and nothing is left pending. A
+/// run killed after verifying has its candidate recorded. Otherwise nginx may run an unverified
 /// configuration: the files on disk go through the normal pipeline (kept if they verify,
 /// rolled back if not); files nginx -t or a probe refuses are rolled back like the rest. With
 /// nginx not running, last-good's files are put back for nginx to read when it starts. The
@@ -493,9 +496,10 @@ pub fn recover(s: &Settings, p: &crate::output::Printer, report: &mut Report) ->
     };
     let env = Env::discover(s)?;
     match j.phase {
-        JournalPhase::RollingBack | JournalPhase::Restored => {
-            return finish_rollback(&forced, &env, &store, &j, report)
-        }
+        JournalPhase::RollingBack
+        | JournalPhase::Restored
+        | JournalPhase::Reloaded
+        | JournalPhase::Verifying => return finish_rollback(&forced, &env, &store, &j, report),
         JournalPhase::Verified => return finish_verified(&store, &j, s.retention, report),
         JournalPhase::RolledBack => {
             store.journal_clear()?;
@@ -524,7 +528,8 @@ pub fn recover(s: &Settings, p: &crate::output::Printer, report: &mut Report) ->
     finish_rollback(&forced, &env, &store, &j, report)
 }
 
-/// The interrupted run was rolling back: finish that rollback, with the journal's candidate as
+/// The interrupted run was rolling back, or killed before it judged its reloaded candidate:
+/// finish (or make) that rollback, with the journal's candidate as
 /// the rejected snapshot (files it added leave the tree and are kept in it) and the journal's
 /// last-good as the target, through the transaction's own restore-reload-prove-verify path.
 /// Nothing new is snapshotted and last-good stays what it was.
@@ -589,12 +594,18 @@ fn finish_rollback(
     let watch = Watch::of(env, &config);
     let servers = crate::conf::servers::extract(&config);
     drop(config);
-    let why = candidate.meta.note.clone().unwrap_or_else(|| {
-        format!(
-            "an interrupted run was rolling back snapshot {}",
+    let why = match j.phase {
+        JournalPhase::Reloaded | JournalPhase::Verifying => format!(
+            "the run was killed while it verified snapshot {}: nothing vouches for the change,              so it is rolled back",
             candidate.id
-        )
-    });
+        ),
+        _ => candidate.meta.note.clone().unwrap_or_else(|| {
+            format!(
+                "an interrupted run was rolling back snapshot {}",
+                candidate.id
+            )
+        }),
+    };
     report.snapshot = Some(candidate.id.clone());
     let tx = Transaction {
         s,
