@@ -157,3 +157,88 @@ fn edit_of_an_unchanged_file_still_goes_live() {
     assert!(kept_edits(&site).is_empty());
     assert_eq!(site.answer(), Some((200, "good".into())));
 }
+
+/// `safe-reload edit FILE --json` with an editor that writes `content` into the copy.
+fn edit_writing(site: &Site, file: &Path, content: &str) -> Output {
+    site.cmd(&["edit", &file.display().to_string(), "--json"])
+        .env("EDITOR", "sh -c 'printf %s \"$NEW\" > \"$1\"' sh")
+        .env("NEW", content)
+        .output()
+        .expect("run edit")
+}
+
+/// Exit 2 with `words` and the path in the error; nothing kept, no journal, nginx untouched.
+fn assert_usage_error(site: &Site, out: &Output, file: &Path, words: &str, workers: &[i32]) {
+    assert_eq!(out.status.code(), Some(2), "{}", text(out));
+    let error = json(out)["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains(&file.display().to_string()), "{error}");
+    assert!(error.contains(words), "{error}");
+    assert!(kept_edits(site).is_empty(), "{:?}", kept_edits(site));
+    assert!(!site.journal_exists());
+    assert_eq!(site.nginx.worker_pids(), workers, "nginx was signalled");
+    assert_eq!(site.answer(), Some((200, "good".into())));
+}
+
+#[test]
+fn edit_of_a_file_nginx_does_not_read_is_a_usage_error_and_writes_nothing() {
+    let site = Site::start();
+    let workers = site.nginx.worker_pids();
+    let stray = site.nginx.prefix.join("notes.conf");
+    std::fs::write(&stray, "# not included anywhere\n").unwrap();
+    let out = edit_writing(&site, &stray, "# edited\n");
+    assert_usage_error(&site, &out, &stray, "not read by", &workers);
+    assert_eq!(read(&stray), "# not included anywhere\n");
+}
+
+#[test]
+fn edit_of_a_path_that_does_not_exist_and_nothing_includes_creates_nothing() {
+    let site = Site::start();
+    let workers = site.nginx.worker_pids();
+    let missing = site.nginx.prefix.join("conf.d/missing.conf");
+    let out = edit_writing(&site, &missing, "# new\n");
+    assert_usage_error(&site, &out, &missing, "does not exist", &workers);
+    assert!(!missing.exists(), "it was created");
+}
+
+#[test]
+fn edit_of_a_new_file_an_include_glob_reads_creates_it_and_says_so() {
+    let site = Site::start();
+    let dir = site.nginx.prefix.join("conf.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("site.conf"), site.good_http()).unwrap();
+    site.adopt(&format!("include {}/*.conf;", dir.display()));
+    let ip = site.addr.ip();
+    let second = std::net::SocketAddr::new(ip, support::free_port(ip));
+    let new = dir.join("second.conf");
+    let out = edit_writing(&site, &new, &site_http(second, &site.good.host_port()));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let notes = json(&out)["notes"].to_string();
+    assert!(
+        notes.contains(&format!("created {}", new.display())),
+        "{notes}"
+    );
+    assert_eq!(
+        support::http_get(second, "site", "/").ok(),
+        Some((200, "good".into()))
+    );
+    assert!(kept_edits(&site).is_empty());
+}
+
+#[test]
+fn a_refused_new_file_is_not_left_behind() {
+    let site = Site::start();
+    let dir = site.nginx.prefix.join("conf.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("site.conf"), site.good_http()).unwrap();
+    site.adopt(&format!("include {}/*.conf;", dir.display()));
+    let workers = site.nginx.worker_pids();
+    let new = dir.join("broken.conf");
+    let out = edit_writing(&site, &new, "server { listen 1.2.3.4:99999; }\n");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!new.exists(), "the refused new file was left behind");
+    let notes = json(&out)["notes"].to_string();
+    assert!(notes.contains("was not created"), "{notes}");
+    assert_eq!(kept_edits(&site).len(), 1);
+    assert_eq!(site.nginx.worker_pids(), workers, "nginx was signalled");
+    assert_eq!(site.answer(), Some((200, "good".into())));
+}

@@ -10,6 +10,7 @@ pub mod host_map;
 pub mod lexer;
 pub mod load;
 pub mod pick;
+pub mod reads;
 pub mod servers;
 pub mod sni;
 pub mod targets;

@@ -214,6 +214,32 @@ fn check_writable(s: &Settings, original: &Original, report: &mut Report) -> Opt
     Some(report.finish(Outcome::Refused, Exit::Refused))
 }
 
+/// A file nginx does not read is not the configuration: the pipeline would test and reload
+/// nothing of it. A usage error before the editor opens, nothing written. A path that does
+/// not exist is created only where an include would read it.
+fn refuse_unread(s: &Settings, original: &Original) -> Result<()> {
+    use crate::conf::reads::{reads, Reads};
+    // Without nginx the pipeline fails on its own, with its own message.
+    let Ok(env) = crate::pipeline::env::Env::discover(s) else {
+        return Ok(());
+    };
+    let main = &env.nginx.conf;
+    let path = original.path.display();
+    match reads(main, &original.path) {
+        Reads::Yes | Reads::OnceCreated | Reads::Unknown(_) => Ok(()),
+        Reads::No if original.bytes.is_some() => Err(Error::Usage(format!(
+            "{path} is not read by the configuration nginx loads ({} and its includes): \
+             `edit` tests and reloads the configuration; nothing was opened or written",
+            main.display()
+        ))),
+        Reads::No => Err(Error::Usage(format!(
+            "{path} does not exist, and no include of {} would read it: nothing was created \
+             (check the path, or add the include first)",
+            main.display()
+        ))),
+    }
+}
+
 /// What the operator wants after a failed attempt.
 enum Next {
     EditAgain,
@@ -245,6 +271,7 @@ fn ask_next(p: &Printer, original: &Original, edit: &[u8]) -> Next {
 pub fn edit(s: &Settings, p: &Printer, file: &Path, report: &mut Report) -> Result<Exit> {
     let path = std::path::absolute(file)?;
     let original = Original::read(&path)?;
+    refuse_unread(s, &original)?;
     if let Some(exit) = check_writable(s, &original, report) {
         return Ok(exit);
     }
@@ -259,15 +286,23 @@ pub fn edit(s: &Settings, p: &Printer, file: &Path, report: &mut Report) -> Resu
             Ok(edited) => edited,
             Err(e) => return Err(keep_or_drop(&copy, &original, report, e)),
         };
-        if Some(edited.as_slice()) == original.bytes.as_deref() {
-            report
-                .notes
-                .push(format!("{} is unchanged; nothing to do", path.display()));
+        // A new file left empty is as unchanged as an old one left as it was.
+        if edited.as_slice() == original.bytes.as_deref().unwrap_or_default() {
+            report.notes.push(match original.bytes {
+                Some(_) => format!("{} is unchanged; nothing to do", path.display()),
+                None => format!("{} was not created: the edit is empty", path.display()),
+            });
             let _ = fs_err::remove_file(&copy);
             return Ok(report.finish(Outcome::Unchanged, Exit::Ok));
         }
         let exit = attempt(s, p, &original, &edited, &copy, report)?;
         if exit == Exit::Ok {
+            if original.bytes.is_none() {
+                report.notes.push(format!(
+                    "created {}: a new file, which the configuration's include reads",
+                    path.display()
+                ));
+            }
             let _ = fs_err::remove_file(&copy);
             return Ok(exit);
         }
@@ -431,6 +466,11 @@ pub fn undo_interrupted(store: &Store, edit: &store::EditRecord) -> Result<Strin
 
 fn kept_note(original: &Original, copy: &Path, put: PutBack) -> String {
     match put {
+        PutBack::Done if original.bytes.is_none() => format!(
+            "{} was not created (it did not exist before the edit); your edit is kept in {}",
+            original.path.display(),
+            copy.display()
+        ),
         PutBack::Done => format!(
             "{} is as it was before the edit; your edit is kept in {}",
             original.path.display(),
