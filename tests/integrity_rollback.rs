@@ -173,3 +173,47 @@ fn a_refused_rollback_puts_back_the_files_outside_the_root_it_had_moved_out() {
         text(&diff)
     );
 }
+
+#[test]
+fn rollback_to_a_displaced_snapshot_is_refused_with_exit_2_saying_what_it_holds() {
+    let (site, dir) = site_with_glob();
+    let other_addr = SocketAddr::new(site.addr.ip(), free_port(site.addr.ip()));
+    site.nginx.write_http(&format!(
+        "{}\ninclude {}/*.conf;",
+        site.bad_http(),
+        dir.display()
+    ));
+    let mut run = site.spawn_paused(&["reload", "-y", "--json"], "rolling_back");
+    assert!(run.wait_stopped(Duration::from_secs(20)));
+    std::fs::write(dir.join("zz-other.conf"), other_server(other_addr)).unwrap();
+    run.resume();
+    let out = run.finish(Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let saved = json(&out)["rollback"]["restore"]["displaced"]["snapshot"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no displaced snapshot: {}", text(&out)))
+        .to_string();
+    let conf = read(&site.nginx.conf);
+    let workers = site.nginx.worker_pids();
+
+    let back = site.run(&["rollback", &saved, "-y"]);
+    assert_eq!(back.status.code(), Some(2), "{}", text(&back));
+    let said = String::from_utf8_lossy(&back.stderr);
+    assert!(said.contains(&saved), "{said}");
+    assert!(said.contains("another writer"), "{said}");
+    assert!(said.contains("never tested"), "{said}");
+    // It says where the other writer's bytes are.
+    let object = said
+        .split_once("(its bytes: ")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(path, _)| PathBuf::from(path))
+        .unwrap_or_else(|| panic!("no object named: {said}"));
+    assert_eq!(read(&object), other_server(other_addr), "{said}");
+    // Nothing changed: the tree, nginx, what it serves.
+    assert_eq!(read(&site.nginx.conf), conf);
+    assert!(!dir.join("zz-other.conf").exists());
+    assert_eq!(site.nginx.worker_pids(), workers, "nginx was signalled");
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    assert!(support::http_get(other_addr, "x", "/").is_err());
+    assert!(!site.journal_exists());
+}

@@ -326,6 +326,7 @@ pub fn rollback(
             )
         })?,
     };
+    refuse_displaced(&store, &target)?;
     // The files this rollback would write must be replaceable, or it stops before the first.
     let touched =
         crate::pipeline::diff_files(&store, &target, &current.conf_prefix, &current.files)?;
@@ -372,6 +373,32 @@ pub fn rollback(
         target.id, before.id
     ));
     exit
+}
+
+/// A displaced snapshot holds only the versions a restore found on disk and no other snapshot
+/// had (another writer's bytes): never a tested configuration, and not a whole one. Restoring
+/// it would remove every file it lacks, so it is refused before anything changes.
+fn refuse_displaced(store: &Store, target: &Snapshot) -> Result<()> {
+    if target.meta.outcome != SnapOutcome::Displaced {
+        return Ok(());
+    }
+    let inside = (target.files.iter()).map(|e| (target.config_root.join(&e.path), &e.hash));
+    let outside = (target.external.iter()).map(|e| (e.path.clone(), &e.hash));
+    let held: Vec<String> = inside
+        .chain(outside)
+        .map(|(path, hash)| {
+            let object = store.object_path(hash);
+            format!("{} (its bytes: {})", path.display(), object.display())
+        })
+        .collect();
+    Err(Error::Usage(format!(
+        "snapshot {} is not a configuration to roll back to: it holds another writer's version \
+         of {}, saved by a restore before it replaced or removed it, and was never tested. Copy \
+         what you need from it into the configuration, then run `safe-reload` to test and \
+         reload that",
+        target.id,
+        held.join(", ")
+    )))
 }
 
 /// The snapshot that holds the files on disk before a rollback writes over them: the target
