@@ -241,3 +241,78 @@ fn a_dead_primary_hidden_by_a_fallback_is_caught_in_the_error_log() {
         "{run}"
     );
 }
+
+/// `location /api/` behind `location = /api/ { return 200; }`: its check asked `/api/`, which
+/// the exact location answers, so a dead backend behind `/api/` was called verified (exit 0)
+/// while every other path under it answered 502. The check now asks a path under `/api/` that
+/// no exact or regex location takes: the shadow refuses the dead backend, and without the
+/// shadow the change is rolled back.
+#[test]
+fn a_prefix_location_is_checked_on_a_path_no_exact_location_takes_from_it() {
+    let ip = unique_loopback();
+    let api = HttpBackend::start(SocketAddr::new(ip, 0), "api");
+    let dead = SocketAddr::new(ip, free_port(ip));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let http = |to: &str| {
+        format!(
+            "server {{ listen {listen}; server_name site.test;\n\
+             location = /api/ {{ return 200 \"index\"; }}\n\
+             location /api/ {{ proxy_pass http://{to}; }} }}"
+        )
+    };
+    let n = TestNginx::start(&http(&api.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&http(&dead.to_string()));
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+
+    let run = sr.run(&["-y", "--json", "--no-probe", "--no-shadow"]);
+    run.expect(3);
+    let report = run.json();
+    let check = result_of(&report, "site.test");
+    assert_eq!(
+        (&check["path"], &check["status"]),
+        (&Value::from("/api/safe-reload-check"), &Value::from(502)),
+        "{run}"
+    );
+    assert_eq!(
+        http_get(listen, "site.test", "/api/x").expect("GET"),
+        (200, "api".into())
+    );
+}
+
+/// `location /api/` whose every path a regex location listed before it takes: no request
+/// reaches its backend, so it is listed as not verified with the location that answers, never
+/// counted as verified.
+#[test]
+fn a_prefix_location_a_regex_takes_every_path_of_is_not_verified() {
+    let ip = unique_loopback();
+    let api = HttpBackend::start(SocketAddr::new(ip, 0), "api");
+    let other = HttpBackend::start(SocketAddr::new(ip, 0), "other");
+    let dead = SocketAddr::new(ip, free_port(ip));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let http = |to: &str| {
+        format!(
+            "server {{ listen {listen}; server_name site.test;\n\
+             location ~ ^/api/ {{ proxy_pass http://{}; }}\n\
+             location /api/ {{ proxy_pass http://{to}; }} }}",
+            other.host_port()
+        )
+    };
+    let n = TestNginx::start(&http(&api.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&http(&dead.to_string()));
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    let report = run.json();
+    let why = not_checked(&report, "location /api/")["why"].to_string();
+    assert!(why.contains("by location ~ ^/api/"), "{run}");
+    run.expect(0);
+    assert_eq!(report["coverage"]["verified"], 0, "{run}");
+    assert_eq!(
+        http_get(listen, "site.test", "/api/x").expect("GET"),
+        (200, "other".into())
+    );
+}

@@ -347,12 +347,13 @@ fn proxied_locations<'a>(
                         .into(),
                 ),
                 Some("~") | Some("~*") => match regex_path(&path) {
-                    Some(p) => Reach::Path(p),
+                    Some(p) => landing(within, d, &[p]),
                     None => {
                         Reach::Unknown("no matching path could be derived from the regex".into())
                     }
                 },
-                _ => Reach::Path(path.clone()),
+                Some("=") => Reach::Path(path.clone()),
+                _ => landing(within, d, &[path.clone(), missing_path_under(&path)]),
             };
             let hidden_failure = (gates.intercept && passes)
                 .then(|| sends_failures(&gates.error_pages, within.root))
@@ -387,6 +388,33 @@ fn proxied_locations<'a>(
         }
         proxied_locations(d.children(), &gates, within, out, named);
     }
+}
+
+/// The first of `paths` nginx brings to location `d`, else why none reaches it: an exact or
+/// regex location of the same server takes it first (`location = /api/` in front of
+/// `location /api/`). A path whose location cannot be told (a regex this tool does not
+/// evaluate) is kept.
+fn landing(within: &Within, d: &Directive, paths: &[String]) -> Reach {
+    let mut taken = Vec::new();
+    for p in paths {
+        match pick::location(within.server, p) {
+            Picked::Location(l) if l.line != d.line || *l.file != *d.file => {
+                let (m, lp) = location_args(&l.args);
+                let shown = l.file.strip_prefix(within.root).unwrap_or(&l.file);
+                taken.push(format!(
+                    "{p} by location {} ({}:{})",
+                    location_key(m.as_deref(), &lp),
+                    shown.display(),
+                    l.line
+                ));
+            }
+            _ => return Reach::Path(p.clone()),
+        }
+    }
+    Reach::Unknown(format!(
+        "another location answers every path derived for it: {}",
+        taken.join(", ")
+    ))
 }
 
 /// The URI `auth_request` asks in a block: its own (`off` cancels what it inherits), else the
