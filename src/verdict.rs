@@ -52,13 +52,18 @@ pub struct Seen {
     /// What to do about it, when the answer shows why (see [`CheckResult::hint`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// nginx refused the connection: nothing listened there.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
 }
 
 impl Seen {
     /// A result of the running configuration as a baseline: none when nginx refused the
-    /// connection (nothing listened there before the change).
+    /// connection of a check made from the configuration (it is of a listen only the change
+    /// adds). An explicit `--health` URL is the operator's, whichever configuration runs: a
+    /// refused one is a failure it had before the change.
     pub fn before(r: &CheckResult) -> Option<Seen> {
-        (!r.refused).then(|| Seen::of(r))
+        (!r.refused || r.check.server.is_empty()).then(|| Seen::of(r))
     }
 
     pub fn of(r: &CheckResult) -> Seen {
@@ -68,6 +73,7 @@ impl Seen {
             answer: r.reply(),
             timed_out: r.timed_out,
             hint: r.hint.clone(),
+            refused: r.refused,
         }
     }
 
@@ -79,14 +85,20 @@ impl Seen {
             && other.failed
             && self.status == other.status
             && self.timed_out == other.timed_out
+            && self.refused == other.refused
     }
 
     /// Failing before the change and after it, whichever way: the site failed for its clients
     /// before the change (one that answered 502 and now answers 504 was broken already). A check that only ran out of `--health-timeout` before is
     /// no such failure: a slow site answers its clients, so another failure after it is the
     /// change's.
+    /// Refused before and refused after is failing as before; refused before and answered
+    /// with a failure after is the change's (something listens there now, and fails).
     fn fails_as_before(&self, after: &Seen) -> bool {
-        self.failed && after.failed && (!self.timed_out || after.timed_out)
+        self.failed
+            && after.failed
+            && (!self.timed_out || after.timed_out)
+            && (!self.refused || after.refused)
     }
 
     /// Slower than `--health-timeout` both times: the tool's limit, not a failure anyone saw.
@@ -251,10 +263,17 @@ impl Baseline {
 
     /// The checks a rollback (putting the running configuration back) verifies again, and the
     /// ones it drops: those nginx refused before the change, which belong to listens only the
-    /// rejected configuration had. A check the baseline window closed before is kept.
+    /// rejected configuration had (or, for a `--health` URL, to no listen of either). A check the baseline window closed before is kept.
     pub fn applicable(&self, checks: Vec<Check>) -> (Vec<Check>, Vec<Check>) {
-        let unanswerable =
-            |url: &str| (self.checks.iter()).any(|(u, b)| u == url && *b == Before::Unanswerable);
+        let unanswerable = |url: &str| {
+            (self.checks.iter()).any(|(u, b)| {
+                u == url
+                    && matches!(
+                        b,
+                        Before::Unanswerable | Before::Answered(Seen { refused: true, .. })
+                    )
+            })
+        };
         checks
             .into_iter()
             .partition(|c| !self.taken || !unanswerable(&c.url))
@@ -368,6 +387,12 @@ impl Compared {
             Some(b) if b.fails_as_before(after) => format!(
                 "{url} failed before this change ({}) and still fails ({})",
                 b.answer, after.answer
+            ),
+            Some(b) if b.refused => format!(
+                "{url} answered {}{} (nothing answered there before this change: {})",
+                after.answer,
+                slower(after),
+                b.answer
             ),
             Some(b) if b.timed_out => format!(
                 "{url} did not answer within --health-timeout before this change ({}: slow, \
@@ -760,14 +785,16 @@ mod tests {
     use crate::errorlog::{Level, UpstreamErrorKind};
     use std::time::Duration;
 
+    /// A check made from the configuration (of server `site.test`), and its result.
     fn result(url: &str, status: Option<u16>, refused: bool) -> CheckResult {
-        let check = Check::plain(
+        let mut check = Check::plain(
             url.into(),
             "127.0.0.1:80".parse().unwrap(),
             "site.test".into(),
             "/".into(),
             false,
         );
+        check.server = "site.test".into();
         let failed = crate::health::is_failure(status, None);
         CheckResult {
             check,
@@ -960,6 +987,57 @@ mod tests {
             // The window goes on past it, as past the same failure.
             assert!(before.failure(&after.results[0]));
         }
+    }
+
+    /// An explicit `--health` URL (no server of the configuration behind it) and its result.
+    fn explicit(url: &str, status: Option<u16>, refused: bool) -> CheckResult {
+        let mut r = result(url, status, refused);
+        r.check.server.clear();
+        r
+    }
+
+    /// Regression: an explicit `--health` URL refused before the change counted as a listen
+    /// only the change adds (no baseline), so refused after it rolled the change back and
+    /// blamed it. Refused before and after is failing already (exit 4, kept); refused before
+    /// and failing otherwise after (something listens there now) is still the change's.
+    #[test]
+    fn an_explicit_url_refused_before_and_after_is_already_failing() {
+        let before = Baseline::of(&window(vec![explicit(A, None, true)], vec![]));
+        let v = after_reload(
+            &before,
+            Some(&window(vec![explicit(A, None, true)], vec![])),
+            &live(),
+        );
+        let Verdict::Keep(kept) = &v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(kept.outcome(), (Outcome::AlreadyFailing, Exit::MustAct));
+        assert_eq!(
+            kept.still_failing[0].describe(),
+            format!("{A} got no answer before this change and still does not (connect: Connection refused)")
+        );
+        // Once something listens there and fails, the change did it.
+        let after = window(vec![explicit(A, Some(502), false)], vec![]);
+        let Verdict::RollBack { causes } = after_reload(&before, Some(&after), &live()) else {
+            panic!()
+        };
+        assert!(
+            causes[0].describe().starts_with(&format!(
+                "{A} answered HTTP 502 (nothing answered there before this change: connect: Connection refused)"
+            )),
+            "{}",
+            causes[0].describe()
+        );
+        // Refused only after the change: the change's.
+        let passed = Baseline::of(&window(vec![explicit(A, Some(200), false)], vec![]));
+        let after = window(vec![explicit(A, None, true)], vec![]);
+        assert!(matches!(
+            after_reload(&passed, Some(&after), &live()),
+            Verdict::RollBack { .. }
+        ));
+        // A rollback does not verify it again: it was refused before, and will be.
+        let check = explicit(A, None, true).check;
+        assert_eq!(before.applicable(vec![check]).1.len(), 1);
     }
 
     #[test]
