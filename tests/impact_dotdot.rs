@@ -1,5 +1,6 @@
 //! An include path with `..` in it (`include sites/../sites-enabled/*.conf;`, or an absolute
-//! `/etc/nginx/../nginx/conf.d/*.conf`) names the same files as the plain path: each server keeps
+//! `/etc/nginx/../nginx/conf.d/*.conf`), or a main file named so (`-c /etc/nginx/../nginx/nginx.conf`),
+//! names the same files as the plain path: each server keeps
 //! its identity between last-good and the candidate, through the binary with a real nginx.
 
 mod support;
@@ -10,8 +11,12 @@ use serde_json::Value;
 use support::*;
 
 /// Two sites in `sites-enabled/`, included through `include`; a harmless change to one of them.
-/// Returns the run's report after checking nginx serves the change.
-fn change_one_site(include: impl Fn(&std::path::Path) -> String) -> (Run, Value) {
+/// `-c` is the main file as `main` names it from the prefix. Returns the run's report after
+/// checking nginx serves the change.
+fn change_one_site(
+    include: impl Fn(&std::path::Path) -> String,
+    main: impl Fn(&std::path::Path) -> std::path::PathBuf,
+) -> (Run, Value) {
     let ip = unique_loopback();
     let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
     let listen = SocketAddr::new(ip, free_port(ip));
@@ -32,7 +37,7 @@ fn change_one_site(include: impl Fn(&std::path::Path) -> String) -> (Run, Value)
     let mut n = n;
     n.write_http(&include(&root));
     n.restart();
-    let sr = SafeReload::new(&n);
+    let sr = SafeReload::for_paths(&main(&root), &n.prefix);
     sr.init();
     assert_eq!(
         http_get(listen, "a.test", "/").expect("GET"),
@@ -85,15 +90,33 @@ fn assert_one_changed_server(run: &Run, report: &Value) {
 
 #[test]
 fn a_relative_include_through_dotdot_keeps_each_servers_identity() {
-    let (run, report) = change_one_site(|_| "include sites/../sites-enabled/*.conf;".into());
+    let (run, report) = change_one_site(
+        |_| "include sites/../sites-enabled/*.conf;".into(),
+        |root| root.join("nginx.conf"),
+    );
     assert_one_changed_server(&run, &report);
 }
 
 #[test]
 fn an_absolute_include_through_dotdot_keeps_each_servers_identity() {
-    let (run, report) = change_one_site(|root| {
-        let name = root.file_name().expect("name").to_string_lossy();
-        format!("include {}/../{name}/sites-enabled/*.conf;", root.display())
-    });
+    let (run, report) = change_one_site(
+        |root| {
+            let name = root.file_name().expect("name").to_string_lossy();
+            format!("include {}/../{name}/sites-enabled/*.conf;", root.display())
+        },
+        |root| root.join("nginx.conf"),
+    );
+    assert_one_changed_server(&run, &report);
+}
+
+#[test]
+fn a_main_file_named_through_dotdot_keeps_each_servers_identity() {
+    let (run, report) = change_one_site(
+        |_| "include sites-enabled/*.conf;".into(),
+        |root| {
+            let name = root.file_name().expect("name").to_string_lossy();
+            root.join("..").join(&*name).join("nginx.conf")
+        },
+    );
     assert_one_changed_server(&run, &report);
 }

@@ -109,9 +109,11 @@ pub fn load(main: &Path, opts: &LoadOptions) -> Result<Config> {
     load_from(&main, opts, &Disk)
 }
 
-/// Load a configuration whose files come from `source`; `main` is absolute.
+/// Load a configuration whose files come from `source`; `main` is absolute. A `..` in it is
+/// spelled out as in an include (`-c /etc/nginx/../nginx/nginx.conf` is `/etc/nginx/nginx.conf`),
+/// so its includes, and its servers, are the same files whichever way it was named.
 pub fn load_from(main: &Path, opts: &LoadOptions, source: &dyn Source) -> Result<Config> {
-    let main = main.to_path_buf();
+    let main = as_opened(main);
     let conf_prefix = main
         .parent()
         .map(Path::to_path_buf)
