@@ -4,7 +4,8 @@
 //! removed file named ("... was removed after it was tested"), nothing signalled (the same
 //! workers), no journal, no panic, nginx still serving what it served. A file a glob picked
 //! up, a file named by a literal `include` (the configuration no longer loads) and the main
-//! file itself.
+//! file itself. Removed during the reload (after the signal, before the files are read again):
+//! rolled back to last-good, the removed file named in the reason and back on disk.
 
 mod rel_support;
 mod support;
@@ -103,4 +104,42 @@ fn the_main_file_removed_before_the_signal_stops_the_run() {
     // Put it back first, so the nginx under test can be stopped as it was started.
     std::fs::write(&conf, &kept).unwrap();
     assert_refused_naming(&site, &out, &conf, &workers);
+}
+
+#[test]
+fn a_file_removed_during_the_reload_is_rolled_back_to_last_good() {
+    removed_during_the_reload(|dir| format!("include {}/*.conf;", dir.display()));
+}
+
+#[test]
+fn a_literally_included_file_removed_during_the_reload_is_rolled_back_to_last_good() {
+    removed_during_the_reload(|dir| format!("include {}/site.conf;", dir.display()));
+}
+
+/// Removed once nginx was signalled and the reload proven: the verdict cannot vouch for what
+/// nginx loaded, so it is rolled back (exit 3) and last-good's file is back and served.
+fn removed_during_the_reload(include: impl Fn(&Path) -> String) {
+    let site = Site::start();
+    let file = site_in(&site, include);
+    // `verifying`: nginx was signalled and the reload proven; the files are read again next.
+    let mut run = site.spawn_paused(&["reload", "-y", "--json"], "verifying");
+    assert!(
+        run.wait_stopped(Duration::from_secs(20)),
+        "never reached verifying"
+    );
+    std::fs::remove_file(&file).unwrap();
+    run.resume();
+    let out = run.finish(Duration::from_secs(30));
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{all}");
+    assert!(!all.contains("panicked"), "{all}");
+    let doc = json(&out);
+    let reason = doc["rollback"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(&format!("{} (removed)", file.display())),
+        "{doc:#}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), site.good_http());
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    assert!(!site.journal_exists());
 }
