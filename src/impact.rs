@@ -182,6 +182,10 @@ pub struct Impact {
     /// removed).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub default_changes: Vec<DefaultChange>,
+    /// What differs outside every `server` block (main-level directives, `events`, an
+    /// `http`/`stream`-level directive, `upstream` or `map`), whether a server uses it or not;
+    /// empty when only servers changed, or nothing nginx reads did (a comment).
+    pub outside_servers: Vec<Reason>,
 }
 
 impl Impact {
@@ -196,6 +200,7 @@ impl Impact {
             affected,
             removed: Vec::new(),
             default_changes: Vec::new(),
+            outside_servers: Vec::new(),
         }
     }
 
@@ -220,6 +225,7 @@ impl Impact {
             affected,
             removed: Vec::new(),
             default_changes: Vec::new(),
+            outside_servers: Vec::new(),
         }
     }
 
@@ -242,7 +248,18 @@ impl Impact {
             affected,
             removed: Vec::new(),
             default_changes: Vec::new(),
+            outside_servers: Vec::new(),
         }
+    }
+
+    /// Whether running the candidate in a shadow nginx can show anything: not when, against a
+    /// last-good, no server is affected or removed and nothing outside the servers differs
+    /// (a comment-only change, or one to a file nothing reads as configuration).
+    pub fn shadow_needed(&self) -> bool {
+        !self.baseline
+            || !self.affected.is_empty()
+            || !self.removed.is_empty()
+            || !self.outside_servers.is_empty()
     }
 
     /// Whether the server with this identity is affected.
@@ -300,6 +317,8 @@ pub struct Prints {
     servers: Vec<ServerPrint>,
     /// Per context: the inherited directives (main level, then the context's own).
     inherited: Vec<(Context, Vec<Mark>)>,
+    /// Every directive outside a `server` block, with its scope (`main`, `http`, `stream`).
+    outside: Vec<(&'static str, Mark)>,
 }
 
 /// A hash with the place it stands for.
@@ -392,6 +411,7 @@ pub fn prints(config: &Config, servers: &[Server]) -> Prints {
         .collect();
     let mut out = Prints {
         root: config.conf_prefix.clone(),
+        outside: main.iter().map(|m| ("main", m.clone())).collect(),
         ..Prints::default()
     };
     let mut ids = servers.iter().map(ServerId::of);
@@ -410,6 +430,14 @@ pub fn prints(config: &Config, servers: &[Server]) -> Prints {
             }
         }
         out.inherited.push((context, inherited));
+        let scope = match context {
+            Context::Http => "http",
+            Context::Stream => "stream",
+        };
+        (out.outside).extend((top.children().iter()).filter_map(|d| {
+            let server = d.name == "server" && d.block.is_some();
+            (!server).then(|| (scope, mark(d)))
+        }));
         for d in top.children() {
             if d.name != "server" || d.block.is_none() {
                 continue;
@@ -711,6 +739,7 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
         affected,
         removed,
         default_changes: default_changes.into_iter().map(|(c, _)| c).collect(),
+        outside_servers: outside_differences(old, new),
     }
 }
 
@@ -886,6 +915,37 @@ fn inherited_difference(
         file: rel(root, &k.file),
         line: k.line,
     })
+}
+
+/// Every directive outside the servers that one tree has and the other has not (compared as
+/// multisets of subtree hashes, so a move to another file or line is no difference): the
+/// candidate's place for one added or changed, last-good's for one removed.
+fn outside_differences(old: &Prints, new: &Prints) -> Vec<Reason> {
+    let count = |prints: &Prints| {
+        let mut m: HashMap<(&str, u64), usize> = HashMap::new();
+        for (scope, k) in &prints.outside {
+            *m.entry((*scope, k.hash)).or_default() += 1;
+        }
+        m
+    };
+    let (mut before, mut after) = (count(old), count(new));
+    let mut out = Vec::new();
+    let mut unmatched = |prints: &Prints, other: &mut HashMap<(&str, u64), usize>, gone| {
+        for (scope, k) in &prints.outside {
+            let n = other.entry((*scope, k.hash)).or_default();
+            if *n == 0 {
+                out.push(Reason {
+                    what: format!("{scope}: {}{gone}", k.name),
+                    file: rel(&prints.root, &k.file),
+                    line: k.line,
+                });
+            }
+            *n = n.saturating_sub(1);
+        }
+    };
+    unmatched(new, &mut before, "");
+    unmatched(old, &mut after, " (removed)");
+    out
 }
 
 /// Where the server's own block first differs.

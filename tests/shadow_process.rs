@@ -329,7 +329,8 @@ fn sigterm_and_sigint_during_the_shadow_stop_it_and_exit_130() {
     let s = sites();
     let workers = s.nginx.worker_pids();
     for sig in [libc::SIGTERM, libc::SIGINT] {
-        s.nginx.write_http(&format!("{}\n# a change {sig}", s.http));
+        s.nginx
+            .write_http(&s.http.replace("\"first\"", &format!("\"first {sig}\"")));
         let run =
             s.sr.command(&["-y"])
                 .env("SAFE_RELOAD_TEST_PAUSE", "shadow-running")
@@ -349,6 +350,16 @@ fn sigterm_and_sigint_during_the_shadow_stop_it_and_exit_130() {
         assert!(!dir.exists(), "signal {sig}: its directory is removed");
         assert_eq!(s.nginx.worker_pids(), workers, "nginx was not signalled");
     }
+}
+
+/// A process's nice value (`/proc/PID/stat` field 19).
+fn nice_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let (_, rest) = stat.rsplit_once(')').expect("a stat line");
+    rest.split_whitespace()
+        .nth(16)
+        .and_then(|n| n.parse().ok())
+        .expect("nice")
 }
 
 /// What `/proc/PID/fd/FD` links to (`pipe:[N]`, `socket:[N]`, a path).
@@ -425,6 +436,9 @@ fn descriptors_the_caller_leaks_reach_no_nginx_process() {
     let master = lease(&s.sr, &run)["master"].as_i64().expect("master") as i32;
     let workers = children(master);
     assert!(!workers.is_empty(), "the shadow has workers");
+    // The shadow yields the processor to the production nginx.
+    let theirs = (nice_of(run.id() as i32) + 5).min(19);
+    assert_eq!(nice_of(master), theirs, "the shadow runs at nice +5");
     for pid in [master].iter().chain(&workers) {
         let held = fd_targets(*pid);
         for l in &leaked {
@@ -484,5 +498,54 @@ fn command_substitution_with_a_leaked_pipe_and_socket_returns_when_the_run_ends(
     assert_eq!(
         http_get(s.plain, "first.test", "/").unwrap(),
         (200, "first, changed".into())
+    );
+}
+
+#[test]
+fn a_comment_only_change_needs_no_shadow_and_an_unused_upstream_does() {
+    let s = sites();
+    s.sr.init();
+    s.nginx
+        .write_http(&format!("# only a comment\n{}\n# and another", s.http));
+    let run = s.sr.run(&["-y", "--json"]);
+    run.expect(0);
+    let report = run.json();
+    assert_eq!(report["outcome"], "reloaded", "{run}");
+    assert_eq!(report["shadow"]["state"], "not_needed", "{run}");
+    assert!(report["shadow"]["master_pid"].is_null(), "{run}");
+    assert_eq!(report["impact"]["affected"], serde_json::json!([]), "{run}");
+    assert_eq!(
+        report["impact"]["outside_servers"],
+        serde_json::json!([]),
+        "{run}"
+    );
+    assert!(
+        std::fs::read_dir(s.sr.state.join("shadow")).map_or(true, |mut d| d.next().is_none()),
+        "no lease is left"
+    );
+    assert_eq!(
+        http_get(s.plain, "first.test", "/").unwrap(),
+        (200, "first".into())
+    );
+
+    // An upstream no server uses is outside every server: the shadow still runs.
+    s.nginx.write_http(&format!(
+        "{}\nupstream spare {{ server {}; }}",
+        s.http, s.plain
+    ));
+    let run = s.sr.run(&["-y", "--json"]);
+    run.expect(0);
+    let report = run.json();
+    assert_eq!(report["impact"]["affected"], serde_json::json!([]), "{run}");
+    let outside = report["impact"]["outside_servers"]
+        .as_array()
+        .expect("a list");
+    assert_eq!(outside.len(), 1, "{run}");
+    assert_eq!(outside[0]["what"], "http: upstream", "{run}");
+    assert_ne!(report["shadow"]["state"], "not_needed", "{run}");
+    assert!(report["shadow"]["master_pid"].is_i64(), "{run}");
+    assert_eq!(
+        http_get(s.plain, "first.test", "/").unwrap(),
+        (200, "first".into())
     );
 }

@@ -377,3 +377,47 @@ fn a_name_added_or_a_listen_removed_is_a_changed_server_not_a_new_one() {
     assert_eq!(impact.affected[0].reasons[0].what, "new server");
     assert_eq!(impact.removed[0].label, "b.example");
 }
+
+#[test]
+fn a_comment_needs_no_shadow_and_an_unused_upstream_or_a_main_directive_is_outside_the_servers() {
+    let site = sites(2);
+    let files = |main: &str, ups: &str| {
+        tree(&[
+            ("nginx.conf", main),
+            ("upstreams.conf", ups),
+            ("maps.conf", ""),
+            ("sites.conf", &site),
+        ])
+    };
+    let (_a, old) = files(MAIN, &upstreams(2, None));
+    let (_b, comment) = files(&format!("# a comment\n{MAIN}"), &upstreams(2, None));
+    let impact = between(&old, &comment);
+    assert!(impact.affected.is_empty() && impact.outside_servers.is_empty());
+    assert!(!impact.shadow_needed());
+
+    let spare = format!(
+        "{}upstream spare {{ server 127.0.0.1:1; }}\n",
+        upstreams(2, None)
+    );
+    let (_c, unused) = files(MAIN, &spare);
+    let impact = between(&old, &unused);
+    assert!(impact.affected.is_empty());
+    let what: Vec<String> = impact
+        .outside_servers
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    assert_eq!(what, ["http: upstream, upstreams.conf:7"]);
+    assert!(impact.shadow_needed());
+    // Gone again: last-good's place, said removed.
+    let back = between(&unused, &old);
+    assert_eq!(back.outside_servers[0].what, "http: upstream (removed)");
+
+    let (_d, limit) = files(
+        &format!("worker_rlimit_nofile 4096;\n{MAIN}"),
+        &upstreams(2, None),
+    );
+    let impact = between(&old, &limit);
+    assert_eq!(impact.outside_servers[0].what, "main: worker_rlimit_nofile");
+    assert!(impact.shadow_needed());
+}

@@ -169,7 +169,7 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
         return Err(Error::Interrupted);
     }
     if !refuses {
-        if let Some(shadow) = &shadow {
+        if let Some(shadow) = shadow.as_ref().filter(|_| impact.shadow_needed()) {
             let root = &insp.config.conf_prefix;
             let checks = inspect::candidate_checks(s, &insp.servers, &impact, root).checks;
             let logs = env.error_logs(&insp.config);
@@ -184,7 +184,7 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
                     .map_or_else(Vec::new, |p| p.expected_down()),
             );
         }
-        refuses = inspect::through_shadow(s, shadow.as_mut(), &insp, report)?;
+        refuses = inspect::through_shadow(s, shadow.as_mut(), &impact, &insp, report)?;
         if signals::interrupted() {
             return Err(Error::Interrupted);
         }

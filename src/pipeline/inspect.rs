@@ -296,10 +296,13 @@ pub fn shadow_batch(
 /// report; `None` when it is off. `true` when the shadow refuses the change: a check the
 /// running nginx passes fails there. A shadow that did not start or cannot judge is noted
 /// ("not verified in the shadow") and refuses nothing. The session stops the shadow on its
-/// own thread once this has its result: the run does not wait for that.
+/// own thread once this has its result: the run does not wait for that. One the `impact`
+/// has no use for (see `Impact::shadow_needed`) was dismissed when the impact was known, and
+/// is reported `not_needed`.
 pub fn through_shadow(
     s: &Settings,
     session: Option<&mut Session>,
+    impact: &Impact,
     insp: &Inspection,
     report: &mut Report,
 ) -> Result<bool> {
@@ -307,6 +310,12 @@ pub fn through_shadow(
         report.shadow = Some(ShadowReport::new(ShadowState::Off, None));
         return Ok(false);
     };
+    if !impact.shadow_needed() {
+        session.dismiss();
+        let why = "no server is affected and nothing outside the servers changed".to_string();
+        report.shadow = Some(ShadowReport::new(ShadowState::NotNeeded, Some(why)));
+        return Ok(false);
+    }
     let test_took = (report.steps.iter())
         .find(|st| st.name == "nginx -t")
         .map_or(Duration::ZERO, |st| st.elapsed);

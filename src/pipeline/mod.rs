@@ -285,20 +285,23 @@ pub fn reload_locked(
                 // Read before the baseline starts, from nginx's own processes only: `nginx -t`
                 // meanwhile binds the candidate's free addresses. With no check to send, there
                 // is nothing to read them for.
-                let sends = !plan.checks.is_empty() && (wanted || shadow.is_some());
+                let shadows = shadow.is_some() && impact.shadow_needed();
+                let sends = !plan.checks.is_empty() && (wanted || shadows);
                 let running = crate::health::recent::Serving {
                     held: sends.then(|| netstat::held_by(&own)).flatten(),
                     workers: reload::serving(&master),
                 };
                 // The shadow's checks go now, while nginx -t runs; a change that will not be
-                // reloaded sends none.
-                if let Some(shadow) = shadow.as_ref().filter(|_| !unchanged || s.force) {
-                    shadow.send(inspect::shadow_batch(
+                // reloaded sends none, and one the shadow can show nothing of stops it at once.
+                match &shadow {
+                    Some(shadow) if !impact.shadow_needed() => shadow.dismiss(),
+                    Some(shadow) if !unchanged || s.force => shadow.send(inspect::shadow_batch(
                         s,
                         plan.checks.clone(),
                         env.error_logs(parsed.config),
                         running.clone(),
-                    ));
+                    )),
+                    _ => {}
                 }
                 let baseline = wanted.then(|| {
                     alongside::Pending::start(
@@ -379,7 +382,7 @@ pub fn reload_locked(
         report.notes.push("nothing changed since the last good configuration; not reloading (--force reloads anyway)".into());
         return Ok(report.finish(Outcome::Unchanged, Exit::Ok));
     }
-    let shadow_refuses = inspect::through_shadow(s, shadow.as_mut(), &insp, report)?;
+    let shadow_refuses = inspect::through_shadow(s, shadow.as_mut(), &impact, &insp, report)?;
     if signals::interrupted() {
         return Err(Error::Interrupted);
     }

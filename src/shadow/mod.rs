@@ -426,8 +426,13 @@ fn exited_unreaped(pid: i32) -> bool {
     }
 }
 
+/// How much lower the shadow's scheduling priority is than safe-reload's: on a busy machine
+/// the production nginx's workers (and `nginx -t`) go first.
+const NICE: libc::c_int = 5;
+
 /// Spawn the master: its own process group, `daemon off`, one worker, pid and lock file in
-/// the directory, the startup log to a file there; SIGTERM when safe-reload dies.
+/// the directory, the startup log to a file there; SIGTERM when safe-reload dies; [`NICE`]
+/// steps nicer (its workers inherit it, unless the candidate sets `worker_priority`).
 fn spawn(binary: &Path, dir: &Path, main: &Path) -> Result<Child> {
     let q = |p: PathBuf| conf::word(&p.to_string_lossy());
     let globals = format!(
@@ -454,7 +459,7 @@ fn spawn(binary: &Path, dir: &Path, main: &Path) -> Result<Child> {
         .process_group(0);
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-    // functions (prctl, getppid) without allocating.
+    // functions (prctl, getppid, nice: a system call) without allocating.
     unsafe {
         cmd.pre_exec(move || {
             // Delivered when the thread that spawned us ends: the shadow's own thread ends
@@ -473,6 +478,8 @@ fn spawn(binary: &Path, dir: &Path, main: &Path) -> Result<Child> {
             if libc::getppid() != parent {
                 return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
+            // Best effort: a shadow at the same priority is still a shadow.
+            libc::nice(NICE);
             Ok(())
         });
     }

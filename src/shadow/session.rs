@@ -54,7 +54,8 @@ pub enum Seen {
 
 /// A shadow on its own thread. See the module documentation.
 pub struct Session {
-    checks: Option<Sender<Batch>>,
+    /// `None` once the shadow is not needed: it stops at once, whatever it is doing.
+    checks: Option<Sender<Option<Batch>>>,
     down: Option<Sender<Vec<String>>>,
     seen: Receiver<Seen>,
     deadline: Arc<Deadline>,
@@ -89,7 +90,16 @@ impl Session {
     /// The checks to send once the shadow serves. Only the first batch is sent.
     pub fn send(&self, batch: Batch) {
         if let Some(checks) = &self.checks {
-            let _ = checks.send(batch);
+            let _ = checks.send(Some(batch));
+        }
+    }
+
+    /// The change gives the shadow nothing to show (see `Impact::shadow_needed`): it stops
+    /// now, still starting or serving, and sends no checks.
+    pub fn dismiss(&self) {
+        self.deadline.set(Duration::ZERO);
+        if let Some(checks) = &self.checks {
+            let _ = checks.send(None);
         }
     }
 
@@ -135,7 +145,7 @@ impl Drop for Session {
 fn live(
     source: Source,
     deadline: &Deadline,
-    batches: &Receiver<Batch>,
+    batches: &Receiver<Option<Batch>>,
     expected: &Receiver<Vec<String>>,
 ) -> (Seen, Option<Shadow>) {
     let began = Instant::now();
@@ -167,7 +177,7 @@ fn live(
         }
         Ok(()) => {
             crate::store::test_pause("shadow-running");
-            if let Ok(batch) = batches.recv() {
+            if let Ok(Some(batch)) = batches.recv() {
                 let (mut checks, skipped) = run_checks(&shadow, &batch.checks, &batch.opts);
                 // Only a check the running nginx may be asked about waits for the probe to say
                 // which peers are down.

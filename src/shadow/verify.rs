@@ -200,6 +200,9 @@ pub enum ShadowState {
     NotVerified,
     /// Turned off (`--no-shadow`, `no-shadow = true`, `check --untrusted`).
     Off,
+    /// The change gives it nothing to show (no server affected or removed, nothing outside
+    /// the servers changed: a comment, say): stopped as soon as the impact said so.
+    NotNeeded,
 }
 
 /// The shadow's part of the report.
