@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rel_support::*;
-use support::free_port;
+use support::{free_port, wait_for};
 
 fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(out)))
@@ -216,4 +216,40 @@ fn rollback_to_a_displaced_snapshot_is_refused_with_exit_2_saying_what_it_holds(
     assert_eq!(site.answer(), Some((200, "good".into())));
     assert!(support::http_get(other_addr, "x", "/").is_err());
     assert!(!site.journal_exists());
+}
+
+#[test]
+fn recover_after_a_refused_rollback_killed_while_putting_back_restores_the_files_outside_the_root()
+{
+    let o = OutsideAfterGone::start();
+    let site = &o.site;
+    let conf = read(&site.nginx.conf);
+    let app = o.out.path().join("app.conf");
+    let extra = o.out.path().join("extra.conf");
+    let workers = site.nginx.worker_pids();
+    // The first write is the earlier snapshot's nginx.conf; the outside files are moved out
+    // next, the probe refuses, and the second write puts the last-good nginx.conf back: killed
+    // there, the outside files are not back yet.
+    let mut run = site.spawn_paused(&["rollback", &o.earlier, "-y"], "restore-file");
+    assert!(run.wait_stopped(Duration::from_secs(20)), "never restored");
+    run.resume();
+    assert!(
+        wait_for(Duration::from_secs(20), || read(&site.nginx.conf) == conf
+            && run.wait_stopped(Duration::from_millis(50))),
+        "never put nginx.conf back"
+    );
+    assert!(!app.exists(), "the outside file was moved out");
+    run.signal(libc::SIGKILL);
+    let _ = run.finish(Duration::from_secs(5));
+    assert!(site.journal_exists());
+
+    let out = site.run(&["recover"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(read(&site.nginx.conf), conf);
+    assert_eq!(read(&app), site.good_http(), "the outside file is back");
+    assert_eq!(read(&extra), "# another app's part\n");
+    assert_eq!(site.nginx.worker_pids(), workers, "nginx was signalled");
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    assert!(!site.journal_exists());
+    assert!(site.temp_files().is_empty());
 }

@@ -339,9 +339,10 @@ pub fn rollback(
         Some(before.id.clone()),
         store.last_good()?.map(|g| g.id),
     );
-    rec.phase = JournalPhase::Restoring;
-    store.journal_begin(&rec)?;
     let paths: Vec<_> = current.paths().map(|p| p.to_path_buf()).collect();
+    rec.phase = JournalPhase::Restoring;
+    rec.files_before = paths.clone();
+    store.journal_begin(&rec)?;
     let restored = store.restore(&target, &current.conf_prefix, &paths, Some(&before))?;
     if !restored.is_clean() {
         put_back(&store, &env, &before, Some(&target), &paths)?;
@@ -493,7 +494,7 @@ pub fn recover(s: &Settings, p: &crate::output::Printer, report: &mut Report) ->
     if j.phase == JournalPhase::Restoring {
         let env = Env::discover(s)?;
         let before = store.get(j.candidate.as_deref().unwrap_or_default())?;
-        put_back(&store, &env, &before, None, &[])?;
+        put_back(&store, &env, &before, None, &j.files_before)?;
         report.notes.push(format!(
             "undid the interrupted rollback: the files nginx runs ({}) are back",
             before.id

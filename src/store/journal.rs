@@ -102,6 +102,11 @@ pub struct JournalRecord {
     /// For `edit FILE`: the file the edit was put in, to be put back unless the edit verifies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edit: Option<EditRecord>,
+    /// For `rollback ID` (phase `Restoring`): the file set the configuration on disk named
+    /// before the restore, so `recover` can put back a file outside the root that the
+    /// half-restored tree no longer names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files_before: Vec<PathBuf>,
 }
 
 /// The file an `edit` run put the operator's edit into, and what it held before.
@@ -137,6 +142,7 @@ impl JournalRecord {
             phase: Phase::Started,
             updated: now,
             edit: None,
+            files_before: Vec::new(),
         }
     }
 }
