@@ -4,7 +4,10 @@
 //! edit must not be written over the other writer's version: exit 1 naming the file, the
 //! operator's edit kept at a printed path, nginx not signalled, no journal, the other writer's
 //! bytes intact. Through a `sites-enabled/app -> ../sites-available/app` link the comparison is
-//! against the link's target, and the link stays a link.
+//! against the link's target, and the link stays a link. A file removed, or a link pointed
+//! elsewhere, while the editor is open is refused the same way. A file nginx does not read and
+//! a path no include would read are usage errors (exit 2) with nothing written; a new file an
+//! include glob reads is created on purpose, and said so.
 
 mod rel_support;
 mod support;
@@ -33,12 +36,17 @@ const OPERATOR_LINE: &str = "# the operator edited this";
 
 impl RacingEditor {
     fn new() -> RacingEditor {
+        RacingEditor::doing("printf '%s' \"$OTHER\" > \"$REAL\"")
+    }
+
+    /// An editor whose other writer runs `action` (a shell line on `$REAL` and `$OTHER`).
+    fn doing(action: &str) -> RacingEditor {
         let dir = tempfile::tempdir().expect("editor dir");
         let script = dir.path().join("editor");
         std::fs::write(
             &script,
             format!(
-                "#!/bin/sh\nset -e\nprintf '%s' \"$OTHER\" > \"$REAL\"\n\
+                "#!/bin/sh\nset -e\n{action}\n\
                  printf '\\n{OPERATOR_LINE}\\n' >> \"$1\"\n"
             ),
         )
@@ -144,6 +152,45 @@ fn edit_through_a_link_compares_against_the_target_another_writer_changed() {
         std::fs::read_link(&enabled).unwrap(),
         Path::new("../sites-available/app")
     );
+}
+
+#[test]
+fn edit_does_not_recreate_a_file_another_writer_removed_while_the_editor_was_open() {
+    let site = Site::start();
+    let dir = site.nginx.prefix.join("conf.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("site.conf");
+    std::fs::write(&file, site.good_http()).unwrap();
+    site.adopt(&format!("include {}/*.conf;", dir.display()));
+    let workers = site.nginx.worker_pids();
+    let out = RacingEditor::doing("rm -f \"$REAL\"").edit(&site, &file, &file, "");
+    assert_refused_and_kept(&site, &out, &file, &workers);
+    assert!(!file.exists(), "the removed file was written again");
+}
+
+#[test]
+fn edit_through_a_link_another_writer_pointed_elsewhere_is_refused() {
+    let site = Site::start();
+    let available = site.nginx.prefix.join("sites-available");
+    let enabled = site.nginx.prefix.join("sites-enabled/app");
+    std::fs::create_dir_all(&available).unwrap();
+    std::fs::create_dir_all(enabled.parent().unwrap()).unwrap();
+    std::fs::write(available.join("app"), site.good_http()).unwrap();
+    let other = format!("{}\n# the other site", site.good_http());
+    std::fs::write(available.join("other"), &other).unwrap();
+    symlink("../sites-available/app", &enabled).unwrap();
+    let prefix = site.nginx.prefix.display().to_string();
+    site.adopt(&format!("include {prefix}/sites-enabled/*;"));
+    let workers = site.nginx.worker_pids();
+    let relink = RacingEditor::doing("ln -sfn ../sites-available/other \"$REAL\"");
+    let out = relink.edit(&site, &enabled, &enabled, "");
+    assert_refused_and_kept(&site, &out, &enabled, &workers);
+    assert_eq!(
+        std::fs::read_link(&enabled).unwrap(),
+        Path::new("../sites-available/other")
+    );
+    assert_eq!(read(&available.join("app")), site.good_http());
+    assert_eq!(read(&available.join("other")), other);
 }
 
 #[test]
