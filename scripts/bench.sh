@@ -2,7 +2,8 @@
 # Reload benchmark: the whole safe pipeline (`safe-reload -y`) against the unsafe manual
 # sequence (`nginx -t && nginx -s reload`, timed until new workers serve and old ones stop
 # accepting), alternated in one run on generated 100-, 1,000- and 10,000-server trees with real
-# nginx and real backends on loopback; then our parse time against crossplane's on the same
+# nginx and real backends on loopback, for a change to one small file and (`ratio_one_server`)
+# a change to one server; then our parse time against crossplane's on the same
 # trees, both in-process and as a whole `safe-reload targets --json` process. Figures and how to
 # read them: BENCHMARKS.md.
 #
@@ -70,6 +71,7 @@ done < <(sed -n 's/^servers=\([0-9]*\) upstreams=.* parse_ms=\([0-9.]*\) .*/\1 \
 echo
 echo "end: $(date -u '+%F %T UTC') load:$(uptime | sed 's/.*load average//')"
 echo "targets: ratio (and paired_ratio, the median of per-iteration ratios) <= 1.0 at 1000, <= 0.7 at 10000,"
+echo "         ratio_one_server (a change to one server, the same alternation) reported beside them;"
 echo "         under 1.0 at 100 (the shadow running unless BENCH_SAFE_FLAGS=--no-shadow);"
 echo "         parse >= 20x crossplane, targets --json as a whole process >= 20x at 1000;"
 echo "         peak rss < peak_limit_kb (plain, --json, wide-change and rollback runs);"

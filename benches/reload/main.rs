@@ -171,6 +171,10 @@ fn bench_size(bin: &Path, base: &Path, n: usize, iters: usize, backends: &[Socke
             println!("servers={n} {what}: error: {e}");
         }
     };
+    said(
+        "one server",
+        one_server(bin, &tree, &nginx, n, iters, &extra),
+    );
     said("wide change", wide_change(bin, &tree, &nginx, n));
     said("rollback", rollback(bin, &tree, &nginx));
     if std::env::var("BENCH_CLIENT").as_deref() != Ok("0") {
@@ -331,6 +335,73 @@ fn timeline(report: &serde_json::Value) -> String {
         out.push(line);
     }
     format!("timeline_ms: {}", out.join(" "))
+}
+
+/// A change to one server (the others' checks are not needed, and the shadow has one server
+/// to check), timed against the unsafe sequence as the main figures are, alternating which
+/// goes first: `ratio_one_server` (and its paired ratio). The server is recorded in last-good
+/// first, so each timed run changes it; the tree is put back and reloaded afterwards.
+fn one_server(
+    bin: &Path,
+    tree: &tree::Tree,
+    nginx: &run::Nginx,
+    n: usize,
+    iters: usize,
+    extra: &[String],
+) -> Res<()> {
+    let settle = || -> Res<()> {
+        match run::wait_for(Duration::from_secs(60), || nginx.settled()) {
+            true => Ok(()),
+            false => Err("old workers did not leave between one-server runs".into()),
+        }
+    };
+    let safe = |args: &[&str]| -> Res<run::SafeRun> {
+        let mut all = args.to_vec();
+        all.extend(extra.iter().map(String::as_str));
+        let s = run::safe_reload(bin, tree, &all)?;
+        match s.code {
+            Some(0) => Ok(s),
+            _ => Err(format!("a one-server change did not reload: {}", gist(&s)).into()),
+        }
+    };
+    settle()?;
+    tree.revise_one(0)?;
+    safe(&["-y"])?;
+    let (mut safe_ms, mut unsafe_ms) = (Vec::new(), Vec::new());
+    for i in 0..iters {
+        for safe_first in [i % 2 == 1, i % 2 == 0] {
+            settle()?;
+            if safe_first {
+                tree.revise_one(i + 1)?;
+                safe_ms.push(ms(safe(&["-y"])?.wall));
+            } else {
+                unsafe_ms.push(ms(run::unsafe_manual(tree, nginx)?.0));
+            }
+        }
+    }
+    settle()?;
+    tree.revise_one(iters + 1)?;
+    let s = safe(&["-y", "--json"])?;
+    let r = &s.report;
+    let (u, sm) = (median(unsafe_ms.clone()), median(safe_ms.clone()));
+    let paired = median(safe_ms.iter().zip(&unsafe_ms).map(|(s, u)| s / u).collect());
+    println!(
+        "servers={n} one server: affected={} checks={} shadow={} shadow_checks={} \
+         unsafe_median_ms={u:.1} safe_median_ms={sm:.1} ratio_one_server={:.2} \
+         paired_ratio_one_server={paired:.2} runs_ms: unsafe={:?} safe={:?}",
+        r["impact"]["affected"].as_array().map_or(0, Vec::len),
+        r["health"]["results"].as_array().map_or(0, Vec::len),
+        r["shadow"]["state"],
+        r["shadow"]["checks"].as_array().map_or(0, Vec::len),
+        sm / u,
+        unsafe_ms.iter().map(|v| v.round()).collect::<Vec<_>>(),
+        safe_ms.iter().map(|v| v.round()).collect::<Vec<_>>(),
+    );
+    println!("servers={n} one server: {}", timeline(r));
+    settle()?;
+    tree.revise(0)?;
+    safe(&["-y"])?;
+    Ok(())
 }
 
 /// A harmless change to the snippet a fifth of the servers include (2,000 of 10,000): every

@@ -120,6 +120,21 @@ impl Tree {
         )
     }
 
+    /// A change to one server of its own (`one.bench.test`, in the revision file, proxying
+    /// to server 0's upstream): a header that differs each time, so exactly one server is
+    /// affected once the server is in last-good.
+    pub fn revise_one(&self, rev: usize) -> std::io::Result<()> {
+        fs_err::write(
+            self.prefix.join("sites/zz-revision.conf"),
+            format!(
+                "server {{\n    listen {};\n    server_name one.bench.test;\n    \
+                 location / {{\n        proxy_set_header X-Bench-Rev {rev};\n        \
+                 proxy_pass http://u0a;\n    }}\n}}\n",
+                self.listen
+            ),
+        )
+    }
+
     /// A harmless change to the snippet every [`SHARED_EVERY`]th server includes in its
     /// `location /`: a fifth of the servers are affected.
     pub fn revise_shared(&self, rev: usize) -> std::io::Result<()> {
