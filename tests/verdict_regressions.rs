@@ -946,3 +946,53 @@ fn an_explicit_health_url_refused_before_and_after_is_already_failing_not_the_ch
     );
     assert_eq!(sr.last_good().as_deref(), Some(kept.as_str()));
 }
+
+/// The WordPress layout: `location / { try_files $uri $uri/ /index.php?$args; }` in front of
+/// `location ~ \.php$ { fastcgi_pass ...; }`. The PHP location was checked on a made-up
+/// `/safe-reload-check.php`, which php-fpm answers with its "no such script" 404 without running
+/// the site; it is now checked on a path `try_files` sends to `/index.php`, so php-fpm runs the
+/// site's entry point (200) before the change and after a harmless one, and a dead php-fpm
+/// address after the change is rolled back.
+#[test]
+fn a_wordpress_site_is_checked_through_the_index_php_try_files_sends_to() {
+    let ip = unique_loopback();
+    let fpm = AppServer::php_fpm(SocketAddr::new(ip, free_port(ip)));
+    let root = php_root();
+    let dead = SocketAddr::new(ip, free_port(ip));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |to: &str, extra: &str| {
+        format!(
+            "server {{ listen {listen}; server_name wp.test; root {}; index index.php; {extra}\n\
+             location / {{ try_files $uri $uri/ /index.php?$args; }}\n\
+             location ~ \\.php$ {{ {FASTCGI} fastcgi_pass {to}; }} }}",
+            root.path().display()
+        )
+    };
+    let n = TestNginx::start(&site(&fpm.addr.to_string(), ""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let (status, body) = http_get(listen, "wp.test", "/a-post/").expect("GET");
+    assert!(status == 200 && body.contains("php ok"), "{status} {body}");
+
+    n.write_http(&site(&fpm.addr.to_string(), "add_header X-Change 1;"));
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(0);
+    let report = run.json();
+    let check = &report["health"]["results"][0];
+    assert_eq!(
+        (&check["what"], &check["path"], &check["status"]),
+        (
+            &serde_json::Value::from("location ~ \\.php$"),
+            &serde_json::Value::from("/safe-reload-check"),
+            &serde_json::Value::from(200)
+        ),
+        "{run}"
+    );
+
+    n.write_http(&site(&dead.to_string(), "add_header X-Change 1;"));
+    let run = sr.run(&["-y", "--json", "--no-probe", "--no-shadow"]);
+    run.expect(3);
+    assert_eq!(run.json()["health"]["results"][0]["status"], 502, "{run}");
+    let (status, body) = http_get(listen, "wp.test", "/a-post/").expect("GET");
+    assert!(status == 200 && body.contains("php ok"), "{status} {body}");
+}

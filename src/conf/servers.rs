@@ -570,8 +570,13 @@ fn reach_named(locations: &mut [Location], named: &[Fallback]) {
 }
 
 /// Give each `internal` location the path of a location whose `try_files` or `error_page`
-/// sends a request to a URI nginx picks it for, else why no request reaches it.
+/// sends a request to a URI nginx picks it for, else why no request reaches it. A regex
+/// location a `try_files` sends requests to (WordPress: `location / { try_files $uri $uri/
+/// /index.php?$args; }` in front of `location ~ \.php$`) is checked through it too: the
+/// request runs the application's own entry point, where a made-up path matching the regex
+/// gets the backend's "no such script".
 fn reach_internal(locations: &mut [Location], named: &[Fallback], server: &[Directive]) {
+    let mut through_try_files = Vec::new();
     for (uri, reach) in named.iter().filter(|(n, _)| n.starts_with('/')) {
         let path = uri.split('?').next().unwrap_or(uri);
         if path.contains('$') {
@@ -580,15 +585,20 @@ fn reach_internal(locations: &mut [Location], named: &[Fallback], server: &[Dire
         let Picked::Location(d) = pick::location(server, path) else {
             continue;
         };
-        let Some(loc) = (locations.iter_mut()).find(|l| {
-            l.line == d.line && *l.file == *d.file && matches!(l.reach, Reach::Unknown(_))
-        }) else {
+        let Some(loc) = (locations.iter_mut()).find(|l| l.line == d.line && *l.file == *d.file)
+        else {
             continue;
         };
         let internal = d.children().iter().any(|c| c.name == "internal");
+        let regex = matches!(loc.modifier.as_deref(), Some("~") | Some("~*"));
+        let unknown = matches!(loc.reach, Reach::Unknown(_));
         match reach {
-            Ok(p) if internal => loc.reach = Reach::Path(p.clone()),
-            Err(why) if internal => loc.reach = Reach::Unknown(why.clone()),
+            Ok(p) if internal && unknown => loc.reach = Reach::Path(p.clone()),
+            Err(why) if internal && unknown => loc.reach = Reach::Unknown(why.clone()),
+            Ok(p) if regex && !internal && !through_try_files.contains(&(d.line, &d.file)) => {
+                through_try_files.push((d.line, &d.file));
+                loc.reach = Reach::Path(p.clone());
+            }
             _ => {}
         }
     }
