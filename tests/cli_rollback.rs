@@ -460,3 +460,40 @@ fn bound_not_listening_at(addr: SocketAddr) -> socket2::Socket {
     s.bind(&addr.into()).expect("bind without listen");
     s
 }
+
+/// After a rollback that put the last good configuration back, the text output printed the
+/// rejected candidate's failed check and upstream error as `FAIL verify: ... -> HTTP 502`, as if
+/// that were how the site answers now. They are what the change broke, said as such with the
+/// answer from before the change; the site answers 200 again and the rollback says so.
+#[test]
+fn after_a_rollback_the_candidates_failures_are_said_as_what_the_change_broke() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "app-v1");
+    let dead = SocketAddr::new(ip, free_port(ip));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let n = TestNginx::start(&proxy_site(listen, &good.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&proxy_site(listen, &dead.to_string()));
+    let run = sr.run(&["-y", "--no-probe", "--no-shadow"]);
+    run.expect(3);
+    assert!(!run.stderr.lines().any(|l| l.starts_with("FAIL")), "{run}");
+    let broke = (run.stderr.lines())
+        .find(|l| l.starts_with("the change broke: GET"))
+        .unwrap_or_else(|| panic!("{run}"));
+    assert!(
+        broke.contains("-> HTTP 502 (HTTP 200 before this change)"),
+        "{run}"
+    );
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.starts_with("the change broke: nginx logged an upstream error")),
+        "{run}"
+    );
+    assert!(run.stderr.contains("is live and verified"), "{run}");
+    assert_eq!(
+        http_get(listen, "site.test", "/").expect("GET"),
+        (200, "app-v1".into())
+    );
+}

@@ -6,7 +6,7 @@ use crate::diff::ConfigDiff;
 use crate::health::HealthReport;
 use crate::output::{escape_control, Printer, Tone};
 use crate::report::{Outcome, Problem, Report, RollbackReport};
-use crate::verdict::{Intermittent, RollbackVerdict, Verdict};
+use crate::verdict::{Cause, Intermittent, RollbackVerdict, Verdict};
 
 mod probes;
 mod state;
@@ -64,7 +64,12 @@ fn render_details(p: &Printer, report: &Report) {
     if let Some(h) = &report.health {
         // Upstream errors the baseline logged too are shown as the verdict's warnings.
         let kept = matches!(report.verdict, Some(Verdict::Keep(_)));
-        render_health(p, h, "verify", !kept);
+        match &report.verdict {
+            // The rejected candidate's failures are what the change broke, not the state
+            // nginx is left in: the rollback's re-verification says that.
+            Some(Verdict::RollBack { causes }) => render_broke(p, h, causes),
+            _ => render_health(p, h, "verify", !kept),
+        }
     }
     if let Some(v) = &report.verdict {
         render_verdict(p, v);
@@ -441,6 +446,41 @@ fn render_health(p: &Printer, h: &HealthReport, label: &str, errors: bool) {
             "{} nginx logged an upstream error (upstream: {}): {}",
             p.paint(Tone::Bad, "FAIL"),
             escape_control(upstream),
+            escape_control(&u.text)
+        ));
+    }
+}
+
+/// The checks and upstream errors of a candidate that was rolled back: each failure as what
+/// the change broke, with what the same check answered before it; passes under -v.
+fn render_broke(p: &Printer, h: &HealthReport, causes: &[Cause]) {
+    let passed = HealthReport {
+        results: (h.results.iter()).filter(|r| !r.failed).cloned().collect(),
+        upstream_errors: Vec::new(),
+        ..h.clone()
+    };
+    render_health(p, &passed, "verify", false);
+    let head = p.paint(Tone::Bad, "the change broke:");
+    for r in h.results.iter().filter(|r| r.failed) {
+        let before = causes.iter().find_map(|c| match c {
+            Cause::Check(c) if c.url == r.check.url => c.before.as_ref(),
+            _ => None,
+        });
+        let before = match before {
+            Some(b) => format!(" ({} before this change)", b.answer),
+            None => String::new(),
+        };
+        p.progress(&format!(
+            "{head} GET {} -> {}{}",
+            escape_control(&r.check.url),
+            escape_control(&r.reply()),
+            escape_control(&before)
+        ));
+    }
+    for u in &h.upstream_errors {
+        p.progress(&format!(
+            "{head} nginx logged an upstream error (upstream: {}): {}",
+            escape_control(u.upstream.as_deref().unwrap_or("?")),
             escape_control(&u.text)
         ));
     }
