@@ -695,6 +695,50 @@ fn a_deleted_unix_socket_file_nginx_still_holds_is_a_failure_from_before_the_cha
     assert_eq!(http_get(listen, "ux.test", "/rev").expect("GET").1, "2");
 }
 
+/// The same deleted socket file, with a stale one in its place: a process that bound the path
+/// and exited without removing it (what `nginx -t`, which binds a missing `listen unix:` path
+/// while it runs, looks like to a check sent beside it). A connect meets the stale file and is
+/// refused; it is still nginx's socket whose file is gone, before the change and after it, so
+/// a harmless change is kept (exit 4), not rolled back for a failure it did not cause.
+#[test]
+fn a_stale_file_over_a_deleted_socket_nginx_holds_is_the_same_failure_before_and_after() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("site.sock");
+    let site = |rev: u32| {
+        format!(
+            "server {{ listen unix:{}; listen {listen}; server_name ux.test; \
+             location = /rev {{ return 200 \"{rev}\"; }} \
+             location / {{ proxy_pass http://{}; }} }}",
+            sock.display(),
+            good.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(0));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    assert_eq!(unix_get(&sock, "ux.test").expect("GET"), 200);
+    std::fs::remove_file(&sock).expect("delete the socket file");
+    // Bound and closed: the file stays, and nothing listens on it.
+    drop(std::os::unix::net::UnixListener::bind(&sock).expect("bind the stale file"));
+    assert!(sock.exists() && unix_get(&sock, "ux.test").is_err());
+    n.write_http(&site(1));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(4);
+    assert_eq!(run.json()["outcome"], "already_failing", "{run}");
+    let failing = &run.json()["verdict"]["still_failing"][0];
+    assert!(
+        failing["after"]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("restart nginx")),
+        "{run}"
+    );
+    assert_eq!(http_get(listen, "ux.test", "/rev").expect("GET").1, "1");
+    assert_eq!(http_get(listen, "ux.test", "/").expect("GET").1, "good");
+}
+
 /// `http { error_log syslog:server=...; }`, or an error log at `crit` (which nginx writes no
 /// `[error]` line to): the upstream errors verification reads are nowhere safe-reload can see
 /// them, so a pool member changed to one that closes every request (nginx fails over, clients

@@ -554,8 +554,12 @@ fn get_status(
     let other = Failure::Other;
     let (mut stream, proxy) = open(check, timeout).map_err(|e| {
         let what = format!("connect to {}", check.via());
+        // Refused as well as not found: while `nginx -t` runs beside the checks it binds the
+        // missing path for a moment, and a connect then meets its socket, not the one the
+        // running nginx listens on.
         let unlinked = |path: &std::path::Path| {
-            e.kind() == ErrorKind::NotFound && Listeners::tables().accepts_unix(path)
+            matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused)
+                && Listeners::tables().accepts_unix(path)
         };
         match &check.unix {
             Some(path) if unlinked(path) => Failure::Unlinked(format!(
