@@ -1040,3 +1040,52 @@ fn a_wordpress_site_is_checked_through_the_index_php_try_files_sends_to() {
     let (status, body) = http_get(listen, "wp.test", "/a-post/").expect("GET");
     assert!(status == 200 && body.contains("php ok"), "{status} {body}");
 }
+
+/// `location / { try_files $uri $uri/ =404; }` beside `location ~ \.php$`: the PHP check
+/// passed and the server was counted verified, though nothing checks what `/` serves (files,
+/// or nginx's 404). That location has no backend: it is listed as not verified with why, and
+/// the server is not counted verified. The change stays (exit 0) and the site still answers.
+#[test]
+fn a_location_that_try_files_answers_with_404_is_not_verified() {
+    let ip = unique_loopback();
+    let fpm = AppServer::php_fpm(SocketAddr::new(ip, free_port(ip)));
+    let root = php_root();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |extra: &str| {
+        format!(
+            "server {{ listen {listen}; server_name static.test; root {}; index index.php; \
+             {extra}\n\
+             location / {{ try_files $uri $uri/ =404; }}\n\
+             location ~ \\.php$ {{ {FASTCGI} fastcgi_pass {}; }} }}",
+            root.path().display(),
+            fpm.addr
+        )
+    };
+    let n = TestNginx::start(&site(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site("add_header X-Change 1;"));
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(0);
+    let report = run.json();
+    let unchecked = (report["health"]["not_checked"]
+        .as_array()
+        .into_iter()
+        .flatten())
+    .find(|u| u["what"] == "location /")
+    .unwrap_or_else(|| panic!("location / is not listed as not checked: {run}"));
+    assert!(
+        unchecked["why"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no backend: try_files $uri $uri/ =404"),
+        "{run}"
+    );
+    assert_eq!(report["coverage"]["verified"], 0, "{run}");
+    assert_eq!(
+        http_get(listen, "static.test", "/missing").expect("GET").0,
+        404
+    );
+    let (status, body) = http_get(listen, "static.test", "/index.php").expect("GET");
+    assert!(status == 200 && body.contains("php ok"), "{status} {body}");
+}

@@ -132,6 +132,21 @@ pub struct Server {
     pub server_names: Vec<String>,
     /// Proxied locations (http); empty for stream servers.
     pub locations: Vec<Location>,
+    /// Locations that answer from files alone (`try_files $uri $uri/ =404;`): no backend is
+    /// behind them, so no check verifies them.
+    #[serde(skip)]
+    pub unbacked: Vec<Unbacked>,
+}
+
+/// A location no backend answers: `try_files` serves a file or ends in a status of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unbacked {
+    /// `location /`, `location = /robots.txt`.
+    pub what: String,
+    /// Its `try_files`, as written: `try_files $uri $uri/ =404`.
+    pub try_files: String,
+    pub file: Arc<Path>,
+    pub line: u32,
 }
 
 /// Every `server {}` of the configuration, in file order.
@@ -207,6 +222,8 @@ fn server(context: Context, d: &Directive, maps: &HostMaps, root: &Path) -> Serv
         &mut locations,
         &mut named,
     );
+    let mut unbacked = Vec::new();
+    unbacked_locations(d.children(), &mut unbacked);
     reach_named(&mut locations, &named);
     reach_internal(&mut locations, &named, d.children());
     resolve_auth_requests(&mut locations, d.children());
@@ -221,6 +238,31 @@ fn server(context: Context, d: &Directive, maps: &HostMaps, root: &Path) -> Serv
         listens,
         server_names,
         locations,
+        unbacked,
+    }
+}
+
+/// Each requested `location` (nested ones too) whose `try_files` ends in `=CODE` and that
+/// passes nowhere: files or nginx's own status answer it.
+fn unbacked_locations(dirs: &[Directive], out: &mut Vec<Unbacked>) {
+    for d in (dirs.iter()).filter(|d| d.name == "location" && d.block.is_some()) {
+        let (modifier, path) = location_args(&d.args);
+        let internal = d.children().iter().any(|c| c.name == "internal");
+        let try_files = d.children().iter().rev().find(|c| c.name == "try_files");
+        let to_status = try_files
+            .and_then(|t| t.args.last())
+            .is_some_and(|last| last.starts_with('='));
+        if to_status && !internal && !path.starts_with('@') && pass_in(d.children()).is_none() {
+            let args: Vec<&str> =
+                try_files.map_or(Vec::new(), |t| t.args.iter().map(|a| a.as_str()).collect());
+            out.push(Unbacked {
+                what: format!("location {}", location_key(modifier.as_deref(), &path)),
+                try_files: format!("try_files {}", args.join(" ")),
+                file: d.file.clone(),
+                line: d.line,
+            });
+        }
+        unbacked_locations(d.children(), out);
     }
 }
 

@@ -444,6 +444,17 @@ fn candidates<'a>(
             ),
         }
     }
+    for u in &server.unbacked {
+        skip(
+            u.what.clone(),
+            at(root, &u.file, u.line),
+            format!(
+                "no backend: {} answers from files or with nginx's own status, so no check \
+                 verifies it",
+                u.try_files
+            ),
+        );
+    }
     let mut out = Vec::new();
     let Some(&(first_listen, first_addr)) = listens.first() else {
         return out;
