@@ -117,6 +117,60 @@ fn the_human_output_names_the_snapshot_holding_a_file_added_during_the_reload() 
     assert_eq!(site.answer(), Some((200, "good".into())));
 }
 
+#[test]
+fn a_file_that_does_not_parse_added_during_the_reload_is_moved_into_a_displaced_snapshot() {
+    // `verifying`: the recheck after the proof finds a tree that does not load; `rolling_back`:
+    // after that recheck, right before the restore.
+    for point in ["verifying", "rolling_back"] {
+        let (site, dir) = site_with_glob();
+        let good_conf = read(&site.nginx.conf);
+        let candidate = format!("{}\ninclude {}/*.conf;", site.bad_http(), dir.display());
+        site.nginx.write_http(&candidate);
+        let mut run = site.spawn_paused(&["reload", "-y", "--json"], point);
+        assert!(
+            run.wait_stopped(Duration::from_secs(20)),
+            "{point}: never reached"
+        );
+        // Unclosed: neither nginx nor safe-reload's parser can read it.
+        let broken = "server { listen 127.0.0.1:1;\n";
+        let other = dir.join("zz-other.conf");
+        std::fs::write(&other, broken).unwrap();
+        run.resume();
+        let out = run.finish(Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(3), "{point}: {}", text(&out));
+        let doc = json(&out);
+
+        // Last-good loaded and serves again; the broken file is out of the tree.
+        assert_eq!(
+            site.answer(),
+            Some((200, "good".into())),
+            "{point}: {doc:#}"
+        );
+        assert_eq!(read(&site.nginx.conf), good_conf, "{point}");
+        assert!(!other.exists(), "{point}: the file stays in the tree");
+
+        // Its bytes are in a displaced snapshot the output names, with the file.
+        let displaced = &doc["rollback"]["restore"]["displaced"];
+        let saved = displaced["snapshot"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{point}: no displaced snapshot: {doc:#}"));
+        assert!(
+            displaced["paths"].to_string().contains("zz-other.conf"),
+            "{point}: {doc:#}"
+        );
+        let notes = doc["notes"].to_string();
+        assert!(
+            notes.contains(saved) && notes.contains("zz-other.conf"),
+            "{point}: {doc:#}"
+        );
+        let snap = site.snapshot(saved);
+        assert_eq!(snap["meta"]["outcome"], "displaced", "{point}: {snap:#}");
+        assert!(site.stored(broken.as_bytes()), "{point}: not stored");
+        assert!(!site.journal_exists(), "{point}");
+        assert!(site.temp_files().is_empty(), "{point}");
+    }
+}
+
 /// A site whose server lives outside the configuration root (`include OUT/*.conf;`), recorded
 /// as last-good, after an earlier good snapshot that proxied to a backend which is gone now:
 /// `rollback EARLIER` is refused by the probe.

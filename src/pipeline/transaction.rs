@@ -527,9 +527,16 @@ nginx began a reload all the same: it is proven from its processes"
 
     /// The candidate's file set and what the configuration on disk reads now: a file another
     /// writer added since the last recheck (a glob picks it up) is one the restore must find,
-    /// save and move out, or the restored configuration would load it.
+    /// save and move out, or the restored configuration would load it. The globs of the
+    /// candidate and of last-good are matched on disk through their recorded bytes, so such a
+    /// file is found even when it does not parse (and the tree on disk does not load).
     fn files_now(&self) -> Vec<PathBuf> {
+        let main = &self.env.nginx.conf;
         let mut paths = self.candidate_paths.clone();
+        paths.extend(self.store.globbed_paths(&self.candidate, main));
+        if let Some(good) = &self.last_good {
+            paths.extend(self.store.globbed_paths(good, main));
+        }
         if let Ok(now) = self.env.load() {
             paths.extend(now.paths().map(PathBuf::from));
         }

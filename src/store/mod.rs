@@ -8,6 +8,7 @@
 
 mod atomic;
 mod drift;
+mod globbed;
 mod journal;
 mod lock;
 mod manifest;
