@@ -71,6 +71,60 @@ fn a_byte_order_mark_is_named_with_its_file_and_the_fix() {
     sr.run(&["check", "--json", "--no-probe"]).expect(0);
 }
 
+/// The Debian layout: `sites-enabled/site` is a link to `sites-available/site`, which has the
+/// BOM. The command the message gives removes it and keeps the link (a plain `sed -i` would
+/// replace the link with a regular file, and `sites-available` would go stale).
+#[test]
+fn the_byte_order_mark_fix_keeps_a_sites_enabled_link() {
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let nginx = TestNginx::builder()
+        .http("include sites-enabled/*;")
+        .prepare();
+    let available = nginx.prefix.join("sites-available");
+    let enabled = nginx.prefix.join("sites-enabled");
+    std::fs::create_dir_all(&available).expect("mkdir sites-available");
+    std::fs::create_dir_all(&enabled).expect("mkdir sites-enabled");
+    let mut text = b"\xEF\xBB\xBF".to_vec();
+    text.extend_from_slice(format!("server {{\n    listen {listen};\n}}\n").as_bytes());
+    std::fs::write(available.join("site"), &text).expect("write sites-available/site");
+    let link = enabled.join("site");
+    std::os::unix::fs::symlink("../sites-available/site", &link).expect("symlink");
+
+    let sr = SafeReload::new(&nginx);
+    let run = sr.run(&["check", "--json", "--no-probe"]);
+    run.expect(1);
+    let message = (run.json()["problems"].as_array().expect("problems").iter())
+        .find_map(|p| {
+            p["message"]
+                .as_str()
+                .filter(|m| m.contains("byte-order mark"))
+        })
+        .unwrap_or_else(|| panic!("a byte-order mark problem: {run}"))
+        .to_string();
+    let command = message
+        .split('`')
+        .nth(1)
+        .unwrap_or_else(|| panic!("a command in backquotes: {message}"));
+    assert!(command.contains("--follow-symlinks"), "{message}");
+    let out = std::process::Command::new("sh")
+        .args(["-c", command])
+        .output()
+        .expect("run sh");
+    assert!(out.status.success(), "{command}: {out:?}");
+
+    let meta = std::fs::symlink_metadata(&link).expect("lstat sites-enabled/site");
+    assert!(meta.file_type().is_symlink(), "the link was replaced");
+    let fixed = std::fs::read(available.join("site")).expect("read sites-available/site");
+    assert_eq!(
+        fixed,
+        text[3..],
+        "the BOM is gone from the file the link points to"
+    );
+    assert!(nginx.test().0);
+    sr.run(&["check", "--json", "--no-probe"]).expect(0);
+}
+
 #[test]
 fn a_latin1_comment_change_is_diffed_with_the_byte_escaped() {
     let ip = unique_loopback();

@@ -337,12 +337,19 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// nginx has no notion of a byte-order mark: `ngx_conf_read_token` reads its three bytes as the
 /// start of the first word, so `nginx -t` says `unknown directive "server"` with invisible bytes
 /// in the name, on any file that has one. Refusing here says why, and how to fix it.
+///
+/// GNU `sed -i` replaces a symlink with a regular file (the Debian `sites-enabled` link would
+/// stop following `sites-available`), so for a link the hint edits what it points to.
 fn bom_message(path: &Path) -> String {
+    let follow = match fs_err::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => "--follow-symlinks ",
+        _ => "",
+    };
     format!(
         "the file starts with a UTF-8 byte-order mark (bytes EF BB BF), which nginx reads as part \
          of the first directive's name (nginx -t: unknown directive); remove it, e.g. \
-         `sed -i '1s/^\\xEF\\xBB\\xBF//' {}`, or save the file as UTF-8 without BOM",
-        path.display()
+         `sed -i {follow}'1s/^\\xEF\\xBB\\xBF//' {}`, or save the file as UTF-8 without BOM",
+        shlex::try_quote(&path.to_string_lossy()).unwrap_or_else(|_| path.to_string_lossy())
     )
 }
 
