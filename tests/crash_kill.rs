@@ -23,6 +23,8 @@ const POINTS: &[&str] = &[
     "snapshot-object",
     "snapshotted",
     "reloading",
+    "signalled",
+    "signal-sent",
     "reloaded",
     "verifying",
     "rolling_back",

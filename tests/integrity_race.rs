@@ -210,3 +210,74 @@ fn sigkill_at_the_new_pause_points_is_recovered_with_every_version_kept() {
         assert!(site.temp_files().is_empty(), "{point}");
     }
 }
+
+/// SIGKILL once the run began signalling nginx and before the journal says the reload is
+/// proven: `signalled` is written before the signal (killed there, nginx never got it) and
+/// `signal-sent` comes right after it (nginx loads the candidate). Either way the journal says
+/// `signalled`, and `recover` treats it as a reloaded candidate nothing vouches for: last-good
+/// is restored, reloaded and verified (exit 3), the candidate is marked rejected, nothing is
+/// left pending and last-good stays last-good.
+#[test]
+fn regression_a_kill_right_after_the_signal_is_rolled_back_by_recover() {
+    let site = Site::start();
+    let last_good = site.last_good_id();
+    for point in ["signalled", "signal-sent"] {
+        let bad = format!("{}\n# killed at {point}", site.bad_http());
+        site.nginx.write_http(&bad);
+        let mut run = site.spawn_paused(&["reload", "-y"], point);
+        assert!(
+            run.wait_stopped(Duration::from_secs(20)),
+            "{point}: never reached"
+        );
+        if point == "signal-sent" {
+            // The signal went out: nginx runs the candidate and its dead backend.
+            assert!(
+                support::wait_for(Duration::from_secs(10), || site
+                    .answer()
+                    .is_some_and(|(code, _)| code == 502)),
+                "{point}: nginx never loaded the candidate: {:?}",
+                site.answer()
+            );
+        }
+        run.signal(libc::SIGKILL);
+        let _ = run.finish(Duration::from_secs(5));
+        let (_, doc) = site.status();
+        let interrupted = &doc["status"]["interrupted"];
+        assert_eq!(interrupted["phase"], "signalled", "{point}: {doc:#}");
+        let candidate = interrupted["candidate"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{point}: no candidate: {doc:#}"))
+            .to_string();
+
+        let out = site.run(&["recover"]);
+        assert_eq!(out.status.code(), Some(3), "{point}: {}", text(&out));
+        assert!(
+            text(&out).contains(&format!("your change is kept as snapshot {candidate}")),
+            "{point}: {}",
+            text(&out)
+        );
+        assert_eq!(site.answer(), Some((200, "good".into())), "{point}");
+        assert_eq!(
+            std::fs::read_to_string(&site.nginx.conf).unwrap(),
+            site.good_conf(),
+            "{point}: recover restores last-good"
+        );
+        assert!(site.stored(site.nginx.render(&bad).as_bytes()), "{point}");
+        let history = site.history();
+        let snaps = history["history"].as_array().cloned().unwrap_or_default();
+        let outcome = |id: &str| {
+            snaps
+                .iter()
+                .find(|s| s["id"] == id)
+                .map(|s| s["meta"]["outcome"].clone())
+        };
+        assert_eq!(outcome(&candidate), Some("rejected".into()), "{point}");
+        assert!(
+            snaps.iter().all(|s| s["meta"]["outcome"] != "pending"),
+            "{point}: {history:#}"
+        );
+        assert_eq!(site.last_good_id(), last_good, "{point}");
+        assert!(!site.journal_exists(), "{point}");
+        assert!(site.temp_files().is_empty(), "{point}");
+    }
+}

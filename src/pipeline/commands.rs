@@ -465,8 +465,8 @@ fn put_back(
 /// signalled there is nothing to finish (a half-done `rollback ID` is undone). A run killed
 /// while rolling back has its rollback finished: the journal's candidate is the rejected
 /// snapshot, last-good is restored, reloaded and verified, and stays last-good. A run killed
-/// once its candidate was reloaded and before it was judged (`reloaded`, `verifying`) is
-/// rolled back the same way: nothing vouches for what nginx runs, the candidate is the
+/// once it began signalling nginx and before it judged the candidate (`signalled`, `reloaded`,
+/// `verifying`) is rolled back the same way: nothing vouches for what nginx runs, the candidate is the
 /// rejected snapshot that keeps the change, never a new one, and nothing is left pending. A
 /// run killed after verifying has its candidate recorded. Otherwise nginx may run an unverified
 /// configuration: the files on disk go through the normal pipeline (kept if they verify,
@@ -526,6 +526,7 @@ pub fn recover(s: &Settings, p: &crate::output::Printer, report: &mut Report) ->
     match j.phase {
         JournalPhase::RollingBack
         | JournalPhase::Restored
+        | JournalPhase::Signalled
         | JournalPhase::Reloaded
         | JournalPhase::Verifying => return finish_rollback(&forced, &env, &store, &j, report),
         JournalPhase::Verified => return finish_verified(&store, &j, s.retention, report),
@@ -623,8 +624,14 @@ fn finish_rollback(
     let servers = crate::conf::servers::extract(&config);
     drop(config);
     let why = match j.phase {
+        JournalPhase::Signalled => format!(
+            "the run was killed while it signalled nginx to load snapshot {}: nginx may run \
+             it, and nothing vouches for it, so it is rolled back",
+            candidate.id
+        ),
         JournalPhase::Reloaded | JournalPhase::Verifying => format!(
-            "the run was killed while it verified snapshot {}: nothing vouches for the change,              so it is rolled back",
+            "the run was killed while it verified snapshot {}: nothing vouches for the change, \
+             so it is rolled back",
             candidate.id
         ),
         _ => candidate.meta.note.clone().unwrap_or_else(|| {

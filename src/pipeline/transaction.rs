@@ -170,8 +170,18 @@ impl Transaction<'_> {
         }
         let mut logs = Cursors::open(&paths);
         let before = reload::workers(&self.master);
+        // Written before the signal, never after: a kill between the two must leave a phase
+        // that says nginx may run the candidate (`recover` rolls it back), and `reloading`
+        // stays the phase of a run stopped before the signal, whose edit `recover` keeps.
+        if direction == Direction::Forward {
+            self.store.journal_phase(JournalPhase::Signalled)?;
+        }
         let t = Instant::now();
-        if let Err(e) = reload::trigger(&self.master, &self.method(), self.s.reload_timeout) {
+        let sent = reload::trigger(&self.master, &self.method(), self.s.reload_timeout);
+        if direction == Direction::Forward {
+            crate::store::test_pause("signal-sent");
+        }
+        if let Err(e) = sent {
             // A failed signal or reload command that left nginx as it was never reached it;
             // one that did (a command failing after its signal) is proven as a signal is, on
             // the way forward and back alike: what nginx runs decides, not the exit status.

@@ -27,8 +27,12 @@ pub enum Phase {
     Snapshotted,
     /// `nginx -t` and preflight passed.
     Tested,
-    /// About to signal nginx (or run the reload command).
+    /// About to recheck the file set and signal nginx (or run the reload command); nginx is
+    /// not signalled before the next phase is written.
     Reloading,
+    /// The signal (or the reload command) is being sent: nginx may be loading the candidate,
+    /// though nothing has proven or judged it.
+    Signalled,
     /// nginx was signalled and the reload proven.
     Reloaded,
     /// Health verification through nginx in progress.
@@ -63,8 +67,9 @@ impl Phase {
 }
 
 /// Test hook, inert unless `SAFE_RELOAD_TEST_PAUSE` is set: when its comma-separated list
-/// names `point` (a journal phase such as `reloading`, or `snapshot-object`, `restore-file`,
-/// `displaced-saved`, `recheck-before-signal`, `recheck-after-proof`, `rollback-verifying`),
+/// names `point` (a journal phase such as `reloading` or `signalled`, or `snapshot-object`,
+/// `signal-sent`, `restore-file`, `displaced-saved`, `recheck-before-signal`,
+/// `recheck-after-proof`, `rollback-verifying`),
 /// the process stops itself with SIGSTOP right there, so a crash or
 /// signal test can act on it at a known moment instead of guessing with timers.
 pub fn test_pause(point: &str) {
