@@ -307,3 +307,41 @@ fn recover_after_a_refused_rollback_killed_while_putting_back_restores_the_files
     assert!(!site.journal_exists());
     assert!(site.temp_files().is_empty());
 }
+
+#[test]
+fn recover_moves_out_a_file_that_does_not_parse_added_after_the_kill() {
+    let (site, dir) = site_with_glob();
+    let good_conf = read(&site.nginx.conf);
+    let candidate = format!("{}\ninclude {}/*.conf;", site.bad_http(), dir.display());
+    site.nginx.write_http(&candidate);
+    let mut run = site.spawn_paused(&["reload", "-y"], "verifying");
+    assert!(run.wait_stopped(Duration::from_secs(20)), "never reached");
+    run.signal(libc::SIGKILL);
+    let _ = run.finish(Duration::from_secs(5));
+    let broken = "server { listen 127.0.0.1:1;\n";
+    let other = dir.join("zz-other.conf");
+    std::fs::write(&other, broken).unwrap();
+
+    let out = site.run(&["recover", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(site.answer(), Some((200, "good".into())), "{}", text(&out));
+    assert_eq!(read(&site.nginx.conf), good_conf);
+    assert!(!other.exists(), "the file stays in the tree");
+    assert!(site.stored(broken.as_bytes()), "the broken file is stored");
+    // The output names the file and the displaced snapshot holding it.
+    let doc = json(&out);
+    let notes = doc["notes"].to_string();
+    let saved = (site.history()["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
+    .into_iter()
+    .find(|s| s["meta"]["outcome"] == "displaced")
+    .and_then(|s| s["id"].as_str().map(String::from))
+    .unwrap_or_else(|| panic!("no displaced snapshot: {doc:#}"));
+    assert!(
+        notes.contains("zz-other.conf") && notes.contains(&saved),
+        "{doc:#}"
+    );
+    assert!(!site.journal_exists());
+}

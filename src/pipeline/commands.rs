@@ -596,6 +596,10 @@ fn finish_rollback(
     let mut paths: Vec<PathBuf> = (candidate.files.iter())
         .map(|e| candidate.config_root.join(&e.path))
         .collect();
+    // A file another writer added that a glob picks up is found even when it does not parse
+    // (and the tree on disk does not load): the globs are matched through recorded bytes.
+    paths.extend(store.globbed_paths(&candidate, &env.nginx.conf));
+    paths.extend(store.globbed_paths(&good, &env.nginx.conf));
     if let Ok(now) = env.load() {
         paths.extend(now.paths().map(Path::to_path_buf));
     }
@@ -604,6 +608,9 @@ fn finish_rollback(
     // Last-good's files first, so the master and the logs come from the configuration that is
     // to run (the tree on disk may not load halfway through a restore).
     let restored = store.restore(&good, &candidate.config_root, &paths, Some(&candidate))?;
+    if let Some(d) = &restored.displaced {
+        report.notes.push(d.describe());
+    }
     if !restored.is_clean() {
         report.notes.push(format!(
             "restoring the last good configuration ({}) left files that do not match it",
