@@ -67,7 +67,9 @@ pub fn corpus_dir() -> Option<PathBuf> {
         ],
     };
     if let Some(found) = tried.iter().find(|p| p.is_dir()) {
-        return Some(found.clone());
+        // Without the `..`: the loader names files as nginx opens them, so file names in
+        // errors and reports compare equal to paths built from this one.
+        return Some(fs_err::canonicalize(found).unwrap_or_else(|_| found.clone()));
     }
     eprintln!("==============================================================");
     eprintln!("CORPUS ABSENT: tried {tried:?}");
