@@ -292,7 +292,9 @@ fn recover_after_a_refused_rollback_killed_while_putting_back_restores_the_files
             && run.wait_stopped(Duration::from_millis(50))),
         "never put nginx.conf back"
     );
-    assert!(!app.exists(), "the outside file was moved out");
+    // The earlier configuration does not read the outside files, and they were there before
+    // this rollback: they are left where they are, not moved out.
+    assert!(app.exists(), "the outside file was left in place");
     run.signal(libc::SIGKILL);
     let _ = run.finish(Duration::from_secs(5));
     assert!(site.journal_exists());
@@ -344,4 +346,73 @@ fn recover_moves_out_a_file_that_does_not_parse_added_after_the_kill() {
         "{doc:#}"
     );
     assert!(!site.journal_exists());
+}
+
+/// A change that begins to include files that were on disk before it (a shared snippet
+/// outside the configuration root, as Debian's /etc/nginx/uwsgi_params, and a directory a new
+/// glob reads) did not add those files: the rollback restores last-good's files and leaves
+/// them as they are, since last-good does not read them. It used to "move out" each one as
+/// "added by the change", deleting a packaged file other configurations include.
+#[test]
+fn files_a_rolled_back_change_began_to_include_stay_where_they_were() {
+    let site = Site::start();
+    let shared = tempfile::tempdir().unwrap();
+    let params = shared.path().join("params");
+    std::fs::write(&params, "proxy_set_header X-Shared 1;\n").unwrap();
+    let extras = shared.path().join("extras");
+    std::fs::create_dir_all(&extras).unwrap();
+    let extra = extras.join("e1.conf");
+    std::fs::write(&extra, "proxy_set_header X-Extra 1;\n").unwrap();
+    // Last-good is recorded after they exist, as on a machine where they came with the package.
+    site.adopt(&format!(
+        "{}\n# recorded after the shared files",
+        site.good_http()
+    ));
+    let good_conf = read(&site.nginx.conf);
+
+    site.nginx.write_http(&format!(
+        "include {};\ninclude {}/*.conf;\n{}",
+        params.display(),
+        extras.display(),
+        site.bad_http()
+    ));
+    let out = site.run(&["reload", "-y", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let doc = json(&out);
+
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    assert_eq!(read(&site.nginx.conf), good_conf);
+    assert_eq!(read(&params), "proxy_set_header X-Shared 1;\n");
+    assert_eq!(read(&extra), "proxy_set_header X-Extra 1;\n");
+    let restore = &doc["rollback"]["restore"];
+    for path in [&params, &extra] {
+        let shown = path.display().to_string();
+        assert!(
+            restore["left"].to_string().contains(&shown),
+            "{shown} is not listed as left: {restore:#}"
+        );
+        assert!(
+            !restore["removed"].to_string().contains(&shown),
+            "{shown} is listed as removed: {restore:#}"
+        );
+    }
+
+    // The same change through the text output says so.
+    site.nginx.write_http(&format!(
+        "include {};\n{}",
+        params.display(),
+        site.bad_http()
+    ));
+    let out = site.run(&["reload", "-y"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "left {} as it is (the restored configuration does not read it)",
+            params.display()
+        )),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(read(&params), "proxy_set_header X-Shared 1;\n");
+    assert_eq!(site.answer(), Some((200, "good".into())));
 }

@@ -543,6 +543,12 @@ fn render_rollback(p: &Printer, rb: &RollbackReport) {
             };
             p.progress(&format!("  moved out {} ({held})", path.display()));
         }
+        for path in &r.left {
+            p.progress(&format!(
+                "  left {} as it is (the restored configuration does not read it)",
+                path.display()
+            ));
+        }
         for f in r.failed.iter().chain(&r.mismatches) {
             p.err(&format!(
                 "  {} {}: {}",

@@ -343,7 +343,14 @@ pub fn rollback(
     rec.phase = JournalPhase::Restoring;
     rec.files_before = paths.clone();
     store.journal_begin(&rec)?;
-    let restored = store.restore(&target, &current.conf_prefix, &paths, Some(&before))?;
+    let restored = store.restore_reading(
+        &target,
+        &current.conf_prefix,
+        &paths,
+        Some(&before),
+        &env.nginx.conf,
+        None,
+    )?;
     if !restored.is_clean() {
         put_back(&store, &env, &before, Some(&target), &paths)?;
         return Err(Error::State {
@@ -447,7 +454,14 @@ fn put_back(
     }
     paths.sort();
     paths.dedup();
-    let restored = store.restore(snap, &snap.config_root, &paths, written)?;
+    let restored = store.restore_reading(
+        snap,
+        &snap.config_root,
+        &paths,
+        written,
+        &env.nginx.conf,
+        None,
+    )?;
     if !restored.is_clean() {
         return Err(Error::State {
             path: store.root().to_path_buf(),
@@ -607,7 +621,14 @@ fn finish_rollback(
     paths.dedup();
     // Last-good's files first, so the master and the logs come from the configuration that is
     // to run (the tree on disk may not load halfway through a restore).
-    let restored = store.restore(&good, &candidate.config_root, &paths, Some(&candidate))?;
+    let restored = store.restore_reading(
+        &good,
+        &candidate.config_root,
+        &paths,
+        Some(&candidate),
+        &env.nginx.conf,
+        good.created_time(),
+    )?;
     if let Some(d) = &restored.displaced {
         report.notes.push(d.describe());
     }

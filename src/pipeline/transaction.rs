@@ -570,11 +570,13 @@ nginx began a reload all the same: it is proven from its processes"
         rb.restored_to = Some(good.id.clone());
         let t = Instant::now();
         let current = self.files_now();
-        let restore = self.store.restore(
+        let restore = self.store.restore_reading(
             good,
             &self.candidate.config_root,
             &current,
             Some(&self.candidate),
+            &self.env.nginx.conf,
+            good.created_time(),
         )?;
         report.step("restore", restore.is_clean(), t.elapsed(), None);
         if let Some(d) = &restore.displaced {

@@ -19,6 +19,7 @@ use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use super::atomic::{self, is_root, Attrs};
 use super::manifest::{self, Entry, EntryKind, Outcome, Snapshot, SnapshotMeta};
@@ -72,6 +73,11 @@ pub struct RestoreReport {
     /// Not in the restored snapshot but left in place: not a file or link whose version could
     /// be kept (a directory, an unreadable file).
     pub kept: Vec<PathBuf>,
+    /// Not in the restored snapshot and left in place as they are: the restored configuration
+    /// does not read them (a shared snippet the change began to include, which was there
+    /// before it and may be another configuration's), so removing them undoes nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left: Vec<PathBuf>,
     /// Versions on disk that no snapshot held, saved before the restore replaced or removed them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub displaced: Option<Displaced>,
@@ -90,6 +96,30 @@ impl RestoreReport {
     /// Whether the tree now equals the snapshot (outside files aside).
     pub fn is_clean(&self) -> bool {
         self.failed.is_empty() && self.mismatches.is_empty()
+    }
+}
+
+/// How far a file's time may lag the clock a snapshot's time was read from.
+const CLOCK_TICK: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Which of the files a restored snapshot lacks stay where they are.
+struct Keep {
+    /// What the restored configuration reads: these go, or it would load them.
+    reads: BTreeSet<PathBuf>,
+    /// Files created after this are the change's own and go too.
+    added_since: Option<SystemTime>,
+}
+
+impl Keep {
+    fn leaves(&self, path: &Path, abs: &Path) -> bool {
+        if self.reads.contains(path) || self.reads.contains(abs) {
+            return false;
+        }
+        let born = fs_err::symlink_metadata(abs).and_then(|m| m.created()).ok();
+        // File times come from the kernel's coarse clock, a tick (up to 10 ms) behind the
+        // clock the snapshot's time was read from: a file written right after the snapshot
+        // can carry a time just before it.
+        !matches!((born, self.added_since), (Some(b), Some(t)) if b + CLOCK_TICK > t)
     }
 }
 
@@ -202,6 +232,40 @@ impl Store {
         current: &[PathBuf],
         rejected: Option<&Snapshot>,
     ) -> Result<RestoreReport> {
+        self.restore_with(snap, config_root, current, rejected, None)
+    }
+
+    /// [`Store::restore`] for the configuration whose main file is `main`: of the files `snap`
+    /// lacks, those its includes read once restored (a file a glob of its picks up) are
+    /// removed, and so are those created after `added_since` (the change's own new files, when
+    /// `snap` is the last-good it was made against); the rest are left as they are
+    /// ([`RestoreReport::left`]). A change that begins to `include /etc/nginx/uwsgi_params;`
+    /// did not add that file, and restoring a configuration that does not read it must not
+    /// take it from the other configurations that do. A file whose creation time the file
+    /// system does not keep is left. Every file is removed, as by [`Store::restore`], when
+    /// `snap`'s tree does not load from its recorded bytes.
+    pub fn restore_reading(
+        &self,
+        snap: &Snapshot,
+        config_root: &Path,
+        current: &[PathBuf],
+        rejected: Option<&Snapshot>,
+        main: &Path,
+        added_since: Option<SystemTime>,
+    ) -> Result<RestoreReport> {
+        let reads: BTreeSet<PathBuf> = self.globbed_paths(snap, main).into_iter().collect();
+        let keep = (!reads.is_empty()).then_some(Keep { reads, added_since });
+        self.restore_with(snap, config_root, current, rejected, keep.as_ref())
+    }
+
+    fn restore_with(
+        &self,
+        snap: &Snapshot,
+        config_root: &Path,
+        current: &[PathBuf],
+        rejected: Option<&Snapshot>,
+        keep: Option<&Keep>,
+    ) -> Result<RestoreReport> {
         manifest::validate_entries(&self.manifest_path(&snap.id), snap)?;
         let tree = Tree {
             root: config_root,
@@ -227,7 +291,7 @@ impl Store {
                 contents.insert(item.hash.to_string(), self.read_object(item.hash)?);
             }
         }
-        let removals = self.removals(&tree, snap, current, &mut report);
+        let removals = self.removals(&tree, snap, current, keep, &mut report);
         report.displaced = self.save_displaced(snap, config_root, rejected, &items, &removals)?;
         for item in &items {
             let bytes = contents
@@ -253,6 +317,7 @@ impl Store {
         tree: &Tree,
         snap: &Snapshot,
         current: &[PathBuf],
+        keep: Option<&Keep>,
         report: &mut RestoreReport,
     ) -> Vec<(PathBuf, PathBuf, Option<PathBuf>)> {
         let mut out = Vec::new();
@@ -270,6 +335,12 @@ impl Store {
                 None => snap.external_entry(&abs).is_some(),
             };
             if in_snap || !seen.insert(abs.clone()) {
+                continue;
+            }
+            if keep.is_some_and(|k| k.leaves(path, &abs)) {
+                if !matches!(on_disk(&abs), OnDisk::Missing) {
+                    report.left.push(shown);
+                }
                 continue;
             }
             // Whatever is there goes: the rejected snapshot holds it, or it is saved as a

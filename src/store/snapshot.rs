@@ -10,7 +10,7 @@ use std::path::Path;
 use super::atomic::{self, io_err, Attrs};
 use super::manifest::{self, valid_id, Outcome, Snapshot, SnapshotMeta, MANIFEST_VERSION};
 use super::scan::scan;
-use super::{new_id, now_rfc3339, Store};
+use super::{new_id, Store};
 use crate::conf::ConfFile;
 use crate::error::{Error, Result};
 
@@ -41,7 +41,8 @@ impl Store {
         let mut snap = Snapshot {
             version: MANIFEST_VERSION,
             id: new_id(),
-            created: now_rfc3339(),
+            // Microseconds: a restore tells the files a change created after it from older ones.
+            created: humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
             config_root: config_root.to_path_buf(),
             meta,
             files: scanned.files.into_iter().map(|s| s.entry).collect(),
