@@ -416,3 +416,129 @@ fn files_a_rolled_back_change_began_to_include_stay_where_they_were() {
     assert_eq!(read(&params), "proxy_set_header X-Shared 1;\n");
     assert_eq!(site.answer(), Some((200, "good".into())));
 }
+
+/// A site whose last-good configuration includes `conf.d/*.conf`, after an earlier good
+/// snapshot without that include that proxied to a backend which is gone now: `rollback
+/// EARLIER` is refused by the probe, and the files from before it are put back.
+fn glob_after_gone() -> (Site, PathBuf, String) {
+    let site = Site::start();
+    let gone = support::HttpBackend::start(SocketAddr::new(site.addr.ip(), 0), "gone");
+    site.nginx
+        .write_http(&site_http(site.addr, &gone.host_port()));
+    let out = site.run(&["reload", "-y"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let earlier = site.last_good_id();
+    drop(gone);
+    let dir = site.nginx.prefix.join("conf.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    site.adopt(&format!(
+        "{}\ninclude {}/*.conf;",
+        site.good_http(),
+        dir.display()
+    ));
+    (site, dir, earlier)
+}
+
+/// The run stopped at its first `restore-file`; let it go on through every later stop until
+/// it exits.
+fn run_to_the_end(mut run: Proc, within: Duration) -> std::process::Output {
+    let exited = wait_for(within, || {
+        if run.wait_stopped(Duration::from_millis(20)) {
+            run.resume();
+        }
+        run.0.try_wait().ok().flatten().is_some()
+    });
+    assert!(exited, "the run never ended");
+    run.finish(Duration::from_secs(5))
+}
+
+/// An unclosed server another writer drops into conf.d/: neither nginx nor the parser reads it.
+const BROKEN: &str = "server { listen 127.0.0.1:1;\n";
+
+#[test]
+fn a_refused_rollback_moves_out_a_file_that_does_not_parse_added_while_it_ran() {
+    let (site, dir, earlier) = glob_after_gone();
+    let conf = read(&site.nginx.conf);
+    let workers = site.nginx.worker_pids();
+    // The first write is the earlier snapshot's nginx.conf (without the conf.d/ include): the
+    // other writer adds its file there, the probe refuses the earlier snapshot, and the files
+    // from before go back, whose include picks the broken file up.
+    let mut run = site.spawn_paused(&["rollback", &earlier, "-y", "--json"], "restore-file");
+    assert!(run.wait_stopped(Duration::from_secs(20)), "never restored");
+    let other = dir.join("zz.conf");
+    std::fs::write(&other, BROKEN).unwrap();
+    run.resume();
+    let out = run_to_the_end(run, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let doc = json(&out);
+    assert_eq!(doc["outcome"], "refused", "{doc:#}");
+
+    // nginx was never signalled and serves what it served; the files from before are back and
+    // the broken file is out of the tree, which loads again.
+    assert_eq!(site.nginx.worker_pids(), workers, "nginx was signalled");
+    assert_eq!(site.answer(), Some((200, "good".into())), "{doc:#}");
+    assert_eq!(read(&site.nginx.conf), conf);
+    assert!(!other.exists(), "the file stays in the tree: {doc:#}");
+    let diff = site.run(&["diff", "--json"]);
+    assert_eq!(diff.status.code(), Some(0), "{}", text(&diff));
+
+    // Its bytes are in a displaced snapshot the output names, with the file.
+    assert!(site.stored(BROKEN.as_bytes()), "not stored");
+    let saved = displaced_id(&site);
+    let notes = doc["notes"].to_string();
+    assert!(
+        notes.contains(&saved) && notes.contains("zz.conf"),
+        "{doc:#}"
+    );
+    assert!(!site.journal_exists());
+    assert!(site.temp_files().is_empty());
+}
+
+#[test]
+fn recover_after_a_rollback_killed_while_restoring_moves_out_a_file_that_does_not_parse() {
+    let (site, dir, earlier) = glob_after_gone();
+    let conf = read(&site.nginx.conf);
+    let workers = site.nginx.worker_pids();
+    // Killed right after it wrote the earlier snapshot's nginx.conf (phase restoring); the
+    // other writer's file is added then. recover puts the files from before back, whose
+    // include picks the broken file up.
+    let mut run = site.spawn_paused(&["rollback", &earlier, "-y"], "restore-file");
+    assert!(run.wait_stopped(Duration::from_secs(20)), "never restored");
+    run.signal(libc::SIGKILL);
+    let _ = run.finish(Duration::from_secs(5));
+    assert!(site.journal_exists());
+    let other = dir.join("zz.conf");
+    std::fs::write(&other, BROKEN).unwrap();
+
+    let out = site.run(&["recover", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc = json(&out);
+    assert_eq!(site.nginx.worker_pids(), workers, "nginx was signalled");
+    assert_eq!(site.answer(), Some((200, "good".into())), "{doc:#}");
+    assert_eq!(read(&site.nginx.conf), conf);
+    assert!(!other.exists(), "the file stays in the tree: {doc:#}");
+    let diff = site.run(&["diff", "--json"]);
+    assert_eq!(diff.status.code(), Some(0), "{}", text(&diff));
+
+    assert!(site.stored(BROKEN.as_bytes()), "not stored");
+    let saved = displaced_id(&site);
+    let notes = doc["notes"].to_string();
+    assert!(
+        notes.contains(&saved) && notes.contains("zz.conf"),
+        "{doc:#}"
+    );
+    assert!(!site.journal_exists());
+    assert!(site.temp_files().is_empty());
+}
+
+/// The one displaced snapshot in `history`.
+fn displaced_id(site: &Site) -> String {
+    let history = site.history();
+    let displaced: Vec<String> = (history["history"].as_array().cloned().unwrap_or_default())
+        .into_iter()
+        .filter(|s| s["meta"]["outcome"] == "displaced")
+        .filter_map(|s| s["id"].as_str().map(String::from))
+        .collect();
+    assert_eq!(displaced.len(), 1, "{history:#}");
+    displaced[0].clone()
+}

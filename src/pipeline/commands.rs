@@ -352,7 +352,7 @@ pub fn rollback(
         None,
     )?;
     if !restored.is_clean() {
-        put_back(&store, &env, &before, Some(&target), &paths)?;
+        put_back(&store, &env, &before, Some(&target), &paths, report)?;
         return Err(Error::State {
             path: s.state_dir.clone(),
             message: format!(
@@ -375,7 +375,7 @@ pub fn rollback(
     if touched || !matches!(exit, Ok(Exit::Refused) | Err(_)) {
         return exit;
     }
-    put_back(&store, &env, &before, Some(&target), &paths)?;
+    put_back(&store, &env, &before, Some(&target), &paths, report)?;
     report.notes.push(format!(
         "snapshot {} was not reloaded; the files from before the rollback are back ({})",
         target.id, before.id
@@ -438,17 +438,27 @@ fn held_before(
 
 /// Put `snap`'s files back while nginx still runs them, and close the journal record. The
 /// files `snap` lacks go into `written` (the snapshot a refused rollback had put in place), or
-/// into a displaced snapshot when it does not hold them. `before` is the file set read from
-/// disk before that rollback wrote anything: a file outside the root that the restored tree no
-/// longer names (it moved it out) is written back all the same.
+/// into a displaced snapshot, named in the report's notes, when it does not hold them: a file
+/// another writer dropped where a glob of either reads it is found whether or not it parses.
+/// `before` is the file set read from disk before that rollback wrote anything: a file outside
+/// the root that the restored tree no longer names (it moved it out) is written back all the
+/// same.
 fn put_back(
     store: &Store,
     env: &Env,
     snap: &Snapshot,
     written: Option<&Snapshot>,
     before: &[PathBuf],
+    report: &mut Report,
 ) -> Result<()> {
     let mut paths = before.to_vec();
+    // A file another writer added that a glob of either configuration picks up is found even
+    // when it does not parse (and the tree on disk does not load): the globs are matched
+    // through recorded bytes, as `finish_rollback` does.
+    paths.extend(store.globbed_paths(snap, &env.nginx.conf));
+    if let Some(written) = written {
+        paths.extend(store.globbed_paths(written, &env.nginx.conf));
+    }
     if let Ok(now) = env.load() {
         paths.extend(now.paths().map(Path::to_path_buf));
     }
@@ -462,6 +472,9 @@ fn put_back(
         &env.nginx.conf,
         None,
     )?;
+    if let Some(d) = &restored.displaced {
+        report.notes.push(d.describe());
+    }
     if !restored.is_clean() {
         return Err(Error::State {
             path: store.root().to_path_buf(),
@@ -508,7 +521,7 @@ pub fn recover(s: &Settings, p: &crate::output::Printer, report: &mut Report) ->
     if j.phase == JournalPhase::Restoring {
         let env = Env::discover(s)?;
         let before = store.get(j.candidate.as_deref().unwrap_or_default())?;
-        put_back(&store, &env, &before, None, &j.files_before)?;
+        put_back(&store, &env, &before, None, &j.files_before, report)?;
         report.notes.push(format!(
             "undid the interrupted rollback: the files nginx runs ({}) are back",
             before.id
