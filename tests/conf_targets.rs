@@ -432,3 +432,79 @@ fn one_address_from_several_files_lists_every_reference() {
         .collect();
     assert_eq!(lines, [at(&a, 2), at(&b, 3)]);
 }
+
+/// A `map`, `geo` or `split_clients` of 100 lines is as many targets as it has distinct values,
+/// each referencing every line that gives it: no line count makes it "dynamic".
+#[test]
+fn many_lined_maps_geo_and_split_clients_are_their_distinct_values() {
+    let backends = ["127.0.4.1:8001", "127.0.4.2:8001", "127.0.4.3:8001"];
+    let mut text = String::from("events {}\nhttp {\n    map $host $pool {\n        hostnames;\n");
+    for i in 1..=100 {
+        text += &format!("        t{i}.tenants.test {};\n", backends[i % 3]);
+    }
+    text += "        default 127.0.4.9:8001;\n    }\n    geo $gp {\n";
+    for i in 1..=100 {
+        text += &format!("        10.{i}.0.0/16 127.0.5.{}:8001;\n", 1 + i % 2);
+    }
+    text += "        default 127.0.5.1:8001;\n    }\n    split_clients \"$remote_addr\" $sp {\n";
+    for i in 1..=100 {
+        text += &format!("        0.5% 127.0.6.{}:8001;\n", 1 + i % 2);
+    }
+    text += "        * 127.0.6.1:8001;\n    }\n    map $uri $distinct {\n";
+    for i in 1..=200 {
+        text += &format!("        /d{i} 127.0.7.{i}:8001;\n");
+    }
+    text += "    }\n    map $arg_a $pa {\n";
+    for i in 1..=10 {
+        text += &format!("        a{i} 127.0.8.{i};\n");
+    }
+    text += "    }\n    map $arg_b $pb {\n";
+    for i in 1..=10 {
+        text += &format!("        b{i} 80{i:02};\n");
+    }
+    text += "    }\n    server {\n        listen 127.0.0.1:8080;\n\
+             location /pool { proxy_pass http://$pool; }\n\
+             location /geo { proxy_pass http://$gp; }\n\
+             location /split { proxy_pass http://$sp; }\n\
+             location /distinct { proxy_pass http://$distinct; }\n\
+             location /product { proxy_pass http://$pa:$pb; }\n    }\n}\n";
+    let tree = Tree::new();
+    let main = tree.write("nginx.conf", &text);
+    let t = targets::extract(&tree.load("nginx.conf"));
+    let pass_line = |needle: &str| r(&main, line_of(&text, needle), "proxy_pass");
+    let lines_of = |value: &str, directive: &str| -> Vec<(PathBuf, u32, String)> {
+        (text.lines().enumerate())
+            .filter(|(_, l)| l.trim_end().ends_with(&format!(" {value};")))
+            .map(|(i, _)| r(&main, i as u32 + 1, directive))
+            .collect()
+    };
+    // 101 lines, 4 distinct values; each value's references are the pass and its own lines.
+    for value in backends.iter().chain(&["127.0.4.9:8001"]) {
+        let mut want = vec![pass_line("http://$pool;")];
+        want.extend(lines_of(value, "map"));
+        assert!(want.len() >= 2, "{value} has map lines");
+        assert_eq!(refs(find(&t, value)), want, "{value}");
+    }
+    for (value, needle, directive) in [
+        ("127.0.5.1:8001", "http://$gp;", "geo"),
+        ("127.0.5.2:8001", "http://$gp;", "geo"),
+        ("127.0.6.1:8001", "http://$sp;", "split_clients"),
+        ("127.0.6.2:8001", "http://$sp;", "split_clients"),
+    ] {
+        let mut want = vec![pass_line(needle)];
+        want.extend(lines_of(value, directive));
+        assert!(want.len() > 40, "{value}: {want:?}");
+        assert_eq!(refs(find(&t, value)), want, "{value}");
+    }
+    // 200 distinct values of one variable: 200 targets, none dynamic.
+    for i in 1..=200 {
+        find(&t, &format!("127.0.7.{i}:8001"));
+    }
+    let dynamic: Vec<String> = (t.targets.iter())
+        .filter(|x| matches!(x.address, TargetAddr::Dynamic(_)))
+        .map(|x| x.address.to_string())
+        .collect();
+    // Only the product of two 10-valued maps (100 combinations) is left as written.
+    assert_eq!(dynamic, ["http://$pa:$pb"]);
+    assert!(t.findings.is_empty(), "{:?}", t.findings);
+}

@@ -13,8 +13,11 @@ use std::collections::{HashMap, HashSet};
 use super::Name;
 use crate::conf::tree::{Directive, Walk, Word};
 
-/// More combinations than this and the text is reported as written: an address built from
-/// several many-valued maps is not worth enumerating.
+/// More combinations than this, of two or more variables that each take several distinct
+/// values, and the text is reported as written: an address built from several many-valued
+/// maps is not worth enumerating. One variable's values are never capped: they are lines of
+/// the configuration, as many as an upstream block's `server` lines, and a map of 1,000
+/// tenants with 3 backends is 3 values, each referencing the lines that give it.
 const MAX_CANDIDATES: usize = 64;
 
 /// Variables defined by other variables are followed this deep, which also stops a map whose
@@ -205,7 +208,8 @@ impl<'a> Env<'_, 'a> {
                 Piece::Var { name, raw } => self.value_of(name, raw, depth)?,
                 Piece::Text(raw) => literal(raw),
             };
-            if out.len() * values.len() > MAX_CANDIDATES {
+            let values = distinct(values);
+            if out.len() > 1 && values.len() > 1 && out.len() * values.len() > MAX_CANDIDATES {
                 return None;
             }
             out = out
@@ -218,7 +222,7 @@ impl<'a> Env<'_, 'a> {
                 })
                 .collect();
         }
-        Some(out)
+        Some(distinct(out))
     }
 
     /// The values of `$name` at this point.
@@ -232,17 +236,12 @@ impl<'a> Env<'_, 'a> {
         };
         let mut values: Vec<Candidate<'a>> = Vec::new();
         for slot in slots {
-            let more = match slot {
-                Slot::Initial => self.initial(&key, raw, depth)?,
-                Slot::Val(c) => vec![c.clone()],
-            };
-            for c in more {
-                if !values.iter().any(|v| v.same(&c)) {
-                    values.push(c);
-                }
+            match slot {
+                Slot::Initial => values.extend(self.initial(&key, raw, depth)?),
+                Slot::Val(c) => values.push(c.clone()),
             }
         }
-        Some(values)
+        Some(distinct(values))
     }
 
     /// The value before any `set`: a `map`/`geo`/`split_clients` value (a map's evaluated when
@@ -271,6 +270,36 @@ impl<'a> Env<'_, 'a> {
         }
         Some(literal(raw))
     }
+}
+
+/// One candidate per distinct text, in the order first met, with the lines of every candidate
+/// of that text: a map whose 100 lines give 3 addresses is 3 values, and each names all the
+/// lines that give it (each once), so a reference per source line is kept and no address is
+/// enumerated twice. Linear in the number of candidates.
+fn distinct(values: Vec<Candidate<'_>>) -> Vec<Candidate<'_>> {
+    if values.len() < 2 {
+        return values;
+    }
+    let mut out: Vec<Candidate<'_>> = Vec::new();
+    let mut index: HashMap<String, (usize, HashSet<*const Directive>)> = HashMap::new();
+    for c in values {
+        match index.get_mut(&c.text) {
+            Some((i, lines)) => {
+                let merged = &mut out[*i].origins;
+                for o in c.origins {
+                    if lines.insert(o.origin) {
+                        merged.push(o);
+                    }
+                }
+            }
+            None => {
+                let lines = c.origins.iter().map(|o| o.origin as *const Directive);
+                index.insert(c.text.clone(), (out.len(), lines.collect()));
+                out.push(c);
+            }
+        }
+    }
+    out
 }
 
 fn literal(raw: &str) -> Vec<Candidate<'_>> {
