@@ -98,11 +98,12 @@ fn a_write_during_the_reload_rolls_back_and_keeps_the_third_version() {
     let good_conf = site.good_conf();
     let candidate = harmless(&site, "candidate");
     site.nginx.write_http(&candidate);
-    // `verifying`: nginx was signalled and the reload proven; the files are read again next.
-    let mut run = site.spawn_paused(&["reload", "-y", "--json"], "verifying");
+    // `signal-sent`: nginx was signalled and may be reading the files; they are read again
+    // once the reload is proven.
+    let mut run = site.spawn_paused(&["reload", "-y", "--json"], "signal-sent");
     assert!(
         run.wait_stopped(Duration::from_secs(20)),
-        "never reached verifying"
+        "never reached signal-sent"
     );
     let third = site.nginx.render(&harmless(&site, "a third version"));
     std::fs::write(&site.nginx.conf, &third).unwrap();
@@ -138,6 +139,49 @@ fn a_write_during_the_reload_rolls_back_and_keeps_the_third_version() {
     assert!(!site.journal_exists());
 }
 
+/// A write after the reload was proven, while the checks run: nginx had parsed the tested
+/// candidate before its new workers started, so what it runs is what was tested and verified.
+/// The change is kept (it was rolled back as "changed during the reload", taking the other
+/// writer's edit off the disk), the new content stays on disk, and the run says it is not live.
+#[test]
+fn a_write_after_the_reload_was_proven_keeps_the_verified_change_and_the_new_content() {
+    let site = Site::start();
+    let candidate = harmless(&site, "candidate");
+    site.nginx.write_http(&candidate);
+    let mut run = site.spawn_paused(&["reload", "-y", "--json"], "verifying");
+    assert!(
+        run.wait_stopped(Duration::from_secs(20)),
+        "never reached verifying"
+    );
+    let workers = site.nginx.worker_pids();
+    let third = site.nginx.render(&harmless(&site, "a third version"));
+    std::fs::write(&site.nginx.conf, &third).unwrap();
+    run.resume();
+    let out = run.finish(Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc = json(&out);
+    assert_eq!(doc["outcome"], "reloaded", "{doc:#}");
+    let snap = doc["snapshot"].as_str().expect("a snapshot").to_string();
+    assert!(
+        doc["notes"].to_string().contains(&format!(
+            "changed after the reload was proven ({} (modified)): nginx runs the tested \
+             snapshot {snap}",
+            site.nginx.conf.display()
+        )),
+        "{doc:#}"
+    );
+    // The other writer's version stays on disk; nginx runs the candidate, not reloaded again.
+    assert_eq!(std::fs::read_to_string(&site.nginx.conf).unwrap(), third);
+    assert_eq!(site.nginx.worker_pids(), workers);
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    assert_eq!(site.last_good_id(), snap);
+    assert!(!site.journal_exists());
+    // The next run applies it.
+    let out = site.run(&["reload", "-y", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_ne!(site.nginx.worker_pids(), workers);
+}
+
 #[test]
 fn sigkill_at_the_new_pause_points_is_recovered_with_every_version_kept() {
     let site = Site::start();
@@ -158,18 +202,19 @@ fn sigkill_at_the_new_pause_points_is_recovered_with_every_version_kept() {
     assert_eq!(site.answer(), Some((200, "good".into())));
     assert!(!site.journal_exists());
 
-    // Killed right after the proof, before the second recheck; then killed again after a
-    // third version was saved and before the rollback overwrote it.
+    // A third version written right after the signal; killed right after the proof, before
+    // the second recheck; then killed again after that version was saved and before the
+    // rollback overwrote it.
     for point in ["recheck-after-proof", "displaced-saved"] {
         site.nginx.write_http(&site.good_http());
         let reset = site.run(&["reload", "-y", "--force"]);
         assert_eq!(reset.status.code(), Some(0), "{}", text(&reset));
         let candidate = site.nginx.render(&site.bad_http());
         site.nginx.write_http(&site.bad_http());
-        let mut run = site.spawn_paused(&["reload", "-y"], &format!("verifying,{point}"));
+        let mut run = site.spawn_paused(&["reload", "-y"], &format!("signal-sent,{point}"));
         assert!(
             run.wait_stopped(Duration::from_secs(20)),
-            "{point}: verifying"
+            "{point}: signal-sent"
         );
         let third = site
             .nginx
@@ -183,8 +228,8 @@ fn sigkill_at_the_new_pause_points_is_recovered_with_every_version_kept() {
         run.signal(libc::SIGKILL);
         let _ = run.finish(Duration::from_secs(5));
         assert!(site.journal_exists(), "{point}");
-        // Killed after the proof (`verifying`) or inside the rollback: either way recover
-        // rolls the journal's candidate back.
+        // Killed after the signal or inside the rollback: either way recover rolls the
+        // journal's candidate back.
         let out = site.run(&["recover"]);
         assert_eq!(
             out.status.code(),

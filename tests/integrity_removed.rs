@@ -116,16 +116,16 @@ fn a_literally_included_file_removed_during_the_reload_is_rolled_back_to_last_go
     removed_during_the_reload(|dir| format!("include {}/site.conf;", dir.display()));
 }
 
-/// Removed once nginx was signalled and the reload proven: the verdict cannot vouch for what
-/// nginx loaded, so it is rolled back (exit 3) and last-good's file is back and served.
+/// Removed once nginx was signalled, before the reload was proven: the verdict cannot vouch
+/// for what nginx loaded, so it is rolled back (exit 3) and last-good's file is back and served.
 fn removed_during_the_reload(include: impl Fn(&Path) -> String) {
     let site = Site::start();
     let file = site_in(&site, include);
-    // `verifying`: nginx was signalled and the reload proven; the files are read again next.
-    let mut run = site.spawn_paused(&["reload", "-y", "--json"], "verifying");
+    // `signal-sent`: nginx was signalled; the files are read again once the reload is proven.
+    let mut run = site.spawn_paused(&["reload", "-y", "--json"], "signal-sent");
     assert!(
         run.wait_stopped(Duration::from_secs(20)),
-        "never reached verifying"
+        "never reached signal-sent"
     );
     std::fs::remove_file(&file).unwrap();
     run.resume();

@@ -98,6 +98,9 @@ pub struct Prepared {
 struct Attempt {
     proof: Proof,
     health: Option<HealthReport>,
+    /// Files that changed between the test and the proof (forward only): nginx may have read
+    /// them, so nothing was verified.
+    drift: Option<Drift>,
 }
 
 /// Which way a reload of the transaction goes.
@@ -191,6 +194,7 @@ impl Transaction<'_> {
                 return Ok(Attempt {
                     proof,
                     health: None,
+                    drift: None,
                 });
             }
             report.notes.push(format!(
@@ -215,7 +219,21 @@ nginx began a reload all the same: it is proven from its processes"
             return Ok(Attempt {
                 proof,
                 health: None,
+                drift: None,
             });
+        }
+        // Read again once the reload is proven, before the checks: the master has parsed what
+        // it loads by the time its new workers run, so a file that changed up to here may be
+        // in it, and one that changes later (while the checks run) is not.
+        if direction == Direction::Forward {
+            let drift = self.recheck("recheck-after-proof", report);
+            if !drift.is_empty() {
+                return Ok(Attempt {
+                    proof,
+                    health: None,
+                    drift: Some(drift),
+                });
+            }
         }
         match direction {
             Direction::Rollback => crate::store::test_pause("rollback-verifying"),
@@ -240,6 +258,7 @@ nginx began a reload all the same: it is proven from its processes"
         Ok(Attempt {
             proof,
             health: Some(h),
+            drift: None,
         })
     }
 
@@ -311,21 +330,18 @@ nginx began a reload all the same: it is proven from its processes"
         if let Some(h) = attempt.health.as_mut() {
             h.not_checked = not_checked;
         }
-        if attempt.proof.took_effect {
-            let drift = self.recheck("recheck-after-proof", report);
-            if !drift.is_empty() {
-                report.reload = Some(attempt.proof);
-                report.health = attempt.health;
-                // A file nginx may have read since the signal is rolled back too.
-                self.candidate_paths
-                    .extend(drift.added().map(PathBuf::from));
-                let why = format!(
-                    "the configuration changed during the reload ({}): nginx may have loaded \
-                     content that was never tested, and the verification cannot vouch for it",
-                    drift.describe()
-                );
-                return self.rollback(report, why, &baseline, &checks);
-            }
+        if let Some(drift) = attempt.drift.take() {
+            report.reload = Some(attempt.proof);
+            report.health = attempt.health;
+            // A file nginx may have read since the signal is rolled back too.
+            self.candidate_paths
+                .extend(drift.added().map(PathBuf::from));
+            let why = format!(
+                "the configuration changed during the reload ({}): nginx may have loaded \
+                 content that was never tested, and the verification cannot vouch for it",
+                drift.describe()
+            );
+            return self.rollback(report, why, &baseline, &checks);
         }
         let mut verdict = verdict::after_reload(&baseline, attempt.health.as_ref(), &attempt.proof);
         if let Verdict::Keep(kept) = &mut verdict {
@@ -355,6 +371,15 @@ nginx began a reload all the same: it is proven from its processes"
             return self.rollback(report, why, &baseline, &checks);
         };
         self.store.journal_phase(JournalPhase::Verified)?;
+        let later = self.recheck("recheck-after-verify", report);
+        if !later.is_empty() {
+            report.notes.push(format!(
+                "the configuration changed after the reload was proven ({}): nginx runs the \
+                 tested snapshot {}, not the new content; run safe-reload again to apply it",
+                later.describe(),
+                self.candidate.id
+            ));
+        }
         // A change that stays while a site fails as it did before it (exit 4) is last-good
         // all the same: it is live, no check is worse than before it, and the configuration it
         // replaced failed the same way, so going back to that one mends nothing and would undo
