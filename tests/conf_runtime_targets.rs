@@ -305,3 +305,79 @@ fn a_unix_path_with_a_colon_is_the_socket_nginx_connects_to() {
         .collect();
     assert_eq!(listed, want, "{run}");
 }
+
+/// A `map $host $pool` of 100 tenants over three live backends is three targets, each probed:
+/// one tenant moved to an address nothing listens on is refused by `check --no-shadow`, which
+/// names that tenant's map line, while nginx still serves every tenant from the running
+/// configuration. The same map all live passes.
+#[test]
+fn a_dead_tenant_in_a_hundred_line_map_is_refused_with_its_line() {
+    let b = Backends::start(&["a", "b", "c"]);
+    let names = ["a", "b", "c"];
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let dead = SocketAddr::new(ip, free_port(ip));
+    let http = |moved: Option<&str>| {
+        let mut map = String::from("map $host $pool {\n  hostnames;\n");
+        for i in 1..=100 {
+            let to = match moved {
+                Some(addr) if i == 50 => addr.to_string(),
+                _ => format!("{{{{{}}}}}", names[i % 3]),
+            };
+            map += &format!("  t{i}.tenants.test {to};\n");
+        }
+        map += "  default {{a}};\n}\n";
+        b.fill(&format!(
+            "{map}server {{\n  listen {listen};\n  server_name *.tenants.test;\n  \
+             location / {{ proxy_pass http://$pool; }}\n}}"
+        ))
+    };
+    let nginx = TestNginx::builder().http(&http(None)).start();
+    let sr = SafeReload::new(&nginx);
+    let tenant = |i: usize| match http_get(listen, &format!("t{i}.tenants.test"), "/")
+        .expect("request through nginx")
+    {
+        (200, body) => body,
+        (status, _) => format!("status {status}"),
+    };
+    for i in [1, 2, 3, 50, 100] {
+        assert_eq!(tenant(i), names[i % 3], "t{i}");
+    }
+
+    let run = sr.run(&["check", "--no-shadow", "--json"]);
+    run.expect(0);
+    let results = run.json()["probe"]["results"].clone();
+    for n in names {
+        let r = (results.as_array().expect("results").iter())
+            .find(|r| r["target"] == b.get(n).host_port().as_str())
+            .unwrap_or_else(|| panic!("{n} probed:\n{run}"));
+        assert_eq!(r["status"], "ok", "{run}");
+    }
+    assert!(!run.stdout.contains("dynamic"), "{run}");
+
+    nginx.write_http(&http(Some(&dead.to_string())));
+    let text = std::fs::read_to_string(&nginx.conf).expect("read nginx.conf");
+    let line = (text.lines().position(|l| l.contains("t50.tenants.test"))).expect("t50's line") + 1;
+    let run = sr.run(&["check", "--no-shadow", "--json"]);
+    run.expect(1);
+    let r = probe_result(&run, dead);
+    assert_eq!(r["status"], "refused", "{run}");
+    let conf = nginx.conf.display().to_string();
+    let map_lines: Vec<&Value> = (r["references"].as_array().expect("references").iter())
+        .filter(|x| x["directive"] == "map")
+        .collect();
+    assert_eq!(map_lines.len(), 1, "{run}");
+    assert_eq!(map_lines[0]["file"], conf.as_str(), "{run}");
+    assert_eq!(map_lines[0]["line"], line, "{run}");
+    let human = sr.run(&["check", "--no-shadow"]);
+    human.expect(1);
+    assert!(
+        human.stdout.contains(&format!("{conf}:{line}"))
+            || human.stderr.contains(&format!("{conf}:{line}")),
+        "{human}"
+    );
+    // Nothing was applied: the running nginx serves every tenant as before.
+    for i in [1, 2, 3, 50, 100] {
+        assert_eq!(tenant(i), names[i % 3], "t{i}");
+    }
+}
