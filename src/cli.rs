@@ -211,7 +211,8 @@ pub enum Command {
     },
     /// Is nginx running, does the config on disk differ from last-good, is a run unfinished?
     Status,
-    /// Finish a run that was interrupted: keep the live config if it verifies, else roll back
+    /// Finish a run that was interrupted as its journal says: before the signal, check the edit
+    /// on disk and keep it if it verifies; once nginx was signalled, roll back to last-good
     Recover,
     /// Print the man page (roff) on stdout
     Man,
