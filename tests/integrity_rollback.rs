@@ -542,3 +542,39 @@ fn displaced_id(site: &Site) -> String {
     assert_eq!(displaced.len(), 1, "{history:#}");
     displaced[0].clone()
 }
+
+/// A file outside the configuration root that last-good reads through a glob, deleted along
+/// with a change that is rolled back: the glob matches nothing on disk, but last-good read the
+/// file, so the rollback writes it back (a missing file overwrites nobody's version) and nginx
+/// serves its server again. It used to say "live and verified" with that server gone.
+#[test]
+fn a_deleted_file_outside_the_root_is_written_back_by_the_rollback() {
+    let site = Site::start();
+    let out = tempfile::tempdir().unwrap();
+    let api_addr = SocketAddr::new(site.addr.ip(), free_port(site.addr.ip()));
+    let api = out.path().join("api.conf");
+    let api_server =
+        format!("server {{ listen {api_addr}; location / {{ return 200 \"api\"; }} }}\n");
+    std::fs::write(&api, &api_server).unwrap();
+    let glob = format!("include {}/*.conf;", out.path().display());
+    site.adopt(&format!("{}\n{glob}", site.good_http()));
+    assert_eq!(
+        support::http_get(api_addr, "x", "/").expect("GET api").1,
+        "api"
+    );
+
+    std::fs::remove_file(&api).unwrap();
+    site.nginx
+        .write_http(&format!("{}\n{glob}", site.bad_http()));
+    let run = site.run(&["reload", "-y", "--json"]);
+    assert_eq!(run.status.code(), Some(3), "{}", text(&run));
+    assert_eq!(read(&api), api_server, "the outside file is back");
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    assert_eq!(
+        support::http_get(api_addr, "x", "/").expect("GET api").1,
+        "api",
+        "nginx serves the outside file's server again"
+    );
+    let diff = site.run(&["diff"]);
+    assert_eq!(diff.status.code(), Some(0), "{}", text(&diff));
+}

@@ -99,6 +99,12 @@ impl RestoreReport {
     }
 }
 
+/// Nothing at `path`, in a directory that exists.
+fn gone_from_its_directory(path: &Path) -> bool {
+    let missing = matches!(fs_err::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    missing && path.parent().is_some_and(Path::is_dir)
+}
+
 /// How far a file's time may lag the clock a snapshot's time was read from.
 const CLOCK_TICK: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -279,7 +285,10 @@ impl Store {
             .map(|e| Item::inside(config_root, e))
             .collect();
         for ext in &snap.external {
-            if named.contains(&ext.path) {
+            // Named by the configuration on disk, or gone from a directory still there: the
+            // restored configuration reads it (a glob that matches nothing today names it
+            // too), and writing a missing file overwrites nobody's version.
+            if named.contains(&ext.path) || gone_from_its_directory(&ext.path) {
                 items.push(Item::outside(ext));
             } else if hash_file(&ext.path, false).ok().as_deref() != Some(ext.hash.as_str()) {
                 report.external_differs.push(ext.path.clone());
