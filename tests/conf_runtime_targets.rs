@@ -3,7 +3,8 @@
 //! in the body, or its connection count), compared with what `safe-reload targets --json`
 //! lists for that `*_pass` line. Covers the rewrite module's run-time order (server `set` plus a
 //! location `if`, nested locations, two `set`s, a `set` before its source is set), `geo` and
-//! `map` values, case-insensitive names, decimal octets and unix paths with colons.
+//! `map` values, case-insensitive names, decimal octets and unix paths with colons, named
+//! locations reached by `error_page` after a `return`, and `rewrite ^ ... break`.
 
 mod support;
 
@@ -380,4 +381,77 @@ fn a_dead_tenant_in_a_hundred_line_map_is_refused_with_its_line() {
     for i in [1, 2, 3, 50, 100] {
         assert_eq!(tenant(i), names[i % 3], "t{i}");
     }
+}
+
+/// The `IP:PORT` addresses the library's target extraction lists for nginx.conf.
+fn library_targets(nginx: &TestNginx) -> BTreeSet<String> {
+    use safe_reload::conf::{load, targets, LoadOptions};
+    let config = load(&nginx.conf, &LoadOptions::default()).expect("nginx.conf loads");
+    (targets::extract(&config).targets.iter())
+        .map(|t| t.address.to_string())
+        .collect()
+}
+
+/// A named location runs its own rewrite codes from their start after the redirect that
+/// reaches it (`ngx_http_named_location`), also when the location sending the request there
+/// ends in `return CODE;` for its `error_page CODE @name`: its `set` and `proxy_pass $var` are
+/// a target, probed, and a dead one refused. A `set` after `rewrite ^ ... break;` never runs
+/// and is not a target.
+#[test]
+fn a_named_location_after_an_error_page_return_is_a_target_and_a_dead_one_is_refused() {
+    let b = Backends::start(&["teapot", "notfound", "broke"]);
+    let dip = unique_loopback();
+    let dead = SocketAddr::new(dip, free_port(dip)).to_string();
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |teapot: &str| {
+        b.fill(&format!(
+            "server {{\n  listen {listen};\n  server_name site.test;\n\
+               location /w {{ error_page 418 = @n; return 418; }}\n\
+               location @n {{ set $nn {teapot}; proxy_pass http://$nn; }} # n-pass\n\
+               location /nf {{ error_page 404 @m; return 404; }}\n\
+               location @m {{ set $mm {{{{notfound}}}}; proxy_pass http://$mm; }} # m-pass\n\
+               location /u {{ set $t {{{{broke}}}}; rewrite ^ /u2 break; set $t {dead}; proxy_pass http://$t; }} # u-pass\n\
+             }}"
+        ))
+    };
+    let mut nginx = TestNginx::builder().http(&site("{{teapot}}")).start();
+    assert_eq!(served(listen, "/w"), "teapot");
+    // Without `=` the status stays 404; the body is @m's backend's.
+    let nf = http_get(listen, "site.test", "/nf").expect("request through nginx");
+    assert_eq!(nf, (404, "notfound".to_string()));
+    assert_eq!(served(listen, "/u"), "broke");
+
+    // Through the library: the named locations' own values, not the one after the break.
+    let addr = |n: &str| b.get(n).host_port();
+    let lib = library_targets(&nginx);
+    for n in ["teapot", "notfound", "broke"] {
+        assert!(lib.contains(&addr(n)), "{n} ({}) in {lib:?}", addr(n));
+    }
+    assert!(
+        !lib.contains(&dead),
+        "{dead} is never connected to: {lib:?}"
+    );
+
+    // Through the binary: the same, each on its own `*_pass` line.
+    let sr = SafeReload::new(&nginx);
+    let run = sr.run(&["targets", "--json"]);
+    run.expect(0);
+    let report = run.json();
+    assert_eq!(listed(&nginx, &report, &b, "# n-pass"), set(&["teapot"]));
+    assert_eq!(listed(&nginx, &report, &b, "# m-pass"), set(&["notfound"]));
+    assert_eq!(listed(&nginx, &report, &b, "# u-pass"), set(&["broke"]));
+    sr.init();
+    sr.run(&["check", "--no-shadow"]).expect(0);
+
+    // @n's backend moved to an address where nothing listens: refused, naming it.
+    nginx.write_http(&site(&dead));
+    let run = sr.run(&["check", "--no-shadow"]);
+    run.expect(1);
+    assert!(run.stderr.contains(&format!("FAIL {dead}")), "{run}");
+    // nginx agrees: once it runs that configuration, /w is a 502.
+    nginx.stop();
+    nginx.restart();
+    assert_eq!(served(listen, "/w"), "status 502");
+    assert_eq!(served(listen, "/u"), "broke");
 }

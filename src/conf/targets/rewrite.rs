@@ -15,9 +15,19 @@
 //!   request, so after it a variable holds what it held before or what the body set. A `*_pass`
 //!   inside that `if` only runs when the body did.
 //! - `return` ends the request; `break` and `rewrite ... break` stop the codes where they are.
+//!   A `rewrite` whose regex matches every URI (`^`, `^(.*)$`, `^/`) with `break` or `last`
+//!   stops them for every request: the codes after it never run. With `redirect`,
+//!   `permanent` or an `http://` replacement it answers the request, like `return`.
 //! - A named location (`location @app`) is entered by an internal redirect that keeps the
-//!   variables: it starts from what the locations redirecting there (`try_files`, `error_page`)
-//!   left. A redirect by `rewrite ... last` to another location is not followed.
+//!   variables and then runs the named location's own codes from their start
+//!   (`ngx_http_named_location`: `phase_handler = location_rewrite_index`). It starts from
+//!   what the locations redirecting there left: at the end of their codes (`try_files`, an
+//!   error of the content phase), and, for `error_page CODE ... @app`, at each `return CODE;`
+//!   with no text (`ngx_http_script_return_code` hands a status of 400 or more without text to
+//!   `ngx_http_finalize_request`, which runs `error_page`). So `error_page 418 = @app; return
+//!   418;` reaches @app with what was set before the `return`. When nothing known leads there
+//!   (`X-Accel-Redirect: @app`, Lua), it starts from what the server's codes left. A redirect
+//!   by `rewrite ... last` to another location is not followed.
 //!
 //! The result is a join over paths: each variable's possible values, not which combinations
 //! go together, so a request-dependent value lists every value it can take.
@@ -56,7 +66,7 @@ pub(crate) fn state_at<'a>(
     let after_server = server_state
         .get_or_insert_with(|| {
             let codes = frame.server.unwrap_or(&[]);
-            run(defs, codes, State::default(), None).end()
+            run(defs, codes, State::default(), None, &[]).end()
         })
         .clone()?;
     let entry = match (frame.named, frame.server) {
@@ -64,7 +74,7 @@ pub(crate) fn state_at<'a>(
         _ => Some(after_server),
     }?;
     match frame.location {
-        Some(codes) => run(defs, codes, entry, frame.inside_if).end(),
+        Some(codes) => run(defs, codes, entry, frame.inside_if, &[]).end(),
         None => Some(entry),
     }
 }
@@ -72,40 +82,64 @@ pub(crate) fn state_at<'a>(
 /// The state a request enters `location @name` with. `ngx_http_named_location` keeps the
 /// request's variables and skips the server's codes (`phase_handler =
 /// location_rewrite_index`), so it is what the locations that redirect there left: those with
-/// `try_files ... @name` or `error_page ... @name`, or every location when the server itself
-/// has that `error_page`. With none found (a redirect from Lua, say) the variables hold what
-/// the server's codes left.
+/// `try_files ... @name` or `error_page ... @name` (their own, or the server's when they have
+/// no `error_page` of their own: `ngx_http_core_merge_loc_conf` inherits the list whole). An
+/// `error_page` redirect also leaves from each `return CODE;` for a CODE it lists. With none
+/// found, or none that reaches it (a redirect from Lua or `X-Accel-Redirect`, say), the
+/// variables hold what the server's codes left: the named location's own codes run from their
+/// start either way.
 fn redirected_into<'a>(
     defs: &Defs<'a>,
     server: &'a [Directive],
     name: &str,
     after_server: State<'a>,
 ) -> Option<State<'a>> {
-    let names_it = |dirs: &[Directive]| {
-        dirs.iter().any(|d| {
-            matches!(d.name.as_str(), "try_files" | "error_page")
-                && d.args.last().is_some_and(|a| a == name)
-        })
+    let names_it = |d: &Directive, directive: &str| {
+        d.name == directive && d.args.last().is_some_and(|a| a == name)
     };
-    let every = names_it(server);
-    let mut sources: Vec<&'a [Directive]> = Vec::new();
+    let server_pages: Vec<&'a Directive> =
+        server.iter().filter(|d| d.name == "error_page").collect();
+    let mut joined: Option<State<'a>> = None;
     let mut stack: Vec<&'a [Directive]> = vec![server];
     while let Some(dirs) = stack.pop() {
         for d in dirs.iter().filter(|d| d.name == "location") {
-            let named = d.args.first().is_some_and(|a| a.starts_with('@'));
-            if !named && (every || names_it(d.children())) {
-                sources.push(d.children());
-            }
             stack.push(d.children());
+            if d.args.first().is_some_and(|a| a.starts_with('@')) {
+                continue;
+            }
+            let codes = d.children();
+            let own: Vec<&'a Directive> = codes.iter().filter(|c| c.name == "error_page").collect();
+            let pages = if own.is_empty() { &server_pages } else { &own };
+            let statuses: Vec<&str> = (pages.iter())
+                .filter(|p| names_it(p, "error_page"))
+                .flat_map(|p| error_page_codes(p))
+                .collect();
+            let tries = codes.iter().any(|c| names_it(c, "try_files"));
+            if statuses.is_empty() && !tries {
+                continue;
+            }
+            let flow = run(defs, codes, after_server.clone(), None, &statuses);
+            let left = vars::join(flow.returned, vars::join(flow.cont, flow.stopped));
+            joined = vars::join(joined, left);
         }
     }
-    if sources.is_empty() {
-        return Some(after_server);
-    }
-    sources.into_iter().fold(None, |joined, codes| {
-        let left = run(defs, codes, after_server.clone(), None).end();
-        vars::join(joined, left)
-    })
+    joined.or(Some(after_server))
+}
+
+/// The status codes an `error_page` lists: its arguments before `=RESPONSE` and the URI.
+fn error_page_codes(d: &Directive) -> impl Iterator<Item = &str> {
+    let n = d.args.len().saturating_sub(1);
+    (d.args[..n].iter())
+        .map(|a| a.as_str())
+        .take_while(|a| !a.starts_with('='))
+}
+
+/// A `rewrite` regex that every request URI matches (a URI starts with `/`): `^`, `^/`,
+/// `^(.*)$`, `^/(.*)`, `.*` and the like.
+fn matches_every_uri(regex: &str) -> bool {
+    let r = regex.strip_prefix('^').unwrap_or(regex);
+    let r = r.strip_prefix('/').unwrap_or(r);
+    matches!(r, "" | ".*" | "(.*)" | ".*$" | "(.*)$")
 }
 
 /// How one run of a code array ends.
@@ -114,6 +148,9 @@ struct Flow<'a> {
     cont: Option<State<'a>>,
     /// States where `break` stopped the codes early; the `*_pass` still runs with them.
     stopped: Option<State<'a>>,
+    /// States at a `return` of one of the statuses `run` was asked about: where an
+    /// `error_page` for that status leaves from.
+    returned: Option<State<'a>>,
 }
 
 impl<'a> Flow<'a> {
@@ -123,21 +160,24 @@ impl<'a> Flow<'a> {
 }
 
 /// Run `codes` from `state`. `forced` is an `if` among them whose body must run (the `*_pass`
-/// is in it).
+/// is in it). `statuses` are the codes whose `return` is recorded in `Flow::returned`.
 fn run<'a>(
     defs: &Defs<'a>,
     codes: &'a [Directive],
     state: State<'a>,
     forced: Option<&'a Directive>,
+    statuses: &[&str],
 ) -> Flow<'a> {
     let mut cont = Some(state);
     let mut stopped: Option<State<'a>> = None;
+    let mut returned: Option<State<'a>> = None;
     for d in codes {
         let Some(now) = cont.take() else { break };
         cont = match d.name.as_str() {
             "set" => Some(set(defs, d, now)),
             "if" => {
-                let body = run(defs, d.children(), now.clone(), None);
+                let body = run(defs, d.children(), now.clone(), None, statuses);
+                returned = vars::join(returned, body.returned);
                 if forced.is_some_and(|f| ptr::eq(f, d)) {
                     // Paths that stopped before this `if` never ran its `*_pass`.
                     stopped = body.stopped;
@@ -147,25 +187,49 @@ fn run<'a>(
                     vars::join(Some(now), body.cont)
                 }
             }
-            // `ngx_http_script_return_code`: the request is answered here.
-            "return" => None,
+            // `ngx_http_script_return_code`: the request is answered here; a status of 400 or
+            // more with no text goes to `ngx_http_finalize_request`, hence to `error_page`.
+            "return" => {
+                let to_error_page = d.args.len() == 1
+                    && d.args[0].parse::<u16>().is_ok_and(|c| c >= 400)
+                    && statuses.contains(&d.args[0].as_str());
+                if to_error_page {
+                    returned = vars::join(returned, Some(now));
+                }
+                None
+            }
             // `ngx_http_script_break_code`: no further codes, the request goes on.
             "break" => {
                 stopped = vars::join(stopped, Some(now));
                 None
             }
-            // When the regex matches, `break` stops the codes; `last`, `redirect` and
-            // `permanent` leave this location. When it does not match, codes go on.
+            // When the regex matches, `break` stops the codes (and `last` too, leaving the
+            // location or, at server level, going on to find one); `redirect`, `permanent` and
+            // an `http://`, `https://` or `$scheme` replacement answer the request. When it
+            // does not match, codes go on.
             "rewrite" => {
-                if d.args.get(2).is_some_and(|f| f == "break") {
+                let flag = d.args.get(2).map(|f| f.as_str());
+                let answers = matches!(flag, Some("redirect" | "permanent"))
+                    || d.args.get(1).is_some_and(|r| {
+                        ["http://", "https://", "$scheme"]
+                            .iter()
+                            .any(|p| r.starts_with(p))
+                    });
+                let stops = !answers && matches!(flag, Some("break" | "last"));
+                if stops {
                     stopped = vars::join(stopped, Some(now.clone()));
                 }
-                Some(now)
+                let every = d.args.first().is_some_and(|r| matches_every_uri(r));
+                (!(every && (stops || answers))).then_some(now)
             }
             _ => Some(now),
         };
     }
-    Flow { cont, stopped }
+    Flow {
+        cont,
+        stopped,
+        returned,
+    }
 }
 
 /// `set $var value;`: the value is evaluated now (`ngx_http_script_set_var_code`) and replaces
@@ -340,6 +404,113 @@ mod tests {
         .map(|c| c.text)
         .collect();
         assert_eq!(texts, ["a"]);
+    }
+
+    /// The texts `$v` may hold at a `proxy_pass` in the server's last location, `@n`.
+    fn named_values(conf: &str) -> Vec<String> {
+        let tree = parse(conf);
+        let defs = vars::context_defs(&tree);
+        let server = &tree[0];
+        let n = server.children().last().expect("@n");
+        let frame = Frame {
+            server: Some(server.children()),
+            location: Some(n.children()),
+            inside_if: None,
+            named: Some("@n"),
+        };
+        let Some(state) = state_at(&defs, &frame, &mut None) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = (Env {
+            defs: &defs,
+            state: &state,
+        })
+        .expand("$v")
+        .into_iter()
+        .map(|c| c.text)
+        .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_named_location_runs_its_own_codes_after_an_error_page_return() {
+        // Its own `set`, after a location that returns the status its error_page names.
+        for lead in [
+            "location /w { error_page 418 = @n; return 418; }",
+            "location /w { error_page 404 @n; return 404; }",
+            "error_page 502 = @n; location /w { return 502; }",
+        ] {
+            let conf = format!("server {{ {lead} location @n {{ set $v own; }} }}");
+            assert_eq!(named_values(&conf), ["own"], "{conf}");
+        }
+        // What the location set before its `return` reaches @n.
+        assert_eq!(
+            named_values(
+                "server { location /w { set $v w; error_page 418 = @n; return 418; }
+                 location @n { set $u x; } }"
+            ),
+            ["w"]
+        );
+        // A `return` of a status the error_page does not list is answered there.
+        assert_eq!(
+            named_values(
+                "server { location /w { set $v w; error_page 418 @n; if ($x) { return 418; }
+                 set $v late; return 404; }
+ location @n { } }"
+            ),
+            ["w"]
+        );
+        // Nothing known leads there: @n still runs its own codes.
+        assert_eq!(
+            named_values("server { set $v srv; location @n { } }"),
+            ["srv"]
+        );
+        assert_eq!(
+            named_values("server { location /w { return 403; } location @n { set $v own; } }"),
+            ["own"]
+        );
+    }
+
+    #[test]
+    fn a_rewrite_every_uri_matches_ends_the_codes() {
+        assert_eq!(
+            values(
+                "server { location / { set $v a; rewrite ^ /u2 break; set $v b; } }",
+                false
+            ),
+            ["a"]
+        );
+        assert_eq!(
+            values(
+                "server { location / { set $v a; rewrite ^(.*)$ /x$1 last; set $v b; } }",
+                false
+            ),
+            ["a"]
+        );
+        // A redirect answers every request: nothing reaches the pass.
+        assert_eq!(
+            values(
+                "server { location / { set $v a; rewrite ^ https://x.test/ permanent; } }",
+                false
+            ),
+            Vec::<String>::new()
+        );
+        // Without a flag the codes go on; `^/$` matches one URI only.
+        assert_eq!(
+            values(
+                "server { location / { set $v a; rewrite ^ /u2; set $v b; } }",
+                false
+            ),
+            ["b"]
+        );
+        assert_eq!(
+            values(
+                "server { location / { set $v a; rewrite ^/$ /u2 break; set $v b; } }",
+                false
+            ),
+            ["a", "b"]
+        );
     }
 
     #[test]
