@@ -628,6 +628,61 @@ fn a_504_after_a_check_that_was_only_slow_before_is_refused_in_the_shadow() {
     );
 }
 
+/// A server on `listen unix:` and a TCP listen, recorded by `init`, whose socket file was then
+/// deleted while nginx holds the socket.
+struct UnlinkedSocket {
+    good: HttpBackend,
+    listen: SocketAddr,
+    _dir: tempfile::TempDir,
+    sock: std::path::PathBuf,
+    nginx: TestNginx,
+    sr: SafeReload,
+}
+
+impl UnlinkedSocket {
+    fn start() -> UnlinkedSocket {
+        let ip = unique_loopback();
+        let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+        let listen = SocketAddr::new(ip, free_port(ip));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("site.sock");
+        let http = site_on_socket(&sock, listen, &good, 0);
+        let nginx = TestNginx::start(&http);
+        let sr = SafeReload::new(&nginx);
+        sr.init();
+        assert_eq!(unix_get(&sock, "ux.test").expect("GET"), 200);
+        std::fs::remove_file(&sock).expect("delete the socket file");
+        UnlinkedSocket {
+            good,
+            listen,
+            _dir: dir,
+            sock,
+            nginx,
+            sr,
+        }
+    }
+
+    /// The server at revision `rev` (answered on /rev).
+    fn site(&self, rev: u32) -> String {
+        site_on_socket(&self.sock, self.listen, &self.good, rev)
+    }
+}
+
+fn site_on_socket(
+    sock: &std::path::Path,
+    listen: SocketAddr,
+    good: &HttpBackend,
+    rev: u32,
+) -> String {
+    format!(
+        "server {{ listen unix:{}; listen {listen}; server_name ux.test; \
+         location = /rev {{ return 200 \"{rev}\"; }} \
+         location / {{ proxy_pass http://{}; }} }}",
+        sock.display(),
+        good.host_port()
+    )
+}
+
 /// nginx holds `listen unix:` but someone deleted the socket file: nothing can connect, before
 /// a change or after it, since a reload keeps the listening socket as it is. A harmless change
 /// to that server was rolled back (exit 3) because the baseline's "no such file" was taken for
@@ -636,25 +691,9 @@ fn a_504_after_a_check_that_was_only_slow_before_is_refused_in_the_shadow() {
 /// nginx holds the socket and that a restart, not a reload, recreates it.
 #[test]
 fn a_deleted_unix_socket_file_nginx_still_holds_is_a_failure_from_before_the_change() {
-    let ip = unique_loopback();
-    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
-    let listen = SocketAddr::new(ip, free_port(ip));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sock = dir.path().join("site.sock");
-    let site = |rev: u32| {
-        format!(
-            "server {{ listen unix:{}; listen {listen}; server_name ux.test; \
-             location = /rev {{ return 200 \"{rev}\"; }} \
-             location / {{ proxy_pass http://{}; }} }}",
-            sock.display(),
-            good.host_port()
-        )
-    };
-    let n = TestNginx::start(&site(0));
-    let sr = SafeReload::new(&n);
-    sr.init();
-    assert_eq!(unix_get(&sock, "ux.test").expect("GET"), 200);
-    std::fs::remove_file(&sock).expect("delete the socket file");
+    let u = UnlinkedSocket::start();
+    let (n, sr, sock, listen) = (&u.nginx, &u.sr, &u.sock, u.listen);
+    let site = |rev: u32| u.site(rev);
     n.write_http(&site(1));
     let run = sr.run(&["-y"]);
     run.expect(4);
@@ -702,28 +741,12 @@ fn a_deleted_unix_socket_file_nginx_still_holds_is_a_failure_from_before_the_cha
 /// a harmless change is kept (exit 4), not rolled back for a failure it did not cause.
 #[test]
 fn a_stale_file_over_a_deleted_socket_nginx_holds_is_the_same_failure_before_and_after() {
-    let ip = unique_loopback();
-    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
-    let listen = SocketAddr::new(ip, free_port(ip));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sock = dir.path().join("site.sock");
-    let site = |rev: u32| {
-        format!(
-            "server {{ listen unix:{}; listen {listen}; server_name ux.test; \
-             location = /rev {{ return 200 \"{rev}\"; }} \
-             location / {{ proxy_pass http://{}; }} }}",
-            sock.display(),
-            good.host_port()
-        )
-    };
-    let n = TestNginx::start(&site(0));
-    let sr = SafeReload::new(&n);
-    sr.init();
-    assert_eq!(unix_get(&sock, "ux.test").expect("GET"), 200);
-    std::fs::remove_file(&sock).expect("delete the socket file");
+    let u = UnlinkedSocket::start();
+    let (n, sr, sock, listen) = (&u.nginx, &u.sr, &u.sock, u.listen);
+    let site = |rev: u32| u.site(rev);
     // Bound and closed: the file stays, and nothing listens on it.
-    drop(std::os::unix::net::UnixListener::bind(&sock).expect("bind the stale file"));
-    assert!(sock.exists() && unix_get(&sock, "ux.test").is_err());
+    drop(std::os::unix::net::UnixListener::bind(sock).expect("bind the stale file"));
+    assert!(sock.exists() && unix_get(sock, "ux.test").is_err());
     n.write_http(&site(1));
     let run = sr.run(&["-y", "--json"]);
     run.expect(4);
