@@ -215,8 +215,13 @@ pub struct IsolatedTest<'a> {
     pub timeout: Duration,
 }
 
-/// Run `nginx -t -e stderr -g "pid PREFIX/nginx.pid;"` on the copy: the startup error log goes
-/// to stderr instead of the compiled-in file, the pid file into the copy.
+/// The pid file's name in an isolated test's prefix: not `nginx.pid`, which a repository (or
+/// an `nginx -p DIR` tree that keeps its pid file inside) may hold, copied root-owned where the
+/// unprivileged `nginx -t` cannot open it.
+pub const ISOLATED_PID: &str = ".safe-reload-test.pid";
+
+/// Run `nginx -t -e stderr -g "pid PREFIX/.safe-reload-test.pid;"` on the copy: the startup
+/// error log goes to stderr instead of the compiled-in file, the pid file into the copy.
 pub fn test_isolated(t: &IsolatedTest) -> Result<TestOutcome> {
     let start = Instant::now();
     let mut prefix = t.prefix.display().to_string();
@@ -233,7 +238,7 @@ pub fn test_isolated(t: &IsolatedTest) -> Result<TestOutcome> {
         "-c".into(),
         t.conf.display().to_string(),
         "-g".into(),
-        format!("pid {prefix}nginx.pid;"),
+        format!("pid {prefix}{ISOLATED_PID};"),
     ];
     let mut expr = duct::cmd(t.binary.as_os_str(), &args)
         .stdin_null()

@@ -130,6 +130,11 @@ impl Sandbox {
         let temp = temp_paths(self.dir(), configure_args);
         let temp_file = self.main.with_file_name(TEMP_PATHS_FILE);
         write(&temp_file, temp.as_bytes())?;
+        // The copy's pid file is ours: whatever the repository put under that name goes.
+        match fs_err::remove_file(self.dir().join(nginx::ISOLATED_PID)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
         let run_as = unprivileged_user();
         if let Some((uid, gid)) = run_as {
             // nginx -t creates the temp paths in the copy, and binds the unix stand-ins.

@@ -337,6 +337,25 @@ fn a_valid_untrusted_config_passes_and_errors_name_the_repository_files() {
     assert_eq!(problem["line"], 3, "{doc}");
 }
 
+/// A repository (or an `nginx -p DIR` tree) that holds a file named `nginx.pid`: it is copied
+/// owned by root, and the unprivileged `nginx -t` of the copy failed to open it as its own pid
+/// file (`open() ".../nginx.pid" failed (13: Permission denied)`), naming a file the
+/// configuration never reads. The copy's pid file has a name of its own.
+#[test]
+fn a_pid_file_in_the_repository_does_not_fail_the_check() {
+    let repo = Repo::new(&http("    location / { return 200 'ok'; }"));
+    repo.write("nginx.pid", "12345\n");
+    repo.write(".safe-reload-test.pid", "12345\n");
+    let (out, doc) = repo.check(Path::new(NGINX));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(doc["outcome"], "ok", "{doc}");
+    assert_eq!(
+        std::fs::read_to_string(repo.path("nginx.pid")).unwrap(),
+        "12345\n",
+        "the repository's file is untouched"
+    );
+}
+
 /// Regression: on a machine where nginx never ran, the copy's `nginx -t` (as `nobody`) tried to
 /// create the compiled-in temp paths (`/var/lib/nginx/body`, ...) and failed. Every temp path
 /// is now inside the throwaway prefix; this runs with `/var/lib/nginx` an empty tmpfs and
