@@ -61,7 +61,16 @@ pub fn look_up(endpoint: &Endpoint, bound: &[SocketAddr]) -> (AddrResult, Option
 /// Whether a datagram to `addr` reaches one of the `bound` sockets: the address itself, or a
 /// wildcard of its port. An IPv6 wildcard is taken to receive IPv4 too (whether it is
 /// `IPV6_V6ONLY` the table does not say; a refusal needs certainty).
+///
+/// An IPv4-mapped IPv6 address (`[::ffff:127.0.0.2]:53`) is the IPv4 address: nginx's socket is
+/// IPv6, and the kernel delivers its datagrams to the IPv4 socket bound there.
 fn receives(addr: SocketAddr, bound: &[SocketAddr]) -> bool {
+    let addr = match addr.ip() {
+        IpAddr::V6(ip) => ip
+            .to_ipv4_mapped()
+            .map_or(addr, |v4| SocketAddr::new(IpAddr::V4(v4), addr.port())),
+        IpAddr::V4(_) => addr,
+    };
     bound.iter().any(|b| {
         b.port() == addr.port()
             && (b.ip() == addr.ip()
@@ -87,6 +96,12 @@ mod tests {
         assert!(!receives(sa("127.0.0.3:53"), &bound));
         assert!(receives(sa("127.0.0.9:5353"), &bound));
         assert!(!receives(sa("[::1]:5353"), &bound), "0.0.0.0 is IPv4 only");
+        assert!(
+            receives(sa("[::ffff:127.0.0.2]:53"), &bound),
+            "an IPv4-mapped address is its IPv4 address"
+        );
+        assert!(receives(sa("[::ffff:127.0.0.9]:5353"), &bound));
+        assert!(!receives(sa("[::ffff:127.0.0.3]:53"), &bound));
         assert!(receives(sa("127.0.0.1:514"), &bound));
         assert!(!receives(sa("127.0.0.2:54"), &bound));
     }
