@@ -125,6 +125,30 @@ fn the_byte_order_mark_fix_keeps_a_sites_enabled_link() {
     sr.run(&["check", "--json", "--no-probe"]).expect(0);
 }
 
+/// A byte-order mark at the top of a file a `map` includes is part of the first entry's key
+/// (nginx -t passes, the key never matches): not the directive-level failure the mark causes
+/// elsewhere, so the check does not refuse a configuration nginx runs.
+#[test]
+fn a_byte_order_mark_in_a_map_include_is_not_refused() {
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let nginx = TestNginx::builder().prepare();
+    let table = nginx.prefix.join("map.inc");
+    std::fs::write(&table, b"\xEF\xBB\xBFx.test 1;\ny.test 2;\n").expect("write map.inc");
+    nginx.write_http(&format!(
+        "map $host $mm {{ default 0; include {}; }}\n\
+         server {{ listen {listen}; return 200 \"$mm\"; }}",
+        table.display()
+    ));
+    let (passed, said) = nginx.test();
+    assert!(passed, "nginx -t: {said}");
+
+    let sr = SafeReload::new(&nginx);
+    let run = sr.run(&["check", "--json", "--no-probe"]);
+    run.expect(0);
+    assert!(!run.stdout.contains("byte-order mark"), "{run}");
+}
+
 #[test]
 fn a_latin1_comment_change_is_diffed_with_the_byte_escaped() {
     let ip = unique_loopback();

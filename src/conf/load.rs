@@ -125,6 +125,7 @@ pub fn load_from(main: &Path, opts: &LoadOptions, source: &dyn Source) -> Result
         files: Vec::new(),
         index: HashMap::new(),
         stack: Vec::new(),
+        tables: 0,
     };
     let bytes = loader.read(&main).map_err(|reason| Error::MainConfig {
         path: main.clone(),
@@ -155,7 +156,14 @@ struct Loader<'a> {
     index: HashMap<PathBuf, usize>,
     /// Files being expanded, outermost first, for cycle detection.
     stack: Vec<PathBuf>,
+    /// How many table blocks (`map`, `geo`, `types`, ...) enclose what is being spliced: a
+    /// file included there holds entries, not directives.
+    tables: usize,
 }
+
+/// Blocks whose lines are entries of a table, not directives: a byte-order mark at the top
+/// of a file included there is part of the first entry's key, which nginx takes as it is.
+const TABLE_BLOCKS: &[&str] = &["map", "geo", "types", "split_clients", "charset_map"];
 
 impl Loader<'_> {
     /// Read a file once, recording it in the file set. The error is a plain reason; the caller
@@ -189,7 +197,7 @@ impl Loader<'_> {
                 "binary data (a NUL byte): this is not an nginx configuration file",
             ));
         }
-        if bytes.starts_with(BOM) {
+        if bytes.starts_with(BOM) && self.tables == 0 {
             return Err(Error::config(path, 1, bom_message(path)));
         }
         // A file included again is parsed again from its cached bytes: cheaper than keeping a
@@ -228,8 +236,12 @@ impl Loader<'_> {
             return Ok(());
         }
         if let Some(children) = d.block.as_mut() {
+            let table = TABLE_BLOCKS.contains(&d.name.as_str());
+            self.tables += usize::from(table);
             let taken = std::mem::take(children).into_vec();
-            *children = self.splice(taken)?.into_boxed_slice();
+            let spliced = self.splice(taken);
+            self.tables -= usize::from(table);
+            *children = spliced?.into_boxed_slice();
         }
         Ok(())
     }
