@@ -393,6 +393,14 @@ fn wait(expr: duct::Expression, command: String, timeout: Duration) -> Result<Ou
     })
 }
 
+/// An argv as one line a shell runs as the same argv.
+pub fn shell_line(argv: &[String]) -> String {
+    match argv.split_first() {
+        Some((program, args)) => command_line(Path::new(program), args),
+        None => String::new(),
+    }
+}
+
 /// The command as one line a shell runs as the same argv: each word quoted where it needs it.
 fn command_line(program: &Path, args: &[String]) -> String {
     let program = program.to_string_lossy();

@@ -227,6 +227,12 @@ fn a_reload_command_that_does_nothing_is_not_rolled_back() {
                 .contains("nginx still runs the previous configuration"),
         "{text}"
     );
+    // It exited 0: nothing says it will not reload nginx later, and the run says so.
+    assert!(
+        text.stderr.contains("the reload command (true) exited 0")
+            && text.stderr.contains("nginx loads the candidate unverified"),
+        "{text}"
+    );
     site.assert_next_run_reloads();
 }
 

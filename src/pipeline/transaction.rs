@@ -101,6 +101,8 @@ struct Attempt {
     /// Files that changed between the test and the proof (forward only): nginx may have read
     /// them, so nothing was verified.
     drift: Option<Drift>,
+    /// The signal was sent, or the reload command exited 0.
+    sent: bool,
 }
 
 /// Which way a reload of the transaction goes.
@@ -195,6 +197,7 @@ impl Transaction<'_> {
                     proof,
                     health: None,
                     drift: None,
+                    sent: false,
                 });
             }
             report.notes.push(format!(
@@ -220,6 +223,7 @@ nginx began a reload all the same: it is proven from its processes"
                 proof,
                 health: None,
                 drift: None,
+                sent: true,
             });
         }
         // Read again once the reload is proven, before the checks: the master has parsed what
@@ -232,6 +236,7 @@ nginx began a reload all the same: it is proven from its processes"
                     proof,
                     health: None,
                     drift: Some(drift),
+                    sent: true,
                 });
             }
         }
@@ -259,6 +264,7 @@ nginx began a reload all the same: it is proven from its processes"
             proof,
             health: Some(h),
             drift: None,
+            sent: true,
         })
     }
 
@@ -484,6 +490,16 @@ nginx began a reload all the same: it is proven from its processes"
              candidate is on disk and kept as snapshot {}",
             self.candidate.id
         ));
+        // A command that exited 0 may have handed the reload to something that does it later
+        // (a queued systemd job, a wrapper that backgrounds it): nothing vouches for that.
+        if let (ReloadMethod::Command(argv), true) = (self.method(), attempt.sent) {
+            report.notes.push(format!(
+                "the reload command ({}) exited 0: if it reloads nginx later, nginx loads the \
+                 candidate unverified; `safe-reload rollback` puts last-good back, or run again \
+                 with a reload command that returns once nginx has reloaded",
+                crate::nginx::shell_line(&argv)
+            ));
+        }
         report.reload = Some(attempt.proof);
         Ok(report.finish(Outcome::Refused, Exit::Refused))
     }
