@@ -334,3 +334,136 @@ fn an_edit_whose_file_another_writer_changes_before_the_signal_keeps_both_versio
     assert!(read(&kept[0]).ends_with("}#edited"));
     assert!(notes.contains(&kept[0].display().to_string()), "{notes}");
 }
+
+/// A Capistrano-style release tree outside the root: `current -> releases/v1`, each release
+/// with its own `nginx.conf`, included through `current`.
+struct Releases {
+    site: Site,
+    app: tempfile::TempDir,
+}
+
+impl Releases {
+    fn start() -> Releases {
+        let site = Site::start();
+        let app = tempfile::tempdir().unwrap();
+        for (release, http) in [("v1", site.good_http()), ("v2", site.bad_http())] {
+            let dir = app.path().join("releases").join(release);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("nginx.conf"), http).unwrap();
+        }
+        symlink("releases/v1", app.path().join("current")).unwrap();
+        site.adopt(&format!(
+            "include {}/current/nginx.conf;",
+            app.path().display()
+        ));
+        Releases { site, app }
+    }
+
+    fn current(&self) -> PathBuf {
+        self.app.path().join("current")
+    }
+
+    /// `ln -sfn releases/v2 current`, atomically as deploy tools do it.
+    fn deploy(&self, release: &str) {
+        let tmp = self.app.path().join("current.tmp");
+        symlink(format!("releases/{release}"), &tmp).unwrap();
+        std::fs::rename(&tmp, self.current()).unwrap();
+    }
+}
+
+#[test]
+fn a_release_switched_by_a_directory_link_is_rolled_back_by_pointing_the_link_back() {
+    let r = Releases::start();
+    let site = &r.site;
+    let v2 = r.app.path().join("releases/v2/nginx.conf");
+    r.deploy("v2");
+
+    let out = site.run(&["reload", "-y", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_link(r.current()).unwrap(),
+        Path::new("releases/v1"),
+        "the link is pointed back: {}",
+        text(&out)
+    );
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    // The new release is the deploy's, not the configuration's: it stays as it was.
+    assert_eq!(read(&v2), site.bad_http(), "the new release's file is kept");
+    let doc = json(&out);
+    let relinked = doc["rollback"]["restore"]["relinked"].to_string();
+    assert!(
+        relinked.contains(&r.current().display().to_string()) && relinked.contains("releases/v2"),
+        "the output names the link it pointed back and where it pointed: {doc:#}"
+    );
+    // The tree nginx reads now loads: a later reload or restart works.
+    let (ok, said) = site.nginx.test();
+    assert!(ok, "{said}");
+}
+
+#[test]
+fn recover_and_rollback_id_point_a_directory_link_back() {
+    let r = Releases::start();
+    let site = &r.site;
+    let first = site.last_good_id();
+    // v2 made good and reloaded: the link now points at v2 in last-good.
+    std::fs::write(
+        r.app.path().join("releases/v2/nginx.conf"),
+        format!("{}\n# v2", site.good_http()),
+    )
+    .unwrap();
+    r.deploy("v2");
+    let out = site.run(&["reload", "-y"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(site.answer(), Some((200, "good".into())));
+
+    let out = site.run(&["rollback", &first, "-y", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_link(r.current()).unwrap(),
+        Path::new("releases/v1"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    assert!(r.app.path().join("releases/v2/nginx.conf").exists());
+}
+
+#[test]
+fn re_pointing_the_middle_link_of_a_two_hop_chain_is_rolled_back() {
+    // sites-enabled/app -> ../sites-available/app -> /srv/app/app.conf: a release re-points
+    // the middle link.
+    let site = Site::start();
+    let srv = tempfile::tempdir().unwrap();
+    let v1 = srv.path().join("app.conf");
+    let v2 = srv.path().join("app-v2.conf");
+    std::fs::write(&v1, site.good_http()).unwrap();
+    std::fs::write(&v2, site.bad_http()).unwrap();
+    let prefix = site.nginx.prefix.clone();
+    std::fs::create_dir_all(prefix.join("sites-available")).unwrap();
+    std::fs::create_dir_all(prefix.join("sites-enabled")).unwrap();
+    let middle = prefix.join("sites-available/app");
+    symlink(&v1, &middle).unwrap();
+    symlink("../sites-available/app", prefix.join("sites-enabled/app")).unwrap();
+    site.adopt(&format!("include {}/sites-enabled/*;", prefix.display()));
+    let snap = site.snapshot(&site.last_good_id());
+    assert!(
+        snap.to_string().contains("sites-available/app"),
+        "the middle link is recorded: {snap:#}"
+    );
+
+    std::fs::remove_file(&middle).unwrap();
+    symlink(&v2, &middle).unwrap();
+    let diff = site.run(&["diff", "--json"]);
+    assert!(
+        json(&diff)["diff"]
+            .to_string()
+            .contains("sites-available/app"),
+        "diff names the re-pointed link: {}",
+        text(&diff)
+    );
+    let out = site.run(&["reload", "-y", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(std::fs::read_link(&middle).unwrap(), v1, "{}", text(&out));
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    assert_eq!(read(&v2), site.bad_http(), "the release file is kept");
+}

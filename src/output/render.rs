@@ -535,6 +535,18 @@ fn render_rollback(p: &Printer, rb: &RollbackReport) {
         for path in &r.restored {
             p.progress(&format!("  restored {}", path.display()));
         }
+        for l in &r.relinked {
+            let was = l
+                .was
+                .as_ref()
+                .map(|w| format!(" (it pointed at {})", w.display()))
+                .unwrap_or_default();
+            p.err(&format!(
+                "  pointed the link {} back at {}{was}",
+                escape_control(&l.path.display().to_string()),
+                escape_control(&l.target.display().to_string())
+            ));
+        }
         for path in &r.removed {
             let displaced = r.displaced.as_ref().filter(|d| d.paths.contains(path));
             let held = match displaced {

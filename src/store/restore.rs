@@ -23,7 +23,7 @@ use std::time::SystemTime;
 
 use super::atomic::{self, is_root, Attrs};
 use super::manifest::{self, Entry, EntryKind, Outcome, Snapshot, SnapshotMeta};
-use super::scan::{relative_to, writable_paths};
+use super::scan::{links_followed, relative_to, writable_paths};
 use super::Store;
 use crate::conf::ConfFile;
 use crate::error::Result;
@@ -60,6 +60,18 @@ impl Displaced {
     }
 }
 
+/// A symlink a restore pointed back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Relinked {
+    /// Relative to the config root, absolute outside it.
+    pub path: PathBuf,
+    /// The recorded target it points at again.
+    pub target: PathBuf,
+    /// What it pointed at before the restore, if it was a link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub was: Option<PathBuf>,
+}
+
 /// What a restore did, path by path (relative to the config root, absolute outside it).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RestoreReport {
@@ -81,6 +93,10 @@ pub struct RestoreReport {
     /// Versions on disk that no snapshot held, saved before the restore replaced or removed them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub displaced: Option<Displaced>,
+    /// Symlinks pointed back at their recorded target (also in `restored`): a release switched
+    /// by re-pointing a link (`current -> releases/v2`) is undone by pointing it back.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub relinked: Vec<Relinked>,
     /// Writes or removals that failed.
     pub failed: Vec<RestoreFailure>,
     /// Paths that, read back after the restore, do not equal the snapshot.
@@ -300,7 +316,15 @@ impl Store {
                 contents.insert(item.hash.to_string(), self.read_object(item.hash)?);
             }
         }
-        let removals = self.removals(&tree, snap, current, keep, &mut report);
+        // Links the restore points back: what a path through one of them reaches now is not
+        // what it will reach, so nothing is removed through them (a release directory that
+        // `current` pointed at is the deploy's, not the configuration's).
+        let repointed: BTreeSet<PathBuf> = items
+            .iter()
+            .filter(|i| i.kind == EntryKind::Symlink && difference(i, &i.abs).is_some())
+            .map(|i| i.abs.clone())
+            .collect();
+        let removals = self.removals(&tree, snap, current, keep, &repointed, &mut report);
         report.displaced = self.save_displaced(snap, config_root, rejected, &items, &removals)?;
         for item in &items {
             let bytes = contents
@@ -327,6 +351,7 @@ impl Store {
         snap: &Snapshot,
         current: &[PathBuf],
         keep: Option<&Keep>,
+        repointed: &BTreeSet<PathBuf>,
         report: &mut RestoreReport,
     ) -> Vec<(PathBuf, PathBuf, Option<PathBuf>)> {
         let mut out = Vec::new();
@@ -346,7 +371,12 @@ impl Store {
             if in_snap || !seen.insert(abs.clone()) {
                 continue;
             }
-            if keep.is_some_and(|k| k.leaves(path, &abs)) {
+            let through_repointed = || {
+                links_followed(tree.root, path)
+                    .iter()
+                    .any(|(link, _)| repointed.contains(link) && *link != abs)
+            };
+            if keep.is_some_and(|k| k.leaves(path, &abs)) || through_repointed() {
                 if !matches!(on_disk(&abs), OnDisk::Missing) {
                     report.left.push(shown);
                 }
@@ -446,6 +476,7 @@ impl Tree<'_> {
             return;
         }
         let owner = self.owner_for(item);
+        let was = std::fs::read_link(&item.abs).ok();
         let written = match (&item.kind, item.target) {
             (EntryKind::Symlink, Some(target)) => atomic::symlink_atomic(&item.abs, target, owner),
             _ => atomic::write_atomic(
@@ -460,6 +491,13 @@ impl Tree<'_> {
         match written {
             Ok(()) => {
                 report.restored.push(item.shown.clone());
+                if let (EntryKind::Symlink, Some(target)) = (&item.kind, item.target) {
+                    report.relinked.push(Relinked {
+                        path: item.shown.clone(),
+                        target: target.to_path_buf(),
+                        was,
+                    });
+                }
                 super::journal::test_pause("restore-file");
             }
             Err(e) => report.failed.push(failure(item, e.to_string())),
@@ -508,7 +546,7 @@ impl Tree<'_> {
         }
         // The link is right; the content behind it is checked here unless the file behind it
         // is an entry of its own (verified as such) or lies outside what we may write.
-        if hash_file(&item.abs, false).ok().as_deref() == Some(item.hash) {
+        if hash_file(&item.abs, false).ok().as_deref() == Some(item.hash) || item.abs.is_dir() {
             return;
         }
         let real = fs_err::canonicalize(&item.abs).ok();

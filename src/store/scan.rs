@@ -90,8 +90,9 @@ pub fn resolve_parent(path: &Path) -> Result<PathBuf> {
     Ok(fs_err::canonicalize(dir)?.join(name))
 }
 
-/// Every path a file set may write: each file as placed, and the real file behind each symlink.
-/// A manifest's outside paths are only ever written when they are in this set.
+/// Every path a file set may write: each file as placed, every symlink nginx follows to open
+/// it, and the real file behind them. A manifest's outside paths are only ever written when
+/// they are in this set.
 pub fn writable_paths(root: &Path, files: &[PathBuf]) -> BTreeSet<PathBuf> {
     let canon_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     let mut set = BTreeSet::new();
@@ -102,8 +103,77 @@ pub fn writable_paths(root: &Path, files: &[PathBuf]) -> BTreeSet<PathBuf> {
         if let Ok(real) = std::fs::canonicalize(path) {
             set.insert(real);
         }
+        set.extend(links_followed(root, path).into_iter().map(|(link, _)| link));
     }
     set
+}
+
+/// How many symlinks the kernel follows resolving one path before it gives up (ELOOP).
+const MAX_LINKS: usize = 40;
+
+/// Every symlink the kernel follows to open `path`, in order, each by its absolute path with
+/// its directories resolved, and what readlink gives for it: a directory link on the way
+/// (Capistrano's `current -> releases/v2`), each hop of a chain (`sites-enabled/app ->
+/// ../sites-available/app -> /srv/app/app.conf`), the last component's own link. A release
+/// switched by re-pointing any of them changes what nginx reads as much as an edit does, so a
+/// snapshot records them all and a restore points them back. Links at or above the
+/// configuration root are not the configuration's: they are left out. A path that does not
+/// resolve gives the links up to where it stops.
+pub fn links_followed(root: &Path, path: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let canon_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let above_root = |link: &Path| root.starts_with(link) || canon_root.starts_with(link);
+    let mut links = Vec::new();
+    let mut pending: Vec<std::ffi::OsString> = Vec::new();
+    push_components(&mut pending, path);
+    let mut cur = PathBuf::from("/");
+    if path.is_relative() {
+        match std::env::current_dir() {
+            Ok(dir) => cur = dir,
+            Err(_) => return links,
+        }
+    }
+    while let Some(name) = pending.pop() {
+        if name == ".." {
+            cur.pop();
+            continue;
+        }
+        let next = cur.join(&name);
+        let Ok(meta) = std::fs::symlink_metadata(&next) else {
+            break;
+        };
+        if !meta.file_type().is_symlink() {
+            cur = next;
+            continue;
+        }
+        let Ok(target) = std::fs::read_link(&next) else {
+            break;
+        };
+        if links.len() == MAX_LINKS {
+            break;
+        }
+        if !above_root(&next) {
+            links.push((next, target.clone()));
+        }
+        if target.is_absolute() {
+            cur = PathBuf::from("/");
+        }
+        push_components(&mut pending, &target);
+    }
+    links
+}
+
+/// Puts `path`'s components on `stack` so that they pop in order (`.` dropped).
+fn push_components(stack: &mut Vec<std::ffi::OsString>, path: &Path) {
+    use std::path::Component;
+    let names: Vec<std::ffi::OsString> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+        })
+        .collect();
+    stack.extend(names.into_iter().rev());
 }
 
 /// The absolute path of a place.
@@ -133,20 +203,58 @@ pub fn scan(config_root: &Path, files: &[ConfFile]) -> Result<Scanned> {
             entry.target = Some(fs_err::read_link(&file.path)?);
             let real = fs_err::canonicalize(&file.path)?;
             let real_meta = fs_err::metadata(&real)?;
-            let real_place = match relative_to(&canon_root, &real) {
-                Some(rel) => Place::Inside(rel),
-                None => Place::Outside(real),
-            };
-            link_targets.push((real_place, file_entry(&real_meta, &file.bytes), file));
+            if !real_meta.is_dir() {
+                let real_place = placed(&canon_root, real);
+                link_targets.push((
+                    real_place,
+                    file_entry(&real_meta, &file.bytes),
+                    file.bytes.clone(),
+                ));
+            }
         }
         out.push(place, entry, &file.bytes);
+        for (link, target) in links_followed(config_root, &file.path) {
+            let Ok(link_meta) = fs_err::symlink_metadata(&link) else {
+                continue;
+            };
+            // A directory link has no content of its own; a hop of a chain reads the file.
+            let leads_to_dir = std::fs::metadata(&link).is_ok_and(|m| m.is_dir());
+            let bytes: Arc<[u8]> = if leads_to_dir {
+                Arc::from(&[][..])
+            } else {
+                file.bytes.clone()
+            };
+            let place = placed(&canon_root, link);
+            // A directory link inside the root that leads back into it is walked through
+            // lexically: the files below it are recorded by the path through it, and an
+            // entry never lies below a link entry.
+            let into_root = || {
+                std::fs::canonicalize(absolute(config_root, &place))
+                    .is_ok_and(|r| r.starts_with(&canon_root))
+            };
+            if leads_to_dir && matches!(place, Place::Inside(_)) && into_root() {
+                continue;
+            }
+            let mut entry = file_entry(&link_meta, &bytes);
+            entry.kind = EntryKind::Symlink;
+            entry.target = Some(target);
+            link_targets.push((place, entry, bytes));
+        }
     }
-    for (place, entry, file) in link_targets {
+    for (place, entry, bytes) in link_targets {
         if seen.insert(place.clone()) {
-            out.push(place, entry, &file.bytes);
+            out.push(place, entry, &bytes);
         }
     }
     Ok(out)
+}
+
+/// Where a path whose directories are resolved is recorded.
+fn placed(canon_root: &Path, resolved: PathBuf) -> Place {
+    match relative_to(canon_root, &resolved) {
+        Some(rel) => Place::Inside(rel),
+        None => Place::Outside(resolved),
+    }
 }
 
 impl Scanned {
