@@ -440,3 +440,119 @@ fn a_dead_backup_of_a_healthy_pool_gets_one_line_per_address() {
     assert!(!hints.contains(&elsewhere.host_port()), "{hints}");
     assert_serves_live(listen);
 }
+
+/// Regression (F13): a master started as `nobody` ignores `user` and its workers run as
+/// `nobody`. A socket `daemon` owns with mode 0660 was judged for `user daemon;`: probe "ok",
+/// `check` exit 0, while nginx answered 502 (13: Permission denied). The running master's
+/// identity is now what the socket is judged by.
+#[test]
+fn a_master_run_as_nobody_is_the_worker_user_whatever_user_says() {
+    use std::os::unix::fs::PermissionsExt;
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIPPED: needs root to start nginx as nobody and own a socket as daemon");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.path().join("uw.sock");
+    let app = HttpBackend::start_unix(&sock, "app");
+    std::os::unix::fs::chown(&sock, Some(1), Some(1)).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660)).unwrap();
+
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let target = format!("unix:{}:", sock.display());
+    let nginx = TestNginx::builder()
+        .user("daemon")
+        .run_as(65534, 65534)
+        .http(&proxy_site(listen, &target))
+        .start();
+    // Logged while the configuration is parsed, before error_log is open: to stderr.
+    let startup = std::fs::read_to_string(nginx.prefix.join("logs/stderr.log")).unwrap_or_default();
+    assert!(
+        startup.contains("\"user\" directive makes sense only"),
+        "{startup}"
+    );
+    // What nginx does with it: 502, permission denied.
+    assert_eq!(http_get(listen, "site.test", "/").unwrap().0, 502);
+    assert!(
+        wait_for(std::time::Duration::from_secs(5), || nginx
+            .error_log_text()
+            .contains("(13: Permission denied)")),
+        "{}",
+        nginx.error_log_text()
+    );
+
+    for cmd in ["check", "probe"] {
+        let run = SafeReload::new(&nginx).run(&[cmd, "--json"]);
+        run.expect(1);
+        let report = run.json();
+        let r = result_for(&report, &format!("unix:{}", sock.display()));
+        assert_eq!(r["status"], "permission-denied", "{cmd}: {run}");
+        let hints = r["hints"].to_string();
+        assert!(
+            hints.contains("worker user `nobody` cannot open")
+                && hints.contains("the `user` directive is ignored"),
+            "{cmd}: {hints}"
+        );
+    }
+    // Still 502: the check changed nothing.
+    assert_eq!(http_get(listen, "site.test", "/").unwrap().0, 502);
+    drop(app);
+}
+
+/// Regression (F1): a change of `user` that locks the workers out of a unix socket they could
+/// open before was a warning, "already down before this change", and `check` passed, while
+/// every request through it would answer 502 after the reload. The account is the change's.
+#[test]
+fn a_user_change_that_locks_the_workers_out_of_a_socket_is_the_changes_failure() {
+    use std::os::unix::fs::PermissionsExt;
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIPPED: needs root to run workers as daemon and own a socket as daemon");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.path().join("php.sock");
+    let app = HttpBackend::start_unix(&sock, "app");
+    std::os::unix::fs::chown(&sock, Some(1), Some(1)).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660)).unwrap();
+
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let target = format!("unix:{}:", sock.display());
+    let nginx = TestNginx::builder()
+        .user("daemon daemon")
+        .http(&proxy_site(listen, &target))
+        .start();
+    assert_eq!(http_get(listen, "site.test", "/").unwrap().0, 200);
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+
+    let group = if nix_group_exists("nobody") {
+        "nobody"
+    } else {
+        "nogroup"
+    };
+    let conf = std::fs::read_to_string(&nginx.conf).unwrap();
+    assert!(conf.contains("user daemon daemon;"), "{conf}");
+    std::fs::write(
+        &nginx.conf,
+        conf.replace("user daemon daemon;", &format!("user nobody {group};")),
+    )
+    .unwrap();
+    for args in [&["check", "--json"][..], &["reload", "-y", "--json"]] {
+        let run = sr.run(args);
+        run.expect(1);
+        let report = run.json();
+        let r = result_for(&report, &format!("unix:{}", sock.display()));
+        assert_eq!(r["status"], "permission-denied", "{args:?}: {run}");
+        assert_eq!(r["severity"], "failure", "{args:?}: {run}");
+        let hints = r["hints"].to_string();
+        assert!(!hints.contains("already down"), "{args:?}: {hints}");
+        assert!(hints.contains("worker user `nobody`"), "{args:?}: {hints}");
+    }
+    // Refused before the signal: nginx still serves through the socket.
+    assert_eq!(http_get(listen, "site.test", "/").unwrap().0, 200);
+    drop(app);
+}

@@ -49,8 +49,14 @@ pub fn probe(s: &Settings, report: &mut Report) -> Result<Exit> {
         probe: true,
         preflight: false,
     };
+    // A running master that is not root runs its workers as itself: that is whose permission
+    // a unix socket is judged by (found only when nginx and its pid file are).
+    let master = Env::discover(s)
+        .ok()
+        .and_then(|env| env.master(&config).ok());
+    let own: Vec<i32> = master.iter().map(|m| m.pid).collect();
     let early = Early::start(None, checks);
-    let mut insp = inspect::inspect(None, s, config, &[], early, report)?;
+    let mut insp = inspect::inspect(None, s, config, &own, early, report)?;
     let refuses = record_inspection(report, &mut insp);
     if signals::interrupted() {
         // Ctrl-C during the checks: nothing changed, whatever the checks found.

@@ -45,13 +45,16 @@ pub struct Inspection {
     pub conflicts: Vec<ListenConflict>,
 }
 
-/// Probe settings from flags and the configuration's `user`.
+/// Probe settings from flags and the configuration's `user`, or the running master's identity
+/// (`master`, its pid) when that is not root: nginx then ignores `user`.
 pub fn probe_options(
     s: &Settings,
     config: &Config,
     info: Option<&nginx::BuildInfo>,
+    master: Option<i32>,
 ) -> ProbeOptions {
     ProbeOptions {
+        master_account: master.and_then(crate::probe::access::Account::of_process),
         timeout: s.probe_timeout,
         worker_user: Some(match info {
             Some(info) => nginx::worker_user(config, info),
@@ -180,7 +183,7 @@ pub fn inspect_with<T>(
         Some(format!("{} files", config.files.len())),
     );
 
-    let mut popts = probe_options(s, &config, info);
+    let mut popts = probe_options(s, &config, info, own_pids.first().copied());
     // Only a TLS `*_pass` needs the SNI settings: no second walk for a plain configuration.
     if (targets.targets.iter())
         .flat_map(|t| t.references.iter())

@@ -53,6 +53,38 @@ impl Account {
         })
     }
 
+    /// The identity a running process has (`/proc/PID/status`: effective uid and gid, and its
+    /// supplementary groups). A master started by a user other than root ignores `user`
+    /// (nginx logs `the "user" directive makes sense only if the master process runs with
+    /// super-user privileges, ignored`): its workers keep exactly this identity. `None` when
+    /// the process is gone or runs as root.
+    pub fn of_process(pid: i32) -> Option<Account> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let ids = |key: &str| -> Option<Vec<u32>> {
+            let line = status.lines().find_map(|l| l.strip_prefix(key))?;
+            Some(
+                line.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect(),
+            )
+        };
+        let uid = *ids("Uid:")?.get(1)?;
+        let gid = *ids("Gid:")?.get(1)?;
+        if uid == 0 {
+            return None;
+        }
+        let mut groups = ids("Groups:").unwrap_or_default();
+        if !groups.contains(&gid) {
+            groups.push(gid);
+        }
+        Some(Account {
+            user: user_name(uid),
+            uid,
+            gid,
+            groups,
+        })
+    }
+
     /// The first path component that stops this account from connecting to `socket`.
     pub fn denial(&self, socket: &Path) -> Option<Denial> {
         if self.uid == 0 {

@@ -46,6 +46,10 @@ pub struct ProbeOptions {
     pub worker_user: Option<String>,
     /// The group of the `user` directive; `None` means a group named like the user, as nginx.
     pub worker_group: Option<String>,
+    /// The running master's identity when it is not root: nginx then ignores `user` and the
+    /// workers run as the master (see [`access::Account::of_process`]). Judged before
+    /// `worker_user` when set.
+    pub master_account: Option<access::Account>,
     /// Targets allowed to fail, written as the target is shown (`127.0.0.1:8000`,
     /// `unix:/run/app.sock`, `app.internal:8000`): reported, but not failures.
     pub allow_fail: Vec<String>,
@@ -67,6 +71,7 @@ impl Default for ProbeOptions {
             concurrency: 512,
             worker_user: None,
             worker_group: None,
+            master_account: None,
             allow_fail: Vec::new(),
             per_request: per_request::PerRequest::default(),
             failover: failover::Failover::default(),

@@ -44,6 +44,8 @@ pub struct Routes {
     members: HashMap<TargetAddr, Vec<u64>>,
     /// The TCP and unix listens of every server (UDP ones take no connection).
     pub listens: Vec<Listen>,
+    /// The `user` directive's arguments: the account the workers open unix sockets as.
+    pub user: Option<Vec<String>>,
 }
 
 /// Where a `*_pass` directive stands: the servers holding it (a file included into two
@@ -77,6 +79,9 @@ impl Routes {
             }
         }
         let mut out = Routes {
+            user: config
+                .main_directive("user")
+                .map(|d| d.args.iter().map(|a| a.to_string()).collect()),
             servers: servers.iter().map(ServerId::of).collect(),
             listens: (servers.iter())
                 .flat_map(|s| s.listens.iter().filter(|l| !l.udp).cloned())

@@ -98,6 +98,11 @@ fn one(
     {
         return None;
     }
+    // The workers' account decides a unix socket's permission: a `user` the change set is
+    // the change's whatever the socket did before.
+    if r.status == Status::PermissionDenied && new.user != old.user {
+        return Some(change);
+    }
     let uses = new.uses(&r.target);
     if uses.is_empty() {
         // An upstream member no `*_pass` reaches: nginx never sends it a request.

@@ -206,6 +206,9 @@ fn addr_result(probe: &Probe, outcome: &Outcome) -> AddrResult {
 
 /// The account nginx's workers run as, when the check applies.
 pub fn worker_account(opts: &ProbeOptions) -> Option<Account> {
+    if let Some(account) = &opts.master_account {
+        return Some(account.clone());
+    }
     Account::lookup(opts.worker_user.as_deref()?, opts.worker_group.as_deref())
 }
 
@@ -213,8 +216,9 @@ pub fn worker_account(opts: &ProbeOptions) -> Option<Account> {
 pub fn judge(results: &mut [ProbeResult], opts: &ProbeOptions) {
     let account = worker_account(opts);
     if let Some(account) = &account {
+        let unprivileged = opts.master_account.is_some();
         for r in results.iter_mut() {
-            check_worker_access(r, account);
+            check_worker_access(r, account, unprivileged);
         }
     }
     // Severity first: what the diagnosis suggests depends on whether nginx fails over.
@@ -259,7 +263,8 @@ fn answering_by_protocol(results: &[ProbeResult]) -> Vec<(Option<handshake::Kind
     out
 }
 
-fn check_worker_access(r: &mut ProbeResult, account: &Account) {
+/// `unprivileged`: the account is the running master's, not root, so `user` does not apply.
+fn check_worker_access(r: &mut ProbeResult, account: &Account, unprivileged: bool) {
     let TargetAddr::Unix(path) = &r.target else {
         return;
     };
@@ -279,7 +284,8 @@ fn check_worker_access(r: &mut ProbeResult, account: &Account) {
     let Some(denial) = account.denial(path) else {
         return;
     };
-    r.hints.push(denial_hint(path, &account.user, &denial));
+    r.hints
+        .push(denial_hint(path, &account.user, &denial, unprivileged));
     // We connected as root; the worker would not get that far.
     if !matches!(r.status, Status::Refused | Status::PermissionDenied) {
         r.status = Status::PermissionDenied;
@@ -305,7 +311,7 @@ fn denial_text(socket: &Path, who: &str, d: &Denial) -> String {
     }
 }
 
-fn denial_hint(socket: &Path, user: &str, d: &Denial) -> Hint {
+fn denial_hint(socket: &Path, user: &str, d: &Denial, unprivileged: bool) -> Hint {
     let text = denial_text(socket, &format!("nginx's worker user `{user}`"), d);
     let hint = Hint::new(format!(
         "{text}, so nginx answers 502 with (13: Permission denied)"
@@ -314,6 +320,12 @@ fn denial_hint(socket: &Path, user: &str, d: &Denial) -> Hint {
         hint.with_suggestion(format!(
             "give `{user}` search (x) permission on {}, or put the socket elsewhere",
             d.path.display()
+        ))
+    } else if unprivileged {
+        hint.with_suggestion(format!(
+            "let the backend create the socket writable for `{user}` (php-fpm: listen.owner, \
+             listen.group, listen.mode = 0660), or start nginx as a user that may open it: \
+             its master runs as `{user}`, not root, so the `user` directive is ignored"
         ))
     } else {
         hint.with_suggestion(format!(

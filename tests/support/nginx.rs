@@ -12,6 +12,7 @@ pub struct TestNginxBuilder {
     main: String,
     pid_file: Option<PathBuf>,
     launch: Option<Vec<String>>,
+    run_as: Option<(u32, u32)>,
 }
 
 impl TestNginxBuilder {
@@ -59,9 +60,22 @@ impl TestNginxBuilder {
         self
     }
 
+    /// Start the master as this uid and gid (not root: nginx then ignores `user`); the prefix
+    /// is handed to that user.
+    pub fn run_as(mut self, uid: u32, gid: u32) -> Self {
+        self.run_as = Some((uid, gid));
+        self
+    }
+
     /// Write the prefix, start nginx, wait until the control server answers.
     pub fn start(self) -> TestNginx {
         let mut n = self.prepare();
+        if let Some((uid, gid)) = n.settings.run_as {
+            for sub in ["", "logs", "tmp", "nginx.conf"] {
+                std::os::unix::fs::chown(n.prefix.join(sub), Some(uid), Some(gid))
+                    .expect("chown the prefix");
+            }
+        }
         n.spawn();
         n
     }
@@ -204,7 +218,12 @@ impl TestNginx {
                 .collect(),
             None => self.flags(),
         };
-        let child = Command::new(NGINX)
+        let mut cmd = Command::new(NGINX);
+        if let Some((uid, gid)) = self.settings.run_as {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(gid);
+        }
+        let child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup"))
