@@ -467,3 +467,39 @@ fn re_pointing_the_middle_link_of_a_two_hop_chain_is_rolled_back() {
     assert_eq!(site.answer(), Some((200, "good".into())));
     assert_eq!(read(&v2), site.bad_http(), "the release file is kept");
 }
+
+#[test]
+fn a_release_read_through_a_glob_under_a_directory_link_is_rolled_back_file_by_file() {
+    // include /srv/app/current/nginx/*.conf; v1 has a.conf and b.conf, v2 only a.conf (502).
+    let site = Site::start();
+    let app = tempfile::tempdir().unwrap();
+    let v1 = app.path().join("releases/v1/nginx");
+    let v2 = app.path().join("releases/v2/nginx");
+    std::fs::create_dir_all(&v1).unwrap();
+    std::fs::create_dir_all(&v2).unwrap();
+    std::fs::write(v1.join("a.conf"), site.good_http()).unwrap();
+    std::fs::write(v1.join("b.conf"), "# b\n").unwrap();
+    std::fs::write(v2.join("a.conf"), site.bad_http()).unwrap();
+    let current = app.path().join("current");
+    symlink(app.path().join("releases/v1"), &current).unwrap();
+    site.adopt(&format!("include {}/nginx/*.conf;", current.display()));
+
+    std::fs::remove_file(&current).unwrap();
+    symlink(app.path().join("releases/v2"), &current).unwrap();
+    let out = site.run(&["reload", "-y"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("pointed the link {} back at", current.display())),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read_link(&current).unwrap(),
+        app.path().join("releases/v1")
+    );
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    assert_eq!(read(&v2.join("a.conf")), site.bad_http());
+    assert_eq!(read(&v1.join("b.conf")), "# b\n");
+    let (ok, said) = site.nginx.test();
+    assert!(ok, "{said}");
+}
