@@ -447,21 +447,12 @@ fn a_dead_backup_of_a_healthy_pool_gets_one_line_per_address() {
 /// identity is now what the socket is judged by.
 #[test]
 fn a_master_run_as_nobody_is_the_worker_user_whatever_user_says() {
-    use std::os::unix::fs::PermissionsExt;
-    if unsafe { libc::geteuid() } != 0 {
-        println!("SKIPPED: needs root to start nginx as nobody and own a socket as daemon");
+    let Some((_dir, sock, app, listen, target)) = daemon_socket(
+        "uw.sock",
+        "start nginx as nobody and own a socket as daemon",
+    ) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let sock = dir.path().join("uw.sock");
-    let app = HttpBackend::start_unix(&sock, "app");
-    std::os::unix::fs::chown(&sock, Some(1), Some(1)).unwrap();
-    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660)).unwrap();
-
-    let ip = unique_loopback();
-    let listen = SocketAddr::new(ip, free_port(ip));
-    let target = format!("unix:{}:", sock.display());
+    };
     let nginx = TestNginx::builder()
         .user("daemon")
         .run_as(65534, 65534)
@@ -506,21 +497,12 @@ fn a_master_run_as_nobody_is_the_worker_user_whatever_user_says() {
 /// every request through it would answer 502 after the reload. The account is the change's.
 #[test]
 fn a_user_change_that_locks_the_workers_out_of_a_socket_is_the_changes_failure() {
-    use std::os::unix::fs::PermissionsExt;
-    if unsafe { libc::geteuid() } != 0 {
-        println!("SKIPPED: needs root to run workers as daemon and own a socket as daemon");
+    let Some((_dir, sock, app, listen, target)) = daemon_socket(
+        "php.sock",
+        "run workers as daemon and own a socket as daemon",
+    ) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let sock = dir.path().join("php.sock");
-    let app = HttpBackend::start_unix(&sock, "app");
-    std::os::unix::fs::chown(&sock, Some(1), Some(1)).unwrap();
-    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660)).unwrap();
-
-    let ip = unique_loopback();
-    let listen = SocketAddr::new(ip, free_port(ip));
-    let target = format!("unix:{}:", sock.display());
+    };
     let nginx = TestNginx::builder()
         .user("daemon daemon")
         .http(&proxy_site(listen, &target))
@@ -555,4 +537,33 @@ fn a_user_change_that_locks_the_workers_out_of_a_socket_is_the_changes_failure()
     // Refused before the signal: nginx still serves through the socket.
     assert_eq!(http_get(listen, "site.test", "/").unwrap().0, 200);
     drop(app);
+}
+
+/// A unix-socket backend owned by `daemon` (uid 1) with mode 0660, a loopback listen for a site
+/// proxying to it, and the `*_pass` target; `None` (with the reason printed) unless root.
+fn daemon_socket(
+    name: &str,
+    why: &str,
+) -> Option<(
+    tempfile::TempDir,
+    std::path::PathBuf,
+    HttpBackend,
+    SocketAddr,
+    String,
+)> {
+    use std::os::unix::fs::PermissionsExt;
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIPPED: needs root to {why}");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.path().join(name);
+    let app = HttpBackend::start_unix(&sock, "app");
+    std::os::unix::fs::chown(&sock, Some(1), Some(1)).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660)).unwrap();
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let target = format!("unix:{}:", sock.display());
+    Some((dir, sock, app, listen, target))
 }
