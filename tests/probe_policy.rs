@@ -567,3 +567,45 @@ fn daemon_socket(
     let target = format!("unix:{}:", sock.display());
     Some((dir, sock, app, listen, target))
 }
+
+/// Regression (F6): a member that accepts and closes, added beside a live one, was a warning
+/// for `check` (nginx fails over) and a rollback for `reload`: its "upstream prematurely
+/// closed connection" lines counted as new upstream errors though every client got 200. The
+/// errors of a member the probe already found failing are nginx failing over, like the connect
+/// errors of a dead member; the answers still decide.
+#[test]
+fn adding_a_member_that_accepts_and_closes_beside_a_live_one_reloads_like_check_says() {
+    let ip = unique_loopback();
+    let live = HttpBackend::start(SocketAddr::new(ip, 0), "live");
+    let closer = AcceptCloseBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let nginx = TestNginx::start(&pool_site(listen, &[live.host_port()], ""));
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+    nginx.write_http(&pool_site(
+        listen,
+        &[live.host_port(), closer.addr.to_string()],
+        "",
+    ));
+    sr.run(&["check"]).expect(0);
+    let run = sr.run(&[
+        "reload",
+        "-y",
+        "--health",
+        &format!("http://site.test:{}/", listen.port()),
+        "--resolve",
+        &format!("site.test:{}:{}", listen.port(), listen.ip()),
+        "--json",
+    ]);
+    run.expect(0);
+    // The change is live: nginx sends requests to the closer too, and fails over.
+    assert!(
+        std::fs::read_to_string(&nginx.conf)
+            .unwrap()
+            .contains(&closer.addr.to_string()),
+        "{run}"
+    );
+    for _ in 0..4 {
+        assert_serves_live(listen);
+    }
+}

@@ -376,13 +376,18 @@ fn split_expected(
     errors
 }
 
-/// A connect error (refused, no socket, permission, connect timeout) to a peer known down.
+/// An error to a peer known down of the kinds a probe failure foretells: a connect error
+/// (refused, no socket, permission, connect timeout), or a hang-up (prematurely closed, reset)
+/// from a peer the probe found accepting and closing. nginx tries the next peer after each.
+/// A read timeout is not one: a peer that makes nginx wait was not what the probe found.
 pub fn is_expected(e: &UpstreamError, expected_down: &[String]) -> bool {
     let connect = matches!(
         e.kind,
         UpstreamErrorKind::Refused
             | UpstreamErrorKind::NoSuchFile
             | UpstreamErrorKind::PermissionDenied
+            | UpstreamErrorKind::PrematureClose
+            | UpstreamErrorKind::Other
     ) || (e.kind == UpstreamErrorKind::TimedOut
         && e.text.contains("while connecting to upstream"));
     connect && e.peer().is_some_and(|peer| expected_down.contains(&peer))
@@ -847,6 +852,8 @@ mod tests {
         assert!(!is_expected(&other, &down));
         let read = logged("upstream timed out (110: Connection timed out) while reading response header from upstream, client: 127.0.0.1, server: a, request: \"GET / HTTP/1.1\", upstream: \"http://127.0.0.1:8001/\", host: \"a\"");
         assert!(!is_expected(&read, &down));
+        let closed = logged("upstream prematurely closed connection while reading response header from upstream, client: 127.0.0.1, server: a, request: \"GET / HTTP/1.1\", upstream: \"http://127.0.0.1:8001/\", host: \"a\"");
+        assert!(is_expected(&closed, &down));
     }
 
     #[test]
