@@ -578,3 +578,48 @@ fn a_deleted_file_outside_the_root_is_written_back_by_the_rollback() {
     let diff = site.run(&["diff"]);
     assert_eq!(diff.status.code(), Some(0), "{}", text(&diff));
 }
+
+#[test]
+fn rollback_puts_last_good_back_over_a_tree_that_a_hand_edit_broke() {
+    let (site, dir) = site_with_glob();
+    let good = site.last_good_id();
+    let conf = read(&site.nginx.conf);
+    // Broken by hand, outside safe-reload: an unclosed server in conf.d/ and a main file that
+    // does not parse. nginx still runs last-good; the operator wants it back on disk.
+    let broken = dir.join("new.conf");
+    std::fs::write(&broken, BROKEN).unwrap();
+    let bad_main = format!("{conf}\nevents {{\n");
+    std::fs::write(&site.nginx.conf, &bad_main).unwrap();
+
+    let out = site.run(&["rollback", &good, "-y", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc = json(&out);
+    assert_eq!(doc["outcome"], "reloaded", "{doc:#}");
+    // The note names the snapshot that keeps the hand-edited files.
+    let kept = (site.history()["history"].as_array().unwrap().iter())
+        .find(|s| s["meta"]["outcome"] == "replaced")
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .expect("a snapshot of the files from before");
+    let notes = doc["notes"].to_string();
+    assert!(
+        notes.contains("does not load") && notes.contains(&kept),
+        "{doc:#}"
+    );
+
+    // The files are last-good's again and the tree loads; nginx serves the site.
+    assert_eq!(read(&site.nginx.conf), conf);
+    assert!(!broken.exists(), "the broken file stays in the tree");
+    let diff = site.run(&["diff", "--json"]);
+    assert_eq!(diff.status.code(), Some(0), "{}", text(&diff));
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    // Both hand-edited versions are kept in the state directory.
+    assert!(
+        site.stored(BROKEN.as_bytes()),
+        "the broken file's bytes are lost"
+    );
+    assert!(
+        site.stored(bad_main.as_bytes()),
+        "the broken main file is lost"
+    );
+    assert!(!site.journal_exists());
+}

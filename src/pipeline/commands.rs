@@ -323,7 +323,7 @@ pub fn rollback(
 ) -> Result<Exit> {
     let (store, _lock) = open_locked(s)?;
     let env = Env::discover(s)?;
-    let current = env.load()?;
+    let loaded = env.load();
     let target = match id {
         Some(id) => store.get(id)?,
         None => previous_good(&store)?.ok_or_else(|| {
@@ -333,6 +333,13 @@ pub fn rollback(
         })?,
     };
     refuse_displaced(&store, &target)?;
+    let (current, unloadable) = match loaded {
+        Ok(current) => (current, None),
+        Err(e @ (Error::Config { .. } | Error::MainConfig { .. })) => {
+            (unloadable_tree(&store, &env, &target)?, Some(e))
+        }
+        Err(e) => return Err(e),
+    };
     // The files this rollback would write must be replaceable, or it stops before the first.
     let touched =
         crate::pipeline::diff_files(&store, &target, &current.conf_prefix, &current.files)?;
@@ -340,6 +347,14 @@ pub fn rollback(
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }
     let before = held_before(&store, &target, &touched, &current)?;
+    if let Some(e) = unloadable {
+        report.notes.push(format!(
+            "the configuration on disk does not load ({e}); the rollback replaces the files \
+             that snapshot {} and the last good configuration read, and snapshot {} keeps what \
+             they held",
+            target.id, before.id
+        ));
+    }
     let mut rec = JournalRecord::new(
         crate::store::command_line(),
         Some(before.id.clone()),
@@ -387,6 +402,42 @@ pub fn rollback(
         target.id, before.id
     ));
     exit
+}
+
+/// The files on disk a rollback replaces when the configuration there does not load (a file
+/// broken by hand is when an operator reaches for `rollback`): what `target`'s includes and
+/// last-good's read now, their globs matched on disk, a file neither holds listed whatever it
+/// contains ([`Store::globbed_paths`]). A file only the broken tree names is not read by the
+/// restored one, and stays where it is. The tree itself is left empty: a rollback needs only
+/// the file set and its bytes.
+fn unloadable_tree(store: &Store, env: &Env, target: &Snapshot) -> Result<conf::Config> {
+    let main = conf::load::as_opened(&std::path::absolute(&env.nginx.conf)?);
+    let mut paths = store.globbed_paths(target, &main);
+    if let Some(good) = store.last_good()? {
+        paths.extend(store.globbed_paths(&good, &main));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut files = Vec::new();
+    for path in std::iter::once(main.clone()).chain(paths) {
+        if !seen.insert(path.clone()) || !path.is_file() {
+            continue;
+        }
+        match fs_err::read(&path) {
+            Ok(bytes) => files.push(conf::ConfFile {
+                path,
+                bytes: bytes.into(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let conf_prefix = (main.parent()).map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+    Ok(conf::Config {
+        main,
+        conf_prefix,
+        files,
+        tree: Vec::new(),
+    })
 }
 
 /// A displaced snapshot holds only the versions a restore found on disk and no other snapshot
