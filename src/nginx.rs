@@ -489,6 +489,25 @@ pub fn worker_user(config: &Config, info: &BuildInfo) -> String {
     }
 }
 
+/// The running master's working directory (`/proc/PID/cwd`): where it was started (`/` under
+/// systemd). nginx never changes it; its relative `working_directory` and, without one, every
+/// relative path its workers open at run time (`proxy_pass http://unix:app.sock`) start there.
+pub fn master_cwd(master: i32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{master}/cwd")).ok()
+}
+
+/// The directory nginx's workers run in: `working_directory` (taken as written, like
+/// `chdir(2)` in `ngx_worker_process_init`: not completed against the prefix), else the
+/// master's own (`master_cwd`). A relative unix socket path is connected to from here. `None`
+/// when it depends on a master that is not running.
+pub fn worker_dir(config: &Config, master_cwd: Option<&Path>) -> Option<PathBuf> {
+    match config.main_directive("working_directory").map(|d| d.arg0()) {
+        Some(dir) if Path::new(dir).is_absolute() => Some(PathBuf::from(dir)),
+        Some(dir) if !dir.is_empty() => master_cwd.map(|cwd| cwd.join(dir)),
+        _ => master_cwd.map(Path::to_path_buf),
+    }
+}
+
 /// `worker_processes`: a number, or `auto` (the cores available). `None` when absent (nginx
 /// then runs one) or unreadable.
 pub fn worker_processes(config: &Config) -> Option<usize> {

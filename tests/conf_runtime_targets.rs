@@ -307,6 +307,56 @@ fn a_unix_path_with_a_colon_is_the_socket_nginx_connects_to() {
     assert_eq!(listed, want, "{run}");
 }
 
+/// A relative unix path is opened by nginx's workers from their working directory: the
+/// master's (where it was started), or a relative `working_directory` below it, never the
+/// directory safe-reload runs in. The probe connects where nginx does, and the shadow, started
+/// in the master's directory, lets a harmless change through.
+#[test]
+fn a_relative_unix_path_is_probed_from_nginxs_working_directory() {
+    for working_directory in [None, Some("run")] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::create_dir(d.join("run")).expect("mkdir run");
+        let at = d.join(working_directory.unwrap_or("")).join("app.sock");
+        let app = HttpBackend::start_unix(&at, "app");
+        let ip = unique_loopback();
+        let listen = SocketAddr::new(ip, free_port(ip));
+        let site = |extra: &str| {
+            format!(
+                "server {{ listen {listen}; {extra} location / {{ proxy_pass http://unix:app.sock:/; }} }}"
+            )
+        };
+        let main = working_directory.map_or(String::new(), |w| format!("working_directory {w};"));
+        let nginx = TestNginx::builder()
+            .cwd(d)
+            .main(&main)
+            .http(&site(""))
+            .start();
+        assert_eq!(served(listen, "/"), "app", "{working_directory:?}");
+
+        let sr = SafeReload::new(&nginx);
+        let run = sr.run(&["probe", "--json"]);
+        run.expect(0);
+        let results = run.json()["probe"]["results"].clone();
+        let r = (results.as_array().expect("results").iter())
+            .find(|r| r["target"] == "unix:app.sock")
+            .unwrap_or_else(|| panic!("unix:app.sock probed: {run}"));
+        assert_eq!(r["status"], "ok", "{working_directory:?}: {run}");
+        let probed = r["addresses"][0]["address"].as_str().unwrap_or_default();
+        assert_eq!(probed, format!("unix:{}", at.display()), "{run}");
+
+        // A harmless change: the shadow's workers reach the same socket, and it reloads.
+        sr.init();
+        nginx.write_http(&site("add_header X-Changed 1;"));
+        let run = sr.run(&["-y", "--json"]);
+        run.expect(0);
+        assert_eq!(run.outcome(), "reloaded", "{run}");
+        let (status, body) = http_get(listen, "site.test", "/").expect("GET through nginx");
+        assert_eq!((status, body.as_str()), (200, "app"));
+        assert!(app.hits() > 0);
+    }
+}
+
 /// A `map $host $pool` of 100 tenants over three live backends is three targets, each probed:
 /// one tenant moved to an address nothing listens on is refused by `check --no-shadow`, which
 /// names that tenant's map line, while nginx still serves every tenant from the running

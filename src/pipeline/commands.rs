@@ -120,7 +120,7 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
     // Never for untrusted configuration: running it is what `--untrusted` refuses.
     let mut shadow = confined
         .is_none()
-        .then(|| inspect::start_shadow(s, &env, &config))
+        .then(|| inspect::start_shadow(s, &env, &config, master.as_ref().map(|m| m.pid)))
         .flatten();
     let mut insp = inspect::inspect(Some(&env.info), s, config, &own, early, report)?;
     if let Some(sandbox) = &sandbox {

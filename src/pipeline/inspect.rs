@@ -55,6 +55,7 @@ pub fn probe_options(
 ) -> ProbeOptions {
     ProbeOptions {
         master_account: master.and_then(crate::probe::access::Account::of_process),
+        workdir: nginx::worker_dir(config, master.and_then(nginx::master_cwd).as_deref()),
         timeout: s.probe_timeout,
         worker_user: Some(match info {
             Some(info) => nginx::worker_user(config, info),
@@ -127,11 +128,18 @@ impl Drop for Early {
 /// with `s.no_shadow`). Only the walk for its listens runs on the calling thread. A shadow
 /// that cannot start is a reason in its report, never a refusal: it says nothing about the
 /// change. Dropping the session stops it.
-pub fn start_shadow(s: &Settings, env: &Env, config: &Config) -> Option<Session> {
+pub fn start_shadow(
+    s: &Settings,
+    env: &Env,
+    config: &Config,
+    master: Option<i32>,
+) -> Option<Session> {
     if s.no_shadow {
         return None;
     }
+    let cwd = master.and_then(nginx::master_cwd);
     let source = shadow::Source::of(&shadow::Options {
+        cwd: cwd.as_deref(),
         binary: &env.nginx.binary,
         prefix: &env.nginx.prefix,
         config,

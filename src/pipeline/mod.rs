@@ -230,7 +230,7 @@ pub fn reload_locked(
     );
     // Stopped on its own thread once its checks are done, and reaped at the latest when this
     // function returns: the reload does not wait for it.
-    let mut shadow = inspect::start_shadow(s, &env, &config);
+    let mut shadow = inspect::start_shadow(s, &env, &config, Some(master.pid));
     let own = own_pids(&master);
     let asks = !s.yes && p.interactive();
     // A run `recover` continues may have left nginx running its unverified candidate: that is

@@ -234,7 +234,10 @@ pub fn unix(
     let mut hints = Vec::new();
     match status {
         Status::NoSuchSocket => {
-            if let Some(dir) = path.parent().filter(|d| !d.exists()) {
+            if let Some(dir) = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+            {
                 hints.push(Hint::new(format!(
                     "the directory {} does not exist",
                     dir.display()

@@ -59,6 +59,9 @@ pub struct ProbeOptions {
     /// The `*_pass` lines under a `*_next_upstream` that leaves some failure out: no failover
     /// there (`Failover::of` the configuration).
     pub failover: failover::Failover,
+    /// The directory nginx's workers run in ([`crate::nginx::worker_dir`]): a relative unix
+    /// socket path is theirs to resolve, not ours. `None`: our own working directory.
+    pub workdir: Option<std::path::PathBuf>,
     /// The SNI settings at each TLS `*_pass` (`proxy_ssl_server_name`, `proxy_ssl_name`);
     /// empty means nginx's defaults: no SNI.
     pub tls_names: crate::conf::sni::TlsNames,
@@ -75,7 +78,18 @@ impl Default for ProbeOptions {
             allow_fail: Vec::new(),
             per_request: per_request::PerRequest::default(),
             failover: failover::Failover::default(),
+            workdir: None,
             tls_names: Default::default(),
+        }
+    }
+}
+
+impl ProbeOptions {
+    /// The socket file nginx's workers connect to for the unix path `path` as written.
+    pub fn socket_path(&self, path: &std::path::Path) -> std::path::PathBuf {
+        match &self.workdir {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
         }
     }
 }

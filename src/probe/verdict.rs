@@ -78,7 +78,7 @@ pub fn plan(targets: &[Target], request: &[Option<Answer>], opts: &ProbeOptions)
                 }
             },
             (TargetAddr::Ip(sa), None) => vec![Endpoint::Tcp(*sa)],
-            (TargetAddr::Unix(p), None) => vec![Endpoint::Unix(p.clone())],
+            (TargetAddr::Unix(p), None) => vec![Endpoint::Unix(opts.socket_path(p))],
             (TargetAddr::Host { .. }, None) => match resolved.next() {
                 Some((_, Ok(addrs))) => addrs.into_iter().map(Endpoint::Tcp).collect(),
                 Some((_, Err(e))) => {
@@ -218,7 +218,7 @@ pub fn judge(results: &mut [ProbeResult], opts: &ProbeOptions) {
     if let Some(account) = &account {
         let unprivileged = opts.master_account.is_some();
         for r in results.iter_mut() {
-            check_worker_access(r, account, unprivileged);
+            check_worker_access(r, account, unprivileged, opts);
         }
     }
     // Severity first: what the diagnosis suggests depends on whether nginx fails over.
@@ -246,7 +246,7 @@ pub fn judge(results: &mut [ProbeResult], opts: &ProbeOptions) {
             let allowed = candidates
                 .as_ref()
                 .map_or(diagnose::Candidates::Any, diagnose::Candidates::Only);
-            add_hints(r, &listeners, &index, opts.timeout, allowed, role.as_ref());
+            add_hints(r, &listeners, &index, opts, allowed, role.as_ref());
         }
     }
 }
@@ -264,10 +264,16 @@ fn answering_by_protocol(results: &[ProbeResult]) -> Vec<(Option<handshake::Kind
 }
 
 /// `unprivileged`: the account is the running master's, not root, so `user` does not apply.
-fn check_worker_access(r: &mut ProbeResult, account: &Account, unprivileged: bool) {
+fn check_worker_access(
+    r: &mut ProbeResult,
+    account: &Account,
+    unprivileged: bool,
+    opts: &ProbeOptions,
+) {
     let TargetAddr::Unix(path) = &r.target else {
         return;
     };
+    let path = &opts.socket_path(path);
     // Whatever we heard as root, the worker may not even connect.
     if !matches!(
         r.status,
@@ -355,13 +361,15 @@ fn add_hints(
     r: &mut ProbeResult,
     listeners: &Listeners,
     index: &diagnose::TcpIndex,
-    timeout: Duration,
+    opts: &ProbeOptions,
     allowed: diagnose::Candidates,
     role: Option<&FailsOver>,
 ) {
+    let timeout = opts.timeout;
     let mut hints = Vec::new();
     match &r.target {
         TargetAddr::Unix(path) => {
+            let path = &opts.socket_path(path);
             hints.extend(diagnose::unix(
                 path,
                 r.status,

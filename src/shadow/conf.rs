@@ -233,7 +233,7 @@ fn relative_to_conf_dir(name: &str) -> Option<bool> {
     }
     matches!(
         name,
-        "root" | "alias" | "load_module" | "xslt_stylesheet" | "perl_modules" | "working_directory"
+        "root" | "alias" | "load_module" | "xslt_stylesheet" | "perl_modules"
     )
     .then_some(false)
 }

@@ -75,6 +75,10 @@ pub struct Options<'a> {
     pub info: &'a BuildInfo,
     /// Where the lease file goes: `STATE/shadow/`.
     pub state_dir: &'a Path,
+    /// The running master's working directory ([`crate::nginx::master_cwd`]): the shadow
+    /// starts there, so a relative `working_directory` and relative unix socket paths lead
+    /// where the real workers' do. `None`: safe-reload's own.
+    pub cwd: Option<&'a Path>,
 }
 
 /// Every listen (and whether it is `udp`), each to get a stand-in.
@@ -90,6 +94,7 @@ pub struct Source {
     conf_prefix: PathBuf,
     files: Vec<ConfFile>,
     state_dir: PathBuf,
+    cwd: Option<PathBuf>,
     listens: ListenKeys,
     /// See [`StandIns::add_listen`].
     add_listen: HashSet<(PathBuf, u32)>,
@@ -119,6 +124,7 @@ impl Source {
             conf_prefix: o.config.conf_prefix.clone(),
             files: o.config.files.clone(),
             state_dir: o.state_dir.to_path_buf(),
+            cwd: o.cwd.map(Path::to_path_buf),
             listens,
             add_listen,
             http_temp,
@@ -234,7 +240,12 @@ impl Shadow {
             &o.state_dir,
             &lease::Lease::new(shadow.dir.path(), shadow.ports.rows(), None),
         )?);
-        shadow.child = Some(spawn(&o.binary, shadow.dir.path(), &main)?);
+        shadow.child = Some(spawn(
+            &o.binary,
+            shadow.dir.path(),
+            &main,
+            o.cwd.as_deref(),
+        )?);
         let master = shadow.master_pid();
         lease::write(
             &o.state_dir,
@@ -433,7 +444,7 @@ const NICE: libc::c_int = 5;
 /// Spawn the master: its own process group, `daemon off`, one worker, pid and lock file in
 /// the directory, the startup log to a file there; SIGTERM when safe-reload dies; [`NICE`]
 /// steps nicer (its workers inherit it, unless the candidate sets `worker_priority`).
-fn spawn(binary: &Path, dir: &Path, main: &Path) -> Result<Child> {
+fn spawn(binary: &Path, dir: &Path, main: &Path, cwd: Option<&Path>) -> Result<Child> {
     let q = |p: PathBuf| conf::word(&p.to_string_lossy());
     let globals = format!(
         "daemon off; master_process on; worker_processes 1; pid {}; lock_file {};",
@@ -453,6 +464,7 @@ fn spawn(binary: &Path, dir: &Path, main: &Path) -> Result<Child> {
         // nginx takes listening sockets named in $NGINX as inherited (binary upgrade): the
         // shadow must never take over one of the real nginx's sockets.
         .env_remove("NGINX")
+        .current_dir(cwd.filter(|c| c.is_dir()).unwrap_or(Path::new(".")))
         .stdin(Stdio::null())
         .stdout(log.file().try_clone()?)
         .stderr(log.into_parts().0)

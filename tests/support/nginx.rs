@@ -13,6 +13,7 @@ pub struct TestNginxBuilder {
     pid_file: Option<PathBuf>,
     launch: Option<Vec<String>>,
     run_as: Option<(u32, u32)>,
+    cwd: Option<PathBuf>,
 }
 
 impl TestNginxBuilder {
@@ -64,6 +65,13 @@ impl TestNginxBuilder {
     /// is handed to that user.
     pub fn run_as(mut self, uid: u32, gid: u32) -> Self {
         self.run_as = Some((uid, gid));
+        self
+    }
+
+    /// Start the master in this directory (its working directory, and its workers' without a
+    /// `working_directory`), not the test's.
+    pub fn cwd(mut self, dir: &Path) -> Self {
+        self.cwd = Some(dir.to_path_buf());
         self
     }
 
@@ -222,6 +230,9 @@ impl TestNginx {
         if let Some((uid, gid)) = self.settings.run_as {
             use std::os::unix::process::CommandExt;
             cmd.uid(uid).gid(gid);
+        }
+        if let Some(dir) = &self.settings.cwd {
+            cmd.current_dir(dir);
         }
         let child = cmd
             .args(args)
