@@ -94,16 +94,27 @@ impl FileSet {
 }
 
 /// A recorded file set read back as a configuration: the last-good tree is parsed from the
-/// bytes a snapshot holds, never from files on disk that may have changed since.
+/// bytes a snapshot holds, never from files on disk that may have changed since. A path is
+/// followed through the directory links the set recorded (`current -> releases/v1`), not
+/// through the disk, where they may point elsewhere now.
 pub struct Recorded<'a> {
     /// The config root the set's relative paths are relative to.
-    pub root: &'a Path,
-    pub set: &'a FileSet,
+    root: &'a Path,
+    set: &'a FileSet,
+    links: HashMap<PathBuf, PathBuf>,
 }
 
-impl Recorded<'_> {
+impl<'a> Recorded<'a> {
+    pub fn new(root: &'a Path, set: &'a FileSet) -> Recorded<'a> {
+        let links = (set.files.iter())
+            .filter_map(|(k, state)| Some((root.join(k), state.link.clone()?)))
+            .collect();
+        Recorded { root, set, links }
+    }
+
     fn key(&self, path: &Path) -> String {
-        shown(path.strip_prefix(self.root).unwrap_or(path))
+        let path = crate::store::resolve_recorded(path, &self.links);
+        shown(path.strip_prefix(self.root).unwrap_or(&path))
     }
 }
 
@@ -123,6 +134,27 @@ impl crate::conf::load::Source for Recorded<'_> {
         let text = pattern.to_string_lossy();
         let pat = glob::Pattern::new(&text)
             .map_err(|e| format!("invalid include pattern \"{text}\": {e}"))?;
+        // A pattern in the last component only (`conf.d/*.conf`): its directory as the set
+        // recorded it, each match named through the pattern's own directory, as nginx names it.
+        let magic = |p: &Path| p.to_string_lossy().contains(['*', '?', '[']);
+        if let (Some(dir), Some(last)) = (pattern.parent(), pattern.file_name()) {
+            if !magic(dir) && !self.links.is_empty() {
+                let real = crate::store::resolve_recorded_dir(dir, &self.links);
+                let last = glob::Pattern::new(&last.to_string_lossy())
+                    .map_err(|e| format!("invalid include pattern \"{text}\": {e}"))?;
+                let mut out: Vec<PathBuf> = (self.set.files.keys())
+                    .map(|k| self.root.join(k))
+                    .filter(|p| p.parent() == Some(real.as_path()))
+                    .filter_map(|p| p.file_name().map(|n| n.to_os_string()))
+                    .filter(|n| {
+                        last.matches_with(&n.to_string_lossy(), crate::conf::load::GLOB_OPTIONS)
+                    })
+                    .map(|n| dir.join(n))
+                    .collect();
+                out.sort();
+                return Ok(out);
+            }
+        }
         let mut out: Vec<PathBuf> = (self.set.files.keys())
             .map(|k| self.root.join(k))
             .filter(|p| pat.matches_path_with(p, crate::conf::load::GLOB_OPTIONS))

@@ -8,10 +8,12 @@
 mod rel_support;
 mod support;
 
+use std::net::SocketAddr;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use rel_support::*;
+use support::{free_port, http_get};
 
 fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(out)))
@@ -344,8 +346,18 @@ struct Releases {
 
 impl Releases {
     fn start() -> Releases {
-        let site = Site::start();
-        let app = tempfile::tempdir().unwrap();
+        Releases::build(Site::start(), |_| tempfile::tempdir().unwrap())
+    }
+
+    /// The app (and its `current` link) inside the configuration directory.
+    fn start_in_conf_dir() -> Releases {
+        Releases::build(Site::start(), |site| {
+            tempfile::tempdir_in(&site.nginx.prefix).unwrap()
+        })
+    }
+
+    fn build(site: Site, app_dir: impl Fn(&Site) -> tempfile::TempDir) -> Releases {
+        let app = app_dir(&site);
         for (release, http) in [("v1", site.good_http()), ("v2", site.bad_http())] {
             let dir = app.path().join("releases").join(release);
             std::fs::create_dir_all(&dir).unwrap();
@@ -374,6 +386,30 @@ impl Releases {
 #[test]
 fn a_release_switched_by_a_directory_link_is_rolled_back_by_pointing_the_link_back() {
     let r = Releases::start();
+    release_switch_rolled_back(&r);
+}
+
+/// The app (and its `current` link) inside the configuration directory: the rollback points
+/// the link back and writes nothing into either release.
+#[test]
+fn a_release_link_inside_the_configuration_directory_is_pointed_back_and_no_release_rewritten() {
+    let r = Releases::start_in_conf_dir();
+    let v1 = r.app.path().join("releases/v1/nginx.conf");
+    release_switch_rolled_back(&r);
+    assert_eq!(read(&v1), r.site.good_http(), "the old release's file");
+    let diff = r.site.run(&["diff", "--json"]);
+    assert_eq!(diff.status.code(), Some(0), "{}", text(&diff));
+}
+
+/// A path as the output shows it: relative inside the configuration directory.
+fn shown(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+fn release_switch_rolled_back(r: &Releases) {
     let site = &r.site;
     let v2 = r.app.path().join("releases/v2/nginx.conf");
     r.deploy("v2");
@@ -392,7 +428,9 @@ fn a_release_switched_by_a_directory_link_is_rolled_back_by_pointing_the_link_ba
     let doc = json(&out);
     let relinked = doc["rollback"]["restore"]["relinked"].to_string();
     assert!(
-        relinked.contains(&r.current().display().to_string()) && relinked.contains("releases/v2"),
+        // Shown relative to the configuration directory when inside it.
+        relinked.contains(&shown(&site.nginx.prefix, &r.current()))
+            && relinked.contains("releases/v2"),
         "the output names the link it pointed back and where it pointed: {doc:#}"
     );
     // The tree nginx reads now loads: a later reload or restart works.
@@ -402,7 +440,11 @@ fn a_release_switched_by_a_directory_link_is_rolled_back_by_pointing_the_link_ba
 
 #[test]
 fn recover_and_rollback_id_point_a_directory_link_back() {
-    let r = Releases::start();
+    rollback_id_across_a_release_switch(&Releases::start());
+    rollback_id_across_a_release_switch(&Releases::start_in_conf_dir());
+}
+
+fn rollback_id_across_a_release_switch(r: &Releases) {
     let site = &r.site;
     let first = site.last_good_id();
     // v2 made good and reloaded: the link now points at v2 in last-good.
@@ -425,7 +467,66 @@ fn recover_and_rollback_id_point_a_directory_link_back() {
         text(&out)
     );
     assert_eq!(site.answer(), Some((200, "good".into())));
-    assert!(r.app.path().join("releases/v2/nginx.conf").exists());
+    // Each release keeps its own file.
+    let v2 = read(&r.app.path().join("releases/v2/nginx.conf"));
+    assert!(v2.ends_with("# v2"), "release v2 was rewritten: {v2}");
+    assert_eq!(
+        read(&r.app.path().join("releases/v1/nginx.conf")),
+        site.good_http()
+    );
+}
+
+/// `conf.d -> conf.d.v2` inside the configuration directory, switched to a set with a broken
+/// site and a file of its own: the rollback points the link back, and the new set's files
+/// stay as the deploy wrote them.
+#[test]
+fn a_conf_d_link_switched_to_another_set_is_pointed_back_and_the_new_set_kept() {
+    let site = Site::start();
+    let prefix = site.nginx.prefix.clone();
+    let other = SocketAddr::new(site.addr.ip(), free_port(site.addr.ip()));
+    let other_server =
+        format!("server {{ listen {other}; location / {{ return 200 \"other\"; }} }}\n");
+    for (set, files) in [
+        ("conf.d.v2", vec![("app.conf", site.good_http())]),
+        (
+            "conf.d.v3",
+            vec![
+                ("app.conf", site.bad_http()),
+                ("other.conf", other_server.clone()),
+            ],
+        ),
+    ] {
+        std::fs::create_dir_all(prefix.join(set)).unwrap();
+        for (name, body) in files {
+            std::fs::write(prefix.join(set).join(name), body).unwrap();
+        }
+    }
+    symlink("conf.d.v2", prefix.join("conf.d")).unwrap();
+    site.adopt("include conf.d/*.conf;");
+
+    let tmp = prefix.join("conf.d.tmp");
+    symlink("conf.d.v3", &tmp).unwrap();
+    std::fs::rename(&tmp, prefix.join("conf.d")).unwrap();
+    let out = site.run(&["reload", "-y", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_link(prefix.join("conf.d")).unwrap(),
+        Path::new("conf.d.v2"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    assert!(
+        http_get(other, "other", "/").is_err(),
+        "the new set's server is live"
+    );
+    assert_eq!(read(&prefix.join("conf.d.v3/app.conf")), site.bad_http());
+    assert_eq!(read(&prefix.join("conf.d.v3/other.conf")), other_server);
+    assert_eq!(read(&prefix.join("conf.d.v2/app.conf")), site.good_http());
+    let (ok, said) = site.nginx.test();
+    assert!(ok, "{said}");
+    let diff = site.run(&["diff", "--json"]);
+    assert_eq!(diff.status.code(), Some(0), "{}", text(&diff));
 }
 
 #[test]

@@ -91,10 +91,7 @@ impl Env {
         let store = crate::store::Store::open(&self.state_dir).ok()?;
         let good = store.last_good().ok()??;
         let set = crate::diff::FileSet::from_snapshot(&store, &good).ok()?;
-        let recorded = crate::diff::Recorded {
-            root: &config.conf_prefix,
-            set: &set,
-        };
+        let recorded = crate::diff::Recorded::new(&config.conf_prefix, &set);
         let old = conf::load_from(&config.main, &LoadOptions::default(), &recorded).ok()?;
         Some(self.pid_file(&old))
     }

@@ -139,7 +139,7 @@ pub(crate) fn diff_and_prints(
     let scanned = crate::store::scan(root, files)?;
     let old = FileSet::from_snapshot_against(store, good, &scanned)?;
     let diff = diff::diff(&old, &FileSet::from_scanned(scanned));
-    let recorded = diff::Recorded { root, set: &old };
+    let recorded = diff::Recorded::new(root, &old);
     let tree = crate::conf::load_from(main, &crate::conf::LoadOptions::default(), &recorded).ok();
     Ok((diff, tree.map(OldTree::of)))
 }

@@ -19,10 +19,13 @@ use crate::conf::{load_from, LoadOptions};
 struct Recorded<'a> {
     store: &'a Store,
     snap: &'a Snapshot,
+    /// The snapshot's links ([`Snapshot::links`]): a path is looked up where it recorded it.
+    links: std::collections::HashMap<PathBuf, PathBuf>,
 }
 
 impl Recorded<'_> {
     fn hash(&self, path: &Path) -> Option<&str> {
+        let path = &super::scan::resolve_recorded(path, &self.links);
         if let Some(e) = relative_to(&self.snap.config_root, path).and_then(|r| self.snap.entry(&r))
         {
             return Some(&e.hash);
@@ -57,7 +60,11 @@ impl Store {
     /// file on disk the snapshot does not hold is listed whether or not it parses. Empty when
     /// even the recorded tree does not load (a literal include gone from disk).
     pub fn globbed_paths(&self, snap: &Snapshot, main: &Path) -> Vec<PathBuf> {
-        let source = Recorded { store: self, snap };
+        let source = Recorded {
+            store: self,
+            snap,
+            links: snap.links(),
+        };
         match load_from(main, &LoadOptions::default(), &source) {
             Ok(config) => config.paths().map(PathBuf::from).collect(),
             Err(_) => Vec::new(),

@@ -186,6 +186,18 @@ impl Snapshot {
         self.files.len() + self.external.len()
     }
 
+    /// Every symlink entry by its absolute path, with its recorded target: what
+    /// [`super::scan::resolve_recorded`] follows to find where a path nginx opens was recorded.
+    pub fn links(&self) -> std::collections::HashMap<PathBuf, PathBuf> {
+        let inside = (self.files.iter())
+            .filter(|e| e.kind == EntryKind::Symlink)
+            .filter_map(|e| Some((self.config_root.join(&e.path), e.target.clone()?)));
+        let outside = (self.external.iter())
+            .filter(|e| e.kind == EntryKind::Symlink)
+            .filter_map(|e| Some((e.path.clone(), e.target.clone()?)));
+        inside.chain(outside).collect()
+    }
+
     /// The recorded hash of whatever is at `abs` (inside or outside the root).
     pub fn hash_at(&self, abs: &Path) -> Option<&str> {
         let inside = abs

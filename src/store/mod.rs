@@ -28,7 +28,10 @@ pub use journal::{test_pause, EditRecord, JournalRecord, Phase};
 pub use lock::LockGuard;
 pub use manifest::{valid_hash, Entry, EntryKind, ExternalEntry, Outcome, Snapshot, SnapshotMeta};
 pub use restore::{Displaced, RestoreFailure, RestoreReport};
-pub use scan::{relative_to, resolve_parent, scan, Scanned, ScannedEntry, ScannedExternal};
+pub use scan::{
+    relative_to, resolve_parent, resolve_recorded, resolve_recorded_dir, scan, Scanned,
+    ScannedEntry, ScannedExternal,
+};
 pub use snapshot::PruneReport;
 pub use writable::{obstacles, Obstacle};
 

@@ -23,7 +23,7 @@ use std::time::SystemTime;
 
 use super::atomic::{self, is_root, Attrs};
 use super::manifest::{self, Entry, EntryKind, Outcome, Snapshot, SnapshotMeta};
-use super::scan::{links_followed, relative_to, writable_paths};
+use super::scan::{links_followed, place, relative_to, writable_paths, Place};
 use super::Store;
 use crate::conf::ConfFile;
 use crate::error::Result;
@@ -357,12 +357,11 @@ impl Store {
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
         for path in current {
-            let (shown, abs, rel) = match relative_to(tree.root, path) {
-                Some(rel) => (rel.clone(), path.clone(), Some(rel)),
-                None => match super::scan::resolve_parent(path) {
-                    Ok(abs) => (abs.clone(), abs, None),
-                    Err(_) => continue,
-                },
+            // Where a snapshot records it: through a directory link by the resolved path.
+            let (shown, abs, rel) = match place(tree.root, &tree.canon_root, path) {
+                Ok(Place::Inside(rel)) => (rel.clone(), tree.root.join(&rel), Some(rel)),
+                Ok(Place::Outside(abs)) => (abs.clone(), abs, None),
+                Err(_) => continue,
             };
             let in_snap = match &rel {
                 Some(rel) => snap.entry(rel).is_some(),

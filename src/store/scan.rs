@@ -9,7 +9,7 @@
 //! symlink brings its real file along, so a restore can put the content back behind the link
 //! and keep the link.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,12 +66,14 @@ fn hash(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
 }
 
-/// Where `path` (as nginx named it) is recorded: inside the root when it lies there and its
-/// directories stay there; otherwise by its resolved directory, which may still turn out to be
-/// inside the root (a directory link leading back in).
+/// Where `path` (as nginx named it) is recorded: by its path inside the root when no
+/// directory on the way there is a symlink; otherwise by its resolved directory, inside the
+/// root (`conf.d -> conf.d.v2` records `conf.d.v2/app.conf`, and the link as an entry of its
+/// own) or outside it. A file is never recorded below a link, so a restore that points the
+/// link back writes the old release's file into the old release, not into the new one.
 pub fn place(root: &Path, canon_root: &Path, path: &Path) -> Result<Place> {
     if let Some(rel) = relative_to(root, path) {
-        if parent_inside(canon_root, path) {
+        if parent_is(canon_root, &rel) {
             return Ok(Place::Inside(rel));
         }
     }
@@ -225,16 +227,6 @@ pub fn scan(config_root: &Path, files: &[ConfFile]) -> Result<Scanned> {
                 file.bytes.clone()
             };
             let place = placed(&canon_root, link);
-            // A directory link inside the root that leads back into it is walked through
-            // lexically: the files below it are recorded by the path through it, and an
-            // entry never lies below a link entry.
-            let into_root = || {
-                std::fs::canonicalize(absolute(config_root, &place))
-                    .is_ok_and(|r| r.starts_with(&canon_root))
-            };
-            if leads_to_dir && matches!(place, Place::Inside(_)) && into_root() {
-                continue;
-            }
             let mut entry = file_entry(&link_meta, &bytes);
             entry.kind = EntryKind::Symlink;
             entry.target = Some(target);
@@ -287,10 +279,56 @@ impl Scanned {
     }
 }
 
-fn parent_inside(canon_root: &Path, path: &Path) -> bool {
-    path.parent()
-        .and_then(|dir| std::fs::canonicalize(dir).ok())
-        .is_some_and(|dir| dir.starts_with(canon_root))
+/// Whether the directory of `rel` (relative to the root) resolves to itself below the
+/// resolved root: no symlink on the way.
+fn parent_is(canon_root: &Path, rel: &Path) -> bool {
+    let lexical: PathBuf = canon_root.join(rel);
+    let Some(dir) = lexical.parent() else {
+        return false;
+    };
+    let plain: PathBuf = dir.components().collect();
+    std::fs::canonicalize(&plain).is_ok_and(|real| real == plain)
+}
+
+/// The directory `dir` (absolute) resolved through the links a snapshot recorded
+/// (`links`: a link's absolute path to its recorded target), not through the disk: where
+/// that snapshot's files below it were recorded. A component that is no recorded link is
+/// taken as it is; `..` goes up from where a link led, as the kernel's does.
+pub fn resolve_recorded_dir(dir: &Path, links: &HashMap<PathBuf, PathBuf>) -> PathBuf {
+    if links.is_empty() || dir.is_relative() {
+        return dir.to_path_buf();
+    }
+    let mut pending = Vec::new();
+    push_components(&mut pending, dir);
+    let mut cur = PathBuf::from("/");
+    let mut hops = 0;
+    while let Some(name) = pending.pop() {
+        if name == ".." {
+            cur.pop();
+            continue;
+        }
+        let next = cur.join(&name);
+        match links.get(&next) {
+            Some(target) if hops < MAX_LINKS => {
+                hops += 1;
+                if target.is_absolute() {
+                    cur = PathBuf::from("/");
+                }
+                push_components(&mut pending, target);
+            }
+            _ => cur = next,
+        }
+    }
+    cur
+}
+
+/// Where a snapshot with these recorded `links` recorded the file nginx opens as `path`
+/// (absolute): its directory resolved by [`resolve_recorded_dir`], its own name kept.
+pub fn resolve_recorded(path: &Path, links: &HashMap<PathBuf, PathBuf>) -> PathBuf {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) if !links.is_empty() => resolve_recorded_dir(dir, links).join(name),
+        _ => path.to_path_buf(),
+    }
 }
 
 /// A regular-file entry (path filled in by the caller) for `bytes` with the mode and owner
