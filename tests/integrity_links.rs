@@ -507,6 +507,13 @@ fn a_conf_d_link_switched_to_another_set_is_pointed_back_and_the_new_set_kept() 
     let tmp = prefix.join("conf.d.tmp");
     symlink("conf.d.v3", &tmp).unwrap();
     std::fs::rename(&tmp, prefix.join("conf.d")).unwrap();
+    // `diff` says where the link points now and where it pointed.
+    let diff = site.run(&["diff"]);
+    assert!(
+        text(&diff).contains("conf.d: the link points at conf.d.v3, not conf.d.v2"),
+        "{}",
+        text(&diff)
+    );
     let out = site.run(&["reload", "-y", "--json"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert_eq!(

@@ -279,10 +279,39 @@ fn render_diff(p: &Printer, d: &ConfigDiff, to_stdout: bool) {
                     emit(&p.paint(tone, &escape_control(line)));
                 }
             }
-            None => emit(&format!("{}: {:?}", f.path, f.change)),
+            None => emit(&escape_control(&unchanged_content(f))),
         }
     }
     emit(&p.paint(Tone::Bold, &d.summary()));
+}
+
+/// A file whose content is the same on both sides: what changed about it, in words
+/// (`sites-enabled: the link points at /srv/etc2/enabled, not /srv/etc/enabled`).
+fn unchanged_content(f: &crate::diff::FileDiff) -> String {
+    let shown = |p: &Option<std::path::PathBuf>| {
+        p.as_ref()
+            .map_or("nothing (no link)".to_string(), |p| p.display().to_string())
+    };
+    let mut what = Vec::new();
+    if let Some((old, new)) = &f.link {
+        what.push(format!(
+            "the link points at {}, not {}",
+            shown(new),
+            shown(old)
+        ));
+    }
+    if let Some((old, new)) = f.mode {
+        what.push(format!("mode {new:04o}, not {old:04o}"));
+    }
+    if what.is_empty() {
+        let change = match f.change {
+            crate::diff::Change::Added => "added",
+            crate::diff::Change::Removed => "removed",
+            _ => "changed",
+        };
+        return format!("{}: {change}", f.path);
+    }
+    format!("{}: {}", f.path, what.join("; "))
 }
 
 /// The checks against the running configuration before the signal: with -v only, since the
