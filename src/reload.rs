@@ -70,6 +70,39 @@ pub fn serving(master: &Master) -> Vec<i32> {
         .collect()
 }
 
+/// When the master last loaded its configuration: the start of its oldest worker that accepts
+/// connections (a reload or a start replaces them all; a worker respawned after a crash is
+/// newer than the rest). `None` without a ready worker.
+pub fn loaded_at(master: &Master) -> Option<std::time::SystemTime> {
+    let oldest = (workers(master).into_iter())
+        .filter(|w| w.state == WorkerState::Ready)
+        .map(|w| w.start_ticks)
+        .min()?;
+    since_boot(oldest)
+}
+
+/// A time in clock ticks since boot (`/proc/PID/stat` start times) as wall-clock time, to the
+/// tick: the boot instant is now less the time since boot (`CLOCK_BOOTTIME`, which the start
+/// times count in), not the whole seconds of `/proc/stat`'s `btime`.
+pub fn since_boot(ticks: u64) -> Option<std::time::SystemTime> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return None;
+    }
+    let up = Duration::new(
+        u64::try_from(ts.tv_sec).ok()?,
+        u32::try_from(ts.tv_nsec).ok()?,
+    );
+    let boot = std::time::SystemTime::now().checked_sub(up)?;
+    // SAFETY: sysconf takes a plain constant and has no side effects.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
+    (hz > 0).then(|| boot + Duration::from_millis(ticks.saturating_mul(1000) / hz))
+}
+
 /// How to ask nginx to reload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -66,3 +66,43 @@ impl Config {
         self.tree.iter().find(|d| d.name == name)
     }
 }
+
+/// The files nginx reads once, when it loads a configuration, and not again until the next
+/// load: certificates, keys, CRLs, DH parameters and the like, of its listens and of its
+/// upstream connections (`proxy_ssl_certificate`, `grpc_ssl_*`, `uwsgi_ssl_*`). A renewal in
+/// place is invisible to clients until nginx reloads. Relative paths are completed against the
+/// conf prefix, as `ngx_conf_full_name` does for them; a path built from variables (read per
+/// handshake) and the forms that name no file (`data:`, `engine:`, `store:`) are left out.
+pub fn load_time_files(config: &Config) -> Vec<PathBuf> {
+    const SSL_FILES: &[&str] = &[
+        "ssl_certificate",
+        "ssl_certificate_key",
+        "ssl_trusted_certificate",
+        "ssl_client_certificate",
+        "ssl_crl",
+        "ssl_dhparam",
+        "ssl_password_file",
+        "ssl_stapling_file",
+        "ssl_session_ticket_key",
+    ];
+    let mut out: Vec<PathBuf> = Vec::new();
+    for d in config.walk() {
+        let name = ["proxy_", "grpc_", "uwsgi_"]
+            .iter()
+            .find_map(|p| d.name.strip_prefix(p))
+            .unwrap_or(&d.name);
+        let path = d.arg0();
+        let names_file = !path.is_empty()
+            && !path.contains('$')
+            && !["data:", "engine:", "store:"]
+                .iter()
+                .any(|p| path.starts_with(p));
+        if SSL_FILES.contains(&name) && names_file {
+            let full = config.conf_prefix.join(path);
+            if !out.contains(&full) {
+                out.push(full);
+            }
+        }
+    }
+    out
+}

@@ -378,9 +378,17 @@ pub fn reload_locked(
         ..
     } = ahead;
     record_impact(report, last_good.is_some(), &impact);
-    if unchanged && !s.force {
+    let stale = (unchanged && !s.force)
+        .then(|| not_what_nginx_loaded(store, &master, &insp.config))
+        .flatten();
+    if unchanged && !s.force && stale.is_none() {
         report.notes.push("nothing changed since the last good configuration; not reloading (--force reloads anyway)".into());
         return Ok(report.finish(Outcome::Unchanged, Exit::Ok));
+    }
+    if let Some(why) = stale {
+        report.notes.push(format!(
+            "the files equal the last good configuration, but {why}: reloading"
+        ));
     }
     let shadow_refuses = inspect::through_shadow(s, shadow.as_mut(), &impact, &insp, report)?;
     if signals::interrupted() {
@@ -479,6 +487,46 @@ pub fn reload_locked(
 /// A file a rollback would have to put back but could not replace (hard link, mount point,
 /// read-only directory) refuses the run now, while nothing has changed; returns whether one
 /// did. Without a last-good there is no rollback, so nothing to check.
+/// Why the files on disk, though they equal last-good, may not be what nginx runs: nginx
+/// loaded its configuration after last-good was recorded (someone ran `nginx -s reload` or
+/// restarted it outside safe-reload, perhaps with other files in place then), or a file it
+/// reads only when it loads one changed since (a certificate or key renewed in place: nginx
+/// serves the old one until it reloads). `None` when neither: nothing to reload.
+fn not_what_nginx_loaded(
+    store: &Store,
+    master: &reload::Master,
+    config: &crate::conf::Config,
+) -> Option<String> {
+    let loaded = reload::loaded_at(master)?;
+    let at = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    let recorded = std::fs::metadata(store.root().join("last-good"))
+        .and_then(|m| m.modified())
+        .ok();
+    // A reload of ours starts its workers before the verification that records last-good.
+    if recorded.is_some_and(|r| loaded > r) {
+        return Some(format!(
+            "nginx loaded its configuration at {}, after the last good configuration was \
+             recorded ({}): it was reloaded or restarted outside safe-reload, and what it runs \
+             is not known",
+            at(loaded),
+            at(recorded.unwrap_or(loaded))
+        ));
+    }
+    let changed = crate::conf::load_time_files(config)
+        .into_iter()
+        .find_map(|path| {
+            let written = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+            (written > loaded).then_some((path, written))
+        })?;
+    Some(format!(
+        "{} changed at {}, after nginx loaded its configuration ({}); nginx reads it only \
+         when it loads one",
+        changed.0.display(),
+        at(changed.1),
+        at(loaded)
+    ))
+}
+
 pub(crate) fn refuse_obstacles(
     report: &mut Report,
     root: &Path,

@@ -1,0 +1,120 @@
+//! "Nothing changed" is about what nginx runs, not only about the files: files that equal
+//! last-good are reloaded when nginx loaded its configuration after last-good was recorded
+//! (an `nginx -s reload` outside safe-reload, perhaps of other files), or when a certificate it
+//! reads only at load time was renewed in place. Each case with a real nginx, checked by what
+//! it serves afterwards; and files that equal what nginx loaded stay "unchanged".
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+/// nginx's own reload, as a colleague or a cron job runs it; returns once new workers serve.
+fn reload_outside(nginx: &TestNginx) {
+    let before = nginx.ready_workers();
+    let out = Command::new("nginx")
+        .args(nginx.flags())
+        .args(["-s", "reload"])
+        .output()
+        .expect("run nginx -s reload");
+    assert!(out.status.success(), "nginx -s reload: {out:?}");
+    let replaced = wait_for(Duration::from_secs(10), || {
+        let now = nginx.ready_workers();
+        !now.is_empty() && now.iter().all(|w| !before.contains(w))
+    });
+    assert!(replaced, "nginx -s reload never replaced its workers");
+}
+
+#[test]
+fn files_put_back_after_a_reload_outside_safe_reload_are_reloaded() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let dead = SocketAddr::new(ip, free_port(ip));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let good = proxy_site(listen, &app.host_port());
+    let nginx = TestNginx::start(&good);
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+
+    // Untouched since last-good: unchanged, nothing reloaded.
+    let workers = nginx.ready_workers();
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    assert_eq!(run.outcome(), "unchanged", "{run}");
+    assert_eq!(nginx.ready_workers(), workers);
+
+    // Someone reloads a broken file by hand, then puts the file back.
+    nginx.write_http(&proxy_site(listen, &dead.to_string()));
+    reload_outside(&nginx);
+    assert_eq!(http_get(listen, "site.test", "/").expect("GET").0, 502);
+    nginx.write_http(&good);
+
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    assert_eq!(run.outcome(), "reloaded", "{run}");
+    let notes = run.json()["notes"].to_string();
+    assert!(notes.contains("outside safe-reload"), "{run}");
+    assert_eq!(
+        http_get(listen, "site.test", "/").expect("GET"),
+        (200, "app".to_string())
+    );
+
+    // And once nginx runs last-good again, the next run has nothing to do.
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    assert_eq!(run.outcome(), "unchanged", "{run}");
+}
+
+/// The subject of the certificate nginx shows at `addr`.
+fn served_subject(addr: SocketAddr) -> String {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.starts_with("subject="))
+        .unwrap_or_else(|| panic!("no certificate from {addr}: {text}"))
+        .to_string()
+}
+
+#[test]
+fn a_certificate_renewed_in_place_is_reloaded_though_no_configuration_file_changed() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(certs.path(), "site");
+    let ip = unique_loopback();
+    let tls = SocketAddr::new(ip, free_port(ip));
+    let http = format!(
+        "server {{ listen {tls} ssl; ssl_certificate {}; ssl_certificate_key {}; \
+         location / {{ return 200 \"tls\"; }} }}",
+        cert.display(),
+        key.display()
+    );
+    let nginx = TestNginx::start(&http);
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+    let old = served_subject(tls);
+    assert!(old.contains("site"), "{old}");
+
+    // certbot renews: new files in place of the old ones (here a new subject to tell them by).
+    let renewed = tempfile::tempdir().expect("tempdir");
+    let (new_cert, new_key) = self_signed(renewed.path(), "renewed");
+    std::fs::rename(&new_key, &key).expect("move the key");
+    std::fs::rename(&new_cert, &cert).expect("move the certificate");
+
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    assert_eq!(run.outcome(), "reloaded", "{run}");
+    let notes = run.json()["notes"].to_string();
+    assert!(notes.contains(&cert.display().to_string()), "{run}");
+    let now = served_subject(tls);
+    assert!(now.contains("renewed"), "nginx still serves {now}");
+
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    assert_eq!(run.outcome(), "unchanged", "{run}");
+}
