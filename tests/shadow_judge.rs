@@ -333,3 +333,43 @@ fn a_working_directory_that_does_not_exist_is_refused_when_the_shadows_workers_d
     assert_eq!(n.ready_workers(), workers, "nginx was not signalled");
     serves(listen, "a.test", "old");
 }
+
+/// A server added to a pool that answers 502 to every request: nginx passes a backend's own
+/// 502 on and does not retry it, so round robin sends every second client to it. Through the
+/// shadow, one check fails and then passes (a pool, not a flaky backend), so it is asked again
+/// of both nginxes: the shadow fails about half of them, the running nginx none, and the
+/// change is refused before the reload, by `check` as by the reload, with nginx untouched.
+#[test]
+fn a_pool_member_the_change_adds_that_answers_502_is_refused_though_its_sibling_answers() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = listen_on(ip);
+    let site = |members: &str| {
+        format!(
+            "upstream pool {{ {members} }}\n\
+             server {{ listen {listen}; server_name pool.test; \
+             location / {{ proxy_pass http://pool; }} }}"
+        )
+    };
+    let one = format!("server {};", app.host_port());
+    let (n, sr) = running(&site(&one));
+    let workers = n.worker_pids();
+    n.write_http(&site(&format!("{one} server {};", bad.addr)));
+
+    for args in [&["check", "--json"][..], &["-y", "--json"][..]] {
+        let run = sr.run(args);
+        run.expect(1);
+        let report = run.json();
+        assert_eq!(report["shadow"]["state"], "refused", "{run}");
+        let reason = report["shadow"]["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("the running nginx none of"),
+            "{args:?}: {reason}\n{run}"
+        );
+    }
+    assert_eq!(n.worker_pids(), workers, "nginx was reloaded");
+    for _ in 0..6 {
+        serves(listen, "pool.test", "app");
+    }
+}

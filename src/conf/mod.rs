@@ -106,3 +106,24 @@ pub fn load_time_files(config: &Config) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Every `upstream` block of `http {}` with more than one `server` that takes requests (not
+/// `down`, not `backup`), by name (lowercase, as nginx matches a `*_pass` to it), and how many.
+/// nginx spreads requests over them by round robin, so one request reaches one of them.
+pub fn pool_sizes(config: &Config) -> std::collections::HashMap<String, usize> {
+    let mut out = std::collections::HashMap::new();
+    for http in config.tree.iter().filter(|d| d.name == "http") {
+        for up in http.children().iter().filter(|d| d.name == "upstream") {
+            let live = (up.children().iter())
+                .filter(|d| d.name == "server")
+                .filter(|d| {
+                    !(d.args.iter().skip(1)).any(|a| a.as_str() == "down" || a.as_str() == "backup")
+                })
+                .count();
+            if live > 1 {
+                out.insert(up.arg0().to_ascii_lowercase(), live);
+            }
+        }
+    }
+    out
+}

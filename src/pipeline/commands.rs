@@ -182,7 +182,13 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
             // No master, no running configuration: none of the log's lines are its. `nginx -t`
             // has ended by now, so nothing binds the candidate's addresses: no socket filter.
             let serving = (master.as_ref()).map_or_else(Serving::default, alongside::serving);
-            shadow.send(inspect::shadow_batch(s, checks, logs, serving));
+            shadow.send(inspect::shadow_batch(
+                s,
+                &insp.config,
+                checks,
+                logs,
+                serving,
+            ));
             shadow.expect_down(
                 report
                     .probe

@@ -291,6 +291,7 @@ pub fn health_options(s: &Settings, probe: Option<&ProbeReport>) -> HealthOption
 /// refuses what would otherwise be rolled back.
 pub fn shadow_batch(
     s: &Settings,
+    config: &Config,
     checks: Vec<health::Check>,
     running_logs: Vec<PathBuf>,
     running: Serving,
@@ -300,6 +301,7 @@ pub fn shadow_batch(
         running_logs,
         opts: health_options(s, None),
         running,
+        pools: crate::conf::pool_sizes(config),
     }
 }
 

@@ -297,6 +297,7 @@ pub fn reload_locked(
                     Some(shadow) if !impact.shadow_needed() => shadow.dismiss(),
                     Some(shadow) if !unchanged || s.force => shadow.send(inspect::shadow_batch(
                         s,
+                        parsed.config,
                         plan.checks.clone(),
                         env.error_logs(parsed.config),
                         running.clone(),

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::verify::{ask_running, run_checks};
+use super::verify::{ask_running, run_checks, sample};
 use super::{Deadline, NotServing, Shadow, ShadowCheck, ShadowReport, ShadowState, Source};
 use crate::health::recent::Serving;
 use crate::health::{Check, HealthOptions};
@@ -32,6 +32,10 @@ pub struct Batch {
     /// The running nginx's listening sockets, when `nginx -t` may still bind the candidate's,
     /// and its serving workers (see `health::recent`).
     pub running: Serving,
+    /// The upstream blocks with more than one server nginx sends requests to, by name, and
+    /// how many (see `conf::pool_sizes`): a check through one is asked again until round
+    /// robin has reached each (see `verify::sample`).
+    pub pools: std::collections::HashMap<String, usize>,
 }
 
 /// What the shadow showed, handed back when its checks ended.
@@ -182,6 +186,7 @@ fn live(
                 // Only a check the running nginx may be asked about waits for the probe to say
                 // which peers are down.
                 let asks = checks.iter().any(ShadowCheck::asks_running);
+                sample(&shadow, &mut checks, &batch.opts, &batch.pools);
                 if let Some(expected_down) = asks.then(|| expected.recv().ok()).flatten() {
                     let opts = HealthOptions {
                         expected_down,

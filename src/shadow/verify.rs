@@ -62,6 +62,114 @@ pub struct ShadowCheck {
     /// verification after the reload (set by the caller, see `differs`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub differs: Option<Differs>,
+    /// The check asked again of both nginxes ([`sample`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampled: Option<Sampled>,
+}
+
+/// A check asked again of the shadow and then of the running nginx (see [`sample`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Sampled {
+    pub asked: usize,
+    pub shadow_failed: usize,
+    pub running_failed: usize,
+    /// The first failed answer through the shadow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_failure: Option<String>,
+}
+
+impl Sampled {
+    /// The change made the request fail now and then where the running nginx never fails it:
+    /// a server added to a pool that answers 502 itself or never answers (nginx passes on a
+    /// backend's own 502 and does not retry it), not a flaky backend both share.
+    pub fn worse(&self) -> bool {
+        self.shadow_failed >= 2 && self.running_failed == 0
+    }
+}
+
+/// How many more times a check is asked of each nginx, at least.
+pub const SAMPLES: usize = 8;
+
+/// The most times a check is asked again of each nginx, whatever the pool's size.
+const MAX_SAMPLES: usize = 32;
+
+/// One request through the shadow reaches one server of a pool, and an answer that failed
+/// and then passed may be a pool's, not a flaky backend's. So a check that answered
+/// intermittently, and one check for each pool of more than one server (`pools`, see
+/// `conf::pool_sizes`) that answered, is asked again through the shadow: [`SAMPLES`] times
+/// or twice the pool's size, all at once (the shadow's one worker gives each request the next
+/// server). When some of those fail, the running nginx is asked as many times. Failed answers
+/// through the shadow (two or more) where the running nginx failed none are the change's
+/// ([`Sampled::worse`]): a pool member it added that fails every request it gets (a 502 of its
+/// own, which nginx passes on, or no answer) fails that share of every client's. A backend
+/// both nginxes share that fails now and then shows on both sides, and stays a warning. The
+/// running nginx is asked only after the shadow, so a backend that fails every third request
+/// it gets shows that on both.
+pub fn sample(
+    shadow: &Shadow,
+    checks: &mut [ShadowCheck],
+    opts: &HealthOptions,
+    pools: &std::collections::HashMap<String, usize>,
+) {
+    let asked = |c: &Check, n: usize| -> Vec<CheckResult> {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..n)
+                .map(|_| scope.spawn(|| health::request(c, opts)))
+                .collect();
+            (handles.into_iter())
+                .filter_map(|h| h.join().ok())
+                .collect()
+        })
+    };
+    let mut sampled_pools = HashSet::new();
+    for c in checks.iter_mut() {
+        if c.worse() || c.failed() {
+            continue;
+        }
+        let pool = c
+            .shadow
+            .check
+            .upstream
+            .as_deref()
+            .and_then(|u| pool_of(u, pools));
+        let n = match pool {
+            Some((name, size)) if sampled_pools.insert(name.to_string()) => {
+                (2 * size).clamp(SAMPLES, MAX_SAMPLES)
+            }
+            _ if c.shadow.intermittent() => SAMPLES,
+            _ => continue,
+        };
+        let Some(routed) = shadow.ports().route_check(&c.shadow.check) else {
+            continue;
+        };
+        let through_shadow = asked(&routed, n);
+        let failed = |rs: &[CheckResult]| rs.iter().filter(|r| r.failed).count();
+        let shadow_failed = failed(&through_shadow);
+        if shadow_failed == 0 && !c.shadow.intermittent() {
+            continue;
+        }
+        let through_running = asked(&c.shadow.check, n);
+        if through_running.iter().any(|r| r.refused) {
+            // Nothing of the running nginx listens there: no answer to compare with.
+            continue;
+        }
+        c.sampled = Some(Sampled {
+            asked: n,
+            shadow_failed,
+            running_failed: failed(&through_running),
+            first_failure: (through_shadow.iter().find(|r| r.failed)).map(CheckResult::reply),
+        });
+    }
+}
+
+/// The pool a `*_pass` value (`http://app_pool`, `http://app_pool/prefix`) names, and its size.
+fn pool_of<'a>(
+    pass: &str,
+    pools: &'a std::collections::HashMap<String, usize>,
+) -> Option<(&'a str, usize)> {
+    let rest = pass.split_once("://").map_or(pass, |(_, r)| r);
+    let host = rest.split('/').next()?.to_ascii_lowercase();
+    pools.get_key_value(&host).map(|(k, n)| (k.as_str(), *n))
 }
 
 impl ShadowCheck {
@@ -114,9 +222,12 @@ impl ShadowCheck {
             .find(|e| !(self.running_errors.iter()).any(|r| verdict::same_error(r, e)))
     }
 
-    /// Whether the change made this request worse: its answer, or an upstream error.
+    /// Whether the change made this request worse: its answer, an upstream error, or answers
+    /// that fail now and then where the running nginx's never do ([`Sampled::worse`]).
     pub fn worse(&self) -> bool {
-        self.broken_by_change() || (!self.failed() && self.new_error().is_some())
+        self.broken_by_change()
+            || (!self.failed() && self.new_error().is_some())
+            || self.sampled.as_ref().is_some_and(Sampled::worse)
     }
 
     /// What the change made worse, in words: `server S: GET URL through the shadow nginx
@@ -127,6 +238,26 @@ impl ShadowCheck {
             self.server(),
             self.url
         );
+        if let Some(s) = self
+            .sampled
+            .as_ref()
+            .filter(|s| s.worse() && !self.failed())
+        {
+            return format!(
+                "{}: GET {} through the shadow nginx failed {} of {} answers ({}), the running \
+                 nginx none of {}: the change makes a share of these requests fail (a server \
+                 it added to the pool that fails every request it gets?)",
+                self.server(),
+                self.url,
+                s.shadow_failed,
+                s.asked,
+                s.first_failure
+                    .as_deref()
+                    .or(self.shadow.first_failure.as_deref())
+                    .unwrap_or("?"),
+                s.asked
+            );
+        }
         match self.new_error().filter(|_| !self.failed()) {
             Some(e) => format!(
                 "{what} {}, and {}",
@@ -155,7 +286,7 @@ impl ShadowCheck {
     /// a refusal (one failed answer decides nothing, see `health::judge`).
     pub fn intermittent(&self) -> Option<String> {
         let r = &self.shadow;
-        r.intermittent().then(|| {
+        (r.intermittent() && !self.worse()).then(|| {
             format!(
                 "{}: GET {} through the shadow nginx: {} of {} answers failed ({}), then it \
                  answered {}: intermittent, not a refusal",
@@ -296,6 +427,7 @@ pub fn run_checks(
                 running: None,
                 running_errors: Vec::new(),
                 differs: None,
+                sampled: None,
             });
         }
         // A line that names no check of the wave (no Host or request in it) could be any
@@ -509,6 +641,7 @@ mod tests {
             running,
             running_errors: Vec::new(),
             differs: None,
+            sampled: None,
         }
     }
 
