@@ -373,3 +373,38 @@ fn a_pool_member_the_change_adds_that_answers_502_is_refused_though_its_sibling_
         serves(listen, "pool.test", "app");
     }
 }
+
+/// TLS settings our own client cannot negotiate but OpenSSL's can (`ssl_ecdh_curve
+/// secp521r1`: curl and browsers connect) are asked through `openssl s_client` before the
+/// handshake counts as a failure: the change goes live. Settings OpenSSL's client refuses as
+/// well (`ssl_protocols TLSv1`) are still refused before the reload.
+#[test]
+fn tls_settings_openssl_clients_accept_pass_and_ones_they_refuse_are_refused() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(certs.path(), "tls.test");
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let listen = listen_on(ip);
+    let site = |extra: &str| {
+        format!(
+            "server {{ listen {listen} ssl; server_name tls.test; ssl_certificate {}; \
+             ssl_certificate_key {}; {extra} location / {{ proxy_pass http://{}; }} }}",
+            cert.display(),
+            key.display(),
+            app.host_port()
+        )
+    };
+    let (n, sr) = running(&site(""));
+    n.write_http(&site("ssl_ecdh_curve secp521r1;"));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    assert_eq!(run.json()["shadow"]["state"], "verified", "{run}");
+    assert_eq!(run.outcome(), "reloaded", "{run}");
+
+    let workers = n.worker_pids();
+    n.write_http(&site("ssl_protocols TLSv1;"));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert_eq!(n.worker_pids(), workers, "nginx was reloaded");
+}

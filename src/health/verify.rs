@@ -614,7 +614,15 @@ fn get_status(
             false => tls::server_name(&check.host).map_err(other)?,
         };
         let conn = rustls::ClientConnection::new(config, name).map_err(|e| other(e.to_string()))?;
-        exchange(rustls::StreamOwned::new(conn, stream), &req, timeout)
+        match exchange(rustls::StreamOwned::new(conn, stream), &req, timeout) {
+            // Our TLS stack offers less than OpenSSL's (no secp521r1, no RSA key exchange):
+            // settings nginx and every OpenSSL client agree on are asked through OpenSSL's
+            // own client before the handshake counts as a failure.
+            Err(Failure::Other(why)) if not_negotiated(&why) && !check.proxy_protocol => {
+                openssl_exchange(check, &req, deadline).map_err(|_| other(why))
+            }
+            result => result,
+        }
     } else {
         exchange(stream, &req, timeout)
     }?;
@@ -802,6 +810,67 @@ fn exchange(
         )),
         Err(e) if !buf.contains(&b'\n') => Err(io_failure("read", &e, timeout)),
         _ => Ok(buf),
+    }
+}
+
+/// A TLS handshake our client could not complete for want of something in common: an alert
+/// from nginx (no shared group or cipher suite), or a choice of its our client does not
+/// support.
+fn not_negotiated(why: &str) -> bool {
+    why.contains("received fatal alert") || why.contains("peer is incompatible")
+}
+
+/// The request through `openssl s_client`, which offers what nginx's OpenSSL supports; its
+/// raw answer. An error when OpenSSL is not installed, its handshake fails too, or `deadline`
+/// passes (it is then killed).
+fn openssl_exchange(check: &Check, req: &str, deadline: Instant) -> Result<Vec<u8>, String> {
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args(["s_client", "-quiet", "-ign_eof"]);
+    match &check.unix {
+        Some(path) => cmd.arg("-unix").arg(path),
+        None => cmd
+            .arg("-connect")
+            .arg(check.dial.unwrap_or(check.connect).to_string()),
+    };
+    let name = check.host.trim_start_matches('[').trim_end_matches(']');
+    if name.is_empty() || name.parse::<std::net::IpAddr>().is_ok() {
+        cmd.arg("-noservername");
+    } else {
+        cmd.args(["-servername", name]);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("openssl s_client: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("openssl s_client: no stdin")?;
+    let mut stdout = child.stdout.take().ok_or("openssl s_client: no stdout")?;
+    let _ = stdin.write_all(req.as_bytes());
+    drop(stdin);
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = (&mut stdout).take(MAX_RESPONSE).read_to_end(&mut buf);
+        buf
+    });
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let buf = reader.join().unwrap_or_default();
+    match status {
+        Some(_) if buf.starts_with(b"HTTP/") => Ok(buf),
+        Some(_) => Err("openssl s_client: no HTTP answer".into()),
+        None => Err("openssl s_client: no answer in time".into()),
     }
 }
 
