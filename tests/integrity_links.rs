@@ -611,3 +611,52 @@ fn a_release_read_through_a_glob_under_a_directory_link_is_rolled_back_file_by_f
     let (ok, said) = site.nginx.test();
     assert!(ok, "{said}");
 }
+
+/// A directory link a deploy replaced by a real directory with new files (`rm sites-enabled;
+/// mkdir sites-enabled`): the rollback moves the files out (the rejected snapshot keeps
+/// them), then puts the link back in the directory's place, and nginx serves last-good.
+#[test]
+fn a_directory_link_replaced_by_a_real_directory_is_put_back_after_its_files_move_out() {
+    let site = Site::start();
+    let srv = tempfile::tempdir().unwrap();
+    let enabled = srv.path().join("enabled");
+    std::fs::create_dir_all(&enabled).unwrap();
+    std::fs::write(enabled.join("app"), site.good_http()).unwrap();
+    let link = site.nginx.prefix.join("sites-enabled");
+    symlink(&enabled, &link).unwrap();
+    site.adopt("include sites-enabled/*;");
+
+    std::fs::remove_file(&link).unwrap();
+    std::fs::create_dir(&link).unwrap();
+    let other = SocketAddr::new(site.addr.ip(), free_port(site.addr.ip()));
+    let other_server =
+        format!("server {{ listen {other}; location / {{ return 200 \"other\"; }} }}\n");
+    std::fs::write(link.join("app"), site.bad_http()).unwrap();
+    std::fs::write(link.join("other"), &other_server).unwrap();
+
+    let out = site.run(&["reload", "-y", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        enabled,
+        "{}",
+        text(&out)
+    );
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    assert!(
+        http_get(other, "other", "/").is_err(),
+        "the change's server is live"
+    );
+    assert_eq!(read(&enabled.join("app")), site.good_http());
+    assert!(
+        site.stored(site.bad_http().as_bytes()),
+        "the change's app file is lost"
+    );
+    assert!(
+        site.stored(other_server.as_bytes()),
+        "the change's new file is lost"
+    );
+    let (ok, said) = site.nginx.test();
+    assert!(ok, "{said}");
+    assert!(!site.journal_exists());
+}

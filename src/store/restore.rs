@@ -326,15 +326,44 @@ impl Store {
             .collect();
         let removals = self.removals(&tree, snap, current, keep, &repointed, &mut report);
         report.displaced = self.save_displaced(snap, config_root, rejected, &items, &removals)?;
-        for item in &items {
+        // A link a deploy replaced by a real directory (`rm sites-enabled; mkdir
+        // sites-enabled`) goes back once the files in it are moved out: the directory is
+        // removed then, when it is empty, and the link made in its place.
+        let is_real_dir = |i: &Item| {
+            i.kind == EntryKind::Symlink
+                && std::fs::symlink_metadata(&i.abs).is_ok_and(|m| m.file_type().is_dir())
+        };
+        let put = |item: &Item, report: &mut RestoreReport| {
             let bytes = contents
                 .get(item.hash)
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            tree.put(item, bytes, &mut report);
+            tree.put(item, bytes, report);
+        };
+        let (in_place_of_dirs, rest): (Vec<&Item>, Vec<&Item>) =
+            items.iter().partition(|i| is_real_dir(i));
+        for item in rest {
+            put(item, &mut report);
         }
         for (shown, abs, rel) in &removals {
             tree.remove(shown, abs, rel.as_deref(), &mut report);
+        }
+        for item in in_place_of_dirs {
+            if let Err(e) = fs_err::remove_dir(&item.abs) {
+                let held: Vec<String> = (std::fs::read_dir(&item.abs).into_iter().flatten())
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .take(5)
+                    .collect();
+                let reason = format!(
+                    "cannot put the link back: it is a directory now, and it still holds {} \
+                     ({e})",
+                    held.join(", ")
+                );
+                report.failed.push(failure(item, reason));
+                continue;
+            }
+            put(item, &mut report);
         }
         for item in &items {
             tree.verify(item, &named, &mut report);
