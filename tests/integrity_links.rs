@@ -660,3 +660,51 @@ fn a_directory_link_replaced_by_a_real_directory_is_put_back_after_its_files_mov
     assert!(ok, "{said}");
     assert!(!site.journal_exists());
 }
+
+/// Puts /dev/null back as the character device it is if a test broke it, so that one failing
+/// run does not break every later program on the machine.
+struct DevNullGuard;
+
+impl Drop for DevNullGuard {
+    fn drop(&mut self) {
+        use std::os::unix::fs::FileTypeExt;
+        let ok =
+            std::fs::symlink_metadata("/dev/null").is_ok_and(|m| m.file_type().is_char_device());
+        if !ok {
+            let _ = std::fs::remove_file("/dev/null");
+            let _ = std::process::Command::new("mknod")
+                .args(["-m", "666", "/dev/null", "c", "1", "3"])
+                .status();
+        }
+    }
+}
+
+/// A site masked with a link to /dev/null (`sites-enabled/old -> /dev/null`) beside a change
+/// that is rolled back: the restore never writes /dev/null, which stays the character device.
+#[test]
+fn a_site_masked_with_a_link_to_dev_null_leaves_dev_null_a_device_through_a_rollback() {
+    use std::os::unix::fs::FileTypeExt;
+    let _guard = DevNullGuard;
+    let site = Site::start();
+    let enabled = site.nginx.prefix.join("sites-enabled");
+    std::fs::create_dir_all(&enabled).unwrap();
+    symlink("/dev/null", enabled.join("old")).unwrap();
+    std::fs::write(enabled.join("app"), site.good_http()).unwrap();
+    site.adopt("include sites-enabled/*;");
+
+    std::fs::write(enabled.join("app"), site.bad_http()).unwrap();
+    let out = site.run(&["reload", "-y", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let meta = std::fs::symlink_metadata("/dev/null").unwrap();
+    assert!(
+        meta.file_type().is_char_device(),
+        "/dev/null was replaced: {}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read_link(enabled.join("old")).unwrap(),
+        Path::new("/dev/null")
+    );
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    assert_eq!(read(&enabled.join("app")), site.good_http());
+}

@@ -115,6 +115,14 @@ impl RestoreReport {
     }
 }
 
+/// A device, FIFO or socket: never a configuration file a restore writes or checks.
+fn is_special(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| {
+        let t = m.file_type();
+        !t.is_file() && !t.is_symlink() && !t.is_dir()
+    })
+}
+
 /// Nothing at `path`, in a directory that exists.
 fn gone_from_its_directory(path: &Path) -> bool {
     let missing = matches!(fs_err::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
@@ -494,6 +502,12 @@ impl Tree<'_> {
             report.failed.push(failure(item, reason));
             return;
         }
+        // A device, FIFO or socket is never a configuration file to put back (an older
+        // manifest may record `/dev/null` behind a masking link as one): nothing replaces it.
+        if is_special(&item.abs) {
+            report.unchanged.push(item.shown.clone());
+            return;
+        }
         if let Some(dir) = item.abs.parent() {
             if let Ok(swept) = atomic::sweep_temp_files(dir) {
                 report.swept.extend(swept);
@@ -565,6 +579,9 @@ impl Tree<'_> {
     }
 
     fn verify(&self, item: &Item, named: &BTreeSet<PathBuf>, report: &mut RestoreReport) {
+        if is_special(&item.abs) {
+            return;
+        }
         if let Some(reason) = difference(item, &item.abs) {
             report.mismatches.push(failure(item, reason));
             return;

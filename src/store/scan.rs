@@ -200,12 +200,15 @@ pub fn scan(config_root: &Path, files: &[ConfFile]) -> Result<Scanned> {
         }
         let meta = fs_err::symlink_metadata(&file.path)?;
         let mut entry = file_entry(&meta, &file.bytes);
+        // A device nginx reads (`sites-enabled/old -> /dev/null`, a site masked) is no file
+        // of the configuration: never recorded, so never written over by a restore.
+        let special = !meta.file_type().is_symlink() && !meta.is_file();
         if meta.file_type().is_symlink() {
             entry.kind = EntryKind::Symlink;
             entry.target = Some(fs_err::read_link(&file.path)?);
             let real = fs_err::canonicalize(&file.path)?;
             let real_meta = fs_err::metadata(&real)?;
-            if !real_meta.is_dir() {
+            if real_meta.is_file() {
                 let real_place = placed(&canon_root, real);
                 link_targets.push((
                     real_place,
@@ -214,7 +217,9 @@ pub fn scan(config_root: &Path, files: &[ConfFile]) -> Result<Scanned> {
                 ));
             }
         }
-        out.push(place, entry, &file.bytes);
+        if !special {
+            out.push(place, entry, &file.bytes);
+        }
         for (link, target) in links_followed(config_root, &file.path) {
             let Ok(link_meta) = fs_err::symlink_metadata(&link) else {
                 continue;
