@@ -497,3 +497,49 @@ fn after_a_rollback_the_candidates_failures_are_said_as_what_the_change_broke() 
         (200, "app-v1".into())
     );
 }
+
+/// A rollback whose candidate also fails a check that failed before it (another site's
+/// backend answers 502 today): only the check the change broke is "the change broke"; the
+/// other is said to have failed before, and the rollback is still for the first.
+#[test]
+fn a_rollback_says_which_failures_the_change_broke_and_which_were_there_before() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let failing = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let (a, b) = (
+        SocketAddr::new(ip, free_port(ip)),
+        SocketAddr::new(ip, free_port(ip)),
+    );
+    let http = |b_to: &str| {
+        format!(
+            "server {{ listen {a}; server_name a.test; location / {{ proxy_pass http://{}; }} }}\n\
+             server {{ listen {b}; server_name b.test; location / {{ proxy_pass http://{b_to}; }} \
+             add_header X-Rev 2; }}",
+            failing.addr
+        )
+    };
+    let nginx = TestNginx::start(&http(&app.host_port()));
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+    // A change to both servers (a shared header would do the same): a.test fails as before.
+    nginx.write_http(&http(&bad.addr.to_string()).replace(
+        "server_name a.test;",
+        "server_name a.test; add_header X-Rev 2;",
+    ));
+    let run = sr.run(&["-y", "--no-shadow"]);
+    run.expect(3);
+    assert!(
+        run.stderr.contains("the change broke: GET http://b.test"),
+        "{run}"
+    );
+    assert!(
+        run.stderr.contains("already failing: GET http://a.test")
+            && !run.stderr.contains("the change broke: GET http://a.test"),
+        "{run}"
+    );
+    assert_eq!(
+        http_get(b, "b.test", "/").expect("GET"),
+        (200, "app".to_string())
+    );
+}

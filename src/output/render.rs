@@ -490,12 +490,22 @@ fn render_broke(p: &Printer, h: &HealthReport, causes: &[Cause]) {
     };
     render_health(p, &passed, "verify", false);
     let head = p.paint(Tone::Bad, "the change broke:");
+    let already = p.paint(Tone::Warn, "already failing:");
     for r in h.results.iter().filter(|r| r.failed) {
-        let before = causes.iter().find_map(|c| match c {
-            Cause::Check(c) if c.url == r.check.url => c.before.as_ref(),
+        let cause = causes.iter().find_map(|c| match c {
+            Cause::Check(c) if c.url == r.check.url => Some(c),
             _ => None,
         });
-        let before = match before {
+        // A check that failed before the change as after it is no part of what it broke.
+        let Some(cause) = cause else {
+            p.progress(&format!(
+                "{already} GET {} -> {} (it failed before this change too)",
+                escape_control(&r.check.url),
+                escape_control(&r.reply()),
+            ));
+            continue;
+        };
+        let before = match &cause.before {
             Some(b) => format!(" ({} before this change)", b.answer),
             None => String::new(),
         };
@@ -506,13 +516,20 @@ fn render_broke(p: &Printer, h: &HealthReport, causes: &[Cause]) {
             escape_control(&before)
         ));
     }
-    for u in &h.upstream_errors {
+    let new_errors = (h.upstream_errors.iter()).filter(|u| {
+        (causes.iter()).any(|c| matches!(c, Cause::UpstreamError(e) if verdict_same(e, u)))
+    });
+    for u in new_errors {
         p.progress(&format!(
             "{head} nginx logged an upstream error (upstream: {}): {}",
             escape_control(u.upstream.as_deref().unwrap_or("?")),
             escape_control(&u.text)
         ));
     }
+}
+
+fn verdict_same(a: &crate::errorlog::UpstreamError, b: &crate::errorlog::UpstreamError) -> bool {
+    a.text == b.text || crate::verdict::same_error(a, b)
 }
 
 /// Each check through the shadow: failures always, passes under -v.
