@@ -232,3 +232,31 @@ fn regression_nginx_t_own_listening_sockets_are_not_a_conflict() {
         assert!(run.json()["conflicts"].is_null(), "{run}");
     }
 }
+
+/// What the shadow warns about is in `check`'s text, as in a reload's: a check that failed
+/// and then passed through it (a backend that fails every second request, in both nginxes).
+#[test]
+fn check_prints_the_shadows_warnings() {
+    let ip = unique_loopback();
+    let flaky = FlakyBackend::start(SocketAddr::new(ip, 0), "flaky", 2, Flake::Close);
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |rev: u32| {
+        format!(
+            "server {{ listen {listen}; server_name f.test; add_header X-Rev {rev}; \
+             location / {{ proxy_pass http://{}; }} }}",
+            flaky.host_port()
+        )
+    };
+    let nginx = TestNginx::start(&site(1));
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+    // One request first, so that the shadow's first one is a failing second.
+    let _ = http_get(flaky.addr, "f.test", "/");
+    nginx.write_http(&site(2));
+    let run = sr.run(&["check"]);
+    run.expect(0);
+    assert!(
+        run.stderr.contains("warning:") && run.stderr.contains("intermittent, not a refusal"),
+        "{run}"
+    );
+}

@@ -48,6 +48,16 @@ fn render_details(p: &Printer, report: &Report) {
     if let Some(targets) = &report.targets {
         render_targets(p, targets);
     }
+    // A reload shows its warnings before the prompt (`render_preview`); `check` has none.
+    if report.command == "check" {
+        for w in &report.warnings {
+            p.err(&format!(
+                "{} {}",
+                p.paint(Tone::Warn, "warning:"),
+                escape_control(w)
+            ));
+        }
+    }
     if let Some(d) = &report.diff {
         match report.command.as_str() {
             "diff" => render_diff(p, d, true),
