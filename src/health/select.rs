@@ -207,16 +207,39 @@ impl<'a> Candidates<'a> {
 }
 
 /// Which servers get checks (indices into `per_server`): one check each where the bound
-/// allows, those the change reaches directly first (an even spread of them when even they are
-/// too many), then an even spread of the others over what is left.
+/// allows, those the change reaches directly first, then the others. Over the bound, each
+/// part starts with a server for every backend it passes to (the first server that passes to
+/// a target no server chosen yet reaches): 253 checks of three shared backends would say
+/// nothing of the one server on a backend of its own. An even spread of the rest fills what
+/// is left.
 fn choose(per_server: &[Candidates]) -> BTreeSet<usize> {
     let with = |direct: bool| -> Vec<usize> {
         (0..per_server.len())
             .filter(|&k| !per_server[k].found.is_empty() && per_server[k].direct == direct)
             .collect()
     };
-    let mut chosen: BTreeSet<usize> = spread(&with(true), MAX_CHECKS).collect();
-    chosen.extend(spread(&with(false), MAX_CHECKS - chosen.len()));
+    let mut chosen = BTreeSet::new();
+    let mut reached: HashSet<&str> = HashSet::new();
+    for direct in [true, false] {
+        let list = with(direct);
+        if chosen.len() + list.len() > MAX_CHECKS {
+            for &k in &list {
+                if chosen.len() >= MAX_CHECKS {
+                    break;
+                }
+                let targets = per_server[k]
+                    .found
+                    .iter()
+                    .map(|c| c.location.target.as_str());
+                if targets.clone().any(|t| !reached.contains(t)) {
+                    reached.extend(targets);
+                    chosen.insert(k);
+                }
+            }
+        }
+        let rest: Vec<usize> = list.into_iter().filter(|k| !chosen.contains(k)).collect();
+        chosen.extend(spread(&rest, MAX_CHECKS.saturating_sub(chosen.len())));
+    }
     chosen
 }
 

@@ -260,6 +260,28 @@ fn thousands_of_affected_servers_are_bounded_spread_and_counted() {
     assert_eq!(plan(&few).checks.len(), 6);
 }
 
+/// 400 servers over three shared backends and one on a backend of its own, at a position
+/// the even spread skips: over the bound, that server is still checked.
+#[test]
+fn over_the_bound_every_backend_gets_a_check_before_the_spread_fills_the_rest() {
+    let many: String = (0..400)
+        .map(|i| {
+            let to = if i == 5 {
+                "127.0.0.1:9104".to_string()
+            } else {
+                format!("127.0.0.1:{}", 9100 + i % 3)
+            };
+            format!("server {{ listen 127.0.0.1:80; server_name g{i}.test; location / {{ proxy_pass http://{to}; }} }}\n")
+        })
+        .collect();
+    let p = plan(&many);
+    assert_eq!(p.checks.len(), MAX_CHECKS);
+    let hosts: Vec<&str> = p.checks.iter().map(|c| c.host.as_str()).collect();
+    assert!(hosts.contains(&"g5.test"), "{hosts:?}");
+    // The spread still reaches across the whole configuration.
+    assert!(hosts.iter().any(|h| h.starts_with("g39")), "{hosts:?}");
+}
+
 #[test]
 fn what_the_change_reaches_directly_is_checked_first_when_not_all_fits() {
     let many: String = (0..300)
