@@ -408,3 +408,40 @@ fn tls_settings_openssl_clients_accept_pass_and_ones_they_refuse_are_refused() {
     assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
     assert_eq!(n.worker_pids(), workers, "nginx was reloaded");
 }
+
+/// A site switched to its maintenance backend (503 for everything): a 5xx where there was
+/// none is the change's, unless `--expect-status` names it; then it goes live, through the
+/// shadow and the verification after the reload alike, and nginx serves the 503.
+#[test]
+fn a_status_expect_status_names_is_not_a_failure_before_or_after_the_reload() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let maintenance = StatusBackend::start(SocketAddr::new(ip, 0), 503);
+    let listen = listen_on(ip);
+    let site = |to: &str| {
+        format!(
+            "server {{ listen {listen}; server_name m.test; \
+             location / {{ proxy_pass http://{to}; }} }}"
+        )
+    };
+    let (n, sr) = running(&site(&app.host_port()));
+    n.write_http(&site(&maintenance.addr.to_string()));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    serves(listen, "m.test", "app");
+
+    let allowed = ["--expect-status", "200", "--expect-status", "503"];
+    let run = sr.run(&[&["-y", "--json"][..], &allowed].concat());
+    run.expect(0);
+    assert_eq!(run.outcome(), "reloaded", "{run}");
+    assert_eq!(http_get(listen, "m.test", "/").expect("GET").0, 503);
+    // Back to the app, then the same switch judged only after the reload.
+    n.write_http(&site(&app.host_port()));
+    sr.run(&["-y"]).expect(0);
+    serves(listen, "m.test", "app");
+    n.write_http(&site(&maintenance.addr.to_string()));
+    let run = sr.run(&[&["-y", "--json", "--no-shadow"][..], &allowed].concat());
+    run.expect(0);
+    assert_eq!(run.outcome(), "reloaded", "{run}");
+    assert_eq!(http_get(listen, "m.test", "/").expect("GET").0, 503);
+}

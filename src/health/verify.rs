@@ -133,9 +133,14 @@ impl CheckResult {
 
     /// Judge one answer that passed on its own against the status the same request got
     /// before the change, when it passed then: a 5xx where there was none fails (see
-    /// [`judge::erring_since`]), and is asked again as any failed answer is.
-    pub fn judge_against(&mut self, passed_before: Option<u16>) {
-        if self.answer == Answer::Passed && judge::erring_since(passed_before, self.status) {
+    /// [`judge::erring_since`]), and is asked again as any failed answer is. A status
+    /// `--expect-status` names (`expect`) is what the operator said is fine: never a failure.
+    pub fn judge_against(&mut self, passed_before: Option<u16>, expect: Option<&[u16]>) {
+        let expected = (self.status).is_some_and(|s| expect.is_some_and(|e| e.contains(&s)));
+        if self.answer == Answer::Passed
+            && !expected
+            && judge::erring_since(passed_before, self.status)
+        {
             self.answer = Answer::Failed;
             self.failed = true;
             self.failures += 1;
@@ -406,7 +411,7 @@ fn round(
 ) -> Vec<(usize, CheckResult)> {
     let failed = |r: &Option<CheckResult>| r.as_ref().is_some_and(|r| r.failed);
     let judged = |mut r: CheckResult| {
-        r.judge_against(known.passed_before(&r));
+        r.judge_against(known.passed_before(&r), opts.expect_status.as_deref());
         r
     };
     let sent = |todo: &[usize]| send(checks, todo, opts).into_iter().map(|r| r.map(judged));
