@@ -260,3 +260,40 @@ fn check_prints_the_shadows_warnings() {
         "{run}"
     );
 }
+
+/// `check` where no nginx runs (a CI runner) with a backend it cannot reach, before the
+/// change as after it: the probe says it was down before and the change leaves its use as it
+/// was, and the shadow's 502 for it, with nothing running to compare with, is not held
+/// against a harmless change. A change that points a site at a dead socket is still refused.
+#[test]
+fn check_with_no_nginx_running_does_not_refuse_a_harmless_change_over_a_backend_down_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dead = dir.path().join("app.sock");
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |to: &std::path::Path, extra: &str| {
+        format!(
+            "server {{ listen {listen}; server_name ci.test; {extra} \
+             location / {{ proxy_pass http://unix:{}:; }} }}",
+            to.display()
+        )
+    };
+    let nginx = TestNginx::builder().http(&site(&dead, "")).prepare();
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+    nginx.write_http(&site(&dead, "add_header X-CI 1;"));
+    let run = sr.run(&["check", "--json"]);
+    run.expect(0);
+    let report = run.json();
+    assert_eq!(report["shadow"]["state"], "not_verified", "{run}");
+    let reason = report["shadow"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("down before this change too"), "{run}");
+
+    // A site moved onto a socket nobody listens on is the change's, with or without nginx.
+    let app = HttpBackend::start_unix(&dir.path().join("live.sock"), "app");
+    nginx.write_http(&site(&dir.path().join("live.sock"), ""));
+    sr.init();
+    nginx.write_http(&site(&dead, ""));
+    sr.run(&["check"]).expect(1);
+    drop(app);
+}
