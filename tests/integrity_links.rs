@@ -708,3 +708,57 @@ fn a_site_masked_with_a_link_to_dev_null_leaves_dev_null_a_device_through_a_roll
     assert_eq!(site.answer(), Some((200, "good".into())));
     assert_eq!(read(&enabled.join("app")), site.good_http());
 }
+
+/// A real `conf.d/` replaced by a link to another set (`rm -r conf.d; ln -s conf.d.v2
+/// conf.d`): the rollback turns the link back into the directory with last-good's files, and
+/// the set the link led to keeps every file. `rollback ID` back to the directory after the
+/// link went live does the same.
+#[test]
+fn a_real_directory_replaced_by_a_link_is_a_directory_again_after_the_rollback() {
+    let site = Site::start();
+    let prefix = site.nginx.prefix.clone();
+    let conf_d = prefix.join("conf.d");
+    std::fs::create_dir_all(&conf_d).unwrap();
+    std::fs::write(conf_d.join("app.conf"), site.good_http()).unwrap();
+    site.adopt("include conf.d/*.conf;");
+    let directory = site.last_good_id();
+
+    let v2 = prefix.join("conf.d.v2");
+    std::fs::create_dir_all(&v2).unwrap();
+    std::fs::write(v2.join("app.conf"), site.bad_http()).unwrap();
+    std::fs::write(v2.join("more.conf"), "# more\n").unwrap();
+    std::fs::remove_dir_all(&conf_d).unwrap();
+    symlink("conf.d.v2", &conf_d).unwrap();
+    let out = site.run(&["reload", "-y", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let meta = std::fs::symlink_metadata(&conf_d).unwrap();
+    assert!(
+        meta.is_dir(),
+        "conf.d is not a directory again: {}",
+        text(&out)
+    );
+    assert_eq!(read(&conf_d.join("app.conf")), site.good_http());
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    assert_eq!(
+        read(&v2.join("app.conf")),
+        site.bad_http(),
+        "the set was rewritten"
+    );
+    assert_eq!(read(&v2.join("more.conf")), "# more\n");
+    assert!(!site.journal_exists());
+
+    // The link made good, then `rollback ID` back to the directory.
+    std::fs::write(v2.join("app.conf"), format!("{}\n# v2", site.good_http())).unwrap();
+    std::fs::remove_dir_all(&conf_d).unwrap();
+    symlink("conf.d.v2", &conf_d).unwrap();
+    let out = site.run(&["reload", "-y"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = site.run(&["rollback", &directory, "-y"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(std::fs::symlink_metadata(&conf_d).unwrap().is_dir());
+    assert_eq!(read(&conf_d.join("app.conf")), site.good_http());
+    assert!(read(&v2.join("app.conf")).ends_with("# v2"));
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    let (ok, said) = site.nginx.test();
+    assert!(ok, "{said}");
+}

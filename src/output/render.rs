@@ -597,6 +597,13 @@ fn render_rollback(p: &Printer, rb: &RollbackReport) {
                 .as_ref()
                 .map(|w| format!(" (it pointed at {})", w.display()))
                 .unwrap_or_default();
+            if l.to_directory {
+                p.err(&format!(
+                    "  made {} a directory again, as the snapshot has it{was}",
+                    escape_control(&l.path.display().to_string()),
+                ));
+                continue;
+            }
             p.err(&format!(
                 "  pointed the link {} back at {}{was}",
                 escape_control(&l.path.display().to_string()),

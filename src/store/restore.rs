@@ -70,6 +70,9 @@ pub struct Relinked {
     /// What it pointed at before the restore, if it was a link.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub was: Option<PathBuf>,
+    /// The snapshot had a directory here, and the link gave way to one (`target` is empty).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub to_directory: bool,
 }
 
 /// What a restore did, path by path (relative to the config root, absolute outside it).
@@ -113,6 +116,30 @@ impl RestoreReport {
     pub fn is_clean(&self) -> bool {
         self.failed.is_empty() && self.mismatches.is_empty()
     }
+}
+
+/// The symlinks inside the root, on the way to an entry of `snap`, where `snap` recorded a
+/// directory (no symlink entry of its own at that path): a deploy replaced the directory.
+fn links_in_place_of_dirs(root: &Path, snap: &Snapshot, items: &[Item]) -> BTreeSet<PathBuf> {
+    let recorded_links: BTreeSet<&Path> = (items.iter())
+        .filter(|i| i.kind == EntryKind::Symlink)
+        .map(|i| i.abs.as_path())
+        .collect();
+    let mut out = BTreeSet::new();
+    for rel in items.iter().filter_map(|i| i.rel) {
+        let mut cur = root.to_path_buf();
+        let Some(parent) = rel.parent() else { continue };
+        for component in parent.components() {
+            cur.push(component);
+            let is_link = std::fs::symlink_metadata(&cur).is_ok_and(|m| m.file_type().is_symlink());
+            if is_link && !recorded_links.contains(cur.as_path()) {
+                out.insert(cur.clone());
+                break;
+            }
+        }
+    }
+    let _ = snap;
+    out
 }
 
 /// A device, FIFO or socket: never a configuration file a restore writes or checks.
@@ -327,11 +354,17 @@ impl Store {
         // Links the restore points back: what a path through one of them reaches now is not
         // what it will reach, so nothing is removed through them (a release directory that
         // `current` pointed at is the deploy's, not the configuration's).
-        let repointed: BTreeSet<PathBuf> = items
+        let mut repointed: BTreeSet<PathBuf> = items
             .iter()
             .filter(|i| i.kind == EntryKind::Symlink && difference(i, &i.abs).is_some())
             .map(|i| i.abs.clone())
             .collect();
+        // Directories of the snapshot a deploy replaced by a link (`mv sites-enabled
+        // sites-enabled.old; ln -s /srv/deploy/enabled sites-enabled`): the link goes and the
+        // directory comes back before anything is written in it, and nothing is removed
+        // through the link (what it leads to is the deploy's).
+        let links_for_dirs = links_in_place_of_dirs(config_root, snap, &items);
+        repointed.extend(links_for_dirs.iter().cloned());
         let removals = self.removals(&tree, snap, current, keep, &repointed, &mut report);
         report.displaced = self.save_displaced(snap, config_root, rejected, &items, &removals)?;
         // A link a deploy replaced by a real directory (`rm sites-enabled; mkdir
@@ -348,6 +381,31 @@ impl Store {
                 .unwrap_or_default();
             tree.put(item, bytes, report);
         };
+        for link in &links_for_dirs {
+            let back = std::fs::read_link(link)
+                .map_err(|e| e.to_string())
+                .and_then(|was| {
+                    fs_err::remove_file(link).map_err(|e| e.to_string())?;
+                    std::fs::DirBuilder::new()
+                        .mode(0o755)
+                        .create(link)
+                        .map_err(|e| format!("cannot create the directory: {e}"))?;
+                    sync_parent(link)?;
+                    Ok(was)
+                });
+            match back {
+                Ok(was) => report.relinked.push(Relinked {
+                    path: relative_to(config_root, link).unwrap_or_else(|| link.clone()),
+                    target: PathBuf::new(),
+                    was: Some(was),
+                    to_directory: true,
+                }),
+                Err(reason) => report.failed.push(RestoreFailure {
+                    path: relative_to(config_root, link).unwrap_or_else(|| link.clone()),
+                    reason: format!("cannot turn the link back into a directory: {reason}"),
+                }),
+            }
+        }
         let (in_place_of_dirs, rest): (Vec<&Item>, Vec<&Item>) =
             items.iter().partition(|i| is_real_dir(i));
         for item in rest {
@@ -538,6 +596,7 @@ impl Tree<'_> {
                         path: item.shown.clone(),
                         target: target.to_path_buf(),
                         was,
+                        to_directory: false,
                     });
                 }
                 super::journal::test_pause("restore-file");
