@@ -77,6 +77,7 @@ pub struct ShadowCheck {
 #[derive(Debug, Clone, Serialize)]
 pub struct Sampled {
     pub asked: usize,
+    pub running_asked: usize,
     pub shadow_failed: usize,
     pub running_failed: usize,
     /// The first failed answer through the shadow.
@@ -117,15 +118,21 @@ pub fn sample(
     opts: &HealthOptions,
     pools: &std::collections::HashMap<String, usize>,
 ) {
+    // At most [`SAMPLES`] requests in flight: a small `worker_connections` must not be what
+    // fails them.
     let asked = |c: &Check, n: usize| -> Vec<CheckResult> {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..n)
-                .map(|_| scope.spawn(|| health::request(c, opts)))
-                .collect();
-            (handles.into_iter())
-                .filter_map(|h| h.join().ok())
-                .collect()
-        })
+        let (mut out, mut sent) = (Vec::with_capacity(n), 0);
+        while sent < n {
+            let wave = (n - sent).min(SAMPLES);
+            sent += wave;
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..wave)
+                    .map(|_| scope.spawn(|| health::request(c, opts)))
+                    .collect();
+                out.extend(handles.into_iter().filter_map(|h| h.join().ok()));
+            });
+        }
+        out
     };
     let mut sampled_pools = HashSet::new();
     for c in checks.iter_mut() {
@@ -154,13 +161,17 @@ pub fn sample(
         if shadow_failed == 0 && !c.shadow.intermittent() {
             continue;
         }
-        let through_running = asked(&c.shadow.check, n);
+        // Three times as many of the running nginx: a backend both share that fails one
+        // request in five fails some of these too, where a server only the change has never
+        // shows.
+        let through_running = asked(&c.shadow.check, 3 * n);
         if through_running.iter().any(|r| r.refused) {
             // Nothing of the running nginx listens there: no answer to compare with.
             continue;
         }
         c.sampled = Some(Sampled {
             asked: n,
+            running_asked: through_running.len(),
             shadow_failed,
             running_failed: failed(&through_running),
             first_failure: (through_shadow.iter().find(|r| r.failed)).map(CheckResult::reply),
@@ -252,7 +263,7 @@ impl ShadowCheck {
             return format!(
                 "{}: GET {} through the shadow nginx failed {} of {} answers ({}), the running \
                  nginx none of {}: the change makes a share of these requests fail (a server \
-                 it added to the pool that fails every request it gets?)",
+                 of its pool that fails every request it gets)",
                 self.server(),
                 self.url,
                 s.shadow_failed,
@@ -261,7 +272,7 @@ impl ShadowCheck {
                     .as_deref()
                     .or(self.shadow.first_failure.as_deref())
                     .unwrap_or("?"),
-                s.asked
+                s.running_asked
             );
         }
         match self.new_error().filter(|_| !self.failed()) {
