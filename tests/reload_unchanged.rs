@@ -103,6 +103,13 @@ fn a_certificate_renewed_in_place_is_reloaded_though_no_configuration_file_chang
     // certbot renews: new files in place of the old ones (here a new subject to tell them by).
     let renewed = tempfile::tempdir().expect("tempdir");
     let (new_cert, new_key) = self_signed(renewed.path(), "renewed");
+    // Copied as `cp -p` and `rsync -a` copy: with an old modification time.
+    let touched = Command::new("touch")
+        .args(["-d", "2020-01-01"])
+        .args([&new_cert, &new_key])
+        .status()
+        .expect("run touch");
+    assert!(touched.success());
     std::fs::rename(&new_key, &key).expect("move the key");
     std::fs::rename(&new_cert, &cert).expect("move the certificate");
 

@@ -516,7 +516,20 @@ fn not_what_nginx_loaded(
     let changed = crate::conf::load_time_files(config)
         .into_iter()
         .find_map(|path| {
-            let written = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+            // The change time, not the modification time: `cp -p` and `rsync -a` keep the
+            // old mtime of a renewed certificate, and no copy keeps the ctime. Both the link
+            // (certbot's `live/` re-pointed into `archive/`) and the file behind it count.
+            let changed = |m: std::fs::Metadata| {
+                use std::os::unix::fs::MetadataExt;
+                let (s, ns) = (
+                    u64::try_from(m.ctime()).ok()?,
+                    u32::try_from(m.ctime_nsec()).ok()?,
+                );
+                Some(std::time::UNIX_EPOCH + std::time::Duration::new(s, ns))
+            };
+            let own = std::fs::symlink_metadata(&path).ok().and_then(changed);
+            let behind = std::fs::metadata(&path).ok().and_then(changed);
+            let written = own.max(behind)?;
             (written > loaded).then_some((path, written))
         })?;
     Some(format!(
