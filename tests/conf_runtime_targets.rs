@@ -357,6 +357,38 @@ fn a_relative_unix_path_is_probed_from_nginxs_working_directory() {
     }
 }
 
+/// A pool member on a relative unix path that nothing listens on, added beside a live one:
+/// nginx logs the connect error by the path as written (`unix:nope.sock`) and fails over, and
+/// the change is a warning, not a rollback, as for the same member on an absolute path.
+#[test]
+fn a_down_pool_member_on_a_relative_unix_path_is_a_warning_not_a_rollback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let app = HttpBackend::start_unix(&d.join("app.sock"), "app");
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |members: &str| {
+        format!(
+            "upstream u {{ {members} }}\n\
+             server {{ listen {listen}; location / {{ proxy_pass http://u; }} }}"
+        )
+    };
+    let nginx = TestNginx::builder()
+        .cwd(d)
+        .http(&site("server unix:app.sock;"))
+        .start();
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+    nginx.write_http(&site("server unix:app.sock; server unix:nope.sock;"));
+    let run = sr.run(&["-y", "--json", "--no-shadow"]);
+    run.expect(0);
+    assert_eq!(run.outcome(), "reloaded", "{run}");
+    for _ in 0..4 {
+        assert_eq!(served(listen, "/"), "app");
+    }
+    assert!(app.hits() > 0);
+}
+
 /// A `map $host $pool` of 100 tenants over three live backends is three targets, each probed:
 /// one tenant moved to an address nothing listens on is refused by `check --no-shadow`, which
 /// names that tenant's map line, while nginx still serves every tenant from the running

@@ -322,6 +322,15 @@ impl ProbeReport {
             .flat_map(|r| r.addresses.iter().filter(|a| a.status.is_failure()))
             .map(|a| a.address.clone())
             .collect();
+        // A relative unix path is probed where the workers open it, and nginx logs it as
+        // written (`connect() to unix:run/app.sock failed`): both names are the same peer.
+        for r in self.results.iter().filter(accepted) {
+            if matches!(r.target, TargetAddr::Unix(ref p) if p.is_relative())
+                && r.addresses.iter().any(|a| a.status.is_failure())
+            {
+                out.push(r.target.to_string());
+            }
+        }
         out.sort();
         out.dedup();
         out
