@@ -340,8 +340,9 @@ pub mod recent;
 mod verify;
 pub use judge::{erring_since, is_failure, judge, Answer};
 pub use verify::{
-    baseline, expect_down, is_expected, not_listening, request, verify, verify_against,
-    CheckResult, HealthOptions, HealthReport, Known, NothingKnown, DEFAULT_REQUEST_TIMEOUT,
+    baseline, expect_down, is_expected, not_listening, request, request_from, verify,
+    verify_against, CheckResult, HealthOptions, HealthReport, Known, NothingKnown,
+    DEFAULT_REQUEST_TIMEOUT,
 };
 
 #[cfg(test)]

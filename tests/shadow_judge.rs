@@ -341,13 +341,20 @@ fn a_working_directory_that_does_not_exist_is_refused_when_the_shadows_workers_d
 /// change is refused before the reload, by `check` as by the reload, with nginx untouched.
 #[test]
 fn a_pool_member_the_change_adds_that_answers_502_is_refused_though_its_sibling_answers() {
+    // Round robin, and `ip_hash`, which picks the server by the client's network: the
+    // requests asked again come from several.
+    pool_member_answering_502_is_refused("");
+    pool_member_answering_502_is_refused("ip_hash;");
+}
+
+fn pool_member_answering_502_is_refused(balancer: &str) {
     let ip = unique_loopback();
     let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
     let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
     let listen = listen_on(ip);
     let site = |members: &str| {
         format!(
-            "upstream pool {{ {members} }}\n\
+            "upstream pool {{ {balancer} {members} }}\n\
              server {{ listen {listen}; server_name pool.test; \
              location / {{ proxy_pass http://pool; }} }}"
         )

@@ -17,7 +17,7 @@
 //! ([`CheckResult::intermittent_errors`]), not among the window's errors.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -456,9 +456,16 @@ fn send(checks: &[Check], todo: &[usize], opts: &HealthOptions) -> Vec<Option<Ch
 
 /// One request and its judgement.
 pub fn request(check: &Check, opts: &HealthOptions) -> CheckResult {
+    request_from(check, opts, None)
+}
+
+/// [`request`] from the loopback address `source` when set (a TCP connection to a loopback
+/// listen only): `ip_hash` and `hash $remote_addr` pools pick their server by the client's
+/// address, so requests from one address all reach the same one.
+pub fn request_from(check: &Check, opts: &HealthOptions, source: Option<IpAddr>) -> CheckResult {
     let start = Instant::now();
     let timeout = opts.request_timeout.max(Duration::from_millis(1));
-    let got = get_status(check, timeout, &opts.headers);
+    let got = get_status(check, timeout, &opts.headers, source);
     let hint = matches!(got, Err(Failure::Unlinked(_))).then(|| UNLINKED.to_string());
     let (status, error, closed, refused, timed_out) = match got {
         Ok(s) => (Some(s), None, false, false, false),
@@ -559,10 +566,11 @@ fn get_status(
     check: &Check,
     timeout: Duration,
     headers: &[(String, String)],
+    source: Option<IpAddr>,
 ) -> Result<u16, Failure> {
     let deadline = Instant::now() + timeout;
     let other = Failure::Other;
-    let (mut stream, proxy) = open(check, timeout).map_err(|e| {
+    let (mut stream, proxy) = open(check, timeout, source).map_err(|e| {
         let what = format!("connect to {}", check.via());
         // Refused as well as not found: while `nginx -t` runs beside the checks it binds the
         // missing path for a moment, and a connect then meets its socket, not the one the
@@ -684,7 +692,11 @@ impl Write for Stream {
 
 /// Connect within `timeout`, and the PROXY protocol header for this connection. A unix
 /// socket has no addresses to tell nginx: its header says `UNKNOWN`, which nginx accepts.
-fn open(check: &Check, timeout: Duration) -> std::io::Result<(Stream, std::io::Result<String>)> {
+fn open(
+    check: &Check,
+    timeout: Duration,
+    source: Option<IpAddr>,
+) -> std::io::Result<(Stream, std::io::Result<String>)> {
     match &check.unix {
         Some(path) => {
             // A full accept queue blocks a plain unix connect: bound it like a TCP one.
@@ -696,7 +708,20 @@ fn open(check: &Check, timeout: Duration) -> std::io::Result<(Stream, std::io::R
         None => {
             // The shadow's stand-in when it has one; the PROXY header names the listen the
             // request is for either way.
-            let tcp = TcpStream::connect_timeout(&check.dial.unwrap_or(check.connect), timeout)?;
+            let to = check.dial.unwrap_or(check.connect);
+            let tcp = match source.filter(|s| s.is_loopback() && to.ip().is_loopback()) {
+                Some(from) if from.is_ipv4() == to.is_ipv4() => {
+                    let socket = socket2::Socket::new(
+                        socket2::Domain::for_address(to),
+                        socket2::Type::STREAM,
+                        None,
+                    )?;
+                    socket.bind(&SocketAddr::new(from, 0).into())?;
+                    socket.connect_timeout(&to.into(), timeout)?;
+                    TcpStream::from(socket)
+                }
+                _ => TcpStream::connect_timeout(&to, timeout)?,
+            };
             let header = proxy_header(&tcp, check.connect);
             Ok((Stream::Tcp(tcp), header))
         }

@@ -119,15 +119,20 @@ pub fn sample(
     pools: &std::collections::HashMap<String, usize>,
 ) {
     // At most [`SAMPLES`] requests in flight: a small `worker_connections` must not be what
-    // fails them.
+    // fails them. Each from its own loopback network (127.0.K.1): an `ip_hash` pool picks
+    // its server by the client's first three octets, so one address would reach one server.
     let asked = |c: &Check, n: usize| -> Vec<CheckResult> {
         let (mut out, mut sent) = (Vec::with_capacity(n), 0);
         while sent < n {
             let wave = (n - sent).min(SAMPLES);
+            let first = sent;
             sent += wave;
             std::thread::scope(|scope| {
-                let handles: Vec<_> = (0..wave)
-                    .map(|_| scope.spawn(|| health::request(c, opts)))
+                let handles: Vec<_> = (first..first + wave)
+                    .map(|i| {
+                        let from = std::net::Ipv4Addr::new(127, 0, (i % 250) as u8, 1);
+                        scope.spawn(move || health::request_from(c, opts, Some(from.into())))
+                    })
                     .collect();
                 out.extend(handles.into_iter().filter_map(|h| h.join().ok()));
             });
