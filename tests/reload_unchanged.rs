@@ -7,7 +7,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use support::*;
@@ -68,20 +68,6 @@ fn files_put_back_after_a_reload_outside_safe_reload_are_reloaded() {
     assert_eq!(run.outcome(), "unchanged", "{run}");
 }
 
-/// The subject of the certificate nginx shows at `addr`.
-fn served_subject(addr: SocketAddr) -> String {
-    let out = Command::new("openssl")
-        .args(["s_client", "-connect", &addr.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl s_client");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
-        .find(|l| l.starts_with("subject="))
-        .unwrap_or_else(|| panic!("no certificate from {addr}: {text}"))
-        .to_string()
-}
-
 #[test]
 fn a_certificate_renewed_in_place_is_reloaded_though_no_configuration_file_changed() {
     let certs = tempfile::tempdir().expect("tempdir");
@@ -97,7 +83,7 @@ fn a_certificate_renewed_in_place_is_reloaded_though_no_configuration_file_chang
     let nginx = TestNginx::start(&http);
     let sr = SafeReload::new(&nginx);
     sr.init();
-    let old = served_subject(tls);
+    let old = tls_subject(&tls.to_string(), None);
     assert!(old.contains("site"), "{old}");
 
     // certbot renews: new files in place of the old ones (here a new subject to tell them by).
@@ -118,7 +104,7 @@ fn a_certificate_renewed_in_place_is_reloaded_though_no_configuration_file_chang
     assert_eq!(run.outcome(), "reloaded", "{run}");
     let notes = run.json()["notes"].to_string();
     assert!(notes.contains(&cert.display().to_string()), "{run}");
-    let now = served_subject(tls);
+    let now = tls_subject(&tls.to_string(), None);
     assert!(now.contains("renewed"), "nginx still serves {now}");
 
     let run = sr.run(&["-y", "--json"]);

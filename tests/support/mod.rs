@@ -182,6 +182,25 @@ pub fn self_signed(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
+/// The subject line (`subject=CN = a.test`) of the certificate the TLS server at `addr`
+/// shows, for SNI `name` when given (`openssl s_client`).
+pub fn tls_subject(addr: &str, name: Option<&str>) -> String {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-connect", addr]);
+    if let Some(name) = name {
+        cmd.args(["-servername", name]);
+    }
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.starts_with("subject="))
+        .unwrap_or_else(|| panic!("no certificate from {addr}: {text}"))
+        .to_string()
+}
+
 mod nginx;
 pub use nginx::{alive, TestNginx, TestNginxBuilder};
 mod backends;
