@@ -229,13 +229,14 @@ impl Impact {
         }
     }
 
-    /// Every server of a configuration reloaded unchanged (`--force`): nothing differs, so the
+    /// Every server of a configuration reloaded unchanged (`--force`, or nginx does not run
+    /// it: see `pipeline::not_what_nginx_loaded`): nothing differs, so the
     /// whole configuration is what is being verified.
     pub fn unchanged(new: &Prints) -> Impact {
         let affected = (new.servers.iter())
             .map(|s| {
                 let why = Reason {
-                    what: "unchanged configuration reloaded with --force".into(),
+                    what: "unchanged configuration reloaded: the whole of it is verified".into(),
                     file: rel(&new.root, &s.file),
                     line: s.line,
                 };

@@ -57,6 +57,7 @@ fn files_put_back_after_a_reload_outside_safe_reload_are_reloaded() {
     assert_eq!(run.outcome(), "reloaded", "{run}");
     let notes = run.json()["notes"].to_string();
     assert!(notes.contains("outside safe-reload"), "{run}");
+    assert!(!run.to_string().contains("--force"), "{run}");
     assert_eq!(
         http_get(listen, "site.test", "/").expect("GET"),
         (200, "app".to_string())
