@@ -623,3 +623,23 @@ fn rollback_puts_last_good_back_over_a_tree_that_a_hand_edit_broke() {
     );
     assert!(!site.journal_exists());
 }
+
+/// `rollback` with no id, after a hand edit that was never reloaded: the files go back to the
+/// last good configuration, the one nginx runs, not to the good one before it.
+#[test]
+fn rollback_without_an_id_undoes_a_hand_edit_back_to_last_good() {
+    let (site, dir) = site_with_glob();
+    let good = site.last_good_id();
+    let conf = read(&site.nginx.conf);
+    let broken = dir.join("new.conf");
+    std::fs::write(&broken, BROKEN).unwrap();
+
+    let out = site.run(&["rollback", "-y", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc = json(&out);
+    assert!(doc["notes"].to_string().contains(&good), "{doc:#}");
+    assert_eq!(read(&site.nginx.conf), conf, "not last-good's nginx.conf");
+    assert!(!broken.exists());
+    assert!(site.stored(BROKEN.as_bytes()));
+    assert_eq!(site.answer(), Some((200, "good".into())));
+}

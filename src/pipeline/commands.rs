@@ -330,9 +330,32 @@ pub fn rollback(
     let (store, _lock) = open_locked(s)?;
     let env = Env::discover(s)?;
     let loaded = env.load();
-    let target = match id {
-        Some(id) => store.get(id)?,
-        None => previous_good(&store)?.ok_or_else(|| {
+    // Without an id: the files on disk back to the last good configuration when they differ
+    // from it (an edit by hand, not reloaded or not yet good), else to the good one before it.
+    let edited = match (id, store.last_good()?) {
+        (None, Some(good)) => {
+            let differs = match &loaded {
+                Ok(now) => {
+                    !crate::pipeline::diff_files(&store, &good, &now.conf_prefix, &now.files)?
+                        .is_empty()
+                }
+                Err(_) => true,
+            };
+            differs.then_some(good)
+        }
+        _ => None,
+    };
+    let target = match (id, edited) {
+        (Some(id), _) => store.get(id)?,
+        (None, Some(good)) => {
+            report.notes.push(format!(
+                "the files on disk differ from the last good configuration: rolling back to it \
+                 ({})",
+                good.id
+            ));
+            good
+        }
+        (None, None) => previous_good(&store)?.ok_or_else(|| {
             Error::Usage(
                 "no earlier good snapshot to roll back to (see `safe-reload history`)".into(),
             )
