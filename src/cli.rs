@@ -204,7 +204,8 @@ pub enum Command {
     Init,
     /// List snapshots: time, outcome, who, files changed
     History,
-    /// Restore a snapshot through test, reload and verify [default: the previous good one]
+    /// Restore a snapshot through test, reload and verify [default: the last good one when
+    /// the files differ from it, else the good one before it]
     Rollback {
         /// Snapshot id, as shown by `history`
         id: Option<String>,
