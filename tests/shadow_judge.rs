@@ -343,11 +343,13 @@ fn a_working_directory_that_does_not_exist_is_refused_when_the_shadows_workers_d
 fn a_pool_member_the_change_adds_that_answers_502_is_refused_though_its_sibling_answers() {
     // Round robin, and `ip_hash`, which picks the server by the client's network: the
     // requests asked again come from several.
-    pool_member_answering_502_is_refused("");
-    pool_member_answering_502_is_refused("ip_hash;");
+    pool_member_answering_502_is_refused("", "");
+    pool_member_answering_502_is_refused("ip_hash;", "");
+    // Weighted: the new server gets one request in 21.
+    pool_member_answering_502_is_refused("", " weight=20");
 }
 
-fn pool_member_answering_502_is_refused(balancer: &str) {
+fn pool_member_answering_502_is_refused(balancer: &str, weight: &str) {
     let ip = unique_loopback();
     let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
     let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
@@ -359,7 +361,7 @@ fn pool_member_answering_502_is_refused(balancer: &str) {
              location / {{ proxy_pass http://pool; }} }}"
         )
     };
-    let one = format!("server {};", app.host_port());
+    let one = format!("server {}{weight};", app.host_port());
     let (n, sr) = running(&site(&one));
     let workers = n.worker_pids();
     n.write_http(&site(&format!("{one} server {};", bad.addr)));

@@ -97,21 +97,21 @@ impl Sampled {
 /// How many more times a check is asked of each nginx, at least.
 pub const SAMPLES: usize = 8;
 
-/// The most times a check is asked again of each nginx, whatever the pool's size.
-const MAX_SAMPLES: usize = 32;
+/// The most times a check is asked again through the shadow, whatever the pool's size.
+const MAX_SAMPLES: usize = 64;
 
 /// One request through the shadow reaches one server of a pool, and an answer that failed
 /// and then passed may be a pool's, not a flaky backend's. So a check that answered
 /// intermittently, and one check for each pool of more than one server (`pools`, see
-/// `conf::pool_sizes`) that answered, is asked again through the shadow: [`SAMPLES`] times
-/// or twice the pool's size, all at once (the shadow's one worker gives each request the next
-/// server). When some of those fail, the running nginx is asked as many times. Failed answers
-/// through the shadow (two or more) where the running nginx failed none are the change's
-/// ([`Sampled::worse`]): a pool member it added that fails every request it gets (a 502 of its
-/// own, which nginx passes on, or no answer) fails that share of every client's. A backend
-/// both nginxes share that fails now and then shows on both sides, and stays a warning. The
-/// running nginx is asked only after the shadow, so a backend that fails every third request
-/// it gets shows that on both.
+/// `conf::pool_sizes`) that answered, is asked again through the shadow: [`SAMPLES`] times or
+/// twice the sum of the pool's weights, up to [`MAX_SAMPLES`] (its one worker's weighted round
+/// robin gives each request the next server). When some of those fail, the running nginx is
+/// asked three times as often. Failed answers through the shadow (two or more) where the
+/// running nginx failed none are the change's ([`Sampled::worse`]): a pool member it added
+/// that fails every request it gets (a 502 of its own, which nginx passes on, or no answer)
+/// fails that share of every client's. A backend both nginxes share that fails now and then
+/// shows on both sides, and stays a warning. The running nginx is asked only after the
+/// shadow, so a backend that fails every third request it gets shows that on both.
 pub fn sample(
     shadow: &Shadow,
     checks: &mut [ShadowCheck],
