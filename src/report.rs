@@ -343,4 +343,8 @@ pub struct StatusReport {
     /// Shadow nginx instances whose run was killed before it could stop them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub leftover_shadows: Vec<Leftover>,
+    /// The files equal last-good, but nginx does not run them: why (reloaded outside
+    /// safe-reload since, or a certificate renewed since it loaded); the next run reloads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_loaded: Option<String>,
 }

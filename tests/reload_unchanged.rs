@@ -99,6 +99,10 @@ fn a_certificate_renewed_in_place_is_reloaded_though_no_configuration_file_chang
     assert!(touched.success());
     std::fs::rename(&new_key, &key).expect("move the key");
     std::fs::rename(&new_cert, &cert).expect("move the certificate");
+    // `status` says nginx does not run what is on disk.
+    let status = sr.run(&["status", "--json"]);
+    let not_loaded = status.json()["status"]["not_loaded"].to_string();
+    assert!(not_loaded.contains(&cert.display().to_string()), "{status}");
 
     let run = sr.run(&["-y", "--json"]);
     run.expect(0);

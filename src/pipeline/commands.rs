@@ -290,9 +290,13 @@ pub fn status(s: &Settings, report: &mut Report) -> Result<Exit> {
     let env = Env::discover(s)?;
     let mut st = StatusReport::default();
     let config = env.load();
+    let mut master = None;
     if let Ok(config) = &config {
         match env.master(config) {
-            Ok(m) => st.master_pid = Some(m.pid),
+            Ok(m) => {
+                st.master_pid = Some(m.pid);
+                master = Some(m);
+            }
             Err(e) => st.not_running = Some(e.to_string()),
         }
     }
@@ -303,6 +307,10 @@ pub fn status(s: &Settings, report: &mut Report) -> Result<Exit> {
         st.last_good = good.as_ref().map(|g| g.id.clone());
         if let Ok(config) = &config {
             report.diff = diff_against(&store, good.as_ref(), config)?;
+            let unchanged = report.diff.as_ref().is_some_and(|d| d.is_empty());
+            if let (true, Some(m)) = (unchanged, &master) {
+                st.not_loaded = crate::pipeline::not_what_nginx_loaded(&store, m, config);
+            }
         }
     }
     if let Err(e) = config {

@@ -493,7 +493,7 @@ pub fn reload_locked(
 /// restarted it outside safe-reload, perhaps with other files in place then), or a file it
 /// reads only when it loads one changed since (a certificate or key renewed in place: nginx
 /// serves the old one until it reloads). `None` when neither: nothing to reload.
-fn not_what_nginx_loaded(
+pub(crate) fn not_what_nginx_loaded(
     store: &Store,
     master: &reload::Master,
     config: &crate::conf::Config,

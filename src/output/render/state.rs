@@ -61,6 +61,12 @@ pub fn render_status(p: &Printer, st: &StatusReport) {
     if let Some(e) = &st.config_error {
         p.out(&format!("config: does not load: {}", escape_control(e)));
     }
+    if let Some(why) = &st.not_loaded {
+        p.out(&format!(
+            "config: the files equal the last good configuration, but {}: the next run reloads",
+            escape_control(why)
+        ));
+    }
     if let Some(j) = &st.interrupted {
         p.out(&format!(
             "interrupted run: pid {} started {} stopped during {:?}; run `safe-reload recover`",
