@@ -335,3 +335,44 @@ fn a_udp_stream_upstream_nothing_is_bound_to_is_refused_before_the_reload() {
     );
     assert_eq!(site.0.worker_pids(), workers, "the same workers");
 }
+
+/// A server that closes the connection on `OPTIONS *` (a strict server or WAF) but serves its
+/// pages: the probe asks `HEAD /` next and passes it, and the change goes live and is served,
+/// where it used to be refused as a backend that accepts and closes.
+#[test]
+fn a_backend_that_drops_options_star_but_serves_pages_passes_the_probe() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind(addr()).expect("bind");
+    let at = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() || line.starts_with("OPTIONS *") {
+                    return;
+                }
+                let mut header = String::new();
+                while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                    header.clear();
+                }
+                let body = if line.starts_with("HEAD") {
+                    ""
+                } else {
+                    "strict"
+                };
+                let mut conn = conn;
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\n{body}"
+                );
+            });
+        }
+    });
+    passes(&format!("proxy_pass http://{at}"), at, "http");
+    let (site, _app) = site();
+    site.add_location(&format!("proxy_pass http://{at}"));
+    site.sr.run(&["-y"]).expect(0);
+    let (status, body) = http_get(site.listen, "site.test", "/new").expect("GET /new");
+    assert_eq!((status, body.as_str()), (200, "strict"));
+}

@@ -72,6 +72,10 @@ impl fmt::Display for Kind {
 pub enum Protocol {
     /// HTTP/1.1 `OPTIONS *` with this Host header.
     Http { host: String },
+    /// `HEAD /`, after an `OPTIONS *` the server closed on: a strict server or WAF that
+    /// drops the request about the server but serves its pages is not a backend that accepts
+    /// and closes (nginx's own requests are for pages).
+    HttpHead { host: String },
     /// A TLS ClientHello: the SNI nginx would send (none for an IP, or when
     /// `proxy_ssl_server_name` is off) and the ALPN it offers (`h2` for gRPC).
     Tls {
@@ -142,7 +146,7 @@ impl Protocol {
     /// The family this exchange proves.
     pub fn kind(&self) -> Kind {
         match self {
-            Protocol::Http { .. } => Kind::Http,
+            Protocol::Http { .. } | Protocol::HttpHead { .. } => Kind::Http,
             Protocol::Tls { .. } => Kind::Tls,
             Protocol::Http2 => Kind::Http2,
             Protocol::FastCgi => Kind::FastCgi,
@@ -155,6 +159,7 @@ impl Protocol {
     pub fn after_close(&self) -> Option<Protocol> {
         match self {
             Protocol::Uwsgi { host } => Some(Protocol::UwsgiRequest { host: host.clone() }),
+            Protocol::Http { host } => Some(Protocol::HttpHead { host: host.clone() }),
             _ => None,
         }
     }
@@ -164,6 +169,7 @@ impl Protocol {
     pub fn identify_with(&self) -> Vec<Protocol> {
         let host = match self {
             Protocol::Http { host }
+            | Protocol::HttpHead { host }
             | Protocol::Uwsgi { host }
             | Protocol::UwsgiRequest { host } => host.clone(),
             _ => "localhost".to_string(),
@@ -190,6 +196,11 @@ impl Protocol {
         match self {
             Protocol::Http { host } => format!(
                 "OPTIONS * HTTP/1.1\r\nHost: {host}\r\nUser-Agent: safe-reload/{} (probe)\r\nConnection: close\r\n\r\n",
+                env!("CARGO_PKG_VERSION")
+            )
+            .into_bytes(),
+            Protocol::HttpHead { host } => format!(
+                "HEAD / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: safe-reload/{} (probe)\r\nConnection: close\r\n\r\n",
                 env!("CARGO_PKG_VERSION")
             )
             .into_bytes(),
@@ -235,7 +246,9 @@ impl Protocol {
             Heard::Kind(kind, text) => (kind, text),
         };
         match (self, heard) {
-            (Protocol::Http { .. }, (Kind::Http, text)) => http_reply(bytes, text),
+            (Protocol::Http { .. } | Protocol::HttpHead { .. }, (Kind::Http, text)) => {
+                http_reply(bytes, text)
+            }
             (Protocol::UwsgiRequest { .. }, (Kind::Http, text)) => Reply::Answered(text),
             (p, (kind, text)) if p.kind() == kind => Reply::Answered(text),
             (_, (kind, text)) => Reply::Speaks(kind, text),
@@ -249,7 +262,9 @@ impl Protocol {
         }
         match self.read_reply(bytes) {
             Reply::Incomplete => match (self, status_line::read(bytes)) {
-                (Protocol::Http { .. }, status_line::Read::Line(l)) => Reply::Answered(l.text()),
+                (Protocol::Http { .. } | Protocol::HttpHead { .. }, status_line::Read::Line(l)) => {
+                    Reply::Answered(l.text())
+                }
                 _ => Reply::Unrecognised(excerpt(bytes)),
             },
             r => r,
