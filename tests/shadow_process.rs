@@ -535,3 +535,36 @@ fn a_comment_only_change_needs_no_shadow_and_an_unused_upstream_does() {
         (200, "first".into())
     );
 }
+
+/// A run killed with its shadow up, whose state directory is then removed (a fresh install,
+/// a cleaned `/var/lib/safe-reload`): the shadow's directory keeps a copy of the lease, so
+/// `status` still names the leftover and `recover` removes it.
+#[test]
+fn a_leftover_whose_state_directory_is_gone_is_found_from_its_own_directory_and_removed() {
+    let s = sites();
+    let run =
+        s.sr.command(&["check"])
+            .env("SAFE_RELOAD_TEST_PAUSE", "shadow-running")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start safe-reload check");
+    assert!(stopped(&run), "never stopped with the shadow running");
+    let lease = lease(&s.sr, &run);
+    let master = lease["master"].as_i64().expect("the master's pid") as i32;
+    let dir = PathBuf::from(lease["dir"].as_str().expect("dir"));
+    signal(&run, libc::SIGKILL);
+    let _ = finish(run, Duration::from_secs(10));
+    assert!(
+        wait_for(Duration::from_secs(10), || !alive(master)),
+        "the shadow outlived safe-reload"
+    );
+    std::fs::remove_dir_all(&s.sr.state).expect("remove the state directory");
+    assert!(dir.exists());
+
+    let status = s.sr.run(&["status", "--json"]);
+    let left = status.json()["status"]["leftover_shadows"].to_string();
+    assert!(left.contains(&dir.display().to_string()), "{status}");
+    s.sr.run(&["recover", "--json"]).expect(0);
+    assert!(!dir.exists(), "recover removes the leftover directory");
+}

@@ -30,6 +30,9 @@ pub struct Lease {
     pub dir: PathBuf,
     #[serde(default)]
     pub listens: Vec<Remapped>,
+    /// The state directory whose `shadow/` holds the lease (set when it is written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Lease {
@@ -43,6 +46,7 @@ impl Lease {
             master_started: master.and_then(reload::started).map(|s| s.0),
             dir: dir.to_path_buf(),
             listens,
+            state_dir: None,
         }
     }
 }
@@ -78,34 +82,83 @@ pub fn write(state_dir: &Path, lease: &Lease) -> Result<PathBuf> {
         })?;
     let path = dir.join(format!("{}.json", lease.owner));
     let tmp = dir.join(format!(".{}.json.tmp", lease.owner));
-    let text = serde_json::to_vec_pretty(lease).map_err(|e| {
+    let lease = Lease {
+        state_dir: Some(state_dir.to_path_buf()),
+        ..lease.clone()
+    };
+    let text = serde_json::to_vec_pretty(&lease).map_err(|e| {
         crate::error::Error::Internal(format!("cannot write the shadow's lease: {e}"))
     })?;
-    fs_err::write(&tmp, text)?;
+    fs_err::write(&tmp, &text)?;
     fs_err::rename(&tmp, &path)?;
+    // A copy in the shadow's own directory: a leftover is found from there too when the state
+    // directory that held the lease is gone (removed, or another one's).
+    let inside = lease.dir.join(INSIDE);
+    let tmp = lease.dir.join(format!(".{INSIDE}.tmp"));
+    fs_err::write(&tmp, &text)?;
+    fs_err::rename(&tmp, &inside)?;
     Ok(path)
 }
 
-/// Leases whose owner no longer runs, oldest pid first.
-pub fn leftovers(state_dir: &Path) -> Vec<Leftover> {
-    let Ok(entries) = std::fs::read_dir(lease_dir(state_dir)) else {
+/// The copy of the lease inside the shadow's directory.
+const INSIDE: &str = "lease.json";
+
+/// Shadow directories in the system temp directory whose own lease names a run that is gone
+/// and a state directory that no longer holds that lease (removed, or cleaned by hand): no
+/// run of any state directory would find them otherwise.
+fn orphans() -> Vec<Leftover> {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return Vec::new();
     };
-    let mut out: Vec<Leftover> = entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-        .filter_map(|e| {
-            let lease: Lease = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
-            let owner_alive = reload::started(lease.owner)
-                .is_some_and(|(t, alive)| alive && t == lease.owner_started);
-            (!owner_alive).then(|| Leftover {
-                lease: e.path(),
-                owner: lease.owner,
-                running: master_alive(&lease),
-                dir: lease.dir,
-            })
+    let held = |path: &Path| -> bool {
+        let Ok(bytes) = std::fs::read(path) else {
+            return true;
+        };
+        let Ok(lease) = serde_json::from_slice::<Lease>(&bytes) else {
+            return true;
+        };
+        lease.state_dir.is_none_or(|state| {
+            lease_dir(&state)
+                .join(format!("{}.json", lease.owner))
+                .exists()
         })
-        .collect();
+    };
+    (entries.flatten())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(DIR_PREFIX))
+        .map(|e| e.path().join(INSIDE))
+        .filter(|inside| !held(inside))
+        .filter_map(|inside| leftover(&inside))
+        .collect()
+}
+
+/// The leftover a lease file describes, when its owner is gone.
+fn leftover(path: &Path) -> Option<Leftover> {
+    let lease: Lease = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let owner_alive =
+        reload::started(lease.owner).is_some_and(|(t, alive)| alive && t == lease.owner_started);
+    (!owner_alive).then(|| Leftover {
+        lease: path.to_path_buf(),
+        owner: lease.owner,
+        running: master_alive(&lease),
+        dir: lease.dir,
+    })
+}
+
+/// Leases whose owner no longer runs, oldest pid first: the state directory's, then shadow
+/// directories whose own copy of the lease is all that is left of their run.
+pub fn leftovers(state_dir: &Path) -> Vec<Leftover> {
+    let mut out: Vec<Leftover> = match std::fs::read_dir(lease_dir(state_dir)) {
+        Ok(entries) => (entries.flatten())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .filter_map(|e| leftover(&e.path()))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    for orphan in orphans() {
+        if !out.iter().any(|l| l.dir == orphan.dir) {
+            out.push(orphan);
+        }
+    }
     out.sort_by_key(|l| l.owner);
     out
 }
