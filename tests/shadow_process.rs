@@ -136,6 +136,23 @@ fn get_unix(path: &str, host: &str) -> String {
         .to_string()
 }
 
+/// `check` stopped (the test pause hook) while its shadow serves: the run, its lease, the
+/// shadow's master and its directory.
+fn check_stopped_with_its_shadow_up(s: &Sites) -> (Child, serde_json::Value, i32, PathBuf) {
+    let run =
+        s.sr.command(&["check"])
+            .env("SAFE_RELOAD_TEST_PAUSE", "shadow-running")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start safe-reload check");
+    assert!(stopped(&run), "never stopped with the shadow running");
+    let lease = lease(&s.sr, &run);
+    let master = lease["master"].as_i64().expect("the master's pid") as i32;
+    let dir = PathBuf::from(lease["dir"].as_str().expect("dir"));
+    (run, lease, master, dir)
+}
+
 struct Sites {
     nginx: TestNginx,
     sr: SafeReload,
@@ -197,17 +214,7 @@ fn sites() -> Sites {
 fn every_listen_is_remapped_and_routes_like_production_and_sigkill_leaves_nothing_running() {
     let s = sites();
     let real_sockets = sockets(s.nginx.master_pid());
-    let run =
-        s.sr.command(&["check"])
-            .env("SAFE_RELOAD_TEST_PAUSE", "shadow-running")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start safe-reload check");
-    assert!(stopped(&run), "never stopped with the shadow running");
-    let lease = lease(&s.sr, &run);
-    let master = lease["master"].as_i64().expect("the master's pid") as i32;
-    let dir = PathBuf::from(lease["dir"].as_str().expect("dir"));
+    let (run, lease, master, dir) = check_stopped_with_its_shadow_up(&s);
     let workers = children(master);
     let titles: Vec<String> = workers.iter().map(|w| title(*w)).collect();
     let serving = titles
@@ -542,17 +549,7 @@ fn a_comment_only_change_needs_no_shadow_and_an_unused_upstream_does() {
 #[test]
 fn a_leftover_whose_state_directory_is_gone_is_found_from_its_own_directory_and_removed() {
     let s = sites();
-    let run =
-        s.sr.command(&["check"])
-            .env("SAFE_RELOAD_TEST_PAUSE", "shadow-running")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start safe-reload check");
-    assert!(stopped(&run), "never stopped with the shadow running");
-    let lease = lease(&s.sr, &run);
-    let master = lease["master"].as_i64().expect("the master's pid") as i32;
-    let dir = PathBuf::from(lease["dir"].as_str().expect("dir"));
+    let (run, _, master, dir) = check_stopped_with_its_shadow_up(&s);
     signal(&run, libc::SIGKILL);
     let _ = finish(run, Duration::from_secs(10));
     assert!(
