@@ -538,6 +538,13 @@ fn a_rollback_says_which_failures_the_change_broke_and_which_were_there_before()
             && !run.stderr.contains("the change broke: GET http://a.test"),
         "{run}"
     );
+    // After the rollback it still fails, as before the change: not a FAIL of the rollback.
+    assert!(
+        run.stderr
+            .contains("still failing re-verify: GET http://a.test")
+            && !run.stderr.contains("FAIL re-verify: GET http://a.test"),
+        "{run}"
+    );
     assert_eq!(
         http_get(b, "b.test", "/").expect("GET"),
         (200, "app".to_string())

@@ -640,7 +640,28 @@ fn render_rollback(p: &Printer, rb: &RollbackReport) {
         ));
     }
     if let Some(h) = &rb.health {
-        render_health(p, h, "re-verify", true);
+        // Back to the baseline: what still fails failed before the change the same way.
+        let still: Vec<&str> = match &rb.verdict {
+            Some(RollbackVerdict::Back { still_failing, .. }) => {
+                still_failing.iter().map(|c| c.url.as_str()).collect()
+            }
+            _ => Vec::new(),
+        };
+        let (old, rest): (Vec<_>, Vec<_>) = (h.results.iter().cloned())
+            .partition(|r| r.failed && still.contains(&r.check.url.as_str()));
+        let rest = HealthReport {
+            results: rest,
+            ..h.clone()
+        };
+        render_health(p, &rest, "re-verify", true);
+        for r in old {
+            p.progress(&format!(
+                "{} re-verify: GET {} -> {} (as before this change)",
+                p.paint(Tone::Warn, "still failing"),
+                escape_control(&r.check.url),
+                escape_control(&r.reply())
+            ));
+        }
     }
     if let Some(RollbackVerdict::Back {
         emerg,
