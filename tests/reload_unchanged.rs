@@ -15,7 +15,7 @@ use support::*;
 /// nginx's own reload, as a colleague or a cron job runs it; returns once new workers serve.
 fn reload_outside(nginx: &TestNginx) {
     let before = nginx.ready_workers();
-    let out = Command::new("nginx")
+    let out = Command::new(NGINX)
         .args(nginx.flags())
         .args(["-s", "reload"])
         .output()

@@ -51,6 +51,13 @@ pub struct HealthOptions {
     pub expected_down: Vec<String>,
 }
 
+impl HealthOptions {
+    /// Whether `--expect-status` names `status`: what the operator said is fine.
+    pub fn expects(&self, status: Option<u16>) -> bool {
+        status.is_some_and(|s| self.expect_status.as_ref().is_some_and(|e| e.contains(&s)))
+    }
+}
+
 impl Default for HealthOptions {
     fn default() -> Self {
         HealthOptions {
@@ -134,9 +141,9 @@ impl CheckResult {
     /// Judge one answer that passed on its own against the status the same request got
     /// before the change, when it passed then: a 5xx where there was none fails (see
     /// [`judge::erring_since`]), and is asked again as any failed answer is. A status
-    /// `--expect-status` names (`expect`) is what the operator said is fine: never a failure.
-    pub fn judge_against(&mut self, passed_before: Option<u16>, expect: Option<&[u16]>) {
-        let expected = (self.status).is_some_and(|s| expect.is_some_and(|e| e.contains(&s)));
+    /// `--expect-status` names is what the operator said is fine: never a failure.
+    pub fn judge_against(&mut self, passed_before: Option<u16>, opts: &HealthOptions) {
+        let expected = opts.expects(self.status);
         if self.answer == Answer::Passed
             && !expected
             && judge::erring_since(passed_before, self.status)
@@ -411,7 +418,7 @@ fn round(
 ) -> Vec<(usize, CheckResult)> {
     let failed = |r: &Option<CheckResult>| r.as_ref().is_some_and(|r| r.failed);
     let judged = |mut r: CheckResult| {
-        r.judge_against(known.passed_before(&r), opts.expect_status.as_deref());
+        r.judge_against(known.passed_before(&r), opts);
         r
     };
     let sent = |todo: &[usize]| send(checks, todo, opts).into_iter().map(|r| r.map(judged));

@@ -340,17 +340,23 @@ pub fn rollback(
     let loaded = env.load();
     // Without an id: the files on disk back to the last good configuration when they differ
     // from it (an edit by hand, not reloaded or not yet good), else to the good one before it.
-    let edited = match (id, store.last_good()?) {
-        (None, Some(good)) => {
-            let differs = match &loaded {
-                Ok(now) => {
-                    !crate::pipeline::diff_files(&store, &good, &now.conf_prefix, &now.files)?
-                        .is_empty()
-                }
-                Err(_) => true,
-            };
-            differs.then_some(good)
-        }
+    // The files on disk against last-good, once: where `rollback` goes without an id, what a
+    // rollback to last-good writes, and whether last-good already holds what it replaces.
+    let good = store.last_good()?;
+    let since_good = match (&good, &loaded) {
+        (Some(good), Ok(now)) => Some(crate::pipeline::diff_files(
+            &store,
+            good,
+            &now.conf_prefix,
+            &now.files,
+        )?),
+        _ => None,
+    };
+    let edited = match (id, &good) {
+        (None, Some(good)) => since_good
+            .as_ref()
+            .is_none_or(|d| !d.is_empty())
+            .then(|| good.clone()),
         _ => None,
     };
     let target = match (id, edited) {
@@ -378,12 +384,15 @@ pub fn rollback(
         Err(e) => return Err(e),
     };
     // The files this rollback would write must be replaceable, or it stops before the first.
-    let touched =
-        crate::pipeline::diff_files(&store, &target, &current.conf_prefix, &current.files)?;
+    let good_now = since_good.filter(|_| unloadable.is_none());
+    let touched = match (&good, &good_now) {
+        (Some(g), Some(d)) if g.id == target.id => d.clone(),
+        _ => crate::pipeline::diff_files(&store, &target, &current.conf_prefix, &current.files)?,
+    };
     if crate::pipeline::refuse_obstacles(report, &current.conf_prefix, Some(&touched)) {
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }
-    let before = held_before(&store, &target, &touched, &current)?;
+    let before = held_before(&store, &target, &touched, &current, good.zip(good_now))?;
     if let Some(e) = unloadable {
         report.notes.push(format!(
             "the configuration on disk does not load ({e}); the rollback replaces the files \
@@ -504,7 +513,8 @@ fn refuse_displaced(store: &Store, target: &Snapshot) -> Result<()> {
 }
 
 /// The snapshot that holds the files on disk before a rollback writes over them: the target
-/// itself when they already equal it (`touched` is empty), last-good when they equal that,
+/// itself when they already equal it (`touched` is empty), last-good when they equal that
+/// (`since_good`: last-good and the files against it, when the tree on disk loaded),
 /// and only otherwise a new `replaced` snapshot. A snapshot of bytes another one already holds
 /// would fill `history` with copies and say something was displaced when nothing was.
 fn held_before(
@@ -512,13 +522,12 @@ fn held_before(
     target: &Snapshot,
     touched: &crate::diff::ConfigDiff,
     current: &crate::conf::Config,
+    since_good: Option<(Snapshot, crate::diff::ConfigDiff)>,
 ) -> Result<Snapshot> {
     if touched.is_empty() {
         return Ok(target.clone());
     }
-    if let Some(good) = store.last_good()? {
-        let since =
-            crate::pipeline::diff_files(store, &good, &current.conf_prefix, &current.files)?;
+    if let Some((good, since)) = since_good {
         if since.is_empty() {
             return Ok(good);
         }

@@ -64,7 +64,7 @@ pub fn find_master(pid_file: &Path, nginx: &Nginx, info: &BuildInfo) -> Result<M
             )));
         }
     }
-    if let (Some(started), Ok(written)) = (start_time(proc.start_ticks), mtime(pid_file)) {
+    if let (Some(started), Ok(written)) = (super::since_boot(proc.start_ticks), mtime(pid_file)) {
         if started > written + START_SLACK {
             return Err(wrong(format!(
                 "started {} after the pid file was written: the pid file is stale and its pid \
@@ -75,7 +75,7 @@ pub fn find_master(pid_file: &Path, nginx: &Nginx, info: &BuildInfo) -> Result<M
     }
     // Relative paths in the master's argv are relative to where it was started; the master
     // never changes directory (only workers do, for `working_directory`).
-    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_else(|_| "/".into());
+    let cwd = crate::nginx::master_cwd(pid).unwrap_or_else(|| "/".into());
     let (conf, prefix) = invocation.resolve(&cwd, info);
     if !same_file(&conf, &nginx.conf) || !same_file(&prefix, &nginx.prefix) {
         return Err(wrong(format!(
@@ -148,22 +148,6 @@ fn mtime(path: &Path) -> std::io::Result<SystemTime> {
 
 fn secs(d: std::result::Result<Duration, std::time::SystemTimeError>) -> Duration {
     Duration::from_secs(d.map_or(0, |d| d.as_secs()))
-}
-
-/// When a process started, from its start in clock ticks since boot and the boot time.
-fn start_time(start_ticks: u64) -> Option<SystemTime> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let btime: u64 = stat
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
-    // SAFETY: sysconf takes a plain constant and has no side effects.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
-    let since_boot = Duration::from_millis(start_ticks.saturating_mul(1000) / hz);
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(btime) + since_boot)
 }
 
 /// The `-c` and `-p` a master was started with, read back from its title.

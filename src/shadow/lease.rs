@@ -110,34 +110,31 @@ fn orphans() -> Vec<Leftover> {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return Vec::new();
     };
-    let held = |path: &Path| -> bool {
-        let Ok(bytes) = std::fs::read(path) else {
-            return true;
-        };
-        let Ok(lease) = serde_json::from_slice::<Lease>(&bytes) else {
-            return true;
-        };
-        lease.state_dir.is_none_or(|state| {
-            lease_dir(&state)
-                .join(format!("{}.json", lease.owner))
-                .exists()
-        })
-    };
     (entries.flatten())
         .filter(|e| e.file_name().to_string_lossy().starts_with(DIR_PREFIX))
-        .map(|e| e.path().join(INSIDE))
-        .filter(|inside| !held(inside))
-        .filter_map(|inside| leftover(&inside))
+        .filter_map(|e| {
+            let path = e.path().join(INSIDE);
+            let lease = read(&path)?;
+            let held = lease.state_dir.as_ref().is_none_or(|state| {
+                lease_dir(state)
+                    .join(format!("{}.json", lease.owner))
+                    .exists()
+            });
+            (!held).then(|| leftover(path, lease)).flatten()
+        })
         .collect()
 }
 
-/// The leftover a lease file describes, when its owner is gone.
-fn leftover(path: &Path) -> Option<Leftover> {
-    let lease: Lease = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+fn read(path: &Path) -> Option<Lease> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// The leftover the lease at `path` describes, when its owner is gone.
+fn leftover(path: PathBuf, lease: Lease) -> Option<Leftover> {
     let owner_alive =
         reload::started(lease.owner).is_some_and(|(t, alive)| alive && t == lease.owner_started);
     (!owner_alive).then(|| Leftover {
-        lease: path.to_path_buf(),
+        lease: path,
         owner: lease.owner,
         running: master_alive(&lease),
         dir: lease.dir,
@@ -150,7 +147,7 @@ pub fn leftovers(state_dir: &Path) -> Vec<Leftover> {
     let mut out: Vec<Leftover> = match std::fs::read_dir(lease_dir(state_dir)) {
         Ok(entries) => (entries.flatten())
             .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-            .filter_map(|e| leftover(&e.path()))
+            .filter_map(|e| leftover(e.path(), read(&e.path())?))
             .collect(),
         Err(_) => Vec::new(),
     };

@@ -538,9 +538,10 @@ pub fn ask_running(
         let before = (sc.running.as_ref())
             .filter(|r| !r.failed && !r.refused)
             .and_then(|r| r.status);
-        let expected = (sc.shadow.status)
-            .is_some_and(|s| opts.expect_status.as_ref().is_some_and(|e| e.contains(&s)));
-        if sc.failed() || expected || !health::erring_since(before, sc.shadow.status) {
+        if sc.failed()
+            || opts.expects(sc.shadow.status)
+            || !health::erring_since(before, sc.shadow.status)
+        {
             continue;
         }
         let Some(routed) = shadow.ports().route_check(&sc.shadow.check) else {

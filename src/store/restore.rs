@@ -118,9 +118,10 @@ impl RestoreReport {
     }
 }
 
-/// The symlinks inside the root, on the way to an entry of `snap`, where `snap` recorded a
-/// directory (no symlink entry of its own at that path): a deploy replaced the directory.
-fn links_in_place_of_dirs(root: &Path, snap: &Snapshot, items: &[Item]) -> BTreeSet<PathBuf> {
+/// The symlinks inside the root, on the way to an entry of the snapshot restored (`items`),
+/// where it recorded a directory (no symlink entry at that path): a deploy replaced the
+/// directory.
+fn links_in_place_of_dirs(root: &Path, items: &[Item]) -> BTreeSet<PathBuf> {
     let recorded_links: BTreeSet<&Path> = (items.iter())
         .filter(|i| i.kind == EntryKind::Symlink)
         .map(|i| i.abs.as_path())
@@ -138,7 +139,6 @@ fn links_in_place_of_dirs(root: &Path, snap: &Snapshot, items: &[Item]) -> BTree
             }
         }
     }
-    let _ = snap;
     out
 }
 
@@ -363,7 +363,7 @@ impl Store {
         // sites-enabled.old; ln -s /srv/deploy/enabled sites-enabled`): the link goes and the
         // directory comes back before anything is written in it, and nothing is removed
         // through the link (what it leads to is the deploy's).
-        let links_for_dirs = links_in_place_of_dirs(config_root, snap, &items);
+        let links_for_dirs = links_in_place_of_dirs(config_root, &items);
         repointed.extend(links_for_dirs.iter().cloned());
         let removals = self.removals(&tree, snap, current, keep, &repointed, &mut report);
         report.displaced = self.save_displaced(snap, config_root, rejected, &items, &removals)?;
