@@ -269,3 +269,93 @@ fn a_front_proxying_to_a_new_internal_vhost_of_the_same_change_reloads() {
         (200, "app".into())
     );
 }
+
+/// `a.test` through `upstream a_pool` (one server `live`, marked `down` when `live_down`,
+/// and one already `down`), `c.test` through `upstream c_pool`, whose only server is `down`.
+fn pools(listen: SocketAddr, live: &str, live_down: bool, a_extra: &str, dead: &str) -> String {
+    let flag = if live_down { " down" } else { "" };
+    format!(
+        "upstream a_pool {{\n server {live}{flag};\n server {dead} down;\n}}\n\
+         upstream c_pool {{\n server {dead} down;\n}}\n\
+         server {{ listen {listen}; server_name a.test; {a_extra} \
+         location / {{ proxy_pass http://a_pool; }} }}\n\
+         server {{ listen {listen}; server_name c.test; \
+         location / {{ proxy_pass http://c_pool; }} }}"
+    )
+}
+
+/// Regression (findings v1 F15): marking the last live server of an upstream `down` passed
+/// `check --no-shadow` with no word, though nginx then answers every request for it 502 ("no
+/// live upstreams") without connecting anywhere. It is refused now, with nginx untouched; an
+/// upstream that had no live server before the change refuses nothing and is said to.
+#[test]
+fn an_upstream_whose_every_server_is_down_is_refused_when_the_change_made_it_so() {
+    let ip = unique_loopback();
+    let live = HttpBackend::start(SocketAddr::new(ip, 0), "live");
+    let dead = dead(ip).to_string();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let nginx = TestNginx::start(&pools(listen, &live.host_port(), false, "", &dead));
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+    assert_eq!(http_get(listen, "c.test", "/").unwrap().0, 502);
+
+    // A change elsewhere: c_pool was dead before it, a warning that says so.
+    nginx.write_http(&pools(listen, &live.host_port(), false, NEW, &dead));
+    let run = sr.run(&["-y", "--json", "--no-shadow"]);
+    run.expect(0);
+    let r = result_for(&run, &dead);
+    assert_eq!(r["status"], "no-live-upstreams", "{run}");
+    assert_eq!(
+        (&r["severity"], &r["cause"]),
+        (&"warning".into(), &"pre-existing".into()),
+        "{run}"
+    );
+    assert_eq!(
+        http_get(listen, "a.test", "/new").unwrap(),
+        (200, "new".into())
+    );
+    assert_eq!(http_get(listen, "c.test", "/").unwrap().0, 502);
+
+    // The change marks a_pool's live server `down` too: refused by the probe alone.
+    let workers = nginx.worker_pids();
+    nginx.write_http(&pools(listen, &live.host_port(), true, NEW, &dead));
+    let check = sr.run(&["check", "--no-shadow", "--json"]);
+    check.expect(1);
+    let r = result_for(&check, &live.host_port());
+    assert_eq!(r["status"], "no-live-upstreams", "{check}");
+    assert_eq!(
+        (&r["severity"], &r["cause"]),
+        (&"failure".into(), &"change".into()),
+        "{check}"
+    );
+    let hint = r["hints"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        hint.starts_with("every server of upstream a_pool (") && hint.contains("no live upstreams"),
+        "{check}"
+    );
+    // c_pool shares its server with a_pool, and is still judged on its own uses.
+    let c = result_for(&check, &dead);
+    assert_eq!(
+        (&c["severity"], &c["dead_upstream"]),
+        (&"warning".into(), &"c_pool".into()),
+        "{check}"
+    );
+    assert!(
+        c["hints"][0]["message"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("every server of upstream c_pool was marked `down` before this change too; c.test answers 502 today")),
+        "{check}"
+    );
+    let run = sr.run(&["-y", "--no-shadow"]);
+    run.expect(1);
+    assert!(
+        run.stderr.contains("no-live-upstreams"),
+        "the refusal names it: {run}"
+    );
+    assert_eq!(nginx.worker_pids(), workers, "nginx was not reloaded");
+    assert_eq!(
+        http_get(listen, "a.test", "/").unwrap(),
+        (200, "live".into()),
+        "a.test is served as before"
+    );
+}

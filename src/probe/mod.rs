@@ -130,6 +130,9 @@ pub enum Status {
     /// A target only datagrams reach, elsewhere: nothing is sent to find out (see `udp`). A
     /// warning, as a dynamic target is.
     NotProbed,
+    /// The first member of an upstream block a `*_pass` reaches whose every server is
+    /// `down`: nginx connects to none and answers every request 502 ("no live upstreams").
+    NoLiveUpstreams,
 }
 
 impl Status {
@@ -160,6 +163,7 @@ impl Status {
             Status::TlsAlert => "tls-alert",
             Status::NotBound => "not-bound",
             Status::NotProbed => "not-probed",
+            Status::NoLiveUpstreams => "no-live-upstreams",
         }
     }
 }
@@ -266,6 +270,9 @@ pub struct ProbeResult {
     /// it; absent where no change is judged (`probe`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cause: Option<standing::Cause>,
+    /// For `NoLiveUpstreams`: the upstream block with no live server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_upstream: Option<std::sync::Arc<str>>,
 }
 
 /// The resolver nginx asks for a name it resolves per request.

@@ -306,6 +306,7 @@ mod tests {
             hints: Vec::new(),
             resolver: None,
             cause: None,
+            dead_upstream: None,
         }
     }
 

@@ -29,6 +29,15 @@ pub struct Use {
     pub server: usize,
     /// The use as a whole, hashed (see the module header).
     pub key: u64,
+    /// The upstream block it passes through, hashed by its lowercased name (0 for none).
+    pub pool: u64,
+}
+
+/// [`Use::pool`] for upstream block `name`.
+pub fn pool_key(name: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    name.to_ascii_lowercase().hash(&mut h);
+    h.finish() | 1
 }
 
 /// A tree's targets with the servers that use them, and the listens nginx itself holds.
@@ -88,9 +97,18 @@ impl Routes {
                 .collect(),
             ..Routes::default()
         };
+        let dead = dead_pools(targets);
         for t in &targets.targets {
             let mut uses = Vec::new();
-            for r in t.references.iter().filter(|r| !r.down) {
+            // A `down` server takes no request, except that a block with no other server
+            // answers each one 502 itself: those uses are kept, so whether that was so before
+            // the change compares too.
+            let counts = |r: &&crate::conf::targets::Reference| {
+                !r.down
+                    || (r.upstream.as_deref())
+                        .is_some_and(|u| dead.contains(&(r.context, u.to_ascii_lowercase())))
+            };
+            for r in t.references.iter().filter(counts) {
                 let pool = (r.upstream.as_deref()).map(|u| {
                     (
                         u.to_ascii_lowercase(),
@@ -121,8 +139,10 @@ impl Routes {
                     (&t.address, id, blocks, how, &pool, next.error, next.timeout).hash(&mut h);
                     let key = h.finish();
                     out.keys.insert(key);
-                    if !uses.contains(&Use { server, key }) {
-                        uses.push(Use { server, key });
+                    let pool = r.upstream.as_deref().map_or(0, pool_key);
+                    let u = Use { server, key, pool };
+                    if !uses.contains(&u) {
+                        uses.push(u);
                     }
                 }
             }
@@ -169,6 +189,24 @@ impl Routes {
             ListenAddr::Unix(_) => false,
         })
     }
+}
+
+/// The upstream blocks (per context, lowercased) whose every `server` is `down`.
+fn dead_pools(targets: &Targets) -> HashSet<(Context, String)> {
+    let mut all: HashMap<(Context, String), bool> = HashMap::new();
+    let servers = (targets.targets.iter())
+        .flat_map(|t| t.references.iter())
+        .filter(|r| r.directive == Name::SERVER);
+    for r in servers {
+        if let Some(u) = r.upstream.as_deref() {
+            *all.entry((r.context, u.to_ascii_lowercase()))
+                .or_insert(true) &= r.down;
+        }
+    }
+    all.into_iter()
+        .filter(|(_, dead)| *dead)
+        .map(|(k, _)| k)
+        .collect()
 }
 
 /// Record every `*_pass` under `dirs` (a server's block, at `server`), with a hash of the

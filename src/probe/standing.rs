@@ -103,7 +103,18 @@ fn one(
     if r.status == Status::PermissionDenied && new.user != old.user {
         return Some(change);
     }
-    let uses = new.uses(&r.target);
+    // A block with no live server: only the uses through that block.
+    let through = |u: &&Use| match &r.dead_upstream {
+        Some(name) => u.pool == super::routes::pool_key(name),
+        None => true,
+    };
+    let uses: Vec<Use> = new
+        .uses(&r.target)
+        .iter()
+        .filter(through)
+        .copied()
+        .collect();
+    let uses = &uses[..];
     if uses.is_empty() {
         // An upstream member no `*_pass` reaches: nginx never sends it a request.
         let members = new.members(&r.target);
@@ -149,14 +160,19 @@ fn before_change(r: &ProbeResult, today: &str, new: &Routes, touched: &[Use]) ->
     Standing {
         severity: Severity::Warning,
         cause: Cause::PreExisting,
-        hint: Some(
-            Hint::new(format!(
+        hint: Some(match &r.dead_upstream {
+            Some(name) => Hint::new(format!(
+                "every server of upstream {name} was marked `down` before this change too; \
+                     {today}; {tail}"
+            ))
+            .with_suggestion("take `down` off a server that answers, or pass to another upstream"),
+            None => Hint::new(format!(
                 "{} was already down before this change ({}); {today}; {tail}",
                 r.target,
                 r.status.as_str()
             ))
             .with_suggestion("start it, or point its servers at a backend that answers"),
-        ),
+        }),
     }
 }
 

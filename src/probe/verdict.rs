@@ -135,6 +135,7 @@ pub fn assemble(targets: &[Target], plan: &Plan, outcomes: &[Outcome]) -> Vec<Pr
                 hints: Vec::new(),
                 resolver: None,
                 cause: None,
+                dead_upstream: None,
             };
             match step {
                 Step::Skipped => r.status = Status::Skipped,
@@ -214,6 +215,7 @@ pub fn worker_account(opts: &ProbeOptions) -> Option<Account> {
 
 /// Worker-permission check, hints and severity for every result.
 pub fn judge(results: &mut [ProbeResult], opts: &ProbeOptions) {
+    mark_dead_pools(results);
     let account = worker_account(opts);
     if let Some(account) = &account {
         let unprivileged = opts.master_account.is_some();
@@ -228,7 +230,8 @@ pub fn judge(results: &mut [ProbeResult], opts: &ProbeOptions) {
         let index = diagnose::TcpIndex::new(&listeners);
         let speaking = answering_by_protocol(results);
         for (r, role) in results.iter_mut().zip(&roles) {
-            if !r.status.is_failure() {
+            // A block with no live server: nothing was connected to, so nothing to diagnose.
+            if !r.status.is_failure() || r.status == Status::NoLiveUpstreams {
                 continue;
             }
             // A member nginx fails over past is pointed only at a listener that answered in
@@ -248,6 +251,75 @@ pub fn judge(results: &mut [ProbeResult], opts: &ProbeOptions) {
                 .map_or(diagnose::Candidates::Any, diagnose::Candidates::Only);
             add_hints(r, &listeners, &index, opts, allowed, role.as_ref());
         }
+    }
+}
+
+/// An upstream block whose every `server` is `down`, reached by a `*_pass`: nginx picks no
+/// peer and answers 502 ("no live upstreams") without connecting anywhere, which no connect
+/// shows. The block's first member not probed for that reason (and not carrying another
+/// block's) carries the failure, once per block. A member that another block uses live is
+/// probed, and is left as its probe says.
+fn mark_dead_pools(results: &mut [ProbeResult]) {
+    use crate::conf::targets::{Context, Name};
+    use std::collections::HashMap;
+    // Per block: whether every `server` line is `down`, whether a `*_pass` reaches it, and
+    // its members by place.
+    type Members<'a> = Vec<(&'a Path, u32, usize)>;
+    struct Block<'a> {
+        name: &'a std::sync::Arc<str>,
+        dead: bool,
+        reached: bool,
+        members: Members<'a>,
+    }
+    let mut blocks: HashMap<(Context, String), Block> = HashMap::new();
+    for (i, r) in results.iter().enumerate() {
+        for re in r.references.iter() {
+            let Some(name) = re.upstream.as_ref() else {
+                continue;
+            };
+            let b = (blocks.entry((re.context, name.to_ascii_lowercase()))).or_insert(Block {
+                name,
+                dead: true,
+                reached: false,
+                members: Vec::new(),
+            });
+            if re.directive == Name::SERVER {
+                b.dead &= re.down;
+                b.members.push((&re.file, re.line, i));
+            } else {
+                b.reached = true;
+            }
+        }
+    }
+    let mut dead: Vec<(Members, std::sync::Arc<str>)> = (blocks.into_values())
+        .filter(|b| b.dead && b.reached)
+        .map(|mut b| {
+            b.members.sort();
+            (b.members, b.name.clone())
+        })
+        .collect();
+    dead.sort();
+    let mut marks: Vec<(usize, std::sync::Arc<str>, Hint)> = Vec::new();
+    for (members, name) in dead {
+        let free = members.iter().find(|&&(_, _, i)| {
+            results[i].status == Status::Skipped && !marks.iter().any(|m| m.0 == i)
+        });
+        let Some(&(file, line, i)) = free else {
+            continue;
+        };
+        let hint = Hint::new(format!(
+            "every server of upstream {name} ({}:{line}) is marked `down`: nginx answers each \
+             request passed to it 502 (\"no live upstreams\") without connecting anywhere",
+            file.display()
+        ))
+        .with_suggestion("take `down` off a server that answers, or pass to another upstream");
+        marks.push((i, name, hint));
+    }
+    for (i, name, hint) in marks {
+        let r = &mut results[i];
+        r.status = Status::NoLiveUpstreams;
+        r.dead_upstream = Some(name);
+        r.hints.push(hint);
     }
 }
 

@@ -71,6 +71,7 @@ impl Tree {
                     hints: Vec::new(),
                     resolver: None,
                     cause: None,
+                    dead_upstream: None,
                 }
             })
             .collect()
