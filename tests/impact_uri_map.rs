@@ -1,7 +1,7 @@
 //! `map $uri $pool` (and `$request_uri`) in front of `proxy_pass http://$pool`: the path
 //! picks the upstream, so each branch gets a request of its own, on a path derived from its
-//! key (an exact one as written, a regex one where a matching path can be derived, else the
-//! branch is said to be unverified), through the binary with a real nginx.
+//! key (an exact one as written, a regex one where a matching path can be derived from one of
+//! its branches, else the branch is said to be unverified), through the binary with a real nginx.
 
 mod support;
 
@@ -47,6 +47,7 @@ impl Site {
             ("static", backends.1.host_port()),
             ("web", backends.2.host_port()),
             ("legacy", backends.2.host_port()),
+            ("spaced", backends.2.host_port()),
         ];
         let listen = SocketAddr::new(ip, free_port(ip));
         let nginx = TestNginx::start("");
@@ -80,7 +81,7 @@ impl Site {
             .collect();
         format!(
             "{ups}map {} $pool {{ /api/ api; ~^/static/ static; ~^/v\\d+/ legacy; \
-             default web; }}\n\
+             ~^/old/\\x20 spaced; default web; }}\n\
              server {{ listen {}; server_name site.test; \
              location / {{ proxy_pass http://$pool; }} }}",
             self.source, self.listen
@@ -148,12 +149,12 @@ fn a_map_on_the_request_uri_checks_the_exact_key_and_names_the_branch_it_cannot_
     let report = run.json();
     let mut paths: Vec<String> = statuses(&report).into_iter().map(|(p, _)| p).collect();
     paths.sort();
-    assert_eq!(paths, ["/", "/api/", "/static/"], "{run}");
+    assert_eq!(paths, ["/", "/api/", "/static/", "/v0/"], "{run}");
     assert!(statuses(&report).iter().all(|(_, s)| *s == 200), "{run}");
     let not_verified = report["coverage"]["not_verified"].to_string();
     assert!(
-        not_verified.contains("map $pool ~^/v\\\\d+/"),
-        "no path is derived from that regex: {run}"
+        not_verified.contains("map $pool ~^/old/\\\\x20"),
+        "no path a request can send is derived from a regex that asks for a space: {run}"
     );
     assert_eq!(
         report["coverage"]["verified"], 0,

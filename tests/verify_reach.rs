@@ -316,3 +316,50 @@ fn a_prefix_location_a_regex_takes_every_path_of_is_not_verified() {
         (200, "other".into())
     );
 }
+
+/// `location ~ ^/api/(v1|v2)/` behind `location ~ /v1/`: the one path derived from the regex
+/// (`/api/v1/`) went to the earlier regex, so a change that made its backend answer 502 was
+/// "not verified", exit 0, while every `/api/v2/` request failed. Each branch of the
+/// alternation gives a path now: the check asks `/api/v2/`, the shadow refuses the change,
+/// and without the shadow it is rolled back and `/api/v2/` is served again.
+#[test]
+fn a_regex_location_shadowed_on_one_branch_is_checked_on_another() {
+    let ip = unique_loopback();
+    let api = HttpBackend::start(SocketAddr::new(ip, 0), "api");
+    let v1 = HttpBackend::start(SocketAddr::new(ip, 0), "v1");
+    let broken = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let http = |to: &str| {
+        format!(
+            "server {{ listen {listen}; server_name site.test;\n\
+             location ~ /v1/ {{ proxy_pass http://{}; }}\n\
+             location ~ ^/api/(v1|v2)/ {{ proxy_pass http://{to}; }} }}",
+            v1.host_port()
+        )
+    };
+    let n = TestNginx::start(&http(&api.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&http(&broken.addr.to_string()));
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+
+    let run = sr.run(&["-y", "--json", "--no-probe", "--no-shadow"]);
+    run.expect(3);
+    let report = run.json();
+    let check = result_of(&report, "site.test");
+    assert_eq!(
+        (&check["path"], &check["status"]),
+        (&Value::from("/api/v2/"), &Value::from(502)),
+        "{run}"
+    );
+    assert_eq!(
+        http_get(listen, "site.test", "/api/v2/x").expect("GET"),
+        (200, "api".into())
+    );
+    assert_eq!(
+        http_get(listen, "site.test", "/api/v1/x").expect("GET"),
+        (200, "v1".into())
+    );
+}

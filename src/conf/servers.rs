@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::conf::example;
 use crate::conf::host_map::{self, HostMap, Source};
 use crate::conf::pick::{self, Picked};
 use crate::conf::targets::addr::{self, Parsed};
@@ -388,12 +389,14 @@ fn proxied_locations<'a>(
                      try_files or error_page leads here)"
                         .into(),
                 ),
-                Some("~") | Some("~*") => match regex_path(&path) {
-                    Some(p) => landing(within, d, &[p]),
-                    None => {
-                        Reach::Unknown("no matching path could be derived from the regex".into())
+                Some(m @ ("~" | "~*")) => {
+                    match example::examples(&path, m == "~*", example::Kind::Path) {
+                        paths if paths.is_empty() => Reach::Unknown(
+                            "no matching path could be derived from the regex".into(),
+                        ),
+                        paths => landing(within, d, &paths),
                     }
-                },
+                }
                 Some("=") => Reach::Path(path.clone()),
                 _ => landing(within, d, &[path.clone(), missing_path_under(&path)]),
             };
@@ -654,80 +657,6 @@ fn returns_in(dirs: &[Directive], out: &mut Vec<u16>) {
             "if" | "limit_except" => returns_in(d.children(), out),
             _ => {}
         }
-    }
-}
-
-/// A path a location's regex matches, for the simple regexes locations mostly use
-/// (`\.php$`, `^/api/v[0-9]+/`, `^/(images|css)/`); `None` for anything else, so a path is
-/// never guessed. Unanchored patterns get a prefix that names no file.
-pub fn regex_path(re: &str) -> Option<String> {
-    let (anchored, body) = match re.strip_prefix('^') {
-        Some(rest) => (true, rest),
-        None => (false, re),
-    };
-    let body = body.strip_suffix('$').unwrap_or(body);
-    let b = body.as_bytes();
-    let mut out = String::new();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        match c {
-            b'\\' => {
-                let next = *b.get(i + 1)?;
-                if next.is_ascii_alphanumeric() {
-                    return None;
-                }
-                out.push(next as char);
-                i += 2;
-            }
-            b'[' => {
-                let end = i + body[i..].find(']')?;
-                let class = &body[i + 1..end];
-                let first = class.chars().next().filter(|c| c.is_ascii_alphanumeric())?;
-                if class.starts_with('^') {
-                    return None;
-                }
-                out.push(first);
-                i = end + 1;
-            }
-            b'(' => {
-                let end = i + body[i..].find(')')?;
-                let inner = body[i + 1..end].trim_start_matches("?:");
-                let first = inner.split('|').next()?;
-                if !first
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || b"/_-".contains(&c))
-                {
-                    return None;
-                }
-                out.push_str(first);
-                i = end + 1;
-            }
-            b'.' => {
-                out.push('x');
-                i += 1;
-            }
-            // One of what came before is a match; none at all for `*` and `?`, so the last
-            // character pushed already satisfies `+`, and `*`/`?` are also met by it.
-            b'+' | b'*' | b'?' => i += 1,
-            c if c.is_ascii_alphanumeric() || b"/_-~%=&,;:@".contains(&c) => {
-                out.push(c as char);
-                i += 1;
-            }
-            _ => return None,
-        }
-    }
-    if anchored {
-        out.starts_with('/').then_some(out)
-    } else {
-        Some(format!(
-            "/safe-reload-check{}",
-            if out.starts_with('/') || out.starts_with('.') {
-                out
-            } else {
-                format!("/{out}")
-            }
-        ))
     }
 }
 

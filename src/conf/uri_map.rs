@@ -4,17 +4,18 @@
 //!
 //! For each value the map gives besides the one the location's own path gets, a path is
 //! derived that gets that value and lands on this same location (as nginx picks locations,
-//! see `pick`): an exact key as written, the simplest match of a regex key where one can be
-//! derived (`servers::regex_path`, confirmed against the regex itself), for the default a path
+//! see `pick`): an exact key as written, a match of a regex key for each of its branches where
+//! one can be derived (`example`, confirmed against the regex itself), for the default a path
 //! under the location that no key takes. Where no key of a value gives such a path, that
 //! branch is said to be unverified, never guessed.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::conf::example::{self, Kind};
 use crate::conf::host_map::{HostMap, Lookup, Pattern, Source};
 use crate::conf::pick::{self, Picked};
-use crate::conf::servers::{location_args, missing_path_under, regex_path};
+use crate::conf::servers::{location_args, missing_path_under};
 use crate::conf::tree::Directive;
 
 /// One value of a map a location's requests can get, and how a request gets it.
@@ -150,10 +151,17 @@ fn paths_for(source: Source, pattern: Option<&Pattern>, own: &str) -> Result<Vec
             }
         }
         Some(Pattern::Regex(text, re)) => {
-            let body = text.trim_start_matches("~*").trim_start_matches('~');
-            match (re, regex_path(body)) {
-                (Some(re), Some(path)) if re.is_match(path.as_bytes()) => Ok(vec![path]),
-                _ => Err("a regex key no matching path could be derived from".into()),
+            let (caseless, body) = match text.strip_prefix("~*") {
+                Some(body) => (true, body),
+                None => (false, text.trim_start_matches('~')),
+            };
+            let paths = match re {
+                Some(_) => example::examples(body, caseless, Kind::Path),
+                None => Vec::new(),
+            };
+            match paths.is_empty() {
+                true => Err("a regex key no matching path could be derived from".into()),
+                false => Ok(paths),
             }
         }
         Some(Pattern::Wildcard(w)) => Err(format!("{w} is not a path")),
@@ -193,15 +201,16 @@ mod tests {
     #[test]
     fn a_path_for_each_value_the_location_can_get() {
         let http = "map $uri $pool { /api/ api; /v2/ api; ~^/static/ static; ~^/v\\d+/ v; \
-                    /Other/ other; /x?y web; default web; }\n\
+                    ~^[^/] bare; /Other/ other; /x?y web; default web; }\n\
                     server { location / { proxy_pass http://$pool; } }";
         assert_eq!(
             shown(http, 0, "/"),
             [
                 "map $pool /api/ -> /api/",
                 "map $pool ~^/static/ -> /static/",
-                "map $pool ~^/v\\d+/: a regex key no matching path could be derived from: what \
-                 it routes to (v) is not verified",
+                "map $pool ~^/v\\d+/ -> /v0/",
+                "map $pool ~^[^/]: a regex key no matching path could be derived from: what it \
+                 routes to (bare) is not verified",
                 "map $pool /other/ -> /other/",
             ],
             "the default is what / gets; /x?y cannot be a $uri"

@@ -5,12 +5,12 @@
 //! each Host a `map $host` routes to another upstream than those names get (`hosts`), on each
 //! path a `map $uri` routes to another upstream than the location's own path gets
 //! (`conf::uri_map`), on every proxied location a path is known to reach (prefix and exact
-//! ones as written, regex ones where a matching path can be derived, named and `internal`
-//! ones through the `try_files` (or, where no backend answers, the `error_page 404`) that
-//! leads to them, and those with no `*_pass` whose `auth_request` reaches a backend; the
-//! `internal` location such a subrequest lands on is verified through them, never requested
-//! itself). A location only a backend's 404 or failure leads to is not verified, and neither
-//! is a backend whose own 502 or 504 an `error_page` answers for (`*_intercept_errors on`):
+//! ones as written, regex ones on the first path derived from their branches that no other
+//! location takes, named and `internal` ones through the `try_files` (or, where no backend
+//! answers, the `error_page 404`) that leads to them, and those with no `*_pass` whose
+//! `auth_request` reaches a backend; the `internal` location such a subrequest lands on is
+//! verified through them, never requested itself). A location only a backend's 404 or
+//! failure leads to is not verified, and neither is a backend whose own 502 or 504 an `error_page` answers for (`*_intercept_errors on`):
 //! the answer does not say which one answered. Where nginx makes the 502 itself (the backend
 //! refused, closed, timed out) it logs the failure, and that upstream error decides. and on every listen this machine can reach.
 //! Where the change makes it the default server of a listen, the default route (a Host no

@@ -38,7 +38,7 @@ fn every_name_location_and_listen_of_an_affected_server() {
         "server { listen 127.0.0.1:8080; listen [::1]:8443 ssl; server_name .a.test *.w.test ~^re;\n\
          location /api/ { proxy_pass http://u; }\n location = /x { proxy_pass http://u; }\n\
          location ~ \\.php$ { fastcgi_pass unix:/run/php.sock; }\n\
-         location ~ (?<x>a)b { proxy_pass http://u; }\n\
+         location ~ (?<x>a)b { proxy_pass http://u; }\n location ~ ^[^/] { proxy_pass http://u; }\n\
          location / { try_files $uri @app; }\n location @app { proxy_pass http://u; }\n\
          location @orphan { proxy_pass http://u; }\n}",
     );
@@ -48,6 +48,7 @@ fn every_name_location_and_listen_of_an_affected_server() {
             "127.0.0.1:8080 a.test /api/",
             "127.0.0.1:8080 a.test /x",
             "127.0.0.1:8080 a.test /safe-reload-check.php",
+            "127.0.0.1:8080 a.test /safe-reload-check/ab",
             "127.0.0.1:8080 a.test /safe-reload-check",
             "127.0.0.1:8080 safe-reload-check.w.test /api/",
             "[::1]:8443 a.test /api/ tls",
@@ -60,7 +61,7 @@ fn every_name_location_and_listen_of_an_affected_server() {
         skipped,
         [
             "server_name ~^re | a regex server_name: no Host is derived from it",
-            "location ~ (?<x>a)b | no matching path could be derived from the regex",
+            "location ~ ^[^/] | no matching path could be derived from the regex",
             "location @orphan | no try_files or error_page leads here",
         ]
     );
@@ -324,21 +325,6 @@ fn what_the_change_reaches_directly_is_checked_first_when_not_all_fits() {
 }
 
 #[test]
-fn regex_paths_are_derived_only_where_simple() {
-    use crate::conf::servers::regex_path;
-    assert_eq!(
-        regex_path("\\.php$").as_deref(),
-        Some("/safe-reload-check.php")
-    );
-    assert_eq!(regex_path("^/api/v[0-9]+/").as_deref(), Some("/api/v0/"));
-    assert_eq!(regex_path("^/(images|css)/").as_deref(), Some("/images/"));
-    assert_eq!(regex_path("^/a.*$").as_deref(), Some("/ax"));
-    assert_eq!(regex_path("\\d+"), None);
-    assert_eq!(regex_path("^[^/]"), None);
-    assert_eq!(regex_path("^api"), None);
-}
-
-#[test]
 fn a_unix_listen_is_checked_over_its_socket_and_an_unreachable_server_says_why() {
     let p = plan(
         "server { listen unix:/run/site.sock; server_name ux.test; location / { proxy_pass http://u; } }\n\
@@ -361,5 +347,24 @@ fn a_unix_listen_is_checked_over_its_socket_and_an_unreachable_server_says_why()
     assert_eq!(
         whole.why,
         "no request is made to it (listen 192.0.2.7:80: 192.0.2.7 is not an address of this machine)"
+    );
+}
+
+#[test]
+fn a_regex_location_is_checked_on_a_branch_no_earlier_regex_takes() {
+    let p = plan(
+        "server { listen 127.0.0.1:8080; server_name a.test;\n\
+         location ~ /v1/ { proxy_pass http://v1; }\n\
+         location ~ ^/api/(v1|v2)/ { proxy_pass http://api; }\n\
+         location ~ ^/(x|y)/ { proxy_pass http://u; }\n location ~ ^/ { proxy_pass http://u; }\n}",
+    );
+    assert_eq!(
+        shown(&p),
+        [
+            "127.0.0.1:8080 a.test /safe-reload-check/v1/",
+            "127.0.0.1:8080 a.test /api/v2/",
+            "127.0.0.1:8080 a.test /x/",
+            "127.0.0.1:8080 a.test /",
+        ]
     );
 }
