@@ -387,8 +387,13 @@ fn a_dead_member_is_not_pointed_at_a_closing_listener_or_its_own_pool() {
     assert_serves_live(listen);
 }
 
+/// What makes nginx pass a POST it has already sent on to the next server.
+const NON_IDEMPOTENT: &str = "proxy_next_upstream error timeout non_idempotent;";
+
 /// Regression: a member that accepts and closes beside a live one is a warning, yet its hint
-/// said "nginx answers 502". nginx fails over to the live member; the hint says so and names it.
+/// said "nginx answers 502". Where `proxy_next_upstream` has `non_idempotent`, nginx fails over
+/// to the live member for every request; the hint says so and names it. (Without it a POST is
+/// answered 502: see the next test.)
 #[test]
 fn a_member_that_accepts_and_closes_beside_a_live_one_says_nginx_fails_over() {
     let ip = unique_loopback();
@@ -396,7 +401,7 @@ fn a_member_that_accepts_and_closes_beside_a_live_one_says_nginx_fails_over() {
     let closer = AcceptCloseBackend::start(SocketAddr::new(ip, 0));
     let listen = SocketAddr::new(ip, free_port(ip));
     let members = [live.host_port(), closer.addr.to_string()];
-    let nginx = TestNginx::start(&pool_site(listen, &members, ""));
+    let nginx = TestNginx::start(&pool_site(listen, &members, NON_IDEMPOTENT));
     let run = SafeReload::new(&nginx).run(&["check", "--json"]);
     run.expect(0);
     let (severity, hints) = hints_of(&run, &closer.addr.to_string());
@@ -407,6 +412,74 @@ fn a_member_that_accepts_and_closes_beside_a_live_one_says_nginx_fails_over() {
         "{hints}"
     );
     assert_serves_live(listen);
+    for _ in 0..4 {
+        assert_eq!(
+            http_post(listen, "site.test", "/").unwrap(),
+            (200, "live".into())
+        );
+    }
+}
+
+/// Regression (findings v1 F2): a pool's primary changed to a backend that accepts and closes
+/// was "live and verified", while nginx then answered POSTs 502: it has sent the request when
+/// the peer hangs up, and passes only idempotent ones on to the next server. The probe refuses
+/// it now, saying why, and nginx keeps serving the primary.
+#[test]
+fn a_primary_that_accepts_and_closes_is_refused_as_nginx_answers_its_posts_502() {
+    let ip = unique_loopback();
+    let primary = HttpBackend::start(SocketAddr::new(ip, 0), "live");
+    let spare = HttpBackend::start(SocketAddr::new(ip, 0), "spare");
+    let closer = AcceptCloseBackend::start(SocketAddr::new(ip, 0));
+    let members = |first: &str| {
+        [
+            format!("{first} max_fails=3 fail_timeout=5s"),
+            format!("{} backup", spare.host_port()),
+        ]
+    };
+    // What the candidate does, shown by an nginx of its own: GETs fail over, POSTs do not.
+    let shown = SocketAddr::new(ip, free_port(ip));
+    let candidate = TestNginx::start(&pool_site(shown, &members(&closer.addr.to_string()), ""));
+    let posts: Vec<u16> = (0..3)
+        .map(|_| http_post(shown, "site.test", "/").unwrap().0)
+        .collect();
+    assert!(
+        posts.contains(&502),
+        "POSTs through the candidate: {posts:?}"
+    );
+    assert_eq!(
+        http_get(shown, "site.test", "/").unwrap(),
+        (200, "spare".into())
+    );
+    drop(candidate);
+
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let nginx = TestNginx::start(&pool_site(listen, &members(&primary.host_port()), ""));
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+    let workers = nginx.worker_pids();
+    nginx.write_http(&pool_site(listen, &members(&closer.addr.to_string()), ""));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    let report = run.json();
+    let r = result_for(&report, &closer.addr.to_string());
+    assert_eq!(
+        (&r["status"], &r["severity"], &r["cause"]),
+        (&"closed".into(), &"failure".into(), &"change".into()),
+        "{run}"
+    );
+    let hint = r["hints"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        hint.contains("answers a POST (or PATCH) it has already sent 502")
+            && hint.contains("does not have `non_idempotent`"),
+        "{run}"
+    );
+    assert_eq!(nginx.worker_pids(), workers, "nginx was not reloaded");
+    for _ in 0..3 {
+        assert_eq!(
+            http_post(listen, "site.test", "/").unwrap(),
+            (200, "live".into())
+        );
+    }
 }
 
 /// Regression: a dead `backup` server of a healthy pool got two "nothing listens on ..." lines
@@ -572,20 +645,21 @@ fn daemon_socket(
 /// for `check` (nginx fails over) and a rollback for `reload`: its "upstream prematurely
 /// closed connection" lines counted as new upstream errors though every client got 200. The
 /// errors of a member the probe already found failing are nginx failing over, like the connect
-/// errors of a dead member; the answers still decide.
+/// errors of a dead member; the answers still decide. (Under `non_idempotent`: without it a
+/// POST to that member is answered 502, and the change is refused, as the test above shows.)
 #[test]
 fn adding_a_member_that_accepts_and_closes_beside_a_live_one_reloads_like_check_says() {
     let ip = unique_loopback();
     let live = HttpBackend::start(SocketAddr::new(ip, 0), "live");
     let closer = AcceptCloseBackend::start(SocketAddr::new(ip, 0));
     let listen = SocketAddr::new(ip, free_port(ip));
-    let nginx = TestNginx::start(&pool_site(listen, &[live.host_port()], ""));
+    let nginx = TestNginx::start(&pool_site(listen, &[live.host_port()], NON_IDEMPOTENT));
     let sr = SafeReload::new(&nginx);
     sr.init();
     nginx.write_http(&pool_site(
         listen,
         &[live.host_port(), closer.addr.to_string()],
-        "",
+        NON_IDEMPOTENT,
     ));
     sr.run(&["check"]).expect(0);
     let run = sr.run(&[

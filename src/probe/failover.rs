@@ -22,12 +22,17 @@ pub struct Next {
     pub error: bool,
     /// `timeout`: the connect timed out.
     pub timeout: bool,
+    /// `non_idempotent`: a POST, LOCK or PATCH already sent to a peer is passed on too when
+    /// that peer fails; without it nginx answers it 502 (`ngx_http_upstream_next`). A stream
+    /// connection has no method: always so there.
+    pub non_idempotent: bool,
 }
 
 impl Next {
     const DEFAULT: Next = Next {
         error: true,
         timeout: true,
+        non_idempotent: false,
     };
 
     fn of(d: &Directive, stream: bool) -> Next {
@@ -37,11 +42,13 @@ impl Next {
             return Next {
                 error: on,
                 timeout: on,
+                non_idempotent: true,
             };
         }
         Next {
             error: has("error"),
             timeout: has("timeout"),
+            non_idempotent: has("non_idempotent"),
         }
     }
 }
@@ -105,7 +112,8 @@ mod tests {
              location /a { proxy_pass http://app; }\n\
              location /b { proxy_next_upstream error timeout http_502; proxy_pass http://app; }\n\
              location /c { fastcgi_pass app; }\n\
-             location /d { grpc_next_upstream off; grpc_pass grpc://app; }\n }\n}\n\
+             location /d { grpc_next_upstream off; grpc_pass grpc://app; }\n\
+             location /e { proxy_next_upstream error timeout non_idempotent; proxy_pass http://app; }\n }\n}\n\
              stream { proxy_next_upstream off; server { proxy_pass app; } }\n",
         )
         .unwrap();
@@ -115,17 +123,31 @@ mod tests {
         let none = Next {
             error: false,
             timeout: false,
+            non_idempotent: false,
         };
         assert_eq!(
             f.at(&file, 4),
             Next {
-                error: false,
-                timeout: true
+                timeout: true,
+                ..none
             }
         );
         assert_eq!(f.at(&file, 5), Next::DEFAULT);
         assert_eq!(f.at(&file, 6), Next::DEFAULT);
         assert_eq!(f.at(&file, 7), none);
-        assert_eq!(f.at(&file, 10), none);
+        assert_eq!(
+            f.at(&file, 8),
+            Next {
+                non_idempotent: true,
+                ..Next::DEFAULT
+            }
+        );
+        assert_eq!(
+            f.at(&file, 11),
+            Next {
+                non_idempotent: true,
+                ..none
+            }
+        );
     }
 }

@@ -184,6 +184,41 @@ fn no_failover(r: &ProbeResult, opts: &ProbeOptions) -> Option<Hint> {
     )
 }
 
+/// A primary member that accepts and closes: nginx has sent the request when the peer hangs
+/// up, so it passes a GET on to the next server, but answers a POST, LOCK or PATCH 502 unless
+/// `*_next_upstream` has `non_idempotent` (`ngx_http_upstream_next`), each time it tries the
+/// member again (once per fail_timeout once max_fails is reached). A refused connect sends
+/// nothing, so any method is passed on: that is a warning. A `backup` member matters only
+/// when the primaries fail.
+fn sent_then_closed(r: &ProbeResult, opts: &ProbeOptions, siblings: &[String]) -> Option<Hint> {
+    if r.status != Status::Closed || is_backup(r) {
+        return None;
+    }
+    let pass = r.references.iter().find(|x| {
+        !x.down
+            && !x.backup
+            && x.context == crate::conf::targets::Context::Http
+            && Name::of_pass(&x.directive).is_some()
+            && !opts.failover.at(&x.file, x.line).non_idempotent
+    })?;
+    let setting = pass.directive.trim_end_matches("_pass").to_string() + "_next_upstream";
+    Some(
+        Hint::new(format!(
+            "{} accepts connections and closes them without answering: nginx passes a GET it \
+             sent there on to {}, but answers a POST (or PATCH) it has already sent 502, since \
+             {setting} at {}:{} does not have `non_idempotent`",
+            r.target,
+            siblings.join("; "),
+            pass.file.display(),
+            pass.line,
+        ))
+        .with_suggestion(format!(
+            "point it at the backend that answers, mark it `down`, or add `non_idempotent` to \
+             {setting}"
+        )),
+    )
+}
+
 /// One result's severity, and the hint that explains a warning for a pool member.
 fn judge(
     r: &ProbeResult,
@@ -235,6 +270,9 @@ fn judge(
         .iter()
         .map(|((_, name), members)| format!("upstream {name} ({})", members.join(", ")))
         .collect();
+    if let Some(hint) = sent_then_closed(r, opts, &siblings) {
+        return (Severity::Failure, Some(hint));
+    }
     // A connect that times out costs the request the whole `*_connect_timeout` first.
     let wait = if r.status == Status::Timeout {
         ", after waiting proxy_connect_timeout (60s by default) for it"

@@ -111,6 +111,21 @@ fn read_request(c: &mut dyn ReadWrite) -> Vec<u8> {
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
+    // A body too (a POST's), so closing after the answer is a clean FIN, not a reset.
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    let length = end.and_then(|end| {
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let line = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))?;
+        Some(end + line.trim().parse::<usize>().ok()?.min(64 * 1024))
+    });
+    while length.is_some_and(|want| buf.len() < want) {
+        match c.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
     buf
 }
 

@@ -107,6 +107,19 @@ pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u1
     )
 }
 
+/// `POST path` with a small form body: a request nginx does not pass on to the next server
+/// once it has sent it (unless `*_next_upstream` has `non_idempotent`).
+pub fn http_post(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u16, String)> {
+    exchange(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: \
+             application/x-www-form-urlencoded\r\nContent-Length: 3\r\nConnection: \
+             close\r\n\r\na=1"
+        ),
+    )
+}
+
 /// `GET path` over HTTP/1.0 with no Host header: what nginx gives to the server named `""`.
 pub fn http10_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     exchange(addr, &format!("GET {path} HTTP/1.0\r\n\r\n"))
