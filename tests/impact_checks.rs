@@ -235,7 +235,7 @@ fn a_map_that_routes_a_second_server_name_is_checked_on_that_name() {
 
 /// A wildcard server whose `map $host` sends one exact Host to another upstream: that Host
 /// gets its own check, so a change that breaks only that upstream is caught (refused by the
-/// shadow, rolled back without it); the regex key names no Host and is said to be unverified.
+/// shadow, rolled back without it); the regex key is checked on a Host derived from it.
 #[test]
 fn a_host_a_map_routes_to_another_upstream_of_a_wildcard_server_is_checked() {
     let ip = unique_loopback();
@@ -287,8 +287,8 @@ fn a_host_a_map_routes_to_another_upstream_of_a_wildcard_server_is_checked() {
         routed["what"], "location /, Host routed by map $pool",
         "{run}"
     );
-    let not_verified = report["coverage"]["not_verified"].to_string();
-    assert!(not_verified.contains("map $pool ~^v[0-9]+"), "{run}");
+    let hosts = result_strs(&report, "host");
+    assert!(hosts.contains(&"v0.example.test"), "{run}");
     // Rolled back: that Host reaches its upstream again, the wildcard's own Host too.
     assert_eq!(
         http_get(listen, "api.example.test", "/").expect("GET"),
@@ -299,6 +299,79 @@ fn a_host_a_map_routes_to_another_upstream_of_a_wildcard_server_is_checked() {
         http_get(listen, "www.example.test", "/").expect("GET"),
         (200, "one".into())
     );
+}
+
+/// `map $host` with `hostnames`, a wildcard and a regex key in front of a wildcard server:
+/// neither key named a Host to send, so a change that made every `shop-N` tenant's backend
+/// answer 502 was "verified 0 of 1", exit 0. Each key now gets a Host derived from it that the
+/// map really routes there and that reaches this server: the shadow refuses the change, and
+/// without it the change is rolled back and the tenants are served again.
+#[test]
+fn a_map_regex_key_tenant_group_broken_by_a_change_is_caught() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let eu = HttpBackend::start(SocketAddr::new(ip, 0), "eu");
+    let shop = HttpBackend::start(SocketAddr::new(ip, 0), "shop");
+    let broken = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let http = |shops: &str| {
+        format!(
+            "map $host $tenant_pool {{\n hostnames;\n a.map.test {app};\n \
+             *.eu.map.test {eu};\n ~^shop-(\\d+)\\.map\\.test$ {shops};\n default {app};\n}}\n\
+             server {{ listen {listen}; server_name *.map.test; \
+             location / {{ proxy_pass http://$tenant_pool; }} }}",
+            app = app.host_port(),
+            eu = eu.host_port(),
+        )
+    };
+    let n = TestNginx::start(&http(&shop.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    assert_eq!(
+        http_get(listen, "shop-7.map.test", "/").expect("GET"),
+        (200, "shop".into())
+    );
+
+    let (run, report) = reload(&n, &sr, &http(&broken.addr.to_string()), &[]);
+    assert_eq!(run.code, 1, "{run}");
+    assert_eq!(report["shadow"]["state"], "refused", "{run}");
+    assert_eq!(
+        http_get(listen, "shop-7.map.test", "/").expect("GET"),
+        (200, "shop".into()),
+        "refused: nginx still runs the old map: {run}"
+    );
+
+    let (run, report) = reload(&n, &sr, &http(&broken.addr.to_string()), &["--no-shadow"]);
+    assert_eq!(run.code, 3, "{run}");
+    let results = report["health"]["results"].as_array().expect("results");
+    let of = |host: &str| {
+        (results.iter())
+            .find(|r| r["host"] == host)
+            .unwrap_or_else(|| panic!("no check of {host}: {run}"))
+    };
+    assert_eq!(of("shop-0.map.test")["status"], 502, "{run}");
+    assert_eq!(
+        of("shop-0.map.test")["what"],
+        "location /, Host routed by map $tenant_pool",
+        "{run}"
+    );
+    assert_eq!(of("safe-reload-check.eu.map.test")["status"], 200, "{run}");
+    let not_verified = report["coverage"]["not_verified"].to_string();
+    assert!(!not_verified.contains("map $tenant_pool"), "{run}");
+    // Rolled back: every tenant group reaches its own backend again.
+    for (host, body) in [
+        ("shop-7.map.test", "shop"),
+        ("shop-0.map.test", "shop"),
+        ("x.eu.map.test", "eu"),
+        ("a.map.test", "app"),
+        ("b.map.test", "app"),
+    ] {
+        assert_eq!(
+            http_get(listen, host, "/").expect("GET"),
+            (200, body.into()),
+            "{host}: {run}"
+        );
+    }
 }
 
 /// `listen PORT` beside `listen 127.0.0.1:PORT`: the wildcard server is reached through an

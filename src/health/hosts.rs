@@ -4,13 +4,17 @@
 //! listen the check goes to: the same order nginx uses (exact names, the longest leading
 //! wildcard, the longest trailing one, the first regex, then the listen's default server), so
 //! a wildcard or regex `server_name`, or being the default server, lets a map key in that no
-//! other server claims. A regex or wildcard key names no Host to send: what it routes to is
-//! said to be unverified, never guessed.
+//! other server claims. A wildcard key is sent with a label filled in (`*.eu.test` as
+//! `safe-reload-check.eu.test`, `mail.*` as `mail.safe-reload-check`), a regex key as a Host
+//! derived from it (`conf::example`), each only when the map really gives that Host the key's
+//! value (no exact or longer wildcard key takes it first) and nginx picks this server for
+//! it; else what it routes to is said to be unverified, and why, never guessed.
 
 use std::cmp::Reverse;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::conf::example::{self, Kind};
 use crate::conf::host_map::{self, HostMap, Lookup, Pattern, Source};
 use crate::conf::targets::Context;
 use crate::conf::{Listen, ListenAddr, Server};
@@ -129,15 +133,29 @@ pub fn map_hosts(
         let exact = match &key.pattern {
             Pattern::Exact(k) => k,
             Pattern::Wildcard(_) | Pattern::Regex(..) => {
-                if open {
-                    let kind = match key.pattern {
-                        Pattern::Wildcard(_) => "a wildcard",
-                        _ => "a regex",
-                    };
-                    unverified.push(skip(format!(
-                        "{kind} key names no Host to send: what it routes to ({}) is not verified",
+                if !open {
+                    continue;
+                }
+                let reaches = |host: &str| match map.lookup(&source(host)) {
+                    Lookup::Value(v) if v == key.value => {
+                        match taker(servers, &listen.addr, host) {
+                            Some(Taker::Server(i)) if i == me => Ok(()),
+                            Some(Taker::Unknown(why)) => Err(why),
+                            _ => Err(format!("{host} is answered by another server")),
+                        }
+                    }
+                    Lookup::Value(v) => Err(format!("{host} gets {v} from another key first")),
+                    Lookup::Unknown => Err(format!(
+                        "a regex this tool cannot evaluate comes before it for {host}"
+                    )),
+                };
+                match derived(&key.pattern, reaches) {
+                    Ok(host) if own.contains(&host) || hosts.contains(&host) => {}
+                    Ok(host) => hosts.push(host),
+                    Err(why) => unverified.push(skip(format!(
+                        "{why}: what it routes to ({}) is not verified",
                         key.value
-                    )));
+                    ))),
                 }
                 continue;
             }
@@ -168,6 +186,51 @@ pub fn map_hosts(
         }
     }
     (hosts, unverified)
+}
+
+/// The first Host a wildcard or regex key matches that `reaches` (gets the key's value and
+/// lands on the server), else why none does.
+fn derived(
+    pattern: &Pattern,
+    reaches: impl Fn(&str) -> Result<(), String>,
+) -> Result<String, String> {
+    let (kind, candidates) = match pattern {
+        Pattern::Wildcard(w) => ("wildcard", wildcard_hosts(w)),
+        Pattern::Regex(text, _) => {
+            let (caseless, body) = match text.strip_prefix("~*") {
+                Some(body) => (true, body),
+                None => (false, text.trim_start_matches('~')),
+            };
+            ("regex", example::examples(body, caseless, Kind::Host))
+        }
+        Pattern::Exact(k) => ("exact", vec![k.clone()]),
+    };
+    let mut why = None;
+    for host in candidates.iter().filter(|h| is_host(h)) {
+        match reaches(host) {
+            Ok(()) => return Ok(host.clone()),
+            Err(e) => {
+                why.get_or_insert(e);
+            }
+        }
+    }
+    Err(why.unwrap_or_else(|| format!("no Host to send is derived from the {kind} key")))
+}
+
+/// The Hosts a wildcard name matches, plainest first: `.example.test` is `example.test` (and
+/// any name under it), `*.example.test` and `mail.*` get a label filled in.
+pub fn wildcard_hosts(name: &str) -> Vec<String> {
+    const LABEL: &str = "safe-reload-check";
+    if let Some(rest) = name.strip_prefix('.') {
+        return vec![rest.to_string(), format!("{LABEL}.{rest}")];
+    }
+    if let Some(rest) = name.strip_prefix("*.") {
+        return vec![format!("{LABEL}.{rest}")];
+    }
+    if let Some(rest) = name.strip_suffix(".*") {
+        return vec![format!("{rest}.{LABEL}")];
+    }
+    Vec::new()
 }
 
 /// A name a Host header (and SNI) can carry.
@@ -223,25 +286,61 @@ mod tests {
     fn map_keys_that_reach_the_server_and_route_elsewhere() {
         let s = servers_of(
             "map $host $pool { hostnames; default one; a.w.test two; b.w.test one; \
-             other.test three; c.test four; ~^r five; *.z.w.test six; }\n\
+             other.test three; c.test four; ~^r five; *.z.w.test six; s.w.test one; \
+             .s.w.test seven; ~^x\\.c\\.test$ eight; ~^a\\.w\\.test$ nine; *.y.w.test two; \
+             *.q.y.w.test ten; }\n\
              server { listen 127.0.0.1:80; server_name *.w.test; location / { proxy_pass http://$pool; } }\n\
-             server { listen 127.0.0.1:80; server_name c.test; location / { proxy_pass http://$pool; } }",
+             server { listen 127.0.0.1:80; server_name c.test; location / { proxy_pass http://$pool; } }\n\
+             server { listen 127.0.0.1:80; server_name *.c.test; location / { return 204; } }",
         );
         let loc = &s[0].locations[0];
         let map = loc.host_map.as_ref().expect("the map");
         let own = ["safe-reload-check.w.test".to_string()];
         let (hosts, unverified) = map_hosts(map, &s, 0, &s[0].listens[0], 80, &own);
-        // b.w.test gets the names' own upstream; c.test is another server's; other.test is
-        // taken by the first server (the default of the listen).
-        assert_eq!(hosts, ["a.w.test", "other.test"]);
-        let what: Vec<&str> = unverified.iter().map(|u| u.what.as_str()).collect();
-        assert_eq!(what, ["map $pool ~^r", "map $pool *.z.w.test"]);
+        // b.w.test gets the names' own upstream; c.test is another server's; other.test and
+        // r (the regex ~^r) are taken by the first server (the default of the listen); the
+        // exact s.w.test comes before .s.w.test, which is sent with a label.
+        assert_eq!(
+            hosts,
+            [
+                "a.w.test",
+                "other.test",
+                "r",
+                "safe-reload-check.z.w.test",
+                "safe-reload-check.s.w.test",
+                "safe-reload-check.y.w.test",
+                "safe-reload-check.q.y.w.test",
+            ]
+        );
+        let said: Vec<String> = (unverified.iter())
+            .map(|u| format!("{} | {}", u.what, u.why))
+            .collect();
+        assert_eq!(
+            said,
+            [
+                "map $pool ~^x\\.c\\.test$ | x.c.test is answered by another server: what it \
+                 routes to (eight) is not verified",
+                "map $pool ~^a\\.w\\.test$ | a.w.test gets two from another key first: what it \
+                 routes to (nine) is not verified",
+            ]
+        );
         // The second server is neither open nor the default: only its own name.
         let (hosts, unverified) = map_hosts(map, &s, 1, &s[1].listens[0], 80, &["c.test".into()]);
         assert!(
             hosts.is_empty() && unverified.is_empty(),
             "{hosts:?} {unverified:?}"
         );
+    }
+
+    #[test]
+    fn a_wildcard_name_gets_a_label() {
+        assert_eq!(
+            wildcard_hosts(".x.test"),
+            ["x.test", "safe-reload-check.x.test"]
+        );
+        assert_eq!(wildcard_hosts("*.eu.test"), ["safe-reload-check.eu.test"]);
+        assert_eq!(wildcard_hosts("mail.*"), ["mail.safe-reload-check"]);
+        assert!(wildcard_hosts("a.test").is_empty());
     }
 
     #[test]
