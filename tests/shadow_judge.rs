@@ -343,13 +343,17 @@ fn a_working_directory_that_does_not_exist_is_refused_when_the_shadows_workers_d
 fn a_pool_member_the_change_adds_that_answers_502_is_refused_though_its_sibling_answers() {
     // Round robin, and `ip_hash`, which picks the server by the client's network: the
     // requests asked again come from several.
-    pool_member_answering_502_is_refused("", "");
-    pool_member_answering_502_is_refused("ip_hash;", "");
+    pool_member_answering_502_is_refused("", "", false);
+    pool_member_answering_502_is_refused("ip_hash;", "", false);
+    // Regression (findings n2 F1): `hash $request_uri` sent every request asked again to one
+    // server, as they all asked the same URI; each asks a query of its own now. (The new
+    // server first: `/` itself hashes to the second of two, and this is about the samples.)
+    pool_member_answering_502_is_refused("hash $request_uri;", "", true);
     // Weighted: the new server gets one request in 21.
-    pool_member_answering_502_is_refused("", " weight=20");
+    pool_member_answering_502_is_refused("", " weight=20", false);
 }
 
-fn pool_member_answering_502_is_refused(balancer: &str, weight: &str) {
+fn pool_member_answering_502_is_refused(balancer: &str, weight: &str, new_first: bool) {
     let ip = unique_loopback();
     let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
     let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
@@ -364,7 +368,11 @@ fn pool_member_answering_502_is_refused(balancer: &str, weight: &str) {
     let one = format!("server {}{weight};", app.host_port());
     let (n, sr) = running(&site(&one));
     let workers = n.worker_pids();
-    n.write_http(&site(&format!("{one} server {};", bad.addr)));
+    let added = format!("server {};", bad.addr);
+    n.write_http(&site(&match new_first {
+        true => format!("{added} {one}"),
+        false => format!("{one} {added}"),
+    }));
 
     for args in [&["check", "--json"][..], &["-y", "--json"][..]] {
         let run = sr.run(args);
