@@ -374,6 +374,55 @@ fn a_map_regex_key_tenant_group_broken_by_a_change_is_caught() {
     }
 }
 
+/// A server whose only name is a regex (`~^(?<tenant>[a-z]+)\.shop\.test$`): no Host was
+/// derived from it, so no request reached it and a change that made its backend answer 502
+/// went live unverified. It is checked on a Host derived from the regex (`a.shop.test`) that
+/// nginx gives it: the shadow refuses the change, and without it the change is rolled back.
+#[test]
+fn a_server_named_only_by_a_regex_is_checked_on_a_host_derived_from_it() {
+    let ip = unique_loopback();
+    let shop = HttpBackend::start(SocketAddr::new(ip, 0), "shop");
+    let other = HttpBackend::start(SocketAddr::new(ip, 0), "other");
+    let broken = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let http = |to: &str| {
+        format!(
+            "server {{ listen {listen} default_server; server_name other.test; \
+             location / {{ proxy_pass http://{}; }} }}\n\
+             server {{ listen {listen}; server_name ~^(?<tenant>[a-z]+)\\.shop\\.test$; \
+             location / {{ proxy_pass http://{to}; }} }}",
+            other.host_port()
+        )
+    };
+    let n = TestNginx::start(&http(&shop.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+
+    let (run, report) = reload(&n, &sr, &http(&broken.addr.to_string()), &[]);
+    assert_eq!(run.code, 1, "{run}");
+    assert_eq!(report["shadow"]["state"], "refused", "{run}");
+
+    let (run, report) = reload(&n, &sr, &http(&broken.addr.to_string()), &["--no-shadow"]);
+    assert_eq!(run.code, 3, "{run}");
+    let check = (report["health"]["results"]
+        .as_array()
+        .expect("results")
+        .iter())
+    .find(|r| r["host"] == "a.shop.test")
+    .unwrap_or_else(|| panic!("no check on a Host the regex matches: {run}"));
+    assert_eq!(check["status"], 502, "{run}");
+    // Rolled back: every tenant is served again, the other server too.
+    assert_eq!(
+        http_get(listen, "acme.shop.test", "/").expect("GET"),
+        (200, "shop".into()),
+        "{run}"
+    );
+    assert_eq!(
+        http_get(listen, "other.test", "/").expect("GET"),
+        (200, "other".into())
+    );
+}
+
 /// `listen PORT` beside `listen 127.0.0.1:PORT`: the wildcard server is reached through an
 /// address the specific one does not claim, not answered by the other server.
 #[test]

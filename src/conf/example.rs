@@ -4,7 +4,8 @@
 //!
 //! The regex is read as the `regex` crate reads nginx's PCRE (bytes, ASCII classes, see
 //! `host_map::compile`) and its syntax tree walked: a literal as written, a class as one
-//! plain character of it (a letter or digit where it has one), a repetition its minimum
+//! plain character of it (a letter or digit where it has one; a second one after every
+//! example of the first, for where another location takes those), a repetition its minimum
 //! count, an alternation one example per branch (so `^/api/(v1|v2)/` offers `/api/v2/` when
 //! another location takes `/api/v1/`), anchors and word boundaries nothing. Every example is
 //! then matched against the compiled regex, so one the walk got wrong (a word boundary
@@ -54,12 +55,15 @@ pub fn examples(pattern: &str, caseless: bool, kind: Kind) -> Vec<String> {
     let Ok(hir) = parsed else {
         return Vec::new();
     };
-    let Some(raw) = walk(&hir, kind) else {
-        return Vec::new();
-    };
+    // One character of each class first, so an alternation late in the regex keeps all its
+    // branches within the cap; then two, for where another location or server takes the first.
+    let raw = (1..=2).flat_map(|picks| walk(&hir, kind, picks).unwrap_or_default());
     let anchored = hir.properties().look_set_prefix().contains(Look::Start);
     let mut out: Vec<String> = Vec::new();
     for bytes in raw {
+        if out.len() == MAX_EXAMPLES {
+            break;
+        }
         let Ok(text) = String::from_utf8(bytes) else {
             continue;
         };
@@ -95,33 +99,36 @@ fn finish(text: String, kind: Kind, anchored: bool) -> Option<String> {
     }
 }
 
-/// The examples of one node, `None` when it has none (a class of nothing sendable, a
-/// repetition too long).
-fn walk(hir: &Hir, kind: Kind) -> Option<Vec<Vec<u8>>> {
+/// The examples of one node, with up to `picks` characters of each class; `None` when it has
+/// none (a class of nothing sendable, a repetition too long).
+fn walk(hir: &Hir, kind: Kind, picks: usize) -> Option<Vec<Vec<u8>>> {
     match hir.kind() {
         HirKind::Empty | HirKind::Look(_) => Some(vec![Vec::new()]),
         HirKind::Literal(lit) => {
             let ok = lit.0.len() <= MAX_LEN && lit.0.iter().all(|&b| sendable(b, kind));
             ok.then(|| vec![lit.0.to_vec()])
         }
-        HirKind::Class(class) => pick(class, kind).map(|b| vec![vec![b]]),
+        HirKind::Class(class) => {
+            let bytes: Vec<Vec<u8>> = (pick(class, kind).take(picks)).map(|b| vec![b]).collect();
+            (!bytes.is_empty()).then_some(bytes)
+        }
         HirKind::Repetition(rep) => {
             let times = usize::try_from(rep.min).ok().filter(|&n| n <= MAX_LEN)?;
             if times == 0 {
                 return Some(vec![Vec::new()]);
             }
-            let subs = walk(&rep.sub, kind)?;
+            let subs = walk(&rep.sub, kind, picks)?;
             let out: Vec<Vec<u8>> = (subs.iter())
                 .filter(|s| s.len() * times <= MAX_LEN)
                 .map(|s| s.repeat(times))
                 .collect();
             (!out.is_empty()).then_some(out)
         }
-        HirKind::Capture(cap) => walk(&cap.sub, kind),
+        HirKind::Capture(cap) => walk(&cap.sub, kind, picks),
         HirKind::Concat(parts) => {
             let mut acc = vec![Vec::new()];
             for part in parts {
-                let ends = walk(part, kind)?;
+                let ends = walk(part, kind, picks)?;
                 let mut next = Vec::new();
                 for head in &acc {
                     for end in &ends {
@@ -140,7 +147,7 @@ fn walk(hir: &Hir, kind: Kind) -> Option<Vec<Vec<u8>>> {
         HirKind::Alternation(branches) => {
             let mut out = Vec::new();
             for branch in branches {
-                for example in walk(branch, kind).unwrap_or_default() {
+                for example in walk(branch, kind, picks).unwrap_or_default() {
                     if out.len() < MAX_EXAMPLES {
                         out.push(example);
                     }
@@ -154,8 +161,8 @@ fn walk(hir: &Hir, kind: Kind) -> Option<Vec<Vec<u8>>> {
 /// Letters and digits first: what a path or a Host most plainly carries.
 const PREFERRED: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
-/// The first byte of the class a request can carry, plain ones first.
-fn pick(class: &Class, kind: Kind) -> Option<u8> {
+/// The bytes of the class a request can carry, plain ones first.
+fn pick(class: &Class, kind: Kind) -> impl Iterator<Item = u8> + '_ {
     let has = |b: u8| match class {
         Class::Bytes(c) => c.ranges().iter().any(|r| r.start() <= b && b <= r.end()),
         Class::Unicode(c) => {
@@ -166,7 +173,15 @@ fn pick(class: &Class, kind: Kind) -> Option<u8> {
         Kind::Path => b"-._~/!$&'()*+,;=:@",
         Kind::Host => b"-._",
     };
-    (PREFERRED.iter().chain(rest)).copied().find(|&b| has(b))
+    // A letter's other case is no other example: hosts are lowercased, `~*` ignores case.
+    let mut seen = Vec::new();
+    (PREFERRED.iter().chain(rest)).copied().filter(move |&b| {
+        let fresh = has(b) && !seen.contains(&b.to_ascii_lowercase());
+        if fresh {
+            seen.push(b.to_ascii_lowercase());
+        }
+        fresh
+    })
 }
 
 /// A byte a `kind` can carry as it is: in a path what needs no percent-encoding (nginx
@@ -191,29 +206,52 @@ mod tests {
         examples(re, true, Kind::Host)
     }
 
+    /// The first example: what is sent unless another location or server takes it.
+    fn first(examples: Vec<String>) -> String {
+        examples.into_iter().next().unwrap_or_default()
+    }
+
     #[test]
     fn a_path_for_each_branch_of_a_location_regex() {
         assert_eq!(paths("\\.php$"), ["/safe-reload-check.php"]);
-        assert_eq!(paths("^/api/v[0-9]+/"), ["/api/v0/"]);
         assert_eq!(paths("^/api/(v1|v2)/"), ["/api/v1/", "/api/v2/"]);
         assert_eq!(paths("^/(images|css)/"), ["/images/", "/css/"]);
-        assert_eq!(paths("^/a.*$"), ["/a"]);
-        assert_eq!(paths("^/u/\\d+/\\w+$"), ["/u/0/a"]);
         assert_eq!(
             paths("^/(?:aa|bb)(?:cc|dd)$"),
             ["/aacc", "/aadd", "/bbcc", "/bbdd"]
         );
-        assert_eq!(paths("^/x{3}/"), ["/xxx/"]);
-        assert_eq!(paths("^/v[^a-z/]/"), ["/v0/"]);
         assert_eq!(paths("/v1/"), ["/safe-reload-check/v1/"]);
-        assert_eq!(paths("\\d+"), ["/safe-reload-check/0"]);
-        assert_eq!(paths("^/(?<name>[a-z]+)/"), ["/a/"]);
+        assert_eq!(paths("^/UP"), ["/UP"]);
+        let shapes = [
+            ("^/api/v[0-9]+/", "/api/v0/"),
+            ("^/a.*$", "/a"),
+            ("^/u/\\d+/\\w+$", "/u/0/a"),
+            ("^/x{3}/", "/xxx/"),
+            ("^/v[^a-z/]/", "/v0/"),
+            ("\\d+", "/safe-reload-check/0"),
+            ("^/(?<name>[a-z]+)/", "/a/"),
+            ("^/(?P<id>\\d{2,4})$", "/00"),
+            ("^/static/.+\\.(css|js)$", "/static/a.css"),
+            ("(?i)^/Admin", "/admin"),
+        ];
+        for (re, path) in shapes {
+            assert_eq!(first(paths(re)), path, "{re}");
+        }
+    }
+
+    #[test]
+    fn a_class_offers_a_second_character_after_every_branch() {
+        // `(a|b)` is read as the class `[ab]`: `b` is there for when `a` is taken.
+        assert_eq!(paths("^/(a|b)/"), ["/a/", "/b/"]);
+        assert_eq!(
+            paths("^/[0-9]/(x1|x2)$"),
+            ["/0/x1", "/0/x2", "/1/x1", "/1/x2"]
+        );
         assert_eq!(
             examples("^/UP", true, Kind::Path),
             ["/up"],
-            "a class of both cases gives the lower"
+            "a class of both cases gives the lower, and not the upper after it"
         );
-        assert_eq!(paths("^/UP"), ["/UP"]);
     }
 
     #[test]
@@ -258,16 +296,21 @@ mod tests {
 
     #[test]
     fn a_host_for_a_server_name_or_map_regex() {
-        assert_eq!(hosts("^shop-(\\d+)\\.map\\.test$"), ["shop-0.map.test"]);
-        assert_eq!(hosts("^(?<tenant>[a-z]+)\\.shop\\.test$"), ["a.shop.test"]);
         assert_eq!(
             hosts("^(www|api)\\.x\\.test$"),
             ["www.x.test", "api.x.test"]
         );
-        assert_eq!(hosts("^api\\d+\\."), ["api0.safe-reload-check"]);
-        assert_eq!(hosts("\\.x\\.test$"), ["safe-reload-check.x.test"]);
-        assert_eq!(hosts("^(?P<sub>.+)\\.ex\\.test$"), ["a.ex.test"]);
-        assert_eq!(hosts("^[A-Z]+\\.test$"), ["a.test"]);
+        let shapes = [
+            ("^shop-(\\d+)\\.map\\.test$", "shop-0.map.test"),
+            ("^(?<tenant>[a-z]+)\\.shop\\.test$", "a.shop.test"),
+            ("^api\\d+\\.", "api0.safe-reload-check"),
+            ("\\.x\\.test$", "safe-reload-check.x.test"),
+            ("^(?P<sub>.+)\\.ex\\.test$", "a.ex.test"),
+            ("^[A-Z]+\\.test$", "a.test"),
+        ];
+        for (re, host) in shapes {
+            assert_eq!(first(hosts(re)), host, "{re}");
+        }
         assert_eq!(
             examples("^[A-Z]+\\.test$", false, Kind::Host),
             Vec::<String>::new(),
@@ -287,6 +330,6 @@ mod tests {
         ] {
             assert_eq!(hosts(re), Vec::<String>::new(), "{re}");
         }
-        assert_eq!(hosts("^[_a]x\\.test$"), ["ax.test"]);
+        assert_eq!(hosts("^[_a]x\\.test$"), ["ax.test", "_x.test"]);
     }
 }

@@ -1,9 +1,9 @@
 //! The checks for a candidate: requests through nginx for every server the change affects.
 //!
 //! Each affected server is checked on every `server_name` (a leading-dot name as the name
-//! itself, a wildcard with a label filled in; a regex name cannot be named and is said so), on
-//! each Host a `map $host` routes to another upstream than those names get (`hosts`), on each
-//! path a `map $uri` routes to another upstream than the location's own path gets
+//! itself, a wildcard with a label filled in, a regex one on a Host derived from it that nginx
+//! gives this server, else it is said to be unchecked), on each Host a `map $host` routes to
+//! another upstream than those names get (`hosts`), on each path a `map $uri` routes to another upstream than the location's own path gets
 //! (`conf::uri_map`), on every proxied location a path is known to reach (prefix and exact
 //! ones as written, regex ones on the first path derived from their branches that no other
 //! location takes, named and `internal` ones through the `try_files` (or, where no backend
@@ -36,6 +36,7 @@ use serde::Serialize;
 
 use super::hosts::{self, Taker, UNKNOWN_HOST};
 use super::{Check, Gate};
+use crate::conf::example::{self, Kind};
 use crate::conf::targets::Context;
 use crate::conf::{Listen, ListenAddr, Location, Reach, Server};
 use crate::impact::{Affected, Impact, ServerId, Touched};
@@ -424,23 +425,27 @@ fn candidates<'a>(
             why,
         })
     };
-    let mut names = Vec::new();
-    for n in &server.server_names {
-        match host_for(n) {
-            Ok(Some(h)) if !names.contains(&h) => names.push(h),
-            Ok(_) => {}
-            Err(why) => skip(
-                format!("server_name {n}"),
-                at(root, &server.file, server.line),
-                why.into(),
-            ),
-        }
-    }
     let mut listens = Vec::new();
     for l in server.listens.iter().filter(|l| !l.udp) {
         match connect_for(l, claimed) {
             Ok(addr) => listens.push((l, addr)),
             Err(why) => skip(format!("listen {}", l.addr), at(root, &l.file, l.line), why),
+        }
+    }
+    let mut names = Vec::new();
+    for n in &server.server_names {
+        let host = match n.strip_prefix('~') {
+            Some(re) => regex_host(servers, me, re, listens.first().map(|&(l, _)| l)).map(Some),
+            None => host_for(n).map_err(String::from),
+        };
+        match host {
+            Ok(Some(h)) if !names.contains(&h) => names.push(h),
+            Ok(_) => {}
+            Err(why) => skip(
+                format!("server_name {n}"),
+                at(root, &server.file, server.line),
+                why,
+            ),
         }
     }
     let mut locations = Vec::new();
@@ -635,29 +640,46 @@ fn location_what(loc: &Location) -> String {
     }
 }
 
-/// The Host that reaches a `server_name`: `.example.test` is also `example.test`, a wildcard
-/// gets a label; `""` is no name (`Ok(None)`); a regex cannot be named.
+/// The Host that reaches a `server_name` that is not a regex: `.example.test` is also
+/// `example.test`, a wildcard gets a label; `""` is no name (`Ok(None)`).
 fn host_for(name: &str) -> Result<Option<String>, &'static str> {
     let name = name.to_ascii_lowercase();
     if name.is_empty() || name == "_" {
         return Ok(None);
     }
-    if name.starts_with('~') {
-        return Err("a regex server_name: no Host is derived from it");
-    }
-    if let Some(rest) = name.strip_prefix('.') {
-        return Ok(Some(rest.to_string()));
-    }
-    if let Some(rest) = name.strip_prefix("*.") {
-        return Ok(Some(format!("safe-reload-check.{rest}")));
-    }
-    if let Some(rest) = name.strip_suffix(".*") {
-        return Ok(Some(format!("{rest}.safe-reload-check")));
+    if let Some(host) = hosts::wildcard_hosts(&name).into_iter().next() {
+        return Ok(Some(host));
     }
     if name.contains('*') {
         return Err("a wildcard in the middle of a name is not one nginx matches");
     }
     Ok(Some(name))
+}
+
+/// A Host derived from the regex `server_name ~re` of server `me` that nginx gives to it on
+/// `listen` (no earlier name of another server takes it), else why none is sent.
+fn regex_host(
+    servers: &[Server],
+    me: usize,
+    re: &str,
+    listen: Option<&Listen>,
+) -> Result<String, String> {
+    // nginx matches a regex server_name ignoring case.
+    let derived = example::examples(re, true, Kind::Host);
+    let mut why = None;
+    for host in &derived {
+        let Some(listen) = listen else {
+            return Ok(host.clone());
+        };
+        match hosts::taker(servers, &listen.addr, host) {
+            Some(Taker::Server(i)) if i == me => return Ok(host.clone()),
+            Some(Taker::Unknown(e)) => why.get_or_insert(e),
+            _ => why.get_or_insert(format!(
+                "{host}, derived from it, is answered by another server's name"
+            )),
+        };
+    }
+    Err(why.unwrap_or_else(|| "a regex server_name no Host is derived from".into()))
 }
 
 /// Every address a listen names exactly (not a wildcard): a request to one of these is taken

@@ -35,7 +35,7 @@ fn shown(plan: &Plan) -> Vec<String> {
 #[test]
 fn every_name_location_and_listen_of_an_affected_server() {
     let p = plan(
-        "server { listen 127.0.0.1:8080; listen [::1]:8443 ssl; server_name .a.test *.w.test ~^re;\n\
+        "server { listen 127.0.0.1:8080; listen [::1]:8443 ssl; server_name .a.test *.w.test ~^re ~^[^a-z0-9];\n\
          location /api/ { proxy_pass http://u; }\n location = /x { proxy_pass http://u; }\n\
          location ~ \\.php$ { fastcgi_pass unix:/run/php.sock; }\n\
          location ~ (?<x>a)b { proxy_pass http://u; }\n location ~ ^[^/] { proxy_pass http://u; }\n\
@@ -51,6 +51,7 @@ fn every_name_location_and_listen_of_an_affected_server() {
             "127.0.0.1:8080 a.test /safe-reload-check/ab",
             "127.0.0.1:8080 a.test /safe-reload-check",
             "127.0.0.1:8080 safe-reload-check.w.test /api/",
+            "127.0.0.1:8080 re /api/",
             "[::1]:8443 a.test /api/ tls",
         ]
     );
@@ -60,7 +61,7 @@ fn every_name_location_and_listen_of_an_affected_server() {
     assert_eq!(
         skipped,
         [
-            "server_name ~^re | a regex server_name: no Host is derived from it",
+            "server_name ~^[^a-z0-9] | a regex server_name no Host is derived from",
             "location ~ ^[^/] | no matching path could be derived from the regex",
             "location @orphan | no try_files or error_page leads here",
         ]
@@ -222,7 +223,7 @@ fn the_default_route_is_checked_where_the_change_makes_a_server_the_default() {
             "127.0.0.1:8080 safe-reload-check.invalid /app/",
             "127.0.0.1:8080 a.test /",
             "127.0.0.1:8081 d.test /",
-            "127.0.0.1:8081 127.0.0.1 /",
+            "127.0.0.1:8081 a /",
             "127.0.0.1:8080 new.test /app/",
         ]
     );
@@ -232,10 +233,7 @@ fn the_default_route_is_checked_where_the_change_makes_a_server_the_default() {
     );
     // A regex name that takes every Host leaves no Host for the default route.
     let skipped: Vec<&str> = p.not_checked.iter().map(|u| u.what.as_str()).collect();
-    assert_eq!(
-        skipped,
-        ["default route of 127.0.0.1:8081", "server_name ~."]
-    );
+    assert_eq!(skipped, ["default route of 127.0.0.1:8081"]);
 }
 
 #[test]
@@ -367,4 +365,40 @@ fn a_regex_location_is_checked_on_a_branch_no_earlier_regex_takes() {
             "127.0.0.1:8080 a.test /",
         ]
     );
+}
+
+#[test]
+fn a_regex_server_name_is_checked_on_a_host_nginx_gives_it() {
+    let p = plan(
+        "server { listen 127.0.0.1:8080; server_name ~^(?<tenant>[a-z]+)\\.shop\\.test$;\n\
+         location / { proxy_pass http://u; } }\n\
+         server { listen 127.0.0.1:8080; server_name a.x.test; location / { proxy_pass http://v; } }\n\
+         server { listen 127.0.0.1:8080; server_name ~^(a|b)\\.x\\.test$ ~^www\\.; location / { proxy_pass http://w; } }",
+    );
+    assert_eq!(
+        shown(&p),
+        [
+            "127.0.0.1:8080 a.shop.test /",
+            "127.0.0.1:8080 a.x.test /",
+            "127.0.0.1:8080 b.x.test /",
+            "127.0.0.1:8080 www.safe-reload-check /",
+        ]
+    );
+    assert!(p.not_checked.is_empty(), "{:?}", p.not_checked);
+    // Where an exact name of another server takes every Host derived from it, none is sent.
+    let p = plan(
+        "server { listen 127.0.0.1:8080; server_name a.x.test; location / { proxy_pass http://v; } }\n\
+         server { listen 127.0.0.1:8080; server_name ~^a\\.x\\.test$; location / { proxy_pass http://w; } }",
+    );
+    let skipped: Vec<String> = (p.not_checked.iter())
+        .map(|u| format!("{} | {}", u.what, u.why))
+        .collect();
+    assert_eq!(
+        skipped[0],
+        "server_name ~^a\\.x\\.test$ | a.x.test, derived from it, is answered by another \
+         server's name"
+    );
+    assert!(skipped
+        .last()
+        .is_some_and(|s| s.starts_with("server | no request is made to it")));
 }
