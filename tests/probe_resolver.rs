@@ -153,3 +153,64 @@ fn a_variable_name_without_a_resolver_is_refused_as_nginx_answers_502() {
     assert!(hints.contains("no `resolver` is in scope"), "{hints}");
     assert!(!hints.contains("fails to start"), "{hints}");
 }
+
+/// Regression (findings i12 F2): the same name under two resolvers was asked of whichever
+/// came first, so a server whose own resolver does not answer showed "ok". Each resolver is
+/// asked now, and each result says which places it speaks for.
+#[test]
+fn the_same_name_under_two_resolvers_is_asked_of_each() {
+    if !in_private_network("the_same_name_under_two_resolvers_is_asked_of_each") {
+        return;
+    }
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let port = app.addr.unwrap().port();
+    let dns = DnsResponder::start(ip, &[(NAME, &[ip])]);
+    let silent = DnsResponder::silent(ip);
+    let (a, b) = (
+        SocketAddr::new(ip, free_port(ip)),
+        SocketAddr::new(ip, free_port(ip)),
+    );
+    let text = format!(
+        "resolver {} ipv6=off; resolver_timeout 1s;\n{}\n\
+         server {{ listen {b}; server_name other.test; \
+         set $up {NAME}; location / {{ proxy_pass http://$up:{port}; }} }}",
+        silent.addr,
+        site(a, Some(dns.addr), port)
+    );
+    let (_nginx, sr) = start(&text);
+    // nginx: the server with the answering resolver is served, the other one is not.
+    assert_eq!(http_get(a, "site.test", "/").unwrap(), (200, "app".into()));
+    assert_eq!(http_get(b, "other.test", "/").unwrap().0, 502);
+
+    let run = sr.run(&["probe", "--json", "--probe-timeout", "300ms"]);
+    let report = run.json();
+    let results: Vec<&serde_json::Value> = (report["probe"]["results"].as_array().unwrap())
+        .iter()
+        .filter(|r| r["target"] == format!("{NAME}:{port}"))
+        .collect();
+    assert_eq!(results.len(), 2, "one result per resolver: {run}");
+    let through = |r: &serde_json::Value, d: SocketAddr| {
+        r["resolver"]
+            .as_str()
+            .is_some_and(|t| t.contains(&d.to_string()))
+    };
+    let answered = results.iter().find(|r| through(r, dns.addr)).expect("dns");
+    let unanswered = results
+        .iter()
+        .find(|r| through(r, silent.addr))
+        .expect("silent");
+    assert_eq!(answered["status"], "ok", "{run}");
+    assert_eq!(
+        (&unanswered["status"], &unanswered["severity"]),
+        (&"dynamic".into(), &"warning".into()),
+        "{run}"
+    );
+    assert!(
+        unanswered["hints"].to_string().contains(&format!(
+            "resolved by nginx at request time through resolver {}",
+            silent.addr
+        )),
+        "{run}"
+    );
+}

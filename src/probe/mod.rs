@@ -357,11 +357,13 @@ fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 /// resolution) however many targets there are.
 pub fn probe_all(targets: &Targets, opts: &ProbeOptions) -> ProbeReport {
     let started = Instant::now();
-    let resolvers = per_request::resolvers(&targets.targets, &opts.per_request);
-    let answers = per_request::answers(&targets.targets, &resolvers, opts.timeout);
-    let plan = verdict::plan(&targets.targets, &answers, opts);
+    let split = per_request::split_by_resolver(&targets.targets, &opts.per_request);
+    let targets = split.as_deref().unwrap_or(&targets.targets);
+    let resolvers = per_request::resolvers(targets, &opts.per_request);
+    let answers = per_request::answers(targets, &resolvers, opts.timeout);
+    let plan = verdict::plan(targets, &answers, opts);
     let outcomes = connect::probe_endpoints(&plan.probes, opts.timeout, opts.concurrency);
-    let mut results = verdict::assemble(&targets.targets, &plan, &outcomes);
+    let mut results = verdict::assemble(targets, &plan, &outcomes);
     per_request::annotate(&mut results, &resolvers, &answers);
     verdict::judge(&mut results, opts);
     ProbeReport {

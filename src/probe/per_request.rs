@@ -164,11 +164,56 @@ impl PerRequest {
                 return None;
             }
             let resolver = self.passes.get(&(r.file.clone(), r.line))?;
-            // Several places: the first one's resolver speaks for them (they are one name).
+            // Several places: the first one's resolver speaks for them; a name under several
+            // resolvers is split into one target per resolver first (`split_by_resolver`).
             found.get_or_insert_with(|| resolver.clone());
         }
         found
     }
+}
+
+/// `targets` with each name nginx resolves per request through more than one `resolver` (a
+/// server of its own, a location's) split into one target per resolver, each with the
+/// references that ask it: every one of them is asked, and one that does not answer is
+/// reported for the places that use it, never hidden behind another's answer. `None` when no
+/// target needs it.
+pub fn split_by_resolver(targets: &[Target], per_request: &PerRequest) -> Option<Vec<Target>> {
+    let groups = |t: &Target| -> Option<Vec<Vec<Reference>>> {
+        per_request.resolver_for(t)?;
+        let mut groups: Vec<(Option<Arc<Resolver>>, Vec<Reference>)> = Vec::new();
+        let mut rest = Vec::new();
+        for r in t.references.iter() {
+            let asked = (!r.down && crate::conf::targets::Name::of_pass(&r.directive).is_some())
+                .then(|| per_request.passes.get(&(r.file.clone(), r.line)))
+                .flatten();
+            match asked {
+                Some(resolver) => match groups.iter_mut().find(|(g, _)| g == resolver) {
+                    Some((_, refs)) => refs.push(r.clone()),
+                    None => groups.push((resolver.clone(), vec![r.clone()])),
+                },
+                None => rest.push(r.clone()),
+            }
+        }
+        if groups.len() < 2 {
+            return None;
+        }
+        groups[0].1.extend(rest);
+        Some(groups.into_iter().map(|(_, refs)| refs).collect())
+    };
+    if !targets.iter().any(|t| groups(t).is_some()) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(targets.len() + 1);
+    for t in targets {
+        match groups(t) {
+            Some(split) => out.extend(split.into_iter().map(|refs| Target {
+                address: t.address.clone(),
+                references: refs.into(),
+            })),
+            None => out.push(t.clone()),
+        }
+    }
+    Some(out)
 }
 
 fn resolver(d: &Directive, timeout: Option<Duration>) -> Resolver {
