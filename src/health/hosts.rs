@@ -137,6 +137,9 @@ pub fn map_hosts(
                     continue;
                 }
                 let reaches = |host: &str| match map.lookup(&source(host)) {
+                    Lookup::Value(v) if v != key.value && std::ptr::eq(v, map.default.as_str()) => {
+                        Err(format!("{} gets the default ({v})", source(host)))
+                    }
                     Lookup::Value(v) if v == key.value => {
                         match taker(servers, &listen.addr, host) {
                             Some(Taker::Server(i)) if i == me => Ok(()),
@@ -144,7 +147,9 @@ pub fn map_hosts(
                             _ => Err(format!("{host} is answered by another server")),
                         }
                     }
-                    Lookup::Value(v) => Err(format!("{host} gets {v} from another key first")),
+                    Lookup::Value(v) => {
+                        Err(format!("{} gets {v} from another key first", source(host)))
+                    }
                     Lookup::Unknown => Err(format!(
                         "a regex this tool cannot evaluate comes before it for {host}"
                     )),
@@ -356,6 +361,23 @@ mod tests {
             unverified.len(),
             1,
             "b.test cannot be sent without the port"
+        );
+        // A regex key sees the Host with its port too.
+        let s = servers_of(
+            "map $http_host $pool { hostnames; default one; ~^c\\.test$ five; ~^d\\.test(:\\d+)?$ six; *.e.test seven; }\n\
+             server { listen 127.0.0.1:8080 default_server; server_name x.test; location / { proxy_pass http://$pool; } }",
+        );
+        let map = s[0].locations[0].host_map.as_ref().expect("the map");
+        let (hosts, unverified) = map_hosts(map, &s, 0, &s[0].listens[0], 8080, &["x.test".into()]);
+        assert_eq!(hosts, ["d.test"]);
+        let why: Vec<&str> = unverified.iter().map(|u| u.why.as_str()).collect();
+        assert_eq!(
+            why,
+            [
+                "c.test:8080 gets the default (one): what it routes to (five) is not verified",
+                "safe-reload-check.e.test:8080 gets the default (one): what it routes to (seven) is \
+                 not verified",
+            ]
         );
     }
 }
