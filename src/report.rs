@@ -347,4 +347,8 @@ pub struct StatusReport {
     /// safe-reload since, or a certificate renewed since it loaded); the next run reloads.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_loaded: Option<String>,
+    /// The files differ from last-good, and nginx loaded its configuration after last-good
+    /// was recorded (by hand, outside safe-reload): it may run these files already.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loaded_outside: Option<String>,
 }

@@ -116,3 +116,80 @@ fn a_certificate_renewed_in_place_is_reloaded_though_no_configuration_file_chang
     run.expect(0);
     assert_eq!(run.outcome(), "unchanged", "{run}");
 }
+
+/// Regression (findings n3 F1): an edit that makes the site 502, loaded by hand with `nginx -s
+/// reload`, then run through safe-reload: the "baseline" it took was the edit itself, so the
+/// run said the site "answered 502 before this change", exited 4 and made the broken edit
+/// last-good. What nginx loaded outside safe-reload is no baseline now: the failure is the
+/// change's, and last-good is put back.
+#[test]
+fn an_edit_loaded_by_hand_before_the_run_is_judged_against_last_good_and_rolled_back() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let good = proxy_site(listen, &app.host_port());
+    let nginx = TestNginx::start(&good);
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+    let last_good = sr.run(&["history", "--json"]).json()["last_good"].clone();
+
+    nginx.write_http(&proxy_site(listen, &bad.addr.to_string()));
+    reload_outside(&nginx);
+    assert_eq!(http_get(listen, "site.test", "/").expect("GET").0, 502);
+    let status = sr.run(&["status", "--json"]);
+    assert!(
+        status.json()["status"]["loaded_outside"]
+            .as_str()
+            .is_some_and(|w| w.contains("outside safe-reload")),
+        "status says nginx may run other files than last-good: {status}"
+    );
+
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(3);
+    assert_eq!(run.outcome(), "rolled_back", "{run}");
+    assert!(
+        run.json()["warnings"].to_string().contains("no baseline"),
+        "{run}"
+    );
+    assert_eq!(
+        http_get(listen, "site.test", "/").expect("GET"),
+        (200, "app".into()),
+        "last-good is served again"
+    );
+    let history = sr.run(&["history", "--json"]).json();
+    assert_eq!(history["last_good"], last_good, "the edit is not last-good");
+}
+
+/// Regression (findings n3 F3): after safe-reload's own rollback, `status` said nginx "was
+/// reloaded or restarted outside safe-reload", and the next run with the file put back
+/// reloaded once more for nothing.
+#[test]
+fn a_rollback_of_our_own_is_no_reload_outside_safe_reload() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let dead = SocketAddr::new(ip, free_port(ip));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let good = proxy_site(listen, &app.host_port());
+    let nginx = TestNginx::start(&good);
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+    nginx.write_http(&proxy_site(listen, &dead.to_string()));
+    // The probe would refuse it: --no-probe --no-shadow, so it is reloaded and rolled back.
+    sr.run(&["-y", "--no-probe", "--no-shadow"]).expect(3);
+    assert_eq!(
+        http_get(listen, "site.test", "/").expect("GET"),
+        (200, "app".into())
+    );
+    nginx.write_http(&good);
+    let status = sr.run(&["status", "--json"]);
+    assert!(
+        status.json()["status"]["not_loaded"].is_null(),
+        "nobody reloaded nginx outside safe-reload: {status}"
+    );
+    let workers = nginx.ready_workers();
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    assert_eq!(run.outcome(), "unchanged", "{run}");
+    assert_eq!(nginx.ready_workers(), workers, "nothing reloaded");
+}

@@ -308,8 +308,15 @@ pub fn status(s: &Settings, report: &mut Report) -> Result<Exit> {
         if let Ok(config) = &config {
             report.diff = diff_against(&store, good.as_ref(), config)?;
             let unchanged = report.diff.as_ref().is_some_and(|d| d.is_empty());
-            if let (true, Some(m)) = (unchanged, &master) {
-                st.not_loaded = crate::pipeline::not_what_nginx_loaded(&store, m, config);
+            match (unchanged, &master) {
+                (true, Some(m)) => {
+                    st.not_loaded = crate::pipeline::not_what_nginx_loaded(&store, m, config);
+                }
+                // The files differ: nginx may run them already, loaded by hand.
+                (false, Some(m)) if good.is_some() => {
+                    st.loaded_outside = crate::pipeline::loaded_outside(&store, m);
+                }
+                _ => {}
             }
         }
     }

@@ -333,6 +333,15 @@ pub fn reload_locked(
     judge_probes(report, &mut insp, impact, old_routes.as_ref());
     drop(old_routes);
     let refuses = record_inspection(report, &mut insp);
+    // nginx may run these very files already, loaded by hand: said whatever the verdict, so a
+    // refusal does not read as if the site were still on last-good.
+    let outside_warned = match (&good_and_diff, loaded_outside(store, &master)) {
+        (Ok((Some(_), Some(diff), ..)), Some(why)) if !diff.is_empty() => {
+            report.warnings.push(outside_warning(&why));
+            true
+        }
+        _ => false,
+    };
     if let Some(shadow) = &shadow {
         shadow.expect_down(
             report
@@ -418,6 +427,15 @@ pub fn reload_locked(
         report.step_from("baseline", true, taken.began, taken.elapsed, None);
         taken.finish(&expected_down)
     });
+    // Read after the baseline: a reload outside safe-reload that landed before it finished
+    // made it answer for whatever nginx loaded then, perhaps these very files.
+    let outside_loaded = outside_warned
+        || (last_good.is_some() && !unchanged)
+            .then(|| loaded_outside(store, &master))
+            .flatten()
+            .inspect(|why| report.warnings.push(outside_warning(why)))
+            .is_some();
+    let baseline = baseline.filter(|_| !outside_loaded);
     // From here on the run needs the files (for the snapshot), the servers (for health
     // checks) and what `Watch` takes; the directive tree and the targets are dropped.
     let watch = Watch::of(&env, &insp.config);
@@ -478,7 +496,13 @@ pub fn reload_locked(
         watch,
         reload_deadline: reload_deadline(s, report),
         journal,
-        running,
+        // What nginx loaded outside safe-reload answers for nothing: no baseline is taken
+        // right before the signal either.
+        running: if outside_loaded {
+            Running::Unverified
+        } else {
+            running
+        },
         expected_down,
         prepared: Some(Prepared { plan, baseline }),
     };
@@ -488,6 +512,33 @@ pub fn reload_locked(
 /// A file a rollback would have to put back but could not replace (hard link, mount point,
 /// read-only directory) refuses the run now, while nothing has changed; returns whether one
 /// did. Without a last-good there is no rollback, so nothing to check.
+/// nginx loaded its configuration after last-good was recorded, or last loaded again by a
+/// rollback: someone ran `nginx -s reload` or restarted it outside safe-reload, perhaps with
+/// other files in place then, so what it serves says nothing about last-good. Why, or `None`.
+pub(crate) fn loaded_outside(store: &Store, master: &reload::Master) -> Option<String> {
+    let loaded = reload::loaded_at(master)?;
+    let at = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    // A reload of ours starts its workers before the verification that records last-good.
+    let since = store.good_since()?;
+    (loaded > since).then(|| {
+        format!(
+            "nginx loaded its configuration at {}, after the last good configuration was \
+             recorded ({}): it was reloaded or restarted outside safe-reload, and what it runs \
+             is not known",
+            at(loaded),
+            at(since)
+        )
+    })
+}
+
+fn outside_warning(why: &str) -> String {
+    format!(
+        "{why}: what it answers now is no baseline for the last good configuration, so any \
+         check that fails after this reload is held against the change and rolls it back to \
+         last-good (`safe-reload rollback` puts last-good back now)"
+    )
+}
+
 /// Why the files on disk, though they equal last-good, may not be what nginx runs: nginx
 /// loaded its configuration after last-good was recorded (someone ran `nginx -s reload` or
 /// restarted it outside safe-reload, perhaps with other files in place then), or a file it
@@ -498,21 +549,11 @@ pub(crate) fn not_what_nginx_loaded(
     master: &reload::Master,
     config: &crate::conf::Config,
 ) -> Option<String> {
+    if let Some(why) = loaded_outside(store, master) {
+        return Some(why);
+    }
     let loaded = reload::loaded_at(master)?;
     let at = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
-    let recorded = std::fs::metadata(store.root().join("last-good"))
-        .and_then(|m| m.modified())
-        .ok();
-    // A reload of ours starts its workers before the verification that records last-good.
-    if recorded.is_some_and(|r| loaded > r) {
-        return Some(format!(
-            "nginx loaded its configuration at {}, after the last good configuration was \
-             recorded ({}): it was reloaded or restarted outside safe-reload, and what it runs \
-             is not known",
-            at(loaded),
-            at(recorded.unwrap_or(loaded))
-        ));
-    }
     let changed = crate::conf::load_time_files(config)
         .into_iter()
         .find_map(|path| {

@@ -558,6 +558,10 @@ nginx began a reload all the same: it is proven from its processes"
         // with no last-good there is nothing to go back to. Either way nothing is left for
         // `recover` to finish.
         let restored_live = matches!(&reached, Reached::Reloaded(a) if a.proof.took_effect);
+        if restored_live {
+            // Best effort: without the mark, the next run only reloads once more.
+            let _ = self.store.mark_loaded();
+        }
         let nothing_to_restore = self.last_good.is_none();
         if let Reached::Reloaded(a) = reached {
             rb.reload = Some(a.proof);

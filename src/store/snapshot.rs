@@ -148,6 +148,27 @@ impl Store {
         atomic::write_atomic(&path, format!("{}\n", snap.id).as_bytes(), Attrs::private())
     }
 
+    /// Notes that nginx was just made to load last-good's files again (a rollback's reload
+    /// that took effect): [`Store::good_since`] then counts from now, so that reload is not
+    /// taken for one made outside safe-reload.
+    pub fn mark_loaded(&self) -> Result<()> {
+        let path = self.root.join("loaded");
+        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+        atomic::write_atomic(&path, format!("{now}\n").as_bytes(), Attrs::private())
+    }
+
+    /// Since when nginx is known to run last-good's files: when last-good was recorded, or
+    /// when a rollback last loaded it again, whichever is later. `None` without a last-good.
+    pub fn good_since(&self) -> Option<std::time::SystemTime> {
+        let at = |name: &str| {
+            std::fs::metadata(self.root.join(name))
+                .and_then(|m| m.modified())
+                .ok()
+        };
+        let recorded = at("last-good")?;
+        Some(at("loaded").map_or(recorded, |l| l.max(recorded)))
+    }
+
     /// Removes all but the newest `keep` snapshots, never the last-good one nor one the journal
     /// names, then every object no remaining snapshot references.
     pub fn prune(&self, keep: usize) -> Result<PruneReport> {

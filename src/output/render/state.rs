@@ -67,6 +67,13 @@ pub fn render_status(p: &Printer, st: &StatusReport) {
             escape_control(why)
         ));
     }
+    if let Some(why) = &st.loaded_outside {
+        p.out(&format!(
+            "config: the files differ from the last good configuration, and {}: nginx may run \
+             them already (`safe-reload rollback` puts last-good back)",
+            escape_control(why)
+        ));
+    }
     if let Some(j) = &st.interrupted {
         p.out(&format!(
             "interrupted run: pid {} started {} stopped during {:?}; run `safe-reload recover`",
