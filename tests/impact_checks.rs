@@ -374,6 +374,40 @@ fn a_map_regex_key_tenant_group_broken_by_a_change_is_caught() {
     }
 }
 
+/// `map $http_host` sees the Host header as sent, with the port: a regex key that names the
+/// port (`~^shop\.test:PORT$`) is checked on a Host sent to that port, so a change that makes
+/// its backend answer 502 is rolled back.
+#[test]
+fn a_map_on_the_host_header_checks_a_regex_key_that_carries_the_port() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let shop = HttpBackend::start(SocketAddr::new(ip, 0), "shop");
+    let broken = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let http = |shops: &str| {
+        format!(
+            "map $http_host $pool {{ default {app}; ~^shop\\.test:{port}$ {shops}; }}\n\
+             server {{ listen {listen} default_server; server_name app.test; \
+             location / {{ proxy_pass http://$pool; }} }}",
+            app = app.host_port(),
+            port = listen.port(),
+        )
+    };
+    let n = TestNginx::start(&http(&shop.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let (run, report) = reload(&n, &sr, &http(&broken.addr.to_string()), &["--no-shadow"]);
+    assert_eq!(run.code, 3, "{run}");
+    let hosts = result_strs(&report, "host");
+    assert!(hosts.contains(&"shop.test"), "{run}");
+    let header = format!("shop.test:{}", listen.port());
+    assert_eq!(
+        http_get(listen, &header, "/").expect("GET"),
+        (200, "shop".into()),
+        "rolled back: {run}"
+    );
+}
+
 /// A server whose only name is a regex (`~^(?<tenant>[a-z]+)\.shop\.test$`): no Host was
 /// derived from it, so no request reached it and a change that made its backend answer 502
 /// went live unverified. It is checked on a Host derived from the regex (`a.shop.test`) that

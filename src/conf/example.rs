@@ -25,6 +25,8 @@ pub enum Kind {
     Path,
     /// A Host, as nginx holds it in `$host`: lowercased.
     Host,
+    /// A Host header as sent, as `$http_host` holds it: a Host and maybe `:PORT`.
+    HttpHost,
 }
 
 /// At most this many examples of one regex (an alternation's branches, their products).
@@ -85,6 +87,14 @@ fn finish(text: String, kind: Kind, anchored: bool) -> Option<String> {
             Some(format!("{PATH_PREFIX}{text}"))
         }
         Kind::Path => Some(format!("{PATH_PREFIX}/{text}")),
+        Kind::HttpHost => match text.rsplit_once(':') {
+            Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+                let name = finish(name.to_string(), Kind::Host, anchored)?;
+                Some(format!("{name}:{port}"))
+            }
+            Some(_) => None,
+            None => finish(text, Kind::Host, anchored),
+        },
         Kind::Host => {
             let mut host = text.to_ascii_lowercase();
             if host.is_empty() || host.starts_with(['.', '-']) {
@@ -172,6 +182,7 @@ fn pick(class: &Class, kind: Kind) -> impl Iterator<Item = u8> + '_ {
     let rest: &[u8] = match kind {
         Kind::Path => b"-._~/!$&'()*+,;=:@",
         Kind::Host => b"-._",
+        Kind::HttpHost => b"-._:",
     };
     // A letter's other case is no other example: hosts are lowercased, `~*` ignores case.
     let mut seen = Vec::new();
@@ -191,6 +202,7 @@ fn sendable(b: u8, kind: Kind) -> bool {
     match kind {
         Kind::Path => b.is_ascii_alphanumeric() || b"-._~/!$&'()*+,;=:@".contains(&b),
         Kind::Host => b.is_ascii_alphanumeric() || b"-._".contains(&b),
+        Kind::HttpHost => b.is_ascii_alphanumeric() || b"-._:".contains(&b),
     }
 }
 
@@ -311,6 +323,16 @@ mod tests {
         for (re, host) in shapes {
             assert_eq!(first(hosts(re)), host, "{re}");
         }
+        assert_eq!(
+            examples("^api\\.test:(80|8080)$", true, Kind::HttpHost),
+            ["api.test:80", "api.test:8080"]
+        );
+        assert_eq!(
+            examples("^api\\.test(:\\d+)?$", true, Kind::HttpHost),
+            ["api.test"]
+        );
+        assert!(examples("^a:b$", true, Kind::HttpHost).is_empty());
+        assert!(examples("^a:8080$", true, Kind::Host).is_empty());
         assert_eq!(
             examples("^[A-Z]+\\.test$", false, Kind::Host),
             Vec::<String>::new(),

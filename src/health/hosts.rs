@@ -154,7 +154,7 @@ pub fn map_hosts(
                         "a regex this tool cannot evaluate comes before it for {host}"
                     )),
                 };
-                match derived(&key.pattern, reaches) {
+                match derived(&key.pattern, map.source, port, reaches) {
                     Ok(host) if own.contains(&host) || hosts.contains(&host) => {}
                     Ok(host) => hosts.push(host),
                     Err(why) => unverified.push(skip(format!(
@@ -195,17 +195,35 @@ pub fn map_hosts(
 
 /// The first Host a wildcard or regex key matches that `reaches` (gets the key's value and
 /// lands on the server), else why none does.
+/// A regex key of a `$http_host` map is matched against the Host header as sent: an example
+/// with `:PORT` is sent as its Host only to that port (the header carries it then).
 fn derived(
     pattern: &Pattern,
+    source: Source,
+    port: u16,
     reaches: impl Fn(&str) -> Result<(), String>,
 ) -> Result<String, String> {
     let (kind, candidates) = match pattern {
         Pattern::Wildcard(w) => ("wildcard", wildcard_hosts(w)),
+        Pattern::Regex(text, _) if source == Source::HttpHost => {
+            let (caseless, body) = regex_body(text);
+            let examples = example::examples(body, caseless, Kind::HttpHost);
+            let sent: Vec<String> = (examples.iter())
+                .filter_map(|e| match e.rsplit_once(':') {
+                    Some((host, p)) => (p.parse() == Ok(port)).then(|| host.to_string()),
+                    None => Some(e.clone()),
+                })
+                .collect();
+            if sent.is_empty() && !examples.is_empty() {
+                return Err(format!(
+                    "the Hosts derived from it carry another port than {port} ({})",
+                    examples[0]
+                ));
+            }
+            ("regex", sent)
+        }
         Pattern::Regex(text, _) => {
-            let (caseless, body) = match text.strip_prefix("~*") {
-                Some(body) => (true, body),
-                None => (false, text.trim_start_matches('~')),
-            };
+            let (caseless, body) = regex_body(text);
             ("regex", example::examples(body, caseless, Kind::Host))
         }
         Pattern::Exact(k) => ("exact", vec![k.clone()]),
@@ -220,6 +238,14 @@ fn derived(
         }
     }
     Err(why.unwrap_or_else(|| format!("no Host to send is derived from the {kind} key")))
+}
+
+/// `~*re` (case ignored) or `~re`: whether case is ignored, and the regex.
+fn regex_body(text: &str) -> (bool, &str) {
+    match text.strip_prefix("~*") {
+        Some(body) => (true, body),
+        None => (false, text.trim_start_matches('~')),
+    }
 }
 
 /// The Hosts a wildcard name matches, plainest first: `.example.test` is `example.test` (and
@@ -364,12 +390,13 @@ mod tests {
         );
         // A regex key sees the Host with its port too.
         let s = servers_of(
-            "map $http_host $pool { hostnames; default one; ~^c\\.test$ five; ~^d\\.test(:\\d+)?$ six; *.e.test seven; }\n\
+            "map $http_host $pool { hostnames; default one; ~^c\\.test$ five; ~^d\\.test(:\\d+)?$ six; *.e.test seven; \
+             ~^f\\.test:8080$ eight; ~^g\\.test:9$ nine; }\n\
              server { listen 127.0.0.1:8080 default_server; server_name x.test; location / { proxy_pass http://$pool; } }",
         );
         let map = s[0].locations[0].host_map.as_ref().expect("the map");
         let (hosts, unverified) = map_hosts(map, &s, 0, &s[0].listens[0], 8080, &["x.test".into()]);
-        assert_eq!(hosts, ["d.test"]);
+        assert_eq!(hosts, ["d.test", "f.test"]);
         let why: Vec<&str> = unverified.iter().map(|u| u.why.as_str()).collect();
         assert_eq!(
             why,
@@ -377,6 +404,8 @@ mod tests {
                 "c.test:8080 gets the default (one): what it routes to (five) is not verified",
                 "safe-reload-check.e.test:8080 gets the default (one): what it routes to (seven) is \
                  not verified",
+                "the Hosts derived from it carry another port than 8080 (g.test:9): what it \
+                 routes to (nine) is not verified",
             ]
         );
     }
