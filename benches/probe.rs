@@ -71,6 +71,7 @@ fn target(sa: SocketAddr) -> Target {
             scheme: None,
             per_request: false,
             udp: false,
+            also_udp: false,
         }]
         .into(),
     }

@@ -336,6 +336,103 @@ fn a_udp_stream_upstream_nothing_is_bound_to_is_refused_before_the_reload() {
     assert_eq!(site.0.worker_pids(), workers, "the same workers");
 }
 
+/// Regression (findings F2): the backend of a stream server that listens on TCP and on `udp`
+/// on one port (`listen P; listen P udp;`, a DNS proxy) was probed by a TCP connect only, so a
+/// backend with no UDP socket went live and every datagram got nothing. It is looked up in the
+/// table of bound UDP sockets too: a change to a TCP-only backend is refused before the reload,
+/// and nginx goes on relaying both over TCP and over UDP to the backend it had.
+#[test]
+fn a_tcp_and_udp_stream_server_to_a_tcp_only_backend_is_refused_before_the_reload() {
+    let ip = unique_loopback();
+    let good_tcp = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let good = good_tcp.addr.expect("a TCP backend");
+    let _good_udp = UdpEcho::start(good);
+    let tcp_only_tcp = HttpBackend::start(SocketAddr::new(ip, 0), "tcp-only");
+    let tcp_only = tcp_only_tcp.addr.expect("a TCP backend");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let server = |to: SocketAddr| {
+        format!(
+            "server {{ listen {listen}; listen {listen} udp; proxy_pass {to}; \
+             proxy_responses 1; proxy_timeout 2s; }}"
+        )
+    };
+    let before = server(good);
+    let site = stream_site(&before);
+    let workers = site.0.worker_pids();
+    let run = change_stream(&site, &before, &server(tcp_only));
+    run.expect(1);
+    assert!(
+        run.json()["reload"].is_null(),
+        "nginx must not be signalled: {run}"
+    );
+    let r = probe_result(&run, tcp_only);
+    assert_eq!(r["status"], "not-bound", "{run}");
+    assert_eq!(r["severity"], "failure", "{run}");
+    let statuses: Vec<&str> = (r["addresses"].as_array().expect("addresses").iter())
+        .filter_map(|a| a["status"].as_str())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["ok", "not-bound"],
+        "connected, and no UDP socket: {run}"
+    );
+    assert!(
+        hints(&r).contains(&format!(
+            "nothing on this machine is bound to UDP {}",
+            tcp_only
+        )),
+        "{run}"
+    );
+    assert_eq!(
+        r["references"][0]["also_udp"], true,
+        "the reference says datagrams reach it too: {run}"
+    );
+    assert_eq!(site.0.worker_pids(), workers, "the same workers");
+    assert_eq!(
+        udp_exchange(listen, b"old").expect("a datagram through nginx"),
+        b"echo:old"
+    );
+    assert_eq!(
+        http_get(listen, "good", "/").expect("TCP through nginx").0,
+        200
+    );
+}
+
+/// The same server to a backend bound on TCP and on UDP goes live, and nginx relays both.
+#[test]
+fn a_tcp_and_udp_stream_server_to_a_backend_on_both_goes_live() {
+    let ip = unique_loopback();
+    let old_tcp = HttpBackend::start(SocketAddr::new(ip, 0), "old");
+    let old = old_tcp.addr.expect("a TCP backend");
+    let _old_udp = UdpEcho::start(old);
+    let new_tcp = HttpBackend::start(SocketAddr::new(ip, 0), "new");
+    let new = new_tcp.addr.expect("a TCP backend");
+    let _new_udp = UdpEcho::start(new);
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let server = |to: SocketAddr| {
+        format!(
+            "server {{ listen {listen}; listen {listen} udp; proxy_pass {to}; \
+             proxy_responses 1; proxy_timeout 2s; }}"
+        )
+    };
+    let before = server(old);
+    let site = stream_site(&before);
+    let run = change_stream(&site, &before, &server(new));
+    run.expect(0);
+    let r = probe_result(&run, new);
+    assert_eq!(r["status"], "ok", "{run}");
+    let replies: Vec<&str> = (r["addresses"].as_array().expect("addresses").iter())
+        .filter_map(|a| a["reply"].as_str())
+        .collect();
+    assert_eq!(replies, ["a UDP socket is bound"], "{run}");
+    assert_eq!(
+        udp_exchange(listen, b"new").expect("a datagram through nginx"),
+        b"echo:new"
+    );
+    let (status, body) = http_get(listen, "new", "/").expect("TCP through nginx");
+    assert_eq!((status, body.as_str()), (200, "new"), "{run}");
+}
+
 /// A server that closes the connection on `OPTIONS *` (a strict server or WAF) but serves its
 /// pages: the probe asks `HEAD /` next and passes it, and the change goes live and is served,
 /// where it used to be refused as a backend that accepts and closes.

@@ -181,6 +181,10 @@ pub struct Reference {
     /// there and never opens a TCP connection.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub udp: bool,
+    /// The `*_pass` is in a stream server that listens on `udp` as well as on TCP: nginx
+    /// opens TCP connections there and also sends it datagrams.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub also_udp: bool,
 }
 
 /// A target and everything that references it.
@@ -207,6 +211,13 @@ impl Target {
             .iter()
             .filter(|r| r.directive != Name::SERVER);
         used.clone().next().is_some() && used.all(|r| r.udp)
+    }
+
+    /// Some `*_pass` that reaches it (or a line that gave one its value) sends datagrams: it
+    /// is used from a stream server with a `listen ... udp`, whatever else uses it.
+    pub fn receives_datagrams(&self) -> bool {
+        (self.references.iter())
+            .any(|r| r.directive != Name::SERVER && !r.down && (r.udp || r.also_udp))
     }
 
     /// Only ever a `backup` server (ignoring `down` references): a failure is a warning.

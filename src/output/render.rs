@@ -218,6 +218,9 @@ pub fn reference_line(r: &Reference) -> String {
     if r.udp {
         flags.push("udp".into());
     }
+    if r.also_udp {
+        flags.push("tcp and udp".into());
+    }
     if let Some(u) = &r.upstream {
         flags.push(format!("upstream {u}"));
     }

@@ -320,6 +320,7 @@ mod tests {
             scheme: None,
             per_request: false,
             udp: false,
+            also_udp: false,
         }
     }
 

@@ -25,8 +25,9 @@ pub enum Step {
     Skipped,
     Dynamic,
     Unresolvable(String),
-    /// Indices into `Plan::probes`.
-    Probe(Vec<usize>),
+    /// Indices into `Plan::probes`, and for a target datagrams reach too (a stream server
+    /// that listens on TCP and `udp`) each address looked up as `Datagram` does.
+    Probe(Vec<usize>, Vec<(AddrResult, Option<Hint>)>),
     /// A target only datagrams reach: each address looked up, nothing sent (see `udp`).
     Datagram(Vec<(AddrResult, Option<Hint>)>),
 }
@@ -91,9 +92,14 @@ pub fn plan(targets: &[Target], request: &[Option<Answer>], opts: &ProbeOptions)
                 }
             },
         };
-        if t.is_datagram_only() {
+        // Datagrams reach it: whether anything receives them, looked up, nothing sent.
+        let looked: Vec<_> = if t.receives_datagrams() {
             let bound = udp_bound.get_or_insert_with(netstat::udp_bound);
-            let looked = new.iter().map(|e| udp::look_up(e, bound)).collect();
+            new.iter().map(|e| udp::look_up(e, bound)).collect()
+        } else {
+            Vec::new()
+        };
+        if t.is_datagram_only() {
             steps.push(Step::Datagram(looked));
             continue;
         }
@@ -113,7 +119,7 @@ pub fn plan(targets: &[Target], request: &[Option<Answer>], opts: &ProbeOptions)
                 });
             }
         }
-        steps.push(Step::Probe((first..probes.len()).collect()));
+        steps.push(Step::Probe((first..probes.len()).collect(), looked));
     }
     Plan { probes, steps }
 }
@@ -144,7 +150,7 @@ pub fn assemble(targets: &[Target], plan: &Plan, outcomes: &[Outcome]) -> Vec<Pr
                     r.status = Status::Unresolvable;
                     r.errno = Some(e.clone());
                 }
-                Step::Probe(ix) => {
+                Step::Probe(ix, looked) => {
                     r.addresses = ix
                         .iter()
                         .filter_map(|&i| Some(addr_result(plan.probes.get(i)?, outcomes.get(i)?)))
@@ -155,27 +161,29 @@ pub fn assemble(targets: &[Target], plan: &Plan, outcomes: &[Outcome]) -> Vec<Pr
                         .map(|a| a.elapsed)
                         .max()
                         .unwrap_or_default();
-                    worst_address(&mut r);
+                    add_looked_up(&mut r, looked);
                 }
-                Step::Datagram(looked) => {
-                    for (a, hint) in looked {
-                        r.addresses.push(a.clone());
-                        if let Some(h) = hint.as_ref().filter(|h| !r.hints.contains(h)) {
-                            r.hints.push(h.clone());
-                        }
-                    }
-                    worst_address(&mut r);
-                    // Some address was looked up and not sent to: the result says so.
-                    if r.status == Status::Ok
-                        && r.addresses.iter().any(|a| a.status == Status::NotProbed)
-                    {
-                        r.status = Status::NotProbed;
-                    }
-                }
+                Step::Datagram(looked) => add_looked_up(&mut r, looked),
             }
             r
         })
         .collect()
+}
+
+/// The UDP table's answer for each address (`udp::look_up`) beside whatever was connected
+/// to, and the result's status from all of them.
+fn add_looked_up(r: &mut ProbeResult, looked: &[(AddrResult, Option<Hint>)]) {
+    for (a, hint) in looked {
+        r.addresses.push(a.clone());
+        if let Some(h) = hint.as_ref().filter(|h| !r.hints.contains(h)) {
+            r.hints.push(h.clone());
+        }
+    }
+    worst_address(r);
+    // Some address was looked up and not sent to: the result says so.
+    if r.status == Status::Ok && r.addresses.iter().any(|a| a.status == Status::NotProbed) {
+        r.status = Status::NotProbed;
+    }
 }
 
 /// The result shows its worst address: a refusal before a warning.

@@ -27,6 +27,7 @@ pub fn reference(line: u32) -> Reference {
         scheme: None,
         per_request: false,
         udp: false,
+        also_udp: false,
     }
 }
 

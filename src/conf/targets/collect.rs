@@ -103,13 +103,18 @@ fn reference(d: &Directive, directive: Name, context: Context) -> Reference {
         scheme: None,
         per_request: false,
         udp: false,
+        also_udp: false,
     }
 }
 
-/// A stream server whose every `listen` is `udp`: what it passes on are datagrams.
-fn datagrams_only(server: &[Directive]) -> bool {
-    let mut listens = server.iter().filter(|d| d.name == "listen");
-    listens.clone().next().is_some() && listens.all(|d| d.args.iter().any(|a| a == "udp"))
+/// How many of a stream server's `listen`s are `udp`, and how many are TCP.
+fn listen_kinds(server: &[Directive]) -> (usize, usize) {
+    let listens = server.iter().filter(|d| d.name == "listen");
+    let udp = listens
+        .clone()
+        .filter(|d| d.args.iter().any(|a| a == "udp"));
+    let udp = udp.count();
+    (udp, listens.count() - udp)
 }
 
 fn target_addr(p: Parsed) -> TargetAddr {
@@ -294,7 +299,12 @@ impl Collector {
             })
         };
         let mut base = reference(d, directive, cx.context);
-        base.udp = cx.context == Context::Stream && frame.server.is_some_and(datagrams_only);
+        if cx.context == Context::Stream {
+            // Datagrams only, or datagrams beside TCP connections (`listen 53; listen 53 udp;`).
+            let (udp, tcp) = frame.server.map_or((0, 0), listen_kinds);
+            base.udp = udp > 0 && tcp == 0;
+            base.also_udp = udp > 0 && tcp > 0;
+        }
         if !arg.contains('$') {
             let p = read(arg);
             match p.target {
@@ -381,7 +391,8 @@ impl Collector {
     /// The pass reference to the target at place `i`, then one for each `set`/`map` line that
     /// supplied the value.
     fn add_with_origins(&mut self, i: usize, base: Reference, origins: &[Binding<'_>]) {
-        let (context, backup, down, udp) = (base.context, base.backup, base.down, base.udp);
+        let (context, backup, down) = (base.context, base.backup, base.down);
+        let (udp, also_udp) = (base.udp, base.also_udp);
         let upstream = base.upstream.clone();
         self.add_at(i, base);
         for o in origins {
@@ -390,6 +401,7 @@ impl Collector {
             r.backup = backup;
             r.down = down;
             r.udp = udp;
+            r.also_udp = also_udp;
             self.add_at(i, r);
         }
     }
@@ -454,5 +466,18 @@ mod tests {
             .map(|t| t.address.to_string())
             .collect();
         assert_eq!(only, ["127.0.0.1:53", "127.0.0.5:53"]);
+        let datagrams: Vec<String> = (t.targets.iter())
+            .filter(|t| t.receives_datagrams())
+            .map(|t| t.address.to_string())
+            .collect();
+        assert_eq!(
+            datagrams,
+            [
+                "127.0.0.1:53",
+                "127.0.0.2:53",
+                "127.0.0.4:53",
+                "127.0.0.5:53"
+            ]
+        );
     }
 }
