@@ -28,16 +28,49 @@ fn reload_outside(nginx: &TestNginx) {
     assert!(replaced, "nginx -s reload never replaced its workers");
 }
 
+/// `site.test` on its own loopback address, proxied to a live backend ("app"), with that
+/// configuration recorded as last-good.
+struct Site {
+    ip: std::net::IpAddr,
+    _app: HttpBackend,
+    listen: SocketAddr,
+    /// The configuration recorded as last-good.
+    good: String,
+    nginx: TestNginx,
+    sr: SafeReload,
+}
+
+impl Site {
+    fn on_last_good() -> Site {
+        let ip = unique_loopback();
+        let _app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+        let listen = SocketAddr::new(ip, free_port(ip));
+        let good = proxy_site(listen, &_app.host_port());
+        let nginx = TestNginx::start(&good);
+        let sr = SafeReload::new(&nginx);
+        sr.init();
+        Site {
+            ip,
+            _app,
+            listen,
+            good,
+            nginx,
+            sr,
+        }
+    }
+}
+
 #[test]
 fn files_put_back_after_a_reload_outside_safe_reload_are_reloaded() {
-    let ip = unique_loopback();
-    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let Site {
+        ip,
+        _app,
+        listen,
+        good,
+        nginx,
+        sr,
+    } = Site::on_last_good();
     let dead = SocketAddr::new(ip, free_port(ip));
-    let listen = SocketAddr::new(ip, free_port(ip));
-    let good = proxy_site(listen, &app.host_port());
-    let nginx = TestNginx::start(&good);
-    let sr = SafeReload::new(&nginx);
-    sr.init();
 
     // Untouched since last-good: unchanged, nothing reloaded.
     let workers = nginx.ready_workers();
@@ -124,14 +157,15 @@ fn a_certificate_renewed_in_place_is_reloaded_though_no_configuration_file_chang
 /// change's, and last-good is put back.
 #[test]
 fn an_edit_loaded_by_hand_before_the_run_is_judged_against_last_good_and_rolled_back() {
-    let ip = unique_loopback();
-    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let Site {
+        ip,
+        _app,
+        listen,
+        nginx,
+        sr,
+        ..
+    } = Site::on_last_good();
     let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
-    let listen = SocketAddr::new(ip, free_port(ip));
-    let good = proxy_site(listen, &app.host_port());
-    let nginx = TestNginx::start(&good);
-    let sr = SafeReload::new(&nginx);
-    sr.init();
     let last_good = sr.run(&["history", "--json"]).json()["last_good"].clone();
 
     nginx.write_http(&proxy_site(listen, &bad.addr.to_string()));
@@ -166,14 +200,15 @@ fn an_edit_loaded_by_hand_before_the_run_is_judged_against_last_good_and_rolled_
 /// reloaded once more for nothing.
 #[test]
 fn a_rollback_of_our_own_is_no_reload_outside_safe_reload() {
-    let ip = unique_loopback();
-    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let Site {
+        ip,
+        _app,
+        listen,
+        good,
+        nginx,
+        sr,
+    } = Site::on_last_good();
     let dead = SocketAddr::new(ip, free_port(ip));
-    let listen = SocketAddr::new(ip, free_port(ip));
-    let good = proxy_site(listen, &app.host_port());
-    let nginx = TestNginx::start(&good);
-    let sr = SafeReload::new(&nginx);
-    sr.init();
     nginx.write_http(&proxy_site(listen, &dead.to_string()));
     // The probe would refuse it: --no-probe --no-shadow, so it is reloaded and rolled back.
     sr.run(&["-y", "--no-probe", "--no-shadow"]).expect(3);

@@ -67,6 +67,24 @@ fn a_server_with_no_name_that_is_not_the_default_is_checked_without_a_host() {
 }
 
 /// The `not_checked` entry of the plan for `what`.
+/// The change is refused by the shadow, and without it is reloaded and rolled back, its
+/// check of `site.test` on `path` answering 502 (the probe is off: this is about the checks).
+fn refused_then_rolled_back(sr: &SafeReload, path: &str) {
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+
+    let run = sr.run(&["-y", "--json", "--no-probe", "--no-shadow"]);
+    run.expect(3);
+    let report = run.json();
+    let check = result_of(&report, "site.test");
+    assert_eq!(
+        (&check["path"], &check["status"]),
+        (&Value::from(path), &Value::from(502)),
+        "{run}"
+    );
+}
+
 fn not_checked<'a>(report: &'a Value, what: &str) -> &'a Value {
     (report["health"]["not_checked"]
         .as_array()
@@ -264,19 +282,7 @@ fn a_prefix_location_is_checked_on_a_path_no_exact_location_takes_from_it() {
     let sr = SafeReload::new(&n);
     sr.init();
     n.write_http(&http(&dead.to_string()));
-    let run = sr.run(&["-y", "--json", "--no-probe"]);
-    run.expect(1);
-    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
-
-    let run = sr.run(&["-y", "--json", "--no-probe", "--no-shadow"]);
-    run.expect(3);
-    let report = run.json();
-    let check = result_of(&report, "site.test");
-    assert_eq!(
-        (&check["path"], &check["status"]),
-        (&Value::from("/api/safe-reload-check"), &Value::from(502)),
-        "{run}"
-    );
+    refused_then_rolled_back(&sr, "/api/safe-reload-check");
     assert_eq!(
         http_get(listen, "site.test", "/api/x").expect("GET"),
         (200, "api".into())
@@ -341,19 +347,7 @@ fn a_regex_location_shadowed_on_one_branch_is_checked_on_another() {
     let sr = SafeReload::new(&n);
     sr.init();
     n.write_http(&http(&broken.addr.to_string()));
-    let run = sr.run(&["-y", "--json", "--no-probe"]);
-    run.expect(1);
-    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
-
-    let run = sr.run(&["-y", "--json", "--no-probe", "--no-shadow"]);
-    run.expect(3);
-    let report = run.json();
-    let check = result_of(&report, "site.test");
-    assert_eq!(
-        (&check["path"], &check["status"]),
-        (&Value::from("/api/v2/"), &Value::from(502)),
-        "{run}"
-    );
+    refused_then_rolled_back(&sr, "/api/v2/");
     assert_eq!(
         http_get(listen, "site.test", "/api/v2/x").expect("GET"),
         (200, "api".into())

@@ -187,6 +187,25 @@ pub struct Reference {
     pub also_udp: bool,
 }
 
+/// The upstream blocks of `refs` (per context, the name lowercased) whose every `server` line
+/// is `down`: nginx picks no peer from one and answers each request for it 502 ("no live
+/// upstreams").
+pub fn dead_upstreams<'a>(
+    refs: impl IntoIterator<Item = &'a Reference>,
+) -> std::collections::HashSet<(Context, String)> {
+    let mut all: std::collections::HashMap<(Context, String), bool> = Default::default();
+    for r in refs.into_iter().filter(|r| r.directive == Name::SERVER) {
+        if let Some(u) = r.upstream.as_deref() {
+            *all.entry((r.context, u.to_ascii_lowercase()))
+                .or_insert(true) &= r.down;
+        }
+    }
+    all.into_iter()
+        .filter(|(_, dead)| *dead)
+        .map(|(k, _)| k)
+        .collect()
+}
+
 /// A target and everything that references it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Target {

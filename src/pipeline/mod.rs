@@ -335,13 +335,11 @@ pub fn reload_locked(
     let refuses = record_inspection(report, &mut insp);
     // nginx may run these very files already, loaded by hand: said whatever the verdict, so a
     // refusal does not read as if the site were still on last-good.
-    let outside_warned = match (&good_and_diff, loaded_outside(store, &master)) {
-        (Ok((Some(_), Some(diff), ..)), Some(why)) if !diff.is_empty() => {
-            report.warnings.push(outside_warning(&why));
-            true
-        }
-        _ => false,
-    };
+    let differs = matches!(&good_and_diff, Ok((Some(_), Some(diff), ..)) if !diff.is_empty());
+    let outside_warned = differs
+        && loaded_outside(store, &master)
+            .inspect(|why| report.warnings.push(outside_warning(why)))
+            .is_some();
     if let Some(shadow) = &shadow {
         shadow.expect_down(
             report
@@ -516,7 +514,11 @@ pub fn reload_locked(
 /// rollback: someone ran `nginx -s reload` or restarted it outside safe-reload, perhaps with
 /// other files in place then, so what it serves says nothing about last-good. Why, or `None`.
 pub(crate) fn loaded_outside(store: &Store, master: &reload::Master) -> Option<String> {
-    let loaded = reload::loaded_at(master)?;
+    outside_since(store, reload::loaded_at(master)?)
+}
+
+/// [`loaded_outside`] for a configuration nginx loaded at `loaded`.
+fn outside_since(store: &Store, loaded: std::time::SystemTime) -> Option<String> {
     let at = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
     // A reload of ours starts its workers before the verification that records last-good.
     let since = store.good_since()?;
@@ -549,10 +551,10 @@ pub(crate) fn not_what_nginx_loaded(
     master: &reload::Master,
     config: &crate::conf::Config,
 ) -> Option<String> {
-    if let Some(why) = loaded_outside(store, master) {
+    let loaded = reload::loaded_at(master)?;
+    if let Some(why) = outside_since(store, loaded) {
         return Some(why);
     }
-    let loaded = reload::loaded_at(master)?;
     let at = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
     let changed = crate::conf::load_time_files(config)
         .into_iter()

@@ -200,13 +200,14 @@ pub fn split_by_resolver(targets: &[Target], per_request: &PerRequest) -> Option
         groups[0].1.extend(rest);
         Some(groups.into_iter().map(|(_, refs)| refs).collect())
     };
-    if !targets.iter().any(|t| groups(t).is_some()) {
+    let split: Vec<Option<Vec<Vec<Reference>>>> = targets.iter().map(groups).collect();
+    if split.iter().all(Option::is_none) {
         return None;
     }
     let mut out = Vec::with_capacity(targets.len() + 1);
-    for t in targets {
-        match groups(t) {
-            Some(split) => out.extend(split.into_iter().map(|refs| Target {
+    for (t, split) in targets.iter().zip(split) {
+        match split {
+            Some(groups) => out.extend(groups.into_iter().map(|refs| Target {
                 address: t.address.clone(),
                 references: refs.into(),
             })),

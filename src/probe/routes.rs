@@ -97,7 +97,9 @@ impl Routes {
                 .collect(),
             ..Routes::default()
         };
-        let dead = dead_pools(targets);
+        let dead = crate::conf::targets::dead_upstreams(
+            targets.targets.iter().flat_map(|t| t.references.iter()),
+        );
         for t in &targets.targets {
             let mut uses = Vec::new();
             // A `down` server takes no request, except that a block with no other server
@@ -189,24 +191,6 @@ impl Routes {
             ListenAddr::Unix(_) => false,
         })
     }
-}
-
-/// The upstream blocks (per context, lowercased) whose every `server` is `down`.
-fn dead_pools(targets: &Targets) -> HashSet<(Context, String)> {
-    let mut all: HashMap<(Context, String), bool> = HashMap::new();
-    let servers = (targets.targets.iter())
-        .flat_map(|t| t.references.iter())
-        .filter(|r| r.directive == Name::SERVER);
-    for r in servers {
-        if let Some(u) = r.upstream.as_deref() {
-            *all.entry((r.context, u.to_ascii_lowercase()))
-                .or_insert(true) &= r.down;
-        }
-    }
-    all.into_iter()
-        .filter(|(_, dead)| *dead)
-        .map(|(k, _)| k)
-        .collect()
 }
 
 /// Record every `*_pass` under `dirs` (a server's block, at `server`), with a hash of the

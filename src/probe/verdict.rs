@@ -268,46 +268,42 @@ pub fn judge(results: &mut [ProbeResult], opts: &ProbeOptions) {
 /// block's) carries the failure, once per block. A member that another block uses live is
 /// probed, and is left as its probe says.
 fn mark_dead_pools(results: &mut [ProbeResult]) {
-    use crate::conf::targets::{Context, Name};
+    use crate::conf::targets::{dead_upstreams, Name};
     use std::collections::HashMap;
-    // Per block: whether every `server` line is `down`, whether a `*_pass` reaches it, and
-    // its members by place.
-    type Members<'a> = Vec<(&'a Path, u32, usize)>;
-    struct Block<'a> {
-        name: &'a std::sync::Arc<str>,
-        dead: bool,
-        reached: bool,
-        members: Members<'a>,
+    use std::sync::Arc;
+    let dead = dead_upstreams(results.iter().flat_map(|r| r.references.iter()));
+    if dead.is_empty() {
+        return;
     }
-    let mut blocks: HashMap<(Context, String), Block> = HashMap::new();
+    // Per dead block: its name, whether a `*_pass` reaches it, and its members by place.
+    type Members<'a> = Vec<(&'a Path, u32, usize)>;
+    let mut blocks: HashMap<_, (&Arc<str>, bool, Members)> = HashMap::new();
     for (i, r) in results.iter().enumerate() {
         for re in r.references.iter() {
             let Some(name) = re.upstream.as_ref() else {
                 continue;
             };
-            let b = (blocks.entry((re.context, name.to_ascii_lowercase()))).or_insert(Block {
-                name,
-                dead: true,
-                reached: false,
-                members: Vec::new(),
-            });
+            let key = (re.context, name.to_ascii_lowercase());
+            if !dead.contains(&key) {
+                continue;
+            }
+            let (_, reached, members) = blocks.entry(key).or_insert((name, false, Vec::new()));
             if re.directive == Name::SERVER {
-                b.dead &= re.down;
-                b.members.push((&re.file, re.line, i));
+                members.push((&re.file, re.line, i));
             } else {
-                b.reached = true;
+                *reached = true;
             }
         }
     }
-    let mut dead: Vec<(Members, std::sync::Arc<str>)> = (blocks.into_values())
-        .filter(|b| b.dead && b.reached)
-        .map(|mut b| {
-            b.members.sort();
-            (b.members, b.name.clone())
+    let mut dead: Vec<(Members, Arc<str>)> = (blocks.into_values())
+        .filter(|(_, reached, _)| *reached)
+        .map(|(name, _, mut members)| {
+            members.sort();
+            (members, name.clone())
         })
         .collect();
     dead.sort();
-    let mut marks: Vec<(usize, std::sync::Arc<str>, Hint)> = Vec::new();
+    let mut marks: Vec<(usize, Arc<str>, Hint)> = Vec::new();
     for (members, name) in dead {
         let free = members.iter().find(|&&(_, _, i)| {
             results[i].status == Status::Skipped && !marks.iter().any(|m| m.0 == i)
