@@ -106,7 +106,11 @@ fn a_write_during_the_reload_rolls_back_and_keeps_the_third_version() {
         "never reached signal-sent"
     );
     let third = site.nginx.render(&harmless(&site, "a third version"));
-    std::fs::write(&site.nginx.conf, &third).unwrap();
+    // Whole, by a rename: nginx may be reading the file right now, and a truncating write
+    // could hand it half a file (`no "events" section`), a failed reload rather than a race.
+    let tmp = site.nginx.conf.with_extension("third");
+    std::fs::write(&tmp, &third).unwrap();
+    std::fs::rename(&tmp, &site.nginx.conf).unwrap();
     run.resume();
     let out = run.finish(Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
