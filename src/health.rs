@@ -242,6 +242,12 @@ pub fn parse_url(url: &str, resolve: &[String]) -> Result<Check> {
                 })?,
         },
     };
+    // The Host header keeps an IPv6 literal's brackets (RFC 7230 5.4, what curl sends and the
+    // derived checks use): nginx answers `Host: ::1:8080` 400 before it chooses a server.
+    let host = match host.parse::<std::net::Ipv6Addr>().is_ok() {
+        true => format!("[{host}]"),
+        false => host,
+    };
     Ok(Check {
         auth,
         ..Check::plain(redact(url), connect, host, path, tls)
@@ -395,8 +401,8 @@ mod tests {
         );
         let c = parse_url("http://[::1]:81", &[]).unwrap();
         assert_eq!(
-            (c.connect, c.path.as_str()),
-            ("[::1]:81".parse().unwrap(), "/")
+            (c.connect, c.path.as_str(), c.host.as_str()),
+            ("[::1]:81".parse().unwrap(), "/", "[::1]")
         );
         let c = parse_url("http://127.0.0.2?q", &[]).unwrap();
         assert_eq!((c.connect.port(), c.path.as_str()), (80, "/?q"));

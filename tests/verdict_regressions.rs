@@ -1112,3 +1112,34 @@ fn a_location_that_try_files_answers_with_404_is_not_verified() {
     let (status, body) = http_get(listen, "static.test", "/index.php").expect("GET");
     assert!(status == 200 && body.contains("php ok"), "{status} {body}");
 }
+
+/// `--health http://[::1]:PORT/` for a server that listens only on `[::1]`: the request's Host
+/// keeps the brackets (`Host: [::1]:PORT`). Without them nginx answers 400 before it picks a
+/// server, before the change and after it, and a change to a 502 backend went live as checked.
+#[test]
+fn a_health_url_with_an_ipv6_literal_sends_its_host_in_brackets() {
+    let v6: std::net::IpAddr = "::1".parse().unwrap();
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(v6, free_port(v6));
+    let site =
+        |b: &str| format!("server {{ listen {listen}; location / {{ proxy_pass http://{b}; }} }}");
+    let n = TestNginx::start(&site(&good.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let host = format!("[::1]:{}", listen.port());
+    assert_eq!(http_get(listen, &host, "/").expect("GET").0, 200);
+    n.write_http(&site(&bad.addr.to_string()));
+    let url = format!("http://[::1]:{}/", listen.port());
+    let run = sr.run(&["-y", "--no-shadow", "--json", "--health", &url]);
+    run.expect(3);
+    let after = &run.json()["health"]["results"][0];
+    assert_eq!(after["status"], 502, "{run}");
+    assert_eq!(after["host"], "[::1]", "{run}");
+    assert_eq!(
+        http_get(listen, &host, "/").expect("GET").0,
+        200,
+        "rolled back: nginx serves the good backend again"
+    );
+}
