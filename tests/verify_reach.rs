@@ -357,3 +357,107 @@ fn a_regex_location_shadowed_on_one_branch_is_checked_on_another() {
         (200, "v1".into())
     );
 }
+
+/// A location that only rewrites (`location / { rewrite ^/(.*)$ /v1/$1 last; }`) passes
+/// nowhere itself, yet every request to it reaches the backend of the location it rewrites
+/// to. Its check is made on its own path: a change of where it rewrites to, onto a location
+/// that already answered 502 (a half-built `/v2/`), is refused by the shadow and rolled back
+/// after the reload. It was never requested, and the 502 of `/v2/` before the change made it
+/// "already failing, not the cause", and last-good.
+#[test]
+fn a_location_that_only_rewrites_is_checked_through_the_location_it_rewrites_to() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "v1");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let http = |to: &str| {
+        format!(
+            "server {{ listen {listen}; server_name site.test;\n\
+             location / {{ rewrite ^/(.*)$ /{to}/$1 last; }}\n\
+             location /v1/ {{ proxy_pass http://{}; }}\n\
+             location /v2/ {{ proxy_pass http://{}; }}\n}}",
+            good.host_port(),
+            bad.addr
+        )
+    };
+    let n = TestNginx::start(&http("v1"));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&http("v2"));
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(report["shadow"]["state"], "refused", "{run}");
+    let check = (report["shadow"]["checks"].as_array().into_iter().flatten())
+        .map(|c| &c["shadow"])
+        .find(|r| {
+            r["what"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("location /, rewritten to /v2/"))
+        })
+        .unwrap_or_else(|| panic!("no check of location / through its rewrite: {run}"));
+    assert_eq!(check["status"], 502, "{run}");
+    assert_eq!(
+        http_get(listen, "site.test", "/x").expect("GET").0,
+        200,
+        "refused: still v1"
+    );
+
+    let run = sr.run(&["-y", "--json", "--no-probe", "--no-shadow"]);
+    run.expect(3);
+    assert_eq!(
+        http_get(listen, "site.test", "/x").expect("GET").0,
+        200,
+        "rolled back to v1"
+    );
+}
+
+/// A server-level `rewrite ^/shop/(.*)$ /v1/$1 last;` is checked on a path derived from its
+/// regex, and an `internal` location only a rewrite leads to is verified through it, not
+/// listed as reached only by an X-Accel-Redirect.
+#[test]
+fn a_server_level_rewrite_is_checked_on_a_path_its_regex_matches() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "v1");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let http = |to: &str| {
+        format!(
+            "server {{ listen {listen}; server_name site.test;\n\
+             rewrite ^/shop/(.*)$ /{to}/$1 last;\n\
+             location / {{ proxy_pass http://{g}; }}\n\
+             location /v1/ {{ internal; proxy_pass http://{g}; }}\n\
+             location /v2/ {{ internal; proxy_pass http://{b}; }}\n}}",
+            g = good.host_port(),
+            b = bad.addr
+        )
+    };
+    let n = TestNginx::start(&http("v1"));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    assert_eq!(
+        http_get(listen, "site.test", "/shop/a").expect("GET").0,
+        200
+    );
+    n.write_http(&http("v2"));
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(report["shadow"]["state"], "refused", "{run}");
+    let check = (report["shadow"]["checks"].as_array().into_iter().flatten())
+        .map(|c| &c["shadow"])
+        .find(|r| {
+            r["what"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("rewrite ^/shop/(.*)$"))
+        })
+        .unwrap_or_else(|| panic!("no check of the server's rewrite: {run}"));
+    assert_eq!(check["status"], 502, "{run}");
+    let unchecked = report["health"]["not_checked"].to_string() + &report["shadow"].to_string();
+    assert!(!unchecked.contains("location /v2/\""), "{run}");
+    assert_eq!(
+        http_get(listen, "site.test", "/shop/a").expect("GET").0,
+        200,
+        "refused: still v1"
+    );
+}

@@ -12,6 +12,7 @@ pub mod lexer;
 pub mod load;
 pub mod pick;
 pub mod reads;
+pub mod rewrites;
 pub mod servers;
 pub mod sni;
 pub mod targets;
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use load::{load, load_from, LoadOptions, Source};
-pub use servers::{Listen, ListenAddr, Location, Reach, Server};
+pub use servers::{Listen, ListenAddr, Location, Reach, Rewritten, Server};
 pub use targets::{Reference, Target, TargetAddr, Targets};
 pub use tree::{Directive, Word};
 

@@ -15,7 +15,7 @@ use crate::conf::targets::addr::{self, Parsed};
 use crate::conf::targets::pass::PASS_DIRECTIVES;
 use crate::conf::targets::Context;
 use crate::conf::tree::{Directive, Word};
-use crate::conf::{uri_map, Config};
+use crate::conf::{rewrites, uri_map, Config};
 
 /// The configuration's Host maps, by variable.
 type HostMaps = std::collections::HashMap<String, Arc<HostMap>>;
@@ -76,8 +76,9 @@ pub enum Reach {
     Path(String),
     /// No path is known to reach it; the reason is said to the operator.
     Unknown(String),
-    /// An `internal` location that other locations' `auth_request` asks: every request to
-    /// them reaches it, so their checks verify it; a request of its own would get nginx's 404.
+    /// An `internal` location other locations' requests reach (their `auth_request` asks it,
+    /// their `rewrite` sends requests to it): their checks verify it; a request of its own
+    /// would get nginx's 404.
     Subrequest,
 }
 
@@ -118,8 +119,25 @@ pub struct Location {
     /// another path than its own gets: another upstream for each.
     #[serde(skip)]
     pub uri_branches: Box<[uri_map::Branch]>,
+    /// Requests reach a backend through a `rewrite` (see [`Rewritten`]); everything else
+    /// (`pass`, `target`, gates) is the location they are rewritten to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewritten: Option<Rewritten>,
     pub file: Arc<Path>,
     pub line: u32,
+}
+
+/// How a location with no backend of its own, or a server-level `rewrite`, sends requests to
+/// one. The [`Location`] keeps the rewriting location's `modifier`, `path`, `file` and `line`;
+/// for a server-level rewrite: no modifier, the path derived from its regex, the directive's
+/// place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rewritten {
+    /// A server-level `rewrite`, not a location's.
+    pub server: bool,
+    /// As shown: `rewritten to /v1/x (location /v1/, site.conf:3)`, after `rewrite
+    /// ^/shop/(.*)$ (site.conf:2)` for a server-level one.
+    pub what: String,
 }
 
 /// One `server {}` block.
@@ -211,6 +229,7 @@ fn server(context: Context, d: &Directive, maps: &HostMaps, root: &Path) -> Serv
     .within(d.children());
     let mut locations = Vec::new();
     let mut named = Vec::new();
+    let mut rewriters = Vec::new();
     let within = Within {
         server: d.children(),
         maps,
@@ -222,12 +241,14 @@ fn server(context: Context, d: &Directive, maps: &HostMaps, root: &Path) -> Serv
         &within,
         &mut locations,
         &mut named,
+        &mut rewriters,
     );
     let mut unbacked = Vec::new();
     unbacked_locations(d.children(), &mut unbacked);
     reach_named(&mut locations, &named);
     reach_internal(&mut locations, &named, d.children());
     resolve_auth_requests(&mut locations, d.children());
+    resolve_rewrites(&mut locations, &rewriters, d.children(), root);
     // Thousands of servers each keep these lists: no spare capacity.
     listens.shrink_to_fit();
     server_names.shrink_to_fit();
@@ -352,13 +373,15 @@ type Fallback = (String, Result<String, String>);
 /// `limit_except` blocks, or asks an `auth_request` (which [`resolve_auth_requests`] keeps
 /// only when the subrequest reaches a backend). `named` collects where requests fall through
 /// to another location (`try_files ... @app`, `error_page 404 @app`, `error_page 502
-/// /fallback`), see [`Fallback`].
+/// /fallback`), see [`Fallback`]; `rewriters` the requested locations with no backend that
+/// `rewrite` (see [`resolve_rewrites`]), each with how a request reaches it.
 fn proxied_locations<'a>(
     dirs: &'a [Directive],
     outer: &Gates<'a>,
     within: &Within,
     out: &mut Vec<Location>,
     named: &mut Vec<Fallback>,
+    rewriters: &mut Vec<(&'a Directive, Reach)>,
 ) {
     for d in dirs
         .iter()
@@ -379,27 +402,32 @@ fn proxied_locations<'a>(
                 (gates.auth_request).filter(|_| !internal && !answers && !path.starts_with('@'));
             asks.map(|uri| ("auth_request", uri))
         });
-        if let Some(pass) = pass {
-            let reach = match modifier.as_deref() {
-                _ if path.starts_with('@') => {
-                    Reach::Unknown("no try_files or error_page leads here".into())
-                }
-                _ if internal => Reach::Unknown(
-                    "internal: reached only by an X-Accel-Redirect from the backend (no \
-                     try_files or error_page leads here)"
-                        .into(),
-                ),
-                Some(m @ ("~" | "~*")) => {
-                    match example::examples(&path, m == "~*", example::Kind::Path) {
-                        paths if paths.is_empty() => Reach::Unknown(
-                            "no matching path could be derived from the regex".into(),
-                        ),
-                        paths => landing(within, d, &paths),
+        let reach = || match modifier.as_deref() {
+            _ if path.starts_with('@') => {
+                Reach::Unknown("no try_files or error_page leads here".into())
+            }
+            _ if internal => Reach::Unknown(
+                "internal: reached only by an X-Accel-Redirect from the backend (no try_files, \
+                 error_page or rewrite leads here)"
+                    .into(),
+            ),
+            Some(m @ ("~" | "~*")) => {
+                match example::examples(&path, m == "~*", example::Kind::Path) {
+                    paths if paths.is_empty() => {
+                        Reach::Unknown("no matching path could be derived from the regex".into())
                     }
+                    paths => landing(within, d, &paths),
                 }
-                Some("=") => Reach::Path(path.clone()),
-                _ => landing(within, d, &[path.clone(), missing_path_under(&path)]),
-            };
+            }
+            Some("=") => Reach::Path(path.clone()),
+            _ => landing(within, d, &[path.clone(), missing_path_under(&path)]),
+        };
+        let rewrites_only = pass.is_none() && rewrites::rewrites(d.children());
+        if rewrites_only && !internal && !path.starts_with('@') {
+            rewriters.push((d, reach()));
+        }
+        if let Some(pass) = pass {
+            let reach = reach();
             let hidden_failure = (gates.intercept && passes)
                 .then(|| sends_failures(&gates.error_pages, within.root))
                 .flatten();
@@ -427,11 +455,12 @@ fn proxied_locations<'a>(
                 hidden_failure,
                 host_map: host_map::of_target(within.maps, pass.1, Source::is_host),
                 uri_branches: uri_branches.into_boxed_slice(),
+                rewritten: None,
                 file: d.file.clone(),
                 line: d.line,
             });
         }
-        proxied_locations(d.children(), &gates, within, out, named);
+        proxied_locations(d.children(), &gates, within, out, named, rewriters);
     }
 }
 
@@ -503,6 +532,119 @@ fn resolve_auth_requests(locations: &mut Vec<Location>, server: &[Directive]) {
         .filter(|(l, found)| l.pass != "auth_request" || found.is_some())
         .map(|(l, _)| l)
         .collect();
+}
+
+/// Where a `rewrite` sends a request to a location with a backend.
+struct Landing<'d> {
+    /// The location it lands on, among the server's locations.
+    to: usize,
+    /// The URI it holds there.
+    uri: String,
+    /// The rewriting location, or the server-level `rewrite` directive.
+    from: &'d Directive,
+    /// The path requested.
+    path: String,
+    server: bool,
+}
+
+/// The locations with no backend of their own that `rewrite` requests to one (`location / {
+/// rewrite ^/(.*)$ /v1/$1 last; }`), and each server-level `rewrite` that does so for a path
+/// derived from its regex: each is checked as the location it rewrites to, on its own path, so
+/// a change to where the rewrite sends requests is seen. An `internal` location reached this
+/// way is verified through them (see [`Reach::Subrequest`]).
+fn resolve_rewrites(
+    locations: &mut Vec<Location>,
+    rewriters: &[(&Directive, Reach)],
+    server: &[Directive],
+    root: &Path,
+) {
+    let backed =
+        |d: &Directive| (locations.iter()).position(|l| l.line == d.line && *l.file == *d.file);
+    let mut found: Vec<Landing> = Vec::new();
+    for &(from, ref reach) in rewriters {
+        let Reach::Path(path) = reach else { continue };
+        let rewrites::Outcome::Search(uri) = rewrites::apply(from.children(), path) else {
+            continue;
+        };
+        if let Some((to, uri)) = rewrites::land(server, uri, |l| backed(l).is_some()) {
+            let to = backed(to).expect("a location with a backend");
+            found.push(Landing {
+                to,
+                uri,
+                from,
+                path: path.clone(),
+                server: false,
+            });
+        }
+    }
+    for r in (server.iter()).filter(|d| d.name == "rewrite" && !d.args.is_empty()) {
+        let paths = example::examples(&r.args[0], false, example::Kind::Path);
+        let landed = paths.iter().find_map(|p| {
+            let uri = match rewrites::apply(server, p) {
+                rewrites::Outcome::Search(u) | rewrites::Outcome::Stays(u) => u,
+                _ => return None,
+            };
+            let (to, uri) = rewrites::land(server, uri, |l| backed(l).is_some())?;
+            let to = backed(to).expect("a location with a backend");
+            Some(Landing {
+                to,
+                uri,
+                from: r,
+                path: p.clone(),
+                server: true,
+            })
+        });
+        found.extend(landed);
+    }
+    let place = |d: &Directive| {
+        format!(
+            "{}:{}",
+            d.file.strip_prefix(root).unwrap_or(&d.file).display(),
+            d.line
+        )
+    };
+    let mut added = Vec::new();
+    for l in found {
+        let to = &locations[l.to];
+        let mut what = format!(
+            "rewritten to {} (location {}, {})",
+            l.uri,
+            to.key(),
+            place_of(to, root)
+        );
+        let (modifier, path) = match l.server {
+            true => {
+                what = format!("rewrite {} ({}) {what}", l.from.args[0], place(l.from));
+                (None, l.path.clone())
+            }
+            false => location_args(&l.from.args),
+        };
+        added.push(Location {
+            modifier,
+            path,
+            reach: Reach::Path(l.path),
+            uri_branches: Box::default(),
+            rewritten: Some(Rewritten {
+                server: l.server,
+                what,
+            }),
+            file: l.from.file.clone(),
+            line: l.from.line,
+            ..to.clone()
+        });
+        if matches!(to.reach, Reach::Unknown(_)) {
+            locations[l.to].reach = Reach::Subrequest;
+        }
+    }
+    locations.extend(added);
+}
+
+fn place_of(loc: &Location, root: &Path) -> String {
+    format!(
+        "{}:{}",
+        loc.file.strip_prefix(root).unwrap_or(&loc.file).display(),
+        loc.line
+    )
 }
 
 /// Whether nginx itself may refuse requests in a block: its own `auth_basic`/`auth_request`

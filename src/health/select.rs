@@ -3,16 +3,19 @@
 //! Each affected server is checked on every `server_name` (a leading-dot name as the name
 //! itself, a wildcard with a label filled in, a regex one on a Host derived from it that nginx
 //! gives this server, else it is said to be unchecked), on each Host a `map $host` routes to
-//! another upstream than those names get (`hosts`), on each path a `map $uri` routes to another upstream than the location's own path gets
-//! (`conf::uri_map`), on every proxied location a path is known to reach (prefix and exact
-//! ones as written, regex ones on the first path derived from their branches that no other
-//! location takes, named and `internal` ones through the `try_files` (or, where no backend
-//! answers, the `error_page 404`) that leads to them, and those with no `*_pass` whose
-//! `auth_request` reaches a backend; the `internal` location such a subrequest lands on is
-//! verified through them, never requested itself). A location only a backend's 404 or
-//! failure leads to is not verified, and neither is a backend whose own 502 or 504 an `error_page` answers for (`*_intercept_errors on`):
-//! the answer does not say which one answered. Where nginx makes the 502 itself (the backend
-//! refused, closed, timed out) it logs the failure, and that upstream error decides. and on every listen this machine can reach.
+//! another upstream than those names get (`hosts`), on each path a `map $uri` routes to
+//! another upstream than the location's own path gets (`conf::uri_map`), on every proxied
+//! location a path is known to reach (prefix and exact ones as written, regex ones on the
+//! first path derived from their branches that no other location takes, named and `internal`
+//! ones through the `try_files` (or, where no backend answers, the `error_page 404`) that
+//! leads to them, those with no `*_pass` whose `auth_request` reaches a backend, and those
+//! with none that `rewrite` to one, see `conf::rewrites`; the `internal` location such a
+//! subrequest or rewrite lands on is verified through them, never requested itself), and on
+//! every listen this machine can reach. A location only a backend's 404 or failure leads to
+//! is not verified, and neither is a backend whose own 502 or 504 an `error_page` answers for
+//! (`*_intercept_errors on`): the answer does not say which one answered. Where nginx makes
+//! the 502 itself (the backend refused, closed, timed out) it logs the failure, and that
+//! upstream error decides.
 //! Where the change makes it the default server of a listen, the default route (a Host no
 //! name matches) is checked too. A request must land on that server: a wildcard listen is
 //! reached through a loopback address no specific listen on the same port claims, and a
@@ -350,9 +353,10 @@ impl Candidate<'_> {
         let host = Candidate::host_text(&self.host);
         let scheme = if self.listen.ssl { "https" } else { "http" };
         let loc = self.location;
-        let mut what = match &loc.modifier {
-            Some(m) => format!("location {m} {}", loc.path),
-            None => format!("location {}", loc.path),
+        let mut what = match &loc.rewritten {
+            Some(r) if r.server => r.what.clone(),
+            Some(r) => format!("{}, {}", location_what(loc), r.what),
+            None => location_what(loc),
         };
         match self.route {
             Route::Own => {}
