@@ -73,6 +73,11 @@ pub struct Check {
     /// The upstream the location passes to, as its `*_pass` names it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
+    /// Headers this request adds, to take a branch a `map` or `if` on a cookie or header
+    /// gives another backend (`Cookie: canary=1`); one the request sends anyway (User-Agent)
+    /// is replaced.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
     /// `user:pass` from the URL, sent as Basic auth.
     #[serde(skip)]
     pub auth: Option<Secret>,
@@ -111,6 +116,7 @@ impl Check {
             grpc: false,
             gate: Gate::default(),
             upstream: None,
+            headers: Vec::new(),
             auth: None,
         }
     }

@@ -32,6 +32,14 @@ pub enum Source {
     Uri,
     /// `$request_uri`: the path and query as sent.
     RequestUri,
+    /// `$request_method`.
+    Method,
+    /// `$cookie_NAME`: that cookie's value (the name in [`HostMap::name`]).
+    Cookie,
+    /// `$http_NAME`, a header other than Host (`X-Api-Version` in [`HostMap::name`]).
+    Header,
+    /// `$arg_NAME`: that query parameter's value.
+    Arg,
 }
 
 impl Source {
@@ -42,16 +50,31 @@ impl Source {
 
     /// Whether it reads the request's path.
     pub fn is_path(self) -> bool {
-        !self.is_host()
+        matches!(self, Source::Uri | Source::RequestUri)
+    }
+
+    /// Whether it reads something else a client chooses per request: its method, a cookie, a
+    /// header, a query parameter.
+    pub fn is_request(self) -> bool {
+        matches!(
+            self,
+            Source::Method | Source::Cookie | Source::Header | Source::Arg
+        )
     }
 }
 
-/// One `map` whose source is the request's Host (or its path: see [`Source`]).
+/// One `map` whose source is the request's Host (or its path, method, a cookie, a header or a
+/// query parameter: see [`Source`]).
 #[derive(Debug, Clone)]
 pub struct HostMap {
     /// The variable it defines, without `$`, lowercased.
     pub var: String,
     pub source: Source,
+    /// The source variable as written, lowercased: `$host`, `$cookie_canary`.
+    pub reads: String,
+    /// The cookie, header (`X-Api-Version`) or query parameter a [`Source::Cookie`],
+    /// [`Source::Header`] or [`Source::Arg`] map reads; empty for the others.
+    pub name: String,
     pub keys: Vec<Key>,
     /// The `default` value; nginx's is the empty string.
     pub default: String,
@@ -212,18 +235,33 @@ pub fn of_target(
 }
 
 fn host_map(d: &Directive) -> Option<HostMap> {
-    let source = match d.args.first()?.to_ascii_lowercase().as_str() {
-        "$host" => Source::Host,
-        "$http_host" => Source::HttpHost,
-        "$uri" => Source::Uri,
-        "$request_uri" => Source::RequestUri,
-        _ => return None,
+    let reads = d.args.first()?.to_ascii_lowercase();
+    let (source, name) = match reads.as_str() {
+        "$host" => (Source::Host, String::new()),
+        "$http_host" => (Source::HttpHost, String::new()),
+        "$uri" => (Source::Uri, String::new()),
+        "$request_uri" => (Source::RequestUri, String::new()),
+        "$request_method" => (Source::Method, String::new()),
+        r => match (
+            r.strip_prefix("$cookie_"),
+            r.strip_prefix("$http_"),
+            r.strip_prefix("$arg_"),
+        ) {
+            (Some(c), _, _) if !c.is_empty() => (Source::Cookie, c.to_string()),
+            (_, Some(h), _) if !h.is_empty() => {
+                (Source::Header, crate::conf::variants::header_name(h))
+            }
+            (_, _, Some(a)) if !a.is_empty() => (Source::Arg, a.to_string()),
+            _ => return None,
+        },
     };
     let var = d.args.get(1)?.strip_prefix('$')?.to_ascii_lowercase();
     let hostnames = source.is_host() && d.children().iter().any(|c| c.name == "hostnames");
     let mut map = HostMap {
         var,
         source,
+        reads: reads.to_string(),
+        name,
         keys: Vec::new(),
         default: String::new(),
         file: d.file.clone(),

@@ -19,6 +19,7 @@ pub mod targets;
 pub mod tree;
 pub mod untrusted;
 pub mod uri_map;
+pub mod variants;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

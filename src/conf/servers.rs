@@ -15,6 +15,7 @@ use crate::conf::targets::addr::{self, Parsed};
 use crate::conf::targets::pass::PASS_DIRECTIVES;
 use crate::conf::targets::Context;
 use crate::conf::tree::{Directive, Word};
+use crate::conf::variants::{self, Variant};
 use crate::conf::{rewrites, uri_map, Config};
 
 /// The configuration's Host maps, by variable.
@@ -123,6 +124,10 @@ pub struct Location {
     /// (`pass`, `target`, gates) is the location they are rewritten to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rewritten: Option<Rewritten>,
+    /// Requests of another kind than the plain GET that get another backend here (a `map`
+    /// or `if` on the method, a cookie, a header, a query parameter; a `limit_except`).
+    #[serde(skip)]
+    pub variants: Box<[Variant]>,
     pub file: Arc<Path>,
     pub line: u32,
 }
@@ -397,7 +402,9 @@ fn proxied_locations<'a>(
         named.extend(fallen);
         // A `return` answers before the access phase: no subrequest is made then.
         let answers = d.children().iter().any(|c| c.name == "return");
-        let pass = pass_in(d.children()).or_else(|| {
+        // The plain request gets the location's own `*_pass`, not one inside an `if`.
+        let own = direct_pass(d.children());
+        let pass = own.or_else(|| pass_in(d.children())).or_else(|| {
             let asks =
                 (gates.auth_request).filter(|_| !internal && !answers && !path.starts_with('@'));
             asks.map(|uri| ("auth_request", uri))
@@ -438,6 +445,11 @@ fn proxied_locations<'a>(
                 (Some(map), Reach::Path(own)) => uri_map::branches(map, own, within.server, d),
                 _ => Vec::new(),
             };
+            let mut variants = variants::of_map(within.maps, pass.1);
+            let in_if = |dirs: &'a [Directive]| pass_in(dirs).map(|p| p.1);
+            variants.extend(variants::of_ifs(d.children(), Some(pass.1), in_if));
+            let limited = limit_except(d.children());
+            variants.extend(limited.clone());
             out.push(Location {
                 modifier,
                 path,
@@ -449,13 +461,14 @@ fn proxied_locations<'a>(
                 // 403 is its own answer, not nginx's.
                 auth: match pass.0 {
                     "auth_request" => gates.basic,
-                    _ => gates.auth,
+                    _ => gates.auth || limited.is_some(),
                 },
                 returns: returns.into_boxed_slice(),
                 hidden_failure,
                 host_map: host_map::of_target(within.maps, pass.1, Source::is_host),
                 uri_branches: uri_branches.into_boxed_slice(),
                 rewritten: None,
+                variants: variants.into_boxed_slice(),
                 file: d.file.clone(),
                 line: d.line,
             });
@@ -800,6 +813,40 @@ fn returns_in(dirs: &[Directive], out: &mut Vec<u16>) {
             _ => {}
         }
     }
+}
+
+/// A `*_pass` directly in `dirs`, not inside an `if` or `limit_except`.
+fn direct_pass(dirs: &[Directive]) -> Option<(&'static str, &str)> {
+    dirs.iter().find_map(|d| {
+        (PASS_DIRECTIVES.iter().copied())
+            .find(|p| *p == d.name)
+            .map(|p| (p, d.arg0()))
+    })
+}
+
+/// A `limit_except` that does not let GET through (`limit_except POST { deny all; }`): nginx
+/// answers a check's GET itself (403, or 401 behind `auth_basic`), and only the methods it
+/// names reach the backend.
+fn limit_except(dirs: &[Directive]) -> Option<Variant> {
+    let d = dirs
+        .iter()
+        .find(|d| d.name == "limit_except" && d.block.is_some())?;
+    let methods: Vec<String> = d
+        .args
+        .iter()
+        .map(|m| m.as_str().to_ascii_uppercase())
+        .collect();
+    let restricts = inherit_auth(false, d.children());
+    (restricts && !methods.iter().any(|m| m == "GET")).then(|| Variant {
+        what: format!("limit_except {}", methods.join(" ")),
+        send: Err(format!(
+            "only {} requests reach the backend (nginx answers the others itself), and a \
+             check sends only GET: such a request can change data behind the backend",
+            methods.join(", ")
+        )),
+        file: d.file.clone(),
+        line: d.line,
+    })
 }
 
 fn pass_in(dirs: &[Directive]) -> Option<(&'static str, &str)> {

@@ -41,6 +41,7 @@ use super::hosts::{self, Taker, UNKNOWN_HOST};
 use super::{Check, Gate};
 use crate::conf::example::{self, Kind};
 use crate::conf::targets::Context;
+use crate::conf::variants::{Extra, Variant};
 use crate::conf::{Listen, ListenAddr, Location, Reach, Server};
 use crate::impact::{Affected, Impact, ServerId, Touched};
 
@@ -314,6 +315,8 @@ struct Candidate<'a> {
     path: &'a str,
     /// Why this Host is sent, when it is not one of the server's names.
     route: Route<'a>,
+    /// What the GET adds to take a branch of the location the plain request does not.
+    extra: Option<&'a Variant>,
 }
 
 /// Why a check sends its Host.
@@ -327,6 +330,20 @@ enum Route<'a> {
     Default(&'a str),
     /// A `map` on the path routes this path elsewhere: the map's branch (`map $pool /api/`).
     PathMap(&'a str),
+}
+
+/// The path with a variant's query parameter, and the headers it adds.
+fn with_extra(path: &str, extra: Option<&Variant>) -> (String, Vec<(String, String)>) {
+    match extra.map(|v| &v.send) {
+        Some(Ok(Extra::Query(name, value))) => {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            (format!("{path}{sep}{name}={value}"), Vec::new())
+        }
+        Some(Ok(Extra::Header(name, value))) => {
+            (path.to_string(), vec![(name.clone(), value.clone())])
+        }
+        _ => (path.to_string(), Vec::new()),
+    }
 }
 
 /// The Host header: a name, or the listen's IP when the server has none and that reaches it,
@@ -364,6 +381,14 @@ impl Candidate<'_> {
             Route::Default(listen) => what.push_str(&format!(", default server of {listen}")),
             Route::PathMap(branch) => what.push_str(&format!(", path routed by {branch}")),
         }
+        if let Some(v) = self.extra {
+            what.push_str(&format!(", {}", v.what));
+        }
+        let (path, headers) = with_extra(self.path, self.extra);
+        let sent = match &headers[..] {
+            [(name, value)] => format!(", {name}: {value}"),
+            _ => String::new(),
+        };
         let unix = match &self.listen.addr {
             ListenAddr::Unix(path) => Some(path.clone()),
             _ => None,
@@ -377,14 +402,14 @@ impl Candidate<'_> {
             what,
             at: at(root, &loc.file, loc.line),
             url: match self.host {
-                Host::Absent => format!("{scheme}://{via}{} (HTTP/1.0, no Host)", self.path),
-                _ => format!("{scheme}://{host}{} (via {via})", self.path),
+                Host::Absent => format!("{scheme}://{via}{path} (HTTP/1.0, no Host{sent})"),
+                _ => format!("{scheme}://{host}{path} (via {via}{sent})"),
             },
             connect: self.connect,
             unix,
             dial: None,
             host,
-            path: self.path.to_string(),
+            path,
             tls: self.listen.ssl,
             proxy_protocol: self.listen.proxy_protocol,
             // nginx 1.22 speaks only HTTP/2 on a plaintext `http2` listen; over TLS, ALPN
@@ -396,6 +421,7 @@ impl Candidate<'_> {
                 returns: loc.returns.to_vec(),
             },
             upstream: Some(loc.target.clone()),
+            headers,
             auth: None,
         }
     }
@@ -511,6 +537,7 @@ fn candidates<'a>(
                 location,
                 path,
                 route: Route::Own,
+                extra: None,
             }
         };
     for &listen in defaults {
@@ -582,6 +609,21 @@ fn candidates<'a>(
                 Err(why) => skip(
                     branch.what.clone(),
                     at(root, &branch.file, branch.line),
+                    why.clone(),
+                ),
+            }
+        }
+    }
+    for &(location, path) in &locations {
+        for v in location.variants.iter() {
+            match &v.send {
+                Ok(_) => out.push(Candidate {
+                    extra: Some(v),
+                    ..make(first_listen, first_addr, &first_host, (location, path))
+                }),
+                Err(why) => skip(
+                    format!("{}, {}", location_what(location), v.what),
+                    at(root, &v.file, v.line),
                     why.clone(),
                 ),
             }

@@ -762,6 +762,10 @@ fn fields(check: &Check, headers: &[(String, String)]) -> Vec<(String, String)> 
         ));
     }
     out.extend(headers.iter().cloned());
+    for (name, value) in &check.headers {
+        out.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        out.push((name.clone(), value.clone()));
+    }
     out
 }
 

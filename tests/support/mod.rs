@@ -125,7 +125,8 @@ pub fn http10_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)
     exchange(addr, &format!("GET {path} HTTP/1.0\r\n\r\n"))
 }
 
-fn exchange(addr: SocketAddr, request: &str) -> std::io::Result<(u16, String)> {
+/// One raw request on a fresh connection; status and body.
+pub fn exchange(addr: SocketAddr, request: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.write_all(request.as_bytes())?;

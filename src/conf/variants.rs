@@ -1,0 +1,297 @@
+//! Requests of another kind than the plain GET a check sends, that a location passes to
+//! another backend: a `map` on the request's method, a cookie, a header or a query parameter
+//! (`map $cookie_canary $pool { default stable; 1 canary; }`, a read/write split on
+//! `$request_method`), or an `if` on one of them around a `*_pass`. A check of the plain GET
+//! says nothing of those backends.
+//!
+//! Where a GET can carry what takes the branch (a cookie, a header, a query parameter), the
+//! variant says what to add to it; a check then verifies that backend as clients reach it.
+//! A branch only another method takes (POST, PUT, DELETE) is not requested: such a request
+//! can change data behind the backend, and nothing tells a harmless one. It is said to be
+//! unverified, with why.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::conf::example::{self, Kind};
+use crate::conf::host_map::{self, HostMap, Lookup, Pattern, Source};
+use crate::conf::tree::Directive;
+
+/// What a GET adds to take a branch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Extra {
+    /// A header (a cookie goes as `Cookie: name=value`).
+    Header(String, String),
+    /// A query parameter.
+    Query(String, String),
+}
+
+impl Extra {
+    /// As shown: `Cookie: canary=1`, `?v=2`.
+    pub fn shown(&self) -> String {
+        match self {
+            Extra::Header(name, value) => format!("{name}: {value}"),
+            Extra::Query(name, value) => format!("?{name}={value}"),
+        }
+    }
+}
+
+/// One branch of a location's requests the plain check does not take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variant {
+    /// `map $backend ($cookie_canary: 1)`, `if ($request_method = POST)`.
+    pub what: String,
+    /// What to add to the GET, or why no check takes the branch.
+    pub send: Result<Extra, String>,
+    pub file: Arc<Path>,
+    pub line: u32,
+}
+
+/// What the plain check sends for `map`'s source: its method, its User-Agent and Accept, no
+/// cookie, no other header, no query.
+fn plain_value(map: &HostMap) -> String {
+    match (map.source, map.name.to_ascii_lowercase().as_str()) {
+        (Source::Method, _) => "GET".into(),
+        (Source::Header, "user-agent") => format!("safe-reload/{}", env!("CARGO_PKG_VERSION")),
+        (Source::Header, "accept") => "*/*".into(),
+        _ => String::new(),
+    }
+}
+
+/// What a request sends to make `source` read `value`, or why a check cannot.
+fn extra(source: Source, name: &str, value: &str) -> Result<Extra, String> {
+    let plain = |v: &str| {
+        !v.is_empty() && (v.bytes()).all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    };
+    match source {
+        Source::Method => Err(format!(
+            "only {} requests take it, and a check sends only GET: such a request can change \
+             data behind the backend",
+            value.to_ascii_uppercase()
+        )),
+        Source::Cookie if plain(value) => {
+            Ok(Extra::Header("Cookie".into(), format!("{name}={value}")))
+        }
+        Source::Header
+            if !value.is_empty() && (value.bytes()).all(|b| (0x20..0x7f).contains(&b)) =>
+        {
+            Ok(Extra::Header(name.into(), value.into()))
+        }
+        Source::Arg if plain(value) => Ok(Extra::Query(name.into(), value.into())),
+        _ => Err(format!(
+            "no value a request can send is known to take it ({value:?})"
+        )),
+    }
+}
+
+/// The branches of the first request `map` (see [`Source::is_request`]) among `target`'s
+/// variables: one per value the plain check does not get, with the first key that gives it.
+pub fn of_map(
+    maps: &std::collections::HashMap<String, Arc<HostMap>>,
+    target: &str,
+) -> Vec<Variant> {
+    let Some(map) = host_map::of_target(maps, target, Source::is_request) else {
+        return Vec::new();
+    };
+    let plain = match map.lookup(&plain_value(&map)) {
+        Lookup::Value(v) => v.to_string(),
+        Lookup::Unknown => return Vec::new(),
+    };
+    let mut seen = vec![plain];
+    let mut out = Vec::new();
+    for key in &map.keys {
+        if seen.contains(&key.value) {
+            continue;
+        }
+        seen.push(key.value.clone());
+        let value = match &key.pattern {
+            Pattern::Exact(e) => Ok(e.clone()),
+            Pattern::Wildcard(w) => Err(format!("a wildcard key ({w})")),
+            Pattern::Regex(text, _) => {
+                let caseless = text.starts_with("~*");
+                let re = text.trim_start_matches("~*").trim_start_matches('~');
+                (example::examples(re, caseless, Kind::Host).into_iter())
+                    .find(|x| map.lookup(x) == Lookup::Value(&key.value))
+                    .ok_or_else(|| format!("no value is derived from the regex key {text}"))
+            }
+        };
+        let send = value.clone().and_then(|v| extra(map.source, &map.name, &v));
+        // A method as it is written and sent; the key is held lowercased.
+        let value = match map.source {
+            Source::Method => value.map(|v| v.to_ascii_uppercase()),
+            _ => value,
+        };
+        out.push(Variant {
+            what: format!(
+                "map ${} ({}: {})",
+                map.var,
+                map.reads,
+                value.as_deref().unwrap_or(key.pattern.text())
+            ),
+            send,
+            file: key.file.clone(),
+            line: key.line,
+        });
+    }
+    out
+}
+
+/// The `if` blocks directly in a location (`dirs`) that pass to another target than `own` on
+/// a condition of the request's method, a cookie, a header or a query parameter, each as a
+/// variant. `pass_of` gives a block's `*_pass` argument.
+pub fn of_ifs<'a>(
+    dirs: &'a [Directive],
+    own: Option<&str>,
+    pass_of: impl Fn(&'a [Directive]) -> Option<&'a str>,
+) -> Vec<Variant> {
+    let mut out = Vec::new();
+    for d in dirs.iter().filter(|d| d.name == "if" && d.block.is_some()) {
+        let Some(to) = pass_of(d.children()) else {
+            continue;
+        };
+        if Some(to) == own {
+            continue;
+        }
+        let words: Vec<&str> = d.args.iter().map(|w| w.as_str()).collect();
+        let cond = words.join(" ");
+        let cond = cond.trim_start_matches('(').trim_end_matches(')').trim();
+        let mut parts = cond.splitn(3, ' ');
+        let (var, op, value) = (
+            parts.next().unwrap_or("").to_ascii_lowercase(),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or("").trim_matches(['"', '\'']),
+        );
+        let (source, name) = match var.as_str() {
+            "$request_method" => (Source::Method, String::new()),
+            v => match (
+                v.strip_prefix("$cookie_"),
+                v.strip_prefix("$http_"),
+                v.strip_prefix("$arg_"),
+            ) {
+                (Some(c), _, _) => (Source::Cookie, c.to_string()),
+                (_, Some("host"), _) => continue,
+                (_, Some(h), _) => (Source::Header, header_name(h)),
+                (_, _, Some(a)) => (Source::Arg, a.to_string()),
+                _ => continue,
+            },
+        };
+        let value = match op {
+            "=" => Ok(value.to_string()),
+            "~" | "~*" => (example::examples(value, op == "~*", Kind::Host)
+                .into_iter()
+                .next())
+            .ok_or_else(|| format!("no value is derived from the regex {value}")),
+            _ => Err("a negated condition: which backend a request gets depends on it".into()),
+        };
+        out.push(Variant {
+            what: format!("if ({cond})"),
+            send: value.and_then(|v| extra(source, &name, &v)),
+            file: d.file.clone(),
+            line: d.line,
+        });
+    }
+    out
+}
+
+/// The header `$http_x_api_version` reads: `X-Api-Version`.
+pub fn header_name(var: &str) -> String {
+    (var.split('_'))
+        .map(|part| {
+            let mut c = part.chars();
+            match c.next() {
+                Some(first) => first.to_ascii_uppercase().to_string() + c.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conf::{load, LoadOptions};
+
+    fn loaded(http: &str) -> (tempfile::TempDir, crate::conf::Config) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let main = dir.path().join("nginx.conf");
+        std::fs::write(&main, format!("events {{}}\nhttp {{\n{http}\n}}\n")).expect("write");
+        let config = load(&main, &LoadOptions::default()).expect("loads");
+        (dir, config)
+    }
+
+    #[test]
+    fn each_value_the_plain_get_does_not_get_is_a_variant() {
+        let (_d, c) = loaded(
+            "map $request_method $rw { default reader; POST writer; PUT writer; GET reader; }\n\
+             map $cookie_canary $pool { default stable; 1 canary; }\n\
+             map $http_x_api_version $api { default web; 2 api; }\n\
+             map $http_user_agent $ua { default web; ~*mobile m; }\n\
+             map $arg_v $arg { default web; 2 api; \"a b\" odd; }",
+        );
+        let maps = host_map::index(&c);
+        let sends = |target: &str| -> Vec<(String, Result<Extra, String>)> {
+            (of_map(&maps, target).into_iter())
+                .map(|v| (v.what, v.send))
+                .collect()
+        };
+        let rw = sends("http://$rw");
+        assert_eq!(rw.len(), 1, "{rw:?}");
+        assert_eq!(rw[0].0, "map $rw ($request_method: POST)");
+        assert!(rw[0]
+            .1
+            .as_ref()
+            .is_err_and(|e| e.contains("only POST requests")));
+        assert_eq!(
+            sends("http://$pool"),
+            [(
+                "map $pool ($cookie_canary: 1)".into(),
+                Ok(Extra::Header("Cookie".into(), "canary=1".into()))
+            )]
+        );
+        assert_eq!(
+            sends("http://$api")[0].1,
+            Ok(Extra::Header("X-Api-Version".into(), "2".into()))
+        );
+        assert_eq!(
+            sends("http://$ua")[0].1,
+            Ok(Extra::Header("User-Agent".into(), "mobile".into()))
+        );
+        let arg = sends("http://$arg");
+        assert_eq!(arg[0].1, Ok(Extra::Query("v".into(), "2".into())));
+        assert!(arg[1].1.is_err(), "{arg:?}");
+        assert!(sends("http://fixed").is_empty());
+    }
+
+    #[test]
+    fn ifs_on_the_request_that_pass_elsewhere_are_variants() {
+        let (_d, c) = loaded(
+            "server { location / {\n\
+             if ($request_method = POST) { proxy_pass http://w; }\n\
+             if ($http_x_beta ~* ^on$) { proxy_pass http://beta; }\n\
+             if ($arg_debug != 1) { proxy_pass http://dbg; }\n\
+             if (-f $request_filename) { proxy_pass http://files; }\n\
+             if ($cookie_a = x) { proxy_pass http://pool; }\n\
+             proxy_pass http://pool; } }",
+        );
+        let loc = &c.tree[1].children()[0].children()[0];
+        fn pass(dirs: &[Directive]) -> Option<&str> {
+            (dirs.iter())
+                .find(|d| d.name == "proxy_pass")
+                .map(|d| d.arg0())
+        }
+        let vs = of_ifs(loc.children(), Some("http://pool"), pass);
+        let whats: Vec<&str> = vs.iter().map(|v| v.what.as_str()).collect();
+        assert_eq!(
+            whats,
+            [
+                "if ($request_method = POST)",
+                "if ($http_x_beta ~* ^on$)",
+                "if ($arg_debug != 1)"
+            ]
+        );
+        assert!(vs[0].send.is_err());
+        assert_eq!(vs[1].send, Ok(Extra::Header("X-Beta".into(), "on".into())));
+        assert!(vs[2].send.is_err());
+    }
+}

@@ -1,0 +1,199 @@
+//! A location that passes to another backend for another kind of request than a check's plain
+//! GET, through the binary with a real nginx and real backends: a `map` (or an `if`) on a
+//! cookie, a header or a query parameter is checked with a GET that carries it, so a change
+//! that breaks that backend is refused; one on the method (a read/write split) or a
+//! `limit_except POST` is said to be not verified, never "verified" by the GET.
+//! Each checks what nginx serves afterwards.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use support::*;
+
+/// `GET /x` with one more header line.
+fn get_with(listen: SocketAddr, header: &str) -> u16 {
+    let req =
+        format!("GET /x HTTP/1.1\r\nHost: site.test\r\n{header}\r\nConnection: close\r\n\r\n");
+    exchange(listen, &req).expect("GET").0
+}
+
+/// A site whose `$pool` map (on `source`) sends one branch to the upstream `canary`; the
+/// change points `canary` at a backend that answers 502.
+struct Split {
+    good: HttpBackend,
+    bad: BadGatewayBackend,
+    listen: SocketAddr,
+    nginx: TestNginx,
+}
+
+impl Split {
+    fn start(map: &str) -> Split {
+        let ip = unique_loopback();
+        let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+        let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+        let listen = SocketAddr::new(ip, free_port(ip));
+        let nginx = TestNginx::start(&Split::http(
+            map,
+            listen,
+            &good.host_port(),
+            &good.host_port(),
+        ));
+        Split {
+            good,
+            bad,
+            listen,
+            nginx,
+        }
+    }
+
+    fn http(map: &str, listen: SocketAddr, stable: &str, canary: &str) -> String {
+        format!(
+            "upstream stable {{ server {stable}; }}\nupstream canary {{ server {canary}; }}\n{map}\n\
+             server {{ listen {listen}; server_name site.test;\n\
+             location / {{ proxy_pass http://$pool; }} }}"
+        )
+    }
+
+    fn break_canary(&self, map: &str) {
+        let http = Split::http(
+            map,
+            self.listen,
+            &self.good.host_port(),
+            &self.bad.addr.to_string(),
+        );
+        self.nginx.write_http(&http);
+    }
+}
+
+/// A cookie, a header and a query parameter that pick the canary: each is refused by the
+/// shadow (it was "live and verified", every canary client 502), and production still
+/// answers the canary's clients 200.
+#[test]
+fn a_map_on_a_cookie_header_or_query_parameter_is_checked_with_a_get_that_carries_it() {
+    let cases = [
+        (
+            "map $cookie_canary $pool { default stable; 1 canary; }",
+            "Cookie: canary=1",
+            "/x",
+        ),
+        (
+            "map $http_x_api_version $pool { default stable; 2 canary; }",
+            "X-Api-Version: 2",
+            "/x",
+        ),
+        (
+            "map $arg_v $pool { default stable; 2 canary; }",
+            "X-Unused: 1",
+            "/x?v=2",
+        ),
+    ];
+    for (map, header, path) in cases {
+        let site = Split::start(map);
+        let sr = SafeReload::new(&site.nginx);
+        sr.init();
+        site.break_canary(map);
+        let run = sr.run(&["-y", "--json", "--no-probe"]);
+        run.expect(1);
+        assert_eq!(run.json()["shadow"]["state"], "refused", "{map}: {run}");
+        assert!(run.stdout.contains("HTTP 502"), "{map}: {run}");
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: site.test\r\n{header}\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(
+            exchange(site.listen, &req).expect("GET").0,
+            200,
+            "{map}: the canary still answers"
+        );
+        assert_eq!(get_with(site.listen, "X-Plain: 1"), 200);
+    }
+}
+
+/// An `if ($http_x_beta = on)` around its own `proxy_pass`: checked with that header.
+#[test]
+fn an_if_on_a_header_around_a_pass_is_checked_with_that_header() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let http = |beta: &str| {
+        format!(
+            "server {{ listen {listen}; server_name site.test;\n\
+             location / {{ if ($http_x_beta = on) {{ proxy_pass http://{beta}; }}\n\
+             proxy_pass http://{}; }} }}",
+            good.host_port()
+        )
+    };
+    let n = TestNginx::start(&http(&good.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&http(&bad.addr.to_string()));
+    let run = sr.run(&["-y", "--json", "--no-probe", "--no-shadow"]);
+    run.expect(3);
+    assert!(run.stdout.contains("X-Beta: on"), "{run}");
+    assert_eq!(get_with(listen, "X-Beta: on"), 200, "rolled back");
+}
+
+/// The coverage of `run`'s report, as text.
+fn not_verified(run: &Run) -> String {
+    run.json()["coverage"]["not_verified"].to_string()
+}
+
+/// A read/write split on `$request_method` (POST to `writer`), an `if ($request_method =
+/// POST)` and a `limit_except POST { deny all; }`: no check sends POST (it could change data),
+/// so a change to what only POST reaches is "not verified", naming why; the GET's 403 from
+/// `limit_except` is nginx's own answer, not a pass. It was "live and verified" each time.
+#[test]
+fn what_only_other_methods_reach_is_not_verified_by_a_get() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let g = good.host_port();
+    let sites = [
+        format!(
+            "upstream reader {{ server {g}; }}\nupstream writer {{ server WRITER; }}\n\
+             map $request_method $backend {{ default reader; POST writer; PUT writer; }}\n\
+             server {{ listen {listen}; server_name site.test;\n\
+             location / {{ proxy_pass http://$backend; }} }}"
+        ),
+        format!(
+            "server {{ listen {listen}; server_name site.test;\n\
+             location / {{ if ($request_method = POST) {{ proxy_pass http://WRITER; }}\n\
+             proxy_pass http://{g}; }} }}"
+        ),
+        format!(
+            "server {{ listen {listen}; server_name site.test;\n\
+             location /api/ {{ limit_except POST {{ deny all; }} proxy_pass http://WRITER; }}\n\
+             location / {{ proxy_pass http://{g}; }} }}"
+        ),
+    ];
+    let whys = [
+        "map $backend ($request_method: POST)",
+        "if ($request_method = POST)",
+        "limit_except POST",
+    ];
+    for (site, why) in sites.iter().zip(whys) {
+        let n = TestNginx::start(&site.replace("WRITER", &g));
+        let sr = SafeReload::new(&n);
+        sr.init();
+        n.write_http(&site.replace("WRITER", &bad.addr.to_string()));
+        let run = sr.run(&["-y", "--json", "--no-probe"]);
+        run.expect(0);
+        assert!(!run.stdout.contains("live and verified"), "{why}: {run}");
+        let nv = not_verified(&run);
+        assert!(nv.contains(why) && nv.contains("only POST"), "{why}: {run}");
+        // Live, and said so: GETs are served as before, POSTs get the broken backend.
+        let path = if why.starts_with("limit_except") {
+            "/api/x"
+        } else {
+            "/x"
+        };
+        assert_eq!(
+            http_post(listen, "site.test", path).expect("POST").0,
+            502,
+            "{why}"
+        );
+        drop(n);
+    }
+}
