@@ -194,14 +194,17 @@ pub struct FileDiff {
     /// Unified diff (3 lines of context, `a/` and `b/` headers; bytes that are not UTF-8 shown
     /// as `\xNN`), or `binary files differ` for data with a NUL byte; none when the content is
     /// the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub unified: Option<String>,
     /// Lines added.
     pub added: usize,
     /// Lines removed.
     pub removed: usize,
     /// Old and new permission bits, when they differ.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<(u32, u32)>,
     /// Old and new symlink targets, when they differ.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub link: Option<(Option<PathBuf>, Option<PathBuf>)>,
     /// The unchanged symlinks nginx reads this file through (`sites-enabled/app` for
     /// `sites-available/app`): an edit through a link changes one file, the link's target.

@@ -64,7 +64,9 @@ pub struct Message {
     /// The message without the `nginx: [level]` or timestamp prefix; the ` in FILE:LINE`
     /// suffix is kept so the text reads as nginx wrote it.
     pub text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<u32>,
 }
 
@@ -128,6 +130,7 @@ fn blamed_location(text: &str) -> Option<(PathBuf, u32)> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LogLine {
     pub path: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub level: Option<Level>,
     /// The whole line as written (lossily decoded), without the newline.
     pub text: String,
@@ -321,10 +324,13 @@ pub struct UpstreamError {
     pub level: Level,
     pub kind: UpstreamErrorKind,
     /// The `upstream: "http://127.0.0.1:8000/"` field: the backend nginx tried.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
     /// The `server: ` field (the server_name of the server block).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
     /// The `request: "GET / HTTP/1.1"` field.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
     /// The whole log line, verbatim.
     pub text: String,

@@ -61,11 +61,16 @@ fn is_executable(path: &Path) -> bool {
 pub struct BuildInfo {
     /// `1.22.1` from `nginx version: nginx/1.22.1`.
     pub version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub conf_path: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pid_path: Option<PathBuf>,
     /// Kept as text: it may be `stderr` rather than a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error_log_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     pub configure_args: Vec<String>,
 }
@@ -157,6 +162,7 @@ pub struct Nginx {
 pub struct TestOutcome {
     /// Exit status 0 and no `[emerg]` (nginx can print one and still exit 0).
     pub passed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<i32>,
     pub messages: Vec<Message>,
     /// Verbatim, for showing to the operator.

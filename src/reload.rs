@@ -153,6 +153,7 @@ pub struct Proof {
     #[serde(rename = "elapsed_ms", serialize_with = "crate::report::ms")]
     pub elapsed: Duration,
     /// Why the reload is not proven (`None` when it took effect).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// nginx shows no sign of a reload at all: the same workers, all still accepting, no
     /// `[emerg]`, the master idle. It still runs the configuration it ran before.

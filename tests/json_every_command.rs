@@ -199,3 +199,43 @@ fn report_file_holds_the_json_document_beside_the_text() {
     assert_eq!(report["command"], "reload", "{report:#}");
     assert_eq!(site.get().1, "app-v1", "nginx untouched");
 }
+
+/// The paths of every `null` in `v`: `health.results.0.error`.
+fn nulls(v: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+    let join = |k: &str| {
+        if at.is_empty() {
+            k.to_string()
+        } else {
+            format!("{at}.{k}")
+        }
+    };
+    match v {
+        serde_json::Value::Null => out.push(at.to_string()),
+        serde_json::Value::Array(a) => {
+            (a.iter().enumerate()).for_each(|(i, x)| nulls(x, &join(&i.to_string()), out))
+        }
+        serde_json::Value::Object(o) => o.iter().for_each(|(k, x)| nulls(x, &join(k), out)),
+        _ => {}
+    }
+}
+
+/// docs/json.md: "Fields that would be empty are left out, so test for presence". A good
+/// reload (a diff, checks that passed, a proven reload) and `status` hold no `null`: a script
+/// testing `has("error")` saw every passing check as an error.
+#[test]
+fn a_good_reload_and_status_leave_empty_fields_out() {
+    let site = Site::start();
+    assert_eq!(
+        doc(&run_json(&site, &["init"]), "init")["outcome"],
+        "recorded"
+    );
+    let v2 = HttpBackend::start(SocketAddr::new(site.ip, 0), "app-v2");
+    site.nginx.write_http(&site.server_for(&v2.host_port()));
+    for (args, command) in [(&["-y"][..], "reload"), (&["status"][..], "status")] {
+        let d = doc(&run_json(&site, args), command);
+        let mut found = Vec::new();
+        nulls(&d, "", &mut found);
+        assert!(found.is_empty(), "{command}: null at {found:?}: {d:#}");
+    }
+    assert_eq!(site.get().1, "app-v2");
+}

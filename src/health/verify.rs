@@ -84,8 +84,10 @@ const CONCURRENCY: usize = 16;
 pub struct CheckResult {
     #[serde(flatten)]
     pub check: Check,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     /// Why there is no status (refused, timed out, TLS failure).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub answer: Answer,
     /// Requests made for this check, the ones asked again after a failed answer included.
