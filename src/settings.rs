@@ -170,8 +170,22 @@ fn read_file(explicit: Option<&Path>) -> Result<FileSettings> {
         None => return Ok(FileSettings::default()),
     };
     let text = fs_err::read_to_string(&path)?;
-    toml::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
+    let bad = |e: String| Error::Usage(format!("{}: {e}", path.display()));
+    if let Ok(table) = text.parse::<toml::Table>() {
+        if let Some(key) = PER_RUN.iter().find(|k| table.contains_key(**k)) {
+            return Err(bad(format!(
+                "`{key}` is a flag of one run, not a setting: pass --{key} on the command line \
+                 (the settings file holds what every run shares, see `safe-reload --help`)"
+            )));
+        }
+    }
+    toml::from_str(&text).map_err(|e| bad(e.to_string()))
 }
+
+/// Flags that say how one run goes (answer yes, print JSON, write a report, be quiet or
+/// verbose, force past a lock, wait for one): a default for every run would answer "yes" for
+/// an operator at a terminal or mix JSON into a unit's log, so the file does not take them.
+const PER_RUN: [&str; 7] = ["yes", "json", "report", "quiet", "verbose", "force", "wait"];
 
 /// Split a command like a shell would split words (quotes honoured), without running a shell.
 pub fn split_command(text: &str) -> Result<Vec<String>> {
@@ -252,6 +266,20 @@ mod tests {
         let cli = Cli::parse_from(["safe-reload", "--config", file.to_str().expect("utf8")]);
         let e = Settings::resolve(&cli.global).expect_err("typo refused");
         assert!(e.to_string().contains("probe-timout"), "{e}");
+    }
+
+    #[test]
+    fn a_per_run_flag_in_the_file_is_refused_with_why() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("s.toml");
+        std::fs::write(&file, "yes = true\n").expect("write");
+        let cli = Cli::parse_from(["safe-reload", "--config", file.to_str().expect("utf8")]);
+        let e = Settings::resolve(&cli.global).expect_err("refused");
+        assert!(
+            e.to_string()
+                .contains("`yes` is a flag of one run, not a setting: pass --yes"),
+            "{e}"
+        );
     }
 
     #[test]
