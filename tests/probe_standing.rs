@@ -359,3 +359,43 @@ fn an_upstream_whose_every_server_is_down_is_refused_when_the_change_made_it_so(
         "a.test is served as before"
     );
 }
+
+/// An `upstream` no `*_pass` names, whose server is down: nginx sends it no request. Added by
+/// the change, or checked with no last-good at all (a pre-commit hook's fresh state, CI), it
+/// is a warning, `cause: "unused"`, and the change goes live; it was a refusal, exit 1.
+#[test]
+fn an_upstream_no_server_uses_is_a_warning_with_or_without_last_good() {
+    let ip = unique_loopback();
+    let live = HttpBackend::start(SocketAddr::new(ip, 0), "live");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let down = dead(ip);
+    let site = format!(
+        "server {{ listen {listen}; server_name a.test; location / {{ proxy_pass http://{}; }} }}",
+        live.host_port()
+    );
+    let unused = format!("upstream leftover {{ server {down}; }}\n{site}");
+    let n = TestNginx::start(&unused);
+    let sr = SafeReload::new(&n);
+    // No last-good yet.
+    let run = sr.run(&["check", "--json"]);
+    run.expect(0);
+    let r = result_for(&run, &down.to_string());
+    assert_eq!(
+        (&r["severity"], &r["cause"]),
+        (&"warning".into(), &"unused".into()),
+        "{run}"
+    );
+
+    drop(sr);
+    drop(n);
+
+    let n = TestNginx::start(&site);
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&unused);
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    let r = result_for(&run, &down.to_string());
+    assert_eq!(r["cause"], "unused", "{run}");
+    assert_eq!(http_get(listen, "a.test", "/").expect("GET").0, 200);
+}

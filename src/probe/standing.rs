@@ -31,6 +31,9 @@ pub enum Cause {
     PreExisting,
     /// One of the candidate's own listens: nginx opens it at the reload.
     OwnListen,
+    /// An upstream member no `*_pass` reaches, and last-good did not have it (or there is no
+    /// last-good): nginx sends it no request, so no client gets its failure.
+    Unused,
 }
 
 /// What the change makes of one failing result.
@@ -89,8 +92,24 @@ fn one(
         cause: Cause::Change,
         hint: None,
     };
+    let unused = || Standing {
+        severity: Severity::Warning,
+        cause: Cause::Unused,
+        hint: Some(
+            Hint::new(format!(
+                "no server sends requests to {} ({}): nginx never asks it, so no client gets \
+                 its failure",
+                r.target,
+                r.status.as_str()
+            ))
+            .with_suggestion("start it before a `*_pass` names its upstream, or remove it"),
+        ),
+    };
+    let member_only = |routes: &Routes| {
+        routes.uses(&r.target).is_empty() && !routes.members(&r.target).is_empty()
+    };
     let Some(old) = old else {
-        return Some(change);
+        return Some(if member_only(new) { unused() } else { change });
     };
     // nginx resolves these names when it starts, and does not start without them: the reload
     // fails whatever used the name before.
@@ -119,10 +138,10 @@ fn one(
         // An upstream member no `*_pass` reaches: nginx never sends it a request.
         let members = new.members(&r.target);
         let before = !members.is_empty() && members.iter().all(|k| old.has(*k));
-        return Some(if before {
-            before_change(r, "no server sends requests to it", new, &[])
-        } else {
-            change
+        return Some(match (before, members.is_empty()) {
+            (true, _) => before_change(r, "no server sends requests to it", new, &[]),
+            (false, false) => unused(),
+            (false, true) => change,
         });
     }
     let is_affected = |u: &Use| {

@@ -212,7 +212,7 @@ fn without_last_good_every_failure_is_the_changes() {
 }
 
 #[test]
-fn an_unused_upstream_member_is_a_warning_only_if_last_good_had_it() {
+fn an_unused_upstream_member_is_a_warning_whether_or_not_last_good_had_it() {
     let unused = format!("upstream old {{ server {DEAD}; }}\n");
     let old = unused.clone() + &site("a.test", "", "/", "127.0.0.1:8001");
     let new = unused.clone() + &site("a.test", "add_header X 1;", "/", "127.0.0.1:8001");
@@ -224,8 +224,15 @@ fn an_unused_upstream_member_is_a_warning_only_if_last_good_had_it() {
     assert!(r.hints[0]
         .message
         .contains("no server sends requests to it"));
+    // Added by the change, or with no last-good to compare with: still nothing reaches it.
     let fresh = site("a.test", "", "/", "127.0.0.1:8001");
-    assert_eq!(judged(Some(&fresh), &new, DEAD).severity, Severity::Failure);
+    for r in [judged(Some(&fresh), &new, DEAD), judged(None, &new, DEAD)] {
+        assert_eq!(
+            (r.severity, r.cause),
+            (Severity::Warning, Some(Cause::Unused))
+        );
+        assert!(r.hints[0].message.contains("no server sends requests to"));
+    }
 }
 
 #[test]
