@@ -42,7 +42,7 @@ pub fn conf_load(dir: &Path, data: &[u8]) {
     if let Ok(config) = conf::load(&dir.join("nginx.conf"), &opts) {
         let _ = conf::targets::extract(&config);
         let _ = conf::servers::extract(&config);
-        let _ = conf::untrusted::violations(&config);
+        let _ = conf::untrusted::violations(&config, None);
     }
 }
 

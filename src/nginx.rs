@@ -72,6 +72,9 @@ pub struct BuildInfo {
     pub error_log_path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Where the build's dynamic modules are installed (`--modules-path`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modules_path: Option<PathBuf>,
     pub configure_args: Vec<String>,
 }
 
@@ -110,6 +113,7 @@ pub fn parse_build_info(text: &str) -> BuildInfo {
             "--pid-path" => info.pid_path = Some(value.into()),
             "--error-log-path" => info.error_log_path = Some(value.into()),
             "--user" => info.user = Some(value.into()),
+            "--modules-path" => info.modules_path = Some(value.into()),
             _ => {}
         }
     }

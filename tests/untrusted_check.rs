@@ -15,6 +15,7 @@ use std::process::{Command, Output};
 use rel_support::{text, BIN};
 use support::{
     fresh_machine, namespaces_unavailable, self_signed, unique_loopback, NGINX, NOT_FRESH,
+    STREAM_MODULE,
 };
 
 /// A repository of nginx config in a tempdir, and a state dir beside it.
@@ -504,4 +505,51 @@ fn untrusted_check_ignores_what_listens_on_the_workstation() {
     assert!(!steps.iter().any(|s| s["name"] == "preflight"), "{doc}");
     assert!(test_step_passed(&doc), "{doc}");
     drop(held);
+}
+
+/// Debian builds `stream` as a module: `stream {}` needs `load_module` of the installed
+/// `ngx_stream_module.so`. A module of the installed nginx's own modules directory (`nginx
+/// -V`'s `--modules-path`) is not the pusher's code, so the check passes; a module the
+/// repository brings, or one reached by `..`, is still refused, and nginx is not run for it.
+#[test]
+fn the_installed_stream_module_may_be_loaded_and_a_module_of_the_repository_may_not() {
+    let ip = unique_loopback();
+    let conf = format!(
+        "load_module {STREAM_MODULE};\nevents {{}}\n\
+         stream {{ server {{ listen {ip}:3306; proxy_pass {ip}:13306; }} }}\n"
+    );
+    let repo = Repo::new(&conf);
+    let (out, doc) = repo.check(Path::new(NGINX));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(doc["test"]["passed"], true, "{doc}");
+
+    let repo = Repo::new("events {}\n");
+    repo.write("evil.so", "");
+    let sideways = format!(
+        "{}/../../{}/evil.so",
+        STREAM_MODULE,
+        repo.dir.path().display()
+    );
+    for module in [repo.path("evil.so").display().to_string(), sideways] {
+        repo.write(
+            "nginx.conf",
+            &format!("load_module {module};\nevents {{}}\n"),
+        );
+        let nginx = Recorder::new();
+        let (out, doc) = repo.check(&nginx.binary());
+        assert_eq!(out.status.code(), Some(1), "{module}: {}", text(&out));
+        assert!(
+            doc["problems"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("load_module")),
+            "{doc}"
+        );
+        assert!(
+            !nginx.called()
+                || !std::fs::read_to_string(nginx.dir.path().join("called"))
+                    .unwrap_or_default()
+                    .contains("-t"),
+            "nginx -t ran for {module}"
+        );
+    }
 }

@@ -910,7 +910,21 @@ fn untrusted_policy(
         Err(e @ Error::Config { .. }) => return refuse_config(report, e).map(Err),
         Err(e) => return Err(e),
     };
-    let found = conf::untrusted::violations(&config);
+    // Asked only for a `load_module` that may name an installed module (an absolute path out
+    // of the repository); `nginx -V` reads no configuration, it prints how nginx was built.
+    let installed = |d: &conf::Directive| {
+        let p = std::path::Path::new(d.arg0());
+        d.name == "load_module" && p.is_absolute() && !p.starts_with(&root)
+    };
+    let wants = config.walk().any(installed);
+    let modules = (wants.then(|| crate::nginx::find_binary(s.nginx.as_deref())))
+        .and_then(|b| b.ok())
+        .and_then(|b| crate::nginx::build_info(&b).ok())
+        .and_then(|info| {
+            // nginx's default: `modules` under its prefix.
+            (info.modules_path).or_else(|| info.prefix.map(|p| p.join("modules")))
+        });
+    let found = conf::untrusted::violations(&config, modules.as_deref());
     if found.is_empty() {
         return Ok(Ok((config, root)));
     }
