@@ -399,3 +399,34 @@ fn an_upstream_no_server_uses_is_a_warning_with_or_without_last_good() {
     assert_eq!(r["cause"], "unused", "{run}");
     assert_eq!(http_get(listen, "a.test", "/").expect("GET").0, 200);
 }
+
+/// A dead backend on an address where only nginx listens (the production site, and during a
+/// reload the shadow nginx on ports of its own): the hint does not offer nginx's listens as
+/// the backend to point at, which would be a proxy loop or a port that is gone a moment later.
+#[test]
+fn a_hint_never_offers_nginx_itself_as_the_backend() {
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let down = dead(ip);
+    let site = format!(
+        "server {{ listen {listen}; server_name a.test; location / {{ proxy_pass http://{down}; }} }}"
+    );
+    let n = TestNginx::start(&format!("server {{ listen {listen}; return 200; }}"));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site);
+    let run = sr.run(&["-y", "--json", "--no-shadow"]);
+    run.expect(1);
+    let r = result_for(&run, &down.to_string());
+    let hints = r["hints"].to_string();
+    assert!(
+        hints.contains(&format!("nothing listens on port {}", down.port())),
+        "{run}"
+    );
+    assert!(!hints.contains("nginx (pid"), "{run}");
+    assert_eq!(
+        http_get(listen, "a.test", "/").expect("GET").0,
+        200,
+        "refused: the old site"
+    );
+}

@@ -153,10 +153,10 @@ fn likely_backends<'a>(index: &TcpIndex<'a>, addr: SocketAddr) -> Vec<&'a TcpLis
     if unsafe { libc::geteuid() } == 0 {
         others.retain(|l| main_holder(&l.holders).is_some());
     }
-    let plausible = |l: &&TcpListen| main_holder(&l.holders).is_some_and(|o| o.program != "nginx");
-    if others.iter().any(plausible) {
-        others.retain(plausible);
-    }
+    // nginx is no backend to point a `*_pass` at on another port: its own listens would make
+    // a loop, and the throwaway shadow nginx this run started (a child of this process)
+    // listens on ports that are gone a moment later.
+    others.retain(|l| main_holder(&l.holders).is_none_or(|o| o.program != "nginx"));
     others.sort_by_key(|l| l.addr.port());
     others
 }
