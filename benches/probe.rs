@@ -72,6 +72,7 @@ fn target(sa: SocketAddr) -> Target {
             per_request: false,
             udp: false,
             also_udp: false,
+            mirror: false,
         }]
         .into(),
     }

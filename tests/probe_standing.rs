@@ -430,3 +430,43 @@ fn a_hint_never_offers_nginx_itself_as_the_backend() {
         "refused: the old site"
     );
 }
+
+/// A `mirror` whose target (the copy of traffic sent to staging) is down: nginx ignores the
+/// answers of mirror subrequests, so every client still gets 200. The probe's failure is a
+/// warning, `cause: "mirror"`, and the connect errors nginx logs for the copies are expected,
+/// so neither the shadow nor the checks after the reload hold them against the change. It was
+/// refused (and rolled back with `--no-shadow`).
+#[test]
+fn a_mirror_target_that_is_down_is_a_warning_as_clients_never_see_it() {
+    let ip = unique_loopback();
+    let live = HttpBackend::start(SocketAddr::new(ip, 0), "live");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let down = dead(ip);
+    let site = |copy: &str| {
+        format!(
+            "server {{ listen {listen}; server_name a.test;\n\
+             location / {{ mirror /_mirror; proxy_pass http://{l}; }}\n\
+             location = /_mirror {{ internal; proxy_pass http://{copy}$request_uri; }} }}",
+            l = live.host_port()
+        )
+    };
+    for flags in [&["-y", "--json"][..], &["-y", "--json", "--no-shadow"][..]] {
+        let n = TestNginx::start(&site(&live.host_port()));
+        let sr = SafeReload::new(&n);
+        sr.init();
+        n.write_http(&site(&down.to_string()));
+        let run = sr.run(flags);
+        run.expect(0);
+        assert_eq!(run.outcome(), "reloaded", "{run}");
+        let r = result_for(&run, &down.to_string());
+        assert_eq!(
+            (&r["severity"], &r["cause"]),
+            (&"warning".into(), &"mirror".into()),
+            "{run}"
+        );
+        assert_eq!(http_get(listen, "a.test", "/x").expect("GET").0, 200);
+        // The copies did fail after the reload: nginx logged them.
+        let log = n.error_log_text();
+        assert!(log.contains("subrequest: \"/_mirror\""), "{log}");
+    }
+}

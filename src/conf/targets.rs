@@ -185,6 +185,10 @@ pub struct Reference {
     /// opens TCP connections there and also sends it datagrams.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub also_udp: bool,
+    /// The `*_pass` is in an `internal` location that only a `mirror` sends requests to: nginx
+    /// ignores the answers of those copies, so its failure reaches no client.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mirror: bool,
 }
 
 /// The upstream blocks of `refs` (per context, the name lowercased) whose every `server` line

@@ -321,6 +321,7 @@ mod tests {
             per_request: false,
             udp: false,
             also_udp: false,
+            mirror: false,
         }
     }
 

@@ -34,6 +34,8 @@ pub enum Cause {
     /// An upstream member no `*_pass` reaches, and last-good did not have it (or there is no
     /// last-good): nginx sends it no request, so no client gets its failure.
     Unused,
+    /// Only `mirror` copies of requests go there: nginx ignores their answers.
+    Mirror,
 }
 
 /// What the change makes of one failing result.
@@ -85,6 +87,23 @@ fn one(
             severity: Severity::Warning,
             cause: Cause::OwnListen,
             hint: Some(hint),
+        });
+    }
+    let passes =
+        || (r.references.iter()).filter(|x| x.directive != crate::conf::targets::Name::SERVER);
+    if passes().next().is_some() && passes().all(|x| x.mirror) {
+        return Some(Standing {
+            severity: Severity::Warning,
+            cause: Cause::Mirror,
+            hint: Some(
+                Hint::new(format!(
+                    "only `mirror` copies of requests go to {} ({}): nginx ignores their \
+                     answers, so no client gets its failure",
+                    r.target,
+                    r.status.as_str()
+                ))
+                .with_suggestion("start it, or turn the `mirror` off until it runs"),
+            ),
         });
     }
     let change = Standing {

@@ -28,6 +28,7 @@ pub fn reference(line: u32) -> Reference {
         per_request: false,
         udp: false,
         also_udp: false,
+        mirror: false,
     }
 }
 

@@ -104,7 +104,31 @@ fn reference(d: &Directive, directive: Name, context: Context) -> Reference {
         per_request: false,
         udp: false,
         also_udp: false,
+        mirror: false,
     }
+}
+
+/// Whether `location` (a location's directives) is `internal` and a `mirror` of `server` sends
+/// its copies there: no client request reaches it.
+fn mirror_only(server: &[Directive], location: &[Directive]) -> bool {
+    fn mirrors<'a>(dirs: &'a [Directive], out: &mut Vec<&'a str>) {
+        for d in dirs {
+            match d.name.as_str() {
+                "mirror" if d.arg0() != "off" => out.push(d.arg0()),
+                _ => mirrors(d.children(), out),
+            }
+        }
+    }
+    if !location.iter().any(|d| d.name == "internal") {
+        return false;
+    }
+    let mut uris = Vec::new();
+    mirrors(server, &mut uris);
+    uris.iter().any(|uri| {
+        let path = uri.split('?').next().unwrap_or(uri);
+        matches!(crate::conf::pick::location(server, path),
+            crate::conf::pick::Picked::Location(d) if std::ptr::eq(d.children(), location))
+    })
 }
 
 /// How many of a stream server's `listen`s are `udp`, and how many are TCP.
@@ -299,6 +323,9 @@ impl Collector {
             })
         };
         let mut base = reference(d, directive, cx.context);
+        if let (Some(server), Some(location)) = (frame.server, frame.location) {
+            base.mirror = cx.context == Context::Http && mirror_only(server, location);
+        }
         if cx.context == Context::Stream {
             // Datagrams only, or datagrams beside TCP connections (`listen 53; listen 53 udp;`).
             let (udp, tcp) = frame.server.map_or((0, 0), listen_kinds);
