@@ -579,8 +579,8 @@ fn resolve_rewrites(
         let rewrites::Outcome::Search(uri) = rewrites::apply(from.children(), path) else {
             continue;
         };
-        if let Some((to, uri)) = rewrites::land(server, uri, |l| backed(l).is_some()) {
-            let to = backed(to).expect("a location with a backend");
+        let landed = rewrites::land(server, uri, |l| backed(l).is_some());
+        if let Some((to, uri)) = landed.and_then(|(to, uri)| Some((backed(to)?, uri))) {
             found.push(Landing {
                 to,
                 uri,
@@ -598,9 +598,8 @@ fn resolve_rewrites(
                 _ => return None,
             };
             let (to, uri) = rewrites::land(server, uri, |l| backed(l).is_some())?;
-            let to = backed(to).expect("a location with a backend");
             Some(Landing {
-                to,
+                to: backed(to)?,
                 uri,
                 from: r,
                 path: p.clone(),
@@ -609,13 +608,6 @@ fn resolve_rewrites(
         });
         found.extend(landed);
     }
-    let place = |d: &Directive| {
-        format!(
-            "{}:{}",
-            d.file.strip_prefix(root).unwrap_or(&d.file).display(),
-            d.line
-        )
-    };
     let mut added = Vec::new();
     for l in found {
         let to = &locations[l.to];
@@ -623,11 +615,12 @@ fn resolve_rewrites(
             "rewritten to {} (location {}, {})",
             l.uri,
             to.key(),
-            place_of(to, root)
+            place(&to.file, to.line, root)
         );
         let (modifier, path) = match l.server {
             true => {
-                what = format!("rewrite {} ({}) {what}", l.from.args[0], place(l.from));
+                let at = place(&l.from.file, l.from.line, root);
+                what = format!("rewrite {} ({at}) {what}", l.from.args[0]);
                 (None, l.path.clone())
             }
             false => location_args(&l.from.args),
@@ -652,11 +645,11 @@ fn resolve_rewrites(
     locations.extend(added);
 }
 
-fn place_of(loc: &Location, root: &Path) -> String {
+/// `site.conf:3`, relative to the configuration root when inside it.
+fn place(file: &Path, line: u32, root: &Path) -> String {
     format!(
-        "{}:{}",
-        loc.file.strip_prefix(root).unwrap_or(&loc.file).display(),
-        loc.line
+        "{}:{line}",
+        file.strip_prefix(root).unwrap_or(file).display()
     )
 }
 
