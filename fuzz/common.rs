@@ -15,6 +15,7 @@ pub fn conf_tree(data: &[u8]) {
         let file = ConfFile {
             path: name.to_path_buf(),
             bytes: Arc::from(data),
+            via: None,
         };
         let _ = safe_reload::sandbox::neutralise(&file);
     }

@@ -100,6 +100,7 @@ impl Sandbox {
             let neutralised = ConfFile {
                 path: file.path.clone(),
                 bytes: Arc::from(neutralise(file)?),
+                via: None,
             };
             write(&to, &shadow::remap_listens(&neutralised, &listens)?)?;
         }
@@ -290,6 +291,7 @@ mod tests {
         ConfFile {
             path: PathBuf::from("/repo/nginx.conf"),
             bytes: Arc::from(text.as_bytes()),
+            via: None,
         }
     }
 

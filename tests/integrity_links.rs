@@ -762,3 +762,51 @@ fn a_real_directory_replaced_by_a_link_is_a_directory_again_after_the_rollback()
     let (ok, said) = site.nginx.test();
     assert!(ok, "{said}");
 }
+
+/// An include that goes up from a link (`include APP/current/../shared/nginx.conf;`, `current
+/// -> releases/1201`): the kernel goes up from where `current` leads, so `current` decides
+/// which `shared/` nginx reads, though the file's own path no longer names it. A deploy that
+/// re-points `current` is rolled back by pointing it back, and the other release's file is
+/// left where it is. The link was not recorded: the rollback deleted that file (outside the
+/// configuration directory), could not load last-good, and `recover` failed every time.
+#[test]
+fn a_link_an_include_goes_up_from_is_recorded_and_pointed_back() {
+    let site = Site::start();
+    let app = tempfile::tempdir().unwrap();
+    for (release, http) in [("releases", site.good_http()), ("other", site.bad_http())] {
+        let dir = app.path().join(release);
+        std::fs::create_dir_all(dir.join("1201")).unwrap();
+        std::fs::create_dir_all(dir.join("shared")).unwrap();
+        std::fs::write(dir.join("shared/nginx.conf"), http).unwrap();
+    }
+    let current = app.path().join("current");
+    symlink("releases/1201", &current).unwrap();
+    site.adopt(&format!(
+        "include {}/current/../shared/nginx.conf;",
+        app.path().display()
+    ));
+    assert_eq!(site.answer(), Some((200, "good".into())));
+
+    let tmp = app.path().join("current.tmp");
+    symlink("other/1201", &tmp).unwrap();
+    std::fs::rename(&tmp, &current).unwrap();
+    let out = site.run(&["reload", "-y", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_link(&current).unwrap(),
+        Path::new("releases/1201"),
+        "the link is pointed back: {}",
+        text(&out)
+    );
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    let other = app.path().join("other/shared/nginx.conf");
+    assert_eq!(
+        read(&other),
+        site.bad_http(),
+        "the other release's file is left"
+    );
+    let (ok, said) = site.nginx.test();
+    assert!(ok, "{said}");
+    let status = site.run(&["status", "--json"]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+}

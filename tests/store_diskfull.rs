@@ -90,6 +90,7 @@ fn snapshot_on_a_full_disk_names_the_path_and_leaves_no_temp_files() {
     let files = [ConfFile {
         path: root.join("nginx.conf"),
         bytes: big_config().into(),
+        via: None,
     }];
     fs::write(&files[0].path, &files[0].bytes).unwrap();
 
@@ -120,6 +121,7 @@ fn restore_on_a_full_disk_reports_the_path_and_keeps_the_old_file_whole() {
     let files = [ConfFile {
         path: source.join("nginx.conf"),
         bytes: big_config().into(),
+        via: None,
     }];
     let snap = store.snapshot(&source, &files, meta()).unwrap();
 

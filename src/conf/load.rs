@@ -183,6 +183,7 @@ impl Loader<'_> {
         self.files.push(ConfFile {
             path: path.to_path_buf(),
             bytes: bytes.clone(),
+            via: None,
         });
         Ok(bytes)
     }
@@ -294,6 +295,10 @@ impl Loader<'_> {
                     format!("cannot include \"{}\": {reason}", path.display()),
                 )
             })?;
+            if let Some(written) = self.through_link(&d.args[0], &path) {
+                let i = self.index[&path];
+                self.files[i].via.get_or_insert(written);
+            }
             out.extend(self.expand_file(&path, bytes)?);
         }
         Ok(out)
@@ -322,6 +327,21 @@ impl Loader<'_> {
                 root.display()
             ),
         ))
+    }
+
+    /// The include's path as written (absolute), when a `..` in it follows a symlink, so that
+    /// the file it opens (`opened`) is not the one the same path spelled lexically names.
+    fn through_link(&self, arg: &str, opened: &Path) -> Option<PathBuf> {
+        let p = Path::new(arg);
+        let has_dotdot = p.components().any(|c| c == std::path::Component::ParentDir);
+        if !has_dotdot || arg.contains(['*', '?', '[']) || !self.opts.remap.is_empty() {
+            return None;
+        }
+        let written = match p.is_absolute() {
+            true => p.to_path_buf(),
+            false => self.conf_prefix.join(p),
+        };
+        (normalize(&written) != opened).then_some(written)
     }
 
     /// The path an include names, as nginx opens it: a `..` is spelled out of the path, so

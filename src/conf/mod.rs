@@ -36,6 +36,11 @@ pub struct ConfFile {
     pub path: PathBuf,
     /// The bytes read, exactly as on disk.
     pub bytes: Arc<[u8]>,
+    /// The path as the `include` wrote it (made absolute), when a `..` in it comes after a
+    /// symlink (`current/../shared/site.conf`, `current -> releases/7`): the kernel goes up
+    /// from where the link leads, so that link decides which file `path` is, though `path`
+    /// no longer names it. Recorded and restored like every link on the way.
+    pub via: Option<PathBuf>,
 }
 
 /// A loaded configuration: the directive tree with includes spliced in place, and the set of
@@ -54,9 +59,10 @@ pub struct Config {
 }
 
 impl Config {
-    /// The file set's paths, main file first.
+    /// The file set's paths, main file first, each followed by the path its include wrote
+    /// when that goes through a link by `..` ([`ConfFile::via`]).
     pub fn paths(&self) -> impl Iterator<Item = &Path> {
-        self.files.iter().map(|f| f.path.as_path())
+        (self.files.iter()).flat_map(|f| std::iter::once(f.path.as_path()).chain(f.via.as_deref()))
     }
 
     /// Every directive in the tree, depth first, parents before their children.

@@ -479,6 +479,7 @@ fn unloadable_tree(store: &Store, env: &Env, target: &Snapshot) -> Result<conf::
             Ok(bytes) => files.push(conf::ConfFile {
                 path,
                 bytes: bytes.into(),
+                via: None,
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),

@@ -653,6 +653,7 @@ mod tests {
         let file = ConfFile {
             path: "/etc/nginx/nginx.conf".into(),
             bytes: Arc::from(text.as_bytes()),
+            via: None,
         };
         String::from_utf8(shadow_conf(&file, &plan()).unwrap()).unwrap()
     }
@@ -735,6 +736,7 @@ mod tests {
         let file = ConfFile {
             path: "/etc/nginx/nginx.conf".into(),
             bytes: Arc::from(text.as_bytes()),
+            via: None,
         };
         let mut listens = plan().listens;
         listens.add_listen = HashSet::from([(PathBuf::from("/etc/nginx/nginx.conf"), 4)]);
@@ -752,6 +754,7 @@ mod tests {
         let file = ConfFile {
             path: "/c".into(),
             bytes: Arc::from(&b"http {\n server { listen 10.0.0.1:8080; }\n}\n"[..]),
+            via: None,
         };
         let e = shadow_conf(&file, &plan()).unwrap_err();
         assert!(matches!(e, Error::Config { line: 2, .. }), "{e}");

@@ -198,6 +198,7 @@ mod tests {
             .map(|p| ConfFile {
                 path: p.clone(),
                 bytes: std::fs::read(p).unwrap().into(),
+                via: None,
             })
             .collect()
     }

@@ -99,6 +99,7 @@ mod tests {
             .map(|p| ConfFile {
                 path: p.to_path_buf(),
                 bytes: std::fs::read(p).unwrap().into(),
+                via: None,
             })
             .collect();
         let snap = store.snapshot(&root, &files, meta).unwrap();

@@ -23,7 +23,7 @@ use std::time::SystemTime;
 
 use super::atomic::{self, is_root, Attrs};
 use super::manifest::{self, Entry, EntryKind, Outcome, Snapshot, SnapshotMeta};
-use super::scan::{links_followed, place, relative_to, writable_paths, Place};
+use super::scan::{absolute, links_followed, place, relative_to, writable_paths, Place};
 use super::Store;
 use crate::conf::ConfFile;
 use crate::error::Result;
@@ -451,6 +451,14 @@ impl Store {
     ) -> Vec<(PathBuf, PathBuf, Option<PathBuf>)> {
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
+        // Every path of `current` that names the same file: one through `..` after a link
+        // (`current/../shared/site.conf`) passes a link the path spelled out does not.
+        let mut names: std::collections::HashMap<PathBuf, Vec<&Path>> = Default::default();
+        for path in current {
+            if let Ok(p) = place(tree.root, &tree.canon_root, path) {
+                names.entry(absolute(tree.root, &p)).or_default().push(path);
+            }
+        }
         for path in current {
             // Where a snapshot records it: through a directory link by the resolved path.
             let (shown, abs, rel) = match place(tree.root, &tree.canon_root, path) {
@@ -466,9 +474,9 @@ impl Store {
                 continue;
             }
             let through_repointed = || {
-                links_followed(tree.root, path)
-                    .iter()
-                    .any(|(link, _)| repointed.contains(link) && *link != abs)
+                let all = names.get(&abs).map_or(&[][..], Vec::as_slice);
+                (all.iter().flat_map(|p| links_followed(tree.root, p)))
+                    .any(|(link, _)| repointed.contains(&link) && link != abs)
             };
             if keep.is_some_and(|k| k.leaves(path, &abs)) || through_repointed() {
                 if !matches!(on_disk(&abs), OnDisk::Missing) {
@@ -528,6 +536,7 @@ impl Store {
             files.push(ConfFile {
                 path: abs.clone(),
                 bytes,
+                via: None,
             });
         }
         let note = format!(

@@ -220,7 +220,11 @@ pub fn scan(config_root: &Path, files: &[ConfFile]) -> Result<Scanned> {
         if !special {
             out.push(place, entry, &file.bytes);
         }
-        for (link, target) in links_followed(config_root, &file.path) {
+        let via = file.via.as_deref().map(|v| links_followed(config_root, v));
+        for (link, target) in links_followed(config_root, &file.path)
+            .into_iter()
+            .chain(via.into_iter().flatten())
+        {
             let Ok(link_meta) = fs_err::symlink_metadata(&link) else {
                 continue;
             };

@@ -27,6 +27,7 @@ pub fn conf_files(paths: &[PathBuf]) -> Vec<ConfFile> {
         .map(|p| ConfFile {
             path: p.clone(),
             bytes: fs::read(p).unwrap().into(),
+            via: None,
         })
         .collect()
 }
