@@ -199,6 +199,10 @@ fn start(endpoint: &Endpoint) -> Started {
         Err(e) => return Started::Done(Status::Error, Some(errno_text(&e))),
     };
     match socket.connect(&addr) {
+        Ok(()) if connected_to_itself(&socket) => {
+            let e = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+            Started::Done(Status::Refused, Some(errno_text(&e)))
+        }
         Ok(()) => Started::Connected(socket),
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Started::Pending(socket),
         Err(e) => {
@@ -206,6 +210,16 @@ fn start(endpoint: &Endpoint) -> Started {
             Started::Done(classify(&e, unix), Some(errno_text(&e)))
         }
     }
+}
+
+/// A TCP connect to a loopback port nothing listens on that the kernel gave the same port as
+/// its source (the port is in the ephemeral range): the socket meets itself (a simultaneous
+/// open), and the connect succeeds with no listener at all. nginx's connect would be refused.
+fn connected_to_itself(socket: &Socket) -> bool {
+    let (Ok(local), Ok(peer)) = (socket.local_addr(), socket.peer_addr()) else {
+        return false;
+    };
+    local.as_socket().is_some() && local.as_socket() == peer.as_socket()
 }
 
 /// A unix path that is missing or not a socket fails before any connect: `connect(2)` would
@@ -403,6 +417,15 @@ fn step(p: &mut Pending<'_>) -> Step {
                         return Step::Done(outcome(status, Some(errno_text(&e)), p.started, None));
                     }
                 }
+                if connected_to_itself(&p.socket) {
+                    let e = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+                    return Step::Done(outcome(
+                        Status::Refused,
+                        Some(errno_text(&e)),
+                        p.started,
+                        None,
+                    ));
+                }
                 match &p.protocol {
                     None => return Step::Done(outcome(Status::Ok, None, p.started, None)),
                     Some(pr) => p.phase = sending(pr),
@@ -506,4 +529,34 @@ fn fd_budget() -> usize {
     usize::try_from(lim.rlim_cur / 2)
         .unwrap_or(usize::MAX)
         .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket bound to a port and connected to that same address meets itself: the connect
+    /// succeeds though nothing listens. Such a probe is a refusal, as nginx's connect is.
+    #[test]
+    fn a_connect_that_meets_itself_is_told_apart() {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        socket
+            .bind(&SockAddr::from(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                0,
+            ))))
+            .expect("bind");
+        let me = socket.local_addr().expect("local");
+        socket
+            .connect(&me)
+            .expect("a simultaneous open with itself");
+        assert!(connected_to_itself(&socket));
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let other = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        other
+            .connect(&SockAddr::from(listener.local_addr().expect("addr")))
+            .expect("connect");
+        assert!(!connected_to_itself(&other));
+    }
 }
