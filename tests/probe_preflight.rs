@@ -14,8 +14,23 @@ use safe_reload::conf::ListenAddr;
 use safe_reload::preflight::{listen_conflicts, nginx_pids};
 use support::wait_for;
 
-/// A python3 process listening on `ip`:0; returns it and the address it bound.
+/// A python3 process listening on `ip`:0; returns it and the address it bound. A port some
+/// other process holds on another address (a parallel test's nginx on 127.0.0.1) would be a
+/// second holder of the same port for a wildcard listen: such a port is given back and
+/// another one taken.
 fn python_listener(ip: &str) -> (Guard, SocketAddr) {
+    for _ in 0..20 {
+        let (guard, addr) = python_listener_once(ip);
+        // (A wildcard bind would clash with the python socket itself.)
+        let elsewhere = std::net::TcpListener::bind(("127.0.0.1", addr.port())).is_err();
+        if !elsewhere {
+            return (guard, addr);
+        }
+    }
+    panic!("no port on {ip} that is free on every other address, in 20 tries");
+}
+
+fn python_listener_once(ip: &str) -> (Guard, SocketAddr) {
     let script = format!(
         "import socket,sys,time\ns=socket.socket()\ns.bind(('{ip}',0))\ns.listen(8)\n\
          print(s.getsockname()[1],flush=True)\ntime.sleep(60)\n"
