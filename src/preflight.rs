@@ -95,7 +95,7 @@ pub fn listen_conflicts_in(
         }
     };
     let mut out: Vec<ListenConflict> = Vec::new();
-    for listen in servers.iter().flat_map(|s| &s.listens).filter(|l| !l.udp) {
+    for listen in servers.iter().flat_map(|s| &s.listens) {
         let mut push = |held: String, holders: &[Owner]| {
             let c = ListenConflict {
                 listen: listen.addr.clone(),
@@ -125,9 +125,15 @@ pub fn listen_conflicts_in(
                         addr: sa,
                         v6only: listen.ipv6only,
                     };
-                    for l in listeners.tcp.iter().filter(|l| overlaps(l.addr, want)) {
+                    // A `listen ... udp` binds a datagram socket: only those are in its way.
+                    let (table, kind, suffix) = match listen.udp {
+                        true => (&listeners.udp, socket2::Type::DGRAM, " (udp)"),
+                        false => (&listeners.tcp, socket2::Type::STREAM, ""),
+                    };
+                    let taken = |a: SocketAddr| ipv4_taken(a, kind);
+                    for l in table.iter().filter(|l| overlaps_with(l.addr, want, taken)) {
                         if foreign(&l.holders) {
-                            push(l.addr.to_string(), &l.holders);
+                            push(format!("{}{suffix}", l.addr), &l.holders);
                         }
                     }
                 }
@@ -253,11 +259,6 @@ struct Want {
     v6only: bool,
 }
 
-/// Would binding `want` fail because `held` is listening?
-fn overlaps(held: SocketAddr, want: Want) -> bool {
-    overlaps_with(held, want, ipv4_taken)
-}
-
 /// `overlaps`, with the trial bind for "does this IPv6 wildcard of another program take the
 /// IPv4 address too?" passed in, so the rule is testable without sockets.
 fn overlaps_with(held: SocketAddr, want: Want, ipv4_taken: impl Fn(SocketAddr) -> bool) -> bool {
@@ -278,11 +279,10 @@ fn overlaps_with(held: SocketAddr, want: Want, ipv4_taken: impl Fn(SocketAddr) -
     }
 }
 
-/// Whether binding the IPv4 address `addr` fails with "address in use" right now. The socket
-/// never listens and is closed at once.
-fn ipv4_taken(addr: SocketAddr) -> bool {
-    let Ok(socket) = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-    else {
+/// Whether binding the IPv4 address `addr` (a socket of `kind`) fails with "address in use"
+/// right now. The socket never listens and is closed at once.
+fn ipv4_taken(addr: SocketAddr, kind: socket2::Type) -> bool {
+    let Ok(socket) = socket2::Socket::new(socket2::Domain::IPV4, kind, None) else {
         return true;
     };
     matches!(socket.bind(&addr.into()), Err(e) if e.kind() == std::io::ErrorKind::AddrInUse)

@@ -122,3 +122,47 @@ fn a_stream_listen_on_an_http_address_is_refused_before_the_reload() {
     let (status, body) = http_get(site, "a.test", "/").expect("GET the site");
     assert_eq!((status, body.as_str()), (200, "http"));
 }
+
+/// A new stream `listen ... udp` on a UDP port another program has bound: refused before the
+/// reload, naming the program, where the reload failed after nginx's 2.5 s of bind retries
+/// and was rolled back. The running stream server still answers.
+#[test]
+fn a_udp_listen_on_a_port_another_program_bound_is_refused_before_the_reload() {
+    let ip = unique_loopback();
+    let echo = UdpEcho::start(SocketAddr::new(ip, 0));
+    let taken = std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind udp");
+    let held = taken.local_addr().expect("addr");
+    let tcp = SocketAddr::new(ip, free_port(ip));
+    let stream = format!("server {{ listen {tcp}; return \"tcp\"; }}");
+    let n = TestNginx::builder().stream(&stream).start();
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let candidate = n.render("").replace(
+        &stream,
+        &format!(
+            "{stream}\nserver {{ listen {held} udp; proxy_pass {}; proxy_responses 1; }}",
+            echo.addr
+        ),
+    );
+    std::fs::write(&n.conf, candidate).expect("write nginx.conf");
+    let (passed, said) = n.test();
+    assert!(passed, "nginx -t passes the candidate: {said}");
+    let workers = n.ready_workers();
+    let run = sr.run(&["-y", "--no-shadow"]);
+    run.expect(1);
+    let pid = std::process::id();
+    assert!(
+        run.stderr
+            .contains(&format!("nginx cannot listen on {held}"))
+            && run
+                .stderr
+                .contains(&format!("(pid {pid}) listens on {held} (udp)")),
+        "{run}"
+    );
+    assert_eq!(n.ready_workers(), workers, "nginx was not signalled");
+    let mut s = std::net::TcpStream::connect(tcp).expect("the stream server");
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut s, &mut body).expect("read");
+    assert_eq!(body, "tcp");
+    drop(taken);
+}

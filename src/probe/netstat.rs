@@ -62,6 +62,9 @@ pub struct UnixListen {
 pub struct Listeners {
     pub tcp: Vec<TcpListen>,
     pub unix: Vec<UnixListen>,
+    /// Unconnected UDP sockets (a datagram to their address from anyone reaches them), in the
+    /// same shape as the TCP listeners.
+    pub udp: Vec<TcpListen>,
 }
 
 impl Listeners {
@@ -89,7 +92,12 @@ impl Listeners {
         let unix = fs_err::read_to_string("/proc/net/unix")
             .map(|t| parse_unix(&t))
             .unwrap_or_default();
-        Listeners { tcp, unix }
+        let udp = ["/proc/net/udp", "/proc/net/udp6"]
+            .iter()
+            .filter_map(|f| fs_err::read_to_string(f).ok())
+            .flat_map(|text| parse_udp_sockets(&text))
+            .collect();
+        Listeners { tcp, unix, udp }
     }
 
     /// Find the process holding each socket (a scan of every process's open files).
@@ -99,12 +107,16 @@ impl Listeners {
             .iter()
             .map(|l| l.inode)
             .chain(self.unix.iter().map(|l| l.inode))
+            .chain(self.udp.iter().map(|l| l.inode))
             .collect();
         let owners = socket_owners(&wanted);
         for l in &mut self.tcp {
             l.holders = owners.get(&l.inode).cloned().unwrap_or_default();
         }
         for l in &mut self.unix {
+            l.holders = owners.get(&l.inode).cloned().unwrap_or_default();
+        }
+        for l in &mut self.udp {
             l.holders = owners.get(&l.inode).cloned().unwrap_or_default();
         }
     }
@@ -129,6 +141,7 @@ pub fn held_by(pids: &[i32]) -> Option<Listeners> {
     let mut listeners = Listeners::tables();
     listeners.tcp.retain(|l| inodes.contains(&l.inode));
     listeners.unix.retain(|l| inodes.contains(&l.inode));
+    listeners.udp.retain(|l| inodes.contains(&l.inode));
     Some(listeners)
 }
 
@@ -182,6 +195,24 @@ pub fn parse_udp(text: &str) -> Vec<SocketAddr> {
                 return None;
             }
             parse_hex_sockaddr(cols.get(1)?)
+        })
+        .collect()
+}
+
+/// [`parse_udp`] with each socket's inode, for its owners.
+pub fn parse_udp_sockets(text: &str) -> Vec<TcpListen> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.get(3) != Some(&UDP_UNCONNECTED) {
+                return None;
+            }
+            Some(TcpListen {
+                addr: parse_hex_sockaddr(cols.get(1)?)?,
+                inode: cols.get(9)?.parse().ok()?,
+                holders: Vec::new(),
+            })
         })
         .collect()
 }
@@ -362,6 +393,7 @@ mod tests {
         let l = Listeners {
             tcp: vec![listen("0.0.0.0:80"), listen("127.0.0.2:8080")],
             unix: Vec::new(),
+            udp: Vec::new(),
         };
         assert!(l.accepts("127.0.0.5:80".parse().unwrap()));
         assert!(l.accepts("127.0.0.2:8080".parse().unwrap()));
