@@ -473,3 +473,46 @@ fn a_backend_that_drops_options_star_but_serves_pages_passes_the_probe() {
     let (status, body) = http_get(site.listen, "site.test", "/new").expect("GET /new");
     assert_eq!((status, body.as_str()), (200, "strict"));
 }
+
+/// A stream server with `proxy_ssl on` re-encrypts to its backend: nginx speaks TLS to it as
+/// to an `https://` one. Pointed at a plaintext backend, it is refused before the reload with
+/// the mismatch named (every connection was reset after a connect-only probe passed it); at a
+/// TLS backend the change goes live.
+#[test]
+fn a_stream_proxy_ssl_backend_gets_the_tls_probe() {
+    let ip = unique_loopback();
+    let plain = AppServer::gunicorn(SocketAddr::new(ip, free_port(ip)));
+    let tls = AppServer::tls(SocketAddr::new(ip, free_port(ip)));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let to = |backend: SocketAddr| {
+        format!("server {{ listen {listen}; proxy_ssl on; proxy_pass {backend}; }}")
+    };
+    let before = format!("server {{ listen {listen}; proxy_pass {}; }}", plain.addr);
+    let site = stream_site(&before);
+    let run = change_stream(&site, &before, &to(plain.addr));
+    run.expect(1);
+    assert!(
+        run.json()["reload"].is_null(),
+        "nginx must not be signalled: {run}"
+    );
+    let r = probe_result(&run, plain.addr);
+    assert_eq!(r["severity"], "failure", "{run}");
+    assert!(hints(&r).contains("speaks HTTP, not TLS"), "{run}");
+    // Still the old server: a plain HTTP exchange through the stream listen.
+    assert_eq!(
+        http_get(listen, "x", "/")
+            .expect("GET through the stream")
+            .0
+            / 100,
+        2
+    );
+
+    let run = change_stream(&site, &before, &to(tls.addr));
+    run.expect(0);
+    let r = probe_result(&run, tls.addr);
+    assert_eq!(
+        (&r["status"], &r["addresses"][0]["protocol"]),
+        (&"ok".into(), &"tls".into()),
+        "{run}"
+    );
+}

@@ -189,6 +189,10 @@ pub struct Reference {
     /// ignores the answers of those copies, so its failure reaches no client.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub mirror: bool,
+    /// A stream `proxy_pass` with `proxy_ssl on` in force (the server's, else the `stream`
+    /// block's): nginx speaks TLS to it, as to an `https://` backend.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ssl: bool,
 }
 
 /// The upstream blocks of `refs` (per context, the name lowercased) whose every `server` line

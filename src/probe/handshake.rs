@@ -274,7 +274,7 @@ impl Protocol {
 
 /// The exchanges a target gets: one per protocol the directives naming it speak (a backend
 /// named by `proxy_pass http://` in one place and `fastcgi_pass` in another gets both, since
-/// one of them is wrong). Stream `proxy_pass`, `scgi_pass` and upstream `server` lines alone
+/// one of them is wrong). Stream `proxy_pass` (but with `proxy_ssl on`: TLS), `scgi_pass` and upstream `server` lines alone
 /// get none: connect only.
 pub fn for_target(target: &Target, tls: &TlsNames) -> Vec<Protocol> {
     let mut out: Vec<Protocol> = Vec::new();
@@ -295,6 +295,14 @@ pub fn for_target(target: &Target, tls: &TlsNames) -> Vec<Protocol> {
 
 /// The exchange for one reference, from its directive and scheme, as nginx speaks to it.
 fn for_reference(r: &Reference, address: &TargetAddr, tls: &TlsNames) -> Option<Protocol> {
+    // A stream `proxy_pass` speaks TLS with `proxy_ssl on` (over TCP: not to datagrams), and
+    // sends no SNI unless `proxy_ssl_server_name on`, which this probe leaves out.
+    if r.context == Context::Stream && r.ssl && !r.udp {
+        return Some(Protocol::Tls {
+            sni: None,
+            alpn: None,
+        });
+    }
     if r.context != Context::Http {
         return None;
     }

@@ -105,7 +105,19 @@ fn reference(d: &Directive, directive: Name, context: Context) -> Reference {
         udp: false,
         also_udp: false,
         mirror: false,
+        ssl: false,
     }
+}
+
+/// Whether `proxy_ssl on` is in force in a stream server: its own setting, else the `stream`
+/// block's.
+fn stream_ssl(server: &[Directive], stream: &[Directive]) -> bool {
+    let own = |dirs: &[Directive]| {
+        (dirs.iter().rev())
+            .find(|d| d.name == "proxy_ssl")
+            .map(|d| d.arg0().eq_ignore_ascii_case("on"))
+    };
+    own(server).or_else(|| own(stream)).unwrap_or(false)
 }
 
 /// Whether `location` (a location's directives) is `internal` and a `mirror` of `server` sends
@@ -331,6 +343,7 @@ impl Collector {
             let (udp, tcp) = frame.server.map_or((0, 0), listen_kinds);
             base.udp = udp > 0 && tcp == 0;
             base.also_udp = udp > 0 && tcp > 0;
+            base.ssl = frame.server.is_some_and(|s| stream_ssl(s, cx.children));
         }
         if !arg.contains('$') {
             let p = read(arg);
