@@ -215,6 +215,44 @@ fn nginx_in_its_own_way(
             ),
         ));
     }
+    // Two listens of the candidate that nginx binds apart on one port, where the second bind
+    // fails: a dual-stack `[::]:P ipv6only=off` beside an IPv4 listen of P, or a wildcard
+    // beside a specific address that binds its own socket (`bind`).
+    for ctx in [Context::Http, Context::Stream] {
+        for (listen, sa) in tcp(Some(ctx)) {
+            let clash = tcp(Some(ctx)).find(|(other, oa)| {
+                let (a, b) = (sa.ip(), oa.ip());
+                oa.port() == sa.port()
+                    && match (a, b) {
+                        (IpAddr::V6(v6), IpAddr::V4(_)) => v6.is_unspecified() && !listen.ipv6only,
+                        _ if a.is_ipv4() != b.is_ipv4() => false,
+                        _ => a.is_unspecified() && !b.is_unspecified() && other.bind,
+                    }
+            });
+            let Some((other, oa)) = clash else { continue };
+            let why = match sa.ip() {
+                IpAddr::V6(_) if oa.is_ipv4() => format!(
+                    "{} with ipv6only=off takes IPv4 port {} too, and {} ({}) is an IPv4 \
+                     listen of that port: nginx binds the two apart and the second fails with \
+                     \"Address already in use\" on every reload or start (nginx -t ignores that \
+                     error); keep one of them",
+                    listen.addr,
+                    sa.port(),
+                    other.addr,
+                    place(other)
+                ),
+                _ => format!(
+                    "{} ({}) binds a socket of its own (bind), so nginx binds the wildcard {} \
+                     apart and that fails with \"Address already in use\" on every reload or \
+                     start (nginx -t ignores that error); drop `bind`, or the wildcard",
+                    other.addr,
+                    place(other),
+                    listen.addr
+                ),
+            };
+            out.push(conflict(listen, oa.to_string(), Vec::new(), why));
+        }
+    }
     for (listen, sa) in tcp(Some(Context::Stream)) {
         let want = Want {
             addr: sa,

@@ -166,3 +166,42 @@ fn a_udp_listen_on_a_port_another_program_bound_is_refused_before_the_reload() {
     assert_eq!(body, "tcp");
     drop(taken);
 }
+
+/// Two listens of one change that nginx binds apart on the same port, the second failing:
+/// `listen IP:P;` with `listen [::]:P ipv6only=off;`, and `listen IP:P bind;` with `listen P;`.
+/// `nginx -t` passes both; the reload failed after 2.5 s of bind retries. Each is refused
+/// before the reload, naming both listens, and nginx serves what it served.
+#[test]
+fn two_listens_of_the_change_that_cannot_both_bind_are_refused_before_the_reload() {
+    let ip = unique_loopback();
+    let site = SocketAddr::new(ip, free_port(ip));
+    let http = format!("server {{ listen {site}; return 200 \"old\"; }}");
+    let n = TestNginx::start(&http);
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let port = free_port(ip);
+    for (added, says) in [
+        (
+            format!("listen {ip}:{port}; listen [::]:{port} ipv6only=off;"),
+            format!("[::]:{port} with ipv6only=off takes IPv4 port {port} too"),
+        ),
+        (
+            format!("listen {ip}:{port} bind; listen {port};"),
+            "binds a socket of its own (bind)".to_string(),
+        ),
+    ] {
+        let candidate = format!("{http}\nserver {{ {added} return 200 \"new\"; }}");
+        n.write_http(&candidate);
+        let (passed, said) = n.test();
+        assert!(passed, "nginx -t passes the candidate: {said}");
+        let workers = n.ready_workers();
+        let run = sr.run(&["-y", "--no-shadow"]);
+        run.expect(1);
+        assert!(
+            run.stderr.contains(&says) && run.stderr.contains("nginx.conf:"),
+            "{run}"
+        );
+        assert_eq!(n.ready_workers(), workers, "nginx was not signalled");
+        assert_eq!(http_get(site, "a.test", "/").expect("GET").1, "old");
+    }
+}

@@ -65,6 +65,12 @@ pub struct Listen {
     pub proxy_protocol: bool,
     /// `listen ... http2`.
     pub http2: bool,
+    /// nginx binds a socket of its own for it (`bind`, or a parameter that implies it:
+    /// `backlog=`, `rcvbuf=`, `sndbuf=`, `accept_filter=`, `deferred`, `ipv6only=`,
+    /// `reuseport`, `so_keepalive=`, `setfib=`, `fastopen=`), even where a wildcard of its port
+    /// could serve it.
+    #[serde(skip)]
+    pub bind: bool,
     pub file: Arc<Path>,
     pub line: u32,
 }
@@ -208,6 +214,7 @@ fn server(context: Context, d: &Directive, maps: &HostMaps, root: &Path) -> Serv
             default_server: false,
             proxy_protocol: false,
             http2: false,
+            bind: false,
             file: d.file.clone(),
             line: d.line,
         });
@@ -306,6 +313,22 @@ fn listen(context: Context, d: &Directive) -> Option<Listen> {
         default_server: flag("default_server") || flag("default"),
         proxy_protocol: flag("proxy_protocol"),
         http2: flag("http2"),
+        bind: d.args[1..].iter().any(|a| {
+            let name = a.split('=').next().unwrap_or("");
+            const BINDS: [&str; 10] = [
+                "bind",
+                "backlog",
+                "rcvbuf",
+                "sndbuf",
+                "accept_filter",
+                "deferred",
+                "ipv6only",
+                "reuseport",
+                "so_keepalive",
+                "setfib",
+            ];
+            BINDS.contains(&name) || name == "fastopen"
+        }),
         file: d.file.clone(),
         line: d.line,
     })

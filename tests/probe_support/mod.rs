@@ -158,6 +158,7 @@ pub fn server_listening(addr: ListenAddr, line: u32) -> Server {
             default_server: false,
             proxy_protocol: false,
             http2: false,
+            bind: false,
             file,
             line,
         }],
