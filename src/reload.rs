@@ -259,7 +259,10 @@ pub fn prove_with(
             if state.new_count == 0 {
                 proof.new_workers = state.new_ready;
                 proof.elapsed = start.elapsed();
-                proof.reason = Some("nginx logged [emerg] after the reload signal".into());
+                proof.reason = Some(format!(
+                    "nginx logged [emerg] after the reload signal: {}",
+                    emerg_message(&proof.emerg[0])
+                ));
                 return proof;
             }
         }
@@ -476,9 +479,34 @@ fn children(pid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// What an `[emerg]` line says, without its date, level and pid: `bind() to [::]:80 failed
+/// (98: Address already in use)`.
+fn emerg_message(line: &str) -> &str {
+    let rest = line
+        .split_once("[emerg]")
+        .map_or(line, |(_, r)| r)
+        .trim_start();
+    // `1234#1234: ` (pid and thread), when there is one.
+    match rest.split_once(": ") {
+        Some((pid, msg)) if pid.bytes().all(|b| b.is_ascii_digit() || b == b'#') => msg,
+        _ => rest,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_emerg_line_is_told_by_its_message() {
+        let line = "2026/12/03 15:05:31 [emerg] 4242#4242: bind() to [::]:80 failed (98: \
+                    Address already in use)";
+        assert_eq!(
+            emerg_message(line),
+            "bind() to [::]:80 failed (98: Address already in use)"
+        );
+        assert_eq!(emerg_message("no prefix: x"), "no prefix: x");
+    }
 
     #[test]
     fn an_alert_of_an_old_worker_draining_is_not_the_change_s() {
