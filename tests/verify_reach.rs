@@ -461,3 +461,39 @@ fn a_server_level_rewrite_is_checked_on_a_path_its_regex_matches() {
         "refused: still v1"
     );
 }
+
+/// `location /old { rewrite ^/old/(.*)$ /legacy/$1 last; }`: the location's own path `/old`
+/// is not what the rewrite takes, so the check is made on a path derived from the rewrite's
+/// regex that nginx brings to the location (`/old/...`), and the `internal` location it
+/// rewrites to is verified through it. A 502 there went live, "not verified".
+#[test]
+fn a_rewrite_that_does_not_take_its_locations_own_path_is_checked_on_one_it_takes() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "v1");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let http = |to: &str| {
+        format!(
+            "server {{ listen {listen}; server_name site.test;\n\
+             location / {{ proxy_pass http://{g}; }}\n\
+             location /old {{ rewrite ^/old/(.*)$ /legacy/$1 last; }}\n\
+             location /legacy/ {{ internal; proxy_pass http://{to}; }}\n}}",
+            g = good.host_port()
+        )
+    };
+    let n = TestNginx::start(&http(&good.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&http(&bad.addr.to_string()));
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(report["shadow"]["state"], "refused", "{run}");
+    assert!(
+        report["shadow"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("location /old, rewritten to /legacy/")),
+        "{run}"
+    );
+    assert_eq!(http_get(listen, "site.test", "/old/x").expect("GET").0, 200);
+}

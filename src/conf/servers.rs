@@ -598,20 +598,29 @@ fn resolve_rewrites(
         |d: &Directive| (locations.iter()).position(|l| l.line == d.line && *l.file == *d.file);
     let mut found: Vec<Landing> = Vec::new();
     for &(from, ref reach) in rewriters {
-        let Reach::Path(path) = reach else { continue };
-        let rewrites::Outcome::Search(uri) = rewrites::apply(from.children(), path) else {
-            continue;
-        };
-        let landed = rewrites::land(server, uri, |l| backed(l).is_some());
-        if let Some((to, uri)) = landed.and_then(|(to, uri)| Some((backed(to)?, uri))) {
-            found.push(Landing {
-                to,
-                uri,
-                from,
-                path: path.clone(),
-                server: false,
+        let Reach::Path(own) = reach else { continue };
+        // Its own path first, then paths derived from its rewrites' regexes that nginx brings
+        // to it (`location /old { rewrite ^/old/(.*)$ ...; }` rewrites `/old/x`, not `/old`).
+        let derived = (from.children().iter())
+            .filter(|d| d.name == "rewrite" && !d.args.is_empty())
+            .flat_map(|d| example::examples(&d.args[0], false, example::Kind::Path))
+            .filter(|p| matches!(pick::location(server, p), Picked::Location(l) if std::ptr::eq(l, from)));
+        let landed = std::iter::once(own.clone())
+            .chain(derived)
+            .find_map(|path| {
+                let rewrites::Outcome::Search(uri) = rewrites::apply(from.children(), &path) else {
+                    return None;
+                };
+                let (to, uri) = rewrites::land(server, uri, |l| backed(l).is_some())?;
+                Some(Landing {
+                    to: backed(to)?,
+                    uri,
+                    from,
+                    path,
+                    server: false,
+                })
             });
-        }
+        found.extend(landed);
     }
     for r in (server.iter()).filter(|d| d.name == "rewrite" && !d.args.is_empty()) {
         let paths = example::examples(&r.args[0], false, example::Kind::Path);
