@@ -358,6 +358,40 @@ fn a_regex_location_shadowed_on_one_branch_is_checked_on_another() {
     );
 }
 
+/// Two backends on a loopback address of its own: one that answers 200, one that answers 502;
+/// and the address nginx listens on.
+struct Backends {
+    good: HttpBackend,
+    bad: BadGatewayBackend,
+    listen: SocketAddr,
+}
+
+impl Backends {
+    fn start() -> Backends {
+        let ip = unique_loopback();
+        Backends {
+            good: HttpBackend::start(SocketAddr::new(ip, 0), "v1"),
+            bad: BadGatewayBackend::start(SocketAddr::new(ip, 0)),
+            listen: SocketAddr::new(ip, free_port(ip)),
+        }
+    }
+}
+
+/// The change on disk is refused by the shadow (`--no-probe`); the shadow's check whose `what`
+/// starts with `what` answered 502. The report.
+fn refused_through(sr: &SafeReload, what: &str) -> Value {
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(report["shadow"]["state"], "refused", "{run}");
+    let check = (report["shadow"]["checks"].as_array().into_iter().flatten())
+        .map(|c| &c["shadow"])
+        .find(|r| r["what"].as_str().is_some_and(|w| w.starts_with(what)))
+        .unwrap_or_else(|| panic!("no check of {what}: {run}"));
+    assert_eq!(check["status"], 502, "{run}");
+    report
+}
+
 /// A location that only rewrites (`location / { rewrite ^/(.*)$ /v1/$1 last; }`) passes
 /// nowhere itself, yet every request to it reaches the backend of the location it rewrites
 /// to. Its check is made on its own path: a change of where it rewrites to, onto a location
@@ -366,10 +400,7 @@ fn a_regex_location_shadowed_on_one_branch_is_checked_on_another() {
 /// "already failing, not the cause", and last-good.
 #[test]
 fn a_location_that_only_rewrites_is_checked_through_the_location_it_rewrites_to() {
-    let ip = unique_loopback();
-    let good = HttpBackend::start(SocketAddr::new(ip, 0), "v1");
-    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
-    let listen = SocketAddr::new(ip, free_port(ip));
+    let Backends { good, bad, listen } = Backends::start();
     let http = |to: &str| {
         format!(
             "server {{ listen {listen}; server_name site.test;\n\
@@ -384,19 +415,7 @@ fn a_location_that_only_rewrites_is_checked_through_the_location_it_rewrites_to(
     let sr = SafeReload::new(&n);
     sr.init();
     n.write_http(&http("v2"));
-    let run = sr.run(&["-y", "--json", "--no-probe"]);
-    run.expect(1);
-    let report = run.json();
-    assert_eq!(report["shadow"]["state"], "refused", "{run}");
-    let check = (report["shadow"]["checks"].as_array().into_iter().flatten())
-        .map(|c| &c["shadow"])
-        .find(|r| {
-            r["what"]
-                .as_str()
-                .is_some_and(|w| w.starts_with("location /, rewritten to /v2/"))
-        })
-        .unwrap_or_else(|| panic!("no check of location / through its rewrite: {run}"));
-    assert_eq!(check["status"], 502, "{run}");
+    refused_through(&sr, "location /, rewritten to /v2/");
     assert_eq!(
         http_get(listen, "site.test", "/x").expect("GET").0,
         200,
@@ -417,10 +436,7 @@ fn a_location_that_only_rewrites_is_checked_through_the_location_it_rewrites_to(
 /// listed as reached only by an X-Accel-Redirect.
 #[test]
 fn a_server_level_rewrite_is_checked_on_a_path_its_regex_matches() {
-    let ip = unique_loopback();
-    let good = HttpBackend::start(SocketAddr::new(ip, 0), "v1");
-    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
-    let listen = SocketAddr::new(ip, free_port(ip));
+    let Backends { good, bad, listen } = Backends::start();
     let http = |to: &str| {
         format!(
             "server {{ listen {listen}; server_name site.test;\n\
@@ -440,21 +456,9 @@ fn a_server_level_rewrite_is_checked_on_a_path_its_regex_matches() {
         200
     );
     n.write_http(&http("v2"));
-    let run = sr.run(&["-y", "--json", "--no-probe"]);
-    run.expect(1);
-    let report = run.json();
-    assert_eq!(report["shadow"]["state"], "refused", "{run}");
-    let check = (report["shadow"]["checks"].as_array().into_iter().flatten())
-        .map(|c| &c["shadow"])
-        .find(|r| {
-            r["what"]
-                .as_str()
-                .is_some_and(|w| w.starts_with("rewrite ^/shop/(.*)$"))
-        })
-        .unwrap_or_else(|| panic!("no check of the server's rewrite: {run}"));
-    assert_eq!(check["status"], 502, "{run}");
+    let report = refused_through(&sr, "rewrite ^/shop/(.*)$");
     let unchecked = report["health"]["not_checked"].to_string() + &report["shadow"].to_string();
-    assert!(!unchecked.contains("location /v2/\""), "{run}");
+    assert!(!unchecked.contains("location /v2/\""), "{report}");
     assert_eq!(
         http_get(listen, "site.test", "/shop/a").expect("GET").0,
         200,
@@ -468,10 +472,7 @@ fn a_server_level_rewrite_is_checked_on_a_path_its_regex_matches() {
 /// rewrites to is verified through it. A 502 there went live, "not verified".
 #[test]
 fn a_rewrite_that_does_not_take_its_locations_own_path_is_checked_on_one_it_takes() {
-    let ip = unique_loopback();
-    let good = HttpBackend::start(SocketAddr::new(ip, 0), "v1");
-    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
-    let listen = SocketAddr::new(ip, free_port(ip));
+    let Backends { good, bad, listen } = Backends::start();
     let http = |to: &str| {
         format!(
             "server {{ listen {listen}; server_name site.test;\n\
@@ -485,15 +486,12 @@ fn a_rewrite_that_does_not_take_its_locations_own_path_is_checked_on_one_it_take
     let sr = SafeReload::new(&n);
     sr.init();
     n.write_http(&http(&bad.addr.to_string()));
-    let run = sr.run(&["-y", "--json", "--no-probe"]);
-    run.expect(1);
-    let report = run.json();
-    assert_eq!(report["shadow"]["state"], "refused", "{run}");
+    let report = refused_through(&sr, "location /old, rewritten to /legacy/");
     assert!(
         report["shadow"]["reason"]
             .as_str()
             .is_some_and(|r| r.contains("location /old, rewritten to /legacy/")),
-        "{run}"
+        "{report}"
     );
     assert_eq!(http_get(listen, "site.test", "/old/x").expect("GET").0, 200);
 }

@@ -510,12 +510,10 @@ fn landing(within: &Within, d: &Directive, paths: &[String]) -> Reach {
         match pick::location(within.server, p) {
             Picked::Location(l) if l.line != d.line || *l.file != *d.file => {
                 let (m, lp) = location_args(&l.args);
-                let shown = l.file.strip_prefix(within.root).unwrap_or(&l.file);
                 taken.push(format!(
-                    "{p} by location {} ({}:{})",
+                    "{p} by location {} ({})",
                     location_key(m.as_deref(), &lp),
-                    shown.display(),
-                    l.line
+                    place(&l.file, l.line, within.root)
                 ));
             }
             _ => return Reach::Path(p.clone()),
@@ -744,10 +742,9 @@ fn fallbacks(
         let forced = requested && !passes && codes.contains(&"404");
         let why = format!(
             "reached only when the backend of location {path} answers {} (error_page at \
-             {}:{}): no check can make it",
+             {}): no check can make it",
             codes.join(" or "),
-            d.file.strip_prefix(root).unwrap_or(&d.file).display(),
-            d.line
+            place(&d.file, d.line, root)
         );
         out.push((
             target.to_string(),
@@ -763,10 +760,9 @@ fn sends_failures(error_pages: &[&Directive], root: &Path) -> Option<String> {
     let d = (error_pages.iter()).find(|d| d.args.iter().any(|a| a == "502" || a == "504"))?;
     let args: Vec<&str> = d.args.iter().map(|a| a.as_str()).collect();
     Some(format!(
-        "error_page {} ({}:{})",
+        "error_page {} ({})",
         args.join(" "),
-        d.file.strip_prefix(root).unwrap_or(&d.file).display(),
-        d.line
+        place(&d.file, d.line, root)
     ))
 }
 

@@ -185,17 +185,11 @@ pub fn udp_bound() -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Parse `/proc/net/udp` or `/proc/net/udp6`, keeping unconnected sockets.
+/// Parse `/proc/net/udp` or `/proc/net/udp6`, keeping unconnected sockets' addresses.
 pub fn parse_udp(text: &str) -> Vec<SocketAddr> {
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.get(3) != Some(&UDP_UNCONNECTED) {
-                return None;
-            }
-            parse_hex_sockaddr(cols.get(1)?)
-        })
+    parse_udp_sockets(text)
+        .into_iter()
+        .map(|s| s.addr)
         .collect()
 }
 
