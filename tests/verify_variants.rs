@@ -197,3 +197,71 @@ fn what_only_other_methods_reach_is_not_verified_by_a_get() {
         drop(n);
     }
 }
+
+/// A `rewrite` inside an `if` on the request, into an `internal` location on another backend:
+/// `if ($arg_v = 2) { rewrite ^ /v2$uri last; }` in a location, and a server-level `if
+/// ($is_bot) { rewrite ^ /prerender$uri last; }` on a `map $http_user_agent` (a prerender
+/// layout). The change that points the internal location at a backend answering 502 is
+/// refused by the shadow, with a check that meets the condition; with `--no-shadow` it is
+/// rolled back. It went live, "not verified", and every such request got 502.
+#[test]
+fn a_rewrite_in_an_if_on_the_request_is_checked_with_a_request_that_meets_it() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let g = good.host_port();
+    let cases = [
+        (
+            format!(
+                "server {{ listen {listen}; server_name site.test;\n\
+                 location /x {{ if ($arg_v = 2) {{ rewrite ^ /v2$uri last; }}\n\
+                 proxy_pass http://{g}; }}\n\
+                 location /v2/ {{ internal; proxy_pass http://TARGET; }} }}"
+            ),
+            "GET /x?v=2 HTTP/1.1\r\nHost: site.test\r\n",
+            "if ($arg_v = 2)",
+        ),
+        (
+            format!(
+                "map $http_user_agent $is_bot {{ default 0; ~*googlebot 1; }}\n\
+                 server {{ listen {listen}; server_name site.test;\n\
+                 if ($is_bot) {{ rewrite ^ /prerender$uri last; }}\n\
+                 location / {{ proxy_pass http://{g}; }}\n\
+                 location /prerender/ {{ internal; proxy_pass http://TARGET; }} }}"
+            ),
+            "GET /x HTTP/1.1\r\nHost: site.test\r\nUser-Agent: Googlebot/2.1\r\n",
+            "if ($is_bot), map $is_bot ($http_user_agent: googlebot)",
+        ),
+    ];
+    for (site, request, what) in cases {
+        let get = || {
+            let req = format!("{request}Connection: close\r\n\r\n");
+            exchange(listen, &req).expect("GET").0
+        };
+        let n = TestNginx::start(&site.replace("TARGET", &g));
+        let sr = SafeReload::new(&n);
+        sr.init();
+        // Healthy: the internal location is verified through the branch, not listed as
+        // reached only by an X-Accel-Redirect.
+        let run = sr.run(&["-y", "--json", "--no-probe", "--force"]);
+        run.expect(0);
+        assert!(!not_verified(&run).contains("internal"), "{what}: {run}");
+        n.write_http(&site.replace("TARGET", &bad.addr.to_string()));
+        let run = sr.run(&["-y", "--json", "--no-probe"]);
+        run.expect(1);
+        let report = run.json();
+        assert_eq!(report["shadow"]["state"], "refused", "{what}: {run}");
+        let check = (report["shadow"]["checks"].as_array().into_iter().flatten())
+            .map(|c| &c["shadow"])
+            .find(|c| c["what"].as_str().is_some_and(|w| w.ends_with(what)))
+            .unwrap_or_else(|| panic!("no check of {what}: {run}"));
+        assert_eq!(check["status"], 502, "{what}: {run}");
+        assert_eq!(get(), 200, "{what}: refused, the branch still answers");
+
+        let run = sr.run(&["-y", "--json", "--no-probe", "--no-shadow"]);
+        run.expect(3);
+        assert_eq!(get(), 200, "{what}: rolled back");
+        drop(n);
+    }
+}

@@ -5,9 +5,10 @@
 //! to it reaches the backend of the location it rewrites to; a server-level `rewrite` does the
 //! same for the paths its regex matches, before any location is chosen.
 //!
-//! Only what is certain for a plain request is followed: the block's own `rewrite` and
-//! `return` directives (those inside an `if` depend on what the request carries, and are not
-//! taken), a replacement made of text and the regex's captures. A redirect, a `return`, a
+//! Only what is certain for the request is followed: the block's own `rewrite` and `return`
+//! directives (those inside an `if` depend on what the request carries, and are taken only for
+//! a request said to meet its condition, see [`apply_taking`]), a replacement made of text, the
+//! regex's captures and `$uri`. A redirect, a `return`, a
 //! `break` in a location with no backend, a replacement with any other variable, or more
 //! than nginx's 10 rewrite cycles end the search: no backend is known to answer.
 
@@ -43,11 +44,15 @@ pub enum Outcome {
     Leaves,
 }
 
-/// The `rewrite` and `return` directives directly in `dirs`.
-fn rules(dirs: &[Directive]) -> Vec<Rule<'_>> {
+/// The `rewrite` and `return` directives directly in `dirs`, and those of `taken`, one of
+/// its `if` blocks whose condition the request meets, where it stands.
+fn rules<'a>(dirs: &'a [Directive], taken: Option<&Directive>) -> Vec<Rule<'a>> {
     let mut out = Vec::new();
     for d in dirs {
         match d.name.as_str() {
+            "if" if taken.is_some_and(|t| std::ptr::eq(t, d)) => {
+                out.extend(rules(d.children(), None))
+            }
             "return" => out.push(Rule::Return),
             "rewrite" if d.args.len() >= 2 => match host_map::compile(&d.args[0], false) {
                 Some(regex) => out.push(Rule::Rewrite {
@@ -71,9 +76,15 @@ pub fn rewrites(dirs: &[Directive]) -> bool {
 
 /// The block's rules run on `path`, as nginx's rewrite phase runs them.
 pub fn apply(dirs: &[Directive], path: &str) -> Outcome {
+    apply_taking(dirs, path, None)
+}
+
+/// As [`apply`], for a request that meets the condition of `taken`, one of the block's `if`
+/// blocks: its rules run where it stands.
+pub fn apply_taking(dirs: &[Directive], path: &str, taken: Option<&Directive>) -> Outcome {
     let mut uri = path.to_string();
     let mut changed = false;
-    for rule in rules(dirs) {
+    for rule in rules(dirs, taken) {
         let (regex, replacement, flag) = match rule {
             Rule::Return => return Outcome::Leaves,
             Rule::Rewrite {
@@ -93,7 +104,7 @@ pub fn apply(dirs: &[Directive], path: &str) -> Outcome {
         }
         // The query (`?$args`) does not choose a location.
         let path_part = replacement.split('?').next().unwrap_or("");
-        let Some(new) = substitute(path_part, &caps) else {
+        let Some(new) = substitute(path_part, &caps, &uri) else {
             return Outcome::Leaves;
         };
         uri = new;
@@ -110,9 +121,9 @@ pub fn apply(dirs: &[Directive], path: &str) -> Outcome {
     }
 }
 
-/// `replacement` with `$1`..`$9`, `${N}` and named captures filled in; `None` when it reads
-/// any other variable.
-fn substitute(replacement: &str, caps: &Captures) -> Option<String> {
+/// `replacement` with `$1`..`$9`, `${N}`, named captures and `$uri` (the URI it is applied to)
+/// filled in; `None` when it reads any other variable.
+fn substitute(replacement: &str, caps: &Captures, uri: &str) -> Option<String> {
     let b = replacement.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -136,6 +147,13 @@ fn substitute(replacement: &str, caps: &Captures) -> Option<String> {
         let name = &replacement[start..end];
         if braced && b.get(end) != Some(&b'}') {
             return None;
+        }
+        if (name.eq_ignore_ascii_case("uri") || name.eq_ignore_ascii_case("document_uri"))
+            && caps.name(name).is_none()
+        {
+            out.extend_from_slice(uri.as_bytes());
+            i = end + usize::from(braced);
+            continue;
         }
         let group = match name.parse::<usize>() {
             Ok(n) => caps.get(n),
@@ -192,7 +210,8 @@ mod tests {
         let (_d, c) = server_body(
             "rewrite ^/shop/(.*)$ /v1/$1 last;\n rewrite ^/old/(?<rest>.*)$ /new/${rest};\n\
              rewrite ^/new/(.*)$ /v2/$1?x=$args;\n rewrite ^/gone https://a.test/ permanent;\n\
-             rewrite ^/b/(.*) /c/$1 break;\n rewrite ^/var/ /$host/;",
+             rewrite ^/b/(.*) /c/$1 break;\n rewrite ^/var/ /$host/;\n\
+             if ($arg_v = 2) { rewrite ^ /v2$uri last; }\n rewrite ^/u/ /w$uri;",
         );
         let server = c.tree[1].children()[0].children();
         let cases = [
@@ -202,10 +221,15 @@ mod tests {
             ("/b/q", Outcome::Stays("/c/q".into())),
             ("/var/", Outcome::Leaves),
             ("/other", Outcome::Unchanged),
+            ("/u/a", Outcome::Search("/w/u/a".into())),
         ];
         for (path, want) in cases {
             assert_eq!(apply(server, path), want, "{path}");
         }
+        // A request that meets the `if` takes its rewrite where the `if` stands.
+        let taken = server.iter().find(|d| d.name == "if");
+        let met = apply_taking(server, "/other", taken);
+        assert_eq!(met, Outcome::Search("/v2/other".into()));
     }
 
     #[test]

@@ -149,6 +149,10 @@ pub struct Rewritten {
     /// As shown: `rewritten to /v1/x (location /v1/, site.conf:3)`, after `rewrite
     /// ^/shop/(.*)$ (site.conf:2)` for a server-level one.
     pub what: String,
+    /// The `if` on the request whose `rewrite` this is (`if ($arg_v = 2) { rewrite ^
+    /// /v2$uri last; }`): what a check carries to meet it, or why none does.
+    #[serde(skip)]
+    pub when: Option<Variant>,
 }
 
 /// One `server {}` block.
@@ -260,7 +264,7 @@ fn server(context: Context, d: &Directive, maps: &HostMaps, root: &Path) -> Serv
     reach_named(&mut locations, &named);
     reach_internal(&mut locations, &named, d.children());
     resolve_auth_requests(&mut locations, d.children());
-    resolve_rewrites(&mut locations, &rewriters, d.children(), root);
+    resolve_rewrites(&mut locations, &rewriters, &within);
     // Thousands of servers each keep these lists: no spare capacity.
     listens.shrink_to_fit();
     server_names.shrink_to_fit();
@@ -409,7 +413,7 @@ fn proxied_locations<'a>(
     within: &Within,
     out: &mut Vec<Location>,
     named: &mut Vec<Fallback>,
-    rewriters: &mut Vec<(&'a Directive, Reach)>,
+    rewriters: &mut Vec<Rewriter<'a>>,
 ) {
     for d in dirs
         .iter()
@@ -454,7 +458,12 @@ fn proxied_locations<'a>(
         };
         let rewrites_only = pass.is_none() && rewrites::rewrites(d.children());
         if rewrites_only && !internal && !path.starts_with('@') {
-            rewriters.push((d, reach()));
+            rewriters.push((d, reach(), None));
+        }
+        if !internal && !path.starts_with('@') {
+            for i in rewriting_ifs(d.children()) {
+                rewriters.push((d, reach(), Some(i)));
+            }
         }
         if let Some(pass) = pass {
             let reach = reach();
@@ -470,7 +479,12 @@ fn proxied_locations<'a>(
             };
             let mut variants = variants::of_map(within.maps, pass.1);
             let in_if = |dirs: &'a [Directive]| pass_in(dirs).map(|p| p.1);
-            variants.extend(variants::of_ifs(d.children(), Some(pass.1), in_if));
+            variants.extend(variants::of_ifs(
+                d.children(),
+                Some(pass.1),
+                within.maps,
+                in_if,
+            ));
             let limited = limit_except(d.children());
             variants.extend(limited.clone());
             out.push(Location {
@@ -568,62 +582,100 @@ fn resolve_auth_requests(locations: &mut Vec<Location>, server: &[Directive]) {
         .collect();
 }
 
+/// A requested location that rewrites (see [`resolve_rewrites`]), how a request reaches it,
+/// and the `if` on the request its `rewrite` is in, if it is in one.
+type Rewriter<'a> = (&'a Directive, Reach, Option<&'a Directive>);
+
+/// The `if` blocks directly in `dirs` that hold a `rewrite`.
+fn rewriting_ifs(dirs: &[Directive]) -> impl Iterator<Item = &Directive> {
+    (dirs.iter())
+        .filter(|d| d.name == "if" && d.block.is_some() && rewrites::rewrites(d.children()))
+}
+
 /// Where a `rewrite` sends a request to a location with a backend.
 struct Landing<'d> {
     /// The location it lands on, among the server's locations.
     to: usize,
     /// The URI it holds there.
     uri: String,
-    /// The rewriting location, or the server-level `rewrite` directive.
+    /// The rewriting location, or the server-level `rewrite` (or `if`) directive.
     from: &'d Directive,
     /// The path requested.
     path: String,
     server: bool,
+    /// The `if` on the request the `rewrite` is in.
+    when: Option<Variant>,
+}
+
+/// Paths derived from the regexes of the `rewrite` directives in `dirs`.
+fn derived_paths(dirs: &[Directive]) -> impl Iterator<Item = String> + '_ {
+    (dirs.iter())
+        .filter(|d| d.name == "rewrite" && !d.args.is_empty())
+        .flat_map(|d| example::examples(&d.args[0], false, example::Kind::Path))
 }
 
 /// The locations with no backend of their own that `rewrite` requests to one (`location / {
 /// rewrite ^/(.*)$ /v1/$1 last; }`), and each server-level `rewrite` that does so for a path
 /// derived from its regex: each is checked as the location it rewrites to, on its own path, so
-/// a change to where the rewrite sends requests is seen. An `internal` location reached this
-/// way is verified through them (see [`Reach::Subrequest`]).
-fn resolve_rewrites(
-    locations: &mut Vec<Location>,
-    rewriters: &[(&Directive, Reach)],
-    server: &[Directive],
-    root: &Path,
-) {
+/// a change to where the rewrite sends requests is seen. A `rewrite` in an `if` on the request
+/// (`if ($arg_v = 2)`, `if ($is_bot)` on a `map $http_user_agent`) is checked by a request
+/// that meets the condition. An `internal` location reached this way is verified through them
+/// (see [`Reach::Subrequest`]).
+fn resolve_rewrites(locations: &mut Vec<Location>, rewriters: &[Rewriter], within: &Within) {
+    let (server, root) = (within.server, within.root);
     let backed =
         |d: &Directive| (locations.iter()).position(|l| l.line == d.line && *l.file == *d.file);
     let mut found: Vec<Landing> = Vec::new();
-    for &(from, ref reach) in rewriters {
+    for &(from, ref reach, taken) in rewriters {
         let Reach::Path(own) = reach else { continue };
+        let when = match taken {
+            Some(i) => match variants::of_condition(i, within.maps) {
+                Some(v) => Some(v),
+                None => continue,
+            },
+            None => None,
+        };
         // Its own path first, then paths derived from its rewrites' regexes that nginx brings
         // to it (`location /old { rewrite ^/old/(.*)$ ...; }` rewrites `/old/x`, not `/old`).
-        let derived = (from.children().iter())
-            .filter(|d| d.name == "rewrite" && !d.args.is_empty())
-            .flat_map(|d| example::examples(&d.args[0], false, example::Kind::Path))
-            .filter(|p| matches!(pick::location(server, p), Picked::Location(l) if std::ptr::eq(l, from)));
+        let rules = taken.map_or(from.children(), Directive::children);
+        let derived = derived_paths(rules).filter(
+            |p| matches!(pick::location(server, p), Picked::Location(l) if std::ptr::eq(l, from)),
+        );
         let landed = std::iter::once(own.clone())
             .chain(derived)
             .find_map(|path| {
-                let rewrites::Outcome::Search(uri) = rewrites::apply(from.children(), &path) else {
+                let rewrites::Outcome::Search(uri) =
+                    rewrites::apply_taking(from.children(), &path, taken)
+                else {
                     return None;
                 };
                 let (to, uri) = rewrites::land(server, uri, |l| backed(l).is_some())?;
                 Some(Landing {
-                    to: backed(to)?,
+                    to: backed(to).filter(|_| !std::ptr::eq(to, from))?,
                     uri,
                     from,
                     path,
                     server: false,
+                    when: when.clone(),
                 })
             });
         found.extend(landed);
     }
-    for r in (server.iter()).filter(|d| d.name == "rewrite" && !d.args.is_empty()) {
-        let paths = example::examples(&r.args[0], false, example::Kind::Path);
+    let plain = (server.iter()).filter(|d| d.name == "rewrite" && !d.args.is_empty());
+    let plain = plain.map(|r| (r, None, None));
+    let conditional = rewriting_ifs(server).filter_map(|i| {
+        let when = variants::of_condition(i, within.maps)?;
+        Some((i, Some(i), Some(when)))
+    });
+    for (r, taken, when) in plain.chain(conditional) {
+        let mut paths: Vec<String> = match taken {
+            Some(i) => derived_paths(i.children()).collect(),
+            None => example::examples(&r.args[0], false, example::Kind::Path),
+        };
+        // `rewrite ^ /prerender$uri last;` takes every path: none is derived from `^`.
+        paths.push("/".into());
         let landed = paths.iter().find_map(|p| {
-            let uri = match rewrites::apply(server, p) {
+            let uri = match rewrites::apply_taking(server, p, taken) {
                 rewrites::Outcome::Search(u) | rewrites::Outcome::Stays(u) => u,
                 _ => return None,
             };
@@ -634,6 +686,7 @@ fn resolve_rewrites(
                 from: r,
                 path: p.clone(),
                 server: true,
+                when: when.clone(),
             })
         });
         found.extend(landed);
@@ -650,25 +703,37 @@ fn resolve_rewrites(
         let (modifier, path) = match l.server {
             true => {
                 let at = place(&l.from.file, l.from.line, root);
-                what = format!("rewrite {} ({at}) {what}", l.from.args[0]);
+                // An `if`'s first `rewrite`; its condition is told with the check's variant.
+                let r = match &l.when {
+                    Some(_) => (l.from.children().iter()).find(|d| d.name == "rewrite"),
+                    None => Some(l.from),
+                };
+                let regex = r.map_or("", |r| r.arg0());
+                what = format!("rewrite {regex} ({at}) {what}");
                 (None, l.path.clone())
             }
             false => location_args(&l.from.args),
         };
+        let checked = l.when.as_ref().is_none_or(|w| w.send.is_ok());
         added.push(Location {
             modifier,
             path,
             reach: Reach::Path(l.path),
             uri_branches: Box::default(),
+            variants: match l.when {
+                Some(_) => Box::default(),
+                None => to.variants.clone(),
+            },
             rewritten: Some(Rewritten {
                 server: l.server,
                 what,
+                when: l.when,
             }),
             file: l.from.file.clone(),
             line: l.from.line,
             ..to.clone()
         });
-        if matches!(to.reach, Reach::Unknown(_)) {
+        if checked && matches!(to.reach, Reach::Unknown(_)) {
             locations[l.to].reach = Reach::Subrequest;
         }
     }

@@ -84,12 +84,46 @@ fn extra(source: Source, name: &str, value: &str) -> Result<Extra, String> {
     }
 }
 
+/// The value of `map`'s source that gives `key`'s value, or why none is known.
+fn key_source(map: &HostMap, key: &host_map::Key) -> Result<String, String> {
+    match &key.pattern {
+        Pattern::Exact(e) => Ok(e.clone()),
+        Pattern::Wildcard(w) => Err(format!("a wildcard key ({w})")),
+        Pattern::Regex(text, _) => {
+            let caseless = text.starts_with("~*");
+            let re = text.trim_start_matches("~*").trim_start_matches('~');
+            (example::examples(re, caseless, Kind::Host).into_iter())
+                .find(|x| map.lookup(x) == Lookup::Value(&key.value))
+                .ok_or_else(|| format!("no value is derived from the regex key {text}"))
+        }
+    }
+}
+
+/// A variant of `map`'s key: what it reads, as shown, and what a request sends for it.
+fn key_variant(map: &HostMap, key: &host_map::Key, what: impl Fn(&str) -> String) -> Variant {
+    let value = key_source(map, key);
+    let send = value.clone().and_then(|v| extra(map.source, &map.name, &v));
+    // A method as it is written and sent; the key is held lowercased.
+    let value = match map.source {
+        Source::Method => value.map(|v| v.to_ascii_uppercase()),
+        _ => value,
+    };
+    let shown = format!(
+        "{}: {}",
+        map.reads,
+        value.as_deref().unwrap_or(key.pattern.text())
+    );
+    Variant {
+        what: what(&shown),
+        send,
+        file: key.file.clone(),
+        line: key.line,
+    }
+}
+
 /// The branches of the first request `map` (see [`Source::is_request`]) among `target`'s
 /// variables: one per value the plain check does not get, with the first key that gives it.
-pub fn of_map(
-    maps: &std::collections::HashMap<String, Arc<HostMap>>,
-    target: &str,
-) -> Vec<Variant> {
+pub fn of_map(maps: &Maps, target: &str) -> Vec<Variant> {
     let Some(map) = host_map::of_target(maps, target, Source::is_request) else {
         return Vec::new();
     };
@@ -104,34 +138,9 @@ pub fn of_map(
             continue;
         }
         seen.push(key.value.clone());
-        let value = match &key.pattern {
-            Pattern::Exact(e) => Ok(e.clone()),
-            Pattern::Wildcard(w) => Err(format!("a wildcard key ({w})")),
-            Pattern::Regex(text, _) => {
-                let caseless = text.starts_with("~*");
-                let re = text.trim_start_matches("~*").trim_start_matches('~');
-                (example::examples(re, caseless, Kind::Host).into_iter())
-                    .find(|x| map.lookup(x) == Lookup::Value(&key.value))
-                    .ok_or_else(|| format!("no value is derived from the regex key {text}"))
-            }
-        };
-        let send = value.clone().and_then(|v| extra(map.source, &map.name, &v));
-        // A method as it is written and sent; the key is held lowercased.
-        let value = match map.source {
-            Source::Method => value.map(|v| v.to_ascii_uppercase()),
-            _ => value,
-        };
-        out.push(Variant {
-            what: format!(
-                "map ${} ({}: {})",
-                map.var,
-                map.reads,
-                value.as_deref().unwrap_or(key.pattern.text())
-            ),
-            send,
-            file: key.file.clone(),
-            line: key.line,
-        });
+        out.push(key_variant(&map, key, |shown| {
+            format!("map ${} ({shown})", map.var)
+        }));
     }
     out
 }
@@ -142,6 +151,7 @@ pub fn of_map(
 pub fn of_ifs<'a>(
     dirs: &'a [Directive],
     own: Option<&str>,
+    maps: &Maps,
     pass_of: impl Fn(&'a [Directive]) -> Option<&'a str>,
 ) -> Vec<Variant> {
     let mut out = Vec::new();
@@ -152,45 +162,80 @@ pub fn of_ifs<'a>(
         if Some(to) == own {
             continue;
         }
-        let words: Vec<&str> = d.args.iter().map(|w| w.as_str()).collect();
-        let cond = words.join(" ");
-        let cond = cond.trim_start_matches('(').trim_end_matches(')').trim();
-        let mut parts = cond.splitn(3, ' ');
-        let (var, op, value) = (
-            parts.next().unwrap_or("").to_ascii_lowercase(),
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or("").trim_matches(['"', '\'']),
-        );
-        let (source, name) = match var.as_str() {
-            "$request_method" => (Source::Method, String::new()),
-            v => match (
-                v.strip_prefix("$cookie_"),
-                v.strip_prefix("$http_"),
-                v.strip_prefix("$arg_"),
-            ) {
-                (Some(c), _, _) => (Source::Cookie, c.to_string()),
-                (_, Some("host"), _) => continue,
-                (_, Some(h), _) => (Source::Header, header_name(h)),
-                (_, _, Some(a)) => (Source::Arg, a.to_string()),
-                _ => continue,
-            },
-        };
-        let value = match op {
-            "=" => Ok(value.to_string()),
-            "~" | "~*" => (example::examples(value, op == "~*", Kind::Host)
-                .into_iter()
-                .next())
-            .ok_or_else(|| format!("no value is derived from the regex {value}")),
-            _ => Err("a negated condition: which backend a request gets depends on it".into()),
-        };
-        out.push(Variant {
-            what: format!("if ({cond})"),
-            send: value.and_then(|v| extra(source, &name, &v)),
-            file: d.file.clone(),
-            line: d.line,
-        });
+        out.extend(of_condition(d, maps));
     }
     out
+}
+
+/// The maps of the configuration, by the variable each defines.
+pub type Maps = std::collections::HashMap<String, Arc<HostMap>>;
+
+/// `if` block `d` as a variant, when its condition is on the request's method, a cookie, a
+/// header or a query parameter, or on a `map` of one of them (`if ($is_bot)` with `map
+/// $http_user_agent $is_bot`), and the plain check does not meet it: what a GET carries to
+/// meet it, or why none does.
+pub fn of_condition(d: &Directive, maps: &Maps) -> Option<Variant> {
+    let words: Vec<&str> = d.args.iter().map(|w| w.as_str()).collect();
+    let cond = words.join(" ");
+    let cond = cond.trim_start_matches('(').trim_end_matches(')').trim();
+    let mut parts = cond.splitn(3, ' ');
+    let (var, op, value) = (
+        parts.next().unwrap_or("").to_ascii_lowercase(),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or("").trim_matches(['"', '\'']),
+    );
+    let (source, name) = match var.as_str() {
+        "$request_method" => (Source::Method, String::new()),
+        v => match (
+            v.strip_prefix("$cookie_"),
+            v.strip_prefix("$http_"),
+            v.strip_prefix("$arg_"),
+        ) {
+            (Some(c), _, _) => (Source::Cookie, c.to_string()),
+            (_, Some("host"), _) => return None,
+            (_, Some(h), _) => (Source::Header, header_name(h)),
+            (_, _, Some(a)) => (Source::Arg, a.to_string()),
+            _ if op.is_empty() => return of_true_map(d, maps, v.strip_prefix('$')?, cond),
+            _ => return None,
+        },
+    };
+    let value = match op {
+        // A variable alone is true unless empty or "0".
+        "" if source == Source::Method => return None,
+        "" => Ok("1".to_string()),
+        "=" => Ok(value.to_string()),
+        "~" | "~*" => (example::examples(value, op == "~*", Kind::Host)
+            .into_iter()
+            .next())
+        .ok_or_else(|| format!("no value is derived from the regex {value}")),
+        _ => Err("a negated condition: which backend a request gets depends on it".into()),
+    };
+    Some(Variant {
+        what: format!("if ({cond})"),
+        send: value.and_then(|v| extra(source, &name, &v)),
+        file: d.file.clone(),
+        line: d.line,
+    })
+}
+
+/// `if ($var)` on a request `map`'s variable: the first key whose value is true (not empty,
+/// not "0") where the plain check's is not.
+fn of_true_map(d: &Directive, maps: &Maps, var: &str, cond: &str) -> Option<Variant> {
+    let map = maps.get(var).filter(|m| m.source.is_request())?;
+    let truthy = |v: &str| !v.is_empty() && v != "0";
+    match map.lookup(&plain_value(map)) {
+        Lookup::Value(v) if !truthy(v) => {}
+        _ => return None,
+    }
+    let key = map.keys.iter().find(|k| truthy(&k.value))?;
+    let v = key_variant(map, key, |shown| {
+        format!("if ({cond}), map ${var} ({shown})")
+    });
+    Some(Variant {
+        file: d.file.clone(),
+        line: d.line,
+        ..v
+    })
 }
 
 /// The header `$http_x_api_version` reads: `X-Api-Version`.
@@ -280,7 +325,12 @@ mod tests {
                 .find(|d| d.name == "proxy_pass")
                 .map(|d| d.arg0())
         }
-        let vs = of_ifs(loc.children(), Some("http://pool"), pass);
+        let vs = of_ifs(
+            loc.children(),
+            Some("http://pool"),
+            &host_map::index(&c),
+            pass,
+        );
         let whats: Vec<&str> = vs.iter().map(|v| v.what.as_str()).collect();
         assert_eq!(
             whats,

@@ -479,6 +479,7 @@ fn candidates<'a>(
         }
     }
     let mut locations = Vec::new();
+    let mut conditional = Vec::new();
     for loc in &server.locations {
         if let Some(fallback) = &loc.hidden_failure {
             skip(
@@ -491,11 +492,21 @@ fn candidates<'a>(
                 ),
             );
         }
-        match &loc.reach {
-            Reach::Path(p) => locations.push((loc, p.as_str())),
+        let when = loc.rewritten.as_ref().and_then(|r| r.when.as_ref());
+        match (&loc.reach, when) {
+            // Reached only by a request that meets an `if`: checked with what meets it.
+            (Reach::Path(p), Some(w)) => match &w.send {
+                Ok(_) => conditional.push((loc, p.as_str(), w)),
+                Err(why) => skip(
+                    format!("{}, {}", location_what(loc), w.what),
+                    at(root, &w.file, w.line),
+                    why.clone(),
+                ),
+            },
+            (Reach::Path(p), None) => locations.push((loc, p.as_str())),
             // Checked through the locations whose `auth_request` asks it.
-            Reach::Subrequest => {}
-            Reach::Unknown(why) => skip(
+            (Reach::Subrequest, _) => {}
+            (Reach::Unknown(why), _) => skip(
                 location_what(loc),
                 at(root, &loc.file, loc.line),
                 why.clone(),
@@ -613,6 +624,12 @@ fn candidates<'a>(
                 ),
             }
         }
+    }
+    for &(location, path, when) in &conditional {
+        out.push(Candidate {
+            extra: Some(when),
+            ..make(first_listen, first_addr, &first_host, (location, path))
+        });
     }
     for &(location, path) in &locations {
         for v in location.variants.iter() {

@@ -402,3 +402,56 @@ fn a_regex_server_name_is_checked_on_a_host_nginx_gives_it() {
         .last()
         .is_some_and(|s| s.starts_with("server | no request is made to it")));
 }
+
+/// A `rewrite` in an `if` on the request is checked by a request that meets it, on the
+/// location it lands on; a negated condition is said to be unchecked, with why.
+#[test]
+fn a_rewrite_in_an_if_on_the_request_is_checked_with_what_meets_it() {
+    let p = plan(
+        "map $http_user_agent $is_bot { default 0; ~*googlebot 1; }\n\
+         server { listen 127.0.0.1:8080; server_name a.test;\n\
+         if ($is_bot) { rewrite ^ /prerender$uri last; }\n\
+         location /x { if ($arg_v = 2) { rewrite ^ /v2$uri last; }\n\
+         if ($arg_w != 1) { rewrite ^ /v2$uri last; }\n\
+         proxy_pass http://u; }\n\
+         location /v2/ { internal; proxy_pass http://v2; }\n\
+         location /prerender/ { internal; proxy_pass http://pre; } }",
+    );
+    let checks: Vec<String> = (p.checks.iter())
+        .map(|c| {
+            format!(
+                "{} {} {:?} | {}",
+                c.path,
+                c.upstream.as_deref().unwrap_or(""),
+                c.headers,
+                c.what
+            )
+        })
+        .collect();
+    assert!(
+        checks
+            .iter()
+            .any(|c| c.starts_with("/x?v=2 http://v2 [] | location /x, rewritten to /v2/x")),
+        "{checks:#?}"
+    );
+    assert!(
+        checks.iter().any(
+            |c| c.contains("http://pre [(\"User-Agent\", \"googlebot\")]")
+                && c.ends_with("if ($is_bot), map $is_bot ($http_user_agent: googlebot)")
+        ),
+        "{checks:#?}"
+    );
+    let skipped: Vec<String> = (p.not_checked.iter())
+        .map(|u| format!("{} | {}", u.what, u.why))
+        .collect();
+    assert!(
+        !skipped.iter().any(|s| s.contains("internal")),
+        "{skipped:#?}"
+    );
+    assert!(
+        skipped
+            .iter()
+            .any(|s| s.contains("if ($arg_w != 1) | a negated condition")),
+        "{skipped:#?}"
+    );
+}
