@@ -265,3 +265,35 @@ fn a_rewrite_in_an_if_on_the_request_is_checked_with_a_request_that_meets_it() {
         drop(n);
     }
 }
+
+/// `limit_except GET { deny all; }` in front of a `map $request_method` whose POST branch goes
+/// to another upstream: nginx answers every POST with 403 itself, so that branch reaches no
+/// backend and is not listed as "not verified" on every change, forever.
+#[test]
+fn a_method_branch_that_limit_except_denies_to_all_is_not_listed_as_unverified() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let g = good.host_port();
+    let http = |header: &str| {
+        format!(
+            "upstream reader {{ server {g}; }}\nupstream writer {{ server {g}; }}\n\
+             map $request_method $w {{ default reader; POST writer; }}\n\
+             server {{ listen {listen}; server_name site.test;\n\
+             location /w/ {{ limit_except GET {{ deny all; }} proxy_pass http://$w; }}\n\
+             location / {{ add_header X-Rev {header}; proxy_pass http://{g}; }} }}"
+        )
+    };
+    let n = TestNginx::start(&http("1"));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&http("2"));
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(0);
+    let nv = not_verified(&run);
+    assert!(!nv.contains("request_method"), "{run}");
+    assert!(!nv.contains("location /w/"), "{run}");
+    // What nginx serves: GET reaches the backend, POST is nginx's own 403.
+    assert_eq!(http_get(listen, "site.test", "/w/x").expect("GET").0, 200);
+    assert_eq!(http_post(listen, "site.test", "/w/x").expect("POST").0, 403);
+}

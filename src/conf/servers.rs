@@ -485,6 +485,8 @@ fn proxied_locations<'a>(
                 within.maps,
                 in_if,
             ));
+            // A method `limit_except` denies to everyone never reaches the backend.
+            variants.retain(|v| (v.method.as_deref()).is_none_or(|m| !denied(d.children(), m)));
             let limited = limit_except(d.children());
             variants.extend(limited.clone());
             out.push(Location {
@@ -925,6 +927,7 @@ fn limit_except(dirs: &[Directive]) -> Option<Variant> {
     let restricts = inherit_auth(false, d.children());
     (restricts && !methods.iter().any(|m| m == "GET")).then(|| Variant {
         what: format!("limit_except {}", methods.join(" ")),
+        method: None,
         send: Err(format!(
             "only {} requests reach the backend (nginx answers the others itself), and a \
              check sends only GET: such a request can change data behind the backend",
@@ -933,6 +936,23 @@ fn limit_except(dirs: &[Directive]) -> Option<Variant> {
         file: d.file.clone(),
         line: d.line,
     })
+}
+
+/// Whether the location's `limit_except` (in `dirs`) answers `method` with 403 to every
+/// client: the method is not one it names (GET names HEAD too), and its block denies all
+/// with no `allow`.
+fn denied(dirs: &[Directive], method: &str) -> bool {
+    let Some(d) = dirs
+        .iter()
+        .find(|d| d.name == "limit_except" && d.block.is_some())
+    else {
+        return false;
+    };
+    let names = |m: &str| (d.args.iter()).any(|a| a.as_str().eq_ignore_ascii_case(m));
+    let named = names(method) || (method.eq_ignore_ascii_case("HEAD") && names("GET"));
+    let body = d.children();
+    let deny_all = (body.iter()).any(|c| c.name == "deny" && c.arg0().eq_ignore_ascii_case("all"));
+    !named && deny_all && !body.iter().any(|c| c.name == "allow")
 }
 
 fn pass_in(dirs: &[Directive]) -> Option<(&'static str, &str)> {

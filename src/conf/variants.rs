@@ -43,6 +43,8 @@ pub struct Variant {
     pub what: String,
     /// What to add to the GET, or why no check takes the branch.
     pub send: Result<Extra, String>,
+    /// The method that takes the branch (`POST`), when it is a method's.
+    pub method: Option<String>,
     pub file: Arc<Path>,
     pub line: u32,
 }
@@ -116,6 +118,9 @@ fn key_variant(map: &HostMap, key: &host_map::Key, what: impl Fn(&str) -> String
     Variant {
         what: what(&shown),
         send,
+        method: (map.source == Source::Method)
+            .then(|| value.clone().ok())
+            .flatten(),
         file: key.file.clone(),
         line: key.line,
     }
@@ -210,9 +215,14 @@ pub fn of_condition(d: &Directive, maps: &Maps) -> Option<Variant> {
         .ok_or_else(|| format!("no value is derived from the regex {value}")),
         _ => Err("a negated condition: which backend a request gets depends on it".into()),
     };
+    let method = match (source, op) {
+        (Source::Method, "=") => Some(value.clone().ok()?.to_ascii_uppercase()),
+        _ => None,
+    };
     Some(Variant {
         what: format!("if ({cond})"),
         send: value.and_then(|v| extra(source, &name, &v)),
+        method,
         file: d.file.clone(),
         line: d.line,
     })

@@ -455,3 +455,23 @@ fn a_rewrite_in_an_if_on_the_request_is_checked_with_what_meets_it() {
         "{skipped:#?}"
     );
 }
+
+/// A method branch the location's `limit_except` denies to everyone never reaches the
+/// backend: nothing to verify, so nothing is listed. One it lets some clients send is.
+#[test]
+fn a_method_branch_limit_except_denies_to_all_is_not_listed() {
+    let listed = |limit: &str| -> Vec<String> {
+        let p = plan(&format!(
+            "map $request_method $w {{ default reader; POST writer; }}\n\
+             server {{ listen 127.0.0.1:8080; server_name a.test;\n\
+             location /w/ {{ limit_except GET {{ {limit} }} proxy_pass http://$w; }} }}"
+        ));
+        assert_eq!(shown(&p), ["127.0.0.1:8080 a.test /w/"]);
+        (p.not_checked.iter()).map(|u| u.what.clone()).collect()
+    };
+    assert!(listed("deny all;").is_empty());
+    assert_eq!(
+        listed("allow 127.0.0.1; deny all;"),
+        ["location /w/, map $w ($request_method: POST)"]
+    );
+}
