@@ -947,14 +947,15 @@ fn at_the_bound_the_headline_counts_the_servers_whose_checks_all_passed() {
     }
 }
 
-/// Regression: an explicit `--health` URL that nginx refused before the change (nothing listens
-/// on its port, in the running configuration or the candidate) counted as a listen only the
-/// change adds, so refused after it rolled a harmless change back and blamed it (exit 3). It
-/// was failing already: the change stays, `already_failing`, exit 4, saying it got no answer
-/// before and still does not. A URL that answered before and is refused only after the change
-/// (the change removed its listen) is the change's: rolled back, exit 3.
+/// Regression: an explicit `--health` URL that nothing answers (nothing listens on its port, in
+/// the running configuration, the candidate or any other program) counted as a listen only the
+/// change adds, so refused after it rolled a harmless change back and blamed it (exit 3). Then
+/// the change went live with nothing verified and exit 4 said a site was failing. It is a URL
+/// no check can use: refused before anything changes (exit 2), naming the address. A URL that
+/// answered before and is refused only after the change (the change removed its listen) is the
+/// change's: rolled back, exit 3.
 #[test]
-fn an_explicit_health_url_refused_before_and_after_is_already_failing_not_the_change() {
+fn an_explicit_health_url_nothing_answers_is_refused_before_anything_changes() {
     let ip = unique_loopback();
     let listen = SocketAddr::new(ip, free_port(ip));
     let dead = free_port(ip);
@@ -971,33 +972,28 @@ fn an_explicit_health_url_refused_before_and_after_is_already_failing_not_the_ch
     n.write_http(&site(1, &format!(" listen {other};")));
     let url = format!("http://h.test:{dead}/");
     let resolve = format!("h.test:{dead}:{ip}");
-    let report = n.prefix.join("report.json");
-    let report_arg = report.display().to_string();
-    let run = sr.run(&[
-        "-y",
-        "--health",
-        &url,
-        "--resolve",
-        &resolve,
-        "--report",
-        &report_arg,
-    ]);
-    run.expect(4);
-    let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("JSON report");
-    assert_eq!(doc["outcome"], "already_failing", "{doc}");
-    let said = format!("already failing: {url} got no answer before this change (");
+    let run = sr.run(&["-y", "--health", &url, "--resolve", &resolve]);
+    run.expect(2);
+    let said = format!("--health {url}: nothing listens on {ip}:{dead}");
     assert!(
-        run.stderr.contains(&said) && run.stderr.contains("and still does not (connect to"),
+        run.stderr.contains(&said) && run.stderr.contains("nothing was changed"),
         "{run}"
     );
     assert_eq!(
         http_get(listen, "h.test", "/rev").expect("GET").1,
-        "1",
-        "kept"
+        "0",
+        "not reloaded"
     );
+    assert_eq!(sr.last_good().expect("last-good"), baseline, "{run}");
+
+    // Another program answers it (a proxy in front of nginx): sent, and the change is judged.
+    let front = HttpBackend::start(SocketAddr::new(ip, dead), "front");
+    let run = sr.run(&["-y", "--health", &url, "--resolve", &resolve]);
+    run.expect(0);
+    assert_eq!(http_get(listen, "h.test", "/rev").expect("GET").1, "1");
+    drop(front);
     let kept = sr.last_good().expect("last-good");
-    assert_ne!(kept, baseline, "the kept change is last-good: {run}");
+    assert_ne!(kept, baseline, "the change is last-good: {run}");
 
     // The change removes the listen the URL answered on: refused only after it.
     n.write_http(&site(2, ""));

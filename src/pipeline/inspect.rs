@@ -6,9 +6,11 @@
 //! candidate's checks are sent through it as soon as the impact says which servers changed,
 //! and [`through_shadow`] records what it showed.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::conf::servers::ListenAddr;
 use crate::conf::targets::{self, Targets};
 use crate::conf::{servers, Config, Server};
 use crate::error::{Error, Result};
@@ -450,4 +452,59 @@ impl Inspection {
         }
         out
     }
+}
+
+/// Whether a listen of `servers` takes connections to `addr`, or to the unix socket `unix`:
+/// the same address, a wildcard of its port, or a name of its port (resolved by nginx).
+pub fn listened(servers: &[Server], addr: SocketAddr, unix: Option<&Path>) -> bool {
+    let listens = servers
+        .iter()
+        .flat_map(|s| s.listens.iter().filter(|l| !l.udp));
+    listens.into_iter().any(|l| match (&l.addr, unix) {
+        (ListenAddr::Unix(path), Some(u)) => path == u,
+        (_, Some(_)) | (ListenAddr::Unix(_), None) => false,
+        (ListenAddr::Tcp(sa), None) => {
+            *sa == addr || (sa.port() == addr.port() && sa.ip().is_unspecified())
+        }
+        (ListenAddr::Host { port, .. }, None) => *port == addr.port(),
+    })
+}
+
+/// Refuse a `--health` URL no one can answer, before anything changes: neither the running
+/// nginx (`held`, its listening sockets) nor the changed configuration (`servers`) listens on
+/// its address, and a connection there is refused now. Every check it made would fail before
+/// and after the change alike, so the change would go live with nothing verified and the run
+/// would say a site is failing. A URL another program answers (a proxy in front of nginx) is
+/// sent as given.
+pub fn health_nobody_serves(s: &Settings, servers: &[Server], held: &Listeners) -> Result<()> {
+    for check in &s.health {
+        let addr = check.dial.unwrap_or(check.connect);
+        let nginx = match &check.unix {
+            Some(path) => held.accepts_unix(path),
+            None => held.accepts(addr),
+        };
+        if nginx || listened(servers, addr, check.unix.as_deref()) {
+            continue;
+        }
+        let refused = match &check.unix {
+            Some(path) => std::os::unix::net::UnixStream::connect(path).err(),
+            None => std::net::TcpStream::connect_timeout(&addr, s.probe_timeout).err(),
+        };
+        let refused = refused.filter(|e| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            )
+        });
+        if let Some(e) = refused {
+            return Err(Error::Usage(format!(
+                "--health {}: nothing listens on {}: neither the running nginx nor the changed \
+                 configuration listens there, and a connection is refused ({e}); nothing was \
+                 changed. Give a URL on an address nginx listens on",
+                health::redact(&check.url),
+                check.via()
+            )));
+        }
+    }
+    Ok(())
 }

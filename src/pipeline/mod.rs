@@ -219,6 +219,10 @@ pub fn reload_locked(
     };
     report.config = Some(config.main.clone());
     let master = env.master(&config)?;
+    if let Some(held) = (!s.health.is_empty()).then(|| netstat::held_by(&own_pids(&master))) {
+        let servers = crate::conf::servers::extract(&config);
+        held.map_or(Ok(()), |h| inspect::health_nobody_serves(s, &servers, &h))?;
+    }
     // Only now that nginx is known to run: `nginx -t` creates a missing pid file.
     let early = Early::start(
         Some(&env.nginx),

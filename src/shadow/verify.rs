@@ -651,7 +651,11 @@ pub fn judge(checks: &[ShadowCheck]) -> (ShadowState, Option<String>) {
     match (passed, older) {
         (0, 0) => (
             ShadowState::NotVerified,
-            Some("no check applies (no proxied location on a local listen, no --health URL)".into()),
+            Some(
+                "no check applies (no proxied location on a local listen, no --health URL on a \
+                 listen of the changed configuration)"
+                    .into(),
+            ),
         ),
         (0, _) => (
             ShadowState::NotVerified,
