@@ -359,6 +359,12 @@ impl UpstreamError {
         Some((name.to_ascii_lowercase(), target))
     }
 
+    /// The `subrequest: "/mirror"` field: the URI of the subrequest it was logged for (a
+    /// `mirror` copy, an `auth_request`), where that is not the client's request.
+    pub fn subrequest(&self) -> Option<String> {
+        field(&self.text, "subrequest", true)
+    }
+
     /// The backend it names, without the URI of the request: `127.0.0.1:8000`,
     /// `unix:/run/php.sock` (see [`peer_of`]).
     pub fn peer(&self) -> Option<String> {
@@ -488,6 +494,10 @@ mod tests {
         assert_eq!(e.upstream.as_deref(), Some("http://127.0.0.1:8000/api"));
         assert_eq!(e.server.as_deref(), Some("app.test"));
         assert_eq!(e.request.as_deref(), Some("GET /api HTTP/1.1"));
+        assert_eq!(e.subrequest(), None);
+        let copy = log("2026/11/21 16:00:00 [error] 7#7: *3 connect() failed (111: Connection refused) while connecting to upstream, client: 127.0.0.1, server: a.test, request: \"GET /x HTTP/1.1\", subrequest: \"/_mirror\", upstream: \"http://127.0.0.1:9/x\", host: \"a.test\"");
+        let copy = upstream_error(&copy).unwrap();
+        assert_eq!(copy.subrequest().as_deref(), Some("/_mirror"));
         let unix = log("2026/11/21 16:00:00 [crit] 7#7: *1 connect() to unix:/run/php.sock failed (13: Permission denied) while connecting to upstream, client: 127.0.0.1, server: _, request: \"GET / HTTP/1.1\", upstream: \"fastcgi://unix:/run/php.sock:\", host: \"x\"");
         assert_eq!(
             upstream_error(&unix).unwrap().kind,

@@ -352,7 +352,7 @@ pub mod recent;
 mod verify;
 pub use judge::{erring_since, is_failure, judge, Answer};
 pub use verify::{
-    baseline, expect_down, is_expected, not_listening, request, request_from, verify,
+    baseline, expect_down, is_expected, mirror_mark, not_listening, request, request_from, verify,
     verify_against, CheckResult, HealthOptions, HealthReport, Known, NothingKnown,
     DEFAULT_REQUEST_TIMEOUT,
 };

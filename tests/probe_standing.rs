@@ -470,3 +470,46 @@ fn a_mirror_target_that_is_down_is_a_warning_as_clients_never_see_it() {
         assert!(log.contains("subrequest: \"/_mirror\""), "{log}");
     }
 }
+
+/// The same with `--no-probe`: no probe result sets the copies' errors apart, yet nginx logs
+/// each for the mirror's subrequest (`subrequest: "/_mirror"`), and those reach no client.
+/// Neither the change that points the mirror at a dead target nor a harmless change while it
+/// stays dead is refused, rolled back or exit 4. Both were: the copies' connect errors counted.
+#[test]
+fn a_mirror_copys_errors_are_not_the_changes_without_a_probe_either() {
+    let ip = unique_loopback();
+    let live = HttpBackend::start(SocketAddr::new(ip, 0), "live");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let down = dead(ip);
+    let site = |copy: &str, rev: u32| {
+        format!(
+            "server {{ listen {listen}; server_name a.test;\n\
+             location = /rev {{ return 200 \"{rev}\"; }}\n\
+             location / {{ mirror /_mirror; proxy_pass http://{l}; }}\n\
+             location = /_mirror {{ internal; proxy_pass http://{copy}$request_uri; }} }}",
+            l = live.host_port()
+        )
+    };
+    for flags in [
+        &["-y", "--json", "--no-probe"][..],
+        &["-y", "--json", "--no-probe", "--no-shadow"][..],
+    ] {
+        let n = TestNginx::start(&site(&live.host_port(), 0));
+        let sr = SafeReload::new(&n);
+        sr.init();
+        n.write_http(&site(&down.to_string(), 1));
+        let run = sr.run(flags);
+        run.expect(0);
+        assert_eq!(run.outcome(), "reloaded", "{run}");
+        n.write_http(&site(&down.to_string(), 2));
+        let run = sr.run(flags);
+        run.expect(0);
+        assert_eq!(run.outcome(), "reloaded", "{run}");
+        let (status, _) = http_get(listen, "a.test", "/x").expect("GET");
+        assert_eq!(status, 200);
+        let log = n.error_log_text();
+        assert!(log.contains("subrequest: \"/_mirror\""), "{log}");
+        let rev = http_get(listen, "a.test", "/rev").expect("GET").1;
+        assert_eq!(rev, "2", "the second change is live");
+    }
+}

@@ -143,3 +143,22 @@ pub fn pool_sizes(config: &Config) -> std::collections::HashMap<String, usize> {
     }
     out
 }
+
+/// The URIs `mirror` sends copies of requests to (`mirror /mirror;`), each once: nginx ignores
+/// the answers to those subrequests, so their failures reach no client. One with a variable
+/// is left out.
+pub fn mirror_uris(config: &Config) -> Vec<String> {
+    fn walk(dirs: &[tree::Directive], out: &mut Vec<String>) {
+        for d in dirs {
+            let uri = d.arg0();
+            let copies = d.name == "mirror" && uri != "off" && !uri.contains('$');
+            if copies && !out.iter().any(|u| u == uri) {
+                out.push(uri.to_string());
+            }
+            walk(d.children(), out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&config.tree, &mut out);
+    out
+}

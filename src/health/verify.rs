@@ -390,11 +390,22 @@ fn split_expected(
     errors
 }
 
+/// How [`HealthOptions::expected_down`] holds a URI `mirror` sends copies of requests to
+/// (see [`crate::conf::mirror_uris`]): every error logged for such a subrequest is expected.
+pub fn mirror_mark(uri: &str) -> String {
+    format!("mirror {uri}")
+}
+
 /// An error to a peer known down of the kinds a probe failure foretells: a connect error
 /// (refused, no socket, permission, connect timeout), or a hang-up (prematurely closed, reset)
 /// from a peer the probe found accepting and closing. nginx tries the next peer after each.
 /// A read timeout is not one: a peer that makes nginx wait was not what the probe found.
 pub fn is_expected(e: &UpstreamError, expected_down: &[String]) -> bool {
+    // A `mirror` copy's failure, of any kind: nginx ignores its answer.
+    let mirror = e.subrequest().map(|uri| mirror_mark(&uri));
+    if mirror.is_some_and(|m| expected_down.contains(&m)) {
+        return true;
+    }
     let connect = matches!(
         e.kind,
         UpstreamErrorKind::Refused

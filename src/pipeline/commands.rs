@@ -189,12 +189,7 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
                 logs,
                 serving,
             ));
-            shadow.expect_down(
-                report
-                    .probe
-                    .as_ref()
-                    .map_or_else(Vec::new, |p| p.expected_down()),
-            );
+            shadow.expect_down(inspect::expected_down(report, &insp.config));
         }
         refuses = inspect::through_shadow(s, shadow.as_mut(), &impact, &insp, report)?;
         if signals::interrupted() {

@@ -508,3 +508,16 @@ pub fn health_nobody_serves(s: &Settings, servers: &[Server], held: &Listeners) 
     }
     Ok(())
 }
+
+/// The peers the probe found down without refusing the change (see
+/// [`ProbeReport::expected_down`]) and the URIs `config`'s `mirror`s copy requests to: errors
+/// logged for either reach no client, and are not the change's.
+pub fn expected_down(report: &Report, config: &Config) -> Vec<String> {
+    let mut out = (report.probe.as_ref()).map_or_else(Vec::new, ProbeReport::expected_down);
+    out.extend(
+        crate::conf::mirror_uris(config)
+            .iter()
+            .map(|u| health::mirror_mark(u)),
+    );
+    out
+}

@@ -345,12 +345,7 @@ pub fn reload_locked(
             .inspect(|why| report.warnings.push(outside_warning(why)))
             .is_some();
     if let Some(shadow) = &shadow {
-        shadow.expect_down(
-            report
-                .probe
-                .as_ref()
-                .map_or_else(Vec::new, |p| p.expected_down()),
-        );
+        shadow.expect_down(inspect::expected_down(report, &insp.config));
     }
     if signals::interrupted() {
         // Ctrl-C during the checks: nothing changed, whatever the checks found.
@@ -424,7 +419,7 @@ pub fn reload_locked(
     if signals::interrupted() {
         return Err(Error::Interrupted);
     }
-    let expected_down = (report.probe.as_ref()).map_or_else(Vec::new, |p| p.expected_down());
+    let expected_down = inspect::expected_down(report, &insp.config);
     let baseline = baseline.and_then(alongside::Pending::join).map(|taken| {
         report.step_from("baseline", true, taken.began, taken.elapsed, None);
         taken.finish(&expected_down)
