@@ -462,3 +462,39 @@ fn a_status_expect_status_names_is_not_a_failure_before_or_after_the_reload() {
     assert_eq!(run.outcome(), "reloaded", "{run}");
     assert_eq!(http_get(listen, "m.test", "/").expect("GET").0, 503);
 }
+
+/// A certificate key nginx loads per handshake (`ssl_certificate_key
+/// DIR/$ssl_server_name.key`), which `nginx -t` does not read, missing for the site's name:
+/// the shadow's handshake fails with only an alert on the client's side. The refusal quotes
+/// what nginx logged (`cannot load certificate key ...`), not only "received fatal alert".
+#[test]
+fn a_failed_handshake_in_the_shadow_is_told_with_what_nginx_logged() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(certs.path(), "tls.test");
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let listen = listen_on(ip);
+    let site = |key: &str| {
+        format!(
+            "server {{ listen {listen} ssl; server_name tls.test; ssl_certificate {}; \
+             ssl_certificate_key {key}; location / {{ proxy_pass http://{}; }} }}",
+            cert.display(),
+            app.host_port()
+        )
+    };
+    let (n, sr) = running(&site(&key.display().to_string()));
+    // Not where the key is.
+    let by_name = certs.path().join("keys/$ssl_server_name.key");
+    n.write_http(&site(&by_name.display().to_string()));
+    let workers = n.worker_pids();
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(report["shadow"]["state"], "refused", "{run}");
+    let reason = report["shadow"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("cannot load certificate key") && reason.contains("tls.test.key"),
+        "{run}"
+    );
+    assert_eq!(n.worker_pids(), workers, "nginx was reloaded");
+}

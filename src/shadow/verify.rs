@@ -34,7 +34,7 @@ use serde::Serialize;
 use super::conf::Remapped;
 use super::differs::Differs;
 use super::Shadow;
-use crate::errorlog::{Cursors, UpstreamError};
+use crate::errorlog::{self, Cursors, Level, LogLine, UpstreamError};
 use crate::health::recent::{self, Serving};
 use crate::health::{self, Check, CheckResult, HealthOptions};
 use crate::verdict::{self, Difference, Seen};
@@ -71,6 +71,12 @@ pub struct ShadowCheck {
     /// change leaves them as they were: not the change's (see [`ask_running`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub down_before: Option<String>,
+    /// A line at `error` or worse the shadow logged while its checks ran that is no upstream
+    /// error (`cannot load certificate key ... Permission denied while SSL handshaking`):
+    /// given to a failed answer with no HTTP status, which otherwise says only what the client
+    /// saw (`received fatal alert: InternalError`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nginx_logged: Option<String>,
 }
 
 /// A check asked again of the shadow and then of the running nginx (see [`sample`]).
@@ -345,8 +351,9 @@ impl ShadowCheck {
     /// "HTTP 502" or the error, and the first upstream error logged.
     pub fn answer(&self) -> String {
         let mut what = self.shadow.reply();
-        if let Some(u) = self.upstream_errors.first() {
-            what.push_str(&format!(", and logged: {}", short_log(&u.text)));
+        let logged = (self.upstream_errors.first().map(|u| &u.text)).or(self.nginx_logged.as_ref());
+        if let Some(line) = logged {
+            what.push_str(&format!(", and logged: {}", short_log(line)));
         }
         what
     }
@@ -439,6 +446,7 @@ pub fn run_checks(
         ..opts.clone()
     };
     let mut logs = Cursors::open(&[shadow.error_log()]);
+    let mut every_line = Cursors::open(&[shadow.error_log()]);
     let (mut routed, mut skipped) = (Vec::new(), Vec::new());
     for check in checks {
         match shadow.ports().route_check(check) {
@@ -471,6 +479,7 @@ pub fn run_checks(
                 differs: None,
                 sampled: None,
                 down_before: None,
+                nginx_logged: None,
             });
         }
         // A line that names no check of the wave (no Host or request in it) could be any
@@ -481,7 +490,23 @@ pub fn run_checks(
             }
         }
     }
-    (out.into_iter().flatten().collect(), skipped)
+    let mut out: Vec<ShadowCheck> = out.into_iter().flatten().collect();
+    let severe = |l: &LogLine| {
+        matches!(
+            l.level,
+            Some(Level::Emerg | Level::Alert | Level::Crit | Level::Error)
+        ) && errorlog::upstream_error(l).is_none()
+    };
+    // Only a TLS line is told with a failed handshake: a 404's `open() failed` of another
+    // check is not its cause.
+    let tls = |l: &LogLine| l.text.contains("SSL") || l.text.contains("certificate");
+    let logged = (every_line.read_new().into_iter()).find(|l| severe(l) && tls(l));
+    for sc in out.iter_mut() {
+        if sc.shadow.failed && sc.shadow.status.is_none() && sc.shadow.check.tls {
+            sc.nginx_logged = logged.as_ref().map(|l| l.text.clone());
+        }
+    }
+    (out, skipped)
 }
 
 /// The checks in rounds that can be sent at once: within one, no two share a Host and path,
