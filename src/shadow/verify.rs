@@ -743,6 +743,7 @@ mod tests {
             differs: None,
             sampled: None,
             down_before: None,
+            nginx_logged: None,
         }
     }
 
