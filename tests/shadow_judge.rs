@@ -498,3 +498,49 @@ fn a_failed_handshake_in_the_shadow_is_told_with_what_nginx_logged() {
     );
     assert_eq!(n.worker_pids(), workers, "nginx was reloaded");
 }
+
+/// The usual HTTP-to-HTTPS server: one `server` on a plain and a TLS listen, with `if ($scheme
+/// = http) { return 301 https://$host$request_uri; }`. nginx answers every plain request with
+/// its own 301, which says nothing of the backend: the checks go over the TLS listen, so a
+/// change that points the beta branch (`if ($cookie_beta) { rewrite ... }`) at a backend
+/// answering 502 is refused. Its check went over the plain listen, got the 301 and passed:
+/// "live and verified", every beta user 502.
+#[test]
+fn a_server_that_redirects_plain_http_is_checked_over_its_tls_listen() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(certs.path(), "shop.test");
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let (plain, tls) = (listen_on(ip), listen_on(ip));
+    let site = |to: &str| {
+        format!(
+            "server {{ listen {plain}; listen {tls} ssl; server_name shop.test;\n\
+             ssl_certificate {}; ssl_certificate_key {};\n\
+             if ($scheme = http) {{ return 301 https://$host$request_uri; }}\n\
+             if ($cookie_beta) {{ rewrite ^ /beta$uri last; }}\n\
+             location / {{ proxy_pass http://{}; }}\n\
+             location /beta/ {{ internal; proxy_pass http://{to}; }} }}",
+            cert.display(),
+            key.display(),
+            app.host_port()
+        )
+    };
+    let (n, sr) = running(&site(&app.host_port()));
+    n.write_http(&site(&bad.addr.to_string()));
+    let workers = n.worker_pids();
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert_eq!(n.worker_pids(), workers, "nginx was reloaded");
+    assert_eq!(https_get(tls, "shop.test", "/").expect("GET"), 200);
+    assert_eq!(http_get(plain, "shop.test", "/").expect("GET").0, 301);
+
+    let run = sr.run(&["-y", "--json", "--no-probe", "--no-shadow"]);
+    run.expect(3);
+    assert_eq!(
+        https_get(tls, "shop.test", "/").expect("GET"),
+        200,
+        "rolled back"
+    );
+}

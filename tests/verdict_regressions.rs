@@ -1139,3 +1139,47 @@ fn a_health_url_with_an_ipv6_literal_sends_its_host_in_brackets() {
         "rolled back: nginx serves the good backend again"
     );
 }
+
+/// WordPress's own layout: `try_files $uri $uri/ /index.php$is_args$args;` in front of a
+/// `~ \.php$` location guarded by `try_files $fastcgi_script_name =404;` (Debian's
+/// `snippets/fastcgi-php.conf`). The check goes through the front controller, as every page
+/// does, so a change that makes every page 502 (`fastcgi_buffer_size 32`: "upstream sent too
+/// big header") is refused. It was "live and verified": the `$is_args$args` spelling was not
+/// followed, and the `.php` location's check got nginx's own 404 from `=404` and passed.
+#[test]
+fn a_wordpress_front_controller_is_checked_through_index_php() {
+    let ip = unique_loopback();
+    let fpm = AppServer::php_fpm(SocketAddr::new(ip, free_port(ip)));
+    let root = php_root();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |extra: &str| {
+        format!(
+            "server {{ listen {listen}; server_name wp.test; root {}; index index.php;\n\
+             location / {{ try_files $uri $uri/ /index.php$is_args$args; }}\n\
+             location ~ \\.php$ {{ try_files $fastcgi_script_name =404; {FASTCGI} {extra} \
+             fastcgi_pass {}; }} }}",
+            root.path().display(),
+            fpm.addr
+        )
+    };
+    let n = TestNginx::start(&site(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site("fastcgi_buffer_size 32;"));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(report["shadow"]["state"], "refused", "{run}");
+    let (status, body) = http_get(listen, "wp.test", "/hello-world/").expect("GET");
+    assert_eq!(
+        (status, body.contains("php ok")),
+        (200, true),
+        "refused: {body}"
+    );
+
+    // With the shadow off, the check after the reload rolls it back.
+    let run = sr.run(&["-y", "--json", "--no-shadow"]);
+    run.expect(3);
+    let (status, _) = http_get(listen, "wp.test", "/hello-world/").expect("GET");
+    assert_eq!(status, 200, "rolled back");
+}

@@ -170,6 +170,10 @@ pub struct Server {
     /// behind them, so no check verifies them.
     #[serde(skip)]
     pub unbacked: Vec<Unbacked>,
+    /// A server-level `if ($scheme = http) { return 301 https://...; }` (or `!= https`):
+    /// nginx answers every plain-HTTP request itself, so checks go over its TLS listens.
+    #[serde(skip)]
+    pub redirects_plain: bool,
 }
 
 /// A location no backend answers: `try_files` serves a file or ends in a status of its own.
@@ -277,6 +281,7 @@ fn server(context: Context, d: &Directive, maps: &HostMaps, root: &Path) -> Serv
         server_names,
         locations,
         unbacked,
+        redirects_plain: redirects_plain(d.children()),
     }
 }
 
@@ -470,8 +475,11 @@ fn proxied_locations<'a>(
             let hidden_failure = (gates.intercept && passes)
                 .then(|| sends_failures(&gates.error_pages, within.root))
                 .flatten();
+            // The server's own `return`s (`if ($scheme = http) { return 301 ...; }`) answer
+            // before any location is chosen: nginx's answers too.
             let mut returns = Vec::new();
             returns_in(d.children(), &mut returns);
+            returns_in(within.server, &mut returns);
             let uri_map = host_map::of_target(within.maps, pass.1, Source::is_path);
             let uri_branches = match (&uri_map, &reach) {
                 (Some(map), Reach::Path(own)) => uri_map::branches(map, own, within.server, d),
@@ -559,7 +567,7 @@ fn resolve_auth_requests(locations: &mut Vec<Location>, server: &[Directive]) {
     let mut answering: Vec<Option<usize>> = Vec::with_capacity(locations.len());
     for (i, loc) in locations.iter().enumerate() {
         let found = loc.auth_request.as_deref().and_then(|uri| {
-            let path = uri.split('?').next().unwrap_or(uri);
+            let path = uri_path(uri);
             let Picked::Location(d) = pick::location(server, path) else {
                 return None;
             };
@@ -866,7 +874,7 @@ fn reach_named(locations: &mut [Location], named: &[Fallback]) {
 fn reach_internal(locations: &mut [Location], named: &[Fallback], server: &[Directive]) {
     let mut through_try_files = Vec::new();
     for (uri, reach) in named.iter().filter(|(n, _)| n.starts_with('/')) {
-        let path = uri.split('?').next().unwrap_or(uri);
+        let path = uri_path(uri);
         if path.contains('$') {
             continue;
         }
@@ -892,11 +900,56 @@ fn reach_internal(locations: &mut [Location], named: &[Fallback], server: &[Dire
     }
 }
 
+/// Whether a server-level `if` on `$scheme` answers plain-HTTP requests with a `return`:
+/// `if ($scheme = http)`, `if ($scheme != https)`, `if ($scheme != "https")`.
+fn redirects_plain(server: &[Directive]) -> bool {
+    server.iter().any(|d| {
+        let cond: Vec<String> = (d.args.iter())
+            .map(|w| {
+                w.as_str()
+                    .trim_matches(['(', ')', '"', '\''])
+                    .to_ascii_lowercase()
+            })
+            .filter(|w| !w.is_empty())
+            .collect();
+        let plain = matches!(
+            cond.iter().map(String::as_str).collect::<Vec<_>>()[..],
+            ["$scheme", "=", "http"] | ["$scheme", "!=", "https"]
+        );
+        d.name == "if" && plain && d.children().iter().any(|c| c.name == "return")
+    })
+}
+
+/// The path of a URI `try_files` or `auth_request` goes to, without its query: the text
+/// before `?`, or before the variables that add one (`/index.php$is_args$args`, WordPress's
+/// and Symfony's spelling; `/index.php$args`).
+fn uri_path(uri: &str) -> &str {
+    let path = uri.split('?').next().unwrap_or(uri);
+    [
+        "$is_args",
+        "${is_args}",
+        "$args",
+        "${args}",
+        "$query_string",
+        "${query_string}",
+    ]
+    .iter()
+    .filter_map(|v| path.find(v))
+    .min()
+    .map_or(path, |at| &path[..at])
+}
+
+/// The statuses nginx answers itself in a block: its `return`s (also inside `if` and
+/// `limit_except`), and a `try_files` that ends in `=404`.
 fn returns_in(dirs: &[Directive], out: &mut Vec<u16>) {
     for d in dirs {
         match d.name.as_str() {
             // `return URL` is a 302.
             "return" => out.push(d.arg0().parse().unwrap_or(302)),
+            "try_files" => {
+                let last = d.args.last().map_or("", |w| w.as_str());
+                out.extend(last.strip_prefix('=').and_then(|c| c.parse::<u16>().ok()));
+            }
             "if" | "limit_except" => returns_in(d.children(), out),
             _ => {}
         }

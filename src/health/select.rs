@@ -456,7 +456,11 @@ fn candidates<'a>(
         })
     };
     let mut listens = Vec::new();
-    for l in server.listens.iter().filter(|l| !l.udp) {
+    let mut order: Vec<&Listen> = server.listens.iter().filter(|l| !l.udp).collect();
+    if server.redirects_plain {
+        order.sort_by_key(|l| !l.ssl);
+    }
+    for l in order {
         match connect_for(l, claimed) {
             Ok(addr) => listens.push((l, addr)),
             Err(why) => skip(format!("listen {}", l.addr), at(root, &l.file, l.line), why),

@@ -177,6 +177,32 @@ pub fn h2c_get(
     }
 }
 
+/// `GET path` for `host` over TLS (any certificate accepted), with SNI `host`; the status.
+/// curl does it, so the answer is read by a client other than the one under test.
+pub fn https_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<u16> {
+    let out = Command::new("curl")
+        .args([
+            "-sSk",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "5",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg("--resolve")
+        .arg(format!("{host}:{}:{}", addr.port(), addr.ip()))
+        .arg(format!("https://{host}:{}{path}", addr.port()))
+        .output()?;
+    let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    code.parse().map_err(|_| {
+        std::io::Error::other(format!(
+            "curl https: {code:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    })
+}
+
 /// A self-signed P-256 certificate for `cn` and its key, written as `DIR/CN.pem` and
 /// `DIR/CN.key`; valid for a day.
 pub fn self_signed(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
