@@ -165,6 +165,7 @@ pub fn server_listening(addr: ListenAddr, line: u32) -> Server {
         server_names: vec![],
         locations: vec![],
         unbacked: vec![],
+        redirects_plain: false,
     }
 }
 
