@@ -297,3 +297,88 @@ fn a_method_branch_that_limit_except_denies_to_all_is_not_listed_as_unverified()
     assert_eq!(http_get(listen, "site.test", "/w/x").expect("GET").0, 200);
     assert_eq!(http_post(listen, "site.test", "/w/x").expect("POST").0, 403);
 }
+
+/// Branches the plain GET does not take, through a real nginx: a cookie map whose `default`
+/// is the canary (`"" stable; default canary;`) and a `set` inside `if ($cookie_beta)` are
+/// checked with a cookie that takes them, so a change that breaks them is refused; a
+/// read/write split whose writers are the map's `default`, and a backend only `if
+/// ($prerender = 1)` passes to, are listed as not verified. Each was "live and verified".
+#[test]
+fn branches_a_plain_get_does_not_take_are_checked_or_said_to_be_unverified() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let g = good.host_port();
+    let refused = [
+        (
+            format!(
+                "map $cookie_beta $pool {{ \"\" {g}; default TARGET; }}\n\
+                 server {{ listen {listen}; server_name site.test;\n\
+                 location / {{ proxy_pass http://$pool; }} }}"
+            ),
+            "Cookie: beta=safe-reload-check",
+        ),
+        (
+            format!(
+                "server {{ listen {listen}; server_name site.test;\n\
+                 location / {{ set $be {g}; if ($cookie_beta) {{ set $be TARGET; }}\n\
+                 proxy_pass http://$be; }} }}"
+            ),
+            "Cookie: beta=1",
+        ),
+    ];
+    for (site, cookie) in &refused {
+        let n = TestNginx::start(&site.replace("TARGET", &g));
+        let sr = SafeReload::new(&n);
+        sr.init();
+        n.write_http(&site.replace("TARGET", &bad.addr.to_string()));
+        let run = sr.run(&["-y", "--json", "--no-probe"]);
+        run.expect(1);
+        assert_eq!(run.json()["shadow"]["state"], "refused", "{cookie}: {run}");
+        assert!(run.stdout.contains(cookie), "{cookie}: {run}");
+        assert_eq!(
+            get_with(listen, cookie),
+            200,
+            "{cookie}: refused, still served"
+        );
+        drop(n);
+    }
+    let unverified = [
+        (
+            format!(
+                "map $request_method $rw {{ default http://TARGET; GET http://{g}; HEAD http://{g}; }}\n\
+                 server {{ listen {listen}; server_name site.test;\n\
+                 location / {{ proxy_pass $rw; }} }}"
+            ),
+            "map $rw ($request_method: POST, its default)",
+            "POST / HTTP/1.1\r\nHost: site.test\r\nContent-Length: 0\r\n",
+        ),
+        (
+            format!(
+                "server {{ listen {listen}; server_name site.test;\n\
+                 location / {{ proxy_pass http://{g}; }}\n\
+                 location @pre {{ set $prerender 0;\n\
+                 if ($http_user_agent ~* googlebot) {{ set $prerender 1; }}\n\
+                 if ($prerender = 1) {{ proxy_pass http://TARGET; }} }}\n\
+                 location /spa/ {{ try_files $uri @pre; }} }}"
+            ),
+            "if ($prerender = 1)",
+            "GET /spa/x HTTP/1.1\r\nHost: site.test\r\nUser-Agent: Googlebot\r\n",
+        ),
+    ];
+    for (site, why, request) in &unverified {
+        let n = TestNginx::start(&site.replace("TARGET", &g));
+        let sr = SafeReload::new(&n);
+        sr.init();
+        n.write_http(&site.replace("TARGET", &bad.addr.to_string()));
+        let run = sr.run(&["-y", "--json", "--no-probe"]);
+        run.expect(0);
+        assert!(not_verified(&run).contains(why), "{why}: {run}");
+        assert!(!run.stdout.contains("live and verified"), "{why}: {run}");
+        // Live, and said to be unverified: that branch's clients get the broken backend.
+        let req = format!("{request}Connection: close\r\n\r\n");
+        assert_eq!(exchange(listen, &req).expect("request").0, 502, "{why}");
+        drop(n);
+    }
+}

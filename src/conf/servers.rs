@@ -134,6 +134,10 @@ pub struct Location {
     /// or `if` on the method, a cookie, a header, a query parameter; a `limit_except`).
     #[serde(skip)]
     pub variants: Box<[Variant]>,
+    /// Its backend is passed to only inside an `if` (`if ($prerender = 1) { proxy_pass ...;
+    /// }`): what a check carries to meet the condition, or why none is known to.
+    #[serde(skip)]
+    pub only_when: Option<Variant>,
     pub file: Arc<Path>,
     pub line: u32,
 }
@@ -436,6 +440,13 @@ fn proxied_locations<'a>(
         let answers = d.children().iter().any(|c| c.name == "return");
         // The plain request gets the location's own `*_pass`, not one inside an `if`.
         let own = direct_pass(d.children());
+        let holder = (d.children().iter()).find(|c| {
+            matches!(c.name.as_str(), "if" | "limit_except") && pass_in(c.children()).is_some()
+        });
+        let only_when = match holder {
+            Some(i) if own.is_none() && i.name == "if" => only_inside(i, within.maps),
+            _ => None,
+        };
         let pass = own.or_else(|| pass_in(d.children())).or_else(|| {
             let asks =
                 (gates.auth_request).filter(|_| !internal && !answers && !path.starts_with('@'));
@@ -493,6 +504,7 @@ fn proxied_locations<'a>(
                 within.maps,
                 in_if,
             ));
+            variants.extend(limit_except_pass(d.children(), own.map(|o| o.1)));
             // A method `limit_except` denies to everyone never reaches the backend.
             variants.retain(|v| (v.method.as_deref()).is_none_or(|m| !denied(d.children(), m)));
             let limited = limit_except(d.children());
@@ -516,6 +528,7 @@ fn proxied_locations<'a>(
                 uri_branches: uri_branches.into_boxed_slice(),
                 rewritten: None,
                 variants: variants.into_boxed_slice(),
+                only_when,
                 file: d.file.clone(),
                 line: d.line,
             });
@@ -962,6 +975,58 @@ fn direct_pass(dirs: &[Directive]) -> Option<(&'static str, &str)> {
         (PASS_DIRECTIVES.iter().copied())
             .find(|p| *p == d.name)
             .map(|p| (p, d.arg0()))
+    })
+}
+
+/// The location's backend is passed to only inside `if` block `i`: what meets its condition,
+/// or why no check is known to. A test of a file (`!-f $request_filename`) is left to the
+/// plain check, which asks for a file that does not exist.
+fn only_inside(i: &Directive, maps: &variants::Maps) -> Option<Variant> {
+    if let Some(v) = variants::of_condition(i, maps) {
+        return Some(v);
+    }
+    let cond: Vec<&str> = i.args.iter().map(|w| w.as_str()).collect();
+    let cond = cond.join(" ");
+    let cond = cond.trim_start_matches('(').trim_end_matches(')').trim();
+    if cond.starts_with('-') || cond.starts_with("!-") {
+        return None;
+    }
+    Some(Variant {
+        what: format!("if ({cond})"),
+        send: Err(
+            "its backend is passed to only inside this if, whose condition is not on the \
+             request's method, a cookie, a header or a query parameter: no check is known to \
+             meet it"
+                .into(),
+        ),
+        method: None,
+        file: i.file.clone(),
+        line: i.line,
+    })
+}
+
+/// A `limit_except` block with a `*_pass` of its own (`limit_except GET HEAD { proxy_pass
+/// http://writers; }`): the methods it does not name go to that backend, which no check's GET
+/// reaches.
+fn limit_except_pass(dirs: &[Directive], own: Option<&str>) -> Option<Variant> {
+    let d = (dirs.iter()).find(|d| d.name == "limit_except" && d.block.is_some())?;
+    let (_, to) = pass_in(d.children())?;
+    if Some(to) == own {
+        return None;
+    }
+    let named: Vec<String> = (d.args.iter())
+        .map(|m| m.as_str().to_ascii_uppercase())
+        .collect();
+    Some(Variant {
+        what: format!("limit_except {} {{ {to} }}", named.join(" ")),
+        send: Err(format!(
+            "only requests of another method than {} reach that backend, and a check sends \
+             only GET: such a request can change data behind the backend",
+            named.join(", ")
+        )),
+        method: None,
+        file: d.file.clone(),
+        line: d.line,
     })
 }
 

@@ -147,7 +147,38 @@ pub fn of_map(maps: &Maps, target: &str) -> Vec<Variant> {
             format!("map ${} ({shown})", map.var)
         }));
     }
+    if !seen.contains(&map.default) {
+        out.extend(default_variant(&map));
+    }
     out
+}
+
+/// The branch of `map`'s `default`, when the plain check does not get it (`map $cookie_beta
+/// $pool { "" stable; default beta; }`, a read/write split `{ default writers; GET readers; }`):
+/// a value no key takes, or for a method map why no check sends one.
+fn default_variant(map: &HostMap) -> Option<Variant> {
+    let takes_default = |v: &str| map.lookup(v) == Lookup::Value(&map.default);
+    let (value, method) = match map.source {
+        Source::Method => {
+            let m = ["POST", "PUT", "DELETE", "PATCH"]
+                .into_iter()
+                .find(|m| takes_default(m))?;
+            (m.to_string(), Some(m.to_string()))
+        }
+        _ => {
+            let v = ["safe-reload-check", "1", "yes", "on"]
+                .into_iter()
+                .find(|v| takes_default(v))?;
+            (v.to_string(), None)
+        }
+    };
+    Some(Variant {
+        what: format!("map ${} ({}: {value}, its default)", map.var, map.reads),
+        send: extra(map.source, &map.name, &value),
+        method,
+        file: map.file.clone(),
+        line: map.line,
+    })
 }
 
 /// The `if` blocks directly in a location (`dirs`) that pass to another target than `own` on
@@ -162,6 +193,11 @@ pub fn of_ifs<'a>(
     let mut out = Vec::new();
     for d in dirs.iter().filter(|d| d.name == "if" && d.block.is_some()) {
         let Some(to) = pass_of(d.children()) else {
+            // `set $be B;` inside the `if`, for the location's own `proxy_pass http://$be`.
+            let sets = |c: &Directive| c.name == "set" && own.is_some_and(|t| reads(t, c.arg0()));
+            if d.children().iter().any(sets) {
+                out.extend(of_condition(d, maps));
+            }
             continue;
         };
         if Some(to) == own {
@@ -170,6 +206,22 @@ pub fn of_ifs<'a>(
         out.extend(of_condition(d, maps));
     }
     out
+}
+
+/// Whether `target` reads the variable `var` (`$be`), by nginx's rules: names ignore case,
+/// and one ends where a character that cannot be in a name does (`${be}` is the same).
+fn reads(target: &str, var: &str) -> bool {
+    let Some(name) = var.strip_prefix('$').filter(|n| !n.is_empty()) else {
+        return false;
+    };
+    let (t, name) = (target.to_ascii_lowercase(), name.to_ascii_lowercase());
+    let braced = format!("${{{name}}}");
+    let plain = format!("${name}");
+    t.contains(&braced)
+        || t.match_indices(&plain).any(|(at, _)| {
+            let next = t.as_bytes().get(at + plain.len());
+            next.is_none_or(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+        })
 }
 
 /// The maps of the configuration, by the variable each defines.

@@ -496,7 +496,8 @@ fn candidates<'a>(
                 ),
             );
         }
-        let when = loc.rewritten.as_ref().and_then(|r| r.when.as_ref());
+        let rewritten_when = loc.rewritten.as_ref().and_then(|r| r.when.as_ref());
+        let when = rewritten_when.or(loc.only_when.as_ref());
         match (&loc.reach, when) {
             // Reached only by a request that meets an `if`: checked with what meets it.
             (Reach::Path(p), Some(w)) => match &w.send {

@@ -475,3 +475,71 @@ fn a_method_branch_limit_except_denies_to_all_is_not_listed() {
         ["location /w/, map $w ($request_method: POST)"]
     );
 }
+
+/// Branches a plain GET does not take, each checked with what takes it or listed with why:
+/// a map's `default` (a read/write split written `{ default writers; GET readers; }`, a
+/// canary on `"" stable; default canary;`), a `set` inside an `if` on a cookie, a
+/// `limit_except` with a backend of its own, and a backend only an `if` on something else
+/// than the request passes to.
+#[test]
+fn branches_a_plain_get_does_not_take_are_checked_or_listed() {
+    let p = plan(
+        "map $request_method $rw { default http://w; GET http://r; HEAD http://r; }\n\
+         map $http_x_canary $cpool { \"\" http://stable; default http://canary; }\n\
+         server { listen 127.0.0.1:8080; server_name a.test;\n\
+         location /rw/ { proxy_pass $rw; }\n\
+         location /c/ { proxy_pass $cpool; }\n\
+         location /s/ { set $be b1; if ($cookie_beta) { set $be b2; } proxy_pass http://$be; }\n\
+         location /le/ { proxy_pass http://r; limit_except GET HEAD { proxy_pass http://w; } }\n\
+         location @pre { set $prerender 0; if ($http_user_agent ~* bot) { set $prerender 1; }\n\
+         if ($prerender = 1) { proxy_pass http://pre; } }\n\
+         location / { try_files $uri @pre; } }",
+    );
+    let checks: Vec<String> = (p.checks.iter())
+        .map(|c| format!("{} {:?}", c.path, c.headers))
+        .collect();
+    assert!(
+        checks.contains(&"/c/ [(\"X-Canary\", \"safe-reload-check\")]".to_string()),
+        "{checks:#?}"
+    );
+    assert!(
+        checks.contains(&"/s/ [(\"Cookie\", \"beta=1\")]".to_string()),
+        "{checks:#?}"
+    );
+    let skipped: Vec<String> = (p.not_checked.iter())
+        .map(|u| format!("{} | {}", u.what, u.why))
+        .collect();
+    let has = |what: &str, why: &str| {
+        skipped
+            .iter()
+            .any(|s| s.starts_with(what) && s.contains(why))
+    };
+    assert!(
+        has(
+            "location /rw/, map $rw ($request_method: POST, its default)",
+            "only POST"
+        ),
+        "{skipped:#?}"
+    );
+    assert!(
+        has(
+            "location /le/, limit_except GET HEAD { http://w }",
+            "another method than GET, HEAD"
+        ),
+        "{skipped:#?}"
+    );
+    assert!(
+        has(
+            "location @pre, if ($prerender = 1)",
+            "no check is known to meet it"
+        ),
+        "{skipped:#?}"
+    );
+    // The prerender backend is not said to be verified by the plain request.
+    assert!(
+        !p.checks
+            .iter()
+            .any(|c| c.upstream.as_deref() == Some("http://pre")),
+        "{checks:#?}"
+    );
+}
