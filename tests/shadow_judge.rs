@@ -544,3 +544,60 @@ fn a_server_that_redirects_plain_http_is_checked_over_its_tls_listen() {
         "rolled back"
     );
 }
+
+/// A server that asks every client for a certificate (`ssl_verify_client on`): a check has
+/// none, and nginx answers it with its own 400. That says nothing of the backend: a change
+/// that breaks it is listed as not verified, not "live and verified" on the 400, and clients
+/// that have a certificate get the 502 it was said to be (curl with one shows it).
+#[test]
+fn a_400_for_a_missing_client_certificate_is_nginxs_own_answer() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(certs.path(), "mtls.test");
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let tls = listen_on(ip);
+    let site = |to: &str| {
+        format!(
+            "server {{ listen {tls} ssl; server_name mtls.test;\n\
+             ssl_certificate {c}; ssl_certificate_key {k};\n\
+             ssl_client_certificate {c}; ssl_verify_client on;\n\
+             location / {{ proxy_pass http://{to}; }} }}",
+            c = cert.display(),
+            k = key.display()
+        )
+    };
+    let (n, sr) = running(&site(&app.host_port()));
+    n.write_http(&site(&bad.addr.to_string()));
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(0);
+    let report = run.json();
+    let unverified = report["coverage"]["not_verified"].to_string();
+    assert!(unverified.contains("mtls.test"), "{run}");
+    assert_ne!(report["shadow"]["state"], "verified", "{run}");
+    assert_eq!(https_get(tls, "mtls.test", "/").expect("GET"), 400);
+    let with_cert = std::process::Command::new("curl")
+        .args([
+            "-sSk",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "5",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .arg("--resolve")
+        .arg(format!("mtls.test:{}:{}", tls.port(), tls.ip()))
+        .arg(format!("https://mtls.test:{}/", tls.port()))
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&with_cert.stdout),
+        "502",
+        "{with_cert:?}"
+    );
+}

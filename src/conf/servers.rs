@@ -199,16 +199,44 @@ pub fn extract(config: &Config) -> Vec<Server> {
         let Some(context) = Context::of_block(&top.name) else {
             continue;
         };
+        let verify_client = asks_client_certificate(top.children()).unwrap_or(false);
         for d in top.children() {
             if d.name == "server" && d.block.is_some() {
-                out.push(server(context, d, &maps, &config.conf_prefix));
+                out.push(server(
+                    context,
+                    d,
+                    &maps,
+                    &config.conf_prefix,
+                    verify_client,
+                ));
             }
         }
     }
     out
 }
 
-fn server(context: Context, d: &Directive, maps: &HostMaps, root: &Path) -> Server {
+/// `ssl_verify_client` in `dirs`: `on` asks every client for a certificate; `optional`,
+/// `optional_no_ca` and `off` let a client without one through. `None` when not set there.
+fn asks_client_certificate(dirs: &[Directive]) -> Option<bool> {
+    (dirs.iter().rev())
+        .find(|d| d.name == "ssl_verify_client")
+        .map(|d| d.arg0().eq_ignore_ascii_case("on"))
+}
+
+/// Whether a block denies every client (`deny all;` and no `allow`).
+fn denies(block: &Directive) -> bool {
+    let body = block.children();
+    (body.iter()).any(|c| c.name == "deny" && c.arg0().eq_ignore_ascii_case("all"))
+        && !body.iter().any(|c| c.name == "allow")
+}
+
+fn server(
+    context: Context,
+    d: &Directive,
+    maps: &HostMaps,
+    root: &Path,
+    http_verify_client: bool,
+) -> Server {
     let mut listens: Vec<Listen> = d
         .children()
         .iter()
@@ -258,6 +286,7 @@ fn server(context: Context, d: &Directive, maps: &HostMaps, root: &Path) -> Serv
         server: d.children(),
         maps,
         root,
+        verify_client: asks_client_certificate(d.children()).unwrap_or(http_verify_client),
     };
     proxied_locations(
         d.children(),
@@ -369,6 +398,8 @@ struct Within<'a> {
     server: &'a [Directive],
     maps: &'a HostMaps,
     root: &'a Path,
+    /// `ssl_verify_client on` in force for the server (its own, else `http`'s).
+    verify_client: bool,
 }
 
 /// What nginx checks before passing a request on, inherited into nested blocks.
@@ -509,6 +540,20 @@ fn proxied_locations<'a>(
             variants.retain(|v| (v.method.as_deref()).is_none_or(|m| !denied(d.children(), m)));
             let limited = limit_except(d.children());
             variants.extend(limited.clone());
+            // Behind `limit_except POST { deny all; }` the GET gets nginx's 403, which no
+            // credentials get past; behind `{ auth_basic ...; }` its 401.
+            let limiting =
+                (d.children().iter()).find(|c| c.name == "limit_except" && c.block.is_some());
+            let limited_by_auth = limited.is_some()
+                && limiting.is_some_and(|l| inherit_basic(false, l.children()) && !denies(l));
+            if limited.is_some() && !limited_by_auth {
+                returns.push(403);
+            }
+            // A TLS server that asks every client for a certificate (`ssl_verify_client
+            // on`) answers a check that has none with its own 400 (or 495/496).
+            if within.verify_client {
+                returns.extend([400, 495, 496]);
+            }
             out.push(Location {
                 modifier,
                 path,
@@ -520,7 +565,7 @@ fn proxied_locations<'a>(
                 // 403 is its own answer, not nginx's.
                 auth: match pass.0 {
                     "auth_request" => gates.basic,
-                    _ => gates.auth || limited.is_some(),
+                    _ => gates.auth || limited_by_auth,
                 },
                 returns: returns.into_boxed_slice(),
                 hidden_failure,
@@ -1068,9 +1113,7 @@ fn denied(dirs: &[Directive], method: &str) -> bool {
     };
     let names = |m: &str| (d.args.iter()).any(|a| a.as_str().eq_ignore_ascii_case(m));
     let named = names(method) || (method.eq_ignore_ascii_case("HEAD") && names("GET"));
-    let body = d.children();
-    let deny_all = (body.iter()).any(|c| c.name == "deny" && c.arg0().eq_ignore_ascii_case("all"));
-    !named && deny_all && !body.iter().any(|c| c.name == "allow")
+    !named && denies(d)
 }
 
 fn pass_in(dirs: &[Directive]) -> Option<(&'static str, &str)> {

@@ -673,6 +673,19 @@ pub fn judge(checks: &[ShadowCheck]) -> (ShadowState, Option<String>) {
             )),
         );
     }
+    let reached = (checks.iter())
+        .filter(|c| !c.failed() && c.shadow.answer != health::Answer::NotReached)
+        .count();
+    if passed > 0 && reached == 0 && older == 0 {
+        return (
+            ShadowState::NotVerified,
+            Some(format!(
+                "nginx answered every check itself ({}: {}), without reaching a backend",
+                checks[0].url,
+                checks[0].shadow.reply()
+            )),
+        );
+    }
     match (passed, older) {
         (0, 0) => (
             ShadowState::NotVerified,
