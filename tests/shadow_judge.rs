@@ -601,3 +601,40 @@ fn a_400_for_a_missing_client_certificate_is_nginxs_own_answer() {
         "{with_cert:?}"
     );
 }
+
+/// Behind a load balancer that ends TLS (the AWS recipe): `if ($http_x_forwarded_proto !=
+/// "https") { return 301 https://$host$request_uri; }`. Every client comes through the
+/// balancer with `X-Forwarded-Proto: https`; a check without it gets nginx's own 301. The
+/// checks carry it, so a change that breaks the backend is refused. It was "live and
+/// verified" on the 301 while every client got 502.
+#[test]
+fn checks_carry_the_header_a_server_level_return_asks_for() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = listen_on(ip);
+    let site = |to: &str| {
+        format!(
+            "server {{ listen {listen}; server_name elb.test;\n\
+             if ($http_x_forwarded_proto != \"https\") {{ return 301 https://$host$request_uri; }}\n\
+             location / {{ proxy_pass http://{to}; }} }}"
+        )
+    };
+    let (n, sr) = running(&site(&app.host_port()));
+    n.write_http(&site(&bad.addr.to_string()));
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert!(run.stdout.contains("X-Forwarded-Proto: https"), "{run}");
+    let through_balancer = "GET / HTTP/1.1\r\nHost: elb.test\r\nX-Forwarded-Proto: https\r\n\
+                            Connection: close\r\n\r\n";
+    assert_eq!(exchange(listen, through_balancer).expect("GET").0, 200);
+
+    let run = sr.run(&["-y", "--json", "--no-probe", "--no-shadow"]);
+    run.expect(3);
+    assert_eq!(
+        exchange(listen, through_balancer).expect("GET").0,
+        200,
+        "rolled back"
+    );
+}

@@ -178,6 +178,12 @@ pub struct Server {
     /// nginx answers every plain-HTTP request itself, so checks go over its TLS listens.
     #[serde(skip)]
     pub redirects_plain: bool,
+    /// Headers a request must carry not to get a server-level `return`: `if
+    /// ($http_x_forwarded_proto != "https") { return 301 ...; }` behind a load balancer, an
+    /// API key `if ($http_x_api_key != "k") { return 403; }`. Every check carries them, as
+    /// the clients nginx serves do.
+    #[serde(skip)]
+    pub check_headers: Vec<(String, String)>,
 }
 
 /// A location no backend answers: `try_files` serves a file or ends in a status of its own.
@@ -315,6 +321,7 @@ fn server(
         locations,
         unbacked,
         redirects_plain: redirects_plain(d.children()),
+        check_headers: gate_headers(d.children()),
     }
 }
 
@@ -976,6 +983,45 @@ fn redirects_plain(server: &[Directive]) -> bool {
         );
         d.name == "if" && plain && d.children().iter().any(|c| c.name == "return")
     })
+}
+
+/// The headers that keep a request from a server-level `if` that returns: `if ($http_NAME !=
+/// VALUE)` is met unless the request sends `NAME: VALUE`; `!~` and `!~*` unless it sends a
+/// value derived from the regex.
+fn gate_headers(server: &[Directive]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for d in server
+        .iter()
+        .filter(|d| d.name == "if" && d.block.is_some())
+    {
+        if !d.children().iter().any(|c| c.name == "return") {
+            continue;
+        }
+        let words: Vec<&str> = d.args.iter().map(|w| w.as_str()).collect();
+        let cond = words.join(" ");
+        let cond = cond.trim_start_matches('(').trim_end_matches(')').trim();
+        let mut parts = cond.splitn(3, ' ');
+        let (var, op, value) = (
+            parts.next().unwrap_or("").to_ascii_lowercase(),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or("").trim_matches(['"', '\'']),
+        );
+        let Some(name) = var.strip_prefix("$http_").filter(|n| *n != "host") else {
+            continue;
+        };
+        let value = match op {
+            "!=" => Some(value.to_string()),
+            "!~" | "!~*" => example::examples(value, op == "!~*", example::Kind::Host)
+                .into_iter()
+                .next(),
+            _ => None,
+        };
+        let printable = |v: &String| !v.is_empty() && v.bytes().all(|b| (0x20..0x7f).contains(&b));
+        if let Some(v) = value.filter(printable) {
+            out.push((variants::header_name(name), v));
+        }
+    }
+    out
 }
 
 /// The path of a URI `try_files` or `auth_request` goes to, without its query: the text

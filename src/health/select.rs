@@ -384,11 +384,15 @@ impl Candidate<'_> {
         if let Some(v) = self.extra {
             what.push_str(&format!(", {}", v.what));
         }
-        let (path, headers) = with_extra(self.path, self.extra);
-        let sent = match &headers[..] {
-            [(name, value)] => format!(", {name}: {value}"),
-            _ => String::new(),
-        };
+        let (path, mut headers) = with_extra(self.path, self.extra);
+        for (name, value) in &server.check_headers {
+            if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                headers.push((name.clone(), value.clone()));
+            }
+        }
+        let sent: String = (headers.iter())
+            .map(|(name, value)| format!(", {name}: {value}"))
+            .collect();
         let unix = match &self.listen.addr {
             ListenAddr::Unix(path) => Some(path.clone()),
             _ => None,

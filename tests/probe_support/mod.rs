@@ -166,6 +166,7 @@ pub fn server_listening(addr: ListenAddr, line: u32) -> Server {
         locations: vec![],
         unbacked: vec![],
         redirects_plain: false,
+        check_headers: vec![],
     }
 }
 
