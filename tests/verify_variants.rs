@@ -382,3 +382,46 @@ fn branches_a_plain_get_does_not_take_are_checked_or_said_to_be_unverified() {
         drop(n);
     }
 }
+
+/// A server-level `if` that the checks' own request would meet: `map $http_user_agent
+/// $not_browser { default 1; ~*mozilla 0; }` with `if ($not_browser) { rewrite ^
+/// /prerender$uri last; }`. The plain check (User-Agent `safe-reload/...`) was rewritten to
+/// the prerender backend, and its 200 was called the browsers' backend's: a change that broke
+/// every browser went live. The checks now send a User-Agent that keeps them from the `if`
+/// (`mozilla`), and the prerender branch gets its own check with the plain one.
+#[test]
+fn checks_avoid_a_server_level_if_their_own_request_would_meet() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let g = good.host_port();
+    let site = |browsers: &str, bots: &str| {
+        format!(
+            "map $http_user_agent $not_browser {{ default 1; \"~*mozilla\" 0; }}\n\
+             server {{ listen {listen}; server_name bot.test;\n\
+             if ($not_browser) {{ rewrite ^ /prerender$uri last; }}\n\
+             location / {{ proxy_pass http://{browsers}; }}\n\
+             location /prerender/ {{ internal; proxy_pass http://{bots}; }} }}"
+        )
+    };
+    let browser = "GET /x HTTP/1.1\r\nHost: bot.test\r\nUser-Agent: Mozilla/5.0\r\n\
+                   Connection: close\r\n\r\n";
+    let bot = "GET /x HTTP/1.1\r\nHost: bot.test\r\nUser-Agent: curl\r\nConnection: close\r\n\r\n";
+    let b = bad.addr.to_string();
+    for (broken, request) in [(site(&b, &g), browser), (site(&g, &b), bot)] {
+        let n = TestNginx::start(&site(&g, &g));
+        let sr = SafeReload::new(&n);
+        sr.init();
+        n.write_http(&broken);
+        let run = sr.run(&["-y", "--json", "--no-probe"]);
+        run.expect(1);
+        assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+        assert_eq!(
+            exchange(listen, request).expect("GET").0,
+            200,
+            "refused: {run}"
+        );
+        drop(n);
+    }
+}

@@ -321,7 +321,7 @@ fn server(
         locations,
         unbacked,
         redirects_plain: redirects_plain(d.children()),
-        check_headers: gate_headers(d.children()),
+        check_headers: gate_headers(d.children(), maps),
     }
 }
 
@@ -985,40 +985,20 @@ fn redirects_plain(server: &[Directive]) -> bool {
     })
 }
 
-/// The headers that keep a request from a server-level `if` that returns: `if ($http_NAME !=
-/// VALUE)` is met unless the request sends `NAME: VALUE`; `!~` and `!~*` unless it sends a
-/// value derived from the regex.
-fn gate_headers(server: &[Directive]) -> Vec<(String, String)> {
-    let mut out = Vec::new();
+/// The headers that keep the checks from a server-level `if` that returns or rewrites, which
+/// the plain check would meet (see [`variants::avoiding`]): the clients nginx serves send them.
+fn gate_headers(server: &[Directive], maps: &HostMaps) -> Vec<(String, String)> {
+    let acts =
+        |d: &Directive| (d.children().iter()).any(|c| c.name == "return" || c.name == "rewrite");
+    let mut out: Vec<(String, String)> = Vec::new();
     for d in server
         .iter()
-        .filter(|d| d.name == "if" && d.block.is_some())
+        .filter(|d| d.name == "if" && d.block.is_some() && acts(d))
     {
-        if !d.children().iter().any(|c| c.name == "return") {
-            continue;
-        }
-        let words: Vec<&str> = d.args.iter().map(|w| w.as_str()).collect();
-        let cond = words.join(" ");
-        let cond = cond.trim_start_matches('(').trim_end_matches(')').trim();
-        let mut parts = cond.splitn(3, ' ');
-        let (var, op, value) = (
-            parts.next().unwrap_or("").to_ascii_lowercase(),
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or("").trim_matches(['"', '\'']),
-        );
-        let Some(name) = var.strip_prefix("$http_").filter(|n| *n != "host") else {
-            continue;
-        };
-        let value = match op {
-            "!=" => Some(value.to_string()),
-            "!~" | "!~*" => example::examples(value, op == "!~*", example::Kind::Host)
-                .into_iter()
-                .next(),
-            _ => None,
-        };
-        let printable = |v: &String| !v.is_empty() && v.bytes().all(|b| (0x20..0x7f).contains(&b));
-        if let Some(v) = value.filter(printable) {
-            out.push((variants::header_name(name), v));
+        if let Some((name, value)) = variants::avoiding(d, maps) {
+            if !out.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+                out.push((name, value));
+            }
         }
     }
     out

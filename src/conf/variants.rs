@@ -287,6 +287,18 @@ fn of_true_map(d: &Directive, maps: &Maps, var: &str, cond: &str) -> Option<Vari
     let truthy = |v: &str| !v.is_empty() && v != "0";
     match map.lookup(&plain_value(map)) {
         Lookup::Value(v) if !truthy(v) => {}
+        // The plain value meets it (`map $http_user_agent $not_browser { default 1; ~*mozilla
+        // 0; }`): the checks avoid it (see [`avoiding`]), and this one sends the plain value.
+        Lookup::Value(_) if map.source == Source::Header => {
+            let plain = plain_value(map);
+            return Some(Variant {
+                what: format!("if ({cond}), map ${var} ({}: {plain})", map.reads),
+                send: extra(map.source, &map.name, &plain),
+                method: None,
+                file: d.file.clone(),
+                line: d.line,
+            });
+        }
         _ => return None,
     }
     let key = map.keys.iter().find(|k| truthy(&k.value))?;
@@ -298,6 +310,47 @@ fn of_true_map(d: &Directive, maps: &Maps, var: &str, cond: &str) -> Option<Vari
         line: d.line,
         ..v
     })
+}
+
+/// The header a request sends not to meet the condition of `if` block `d`, when the plain
+/// check would meet it: `($http_x_forwarded_proto != "https")` is not met with
+/// `X-Forwarded-Proto: https`, `($not_browser)` on `map $http_user_agent $not_browser {
+/// default 1; ~*mozilla 0; }` with `User-Agent: mozilla`. `None` when the plain check does not
+/// meet it, or no header keeps it from it.
+pub fn avoiding(d: &Directive, maps: &Maps) -> Option<(String, String)> {
+    let words: Vec<&str> = d.args.iter().map(|w| w.as_str()).collect();
+    let cond = words.join(" ");
+    let cond = cond.trim_start_matches('(').trim_end_matches(')').trim();
+    let mut parts = cond.splitn(3, ' ');
+    let (var, op, value) = (
+        parts.next().unwrap_or("").to_ascii_lowercase(),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or("").trim_matches(['"', '\'']),
+    );
+    let printable = |v: &str| !v.is_empty() && v.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if let Some(name) = var.strip_prefix("$http_").filter(|n| *n != "host") {
+        let value = match op {
+            "!=" => Some(value.to_string()),
+            "!~" | "!~*" => (example::examples(value, op == "!~*", Kind::Host).into_iter()).next(),
+            _ => None,
+        };
+        return value
+            .filter(|v| printable(v))
+            .map(|v| (header_name(name), v));
+    }
+    let map = maps.get(var.strip_prefix('$')?).filter(|_| op.is_empty())?;
+    let truthy = |v: &str| !v.is_empty() && v != "0";
+    match map.lookup(&plain_value(map)) {
+        Lookup::Value(v) if truthy(v) => {}
+        _ => return None,
+    }
+    let key = map.keys.iter().find(|k| !truthy(&k.value))?;
+    let v = key_source(map, key).ok().filter(|v| printable(v))?;
+    match map.source {
+        Source::Header => Some((map.name.clone(), v)),
+        Source::Cookie => Some(("Cookie".into(), format!("{}={v}", map.name))),
+        _ => None,
+    }
 }
 
 /// The header `$http_x_api_version` reads: `X-Api-Version`.
