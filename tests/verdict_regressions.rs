@@ -1183,3 +1183,38 @@ fn a_wordpress_front_controller_is_checked_through_index_php() {
     let (status, _) = http_get(listen, "wp.test", "/hello-world/").expect("GET");
     assert_eq!(status, 200, "rolled back");
 }
+
+/// The older front controller: `location / { if (!-e $request_filename) { rewrite ^/(.*)$
+/// /index.php?q=$1 last; } }`. A path no file has meets the condition, as every page's does:
+/// the check goes through `/index.php`, so a change that makes every page 502 is refused. It
+/// was "live and verified" on nginx's own 404 of the `.php` location.
+#[test]
+fn a_front_controller_behind_if_not_exists_is_checked_through_index_php() {
+    let ip = unique_loopback();
+    let fpm = AppServer::php_fpm(SocketAddr::new(ip, free_port(ip)));
+    let root = php_root();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |extra: &str| {
+        format!(
+            "server {{ listen {listen}; server_name legacy.test; root {};\n\
+             location / {{ if (!-e $request_filename) {{ rewrite ^/(.*)$ /index.php?q=$1 last; }} }}\n\
+             location ~ \\.php$ {{ try_files $fastcgi_script_name =404; {FASTCGI} {extra} \
+             fastcgi_pass {}; }} }}",
+            root.path().display(),
+            fpm.addr
+        )
+    };
+    let n = TestNginx::start(&site(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site("fastcgi_buffer_size 32;"));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    let (status, body) = http_get(listen, "legacy.test", "/some/page").expect("GET");
+    assert_eq!(
+        (status, body.contains("php ok")),
+        (200, true),
+        "refused: {body}"
+    );
+}

@@ -425,3 +425,37 @@ fn checks_avoid_a_server_level_if_their_own_request_would_meet() {
         drop(n);
     }
 }
+
+/// The "if, then a named location" idiom: `error_page 418 = @canary; if ($http_x_canary = 1)
+/// { return 418; }`. nginx's own `return` sends every request with `X-Canary: 1` to
+/// `@canary`: that location is checked with the header, so a change that breaks it is refused.
+/// It was listed as reached only by a backend's 418, and a 502 there went live.
+#[test]
+fn a_named_location_an_if_returns_into_is_checked_with_what_meets_the_if() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let g = good.host_port();
+    let site = |canary: &str| {
+        format!(
+            "server {{ listen {listen}; server_name site.test;\n\
+             location / {{ error_page 418 = @canary; if ($http_x_canary = 1) {{ return 418; }}\n\
+             proxy_pass http://{g}; }}\n\
+             location @canary {{ proxy_pass http://{canary}; }} }}"
+        )
+    };
+    let n = TestNginx::start(&site(&g));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site(&bad.addr.to_string()));
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert!(run.stdout.contains("X-Canary: 1"), "{run}");
+    assert_eq!(
+        get_with(listen, "X-Canary: 1"),
+        200,
+        "refused: the canary still answers"
+    );
+}

@@ -287,6 +287,7 @@ fn server(
     .within(d.children());
     let mut locations = Vec::new();
     let mut named = Vec::new();
+    let mut diverted = Vec::new();
     let mut rewriters = Vec::new();
     let within = Within {
         server: d.children(),
@@ -301,10 +302,12 @@ fn server(
         &mut locations,
         &mut named,
         &mut rewriters,
+        &mut diverted,
     );
     let mut unbacked = Vec::new();
     unbacked_locations(d.children(), &mut unbacked);
     reach_named(&mut locations, &named);
+    reach_diverted(&mut locations, &diverted);
     reach_internal(&mut locations, &named, d.children());
     resolve_auth_requests(&mut locations, d.children());
     resolve_rewrites(&mut locations, &rewriters, &within);
@@ -448,6 +451,11 @@ impl<'a> Gates<'a> {
 /// URI, and the path that makes nginx send it there, or why no request can be made to.
 type Fallback = (String, Result<String, String>);
 
+/// A named location a location sends requests to with its own `return` in an `if` on the
+/// request (`if ($http_x_canary = 1) { return 418; }` with `error_page 418 = @canary;`): the
+/// target, the path, and what a request carries to meet the condition.
+type Diverted = (String, String, Variant);
+
 /// Each `location` (nested ones too) that holds a `*_pass`, directly or inside its `if` or
 /// `limit_except` blocks, or asks an `auth_request` (which [`resolve_auth_requests`] keeps
 /// only when the subrequest reaches a backend). `named` collects where requests fall through
@@ -461,6 +469,7 @@ fn proxied_locations<'a>(
     out: &mut Vec<Location>,
     named: &mut Vec<Fallback>,
     rewriters: &mut Vec<Rewriter<'a>>,
+    diverted: &mut Vec<Diverted>,
 ) {
     for d in dirs
         .iter()
@@ -474,6 +483,14 @@ fn proxied_locations<'a>(
         let requested = prefix && !internal && !path.starts_with('@');
         let fallen = fallbacks(d.children(), &gates, passes, &path, requested, within.root);
         named.extend(fallen);
+        if requested {
+            diverted.extend(diverting(
+                d.children(),
+                &gates.error_pages,
+                &path,
+                within.maps,
+            ));
+        }
         // A `return` answers before the access phase: no subrequest is made then.
         let answers = d.children().iter().any(|c| c.name == "return");
         // The plain request gets the location's own `*_pass`, not one inside an `if`.
@@ -585,7 +602,15 @@ fn proxied_locations<'a>(
                 line: d.line,
             });
         }
-        proxied_locations(d.children(), &gates, within, out, named, rewriters);
+        proxied_locations(
+            d.children(),
+            &gates,
+            within,
+            out,
+            named,
+            rewriters,
+            diverted,
+        );
     }
 }
 
@@ -703,10 +728,23 @@ fn resolve_rewrites(locations: &mut Vec<Location>, rewriters: &[Rewriter], withi
     let mut found: Vec<Landing> = Vec::new();
     for &(from, ref reach, taken) in rewriters {
         let Reach::Path(own) = reach else { continue };
+        let mut own = own.clone();
+        let prefix = matches!(location_args(&from.args).0.as_deref(), None | Some("^~"));
         let when = match taken {
             Some(i) => match variants::of_condition(i, within.maps) {
+                // A method the location's `limit_except` denies never reaches its `if`.
+                Some(v) if (v.method.as_deref()).is_some_and(|m| denied(from.children(), m)) => {
+                    continue
+                }
                 Some(v) => Some(v),
-                None => continue,
+                // `if (!-e $request_filename) { rewrite ^/(.*)$ /index.php?q=$1 last; }`: a
+                // path no file has meets it.
+                None if missing_file_test(i) && prefix => {
+                    own = missing_path_under(&own);
+                    None
+                }
+                None if file_test(i) => continue,
+                None => Some(unmet(i)),
             },
             None => None,
         };
@@ -716,24 +754,22 @@ fn resolve_rewrites(locations: &mut Vec<Location>, rewriters: &[Rewriter], withi
         let derived = derived_paths(rules).filter(
             |p| matches!(pick::location(server, p), Picked::Location(l) if std::ptr::eq(l, from)),
         );
-        let landed = std::iter::once(own.clone())
-            .chain(derived)
-            .find_map(|path| {
-                let rewrites::Outcome::Search(uri) =
-                    rewrites::apply_taking(from.children(), &path, taken)
-                else {
-                    return None;
-                };
-                let (to, uri) = rewrites::land(server, uri, |l| backed(l).is_some())?;
-                Some(Landing {
-                    to: backed(to).filter(|_| !std::ptr::eq(to, from))?,
-                    uri,
-                    from,
-                    path,
-                    server: false,
-                    when: when.clone(),
-                })
-            });
+        let landed = std::iter::once(own).chain(derived).find_map(|path| {
+            let rewrites::Outcome::Search(uri) =
+                rewrites::apply_taking(from.children(), &path, taken)
+            else {
+                return None;
+            };
+            let (to, uri) = rewrites::land(server, uri, |l| backed(l).is_some())?;
+            Some(Landing {
+                to: backed(to).filter(|_| !std::ptr::eq(to, from))?,
+                uri,
+                from,
+                path,
+                server: false,
+                when: when.clone(),
+            })
+        });
         found.extend(landed);
     }
     let plain = (server.iter()).filter(|d| d.name == "rewrite" && !d.args.is_empty());
@@ -802,14 +838,23 @@ fn resolve_rewrites(locations: &mut Vec<Location>, rewriters: &[Rewriter], withi
             rewritten: Some(Rewritten {
                 server: l.server,
                 what,
-                when: l.when,
+                when: l.when.clone(),
             }),
             file: l.from.file.clone(),
             line: l.from.line,
             ..to.clone()
         });
-        if checked && matches!(to.reach, Reach::Unknown(_)) {
-            locations[l.to].reach = Reach::Subrequest;
+        match (&l.when, &to.reach) {
+            (_, Reach::Unknown(_)) if checked => locations[l.to].reach = Reach::Subrequest,
+            (Some(w), Reach::Unknown(_)) => {
+                locations[l.to].reach = Reach::Unknown(format!(
+                    "reached only through the rewrite in {} ({}), which no check takes: {}",
+                    w.what,
+                    place(&w.file, w.line, root),
+                    w.send.as_ref().err().map_or("", String::as_str)
+                ))
+            }
+            _ => {}
         }
     }
     locations.extend(added);
@@ -926,6 +971,52 @@ fn reach_named(locations: &mut [Location], named: &[Fallback]) {
             (Some(path), _) => loc.reach = Reach::Path(path.clone()),
             (None, Some(why)) => loc.reach = Reach::Unknown(why.clone()),
             (None, None) => {}
+        }
+    }
+}
+
+/// The named locations (or URIs) `error_page` sends requests to when the location's own
+/// `return` in an `if` on the request gives one of its codes, with what meets the condition.
+fn diverting(
+    dirs: &[Directive],
+    error_pages: &[&Directive],
+    path: &str,
+    maps: &variants::Maps,
+) -> Vec<Diverted> {
+    let mut out = Vec::new();
+    for i in dirs.iter().filter(|d| d.name == "if" && d.block.is_some()) {
+        let Some(code) = (i.children().iter())
+            .find(|c| c.name == "return")
+            .map(|r| r.arg0().to_string())
+        else {
+            continue;
+        };
+        let Some(page) = error_pages
+            .iter()
+            .find(|e| e.args.iter().any(|a| *a == code))
+        else {
+            continue;
+        };
+        let target = page.args.last().map_or("", |w| w.as_str());
+        if !target.starts_with('@') {
+            continue;
+        }
+        if let Some(v) = variants::of_condition(i, maps).filter(|v| v.send.is_ok()) {
+            out.push((target.to_string(), path.to_string(), v));
+        }
+    }
+    out
+}
+
+/// A named location only a [`Diverted`] request reaches is checked with such a request.
+fn reach_diverted(locations: &mut [Location], diverted: &[Diverted]) {
+    for loc in locations.iter_mut().filter(|l| l.path.starts_with('@')) {
+        if matches!(loc.reach, Reach::Path(_)) {
+            continue;
+        }
+        if let Some((_, path, v)) = diverted.iter().find(|(t, ..)| *t == loc.path) {
+            loc.reach = Reach::Path(path.clone());
+            loc.only_when = Some(v.clone());
         }
     }
 }
@@ -1056,24 +1147,47 @@ fn only_inside(i: &Directive, maps: &variants::Maps) -> Option<Variant> {
     if let Some(v) = variants::of_condition(i, maps) {
         return Some(v);
     }
-    let cond: Vec<&str> = i.args.iter().map(|w| w.as_str()).collect();
-    let cond = cond.join(" ");
-    let cond = cond.trim_start_matches('(').trim_end_matches(')').trim();
-    if cond.starts_with('-') || cond.starts_with("!-") {
+    if file_test(i) {
         return None;
     }
-    Some(Variant {
-        what: format!("if ({cond})"),
+    Some(unmet(i))
+}
+
+/// `if` block `i`'s condition, as written inside its parentheses.
+fn condition(i: &Directive) -> String {
+    let cond: Vec<&str> = i.args.iter().map(|w| w.as_str()).collect();
+    let cond = cond.join(" ");
+    cond.trim_start_matches('(')
+        .trim_end_matches(')')
+        .trim()
+        .to_string()
+}
+
+/// A test of a file: `-f $request_filename`, `!-e ...`, `-d`, `-x`.
+fn file_test(i: &Directive) -> bool {
+    let cond = condition(i);
+    cond.starts_with('-') || cond.starts_with("!-")
+}
+
+/// A test that a file does not exist: `!-e`, `!-f`, `!-d`, met by a path no file has.
+fn missing_file_test(i: &Directive) -> bool {
+    let cond = condition(i);
+    ["!-e ", "!-f ", "!-d "].iter().any(|t| cond.starts_with(t))
+}
+
+/// `if` block `i` as a variant no check takes: its condition is not on the request.
+fn unmet(i: &Directive) -> Variant {
+    Variant {
+        what: format!("if ({})", condition(i)),
         send: Err(
-            "its backend is passed to only inside this if, whose condition is not on the \
-             request's method, a cookie, a header or a query parameter: no check is known to \
-             meet it"
+            "the condition is not on the request's method, a cookie, a header or a query \
+             parameter: no check is known to meet it"
                 .into(),
         ),
         method: None,
         file: i.file.clone(),
         line: i.line,
-    })
+    }
 }
 
 /// A `limit_except` block with a `*_pass` of its own (`limit_except GET HEAD { proxy_pass

@@ -543,3 +543,22 @@ fn branches_a_plain_get_does_not_take_are_checked_or_listed() {
         "{checks:#?}"
     );
 }
+
+/// A rewrite in `if ($request_method = POST)` behind `limit_except GET { deny all; }`: POST
+/// never reaches the `if` (nginx answers it 403), so nothing is listed for it.
+#[test]
+fn a_method_rewrite_limit_except_denies_is_not_listed() {
+    let p = plan(
+        "server { listen 127.0.0.1:8080; server_name a.test;\n\
+         location / { limit_except GET { deny all; }\n\
+         if ($request_method = POST) { rewrite ^ /post$uri last; } proxy_pass http://u; }\n\
+         location /post/ { internal; proxy_pass http://w; } }",
+    );
+    let skipped: Vec<String> = (p.not_checked.iter())
+        .map(|u| format!("{} | {}", u.what, u.why))
+        .collect();
+    assert!(
+        !skipped.iter().any(|s| s.contains("request_method")),
+        "{skipped:#?}"
+    );
+}
