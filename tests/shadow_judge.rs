@@ -638,3 +638,58 @@ fn checks_carry_the_header_a_server_level_return_asks_for() {
         "rolled back"
     );
 }
+
+/// A WebSocket endpoint (`proxy_set_header Upgrade $http_upgrade;`) whose backend speaks only
+/// WebSocket: a plain GET gets nothing from it, and nginx answers 502. Its check sends the
+/// handshake a client sends and takes the `101 Switching Protocols`: adding it and a harmless
+/// change after it go live (it was refused, then exit 4 on every change), and pointing it at
+/// a backend that does not answer the handshake is refused.
+#[test]
+fn a_websocket_location_is_checked_with_a_handshake() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let ws = WebSocketBackend::start(SocketAddr::new(ip, 0));
+    let dead = AcceptCloseBackend::start(SocketAddr::new(ip, 0));
+    let listen = listen_on(ip);
+    let site = |ws_to: &str, rev: u32| {
+        format!(
+            "map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}\n\
+             server {{ listen {listen}; server_name ws.test;\n\
+             location = /rev {{ return 200 \"{rev}\"; }}\n\
+             location / {{ proxy_pass http://{}; }}\n\
+             location /ws/ {{ proxy_pass http://{ws_to}; proxy_http_version 1.1;\n\
+             proxy_set_header Upgrade $http_upgrade;\n\
+             proxy_set_header Connection $connection_upgrade; }} }}",
+            app.host_port()
+        )
+    };
+    let (n, sr) = running(&site(&app.host_port(), 0));
+    let w = ws.addr.to_string();
+    for rev in [1, 2] {
+        n.write_http(&site(&w, rev));
+        let run = sr.run(&["-y", "--json"]);
+        run.expect(0);
+        assert!(run.stdout.contains("WebSocket handshake"), "{run}");
+        assert_eq!(
+            http_get(listen, "ws.test", "/rev").expect("GET").1,
+            rev.to_string()
+        );
+    }
+    let handshake = "GET /ws/chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                     Sec-WebSocket-Version: 13\r\n\r\n";
+    let mut s = std::net::TcpStream::connect(listen).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    std::io::Write::write_all(&mut s, handshake.as_bytes()).expect("send");
+    let mut head = [0u8; 12];
+    std::io::Read::read_exact(&mut s, &mut head).expect("answer");
+    assert_eq!(&head, b"HTTP/1.1 101", "nginx passes the handshake");
+    drop(s);
+
+    n.write_http(&site(&dead.addr.to_string(), 3));
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert_eq!(http_get(listen, "ws.test", "/rev").expect("GET").1, "2");
+}

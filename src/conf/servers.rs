@@ -113,6 +113,10 @@ pub struct Location {
     pub auth: bool,
     /// Codes of `return` in the location (and its `if` blocks).
     pub returns: Box<[u16]>,
+    /// It passes the client's `Upgrade` on (`proxy_set_header Upgrade $http_upgrade;`): a
+    /// WebSocket endpoint, checked with a WebSocket handshake.
+    #[serde(skip)]
+    pub websocket: bool,
     /// An `error_page` (its own or inherited) that sends a failure of its backend elsewhere,
     /// when that failure leaves no trace nginx logs (`proxy_intercept_errors on`, so the
     /// backend's own 502 is replaced): why an answer does not say the backend answered it.
@@ -219,6 +223,16 @@ pub fn extract(config: &Config) -> Vec<Server> {
         }
     }
     out
+}
+
+/// `proxy_set_header Upgrade $http_upgrade;` in a location: it passes WebSocket handshakes.
+fn passes_upgrade(dirs: &[Directive]) -> bool {
+    dirs.iter().any(|d| {
+        d.name == "proxy_set_header"
+            && d.args.len() >= 2
+            && d.args[0].eq_ignore_ascii_case("upgrade")
+            && d.args[1].to_ascii_lowercase().contains("$http_upgrade")
+    })
 }
 
 /// `ssl_verify_client` in `dirs`: `on` asks every client for a certificate; `optional`,
@@ -592,6 +606,7 @@ fn proxied_locations<'a>(
                     _ => gates.auth || limited_by_auth,
                 },
                 returns: returns.into_boxed_slice(),
+                websocket: passes_upgrade(d.children()),
                 hidden_failure,
                 host_map: host_map::of_target(within.maps, pass.1, Source::is_host),
                 uri_branches: uri_branches.into_boxed_slice(),

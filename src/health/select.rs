@@ -332,6 +332,13 @@ enum Route<'a> {
     PathMap(&'a str),
 }
 
+/// A WebSocket handshake's request headers (RFC 6455, the RFC's own sample key).
+const WEBSOCKET_HANDSHAKE: [(&str, &str); 3] = [
+    ("Upgrade", "websocket"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ("Sec-WebSocket-Version", "13"),
+];
+
 /// The path with a variant's query parameter, and the headers it adds.
 fn with_extra(path: &str, extra: Option<&Variant>) -> (String, Vec<(String, String)>) {
     match extra.map(|v| &v.send) {
@@ -390,9 +397,17 @@ impl Candidate<'_> {
                 headers.push((name.clone(), value.clone()));
             }
         }
-        let sent: String = (headers.iter())
+        let mut sent: String = (headers.iter())
             .map(|(name, value)| format!(", {name}: {value}"))
             .collect();
+        // A WebSocket endpoint gets the handshake its clients send; one that only speaks
+        // WebSocket closes on a plain GET, which nginx answers 502.
+        if loc.websocket && !self.listen.http2 {
+            for (name, value) in WEBSOCKET_HANDSHAKE {
+                headers.push((name.to_string(), value.to_string()));
+            }
+            sent.push_str(", WebSocket handshake");
+        }
         let unix = match &self.listen.addr {
             ListenAddr::Unix(path) => Some(path.clone()),
             _ => None,

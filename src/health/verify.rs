@@ -802,7 +802,13 @@ fn request_bytes(check: &Check, headers: &[(String, String)]) -> String {
         // One empty gRPC message: no compression flag, zero length.
         req.push_str("Content-Type: application/grpc\r\nTE: trailers\r\nContent-Length: 5\r\n");
     }
-    req.push_str("Connection: close\r\n\r\n");
+    // A WebSocket handshake asks for the upgrade, and for a close when it is not granted:
+    // nginx then ends any other answer with the connection.
+    let upgrade = (check.headers.iter()).any(|(n, _)| n.eq_ignore_ascii_case("upgrade"));
+    match upgrade {
+        true => req.push_str("Connection: Upgrade, close\r\n\r\n"),
+        false => req.push_str("Connection: close\r\n\r\n"),
+    }
     if check.grpc {
         req.push_str("\0\0\0\0\0");
     }
@@ -856,7 +862,7 @@ fn exchange(
         .and_then(|_| stream.flush())
         .map_err(|e| io_failure("send", &e, timeout))?;
     let mut buf = Vec::new();
-    let read = stream.take(MAX_RESPONSE).read_to_end(&mut buf);
+    let read = read_answer(&mut stream, &mut buf);
     // A status line already read is enough evidence even if the body was cut short.
     match read {
         Err(e) if e.kind() == ErrorKind::ConnectionReset && buf.is_empty() => Err(Failure::Closed(
@@ -865,6 +871,27 @@ fn exchange(
         Err(e) if !buf.contains(&b'\n') => Err(io_failure("read", &e, timeout)),
         _ => Ok(buf),
     }
+}
+
+/// Read the answer until the peer closes, up to [`MAX_RESPONSE`]; a `101 Switching Protocols`
+/// only to the end of its header, as the connection then stays open.
+fn read_answer(stream: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut chunk = [0u8; 8192];
+    while (buf.len() as u64) < MAX_RESPONSE {
+        let n = match stream.read(&mut chunk) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            read => read?,
+        };
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let switched = buf.starts_with(b"HTTP/1.1 101") || buf.starts_with(b"HTTP/1.0 101");
+        if switched && buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// A TLS handshake our client could not complete for want of something in common: an alert

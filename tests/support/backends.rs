@@ -183,6 +183,48 @@ fn answer_probe_close_requests(c: &mut dyn ReadWrite, _name: &str) {
     }
 }
 
+/// A WebSocket-only backend: `101 Switching Protocols` to a handshake (held open until the
+/// peer closes or 2 s pass), 200 to the protocol probe's `OPTIONS *`, and a close without a
+/// byte for any other request, as WebSocket servers that speak nothing else do.
+fn answer_websocket_only(c: &mut dyn ReadWrite, _name: &str) {
+    let req = read_request(c);
+    let text = String::from_utf8_lossy(&req).to_ascii_lowercase();
+    if req.starts_with(b"OPTIONS * ") {
+        let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let _ = c.flush();
+    } else if text.contains("upgrade: websocket") {
+        let _ = c.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+        );
+        let _ = c.flush();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut buf = [0u8; 256];
+        while std::time::Instant::now() < deadline {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// A backend that speaks only WebSocket (see [`answer_websocket_only`]).
+pub struct WebSocketBackend {
+    pub addr: SocketAddr,
+    _server: Server,
+}
+
+impl WebSocketBackend {
+    pub fn start(addr: SocketAddr) -> WebSocketBackend {
+        let l = TcpListener::bind(addr).expect("bind WebSocket backend");
+        WebSocketBackend {
+            addr: l.local_addr().expect("local addr"),
+            _server: Server::run(Bound::Tcp(l), answer_websocket_only, String::new()),
+        }
+    }
+}
+
 /// An HTTP backend answering every request with 200 and its name as the body.
 pub struct HttpBackend {
     /// Where it listens (TCP backends; the port is the real one when started on port 0).

@@ -247,7 +247,7 @@ mod backends;
 pub use backends::{
     hanging_listener, test_venv, AcceptCloseBackend, AppServer, BadGatewayBackend, ClientLoop,
     CloseBackend, Flake, FlakyBackend, HangingListener, HttpBackend, SlowBackend, StatusBackend,
-    UdpEcho,
+    UdpEcho, WebSocketBackend,
 };
 mod cli;
 pub use cli::{finish, proxy_site, run_command, syn_sent_to, text, Run, SafeReload, BIN};
