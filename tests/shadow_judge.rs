@@ -693,3 +693,31 @@ fn a_websocket_location_is_checked_with_a_handshake() {
     assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
     assert_eq!(http_get(listen, "ws.test", "/rev").expect("GET").1, "2");
 }
+
+/// A pool whose servers take two connections each (`max_conns=2`), answering in 300 ms: the
+/// shadow's samples of a new site on it go at most four at a time, as nginx would take them.
+/// Sixteen at once got "no live upstreams" 502s from nginx itself, and the shadow refused a
+/// site that serves every client (`--no-shadow` accepted it).
+#[test]
+fn samples_of_a_pool_with_max_conns_stay_within_it() {
+    let ip = unique_loopback();
+    let delay = std::time::Duration::from_millis(300);
+    let a = HttpBackend::start_slow(SocketAddr::new(ip, 0), "app", delay);
+    let b = HttpBackend::start_slow(SocketAddr::new(ip, 0), "app", delay);
+    let listen = listen_on(ip);
+    let base = format!(
+        "upstream small {{ server {} max_conns=2; server {} max_conns=2; }}\n\
+         server {{ listen {listen}; server_name old.test; location / {{ return 200 \"old\"; }} }}",
+        a.host_port(),
+        b.host_port()
+    );
+    let (n, sr) = running(&base);
+    n.write_http(&format!(
+        "{base}\nserver {{ listen {listen}; server_name mc.test; \
+         location / {{ proxy_pass http://small; }} }}"
+    ));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    assert_eq!(run.outcome(), "reloaded", "{run}");
+    serves(listen, "mc.test", "app");
+}

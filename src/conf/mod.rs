@@ -162,3 +162,30 @@ pub fn mirror_uris(config: &Config) -> Vec<String> {
     walk(&config.tree, &mut out);
     out
 }
+
+/// The pools of [`pool_sizes`] whose every server that takes requests has `max_conns=N`, by
+/// name, and the sum: nginx sends no more requests at once to the pool, and answers the
+/// others 502 (`no live upstreams`) where clients would have waited their turn one at a time.
+pub fn pool_limits(config: &Config) -> std::collections::HashMap<String, usize> {
+    let mut out = std::collections::HashMap::new();
+    for http in config.tree.iter().filter(|d| d.name == "http") {
+        for up in http.children().iter().filter(|d| d.name == "upstream") {
+            let live = (up.children().iter())
+                .filter(|d| d.name == "server")
+                .filter(|d| {
+                    !(d.args.iter().skip(1)).any(|a| a.as_str() == "down" || a.as_str() == "backup")
+                });
+            let limits: Option<Vec<usize>> = live
+                .map(|d| {
+                    (d.args.iter().skip(1))
+                        .find_map(|a| a.strip_prefix("max_conns=")?.parse().ok())
+                        .filter(|n: &usize| *n > 0)
+                })
+                .collect();
+            if let Some(limits) = limits.filter(|l| l.len() > 1) {
+                out.insert(up.arg0().to_ascii_lowercase(), limits.iter().sum());
+            }
+        }
+    }
+    out
+}

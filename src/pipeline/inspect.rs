@@ -304,6 +304,7 @@ pub fn shadow_batch(
         opts: health_options(s, None),
         running,
         pools: crate::conf::pool_sizes(config),
+        pool_limits: crate::conf::pool_limits(config),
     }
 }
 

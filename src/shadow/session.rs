@@ -36,6 +36,9 @@ pub struct Batch {
     /// how many (see `conf::pool_sizes`): a check through one is asked again until round
     /// robin has reached each (see `verify::sample`).
     pub pools: std::collections::HashMap<String, usize>,
+    /// Of those, the ones with `max_conns` on every server, and the sum (see
+    /// `conf::pool_limits`): no more of a check's samples are in flight at once.
+    pub pool_limits: std::collections::HashMap<String, usize>,
 }
 
 /// What the shadow showed, handed back when its checks ended.
@@ -186,7 +189,13 @@ fn live(
                 // Only a check the running nginx may be asked about waits for the probe to say
                 // which peers are down.
                 let asks = checks.iter().any(ShadowCheck::asks_running);
-                sample(&shadow, &mut checks, &batch.opts, &batch.pools);
+                sample(
+                    &shadow,
+                    &mut checks,
+                    &batch.opts,
+                    &batch.pools,
+                    &batch.pool_limits,
+                );
                 if let Some(expected_down) = asks.then(|| expected.recv().ok()).flatten() {
                     let opts = HealthOptions {
                         expected_down,

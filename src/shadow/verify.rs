@@ -141,15 +141,17 @@ pub fn sample(
     checks: &mut [ShadowCheck],
     opts: &HealthOptions,
     pools: &std::collections::HashMap<String, usize>,
+    limits: &std::collections::HashMap<String, usize>,
 ) {
-    // At most [`SAMPLES`] requests in flight: a small `worker_connections` must not be what
+    // At most [`SAMPLES`] requests in flight (fewer for a pool with `max_conns`, which nginx
+    // would answer 502 beyond them): a small `worker_connections` must not be what
     // fails them. Each from its own loopback network (127.0.K.1): an `ip_hash` pool picks
     // its server by the client's first three octets, so one address would reach one server.
     // And each with a query of its own: a `hash $request_uri` (or `$args`) pool picks by it.
-    let asked = |c: &Check, n: usize| -> Vec<CheckResult> {
+    let asked = |c: &Check, n: usize, limit: usize| -> Vec<CheckResult> {
         let (mut out, mut sent) = (Vec::with_capacity(n), 0);
         while sent < n {
-            let wave = (n - sent).min(SAMPLES);
+            let wave = (n - sent).min(SAMPLES).min(limit.max(1));
             let first = sent;
             sent += wave;
             std::thread::scope(|scope| {
@@ -176,6 +178,7 @@ pub fn sample(
             .upstream
             .as_deref()
             .and_then(|u| pool_of(u, pools));
+        let limit = (pool.and_then(|(name, _)| limits.get(name))).map_or(SAMPLES, |l| *l);
         let n = match pool {
             Some((name, size)) if sampled_pools.insert(name.to_string()) => {
                 (2 * size).clamp(POOL_SAMPLES, MAX_SAMPLES)
@@ -186,7 +189,7 @@ pub fn sample(
         let Some(routed) = shadow.ports().route_check(&c.shadow.check) else {
             continue;
         };
-        let through_shadow = asked(&routed, n);
+        let through_shadow = asked(&routed, n, limit);
         let failed = |rs: &[CheckResult]| rs.iter().filter(|r| r.failed).count();
         let shadow_failed = failed(&through_shadow);
         if shadow_failed == 0 && !c.shadow.intermittent() {
@@ -195,7 +198,7 @@ pub fn sample(
         // Three times as many of the running nginx: a backend both share that fails one
         // request in five fails some of these too, where a server only the change has never
         // shows.
-        let through_running = asked(&c.shadow.check, 3 * n);
+        let through_running = asked(&c.shadow.check, 3 * n, limit);
         if through_running.iter().any(|r| r.refused) {
             // Nothing of the running nginx listens there: no answer to compare with.
             continue;
