@@ -459,3 +459,41 @@ fn a_named_location_an_if_returns_into_is_checked_with_what_meets_the_if() {
         "refused: the canary still answers"
     );
 }
+
+/// A `geo` (or `split_clients`) that gives public clients another backend than loopback's:
+/// checks come from loopback and take only loopback's branch, so a change to the public one
+/// is listed as not verified, never "live and verified". (nginx is told the client's address
+/// by `X-Forwarded-For`, as behind a load balancer: a header, nothing connects to it.)
+#[test]
+fn a_branch_by_the_clients_address_is_said_to_be_unverified() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let g = good.host_port();
+    let site = |public: &str| {
+        format!(
+            "geo $gpool {{ default {public}; 127.0.0.0/8 {g}; }}\n\
+             server {{ listen {listen}; server_name site.test;\n\
+             set_real_ip_from 127.0.0.0/8; real_ip_header X-Forwarded-For;\n\
+             location / {{ proxy_pass http://$gpool; }} }}"
+        )
+    };
+    let n = TestNginx::start(&site(&g));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site(&bad.addr.to_string()));
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(0);
+    let nv = not_verified(&run);
+    assert!(
+        nv.contains("geo $gpool") && nv.contains("client's address"),
+        "{run}"
+    );
+    assert_eq!(get_with(listen, "X-Plain: 1"), 200, "loopback's branch");
+    assert_eq!(
+        get_with(listen, "X-Forwarded-For: 203.0.113.5"),
+        502,
+        "the public branch, as said"
+    );
+}

@@ -210,15 +210,15 @@ pub fn extract(config: &Config) -> Vec<Server> {
             continue;
         };
         let verify_client = asks_client_certificate(top.children()).unwrap_or(false);
+        let by_client = variants::by_client(top.children());
+        let shared = Shared {
+            maps: &maps,
+            by_client: &by_client,
+            verify_client,
+        };
         for d in top.children() {
             if d.name == "server" && d.block.is_some() {
-                out.push(server(
-                    context,
-                    d,
-                    &maps,
-                    &config.conf_prefix,
-                    verify_client,
-                ));
+                out.push(server(context, d, &shared, &config.conf_prefix));
             }
         }
     }
@@ -250,13 +250,16 @@ fn denies(block: &Directive) -> bool {
         && !body.iter().any(|c| c.name == "allow")
 }
 
-fn server(
-    context: Context,
-    d: &Directive,
-    maps: &HostMaps,
-    root: &Path,
-    http_verify_client: bool,
-) -> Server {
+/// What every server of a block (`http`, `stream`) reads from the block.
+struct Shared<'a> {
+    maps: &'a HostMaps,
+    by_client: &'a [variants::ByClient],
+    /// `ssl_verify_client on` at the block's level.
+    verify_client: bool,
+}
+
+fn server(context: Context, d: &Directive, shared: &Shared, root: &Path) -> Server {
+    let maps = shared.maps;
     let mut listens: Vec<Listen> = d
         .children()
         .iter()
@@ -307,7 +310,8 @@ fn server(
         server: d.children(),
         maps,
         root,
-        verify_client: asks_client_certificate(d.children()).unwrap_or(http_verify_client),
+        by_client: shared.by_client,
+        verify_client: asks_client_certificate(d.children()).unwrap_or(shared.verify_client),
     };
     proxied_locations(
         d.children(),
@@ -422,6 +426,9 @@ struct Within<'a> {
     server: &'a [Directive],
     maps: &'a HostMaps,
     root: &'a Path,
+    /// The variables whose value depends on the client's address (see
+    /// [`variants::by_client`]).
+    by_client: &'a [variants::ByClient],
     /// `ssl_verify_client on` in force for the server (its own, else `http`'s).
     verify_client: bool,
 }
@@ -574,6 +581,7 @@ fn proxied_locations<'a>(
                 in_if,
             ));
             variants.extend(limit_except_pass(d.children(), own.map(|o| o.1)));
+            variants.extend(variants::of_client(within.by_client, pass.1));
             // A method `limit_except` denies to everyone never reaches the backend.
             variants.retain(|v| (v.method.as_deref()).is_none_or(|m| !denied(d.children(), m)));
             let limited = limit_except(d.children());

@@ -210,7 +210,7 @@ pub fn of_ifs<'a>(
 
 /// Whether `target` reads the variable `var` (`$be`), by nginx's rules: names ignore case,
 /// and one ends where a character that cannot be in a name does (`${be}` is the same).
-fn reads(target: &str, var: &str) -> bool {
+pub fn reads(target: &str, var: &str) -> bool {
     let Some(name) = var.strip_prefix('$').filter(|n| !n.is_empty()) else {
         return false;
     };
@@ -222,6 +222,84 @@ fn reads(target: &str, var: &str) -> bool {
             let next = t.as_bytes().get(at + plain.len());
             next.is_none_or(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
         })
+}
+
+/// A variable whose value depends on the client's address: a `geo`, a `split_clients`, or
+/// a `map` on `$remote_addr`, with more than one value. Checks come from loopback, and take
+/// only the branch loopback gets.
+#[derive(Debug, Clone)]
+pub struct ByClient {
+    /// `$gpool`, as written.
+    pub var: String,
+    /// `geo`, `split_clients`, `map $remote_addr`.
+    pub what: String,
+    pub file: Arc<Path>,
+    pub line: u32,
+}
+
+/// The `geo`, `split_clients` and `map $remote_addr` blocks of `http` (`dirs`) that give
+/// more than one value.
+pub fn by_client(dirs: &[Directive]) -> Vec<ByClient> {
+    let mut out = Vec::new();
+    for d in dirs.iter().filter(|d| d.block.is_some()) {
+        let (var, what) = match (d.name.as_str(), &d.args[..]) {
+            ("geo", [v]) => (v.as_str(), "geo".to_string()),
+            ("geo", [src, v]) => (v.as_str(), format!("geo {}", src.as_str())),
+            ("split_clients", [_, v]) => (v.as_str(), "split_clients".to_string()),
+            ("map", [src, v])
+                if matches!(
+                    src.as_str().to_ascii_lowercase().as_str(),
+                    "$remote_addr" | "$binary_remote_addr" | "$realip_remote_addr"
+                ) =>
+            {
+                (v.as_str(), format!("map {}", src.as_str()))
+            }
+            _ => continue,
+        };
+        let mut values: Vec<&str> = (d.children().iter())
+            .filter(|c| {
+                !matches!(
+                    c.name.as_str(),
+                    "ranges"
+                        | "include"
+                        | "delete"
+                        | "proxy"
+                        | "proxy_recursive"
+                        | "hostnames"
+                        | "volatile"
+                )
+            })
+            .filter_map(|c| c.args.last().map(|w| w.as_str()))
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        if values.len() > 1 && var.starts_with('$') {
+            out.push(ByClient {
+                var: var.to_string(),
+                what,
+                file: d.file.clone(),
+                line: d.line,
+            });
+        }
+    }
+    out
+}
+
+/// The variant of a `*_pass` (`target`) that reads a variable of `by_client`: listed as not
+/// verified, with why.
+pub fn of_client(by_client: &[ByClient], target: &str) -> Option<Variant> {
+    let b = by_client.iter().find(|b| reads(target, &b.var))?;
+    Some(Variant {
+        what: format!("{} {}", b.what, b.var),
+        send: Err(
+            "which backend a request gets depends on the client's address, and checks come \
+             from loopback: only the branch loopback gets is checked"
+                .into(),
+        ),
+        method: None,
+        file: b.file.clone(),
+        line: b.line,
+    })
 }
 
 /// The maps of the configuration, by the variable each defines.
