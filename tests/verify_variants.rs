@@ -497,3 +497,37 @@ fn a_branch_by_the_clients_address_is_said_to_be_unverified() {
         "the public branch, as said"
     );
 }
+
+/// A map of a request map's value (`map $http_x_canary $c1 { default 0; 1 1; }` then `map
+/// $c1 $pool { 0 stable; 1 canary; }`): read as one map of the header, so the canary gets its
+/// check with `X-Canary: 1`, and a change that breaks it is refused. It was "live and
+/// verified".
+#[test]
+fn a_map_of_a_request_maps_value_is_checked_with_what_takes_it() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let g = good.host_port();
+    let site = |canary: &str| {
+        format!(
+            "map $http_x_canary $c1 {{ default 0; 1 1; }}\n\
+             map $c1 $pool {{ 0 {g}; 1 {canary}; }}\n\
+             server {{ listen {listen}; server_name site.test;\n\
+             location / {{ proxy_pass http://$pool; }} }}"
+        )
+    };
+    let n = TestNginx::start(&site(&g));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site(&bad.addr.to_string()));
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert!(run.stdout.contains("X-Canary: 1"), "{run}");
+    assert_eq!(
+        get_with(listen, "X-Canary: 1"),
+        200,
+        "refused: the canary still answers"
+    );
+}

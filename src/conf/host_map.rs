@@ -201,12 +201,66 @@ pub fn index(config: &Config) -> HashMap<String, Arc<HostMap>> {
         .filter(|d| d.name == "http")
         .flat_map(|d| d.children())
         .filter(|d| d.name == "map" && d.block.is_some());
+    let mut chained = Vec::new();
     for d in maps {
-        if let Some(map) = host_map(d) {
+        match host_map(d) {
+            Some(map) => {
+                out.insert(map.var.clone(), Arc::new(map));
+            }
+            None => chained.push(d),
+        }
+    }
+    // A map of a request map's variable (`map $http_x_canary $c1 { default 0; 1 1; }` then
+    // `map $c1 $pool { 0 stable; 1 canary; }`): the two as one map of the request.
+    for d in chained {
+        if let Some(map) = composed(d, &out) {
             out.insert(map.var.clone(), Arc::new(map));
         }
     }
     out
+}
+
+/// Map `d`, whose source is the variable of `inner` in `index` (a request map), as one map of
+/// `inner`'s source: each of `inner`'s keys gives what `d` gives for its value.
+fn composed(d: &Directive, index: &HashMap<String, Arc<HostMap>>) -> Option<HostMap> {
+    let source = d.args.first()?.to_ascii_lowercase();
+    let inner = index.get(source.strip_prefix('$')?)?;
+    if !inner.source.is_request() {
+        return None;
+    }
+    let var = d.args.get(1)?.strip_prefix('$')?.to_ascii_lowercase();
+    // `d`'s own keys, exact ones only: a regex on another map's value is not followed.
+    let mut keys: Vec<(String, String)> = Vec::new();
+    let mut default = String::new();
+    for entry in d.children() {
+        let Some(value) = entry.args.first() else {
+            continue;
+        };
+        match entry.name.as_str() {
+            "default" => default = value.to_string(),
+            k if k.starts_with('~') || k == "include" || k == "hostnames" => return None,
+            k => keys.push((
+                k.strip_prefix('\\').unwrap_or(k).to_string(),
+                value.to_string(),
+            )),
+        }
+    }
+    let give = |v: &str| {
+        (keys.iter().find(|(k, _)| k == v)).map_or(default.clone(), |(_, out)| out.clone())
+    };
+    Some(HostMap {
+        keys: (inner.keys.iter())
+            .map(|k| Key {
+                value: give(&k.value),
+                ..k.clone()
+            })
+            .collect(),
+        default: give(&inner.default),
+        var,
+        file: d.file.clone(),
+        line: d.line,
+        ..(**inner).clone()
+    })
 }
 
 /// The first map among a `*_pass` argument's variables whose source is one `reads` takes
