@@ -531,3 +531,36 @@ fn a_map_of_a_request_maps_value_is_checked_with_what_takes_it() {
         "refused: the canary still answers"
     );
 }
+
+/// `if ($http_cookie ~* "beta=1") { rewrite ^ /beta$uri last; }`: a regex with no special
+/// character looks for its text, which a `Cookie: beta=1` holds; the beta branch is checked
+/// with it, and a change that breaks it is refused. It was "no value is derived from the
+/// regex", and a 502 went live.
+#[test]
+fn a_regex_that_is_plain_text_is_met_by_that_text() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let g = good.host_port();
+    let site = |beta: &str| {
+        format!(
+            "server {{ listen {listen}; server_name site.test;\n\
+             if ($http_cookie ~* \"beta=1\") {{ rewrite ^ /beta$uri last; }}\n\
+             location / {{ proxy_pass http://{g}; }}\n\
+             location /beta/ {{ internal; proxy_pass http://{beta}; }} }}"
+        )
+    };
+    let n = TestNginx::start(&site(&g));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site(&bad.addr.to_string()));
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert_eq!(
+        get_with(listen, "Cookie: beta=1"),
+        200,
+        "refused: beta still answers"
+    );
+}

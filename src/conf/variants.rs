@@ -339,10 +339,10 @@ pub fn of_condition(d: &Directive, maps: &Maps) -> Option<Variant> {
         "" if source == Source::Method => return None,
         "" => Ok("1".to_string()),
         "=" => Ok(value.to_string()),
-        "~" | "~*" => (example::examples(value, op == "~*", Kind::Host)
-            .into_iter()
-            .next())
-        .ok_or_else(|| format!("no value is derived from the regex {value}")),
+        "~" | "~*" => (example::examples(value, op == "~*", Kind::Host).into_iter())
+            .next()
+            .or_else(|| literal_regex(value))
+            .ok_or_else(|| format!("no value is derived from the regex {value}")),
         _ => Err("a negated condition: which backend a request gets depends on it".into()),
     };
     let method = match (source, op) {
@@ -429,6 +429,14 @@ pub fn avoiding(d: &Directive, maps: &Maps) -> Option<(String, String)> {
         Source::Cookie => Some(("Cookie".into(), format!("{}={v}", map.name))),
         _ => None,
     }
+}
+
+/// A regex with no special character (`beta=1`, `^beta=1`): the text it looks for, which a
+/// header value holding it matches (`if ($http_cookie ~* "beta=1")`).
+fn literal_regex(re: &str) -> Option<String> {
+    let text = re.strip_prefix('^').unwrap_or(re);
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"=_-;: ,/@".contains(&b);
+    (!text.is_empty() && text.bytes().all(plain)).then(|| text.to_string())
 }
 
 /// The header `$http_x_api_version` reads: `X-Api-Version`.
