@@ -405,7 +405,9 @@ pub fn avoiding(d: &Directive, maps: &Maps) -> Option<(String, String)> {
         parts.next().unwrap_or(""),
         parts.next().unwrap_or("").trim_matches(['"', '\'']),
     );
-    let printable = |v: &str| !v.is_empty() && v.bytes().all(|b| (0x20..0x7f).contains(&b));
+    // A value read from a variable (`!= $expected_key`) is not known here.
+    let printable =
+        |v: &str| !v.is_empty() && !v.contains('$') && v.bytes().all(|b| (0x20..0x7f).contains(&b));
     if let Some(name) = var.strip_prefix("$http_").filter(|n| *n != "host") {
         let value = match op {
             "!=" => Some(value.to_string()),

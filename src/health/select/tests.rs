@@ -562,3 +562,23 @@ fn a_method_rewrite_limit_except_denies_is_not_listed() {
         "{skipped:#?}"
     );
 }
+
+/// Headers the checks send to keep out of a server-level `if` that returns: a literal value
+/// only, never a variable's name.
+#[test]
+fn checks_send_the_header_a_server_level_return_asks_for_when_it_is_known() {
+    let headers = |cond: &str| -> Vec<(String, String)> {
+        let p = plan(&format!(
+            "server {{ listen 127.0.0.1:8080; server_name a.test;\n\
+             if ({cond}) {{ return 301 https://$host$request_uri; }}\n\
+             location / {{ proxy_pass http://u; }} }}"
+        ));
+        p.checks[0].headers.clone()
+    };
+    assert_eq!(
+        headers("$http_x_forwarded_proto != \"https\""),
+        [("X-Forwarded-Proto".to_string(), "https".to_string())]
+    );
+    assert!(headers("$http_x_api_key != $expected").is_empty());
+    assert!(headers("$http_x_forwarded_proto = http").is_empty());
+}
