@@ -476,8 +476,10 @@ fn candidates<'a>(
     };
     let mut listens = Vec::new();
     let mut order: Vec<&Listen> = server.listens.iter().filter(|l| !l.udp).collect();
-    if server.redirects_plain {
-        order.sort_by_key(|l| !l.ssl);
+    // nginx redirects every plain request of this server itself: its TLS listens are the
+    // ones a check reaches the backend through.
+    if server.redirects_plain && order.iter().any(|l| l.ssl) {
+        order.retain(|l| l.ssl);
     }
     for l in order {
         match connect_for(l, claimed) {
