@@ -582,3 +582,22 @@ fn checks_send_the_header_a_server_level_return_asks_for_when_it_is_known() {
     assert!(headers("$http_x_api_key != $expected").is_empty());
     assert!(headers("$http_x_forwarded_proto = http").is_empty());
 }
+
+/// `split_clients` and `geo` whose values name upstream blocks: listed as not verified.
+#[test]
+fn a_split_by_the_clients_address_between_upstreams_is_listed() {
+    let p = plan(
+        "upstream app2 { server 127.0.0.1:8002; }\nupstream canaryp { server 127.0.0.1:8005; }\n\
+         split_clients \"${remote_addr}\" $split_pool { 50% canaryp; * app2; }\n\
+         geo $geo_be { default app2; 10.0.0.0/8 canaryp; }\n\
+         server { listen 127.0.0.1:8080; server_name c.test;\n\
+         location / { proxy_pass http://$split_pool; }\n\
+         location /geo { proxy_pass http://$geo_be; } }",
+    );
+    let skipped: Vec<String> = (p.not_checked.iter()).map(|u| u.what.clone()).collect();
+    assert!(
+        skipped.contains(&"location /, split_clients $split_pool".to_string())
+            && skipped.contains(&"location /geo, geo $geo_be".to_string()),
+        "{skipped:#?}"
+    );
+}
