@@ -641,9 +641,10 @@ fn checks_carry_the_header_a_server_level_return_asks_for() {
 
 /// A WebSocket endpoint (`proxy_set_header Upgrade $http_upgrade;`) whose backend speaks only
 /// WebSocket: a plain GET gets nothing from it, and nginx answers 502. Its check sends the
-/// handshake a client sends and takes the `101 Switching Protocols`: adding it and a harmless
-/// change after it go live (it was refused, then exit 4 on every change), and pointing it at
-/// a backend that does not answer the handshake is refused.
+/// handshake a client sends and takes the `101 Switching Protocols`, and so does the probe of
+/// its backend: adding it and a harmless change after it go live (the probe refused it, and
+/// once live every change was exit 4), and pointing it at a backend that does not answer the
+/// handshake is refused.
 #[test]
 fn a_websocket_location_is_checked_with_a_handshake() {
     let ip = unique_loopback();

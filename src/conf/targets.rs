@@ -189,6 +189,11 @@ pub struct Reference {
     /// ignores the answers of those copies, so its failure reaches no client.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub mirror: bool,
+    /// The `*_pass` is in a location that passes WebSocket handshakes on (`proxy_set_header
+    /// Upgrade $http_upgrade;`): its backend may speak nothing else, so the HTTP probe is a
+    /// handshake.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub websocket: bool,
     /// A stream `proxy_pass` with `proxy_ssl on` in force (the server's, else the `stream`
     /// block's): nginx speaks TLS to it, as to an `https://` backend.
     #[serde(skip_serializing_if = "std::ops::Not::not")]

@@ -72,6 +72,9 @@ impl fmt::Display for Kind {
 pub enum Protocol {
     /// HTTP/1.1 `OPTIONS *` with this Host header.
     Http { host: String },
+    /// A WebSocket handshake (`GET /` with `Upgrade: websocket`), for a backend only
+    /// WebSocket locations pass to: it may answer nothing else. Any status line answers it.
+    HttpUpgrade { host: String },
     /// `HEAD /`, after an `OPTIONS *` the server closed on: a strict server or WAF that
     /// drops the request about the server but serves its pages is not a backend that accepts
     /// and closes (nginx's own requests are for pages).
@@ -146,7 +149,9 @@ impl Protocol {
     /// The family this exchange proves.
     pub fn kind(&self) -> Kind {
         match self {
-            Protocol::Http { .. } | Protocol::HttpHead { .. } => Kind::Http,
+            Protocol::Http { .. } | Protocol::HttpHead { .. } | Protocol::HttpUpgrade { .. } => {
+                Kind::Http
+            }
             Protocol::Tls { .. } => Kind::Tls,
             Protocol::Http2 => Kind::Http2,
             Protocol::FastCgi => Kind::FastCgi,
@@ -159,7 +164,9 @@ impl Protocol {
     pub fn after_close(&self) -> Option<Protocol> {
         match self {
             Protocol::Uwsgi { host } => Some(Protocol::UwsgiRequest { host: host.clone() }),
-            Protocol::Http { host } => Some(Protocol::HttpHead { host: host.clone() }),
+            Protocol::Http { host } | Protocol::HttpUpgrade { host } => {
+                Some(Protocol::HttpHead { host: host.clone() })
+            }
             _ => None,
         }
     }
@@ -170,6 +177,7 @@ impl Protocol {
         let host = match self {
             Protocol::Http { host }
             | Protocol::HttpHead { host }
+            | Protocol::HttpUpgrade { host }
             | Protocol::Uwsgi { host }
             | Protocol::UwsgiRequest { host } => host.clone(),
             _ => "localhost".to_string(),
@@ -201,6 +209,13 @@ impl Protocol {
             .into_bytes(),
             Protocol::HttpHead { host } => format!(
                 "HEAD / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: safe-reload/{} (probe)\r\nConnection: close\r\n\r\n",
+                env!("CARGO_PKG_VERSION")
+            )
+            .into_bytes(),
+            Protocol::HttpUpgrade { host } => format!(
+                "GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: safe-reload/{} (probe)\r\n\
+                 Upgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
                 env!("CARGO_PKG_VERSION")
             )
             .into_bytes(),
@@ -246,9 +261,10 @@ impl Protocol {
             Heard::Kind(kind, text) => (kind, text),
         };
         match (self, heard) {
-            (Protocol::Http { .. } | Protocol::HttpHead { .. }, (Kind::Http, text)) => {
-                http_reply(bytes, text)
-            }
+            (
+                Protocol::Http { .. } | Protocol::HttpHead { .. } | Protocol::HttpUpgrade { .. },
+                (Kind::Http, text),
+            ) => http_reply(bytes, text),
             (Protocol::UwsgiRequest { .. }, (Kind::Http, text)) => Reply::Answered(text),
             (p, (kind, text)) if p.kind() == kind => Reply::Answered(text),
             (_, (kind, text)) => Reply::Speaks(kind, text),
@@ -262,9 +278,12 @@ impl Protocol {
         }
         match self.read_reply(bytes) {
             Reply::Incomplete => match (self, status_line::read(bytes)) {
-                (Protocol::Http { .. } | Protocol::HttpHead { .. }, status_line::Read::Line(l)) => {
-                    Reply::Answered(l.text())
-                }
+                (
+                    Protocol::Http { .. }
+                    | Protocol::HttpHead { .. }
+                    | Protocol::HttpUpgrade { .. },
+                    status_line::Read::Line(l),
+                ) => Reply::Answered(l.text()),
                 _ => Reply::Unrecognised(excerpt(bytes)),
             },
             r => r,
@@ -314,6 +333,7 @@ fn for_reference(r: &Reference, address: &TargetAddr, tls: &TlsNames) -> Option<
             sni: sni(),
             alpn: None,
         }),
+        ("proxy_pass", _) if r.websocket => Some(Protocol::HttpUpgrade { host: host() }),
         ("proxy_pass", _) => Some(Protocol::Http { host: host() }),
         ("grpc_pass", Some("grpcs")) => Some(Protocol::Tls {
             sni: sni(),

@@ -322,6 +322,7 @@ mod tests {
             udp: false,
             also_udp: false,
             mirror: false,
+            websocket: false,
             ssl: false,
         }
     }

@@ -29,6 +29,7 @@ pub fn reference(line: u32) -> Reference {
         udp: false,
         also_udp: false,
         mirror: false,
+        websocket: false,
         ssl: false,
     }
 }

@@ -184,15 +184,12 @@ fn answer_probe_close_requests(c: &mut dyn ReadWrite, _name: &str) {
 }
 
 /// A WebSocket-only backend: `101 Switching Protocols` to a handshake (held open until the
-/// peer closes or 2 s pass), 200 to the protocol probe's `OPTIONS *`, and a close without a
-/// byte for any other request, as WebSocket servers that speak nothing else do.
+/// peer closes or 2 s pass), and a close without a byte for any other request (the protocol
+/// probe's `OPTIONS *` too), as WebSocket servers that speak nothing else do.
 fn answer_websocket_only(c: &mut dyn ReadWrite, _name: &str) {
     let req = read_request(c);
     let text = String::from_utf8_lossy(&req).to_ascii_lowercase();
-    if req.starts_with(b"OPTIONS * ") {
-        let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        let _ = c.flush();
-    } else if text.contains("upgrade: websocket") {
+    if text.contains("upgrade: websocket") {
         let _ = c.write_all(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
               Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",

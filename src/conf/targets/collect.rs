@@ -105,6 +105,7 @@ fn reference(d: &Directive, directive: Name, context: Context) -> Reference {
         udp: false,
         also_udp: false,
         mirror: false,
+        websocket: false,
         ssl: false,
     }
 }
@@ -118,6 +119,16 @@ fn stream_ssl(server: &[Directive], stream: &[Directive]) -> bool {
             .map(|d| d.arg0().eq_ignore_ascii_case("on"))
     };
     own(server).or_else(|| own(stream)).unwrap_or(false)
+}
+
+/// `proxy_set_header Upgrade $http_upgrade;` among a location's directives.
+fn passes_upgrade(location: &[Directive]) -> bool {
+    location.iter().any(|d| {
+        d.name == "proxy_set_header"
+            && d.args.len() >= 2
+            && d.args[0].eq_ignore_ascii_case("upgrade")
+            && d.args[1].to_ascii_lowercase().contains("$http_upgrade")
+    })
 }
 
 /// Whether `location` (a location's directives) is `internal` and a `mirror` of `server` sends
@@ -337,6 +348,7 @@ impl Collector {
         let mut base = reference(d, directive, cx.context);
         if let (Some(server), Some(location)) = (frame.server, frame.location) {
             base.mirror = cx.context == Context::Http && mirror_only(server, location);
+            base.websocket = cx.context == Context::Http && passes_upgrade(location);
         }
         if cx.context == Context::Stream {
             // Datagrams only, or datagrams beside TCP connections (`listen 53; listen 53 udp;`).
