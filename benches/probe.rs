@@ -73,6 +73,7 @@ fn target(sa: SocketAddr) -> Target {
             udp: false,
             also_udp: false,
             mirror: false,
+            websocket: false,
             ssl: false,
         }]
         .into(),
