@@ -16,7 +16,9 @@ const NAME: &str = "app.service.consul";
 
 fn site(listen: SocketAddr, resolver: Option<SocketAddr>, port: u16) -> String {
     let resolver = resolver.map_or(String::new(), |r| {
-        format!("resolver {r} ipv6=off; resolver_timeout 2s;")
+        // Well under `--health-timeout` (2 s): a silent resolver gives both nginxes their 502
+        // at once, never one a 502 and the other a timed-out read.
+        format!("resolver {r} ipv6=off; resolver_timeout 1s;")
     });
     format!(
         "server {{ listen {listen}; server_name site.test; {resolver} \
