@@ -81,6 +81,10 @@ pub struct Check {
     /// `user:pass` from the URL, sent as Basic auth.
     #[serde(skip)]
     pub auth: Option<Secret>,
+    /// Another server answered this request before the change (its server, Host or listen is
+    /// new): the running configuration's answer is no baseline for it.
+    #[serde(skip)]
+    pub fresh: bool,
 }
 
 impl PartialEq for Check {
@@ -118,6 +122,7 @@ impl Check {
             upstream: None,
             headers: Vec::new(),
             auth: None,
+            fresh: false,
         }
     }
 
@@ -201,6 +206,26 @@ pub fn parse_header(text: &str) -> Result<(String, String)> {
     let value = value.trim();
     if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
         return Err(bad("the value holds a line break"));
+    }
+    // Each check's Host names the server it is for (or is the --health URL's host): one Host
+    // for every check would send them all to one server, and a second Host field is nginx's
+    // own 400. The framing fields are the request's own.
+    if name.eq_ignore_ascii_case("host") {
+        return Err(bad(
+            "each check sends the Host of the server it checks (a --health URL's host is its \
+             Host); to send that Host to another address, use --health http://HOST/ with \
+             --resolve HOST:PORT:ADDR",
+        ));
+    }
+    let framing = [
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+        "te",
+    ];
+    if framing.iter().any(|f| name.eq_ignore_ascii_case(f)) {
+        return Err(bad("safe-reload sets this field itself"));
     }
     Ok((name.to_string(), value.to_string()))
 }
@@ -423,6 +448,9 @@ mod tests {
         );
         assert!(parse_header("Bad Name: x").is_err());
         assert!(parse_header("NoColon").is_err());
+        let host = parse_header("host: a.test").unwrap_err().to_string();
+        assert!(host.contains("--resolve"), "{host}");
+        assert!(parse_header("Content-Length: 3").is_err());
         assert!(parse_url("http://x:99999/", &[]).is_err());
         assert!(parse_url("http://x/", &["bad".into()]).is_err());
     }

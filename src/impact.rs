@@ -100,6 +100,55 @@ pub struct Affected {
     /// Where in it the change is: which of its checks go first when not all fit.
     #[serde(skip)]
     pub touched: Touched,
+    /// Which of its requests last-good's server answered: a request it did not (the server
+    /// is new, or the Host or listen is new to it) was another server's before the change.
+    #[serde(skip)]
+    pub before: Predecessor,
+}
+
+/// Last-good's server that a candidate server stands for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Predecessor {
+    /// No last-good tree was compared.
+    #[default]
+    Unknown,
+    /// The change adds the server.
+    New,
+    /// Last-good's server of this identity, or the block the candidate's replaces: its
+    /// listens and names as in [`ServerId`].
+    Had {
+        listens: Vec<String>,
+        names: Vec<String>,
+    },
+}
+
+impl Predecessor {
+    /// Whether a request on `listen` (as [`ServerId`] writes it) with Host `host` (`None`: an
+    /// IP or no Host, which the listen alone routes) reached this server before the change.
+    pub fn answered(&self, listen: &str, host: Option<&str>) -> bool {
+        match self {
+            Predecessor::Unknown => true,
+            Predecessor::New => false,
+            Predecessor::Had { listens, names } => {
+                listens.iter().any(|l| l == listen)
+                    && host.is_none_or(|h| names.iter().any(|n| name_serves(n, h)))
+            }
+        }
+    }
+}
+
+/// Whether `server_name` entry `name` (lowercased) takes Host `host`, as nginx matches them.
+fn name_serves(name: &str, host: &str) -> bool {
+    use crate::conf::host_map::{compile, leading_wildcard, trailing_wildcard};
+    let host = host.to_ascii_lowercase();
+    match name.strip_prefix('~') {
+        Some(re) => compile(re, false).is_some_and(|r| r.is_match(host.as_bytes())),
+        None => {
+            name == host
+                || leading_wildcard(name, &host).is_some()
+                || trailing_wildcard(name, &host).is_some()
+        }
+    }
 }
 
 /// Where a change reaches a server.
@@ -216,6 +265,7 @@ impl Impact {
                     id,
                     reasons: Vec::new(),
                     touched: Touched::Server,
+                    before: Predecessor::Unknown,
                 }
             })
             .collect();
@@ -385,6 +435,7 @@ impl ServerPrint {
             id: self.id.clone(),
             reasons,
             touched,
+            before: Predecessor::Unknown,
         }
     }
 }
@@ -720,7 +771,17 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
         }
         reasons.extend(default_reasons);
         if !reasons.is_empty() {
-            affected.push(s.affected_at(reasons, touched));
+            let before = match pairs.get(&s.id) {
+                None => Predecessor::New,
+                Some(b) => Predecessor::Had {
+                    listens: b.id.listens.clone(),
+                    names: b.id.names.clone(),
+                },
+            };
+            affected.push(Affected {
+                before,
+                ..s.affected_at(reasons, touched)
+            });
         }
     }
     let paired: HashSet<*const ServerPrint> = pairs.values().map(|o| *o as *const _).collect();

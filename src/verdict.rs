@@ -63,7 +63,10 @@ impl Seen {
     /// adds). An explicit `--health` URL is the operator's, whichever configuration runs: a
     /// refused one is a failure it had before the change.
     pub fn before(r: &CheckResult) -> Option<Seen> {
-        (!r.refused || r.check.server.is_empty()).then(|| Seen::of(r))
+        // A check another server answered before the change (a server, Host or listen the
+        // change adds: a catch-all's `return 444` or refused handshake) has no baseline: that
+        // server's failure is not this one's.
+        (!r.check.fresh && (!r.refused || r.check.server.is_empty())).then(|| Seen::of(r))
     }
 
     pub fn of(r: &CheckResult) -> Seen {

@@ -260,3 +260,32 @@ fn one_slow_answer_fails_no_check() {
         (200, "flaky".into())
     );
 }
+
+#[test]
+fn an_operators_header_replaces_the_default_of_its_name() {
+    // nginx keeps the first of two User-Agent fields: a second one sent after the default
+    // would never be the one the site sees.
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let (addr, http) = site(
+        ip,
+        &format!(
+            "log_format ua \"ua=$http_user_agent\";\n\
+             upstream pool {{ server {}; }}",
+            good.host_port()
+        ),
+    );
+    let http = http.replace(
+        "server_name app.test;",
+        "server_name app.test; access_log logs/ua.log ua;",
+    );
+    let n = TestNginx::start(&http);
+    let mut logs = Cursors::open(&[&n.error_log]);
+    let mut o = opts();
+    o.headers = vec![("User-Agent".into(), "probe/1".into())];
+    let report = verify(&url(addr), &mut logs, &o);
+    assert!(report.passed, "{report:?}");
+    let seen = std::fs::read_to_string(n.prefix.join("logs/ua.log")).unwrap();
+    assert!(!seen.is_empty());
+    assert!(seen.lines().all(|l| l == "ua=probe/1"), "{seen}");
+}

@@ -88,6 +88,26 @@ fn regression_a_malformed_health_url_is_a_usage_error_before_the_snapshot() {
     site.assert_next_run_reloads();
 }
 
+/// Regression: `--health-header 'Host: x'` was sent beside each check's own Host; nginx
+/// answers a request with two Host fields with its own 400, which counted as a pass. A Host
+/// (or a framing field) is now a usage error that points at `--resolve`, before any snapshot.
+#[test]
+fn regression_a_host_health_header_is_a_usage_error_before_the_snapshot() {
+    let site = Edited::start();
+    let before = site.snapshots();
+    let health = format!("http://127.0.0.1:{}/", site.listen.port());
+    for header in ["Host: site.test", "content-length: 4"] {
+        let run = (site.sr).run(&["-y", "--health", &health, "--health-header", header]);
+        run.expect(2);
+        assert!(run.stderr.contains(&format!("{header:?}")), "{run}");
+        site.assert_untouched(&run);
+    }
+    let run = (site.sr).run(&["-y", "--health-header", "Host: site.test"]);
+    assert!(run.stderr.contains("--resolve"), "{run}");
+    assert_eq!(site.snapshots(), before, "no snapshot taken");
+    site.assert_next_run_reloads();
+}
+
 /// Regression: a `--resolve` entry was read only when a `--health` URL looked it up, so a
 /// malformed one (or one a URL did not match, or any without `--health`) was ignored and a
 /// port out of range never matched: the health check went to the system resolver or nowhere.

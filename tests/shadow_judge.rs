@@ -695,6 +695,38 @@ fn a_websocket_location_is_checked_with_a_handshake() {
     assert_eq!(http_get(listen, "ws.test", "/rev").expect("GET").1, "2");
 }
 
+/// The same WebSocket location on an `ssl http2` listen: over TLS a client's ALPN picks
+/// HTTP/1.1 for the handshake, so the check is the handshake too. It was a plain GET there,
+/// which the WebSocket-only backend closes: every change to the site was refused.
+#[test]
+fn a_websocket_location_on_an_ssl_http2_listen_is_checked_with_a_handshake() {
+    let ip = unique_loopback();
+    let ws = WebSocketBackend::start(SocketAddr::new(ip, 0));
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(certs.path(), "ws.test");
+    let listen = listen_on(ip);
+    let site = |rev: u32| {
+        format!(
+            "server {{ listen {listen} ssl http2; server_name ws.test;\n\
+             ssl_certificate {}; ssl_certificate_key {};\n\
+             location = /rev {{ return 20{rev}; }}\n\
+             location /ws/ {{ proxy_pass http://{}; proxy_http_version 1.1;\n\
+             proxy_set_header Upgrade $http_upgrade;\n\
+             proxy_set_header Connection upgrade; }} }}",
+            cert.display(),
+            key.display(),
+            ws.addr
+        )
+    };
+    let (n, sr) = running(&site(0));
+    n.write_http(&site(1));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    assert!(run.stdout.contains("WebSocket handshake"), "{run}");
+    // `/rev` answers 201 in the new configuration: it is the one nginx runs.
+    assert_eq!(https_get(listen, "ws.test", "/rev").expect("GET"), 201);
+}
+
 /// A pool whose servers take two connections each (`max_conns=2`), answering in 300 ms: the
 /// shadow's samples of a new site on it go at most four at a time, as nginx would take them.
 /// Sixteen at once got "no live upstreams" 502s from nginx itself, and the shadow refused a

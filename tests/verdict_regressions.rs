@@ -1218,3 +1218,74 @@ fn a_front_controller_behind_if_not_exists_is_checked_through_index_php() {
         "refused: {body}"
     );
 }
+
+/// Regression: a new site whose backend closes every request (nginx answers 502), on a listen
+/// whose default server drops unknown Hosts (`return 444;`) or refuses their TLS handshake
+/// (`ssl_reject_handshake on;`). Before the change, the new name's check got the catch-all's
+/// dropped connection, which counted as "failed before the change": the 502 went live with
+/// exit 4 "not the cause", and `check` passed it. Another server answered that request before,
+/// so it has no baseline: the shadow refuses the site, and without the shadow it is rolled
+/// back. The site nginx already served keeps answering throughout.
+#[test]
+fn a_new_failing_site_behind_a_catch_all_that_drops_unknown_hosts_is_the_changes() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "a");
+    let closing = CloseBackend::start(SocketAddr::new(ip, 0));
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(certs.path(), "a.test");
+    let tls = format!(
+        "ssl_certificate {}; ssl_certificate_key {};",
+        cert.display(),
+        key.display()
+    );
+    for catch_all in ["return 444;", "ssl_reject_handshake on;"] {
+        let https = catch_all.starts_with("ssl");
+        let listen = SocketAddr::new(ip, free_port(ip));
+        let flags = if https { " ssl" } else { "" };
+        let site = |name: &str, backend: &str| {
+            format!(
+                "server {{ listen {listen}{flags}; server_name {name}; {tls} \
+                 location / {{ proxy_pass http://{backend}; }} }}"
+            )
+        };
+        let base = format!(
+            "server {{ listen {listen}{flags} default_server; server_name _; {catch_all} }}\n{}",
+            site("a.test", &good.host_port())
+        );
+        let n = TestNginx::start(&base);
+        let sr = SafeReload::new(&n);
+        sr.init();
+        let get = |host: &str| match https {
+            // curl writes 000 for a handshake the server refused.
+            true => https_get(listen, host, "/").ok().filter(|&s| s != 0),
+            false => http_get(listen, host, "/").ok().map(|(status, _)| status),
+        };
+        assert_eq!(
+            get("b.test"),
+            None,
+            "{catch_all}: the catch-all drops b.test"
+        );
+        n.write_http(&format!(
+            "{base}\n{}",
+            site("b.test", &closing.addr.to_string())
+        ));
+
+        let run = sr.run(&["check"]);
+        run.expect(1);
+        let run = sr.run(&["-y", "--json"]);
+        run.expect(1);
+        assert_eq!(
+            run.json()["shadow"]["state"],
+            "refused",
+            "{catch_all}: {run}"
+        );
+        assert_eq!(get("b.test"), None, "{catch_all}: not reloaded");
+        assert_eq!(get("a.test"), Some(200), "{catch_all}");
+
+        let run = sr.run(&["-y", "--no-shadow"]);
+        run.expect(3);
+        assert!(run.stderr.contains("b.test"), "{catch_all}: {run}");
+        assert_eq!(get("b.test"), None, "{catch_all}: rolled back");
+        assert_eq!(get("a.test"), Some(200), "{catch_all}");
+    }
+}

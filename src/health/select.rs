@@ -43,7 +43,7 @@ use crate::conf::example::{self, Kind};
 use crate::conf::targets::Context;
 use crate::conf::variants::{Extra, Variant};
 use crate::conf::{Listen, ListenAddr, Location, Reach, Server};
-use crate::impact::{Affected, Impact, ServerId, Touched};
+use crate::impact::{Affected, Impact, Predecessor, ServerId};
 
 /// The most requests in one round.
 pub const MAX_CHECKS: usize = 256;
@@ -112,7 +112,7 @@ pub fn focused_checks(servers: &[Server], impact: &Impact, root: &Path) -> Plan 
     let mut skipped_at: Vec<std::ops::Range<usize>> = Vec::new();
     for (i, server) in servers.iter().enumerate() {
         let id = ServerId::of(server);
-        let Some(touched) = affected.get(&id).map(|a| &a.touched) else {
+        let Some(&a) = affected.get(&id) else {
             continue;
         };
         if server.context != Context::Http {
@@ -131,7 +131,7 @@ pub fn focused_checks(servers: &[Server], impact: &Impact, root: &Path) -> Plan 
             .collect();
         let found = candidates(servers, i, &defaults, &claimed, root, &mut plan.not_checked);
         skipped_at.push(start..plan.not_checked.len());
-        per_server.push(Candidates::of(i, found, touched));
+        per_server.push(Candidates::of(i, found, a));
     }
     let chosen = choose(&per_server);
     let mut taken = take(&per_server, &chosen, servers, root, &mut plan.checks);
@@ -193,10 +193,13 @@ struct Candidates<'a> {
     touched: usize,
     /// Whether the change reaches the server itself, not only what it inherits.
     direct: bool,
+    /// Which of its requests last-good's server answered.
+    before: &'a Predecessor,
 }
 
 impl<'a> Candidates<'a> {
-    fn of(server: usize, mut found: Vec<Candidate<'a>>, touched: &Touched) -> Candidates<'a> {
+    fn of(server: usize, mut found: Vec<Candidate<'a>>, a: &'a Affected) -> Candidates<'a> {
+        let touched = &a.touched;
         let reaches = |c: &Candidate| {
             matches!(c.route, Route::Default(_)) || touched.reaches(&c.location.key())
         };
@@ -207,6 +210,20 @@ impl<'a> Candidates<'a> {
             touched: found.iter().filter(|c| reaches(c)).count(),
             found,
             direct: touched.is_direct(),
+            before: &a.before,
+        }
+    }
+
+    /// Candidate `k`'s check, marked fresh when another server answered it before the change.
+    fn check(&self, k: usize, servers: &[Server], root: &Path) -> Check {
+        let c = &self.found[k];
+        let host = match &c.host {
+            Host::Name(name) => Some(name.as_str()),
+            Host::Ip(_) | Host::Absent => None,
+        };
+        Check {
+            fresh: !self.before.answered(&c.listen.addr.to_string(), host),
+            ..c.check(&servers[self.server], root)
         }
     }
 }
@@ -277,7 +294,7 @@ fn take(
                 }
                 took_any = true;
                 taken[k].1 += 1;
-                let check = c.found[next].check(&servers[c.server], root);
+                let check = c.check(next, servers, root);
                 if !taken[k].0.contains(&check.url) {
                     taken[k].0.push(check.url.clone());
                 }
@@ -401,8 +418,11 @@ impl Candidate<'_> {
             .map(|(name, value)| format!(", {name}: {value}"))
             .collect();
         // A WebSocket endpoint gets the handshake its clients send; one that only speaks
-        // WebSocket closes on a plain GET, which nginx answers 502.
-        if loc.websocket && !self.listen.http2 {
+        // WebSocket closes on a plain GET, which nginx answers 502. nginx 1.22 speaks only
+        // HTTP/2 on a plaintext `http2` listen (no Upgrade there); over TLS, ALPN lets
+        // HTTP/1.1 through.
+        let http2_only = self.listen.http2 && !self.listen.ssl;
+        if loc.websocket && !http2_only {
             for (name, value) in WEBSOCKET_HANDSHAKE {
                 headers.push((name.to_string(), value.to_string()));
             }
@@ -431,9 +451,7 @@ impl Candidate<'_> {
             path,
             tls: self.listen.ssl,
             proxy_protocol: self.listen.proxy_protocol,
-            // nginx 1.22 speaks only HTTP/2 on a plaintext `http2` listen; over TLS, ALPN
-            // lets HTTP/1.1 through.
-            http2: self.listen.http2 && !self.listen.ssl,
+            http2: http2_only,
             grpc: loc.pass == "grpc_pass",
             gate: Gate {
                 auth: loc.auth,
@@ -442,6 +460,7 @@ impl Candidate<'_> {
             upstream: Some(loc.target.clone()),
             headers,
             auth: None,
+            fresh: false,
         }
     }
 }

@@ -774,6 +774,9 @@ fn fields(check: &Check, headers: &[(String, String)]) -> Vec<(String, String)> 
             format!("Basic {}", base64(auth.expose().as_bytes())),
         ));
     }
+    // The operator's fields replace the defaults of the same name (one User-Agent, not two),
+    // and a check's own (the header that takes its branch) replaces both.
+    out.retain(|(n, _)| !headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(n)));
     out.extend(headers.iter().cloned());
     for (name, value) in &check.headers {
         out.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
@@ -1023,6 +1026,25 @@ mod tests {
             "{req}"
         );
         assert!(!check.url.contains(":p@"), "{}", check.url);
+        // The operator's User-Agent replaces the default: one field, theirs.
+        let ua = [("user-agent".to_string(), "probe/1".to_string())];
+        let req = request_bytes(&check, &ua);
+        assert_eq!(
+            req.to_ascii_lowercase().matches("user-agent:").count(),
+            1,
+            "{req}"
+        );
+        assert!(req.contains("user-agent: probe/1\r\n"), "{req}");
+        // A check's own field (the one that takes its branch) replaces the operator's.
+        check.headers = vec![("User-Agent".into(), "mozilla".into())];
+        let req = request_bytes(&check, &ua);
+        assert_eq!(
+            req.to_ascii_lowercase().matches("user-agent:").count(),
+            1,
+            "{req}"
+        );
+        assert!(req.contains("User-Agent: mozilla\r\n"), "{req}");
+        check.headers.clear();
         // Sent to a stand-in (the shadow), the request is still the one for 8080.
         check.dial = Some("127.0.0.1:39999".parse().unwrap());
         let req = request_bytes(&check, &[]);

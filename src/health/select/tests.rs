@@ -601,3 +601,28 @@ fn a_split_by_the_clients_address_between_upstreams_is_listed() {
         "{skipped:#?}"
     );
 }
+
+#[test]
+fn a_websocket_location_gets_the_handshake_unless_the_listen_speaks_only_http2() {
+    let ws = "location /ws/ { proxy_pass http://u; proxy_http_version 1.1; \
+              proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection upgrade; }";
+    let p = plan(&format!(
+        "server {{ listen 127.0.0.1:8443 ssl http2; server_name t.test; {ws} }}\n\
+         server {{ listen 127.0.0.1:8082 http2; server_name h.test; {ws} }}\n\
+         server {{ listen 127.0.0.1:8080; server_name p.test; {ws} }}"
+    ));
+    let upgrades: Vec<(&str, bool)> = (p.checks.iter())
+        .map(|c| {
+            let up = c
+                .headers
+                .iter()
+                .any(|(n, v)| n == "Upgrade" && v == "websocket");
+            (c.host.as_str(), up)
+        })
+        .collect();
+    // Over TLS, ALPN lets HTTP/1.1 (and its Upgrade) through; plaintext http2 is HTTP/2 only.
+    assert_eq!(
+        upgrades,
+        [("t.test", true), ("h.test", false), ("p.test", true)]
+    );
+}
