@@ -16,8 +16,8 @@ use support::wait_for;
 
 const PHP_FPM: &str = "/usr/sbin/php-fpm8.2";
 
-#[test]
-fn php_fpm_wrong_socket_path_hint_names_the_pool_socket() {
+/// Debian's php-fpm with one pool on `DIR/run/php/php8.2-fpm.sock`, started and waited for.
+fn php_fpm_on_a_socket() -> (tempfile::TempDir, PathBuf, Guard) {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run/php");
     std::fs::create_dir_all(&run).unwrap();
@@ -51,7 +51,12 @@ fn php_fpm_wrong_socket_path_hint_names_the_pool_socket() {
     });
     let log = std::fs::read_to_string(dir.path().join("php-fpm.log")).unwrap_or_default();
     assert!(up, "php-fpm did not listen on {}: {log}", sock.display());
+    (dir, sock, fpm)
+}
 
+#[test]
+fn php_fpm_wrong_socket_path_hint_names_the_pool_socket() {
+    let (dir, sock, fpm) = php_fpm_on_a_socket();
     let wrong = dir.path().join("run/php-fpm.sock");
     let report = probe_all(&targets(vec![unix(&wrong), unix(&sock)]), &opts(1000));
     assert_eq!(report.results[1].status, Status::Ok);
@@ -64,6 +69,34 @@ fn php_fpm_wrong_socket_path_hint_names_the_pool_socket() {
     );
     assert!(
         text.contains(&format!("php-fpm8.2 (pid {})", fpm.0.id())),
+        "{text}"
+    );
+}
+
+/// A `fastcgi_pass` to a missing socket, beside php-fpm's socket and another program's socket
+/// of as alike a name: php-fpm's is the one proposed (the other came first, by its path).
+#[test]
+fn a_fastcgi_hint_proposes_php_fpms_socket_before_another_programs() {
+    let (dir, sock, _fpm) = php_fpm_on_a_socket();
+    let other = dir.path().join("run/php-fpm2.sock");
+    let _other = std::os::unix::net::UnixListener::bind(&other).unwrap();
+    let wrong = dir.path().join("run/php-fpm.sock");
+    let mut t = unix(&wrong);
+    let mut r = reference(10);
+    r.directive = safe_reload::conf::targets::Name::of_pass("fastcgi_pass").unwrap();
+    t.references = vec![r].into();
+    let report = probe_all(&targets(vec![t]), &opts(1000));
+    let r = &report.results[0];
+    assert_eq!(r.status, Status::NoSuchSocket);
+    let text = hint_text(r);
+    let (fpm_at, other_at) = (
+        text.find(&sock.display().to_string()),
+        text.find(&other.display().to_string()),
+    );
+    assert!(fpm_at.is_some() && other_at.is_some(), "{text}");
+    assert!(fpm_at < other_at, "php-fpm's socket first: {text}");
+    assert!(
+        text.contains(&format!("point the config at unix:{}", sock.display())),
         "{text}"
     );
 }

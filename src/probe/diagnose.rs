@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
+use super::handshake::Kind;
 use super::netstat::{main_holder, Listeners, Owner, TcpListen};
 use super::{Hint, Status};
 
@@ -229,6 +230,7 @@ pub fn unix(
     errno: Option<&str>,
     listeners: &Listeners,
     allowed: Candidates,
+    expects: Option<Kind>,
 ) -> Vec<Hint> {
     let eagain = format!("{}:", libc::EAGAIN);
     let mut hints = Vec::new();
@@ -263,7 +265,7 @@ pub fn unix(
     // other sockets of similar names are no hint there.
     let listening = listeners.unix.iter().any(|l| l.path == path);
     if status != Status::PermissionDenied && !listening {
-        hints.extend(similar_sockets(path, listeners, allowed));
+        hints.extend(similar_sockets(path, listeners, allowed, expects));
     }
     hints
 }
@@ -294,8 +296,37 @@ fn kind_of(path: &Path) -> &'static str {
     }
 }
 
-/// Listening sockets whose path looks like the one written, best first.
-fn similar_sockets(path: &Path, listeners: &Listeners, allowed: Candidates) -> Option<Hint> {
+/// How well the program holding a socket suits a directive that speaks `expects`: 0 a
+/// program known to speak it (php-fpm for `fastcgi_pass`), 1 one not known either way, 2 one
+/// known to speak another protocol (php-fpm for `proxy_pass http://`).
+fn affinity(holder: Option<&Owner>, expects: Option<Kind>) -> u8 {
+    let program = holder.map_or("", |o| o.program.as_str());
+    let speaks = if program.starts_with("php-fpm")
+        || program.starts_with("php") && program.contains("fpm")
+    {
+        Some(Kind::FastCgi)
+    } else if program.starts_with("uwsgi") {
+        Some(Kind::Uwsgi)
+    } else if program == "memcached" {
+        Some(Kind::Memcached)
+    } else {
+        None
+    };
+    match (speaks, expects) {
+        (Some(s), Some(e)) if s == e => 0,
+        (None, _) | (_, None) => 1,
+        _ => 2,
+    }
+}
+
+/// Listening sockets whose path looks like the one written, best first: those held by a
+/// program that speaks the directive's protocol before those held by one that speaks another.
+fn similar_sockets(
+    path: &Path,
+    listeners: &Listeners,
+    allowed: Candidates,
+    expects: Option<Kind>,
+) -> Option<Hint> {
     let mut scored: Vec<(f64, &super::netstat::UnixListen)> = listeners
         .unix
         .iter()
@@ -304,7 +335,12 @@ fn similar_sockets(path: &Path, listeners: &Listeners, allowed: Candidates) -> O
         .map(|l| (super::similar::score(path, &l.path), l))
         .filter(|(s, _)| *s >= super::similar::THRESHOLD)
         .collect();
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.path.cmp(&b.1.path)));
+    let fit = |l: &super::netstat::UnixListen| affinity(main_holder(&l.holders), expects);
+    scored.sort_by(|a, b| {
+        (fit(a.1).cmp(&fit(b.1)))
+            .then_with(|| b.0.total_cmp(&a.0))
+            .then_with(|| a.1.path.cmp(&b.1.path))
+    });
     scored.dedup_by(|a, b| a.1.path == b.1.path);
     let best = scored.first()?.1;
     let named: Vec<String> = scored

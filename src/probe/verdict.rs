@@ -446,12 +446,14 @@ fn add_hints(
     match &r.target {
         TargetAddr::Unix(path) => {
             let path = &opts.socket_path(path);
+            let expects = r.addresses.iter().find_map(|a| a.protocol);
             hints.extend(diagnose::unix(
                 path,
                 r.status,
                 r.errno.as_deref(),
                 listeners,
                 allowed,
+                expects,
             ));
             if r.status == Status::PermissionDenied && r.hints.is_empty() {
                 hints.extend(own_denial(path));
