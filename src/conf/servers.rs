@@ -1201,6 +1201,7 @@ fn missing_file_test(i: &Directive) -> bool {
 /// `if` block `i` as a variant no check takes: its condition is not on the request.
 fn unmet(i: &Directive) -> Variant {
     Variant {
+        target: None,
         what: format!("if ({})", condition(i)),
         send: Err(
             "the condition is not on the request's method, a cookie, a header or a query \
@@ -1226,6 +1227,7 @@ fn limit_except_pass(dirs: &[Directive], own: Option<&str>) -> Option<Variant> {
         .map(|m| m.as_str().to_ascii_uppercase())
         .collect();
     Some(Variant {
+        target: None,
         what: format!("limit_except {} {{ {to} }}", named.join(" ")),
         send: Err(format!(
             "only requests of another method than {} reach that backend, and a check sends \
@@ -1252,6 +1254,7 @@ fn limit_except(dirs: &[Directive]) -> Option<Variant> {
         .collect();
     let restricts = inherit_auth(false, d.children());
     (restricts && !methods.iter().any(|m| m == "GET")).then(|| Variant {
+        target: None,
         what: format!("limit_except {}", methods.join(" ")),
         method: None,
         send: Err(format!(

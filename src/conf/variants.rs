@@ -47,6 +47,9 @@ pub struct Variant {
     pub method: Option<String>,
     pub file: Arc<Path>,
     pub line: u32,
+    /// The backend the branch passes to, when it has a `*_pass` of its own (`if (...) {
+    /// proxy_pass http://canary; }`); `None`: the location's.
+    pub target: Option<String>,
 }
 
 /// What the plain check sends for `map`'s source: its method, its User-Agent and Accept, no
@@ -116,6 +119,7 @@ fn key_variant(map: &HostMap, key: &host_map::Key, what: impl Fn(&str) -> String
         value.as_deref().unwrap_or(key.pattern.text())
     );
     Variant {
+        target: None,
         what: what(&shown),
         send,
         method: (map.source == Source::Method)
@@ -173,6 +177,7 @@ fn default_variant(map: &HostMap) -> Option<Variant> {
         }
     };
     Some(Variant {
+        target: None,
         what: format!("map ${} ({}: {value}, its default)", map.var, map.reads),
         send: extra(map.source, &map.name, &value),
         method,
@@ -203,7 +208,10 @@ pub fn of_ifs<'a>(
         if Some(to) == own {
             continue;
         }
-        out.extend(of_condition(d, maps));
+        out.extend(of_condition(d, maps).map(|v| Variant {
+            target: Some(to.to_string()),
+            ..v
+        }));
     }
     out
 }
@@ -290,6 +298,7 @@ pub fn by_client(dirs: &[Directive]) -> Vec<ByClient> {
 pub fn of_client(by_client: &[ByClient], target: &str) -> Option<Variant> {
     let b = by_client.iter().find(|b| reads(target, &b.var))?;
     Some(Variant {
+        target: None,
         what: format!("{} {}", b.what, b.var),
         send: Err(
             "which backend a request gets depends on the client's address, and checks come \
@@ -350,6 +359,7 @@ pub fn of_condition(d: &Directive, maps: &Maps) -> Option<Variant> {
         _ => None,
     };
     Some(Variant {
+        target: None,
         what: format!("if ({cond})"),
         send: value.and_then(|v| extra(source, &name, &v)),
         method,
@@ -370,6 +380,7 @@ fn of_true_map(d: &Directive, maps: &Maps, var: &str, cond: &str) -> Option<Vari
         Lookup::Value(_) if map.source == Source::Header => {
             let plain = plain_value(map);
             return Some(Variant {
+                target: None,
                 what: format!("if ({cond}), map ${var} ({}: {plain})", map.reads),
                 send: extra(map.source, &map.name, &plain),
                 method: None,
@@ -384,6 +395,7 @@ fn of_true_map(d: &Directive, maps: &Maps, var: &str, cond: &str) -> Option<Vari
         format!("if ({cond}), map ${var} ({shown})")
     });
     Some(Variant {
+        target: None,
         file: d.file.clone(),
         line: d.line,
         ..v

@@ -457,7 +457,9 @@ impl Candidate<'_> {
                 auth: loc.auth,
                 returns: loc.returns.to_vec(),
             },
-            upstream: Some(loc.target.clone()),
+            upstream: Some(
+                (self.extra.and_then(|v| v.target.clone())).unwrap_or_else(|| loc.target.clone()),
+            ),
             headers,
             auth: None,
             fresh: false,

@@ -626,3 +626,21 @@ fn a_websocket_location_gets_the_handshake_unless_the_listen_speaks_only_http2()
         [("t.test", true), ("h.test", false), ("p.test", true)]
     );
 }
+
+#[test]
+fn a_branch_with_its_own_pass_names_that_backend_as_its_upstream() {
+    let p = plan(
+        "server { listen 127.0.0.1:80; server_name c.test;\n\
+         location / { if ($http_x_canary = 1) { proxy_pass http://canary; } proxy_pass http://stable; } }",
+    );
+    let ups: Vec<String> = (p.checks.iter())
+        .map(|c| format!("{:?} {:?}", c.headers, c.upstream))
+        .collect();
+    assert_eq!(
+        ups,
+        [
+            "[] Some(\"http://stable\")",
+            "[(\"X-Canary\", \"1\")] Some(\"http://canary\")"
+        ]
+    );
+}
