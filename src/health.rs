@@ -81,6 +81,10 @@ pub struct Check {
     /// `user:pass` from the URL, sent as Basic auth.
     #[serde(skip)]
     pub auth: Option<Secret>,
+    /// The loopback address to connect from, when the branch checked depends on it (a
+    /// `split_clients` on `$remote_addr`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<std::net::IpAddr>,
     /// Another server answered this request before the change (its server, Host or listen is
     /// new): the running configuration's answer is no baseline for it.
     #[serde(skip)]
@@ -122,6 +126,7 @@ impl Check {
             upstream: None,
             headers: Vec::new(),
             auth: None,
+            source: None,
             fresh: false,
         }
     }

@@ -564,3 +564,72 @@ fn a_regex_that_is_plain_text_is_met_by_that_text() {
         "refused: beta still answers"
     );
 }
+
+/// `GET path` for site.test from the loopback address `from`: the status and body.
+fn get_from(from: std::net::IpAddr, listen: SocketAddr, path: &str) -> (u16, String) {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.bind(&SocketAddr::new(from, 0).into()).expect("bind");
+    (socket.connect_timeout(&listen.into(), std::time::Duration::from_secs(5))).expect("connect");
+    let mut s = std::net::TcpStream::from(socket);
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n");
+    std::io::Write::write_all(&mut s, req.as_bytes()).expect("send");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut s, &mut text).expect("read");
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// `split_clients "${remote_addr}x" $pool { 30% canary; * stable; }`: each share is checked
+/// from a loopback address that nginx's MurmurHash2 puts in it, so a change that breaks the
+/// canary share (30% of clients get 502) is refused. It was listed as not verified and went
+/// live. nginx itself puts the address the check came from in the canary share.
+#[test]
+fn each_share_of_a_split_on_the_clients_address_is_checked_from_an_address_in_it() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let g = good.host_port();
+    let site = |canary: &str| {
+        format!(
+            "upstream canary {{ server {canary}; }}\nupstream stable {{ server {g}; }}\n\
+             split_clients \"${{remote_addr}}x\" $pool {{ 30% canary; * stable; }}\n\
+             server {{ listen {listen}; server_name site.test;\n\
+             location = /which {{ return 200 \"$pool\"; }}\n\
+             location / {{ proxy_pass http://$pool; }} }}"
+        )
+    };
+    let n = TestNginx::start(&site(&g));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site(&bad.addr.to_string()));
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert!(run.stdout.contains("split_clients $pool (canary)"), "{run}");
+    let from = (run.stdout.split(", from ").nth(1))
+        .and_then(|t| t.split([')', ',']).next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("the canary check's address: {run}"));
+    assert_eq!(get_from(from, listen, "/which"), (200, "canary".into()));
+    assert_eq!(
+        get_from(from, listen, "/x"),
+        (200, "good".into()),
+        "refused"
+    );
+
+    let run = sr.run(&["-y", "--no-probe", "--no-shadow"]);
+    run.expect(3);
+    assert_eq!(
+        get_from(from, listen, "/x"),
+        (200, "good".into()),
+        "rolled back"
+    );
+}

@@ -10,6 +10,7 @@
 //! can change data behind the backend, and nothing tells a harmless one. It is said to be
 //! unverified, with why.
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,14 +25,18 @@ pub enum Extra {
     Header(String, String),
     /// A query parameter.
     Query(String, String),
+    /// The loopback address to connect from (a `split_clients` of `$remote_addr` hashes it
+    /// into the branch).
+    From(Ipv4Addr),
 }
 
 impl Extra {
-    /// As shown: `Cookie: canary=1`, `?v=2`.
+    /// As shown: `Cookie: canary=1`, `?v=2`, `from 127.0.3.7`.
     pub fn shown(&self) -> String {
         match self {
             Extra::Header(name, value) => format!("{name}: {value}"),
             Extra::Query(name, value) => format!("?{name}={value}"),
+            Extra::From(ip) => format!("from {ip}"),
         }
     }
 }
@@ -243,6 +248,148 @@ pub struct ByClient {
     pub what: String,
     pub file: Arc<Path>,
     pub line: u32,
+    /// A `split_clients` block's key and shares.
+    pub split: Option<Split>,
+}
+
+/// A `split_clients` block as nginx reads it (`ngx_http_split_clients_module.c`): the key
+/// (a complex value, hashed with MurmurHash2) and each share's upper bound of the hash, in
+/// order; a bound of 0 takes every hash left (`*`, or the share that reaches 100%). A hash
+/// past the last bound gets the empty value.
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub key: String,
+    pub parts: Vec<(u32, String)>,
+}
+
+/// How many loopback addresses (127.0.K.L) are tried for a share: 64,516 cover any share of
+/// 0.01% (nginx's finest) with near certainty.
+const SPLIT_SOURCES: u32 = 254 * 254;
+
+impl Split {
+    /// Read from the block's lines (`10% canary;`, `* stable;`); `None` for what nginx
+    /// refuses (a percent it cannot read, a total over 100%).
+    fn of(d: &Directive) -> Option<Split> {
+        let mut parts = Vec::new();
+        let (mut sum, mut last) = (0u32, 0u32);
+        for c in d.children() {
+            let value = c.arg0().to_string();
+            let percent = match c.name.as_str() {
+                "*" => 0,
+                p => hundredths(p.strip_suffix('%')?).filter(|n| *n > 0)?,
+            };
+            sum = if percent > 0 { sum + percent } else { 10_000 };
+            if sum > 10_000 {
+                return None;
+            }
+            let bound = if sum == 10_000 {
+                0
+            } else {
+                last = last.wrapping_add((u64::from(percent) * 0xffff_ffff / 10_000) as u32);
+                last
+            };
+            parts.push((bound, value));
+        }
+        Some(Split {
+            key: d.args.first()?.as_str().to_string(),
+            parts,
+        })
+    }
+
+    /// The value a key of this hash gets, as `ngx_http_split_clients_variable` picks it.
+    pub fn value(&self, hash: u32) -> &str {
+        (self.parts.iter())
+            .find(|(bound, _)| hash < *bound || *bound == 0)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// The first loopback address 127.0.K.L whose key lands on `value`, when the key reads
+    /// nothing but `$remote_addr` (anything else of the request is not the source's to set).
+    pub fn source_for(&self, value: &str) -> Option<Ipv4Addr> {
+        let pieces = remote_addr_pieces(&self.key)?;
+        (0..SPLIT_SOURCES).find_map(|i| {
+            let ip = Ipv4Addr::new(127, 0, (i / 254) as u8 + 1, (i % 254) as u8 + 1);
+            let key = pieces.join(&ip.to_string());
+            (self.value(murmur2(key.as_bytes())) == value).then_some(ip)
+        })
+    }
+}
+
+/// A key's literal text around each `$remote_addr` (or `${remote_addr}`; names ignore case),
+/// at least one; `None` when it reads another variable.
+fn remote_addr_pieces(key: &str) -> Option<Vec<&str>> {
+    let (mut pieces, mut from, mut i) = (Vec::new(), 0, 0);
+    let b = key.as_bytes();
+    let name_char = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    while i < b.len() {
+        if b[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        let rest = key[i..].to_ascii_lowercase();
+        let len = if rest.starts_with("${remote_addr}") {
+            "${remote_addr}".len()
+        } else if rest.starts_with("$remote_addr")
+            && !rest
+                .as_bytes()
+                .get("$remote_addr".len())
+                .is_some_and(|c| name_char(*c))
+        {
+            "$remote_addr".len()
+        } else {
+            return None;
+        };
+        pieces.push(&key[from..i]);
+        i += len;
+        from = i;
+    }
+    pieces.push(&key[from..]);
+    (pieces.len() > 1).then_some(pieces)
+}
+
+/// A decimal with at most two digits after the point, in hundredths (`ngx_atofp(..., 2)`):
+/// `0.5` is 50, `10` is 1000.
+fn hundredths(text: &str) -> Option<u32> {
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if text.is_empty() || frac.len() > 2 || !digits(whole) || !digits(frac) {
+        return None;
+    }
+    let whole: u32 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let frac: u32 = format!("{frac:0<2}").parse().ok()?;
+    whole.checked_mul(100)?.checked_add(frac)
+}
+
+/// MurmurHash2 as `ngx_murmur_hash2` computes it (seed 0, little-endian blocks).
+pub fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h = data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        if tail.len() == 3 {
+            h ^= u32::from(tail[2]) << 16;
+        }
+        if tail.len() >= 2 {
+            h ^= u32::from(tail[1]) << 8;
+        }
+        h ^= u32::from(tail[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^ (h >> 15)
 }
 
 /// The `geo`, `split_clients` and `map $remote_addr` blocks of `http` (`dirs`) that give
@@ -284,6 +431,7 @@ pub fn by_client(dirs: &[Directive]) -> Vec<ByClient> {
         if values.len() > 1 && var.starts_with('$') {
             out.push(ByClient {
                 var: var.to_string(),
+                split: (d.name == "split_clients").then(|| Split::of(d)).flatten(),
                 what,
                 file: d.file.clone(),
                 line: d.line,
@@ -293,22 +441,54 @@ pub fn by_client(dirs: &[Directive]) -> Vec<ByClient> {
     out
 }
 
-/// The variant of a `*_pass` (`target`) that reads a variable of `by_client`: listed as not
-/// verified, with why.
-pub fn of_client(by_client: &[ByClient], target: &str) -> Option<Variant> {
-    let b = by_client.iter().find(|b| reads(target, &b.var))?;
-    Some(Variant {
+/// The variants of a `*_pass` (`target`) that reads a variable of `by_client`. Each share of
+/// a `split_clients` on `$remote_addr` is checked from a loopback address that hashes into it
+/// (a share with no value, the hashes past the last one, is nginx's empty value either way);
+/// any other is listed as not verified, with why.
+pub fn of_client(by_client: &[ByClient], target: &str) -> Vec<Variant> {
+    let Some(b) = by_client.iter().find(|b| reads(target, &b.var)) else {
+        return Vec::new();
+    };
+    let variant = |what: String, send| Variant {
         target: None,
-        what: format!("{} {}", b.what, b.var),
-        send: Err(
-            "which backend a request gets depends on the client's address, and checks come \
-             from loopback: only the branch loopback gets is checked"
-                .into(),
-        ),
+        what,
+        send,
         method: None,
         file: b.file.clone(),
         line: b.line,
-    })
+    };
+    let unverified = || {
+        variant(
+            format!("{} {}", b.what, b.var),
+            Err(
+                "which backend a request gets depends on the client's address, and checks \
+                 come from loopback: only the branch loopback gets is checked"
+                    .into(),
+            ),
+        )
+    };
+    let Some(split) = &b.split else {
+        return vec![unverified()];
+    };
+    let mut values: Vec<&str> = Vec::new();
+    for (_, v) in &split.parts {
+        if !v.is_empty() && !values.contains(&v.as_str()) {
+            values.push(v);
+        }
+    }
+    let mut out = Vec::new();
+    for value in values {
+        let what = format!("split_clients {} ({value})", b.var);
+        match split.source_for(value) {
+            Some(ip) => out.push(variant(what, Ok(Extra::From(ip)))),
+            None if split.key.to_ascii_lowercase().contains("remote_addr") => out.push(variant(
+                what,
+                Err("no loopback address hashes into this share".into()),
+            )),
+            None => return vec![unverified()],
+        }
+    }
+    out
 }
 
 /// The maps of the configuration, by the variable each defines.
@@ -558,5 +738,47 @@ mod tests {
         assert!(vs[0].send.is_err());
         assert_eq!(vs[1].send, Ok(Extra::Header("X-Beta".into(), "on".into())));
         assert!(vs[2].send.is_err());
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+
+    #[test]
+    fn percents_read_as_nginx_reads_them() {
+        assert_eq!(hundredths("0.5"), Some(50));
+        assert_eq!(hundredths("10"), Some(1000));
+        assert_eq!(hundredths(".25"), Some(25));
+        assert_eq!(hundredths("1.234"), None);
+        assert_eq!(hundredths("x"), None);
+        assert_eq!(murmur2(b""), 0);
+    }
+
+    #[test]
+    fn shares_take_the_hashes_below_their_bound_and_the_last_takes_the_rest() {
+        let file: Arc<Path> = Path::new("t.conf").into();
+        let text = "split_clients \"${remote_addr}AAA\" $v { 0.5% one; 2.0% two; * three; }";
+        let conf = crate::conf::tree::parse(&file, text.as_bytes()).expect("parse");
+        let d = &conf[0];
+        let split = Split::of(d).expect("split");
+        assert_eq!(split.key, "${remote_addr}AAA");
+        let one = (50u64 * 0xffff_ffff / 10_000) as u32;
+        assert_eq!(split.parts[0], (one, "one".to_string()));
+        assert_eq!(split.parts[2].0, 0);
+        assert_eq!(split.value(0), "one");
+        assert_eq!(split.value(one), "two");
+        assert_eq!(split.value(u32::MAX), "three");
+        assert_eq!(
+            remote_addr_pieces("${REMOTE_ADDR}AAA"),
+            Some(vec!["", "AAA"])
+        );
+        assert_eq!(remote_addr_pieces("$remote_addr$http_x"), None);
+        assert_eq!(remote_addr_pieces("$remote_address"), None);
+        for v in ["one", "two", "three"] {
+            let ip = split.source_for(v).expect(v);
+            let key = format!("{ip}AAA");
+            assert_eq!(split.value(murmur2(key.as_bytes())), v);
+        }
     }
 }

@@ -409,6 +409,10 @@ impl Candidate<'_> {
             what.push_str(&format!(", {}", v.what));
         }
         let (path, mut headers) = with_extra(self.path, self.extra);
+        let source = match self.extra.map(|v| &v.send) {
+            Some(Ok(Extra::From(ip))) => Some(IpAddr::V4(*ip)),
+            _ => None,
+        };
         for (name, value) in &server.check_headers {
             if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
                 headers.push((name.clone(), value.clone()));
@@ -417,6 +421,9 @@ impl Candidate<'_> {
         let mut sent: String = (headers.iter())
             .map(|(name, value)| format!(", {name}: {value}"))
             .collect();
+        if let Some(ip) = source {
+            sent.push_str(&format!(", from {ip}"));
+        }
         // A WebSocket endpoint gets the handshake its clients send; one that only speaks
         // WebSocket closes on a plain GET, which nginx answers 502. nginx 1.22 speaks only
         // HTTP/2 on a plaintext `http2` listen (no Upgrade there); over TLS, ALPN lets
@@ -462,6 +469,7 @@ impl Candidate<'_> {
             ),
             headers,
             auth: None,
+            source,
             fresh: false,
         }
     }

@@ -476,7 +476,7 @@ fn send(checks: &[Check], todo: &[usize], opts: &HealthOptions) -> Vec<Option<Ch
 
 /// One request and its judgement.
 pub fn request(check: &Check, opts: &HealthOptions) -> CheckResult {
-    request_from(check, opts, None)
+    request_from(check, opts, check.source)
 }
 
 /// [`request`] from the loopback address `source` when set (a TCP connection to a loopback

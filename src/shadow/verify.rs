@@ -159,7 +159,9 @@ pub fn sample(
                     .map(|i| {
                         let from = std::net::Ipv4Addr::new(127, 0, (i % 250) as u8, 1);
                         let c = varied(c, i);
-                        scope.spawn(move || health::request_from(&c, opts, Some(from.into())))
+                        // A check of a `split_clients` share keeps the address that takes it.
+                        let from = c.source.unwrap_or(from.into());
+                        scope.spawn(move || health::request_from(&c, opts, Some(from)))
                     })
                     .collect();
                 out.extend(handles.into_iter().filter_map(|h| h.join().ok()));

@@ -585,7 +585,7 @@ fn checks_send_the_header_a_server_level_return_asks_for_when_it_is_known() {
 
 /// `split_clients` and `geo` whose values name upstream blocks: listed as not verified.
 #[test]
-fn a_split_by_the_clients_address_between_upstreams_is_listed() {
+fn a_split_on_the_clients_address_is_checked_per_share_and_a_geo_is_listed() {
     let p = plan(
         "upstream app2 { server 127.0.0.1:8002; }\nupstream canaryp { server 127.0.0.1:8005; }\n\
          split_clients \"${remote_addr}\" $split_pool { 50% canaryp; * app2; }\n\
@@ -595,10 +595,18 @@ fn a_split_by_the_clients_address_between_upstreams_is_listed() {
          location /geo { proxy_pass http://$geo_be; } }",
     );
     let skipped: Vec<String> = (p.not_checked.iter()).map(|u| u.what.clone()).collect();
-    assert!(
-        skipped.contains(&"location /, split_clients $split_pool".to_string())
-            && skipped.contains(&"location /geo, geo $geo_be".to_string()),
-        "{skipped:#?}"
+    assert_eq!(skipped, ["location /geo, geo $geo_be"], "{skipped:#?}");
+    // Each share from an address the hash puts in it.
+    let shares: Vec<String> = (p.checks.iter())
+        .filter(|c| c.source.is_some())
+        .map(|c| c.what.clone())
+        .collect();
+    assert_eq!(
+        shares,
+        [
+            "location /, split_clients $split_pool (canaryp)",
+            "location /, split_clients $split_pool (app2)"
+        ]
     );
 }
 
