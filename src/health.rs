@@ -380,7 +380,7 @@ fn resolve_entry(resolve: &[String], host: &str, port: u16) -> Result<Option<Soc
 mod judge;
 pub mod recent;
 mod verify;
-pub use judge::{erring_since, is_failure, judge, Answer};
+pub use judge::{erring_since, is_failure, judge, worse_than, Answer};
 pub use verify::{
     baseline, expect_down, is_expected, mirror_mark, not_listening, request, request_from, verify,
     verify_against, CheckResult, HealthOptions, HealthReport, Known, NothingKnown,

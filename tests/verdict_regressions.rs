@@ -1289,3 +1289,119 @@ fn a_new_failing_site_behind_a_catch_all_that_drops_unknown_hosts_is_the_changes
         assert_eq!(get("a.test"), Some(200), "{catch_all}");
     }
 }
+
+/// A PHP site whose every page answers 404 after the change, where the same check got the
+/// front controller's 200 before: a `root` typo in front of `try_files $fastcgi_script_name
+/// =404` (nginx's own 404), and a `SCRIPT_FILENAME` that names no file (php-fpm's "File not
+/// found."). Both went live with exit 0, "verified" or "not verified". A 404 where the same
+/// request was served is the change's: refused in the shadow, rolled back without it, and
+/// the pages still answer.
+#[test]
+fn a_php_site_whose_every_page_now_answers_404_is_the_changes() {
+    let ip = unique_loopback();
+    let fpm = AppServer::php_fpm(SocketAddr::new(ip, free_port(ip)));
+    let root = php_root();
+    let good_root = root.path().display().to_string();
+    let script = "$document_root$fastcgi_script_name";
+    let cases = [
+        ("root typo", true, format!("{good_root}-typo"), script),
+        (
+            "SCRIPT_FILENAME",
+            false,
+            good_root.clone(),
+            "/srv/none$fastcgi_script_name",
+        ),
+    ];
+    for (case, try_files, broken_root, broken_script) in cases {
+        let listen = SocketAddr::new(ip, free_port(ip));
+        let site =
+            |root: &str, script: &str| {
+                format!(
+                "server {{ listen {listen}; server_name php.test; root {root}; index index.php;\n\
+                 location / {{ try_files $uri $uri/ /index.php$is_args$args; }}\n\
+                 location ~ \\.php$ {{ {} {} fastcgi_pass {}; }} }}",
+                if try_files { "try_files $fastcgi_script_name =404;" } else { "" },
+                FASTCGI.replace("$document_root$fastcgi_script_name", script),
+                fpm.addr
+            )
+            };
+        let n = TestNginx::start(&site(&good_root, script));
+        let sr = SafeReload::new(&n);
+        sr.init();
+        let page = || http_get(listen, "php.test", "/hello-world/").expect("GET");
+        assert!(page().1.contains("php ok"), "{case}: served before");
+        n.write_http(&site(&broken_root, broken_script));
+
+        let run = sr.run(&["-y", "--json"]);
+        run.expect(1);
+        assert_eq!(run.json()["shadow"]["state"], "refused", "{case}: {run}");
+        assert!(
+            run.stdout
+                .contains("answered HTTP 404 (the running nginx answers HTTP 200)"),
+            "{case}: {run}"
+        );
+        assert_eq!(page().0, 200, "{case}: refused");
+
+        let run = sr.run(&["-y", "--no-shadow"]);
+        run.expect(3);
+        assert!(run.stderr.contains("HTTP 404 after it"), "{case}: {run}");
+        assert_eq!(page().0, 200, "{case}: rolled back");
+    }
+}
+
+/// A proxy's `proxy_set_header Host $host;` became `$proxy_host`: a backend that checks the
+/// Host it is sent (Django's ALLOWED_HOSTS; here an nginx server that answers 400 to any other
+/// name) refuses every request, and its 400 counted as a pass ("live and verified"). A 4xx
+/// where the same request was served is the change's: refused, and rolled back without the
+/// shadow. Adding `auth_basic` (a 401 where there was a 200) is what a change does on purpose:
+/// it goes live.
+#[test]
+fn a_backend_that_now_refuses_every_request_with_a_4xx_is_the_changes() {
+    let ip = unique_loopback();
+    let backend = SocketAddr::new(ip, free_port(ip));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |front: &str| {
+        format!(
+            "server {{ listen {backend}; server_name app.test; return 200 \"app\"; }}\n\
+             server {{ listen {backend} default_server; server_name _; \
+             return 400 \"Invalid HTTP_HOST header\"; }}\n\
+             server {{ listen {listen}; server_name app.test;\n\
+             location / {{ {front} proxy_pass http://{backend}; }} }}"
+        )
+    };
+    let n = TestNginx::start(&site("proxy_set_header Host $host;"));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    assert_eq!(
+        http_get(listen, "app.test", "/").ok(),
+        Some((200, "app".into()))
+    );
+    n.write_http(&site("proxy_set_header Host $proxy_host;"));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert_eq!(
+        http_get(listen, "app.test", "/").ok(),
+        Some((200, "app".into()))
+    );
+    let run = sr.run(&["-y", "--no-shadow"]);
+    run.expect(3);
+    assert!(run.stderr.contains("HTTP 400 after it"), "{run}");
+    assert_eq!(
+        http_get(listen, "app.test", "/").ok(),
+        Some((200, "app".into()))
+    );
+
+    let htpasswd = n.prefix.join("htpasswd");
+    std::fs::write(&htpasswd, "ops:$apr1$x$y\n").expect("htpasswd");
+    n.write_http(&site(&format!(
+        "proxy_set_header Host $host; auth_basic \"ops\"; auth_basic_user_file {};",
+        htpasswd.display()
+    )));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert_eq!(
+        http_get(listen, "app.test", "/").map(|r| r.0).ok(),
+        Some(401)
+    );
+}

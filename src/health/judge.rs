@@ -16,7 +16,9 @@
 //! Any other 5xx (500, 503) is not a failure on its own: an application may answer 500 to a
 //! path it has no page for, `limit_req` answers 503. Next to what the same request got before
 //! the change it is ([`erring_since`]): a location that answered 200, 401 or 403 and now
-//! answers 500 (nginx's answer when an `auth_request` subrequest fails) fails for every client.
+//! answers 500 (nginx's answer when an `auth_request` subrequest fails) fails for every client;
+//! so does one that was served (2xx, 3xx) and now gets a 4xx other than an access rule's, or
+//! nginx's own 404 where the backend answered 200 ([`worse_than`]).
 
 use serde::Serialize;
 
@@ -59,10 +61,35 @@ pub fn is_failure(status: Option<u16>, expect: Option<&[u16]>) -> bool {
 }
 
 /// Whether an answer that passed on its own fails next to the one the same request got
-/// before the change (`before`, an answer that passed): a 5xx where there was none.
+/// before the change (`before`, an answer that passed): a 5xx where there was none, or a 4xx
+/// where the request was served (2xx, 3xx): a `SCRIPT_FILENAME` that now names no file
+/// (php-fpm's 404 for every page), a `Host` the backend now refuses (400). Not a 401, 403,
+/// 407 or 429: credentials, access rules and rate limits are what a change adds on purpose.
 pub fn erring_since(before: Option<u16>, after: Option<u16>) -> bool {
     let server_error = |status: Option<u16>| matches!(status, Some(500..=599));
-    server_error(after) && before.is_some() && !server_error(before)
+    let on_purpose = matches!(after, Some(401 | 403 | 407 | 429));
+    let client_error = matches!(after, Some(400..=499)) && !on_purpose;
+    (server_error(after) && before.is_some() && !server_error(before))
+        || (client_error && matches!(before, Some(200..=399)))
+}
+
+/// Whether nginx's own answer (`answer` not reaching the backend) fails next to a 2xx the
+/// same request got before the change: a 404 or 410 where the backend served it (a `root`
+/// typo in front of `try_files ... =404`). Its other answers (a redirect, a 401, a `return
+/// 503` maintenance page) are what a change sets on purpose.
+pub fn lost_since(before: Option<u16>, after: Option<u16>) -> bool {
+    matches!(after, Some(404 | 410)) && matches!(before, Some(200..=299))
+}
+
+/// Whether `answer` (with `after`) fails next to `before`, the status the same request got
+/// before the change when that passed: [`erring_since`] for an answer that passed,
+/// [`lost_since`] for one nginx gave itself.
+pub fn worse_than(before: Option<u16>, answer: Answer, after: Option<u16>) -> bool {
+    match answer {
+        Answer::Passed => erring_since(before, after),
+        Answer::NotReached => lost_since(before, after),
+        Answer::Failed => false,
+    }
 }
 
 /// Judge one answer at a location. `closed` is a connection closed without a byte of answer
@@ -189,8 +216,20 @@ mod tests {
         assert!(erring_since(Some(401), Some(500)));
         assert!(erring_since(Some(403), Some(503)));
         assert!(!erring_since(Some(500), Some(500)), "the site's own 500");
+        assert!(
+            erring_since(Some(200), Some(404)),
+            "php-fpm's 404 for every page"
+        );
+        assert!(
+            erring_since(Some(302), Some(400)),
+            "a Host the backend refuses"
+        );
+        assert!(!erring_since(Some(200), Some(401)) && !erring_since(Some(200), Some(429)));
+        assert!(!erring_since(Some(404), Some(404)), "the backend's own 404");
+        assert!(lost_since(Some(200), Some(404)) && !lost_since(Some(404), Some(404)));
+        assert!(!lost_since(Some(200), Some(503)), "a maintenance page");
+        assert!(!worse_than(Some(200), Answer::NotReached, Some(401)));
         assert!(!erring_since(Some(503), Some(500)));
-        assert!(!erring_since(Some(200), Some(404)));
         assert!(
             !erring_since(None, Some(500)),
             "no answer before is no baseline"

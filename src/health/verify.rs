@@ -141,15 +141,13 @@ impl CheckResult {
     }
 
     /// Judge one answer that passed on its own against the status the same request got
-    /// before the change, when it passed then: a 5xx where there was none fails (see
-    /// [`judge::erring_since`]), and is asked again as any failed answer is. A status
+    /// before the change, when it passed then: a 5xx where there was none, a 4xx where it was
+    /// served, nginx's own 404 where the backend answered fail (see [`judge::worse_than`]),
+    /// and are asked again as any failed answer is. A status
     /// `--expect-status` names is what the operator said is fine: never a failure.
     pub fn judge_against(&mut self, passed_before: Option<u16>, opts: &HealthOptions) {
         let expected = opts.expects(self.status);
-        if self.answer == Answer::Passed
-            && !expected
-            && judge::erring_since(passed_before, self.status)
-        {
+        if !expected && judge::worse_than(passed_before, self.answer, self.status) {
             self.answer = Answer::Failed;
             self.failed = true;
             self.failures += 1;

@@ -232,10 +232,10 @@ impl ShadowCheck {
     }
 
     /// Whether the running nginx is asked the same request (see [`ask_running`]): the
-    /// shadow's answer failed, was a 5xx, or came with an upstream error.
+    /// shadow's answer failed, was a 4xx or 5xx, or came with an upstream error.
     pub fn asks_running(&self) -> bool {
-        let server_error = matches!(self.shadow.status, Some(500..=599));
-        self.failed() || server_error || !self.upstream_errors.is_empty()
+        let error = matches!(self.shadow.status, Some(400..=599));
+        self.failed() || error || !self.upstream_errors.is_empty()
     }
 
     /// The shadow's answer against the running nginx's, as the verdict after the reload
@@ -585,12 +585,14 @@ pub fn ask_running(
         sc.running = Some(result);
         // The recent past is the log's, not one request's: every check asked reads all of it.
         sc.running_errors = r.upstream_errors.clone();
+        // Another server's answer (a new server's Host went to the default one) is no
+        // baseline for this one's.
         let before = (sc.running.as_ref())
-            .filter(|r| !r.failed && !r.refused)
+            .filter(|r| !r.failed && !r.refused && !r.check.fresh)
             .and_then(|r| r.status);
         if sc.failed()
             || opts.expects(sc.shadow.status)
-            || !health::erring_since(before, sc.shadow.status)
+            || !health::worse_than(before, sc.shadow.answer, sc.shadow.status)
         {
             continue;
         }
