@@ -391,6 +391,50 @@ fn pool_member_answering_502_is_refused(balancer: &str, weight: &str, new_first:
     }
 }
 
+/// A pool member the change adds after one that answers, which answers 500 to every request,
+/// or answers the probe and closes every request (nginx fails the GET over to the sibling, and
+/// a POST gets 502). The shadow's first answer came from the sibling and passed, and its
+/// samples counted only answers that failed: a 500 alone is none, and failover hid the
+/// hang-up. The first went live as "intermittent" and "verified", the second was rolled back
+/// only after the reload. Each sample is now judged against the first answer, and by what
+/// nginx logged for its own request: both are refused before the reload, by `check` too.
+#[test]
+fn a_pool_member_added_after_a_good_one_that_fails_all_it_gets_is_refused() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let erring = StatusBackend::start(SocketAddr::new(ip, 0), 500);
+    let closer = CloseBackend::start(SocketAddr::new(ip, 0));
+    for (bad, what) in [
+        (erring.addr, "HTTP 500"),
+        (closer.addr, "prematurely closed"),
+    ] {
+        let listen = listen_on(ip);
+        let site = |members: &str| {
+            format!(
+                "upstream pool {{ {members} }}\n\
+                 server {{ listen {listen}; server_name pool.test; \
+                 location / {{ proxy_pass http://pool; }} }}"
+            )
+        };
+        let one = format!("server {};", app.host_port());
+        let (n, sr) = running(&site(&one));
+        let workers = n.worker_pids();
+        n.write_http(&site(&format!("{one} server {bad};")));
+        for args in [&["check", "--json"][..], &["-y", "--json"][..]] {
+            let run = sr.run(args);
+            run.expect(1);
+            let report = run.json();
+            assert_eq!(report["shadow"]["state"], "refused", "{what}: {run}");
+            let reason = report["shadow"]["reason"].as_str().unwrap_or_default();
+            assert!(reason.contains(what), "{what}: {reason}");
+        }
+        assert_eq!(n.worker_pids(), workers, "{what}: nginx was reloaded");
+        for _ in 0..6 {
+            serves(listen, "pool.test", "app");
+        }
+    }
+}
+
 /// TLS settings our own client cannot negotiate but OpenSSL's can (`ssl_ecdh_curve
 /// secp521r1`: curl and browsers connect) are asked through `openssl s_client` before the
 /// handshake counts as a failure: the change goes live. Settings OpenSSL's client refuses as

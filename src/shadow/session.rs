@@ -186,16 +186,17 @@ fn live(
             crate::store::test_pause("shadow-running");
             if let Ok(Some(batch)) = batches.recv() {
                 let (mut checks, skipped) = run_checks(&shadow, &batch.checks, &batch.opts);
-                // Only a check the running nginx may be asked about waits for the probe to say
-                // which peers are down.
-                let asks = checks.iter().any(ShadowCheck::asks_running);
                 sample(
                     &shadow,
                     &mut checks,
                     &batch.opts,
                     &batch.pools,
                     &batch.pool_limits,
+                    &batch.running_logs,
                 );
+                // Only a check the running nginx may be asked about waits for the probe to say
+                // which peers are down.
+                let asks = checks.iter().any(ShadowCheck::asks_running);
                 if let Some(expected_down) = asks.then(|| expected.recv().ok()).flatten() {
                     let opts = HealthOptions {
                         expected_down,

@@ -142,6 +142,7 @@ pub fn sample(
     opts: &HealthOptions,
     pools: &std::collections::HashMap<String, usize>,
     limits: &std::collections::HashMap<String, usize>,
+    running_logs: &[PathBuf],
 ) {
     // At most [`SAMPLES`] requests in flight (fewer for a pool with `max_conns`, which nginx
     // would answer 502 beyond them): a small `worker_connections` must not be what
@@ -191,28 +192,82 @@ pub fn sample(
         let Some(routed) = shadow.ports().route_check(&c.shadow.check) else {
             continue;
         };
+        let mut shadow_log = Cursors::open(&[shadow.error_log()]);
         let through_shadow = asked(&routed, n, limit);
-        let failed = |rs: &[CheckResult]| rs.iter().filter(|r| r.failed).count();
-        let shadow_failed = failed(&through_shadow);
+        let (shadow_why, logged) = sample_failures(&through_shadow, &mut shadow_log, &c.shadow);
+        let shadow_failed = shadow_why.iter().flatten().count();
+        // A hang-up nginx logged for a sample is the check's upstream error, as one logged
+        // for its first request is: the running nginx is asked whether it logs it too (a
+        // member that fails once is then skipped for `fail_timeout`, so one sample may be
+        // all that reaches it).
+        for e in logged {
+            if !c.upstream_errors.iter().any(|k| verdict::same_error(k, &e)) {
+                c.upstream_errors.push(e);
+            }
+        }
         if shadow_failed == 0 && !c.shadow.intermittent() {
             continue;
         }
         // Three times as many of the running nginx: a backend both share that fails one
         // request in five fails some of these too, where a server only the change has never
         // shows.
+        let mut running_log = Cursors::open(running_logs);
         let through_running = asked(&c.shadow.check, 3 * n, limit);
         if through_running.iter().any(|r| r.refused) {
             // Nothing of the running nginx listens there: no answer to compare with.
             continue;
         }
+        let (running_why, _) = sample_failures(&through_running, &mut running_log, &c.shadow);
         c.sampled = Some(Sampled {
             asked: n,
             running_asked: through_running.len(),
             shadow_failed,
-            running_failed: failed(&through_running),
-            first_failure: (through_shadow.iter().find(|r| r.failed)).map(CheckResult::reply),
+            running_failed: running_why.iter().flatten().count(),
+            first_failure: shadow_why.into_iter().flatten().next(),
         });
     }
+}
+
+/// Why each of `samples` failed, `None` for one that did not (its answer failed, or is a 4xx
+/// or 5xx where the check's first answer, `first`, which passed, was not: a pool member that
+/// answers 500 to all it gets, see `health::worse_than`); and the upstream errors nginx logged
+/// for the samples' own requests (their `safe-reload-sample=I` query) where the backend hung
+/// up, reset, timed out or failed the TLS handshake after nginx had sent the request: failover
+/// hid them from the GET, and a POST gets 502 (unless a member the probe found failing is
+/// failed over by `non_idempotent`, which the running nginx's answer decides). A connect error
+/// to a peer that is down is not one: nginx fails over from it, and the probe warns of it.
+fn sample_failures(
+    samples: &[CheckResult],
+    log: &mut Cursors,
+    first: &CheckResult,
+) -> (Vec<Option<String>>, Vec<UpstreamError>) {
+    use crate::errorlog::UpstreamErrorKind as Kind;
+    let before = (!first.failed).then_some(first.status).flatten();
+    let errors: Vec<UpstreamError> = (log.read_new().iter())
+        .filter_map(errorlog::upstream_error)
+        .filter(|e| {
+            matches!(
+                e.kind,
+                Kind::PrematureClose | Kind::TimedOut | Kind::TlsHandshake | Kind::Other
+            )
+        })
+        .collect();
+    let host = first.check.host.to_ascii_lowercase();
+    let mut logged = Vec::new();
+    let why = (samples.iter())
+        .map(|r| {
+            let own = |e: &&UpstreamError| {
+                (e.logged_for()).is_some_and(|(h, p)| h == host && p == r.check.path)
+            };
+            let error = errors.iter().find(own);
+            logged.extend(error.cloned());
+            if r.failed || health::worse_than(before, r.answer, r.status) {
+                return Some(r.reply());
+            }
+            None
+        })
+        .collect();
+    (why, logged)
 }
 
 /// The pool a `*_pass` value (`http://app_pool`, `http://app_pool/prefix`) names, and its size.
