@@ -119,6 +119,9 @@ pub enum Predecessor {
     Had {
         listens: Vec<String>,
         names: Vec<String>,
+        /// Its WebSocket locations, as `location_key` writes them: a location that was one
+        /// is checked with the handshake its clients send, whatever the candidate says.
+        websocket: Vec<String>,
     },
 }
 
@@ -129,11 +132,18 @@ impl Predecessor {
         match self {
             Predecessor::Unknown => true,
             Predecessor::New => false,
-            Predecessor::Had { listens, names } => {
+            Predecessor::Had { listens, names, .. } => {
                 listens.iter().any(|l| l == listen)
                     && host.is_none_or(|h| names.iter().any(|n| name_serves(n, h)))
             }
         }
+    }
+}
+
+impl Predecessor {
+    /// Whether last-good's server had a WebSocket location of this key.
+    pub fn websocket(&self, location_key: &str) -> bool {
+        matches!(self, Predecessor::Had { websocket, .. } if websocket.iter().any(|k| k == location_key))
     }
 }
 
@@ -409,6 +419,8 @@ struct ServerPrint {
     id: ServerId,
     /// The listens (as in `id`) that say `default_server`.
     defaults: Box<[Box<str>]>,
+    /// Its WebSocket locations (as `location_key` writes them).
+    websocket: Box<[Box<str>]>,
     root: Arc<Path>,
     file: Arc<Path>,
     line: u32,
@@ -467,6 +479,12 @@ pub fn prints(config: &Config, servers: &[Server]) -> Prints {
         ..Prints::default()
     };
     let mut ids = servers.iter().map(ServerId::of);
+    let mut websockets = servers.iter().map(|s| {
+        (s.locations.iter())
+            .filter(|l| l.websocket)
+            .map(|l| l.key().into_boxed_str())
+            .collect::<Box<[Box<str>]>>()
+    });
     for top in &config.tree {
         let Some(context) = Context::of_block(&top.name) else {
             continue;
@@ -494,12 +512,15 @@ pub fn prints(config: &Config, servers: &[Server]) -> Prints {
             if d.name != "server" || d.block.is_none() {
                 continue;
             }
-            let (Some(id), Some(defaults)) = (ids.next(), defaults.next()) else {
+            let (Some(id), Some(defaults), Some(websocket)) =
+                (ids.next(), defaults.next(), websockets.next())
+            else {
                 break;
             };
             out.servers.push(ServerPrint {
                 id,
                 defaults,
+                websocket,
                 root: root.clone(),
                 file: d.file.clone(),
                 line: d.line,
@@ -776,6 +797,7 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
                 Some(b) => Predecessor::Had {
                     listens: b.id.listens.clone(),
                     names: b.id.names.clone(),
+                    websocket: b.websocket.iter().map(|k| k.to_string()).collect(),
                 },
             };
             affected.push(Affected {

@@ -739,6 +739,46 @@ fn a_websocket_location_is_checked_with_a_handshake() {
     assert_eq!(http_get(listen, "ws.test", "/rev").expect("GET").1, "2");
 }
 
+/// A change that drops a WebSocket location's `proxy_set_header Upgrade`/`Connection` lines
+/// (a "cleanup") breaks every WebSocket client: nginx no longer passes the upgrade on. The
+/// checks were chosen from the candidate alone, so both nginxes got a plain GET and the
+/// result was "the site failed before" (or, with a backend that answers 426, "verified"). A
+/// location last-good had as a WebSocket one is checked with the handshake: refused, and
+/// nginx still passes a real handshake.
+#[test]
+fn dropping_a_locations_upgrade_headers_is_refused() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let ws = WebSocketBackend::start(SocketAddr::new(ip, 0));
+    let listen = listen_on(ip);
+    let site = |upgrade: &str| {
+        format!(
+            "server {{ listen {listen}; server_name ws.test;\n\
+             location / {{ proxy_pass http://{}; }}\n\
+             location /ws/ {{ proxy_pass http://{}; proxy_http_version 1.1; {upgrade} }} }}",
+            app.host_port(),
+            ws.addr
+        )
+    };
+    let headers = "proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection upgrade;";
+    let (n, sr) = running(&site(headers));
+    n.write_http(&site(""));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert!(run.stdout.contains("WebSocket handshake"), "{run}");
+    let handshake = "GET /ws/chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                     Sec-WebSocket-Version: 13\r\n\r\n";
+    let mut s = std::net::TcpStream::connect(listen).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    std::io::Write::write_all(&mut s, handshake.as_bytes()).expect("send");
+    let mut head = [0u8; 12];
+    std::io::Read::read_exact(&mut s, &mut head).expect("answer");
+    assert_eq!(&head, b"HTTP/1.1 101", "nginx still passes the handshake");
+}
+
 /// The same WebSocket location on an `ssl http2` listen: over TLS a client's ALPN picks
 /// HTTP/1.1 for the handshake, so the check is the handshake too. It was a plain GET there,
 /// which the WebSocket-only backend closes: every change to the site was refused.

@@ -146,8 +146,8 @@ pub fn focused_checks(servers: &[Server], impact: &Impact, root: &Path) -> Plan 
             let mut left_out = plan.not_checked[skipped_at[k].clone()].to_vec();
             // Its requests the bound left out, each at the location it stands for.
             let mut over: Vec<Unchecked> = Vec::new();
-            for c in &c.found[took..] {
-                let check = c.check(server, root);
+            for i in took..c.found.len() {
+                let check = c.check(i, servers, root);
                 let what = format!("GET {}", check.url);
                 if !checks.contains(&check.url) && !over.iter().any(|u| u.what == what) {
                     over.push(Unchecked {
@@ -221,9 +221,10 @@ impl<'a> Candidates<'a> {
             Host::Name(name) => Some(name.as_str()),
             Host::Ip(_) | Host::Absent => None,
         };
+        let websocket = self.before.websocket(&c.location.key());
         Check {
             fresh: !self.before.answered(&c.listen.addr.to_string(), host),
-            ..c.check(&servers[self.server], root)
+            ..c.check(&servers[self.server], root, websocket)
         }
     }
 }
@@ -390,7 +391,9 @@ impl Candidate<'_> {
         }
     }
 
-    fn check(&self, server: &Server, root: &Path) -> Check {
+    /// `was_websocket`: last-good's location was a WebSocket one, so its clients send the
+    /// handshake, which the check sends too (before and after alike).
+    fn check(&self, server: &Server, root: &Path, was_websocket: bool) -> Check {
         let host = Candidate::host_text(&self.host);
         let scheme = if self.listen.ssl { "https" } else { "http" };
         let loc = self.location;
@@ -429,7 +432,7 @@ impl Candidate<'_> {
         // HTTP/2 on a plaintext `http2` listen (no Upgrade there); over TLS, ALPN lets
         // HTTP/1.1 through.
         let http2_only = self.listen.http2 && !self.listen.ssl;
-        if loc.websocket && !http2_only {
+        if (loc.websocket || was_websocket) && !http2_only {
             for (name, value) in WEBSOCKET_HANDSHAKE {
                 headers.push((name.to_string(), value.to_string()));
             }
