@@ -245,6 +245,10 @@ pub struct Impact {
     /// `http`/`stream`-level directive, `upstream` or `map`), whether a server uses it or not;
     /// empty when only servers changed, or nothing nginx reads did (a comment).
     pub outside_servers: Vec<Reason>,
+    /// Names another server takes from the one that answered them before (see [`Takeover`]):
+    /// the change is refused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub takeovers: Vec<Takeover>,
 }
 
 impl Impact {
@@ -260,6 +264,7 @@ impl Impact {
             removed: Vec::new(),
             default_changes: Vec::new(),
             outside_servers: Vec::new(),
+            takeovers: Vec::new(),
         }
     }
 
@@ -286,6 +291,7 @@ impl Impact {
             removed: Vec::new(),
             default_changes: Vec::new(),
             outside_servers: Vec::new(),
+            takeovers: Vec::new(),
         }
     }
 
@@ -310,6 +316,7 @@ impl Impact {
             removed: Vec::new(),
             default_changes: Vec::new(),
             outside_servers: Vec::new(),
+            takeovers: Vec::new(),
         }
     }
 
@@ -824,7 +831,95 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
         removed,
         default_changes: default_changes.into_iter().map(|(c, _)| c).collect(),
         outside_servers: outside_differences(old, new),
+        takeovers: takeovers(old, new),
     }
+}
+
+/// A name one server answered on a listen before the change that another server takes from
+/// it: both now name it there, and nginx gives it to the one defined first, ignoring it in the
+/// other ("conflicting server name ... ignored"). A copied site that kept the original's
+/// `server_name`, in a file that sorts first, serves the original's clients from its backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Takeover {
+    /// `127.0.0.1:8080`.
+    pub listen: String,
+    pub name: String,
+    /// The server that answers it now: `the server at sites-enabled/blog.test:3`.
+    pub to: String,
+    pub to_file: String,
+    pub to_line: u32,
+    /// The server that answered it before and still names it: `the server at
+    /// sites-enabled/shop.test:1`.
+    pub from: String,
+}
+
+impl fmt::Display for Takeover {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "server_name {} on {} now goes to {}, defined first; nginx ignores it in {}, which \
+             answered it before (\"conflicting server name\")",
+            self.name, self.listen, self.to, self.from
+        )
+    }
+}
+
+/// The names each server of `prints` answers on each listen: the first server (in
+/// configuration order) that names it there. `_` and the empty name, which catch-alls share,
+/// and regular expressions, which nginx tries in order, are left out.
+fn owners(prints: &Prints) -> HashMap<(&str, &str), usize> {
+    let mut out = HashMap::new();
+    for (i, s) in prints.servers.iter().enumerate() {
+        for l in &s.id.listens {
+            for n in &s.id.names {
+                if n.is_empty() || n == "_" || n.starts_with('~') {
+                    continue;
+                }
+                out.entry((l.as_str(), n.as_str())).or_insert(i);
+            }
+        }
+    }
+    out
+}
+
+/// See [`Takeover`]: the server that owned a name before is the candidate's server of the same
+/// identity in the same file (or at the same place), still naming it, but no longer first.
+fn takeovers(old: &Prints, new: &Prints) -> Vec<Takeover> {
+    let label =
+        |p: &Prints, s: &ServerPrint| format!("the server at {}:{}", rel(&p.root, &s.file), s.line);
+    let same = |o: &ServerPrint, s: &ServerPrint| {
+        let (of, sf) = (rel(&old.root, &o.file), rel(&new.root, &s.file));
+        o.id.context == s.id.context && of == sf && (o.id == s.id || o.line == s.line)
+    };
+    let before = owners(old);
+    let mut out: Vec<Takeover> = Vec::new();
+    let mut now: Vec<((&str, &str), usize)> = owners(new).into_iter().collect();
+    now.sort();
+    for ((listen, name), t) in now {
+        let Some(&o) = before.get(&(listen, name)) else {
+            continue;
+        };
+        let (o, t) = (&old.servers[o], &new.servers[t]);
+        if same(o, t) {
+            continue;
+        }
+        let claims = |s: &&ServerPrint| {
+            !std::ptr::eq(*s, t)
+                && s.id.listens.iter().any(|l| l == listen)
+                && s.id.names.iter().any(|n| n == name)
+        };
+        if let Some(s) = (new.servers.iter()).filter(claims).find(|s| same(o, s)) {
+            out.push(Takeover {
+                listen: listen.to_string(),
+                name: name.to_string(),
+                to: label(new, t),
+                to_file: rel(&new.root, &t.file),
+                to_line: t.line,
+                from: label(new, s),
+            });
+        }
+    }
+    out
 }
 
 /// Each server of the candidate with the last-good server it is: the one of the same

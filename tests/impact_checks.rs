@@ -1046,3 +1046,66 @@ fn the_server_whose_upstream_changed_is_checked_when_every_server_is_affected() 
         "rolled back: {run}"
     );
 }
+
+/// A site copied from another that kept its `server_name`, in a file that sorts first
+/// (`blog.conf` before `shop.conf`): nginx loads it, warning "conflicting server name ...
+/// ignored", and serves the shop's clients from the blog's backend. It was "live and
+/// verified": the check for shop.test reached the copy, which answered. It is refused, naming
+/// both servers, and the shop's clients still get the shop. Adding the name to another
+/// existing server that sorts first is refused alike; moving the name (removed from one,
+/// added to the other) goes live.
+#[test]
+fn a_server_name_another_server_takes_from_the_one_that_answered_it_is_refused() {
+    let ip = unique_loopback();
+    let shop = HttpBackend::start(SocketAddr::new(ip, 0), "shop");
+    let blog = HttpBackend::start(SocketAddr::new(ip, 0), "blog");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |names: &str, backend: &HttpBackend| {
+        format!(
+            "server {{ listen {listen}; server_name {names}; \
+             location / {{ proxy_pass http://{}; }} }}\n",
+            backend.host_port()
+        )
+    };
+    let mut n = TestNginx::builder().http("include sites/*.conf;").prepare();
+    let sites = n.prefix.join("sites");
+    std::fs::create_dir_all(&sites).expect("sites");
+    let write = |file: &str, text: &str| std::fs::write(sites.join(file), text).expect("write");
+    write("shop.conf", &site("shop.test", &shop));
+    write("a-blog.conf", &site("blog.test", &blog));
+    n.restart();
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let shop_gets = || http_get(listen, "shop.test", "/").expect("GET").1;
+    assert_eq!(shop_gets(), "shop");
+
+    for (what, blog_names) in [
+        ("a copy", None),
+        ("a name added", Some("blog.test shop.test")),
+    ] {
+        match blog_names {
+            None => write("0-copy.conf", &site("shop.test", &blog)),
+            Some(names) => write("a-blog.conf", &site(names, &blog)),
+        }
+        for args in [&["check", "--json"][..], &["-y", "--json"][..]] {
+            let run = sr.run(args);
+            run.expect(1);
+            let problems = run.json()["problems"].to_string();
+            assert!(
+                problems.contains("conflicting server name")
+                    && problems.contains("shop.conf:1")
+                    && problems.contains("server_name shop.test"),
+                "{what}: {run}"
+            );
+        }
+        assert_eq!(shop_gets(), "shop", "{what}: refused");
+        let _ = std::fs::remove_file(sites.join("0-copy.conf"));
+        write("a-blog.conf", &site("blog.test", &blog));
+    }
+
+    // The name moved: the operator's intent, and nginx warns of nothing.
+    write("shop.conf", &site("shop-old.test", &shop));
+    write("a-blog.conf", &site("blog.test shop.test", &blog));
+    sr.run(&["-y"]).expect(0);
+    assert_eq!(shop_gets(), "blog");
+}

@@ -171,6 +171,7 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
     crate::pipeline::judge_probes(report, &mut insp, Some(&impact), old_routes.as_ref());
     drop(old_routes);
     let mut refuses = record_inspection(report, &mut insp);
+    refuses |= crate::pipeline::refuse_takeovers(report, &impact, &insp.config.conf_prefix);
     if signals::interrupted() {
         return Err(Error::Interrupted);
     }

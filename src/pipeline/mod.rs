@@ -385,6 +385,9 @@ pub fn reload_locked(
         ..
     } = ahead;
     record_impact(report, last_good.is_some(), &impact);
+    if refuse_takeovers(report, &impact, &insp.config.conf_prefix) {
+        return Ok(report.finish(Outcome::Refused, Exit::Refused));
+    }
     let stale = (unchanged && !s.force)
         .then(|| not_what_nginx_loaded(store, &master, &insp.config))
         .flatten();
@@ -637,6 +640,26 @@ pub(crate) fn impact_of(
         Some(old) => impact::between(old, new),
         None => impact::Impact::everything(new),
     }
+}
+
+/// A change that takes a `server_name` from the server that answered it (see
+/// [`impact::Takeover`]) into the report as a problem at the taking server: whether there is
+/// one, which refuses the change. nginx loads it, warning, and serves that name's clients
+/// from another server's backend.
+pub(crate) fn refuse_takeovers(report: &mut Report, impact: &impact::Impact, root: &Path) -> bool {
+    for t in &impact.takeovers {
+        report.problems.push(crate::report::Problem {
+            level: "config".into(),
+            message: t.to_string(),
+            file: Some(root.join(&t.to_file)),
+            line: Some(t.to_line),
+            hint: Some(format!(
+                "remove {} from the server that should not answer it",
+                t.name
+            )),
+        });
+    }
+    !impact.takeovers.is_empty()
 }
 
 /// The impact into the report, with a warning when a last-good exists (`had_good`) but does
