@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::conf::servers::{location_args, location_key};
+use crate::conf::servers::{location_args, location_key, socket_flags, SocketFlags};
 use crate::conf::targets::pass::PASS_DIRECTIVES;
 use crate::conf::targets::Context;
 use crate::conf::tree::{Directive, Word};
@@ -249,6 +249,57 @@ pub struct Impact {
     /// the change is refused.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub takeovers: Vec<Takeover>,
+    /// Addresses whose `ssl`, `http2` or `proxy_protocol` the change turns on or off: every
+    /// server there is affected, whichever server's `listen` says it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub socket_changes: Vec<SocketChange>,
+    /// Last-good's flags of each address the candidate keeps: its clients speak as they did,
+    /// and are checked so.
+    #[serde(skip)]
+    pub sockets_before: HashMap<(Context, String), SocketFlags>,
+}
+
+/// An address whose protocol the change turns on or off (see `Impact::socket_changes`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SocketChange {
+    /// `127.0.0.1:8080`.
+    pub listen: String,
+    /// `now ssl`, `no longer http2`, `now proxy_protocol`.
+    pub what: Vec<String>,
+}
+
+impl fmt::Display for SocketChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "listen {}: {}", self.listen, self.what.join(", "))
+    }
+}
+
+/// The addresses both have whose flags differ.
+fn socket_changes(old: &Prints, new: &Prints) -> Vec<((Context, String), SocketChange)> {
+    let mut out: Vec<((Context, String), SocketChange)> = Vec::new();
+    for (key, now) in &new.sockets {
+        let Some(before) = old.sockets.get(key) else {
+            continue;
+        };
+        let mut what = Vec::new();
+        for (name, b, n) in [
+            ("ssl", before.ssl, now.ssl),
+            ("http2", before.http2, now.http2),
+            ("proxy_protocol", before.proxy_protocol, now.proxy_protocol),
+        ] {
+            match (b, n) {
+                (false, true) => what.push(format!("now {name}")),
+                (true, false) => what.push(format!("no longer {name}")),
+                _ => {}
+            }
+        }
+        if !what.is_empty() {
+            let listen = key.1.clone();
+            out.push((key.clone(), SocketChange { listen, what }));
+        }
+    }
+    out.sort_by(|a, b| a.1.listen.cmp(&b.1.listen));
+    out
 }
 
 impl Impact {
@@ -265,6 +316,8 @@ impl Impact {
             default_changes: Vec::new(),
             outside_servers: Vec::new(),
             takeovers: Vec::new(),
+            socket_changes: Vec::new(),
+            sockets_before: HashMap::new(),
         }
     }
 
@@ -292,6 +345,8 @@ impl Impact {
             default_changes: Vec::new(),
             outside_servers: Vec::new(),
             takeovers: Vec::new(),
+            socket_changes: Vec::new(),
+            sockets_before: HashMap::new(),
         }
     }
 
@@ -317,6 +372,8 @@ impl Impact {
             default_changes: Vec::new(),
             outside_servers: Vec::new(),
             takeovers: Vec::new(),
+            socket_changes: Vec::new(),
+            sockets_before: HashMap::new(),
         }
     }
 
@@ -387,6 +444,8 @@ pub struct Prints {
     inherited: Vec<(Context, Vec<Mark>)>,
     /// Every directive outside a `server` block, with its scope (`main`, `http`, `stream`).
     outside: Vec<(&'static str, Mark)>,
+    /// How nginx speaks on each address (see `conf::servers::socket_flags`).
+    sockets: HashMap<(Context, String), SocketFlags>,
 }
 
 /// A hash with the place it stands for.
@@ -483,6 +542,7 @@ pub fn prints(config: &Config, servers: &[Server]) -> Prints {
     let mut out = Prints {
         root: config.conf_prefix.clone(),
         outside: main.iter().map(|m| ("main", m.clone())).collect(),
+        sockets: socket_flags(servers),
         ..Prints::default()
     };
     let mut ids = servers.iter().map(ServerId::of);
@@ -762,9 +822,20 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
         .collect();
     let pairs = pair(old, new);
     let default_changes = default_changes(old, new, &pairs);
+    let sockets = socket_changes(old, new);
     let mut affected = Vec::new();
     for s in &new.servers {
         let mut reasons = Vec::new();
+        // An address's protocol is every server's there, whichever one's `listen` set it.
+        let speaks_otherwise = (sockets.iter())
+            .filter(|((ctx, addr), _)| *ctx == s.id.context && s.id.listens.contains(addr))
+            .map(|(_, c)| Reason {
+                what: c.to_string(),
+                file: rel(&new.root, &s.file),
+                line: s.line,
+            });
+        reasons.extend(speaks_otherwise);
+        let speaks_anew = !reasons.is_empty();
         let mut touched = Touched::Server;
         match pairs.get(&s.id) {
             None => reasons.push(Reason {
@@ -793,8 +864,9 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
             line: s.line,
         }))
         .collect();
-        if !default_reasons.is_empty() {
-            // What unknown Hosts get changes, whatever location answers them.
+        if !default_reasons.is_empty() || speaks_anew {
+            // What unknown Hosts get changes, or how every request is spoken: whatever
+            // location answers them.
             touched = Touched::Server;
         }
         reasons.extend(default_reasons);
@@ -832,6 +904,8 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
         default_changes: default_changes.into_iter().map(|(c, _)| c).collect(),
         outside_servers: outside_differences(old, new),
         takeovers: takeovers(old, new),
+        socket_changes: sockets.into_iter().map(|(_, c)| c).collect(),
+        sockets_before: old.sockets.clone(),
     }
 }
 

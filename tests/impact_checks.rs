@@ -1109,3 +1109,73 @@ fn a_server_name_another_server_takes_from_the_one_that_answered_it_is_refused()
     sr.run(&["-y"]).expect(0);
     assert_eq!(shop_gets(), "blog");
 }
+
+/// `ssl`, `http2` and `proxy_protocol` belong to an address, whichever server's `listen` says
+/// them (nginx ORs them over the servers there). One server's `listen ... http2` copied onto a
+/// plain address (nginx 1.22 then speaks only HTTP/2 there), or its `listen ... ssl`, left
+/// every HTTP/1.1 client of every server there without an answer; only that server counted as
+/// affected, and it was "verified" over HTTP/2 or TLS, which its clients do not speak. Every
+/// server there is affected now, and checked as its clients spoke before: refused, and
+/// rolled back without the shadow. A `proxy_protocol` is the load balancer's, which sends it:
+/// live, every server affected, with a warning for direct clients.
+#[test]
+fn a_protocol_one_listen_turns_on_is_every_server_of_its_address() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(certs.path(), "a.test");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |api_flags: &str| {
+        let mut out = String::new();
+        for name in ["a.test", "b.test", "api.test"] {
+            let flags = if name == "api.test" { api_flags } else { "" };
+            out.push_str(&format!(
+                "server {{ listen {listen}{flags}; server_name {name}; \
+                 ssl_certificate {}; ssl_certificate_key {}; \
+                 location / {{ proxy_pass http://{}; }} }}\n",
+                cert.display(),
+                key.display(),
+                app.host_port()
+            ));
+        }
+        out
+    };
+    let n = TestNginx::start(&site(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let served = |host: &str| http_get(listen, host, "/").ok().map(|r| r.0);
+    for flag in [" http2", " ssl"] {
+        let (run, report) = reload(&n, &sr, &site(flag), &[]);
+        run.expect(1);
+        assert_eq!(report["shadow"]["state"], "refused", "{flag}: {run}");
+        assert_eq!(
+            report["impact"]["affected"].as_array().map(Vec::len),
+            Some(3),
+            "{flag}: {run}"
+        );
+        for host in ["a.test", "b.test", "api.test"] {
+            assert_eq!(served(host), Some(200), "{flag}: {host} refused");
+        }
+        let (run, _) = reload(&n, &sr, &site(flag), &["--no-shadow"]);
+        run.expect(3);
+        assert_eq!(served("b.test"), Some(200), "{flag}: rolled back");
+    }
+
+    let (run, report) = reload(&n, &sr, &site(" proxy_protocol"), &[]);
+    run.expect(0);
+    assert_eq!(
+        report["impact"]["affected"].as_array().map(Vec::len),
+        Some(3),
+        "{run}"
+    );
+    assert!(
+        run.stdout.contains("now expects the PROXY protocol"),
+        "{run}"
+    );
+    let proxied = format!(
+        "PROXY TCP4 127.0.0.1 {} 40000 {}\r\nGET / HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n",
+        listen.ip(),
+        listen.port()
+    );
+    assert_eq!(exchange(listen, &proxied).ok().map(|r| r.0), Some(200));
+}

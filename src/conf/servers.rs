@@ -1,6 +1,7 @@
 //! Every `server {}` of `http` and `stream`: its `listen` addresses, `server_name`s and proxied
 //! `location`s, with file and line. Used for the port-in-use preflight and for health requests.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -222,7 +223,44 @@ pub fn extract(config: &Config) -> Vec<Server> {
             }
         }
     }
+    share_socket_flags(&mut out);
     out
+}
+
+/// How nginx speaks on each address of a context: `ssl`, `http2` and `proxy_protocol` are
+/// the address's, set by any server's `listen` of it (`ngx_http_add_addresses` ORs them over
+/// the servers of one address). Each listen carries its address's, as written and as the
+/// other servers there made it.
+pub fn socket_flags(servers: &[Server]) -> HashMap<(Context, String), SocketFlags> {
+    let mut flags: HashMap<(Context, String), SocketFlags> = HashMap::new();
+    for s in servers {
+        for l in s.listens.iter().filter(|l| !l.udp) {
+            let f = flags.entry((s.context, l.addr.to_string())).or_default();
+            f.ssl |= l.ssl;
+            f.http2 |= l.http2;
+            f.proxy_protocol |= l.proxy_protocol;
+        }
+    }
+    flags
+}
+
+/// An address's protocol flags (see [`socket_flags`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SocketFlags {
+    pub ssl: bool,
+    pub http2: bool,
+    pub proxy_protocol: bool,
+}
+
+fn share_socket_flags(servers: &mut [Server]) {
+    let flags = socket_flags(servers);
+    for s in servers.iter_mut() {
+        for l in s.listens.iter_mut().filter(|l| !l.udp) {
+            if let Some(f) = flags.get(&(s.context, l.addr.to_string())) {
+                (l.ssl, l.http2, l.proxy_protocol) = (f.ssl, f.http2, f.proxy_protocol);
+            }
+        }
+    }
 }
 
 /// `proxy_set_header Upgrade $http_upgrade;` in a location: it passes WebSocket handshakes.

@@ -40,6 +40,7 @@ use serde::Serialize;
 use super::hosts::{self, Taker, UNKNOWN_HOST};
 use super::{Check, Gate};
 use crate::conf::example::{self, Kind};
+use crate::conf::servers::SocketFlags;
 use crate::conf::targets::Context;
 use crate::conf::variants::{Extra, Variant};
 use crate::conf::{Listen, ListenAddr, Location, Reach, Server};
@@ -131,7 +132,7 @@ pub fn focused_checks(servers: &[Server], impact: &Impact, root: &Path) -> Plan 
             .collect();
         let found = candidates(servers, i, &defaults, &claimed, root, &mut plan.not_checked);
         skipped_at.push(start..plan.not_checked.len());
-        per_server.push(Candidates::of(i, found, a));
+        per_server.push(Candidates::of(i, found, a, &impact.sockets_before));
     }
     let chosen = choose(&per_server);
     let mut taken = take(&per_server, &chosen, servers, root, &mut plan.checks);
@@ -195,10 +196,17 @@ struct Candidates<'a> {
     direct: bool,
     /// Which of its requests last-good's server answered.
     before: &'a Predecessor,
+    /// How last-good spoke on each address (see `Impact::sockets_before`).
+    sockets_before: &'a HashMap<(Context, String), SocketFlags>,
 }
 
 impl<'a> Candidates<'a> {
-    fn of(server: usize, mut found: Vec<Candidate<'a>>, a: &'a Affected) -> Candidates<'a> {
+    fn of(
+        server: usize,
+        mut found: Vec<Candidate<'a>>,
+        a: &'a Affected,
+        sockets_before: &'a HashMap<(Context, String), SocketFlags>,
+    ) -> Candidates<'a> {
         let touched = &a.touched;
         let reaches = |c: &Candidate| {
             matches!(c.route, Route::Default(_)) || touched.reaches(&c.location.key())
@@ -211,6 +219,7 @@ impl<'a> Candidates<'a> {
             found,
             direct: touched.is_direct(),
             before: &a.before,
+            sockets_before,
         }
     }
 
@@ -222,9 +231,23 @@ impl<'a> Candidates<'a> {
             Host::Ip(_) | Host::Absent => None,
         };
         let websocket = self.before.websocket(&c.location.key());
+        let server = &servers[self.server];
+        let listen = c.listen.addr.to_string();
+        // An address whose `ssl` or `http2` the change turns on or off is spoken to as its
+        // clients did before (they do not change with it: an `http2` copied onto a plain
+        // listen leaves every browser without an answer); a `proxy_protocol` is the load
+        // balancer's, which sends it as nginx asks.
+        let mut speak = SocketFlags {
+            ssl: c.listen.ssl,
+            http2: c.listen.http2,
+            proxy_protocol: c.listen.proxy_protocol,
+        };
+        if let Some(before) = self.sockets_before.get(&(server.context, listen.clone())) {
+            (speak.ssl, speak.http2) = (before.ssl, before.http2);
+        }
         Check {
-            fresh: !self.before.answered(&c.listen.addr.to_string(), host),
-            ..c.check(&servers[self.server], root, websocket)
+            fresh: !self.before.answered(&listen, host),
+            ..c.check(server, root, websocket, speak)
         }
     }
 }
@@ -393,9 +416,16 @@ impl Candidate<'_> {
 
     /// `was_websocket`: last-good's location was a WebSocket one, so its clients send the
     /// handshake, which the check sends too (before and after alike).
-    fn check(&self, server: &Server, root: &Path, was_websocket: bool) -> Check {
+    /// `speak`: the protocol to speak on the listen (see `Candidates::check`).
+    fn check(
+        &self,
+        server: &Server,
+        root: &Path,
+        was_websocket: bool,
+        speak: SocketFlags,
+    ) -> Check {
         let host = Candidate::host_text(&self.host);
-        let scheme = if self.listen.ssl { "https" } else { "http" };
+        let scheme = if speak.ssl { "https" } else { "http" };
         let loc = self.location;
         let mut what = match &loc.rewritten {
             Some(r) if r.server => r.what.clone(),
@@ -431,7 +461,7 @@ impl Candidate<'_> {
         // WebSocket closes on a plain GET, which nginx answers 502. nginx 1.22 speaks only
         // HTTP/2 on a plaintext `http2` listen (no Upgrade there); over TLS, ALPN lets
         // HTTP/1.1 through.
-        let http2_only = self.listen.http2 && !self.listen.ssl;
+        let http2_only = speak.http2 && !speak.ssl;
         if (loc.websocket || was_websocket) && !http2_only {
             for (name, value) in WEBSOCKET_HANDSHAKE {
                 headers.push((name.to_string(), value.to_string()));
@@ -459,8 +489,8 @@ impl Candidate<'_> {
             dial: None,
             host,
             path,
-            tls: self.listen.ssl,
-            proxy_protocol: self.listen.proxy_protocol,
+            tls: speak.ssl,
+            proxy_protocol: speak.proxy_protocol,
             http2: http2_only,
             grpc: loc.pass == "grpc_pass",
             gate: Gate {

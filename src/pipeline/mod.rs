@@ -672,6 +672,17 @@ pub(crate) fn record_impact(report: &mut Report, had_good: bool, impact: &impact
                 .into(),
         );
     }
+    for c in &impact.socket_changes {
+        if c.what.iter().any(|w| w == "now proxy_protocol") {
+            report.warnings.push(format!(
+                "listen {} now expects the PROXY protocol for every server on it (one \
+                 server's listen says proxy_protocol, and nginx applies it to the address): \
+                 clients that connect directly, not through a load balancer that sends it, \
+                 get no answer",
+                c.listen
+            ));
+        }
+    }
     report.impact = Some(impact.clone());
 }
 
