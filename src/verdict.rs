@@ -131,6 +131,9 @@ pub enum Difference {
 pub fn difference(before: Option<&Seen>, after: &Seen) -> Difference {
     match before {
         _ if !after.failed => Difference::Passes,
+        // No answer in time with nothing to compare (a new site): it may be slow and healthy,
+        // as a site slow before and after is; not verified, never a rollback or refusal.
+        None if after.timed_out => Difference::Slow,
         Some(b) if b.slow_both(after) => Difference::Slow,
         Some(b) if b.fails_as_before(after) => Difference::AsBefore,
         _ => Difference::Worse,

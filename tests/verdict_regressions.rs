@@ -1405,3 +1405,55 @@ fn a_backend_that_now_refuses_every_request_with_a_4xx_is_the_changes() {
         Some(401)
     );
 }
+
+/// A backend slower than `--health-timeout` (1.2 s against 0.4 s), and a change that lowers
+/// `proxy_read_timeout` below what it takes (0.8 s): every client gets nginx's 504. Both nginxes
+/// ran out of `--health-timeout` first, so it was "slow before and after", a warning, and
+/// went live. A check the shadow does not answer in time is asked of both again with a longer
+/// timeout: the shadow's 504 where the running nginx answers 200 is refused.
+/// A new site on such a backend is slow, not failing: it goes live, said to be not verified.
+#[test]
+fn a_read_timeout_lowered_below_a_slow_backend_is_refused_and_a_new_slow_site_is_not() {
+    let ip = unique_loopback();
+    let slow = HttpBackend::start_slow(
+        SocketAddr::new(ip, 0),
+        "slow",
+        std::time::Duration::from_millis(1200),
+    );
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |name: &str, extra: &str| {
+        format!(
+            "server {{ listen {listen}; server_name {name}; \
+             location / {{ {extra} proxy_pass http://{}; }} }}\n",
+            slow.host_port()
+        )
+    };
+    let base = site("t.test", "");
+    let n = TestNginx::start(&base);
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site("t.test", "proxy_read_timeout 800ms;"));
+    let run = sr.run(&["-y", "--json", "--health-timeout", "400ms"]);
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(report["shadow"]["state"], "refused", "{run}");
+    assert!(
+        report["shadow"]["reason"].to_string().contains("HTTP 504"),
+        "{run}"
+    );
+    assert_eq!(
+        http_get(listen, "t.test", "/").expect("GET"),
+        (200, "slow".into()),
+        "refused"
+    );
+
+    n.write_http(&format!("{base}{}", site("new.test", "")));
+    let run = sr.run(&["-y", "--json", "--health-timeout", "400ms"]);
+    run.expect(0);
+    assert!(run.stdout.contains("--health-timeout"), "{run}");
+    assert_eq!(
+        http_get(listen, "new.test", "/").expect("GET"),
+        (200, "slow".into()),
+        "live"
+    );
+}

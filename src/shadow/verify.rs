@@ -261,7 +261,9 @@ fn sample_failures(
             };
             let error = errors.iter().find(own);
             logged.extend(error.cloned());
-            if r.failed || health::worse_than(before, r.answer, r.status) {
+            // No answer within --health-timeout is slow, not failed: nginx waits for it.
+            let failed = r.failed && !r.timed_out;
+            if failed || health::worse_than(before, r.answer, r.status) {
                 return Some(r.reply());
             }
             None
@@ -640,6 +642,9 @@ pub fn ask_running(
         sc.running = Some(result);
         // The recent past is the log's, not one request's: every check asked reads all of it.
         sc.running_errors = r.upstream_errors.clone();
+        if sc.shadow.timed_out {
+            wait_longer(shadow, sc, opts);
+        }
         // Another server's answer (a new server's Host went to the default one) is no
         // baseline for this one's.
         let before = (sc.running.as_ref())
@@ -662,6 +667,45 @@ pub fn ask_running(
             sc.shadow = result;
             sc.upstream_errors.extend(again.upstream_errors);
         }
+    }
+}
+
+/// How much longer than `--health-timeout` a check the shadow did not answer in time is given,
+/// at most [`LONGEST_WAIT`]: a backend slower than the timeout (a report that takes 5 s)
+/// answers then, and so does nginx's own 504 when a `proxy_read_timeout` the change lowered
+/// runs out first.
+const WAIT_LONGER: u32 = 4;
+
+/// The longest a check is waited for when asked again (see [`WAIT_LONGER`]).
+const LONGEST_WAIT: Duration = Duration::from_secs(15);
+
+/// A check the shadow did not answer within `--health-timeout`, asked of both nginxes again,
+/// at once, with a longer timeout: which of them answers, and what, tells a slow site (both
+/// answer, alike) from a change that makes nginx give up first (the shadow's 504 where the
+/// running nginx answers 200). Both answers replace the first ones.
+fn wait_longer(shadow: &Shadow, sc: &mut ShadowCheck, opts: &HealthOptions) {
+    let longer = HealthOptions {
+        request_timeout: (opts.request_timeout * WAIT_LONGER)
+            .min(LONGEST_WAIT)
+            .max(opts.request_timeout),
+        ..opts.clone()
+    };
+    if longer.request_timeout == opts.request_timeout {
+        return;
+    }
+    let Some(routed) = shadow.ports().route_check(&sc.shadow.check) else {
+        return;
+    };
+    let check = sc.shadow.check.clone();
+    let (through_shadow, through_running) = std::thread::scope(|scope| {
+        let s = scope.spawn(|| health::request(&routed, &longer));
+        let r = scope.spawn(|| health::request(&check, &longer));
+        (s.join().ok(), r.join().ok())
+    });
+    if let (Some(mut s), Some(mut r)) = (through_shadow, through_running) {
+        (s.check, r.check) = (check.clone(), check);
+        sc.shadow = s;
+        sc.running = Some(r);
     }
 }
 
