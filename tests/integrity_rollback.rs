@@ -363,7 +363,21 @@ fn files_a_rolled_back_change_began_to_include_stay_where_they_were() {
     std::fs::create_dir_all(&extras).unwrap();
     let extra = extras.join("e1.conf");
     std::fs::write(&extra, "proxy_set_header X-Extra 1;\n").unwrap();
-    // Last-good is recorded after they exist, as on a machine where they came with the package.
+    // Last-good is recorded after they exist, as on a machine where they came with the package:
+    // well after, since a file born within a clock tick (20 ms) of the snapshot counts as the
+    // change's own (a fast `adopt` took its snapshot within that, and the rollback rightly
+    // took them for the change's).
+    let born = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.created()).ok();
+    let settled = wait_for(std::time::Duration::from_secs(2), || {
+        // A file system that keeps no birth time leaves such files anyway.
+        [&params, &extra].iter().all(|p| {
+            born(p).is_none_or(|b| {
+                b.elapsed()
+                    .is_ok_and(|e| e > std::time::Duration::from_millis(100))
+            })
+        })
+    });
+    assert!(settled, "the shared files' birth times");
     site.adopt(&format!(
         "{}\n# recorded after the shared files",
         site.good_http()

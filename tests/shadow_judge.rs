@@ -683,6 +683,44 @@ fn checks_carry_the_header_a_server_level_return_asks_for() {
     );
 }
 
+/// The same gates inside the location (`if ($http_x_api_key != "k-123") { return 401; }`, the
+/// load balancer's `X-Forwarded-Proto` redirect): the checks did not send the header, got
+/// nginx's own 401 or 301, and a backend that now answers 500 to every client went live.
+/// They send it now, as the location's clients do, and the change is refused.
+#[test]
+fn checks_carry_the_header_a_locations_own_return_asks_for() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let erring = StatusBackend::start(SocketAddr::new(ip, 0), 500);
+    for (gate, header) in [
+        (
+            "if ($http_x_api_key != \"k-123\") { return 401; }",
+            "X-Api-Key: k-123",
+        ),
+        (
+            "if ($http_x_forwarded_proto != \"https\") { return 301 https://$host$request_uri; }",
+            "X-Forwarded-Proto: https",
+        ),
+    ] {
+        let listen = listen_on(ip);
+        let site = |to: &str| {
+            format!(
+                "server {{ listen {listen}; server_name gate.test;\n\
+                 location / {{ {gate} proxy_pass http://{to}; }} }}"
+            )
+        };
+        let (n, sr) = running(&site(&app.host_port()));
+        n.write_http(&site(&erring.addr.to_string()));
+        let run = sr.run(&["-y", "--json"]);
+        run.expect(1);
+        assert_eq!(run.json()["shadow"]["state"], "refused", "{gate}: {run}");
+        assert!(run.stdout.contains(header), "{gate}: {run}");
+        let client =
+            format!("GET / HTTP/1.1\r\nHost: gate.test\r\n{header}\r\nConnection: close\r\n\r\n");
+        assert_eq!(exchange(listen, &client).expect("GET").0, 200, "{gate}");
+    }
+}
+
 /// A WebSocket endpoint (`proxy_set_header Upgrade $http_upgrade;`) whose backend speaks only
 /// WebSocket: a plain GET gets nothing from it, and nginx answers 502. Its check sends the
 /// handshake a client sends and takes the `101 Switching Protocols`, and so does the probe of

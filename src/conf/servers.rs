@@ -143,6 +143,10 @@ pub struct Location {
     /// }`): what a check carries to meet the condition, or why none is known to.
     #[serde(skip)]
     pub only_when: Option<Variant>,
+    /// What its checks send to keep out of an `if` of its own that answers for nginx (`if
+    /// ($http_x_api_key != "k") { return 401; }`), as its clients do; see the server's.
+    #[serde(skip)]
+    pub check_headers: Vec<(String, String)>,
     pub file: Arc<Path>,
     pub line: u32,
 }
@@ -659,6 +663,7 @@ fn proxied_locations<'a>(
                 rewritten: None,
                 variants: variants.into_boxed_slice(),
                 only_when,
+                check_headers: gate_headers(d.children(), within.maps),
                 file: d.file.clone(),
                 line: d.line,
             });

@@ -446,7 +446,7 @@ impl Candidate<'_> {
             Some(Ok(Extra::From(ip))) => Some(IpAddr::V4(*ip)),
             _ => None,
         };
-        for (name, value) in &server.check_headers {
+        for (name, value) in loc.check_headers.iter().chain(&server.check_headers) {
             if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
                 headers.push((name.clone(), value.clone()));
             }
