@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::conf::host_map;
 use crate::conf::servers::{location_args, location_key, socket_flags, SocketFlags};
 use crate::conf::targets::pass::PASS_DIRECTIVES;
 use crate::conf::targets::Context;
@@ -134,7 +135,7 @@ impl Predecessor {
             Predecessor::New => false,
             Predecessor::Had { listens, names, .. } => {
                 listens.iter().any(|l| l == listen)
-                    && host.is_none_or(|h| names.iter().any(|n| name_serves(n, h)))
+                    && host.is_none_or(|h| names.iter().any(|n| host_map::server_name_takes(n, h)))
             }
         }
     }
@@ -144,20 +145,6 @@ impl Predecessor {
     /// Whether last-good's server had a WebSocket location of this key.
     pub fn websocket(&self, location_key: &str) -> bool {
         matches!(self, Predecessor::Had { websocket, .. } if websocket.iter().any(|k| k == location_key))
-    }
-}
-
-/// Whether `server_name` entry `name` (lowercased) takes Host `host`, as nginx matches them.
-fn name_serves(name: &str, host: &str) -> bool {
-    use crate::conf::host_map::{compile, leading_wildcard, trailing_wildcard};
-    let host = host.to_ascii_lowercase();
-    match name.strip_prefix('~') {
-        Some(re) => compile(re, false).is_some_and(|r| r.is_match(host.as_bytes())),
-        None => {
-            name == host
-                || leading_wildcard(name, &host).is_some()
-                || trailing_wildcard(name, &host).is_some()
-        }
     }
 }
 

@@ -164,6 +164,20 @@ impl HostMap {
     }
 }
 
+/// Whether `server_name` entry `name` takes Host `host`, as nginx matches them: the same name
+/// (case ignored), a leading or trailing wildcard, or a regex (`~`).
+pub fn server_name_takes(name: &str, host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    if let Some(re) = name.strip_prefix('~') {
+        // nginx compiles server name regexes caseless.
+        return compile(re, true).is_some_and(|r| r.is_match(host.as_bytes()));
+    }
+    let name = name.to_ascii_lowercase();
+    name == host
+        || leading_wildcard(&name, &host).is_some()
+        || trailing_wildcard(&name, &host).is_some()
+}
+
 /// How much of `host` a leading wildcard (`*.example.test`, `.example.test`) matches.
 pub fn leading_wildcard(pattern: &str, host: &str) -> Option<usize> {
     if let Some(suffix) = pattern.strip_prefix('*') {

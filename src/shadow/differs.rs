@@ -22,7 +22,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::conf::targets::pass::PASS_DIRECTIVES;
-use crate::conf::{Config, Directive, Server, Word};
+use crate::conf::{host_map, Config, Directive, Server, Word};
 use crate::health::Check;
 use crate::impact::ServerId;
 
@@ -80,6 +80,12 @@ pub fn differs(
 ) -> Option<Differs> {
     let root = &config.conf_prefix;
     let mut found: Option<Differs> = None;
+    // A `--health` URL reaches the server of its listen whose name takes its Host, when one
+    // does: another server's reads (a PHP site's `fastcgi_params` beside a proxy) are not its.
+    let named =
+        |s: &Server| (s.server_names.iter()).any(|n| host_map::server_name_takes(n, &check.host));
+    let by_name =
+        check.at.is_empty() && (servers.iter()).any(|s| listens_at(s, check.connect) && named(s));
     // `servers` holds the `server` blocks of `http` and `stream` in tree order.
     let mut servers = servers.iter();
     for top in (config.tree.iter()).filter(|d| matches!(d.name.as_str(), "http" | "stream")) {
@@ -92,6 +98,9 @@ pub fn differs(
                 continue;
             }
             let http = top;
+            if by_name && !named(server) {
+                continue;
+            }
             for chain in requests_of(block, server, check, root) {
                 let reads = Reads::of(http, block, &chain);
                 let hit = reads.first_differing(&reads.routing).map(|d| (d, true));
@@ -308,6 +317,33 @@ mod tests {
         check.server = name.into();
         check.at = format!("nginx.conf:{location_line}");
         differs(&config, &servers, &check, backend_answered)
+    }
+
+    #[test]
+    fn a_health_urls_host_picks_the_server_whose_reads_count() {
+        let http = "server { listen 80; server_name a.test;\n\
+                    location /php { include fastcgi_params; fastcgi_pass unix:/run/php.sock; } }\n\
+                    server { listen 80; server_name c.test;\n\
+                    location / { proxy_pass https://127.0.0.1:8444; } }";
+        let check = |host: &str| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let main = dir.path().join("nginx.conf");
+            std::fs::write(&main, format!("events {{}}\nhttp {{\n{http}\n}}\n")).expect("write");
+            std::fs::write(
+                dir.path().join("fastcgi_params"),
+                "fastcgi_param SERVER_PORT $server_port;\n",
+            )
+            .expect("write");
+            let config = load(&main, &LoadOptions::default()).expect("loads");
+            let servers = servers::extract(&config);
+            let url = format!("http://{host}/");
+            let addr = "127.0.0.1:80".parse().expect("address");
+            let c = Check::plain(url, addr, host.into(), "/".into(), false);
+            differs(&config, &servers, &c, true).map(|d| d.variable)
+        };
+        // The proxy's URL: the PHP site's fastcgi_params are not read there (they were).
+        assert_eq!(check("c.test"), None);
+        assert_eq!(check("a.test").as_deref(), Some("$server_port"));
     }
 
     #[test]
