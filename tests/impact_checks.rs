@@ -1179,3 +1179,43 @@ fn a_protocol_one_listen_turns_on_is_every_server_of_its_address() {
     );
     assert_eq!(exchange(listen, &proxied).ok().map(|r| r.0), Some(200));
 }
+
+/// A server with a plain and a TLS listen and two names, whose backend a `map
+/// $ssl_server_name` picks per name: only the first name went over TLS, so a change that
+/// pointed www's branch at a backend answering 502 was "live and verified" while every https
+/// client of www got 502. Each name goes over each listen now (the name is the SNI there):
+/// refused, and www still answers.
+#[test]
+fn every_name_is_checked_over_every_listen() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let www = HttpBackend::start(SocketAddr::new(ip, 0), "www");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(certs.path(), "tls.test");
+    let plain = SocketAddr::new(ip, free_port(ip));
+    let tls = SocketAddr::new(ip, free_port(ip));
+    let site = |www_to: &str| {
+        format!(
+            "map $ssl_server_name $tls_be {{ default {}; www.tls.test {www_to}; }}\n\
+             server {{ listen {plain}; listen {tls} ssl; server_name tls.test www.tls.test;\n\
+             ssl_certificate {}; ssl_certificate_key {};\n\
+             location / {{ proxy_pass http://$tls_be; }} }}",
+            app.host_port(),
+            cert.display(),
+            key.display()
+        )
+    };
+    let n = TestNginx::start(&site(&www.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let (run, report) = reload(&n, &sr, &site(&bad.addr.to_string()), &["--no-probe"]);
+    run.expect(1);
+    assert_eq!(report["shadow"]["state"], "refused", "{run}");
+    assert!(run.stdout.contains("https://www.tls.test/"), "{run}");
+    assert_eq!(
+        https_get(tls, "www.tls.test", "/").ok(),
+        Some(200),
+        "refused"
+    );
+}

@@ -63,8 +63,10 @@ fn php_fpm_wrong_socket_path_hint_names_the_pool_socket() {
     let r = &report.results[0];
     assert_eq!(r.status, Status::NoSuchSocket);
     let text = hint_text(r);
+    // Named among the sockets that listen (another php-fpm of this machine with a socket of
+    // a closer name may be the one proposed).
     assert!(
-        text.contains(&format!("unix:{}", sock.display())),
+        text.contains(&format!("listens on {}", sock.display())),
         "hint does not name the pool socket: {text}"
     );
     assert!(
@@ -94,9 +96,11 @@ fn a_fastcgi_hint_proposes_php_fpms_socket_before_another_programs() {
         text.find(&other.display().to_string()),
     );
     assert!(fpm_at.is_some() && other_at.is_some(), "{text}");
+    // (Another php-fpm on this machine with a socket of a closer name may come first: the
+    // order among programs that speak FastCGI is the names'.)
     assert!(fpm_at < other_at, "php-fpm's socket first: {text}");
     assert!(
-        text.contains(&format!("point the config at unix:{}", sock.display())),
+        !text.contains(&format!("point the config at unix:{}", other.display())),
         "{text}"
     );
 }

@@ -745,8 +745,16 @@ fn candidates<'a>(
             first_loc,
         ));
     }
+    // Each name over each other listen: over TLS the name is the SNI too, which a `map
+    // $ssl_server_name` or a certificate per name answers differently.
+    let hosts: Vec<Host> = match &first_host {
+        Host::Name(_) => names.iter().map(|n| Host::Name(n.clone())).collect(),
+        other => vec![other.clone()],
+    };
     for &(l, addr) in listens.iter().skip(1) {
-        out.push(make(l, addr, &first_host, first_loc));
+        for host in &hosts {
+            out.push(make(l, addr, host, first_loc));
+        }
     }
     out
 }

@@ -53,6 +53,8 @@ fn every_name_location_and_listen_of_an_affected_server() {
             "127.0.0.1:8080 safe-reload-check.w.test /api/",
             "127.0.0.1:8080 re /api/",
             "[::1]:8443 a.test /api/ tls",
+            "[::1]:8443 safe-reload-check.w.test /api/ tls",
+            "[::1]:8443 re /api/ tls",
         ]
     );
     let skipped: Vec<String> = (p.not_checked.iter())
