@@ -240,10 +240,68 @@ pub struct Impact {
     /// server there is affected, whichever server's `listen` says it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub socket_changes: Vec<SocketChange>,
+    /// Names a server the change keeps no longer has and no other server takes: their
+    /// clients now get the default server of those listens (a typo'd `server_name`, or a name
+    /// retired on purpose). A warning.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub names_dropped: Vec<DroppedName>,
     /// Last-good's flags of each address the candidate keeps: its clients speak as they did,
     /// and are checked so.
     #[serde(skip)]
     pub sockets_before: HashMap<(Context, String), SocketFlags>,
+}
+
+/// A name no server answers any more (see `Impact::names_dropped`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DroppedName {
+    pub name: String,
+    pub listens: Vec<String>,
+    /// The server that answered it: `b.test (sites-enabled/b.test:1)`.
+    pub from: String,
+}
+
+impl fmt::Display for DroppedName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "server_name {} is no longer any server's on {}: {} answered it, and its clients \
+             now get the default server there",
+            self.name,
+            self.listens.join(", "),
+            self.from
+        )
+    }
+}
+
+/// See [`DroppedName`]: names of last-good's server paired with a candidate one that the
+/// candidate's lacks, where no candidate server names them on any of those listens.
+fn names_dropped(
+    old: &Prints,
+    new: &Prints,
+    pairs: &HashMap<&ServerId, &ServerPrint>,
+) -> Vec<DroppedName> {
+    let mut out = Vec::new();
+    for s in &new.servers {
+        let Some(o) = pairs.get(&s.id) else {
+            continue;
+        };
+        for n in &o.id.names {
+            if n.is_empty() || n == "_" || s.id.names.contains(n) {
+                continue;
+            }
+            let taken = (new.servers.iter()).any(|t| {
+                t.id.names.contains(n) && t.id.listens.iter().any(|l| o.id.listens.contains(l))
+            });
+            if !taken {
+                out.push(DroppedName {
+                    name: n.clone(),
+                    listens: o.id.listens.clone(),
+                    from: format!("{} ({}:{})", o.id, rel(&old.root, &o.file), o.line),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// An address whose protocol the change turns on or off (see `Impact::socket_changes`).
@@ -304,6 +362,7 @@ impl Impact {
             outside_servers: Vec::new(),
             takeovers: Vec::new(),
             socket_changes: Vec::new(),
+            names_dropped: Vec::new(),
             sockets_before: HashMap::new(),
         }
     }
@@ -333,6 +392,7 @@ impl Impact {
             outside_servers: Vec::new(),
             takeovers: Vec::new(),
             socket_changes: Vec::new(),
+            names_dropped: Vec::new(),
             sockets_before: HashMap::new(),
         }
     }
@@ -360,6 +420,7 @@ impl Impact {
             outside_servers: Vec::new(),
             takeovers: Vec::new(),
             socket_changes: Vec::new(),
+            names_dropped: Vec::new(),
             sockets_before: HashMap::new(),
         }
     }
@@ -892,6 +953,7 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
         outside_servers: outside_differences(old, new),
         takeovers: takeovers(old, new),
         socket_changes: sockets.into_iter().map(|(_, c)| c).collect(),
+        names_dropped: names_dropped(old, new, &pairs),
         sockets_before: old.sockets.clone(),
     }
 }

@@ -1219,3 +1219,38 @@ fn every_name_is_checked_over_every_listen() {
         "refused"
     );
 }
+
+/// A `server_name` typo (`www.b.test` became `ww.b.test`) leaves www's clients to the
+/// catch-all's `return 444`. It was "live and verified", and the text said only what the
+/// server now adds. A name no server answers any more is a warning that says where its
+/// clients go (retiring a name is a change made on purpose, too: it goes live).
+#[test]
+fn a_name_no_server_answers_any_more_is_said() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |names: &str| {
+        format!(
+            "server {{ listen {listen} default_server; server_name _; return 444; }}\n\
+             server {{ listen {listen}; server_name {names}; \
+             location / {{ proxy_pass http://{}; }} }}",
+            app.host_port()
+        )
+    };
+    let n = TestNginx::start(&site("b.test www.b.test"));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site("b.test ww.b.test"));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert!(
+        run.stderr
+            .contains("server_name www.b.test is no longer any server's on")
+            && run.stderr.contains("default server"),
+        "{run}"
+    );
+    assert!(
+        http_get(listen, "www.b.test", "/").is_err(),
+        "the catch-all drops it"
+    );
+}

@@ -672,6 +672,9 @@ pub(crate) fn record_impact(report: &mut Report, had_good: bool, impact: &impact
                 .into(),
         );
     }
+    for d in &impact.names_dropped {
+        report.warnings.push(d.to_string());
+    }
     for c in &impact.socket_changes {
         if c.what.iter().any(|w| w == "now proxy_protocol") {
             report.warnings.push(format!(
