@@ -220,6 +220,7 @@ pub fn extract(config: &Config) -> Vec<Server> {
             maps: &maps,
             by_client: &by_client,
             verify_client,
+            limits: Limits::default().within(top.children()),
         };
         for d in top.children() {
             if d.name == "server" && d.block.is_some() {
@@ -298,6 +299,41 @@ struct Shared<'a> {
     by_client: &'a [variants::ByClient],
     /// `ssl_verify_client on` at the block's level.
     verify_client: bool,
+    /// The block's `limit_req`/`limit_conn`.
+    limits: Limits,
+}
+
+/// A `limit_req` or `limit_conn` in force, and the status nginx answers a request it limits
+/// with (`limit_req_status`, `limit_conn_status`; 503 by default): that answer is nginx's
+/// own, and a check's burst (a check per name, each asked again) may well draw it.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    limited: bool,
+    status: u16,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            limited: false,
+            status: 503,
+        }
+    }
+}
+
+impl Limits {
+    /// What a block inside `self` has in force: its own limits replace what it inherits.
+    fn within(self, dirs: &[Directive]) -> Limits {
+        let own = |names: &[&str]| dirs.iter().any(|d| names.contains(&d.name.as_str()));
+        let status = (dirs.iter().rev())
+            .find(|d| matches!(d.name.as_str(), "limit_req_status" | "limit_conn_status"))
+            .and_then(|d| d.arg0().parse().ok())
+            .unwrap_or(self.status);
+        Limits {
+            limited: self.limited || own(&["limit_req", "limit_conn"]),
+            status,
+        }
+    }
 }
 
 fn server(context: Context, d: &Directive, shared: &Shared, root: &Path) -> Server {
@@ -342,6 +378,7 @@ fn server(context: Context, d: &Directive, shared: &Shared, root: &Path) -> Serv
         auth_request: None,
         error_pages: Vec::new(),
         intercept: false,
+        limits: shared.limits,
     }
     .within(d.children());
     let mut locations = Vec::new();
@@ -487,6 +524,8 @@ struct Gates<'a> {
     error_pages: Vec<&'a Directive>,
     /// `proxy_intercept_errors` (or its fastcgi, uwsgi, scgi, grpc kin) is on.
     intercept: bool,
+    /// A `limit_req` or `limit_conn` in force, and the status it answers with.
+    limits: Limits,
 }
 
 impl<'a> Gates<'a> {
@@ -506,6 +545,7 @@ impl<'a> Gates<'a> {
                 own
             },
             intercept,
+            limits: self.limits.within(dirs),
         }
     }
 }
@@ -609,6 +649,9 @@ fn proxied_locations<'a>(
             let mut returns = Vec::new();
             returns_in(d.children(), &mut returns);
             returns_in(within.server, &mut returns);
+            if gates.limits.limited {
+                returns.push(gates.limits.status);
+            }
             let uri_map = host_map::of_target(within.maps, pass.1, Source::is_path);
             let uri_branches = match (&uri_map, &reach) {
                 (Some(map), Reach::Path(own)) => uri_map::branches(map, own, within.server, d),

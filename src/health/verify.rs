@@ -51,7 +51,25 @@ pub struct HealthOptions {
     pub expected_down: Vec<String>,
 }
 
+/// How much longer than `--health-timeout` a check that got no answer in time is given when
+/// asked again, at most [`LONGEST_WAIT`].
+const WAIT_LONGER: u32 = 4;
+
+/// The longest a check is waited for when asked again (see [`WAIT_LONGER`]).
+const LONGEST_WAIT: Duration = Duration::from_secs(15);
+
 impl HealthOptions {
+    /// These options with the per-request timeout for a check asked again after it got no
+    /// answer in time: four times as long, at most 15 s, never shorter.
+    pub fn waiting_longer(&self) -> HealthOptions {
+        HealthOptions {
+            request_timeout: (self.request_timeout * WAIT_LONGER)
+                .min(LONGEST_WAIT)
+                .max(self.request_timeout),
+            ..self.clone()
+        }
+    }
+
     /// Whether `--expect-status` names `status`: what the operator said is fine.
     pub fn expects(&self, status: Option<u16>) -> bool {
         status.is_some_and(|s| self.expect_status.as_ref().is_some_and(|e| e.contains(&s)))
@@ -432,13 +450,15 @@ fn round(
         r.judge_against(known.passed_before(&r), opts);
         r
     };
-    let sent = |todo: &[usize]| send(checks, todo, opts).into_iter().map(|r| r.map(judged));
-    let first: Vec<Option<CheckResult>> = sent(todo).collect();
+    let sent = |todo: &[usize], opts: &HealthOptions| {
+        send(checks, todo, opts).into_iter().map(|r| r.map(judged))
+    };
+    let first: Vec<Option<CheckResult>> = sent(todo, opts).collect();
     let again: Vec<usize> = (todo.iter().zip(&first))
         .filter(|(_, r)| failed(r))
         .flat_map(|(&i, _)| std::iter::repeat_n(i, RETRIES))
         .collect();
-    let mut retried = sent(&again);
+    let mut retried = sent(&again, opts);
     (todo.iter().copied())
         .zip(first)
         .filter_map(|(i, r)| {

@@ -670,26 +670,12 @@ pub fn ask_running(
     }
 }
 
-/// How much longer than `--health-timeout` a check the shadow did not answer in time is given,
-/// at most [`LONGEST_WAIT`]: a backend slower than the timeout (a report that takes 5 s)
-/// answers then, and so does nginx's own 504 when a `proxy_read_timeout` the change lowered
-/// runs out first.
-const WAIT_LONGER: u32 = 4;
-
-/// The longest a check is waited for when asked again (see [`WAIT_LONGER`]).
-const LONGEST_WAIT: Duration = Duration::from_secs(15);
-
 /// A check the shadow did not answer within `--health-timeout`, asked of both nginxes again,
 /// at once, with a longer timeout: which of them answers, and what, tells a slow site (both
 /// answer, alike) from a change that makes nginx give up first (the shadow's 504 where the
 /// running nginx answers 200). Both answers replace the first ones.
 fn wait_longer(shadow: &Shadow, sc: &mut ShadowCheck, opts: &HealthOptions) {
-    let longer = HealthOptions {
-        request_timeout: (opts.request_timeout * WAIT_LONGER)
-            .min(LONGEST_WAIT)
-            .max(opts.request_timeout),
-        ..opts.clone()
-    };
+    let longer = opts.waiting_longer();
     if longer.request_timeout == opts.request_timeout {
         return;
     }
