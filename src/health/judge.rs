@@ -69,8 +69,12 @@ pub fn erring_since(before: Option<u16>, after: Option<u16>) -> bool {
     let server_error = |status: Option<u16>| matches!(status, Some(500..=599));
     let on_purpose = matches!(after, Some(401 | 403 | 407 | 429));
     let client_error = matches!(after, Some(400..=499)) && !on_purpose;
+    // A WebSocket handshake that was switched (101) and is now answered otherwise (426, a
+    // 200 page): its clients' connections no longer upgrade.
+    let unswitched = before == Some(101) && after != Some(101);
     (server_error(after) && before.is_some() && !server_error(before))
         || (client_error && matches!(before, Some(200..=399)))
+        || unswitched
 }
 
 /// Whether nginx's own answer (`answer` not reaching the backend) fails next to a 2xx the
@@ -226,6 +230,8 @@ mod tests {
         );
         assert!(!erring_since(Some(200), Some(401)) && !erring_since(Some(200), Some(429)));
         assert!(!erring_since(Some(404), Some(404)), "the backend's own 404");
+        assert!(erring_since(Some(101), Some(200)) && erring_since(Some(101), Some(426)));
+        assert!(!erring_since(Some(101), Some(101)));
         assert!(lost_since(Some(200), Some(404)) && !lost_since(Some(404), Some(404)));
         assert!(!lost_since(Some(200), Some(503)), "a maintenance page");
         assert!(!worse_than(Some(200), Answer::NotReached, Some(401)));
