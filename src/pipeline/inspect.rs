@@ -354,7 +354,18 @@ pub fn through_shadow(
     if rep.ready.is_some() {
         // Only a request the change made worse is asked what it reads.
         for c in rep.checks.iter_mut().filter(|c| c.worse()) {
-            let backend_answered = c.shadow.status.is_some() && c.upstream_errors.is_empty();
+            // The backend's own answer: a status nginx logged no upstream error for, that it
+            // did not give itself (`try_files ... =404`). And one the samples of a pool split
+            // (some answers failed, others passed, every one sent the same values) is no
+            // answer a value sent to the backend explains.
+            let split = c
+                .sampled
+                .as_ref()
+                .is_some_and(|s| s.shadow_failed < s.asked);
+            let backend_answered = c.shadow.status.is_some()
+                && c.upstream_errors.is_empty()
+                && c.shadow.answer != crate::health::Answer::NotReached
+                && !split;
             c.differs = shadow::differs(
                 &insp.config,
                 &insp.servers,

@@ -683,12 +683,29 @@ fn wait_longer(shadow: &Shadow, sc: &mut ShadowCheck, opts: &HealthOptions) {
         return;
     };
     let check = sc.shadow.check.clone();
+    let mut log = Cursors::open(&[shadow.error_log()]);
     let (through_shadow, through_running) = std::thread::scope(|scope| {
         let s = scope.spawn(|| health::request(&routed, &longer));
         let r = scope.spawn(|| health::request(&check, &longer));
         (s.join().ok(), r.join().ok())
     });
     if let (Some(mut s), Some(mut r)) = (through_shadow, through_running) {
+        // What nginx logged for it (an `upstream timed out` behind its 504): its own answer,
+        // not the backend's.
+        let host = check.host.to_ascii_lowercase();
+        let lines = log.read_new();
+        let own = (lines.iter())
+            .filter_map(errorlog::upstream_error)
+            .filter(|e| (e.logged_for()).is_some_and(|(h, p)| h == host && p == check.path));
+        for e in own {
+            if !sc
+                .upstream_errors
+                .iter()
+                .any(|k| verdict::same_error(k, &e))
+            {
+                sc.upstream_errors.push(e);
+            }
+        }
         (s.check, r.check) = (check.clone(), check);
         sc.shadow = s;
         sc.running = Some(r);
