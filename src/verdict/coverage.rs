@@ -236,8 +236,15 @@ fn not_reached(r: &CheckResult) -> String {
 /// the like (a `return` cannot be got past, so it gets none).
 fn hint(r: &CheckResult) -> Option<String> {
     // A `--health` URL cannot name a unix socket: no hint to give there.
-    let gated =
-        r.check.gate.auth && matches!(r.status, Some(401) | Some(403)) && r.check.unix.is_none();
+    if r.check.gate.auth && r.status == Some(403) {
+        // `deny` (or an auth service) refuses this client whatever it sends.
+        return Some(format!(
+            "{} {} refuses this client (HTTP 403: `allow`/`deny`, or what `auth_request` \
+             asks): credentials do not get a check past it",
+            r.check.server, r.check.what
+        ));
+    }
+    let gated = r.check.gate.auth && r.status == Some(401) && r.check.unix.is_none();
     gated.then(|| {
         let scheme = if r.check.tls { "https" } else { "http" };
         let port = match (r.check.tls, r.check.connect.port()) {
@@ -432,5 +439,11 @@ mod tests {
             "{}",
             c.hints[0]
         );
+        // `allow 10.0.0.0/8; deny all;`: no credentials get past a 403.
+        let mut denied = report.clone();
+        denied.results[0].status = Some(403);
+        let c = coverage(&[server("e.test", &["A"], &[])], &denied, &[]);
+        assert!(!c.hints[0].contains("USER:PASS"), "{}", c.hints[0]);
+        assert!(c.hints[0].contains("refuses this client"), "{}", c.hints[0]);
     }
 }
