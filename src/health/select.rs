@@ -756,6 +756,33 @@ fn candidates<'a>(
             out.push(make(l, addr, host, first_loc));
         }
     }
+    // A name another server takes on that listen (it is defined first: nginx warns of a
+    // "conflicting server name" and ignores it here) reaches that one: its answer is not
+    // this server's.
+    let mut taken: Vec<(String, &ListenAddr)> = Vec::new();
+    out.retain(|c| {
+        let (Route::Own, Host::Name(h)) = (c.route, &c.host) else {
+            return true;
+        };
+        match hosts::taker(servers, &c.listen.addr, &h.to_ascii_lowercase()) {
+            Some(Taker::Server(i)) if i != me => {
+                if !taken.iter().any(|(n, a)| n == h && *a == &c.listen.addr) {
+                    taken.push((h.clone(), &c.listen.addr));
+                }
+                false
+            }
+            _ => true,
+        }
+    });
+    for (name, addr) in taken {
+        skip(
+            format!("server_name {name} on {addr}"),
+            at(root, &server.file, server.line),
+            "another server, defined first, has this name there: nginx ignores it in this one \
+             (\"conflicting server name\"), and requests for it reach the other"
+                .into(),
+        );
+    }
     out
 }
 

@@ -654,3 +654,25 @@ fn a_branch_with_its_own_pass_names_that_backend_as_its_upstream() {
         ]
     );
 }
+
+#[test]
+fn a_name_another_server_defined_first_has_is_not_checked_as_this_ones() {
+    let p = plan(
+        "server { listen 127.0.0.1:80; server_name shop.test; location / { proxy_pass http://a; } }\n\
+         server { listen 127.0.0.1:80; server_name shop.test; location / { proxy_pass http://b; } }",
+    );
+    // Only the first server's check: the second's request would reach the first.
+    assert_eq!(
+        (p.checks.iter())
+            .map(|c| c.upstream.clone().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        ["http://a"]
+    );
+    let skipped: Vec<String> = (p.not_checked.iter()).map(|u| u.what.clone()).collect();
+    assert!(
+        skipped
+            .iter()
+            .any(|w| w == "server_name shop.test on 127.0.0.1:80"),
+        "{skipped:?}"
+    );
+}
