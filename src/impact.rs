@@ -127,6 +127,11 @@ pub enum Predecessor {
 }
 
 impl Predecessor {
+    /// Whether last-good's server had a WebSocket location of this key.
+    pub fn websocket(&self, location_key: &str) -> bool {
+        matches!(self, Predecessor::Had { websocket, .. } if websocket.iter().any(|k| k == location_key))
+    }
+
     /// Whether a request on `listen` (as [`ServerId`] writes it) with Host `host` (`None`: an
     /// IP or no Host, which the listen alone routes) reached this server before the change.
     pub fn answered(&self, listen: &str, host: Option<&str>) -> bool {
@@ -138,13 +143,6 @@ impl Predecessor {
                     && host.is_none_or(|h| names.iter().any(|n| host_map::server_name_takes(n, h)))
             }
         }
-    }
-}
-
-impl Predecessor {
-    /// Whether last-good's server had a WebSocket location of this key.
-    pub fn websocket(&self, location_key: &str) -> bool {
-        matches!(self, Predecessor::Had { websocket, .. } if websocket.iter().any(|k| k == location_key))
     }
 }
 

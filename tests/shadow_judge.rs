@@ -725,6 +725,21 @@ fn checks_carry_the_header_a_locations_own_return_asks_for() {
     }
 }
 
+/// The first 12 bytes nginx answers a client's WebSocket handshake for `/ws/chat` with
+/// (`HTTP/1.1 101` when it passes the upgrade).
+fn handshake_head(listen: SocketAddr) -> [u8; 12] {
+    let handshake = "GET /ws/chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                     Sec-WebSocket-Version: 13\r\n\r\n";
+    let mut s = std::net::TcpStream::connect(listen).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    std::io::Write::write_all(&mut s, handshake.as_bytes()).expect("send");
+    let mut head = [0u8; 12];
+    std::io::Read::read_exact(&mut s, &mut head).expect("answer");
+    head
+}
+
 /// A WebSocket endpoint (`proxy_set_header Upgrade $http_upgrade;`) whose backend speaks only
 /// WebSocket: a plain GET gets nothing from it, and nginx answers 502. Its check sends the
 /// handshake a client sends and takes the `101 Switching Protocols`, and so does the probe of
@@ -762,17 +777,11 @@ fn a_websocket_location_is_checked_with_a_handshake() {
             rev.to_string()
         );
     }
-    let handshake = "GET /ws/chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\n\
-                     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-                     Sec-WebSocket-Version: 13\r\n\r\n";
-    let mut s = std::net::TcpStream::connect(listen).expect("connect");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .expect("timeout");
-    std::io::Write::write_all(&mut s, handshake.as_bytes()).expect("send");
-    let mut head = [0u8; 12];
-    std::io::Read::read_exact(&mut s, &mut head).expect("answer");
-    assert_eq!(&head, b"HTTP/1.1 101", "nginx passes the handshake");
-    drop(s);
+    assert_eq!(
+        &handshake_head(listen),
+        b"HTTP/1.1 101",
+        "nginx passes the handshake"
+    );
 
     n.write_http(&site(&dead.addr.to_string(), 3));
     let run = sr.run(&["-y", "--json", "--no-probe"]);
@@ -809,16 +818,11 @@ fn dropping_a_locations_upgrade_headers_is_refused() {
     run.expect(1);
     assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
     assert!(run.stdout.contains("WebSocket handshake"), "{run}");
-    let handshake = "GET /ws/chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\n\
-                     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-                     Sec-WebSocket-Version: 13\r\n\r\n";
-    let mut s = std::net::TcpStream::connect(listen).expect("connect");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .expect("timeout");
-    std::io::Write::write_all(&mut s, handshake.as_bytes()).expect("send");
-    let mut head = [0u8; 12];
-    std::io::Read::read_exact(&mut s, &mut head).expect("answer");
-    assert_eq!(&head, b"HTTP/1.1 101", "nginx still passes the handshake");
+    assert_eq!(
+        &handshake_head(listen),
+        b"HTTP/1.1 101",
+        "nginx still passes the handshake"
+    );
 }
 
 /// The same WebSocket location on an `ssl http2` listen: over TLS a client's ALPN picks

@@ -11,6 +11,20 @@ use std::net::SocketAddr;
 
 use support::*;
 
+/// nginx running `good` with it recorded as last-good, then `bad` written and reloaded (no
+/// probe, so the shadow is what judges it): refused in the shadow, exit 1. The instance (keep
+/// it: dropping it stops nginx), the tool and the run.
+fn refused_in_the_shadow(good: &str, bad: &str) -> (TestNginx, SafeReload, Run) {
+    let n = TestNginx::start(good);
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(bad);
+    let run = sr.run(&["-y", "--json", "--no-probe"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    (n, sr, run)
+}
+
 /// `GET /x` with one more header line.
 fn get_with(listen: SocketAddr, header: &str) -> u16 {
     let req =
@@ -445,13 +459,7 @@ fn a_named_location_an_if_returns_into_is_checked_with_what_meets_the_if() {
              location @canary {{ proxy_pass http://{canary}; }} }}"
         )
     };
-    let n = TestNginx::start(&site(&g));
-    let sr = SafeReload::new(&n);
-    sr.init();
-    n.write_http(&site(&bad.addr.to_string()));
-    let run = sr.run(&["-y", "--json", "--no-probe"]);
-    run.expect(1);
-    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    let (_n, _sr, run) = refused_in_the_shadow(&site(&g), &site(&bad.addr.to_string()));
     assert!(run.stdout.contains("X-Canary: 1"), "{run}");
     assert_eq!(
         get_with(listen, "X-Canary: 1"),
@@ -517,13 +525,7 @@ fn a_map_of_a_request_maps_value_is_checked_with_what_takes_it() {
              location / {{ proxy_pass http://$pool; }} }}"
         )
     };
-    let n = TestNginx::start(&site(&g));
-    let sr = SafeReload::new(&n);
-    sr.init();
-    n.write_http(&site(&bad.addr.to_string()));
-    let run = sr.run(&["-y", "--json", "--no-probe"]);
-    run.expect(1);
-    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    let (_n, _sr, run) = refused_in_the_shadow(&site(&g), &site(&bad.addr.to_string()));
     assert!(run.stdout.contains("X-Canary: 1"), "{run}");
     assert_eq!(
         get_with(listen, "X-Canary: 1"),
@@ -551,13 +553,7 @@ fn a_regex_that_is_plain_text_is_met_by_that_text() {
              location /beta/ {{ internal; proxy_pass http://{beta}; }} }}"
         )
     };
-    let n = TestNginx::start(&site(&g));
-    let sr = SafeReload::new(&n);
-    sr.init();
-    n.write_http(&site(&bad.addr.to_string()));
-    let run = sr.run(&["-y", "--json", "--no-probe"]);
-    run.expect(1);
-    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    let (_n, _sr, _run) = refused_in_the_shadow(&site(&g), &site(&bad.addr.to_string()));
     assert_eq!(
         get_with(listen, "Cookie: beta=1"),
         200,
@@ -606,13 +602,7 @@ fn each_share_of_a_split_on_the_clients_address_is_checked_from_an_address_in_it
              location / {{ proxy_pass http://$pool; }} }}"
         )
     };
-    let n = TestNginx::start(&site(&g));
-    let sr = SafeReload::new(&n);
-    sr.init();
-    n.write_http(&site(&bad.addr.to_string()));
-    let run = sr.run(&["-y", "--json", "--no-probe"]);
-    run.expect(1);
-    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    let (_n, sr, run) = refused_in_the_shadow(&site(&g), &site(&bad.addr.to_string()));
     assert!(run.stdout.contains("split_clients $pool (canary)"), "{run}");
     let from = (run.stdout.split(", from ").nth(1))
         .and_then(|t| t.split([')', ',']).next())

@@ -249,6 +249,17 @@ pub fn socket_flags(servers: &[Server]) -> HashMap<(Context, String), SocketFlag
     flags
 }
 
+impl Listen {
+    /// Its `ssl`, `http2` and `proxy_protocol` (after extraction, its address's).
+    pub fn flags(&self) -> SocketFlags {
+        SocketFlags {
+            ssl: self.ssl,
+            http2: self.http2,
+            proxy_protocol: self.proxy_protocol,
+        }
+    }
+}
+
 /// An address's protocol flags (see [`socket_flags`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SocketFlags {

@@ -237,11 +237,7 @@ impl<'a> Candidates<'a> {
         // clients did before (they do not change with it: an `http2` copied onto a plain
         // listen leaves every browser without an answer); a `proxy_protocol` is the load
         // balancer's, which sends it as nginx asks.
-        let mut speak = SocketFlags {
-            ssl: c.listen.ssl,
-            http2: c.listen.http2,
-            proxy_protocol: c.listen.proxy_protocol,
-        };
+        let mut speak = c.listen.flags();
         if let Some(before) = self.sockets_before.get(&(server.context, listen.clone())) {
             (speak.ssl, speak.http2) = (before.ssl, before.http2);
         }

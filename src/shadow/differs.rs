@@ -296,7 +296,8 @@ mod tests {
 
     /// Whether the check of `location` in server `name` (both as written in `http`) is
     /// discounted, and why.
-    fn of(http: &str, name: &str, location_line: u32, backend_answered: bool) -> Option<Differs> {
+    /// `http` in a configuration beside a `fastcgi_params` that sends `$server_port`.
+    fn loaded(http: &str) -> (Config, Vec<Server>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let main = dir.path().join("nginx.conf");
         std::fs::write(&main, format!("events {{}}\nhttp {{\n{http}\n}}\n")).expect("write");
@@ -307,6 +308,11 @@ mod tests {
         .expect("write");
         let config = load(&main, &LoadOptions::default()).expect("loads");
         let servers = servers::extract(&config);
+        (config, servers)
+    }
+
+    fn of(http: &str, name: &str, location_line: u32, backend_answered: bool) -> Option<Differs> {
+        let (config, servers) = loaded(http);
         let mut check = Check::plain(
             format!("http://{name}/"),
             "127.0.0.1:80".parse().expect("address"),
@@ -325,17 +331,8 @@ mod tests {
                     location /php { include fastcgi_params; fastcgi_pass unix:/run/php.sock; } }\n\
                     server { listen 80; server_name c.test;\n\
                     location / { proxy_pass https://127.0.0.1:8444; } }";
+        let (config, servers) = loaded(http);
         let check = |host: &str| {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let main = dir.path().join("nginx.conf");
-            std::fs::write(&main, format!("events {{}}\nhttp {{\n{http}\n}}\n")).expect("write");
-            std::fs::write(
-                dir.path().join("fastcgi_params"),
-                "fastcgi_param SERVER_PORT $server_port;\n",
-            )
-            .expect("write");
-            let config = load(&main, &LoadOptions::default()).expect("loads");
-            let servers = servers::extract(&config);
             let url = format!("http://{host}/");
             let addr = "127.0.0.1:80".parse().expect("address");
             let c = Check::plain(url, addr, host.into(), "/".into(), false);

@@ -201,9 +201,7 @@ pub fn sample(
         // member that fails once is then skipped for `fail_timeout`, so one sample may be
         // all that reaches it).
         for e in logged {
-            if !c.upstream_errors.iter().any(|k| verdict::same_error(k, &e)) {
-                c.upstream_errors.push(e);
-            }
+            c.add_error(e);
         }
         if shadow_failed == 0 && !c.shadow.intermittent() {
             continue;
@@ -252,14 +250,10 @@ fn sample_failures(
             )
         })
         .collect();
-    let host = first.check.host.to_ascii_lowercase();
     let mut logged = Vec::new();
     let why = (samples.iter())
         .map(|r| {
-            let own = |e: &&UpstreamError| {
-                (e.logged_for()).is_some_and(|(h, p)| h == host && p == r.check.path)
-            };
-            let error = errors.iter().find(own);
+            let error = errors.iter().find(|e| logged_for(e, &r.check));
             logged.extend(error.cloned());
             // No answer within --health-timeout is slow, not failed: nginx waits for it.
             let failed = r.failed && !r.timed_out;
@@ -270,6 +264,25 @@ fn sample_failures(
         })
         .collect();
     (why, logged)
+}
+
+/// Whether nginx logged `e` for the request `check` sends: its Host and its path (a
+/// sample's own `safe-reload-sample=I` query included).
+fn logged_for(e: &UpstreamError, check: &Check) -> bool {
+    (e.logged_for()).is_some_and(|(h, p)| h.eq_ignore_ascii_case(&check.host) && p == check.path)
+}
+
+impl ShadowCheck {
+    /// Count `e` among the check's upstream errors, once.
+    fn add_error(&mut self, e: UpstreamError) {
+        if !self
+            .upstream_errors
+            .iter()
+            .any(|k| verdict::same_error(k, &e))
+        {
+            self.upstream_errors.push(e);
+        }
+    }
 }
 
 /// The pool a `*_pass` value (`http://app_pool`, `http://app_pool/prefix`) names, and its size.
@@ -523,11 +536,8 @@ pub fn run_checks(
         let mut errors = h.upstream_errors;
         for (&i, mut result) in wave.iter().zip(h.results) {
             let check = routed[i].0;
-            let key = (check.host.to_ascii_lowercase(), check.path.as_str());
-            let (own, rest): (Vec<_>, Vec<_>) = errors.into_iter().partition(|e| {
-                e.logged_for()
-                    .is_some_and(|(h, p)| h == key.0 && p == key.1)
-            });
+            let (own, rest): (Vec<_>, Vec<_>) =
+                errors.into_iter().partition(|e| logged_for(e, check));
             errors = rest;
             result.check = check.clone();
             out[i] = Some(ShadowCheck {
@@ -692,19 +702,10 @@ fn wait_longer(shadow: &Shadow, sc: &mut ShadowCheck, opts: &HealthOptions) {
     if let (Some(mut s), Some(mut r)) = (through_shadow, through_running) {
         // What nginx logged for it (an `upstream timed out` behind its 504): its own answer,
         // not the backend's.
-        let host = check.host.to_ascii_lowercase();
         let lines = log.read_new();
-        let own = (lines.iter())
-            .filter_map(errorlog::upstream_error)
-            .filter(|e| (e.logged_for()).is_some_and(|(h, p)| h == host && p == check.path));
-        for e in own {
-            if !sc
-                .upstream_errors
-                .iter()
-                .any(|k| verdict::same_error(k, &e))
-            {
-                sc.upstream_errors.push(e);
-            }
+        let own = (lines.iter()).filter_map(errorlog::upstream_error);
+        for e in own.filter(|e| logged_for(e, &check)) {
+            sc.add_error(e);
         }
         (s.check, r.check) = (check.clone(), check);
         sc.shadow = s;
