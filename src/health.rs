@@ -383,7 +383,7 @@ mod verify;
 pub use judge::{erring_since, is_failure, judge, worse_than, Answer};
 pub use verify::{
     baseline, expect_down, is_expected, mirror_mark, not_listening, request, request_from, verify,
-    verify_against, CheckResult, HealthOptions, HealthReport, Known, NothingKnown,
+    verify_against, wait_longer, CheckResult, HealthOptions, HealthReport, Known, NothingKnown,
     DEFAULT_REQUEST_TIMEOUT,
 };
 

@@ -432,6 +432,9 @@ pub struct Intermittent {
     pub logged: Vec<UpstreamError>,
     #[serde(skip)]
     pub baseline_taken: bool,
+    /// What the answers that passed say (a check that answered only when waited for longer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 impl Intermittent {
@@ -467,6 +470,7 @@ fn intermittent(before: &Baseline, after: &HealthReport) -> Vec<Intermittent> {
                 after: Tally::of(r),
                 logged: r.intermittent_errors.clone(),
                 baseline_taken: before.taken,
+                hint: r.hint.clone(),
             })
         })
         .collect()

@@ -188,6 +188,76 @@ fn a_site_slower_than_the_health_timeout_before_and_after_is_no_page() {
     assert_eq!((status, body.as_str()), (200, "fast"), "rolled back");
 }
 
+/// A rollback whose restored configuration is only slower than `--health-timeout` by the
+/// time it is verified (a backend near the limit, or busy with what the rejected change's
+/// checks left it) is back to how it was, not worse: exit 3, never "ROLLBACK FAILED" (exit 4,
+/// an operator paged for a site whose every client gets 200). The test slows the backend
+/// down while the run is stopped right before the rollback's verification
+/// (`SAFE_RELOAD_TEST_PAUSE=rollback-verifying`).
+#[test]
+fn a_restored_configuration_that_is_only_slower_now_is_rolled_back_not_failed() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let ip = unique_loopback();
+    let delay = Arc::new(AtomicU64::new(0));
+    let app = HttpBackend::start_delayed(SocketAddr::new(ip, 0), "app", delay.clone());
+    let crash = CloseBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let sites = |d_to: &str, extra: &str| {
+        format!(
+            "server {{ listen {listen}; server_name c.test; {extra} \
+             location / {{ proxy_pass http://{app}; }} }} \
+             server {{ listen {listen}; server_name d.test; \
+             location / {{ proxy_pass http://{d_to}; }} }}",
+            app = app.host_port()
+        )
+    };
+    let n = TestNginx::start(&sites(&app.host_port(), ""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    // d.test's new backend closes every request: 502 after the reload, rolled back.
+    n.write_http(&sites(&crash.addr.to_string(), "add_header X-S 1;"));
+    let child = sr
+        .command(&["-y", "--no-shadow", "--health-timeout", "1s"])
+        .env("SAFE_RELOAD_TEST_PAUSE", "rollback-verifying")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start safe-reload");
+    let pid = child.id();
+    let stopped = wait_for(std::time::Duration::from_secs(30), || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                == Some("T")
+        })
+    });
+    delay.store(1500, Ordering::SeqCst);
+    // SAFETY: signalling our own child by pid; it is not reaped before `finish`.
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    let run = finish(child, std::time::Duration::from_secs(60));
+    assert!(
+        stopped,
+        "never stopped before the rollback's verification: {run}"
+    );
+    run.expect(3);
+    assert!(!run.to_string().contains("operator must act"), "{run}");
+    assert!(
+        run.stdout.contains("rolled back") && run.stdout.contains("is live"),
+        "{run}"
+    );
+    assert!(
+        run.stderr.contains("after the rollback")
+            && run.stderr.contains("slower than --health-timeout"),
+        "the slow answers are said: {run}"
+    );
+    delay.store(0, Ordering::SeqCst);
+    for host in ["c.test", "d.test"] {
+        let (status, body) = http_get(listen, host, "/").expect("GET");
+        assert_eq!((status, body.as_str()), (200, "app"), "{host}: {run}");
+    }
+}
+
 /// `GET /` with `Host: host` over a unix socket; the status.
 fn unix_get(path: &std::path::Path, host: &str) -> std::io::Result<u16> {
     use std::io::{Read, Write};

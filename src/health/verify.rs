@@ -290,6 +290,62 @@ pub fn verify_against(
     }
 }
 
+/// The checks of `window` that got no answer within `--health-timeout`, where `known` does
+/// not know them so, asked again at once with longer ([`HealthOptions::waiting_longer`]).
+/// The restored configuration after a rollback is the one that answered before the change:
+/// a check that is slow now (a backend near the limit, or still busy with the requests the
+/// rejected change's checks left it) is not worse for that, when it answers in the longer
+/// wait. That answer is judged as any other, and stands for the check as one asked again
+/// does (see [`judge::settle`]): passed, the check is intermittent, not failed.
+pub fn wait_longer(
+    window: &mut HealthReport,
+    logs: &mut Cursors,
+    opts: &HealthOptions,
+    known: &dyn Known,
+) {
+    let longer = opts.waiting_longer();
+    if longer.request_timeout == opts.request_timeout {
+        return;
+    }
+    let slow: Vec<usize> = (window.results.iter().enumerate())
+        .filter(|(_, r)| r.failed && r.timed_out && !known.failure(r))
+        .map(|(i, _)| i)
+        .collect();
+    if slow.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let checks: Vec<Check> = (slow.iter())
+        .map(|&i| window.results[i].check.clone())
+        .collect();
+    let todo: Vec<usize> = (0..checks.len()).collect();
+    let answers = send(&checks, &todo, &longer);
+    for (&i, answer) in slow.iter().zip(answers) {
+        let Some(mut answer) = answer else { continue };
+        answer.judge_against(known.passed_before(&answer), opts);
+        let first = window.results[i].clone();
+        let settled = judge::settle(first, vec![answer]);
+        window.results[i] = settled;
+        let r = &mut window.results[i];
+        if !r.failed {
+            r.hint = Some(format!(
+                "it answered when waited for {}: slower than --health-timeout, raise it if the \
+                 site is only slow",
+                humantime::format_duration(longer.request_timeout)
+            ));
+        }
+    }
+    let errors = split_expected(
+        logs,
+        &opts.expected_down,
+        &mut window.expected_upstream_errors,
+    );
+    let errors = set_apart(errors, window.results.iter_mut());
+    window.upstream_errors.extend(errors);
+    window.passed = !window.results.iter().any(|r| r.failed) && window.upstream_errors.is_empty();
+    window.elapsed += started.elapsed();
+}
+
 /// The baseline: the same rounds of the same requests against the running configuration,
 /// every request made whatever the others answered, then the error log they wrote to. As many
 /// rounds as verification makes, so a pool's round-robin reaches as many of its servers

@@ -400,11 +400,14 @@ fn render_verdict(p: &Printer, v: &Verdict) {
 /// Checks that failed and then passed when asked again: a flaky backend to look at.
 fn render_intermittent(p: &Printer, after: &str, checks: &[Intermittent]) {
     for c in checks {
+        let tail = c.hint.as_deref().unwrap_or(
+            "each failure passed when asked again, so it decides nothing: look at the backend",
+        );
         p.err(&format!(
-            "{} intermittent: {}; each failure passed when asked again, so it decides \
-             nothing: look at the backend",
+            "{} intermittent: {}; {}",
             p.paint(Tone::Warn, "warning:"),
-            escape_control(&c.describe(after))
+            escape_control(&c.describe(after)),
+            escape_control(tail)
         ));
         if let Some(u) = c.logged.first() {
             let more = match c.logged.len() {

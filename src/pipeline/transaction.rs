@@ -258,7 +258,14 @@ nginx began a reload all the same: it is proven from its processes"
             ));
         }
         let t = Instant::now();
-        let h = health::verify_against(checks, &mut logs, &self.health_options(), known);
+        let opts = self.health_options();
+        let mut h = health::verify_against(checks, &mut logs, &opts, known);
+        // The restored configuration answered these before the change: one that is only
+        // slower now is not worse for it (see `health::wait_longer`). The candidate's checks
+        // keep `--health-timeout` as their limit.
+        if direction == Direction::Rollback {
+            health::wait_longer(&mut h, &mut logs, &opts, known);
+        }
         report.step("verify", h.passed, t.elapsed(), None);
         Ok(Attempt {
             proof,

@@ -273,6 +273,28 @@ impl HttpBackend {
         }
     }
 
+    /// Listen on `addr` and answer 200 after as many milliseconds as `delay_ms` holds when
+    /// the request comes: a healthy backend the test slows down when it says.
+    pub fn start_delayed(addr: SocketAddr, name: &str, delay_ms: Arc<AtomicU64>) -> HttpBackend {
+        let l = TcpListener::bind(addr).expect("bind backend");
+        let addr = l.local_addr().expect("local addr");
+        let serve: Serve = Arc::new(move |c: &mut dyn ReadWrite, name: &str| {
+            read_request(c);
+            std::thread::sleep(Duration::from_millis(delay_ms.load(Ordering::SeqCst)));
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
+                name.len()
+            );
+            let _ = c.flush();
+        });
+        HttpBackend {
+            addr: Some(addr),
+            path: None,
+            _server: Server::run_with(Bound::Tcp(l), serve, name.to_string()),
+        }
+    }
+
     /// `IP:PORT` for a config (`proxy_pass http://{}`).
     pub fn host_port(&self) -> String {
         self.addr.map(|a| a.to_string()).unwrap_or_default()
