@@ -89,6 +89,10 @@ pub struct Check {
     /// new): the running configuration's answer is no baseline for it.
     #[serde(skip)]
     pub fresh: bool,
+    /// Whether the running configuration expects a PROXY protocol header on this address,
+    /// when the change turns that on or off (see [`Check::to_running`]).
+    #[serde(skip)]
+    pub running_proxy_protocol: Option<bool>,
 }
 
 impl PartialEq for Check {
@@ -128,12 +132,24 @@ impl Check {
             auth: None,
             source: None,
             fresh: false,
+            running_proxy_protocol: None,
         }
     }
 
     fn identity(&self) -> (&str, &str, SocketAddr, Option<&Path>, &str) {
         let unix = self.unix.as_deref();
         (&self.server, &self.url, self.connect, unix, &self.host)
+    }
+
+    /// This request as the running configuration is asked it (the baseline, the running
+    /// nginx beside the shadow, the rollback's verification): with a PROXY protocol header
+    /// only when its address expects one. The load balancer in front sends it as nginx asks,
+    /// so a change that turns it on or off is spoken to in its own way on each side.
+    pub fn to_running(&self) -> Check {
+        Check {
+            proxy_protocol: self.running_proxy_protocol.unwrap_or(self.proxy_protocol),
+            ..self.clone()
+        }
     }
 
     /// Where the request goes, as shown: `127.0.0.1:80`, `unix:/run/site.sock`.

@@ -258,6 +258,69 @@ fn a_restored_configuration_that_is_only_slower_now_is_rolled_back_not_failed() 
     }
 }
 
+/// Moving a port behind a load balancer that sends the PROXY protocol (every listen of the
+/// address gains `proxy_protocol`): the running configuration is asked as its clients ask
+/// it, without the header. Sent the header, the old nginx answered 400 to every request; a
+/// slow site's timeout after the change was then "the change broke" and the change was rolled
+/// back (exit 3). Now the baseline holds the running nginx's real answers, the slow site is
+/// slow before and after (a warning), and the change goes live.
+#[test]
+fn a_port_moved_behind_the_proxy_protocol_is_asked_as_each_side_expects() {
+    let ip = unique_loopback();
+    let fast = HttpBackend::start(SocketAddr::new(ip, 0), "fast");
+    let slow = HttpBackend::start_slow(
+        SocketAddr::new(ip, 0),
+        "slow",
+        std::time::Duration::from_millis(1500),
+    );
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let sites = |flags: &str| {
+        format!(
+            "server {{ listen {listen}{flags}; server_name a.test; \
+             location / {{ proxy_pass http://{fast}; }} }} \
+             server {{ listen {listen}{flags}; server_name r.test; \
+             location / {{ proxy_pass http://{slow}; }} }}",
+            fast = fast.host_port(),
+            slow = slow.host_port()
+        )
+    };
+    let n = TestNginx::start(&sites(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&sites(" proxy_protocol"));
+    let run = sr.run(&["-y", "--health-timeout", "1s", "--json"]);
+    run.expect(0);
+    let doc = run.json();
+    let before: Vec<_> = (doc["baseline"]["results"].as_array())
+        .expect("a baseline")
+        .iter()
+        .filter(|r| r["host"] == "a.test")
+        .map(|r| r["status"].clone())
+        .collect();
+    assert_eq!(before, [serde_json::json!(200)], "{run}");
+    let proxied = |host: &str| {
+        exchange(
+            listen,
+            &format!(
+                "PROXY TCP4 127.0.0.1 {ip} 40000 {port}\r\nGET / HTTP/1.1\r\nHost: {host}\r\n\
+                 Connection: close\r\n\r\n",
+                port = listen.port()
+            ),
+        )
+        .expect("GET with a PROXY header")
+    };
+    assert_eq!(
+        proxied("a.test"),
+        (200, "fast".into()),
+        "the change is live"
+    );
+    assert_eq!(
+        proxied("r.test"),
+        (200, "slow".into()),
+        "the change is live"
+    );
+}
+
 /// `GET /` with `Host: host` over a unix socket; the status.
 fn unix_get(path: &std::path::Path, host: &str) -> std::io::Result<u16> {
     use std::io::{Read, Write};

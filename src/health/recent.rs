@@ -80,7 +80,7 @@ pub fn take(checks: &[Check], logs: &[PathBuf], opts: &HealthOptions, running: S
     };
     let (sent, unsent): (Vec<usize>, Vec<usize>) =
         (0..checks.len()).partition(|&i| answers(&checks[i]));
-    let to_send: Vec<Check> = sent.iter().map(|&i| checks[i].clone()).collect();
+    let to_send: Vec<Check> = sent.iter().map(|&i| checks[i].to_running()).collect();
     let mut window = baseline(&to_send, &mut cursors, opts);
     if !unsent.is_empty() {
         let mut results: Vec<Option<CheckResult>> = vec![None; checks.len()];

@@ -238,11 +238,15 @@ impl<'a> Candidates<'a> {
         // listen leaves every browser without an answer); a `proxy_protocol` is the load
         // balancer's, which sends it as nginx asks.
         let mut speak = c.listen.flags();
+        let mut running_proxy_protocol = None;
         if let Some(before) = self.sockets_before.get(&(server.context, listen.clone())) {
             (speak.ssl, speak.http2) = (before.ssl, before.http2);
+            running_proxy_protocol =
+                (before.proxy_protocol != speak.proxy_protocol).then_some(before.proxy_protocol);
         }
         Check {
             fresh: !self.before.answered(&listen, host),
+            running_proxy_protocol,
             ..c.check(server, root, websocket, speak)
         }
     }
@@ -500,6 +504,7 @@ impl Candidate<'_> {
             auth: None,
             source,
             fresh: false,
+            running_proxy_protocol: None,
         }
     }
 }

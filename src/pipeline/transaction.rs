@@ -651,7 +651,8 @@ nginx began a reload all the same: it is proven from its processes"
         })?;
         let watch = Watch::of(self.env, &restored);
         drop(restored);
-        let (applicable, dropped) = known.baseline.applicable(checks.to_vec());
+        let running = checks.iter().map(Check::to_running).collect();
+        let (applicable, dropped) = known.baseline.applicable(running);
         rb.dropped = dropped.into_iter().map(|c| c.url).collect();
         let attempt = self.attempt(&watch, &applicable, known, Direction::Rollback, report)?;
         Ok(Reached::Reloaded(Box::new(attempt)))

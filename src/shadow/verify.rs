@@ -210,7 +210,7 @@ pub fn sample(
         // request in five fails some of these too, where a server only the change has never
         // shows.
         let mut running_log = Cursors::open(running_logs);
-        let through_running = asked(&c.shadow.check, 3 * n, limit);
+        let through_running = asked(&c.shadow.check.to_running(), 3 * n, limit);
         if through_running.iter().any(|r| r.refused) {
             // Nothing of the running nginx listens there: no answer to compare with.
             continue;
@@ -642,6 +642,7 @@ pub fn ask_running(
         .iter()
         .map(|&i| checks[i].shadow.check.clone())
         .collect();
+    // `take` asks each as the running configuration is asked (`Check::to_running`).
     let r = recent::take(&requests, running_logs, opts, running).finish(&opts.expected_down);
     let one = HealthOptions {
         rounds: 1,
@@ -696,7 +697,7 @@ fn wait_longer(shadow: &Shadow, sc: &mut ShadowCheck, opts: &HealthOptions) {
     let mut log = Cursors::open(&[shadow.error_log()]);
     let (through_shadow, through_running) = std::thread::scope(|scope| {
         let s = scope.spawn(|| health::request(&routed, &longer));
-        let r = scope.spawn(|| health::request(&check, &longer));
+        let r = scope.spawn(|| health::request(&check.to_running(), &longer));
         (s.join().ok(), r.join().ok())
     });
     if let (Some(mut s), Some(mut r)) = (through_shadow, through_running) {
