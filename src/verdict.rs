@@ -55,6 +55,9 @@ pub struct Seen {
     /// nginx refused the connection: nothing listened there.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub refused: bool,
+    /// Over TLS, the certificate did not name the Host (see [`CheckResult::wrong_name`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub wrong_name: bool,
 }
 
 impl Seen {
@@ -77,6 +80,7 @@ impl Seen {
             timed_out: r.timed_out,
             hint: r.hint.clone(),
             refused: r.refused,
+            wrong_name: r.wrong_name.is_some(),
         }
     }
 
@@ -285,6 +289,11 @@ impl Baseline {
             .partition(|c| !self.taken || !unanswerable(&c.url))
     }
 
+    /// Whether the check passed before the change over a certificate that named its Host.
+    fn named(&self, url: &str) -> bool {
+        self.before(url).is_some_and(|b| !b.failed && !b.wrong_name)
+    }
+
     fn logged(&self, e: &UpstreamError) -> bool {
         self.errors.iter().any(|b| same_error(b, e))
     }
@@ -306,6 +315,10 @@ impl Known for Baseline {
     fn passed_before(&self, result: &CheckResult) -> Option<u16> {
         self.passed(&result.check.url)
     }
+
+    fn named_before(&self, result: &CheckResult) -> bool {
+        self.named(&result.check.url)
+    }
 }
 
 /// What a rollback's re-verification does not count against the restored configuration:
@@ -326,6 +339,10 @@ impl Known for AfterRollback<'_> {
 
     fn passed_before(&self, result: &CheckResult) -> Option<u16> {
         self.baseline.passed(&result.check.url)
+    }
+
+    fn named_before(&self, result: &CheckResult) -> bool {
+        self.baseline.named(&result.check.url)
     }
 
     fn upstream_error(&self, error: &UpstreamError) -> bool {
@@ -826,6 +843,7 @@ mod tests {
             refused,
             timed_out: false,
             hint: None,
+            wrong_name: None,
         }
     }
 

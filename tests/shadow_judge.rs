@@ -884,3 +884,81 @@ fn samples_of_a_pool_with_max_conns_stay_within_it() {
     assert_eq!(run.outcome(), "reloaded", "{run}");
     serves(listen, "mc.test", "app");
 }
+
+/// A certificate for `names` (its subjectAltName; the first is the CN), self-signed, written
+/// as `DIR/NAME.pem` and `DIR/NAME.key`.
+fn certificate_for(
+    dir: &std::path::Path,
+    names: &[&str],
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{}.pem", names[0])),
+        dir.join(format!("{}.key", names[0])),
+    );
+    let san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .arg("-subj")
+        .arg(format!("/CN={}", names[0]))
+        .arg("-addext")
+        .arg(format!("subjectAltName={}", san.join(",")))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl req");
+    assert!(out.status.success(), "openssl req: {out:?}");
+    (cert, key)
+}
+
+/// A site switched to another site's certificate (a copied `ssl_certificate` line): nginx
+/// answers 200 as before, but every browser refuses the certificate. The checks' TLS client
+/// did not compare the certificate's names with the SNI, so the change went live "verified".
+/// A certificate that named the Host before the change and does not now is the change's: the
+/// shadow refuses it (exit 1), and past the shadow it is rolled back (exit 3); a.test keeps
+/// serving its own certificate. A harmless change under the same certificates goes live.
+#[test]
+fn a_site_served_with_another_sites_certificate_is_the_changes() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let a = certificate_for(certs.path(), &["a.test", "www.a.test"]);
+    let b = certificate_for(certs.path(), &["b.test", "www.b.test"]);
+    let listen = listen_on(ip);
+    let sites = |a_cert: &(std::path::PathBuf, std::path::PathBuf), extra: &str| {
+        let server = |name: &str, (cert, key): &(std::path::PathBuf, std::path::PathBuf)| {
+            format!(
+                "server {{ listen {listen} ssl; server_name {name} www.{name}; {extra}\n\
+                 ssl_certificate {}; ssl_certificate_key {};\n\
+                 location / {{ proxy_pass http://{}; }} }}\n",
+                cert.display(),
+                key.display(),
+                app.host_port()
+            )
+        };
+        server("a.test", a_cert) + &server("b.test", &b)
+    };
+    let (n, sr) = running(&sites(&a, ""));
+    let subject = || tls_subject(&listen.to_string(), Some("a.test"));
+    assert!(subject().contains("a.test"), "{}", subject());
+
+    n.write_http(&sites(&b, ""));
+    let run = sr.run(&["-y", "-v"]);
+    run.expect(1);
+    assert!(
+        run.to_string().contains("does not name a.test"),
+        "the reason names the host: {run}"
+    );
+    assert!(subject().contains("a.test"), "not reloaded: {}", subject());
+
+    let run = sr.run(&["-y", "--no-shadow"]);
+    run.expect(3);
+    assert!(run.to_string().contains("does not name a.test"), "{run}");
+    assert!(subject().contains("a.test"), "rolled back: {}", subject());
+
+    n.write_http(&sites(&a, "add_header X-Rev 1;"));
+    sr.run(&["-y"]).expect(0);
+    assert_eq!(https_get(listen, "a.test", "/").expect("GET"), 200);
+}

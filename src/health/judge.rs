@@ -162,6 +162,7 @@ mod tests {
             refused: false,
             timed_out: status.is_none(),
             hint: None,
+            wrong_name: None,
         }
     }
 

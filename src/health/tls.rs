@@ -1,25 +1,50 @@
-//! TLS for health requests to `https` listens. Certificates are not checked: verification is
-//! about the path from nginx to the backend, and test or internal sites often use self-signed
-//! certificates. The SNI is still sent, so nginx picks the right `server {}`.
+//! TLS for health requests to `https` listens. Certificates are not checked against a trust
+//! store: verification is about the path from nginx to the backend, and test or internal
+//! sites often use self-signed certificates. The SNI is still sent, so nginx picks the right
+//! `server {}`, and whether the certificate names it is recorded ([`WrongName`]): a site that
+//! the change serves with another site's certificate loses every browser.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 
+/// Where a handshake leaves what is wrong with the certificate's names, when something is:
+/// `the certificate nginx sent does not name a.test (it names b.test, www.b.test)`.
+pub type WrongName = Arc<Mutex<Option<String>>>;
+
 #[derive(Debug)]
-struct AcceptAny(Vec<SignatureScheme>);
+struct AcceptAny {
+    schemes: Vec<SignatureScheme>,
+    wrong_name: WrongName,
+}
 
 impl ServerCertVerifier for AcceptAny {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
+        end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let ServerName::DnsName(name) = server_name {
+            let named = webpki::EndEntityCert::try_from(end_entity)
+                .and_then(|cert| cert.verify_is_valid_for_subject_name(server_name));
+            if let Err(webpki::Error::CertNotValidForName(ctx)) = named {
+                let names = match ctx.presented.is_empty() {
+                    true => "no host name in its subjectAltName".to_string(),
+                    false => format!("it names {}", list_names(&ctx.presented)),
+                };
+                if let Ok(mut slot) = self.wrong_name.lock() {
+                    *slot = Some(format!(
+                        "the certificate nginx sent does not name {} ({names}): browsers refuse it",
+                        name.as_ref()
+                    ));
+                }
+            }
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -42,12 +67,22 @@ impl ServerCertVerifier for AcceptAny {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.clone()
+        self.schemes.clone()
     }
 }
 
-/// A client configuration that accepts any server certificate.
-pub fn client_config() -> Result<Arc<ClientConfig>, rustls::Error> {
+/// The names a certificate presents, as webpki writes them (`DnsName("b.test")`), bare.
+fn list_names(presented: &[String]) -> String {
+    let bare = |p: &String| match (p.find('"'), p.rfind('"')) {
+        (Some(a), Some(b)) if b > a => p[a + 1..b].to_string(),
+        _ => p.clone(),
+    };
+    presented.iter().map(bare).collect::<Vec<_>>().join(", ")
+}
+
+/// A client configuration that accepts any server certificate, and says in `wrong_name`
+/// when the certificate does not name the SNI it was sent.
+pub fn client_config(wrong_name: WrongName) -> Result<Arc<ClientConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let schemes = provider
         .signature_verification_algorithms
@@ -55,7 +90,10 @@ pub fn client_config() -> Result<Arc<ClientConfig>, rustls::Error> {
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(schemes)))
+        .with_custom_certificate_verifier(Arc::new(AcceptAny {
+            schemes,
+            wrong_name,
+        }))
         .with_no_client_auth();
     Ok(Arc::new(config))
 }

@@ -136,6 +136,12 @@ pub struct CheckResult {
     /// What to do about a failure whose cause the answer shows (see [`UNLINKED`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// Over TLS: the certificate nginx sent does not name the Host (the SNI), and how. Alone
+    /// it decides nothing (a self-signed certificate for every site); where the same check
+    /// got a certificate that named it before the change, the answer fails
+    /// ([`CheckResult::judge_against`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wrong_name: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -163,9 +169,27 @@ impl CheckResult {
     /// served, nginx's own 404 where the backend answered fail (see [`judge::worse_than`]),
     /// and are asked again as any failed answer is. A status
     /// `--expect-status` names is what the operator said is fine: never a failure.
-    pub fn judge_against(&mut self, passed_before: Option<u16>, opts: &HealthOptions) {
+    ///
+    /// An answer over a certificate that does not name its Host, where the certificate
+    /// before the change did (`named_before`), fails too: every browser refuses it, whatever
+    /// nginx would have answered.
+    pub fn judge_against(
+        &mut self,
+        passed_before: Option<u16>,
+        named_before: bool,
+        opts: &HealthOptions,
+    ) {
+        if self.failed {
+            return;
+        }
         let expected = opts.expects(self.status);
         if !expected && judge::worse_than(passed_before, self.answer, self.status) {
+            self.answer = Answer::Failed;
+            self.failed = true;
+            self.failures += 1;
+        } else if named_before && self.wrong_name.is_some() {
+            self.error = self.wrong_name.clone();
+            self.status = None;
             self.answer = Answer::Failed;
             self.failed = true;
             self.failures += 1;
@@ -182,6 +206,11 @@ pub trait Known {
     /// is judged against it ([`CheckResult::judge_against`]).
     fn passed_before(&self, _result: &CheckResult) -> Option<u16> {
         None
+    }
+    /// Whether this check passed before the change over a certificate that named its Host
+    /// (see [`CheckResult::wrong_name`]).
+    fn named_before(&self, _result: &CheckResult) -> bool {
+        false
     }
 }
 
@@ -322,7 +351,11 @@ pub fn wait_longer(
     let answers = send(&checks, &todo, &longer);
     for (&i, answer) in slow.iter().zip(answers) {
         let Some(mut answer) = answer else { continue };
-        answer.judge_against(known.passed_before(&answer), opts);
+        answer.judge_against(
+            known.passed_before(&answer),
+            known.named_before(&answer),
+            opts,
+        );
         let first = window.results[i].clone();
         let settled = judge::settle(first, vec![answer]);
         window.results[i] = settled;
@@ -503,7 +536,7 @@ fn round(
 ) -> Vec<(usize, CheckResult)> {
     let failed = |r: &Option<CheckResult>| r.as_ref().is_some_and(|r| r.failed);
     let judged = |mut r: CheckResult| {
-        r.judge_against(known.passed_before(&r), opts);
+        r.judge_against(known.passed_before(&r), known.named_before(&r), opts);
         r
     };
     let sent = |todo: &[usize], opts: &HealthOptions| {
@@ -559,7 +592,12 @@ pub fn request(check: &Check, opts: &HealthOptions) -> CheckResult {
 pub fn request_from(check: &Check, opts: &HealthOptions, source: Option<IpAddr>) -> CheckResult {
     let start = Instant::now();
     let timeout = opts.request_timeout.max(Duration::from_millis(1));
-    let got = get_status(check, timeout, &opts.headers, source);
+    let wrong_name = tls::WrongName::default();
+    let got = get_status(check, timeout, &opts.headers, source, &wrong_name);
+    let wrong_name = match got {
+        Ok(_) => wrong_name.lock().ok().and_then(|mut w| w.take()),
+        Err(_) => None,
+    };
     let hint = matches!(got, Err(Failure::Unlinked(_))).then(|| UNLINKED.to_string());
     let (status, error, closed, refused, timed_out) = match got {
         Ok(s) => (Some(s), None, false, false, false),
@@ -583,6 +621,7 @@ pub fn request_from(check: &Check, opts: &HealthOptions, source: Option<IpAddr>)
         refused,
         timed_out,
         hint,
+        wrong_name,
     }
 }
 
@@ -604,6 +643,7 @@ pub fn not_listening(check: &Check, why: String, opts: &HealthOptions) -> CheckR
         refused: true,
         timed_out: false,
         hint: None,
+        wrong_name: None,
     }
 }
 
@@ -661,6 +701,7 @@ fn get_status(
     timeout: Duration,
     headers: &[(String, String)],
     source: Option<IpAddr>,
+    wrong_name: &tls::WrongName,
 ) -> Result<u16, Failure> {
     let deadline = Instant::now() + timeout;
     let other = Failure::Other;
@@ -714,7 +755,7 @@ fn get_status(
     }
     let req = request_bytes(check, headers);
     let response = if check.tls {
-        let config = tls::client_config().map_err(|e| other(e.to_string()))?;
+        let config = tls::client_config(wrong_name.clone()).map_err(|e| other(e.to_string()))?;
         // With no Host to send there is no name for SNI either: the address stands for it.
         let name = match check.host.is_empty() {
             true => rustls::pki_types::ServerName::IpAddress(check.connect.ip().into()),

@@ -305,7 +305,10 @@ impl ShadowCheck {
     /// shadow's answer failed, was a 4xx or 5xx, or came with an upstream error.
     pub fn asks_running(&self) -> bool {
         let error = matches!(self.shadow.status, Some(400..=599));
-        self.failed() || error || !self.upstream_errors.is_empty()
+        self.failed()
+            || error
+            || !self.upstream_errors.is_empty()
+            || self.shadow.wrong_name.is_some()
     }
 
     /// The shadow's answer against the running nginx's, as the verdict after the reload
@@ -658,12 +661,15 @@ pub fn ask_running(
         }
         // Another server's answer (a new server's Host went to the default one) is no
         // baseline for this one's.
-        let before = (sc.running.as_ref())
-            .filter(|r| !r.failed && !r.refused && !r.check.fresh)
-            .and_then(|r| r.status);
+        let passed = (sc.running.as_ref()).filter(|r| !r.failed && !r.refused && !r.check.fresh);
+        let before = passed.and_then(|r| r.status);
+        // A certificate that named the Host where the shadow's does not loses every browser.
+        let named = passed.is_some_and(|r| r.wrong_name.is_none());
+        let unnamed = named && sc.shadow.wrong_name.is_some();
         if sc.failed()
-            || opts.expects(sc.shadow.status)
-            || !health::worse_than(before, sc.shadow.answer, sc.shadow.status)
+            || (!unnamed
+                && (opts.expects(sc.shadow.status)
+                    || !health::worse_than(before, sc.shadow.answer, sc.shadow.status)))
         {
             continue;
         }
@@ -671,7 +677,7 @@ pub fn ask_running(
             continue;
         };
         let mut logs = Cursors::open(&[shadow.error_log()]);
-        let known = RunningAnswered(before);
+        let known = RunningAnswered(before, named);
         let again = health::verify_against(std::slice::from_ref(&routed), &mut logs, &one, &known);
         if let Some(mut result) = again.results.into_iter().next() {
             result.check = sc.shadow.check.clone();
@@ -716,7 +722,7 @@ fn wait_longer(shadow: &Shadow, sc: &mut ShadowCheck, opts: &HealthOptions) {
 
 /// What the running nginx answered a check, when that passed: the shadow's answers to it are
 /// judged against that status, as the baseline's stand for verification after the reload.
-struct RunningAnswered(Option<u16>);
+struct RunningAnswered(Option<u16>, bool);
 
 impl health::Known for RunningAnswered {
     fn failure(&self, _: &CheckResult) -> bool {
@@ -729,6 +735,10 @@ impl health::Known for RunningAnswered {
 
     fn passed_before(&self, _: &CheckResult) -> Option<u16> {
         self.0
+    }
+
+    fn named_before(&self, _: &CheckResult) -> bool {
+        self.1
     }
 }
 
@@ -852,6 +862,7 @@ mod tests {
             refused: error.is_some_and(|e| e.contains("refused")),
             timed_out: false,
             hint: None,
+            wrong_name: None,
         }
     }
 

@@ -315,6 +315,7 @@ mod tests {
                     refused: false,
                     timed_out: false,
                     hint: None,
+                    wrong_name: None,
                 })
                 .collect(),
             not_checked: Vec::new(),
