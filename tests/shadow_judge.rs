@@ -885,34 +885,6 @@ fn samples_of_a_pool_with_max_conns_stay_within_it() {
     serves(listen, "mc.test", "app");
 }
 
-/// A certificate for `names` (its subjectAltName; the first is the CN), self-signed, written
-/// as `DIR/NAME.pem` and `DIR/NAME.key`.
-fn certificate_for(
-    dir: &std::path::Path,
-    names: &[&str],
-) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (
-        dir.join(format!("{}.pem", names[0])),
-        dir.join(format!("{}.key", names[0])),
-    );
-    let san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
-    let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
-        .arg("-subj")
-        .arg(format!("/CN={}", names[0]))
-        .arg("-addext")
-        .arg(format!("subjectAltName={}", san.join(",")))
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl req");
-    assert!(out.status.success(), "openssl req: {out:?}");
-    (cert, key)
-}
-
 /// A site switched to another site's certificate (a copied `ssl_certificate` line): nginx
 /// answers 200 as before, but every browser refuses the certificate. The checks' TLS client
 /// did not compare the certificate's names with the SNI, so the change went live "verified".

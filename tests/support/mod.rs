@@ -204,14 +204,27 @@ pub fn https_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<u1
 }
 
 /// A self-signed P-256 certificate for `cn` and its key, written as `DIR/CN.pem` and
-/// `DIR/CN.key`; valid for a day.
+/// `DIR/CN.key`; valid for a day. Its only name is the CN (no subjectAltName).
 pub fn self_signed(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
+    openssl_req(dir, cn, &[])
+}
+
+/// [`self_signed`] for `names`: the first is the CN, and all are its subjectAltName.
+pub fn certificate_for(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf) {
+    let san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+    let ext = format!("subjectAltName={}", san.join(","));
+    openssl_req(dir, names[0], &["-addext", &ext])
+}
+
+/// `openssl req -x509` for a P-256 key and `/CN=cn`, with `extra` arguments.
+fn openssl_req(dir: &Path, cn: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join(format!("{cn}.pem")), dir.join(format!("{cn}.key")));
     let out = Command::new("openssl")
         .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
         .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
         .arg("-subj")
         .arg(format!("/CN={cn}"))
+        .args(extra)
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
