@@ -169,11 +169,22 @@ pub struct Gate {
     pub auth: bool,
     /// The codes of `return` directives in the location (444: nginx closes the connection).
     pub returns: Vec<u16>,
+    /// Where `ssl_verify_client on` is written (`snippets/ssl.conf:4`) when it asks every
+    /// client of the server for a certificate: over TLS, nginx answers a check with 400.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<String>,
 }
 
 impl Gate {
     pub fn is_open(&self) -> bool {
         !self.auth && self.returns.is_empty()
+    }
+
+    /// Where `ssl_verify_client on` asked `r`'s check for the certificate it lacked, when
+    /// nginx's answer is the one that gives (400; 495 or 496 from an `error_page`).
+    pub fn wants_certificate(r: &CheckResult) -> Option<&str> {
+        let asked = r.check.tls && matches!(r.status, Some(400 | 495 | 496));
+        (r.check.gate.client_certificate.as_deref()).filter(|_| asked)
     }
 }
 

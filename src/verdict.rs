@@ -30,7 +30,7 @@ use serde::Serialize;
 pub mod alerts;
 mod coverage;
 pub use alerts::Alert;
-pub use coverage::{coverage, Affected, Coverage, LeftOut, NotVerified};
+pub use coverage::{coverage, Affected, AsksCertificate, Coverage, LeftOut, NotVerified};
 
 use crate::errorlog::UpstreamError;
 use crate::exit::Exit;

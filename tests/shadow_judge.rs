@@ -934,3 +934,68 @@ fn a_site_served_with_another_sites_certificate_is_the_changes() {
     sr.run(&["-y"]).expect(0);
     assert_eq!(https_get(listen, "a.test", "/").expect("GET"), 200);
 }
+
+/// `ssl_verify_client on` pasted into the TLS snippet every site includes (meant for one
+/// admin site): nginx answers every client without a certificate with 400, which is its own
+/// answer, as adding client certificates on purpose gives it. The change goes live, and the
+/// run says which sites it made ask for a certificate and where the line is; a site that
+/// asked before gets a note, not the warning.
+#[test]
+fn a_client_certificate_asked_of_every_site_is_named_with_its_line() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let a = certificate_for(certs.path(), &["a.test"]);
+    let b = certificate_for(certs.path(), &["b.test"]);
+    let listen = listen_on(ip);
+    let snippet = certs.path().join("ssl.conf");
+    let sites = |extra: &str| {
+        let server = |name: &str, (cert, key): &(std::path::PathBuf, std::path::PathBuf)| {
+            format!(
+                "server {{ listen {listen} ssl; server_name {name};\n\
+                 ssl_certificate {}; ssl_certificate_key {};\n\
+                 include {};\n\
+                 location / {{ proxy_pass http://{}; }} }}\n",
+                cert.display(),
+                key.display(),
+                snippet.display(),
+                app.host_port()
+            )
+        };
+        format!("{extra}\n{}{}", server("a.test", &a), server("b.test", &b))
+    };
+    std::fs::write(&snippet, "ssl_session_timeout 5m;\n").expect("snippet");
+    let (n, sr) = running(&sites(""));
+    assert_eq!(https_get(listen, "a.test", "/").expect("GET"), 200);
+
+    let verify = format!(
+        "ssl_session_timeout 5m;\nssl_client_certificate {};\nssl_verify_client on;\n",
+        a.0.display()
+    );
+    std::fs::write(&snippet, verify).expect("snippet");
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    let said = run.to_string();
+    assert!(
+        said.contains("this change makes nginx ask every client of a.test and b.test for a certificate (ssl_verify_client on, ")
+            && said.contains("ssl.conf:3): they were served before it and answer HTTP 400 now"),
+        "the sites and the line are named: {run}"
+    );
+    for host in ["a.test", "b.test"] {
+        assert_eq!(
+            https_get(listen, host, "/").expect("GET"),
+            400,
+            "{host} is live"
+        );
+    }
+
+    n.write_http(&sites("add_header X-Rev 1;"));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    let said = run.to_string();
+    assert!(
+        said.contains("note: a.test and b.test ask every client for a certificate")
+            && !said.contains("this change makes nginx ask"),
+        "asked before the change: a note: {run}"
+    );
+}

@@ -114,6 +114,9 @@ pub struct Location {
     pub auth: bool,
     /// Codes of `return` in the location (and its `if` blocks).
     pub returns: Box<[u16]>,
+    /// Where `ssl_verify_client on` asks every client of its server for a certificate: over
+    /// TLS, a check (which has none) gets nginx's 400 here.
+    pub client_certificate: Option<(Arc<Path>, u32)>,
     /// It passes the client's `Upgrade` on (`proxy_set_header Upgrade $http_upgrade;`): a
     /// WebSocket endpoint, checked with a WebSocket handshake.
     #[serde(skip)]
@@ -214,7 +217,7 @@ pub fn extract(config: &Config) -> Vec<Server> {
         let Some(context) = Context::of_block(&top.name) else {
             continue;
         };
-        let verify_client = asks_client_certificate(top.children()).unwrap_or(false);
+        let verify_client = asks_client_certificate(top.children()).unwrap_or(None);
         let by_client = variants::by_client(top.children());
         let shared = Shared {
             maps: &maps,
@@ -289,12 +292,13 @@ fn passes_upgrade(dirs: &[Directive]) -> bool {
     })
 }
 
-/// `ssl_verify_client` in `dirs`: `on` asks every client for a certificate; `optional`,
+/// `ssl_verify_client` in `dirs`: `on` asks every client for a certificate (the directive's
+/// file and line); `optional`,
 /// `optional_no_ca` and `off` let a client without one through. `None` when not set there.
-fn asks_client_certificate(dirs: &[Directive]) -> Option<bool> {
+fn asks_client_certificate(dirs: &[Directive]) -> Option<Option<(Arc<Path>, u32)>> {
     (dirs.iter().rev())
         .find(|d| d.name == "ssl_verify_client")
-        .map(|d| d.arg0().eq_ignore_ascii_case("on"))
+        .map(|d| (d.arg0().eq_ignore_ascii_case("on")).then(|| (d.file.clone(), d.line)))
 }
 
 /// Whether a block denies every client (`deny all;` and no `allow`).
@@ -308,8 +312,8 @@ fn denies(block: &Directive) -> bool {
 struct Shared<'a> {
     maps: &'a HostMaps,
     by_client: &'a [variants::ByClient],
-    /// `ssl_verify_client on` at the block's level.
-    verify_client: bool,
+    /// `ssl_verify_client on` at the block's level: where it is written.
+    verify_client: Option<(Arc<Path>, u32)>,
     /// The block's `limit_req`/`limit_conn`.
     limits: Limits,
 }
@@ -401,7 +405,8 @@ fn server(context: Context, d: &Directive, shared: &Shared, root: &Path) -> Serv
         maps,
         root,
         by_client: shared.by_client,
-        verify_client: asks_client_certificate(d.children()).unwrap_or(shared.verify_client),
+        verify_client: asks_client_certificate(d.children())
+            .unwrap_or_else(|| shared.verify_client.clone()),
     };
     proxied_locations(
         d.children(),
@@ -519,8 +524,9 @@ struct Within<'a> {
     /// The variables whose value depends on the client's address (see
     /// [`variants::by_client`]).
     by_client: &'a [variants::ByClient],
-    /// `ssl_verify_client on` in force for the server (its own, else `http`'s).
-    verify_client: bool,
+    /// `ssl_verify_client on` in force for the server (its own, else `http`'s): where it
+    /// is written.
+    verify_client: Option<(Arc<Path>, u32)>,
 }
 
 /// What nginx checks before passing a request on, inherited into nested blocks.
@@ -693,7 +699,7 @@ fn proxied_locations<'a>(
             }
             // A TLS server that asks every client for a certificate (`ssl_verify_client
             // on`) answers a check that has none with its own 400 (or 495/496).
-            if within.verify_client {
+            if within.verify_client.is_some() {
                 returns.extend([400, 495, 496]);
             }
             out.push(Location {
@@ -710,6 +716,7 @@ fn proxied_locations<'a>(
                     _ => gates.auth || limited_by_auth,
                 },
                 returns: returns.into_boxed_slice(),
+                client_certificate: within.verify_client.clone(),
                 websocket: passes_upgrade(d.children()),
                 hidden_failure,
                 host_map: host_map::of_target(within.maps, pass.1, Source::is_host),

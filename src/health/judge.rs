@@ -196,10 +196,12 @@ mod tests {
         let auth = Gate {
             auth: true,
             returns: vec![],
+            ..Gate::default()
         };
         let close = Gate {
             auth: false,
             returns: vec![444],
+            ..Gate::default()
         };
         assert_eq!(judge(Some(200), false, &open, None), Answer::Passed);
         assert_eq!(judge(Some(404), false, &open, None), Answer::Passed);

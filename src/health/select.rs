@@ -496,6 +496,8 @@ impl Candidate<'_> {
             gate: Gate {
                 auth: loc.auth,
                 returns: loc.returns.to_vec(),
+                client_certificate: (loc.client_certificate.as_ref())
+                    .map(|(file, line)| at(root, file, *line)),
             },
             upstream: Some(
                 (self.extra.and_then(|v| v.target.clone())).unwrap_or_else(|| loc.target.clone()),

@@ -6,7 +6,7 @@ use crate::diff::ConfigDiff;
 use crate::health::HealthReport;
 use crate::output::{escape_control, Printer, Tone};
 use crate::report::{Outcome, Problem, Report, RollbackReport};
-use crate::verdict::{Cause, Intermittent, RollbackVerdict, Verdict};
+use crate::verdict::{AsksCertificate, Cause, Intermittent, RollbackVerdict, Verdict};
 
 mod probes;
 mod state;
@@ -780,6 +780,43 @@ fn rolled_back(report: &Report) -> String {
     }
 }
 
+/// Where `ssl_verify_client on` answered the checks: a warning where the change made sites
+/// served before it ask every client for a certificate, a note where they asked already.
+fn asks_certificate(p: &Printer, asks: &AsksCertificate) -> String {
+    let list = |servers: &[String]| match servers {
+        [] => String::new(),
+        [one] => escape_control(one),
+        [rest @ .., last] => escape_control(&format!("{} and {last}", rest.join(", "))),
+    };
+    let at = escape_control(&asks.at);
+    match &asks.served_before[..] {
+        [] => format!(
+            "{} {} {} every client for a certificate (ssl_verify_client on, {at}) and the \
+             checks have none: what is behind it was not verified",
+            p.paint(Tone::Bold, "note:"),
+            list(&asks.servers),
+            if asks.servers.len() == 1 {
+                "asks"
+            } else {
+                "ask"
+            },
+        ),
+        served => format!(
+            "{} this change makes nginx ask every client of {} for a certificate \
+             (ssl_verify_client on, {at}): {} served before it and answer HTTP 400 now, \
+             as they do every client without one. Meant for fewer sites? Set it in their \
+             server blocks",
+            p.paint(Tone::Warn, "warning:"),
+            list(served),
+            if served.len() == 1 {
+                "it was"
+            } else {
+                "they were"
+            },
+        ),
+    }
+}
+
 /// Commands whose job is a reload; the others only look.
 fn reloads(command: &str) -> bool {
     matches!(command, "reload" | "edit" | "rollback" | "recover")
@@ -794,6 +831,9 @@ fn render_outcome(p: &Printer, report: &Report) {
             p.paint(Tone::Warn, "warning:"),
             escape_control(&u.describe())
         ));
+    }
+    for asks in report.coverage.iter().flat_map(|c| &c.client_certificates) {
+        p.err(&asks_certificate(p, asks));
     }
     for hint in report.coverage.iter().flat_map(|c| &c.hints) {
         p.err(&format!(

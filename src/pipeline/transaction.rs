@@ -362,7 +362,9 @@ nginx began a reload all the same: it is proven from its processes"
         }
         report.coverage = Some(&affected[..])
             .zip(attempt.health.as_ref())
-            .map(|(a, h)| verdict::coverage(a, h, &self.watch.sight.servers));
+            .map(|(a, h)| {
+                verdict::coverage(a, h, &self.watch.sight.servers).with_certificates(h, &baseline)
+            });
         if !self.watch.sight.reload.is_empty() {
             let logs: Vec<String> = (self.watch.sight.reload.iter())
                 .map(|u| u.describe())

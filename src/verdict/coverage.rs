@@ -86,6 +86,23 @@ pub struct Coverage {
     /// checked, and the servers count as verified by their answers alone.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unread_logs: Vec<Unread>,
+    /// Where nginx asked the checks for a client certificate they do not have.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub client_certificates: Vec<AsksCertificate>,
+}
+
+/// An `ssl_verify_client on` that answered checks with nginx's 400: what is behind it was not
+/// verified, and where the same checks were served before the change, every client without
+/// a certificate lost those sites with it (the line meant for one site, put in a snippet
+/// every TLS server includes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AsksCertificate {
+    /// Where it is written: `snippets/ssl.conf:4`.
+    pub at: String,
+    /// The servers whose checks it answered.
+    pub servers: Vec<String>,
+    /// Of those, the ones whose same checks were served before the change.
+    pub served_before: Vec<String>,
 }
 
 impl Coverage {
@@ -136,6 +153,40 @@ impl Coverage {
             ));
         }
         out
+    }
+}
+
+impl Coverage {
+    /// Adds where `ssl_verify_client on` answered the checks of `after`, and which of them
+    /// were served before the change (`before`).
+    pub fn with_certificates(mut self, after: &HealthReport, before: &super::Baseline) -> Coverage {
+        for r in &after.results {
+            let Some(at) = crate::health::Gate::wants_certificate(r) else {
+                continue;
+            };
+            let i = match (self.client_certificates.iter()).position(|c| c.at == at) {
+                Some(i) => i,
+                None => {
+                    self.client_certificates.push(AsksCertificate {
+                        at: at.to_string(),
+                        servers: Vec::new(),
+                        served_before: Vec::new(),
+                    });
+                    self.client_certificates.len() - 1
+                }
+            };
+            let asks = &mut self.client_certificates[i];
+            let server = &r.check.server;
+            if !asks.servers.contains(server) {
+                asks.servers.push(server.clone());
+            }
+            let served =
+                (before.passed(&r.check.url)).is_some_and(|s| !matches!(s, 400 | 495 | 496));
+            if served && !asks.served_before.contains(server) {
+                asks.served_before.push(server.clone());
+            }
+        }
+        self
     }
 }
 
@@ -226,6 +277,13 @@ fn not_reached(r: &CheckResult) -> String {
     let upstream = (r.check.upstream.as_deref())
         .map(|u| format!(": {u} was not verified"))
         .unwrap_or_default();
+    if let Some(at) = crate::health::Gate::wants_certificate(r) {
+        return format!(
+            "{} {answer} by nginx itself, which asks every client for a certificate \
+             (ssl_verify_client on, {at}) and the checks have none{upstream}",
+            r.check.url
+        );
+    }
     format!(
         "{} {answer} by nginx itself, without reaching the backend{upstream}",
         r.check.url

@@ -158,14 +158,16 @@ fn auth_and_return_are_gates_of_the_location() {
         p.checks[0].gate,
         Gate {
             auth: true,
-            returns: vec![]
+            returns: vec![],
+            ..Gate::default()
         }
     );
     assert_eq!(
         p.checks[1].gate,
         Gate {
             auth: false,
-            returns: vec![444]
+            returns: vec![444],
+            ..Gate::default()
         }
     );
 }
