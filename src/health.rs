@@ -93,6 +93,10 @@ pub struct Check {
     /// when the change turns that on or off (see [`Check::to_running`]).
     #[serde(skip)]
     pub running_proxy_protocol: Option<bool>,
+    /// The `*_read_timeout` written for the location checked (see
+    /// [`crate::conf::servers::Location::read_timeout`]).
+    #[serde(skip)]
+    pub read_timeout: Option<std::time::Duration>,
 }
 
 impl PartialEq for Check {
@@ -133,6 +137,7 @@ impl Check {
             source: None,
             fresh: false,
             running_proxy_protocol: None,
+            read_timeout: None,
         }
     }
 

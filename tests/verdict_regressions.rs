@@ -761,6 +761,47 @@ fn a_504_after_a_check_that_was_only_slow_before_is_refused_in_the_shadow() {
     );
 }
 
+/// The same with a limit past the shadow's longer wait (four times `--health-timeout`):
+/// `proxy_read_timeout 2s` in front of a backend that takes 4 s, with `--health-timeout
+/// 300ms`. Asked again for 1.2 s, both nginxes were silent ("slow before and after"), the
+/// change went live and every client got nginx's 504 at 2 s. A check asked again waits past
+/// the location's read timeout (here 3 s), so the shadow sees the 504.
+#[test]
+fn a_read_timeout_past_the_longer_wait_is_waited_for_in_the_shadow() {
+    let ip = unique_loopback();
+    let slow = HttpBackend::start_slow(
+        SocketAddr::new(ip, 0),
+        "slow",
+        std::time::Duration::from_millis(4000),
+    );
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |extra: &str| {
+        format!(
+            "server {{ listen {listen}; server_name t.test; \
+             location = /rev {{ return 200 \"{}\"; }} \
+             location / {{ {extra} proxy_pass http://{}; }} }}",
+            if extra.is_empty() { "old" } else { "new" },
+            slow.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site("proxy_read_timeout 2s;"));
+    let run = sr.run(&["-y", "--health-timeout", "300ms", "--json"]);
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(report["shadow"]["state"], "refused", "{run}");
+    let why = report["shadow"]["reason"].as_str().unwrap_or_default();
+    assert!(why.contains("HTTP 504"), "{run}");
+    assert!(report["reload"].is_null(), "not signalled: {run}");
+    assert_eq!(http_get(listen, "t.test", "/rev").expect("GET").1, "old");
+    assert_eq!(
+        http_get(listen, "t.test", "/").expect("GET"),
+        (200, "slow".into())
+    );
+}
+
 /// A server on `listen unix:` and a TCP listen, recorded by `init`, whose socket file was then
 /// deleted while nginx holds the socket.
 struct UnlinkedSocket {

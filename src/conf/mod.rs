@@ -23,6 +23,7 @@ pub mod variants;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use load::{load, load_from, LoadOptions, Source};
 pub use servers::{Listen, ListenAddr, Location, Reach, Rewritten, Server};
@@ -188,4 +189,68 @@ pub fn pool_limits(config: &Config) -> std::collections::HashMap<String, usize> 
         }
     }
     out
+}
+
+/// A time as nginx reads it (`ngx_parse_time`): `10s`, `500ms`, `1m30s`, a bare number of
+/// seconds; the units `ms`, `s`, `m`, `h`, `d`, `w`, `M` (30 days), `y` (365 days), each at
+/// most once, largest first. `None` for what nginx rejects (or a variable).
+pub fn nginx_time(text: &str) -> Option<Duration> {
+    const UNITS: [(&str, u64); 8] = [
+        ("y", 365 * 86_400_000),
+        ("M", 30 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("ms", 1),
+        ("m", 60_000),
+        ("s", 1000),
+    ];
+    let mut rest = text;
+    let mut total: u64 = 0;
+    // The units still allowed, largest first: `ms` after `m` is a smaller unit.
+    let order = ["y", "M", "w", "d", "h", "m", "s", "ms"];
+    let mut next = 0;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        // A bare number is seconds.
+        let (unit, scale) = match UNITS.iter().find(|(u, _)| rest.starts_with(u)) {
+            Some(&(u, scale)) => {
+                rest = &rest[u.len()..];
+                (u, scale)
+            }
+            None if rest.is_empty() => ("s", 1000),
+            None => return None,
+        };
+        let at = order[next..].iter().position(|u| *u == unit)?;
+        next += at + 1;
+        total = total.checked_add(n.checked_mul(scale)?)?;
+    }
+    (!text.is_empty()).then(|| Duration::from_millis(total))
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::nginx_time;
+    use std::time::Duration;
+
+    #[test]
+    fn times_read_as_nginx_reads_them() {
+        let ms = |n| Some(Duration::from_millis(n));
+        assert_eq!(nginx_time("10s"), ms(10_000));
+        assert_eq!(nginx_time("10"), ms(10_000));
+        assert_eq!(nginx_time("500ms"), ms(500));
+        assert_eq!(nginx_time("1m30s"), ms(90_000));
+        assert_eq!(nginx_time("1m"), ms(60_000));
+        assert_eq!(nginx_time("1h"), ms(3_600_000));
+        assert_eq!(nginx_time("1s500ms"), ms(1500));
+        assert_eq!(nginx_time("30s1m"), None);
+        assert_eq!(nginx_time("$t"), None);
+        assert_eq!(nginx_time("10x"), None);
+        assert_eq!(nginx_time(""), None);
+    }
 }

@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -117,6 +118,9 @@ pub struct Location {
     /// Where `ssl_verify_client on` asks every client of its server for a certificate: over
     /// TLS, a check (which has none) gets nginx's 400 here.
     pub client_certificate: Option<(Arc<Path>, u32)>,
+    /// The `*_read_timeout` written for its `*_pass` (here or inherited): nginx answers 504
+    /// itself once a backend is silent that long. `None`: nginx's default (60 s).
+    pub read_timeout: Option<Duration>,
     /// It passes the client's `Upgrade` on (`proxy_set_header Upgrade $http_upgrade;`): a
     /// WebSocket endpoint, checked with a WebSocket handshake.
     #[serde(skip)]
@@ -224,6 +228,7 @@ pub fn extract(config: &Config) -> Vec<Server> {
             by_client: &by_client,
             verify_client,
             limits: Limits::default().within(top.children()),
+            read_timeouts: ReadTimeouts::default().within(top.children()),
         };
         for d in top.children() {
             if d.name == "server" && d.block.is_some() {
@@ -316,6 +321,39 @@ struct Shared<'a> {
     verify_client: Option<(Arc<Path>, u32)>,
     /// The block's `limit_req`/`limit_conn`.
     limits: Limits,
+    /// The block's `*_read_timeout`s.
+    read_timeouts: ReadTimeouts,
+}
+
+/// The `proxy_read_timeout`, `fastcgi_read_timeout`, `uwsgi_read_timeout`,
+/// `scgi_read_timeout` and `grpc_read_timeout` written for a block or inherited (nginx's
+/// default, 60 s, where none is): how long nginx waits for a backend's answer before its own
+/// 504, by the module's prefix.
+#[derive(Debug, Clone, Copy, Default)]
+struct ReadTimeouts([Option<Duration>; 5]);
+
+const READ_TIMEOUT_MODULES: [&str; 5] = ["proxy", "fastcgi", "uwsgi", "scgi", "grpc"];
+
+impl ReadTimeouts {
+    /// What a block inside `self` has in force: its own replace what it inherits.
+    fn within(self, dirs: &[Directive]) -> ReadTimeouts {
+        let mut out = self;
+        for (i, module) in READ_TIMEOUT_MODULES.iter().enumerate() {
+            let own = (dirs.iter().rev())
+                .find(|d| (d.name.strip_suffix("_read_timeout")).is_some_and(|m| m == *module));
+            if let Some(t) = own.and_then(|d| super::nginx_time(d.arg0())) {
+                out.0[i] = Some(t);
+            }
+        }
+        out
+    }
+
+    /// The one a location passing with `pass` (`proxy_pass`) waits for, when written.
+    fn of(&self, pass: &str) -> Option<Duration> {
+        let module = pass.strip_suffix("_pass")?;
+        let i = READ_TIMEOUT_MODULES.iter().position(|m| *m == module)?;
+        self.0[i]
+    }
 }
 
 /// A `limit_req` or `limit_conn` in force, and the status nginx answers a request it limits
@@ -394,6 +432,7 @@ fn server(context: Context, d: &Directive, shared: &Shared, root: &Path) -> Serv
         error_pages: Vec::new(),
         intercept: false,
         limits: shared.limits,
+        read_timeouts: shared.read_timeouts,
     }
     .within(d.children());
     let mut locations = Vec::new();
@@ -543,6 +582,8 @@ struct Gates<'a> {
     intercept: bool,
     /// A `limit_req` or `limit_conn` in force, and the status it answers with.
     limits: Limits,
+    /// The `*_read_timeout`s in force.
+    read_timeouts: ReadTimeouts,
 }
 
 impl<'a> Gates<'a> {
@@ -563,6 +604,7 @@ impl<'a> Gates<'a> {
             },
             intercept,
             limits: self.limits.within(dirs),
+            read_timeouts: self.read_timeouts.within(dirs),
         }
     }
 }
@@ -717,6 +759,7 @@ fn proxied_locations<'a>(
                 },
                 returns: returns.into_boxed_slice(),
                 client_certificate: within.verify_client.clone(),
+                read_timeout: gates.read_timeouts.of(pass.0),
                 websocket: passes_upgrade(d.children()),
                 hidden_failure,
                 host_map: host_map::of_target(within.maps, pass.1, Source::is_host),

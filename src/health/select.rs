@@ -507,6 +507,7 @@ impl Candidate<'_> {
             source,
             fresh: false,
             running_proxy_protocol: None,
+            read_timeout: loc.read_timeout,
         }
     }
 }

@@ -58,6 +58,13 @@ const WAIT_LONGER: u32 = 4;
 /// The longest a check is waited for when asked again (see [`WAIT_LONGER`]).
 const LONGEST_WAIT: Duration = Duration::from_secs(15);
 
+/// How long past a location's `*_read_timeout` a check asked again waits for nginx's 504.
+const NGINX_MARGIN: Duration = Duration::from_secs(1);
+
+/// The longest a check is waited for to see nginx give up on a backend at its
+/// `*_read_timeout` (see [`HealthOptions::waiting_past_nginx`]).
+const PAST_NGINX: Duration = Duration::from_secs(30);
+
 impl HealthOptions {
     /// These options with the per-request timeout for a check asked again after it got no
     /// answer in time: four times as long, at most 15 s, never shorter.
@@ -68,6 +75,22 @@ impl HealthOptions {
                 .max(self.request_timeout),
             ..self.clone()
         }
+    }
+
+    /// [`HealthOptions::waiting_longer`] for `check`, and past its location's
+    /// `*_read_timeout` when that ends after it (at most 30 s): a change that lowers the
+    /// limit below a slow backend's time shows only as nginx's 504 at that limit, where the
+    /// running nginx, with its own limit, waits for the answer.
+    pub fn waiting_past_nginx(&self, check: &Check) -> HealthOptions {
+        let mut longer = self.waiting_longer();
+        if longer.request_timeout == self.request_timeout {
+            return longer;
+        }
+        let past = check.read_timeout.map(|t| t + NGINX_MARGIN);
+        if let Some(past) = past.filter(|p| *p > longer.request_timeout && *p <= PAST_NGINX) {
+            longer.request_timeout = past;
+        }
+        longer
     }
 
     /// Whether `--expect-status` names `status`: what the operator said is fine.

@@ -688,11 +688,12 @@ pub fn ask_running(
 }
 
 /// A check the shadow did not answer within `--health-timeout`, asked of both nginxes again,
-/// at once, with a longer timeout: which of them answers, and what, tells a slow site (both
+/// at once, with a longer timeout (past the location's `*_read_timeout`, see
+/// [`HealthOptions::waiting_past_nginx`]): which of them answers, and what, tells a slow site (both
 /// answer, alike) from a change that makes nginx give up first (the shadow's 504 where the
 /// running nginx answers 200). Both answers replace the first ones.
 fn wait_longer(shadow: &Shadow, sc: &mut ShadowCheck, opts: &HealthOptions) {
-    let longer = opts.waiting_longer();
+    let longer = opts.waiting_past_nginx(&sc.shadow.check);
     if longer.request_timeout == opts.request_timeout {
         return;
     }

@@ -678,3 +678,27 @@ fn a_name_another_server_defined_first_has_is_not_checked_as_this_ones() {
         "{skipped:?}"
     );
 }
+
+#[test]
+fn a_checks_read_timeout_is_its_modules_as_nginx_inherits_it() {
+    let p = plan(
+        "proxy_read_timeout 20s; fastcgi_read_timeout 1m;\n\
+         server { listen 127.0.0.1:8080; server_name a.test; proxy_read_timeout 5s;\n\
+         location /api/ { proxy_pass http://u; }\n\
+         location /slow/ { proxy_read_timeout 1m30s; proxy_pass http://u; }\n\
+         location ~ \\.php$ { fastcgi_pass unix:/run/php.sock; }\n\
+         location /g/ { grpc_pass grpc://127.0.0.1:9000; }\n}",
+    );
+    let timeouts: Vec<(String, Option<u64>)> = (p.checks.iter())
+        .map(|c| (c.path.clone(), c.read_timeout.map(|t| t.as_secs())))
+        .collect();
+    assert_eq!(
+        timeouts,
+        [
+            ("/api/".to_string(), Some(5)),
+            ("/slow/".to_string(), Some(90)),
+            ("/safe-reload-check.php".to_string(), Some(60)),
+            ("/g/".to_string(), None),
+        ]
+    );
+}
