@@ -240,7 +240,10 @@ fn labels(uses: &[Use], routes: &Routes) -> (String, bool) {
 /// is one of the candidate's listens (a reply in another protocol says something about what
 /// answers there, so only refused connects and missing sockets count).
 fn own_listen(r: &ProbeResult, routes: &Routes) -> Option<Hint> {
-    if !matches!(r.status, Status::Refused | Status::NoSuchSocket) {
+    // `nginx -t`, which runs beside the probe, binds the candidate's free listens for a
+    // moment: a connection made then is accepted and reset as it exits (closed).
+    let not_open = |s: Status| matches!(s, Status::Refused | Status::NoSuchSocket | Status::Closed);
+    if !not_open(r.status) {
         return None;
     }
     let failed: Vec<_> = r
@@ -248,11 +251,7 @@ fn own_listen(r: &ProbeResult, routes: &Routes) -> Option<Hint> {
         .iter()
         .filter(|a| a.status.is_failure())
         .collect();
-    if failed.is_empty()
-        || failed
-            .iter()
-            .any(|a| !matches!(a.status, Status::Refused | Status::NoSuchSocket))
-    {
+    if failed.is_empty() || failed.iter().any(|a| !not_open(a.status)) {
         return None;
     }
     let listens: Option<Vec<_>> = failed

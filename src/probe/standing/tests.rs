@@ -93,6 +93,27 @@ fn judged(old: Option<&str>, new: &str, dead: &str) -> ProbeResult {
     results.into_iter().find(|r| r.target == want).unwrap()
 }
 
+/// [`judged`], with `dead`'s probe ending as `status` instead of refused.
+fn judged_as(old: Option<&str>, new: &str, dead: &str, status: Status) -> ProbeResult {
+    let new = tree(new);
+    let old = old.map(tree);
+    let impact = match &old {
+        Some(o) => impact::between(&o.prints(), &new.prints()),
+        None => impact::Impact::everything(&new.prints()),
+    };
+    let mut results = new.results(&[dead]);
+    let want: TargetAddr = TargetAddr::Ip(dead.parse().unwrap());
+    for r in results.iter_mut().filter(|r| r.target == want) {
+        r.status = status;
+        for a in &mut r.addresses {
+            a.status = status;
+        }
+    }
+    let old_routes = old.as_ref().map(Tree::routes);
+    apply(&mut results, &impact, &new.routes(), old_routes.as_ref());
+    results.into_iter().find(|r| r.target == want).unwrap()
+}
+
 const DEAD: &str = "127.0.0.1:8099";
 
 fn site(name: &str, extra: &str, location: &str, to: &str) -> String {
@@ -254,6 +275,9 @@ fn a_target_that_is_one_of_the_candidates_listens_is_nginx_itself() {
             r.hints
         );
     }
+    // `nginx -t` beside the probe holds the listen for a moment: the connection is reset.
+    let closed = judged_as(None, &format!("{internal}{front}"), DEAD, Status::Closed);
+    assert_eq!(closed.cause, Some(Cause::OwnListen), "{:?}", closed.hints);
     // A wildcard listen on the port takes the connection too.
     let wildcard = internal.replace("127.0.0.1:8099", "8099");
     let r = judged(None, &format!("{wildcard}{front}"), DEAD);
