@@ -203,6 +203,10 @@ pub struct Baseline {
     /// Whether the checks ran at all: the configuration nginx ran before the signal was
     /// one to compare with.
     taken: bool,
+    /// The URLs of the checks whose handshake got a certificate that named their Host, whichever
+    /// server answered them (a name the change moves to another server keeps its clients'
+    /// certificate to lose).
+    named: Vec<String>,
 }
 
 impl Baseline {
@@ -234,7 +238,13 @@ impl Baseline {
         // What an intermittent check logged is as much the running configuration's as the
         // rest: an upstream error after the change that it logged too is not news.
         let intermittent = (window.results.iter()).flat_map(|r| r.intermittent_errors.iter());
+        let mut named: Vec<String> = (window.results.iter())
+            .filter(|r| r.named())
+            .map(|r| r.check.url.clone())
+            .collect();
+        named.dedup();
         Baseline {
+            named,
             checks,
             tallies,
             errors: (window.upstream_errors.iter().chain(intermittent))
@@ -289,9 +299,9 @@ impl Baseline {
             .partition(|c| !self.taken || !unanswerable(&c.url))
     }
 
-    /// Whether the check passed before the change over a certificate that named its Host.
+    /// Whether the check got a certificate that named its Host before the change.
     fn named(&self, url: &str) -> bool {
-        self.before(url).is_some_and(|b| !b.failed && !b.wrong_name)
+        self.named.iter().any(|u| u == url)
     }
 
     fn logged(&self, e: &UpstreamError) -> bool {

@@ -999,3 +999,64 @@ fn a_client_certificate_asked_of_every_site_is_named_with_its_line() {
         "asked before the change: a note: {run}"
     );
 }
+
+/// Three ways a change serves a name with a certificate that does not name it, each checked
+/// against what the name's clients got before: the name moved into another site's block
+/// (another server answered it before, with a certificate that named it), a certificate
+/// with no subjectAltName at all (X.509 v1, which browsers find no name in), and a new site
+/// with another site's certificate (nothing to compare with: live, not verified, and said).
+#[test]
+fn a_name_moved_to_a_server_whose_certificate_lacks_it_or_a_v1_certificate_is_refused() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let a = certificate_for(certs.path(), &["a.test", "www.a.test"]);
+    let b = certificate_for(certs.path(), &["b.test", "www.b.test"]);
+    let v1 = v1_certificate(certs.path(), "a.test");
+    let listen = listen_on(ip);
+    type Pair = (std::path::PathBuf, std::path::PathBuf);
+    let server = |names: &str, (cert, key): &Pair| {
+        format!(
+            "server {{ listen {listen} ssl; server_name {names};\n\
+             ssl_certificate {}; ssl_certificate_key {};\n\
+             location / {{ proxy_pass http://{}; }} }}\n",
+            cert.display(),
+            key.display(),
+            app.host_port()
+        )
+    };
+    let before = server("a.test www.a.test", &a) + &server("b.test www.b.test", &b);
+    let (n, sr) = running(&before);
+    let subject = || tls_subject(&listen.to_string(), Some("www.a.test"));
+    assert!(subject().contains("a.test"), "{}", subject());
+
+    n.write_http(&(server("a.test", &a) + &server("b.test www.b.test www.a.test", &b)));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(
+        run.to_string().contains("does not name www.a.test"),
+        "{run}"
+    );
+    assert!(subject().contains("a.test"), "not reloaded: {}", subject());
+
+    n.write_http(&(server("a.test www.a.test", &v1) + &server("b.test www.b.test", &b)));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(
+        run.to_string()
+            .contains("(an X.509 v1 certificate: no subjectAltName)"),
+        "{run}"
+    );
+    assert!(subject().contains("a.test"), "not reloaded: {}", subject());
+
+    n.write_http(&(before.clone() + &server("d.test", &b)));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    let headline = run.stdout.lines().last().unwrap_or_default().to_string();
+    assert!(
+        headline.contains("not verified")
+            && headline.contains("the certificate nginx sent does not name d.test"),
+        "live, and said: {run}"
+    );
+    assert_eq!(https_get(listen, "d.test", "/").expect("GET"), 200);
+}

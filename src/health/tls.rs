@@ -32,11 +32,19 @@ impl ServerCertVerifier for AcceptAny {
         if let ServerName::DnsName(name) = server_name {
             let named = webpki::EndEntityCert::try_from(end_entity)
                 .and_then(|cert| cert.verify_is_valid_for_subject_name(server_name));
-            if let Err(webpki::Error::CertNotValidForName(ctx)) = named {
-                let names = match ctx.presented.is_empty() {
-                    true => "no host name in its subjectAltName".to_string(),
-                    false => format!("it names {}", list_names(&ctx.presented)),
-                };
+            let names = match named {
+                Err(webpki::Error::CertNotValidForName(ctx)) => match ctx.presented.is_empty() {
+                    true => Some("no host name in its subjectAltName".to_string()),
+                    false => Some(format!("it names {}", list_names(&ctx.presented))),
+                },
+                // Browsers read names only from subjectAltName, which an X.509 v1
+                // certificate (`openssl x509 -req` without an extension file) cannot have.
+                Err(webpki::Error::UnsupportedCertVersion) => {
+                    Some("an X.509 v1 certificate: no subjectAltName".to_string())
+                }
+                _ => None,
+            };
+            if let Some(names) = names {
                 if let Ok(mut slot) = self.wrong_name.lock() {
                     *slot = Some(format!(
                         "the certificate nginx sent does not name {} ({names}): browsers refuse it",

@@ -196,6 +196,12 @@ impl CheckResult {
     /// An answer over a certificate that does not name its Host, where the certificate
     /// before the change did (`named_before`), fails too: every browser refuses it, whatever
     /// nginx would have answered.
+    /// Over TLS, nginx answered over a certificate that names the Host (whichever server
+    /// answered, and whatever it answered).
+    pub fn named(&self) -> bool {
+        self.check.tls && self.status.is_some() && !self.refused && self.wrong_name.is_none()
+    }
+
     pub fn judge_against(
         &mut self,
         passed_before: Option<u16>,

@@ -663,8 +663,9 @@ pub fn ask_running(
         // baseline for this one's.
         let passed = (sc.running.as_ref()).filter(|r| !r.failed && !r.refused && !r.check.fresh);
         let before = passed.and_then(|r| r.status);
-        // A certificate that named the Host where the shadow's does not loses every browser.
-        let named = passed.is_some_and(|r| r.wrong_name.is_none());
+        // A certificate that named the Host where the shadow's does not loses every browser,
+        // whichever server sent it (a name the change moves to another server's block).
+        let named = sc.running.as_ref().is_some_and(CheckResult::named);
         let unnamed = named && sc.shadow.wrong_name.is_some();
         if sc.failed()
             || (!unnamed

@@ -3,6 +3,7 @@
 //! request reaches, a listen this machine cannot reach, a bound on requests per round). A check
 //! nginx answered by itself (the 401 of `auth_basic`, a `return`) passed nothing: the backend
 //! behind that location was not reached, so it is named as not verified, with how to reach it.
+//! Nor is one answered over a certificate that does not name its Host: browsers refuse it.
 //! The headline says "live and verified" only when every affected server is; otherwise it
 //! counts the servers whose checks all passed, those no request checked, and names what was
 //! not verified. An affected server whose requests nginx logs only where safe-reload cannot
@@ -197,7 +198,8 @@ pub fn coverage(affected: &[Affected], after: &HealthReport, blind: &[Blind]) ->
     // none when every answer passed.
     let mut seen: HashMap<&str, Option<&CheckResult>> = HashMap::new();
     for r in &after.results {
-        let spoils = r.failed || r.answer == Answer::NotReached;
+        // A certificate that does not name the Host: browsers refuse what the backend said.
+        let spoils = r.failed || r.answer == Answer::NotReached || r.wrong_name.is_some();
         let slot = seen.entry(r.check.url.as_str()).or_insert(None);
         if spoils && slot.is_none_or(|s| !s.failed) {
             *slot = Some(r);
@@ -235,6 +237,9 @@ pub fn coverage(affected: &[Affected], after: &HealthReport, blind: &[Blind]) ->
                     format!("{url} got no answer within --health-timeout")
                 }
                 Some(Some(r)) if r.failed => format!("{url} failed"),
+                Some(Some(r)) if r.wrong_name.is_some() => {
+                    format!("{url}: {}", r.wrong_name.as_deref().unwrap_or_default())
+                }
                 Some(Some(r)) => {
                     let (what, at) = (r.check.what.as_str(), r.check.at.as_str());
                     let entry = match what.is_empty() {

@@ -216,6 +216,41 @@ pub fn certificate_for(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf) {
     openssl_req(dir, names[0], &["-addext", &ext])
 }
 
+/// An X.509 v1 certificate for `/CN=cn` (`openssl x509 -req` with no extension file): it can
+/// carry no subjectAltName, so browsers find no name in it.
+pub fn v1_certificate(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{cn}-v1.pem")),
+        dir.join(format!("{cn}-v1.key")),
+    );
+    let csr = dir.join(format!("{cn}-v1.csr"));
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().expect("run openssl");
+        assert!(out.status.success(), "openssl: {out:?}");
+    };
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-subj", &format!("/CN={cn}"), "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr));
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "1", "-in"])
+        .arg(&csr)
+        .arg("-signkey")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    (cert, key)
+}
+
 /// `openssl req -x509` for a P-256 key and `/CN=cn`, with `extra` arguments.
 fn openssl_req(dir: &Path, cn: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join(format!("{cn}.pem")), dir.join(format!("{cn}.key")));
