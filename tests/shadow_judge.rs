@@ -1060,3 +1060,34 @@ fn a_name_moved_to_a_server_whose_certificate_lacks_it_or_a_v1_certificate_is_re
     );
     assert_eq!(https_get(listen, "d.test", "/").expect("GET"), 200);
 }
+
+/// A certificate renewed in place with another site's (a deploy hook's mix-up), the
+/// configuration unchanged: the running nginx still serves the good one from memory. The
+/// shadow loads the files on disk, sees the certificate that does not name the site and
+/// refuses, so nginx keeps serving the good one.
+#[test]
+fn a_certificate_renewed_in_place_with_another_sites_is_refused() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let a = certificate_for(certs.path(), &["a.test", "www.a.test"]);
+    let b = certificate_for(certs.path(), &["b.test", "www.b.test"]);
+    let listen = listen_on(ip);
+    let site = format!(
+        "server {{ listen {listen} ssl; server_name a.test www.a.test;\n\
+         ssl_certificate {}; ssl_certificate_key {};\n\
+         location / {{ proxy_pass http://{}; }} }}\n",
+        a.0.display(),
+        a.1.display(),
+        app.host_port()
+    );
+    let (_n, sr) = running(&site);
+    let subject = || tls_subject(&listen.to_string(), Some("a.test"));
+    assert!(subject().contains("a.test"), "{}", subject());
+    std::fs::copy(&b.0, &a.0).expect("renew");
+    std::fs::copy(&b.1, &a.1).expect("renew");
+    let run = sr.run(&["-y", "-v"]);
+    run.expect(1);
+    assert!(run.to_string().contains("does not name a.test"), "{run}");
+    assert!(subject().contains("a.test"), "not reloaded: {}", subject());
+}

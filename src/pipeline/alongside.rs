@@ -22,6 +22,10 @@ pub struct Ahead {
     pub impact: Impact,
     pub plan: Plan,
     pub baseline: Option<Pending>,
+    /// Why files that equal last-good are not what nginx runs (see
+    /// `pipeline::not_what_nginx_loaded`): such a run reloads, and the shadow and the
+    /// baseline go as for a change.
+    pub stale: Option<String>,
     /// When the impact and the checks were worked out, and how long that took.
     pub took: (Instant, Duration),
 }

@@ -277,6 +277,12 @@ pub fn reload_locked(
             let began = Instant::now();
             let ahead = {
                 let unchanged = diff.as_ref().is_some_and(|d| d.is_empty());
+                // Files equal to last-good that nginx has not loaded (a certificate renewed
+                // in place) are reloaded: the shadow shows what they serve first.
+                let stale = (unchanged && !s.force)
+                    .then(|| not_what_nginx_loaded(store, &master, parsed.config))
+                    .flatten();
+                let reloads = !unchanged || s.force || stale.is_some();
                 let impact = impact_of(old_prints.as_ref(), parsed.prints, unchanged);
                 // Last-good's tree is not needed past the impact.
                 drop(old_prints);
@@ -285,7 +291,7 @@ pub fn reload_locked(
                 // Nothing to compare with, or nothing to reload: no baseline to take. An
                 // operator may take minutes to answer the prompt: the baseline is then taken
                 // after the answer, right before the signal.
-                let wanted = running == Running::Baseline && (!unchanged || s.force) && !asks;
+                let wanted = running == Running::Baseline && reloads && !asks;
                 // Read before the baseline starts, from nginx's own processes only: `nginx -t`
                 // meanwhile binds the candidate's free addresses. With no check to send, there
                 // is nothing to read them for.
@@ -299,7 +305,7 @@ pub fn reload_locked(
                 // reloaded sends none, and one the shadow can show nothing of stops it at once.
                 match &shadow {
                     Some(shadow) if !impact.shadow_needed() => shadow.dismiss(),
-                    Some(shadow) if !unchanged || s.force => shadow.send(inspect::shadow_batch(
+                    Some(shadow) if reloads => shadow.send(inspect::shadow_batch(
                         s,
                         parsed.config,
                         plan.checks.clone(),
@@ -320,6 +326,7 @@ pub fn reload_locked(
                     impact,
                     plan,
                     baseline,
+                    stale,
                     took: (began, began.elapsed()),
                 }
             };
@@ -382,22 +389,21 @@ pub fn reload_locked(
         impact,
         plan,
         baseline,
+        stale,
         ..
     } = ahead;
     record_impact(report, last_good.is_some(), &impact);
     if refuse_takeovers(report, &impact, &insp.config.conf_prefix) {
         return Ok(report.finish(Outcome::Refused, Exit::Refused));
     }
-    let stale = (unchanged && !s.force)
-        .then(|| not_what_nginx_loaded(store, &master, &insp.config))
-        .flatten();
     if unchanged && !s.force && stale.is_none() {
         report.notes.push("nothing changed since the last good configuration; not reloading (--force reloads anyway)".into());
         return Ok(report.finish(Outcome::Unchanged, Exit::Ok));
     }
     if let Some(why) = stale {
         report.notes.push(format!(
-            "the files equal the last good configuration, but {why}: reloading"
+            "the files equal the last good configuration, but {why}: they are checked as a \
+             change and reloaded if they pass"
         ));
     }
     let shadow_refuses = inspect::through_shadow(s, shadow.as_mut(), &impact, &insp, report)?;
