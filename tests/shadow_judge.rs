@@ -1091,3 +1091,43 @@ fn a_certificate_renewed_in_place_with_another_sites_is_refused() {
     assert!(run.to_string().contains("does not name a.test"), "{run}");
     assert!(subject().contains("a.test"), "not reloaded: {}", subject());
 }
+
+/// The same on a `proxy_protocol` TLS listen (behind a load balancer): `openssl s_client`
+/// cannot send the PROXY header, so it went unasked there, and `ssl_ecdh_curve secp521r1`,
+/// which every OpenSSL client negotiates, was refused. It is asked through a relay that
+/// sends the header; the change goes live, and a client that sends the header is served.
+#[test]
+fn tls_settings_openssl_clients_accept_pass_behind_the_proxy_protocol() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = certificate_for(certs.path(), &["lb.test"]);
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let listen = listen_on(ip);
+    let site = |extra: &str| {
+        format!(
+            "server {{ listen {listen} ssl proxy_protocol; server_name lb.test; \
+             ssl_certificate {}; ssl_certificate_key {}; {extra} \
+             location / {{ proxy_pass http://{}; }} }}",
+            cert.display(),
+            key.display(),
+            app.host_port()
+        )
+    };
+    let (n, sr) = running(&site(""));
+    n.write_http(&site("ssl_ecdh_curve secp521r1;"));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    assert_eq!(run.json()["shadow"]["state"], "verified", "{run}");
+    assert_eq!(run.outcome(), "reloaded", "{run}");
+    assert_eq!(
+        https_get_as(listen, "lb.test", "/", true).expect("GET"),
+        200
+    );
+
+    let workers = n.worker_pids();
+    n.write_http(&site("ssl_protocols TLSv1;"));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert_eq!(n.worker_pids(), workers, "nginx was reloaded");
+}

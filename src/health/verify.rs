@@ -17,7 +17,7 @@
 //! ([`CheckResult::intermittent_errors`]), not among the window's errors.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -795,7 +795,9 @@ fn get_status(
             // Our TLS stack offers less than OpenSSL's (no secp521r1, no RSA key exchange):
             // settings nginx and every OpenSSL client agree on are asked through OpenSSL's
             // own client before the handshake counts as a failure.
-            Err(Failure::Other(why)) if not_negotiated(&why) && !check.proxy_protocol => {
+            Err(Failure::Other(why))
+                if not_negotiated(&why) && !(check.proxy_protocol && check.unix.is_some()) =>
+            {
                 openssl_exchange(check, &req, deadline).map_err(|_| other(why))
             }
             result => result,
@@ -1054,9 +1056,16 @@ fn not_negotiated(why: &str) -> bool {
 fn openssl_exchange(check: &Check, req: &str, deadline: Instant) -> Result<Vec<u8>, String> {
     let mut cmd = std::process::Command::new("openssl");
     cmd.args(["s_client", "-quiet", "-ign_eof"]);
-    match &check.unix {
-        Some(path) => cmd.arg("-unix").arg(path),
-        None => cmd
+    // `s_client` cannot send a PROXY header: on a `proxy_protocol` listen it goes through a
+    // relay that does.
+    let relay = match check.proxy_protocol {
+        true => Some(proxy_relay(check, deadline).map_err(|e| format!("PROXY relay: {e}"))?),
+        false => None,
+    };
+    match (&check.unix, &relay) {
+        (_, Some((at, _))) => cmd.arg("-connect").arg(at.to_string()),
+        (Some(path), None) => cmd.arg("-unix").arg(path),
+        (None, None) => cmd
             .arg("-connect")
             .arg(check.dial.unwrap_or(check.connect).to_string()),
     };
@@ -1095,11 +1104,72 @@ fn openssl_exchange(check: &Check, req: &str, deadline: Instant) -> Result<Vec<u
         }
     };
     let buf = reader.join().unwrap_or_default();
+    if let Some((_, relay)) = relay {
+        // It ends when either side closes, and at `deadline` at the latest.
+        let _ = relay.join();
+    }
     match status {
         Some(_) if buf.starts_with(b"HTTP/") => Ok(buf),
         Some(_) => Err("openssl s_client: no HTTP answer".into()),
         None => Err("openssl s_client: no answer in time".into()),
     }
+}
+
+/// A relay on a loopback port of this process for one connection to `check`'s `proxy_protocol`
+/// listen: it connects there (to the shadow's stand-in when dialled), sends the PROXY header
+/// the check sends, and copies both ways until either side closes or `deadline` passes.
+fn proxy_relay(
+    check: &Check,
+    deadline: Instant,
+) -> std::io::Result<(SocketAddr, std::thread::JoinHandle<()>)> {
+    let listener = TcpListener::bind((IpAddr::from([127, 0, 0, 1]), 0))?;
+    listener.set_nonblocking(true)?;
+    let at = listener.local_addr()?;
+    let (to, named) = (check.dial.unwrap_or(check.connect), check.connect);
+    let relay = std::thread::spawn(move || {
+        let _ = relay_one(&listener, to, named, deadline);
+    });
+    Ok((at, relay))
+}
+
+fn relay_one(
+    listener: &TcpListener,
+    to: SocketAddr,
+    named: SocketAddr,
+    deadline: Instant,
+) -> std::io::Result<()> {
+    let client = loop {
+        match listener.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    client.set_nonblocking(false)?;
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    let mut server = TcpStream::connect_timeout(&to, left())?;
+    server.write_all(proxy_header(&server, named)?.as_bytes())?;
+    for s in [&client, &server] {
+        s.set_read_timeout(Some(left()))?;
+        s.set_write_timeout(Some(left()))?;
+    }
+    let (mut from_client, mut to_server) = (client.try_clone()?, server.try_clone()?);
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_client, &mut to_server);
+        let _ = to_server.shutdown(Shutdown::Write);
+    });
+    let (mut from_server, mut to_client) = (server, client);
+    let _ = std::io::copy(&mut from_server, &mut to_client);
+    let _ = to_client.shutdown(Shutdown::Both);
+    let _ = from_server.shutdown(Shutdown::Both);
+    let _ = up.join();
+    Ok(())
 }
 
 fn parse_status(response: &[u8]) -> Result<u16, String> {

@@ -180,7 +180,19 @@ pub fn h2c_get(
 /// `GET path` for `host` over TLS (any certificate accepted), with SNI `host`; the status.
 /// curl does it, so the answer is read by a client other than the one under test.
 pub fn https_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<u16> {
+    https_get_as(addr, host, path, false)
+}
+
+/// [`https_get`], sending a PROXY protocol header first when `proxy_protocol` (as a load
+/// balancer in front of a `listen ... ssl proxy_protocol` does).
+pub fn https_get_as(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    proxy_protocol: bool,
+) -> std::io::Result<u16> {
     let out = Command::new("curl")
+        .args(proxy_protocol.then_some("--haproxy-protocol"))
         .args([
             "-sSk",
             "-o",
