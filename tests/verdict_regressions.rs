@@ -319,6 +319,19 @@ fn a_port_moved_behind_the_proxy_protocol_is_asked_as_each_side_expects() {
         (200, "slow".into()),
         "the change is live"
     );
+    // Back out from behind it: the direct clients are verified, and the load balancer
+    // that still sends the header is warned about (nginx now answers it 400).
+    n.write_http(&sites(""));
+    let run = sr.run(&["-y", "--health-timeout", "1s"]);
+    run.expect(0);
+    assert!(
+        run.stderr.contains(&format!(
+            "listen {listen} no longer expects the PROXY protocol"
+        )),
+        "{run}"
+    );
+    assert_eq!(proxied("a.test").0, 400, "what a load balancer now gets");
+    assert_eq!(http_get(listen, "a.test", "/").expect("GET").1, "fast");
 }
 
 /// `GET /` with `Host: host` over a unix socket; the status.
