@@ -1131,3 +1131,44 @@ fn tls_settings_openssl_clients_accept_pass_behind_the_proxy_protocol() {
     assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
     assert_eq!(n.worker_pids(), workers, "nginx was reloaded");
 }
+
+/// Servers that answer every request themselves (port 80's redirects to https, a catch-all's
+/// `return 444`) are checked too: what they answer is nginx's own, never a pass, but a
+/// change that stops them answering shows. `http2` copied onto one of their plain listens
+/// (nginx applies it to the address) leaves every HTTP/1.1 client without an answer: refused
+/// before the reload, rolled back after it. A redirect changed on purpose goes live.
+#[test]
+fn redirect_servers_are_checked_and_http2_copied_onto_their_port_is_refused() {
+    let ip = unique_loopback();
+    let listen = listen_on(ip);
+    let sites = |b_flags: &str, a_code: u16| {
+        format!(
+            "server {{ listen {listen} default_server; return 444; }}\n\
+             server {{ listen {listen}; server_name a.test; \
+             return {a_code} https://a.test$request_uri; }}\n\
+             server {{ listen {listen}{b_flags}; server_name b.test; \
+             location / {{ return 301 https://b.test$request_uri; }} }}\n"
+        )
+    };
+    let (n, sr) = running(&sites("", 301));
+    let redirected = |host: &str| http_get(listen, host, "/x").expect("GET").0;
+    assert_eq!((redirected("a.test"), redirected("b.test")), (301, 301));
+
+    n.write_http(&sites(" http2", 301));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(run.stderr.contains("speaks only HTTP/2"), "{run}");
+    assert_eq!((redirected("a.test"), redirected("b.test")), (301, 301));
+    let run = sr.run(&["-y", "--no-shadow"]);
+    run.expect(3);
+    assert_eq!((redirected("a.test"), redirected("b.test")), (301, 301));
+
+    n.write_http(&sites("", 302));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert!(
+        run.stdout.contains("not verified") && run.stdout.contains("return 302"),
+        "nginx's own answer, never a pass: {run}"
+    );
+    assert_eq!(redirected("a.test"), 302);
+}

@@ -170,8 +170,8 @@ fn sites() -> Sites {
     let v6ip = IpAddr::V6(Ipv6Addr::LOCALHOST);
     let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
     let certs = tempfile::tempdir().unwrap();
-    let (ac, ak) = self_signed(certs.path(), "a.test");
-    let (bc, bk) = self_signed(certs.path(), "b.test");
+    let (ac, ak) = certificate_for(certs.path(), &["a.test"]);
+    let (bc, bk) = certificate_for(certs.path(), &["b.test"]);
     let plain = SocketAddr::new(ip, free_port(ip));
     let v6 = SocketAddr::new(v6ip, free_port(v6ip));
     let tls = SocketAddr::new(ip, free_port(ip));

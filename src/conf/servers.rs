@@ -194,6 +194,15 @@ pub struct Server {
     /// nginx answers every plain-HTTP request itself, so checks go over its TLS listens.
     #[serde(skip)]
     pub redirects_plain: bool,
+    /// A server with no proxied location that answers every request itself with a `return`
+    /// (its own, or `location / { return ...; }`): the redirect of port 80 to https, a
+    /// catch-all's `return 444`. Checked as a location (pass `return`, its text as the
+    /// target) so a change that stops it answering (an `http2` copied onto its plain port)
+    /// shows; what it answers is nginx's own, never a pass. `None` when it has a proxied
+    /// location, or rejects TLS handshakes (`ssl_reject_handshake on`: no check gets an
+    /// answer there, before or after).
+    #[serde(skip)]
+    pub answers: Option<Location>,
     /// Headers a request must carry not to get a server-level `return`: `if
     /// ($http_x_forwarded_proto != "https") { return 301 ...; }` behind a load balancer, an
     /// API key `if ($http_x_api_key != "k") { return 403; }`. Every check carries them, as
@@ -229,6 +238,9 @@ pub fn extract(config: &Config) -> Vec<Server> {
             verify_client,
             limits: Limits::default().within(top.children()),
             read_timeouts: ReadTimeouts::default().within(top.children()),
+            rejects_handshake: (top.children().iter().rev())
+                .find(|c| c.name == "ssl_reject_handshake")
+                .is_some_and(|c| c.arg0().eq_ignore_ascii_case("on")),
         };
         for d in top.children() {
             if d.name == "server" && d.block.is_some() {
@@ -323,6 +335,8 @@ struct Shared<'a> {
     limits: Limits,
     /// The block's `*_read_timeout`s.
     read_timeouts: ReadTimeouts,
+    /// `ssl_reject_handshake on` at the block's level.
+    rejects_handshake: bool,
 }
 
 /// The `proxy_read_timeout`, `fastcgi_read_timeout`, `uwsgi_read_timeout`,
@@ -473,11 +487,67 @@ fn server(context: Context, d: &Directive, shared: &Shared, root: &Path) -> Serv
         line: d.line,
         listens,
         server_names,
+        answers: match locations.is_empty() && context == Context::Http {
+            true => answering_itself(d, shared.rejects_handshake),
+            false => None,
+        },
         locations,
         unbacked,
         redirects_plain: redirects_plain(d.children()),
         check_headers: gate_headers(d.children(), maps),
     }
+}
+
+/// What a server answers every request with by itself (see [`Server::answers`]): its
+/// unconditional `return`, else that of its `location /`.
+fn answering_itself(d: &Directive, rejects_handshake: bool) -> Option<Location> {
+    let rejects = (d.children().iter().rev())
+        .find(|c| c.name == "ssl_reject_handshake")
+        .map_or(rejects_handshake, |c| c.arg0().eq_ignore_ascii_case("on"));
+    if rejects {
+        return None;
+    }
+    let own = |dirs: &[Directive]| dirs.iter().find(|c| c.name == "return").cloned();
+    let (modifier, path, ret) = match own(d.children()) {
+        Some(r) => (None, "/".to_string(), r),
+        None => {
+            let root = (d.children().iter()).find(|c| {
+                c.name == "location" && c.block.is_some() && {
+                    let (m, p) = location_args(&c.args);
+                    p == "/" && matches!(m.as_deref(), None | Some("^~") | Some("="))
+                }
+            })?;
+            let (m, p) = location_args(&root.args);
+            (m, p, own(root.children())?)
+        }
+    };
+    // `return URL;` is a 302.
+    let code: u16 = ret.arg0().parse().unwrap_or(302);
+    let words: Vec<&str> = std::iter::once("return")
+        .chain(ret.args.iter().map(|a| a.as_str()))
+        .collect();
+    Some(Location {
+        modifier,
+        path,
+        pass: "return",
+        target: words.join(" "),
+        auth_request: None,
+        reach: Reach::Path("/".into()),
+        auth: false,
+        returns: Box::new([code]),
+        client_certificate: None,
+        read_timeout: None,
+        websocket: false,
+        hidden_failure: None,
+        host_map: None,
+        uri_branches: Box::default(),
+        rewritten: None,
+        variants: Box::default(),
+        only_when: None,
+        check_headers: Vec::new(),
+        file: ret.file.clone(),
+        line: ret.line,
+    })
 }
 
 /// Each requested `location` (nested ones too) whose `try_files` ends in `=CODE` and that

@@ -499,9 +499,9 @@ impl Candidate<'_> {
                 client_certificate: (loc.client_certificate.as_ref())
                     .map(|(file, line)| at(root, file, *line)),
             },
-            upstream: Some(
-                (self.extra.and_then(|v| v.target.clone())).unwrap_or_else(|| loc.target.clone()),
-            ),
+            upstream: (loc.pass != "return").then(|| {
+                (self.extra.and_then(|v| v.target.clone())).unwrap_or_else(|| loc.target.clone())
+            }),
             headers,
             auth: None,
             source,
@@ -571,7 +571,7 @@ fn candidates<'a>(
     }
     let mut locations = Vec::new();
     let mut conditional = Vec::new();
-    for loc in &server.locations {
+    for loc in server.locations.iter().chain(&server.answers) {
         if let Some(fallback) = &loc.hidden_failure {
             skip(
                 format!("{} backend {}", location_what(loc), loc.target),
@@ -824,6 +824,10 @@ fn unnamed_host(
 
 /// `location ~ \.php$`, `location @app`.
 fn location_what(loc: &Location) -> String {
+    if loc.pass == "return" {
+        // What the server answers by itself: `return 301 https://$host$request_uri`.
+        return loc.target.clone();
+    }
     match &loc.modifier {
         Some(m) => format!("location {m} {}", loc.path),
         None => format!("location {}", loc.path),

@@ -1178,6 +1178,16 @@ fn parse_status(response: &[u8]) -> Result<u16, String> {
         _ => {
             let end = response.iter().position(|&b| b == b'\n');
             let line = String::from_utf8_lossy(&response[..end.unwrap_or(response.len())]);
+            // nginx's SETTINGS frame, the first an HTTP/2 server sends: a plaintext
+            // `http2` listen (nginx 1.22) speaks nothing else.
+            if response.len() >= 9 && response[3] == 4 && response[5..9] == [0, 0, 0, 0] {
+                return Err(
+                    "an HTTP/2 frame, not an HTTP/1.1 response: a plaintext listen \
+                            with `http2` speaks only HTTP/2, and HTTP/1.1 clients get no \
+                            answer"
+                        .into(),
+                );
+            }
             Err(format!("not an HTTP response: {:?}", line.trim()))
         }
     }

@@ -167,6 +167,7 @@ pub fn server_listening(addr: ListenAddr, line: u32) -> Server {
         locations: vec![],
         unbacked: vec![],
         redirects_plain: false,
+        answers: None,
         check_headers: vec![],
     }
 }
