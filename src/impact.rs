@@ -256,6 +256,54 @@ pub struct DroppedName {
     pub listens: Vec<String>,
     /// The server that answered it: `b.test (sites-enabled/b.test:1)`.
     pub from: String,
+    /// The name that server gains in its place, when it reads as a typo of this one (two
+    /// letters swapped, a letter doubled or undoubled: `a.tset` for `a.test`), and where that
+    /// server is: the change is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub typo: Option<(String, String)>,
+}
+
+impl DroppedName {
+    /// The refusal of a name replaced by its own typo.
+    pub fn typo_problem(&self) -> Option<String> {
+        let (typo, _) = self.typo.as_ref()?;
+        Some(format!(
+            "server_name {typo} replaces {} (a typo?): {} answered {} on {}, and its clients \
+             would get the default server there",
+            self.name,
+            self.from,
+            self.name,
+            self.listens.join(", ")
+        ))
+    }
+}
+
+/// Whether `new` reads as a typo of `old`: two neighbouring characters swapped, or a letter
+/// doubled or undoubled (`exmaple`, `exaample`, `exaple` is not: a letter dropped may be a
+/// rename). A digit changed (`v1` to `v2`) is a rename, never a typo.
+fn typo_of(old: &str, new: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (old.chars().collect(), new.chars().collect());
+    if a == b {
+        return false;
+    }
+    if a.len() == b.len() {
+        let differ: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+        return matches!(differ[..], [i, j] if j == i + 1 && a[i] == b[j] && a[j] == b[i]);
+    }
+    let (short, long) = if a.len() < b.len() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    if long.len() != short.len() + 1 {
+        return false;
+    }
+    let at = (0..short.len())
+        .find(|&i| short[i] != long[i])
+        .unwrap_or(short.len());
+    let doubled = long[at].is_alphabetic()
+        && ((at > 0 && long[at - 1] == long[at]) || long.get(at + 1) == Some(&long[at]));
+    doubled && short[at..] == long[at + 1..]
 }
 
 impl fmt::Display for DroppedName {
@@ -291,10 +339,16 @@ fn names_dropped(
                 t.id.names.contains(n) && t.id.listens.iter().any(|l| o.id.listens.contains(l))
             });
             if !taken {
+                let gained = (s.id.names.iter()).filter(|g| !o.id.names.contains(g));
+                let typo = gained
+                    .into_iter()
+                    .find(|g| typo_of(n, g))
+                    .map(|g| (g.clone(), format!("{}:{}", rel(&new.root, &s.file), s.line)));
                 out.push(DroppedName {
                     name: n.clone(),
                     listens: o.id.listens.clone(),
                     from: format!("{} ({}:{})", o.id, rel(&old.root, &o.file), o.line),
+                    typo,
                 });
             }
         }

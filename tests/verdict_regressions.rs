@@ -1678,3 +1678,43 @@ fn a_rate_limit_added_to_a_location_goes_live() {
     run.expect(0);
     assert_eq!(http_get(listen, "wp.test", "/rev").expect("GET").1, "2");
 }
+
+/// A `server_name` typo (`a.test` written `a.tset`): a.test's clients get the default
+/// server (here a `return 444`), and the typo answers nobody. Refused, with the file and line,
+/// before the reload; a rename (`v1.a.test` to `v2.a.test`) stays a warning and goes live.
+#[test]
+fn a_server_name_replaced_by_its_typo_is_refused() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let sites = |names: &str| {
+        format!(
+            "server {{ listen {listen} default_server; return 444; }}\n\
+             server {{ listen {listen}; server_name {names};\n\
+             location / {{ proxy_pass http://{}; }} }}\n",
+            app.host_port()
+        )
+    };
+    let n = TestNginx::start(&sites("a.test v1.a.test"));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&sites("a.tset v1.a.test"));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(
+        run.stderr
+            .contains("nginx.conf:18: config: server_name a.tset replaces a.test (a typo?)"),
+        "{run}"
+    );
+    assert_eq!(http_get(listen, "a.test", "/").expect("GET").1, "app");
+
+    n.write_http(&sites("a.test v2.a.test"));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert!(
+        run.stderr
+            .contains("server_name v1.a.test is no longer any server's"),
+        "{run}"
+    );
+    assert_eq!(http_get(listen, "v2.a.test", "/").expect("GET").1, "app");
+}

@@ -421,3 +421,26 @@ fn a_comment_needs_no_shadow_and_an_unused_upstream_or_a_main_directive_is_outsi
     assert_eq!(impact.outside_servers[0].what, "main: worker_rlimit_nofile");
     assert!(impact.shadow_needed());
 }
+
+#[test]
+fn a_name_replaced_by_its_typo_reads_as_one_and_a_rename_does_not() {
+    for (old, new) in [
+        ("a.test", "a.tset"),
+        ("example.com", "exmaple.com"),
+        ("shop.test", "shopp.test"),
+        ("www.shop.test", "ww.shop.test"),
+    ] {
+        assert!(typo_of(old, new), "{old} -> {new}");
+    }
+    for (old, new) in [
+        ("v1.api.test", "v2.api.test"),
+        ("api.test", "apis.test"),
+        ("shop.test", "sho.test"),
+        ("a.test", "b.test"),
+        ("a.test", "a.test"),
+        ("a11.test", "a1.test"),
+        ("old.example", "new.example"),
+    ] {
+        assert!(!typo_of(old, new), "{old} -> {new}");
+    }
+}

@@ -665,7 +665,26 @@ pub(crate) fn refuse_takeovers(report: &mut Report, impact: &impact::Impact, roo
             )),
         });
     }
-    !impact.takeovers.is_empty()
+    let mut typos = false;
+    for d in &impact.names_dropped {
+        let (Some(message), Some((typo, at))) = (d.typo_problem(), &d.typo) else {
+            continue;
+        };
+        let (file, line) = at.rsplit_once(':').unwrap_or((at, "0"));
+        report.problems.push(crate::report::Problem {
+            level: "config".into(),
+            message,
+            file: Some(root.join(file)),
+            line: line.parse().ok(),
+            hint: Some(format!(
+                "write {} back; to rename it on purpose, add {typo} beside it in one change \
+                 and remove {} in the next",
+                d.name, d.name
+            )),
+        });
+        typos = true;
+    }
+    !impact.takeovers.is_empty() || typos
 }
 
 /// The impact into the report, with a warning when a last-good exists (`had_good`) but does
@@ -678,7 +697,7 @@ pub(crate) fn record_impact(report: &mut Report, had_good: bool, impact: &impact
                 .into(),
         );
     }
-    for d in &impact.names_dropped {
+    for d in impact.names_dropped.iter().filter(|d| d.typo.is_none()) {
         report.warnings.push(d.to_string());
     }
     for c in &impact.socket_changes {
