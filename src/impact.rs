@@ -320,7 +320,8 @@ impl fmt::Display for DroppedName {
 }
 
 /// See [`DroppedName`]: names of last-good's server paired with a candidate one that the
-/// candidate's lacks, where no candidate server names them on any of those listens.
+/// candidate's lacks, where no candidate server names them on any of those listens; and
+/// names it keeps on the listens it lost (a port typo), where no server names them.
 fn names_dropped(
     old: &Prints,
     new: &Prints,
@@ -332,21 +333,35 @@ fn names_dropped(
             continue;
         };
         for n in &o.id.names {
-            if n.is_empty() || n == "_" || s.id.names.contains(n) {
+            if n.is_empty() || n == "_" {
                 continue;
             }
-            let taken = (new.servers.iter()).any(|t| {
-                t.id.names.contains(n) && t.id.listens.iter().any(|l| o.id.listens.contains(l))
-            });
-            if !taken {
-                let gained = (s.id.names.iter()).filter(|g| !o.id.names.contains(g));
+            // A name the server keeps loses the listens it no longer has (a port typo in
+            // its `listen`); one it drops, all of them.
+            let kept = s.id.names.contains(n);
+            let lost: Vec<String> = (o.id.listens.iter())
+                .filter(|l| !kept || !s.id.listens.contains(l))
+                .filter(|l| {
+                    !(new.servers.iter())
+                        .any(|t| t.id.names.contains(n) && t.id.listens.contains(l))
+                })
+                .cloned()
+                .collect();
+            // Dropped on some listens but answered on others by another server: moved, said
+            // as before only when no server takes it on any of them.
+            let taken = !kept
+                && (new.servers.iter()).any(|t| {
+                    t.id.names.contains(n) && t.id.listens.iter().any(|l| o.id.listens.contains(l))
+                });
+            if !lost.is_empty() && !taken {
+                let gained = (s.id.names.iter()).filter(|g| !kept && !o.id.names.contains(g));
                 let typo = gained
                     .into_iter()
                     .find(|g| typo_of(n, g))
                     .map(|g| (g.clone(), format!("{}:{}", rel(&new.root, &s.file), s.line)));
                 out.push(DroppedName {
                     name: n.clone(),
-                    listens: o.id.listens.clone(),
+                    listens: if kept { lost } else { o.id.listens.clone() },
                     from: format!("{} ({}:{})", o.id, rel(&old.root, &o.file), o.line),
                     typo,
                 });

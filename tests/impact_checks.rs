@@ -1255,3 +1255,38 @@ fn a_name_no_server_answers_any_more_is_said() {
         "the catch-all drops it"
     );
 }
+
+/// A port typo in a site's `listen` (8080 written 8081): its clients on the old port get the
+/// default server there. Said as a name no server answers any more on that listen.
+#[test]
+fn a_name_a_server_keeps_on_a_listen_it_loses_is_said() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let other = SocketAddr::new(ip, free_port(ip));
+    let site = |at: SocketAddr| {
+        format!(
+            "server {{ listen {listen} default_server; server_name _; return 444; }}\n\
+             server {{ listen {at}; server_name b.test; \
+             location / {{ proxy_pass http://{}; }} }}",
+            app.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(listen));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site(other));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert!(
+        run.stderr.contains(&format!(
+            "server_name b.test is no longer any server's on {listen}"
+        )),
+        "{run}"
+    );
+    assert!(
+        http_get(listen, "b.test", "/").is_err(),
+        "the catch-all drops it"
+    );
+    assert_eq!(http_get(other, "b.test", "/").expect("GET").1, "app");
+}
