@@ -123,6 +123,9 @@ pub enum Predecessor {
         /// Its WebSocket locations, as `location_key` writes them: a location that was one
         /// is checked with the handshake its clients send, whatever the candidate says.
         websocket: Vec<String>,
+        /// Its locations, as `location_key` writes them: a request to a location the change
+        /// adds was another location's before.
+        locations: Vec<String>,
     },
 }
 
@@ -130,6 +133,14 @@ impl Predecessor {
     /// Whether last-good's server had a WebSocket location of this key.
     pub fn websocket(&self, location_key: &str) -> bool {
         matches!(self, Predecessor::Had { websocket, .. } if websocket.iter().any(|k| k == location_key))
+    }
+
+    /// Whether last-good's server had a location of this key (unknown: yes).
+    pub fn had_location(&self, location_key: &str) -> bool {
+        match self {
+            Predecessor::Had { locations, .. } => locations.iter().any(|k| k == location_key),
+            _ => true,
+        }
     }
 
     /// Whether a request on `listen` (as [`ServerId`] writes it) with Host `host` (`None`: an
@@ -992,6 +1003,7 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
                     listens: b.id.listens.clone(),
                     names: b.id.names.clone(),
                     websocket: b.websocket.iter().map(|k| k.to_string()).collect(),
+                    locations: b.locations.iter().map(|l| l.key.to_string()).collect(),
                 },
             };
             affected.push(Affected {

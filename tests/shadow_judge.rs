@@ -1172,3 +1172,37 @@ fn redirect_servers_are_checked_and_http2_copied_onto_their_port_is_refused() {
     );
     assert_eq!(redirected("a.test"), 302);
 }
+
+/// A location the change adds for a new app (`location /app/ { try_files $uri @app; }`):
+/// its check's path, one no file has, was the old catch-all's before (an SPA answering 200
+/// to every path), and the new app rightly answers it 404. That is no regression: the
+/// location had no baseline. The change goes live; a new location whose app fails is still
+/// refused.
+#[test]
+fn a_new_location_has_no_baseline_in_the_location_that_answered_before() {
+    let ip = unique_loopback();
+    let spa = HttpBackend::start(SocketAddr::new(ip, 0), "spa");
+    let app = StatusBackend::start(SocketAddr::new(ip, 0), 404);
+    let broken = StatusBackend::start(SocketAddr::new(ip, 0), 502);
+    let listen = listen_on(ip);
+    let site = |extra: &str| {
+        format!(
+            "server {{ listen {listen}; server_name s.test; \
+             location / {{ proxy_pass http://{}; }} {extra} }}",
+            spa.host_port()
+        )
+    };
+    let (n, sr) = running(&site(""));
+    let new_app = |to: SocketAddr| {
+        format!(
+            "location /app/ {{ try_files $uri @app; }} location @app {{ proxy_pass http://{to}; }}"
+        )
+    };
+    n.write_http(&site(&new_app(broken.addr)));
+    sr.run(&["-y"]).expect(1);
+    n.write_http(&site(&new_app(app.addr)));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert_eq!(http_get(listen, "s.test", "/app/x").expect("GET").0, 404);
+    assert_eq!(http_get(listen, "s.test", "/").expect("GET").1, "spa");
+}

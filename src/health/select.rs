@@ -244,8 +244,11 @@ impl<'a> Candidates<'a> {
             running_proxy_protocol =
                 (before.proxy_protocol != speak.proxy_protocol).then_some(before.proxy_protocol);
         }
+        // A location the change adds answers what another location did before (a new app's
+        // 404 for a path the old catch-all served is no regression): no baseline for it.
+        let new_location = !self.before.had_location(&c.location.key());
         Check {
-            fresh: !self.before.answered(&listen, host),
+            fresh: !self.before.answered(&listen, host) || new_location,
             running_proxy_protocol,
             ..c.check(server, root, websocket, speak)
         }
