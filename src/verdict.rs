@@ -203,6 +203,11 @@ pub struct Baseline {
     /// Whether the checks ran at all: the configuration nginx ran before the signal was
     /// one to compare with.
     taken: bool,
+    /// What nginx ran before the signal is not known (loaded outside safe-reload, or an
+    /// interrupted run's candidate): a check that gets no answer in time after the reload is
+    /// held against the change too, not excused as a slow site's, and the rollback to
+    /// last-good decides.
+    unknown: bool,
     /// The URLs of the checks whose handshake got a certificate that named their Host, whichever
     /// server answered them (a name the change moves to another server keeps its clients'
     /// certificate to lose).
@@ -251,6 +256,7 @@ impl Baseline {
                 .cloned()
                 .collect(),
             taken: true,
+            unknown: false,
         }
     }
 
@@ -259,6 +265,15 @@ impl Baseline {
     /// and a rollback verifies every check again.
     pub fn none() -> Baseline {
         Baseline::default()
+    }
+
+    /// No baseline because what nginx runs is not known (see [`Baseline::none`]): every
+    /// failure after the reload is the change's, a timeout too.
+    pub fn unknown() -> Baseline {
+        Baseline {
+            unknown: true,
+            ..Baseline::default()
+        }
     }
 
     /// How the check's answers went before the change, when it was answered.
@@ -631,6 +646,7 @@ pub fn after_reload(before: &Baseline, after: Option<&HealthReport>, proof: &Pro
     };
     for c in compared {
         match difference(c.before.as_ref(), &c.after) {
+            Difference::Slow if before.unknown => causes.push(Cause::Check(c)),
             Difference::Slow => kept.slow.push(c),
             Difference::AsBefore => kept.still_failing.push(c),
             Difference::Passes | Difference::Worse => causes.push(Cause::Check(c)),

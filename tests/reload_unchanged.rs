@@ -228,3 +228,34 @@ fn a_rollback_of_our_own_is_no_reload_outside_safe_reload() {
     assert_eq!(run.outcome(), "unchanged", "{run}");
     assert_eq!(nginx.ready_workers(), workers, "nothing reloaded");
 }
+
+/// A colleague pointed the site at a backend that never answers in time and ran `nginx -s
+/// reload` outside safe-reload; then an unrelated change is reloaded through it. What nginx
+/// ran is no baseline (the run warns so), so the check that gets no answer after the reload
+/// is the change's, not a slow site's: rolled back to last-good, which answers. It was kept
+/// ("slow before and after") and recorded as last-good.
+#[test]
+fn a_timeout_after_an_outside_reload_is_held_against_the_change() {
+    let site = Site::on_last_good();
+    let silent = HttpBackend::start_slow(
+        SocketAddr::new(site.ip, 0),
+        "silent",
+        Duration::from_secs(4),
+    );
+    let broken = proxy_site(site.listen, &silent.host_port());
+    site.nginx.write_http(&broken);
+    reload_outside(&site.nginx);
+    site.nginx
+        .write_http(&broken.replace("location /", "add_header X-Rev 1; location /"));
+    let run = site.sr.run(&["-y", "--health-timeout", "300ms"]);
+    run.expect(3);
+    assert!(
+        run.stderr.contains("no baseline for the last good"),
+        "{run}"
+    );
+    assert_eq!(
+        http_get(site.listen, "site.test", "/").expect("GET"),
+        (200, "app".into()),
+        "last-good is back"
+    );
+}

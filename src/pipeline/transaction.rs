@@ -316,7 +316,7 @@ nginx began a reload all the same: it is proven from its processes"
                 baseline
             }
             (Running::Baseline, None) => self.baseline(&checks, report),
-            (Running::Unverified, _) => Baseline::none(),
+            (Running::Unverified, _) => Baseline::unknown(),
         };
         let prior = self.store.journal()?.map(|r| r.phase);
         let candidate = self.candidate.id.clone();
