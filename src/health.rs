@@ -150,6 +150,13 @@ impl Check {
     /// nginx beside the shadow, the rollback's verification): with a PROXY protocol header
     /// only when its address expects one. The load balancer in front sends it as nginx asks,
     /// so a change that turns it on or off is spoken to in its own way on each side.
+    /// Whether the request is a WebSocket handshake (a WebSocket location's, see
+    /// `select`): its clients' connections upgrade only on a `101 Switching Protocols`.
+    pub fn handshakes(&self) -> bool {
+        (self.headers.iter())
+            .any(|(n, v)| n.eq_ignore_ascii_case("upgrade") && v.eq_ignore_ascii_case("websocket"))
+    }
+
     pub fn to_running(&self) -> Check {
         Check {
             proxy_protocol: self.running_proxy_protocol.unwrap_or(self.proxy_protocol),

@@ -788,6 +788,15 @@ fn a_websocket_location_is_checked_with_a_handshake() {
     run.expect(1);
     assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
     assert_eq!(http_get(listen, "ws.test", "/rev").expect("GET").1, "2");
+
+    // Pointed at a plain HTTP app: the handshake gets 200, not 101. The shadow asks the
+    // running nginx, which switches it, and refuses (it went live and was rolled back).
+    n.write_http(&site(&app.host_port(), 4));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert_eq!(http_get(listen, "ws.test", "/rev").expect("GET").1, "2");
+    assert_eq!(&handshake_head(listen), b"HTTP/1.1 101");
 }
 
 /// A change that drops a WebSocket location's `proxy_set_header Upgrade`/`Connection` lines

@@ -302,11 +302,14 @@ impl ShadowCheck {
     }
 
     /// Whether the running nginx is asked the same request (see [`ask_running`]): the
-    /// shadow's answer failed, was a 4xx or 5xx, or came with an upstream error.
+    /// shadow's answer failed, was a 4xx or 5xx, came with an upstream error, or a
+    /// WebSocket handshake was not switched (a 200 where the running nginx may answer 101).
     pub fn asks_running(&self) -> bool {
         let error = matches!(self.shadow.status, Some(400..=599));
+        let unswitched = self.shadow.check.handshakes() && self.shadow.status != Some(101);
         self.failed()
             || error
+            || unswitched
             || !self.upstream_errors.is_empty()
             || self.shadow.wrong_name.is_some()
     }
