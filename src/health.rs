@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 
 mod affected;
 mod h2c;
-mod hosts;
+pub(crate) mod hosts;
 mod select;
 mod tls;
 

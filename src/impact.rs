@@ -1053,10 +1053,24 @@ pub struct Takeover {
     /// The server that answered it before and still names it: `the server at
     /// sites-enabled/shop.test:1`.
     pub from: String,
+    /// For a Host a regex or wildcard name took (`eu0.shop.test`, derived from
+    /// `~^eu\d+\.shop\.test$`): why the other server takes it now, by nginx's order (an
+    /// exact name, then the longest leading wildcard, then the longest trailing one, then the
+    /// first regex in configuration order).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_order: Option<String>,
 }
 
 impl fmt::Display for Takeover {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(why) = &self.by_order {
+            return write!(
+                f,
+                "{} on {} now goes to {} ({why}), not to {}, which answered it before and \
+                 still names it",
+                self.name, self.listen, self.to, self.from
+            );
+        }
         write!(
             f,
             "server_name {} on {} now goes to {}, defined first; nginx ignores it in {}, which \
@@ -1078,6 +1092,104 @@ fn owners(prints: &Prints) -> HashMap<(&str, &str), usize> {
                     continue;
                 }
                 out.entry((l.as_str(), n.as_str())).or_insert(i);
+            }
+        }
+    }
+    out
+}
+
+/// Which server of `prints` nginx gives Host `host` on `listen`, by its order: an exact
+/// name, the longest leading wildcard, the longest trailing wildcard, the first regex; with
+/// what name took it.
+fn host_taker<'a>(prints: &'a Prints, listen: &str, host: &str) -> Option<(usize, &'a str)> {
+    let on = || {
+        (prints.servers.iter().enumerate())
+            .filter(|(_, s)| s.id.listens.iter().any(|l| l == listen))
+            .flat_map(|(i, s)| s.id.names.iter().map(move |n| (i, n.as_str())))
+    };
+    let host = host.to_ascii_lowercase();
+    if let Some(exact) = on().find(|(_, n)| n.eq_ignore_ascii_case(&host)) {
+        return Some(exact);
+    }
+    let longest = |f: fn(&str, &str) -> Option<usize>| {
+        let lower = |n: &str| n.to_ascii_lowercase();
+        (on().filter_map(|(i, n)| f(&lower(n), &host).map(|len| (len, i, n))))
+            .fold(None, |best: Option<(usize, usize, &str)>, c| match best {
+                Some(b) if b.0 >= c.0 => Some(b),
+                _ => Some(c),
+            })
+            .map(|(_, i, n)| (i, n))
+    };
+    longest(host_map::leading_wildcard)
+        .or_else(|| longest(host_map::trailing_wildcard))
+        .or_else(|| on().find(|(_, n)| n.starts_with('~') && host_map::server_name_takes(n, &host)))
+}
+
+/// Why `name` wins over `lost` by nginx's order of server names.
+fn precedence(name: &str, lost: &str) -> String {
+    let kind = |n: &str| match () {
+        _ if n.starts_with('~') => 3,
+        _ if n.ends_with('*') => 2,
+        _ if n.starts_with('*') || n.starts_with('.') => 1,
+        _ => 0,
+    };
+    match (kind(name), kind(lost)) {
+        (3, 3) => format!("its regex {name} is tried first, in configuration order"),
+        (k, l) if k < l => format!("its name {name} wins over the regex or wildcard {lost}"),
+        _ => format!("its name {name} matches more of it than {lost}"),
+    }
+}
+
+/// Takeovers of the Hosts a regex or wildcard name of last-good's server took (see
+/// [`Takeover::by_order`]): a site file renamed so another site's regex is tried first, a
+/// `*.shop.test` added where `~^eu\d+\.shop\.test$` answered.
+fn pattern_takeovers(
+    old: &Prints,
+    new: &Prints,
+    same: impl Fn(&ServerPrint, &ServerPrint) -> bool,
+    label: impl Fn(&Prints, &ServerPrint) -> String,
+) -> Vec<Takeover> {
+    let mut out: Vec<Takeover> = Vec::new();
+    for (oi, o) in old.servers.iter().enumerate() {
+        for n in &o.id.names {
+            let hosts = match n.strip_prefix('~') {
+                Some(re) => {
+                    crate::conf::example::examples(re, true, crate::conf::example::Kind::Host)
+                }
+                None if n.contains('*') || n.starts_with('.') => {
+                    crate::health::hosts::wildcard_hosts(n)
+                }
+                None => continue,
+            };
+            for l in &o.id.listens {
+                for h in hosts.iter().take(3) {
+                    if host_taker(old, l, h).map(|t| t.0) != Some(oi) {
+                        continue;
+                    }
+                    let Some((ti, by)) = host_taker(new, l, h) else {
+                        continue;
+                    };
+                    let t = &new.servers[ti];
+                    let keeps = |s: &&ServerPrint| {
+                        s.id.listens.iter().any(|x| x == l) && s.id.names.contains(n)
+                    };
+                    let Some(s) = (new.servers.iter()).filter(keeps).find(|s| same(o, s)) else {
+                        continue;
+                    };
+                    if std::ptr::eq(s, t) || out.iter().any(|x| x.listen == *l && x.name == *h) {
+                        continue;
+                    }
+                    out.push(Takeover {
+                        listen: l.clone(),
+                        name: format!("{h} (a Host {n} takes)"),
+                        to: label(new, t),
+                        to_file: rel(&new.root, &t.file),
+                        to_line: t.line,
+                        from: label(new, s),
+                        by_order: Some(precedence(by, n)),
+                    });
+                    break;
+                }
             }
         }
     }
@@ -1118,9 +1230,11 @@ fn takeovers(old: &Prints, new: &Prints) -> Vec<Takeover> {
                 to_file: rel(&new.root, &t.file),
                 to_line: t.line,
                 from: label(new, s),
+                by_order: None,
             });
         }
     }
+    out.extend(pattern_takeovers(old, new, same, label));
     out
 }
 

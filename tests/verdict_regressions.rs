@@ -1718,3 +1718,58 @@ fn a_server_name_replaced_by_its_typo_is_refused() {
     );
     assert_eq!(http_get(listen, "v2.a.test", "/").expect("GET").1, "app");
 }
+
+/// nginx tries regex server names in the order it reads them, and a wildcard name before
+/// any regex: a site file renamed so its broad regex comes first, or a `*.shop.test` added,
+/// takes the Hosts another site's regex answered (every `eu*.shop.test` client gets another
+/// site). The run said "affects 0 servers" and "verified". Refused, both servers named; the
+/// Hosts still reach their site afterwards.
+#[test]
+fn a_regex_or_wildcard_name_that_takes_another_sites_hosts_is_refused() {
+    let ip = unique_loopback();
+    let shop = HttpBackend::start(SocketAddr::new(ip, 0), "shop");
+    let legacy = HttpBackend::start(SocketAddr::new(ip, 0), "legacy");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let shop_site = format!(
+        "server {{ listen {listen}; server_name shop.test ~^eu\\d+\\.shop\\.test$; \
+         location / {{ proxy_pass http://{}; }} }}\n",
+        shop.host_port()
+    );
+    let broad = |name: &str| {
+        format!(
+            "server {{ listen {listen}; server_name {name}; \
+             location / {{ proxy_pass http://{}; }} }}\n",
+            legacy.host_port()
+        )
+    };
+    let n = TestNginx::start(&(shop_site.clone() + &broad("~^eu.+\\.test$")));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let eu = || http_get(listen, "eu3.shop.test", "/").expect("GET").1;
+    assert_eq!(eu(), "shop");
+
+    n.write_http(&(broad("~^eu.+\\.test$") + &shop_site));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(
+        run.stderr
+            .contains("is tried first, in configuration order"),
+        "{run}"
+    );
+    assert_eq!(eu(), "shop");
+
+    n.write_http(&(shop_site.clone() + &broad("~^eu.+\\.test$") + &broad("*.shop.test")));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(
+        run.stderr
+            .contains("its name *.shop.test wins over the regex or wildcard"),
+        "{run}"
+    );
+    assert_eq!(eu(), "shop");
+
+    // A wildcard for hosts nobody answered is no takeover.
+    n.write_http(&(shop_site + &broad("~^eu.+\\.test$") + &broad("*.other.test")));
+    sr.run(&["-y"]).expect(0);
+    assert_eq!(eu(), "shop");
+}

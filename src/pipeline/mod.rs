@@ -659,10 +659,16 @@ pub(crate) fn refuse_takeovers(report: &mut Report, impact: &impact::Impact, roo
             message: t.to_string(),
             file: Some(root.join(&t.to_file)),
             line: Some(t.to_line),
-            hint: Some(format!(
-                "remove {} from the server that should not answer it",
-                t.name
-            )),
+            hint: Some(match &t.by_order {
+                None => format!(
+                    "remove {} from the server that should not answer it",
+                    t.name
+                ),
+                Some(_) => "narrow the name of the server that should not answer it (regexes \
+                            are tried in the order nginx reads the files: a renamed site file \
+                            moves its place)"
+                    .into(),
+            }),
         });
     }
     let mut typos = false;
