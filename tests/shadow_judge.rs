@@ -1215,3 +1215,53 @@ fn a_new_location_has_no_baseline_in_the_location_that_answered_before() {
     assert_eq!(http_get(listen, "s.test", "/app/x").expect("GET").0, 404);
     assert_eq!(http_get(listen, "s.test", "/").expect("GET").1, "spa");
 }
+
+/// `ssl_certificate` pointed at an old file of the renewal (the right names, expired):
+/// browsers refuse it whatever it names. Refused where the site was served a valid one
+/// before; the site keeps serving it.
+#[test]
+fn an_expired_certificate_where_a_valid_one_was_is_refused() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let good = certificate_for(certs.path(), &["a.test"]);
+    let old = expired_certificate_for(certs.path(), &["a.test"]);
+    let listen = listen_on(ip);
+    let site = |(cert, key): &(std::path::PathBuf, std::path::PathBuf)| {
+        format!(
+            "server {{ listen {listen} ssl; server_name a.test;\n\
+             ssl_certificate {}; ssl_certificate_key {};\n\
+             location / {{ proxy_pass http://{}; }} }}\n",
+            cert.display(),
+            key.display(),
+            app.host_port()
+        )
+    };
+    let (n, sr) = running(&site(&good));
+    n.write_http(&site(&old));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(
+        run.to_string()
+            .contains("the certificate nginx sent expired at"),
+        "{run}"
+    );
+    let dates = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &listen.to_string(),
+            "-servername",
+            "a.test",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl s_client");
+    let seen = String::from_utf8_lossy(&dates.stdout).into_owned();
+    let served = std::fs::read_to_string(&good.0).expect("read");
+    let first_line = served.lines().nth(1).unwrap_or_default();
+    assert!(
+        seen.contains(first_line),
+        "the valid certificate is still served"
+    );
+}

@@ -228,6 +228,67 @@ pub fn certificate_for(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf) {
     openssl_req(dir, names[0], &["-addext", &ext])
 }
 
+/// [`certificate_for`], expired: valid for one day in 2020 (`openssl ca -selfsign` with
+/// `-startdate`/`-enddate`, which `openssl req` lacks).
+pub fn expired_certificate_for(dir: &Path, names: &[&str]) -> (PathBuf, PathBuf) {
+    let sub = dir.join(format!("expired-{}", names[0]));
+    std::fs::create_dir_all(&sub).expect("mkdir");
+    let (cert, key, csr) = (
+        sub.join("cert.pem"),
+        sub.join("key.pem"),
+        sub.join("req.csr"),
+    );
+    std::fs::write(sub.join("index.txt"), "").expect("index");
+    std::fs::write(sub.join("serial"), "01\n").expect("serial");
+    let cnf = sub.join("ca.cnf");
+    std::fs::write(
+        &cnf,
+        format!(
+            "[ca]\ndefault_ca = CA\n[CA]\ndatabase = {d}/index.txt\nnew_certs_dir = {d}\n\
+             serial = {d}/serial\ndefault_md = sha256\npolicy = p\ncopy_extensions = copy\n\
+             unique_subject = no\n[p]\ncommonName = supplied\n",
+            d = sub.display()
+        ),
+    )
+    .expect("ca.cnf");
+    let san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().expect("run openssl");
+        assert!(out.status.success(), "openssl: {out:?}");
+    };
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-subj", &format!("/CN={}", names[0])])
+        .args(["-addext", &format!("subjectAltName={}", san.join(","))])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr));
+    run(Command::new("openssl")
+        .args(["ca", "-batch", "-notext", "-selfsign", "-config"])
+        .arg(&cnf)
+        .arg("-keyfile")
+        .arg(&key)
+        .arg("-in")
+        .arg(&csr)
+        .arg("-out")
+        .arg(&cert)
+        .args([
+            "-startdate",
+            "20200101000000Z",
+            "-enddate",
+            "20200102000000Z",
+        ]));
+    (cert, key)
+}
+
 /// An X.509 v1 certificate for `/CN=cn` (`openssl x509 -req` with no extension file): it can
 /// carry no subjectAltName, so browsers find no name in it.
 pub fn v1_certificate(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
