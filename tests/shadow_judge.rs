@@ -1265,3 +1265,26 @@ fn an_expired_certificate_where_a_valid_one_was_is_refused() {
         "the valid certificate is still served"
     );
 }
+
+/// Two servers of the same name on two addresses (a site and its load-balancer side): the
+/// refusal names the one the failing check went to, not the first of that name.
+#[test]
+fn a_refusal_names_the_server_of_that_name_where_the_check_went() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let dead = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let (front, back) = (listen_on(ip), listen_on(ip));
+    let sites = |to: &str| {
+        format!(
+            "server {{ listen {front}; server_name a.test; location / {{ proxy_pass http://{}; }} }}\n\
+             server {{ listen {back}; server_name a.test; location / {{ proxy_pass http://{to}; }} }}\n",
+            app.host_port()
+        )
+    };
+    let (n, sr) = running(&sites(&app.host_port()));
+    n.write_http(&sites(&dead.addr.to_string()));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(run.stderr.contains("nginx.conf:18: error: "), "{run}");
+    assert_eq!(http_get(back, "a.test", "/").expect("GET").1, "app");
+}

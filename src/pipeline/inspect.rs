@@ -390,11 +390,16 @@ pub fn through_shadow(
     let refuses = rep.state == ShadowState::Refused;
     match (rep.state, &rep.reason) {
         (ShadowState::Refused, Some(why)) => {
-            let failed = rep.checks.iter().find(|c| c.failed());
+            // The check that refuses, and its server: the one of that name listening where
+            // the check went (two files may hold a server of the same name).
+            let failed = (rep.checks.iter().find(|c| c.worse()))
+                .or_else(|| rep.checks.iter().find(|c| c.failed()));
             let server = failed.and_then(|c| {
-                insp.servers
-                    .iter()
-                    .find(|sv| sv.server_names.contains(&c.host))
+                let named = |sv: &&Server| sv.server_names.contains(&c.host);
+                let connect = c.shadow.check.connect.to_string();
+                let there = |sv: &&Server| sv.listens.iter().any(|l| l.addr.to_string() == connect);
+                (insp.servers.iter().filter(named).find(there))
+                    .or_else(|| insp.servers.iter().find(named))
             });
             report.problems.push(Problem {
                 level: "error".into(),
