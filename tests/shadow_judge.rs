@@ -1288,3 +1288,47 @@ fn a_refusal_names_the_server_of_that_name_where_the_check_went() {
     assert!(run.stderr.contains("nginx.conf:18: error: "), "{run}");
     assert_eq!(http_get(back, "a.test", "/").expect("GET").1, "app");
 }
+
+/// A pool member the change adds that accepts connections and never answers (a hung app
+/// worker): round robin sent the requests asked again to its healthy sibling, so its
+/// timeouts read as chance ("intermittent"), while every client nginx sends it waits for its
+/// read timeout. With the probe's "no reply" for that member, refused.
+#[test]
+fn a_pool_member_the_change_adds_that_never_answers_is_refused() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let silent = HttpBackend::start_slow(
+        SocketAddr::new(ip, 0),
+        "silent",
+        std::time::Duration::from_secs(3),
+    );
+    let listen = listen_on(ip);
+    let site = |members: &[String]| {
+        let servers: String = members.iter().map(|m| format!("server {m}; ")).collect();
+        format!(
+            "upstream pool {{ {servers}}}\n\
+             server {{ listen {listen}; server_name p.test; \
+             location / {{ proxy_pass http://pool; }} }}\n"
+        )
+    };
+    let (n, sr) = running(&site(&[app.host_port()]));
+    n.write_http(&site(&[app.host_port(), silent.host_port()]));
+    let run = sr.run(&["-y", "--health-timeout", "300ms"]);
+    run.expect(1);
+    assert!(
+        run.to_string().contains(
+            "which this change adds to upstream pool, accepts connections and answered neither"
+        ),
+        "{run}"
+    );
+    for _ in 0..4 {
+        assert_eq!(http_get(listen, "p.test", "/").expect("GET").1, "app");
+    }
+    // Live without the shadow (an intermittent warning), it is last-good's: a later change
+    // that leaves the pool as it is does not answer for it.
+    let run = sr.run(&["-y", "--no-shadow", "--health-timeout", "300ms"]);
+    run.expect(0);
+    n.write_http(&(site(&[app.host_port(), silent.host_port()]) + "add_header X-Rev 1;"));
+    let run = sr.run(&["-y", "--health-timeout", "300ms"]);
+    run.expect(0);
+}

@@ -374,6 +374,11 @@ pub fn through_shadow(
             );
         }
         (rep.state, rep.reason) = shadow::judge(&rep.checks);
+        if rep.state != ShadowState::Refused {
+            if let Some(why) = silent_member(report.probe.as_ref(), &rep.checks) {
+                (rep.state, rep.reason) = (ShadowState::Refused, Some(why));
+            }
+        }
         report.warnings.extend(
             rep.checks
                 .iter()
@@ -529,6 +534,48 @@ pub fn health_nobody_serves(s: &Settings, servers: &[Server], held: &Listeners) 
 /// The peers the probe found down without refusing the change (see
 /// [`ProbeReport::expected_down`]) and the URIs `config`'s `mirror`s copy requests to: errors
 /// logged for either reach no client, and are not the change's.
+/// A pool member the change adds that accepts connections and never answers (the probe's
+/// no-reply), behind a check the shadow found intermittent by timeouts: round robin sent the
+/// requests asked again to its healthy siblings, so one failed answer looked like chance,
+/// while nginx gives that member its share of every client's requests, and each waits its
+/// read timeout. The reason that refuses the change, when one is.
+fn silent_member(probe: Option<&ProbeReport>, checks: &[shadow::ShadowCheck]) -> Option<String> {
+    let silent = (probe?.results.iter()).filter(|r| {
+        r.status == probe::Status::NoReply && r.cause == Some(probe::standing::Cause::Change)
+    });
+    for r in silent {
+        for pool in r.references.iter().filter_map(|x| x.upstream.as_deref()) {
+            let timed_out = |c: &&shadow::ShadowCheck| {
+                let first = c.shadow.intermittent()
+                    && (c.shadow.first_failure.as_deref()).is_some_and(|f| f.contains("timed out"));
+                (first || c.samples_timed_out.is_some())
+                    && (c.shadow.check.upstream.as_deref()).is_some_and(|u| pass_names(u, pool))
+            };
+            if let Some(c) = checks.iter().find(timed_out) {
+                let (none, of) = (c.samples_timed_out)
+                    .unwrap_or((c.shadow.failures as usize, c.shadow.attempts as usize));
+                return Some(format!(
+                    "{}: GET {} through the shadow nginx: {none} of {of} answers got none in \
+                     time, and {}, which this change adds to upstream {pool}, accepts \
+                     connections and answered neither the probe nor those requests (the \
+                     probe: no reply): nginx gives it its share of the requests, and those \
+                     clients wait for it, up to its read timeout (60s by default)",
+                    c.server(),
+                    c.url,
+                    r.target
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Whether a `*_pass` target (`http://pool_b`, `http://pool_b/api/`) names upstream `pool`.
+fn pass_names(target: &str, pool: &str) -> bool {
+    let rest = target.split_once("://").map_or(target, |(_, r)| r);
+    rest.split('/').next() == Some(pool)
+}
+
 pub fn expected_down(report: &Report, config: &Config) -> Vec<String> {
     let mut out = (report.probe.as_ref()).map_or_else(Vec::new, ProbeReport::expected_down);
     out.extend(

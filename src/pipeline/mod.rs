@@ -157,7 +157,10 @@ pub(crate) fn judge_probes(
     let Some(probe) = insp.probe.as_mut() else {
         return;
     };
-    if probe.is_ok() {
+    // A member that never answers is a warning, whose cause is still said (see
+    // `standing::apply`).
+    let silent = (probe.results.iter()).any(|r| r.status == crate::probe::Status::NoReply);
+    if probe.is_ok() && !silent {
         return;
     }
     let new = Routes::of(&insp.config, &insp.servers, &insp.targets);

@@ -65,6 +65,16 @@ pub fn judge(
 
 /// [`judge`], written into the results (the hint first: it says why this is no refusal).
 pub fn apply(results: &mut [ProbeResult], impact: &Impact, new: &Routes, old: Option<&Routes>) {
+    // A member that accepts and never answers is a warning (a slow backend answers within
+    // nginx's read timeout), but whether the change adds it is said: the shadow holds one
+    // the change adds against it when its checks time out.
+    let affected = impact.affected_ids();
+    let last = old.filter(|_| impact.baseline);
+    for r in results.iter_mut().filter(|r| r.status == Status::NoReply) {
+        if let Some(s) = one(r, &affected, new, last) {
+            r.cause = Some(s.cause);
+        }
+    }
     let judged = judge(results, impact, new, old);
     for (r, standing) in results.iter_mut().zip(judged) {
         let Some(s) = standing else { continue };

@@ -65,6 +65,10 @@ pub struct ShadowCheck {
     /// The check asked again of both nginxes ([`sample`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sampled: Option<Sampled>,
+    /// How many of the shadow's samples got no answer within `--health-timeout`, of how
+    /// many (slow, not failed: a member that accepts and never answers shows only so).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples_timed_out: Option<(usize, usize)>,
     /// With no nginx running here (`check` on a CI runner), the failed check's upstream errors
     /// were all connect errors to peers the probe found down before the change too: those
     /// peers. Nothing answers the same request for comparison, and the probe already said the
@@ -196,6 +200,8 @@ pub fn sample(
         let through_shadow = asked(&routed, n, limit);
         let (shadow_why, logged) = sample_failures(&through_shadow, &mut shadow_log, &c.shadow);
         let shadow_failed = shadow_why.iter().flatten().count();
+        let timed_out = through_shadow.iter().filter(|r| r.timed_out).count();
+        c.samples_timed_out = (timed_out > 0).then_some((timed_out, through_shadow.len()));
         // A hang-up nginx logged for a sample is the check's upstream error, as one logged
         // for its first request is: the running nginx is asked whether it logs it too (a
         // member that fails once is then skipped for `fail_timeout`, so one sample may be
@@ -556,6 +562,7 @@ pub fn run_checks(
                 running_errors: Vec::new(),
                 differs: None,
                 sampled: None,
+                samples_timed_out: None,
                 down_before: None,
                 nginx_logged: None,
             });
@@ -882,6 +889,7 @@ mod tests {
             running_errors: Vec::new(),
             differs: None,
             sampled: None,
+            samples_timed_out: None,
             down_before: None,
             nginx_logged: None,
         }
