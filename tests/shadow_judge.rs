@@ -1332,3 +1332,38 @@ fn a_pool_member_the_change_adds_that_never_answers_is_refused() {
     let run = sr.run(&["-y", "--health-timeout", "300ms"]);
     run.expect(0);
 }
+
+/// A server that proxies over TLS and redirects its plain listen itself (`if ($scheme =
+/// http) { return 301 https://...; }`): its checks go over TLS, and its plain listen gets the
+/// redirect's check, so `http2` copied onto it (every HTTP/1.1 client then gets HTTP/2
+/// frames instead of the redirect) is refused.
+#[test]
+fn the_plain_side_of_a_server_that_redirects_it_is_checked() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = certificate_for(certs.path(), &["a.test"]);
+    let (plain, tls) = (listen_on(ip), listen_on(ip));
+    let site = |flags: &str| {
+        format!(
+            "server {{ listen {plain}{flags}; listen {tls} ssl; server_name a.test;\n\
+             ssl_certificate {}; ssl_certificate_key {};\n\
+             if ($scheme = http) {{ return 301 https://$host$request_uri; }}\n\
+             location / {{ proxy_pass http://{}; }} }}\n",
+            cert.display(),
+            key.display(),
+            app.host_port()
+        )
+    };
+    let (n, sr) = running(&site(""));
+    assert_eq!(http_get(plain, "a.test", "/").expect("GET").0, 301);
+    n.write_http(&site(" http2"));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(run.stderr.contains("speaks only HTTP/2"), "{run}");
+    assert_eq!(http_get(plain, "a.test", "/").expect("GET").0, 301);
+    assert_eq!(https_get(tls, "a.test", "/").expect("GET"), 200);
+    n.write_http(&site(" default_server"));
+    sr.run(&["-y"]).expect(0);
+    assert_eq!(http_get(plain, "a.test", "/").expect("GET").0, 301);
+}

@@ -203,6 +203,11 @@ pub struct Server {
     /// answer there, before or after).
     #[serde(skip)]
     pub answers: Option<Location>,
+    /// For a server that redirects plain HTTP itself (see `redirects_plain`): that `if`'s
+    /// `return`, checked on its plain listens as [`Server::answers`] is (an `http2` copied
+    /// onto one leaves its clients without the redirect).
+    #[serde(skip)]
+    pub plain_answer: Option<Location>,
     /// Headers a request must carry not to get a server-level `return`: `if
     /// ($http_x_forwarded_proto != "https") { return 301 ...; }` behind a load balancer, an
     /// API key `if ($http_x_api_key != "k") { return 403; }`. Every check carries them, as
@@ -493,7 +498,17 @@ fn server(context: Context, d: &Directive, shared: &Shared, root: &Path) -> Serv
         },
         locations,
         unbacked,
-        redirects_plain: redirects_plain(d.children()),
+        redirects_plain: redirects_plain(d.children()).is_some(),
+        plain_answer: redirects_plain(d.children()).and_then(|i| {
+            let ret = i.children().iter().find(|c| c.name == "return")?;
+            let cond: Vec<&str> = i.args.iter().map(|a| a.as_str()).collect();
+            Some(return_location(
+                ret,
+                None,
+                "/".into(),
+                format!("if {} {{ ", cond.join(" ")),
+            ))
+        }),
         check_headers: gate_headers(d.children(), maps),
     }
 }
@@ -521,16 +536,28 @@ fn answering_itself(d: &Directive, rejects_handshake: bool) -> Option<Location> 
             (m, p, own(root.children())?)
         }
     };
+    Some(return_location(&ret, modifier, path, String::new()))
+}
+
+/// A [`Location`] standing for what `ret` (a `return`) answers at `path`: pass `return`, its
+/// text (after `prefix`, as `if ($scheme = http) { `) as the target.
+fn return_location(
+    ret: &Directive,
+    modifier: Option<String>,
+    path: String,
+    prefix: String,
+) -> Location {
     // `return URL;` is a 302.
     let code: u16 = ret.arg0().parse().unwrap_or(302);
     let words: Vec<&str> = std::iter::once("return")
         .chain(ret.args.iter().map(|a| a.as_str()))
         .collect();
-    Some(Location {
+    let close = if prefix.is_empty() { "" } else { "; }" };
+    Location {
         modifier,
         path,
         pass: "return",
-        target: words.join(" "),
+        target: format!("{prefix}{}{close}", words.join(" ")),
         auth_request: None,
         reach: Reach::Path("/".into()),
         auth: false,
@@ -547,7 +574,7 @@ fn answering_itself(d: &Directive, rejects_handshake: bool) -> Option<Location> 
         check_headers: Vec::new(),
         file: ret.file.clone(),
         line: ret.line,
-    })
+    }
 }
 
 /// Each requested `location` (nested ones too) whose `try_files` ends in `=CODE` and that
@@ -1298,8 +1325,8 @@ fn reach_internal(locations: &mut [Location], named: &[Fallback], server: &[Dire
 
 /// Whether a server-level `if` on `$scheme` answers plain-HTTP requests with a `return`:
 /// `if ($scheme = http)`, `if ($scheme != https)`, `if ($scheme != "https")`.
-fn redirects_plain(server: &[Directive]) -> bool {
-    server.iter().any(|d| {
+fn redirects_plain(server: &[Directive]) -> Option<&Directive> {
+    server.iter().find(|d| {
         let cond: Vec<String> = (d.args.iter())
             .map(|w| {
                 w.as_str()

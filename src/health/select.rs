@@ -546,8 +546,16 @@ fn candidates<'a>(
     let mut listens = Vec::new();
     let mut order: Vec<&Listen> = server.listens.iter().filter(|l| !l.udp).collect();
     // nginx redirects every plain request of this server itself: its TLS listens are the
-    // ones a check reaches the backend through.
+    // ones a check reaches the backend through, and its plain ones get the redirect's check.
+    let mut plain = Vec::new();
     if server.redirects_plain && order.iter().any(|l| l.ssl) {
+        if server.plain_answer.is_some() {
+            for &l in order.iter().filter(|l| !l.ssl) {
+                if let Ok(addr) = connect_for(l, claimed) {
+                    plain.push((l, addr));
+                }
+            }
+        }
         order.retain(|l| l.ssl);
     }
     for l in order {
@@ -646,6 +654,11 @@ fn candidates<'a>(
                 extra: None,
             }
         };
+    if let Some(answer) = &server.plain_answer {
+        for &(l, addr) in &plain {
+            out.push(make(l, addr, &first_host, (answer, "/")));
+        }
+    }
     for &listen in defaults {
         let Some(&(l, addr)) = listens.iter().find(|(l, _)| l.addr.to_string() == listen) else {
             continue;

@@ -168,6 +168,7 @@ pub fn server_listening(addr: ListenAddr, line: u32) -> Server {
         unbacked: vec![],
         redirects_plain: false,
         answers: None,
+        plain_answer: None,
         check_headers: vec![],
     }
 }
