@@ -97,6 +97,11 @@ pub struct Check {
     /// [`crate::conf::servers::Location::read_timeout`]).
     #[serde(skip)]
     pub read_timeout: Option<std::time::Duration>,
+    /// A path made up to reach a location the change adds (`/app/safe-reload-check`): what
+    /// another location answered it before is no baseline for the status it gets now; a
+    /// failure (502, 504, no answer) is still compared.
+    #[serde(skip)]
+    pub made_up_in_new: bool,
 }
 
 impl PartialEq for Check {
@@ -138,6 +143,7 @@ impl Check {
             fresh: false,
             running_proxy_protocol: None,
             read_timeout: None,
+            made_up_in_new: false,
         }
     }
 

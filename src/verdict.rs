@@ -338,7 +338,9 @@ impl Known for Baseline {
     }
 
     fn passed_before(&self, result: &CheckResult) -> Option<u16> {
-        self.passed(&result.check.url)
+        (!result.check.made_up_in_new)
+            .then(|| self.passed(&result.check.url))
+            .flatten()
     }
 
     fn named_before(&self, result: &CheckResult) -> bool {

@@ -1183,12 +1183,12 @@ fn redirect_servers_are_checked_and_http2_copied_onto_their_port_is_refused() {
 }
 
 /// A location the change adds for a new app (`location /app/ { try_files $uri @app; }`):
-/// its check's path, one no file has, was the old catch-all's before (an SPA answering 200
-/// to every path), and the new app rightly answers it 404. That is no regression: the
-/// location had no baseline. The change goes live; a new location whose app fails is still
-/// refused.
+/// its check's path, one made up for it, was the old catch-all's before (an SPA answering
+/// 200 to every path), and the new app rightly answers it 404. That is no regression. The
+/// change goes live; a new location whose app fails is still refused, and so is one whose
+/// own path (`/api/`) the old catch-all served and the new app answers 404.
 #[test]
-fn a_new_location_has_no_baseline_in_the_location_that_answered_before() {
+fn a_made_up_path_of_a_new_location_has_no_baseline_in_the_location_that_answered_it() {
     let ip = unique_loopback();
     let spa = HttpBackend::start(SocketAddr::new(ip, 0), "spa");
     let app = StatusBackend::start(SocketAddr::new(ip, 0), 404);
@@ -1209,6 +1209,16 @@ fn a_new_location_has_no_baseline_in_the_location_that_answered_before() {
     };
     n.write_http(&site(&new_app(broken.addr)));
     sr.run(&["-y"]).expect(1);
+    // Its own path keeps its baseline: `location /api/` split off `/` to an app that
+    // answers 404 there, where the old catch-all served it, is refused.
+    n.write_http(&site(&format!(
+        "location /api/ {{ proxy_pass http://{}; }}",
+        app.addr
+    )));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert_eq!(http_get(listen, "s.test", "/api/").expect("GET").1, "spa");
+
     n.write_http(&site(&new_app(app.addr)));
     let run = sr.run(&["-y"]);
     run.expect(0);

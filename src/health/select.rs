@@ -244,11 +244,14 @@ impl<'a> Candidates<'a> {
             running_proxy_protocol =
                 (before.proxy_protocol != speak.proxy_protocol).then_some(before.proxy_protocol);
         }
-        // A location the change adds answers what another location did before (a new app's
-        // 404 for a path the old catch-all served is no regression): no baseline for it.
+        // A location the change adds, checked on a path made up to reach it: that path was
+        // another location's before, and the new app's 404 for it (where an old catch-all
+        // served every path) is no regression. Its own paths keep their baseline.
+        let made_up = c.path.contains("safe-reload-check");
         let new_location = !self.before.had_location(&c.location.key());
         Check {
-            fresh: !self.before.answered(&listen, host) || new_location,
+            fresh: !self.before.answered(&listen, host),
+            made_up_in_new: made_up && new_location,
             running_proxy_protocol,
             ..c.check(server, root, websocket, speak)
         }
@@ -511,6 +514,7 @@ impl Candidate<'_> {
             fresh: false,
             running_proxy_protocol: None,
             read_timeout: loc.read_timeout,
+            made_up_in_new: false,
         }
     }
 }

@@ -672,7 +672,10 @@ pub fn ask_running(
         // Another server's answer (a new server's Host went to the default one) is no
         // baseline for this one's.
         let passed = (sc.running.as_ref()).filter(|r| !r.failed && !r.refused && !r.check.fresh);
-        let before = passed.and_then(|r| r.status);
+        // A path made up for a location the change adds was another location's before.
+        let before = passed
+            .filter(|_| !sc.shadow.check.made_up_in_new)
+            .and_then(|r| r.status);
         // A certificate that named the Host where the shadow's does not loses every browser,
         // whichever server sent it (a name the change moves to another server's block).
         let named = sc.running.as_ref().is_some_and(CheckResult::named);
