@@ -327,10 +327,12 @@ impl Baseline {
 impl Known for Baseline {
     fn failure(&self, result: &CheckResult) -> bool {
         let before = self.before(&result.check.url);
-        matches!(
-            difference(before, &Seen::of(result)),
-            Difference::Slow | Difference::AsBefore
-        )
+        match difference(before, &Seen::of(result)) {
+            // Not known to be slow when what ran before is not known (see `unknown`).
+            Difference::Slow => !self.unknown,
+            Difference::AsBefore => true,
+            _ => false,
+        }
     }
 
     fn upstream_error(&self, error: &UpstreamError) -> bool {
@@ -766,9 +768,20 @@ pub fn after_rollback(
     let (compared, _, new_errors) = compare(before, health, candidate_errors);
     let mut causes = Vec::new();
     let mut still_failing = Vec::new();
+    // What nginx ran before the change is not known (loaded outside safe-reload): a check
+    // the change's configuration got no answer to in time, and the restored one neither, is
+    // a slow site's as far as anyone can tell, not a rollback that made things worse.
+    let slow_under_change = |c: &Compared| {
+        before.unknown
+            && c.after.timed_out
+            && candidate.is_some_and(|h| {
+                (h.results.iter()).any(|r| r.check.url == c.url && r.failed && r.timed_out)
+            })
+    };
     for c in compared {
         match &c.before {
             Some(b) if b.failed => still_failing.push(c),
+            None if slow_under_change(&c) => still_failing.push(c),
             _ => causes.push(Cause::Check(c)),
         }
     }

@@ -259,3 +259,29 @@ fn a_timeout_after_an_outside_reload_is_held_against_the_change() {
         "last-good is back"
     );
 }
+
+/// After a reload outside safe-reload, a site that is only slow (its backend takes longer
+/// than `--health-timeout`, every client is served): a harmless change is waited for as
+/// the rollback is, and stays (exit 0). One slower still is rolled back, and the restored
+/// configuration, as slow, is no failed rollback: exit 3, not 4 ("an operator must act").
+#[test]
+fn a_slow_site_after_an_outside_reload_is_no_emergency() {
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    for (delay, exit) in [(Duration::from_millis(800), 0), (Duration::from_secs(3), 3)] {
+        let slow = HttpBackend::start_slow(SocketAddr::new(ip, 0), "slow", delay);
+        let good = proxy_site(listen, &slow.host_port());
+        let nginx = TestNginx::start(&good);
+        let sr = SafeReload::new(&nginx);
+        sr.init();
+        reload_outside(&nginx);
+        nginx.write_http(&good.replace("location /", "add_header X-Rev 1; location /"));
+        let run = sr.run(&["-y", "--health-timeout", "300ms"]);
+        run.expect(exit);
+        assert_eq!(
+            http_get(listen, "site.test", "/").expect("GET"),
+            (200, "slow".into()),
+            "served, slowly"
+        );
+    }
+}

@@ -263,7 +263,10 @@ nginx began a reload all the same: it is proven from its processes"
         // The restored configuration answered these before the change: one that is only
         // slower now is not worse for it (see `health::wait_longer`). The candidate's checks
         // keep `--health-timeout` as their limit.
-        if direction == Direction::Rollback {
+        // With what nginx ran before unknown (loaded outside safe-reload), a timeout is held
+        // against the change: the candidate's checks are waited for as long first, so a site
+        // that is only slow stays (an intermittent warning) and one that never answers goes.
+        if direction == Direction::Rollback || self.running == Running::Unverified {
             health::wait_longer(&mut h, &mut logs, &opts, known);
         }
         report.step("verify", h.passed, t.elapsed(), None);
