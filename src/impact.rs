@@ -368,7 +368,7 @@ fn names_dropped(
                 let gained = (s.id.names.iter()).filter(|g| !kept && !o.id.names.contains(g));
                 let typo = gained
                     .into_iter()
-                    .find(|g| typo_of(n, g))
+                    .find(|g| typo_of(n, g) && less_familiar(g, n, old, new))
                     .map(|g| (g.clone(), format!("{}:{}", rel(&new.root, &s.file), s.line)));
                 out.push(DroppedName {
                     name: n.clone(),
@@ -379,7 +379,52 @@ fn names_dropped(
             }
         }
     }
+    // A server whose every name changed is a new server and a removed one (names are part
+    // of its identity): the names of the removed one no server answers now, and the new
+    // one's that read as their typos, on a listen they share.
+    let paired: HashSet<*const ServerPrint> = pairs.values().map(|o| *o as *const _).collect();
+    let unpaired: Vec<&ServerPrint> = (new.servers.iter())
+        .filter(|s| !pairs.contains_key(&s.id))
+        .collect();
+    for o in (old.servers.iter()).filter(|o| !paired.contains(&(*o as *const _))) {
+        for n in &o.id.names {
+            if n.is_empty() || n == "_" {
+                continue;
+            }
+            let taken = (new.servers.iter()).any(|t| {
+                t.id.names.contains(n) && t.id.listens.iter().any(|l| o.id.listens.contains(l))
+            });
+            if taken {
+                continue;
+            }
+            let typo = unpaired.iter().find_map(|s| {
+                let shares = s.id.listens.iter().any(|l| o.id.listens.contains(l));
+                let g = (s.id.names.iter())
+                    .find(|g| shares && typo_of(n, g) && less_familiar(g, n, old, new))?;
+                Some((g.clone(), format!("{}:{}", rel(&new.root, &s.file), s.line)))
+            });
+            out.push(DroppedName {
+                name: n.clone(),
+                listens: o.id.listens.clone(),
+                from: format!("{} ({}:{})", o.id, rel(&old.root, &o.file), o.line),
+                typo,
+            });
+        }
+    }
     out
+}
+
+/// Whether `new` has more labels no other name of either configuration has than `old`
+/// has: `a.tset` for `a.test` where other names end in `.test` is the typo; `www.blog.test`
+/// for `wwww.blog.test` is its fix, and a tie tells nothing (a warning, not a refusal).
+fn less_familiar(new_name: &str, old_name: &str, old: &Prints, new: &Prints) -> bool {
+    let known: HashSet<&str> = (old.servers.iter().chain(&new.servers))
+        .flat_map(|s| s.id.names.iter())
+        .filter(|n| *n != new_name && *n != old_name)
+        .flat_map(|n| n.split('.'))
+        .collect();
+    let strange = |name: &str| name.split('.').filter(|l| !known.contains(l)).count();
+    strange(new_name) > strange(old_name)
 }
 
 /// An address whose protocol the change turns on or off (see `Impact::socket_changes`).

@@ -1717,6 +1717,39 @@ fn a_server_name_replaced_by_its_typo_is_refused() {
         "{run}"
     );
     assert_eq!(http_get(listen, "v2.a.test", "/").expect("GET").1, "app");
+
+    // A server whose only name is typo'd is a new server and a removed one: refused too.
+    let two = |other: &str| {
+        sites("a.test v2.a.test")
+            + &format!(
+                "server {{ listen {listen}; server_name {other};                  location / {{ proxy_pass http://{}; }} }}
+",
+                app.host_port()
+            )
+    };
+    n.write_http(&two("shop.test"));
+    sr.run(&["-y"]).expect(0);
+    n.write_http(&two("shop.tset"));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(
+        run.stderr
+            .contains("server_name shop.tset replaces shop.test (a typo?)"),
+        "{run}"
+    );
+    assert_eq!(http_get(listen, "shop.test", "/").expect("GET").1, "app");
+
+    // The fix of a typo reads as one too, but its labels are the configuration's own: a
+    // warning, not a refusal.
+    n.write_http(&two("wwww.shop.test"));
+    sr.run(&["-y"]).expect(0);
+    n.write_http(&two("www.shop.test"));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert_eq!(
+        http_get(listen, "www.shop.test", "/").expect("GET").1,
+        "app"
+    );
 }
 
 /// nginx tries regex server names in the order it reads them, and a wildcard name before
