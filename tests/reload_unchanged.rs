@@ -243,6 +243,9 @@ fn a_timeout_after_an_outside_reload_is_held_against_the_change() {
         Duration::from_secs(4),
     );
     let broken = proxy_site(site.listen, &silent.host_port());
+    // A run that finds nothing to do first: the outside reload's workers then start a clock
+    // tick (10 ms) or more after last-good was recorded, as they do on a real box.
+    site.sr.run(&["-y"]).expect(0);
     site.nginx.write_http(&broken);
     reload_outside(&site.nginx);
     site.nginx
@@ -274,6 +277,7 @@ fn a_slow_site_after_an_outside_reload_is_no_emergency() {
         let nginx = TestNginx::start(&good);
         let sr = SafeReload::new(&nginx);
         sr.init();
+        sr.run(&["-y"]).expect(0);
         reload_outside(&nginx);
         nginx.write_http(&good.replace("location /", "add_header X-Rev 1; location /"));
         let run = sr.run(&["-y", "--health-timeout", "300ms"]);

@@ -1133,6 +1133,20 @@ fn tls_settings_openssl_clients_accept_pass_behind_the_proxy_protocol() {
         200
     );
 
+    // Another site's certificate behind that curve: the certificate `openssl s_client` got
+    // is name-checked as our client's would be.
+    let (other_cert, other_key) = certificate_for(certs.path(), &["other.test"]);
+    let swapped = site("ssl_ecdh_curve secp521r1;")
+        .replace(
+            &cert.display().to_string(),
+            &other_cert.display().to_string(),
+        )
+        .replace(&key.display().to_string(), &other_key.display().to_string());
+    n.write_http(&swapped);
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(run.to_string().contains("does not name lb.test"), "{run}");
+
     let workers = n.worker_pids();
     n.write_http(&site("ssl_protocols TLSv1;"));
     let run = sr.run(&["-y", "--json"]);

@@ -30,36 +30,9 @@ impl ServerCertVerifier for AcceptAny {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        // Outside its dates, browsers refuse it whatever it names (an old file of a
-        // renewal put back).
-        if let Some(why) = out_of_date(end_entity, now.as_secs()) {
+        if let Some(why) = problem(end_entity, server_name, now.as_secs()) {
             if let Ok(mut slot) = self.wrong_name.lock() {
                 *slot = Some(why);
-            }
-            return Ok(ServerCertVerified::assertion());
-        }
-        if let ServerName::DnsName(name) = server_name {
-            let named = webpki::EndEntityCert::try_from(end_entity)
-                .and_then(|cert| cert.verify_is_valid_for_subject_name(server_name));
-            let names = match named {
-                Err(webpki::Error::CertNotValidForName(ctx)) => match ctx.presented.is_empty() {
-                    true => Some("no host name in its subjectAltName".to_string()),
-                    false => Some(format!("it names {}", list_names(&ctx.presented))),
-                },
-                // Browsers read names only from subjectAltName, which an X.509 v1
-                // certificate (`openssl x509 -req` without an extension file) cannot have.
-                Err(webpki::Error::UnsupportedCertVersion) => {
-                    Some("an X.509 v1 certificate: no subjectAltName".to_string())
-                }
-                _ => None,
-            };
-            if let Some(names) = names {
-                if let Ok(mut slot) = self.wrong_name.lock() {
-                    *slot = Some(format!(
-                        "the certificate nginx sent does not name {} ({names}): browsers refuse it",
-                        name.as_ref()
-                    ));
-                }
             }
         }
         Ok(ServerCertVerified::assertion())
@@ -86,6 +59,71 @@ impl ServerCertVerifier for AcceptAny {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.schemes.clone()
     }
+}
+
+/// What browsers refuse in certificate `der` for `server_name` at `now` (seconds since the
+/// epoch): its dates (an old file of a renewal put back), else its names.
+pub fn problem(der: &[u8], server_name: &ServerName<'_>, now: u64) -> Option<String> {
+    if let Some(why) = out_of_date(der, now) {
+        return Some(why);
+    }
+    let ServerName::DnsName(name) = server_name else {
+        return None;
+    };
+    let der = CertificateDer::from(der);
+    let named = webpki::EndEntityCert::try_from(&der)
+        .and_then(|cert| cert.verify_is_valid_for_subject_name(server_name));
+    let names = match named {
+        Err(webpki::Error::CertNotValidForName(ctx)) => match ctx.presented.is_empty() {
+            true => "no host name in its subjectAltName".to_string(),
+            false => format!("it names {}", list_names(&ctx.presented)),
+        },
+        // Browsers read names only from subjectAltName, which an X.509 v1 certificate
+        // (`openssl x509 -req` without an extension file) cannot have.
+        Err(webpki::Error::UnsupportedCertVersion) => {
+            "an X.509 v1 certificate: no subjectAltName".to_string()
+        }
+        _ => return None,
+    };
+    Some(format!(
+        "the certificate nginx sent does not name {} ({names}): browsers refuse it",
+        name.as_ref()
+    ))
+}
+
+/// The DER of the first certificate in PEM text (`openssl s_client`'s output).
+pub fn first_pem_certificate(text: &str) -> Option<Vec<u8>> {
+    let begin = "-----BEGIN CERTIFICATE-----";
+    let body = &text[text.find(begin)? + begin.len()..];
+    let body = &body[..body.find("-----END CERTIFICATE-----")?];
+    base64_decode(body)
+}
+
+/// Standard base64, whitespace ignored; `None` for anything else.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes().filter(|c| !c.is_ascii_whitespace()) {
+        if c == b'=' {
+            break;
+        }
+        acc = acc << 6 | u32::from(value(c)?);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
 }
 
 /// Why a certificate is outside its validity dates at `now` (seconds since the epoch), when
@@ -234,6 +272,13 @@ mod tests {
         assert_eq!(der_time(0x17, b"261307100000Z"), None);
         assert_eq!(der_time(0x17, b"2612071000Z"), None);
         assert_eq!(der_time(0x18, b"261207100000Z"), None);
+    }
+
+    #[test]
+    fn base64_reads_back() {
+        assert_eq!(base64_decode("aGVs\nbG8=").as_deref(), Some(&b"hello"[..]));
+        assert_eq!(base64_decode("YQ==").as_deref(), Some(&b"a"[..]));
+        assert_eq!(base64_decode("a!b"), None);
     }
 
     #[test]

@@ -798,7 +798,20 @@ fn get_status(
             Err(Failure::Other(why))
                 if not_negotiated(&why) && !(check.proxy_protocol && check.unix.is_some()) =>
             {
-                openssl_exchange(check, &req, deadline).map_err(|_| other(why))
+                let answer = openssl_exchange(check, &req, deadline).map_err(|_| other(why))?;
+                // Its certificate, which our client never saw, is checked as ours would be.
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let sent = openssl_certificate(check, deadline);
+                let wrong = sent.and_then(|der| {
+                    let name = tls::server_name(&check.host).ok()?;
+                    tls::problem(&der, &name, now)
+                });
+                if let (Some(w), Ok(mut slot)) = (wrong, wrong_name.lock()) {
+                    *slot = Some(w);
+                }
+                Ok(answer)
             }
             result => result,
         }
@@ -1054,8 +1067,30 @@ fn not_negotiated(why: &str) -> bool {
 /// raw answer. An error when OpenSSL is not installed, its handshake fails too, or `deadline`
 /// passes (it is then killed).
 fn openssl_exchange(check: &Check, req: &str, deadline: Instant) -> Result<Vec<u8>, String> {
+    match s_client(check, &["-quiet", "-ign_eof"], req, deadline)? {
+        Some(buf) if buf.starts_with(b"HTTP/") => Ok(buf),
+        Some(_) => Err("openssl s_client: no HTTP answer".into()),
+        None => Err("openssl s_client: no answer in time".into()),
+    }
+}
+
+/// The certificate nginx sends `check` as `openssl s_client` gets it (DER), when it completes
+/// a handshake by `deadline`: the one a check through [`openssl_exchange`] was answered over.
+fn openssl_certificate(check: &Check, deadline: Instant) -> Option<Vec<u8>> {
+    let out = s_client(check, &[], "", deadline).ok()??;
+    tls::first_pem_certificate(&String::from_utf8_lossy(&out))
+}
+
+/// `openssl s_client` to `check`'s listen with `args`, `input` on its stdin; what it wrote
+/// to stdout, or `None` when `deadline` passed first (it is then killed).
+fn s_client(
+    check: &Check,
+    args: &[&str],
+    input: &str,
+    deadline: Instant,
+) -> Result<Option<Vec<u8>>, String> {
     let mut cmd = std::process::Command::new("openssl");
-    cmd.args(["s_client", "-quiet", "-ign_eof"]);
+    cmd.arg("s_client").args(args);
     // `s_client` cannot send a PROXY header: on a `proxy_protocol` listen it goes through a
     // relay that does.
     let relay = match check.proxy_protocol {
@@ -1083,23 +1118,23 @@ fn openssl_exchange(check: &Check, req: &str, deadline: Instant) -> Result<Vec<u
         .map_err(|e| format!("openssl s_client: {e}"))?;
     let mut stdin = child.stdin.take().ok_or("openssl s_client: no stdin")?;
     let mut stdout = child.stdout.take().ok_or("openssl s_client: no stdout")?;
-    let _ = stdin.write_all(req.as_bytes());
+    let _ = stdin.write_all(input.as_bytes());
     drop(stdin);
     let reader = std::thread::spawn(move || {
         let mut buf = Vec::new();
         let _ = (&mut stdout).take(MAX_RESPONSE).read_to_end(&mut buf);
         buf
     });
-    let status = loop {
+    let finished = loop {
         match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
+            Ok(Some(_)) => break true,
             Ok(None) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(5));
             }
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                break None;
+                break false;
             }
         }
     };
@@ -1108,11 +1143,7 @@ fn openssl_exchange(check: &Check, req: &str, deadline: Instant) -> Result<Vec<u
         // It ends when either side closes, and at `deadline` at the latest.
         let _ = relay.join();
     }
-    match status {
-        Some(_) if buf.starts_with(b"HTTP/") => Ok(buf),
-        Some(_) => Err("openssl s_client: no HTTP answer".into()),
-        None => Err("openssl s_client: no answer in time".into()),
-    }
+    Ok(finished.then_some(buf))
 }
 
 /// A relay on a loopback port of this process for one connection to `check`'s `proxy_protocol`
