@@ -272,6 +272,11 @@ pub struct DroppedName {
     /// server is: the change is refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub typo: Option<(String, String)>,
+    /// Another server that takes the name now by a wildcard or regex of its own (`the server
+    /// at sites-enabled/w.test:1, by its name .w.test`): its clients get that site, not the
+    /// default server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub taken_by: Option<String>,
 }
 
 impl DroppedName {
@@ -322,10 +327,11 @@ impl fmt::Display for DroppedName {
         write!(
             f,
             "server_name {} is no longer any server's on {}: {} answered it, and its clients \
-             now get the default server there",
+             now get {} there",
             self.name,
             self.listens.join(", "),
-            self.from
+            self.from,
+            self.taken_by.as_deref().unwrap_or("the default server")
         )
     }
 }
@@ -370,9 +376,11 @@ fn names_dropped(
                     .into_iter()
                     .find(|g| typo_of(n, g) && less_familiar(g, n, old, new))
                     .map(|g| (g.clone(), format!("{}:{}", rel(&new.root, &s.file), s.line)));
+                let listens = if kept { lost } else { o.id.listens.clone() };
                 out.push(DroppedName {
+                    taken_by: taken_by(new, &listens, n),
                     name: n.clone(),
-                    listens: if kept { lost } else { o.id.listens.clone() },
+                    listens,
                     from: format!("{} ({}:{})", o.id, rel(&old.root, &o.file), o.line),
                     typo,
                 });
@@ -404,6 +412,7 @@ fn names_dropped(
                 Some((g.clone(), format!("{}:{}", rel(&new.root, &s.file), s.line)))
             });
             out.push(DroppedName {
+                taken_by: taken_by(new, &o.id.listens, n),
                 name: n.clone(),
                 listens: o.id.listens.clone(),
                 from: format!("{} ({}:{})", o.id, rel(&old.root, &o.file), o.line),
@@ -412,6 +421,21 @@ fn names_dropped(
         }
     }
     out
+}
+
+/// The server of `new` that takes Host `name` on the first of `listens` by a wildcard or
+/// regex name, as shown in [`DroppedName::taken_by`].
+fn taken_by(new: &Prints, listens: &[String], name: &str) -> Option<String> {
+    if name.starts_with('~') || name.contains('*') {
+        return None;
+    }
+    let (i, by) = host_taker(new, listens.first()?, name.trim_start_matches('.'))?;
+    let s = &new.servers[i];
+    Some(format!(
+        "the server at {}:{}, by its name {by}",
+        rel(&new.root, &s.file),
+        s.line
+    ))
 }
 
 /// Whether `new` has more labels no other name of either configuration has than `old`

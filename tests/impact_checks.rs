@@ -1290,3 +1290,39 @@ fn a_name_a_server_keeps_on_a_listen_it_loses_is_said() {
     );
     assert_eq!(http_get(other, "b.test", "/").expect("GET").1, "app");
 }
+
+/// A name retired where a wildcard server of the same listen matches it: its clients get
+/// that server, not the default one, and the warning says which (it said "the default
+/// server").
+#[test]
+fn a_name_a_wildcard_takes_is_said_with_the_server_that_takes_it() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let wild = HttpBackend::start(SocketAddr::new(ip, 0), "wild");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |names: &str| {
+        format!(
+            "server {{ listen {listen} default_server; server_name _; return 444; }}\n\
+             server {{ listen {listen}; server_name *.b.test; \
+             location / {{ proxy_pass http://{}; }} }}\n\
+             server {{ listen {listen}; server_name {names}; \
+             location / {{ proxy_pass http://{}; }} }}",
+            wild.host_port(),
+            app.host_port()
+        )
+    };
+    let n = TestNginx::start(&site("b.test www.b.test"));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site("b.test"));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert!(
+        run.stderr
+            .contains("server_name www.b.test is no longer any server's on")
+            && run.stderr.contains("now get the server at")
+            && run.stderr.contains("by its name *.b.test"),
+        "{run}"
+    );
+    assert_eq!(http_get(listen, "www.b.test", "/").expect("GET").1, "wild");
+}
