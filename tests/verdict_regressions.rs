@@ -1806,3 +1806,60 @@ fn a_regex_or_wildcard_name_that_takes_another_sites_hosts_is_refused() {
     sr.run(&["-y"]).expect(0);
     assert_eq!(eu(), "shop");
 }
+
+/// Regression: a TLS catch-all's `ssl_reject_handshake on` replaced by the older idiom, a
+/// certificate and `return 444` (Debian's snakeoil default server). Unknown names get no
+/// answer before and after; over TLS nginx's close has no close_notify, which our client read
+/// as a failed request, not the `return 444` it is: the shadow refused a harmless change, and
+/// without the shadow it was rolled back.
+#[test]
+fn a_tls_catch_all_that_returns_444_in_place_of_rejecting_handshakes_goes_live() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "a");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(certs.path(), "a.test");
+    let (snake, snake_key) = self_signed(certs.path(), "snakeoil.test");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let conf = |catch_all: &str| {
+        format!(
+            "server {{ listen {listen} ssl default_server; server_name _; {catch_all} }}\n\
+             server {{ listen {listen} ssl; server_name a.test; \
+             ssl_certificate {}; ssl_certificate_key {}; \
+             location / {{ proxy_pass http://{}; }} }}",
+            cert.display(),
+            key.display(),
+            good.host_port()
+        )
+    };
+    let returning = conf(&format!(
+        "ssl_certificate {}; ssl_certificate_key {}; return 444;",
+        snake.display(),
+        snake_key.display()
+    ));
+    for flags in [&[][..], &["--no-shadow"][..]] {
+        let n = TestNginx::start(&conf("ssl_reject_handshake on;"));
+        let sr = SafeReload::new(&n);
+        sr.init();
+        n.write_http(&returning);
+        let run = sr.run(&[&["-y"][..], flags].concat());
+        run.expect(0);
+        assert!(!run.stderr.contains("close_notify"), "{flags:?}: {run}");
+        // The handshake completes now, with the snakeoil certificate, and nothing answers.
+        let out = std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &listen.to_string()])
+            .args(["-servername", "other.test"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl s_client");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("CN = snakeoil.test"),
+            "{flags:?}: the new catch-all is live: {out:?}"
+        );
+        assert_eq!(https_get(listen, "other.test", "/").ok(), Some(0), "444");
+        assert_eq!(
+            https_get(listen, "a.test", "/").ok(),
+            Some(200),
+            "{flags:?}"
+        );
+    }
+}

@@ -227,11 +227,15 @@ fn der_time(tag: u8, text: &[u8]) -> Option<u64> {
     Some(days * 86_400 + h * 3600 + m * 60 + sec)
 }
 
-/// The names a certificate presents, as webpki writes them (`DnsName("b.test")`), bare.
+/// The names a certificate presents, as webpki writes them (`DnsName("b.test")`,
+/// `IpAddress(127.0.0.1)`), bare.
 fn list_names(presented: &[String]) -> String {
-    let bare = |p: &String| match (p.find('"'), p.rfind('"')) {
-        (Some(a), Some(b)) if b > a => p[a + 1..b].to_string(),
-        _ => p.clone(),
+    let bare = |p: &String| {
+        let inner = ["DnsName(", "IpAddress(", "UniformResourceIdentifier("]
+            .iter()
+            .find_map(|kind| p.strip_prefix(kind)?.strip_suffix(')'))
+            .unwrap_or(p);
+        inner.trim_matches('"').to_string()
     };
     presented.iter().map(bare).collect::<Vec<_>>().join(", ")
 }
@@ -263,6 +267,20 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificates_names_are_said_bare() {
+        let presented = [
+            "DnsName(\"b.test\")".to_string(),
+            "IpAddress(127.79.0.1)".to_string(),
+            "IpAddress(2001::db8)".to_string(),
+            "DirectoryName".to_string(),
+        ];
+        assert_eq!(
+            list_names(&presented),
+            "b.test, 127.79.0.1, 2001::db8, DirectoryName"
+        );
+    }
 
     #[test]
     fn der_times_read_as_seconds_since_the_epoch() {

@@ -719,7 +719,13 @@ fn io_text(what: &str, e: &std::io::Error, timeout: Duration) -> String {
         ErrorKind::WouldBlock | ErrorKind::TimedOut => {
             format!("{what}{TIMED_OUT}{}", humantime::format_duration(timeout))
         }
-        _ => format!("{what}: {e}"),
+        // rustls appends a link to its manual ("...close_notify: https://docs.rs/..."): the
+        // operator needs what happened, not where the library explains it.
+        _ => {
+            let text = e.to_string();
+            let text = text.split(": https://docs.rs/").next().unwrap_or(&text);
+            format!("{what}: {text}")
+        }
     }
 }
 
@@ -1027,9 +1033,18 @@ fn exchange(
     let read = read_answer(&mut stream, &mut buf);
     // A status line already read is enough evidence even if the body was cut short.
     match read {
-        Err(e) if e.kind() == ErrorKind::ConnectionReset && buf.is_empty() => Err(Failure::Closed(
-            "the connection closed without an answer".into(),
-        )),
+        // Over TLS, nginx's `return 444` closes the connection without a close_notify: our
+        // TLS client reads that as an unexpected end, and it is the same close.
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof
+            ) && buf.is_empty() =>
+        {
+            Err(Failure::Closed(
+                "the connection closed without an answer".into(),
+            ))
+        }
         Err(e) if !buf.contains(&b'\n') => Err(io_failure("read", &e, timeout)),
         _ => Ok(buf),
     }
@@ -1228,6 +1243,19 @@ fn parse_status(response: &[u8]) -> Result<u16, String> {
 mod tests {
     use super::*;
     use crate::errorlog::{peer_of, LogLine};
+
+    #[test]
+    fn an_io_error_is_said_without_the_librarys_manual_link() {
+        let e = std::io::Error::new(
+            ErrorKind::UnexpectedEof,
+            "peer closed connection without sending TLS close_notify: \
+             https://docs.rs/rustls/latest/rustls/manual/_03_howto/index.html#unexpected-eof",
+        );
+        assert_eq!(
+            io_text("read", &e, Duration::from_secs(2)),
+            "read: peer closed connection without sending TLS close_notify"
+        );
+    }
 
     fn logged(text: &str) -> UpstreamError {
         let line = LogLine {

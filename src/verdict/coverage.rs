@@ -135,11 +135,17 @@ impl Coverage {
             out.push_str(&format!("; not checked: {}", self.not_checked));
         }
         if !self.not_verified.is_empty() {
-            let mut listed: Vec<String> = (self.not_verified.iter().take(at_most))
-                .map(NotVerified::describe)
-                .collect();
-            if self.not_verified.len() > at_most {
-                listed.push(format!("and {} more", self.not_verified.len() - at_most));
+            // One entry per request; several of one server's names read the same here.
+            let mut listed: Vec<String> = Vec::new();
+            for d in self.not_verified.iter().map(NotVerified::describe) {
+                if !listed.contains(&d) {
+                    listed.push(d);
+                }
+            }
+            let more = listed.len().saturating_sub(at_most);
+            listed.truncate(at_most);
+            if more > 0 {
+                listed.push(format!("and {more} more"));
             }
             out.push_str(&format!("; not verified: {}", listed.join(", ")));
         }
@@ -447,6 +453,26 @@ mod tests {
              a listen this machine reaches), and 1 more"
         );
         assert!(c.not_verified[2].why.contains("D was not reached"));
+    }
+
+    #[test]
+    fn entries_that_read_the_same_are_said_once() {
+        let entry = |server: &str| NotVerified {
+            server: server.into(),
+            what: "return 308 https://a.test$request_uri".into(),
+            at: "redirects:4".into(),
+            why: "nginx answers it itself".into(),
+        };
+        let c = Coverage {
+            affected: 2,
+            not_verified: vec![entry("a.test"), entry("a.test"), entry("b.test")],
+            ..Coverage::default()
+        };
+        assert_eq!(
+            c.describe(1),
+            "verified 0 of 2 affected servers; not verified: a.test return 308 \
+             https://a.test$request_uri (redirects:4), and 1 more"
+        );
     }
 
     #[test]
