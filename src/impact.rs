@@ -33,11 +33,15 @@ use crate::conf::tree::{Directive, Word};
 use crate::conf::{Config, Server};
 
 /// What identifies a server in both trees: its context, listen addresses and names, sorted.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+/// `label` is what it is called: its first literal name as written (`server_name w.test
+/// api.w.test;` is w.test), which takes no part in its identity.
+#[derive(Debug, Clone, Serialize)]
 pub struct ServerId {
     pub context: Context,
     pub listens: Vec<String>,
     pub names: Vec<String>,
+    #[serde(skip)]
+    pub label: Option<String>,
 }
 
 impl ServerId {
@@ -46,6 +50,7 @@ impl ServerId {
         let mut names: Vec<String> = (server.server_names.iter())
             .map(|n| n.to_ascii_lowercase())
             .collect();
+        let label = literal(&names).map(str::to_string);
         listens.sort();
         listens.dedup();
         names.sort();
@@ -54,18 +59,56 @@ impl ServerId {
             context: server.context,
             listens,
             names,
+            label,
         }
+    }
+
+    fn key(&self) -> (&Context, &Vec<String>, &Vec<String>) {
+        (&self.context, &self.listens, &self.names)
+    }
+}
+
+/// The first name of `names` that is a host (`b.example`), else the first wildcard (`*.b`).
+fn literal(names: &[String]) -> Option<&str> {
+    (names.iter())
+        .find(|n| !n.is_empty() && *n != "_" && !n.contains(['*', '~']))
+        .or_else(|| (names.iter()).find(|n| n.contains('*') && !n.starts_with('~')))
+        .map(|n| n.trim_start_matches('.'))
+}
+
+impl PartialEq for ServerId {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for ServerId {}
+
+impl std::hash::Hash for ServerId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}
+
+impl PartialOrd for ServerId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ServerId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
     }
 }
 
 impl fmt::Display for ServerId {
-    /// The first literal name, else the first listen: `b.example`, `127.0.0.1:8080`.
+    /// The first literal name as written, else the first listen: `b.example`,
+    /// `127.0.0.1:8080`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let literal = (self.names.iter())
-            .find(|n| !n.is_empty() && *n != "_" && !n.contains(['*', '~']))
-            .or_else(|| (self.names.iter()).find(|n| n.contains('*') && !n.starts_with('~')));
-        match (literal, self.listens.first()) {
-            (Some(n), _) => f.write_str(n.trim_start_matches('.')),
+        let name = self.label.as_deref().or_else(|| literal(&self.names));
+        match (name, self.listens.first()) {
+            (Some(n), _) => f.write_str(n),
             (None, Some(l)) => f.write_str(l),
             (None, None) => f.write_str("server"),
         }

@@ -444,3 +444,41 @@ fn a_name_replaced_by_its_typo_reads_as_one_and_a_rename_does_not() {
         assert!(!typo_of(old, new), "{old} -> {new}");
     }
 }
+
+#[test]
+fn a_server_is_called_by_its_first_name_as_written_and_known_by_all_of_them() {
+    let site = |names: &str, header: &str| {
+        format!(
+            "server {{\n listen 127.0.0.1:8080;\n server_name {names};\n {header}\n location / {{ proxy_pass http://up0; }}\n}}\n"
+        )
+    };
+    let (_a, old) = tree(&[
+        ("nginx.conf", MAIN),
+        ("upstreams.conf", &upstreams(1, None)),
+        ("maps.conf", ""),
+        ("sites.conf", &site("w.test api.w.test", "")),
+    ]);
+    let (_b, new) = tree(&[
+        ("nginx.conf", MAIN),
+        ("upstreams.conf", &upstreams(1, None)),
+        ("maps.conf", ""),
+        (
+            "sites.conf",
+            &site("api.w.test w.test", "add_header X-A 1;"),
+        ),
+    ]);
+    let impact = between(&old, &new);
+    // The same server (its names reordered), called by the name the new file writes first.
+    assert_eq!(labels(&impact), ["api.w.test"]);
+    assert!(impact.removed.is_empty(), "{}", impact.summary(5));
+    let (_c, again) = tree(&[
+        ("nginx.conf", MAIN),
+        ("upstreams.conf", &upstreams(1, None)),
+        ("maps.conf", ""),
+        (
+            "sites.conf",
+            &site("w.test api.w.test", "add_header X-A 1;"),
+        ),
+    ]);
+    assert_eq!(labels(&between(&old, &again)), ["w.test"]);
+}
