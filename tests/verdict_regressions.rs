@@ -326,7 +326,8 @@ fn a_port_moved_behind_the_proxy_protocol_is_asked_as_each_side_expects() {
     run.expect(0);
     assert!(
         run.stderr.contains(&format!(
-            "listen {listen} no longer expects the PROXY protocol"
+            "listen {listen} no longer expects the PROXY protocol: a load balancer in front \
+             that still sends it gets HTTP 400"
         )),
         "{run}"
     );

@@ -721,7 +721,10 @@ pub(crate) fn record_impact(report: &mut Report, had_good: bool, impact: &impact
         }
         if c.what.iter().any(|w| w == "no longer proxy_protocol") {
             report.warnings.push(format!(
-                "listen {} no longer expects the PROXY protocol: a load balancer in front that                  still sends it gets HTTP 400 (or, over TLS, no handshake) for every client;                  the checks connect directly, as the new configuration expects, so only                  direct clients were verified",
+                "listen {} no longer expects the PROXY protocol: a load balancer in front that \
+                 still sends it gets HTTP 400 (or, over TLS, no handshake) for every client; \
+                 the checks connect directly, as the new configuration expects, so only \
+                 direct clients were verified",
                 c.listen
             ));
         }
