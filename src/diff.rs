@@ -210,6 +210,18 @@ pub struct FileDiff {
     /// `sites-available/app`): an edit through a link changes one file, the link's target.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub through: Vec<String>,
+    /// For a removed file: the removed symlinks nginx read it through (`sites-enabled/app`
+    /// for `sites-available/app` when a site is disabled). The change is the link's; the file
+    /// is no longer included, whether or not it is still on disk.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unlinked: Vec<String>,
+}
+
+impl FileDiff {
+    /// A removed file whose removal is that of the links nginx read it through.
+    pub fn only_unlinked(&self) -> bool {
+        self.change == Change::Removed && !self.unlinked.is_empty()
+    }
 }
 
 /// Every file that differs, sorted by path.
@@ -235,19 +247,23 @@ impl ConfigDiff {
         if self.is_empty() {
             return "no changes".to_string();
         }
-        let count = |c: Change| self.files.iter().filter(|f| f.change == c).count();
-        let n = self.files.len();
+        // A file no longer read because its link is gone is said once, as the link's removal.
+        let changed = || self.files.iter().filter(|f| !f.only_unlinked());
+        let count = |c: Change| changed().filter(|f| f.change == c).count();
+        let n = changed().count();
         let mut text = format!("{n} file{} changed", if n == 1 { "" } else { "s" });
+        let unlinked = self.files.len() - n;
         for (what, k) in [
             ("added", count(Change::Added)),
             ("removed", count(Change::Removed)),
+            ("no longer included", unlinked),
         ] {
             if k > 0 {
                 text.push_str(&format!(", {k} {what}"));
             }
         }
-        let plus: usize = self.files.iter().map(|f| f.added).sum();
-        let minus: usize = self.files.iter().map(|f| f.removed).sum();
+        let plus: usize = changed().map(|f| f.added).sum();
+        let minus: usize = changed().map(|f| f.removed).sum();
         text.push_str(&format!(": +{plus} -{minus}"));
         text
     }
@@ -269,7 +285,35 @@ pub fn diff(old: &FileSet, new: &FileSet) -> ConfigDiff {
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     fold_links(old, new, &mut files);
+    mark_unlinked(old, &mut files);
     ConfigDiff { files }
+}
+
+/// A removed symlink whose target file is removed from the set with it (`rm
+/// sites-enabled/app`: nginx no longer reads `sites-available/app`, which stays on disk):
+/// the target names the link, and is shown as no longer included, not as a deleted file.
+fn mark_unlinked(old: &FileSet, files: &mut [FileDiff]) {
+    let mut marks: Vec<(usize, String)> = Vec::new();
+    for f in files.iter().filter(|f| f.change == Change::Removed) {
+        let Some(before) = old.files.get(&f.path) else {
+            continue;
+        };
+        let Some(target) = &before.link else {
+            continue;
+        };
+        let real = files.iter().position(|t| {
+            t.change == Change::Removed
+                && t.path != f.path
+                && old.files.get(&t.path).is_some_and(|s| s.link.is_none())
+                && points_at(&f.path, target, &t.path)
+        });
+        if let Some(real) = real {
+            marks.push((real, f.path.clone()));
+        }
+    }
+    for (real, link) in marks {
+        files[real].unlinked.push(link);
+    }
 }
 
 /// A symlink whose target stayed while the bytes read through it changed is the edit of its
@@ -365,6 +409,7 @@ fn bare(path: &str, change: Change) -> FileDiff {
         mode: None,
         link: None,
         through: Vec::new(),
+        unlinked: Vec::new(),
     }
 }
 

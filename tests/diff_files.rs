@@ -146,3 +146,56 @@ fn binary_content_is_reported_not_diffed() {
     assert_eq!(d.files[0].unified.as_deref(), Some("binary files differ"));
     assert_eq!(d.summary(), "1 file changed: +0 -0");
 }
+
+/// `rm sites-enabled/b` disables a site: the change is the link's, and `sites-available/b`
+/// (still on disk) is no longer included, not a deleted file shown a second time.
+#[test]
+fn a_removed_link_is_one_change_and_its_target_is_no_longer_included() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("nginx");
+    write(&root.join("nginx.conf"), b"events {}\n", 0o644);
+    write(&root.join("sites-available/a"), b"server { a; }\n", 0o644);
+    write(&root.join("sites-available/b"), b"server { b; }\n", 0o644);
+    fs::create_dir_all(root.join("sites-enabled")).unwrap();
+    symlink("../sites-available/a", root.join("sites-enabled/a")).unwrap();
+    symlink("../sites-available/b", root.join("sites-enabled/b")).unwrap();
+    let store = Store::open(&tmp.path().join("state")).unwrap();
+    let rels = ["nginx.conf", "sites-enabled/a", "sites-enabled/b"];
+    let snap = store
+        .snapshot(&root, &conf_files(&root, &rels), meta(Outcome::Good))
+        .unwrap();
+    let old = FileSet::from_snapshot(&store, &snap).unwrap();
+
+    fs::remove_file(root.join("sites-enabled/b")).unwrap();
+    let rels = ["nginx.conf", "sites-enabled/a"];
+    let new = FileSet::from_candidate(&root, &conf_files(&root, &rels)).unwrap();
+    let d = diff(&old, &new);
+    assert_eq!(
+        kinds(&d),
+        vec![
+            ("sites-available/b", Change::Removed),
+            ("sites-enabled/b", Change::Removed),
+        ]
+    );
+    assert_eq!(d.files[0].unlinked, ["sites-enabled/b"]);
+    assert!(d.files[1].unlinked.is_empty());
+    assert_eq!(
+        d.summary(),
+        "1 file changed, 1 removed, 1 no longer included: +0 -1"
+    );
+
+    // A plain file removed with nothing linking to it is still a removal of its own.
+    fs::remove_file(root.join("sites-available/a")).unwrap();
+    fs::remove_file(root.join("sites-enabled/a")).unwrap();
+    write(&root.join("sites-enabled/a"), b"server { a; }\n", 0o644);
+    let rels = ["nginx.conf", "sites-enabled/a"];
+    let new = FileSet::from_candidate(&root, &conf_files(&root, &rels)).unwrap();
+    let d = diff(&old, &new);
+    let a = d
+        .files
+        .iter()
+        .find(|f| f.path == "sites-available/a")
+        .unwrap();
+    assert_eq!(a.change, Change::Removed);
+    assert!(a.unlinked.is_empty(), "{d:?}");
+}

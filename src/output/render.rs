@@ -264,7 +264,7 @@ fn render_diff(p: &Printer, d: &ConfigDiff, to_stdout: bool) {
         emit("no changes since the last good configuration");
         return;
     }
-    for f in &d.files {
+    for f in d.files.iter().filter(|f| !f.only_unlinked()) {
         if !f.through.is_empty() {
             emit(&p.paint(
                 Tone::Dim,
@@ -294,6 +294,17 @@ fn render_diff(p: &Printer, d: &ConfigDiff, to_stdout: bool) {
             }
             None => emit(&escape_control(&unchanged_content(f))),
         }
+    }
+    // Said after the links whose removal it is.
+    for f in d.files.iter().filter(|f| f.only_unlinked()) {
+        emit(&p.paint(
+            Tone::Dim,
+            &escape_control(&format!(
+                "{}: no longer included (nginx read it through {}, removed)",
+                f.path,
+                f.unlinked.join(", ")
+            )),
+        ));
     }
     emit(&p.paint(Tone::Bold, &d.summary()));
 }
