@@ -657,3 +657,42 @@ fn rollback_without_an_id_undoes_a_hand_edit_back_to_last_good() {
     assert!(site.stored(BROKEN.as_bytes()));
     assert_eq!(site.answer(), Some((200, "good".into())));
 }
+
+/// `ln -s ../sites-available/new sites-enabled/new` made before the file: a dangling link a
+/// glob matches keeps the tree from loading. `status` still finds nginx (it said "unknown"),
+/// and `rollback` removes the link and reloads last-good, keeping the link in a snapshot (it
+/// stopped with "failed to canonicalize path" and a journal that blocked every later run).
+#[test]
+fn rollback_removes_a_dangling_link_a_glob_matches_and_status_still_finds_nginx() {
+    let (site, dir) = site_with_glob();
+    let good = site.last_good_id();
+    let link = dir.join("new.conf");
+    std::os::unix::fs::symlink("../sites-available/new.conf", &link).unwrap();
+
+    let (code, doc) = site.status();
+    assert_eq!(code, Some(1), "{doc:#}");
+    assert!(doc["status"]["master_pid"].is_number(), "{doc:#}");
+    let out = site.run(&["check"]);
+    assert!(
+        text(&out).contains("(a symlink to ../sites-available/new.conf, which does not exist)"),
+        "{}",
+        text(&out)
+    );
+
+    let out = site.run(&["rollback", &good, "-y", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(json(&out)["outcome"], "reloaded", "{}", text(&out));
+    assert!(
+        link.symlink_metadata().is_err(),
+        "the dangling link is gone"
+    );
+    assert!(!site.journal_exists());
+    let kept = (site.history()["history"].as_array().unwrap().iter())
+        .find(|s| s["meta"]["outcome"] == "replaced")
+        .map(|s| s["files"].to_string())
+        .expect("a snapshot of the files from before");
+    assert!(kept.contains("new.conf"), "{kept}");
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    let (code, doc) = site.status();
+    assert_eq!(code, Some(0), "{doc:#}");
+}

@@ -289,10 +289,17 @@ impl Loader<'_> {
                 ));
             }
             let bytes = self.read(&path).map_err(|reason| {
+                // A link made before its file (`sites-enabled/new -> ../sites-available/new`).
+                let dangling = match std::fs::read_link(&path) {
+                    Ok(to) if !path.exists() => {
+                        format!(" (a symlink to {}, which does not exist)", to.display())
+                    }
+                    _ => String::new(),
+                };
                 Error::config(
                     d.file.to_path_buf(),
                     d.line,
-                    format!("cannot include \"{}\": {reason}", path.display()),
+                    format!("cannot include \"{}\": {reason}{dangling}", path.display()),
                 )
             })?;
             if let Some(written) = self.through_link(&d.args[0], &path) {

@@ -287,7 +287,13 @@ pub fn status(s: &Settings, report: &mut Report) -> Result<Exit> {
     let mut st = StatusReport::default();
     let config = env.load();
     let mut master = None;
-    if let Ok(config) = &config {
+    // A tree that does not load (a dangling include, a half-done edit) names no pid file:
+    // nginx is looked for where last-good's says, and at the build's default.
+    let unloaded = match &config {
+        Ok(_) => None,
+        Err(_) => Some(bare_config(&env)?),
+    };
+    if let Some(config) = config.as_ref().ok().or(unloaded.as_ref()) {
         match env.master(config) {
             Ok(m) => {
                 st.master_pid = Some(m.pid);
@@ -468,7 +474,18 @@ fn unloadable_tree(store: &Store, env: &Env, target: &Snapshot) -> Result<conf::
     let mut seen = std::collections::BTreeSet::new();
     let mut files = Vec::new();
     for path in std::iter::once(main.clone()).chain(paths) {
-        if !seen.insert(path.clone()) || !path.is_file() {
+        // A dangling link a glob matches (`sites-enabled/new` made before its file) is what
+        // keeps the tree from loading: it is recorded, as a link, and replaced with the rest.
+        let dangling = !path.exists() && path.is_symlink();
+        if !seen.insert(path.clone()) || !(path.is_file() || dangling) {
+            continue;
+        }
+        if dangling {
+            files.push(conf::ConfFile {
+                path,
+                bytes: Vec::new().into(),
+                via: None,
+            });
             continue;
         }
         match fs_err::read(&path) {
@@ -486,6 +503,19 @@ fn unloadable_tree(store: &Store, env: &Env, target: &Snapshot) -> Result<conf::
         main,
         conf_prefix,
         files,
+        tree: Vec::new(),
+    })
+}
+
+/// The configuration's main file with nothing read from it: where to look for what a tree
+/// that does not load would have said.
+fn bare_config(env: &Env) -> Result<conf::Config> {
+    let main = conf::load::as_opened(&std::path::absolute(&env.nginx.conf)?);
+    let conf_prefix = (main.parent()).map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+    Ok(conf::Config {
+        main,
+        conf_prefix,
+        files: Vec::new(),
         tree: Vec::new(),
     })
 }

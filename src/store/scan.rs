@@ -206,9 +206,18 @@ pub fn scan(config_root: &Path, files: &[ConfFile]) -> Result<Scanned> {
         if meta.file_type().is_symlink() {
             entry.kind = EntryKind::Symlink;
             entry.target = Some(fs_err::read_link(&file.path)?);
-            let real = fs_err::canonicalize(&file.path)?;
-            let real_meta = fs_err::metadata(&real)?;
-            if real_meta.is_file() {
+            // A dangling link (`sites-enabled/new -> ../sites-available/new` made before the
+            // file): the link is all there is to record, and to put back or remove.
+            let dangling = matches!(
+                std::fs::metadata(&file.path),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound
+            );
+            let real = match dangling {
+                true => None,
+                false => Some(fs_err::canonicalize(&file.path)?),
+            };
+            let real_meta = real.as_ref().map(fs_err::metadata).transpose()?;
+            if let (Some(real), Some(real_meta)) = (real, real_meta.filter(|m| m.is_file())) {
                 let real_place = placed(&canon_root, real);
                 link_targets.push((
                     real_place,
