@@ -107,6 +107,23 @@ pub fn focused_checks(servers: &[Server], impact: &Impact, root: &Path) -> Plan 
     let claimed = specific_listens(servers);
     let affected: HashMap<&ServerId, &Affected> =
         impact.affected.iter().map(|a| (&a.id, a)).collect();
+    // How many affected servers share each reason: a server the change reaches by a line of
+    // its own (its block's proxy_pass) goes before those only a broad change (a snippet every
+    // server includes) reaches, so the bound never leaves out the one site an edit broke.
+    let mut sharing: HashMap<(&str, &str, u32), usize> = HashMap::new();
+    for a in &impact.affected {
+        for r in &a.reasons {
+            *sharing
+                .entry((r.what.as_str(), r.file.as_str(), r.line))
+                .or_default() += 1;
+        }
+    }
+    let rarest = |a: &Affected| {
+        (a.reasons.iter())
+            .map(|r| sharing[&(r.what.as_str(), r.file.as_str(), r.line)])
+            .min()
+            .unwrap_or(usize::MAX)
+    };
     let mut plan = Plan::default();
     let mut per_server: Vec<Candidates> = Vec::new();
     // Per server in `per_server`: where its entries in `plan.not_checked` start and end.
@@ -132,7 +149,9 @@ pub fn focused_checks(servers: &[Server], impact: &Impact, root: &Path) -> Plan 
             .collect();
         let found = candidates(servers, i, &defaults, &claimed, root, &mut plan.not_checked);
         skipped_at.push(start..plan.not_checked.len());
-        per_server.push(Candidates::of(i, found, a, &impact.sockets_before));
+        let mut c = Candidates::of(i, found, a, &impact.sockets_before);
+        c.rarest = rarest(a);
+        per_server.push(c);
     }
     let chosen = choose(&per_server);
     let mut taken = take(&per_server, &chosen, servers, root, &mut plan.checks);
@@ -194,6 +213,8 @@ struct Candidates<'a> {
     touched: usize,
     /// Whether the change reaches the server itself, not only what it inherits.
     direct: bool,
+    /// How many affected servers share the reason it has that the fewest share.
+    rarest: usize,
     /// Which of its requests last-good's server answered.
     before: &'a Predecessor,
     /// How last-good spoke on each address (see `Impact::sockets_before`).
@@ -218,6 +239,7 @@ impl<'a> Candidates<'a> {
             touched: found.iter().filter(|c| reaches(c)).count(),
             found,
             direct: touched.is_direct(),
+            rarest: usize::MAX,
             before: &a.before,
             sockets_before,
         }
@@ -273,8 +295,18 @@ fn choose(per_server: &[Candidates]) -> BTreeSet<usize> {
     let mut chosen = BTreeSet::new();
     let mut reached: HashSet<&str> = HashSet::new();
     for direct in [true, false] {
-        let list = with(direct);
+        let mut list = with(direct);
         if chosen.len() + list.len() > MAX_CHECKS {
+            // Those with a reason of their own first, when they are few enough to say
+            // something apart from the rest (a stable sort keeps the file order).
+            list.sort_by_key(|&k| per_server[k].rarest);
+            let own = list
+                .iter()
+                .filter(|&&k| per_server[k].rarest <= FEW)
+                .count();
+            if own <= MAX_CHECKS / 2 {
+                chosen.extend(list.iter().take(own));
+            }
             for &k in &list {
                 if chosen.len() >= MAX_CHECKS {
                     break;
@@ -294,6 +326,9 @@ fn choose(per_server: &[Candidates]) -> BTreeSet<usize> {
     }
     chosen
 }
+
+/// A reason shared by at most this many affected servers is theirs, not a broad change's.
+const FEW: usize = 8;
 
 /// At most `at_most` of `list`, evenly spread over it.
 fn spread(list: &[usize], at_most: usize) -> impl Iterator<Item = usize> + '_ {

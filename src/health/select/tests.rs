@@ -285,6 +285,36 @@ fn over_the_bound_every_backend_gets_a_check_before_the_spread_fills_the_rest() 
     assert!(hosts.iter().any(|h| h.starts_with("g39")), "{hosts:?}");
 }
 
+/// A snippet every one of 320 servers includes changed, and one server's own block too: the
+/// server with a line of its own changed (s5, which the even spread skips) is checked.
+#[test]
+fn over_the_bound_a_server_with_a_change_of_its_own_goes_before_the_broad_change() {
+    let many: String = (0..320)
+        .map(|i| format!("server {{ listen 127.0.0.1:80; server_name s{i}.test; location / {{ proxy_pass http://u; }} }}\n"))
+        .collect();
+    let (dir, servers, mut impact) = servers_of(&many);
+    let reason = |file: &str, line: u32| crate::impact::Reason {
+        what: "server block".into(),
+        file: file.into(),
+        line,
+    };
+    for a in impact.affected.iter_mut() {
+        a.touched = Touched::Server;
+        a.reasons = vec![reason("snippets/proxy.conf", 4)];
+        if a.label == "s5.test" {
+            a.reasons.push(reason("nginx.conf", 6));
+        }
+    }
+    let p = focused_checks(&servers, &impact, dir.path());
+    assert_eq!(p.checks.len(), MAX_CHECKS);
+    let hosts: Vec<&str> = p.checks.iter().map(|c| c.host.as_str()).collect();
+    assert!(hosts.contains(&"s5.test"), "{hosts:?}");
+    assert!(
+        hosts.iter().any(|h| h.starts_with("s31")),
+        "still spread: {hosts:?}"
+    );
+}
+
 #[test]
 fn what_the_change_reaches_directly_is_checked_first_when_not_all_fits() {
     let many: String = (0..300)
