@@ -1864,3 +1864,57 @@ fn a_tls_catch_all_that_returns_444_in_place_of_rejecting_handshakes_goes_live()
         );
     }
 }
+
+/// Regression: a new site whose backend answers 503 to every request (or whose `proxy_pass
+/// http://$var` nginx cannot use: its own 500) went live "verified": another server answered
+/// its Host before, so it had no baseline, and only a 502 or 504 failed on its own. With
+/// nothing to compare, a new site answering every client with a server error is refused,
+/// and rolled back without the shadow; the same 503 is not this change's once it is live.
+#[test]
+fn a_new_site_answering_a_server_error_is_the_changes() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "a");
+    let unavailable = StatusBackend::start(SocketAddr::new(ip, 0), 503);
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let base = format!(
+        "server {{ listen {listen} default_server; server_name a.test; \
+         location / {{ proxy_pass http://{}; }} }}",
+        good.host_port()
+    );
+    let n = TestNginx::start(&base);
+    let sr = SafeReload::new(&n);
+    sr.init();
+    for new in [
+        format!("location / {{ proxy_pass http://{}; }}", unavailable.addr),
+        "location / { proxy_pass http://$unset_upstream; }".to_string(),
+    ] {
+        let site = format!(
+            "{base}\nserver {{ listen {listen}; server_name new.test; \
+             set $unset_upstream \"\"; {new} }}"
+        );
+        n.write_http(&site);
+        let run = sr.run(&["-y", "--json"]);
+        run.expect(1);
+        assert_eq!(run.json()["shadow"]["state"], "refused", "{new}: {run}");
+        let run = sr.run(&["-y", "--no-shadow"]);
+        run.expect(3);
+        assert!(run.stderr.contains("new.test"), "{new}: {run}");
+        // Not live: the default server still answers the new name.
+        assert_eq!(
+            http_get(listen, "new.test", "/").expect("GET").1,
+            "a",
+            "{new}"
+        );
+    }
+    // Made live on purpose (the app is still being deployed): the operator says which
+    // answers are fine.
+    n.write_http(&format!(
+        "{base}\nserver {{ listen {listen}; server_name new.test; \
+         location / {{ proxy_pass http://{}; }} }}",
+        unavailable.addr
+    ));
+    sr.run(&["-y", "--expect-status", "200", "--expect-status", "503"])
+        .expect(0);
+    assert_eq!(http_get(listen, "new.test", "/").expect("GET").0, 503);
+    assert_eq!(http_get(listen, "a.test", "/").expect("GET").1, "a");
+}

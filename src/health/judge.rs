@@ -96,6 +96,15 @@ pub fn worse_than(before: Option<u16>, answer: Answer, after: Option<u16>) -> bo
     }
 }
 
+/// Whether a request no server of last-good answered as this one (a new server, a name or
+/// listen new to it: [`Check::fresh`]) fails with `status`, though a 500 or 503 would pass
+/// next to the same answer before the change: with nothing before it to compare, a site the
+/// change adds that answers every client with a server error is not live (nginx's 500 of an
+/// empty `proxy_pass http://$var`, an app answering 503). The 502 and 504 fail everywhere.
+pub fn fails_new(check: &super::Check, status: Option<u16>) -> bool {
+    check.fresh && matches!(status, Some(500 | 503))
+}
+
 /// Judge one answer at a location. `closed` is a connection closed without a byte of answer
 /// (what `return 444` does).
 pub fn judge(status: Option<u16>, closed: bool, gate: &Gate, expect: Option<&[u16]>) -> Answer {

@@ -635,7 +635,10 @@ pub fn request_from(check: &Check, opts: &HealthOptions, source: Option<IpAddr>)
         Err(Failure::TimedOut(e)) => (None, Some(e), false, false, true),
         Err(Failure::Unlinked(e) | Failure::Other(e)) => (None, Some(e), false, false, false),
     };
-    let answer = judge(status, closed, &check.gate, opts.expect_status.as_deref());
+    let mut answer = judge(status, closed, &check.gate, opts.expect_status.as_deref());
+    if answer == Answer::Passed && opts.expect_status.is_none() && judge::fails_new(check, status) {
+        answer = Answer::Failed;
+    }
     CheckResult {
         check: check.clone(),
         status,
