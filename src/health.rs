@@ -20,7 +20,9 @@ mod select;
 mod tls;
 
 pub use affected::{affected, affected_by};
-pub use select::{focused_checks, over_the_bound, Covered, Plan, Unchecked, MAX_CHECKS};
+pub use select::{
+    carried_checks, focused_checks, over_the_bound, Covered, Plan, Unchecked, MAX_CHECKS,
+};
 
 /// One request to make through nginx. Its identity (what a baseline run and an after run are
 /// matched on) is the server, URL, connect address and Host; the rest says how to send it and
@@ -102,6 +104,12 @@ pub struct Check {
     /// failure (502, 504, no answer) is still compared.
     #[serde(skip)]
     pub made_up_in_new: bool,
+    /// The location checked, as `location_key` writes it, and the listen it is asked on, as
+    /// `ServerId` writes it (both empty for a `--health` URL).
+    #[serde(skip)]
+    pub location: String,
+    #[serde(skip)]
+    pub listen: String,
 }
 
 impl PartialEq for Check {
@@ -144,6 +152,8 @@ impl Check {
             running_proxy_protocol: None,
             read_timeout: None,
             made_up_in_new: false,
+            location: String::new(),
+            listen: String::new(),
         }
     }
 

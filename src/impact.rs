@@ -148,6 +148,9 @@ pub struct Affected {
     /// is new, or the Host or listen is new to it) was another server's before the change.
     #[serde(skip)]
     pub before: Predecessor,
+    /// Its locations, as `location_key` writes them.
+    #[serde(skip)]
+    pub locations: Vec<String>,
 }
 
 /// Last-good's server that a candidate server stands for.
@@ -570,6 +573,7 @@ impl Impact {
                     reasons: Vec::new(),
                     touched: Touched::Server,
                     before: Predecessor::Unknown,
+                    locations: Vec::new(),
                 }
             })
             .collect();
@@ -752,6 +756,7 @@ impl ServerPrint {
             reasons,
             touched,
             before: Predecessor::Unknown,
+            locations: self.locations.iter().map(|l| l.key.to_string()).collect(),
         }
     }
 }

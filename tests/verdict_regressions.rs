@@ -1918,3 +1918,48 @@ fn a_new_site_answering_a_server_error_is_the_changes() {
     assert_eq!(http_get(listen, "new.test", "/").expect("GET").0, 503);
     assert_eq!(http_get(listen, "a.test", "/").expect("GET").1, "a");
 }
+
+/// Regression: a change that leaves a location leading to no backend drops the check that
+/// would have seen it. The README's own example, `rewrite ^/(.*)$ /v1/$1 last;` written
+/// `/v2/` (no such location: a rewrite cycle, 500 for every page), and `try_files $uri
+/// @backnd` (500 for every miss) went live "verified": the candidate derived no check for
+/// `location /` or `/tf/`, and last-good's was not asked. Last-good's checks of a location
+/// both have are asked too, against what they got before: refused, and rolled back without
+/// the shadow. A redirect put there on purpose goes live.
+#[test]
+fn a_location_a_change_leaves_without_a_backend_is_asked_as_last_good_checked_it() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |root: &str, tf: &str| {
+        format!(
+            "server {{ listen {listen}; server_name min.test; \
+             location / {{ {root} }} \
+             location /tf/ {{ try_files $uri {tf}; }} \
+             location @backend {{ proxy_pass http://{a}; }} \
+             location /v1/ {{ proxy_pass http://{a}; }} }}",
+            a = app.host_port()
+        )
+    };
+    let good = site("rewrite ^/(.*)$ /v1/$1 last;", "@backend");
+    let n = TestNginx::start(&good);
+    let sr = SafeReload::new(&n);
+    sr.init();
+    for bad in [
+        site("rewrite ^/(.*)$ /v2/$1 last;", "@backend"),
+        site("rewrite ^/(.*)$ /v1/$1 last;", "@backnd"),
+    ] {
+        n.write_http(&bad);
+        let run = sr.run(&["-y", "--json"]);
+        run.expect(1);
+        assert!(run.stdout.contains("as last-good checked it"), "{run}");
+        let run = sr.run(&["-y", "--no-shadow"]);
+        run.expect(3);
+        assert_eq!(http_get(listen, "min.test", "/page").expect("GET").0, 200);
+        assert_eq!(http_get(listen, "min.test", "/tf/x").expect("GET").0, 200);
+    }
+    // `location /` made a redirect on purpose: live.
+    n.write_http(&site("return 301 /v1/;", "@backend"));
+    sr.run(&["-y"]).expect(0);
+    assert_eq!(http_get(listen, "min.test", "/page").expect("GET").0, 301);
+}

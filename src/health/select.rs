@@ -203,6 +203,91 @@ pub fn focused_checks(servers: &[Server], impact: &Impact, root: &Path) -> Plan 
     plan
 }
 
+/// The most of last-good's checks carried into a round (see [`carried_checks`]).
+pub const MAX_CARRIED: usize = 64;
+
+/// Last-good's checks of the servers the change affects that the candidate no longer asks:
+/// the same request, at a location both configurations have, that the change no longer
+/// derives a check for (`rewrite ^/(.*)$ /v1/$1 last;` written `/v2/`, so `location /` leads
+/// to no backend; `try_files $uri @backnd`): what it answered before is the baseline, and a
+/// 404 or 500 where it was served is the change's. `old` is last-good's servers, `asked` the
+/// candidate's checks. A location the change removes or renames is not carried: its requests
+/// go elsewhere on purpose.
+pub fn carried_checks(old: &[Server], impact: &Impact, asked: &[Check], root: &Path) -> Vec<Check> {
+    // Last-good's side of each affected server it had, by last-good's identity.
+    let mut theirs: HashMap<ServerId, &Affected> = HashMap::new();
+    let mut old_impact = Impact::default();
+    for a in &impact.affected {
+        let Predecessor::Had { listens, names, .. } = &a.before else {
+            continue;
+        };
+        let id = ServerId {
+            context: a.id.context,
+            listens: listens.clone(),
+            names: names.clone(),
+            label: None,
+        };
+        old_impact.affected.push(Affected {
+            id: id.clone(),
+            before: Predecessor::Unknown,
+            ..a.clone()
+        });
+        theirs.insert(id, a);
+    }
+    if theirs.is_empty() {
+        return Vec::new();
+    }
+    let by_label: HashMap<String, &Affected> = (old.iter())
+        .filter_map(|s| {
+            let id = ServerId::of(s);
+            theirs.get(&id).map(|a| (id.to_string(), *a))
+        })
+        .collect();
+    let request = |c: &Check| {
+        (
+            c.connect,
+            c.unix.clone(),
+            c.host.to_ascii_lowercase(),
+            c.path.clone(),
+            c.tls,
+        )
+    };
+    let asked: HashSet<_> = asked.iter().map(request).collect();
+    let plan = focused_checks(old, &old_impact, root);
+    let mut out: Vec<Check> = Vec::new();
+    for mut c in plan.checks {
+        let Some(a) = by_label.get(&c.server) else {
+            continue;
+        };
+        // The same server still answers it there: not a name or listen the change retires.
+        let now = Predecessor::Had {
+            listens: a.id.listens.clone(),
+            names: a.id.names.clone(),
+            websocket: Vec::new(),
+            locations: Vec::new(),
+        };
+        let host =
+            (!c.host.is_empty() && c.host.parse::<IpAddr>().is_err()).then_some(c.host.as_str());
+        if c.location.is_empty()
+            || !a.locations.contains(&c.location)
+            || !now.answered(&c.listen, host)
+            || asked.contains(&request(&c))
+            || out.iter().any(|o| request(o) == request(&c))
+        {
+            continue;
+        }
+        c.server = a.label.clone();
+        c.what = format!("{}, as last-good checked it", c.what);
+        c.fresh = false;
+        c.made_up_in_new = false;
+        out.push(c);
+        if out.len() >= MAX_CARRIED {
+            break;
+        }
+    }
+    out
+}
+
 /// One affected server's candidates, those the change reaches directly first.
 struct Candidates<'a> {
     /// Its index among the servers.
@@ -274,6 +359,8 @@ impl<'a> Candidates<'a> {
         Check {
             fresh: !self.before.answered(&listen, host),
             made_up_in_new: made_up && new_location,
+            location: c.location.key(),
+            listen: listen.clone(),
             running_proxy_protocol,
             ..c.check(server, root, websocket, speak)
         }
@@ -550,6 +637,8 @@ impl Candidate<'_> {
             running_proxy_protocol: None,
             read_timeout: loc.read_timeout,
             made_up_in_new: false,
+            location: String::new(),
+            listen: String::new(),
         }
     }
 }

@@ -158,7 +158,10 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
         }
     }
     let unchanged = report.diff.as_ref().is_some_and(|d| d.is_empty());
-    let (old_prints, old_routes) = old.flatten().map(|t| (t.prints, t.routes)).unzip();
+    let (old_prints, old_routes, old_servers) = match old.flatten() {
+        Some(t) => (Some(t.prints), Some(t.routes), t.servers),
+        None => (None, None, Vec::new()),
+    };
     let impact = crate::pipeline::impact_against(
         report,
         report.diff.is_some(),
@@ -178,7 +181,9 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
     if !refuses {
         if let Some(shadow) = shadow.as_ref().filter(|_| impact.shadow_needed()) {
             let root = &insp.config.conf_prefix;
-            let checks = inspect::candidate_checks(s, &insp.servers, &impact, root).checks;
+            let mut plan = inspect::candidate_checks(s, &insp.servers, &impact, root);
+            inspect::carry(s, &mut plan, &old_servers, &impact, root);
+            let checks = plan.checks;
             let logs = env.error_logs(&insp.config);
             // No master, no running configuration: none of the log's lines are its. `nginx -t`
             // has ended by now, so nothing binds the candidate's addresses: no socket filter.

@@ -101,6 +101,9 @@ pub fn diff_against(
 pub(crate) struct OldTree {
     pub prints: impact::Prints,
     pub routes: PendingRoutes,
+    /// Its servers: the checks it derived, for those the candidate no longer asks (see
+    /// [`health::carried_checks`]).
+    pub servers: Vec<crate::conf::Server>,
 }
 
 /// Last-good's routes being worked out.
@@ -117,11 +120,16 @@ impl OldTree {
     fn of(tree: Config) -> OldTree {
         let servers = crate::conf::servers::extract(&tree);
         let prints = impact::prints(&tree, &servers);
+        let kept = servers.clone();
         let routes = PendingRoutes(std::thread::spawn(move || {
             let targets = crate::conf::targets::extract(&tree);
             Routes::of(&tree, &servers, &targets)
         }));
-        OldTree { prints, routes }
+        OldTree {
+            prints,
+            routes,
+            servers: kept,
+        }
     }
 }
 
@@ -276,7 +284,10 @@ pub fn reload_locked(
                 Err(e) => return (Err(e), None),
             };
             let loaded = old_tree.is_some();
-            let (old_prints, old_routes) = old_tree.map(|t| (t.prints, t.routes)).unzip();
+            let (old_prints, old_routes, old_servers) = match old_tree {
+                Some(t) => (Some(t.prints), Some(t.routes), t.servers),
+                None => (None, None, Vec::new()),
+            };
             let began = Instant::now();
             let ahead = {
                 let unchanged = diff.as_ref().is_some_and(|d| d.is_empty());
@@ -290,7 +301,9 @@ pub fn reload_locked(
                 // Last-good's tree is not needed past the impact.
                 drop(old_prints);
                 let root = &parsed.config.conf_prefix;
-                let plan = inspect::candidate_checks(s, parsed.servers, &impact, root);
+                let mut plan = inspect::candidate_checks(s, parsed.servers, &impact, root);
+                inspect::carry(s, &mut plan, &old_servers, &impact, root);
+                drop(old_servers);
                 // Nothing to compare with, or nothing to reload: no baseline to take. An
                 // operator may take minutes to answer the prompt: the baseline is then taken
                 // after the answer, right before the signal.
