@@ -306,6 +306,28 @@ pub struct Impact {
     pub sockets_before: HashMap<(Context, String), SocketFlags>,
 }
 
+impl Impact {
+    /// The addresses the change leaves no server on where it removes two servers or more,
+    /// every one of them on those addresses (an include that matches nothing any more), when
+    /// that is so.
+    pub fn emptied(&self) -> Option<Vec<String>> {
+        if !self.baseline || self.removed.len() < 2 {
+            return None;
+        }
+        let mut gone: Vec<String> = (self.removed.iter())
+            .flat_map(|r| r.id.listens.iter().cloned())
+            .collect();
+        gone.sort();
+        gone.dedup();
+        let stays = |l: &String| {
+            (self.names_dropped.iter()).any(|d| d.listens.contains(l) && !d.unlistened)
+        };
+        let unlistened =
+            |l: &String| (self.names_dropped.iter()).any(|d| d.listens.contains(l) && d.unlistened);
+        (!gone.is_empty() && gone.iter().all(|l| unlistened(l) && !stays(l))).then_some(gone)
+    }
+}
+
 /// A name no server answers any more (see `Impact::names_dropped`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DroppedName {
@@ -323,6 +345,10 @@ pub struct DroppedName {
     /// default server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub taken_by: Option<String>,
+    /// No server of the candidate listens on any of `listens`: its clients' connections are
+    /// refused (a port typo in the only server's `listen`, an include that matches nothing).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unlistened: bool,
 }
 
 impl DroppedName {
@@ -372,12 +398,17 @@ impl fmt::Display for DroppedName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "server_name {} is no longer any server's on {}: {} answered it, and its clients \
-             now get {} there",
+            "server_name {} is no longer any server's on {}: {} answered it, and {}",
             self.name,
             self.listens.join(", "),
             self.from,
-            self.taken_by.as_deref().unwrap_or("the default server")
+            match (&self.taken_by, self.unlistened) {
+                (_, true) => "no server listens there any more: its clients' connections are \
+                              refused"
+                    .to_string(),
+                (Some(by), false) => format!("its clients now get {by} there"),
+                (None, false) => "its clients now get the default server there".to_string(),
+            }
         )
     }
 }
@@ -425,6 +456,7 @@ fn names_dropped(
                 let listens = if kept { lost } else { o.id.listens.clone() };
                 out.push(DroppedName {
                     taken_by: taken_by(new, &listens, n),
+                    unlistened: unlistened(new, &listens),
                     name: n.clone(),
                     listens,
                     from: format!("{} ({}:{})", o.id, rel(&old.root, &o.file), o.line),
@@ -459,6 +491,7 @@ fn names_dropped(
             });
             out.push(DroppedName {
                 taken_by: taken_by(new, &o.id.listens, n),
+                unlistened: unlistened(new, &o.id.listens),
                 name: n.clone(),
                 listens: o.id.listens.clone(),
                 from: format!("{} ({}:{})", o.id, rel(&old.root, &o.file), o.line),
@@ -467,6 +500,28 @@ fn names_dropped(
         }
     }
     out
+}
+
+/// Whether no server of `new` listens on any of `listens` (as [`ServerId`] writes them), by
+/// the address itself or a wildcard address of its port.
+fn unlistened(new: &Prints, listens: &[String]) -> bool {
+    let port = |l: &str| {
+        l.rsplit_once(':')
+            .map(|(h, p)| (h.to_string(), p.to_string()))
+    };
+    let wildcard = |h: &str| matches!(h, "0.0.0.0" | "*" | "[::]");
+    let heard = |l: &String| {
+        (new.servers.iter()).any(|s| {
+            s.id.listens.iter().any(|m| {
+                m == l
+                    || match (port(m), port(l)) {
+                        (Some((mh, mp)), Some((_, lp))) => wildcard(&mh) && mp == lp,
+                        _ => false,
+                    }
+            })
+        })
+    };
+    !listens.is_empty() && !listens.iter().any(heard)
 }
 
 /// The server of `new` that takes Host `name` on the first of `listens` by a wildcard or

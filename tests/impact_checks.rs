@@ -1326,3 +1326,79 @@ fn a_name_a_wildcard_takes_is_said_with_the_server_that_takes_it() {
     );
     assert_eq!(http_get(listen, "www.b.test", "/").expect("GET").1, "wild");
 }
+
+/// A port typo in the only server on an address (`listen 127.x:28081` written 28018): no
+/// default server answers there, nothing does. The warning said its clients "get the default
+/// server there"; it says their connections are refused.
+#[test]
+fn a_name_on_an_address_nothing_listens_on_any_more_says_connections_are_refused() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let (listen, other) = (
+        SocketAddr::new(ip, free_port(ip)),
+        SocketAddr::new(ip, free_port(ip)),
+    );
+    let site = |at: SocketAddr| {
+        format!(
+            "server {{ listen {at}; server_name b.test; location / {{ proxy_pass http://{}; }} }}",
+            app.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(listen));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site(other));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert!(
+        run.stderr.contains(&format!(
+            "server_name b.test is no longer any server's on {listen}: b.test (nginx.conf"
+        )) && run
+            .stderr
+            .contains("no server listens there any more: its clients' connections are refused"),
+        "{run}"
+    );
+    assert!(http_get(listen, "b.test", "/").is_err(), "refused");
+    assert_eq!(http_get(other, "b.test", "/").expect("GET").1, "app");
+}
+
+/// An include glob that matches nothing any more (`sites-enabled/*` written `*.cnf`): every
+/// server of the address gone, nothing listening there, and the run said "live and
+/// verified". Refused.
+#[test]
+fn a_change_that_removes_every_server_of_an_address_at_once_is_refused() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let sites = tempfile::tempdir().expect("tempdir");
+    for name in ["a.test", "b.test"] {
+        std::fs::write(
+            sites.path().join(name),
+            format!(
+                "server {{ listen {listen}; server_name {name}; \
+                 location / {{ proxy_pass http://{}; }} }}",
+                app.host_port()
+            ),
+        )
+        .expect("write site");
+    }
+    let include = |pattern: &str| format!("include {}/{pattern};", sites.path().display());
+    let n = TestNginx::start(&include("*"));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&include("*.cnf"));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "this change removes all 2 servers of {listen}, and no server listens there"
+        )),
+        "{run}"
+    );
+    assert_eq!(http_get(listen, "b.test", "/").expect("GET").1, "app");
+    // One site retired on purpose goes live.
+    std::fs::remove_file(sites.path().join("a.test")).expect("rm");
+    n.write_http(&include("*"));
+    sr.run(&["-y"]).expect(0);
+    assert_eq!(http_get(listen, "b.test", "/").expect("GET").1, "app");
+}

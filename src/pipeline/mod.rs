@@ -669,6 +669,31 @@ pub(crate) fn impact_of(
 /// one, which refuses the change. nginx loads it, warning, and serves that name's clients
 /// from another server's backend.
 pub(crate) fn refuse_takeovers(report: &mut Report, impact: &impact::Impact, root: &Path) -> bool {
+    // Every server of its addresses gone at once, nothing listening there any more: an
+    // include that now matches nothing (`sites-enabled/*.cnf`), not a site retired.
+    if let Some(gone) = impact.emptied() {
+        let first = &impact.removed[0];
+        report.problems.push(crate::report::Problem {
+            level: "config".into(),
+            message: format!(
+                "this change removes all {} servers of {}, and no server listens there any \
+                 more ({} at {}:{} among them): every client's connection would be refused",
+                impact.removed.len(),
+                gone.join(", "),
+                first.label,
+                first.file,
+                first.line
+            ),
+            file: None,
+            line: None,
+            hint: Some(
+                "an include that no longer matches its files? (`safe-reload diff` shows the \
+                 line); to retire them on purpose, remove them over more than one change"
+                    .into(),
+            ),
+        });
+        return true;
+    }
     for t in &impact.takeovers {
         report.problems.push(crate::report::Problem {
             level: "config".into(),
