@@ -148,7 +148,8 @@ pub struct Affected {
     /// is new, or the Host or listen is new to it) was another server's before the change.
     #[serde(skip)]
     pub before: Predecessor,
-    /// Its locations, as `location_key` writes them.
+    /// Its locations, as `location_key` writes them, but those that answer every request
+    /// with a `return` of their own.
     #[serde(skip)]
     pub locations: Vec<String>,
 }
@@ -765,6 +766,8 @@ struct LocationPrint {
     uses: Box<[Box<str>]>,
     /// The URI its `auth_request` asks, its own or inherited.
     auth_request: Option<Box<str>>,
+    /// It answers every request itself with a `return` of its own (not inside an `if`).
+    returns: bool,
 }
 
 /// An `upstream` block or a variable a server's requests go through.
@@ -811,7 +814,12 @@ impl ServerPrint {
             reasons,
             touched,
             before: Predecessor::Unknown,
-            locations: self.locations.iter().map(|l| l.key.to_string()).collect(),
+            // A location that answers every request with a `return` of its own (`return
+            // 410` retiring an endpoint) says what it answers on purpose.
+            locations: (self.locations.iter())
+                .filter(|l| !l.returns)
+                .map(|l| l.key.to_string())
+                .collect(),
         }
     }
 }
@@ -1003,6 +1011,7 @@ impl<'a> Defs<'a> {
                     .map(|dep| dep.what.clone().into_boxed_str())
                     .collect(),
                 auth_request: auth.map(Box::from),
+                returns: loc.children().iter().any(|c| c.name == "return"),
             });
             self.locations_in(loc, auth, out);
         }

@@ -1931,23 +1931,28 @@ fn a_location_a_change_leaves_without_a_backend_is_asked_as_last_good_checked_it
     let ip = unique_loopback();
     let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
     let listen = SocketAddr::new(ip, free_port(ip));
-    let site = |root: &str, tf: &str| {
+    let site = |root: &str, tf: &str, api: &str| {
         format!(
             "server {{ listen {listen}; server_name min.test; \
              location / {{ {root} }} \
              location /tf/ {{ try_files $uri {tf}; }} \
+             location /api/ {{ {api} }} \
              location @backend {{ proxy_pass http://{a}; }} \
              location /v1/ {{ proxy_pass http://{a}; }} }}",
             a = app.host_port()
         )
     };
-    let good = site("rewrite ^/(.*)$ /v1/$1 last;", "@backend");
+    let (rewrite, pass) = (
+        "rewrite ^/(.*)$ /v1/$1 last;",
+        format!("proxy_pass http://{};", app.host_port()),
+    );
+    let good = site(rewrite, "@backend", &pass);
     let n = TestNginx::start(&good);
     let sr = SafeReload::new(&n);
     sr.init();
     for bad in [
-        site("rewrite ^/(.*)$ /v2/$1 last;", "@backend"),
-        site("rewrite ^/(.*)$ /v1/$1 last;", "@backnd"),
+        site("rewrite ^/(.*)$ /v2/$1 last;", "@backend", &pass),
+        site(rewrite, "@backnd", &pass),
     ] {
         n.write_http(&bad);
         let run = sr.run(&["-y", "--json"]);
@@ -1958,8 +1963,19 @@ fn a_location_a_change_leaves_without_a_backend_is_asked_as_last_good_checked_it
         assert_eq!(http_get(listen, "min.test", "/page").expect("GET").0, 200);
         assert_eq!(http_get(listen, "min.test", "/tf/x").expect("GET").0, 200);
     }
-    // `location /` made a redirect on purpose: live.
-    n.write_http(&site("return 301 /v1/;", "@backend"));
-    sr.run(&["-y"]).expect(0);
-    assert_eq!(http_get(listen, "min.test", "/page").expect("GET").0, 301);
+    // On purpose: `/tf/` made static (its named location left in the file), `/api/` retired
+    // with `return 410`, `location /` made a redirect. Each goes live.
+    for (on_purpose, path, status) in [
+        (site(rewrite, "=404", &pass), "/tf/x", 404),
+        (site(rewrite, "=404", "return 410;"), "/api/x", 410),
+        (
+            site("return 301 /v1/;", "=404", "return 410;"),
+            "/page",
+            301,
+        ),
+    ] {
+        n.write_http(&on_purpose);
+        sr.run(&["-y"]).expect(0);
+        assert_eq!(http_get(listen, "min.test", path).expect("GET").0, status);
+    }
 }
