@@ -1979,3 +1979,30 @@ fn a_location_a_change_leaves_without_a_backend_is_asked_as_last_good_checked_it
         assert_eq!(http_get(listen, "min.test", path).expect("GET").0, status);
     }
 }
+
+/// Regression: `--expect-status 410` passed to let an endpoint retired with `return 410` go
+/// live: every other check's 200, which the flag does not list, failed "before and after",
+/// and the run exited 4 ("an operator must act") for sites that answer as they did. A 2xx or
+/// 3xx the same before and after is no failure to act on.
+#[test]
+fn a_status_expect_status_leaves_out_is_no_emergency_where_it_is_as_before() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |api: &str| {
+        format!(
+            "server {{ listen {listen}; server_name a.test; \
+             location / {{ proxy_pass http://{a}; }} location /api/ {{ {api} }} }}",
+            a = app.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(&format!("proxy_pass http://{};", app.host_port())));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site("return 410;"));
+    let run = sr.run(&["-y", "--expect-status", "410"]);
+    run.expect(0);
+    assert!(!run.stdout.contains("operator must act"), "{run}");
+    assert_eq!(http_get(listen, "a.test", "/").expect("GET").0, 200);
+    assert_eq!(http_get(listen, "a.test", "/api/x").expect("GET").0, 410);
+}
