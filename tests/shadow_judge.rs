@@ -1388,6 +1388,13 @@ fn the_plain_side_of_a_server_that_redirects_it_is_checked() {
     assert_eq!(http_get(plain, "a.test", "/").expect("GET").0, 301);
     assert_eq!(https_get(tls, "a.test", "/").expect("GET"), 200);
     n.write_http(&site(" default_server"));
-    sr.run(&["-y"]).expect(0);
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    // Its TLS side reached the backend and passed; the redirect has nothing behind it to
+    // leave unverified.
+    assert!(
+        run.stdout.contains("live and verified"),
+        "the redirect cancelled the verified server: {run}"
+    );
     assert_eq!(http_get(plain, "a.test", "/").expect("GET").0, 301);
 }
