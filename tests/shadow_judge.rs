@@ -1398,3 +1398,34 @@ fn the_plain_side_of_a_server_that_redirects_it_is_checked() {
     );
     assert_eq!(http_get(plain, "a.test", "/").expect("GET").0, 301);
 }
+
+/// Regression (r9 H F9): a pool reached through a `map` variable (`proxy_pass
+/// http://$tier_pool`) gained a member that answers 502: the shadow asked it once (the good
+/// member answered), sampled nothing, as the pool's name is a variable there, and it went live
+/// "verified" with one client in two getting 502. A variable pass is sampled as a pool is.
+#[test]
+fn a_pool_reached_through_a_map_variable_is_sampled() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = listen_on(ip);
+    let site = |members: &str| {
+        format!(
+            "upstream pool_lc {{ {members} }}\n\
+             map $http_x_tier $tier_pool {{ default pool_lc; gold pool_lc; }}\n\
+             server {{ listen {listen}; server_name var.test; \
+             location / {{ proxy_pass http://$tier_pool; }} }}"
+        )
+    };
+    let one = format!("server {};", app.host_port());
+    let (n, sr) = running(&site(&one));
+    let workers = n.worker_pids();
+    n.write_http(&site(&format!("{one} server {};", bad.addr)));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert_eq!(n.worker_pids(), workers, "nginx was reloaded");
+    for _ in 0..6 {
+        serves(listen, "var.test", "app");
+    }
+}

@@ -186,10 +186,16 @@ pub fn sample(
             .as_deref()
             .and_then(|u| pool_of(u, pools));
         let limit = (pool.and_then(|(name, _)| limits.get(name))).map_or(SAMPLES, |l| *l);
-        let n = match pool {
-            Some((name, size)) if sampled_pools.insert(name.to_string()) => {
+        // A pool named by a variable (`proxy_pass http://$tier_pool`, a `map` value): which
+        // pool, and how big, is not known here, so it is sampled as a pool of a few.
+        let dynamic = (c.shadow.check.upstream.as_deref())
+            .filter(|u| pool.is_none() && u.contains('$'))
+            .map(|u| u.to_ascii_lowercase());
+        let n = match (pool, dynamic) {
+            (Some((name, size)), _) if sampled_pools.insert(name.to_string()) => {
                 (2 * size).clamp(POOL_SAMPLES, MAX_SAMPLES)
             }
+            (None, Some(pass)) if sampled_pools.insert(pass.clone()) => POOL_SAMPLES,
             _ if c.shadow.intermittent() => SAMPLES,
             _ => continue,
         };
