@@ -80,6 +80,26 @@ pub fn listen_conflicts(servers: &[Server], own_pids: &[i32]) -> Vec<ListenConfl
     listen_conflicts_in(servers, own_pids, &Listeners::snapshot())
 }
 
+/// Whether `path` is a socket file nothing listens on: a connect to it is refused (a crashed
+/// app's, an nginx killed with SIGKILL). `nginx -t`, which runs meanwhile, binds the file for
+/// a moment and removes it: one made in the last seconds is its, not a stale one.
+fn stale_socket(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let old = |m: &std::fs::Metadata| {
+        m.modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(5))
+    };
+    let socket =
+        std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket() && old(&m));
+    socket
+        && matches!(
+            std::os::unix::net::UnixStream::connect(path),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        )
+}
+
 /// `listen_conflicts` against a given picture of the listeners.
 pub fn listen_conflicts_in(
     servers: &[Server],
@@ -113,9 +133,31 @@ pub fn listen_conflicts_in(
         };
         match &listen.addr {
             ListenAddr::Unix(path) => {
+                let mut held = false;
                 for l in listeners.unix.iter().filter(|l| &l.path == path) {
+                    held = true;
                     if foreign(&l.holders) {
                         push(format!("unix:{}", l.path.display()), &l.holders);
+                    }
+                }
+                if !held && stale_socket(path) {
+                    let c = ListenConflict {
+                        listen: listen.addr.clone(),
+                        held: format!("unix:{}", path.display()),
+                        file: listen.file.to_path_buf(),
+                        line: listen.line,
+                        holders: Vec::new(),
+                        nginx: Some(format!(
+                            "the socket file {} is left by a process that is gone (nothing \
+                             listens on it), and nginx does not remove it before it binds: \
+                             the reload would fail with \"Address already in use\"; remove \
+                             it (rm {})",
+                            path.display(),
+                            path.display()
+                        )),
+                    };
+                    if !out.iter().any(|o| o.listen == c.listen && o.line == c.line) {
+                        out.push(c);
                     }
                 }
             }

@@ -205,3 +205,48 @@ fn two_listens_of_the_change_that_cannot_both_bind_are_refused_before_the_reload
         assert_eq!(http_get(site, "a.test", "/").expect("GET").1, "old");
     }
 }
+
+/// A new `listen unix:` on a socket file a crashed process left (nothing listens on it):
+/// nginx does not remove it before it binds, and the reload failed with "Address already in
+/// use" after 2.5 s, then rolled back. Refused before the reload, saying to remove the file;
+/// once it is removed, the same change goes live.
+#[test]
+fn a_unix_listen_on_a_stale_socket_file_is_refused_before_the_reload() {
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("web.sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).expect("bind"));
+    // Left there a while ago, as a crashed app's is.
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "1 minute ago"])
+        .arg(&sock)
+        .status()
+        .expect("touch");
+    assert!(touched.success());
+    let site = |extra: &str| {
+        format!("server {{ listen {listen}; {extra} server_name a.test; return 200 \"a\"; }}")
+    };
+    let n = TestNginx::start(&site(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let workers = n.ready_workers();
+    n.write_http(&site(&format!("listen unix:{};", sock.display())));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "the socket file {} is left by a process that is gone",
+            sock.display()
+        )),
+        "{run}"
+    );
+    assert_eq!(n.ready_workers(), workers, "nginx was not signalled");
+    std::fs::remove_file(&sock).expect("rm");
+    sr.run(&["-y"]).expect(0);
+    assert_eq!(http_get(listen, "a.test", "/").expect("GET").1, "a");
+    assert!(
+        std::os::unix::net::UnixStream::connect(&sock).is_ok(),
+        "nginx listens there"
+    );
+}
