@@ -301,6 +301,11 @@ pub struct Impact {
     /// retired on purpose). A warning.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub names_dropped: Vec<DroppedName>,
+    /// Stream listens of last-good no stream server of the candidate listens on (a port typo
+    /// in a `stream {}` server's `listen`), as the warning says them: stream servers have no
+    /// name to say it by, and no request checks them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub listens_dropped: Vec<String>,
     /// Last-good's flags of each address the candidate keeps: its clients speak as they did,
     /// and are checked so.
     #[serde(skip)]
@@ -503,6 +508,38 @@ fn names_dropped(
     out
 }
 
+/// The stream listens of `old` no stream server of `new` listens on, each as its warning.
+fn stream_listens_dropped(old: &Prints, new: &Prints) -> Vec<String> {
+    let streams = |p: &Prints| -> Prints {
+        Prints {
+            servers: (p.servers.iter())
+                .filter(|s| s.id.context == Context::Stream)
+                .cloned()
+                .collect(),
+            ..Prints::default()
+        }
+    };
+    let new_streams = streams(new);
+    let mut out = Vec::new();
+    for o in old
+        .servers
+        .iter()
+        .filter(|s| s.id.context == Context::Stream)
+    {
+        for l in &o.id.listens {
+            if unlistened(&new_streams, std::slice::from_ref(l)) {
+                out.push(format!(
+                    "nginx no longer listens on {l} (stream): the stream server at {}:{} did, \
+                     and its clients' connections are refused now",
+                    rel(&old.root, &o.file),
+                    o.line
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Whether no server of `new` listens on any of `listens` (as [`ServerId`] writes them), by
 /// the address itself or a wildcard address of its port.
 fn unlistened(new: &Prints, listens: &[String]) -> bool {
@@ -612,6 +649,7 @@ impl Impact {
             takeovers: Vec::new(),
             socket_changes: Vec::new(),
             names_dropped: Vec::new(),
+            listens_dropped: Vec::new(),
             sockets_before: HashMap::new(),
         }
     }
@@ -643,6 +681,7 @@ impl Impact {
             takeovers: Vec::new(),
             socket_changes: Vec::new(),
             names_dropped: Vec::new(),
+            listens_dropped: Vec::new(),
             sockets_before: HashMap::new(),
         }
     }
@@ -671,6 +710,7 @@ impl Impact {
             takeovers: Vec::new(),
             socket_changes: Vec::new(),
             names_dropped: Vec::new(),
+            listens_dropped: Vec::new(),
             sockets_before: HashMap::new(),
         }
     }
@@ -1214,6 +1254,7 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
         takeovers: takeovers(old, new),
         socket_changes: sockets.into_iter().map(|(_, c)| c).collect(),
         names_dropped: names_dropped(old, new, &pairs),
+        listens_dropped: stream_listens_dropped(old, new),
         sockets_before: old.sockets.clone(),
     }
 }

@@ -250,3 +250,37 @@ fn a_unix_listen_on_a_stale_socket_file_is_refused_before_the_reload() {
         "nginx listens there"
     );
 }
+
+/// A port typo in a `stream {}` server's `listen` (9101 written 9102): the old port goes dark,
+/// and the run said nothing (stream servers have no name, and no request checks them). Said
+/// as a warning; it goes live, as moving a port is done on purpose too.
+#[test]
+fn a_stream_listen_left_is_said() {
+    let ip = unique_loopback();
+    let (old, new) = (
+        SocketAddr::new(ip, free_port(ip)),
+        SocketAddr::new(ip, free_port(ip)),
+    );
+    let stream = |at: SocketAddr| format!("server {{ listen {at}; return \"tcp\"; }}");
+    let n = TestNginx::builder().stream(&stream(old)).start();
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let candidate = n.render("").replace(&stream(old), &stream(new));
+    std::fs::write(&n.conf, candidate).expect("write nginx.conf");
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert!(
+        run.stderr.contains(&format!(
+            "nginx no longer listens on {old} (stream): the stream server at nginx.conf"
+        )),
+        "{run}"
+    );
+    assert!(
+        std::net::TcpStream::connect(old).is_err(),
+        "the old port is dark"
+    );
+    let mut s = std::net::TcpStream::connect(new).expect("the new port");
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut s, &mut body).expect("read");
+    assert_eq!(body, "tcp");
+}

@@ -747,6 +747,9 @@ pub(crate) fn record_impact(report: &mut Report, had_good: bool, impact: &impact
     for d in impact.names_dropped.iter().filter(|d| d.typo.is_none()) {
         report.warnings.push(d.to_string());
     }
+    report
+        .warnings
+        .extend(impact.listens_dropped.iter().cloned());
     for c in &impact.socket_changes {
         if c.what.iter().any(|w| w == "now proxy_protocol") {
             report.warnings.push(format!(
