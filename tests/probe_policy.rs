@@ -321,6 +321,32 @@ fn a_dead_member_where_nginx_does_not_fail_over_is_refused() {
     );
 }
 
+/// `proxy_next_upstream_tries 1` allows nginx one server per request: a dead member answers
+/// 502 as it does without `error`. It was "verified", the hint saying nginx fails over.
+#[test]
+fn a_dead_member_where_nginx_tries_one_server_is_refused() {
+    let ip = unique_loopback();
+    let live = HttpBackend::start(SocketAddr::new(ip, 0), "live");
+    let down = dead(ip);
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let members = [live.host_port(), down.to_string()];
+    let nginx = TestNginx::start(&pool_site(listen, &members, "proxy_next_upstream_tries 1;"));
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| http_get(listen, "site.test", "/").unwrap().0)
+        .collect();
+    assert!(statuses.contains(&502), "what nginx does: {statuses:?}");
+    let run = SafeReload::new(&nginx).run(&["check", "--json"]);
+    run.expect(1);
+    let r = result_for(&run.json(), &down.to_string()).clone();
+    assert_eq!(r["severity"], "failure", "{run}");
+    assert!(
+        r["hints"]
+            .to_string()
+            .contains("proxy_next_upstream_tries 1 is in scope"),
+        "{run}"
+    );
+}
+
 /// The hints of the result for `target` in `check --json`, as one text.
 fn hints_of(run: &Run, target: &str) -> (String, String) {
     let report = run.json();

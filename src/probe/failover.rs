@@ -6,7 +6,8 @@
 //! still fails requests. In `stream`, `proxy_next_upstream off` does the same for both.
 //!
 //! Inherited `http` → `server` → `location` (`stream` → `server`), an inner one replacing the
-//! outer, like every `*_next_upstream` (`ngx_conf_merge_bitmask_value`).
+//! outer, like every `*_next_upstream` (`ngx_conf_merge_bitmask_value`). A
+//! `*_next_upstream_tries 1` (inherited on its own) allows no next peer whatever the setting.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,6 +27,8 @@ pub struct Next {
     /// that peer fails; without it nginx answers it 502 (`ngx_http_upstream_next`). A stream
     /// connection has no method: always so there.
     pub non_idempotent: bool,
+    /// `*_next_upstream_tries 1` is in scope: no next peer at all.
+    pub one_try: bool,
 }
 
 impl Next {
@@ -33,6 +36,7 @@ impl Next {
         error: true,
         timeout: true,
         non_idempotent: false,
+        one_try: false,
     };
 
     fn of(d: &Directive, stream: bool) -> Next {
@@ -43,12 +47,14 @@ impl Next {
                 error: on,
                 timeout: on,
                 non_idempotent: true,
+                one_try: false,
             };
         }
         Next {
             error: has("error"),
             timeout: has("timeout"),
             non_idempotent: has("non_idempotent"),
+            one_try: false,
         }
     }
 }
@@ -65,28 +71,47 @@ impl Failover {
         let mut out = Failover::default();
         for d in &config.tree {
             match d.name.as_str() {
-                "http" => out.scan(d.children(), false, &HashMap::new()),
-                "stream" => out.scan(d.children(), true, &HashMap::new()),
+                "http" => out.scan(d.children(), false, &HashMap::new(), &HashMap::new()),
+                "stream" => out.scan(d.children(), true, &HashMap::new(), &HashMap::new()),
                 _ => {}
             }
         }
         out
     }
 
-    fn scan(&mut self, dirs: &[Directive], stream: bool, outer: &HashMap<String, Next>) {
+    fn scan(
+        &mut self,
+        dirs: &[Directive],
+        stream: bool,
+        outer: &HashMap<String, Next>,
+        outer_tries: &HashMap<String, bool>,
+    ) {
         let mut here = outer.clone();
         for d in dirs.iter().filter(|d| d.name.ends_with("_next_upstream")) {
             here.insert(d.name.to_string(), Next::of(d, stream));
         }
+        // `*_next_upstream_tries 1`: one try, no next peer.
+        let mut tries = outer_tries.clone();
+        for d in dirs
+            .iter()
+            .filter(|d| d.name.ends_with("_next_upstream_tries"))
+        {
+            let setting = d.name.trim_end_matches("_tries").to_string();
+            tries.insert(setting, d.arg0().trim() == "1");
+        }
         for d in dirs {
             if let Some(pass) = Name::of_pass(&d.name) {
                 let setting = pass.trim_end_matches("_pass").to_string() + "_next_upstream";
-                if let Some(next) = here.get(&setting).filter(|n| **n != Next::DEFAULT) {
-                    self.passes.insert((d.file.clone(), d.line), *next);
+                let mut next = here.get(&setting).copied().unwrap_or(Next::DEFAULT);
+                if tries.get(&setting).copied().unwrap_or(false) {
+                    (next.error, next.timeout, next.one_try) = (false, false, true);
+                }
+                if next != Next::DEFAULT {
+                    self.passes.insert((d.file.clone(), d.line), next);
                 }
             }
             if d.block.is_some() && d.name != "upstream" {
-                self.scan(d.children(), stream, &here);
+                self.scan(d.children(), stream, &here, &tries);
             }
         }
     }
@@ -124,6 +149,7 @@ mod tests {
             error: false,
             timeout: false,
             non_idempotent: false,
+            one_try: false,
         };
         assert_eq!(
             f.at(&file, 4),
@@ -149,5 +175,26 @@ mod tests {
                 ..none
             }
         );
+    }
+
+    #[test]
+    fn one_try_allows_no_next_peer_whatever_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(
+            &path,
+            "http {\n proxy_next_upstream_tries 1;\n server {\n\
+             location /a { proxy_pass http://app; }\n\
+             location /b { proxy_next_upstream_tries 2; proxy_pass http://app; }\n\
+             location /c { fastcgi_pass app; }\n }\n}\n",
+        )
+        .unwrap();
+        let c = load(&path, &LoadOptions::default()).unwrap();
+        let f = Failover::of(&c);
+        let file: Arc<Path> = path.as_path().into();
+        let a = f.at(&file, 4);
+        assert!(!a.error && !a.timeout && a.one_try, "{a:?}");
+        assert_eq!(f.at(&file, 5), Next::DEFAULT);
+        assert_eq!(f.at(&file, 6), Next::DEFAULT, "fastcgi has its own");
     }
 }

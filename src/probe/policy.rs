@@ -169,6 +169,21 @@ fn no_failover(r: &ProbeResult, opts: &ProbeOptions) -> Option<Hint> {
     })?;
     let setting = pass.directive.trim_end_matches("_pass").to_string() + "_next_upstream";
     let kind = if timeout { "timeout" } else { "error" };
+    if opts.failover.at(&pass.file, pass.line).one_try {
+        return Some(
+            Hint::new(format!(
+                "{}:{}: {setting}_tries 1 is in scope, so nginx tries one server per request \
+                 and does not pass one that fails on {} to the next: it answers 502 (about \
+                 once per fail_timeout)",
+                pass.file.display(),
+                pass.line,
+                r.target
+            ))
+            .with_suggestion(format!(
+                "start it, mark it `down`, or allow more than one try ({setting}_tries)"
+            )),
+        );
+    }
     Some(
         Hint::new(format!(
             "{}:{}: {} is in scope without `{kind}`, so nginx does not pass a request that \
