@@ -76,6 +76,11 @@ pub struct SafeReload {
     prefix: Option<PathBuf>,
     settings: PathBuf,
     _dir: tempfile::TempDir,
+    /// `TMPDIR` of its runs: the shadows they start, and the leftovers `status` and `recover`
+    /// look for there, are this test's alone (a parallel test's `recover` removes the orphans
+    /// it finds in its temp directory). World-traversable: the shadow's workers run as
+    /// `nobody` under root.
+    tmp: tempfile::TempDir,
 }
 
 impl SafeReload {
@@ -90,12 +95,22 @@ impl SafeReload {
         let settings = dir.path().join("safe-reload.toml");
         // An empty settings file, so the machine's /etc/safe-reload.toml cannot leak in.
         std::fs::write(&settings, "").expect("write settings");
+        let tmp = tempfile::Builder::new()
+            .prefix("sr-tmp.")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::set_permissions(
+            tmp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod tmp");
         SafeReload {
             state: dir.path().join("state"),
             conf: conf.to_path_buf(),
             prefix: Some(prefix.to_path_buf()),
             settings,
             _dir: dir,
+            tmp,
         }
     }
 
@@ -123,6 +138,7 @@ impl SafeReload {
             .env("SAFE_RELOAD_NGINX", NGINX)
             .env("SAFE_RELOAD_CONFIG", &self.settings)
             .env_remove("SAFE_RELOAD_STATE_DIR")
+            .env("TMPDIR", self.tmp.path())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         c
