@@ -139,6 +139,20 @@ impl Session {
     /// updates).
     fn feed(&mut self, bytes: &[u8]) -> Result<Vec<u8>, String> {
         self.buf.extend_from_slice(bytes);
+        // A listen that speaks HTTP/1.x (its `http2` removed) answers the preface with an
+        // HTTP/1.1 error, whose first bytes read as a huge frame.
+        if self.buf.starts_with(b"HTTP/1.") {
+            let line = self
+                .buf
+                .split(|&b| b == b'\r' || b == b'\n')
+                .next()
+                .unwrap_or(&[]);
+            return Err(format!(
+                "an HTTP/1.x answer ({}), not HTTP/2: the listen no longer speaks HTTP/2 with \
+                 prior knowledge (its `http2` removed?)",
+                String::from_utf8_lossy(line)
+            ));
+        }
         let mut out = Vec::new();
         while let Some(head) = Head::read(&self.buf) {
             if head.len > http2::MAX_PAYLOAD {

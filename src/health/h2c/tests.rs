@@ -221,3 +221,14 @@ fn frames_that_break_the_protocol_are_errors_not_panics() {
     let short_goaway = http2::frame(http2::GOAWAY, 0, 0, &[0, 0]);
     assert!(Session::default().feed(&short_goaway).is_err());
 }
+
+#[test]
+fn an_http1_answer_to_the_preface_is_said_as_such() {
+    let why = Session::default()
+        .feed(b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\n\r\n")
+        .expect_err("no HTTP/2");
+    assert!(
+        why.starts_with("an HTTP/1.x answer (HTTP/1.1 400 Bad Request), not HTTP/2"),
+        "{why}"
+    );
+}
