@@ -2006,3 +2006,34 @@ fn a_status_expect_status_leaves_out_is_no_emergency_where_it_is_as_before() {
     assert_eq!(http_get(listen, "a.test", "/").expect("GET").0, 200);
     assert_eq!(http_get(listen, "a.test", "/api/x").expect("GET").0, 410);
 }
+
+/// Regression: a location with a space (`location "/a b/"`) was checked with the space sent
+/// raw in the request line: nginx answered 400 before it chose a server, which passed, so a
+/// new such location passing to a backend that answers 502 went live "verified". The path is
+/// sent percent-encoded, as a browser sends it.
+#[test]
+fn a_location_with_a_space_is_checked_with_its_path_encoded() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |extra: &str| {
+        format!(
+            "server {{ listen {listen}; server_name a.test; \
+             location / {{ proxy_pass http://{}; }} {extra} }}",
+            app.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site(&format!(
+        "location \"/a b/\" {{ proxy_pass http://{}; }}",
+        bad.addr
+    )));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert!(run.stdout.contains("HTTP 502"), "{run}");
+    assert_eq!(http_get(listen, "a.test", "/a%20b/").expect("GET").1, "app");
+}

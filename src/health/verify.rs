@@ -699,6 +699,20 @@ pub const UNLINKED: &str = "the socket file was deleted while nginx still holds 
      socket; a reload keeps the socket as it is and never recreates the file: restart nginx (a \
      restart, not a reload) to recreate it";
 
+/// `path` as a request line carries it: a space, a control character or a byte outside ASCII
+/// (`location "/a b/"`) percent-encoded, as a browser sends it; nginx decodes it back before
+/// it matches a location. Sent raw, a space ends the request target and nginx answers 400.
+fn request_target(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        match b {
+            b' ' | 0..=0x1f | 0x7f.. => out.push_str(&format!("%{b:02X}")),
+            _ => out.push(b as char),
+        }
+    }
+    out
+}
+
 /// What [`io_text`] says of a timeout.
 const TIMED_OUT: &str = ": timed out after ";
 
@@ -958,11 +972,11 @@ fn fields(check: &Check, headers: &[(String, String)]) -> Vec<(String, String)> 
 /// when it has none: HTTP/1.1 requires a Host).
 fn request_bytes(check: &Check, headers: &[(String, String)]) -> String {
     let method = if check.grpc { "POST" } else { "GET" };
+    let path = request_target(&check.path);
     let mut req = match check.host.is_empty() {
-        true => format!("{method} {} HTTP/1.0\r\n", check.path),
+        true => format!("{method} {path} HTTP/1.0\r\n"),
         false => format!(
-            "{method} {} HTTP/1.1\r\nHost: {}\r\n",
-            check.path,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n",
             host_header(check)
         ),
     };
@@ -1246,6 +1260,13 @@ fn parse_status(response: &[u8]) -> Result<u16, String> {
 mod tests {
     use super::*;
     use crate::errorlog::{peer_of, LogLine};
+
+    #[test]
+    fn a_path_is_sent_percent_encoded_where_a_request_line_needs_it() {
+        assert_eq!(request_target("/a b/"), "/a%20b/");
+        assert_eq!(request_target("/caf\u{e9}/?q=1"), "/caf%C3%A9/?q=1");
+        assert_eq!(request_target("/x%20y/"), "/x%20y/");
+    }
 
     #[test]
     fn an_io_error_is_said_without_the_librarys_manual_link() {
