@@ -414,3 +414,35 @@ fn regression_recover_with_nginx_down_restores_last_good_and_keeps_the_record() 
     let (code, status) = site.status();
     assert_eq!(code, Some(0), "{status}");
 }
+
+/// A run killed while it verified: `recover` rolls the unverified change back, and its
+/// headline says why. It said "the change failed after the reload"; nothing had failed.
+#[test]
+fn recover_after_a_kill_while_verifying_says_the_change_was_not_verified_not_that_it_failed() {
+    let site = Site::start();
+    site.nginx.write_http(&site.bad_http());
+    let mut run = Proc(
+        site.cmd(&["reload", "-y"])
+            .env("SAFE_RELOAD_TEST_PAUSE", "verifying")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start safe-reload"),
+    );
+    assert!(
+        run.wait_stopped(Duration::from_secs(20)),
+        "the run never reached verifying"
+    );
+    run.signal(libc::SIGKILL);
+    let _ = run.finish(Duration::from_secs(5));
+    let out = site.run(&["recover", "-y"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains(
+            "rolled back: the run that reloaded the change was killed before it verified it"
+        ) && !said.contains("the change failed after the reload"),
+        "{said}"
+    );
+    assert_eq!(site.answer(), Some((200, "good".into())));
+}

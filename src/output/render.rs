@@ -770,8 +770,14 @@ fn with_alerts(report: &Report, tone: Tone, text: String) -> (Tone, String) {
 /// The headline of a rollback back to its baseline: "verified" only when no check of the
 /// restored configuration still fails as it did before the change.
 fn rolled_back(report: &Report) -> String {
-    let head =
-        "rolled back: the change failed after the reload; the previous configuration is live";
+    // `recover` rolls back what a killed run left unverified: nothing failed.
+    let head = match report.command.as_str() {
+        "recover" => {
+            "rolled back: the run that reloaded the change was killed before it verified it; \
+             the previous configuration is live"
+        }
+        _ => "rolled back: the change failed after the reload; the previous configuration is live",
+    };
     let still = match report.rollback.as_ref().and_then(|rb| rb.verdict.as_ref()) {
         Some(RollbackVerdict::Back { still_failing, .. }) => &still_failing[..],
         _ => &[],
