@@ -196,12 +196,16 @@ impl Predecessor {
         match self {
             Predecessor::Unknown => true,
             Predecessor::New => false,
-            Predecessor::Had { listens, names, .. } => {
-                listens.iter().any(|l| l == listen)
-                    && host.is_none_or(|h| names.iter().any(|n| host_map::server_name_takes(n, h)))
-            }
+            Predecessor::Had { listens, names, .. } => answers(listens, names, listen, host),
         }
     }
+}
+
+/// Whether a server of `listens` and `names` (as [`ServerId`] writes them) is the one a
+/// request on `listen` with Host `host` (`None`: an IP or no Host) is for.
+pub fn answers(listens: &[String], names: &[String], listen: &str, host: Option<&str>) -> bool {
+    listens.iter().any(|l| l == listen)
+        && host.is_none_or(|h| names.iter().any(|n| host_map::server_name_takes(n, h)))
 }
 
 /// Where a change reaches a server.
@@ -510,31 +514,18 @@ fn names_dropped(
 
 /// The stream listens of `old` no stream server of `new` listens on, each as its warning.
 fn stream_listens_dropped(old: &Prints, new: &Prints) -> Vec<String> {
-    let streams = |p: &Prints| -> Prints {
-        Prints {
-            servers: (p.servers.iter())
-                .filter(|s| s.id.context == Context::Stream)
-                .cloned()
-                .collect(),
-            ..Prints::default()
-        }
-    };
-    let new_streams = streams(new);
+    fn streams(p: &Prints) -> impl Iterator<Item = &ServerPrint> {
+        (p.servers.iter()).filter(|s| s.id.context == Context::Stream)
+    }
     let mut out = Vec::new();
-    for o in old
-        .servers
-        .iter()
-        .filter(|s| s.id.context == Context::Stream)
-    {
-        for l in &o.id.listens {
-            if unlistened(&new_streams, std::slice::from_ref(l)) {
-                out.push(format!(
-                    "nginx no longer listens on {l} (stream): the stream server at {}:{} did, \
-                     and its clients' connections are refused now",
-                    rel(&old.root, &o.file),
-                    o.line
-                ));
-            }
+    for o in streams(old) {
+        for l in o.id.listens.iter().filter(|l| !heard(streams(new), l)) {
+            out.push(format!(
+                "nginx no longer listens on {l} (stream): the stream server at {}:{} did, and \
+                 its clients' connections are refused now",
+                rel(&old.root, &o.file),
+                o.line
+            ));
         }
     }
     out
@@ -543,23 +534,22 @@ fn stream_listens_dropped(old: &Prints, new: &Prints) -> Vec<String> {
 /// Whether no server of `new` listens on any of `listens` (as [`ServerId`] writes them), by
 /// the address itself or a wildcard address of its port.
 fn unlistened(new: &Prints, listens: &[String]) -> bool {
-    let port = |l: &str| {
+    !listens.is_empty() && !listens.iter().any(|l| heard(new.servers.iter(), l))
+}
+
+/// Whether one of `servers` listens on `listen`, by the address itself or a wildcard address
+/// of its port (`0.0.0.0:80` for `127.0.0.1:80`).
+fn heard<'a>(mut servers: impl Iterator<Item = &'a ServerPrint>, listen: &str) -> bool {
+    fn port(l: &str) -> Option<(&str, &str)> {
         l.rsplit_once(':')
-            .map(|(h, p)| (h.to_string(), p.to_string()))
-    };
+    }
     let wildcard = |h: &str| matches!(h, "0.0.0.0" | "*" | "[::]");
-    let heard = |l: &String| {
-        (new.servers.iter()).any(|s| {
-            s.id.listens.iter().any(|m| {
-                m == l
-                    || match (port(m), port(l)) {
-                        (Some((mh, mp)), Some((_, lp))) => wildcard(&mh) && mp == lp,
-                        _ => false,
-                    }
-            })
+    servers.any(|s| {
+        s.id.listens.iter().any(|m| {
+            m == listen
+                || matches!((port(m), port(listen)), (Some((mh, mp)), Some((_, lp))) if wildcard(mh) && mp == lp)
         })
-    };
-    !listens.is_empty() && !listens.iter().any(heard)
+    })
 }
 
 /// The server of `new` that takes Host `name` on the first of `listens` by a wildcard or

@@ -116,14 +116,14 @@ pub fn listen_conflicts_in(
     };
     let mut out: Vec<ListenConflict> = Vec::new();
     for listen in servers.iter().flat_map(|s| &s.listens) {
-        let mut push = |held: String, holders: &[Owner]| {
+        let mut push = |held: String, holders: &[Owner], nginx: Option<String>| {
             let c = ListenConflict {
                 listen: listen.addr.clone(),
                 held,
                 file: listen.file.to_path_buf(),
                 line: listen.line,
                 holders: holders.to_vec(),
-                nginx: None,
+                nginx,
             };
             let same_line =
                 |o: &ListenConflict| o.listen == c.listen && o.file == c.file && o.line == c.line;
@@ -137,28 +137,18 @@ pub fn listen_conflicts_in(
                 for l in listeners.unix.iter().filter(|l| &l.path == path) {
                     held = true;
                     if foreign(&l.holders) {
-                        push(format!("unix:{}", l.path.display()), &l.holders);
+                        push(format!("unix:{}", l.path.display()), &l.holders, None);
                     }
                 }
                 if !held && stale_socket(path) {
-                    let c = ListenConflict {
-                        listen: listen.addr.clone(),
-                        held: format!("unix:{}", path.display()),
-                        file: listen.file.to_path_buf(),
-                        line: listen.line,
-                        holders: Vec::new(),
-                        nginx: Some(format!(
-                            "the socket file {} is left by a process that is gone (nothing \
-                             listens on it), and nginx does not remove it before it binds: \
-                             the reload would fail with \"Address already in use\"; remove \
-                             it (rm {})",
-                            path.display(),
-                            path.display()
-                        )),
-                    };
-                    if !out.iter().any(|o| o.listen == c.listen && o.line == c.line) {
-                        out.push(c);
-                    }
+                    let why = format!(
+                        "the socket file {} is left by a process that is gone (nothing \
+                         listens on it), and nginx does not remove it before it binds: the \
+                         reload would fail with \"Address already in use\"; remove it (rm {})",
+                        path.display(),
+                        path.display()
+                    );
+                    push(format!("unix:{}", path.display()), &[], Some(why));
                 }
             }
             addr => {
@@ -175,7 +165,7 @@ pub fn listen_conflicts_in(
                     let taken = |a: SocketAddr| ipv4_taken(a, kind);
                     for l in table.iter().filter(|l| overlaps_with(l.addr, want, taken)) {
                         if foreign(&l.holders) {
-                            push(format!("{}{suffix}", l.addr), &l.holders);
+                            push(format!("{}{suffix}", l.addr), &l.holders, None);
                         }
                     }
                 }

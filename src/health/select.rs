@@ -260,17 +260,11 @@ pub fn carried_checks(old: &[Server], impact: &Impact, asked: &[Check], root: &P
             continue;
         };
         // The same server still answers it there: not a name or listen the change retires.
-        let now = Predecessor::Had {
-            listens: a.id.listens.clone(),
-            names: a.id.names.clone(),
-            websocket: Vec::new(),
-            locations: Vec::new(),
-        };
         let host =
             (!c.host.is_empty() && c.host.parse::<IpAddr>().is_err()).then_some(c.host.as_str());
         if c.location.is_empty()
             || !a.locations.contains(&c.location)
-            || !now.answered(&c.listen, host)
+            || !crate::impact::answers(&a.id.listens, &a.id.names, &c.listen, host)
             || asked.contains(&request(&c))
             || out.iter().any(|o| request(o) == request(&c))
         {

@@ -160,7 +160,7 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
     let unchanged = report.diff.as_ref().is_some_and(|d| d.is_empty());
     let (old_prints, old_routes, old_servers) = match old.flatten() {
         Some(t) => (Some(t.prints), Some(t.routes), t.servers),
-        None => (None, None, Vec::new()),
+        None => (None, None, Default::default()),
     };
     let impact = crate::pipeline::impact_against(
         report,
@@ -471,7 +471,8 @@ pub fn rollback(
 /// restored one, and stays where it is. The tree itself is left empty: a rollback needs only
 /// the file set and its bytes.
 fn unloadable_tree(store: &Store, env: &Env, target: &Snapshot) -> Result<conf::Config> {
-    let main = conf::load::as_opened(&std::path::absolute(&env.nginx.conf)?);
+    let mut config = bare_config(env)?;
+    let main = config.main.clone();
     let mut paths = store.globbed_paths(target, &main);
     if let Some(good) = store.last_good()? {
         paths.extend(store.globbed_paths(&good, &main));
@@ -503,13 +504,8 @@ fn unloadable_tree(store: &Store, env: &Env, target: &Snapshot) -> Result<conf::
             Err(e) => return Err(e.into()),
         }
     }
-    let conf_prefix = (main.parent()).map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
-    Ok(conf::Config {
-        main,
-        conf_prefix,
-        files,
-        tree: Vec::new(),
-    })
+    config.files = files;
+    Ok(config)
 }
 
 /// The configuration's main file with nothing read from it: where to look for what a tree

@@ -103,7 +103,7 @@ pub(crate) struct OldTree {
     pub routes: PendingRoutes,
     /// Its servers: the checks it derived, for those the candidate no longer asks (see
     /// [`health::carried_checks`]).
-    pub servers: Vec<crate::conf::Server>,
+    pub servers: std::sync::Arc<Vec<crate::conf::Server>>,
 }
 
 /// Last-good's routes being worked out.
@@ -118,9 +118,9 @@ impl PendingRoutes {
 
 impl OldTree {
     fn of(tree: Config) -> OldTree {
-        let servers = crate::conf::servers::extract(&tree);
+        let servers = std::sync::Arc::new(crate::conf::servers::extract(&tree));
         let prints = impact::prints(&tree, &servers);
-        let kept = servers.clone();
+        let kept = std::sync::Arc::clone(&servers);
         let routes = PendingRoutes(std::thread::spawn(move || {
             let targets = crate::conf::targets::extract(&tree);
             Routes::of(&tree, &servers, &targets)
@@ -286,7 +286,7 @@ pub fn reload_locked(
             let loaded = old_tree.is_some();
             let (old_prints, old_routes, old_servers) = match old_tree {
                 Some(t) => (Some(t.prints), Some(t.routes), t.servers),
-                None => (None, None, Vec::new()),
+                None => (None, None, Default::default()),
             };
             let began = Instant::now();
             let ahead = {
