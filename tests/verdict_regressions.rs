@@ -1594,6 +1594,55 @@ fn a_backend_that_now_refuses_every_request_with_a_4xx_is_the_changes() {
     );
 }
 
+/// `location /api/` moved to a REST app that answers 404 on the bare `/api/` (no handler on the
+/// prefix root) and 200 on `/api/users`: the check of `/api/` got 200 before and 404 in the
+/// shadow, and the change is refused, as a 4xx where the same request was served is. The
+/// refusal said nothing of how to make it live on purpose; it now names `--expect-status` with
+/// both statuses, and with them the change goes live and `/api/users` reaches the new app.
+#[test]
+fn a_refusal_for_a_backends_own_404_says_how_to_make_it_live_on_purpose() {
+    let ip = unique_loopback();
+    let old = SocketAddr::new(ip, free_port(ip));
+    let rest = SocketAddr::new(ip, free_port(ip));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |to: SocketAddr| {
+        format!(
+            "server {{ listen {old}; return 200 \"old api\"; }}\n\
+             server {{ listen {rest}; location = /api/ {{ return 404; }} \
+             location /api/ {{ return 200 \"rest api\"; }} }}\n\
+             server {{ listen {listen}; server_name www.test; \
+             location /api/ {{ proxy_pass http://{to}; }} }}"
+        )
+    };
+    let n = TestNginx::start(&site(old));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let users = || http_get(listen, "www.test", "/api/users").ok();
+    assert_eq!(users(), Some((200, "old api".into())));
+    n.write_http(&site(rest));
+
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(
+        run.stderr
+            .contains("answered HTTP 404 (the running nginx answers HTTP 200)"),
+        "{run}"
+    );
+    assert!(
+        run.stderr.contains(
+            "if HTTP 404 is what /api/ answers now on purpose, name a URL the site serves with \
+             --health, or list every status that counts as success with --expect-status \
+             (--expect-status 200 --expect-status 404)"
+        ),
+        "{run}"
+    );
+    assert_eq!(users(), Some((200, "old api".into())), "refused");
+
+    let run = sr.run(&["-y", "--expect-status", "200", "--expect-status", "404"]);
+    run.expect(0);
+    assert_eq!(users(), Some((200, "rest api".into())), "{run}");
+}
+
 /// A backend slower than `--health-timeout` (1.2 s against 0.4 s), and a change that lowers
 /// `proxy_read_timeout` below what it takes (0.8 s): every client gets nginx's 504. Both nginxes
 /// ran out of `--health-timeout` first, so it was "slow before and after", a warning, and

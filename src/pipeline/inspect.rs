@@ -421,7 +421,13 @@ pub fn through_shadow(
                 file: server.map(|sv| sv.file.to_path_buf()),
                 line: server.map(|sv| sv.line),
                 hint: Some(match failed {
-                    Some(_) => "no client saw this: the request went to a throwaway nginx running the candidate on a loopback port".into(),
+                    Some(c) => {
+                        let seen = "no client saw this: the request went to a throwaway nginx running the candidate on a loopback port";
+                        match c.on_purpose() {
+                            Some(how) => format!("{seen}; {how}"),
+                            None => seen.into(),
+                        }
+                    }
                     None => "no client saw this: the candidate ran in a throwaway nginx on loopback ports".into(),
                 }),
             });

@@ -423,6 +423,26 @@ impl ShadowCheck {
         }
     }
 
+    /// For a refusal by a status the backend chose (`404` on `/api/` where the running nginx's
+    /// backend served it): how to make that answer live on purpose. nginx's own statuses and
+    /// failures (502, 504, no answer) have no such way out.
+    pub fn on_purpose(&self) -> Option<String> {
+        let now = self
+            .shadow
+            .status
+            .filter(|s| (400..=599).contains(s) && ![502, 504].contains(s))?;
+        let before = self.running.as_ref().and_then(|r| r.status)?;
+        let reached = self.shadow.answer != health::Answer::NotReached;
+        (reached && (200..400).contains(&before)).then(|| {
+            format!(
+                "if HTTP {now} is what {} answers now on purpose, name a URL the site serves \
+                 with --health, or list every status that counts as success with \
+                 --expect-status (--expect-status {before} --expect-status {now})",
+                self.shadow.check.path
+            )
+        })
+    }
+
     /// The shadow's answer failed and then passed when asked again, in words: a warning, not
     /// a refusal (one failed answer decides nothing, see `health::judge`).
     pub fn intermittent(&self) -> Option<String> {
