@@ -351,4 +351,8 @@ pub struct StatusReport {
     /// was recorded (by hand, outside safe-reload): it may run these files already.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loaded_outside: Option<String>,
+    /// nginx loaded its configuration (RFC 3339) after the interrupted run signalled it: the
+    /// run's own reload, which `recover` verifies or undoes, not one outside safe-reload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted_reload: Option<String>,
 }

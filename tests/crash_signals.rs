@@ -54,7 +54,48 @@ fn interrupt_before_the_reload_exits_130_with_nothing_changed() {
         assert!(doc["status"]["interrupted"].is_null(), "{point}: {doc}");
         // Only the drift of the edit on disk is left, and drift alone does not fail status.
         assert_eq!(code, Some(0), "{point}: {doc}");
+        // A candidate snapshotted before the interrupt was never loaded: not left "pending".
+        let out = site.run(&["history", "--json"]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("history JSON");
+        let outcomes: Vec<&str> = (doc["history"].as_array().expect("history").iter())
+            .filter_map(|s| s["meta"]["outcome"].as_str())
+            .collect();
+        assert!(!outcomes.contains(&"pending"), "{point}: {outcomes:?}");
+        if point == "snapshotted" {
+            assert!(outcomes.contains(&"interrupted"), "{point}: {outcomes:?}");
+        }
     }
+}
+
+/// SIGKILL after the candidate was snapshotted and before nginx was signalled: `recover` has
+/// nothing to undo, and the candidate, never loaded, is marked `interrupted`, not left
+/// `pending` in `history` for good.
+#[test]
+fn a_candidate_killed_before_the_signal_is_not_left_pending_by_recover() {
+    let site = Site::start();
+    let mut run = start(&site, &site.bad_http(), "snapshotted");
+    assert!(run.wait_stopped(Duration::from_secs(20)), "never stopped");
+    run.signal(libc::SIGKILL);
+    let out = run.finish(Duration::from_secs(5));
+    assert_eq!(out.status.code(), None, "killed: {}", text(&out));
+    let outcomes = || {
+        let out = site.run(&["history", "--json"]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("history JSON");
+        (doc["history"].as_array().expect("history").iter())
+            .filter_map(|s| s["meta"]["outcome"].as_str().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        outcomes().iter().any(|o| o == "pending"),
+        "{:?}",
+        outcomes()
+    );
+    let out = site.run(&["recover"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(site.answer(), Some((200, "good".into())));
+    let now = outcomes();
+    assert!(!now.iter().any(|o| o == "pending"), "{now:?}");
+    assert!(now.iter().any(|o| o == "interrupted"), "{now:?}");
 }
 
 #[test]

@@ -325,6 +325,14 @@ pub fn status(s: &Settings, report: &mut Report) -> Result<Exit> {
                 }
                 _ => {}
             }
+            if let (Some(j), Some(m)) = (&st.interrupted, &master) {
+                if let Some(at) = own_reload(j, m) {
+                    // The interrupted run's own signal, not a reload outside safe-reload.
+                    st.loaded_outside = None;
+                    st.not_loaded = None;
+                    st.interrupted_reload = Some(at);
+                }
+            }
         }
     }
     if let Err(e) = config {
@@ -337,6 +345,18 @@ pub fn status(s: &Settings, report: &mut Report) -> Result<Exit> {
         && st.leftover_shadows.iter().all(|l| l.running.is_none());
     report.status = Some(st);
     Ok(report.finish(Outcome::Ok, if healthy { Exit::Ok } else { Exit::Refused }))
+}
+
+/// When nginx loaded the configuration it runs, if that was after the interrupted run `j` was
+/// about to signal it: the run's own reload (or its rollback's), which `recover` verifies or
+/// undoes. `None` when the run had not signalled nginx, or nginx loaded before the run began.
+fn own_reload(j: &crate::store::JournalRecord, master: &crate::reload::Master) -> Option<String> {
+    let loaded = crate::reload::loaded_at(master)?;
+    let started = humantime::parse_rfc3339(&j.started).ok()?;
+    // The journal's start is to the second; the workers' start to the tick.
+    let began = started.checked_sub(std::time::Duration::from_secs(1))?;
+    (j.phase.nginx_touched() && loaded >= began)
+        .then(|| humantime::format_rfc3339_seconds(loaded).to_string())
 }
 
 /// `rollback [ID]`: put a snapshot's files back, then the normal pipeline; if that refuses the
@@ -667,6 +687,19 @@ pub fn recover(s: &Settings, p: &crate::output::Printer, report: &mut Report) ->
         return Ok(report.finish(Outcome::Ok, Exit::Ok));
     }
     if !j.phase.nginx_touched() {
+        // Its candidate was never loaded: not left "pending" in `history`.
+        if let Some(id) = &j.candidate {
+            if store
+                .get(id)
+                .is_ok_and(|c| c.meta.outcome == SnapOutcome::Pending)
+            {
+                store.set_outcome(
+                    id,
+                    SnapOutcome::Interrupted,
+                    Some("its run was stopped before the reload: nginx was not touched".into()),
+                )?;
+            }
+        }
         // An interrupted `edit` promised its file back unless the edit verified.
         if let Some(edit) = &j.edit {
             let note = crate::pipeline::edit::undo_interrupted(&store, edit)?;

@@ -285,6 +285,12 @@ nginx began a reload all the same: it is proven from its processes"
         signals::set_phase(Phase::Verifying);
         if signals::interrupted() {
             signals::set_phase(Phase::Idle);
+            // Never loaded: not left "pending" in `history` (best effort, nothing changed).
+            let _ = self.store.set_outcome(
+                &self.candidate.id,
+                SnapOutcome::Interrupted,
+                Some("interrupted before the reload: nginx was not touched".into()),
+            );
             if self.journal == crate::pipeline::Journal::Begin {
                 self.store.journal_clear()?;
             }

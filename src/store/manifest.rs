@@ -34,6 +34,9 @@ pub enum Outcome {
     Rejected,
     /// Refused before reload (kept for `edit`).
     Refused,
+    /// Its run was stopped (a signal, or killed and recovered) before it signalled nginx:
+    /// never loaded, never judged.
+    Interrupted,
     /// Taken before an `edit` session.
     Edit,
     /// The configuration on disk before `rollback` replaced it.
@@ -62,6 +65,7 @@ impl Outcome {
             Outcome::Baseline => "baseline",
             Outcome::Rejected => "rejected",
             Outcome::Refused => "refused",
+            Outcome::Interrupted => "interrupted",
             Outcome::Edit => "edit",
             Outcome::Replaced => "replaced",
             Outcome::Displaced => "displaced",

@@ -75,8 +75,16 @@ pub fn render_status(p: &Printer, st: &StatusReport) {
         ));
     }
     if let Some(j) = &st.interrupted {
+        let reloaded = match &st.interrupted_reload {
+            Some(at) => format!(
+                " after it signalled nginx, which loaded its configuration at {at}: nginx may \
+                 run the run's unverified candidate"
+            ),
+            None => String::new(),
+        };
         p.out(&format!(
-            "interrupted run: pid {} started {} stopped during {:?}; run `safe-reload recover`",
+            "interrupted run: pid {} started {} stopped during {:?}{reloaded}; run \
+             `safe-reload recover`",
             j.pid, j.started, j.phase
         ));
     }
