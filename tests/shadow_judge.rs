@@ -349,6 +349,10 @@ fn a_pool_member_the_change_adds_that_answers_502_is_refused_though_its_sibling_
     // server, as they all asked the same URI; each asks a query of its own now. (The new
     // server first: `/` itself hashes to the second of two, and this is about the samples.)
     pool_member_answering_502_is_refused("hash $request_uri;", "", true);
+    // Regression (r9 H F1): `hash $host$uri` (or `$uri`) picks by the path alone, and the
+    // samples' queries of their own all reached one server; their paths vary now.
+    pool_member_answering_502_is_refused("hash $host$uri;", "", true);
+    pool_member_answering_502_is_refused("hash $uri;", "", true);
     // Weighted: the new server gets one request in 21.
     pool_member_answering_502_is_refused("", " weight=20", false);
 }

@@ -145,6 +145,33 @@ pub fn pool_sizes(config: &Config) -> std::collections::HashMap<String, usize> {
     out
 }
 
+/// The upstream blocks whose `hash` key reads the path (`hash $uri`, `hash $host$uri
+/// consistent`) and nothing of the query: requests that differ only in their query all go to
+/// one server of such a pool. By name, lowercase.
+pub fn pools_hashed_on_path(config: &Config) -> std::collections::HashSet<String> {
+    let reads = |key: &str, vars: &[&str]| vars.iter().any(|v| key.contains(v));
+    let mut out = std::collections::HashSet::new();
+    for http in config.tree.iter().filter(|d| d.name == "http") {
+        for up in http.children().iter().filter(|d| d.name == "upstream") {
+            let on_path = (up.children().iter().filter(|d| d.name == "hash")).any(|h| {
+                let key = h.arg0().to_ascii_lowercase();
+                reads(
+                    &key,
+                    &["$uri", "${uri}", "$document_uri", "${document_uri}"],
+                ) && !reads(&key, &["$request_uri", "$args", "$query_string", "$arg_"])
+                    && !reads(
+                        &key,
+                        &["${request_uri}", "${args}", "${query_string}", "${arg_"],
+                    )
+            });
+            if on_path {
+                out.insert(up.arg0().to_ascii_lowercase());
+            }
+        }
+    }
+    out
+}
+
 /// The URIs `mirror` sends copies of requests to (`mirror /mirror;`), each once: nginx ignores
 /// the answers to those subrequests, so their failures reach no client. One with a variable
 /// is left out.

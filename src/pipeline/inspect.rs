@@ -314,6 +314,7 @@ pub fn shadow_batch(
         running,
         pools: crate::conf::pool_sizes(config),
         pool_limits: crate::conf::pool_limits(config),
+        path_hashed: crate::conf::pools_hashed_on_path(config),
     }
 }
 

@@ -39,6 +39,9 @@ pub struct Batch {
     /// Of those, the ones with `max_conns` on every server, and the sum (see
     /// `conf::pool_limits`): no more of a check's samples are in flight at once.
     pub pool_limits: std::collections::HashMap<String, usize>,
+    /// Of those, the ones hashed on the path and not the query (see
+    /// `conf::pools_hashed_on_path`): their samples vary the path.
+    pub path_hashed: std::collections::HashSet<String>,
 }
 
 /// What the shadow showed, handed back when its checks ended.
@@ -192,6 +195,7 @@ fn live(
                     &batch.opts,
                     &batch.pools,
                     &batch.pool_limits,
+                    &batch.path_hashed,
                     &batch.running_logs,
                 );
                 // Only a check the running nginx may be asked about waits for the probe to say

@@ -116,13 +116,41 @@ const POOL_SAMPLES: usize = 2 * SAMPLES;
 /// The `i`th sample of `c`: its path with a query parameter of its own (`safe-reload-sample=I`,
 /// after the query it has), so a pool hashed on the URI spreads the samples over its members.
 /// A gRPC call's path is its method, and stays.
-fn varied(c: &Check, i: usize) -> Check {
+fn varied(c: &Check, i: usize, on_path: bool) -> Check {
     let mut v = c.clone();
-    if !v.grpc {
-        let sep = if v.path.contains('?') { '&' } else { '?' };
-        v.path = format!("{}{sep}safe-reload-sample={i}", v.path);
+    if v.grpc {
+        return v;
     }
+    if on_path {
+        // A pool hashed on the path (`hash $host$uri`): the path gets a tail of its own, which
+        // still matches the prefix location the check stands for.
+        let (path, query) = v
+            .path
+            .split_once('?')
+            .map_or((v.path.as_str(), None), |(p, q)| (p, Some(q)));
+        let tail = if path.ends_with('/') { "" } else { "-" };
+        v.path = match query {
+            Some(q) => format!("{path}{tail}safe-reload-sample-{i}?{q}"),
+            None => format!("{path}{tail}safe-reload-sample-{i}"),
+        };
+        return v;
+    }
+    let sep = if v.path.contains('?') { '&' } else { '?' };
+    v.path = format!("{}{sep}safe-reload-sample={i}", v.path);
     v
+}
+
+/// Whether a sample's path may get a tail of its own and still reach the location `c` stands
+/// for: a prefix location (`location /api/`, `location ^~ /static/`) or a server without
+/// locations; not an exact, regex or named location, nor a `--health` URL.
+fn path_may_vary(c: &Check) -> bool {
+    match c.what.strip_prefix("location ") {
+        Some(rest) => {
+            let first = rest.split_whitespace().next().unwrap_or("");
+            !matches!(first, "=" | "~" | "~*") && !first.starts_with('@')
+        }
+        None => c.what == "server" || (c.what.is_empty() && !c.at.is_empty()),
+    }
 }
 
 /// The most times a check is asked again through the shadow, whatever the pool's size.
@@ -146,14 +174,17 @@ pub fn sample(
     opts: &HealthOptions,
     pools: &std::collections::HashMap<String, usize>,
     limits: &std::collections::HashMap<String, usize>,
+    path_hashed: &HashSet<String>,
     running_logs: &[PathBuf],
 ) {
     // At most [`SAMPLES`] requests in flight (fewer for a pool with `max_conns`, which nginx
     // would answer 502 beyond them): a small `worker_connections` must not be what
     // fails them. Each from its own loopback network (127.0.K.1): an `ip_hash` pool picks
     // its server by the client's first three octets, so one address would reach one server.
-    // And each with a query of its own: a `hash $request_uri` (or `$args`) pool picks by it.
-    let asked = |c: &Check, n: usize, limit: usize| -> Vec<CheckResult> {
+    // And each with a query of its own: a `hash $request_uri` (or `$args`) pool picks by it;
+    // a path of its own for a `hash $uri` pool.
+    // A `hash $uri` pool picks by the path alone: its samples vary the path (see [`varied`]).
+    let asked = |c: &Check, n: usize, limit: usize, on_path: bool| -> Vec<CheckResult> {
         let (mut out, mut sent) = (Vec::with_capacity(n), 0);
         while sent < n {
             let wave = (n - sent).min(SAMPLES).min(limit.max(1));
@@ -163,7 +194,7 @@ pub fn sample(
                 let handles: Vec<_> = (first..first + wave)
                     .map(|i| {
                         let from = std::net::Ipv4Addr::new(127, 0, (i % 250) as u8, 1);
-                        let c = varied(c, i);
+                        let c = varied(c, i, on_path);
                         // A check of a `split_clients` share keeps the address that takes it.
                         let from = c.source.unwrap_or(from.into());
                         scope.spawn(move || health::request_from(&c, opts, Some(from)))
@@ -202,9 +233,12 @@ pub fn sample(
         let Some(routed) = shadow.ports().route_check(&c.shadow.check) else {
             continue;
         };
+        let on_path = pool.is_some_and(|(name, _)| path_hashed.contains(name))
+            && path_may_vary(&c.shadow.check);
         let mut shadow_log = Cursors::open(&[shadow.error_log()]);
-        let through_shadow = asked(&routed, n, limit);
-        let (shadow_why, logged) = sample_failures(&through_shadow, &mut shadow_log, &c.shadow);
+        let through_shadow = asked(&routed, n, limit, on_path);
+        let (shadow_why, logged) =
+            sample_failures(&through_shadow, &mut shadow_log, &c.shadow, on_path);
         let shadow_failed = shadow_why.iter().flatten().count();
         let timed_out = through_shadow.iter().filter(|r| r.timed_out).count();
         c.samples_timed_out = (timed_out > 0).then_some((timed_out, through_shadow.len()));
@@ -222,12 +256,13 @@ pub fn sample(
         // request in five fails some of these too, where a server only the change has never
         // shows.
         let mut running_log = Cursors::open(running_logs);
-        let through_running = asked(&c.shadow.check.to_running(), 3 * n, limit);
+        let through_running = asked(&c.shadow.check.to_running(), 3 * n, limit, on_path);
         if through_running.iter().any(|r| r.refused) {
             // Nothing of the running nginx listens there: no answer to compare with.
             continue;
         }
-        let (running_why, _) = sample_failures(&through_running, &mut running_log, &c.shadow);
+        let (running_why, _) =
+            sample_failures(&through_running, &mut running_log, &c.shadow, on_path);
         c.sampled = Some(Sampled {
             asked: n,
             running_asked: through_running.len(),
@@ -246,10 +281,13 @@ pub fn sample(
 /// hid them from the GET, and a POST gets 502 (unless a member the probe found failing is
 /// failed over by `non_idempotent`, which the running nginx's answer decides). A connect error
 /// to a peer that is down is not one: nginx fails over from it, and the probe warns of it.
+/// With `on_path` the samples asked paths of their own, which the backend may not serve (its
+/// 404 for `/api/safe-reload-sample-3`): only a failed answer counts then, not another status.
 fn sample_failures(
     samples: &[CheckResult],
     log: &mut Cursors,
     first: &CheckResult,
+    on_path: bool,
 ) -> (Vec<Option<String>>, Vec<UpstreamError>) {
     use crate::errorlog::UpstreamErrorKind as Kind;
     let before = (!first.failed).then_some(first.status).flatten();
@@ -269,7 +307,7 @@ fn sample_failures(
             logged.extend(error.cloned());
             // No answer within --health-timeout is slow, not failed: nginx waits for it.
             let failed = r.failed && !r.timed_out;
-            if failed || health::worse_than(before, r.answer, r.status) {
+            if failed || (!on_path && health::worse_than(before, r.answer, r.status)) {
                 return Some(r.reply());
             }
             None
@@ -1090,5 +1128,40 @@ mod tests {
     #[test]
     fn no_checks_verify_nothing() {
         assert_eq!(judge(&[]).0, ShadowState::NotVerified);
+    }
+
+    #[test]
+    fn a_pool_hashed_on_the_path_gets_samples_of_their_own_path_under_the_location() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let main = dir.path().join("nginx.conf");
+        let http =
+            "upstream a { hash $host$uri consistent; server 127.0.0.1:1; server 127.0.0.1:2; }\n\
+                    upstream b { hash $request_uri; server 127.0.0.1:1; server 127.0.0.1:2; }\n\
+                    upstream c { hash $URI$args; server 127.0.0.1:1; server 127.0.0.1:2; }\n\
+                    upstream d { hash ${document_uri}; server 127.0.0.1:1; server 127.0.0.1:2; }";
+        std::fs::write(&main, format!("events {{}}\nhttp {{\n{http}\n}}\n")).expect("write");
+        let config = crate::conf::load(&main, &crate::conf::LoadOptions::default()).expect("loads");
+        let mut hashed: Vec<String> = crate::conf::pools_hashed_on_path(&config)
+            .into_iter()
+            .collect();
+        hashed.sort();
+        assert_eq!(hashed, ["a", "d"]);
+
+        let mut c = result(Some(200), None).check;
+        let path = |c: &Check, on_path| varied(c, 3, on_path).path;
+        c.what = "location /api/".into();
+        c.path = "/api/".into();
+        assert!(path_may_vary(&c));
+        assert_eq!(path(&c, true), "/api/safe-reload-sample-3");
+        assert_eq!(path(&c, false), "/api/?safe-reload-sample=3");
+        c.path = "/api/users?x=1".into();
+        assert_eq!(path(&c, true), "/api/users-safe-reload-sample-3?x=1");
+        for exact in ["location = /", "location ~ \\.php$", "location @app", ""] {
+            c.what = exact.into();
+            c.at = String::new();
+            assert!(!path_may_vary(&c), "{exact}");
+        }
+        c.what = "location ^~ /static/".into();
+        assert!(path_may_vary(&c));
     }
 }
