@@ -355,6 +355,8 @@ fn a_pool_member_the_change_adds_that_answers_502_is_refused_though_its_sibling_
     pool_member_answering_502_is_refused("hash $uri;", "", true);
     // Weighted: the new server gets one request in 21.
     pool_member_answering_502_is_refused("", " weight=20", false);
+    // Regression (r9 H F3): a canary at one request in 100, reached once by 64 samples.
+    pool_member_answering_502_is_refused("", " weight=99", false);
 }
 
 fn pool_member_answering_502_is_refused(balancer: &str, weight: &str, new_first: bool) {

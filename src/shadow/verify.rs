@@ -154,7 +154,15 @@ fn path_may_vary(c: &Check) -> bool {
 }
 
 /// The most times a check is asked again through the shadow, whatever the pool's size.
-const MAX_SAMPLES: usize = 64;
+/// 256: a canary at weight 1 beside a member at weight 99 (one request in a hundred) is
+/// reached twice by twice the sum of the weights; at 64 one at one in 61 was reached once,
+/// and one failure decides nothing.
+const MAX_SAMPLES: usize = 256;
+
+/// The most times a check is asked of the running nginx when the shadow's samples failed:
+/// three times as many as the shadow's, up to this (the running nginx's backends serve
+/// clients).
+const MAX_RUNNING_SAMPLES: usize = 384;
 
 /// One request through the shadow reaches one server of a pool, and an answer that failed
 /// and then passed may be a pool's, not a flaky backend's. So a check that answered
@@ -256,7 +264,12 @@ pub fn sample(
         // request in five fails some of these too, where a server only the change has never
         // shows.
         let mut running_log = Cursors::open(running_logs);
-        let through_running = asked(&c.shadow.check.to_running(), 3 * n, limit, on_path);
+        let through_running = asked(
+            &c.shadow.check.to_running(),
+            (3 * n).min(MAX_RUNNING_SAMPLES),
+            limit,
+            on_path,
+        );
         if through_running.iter().any(|r| r.refused) {
             // Nothing of the running nginx listens there: no answer to compare with.
             continue;
