@@ -63,6 +63,45 @@ fn a_php_site_whose_backend_answers_the_check_with_primary_script_unknown_is_kep
     assert_eq!(status, 404, "php-fpm's own 404");
 }
 
+/// A PHP site whose only location is `location ~ \.php$`, behind `index index.php`, and a
+/// change that sends `SCRIPT_FILENAME` to a wrong docroot: every page answers 404. The check
+/// asked a made-up `/safe-reload-check.php`, which php-fpm answers 404 before and after, and
+/// the change went live "verified" (r9 H F10). The location's check now asks the index script
+/// that exists under the root (`/index.php`, which `/` reaches too): 200 before, 404 in the
+/// shadow, refused; and the pages still answer.
+#[test]
+fn a_php_site_behind_index_php_is_checked_on_its_index_script() {
+    let ip = unique_loopback();
+    let fpm = AppServer::php_fpm(SocketAddr::new(ip, free_port(ip)));
+    let root = php_root();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |script: &str| {
+        format!(
+            "server {{ listen {listen}; server_name php.test; root {}; index index.php;\n\
+             location ~ \\.php$ {{ {} fastcgi_pass {}; }} }}",
+            root.path().display(),
+            FASTCGI.replace("$document_root$fastcgi_script_name", script),
+            fpm.addr
+        )
+    };
+    let n = TestNginx::start(&site("$document_root$fastcgi_script_name"));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let page = || http_get(listen, "php.test", "/").expect("GET /");
+    assert!(page().1.contains("php ok"), "served before");
+    n.write_http(&site("/srv/none$fastcgi_script_name"));
+
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert!(run.stdout.contains("/index.php"), "{run}");
+    assert!(page().1.contains("php ok"), "refused: {run}");
+
+    let run = sr.run(&["-y", "--no-shadow"]);
+    run.expect(3);
+    assert!(page().1.contains("php ok"), "rolled back: {run}");
+}
+
 /// A change behind `auth_basic` that breaks logged-in users: the check gets nginx's own 401,
 /// which verifies nothing behind it. The change stays (exit 0: nothing the checks reached got
 /// worse), but the headline says what was not verified instead of "live and verified", and

@@ -776,7 +776,9 @@ fn proxied_locations<'a>(
                     .into(),
             ),
             Some(m @ ("~" | "~*")) => {
-                match example::examples(&path, m == "~*", example::Kind::Path) {
+                let mut paths = index_scripts(within.server, d);
+                paths.extend(example::examples(&path, m == "~*", example::Kind::Path));
+                match paths {
                     paths if paths.is_empty() => {
                         Reach::Unknown("no matching path could be derived from the regex".into())
                     }
@@ -885,6 +887,38 @@ fn proxied_locations<'a>(
 /// regex location of the same server takes it first (`location = /api/` in front of
 /// `location /api/`). A path whose location cannot be told (a regex this tool does not
 /// evaluate) is kept.
+/// The server's `index` files that exist under the regex location `d`'s `root` (its own, else
+/// the server's), as paths (`/index.php`), when the location's regex matches them: a real
+/// script for a PHP site's `location ~ \.php$` behind `index index.php`, which `/` reaches
+/// through the index too. A made-up `/safe-reload-check.php` gets php-fpm's own 404 before
+/// and after a change that sends every page to a wrong docroot, and verified nothing.
+fn index_scripts(server: &[Directive], d: &Directive) -> Vec<String> {
+    let last = |dirs: &[Directive], name: &str| -> Option<Vec<String>> {
+        let found = dirs.iter().rev().find(|c| c.name == name)?;
+        Some(found.args.iter().map(|a| a.to_string()).collect())
+    };
+    let Some(root) = last(d.children(), "root")
+        .or_else(|| last(server, "root"))
+        .and_then(|r| r.into_iter().next())
+        .filter(|r| r.starts_with('/') && !r.contains('$'))
+    else {
+        return Vec::new();
+    };
+    let (modifier, pattern) = location_args(&d.args);
+    let Ok(re) = regex::RegexBuilder::new(&pattern)
+        .case_insensitive(modifier.as_deref() == Some("~*"))
+        .build()
+    else {
+        return Vec::new();
+    };
+    let names = last(server, "index").unwrap_or_else(|| vec!["index.html".into()]);
+    (names.iter())
+        .filter(|n| !n.contains('$') && !n.starts_with('/') && !n.contains(".."))
+        .map(|n| format!("/{n}"))
+        .filter(|p| re.is_match(p) && Path::new(&root).join(&p[1..]).is_file())
+        .collect()
+}
+
 fn landing(within: &Within, d: &Directive, paths: &[String]) -> Reach {
     let mut taken = Vec::new();
     for p in paths {
