@@ -1053,12 +1053,24 @@ impl<'a> Defs<'a> {
     fn deps_of(&self, server: &Directive) -> Box<[Dep]> {
         let mut names: HashSet<String> = HashSet::new();
         let mut todo: Vec<String> = Vec::new();
+        // The values a regex's capture group can take (`(?<svc>alpha|beta)`), for a `*_pass`
+        // that names its upstream by one (`proxy_pass http://$svc/;`).
+        let captures: Vec<crate::conf::captures::Capture> = (walk_depth(server))
+            .flat_map(|(_, d)| regex_patterns(d))
+            .flat_map(|p| crate::conf::captures::captures(&p))
+            .collect();
         for (_, d) in walk_depth(server) {
             for arg in d.args.iter() {
                 todo.extend(variables(arg));
             }
             if PASS_DIRECTIVES.contains(&d.name.as_str()) {
                 names.extend(d.args.first().and_then(|a| pass_host(a)));
+                if let Some(var) = d.args.first().and_then(|a| pass_host_variable(a)) {
+                    let reads = captures.iter().filter(|c| c.read_by(&var));
+                    names.extend(
+                        reads.flat_map(|c| c.values.iter().map(|v| v.to_ascii_lowercase())),
+                    );
+                }
             }
         }
         let mut seen_vars: HashSet<String> = HashSet::new();
@@ -1133,6 +1145,33 @@ pub(crate) fn variables(word: &str) -> Vec<String> {
         i = end.max(i + 1);
     }
     out
+}
+
+/// The regexes of a directive whose captures a `*_pass` may read: a regex location's, and a
+/// regex `server_name`'s.
+fn regex_patterns(d: &Directive) -> Vec<String> {
+    match d.name.as_str() {
+        "location" => match crate::conf::servers::location_args(&d.args) {
+            (Some(m), p) if m == "~" || m == "~*" => vec![p],
+            _ => Vec::new(),
+        },
+        "server_name" => (d.args.iter())
+            .filter_map(|a| a.strip_prefix('~').map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The variable a `*_pass` argument's whole host part is (`http://$svc/x` → `svc`,
+/// `${app}:8080` → `app`), lowercase.
+fn pass_host_variable(arg: &str) -> Option<String> {
+    let rest = arg.split_once("://").map_or(arg, |(_, r)| r);
+    let end = rest.find(['/', ':', '?']).unwrap_or(rest.len());
+    let host = &rest[..end];
+    let name = host.strip_prefix("${").and_then(|h| h.strip_suffix('}'));
+    let name = name.or_else(|| host.strip_prefix('$'))?;
+    (!name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .then(|| name.to_ascii_lowercase())
 }
 
 /// The host part of a `*_pass` argument or a map value that may name an upstream:

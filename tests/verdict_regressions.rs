@@ -102,6 +102,143 @@ fn a_php_site_behind_index_php_is_checked_on_its_index_script() {
     assert!(page().1.contains("php ok"), "rolled back: {run}");
 }
 
+/// An upstream a location reaches through its regex's capture (`location ~
+/// ^/svc/(?<svc>alpha|beta)/` with `proxy_pass http://$svc/$rest;`): a change to `upstream
+/// beta` "affected 0 servers" and went live verified while `/svc/beta/` answered 502 (r9 I
+/// F17). The capture's values name the server's upstreams, and each gets a check of its own
+/// path: a dead port is refused by the probe, a backend answering 502 by the shadow, and a
+/// working one goes live; `/svc/beta/` is served throughout.
+#[test]
+fn an_upstream_a_regex_capture_names_is_the_servers_and_checked_on_its_own_path() {
+    let ip = unique_loopback();
+    let alpha = HttpBackend::start(SocketAddr::new(ip, 0), "alpha");
+    let beta = HttpBackend::start(SocketAddr::new(ip, 0), "beta");
+    let beta2 = HttpBackend::start(SocketAddr::new(ip, 0), "beta2");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let dead = SocketAddr::new(ip, free_port(ip));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |b: &str| {
+        format!(
+            "upstream alpha {{ server {}; }}\nupstream beta {{ server {b}; }}\n\
+             server {{ listen {listen}; server_name svc.test;\n\
+             location ~ ^/svc/(?<svc>alpha|beta)/(?<rest>.*)$ {{ proxy_pass http://$svc/$rest; }} }}",
+            alpha.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(&beta.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let get = |p: &str| http_get(listen, "svc.test", p).ok();
+    assert_eq!(get("/svc/beta/x"), Some((200, "beta".into())));
+
+    n.write_http(&site(&dead.to_string()));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(
+        run.stderr.contains(&format!("FAIL {dead}")) && run.stderr.contains("(upstream beta)"),
+        "{run}"
+    );
+    assert_eq!(get("/svc/beta/x"), Some((200, "beta".into())), "{run}");
+
+    n.write_http(&site(&bad.addr.to_string()));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert_eq!(get("/svc/beta/x"), Some((200, "beta".into())), "{run}");
+
+    n.write_http(&site(&beta2.host_port()));
+    let run = sr.run(&["-y", "-v"]);
+    run.expect(0);
+    assert!(
+        run.to_string().contains("svc.test (upstream beta,"),
+        "{run}"
+    );
+    assert!(
+        run.to_string().contains("/svc/beta/"),
+        "beta's own check: {run}"
+    );
+    assert_eq!(get("/svc/beta/x"), Some((200, "beta2".into())));
+    assert_eq!(get("/svc/alpha/x"), Some((200, "alpha".into())));
+}
+
+/// The status line of `GET path` through nginx, without waiting for a body that may never end.
+fn status_line(listen: SocketAddr, host: &str, path: &str) -> Option<String> {
+    use std::io::{BufRead, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&listen, std::time::Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).ok()?;
+    Some(line.trim_end().to_string())
+}
+
+/// A Server-Sent-Events location (`200 text/event-stream`, then an event now and then for as
+/// long as the client reads): the check read its body until the peer closed, which it never
+/// does, and the run hung with no output, SIGTERM or `--health-timeout` aside, the lock held;
+/// with `--no-shadow` after reloading nginx (r11 L F4). A body still coming at the check's
+/// deadline ends the read: its status and header are the answer. Adding the location, and a
+/// later change to the server, finish with exit 0, and the feed answers 200 through nginx.
+#[test]
+fn a_server_sent_events_location_is_checked_without_reading_its_endless_body() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let feed = SseBackend::start(SocketAddr::new(ip, 0));
+    // A body that never ends under another type: only the check's deadline ends its read.
+    let stream = SseBackend::start_as(SocketAddr::new(ip, 0), "application/octet-stream");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |events: bool, header: &str| {
+        let events = match events {
+            true => format!(
+                "location /events {{ proxy_pass http://{}; proxy_buffering off; \
+                 proxy_read_timeout 1h; }}\n\
+                 location /download {{ proxy_pass http://{}; proxy_buffering off; }}",
+                feed.addr, stream.addr
+            ),
+            false => String::new(),
+        };
+        format!(
+            "server {{ listen {listen}; server_name live.test; add_header X-V {header};\n\
+             location / {{ proxy_pass http://{}; }}\n{events} }}",
+            app.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(false, "1"));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let within = std::time::Duration::from_secs(60);
+    for (events, header, args) in [
+        (true, "1", &["-y", "--health-timeout", "1s"][..]),
+        (true, "2", &["-y", "--health-timeout", "1s"][..]),
+        (
+            true,
+            "3",
+            &["-y", "--health-timeout", "1s", "--no-shadow"][..],
+        ),
+    ] {
+        n.write_http(&site(events, header));
+        let run = finish(sr.spawn(args), within);
+        run.expect(0);
+        for path in ["/events", "/download"] {
+            assert_eq!(
+                status_line(listen, "live.test", path).as_deref(),
+                Some("HTTP/1.1 200 OK"),
+                "{header} {path}: {run}"
+            );
+        }
+        assert_eq!(
+            http_get(listen, "live.test", "/").ok(),
+            Some((200, "app".into())),
+            "{header}"
+        );
+    }
+}
+
 /// A change behind `auth_basic` that breaks logged-in users: the check gets nginx's own 401,
 /// which verifies nothing behind it. The change stays (exit 0: nothing the checks reached got
 /// worse), but the headline says what was not verified instead of "live and verified", and

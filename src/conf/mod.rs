@@ -6,6 +6,7 @@
 //! locations. `nginx -t` stays the judge of validity: this model only has to find files,
 //! targets, listens and server names, each with file and line.
 
+pub mod captures;
 pub mod example;
 pub mod host_map;
 pub mod lexer;

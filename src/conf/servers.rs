@@ -811,10 +811,13 @@ fn proxied_locations<'a>(
                 returns.push(gates.limits.status);
             }
             let uri_map = host_map::of_target(within.maps, pass.1, Source::is_path);
-            let uri_branches = match (&uri_map, &reach) {
+            let mut uri_branches = match (&uri_map, &reach) {
                 (Some(map), Reach::Path(own)) => uri_map::branches(map, own, within.server, d),
                 _ => Vec::new(),
             };
+            if let (Some(m @ ("~" | "~*")), Reach::Path(own)) = (modifier.as_deref(), &reach) {
+                uri_branches.extend(capture_branches(within.server, d, m, &path, own, pass.1));
+            }
             let mut variants = variants::of_map(within.maps, pass.1);
             let in_if = |dirs: &'a [Directive]| pass_in(dirs).map(|p| p.1);
             variants.extend(variants::of_ifs(
@@ -887,6 +890,61 @@ fn proxied_locations<'a>(
 /// regex location of the same server takes it first (`location = /api/` in front of
 /// `location /api/`). A path whose location cannot be told (a regex this tool does not
 /// evaluate) is kept.
+/// The other values a capture group of the regex location `d` (`pattern`, `modifier` `~` or
+/// `~*`) takes where its `*_pass` target reads it (`proxy_pass http://$svc/$rest;` behind
+/// `(?<svc>alpha|beta)`): each a path of its own that gets the value and lands on `d`, else
+/// why none does. The value `own` (the location's checked path) gets is its own check's.
+fn capture_branches(
+    server: &[Directive],
+    d: &Directive,
+    modifier: &str,
+    pattern: &str,
+    own: &str,
+    target: &str,
+) -> Vec<uri_map::Branch> {
+    let caseless = modifier == "~*";
+    let vars = crate::impact::variables(target);
+    let Ok(re) = regex::RegexBuilder::new(pattern)
+        .case_insensitive(caseless)
+        .build()
+    else {
+        return Vec::new();
+    };
+    let lands_here = |p: &str| {
+        re.is_match(p)
+            && matches!(pick::location(server, p), Picked::Location(l) if std::ptr::eq(l, d))
+    };
+    let mut out = Vec::new();
+    let read = crate::conf::captures::captures(pattern);
+    for cap in read.iter().filter(|c| vars.iter().any(|v| c.read_by(v))) {
+        let own_value = (re.captures(own)).and_then(|c| c.get(cap.index as usize));
+        let var = cap.name.clone().unwrap_or_else(|| cap.index.to_string());
+        for value in &cap.values {
+            let got = |m: regex::Match| {
+                m.as_str() == value || (caseless && m.as_str().eq_ignore_ascii_case(value))
+            };
+            if own_value.is_some_and(got) {
+                continue;
+            }
+            let fixed = cap.fixed(pattern, value);
+            let path = (example::examples(&fixed, caseless, example::Kind::Path).into_iter())
+                .find(|p| lands_here(p));
+            out.push(uri_map::Branch {
+                what: format!("location capture ${var} {value}"),
+                reach: path.ok_or_else(|| {
+                    format!(
+                        "no path that gets {value} could be derived, or another location \
+                         answers it: what it routes to is not verified"
+                    )
+                }),
+                file: d.file.clone(),
+                line: d.line,
+            });
+        }
+    }
+    out
+}
+
 /// The server's `index` files that exist under the regex location `d`'s `root` (its own, else
 /// the server's), as paths (`/index.php`), when the location's regex matches them: a real
 /// script for a PHP site's `location ~ \.php$` behind `index index.php`, which `/` reaches

@@ -814,7 +814,12 @@ fn get_status(
             false => tls::server_name(&check.host).map_err(other)?,
         };
         let conn = rustls::ClientConnection::new(config, name).map_err(|e| other(e.to_string()))?;
-        match exchange(rustls::StreamOwned::new(conn, stream), &req, timeout) {
+        match exchange(
+            rustls::StreamOwned::new(conn, stream),
+            &req,
+            timeout,
+            deadline,
+        ) {
             // Our TLS stack offers less than OpenSSL's (no secp521r1, no RSA key exchange):
             // settings nginx and every OpenSSL client agree on are asked through OpenSSL's
             // own client before the handshake counts as a failure.
@@ -839,7 +844,7 @@ fn get_status(
             result => result,
         }
     } else {
-        exchange(stream, &req, timeout)
+        exchange(stream, &req, timeout, deadline)
     }?;
     if response.is_empty() {
         return Err(Failure::Closed(
@@ -1041,13 +1046,14 @@ fn exchange(
     mut stream: impl Read + Write,
     req: &str,
     timeout: Duration,
+    deadline: Instant,
 ) -> Result<Vec<u8>, Failure> {
     stream
         .write_all(req.as_bytes())
         .and_then(|_| stream.flush())
         .map_err(|e| io_failure("send", &e, timeout))?;
     let mut buf = Vec::new();
-    let read = read_answer(&mut stream, &mut buf);
+    let read = read_answer(&mut stream, &mut buf, deadline);
     // A status line already read is enough evidence even if the body was cut short.
     match read {
         // Over TLS, nginx's `return 444` closes the connection without a close_notify: our
@@ -1068,10 +1074,23 @@ fn exchange(
 }
 
 /// Read the answer until the peer closes, up to [`MAX_RESPONSE`]; a `101 Switching Protocols`
-/// only to the end of its header, as the connection then stays open.
-fn read_answer(stream: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<()> {
+/// only to the end of its header, as the connection then stays open. A body still coming at
+/// `deadline` (a Server-Sent-Events stream, a long poll that sends as it goes) ends the read
+/// there: its status line and header are the answer. Each read waits at most the time the
+/// stream's read timeout allows, so a body that trickles in stops soon after `deadline` too.
+fn read_answer(
+    stream: &mut impl Read,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> std::io::Result<()> {
     let mut chunk = [0u8; 8192];
     while (buf.len() as u64) < MAX_RESPONSE {
+        if Instant::now() >= deadline {
+            if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+            return Err(ErrorKind::TimedOut.into());
+        }
         let n = match stream.read(&mut chunk) {
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             read => read?,
@@ -1081,11 +1100,29 @@ fn read_answer(stream: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<()>
         }
         buf.extend_from_slice(&chunk[..n]);
         let switched = buf.starts_with(b"HTTP/1.1 101") || buf.starts_with(b"HTTP/1.0 101");
-        if switched && buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n");
+        if switched && head_end.is_some() {
+            break;
+        }
+        // An event stream has no end to wait for: its header is the answer.
+        if head_end.is_some_and(|end| event_stream(&buf[..end])) {
             break;
         }
     }
     Ok(())
+}
+
+/// Whether a response header says `Content-Type: text/event-stream`.
+fn event_stream(head: &[u8]) -> bool {
+    String::from_utf8_lossy(head).lines().any(|l| {
+        l.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("content-type")
+                && value
+                    .trim()
+                    .to_ascii_lowercase()
+                    .starts_with("text/event-stream")
+        })
+    })
 }
 
 /// A TLS handshake our client could not complete for want of something in common: an alert

@@ -320,6 +320,57 @@ impl CloseBackend {
     }
 }
 
+/// A Server-Sent-Events backend: `200 text/event-stream` at once, then an event every 200 ms
+/// for as long as the client reads (at most a minute), as a live feed does. The probe's
+/// `OPTIONS *` gets a plain 204.
+pub struct SseBackend {
+    pub addr: SocketAddr,
+    _server: Server,
+}
+
+impl SseBackend {
+    pub fn start(addr: SocketAddr) -> SseBackend {
+        SseBackend::start_as(addr, "text/event-stream")
+    }
+
+    /// The same endless body under another `Content-Type` (a streamed download, a long poll).
+    pub fn start_as(addr: SocketAddr, content_type: &str) -> SseBackend {
+        let l = TcpListener::bind(addr).expect("bind SSE backend");
+        SseBackend {
+            addr: l.local_addr().expect("local addr"),
+            _server: Server::run(Bound::Tcp(l), answer_events, content_type.to_string()),
+        }
+    }
+}
+
+/// `content_type` comes as the server's name.
+fn answer_events(c: &mut dyn ReadWrite, content_type: &str) {
+    if read_request(c).starts_with(b"OPTIONS * ") {
+        let _ = c.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        return;
+    }
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-cache\r\n\
+         Connection: close\r\n\r\n"
+    );
+    if c.write_all(head.as_bytes())
+        .and_then(|_| c.flush())
+        .is_err()
+    {
+        return;
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < until {
+        if c.write_all(b"data: tick\n\n")
+            .and_then(|_| c.flush())
+            .is_err()
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A healthy backend that is slow: every answer (200 with its name) comes after
 /// [`SlowBackend::DELAY`].
 pub struct SlowBackend {

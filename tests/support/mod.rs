@@ -367,8 +367,8 @@ pub use nginx::{alive, TestNginx, TestNginxBuilder};
 mod backends;
 pub use backends::{
     hanging_listener, test_venv, AcceptCloseBackend, AppServer, BadGatewayBackend, ClientLoop,
-    CloseBackend, Flake, FlakyBackend, HangingListener, HttpBackend, SlowBackend, StatusBackend,
-    UdpEcho, WebSocketBackend,
+    CloseBackend, Flake, FlakyBackend, HangingListener, HttpBackend, SlowBackend, SseBackend,
+    StatusBackend, UdpEcho, WebSocketBackend,
 };
 mod cli;
 pub use cli::{finish, proxy_site, run_command, syn_sent_to, text, Run, SafeReload, BIN};

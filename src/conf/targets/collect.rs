@@ -91,6 +91,47 @@ struct Collector {
     findings: Vec<Finding>,
 }
 
+/// The capture groups with a few plain values of the regex location around a `*_pass` and of
+/// its server's regex names (see `conf::captures`).
+fn captures_around(frame: &Frame<'_>) -> Vec<crate::conf::captures::Capture> {
+    let location = (frame.regex_location)
+        .map(|d| crate::conf::servers::location_args(&d.args).1)
+        .into_iter();
+    let names = (frame.server.unwrap_or_default().iter())
+        .filter(|d| d.name == "server_name")
+        .flat_map(|d| {
+            d.args
+                .iter()
+                .filter_map(|a| a.strip_prefix('~').map(str::to_string))
+        });
+    (location.chain(names))
+        .flat_map(|p| crate::conf::captures::captures(&p))
+        .collect()
+}
+
+/// `text` (a `*_pass` value) once for each value of the capture its whole host is
+/// (`http://$svc/$rest` → `http://alpha/$rest`, `http://beta/$rest`); empty when its host is
+/// no such capture.
+fn captured(text: &str, captures: &[crate::conf::captures::Capture]) -> Vec<String> {
+    let (scheme, rest) = text.split_once("://").map_or(("", text), |(s, r)| (s, r));
+    let end = rest.find(['/', ':', '?']).unwrap_or(rest.len());
+    let (host, tail) = rest.split_at(end);
+    let name = (host.strip_prefix("${").and_then(|h| h.strip_suffix('}')))
+        .or_else(|| host.strip_prefix('$'));
+    let Some(cap) = name.and_then(|n| captures.iter().find(|c| c.read_by(&n.to_ascii_lowercase())))
+    else {
+        return Vec::new();
+    };
+    let head = if scheme.is_empty() {
+        String::new()
+    } else {
+        format!("{scheme}://")
+    };
+    (cap.values.iter())
+        .map(|v| format!("{head}{v}{tail}"))
+        .collect()
+}
+
 fn reference(d: &Directive, directive: Name, context: Context) -> Reference {
     Reference {
         file: d.file.clone(),
@@ -311,10 +352,16 @@ impl Collector {
                             .map(|a| a.as_str()),
                         _ => frame.named,
                     };
+                    let regex = name == "location"
+                        && matches!(
+                            crate::conf::servers::location_args(&d.args).0.as_deref(),
+                            Some("~" | "~*")
+                        );
                     let inner = Frame {
                         location: Some(own),
                         inside_if: None,
                         named,
+                        regex_location: if regex { Some(d) } else { frame.regex_location },
                         ..frame
                     };
                     self.walk(cx, children, inner, server_state);
@@ -386,12 +433,28 @@ impl Collector {
             return;
         };
         let mut unusable = false;
+        let captures = captures_around(frame);
         for cand in (Env {
             defs,
             state: &state,
         })
         .expand(arg)
         {
+            // A host that is a regex capture with a few plain values (`http://$svc/` behind
+            // `(?<svc>alpha|beta)`): each value, as nginx reads it for the request that gets it.
+            let by_capture = captured(&cand.text, &captures);
+            if !by_capture.is_empty() {
+                for text in by_capture {
+                    let p = read(&text);
+                    match p.target {
+                        PassTarget::Invalid { .. } => unusable = true,
+                        target => {
+                            self.add_pass(cx, base.clone(), p.scheme, target, &cand.origins, arg)
+                        }
+                    }
+                }
+                continue;
+            }
             let p = read(&cand.text);
             match p.target {
                 PassTarget::Invalid { .. } => unusable = true,

@@ -51,6 +51,9 @@ pub(crate) struct Frame<'a> {
     /// The innermost location is a named one (`location @app`): reached only by an internal
     /// redirect, with the variables the redirecting location left.
     pub named: Option<&'a str>,
+    /// The regex locations around the `*_pass`, innermost last: their captures
+    /// (`(?<svc>alpha|beta)`) may name its upstream.
+    pub regex_location: Option<&'a Directive>,
 }
 
 /// The state the server's codes leave, once per server: every `*_pass` in it starts there.
@@ -288,6 +291,7 @@ mod tests {
                 .then(|| location.children().iter().find(|d| d.name == "if"))
                 .flatten(),
             named: None,
+            regex_location: None,
         };
         let Some(state) = state_at(&defs, &frame, &mut None) else {
             return Vec::new();
@@ -393,6 +397,7 @@ mod tests {
             location: Some(app.children()),
             inside_if: None,
             named: Some("@app"),
+            regex_location: None,
         };
         let state = state_at(&defs, &frame, &mut None).expect("reached");
         let texts: Vec<String> = (Env {
@@ -417,6 +422,7 @@ mod tests {
             location: Some(n.children()),
             inside_if: None,
             named: Some("@n"),
+            regex_location: None,
         };
         let Some(state) = state_at(&defs, &frame, &mut None) else {
             return Vec::new();
