@@ -623,6 +623,35 @@ fn socket_changes(old: &Prints, new: &Prints) -> Vec<((Context, String), SocketC
     out
 }
 
+/// For a server listening on `listens`: each TLS address whose default server's handshake
+/// settings (see [`HANDSHAKE`]) the change made differ, as a reason that names them.
+fn handshake_changes(old: &Prints, new: &Prints, listens: &[String]) -> Vec<Reason> {
+    let mut out = Vec::new();
+    for addr in listens {
+        let (Some(now), Some(before)) = (new.handshakes.get(addr), old.handshakes.get(addr)) else {
+            continue;
+        };
+        if now.0 == before.0 {
+            continue;
+        }
+        let said = |t: &str| match t {
+            "" => "nginx's defaults".to_string(),
+            t => format!("`{t}`"),
+        };
+        out.push(Reason {
+            what: format!(
+                "TLS handshakes on {addr} now get {} (was {}) from its default server: every \
+                 server there gets them before SNI picks one",
+                said(&now.0),
+                said(&before.0)
+            ),
+            file: rel(&new.root, &now.1),
+            line: now.2,
+        });
+    }
+    out
+}
+
 impl Impact {
     /// Every server of the candidate, when there is nothing to compare with.
     pub fn everything(new: &Prints) -> Impact {
@@ -774,7 +803,21 @@ pub struct Prints {
     outside: Vec<(&'static str, Mark)>,
     /// How nginx speaks on each address (see `conf::servers::socket_flags`).
     sockets: HashMap<(Context, String), SocketFlags>,
+    /// Per TLS address: the handshake settings its default server writes of its own, and
+    /// where (see [`HANDSHAKE`]).
+    handshakes: HashMap<String, (String, Arc<Path>, u32)>,
 }
+
+/// The TLS settings nginx takes from an address's default server for every handshake there,
+/// before SNI picks a server: the protocol versions, ciphers and groups its OpenSSL context
+/// offers. A server of another name on the address gets them too.
+const HANDSHAKE: &[&str] = &[
+    "ssl_protocols",
+    "ssl_ciphers",
+    "ssl_ecdh_curve",
+    "ssl_conf_command",
+    "ssl_dhparam",
+];
 
 /// A hash with the place it stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -920,6 +963,24 @@ pub fn prints(config: &Config, servers: &[Server]) -> Prints {
             else {
                 break;
             };
+            if context == Context::Http {
+                let own: Vec<String> = (d.children().iter())
+                    .filter(|c| HANDSHAKE.contains(&c.name.as_str()))
+                    .map(|c| {
+                        let args: Vec<&str> = c.args.iter().map(|a| a.as_str()).collect();
+                        format!("{} {}", c.name, args.join(" "))
+                    })
+                    .collect();
+                for addr in &id.listens {
+                    let tls = (out.sockets.get(&(context, addr.clone()))).is_some_and(|f| f.ssl);
+                    let default = defaults.iter().any(|a| **a == **addr);
+                    // The first server on the address is its default unless another says so.
+                    if tls && (default || !out.handshakes.contains_key(addr)) {
+                        let at = (own.join("; "), d.file.clone(), d.line);
+                        out.handshakes.insert(addr.clone(), at);
+                    }
+                }
+            }
             out.servers.push(ServerPrint {
                 id,
                 defaults,
@@ -1212,6 +1273,10 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
             });
         reasons.extend(speaks_otherwise);
         let speaks_anew = !reasons.is_empty();
+        // The default server's handshake settings are every TLS handshake's on its address.
+        if s.id.context == Context::Http {
+            reasons.extend(handshake_changes(old, new, &s.id.listens));
+        }
         let mut touched = Touched::Server;
         match pairs.get(&s.id) {
             None => reasons.push(Reason {

@@ -2090,6 +2090,58 @@ fn a_tls_catch_all_that_returns_444_in_place_of_rejecting_handshakes_goes_live()
     }
 }
 
+/// `ssl_protocols TLSv1;` added to the `ssl_reject_handshake` default server of a TLS address:
+/// nginx takes the protocol versions of every handshake there from the default server, before
+/// SNI picks a site, so every site on the address fails its handshake. The change "affected 1
+/// of N servers" (the default one, with nothing proxied to check) and went live (r11 L F1).
+/// The default server's handshake settings are now every server's on its address: the sites
+/// there are checked, the change is refused (and rolled back without the shadow), and a.test
+/// still answers over TLS. Settings all clients accept go live.
+#[test]
+fn handshake_settings_in_a_tls_default_server_affect_every_site_on_its_address() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "a");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(certs.path(), "a.test");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let conf = |settings: &str| {
+        format!(
+            "server {{ listen {listen} ssl default_server; server_name _; \
+             ssl_reject_handshake on; {settings} return 444; }}\n\
+             server {{ listen {listen} ssl; server_name a.test; \
+             ssl_certificate {}; ssl_certificate_key {}; \
+             location / {{ proxy_pass http://{}; }} }}",
+            cert.display(),
+            key.display(),
+            good.host_port()
+        )
+    };
+    let n = TestNginx::start(&conf(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    assert_eq!(https_get(listen, "a.test", "/").ok(), Some(200));
+    n.write_http(&conf("ssl_protocols TLSv1;"));
+    for flags in [&[][..], &["--no-shadow"][..]] {
+        let run = sr.run(&[&["-y"][..], flags].concat());
+        run.expect(if flags.is_empty() { 1 } else { 3 });
+        assert!(run.stderr.contains("a.test"), "{flags:?}: {run}");
+        assert_eq!(
+            https_get(listen, "a.test", "/").ok(),
+            Some(200),
+            "{flags:?}"
+        );
+    }
+    n.write_http(&conf("ssl_protocols TLSv1.2 TLSv1.3;"));
+    let run = sr.run(&["-y", "-v"]);
+    run.expect(0);
+    assert!(
+        run.to_string().contains("TLS handshakes on")
+            && run.to_string().contains("verify: GET https://a.test/"),
+        "checked: {run}"
+    );
+    assert_eq!(https_get(listen, "a.test", "/").ok(), Some(200));
+}
+
 /// Regression: a new site whose backend answers 503 to every request (or whose `proxy_pass
 /// http://$var` nginx cannot use: its own 500) went live "verified": another server answered
 /// its Host before, so it had no baseline, and only a 502 or 504 failed on its own. With
