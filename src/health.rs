@@ -110,6 +110,10 @@ pub struct Check {
     pub location: String,
     #[serde(skip)]
     pub listen: String,
+    /// Each request from a loopback address of its own (see
+    /// [`crate::conf::servers::Location::spread_sources`]), unless `source` names one.
+    #[serde(skip)]
+    pub spread_sources: bool,
 }
 
 impl PartialEq for Check {
@@ -154,6 +158,7 @@ impl Check {
             made_up_in_new: false,
             location: String::new(),
             listen: String::new(),
+            spread_sources: false,
         }
     }
 

@@ -2142,6 +2142,45 @@ fn handshake_settings_in_a_tls_default_server_affect_every_site_on_its_address()
     assert_eq!(https_get(listen, "a.test", "/").ok(), Some(200));
 }
 
+/// A site behind `limit_req` keyed on the client's address, switched to a backend that answers
+/// 500 to everything: the run's own requests, all from one address, used up the limit, the
+/// running nginx answered them its own 503, and the shadow's 500 was judged next to that 503:
+/// exit 0, clients got 500 (r11 K F3). Each request of a rate-limited location's checks now
+/// comes from a loopback address of its own: the running nginx answers 200, the shadow's 500
+/// refuses the change, and the site still answers from the old backend. A good switch goes
+/// live verified.
+#[test]
+fn a_rate_limited_sites_checks_do_not_use_up_its_limit() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "v1");
+    let good2 = HttpBackend::start(SocketAddr::new(ip, 0), "v2");
+    let failing = StatusBackend::start(SocketAddr::new(ip, 0), 500);
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |to: &str| {
+        format!(
+            "limit_req_zone $binary_remote_addr zone=rl:1m rate=1r/s;\n\
+             server {{ listen {listen}; server_name api.test; limit_req zone=rl burst=1 nodelay;\n\
+             location / {{ proxy_pass http://{to}; }} }}"
+        )
+    };
+    let n = TestNginx::start(&site(&good.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site(&failing.addr.to_string()));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    // The test's own request comes from another address than the run's.
+    let get = || http_get(listen, "api.test", "/").ok();
+    assert_eq!(get(), Some((200, "v1".into())), "{run}");
+
+    n.write_http(&site(&good2.host_port()));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert!(run.stdout.contains("live and verified"), "{run}");
+    assert_eq!(get(), Some((200, "v2".into())));
+}
+
 /// Regression: a new site whose backend answers 503 to every request (or whose `proxy_pass
 /// http://$var` nginx cannot use: its own 500) went live "verified": another server answered
 /// its Host before, so it had no baseline, and only a 502 or 504 failed on its own. With

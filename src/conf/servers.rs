@@ -154,6 +154,12 @@ pub struct Location {
     /// ($http_x_api_key != "k") { return 401; }`), as its clients do; see the server's.
     #[serde(skip)]
     pub check_headers: Vec<(String, String)>,
+    /// A `limit_req` or `limit_conn` is in force, and nothing here reads the client's address
+    /// otherwise (no `allow`/`deny`, no routing by it): each check's request comes from a
+    /// loopback address of its own, so the run's own requests do not use up a limit keyed
+    /// on `$binary_remote_addr` and get nginx's 503 where clients get the backend.
+    #[serde(skip)]
+    pub spread_sources: bool,
     pub file: Arc<Path>,
     pub line: u32,
 }
@@ -572,6 +578,7 @@ fn return_location(
         variants: Box::default(),
         only_when: None,
         check_headers: Vec::new(),
+        spread_sources: false,
         file: ret.file.clone(),
         line: ret.line,
     }
@@ -870,6 +877,7 @@ fn proxied_locations<'a>(
                 variants: variants.into_boxed_slice(),
                 only_when,
                 check_headers: gate_headers(d.children(), within.maps),
+                spread_sources: gates.limits.limited && !gates.auth && within.by_client.is_empty(),
                 file: d.file.clone(),
                 line: d.line,
             });

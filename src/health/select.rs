@@ -636,6 +636,7 @@ impl Candidate<'_> {
             made_up_in_new: false,
             location: String::new(),
             listen: String::new(),
+            spread_sources: loc.spread_sources,
         }
     }
 }

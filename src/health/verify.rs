@@ -620,6 +620,8 @@ pub fn request(check: &Check, opts: &HealthOptions) -> CheckResult {
 /// address, so requests from one address all reach the same one.
 pub fn request_from(check: &Check, opts: &HealthOptions, source: Option<IpAddr>) -> CheckResult {
     let start = Instant::now();
+    let spread = check.spread_sources && check.unix.is_none() && check.connect.is_ipv4();
+    let source = source.or_else(|| spread.then(spread_source));
     let timeout = opts.request_timeout.max(Duration::from_millis(1));
     let wrong_name = tls::WrongName::default();
     let got = get_status(check, timeout, &opts.headers, source, &wrong_name);
@@ -655,6 +657,17 @@ pub fn request_from(check: &Check, opts: &HealthOptions, source: Option<IpAddr>)
         hint,
         wrong_name,
     }
+}
+
+/// The next of the loopback addresses a rate-limited location's checks come from, one per
+/// request (127.0.K.2 to 127.0.K.251; the samples of a pool use 127.0.K.1): a limit keyed on
+/// the client's address counts each of them apart, as it counts clients.
+fn spread_source() -> IpAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let (k, host) = ((n / 250) % 250, n % 250 + 2);
+    IpAddr::V4(std::net::Ipv4Addr::new(127, 0, k as u8, host as u8))
 }
 
 /// The result of a request that was not sent because nothing of the running nginx listens at
