@@ -1819,6 +1819,51 @@ fn a_refusal_for_a_backends_own_404_says_how_to_make_it_live_on_purpose() {
     assert_eq!(users(), Some((200, "rest api".into())), "{run}");
 }
 
+/// A `server_name` renamed in front of an app with an allowed-hosts list: the app answers 400
+/// to the new name, every client of it gets 400, and the old name falls to the catch-all's
+/// `return 444`. The new name had no baseline, and its 400 passed: exit 0, "location /"
+/// counted as verified (r11 K F4). A new name whose backend answers 400 (or 421) is refused,
+/// as one answering 500 or 503 is, and rolled back without the shadow; a rename the app
+/// allows goes live.
+#[test]
+fn a_renamed_server_whose_backend_rejects_the_new_host_is_refused() {
+    let ip = unique_loopback();
+    let backend = SocketAddr::new(ip, free_port(ip));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |name: &str, allowed: &str| {
+        format!(
+            "server {{ listen {backend}; server_name {allowed}; return 200 \"blog\"; }}\n\
+             server {{ listen {backend} default_server; server_name _; \
+             return 400 \"Invalid HTTP_HOST header\"; }}\n\
+             server {{ listen {listen} default_server; server_name _; return 444; }}\n\
+             server {{ listen {listen}; server_name {name};\n\
+             location / {{ proxy_set_header Host $host; proxy_pass http://{backend}; }} }}"
+        )
+    };
+    let n = TestNginx::start(&site("blog.test", "blog.test"));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let get = |host: &str| http_get(listen, host, "/").ok();
+    assert_eq!(get("blog.test"), Some((200, "blog".into())));
+    n.write_http(&site("blog.example", "blog.test"));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert_eq!(get("blog.test"), Some((200, "blog".into())), "refused");
+    let run = sr.run(&["-y", "--no-shadow"]);
+    run.expect(3);
+    assert_eq!(
+        get("blog.test"),
+        Some((200, "blog".into())),
+        "rolled back: {run}"
+    );
+
+    n.write_http(&site("blog.example", "blog.test blog.example"));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert_eq!(get("blog.example"), Some((200, "blog".into())), "{run}");
+}
+
 /// A backend slower than `--health-timeout` (1.2 s against 0.4 s), and a change that lowers
 /// `proxy_read_timeout` below what it takes (0.8 s): every client gets nginx's 504. Both nginxes
 /// ran out of `--health-timeout` first, so it was "slow before and after", a warning, and

@@ -100,9 +100,12 @@ pub fn worse_than(before: Option<u16>, answer: Answer, after: Option<u16>) -> bo
 /// listen new to it: [`Check::fresh`]) fails with `status`, though a 500 or 503 would pass
 /// next to the same answer before the change: with nothing before it to compare, a site the
 /// change adds that answers every client with a server error is not live (nginx's 500 of an
-/// empty `proxy_pass http://$var`, an app answering 503). The 502 and 504 fail everywhere.
+/// empty `proxy_pass http://$var`, an app answering 503), nor one whose backend refuses the
+/// Host it now gets (a `server_name` renamed in front of an app with an allowed-hosts list:
+/// Django's 400 "Invalid HTTP_HOST header", a 421 Misdirected Request). The 502 and 504 fail
+/// everywhere.
 pub fn fails_new(check: &super::Check, status: Option<u16>) -> bool {
-    check.fresh && matches!(status, Some(500 | 503))
+    check.fresh && matches!(status, Some(400 | 421 | 500 | 503))
 }
 
 /// Judge one answer at a location. `closed` is a connection closed without a byte of answer
