@@ -1864,6 +1864,52 @@ fn a_renamed_server_whose_backend_rejects_the_new_host_is_refused() {
     assert_eq!(get("blog.example"), Some((200, "blog".into())), "{run}");
 }
 
+/// `proxy_set_header Host $host` became `$proxy_host` in front of an app with a canonical Host
+/// (WordPress's siteurl, Django's PREPEND_WWW): it answers every request with a 301 back to
+/// `http://blog.test/`, the very URL asked, and browsers loop until they give up. The 301s
+/// passed: exit 0 (r11 K F9). A redirect to the URL requested is a failure now: refused in
+/// the shadow, rolled back without it, and the site still answers 200. A redirect elsewhere
+/// (http to https) stays an answer.
+#[test]
+fn a_redirect_back_to_the_url_requested_is_a_loop_not_an_answer() {
+    let ip = unique_loopback();
+    let backend = SocketAddr::new(ip, free_port(ip));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |host: &str, extra: &str| {
+        format!(
+            "server {{ listen {backend}; \
+             if ($host != blog.test) {{ return 301 http://blog.test$request_uri; }} \
+             return 200 \"blog\"; }}\n\
+             server {{ listen {listen}; server_name blog.test; {extra}\n\
+             location / {{ proxy_set_header Host {host}; proxy_pass http://{backend}; }} }}"
+        )
+    };
+    let n = TestNginx::start(&site("$host", ""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let get = || http_get(listen, "blog.test", "/").ok();
+    assert_eq!(get(), Some((200, "blog".into())));
+    n.write_http(&site("$proxy_host", ""));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(
+        run.stderr.contains("a redirect loop for every client"),
+        "{run}"
+    );
+    assert_eq!(get(), Some((200, "blog".into())), "refused");
+    let run = sr.run(&["-y", "--no-shadow"]);
+    run.expect(3);
+    assert_eq!(get(), Some((200, "blog".into())), "rolled back: {run}");
+
+    n.write_http(&site("$host", "location = /old { return 301 /new; }"));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert_eq!(
+        http_get(listen, "blog.test", "/old").ok().map(|r| r.0),
+        Some(301)
+    );
+}
+
 /// A backend slower than `--health-timeout` (1.2 s against 0.4 s), and a change that lowers
 /// `proxy_read_timeout` below what it takes (0.8 s): every client gets nginx's 504. Both nginxes
 /// ran out of `--health-timeout` first, so it was "slow before and after", a warning, and

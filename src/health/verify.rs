@@ -864,7 +864,63 @@ fn get_status(
             "the connection closed without an answer".into(),
         ));
     }
-    parse_status(&response).map_err(other)
+    let status = parse_status(&response).map_err(other)?;
+    if let Some(location) = self_redirect(check, status, &response) {
+        return Err(other(format!(
+            "HTTP {status} to {location}, the URL requested: a redirect loop for every client"
+        )));
+    }
+    Ok(status)
+}
+
+/// The `Location` of a redirect (301, 302, 303, 307, 308) back to the very URL `check`
+/// asked (the same scheme, Host and path with query; a port only when the Location names
+/// another): a browser follows it until it gives up. An app with a canonical Host that is
+/// sent another one (`proxy_set_header Host $proxy_host`) answers every request so.
+fn self_redirect(check: &Check, status: u16, response: &[u8]) -> Option<String> {
+    if !matches!(status, 301 | 302 | 303 | 307 | 308) || check.host.is_empty() {
+        return None;
+    }
+    let head_end = response.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&response[..head_end]);
+    let location = head.lines().skip(1).find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("location")
+            .then(|| value.trim().to_string())
+    })?;
+    let scheme = if check.tls { "https" } else { "http" };
+    let (to_scheme, authority, path) = match location.split_once("://") {
+        Some((sc, rest)) => {
+            let slash = rest.find('/').unwrap_or(rest.len());
+            let path = if slash == rest.len() {
+                "/"
+            } else {
+                &rest[slash..]
+            };
+            (
+                sc.to_ascii_lowercase(),
+                rest[..slash].to_string(),
+                path.to_string(),
+            )
+        }
+        None if location.starts_with('/') && !location.starts_with("//") => {
+            (scheme.to_string(), check.host.clone(), location.clone())
+        }
+        None => return None,
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
+            (h.to_string(), p.parse::<u16>().ok())
+        }
+        _ => (authority.clone(), None),
+    };
+    let same_port = port.is_none_or(|p| p == check.connect.port() || check.unix.is_some());
+    (to_scheme == scheme
+        && host.eq_ignore_ascii_case(&check.host)
+        && same_port
+        && (path == check.path || path == request_target(&check.path)))
+    .then_some(location)
 }
 
 /// A connection to nginx: TCP, or the unix socket of a `listen unix:`.
@@ -1310,6 +1366,46 @@ fn parse_status(response: &[u8]) -> Result<u16, String> {
 mod tests {
     use super::*;
     use crate::errorlog::{peer_of, LogLine};
+
+    #[test]
+    fn a_redirect_to_the_url_asked_is_a_loop_and_one_elsewhere_is_not() {
+        let check = |tls| {
+            Check::plain(
+                "http://blog.test/a?b=1".into(),
+                "127.0.0.1:8080".parse().expect("address"),
+                "blog.test".into(),
+                "/a?b=1".into(),
+                tls,
+            )
+        };
+        let answer = |status: u16, location: &str| {
+            format!("HTTP/1.1 {status} Moved\r\nServer: x\r\nLocation: {location}\r\n\r\n")
+        };
+        let loops = |tls, status, location: &str| {
+            self_redirect(&check(tls), status, answer(status, location).as_bytes()).is_some()
+        };
+        assert!(loops(false, 301, "http://blog.test/a?b=1"));
+        assert!(loops(false, 302, "http://BLOG.test:8080/a?b=1"));
+        assert!(loops(false, 307, "/a?b=1"));
+        assert!(loops(true, 308, "https://blog.test/a?b=1"));
+        assert!(!loops(false, 301, "https://blog.test/a?b=1"), "to https");
+        assert!(
+            !loops(false, 301, "http://blog.test/a/?b=1"),
+            "another path"
+        );
+        assert!(
+            !loops(false, 301, "http://www.blog.test/a?b=1"),
+            "another host"
+        );
+        assert!(
+            !loops(false, 301, "http://blog.test:9090/a?b=1"),
+            "another port"
+        );
+        assert!(
+            !loops(false, 200, "http://blog.test/a?b=1"),
+            "not a redirect"
+        );
+    }
 
     #[test]
     fn a_path_is_sent_percent_encoded_where_a_request_line_needs_it() {
