@@ -375,6 +375,33 @@ fn assert_serves_live(listen: SocketAddr) {
     }
 }
 
+/// A port typo (`:40011` for `:40001`) beside another backend on a lower port of the same
+/// address: the hint said "point the config at" the lowest port (another site's backend, a
+/// retired one), and the one a digit away came later or in "and 3 more" (r11 K F1, L F2).
+/// The likeliest port, one typo away, is named first and suggested.
+#[test]
+fn a_port_typo_is_pointed_at_the_port_one_typo_away_not_the_lowest() {
+    let ip = unique_loopback();
+    let at = |port: u16| SocketAddr::new(ip, port);
+    let other = HttpBackend::start(at(20002), "other site");
+    let app = HttpBackend::start(at(40001), "app");
+    let typo = at(40011);
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = format!(
+        "server {{ listen {listen}; server_name site.test; location / {{ proxy_pass http://{typo}; }} \
+         location /other {{ proxy_pass http://{}; }} }}",
+        other.host_port()
+    );
+    let nginx = TestNginx::start(&site);
+    let run = SafeReload::new(&nginx).run(&["check", "--json"]);
+    let (severity, hints) = hints_of(&run, &typo.to_string());
+    assert_eq!(severity, "failure", "{run}");
+    assert!(
+        hints.contains(&format!("point the config at {}", app.host_port())),
+        "{hints}"
+    );
+}
+
 /// Regression: the dead member's "point the config at X" named any listener on its address:
 /// the live member already in the pool, and a listener the probes found closing every
 /// connection. Only a listener that answered in the directive's protocol and is not a member

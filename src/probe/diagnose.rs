@@ -158,7 +158,17 @@ fn likely_backends<'a>(index: &TcpIndex<'a>, addr: SocketAddr) -> Vec<&'a TcpLis
     // a loop, and the throwaway shadow nginx this run started (a child of this process)
     // listens on ports that are gone a moment later.
     others.retain(|l| main_holder(&l.holders).is_none_or(|o| o.program != "nginx"));
-    others.sort_by_key(|l| l.addr.port());
+    // The likeliest first: the port one typo away (9011 for 9001, 8010 for 8001), then the
+    // nearest, not the lowest (another site's backend, or a retired one).
+    let port = addr.port();
+    others.sort_by_key(|l| {
+        let p = l.addr.port();
+        (
+            strsim::osa_distance(&p.to_string(), &port.to_string()),
+            p.abs_diff(port),
+            p,
+        )
+    });
     others
 }
 
