@@ -108,6 +108,31 @@ fn history_lists_runs_newest_first_and_rollback_restores_an_earlier_good_one() {
     assert_eq!(site.body(), "v1");
 }
 
+/// `rollback` twice went v3 → v2 → v3: the first rollback records v2's files as a new
+/// last-good, and "the good one before it" was v3, the change just undone (r11 K F20). A
+/// second `rollback` goes on back, to v1, and a third to the baseline.
+#[test]
+fn rollback_twice_goes_back_two_steps_not_to_the_change_it_undid() {
+    let ip = unique_loopback();
+    let apps: Vec<HttpBackend> = ["v0", "v1", "v2", "v3"]
+        .iter()
+        .map(|n| HttpBackend::start(SocketAddr::new(ip, 0), n))
+        .collect();
+    let site = Site::start(&|l| proxy_site(l, &apps[0].host_port()));
+    site.sr.init();
+    for app in &apps[1..] {
+        site.nginx
+            .write_http(&proxy_site(site.listen, &app.host_port()));
+        site.sr.run(&["-y"]).expect(0);
+    }
+    assert_eq!(site.body(), "v3");
+    for want in ["v2", "v1", "v0"] {
+        let back = site.sr.run(&["rollback", "-y"]);
+        back.expect(0);
+        assert_eq!(site.body(), want, "{back}");
+    }
+}
+
 /// The `replaced` snapshots in `history --json`.
 fn replaced(history: &Value) -> Vec<Value> {
     (history["history"].as_array().into_iter().flatten())

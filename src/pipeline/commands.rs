@@ -938,14 +938,38 @@ fn finish_verified(
 
 /// The good snapshot before the current last-good one.
 fn previous_good(store: &Store) -> Result<Option<Snapshot>> {
-    let current = store.last_good()?.map(|g| g.id);
-    Ok(store
-        .list()?
+    let Some(current) = store.last_good()? else {
+        return Ok(store.list()?.into_iter().find(|s| s.meta.outcome.is_good()));
+    };
+    let good: Vec<Snapshot> = (store.list()?.into_iter())
+        .filter(|snap| snap.meta.outcome.is_good() && snap.id < current.id)
+        .collect();
+    // Last-good recorded by a rollback holds an earlier snapshot's files: the one before is
+    // the good one before that snapshot, not the one the rollback left (a second `rollback`
+    // went back to the change the first had undone).
+    let by_rollback = (current.meta.command.split_whitespace()).any(|w| w == "rollback");
+    let from = match by_rollback {
+        true => (good.iter())
+            .find(|s| same_files(s, &current))
+            .map_or(current.id.clone(), |s| s.id.clone()),
+        false => current.id.clone(),
+    };
+    Ok(good
         .into_iter()
-        .filter(|snap| snap.meta.outcome.is_good())
-        .find(|snap| {
-            Some(&snap.id) != current.as_ref() && current.as_ref().is_none_or(|c| snap.id < *c)
-        }))
+        .find(|s| s.id < from && !same_files(s, &current)))
+}
+
+/// Whether two snapshots hold the same files: paths, kinds, link targets and contents.
+fn same_files(a: &Snapshot, b: &Snapshot) -> bool {
+    let files = |s: &Snapshot| -> Vec<(PathBuf, Option<PathBuf>, String)> {
+        let mut v: Vec<_> = (s.files.iter())
+            .map(|e| (e.path.clone(), e.target.clone(), e.hash.clone()))
+            .chain((s.external.iter()).map(|e| (e.path.clone(), e.target.clone(), e.hash.clone())))
+            .collect();
+        v.sort();
+        v
+    };
+    files(a) == files(b)
 }
 
 /// Refuse what untrusted configuration may not contain. `Ok` holds the confined
