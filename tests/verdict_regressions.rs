@@ -1910,6 +1910,52 @@ fn a_redirect_back_to_the_url_requested_is_a_loop_not_an_answer() {
     );
 }
 
+/// A blue/green switch to a release that answers 502, in a pool with a `backup` sorry page and
+/// `proxy_next_upstream ... http_502`: nginx passes every request on to the backup, logs no
+/// error for it, and every check got the sorry page's 200: "live and verified", every client
+/// saw the sorry page (r11 K F22). The shadow logs at `notice`, where nginx says it took the
+/// primary out ("upstream server temporarily disabled"): a pool the change touched whose every
+/// primary it took out is refused, and the site still answers from the old release. A switch
+/// to a working release goes live.
+#[test]
+fn a_switch_that_sends_a_pool_to_its_backup_is_refused() {
+    let ip = unique_loopback();
+    let blue = HttpBackend::start(SocketAddr::new(ip, 0), "blue");
+    let green = HttpBackend::start(SocketAddr::new(ip, 0), "green");
+    let sorry = HttpBackend::start(SocketAddr::new(ip, 0), "sorry");
+    let broken = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |primary: &str| {
+        format!(
+            "upstream app {{ server {primary}; server {} backup; }}\n\
+             server {{ listen {listen}; server_name cap.test;\n\
+             location / {{ proxy_next_upstream error timeout http_502 http_503; \
+             proxy_pass http://app; }} }}",
+            sorry.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(&blue.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let get = || http_get(listen, "cap.test", "/").ok();
+    assert_eq!(get(), Some((200, "blue".into())));
+    n.write_http(&site(&broken.addr.to_string()));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    let reason = run.json()["shadow"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(reason.contains("backup"), "{reason}");
+    assert_eq!(get(), Some((200, "blue".into())), "refused");
+
+    n.write_http(&site(&green.host_port()));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert_eq!(get(), Some((200, "green".into())), "{run}");
+}
+
 /// A backend slower than `--health-timeout` (1.2 s against 0.4 s), and a change that lowers
 /// `proxy_read_timeout` below what it takes (0.8 s): every client gets nginx's 504. Both nginxes
 /// ran out of `--health-timeout` first, so it was "slow before and after", a warning, and

@@ -389,6 +389,11 @@ pub fn through_shadow(
                 (rep.state, rep.reason) = (ShadowState::Refused, Some(why));
             }
         }
+        if rep.state != ShadowState::Refused {
+            if let Some(why) = backup_only(report.probe.as_ref(), impact, &rep) {
+                (rep.state, rep.reason) = (ShadowState::Refused, Some(why));
+            }
+        }
         report.warnings.extend(
             rep.checks
                 .iter()
@@ -581,6 +586,68 @@ fn silent_member(probe: Option<&ProbeReport>, checks: &[shadow::ShadowCheck]) ->
                     r.target
                 ));
             }
+        }
+    }
+    None
+}
+
+/// A pool the change touched whose every primary server the shadow took out while its
+/// checks ran (their answers failed as `proxy_next_upstream http_502 ...` counts failures,
+/// which nginx logs no error for), so its `backup` servers answered: a blue/green switch to a
+/// release that answers 502 showed every client the sorry page of the backup, and every
+/// check passed. The reason that refuses the change, when one is.
+fn backup_only(
+    probe: Option<&ProbeReport>,
+    impact: &crate::impact::Impact,
+    rep: &shadow::ShadowReport,
+) -> Option<String> {
+    use std::collections::BTreeMap;
+    if rep.disabled_peers.is_empty() {
+        return None;
+    }
+    let mut pools: BTreeMap<&str, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for r in &probe?.results {
+        for x in r.references.iter() {
+            let Some(pool) = x.upstream.as_deref() else {
+                continue;
+            };
+            if x.directive != crate::conf::targets::Name::SERVER || x.down {
+                continue;
+            }
+            let (primaries, backups) = pools.entry(pool).or_default();
+            let list = if x.backup { backups } else { primaries };
+            let target = r.target.to_string();
+            if !list.contains(&target) {
+                list.push(target);
+            }
+        }
+    }
+    for (pool, (primaries, backups)) in pools {
+        let all_out =
+            !primaries.is_empty() && (primaries.iter()).all(|p| rep.disabled_peers.contains(p));
+        let touched = (impact.affected.iter()).any(|a| {
+            a.reasons
+                .iter()
+                .any(|r| r.what == format!("upstream {pool}"))
+        });
+        if backups.is_empty() || !all_out || !touched {
+            continue;
+        }
+        let through = |c: &&shadow::ShadowCheck| {
+            !c.failed() && (c.shadow.check.upstream.as_deref()).is_some_and(|u| pass_names(u, pool))
+        };
+        if let Some(c) = rep.checks.iter().find(through) {
+            return Some(format!(
+                "{}: GET {} through the shadow nginx answered {}, from upstream {pool}'s backup \
+                 ({}): nginx took every primary server of it out ({}: \"upstream server \
+                 temporarily disabled\", their answers failed as proxy_next_upstream counts \
+                 failures), so the change sends all of {pool}'s clients to its backup",
+                c.server(),
+                c.url,
+                c.shadow.reply(),
+                backups.join(", "),
+                primaries.join(", ")
+            ));
         }
     }
     None

@@ -210,6 +210,7 @@ fn live(
                     ask_running(&shadow, &mut checks, running, &opts);
                 }
                 (rep.checks, rep.skipped) = (checks, skipped);
+                rep.disabled_peers = super::verify::disabled_peers(&shadow.error_log());
             }
         }
     }

@@ -523,6 +523,27 @@ impl ShadowCheck {
     }
 }
 
+/// The peers of `upstream server temporarily disabled` lines in the shadow's error log
+/// (`upstream: "http://127.0.0.1:8305/"` → `127.0.0.1:8305`), each once.
+pub fn disabled_peers(log: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read(log).unwrap_or_default();
+    let mut out: Vec<String> = Vec::new();
+    for line in String::from_utf8_lossy(&text).lines() {
+        if !line.contains("upstream server temporarily disabled") {
+            continue;
+        }
+        let upstream = line
+            .split_once(", upstream: \"")
+            .and_then(|(_, rest)| rest.split('"').next());
+        if let Some(peer) = upstream.and_then(crate::errorlog::peer_of) {
+            if !out.contains(&peer) {
+                out.push(peer);
+            }
+        }
+    }
+    out
+}
+
 /// A log line without its timestamp and pid prefix.
 fn short_log(line: &str) -> String {
     match crate::errorlog::split_level(line) {
@@ -565,6 +586,12 @@ pub struct ShadowReport {
     /// Checks with no stand-in in the shadow (an address no `listen` names).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+    /// The peers the shadow took out of their pool while its checks ran (`upstream server
+    /// temporarily disabled`, logged at `warn`): their answers failed as
+    /// `proxy_next_upstream` counts failures (`http_502`, ...), which nginx logs no error for
+    /// when it passes the request on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub disabled_peers: Vec<String>,
     /// Copying, rewriting and spawning it (on its own thread, while `nginx -t` runs).
     #[serde(rename = "spawn_ms", serialize_with = "crate::report::ms")]
     pub spawn: Duration,
@@ -590,6 +617,7 @@ impl ShadowReport {
             listens: Vec::new(),
             checks: Vec::new(),
             skipped: Vec::new(),
+            disabled_peers: Vec::new(),
             spawn: Duration::ZERO,
             ready: None,
             elapsed: Duration::ZERO,
