@@ -1956,6 +1956,41 @@ fn a_switch_that_sends_a_pool_to_its_backup_is_refused() {
     assert_eq!(get(), Some((200, "green".into())), "{run}");
 }
 
+/// An allow-listed site (`allow 127.0.0.1; deny all;`) whose pool gains a member that answers
+/// 502 to every request: the shadow's samples of the pool came each from a network of its
+/// own (for `ip_hash`), which the allow-list answered 403, so a sample or two reached the
+/// pool and the change went live "verified", every second client getting 502 (r12 M F10).
+/// Behind `allow`/`deny` the samples keep the check's own address: refused, and the site
+/// still answers.
+#[test]
+fn an_allow_listed_pools_samples_reach_the_pool() {
+    let ip = unique_loopback();
+    let a = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let b = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |second: &str| {
+        format!(
+            "upstream intpool {{ server {}; server {second}; }}\n\
+             server {{ listen {listen}; server_name int.test; allow 127.0.0.1; deny all;\n\
+             location / {{ proxy_pass http://intpool; }} }}",
+            a.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(&b.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let get = || http_get(listen, "int.test", "/").ok();
+    assert_eq!(get(), Some((200, "app".into())));
+    n.write_http(&site(&bad.addr.to_string()));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    for _ in 0..4 {
+        assert_eq!(get(), Some((200, "app".into())), "refused");
+    }
+}
+
 /// A backend slower than `--health-timeout` (1.2 s against 0.4 s), and a change that lowers
 /// `proxy_read_timeout` below what it takes (0.8 s): every client gets nginx's 504. Both nginxes
 /// ran out of `--health-timeout` first, so it was "slow before and after", a warning, and

@@ -203,9 +203,14 @@ pub fn sample(
                     .map(|i| {
                         let from = std::net::Ipv4Addr::new(127, 0, (i % 250) as u8, 1);
                         let c = varied(c, i, on_path);
-                        // A check of a `split_clients` share keeps the address that takes it.
-                        let from = c.source.unwrap_or(from.into());
-                        scope.spawn(move || health::request_from(&c, opts, Some(from)))
+                        // A check of a `split_clients` share keeps the address that takes it;
+                        // behind `allow`/`deny` (or credentials) the check's own address, which
+                        // the allow-list lets through where 127.0.K.1 gets nginx's 403.
+                        let from = match c.gate.auth {
+                            true => c.source,
+                            false => Some(c.source.unwrap_or(from.into())),
+                        };
+                        scope.spawn(move || health::request_from(&c, opts, from))
                     })
                     .collect();
                 out.extend(handles.into_iter().filter_map(|h| h.join().ok()));
