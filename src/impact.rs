@@ -1122,11 +1122,9 @@ impl<'a> Defs<'a> {
             }
             if PASS_DIRECTIVES.contains(&d.name.as_str()) {
                 names.extend(d.args.first().and_then(|a| pass_host(a)));
-                if let Some(var) = d.args.first().and_then(|a| pass_host_variable(a)) {
-                    let reads = captures.iter().filter(|c| c.read_by(&var));
-                    names.extend(
-                        reads.flat_map(|c| c.values.iter().map(|v| v.to_ascii_lowercase())),
-                    );
+                if let Some(arg) = d.args.first() {
+                    let expanded = crate::conf::captures::expand(arg, &captures);
+                    names.extend(expanded.iter().filter_map(|t| pass_host(t)));
                 }
             }
         }
@@ -1217,18 +1215,6 @@ fn regex_patterns(d: &Directive) -> Vec<String> {
             .collect(),
         _ => Vec::new(),
     }
-}
-
-/// The variable a `*_pass` argument's whole host part is (`http://$svc/x` → `svc`,
-/// `${app}:8080` → `app`), lowercase.
-fn pass_host_variable(arg: &str) -> Option<String> {
-    let rest = arg.split_once("://").map_or(arg, |(_, r)| r);
-    let end = rest.find(['/', ':', '?']).unwrap_or(rest.len());
-    let host = &rest[..end];
-    let name = host.strip_prefix("${").and_then(|h| h.strip_suffix('}'));
-    let name = name.or_else(|| host.strip_prefix('$'))?;
-    (!name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
-        .then(|| name.to_ascii_lowercase())
 }
 
 /// The host part of a `*_pass` argument or a map value that may name an upstream:

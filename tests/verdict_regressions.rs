@@ -161,6 +161,42 @@ fn an_upstream_a_regex_capture_names_is_the_servers_and_checked_on_its_own_path(
     assert_eq!(get("/svc/alpha/x"), Some((200, "alpha".into())));
 }
 
+/// Captures that name an upstream inside a longer host (`http://$1_pool`, where nginx reads
+/// `$1` and then `_pool`; `http://svc_$k` of a group nested in another): a member answering
+/// 502 in the pool a second value names went live "verified", only the first value checked
+/// (r12 M F2, F3). Every value of the capture names its upstream and gets its own check.
+#[test]
+fn a_capture_inside_a_longer_upstream_name_is_expanded_too() {
+    let ip = unique_loopback();
+    let api = HttpBackend::start(SocketAddr::new(ip, 0), "api");
+    let web = HttpBackend::start(SocketAddr::new(ip, 0), "web");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |web_at: &str| {
+        format!(
+            "upstream api_pool {{ server {}; }}\nupstream web_pool {{ server {web_at}; }}\n\
+             upstream svc_b {{ server {}; }}\nupstream svc_zz {{ server {web_at}; }}\n\
+             server {{ listen {listen}; server_name cap.test;\n\
+             location ~ ^/(api|web)/ {{ proxy_pass http://$1_pool; }}\n\
+             location ~ ^/n/((?<k>b)|zz)/ {{ proxy_pass http://svc_$1; }} }}",
+            api.host_port(),
+            api.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(&web.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let get = |p: &str| http_get(listen, "cap.test", p).ok();
+    assert_eq!(get("/web/x"), Some((200, "web".into())));
+    assert_eq!(get("/n/zz/x"), Some((200, "web".into())));
+    n.write_http(&site(&bad.addr.to_string()));
+    let run = sr.run(&["-y", "-v"]);
+    run.expect(1);
+    assert!(run.to_string().contains("/web/"), "{run}");
+    assert!(run.to_string().contains("/n/zz/"), "{run}");
+    assert_eq!(get("/web/x"), Some((200, "web".into())), "refused");
+}
+
 /// The status line of `GET path` through nginx, without waiting for a body that may never end.
 fn status_line(listen: SocketAddr, host: &str, path: &str) -> Option<String> {
     use std::io::{BufRead, Write};

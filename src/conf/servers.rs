@@ -911,7 +911,6 @@ fn capture_branches(
     target: &str,
 ) -> Vec<uri_map::Branch> {
     let caseless = modifier == "~*";
-    let vars = crate::impact::variables(target);
     let Ok(re) = regex::RegexBuilder::new(pattern)
         .case_insensitive(caseless)
         .build()
@@ -924,7 +923,7 @@ fn capture_branches(
     };
     let mut out = Vec::new();
     let read = crate::conf::captures::captures(pattern);
-    for cap in read.iter().filter(|c| vars.iter().any(|v| c.read_by(v))) {
+    for cap in read.iter().filter(|c| c.read_in(target)) {
         let own_value = (re.captures(own)).and_then(|c| c.get(cap.index as usize));
         let var = cap.name.clone().unwrap_or_else(|| cap.index.to_string());
         for value in &cap.values {

@@ -109,29 +109,6 @@ fn captures_around(frame: &Frame<'_>) -> Vec<crate::conf::captures::Capture> {
         .collect()
 }
 
-/// `text` (a `*_pass` value) once for each value of the capture its whole host is
-/// (`http://$svc/$rest` → `http://alpha/$rest`, `http://beta/$rest`); empty when its host is
-/// no such capture.
-fn captured(text: &str, captures: &[crate::conf::captures::Capture]) -> Vec<String> {
-    let (scheme, rest) = text.split_once("://").map_or(("", text), |(s, r)| (s, r));
-    let end = rest.find(['/', ':', '?']).unwrap_or(rest.len());
-    let (host, tail) = rest.split_at(end);
-    let name = (host.strip_prefix("${").and_then(|h| h.strip_suffix('}')))
-        .or_else(|| host.strip_prefix('$'));
-    let Some(cap) = name.and_then(|n| captures.iter().find(|c| c.read_by(&n.to_ascii_lowercase())))
-    else {
-        return Vec::new();
-    };
-    let head = if scheme.is_empty() {
-        String::new()
-    } else {
-        format!("{scheme}://")
-    };
-    (cap.values.iter())
-        .map(|v| format!("{head}{v}{tail}"))
-        .collect()
-}
-
 fn reference(d: &Directive, directive: Name, context: Context) -> Reference {
     Reference {
         file: d.file.clone(),
@@ -442,7 +419,7 @@ impl Collector {
         {
             // A host that is a regex capture with a few plain values (`http://$svc/` behind
             // `(?<svc>alpha|beta)`): each value, as nginx reads it for the request that gets it.
-            let by_capture = captured(&cand.text, &captures);
+            let by_capture = crate::conf::captures::expand(&cand.text, &captures);
             if !by_capture.is_empty() {
                 for text in by_capture {
                     let p = read(&text);
