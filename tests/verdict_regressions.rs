@@ -197,6 +197,36 @@ fn a_capture_inside_a_longer_upstream_name_is_expanded_too() {
     assert_eq!(get("/web/x"), Some((200, "web".into())), "refused");
 }
 
+/// A regex `server_name` whose capture picks the upstream (`~^(?<app>x|y|z)\.test$` with
+/// `proxy_pass http://$app`): one Host was derived from it, so only `x.test` was checked, and
+/// `upstream z` pointed at a backend answering 502 went live "verified" (r12 M F4). Each value
+/// of the capture gets a Host of its own: refused, and z.test still answers.
+#[test]
+fn each_value_of_a_regex_names_capture_gets_a_host_of_its_own() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |z: &str| {
+        format!(
+            "upstream x {{ server {a}; }}\nupstream y {{ server {a}; }}\nupstream z {{ server {z}; }}\n\
+             server {{ listen {listen}; server_name ~^(?<app>x|y|z)\\.test$;\n\
+             location / {{ proxy_pass http://$app; }} }}",
+            a = app.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(&app.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let get = |h: &str| http_get(listen, h, "/").ok();
+    assert_eq!(get("z.test"), Some((200, "app".into())));
+    n.write_http(&site(&bad.addr.to_string()));
+    let run = sr.run(&["-y", "-v"]);
+    run.expect(1);
+    assert!(run.to_string().contains("http://z.test/"), "{run}");
+    assert_eq!(get("z.test"), Some((200, "app".into())), "refused");
+}
+
 /// The status line of `GET path` through nginx, without waiting for a body that may never end.
 fn status_line(listen: SocketAddr, host: &str, path: &str) -> Option<String> {
     use std::io::{BufRead, Write};

@@ -496,6 +496,9 @@ enum Route<'a> {
     Default(&'a str),
     /// A `map` on the path routes this path elsewhere: the map's branch (`map $pool /api/`).
     PathMap(&'a str),
+    /// A capture of the server's regex name picks the upstream (`server_name
+    /// ~^(?<app>x|y)\.test$` with `proxy_pass http://$app`): this Host takes another value.
+    NameCapture,
 }
 
 /// A WebSocket handshake's request headers (RFC 6455, the RFC's own sample key).
@@ -562,6 +565,9 @@ impl Candidate<'_> {
             Route::HostMap(var) => what.push_str(&format!(", Host routed by map ${var}")),
             Route::Default(listen) => what.push_str(&format!(", default server of {listen}")),
             Route::PathMap(branch) => what.push_str(&format!(", path routed by {branch}")),
+            Route::NameCapture => {
+                what.push_str(", Host routed by a capture of its regex server_name")
+            }
         }
         if let Some(v) = self.extra {
             what.push_str(&format!(", {}", v.what));
@@ -842,6 +848,40 @@ fn candidates<'a>(
                     (location, path),
                 )
             });
+        }
+    }
+    // A regex name whose capture the `*_pass` reads: a Host for each other value.
+    let first_text = Candidate::host_text(&first_host);
+    for re in server
+        .server_names
+        .iter()
+        .filter_map(|n| n.strip_prefix('~'))
+    {
+        let caps = crate::conf::captures::captures(re);
+        for &(location, path) in &locations {
+            for cap in caps.iter().filter(|c| c.read_in(&location.target)) {
+                for value in &cap.values {
+                    let fixed = cap.fixed(re, value);
+                    let first = listens.first().map(|&(l, _)| l);
+                    match regex_host(servers, me, &fixed, first) {
+                        Ok(host) if host.eq_ignore_ascii_case(&first_text) => {}
+                        Ok(host) => out.push(Candidate {
+                            route: Route::NameCapture,
+                            ..make(
+                                first_listen,
+                                first_addr,
+                                &Host::Name(host),
+                                (location, path),
+                            )
+                        }),
+                        Err(why) => skip(
+                            format!("server_name ~{re} ({value})"),
+                            at(root, &server.file, server.line),
+                            why,
+                        ),
+                    }
+                }
+            }
         }
     }
     for &(location, _) in &locations {
