@@ -2380,6 +2380,57 @@ fn handshake_settings_in_a_tls_default_server_affect_every_site_on_its_address()
     assert_eq!(https_get(listen, "a.test", "/").ok(), Some(200));
 }
 
+/// An http-level `limit_conn connip 3` (zone on `$binary_remote_addr`) in a tree that also has
+/// a `geo $remote_addr` another server routes by: the run's concurrent checks, all from one
+/// address (the `geo` kept them there), got nginx's 503, and a site switched to a backend
+/// answering 502 went live (r12 M F11). Only a location routed by the client's address keeps
+/// one: refused, and the site still answers.
+#[test]
+fn a_connection_limit_is_not_tripped_by_the_runs_own_checks() {
+    let ip = unique_loopback();
+    let slow = HttpBackend::start_slow(
+        SocketAddr::new(ip, 0),
+        "app",
+        std::time::Duration::from_millis(300),
+    );
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |first: &str, header: &str| {
+        let mut http = format!(
+            "limit_conn_zone $binary_remote_addr zone=connip:1m; limit_conn connip 3; \
+             add_header X-H {header};\n\
+             geo $remote_addr $office {{ default office_a; 127.0.0.1 office_b; }}\n\
+             upstream office_a {{ server {s}; }}\nupstream office_b {{ server {s}; }}\n\
+             server {{ listen {listen}; server_name office.test; \
+             location / {{ proxy_pass http://$office; }} }}\n",
+            s = slow.host_port()
+        );
+        for i in 0..8 {
+            let to = if i == 3 {
+                first.to_string()
+            } else {
+                slow.host_port()
+            };
+            http.push_str(&format!(
+                "server {{ listen {listen}; server_name s{i}.test; \
+                 location / {{ proxy_pass http://{to}; }} }}\n"
+            ));
+        }
+        http
+    };
+    let n = TestNginx::start(&site(&slow.host_port(), "1"));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site(&bad.addr.to_string(), "2"));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(run.stderr.contains("s3.test"), "{run}");
+    assert_eq!(
+        http_get(listen, "s3.test", "/").ok(),
+        Some((200, "app".into()))
+    );
+}
+
 /// A site behind `limit_req` keyed on the client's address, switched to a backend that answers
 /// 500 to everything: the run's own requests, all from one address, used up the limit, the
 /// running nginx answered them its own 503, and the shadow's 500 was judged next to that 503:

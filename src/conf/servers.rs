@@ -877,7 +877,10 @@ fn proxied_locations<'a>(
                 variants: variants.into_boxed_slice(),
                 only_when,
                 check_headers: gate_headers(d.children(), within.maps),
-                spread_sources: gates.limits.limited && !gates.auth && within.by_client.is_empty(),
+                // Another server's `geo` or `split_clients` is no reason to keep one address.
+                spread_sources: gates.limits.limited
+                    && !gates.auth
+                    && variants::of_client(within.by_client, pass.1).is_empty(),
                 file: d.file.clone(),
                 line: d.line,
             });
