@@ -1490,6 +1490,42 @@ fn a_wordpress_site_is_checked_through_the_index_php_try_files_sends_to() {
     assert!(status == 200 && body.contains("php ok"), "{status} {body}");
 }
 
+/// WordPress's `try_files $uri $uri/ /index.php$is_args$args` with the slash dropped
+/// (`index.php$is_args$args`): nginx sends every permalink to `index.php`, php-fpm is asked
+/// for `ROOTindex.php` and answers 404, and last-good's check of a made-up permalink, 200
+/// before and 404 after, passed as a path no client asks (r12 M F7). Where that path still
+/// falls through to a backend, what it got before is its baseline: refused, rolled back
+/// without the shadow, and the permalinks still answer.
+#[test]
+fn a_wordpress_fallback_without_its_slash_is_the_changes() {
+    let ip = unique_loopback();
+    let fpm = AppServer::php_fpm(SocketAddr::new(ip, free_port(ip)));
+    let root = php_root();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |fallback: &str| {
+        format!(
+            "server {{ listen {listen}; server_name wp.test; root {}; index index.php;\n\
+             location / {{ try_files $uri $uri/ {fallback}; }}\n\
+             location ~ \\.php$ {{ {FASTCGI} fastcgi_pass {}; }} }}",
+            root.path().display(),
+            fpm.addr
+        )
+    };
+    let n = TestNginx::start(&site("/index.php$is_args$args"));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let post = || http_get(listen, "wp.test", "/a-post/").expect("GET");
+    assert!(post().1.contains("php ok"));
+    n.write_http(&site("index.php$is_args$args"));
+    assert!(n.test().0, "nginx -t passes it");
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert!(post().1.contains("php ok"), "refused: {run}");
+    let run = sr.run(&["-y", "--no-shadow"]);
+    run.expect(3);
+    assert!(post().1.contains("php ok"), "rolled back: {run}");
+}
+
 /// `location / { try_files $uri $uri/ =404; }` beside `location ~ \.php$`: the PHP check
 /// passed and the server was counted verified, though nothing checks what `/` serves (files,
 /// or nginx's 404). That location has no backend: it is listed as not verified with why, and

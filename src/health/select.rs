@@ -213,7 +213,12 @@ pub const MAX_CARRIED: usize = 64;
 /// 404 or 500 where it was served is the change's. `old` is last-good's servers, `asked` the
 /// candidate's checks. A location the change removes or renames is not carried: its requests
 /// go elsewhere on purpose.
-pub fn carried_checks(old: &[Server], impact: &Impact, asked: &[Check], root: &Path) -> Vec<Check> {
+pub fn carried_checks(
+    (old, new): (&[Server], &[Server]),
+    impact: &Impact,
+    asked: &[Check],
+    root: &Path,
+) -> Vec<Check> {
     // Last-good's side of each affected server it had, by last-good's identity.
     let mut theirs: HashMap<ServerId, &Affected> = HashMap::new();
     let mut old_impact = Impact::default();
@@ -273,9 +278,14 @@ pub fn carried_checks(old: &[Server], impact: &Impact, asked: &[Check], root: &P
         c.server = a.label.clone();
         c.what = format!("{}, as last-good checked it", c.what);
         // A path made up to reach the location (`/tf/safe-reload-check` for its `try_files`)
-        // is no page a client asks: its 404 now (the location made static on purpose) is no
-        // regression, but a server error is, as for a request with no baseline.
-        c.fresh = c.path.contains("safe-reload-check");
+        // is no page a client asks: where the location it lands on now serves files alone
+        // (`try_files $uri =404`, made static on purpose) its 404 is no regression, but a
+        // server error is, as for a request with no baseline. Where it still falls through
+        // to a backend (a front controller's `try_files ... index.php`), what it got before
+        // is its baseline: a 404 for every permalink is the change's.
+        let made_up = c.path.contains("safe-reload-check");
+        let now = new.iter().find(|s| ServerId::of(s) == a.id);
+        c.fresh = made_up && now.is_none_or(|s| serves_files_at(s, &c.path));
         c.made_up_in_new = false;
         out.push(c);
         if out.len() >= MAX_CARRIED {
@@ -283,6 +293,31 @@ pub fn carried_checks(old: &[Server], impact: &Impact, asked: &[Check], root: &P
         }
     }
     out
+}
+
+/// Whether `path` lands, by the longest prefix, on one of `server`'s locations that answer
+/// from files alone (see `Server::unbacked`); a regex location is not matched here.
+fn serves_files_at(server: &Server, path: &str) -> bool {
+    let prefix = |what: &str| -> Option<String> {
+        let key = what.strip_prefix("location ")?;
+        match key.split_once(' ') {
+            Some(("^~", p)) => Some(p.to_string()),
+            Some(("=", p)) => (p == path).then(|| p.to_string()),
+            Some(_) => None,
+            None => Some(key.to_string()),
+        }
+    };
+    let longest_static = (server.unbacked.iter())
+        .filter_map(|u| prefix(&u.what))
+        .filter(|p| path.starts_with(p.as_str()))
+        .map(|p| p.len())
+        .max();
+    let longest_proxied = (server.locations.iter())
+        .filter(|l| l.modifier.is_none() || l.modifier.as_deref() == Some("^~"))
+        .filter(|l| path.starts_with(l.path.as_str()))
+        .map(|l| l.path.len())
+        .max();
+    longest_static.is_some_and(|s| longest_proxied.is_none_or(|p| s >= p))
 }
 
 /// One affected server's candidates, those the change reaches directly first.

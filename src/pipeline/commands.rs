@@ -182,7 +182,7 @@ pub fn check(s: &Settings, untrusted: bool, report: &mut Report) -> Result<Exit>
         if let Some(shadow) = shadow.as_ref().filter(|_| impact.shadow_needed()) {
             let root = &insp.config.conf_prefix;
             let mut plan = inspect::candidate_checks(s, &insp.servers, &impact, root);
-            inspect::carry(s, &mut plan, &old_servers, &impact, root);
+            inspect::carry(s, &mut plan, (&old_servers, &insp.servers), &impact, root);
             let checks = plan.checks;
             let logs = env.error_logs(&insp.config);
             // No master, no running configuration: none of the log's lines are its. `nginx -t`

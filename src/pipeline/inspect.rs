@@ -270,9 +270,15 @@ pub fn candidate_checks(s: &Settings, servers: &[Server], impact: &Impact, root:
 
 /// Last-good's checks the candidate no longer asks, added to `plan` (see
 /// [`health::carried_checks`]); none where `--health` URLs replace the derived checks.
-pub fn carry(s: &Settings, plan: &mut Plan, old: &[Server], impact: &Impact, root: &Path) {
+pub fn carry(
+    s: &Settings,
+    plan: &mut Plan,
+    (old, new): (&[Server], &[Server]),
+    impact: &Impact,
+    root: &Path,
+) {
     if s.health.is_empty() && !old.is_empty() {
-        let carried = health::carried_checks(old, impact, &plan.checks, root);
+        let carried = health::carried_checks((old, new), impact, &plan.checks, root);
         plan.checks.extend(carried);
     }
 }

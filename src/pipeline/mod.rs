@@ -302,7 +302,7 @@ pub fn reload_locked(
                 drop(old_prints);
                 let root = &parsed.config.conf_prefix;
                 let mut plan = inspect::candidate_checks(s, parsed.servers, &impact, root);
-                inspect::carry(s, &mut plan, &old_servers, &impact, root);
+                inspect::carry(s, &mut plan, (&old_servers, parsed.servers), &impact, root);
                 drop(old_servers);
                 // Nothing to compare with, or nothing to reload: no baseline to take. An
                 // operator may take minutes to answer the prompt: the baseline is then taken
