@@ -2093,6 +2093,50 @@ fn an_allow_listed_pools_samples_reach_the_pool() {
     }
 }
 
+/// Redirects no client can follow went live (r11 K F7, r12 M F6): a site's `location /`
+/// made `return 301 https://$host:PORT$request_uri` before anything listens on PORT, and a
+/// catch-all's `return 301 https://$server_name$request_uri` where `server_name _` sends
+/// every visitor to `https://_/`. Both fail now: the first is rolled back after the reload
+/// (the shadow's stand-ins listen elsewhere, so only nginx itself can tell), the second is
+/// refused; what the site serves stays as before.
+#[test]
+fn a_redirect_no_client_can_follow_is_a_failure() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let dead = free_port(ip);
+    let site = |root: &str, catch_all: &str| {
+        format!(
+            "server {{ listen {listen} default_server; server_name _; {catch_all} }}\n\
+             server {{ listen {listen}; server_name a.test; location / {{ {root} }} }}"
+        )
+    };
+    let proxied = format!("proxy_pass http://{};", app.host_port());
+    let good = site(&proxied, "return 301 https://$host$request_uri;");
+    let n = TestNginx::start(&good);
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let get = || http_get(listen, "a.test", "/").ok();
+    assert_eq!(get(), Some((200, "app".into())));
+
+    let to_dead = format!("return 301 https://$host:{dead}$request_uri;");
+    n.write_http(&site(&to_dead, "return 301 https://$host$request_uri;"));
+    let run = sr.run(&["-y"]);
+    run.expect(3);
+    assert!(run.stderr.contains("where nothing listens"), "{run}");
+    assert_eq!(get(), Some((200, "app".into())), "rolled back");
+
+    n.write_http(&site(
+        &proxied,
+        "return 301 https://$server_name$request_uri;",
+    ));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(run.stderr.contains("is no host name"), "{run}");
+    let other = http_get(listen, "other.test", "/").ok().map(|r| r.0);
+    assert_eq!(other, Some(301), "refused");
+}
+
 /// A backend slower than `--health-timeout` (1.2 s against 0.4 s), and a change that lowers
 /// `proxy_read_timeout` below what it takes (0.8 s): every client gets nginx's 504. Both nginxes
 /// ran out of `--health-timeout` first, so it was "slow before and after", a warning, and

@@ -870,7 +870,67 @@ fn get_status(
             "HTTP {status} to {location}, the URL requested: a redirect loop for every client"
         )));
     }
+    if let Some(why) = dead_redirect(check, status, &response, timeout) {
+        return Err(other(format!("HTTP {status} {why}")));
+    }
     Ok(status)
+}
+
+/// A redirect no client can follow: to the host `_` (a catch-all's `server_name _` written
+/// out as `$server_name`), or to another port it names of the same site's address where
+/// nothing listens (`return 301 https://$host:4443$request_uri` before any `listen 4443
+/// ssl`). The port is tried only where the check went to nginx itself (not to the shadow's
+/// stand-in, whose listens are elsewhere).
+fn dead_redirect(check: &Check, status: u16, response: &[u8], timeout: Duration) -> Option<String> {
+    if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+        return None;
+    }
+    let location = location_of(response)?;
+    let (scheme, rest) = location.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !authority.starts_with('[') => (h, p.parse::<u16>().ok()),
+        _ => (authority, None),
+    };
+    if host == "_" {
+        return Some(format!(
+            "to {location}: `_` is no host name (a catch-all's `server_name _`, sent as \
+             $server_name): no client can follow it"
+        ));
+    }
+    // Only a port the Location names: a redirect to the scheme's own port may be a load
+    // balancer's, in front of this machine.
+    let port = port.filter(|_| matches!(scheme.as_str(), "http" | "https"))?;
+    let same = port == check.connect.port() && (scheme == "https") == check.tls;
+    if check.dial.is_some()
+        || check.unix.is_some()
+        || same
+        || !host.eq_ignore_ascii_case(&check.host)
+    {
+        return None;
+    }
+    let to = SocketAddr::new(check.connect.ip(), port);
+    let wait = timeout.min(Duration::from_secs(1));
+    match TcpStream::connect_timeout(&to, wait) {
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => Some(format!(
+            "to {location}, where nothing listens ({to} refused the connection): no client \
+             can follow it"
+        )),
+        _ => None,
+    }
+}
+
+/// The `Location` header of a response.
+fn location_of(response: &[u8]) -> Option<String> {
+    let head_end = response.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&response[..head_end]);
+    head.lines().skip(1).find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("location")
+            .then(|| value.trim().to_string())
+    })
 }
 
 /// The `Location` of a redirect (301, 302, 303, 307, 308) back to the very URL `check`
@@ -881,14 +941,7 @@ fn self_redirect(check: &Check, status: u16, response: &[u8]) -> Option<String> 
     if !matches!(status, 301 | 302 | 303 | 307 | 308) || check.host.is_empty() {
         return None;
     }
-    let head_end = response.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&response[..head_end]);
-    let location = head.lines().skip(1).find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.trim()
-            .eq_ignore_ascii_case("location")
-            .then(|| value.trim().to_string())
-    })?;
+    let location = location_of(response)?;
     let scheme = if check.tls { "https" } else { "http" };
     let (to_scheme, authority, path) = match location.split_once("://") {
         Some((sc, rest)) => {
