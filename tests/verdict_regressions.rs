@@ -345,6 +345,13 @@ fn a_location_behind_auth_basic_is_not_called_verified() {
             .contains("hint: e.test location /adm/ is behind authentication: to check the backend, pass --health http://USER:PASS@e.test:"),
         "{run}"
     );
+    // Why, for the location the headline names (the text said nothing of it; r12 O).
+    assert!(
+        run.stderr
+            .contains("not verified: e.test location /adm/ (nginx.conf:")
+            && run.stderr.contains("answered HTTP 401 by nginx itself"),
+        "{run}"
+    );
     // What nginx serves: the 401 to strangers, the broken backend to logged-in users.
     let (status, _) = http_get(listen, "e.test", "/adm/").expect("GET");
     assert_eq!(status, 401);

@@ -859,6 +859,20 @@ fn render_outcome(p: &Printer, report: &Report) {
             escape_control(hint)
         ));
     }
+    // The headline names what was not verified; why, for the locations it names (a server's
+    // entry says it there).
+    if report.outcome == Outcome::Reloaded {
+        let mut said: Vec<String> = Vec::new();
+        let located =
+            (report.coverage.iter().flat_map(|c| &c.not_verified)).filter(|n| n.what != "server");
+        for n in located {
+            let line = format!("not verified: {}: {}", n.describe(), n.why);
+            if !said.contains(&line) && said.len() < HEADLINE_ITEMS {
+                p.err(&escape_control(&line));
+                said.push(line);
+            }
+        }
+    }
     let (tone, text) = match report.outcome {
         Outcome::Ok => return,
         Outcome::Reloaded => match (report.coverage.as_ref().filter(|c| !c.complete()), slow(report)) {
