@@ -1178,12 +1178,28 @@ fn dep(what: String, d: &Directive) -> Dep {
     }
 }
 
-/// The variable names in one word: `$pool`, `${pool}`, lowercase, without the `$`, as nginx's
-/// script compiler reads them (`$1_pool` is `$1`; see `conf::captures`).
+/// The variable names in one word: `$pool`, `${pool}`, lowercase, without the `$`.
 pub(crate) fn variables(word: &str) -> Vec<String> {
-    (crate::conf::captures::occurrences(word).into_iter())
-        .map(|(_, _, name)| name)
-        .collect()
+    let b = word.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        let braced = b.get(i + 1) == Some(&b'{');
+        let start = i + 1 + usize::from(braced);
+        let mut end = start;
+        while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
+            end += 1;
+        }
+        if end > start {
+            out.push(word[start..end].to_ascii_lowercase());
+        }
+        i = end.max(i + 1);
+    }
+    out
 }
 
 /// The regexes of a directive whose captures a `*_pass` may read: a regex location's, and a

@@ -161,7 +161,7 @@ pub fn expand(text: &str, captures: &[Capture]) -> Vec<String> {
 
 /// Each variable of `text` as nginx's script compiler reads it: its byte range and its name,
 /// lowercase (`$1` is the digits alone, `${name}` braced).
-pub(crate) fn occurrences(text: &str) -> Vec<(usize, usize, String)> {
+fn occurrences(text: &str) -> Vec<(usize, usize, String)> {
     let b = text.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
