@@ -406,12 +406,26 @@ pub struct Compared {
 }
 
 impl Compared {
+    /// No answer within `--health-timeout`, and none before the change either, or nothing
+    /// asked before it: a slow site's, as far as anyone can tell.
+    pub fn only_slow(&self) -> bool {
+        match &self.before {
+            Some(b) => b.slow_both(&self.after),
+            None => self.after.timed_out,
+        }
+    }
+
     /// What happened to this check, in words: `URL answered HTTP 502 before this change and
     /// still does`.
     pub fn describe(&self) -> String {
         let url = &self.url;
         let (after, before) = (&self.after, self.before.as_ref());
         match before {
+            None if !self.baseline_taken && after.timed_out => format!(
+                "{url} did not answer within --health-timeout ({}); raise --health-timeout if \
+                 the site is only slow",
+                after.answer
+            ),
             None if !self.baseline_taken => format!("{url} answered {}", after.answer),
             None => format!(
                 "{url} answered {} (nothing answered there before this change)",
@@ -785,10 +799,14 @@ pub fn after_rollback(
                 (h.results.iter()).any(|r| r.check.url == c.url && r.failed && r.timed_out)
             })
     };
+    // No baseline at all (`recover` after a kill: what ran before the change was never
+    // asked): a check the restored configuration gets no answer to in time is as slow as
+    // a new site's, not verified, never a rollback that made things worse.
+    let slow_unasked = |c: &Compared| !c.baseline_taken && c.after.timed_out;
     for c in compared {
         match &c.before {
             Some(b) if b.failed => still_failing.push(c),
-            None if slow_under_change(&c) => still_failing.push(c),
+            None if slow_under_change(&c) || slow_unasked(&c) => still_failing.push(c),
             _ => causes.push(Cause::Check(c)),
         }
     }
@@ -820,6 +838,17 @@ impl RollbackVerdict {
         match self {
             RollbackVerdict::Back { still_failing, .. } if still_failing.is_empty() => {
                 format!("the last good configuration ({good}) is live and verified")
+            }
+            // Only slower than --health-timeout, before and after or with nothing asked
+            // before: the tool's limit, nothing an operator saw fail.
+            RollbackVerdict::Back { still_failing, .. }
+                if still_failing.iter().all(Compared::only_slow) =>
+            {
+                format!(
+                    "the last good configuration ({good}) is live and back to how it was \
+                     before this change; not verified: {}",
+                    list(still_failing.iter().map(Compared::describe))
+                )
             }
             RollbackVerdict::Back { still_failing, .. } => format!(
                 "the last good configuration ({good}) is live and back to how it was before \

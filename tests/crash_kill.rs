@@ -455,3 +455,83 @@ fn recover_after_a_kill_while_verifying_says_the_change_was_not_verified_not_tha
     );
     assert_eq!(site.answer(), Some((200, "good".into())));
 }
+
+/// r12 N F3: a long-poll location that never answers within `--health-timeout`, before any
+/// change or after it. A run killed while it verified is rolled back by `recover`, which has no
+/// baseline to compare with: that location's timeout is a slow site's (not verified), not a
+/// rollback that left things worse, so `recover` exits 3, not 4 ("an operator must act").
+#[test]
+fn recover_does_not_page_for_a_location_that_is_only_slower_than_the_health_timeout() {
+    let site = Site::start();
+    let slow = support::HttpBackend::start_slow(
+        std::net::SocketAddr::new(site.addr.ip(), 0),
+        "poll",
+        // Longer than a check asked again waits (four times --health-timeout).
+        Duration::from_secs(3),
+    );
+    let http = |up: &str| {
+        format!(
+            "server {{ listen {}; location / {{ proxy_pass http://{up}; }} \
+             location /poll {{ proxy_pass http://{}; proxy_read_timeout 60s; }} }}",
+            site.addr,
+            slow.host_port()
+        )
+    };
+    let args = |cmd: &str| {
+        let mut c = std::process::Command::new(BIN);
+        c.arg(cmd)
+            .args(["--nginx", support::NGINX])
+            .args(site.nginx.flags())
+            .arg("--state-dir")
+            .arg(site.state.path())
+            .args([
+                "--health-timeout",
+                "500ms",
+                "--no-shadow",
+                "-y",
+                "--color",
+                "never",
+            ])
+            .env_remove("SAFE_RELOAD_TEST_PAUSE")
+            .stdin(Stdio::null());
+        c
+    };
+    site.nginx.write_http(&http(&site.good.host_port()));
+    // Made last-good with only `/` checked: /poll was `/`'s before it, and answered at once.
+    let out = (args("reload").arg("--health"))
+        .arg(format!("http://{}/", site.addr))
+        .output()
+        .expect("run safe-reload");
+    assert_eq!(out.status.code(), Some(0), "adopt: {}", text(&out));
+    site.nginx.write_http(&http(&site.bad.addr.to_string()));
+    let mut run = Proc(
+        args("reload")
+            .env("SAFE_RELOAD_TEST_PAUSE", "verifying")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start safe-reload"),
+    );
+    assert!(
+        run.wait_stopped(Duration::from_secs(20)),
+        "the run never reached verifying"
+    );
+    run.signal(libc::SIGKILL);
+    let _ = run.finish(Duration::from_secs(5));
+    assert_eq!(
+        support::http_get(site.addr, "site", "/").map(|a| a.0).ok(),
+        Some(502)
+    );
+    let out = args("recover").output().expect("run safe-reload");
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(
+        !said.contains("an operator must act")
+            && !said.contains("worse than before")
+            && said.contains("did not answer within --health-timeout"),
+        "{said}"
+    );
+    assert_eq!(site.answer(), Some((200, "good".into())), "{said}");
+    let (code, doc) = site.status();
+    assert_eq!(code, Some(0), "status after recover: {doc}");
+}

@@ -658,23 +658,26 @@ fn render_rollback(p: &Printer, rb: &RollbackReport) {
     }
     if let Some(h) = &rb.health {
         // Back to the baseline: what still fails failed before the change the same way.
-        let still: Vec<&str> = match &rb.verdict {
-            Some(RollbackVerdict::Back { still_failing, .. }) => {
-                still_failing.iter().map(|c| c.url.as_str()).collect()
-            }
+        let still: Vec<&crate::verdict::Compared> = match &rb.verdict {
+            Some(RollbackVerdict::Back { still_failing, .. }) => still_failing.iter().collect(),
             _ => Vec::new(),
         };
+        let slow = |url: &str| still.iter().any(|c| c.url == url && c.only_slow());
         let (old, rest): (Vec<_>, Vec<_>) = (h.results.iter().cloned())
-            .partition(|r| r.failed && still.contains(&r.check.url.as_str()));
+            .partition(|r| r.failed && still.iter().any(|c| c.url == r.check.url));
         let rest = HealthReport {
             results: rest,
             ..h.clone()
         };
         render_health(p, &rest, "re-verify", true);
         for r in old {
+            let (label, why) = match slow(&r.check.url) {
+                true => ("not verified", "slower than --health-timeout"),
+                false => ("still failing", "as before this change"),
+            };
             p.progress(&format!(
-                "{} re-verify: GET {} -> {} (as before this change)",
-                p.paint(Tone::Warn, "still failing"),
+                "{} re-verify: GET {} -> {} ({why})",
+                p.paint(Tone::Warn, label),
                 escape_control(&r.check.url),
                 escape_control(&r.reply())
             ));
