@@ -212,6 +212,9 @@ pub struct Baseline {
     /// server answered them (a name the change moves to another server keeps its clients'
     /// certificate to lose).
     named: Vec<String>,
+    /// The URLs of the checks beside which a TLS 1.2 handshake completed (see
+    /// [`crate::health::Tls12`]).
+    tls12: Vec<String>,
 }
 
 impl Baseline {
@@ -248,8 +251,14 @@ impl Baseline {
             .map(|r| r.check.url.clone())
             .collect();
         named.dedup();
+        let mut tls12: Vec<String> = (window.results.iter())
+            .filter(|r| r.tls12_completed())
+            .map(|r| r.check.url.clone())
+            .collect();
+        tls12.dedup();
         Baseline {
             named,
+            tls12,
             checks,
             tallies,
             errors: (window.upstream_errors.iter().chain(intermittent))
@@ -319,6 +328,11 @@ impl Baseline {
         self.named.iter().any(|u| u == url)
     }
 
+    /// Whether a TLS 1.2 handshake completed beside the check before the change.
+    fn tls12(&self, url: &str) -> bool {
+        self.tls12.iter().any(|u| u == url)
+    }
+
     fn logged(&self, e: &UpstreamError) -> bool {
         self.errors.iter().any(|b| same_error(b, e))
     }
@@ -348,6 +362,10 @@ impl Known for Baseline {
     fn named_before(&self, result: &CheckResult) -> bool {
         self.named(&result.check.url)
     }
+
+    fn tls12_before(&self, result: &CheckResult) -> bool {
+        self.tls12(&result.check.url)
+    }
 }
 
 /// What a rollback's re-verification does not count against the restored configuration:
@@ -372,6 +390,10 @@ impl Known for AfterRollback<'_> {
 
     fn named_before(&self, result: &CheckResult) -> bool {
         self.baseline.named(&result.check.url)
+    }
+
+    fn tls12_before(&self, result: &CheckResult) -> bool {
+        self.baseline.tls12(&result.check.url)
     }
 
     fn upstream_error(&self, error: &UpstreamError) -> bool {
@@ -921,6 +943,7 @@ mod tests {
             timed_out: false,
             hint: None,
             wrong_name: None,
+            tls12: Default::default(),
         }
     }
 

@@ -2729,3 +2729,82 @@ fn a_location_with_a_space_is_checked_with_its_path_encoded() {
     assert!(run.stdout.contains("HTTP 502"), "{run}");
     assert_eq!(http_get(listen, "a.test", "/a%20b/").expect("GET").1, "app");
 }
+
+/// What a client that offers TLS 1.2 alone gets (`curl --tls-max 1.2`): the status, or `None`
+/// for a handshake nginx refused.
+fn https_get_tls12(addr: SocketAddr, host: &str) -> Option<u16> {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sSk",
+            "--tls-max",
+            "1.2",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "5",
+        ])
+        .args(["-w", "%{http_code}", "--resolve"])
+        .arg(format!("{host}:{}:{}", addr.port(), addr.ip()))
+        .arg(format!("https://{host}:{}/", addr.port()))
+        .output()
+        .expect("run curl");
+    let code: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    (code != 0).then_some(code)
+}
+
+/// r12 N F4: an `ssl_ciphers` that leaves the certificate's key no TLS 1.2 suite (an RSA-only
+/// list in front of an ECDSA certificate). The checks negotiate TLS 1.3, where `ssl_ciphers`
+/// does not apply, and passed: "live and verified" while every TLS 1.2 client got a handshake
+/// failure. A TLS 1.2 handshake is asked beside each TLS check; one that completed before
+/// the change and fails after it refuses the change in the shadow, and rolls it back without
+/// it. The same list with a suite for the key, and a change that drops TLS 1.2 from
+/// `ssl_protocols` (a decision, not a mistake), go live.
+#[test]
+fn an_ssl_ciphers_that_leaves_tls12_clients_no_handshake_is_the_changes() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "a");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed(certs.path(), "a.test");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |extra: &str| {
+        format!(
+            "server {{ listen {listen} ssl default_server; server_name a.test; \
+             ssl_certificate {}; ssl_certificate_key {}; {extra} \
+             location / {{ proxy_pass http://{}; }} }}",
+            cert.display(),
+            key.display(),
+            good.host_port()
+        )
+    };
+    let n = TestNginx::start(&site("ssl_protocols TLSv1.2 TLSv1.3;"));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    assert_eq!(https_get_tls12(listen, "a.test"), Some(200));
+    let broken = "ssl_protocols TLSv1.2 TLSv1.3; ssl_ciphers ECDHE-RSA-AES128-GCM-SHA256;";
+    n.write_http(&site(broken));
+
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert!(format!("{run}").contains("TLS 1.2 handshake: "), "{run}");
+    assert_eq!(https_get_tls12(listen, "a.test"), Some(200), "not reloaded");
+
+    let run = sr.run(&["-y", "--no-shadow"]);
+    run.expect(3);
+    assert!(
+        run.stderr.contains("every TLS 1.2 client is refused"),
+        "{run}"
+    );
+    assert_eq!(https_get_tls12(listen, "a.test"), Some(200), "rolled back");
+    assert_eq!(https_get(listen, "a.test", "/").ok(), Some(200));
+
+    // A list with a suite for the key goes live; so does TLS 1.2 dropped on purpose.
+    let fine = "ssl_protocols TLSv1.2 TLSv1.3; ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256;";
+    n.write_http(&site(fine));
+    sr.run(&["-y"]).expect(0);
+    assert_eq!(https_get_tls12(listen, "a.test"), Some(200));
+    n.write_http(&site("ssl_protocols TLSv1.3;"));
+    sr.run(&["-y"]).expect(0);
+    assert_eq!(https_get_tls12(listen, "a.test"), None, "TLS 1.2 dropped");
+    assert_eq!(https_get(listen, "a.test", "/").ok(), Some(200));
+}

@@ -175,6 +175,7 @@ mod tests {
             timed_out: status.is_none(),
             hint: None,
             wrong_name: None,
+            tls12: Default::default(),
         }
     }
 

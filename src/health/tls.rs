@@ -258,6 +258,24 @@ pub fn client_config(wrong_name: WrongName) -> Result<Arc<ClientConfig>, rustls:
     Ok(Arc::new(config))
 }
 
+/// [`client_config`] offering TLS 1.2 alone: whether a TLS 1.2 client still gets a
+/// handshake (`ssl_ciphers` applies to TLS 1.2 only; TLS 1.3 keeps its own suites).
+pub fn client_config_tls12() -> Result<Arc<ClientConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let schemes = provider
+        .signature_verification_algorithms
+        .supported_schemes();
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny {
+            schemes,
+            wrong_name: WrongName::default(),
+        }))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// The name to send as SNI: a DNS name, or an IP (for which rustls sends no SNI).
 pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');

@@ -165,6 +165,36 @@ pub struct CheckResult {
     /// ([`CheckResult::judge_against`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wrong_name: Option<String>,
+    /// Over TLS, once the check was answered: whether a client offering TLS 1.2 alone still
+    /// gets a handshake (see [`Tls12`]).
+    #[serde(skip_serializing_if = "Tls12::unasked")]
+    pub tls12: Tls12,
+}
+
+/// What a handshake offering TLS 1.2 alone got, asked beside a TLS check that was answered:
+/// the checks negotiate TLS 1.3 where nginx offers it, and `ssl_ciphers` applies to TLS 1.2
+/// alone, so a cipher list that leaves the certificate's key no suite fails every TLS 1.2
+/// client while the check passes. Alone it decides nothing (a listen may serve TLS 1.3 alone
+/// on purpose); where the same check's TLS 1.2 handshake completed before the change, a
+/// failed one fails the answer ([`CheckResult::judge_against`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tls12 {
+    /// Not asked: no TLS, the check got no answer, or the handshake's connection failed.
+    #[default]
+    Unasked,
+    /// A TLS 1.2 handshake completed.
+    Completed,
+    /// nginx does not offer TLS 1.2 there (`ssl_protocols`): its protocol_version alert.
+    NotOffered,
+    /// TLS 1.2 is offered and no handshake completes, OpenSSL's client's neither: why.
+    Failed(String),
+}
+
+impl Tls12 {
+    pub fn unasked(&self) -> bool {
+        *self == Tls12::Unasked
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -202,10 +232,26 @@ impl CheckResult {
         self.check.tls && self.status.is_some() && !self.refused && self.wrong_name.is_none()
     }
 
+    /// A TLS 1.2 handshake completed beside this check's answer.
+    pub fn tls12_completed(&self) -> bool {
+        self.tls12 == Tls12::Completed
+    }
+
+    /// Why a TLS 1.2 client gets no handshake where TLS 1.2 is offered, when it gets none.
+    pub fn tls12_failure(&self) -> Option<&str> {
+        match &self.tls12 {
+            Tls12::Failed(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// An answer whose TLS 1.2 handshake failed, where the same check's completed before the
+    /// change (`tls12_before`), fails as well: every TLS 1.2 client is refused.
     pub fn judge_against(
         &mut self,
         passed_before: Option<u16>,
         named_before: bool,
+        tls12_before: bool,
         opts: &HealthOptions,
     ) {
         if self.failed {
@@ -218,6 +264,17 @@ impl CheckResult {
             self.failures += 1;
         } else if named_before && self.wrong_name.is_some() {
             self.error = self.wrong_name.clone();
+            self.status = None;
+            self.answer = Answer::Failed;
+            self.failed = true;
+            self.failures += 1;
+        } else if let Some(why) = self.tls12_failure().filter(|_| tls12_before) {
+            let over13 = self.reply();
+            self.error = Some(format!(
+                "TLS 1.2 handshake: {why} (every TLS 1.2 client is refused, where one got \
+                 through before this change; over TLS 1.3 it answers {over13}: an \
+                 `ssl_ciphers` with no suite for the certificate's key?)"
+            ));
             self.status = None;
             self.answer = Answer::Failed;
             self.failed = true;
@@ -239,6 +296,11 @@ pub trait Known {
     /// Whether this check passed before the change over a certificate that named its Host
     /// (see [`CheckResult::wrong_name`]).
     fn named_before(&self, _result: &CheckResult) -> bool {
+        false
+    }
+    /// Whether a TLS 1.2 handshake completed beside this check before the change (see
+    /// [`Tls12`]).
+    fn tls12_before(&self, _result: &CheckResult) -> bool {
         false
     }
 }
@@ -383,6 +445,7 @@ pub fn wait_longer(
         answer.judge_against(
             known.passed_before(&answer),
             known.named_before(&answer),
+            known.tls12_before(&answer),
             opts,
         );
         let first = window.results[i].clone();
@@ -565,7 +628,12 @@ fn round(
 ) -> Vec<(usize, CheckResult)> {
     let failed = |r: &Option<CheckResult>| r.as_ref().is_some_and(|r| r.failed);
     let judged = |mut r: CheckResult| {
-        r.judge_against(known.passed_before(&r), known.named_before(&r), opts);
+        r.judge_against(
+            known.passed_before(&r),
+            known.named_before(&r),
+            known.tls12_before(&r),
+            opts,
+        );
         r
     };
     let sent = |todo: &[usize], opts: &HealthOptions| {
@@ -629,6 +697,10 @@ pub fn request_from(check: &Check, opts: &HealthOptions, source: Option<IpAddr>)
         Ok(_) => wrong_name.lock().ok().and_then(|mut w| w.take()),
         Err(_) => None,
     };
+    let tls12 = match (&got, check.tls) {
+        (Ok(_), true) => tls12_handshake(check, start + timeout, source),
+        _ => Tls12::Unasked,
+    };
     let hint = matches!(got, Err(Failure::Unlinked(_))).then(|| UNLINKED.to_string());
     let (status, error, closed, refused, timed_out) = match got {
         Ok(s) => (Some(s), None, false, false, false),
@@ -656,6 +728,7 @@ pub fn request_from(check: &Check, opts: &HealthOptions, source: Option<IpAddr>)
         timed_out,
         hint,
         wrong_name,
+        tls12,
     }
 }
 
@@ -689,6 +762,66 @@ pub fn not_listening(check: &Check, why: String, opts: &HealthOptions) -> CheckR
         timed_out: false,
         hint: None,
         wrong_name: None,
+        tls12: Tls12::Unasked,
+    }
+}
+
+/// A handshake offering TLS 1.2 alone to `check`'s listen, with its SNI, by `deadline` (see
+/// [`Tls12`]). A failure our client meets for want of something in common is asked of
+/// OpenSSL's client too, which offers what nginx's OpenSSL supports (CBC suites, RSA key
+/// exchange), before it counts.
+fn tls12_handshake(check: &Check, deadline: Instant, source: Option<IpAddr>) -> Tls12 {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Tls12::Unasked;
+    }
+    let Ok((mut stream, proxy)) = open(check, left, source) else {
+        return Tls12::Unasked;
+    };
+    if stream.timeouts(left).is_err() {
+        return Tls12::Unasked;
+    }
+    if check.proxy_protocol {
+        let sent = proxy.and_then(|header| stream.write_all(header.as_bytes()));
+        if sent.is_err() {
+            return Tls12::Unasked;
+        }
+    }
+    let name = match check.host.is_empty() {
+        true => rustls::pki_types::ServerName::IpAddress(check.connect.ip().into()),
+        false => match tls::server_name(&check.host) {
+            Ok(name) => name,
+            Err(_) => return Tls12::Unasked,
+        },
+    };
+    let Ok(config) = tls::client_config_tls12() else {
+        return Tls12::Unasked;
+    };
+    let Ok(mut conn) = rustls::ClientConnection::new(config, name) else {
+        return Tls12::Unasked;
+    };
+    let why = loop {
+        if !conn.is_handshaking() {
+            return Tls12::Completed;
+        }
+        if let Err(e) = conn.complete_io(&mut stream) {
+            break e;
+        }
+    };
+    let text = why.to_string();
+    if text.contains("ProtocolVersion") || text.contains("protocol version") {
+        return Tls12::NotOffered;
+    }
+    if !not_negotiated(&text) || (check.proxy_protocol && check.unix.is_some()) {
+        // The connection failed, not the negotiation: nothing to say of TLS 1.2.
+        return Tls12::Unasked;
+    }
+    match s_client(check, &["-tls1_2"], "", deadline) {
+        Ok(Some(out)) if tls::first_pem_certificate(&String::from_utf8_lossy(&out)).is_some() => {
+            Tls12::Completed
+        }
+        Ok(Some(_)) => Tls12::Failed(text),
+        _ => Tls12::Unasked,
     }
 }
 

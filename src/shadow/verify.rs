@@ -380,6 +380,7 @@ impl ShadowCheck {
             || unswitched
             || !self.upstream_errors.is_empty()
             || self.shadow.wrong_name.is_some()
+            || self.shadow.tls12_failure().is_some()
     }
 
     /// The shadow's answer against the running nginx's, as the verdict after the reload
@@ -790,8 +791,13 @@ pub fn ask_running(
         // whichever server sent it (a name the change moves to another server's block).
         let named = sc.running.as_ref().is_some_and(CheckResult::named);
         let unnamed = named && sc.shadow.wrong_name.is_some();
+        // A TLS 1.2 handshake that completed through the running nginx and fails through the
+        // shadow loses every TLS 1.2 client (an `ssl_ciphers` with no suite for the key).
+        let tls12 = (sc.running.as_ref()).is_some_and(CheckResult::tls12_completed);
+        let lost12 = tls12 && sc.shadow.tls12_failure().is_some();
         if sc.failed()
             || (!unnamed
+                && !lost12
                 && (opts.expects(sc.shadow.status)
                     || !health::worse_than(before, sc.shadow.answer, sc.shadow.status)))
         {
@@ -801,7 +807,7 @@ pub fn ask_running(
             continue;
         };
         let mut logs = Cursors::open(&[shadow.error_log()]);
-        let known = RunningAnswered(before, named);
+        let known = RunningAnswered(before, named, tls12);
         let again = health::verify_against(std::slice::from_ref(&routed), &mut logs, &one, &known);
         if let Some(mut result) = again.results.into_iter().next() {
             result.check = sc.shadow.check.clone();
@@ -847,7 +853,7 @@ fn wait_longer(shadow: &Shadow, sc: &mut ShadowCheck, opts: &HealthOptions) {
 
 /// What the running nginx answered a check, when that passed: the shadow's answers to it are
 /// judged against that status, as the baseline's stand for verification after the reload.
-struct RunningAnswered(Option<u16>, bool);
+struct RunningAnswered(Option<u16>, bool, bool);
 
 impl health::Known for RunningAnswered {
     fn failure(&self, _: &CheckResult) -> bool {
@@ -864,6 +870,10 @@ impl health::Known for RunningAnswered {
 
     fn named_before(&self, _: &CheckResult) -> bool {
         self.1
+    }
+
+    fn tls12_before(&self, _: &CheckResult) -> bool {
+        self.2
     }
 }
 
@@ -988,6 +998,7 @@ mod tests {
             timed_out: false,
             hint: None,
             wrong_name: None,
+            tls12: Default::default(),
         }
     }
 

@@ -390,6 +390,7 @@ mod tests {
                     timed_out: false,
                     hint: None,
                     wrong_name: None,
+                    tls12: Default::default(),
                 })
                 .collect(),
             not_checked: Vec::new(),
