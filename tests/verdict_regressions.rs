@@ -2808,3 +2808,54 @@ fn an_ssl_ciphers_that_leaves_tls12_clients_no_handshake_is_the_changes() {
     assert_eq!(https_get_tls12(listen, "a.test"), None, "TLS 1.2 dropped");
     assert_eq!(https_get(listen, "a.test", "/").ok(), Some(200));
 }
+
+/// r13 Q F2, F3: a change that renames a site's `location /` to `location /app/`, or deletes
+/// its only location, leaves every other path to nginx's own 404 where the backend answered.
+/// Only the candidate's locations were checked (`/app/` answered 200): "live and verified".
+/// Last-good's check of `/` is asked again where no location of the candidate takes it: the
+/// change is refused, and `/` still answers from the backend. Where another location takes the
+/// removed one's requests (`location /old/` removed beside `location /`), or the server now
+/// answers every request itself (a `return 301`), they go elsewhere on purpose: live.
+#[test]
+fn a_location_removed_so_that_its_requests_reach_no_location_is_the_changes() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let up = app.host_port();
+    let site = |body: &str| format!("server {{ listen {listen}; server_name a.test; {body} }}");
+    let base = site(&format!(
+        "location / {{ proxy_pass http://{up}; }} location /old/ {{ proxy_pass http://{up}; }}"
+    ));
+    let n = TestNginx::start(&base);
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let root = || http_get(listen, "a.test", "/").ok();
+    assert_eq!(root(), Some((200, "app".into())));
+
+    let renamed = site(&format!(
+        "location /app/ {{ proxy_pass http://{up}; }} location /old/ {{ proxy_pass http://{up}; }}"
+    ));
+    let deleted = site("");
+    for (what, conf) in [("renamed", &renamed), ("deleted", &deleted)] {
+        n.write_http(conf);
+        let run = sr.run(&["-y"]);
+        run.expect(1);
+        assert!(
+            run.stderr.contains("which the change removes"),
+            "{what}: {run}"
+        );
+        assert_eq!(root(), Some((200, "app".into())), "{what}: not reloaded");
+    }
+
+    // `/old/` removed: `location /` takes its requests.
+    n.write_http(&site(&format!("location / {{ proxy_pass http://{up}; }}")));
+    sr.run(&["-y"]).expect(0);
+    assert_eq!(
+        http_get(listen, "a.test", "/old/x").ok(),
+        Some((200, "app".into()))
+    );
+    // The site replaced by a redirect.
+    n.write_http(&site("return 301 https://b.test$request_uri;"));
+    sr.run(&["-y"]).expect(0);
+    assert_eq!(root().map(|a| a.0), Some(301));
+}

@@ -211,8 +211,10 @@ pub const MAX_CARRIED: usize = 64;
 /// derives a check for (`rewrite ^/(.*)$ /v1/$1 last;` written `/v2/`, so `location /` leads
 /// to no backend; `try_files $uri @backnd`): what it answered before is the baseline, and a
 /// 404 or 500 where it was served is the change's. `old` is last-good's servers, `asked` the
-/// candidate's checks. A location the change removes or renames is not carried: its requests
-/// go elsewhere on purpose.
+/// candidate's checks. A location the change removes or renames is carried only where its
+/// request now lands on no location that passes or answers it (nginx's own files, or nothing:
+/// `location /` renamed `location /app/`, a site's only location deleted); where another
+/// location takes it, its requests go elsewhere on purpose.
 pub fn carried_checks(
     (old, new): (&[Server], &[Server]),
     impact: &Impact,
@@ -267,8 +269,12 @@ pub fn carried_checks(
         // The same server still answers it there: not a name or listen the change retires.
         let host =
             (!c.host.is_empty() && c.host.parse::<IpAddr>().is_err()).then_some(c.host.as_str());
+        let now = new.iter().find(|s| ServerId::of(s) == a.id);
+        // A location the change removed whose request no location takes now: nginx answers
+        // it from files where a backend did.
+        let orphaned = || now.is_some_and(|s| taken_by_location(s, &c.path) == Some(false));
         if c.location.is_empty()
-            || !a.locations.contains(&c.location)
+            || (!a.locations.contains(&c.location) && !orphaned())
             || !crate::impact::answers(&a.id.listens, &a.id.names, &c.listen, host)
             || asked.contains(&request(&c))
             || out.iter().any(|o| request(o) == request(&c))
@@ -276,7 +282,14 @@ pub fn carried_checks(
             continue;
         }
         c.server = a.label.clone();
-        c.what = format!("{}, as last-good checked it", c.what);
+        c.what = match a.locations.contains(&c.location) {
+            true => format!("{}, as last-good checked it", c.what),
+            false => format!(
+                "{}, which the change removes (no location takes its requests now), as \
+                 last-good checked it",
+                c.what
+            ),
+        };
         // A path made up to reach the location (`/tf/safe-reload-check` for its `try_files`)
         // is no page a client asks: where the location it lands on now serves files alone
         // (`try_files $uri =404`, made static on purpose) its 404 is no regression, but a
@@ -284,7 +297,6 @@ pub fn carried_checks(
         // to a backend (a front controller's `try_files ... index.php`), what it got before
         // is its baseline: a 404 for every permalink is the change's.
         let made_up = c.path.contains("safe-reload-check");
-        let now = new.iter().find(|s| ServerId::of(s) == a.id);
         c.fresh = made_up && now.is_none_or(|s| serves_files_at(s, &c.path));
         c.made_up_in_new = false;
         out.push(c);
@@ -293,6 +305,37 @@ pub fn carried_checks(
         }
     }
     out
+}
+
+/// Whether one of `server`'s locations that pass a request on or answer it themselves takes
+/// `path` (a prefix, exact or regex match; `None` where a regex cannot be evaluated). A
+/// location that serves files alone does not count.
+fn taken_by_location(server: &Server, path: &str) -> Option<bool> {
+    // A server-level `return` answers every request itself.
+    if server.answers.is_some() {
+        return Some(true);
+    }
+    let mut unknown = false;
+    for l in &server.locations {
+        let takes = match l.modifier.as_deref() {
+            None | Some("^~") => path.starts_with(l.path.as_str()),
+            Some("=") => path == l.path,
+            Some(m) => match regex::RegexBuilder::new(&l.path)
+                .case_insensitive(m == "~*")
+                .build()
+            {
+                Ok(re) => re.is_match(path),
+                Err(_) => {
+                    unknown = true;
+                    false
+                }
+            },
+        };
+        if takes {
+            return Some(true);
+        }
+    }
+    (!unknown).then_some(false)
 }
 
 /// Whether `path` lands, by the longest prefix, on one of `server`'s locations that answer
