@@ -2859,3 +2859,41 @@ fn a_location_removed_so_that_its_requests_reach_no_location_is_the_changes() {
     sr.run(&["-y"]).expect(0);
     assert_eq!(root().map(|a| a.0), Some(301));
 }
+
+/// r13 Q F1: `check` with a state directory that cannot take the shadow's lease (read-only,
+/// full; here `STATE/shadow` is a file, which stops root too) skipped the shadow ("not
+/// verified in the shadow: ... could not be started") and exited 0 for a change that gives
+/// clients 502, where a pre-commit hook relies on its exit 1. The lease in the shadow's own
+/// directory is enough: the shadow runs and refuses the change, and nothing half-written is
+/// left in the state directory.
+#[test]
+fn check_with_a_state_directory_that_takes_no_lease_still_runs_the_shadow() {
+    let ip = unique_loopback();
+    let good = HttpBackend::start(SocketAddr::new(ip, 0), "good");
+    let bad = BadGatewayBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |up: &str| {
+        format!("server {{ listen {listen}; location / {{ proxy_pass http://{up}; }} }}")
+    };
+    let n = TestNginx::start(&site(&good.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let lease_dir = sr.state.join("shadow");
+    let _ = std::fs::remove_dir_all(&lease_dir);
+    std::fs::write(&lease_dir, "").expect("a file where the lease directory goes");
+    n.write_http(&site(&bad.addr.to_string()));
+
+    let run = sr.run(&["check", "--json"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert_eq!(
+        http_get(listen, "site", "/").ok(),
+        Some((200, "good".into()))
+    );
+    assert_eq!(std::fs::read(&lease_dir).ok(), Some(Vec::new()));
+    let stray: Vec<_> = (std::fs::read_dir(&sr.state).expect("state dir"))
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}

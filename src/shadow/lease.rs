@@ -68,20 +68,12 @@ fn lease_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("shadow")
 }
 
-/// Write (or replace) this run's lease atomically; the path.
-pub fn write(state_dir: &Path, lease: &Lease) -> Result<PathBuf> {
+/// Write (or replace) this run's lease atomically: in the shadow's own directory, and in
+/// `STATE/shadow/` (its path) when the state directory takes it. A state directory that is
+/// read-only or full (`check` in a hook) does not keep the shadow from running: a leftover
+/// is found from its own directory too, and nothing half-written is left there.
+pub fn write(state_dir: &Path, lease: &Lease) -> Result<Option<PathBuf>> {
     use std::os::unix::fs::DirBuilderExt;
-    let dir = lease_dir(state_dir);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| crate::error::Error::State {
-            path: dir.clone(),
-            message: format!("cannot create the directory for the shadow's lease: {e}"),
-        })?;
-    let path = dir.join(format!("{}.json", lease.owner));
-    let tmp = dir.join(format!(".{}.json.tmp", lease.owner));
     let lease = Lease {
         state_dir: Some(state_dir.to_path_buf()),
         ..lease.clone()
@@ -89,15 +81,28 @@ pub fn write(state_dir: &Path, lease: &Lease) -> Result<PathBuf> {
     let text = serde_json::to_vec_pretty(&lease).map_err(|e| {
         crate::error::Error::Internal(format!("cannot write the shadow's lease: {e}"))
     })?;
-    fs_err::write(&tmp, &text)?;
-    fs_err::rename(&tmp, &path)?;
-    // A copy in the shadow's own directory: a leftover is found from there too when the state
-    // directory that held the lease is gone (removed, or another one's).
+    // The copy in the shadow's own directory: a leftover is found from there when the state
+    // directory that held the lease is gone (removed, or another one's) or never took it.
     let inside = lease.dir.join(INSIDE);
     let tmp = lease.dir.join(format!(".{INSIDE}.tmp"));
     fs_err::write(&tmp, &text)?;
     fs_err::rename(&tmp, &inside)?;
-    Ok(path)
+    let dir = lease_dir(state_dir);
+    let path = dir.join(format!("{}.json", lease.owner));
+    let tmp = dir.join(format!(".{}.json.tmp", lease.owner));
+    let written = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .and_then(|_| std::fs::write(&tmp, &text))
+        .and_then(|_| std::fs::rename(&tmp, &path));
+    match written {
+        Ok(()) => Ok(Some(path)),
+        Err(_) => {
+            let _ = std::fs::remove_file(&tmp);
+            Ok(None)
+        }
+    }
 }
 
 /// The copy of the lease inside the shadow's directory.

@@ -236,10 +236,10 @@ impl Shadow {
             ready_after: None,
             dir,
         };
-        shadow.lease = Some(lease::write(
+        shadow.lease = lease::write(
             &o.state_dir,
             &lease::Lease::new(shadow.dir.path(), shadow.ports.rows(), None),
-        )?);
+        )?;
         shadow.child = Some(spawn(
             &o.binary,
             shadow.dir.path(),
