@@ -141,11 +141,12 @@ fn a_failure_only_production_shows_is_caught_after_the_reload_and_rolled_back() 
 fn a_shadow_that_cannot_start_does_not_refuse_a_good_change() {
     let (site, _v1, v2) = site_and(|a| HttpBackend::start(a, "app-v2"));
     site.point_at(&v2.host_port());
-    // A state directory the lease cannot be written to: the shadow cannot be recorded, so it
+    // A temp directory the shadow cannot make its own in (TMPDIR names a file): the shadow
     // is not started, and that is the shadow's problem, not the change's.
-    std::fs::create_dir_all(&site.sr.state).unwrap();
-    std::fs::write(site.sr.state.join("shadow"), "not a directory").unwrap();
-    let run = site.sr.run(&["-y", "--json"]);
+    let not_a_dir = site.sr.state.with_extension("tmpfile");
+    std::fs::write(&not_a_dir, "not a directory").unwrap();
+    let run = run_command(site.sr.command(&["-y", "--json"]).env("TMPDIR", &not_a_dir));
+    let _ = std::fs::remove_file(&not_a_dir);
     run.expect(0);
     let report = run.json();
     assert_eq!(report["shadow"]["state"], "not_verified", "{run}");

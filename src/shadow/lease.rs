@@ -229,7 +229,9 @@ mod tests {
             owner: i32::MAX - 1,
             ..mine
         };
-        let path = write(state.path(), &dead).unwrap();
+        let path = write(state.path(), &dead)
+            .unwrap()
+            .expect("the state dir takes the lease");
         let left = leftovers(state.path());
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].running, None);
