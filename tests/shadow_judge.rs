@@ -1435,3 +1435,47 @@ fn a_pool_reached_through_a_map_variable_is_sampled() {
         serves(listen, "var.test", "app");
     }
 }
+
+/// r13 P HIGH-1: the `proxy_set_header Upgrade`/`Connection` lines written at server level,
+/// inherited by the WebSocket location. A `proxy_set_header` the change adds to that location
+/// replaces every one it inherited (nginx's rule for array directives): the upgrade is no
+/// longer passed on, and every WebSocket client fails. The location was not seen as a
+/// WebSocket one (only its own lines were read), so both nginxes got a plain GET: "live and
+/// verified". And pointing such a location at a WebSocket-only backend was refused (the plain
+/// GET gets nothing from it). The lines in force, inherited or its own, decide now.
+#[test]
+fn upgrade_headers_inherited_from_the_server_make_a_websocket_location() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let ws = WebSocketBackend::start(SocketAddr::new(ip, 0));
+    let listen = listen_on(ip);
+    let site = |ws_to: &str, own: &str| {
+        format!(
+            "server {{ listen {listen}; server_name ws.test; proxy_http_version 1.1;\n\
+             proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection upgrade;\n\
+             location / {{ proxy_pass http://{}; }}\n\
+             location /ws/ {{ proxy_pass http://{ws_to}; {own} }} }}",
+            app.host_port()
+        )
+    };
+    let (n, sr) = running(&site(&app.host_port(), ""));
+    // Moved to the WebSocket-only backend: its handshake is switched.
+    n.write_http(&site(&ws.addr.to_string(), ""));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    assert!(run.stdout.contains("WebSocket handshake"), "{run}");
+    assert_eq!(&handshake_head(listen), b"HTTP/1.1 101");
+    // A header of its own replaces the inherited upgrade lines.
+    n.write_http(&site(
+        &ws.addr.to_string(),
+        "proxy_set_header X-Real-IP $remote_addr;",
+    ));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert_eq!(
+        &handshake_head(listen),
+        b"HTTP/1.1 101",
+        "nginx still passes the handshake"
+    );
+}

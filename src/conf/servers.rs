@@ -252,6 +252,7 @@ pub fn extract(config: &Config) -> Vec<Server> {
             rejects_handshake: (top.children().iter().rev())
                 .find(|c| c.name == "ssl_reject_handshake")
                 .is_some_and(|c| c.arg0().eq_ignore_ascii_case("on")),
+            proxy_headers: inherit_headers(&[], top.children()),
         };
         for d in top.children() {
             if d.name == "server" && d.block.is_some() {
@@ -310,9 +311,10 @@ fn share_socket_flags(servers: &mut [Server]) {
     }
 }
 
-/// `proxy_set_header Upgrade $http_upgrade;` in a location: it passes WebSocket handshakes.
-fn passes_upgrade(dirs: &[Directive]) -> bool {
-    dirs.iter().any(|d| {
+/// `proxy_set_header Upgrade $http_upgrade;` in force in a location (its own, or inherited
+/// where it has none): it passes WebSocket handshakes.
+fn passes_upgrade(headers: &[&Directive]) -> bool {
+    headers.iter().any(|d| {
         d.name == "proxy_set_header"
             && d.args.len() >= 2
             && d.args[0].eq_ignore_ascii_case("upgrade")
@@ -348,6 +350,8 @@ struct Shared<'a> {
     read_timeouts: ReadTimeouts,
     /// `ssl_reject_handshake on` at the block's level.
     rejects_handshake: bool,
+    /// The block's `proxy_set_header` lines (see [`Gates::proxy_headers`]).
+    proxy_headers: Vec<&'a Directive>,
 }
 
 /// The `proxy_read_timeout`, `fastcgi_read_timeout`, `uwsgi_read_timeout`,
@@ -458,6 +462,7 @@ fn server(context: Context, d: &Directive, shared: &Shared, root: &Path) -> Serv
         intercept: false,
         limits: shared.limits,
         read_timeouts: shared.read_timeouts,
+        proxy_headers: shared.proxy_headers.clone(),
     }
     .within(d.children());
     let mut locations = Vec::new();
@@ -688,6 +693,8 @@ struct Gates<'a> {
     limits: Limits,
     /// The `*_read_timeout`s in force.
     read_timeouts: ReadTimeouts,
+    /// The `proxy_set_header` lines in force: a block's own replace every one it inherits.
+    proxy_headers: Vec<&'a Directive>,
 }
 
 impl<'a> Gates<'a> {
@@ -709,7 +716,20 @@ impl<'a> Gates<'a> {
             intercept,
             limits: self.limits.within(dirs),
             read_timeouts: self.read_timeouts.within(dirs),
+            proxy_headers: inherit_headers(&self.proxy_headers, dirs),
         }
+    }
+}
+
+/// The `proxy_set_header` lines a block has in force: its own where it has any (they replace
+/// every one it inherits, nginx's rule for array directives), else the enclosing block's.
+fn inherit_headers<'a>(outer: &[&'a Directive], dirs: &'a [Directive]) -> Vec<&'a Directive> {
+    let own: Vec<&Directive> = (dirs.iter())
+        .filter(|d| d.name == "proxy_set_header")
+        .collect();
+    match own.is_empty() {
+        true => outer.to_vec(),
+        false => own,
     }
 }
 
@@ -869,7 +889,7 @@ fn proxied_locations<'a>(
                 returns: returns.into_boxed_slice(),
                 client_certificate: within.verify_client.clone(),
                 read_timeout: gates.read_timeouts.of(pass.0),
-                websocket: passes_upgrade(d.children()),
+                websocket: passes_upgrade(&gates.proxy_headers),
                 hidden_failure,
                 host_map: host_map::of_target(within.maps, pass.1, Source::is_host),
                 uri_branches: uri_branches.into_boxed_slice(),
