@@ -104,6 +104,10 @@ pub struct Check {
     /// failure (502, 504, no answer) is still compared.
     #[serde(skip)]
     pub made_up_in_new: bool,
+    /// The location checked is one the change adds: what another location answered its
+    /// request before is no baseline for how its page looks (an empty 200 of its own).
+    #[serde(skip)]
+    pub in_new_location: bool,
     /// The location checked, as `location_key` writes it, and the listen it is asked on, as
     /// `ServerId` writes it (both empty for a `--health` URL).
     #[serde(skip)]
@@ -156,6 +160,7 @@ impl Check {
             running_proxy_protocol: None,
             read_timeout: None,
             made_up_in_new: false,
+            in_new_location: false,
             location: String::new(),
             listen: String::new(),
             spread_sources: false,

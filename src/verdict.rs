@@ -215,6 +215,9 @@ pub struct Baseline {
     /// The URLs of the checks beside which a TLS 1.2 handshake completed (see
     /// [`crate::health::Tls12`]).
     tls12: Vec<String>,
+    /// The URLs of the checks that got a page: a 2xx with a body (see
+    /// [`CheckResult::paged`]).
+    paged: Vec<String>,
 }
 
 impl Baseline {
@@ -256,9 +259,15 @@ impl Baseline {
             .map(|r| r.check.url.clone())
             .collect();
         tls12.dedup();
+        let mut paged: Vec<String> = (window.results.iter())
+            .filter(|r| r.paged())
+            .map(|r| r.check.url.clone())
+            .collect();
+        paged.dedup();
         Baseline {
             named,
             tls12,
+            paged,
             checks,
             tallies,
             errors: (window.upstream_errors.iter().chain(intermittent))
@@ -366,6 +375,10 @@ impl Known for Baseline {
     fn tls12_before(&self, result: &CheckResult) -> bool {
         self.tls12(&result.check.url)
     }
+
+    fn paged_before(&self, result: &CheckResult) -> bool {
+        !result.check.in_new_location && self.paged.contains(&result.check.url)
+    }
 }
 
 /// What a rollback's re-verification does not count against the restored configuration:
@@ -394,6 +407,10 @@ impl Known for AfterRollback<'_> {
 
     fn tls12_before(&self, result: &CheckResult) -> bool {
         self.baseline.tls12(&result.check.url)
+    }
+
+    fn paged_before(&self, result: &CheckResult) -> bool {
+        self.baseline.paged_before(result)
     }
 
     fn upstream_error(&self, error: &UpstreamError) -> bool {
@@ -944,6 +961,7 @@ mod tests {
             hint: None,
             wrong_name: None,
             tls12: Default::default(),
+            empty: false,
         }
     }
 

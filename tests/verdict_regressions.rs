@@ -2897,3 +2897,49 @@ fn check_with_a_state_directory_that_takes_no_lease_still_runs_the_shadow() {
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
 }
+
+/// r13 P HIGH-2: the FastCGI params at server level, and a `fastcgi_param` the change adds to
+/// the PHP location, which replaces every one it inherited (SCRIPT_FILENAME too): php-fpm
+/// runs nothing and answers every page 200 with an empty body. Statuses alone saw no
+/// difference: "live and verified". An empty 2xx where the same request got a page before
+/// is the change's: refused in the shadow, rolled back without it, and the page still
+/// answers.
+#[test]
+fn a_php_location_that_loses_its_inherited_fastcgi_params_is_the_changes() {
+    let ip = unique_loopback();
+    let fpm = AppServer::php_fpm(SocketAddr::new(ip, free_port(ip)));
+    let root = php_root();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |own: &str| {
+        format!(
+            "server {{ listen {listen}; server_name p.test; root {}; index index.php; \
+             {FASTCGI} location ~ \\.php$ {{ {own} fastcgi_pass {}; }} }}",
+            root.path().display(),
+            fpm.addr
+        )
+    };
+    let n = TestNginx::start(&site(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let page = || {
+        let (status, body) = http_get(listen, "p.test", "/index.php").expect("GET");
+        (status, body.contains("php ok"))
+    };
+    assert_eq!(page(), (200, true));
+    n.write_http(&site("fastcgi_param APP_ENV prod;"));
+
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert!(format!("{run}").contains("with an empty body"), "{run}");
+    assert_eq!(page(), (200, true), "not reloaded");
+
+    let run = sr.run(&["-y", "--no-shadow"]);
+    run.expect(3);
+    assert_eq!(page(), (200, true), "rolled back");
+
+    // The same line beside the params the location needs, its own: live.
+    n.write_http(&site(&format!("{FASTCGI} fastcgi_param APP_ENV prod;")));
+    sr.run(&["-y"]).expect(0);
+    assert_eq!(page(), (200, true));
+}

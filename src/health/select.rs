@@ -299,6 +299,7 @@ pub fn carried_checks(
         let made_up = c.path.contains("safe-reload-check");
         c.fresh = made_up && now.is_none_or(|s| serves_files_at(s, &c.path));
         c.made_up_in_new = false;
+        c.in_new_location = false;
         out.push(c);
         if out.len() >= MAX_CARRIED {
             break;
@@ -434,6 +435,7 @@ impl<'a> Candidates<'a> {
         Check {
             fresh: !self.before.answered(&listen, host),
             made_up_in_new: made_up && new_location,
+            in_new_location: new_location,
             location: c.location.key(),
             listen: listen.clone(),
             running_proxy_protocol,
@@ -718,6 +720,7 @@ impl Candidate<'_> {
             running_proxy_protocol: None,
             read_timeout: loc.read_timeout,
             made_up_in_new: false,
+            in_new_location: false,
             location: String::new(),
             listen: String::new(),
             spread_sources: loc.spread_sources,

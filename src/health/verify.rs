@@ -169,6 +169,11 @@ pub struct CheckResult {
     /// gets a handshake (see [`Tls12`]).
     #[serde(skip_serializing_if = "Tls12::unasked")]
     pub tls12: Tls12,
+    /// A 2xx whose body is known to be empty (see `empty_page`). Alone it decides nothing
+    /// (an endpoint may answer so); where the same request got a page before the change, the
+    /// answer fails ([`CheckResult::judge_against`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub empty: bool,
 }
 
 /// What a handshake offering TLS 1.2 alone got, asked beside a TLS check that was answered:
@@ -232,6 +237,11 @@ impl CheckResult {
         self.check.tls && self.status.is_some() && !self.refused && self.wrong_name.is_none()
     }
 
+    /// A 2xx with a body: a page.
+    pub fn paged(&self) -> bool {
+        !self.failed && matches!(self.status, Some(200..=299)) && !self.empty
+    }
+
     /// A TLS 1.2 handshake completed beside this check's answer.
     pub fn tls12_completed(&self) -> bool {
         self.tls12 == Tls12::Completed
@@ -252,6 +262,7 @@ impl CheckResult {
         passed_before: Option<u16>,
         named_before: bool,
         tls12_before: bool,
+        paged_before: bool,
         opts: &HealthOptions,
     ) {
         if self.failed {
@@ -264,6 +275,17 @@ impl CheckResult {
             self.failures += 1;
         } else if named_before && self.wrong_name.is_some() {
             self.error = self.wrong_name.clone();
+            self.status = None;
+            self.answer = Answer::Failed;
+            self.failed = true;
+            self.failures += 1;
+        } else if paged_before && self.empty && !expected {
+            let status = self.reply();
+            self.error = Some(format!(
+                "{status} with an empty body, where the same request got a page before this \
+                 change (a `fastcgi_param` or `proxy_set_header` of the location's own \
+                 replaces every one it inherited, SCRIPT_FILENAME too?)"
+            ));
             self.status = None;
             self.answer = Answer::Failed;
             self.failed = true;
@@ -301,6 +323,10 @@ pub trait Known {
     /// Whether a TLS 1.2 handshake completed beside this check before the change (see
     /// [`Tls12`]).
     fn tls12_before(&self, _result: &CheckResult) -> bool {
+        false
+    }
+    /// Whether this check got a page (a 2xx with a body) before the change.
+    fn paged_before(&self, _result: &CheckResult) -> bool {
         false
     }
 }
@@ -446,6 +472,7 @@ pub fn wait_longer(
             known.passed_before(&answer),
             known.named_before(&answer),
             known.tls12_before(&answer),
+            known.paged_before(&answer),
             opts,
         );
         let first = window.results[i].clone();
@@ -632,6 +659,7 @@ fn round(
             known.passed_before(&r),
             known.named_before(&r),
             known.tls12_before(&r),
+            known.paged_before(&r),
             opts,
         );
         r
@@ -697,6 +725,8 @@ pub fn request_from(check: &Check, opts: &HealthOptions, source: Option<IpAddr>)
         Ok(_) => wrong_name.lock().ok().and_then(|mut w| w.take()),
         Err(_) => None,
     };
+    let empty = matches!(got, Ok((_, true)));
+    let got = got.map(|(status, _)| status);
     let tls12 = match (&got, check.tls) {
         (Ok(_), true) => tls12_handshake(check, start + timeout, source),
         _ => Tls12::Unasked,
@@ -729,6 +759,7 @@ pub fn request_from(check: &Check, opts: &HealthOptions, source: Option<IpAddr>)
         hint,
         wrong_name,
         tls12,
+        empty,
     }
 }
 
@@ -763,6 +794,7 @@ pub fn not_listening(check: &Check, why: String, opts: &HealthOptions) -> CheckR
         hint: None,
         wrong_name: None,
         tls12: Tls12::Unasked,
+        empty: false,
     }
 }
 
@@ -900,7 +932,7 @@ fn get_status(
     headers: &[(String, String)],
     source: Option<IpAddr>,
     wrong_name: &tls::WrongName,
-) -> Result<u16, Failure> {
+) -> Result<(u16, bool), Failure> {
     let deadline = Instant::now() + timeout;
     let other = Failure::Other;
     let (mut stream, proxy) = open(check, timeout, source).map_err(|e| {
@@ -945,7 +977,7 @@ fn get_status(
             ));
         };
         return match h2c::exchange(tcp, &req, deadline) {
-            Ok(h2c::End::Status(status)) => Ok(status),
+            Ok(h2c::End::Status(status)) => Ok((status, false)),
             Ok(h2c::End::NoAnswer(why)) => Err(Failure::Closed(why)),
             Err(h2c::Fault::Io(what, e)) => Err(io_failure(what, &e, timeout)),
             Err(h2c::Fault::Protocol(why)) => Err(other(why)),
@@ -1006,7 +1038,34 @@ fn get_status(
     if let Some(why) = dead_redirect(check, status, &response, timeout) {
         return Err(other(format!("HTTP {status} {why}")));
     }
-    Ok(status)
+    Ok((status, empty_page(status, &response)))
+}
+
+/// A 2xx answer (not a 204) whose whole body is known to be empty: `Content-Length: 0`, or
+/// a chunked body whose first chunk is the last. A body cut short or still coming counts as
+/// none of that.
+fn empty_page(status: u16, response: &[u8]) -> bool {
+    if !(200..=299).contains(&status) || status == 204 {
+        return false;
+    }
+    let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&response[..end]).to_ascii_lowercase();
+    let body = &response[end + 4..];
+    let field = |name: &str| {
+        (head.lines().skip(1)).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            (n.trim() == name).then(|| v.trim().to_string())
+        })
+    };
+    match (field("content-length"), field("transfer-encoding")) {
+        (Some(n), _) => n == "0",
+        (None, Some(te)) if te.contains("chunked") => {
+            body.starts_with(b"0\r\n") || body.starts_with(b"0;")
+        }
+        _ => false,
+    }
 }
 
 /// A redirect no client can follow: to the host `_` (a catch-all's `server_name _` written

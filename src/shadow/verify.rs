@@ -381,6 +381,7 @@ impl ShadowCheck {
             || !self.upstream_errors.is_empty()
             || self.shadow.wrong_name.is_some()
             || self.shadow.tls12_failure().is_some()
+            || self.shadow.empty
     }
 
     /// The shadow's answer against the running nginx's, as the verdict after the reload
@@ -795,9 +796,14 @@ pub fn ask_running(
         // shadow loses every TLS 1.2 client (an `ssl_ciphers` with no suite for the key).
         let tls12 = (sc.running.as_ref()).is_some_and(CheckResult::tls12_completed);
         let lost12 = tls12 && sc.shadow.tls12_failure().is_some();
+        // A page through the running nginx, an empty 200 through the shadow: every page
+        // blank (a location's own `fastcgi_param` replaced the ones it inherited).
+        let paged = passed.is_some_and(|r| r.paged() && !sc.shadow.check.in_new_location);
+        let blanked = paged && sc.shadow.empty;
         if sc.failed()
             || (!unnamed
                 && !lost12
+                && !blanked
                 && (opts.expects(sc.shadow.status)
                     || !health::worse_than(before, sc.shadow.answer, sc.shadow.status)))
         {
@@ -807,7 +813,7 @@ pub fn ask_running(
             continue;
         };
         let mut logs = Cursors::open(&[shadow.error_log()]);
-        let known = RunningAnswered(before, named, tls12);
+        let known = RunningAnswered(before, named, tls12, paged);
         let again = health::verify_against(std::slice::from_ref(&routed), &mut logs, &one, &known);
         if let Some(mut result) = again.results.into_iter().next() {
             result.check = sc.shadow.check.clone();
@@ -853,7 +859,7 @@ fn wait_longer(shadow: &Shadow, sc: &mut ShadowCheck, opts: &HealthOptions) {
 
 /// What the running nginx answered a check, when that passed: the shadow's answers to it are
 /// judged against that status, as the baseline's stand for verification after the reload.
-struct RunningAnswered(Option<u16>, bool, bool);
+struct RunningAnswered(Option<u16>, bool, bool, bool);
 
 impl health::Known for RunningAnswered {
     fn failure(&self, _: &CheckResult) -> bool {
@@ -874,6 +880,10 @@ impl health::Known for RunningAnswered {
 
     fn tls12_before(&self, _: &CheckResult) -> bool {
         self.2
+    }
+
+    fn paged_before(&self, _: &CheckResult) -> bool {
+        self.3
     }
 }
 
@@ -999,6 +1009,7 @@ mod tests {
             hint: None,
             wrong_name: None,
             tls12: Default::default(),
+            empty: false,
         }
     }
 

@@ -391,6 +391,7 @@ mod tests {
                     hint: None,
                     wrong_name: None,
                     tls12: Default::default(),
+                    empty: false,
                 })
                 .collect(),
             not_checked: Vec::new(),
