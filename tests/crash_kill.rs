@@ -535,3 +535,35 @@ fn recover_does_not_page_for_a_location_that_is_only_slower_than_the_health_time
     let (code, doc) = site.status();
     assert_eq!(code, Some(0), "status after recover: {doc}");
 }
+
+/// r13 Q F6: a run killed while it rolled back had verified its change and found it failing.
+/// `recover` finishes that rollback, and says so, not that the run "was killed before it
+/// verified" the change.
+#[test]
+fn recover_after_a_kill_during_the_rollback_says_the_change_had_failed() {
+    let site = Site::start();
+    site.nginx.write_http(&site.bad_http());
+    let mut run = Proc(
+        site.cmd(&["reload", "-y"])
+            .env("SAFE_RELOAD_TEST_PAUSE", "rolling_back")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start safe-reload"),
+    );
+    assert!(
+        run.wait_stopped(Duration::from_secs(20)),
+        "the run never began its rollback"
+    );
+    run.signal(libc::SIGKILL);
+    let _ = run.finish(Duration::from_secs(5));
+    let out = site.run(&["recover", "-y"]);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains("the change had failed after the reload")
+            && !said.contains("killed before it verified"),
+        "{said}"
+    );
+    assert_eq!(site.answer(), Some((200, "good".into())));
+}

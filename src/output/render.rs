@@ -774,10 +774,18 @@ fn with_alerts(report: &Report, tone: Tone, text: String) -> (Tone, String) {
 /// restored configuration still fails as it did before the change.
 fn rolled_back(report: &Report) -> String {
     // `recover` rolls back what a killed run left unverified: nothing failed.
+    // A run killed once it had judged the change, while it rolled back, had verified it and
+    // found it failing: its own reason is the rollback's.
+    let killed_unjudged = (report.rollback.as_ref())
+        .is_none_or(|rb| rb.reason.starts_with("the run was killed while"));
     let head = match report.command.as_str() {
-        "recover" => {
+        "recover" if killed_unjudged => {
             "rolled back: the run that reloaded the change was killed before it verified it; \
              the previous configuration is live"
+        }
+        "recover" => {
+            "rolled back: the change had failed after the reload, and the run was killed while \
+             it rolled back; that rollback is finished and the previous configuration is live"
         }
         _ => "rolled back: the change failed after the reload; the previous configuration is live",
     };
