@@ -355,4 +355,7 @@ pub struct StatusReport {
     /// run's own reload, which `recover` verifies or undoes, not one outside safe-reload.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interrupted_reload: Option<String>,
+    /// Another run holds the lock now: who (its pid, start and command).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_in_progress: Option<String>,
 }

@@ -132,3 +132,33 @@ fn sigterm_during_verification_of_a_good_change_finishes_with_0() {
     assert_eq!(code, Some(0), "{doc}");
     assert!(doc["status"]["interrupted"].is_null(), "{doc}");
 }
+
+/// r13 Q F5: `status` while another run holds the lock said nothing of it (`rollback` and
+/// `recover` exit 2 naming it). It names the run now, read from the kernel's lock table
+/// without taking the lock, and says nothing once the run is over.
+#[test]
+fn status_names_a_run_in_progress() {
+    let site = Site::start();
+    site.nginx
+        .write_http(&format!("{}\n# a comment", site.good_http()));
+    let mut run = site.spawn_paused(&["reload", "-y"], "verifying");
+    assert!(
+        run.wait_stopped(Duration::from_secs(20)),
+        "the run never reached verifying"
+    );
+    let pid = run.pid();
+    let out = site.run(&["status"]);
+    let said = text(&out);
+    assert!(
+        said.contains(&format!("a run is in progress: pid {pid}")) && said.contains("reload -y"),
+        "{said}"
+    );
+    let (_, doc) = site.status();
+    assert!(doc["status"]["run_in_progress"].is_string(), "{doc}");
+    run.resume();
+    let done = run.finish(Duration::from_secs(30));
+    assert_eq!(done.status.code(), Some(0), "{}", text(&done));
+    let (code, doc) = site.status();
+    assert_eq!(code, Some(0), "{doc}");
+    assert!(doc["status"]["run_in_progress"].is_null(), "{doc}");
+}

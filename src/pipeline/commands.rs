@@ -309,6 +309,7 @@ pub fn status(s: &Settings, report: &mut Report) -> Result<Exit> {
     }
     if s.state_dir.exists() {
         let store = Store::open(&s.state_dir)?;
+        st.run_in_progress = store.run_in_progress();
         st.interrupted = store.journal()?;
         let good = store.last_good()?;
         st.last_good = good.as_ref().map(|g| g.id.clone());

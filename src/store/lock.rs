@@ -71,6 +71,37 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The run that holds the lock now, in words (`pid N, started T, running `...``), read
+    /// without taking it: the kernel's table of `flock` locks (`/proc/locks`) names the pid
+    /// that holds the lock file's inode, and the file the holder's line. `None` when no
+    /// other process holds it.
+    pub fn run_in_progress(&self) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.root.join("lock");
+        let inode = std::fs::metadata(&path).ok()?.ino();
+        let locks = std::fs::read_to_string("/proc/locks").ok()?;
+        let own = std::process::id();
+        let pid = locks.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (kind, pid, at) = (f.get(1)?, f.get(4)?, f.get(5)?);
+            let ino: u64 = at.rsplit(':').next()?.parse().ok()?;
+            let pid: u32 = pid.parse().ok()?;
+            (*kind == "FLOCK" && ino == inode && pid != own).then_some(pid)
+        })?;
+        let holder = (std::fs::read(&path).ok())
+            .and_then(|bytes| serde_json::from_slice::<Holder>(&bytes).ok())
+            .filter(|h| h.pid == pid);
+        Some(match holder {
+            Some(h) => format!(
+                "pid {}, started {}, running `{}`",
+                h.pid, h.started, h.command
+            ),
+            None => format!("pid {pid}"),
+        })
+    }
+}
+
 fn try_once(file: &File, path: &Path) -> Result<()> {
     match file.try_lock() {
         Ok(()) => Ok(()),

@@ -58,6 +58,12 @@ pub fn render_status(p: &Printer, st: &StatusReport) {
         Some(id) => p.out(&format!("last good: {id}")),
         None => p.out("last good: none recorded (run `safe-reload init`)"),
     }
+    if let Some(run) = &st.run_in_progress {
+        p.out(&format!(
+            "a run is in progress: {}; what follows may change when it ends",
+            escape_control(run)
+        ));
+    }
     if let Some(e) = &st.config_error {
         p.out(&format!("config: does not load: {}", escape_control(e)));
     }
