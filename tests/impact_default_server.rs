@@ -80,6 +80,12 @@ fn a_new_file_sorted_first_makes_its_server_the_default_and_the_run_says_so() {
     assert_eq!(labels(&report), ["new.example", "a.example"], "{run}");
     let reasons = report["impact"]["affected"][1]["reasons"].to_string();
     assert!(reasons.contains(&change), "{run}");
+    // And a warning (r13 P M1): every client by IP or unknown Host gets another site.
+    let warnings = report["warnings"].to_string();
+    assert!(
+        warnings.contains(&change) && warnings.contains("now get new.example"),
+        "{run}"
+    );
     // Checked before and after: the old default answered it before, the new one does now.
     let checked = default_route(&report);
     assert_eq!(checked["status"], 200, "{run}");

@@ -900,13 +900,15 @@ fn restored_while_down(
     report: &mut Report,
 ) -> Result<Exit> {
     let note = format!(
-        "interrupted before it verified; nginx was not running when `recover` put back the last          good configuration ({})",
+        "interrupted before it verified; nginx was not running when `recover` put back the last \
+         good configuration ({})",
         good.id
     );
     store.set_outcome(&candidate.id, SnapOutcome::Rejected, Some(note))?;
     store.journal_clear()?;
     report.notes.push(format!(
-        "nginx is not running ({reason}): the last good configuration's files ({}) are back on          disk, and nginx reads them when it starts; nothing was signalled or verified",
+        "nginx is not running ({reason}): the last good configuration's files ({}) are back on \
+         disk, and nginx reads them when it starts; nothing was signalled or verified",
         good.id
     ));
     report.snapshot = Some(candidate.id.clone());

@@ -452,12 +452,14 @@ pub fn undo_interrupted(store: &Store, edit: &store::EditRecord) -> Result<Strin
     };
     Ok(match put {
         PutBack::Done => format!(
-            "undid the interrupted edit (nginx was not touched): {} is as it was before the              edit; the edit is kept in {}",
+            "undid the interrupted edit (nginx was not touched): {} is as it was before the \
+             edit; the edit is kept in {}",
             edit.path.display(),
             edit.kept.display()
         ),
         PutBack::LeftOtherVersion => format!(
-            "the interrupted edit was not put back: {} was changed by someone else since and is              left as they wrote it; the edit is kept in {}",
+            "the interrupted edit was not put back: {} was changed by someone else since and is \
+             left as they wrote it; the edit is kept in {}",
             edit.path.display(),
             edit.kept.display()
         ),

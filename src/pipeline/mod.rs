@@ -747,6 +747,16 @@ pub(crate) fn record_impact(report: &mut Report, had_good: bool, impact: &impact
     for d in impact.names_dropped.iter().filter(|d| d.typo.is_none()) {
         report.warnings.push(d.to_string());
     }
+    // A file that sorts first, or one renamed, moves the default server without a word of
+    // `default_server`: every client by IP or with an unknown Host gets another site.
+    for c in &impact.default_changes {
+        report.warnings.push(format!(
+            "{c}: requests by IP, with no Host, or with a Host no server_name names now get \
+             {}; if that is not meant, mark the site that is with `listen {} default_server`",
+            c.to.split(" (").next().unwrap_or(&c.to),
+            c.listen
+        ));
+    }
     report
         .warnings
         .extend(impact.listens_dropped.iter().cloned());
