@@ -272,6 +272,10 @@ impl Report {
     }
 }
 
+/// How the reason of a rollback `recover` makes for a run killed before it judged its
+/// reloaded candidate begins (see [`RollbackReport::of_unjudged_kill`]).
+pub const KILLED_UNJUDGED: &str = "the run was killed while";
+
 /// What a rollback did and where it left things.
 #[derive(Debug, Clone, Serialize)]
 pub struct RollbackReport {
@@ -306,6 +310,12 @@ pub struct RollbackReport {
 }
 
 impl RollbackReport {
+    /// `recover`'s rollback of a run killed before it judged its candidate (it signalled
+    /// nginx or was verifying), not of one killed while it rolled back a failed change.
+    pub fn of_unjudged_kill(&self) -> bool {
+        self.reason.starts_with(KILLED_UNJUDGED)
+    }
+
     /// A rollback of `rejected` for `reason`, before anything is done.
     pub fn new(reason: String, rejected: &Snapshot) -> RollbackReport {
         RollbackReport {

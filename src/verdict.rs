@@ -249,25 +249,19 @@ impl Baseline {
         // What an intermittent check logged is as much the running configuration's as the
         // rest: an upstream error after the change that it logged too is not news.
         let intermittent = (window.results.iter()).flat_map(|r| r.intermittent_errors.iter());
-        let mut named: Vec<String> = (window.results.iter())
-            .filter(|r| r.named())
-            .map(|r| r.check.url.clone())
-            .collect();
-        named.dedup();
-        let mut tls12: Vec<String> = (window.results.iter())
-            .filter(|r| r.tls12_completed())
-            .map(|r| r.check.url.clone())
-            .collect();
-        tls12.dedup();
-        let mut paged: Vec<String> = (window.results.iter())
-            .filter(|r| r.paged())
-            .map(|r| r.check.url.clone())
-            .collect();
-        paged.dedup();
+        // The URLs of the checks with an answer that did what `got` says.
+        let urls = |got: fn(&CheckResult) -> bool| -> Vec<String> {
+            let mut urls: Vec<String> = (window.results.iter())
+                .filter(|r| got(r))
+                .map(|r| r.check.url.clone())
+                .collect();
+            urls.dedup();
+            urls
+        };
         Baseline {
-            named,
-            tls12,
-            paged,
+            named: urls(CheckResult::named),
+            tls12: urls(CheckResult::tls12_completed),
+            paged: urls(CheckResult::paged),
             checks,
             tallies,
             errors: (window.upstream_errors.iter().chain(intermittent))
@@ -841,11 +835,12 @@ pub fn after_rollback(
     // No baseline at all (`recover` after a kill: what ran before the change was never
     // asked): a check the restored configuration gets no answer to in time is as slow as
     // a new site's, not verified, never a rollback that made things worse.
-    let slow_unasked = |c: &Compared| !c.baseline_taken && c.after.timed_out;
     for c in compared {
         match &c.before {
             Some(b) if b.failed => still_failing.push(c),
-            None if slow_under_change(&c) || slow_unasked(&c) => still_failing.push(c),
+            None if slow_under_change(&c) || (!c.baseline_taken && c.only_slow()) => {
+                still_failing.push(c)
+            }
             _ => causes.push(Cause::Check(c)),
         }
     }

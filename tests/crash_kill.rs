@@ -426,24 +426,22 @@ fn regression_recover_with_nginx_down_restores_last_good_and_keeps_the_record() 
 
 /// A run killed while it verified: `recover` rolls the unverified change back, and its
 /// headline says why. It said "the change failed after the reload"; nothing had failed.
+/// `reload -y` of the change on disk, SIGKILLed where it stops itself at `point`.
+fn killed_at(site: &Site, point: &str) {
+    let mut run = site.spawn_paused(&["reload", "-y"], point);
+    assert!(
+        run.wait_stopped(Duration::from_secs(20)),
+        "the run never reached {point}"
+    );
+    run.signal(libc::SIGKILL);
+    let _ = run.finish(Duration::from_secs(5));
+}
+
 #[test]
 fn recover_after_a_kill_while_verifying_says_the_change_was_not_verified_not_that_it_failed() {
     let site = Site::start();
     site.nginx.write_http(&site.bad_http());
-    let mut run = Proc(
-        site.cmd(&["reload", "-y"])
-            .env("SAFE_RELOAD_TEST_PAUSE", "verifying")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start safe-reload"),
-    );
-    assert!(
-        run.wait_stopped(Duration::from_secs(20)),
-        "the run never reached verifying"
-    );
-    run.signal(libc::SIGKILL);
-    let _ = run.finish(Duration::from_secs(5));
+    killed_at(&site, "verifying");
     let out = site.run(&["recover", "-y"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let said = text(&out);
@@ -543,20 +541,7 @@ fn recover_does_not_page_for_a_location_that_is_only_slower_than_the_health_time
 fn recover_after_a_kill_during_the_rollback_says_the_change_had_failed() {
     let site = Site::start();
     site.nginx.write_http(&site.bad_http());
-    let mut run = Proc(
-        site.cmd(&["reload", "-y"])
-            .env("SAFE_RELOAD_TEST_PAUSE", "rolling_back")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start safe-reload"),
-    );
-    assert!(
-        run.wait_stopped(Duration::from_secs(20)),
-        "the run never began its rollback"
-    );
-    run.signal(libc::SIGKILL);
-    let _ = run.finish(Duration::from_secs(5));
+    killed_at(&site, "rolling_back");
     let out = site.run(&["recover", "-y"]);
     let said = text(&out);
     assert_eq!(out.status.code(), Some(3), "{said}");

@@ -2730,28 +2730,6 @@ fn a_location_with_a_space_is_checked_with_its_path_encoded() {
     assert_eq!(http_get(listen, "a.test", "/a%20b/").expect("GET").1, "app");
 }
 
-/// What a client that offers TLS 1.2 alone gets (`curl --tls-max 1.2`): the status, or `None`
-/// for a handshake nginx refused.
-fn https_get_tls12(addr: SocketAddr, host: &str) -> Option<u16> {
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sSk",
-            "--tls-max",
-            "1.2",
-            "-o",
-            "/dev/null",
-            "--max-time",
-            "5",
-        ])
-        .args(["-w", "%{http_code}", "--resolve"])
-        .arg(format!("{host}:{}:{}", addr.port(), addr.ip()))
-        .arg(format!("https://{host}:{}/", addr.port()))
-        .output()
-        .expect("run curl");
-    let code: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
-    (code != 0).then_some(code)
-}
-
 /// r12 N F4: an `ssl_ciphers` that leaves the certificate's key no TLS 1.2 suite (an RSA-only
 /// list in front of an ECDSA certificate). The checks negotiate TLS 1.3, where `ssl_ciphers`
 /// does not apply, and passed: "live and verified" while every TLS 1.2 client got a handshake

@@ -311,6 +311,13 @@ fn share_socket_flags(servers: &mut [Server]) {
     }
 }
 
+/// Whether the block innermost in `levels` (outermost first: `http`, `server`, `location`)
+/// has `proxy_set_header Upgrade $http_upgrade;` in force (see [`inherit_headers`]).
+pub(crate) fn upgrade_in_force(levels: &[&[Directive]]) -> bool {
+    let headers = (levels.iter()).fold(Vec::new(), |outer, dirs| inherit_headers(&outer, dirs));
+    passes_upgrade(&headers)
+}
+
 /// `proxy_set_header Upgrade $http_upgrade;` in force in a location (its own, or inherited
 /// where it has none): it passes WebSocket handshakes.
 fn passes_upgrade(headers: &[&Directive]) -> bool {

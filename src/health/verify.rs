@@ -222,15 +222,6 @@ impl CheckResult {
         !self.failed && self.failures > 0
     }
 
-    /// Judge one answer that passed on its own against the status the same request got
-    /// before the change, when it passed then: a 5xx where there was none, a 4xx where it was
-    /// served, nginx's own 404 where the backend answered fail (see [`judge::worse_than`]),
-    /// and are asked again as any failed answer is. A status
-    /// `--expect-status` names is what the operator said is fine: never a failure.
-    ///
-    /// An answer over a certificate that does not name its Host, where the certificate
-    /// before the change did (`named_before`), fails too: every browser refuses it, whatever
-    /// nginx would have answered.
     /// Over TLS, nginx answered over a certificate that names the Host (whichever server
     /// answered, and whatever it answered).
     pub fn named(&self) -> bool {
@@ -255,53 +246,50 @@ impl CheckResult {
         }
     }
 
-    /// An answer whose TLS 1.2 handshake failed, where the same check's completed before the
-    /// change (`tls12_before`), fails as well: every TLS 1.2 client is refused.
-    pub fn judge_against(
-        &mut self,
-        passed_before: Option<u16>,
-        named_before: bool,
-        tls12_before: bool,
-        paged_before: bool,
-        opts: &HealthOptions,
-    ) {
+    /// Judge one answer that passed on its own against what `known` says the same request got
+    /// before the change: a 5xx where there was none, a 4xx where it was served, nginx's own
+    /// 404 where the backend answered fail (see [`judge::worse_than`]), and are asked again as
+    /// any failed answer is; a status `--expect-status` names is what the operator said is
+    /// fine. Also failing, whatever nginx answered: a certificate that does not name its Host
+    /// where the one before did (every browser refuses it), an empty 2xx where the request got
+    /// a page (every page blank), and a failed TLS 1.2 handshake where one completed (every
+    /// TLS 1.2 client refused).
+    pub fn judge_against(&mut self, known: &dyn Known, opts: &HealthOptions) {
         if self.failed {
             return;
         }
         let expected = opts.expects(self.status);
-        if !expected && judge::worse_than(passed_before, self.answer, self.status) {
+        if !expected && judge::worse_than(known.passed_before(self), self.answer, self.status) {
             self.answer = Answer::Failed;
             self.failed = true;
             self.failures += 1;
-        } else if named_before && self.wrong_name.is_some() {
-            self.error = self.wrong_name.clone();
-            self.status = None;
-            self.answer = Answer::Failed;
-            self.failed = true;
-            self.failures += 1;
-        } else if paged_before && self.empty && !expected {
+        } else if known.named_before(self) && self.wrong_name.is_some() {
+            self.fail_with(self.wrong_name.clone());
+        } else if !expected && self.empty && known.paged_before(self) {
             let status = self.reply();
-            self.error = Some(format!(
+            self.fail_with(Some(format!(
                 "{status} with an empty body, where the same request got a page before this \
                  change (a `fastcgi_param` or `proxy_set_header` of the location's own \
                  replaces every one it inherited, SCRIPT_FILENAME too?)"
-            ));
-            self.status = None;
-            self.answer = Answer::Failed;
-            self.failed = true;
-            self.failures += 1;
-        } else if let Some(why) = self.tls12_failure().filter(|_| tls12_before) {
-            let over13 = self.reply();
-            self.error = Some(format!(
+            )));
+        } else if let Some(why) = self.tls12_failure().filter(|_| known.tls12_before(self)) {
+            let why = format!(
                 "TLS 1.2 handshake: {why} (every TLS 1.2 client is refused, where one got \
-                 through before this change; over TLS 1.3 it answers {over13}: an \
-                 `ssl_ciphers` with no suite for the certificate's key?)"
-            ));
-            self.status = None;
-            self.answer = Answer::Failed;
-            self.failed = true;
-            self.failures += 1;
+                 through before this change; over TLS 1.3 it answers {}: an `ssl_ciphers` \
+                 with no suite for the certificate's key?)",
+                self.reply()
+            );
+            self.fail_with(Some(why));
         }
+    }
+
+    /// Failed with `error` for its answer: what clients get is not the status nginx sent.
+    fn fail_with(&mut self, error: Option<String>) {
+        self.error = error;
+        self.status = None;
+        self.answer = Answer::Failed;
+        self.failed = true;
+        self.failures += 1;
     }
 }
 
@@ -468,13 +456,7 @@ pub fn wait_longer(
     let answers = send(&checks, &todo, &longer);
     for (&i, answer) in slow.iter().zip(answers) {
         let Some(mut answer) = answer else { continue };
-        answer.judge_against(
-            known.passed_before(&answer),
-            known.named_before(&answer),
-            known.tls12_before(&answer),
-            known.paged_before(&answer),
-            opts,
-        );
+        answer.judge_against(known, opts);
         let first = window.results[i].clone();
         let settled = judge::settle(first, vec![answer]);
         window.results[i] = settled;
@@ -655,13 +637,7 @@ fn round(
 ) -> Vec<(usize, CheckResult)> {
     let failed = |r: &Option<CheckResult>| r.as_ref().is_some_and(|r| r.failed);
     let judged = |mut r: CheckResult| {
-        r.judge_against(
-            known.passed_before(&r),
-            known.named_before(&r),
-            known.tls12_before(&r),
-            known.paged_before(&r),
-            opts,
-        );
+        r.judge_against(known, opts);
         r
     };
     let sent = |todo: &[usize], opts: &HealthOptions| {
@@ -844,7 +820,7 @@ fn tls12_handshake(check: &Check, deadline: Instant, source: Option<IpAddr>) -> 
     if text.contains("ProtocolVersion") || text.contains("protocol version") {
         return Tls12::NotOffered;
     }
-    if !not_negotiated(&text) || (check.proxy_protocol && check.unix.is_some()) {
+    if !not_negotiated(&text) || !openssl_reaches(check) {
         // The connection failed, not the negotiation: nothing to say of TLS 1.2.
         return Tls12::Unasked;
     }
@@ -1001,9 +977,7 @@ fn get_status(
             // Our TLS stack offers less than OpenSSL's (no secp521r1, no RSA key exchange):
             // settings nginx and every OpenSSL client agree on are asked through OpenSSL's
             // own client before the handshake counts as a failure.
-            Err(Failure::Other(why))
-                if not_negotiated(&why) && !(check.proxy_protocol && check.unix.is_some()) =>
-            {
+            Err(Failure::Other(why)) if not_negotiated(&why) && openssl_reaches(check) => {
                 let answer = openssl_exchange(check, &req, deadline).map_err(|_| other(why))?;
                 // Its certificate, which our client never saw, is checked as ours would be.
                 let now = std::time::SystemTime::now()
@@ -1048,20 +1022,16 @@ fn empty_page(status: u16, response: &[u8]) -> bool {
     if !(200..=299).contains(&status) || status == 204 {
         return false;
     }
-    let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
+    let Some(head) = head_of(response) else {
         return false;
     };
-    let head = String::from_utf8_lossy(&response[..end]).to_ascii_lowercase();
-    let body = &response[end + 4..];
-    let field = |name: &str| {
-        (head.lines().skip(1)).find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            (n.trim() == name).then(|| v.trim().to_string())
-        })
-    };
-    match (field("content-length"), field("transfer-encoding")) {
+    let body = &response[head.len() + 4..];
+    match (
+        field(head, "content-length"),
+        field(head, "transfer-encoding"),
+    ) {
         (Some(n), _) => n == "0",
-        (None, Some(te)) if te.contains("chunked") => {
+        (None, Some(te)) if te.to_ascii_lowercase().contains("chunked") => {
             body.starts_with(b"0\r\n") || body.starts_with(b"0;")
         }
         _ => false,
@@ -1115,12 +1085,22 @@ fn dead_redirect(check: &Check, status: u16, response: &[u8], timeout: Duration)
 
 /// The `Location` header of a response.
 fn location_of(response: &[u8]) -> Option<String> {
-    let head_end = response.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&response[..head_end]);
-    head.lines().skip(1).find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.trim()
-            .eq_ignore_ascii_case("location")
+    field(head_of(response)?, "location")
+}
+
+/// The header of a response: its bytes before the blank line, once that has come.
+fn head_of(response: &[u8]) -> Option<&[u8]> {
+    let end = response.windows(4).position(|w| w == b"\r\n\r\n")?;
+    Some(&response[..end])
+}
+
+/// The value of the header field `name` (case-insensitive) in `head`, trimmed: the first
+/// such line after the status line.
+fn field(head: &[u8], name: &str) -> Option<String> {
+    String::from_utf8_lossy(head).lines().skip(1).find_map(|l| {
+        let (n, value) = l.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
             .then(|| value.trim().to_string())
     })
 }
@@ -1428,15 +1408,8 @@ fn read_answer(
 
 /// Whether a response header says `Content-Type: text/event-stream`.
 fn event_stream(head: &[u8]) -> bool {
-    String::from_utf8_lossy(head).lines().any(|l| {
-        l.split_once(':').is_some_and(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("content-type")
-                && value
-                    .trim()
-                    .to_ascii_lowercase()
-                    .starts_with("text/event-stream")
-        })
-    })
+    field(head, "content-type")
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("text/event-stream"))
 }
 
 /// A TLS handshake our client could not complete for want of something in common: an alert
@@ -1444,6 +1417,12 @@ fn event_stream(head: &[u8]) -> bool {
 /// support.
 fn not_negotiated(why: &str) -> bool {
     why.contains("received fatal alert") || why.contains("peer is incompatible")
+}
+
+/// Whether `openssl s_client` can be asked at `check`'s listen: a PROXY header goes through
+/// a relay, which speaks TCP only.
+fn openssl_reaches(check: &Check) -> bool {
+    !(check.proxy_protocol && check.unix.is_some())
 }
 
 /// The request through `openssl s_client`, which offers what nginx's OpenSSL supports; its

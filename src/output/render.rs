@@ -776,8 +776,7 @@ fn rolled_back(report: &Report) -> String {
     // `recover` rolls back what a killed run left unverified: nothing failed.
     // A run killed once it had judged the change, while it rolled back, had verified it and
     // found it failing: its own reason is the rollback's.
-    let killed_unjudged = (report.rollback.as_ref())
-        .is_none_or(|rb| rb.reason.starts_with("the run was killed while"));
+    let killed_unjudged = (report.rollback.as_ref()).is_none_or(|rb| rb.of_unjudged_kill());
     let head = match report.command.as_str() {
         "recover" if killed_unjudged => {
             "rolled back: the run that reloaded the change was killed before it verified it; \

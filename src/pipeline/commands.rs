@@ -17,7 +17,7 @@ use crate::pipeline::{
     diff_against, meta, open_locked, own_pids, record_inspection, refuse_config, reload_locked,
     Journal,
 };
-use crate::report::{Outcome, Problem, Report, StatusReport};
+use crate::report::{Outcome, Problem, Report, StatusReport, KILLED_UNJUDGED};
 use crate::settings::Settings;
 use crate::signals;
 use crate::store::{JournalRecord, Outcome as SnapOutcome, Phase as JournalPhase, Snapshot, Store};
@@ -838,12 +838,12 @@ fn finish_rollback(
     drop(config);
     let why = match j.phase {
         JournalPhase::Signalled => format!(
-            "the run was killed while it signalled nginx to load snapshot {}: nginx may run \
+            "{KILLED_UNJUDGED} it signalled nginx to load snapshot {}: nginx may run \
              it, and nothing vouches for it, so it is rolled back",
             candidate.id
         ),
         JournalPhase::Reloaded | JournalPhase::Verifying => format!(
-            "the run was killed while it verified snapshot {}: nothing vouches for the change, \
+            "{KILLED_UNJUDGED} it verified snapshot {}: nothing vouches for the change, \
              so it is rolled back",
             candidate.id
         ),

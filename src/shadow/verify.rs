@@ -788,32 +788,26 @@ pub fn ask_running(
         let before = passed
             .filter(|_| !sc.shadow.check.made_up_in_new)
             .and_then(|r| r.status);
-        // A certificate that named the Host where the shadow's does not loses every browser,
-        // whichever server sent it (a name the change moves to another server's block).
-        let named = sc.running.as_ref().is_some_and(CheckResult::named);
-        let unnamed = named && sc.shadow.wrong_name.is_some();
-        // A TLS 1.2 handshake that completed through the running nginx and fails through the
-        // shadow loses every TLS 1.2 client (an `ssl_ciphers` with no suite for the key).
-        let tls12 = (sc.running.as_ref()).is_some_and(CheckResult::tls12_completed);
-        let lost12 = tls12 && sc.shadow.tls12_failure().is_some();
-        // A page through the running nginx, an empty 200 through the shadow: every page
-        // blank (a location's own `fastcgi_param` replaced the ones it inherited).
-        let paged = passed.is_some_and(|r| r.paged() && !sc.shadow.check.in_new_location);
-        let blanked = paged && sc.shadow.empty;
-        if sc.failed()
-            || (!unnamed
-                && !lost12
-                && !blanked
-                && (opts.expects(sc.shadow.status)
-                    || !health::worse_than(before, sc.shadow.answer, sc.shadow.status)))
-        {
+        let running = sc.running.as_ref();
+        let known = RunningAnswered {
+            passed: before,
+            // A certificate that named the Host where the shadow's does not loses every
+            // browser, whichever server sent it (a name the change moves to another server).
+            named: running.is_some_and(CheckResult::named),
+            tls12: running.is_some_and(CheckResult::tls12_completed),
+            paged: passed.is_some_and(|r| r.paged() && !sc.shadow.check.in_new_location),
+        };
+        // Judged as verification after the reload would judge it: one that would fail is
+        // asked again, through the shadow alone.
+        let mut judged = sc.shadow.clone();
+        judged.judge_against(&known, opts);
+        if sc.failed() || !judged.failed {
             continue;
         }
         let Some(routed) = shadow.ports().route_check(&sc.shadow.check) else {
             continue;
         };
         let mut logs = Cursors::open(&[shadow.error_log()]);
-        let known = RunningAnswered(before, named, tls12, paged);
         let again = health::verify_against(std::slice::from_ref(&routed), &mut logs, &one, &known);
         if let Some(mut result) = again.results.into_iter().next() {
             result.check = sc.shadow.check.clone();
@@ -858,8 +852,17 @@ fn wait_longer(shadow: &Shadow, sc: &mut ShadowCheck, opts: &HealthOptions) {
 }
 
 /// What the running nginx answered a check, when that passed: the shadow's answers to it are
-/// judged against that status, as the baseline's stand for verification after the reload.
-struct RunningAnswered(Option<u16>, bool, bool, bool);
+/// judged against it, as the baseline's stand for verification after the reload.
+struct RunningAnswered {
+    /// Its status, where it passed and is a baseline for this check.
+    passed: Option<u16>,
+    /// Over a certificate that named the Host.
+    named: bool,
+    /// With a TLS 1.2 handshake that completed beside it.
+    tls12: bool,
+    /// A page: a 2xx with a body.
+    paged: bool,
+}
 
 impl health::Known for RunningAnswered {
     fn failure(&self, _: &CheckResult) -> bool {
@@ -871,19 +874,19 @@ impl health::Known for RunningAnswered {
     }
 
     fn passed_before(&self, _: &CheckResult) -> Option<u16> {
-        self.0
+        self.passed
     }
 
     fn named_before(&self, _: &CheckResult) -> bool {
-        self.1
+        self.named
     }
 
     fn tls12_before(&self, _: &CheckResult) -> bool {
-        self.2
+        self.tls12
     }
 
     fn paged_before(&self, _: &CheckResult) -> bool {
-        self.3
+        self.paged
     }
 }
 

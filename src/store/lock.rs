@@ -89,14 +89,8 @@ impl Store {
             let pid: u32 = pid.parse().ok()?;
             (*kind == "FLOCK" && ino == inode && pid != own).then_some(pid)
         })?;
-        let holder = (std::fs::read(&path).ok())
-            .and_then(|bytes| serde_json::from_slice::<Holder>(&bytes).ok())
-            .filter(|h| h.pid == pid);
-        Some(match holder {
-            Some(h) => format!(
-                "pid {}, started {}, running `{}`",
-                h.pid, h.started, h.command
-            ),
+        Some(match read_holder(&path).filter(|h| h.pid == pid) {
+            Some(h) => h.to_string(),
             None => format!("pid {pid}"),
         })
     }
@@ -129,27 +123,33 @@ fn poll_lock(file: &File, path: &Path, deadline: Instant) -> Result<()> {
 /// may read the file in between: it reads again for a short while before saying "unknown".
 fn held(path: &Path) -> Error {
     let deadline = Instant::now() + HOLDER_WAIT;
-    let read = || {
-        std::fs::read(path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<Holder>(&bytes).ok())
-    };
-    let mut found = read();
+    let mut found = read_holder(path);
     while found.is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
-        found = read();
+        found = read_holder(path);
     }
-    let holder = found
-        .map(|h| {
-            format!(
-                "pid {}, started {}, running `{}`",
-                h.pid, h.started, h.command
-            )
-        })
-        .unwrap_or_else(|| "holder unknown".to_string());
+    let holder = found.map_or_else(|| "holder unknown".to_string(), |h| h.to_string());
     Error::LockHeld {
         path: path.to_path_buf(),
         holder,
+    }
+}
+
+/// The holder's line in the lock file, once it is there.
+fn read_holder(path: &Path) -> Option<Holder> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+impl std::fmt::Display for Holder {
+    /// `pid N, started T, running `safe-reload reload -y``.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Holder {
+            pid,
+            started,
+            command,
+        } = self;
+        write!(f, "pid {pid}, started {started}, running `{command}`")
     }
 }
 

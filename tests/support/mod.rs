@@ -191,8 +191,26 @@ pub fn https_get_as(
     path: &str,
     proxy_protocol: bool,
 ) -> std::io::Result<u16> {
+    let extra: &[&str] = if proxy_protocol {
+        &["--haproxy-protocol"]
+    } else {
+        &[]
+    };
+    curl_https(addr, host, path, extra)
+}
+
+/// What a client that offers TLS 1.2 alone gets (`curl --tls-max 1.2`): the status, or `None`
+/// for a handshake nginx refused (curl writes 000).
+pub fn https_get_tls12(addr: SocketAddr, host: &str) -> Option<u16> {
+    curl_https(addr, host, "/", &["--tls-max", "1.2"])
+        .ok()
+        .filter(|&code| code != 0)
+}
+
+/// `curl -k` for `https://HOST:PORT/PATH` at `addr`, with `extra` arguments: the status it got.
+fn curl_https(addr: SocketAddr, host: &str, path: &str, extra: &[&str]) -> std::io::Result<u16> {
     let out = Command::new("curl")
-        .args(proxy_protocol.then_some("--haproxy-protocol"))
+        .args(extra)
         .args([
             "-sSk",
             "-o",

@@ -14,6 +14,7 @@ use super::pass::{self, PassTarget};
 use super::rewrite::{self, Frame, ServerState};
 use super::vars::{self, Binding, Defs, Env};
 use super::{Context, Finding, Name, Reference, Target, TargetAddr, Targets};
+use crate::conf::servers::upgrade_in_force;
 use crate::conf::tree::{Directive, Word};
 use crate::conf::Config;
 
@@ -137,26 +138,6 @@ fn stream_ssl(server: &[Directive], stream: &[Directive]) -> bool {
             .map(|d| d.arg0().eq_ignore_ascii_case("on"))
     };
     own(server).or_else(|| own(stream)).unwrap_or(false)
-}
-
-/// `proxy_set_header Upgrade $http_upgrade;` in force in a location: among its own
-/// `proxy_set_header` lines where it has any (they replace every one it inherits), else the
-/// server's, else the `http` block's.
-fn passes_upgrade(location: &[Directive], server: &[Directive], http: &[Directive]) -> bool {
-    let headers = |dirs: &[Directive]| -> Option<bool> {
-        let mut own = (dirs.iter())
-            .filter(|d| d.name == "proxy_set_header")
-            .peekable();
-        own.peek()?;
-        Some(own.any(|d| {
-            d.args.len() >= 2
-                && d.args[0].eq_ignore_ascii_case("upgrade")
-                && d.args[1].to_ascii_lowercase().contains("$http_upgrade")
-        }))
-    };
-    (headers(location).or_else(|| headers(server)))
-        .or_else(|| headers(http))
-        .unwrap_or(false)
 }
 
 /// Whether `location` (a location's directives) is `internal` and a `mirror` of `server` sends
@@ -383,7 +364,7 @@ impl Collector {
         if let (Some(server), Some(location)) = (frame.server, frame.location) {
             base.mirror = cx.context == Context::Http && mirror_only(server, location);
             base.websocket =
-                cx.context == Context::Http && passes_upgrade(location, server, cx.children);
+                cx.context == Context::Http && upgrade_in_force(&[cx.children, server, location]);
         }
         if cx.context == Context::Stream {
             // Datagrams only, or datagrams beside TCP connections (`listen 53; listen 53 udp;`).
