@@ -104,10 +104,11 @@ pub struct Check {
     /// failure (502, 504, no answer) is still compared.
     #[serde(skip)]
     pub made_up_in_new: bool,
-    /// The location checked is one the change adds: what another location answered its
-    /// request before is no baseline for how its page looks (an empty 200 of its own).
+    /// The location checked is one the change adds, or passes elsewhere than last-good's did
+    /// (`/health` moved to another app): what answered its request before is no baseline for
+    /// how its page looks (an empty 200 of the new backend's own).
     #[serde(skip)]
-    pub in_new_location: bool,
+    pub new_backend: bool,
     /// The location checked, as `location_key` writes it, and the listen it is asked on, as
     /// `ServerId` writes it (both empty for a `--health` URL).
     #[serde(skip)]
@@ -160,7 +161,7 @@ impl Check {
             running_proxy_protocol: None,
             read_timeout: None,
             made_up_in_new: false,
-            in_new_location: false,
+            new_backend: false,
             location: String::new(),
             listen: String::new(),
             spread_sources: false,

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::conf::host_map;
-use crate::conf::servers::{location_args, location_key, socket_flags, SocketFlags};
+use crate::conf::servers::{location_args, location_key, pass_in, socket_flags, SocketFlags};
 use crate::conf::targets::pass::PASS_DIRECTIVES;
 use crate::conf::targets::Context;
 use crate::conf::tree::{Directive, Word};
@@ -173,6 +173,9 @@ pub enum Predecessor {
         /// Its locations, as `location_key` writes them: a request to a location the change
         /// adds was another location's before.
         locations: Vec<String>,
+        /// What each of its locations that passes requests on passes to, by key:
+        /// `proxy_pass http://127.0.0.1:8000` (see [`Predecessor::passed_elsewhere`]).
+        passes: Vec<(String, String)>,
     },
 }
 
@@ -190,6 +193,17 @@ impl Predecessor {
         }
     }
 
+    /// Whether last-good's location of this key passed to something else than `pass` (as
+    /// [`pass_of`] writes it) or nowhere: another backend answered its requests before.
+    pub fn passed_elsewhere(&self, location_key: &str, pass: &str) -> bool {
+        match self {
+            Predecessor::Had { passes, .. } => {
+                !passes.iter().any(|(k, p)| k == location_key && p == pass)
+            }
+            _ => false,
+        }
+    }
+
     /// Whether a request on `listen` (as [`ServerId`] writes it) with Host `host` (`None`: an
     /// IP or no Host, which the listen alone routes) reached this server before the change.
     pub fn answered(&self, listen: &str, host: Option<&str>) -> bool {
@@ -199,6 +213,12 @@ impl Predecessor {
             Predecessor::Had { listens, names, .. } => answers(listens, names, listen, host),
         }
     }
+}
+
+/// A location's `*_pass` as a predecessor's and a candidate's are compared: `proxy_pass
+/// http://127.0.0.1:8000`.
+pub fn pass_of(directive: &str, target: &str) -> String {
+    format!("{directive} {target}")
 }
 
 /// Whether a server of `listens` and `names` (as [`ServerId`] writes them) is the one a
@@ -837,6 +857,8 @@ struct LocationPrint {
     auth_request: Option<Box<str>>,
     /// It answers every request itself with a `return` of its own (not inside an `if`).
     returns: bool,
+    /// What it passes requests to (see [`pass_of`]), when it does.
+    pass: Option<Box<str>>,
 }
 
 /// An `upstream` block or a variable a server's requests go through.
@@ -1099,6 +1121,7 @@ impl<'a> Defs<'a> {
                     .collect(),
                 auth_request: auth.map(Box::from),
                 returns: loc.children().iter().any(|c| c.name == "return"),
+                pass: pass_in(loc.children()).map(|(name, arg)| pass_of(name, arg).into()),
             });
             self.locations_in(loc, auth, out);
         }
@@ -1301,6 +1324,9 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
                     names: b.id.names.clone(),
                     websocket: b.websocket.iter().map(|k| k.to_string()).collect(),
                     locations: b.locations.iter().map(|l| l.key.to_string()).collect(),
+                    passes: (b.locations.iter())
+                        .filter_map(|l| Some((l.key.to_string(), l.pass.as_deref()?.to_string())))
+                        .collect(),
                 },
             };
             affected.push(Affected {

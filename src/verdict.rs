@@ -371,7 +371,7 @@ impl Known for Baseline {
     }
 
     fn paged_before(&self, result: &CheckResult) -> bool {
-        !result.check.in_new_location && self.paged.contains(&result.check.url)
+        !result.check.new_backend && self.paged.contains(&result.check.url)
     }
 }
 

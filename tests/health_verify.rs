@@ -20,6 +20,7 @@ fn opts() -> HealthOptions {
         expect_status: None,
         expected_down: Vec::new(),
         headers: Vec::new(),
+        tls12_memo: None,
     }
 }
 

@@ -2921,3 +2921,116 @@ fn a_php_location_that_loses_its_inherited_fastcgi_params_is_the_changes() {
     sr.run(&["-y"]).expect(0);
     assert_eq!(page(), (200, true));
 }
+
+/// r13 R F1: `/health` moved to another app, which answers an empty 200 (a health endpoint
+/// often does). The empty-page rule held last-good's page against it: refused, naming
+/// `fastcgi_param` for a proxied location. What another backend answered before is no
+/// baseline for how the new one's page looks: live, and `/health` answers the new app.
+#[test]
+fn a_location_moved_to_an_app_that_answers_an_empty_200_goes_live() {
+    let ip = unique_loopback();
+    let old = HttpBackend::start(SocketAddr::new(ip, 0), "healthy page");
+    let new = HttpBackend::start(SocketAddr::new(ip, 0), "");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |up: &str| {
+        format!(
+            "server {{ listen {listen}; server_name h.test; \
+             location / {{ proxy_pass http://{}; }} \
+             location /health {{ proxy_pass http://{up}; }} }}",
+            old.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(&old.host_port()));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let health = || http_get(listen, "h.test", "/health").ok();
+    assert_eq!(health(), Some((200, "healthy page".into())));
+
+    n.write_http(&site(&new.host_port()));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert_eq!(health(), Some((200, String::new())), "{run}");
+    assert!(new.hits() > 0, "the new app answered");
+}
+
+/// r13 R F2: a site reduced to static files (`location / { try_files $uri $uri/ =404; }`),
+/// its `/health` and `/api/` locations deleted. The checks last-good made of them were
+/// carried as "no location takes its requests now", got nginx's 404 and refused the change.
+/// A location that serves files is written to take them: live, and the site serves its
+/// files. With no location left at all, the removed location's 404 still refuses.
+#[test]
+fn a_site_made_static_on_purpose_goes_live() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let docroot = tempfile::tempdir().expect("docroot");
+    std::fs::write(docroot.path().join("index.html"), "static site").expect("index.html");
+    let up = app.host_port();
+    let site = |body: &str| format!("server {{ listen {listen}; server_name s.test; {body} }}");
+    let n = TestNginx::start(&site(&format!(
+        "location / {{ proxy_pass http://{up}; }} location /health {{ proxy_pass http://{up}; }} \
+         location /api/ {{ proxy_pass http://{up}; }}"
+    )));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    assert_eq!(
+        http_get(listen, "s.test", "/api/x").ok(),
+        Some((200, "app".into()))
+    );
+
+    n.write_http(&site(&format!(
+        "root {}; index index.html; location / {{ try_files $uri $uri/ =404; }}",
+        docroot.path().display()
+    )));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert_eq!(
+        http_get(listen, "s.test", "/").ok(),
+        Some((200, "static site".into())),
+        "{run}"
+    );
+    assert_eq!(
+        http_get(listen, "s.test", "/api/x").ok().map(|a| a.0),
+        Some(404)
+    );
+}
+
+/// r13 R F3: the WebSocket lines (`proxy_http_version 1.1`, `proxy_set_header Upgrade
+/// $http_upgrade`, `Connection "upgrade"`) moved from `location /ws/` up to the server, as
+/// many guides write them. They reach every location, and `/` was then checked with a
+/// handshake, which the app answers with its own 400: refused. A location is a WebSocket
+/// endpoint where it writes the header itself or its path says so: live, `/` answers the
+/// app and `/ws/` still completes a handshake.
+#[test]
+fn websocket_headers_moved_to_the_server_level_go_live() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start_refusing_upgrades(SocketAddr::new(ip, 0), "app");
+    let ws = WebSocketBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    const UPGRADE: &str = "proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; \
+                           proxy_set_header Connection \"upgrade\";";
+    let site = |server: &str, location: &str| {
+        format!(
+            "server {{ listen {listen}; server_name w.test; {server} \
+             location / {{ proxy_pass http://{}; }} \
+             location /ws/ {{ proxy_pass http://{}; {location} }} }}",
+            app.host_port(),
+            ws.addr
+        )
+    };
+    let n = TestNginx::start(&site("", UPGRADE));
+    let sr = SafeReload::new(&n);
+    sr.init();
+
+    n.write_http(&site(UPGRADE, ""));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(0);
+    assert_eq!(
+        http_get(listen, "w.test", "/").ok(),
+        Some((200, "app".into())),
+        "{run}"
+    );
+    let checks = run.json()["health"]["results"].to_string();
+    assert!(checks.contains("/ws/"), "the socket is checked: {run}");
+    assert!(checks.contains("Upgrade"), "with a handshake: {run}");
+}

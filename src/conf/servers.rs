@@ -121,8 +121,9 @@ pub struct Location {
     /// The `*_read_timeout` written for its `*_pass` (here or inherited): nginx answers 504
     /// itself once a backend is silent that long. `None`: nginx's default (60 s).
     pub read_timeout: Option<Duration>,
-    /// It passes the client's `Upgrade` on (`proxy_set_header Upgrade $http_upgrade;`): a
-    /// WebSocket endpoint, checked with a WebSocket handshake.
+    /// It passes the client's `Upgrade` on (`proxy_set_header Upgrade $http_upgrade;`) and
+    /// says so itself or by its path (see [`websocket_endpoint`]): a WebSocket endpoint,
+    /// checked with a WebSocket handshake.
     #[serde(skip)]
     pub websocket: bool,
     /// An `error_page` (its own or inherited) that sends a failure of its backend elsewhere,
@@ -227,6 +228,9 @@ pub struct Server {
 pub struct Unbacked {
     /// `location /`, `location = /robots.txt`.
     pub what: String,
+    /// `=`, `^~`, `~`, `~*`, or none, and its path, as for [`Location`].
+    pub modifier: Option<String>,
+    pub path: String,
     /// Its `try_files`, as written: `try_files $uri $uri/ =404`.
     pub try_files: String,
     pub file: Arc<Path>,
@@ -327,6 +331,26 @@ fn passes_upgrade(headers: &[&Directive]) -> bool {
             && d.args[0].eq_ignore_ascii_case("upgrade")
             && d.args[1].to_ascii_lowercase().contains("$http_upgrade")
     })
+}
+
+/// Whether a location that passes `Upgrade` on is one its clients open WebSockets to: it
+/// writes the header itself, or its path says so (`/ws/`, `/socket.io/`, `/cable`). The
+/// header written once at the `server` or `http` level for the one WebSocket path reaches
+/// every location; an app's `/` answers a handshake with its own 400, which its browsers
+/// never send it.
+fn websocket_endpoint(own: &[Directive], path: &str) -> bool {
+    let writes = |dirs: &[Directive]| passes_upgrade(&dirs.iter().collect::<Vec<_>>());
+    let word = |w: &str| {
+        matches!(
+            w,
+            "ws" | "wss" | "hub" | "hubs" | "cable" | "sockjs" | "signalr"
+        ) || w.contains("socket")
+            || w.contains("realtime")
+    };
+    writes(own)
+        || (path.to_ascii_lowercase())
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(word)
 }
 
 /// `ssl_verify_client` in `dirs`: `on` asks every client for a certificate (the directive's
@@ -611,6 +635,8 @@ fn unbacked_locations(dirs: &[Directive], out: &mut Vec<Unbacked>) {
                 try_files.map_or(Vec::new(), |t| t.args.iter().map(|a| a.as_str()).collect());
             out.push(Unbacked {
                 what: format!("location {}", location_key(modifier.as_deref(), &path)),
+                modifier: modifier.clone(),
+                path: path.clone(),
                 try_files: format!("try_files {}", args.join(" ")),
                 file: d.file.clone(),
                 line: d.line,
@@ -880,6 +906,8 @@ fn proxied_locations<'a>(
             if within.verify_client.is_some() {
                 returns.extend([400, 495, 496]);
             }
+            let websocket =
+                passes_upgrade(&gates.proxy_headers) && websocket_endpoint(d.children(), &path);
             out.push(Location {
                 modifier,
                 path,
@@ -896,7 +924,7 @@ fn proxied_locations<'a>(
                 returns: returns.into_boxed_slice(),
                 client_certificate: within.verify_client.clone(),
                 read_timeout: gates.read_timeouts.of(pass.0),
-                websocket: passes_upgrade(&gates.proxy_headers),
+                websocket,
                 hidden_failure,
                 host_map: host_map::of_target(within.maps, pass.1, Source::is_host),
                 uri_branches: uri_branches.into_boxed_slice(),
@@ -1655,7 +1683,8 @@ fn denied(dirs: &[Directive], method: &str) -> bool {
     !named && denies(d)
 }
 
-fn pass_in(dirs: &[Directive]) -> Option<(&'static str, &str)> {
+/// The first `*_pass` among `dirs` (inside `if` and `limit_except` too): its name and target.
+pub fn pass_in(dirs: &[Directive]) -> Option<(&'static str, &str)> {
     dirs.iter().find_map(|d| match d.name.as_str() {
         n if PASS_DIRECTIVES.contains(&n) => PASS_DIRECTIVES
             .iter()

@@ -299,7 +299,7 @@ pub fn carried_checks(
         let made_up = c.path.contains("safe-reload-check");
         c.fresh = made_up && now.is_none_or(|s| serves_files_at(s, &c.path));
         c.made_up_in_new = false;
-        c.in_new_location = false;
+        c.new_backend = false;
         out.push(c);
         if out.len() >= MAX_CARRIED {
             break;
@@ -308,58 +308,56 @@ pub fn carried_checks(
     out
 }
 
-/// Whether one of `server`'s locations that pass a request on or answer it themselves takes
-/// `path` (a prefix, exact or regex match; `None` where a regex cannot be evaluated). A
-/// location that serves files alone does not count.
+/// Whether one of `server`'s locations takes `path` (a prefix, exact or regex match; `None`
+/// where a regex cannot be evaluated): one that passes it on, answers it itself, or serves
+/// files alone (a site made static on purpose, `location / { try_files $uri =404; }`).
 fn taken_by_location(server: &Server, path: &str) -> Option<bool> {
     // A server-level `return` answers every request itself.
     if server.answers.is_some() {
         return Some(true);
     }
+    let written = (server.locations.iter())
+        .map(|l| (l.modifier.as_deref(), l.path.as_str()))
+        .chain((server.unbacked.iter()).map(|u| (u.modifier.as_deref(), u.path.as_str())));
     let mut unknown = false;
-    for l in &server.locations {
-        let takes = match l.modifier.as_deref() {
-            None | Some("^~") => path.starts_with(l.path.as_str()),
-            Some("=") => path == l.path,
-            Some(m) => match regex::RegexBuilder::new(&l.path)
-                .case_insensitive(m == "~*")
-                .build()
-            {
-                Ok(re) => re.is_match(path),
-                Err(_) => {
-                    unknown = true;
-                    false
-                }
-            },
-        };
-        if takes {
-            return Some(true);
+    for (modifier, location) in written {
+        match location_takes(modifier, location, path) {
+            Some(true) => return Some(true),
+            Some(false) => {}
+            None => unknown = true,
         }
     }
     (!unknown).then_some(false)
 }
 
+/// Whether a location of `modifier` and `location` takes a request for `path`; `None` for a
+/// regex that does not compile here.
+fn location_takes(modifier: Option<&str>, location: &str, path: &str) -> Option<bool> {
+    match modifier {
+        None | Some("^~") => Some(path.starts_with(location)),
+        Some("=") => Some(path == location),
+        Some(m) => (regex::RegexBuilder::new(location).case_insensitive(m == "~*"))
+            .build()
+            .ok()
+            .map(|re| re.is_match(path)),
+    }
+}
+
 /// Whether `path` lands, by the longest prefix, on one of `server`'s locations that answer
 /// from files alone (see `Server::unbacked`); a regex location is not matched here.
 fn serves_files_at(server: &Server, path: &str) -> bool {
-    let prefix = |what: &str| -> Option<String> {
-        let key = what.strip_prefix("location ")?;
-        match key.split_once(' ') {
-            Some(("^~", p)) => Some(p.to_string()),
-            Some(("=", p)) => (p == path).then(|| p.to_string()),
-            Some(_) => None,
-            None => Some(key.to_string()),
-        }
+    let prefix_len = |modifier: Option<&str>, location: &str| match modifier {
+        None | Some("^~") | Some("=") => location_takes(modifier, location, path)
+            .unwrap_or(false)
+            .then_some(location.len()),
+        Some(_) => None,
     };
     let longest_static = (server.unbacked.iter())
-        .filter_map(|u| prefix(&u.what))
-        .filter(|p| path.starts_with(p.as_str()))
-        .map(|p| p.len())
+        .filter_map(|u| prefix_len(u.modifier.as_deref(), &u.path))
         .max();
     let longest_proxied = (server.locations.iter())
-        .filter(|l| l.modifier.is_none() || l.modifier.as_deref() == Some("^~"))
-        .filter(|l| path.starts_with(l.path.as_str()))
-        .map(|l| l.path.len())
+        .filter(|l| l.modifier.as_deref() != Some("="))
+        .filter_map(|l| prefix_len(l.modifier.as_deref(), &l.path))
         .max();
     longest_static.is_some_and(|s| longest_proxied.is_none_or(|p| s >= p))
 }
@@ -432,10 +430,15 @@ impl<'a> Candidates<'a> {
         // served every path) is no regression. Its own paths keep their baseline.
         let made_up = c.path.contains("safe-reload-check");
         let new_location = !self.before.had_location(&c.location.key());
+        let loc = &c.location;
+        let passes = !matches!(loc.pass, "return" | "auth_request");
+        let moved = passes
+            && (self.before)
+                .passed_elsewhere(&loc.key(), &crate::impact::pass_of(loc.pass, &loc.target));
         Check {
             fresh: !self.before.answered(&listen, host),
             made_up_in_new: made_up && new_location,
-            in_new_location: new_location,
+            new_backend: new_location || moved,
             location: c.location.key(),
             listen: listen.clone(),
             running_proxy_protocol,
@@ -720,7 +723,7 @@ impl Candidate<'_> {
             running_proxy_protocol: None,
             read_timeout: loc.read_timeout,
             made_up_in_new: false,
-            in_new_location: false,
+            new_backend: false,
             location: String::new(),
             listen: String::new(),
             spread_sources: loc.spread_sources,

@@ -16,11 +16,13 @@
 //! nginx logged for answers that failed before one passed go with that check
 //! ([`CheckResult::intermittent_errors`]), not among the window's errors.
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -49,6 +51,45 @@ pub struct HealthOptions {
     /// passes the request to the next peer: such a line is expected, not a failure. The
     /// request's own status still decides (all peers down is a 502).
     pub expected_down: Vec<String>,
+    /// What the TLS 1.2 handshakes of this window got, by listen and name (see
+    /// [`Tls12Memo`]); `None`: each TLS check asks its own.
+    pub tls12_memo: Option<Tls12Memo>,
+}
+
+/// One window's TLS 1.2 handshakes, by where they went and the name they sent: the answer
+/// is the listen's and its server's, not the location's, so the checks of one server share
+/// one handshake (and one `openssl s_client` where our client finds no suite in common)
+/// where each round of each check asked its own. Within one window nginx's configuration
+/// does not change; a window begins with an empty one ([`HealthOptions::for_window`]).
+#[derive(Debug, Clone, Default)]
+pub struct Tls12Memo(Arc<Mutex<HashMap<Tls12Key, Arc<OnceLock<Tls12>>>>>);
+
+type Tls12Key = (SocketAddr, Option<PathBuf>, String, bool);
+
+impl Tls12Memo {
+    /// What `check`'s listen and name got, asked by `ask` the first time. Only one asks at
+    /// a time per key; a handshake that said nothing (`Unasked`: its connection failed) is
+    /// not kept, the next check asks again.
+    fn get(&self, check: &Check, ask: impl FnOnce() -> Tls12) -> Tls12 {
+        let key = (
+            check.dial.unwrap_or(check.connect),
+            check.unix.clone(),
+            check.host.to_ascii_lowercase(),
+            check.proxy_protocol,
+        );
+        let Ok(mut map) = self.0.lock() else {
+            return ask();
+        };
+        let cell = map.entry(key.clone()).or_default().clone();
+        drop(map);
+        let got = cell.get_or_init(ask).clone();
+        if got.unasked() {
+            if let Ok(mut map) = self.0.lock() {
+                map.remove(&key);
+            }
+        }
+        got
+    }
 }
 
 /// How much longer than `--health-timeout` a check that got no answer in time is given when
@@ -93,6 +134,14 @@ impl HealthOptions {
         longer
     }
 
+    /// These options for one window of checks: with a TLS 1.2 memo of its own.
+    pub fn for_window(&self) -> HealthOptions {
+        HealthOptions {
+            tls12_memo: Some(Tls12Memo::default()),
+            ..self.clone()
+        }
+    }
+
     /// Whether `--expect-status` names `status`: what the operator said is fine.
     pub fn expects(&self, status: Option<u16>) -> bool {
         status.is_some_and(|s| self.expect_status.as_ref().is_some_and(|e| e.contains(&s)))
@@ -108,6 +157,7 @@ impl Default for HealthOptions {
             expect_status: None,
             headers: Vec::new(),
             expected_down: Vec::new(),
+            tls12_memo: None,
         }
     }
 }
@@ -267,10 +317,23 @@ impl CheckResult {
             self.fail_with(self.wrong_name.clone());
         } else if !expected && self.empty && known.paged_before(self) {
             let status = self.reply();
+            let code = self.status.unwrap_or(200);
+            let proxied = (self.check.upstream.as_deref())
+                .is_some_and(|u| u.starts_with("http://") || u.starts_with("https://"));
+            let cause = match proxied {
+                true => {
+                    "a `proxy_set_header` of the location's own replaces every one it \
+                         inherited, Host too?"
+                }
+                false => {
+                    "a `fastcgi_param` (`uwsgi_param`, `scgi_param`) of the location's \
+                          own replaces every one it inherited, SCRIPT_FILENAME too?"
+                }
+            };
             self.fail_with(Some(format!(
                 "{status} with an empty body, where the same request got a page before this \
-                 change (a `fastcgi_param` or `proxy_set_header` of the location's own \
-                 replaces every one it inherited, SCRIPT_FILENAME too?)"
+                 change ({cause}); where an empty page is its answer, `--expect-status {code}` \
+                 accepts it"
             )));
         } else if let Some(why) = self.tls12_failure().filter(|_| known.tls12_before(self)) {
             let why = format!(
@@ -377,6 +440,7 @@ pub fn verify_against(
     known: &dyn Known,
 ) -> HealthReport {
     let start = Instant::now();
+    let opts = &opts.for_window();
     let mut results: Vec<Option<CheckResult>> = vec![None; checks.len()];
     let mut failed = vec![false; checks.len()];
     let (mut upstream_errors, mut expected) = (Vec::new(), Vec::new());
@@ -704,7 +768,13 @@ pub fn request_from(check: &Check, opts: &HealthOptions, source: Option<IpAddr>)
     let empty = matches!(got, Ok((_, true)));
     let got = got.map(|(status, _)| status);
     let tls12 = match (&got, check.tls) {
-        (Ok(_), true) => tls12_handshake(check, start + timeout, source),
+        (Ok(_), true) => {
+            let ask = || tls12_handshake(check, start + timeout, source);
+            match &opts.tls12_memo {
+                Some(memo) => memo.get(check, ask),
+                None => ask(),
+            }
+        }
         _ => Tls12::Unasked,
     };
     let hint = matches!(got, Err(Failure::Unlinked(_))).then(|| UNLINKED.to_string());
@@ -1590,6 +1660,50 @@ fn parse_status(response: &[u8]) -> Result<u16, String> {
 mod tests {
     use super::*;
     use crate::errorlog::{peer_of, LogLine};
+
+    #[test]
+    fn a_windows_checks_of_one_listen_and_name_share_one_tls12_handshake() {
+        let check = |host: &str, path: &str, port: u16| {
+            Check::plain(
+                format!("https://{host}{path}"),
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                host.into(),
+                path.into(),
+                true,
+            )
+        };
+        let memo = Tls12Memo::default();
+        let asked = AtomicUsize::new(0);
+        let ask = |got: Tls12| {
+            || {
+                asked.fetch_add(1, Ordering::SeqCst);
+                got
+            }
+        };
+        for path in ["/", "/api/", "/static/"] {
+            let got = memo.get(&check("a.test", path, 443), ask(Tls12::Completed));
+            assert_eq!(got, Tls12::Completed);
+        }
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            1,
+            "one handshake for a.test:443"
+        );
+        // Another name, another listen: their own.
+        memo.get(&check("B.test", "/", 443), ask(Tls12::NotOffered));
+        memo.get(&check("b.test", "/x", 443), ask(Tls12::Completed));
+        memo.get(&check("a.test", "/", 8443), ask(Tls12::Completed));
+        assert_eq!(asked.load(Ordering::SeqCst), 3);
+        // A handshake whose connection failed says nothing: the next check asks again.
+        memo.get(&check("c.test", "/", 443), ask(Tls12::Unasked));
+        let got = memo.get(&check("c.test", "/", 443), ask(Tls12::Completed));
+        assert_eq!((got, asked.load(Ordering::SeqCst)), (Tls12::Completed, 5));
+        // A new window asks afresh.
+        let fresh = HealthOptions::default().for_window();
+        let memo = fresh.tls12_memo.expect("a memo of its own");
+        memo.get(&check("a.test", "/", 443), ask(Tls12::Completed));
+        assert_eq!(asked.load(Ordering::SeqCst), 6);
+    }
 
     #[test]
     fn a_redirect_to_the_url_asked_is_a_loop_and_one_elsewhere_is_not() {

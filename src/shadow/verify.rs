@@ -185,6 +185,8 @@ pub fn sample(
     path_hashed: &HashSet<String>,
     running_logs: &[PathBuf],
 ) {
+    // The shadow's and the running nginx's handshakes go to different places: one memo.
+    let opts = &opts.for_window();
     // At most [`SAMPLES`] requests in flight (fewer for a pool with `max_conns`, which nginx
     // would answer 502 beyond them): a small `worker_connections` must not be what
     // fails them. Each from its own loopback network (127.0.K.1): an `ip_hash` pool picks
@@ -795,7 +797,7 @@ pub fn ask_running(
             // browser, whichever server sent it (a name the change moves to another server).
             named: running.is_some_and(CheckResult::named),
             tls12: running.is_some_and(CheckResult::tls12_completed),
-            paged: passed.is_some_and(|r| r.paged() && !sc.shadow.check.in_new_location),
+            paged: passed.is_some_and(|r| r.paged() && !sc.shadow.check.new_backend),
         };
         // Judged as verification after the reload would judge it: one that would fail is
         // asked again, through the shadow alone.

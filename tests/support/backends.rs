@@ -175,6 +175,23 @@ fn answer_200_late(c: &mut dyn ReadWrite, name: &str) {
     let _ = c.flush();
 }
 
+/// An app that speaks no WebSocket: 200 and its name to a plain request, its own 400 to a
+/// WebSocket handshake (as Django or Rails answer one at a path that is not a socket).
+fn answer_200_refusing_upgrades(c: &mut dyn ReadWrite, name: &str) {
+    let req = read_request(c);
+    let text = String::from_utf8_lossy(&req).to_ascii_lowercase();
+    let (status, body) = match text.contains("upgrade: websocket") {
+        true => ("400 Bad Request", "no websocket here"),
+        false => ("200 OK", name),
+    };
+    let _ = write!(
+        c,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = c.flush();
+}
+
 /// Answer the protocol probe's `OPTIONS *` as a healthy server would; close on anything else.
 fn answer_probe_close_requests(c: &mut dyn ReadWrite, _name: &str) {
     if read_request(c).starts_with(b"OPTIONS * ") {
@@ -250,6 +267,21 @@ impl HttpBackend {
             addr: None,
             path: Some(path.to_path_buf()),
             _server: Server::run(Bound::Unix(l), answer_200, name.to_string()),
+        }
+    }
+
+    /// On `addr`, answering a WebSocket handshake with its own 400 (see
+    /// [`answer_200_refusing_upgrades`]).
+    pub fn start_refusing_upgrades(addr: SocketAddr, name: &str) -> HttpBackend {
+        let l = TcpListener::bind(addr).expect("bind backend");
+        HttpBackend {
+            addr: Some(l.local_addr().expect("local addr")),
+            path: None,
+            _server: Server::run(
+                Bound::Tcp(l),
+                answer_200_refusing_upgrades,
+                name.to_string(),
+            ),
         }
     }
 
