@@ -173,9 +173,11 @@ pub enum Predecessor {
         /// Its locations, as `location_key` writes them: a request to a location the change
         /// adds was another location's before.
         locations: Vec<String>,
-        /// What each of its locations that passes requests on passes to, by key:
-        /// `proxy_pass http://127.0.0.1:8000` (see [`Predecessor::passed_elsewhere`]).
-        passes: Vec<(String, String)>,
+        /// The candidate's locations, as `location_key` writes them, that pass requests to
+        /// something else than last-good's location of that key did: another `*_pass`, or
+        /// an `upstream` (or `map`) it goes through that the change edits (see
+        /// [`Predecessor::passes_elsewhere`]).
+        moved: Vec<String>,
     },
 }
 
@@ -193,15 +195,10 @@ impl Predecessor {
         }
     }
 
-    /// Whether last-good's location of this key passed to something else than `pass` (as
-    /// [`pass_of`] writes it) or nowhere: another backend answered its requests before.
-    pub fn passed_elsewhere(&self, location_key: &str, pass: &str) -> bool {
-        match self {
-            Predecessor::Had { passes, .. } => {
-                !passes.iter().any(|(k, p)| k == location_key && p == pass)
-            }
-            _ => false,
-        }
+    /// Whether the candidate's location of this key passes its requests elsewhere than
+    /// last-good's did: another backend answered them before.
+    pub fn passes_elsewhere(&self, location_key: &str) -> bool {
+        matches!(self, Predecessor::Had { moved, .. } if moved.iter().any(|k| k == location_key))
     }
 
     /// Whether a request on `listen` (as [`ServerId`] writes it) with Host `host` (`None`: an
@@ -213,12 +210,6 @@ impl Predecessor {
             Predecessor::Had { listens, names, .. } => answers(listens, names, listen, host),
         }
     }
-}
-
-/// A location's `*_pass` as a predecessor's and a candidate's are compared: `proxy_pass
-/// http://127.0.0.1:8000`.
-pub fn pass_of(directive: &str, target: &str) -> String {
-    format!("{directive} {target}")
 }
 
 /// Whether a server of `listens` and `names` (as [`ServerId`] writes them) is the one a
@@ -857,7 +848,7 @@ struct LocationPrint {
     auth_request: Option<Box<str>>,
     /// It answers every request itself with a `return` of its own (not inside an `if`).
     returns: bool,
-    /// What it passes requests to (see [`pass_of`]), when it does.
+    /// Its `*_pass` and target (`proxy_pass http://127.0.0.1:8000`), when it has one.
     pass: Option<Box<str>>,
 }
 
@@ -1121,7 +1112,7 @@ impl<'a> Defs<'a> {
                     .collect(),
                 auth_request: auth.map(Box::from),
                 returns: loc.children().iter().any(|c| c.name == "return"),
-                pass: pass_in(loc.children()).map(|(name, arg)| pass_of(name, arg).into()),
+                pass: pass_in(loc.children()).map(|(name, arg)| format!("{name} {arg}").into()),
             });
             self.locations_in(loc, auth, out);
         }
@@ -1324,9 +1315,7 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
                     names: b.id.names.clone(),
                     websocket: b.websocket.iter().map(|k| k.to_string()).collect(),
                     locations: b.locations.iter().map(|l| l.key.to_string()).collect(),
-                    passes: (b.locations.iter())
-                        .filter_map(|l| Some((l.key.to_string(), l.pass.as_deref()?.to_string())))
-                        .collect(),
+                    moved: moved_locations(b, s),
                 },
             };
             affected.push(Affected {
@@ -1787,6 +1776,25 @@ fn block_difference(old: &ServerPrint, new: &ServerPrint) -> Option<Reason> {
 
 /// Each upstream or variable the server goes through that is new, changed or gone, with the
 /// dependency's name (`upstream api`).
+/// The locations of `new` (by key) whose requests go elsewhere than those of `old`'s location
+/// of the same key: another `*_pass` or target, or an upstream or map on their way whose
+/// block differs. A location `old` lacks is not among them (see
+/// [`Predecessor::had_location`]).
+fn moved_locations(old: &ServerPrint, new: &ServerPrint) -> Vec<String> {
+    let dep = |p: &ServerPrint, what: &str| p.deps.iter().find(|d| d.what == what).map(|d| d.hash);
+    let mut out = Vec::new();
+    for l in new.locations.iter() {
+        let Some(o) = old.locations.iter().find(|o| o.key == l.key) else {
+            continue;
+        };
+        let edited = (l.uses.iter()).any(|u| dep(new, u).is_none_or(|h| dep(old, u) != Some(h)));
+        if o.pass != l.pass || o.uses != l.uses || edited {
+            out.push(l.key.to_string());
+        }
+    }
+    out
+}
+
 fn dep_differences(old: &ServerPrint, new: &ServerPrint, old_root: &Path) -> Vec<(Reason, String)> {
     let mut out = Vec::new();
     for d in new.deps.iter() {

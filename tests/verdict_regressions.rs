@@ -2951,6 +2951,16 @@ fn a_location_moved_to_an_app_that_answers_an_empty_200_goes_live() {
     run.expect(0);
     assert_eq!(health(), Some((200, String::new())), "{run}");
     assert!(new.hits() > 0, "the new app answered");
+
+    // The same move made in the `upstream` block the location passes through.
+    let pooled = |up: &str| format!("upstream health {{ server {up}; }} {}", site("health"));
+    n.write_http(&pooled(&old.host_port()));
+    sr.run(&["-y"]).expect(0);
+    assert_eq!(health(), Some((200, "healthy page".into())));
+    n.write_http(&pooled(&new.host_port()));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert_eq!(health(), Some((200, String::new())), "{run}");
 }
 
 /// r13 R F2: a site reduced to static files (`location / { try_files $uri $uri/ =404; }`),

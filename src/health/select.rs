@@ -430,11 +430,7 @@ impl<'a> Candidates<'a> {
         // served every path) is no regression. Its own paths keep their baseline.
         let made_up = c.path.contains("safe-reload-check");
         let new_location = !self.before.had_location(&c.location.key());
-        let loc = &c.location;
-        let passes = !matches!(loc.pass, "return" | "auth_request");
-        let moved = passes
-            && (self.before)
-                .passed_elsewhere(&loc.key(), &crate::impact::pass_of(loc.pass, &loc.target));
+        let moved = self.before.passes_elsewhere(&c.location.key());
         Check {
             fresh: !self.before.answered(&listen, host),
             made_up_in_new: made_up && new_location,
