@@ -348,15 +348,7 @@ impl UpstreamError {
     /// lowercased, and the request target of the `request:` field (`GET /api/ HTTP/1.1` is
     /// `/api/`). `None` when the line lacks either.
     pub fn logged_for(&self) -> Option<(String, &str)> {
-        let host = field(&self.text, "host", true)?;
-        let name = match host.rsplit_once(':') {
-            Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
-                name
-            }
-            _ => host.as_str(),
-        };
-        let target = self.request.as_deref()?.split(' ').nth(1)?;
-        Some((name.to_ascii_lowercase(), target))
+        logged_for(&self.text, self.request.as_deref()?)
     }
 
     /// The `subrequest: "/mirror"` field: the URI of the subrequest it was logged for (a
@@ -370,6 +362,26 @@ impl UpstreamError {
     pub fn peer(&self) -> Option<String> {
         self.upstream.as_deref().and_then(peer_of)
     }
+}
+
+impl LogLine {
+    /// The request it was logged for, as [`UpstreamError::logged_for`] reads it: the Host
+    /// without a port, lowercased, and the request target.
+    pub fn logged_for(&self) -> Option<(String, String)> {
+        let request = field(&self.text, "request", true)?;
+        logged_for(&self.text, &request).map(|(host, target)| (host, target.to_string()))
+    }
+}
+
+/// The `host:` field of `text` without a port, lowercased, and the target of `request`.
+fn logged_for<'a>(text: &str, request: &'a str) -> Option<(String, &'a str)> {
+    let host = field(text, "host", true)?;
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host.as_str(),
+    };
+    let target = request.split(' ').nth(1)?;
+    Some((name.to_ascii_lowercase(), target))
 }
 
 /// The peer in nginx's `upstream:` field: `http://127.0.0.1:8000/api` is `127.0.0.1:8000`,

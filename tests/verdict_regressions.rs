@@ -3044,3 +3044,60 @@ fn websocket_headers_moved_to_the_server_level_go_live() {
     assert!(checks.contains("/ws/"), "the socket is checked: {run}");
     assert!(checks.contains("Upgrade"), "with a handshake: {run}");
 }
+
+/// r14 s F5, F6: Debian's `fastcgi_params` sends `SERVER_ADDR $server_addr` and `SERVER_PORT
+/// $server_port`, which differ in the shadow, so a PHP page the change breaks there was left
+/// to verification after the reload ("the backend answered that itself"): clients got the
+/// 404 or 500 until the rollback. Where the shadow's log names a cause no such value explains
+/// (php-fpm's "Primary script unknown" for a SCRIPT_FILENAME lost, nginx's own "internal
+/// redirection cycle" for a front controller's typo), the change is refused before the
+/// reload, and the site still answers.
+#[test]
+fn a_php_page_broken_behind_debians_fastcgi_params_is_refused_in_the_shadow() {
+    let ip = unique_loopback();
+    let fpm = AppServer::php_fpm(SocketAddr::new(ip, free_port(ip)));
+    let root = php_root();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    const DEBIAN: &str = "fastcgi_param QUERY_STRING $query_string; \
+         fastcgi_param REQUEST_METHOD $request_method; \
+         fastcgi_param SCRIPT_NAME $fastcgi_script_name; \
+         fastcgi_param SERVER_ADDR $server_addr; fastcgi_param SERVER_PORT $server_port;";
+    let site = |front: &str, script: &str| {
+        format!(
+            "server {{ listen {listen}; server_name wp.test; root {}; index index.php;\n\
+             location / {{ try_files $uri $uri/ {front}$is_args$args; }}\n\
+             location ~ \\.php$ {{ {DEBIAN} {script} fastcgi_pass {}; }} }}",
+            root.path().display(),
+            fpm.addr
+        )
+    };
+    let good = "fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;";
+    let n = TestNginx::start(&site("/index.php", good));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let page = || {
+        let (status, body) = http_get(listen, "wp.test", "/hello-world/").expect("GET");
+        (status, body.contains("php ok"))
+    };
+    assert_eq!(page(), (200, true));
+
+    for (what, conf, cause) in [
+        (
+            "SCRIPT_FILENAME lost",
+            site("/index.php", ""),
+            "Primary script unknown",
+        ),
+        (
+            "front controller typo",
+            site("/index.phtml", good),
+            "redirection cycle",
+        ),
+    ] {
+        n.write_http(&conf);
+        let run = sr.run(&["-y", "--json"]);
+        run.expect(1);
+        assert_eq!(run.json()["shadow"]["state"], "refused", "{what}: {run}");
+        assert!(format!("{run}").contains(cause), "{what}: {run}");
+        assert_eq!(page(), (200, true), "{what}: not reloaded");
+    }
+}

@@ -369,7 +369,7 @@ pub fn through_shadow(
     }
     if rep.ready.is_some() {
         // Only a request the change made worse is asked what it reads.
-        for c in rep.checks.iter_mut().filter(|c| c.worse()) {
+        for c in (rep.checks.iter_mut()).filter(|c| c.worse() && c.own_cause.is_none()) {
             // The backend's own answer: a status nginx logged no upstream error for, that it
             // did not give itself (`try_files ... =404`). And one the samples of a pool split
             // (some answers failed, others passed, every one sent the same values) is no

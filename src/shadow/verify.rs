@@ -81,6 +81,11 @@ pub struct ShadowCheck {
     /// saw (`received fatal alert: InternalError`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nginx_logged: Option<String>,
+    /// What the shadow logged for this request that names its failure's cause, which no
+    /// value that differs in the shadow explains (see [`OWN_CAUSES`]): its failure is the
+    /// change's, whatever the request reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub own_cause: Option<String>,
 }
 
 /// A check asked again of the shadow and then of the running nginx (see [`sample`]).
@@ -478,7 +483,8 @@ impl ShadowCheck {
                     Some(r) => format!(" (the running nginx answers {})", r.reply()),
                     None => String::new(),
                 };
-                format!("{what} {}{running}", self.answer())
+                let cause = (self.own_cause.as_ref()).map_or(String::new(), |c| format!("; {c}"));
+                format!("{what} {}{running}{cause}", self.answer())
             }
         }
     }
@@ -679,6 +685,7 @@ pub fn run_checks(
                 samples_timed_out: None,
                 down_before: None,
                 nginx_logged: None,
+                own_cause: None,
             });
         }
         // A line that names no check of the wave (no Host or request in it) could be any
@@ -699,13 +706,43 @@ pub fn run_checks(
     // Only a TLS line is told with a failed handshake: a 404's `open() failed` of another
     // check is not its cause.
     let tls = |l: &LogLine| l.text.contains("SSL") || l.text.contains("certificate");
-    let logged = (every_line.read_new().into_iter()).find(|l| severe(l) && tls(l));
+    let lines = every_line.read_new();
+    let logged = lines.iter().find(|l| severe(l) && tls(l));
     for sc in out.iter_mut() {
         if sc.shadow.failed && sc.shadow.status.is_none() && sc.shadow.check.tls {
-            sc.nginx_logged = logged.as_ref().map(|l| l.text.clone());
+            sc.nginx_logged = logged.map(|l| l.text.clone());
         }
+        let check = &sc.shadow.check;
+        let for_it = |l: &&LogLine| {
+            (l.logged_for())
+                .is_some_and(|(h, p)| h.eq_ignore_ascii_case(&check.host) && p == check.path)
+        };
+        sc.own_cause = (lines.iter().filter(for_it)).find_map(|l| own_cause(&l.text));
     }
     (out, skipped)
+}
+
+/// What nginx logs for a request whose failure no value that differs in the shadow
+/// (`$server_addr`, `$server_port`) explains: php-fpm found no script at the
+/// `SCRIPT_FILENAME` nginx sent (its 404 "File not found."), or nginx sent the request
+/// round its own locations until it gave up with its own 500.
+const OWN_CAUSES: [(&str, &str); 2] = [
+    (
+        "Primary script unknown",
+        "php-fpm logged \"Primary script unknown\": no script at the SCRIPT_FILENAME nginx sent",
+    ),
+    (
+        "rewrite or internal redirection cycle",
+        "nginx logged \"rewrite or internal redirection cycle\": its own 500, the backend was \
+         never asked",
+    ),
+];
+
+/// The cause a shadow log line names of its request's failure (see [`OWN_CAUSES`]).
+fn own_cause(text: &str) -> Option<String> {
+    (OWN_CAUSES.iter())
+        .find(|(phrase, _)| text.contains(phrase))
+        .map(|(_, said)| said.to_string())
 }
 
 /// The checks in rounds that can be sent at once: within one, no two share a Host and path,
@@ -1032,6 +1069,7 @@ mod tests {
             samples_timed_out: None,
             down_before: None,
             nginx_logged: None,
+            own_cause: None,
         }
     }
 
