@@ -731,19 +731,10 @@ fn checks_carry_the_header_a_locations_own_return_asks_for() {
     }
 }
 
-/// The first 12 bytes nginx answers a client's WebSocket handshake for `/ws/chat` with
-/// (`HTTP/1.1 101` when it passes the upgrade).
-fn handshake_head(listen: SocketAddr) -> [u8; 12] {
-    let handshake = "GET /ws/chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\n\
-                     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-                     Sec-WebSocket-Version: 13\r\n\r\n";
-    let mut s = std::net::TcpStream::connect(listen).expect("connect");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .expect("timeout");
-    std::io::Write::write_all(&mut s, handshake.as_bytes()).expect("send");
-    let mut head = [0u8; 12];
-    std::io::Read::read_exact(&mut s, &mut head).expect("answer");
-    head
+/// What nginx answers a client's WebSocket handshake for `/ws/chat` with (`101` when it
+/// passes the upgrade).
+fn handshake_head(listen: SocketAddr) -> Option<u16> {
+    handshake_status(listen, "ws.test", "/ws/chat")
 }
 
 /// A WebSocket endpoint (`proxy_set_header Upgrade $http_upgrade;`) whose backend speaks only
@@ -784,8 +775,8 @@ fn a_websocket_location_is_checked_with_a_handshake() {
         );
     }
     assert_eq!(
-        &handshake_head(listen),
-        b"HTTP/1.1 101",
+        handshake_head(listen),
+        Some(101),
         "nginx passes the handshake"
     );
 
@@ -802,7 +793,7 @@ fn a_websocket_location_is_checked_with_a_handshake() {
     run.expect(1);
     assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
     assert_eq!(http_get(listen, "ws.test", "/rev").expect("GET").1, "2");
-    assert_eq!(&handshake_head(listen), b"HTTP/1.1 101");
+    assert_eq!(handshake_head(listen), Some(101));
 }
 
 /// A change that drops a WebSocket location's `proxy_set_header Upgrade`/`Connection` lines
@@ -834,8 +825,8 @@ fn dropping_a_locations_upgrade_headers_is_refused() {
     assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
     assert!(run.stdout.contains("WebSocket handshake"), "{run}");
     assert_eq!(
-        &handshake_head(listen),
-        b"HTTP/1.1 101",
+        handshake_head(listen),
+        Some(101),
         "nginx still passes the handshake"
     );
 }
@@ -1464,7 +1455,7 @@ fn upgrade_headers_inherited_from_the_server_make_a_websocket_location() {
     let run = sr.run(&["-y", "--json"]);
     run.expect(0);
     assert!(run.stdout.contains("WebSocket handshake"), "{run}");
-    assert_eq!(&handshake_head(listen), b"HTTP/1.1 101");
+    assert_eq!(handshake_head(listen), Some(101));
     // A header of its own replaces the inherited upgrade lines.
     n.write_http(&site(
         &ws.addr.to_string(),
@@ -1474,8 +1465,8 @@ fn upgrade_headers_inherited_from_the_server_make_a_websocket_location() {
     run.expect(1);
     assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
     assert_eq!(
-        &handshake_head(listen),
-        b"HTTP/1.1 101",
+        handshake_head(listen),
+        Some(101),
         "nginx still passes the handshake"
     );
 }

@@ -3101,3 +3101,45 @@ fn a_php_page_broken_behind_debians_fastcgi_params_is_refused_in_the_shadow() {
         assert_eq!(page(), (200, true), "{what}: not reloaded");
     }
 }
+
+/// r14 s F1: the WebSocket lines at the `http` level reach every location, and `/live/`
+/// (Phoenix LiveView) is a socket by no word of its path. A change gives it a
+/// `proxy_set_header` of its own, which drops every inherited one, `Upgrade` too: its
+/// handshakes no longer switch. It was checked with a plain GET (a 502 from the socket
+/// server before and after): "live and verified". Last-good's location passed `Upgrade` on,
+/// so its clients' handshake is what it is asked: refused, and `/live/` still switches.
+#[test]
+fn a_socket_location_that_loses_inherited_upgrade_headers_is_refused() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start_refusing_upgrades(SocketAddr::new(ip, 0), "app");
+    let ws = WebSocketBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |own: &str| {
+        format!(
+            "proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; \
+             proxy_set_header Connection \"upgrade\"; \
+             server {{ listen {listen}; server_name l.test; \
+             location / {{ proxy_pass http://{}; }} \
+             location /live/ {{ proxy_pass http://{}; {own} }} }}",
+            app.host_port(),
+            ws.addr
+        )
+    };
+    let n = TestNginx::start(&site(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let switched = || handshake_status(listen, "l.test", "/live/websocket");
+    assert_eq!(switched(), Some(101));
+
+    n.write_http(&site(
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+    ));
+    let run = sr.run(&["-y", "--json"]);
+    run.expect(1);
+    assert_eq!(run.json()["shadow"]["state"], "refused", "{run}");
+    assert_eq!(switched(), Some(101), "not reloaded: {run}");
+    assert_eq!(
+        http_get(listen, "l.test", "/").ok(),
+        Some((200, "app".into()))
+    );
+}

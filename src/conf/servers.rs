@@ -121,11 +121,15 @@ pub struct Location {
     /// The `*_read_timeout` written for its `*_pass` (here or inherited): nginx answers 504
     /// itself once a backend is silent that long. `None`: nginx's default (60 s).
     pub read_timeout: Option<Duration>,
-    /// It passes the client's `Upgrade` on (`proxy_set_header Upgrade $http_upgrade;`) and
-    /// says so itself or by its path (see [`websocket_endpoint`]): a WebSocket endpoint,
-    /// checked with a WebSocket handshake.
+    /// It passes the client's `Upgrade` on (`proxy_set_header Upgrade $http_upgrade;`, its
+    /// own or inherited): a location whose clients may open WebSockets there.
     #[serde(skip)]
     pub websocket: bool,
+    /// It passes `Upgrade` on and says it is a WebSocket endpoint, itself or by its path (see
+    /// [`websocket_endpoint`]): checked with a WebSocket handshake even where last-good's
+    /// location of its key passed no `Upgrade`.
+    #[serde(skip)]
+    pub websocket_endpoint: bool,
     /// An `error_page` (its own or inherited) that sends a failure of its backend elsewhere,
     /// when that failure leaves no trace nginx logs (`proxy_intercept_errors on`, so the
     /// backend's own 502 is replaced): why an answer does not say the backend answered it.
@@ -607,6 +611,7 @@ fn return_location(
         client_certificate: None,
         read_timeout: None,
         websocket: false,
+        websocket_endpoint: false,
         hidden_failure: None,
         host_map: None,
         uri_branches: Box::default(),
@@ -906,8 +911,8 @@ fn proxied_locations<'a>(
             if within.verify_client.is_some() {
                 returns.extend([400, 495, 496]);
             }
-            let websocket =
-                passes_upgrade(&gates.proxy_headers) && websocket_endpoint(d.children(), &path);
+            let websocket = passes_upgrade(&gates.proxy_headers);
+            let endpoint = websocket && websocket_endpoint(d.children(), &path);
             out.push(Location {
                 modifier,
                 path,
@@ -925,6 +930,7 @@ fn proxied_locations<'a>(
                 client_certificate: within.verify_client.clone(),
                 read_timeout: gates.read_timeouts.of(pass.0),
                 websocket,
+                websocket_endpoint: endpoint,
                 hidden_failure,
                 host_map: host_map::of_target(within.maps, pass.1, Source::is_host),
                 uri_branches: uri_branches.into_boxed_slice(),

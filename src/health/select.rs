@@ -668,11 +668,16 @@ impl Candidate<'_> {
             sent.push_str(&format!(", from {ip}"));
         }
         // A WebSocket endpoint gets the handshake its clients send; one that only speaks
-        // WebSocket closes on a plain GET, which nginx answers 502. nginx 1.22 speaks only
-        // HTTP/2 on a plaintext `http2` listen (no Upgrade there); over TLS, ALPN lets
-        // HTTP/1.1 through.
+        // WebSocket closes on a plain GET, which nginx answers 502. Where last-good's location
+        // passed `Upgrade` on (its own or inherited), its clients may open WebSockets there:
+        // asked with the handshake, whatever the candidate says. Where only the candidate
+        // passes it (the lines written once at the server level for its one socket path), a
+        // location is an endpoint where it says so (see `Location::websocket_endpoint`): an
+        // app's `/` answers a handshake its browsers never send with its own 400. nginx 1.22
+        // speaks only HTTP/2 on a plaintext `http2` listen (no Upgrade there); over TLS, ALPN
+        // lets HTTP/1.1 through.
         let http2_only = speak.http2 && !speak.ssl;
-        if (loc.websocket || was_websocket) && !http2_only {
+        if (loc.websocket_endpoint || was_websocket) && !http2_only {
             for (name, value) in WEBSOCKET_HANDSHAKE {
                 headers.push((name.to_string(), value.to_string()));
             }

@@ -100,6 +100,21 @@ pub fn free_port(ip: IpAddr) -> u16 {
 }
 
 /// `GET path` with `Host: host` on a fresh connection; status and body.
+/// The status nginx answers a client's WebSocket handshake for `path` with (`101` where it
+/// passes the upgrade), read off the status line alone (a switched connection stays open).
+pub fn handshake_status(addr: SocketAddr, host: &str, path: &str) -> Option<u16> {
+    let handshake = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(handshake.as_bytes()).ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
 pub fn http_get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u16, String)> {
     exchange(
         addr,
