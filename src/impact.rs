@@ -126,6 +126,17 @@ pub struct Reason {
     pub line: u32,
 }
 
+impl Reason {
+    /// A change to how TLS is spoken: an `ssl_*` directive (`http: ssl_protocols`), the
+    /// handshake settings of an address's default server, a certificate renewed on disk.
+    pub fn is_tls(&self) -> bool {
+        let name = self.what.rsplit(": ").next().unwrap_or(&self.what);
+        name.starts_with("ssl_")
+            || self.what.starts_with("TLS ")
+            || self.what.contains("certificate")
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}, {}:{}", self.what, self.file, self.line)

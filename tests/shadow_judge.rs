@@ -1470,3 +1470,59 @@ fn upgrade_headers_inherited_from_the_server_make_a_websocket_location() {
         "nginx still passes the handshake"
     );
 }
+
+/// r14 t F1, F2: 150 sites on port 80 and on one TLS address, two names each. A change that
+/// reaches every server gets more checks than one round takes, and they were taken plain
+/// HTTP first: every name on port 80 before any request over TLS, so no handshake was made
+/// at all. `ssl_protocols TLSv1 TLSv1.1` (every TLS client refused) and a renewal that wrote
+/// another site's certificate into one site's files were "live and verified". Each server's
+/// requests go one per listen before a second on any, over TLS first where the change is to
+/// TLS, and a server that reads a renewed file is checked first: both are refused, and the
+/// sites still answer over TLS with their own certificate.
+#[test]
+fn tls_changes_on_a_big_tree_are_checked_over_tls() {
+    const SITES: usize = 150;
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let names: Vec<String> = (0..SITES).map(|k| format!("site{k}.big.test")).collect();
+    let wildcard = certificate_for(certs.path(), &["*.big.test"]);
+    let site18 = certificate_for(certs.path(), &["site18.big.test"]);
+    let site20 = certificate_for(certs.path(), &["site20.big.test"]);
+    let (plain, tls) = (listen_on(ip), listen_on(ip));
+    let tree = |protocols: &str| {
+        let mut http = format!("ssl_protocols {protocols};\n");
+        for (k, name) in names.iter().enumerate() {
+            let (cert, key) = if k == 18 { &site18 } else { &wildcard };
+            http.push_str(&format!(
+                "server {{ listen {plain}; listen {tls} ssl; server_name {name} www.{name}; \
+                 ssl_certificate {}; ssl_certificate_key {}; \
+                 location / {{ proxy_pass http://{}; }} }}\n",
+                cert.display(),
+                key.display(),
+                app.host_port()
+            ));
+        }
+        http
+    };
+    let (n, sr) = running(&tree("TLSv1.2 TLSv1.3"));
+    let subject = || tls_subject(&tls.to_string(), Some("site18.big.test"));
+    assert!(subject().contains("site18"), "{}", subject());
+
+    n.write_http(&tree("TLSv1 TLSv1.1"));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(run.to_string().contains("ProtocolVersion"), "{run}");
+    assert_eq!(https_get(tls, "site7.big.test", "/").ok(), Some(200));
+
+    n.write_http(&tree("TLSv1.2 TLSv1.3"));
+    std::fs::copy(&site20.0, &site18.0).expect("renew");
+    std::fs::copy(&site20.1, &site18.1).expect("renew");
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(
+        run.to_string().contains("does not name site18.big.test"),
+        "{run}"
+    );
+    assert!(subject().contains("site18"), "not reloaded: {}", subject());
+}

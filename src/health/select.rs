@@ -44,7 +44,7 @@ use crate::conf::servers::SocketFlags;
 use crate::conf::targets::Context;
 use crate::conf::variants::{Extra, Variant};
 use crate::conf::{Listen, ListenAddr, Location, Reach, Server};
-use crate::impact::{Affected, Impact, Predecessor, ServerId};
+use crate::impact::{Affected, Impact, Predecessor, Reason, ServerId};
 
 /// The most requests in one round.
 pub const MAX_CHECKS: usize = 256;
@@ -391,8 +391,24 @@ impl<'a> Candidates<'a> {
         let reaches = |c: &Candidate| {
             matches!(c.route, Route::Default(_)) || touched.reaches(&c.location.key())
         };
+        // Within each part, one request per listen before a second on any (its other names
+        // on port 80 after its first request over TLS, so a bound that takes one or two per
+        // server still reaches each address it listens on), and over TLS first where the
+        // change is to TLS (`ssl_protocols`, a certificate renewed).
+        let tls_first = a.reasons.iter().any(Reason::is_tls);
+        let mut rank: Vec<usize> = Vec::with_capacity(found.len());
+        let mut per_listen: HashMap<String, usize> = HashMap::new();
+        for c in &found {
+            let n = per_listen.entry(c.listen.addr.to_string()).or_default();
+            rank.push(*n);
+            *n += 1;
+        }
+        let mut keyed: Vec<(bool, usize, bool, Candidate<'a>)> = (found.drain(..).zip(rank))
+            .map(|(c, r)| (!reaches(&c), r, tls_first && !c.listen.ssl, c))
+            .collect();
         // A stable sort: each part keeps the most telling first.
-        found.sort_by_key(|c| !reaches(c));
+        keyed.sort_by_key(|(far, rank, plain, _)| (*far, *rank, *plain));
+        found.extend(keyed.into_iter().map(|(.., c)| c));
         Candidates {
             server,
             touched: found.iter().filter(|c| reaches(c)).count(),

@@ -297,7 +297,10 @@ pub fn reload_locked(
                     .then(|| not_what_nginx_loaded(store, &master, parsed.config))
                     .flatten();
                 let reloads = !unchanged || s.force || stale.is_some();
-                let impact = impact_of(old_prints.as_ref(), parsed.prints, unchanged);
+                let mut impact = impact_of(old_prints.as_ref(), parsed.prints, unchanged);
+                if stale.is_some() {
+                    mark_renewed(&mut impact, &master, parsed.config, parsed.servers);
+                }
                 // Last-good's tree is not needed past the impact.
                 drop(old_prints);
                 let root = &parsed.config.conf_prefix;
@@ -580,9 +583,24 @@ pub(crate) fn not_what_nginx_loaded(
         return Some(why);
     }
     let at = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
-    let changed = crate::conf::load_time_files(config)
-        .into_iter()
-        .find_map(|path| {
+    let changed = renewed_since(config, loaded).into_iter().next()?;
+    Some(format!(
+        "{} changed at {}, after nginx loaded its configuration ({}); nginx reads it only \
+         when it loads one",
+        changed.0.display(),
+        at(changed.1),
+        at(loaded)
+    ))
+}
+
+/// The files nginx reads only when it loads a configuration (see
+/// [`crate::conf::load_time_files`]) written since `loaded`, with when.
+fn renewed_since(
+    config: &crate::conf::Config,
+    loaded: std::time::SystemTime,
+) -> Vec<(PathBuf, std::time::SystemTime)> {
+    (crate::conf::load_time_files(config).into_iter())
+        .filter_map(|path| {
             // The change time, not the modification time: `cp -p` and `rsync -a` keep the
             // old mtime of a renewed certificate, and no copy keeps the ctime. Both the link
             // (certbot's `live/` re-pointed into `archive/`) and the file behind it count.
@@ -598,14 +616,68 @@ pub(crate) fn not_what_nginx_loaded(
             let behind = std::fs::metadata(&path).ok().and_then(changed);
             let written = own.max(behind)?;
             (written > loaded).then_some((path, written))
-        })?;
-    Some(format!(
-        "{} changed at {}, after nginx loaded its configuration ({}); nginx reads it only \
-         when it loads one",
-        changed.0.display(),
-        at(changed.1),
-        at(loaded)
-    ))
+        })
+        .collect()
+}
+
+/// The files renewed on disk since nginx loaded its configuration (see [`renewed_since`]),
+/// as a reason of their own for each server that reads one: those servers are checked first,
+/// over TLS first, where the whole unchanged configuration is verified (a renewal that wrote
+/// another site's certificate shows at the site that reads it, not in a spread of all).
+pub(crate) fn mark_renewed(
+    impact: &mut impact::Impact,
+    master: &reload::Master,
+    config: &crate::conf::Config,
+    servers: &[crate::conf::Server],
+) {
+    let Some(loaded) = reload::loaded_at(master) else {
+        return;
+    };
+    let renewed: Vec<PathBuf> = (renewed_since(config, loaded).into_iter())
+        .map(|(p, _)| p)
+        .collect();
+    if renewed.is_empty() {
+        return;
+    }
+    let root = &config.conf_prefix;
+    // The `ssl_*` file directives of a block that name a renewed file.
+    let reading = |dirs: &[crate::conf::Directive]| -> Vec<impact::Reason> {
+        (dirs.iter())
+            .filter(|d| d.name.starts_with("ssl_") && renewed.contains(&root.join(d.arg0())))
+            .map(|d| impact::Reason {
+                what: format!(
+                    "{} {} (renewed on disk since nginx loaded it)",
+                    d.name,
+                    d.arg0()
+                ),
+                file: d
+                    .file
+                    .strip_prefix(root)
+                    .unwrap_or(&d.file)
+                    .display()
+                    .to_string(),
+                line: d.line,
+            })
+            .collect()
+    };
+    let mut servers = servers.iter();
+    for top in (config.tree.iter()).filter(|d| matches!(d.name.as_str(), "http" | "stream")) {
+        let inherited = reading(top.children());
+        let blocks = (top.children().iter()).filter(|d| d.name == "server" && d.block.is_some());
+        for block in blocks {
+            let Some(server) = servers.next() else {
+                return;
+            };
+            let mut why = reading(block.children());
+            if why.is_empty() {
+                why = inherited.clone();
+            }
+            let id = impact::ServerId::of(server);
+            if let Some(a) = impact.affected.iter_mut().find(|a| a.id == id) {
+                a.reasons.splice(0..0, why);
+            }
+        }
+    }
 }
 
 pub(crate) fn refuse_obstacles(

@@ -45,16 +45,17 @@ fn every_name_location_and_listen_of_an_affected_server() {
     assert_eq!(
         shown(&p),
         [
+            // One per listen before a second on either.
             "127.0.0.1:8080 a.test /api/",
+            "[::1]:8443 a.test /api/ tls",
             "127.0.0.1:8080 a.test /x",
+            "[::1]:8443 safe-reload-check.w.test /api/ tls",
             "127.0.0.1:8080 a.test /safe-reload-check.php",
+            "[::1]:8443 re /api/ tls",
             "127.0.0.1:8080 a.test /safe-reload-check/ab",
             "127.0.0.1:8080 a.test /safe-reload-check",
             "127.0.0.1:8080 safe-reload-check.w.test /api/",
             "127.0.0.1:8080 re /api/",
-            "[::1]:8443 a.test /api/ tls",
-            "[::1]:8443 safe-reload-check.w.test /api/ tls",
-            "[::1]:8443 re /api/ tls",
         ]
     );
     let skipped: Vec<String> = (p.not_checked.iter())
