@@ -3143,3 +3143,39 @@ fn a_socket_location_that_loses_inherited_upgrade_headers_is_refused() {
         Some((200, "app".into()))
     );
 }
+
+/// r14 s F4: WordPress's `location /` loses its front controller (`try_files $uri $uri/
+/// =404;`) while `location ~ \.php$` still passes to php-fpm: every permalink is nginx's own
+/// 404 where PHP answered. Last-good's check through the fallback was carried and its 404
+/// taken for a site made static on purpose: "live". The PHP location still passing, the 404
+/// is the change's: refused, and permalinks still answer.
+#[test]
+fn a_front_controller_removed_in_front_of_a_php_location_is_the_changes() {
+    let ip = unique_loopback();
+    let fpm = AppServer::php_fpm(SocketAddr::new(ip, free_port(ip)));
+    let root = php_root();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |fallback: &str| {
+        format!(
+            "server {{ listen {listen}; server_name wp.test; root {}; index index.php;\n\
+             location / {{ try_files $uri $uri/ {fallback}; }}\n\
+             location ~ \\.php$ {{ try_files $fastcgi_script_name =404; {FASTCGI} \
+             fastcgi_pass {}; }} }}",
+            root.path().display(),
+            fpm.addr
+        )
+    };
+    let n = TestNginx::start(&site("/index.php$is_args$args"));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let permalink = || {
+        http_get(listen, "wp.test", "/hello-world/")
+            .ok()
+            .map(|(s, b)| (s, b.contains("php ok")))
+    };
+    assert_eq!(permalink(), Some((200, true)));
+    n.write_http(&site("=404"));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert_eq!(permalink(), Some((200, true)), "not reloaded: {run}");
+}

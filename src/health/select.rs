@@ -295,9 +295,17 @@ pub fn carried_checks(
         // (`try_files $uri =404`, made static on purpose) its 404 is no regression, but a
         // server error is, as for a request with no baseline. Where it still falls through
         // to a backend (a front controller's `try_files ... index.php`), what it got before
-        // is its baseline: a 404 for every permalink is the change's.
+        // is its baseline: a 404 for every permalink is the change's. So it is where the
+        // location it stood for still passes to its backend (a WordPress `location /` whose
+        // `try_files` now ends in `=404` in front of `location ~ \.php$`, which `/index.php`
+        // still reaches): the fallback to it is gone by mistake, not the backend.
         let made_up = c.path.contains("safe-reload-check");
-        c.fresh = made_up && now.is_none_or(|s| serves_files_at(s, &c.path));
+        // A named location left in the file is reached by nothing else: no sign of a mistake.
+        let still_passes = |s: &Server| {
+            (s.locations.iter())
+                .any(|l| l.key() == c.location && l.pass != "return" && !l.path.starts_with('@'))
+        };
+        c.fresh = made_up && now.is_none_or(|s| serves_files_at(s, &c.path) && !still_passes(s));
         c.made_up_in_new = false;
         c.new_backend = false;
         out.push(c);
