@@ -1,6 +1,7 @@
 //! A full disk under the state directory, through the binary: the candidate snapshot cannot
 //! be written, so the run stops before nginx is signalled, says why, and leaves the site as it
-//! was. Needs root to mount a small tmpfs; skips with a printed reason otherwise.
+//! was; a disk that fills once nginx is signalled stops neither the verification nor the
+//! rollback. Needs root to mount a small tmpfs; skips with a printed reason otherwise.
 
 #![allow(clippy::print_stderr)] // the skip reason
 
@@ -9,6 +10,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use rel_support::{text, Site};
 
@@ -55,19 +57,18 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
-#[test]
-fn a_full_state_dir_stops_the_run_before_nginx_is_touched() {
+/// A site whose state directory is on a 1 MiB tmpfs of its own, `init` recorded there.
+fn site_on_tmpfs() -> Option<(Site, Tmpfs)> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: mounting a tmpfs for a full state directory needs root");
-        return;
+        return None;
     }
     let Some(fs) = Tmpfs::mount("1m") else {
         eprintln!("skipped: mount -t tmpfs failed (no privilege for mounts here)");
-        return;
+        return None;
     };
     let mut site = Site::start();
-    // The state dir lives on the small tmpfs: record the baseline there, then fill it.
     let state = fs.path().join("state");
     let moved = Command::new("cp")
         .arg("-a")
@@ -79,6 +80,14 @@ fn a_full_state_dir_stops_the_run_before_nginx_is_touched() {
     site.state = tempfile::TempDir::new_in(fs.path()).unwrap();
     std::fs::remove_dir(site.state.path()).unwrap();
     std::fs::rename(&state, site.state.path()).unwrap();
+    Some((site, fs))
+}
+
+#[test]
+fn a_full_state_dir_stops_the_run_before_nginx_is_touched() {
+    let Some((site, fs)) = site_on_tmpfs() else {
+        return;
+    };
     let filler = fill(fs.path());
     let workers = site.nginx.worker_pids();
     site.nginx
@@ -96,4 +105,60 @@ fn a_full_state_dir_stops_the_run_before_nginx_is_touched() {
     site.nginx.write_http(&site.good_http());
     let out = site.run(&["reload", "-y"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// r14 u F1: the state directory fills up while the reloaded change is verified. The journal
+/// write failed, the run stopped with exit 2 ("usage or environment error", what a script
+/// reads as "nothing happened") and nginx kept serving the broken change. A journal phase
+/// after the signal is recorded best effort: the change is verified, found broken and rolled
+/// back (exit 3), the site answers again, and the output says what could not be recorded.
+#[test]
+fn a_state_dir_that_fills_up_after_the_signal_still_rolls_a_broken_change_back() {
+    let Some((site, fs)) = site_on_tmpfs() else {
+        return;
+    };
+    site.nginx.write_http(&site.bad_http());
+    let mut run = site.spawn_paused(&["reload", "-y"], "signal-sent");
+    assert!(
+        run.wait_stopped(Duration::from_secs(20)),
+        "the run never signalled nginx"
+    );
+    let filler = fill(fs.path());
+    run.resume();
+    let out = run.finish(Duration::from_secs(30));
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(said.contains("could not record the run's phase"), "{said}");
+    assert_eq!(site.answer(), Some((200, "good".into())), "{said}");
+    std::fs::remove_file(filler).unwrap();
+}
+
+/// The same once a good change is verified: recording it as last-good fails. It is live and
+/// verified, and the state does not say so: exit 4, naming `recover`, which records it once
+/// there is room again.
+#[test]
+fn a_state_dir_that_fills_up_before_a_verified_change_is_recorded_says_to_recover() {
+    let Some((site, fs)) = site_on_tmpfs() else {
+        return;
+    };
+    let changed = format!("{}\n# a harmless edit", site.good_http());
+    site.nginx.write_http(&changed);
+    let mut run = site.spawn_paused(&["reload", "-y"], "recheck-after-verify");
+    assert!(
+        run.wait_stopped(Duration::from_secs(20)),
+        "the run never verified the change"
+    );
+    let filler = fill(fs.path());
+    run.resume();
+    let out = run.finish(Duration::from_secs(30));
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{said}");
+    assert!(said.contains("recording it as last-good failed"), "{said}");
+    assert_eq!(site.answer(), Some((200, "good".into())), "{said}");
+    std::fs::remove_file(filler).unwrap();
+    let out = site.run(&["recover", "-y"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (code, doc) = site.status();
+    assert_eq!(code, Some(0), "{doc}");
+    assert!(doc["status"]["interrupted"].is_null(), "{doc}");
 }

@@ -243,8 +243,8 @@ nginx began a reload all the same: it is proven from its processes"
         match direction {
             Direction::Rollback => crate::store::test_pause("rollback-verifying"),
             Direction::Forward => {
-                self.store.journal_phase(JournalPhase::Reloaded)?;
-                self.store.journal_phase(JournalPhase::Verifying)?;
+                self.record(JournalPhase::Reloaded, report);
+                self.record(JournalPhase::Verifying, report);
             }
         }
         if checks.is_empty() {
@@ -394,7 +394,7 @@ nginx began a reload all the same: it is proven from its processes"
         let Some((outcome, exit)) = kept else {
             return self.rollback(report, why, &baseline, &checks);
         };
-        self.store.journal_phase(JournalPhase::Verified)?;
+        self.record(JournalPhase::Verified, report);
         let later = self.recheck("recheck-after-verify", report);
         if !later.is_empty() {
             report.notes.push(format!(
@@ -417,12 +417,35 @@ nginx began a reload all the same: it is proven from its processes"
             }
             _ => (SnapOutcome::Good, None),
         };
-        self.store.set_outcome(&self.candidate.id, recorded, note)?;
-        self.store.set_last_good(&self.candidate)?;
-        self.store.prune(self.s.retention)?;
-        self.store.journal_clear()?;
+        let stored = (self.store.set_outcome(&self.candidate.id, recorded, note))
+            .and_then(|_| self.store.set_last_good(&self.candidate))
+            .and_then(|_| self.store.prune(self.s.retention))
+            .and_then(|_| self.store.journal_clear());
         signals::set_phase(Phase::Idle);
+        if let Err(e) = stored {
+            // Live and verified, and not recorded as last-good: the next run would compare
+            // with the configuration before it, and a rollback go back past it.
+            report.notes.push(format!(
+                "the change is live and verified, but recording it as last-good failed: {e}. \
+                 The journal still records this run: make room in the state directory, then \
+                 run `safe-reload recover`, which records it"
+            ));
+            return Ok(report.finish(outcome, Exit::MustAct));
+        }
         Ok(report.finish(outcome, exit))
+    }
+
+    /// Record `phase` in the journal once nginx has been signalled, best effort: a state
+    /// directory that fills up (or goes away) then must not stop the verification or the
+    /// rollback that nginx's state needs. What could not be written is said; `status` and
+    /// `recover` then read the phase before it, which asks them for no less.
+    fn record(&self, phase: JournalPhase, report: &mut Report) {
+        if let Err(e) = self.store.journal_phase(phase) {
+            report.notes.push(format!(
+                "could not record the run's phase ({}) in its journal: {e}; the run goes on",
+                phase.name()
+            ));
+        }
     }
 
     /// The file set on disk against the candidate's snapshot: read again, globs included.
@@ -539,7 +562,7 @@ nginx began a reload all the same: it is proven from its processes"
         let _ =
             self.store
                 .set_outcome(&self.candidate.id, SnapOutcome::Rejected, Some(why.clone()));
-        self.store.journal_phase(JournalPhase::RollingBack)?;
+        self.record(JournalPhase::RollingBack, report);
         let mut rb = RollbackReport::new(why, &self.candidate);
         // The rejected change's window, out of the report while the rollback adds steps to it.
         let candidate = report.health.take();
@@ -589,10 +612,15 @@ nginx began a reload all the same: it is proven from its processes"
         rb.verdict = Some(v);
         report.rollback = Some(rb);
         if exit == Exit::RolledBack {
-            self.store.journal_phase(JournalPhase::RolledBack)?;
+            self.record(JournalPhase::RolledBack, report);
         }
         if exit == Exit::RolledBack || restored_live || nothing_to_restore {
-            self.store.journal_clear()?;
+            if let Err(e) = self.store.journal_clear() {
+                report.notes.push(format!(
+                    "could not remove the run's journal: {e}; `safe-reload recover` finds \
+                     nothing left to do"
+                ));
+            }
         }
         signals::set_phase(Phase::Idle);
         Ok(report.finish(outcome, exit))
@@ -650,7 +678,7 @@ nginx began a reload all the same: it is proven from its processes"
         if !clean {
             return Ok(Reached::FilesDiffer);
         }
-        self.store.journal_phase(JournalPhase::Restored)?;
+        self.record(JournalPhase::Restored, report);
         // No second `nginx -t`: the bytes are last-good's, hash-verified above, and the master
         // parses them itself on the signal. If they no longer load (a file outside the set is
         // gone), it logs the [emerg] and keeps running the candidate, which the proof reads
