@@ -153,8 +153,16 @@ fn status_names_a_run_in_progress() {
         said.contains(&format!("a run is in progress: pid {pid}")) && said.contains("reload -y"),
         "{said}"
     );
+    // r14 u F2: its journal is its own, not an interrupted run's to recover.
+    assert!(said.contains("now verifying"), "{said}");
+    assert!(
+        !said.contains("interrupted") && !said.contains("recover"),
+        "{said}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{said}");
     let (_, doc) = site.status();
     assert!(doc["status"]["run_in_progress"].is_string(), "{doc}");
+    assert!(doc["status"]["interrupted"].is_null(), "{doc}");
     run.resume();
     let done = run.finish(Duration::from_secs(30));
     assert_eq!(done.status.code(), Some(0), "{}", text(&done));

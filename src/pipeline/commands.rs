@@ -310,7 +310,14 @@ pub fn status(s: &Settings, report: &mut Report) -> Result<Exit> {
     if s.state_dir.exists() {
         let store = Store::open(&s.state_dir)?;
         st.run_in_progress = store.run_in_progress();
-        st.interrupted = store.journal()?;
+        // A journal while the lock is held is the running run's own (or the one `recover`
+        // is finishing): not interrupted, and nothing to recover. Its phase is said with it.
+        let journal = store.journal()?;
+        match (&mut st.run_in_progress, journal) {
+            (Some(run), Some(j)) => run.push_str(&format!(", now {}", j.phase.name())),
+            (None, j) => st.interrupted = j,
+            (Some(_), None) => {}
+        }
         let good = store.last_good()?;
         st.last_good = good.as_ref().map(|g| g.id.clone());
         if let Ok(config) = &config {
