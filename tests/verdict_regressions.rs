@@ -3179,3 +3179,40 @@ fn a_front_controller_removed_in_front_of_a_php_location_is_the_changes() {
     run.expect(1);
     assert_eq!(permalink(), Some((200, true)), "not reloaded: {run}");
 }
+
+/// r14 s F3: a new regex location (`~ ^/(socket\.io|sio)/`, to the app) takes the paths of
+/// the `/socket.io/` WebSocket location, which stays in the file. The candidate's check of the
+/// new location asks `/socket.io/` with a plain GET (the app's 400 before and after), so
+/// last-good's handshake there was taken for asked already, and not asked: "live" while every
+/// socket.io client got 400. A handshake is another request than a GET of its URL: it is
+/// asked as last-good checked it, refused, and socket.io still switches.
+#[test]
+fn a_new_regex_location_that_takes_a_sockets_paths_is_refused() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start_refusing_upgrades(SocketAddr::new(ip, 0), "app");
+    let ws = WebSocketBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |extra: &str| {
+        format!(
+            "server {{ listen {listen}; server_name io.test; \
+             location / {{ proxy_pass http://{a}; }} {extra} \
+             location /socket.io/ {{ proxy_pass http://{w}; proxy_http_version 1.1; \
+             proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"; }} }}",
+            a = app.host_port(),
+            w = ws.addr
+        )
+    };
+    let n = TestNginx::start(&site(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let switched = || handshake_status(listen, "io.test", "/socket.io/?EIO=4");
+    assert_eq!(switched(), Some(101));
+    n.write_http(&site(&format!(
+        "location ~ ^/socket\\.io/ {{ proxy_pass http://{}; }}",
+        app.host_port()
+    )));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(run.to_string().contains("WebSocket handshake"), "{run}");
+    assert_eq!(switched(), Some(101), "not reloaded: {run}");
+}

@@ -250,6 +250,8 @@ pub fn carried_checks(
             theirs.get(&id).map(|a| (id.to_string(), *a))
         })
         .collect();
+    // A WebSocket handshake is another request than a plain GET of the same URL: a new
+    // location that takes a socket's path and answers it without the upgrade asks the GET.
     let request = |c: &Check| {
         (
             c.connect,
@@ -257,6 +259,7 @@ pub fn carried_checks(
             c.host.to_ascii_lowercase(),
             c.path.clone(),
             c.tls,
+            c.handshakes(),
         )
     };
     let asked: HashSet<_> = asked.iter().map(request).collect();
