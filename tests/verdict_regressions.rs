@@ -3216,3 +3216,41 @@ fn a_new_regex_location_that_takes_a_sockets_paths_is_refused() {
     assert!(run.to_string().contains("WebSocket handshake"), "{run}");
     assert_eq!(switched(), Some(101), "not reloaded: {run}");
 }
+
+/// r14 s F2 (b): `/ws/` and `/socket.io/` served by one regex location, `~ ^/(ws|socket\.io)/`.
+/// Only its first branch was checked, so a new `location ^~ /socket.io/` to the app (which
+/// takes those paths from the regex) left every socket.io handshake to the app's 400 while
+/// `/ws/` still switched: "live and verified". Each branch of a WebSocket location's regex is
+/// checked with a handshake, and last-good's check of the branch the candidate no longer
+/// derives is asked as it was: refused, and socket.io still switches.
+#[test]
+fn a_location_that_takes_a_websocket_regexs_second_branch_is_refused() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start_refusing_upgrades(SocketAddr::new(ip, 0), "app");
+    let ws = WebSocketBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |extra: &str| {
+        format!(
+            "server {{ listen {listen}; server_name io.test; \
+             location / {{ proxy_pass http://{a}; }} {extra} \
+             location ~ ^/(ws|socket\\.io)/ {{ proxy_pass http://{w}; proxy_http_version 1.1; \
+             proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"; }} }}",
+            a = app.host_port(),
+            w = ws.addr
+        )
+    };
+    let n = TestNginx::start(&site(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let switched = || handshake_status(listen, "io.test", "/socket.io/?EIO=4");
+    assert_eq!(switched(), Some(101));
+    n.write_http(&site(&format!(
+        "location ^~ /socket.io/ {{ proxy_pass http://{}; }}",
+        app.host_port()
+    )));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(run.to_string().contains("/socket.io/"), "{run}");
+    assert_eq!(switched(), Some(101), "not reloaded: {run}");
+    assert_eq!(handshake_status(listen, "io.test", "/ws/x"), Some(101));
+}

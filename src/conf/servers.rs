@@ -882,6 +882,9 @@ fn proxied_locations<'a>(
             };
             if let (Some(m @ ("~" | "~*")), Reach::Path(own)) = (modifier.as_deref(), &reach) {
                 uri_branches.extend(capture_branches(within.server, d, m, &path, own, pass.1));
+                if passes_upgrade(&gates.proxy_headers) {
+                    uri_branches.extend(alternative_branches(within.server, d, m, &path, own));
+                }
             }
             let mut variants = variants::of_map(within.maps, pass.1);
             let in_if = |dirs: &'a [Directive]| pass_in(dirs).map(|p| p.1);
@@ -1012,6 +1015,50 @@ fn capture_branches(
                 line: d.line,
             });
         }
+    }
+    out
+}
+
+/// The most other branches of a WebSocket location's regex checked besides its own path.
+const MAX_ALTERNATIVES: usize = 3;
+
+/// A path for each other branch of the regex of a location that passes `Upgrade` on
+/// (`~ ^/(ws|socket\.io)/`: `/socket.io/` beside `/ws/`), where it lands on this location:
+/// one socket path per branch, since a typo in one branch (or a new location taking its
+/// paths) leaves those clients' handshakes to another location's app, which answers them with
+/// its own 400 while the first branch still switches.
+fn alternative_branches(
+    server: &[Directive],
+    d: &Directive,
+    modifier: &str,
+    pattern: &str,
+    own: &str,
+) -> Vec<uri_map::Branch> {
+    let first_segment = |p: &str| {
+        p.trim_start_matches('/')
+            .split('/')
+            .next()
+            .map(str::to_string)
+    };
+    let mut segments = vec![first_segment(own)];
+    let mut out = Vec::new();
+    for path in example::examples(pattern, modifier == "~*", example::Kind::Path) {
+        if out.len() == MAX_ALTERNATIVES {
+            break;
+        }
+        let segment = first_segment(&path);
+        let here =
+            matches!(pick::location(server, &path), Picked::Location(l) if std::ptr::eq(l, d));
+        if !here || segments.contains(&segment) {
+            continue;
+        }
+        segments.push(segment);
+        out.push(uri_map::Branch {
+            what: format!("its regex's branch for {path}"),
+            reach: Ok(path),
+            file: d.file.clone(),
+            line: d.line,
+        });
     }
     out
 }
