@@ -565,3 +565,43 @@ fn a_leftover_whose_state_directory_is_gone_is_found_from_its_own_directory_and_
     s.sr.run(&["recover", "--json"]).expect(0);
     assert!(!dir.exists(), "recover removes the leftover directory");
 }
+
+/// r14 u F6: Ctrl-C while the shadow waits for a site slower than `--health-timeout`. The run
+/// went on to ask it again with four times the timeout, and the running nginx too, and only
+/// then stopped: 10.6 s of silence for a run that changes nothing. What the shadow would ask
+/// next is not waited for: exit 130, nothing reloaded, well before the longer wait (8 s)
+/// could have ended.
+#[test]
+fn ctrl_c_while_the_shadow_waits_for_a_slow_site_stops_the_run_without_the_longer_waits() {
+    let ip = unique_loopback();
+    let slow = HttpBackend::start_slow(SocketAddr::new(ip, 0), "slow", Duration::from_secs(3));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |extra: &str| {
+        format!(
+            "server {{ listen {listen}; server_name slow.test; {extra} \
+             location / {{ proxy_pass http://{}; }} }}",
+            slow.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let workers = n.worker_pids();
+    n.write_http(&site("add_header X-A 1;"));
+    let run = sr
+        .command(&["-y"])
+        .env("SAFE_RELOAD_TEST_PAUSE", "shadow-running")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start safe-reload");
+    assert!(stopped(&run), "never stopped with the shadow running");
+    signal(&run, libc::SIGINT);
+    let sent = std::time::Instant::now();
+    signal(&run, libc::SIGCONT);
+    let done = finish(run, Duration::from_secs(30));
+    let took = sent.elapsed();
+    done.expect(130);
+    assert!(took < Duration::from_secs(7), "took {took:?}: {done}");
+    assert_eq!(n.worker_pids(), workers, "not reloaded: {done}");
+}

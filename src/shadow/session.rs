@@ -189,18 +189,24 @@ fn live(
             crate::store::test_pause("shadow-running");
             if let Ok(Some(batch)) = batches.recv() {
                 let (mut checks, skipped) = run_checks(&shadow, &batch.checks, &batch.opts);
-                sample(
-                    &shadow,
-                    &mut checks,
-                    &batch.opts,
-                    &batch.pools,
-                    &batch.pool_limits,
-                    &batch.path_hashed,
-                    &batch.running_logs,
-                );
+                // Ctrl-C before the reload stops the run with nothing changed: what the shadow
+                // would ask next (pool samples, the running nginx, longer waits) is not waited
+                // for.
+                let stopping = crate::signals::interrupted;
+                if !stopping() {
+                    sample(
+                        &shadow,
+                        &mut checks,
+                        &batch.opts,
+                        &batch.pools,
+                        &batch.pool_limits,
+                        &batch.path_hashed,
+                        &batch.running_logs,
+                    );
+                }
                 // Only a check the running nginx may be asked about waits for the probe to say
                 // which peers are down.
-                let asks = checks.iter().any(ShadowCheck::asks_running);
+                let asks = !stopping() && checks.iter().any(ShadowCheck::asks_running);
                 if let Some(expected_down) = asks.then(|| expected.recv().ok()).flatten() {
                     let opts = HealthOptions {
                         expected_down,
