@@ -22,7 +22,7 @@ pub enum Phase {
     RollingBack = 2,
 }
 
-const MSG_VERIFYING: &[u8] = b"\nsafe-reload: nginx is being reloaded; finishing the reload and its verification (and rollback if it fails) before exiting. Please wait.\n";
+const MSG_VERIFYING: &[u8] = b"\nsafe-reload: nginx is being reloaded; finishing verification (and rollback if it fails) before exiting. Please wait.\n";
 const MSG_ROLLING_BACK: &[u8] = b"\nsafe-reload: restoring the last good configuration; stopping now would leave nginx half-restored. Please wait.\n";
 
 extern "C" fn on_signal(_sig: libc::c_int) {
