@@ -276,6 +276,11 @@ impl Report {
 /// reloaded candidate begins (see [`RollbackReport::of_unjudged_kill`]).
 pub const KILLED_UNJUDGED: &str = "the run was killed while";
 
+/// How that reason begins where nginx had not loaded the candidate yet: the run was killed
+/// between recording its signal and nginx's reload (a `--reload-cmd` still running), so the
+/// rollback only makes sure a signal still on its way loads nothing untested.
+pub const KILLED_BEFORE_LOAD: &str = "the run was killed while it signalled nginx, before nginx";
+
 /// What a rollback did and where it left things.
 #[derive(Debug, Clone, Serialize)]
 pub struct RollbackReport {
@@ -314,6 +319,12 @@ impl RollbackReport {
     /// nginx or was verifying), not of one killed while it rolled back a failed change.
     pub fn of_unjudged_kill(&self) -> bool {
         self.reason.starts_with(KILLED_UNJUDGED)
+    }
+
+    /// `recover`'s rollback of a run killed before nginx loaded its candidate (see
+    /// [`KILLED_BEFORE_LOAD`]).
+    pub fn of_kill_before_load(&self) -> bool {
+        self.reason.starts_with(KILLED_BEFORE_LOAD)
     }
 
     /// A rollback of `rejected` for `reason`, before anything is done.

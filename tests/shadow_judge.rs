@@ -1526,3 +1526,45 @@ fn tls_changes_on_a_big_tree_are_checked_over_tls() {
     );
     assert!(subject().contains("site18"), "not reloaded: {}", subject());
 }
+
+/// r14 t F6: the default server of a TLS address moves to a site (`listen ... ssl
+/// default_server`, the `ssl_reject_handshake` catch-all removed). Its default route is
+/// checked with a Host made up for it, `safe-reload-check.invalid`, which no certificate can
+/// name: the site was "not verified" for the certificate it sent. That name says nothing of the
+/// site's certificate: live and verified, and the site answers under its own name.
+#[test]
+fn a_tls_default_server_moved_to_a_site_is_verified() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (ac, ak) = certificate_for(certs.path(), &["a.test"]);
+    let (cc, ck) = certificate_for(certs.path(), &["c.test"]);
+    let tls = listen_on(ip);
+    let site = |name: &str, (cert, key): (&std::path::Path, &std::path::Path), flags: &str| {
+        format!(
+            "server {{ listen {tls} ssl{flags}; server_name {name}; ssl_certificate {}; \
+             ssl_certificate_key {}; location / {{ proxy_pass http://{}; }} }}\n",
+            cert.display(),
+            key.display(),
+            app.host_port()
+        )
+    };
+    let catch_all =
+        format!("server {{ listen {tls} ssl default_server; ssl_reject_handshake on; }}\n");
+    let (a, c) = ((ac.as_path(), ak.as_path()), (cc.as_path(), ck.as_path()));
+    let (n, sr) = running(&format!(
+        "{catch_all}{}{}",
+        site("a.test", a, ""),
+        site("c.test", c, "")
+    ));
+    n.write_http(&format!(
+        "{}{}",
+        site("a.test", a, ""),
+        site("c.test", c, " default_server")
+    ));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    let headline = run.stdout.lines().last().unwrap_or_default().to_string();
+    assert!(!headline.contains("not verified"), "{run}");
+    assert_eq!(https_get(tls, "c.test", "/").ok(), Some(200));
+}

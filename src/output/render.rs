@@ -777,7 +777,13 @@ fn rolled_back(report: &Report) -> String {
     // A run killed once it had judged the change, while it rolled back, had verified it and
     // found it failing: its own reason is the rollback's.
     let killed_unjudged = (report.rollback.as_ref()).is_none_or(|rb| rb.of_unjudged_kill());
+    let before_load = (report.rollback.as_ref()).is_some_and(|rb| rb.of_kill_before_load());
     let head = match report.command.as_str() {
+        "recover" if before_load => {
+            "rolled back: the run was killed before nginx loaded its change, which nginx never \
+             ran; last-good's files are back on disk (the change is kept as its snapshot), and \
+             the previous configuration is live"
+        }
         "recover" if killed_unjudged => {
             "rolled back: the run that reloaded the change was killed before it verified it; \
              the previous configuration is live"

@@ -17,7 +17,7 @@ use crate::pipeline::{
     diff_against, meta, open_locked, own_pids, record_inspection, refuse_config, reload_locked,
     Journal,
 };
-use crate::report::{Outcome, Problem, Report, StatusReport, KILLED_UNJUDGED};
+use crate::report::{Outcome, Problem, Report, StatusReport, KILLED_BEFORE_LOAD, KILLED_UNJUDGED};
 use crate::settings::Settings;
 use crate::signals;
 use crate::store::{JournalRecord, Outcome as SnapOutcome, Phase as JournalPhase, Snapshot, Store};
@@ -843,7 +843,19 @@ fn finish_rollback(
     let watch = Watch::of(env, &config);
     let servers = crate::conf::servers::extract(&config);
     drop(config);
+    // nginx loaded what it runs before the run began (the journal's start is to the second,
+    // the run began in it or after): the run's signal had not reached it.
+    let started = humantime::parse_rfc3339(&j.started).ok();
+    let before_load = j.phase == JournalPhase::Signalled
+        && (crate::reload::loaded_at(&master).zip(started))
+            .is_some_and(|(loaded, began)| loaded < began);
     let why = match j.phase {
+        JournalPhase::Signalled if before_load => format!(
+            "{KILLED_BEFORE_LOAD} loaded snapshot {} (its workers are older than the run): \
+             nginx never ran it, and last-good's files are put back and reloaded so that a \
+             signal still on its way loads nothing untested",
+            candidate.id
+        ),
         JournalPhase::Signalled => format!(
             "{KILLED_UNJUDGED} it signalled nginx to load snapshot {}: nginx may run \
              it, and nothing vouches for it, so it is rolled back",
@@ -883,7 +895,12 @@ fn finish_rollback(
         running: Running::Unverified,
     };
     let checks = tx.checks(&tx.servers).checks;
-    tx.rollback(report, why, &Baseline::none(), &checks)
+    let exit = tx.rollback(report, why, &Baseline::none(), &checks)?;
+    // Nothing the change did reached nginx: last-good ran all along, and runs verified now.
+    if before_load && exit == Exit::RolledBack {
+        return Ok(report.finish(report.outcome, Exit::Ok));
+    }
+    Ok(exit)
 }
 
 /// Why nginx is not running, if it is not: the configuration on disk loads and its pid file
