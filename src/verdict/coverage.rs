@@ -114,8 +114,9 @@ impl Coverage {
             && self.unread_logs.is_empty()
     }
 
-    /// `verified 12 of 14 affected servers; not checked: 1; not verified: b.example ~ \.php$
-    /// (site.conf:9), ...`, and the logs that could not be read: `; not checked: upstream
+    /// `verified 12 of 14 affected servers; 2 not verified, 1 of them not checked: b.example
+    /// ~ \.php$ (site.conf:9), ...`, the checks the bound left out, and the logs that could
+    /// not be read: `; not checked: upstream
     /// errors in the error log (error_log syslog:... (nginx.conf:5): sent to syslog, not a
     /// file)`.
     pub fn describe(&self, at_most: usize) -> String {
@@ -131,13 +132,10 @@ impl Coverage {
         if !self.unread_logs.is_empty() {
             out.push_str(&format!(" by the answers to {their} checks alone"));
         }
-        if self.not_checked > 0 {
-            out.push_str(&format!("; not checked: {}", self.not_checked));
-        }
-        if !self.not_verified.is_empty() {
-            // One entry per request; several of one server's names read the same here.
+        // One entry per request; several of one server's names read the same here.
+        let listed = |entries: Vec<&NotVerified>| {
             let mut listed: Vec<String> = Vec::new();
-            for d in self.not_verified.iter().map(NotVerified::describe) {
+            for d in entries.into_iter().map(NotVerified::describe) {
                 if !listed.contains(&d) {
                     listed.push(d);
                 }
@@ -147,7 +145,31 @@ impl Coverage {
             if more > 0 {
                 listed.push(format!("and {more} more"));
             }
-            out.push_str(&format!("; not verified: {}", listed.join(", ")));
+            listed.join(", ")
+        };
+        // Checks the bound left out apart: a server whose other checks passed still counts.
+        let (bound, other): (Vec<&NotVerified>, Vec<&NotVerified>) =
+            (self.not_verified.iter()).partition(|n| n.why == crate::health::over_the_bound());
+        let unverified = self.affected.saturating_sub(self.verified);
+        if unverified > 0 || !other.is_empty() {
+            // Counted where there is more than one to count.
+            let counted = unverified > 0 && self.affected > 1;
+            match counted {
+                false => out.push_str("; not verified"),
+                true => out.push_str(&format!("; {unverified} not verified")),
+            }
+            if self.not_checked > 0 && counted {
+                out.push_str(&format!(", {} of them not checked", self.not_checked));
+            }
+            if !other.is_empty() {
+                out.push_str(&format!(": {}", listed(other)));
+            }
+        }
+        if !bound.is_empty() {
+            out.push_str(&format!(
+                "; left out by the bound on requests per round: {}",
+                listed(bound)
+            ));
         }
         if !self.unread_logs.is_empty() {
             out.push_str(&format!(
@@ -455,9 +477,9 @@ mod tests {
         assert_eq!((c.affected, c.verified), (4, 1));
         assert_eq!(
             c.describe(2),
-            "verified 1 of 4 affected servers; not checked: 1; not verified: b.example ~ \\.php$ \
-             (site.conf:9), c.test (site.conf:1): no request checks it (no proxied location on \
-             a listen this machine reaches), and 1 more"
+            "verified 1 of 4 affected servers; 3 not verified, 1 of them not checked: b.example \
+             ~ \\.php$ (site.conf:9), c.test (site.conf:1): no request checks it (no proxied \
+             location on a listen this machine reaches), and 1 more"
         );
         assert!(c.not_verified[2].why.contains("D was not reached"));
     }
@@ -477,7 +499,7 @@ mod tests {
         };
         assert_eq!(
             c.describe(1),
-            "verified 0 of 2 affected servers; not verified: a.test return 308 \
+            "verified 0 of 2 affected servers; 2 not verified: a.test return 308 \
              https://a.test$request_uri (redirects:4), and 1 more"
         );
     }
@@ -500,8 +522,10 @@ mod tests {
         assert!(!c.complete());
         assert_eq!((c.affected, c.verified, c.not_checked), (2, 1, 1));
         assert!(
-            c.describe(0)
-                .starts_with("verified 1 of 2 affected servers; not checked: 1; not verified: "),
+            c.describe(0).starts_with(
+                "verified 1 of 2 affected servers; 1 not verified, 1 of them not \
+                              checked; left out by the bound on requests per round: "
+            ),
             "{}",
             c.describe(0)
         );
