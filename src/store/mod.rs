@@ -103,10 +103,17 @@ impl Store {
         Ok(bytes)
     }
 
-    /// Stores `bytes` under `hash` unless an object with that hash is already there.
+    /// Stores `bytes` under `hash` unless an object with that hash and these bytes is already
+    /// there. One whose bytes differ (a disk error, a hand edit) is written again: a snapshot
+    /// (`init` of the files it was taken from) mends the store instead of recording a corrupt
+    /// object as its own, which every later read refused.
     fn put_object(&self, hash: &str, bytes: &[u8]) -> Result<()> {
         let path = self.object_path(hash);
-        if path.is_file() {
+        let same = |p: &Path| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64)
+                && std::fs::read(p).is_ok_and(|b| b == bytes)
+        };
+        if same(&path) {
             return Ok(());
         }
         if let Some(dir) = path.parent() {
