@@ -162,3 +162,32 @@ fn a_state_dir_that_fills_up_before_a_verified_change_is_recorded_says_to_recove
     assert_eq!(code, Some(0), "{doc}");
     assert!(doc["status"]["interrupted"].is_null(), "{doc}");
 }
+
+/// r14 u F7: the state directory fills up between the journal's first write and the
+/// snapshot's objects. nginx is untouched (exit 2), and the run leaves no journal: `status`
+/// said an interrupted run needed `recover`, and every later run refused until then.
+#[test]
+fn a_state_dir_that_fills_up_during_the_snapshot_leaves_no_journal() {
+    let Some((site, fs)) = site_on_tmpfs() else {
+        return;
+    };
+    let workers = site.nginx.worker_pids();
+    site.nginx.write_http(&format!(
+        "{}\n{}",
+        site.good_http(),
+        "# a harmless edit\n".repeat(200)
+    ));
+    let mut run = site.spawn_paused(&["reload", "-y"], "snapshot-object");
+    if !run.wait_stopped(Duration::from_secs(20)) {
+        let out = run.finish(Duration::from_secs(5));
+        panic!("the run never stored an object: {}", text(&out));
+    }
+    let filler = fill(fs.path());
+    run.resume();
+    let out = run.finish(Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(site.nginx.worker_pids(), workers, "nginx was signalled");
+    let (_, doc) = site.status();
+    assert!(doc["status"]["interrupted"].is_null(), "{doc}");
+    std::fs::remove_file(filler).unwrap();
+}

@@ -196,7 +196,19 @@ pub(crate) fn diff_files(
 /// `safe-reload` / `safe-reload reload`: the whole pipeline.
 pub fn reload(s: &Settings, p: &Printer, report: &mut Report) -> Result<Exit> {
     let (store, _lock) = open_locked(s)?;
-    reload_locked(s, p, report, &store, Journal::Begin)
+    let result = reload_locked(s, p, report, &store, Journal::Begin);
+    if result.is_err() {
+        // A run that failed before it signalled nginx (a state directory full at its
+        // journal's first write) leaves no journal of its own: there is nothing to recover,
+        // and one left behind would stop every later run until `recover` said so.
+        let ours = |j: &crate::store::JournalRecord| {
+            j.pid == std::process::id() && !j.phase.nginx_touched()
+        };
+        if store.journal().ok().flatten().is_some_and(|j| ours(&j)) {
+            let _ = store.journal_clear();
+        }
+    }
+    result
 }
 
 /// Who owns the journal for a pipeline run.
