@@ -2990,21 +2990,33 @@ fn a_site_made_static_on_purpose_goes_live() {
         Some((200, "app".into()))
     );
 
-    n.write_http(&site(&format!(
-        "root {}; index index.html; location / {{ try_files $uri $uri/ =404; }}",
-        docroot.path().display()
-    )));
-    let run = sr.run(&["-y"]);
-    run.expect(0);
-    assert_eq!(
-        http_get(listen, "s.test", "/").ok(),
-        Some((200, "static site".into())),
-        "{run}"
-    );
-    assert_eq!(
-        http_get(listen, "s.test", "/api/x").ok().map(|a| a.0),
-        Some(404)
-    );
+    let proxied = site(&format!(
+        "location / {{ proxy_pass http://{up}; }} location /health {{ proxy_pass http://{up}; }} \
+         location /api/ {{ proxy_pass http://{up}; }}"
+    ));
+    // With `try_files`, and (r15 v F7) with nginx's static handler alone.
+    for body in [
+        "location / { try_files $uri $uri/ =404; }",
+        "location / { index index.html; }",
+    ] {
+        n.write_http(&site(&format!(
+            "root {}; index index.html; {body}",
+            docroot.path().display()
+        )));
+        let run = sr.run(&["-y"]);
+        run.expect(0);
+        assert_eq!(
+            http_get(listen, "s.test", "/").ok(),
+            Some((200, "static site".into())),
+            "{body}: {run}"
+        );
+        assert_eq!(
+            http_get(listen, "s.test", "/api/x").ok().map(|a| a.0),
+            Some(404)
+        );
+        n.write_http(&proxied);
+        sr.run(&["-y"]).expect(0);
+    }
 }
 
 /// r13 R F3: the WebSocket lines (`proxy_http_version 1.1`, `proxy_set_header Upgrade

@@ -201,6 +201,11 @@ pub struct Server {
     /// behind them, so no check verifies them.
     #[serde(skip)]
     pub unbacked: Vec<Unbacked>,
+    /// The modifier and path of each requested location (nested ones too) that passes
+    /// nowhere and answers nothing itself, `try_files` or not (`location / { root ...;
+    /// index index.html; }`): nginx serves files there.
+    #[serde(skip)]
+    pub static_files: Vec<(Option<String>, String)>,
     /// A server-level `if ($scheme = http) { return 301 https://...; }` (or `!= https`):
     /// nginx answers every plain-HTTP request itself, so checks go over its TLS listens.
     #[serde(skip)]
@@ -523,6 +528,8 @@ fn server(context: Context, d: &Directive, shared: &Shared, root: &Path) -> Serv
     );
     let mut unbacked = Vec::new();
     unbacked_locations(d.children(), &mut unbacked);
+    let mut static_files = Vec::new();
+    static_locations(d.children(), &mut static_files);
     reach_named(&mut locations, &named);
     reach_diverted(&mut locations, &diverted);
     reach_internal(&mut locations, &named, d.children());
@@ -544,6 +551,7 @@ fn server(context: Context, d: &Directive, shared: &Shared, root: &Path) -> Serv
         },
         locations,
         unbacked,
+        static_files,
         redirects_plain: redirects_plain(d.children()).is_some(),
         plain_answer: redirects_plain(d.children()).and_then(|i| {
             let ret = i.children().iter().find(|c| c.name == "return")?;
@@ -648,6 +656,26 @@ fn unbacked_locations(dirs: &[Directive], out: &mut Vec<Unbacked>) {
             });
         }
         unbacked_locations(d.children(), out);
+    }
+}
+
+/// Each requested `location` (nested ones too) with no `*_pass`, `return`, `rewrite` or
+/// `try_files` of its own: nginx's static handler answers it from `root` or `alias`.
+fn static_locations(dirs: &[Directive], out: &mut Vec<(Option<String>, String)>) {
+    for d in (dirs.iter()).filter(|d| d.name == "location" && d.block.is_some()) {
+        let (modifier, path) = location_args(&d.args);
+        let own = d.children();
+        let answers = |n: &str| own.iter().any(|c| c.name == n);
+        let files = !answers("internal")
+            && !path.starts_with('@')
+            && pass_in(own).is_none()
+            && !["return", "rewrite", "try_files", "if"]
+                .iter()
+                .any(|n| answers(n));
+        if files {
+            out.push((modifier, path));
+        }
+        static_locations(own, out);
     }
 }
 

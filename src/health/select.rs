@@ -321,7 +321,8 @@ pub fn carried_checks(
 
 /// Whether one of `server`'s locations takes `path` (a prefix, exact or regex match; `None`
 /// where a regex cannot be evaluated): one that passes it on, answers it itself, or serves
-/// files alone (a site made static on purpose, `location / { try_files $uri =404; }`).
+/// files alone (a site made static on purpose, `location / { try_files $uri =404; }`, or
+/// `location / { root ...; }`).
 fn taken_by_location(server: &Server, path: &str) -> Option<bool> {
     // A server-level `return` answers every request itself.
     if server.answers.is_some() {
@@ -329,7 +330,8 @@ fn taken_by_location(server: &Server, path: &str) -> Option<bool> {
     }
     let written = (server.locations.iter())
         .map(|l| (l.modifier.as_deref(), l.path.as_str()))
-        .chain((server.unbacked.iter()).map(|u| (u.modifier.as_deref(), u.path.as_str())));
+        .chain((server.unbacked.iter()).map(|u| (u.modifier.as_deref(), u.path.as_str())))
+        .chain((server.static_files.iter()).map(|(m, p)| (m.as_deref(), p.as_str())));
     let mut unknown = false;
     for (modifier, location) in written {
         match location_takes(modifier, location, path) {

@@ -166,6 +166,7 @@ pub fn server_listening(addr: ListenAddr, line: u32) -> Server {
         server_names: vec![],
         locations: vec![],
         unbacked: vec![],
+        static_files: vec![],
         redirects_plain: false,
         answers: None,
         plain_answer: None,
