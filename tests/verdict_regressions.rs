@@ -3268,3 +3268,40 @@ fn a_location_that_takes_a_websocket_regexs_second_branch_is_refused() {
     assert_eq!(switched(), Some(101), "not reloaded: {run}");
     assert_eq!(handshake_status(listen, "io.test", "/ws/x"), Some(101));
 }
+
+/// r15 v F5: a Socket.IO server answers a WebSocket handshake without its query
+/// (`?EIO=4&transport=websocket`) with its own 400. The check sent none: moving `/socket.io/`
+/// to a working Socket.IO server was refused (400 where 101), and once it was last-good,
+/// dropping its Upgrade headers was "verified" (400 before and after). The check sends what
+/// its clients send: the move goes live, and the dropped headers are refused.
+#[test]
+fn a_socket_io_location_is_checked_with_its_clients_handshake() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start_refusing_upgrades(SocketAddr::new(ip, 0), "app");
+    let plain_ws = WebSocketBackend::start(SocketAddr::new(ip, 0));
+    let io = WebSocketBackend::start_socket_io(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    const UPGRADE: &str = "proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; \
+                           proxy_set_header Connection \"upgrade\";";
+    let site = |to: SocketAddr, headers: &str| {
+        format!(
+            "server {{ listen {listen}; server_name io.test; \
+             location / {{ proxy_pass http://{}; }} \
+             location /socket.io/ {{ proxy_pass http://{to}; {headers} }} }}",
+            app.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(plain_ws.addr, UPGRADE));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let switched = || handshake_status(listen, "io.test", "/socket.io/?EIO=4&transport=websocket");
+    n.write_http(&site(io.addr, UPGRADE));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert_eq!(switched(), Some(101), "{run}");
+
+    n.write_http(&site(io.addr, ""));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert_eq!(switched(), Some(101), "not reloaded: {run}");
+}

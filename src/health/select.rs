@@ -680,7 +680,7 @@ impl Candidate<'_> {
         if let Some(v) = self.extra {
             what.push_str(&format!(", {}", v.what));
         }
-        let (path, mut headers) = with_extra(self.path, self.extra);
+        let (mut path, mut headers) = with_extra(self.path, self.extra);
         let source = match self.extra.map(|v| &v.send) {
             Some(Ok(Extra::From(ip))) => Some(IpAddr::V4(*ip)),
             _ => None,
@@ -711,6 +711,11 @@ impl Candidate<'_> {
                 headers.push((name.to_string(), value.to_string()));
             }
             sent.push_str(", WebSocket handshake");
+            // A Socket.IO server answers a handshake without its protocol version and
+            // transport with its own 400: the check sends what its clients send.
+            if path.to_ascii_lowercase().contains("/socket.io/") && !path.contains('?') {
+                path.push_str(SOCKET_IO_QUERY);
+            }
         }
         let unix = match &self.listen.addr {
             ListenAddr::Unix(path) => Some(path.clone()),
@@ -760,6 +765,9 @@ impl Candidate<'_> {
         }
     }
 }
+
+/// What a Socket.IO client's WebSocket handshake asks (Engine.IO protocol 4).
+const SOCKET_IO_QUERY: &str = "?EIO=4&transport=websocket";
 
 fn at(root: &Path, file: &Path, line: u32) -> String {
     let shown = file.strip_prefix(root).unwrap_or(file);

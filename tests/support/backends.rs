@@ -223,6 +223,44 @@ fn answer_websocket_only(c: &mut dyn ReadWrite, _name: &str) {
     }
 }
 
+/// A Socket.IO server: the handshake of its clients (`?EIO=4&transport=websocket`) is
+/// switched as [`answer_websocket_only`] does; any other request gets its own 400 ("Transport
+/// unknown"), a handshake without that query too.
+fn answer_socket_io(c: &mut dyn ReadWrite, _name: &str) {
+    let req = read_request(c);
+    let line = String::from_utf8_lossy(&req)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    if line.contains("EIO=4") && line.contains("transport=websocket") {
+        let text = String::from_utf8_lossy(&req).to_ascii_lowercase();
+        if text.contains("upgrade: websocket") {
+            let _ = c.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                  Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+            );
+            let _ = c.flush();
+            let mut buf = [0u8; 256];
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while std::time::Instant::now() < deadline {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            return;
+        }
+    }
+    let body = r#"{"code":0,"message":"Transport unknown"}"#;
+    let _ = write!(
+        c,
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = c.flush();
+}
+
 /// A backend that speaks only WebSocket (see [`answer_websocket_only`]).
 pub struct WebSocketBackend {
     pub addr: SocketAddr,
@@ -235,6 +273,15 @@ impl WebSocketBackend {
         WebSocketBackend {
             addr: l.local_addr().expect("local addr"),
             _server: Server::run(Bound::Tcp(l), answer_websocket_only, String::new()),
+        }
+    }
+
+    /// A Socket.IO server on `addr` (see [`answer_socket_io`]).
+    pub fn start_socket_io(addr: SocketAddr) -> WebSocketBackend {
+        let l = TcpListener::bind(addr).expect("bind Socket.IO backend");
+        WebSocketBackend {
+            addr: l.local_addr().expect("local addr"),
+            _server: Server::run(Bound::Tcp(l), answer_socket_io, String::new()),
         }
     }
 }
