@@ -3305,3 +3305,32 @@ fn a_socket_io_location_is_checked_with_its_clients_handshake() {
     run.expect(1);
     assert_eq!(switched(), Some(101), "not reloaded: {run}");
 }
+
+/// r15 v F4: php-fpm keeps a `PHP_VALUE` in each worker that gets one, for every later
+/// request: the checks' requests of a change that sets one (the shadow's too) leave it in the
+/// production pool, and no refusal or rollback of nginx takes it out. The run says so before
+/// anything is sent; a harmless value still goes live.
+#[test]
+fn a_change_to_php_value_warns_that_php_fpm_keeps_it() {
+    let ip = unique_loopback();
+    let fpm = AppServer::php_fpm(SocketAddr::new(ip, free_port(ip)));
+    let root = php_root();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |own: &str| {
+        format!(
+            "server {{ listen {listen}; server_name p.test; root {}; index index.php; \
+             location ~ \\.php$ {{ {FASTCGI} {own} fastcgi_pass {}; }} }}",
+            root.path().display(),
+            fpm.addr
+        )
+    };
+    let n = TestNginx::start(&site(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site("fastcgi_param PHP_VALUE \"memory_limit=256M\";"));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert!(run.stderr.contains("restart php-fpm"), "{run}");
+    let (status, body) = http_get(listen, "p.test", "/index.php").expect("GET");
+    assert_eq!((status, body.contains("php ok")), (200, true));
+}

@@ -844,6 +844,16 @@ pub(crate) fn record_impact(report: &mut Report, had_good: bool, impact: &impact
     report
         .warnings
         .extend(impact.listens_dropped.iter().cloned());
+    if let Some(line) = report.diff.as_ref().and_then(php_value_changed) {
+        report.warnings.push(format!(
+            "this change edits a `fastcgi_param` php-fpm keeps ({}): a php-fpm worker that gets \
+             PHP_VALUE or PHP_ADMIN_VALUE keeps it for every later request, whoever sends it, so \
+             the checks' requests (the shadow nginx's too) leave the new value in the workers \
+             that answer them, and neither a refusal nor a rollback of nginx takes it out: if \
+             this change does not stay, restart php-fpm",
+            line.trim()
+        ));
+    }
     for c in &impact.socket_changes {
         if c.what.iter().any(|w| w == "now proxy_protocol") {
             report.warnings.push(format!(
@@ -865,6 +875,22 @@ pub(crate) fn record_impact(report: &mut Report, had_good: bool, impact: &impact
         }
     }
     report.impact = Some(impact.clone());
+}
+
+/// The first line the diff adds or removes that sets `PHP_VALUE` or `PHP_ADMIN_VALUE` with a
+/// `fastcgi_param`, without its `+` or `-`.
+fn php_value_changed(diff: &ConfigDiff) -> Option<String> {
+    let sticky = |l: &str| {
+        let l = l.to_ascii_lowercase();
+        l.contains("fastcgi_param") && (l.contains("php_value") || l.contains("php_admin_value"))
+    };
+    (diff.files.iter())
+        .filter_map(|f| f.unified.as_deref())
+        .flat_map(str::lines)
+        .filter(|l| !l.starts_with("+++") && !l.starts_with("---"))
+        .filter_map(|l| l.strip_prefix('+').or_else(|| l.strip_prefix('-')))
+        .find(|l| sticky(l))
+        .map(str::to_string)
 }
 
 /// A configuration that does not even load: refused, with file and line.
