@@ -159,6 +159,11 @@ fn status_names_a_run_in_progress() {
         !said.contains("interrupted") && !said.contains("recover"),
         "{said}"
     );
+    // r15 w F6: nor a reload outside safe-reload, with `rollback` to undo it.
+    assert!(
+        !said.contains("outside safe-reload") && !said.contains("rollback"),
+        "{said}"
+    );
     assert_eq!(out.status.code(), Some(0), "{said}");
     let (_, doc) = site.status();
     assert!(doc["status"]["run_in_progress"].is_string(), "{doc}");

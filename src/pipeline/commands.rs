@@ -323,7 +323,10 @@ pub fn status(s: &Settings, report: &mut Report) -> Result<Exit> {
         if let Ok(config) = &config {
             report.diff = diff_against(&store, good.as_ref(), config)?;
             let unchanged = report.diff.as_ref().is_some_and(|d| d.is_empty());
+            // A run in progress reloads nginx itself: what nginx loaded is its doing.
+            let busy = st.run_in_progress.is_some();
             match (unchanged, &master) {
+                _ if busy => {}
                 (true, Some(m)) => {
                     st.not_loaded = crate::pipeline::not_what_nginx_loaded(&store, m, config);
                 }

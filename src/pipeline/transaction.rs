@@ -423,14 +423,25 @@ nginx began a reload all the same: it is proven from its processes"
             .and_then(|_| self.store.journal_clear());
         signals::set_phase(Phase::Idle);
         if let Err(e) = stored {
-            // Live and verified, and not recorded as last-good: the next run would compare
-            // with the configuration before it, and a rollback go back past it.
+            // Live and verified, and not recorded as last-good. Its journal goes (a removal
+            // works on a full disk): left at `verifying`, `recover` would roll a verified
+            // change back. The next run finds the files differing from last-good, verifies
+            // them and records them.
+            let cleared = self.store.journal_clear().is_ok();
+            let then = match cleared {
+                true => {
+                    "make room in the state directory, then run safe-reload again: it \
+                         verifies the files on disk and records them as last-good"
+                }
+                false => {
+                    "the journal still records this run; make room in the state \
+                          directory, then run `safe-reload recover`"
+                }
+            };
             report.notes.push(format!(
-                "the change is live and verified, but recording it as last-good failed: {e}. \
-                 The journal still records this run: make room in the state directory, then \
-                 run `safe-reload recover`, which records it"
+                "the change is live and verified, but recording it as last-good failed: {e}; \
+                 {then}"
             ));
-            return Ok(report.finish(outcome, Exit::MustAct));
         }
         Ok(report.finish(outcome, exit))
     }
