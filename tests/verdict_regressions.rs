@@ -3334,3 +3334,37 @@ fn a_change_to_php_value_warns_that_php_fpm_keeps_it() {
     let (status, body) = http_get(listen, "p.test", "/index.php").expect("GET");
     assert_eq!((status, body.contains("php ok")), (200, true));
 }
+
+/// r15 v F1: with the WebSocket lines at the server level, a new `location /live/` (Phoenix
+/// LiveView) to a WebSocket-only server was checked with a plain GET, which that server
+/// closes (nginx's 502): refused. Its path says it is a socket: checked with the handshake
+/// its clients send, it goes live, and switches.
+#[test]
+fn a_new_live_view_socket_under_server_level_upgrade_headers_goes_live() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start_refusing_upgrades(SocketAddr::new(ip, 0), "app");
+    let ws = WebSocketBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |extra: &str| {
+        format!(
+            "server {{ listen {listen}; server_name lv.test; proxy_http_version 1.1; \
+             proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"; \
+             location / {{ proxy_pass http://{}; }} {extra} }}",
+            app.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site(&format!(
+        "location /live/ {{ proxy_pass http://{}; }}",
+        ws.addr
+    )));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert_eq!(
+        handshake_status(listen, "lv.test", "/live/websocket"),
+        Some(101),
+        "{run}"
+    );
+}

@@ -343,7 +343,8 @@ fn passes_upgrade(headers: &[&Directive]) -> bool {
 }
 
 /// Whether a location that passes `Upgrade` on is one its clients open WebSockets to: it
-/// writes the header itself, or its path says so (`/ws/`, `/socket.io/`, `/cable`). The
+/// writes the header itself, or its path says so (`/ws/`, `/socket.io/`, `/cable`, Phoenix
+/// LiveView's `/live`). The
 /// header written once at the `server` or `http` level for the one WebSocket path reaches
 /// every location; an app's `/` answers a handshake with its own 400, which its browsers
 /// never send it.
@@ -352,7 +353,16 @@ fn websocket_endpoint(own: &[Directive], path: &str) -> bool {
     let word = |w: &str| {
         matches!(
             w,
-            "ws" | "wss" | "hub" | "hubs" | "cable" | "sockjs" | "signalr"
+            "ws" | "wss"
+                | "hub"
+                | "hubs"
+                | "cable"
+                | "sockjs"
+                | "signalr"
+                | "live"
+                | "stream"
+                | "streams"
+                | "subscriptions"
         ) || w.contains("socket")
             || w.contains("realtime")
     };

@@ -813,6 +813,10 @@ pub fn ask_running(
         ..opts.clone()
     };
     for (&i, result) in asked.iter().zip(r.results) {
+        // Ctrl-C before the reload: nothing is reloaded, so nothing more is waited for.
+        if crate::signals::interrupted() {
+            break;
+        }
         let sc = &mut checks[i];
         sc.running = Some(result);
         // The recent past is the log's, not one request's: every check asked reads all of it.
