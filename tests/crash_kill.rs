@@ -442,6 +442,9 @@ fn recover_after_a_kill_while_verifying_says_the_change_was_not_verified_not_tha
     let site = Site::start();
     site.nginx.write_http(&site.bad_http());
     killed_at(&site, "verifying");
+    // The phase as the journal names it (r14 u F9: `Verifying`, as the code spells it).
+    let status = text(&site.run(&["status"]));
+    assert!(status.contains("stopped during verifying"), "{status}");
     let out = site.run(&["recover", "-y"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let said = text(&out);

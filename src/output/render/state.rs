@@ -89,9 +89,11 @@ pub fn render_status(p: &Printer, st: &StatusReport) {
             None => String::new(),
         };
         p.out(&format!(
-            "interrupted run: pid {} started {} stopped during {:?}{reloaded}; run \
+            "interrupted run: pid {} started {} stopped during {}{reloaded}; run \
              `safe-reload recover`",
-            j.pid, j.started, j.phase
+            j.pid,
+            j.started,
+            j.phase.name()
         ));
     }
     for l in &st.leftover_shadows {
