@@ -3368,3 +3368,36 @@ fn a_new_live_view_socket_under_server_level_upgrade_headers_goes_live() {
         "{run}"
     );
 }
+
+/// r15 v F2: a Node app serves its pages and its WebSockets on `/`. Last-good's `/` passed
+/// `Upgrade` on, so it was checked with the handshake alone: moving it to a server that speaks
+/// only WebSocket was "verified" (101) while every page view got nginx's 502. Its pages are
+/// asked beside the handshake: refused, and the pages still answer.
+#[test]
+fn a_location_serving_pages_and_websockets_is_checked_for_both() {
+    let ip = unique_loopback();
+    let node = WebSocketBackend::start_with_pages(SocketAddr::new(ip, 0), "node page");
+    let ws = WebSocketBackend::start(SocketAddr::new(ip, 0));
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |to: SocketAddr| {
+        format!(
+            "server {{ listen {listen}; server_name n.test; location / {{ proxy_pass http://{to}; \
+             proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; \
+             proxy_set_header Connection \"upgrade\"; }} }}"
+        )
+    };
+    let n = TestNginx::start(&site(node.addr));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let page = || http_get(listen, "n.test", "/").ok();
+    assert_eq!(page(), Some((200, "node page".into())));
+    n.write_http(&site(ws.addr));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert_eq!(
+        page(),
+        Some((200, "node page".into())),
+        "not reloaded: {run}"
+    );
+    assert_eq!(handshake_status(listen, "n.test", "/"), Some(101));
+}

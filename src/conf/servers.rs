@@ -349,7 +349,13 @@ fn passes_upgrade(headers: &[&Directive]) -> bool {
 /// every location; an app's `/` answers a handshake with its own 400, which its browsers
 /// never send it.
 fn websocket_endpoint(own: &[Directive], path: &str) -> bool {
-    let writes = |dirs: &[Directive]| passes_upgrade(&dirs.iter().collect::<Vec<_>>());
+    passes_upgrade(&own.iter().collect::<Vec<_>>()) || socket_path(path)
+}
+
+/// Whether a location's path names a WebSocket endpoint by a word of its own (`/ws/`,
+/// `/socket.io/`, `/cable`, `/live`): one that is not (`/`, `/app/`) may serve pages beside
+/// its sockets.
+pub fn socket_path(path: &str) -> bool {
     let word = |w: &str| {
         matches!(
             w,
@@ -366,10 +372,9 @@ fn websocket_endpoint(own: &[Directive], path: &str) -> bool {
         ) || w.contains("socket")
             || w.contains("realtime")
     };
-    writes(own)
-        || (path.to_ascii_lowercase())
-            .split(|c: char| !c.is_ascii_alphanumeric())
-            .any(word)
+    (path.to_ascii_lowercase())
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .any(word)
 }
 
 /// `ssl_verify_client` in `dirs`: `on` asks every client for a certificate (the directive's

@@ -602,6 +602,9 @@ enum Route<'a> {
     HostMap(&'a str),
     /// A Host no `server_name` matches, for the default server of this listen.
     Default(&'a str),
+    /// A plain request beside the WebSocket handshake, to a location that passes `Upgrade`
+    /// on at a path that is no socket's alone (`/` of a Node app): its pages.
+    Pages,
     /// A `map` on the path routes this path elsewhere: the map's branch (`map $pool /api/`).
     PathMap(&'a str),
     /// A capture of the server's regex name picks the upstream (`server_name
@@ -673,6 +676,7 @@ impl Candidate<'_> {
             Route::HostMap(var) => what.push_str(&format!(", Host routed by map ${var}")),
             Route::Default(listen) => what.push_str(&format!(", default server of {listen}")),
             Route::PathMap(branch) => what.push_str(&format!(", path routed by {branch}")),
+            Route::Pages => what.push_str(", its pages"),
             Route::NameCapture => {
                 what.push_str(", Host routed by a capture of its regex server_name")
             }
@@ -706,7 +710,8 @@ impl Candidate<'_> {
         // speaks only HTTP/2 on a plaintext `http2` listen (no Upgrade there); over TLS, ALPN
         // lets HTTP/1.1 through.
         let http2_only = speak.http2 && !speak.ssl;
-        if (loc.websocket_endpoint || was_websocket) && !http2_only {
+        let pages = self.route == Route::Pages;
+        if (loc.websocket_endpoint || was_websocket) && !http2_only && !pages {
             for (name, value) in WEBSOCKET_HANDSHAKE {
                 headers.push((name.to_string(), value.to_string()));
             }
@@ -942,6 +947,16 @@ fn candidates<'a>(
     }
     for &loc in &locations {
         out.push(make(first_listen, first_addr, &first_host, loc));
+    }
+    // A location that may upgrade at a path that is no socket's alone serves pages too: they
+    // are asked beside the handshake (a plain request its check would not otherwise make).
+    for &(location, path) in &locations {
+        if location.websocket && !crate::conf::servers::socket_path(&location.path) {
+            out.push(Candidate {
+                route: Route::Pages,
+                ..make(first_listen, first_addr, &first_host, (location, path))
+            });
+        }
     }
     // The Hosts the checks above send; a map key routed elsewhere gets its own.
     let own = match &first_host {

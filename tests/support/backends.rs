@@ -261,6 +261,27 @@ fn answer_socket_io(c: &mut dyn ReadWrite, _name: &str) {
     let _ = c.flush();
 }
 
+/// A Node app: its page (200, its name) to a plain request, `101 Switching Protocols` to a
+/// WebSocket handshake on the same path (see [`answer_websocket_only`]).
+fn answer_page_and_websocket(c: &mut dyn ReadWrite, name: &str) {
+    let req = read_request(c);
+    let text = String::from_utf8_lossy(&req).to_ascii_lowercase();
+    if text.contains("upgrade: websocket") {
+        let _ = c.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+        );
+        let _ = c.flush();
+        return;
+    }
+    let _ = write!(
+        c,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
+        name.len()
+    );
+    let _ = c.flush();
+}
+
 /// A backend that speaks only WebSocket (see [`answer_websocket_only`]).
 pub struct WebSocketBackend {
     pub addr: SocketAddr,
@@ -273,6 +294,16 @@ impl WebSocketBackend {
         WebSocketBackend {
             addr: l.local_addr().expect("local addr"),
             _server: Server::run(Bound::Tcp(l), answer_websocket_only, String::new()),
+        }
+    }
+
+    /// A Node app on `addr` serving pages and WebSockets on every path (see
+    /// [`answer_page_and_websocket`]).
+    pub fn start_with_pages(addr: SocketAddr, name: &str) -> WebSocketBackend {
+        let l = TcpListener::bind(addr).expect("bind Node backend");
+        WebSocketBackend {
+            addr: l.local_addr().expect("local addr"),
+            _server: Server::run(Bound::Tcp(l), answer_page_and_websocket, name.to_string()),
         }
     }
 
