@@ -3401,3 +3401,44 @@ fn a_location_serving_pages_and_websockets_is_checked_for_both() {
     );
     assert_eq!(handshake_status(listen, "n.test", "/"), Some(101));
 }
+
+/// r14 t F5: a pool whose primary is a listen the same change adds to nginx itself (an
+/// internal vhost), with a `backup` that is down. The primary's refused connect is nginx's own
+/// listen, opened at the reload (a warning), but the backup was then judged as the pool's
+/// only live member: refused, where a plain reload serves. The backup matters only when that
+/// primary fails, and the checks through it say whether it answers: live, and served.
+#[test]
+fn a_down_backup_beside_a_primary_that_is_nginxs_own_new_listen_goes_live() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let (front, inner, dead) = (
+        SocketAddr::new(ip, free_port(ip)),
+        SocketAddr::new(ip, free_port(ip)),
+        SocketAddr::new(ip, free_port(ip)),
+    );
+    let site = |pass: &str, extra: &str| {
+        format!(
+            "{extra} server {{ listen {front}; server_name f.test; \
+             location / {{ proxy_pass {pass}; }} }}"
+        )
+    };
+    let n = TestNginx::start(&site(&format!("http://{}", app.host_port()), ""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site(
+        "http://tier",
+        &format!(
+            "upstream tier {{ server {inner}; server {dead} backup; }} \
+             server {{ listen {inner}; server_name i.test; \
+             location / {{ proxy_pass http://{}; }} }}",
+            app.host_port()
+        ),
+    ));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert_eq!(
+        http_get(front, "f.test", "/").ok(),
+        Some((200, "app".into())),
+        "{run}"
+    );
+}

@@ -31,6 +31,10 @@ pub enum Cause {
     PreExisting,
     /// One of the candidate's own listens: nginx opens it at the reload.
     OwnListen,
+    /// A `backup` server of a pool whose primary servers include one of the candidate's own
+    /// listens: nginx sends it requests only when those fail, and the checks through them say
+    /// whether they answer.
+    BesideOwnListen,
     /// An upstream member no `*_pass` reaches, and last-good did not have it (or there is no
     /// last-good): nginx sends it no request, so no client gets its failure.
     Unused,
@@ -83,6 +87,51 @@ pub fn apply(results: &mut [ProbeResult], impact: &Impact, new: &Routes, old: Op
         if let Some(h) = s.hint {
             r.hints.insert(0, h);
         }
+    }
+    beside_own_listens(results);
+}
+
+/// A failing `backup` server whose every pool has a primary that is one of the candidate's
+/// own listens is a warning: that primary is nginx itself once the reload opens it, so the
+/// pool was judged as if it had no live primary; the checks through it decide.
+fn beside_own_listens(results: &mut [ProbeResult]) {
+    let pool = |x: &crate::conf::targets::Reference| {
+        Some((x.context, x.upstream.as_deref()?.to_ascii_lowercase()))
+    };
+    let own: HashSet<_> = (results.iter())
+        .filter(|r| r.cause == Some(Cause::OwnListen))
+        .flat_map(|r| r.references.iter().filter(|x| !x.down && !x.backup))
+        .filter_map(pool)
+        .collect();
+    if own.is_empty() {
+        return;
+    }
+    for r in results
+        .iter_mut()
+        .filter(|r| r.severity == Severity::Failure)
+    {
+        let live: Vec<_> = r.references.iter().filter(|x| !x.down).collect();
+        let pools: Option<Vec<_>> = live.iter().map(|x| pool(x)).collect();
+        let Some(pools) = pools.filter(|p| !p.is_empty()) else {
+            continue;
+        };
+        if !live.iter().all(|x| x.backup) || !pools.iter().all(|p| own.contains(p)) {
+            continue;
+        }
+        let names: Vec<&str> = pools.iter().map(|(_, n)| n.as_str()).collect();
+        r.severity = Severity::Warning;
+        r.cause = Some(Cause::BesideOwnListen);
+        r.hints.insert(
+            0,
+            Hint::new(format!(
+                "{} is a backup server and does not answer; upstream {} has a primary server \
+                 that is nginx's own listen in this configuration, which nginx opens at the \
+                 reload: the backup matters only when that fails, and the checks through it \
+                 say whether it answers",
+                r.target,
+                names.join(", ")
+            )),
+        );
     }
 }
 
