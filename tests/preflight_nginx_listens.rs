@@ -284,3 +284,35 @@ fn a_stream_listen_left_is_said() {
     std::io::Read::read_to_string(&mut s, &mut body).expect("read");
     assert_eq!(body, "tcp");
 }
+
+/// r15 w F3: a TCP stream server gains `listen ... udp` while its backend has no UDP socket.
+/// Last-good used the backend from the same server, so its failing UDP probe was taken for
+/// one that was there before ("already down before this change"): live, and every datagram
+/// went unanswered. Datagrams are a use of their own: refused, and TCP still answers.
+#[test]
+fn a_udp_listen_added_to_a_tcp_stream_server_whose_backend_has_no_udp_is_refused() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let port = free_port(ip);
+    let tcp = SocketAddr::new(ip, port);
+    let stream = format!("server {{ listen {tcp}; proxy_pass {}; }}", app.host_port());
+    let n = TestNginx::builder().stream(&stream).start();
+    let sr = SafeReload::new(&n);
+    sr.init();
+    let candidate = n.render("").replace(
+        &stream,
+        &format!(
+            "server {{ listen {tcp}; listen {tcp} udp; proxy_pass {}; }}",
+            app.host_port()
+        ),
+    );
+    std::fs::write(&n.conf, candidate).expect("write nginx.conf");
+    let workers = n.ready_workers();
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert_eq!(n.ready_workers(), workers, "nginx was not signalled: {run}");
+    assert_eq!(
+        http_get(tcp, "s.test", "/").ok().map(|a| a.1),
+        Some("app".into())
+    );
+}

@@ -3,7 +3,8 @@
 //! against what the change did to that target's uses.
 //!
 //! A use is a `*_pass` reference of a target placed in the server (and the `location`/`if`
-//! blocks) that holds it, with the directive, its scheme (and a stream `proxy_ssl`), its `*_next_upstream` setting and,
+//! blocks) that holds it, with the directive, its scheme (and a stream `proxy_ssl`), whether
+//! it carries datagrams, its `*_next_upstream` setting and,
 //! for a pass through an `upstream` block, that block's content: a use is the same in both
 //! trees only when all of that is. Servers are named as `impact` names them (listens and
 //! names), so a use in last-good and in the candidate compare across files and lines. Each
@@ -137,7 +138,14 @@ impl Routes {
                         continue;
                     };
                     let mut h = DefaultHasher::new();
-                    let how = (r.directive.as_str(), r.scheme.map(Name::as_str), r.ssl);
+                    // Datagrams are another use than connections: a `listen ... udp` added to a
+                    // TCP stream server sends its backend what it never got.
+                    let how = (
+                        r.directive.as_str(),
+                        r.scheme.map(Name::as_str),
+                        r.ssl,
+                        (r.udp, r.also_udp),
+                    );
                     (&t.address, id, blocks, how, &pool, next.error, next.timeout).hash(&mut h);
                     let key = h.finish();
                     out.keys.insert(key);
