@@ -365,9 +365,15 @@ struct Observed {
     done: bool,
 }
 
+/// Whether `master` still runs as an nginx master (not gone, not a zombie, not another
+/// program that took its pid).
+pub fn master_alive(master: &Master) -> bool {
+    Proc::read(master.pid)
+        .is_some_and(|p| p.state != 'Z' && p.title.starts_with("nginx: master process"))
+}
+
 fn observe(master: &Master, before: &[Worker], expected: Option<usize>) -> Observed {
-    let master_alive = Proc::read(master.pid)
-        .is_some_and(|p| p.state != 'Z' && p.title.starts_with("nginx: master process"));
+    let master_alive = master_alive(master);
     let now = workers(master);
     let is_old = |w: &Worker| {
         before

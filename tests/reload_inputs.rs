@@ -334,3 +334,25 @@ fn a_rollback_through_a_reload_command_that_exits_nonzero_is_proven_too() {
     assert_eq!(sr.last_good(), Some(last_good));
     assert!(!sr.state.join("journal.json").exists(), "{run}");
 }
+
+/// r14 u F3: nginx stops while the reload command runs (its unit stopped by someone else).
+/// The run said "nginx began a reload all the same: it is proven from its processes" of an
+/// nginx that was not running. It says nginx is not running any more, and exits 4: an
+/// operator must start it (last-good's files are on disk for it).
+#[test]
+fn nginx_stopped_while_the_reload_command_runs_is_said_to_be_stopped() {
+    let site = Edited::start();
+    site.sr.write_settings("reload-timeout = \"2s\"\n");
+    let pid = site.nginx.master_pid();
+    let cmd = format!(
+        "sh -c 'kill -QUIT {pid}; while kill -0 {pid} 2>/dev/null; do sleep 0.05; done; exit 1'"
+    );
+    let run = site.sr.run(&["-y", "--reload-cmd", &cmd]);
+    run.expect(4);
+    assert!(
+        run.stderr.contains("nginx is not running any more")
+            && !run.stderr.contains("began a reload all the same"),
+        "{run}"
+    );
+    assert!(!alive(pid), "nginx stopped");
+}

@@ -200,10 +200,17 @@ impl Transaction<'_> {
                     sent: false,
                 });
             }
-            report.notes.push(format!(
-                "{e}
-nginx began a reload all the same: it is proven from its processes"
-            ));
+            let then = match reload::master_alive(&self.master) {
+                true => {
+                    "nginx began a reload all the same: it is proven from its processes".to_string()
+                }
+                false => format!(
+                    "nginx is not running any more: its master process {} is gone (stopped \
+                     while the run reloaded it)",
+                    self.master.pid
+                ),
+            };
+            report.notes.push(format!("{e}\n{then}"));
         }
         let proof = reload::prove_with(
             &self.master,
