@@ -107,6 +107,19 @@ fn a_full_state_dir_stops_the_run_before_nginx_is_touched() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 
+/// `reload -y` of what is on disk, the state directory's file system filled where the run
+/// stops itself at `point`: its output, and the filler to remove.
+fn reload_filling_at(site: &Site, fs: &Tmpfs, point: &str) -> (std::process::Output, PathBuf) {
+    let mut run = site.spawn_paused(&["reload", "-y"], point);
+    if !run.wait_stopped(Duration::from_secs(20)) {
+        let out = run.finish(Duration::from_secs(5));
+        panic!("the run never reached {point}: {}", text(&out));
+    }
+    let filler = fill(fs.path());
+    run.resume();
+    (run.finish(Duration::from_secs(30)), filler)
+}
+
 /// r14 u F1: the state directory fills up while the reloaded change is verified. The journal
 /// write failed, the run stopped with exit 2 ("usage or environment error", what a script
 /// reads as "nothing happened") and nginx kept serving the broken change. A journal phase
@@ -118,14 +131,7 @@ fn a_state_dir_that_fills_up_after_the_signal_still_rolls_a_broken_change_back()
         return;
     };
     site.nginx.write_http(&site.bad_http());
-    let mut run = site.spawn_paused(&["reload", "-y"], "signal-sent");
-    assert!(
-        run.wait_stopped(Duration::from_secs(20)),
-        "the run never signalled nginx"
-    );
-    let filler = fill(fs.path());
-    run.resume();
-    let out = run.finish(Duration::from_secs(30));
+    let (out, filler) = reload_filling_at(&site, &fs, "signal-sent");
     let said = text(&out);
     assert_eq!(out.status.code(), Some(3), "{said}");
     assert!(said.contains("could not record the run's phase"), "{said}");
@@ -144,14 +150,7 @@ fn a_state_dir_that_fills_up_before_a_verified_change_is_recorded_leaves_it_to_t
     let before = site.last_good_id();
     let changed = format!("{}\n# a harmless edit", site.good_http());
     site.nginx.write_http(&changed);
-    let mut run = site.spawn_paused(&["reload", "-y"], "recheck-after-verify");
-    assert!(
-        run.wait_stopped(Duration::from_secs(20)),
-        "the run never verified the change"
-    );
-    let filler = fill(fs.path());
-    run.resume();
-    let out = run.finish(Duration::from_secs(30));
+    let (out, filler) = reload_filling_at(&site, &fs, "recheck-after-verify");
     let said = text(&out);
     assert_eq!(out.status.code(), Some(0), "{said}");
     assert!(said.contains("recording it as last-good failed"), "{said}");
@@ -180,14 +179,7 @@ fn a_state_dir_that_fills_up_during_the_snapshot_leaves_no_journal() {
         site.good_http(),
         "# a harmless edit\n".repeat(200)
     ));
-    let mut run = site.spawn_paused(&["reload", "-y"], "snapshot-object");
-    if !run.wait_stopped(Duration::from_secs(20)) {
-        let out = run.finish(Duration::from_secs(5));
-        panic!("the run never stored an object: {}", text(&out));
-    }
-    let filler = fill(fs.path());
-    run.resume();
-    let out = run.finish(Duration::from_secs(30));
+    let (out, filler) = reload_filling_at(&site, &fs, "snapshot-object");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_eq!(site.nginx.worker_pids(), workers, "nginx was signalled");
     let (_, doc) = site.status();

@@ -18,6 +18,19 @@ const FASTCGI: &str = "fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_scri
      fastcgi_param REQUEST_METHOD $request_method; \
      fastcgi_param QUERY_STRING $query_string;";
 
+/// The lines a location passes WebSocket handshakes on with.
+const UPGRADE: &str = "proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; \
+     proxy_set_header Connection \"upgrade\";";
+
+/// `io.test` on `listen`: `location /` to `app`, `extra`, then `socket` (a location key such
+/// as `/socket.io/` or `~ ^/(ws|socket\.io)/`) to the WebSocket server `ws` with [`UPGRADE`].
+fn socket_site(listen: SocketAddr, app: &str, extra: &str, socket: &str, ws: SocketAddr) -> String {
+    format!(
+        "server {{ listen {listen}; server_name io.test; location / {{ proxy_pass http://{app}; }} \
+         {extra} location {socket} {{ proxy_pass http://{ws}; {UPGRADE} }} }}"
+    )
+}
+
 /// A document root php-fpm's worker (`nobody`) can read, holding `index.php`.
 fn php_root() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -3031,8 +3044,6 @@ fn websocket_headers_moved_to_the_server_level_go_live() {
     let app = HttpBackend::start_refusing_upgrades(SocketAddr::new(ip, 0), "app");
     let ws = WebSocketBackend::start(SocketAddr::new(ip, 0));
     let listen = SocketAddr::new(ip, free_port(ip));
-    const UPGRADE: &str = "proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; \
-                           proxy_set_header Connection \"upgrade\";";
     let site = |server: &str, location: &str| {
         format!(
             "server {{ listen {listen}; server_name w.test; {server} \
@@ -3206,16 +3217,7 @@ fn a_new_regex_location_that_takes_a_sockets_paths_is_refused() {
     let app = HttpBackend::start_refusing_upgrades(SocketAddr::new(ip, 0), "app");
     let ws = WebSocketBackend::start(SocketAddr::new(ip, 0));
     let listen = SocketAddr::new(ip, free_port(ip));
-    let site = |extra: &str| {
-        format!(
-            "server {{ listen {listen}; server_name io.test; \
-             location / {{ proxy_pass http://{a}; }} {extra} \
-             location /socket.io/ {{ proxy_pass http://{w}; proxy_http_version 1.1; \
-             proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"; }} }}",
-            a = app.host_port(),
-            w = ws.addr
-        )
-    };
+    let site = |extra: &str| socket_site(listen, &app.host_port(), extra, "/socket.io/", ws.addr);
     let n = TestNginx::start(&site(""));
     let sr = SafeReload::new(&n);
     sr.init();
@@ -3244,13 +3246,12 @@ fn a_location_that_takes_a_websocket_regexs_second_branch_is_refused() {
     let ws = WebSocketBackend::start(SocketAddr::new(ip, 0));
     let listen = SocketAddr::new(ip, free_port(ip));
     let site = |extra: &str| {
-        format!(
-            "server {{ listen {listen}; server_name io.test; \
-             location / {{ proxy_pass http://{a}; }} {extra} \
-             location ~ ^/(ws|socket\\.io)/ {{ proxy_pass http://{w}; proxy_http_version 1.1; \
-             proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection \"upgrade\"; }} }}",
-            a = app.host_port(),
-            w = ws.addr
+        socket_site(
+            listen,
+            &app.host_port(),
+            extra,
+            "~ ^/(ws|socket\\.io)/",
+            ws.addr,
         )
     };
     let n = TestNginx::start(&site(""));
@@ -3281,8 +3282,6 @@ fn a_socket_io_location_is_checked_with_its_clients_handshake() {
     let plain_ws = WebSocketBackend::start(SocketAddr::new(ip, 0));
     let io = WebSocketBackend::start_socket_io(SocketAddr::new(ip, 0));
     let listen = SocketAddr::new(ip, free_port(ip));
-    const UPGRADE: &str = "proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; \
-                           proxy_set_header Connection \"upgrade\";";
     let site = |to: SocketAddr, headers: &str| {
         format!(
             "server {{ listen {listen}; server_name io.test; \

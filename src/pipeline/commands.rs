@@ -362,12 +362,22 @@ pub fn status(s: &Settings, report: &mut Report) -> Result<Exit> {
 /// about to signal it: the run's own reload (or its rollback's), which `recover` verifies or
 /// undoes. `None` when the run had not signalled nginx, or nginx loaded before the run began.
 fn own_reload(j: &crate::store::JournalRecord, master: &crate::reload::Master) -> Option<String> {
-    let loaded = crate::reload::loaded_at(master)?;
-    let started = humantime::parse_rfc3339(&j.started).ok()?;
+    let (loaded, started) = loaded_and_started(j, master)?;
     // The journal's start is to the second; the workers' start to the tick.
     let began = started.checked_sub(std::time::Duration::from_secs(1))?;
     (j.phase.nginx_touched() && loaded >= began)
         .then(|| humantime::format_rfc3339_seconds(loaded).to_string())
+}
+
+/// When nginx loaded the configuration it runs, and when the run of journal `j` began (to
+/// the second, as the journal writes it).
+fn loaded_and_started(
+    j: &crate::store::JournalRecord,
+    master: &crate::reload::Master,
+) -> Option<(std::time::SystemTime, std::time::SystemTime)> {
+    let loaded = crate::reload::loaded_at(master)?;
+    let started = humantime::parse_rfc3339(&j.started).ok()?;
+    Some((loaded, started))
 }
 
 /// `rollback [ID]`: put a snapshot's files back, then the normal pipeline; if that refuses the
@@ -848,10 +858,8 @@ fn finish_rollback(
     drop(config);
     // nginx loaded what it runs before the run began (the journal's start is to the second,
     // the run began in it or after): the run's signal had not reached it.
-    let started = humantime::parse_rfc3339(&j.started).ok();
     let before_load = j.phase == JournalPhase::Signalled
-        && (crate::reload::loaded_at(&master).zip(started))
-            .is_some_and(|(loaded, began)| loaded < began);
+        && loaded_and_started(j, &master).is_some_and(|(loaded, began)| loaded < began);
     let why = match j.phase {
         JournalPhase::Signalled if before_load => format!(
             "{KILLED_BEFORE_LOAD} loaded snapshot {} (its workers are older than the run): \

@@ -28,7 +28,7 @@ use super::{Hint, ProbeOptions, ProbeResult, RequestResolver, Severity, Status};
 use crate::conf::targets::{Context, Name};
 
 /// An upstream block, as nginx names it: per context, names compare case-insensitively.
-type Pool = (Context, String);
+pub(super) type Pool = (Context, String);
 
 /// A failing pool member nginx passes requests past: what the diagnosis of it may say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub fn apply(results: &mut [ProbeResult], opts: &ProbeOptions) -> Vec<Option<Fai
 }
 
 /// Every live reference of the target is a `backup` server.
-fn is_backup(r: &ProbeResult) -> bool {
+pub(super) fn is_backup(r: &ProbeResult) -> bool {
     let mut live = r
         .references
         .iter()
@@ -127,7 +127,7 @@ fn answering_members(results: &[ProbeResult]) -> HashMap<Pool, Vec<String>> {
 
 /// The upstream blocks the target is a live (not `down`) member of, and whether some live
 /// reference uses it directly (a `*_pass` naming it: no sibling to fail over to).
-fn uses(r: &ProbeResult) -> (Vec<Pool>, bool) {
+pub(super) fn uses(r: &ProbeResult) -> (Vec<Pool>, bool) {
     let mut direct = false;
     let mut out = Vec::new();
     for reference in r.references.iter().filter(|x| !x.down) {

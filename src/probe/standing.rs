@@ -95,13 +95,11 @@ pub fn apply(results: &mut [ProbeResult], impact: &Impact, new: &Routes, old: Op
 /// own listens is a warning: that primary is nginx itself once the reload opens it, so the
 /// pool was judged as if it had no live primary; the checks through it decide.
 fn beside_own_listens(results: &mut [ProbeResult]) {
-    let pool = |x: &crate::conf::targets::Reference| {
-        Some((x.context, x.upstream.as_deref()?.to_ascii_lowercase()))
-    };
-    let own: HashSet<_> = (results.iter())
+    use super::policy::{is_backup, uses, Pool};
+    let own: HashSet<Pool> = (results.iter())
         .filter(|r| r.cause == Some(Cause::OwnListen))
         .flat_map(|r| r.references.iter().filter(|x| !x.down && !x.backup))
-        .filter_map(pool)
+        .filter_map(|x| Some((x.context, x.upstream.as_deref()?.to_ascii_lowercase())))
         .collect();
     if own.is_empty() {
         return;
@@ -110,12 +108,8 @@ fn beside_own_listens(results: &mut [ProbeResult]) {
         .iter_mut()
         .filter(|r| r.severity == Severity::Failure)
     {
-        let live: Vec<_> = r.references.iter().filter(|x| !x.down).collect();
-        let pools: Option<Vec<_>> = live.iter().map(|x| pool(x)).collect();
-        let Some(pools) = pools.filter(|p| !p.is_empty()) else {
-            continue;
-        };
-        if !live.iter().all(|x| x.backup) || !pools.iter().all(|p| own.contains(p)) {
+        let (pools, direct) = uses(r);
+        if direct || !is_backup(r) || !pools.iter().all(|p| own.contains(p)) {
             continue;
         }
         let names: Vec<&str> = pools.iter().map(|(_, n)| n.as_str()).collect();

@@ -207,18 +207,24 @@ fn answer_websocket_only(c: &mut dyn ReadWrite, _name: &str) {
     let req = read_request(c);
     let text = String::from_utf8_lossy(&req).to_ascii_lowercase();
     if text.contains("upgrade: websocket") {
-        let _ = c.write_all(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
-        );
-        let _ = c.flush();
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        let mut buf = [0u8; 256];
-        while std::time::Instant::now() < deadline {
-            match c.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
+        switch_protocols(c);
+    }
+}
+
+/// Answer a WebSocket handshake with `101 Switching Protocols` and hold the connection open
+/// until the peer closes or 2 s pass.
+fn switch_protocols(c: &mut dyn ReadWrite) {
+    let _ = c.write_all(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+    );
+    let _ = c.flush();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut buf = [0u8; 256];
+    while std::time::Instant::now() < deadline {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
         }
     }
 }
@@ -236,19 +242,7 @@ fn answer_socket_io(c: &mut dyn ReadWrite, _name: &str) {
     if line.contains("EIO=4") && line.contains("transport=websocket") {
         let text = String::from_utf8_lossy(&req).to_ascii_lowercase();
         if text.contains("upgrade: websocket") {
-            let _ = c.write_all(
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                  Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
-            );
-            let _ = c.flush();
-            let mut buf = [0u8; 256];
-            let deadline = std::time::Instant::now() + Duration::from_secs(2);
-            while std::time::Instant::now() < deadline {
-                match c.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
+            switch_protocols(c);
             return;
         }
     }
@@ -267,11 +261,7 @@ fn answer_page_and_websocket(c: &mut dyn ReadWrite, name: &str) {
     let req = read_request(c);
     let text = String::from_utf8_lossy(&req).to_ascii_lowercase();
     if text.contains("upgrade: websocket") {
-        let _ = c.write_all(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
-        );
-        let _ = c.flush();
+        switch_protocols(c);
         return;
     }
     let _ = write!(
