@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 mod affected;
 mod h2c;
 pub(crate) mod hosts;
+pub mod samples;
 mod select;
 mod tls;
 

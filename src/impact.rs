@@ -339,6 +339,20 @@ pub struct Impact {
 }
 
 impl Impact {
+    /// The `upstream` blocks the change edits, adds or removes, by name (lowercase), each
+    /// once: the ones an affected server's requests go through, and the ones none does.
+    pub fn upstreams_changed(&self) -> Vec<String> {
+        let reasons = (self.affected.iter().flat_map(|a| a.reasons.iter()))
+            .chain(self.outside_servers.iter());
+        let mut out: Vec<String> = reasons
+            .filter_map(|r| r.what.strip_prefix("upstream "))
+            .map(str::to_ascii_lowercase)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The addresses the change leaves no server on where it removes two servers or more,
     /// every one of them on those addresses (an include that matches nothing any more), when
     /// that is so.

@@ -3441,3 +3441,66 @@ fn a_down_backup_beside_a_primary_that_is_nginxs_own_new_listen_goes_live() {
         "{run}"
     );
 }
+
+/// A pool member the change adds at weight 1 beside one at weight 10, that answers 500 to
+/// every request (or never answers), with no shadow to ask the pool again (`--no-shadow`):
+/// verification's one request reached the member that worked, and the run said "verified"
+/// while one client in eleven got the canary's 500, or waited for it (r15 w F2). The pool
+/// the change edits is now asked again before the signal and after the reload: rolled back,
+/// and every client gets the app afterwards. A healthy canary goes live (control), and both
+/// servers then answer.
+#[test]
+fn a_failing_canary_added_to_a_pool_without_the_shadow_is_rolled_back() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let erring = StatusBackend::start(SocketAddr::new(ip, 0), 500);
+    let silent = HttpBackend::start_slow(
+        SocketAddr::new(ip, 0),
+        "silent",
+        std::time::Duration::from_secs(3),
+    );
+    let healthy = HttpBackend::start(SocketAddr::new(ip, 0), "canary");
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |canary: Option<String>| {
+        let canary = canary.map_or(String::new(), |c| format!("server {c} weight=1;"));
+        format!(
+            "upstream pool {{ server {} weight=10; {canary} }}\n\
+             server {{ listen {listen}; server_name p.test; \
+             location / {{ proxy_pass http://pool; proxy_read_timeout 5s; }} }}",
+            app.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(None));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    for (canary, why) in [
+        (
+            erring.addr.to_string(),
+            "answers failed (HTTP 500) when asked again",
+        ),
+        (silent.host_port(), "answers failed (read: timed out"),
+    ] {
+        n.write_http(&site(Some(canary)));
+        let run = sr.run(&["-y", "--no-shadow", "--health-timeout", "500ms"]);
+        run.expect(3);
+        assert!(run.to_string().contains(why), "{run}");
+        assert!(run.to_string().contains("through upstream pool"), "{run}");
+        for _ in 0..22 {
+            assert_eq!(
+                http_get(listen, "p.test", "/").ok(),
+                Some((200, "app".into()))
+            );
+        }
+    }
+    n.write_http(&site(Some(healthy.host_port())));
+    let run = sr.run(&["-y", "--no-shadow", "--health-timeout", "500ms"]);
+    run.expect(0);
+    let bodies: Vec<String> = (0..22)
+        .map(|_| http_get(listen, "p.test", "/").expect("GET").1)
+        .collect();
+    assert!(
+        bodies.iter().all(|b| b == "app" || b == "canary"),
+        "{bodies:?}"
+    );
+    assert!(bodies.iter().any(|b| b == "canary"), "{bodies:?}");
+}

@@ -902,6 +902,7 @@ fn finish_rollback(
         // No probe ran: every upstream error in the log counts.
         expected_down: Vec::new(),
         prepared: None,
+        pools: None,
         // What ran before the kill is not known to be good: nothing to compare with.
         running: Running::Unverified,
     };

@@ -19,6 +19,7 @@ use crate::conf::Config;
 use crate::diff::{self, ConfigDiff, FileSet};
 use crate::error::{Error, Result};
 use crate::exit::Exit;
+use crate::health::samples::AroundReload;
 use crate::impact;
 use crate::output::Printer;
 use crate::probe::netstat;
@@ -476,6 +477,11 @@ pub fn reload_locked(
     // From here on the run needs the files (for the snapshot), the servers (for health
     // checks) and what `Watch` takes; the directive tree and the targets are dropped.
     let watch = Watch::of(&env, &insp.config);
+    // Where the shadow asked no pool again (off, not started), verification does.
+    let sampled = (report.shadow.as_ref()).is_some_and(|r| r.ready.is_some());
+    let pools = (!sampled)
+        .then(|| AroundReload::of(&insp.config, impact.upstreams_changed(), watch.workers))
+        .flatten();
     let candidate_paths: Vec<PathBuf> = insp.config.paths().map(Path::to_path_buf).collect();
     let Inspection {
         config:
@@ -542,6 +548,7 @@ pub fn reload_locked(
         },
         expected_down,
         prepared: Some(Prepared { plan, baseline }),
+        pools,
     };
     tx.run(report)
 }

@@ -10,6 +10,7 @@ use crate::conf::{Config, Server};
 use crate::error::{Error, Result};
 use crate::errorlog::{Cursors, Sight};
 use crate::exit::Exit;
+use crate::health::samples::AroundReload;
 use crate::health::{self, Check, HealthOptions, HealthReport, Known, Plan};
 use crate::nginx;
 use crate::pipeline::env::Env;
@@ -51,6 +52,9 @@ pub struct Transaction<'a> {
     pub expected_down: Vec<String>,
     /// The checks and the baseline, when worked out before; else both are made in `run`.
     pub prepared: Option<Prepared>,
+    /// The pools the change edits, asked again before the signal and after the reload where
+    /// no shadow asked them (see [`AroundReload`]).
+    pub pools: Option<AroundReload>,
 }
 
 /// What the configuration nginx runs before the signal is to the change.
@@ -334,6 +338,13 @@ impl Transaction<'_> {
             (Running::Baseline, None) => self.baseline(&checks, report),
             (Running::Unverified, _) => Baseline::unknown(),
         };
+        let mut pools = self
+            .pools
+            .take()
+            .filter(|_| self.running == Running::Baseline);
+        if let (Some(pools), Some(window)) = (pools.as_mut(), report.baseline.as_ref()) {
+            pools.before(&checks, window, &self.health_options(), &self.watch.logs);
+        }
         let prior = self.store.journal()?.map(|r| r.phase);
         let candidate = self.candidate.id.clone();
         self.store.journal_update(|r| {
@@ -371,6 +382,15 @@ impl Transaction<'_> {
                 drift.describe()
             );
             return self.rollback(report, why, &baseline, &checks);
+        }
+        // One request through a pool the change edits most likely reached a server that
+        // worked before it: the pool is asked again, as the shadow would have asked it.
+        if let (Some(pools), Some(h)) = (&pools, attempt.health.as_mut()) {
+            if h.passed {
+                let t = Instant::now();
+                pools.after(h, &self.health_options(), &self.watch.logs);
+                report.step("pool samples", h.passed, t.elapsed(), None);
+            }
         }
         let mut verdict = verdict::after_reload(&baseline, attempt.health.as_ref(), &attempt.proof);
         if let Verdict::Keep(kept) = &mut verdict {

@@ -36,6 +36,11 @@ use super::differs::Differs;
 use super::Shadow;
 use crate::errorlog::{self, Cursors, Level, LogLine, UpstreamError};
 use crate::health::recent::{self, Serving};
+#[cfg(test)]
+use crate::health::samples::varied;
+use crate::health::samples::{
+    self, logged_for, path_may_vary, pool_of, MAX_RUNNING_SAMPLES, POOL_SAMPLES, SAMPLES,
+};
 use crate::health::{self, Check, CheckResult, HealthOptions};
 use crate::verdict::{self, Difference, Seen};
 
@@ -109,66 +114,6 @@ impl Sampled {
     }
 }
 
-/// How many more times a check is asked of each nginx, at least.
-pub const SAMPLES: usize = 8;
-
-/// How many times a check through a pool is asked again, at least: a hashed pool sends each
-/// request to a member picked by its query or source, and of two members, a new one that
-/// fails all it gets is then missed (fewer than two failures) about once in 3,800 runs at this
-/// count, where eight samples missed it once in 28.
-const POOL_SAMPLES: usize = 2 * SAMPLES;
-
-/// The `i`th sample of `c`: its path with a query parameter of its own (`safe-reload-sample=I`,
-/// after the query it has), so a pool hashed on the URI spreads the samples over its members.
-/// A gRPC call's path is its method, and stays.
-fn varied(c: &Check, i: usize, on_path: bool) -> Check {
-    let mut v = c.clone();
-    if v.grpc {
-        return v;
-    }
-    if on_path {
-        // A pool hashed on the path (`hash $host$uri`): the path gets a tail of its own, which
-        // still matches the prefix location the check stands for.
-        let (path, query) = v
-            .path
-            .split_once('?')
-            .map_or((v.path.as_str(), None), |(p, q)| (p, Some(q)));
-        let tail = if path.ends_with('/') { "" } else { "-" };
-        v.path = match query {
-            Some(q) => format!("{path}{tail}safe-reload-sample-{i}?{q}"),
-            None => format!("{path}{tail}safe-reload-sample-{i}"),
-        };
-        return v;
-    }
-    let sep = if v.path.contains('?') { '&' } else { '?' };
-    v.path = format!("{}{sep}safe-reload-sample={i}", v.path);
-    v
-}
-
-/// Whether a sample's path may get a tail of its own and still reach the location `c` stands
-/// for: a prefix location (`location /api/`, `location ^~ /static/`) or a server without
-/// locations; not an exact, regex or named location, nor a `--health` URL.
-fn path_may_vary(c: &Check) -> bool {
-    match c.what.strip_prefix("location ") {
-        Some(rest) => {
-            let first = rest.split_whitespace().next().unwrap_or("");
-            !matches!(first, "=" | "~" | "~*") && !first.starts_with('@')
-        }
-        None => c.what == "server" || (c.what.is_empty() && !c.at.is_empty()),
-    }
-}
-
-/// The most times a check is asked again through the shadow, whatever the pool's size.
-/// 256: a canary at weight 1 beside a member at weight 99 (one request in a hundred) is
-/// reached twice by twice the sum of the weights; at 64 one at one in 61 was reached once,
-/// and one failure decides nothing.
-const MAX_SAMPLES: usize = 256;
-
-/// The most times a check is asked of the running nginx when the shadow's samples failed:
-/// three times as many as the shadow's, up to this (the running nginx's backends serve
-/// clients).
-const MAX_RUNNING_SAMPLES: usize = 384;
-
 /// One request through the shadow reaches one server of a pool, and an answer that failed
 /// and then passed may be a pool's, not a flaky backend's. So a check that answered
 /// intermittently, and one check for each pool of more than one server (`pools`, see
@@ -192,39 +137,6 @@ pub fn sample(
 ) {
     // The shadow's and the running nginx's handshakes go to different places: one memo.
     let opts = &opts.for_window();
-    // At most [`SAMPLES`] requests in flight (fewer for a pool with `max_conns`, which nginx
-    // would answer 502 beyond them): a small `worker_connections` must not be what
-    // fails them. Each from its own loopback network (127.0.K.1): an `ip_hash` pool picks
-    // its server by the client's first three octets, so one address would reach one server.
-    // And each with a query of its own: a `hash $request_uri` (or `$args`) pool picks by it;
-    // a path of its own for a `hash $uri` pool.
-    // A `hash $uri` pool picks by the path alone: its samples vary the path (see [`varied`]).
-    let asked = |c: &Check, n: usize, limit: usize, on_path: bool| -> Vec<CheckResult> {
-        let (mut out, mut sent) = (Vec::with_capacity(n), 0);
-        while sent < n {
-            let wave = (n - sent).min(SAMPLES).min(limit.max(1));
-            let first = sent;
-            sent += wave;
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = (first..first + wave)
-                    .map(|i| {
-                        let from = std::net::Ipv4Addr::new(127, 0, (i % 250) as u8, 1);
-                        let c = varied(c, i, on_path);
-                        // A check of a `split_clients` share keeps the address that takes it;
-                        // behind `allow`/`deny` (or credentials) the check's own address, which
-                        // the allow-list lets through where 127.0.K.1 gets nginx's 403.
-                        let from = match c.gate.auth {
-                            true => c.source,
-                            false => Some(c.source.unwrap_or(from.into())),
-                        };
-                        scope.spawn(move || health::request_from(&c, opts, from))
-                    })
-                    .collect();
-                out.extend(handles.into_iter().filter_map(|h| h.join().ok()));
-            });
-        }
-        out
-    };
     let mut sampled_pools = HashSet::new();
     for c in checks.iter_mut() {
         if c.worse() || c.failed() {
@@ -244,7 +156,7 @@ pub fn sample(
             .map(|u| u.to_ascii_lowercase());
         let n = match (pool, dynamic) {
             (Some((name, size)), _) if sampled_pools.insert(name.to_string()) => {
-                (2 * size).clamp(POOL_SAMPLES, MAX_SAMPLES)
+                samples::for_pool(size)
             }
             (None, Some(pass)) if sampled_pools.insert(pass.clone()) => POOL_SAMPLES,
             _ if c.shadow.intermittent() => SAMPLES,
@@ -256,9 +168,9 @@ pub fn sample(
         let on_path = pool.is_some_and(|(name, _)| path_hashed.contains(name))
             && path_may_vary(&c.shadow.check);
         let mut shadow_log = Cursors::open(&[shadow.error_log()]);
-        let through_shadow = asked(&routed, n, limit, on_path);
+        let through_shadow = samples::ask(&routed, n, limit, on_path, opts);
         let (shadow_why, logged) =
-            sample_failures(&through_shadow, &mut shadow_log, &c.shadow, on_path);
+            samples::failures(&through_shadow, &mut shadow_log, &c.shadow, on_path);
         let shadow_failed = shadow_why.iter().flatten().count();
         let timed_out = through_shadow.iter().filter(|r| r.timed_out).count();
         c.samples_timed_out = (timed_out > 0).then_some((timed_out, through_shadow.len()));
@@ -276,18 +188,19 @@ pub fn sample(
         // request in five fails some of these too, where a server only the change has never
         // shows.
         let mut running_log = Cursors::open(running_logs);
-        let through_running = asked(
+        let through_running = samples::ask(
             &c.shadow.check.to_running(),
             (3 * n).min(MAX_RUNNING_SAMPLES),
             limit,
             on_path,
+            opts,
         );
         if through_running.iter().any(|r| r.refused) {
             // Nothing of the running nginx listens there: no answer to compare with.
             continue;
         }
         let (running_why, _) =
-            sample_failures(&through_running, &mut running_log, &c.shadow, on_path);
+            samples::failures(&through_running, &mut running_log, &c.shadow, on_path);
         c.sampled = Some(Sampled {
             asked: n,
             running_asked: through_running.len(),
@@ -296,55 +209,6 @@ pub fn sample(
             first_failure: shadow_why.into_iter().flatten().next(),
         });
     }
-}
-
-/// Why each of `samples` failed, `None` for one that did not (its answer failed, or is a 4xx
-/// or 5xx where the check's first answer, `first`, which passed, was not: a pool member that
-/// answers 500 to all it gets, see `health::worse_than`); and the upstream errors nginx logged
-/// for the samples' own requests (their `safe-reload-sample=I` query) where the backend hung
-/// up, reset, timed out or failed the TLS handshake after nginx had sent the request: failover
-/// hid them from the GET, and a POST gets 502 (unless a member the probe found failing is
-/// failed over by `non_idempotent`, which the running nginx's answer decides). A connect error
-/// to a peer that is down is not one: nginx fails over from it, and the probe warns of it.
-/// With `on_path` the samples asked paths of their own, which the backend may not serve (its
-/// 404 for `/api/safe-reload-sample-3`): only a failed answer counts then, not another status.
-fn sample_failures(
-    samples: &[CheckResult],
-    log: &mut Cursors,
-    first: &CheckResult,
-    on_path: bool,
-) -> (Vec<Option<String>>, Vec<UpstreamError>) {
-    use crate::errorlog::UpstreamErrorKind as Kind;
-    let before = (!first.failed).then_some(first.status).flatten();
-    let errors: Vec<UpstreamError> = (log.read_new().iter())
-        .filter_map(errorlog::upstream_error)
-        .filter(|e| {
-            matches!(
-                e.kind,
-                Kind::PrematureClose | Kind::TimedOut | Kind::TlsHandshake | Kind::Other
-            )
-        })
-        .collect();
-    let mut logged = Vec::new();
-    let why = (samples.iter())
-        .map(|r| {
-            let error = errors.iter().find(|e| logged_for(e, &r.check));
-            logged.extend(error.cloned());
-            // No answer within --health-timeout is slow, not failed: nginx waits for it.
-            let failed = r.failed && !r.timed_out;
-            if failed || (!on_path && health::worse_than(before, r.answer, r.status)) {
-                return Some(r.reply());
-            }
-            None
-        })
-        .collect();
-    (why, logged)
-}
-
-/// Whether nginx logged `e` for the request `check` sends: its Host and its path (a
-/// sample's own `safe-reload-sample=I` query included).
-fn logged_for(e: &UpstreamError, check: &Check) -> bool {
-    (e.logged_for()).is_some_and(|(h, p)| h.eq_ignore_ascii_case(&check.host) && p == check.path)
 }
 
 impl ShadowCheck {
@@ -358,16 +222,6 @@ impl ShadowCheck {
             self.upstream_errors.push(e);
         }
     }
-}
-
-/// The pool a `*_pass` value (`http://app_pool`, `http://app_pool/prefix`) names, and its size.
-fn pool_of<'a>(
-    pass: &str,
-    pools: &'a std::collections::HashMap<String, usize>,
-) -> Option<(&'a str, usize)> {
-    let rest = pass.split_once("://").map_or(pass, |(_, r)| r);
-    let host = rest.split('/').next()?.to_ascii_lowercase();
-    pools.get_key_value(&host).map(|(k, n)| (k.as_str(), *n))
 }
 
 impl ShadowCheck {
