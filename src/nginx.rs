@@ -72,6 +72,9 @@ pub struct BuildInfo {
     pub error_log_path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// `--group`: the group workers run with when no `user` directive names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Where the build's dynamic modules are installed (`--modules-path`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub modules_path: Option<PathBuf>,
@@ -113,6 +116,7 @@ pub fn parse_build_info(text: &str) -> BuildInfo {
             "--pid-path" => info.pid_path = Some(value.into()),
             "--error-log-path" => info.error_log_path = Some(value.into()),
             "--user" => info.user = Some(value.into()),
+            "--group" => info.group = Some(value.into()),
             "--modules-path" => info.modules_path = Some(value.into()),
             _ => {}
         }
@@ -496,6 +500,17 @@ pub fn worker_user(config: &Config, info: &BuildInfo) -> String {
     match config.main_directive("user") {
         Some(d) if !d.arg0().is_empty() => d.arg0().to_string(),
         _ => info.user.clone().unwrap_or_else(|| "nobody".to_string()),
+    }
+}
+
+/// The group worker processes run with, where something names it: the `user` directive's
+/// second argument, else (no `user` directive) the build's `--group`. `None` leaves it to
+/// [`crate::probe::access::Account::lookup`]: a group named like the user, which is what
+/// nginx takes for `user NAME;` (`ngx_set_user`), else the user's primary group.
+pub fn worker_group(config: &Config, info: &BuildInfo) -> Option<String> {
+    match config.main_directive("user") {
+        Some(d) => d.args.get(1).map(|g| g.to_string()),
+        None => info.group.clone(),
     }
 }
 

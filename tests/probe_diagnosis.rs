@@ -109,7 +109,8 @@ fn socket_mode_0600_denies_worker_user_nobody() {
     assert_eq!(r.severity, Severity::Failure);
     let text = hint_text(r);
     assert!(
-        text.contains("worker user `nobody` cannot open") && text.contains("mode 0600 owner root"),
+        text.contains("worker user `nobody` (group `nogroup`) cannot open")
+            && text.contains("mode 0600 owner root"),
         "{text}"
     );
 

@@ -277,7 +277,7 @@ fn a_listening_socket_the_worker_user_may_not_open_gets_a_permission_hint() {
     assert_eq!(r["status"], "permission-denied", "{run}");
     let hints = r["hints"].to_string();
     assert!(
-        hints.contains("worker user `nobody` cannot open")
+        hints.contains("worker user `nobody` (group `nogroup`) cannot open")
             && hints.contains("mode 0600 owner root"),
         "{hints}"
     );
@@ -610,7 +610,7 @@ fn a_master_run_as_nobody_is_the_worker_user_whatever_user_says() {
         assert_eq!(r["status"], "permission-denied", "{cmd}: {run}");
         let hints = r["hints"].to_string();
         assert!(
-            hints.contains("worker user `nobody` cannot open")
+            hints.contains("worker user `nobody` (group `nogroup`) cannot open")
                 && hints.contains("the `user` directive is ignored"),
             "{cmd}: {hints}"
         );
@@ -737,4 +737,63 @@ fn adding_a_member_that_accepts_and_closes_beside_a_live_one_reloads_like_check_
     for _ in 0..4 {
         assert_serves_live(listen);
     }
+}
+
+/// nginx's workers run with the group `user NAME GROUP;` names (`setgid`), and the socket
+/// permission check took the user's own group instead (r16 y F1, F2). A socket of `daemon`'s
+/// group (mode 0660): `user nobody nogroup;` gets 502 with (13: Permission denied); the
+/// change to `user nobody daemon;`, which mends it, was refused, its hint asking for the very
+/// `user` directive the change sets. It goes live now and the site answers. The change back
+/// breaks it again: it was passed by `check --no-shadow`, and is refused now, with nginx
+/// still serving the app.
+#[test]
+fn the_group_the_user_directive_names_decides_who_may_open_a_socket() {
+    let Some((_dir, sock, _app, listen, target)) =
+        daemon_socket("grp.sock", "own a socket of another group")
+    else {
+        return;
+    };
+    // Owned by root, of group daemon (gid 1): only the group's bits let `nobody` in.
+    std::os::unix::fs::chown(&sock, Some(0), Some(1)).unwrap();
+    let with_group = |group: &str| {
+        TestNginx::builder()
+            .user(&format!("nobody {group}"))
+            .http(&proxy_site(listen, &target))
+    };
+    let nginx = with_group("nogroup").start();
+    assert_eq!(http_get(listen, "site.test", "/").unwrap().0, 502);
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+    let as_group = |group: &str| {
+        let conf = std::fs::read_to_string(&nginx.conf).unwrap();
+        let line = (conf.lines())
+            .find(|l| l.starts_with("user "))
+            .unwrap()
+            .to_string();
+        let conf = conf.replace(&line, &format!("user nobody {group};"));
+        std::fs::write(&nginx.conf, conf).unwrap();
+    };
+    as_group("daemon");
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert_eq!(
+        http_get(listen, "site.test", "/").ok(),
+        Some((200, "app".into())),
+        "{run}"
+    );
+    as_group("nogroup");
+    let run = sr.run(&["check", "--no-shadow", "--json"]);
+    run.expect(1);
+    let r = result_for(&run.json(), &format!("unix:{}", sock.display())).clone();
+    assert_eq!(r["status"], "permission-denied", "{run}");
+    assert!(
+        r["hints"]
+            .to_string()
+            .contains("worker user `nobody` (group `nogroup`) cannot open"),
+        "{run}"
+    );
+    assert_eq!(
+        http_get(listen, "site.test", "/").ok(),
+        Some((200, "app".into()))
+    );
 }

@@ -59,10 +59,11 @@ pub fn probe_options(
         master_account: master.and_then(crate::probe::access::Account::of_process),
         workdir: nginx::worker_dir(config, master.and_then(nginx::master_cwd).as_deref()),
         timeout: s.probe_timeout,
-        worker_user: Some(match info {
-            Some(info) => nginx::worker_user(config, info),
-            None => nginx::worker_user(config, &nginx::BuildInfo::default()),
-        }),
+        worker_user: Some(nginx::worker_user(
+            config,
+            info.unwrap_or(&Default::default()),
+        )),
+        worker_group: nginx::worker_group(config, info.unwrap_or(&Default::default())),
         allow_fail: s.allow_fail.clone(),
         per_request: crate::probe::per_request::PerRequest::of(config),
         failover: crate::probe::failover::Failover::of(config),

@@ -367,7 +367,7 @@ fn check_worker_access(
         return;
     };
     r.hints
-        .push(denial_hint(path, &account.user, &denial, unprivileged));
+        .push(denial_hint(path, account, &denial, unprivileged));
     // We connected as root; the worker would not get that far.
     if !matches!(r.status, Status::Refused | Status::PermissionDenied) {
         r.status = Status::PermissionDenied;
@@ -393,8 +393,15 @@ fn denial_text(socket: &Path, who: &str, d: &Denial) -> String {
     }
 }
 
-fn denial_hint(socket: &Path, user: &str, d: &Denial, unprivileged: bool) -> Hint {
-    let text = denial_text(socket, &format!("nginx's worker user `{user}`"), d);
+fn denial_hint(socket: &Path, account: &Account, d: &Denial, unprivileged: bool) -> Hint {
+    let user = &account.user;
+    // The group the workers run with decides as much as the user (`user NAME GROUP;`).
+    let group = crate::probe::access::group_name(account.gid);
+    let text = denial_text(
+        socket,
+        &format!("nginx's worker user `{user}` (group `{group}`)"),
+        d,
+    );
     let hint = Hint::new(format!(
         "{text}, so nginx answers 502 with (13: Permission denied)"
     ));
