@@ -45,10 +45,11 @@ pub struct FailsOver {
 /// Returns, per result, whether nginx fails over past it (see `FailsOver`).
 pub fn apply(results: &mut [ProbeResult], opts: &ProbeOptions) -> Vec<Option<FailsOver>> {
     let answering = answering_members(results);
+    let backups = backup_members(results);
     let members = pool_addresses(results);
     let mut out = Vec::with_capacity(results.len());
     for r in results.iter_mut() {
-        let (severity, hint) = judge(r, opts, &answering);
+        let (severity, hint) = judge(r, opts, (&answering, &backups));
         r.severity = severity;
         // First: it says why this is no refusal, before the diagnosis of the member itself.
         let fails_over = hint.is_some() && severity == Severity::Warning;
@@ -119,6 +120,21 @@ fn answering_members(results: &[ProbeResult]) -> HashMap<Pool, Vec<String>> {
             let shown = r.target.to_string();
             if !members.contains(&shown) {
                 members.push(shown);
+            }
+        }
+    }
+    out
+}
+
+/// Each pool's `backup` servers (not `down`), as shown: a hint that names the servers taking
+/// a dead member's requests says which of them take them only when every primary fails.
+fn backup_members(results: &[ProbeResult]) -> std::collections::HashSet<(Pool, String)> {
+    let mut out = std::collections::HashSet::new();
+    for r in results {
+        for x in r.references.iter().filter(|x| x.backup && !x.down) {
+            if let Some(name) = &x.upstream {
+                let pool = (x.context, name.to_ascii_lowercase());
+                out.insert((pool, r.target.to_string()));
             }
         }
     }
@@ -238,7 +254,10 @@ fn sent_then_closed(r: &ProbeResult, opts: &ProbeOptions, siblings: &[String]) -
 fn judge(
     r: &ProbeResult,
     opts: &ProbeOptions,
-    answering: &HashMap<Pool, Vec<String>>,
+    (answering, backups): (
+        &HashMap<Pool, Vec<String>>,
+        &std::collections::HashSet<(Pool, String)>,
+    ),
 ) -> (Severity, Option<Hint>) {
     match r.status {
         Status::Ok | Status::Skipped => return (Severity::Ok, None),
@@ -283,7 +302,15 @@ fn judge(
     }
     let siblings: Vec<String> = live
         .iter()
-        .map(|((_, name), members)| format!("upstream {name} ({})", members.join(", ")))
+        .map(|(pool, members)| {
+            let shown: Vec<String> = (members.iter())
+                .map(|m| match backups.contains(&((*pool).clone(), m.clone())) {
+                    true => format!("{m} as its backup"),
+                    false => m.clone(),
+                })
+                .collect();
+            format!("upstream {} ({})", pool.1, shown.join(", "))
+        })
         .collect();
     if let Some(hint) = sent_then_closed(r, opts, &siblings) {
         return (Severity::Failure, Some(hint));
@@ -386,6 +413,27 @@ mod tests {
         assert_eq!(results[0].severity, Severity::Warning);
         let hint = &results[0].hints[0].message;
         assert!(hint.contains("upstream app (127.0.0.1:2)"), "{hint}");
+    }
+
+    /// r16 y F4: a backup that answers was named among the servers that take a dead
+    /// primary's requests; it takes them only when every primary fails.
+    #[test]
+    fn the_servers_named_for_a_dead_member_say_which_is_a_backup() {
+        let mut results = vec![
+            result(2, Status::Ok, vec![reference(Some("app"), false, false)]),
+            result(
+                1,
+                Status::Refused,
+                vec![reference(Some("app"), false, false)],
+            ),
+            result(4, Status::Ok, vec![reference(Some("app"), true, false)]),
+        ];
+        apply(&mut results, &ProbeOptions::default());
+        let hint = &results[1].hints[0].message;
+        assert!(
+            hint.contains("upstream app (127.0.0.1:2, 127.0.0.1:4 as its backup)"),
+            "{hint}"
+        );
     }
 
     #[test]
