@@ -49,7 +49,7 @@ pub fn apply(results: &mut [ProbeResult], opts: &ProbeOptions) -> Vec<Option<Fai
     let members = pool_addresses(results);
     let mut out = Vec::with_capacity(results.len());
     for r in results.iter_mut() {
-        let (severity, hint) = judge(r, opts, (&answering, &backups));
+        let (severity, hint) = judge(r, opts, &answering, &backups);
         r.severity = severity;
         // First: it says why this is no refusal, before the diagnosis of the member itself.
         let fails_over = hint.is_some() && severity == Severity::Warning;
@@ -254,10 +254,8 @@ fn sent_then_closed(r: &ProbeResult, opts: &ProbeOptions, siblings: &[String]) -
 fn judge(
     r: &ProbeResult,
     opts: &ProbeOptions,
-    (answering, backups): (
-        &HashMap<Pool, Vec<String>>,
-        &std::collections::HashSet<(Pool, String)>,
-    ),
+    answering: &HashMap<Pool, Vec<String>>,
+    backups: &std::collections::HashSet<(Pool, String)>,
 ) -> (Severity, Option<Hint>) {
     match r.status {
         Status::Ok | Status::Skipped => return (Severity::Ok, None),
