@@ -825,11 +825,16 @@ pub fn after_rollback(
     // What nginx ran before the change is not known (loaded outside safe-reload): a check
     // the change's configuration got no answer to in time, and the restored one neither, is
     // a slow site's as far as anyone can tell, not a rollback that made things worse.
+    // And one the restored configuration fails as the change's did (the same 502, the same
+    // 500): the change was held to account for it, and last-good shows it was not the cause.
     let slow_under_change = |c: &Compared| {
         before.unknown
-            && c.after.timed_out
             && candidate.is_some_and(|h| {
-                (h.results.iter()).any(|r| r.check.url == c.url && r.failed && r.timed_out)
+                (h.results.iter()).any(|r| {
+                    let same =
+                        (r.timed_out && c.after.timed_out) || Seen::of(r).same_failure(&c.after);
+                    r.check.url == c.url && r.failed && same
+                })
             })
     };
     // No baseline at all (`recover` after a kill: what ran before the change was never

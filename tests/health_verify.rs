@@ -21,6 +21,7 @@ fn opts() -> HealthOptions {
         expected_down: Vec::new(),
         headers: Vec::new(),
         tls12_memo: None,
+        unknown_before: false,
     }
 }
 

@@ -289,3 +289,74 @@ fn a_slow_site_after_an_outside_reload_is_no_emergency() {
         );
     }
 }
+
+/// After a reload outside safe-reload (what nginx runs is no baseline), a change that points
+/// the site at an app answering 500 to every request was "live and verified" and recorded as
+/// last-good: with nothing to compare with, only a 502, 504 or no answer failed (r16 x F1).
+/// A 500 or 503 now fails as a new site's does, and last-good decides: it answers, so the
+/// change is rolled back (exit 3) and the site serves the app again.
+#[test]
+fn a_500_after_an_outside_reload_is_held_against_the_change() {
+    let site = Site::on_last_good();
+    let erring = StatusBackend::start(SocketAddr::new(site.ip, 0), 500);
+    site.sr.run(&["-y"]).expect(0);
+    // An unrelated edit loaded outside safe-reload.
+    let hand = site
+        .good
+        .replace("location /", "add_header X-Hand 1; location /");
+    site.nginx.write_http(&hand);
+    reload_outside(&site.nginx);
+    site.nginx
+        .write_http(&proxy_site(site.listen, &erring.addr.to_string()));
+    for args in [&["-y"][..], &["-y", "--no-shadow"][..]] {
+        let run = site.sr.run(args);
+        assert!(matches!(run.code, 1 | 3), "{args:?}: {run}");
+        assert!(!run.to_string().contains("verified (snapshot"), "{run}");
+        assert_eq!(
+            http_get(site.listen, "site.test", "/").expect("GET"),
+            (200, "app".into()),
+            "{args:?}: {run}"
+        );
+        // The rollback is safe-reload's own reload: the next run starts from last-good again,
+        // loaded outside once more.
+        site.nginx.write_http(&hand);
+        reload_outside(&site.nginx);
+        site.nginx
+            .write_http(&proxy_site(site.listen, &erring.addr.to_string()));
+    }
+}
+
+/// After a reload outside safe-reload, a harmless change to a site whose backend is down
+/// (502 before the change and after it): the change is held to account and rolled back, and
+/// last-good answers the same 502. That was "worse than before this change", "ROLLBACK
+/// FAILED", exit 4 (r16 x F2): the restored configuration failing as the change did shows
+/// the change was not the cause. Exit 3, saying so; an app that answers 500 to everything is
+/// alike, and never "verified".
+#[test]
+fn a_site_failing_alike_under_last_good_after_an_outside_reload_is_not_the_changes() {
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let erring = StatusBackend::start(SocketAddr::new(ip, 0), 500);
+    let down = {
+        let l = std::net::TcpListener::bind(SocketAddr::new(ip, 0)).unwrap();
+        l.local_addr().unwrap()
+    };
+    for (backend, status) in [(down.to_string(), 502), (erring.addr.to_string(), 500)] {
+        let good = proxy_site(listen, &backend);
+        let nginx = TestNginx::start(&good);
+        let sr = SafeReload::new(&nginx);
+        sr.init();
+        nginx.write_http(&good.replace("location /", "add_header X-Hand 1; location /"));
+        reload_outside(&nginx);
+        nginx.write_http(&good.replace("location /", "add_header X-Rev 1; location /"));
+        let run = sr.run(&["-y", "--no-shadow"]);
+        run.expect(3);
+        assert!(
+            run.to_string().contains("the change was not the cause"),
+            "{run}"
+        );
+        assert!(!run.to_string().contains("ROLLBACK FAILED"), "{run}");
+        assert!(!run.to_string().contains("live and verified"), "{run}");
+        assert_eq!(http_get(listen, "site.test", "/").expect("GET").0, status);
+    }
+}

@@ -54,6 +54,10 @@ pub struct HealthOptions {
     /// What the TLS 1.2 handshakes of this window got, by listen and name (see
     /// [`Tls12Memo`]); `None`: each TLS check asks its own.
     pub tls12_memo: Option<Tls12Memo>,
+    /// What nginx ran before is not known (loaded outside safe-reload): a 500 or 503, which
+    /// passes next to the same answer before the change, has nothing to pass next to, and
+    /// fails as a new site's does (see `judge::fails_new`).
+    pub unknown_before: bool,
 }
 
 /// One window's TLS 1.2 handshakes, by where they went and the name they sent: the answer
@@ -158,6 +162,7 @@ impl Default for HealthOptions {
             headers: Vec::new(),
             expected_down: Vec::new(),
             tls12_memo: None,
+            unknown_before: false,
         }
     }
 }
@@ -789,7 +794,11 @@ pub fn request_from(check: &Check, opts: &HealthOptions, source: Option<IpAddr>)
         Err(Failure::Unlinked(e) | Failure::Other(e)) => (None, Some(e), false, false, false),
     };
     let mut answer = judge(status, closed, &check.gate, opts.expect_status.as_deref());
-    if answer == Answer::Passed && opts.expect_status.is_none() && judge::fails_new(check, status) {
+    let unknown = opts.unknown_before && matches!(status, Some(500 | 503));
+    if answer == Answer::Passed
+        && opts.expect_status.is_none()
+        && (judge::fails_new(check, status) || unknown)
+    {
         answer = Answer::Failed;
     }
     CheckResult {

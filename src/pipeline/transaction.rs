@@ -168,6 +168,7 @@ impl Transaction<'_> {
         known: &dyn Known,
         direction: Direction,
         report: &mut Report,
+        unknown_before: bool,
     ) -> Result<Attempt> {
         // A failed reload logs its [emerg] to the running configuration's logs, a successful
         // one to the new configuration's: watch both (the same files on the forward attempt).
@@ -269,7 +270,10 @@ impl Transaction<'_> {
             ));
         }
         let t = Instant::now();
-        let opts = self.health_options();
+        let opts = HealthOptions {
+            unknown_before,
+            ..self.health_options()
+        };
         let mut h = health::verify_against(checks, &mut logs, &opts, known);
         // The restored configuration answered these before the change: one that is only
         // slower now is not worse for it (see `health::wait_longer`). The candidate's checks
@@ -356,7 +360,17 @@ impl Transaction<'_> {
         if !drift.is_empty() {
             return self.refuse_drift(report, &drift, prior);
         }
-        let attempt = self.attempt(&self.watch, &checks, &baseline, Direction::Forward, report);
+        // With what nginx ran before unknown, the candidate's 500 or 503 fails (and last-good's
+        // answer decides, see `verdict::after_rollback`).
+        let unknown = self.running == Running::Unverified;
+        let attempt = self.attempt(
+            &self.watch,
+            &checks,
+            &baseline,
+            Direction::Forward,
+            report,
+            unknown,
+        );
         let mut attempt = match attempt {
             Ok(a) if a.proof.untouched => return self.not_reloaded(report, a, prior),
             Ok(a) => a,
@@ -731,7 +745,17 @@ impl Transaction<'_> {
         let running = checks.iter().map(Check::to_running).collect();
         let (applicable, dropped) = known.baseline.applicable(running);
         rb.dropped = dropped.into_iter().map(|c| c.url).collect();
-        let attempt = self.attempt(&watch, &applicable, known, Direction::Rollback, report)?;
+        // Judged as the candidate was, where it was (not by `recover`: no answer of it to
+        // compare with, and a restored 500 is then no failure).
+        let unknown = self.running == Running::Unverified && known.candidate.is_some();
+        let attempt = self.attempt(
+            &watch,
+            &applicable,
+            known,
+            Direction::Rollback,
+            report,
+            unknown,
+        )?;
         Ok(Reached::Reloaded(Box::new(attempt)))
     }
 }
