@@ -247,6 +247,40 @@ fn nginx_in_its_own_way(
             ),
         ));
     }
+    // The other way: a specific address added on a port where the running nginx holds the
+    // wildcard and the candidate has no wildcard left to serve it through, so nginx binds
+    // the address apart while its own wildcard socket still listens.
+    for (listen, sa) in tcp(None).filter(|(_, sa)| !sa.ip().is_unspecified()) {
+        if running.iter().any(|r| r.addr == sa) {
+            continue;
+        }
+        let wildcard = |r: &SocketAddr| {
+            r.port() == sa.port() && r.ip().is_unspecified() && r.is_ipv4() == sa.is_ipv4()
+        };
+        let Some(held) = running.iter().find(|r| wildcard(&r.addr)) else {
+            continue;
+        };
+        if tcp(None).any(|(_, a)| wildcard(&a)) {
+            continue;
+        }
+        let who = netstat::main_holder(&held.holders).map_or_else(
+            || "the running nginx".to_string(),
+            |o| format!("the running nginx, {o},"),
+        );
+        out.push(conflict(
+            listen,
+            held.addr.to_string(),
+            held.holders.clone(),
+            format!(
+                "{who} holds the wildcard {}, and a reload keeps it open while it binds {sa}, \
+                 which then fails with \"Address already in use\" (nginx -t ignores that \
+                 error); a restart, not a reload, can switch port {} from a wildcard to \
+                 specific addresses",
+                held.addr,
+                sa.port()
+            ),
+        ));
+    }
     // Two listens of the candidate that nginx binds apart on one port, where the second bind
     // fails: a dual-stack `[::]:P ipv6only=off` beside an IPv4 listen of P, or a wildcard
     // beside a specific address that binds its own socket (`bind`).
