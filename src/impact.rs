@@ -336,6 +336,10 @@ pub struct Impact {
     /// and are checked so.
     #[serde(skip)]
     pub sockets_before: HashMap<(Context, String), SocketFlags>,
+    /// Shared memory zones declared anew with another key (path) that a reload keeps, and
+    /// nginx then refuses (see [`ZoneRekeyed`]): the change is refused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub zones_rekeyed: Vec<ZoneRekeyed>,
 }
 
 impl Impact {
@@ -705,6 +709,7 @@ impl Impact {
             socket_changes: Vec::new(),
             names_dropped: Vec::new(),
             listens_dropped: Vec::new(),
+            zones_rekeyed: Vec::new(),
             sockets_before: HashMap::new(),
         }
     }
@@ -737,6 +742,7 @@ impl Impact {
             socket_changes: Vec::new(),
             names_dropped: Vec::new(),
             listens_dropped: Vec::new(),
+            zones_rekeyed: Vec::new(),
             sockets_before: HashMap::new(),
         }
     }
@@ -766,6 +772,7 @@ impl Impact {
             socket_changes: Vec::new(),
             names_dropped: Vec::new(),
             listens_dropped: Vec::new(),
+            zones_rekeyed: Vec::new(),
             sockets_before: HashMap::new(),
         }
     }
@@ -842,6 +849,8 @@ pub struct Prints {
     /// Per TLS address: the handshake settings its default server writes of its own, and
     /// where (see [`HANDSHAKE`]).
     handshakes: HashMap<String, (String, Arc<Path>, u32)>,
+    /// The shared memory zones `http {}` declares (see [`zones`]).
+    zones: Vec<zones::Zone>,
 }
 
 /// The TLS settings nginx takes from an address's default server for every handshake there,
@@ -980,6 +989,9 @@ pub fn prints(config: &Config, servers: &[Server]) -> Prints {
             }
         }
         out.inherited.push((context, inherited));
+        if context == Context::Http {
+            (out.zones).extend(top.children().iter().filter_map(zones::Zone::of));
+        }
         let scope = match context {
             Context::Http => "http",
             Context::Stream => "stream",
@@ -1372,6 +1384,7 @@ pub fn between(old: &Prints, new: &Prints) -> Impact {
         names_dropped: names_dropped(old, new, &pairs),
         listens_dropped: stream_listens_dropped(old, new),
         sockets_before: old.sockets.clone(),
+        zones_rekeyed: zones::rekeyed(&old.zones, &new.zones, &new.root),
     }
 }
 
@@ -1884,3 +1897,5 @@ fn touched_in(old: &ServerPrint, new: &ServerPrint, deps: &[(Reason, String)]) -
 
 #[cfg(test)]
 mod tests;
+mod zones;
+pub use zones::ZoneRekeyed;

@@ -4,7 +4,8 @@
 //! address `http {}` uses. Both are refused before the signal, naming both listens; the
 //! reverse of the first is refused too where no wildcard is left to serve the address, and a
 //! specific address added beside a wildcard that stays reloads. The
-//! wildcard tests run in a private network namespace, so `0.0.0.0` binds loopback only.
+//! wildcard tests run in a private network namespace, so `0.0.0.0` binds loopback only. And a
+//! shared memory zone a reload keeps, declared anew with another key, which nginx refuses.
 
 mod support;
 
@@ -348,4 +349,41 @@ fn a_udp_listen_added_to_a_tcp_stream_server_whose_backend_has_no_udp_is_refused
         http_get(tcp, "s.test", "/").ok().map(|a| a.1),
         Some("app".into())
     );
+}
+
+/// `limit_req_zone` with another key, at the zone's name and size: `nginx -t` passes (it starts
+/// with no zones), and the reload fails on the zone nginx keeps across it (`[emerg]
+/// limit_req "one" uses the "$server_name" key while previously it used the
+/// "$binary_remote_addr" key`): it was exit 3, "the change failed after the reload", and every
+/// retry failed alike (r16 z F4). Refused before the signal, saying what to do; the same key
+/// change with a new size (a new zone) reloads.
+#[test]
+fn a_limit_req_zone_given_another_key_at_its_size_is_refused_before_the_reload() {
+    let ip = unique_loopback();
+    let site = SocketAddr::new(ip, free_port(ip));
+    let conf = |key: &str, size: &str| {
+        format!(
+            "limit_req_zone {key} zone=one:{size} rate=100r/s;\n\
+             server {{ listen {site}; location / {{ limit_req zone=one burst=10; \
+             return 200 \"ok\"; }} }}"
+        )
+    };
+    let n = TestNginx::start(&conf("$binary_remote_addr", "1m"));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&conf("$server_name", "1024k"));
+    let workers = n.ready_workers();
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    for said in [
+        "zone \"one\" changes its key from \"$binary_remote_addr\" to \"$server_name\"",
+        "restart nginx",
+    ] {
+        assert!(run.stderr.contains(said), "{said:?} in:\n{run}");
+    }
+    assert_eq!(n.ready_workers(), workers, "nginx was not signalled");
+    assert_eq!(http_get(site, "a.test", "/").ok(), Some((200, "ok".into())));
+    n.write_http(&conf("$server_name", "2m"));
+    sr.run(&["-y"]).expect(0);
+    assert_eq!(http_get(site, "a.test", "/").ok(), Some((200, "ok".into())));
 }

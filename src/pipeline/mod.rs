@@ -822,7 +822,23 @@ pub(crate) fn refuse_takeovers(report: &mut Report, impact: &impact::Impact, roo
         });
         typos = true;
     }
-    !impact.takeovers.is_empty() || typos
+    for z in &impact.zones_rekeyed {
+        report.problems.push(crate::report::Problem {
+            level: "config".into(),
+            message: z.message(),
+            file: Some(root.join(&z.file)),
+            line: Some(z.line),
+            hint: Some(format!(
+                "give the zone another name (or size) along with the new {}, or restart nginx \
+                 instead of reloading it: a restart starts with new zones",
+                match z.directive.ends_with("_cache_path") {
+                    true => "path",
+                    false => "key",
+                }
+            )),
+        });
+    }
+    !impact.takeovers.is_empty() || typos || !impact.zones_rekeyed.is_empty()
 }
 
 /// The impact into the report, with a warning when a last-good exists (`had_good`) but does
