@@ -49,6 +49,22 @@ pub enum Error {
     #[error("nginx is not running: {reason}; start it first (nothing was changed)")]
     NotRunning { reason: String },
 
+    /// No pid file names this configuration's master, and one runs all the same (its pid
+    /// file was deleted or emptied): starting nginx would fail to bind, and nothing is
+    /// signalled that the pid file does not name.
+    #[error(
+        "nginx runs this configuration (master process {pid}), but {why}: safe-reload signals \
+         only the master a pid file names, so nothing was signalled (nothing was changed); \
+         write its pid back (`echo {pid} > {}`), or restart nginx (its pid file is written \
+         again)",
+        pid_file.display()
+    )]
+    PidFileLost {
+        pid_file: PathBuf,
+        pid: i32,
+        why: String,
+    },
+
     /// The pid file names an nginx master, but not this configuration's: signalling it would
     /// reload another instance.
     #[error(

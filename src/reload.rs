@@ -22,7 +22,7 @@ use crate::errorlog::{Cursors, Level};
 
 mod master;
 
-pub use master::{find_master, Invocation, Master};
+pub use master::{find_master, unnamed_master, Invocation, Master};
 
 /// What a worker is doing, from its process title.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -86,3 +86,45 @@ fn sigint_before_the_reload_exits_130_with_nothing_changed() {
     assert!(!sr.state.join("journal.json").exists());
     sr.run(&["status"]).expect(0);
 }
+
+/// nginx runs this configuration and its pid file is gone (a tmpfiles clean-up, a careless
+/// `rm`): the run said "nginx is not running ... start it first", and a start fails to bind
+/// (r16 z F7). It names the master it found and what to do, signals nothing (exit 2), and
+/// `status` does not call it "not running"; with the pid written back, the run reloads.
+#[test]
+fn a_running_master_whose_pid_file_is_gone_is_named_not_called_stopped() {
+    let ip = unique_loopback();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |body: &str| {
+        format!("server {{ listen {listen}; location / {{ return 200 \"{body}\"; }} }}")
+    };
+    let nginx = TestNginx::start(&site("v1"));
+    let sr = SafeReload::new(&nginx);
+    sr.init();
+    std::fs::remove_file(&nginx.pid_file).expect("remove the pid file");
+    nginx.write_http(&site("v2"));
+    let workers = nginx.ready_workers();
+    let run = sr.run(&["-y"]);
+    run.expect(2);
+    let master = nginx.master_pid();
+    for said in [
+        format!("nginx runs this configuration (master process {master})"),
+        format!("echo {master} > {}", nginx.pid_file.display()),
+    ] {
+        assert!(run.stderr.contains(&said), "{said:?} in:\n{run}");
+    }
+    assert!(!run.stderr.contains("start it first"), "{run}");
+    assert_eq!(nginx.ready_workers(), workers, "nothing was signalled");
+    let status = sr.run(&["status"]);
+    assert!(!status.stdout.contains("not running"), "{status}");
+    assert!(
+        status.stdout.contains("nginx runs this configuration"),
+        "{status}"
+    );
+    std::fs::write(&nginx.pid_file, format!("{master}\n")).expect("write the pid back");
+    sr.run(&["-y"]).expect(0);
+    assert_eq!(
+        http_get(listen, "a.test", "/").ok(),
+        Some((200, "v2".into()))
+    );
+}

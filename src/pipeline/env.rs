@@ -79,6 +79,21 @@ impl Env {
                 return Ok(m);
             }
         }
+        // No pid file, or an empty one, and this configuration's master runs all the same:
+        // "not running, start it" would send the operator to a start that cannot bind.
+        if let Err(Error::NotRunning { reason }) = &found {
+            let lost = reason.starts_with("no pid file") || reason.contains(" is empty ");
+            let unnamed = lost
+                .then(|| crate::reload::unnamed_master(&self.nginx, &self.info))
+                .flatten();
+            if let Some(pid) = unnamed {
+                return Err(Error::PidFileLost {
+                    pid_file,
+                    pid,
+                    why: reason.clone(),
+                });
+            }
+        }
         found
     }
 

@@ -89,6 +89,32 @@ pub fn find_master(pid_file: &Path, nginx: &Nginx, info: &BuildInfo) -> Result<M
     Ok(Master { pid })
 }
 
+/// This configuration's master when no pid file names it (deleted, or emptied by an `nginx
+/// -t` of another prefix): a process titled as nginx's master, of this binary (where its exe
+/// is readable), started for this main file and prefix. Only said, never signalled: the pid
+/// file is what says which master an operator runs.
+pub fn unnamed_master(nginx: &Nginx, info: &BuildInfo) -> Option<i32> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    let mut pids: Vec<i32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids.into_iter().find(|&pid| {
+        let Some(proc) = Proc::read(pid) else {
+            return false;
+        };
+        let Some(invocation) = Invocation::from_title(&proc.title) else {
+            return false;
+        };
+        if exe_of(pid).is_some_and(|exe| !same_file(&exe, &nginx.binary)) {
+            return false;
+        }
+        let cwd = crate::nginx::master_cwd(pid).unwrap_or_else(|| "/".into());
+        let (conf, prefix) = invocation.resolve(&cwd, info);
+        same_file(&conf, &nginx.conf) && same_file(&prefix, &nginx.prefix)
+    })
+}
+
 fn not_running(reason: String) -> Error {
     Error::NotRunning { reason }
 }

@@ -48,10 +48,12 @@ pub fn render_history(p: &Printer, history: &[Snapshot], last_good: Option<&str>
 pub fn render_status(p: &Printer, st: &StatusReport) {
     match (st.master_pid, &st.not_running) {
         (Some(pid), _) => p.out(&format!("nginx: running (master pid {pid})")),
-        (None, Some(why)) => {
-            let why = why.strip_prefix("nginx is not running: ").unwrap_or(why);
-            p.out(&format!("nginx: not running: {}", escape_control(why)))
-        }
+        (None, Some(why)) => match why.strip_prefix("nginx is not running: ") {
+            Some(why) => p.out(&format!("nginx: not running: {}", escape_control(why))),
+            // Running, and not this configuration's master as far as a pid file says (a
+            // master of another prefix, a pid file deleted): not "not running".
+            None => p.out(&format!("nginx: not signalled: {}", escape_control(why))),
+        },
         (None, None) => p.out("nginx: unknown"),
     }
     match &st.last_good {
