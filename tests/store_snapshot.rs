@@ -358,3 +358,36 @@ fn outcome_and_last_good_round_trip() {
     assert_eq!(fs::read(&saved).unwrap(), b"server {}\n");
     assert!(saved.starts_with(store.root().join("edits")));
 }
+
+/// Good runs fill the retention count on a box that reloads on every converge; a rejected
+/// edit and the version a restore displaced ("kept as snapshot X") were pruned by them, their
+/// bytes with them (r16 x F3). Each kind has a count of its own.
+#[test]
+fn prune_counts_good_snapshots_apart_from_rejected_and_displaced_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("nginx");
+    let store = Store::open(&tmp.path().join("state")).unwrap();
+    let mut snaps = Vec::new();
+    let outcomes = [
+        Outcome::Displaced,
+        Outcome::Rejected,
+        Outcome::Good,
+        Outcome::Good,
+        Outcome::Good,
+    ];
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        write(&root.join("nginx.conf"), format!("# version {i}\n"), 0o644);
+        let files = conf_files(&[root.join("nginx.conf")]);
+        snaps.push(store.snapshot(&root, &files, meta(outcome)).unwrap());
+    }
+    store.set_last_good(&snaps[4]).unwrap();
+    let report = store.prune(2).unwrap();
+    assert_eq!(report.snapshots, vec![snaps[2].id.clone()]);
+    let left: Vec<String> = store.list().unwrap().into_iter().map(|s| s.id).collect();
+    let expect: Vec<String> = [4, 3, 1, 0].iter().map(|&i| snaps[i].id.clone()).collect();
+    assert_eq!(left, expect);
+    assert_eq!(
+        store.read_object(&snaps[0].files[0].hash).unwrap(),
+        b"# version 0\n"
+    );
+}

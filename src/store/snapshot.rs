@@ -169,8 +169,9 @@ impl Store {
         Some(at("loaded").map_or(recorded, |l| l.max(recorded)))
     }
 
-    /// Removes all but the newest `keep` snapshots, never the last-good one nor one the journal
-    /// names, then every object no remaining snapshot references.
+    /// Removes all but the newest `keep` snapshots of each kind (see [`Kept`]), never the
+    /// last-good one nor one the journal names, then every object no remaining snapshot
+    /// references.
     pub fn prune(&self, keep: usize) -> Result<PruneReport> {
         // Nothing to remove: skip reading every manifest and walking every object (objects no
         // snapshot names are removed by the next prune that removes a snapshot).
@@ -187,8 +188,11 @@ impl Store {
         }
         let mut report = PruneReport::default();
         let mut referenced = BTreeSet::new();
-        for (i, snap) in self.list()?.into_iter().enumerate() {
-            if i < keep || protected.contains(&snap.id) {
+        let mut seen = [0usize; 3];
+        for snap in self.list()? {
+            let kind = Kept::of(snap.meta.outcome) as usize;
+            seen[kind] += 1;
+            if seen[kind] <= keep || protected.contains(&snap.id) {
                 referenced.extend(snap.files.iter().map(|e| e.hash.clone()));
                 referenced.extend(snap.external.iter().map(|e| e.hash.clone()));
             } else {
@@ -219,6 +223,34 @@ impl Store {
             }
         }
         Ok(removed)
+    }
+}
+
+/// What the retention count is counted in: the configurations that were (or may be) live,
+/// the edits no run let live (rejected, refused, interrupted, an `edit` or `rollback`'s copy
+/// of what was on disk), and the versions a restore displaced (another writer's, whose only
+/// copy may be here). A handler that reloads on every run fills the first with good
+/// snapshots, and those must not push out an edit the run said it kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    Configurations = 0,
+    Edits = 1,
+    Displaced = 2,
+}
+
+impl Kept {
+    fn of(outcome: Outcome) -> Kept {
+        match outcome {
+            Outcome::Displaced => Kept::Displaced,
+            Outcome::Rejected
+            | Outcome::Refused
+            | Outcome::Interrupted
+            | Outcome::Edit
+            | Outcome::Replaced => Kept::Edits,
+            Outcome::Pending | Outcome::Good | Outcome::AlreadyFailing | Outcome::Baseline => {
+                Kept::Configurations
+            }
+        }
     }
 }
 
