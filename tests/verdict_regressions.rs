@@ -3504,3 +3504,49 @@ fn a_failing_canary_added_to_a_pool_without_the_shadow_is_rolled_back() {
     );
     assert!(bodies.iter().any(|b| b == "canary"), "{bodies:?}");
 }
+
+/// A location whose backend has been down for days, behind `error_page 502 =200
+/// /maintenance.html`: its check got the maintenance page with a 200, and a harmless change
+/// elsewhere in the server was "live and verified" (r16 z F5). nginx logged, for the check's
+/// own request, the connect error to the one address its `proxy_pass` names (expected: the
+/// probe found it down before the change): the answer is nginx's own, and the location is
+/// said to be not verified. The change goes live (exit 0), the app's location serves.
+#[test]
+fn a_location_answered_by_its_error_page_because_its_backend_is_down_is_not_verified() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let down = {
+        let l = std::net::TcpListener::bind(SocketAddr::new(ip, 0)).unwrap();
+        l.local_addr().unwrap()
+    };
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("maintenance.html"), "sorry\n").unwrap();
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |extra: &str| {
+        format!(
+            "server {{ listen {listen}; server_name a.test; root {root};\n\
+             error_page 502 =200 /maintenance.html;\n\
+             location = /maintenance.html {{ }}\n\
+             location / {{ proxy_pass http://{down}; }}\n\
+             location /ok/ {{ {extra} proxy_pass http://{app}; }} }}",
+            root = root.path().display(),
+            app = app.host_port(),
+        )
+    };
+    let n = TestNginx::start(&site(""));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    assert_eq!(
+        http_get(listen, "a.test", "/").ok(),
+        Some((200, "sorry\n".into()))
+    );
+    n.write_http(&site("add_header X-A 1;"));
+    let run = sr.run(&["-y"]);
+    run.expect(0);
+    assert!(!run.to_string().contains("live and verified"), "{run}");
+    assert!(run.to_string().contains("not verified"), "{run}");
+    assert_eq!(
+        http_get(listen, "a.test", "/ok/").ok(),
+        Some((200, "app".into()))
+    );
+}

@@ -457,7 +457,11 @@ pub fn verify_against(
         rounds += 1;
         let todo: Vec<usize> = (0..checks.len()).filter(|&i| !failed[i]).collect();
         let mut answers = round(checks, &todo, opts, known);
+        let seen = expected.len();
         let errors = split_expected(logs, &opts.expected_down, &mut expected);
+        for (_, r) in answers.iter_mut() {
+            answered_without_backend(r, &expected[seen..]);
+        }
         let errors = set_apart(errors, answers.iter_mut().map(|(_, r)| r));
         let mut clean = true;
         for (i, r) in answers {
@@ -490,6 +494,37 @@ pub fn verify_against(
         expected_upstream_errors: expected,
         rounds,
         elapsed: start.elapsed(),
+    }
+}
+
+/// A check that passed though nginx logged, for its own request, a connect error to the one
+/// peer its `*_pass` names (an address, not a pool or a name of several): nothing behind it
+/// answered, so nginx did, with an `error_page` that turns the 502 into a page (`error_page
+/// 502 =200 /maintenance.html`). The peer was down before the change (the probe said so,
+/// which is why the error is expected): the answer is nginx's own, and the location is not
+/// verified, not "verified" for its clients' sorry page.
+fn answered_without_backend(r: &mut CheckResult, expected: &[UpstreamError]) {
+    if r.failed || r.answer != Answer::Passed {
+        return;
+    }
+    let host = |url: &str| {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        rest.split('/').next().unwrap_or("").to_ascii_lowercase()
+    };
+    let Some(pass) = r.check.upstream.as_deref().map(host) else {
+        return;
+    };
+    let literal = pass.parse::<SocketAddr>().is_ok();
+    let own = expected.iter().find(|e| {
+        logged_for(e, &r.check) && e.upstream.as_deref().map(host).as_deref() == Some(&pass)
+    });
+    if let (true, Some(e)) = (literal, own) {
+        r.answer = Answer::NotReached;
+        r.hint = Some(format!(
+            "nginx answered it itself: its backend {pass} refused the connection (it was down \
+             before this change too), and an error_page answered for it: {}",
+            e.text
+        ));
     }
 }
 
