@@ -1321,7 +1321,9 @@ fn a_pool_member_the_change_adds_that_never_answers_is_refused() {
     let silent = HttpBackend::start_slow(
         SocketAddr::new(ip, 0),
         "silent",
-        std::time::Duration::from_secs(1),
+        // Past the shadow's longer wait (four times --health-timeout, 1.2 s) even on an idle
+        // machine; within the 3 s of the run that puts it live.
+        std::time::Duration::from_millis(1500),
     );
     let listen = listen_on(ip);
     let site = |members: &[String]| {
@@ -1348,7 +1350,7 @@ fn a_pool_member_the_change_adds_that_never_answers_is_refused() {
     // Live without the shadow where the tool waits long enough for it (slow, not failing:
     // the pool asked again around the reload is answered), it is last-good's: a later change
     // that leaves the pool as it is does not answer for it.
-    let run = sr.run(&["-y", "--no-shadow", "--health-timeout", "2s"]);
+    let run = sr.run(&["-y", "--no-shadow", "--health-timeout", "3s"]);
     run.expect(0);
     n.write_http(&(site(&[app.host_port(), silent.host_port()]) + "add_header X-Rev 1;"));
     let run = sr.run(&["-y", "--health-timeout", "300ms"]);
@@ -1568,4 +1570,42 @@ fn a_tls_default_server_moved_to_a_site_is_verified() {
     let headline = run.stdout.lines().last().unwrap_or_default().to_string();
     assert!(!headline.contains("not verified"), "{run}");
     assert_eq!(https_get(tls, "c.test", "/").ok(), Some(200));
+}
+
+/// A TLS site on `listen ... ssl http2`, where every browser speaks HTTP/2: a change that
+/// fails HTTP/2 alone (`http2_max_concurrent_streams 0` refuses every stream) was "live and
+/// verified", the checks speaking HTTP/1.1 only (r16 z F1). Each check of such a listen asks
+/// over HTTP/2 too: refused in the shadow, and rolled back without it; HTTP/2 clients are
+/// answered afterwards. A harmless change goes live.
+#[test]
+fn a_change_that_fails_http2_alone_on_a_tls_listen_is_refused() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = certificate_for(certs.path(), &["a.test"]);
+    let tls = listen_on(ip);
+    let site = |extra: &str| {
+        format!(
+            "server {{ listen {tls} ssl http2; server_name a.test; {extra}\n\
+             ssl_certificate {}; ssl_certificate_key {};\n\
+             location / {{ proxy_pass http://{}; }} }}",
+            cert.display(),
+            key.display(),
+            app.host_port()
+        )
+    };
+    let (n, sr) = running(&site(""));
+    assert_eq!(https_get_h2(tls, "a.test"), Some(200));
+    n.write_http(&site("http2_max_concurrent_streams 0;"));
+    assert_eq!(https_get(tls, "a.test", "/").ok(), Some(200));
+    let run = sr.run(&["-y"]);
+    run.expect(1);
+    assert!(run.to_string().contains("over HTTP/2"), "{run}");
+    assert_eq!(https_get_h2(tls, "a.test"), Some(200), "{run}");
+    let run = sr.run(&["-y", "--no-shadow"]);
+    run.expect(3);
+    assert_eq!(https_get_h2(tls, "a.test"), Some(200), "{run}");
+    n.write_http(&site("add_header X-A 1;"));
+    sr.run(&["-y"]).expect(0);
+    assert_eq!(https_get_h2(tls, "a.test"), Some(200));
 }
