@@ -63,6 +63,10 @@ pub struct Check {
     /// Speak HTTP/2 with prior knowledge (a plaintext `listen ... http2`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub http2: bool,
+    /// A TLS listen with `http2`: beside the check's HTTP/1.1 request, one over HTTP/2
+    /// (ALPN `h2`), as every browser speaks there (see `verify::H2`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub h2: bool,
     /// The location passes to a gRPC server (`grpc_pass`): the request is a gRPC call (POST,
     /// `Content-Type: application/grpc`, an empty message) to a method nobody serves, which a
     /// gRPC server answers with a status of its own (UNIMPLEMENTED) where it resets a plain
@@ -152,6 +156,7 @@ impl Check {
             tls,
             proxy_protocol: false,
             http2: false,
+            h2: false,
             grpc: false,
             gate: Gate::default(),
             upstream: None,

@@ -215,6 +215,8 @@ pub struct Baseline {
     /// The URLs of the checks beside which a TLS 1.2 handshake completed (see
     /// [`crate::health::Tls12`]).
     tls12: Vec<String>,
+    /// The checks that got an answer over HTTP/2 beside their own (see `health::H2`).
+    h2: Vec<String>,
     /// The URLs of the checks that got a page: a 2xx with a body (see
     /// [`CheckResult::paged`]).
     paged: Vec<String>,
@@ -261,6 +263,7 @@ impl Baseline {
         Baseline {
             named: urls(CheckResult::named),
             tls12: urls(CheckResult::tls12_completed),
+            h2: urls(CheckResult::h2_answered),
             paged: urls(CheckResult::paged),
             checks,
             tallies,
@@ -370,6 +373,10 @@ impl Known for Baseline {
         self.tls12(&result.check.url)
     }
 
+    fn h2_before(&self, result: &CheckResult) -> bool {
+        self.h2.contains(&result.check.url)
+    }
+
     fn paged_before(&self, result: &CheckResult) -> bool {
         !result.check.new_backend && self.paged.contains(&result.check.url)
     }
@@ -401,6 +408,10 @@ impl Known for AfterRollback<'_> {
 
     fn tls12_before(&self, result: &CheckResult) -> bool {
         self.baseline.tls12(&result.check.url)
+    }
+
+    fn h2_before(&self, result: &CheckResult) -> bool {
+        self.baseline.h2_before(result)
     }
 
     fn paged_before(&self, result: &CheckResult) -> bool {
@@ -961,6 +972,7 @@ mod tests {
             hint: None,
             wrong_name: None,
             tls12: Default::default(),
+            h2: Default::default(),
             empty: false,
         }
     }

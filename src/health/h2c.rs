@@ -84,9 +84,19 @@ pub fn request(authority: &str, path: &str, fields: &[(String, String)]) -> Vec<
     out
 }
 
+/// A connection whose reads can be given a deadline: plain TCP, or TLS over it.
+pub trait Timed: Read + Write {
+    fn read_timeout(&mut self, left: std::time::Duration) -> std::io::Result<()>;
+}
+
+impl Timed for &TcpStream {
+    fn read_timeout(&mut self, left: std::time::Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(left))
+    }
+}
+
 /// Send `request` on `tcp` and read until its end or `deadline`.
-pub fn exchange(tcp: &TcpStream, request: &[u8], deadline: Instant) -> Result<End, Fault> {
-    let mut tcp = tcp;
+pub fn exchange<T: Timed>(tcp: &mut T, request: &[u8], deadline: Instant) -> Result<End, Fault> {
     tcp.write_all(request).map_err(|e| Fault::Io("send", e))?;
     let mut session = Session::default();
     let mut buf = vec![0; 16 * 1024];
@@ -95,8 +105,7 @@ pub fn exchange(tcp: &TcpStream, request: &[u8], deadline: Instant) -> Result<En
         if left.is_zero() {
             return session.status_or(Fault::Io("read", ErrorKind::TimedOut.into()));
         }
-        tcp.set_read_timeout(Some(left))
-            .map_err(|e| Fault::Io("read", e))?;
+        tcp.read_timeout(left).map_err(|e| Fault::Io("read", e))?;
         let n = match tcp.read(&mut buf) {
             Ok(0) => return Ok(session.closed()),
             Ok(n) => n,

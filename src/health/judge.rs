@@ -176,6 +176,7 @@ mod tests {
             hint: None,
             wrong_name: None,
             tls12: Default::default(),
+            h2: Default::default(),
             empty: false,
         }
     }

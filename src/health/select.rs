@@ -746,6 +746,7 @@ impl Candidate<'_> {
             tls: speak.ssl,
             proxy_protocol: speak.proxy_protocol,
             http2: http2_only,
+            h2: speak.ssl && speak.http2,
             grpc: loc.pass == "grpc_pass",
             gate: Gate {
                 auth: loc.auth,

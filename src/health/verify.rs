@@ -224,6 +224,10 @@ pub struct CheckResult {
     /// gets a handshake (see [`Tls12`]).
     #[serde(skip_serializing_if = "Tls12::unasked")]
     pub tls12: Tls12,
+    /// Over TLS on a listen with `http2`, once the check was answered: what the same request
+    /// got over HTTP/2 (see [`H2`]).
+    #[serde(skip_serializing_if = "H2::unasked")]
+    pub h2: H2,
     /// A 2xx whose body is known to be empty (see `empty_page`). Alone it decides nothing
     /// (an endpoint may answer so); where the same request got a page before the change, the
     /// answer fails ([`CheckResult::judge_against`]).
@@ -254,6 +258,31 @@ pub enum Tls12 {
 impl Tls12 {
     pub fn unasked(&self) -> bool {
         *self == Tls12::Unasked
+    }
+}
+
+/// What the check's request got over HTTP/2, asked beside its HTTP/1.1 one on a TLS listen
+/// with `http2` (ALPN `h2` alone): every browser speaks HTTP/2 there, and a change can fail
+/// it alone (`http2_max_concurrent_streams 0` refuses every stream; HTTP/1.1 still answers).
+/// Alone it decides nothing; where the same check got an answer over HTTP/2 before the
+/// change, one that fails now fails the check ([`CheckResult::judge_against`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum H2 {
+    /// Not asked: no TLS with `http2`, the check got no answer, or the connection failed.
+    #[default]
+    Unasked,
+    /// nginx answered over HTTP/2 with this status.
+    Answered(u16),
+    /// nginx did not pick `h2` in the handshake.
+    NotOffered,
+    /// `h2` was picked and the request got no answer: why.
+    Failed(String),
+}
+
+impl H2 {
+    pub fn unasked(&self) -> bool {
+        *self == H2::Unasked
     }
 }
 
@@ -291,6 +320,21 @@ impl CheckResult {
     /// A TLS 1.2 handshake completed beside this check's answer.
     pub fn tls12_completed(&self) -> bool {
         self.tls12 == Tls12::Completed
+    }
+
+    /// An answer over HTTP/2 came beside this check's (one that passes or not).
+    pub fn h2_answered(&self) -> bool {
+        matches!(self.h2, H2::Answered(s) if s != 502 && s != 504)
+    }
+
+    /// Why the same request over HTTP/2 got no answer, when it got none: no answer at all,
+    /// or a 502/504 where HTTP/1.1 passed.
+    pub fn h2_failure(&self) -> Option<String> {
+        match &self.h2 {
+            H2::Failed(why) => Some(why.clone()),
+            H2::Answered(s @ (502 | 504)) if !self.failed => Some(format!("HTTP {s}")),
+            _ => None,
+        }
     }
 
     /// Why a TLS 1.2 client gets no handshake where TLS 1.2 is offered, when it gets none.
@@ -348,6 +392,14 @@ impl CheckResult {
                 self.reply()
             );
             self.fail_with(Some(why));
+        } else if let Some(why) = self.h2_failure().filter(|_| known.h2_before(self)) {
+            let why = format!(
+                "over HTTP/2: {why} (every HTTP/2 client, every browser, gets that, where the \
+                 same request was answered over HTTP/2 before this change; over HTTP/1.1 it \
+                 answers {}: an `http2_*` setting?)",
+                self.reply()
+            );
+            self.fail_with(Some(why));
         }
     }
 
@@ -383,6 +435,10 @@ pub trait Known {
     }
     /// Whether this check got a page (a 2xx with a body) before the change.
     fn paged_before(&self, _result: &CheckResult) -> bool {
+        false
+    }
+    /// Whether this check got an answer over HTTP/2 before the change (see [`H2`]).
+    fn h2_before(&self, _result: &CheckResult) -> bool {
         false
     }
 }
@@ -820,6 +876,10 @@ pub fn request_from(check: &Check, opts: &HealthOptions, source: Option<IpAddr>)
         }
         _ => Tls12::Unasked,
     };
+    let h2 = match (&got, check.tls && check.h2 && !check.http2) {
+        (Ok(_), true) => h2_request(check, timeout, &opts.headers, source),
+        _ => H2::Unasked,
+    };
     let hint = matches!(got, Err(Failure::Unlinked(_))).then(|| UNLINKED.to_string());
     let (status, error, closed, refused, timed_out) = match got {
         Ok(s) => (Some(s), None, false, false, false),
@@ -852,7 +912,63 @@ pub fn request_from(check: &Check, opts: &HealthOptions, source: Option<IpAddr>)
         hint,
         wrong_name,
         tls12,
+        h2,
         empty,
+    }
+}
+
+/// The check's request over HTTP/2 on its TLS listen, within `timeout` of now (see [`H2`]):
+/// a handshake offering ALPN `h2` alone, then the request as one stream.
+fn h2_request(
+    check: &Check,
+    timeout: Duration,
+    headers: &[(String, String)],
+    source: Option<IpAddr>,
+) -> H2 {
+    let deadline = Instant::now() + timeout;
+    let Ok((mut stream, proxy)) = open(check, timeout, source) else {
+        return H2::Unasked;
+    };
+    if stream.timeouts(timeout).is_err() {
+        return H2::Unasked;
+    }
+    if check.proxy_protocol {
+        let sent = proxy.and_then(|header| stream.write_all(header.as_bytes()));
+        if sent.is_err() {
+            return H2::Unasked;
+        }
+    }
+    let name = match check.host.is_empty() {
+        true => rustls::pki_types::ServerName::IpAddress(check.connect.ip().into()),
+        false => match tls::server_name(&check.host) {
+            Ok(name) => name,
+            Err(_) => return H2::Unasked,
+        },
+    };
+    let Ok(config) = tls::client_config(tls::WrongName::default()) else {
+        return H2::Unasked;
+    };
+    let mut config = (*config).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let Ok(mut conn) = rustls::ClientConnection::new(std::sync::Arc::new(config), name) else {
+        return H2::Unasked;
+    };
+    while conn.is_handshaking() {
+        if conn.complete_io(&mut stream).is_err() {
+            // Our client may offer less than nginx's OpenSSL: nothing to say of HTTP/2.
+            return H2::Unasked;
+        }
+    }
+    if conn.alpn_protocol() != Some(b"h2") {
+        return H2::NotOffered;
+    }
+    let req = h2c::request(&host_header(check), &check.path, &fields(check, headers));
+    let mut tls = rustls::StreamOwned::new(conn, stream);
+    match h2c::exchange(&mut tls, &req, deadline) {
+        Ok(h2c::End::Status(status)) => H2::Answered(status),
+        Ok(h2c::End::NoAnswer(why)) => H2::Failed(why),
+        Err(h2c::Fault::Io(what, e)) => H2::Failed(io_text(what, &e, timeout)),
+        Err(h2c::Fault::Protocol(why)) => H2::Failed(why),
     }
 }
 
@@ -887,6 +1003,7 @@ pub fn not_listening(check: &Check, why: String, opts: &HealthOptions) -> CheckR
         hint: None,
         wrong_name: None,
         tls12: Tls12::Unasked,
+        h2: H2::Unasked,
         empty: false,
     }
 }
@@ -1069,7 +1186,7 @@ fn get_status(
                     .into(),
             ));
         };
-        return match h2c::exchange(tcp, &req, deadline) {
+        return match h2c::exchange(&mut &*tcp, &req, deadline) {
             Ok(h2c::End::Status(status)) => Ok((status, false)),
             Ok(h2c::End::NoAnswer(why)) => Err(Failure::Closed(why)),
             Err(h2c::Fault::Io(what, e)) => Err(io_failure(what, &e, timeout)),
@@ -1269,6 +1386,12 @@ fn self_redirect(check: &Check, status: u16, response: &[u8]) -> Option<String> 
 enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+}
+
+impl h2c::Timed for rustls::StreamOwned<rustls::ClientConnection, Stream> {
+    fn read_timeout(&mut self, left: Duration) -> std::io::Result<()> {
+        self.sock.timeouts(left)
+    }
 }
 
 impl Stream {

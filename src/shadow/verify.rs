@@ -242,6 +242,7 @@ impl ShadowCheck {
             || !self.upstream_errors.is_empty()
             || self.shadow.wrong_name.is_some()
             || self.shadow.tls12_failure().is_some()
+            || self.shadow.h2_failure().is_some()
             || self.shadow.empty
     }
 
@@ -692,6 +693,7 @@ pub fn ask_running(
             // browser, whichever server sent it (a name the change moves to another server).
             named: running.is_some_and(CheckResult::named),
             tls12: running.is_some_and(CheckResult::tls12_completed),
+            h2: running.is_some_and(CheckResult::h2_answered),
             paged: passed.is_some_and(|r| r.paged() && !sc.shadow.check.new_backend),
         };
         // Judged as verification after the reload would judge it: one that would fail is
@@ -757,6 +759,8 @@ struct RunningAnswered {
     named: bool,
     /// With a TLS 1.2 handshake that completed beside it.
     tls12: bool,
+    /// With an answer over HTTP/2 beside it.
+    h2: bool,
     /// A page: a 2xx with a body.
     paged: bool,
 }
@@ -780,6 +784,10 @@ impl health::Known for RunningAnswered {
 
     fn tls12_before(&self, _: &CheckResult) -> bool {
         self.tls12
+    }
+
+    fn h2_before(&self, _: &CheckResult) -> bool {
+        self.h2
     }
 
     fn paged_before(&self, _: &CheckResult) -> bool {
@@ -909,6 +917,7 @@ mod tests {
             hint: None,
             wrong_name: None,
             tls12: Default::default(),
+            h2: Default::default(),
             empty: false,
         }
     }

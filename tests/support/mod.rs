@@ -223,6 +223,14 @@ pub fn https_get_tls12(addr: SocketAddr, host: &str) -> Option<u16> {
 }
 
 /// `curl -k` for `https://HOST:PORT/PATH` at `addr`, with `extra` arguments: the status it got.
+/// The status of `GET /` over HTTP/2 (ALPN `h2`, as browsers ask), by curl; `None` when it
+/// got no answer (a refused stream, a reset).
+pub fn https_get_h2(addr: SocketAddr, host: &str) -> Option<u16> {
+    curl_https(addr, host, "/", &["--http2-prior-knowledge"])
+        .ok()
+        .filter(|&code| code != 0)
+}
+
 fn curl_https(addr: SocketAddr, host: &str, path: &str, extra: &[&str]) -> std::io::Result<u16> {
     let out = Command::new("curl")
         .args(extra)
