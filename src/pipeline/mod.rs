@@ -76,9 +76,11 @@ pub fn open_locked(s: &Settings) -> Result<(Store, crate::store::LockGuard)> {
     let lock = store.lock(s.wait, None)?;
     if let Some(j) = store.journal()? {
         return Err(Error::Usage(format!(
-            "an earlier run (pid {}, started {}) was interrupted during {:?}; run `safe-reload \
+            "an earlier run (pid {}, started {}) was interrupted during {}; run `safe-reload \
              status` to see it and `safe-reload recover` to finish it",
-            j.pid, j.started, j.phase
+            j.pid,
+            j.started,
+            j.phase.name()
         )));
     }
     Ok((store, lock))

@@ -23,12 +23,15 @@ pub fn render_history(p: &Printer, history: &[Snapshot], last_good: Option<&str>
         } else {
             format!("  {}", s.meta.changed_files.join(", "))
         };
+        let files = match s.count() {
+            1 => "1 file ".to_string(),
+            n => format!("{n} files"),
+        };
         p.out(&escape_control(&format!(
-            "{mark} {}  {:<9} {:<10} {} files{changed}",
+            "{mark} {}  {:<9} {:<10} {files}{changed}",
             s.id,
             s.meta.outcome.as_str(),
             s.meta.user,
-            s.count()
         )));
         if s.meta.outcome == Outcome::AlreadyFailing {
             let why = s
