@@ -51,11 +51,19 @@ pub fn render_history(p: &Printer, history: &[Snapshot], last_good: Option<&str>
 pub fn render_status(p: &Printer, st: &StatusReport) {
     match (st.master_pid, &st.not_running) {
         (Some(pid), _) => p.out(&format!("nginx: running (master pid {pid})")),
-        (None, Some(why)) => match why.strip_prefix("nginx is not running: ") {
+        // A run's "(nothing was changed)" is no news in a status that changes nothing.
+        (None, Some(why)) => match why
+            .strip_suffix(" (nothing was changed)")
+            .unwrap_or(why)
+            .strip_prefix("nginx is not running: ")
+        {
             Some(why) => p.out(&format!("nginx: not running: {}", escape_control(why))),
             // Running, and not this configuration's master as far as a pid file says (a
             // master of another prefix, a pid file deleted): not "not running".
-            None => p.out(&format!("nginx: not signalled: {}", escape_control(why))),
+            None => p.out(&format!(
+                "nginx: not signalled: {}",
+                escape_control(why.strip_suffix(" (nothing was changed)").unwrap_or(why))
+            )),
         },
         (None, None) => p.out("nginx: unknown"),
     }
