@@ -260,7 +260,10 @@ impl Transaction<'_> {
             }
         }
         if checks.is_empty() {
-            let why = if self.impact.affected.is_empty() {
+            let why = if direction == Direction::Rollback {
+                "none of the change's checks applies to the restored configuration (they are \
+                 of listens only the change has)"
+            } else if self.impact.affected.is_empty() {
                 "the change affects no server"
             } else {
                 "no affected server has a proxied location on a local listen, and no --health URL"
