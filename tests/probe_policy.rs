@@ -797,3 +797,67 @@ fn the_group_the_user_directive_names_decides_who_may_open_a_socket() {
         Some((200, "app".into()))
     );
 }
+
+/// A socket that grants nginx's worker user access through a POSIX ACL (php-fpm's
+/// `listen.acl_users`, `setfacl -m u:nobody:rw`): its mode bits alone (0660, another owner
+/// and group) refuse it, and the change was refused with "Permission denied" though nginx
+/// serves through it (r17 a F3). An ACL's entries decide: no refusal.
+#[test]
+fn a_socket_a_posix_acl_opens_to_the_worker_user_is_no_refusal() {
+    let Some((_dir, sock, _app, listen, target)) =
+        daemon_socket("acl.sock", "own a socket nobody may open only by its ACL")
+    else {
+        return;
+    };
+    // The ACL as the kernel stores it (`posix_acl_xattr`, version 2): owner rw, user nobody
+    // (65534) rw, owning group rw, mask rw, others nothing.
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (0x01u16, 6u16, u32::MAX),
+        (0x02, 6, 65534),
+        (0x04, 6, u32::MAX),
+        (0x10, 6, u32::MAX),
+        (0x20, 0, u32::MAX),
+    ] {
+        acl.extend(tag.to_le_bytes());
+        acl.extend(perm.to_le_bytes());
+        acl.extend(id.to_le_bytes());
+    }
+    let path = std::ffi::CString::new(sock.to_str().unwrap()).unwrap();
+    let name = std::ffi::CString::new("system.posix_acl_access").unwrap();
+    // SAFETY: NUL-terminated strings and a buffer of the length passed, all alive for the call.
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            acl.as_ptr().cast(),
+            acl.len(),
+            0,
+        )
+    };
+    if rc != 0 {
+        println!(
+            "SKIPPED: this filesystem takes no POSIX ACL: {}",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    let group = if nix_group_exists("nobody") {
+        "nobody"
+    } else {
+        "nogroup"
+    };
+    let nginx = TestNginx::builder()
+        .user(&format!("nobody {group}"))
+        .http(&proxy_site(listen, &target))
+        .start();
+    assert_eq!(
+        http_get(listen, "site.test", "/").ok(),
+        Some((200, "app".into())),
+        "what nginx does: the ACL lets its workers in"
+    );
+    let run = SafeReload::new(&nginx).run(&["check", "--json"]);
+    run.expect(0);
+    let r = result_for(&run.json(), &format!("unix:{}", sock.display())).clone();
+    assert_ne!(r["status"], "permission-denied", "{run}");
+}

@@ -94,16 +94,22 @@ impl Account {
         dirs.reverse();
         for dir in dirs {
             let meta = std::fs::metadata(dir).ok()?;
-            if !self.allowed(&meta, 0o1) {
+            if !self.allowed_at(dir, &meta, 0o1) {
                 return Some(denial(dir, &meta, true));
             }
         }
         let meta = std::fs::metadata(socket).ok()?;
-        (!self.allowed(&meta, 0o2)).then(|| denial(socket, &meta, false))
+        (!self.allowed_at(socket, &meta, 0o2)).then(|| denial(socket, &meta, false))
     }
 
     /// Owner bits if we own it, else group bits if in the group, else other bits: the kernel
-    /// never falls through from a matching class to a more generous one.
+    /// never falls through from a matching class to a more generous one. A path with a POSIX
+    /// ACL of its own (php-fpm's `listen.acl_users`) is let through: its entries decide, and
+    /// the mode bits alone would refuse what nginx's workers may open.
+    fn allowed_at(&self, path: &Path, meta: &std::fs::Metadata, bit: u32) -> bool {
+        has_acl(path) || self.allowed(meta, bit)
+    }
+
     fn allowed(&self, meta: &std::fs::Metadata, bit: u32) -> bool {
         let mode = meta.mode();
         let shift = if meta.uid() == self.uid {
@@ -115,6 +121,22 @@ impl Account {
         };
         (mode >> shift) & bit != 0
     }
+}
+
+/// Whether `path` carries a POSIX access ACL (`system.posix_acl_access`): `setfacl -m
+/// u:www-data:rw`, php-fpm's `listen.acl_users`.
+fn has_acl(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let (Ok(cpath), Ok(name)) = (
+        CString::new(path.as_os_str().as_bytes()),
+        CString::new("system.posix_acl_access"),
+    ) else {
+        return false;
+    };
+    // SAFETY: both strings are NUL-terminated and live across the call; a null buffer of
+    // size 0 asks only for the value's size.
+    let n = unsafe { libc::getxattr(cpath.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    n > 0
 }
 
 fn denial(path: &Path, meta: &std::fs::Metadata, is_dir: bool) -> Denial {
