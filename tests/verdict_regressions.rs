@@ -3550,3 +3550,40 @@ fn a_location_answered_by_its_error_page_because_its_backend_is_down_is_not_veri
         Some((200, "app".into()))
     );
 }
+
+/// A pool member that already failed its share (one request in 21 answered 500) given the
+/// weight of its sibling (one in two): "live and verified", with the shadow and without it,
+/// since only a member failing where none failed before counted (r17 a F1). Failing clearly
+/// more often is the change's: refused in the shadow, rolled back without it, and clients get
+/// the app as often as before.
+#[test]
+fn a_failing_pool_member_given_more_weight_is_the_changes() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let erring = StatusBackend::start(SocketAddr::new(ip, 0), 500);
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |weight: u32| {
+        format!(
+            "upstream pool {{ server {} weight=20; server {} weight={weight}; }}\n\
+             server {{ listen {listen}; server_name p.test; \
+             location / {{ proxy_pass http://pool; }} }}",
+            app.host_port(),
+            erring.addr
+        )
+    };
+    let n = TestNginx::start(&site(1));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site(20));
+    sr.run(&["-y"]).expect(1);
+    let run = sr.run(&["-y", "--no-shadow"]);
+    run.expect(3);
+    assert!(run.to_string().contains("through upstream pool"), "{run}");
+    let failed = (0..42)
+        .filter(|_| http_get(listen, "p.test", "/").map_or(true, |(s, _)| s != 200))
+        .count();
+    assert!(
+        failed <= 4,
+        "{failed} of 42 failed: the weight is back to 1"
+    );
+}

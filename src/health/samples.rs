@@ -175,8 +175,8 @@ pub fn pool_of<'a>(pass: &str, pools: &'a HashMap<String, usize>) -> Option<(&'a
 
 /// The pools a change edits, asked again around the reload where no shadow asked them (see
 /// the module's doc). Before the signal, each such pool's first check (one the running
-/// configuration answered in the baseline) is asked of it twice as often as it is after the
-/// reload, [`for_pool`] times for each worker (up to four: each worker keeps its own round
+/// configuration answered in the baseline) is asked of it four times as often as it is after
+/// the reload, [`for_pool`] times for each worker (up to four: each worker keeps its own round
 /// robin, and clients' connections fall to any of them). Answers that failed after the reload
 /// (two or more) where none did before are the change's, as the shadow's samples judge them
 /// (`shadow::verify::Sampled::worse`): a server it added to the pool that fails every request
@@ -253,7 +253,7 @@ impl AroundReload {
             let n = (for_pool(size) * self.workers).min(MAX_RUNNING_SAMPLES);
             let limit = self.limits.get(pool).copied().unwrap_or(SAMPLES);
             let on_path = self.path_hashed.contains(pool) && path_may_vary(c);
-            let asked = (2 * n).min(MAX_RUNNING_SAMPLES);
+            let asked = (4 * n).min(MAX_RUNNING_SAMPLES);
             let mut log = Cursors::open(logs);
             let failed = failed_of(
                 &ask(c, asked, limit, on_path, opts),
@@ -284,7 +284,7 @@ impl AroundReload {
         logs: &[std::path::PathBuf],
     ) {
         let opts = &opts.for_window();
-        for b in self.taken.iter().filter(|b| b.failed == 0) {
+        for b in &self.taken {
             let Some(r) = (after.results.iter_mut())
                 .find(|r| r.check.url == b.url && !r.failed && !r.refused)
             else {
@@ -293,7 +293,7 @@ impl AroundReload {
             let mut log = Cursors::open(logs);
             let samples = ask(&r.check, b.n, b.limit, b.on_path, opts);
             let (failed, first) = failed_of(&samples, &mut log, r, b.on_path);
-            if failed < 2 {
+            if !more_often((failed, samples.len()), (b.failed, b.asked)) {
                 continue;
             }
             r.failed = true;
@@ -301,14 +301,17 @@ impl AroundReload {
             r.failures += failed as u32;
             r.attempts += samples.len() as u32;
             r.first_failure = first.clone();
+            let before = match b.failed {
+                0 => format!("none of {}", b.asked),
+                k => format!("{k} of {}", b.asked),
+            };
             r.error = Some(format!(
                 "{failed} of {} answers failed ({}) when asked again through upstream {}, \
-                 where none of {} did before the reload: a server of the pool fails (or does not \
+                 where {before} did before the reload: a server of the pool fails (or does not \
                  answer in time) the requests it gets",
                 samples.len(),
                 first.as_deref().unwrap_or("?"),
                 b.pool,
-                b.asked
             ));
             after.passed = false;
         }
@@ -318,6 +321,9 @@ impl AroundReload {
 /// How many of `samples` failed, the ones with no answer within `--health-timeout` included
 /// (a server that accepts and never answers: its clients wait up to nginx's read timeout and
 /// get 504), and the first failure.
+/// A server error counts whatever the check's first answer was, so the running
+/// configuration's samples and the reloaded one's are counted alike (a first answer that was
+/// itself a 500 would otherwise hide every other 500 of its side).
 fn failed_of(
     samples: &[CheckResult],
     log: &mut Cursors,
@@ -325,8 +331,36 @@ fn failed_of(
     on_path: bool,
 ) -> (usize, Option<String>) {
     let (why, _) = failures(samples, log, first, on_path);
-    let timed_out = samples.iter().filter(|r| r.timed_out).map(|r| r.reply());
-    let mut failed = why.into_iter().flatten().chain(timed_out);
+    let mut failed = (samples.iter().zip(why)).filter_map(|(r, why)| {
+        let server_error = !on_path && matches!(r.status, Some(500..=599));
+        why.or_else(|| (r.timed_out || server_error).then(|| r.reply()))
+    });
     let first_failure = failed.next();
     (first_failure.iter().count() + failed.count(), first_failure)
+}
+
+/// Whether `after` (failed, of) fails clearly more often than `before`: twice at least, and
+/// none before, or a share higher by 0.15 than three times the share before (a canary's
+/// weight raised from one request in 21 to one in two; not the same flaky backend asked
+/// twice, whose share drifts by chance).
+pub fn more_often(after: (usize, usize), before: (usize, usize)) -> bool {
+    let share = |(k, n): (usize, usize)| k as f64 / n.max(1) as f64;
+    after.0 >= 2 && (before.0 == 0 || share(after) >= 3.0 * share(before) + 0.15)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::more_often;
+
+    #[test]
+    fn failing_more_often_is_a_clear_rise_not_chance() {
+        // A canary that fails all it gets, added: none before.
+        assert!(more_often((2, 22), (0, 88)));
+        assert!(!more_often((1, 22), (0, 88)));
+        // Its weight raised from one request in 21 to one in two.
+        assert!(more_often((21, 42), (8, 168)));
+        // The same flaky backend asked twice: its share drifts by chance.
+        assert!(!more_often((3, 16), (2, 64)));
+        assert!(!more_often((9, 16), (30, 64)));
+    }
 }

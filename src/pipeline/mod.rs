@@ -479,8 +479,10 @@ pub fn reload_locked(
     // From here on the run needs the files (for the snapshot), the servers (for health
     // checks) and what `Watch` takes; the directive tree and the targets are dropped.
     let watch = Watch::of(&env, &insp.config);
-    // Where the shadow asked no pool again (off, not started), verification does.
-    let sampled = (report.shadow.as_ref()).is_some_and(|r| r.ready.is_some());
+    // Where the shadow asked no pool again (off, not started), or could not judge what it
+    // asked (its checks read `$server_port`), verification does.
+    let sampled = (report.shadow.as_ref())
+        .is_some_and(|r| r.ready.is_some() && r.state == crate::shadow::ShadowState::Verified);
     let pools = (!sampled)
         .then(|| AroundReload::of(&insp.config, impact.upstreams_changed(), watch.workers))
         .flatten();

@@ -110,7 +110,10 @@ impl Sampled {
     /// a server added to a pool that answers 502 itself or never answers (nginx passes on a
     /// backend's own 502 and does not retry it), not a flaky backend both share.
     pub fn worse(&self) -> bool {
-        self.shadow_failed >= 2 && self.running_failed == 0
+        samples::more_often(
+            (self.shadow_failed, self.asked),
+            (self.running_failed, self.running_asked),
+        )
     }
 }
 
@@ -120,8 +123,9 @@ impl Sampled {
 /// `conf::pool_sizes`) that answered, is asked again through the shadow: [`SAMPLES`] times or
 /// twice the sum of the pool's weights, up to [`MAX_SAMPLES`] (its one worker's weighted round
 /// robin gives each request the next server). When some of those fail, the running nginx is
-/// asked three times as often. Failed answers through the shadow (two or more) where the
-/// running nginx failed none are the change's ([`Sampled::worse`]): a pool member it added
+/// asked four times as often. Failed answers through the shadow (two or more) where the
+/// running nginx failed none, or clearly fewer (see `samples::more_often`), are the change's
+/// ([`Sampled::worse`]): a pool member it added (or gave a higher weight)
 /// that fails every request it gets (a 502 of its own, which nginx passes on, or no answer)
 /// fails that share of every client's. A backend both nginxes share that fails now and then
 /// shows on both sides, and stays a warning. The running nginx is asked only after the
@@ -184,13 +188,13 @@ pub fn sample(
         if shadow_failed == 0 && !c.shadow.intermittent() {
             continue;
         }
-        // Three times as many of the running nginx: a backend both share that fails one
+        // Four times as many of the running nginx: a backend both share that fails one
         // request in five fails some of these too, where a server only the change has never
         // shows.
         let mut running_log = Cursors::open(running_logs);
         let through_running = samples::ask(
             &c.shadow.check.to_running(),
-            (3 * n).min(MAX_RUNNING_SAMPLES),
+            (4 * n).min(MAX_RUNNING_SAMPLES),
             limit,
             on_path,
             opts,
@@ -306,7 +310,7 @@ impl ShadowCheck {
         {
             return format!(
                 "{}: GET {} through the shadow nginx failed {} of {} answers ({}), the running \
-                 nginx none of {}: the change makes a share of these requests fail (a server \
+                 nginx {} of {}: the change makes a share of these requests fail (a server \
                  of its pool that fails every request it gets)",
                 self.server(),
                 self.url,
@@ -316,6 +320,10 @@ impl ShadowCheck {
                     .as_deref()
                     .or(self.shadow.first_failure.as_deref())
                     .unwrap_or("?"),
+                match s.running_failed {
+                    0 => "none".to_string(),
+                    k => k.to_string(),
+                },
                 s.running_asked
             );
         }
