@@ -3587,3 +3587,41 @@ fn a_failing_pool_member_given_more_weight_is_the_changes() {
         "{failed} of 42 failed: the weight is back to 1"
     );
 }
+
+/// A pool member that fails its share before the change and after it (one request in 11
+/// answered 500), and a harmless change to the pool without the shadow: live, not the
+/// change's, and said with the counts, not "live and verified" with no word of it (r17 a F5).
+#[test]
+fn a_pool_member_failing_as_before_is_said_after_a_harmless_change() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let erring = StatusBackend::start(SocketAddr::new(ip, 0), 500);
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |weight: u32| {
+        format!(
+            "upstream pool {{ server {} weight={weight}; server {} weight=1; }}\n\
+             server {{ listen {listen}; server_name p.test; \
+             location / {{ proxy_pass http://pool; }} }}",
+            app.host_port(),
+            erring.addr
+        )
+    };
+    let n = TestNginx::start(&site(10));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site(9));
+    let run = sr.run(&["-y", "--no-shadow"]);
+    run.expect(0);
+    assert!(run.to_string().contains("answers failed"), "{run}");
+    assert!(
+        !run.to_string().contains("live and verified (snapshot"),
+        "{run}"
+    );
+    let bodies: Vec<String> = (0..20)
+        .map(|_| http_get(listen, "p.test", "/").map_or_else(|_| "-".into(), |(_, b)| b))
+        .collect();
+    assert!(
+        bodies.iter().filter(|b| *b == "app").count() >= 15,
+        "{bodies:?}"
+    );
+}

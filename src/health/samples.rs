@@ -231,7 +231,7 @@ impl AroundReload {
     pub fn before(
         &mut self,
         checks: &[Check],
-        baseline: &HealthReport,
+        baseline: &mut HealthReport,
         opts: &HealthOptions,
         logs: &[std::path::PathBuf],
     ) {
@@ -244,7 +244,7 @@ impl AroundReload {
             if !self.changed.contains(pool) || self.taken.iter().any(|b| b.pool == pool) {
                 continue;
             }
-            let answered = (baseline.results.iter())
+            let answered = (baseline.results.iter_mut())
                 .find(|r| r.check.url == c.url && r.check.host == c.host)
                 .filter(|r| !r.failed && !r.refused && !r.timed_out);
             let Some(first) = answered else {
@@ -255,13 +255,12 @@ impl AroundReload {
             let on_path = self.path_hashed.contains(pool) && path_may_vary(c);
             let asked = (4 * n).min(MAX_RUNNING_SAMPLES);
             let mut log = Cursors::open(logs);
-            let failed = failed_of(
-                &ask(c, asked, limit, on_path, opts),
-                &mut log,
-                first,
-                on_path,
-            )
-            .0;
+            let samples = ask(c, asked, limit, on_path, opts);
+            let (failed, why) = failed_of(&samples, &mut log, first, on_path);
+            // Its answers are the baseline's too (see `Transaction::run`).
+            first.attempts += samples.len() as u32;
+            first.failures += failed as u32;
+            first.first_failure = first.first_failure.take().or(why);
             self.taken.push(Before {
                 url: c.url.clone(),
                 pool: pool.to_string(),
@@ -294,6 +293,13 @@ impl AroundReload {
             let samples = ask(&r.check, b.n, b.limit, b.on_path, opts);
             let (failed, first) = failed_of(&samples, &mut log, r, b.on_path);
             if !more_often((failed, samples.len()), (b.failed, b.asked)) {
+                // Failing as before (a member that failed its share before the change too):
+                // not the change's, and said, with the counts, as an intermittent answer is.
+                if failed > 0 {
+                    r.failures += failed as u32;
+                    r.attempts += samples.len() as u32;
+                    r.first_failure = r.first_failure.take().or(first);
+                }
                 continue;
             }
             r.failed = true;

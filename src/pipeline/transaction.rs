@@ -336,7 +336,7 @@ impl Transaction<'_> {
             not_checked,
             ..
         } = plan;
-        let baseline = match (self.running, taken) {
+        let mut baseline = match (self.running, taken) {
             (Running::Baseline, Some(window)) => {
                 let baseline = Baseline::of(&window);
                 report.baseline = Some(window);
@@ -349,8 +349,11 @@ impl Transaction<'_> {
             .pools
             .take()
             .filter(|_| self.running == Running::Baseline);
-        if let (Some(pools), Some(window)) = (pools.as_mut(), report.baseline.as_ref()) {
+        if let (Some(pools), Some(window)) = (pools.as_mut(), report.baseline.as_mut()) {
             pools.before(&checks, window, &self.health_options(), &self.watch.logs);
+            // Its answers are the baseline's too: a pool that failed its share before the
+            // change says so next to the same share after it.
+            baseline = Baseline::of(window);
         }
         let prior = self.store.journal()?.map(|r| r.phase);
         let candidate = self.candidate.id.clone();
