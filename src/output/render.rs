@@ -261,7 +261,7 @@ fn render_diff(p: &Printer, d: &ConfigDiff, to_stdout: bool) {
         }
     };
     if d.is_empty() {
-        emit("no changes since the last good configuration");
+        emit("no diff: the files equal the last good configuration");
         return;
     }
     for f in d.files.iter().filter(|f| !f.only_unlinked()) {
