@@ -63,6 +63,11 @@ pub struct Check {
     /// Speak HTTP/2 with prior knowledge (a plaintext `listen ... http2`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub http2: bool,
+    /// A `--health` URL's: the one `*_pass` the derived checks of its listen and Host name,
+    /// when they name one, so a pool there is asked again for it as for theirs
+    /// (`health::samples`); nothing else reads it.
+    #[serde(skip)]
+    pub samples_through: Option<String>,
     /// A TLS listen with `http2`: beside the check's HTTP/1.1 request, one over HTTP/2
     /// (ALPN `h2`), as every browser speaks there (see `verify::H2`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -157,6 +162,7 @@ impl Check {
             proxy_protocol: false,
             http2: false,
             h2: false,
+            samples_through: None,
             grpc: false,
             gate: Gate::default(),
             upstream: None,

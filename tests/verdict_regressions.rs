@@ -3625,3 +3625,44 @@ fn a_pool_member_failing_as_before_is_said_after_a_harmless_change() {
         "{bodies:?}"
     );
 }
+
+/// A `--health` URL in front of a pool that a change gives a canary answering 500 at
+/// `weight=1`: the URL's one request reached a member that worked, and the run was "live and
+/// verified", with the shadow and without it (r15 w F2, r17 a F7). The URL asks the pool
+/// its listen and Host pass to again, as the derived checks do: refused in the shadow,
+/// rolled back without it.
+#[test]
+fn a_failing_canary_behind_a_health_url_is_refused() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let erring = StatusBackend::start(SocketAddr::new(ip, 0), 500);
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |canary: bool| {
+        let canary = match canary {
+            true => format!("server {} weight=1;", erring.addr),
+            false => String::new(),
+        };
+        format!(
+            "upstream pool {{ server {} weight=10; {canary} }}\n\
+             server {{ listen {listen}; server_name p.test; \
+             location / {{ proxy_pass http://pool; }} }}",
+            app.host_port()
+        )
+    };
+    let n = TestNginx::start(&site(false));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site(true));
+    let url = format!("http://p.test:{}/", listen.port());
+    let resolve = format!("p.test:{}:{}", listen.port(), listen.ip());
+    let args = ["-y", "--health", &url, "--resolve", &resolve];
+    sr.run(&args).expect(1);
+    let run = sr.run(&[&args[..], &["--no-shadow"]].concat());
+    run.expect(3);
+    for _ in 0..22 {
+        assert_eq!(
+            http_get(listen, "p.test", "/").ok(),
+            Some((200, "app".into()))
+        );
+    }
+}

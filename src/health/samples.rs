@@ -237,8 +237,8 @@ impl AroundReload {
     ) {
         let opts = &opts.for_window();
         for c in checks {
-            let Some((pool, size)) = (c.upstream.as_deref()).and_then(|u| pool_of(u, &self.pools))
-            else {
+            let pass = c.upstream.as_deref().or(c.samples_through.as_deref());
+            let Some((pool, size)) = pass.and_then(|u| pool_of(u, &self.pools)) else {
                 continue;
             };
             if !self.changed.contains(pool) || self.taken.iter().any(|b| b.pool == pool) {

@@ -747,6 +747,7 @@ impl Candidate<'_> {
             proxy_protocol: speak.proxy_protocol,
             http2: http2_only,
             h2: speak.ssl && speak.http2,
+            samples_through: None,
             grpc: loc.pass == "grpc_pass",
             gate: Gate {
                 auth: loc.auth,

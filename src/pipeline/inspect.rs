@@ -263,8 +263,22 @@ pub fn candidate_checks(s: &Settings, servers: &[Server], impact: &Impact, root:
     if s.health.is_empty() {
         return health::focused_checks(servers, impact, root);
     }
+    // Each URL samples the pool the derived checks of its listen and Host pass to, when they
+    // pass to one: a canary added there fails a share of the URL's answers too.
+    let derived = health::focused_checks(servers, impact, root);
+    let mut checks = s.health.clone();
+    for c in &mut checks {
+        let mut passes = (derived.checks.iter())
+            .filter(|d| d.connect == c.connect && d.host.eq_ignore_ascii_case(&c.host))
+            .filter_map(|d| d.upstream.clone());
+        if let Some(first) = passes.next() {
+            if passes.all(|p| p == first) {
+                c.samples_through = Some(first);
+            }
+        }
+    }
     Plan {
-        checks: s.health.clone(),
+        checks,
         ..Plan::default()
     }
 }

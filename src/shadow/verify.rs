@@ -146,12 +146,12 @@ pub fn sample(
         if c.worse() || c.failed() {
             continue;
         }
-        let pool = c
-            .shadow
-            .check
+        let check = &c.shadow.check;
+        let pass = check
             .upstream
             .as_deref()
-            .and_then(|u| pool_of(u, pools));
+            .or(check.samples_through.as_deref());
+        let pool = pass.and_then(|u| pool_of(u, pools));
         let limit = (pool.and_then(|(name, _)| limits.get(name))).map_or(SAMPLES, |l| *l);
         // A pool named by a variable (`proxy_pass http://$tier_pool`, a `map` value): which
         // pool, and how big, is not known here, so it is sampled as a pool of a few.
