@@ -3666,3 +3666,45 @@ fn a_failing_canary_behind_a_health_url_is_refused() {
         );
     }
 }
+
+/// A `--health` URL on a server whose locations pass to different pools: it samples the pool
+/// of the location its path falls in (r17 b F2: `/api/x` took no pool, and a canary answering
+/// 500 added to `/api/`'s was verified), and none for a static location (r17 b F3).
+#[test]
+fn a_health_url_samples_the_pool_of_the_location_its_path_falls_in() {
+    let ip = unique_loopback();
+    let app = HttpBackend::start(SocketAddr::new(ip, 0), "app");
+    let api = HttpBackend::start(SocketAddr::new(ip, 0), "api");
+    let erring = StatusBackend::start(SocketAddr::new(ip, 0), 500);
+    let listen = SocketAddr::new(ip, free_port(ip));
+    let site = |canary: bool| {
+        let canary = match canary {
+            true => format!("server {} weight=1;", erring.addr),
+            false => String::new(),
+        };
+        format!(
+            "upstream front {{ server {app} weight=10; server {app} weight=1; }}\n\
+             upstream back {{ server {api} weight=10; {canary} }}\n\
+             server {{ listen {listen}; server_name m.test; \
+             location / {{ proxy_pass http://front; }} \
+             location /api/ {{ proxy_pass http://back; }} }}",
+            app = app.host_port(),
+            api = api.host_port(),
+        )
+    };
+    let n = TestNginx::start(&site(false));
+    let sr = SafeReload::new(&n);
+    sr.init();
+    n.write_http(&site(true));
+    let url = format!("http://m.test:{}/api/x", listen.port());
+    let resolve = format!("m.test:{}:{}", listen.port(), listen.ip());
+    let args = ["-y", "--health", &url, "--resolve", &resolve];
+    sr.run(&args).expect(1);
+    sr.run(&[&args[..], &["--no-shadow"]].concat()).expect(3);
+    for _ in 0..22 {
+        assert_eq!(
+            http_get(listen, "m.test", "/api/x").ok(),
+            Some((200, "api".into()))
+        );
+    }
+}

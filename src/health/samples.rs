@@ -346,12 +346,24 @@ fn failed_of(
 }
 
 /// Whether `after` (failed, of) fails clearly more often than `before`: twice at least, and
-/// none before, or a share higher by 0.15 than three times the share before (a canary's
-/// weight raised from one request in 21 to one in two; not the same flaky backend asked
+/// none before, or a share three standard errors above the share before (a failing member's
+/// weight raised from one request in 11 to one in three; not the same flaky backend asked
 /// twice, whose share drifts by chance).
 pub fn more_often(after: (usize, usize), before: (usize, usize)) -> bool {
     let share = |(k, n): (usize, usize)| k as f64 / n.max(1) as f64;
-    after.0 >= 2 && (before.0 == 0 || share(after) >= 3.0 * share(before) + 0.15)
+    if after.0 < 2 {
+        return false;
+    }
+    if before.0 == 0 {
+        return true;
+    }
+    // Two shares compared as samples of one: three standard errors apart.
+    let (a, b) = (share(after), share(before));
+    let pooled = (after.0 + before.0) as f64 / (after.1 + before.1).max(1) as f64;
+    let se =
+        (pooled * (1.0 - pooled) * (1.0 / after.1.max(1) as f64 + 1.0 / before.1.max(1) as f64))
+            .sqrt();
+    a > b && se > 0.0 && (a - b) / se >= 3.0
 }
 
 #[cfg(test)]
@@ -363,8 +375,9 @@ mod tests {
         // A canary that fails all it gets, added: none before.
         assert!(more_often((2, 22), (0, 88)));
         assert!(!more_often((1, 22), (0, 88)));
-        // Its weight raised from one request in 21 to one in two.
+        // Its weight raised from one request in 21 to one in two, or in 11 to one in three.
         assert!(more_often((21, 42), (8, 168)));
+        assert!(more_often((10, 28), (11, 112)));
         // The same flaky backend asked twice: its share drifts by chance.
         assert!(!more_often((3, 16), (2, 64)));
         assert!(!more_often((9, 16), (30, 64)));

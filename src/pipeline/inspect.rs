@@ -268,14 +268,35 @@ pub fn candidate_checks(s: &Settings, servers: &[Server], impact: &Impact, root:
     let derived = health::focused_checks(servers, impact, root);
     let mut checks = s.health.clone();
     for c in &mut checks {
-        let mut passes = (derived.checks.iter())
+        let same: Vec<&health::Check> = (derived.checks.iter())
             .filter(|d| d.connect == c.connect && d.host.eq_ignore_ascii_case(&c.host))
-            .filter_map(|d| d.upstream.clone());
-        if let Some(first) = passes.next() {
-            if passes.all(|p| p == first) {
-                c.samples_through = Some(first);
+            .collect();
+        // The location the URL's path falls in, as nginx picks a prefix (the longest), where
+        // a derived check stands for one: its pass, or none for a static one.
+        let path = c.path.split('?').next().unwrap_or("");
+        let prefix = |d: &&health::Check| {
+            let rest = d.what.strip_prefix("location ")?;
+            let p = rest.strip_prefix("^~ ").unwrap_or(rest);
+            match p.strip_prefix("= ") {
+                Some(exact) => (exact == path).then_some(usize::MAX),
+                None if !p.starts_with('~') && !p.starts_with('@') && path.starts_with(p) => {
+                    Some(p.len())
+                }
+                None => None,
             }
-        }
+        };
+        let located = same
+            .iter()
+            .filter_map(|d| Some((prefix(d)?, *d)))
+            .max_by_key(|(n, _)| *n);
+        c.samples_through = match located {
+            Some((_, d)) => d.upstream.clone(),
+            None => {
+                let mut passes = same.iter().filter_map(|d| d.upstream.clone());
+                let first = passes.next();
+                first.filter(|f| passes.all(|p| p == *f))
+            }
+        };
     }
     Plan {
         checks,

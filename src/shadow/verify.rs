@@ -310,8 +310,8 @@ impl ShadowCheck {
         {
             return format!(
                 "{}: GET {} through the shadow nginx failed {} of {} answers ({}), the running \
-                 nginx {} of {}: the change makes a share of these requests fail (a server \
-                 of its pool that fails every request it gets)",
+                 nginx {} of {}: the change makes a share of these requests fail, or more of \
+                 them (a server of its pool that fails the requests it gets)",
                 self.server(),
                 self.url,
                 s.shadow_failed,
