@@ -209,6 +209,13 @@ fn nginx_in_its_own_way(
         holders,
         nginx: Some(why),
     };
+    // `the running nginx, nginx (pid N),`: the master holding a socket, for a message.
+    let running_holder = |held: &netstat::TcpListen| {
+        netstat::main_holder(&held.holders).map_or_else(
+            || "the running nginx".to_string(),
+            |o| format!("the running nginx, {o},"),
+        )
+    };
     let mut out = Vec::new();
     let running: Vec<_> = (listeners.tcp.iter())
         .filter(|l| l.holders.iter().any(|h| own_pids.contains(&h.pid)))
@@ -229,10 +236,7 @@ fn nginx_in_its_own_way(
         let written = tcp(None)
             .find(|(_, a)| *a == held.addr)
             .map_or_else(String::new, |(l, _)| format!(" ({})", place(l)));
-        let who = netstat::main_holder(&held.holders).map_or_else(
-            || "the running nginx".to_string(),
-            |o| format!("the running nginx, {o},"),
-        );
+        let who = running_holder(held);
         out.push(conflict(
             listen,
             held.addr.to_string(),
@@ -263,10 +267,7 @@ fn nginx_in_its_own_way(
         if tcp(None).any(|(_, a)| wildcard(&a)) {
             continue;
         }
-        let who = netstat::main_holder(&held.holders).map_or_else(
-            || "the running nginx".to_string(),
-            |o| format!("the running nginx, {o},"),
-        );
+        let who = running_holder(held);
         out.push(conflict(
             listen,
             held.addr.to_string(),

@@ -251,11 +251,7 @@ fn a_listening_socket_the_worker_user_may_not_open_gets_a_permission_hint() {
     let listen = SocketAddr::new(ip, free_port(ip));
     let target = format!("unix:{}:", sock.display());
     // Debian has no group `nobody`: nginx's `user nobody;` would look it up and fail.
-    let group = if nix_group_exists("nobody") {
-        "nobody"
-    } else {
-        "nogroup"
-    };
+    let group = nobody_group();
     let nginx = TestNginx::builder()
         .user(&format!("nobody {group}"))
         .http(&proxy_site(listen, &target))
@@ -283,6 +279,15 @@ fn a_listening_socket_the_worker_user_may_not_open_gets_a_permission_hint() {
     );
     assert!(!hints.contains("no backend listens"), "{hints}");
     drop(app);
+}
+
+/// The group `user nobody GROUP;` can name here: Debian has no group `nobody` (nginx's
+/// `user nobody;` would look it up and fail), and `nogroup` instead.
+fn nobody_group() -> &'static str {
+    match nix_group_exists("nobody") {
+        true => "nobody",
+        false => "nogroup",
+    }
 }
 
 fn nix_group_exists(name: &str) -> bool {
@@ -639,11 +644,7 @@ fn a_user_change_that_locks_the_workers_out_of_a_socket_is_the_changes_failure()
     let sr = SafeReload::new(&nginx);
     sr.init();
 
-    let group = if nix_group_exists("nobody") {
-        "nobody"
-    } else {
-        "nogroup"
-    };
+    let group = nobody_group();
     let conf = std::fs::read_to_string(&nginx.conf).unwrap();
     assert!(conf.contains("user daemon daemon;"), "{conf}");
     std::fs::write(
@@ -842,11 +843,7 @@ fn a_socket_a_posix_acl_opens_to_the_worker_user_is_no_refusal() {
         );
         return;
     }
-    let group = if nix_group_exists("nobody") {
-        "nobody"
-    } else {
-        "nogroup"
-    };
+    let group = nobody_group();
     let nginx = TestNginx::builder()
         .user(&format!("nobody {group}"))
         .http(&proxy_site(listen, &target))

@@ -3442,6 +3442,16 @@ fn a_down_backup_beside_a_primary_that_is_nginxs_own_new_listen_goes_live() {
     );
 }
 
+/// `p.test` on `listen`, its `location /` (with `extra`) passing to `upstream pool` of
+/// `members`.
+fn pool_site(listen: SocketAddr, members: &str, extra: &str) -> String {
+    format!(
+        "upstream pool {{ {members} }}\n\
+         server {{ listen {listen}; server_name p.test; \
+         location / {{ {extra} proxy_pass http://pool; }} }}"
+    )
+}
+
 /// A pool member the change adds at weight 1 beside one at weight 10, that answers 500 to
 /// every request (or never answers), with no shadow to ask the pool again (`--no-shadow`):
 /// verification's one request reached the member that worked, and the run said "verified"
@@ -3463,11 +3473,10 @@ fn a_failing_canary_added_to_a_pool_without_the_shadow_is_rolled_back() {
     let listen = SocketAddr::new(ip, free_port(ip));
     let site = |canary: Option<String>| {
         let canary = canary.map_or(String::new(), |c| format!("server {c} weight=1;"));
-        format!(
-            "upstream pool {{ server {} weight=10; {canary} }}\n\
-             server {{ listen {listen}; server_name p.test; \
-             location / {{ proxy_pass http://pool; proxy_read_timeout 5s; }} }}",
-            app.host_port()
+        pool_site(
+            listen,
+            &format!("server {} weight=10; {canary}", app.host_port()),
+            "proxy_read_timeout 5s;",
         )
     };
     let n = TestNginx::start(&site(None));
@@ -3563,13 +3572,12 @@ fn a_failing_pool_member_given_more_weight_is_the_changes() {
     let erring = StatusBackend::start(SocketAddr::new(ip, 0), 500);
     let listen = SocketAddr::new(ip, free_port(ip));
     let site = |weight: u32| {
-        format!(
-            "upstream pool {{ server {} weight=20; server {} weight={weight}; }}\n\
-             server {{ listen {listen}; server_name p.test; \
-             location / {{ proxy_pass http://pool; }} }}",
+        let members = format!(
+            "server {} weight=20; server {} weight={weight};",
             app.host_port(),
             erring.addr
-        )
+        );
+        pool_site(listen, &members, "")
     };
     let n = TestNginx::start(&site(1));
     let sr = SafeReload::new(&n);
@@ -3598,13 +3606,12 @@ fn a_pool_member_failing_as_before_is_said_after_a_harmless_change() {
     let erring = StatusBackend::start(SocketAddr::new(ip, 0), 500);
     let listen = SocketAddr::new(ip, free_port(ip));
     let site = |weight: u32| {
-        format!(
-            "upstream pool {{ server {} weight={weight}; server {} weight=1; }}\n\
-             server {{ listen {listen}; server_name p.test; \
-             location / {{ proxy_pass http://pool; }} }}",
+        let members = format!(
+            "server {} weight={weight}; server {} weight=1;",
             app.host_port(),
             erring.addr
-        )
+        );
+        pool_site(listen, &members, "")
     };
     let n = TestNginx::start(&site(10));
     let sr = SafeReload::new(&n);
@@ -3642,11 +3649,10 @@ fn a_failing_canary_behind_a_health_url_is_refused() {
             true => format!("server {} weight=1;", erring.addr),
             false => String::new(),
         };
-        format!(
-            "upstream pool {{ server {} weight=10; {canary} }}\n\
-             server {{ listen {listen}; server_name p.test; \
-             location / {{ proxy_pass http://pool; }} }}",
-            app.host_port()
+        pool_site(
+            listen,
+            &format!("server {} weight=10; {canary}", app.host_port()),
+            "",
         )
     };
     let n = TestNginx::start(&site(false));

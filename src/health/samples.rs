@@ -168,9 +168,16 @@ pub(crate) fn logged_for(e: &UpstreamError, check: &Check) -> bool {
 
 /// The pool a `*_pass` value (`http://app_pool`, `http://app_pool/prefix`) names, and its size.
 pub fn pool_of<'a>(pass: &str, pools: &'a HashMap<String, usize>) -> Option<(&'a str, usize)> {
+    pools
+        .get_key_value(&pass_host(pass))
+        .map(|(k, n)| (k.as_str(), *n))
+}
+
+/// The host part of a `*_pass` value or of the upstream an error line names, lowercase:
+/// `app_pool` of `http://app_pool/prefix`, `127.0.0.1:9001` of `http://127.0.0.1:9001/`.
+pub fn pass_host(pass: &str) -> String {
     let rest = pass.split_once("://").map_or(pass, |(_, r)| r);
-    let host = rest.split('/').next()?.to_ascii_lowercase();
-    pools.get_key_value(&host).map(|(k, n)| (k.as_str(), *n))
+    rest.split('/').next().unwrap_or("").to_ascii_lowercase()
 }
 
 /// The pools a change edits, asked again around the reload where no shadow asked them (see

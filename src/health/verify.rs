@@ -563,10 +563,7 @@ fn answered_without_backend(r: &mut CheckResult, expected: &[UpstreamError]) {
     if r.failed || r.answer != Answer::Passed {
         return;
     }
-    let host = |url: &str| {
-        let rest = url.split_once("://").map_or(url, |(_, r)| r);
-        rest.split('/').next().unwrap_or("").to_ascii_lowercase()
-    };
+    let host = super::samples::pass_host;
     let Some(pass) = r.check.upstream.as_deref().map(host) else {
         return;
     };
@@ -926,24 +923,8 @@ fn h2_request(
     source: Option<IpAddr>,
 ) -> H2 {
     let deadline = Instant::now() + timeout;
-    let Ok((mut stream, proxy)) = open(check, timeout, source) else {
+    let Some((mut stream, name)) = side_connection(check, timeout, source) else {
         return H2::Unasked;
-    };
-    if stream.timeouts(timeout).is_err() {
-        return H2::Unasked;
-    }
-    if check.proxy_protocol {
-        let sent = proxy.and_then(|header| stream.write_all(header.as_bytes()));
-        if sent.is_err() {
-            return H2::Unasked;
-        }
-    }
-    let name = match check.host.is_empty() {
-        true => rustls::pki_types::ServerName::IpAddress(check.connect.ip().into()),
-        false => match tls::server_name(&check.host) {
-            Ok(name) => name,
-            Err(_) => return H2::Unasked,
-        },
     };
     let Ok(config) = tls::client_config(tls::WrongName::default()) else {
         return H2::Unasked;
@@ -1008,6 +989,29 @@ pub fn not_listening(check: &Check, why: String, opts: &HealthOptions) -> CheckR
     }
 }
 
+/// A connection of its own to `check`'s TLS listen for a request beside the check's (a TLS
+/// 1.2 handshake, the same request over HTTP/2), within `left`, its PROXY header sent, and the
+/// name its handshake sends (the Host, or the address with no Host). `None` when any of that
+/// fails: such a request then says nothing.
+fn side_connection(
+    check: &Check,
+    left: Duration,
+    source: Option<IpAddr>,
+) -> Option<(Stream, rustls::pki_types::ServerName<'static>)> {
+    let (mut stream, proxy) = open(check, left, source).ok()?;
+    stream.timeouts(left).ok()?;
+    if check.proxy_protocol {
+        proxy
+            .and_then(|header| stream.write_all(header.as_bytes()))
+            .ok()?;
+    }
+    let name = match check.host.is_empty() {
+        true => rustls::pki_types::ServerName::IpAddress(check.connect.ip().into()),
+        false => tls::server_name(&check.host).ok()?,
+    };
+    Some((stream, name))
+}
+
 /// A handshake offering TLS 1.2 alone to `check`'s listen, with its SNI, by `deadline` (see
 /// [`Tls12`]). A failure our client meets for want of something in common is asked of
 /// OpenSSL's client too, which offers what nginx's OpenSSL supports (CBC suites, RSA key
@@ -1017,24 +1021,8 @@ fn tls12_handshake(check: &Check, deadline: Instant, source: Option<IpAddr>) -> 
     if left.is_zero() {
         return Tls12::Unasked;
     }
-    let Ok((mut stream, proxy)) = open(check, left, source) else {
+    let Some((mut stream, name)) = side_connection(check, left, source) else {
         return Tls12::Unasked;
-    };
-    if stream.timeouts(left).is_err() {
-        return Tls12::Unasked;
-    }
-    if check.proxy_protocol {
-        let sent = proxy.and_then(|header| stream.write_all(header.as_bytes()));
-        if sent.is_err() {
-            return Tls12::Unasked;
-        }
-    }
-    let name = match check.host.is_empty() {
-        true => rustls::pki_types::ServerName::IpAddress(check.connect.ip().into()),
-        false => match tls::server_name(&check.host) {
-            Ok(name) => name,
-            Err(_) => return Tls12::Unasked,
-        },
     };
     let Ok(config) = tls::client_config_tls12() else {
         return Tls12::Unasked;

@@ -82,7 +82,8 @@ impl Env {
         // No pid file, or an empty one, and this configuration's master runs all the same:
         // "not running, start it" would send the operator to a start that cannot bind.
         if let Err(Error::NotRunning { reason }) = &found {
-            let lost = reason.starts_with("no pid file") || reason.contains(" is empty ");
+            // The pid file is gone or empty (not one naming a process that is gone).
+            let lost = std::fs::read_to_string(&pid_file).map_or(true, |t| t.trim().is_empty());
             let unnamed = lost
                 .then(|| crate::reload::unnamed_master(&self.nginx, &self.info))
                 .flatten();

@@ -149,14 +149,11 @@ impl Transaction<'_> {
     /// The checks against the running configuration, right before the signal: what the
     /// change is measured against, when it was not taken alongside `nginx -t` (none runs now
     /// to bind an address the running configuration does not have).
-    fn baseline(&self, checks: &[Check], report: &mut Report) -> Baseline {
+    fn baseline(&self, checks: &[Check], report: &mut Report) -> HealthReport {
         let running = alongside::serving(&self.master);
         let taken = health::recent::take(checks, &self.watch.logs, &self.health_options(), running);
         report.step_from("baseline", true, taken.began, taken.elapsed, None);
-        let window = taken.finish(&self.expected_down);
-        let baseline = Baseline::of(&window);
-        report.baseline = Some(window);
-        baseline
+        taken.finish(&self.expected_down)
     }
 
     /// Signal, prove, verify with `checks`; `known` says which failures are not news. Errors
@@ -336,25 +333,19 @@ impl Transaction<'_> {
             not_checked,
             ..
         } = plan;
-        let mut baseline = match (self.running, taken) {
-            (Running::Baseline, Some(window)) => {
-                let baseline = Baseline::of(&window);
-                report.baseline = Some(window);
-                baseline
-            }
-            (Running::Baseline, None) => self.baseline(&checks, report),
-            (Running::Unverified, _) => Baseline::unknown(),
+        let mut window = match (self.running, taken) {
+            (Running::Baseline, Some(window)) => Some(window),
+            (Running::Baseline, None) => Some(self.baseline(&checks, report)),
+            (Running::Unverified, _) => None,
         };
-        let mut pools = self
-            .pools
-            .take()
-            .filter(|_| self.running == Running::Baseline);
-        if let (Some(pools), Some(window)) = (pools.as_mut(), report.baseline.as_mut()) {
+        let mut pools = self.pools.take().filter(|_| window.is_some());
+        // Its answers are the baseline's too: a pool that failed its share before the change
+        // says so next to the same share after it.
+        if let (Some(pools), Some(window)) = (pools.as_mut(), window.as_mut()) {
             pools.before(&checks, window, &self.health_options(), &self.watch.logs);
-            // Its answers are the baseline's too: a pool that failed its share before the
-            // change says so next to the same share after it.
-            baseline = Baseline::of(window);
         }
+        let baseline = window.as_ref().map_or_else(Baseline::unknown, Baseline::of);
+        report.baseline = window;
         let prior = self.store.journal()?.map(|r| r.phase);
         let candidate = self.candidate.id.clone();
         self.store.journal_update(|r| {
